@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Kintsugi's lab, builds and tests need. Idempotent; needs root.
+set -euo pipefail
+packages=(
+  qemu-system-x86   # the lab: boots distribution kernels under software emulation
+  busybox-static    # guest userland for the generated initramfs
+  cpio              # inspecting initramfs images by hand
+  xz-utils zstd lz4 # distribution modules and kernel payloads are compressed
+  file
+  make gcc-12 libc6-dev bc  # kbuild for livepatch modules
+  dwarves           # pahole: BTF for modules of kernels that ship a BTF vmlinux (6.12)
+  libelf-dev
+  e2fsprogs         # persistent lab disks
+  kmod
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then exit 0; fi
+if [ "$(id -u)" -ne 0 ]; then
+  echo "kintsugi: missing Debian packages: ${missing[*]}; run as root: apt-get install ${missing[*]}" >&2
+  exit 1
+fi
+echo "kintsugi: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get -o DPkg::Lock::Timeout=600 update -qq
+apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

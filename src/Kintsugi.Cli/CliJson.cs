@@ -1,0 +1,16 @@
+using System.Text.Json.Serialization;
+using Kintsugi.Kernel;
+using Kintsugi.Kernel.Archive;
+
+namespace Kintsugi.Cli;
+
+/// <summary>Everything a read command prints with --json.</summary>
+public sealed record ModuleInfo(string Name, string? Path, bool Livepatch, string? Vermagic, string? BuildId, string? Sha256, bool Loaded, bool? Enabled, IReadOnlyDictionary<string, string> ModInfo, IReadOnlyList<PatchedObject> Objects);
+
+[JsonSourceGenerationOptions(WriteIndented = true, PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase, DefaultIgnoreCondition = JsonIgnoreCondition.Never)]
+[JsonSerializable(typeof(MachineStatus))]
+[JsonSerializable(typeof(IReadOnlyList<LoadedPatch>))]
+[JsonSerializable(typeof(ModuleInfo))]
+[JsonSerializable(typeof(FetchedKernel))]
+[JsonSerializable(typeof(BootResult))]
+internal sealed partial class CliJson : JsonSerializerContext;

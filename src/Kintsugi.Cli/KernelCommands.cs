@@ -1,0 +1,230 @@
+using System.CommandLine;
+using Kintsugi.Kernel;
+using Kintsugi.Kernel.Archive;
+using Spectre.Console;
+
+namespace Kintsugi.Cli;
+
+/// <summary>kintsugi kernel ...: the livepatch runtime on this machine, and fetching distribution kernels.</summary>
+internal static class KernelCommands
+{
+    private static Option<int> TimeoutOption() => new("--timeout") { Description = "Seconds to wait for a livepatch transition", DefaultValueFactory = _ => 60 };
+
+    public static Command Create()
+    {
+        var kernel = new Command("kernel", "Load, list, remove and install kernel livepatches on this machine; fetch distribution kernels");
+        kernel.Subcommands.Add(Load());
+        kernel.Subcommands.Add(Unload());
+        kernel.Subcommands.Add(List());
+        kernel.Subcommands.Add(Info());
+        kernel.Subcommands.Add(Install());
+        kernel.Subcommands.Add(Uninstall());
+        kernel.Subcommands.Add(Boot());
+        kernel.Subcommands.Add(Fetch());
+        return kernel;
+    }
+
+    private static Command Load()
+    {
+        var module = new Argument<FileInfo>("module.ko") { Description = "The livepatch module to load" };
+        var timeout = TimeoutOption();
+        var force = new Option<bool>("--force") { Description = "Force a stalled transition to complete (the module can then never be removed)" };
+        var command = new Command("load", "Load a livepatch and wait for its transition; a stalled transition is reported with the blocking tasks and reverted") { module, timeout, force };
+        command.Action = Cli.Run(async parse =>
+        {
+            var file = ModuleFile.Read(parse.GetValue(module)!.FullName);
+            var outcome = new LivepatchRuntime(Cli.Progress).Load(file, TimeSpan.FromSeconds(parse.GetValue(timeout)), parse.GetValue(force));
+            LoadedRecord.Write(MachinePaths.Default, file);
+            Console.WriteLine($"{outcome.Name}: applied" + (outcome.Forced ? " (forced)" : "") +
+                (outcome.Replaced.Count > 0 ? $", replaced {string.Join(", ", outcome.Replaced)}" : ""));
+            return await Task.FromResult(0);
+        });
+        return command;
+    }
+
+    private static Command Unload()
+    {
+        var name = new Argument<string>("name") { Description = "The loaded livepatch (module name)" };
+        var timeout = TimeoutOption();
+        var command = new Command("unload", "Disable a livepatch, wait for the transition back, and remove its module") { name, timeout };
+        command.Action = Cli.Run(parse =>
+        {
+            var module = ModuleName.Parse(parse.GetValue(name)!);
+            new LivepatchRuntime(Cli.Progress).Unload(module, TimeSpan.FromSeconds(parse.GetValue(timeout)));
+            LoadedRecord.Remove(MachinePaths.Default, module);
+            Console.WriteLine($"{module}: removed");
+            return Task.FromResult(0);
+        });
+        return command;
+    }
+
+    private static Command List()
+    {
+        var json = Cli.Json();
+        var command = new Command("list", "List loaded livepatches: enabled and transition state, and the functions patched per object") { json };
+        command.Action = Cli.Run(parse =>
+        {
+            var patches = LivepatchSysfs.List();
+            if (parse.GetValue(json)) { Cli.WriteJson(patches, CliJson.Default.IReadOnlyListLoadedPatch); return Task.FromResult(0); }
+            if (patches.Count == 0) { Console.WriteLine("no livepatches loaded"); return Task.FromResult(0); }
+            var table = new Table().AddColumns("patch", "enabled", "transition", "object", "functions");
+            foreach (var patch in patches)
+            {
+                var first = true;
+                foreach (var obj in patch.Objects.DefaultIfEmpty(new PatchedObject("-", null, [])))
+                {
+                    table.AddRow(first ? patch.Name.Value : "", first ? Yes(patch.Enabled) : "", first ? Yes(patch.InTransition) : "",
+                        Markup.Escape(obj.Name), Markup.Escape(string.Join(", ", obj.Functions.Select(f => f.Sympos == 0 ? f.Name : $"{f.Name},{f.Sympos}"))));
+                    first = false;
+                }
+            }
+            AnsiConsole.Write(table);
+            return Task.FromResult(0);
+        });
+        return command;
+    }
+
+    private static Command Info()
+    {
+        var target = new Argument<string>("module") { Description = "A module file (.ko) or the name of a loaded livepatch" };
+        var json = Cli.Json();
+        var command = new Command("info", "Show a livepatch module's metadata") { target, json };
+        command.Action = Cli.Run(parse =>
+        {
+            var info = Describe(parse.GetValue(target)!);
+            if (parse.GetValue(json)) { Cli.WriteJson(info, CliJson.Default.ModuleInfo); return Task.FromResult(0); }
+            var grid = new Grid().AddColumn().AddColumn();
+            void Row(string key, string? value) => grid.AddRow(Markup.Escape(key), Markup.Escape(value ?? "-"));
+            Row("name", info.Name);
+            Row("file", info.Path);
+            Row("livepatch", Yes(info.Livepatch));
+            Row("built for", info.Vermagic);
+            Row("build-id", info.BuildId);
+            Row("sha256", info.Sha256);
+            Row("loaded", info.Loaded ? (info.Enabled == true ? "yes, enabled" : "yes") : "no");
+            foreach (var (key, value) in info.ModInfo.Where(kv => kv.Key is not ("vermagic" or "livepatch" or "name")))
+                Row(key, value);
+            foreach (var obj in info.Objects)
+                Row("patches " + obj.Name, string.Join(", ", obj.Functions.Select(f => f.Name)));
+            AnsiConsole.Write(grid);
+            return Task.FromResult(0);
+        });
+        return command;
+    }
+
+    private static ModuleInfo Describe(string target)
+    {
+        ModuleFile? file = null;
+        ModuleName name;
+        if (File.Exists(target)) { file = ModuleFile.Read(target); name = file.Name; }
+        else if (ModuleName.TryParse(target, out name))
+        {
+            var record = LoadedRecord.Read(MachinePaths.Default, name);
+            if (record is not null && File.Exists(record.Path)) file = ModuleFile.Read(record.Path);
+            else if (new PatchStore(MachinePaths.Default, RunningKernel.Release).Find(name) is not null)
+                file = ModuleFile.Read(new PatchStore(MachinePaths.Default, RunningKernel.Release).ModulePath(name));
+            else if (!RunningKernel.IsModuleLoaded(name))
+                throw new LivepatchException($"{target} is neither a file nor a loaded module", ExitCode.NotFound);
+        }
+        else throw new LivepatchException($"{target} is neither a file nor a module name", ExitCode.NotFound);
+
+        var loaded = LivepatchSysfs.TryRead(name);
+        var modInfo = (file?.ModInfo ?? []).GroupBy(kv => kv.Key).ToDictionary(g => g.Key, g => string.Join(", ", g.Select(kv => kv.Value)));
+        return new ModuleInfo(name.Value, file?.Path, file?.IsLivepatch ?? loaded is not null, file?["vermagic"], file?.BuildId?.ToString(), file?.Sha256,
+            loaded is not null || RunningKernel.IsModuleLoaded(name), loaded?.Enabled, modInfo, loaded?.Objects ?? []);
+    }
+
+    private static Command Install()
+    {
+        var module = new Argument<FileInfo>("module.ko") { Description = "The livepatch module to keep and re-apply at every boot" };
+        var noLoad = new Option<bool>("--no-load") { Description = "Only install; do not load now" };
+        var timeout = TimeoutOption();
+        var command = new Command("install", "Keep a livepatch under /var/lib/kintsugi/<release>/ and re-apply it at boot (systemd unit kintsugi-kernel.service)") { module, noLoad, timeout };
+        command.Action = Cli.Run(parse =>
+        {
+            var file = ModuleFile.Read(parse.GetValue(module)!.FullName);
+            LivepatchRuntime.CheckLoadable(file);
+            var paths = MachinePaths.Default;
+            var store = new PatchStore(paths, RunningKernel.Release);
+            var record = store.Install(file);
+            SystemdUnit.Install(paths, SystemdUnit.CurrentCommand());
+            Console.WriteLine($"{record.Name}: installed in {store.Directory}; {SystemdUnit.Name} re-applies it at boot");
+            if (!parse.GetValue(noLoad))
+            {
+                var installed = ModuleFile.Read(store.ModulePath(file.Name));
+                new LivepatchRuntime(Cli.Progress).Load(installed, TimeSpan.FromSeconds(parse.GetValue(timeout)));
+                LoadedRecord.Write(paths, installed);
+                store.Save(record with { BootState = BootState.Healthy, LastLoadAt = DateTimeOffset.UtcNow });
+                Console.WriteLine($"{record.Name}: applied");
+            }
+            return Task.FromResult(0);
+        });
+        return command;
+    }
+
+    private static Command Uninstall()
+    {
+        var name = new Argument<string>("name") { Description = "The installed livepatch (module name or file)" };
+        var command = new Command("uninstall", "Stop re-applying a livepatch at boot and delete its kept copy (a loaded patch stays loaded: unload it with kernel unload)") { name };
+        command.Action = Cli.Run(parse =>
+        {
+            var text = parse.GetValue(name)!;
+            var module = File.Exists(text) ? ModuleFile.Read(text).Name : ModuleName.Parse(Path.GetFileNameWithoutExtension(text));
+            var store = new PatchStore(MachinePaths.Default, RunningKernel.Release);
+            if (!store.Uninstall(module)) throw new LivepatchException($"{module} is not installed for {RunningKernel.Release}", ExitCode.NotFound);
+            if (store.List().Count == 0) SystemdUnit.Uninstall(MachinePaths.Default);
+            Console.WriteLine($"{module}: uninstalled");
+            return Task.FromResult(0);
+        });
+        return command;
+    }
+
+    private static Command Boot()
+    {
+        var settle = new Option<int>("--settle") { Description = "Seconds a loaded patch must run without kernel problems before it is confirmed healthy", DefaultValueFactory = _ => 10 };
+        var timeout = TimeoutOption();
+        var json = Cli.Json();
+        var command = new Command("boot", "Re-apply installed livepatches (run by kintsugi-kernel.service at boot), honouring the kill switch and the crash-loop guard") { settle, timeout, json };
+        command.Action = Cli.Run(parse =>
+        {
+            var paths = MachinePaths.Default;
+            var result = new BootApplier(paths, new LivepatchRuntime(Cli.Progress), Cli.Progress)
+                .Run(TimeSpan.FromSeconds(parse.GetValue(settle)), TimeSpan.FromSeconds(parse.GetValue(timeout)));
+            if (parse.GetValue(json)) Cli.WriteJson(result, CliJson.Default.BootResult);
+            else foreach (var action in result.Actions) Console.WriteLine($"{action.Patch}: {action.Action}" + (action.Detail.Length > 0 ? $" ({action.Detail})" : ""));
+            if (result.DisabledBecause is not null) return Task.FromResult((int)ExitCode.Disabled);
+            return Task.FromResult(result.Actions.Any(a => a.Action is "failed" or "quarantined") ? (int)ExitCode.TransitionFailed : 0);
+        });
+        return command;
+    }
+
+    private static Command Fetch()
+    {
+        var release = new Argument<string>("release") { Description = "Kernel release as uname -r prints it, for example 6.1.0-56-cloud-amd64" };
+        var headers = new Option<bool>("--headers") { Description = "Also fetch the headers and kbuild (to build modules)" };
+        var debug = new Option<bool>("--debug") { Description = "Also fetch the -dbg package (vmlinux with symbols; large)" };
+        var source = new Option<bool>("--source") { Description = "Also fetch the matching linux-source" };
+        var json = Cli.Json();
+        var command = new Command("fetch", "Fetch a Debian kernel (image, and on request headers, debug symbols, source) into the cache without installing it, and verify it") { release, headers, debug, source, json };
+        command.Action = Cli.Run(async parse =>
+        {
+            var parts = KernelParts.Image | (parse.GetValue(headers) ? KernelParts.Headers : 0) | (parse.GetValue(debug) ? KernelParts.Debug : 0) | (parse.GetValue(source) ? KernelParts.Source : 0);
+            var archive = new DebianKernelArchive(DebianKernelArchive.DefaultCacheRoot, Cli.Progress);
+            var kernel = await archive.FetchAsync(ParseRelease(parse.GetValue(release)!), parts);
+            if (parse.GetValue(json)) { Cli.WriteJson(kernel, CliJson.Default.FetchedKernel); return 0; }
+            Console.WriteLine($"release:   {kernel.Target.Release}");
+            Console.WriteLine($"package:   {kernel.Target.PackageVersion}");
+            Console.WriteLine($"build-id:  {kernel.Target.BuildId}");
+            Console.WriteLine($"parts:     {kernel.Parts}");
+            Console.WriteLine($"root:      {kernel.Root}");
+            foreach (var warning in kernel.Warnings) Console.WriteLine($"warning:   {warning}");
+            return 0;
+        });
+        return command;
+    }
+
+    public static KernelRelease ParseRelease(string text) =>
+        KernelRelease.TryParse(text, out var release) ? release : throw new KernelArchiveException($"'{text}' is not a kernel release (expected what uname -r prints, for example 6.1.0-56-cloud-amd64)", ExitCode.Usage);
+
+    private static string Yes(bool value) => value ? "yes" : "no";
+}

@@ -1,0 +1,35 @@
+using System.CommandLine;
+using Kintsugi.Cli;
+
+using Kintsugi;
+
+var root = new RootCommand($"""
+    Kintsugi: live patching for Linux fleets, self-hosted.
+
+    Exit codes:
+      0    success
+      1    internal error (a bug: rerun with --verbose and report it)
+      2    usage error
+      3    input refused (not a module, not a livepatch, built for another kernel, malformed)
+      4    livepatch transition failed (it was reverted) or the kernel refused to remove a module
+      5    environment lacks something (not root, no livepatch support, a tool missing)
+      6    not found (a kernel in the archive, a loaded patch)
+      7    disabled by the kill switch (kintsugi.enable=0 or /etc/kintsugi/disabled)
+      124  lab run: the guest did not finish within --timeout
+      125  lab run: the lab itself failed; otherwise lab run exits with the guest command's status
+    """);
+root.Options.Add(Cli.Verbose);
+root.Subcommands.Add(StatusCommand.Create());
+root.Subcommands.Add(KernelCommands.Create());
+root.Subcommands.Add(LabCommands.Create());
+root.Subcommands.Add(DemoCommand.Create());
+root.Subcommands.Add(new Command("version", "Print the version.") { Action = Cli.Run(_ => { Console.WriteLine(Cli.Version); return Task.FromResult(0); }) });
+
+var parse = root.Parse(args);
+if (parse.Errors.Count > 0)
+{
+    foreach (var error in parse.Errors) Console.Error.WriteLine($"kintsugi: {error.Message}");
+    Console.Error.WriteLine("kintsugi: see kintsugi --help");
+    return (int)ExitCode.Usage;
+}
+return await parse.InvokeAsync();

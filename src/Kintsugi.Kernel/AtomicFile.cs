@@ -1,0 +1,36 @@
+namespace Kintsugi.Kernel;
+
+/// <summary>Writes that survive a crash or power loss midway: the old contents or the new, never half.</summary>
+public static class AtomicFile
+{
+    public static void Write(string path, ReadOnlySpan<byte> contents)
+    {
+        Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
+        var temporary = path + ".tmp-" + Environment.ProcessId;
+        using (var stream = new FileStream(temporary, FileMode.Create, FileAccess.Write, FileShare.None))
+        {
+            stream.Write(contents);
+            stream.Flush(flushToDisk: true);
+        }
+        File.Move(temporary, path, overwrite: true);
+        SyncDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
+    }
+
+    public static void WriteText(string path, string contents) => Write(path, System.Text.Encoding.UTF8.GetBytes(contents));
+
+    public static void Copy(string source, string destination) => Write(destination, File.ReadAllBytes(source));
+
+    /// <summary>Makes a rename durable: without it the directory entry may be lost with the power.</summary>
+    public static void SyncDirectory(string directory)
+    {
+        try
+        {
+            using var handle = File.OpenHandle(directory, FileMode.Open, FileAccess.Read, FileShare.ReadWrite, FileOptions.None);
+            RandomAccess.FlushToDisk(handle);
+        }
+        catch (Exception e) when (e is UnauthorizedAccessException or IOException)
+        {
+            // Some filesystems refuse to open or fsync directories; the rename itself has happened.
+        }
+    }
+}

@@ -1,0 +1,83 @@
+namespace Kintsugi.Kernel;
+
+/// <summary>What one boot-time application did with each installed patch.</summary>
+public sealed record BootResult(string? DisabledBecause, IReadOnlyList<BootAction> Actions);
+
+public sealed record BootAction(string Patch, string Action, string Detail);
+
+/// <summary>
+/// Re-applies installed patches at boot, guarding against crash loops: a patch is marked pending before
+/// its load and confirmed only after it has run for the settle period without kernel problems. A patch
+/// found still pending at the next boot was followed by a crash or reboot, and is quarantined instead of
+/// being loaded again.
+/// </summary>
+public sealed class BootApplier(MachinePaths paths, LivepatchRuntime runtime, Action<string> report)
+{
+    public BootResult Run(TimeSpan settle, TimeSpan transitionTimeout)
+    {
+        if (KillSwitch.Reason(paths) is { } reason)
+        {
+            report($"automatic patching is disabled: {reason}; nothing loaded");
+            return new BootResult(reason, []);
+        }
+        var store = new PatchStore(paths, RunningKernel.Release);
+        var actions = new List<BootAction>();
+        var loaded = new List<InstalledPatch>();
+        var baseline = HealthBaseline.Now();
+        foreach (var patch in store.List())
+        {
+            switch (patch.BootState)
+            {
+                case BootState.Pending:
+                    var note = $"its load at {patch.LastLoadAt:u} was followed by a crash or reboot before it was confirmed healthy";
+                    store.Save(patch with { BootState = BootState.Quarantined, Note = note });
+                    report($"not loading {patch.Name}: {note}; quarantined (investigate, then `kintsugi kernel install` it again)");
+                    actions.Add(new(patch.Name, "quarantined", note));
+                    continue;
+                case BootState.Quarantined:
+                    report($"not loading {patch.Name}: quarantined ({patch.Note})");
+                    actions.Add(new(patch.Name, "skipped", patch.Note ?? "quarantined"));
+                    continue;
+            }
+            if (RunningKernel.IsModuleLoaded(patch.ModuleName))
+            {
+                actions.Add(new(patch.Name, "already-loaded", ""));
+                continue;
+            }
+            var pending = patch with { BootState = BootState.Pending, LastLoadAt = DateTimeOffset.UtcNow };
+            store.Save(pending);
+            try
+            {
+                var module = ModuleFile.Read(store.ModulePath(patch.ModuleName));
+                if (module.Sha256 != patch.Sha256)
+                    throw new LivepatchException($"{module.Path} changed since it was installed (sha256 mismatch); install it again", ExitCode.InputRefused);
+                runtime.Load(module, transitionTimeout);
+                LoadedRecord.Write(paths, module);
+                loaded.Add(pending);
+                actions.Add(new(patch.Name, "loaded", ""));
+            }
+            catch (KintsugiException e)
+            {
+                // A clean failure is not a crash: the patch stays installed and is tried again next boot.
+                store.Save(patch with { Note = "boot load failed: " + e.Message });
+                report($"loading {patch.Name} failed: {e.Message}");
+                actions.Add(new(patch.Name, "failed", e.Message));
+            }
+        }
+        if (loaded.Count == 0) return new BootResult(null, actions);
+
+        report($"loaded {loaded.Count} patch(es); confirming health after {settle.TotalSeconds:0} s");
+        Thread.Sleep(settle);
+        var health = baseline.Check();
+        foreach (var patch in loaded)
+        {
+            var confirmed = health.Healthy
+                ? patch with { BootState = BootState.Healthy, Note = null }
+                : patch with { BootState = BootState.Quarantined, Note = "kernel problems after load: " + health };
+            store.Save(confirmed);
+            actions.Add(new(patch.Name, health.Healthy ? "confirmed" : "quarantined", health.ToString()));
+        }
+        report(health.Healthy ? "all loaded patches confirmed healthy" : $"kernel problems after load, patches quarantined: {health}");
+        return new BootResult(null, actions);
+    }
+}

@@ -1,0 +1,46 @@
+using System.Globalization;
+
+namespace Kintsugi.Kernel;
+
+/// <summary>What the kernel said went wrong since a point in time: problem taint flags and log lines.</summary>
+public sealed record HealthReport(IReadOnlyList<string> TaintProblems, IReadOnlyList<string> LogProblems)
+{
+    public bool Healthy => TaintProblems.Count == 0 && LogProblems.Count == 0;
+
+    public override string ToString() => Healthy ? "healthy" :
+        string.Join("; ", TaintProblems.Select(t => "new taint " + t).Concat(LogProblems.Take(5)));
+}
+
+/// <summary>A moment to check the kernel's health against: its taint and log position then.</summary>
+public sealed record HealthBaseline(Taint Taint, double UptimeSeconds)
+{
+    private static readonly string[] ProblemMarkers =
+        ["Oops", "BUG:", "WARNING:", "Call Trace", "general protection fault", "kernel BUG", "soft lockup", "hung_task", "livepatch: failed"];
+
+    public static HealthBaseline Now() => new(RunningKernel.Taint, Uptime());
+
+    public HealthReport Check()
+    {
+        var log = Native.ReadKernelLog();
+        var problems = new List<string>();
+        foreach (var line in log.Split('\n'))
+        {
+            var time = LineTime(line);
+            if (time is null || time < UptimeSeconds) continue;
+            if (ProblemMarkers.Any(m => line.Contains(m, StringComparison.Ordinal))) problems.Add(line.Trim());
+        }
+        return new HealthReport(RunningKernel.Taint.ProblemsAddedSince(Taint), problems);
+    }
+
+    private static double Uptime() =>
+        double.Parse(File.ReadAllText("/proc/uptime").Split(' ')[0], CultureInfo.InvariantCulture);
+
+    /// <summary>The timestamp of a "&lt;4&gt;[   12.345678] text" log line.</summary>
+    internal static double? LineTime(string line)
+    {
+        var open = line.IndexOf('[');
+        var close = line.IndexOf(']');
+        if (open < 0 || close < open) return null;
+        return double.TryParse(line.AsSpan(open + 1, close - open - 1).Trim(), NumberStyles.Float, CultureInfo.InvariantCulture, out var t) ? t : null;
+    }
+}

@@ -109,8 +109,11 @@ public sealed class LivepatchRuntime(Action<string>? report = null)
         _report($"{name} unloaded");
     }
 
-    private bool Revert(ModuleName name, TimeSpan timeout)
+    private bool Revert(ModuleName name, TimeSpan stalledAfter)
     {
+        // Reversing is the way back to safety: give it longer than the transition that stalled (the kernel
+        // retries switching tasks about once a second, so even an easy reversal takes a few seconds).
+        var timeout = TimeSpan.FromSeconds(Math.Max(30, stalledAfter.TotalSeconds));
         _report($"reversing the transition of {name}");
         try { File.WriteAllText(Path.Combine(LivepatchSysfs.PatchDirectory(name), "enabled"), "0"); }
         catch (IOException e) { _report($"could not reverse the transition: {e.Message}"); return false; }

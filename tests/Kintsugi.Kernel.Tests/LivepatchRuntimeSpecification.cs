@@ -1,0 +1,256 @@
+using System.Text.Json;
+using Kintsugi.Lab;
+using Kintsugi.Testing;
+
+namespace Kintsugi.Kernel.Tests;
+
+/// <summary>
+/// The livepatch runtime, proven in a real Debian kernel booted in the lab: the real kintsugi binary runs
+/// inside the guest against the kernel's own /sys/kernel/livepatch. Each kernel line runs the same
+/// specification (see the derived classes at the end of this file).
+/// </summary>
+public abstract class LivepatchRuntimeSpecification(KernelRelease release)
+{
+    private const string OriginalCmdline = "console=ttyS0";
+    private const string MarkerA = "kintsugi-fixture-a: live patched";
+    private const string MarkerB = "kintsugi-fixture-b: cumulative replacement";
+
+    private Task<KernelUnderTest> Kernel => KernelUnderTest.GetAsync(release);
+
+    private static void Succeeded(LabRunResult result) =>
+        Assert.True(result.ExitCode == 0, $"{result.Describe()}\n--- output\n{result.Output}\n--- console\n{result.Console}");
+
+    private static string Section(string output, string name)
+    {
+        var start = output.IndexOf($"@{name}\n", StringComparison.Ordinal);
+        Assert.True(start >= 0, $"no section @{name} in:\n{output}");
+        start += name.Length + 2;
+        // Search from the header's own newline, so that an empty section ends at once.
+        var end = output.IndexOf("\n@", start - 1, StringComparison.Ordinal);
+        return end < 0 ? output[start..].Trim() : end < start ? "" : output[start..end].Trim();
+    }
+
+    /// <summary>The status a guest command reported with <c>echo "@label=$?"</c>.</summary>
+    private static ExitCode ReturnCode(string output, string label)
+    {
+        var match = System.Text.RegularExpressions.Regex.Match(output, $"^@{label}=(\\d+)$", System.Text.RegularExpressions.RegexOptions.Multiline);
+        Assert.True(match.Success, $"no @{label}= in:\n{output}");
+        return (ExitCode)int.Parse(match.Groups[1].Value);
+    }
+
+    [Fact]
+    public async Task Load_changes_the_patched_behaviour_and_unload_restores_it()
+    {
+        var kernel = await Kernel;
+        var result = await kernel.RunAsync("""
+            echo @before; cat /proc/cmdline
+            kintsugi kernel load /fixtures/kintsugi_fixture_cmdline_a.ko || exit 10
+            echo @patched; cat /proc/cmdline
+            echo @list; kintsugi kernel list --json
+            echo @unload; kintsugi kernel unload kintsugi_fixture_cmdline_a || exit 11
+            echo @after; cat /proc/cmdline
+            echo @modules; cat /proc/modules | cut -d' ' -f1
+            """);
+        Succeeded(result);
+        Assert.StartsWith(OriginalCmdline, Section(result.Output, "before"));
+        Assert.Equal(MarkerA, Section(result.Output, "patched"));
+        Assert.StartsWith(OriginalCmdline, Section(result.Output, "after"));
+        Assert.DoesNotContain("kintsugi_fixture_cmdline_a", Section(result.Output, "modules"));
+
+        using var list = JsonDocument.Parse(Section(result.Output, "list"));
+        var patch = Assert.Single(list.RootElement.EnumerateArray());
+        Assert.Equal("kintsugi_fixture_cmdline_a", patch.GetProperty("name").GetString());
+        Assert.True(patch.GetProperty("enabled").GetBoolean());
+        Assert.False(patch.GetProperty("inTransition").GetBoolean());
+        var patchedObject = Assert.Single(patch.GetProperty("objects").EnumerateArray());
+        Assert.Equal("vmlinux", patchedObject.GetProperty("name").GetString());
+        Assert.Equal("cmdline_proc_show", Assert.Single(patchedObject.GetProperty("functions").EnumerateArray()).GetProperty("name").GetString());
+    }
+
+    [Fact]
+    public async Task A_cumulative_replacement_leaves_only_the_new_patch_loaded()
+    {
+        var kernel = await Kernel;
+        var result = await kernel.RunAsync("""
+            kintsugi kernel load /fixtures/kintsugi_fixture_cmdline_a.ko || exit 10
+            kintsugi kernel load /fixtures/kintsugi_fixture_cmdline_b.ko || exit 11
+            echo @cmdline; cat /proc/cmdline
+            echo @livepatches; ls /sys/kernel/livepatch
+            echo @modules; cat /proc/modules | cut -d' ' -f1
+            echo @status; kintsugi status --json
+            """);
+        Succeeded(result);
+        Assert.Equal(MarkerB, Section(result.Output, "cmdline"));
+        Assert.Equal("kintsugi_fixture_cmdline_b", Section(result.Output, "livepatches"));
+        var modules = Section(result.Output, "modules").Split('\n');
+        Assert.Contains("kintsugi_fixture_cmdline_b", modules);
+        Assert.DoesNotContain("kintsugi_fixture_cmdline_a", modules);
+
+        using var status = JsonDocument.Parse(Section(result.Output, "status"));
+        Assert.Equal("applied", status.RootElement.GetProperty("state").GetString());
+        Assert.Contains("99.0.0-kintsugi-fixture", status.RootElement.GetProperty("effectiveVersion").GetString());
+        Assert.Equal("kintsugi_fixture_cmdline_b", Assert.Single(status.RootElement.GetProperty("patches").EnumerateArray()).GetProperty("name").GetString());
+    }
+
+    [Fact]
+    public async Task A_stalled_transition_is_reported_with_the_blocking_task_and_reverted()
+    {
+        var kernel = await Kernel;
+        var result = await kernel.RunAsync("""
+            insmod /fixtures/kintsugi_fixture_stall_target.ko || exit 10
+            kintsugi kernel load --timeout 3 /fixtures/kintsugi_fixture_stall_patch.ko; echo "@rc=$?"
+            echo @after
+            echo @livepatches; ls /sys/kernel/livepatch
+            echo @modules; cat /proc/modules | cut -d' ' -f1
+            echo @end
+            """);
+        Succeeded(result);
+        Assert.Equal(ExitCode.TransitionFailed, ReturnCode(result.Output, "rc"));
+        Assert.Contains("did not complete within 3 s", result.Output);
+        Assert.Contains("(kintsugi-stall)", result.Output);
+        Assert.Contains("kintsugi_fixture_stall_loop", result.Output);
+        Assert.Contains("reversed and the module removed", result.Output);
+        Assert.Equal("", Section(result.Output, "livepatches"));
+        Assert.DoesNotContain("kintsugi_fixture_stall_patch", Section(result.Output, "modules").Split('\n'));
+    }
+
+    [Fact]
+    public async Task A_module_that_is_not_a_livepatch_is_refused_and_not_loaded()
+    {
+        var kernel = await Kernel;
+        var result = await kernel.RunAsync("""
+            kintsugi kernel load /fixtures/kintsugi_fixture_plain.ko; echo "@rc=$?"
+            echo @after
+            echo @modules; cat /proc/modules | cut -d' ' -f1
+            echo @end
+            """);
+        Succeeded(result);
+        Assert.Equal(ExitCode.InputRefused, ReturnCode(result.Output, "rc"));
+        Assert.Contains("not a livepatch", result.Output);
+        Assert.DoesNotContain("kintsugi_fixture_plain", Section(result.Output, "modules").Split('\n'));
+    }
+
+    [Fact]
+    public async Task A_file_that_is_not_a_module_is_refused()
+    {
+        var kernel = await Kernel;
+        var result = await kernel.RunAsync("""
+            echo 'not a module' > /tmp/text.ko
+            kintsugi kernel load /tmp/text.ko; echo "@text=$?"
+            kintsugi kernel load /bin/busybox; echo "@elf=$?"
+            echo @livepatches; ls /sys/kernel/livepatch
+            echo @end
+            """);
+        Succeeded(result);
+        Assert.Equal(ExitCode.InputRefused, ReturnCode(result.Output, "text"));
+        Assert.Equal(ExitCode.InputRefused, ReturnCode(result.Output, "elf"));
+        Assert.Contains("/tmp/text.ko is not a kernel module: it is not an ELF file", result.Output);
+        Assert.Contains("/bin/busybox is not a kernel module", result.Output);
+        Assert.Equal("", Section(result.Output, "livepatches"));
+    }
+
+    [Fact]
+    public async Task A_livepatch_built_for_another_kernel_is_refused_and_not_loaded()
+    {
+        var other = await KernelUnderTest.GetAsync(release == TestKernels.Debian12Cloud61 ? TestKernels.Debian12Cloud612 : TestKernels.Debian12Cloud61);
+        var kernel = await Kernel;
+        var result = await kernel.RunAsync("""
+            kintsugi kernel load /fixtures/foreign.ko; echo "@rc=$?"
+            echo @livepatches; ls /sys/kernel/livepatch
+            echo @end
+            """, [new GuestFile(other.Modules["kintsugi_fixture_cmdline_a"], "/fixtures/foreign.ko")]);
+        Succeeded(result);
+        Assert.Equal(ExitCode.InputRefused, ReturnCode(result.Output, "rc"));
+        Assert.Contains($"was built for kernel {other.Release}, but this machine runs {release}", result.Output);
+        Assert.Equal("", Section(result.Output, "livepatches"));
+    }
+
+    [Fact]
+    public async Task Status_reports_the_running_build_id_that_the_archive_read_from_the_image()
+    {
+        var kernel = await Kernel;
+        var result = await kernel.RunAsync("echo @status; kintsugi status --json");
+        Succeeded(result);
+        using var status = JsonDocument.Parse(Section(result.Output, "status"));
+        Assert.Equal(kernel.Kernel.Target.BuildId.ToString(), status.RootElement.GetProperty("buildId").GetString());
+        Assert.Equal(release.Value, status.RootElement.GetProperty("release").GetString());
+        Assert.Equal("nothing-to-apply", status.RootElement.GetProperty("state").GetString());
+        Assert.Contains(kernel.Kernel.Target.PackageVersion!, status.RootElement.GetProperty("kernelVersion").GetString());
+    }
+
+    [Fact]
+    public async Task An_installed_patch_is_reapplied_at_the_next_boot()
+    {
+        var kernel = await Kernel;
+        using var disk = new TemporaryDisk();
+        Succeeded(await kernel.RunAsync("kintsugi kernel install /fixtures/kintsugi_fixture_cmdline_a.ko", disk: disk.Path));
+        var second = await kernel.RunAsync($"""
+            {WaitForBootService}
+            echo @cmdline; cat /proc/cmdline
+            echo @service; cat /run/{Kintsugi.Kernel.SystemdUnit.Name}.log
+            echo @status; kintsugi status --json
+            """, [], disk.Path);
+        Succeeded(second);
+        Assert.Equal(MarkerA, Section(second.Output, "cmdline"));
+        using var status = JsonDocument.Parse(Section(second.Output, "status"));
+        var patch = Assert.Single(status.RootElement.GetProperty("patches").EnumerateArray());
+        Assert.Equal("healthy", patch.GetProperty("bootState").GetString());
+    }
+
+    [Fact]
+    public async Task The_kill_switch_on_the_kernel_command_line_prevents_reapplication()
+    {
+        var kernel = await Kernel;
+        using var disk = new TemporaryDisk();
+        Succeeded(await kernel.RunAsync("kintsugi kernel install /fixtures/kintsugi_fixture_cmdline_a.ko", disk: disk.Path));
+        var second = await kernel.RunAsync($"""
+            {WaitForBootService}
+            echo @cmdline; cat /proc/cmdline
+            echo @service; cat /run/{Kintsugi.Kernel.SystemdUnit.Name}.status
+            echo @status; kintsugi status --json
+            """, [], disk.Path, ["kintsugi.enable=0"]);
+        Succeeded(second);
+        Assert.StartsWith(OriginalCmdline, Section(second.Output, "cmdline"));
+        Assert.Equal(((int)ExitCode.Disabled).ToString(), Section(second.Output, "service"));
+        using var status = JsonDocument.Parse(Section(second.Output, "status"));
+        Assert.Equal("disabled", status.RootElement.GetProperty("state").GetString());
+        Assert.False(Assert.Single(status.RootElement.GetProperty("patches").EnumerateArray()).GetProperty("loaded").GetBoolean());
+    }
+
+    [Fact]
+    public async Task A_crash_before_the_patch_is_confirmed_healthy_quarantines_it()
+    {
+        var kernel = await Kernel;
+        using var disk = new TemporaryDisk();
+        Succeeded(await kernel.RunAsync("kintsugi kernel install --no-load /fixtures/kintsugi_fixture_cmdline_a.ko", disk: disk.Path));
+        // The boot service loads the patch and waits 10 s before confirming it; crash the kernel inside that window.
+        var crashed = await kernel.RunAsync("""
+            until grep -q kintsugi-fixture-a /proc/cmdline; do sleep 0.2; done
+            cat /proc/cmdline; sync
+            echo c > /proc/sysrq-trigger
+            """, [], disk.Path);
+        Assert.Null(crashed.ExitCode);
+        Assert.Contains(MarkerA, crashed.Output);
+        var third = await kernel.RunAsync($"""
+            {WaitForBootService}
+            echo @cmdline; cat /proc/cmdline
+            echo @service; cat /run/{Kintsugi.Kernel.SystemdUnit.Name}.log
+            echo @status; kintsugi status --json
+            """, [], disk.Path);
+        Succeeded(third);
+        Assert.StartsWith(OriginalCmdline, Section(third.Output, "cmdline"));
+        Assert.Contains("crash or reboot before it was confirmed healthy", Section(third.Output, "service"));
+        using var status = JsonDocument.Parse(Section(third.Output, "status"));
+        Assert.Equal("quarantined", Assert.Single(status.RootElement.GetProperty("patches").EnumerateArray()).GetProperty("bootState").GetString());
+    }
+
+    /// <summary>Waits until the guest's emulated boot services (the unit's ExecStart) have exited.</summary>
+    private static string WaitForBootService =>
+        $"until [ -f /run/{Kintsugi.Kernel.SystemdUnit.Name}.status ]; do sleep 0.2; done";
+}
+
+[Collection("6.1 cloud kernel")]
+public sealed class LivepatchRuntimeOn61CloudKernel() : LivepatchRuntimeSpecification(TestKernels.Debian12Cloud61);
+
+[Collection("6.12 cloud kernel")]
+public sealed class LivepatchRuntimeOn612CloudKernel() : LivepatchRuntimeSpecification(TestKernels.Debian12Cloud612);

@@ -1,0 +1,10 @@
+namespace Kintsugi.Testing;
+
+/// <summary>The distribution kernels the suite proves behaviour on: one of each supported line.</summary>
+public static class TestKernels
+{
+    public static readonly KernelRelease Debian12Cloud61 = KernelRelease.Parse("6.1.0-56-cloud-amd64");
+    public static readonly KernelRelease Debian12Cloud612 = KernelRelease.Parse("6.12.117+deb12-cloud-amd64");
+    /// <summary>An older ABI of the 6.1 line, whose kbuild package has left the archive.</summary>
+    public static readonly KernelRelease Debian12Cloud61Older = KernelRelease.Parse("6.1.0-47-cloud-amd64");
+}

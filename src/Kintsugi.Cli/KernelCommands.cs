@@ -28,7 +28,7 @@ internal static class KernelCommands
     {
         var module = new Argument<FileInfo>("module.ko") { Description = "The livepatch module to load" };
         var timeout = TimeoutOption();
-        var force = new Option<bool>("--force") { Description = "Force a stalled transition to complete (the module can then never be removed)" };
+        var force = new Option<bool>("--force") { Description = "Force a stalled transition to complete (tasks that never switched may keep running old code: the consistency guarantee is lost)" };
         var command = new Command("load", "Load a livepatch and wait for its transition; a stalled transition is reported with the blocking tasks and reverted") { module, timeout, force };
         command.Action = Cli.Run(async parse =>
         {

@@ -63,7 +63,7 @@ public sealed class LivepatchRuntime(Action<string>? report = null)
                 var reverted = Revert(module.Name, timeout);
                 throw new LivepatchException(StallMessage(module.Name, timeout, blocking, reverted), ExitCode.TransitionFailed);
             }
-            _report($"warning: forcing the transition of {module.Name}; {blocking.Count} task(s) never switched, and the kernel will refuse to ever remove this module");
+            _report($"warning: forcing the transition of {module.Name}: {blocking.Count} task(s) never switched and may still run the old code next to the new; the consistency model no longer holds for this patch");
             File.WriteAllText(Path.Combine(LivepatchSysfs.PatchDirectory(module.Name), "force"), "1");
             forced = true;
             if (!WaitForTransition(module.Name, timeout))
@@ -105,7 +105,7 @@ public sealed class LivepatchRuntime(Action<string>? report = null)
         var errno = DeleteModuleWithRetry(name, timeout);
         if (errno != 0)
             throw new LivepatchException($"the kernel refused to remove module {name}: {Native.ErrnoMessage(errno)}" +
-                (errno == 16 ? " (a forced transition leaves its module in use forever)" : ""), ExitCode.TransitionFailed);
+                (errno is 11 or 16 ? " (it is still in use)" : ""), ExitCode.TransitionFailed);
         _report($"{name} unloaded");
     }
 
@@ -164,7 +164,7 @@ public sealed class LivepatchRuntime(Action<string>? report = null)
         $"the patching transition of {name} did not complete within {timeout.TotalSeconds:0} s; " +
         (reverted ? "it was reversed and the module removed, so the system is as before" : "reversing it did not complete; check kintsugi kernel list") +
         BlockingList(blocking) +
-        "\nRetry when the blocking tasks are idle, or patch different functions; --force completes the transition regardless but leaves the module unremovable.";
+        "\nRetry when the blocking tasks are idle, or patch different functions; --force completes the transition regardless, at the price of the consistency guarantee.";
 
     private static string BlockingList(IReadOnlyList<BlockingTask> blocking) =>
         blocking.Count == 0 ? "" : $"\n  {blocking.Count} task(s) had not switched:\n    " + string.Join("\n    ", blocking);

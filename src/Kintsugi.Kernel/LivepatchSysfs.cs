@@ -39,8 +39,15 @@ public static class LivepatchSysfs
                 Replace: File.Exists(replaceFile) ? ReadFlag(replaceFile) : null,
                 objects);
         }
-        catch (DirectoryNotFoundException) { return null; }
-        catch (FileNotFoundException) { return null; }
+        // The kernel removes a patch's directory once the patch is freed; an attribute read while that
+        // happens fails with ENOENT or ENODEV. Either way the patch is no longer listed.
+        catch (IOException) when (!Directory.Exists(dir) || IsVanishing(dir)) { return null; }
+    }
+
+    private static bool IsVanishing(string dir)
+    {
+        try { _ = File.ReadAllText(Path.Combine(dir, "enabled")); return false; }
+        catch (IOException) { return true; }
     }
 
     public static string PatchDirectory(ModuleName name) => Path.Combine(Root, name.Value);

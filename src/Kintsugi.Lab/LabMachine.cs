@@ -65,6 +65,11 @@ public sealed class LabMachine(DebianKernelArchive archive, string cacheRoot, st
         append.AddRange(spec.KernelArguments ?? []);
         var arguments = new List<string>
         {
+            // One TCG thread for all vCPUs: with multi-threaded TCG, a vCPU can run a stale translation of
+            // code another vCPU just patched with int3 (text_poke_bp, used by static keys, ftrace and
+            // livepatch), and the 6.12 kernel oopses on the stray int3. Seen in this lab; single-threaded
+            // TCG keeps cross-modified code coherent.
+            "-accel", "tcg,thread=single",
             "-machine", "pc", "-cpu", "max", "-m", spec.MemoryMiB.ToString(), "-smp", spec.Cpus.ToString(),
             "-nodefaults", "-display", "none", "-no-reboot",
             "-kernel", kernel.Vmlinuz, "-initrd", initrd, "-append", string.Join(' ', append),

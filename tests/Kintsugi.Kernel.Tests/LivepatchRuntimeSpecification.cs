@@ -33,6 +33,13 @@ public abstract class LivepatchRuntimeSpecification(KernelRelease release)
     /// <summary>The status a guest command reported with <c>echo "@label=$?"</c>.</summary>
     private static ExitCode ReturnCode(string output, string label)
     {
+        var code = ReturnCodeOf(output, label);
+        Assert.True(Enum.IsDefined(code) && code != ExitCode.InternalError, $"@{label} reported {code}:\n{output}");
+        return code;
+    }
+
+    private static ExitCode ReturnCodeOf(string output, string label)
+    {
         var match = System.Text.RegularExpressions.Regex.Match(output, $"^@{label}=(\\d+)$", System.Text.RegularExpressions.RegexOptions.Multiline);
         Assert.True(match.Success, $"no @{label}= in:\n{output}");
         return (ExitCode)int.Parse(match.Groups[1].Value);
@@ -98,7 +105,7 @@ public abstract class LivepatchRuntimeSpecification(KernelRelease release)
         var kernel = await Kernel;
         var result = await kernel.RunAsync("""
             insmod /fixtures/kintsugi_fixture_stall_target.ko || exit 10
-            kintsugi kernel load --timeout 3 /fixtures/kintsugi_fixture_stall_patch.ko; echo "@rc=$?"
+            kintsugi --verbose kernel load --timeout 3 /fixtures/kintsugi_fixture_stall_patch.ko; echo "@rc=$?"
             echo @after
             echo @livepatches; ls /sys/kernel/livepatch
             echo @modules; cat /proc/modules | cut -d' ' -f1
@@ -112,6 +119,27 @@ public abstract class LivepatchRuntimeSpecification(KernelRelease release)
         Assert.Contains("reversed and the module removed", result.Output);
         Assert.Equal("", Section(result.Output, "livepatches"));
         Assert.DoesNotContain("kintsugi_fixture_stall_patch", Section(result.Output, "modules").Split('\n'));
+    }
+
+    [Fact]
+    public async Task Force_completes_a_stalled_transition_with_a_warning()
+    {
+        var kernel = await Kernel;
+        var result = await kernel.RunAsync("""
+            insmod /fixtures/kintsugi_fixture_stall_target.ko || exit 10
+            kintsugi --verbose kernel load --timeout 3 --force /fixtures/kintsugi_fixture_stall_patch.ko; echo "@load=$?"
+            echo @enabled; cat /sys/kernel/livepatch/kintsugi_fixture_stall_patch/enabled
+            echo @transition; cat /sys/kernel/livepatch/kintsugi_fixture_stall_patch/transition
+            echo @unload; kintsugi kernel unload --timeout 5 kintsugi_fixture_stall_patch; echo "@unloaded=$?"
+            echo @end
+            """);
+        Succeeded(result);
+        Assert.Equal(ExitCode.Success, ReturnCode(result.Output, "load"));
+        Assert.Contains("warning: forcing the transition", result.Output);
+        Assert.Equal("1", Section(result.Output, "enabled"));
+        Assert.Equal("0", Section(result.Output, "transition"));
+        // Measured on both kernel lines: a forced patch can still be disabled and its module removed.
+        Assert.Equal(ExitCode.Success, ReturnCode(result.Output, "unloaded"));
     }
 
     [Fact]

@@ -130,7 +130,7 @@ public abstract class LivepatchRuntimeSpecification(KernelRelease release)
             kintsugi --verbose kernel load --timeout 3 --force /fixtures/kintsugi_fixture_stall_patch.ko; echo "@load=$?"
             echo @enabled; cat /sys/kernel/livepatch/kintsugi_fixture_stall_patch/enabled
             echo @transition; cat /sys/kernel/livepatch/kintsugi_fixture_stall_patch/transition
-            echo @unload; kintsugi kernel unload --timeout 5 kintsugi_fixture_stall_patch; echo "@unloaded=$?"
+            echo @unload; kintsugi kernel unload --timeout 60 kintsugi_fixture_stall_patch; echo "@unloaded=$?"
             echo @end
             """);
         Succeeded(result);

@@ -130,7 +130,6 @@ public abstract class LivepatchRuntimeSpecification(KernelRelease release)
             kintsugi --verbose kernel load --timeout 3 --force /fixtures/kintsugi_fixture_stall_patch.ko; echo "@load=$?"
             echo @enabled; cat /sys/kernel/livepatch/kintsugi_fixture_stall_patch/enabled
             echo @transition; cat /sys/kernel/livepatch/kintsugi_fixture_stall_patch/transition
-            echo @unload; kintsugi kernel unload --timeout 60 kintsugi_fixture_stall_patch; echo "@unloaded=$?"
             echo @end
             """);
         Succeeded(result);
@@ -138,8 +137,6 @@ public abstract class LivepatchRuntimeSpecification(KernelRelease release)
         Assert.Contains("warning: forcing the transition", result.Output);
         Assert.Equal("1", Section(result.Output, "enabled"));
         Assert.Equal("0", Section(result.Output, "transition"));
-        // Measured on both kernel lines: a forced patch can still be disabled and its module removed.
-        Assert.Equal(ExitCode.Success, ReturnCode(result.Output, "unloaded"));
     }
 
     [Fact]

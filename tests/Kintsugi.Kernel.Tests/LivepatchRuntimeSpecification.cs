@@ -243,6 +243,25 @@ public abstract class LivepatchRuntimeSpecification(KernelRelease release)
     }
 
     [Fact]
+    public async Task The_kill_switch_file_prevents_boot_time_application()
+    {
+        var kernel = await Kernel;
+        var result = await kernel.RunAsync("""
+            kintsugi kernel install --no-load /fixtures/kintsugi_fixture_cmdline_a.ko || exit 10
+            mkdir -p /etc/kintsugi && touch /etc/kintsugi/disabled
+            kintsugi kernel boot --settle 0; echo "@boot=$?"
+            echo @livepatches; ls /sys/kernel/livepatch
+            echo @status; kintsugi status --json
+            """);
+        Succeeded(result);
+        Assert.Equal(ExitCode.Disabled, ReturnCode(result.Output, "boot"));
+        Assert.Equal("", Section(result.Output, "livepatches"));
+        using var status = JsonDocument.Parse(Section(result.Output, "status"));
+        Assert.Equal("disabled", status.RootElement.GetProperty("state").GetString());
+        Assert.Equal("/etc/kintsugi/disabled exists", status.RootElement.GetProperty("disabledBecause").GetString());
+    }
+
+    [Fact]
     public async Task A_crash_before_the_patch_is_confirmed_healthy_quarantines_it()
     {
         var kernel = await Kernel;

@@ -79,3 +79,54 @@ public sealed class LabRunSpecification
         Assert.Contains("is not in the archive", result.StandardError);
     }
 }
+
+/// <summary>kintsugi lab shell: a person's interactive shell on the guest's serial console.</summary>
+[Collection("6.1 cloud kernel")]
+public sealed class LabShellSpecification
+{
+    [Fact]
+    public async Task Lab_shell_runs_what_is_typed_and_exits_with_the_shells_status()
+    {
+        await KernelUnderTest.GetAsync(TestKernels.Debian12Cloud61);
+        var info = new ProcessStartInfo(Repository.KintsugiBinary)
+        {
+            RedirectStandardInput = true, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false,
+        };
+        foreach (var argument in new[] { "lab", "shell", "--kernel", TestKernels.Debian12Cloud61.Value }) info.ArgumentList.Add(argument);
+        using var process = Process.Start(info)!;
+        var screen = new StringBuilder();
+        var reader = Task.Run(async () =>
+        {
+            var buffer = new char[256];
+            int read;
+            while ((read = await process.StandardOutput.ReadAsync(buffer)) > 0) lock (screen) screen.Append(buffer, 0, read);
+        });
+        _ = process.StandardError.ReadToEndAsync();
+        try
+        {
+            // Type only once the prompt shows: the emulated UART drops what arrives before the shell reads.
+            await WaitFor(() => { lock (screen) return screen.ToString().Contains("# ", StringComparison.Ordinal); }, TimeSpan.FromSeconds(120));
+            await process.StandardInput.WriteAsync("echo typed-$((6*7)); exit 5\n");
+            await process.StandardInput.FlushAsync();
+            using var deadline = new CancellationTokenSource(TimeSpan.FromSeconds(120));
+            await process.WaitForExitAsync(deadline.Token);
+            await reader;
+            Assert.Equal(5, process.ExitCode);
+            lock (screen) Assert.Contains("typed-42", screen.ToString());
+        }
+        finally
+        {
+            if (!process.HasExited) process.Kill(entireProcessTree: true);
+        }
+    }
+
+    private static async Task WaitFor(Func<bool> condition, TimeSpan timeout)
+    {
+        var clock = Stopwatch.StartNew();
+        while (!condition())
+        {
+            Assert.True(clock.Elapsed < timeout, "the shell prompt never appeared");
+            await Task.Delay(100);
+        }
+    }
+}

@@ -5,6 +5,7 @@ namespace Kintsugi.Kernel.Archive;
 
 /// <summary>Parts of a distribution kernel that can be fetched.</summary>
 [Flags]
+[JsonConverter(typeof(JsonStringEnumConverter<KernelParts>))]
 public enum KernelParts
 {
     /// <summary>vmlinuz, config, System.map placeholder and the modules.</summary>
@@ -25,13 +26,13 @@ public sealed record FetchedKernel(
     IReadOnlyList<string> Packages,
     IReadOnlyList<string> Warnings)
 {
-    [JsonIgnore] public string Vmlinuz => Path.Combine(Root, "boot", "vmlinuz-" + Target.Release);
-    [JsonIgnore] public string Config => Path.Combine(Root, "boot", "config-" + Target.Release);
-    [JsonIgnore] public string ModulesDirectory => Path.Combine(Root, "lib", "modules", Target.Release.Value);
-    [JsonIgnore] public string HeadersDirectory => Path.Combine(Root, "usr", "src", "linux-headers-" + Target.Release);
-    [JsonIgnore] public string? DebugVmlinux => new[] { Path.Combine(Root, "usr", "lib", "debug", "boot", "vmlinux-" + Target.Release),
+    public string Vmlinuz => Path.Combine(Root, "boot", "vmlinuz-" + Target.Release);
+    public string Config => Path.Combine(Root, "boot", "config-" + Target.Release);
+    public string ModulesDirectory => Path.Combine(Root, "lib", "modules", Target.Release.Value);
+    public string HeadersDirectory => Path.Combine(Root, "usr", "src", "linux-headers-" + Target.Release);
+    public string? DebugVmlinux => new[] { Path.Combine(Root, "usr", "lib", "debug", "boot", "vmlinux-" + Target.Release),
         Path.Combine(Root, "usr", "lib", "debug", "lib", "modules", Target.Release.Value, "vmlinux") }.FirstOrDefault(File.Exists);
-    [JsonIgnore] public string? SourceTarball => Directory.Exists(Path.Combine(Root, "usr", "src"))
+    public string? SourceTarball => Directory.Exists(Path.Combine(Root, "usr", "src"))
         ? Directory.GetFiles(Path.Combine(Root, "usr", "src"), "linux-source-*.tar.*").FirstOrDefault() : null;
 }
 

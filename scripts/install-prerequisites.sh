@@ -8,6 +8,7 @@ packages=(
   xz-utils zstd lz4 # distribution modules and kernel payloads are compressed
   file
   make gcc-12 libc6-dev bc  # kbuild for livepatch modules
+  flex bison libssl-dev     # preparing full kernel source trees (make prepare)
   dwarves           # pahole: BTF for modules of kernels that ship a BTF vmlinux (6.12)
   libelf-dev
   e2fsprogs         # persistent lab disks

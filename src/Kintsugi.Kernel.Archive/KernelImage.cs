@@ -13,9 +13,7 @@ public static class KernelImage
     /// <summary>Reads the build-id of the vmlinux inside a bzImage.</summary>
     public static async Task<BuildId> ReadBuildIdAsync(string vmlinuzPath, CancellationToken cancellation = default)
     {
-        var image = await File.ReadAllBytesAsync(vmlinuzPath, cancellation);
-        var payload = Payload(image, vmlinuzPath);
-        var vmlinux = await DecompressAsync(payload, vmlinuzPath, cancellation);
+        var vmlinux = await ReadVmlinuxAsync(vmlinuzPath, cancellation);
         try
         {
             return ElfSectionTable.Read(vmlinux).FindBuildId()
@@ -25,6 +23,13 @@ public static class KernelImage
         {
             throw new KernelArchiveException($"the payload of {vmlinuzPath} did not decompress to an ELF vmlinux: {e.Message}", inner: e);
         }
+    }
+
+    /// <summary>The (stripped) vmlinux ELF inside a bzImage, decompressed: the exact bytes the kernel runs.</summary>
+    public static async Task<byte[]> ReadVmlinuxAsync(string vmlinuzPath, CancellationToken cancellation = default)
+    {
+        var image = await File.ReadAllBytesAsync(vmlinuzPath, cancellation);
+        return await DecompressAsync(Payload(image, vmlinuzPath), vmlinuzPath, cancellation);
     }
 
     /// <summary>The compressed payload, located through the boot protocol's payload_offset/payload_length (protocol 2.08+).</summary>

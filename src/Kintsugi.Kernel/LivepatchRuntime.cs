@@ -140,8 +140,8 @@ public sealed class LivepatchRuntime(Action<string>? report = null)
     {
         var errno = 0;
         // Right after a transition the module can still be briefly referenced; EAGAIN/EBUSY settle quickly.
-        WaitUntil(() => (errno = Native.DeleteModule(name.Value)) is 0 or 2 /* ENOENT */ || errno is not (11 or 16), TimeSpan.FromSeconds(Math.Min(5, timeout.TotalSeconds)));
-        return errno == 2 ? 0 : errno;
+        WaitUntil(() => (errno = Native.DeleteModule(name.Value)) is not (11 /* EAGAIN */ or 16 /* EBUSY */), TimeSpan.FromSeconds(Math.Min(5, timeout.TotalSeconds)));
+        return errno == 2 /* ENOENT: already gone */ ? 0 : errno;
     }
 
     private static int TryDeleteModule(ModuleName name) => Native.DeleteModule(name.Value);

@@ -1,0 +1,81 @@
+using Kintsugi.Kernel.Archive;
+
+namespace Kintsugi.Kernel.Build;
+
+/// <summary>
+/// The exact source tree of a distribution kernel, prepared once and cached: linux-source of the image's
+/// exact package version, the build's own .config and .kernelvariables from its headers package (which
+/// pin the compiler and KERNELRELEASE), and <c>make prepare modules_prepare</c>. After that one
+/// translation unit compiles in seconds, with the distribution's flags.
+/// </summary>
+public sealed class KernelSourceTree
+{
+    private const string PreparedStamp = ".kintsugi-prepared";
+
+    public FetchedKernel Kernel { get; }
+    public string Directory { get; }
+
+    private KernelSourceTree(FetchedKernel kernel, string directory)
+    {
+        Kernel = kernel;
+        Directory = directory;
+    }
+
+    public static async Task<KernelSourceTree> PrepareAsync(FetchedKernel kernel, Action<string>? progress = null, CancellationToken cancellation = default)
+    {
+        progress ??= _ => { };
+        var tarball = kernel.SourceTarball
+            ?? throw new ModuleBuildException($"kernel {kernel.Target.Release} was fetched without its source (kintsugi kernel fetch --source)");
+        if (!kernel.Parts.HasFlag(KernelParts.Headers))
+            throw new ModuleBuildException($"kernel {kernel.Target.Release} was fetched without its headers, which carry the build's .config");
+        var parent = Path.Combine(Path.GetDirectoryName(kernel.Root)!, "tree");
+        var directory = Path.Combine(parent, "linux");
+        var stamp = Path.Combine(directory, PreparedStamp);
+        System.IO.Directory.CreateDirectory(parent);
+        using var treeLock = new FileStream(Path.Combine(parent, ".lock"), FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None);
+        if (File.Exists(stamp) && (await File.ReadAllTextAsync(stamp, cancellation)).Trim() == kernel.Target.BuildId.ToString())
+            return new KernelSourceTree(kernel, directory);
+
+        // Unpack beside the final place and move it in whole: an interrupted preparation leaves no half tree behind.
+        var staging = Path.Combine(parent, "staging");
+        if (System.IO.Directory.Exists(staging)) System.IO.Directory.Delete(staging, recursive: true);
+        if (System.IO.Directory.Exists(directory)) System.IO.Directory.Delete(directory, recursive: true);
+        System.IO.Directory.CreateDirectory(staging);
+        progress($"unpacking {Path.GetFileName(tarball)}");
+        await Run("tar", ["-xf", tarball, "-C", staging], staging, cancellation);
+        var unpacked = System.IO.Directory.GetDirectories(staging).SingleOrDefault()
+            ?? throw new ModuleBuildException($"{tarball} did not unpack to a single directory");
+        foreach (var file in new[] { ".config", ".kernelvariables" })
+            File.Copy(Path.Combine(kernel.HeadersDirectory, file), Path.Combine(unpacked, file), overwrite: true);
+
+        progress("make prepare modules_prepare (about a minute)");
+        await Run("make", [$"-j{Environment.ProcessorCount}", "prepare", "modules_prepare"], unpacked, cancellation);
+        var release = (await Run("make", ["-s", "--no-print-directory", "--eval=kintsugi-release: ; @echo $(KERNELRELEASE)", "kintsugi-release"], unpacked, cancellation)).Trim();
+        if (release != kernel.Target.Release.Value)
+            throw new ModuleBuildException($"the prepared tree builds kernel release {release}, not {kernel.Target.Release}");
+        await File.WriteAllTextAsync(Path.Combine(unpacked, PreparedStamp), kernel.Target.BuildId + "\n", cancellation);
+        System.IO.Directory.Move(unpacked, directory);
+        System.IO.Directory.Delete(staging, recursive: true);
+        return new KernelSourceTree(kernel, directory);
+    }
+
+    /// <summary>Compiles one object (for example fs/proc/cmdline.o) with the distribution's flags plus <paramref name="extraCFlags"/>.</summary>
+    public async Task<string> CompileAsync(string objectPath, string? extraCFlags = null, CancellationToken cancellation = default)
+    {
+        if (Path.IsPathRooted(objectPath) || objectPath.Contains("..", StringComparison.Ordinal) || !objectPath.EndsWith(".o", StringComparison.Ordinal))
+            throw new ModuleBuildException($"'{objectPath}' is not an object path inside the tree (for example fs/proc/cmdline.o)");
+        List<string> arguments = [$"-j{Environment.ProcessorCount}", objectPath];
+        if (extraCFlags is not null) arguments.Add($"KCFLAGS={extraCFlags}");
+        await Run("make", arguments, Directory, cancellation);
+        return Path.Combine(Directory, objectPath);
+    }
+
+    private static async Task<string> Run(string tool, IReadOnlyList<string> arguments, string directory, CancellationToken cancellation)
+    {
+        var result = await ExternalCommand.RunAsync(tool, arguments, directory, cancellation: cancellation);
+        if (!result.Succeeded)
+            throw new ModuleBuildException($"{tool} {string.Join(' ', arguments)} failed in {directory}:\n" +
+                string.Join('\n', (result.StandardError + result.StandardOutput).Split('\n').TakeLast(25)));
+        return result.StandardOutput;
+    }
+}

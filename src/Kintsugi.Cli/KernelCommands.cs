@@ -120,9 +120,9 @@ internal static class KernelCommands
         else if (ModuleName.TryParse(target, out name))
         {
             var record = LoadedRecord.Read(MachinePaths.Default, name);
+            var store = new PatchStore(MachinePaths.Default, RunningKernel.Release);
             if (record is not null && File.Exists(record.Path)) file = ModuleFile.Read(record.Path);
-            else if (new PatchStore(MachinePaths.Default, RunningKernel.Release).Find(name) is not null)
-                file = ModuleFile.Read(new PatchStore(MachinePaths.Default, RunningKernel.Release).ModulePath(name));
+            else if (store.Find(name) is not null) file = ModuleFile.Read(store.ModulePath(name));
             else if (!RunningKernel.IsModuleLoaded(name))
                 throw new LivepatchException($"{target} is neither a file nor a loaded module", ExitCode.NotFound);
         }

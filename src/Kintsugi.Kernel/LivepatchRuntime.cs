@@ -39,13 +39,14 @@ public sealed class LivepatchRuntime(Action<string>? report = null)
         CheckLoadable(module);
         var before = LivepatchSysfs.List().Where(p => p.Enabled).Select(p => p.Name).ToList();
         _report($"loading {module.Name} from {module.Path}");
+        // Timed from the load: on 6.12 finit_module itself waits for much of the transition.
+        var clock = Stopwatch.StartNew();
         using (var handle = File.OpenHandle(module.Path))
         {
             var errno = Native.FinitModule(handle, "");
             if (errno != 0) throw LoadError(module, errno);
         }
 
-        var clock = Stopwatch.StartNew();
         if (LivepatchSysfs.TryRead(module.Name) is null)
         {
             // A livepatch module registers itself from its init function; without a sysfs entry it did not.
@@ -66,15 +67,18 @@ public sealed class LivepatchRuntime(Action<string>? report = null)
             _report($"warning: forcing the transition of {module.Name}: {blocking.Count} task(s) never switched and may still run the old code next to the new; the consistency model no longer holds for this patch");
             File.WriteAllText(Path.Combine(LivepatchSysfs.PatchDirectory(module.Name), "force"), "1");
             forced = true;
-            if (!WaitForTransition(module.Name, timeout))
+            // The kernel completes a forced transition at its next retry, about a second later.
+            if (!WaitForTransition(module.Name, TimeSpan.FromSeconds(Math.Max(30, timeout.TotalSeconds))))
                 throw new LivepatchException($"the transition of {module.Name} did not complete even when forced", ExitCode.TransitionFailed);
         }
 
-        var replaced = before.Where(n => n != module.Name && LivepatchSysfs.TryRead(n) is null).ToList();
+        // An atomic replace disables the old patches when the transition completes; the kernel frees them
+        // (and their sysfs entries) a moment later.
+        var replaced = before.Where(n => n != module.Name && LivepatchSysfs.TryRead(n) is not { Enabled: true }).ToList();
         _report($"{module.Name} applied in {clock.Elapsed.TotalSeconds:0.00} s" +
                 (replaced.Count > 0 ? $", replacing {string.Join(", ", replaced)}" : ""));
         foreach (var old in replaced)
-            if (TryDeleteModule(old) == 0) _report($"removed replaced module {old}");
+            if (DeleteModuleWithRetry(old, timeout) == 0) _report($"removed replaced module {old}");
         return new LoadOutcome(module.Name, clock.Elapsed, forced, replaced);
     }
 

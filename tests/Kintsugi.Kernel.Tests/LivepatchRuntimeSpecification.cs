@@ -30,12 +30,11 @@ public abstract class LivepatchRuntimeSpecification(KernelRelease release)
         return end < 0 ? output[start..].Trim() : end < start ? "" : output[start..end].Trim();
     }
 
-    /// <summary>The status a guest command reported with <c>echo "@label=$?"</c>.</summary>
-    private static ExitCode ReturnCode(string output, string label)
+    /// <summary>Asserts the status a guest command reported with <c>echo "@label=$?"</c>.</summary>
+    private static void AssertReturnCode(ExitCode expected, string output, string label)
     {
         var code = ReturnCodeOf(output, label);
-        Assert.True(Enum.IsDefined(code) && code != ExitCode.InternalError, $"@{label} reported {code}:\n{output}");
-        return code;
+        Assert.True(code == expected, $"@{label} reported {code}, expected {expected}:\n{output}");
     }
 
     private static ExitCode ReturnCodeOf(string output, string label)
@@ -85,9 +84,15 @@ public abstract class LivepatchRuntimeSpecification(KernelRelease release)
             echo @livepatches; ls /sys/kernel/livepatch
             echo @modules; cat /proc/modules | cut -d' ' -f1
             echo @status; kintsugi status --json
+            echo @info; kintsugi kernel info kintsugi_fixture_cmdline_b --json
             """);
         Succeeded(result);
         Assert.Equal(MarkerB, Section(result.Output, "cmdline"));
+        using var info = JsonDocument.Parse(Section(result.Output, "info"));
+        Assert.True(info.RootElement.GetProperty("livepatch").GetBoolean());
+        Assert.True(info.RootElement.GetProperty("loaded").GetBoolean());
+        Assert.StartsWith(release.Value + " SMP ", info.RootElement.GetProperty("vermagic").GetString());
+        Assert.Equal("99.0.0-kintsugi-fixture", info.RootElement.GetProperty("modInfo").GetProperty("kintsugi_effective_version").GetString());
         Assert.Equal("kintsugi_fixture_cmdline_b", Section(result.Output, "livepatches"));
         var modules = Section(result.Output, "modules").Split('\n');
         Assert.Contains("kintsugi_fixture_cmdline_b", modules);
@@ -112,7 +117,7 @@ public abstract class LivepatchRuntimeSpecification(KernelRelease release)
             echo @end
             """);
         Succeeded(result);
-        Assert.Equal(ExitCode.TransitionFailed, ReturnCode(result.Output, "rc"));
+        AssertReturnCode(ExitCode.TransitionFailed, result.Output, "rc");
         Assert.Contains("did not complete within 3 s", result.Output);
         Assert.Contains("(kintsugi-stall)", result.Output);
         Assert.Contains("kintsugi_fixture_stall_loop", result.Output);
@@ -133,7 +138,7 @@ public abstract class LivepatchRuntimeSpecification(KernelRelease release)
             echo @end
             """);
         Succeeded(result);
-        Assert.Equal(ExitCode.Success, ReturnCode(result.Output, "load"));
+        AssertReturnCode(ExitCode.Success, result.Output, "load");
         Assert.Contains("warning: forcing the transition", result.Output);
         Assert.Equal("1", Section(result.Output, "enabled"));
         Assert.Equal("0", Section(result.Output, "transition"));
@@ -150,7 +155,7 @@ public abstract class LivepatchRuntimeSpecification(KernelRelease release)
             echo @end
             """);
         Succeeded(result);
-        Assert.Equal(ExitCode.InputRefused, ReturnCode(result.Output, "rc"));
+        AssertReturnCode(ExitCode.InputRefused, result.Output, "rc");
         Assert.Contains("not a livepatch", result.Output);
         Assert.DoesNotContain("kintsugi_fixture_plain", Section(result.Output, "modules").Split('\n'));
     }
@@ -167,8 +172,8 @@ public abstract class LivepatchRuntimeSpecification(KernelRelease release)
             echo @end
             """);
         Succeeded(result);
-        Assert.Equal(ExitCode.InputRefused, ReturnCode(result.Output, "text"));
-        Assert.Equal(ExitCode.InputRefused, ReturnCode(result.Output, "elf"));
+        AssertReturnCode(ExitCode.InputRefused, result.Output, "text");
+        AssertReturnCode(ExitCode.InputRefused, result.Output, "elf");
         Assert.Contains("/tmp/text.ko is not a kernel module: it is not an ELF file", result.Output);
         Assert.Contains("/bin/busybox is not a kernel module", result.Output);
         Assert.Equal("", Section(result.Output, "livepatches"));
@@ -185,7 +190,7 @@ public abstract class LivepatchRuntimeSpecification(KernelRelease release)
             echo @end
             """, [new GuestFile(other.Modules["kintsugi_fixture_cmdline_a"], "/fixtures/foreign.ko")]);
         Succeeded(result);
-        Assert.Equal(ExitCode.InputRefused, ReturnCode(result.Output, "rc"));
+        AssertReturnCode(ExitCode.InputRefused, result.Output, "rc");
         Assert.Contains($"was built for kernel {other.Release}, but this machine runs {release}", result.Output);
         Assert.Equal("", Section(result.Output, "livepatches"));
     }
@@ -223,6 +228,27 @@ public abstract class LivepatchRuntimeSpecification(KernelRelease release)
     }
 
     [Fact]
+    public async Task Uninstall_forgets_the_patch_and_removes_the_boot_unit()
+    {
+        var kernel = await Kernel;
+        var result = await kernel.RunAsync($"""
+            kintsugi kernel install --no-load /fixtures/kintsugi_fixture_cmdline_a.ko || exit 10
+            echo @installed; ls /var/lib/kintsugi/{release}
+            echo @uninstalling; kintsugi kernel uninstall kintsugi_fixture_cmdline_a; echo "@uninstall=$?"
+            echo @remaining; ls /var/lib/kintsugi/{release}
+            echo @units; ls /etc/systemd/system /etc/systemd/system/multi-user.target.wants
+            kintsugi kernel uninstall kintsugi_fixture_cmdline_a; echo "@again=$?"
+            echo @end
+            """);
+        Succeeded(result);
+        Assert.Equal(["kintsugi_fixture_cmdline_a.json", "kintsugi_fixture_cmdline_a.ko"], Section(result.Output, "installed").Split('\n'));
+        AssertReturnCode(ExitCode.Success, result.Output, "uninstall");
+        Assert.Equal("", Section(result.Output, "remaining"));
+        Assert.DoesNotContain(Kintsugi.Kernel.SystemdUnit.Name, Section(result.Output, "units"));
+        AssertReturnCode(ExitCode.NotFound, result.Output, "again");
+    }
+
+    [Fact]
     public async Task The_kill_switch_on_the_kernel_command_line_prevents_reapplication()
     {
         var kernel = await Kernel;
@@ -254,7 +280,7 @@ public abstract class LivepatchRuntimeSpecification(KernelRelease release)
             echo @status; kintsugi status --json
             """);
         Succeeded(result);
-        Assert.Equal(ExitCode.Disabled, ReturnCode(result.Output, "boot"));
+        AssertReturnCode(ExitCode.Disabled, result.Output, "boot");
         Assert.Equal("", Section(result.Output, "livepatches"));
         using var status = JsonDocument.Parse(Section(result.Output, "status"));
         Assert.Equal("disabled", status.RootElement.GetProperty("state").GetString());

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using Kintsugi.Kernel;
 using Kintsugi.Kernel.Archive;
+using Kintsugi.Kernel.Build;
 using Spectre.Console;
 
 namespace Kintsugi.Cli;
@@ -21,6 +22,7 @@ internal static class KernelCommands
         kernel.Subcommands.Add(Uninstall());
         kernel.Subcommands.Add(Boot());
         kernel.Subcommands.Add(Fetch());
+        kernel.Subcommands.Add(Prepare());
         return kernel;
     }
 
@@ -218,6 +220,23 @@ internal static class KernelCommands
             Console.WriteLine($"parts:     {kernel.Parts}");
             Console.WriteLine($"root:      {kernel.Root}");
             foreach (var warning in kernel.Warnings) Console.WriteLine($"warning:   {warning}");
+            return 0;
+        });
+        return command;
+    }
+
+    private static Command Prepare()
+    {
+        var release = new Argument<string>("release") { Description = "Kernel release as uname -r prints it" };
+        var json = Cli.Json();
+        var command = new Command("prepare", "Fetch a kernel's exact source, configure it as the distribution built it, and run make prepare (cached; about a minute the first time)") { release, json };
+        command.Action = Cli.Run(async parse =>
+        {
+            var archive = new DebianKernelArchive(DebianKernelArchive.DefaultCacheRoot, Cli.Progress);
+            var kernel = await archive.FetchAsync(ParseRelease(parse.GetValue(release)!), KernelParts.Image | KernelParts.Headers | KernelParts.Source);
+            var tree = await KernelSourceTree.PrepareAsync(kernel, Cli.Progress);
+            if (parse.GetValue(json)) { Cli.WriteJson(new PreparedTree(kernel.Target.Release.Value, kernel.Target.BuildId.ToString(), tree.Directory), CliJson.Default.PreparedTree); return 0; }
+            Console.WriteLine($"{kernel.Target}: source tree prepared in {tree.Directory}");
             return 0;
         });
         return command;

@@ -99,3 +99,22 @@ public sealed class KernelSourceTreeOn61CloudKernel() : KernelSourceTreeSpecific
 
 [Collection("6.12 cloud kernel")]
 public sealed class KernelSourceTreeOn612CloudKernel() : KernelSourceTreeSpecification(TestKernels.Debian12Cloud612);
+
+/// <summary>kintsugi kernel prepare, through the real command line.</summary>
+[Collection("6.1 cloud kernel")]
+public sealed class KernelPrepareCommandSpecification
+{
+    [Fact]
+    public async Task Prepare_reports_a_tree_configured_exactly_as_the_distribution_built_it()
+    {
+        var result = await ExternalCommand.RunAsync(Repository.KintsugiBinary, ["kernel", "prepare", TestKernels.Debian12Cloud61.Value, "--json"]);
+        Assert.True(result.Succeeded, result.StandardError);
+        using var json = System.Text.Json.JsonDocument.Parse(result.StandardOutput);
+        var directory = json.RootElement.GetProperty("directory").GetString()!;
+        var kernel = await new DebianKernelArchive(DebianKernelArchive.DefaultCacheRoot).FetchAsync(TestKernels.Debian12Cloud61, KernelParts.Image | KernelParts.Headers);
+        Assert.Equal(kernel.Target.BuildId.ToString(), json.RootElement.GetProperty("buildId").GetString());
+        Assert.Equal(await File.ReadAllTextAsync(Path.Combine(kernel.HeadersDirectory, ".config")), await File.ReadAllTextAsync(Path.Combine(directory, ".config")));
+        // What modules built from this tree record as their vermagic release.
+        Assert.Contains($"#define UTS_RELEASE \"{TestKernels.Debian12Cloud61}\"", await File.ReadAllTextAsync(Path.Combine(directory, "include", "generated", "utsrelease.h")));
+    }
+}

@@ -70,6 +70,32 @@ public sealed class KernelSourceTree
         return Path.Combine(Directory, objectPath);
     }
 
+    /// <summary>
+    /// Checks, without changing the tree, that a patch applies; throws with patch's own report when it does
+    /// not. Returns the hunks that applied only with fuzz (context lines ignored), which a patch engineer
+    /// should review: they are where a fix written for other source met this one.
+    /// </summary>
+    public async Task<IReadOnlyList<string>> CheckAppliesAsync(SourcePatch patch, CancellationToken cancellation = default)
+    {
+        var file = Path.GetTempFileName();
+        try
+        {
+            await File.WriteAllTextAsync(file, patch.Text, cancellation);
+            var result = await ExternalCommand.RunAsync("patch", ["-p1", "--dry-run", "--batch", "-i", file], Directory, cancellation: cancellation);
+            if (!result.Succeeded)
+                throw new SourcePatchException($"{patch.Name} does not apply to the source of {Kernel.Target.Release} ({Kernel.Target.PackageVersion}):\n{result.StandardOutput.Trim()}");
+            var fuzzy = new List<string>();
+            string? current = null;
+            foreach (var line in result.StandardOutput.Split('\n'))
+            {
+                if (line.StartsWith("checking file ", StringComparison.Ordinal)) current = line["checking file ".Length..].Trim();
+                else if (line.Contains(" with fuzz ", StringComparison.Ordinal)) fuzzy.Add($"{current}: {line.Trim()}");
+            }
+            return fuzzy;
+        }
+        finally { File.Delete(file); }
+    }
+
     private static async Task<string> Run(string tool, IReadOnlyList<string> arguments, string directory, CancellationToken cancellation)
     {
         var result = await ExternalCommand.RunAsync(tool, arguments, directory, cancellation: cancellation);

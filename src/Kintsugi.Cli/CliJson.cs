@@ -17,4 +17,5 @@ public sealed record PreparedTree(string Release, string BuildId, string Directo
 [JsonSerializable(typeof(FetchedKernel))]
 [JsonSerializable(typeof(BootResult))]
 [JsonSerializable(typeof(PreparedTree))]
+[JsonSerializable(typeof(Kintsugi.Lab.PatchTestResult))]
 internal sealed partial class CliJson : JsonSerializerContext;

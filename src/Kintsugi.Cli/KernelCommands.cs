@@ -23,6 +23,7 @@ internal static class KernelCommands
         kernel.Subcommands.Add(Boot());
         kernel.Subcommands.Add(Fetch());
         kernel.Subcommands.Add(Prepare());
+        kernel.Subcommands.Add(Test());
         return kernel;
     }
 
@@ -238,6 +239,31 @@ internal static class KernelCommands
             if (parse.GetValue(json)) { Cli.WriteJson(new PreparedTree(kernel.Target.Release.Value, kernel.Target.BuildId.ToString(), tree.Directory), CliJson.Default.PreparedTree); return 0; }
             Console.WriteLine($"{kernel.Target}: source tree prepared in {tree.Directory}");
             return 0;
+        });
+        return command;
+    }
+
+    private static Command Test()
+    {
+        var module = new Argument<FileInfo>("module.ko") { Description = "The livepatch module to prove" };
+        var target = new Option<string>("--target") { Description = "The exact kernel release it was built for", Required = true };
+        var check = new Option<FileInfo?>("--check") { Description = "A shell script that fails without the fix and succeeds with it" };
+        var timeout = new Option<int>("--timeout") { Description = "Seconds for the whole lab run", DefaultValueFactory = _ => 300 };
+        var json = Cli.Json();
+        var command = new Command("test", "Boot the target kernel in the lab and prove the module: the check fails before the load, passes while loaded, fails after the unload; no oops, warning or new taint") { module, target, check, timeout, json };
+        command.Action = Cli.Run(async parse =>
+        {
+            var result = await new Kintsugi.Lab.PatchVerification(LabCommands.Machine())
+                .RunAsync(ParseRelease(parse.GetValue(target)!), parse.GetValue(module)!.FullName, parse.GetValue(check)?.FullName, TimeSpan.FromSeconds(parse.GetValue(timeout)));
+            if (parse.GetValue(json)) Cli.WriteJson(result, CliJson.Default.PatchTestResult);
+            else
+            {
+                foreach (var step in result.Steps) Console.WriteLine($"{(step.Passed ? "ok  " : "FAIL")} {step.Name}: expected it {step.Expected}, exit status {step.ExitCode}");
+                foreach (var problem in result.TaintProblems) Console.WriteLine($"FAIL new taint: {problem}");
+                foreach (var problem in result.LogProblems) Console.WriteLine($"FAIL kernel log: {problem}");
+                Console.WriteLine($"{result.Verdict.ToUpperInvariant()}: {result.Module} on {result.Kernel} ({result.Seconds:0.0} s)");
+            }
+            return result.Verdict == "pass" ? 0 : (int)ExitCode.TestFailed;
         });
         return command;
     }

@@ -29,6 +29,8 @@ public enum ExitCode
     NotFound = 6,
     /// <summary>A kill switch is set: nothing was applied.</summary>
     Disabled = 7,
+    /// <summary>kernel test: the module did not prove itself (a step, the kernel log or the taint failed).</summary>
+    TestFailed = 8,
     /// <summary>lab run: the guest did not finish within --timeout.</summary>
     LabTimeout = 124,
     /// <summary>lab run: the lab itself failed (QEMU, initramfs, boot) before the guest command could report.</summary>

@@ -14,9 +14,6 @@ public sealed record HealthReport(IReadOnlyList<string> TaintProblems, IReadOnly
 /// <summary>A moment to check the kernel's health against: its taint and log position then.</summary>
 public sealed record HealthBaseline(Taint Taint, double UptimeSeconds)
 {
-    private static readonly string[] ProblemMarkers =
-        ["Oops", "BUG:", "WARNING:", "Call Trace", "general protection fault", "kernel BUG", "soft lockup", "hung_task", "livepatch: failed"];
-
     public static HealthBaseline Now() => new(RunningKernel.Taint, Uptime());
 
     public HealthReport Check()
@@ -27,7 +24,7 @@ public sealed record HealthBaseline(Taint Taint, double UptimeSeconds)
         {
             var time = LineTime(line);
             if (time is null || time < UptimeSeconds) continue;
-            if (ProblemMarkers.Any(m => line.Contains(m, StringComparison.Ordinal))) problems.Add(line.Trim());
+            if (KernelLog.IsProblem(line)) problems.Add(line.Trim());
         }
         return new HealthReport(RunningKernel.Taint.ProblemsAddedSince(Taint), problems);
     }
@@ -43,4 +40,14 @@ public sealed record HealthBaseline(Taint Taint, double UptimeSeconds)
         if (open < 0 || close < open) return null;
         return double.TryParse(line.AsSpan(open + 1, close - open - 1).Trim(), NumberStyles.Float, CultureInfo.InvariantCulture, out var t) ? t : null;
     }
+}
+
+/// <summary>How Kintsugi reads the kernel log for trouble after a patch load.</summary>
+public static class KernelLog
+{
+    private static readonly string[] ProblemMarkers =
+        ["Oops", "BUG:", "WARNING:", "Call Trace", "general protection fault", "kernel BUG", "soft lockup", "hung_task", "livepatch: failed"];
+
+    /// <summary>Whether a log line reports an oops, BUG, warning, lockup or a failed livepatch operation.</summary>
+    public static bool IsProblem(string line) => ProblemMarkers.Any(m => line.Contains(m, StringComparison.Ordinal));
 }

@@ -314,6 +314,39 @@ public abstract class LivepatchRuntimeSpecification(KernelRelease release)
         Assert.Equal("quarantined", Assert.Single(status.RootElement.GetProperty("patches").EnumerateArray()).GetProperty("bootState").GetString());
     }
 
+    [Fact]
+    public async Task Status_reports_applied_with_bug_when_a_patch_makes_the_kernel_warn()
+    {
+        var kernel = await Kernel;
+        var result = await kernel.RunAsync("""
+            kintsugi kernel load /fixtures/kintsugi_fixture_cmdline_warn.ko || exit 10
+            cat /proc/cmdline > /dev/null
+            echo @status; kintsugi status --json
+            """);
+        Succeeded(result);
+        using var status = JsonDocument.Parse(Section(result.Output, "status"));
+        Assert.Equal("applied-with-bug", status.RootElement.GetProperty("state").GetString());
+        Assert.Contains("W", status.RootElement.GetProperty("taint").GetString());
+    }
+
+    [Fact]
+    public async Task A_patch_that_makes_the_kernel_warn_while_settling_at_boot_is_quarantined()
+    {
+        var kernel = await Kernel;
+        using var disk = new TemporaryDisk();
+        Succeeded(await kernel.RunAsync("kintsugi kernel install --no-load /fixtures/kintsugi_fixture_cmdline_warn.ko", disk: disk.Path));
+        var second = await kernel.RunAsync($"""
+            until grep -q kintsugi-fixture-warn /proc/cmdline; do sleep 0.2; done
+            {WaitForBootService}
+            echo @service; cat /run/{Kintsugi.Kernel.SystemdUnit.Name}.log
+            echo @status; kintsugi status --json
+            """, [], disk.Path);
+        Succeeded(second);
+        Assert.Contains("kernel problems after load", Section(second.Output, "service"));
+        using var status = JsonDocument.Parse(Section(second.Output, "status"));
+        Assert.Equal("quarantined", Assert.Single(status.RootElement.GetProperty("patches").EnumerateArray()).GetProperty("bootState").GetString());
+    }
+
     /// <summary>Waits until the guest's emulated boot services (the unit's ExecStart) have exited.</summary>
     private static string WaitForBootService =>
         $"until [ -f /run/{Kintsugi.Kernel.SystemdUnit.Name}.status ]; do sleep 0.2; done";

@@ -6,7 +6,7 @@ namespace Kintsugi.Kernel.Build.Tests;
 /// <summary>Parsing and scoping source fixes, with kpatch's own integration patches as real inputs.</summary>
 public sealed class SourcePatchSpecification
 {
-    private static readonly string Corpus = Path.GetFullPath(Path.Combine(Repository.Root, "..", "shared", "corpus", "kpatch-linux-6.2.0"));
+    private static string Corpus => Repository.KpatchCorpus;
 
     public static TheoryData<string> CorpusPatches() => new(Directory.GetFiles(Corpus, "*.patch").Select(Path.GetFileName).Order().Select(n => n!));
 
@@ -120,7 +120,7 @@ public sealed class CorpusAppliesToThePreparedTree
     {
         var kernel = await new DebianKernelArchive(DebianKernelArchive.DefaultCacheRoot).FetchAsync(TestKernels.Debian12Cloud61, KernelParts.Image | KernelParts.Headers | KernelParts.Source);
         var tree = await KernelSourceTree.PrepareAsync(kernel);
-        var corpus = Path.GetFullPath(Path.Combine(Repository.Root, "..", "shared", "corpus", "kpatch-linux-6.2.0"));
+        var corpus = Repository.KpatchCorpus;
         var fuzz = new Dictionary<string, IReadOnlyList<string>>();
         foreach (var file in Directory.GetFiles(corpus, "*.patch").Order())
             fuzz[Path.GetFileName(file)] = await tree.CheckAppliesAsync(SourcePatch.Read(file));

@@ -9,6 +9,20 @@ public static class Repository
 
     public static string FixtureModules => Path.Combine(Root, "tests", "fixtures", "modules");
 
+    /// <summary>
+    /// kpatch's integration patches, kept in the team's shared/ folder beside the checkout (as CI lays it out),
+    /// not in this repository: they are another project's text.
+    /// </summary>
+    public static string KpatchCorpus
+    {
+        get
+        {
+            var corpus = Path.GetFullPath(Path.Combine(Root, "..", "shared", "corpus", "kpatch-linux-6.2.0"));
+            return Directory.Exists(corpus) ? corpus
+                : throw new InvalidOperationException($"the kpatch corpus is missing: expected {corpus} (shared/ beside the checkout)");
+        }
+    }
+
     private static string FindRoot()
     {
         for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)

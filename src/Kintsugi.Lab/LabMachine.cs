@@ -25,7 +25,7 @@ public sealed record LabRunResult(int? ExitCode, bool TimedOut, string Console, 
 
 /// <summary>
 /// Boots an exact distribution kernel under QEMU (software emulation) with a generated initramfs and
-/// runs one command in it. Shell out to the host's qemu-system-x86_64; no KVM is assumed.
+/// runs one command in it, through the host's qemu-system-x86_64; no KVM is assumed.
 /// </summary>
 public sealed class LabMachine(DebianKernelArchive archive, string cacheRoot, string guestBinary, Action<string> progress)
 {
@@ -44,9 +44,9 @@ public sealed class LabMachine(DebianKernelArchive archive, string cacheRoot, st
             var arguments = QemuArguments(kernel, initrd, spec, outputPath, controlPath);
             progress($"booting {kernel.Target.Release} under QEMU");
             var clock = Stopwatch.StartNew();
-            var (timedOut, consoleText) = spec.Interactive
-                ? (await RunInteractiveAsync(arguments, cancellation), "")
-                : await RunCapturedAsync(arguments, spec.Timeout, console, cancellation);
+            var (timedOut, consoleText) = (false, "");
+            if (spec.Interactive) await RunInteractiveAsync(arguments, cancellation);
+            else (timedOut, consoleText) = await RunCapturedAsync(arguments, spec.Timeout, console, cancellation);
             var control = File.Exists(controlPath) ? (await File.ReadAllTextAsync(controlPath, cancellation)).Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries) : [];
             var exitLine = control.LastOrDefault(l => l.StartsWith("exit ", StringComparison.Ordinal));
             int? exitCode = exitLine is not null && int.TryParse(exitLine[5..], out var rc) ? rc : null;
@@ -117,13 +117,13 @@ public sealed class LabMachine(DebianKernelArchive archive, string cacheRoot, st
         lock (text) return (timedOut, text.ToString());
     }
 
-    private static async Task<bool> RunInteractiveAsync(List<string> arguments, CancellationToken cancellation)
+    /// <summary>QEMU on this process's own terminal: a person types into the guest's console.</summary>
+    private static async Task RunInteractiveAsync(List<string> arguments, CancellationToken cancellation)
     {
         var info = new ProcessStartInfo("qemu-system-x86_64") { UseShellExecute = false };
         foreach (var argument in arguments) info.ArgumentList.Add(argument);
         using var process = Process.Start(info)!;
         await process.WaitForExitAsync(cancellation);
-        return false;
     }
 }
 

@@ -211,16 +211,8 @@ public abstract class LivepatchRuntimeSpecification(KernelRelease release)
     [Fact]
     public async Task An_installed_patch_is_reapplied_at_the_next_boot()
     {
-        var kernel = await Kernel;
         using var disk = new TemporaryDisk();
-        Succeeded(await kernel.RunAsync("kintsugi kernel install /fixtures/kintsugi_fixture_cmdline_a.ko", disk: disk.Path));
-        var second = await kernel.RunAsync($"""
-            {WaitForBootService}
-            echo @cmdline; cat /proc/cmdline
-            echo @service; cat /run/{Kintsugi.Kernel.SystemdUnit.Name}.log
-            echo @status; kintsugi status --json
-            """, [], disk.Path);
-        Succeeded(second);
+        var second = await RebootAfterInstallingAsync(disk, "kintsugi kernel install /fixtures/kintsugi_fixture_cmdline_a.ko");
         Assert.Equal(MarkerA, Section(second.Output, "cmdline"));
         using var status = JsonDocument.Parse(Section(second.Output, "status"));
         var patch = Assert.Single(status.RootElement.GetProperty("patches").EnumerateArray());
@@ -251,18 +243,10 @@ public abstract class LivepatchRuntimeSpecification(KernelRelease release)
     [Fact]
     public async Task The_kill_switch_on_the_kernel_command_line_prevents_reapplication()
     {
-        var kernel = await Kernel;
         using var disk = new TemporaryDisk();
-        Succeeded(await kernel.RunAsync("kintsugi kernel install /fixtures/kintsugi_fixture_cmdline_a.ko", disk: disk.Path));
-        var second = await kernel.RunAsync($"""
-            {WaitForBootService}
-            echo @cmdline; cat /proc/cmdline
-            echo @service; cat /run/{Kintsugi.Kernel.SystemdUnit.Name}.status
-            echo @status; kintsugi status --json
-            """, [], disk.Path, ["kintsugi.enable=0"]);
-        Succeeded(second);
+        var second = await RebootAfterInstallingAsync(disk, "kintsugi kernel install /fixtures/kintsugi_fixture_cmdline_a.ko", kernelArguments: ["kintsugi.enable=0"]);
         Assert.StartsWith(OriginalCmdline, Section(second.Output, "cmdline"));
-        Assert.Equal(((int)ExitCode.Disabled).ToString(), Section(second.Output, "service"));
+        AssertReturnCode(ExitCode.Disabled, second.Output, "service-status");
         using var status = JsonDocument.Parse(Section(second.Output, "status"));
         Assert.Equal("disabled", status.RootElement.GetProperty("state").GetString());
         Assert.False(Assert.Single(status.RootElement.GetProperty("patches").EnumerateArray()).GetProperty("loaded").GetBoolean());
@@ -301,12 +285,7 @@ public abstract class LivepatchRuntimeSpecification(KernelRelease release)
             """, [], disk.Path);
         Assert.Null(crashed.ExitCode);
         Assert.Contains(MarkerA, crashed.Output);
-        var third = await kernel.RunAsync($"""
-            {WaitForBootService}
-            echo @cmdline; cat /proc/cmdline
-            echo @service; cat /run/{Kintsugi.Kernel.SystemdUnit.Name}.log
-            echo @status; kintsugi status --json
-            """, [], disk.Path);
+        var third = await kernel.RunAsync(BootReport, [], disk.Path);
         Succeeded(third);
         Assert.StartsWith(OriginalCmdline, Section(third.Output, "cmdline"));
         Assert.Contains("crash or reboot before it was confirmed healthy", Section(third.Output, "service"));
@@ -332,20 +311,32 @@ public abstract class LivepatchRuntimeSpecification(KernelRelease release)
     [Fact]
     public async Task A_patch_that_makes_the_kernel_warn_while_settling_at_boot_is_quarantined()
     {
-        var kernel = await Kernel;
         using var disk = new TemporaryDisk();
-        Succeeded(await kernel.RunAsync("kintsugi kernel install --no-load /fixtures/kintsugi_fixture_cmdline_warn.ko", disk: disk.Path));
-        var second = await kernel.RunAsync($"""
-            until grep -q kintsugi-fixture-warn /proc/cmdline; do sleep 0.2; done
-            {WaitForBootService}
-            echo @service; cat /run/{Kintsugi.Kernel.SystemdUnit.Name}.log
-            echo @status; kintsugi status --json
-            """, [], disk.Path);
-        Succeeded(second);
+        var second = await RebootAfterInstallingAsync(disk, "kintsugi kernel install --no-load /fixtures/kintsugi_fixture_cmdline_warn.ko",
+            beforeReport: "until grep -q kintsugi-fixture-warn /proc/cmdline; do sleep 0.2; done");
         Assert.Contains("kernel problems after load", Section(second.Output, "service"));
         using var status = JsonDocument.Parse(Section(second.Output, "status"));
         Assert.Equal("quarantined", Assert.Single(status.RootElement.GetProperty("patches").EnumerateArray()).GetProperty("bootState").GetString());
     }
+
+    /// <summary>Installs on a fresh disk in one boot, boots again, and returns that boot's <see cref="BootReport"/>.</summary>
+    private async Task<LabRunResult> RebootAfterInstallingAsync(TemporaryDisk disk, string install, string beforeReport = "", IReadOnlyList<string>? kernelArguments = null)
+    {
+        var kernel = await Kernel;
+        Succeeded(await kernel.RunAsync(install, disk: disk.Path));
+        var second = await kernel.RunAsync(beforeReport + "\n" + BootReport, [], disk.Path, kernelArguments);
+        Succeeded(second);
+        return second;
+    }
+
+    /// <summary>What a boot did with installed patches: /proc/cmdline, the boot service's log and status, and kintsugi status.</summary>
+    private static string BootReport => $"""
+        {WaitForBootService}
+        echo @cmdline; cat /proc/cmdline
+        echo @service; cat /run/{Kintsugi.Kernel.SystemdUnit.Name}.log
+        echo "@service-status=$(cat /run/{Kintsugi.Kernel.SystemdUnit.Name}.status)"
+        echo @status; kintsugi status --json
+        """;
 
     /// <summary>Waits until the guest's emulated boot services (the unit's ExecStart) have exited.</summary>
     private static string WaitForBootService =>

@@ -1,0 +1,118 @@
+namespace Kintsugi.Bundles;
+
+/// <summary>Whether bundles signed by a key are accepted.</summary>
+public enum KeyState
+{
+    /// <summary>Bundles signed by this key verify.</summary>
+    Trusted,
+    /// <summary>The key was rotated out or compromised: its bundles are refused, whenever they were signed.</summary>
+    Retired,
+}
+
+/// <summary>A public key in a trust store, with its state.</summary>
+public sealed record TrustedKey(PublisherPublicKey Key, KeyState State)
+{
+    public PublisherKeyId Id => Key.Id;
+}
+
+/// <summary>
+/// The publisher keys a machine (or server) pins: a directory with <c>trusted/&lt;key id&gt;.pem</c> and
+/// <c>retired/&lt;key id&gt;.pem</c>, each a SubjectPublicKeyInfo PEM. A key in both is retired.
+/// Rotation: add the new key, re-sign current bundles with it, distribute them, then retire the old key.
+/// Retirement is one-way through this API (a retired key may have been compromised).
+/// </summary>
+public sealed class TrustStore
+{
+    public const string TrustedDirectoryName = "trusted";
+    public const string RetiredDirectoryName = "retired";
+
+    private readonly Dictionary<PublisherKeyId, TrustedKey> _keys;
+
+    /// <summary>The directory the store lives in.</summary>
+    public string Directory { get; }
+
+    private TrustStore(string directory, Dictionary<PublisherKeyId, TrustedKey> keys)
+    {
+        Directory = directory;
+        _keys = keys;
+    }
+
+    /// <summary>Every key, ordered by id.</summary>
+    public IReadOnlyList<TrustedKey> Keys => [.. _keys.Values.OrderBy(k => k.Id.ToString(), StringComparer.Ordinal)];
+
+    /// <summary>
+    /// Loads the store. A missing directory is an empty store (every bundle is then refused as signed by
+    /// an unknown key). A key file whose name is not its key's id, or that is not a P-256 public key, is
+    /// refused with <see cref="BundleException"/>, so a damaged store never silently drops a retirement.
+    /// </summary>
+    public static TrustStore Open(string directory)
+    {
+        var keys = new Dictionary<PublisherKeyId, TrustedKey>();
+        foreach (var (subdirectory, state) in new[] { (TrustedDirectoryName, KeyState.Trusted), (RetiredDirectoryName, KeyState.Retired) })
+        {
+            var path = Path.Combine(directory, subdirectory);
+            if (!System.IO.Directory.Exists(path)) continue;
+            foreach (var file in System.IO.Directory.EnumerateFiles(path, "*.pem").Order(StringComparer.Ordinal))
+            {
+                PublisherPublicKey key;
+                try { key = PublisherPublicKey.Load(file); }
+                catch (BundleException e)
+                {
+                    throw new BundleException(BundleFailure.TrustStore, $"trust store {directory}: {e.Message}; remove or fix that file", e);
+                }
+                if (Path.GetFileNameWithoutExtension(file) != key.Id.ToString())
+                    throw new BundleException(BundleFailure.TrustStore, $"trust store {directory}: {file} holds key {key.Id}, not the key its name says; rename it to {key.Id}.pem");
+                // Retired wins over trusted (a retirement interrupted half way still counts).
+                if (state == KeyState.Retired || !keys.ContainsKey(key.Id)) keys[key.Id] = new TrustedKey(key, state);
+            }
+        }
+        return new TrustStore(directory, keys);
+    }
+
+    public TrustedKey? Find(PublisherKeyId id) => _keys.GetValueOrDefault(id);
+
+    /// <summary>Trusts a key (idempotent). A retired key cannot be trusted again.</summary>
+    public TrustedKey Add(PublisherPublicKey key)
+    {
+        ArgumentNullException.ThrowIfNull(key);
+        if (_keys.TryGetValue(key.Id, out var existing))
+        {
+            if (existing.State == KeyState.Retired)
+                throw new BundleException(BundleFailure.TrustStore, $"key {key.Id} was retired and cannot be trusted again; generate a new publisher key and re-sign");
+            return existing;
+        }
+        var directory = Path.Combine(Directory, TrustedDirectoryName);
+        Write(directory, key);
+        return _keys[key.Id] = new TrustedKey(key, KeyState.Trusted);
+    }
+
+    /// <summary>
+    /// Retires a key (idempotent): from now on its bundles are refused. The retired file is written
+    /// before the trusted one is removed, so an interruption leaves the key retired.
+    /// </summary>
+    public TrustedKey Retire(PublisherKeyId id)
+    {
+        if (!_keys.TryGetValue(id, out var existing))
+            throw new BundleException(BundleFailure.TrustStore, $"key {id} is not in trust store {Directory}; nothing to retire");
+        if (existing.State == KeyState.Retired) return existing;
+        Write(Path.Combine(Directory, RetiredDirectoryName), existing.Key);
+        File.Delete(Path.Combine(Directory, TrustedDirectoryName, id + ".pem"));
+        return _keys[id] = existing with { State = KeyState.Retired };
+    }
+
+    private void Write(string directory, PublisherPublicKey key)
+    {
+        try
+        {
+            System.IO.Directory.CreateDirectory(directory);
+            var path = Path.Combine(directory, key.Id + ".pem");
+            var temporary = path + ".tmp";
+            key.Save(temporary);
+            File.Move(temporary, path, overwrite: true);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new BundleException(BundleFailure.TrustStore, $"cannot write to trust store {Directory}: {e.Message}", e);
+        }
+    }
+}

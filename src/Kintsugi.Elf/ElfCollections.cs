@@ -3,45 +3,47 @@ using System.Collections.ObjectModel;
 namespace Kintsugi.Elf;
 
 /// <summary>
-/// The sections of an object in section header order (without the implicit null section 0).
-/// Keeps every member's <see cref="ElfSection.Index"/> and <see cref="ElfSection.Object"/> current.
+/// A list whose members belong to one owner and know their 1-based index in it (index 0 is the ELF null
+/// entry): adding attaches and numbers an item, removing detaches it, and the rest are renumbered.
 /// </summary>
-public sealed class ElfSectionCollection : Collection<ElfSection>
+public abstract class ElfOwnedCollection<T> : Collection<T> where T : class
 {
-    private readonly ElfObject _owner;
-    private readonly List<ElfSection> _items;
+    private protected readonly List<T> ItemList;
 
-    internal ElfSectionCollection(ElfObject owner)
-        : this(owner, [])
-    {
-    }
-
-    private ElfSectionCollection(ElfObject owner, List<ElfSection> items)
+    private protected ElfOwnedCollection(List<T> items)
         : base(items)
     {
-        _owner = owner;
-        _items = items;
+        ItemList = items;
     }
 
-    /// <summary>Removes every section that matches, renumbering once; returns how many went.</summary>
-    public int RemoveAll(Predicate<ElfSection> match)
+    /// <summary>Removes every item that matches, renumbering once; returns how many went.</summary>
+    public int RemoveAll(Predicate<T> match)
     {
         ArgumentNullException.ThrowIfNull(match);
-        int removed = _items.RemoveAll(section =>
+        int removed = ItemList.RemoveAll(item =>
         {
-            if (!match(section))
+            if (!match(item))
             {
                 return false;
             }
 
-            Detach(section);
+            Detach(item);
             return true;
         });
         Renumber(0);
         return removed;
     }
 
-    protected override void InsertItem(int index, ElfSection item)
+    private protected abstract bool HasOwner(T item);
+
+    private protected abstract void SetOwner(T item, bool attached);
+
+    private protected abstract void SetIndex(T item, int index);
+
+    /// <summary>The message for an item that already belongs elsewhere.</summary>
+    private protected abstract string AlreadyOwned(T item);
+
+    protected override void InsertItem(int index, T item)
     {
         Attach(item);
         base.InsertItem(index, item);
@@ -50,97 +52,96 @@ public sealed class ElfSectionCollection : Collection<ElfSection>
 
     protected override void RemoveItem(int index)
     {
-        Detach(_items[index]);
+        Detach(ItemList[index]);
         base.RemoveItem(index);
         Renumber(index);
     }
 
-    protected override void SetItem(int index, ElfSection item)
+    protected override void SetItem(int index, T item)
     {
-        if (ReferenceEquals(_items[index], item))
+        if (ReferenceEquals(ItemList[index], item))
         {
             return;
         }
 
         Attach(item);
-        Detach(_items[index]);
+        Detach(ItemList[index]);
         base.SetItem(index, item);
-        item.Index = index + 1;
+        SetIndex(item, index + 1);
     }
 
     protected override void ClearItems()
     {
-        foreach (var section in _items)
+        foreach (var item in ItemList)
         {
-            Detach(section);
+            Detach(item);
         }
 
         base.ClearItems();
     }
 
-    private void Attach(ElfSection section)
+    private void Attach(T item)
     {
-        ArgumentNullException.ThrowIfNull(section);
-        if (section.Object is not null)
+        ArgumentNullException.ThrowIfNull(item);
+        if (HasOwner(item))
         {
-            throw new InvalidOperationException($"Section '{section.Name}' already belongs to an object; remove it there first.");
+            throw new InvalidOperationException(AlreadyOwned(item));
         }
 
-        section.Object = _owner;
+        SetOwner(item, attached: true);
     }
 
-    private static void Detach(ElfSection section)
+    private void Detach(T item)
     {
-        section.Object = null;
-        section.Index = 0;
+        SetOwner(item, attached: false);
+        SetIndex(item, 0);
     }
 
-    private void Renumber(int from)
+    private protected void Renumber(int from)
     {
-        for (int i = from; i < _items.Count; i++)
+        for (int i = from; i < ItemList.Count; i++)
         {
-            _items[i].Index = i + 1;
+            SetIndex(ItemList[i], i + 1);
         }
     }
+}
+
+/// <summary>
+/// The sections of an object in section header order (without the implicit null section 0).
+/// Keeps every member's <see cref="ElfSection.Index"/> and <see cref="ElfSection.Object"/> current.
+/// </summary>
+public sealed class ElfSectionCollection : ElfOwnedCollection<ElfSection>
+{
+    private readonly ElfObject _owner;
+
+    internal ElfSectionCollection(ElfObject owner)
+        : base([])
+    {
+        _owner = owner;
+    }
+
+    private protected override bool HasOwner(ElfSection item) => item.Object is not null;
+
+    private protected override void SetOwner(ElfSection item, bool attached) => item.Object = attached ? _owner : null;
+
+    private protected override void SetIndex(ElfSection item, int index) => item.Index = index;
+
+    private protected override string AlreadyOwned(ElfSection item) =>
+        $"Section '{item.Name}' already belongs to an object; remove it there first.";
 }
 
 /// <summary>
 /// The symbols of a symbol table in index order (without the null symbol 0).
 /// Keeps every member's <see cref="ElfSymbol.Index"/> and <see cref="ElfSymbol.SymbolTable"/> current.
 /// </summary>
-public sealed class ElfSymbolCollection : Collection<ElfSymbol>
+public sealed class ElfSymbolCollection : ElfOwnedCollection<ElfSymbol>
 {
     private readonly ElfSymbolTableSection _owner;
-    private readonly List<ElfSymbol> _items;
 
     internal ElfSymbolCollection(ElfSymbolTableSection owner)
-        : this(owner, [])
-    {
-    }
-
-    private ElfSymbolCollection(ElfSymbolTableSection owner, List<ElfSymbol> items)
-        : base(items)
+        : base([])
     {
         _owner = owner;
-        _items = items;
-    }
-
-    /// <summary>Removes every symbol that matches, renumbering once; returns how many went.</summary>
-    public int RemoveAll(Predicate<ElfSymbol> match)
-    {
-        ArgumentNullException.ThrowIfNull(match);
-        int removed = _items.RemoveAll(symbol =>
-        {
-            if (!match(symbol))
-            {
-                return false;
-            }
-
-            Detach(symbol);
-            return true;
-        });
-        Renumber(0);
-        return removed;
     }
 
     /// <summary>
@@ -154,18 +155,18 @@ public sealed class ElfSymbolCollection : Collection<ElfSymbol>
             return;
         }
 
-        var locals = _items.Where(s => s.Binding == ElfSymbolBinding.Local).ToList();
-        var others = _items.Where(s => s.Binding != ElfSymbolBinding.Local).ToList();
-        _items.Clear();
-        _items.AddRange(locals);
-        _items.AddRange(others);
+        var locals = ItemList.Where(s => s.Binding == ElfSymbolBinding.Local).ToList();
+        var others = ItemList.Where(s => s.Binding != ElfSymbolBinding.Local).ToList();
+        ItemList.Clear();
+        ItemList.AddRange(locals);
+        ItemList.AddRange(others);
         Renumber(0);
     }
 
     internal bool NeedsLocalsFirstSort()
     {
         bool seenNonLocal = false;
-        foreach (var symbol in _items)
+        foreach (var symbol in ItemList)
         {
             if (symbol.Binding != ElfSymbolBinding.Local)
             {
@@ -184,69 +185,16 @@ public sealed class ElfSymbolCollection : Collection<ElfSymbol>
     internal void AddRead(ElfSymbol symbol)
     {
         symbol.SymbolTable = _owner;
-        _items.Add(symbol);
-        symbol.Index = _items.Count;
+        ItemList.Add(symbol);
+        symbol.Index = ItemList.Count;
     }
 
-    protected override void InsertItem(int index, ElfSymbol item)
-    {
-        Attach(item);
-        base.InsertItem(index, item);
-        Renumber(index);
-    }
+    private protected override bool HasOwner(ElfSymbol item) => item.SymbolTable is not null;
 
-    protected override void RemoveItem(int index)
-    {
-        Detach(_items[index]);
-        base.RemoveItem(index);
-        Renumber(index);
-    }
+    private protected override void SetOwner(ElfSymbol item, bool attached) => item.SymbolTable = attached ? _owner : null;
 
-    protected override void SetItem(int index, ElfSymbol item)
-    {
-        if (ReferenceEquals(_items[index], item))
-        {
-            return;
-        }
+    private protected override void SetIndex(ElfSymbol item, int index) => item.Index = index;
 
-        Attach(item);
-        Detach(_items[index]);
-        base.SetItem(index, item);
-        item.Index = index + 1;
-    }
-
-    protected override void ClearItems()
-    {
-        foreach (var symbol in _items)
-        {
-            Detach(symbol);
-        }
-
-        base.ClearItems();
-    }
-
-    private void Attach(ElfSymbol symbol)
-    {
-        ArgumentNullException.ThrowIfNull(symbol);
-        if (symbol.SymbolTable is not null)
-        {
-            throw new InvalidOperationException($"Symbol '{symbol.Name}' already belongs to a symbol table; remove it there first.");
-        }
-
-        symbol.SymbolTable = _owner;
-    }
-
-    private static void Detach(ElfSymbol symbol)
-    {
-        symbol.SymbolTable = null;
-        symbol.Index = 0;
-    }
-
-    private void Renumber(int from)
-    {
-        for (int i = from; i < _items.Count; i++)
-        {
-            _items[i].Index = i + 1;
-        }
-    }
+    private protected override string AlreadyOwned(ElfSymbol item) =>
+        $"Symbol '{item.Name}' already belongs to a symbol table; remove it there first.";
 }

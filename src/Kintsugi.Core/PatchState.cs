@@ -1,9 +1,13 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+
 namespace Kintsugi;
 
 /// <summary>
 /// The patch state of one machine, the single vocabulary shared by the runtime, agent, server, CLI and
 /// dashboard. Its wire form is the kebab-case name (<see cref="PatchStates.ToWire"/>).
 /// </summary>
+[JsonConverter(typeof(PatchStateJsonConverter))]
 public enum PatchState
 {
     NothingToApply,
@@ -43,4 +47,13 @@ public static class PatchStates
     }
 
     public static IEnumerable<string> All => Names.Select(n => n.Wire);
+}
+
+/// <summary>Reads and writes a <see cref="PatchState"/> as its wire name (<c>applied-with-bug</c>).</summary>
+public sealed class PatchStateJsonConverter : JsonConverter<PatchState>
+{
+    public override PatchState Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options) =>
+        PatchStates.Parse(reader.GetString() ?? throw new JsonException("a patch state is null"));
+
+    public override void Write(Utf8JsonWriter writer, PatchState value, JsonSerializerOptions options) => writer.WriteStringValue(value.ToWire());
 }

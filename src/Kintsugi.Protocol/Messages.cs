@@ -1,0 +1,78 @@
+using System.Text.Json.Serialization;
+using Kintsugi.Bundles;
+
+namespace Kintsugi.Protocol;
+
+/// <summary>The request paths of protocol v1 (docs/protocol.md).</summary>
+public static class ProtocolPaths
+{
+    public const string Enroll = "/api/v1/agent/enroll";
+    public const string CheckIn = "/api/v1/agent/checkin";
+    public const string Events = "/api/v1/agent/events";
+    public const string BundlePrefix = "/api/v1/bundles/";
+
+    public static string Bundle(Sha256Digest digest) => BundlePrefix + digest;
+
+    public static string EventsAfter(long epoch) => $"{Events}?epoch={epoch}";
+}
+
+/// <summary>A machine's kernel as it reports it: <c>uname -r</c>, the GNU build-id and, when known, the package version.</summary>
+public sealed record KernelIdentity(KernelRelease Release, BuildId BuildId, string? PackageVersion = null);
+
+public sealed record EnrollRequest(string Token, string Hostname, string MachineId, KernelIdentity Kernel, string AgentVersion);
+
+/// <param name="Machine">The server's name for the machine (stable across re-enrollments of the same machine-id).</param>
+/// <param name="Credential">The per-machine bearer credential; the server keeps only its digest.</param>
+public sealed record EnrollResponse(string Machine, string Credential, int CheckInSeconds, int EventsWaitSeconds);
+
+/// <param name="Level">The applied cumulative level, or null when nothing is applied.</param>
+/// <param name="Bundle">The digest of the applied bundle, or null.</param>
+/// <param name="Detail">Free text for people (at most <see cref="MaxDetailLength"/> characters).</param>
+public sealed record CheckInRequest(
+    KernelIdentity Kernel,
+    PatchState State,
+    int? Level,
+    Sha256Digest? Bundle,
+    string? EffectiveVersion,
+    long Taint,
+    string? Detail,
+    string AgentVersion)
+{
+    public const int MaxDetailLength = 1024;
+}
+
+[JsonConverter(typeof(JsonStringEnumConverter<CheckInAction>))]
+public enum CheckInAction
+{
+    /// <summary>Load <see cref="CheckInResponse.Release"/> with atomic replace (a lower level is a rollback).</summary>
+    [JsonStringEnumMemberName("apply")] Apply,
+
+    /// <summary>The machine runs what it should, or nothing exists for its kernel.</summary>
+    [JsonStringEnumMemberName("none")] None,
+
+    /// <summary>The applied level was revoked and no earlier good level exists: unload every Kintsugi patch.</summary>
+    [JsonStringEnumMemberName("remove")] Remove,
+}
+
+/// <summary>A release the server offers: its level and the content address of its bundle.</summary>
+public sealed record ReleaseOffer(int Level, Sha256Digest Bundle, long Size, string Url);
+
+public sealed record CheckInResponse(CheckInAction Action, ReleaseOffer? Release, int CheckInSeconds, int EventsWaitSeconds, long Epoch);
+
+public sealed record EventsResponse(long Epoch);
+
+/// <summary>An RFC 9457 problem document, as both sides read and write errors.</summary>
+public sealed record ProblemDocument(string? Type, string Title, int Status, string? Detail);
+
+[JsonSourceGenerationOptions(
+    PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase,
+    DefaultIgnoreCondition = JsonIgnoreCondition.Never,
+    RespectNullableAnnotations = true,
+    RespectRequiredConstructorParameters = true)]
+[JsonSerializable(typeof(EnrollRequest))]
+[JsonSerializable(typeof(EnrollResponse))]
+[JsonSerializable(typeof(CheckInRequest))]
+[JsonSerializable(typeof(CheckInResponse))]
+[JsonSerializable(typeof(EventsResponse))]
+[JsonSerializable(typeof(ProblemDocument))]
+public sealed partial class ProtocolJson : JsonSerializerContext;

@@ -28,7 +28,7 @@ public static class ExternalModuleBuild
 }
 
 /// <summary>A kernel module could not be built.</summary>
-public sealed class ModuleBuildException(string message, Exception? inner = null) : KintsugiException(message, inner)
+public sealed class ModuleBuildException(string message, Exception? inner = null, ExitCode exitCode = ExitCode.InputRefused) : KintsugiException(message, inner)
 {
-    public override ExitCode ExitCode => ExitCode.InputRefused;
+    public override ExitCode ExitCode { get; } = exitCode;
 }

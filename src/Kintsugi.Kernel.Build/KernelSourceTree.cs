@@ -62,12 +62,17 @@ public sealed class KernelSourceTree
     /// <summary>Compiles one object (for example fs/proc/cmdline.o) with the distribution's flags plus <paramref name="extraCFlags"/>.</summary>
     public async Task<string> CompileAsync(string objectPath, string? extraCFlags = null, CancellationToken cancellation = default)
     {
-        if (Path.IsPathRooted(objectPath) || objectPath.Contains("..", StringComparison.Ordinal) || !objectPath.EndsWith(".o", StringComparison.Ordinal))
-            throw new ModuleBuildException($"'{objectPath}' is not an object path inside the tree (for example fs/proc/cmdline.o)");
+        CheckObjectPath(objectPath);
         List<string> arguments = [$"-j{Environment.ProcessorCount}", objectPath];
         if (extraCFlags is not null) arguments.Add($"KCFLAGS={extraCFlags}");
         await Run("make", arguments, Directory, cancellation);
         return Path.Combine(Directory, objectPath);
+    }
+
+    internal static void CheckObjectPath(string objectPath)
+    {
+        if (Path.IsPathRooted(objectPath) || objectPath.Contains("..", StringComparison.Ordinal) || !objectPath.EndsWith(".o", StringComparison.Ordinal))
+            throw new ModuleBuildException($"'{objectPath}' is not an object path inside the tree (for example fs/proc/cmdline.o)");
     }
 
     /// <summary>

@@ -1,96 +1,88 @@
-using System.Buffers.Binary;
-using System.Globalization;
+using Kintsugi.Elf;
 using Kintsugi.Kernel.Archive;
+using Kintsugi.Kernel.Build.Symbols;
 using Kintsugi.Testing;
 
 namespace Kintsugi.Kernel.Build.Tests;
 
 /// <summary>
 /// A prepared distribution source tree compiles one translation unit to the machine code the distribution
-/// shipped. The oracle needs no debug package: the booted kernel (without KASLR) names the function's
-/// address in /proc/kallsyms, and the vmlinux inside the image holds the shipped bytes there.
+/// shipped, and a build's workspace never changes the shared tree. The oracle needs no debug package: the
+/// booted kernel (without KASLR) lists every symbol in /proc/kallsyms, and the vmlinux inside the image
+/// holds the shipped bytes at those addresses.
 /// </summary>
 public abstract class KernelSourceTreeSpecification(KernelRelease release)
 {
-    [Fact]
-    public async Task A_compiled_function_equals_the_shipped_one_outside_relocation_sites()
+    private async Task<(KernelSourceTree Tree, ShippedVmlinux Shipped)> KernelAsync()
     {
-        const string function = "cmdline_proc_show";
         var cache = DebianKernelArchive.DefaultCacheRoot;
-        var kernel = await new DebianKernelArchive(cache).FetchAsync(release, KernelParts.Image | KernelParts.Headers | KernelParts.Source);
+        var archive = new DebianKernelArchive(cache);
+        var kernel = await archive.FetchAsync(release, KernelParts.Image | KernelParts.Headers | KernelParts.Source);
         var tree = await KernelSourceTree.PrepareAsync(kernel);
-        var objectFile = await tree.CompileAsync("fs/proc/cmdline.o");
-
-        var (offset, size) = await SymbolAsync(objectFile, function);
-        var relocated = await RelocationSitesAsync(objectFile, ".rela.text");
-        var compiled = (await TextSectionAsync(objectFile)).AsSpan((int)offset, (int)size).ToArray();
-
         var lab = await KernelUnderTest.GetAsync(release);
-        var run = await lab.RunAsync($"grep ' {function}$' /proc/kallsyms", [], kernelArguments: ["nokaslr"]);
-        Assert.Equal(0, run.ExitCode);
-        var address = ulong.Parse(run.Output.Trim().Split(' ')[0], NumberStyles.HexNumber);
-        var shipped = BytesAt(await KernelImage.ReadVmlinuxAsync(kernel.Vmlinuz), address, compiled.Length);
-
-        var compared = 0;
-        for (var i = 0; i < compiled.Length; i++)
-        {
-            if (relocated.Any(r => offset + (ulong)i >= r.Offset && offset + (ulong)i < r.Offset + r.Length)) continue;
-            Assert.True(compiled[i] == shipped[i], $"{function}+0x{i:x}: compiled {compiled[i]:x2}, shipped {shipped[i]:x2}");
-            compared++;
-        }
-        Assert.True(compared > compiled.Length / 2, $"only {compared} of {compiled.Length} bytes were outside relocation sites");
+        var symbols = await KallsymsCapture.LoadAsync(lab.Lab, release, archive.KernelDirectory(release), _ => { });
+        return (tree, new ShippedVmlinux(symbols, VmlinuxImage.Parse(await KernelImage.ReadVmlinuxAsync(kernel.Vmlinuz))));
     }
 
-    private static async Task<(ulong Offset, ulong Size)> SymbolAsync(string objectFile, string name)
+    [Fact]
+    public async Task A_unit_compiled_with_the_distribution_flags_reproduces_the_shipped_function()
     {
-        var symbols = await ExternalCommand.RunAsync("readelf", ["-sW", objectFile]);
-        var line = symbols.StandardOutput.Split('\n').Select(l => l.Split(' ', StringSplitOptions.RemoveEmptyEntries))
-            .Single(f => f.Length >= 8 && f[7] == name && f[3] == "FUNC");
-        return (ulong.Parse(line[1], NumberStyles.HexNumber), ulong.Parse(line[2]));
+        var (tree, shipped) = await KernelAsync();
+        using var output = new TemporaryDirectory();
+        await using (var workspace = await BuildWorkspace.OpenAsync(tree))
+            await workspace.CompileAsync("fs/proc/cmdline.o", output.File("cmdline.o"), extraCFlags: null);
+
+        var resolved = new SymbolResolver(shipped, ElfObject.Load(output.File("cmdline.o"))).ResolveFunction("cmdline_proc_show", out var mismatch);
+
+        Assert.True(resolved is not null, mismatch);
+        Assert.Equal(Sympos.Unique, resolved.Sympos);
+        Assert.Equal(ResolutionMethod.UniqueName, resolved.Method);
+        Assert.Equal(shipped.Symbols.Named("cmdline_proc_show").Single().Address, resolved.Address);
     }
 
-    private static async Task<List<(ulong Offset, ulong Length)>> RelocationSitesAsync(string objectFile, string section)
+    [Fact]
+    public async Task A_unit_compiled_differently_fails_the_fidelity_proof_naming_the_function()
     {
-        var output = (await ExternalCommand.RunAsync("readelf", ["-rW", objectFile])).StandardOutput;
-        var start = output.IndexOf($"'{section}'", StringComparison.Ordinal);
-        Assert.True(start >= 0, $"no {section} in {objectFile}");
-        var sites = new List<(ulong, ulong)>();
-        foreach (var line in output[start..].Split('\n').Skip(2))
-        {
-            var fields = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
-            if (fields.Length < 3 || !ulong.TryParse(fields[0], NumberStyles.HexNumber, null, out var at)) break;
-            sites.Add((at, fields[2] is "R_X86_64_64" ? 8UL : 4UL));
-        }
-        return sites;
+        var (tree, shipped) = await KernelAsync();
+        using var output = new TemporaryDirectory();
+        await using (var workspace = await BuildWorkspace.OpenAsync(tree))
+            await workspace.CompileAsync("fs/proc/cmdline.o", output.File("cmdline.o"), extraCFlags: "-O1 -fno-inline");
+
+        var resolved = new SymbolResolver(shipped, ElfObject.Load(output.File("cmdline.o"))).ResolveFunction("cmdline_proc_show", out var mismatch);
+
+        Assert.Null(resolved);
+        Assert.Contains("cmdline_proc_show: the compiled original differs from the shipped code of vmlinux", mismatch);
     }
 
-    private static async Task<byte[]> TextSectionAsync(string objectFile)
+    [Fact]
+    public async Task A_workspace_patches_and_compiles_without_changing_the_shared_tree()
     {
-        var copy = Path.GetTempFileName();
-        try
-        {
-            Assert.True((await ExternalCommand.RunAsync("objcopy", ["-O", "binary", "--only-section=.text", objectFile, copy])).Succeeded);
-            return await File.ReadAllBytesAsync(copy);
-        }
-        finally { File.Delete(copy); }
-    }
+        var (tree, _) = await KernelAsync();
+        var source = Path.Combine(tree.Directory, "fs/proc/cmdline.c");
+        var before = await File.ReadAllTextAsync(source);
+        var patch = SourcePatch.Parse("marker.patch", """
+            --- a/fs/proc/cmdline.c
+            +++ b/fs/proc/cmdline.c
+            @@ -1,3 +1,4 @@
+            +/* kintsugi workspace marker */
+             // SPDX-License-Identifier: GPL-2.0
+             #include <linux/fs.h>
+             #include <linux/init.h>
 
-    /// <summary>The bytes at a virtual address of an ELF executable, through its PT_LOAD program headers.</summary>
-    private static byte[] BytesAt(byte[] elf, ulong address, int length)
-    {
-        var headers = BinaryPrimitives.ReadUInt64LittleEndian(elf.AsSpan(0x20));
-        var count = BinaryPrimitives.ReadUInt16LittleEndian(elf.AsSpan(0x38));
-        for (var i = 0; i < count; i++)
+            """);
+        string merged;
+        using var output = new TemporaryDirectory();
+        await using (var workspace = await BuildWorkspace.OpenAsync(tree))
         {
-            var header = elf.AsSpan((int)headers + i * 56, 56);
-            if (BinaryPrimitives.ReadUInt32LittleEndian(header) != 1) continue; // PT_LOAD
-            var fileOffset = BinaryPrimitives.ReadUInt64LittleEndian(header[8..]);
-            var virtualAddress = BinaryPrimitives.ReadUInt64LittleEndian(header[16..]);
-            var fileSize = BinaryPrimitives.ReadUInt64LittleEndian(header[32..]);
-            if (address >= virtualAddress && address + (ulong)length <= virtualAddress + fileSize)
-                return elf.AsSpan((int)(fileOffset + address - virtualAddress), length).ToArray();
+            merged = workspace.Directory;
+            await workspace.ApplyAsync(patch);
+            await workspace.CompileAsync("fs/proc/cmdline.o", output.File("cmdline.o"), "-ffunction-sections -fdata-sections");
+            Assert.StartsWith("/* kintsugi workspace marker */", await File.ReadAllTextAsync(Path.Combine(workspace.Directory, "fs/proc/cmdline.c")));
         }
-        throw new Xunit.Sdk.XunitException($"0x{address:x} is in no PT_LOAD segment of the image's vmlinux");
+
+        Assert.Equal(before, await File.ReadAllTextAsync(source));
+        Assert.NotNull(ElfObject.Load(output.File("cmdline.o")).FindSection(".text.cmdline_proc_show"));
+        Assert.False(Directory.Exists(merged));
     }
 }
 

@@ -1,0 +1,79 @@
+using Kintsugi.Elf;
+
+namespace Kintsugi.Kernel.Build.Symbols;
+
+/// <summary>
+/// A function's machine code as compiled into a relocatable object, with a mask of the bytes relocations
+/// fill in at link time: outside the mask, the code must equal the shipped kernel's byte for byte.
+/// </summary>
+public sealed class CompiledFunction
+{
+    public string Name { get; }
+    public bool IsLocal { get; }
+    public string SectionName { get; }
+    public ulong Offset { get; }
+    public byte[] Code { get; }
+    public bool[] Relocated { get; }
+
+    private CompiledFunction(string name, bool isLocal, string sectionName, ulong offset, byte[] code, bool[] relocated)
+    {
+        Name = name;
+        IsLocal = isLocal;
+        SectionName = sectionName;
+        Offset = offset;
+        Code = code;
+        Relocated = relocated;
+    }
+
+    /// <summary>Every defined function of the object with its code and relocation mask.</summary>
+    public static IReadOnlyList<CompiledFunction> ReadAll(ElfObject elf)
+    {
+        var result = new List<CompiledFunction>();
+        if (elf.SymbolTable is not { } table) return result;
+        foreach (var symbol in table.Symbols)
+        {
+            if (symbol.Type != ElfSymbolType.Function || symbol.Section is not ElfDataSection section || symbol.Size == 0) continue;
+            if (symbol.Value + symbol.Size > (ulong)section.Data.Length) continue;
+            var code = section.Data.AsSpan((int)symbol.Value, (int)symbol.Size).ToArray();
+            var mask = new bool[code.Length];
+            foreach (var relocations in elf.GetRelocationSections(section))
+                foreach (var relocation in relocations.Relocations)
+                {
+                    var width = Width(relocation.Type);
+                    for (var i = 0; i < width; i++)
+                    {
+                        var at = (long)relocation.Offset + i - (long)symbol.Value;
+                        if (at >= 0 && at < mask.Length) mask[at] = true;
+                    }
+                }
+            result.Add(new CompiledFunction(symbol.Name, symbol.Binding == ElfSymbolBinding.Local, section.Name, symbol.Value, code, mask));
+        }
+        return result;
+    }
+
+    /// <summary>Whether <paramref name="shipped"/> is this function's code, ignoring relocated bytes.</summary>
+    public bool Matches(ReadOnlySpan<byte> shipped)
+    {
+        if (shipped.Length < Code.Length) return false;
+        for (var i = 0; i < Code.Length; i++)
+            if (!Relocated[i] && Code[i] != shipped[i]) return false;
+        return true;
+    }
+
+    /// <summary>The first differing byte offset, for messages; -1 when they match.</summary>
+    public int FirstDifference(ReadOnlySpan<byte> shipped)
+    {
+        for (var i = 0; i < Code.Length; i++)
+            if (i >= shipped.Length || (!Relocated[i] && Code[i] != shipped[i])) return i;
+        return -1;
+    }
+
+    private static int Width(X86RelocationType type) => type switch
+    {
+        X86RelocationType.R64 or X86RelocationType.PC64 or X86RelocationType.Size64 or X86RelocationType.GotOff64 => 8,
+        X86RelocationType.R16 or X86RelocationType.PC16 => 2,
+        X86RelocationType.R8 or X86RelocationType.PC8 => 1,
+        X86RelocationType.None => 0,
+        _ => 4,
+    };
+}

@@ -1,0 +1,42 @@
+using System.IO.Compression;
+using Kintsugi.Lab;
+
+namespace Kintsugi.Kernel.Build.Symbols;
+
+/// <summary>
+/// Reads the complete vmlinux symbol table of an exact distribution kernel without its 283 MB debug
+/// package: boot the shipped image once in the lab with <c>nokaslr</c> and read /proc/kallsyms as root.
+/// The result is the kernel's own view (the order sympos counts in, link-time addresses that index the
+/// image) and is cached beside the kernel.
+/// </summary>
+public static class KallsymsCapture
+{
+    public static async Task<KernelSymbolTable> LoadAsync(LabMachine lab, KernelRelease release, string kernelDirectory, Action<string> progress, CancellationToken cancellation = default)
+    {
+        var cached = Path.Combine(kernelDirectory, "kallsyms");
+        if (!File.Exists(cached))
+        {
+            progress($"reading the symbol table of {release} from a lab boot (once per kernel)");
+            var run = await lab.RunAsync(new LabRunSpec(release, "cat /proc/kallsyms | gzip -1 | base64", [], TimeSpan.FromMinutes(3), KernelArguments: ["nokaslr"]), cancellation: cancellation);
+            if (run.ExitCode != 0)
+                throw new SymbolResolutionException($"reading /proc/kallsyms in the lab failed: {run.Describe()}");
+            string text;
+            try
+            {
+                // The console's last words (the power-off line) can reach the output port after the command's own.
+                var base64 = string.Concat(run.Output.Split('\n').TakeWhile(l => l.Length > 0 && l.All(c => char.IsAsciiLetterOrDigit(c) || c is '+' or '/' or '=')));
+                using var gzip = new GZipStream(new MemoryStream(Convert.FromBase64String(base64)), CompressionMode.Decompress);
+                using var reader = new StreamReader(gzip);
+                text = await reader.ReadToEndAsync(cancellation);
+            }
+            catch (Exception e) when (e is FormatException or InvalidDataException)
+            {
+                throw new SymbolResolutionException("the symbol table read from the lab guest is damaged", e);
+            }
+            var staging = cached + ".partial";
+            await File.WriteAllTextAsync(staging, text, cancellation);
+            File.Move(staging, cached, overwrite: true);
+        }
+        return KernelSymbolTable.ParseKallsyms(await File.ReadAllTextAsync(cached, cancellation), SymbolTableSource.LabKallsyms);
+    }
+}

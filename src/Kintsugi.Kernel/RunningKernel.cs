@@ -19,6 +19,11 @@ public static class RunningKernel
         }
     }
 
+    /// <summary>This boot's random id (/proc/sys/kernel/random/boot_id): tells "earlier in this boot" from "before a reboot or crash".</summary>
+    public static string? BootId => File.Exists(BootIdPath) ? File.ReadAllText(BootIdPath).Trim() : null;
+
+    private const string BootIdPath = "/proc/sys/kernel/random/boot_id";
+
     public static string CommandLine => File.ReadAllText("/proc/cmdline").Trim();
 
     public static Taint Taint => new(ulong.Parse(File.ReadAllText("/proc/sys/kernel/tainted").Trim()));

@@ -37,7 +37,7 @@ public sealed record AgentConfig
     {
         string text;
         try { text = File.ReadAllText(path); }
-        catch (FileNotFoundException e) { throw new AgentException($"no agent configuration at {path}; write one (see docs/cli.md, `kintsugi agent`)", ExitCode.NotFound, e); }
+        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException) { throw new AgentException($"no agent configuration at {path}; write one (see docs/cli.md, `kintsugi agent`)", ExitCode.NotFound, e); }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw new AgentException($"cannot read {path}: {e.Message}", ExitCode.Environment, e); }
         return Parse(text, path);
     }
@@ -82,6 +82,7 @@ public sealed record AgentConfig
             };
         }
         if (seen.Contains("token") && tokenFile is not null) throw new AgentException($"{origin}: set token or token-file, not both", ExitCode.Usage);
+        if (seen.Count == 0) throw new AgentException($"{origin} has no settings; it needs server (with token) or offline-directory (see docs/cli.md)", ExitCode.Usage);
         if ((config.Server is null) == (config.OfflineDirectory is null))
             throw new AgentException($"{origin}: set exactly one of server (a patch server URL) or offline-directory (a directory of bundles)", ExitCode.Usage);
         if (config.OfflineDirectory is not null && config.EnrollmentToken is not null)

@@ -87,12 +87,8 @@ public sealed class MachineAgent
             catch (CredentialRefusedException e)
             {
                 delay = backoff.Next();
-                if (_config.EnrollmentToken is not null)
-                {
-                    File.Delete(CredentialPath);
-                    _log($"{e.Message}; enrolling again with the configured token in {delay.TotalSeconds:0} s");
-                }
-                else _log($"{e.Message}; no enrollment token is configured: keeping the current state, retrying in {delay.TotalSeconds:0} s");
+                _log($"{e.Message}; keeping the current state, retrying in {delay.TotalSeconds:0} s" +
+                     (_config.EnrollmentToken is null ? " (no enrollment token is configured to enroll again)" : ""));
             }
             catch (KintsugiException e)
             {
@@ -137,7 +133,16 @@ public sealed class MachineAgent
     private async Task<CycleResult> RunWithServerAsync(ServerClient server, CancellationToken cancellation)
     {
         var credential = await EnsureEnrolledAsync(server, cancellation);
-        var response = await server.CheckInAsync(credential, CheckInRequestFor(null, null), cancellation);
+        CheckInResponse response;
+        try { response = await server.CheckInAsync(credential, CheckInRequestFor(null, null), cancellation); }
+        catch (CredentialRefusedException e) when (_config.EnrollmentToken is not null)
+        {
+            // The credential was revoked (or the machine was re-enrolled elsewhere): the token is still configured, so enroll again.
+            _log($"{e.Message}; enrolling again with the configured token");
+            File.Delete(CredentialPath);
+            credential = await EnsureEnrolledAsync(server, cancellation);
+            response = await server.CheckInAsync(credential, CheckInRequestFor(null, null), cancellation);
+        }
         SaveIdentity(_identity! with { CheckInSeconds = response.CheckInSeconds, EventsWaitSeconds = response.EventsWaitSeconds, Epoch = response.Epoch });
         if (KillSwitch.Reason(_paths) is { } disabled) return Finish(false, $"automatic patching is disabled: {disabled}", ExitCode.Disabled);
 
@@ -181,7 +186,13 @@ public sealed class MachineAgent
     {
         var digest = offer.Digest.ToString();
         var records = _applier.Store.List();
-        if (AppliedRecord() is { } current && current.Origin?.Bundle == digest) return (false, ExitCode.Success, "");
+        if (AppliedRecord() is { } current && current.Origin?.Bundle == digest)
+        {
+            // Already running, for example confirmed by an apply that was interrupted before it could say so.
+            if (_applier.Store.LastAttempt?.Bundle != digest)
+                SaveAttempt(current.Problem is null ? PatchState.Applied : PatchState.AppliedWithBug, offer.Level, digest, $"level {offer.Level} runs ({current.Name})");
+            return (false, ExitCode.Success, "");
+        }
         if (records.FirstOrDefault(r => r.BootState == BootState.Quarantined && r.Origin?.Bundle == digest) is { } bad)
         {
             var why = $"level {offer.Level} ({digest}) is quarantined ({bad.Note}); it is not applied again automatically";

@@ -55,9 +55,10 @@ public sealed class ServerClient(HttpClient http, Uri server, string agentVersio
     public async Task<byte[]> DownloadAsync(string credential, ReleaseOffer offer, CancellationToken cancellation)
     {
         // The offer's URL is relative to the server; an absolute URL elsewhere is not followed (the credential would leak).
-        var path = Uri.TryCreate(offer.Url, UriKind.Absolute, out var absolute)
-            ? (absolute.Authority == server.Authority ? absolute.PathAndQuery : throw new AgentException($"the server offered a bundle at another host ({absolute.Authority}); refusing to send the credential there", ExitCode.InputRefused))
-            : offer.Url;
+        // (On Unix, Uri also reads "/path" as an absolute file URI, so a path is recognised by its slash.)
+        var path = offer.Url.StartsWith('/') ? offer.Url
+            : Uri.TryCreate(offer.Url, UriKind.Absolute, out var absolute) && absolute.Scheme is "https" or "http" && absolute.Authority == server.Authority ? absolute.PathAndQuery
+            : throw new AgentException($"the server offered a bundle at another place ({offer.Url}); refusing to send the credential there", ExitCode.InputRefused);
         using var response = await SendAsync(HttpMethod.Get, path, credential, null, cancellation, HttpCompletionOption.ResponseHeadersRead);
         await EnsureSuccessAsync(response, "bundle download", cancellation);
         var limit = Math.Min(Bundle.MaxLength, offer.Size > 0 ? offer.Size : Bundle.MaxLength);

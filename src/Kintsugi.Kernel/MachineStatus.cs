@@ -61,7 +61,8 @@ public sealed record MachineStatus(
         var state = !RunningKernel.SupportsLivepatch ? PatchState.KernelUnsupported
             : loaded.Any(p => p.InTransition) || installed.Any(i => i.PendingInThisBoot && loaded.Any(l => l.Name.Value == i.Name)) ? PatchState.Applying
             : enabled && (taint.ProblemsAddedSince(new Taint(0)).Count > 0 || applied?.Problem is not null) ? PatchState.AppliedWithBug
-            : attempt is { Outcome: "apply-failed" } && attempt.Bundle != applied?.Origin?.Bundle ? PatchState.ApplyFailed
+            // A failed attempt counts unless the running patch was installed after it (an older failure is history).
+            : attempt is { Outcome: "apply-failed" } && (applied is null || (attempt.Bundle != applied.Origin?.Bundle && attempt.At > applied.InstalledAt)) ? PatchState.ApplyFailed
             : enabled ? PatchState.Applied
             : attempt is { Outcome: "revoked" } ? PatchState.Revoked
             : disabled is not null ? PatchState.Disabled

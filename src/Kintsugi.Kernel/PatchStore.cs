@@ -107,8 +107,10 @@ public sealed class PatchStore(MachinePaths paths, KernelRelease release)
             Uninstall(staged.ModuleName);
             changes.Add($"discarded {staged.Name}: its apply was interrupted before the load");
         }
-        var superseded = records.Where(r => r.BootState == BootState.Healthy && r.Replaces is not null).SelectMany(r => r.Replaces!).ToHashSet(StringComparer.Ordinal);
-        foreach (var old in records.Where(r => r.BootState != BootState.Staged && superseded.Contains(r.Name)))
+        // Only an older record is replaced: a module name can come back in a later level, installed after the one that replaced it.
+        var superseded = records.Where(r => r.BootState != BootState.Staged && records.Any(newer =>
+            newer.BootState == BootState.Healthy && newer.Sequence > r.Sequence && newer.Replaces?.Contains(r.Name) == true)).ToList();
+        foreach (var old in superseded)
         {
             Uninstall(old.ModuleName);
             changes.Add($"removed {old.Name}: a confirmed patch replaces it");

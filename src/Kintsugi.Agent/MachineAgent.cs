@@ -216,8 +216,8 @@ public sealed class MachineAgent
             if (module.Sha256 != moduleSha) throw new BundleException(BundleFailure.ModuleMismatch, "the module written to disk does not match the verified digest");
             FaultInjection.After(ApplyStep.Fetched);
             _log($"applying level {offer.Level} ({module.Name}) from {offer.Source}");
-            var outcome = _applier.Apply(module, offer.Origin(module[LoadedRecord.EffectiveVersionKey]), _config.OnBug, _config.Settle, _config.TransitionTimeout);
             var origin = offer.Origin(module[LoadedRecord.EffectiveVersionKey]);
+            var outcome = _applier.Apply(module, origin, _config.OnBug, _config.Settle, _config.TransitionTimeout);
             RecordOutcome(outcome, origin);
             return (true, ExitCode.Success, outcome.Detail);
         }
@@ -264,7 +264,7 @@ public sealed class MachineAgent
             status.Bundle is { } b ? Sha256Digest.Parse(b) : null, status.EffectivePackageVersion, (long)RunningKernel.Taint.Mask, text, Version);
     }
 
-    private static KernelIdentity Identity() => new(RunningKernel.Release, RunningTarget().BuildId);
+    private static KernelIdentity Identity() => new(RunningKernel.Release, RunningTarget().BuildId, RunningKernel.PackageVersion);
 
     private async Task<string> EnsureEnrolledAsync(ServerClient server, CancellationToken cancellation)
     {

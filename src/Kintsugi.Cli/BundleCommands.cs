@@ -96,7 +96,7 @@ internal static class BundleCommands
                 expected = new KernelTarget(RunningKernel.Release, null, RunningKernel.BuildId ?? throw new LivepatchException("the running kernel's build-id cannot be read from /sys/kernel/notes", ExitCode.Environment));
             else if (parse.GetValue(release) is { } r && parse.GetValue(buildId) is { } b)
                 expected = new KernelTarget(KernelCommands.ParseRelease(r), null, BuildId.TryParse(b.ToLowerInvariant(), out var id) ? id
-                    : throw new BundleException(BundleFailure.WrongTarget, $"--build-id '{b}' is not a build-id (hex digits)"));
+                    : throw new UsageException($"--build-id '{b}' is not a build-id (hex digits)"));
             else if (parse.GetValue(release) is not null || parse.GetValue(buildId) is not null)
                 throw new UsageException("--release and --build-id go together (or use --running)");
 

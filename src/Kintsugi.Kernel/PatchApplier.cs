@@ -110,6 +110,12 @@ public sealed class PatchApplier(MachinePaths paths, LivepatchRuntime runtime, A
         using var machineLock = MachineLock.Acquire(paths, settle + transitionTimeout + TimeSpan.FromMinutes(5), report);
         foreach (var change in Store.RecoverInterruptedApply()) report(change);
         ApplyOutcome? outcome = null;
+        // A revert interrupted after the quarantine: the quarantined patch may still run.
+        foreach (var bad in Store.List().Where(r => r.BootState == BootState.Quarantined && r.Problem is not null && LivepatchSysfs.TryRead(r.ModuleName) is { Enabled: true }))
+        {
+            report($"finishing the revert of {bad.Name} interrupted in this boot");
+            outcome = new ApplyOutcome(PatchState.AppliedWithBug.ToWire(), bad.ModuleName, new HealthReport([], []), true, GoBack(bad, transitionTimeout));
+        }
         foreach (var pending in Store.List().Where(r => r.PendingInThisBoot))
         {
             var loaded = LivepatchSysfs.TryRead(pending.ModuleName);
@@ -135,7 +141,8 @@ public sealed class PatchApplier(MachinePaths paths, LivepatchRuntime runtime, A
         var removed = new List<string>();
         var records = Store.List().Where(r => r.BootState != BootState.Quarantined).ToList();
         foreach (var record in records) Store.Uninstall(record.ModuleName);
-        foreach (var patch in LivepatchSysfs.List().Where(p => records.Any(r => r.Name == p.Name.Value)))
+        // Ours: what the store held, and what Kintsugi loaded in this boot (a removal interrupted after the records went).
+        foreach (var patch in LivepatchSysfs.List().Where(p => records.Any(r => r.Name == p.Name.Value) || LoadedRecord.Read(paths, p.Name) is not null))
         {
             runtime.Unload(patch.Name, transitionTimeout);
             LoadedRecord.Remove(paths, patch.Name);
@@ -168,9 +175,19 @@ public sealed class PatchApplier(MachinePaths paths, LivepatchRuntime runtime, A
 
         // Revert: quarantine first, so that a crash from here on never loads it again.
         var note = "kernel problems after load: " + health;
-        Store.Save(pending with { BootState = BootState.Quarantined, Note = note, Problem = note });
+        var quarantined = pending with { BootState = BootState.Quarantined, Note = note, Problem = note };
+        Store.Save(quarantined);
         FaultInjection.After(ApplyStep.Confirmed);
-        var previous = Store.List().LastOrDefault(r => pending.Replaces?.Contains(r.Name) == true && r.BootState is BootState.Healthy or BootState.Installed);
+        var detail = GoBack(quarantined, transitionTimeout);
+        FaultInjection.After(ApplyStep.Committed);
+        return new ApplyOutcome(PatchState.AppliedWithBug.ToWire(), pending.ModuleName, health, true, detail);
+    }
+
+    /// <summary>Takes a quarantined patch out of the kernel: back to the level it replaced when that is still installed, otherwise no patch.</summary>
+    private string GoBack(InstalledPatch quarantined, TimeSpan transitionTimeout)
+    {
+        var note = quarantined.Note ?? "quarantined";
+        var previous = Store.List().LastOrDefault(r => quarantined.Replaces?.Contains(r.Name) == true && r.BootState is BootState.Healthy or BootState.Installed);
         string detail;
         if (previous is not null)
         {
@@ -178,17 +195,16 @@ public sealed class PatchApplier(MachinePaths paths, LivepatchRuntime runtime, A
             var module = ModuleFile.Read(Store.ModulePath(previous.ModuleName));
             runtime.Load(module, transitionTimeout);
             LoadedRecord.Write(paths, module);
-            detail = $"{pending.Name} reverted to {previous.Name}: {note}";
+            detail = $"{quarantined.Name} reverted to {previous.Name}: {note}";
         }
         else
         {
-            report($"{note}; unloading {pending.Name} (policy revert)");
-            runtime.Unload(pending.ModuleName, transitionTimeout);
-            detail = $"{pending.Name} unloaded: {note}";
+            report($"{note}; unloading {quarantined.Name} (policy revert)");
+            runtime.Unload(quarantined.ModuleName, transitionTimeout);
+            detail = $"{quarantined.Name} unloaded: {note}";
         }
-        LoadedRecord.Remove(paths, pending.ModuleName);
-        FaultInjection.After(ApplyStep.Committed);
-        return new ApplyOutcome(PatchState.AppliedWithBug.ToWire(), pending.ModuleName, health, true, detail);
+        LoadedRecord.Remove(paths, quarantined.ModuleName);
+        return detail;
     }
 
     private static void WaitForTransition(ModuleName name, TimeSpan timeout)

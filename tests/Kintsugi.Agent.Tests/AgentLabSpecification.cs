@@ -116,6 +116,7 @@ public abstract class AgentLabSpecification(KernelRelease release) : IDisposable
             Input("bad/other-kernel.bundle", Inputs.Sign(_publisher, other, B, 10)),
             Input("good/level-1.bundle", Inputs.Sign(_publisher, kernel, A, 1)),
             Input("good/level-2.bundle", Inputs.Sign(_publisher, kernel, B, 2)),
+            Input("good/level-3.bundle", Inputs.Sign(_publisher, kernel, A, 3)),
         };
 
         var result = await kernel.RunAsync($"""
@@ -126,7 +127,7 @@ public abstract class AgentLabSpecification(KernelRelease release) : IDisposable
             echo @bad-livepatches; ls /sys/kernel/livepatch
             echo @bad-status; kintsugi status --json
             rm {Offline}/*
-            cp /inputs/good/* {Offline}/
+            cp /inputs/good/level-1.bundle /inputs/good/level-2.bundle {Offline}/
             echo @applying; kintsugi agent run --once 2>&1; echo "@applied=$?"
             {Report}
             echo @uname-r; kintsugi uname -r
@@ -134,6 +135,10 @@ public abstract class AgentLabSpecification(KernelRelease release) : IDisposable
             echo @uname-a; kintsugi uname -a
             echo @uname-sr; kintsugi uname -sr
             echo @again; kintsugi agent run --once 2>&1; echo "@again=$?"
+            cp /inputs/good/level-3.bundle {Offline}/
+            {FaultInjection.EnvironmentVariable}=loaded kintsugi agent run --once; echo "@killed=$?"
+            echo @resumed; kintsugi agent run --once 2>&1; echo "@resumed=$?"
+            echo @resumed-status; kintsugi status --json
             echo @end
             """, files, timeoutSeconds: 240);
         Succeeded(result);
@@ -180,6 +185,17 @@ public abstract class AgentLabSpecification(KernelRelease release) : IDisposable
         // Nothing new: the next check changes nothing.
         Assert.Equal(0, ReturnCode(output, "again"));
         Assert.Contains("state applied, level 2", Section(output, "again"));
+
+        // The agent killed after the load, in the same boot (no crash): the next start resumes at the health check.
+        Assert.Equal(137, ReturnCode(output, "killed"));
+        Assert.Contains("resuming the apply of kintsugi_fixture_cmdline_a interrupted in this boot", Section(output, "resumed"));
+        Assert.Equal(0, ReturnCode(output, "resumed"));
+        using var resumed = JsonDocument.Parse(Section(output, "resumed-status"));
+        Assert.Equal("applied", resumed.RootElement.GetProperty("state").GetString());
+        Assert.Equal(3, resumed.RootElement.GetProperty("level").GetInt32());
+        var patch = Assert.Single(resumed.RootElement.GetProperty("patches").EnumerateArray());
+        Assert.Equal("healthy", patch.GetProperty("bootState").GetString());
+        Assert.Equal(A, patch.GetProperty("name").GetString());
     }
 
     [Fact]

@@ -3,6 +3,7 @@ using System.Text.RegularExpressions;
 using Kintsugi.Bundles;
 using Kintsugi.Kernel;
 using Kintsugi.Lab;
+using Kintsugi.Protocol;
 using Kintsugi.Testing;
 
 namespace Kintsugi.Agent.Tests;
@@ -247,6 +248,78 @@ public abstract class AgentLabSpecification(KernelRelease release) : IDisposable
         Assert.Equal("applied-with-bug", kept.RootElement.GetProperty("state").GetString());
         Assert.Equal(3, kept.RootElement.GetProperty("level").GetInt32());
         Assert.Contains("kernel problems after load", kept.RootElement.GetProperty("patches").EnumerateArray().Single(p => p.GetProperty("loaded").GetBoolean()).GetProperty("problem").GetString());
+    }
+
+    [Fact]
+    public async Task Through_a_server_the_agent_enrolls_applies_the_offered_release_reports_and_obeys_a_revoke()
+    {
+        var kernel = await Kernel;
+        var bundle = Inputs.Sign(_publisher, kernel, B, 4);
+        var digest = Sha256Digest.Of(bundle);
+        // The server offers level 4 until the machine reports it applied, then revokes it.
+        var revoked = false;
+        using var server = new FakeServer(anyHost: true);
+        server.Handler = r =>
+        {
+            if (r.PathAndQuery == ProtocolPaths.Enroll) return new(201, new EnrollResponse("m_lab", "kmc_lab", 3600, 30));
+            if (r.Authorization != "Bearer kmc_lab") return new(401, FakeServer.Problem(401, "unknown credential"));
+            if (r.PathAndQuery == ProtocolPaths.Bundle(digest)) return new(200, bundle, "application/octet-stream");
+            if (r.PathAndQuery != ProtocolPaths.CheckIn) return new(404);
+            var reported = r.Json;
+            var response = revoked
+                ? new CheckInResponse(CheckInAction.Remove, null, 3600, 30, 2)
+                : new CheckInResponse(CheckInAction.Apply, new ReleaseOffer(4, digest, bundle.Length, ProtocolPaths.Bundle(digest)), 3600, 30, 1);
+            if (reported.GetProperty("state").GetString() == "applied" && reported.GetProperty("level").ValueKind == JsonValueKind.Number) revoked = true;
+            return new(200, response);
+        };
+        var config = $"""
+            server = http://10.0.2.2:{server.Port}/
+            token = ket_lab
+            trust = /etc/kintsugi/trust
+            settle = 1
+            """ + "\n";
+        var result = await kernel.RunAsync($"""
+            {Setup}
+            echo @apply; kintsugi agent run --once 2>&1; echo "@apply=$?"
+            {Report}
+            echo @credential; stat -c %a /var/lib/kintsugi/agent/credential
+            echo @revoke; kintsugi agent run --once 2>&1; echo "@revoke=$?"
+            echo @after-livepatches; ls /sys/kernel/livepatch
+            echo @after-status; kintsugi status --json
+            echo @end
+            """, [PublicKey(), Input("agent.conf", config)], timeoutSeconds: 240);
+        Succeeded(result);
+        var output = result.Output;
+        Assert.Equal(0, ReturnCode(output, "apply"));
+        Assert.Equal(B, Section(output, "livepatches"));
+        Assert.Equal(MarkerB, Section(output, "cmdline"));
+        Assert.Equal("600", Section(output, "credential"));
+        using (var status = JsonDocument.Parse(Section(output, "status")))
+        {
+            Assert.Equal("applied", status.RootElement.GetProperty("state").GetString());
+            Assert.Equal(4, status.RootElement.GetProperty("level").GetInt32());
+            Assert.Equal(digest.ToString(), status.RootElement.GetProperty("bundle").GetString());
+        }
+
+        var requests = server.Requests;
+        Assert.Single(requests, r => r.PathAndQuery == ProtocolPaths.Enroll);
+        var enroll = requests.First(r => r.PathAndQuery == ProtocolPaths.Enroll).Json;
+        Assert.Equal(kernel.Kernel.Target.BuildId.ToString(), enroll.GetProperty("kernel").GetProperty("buildId").GetString());
+        Assert.Equal(kernel.Kernel.Target.PackageVersion, enroll.GetProperty("kernel").GetProperty("packageVersion").GetString());
+        var states = requests.Where(r => r.PathAndQuery == ProtocolPaths.CheckIn).Select(r => r.Json.GetProperty("state").GetString()).ToList();
+        // First check: nothing yet; then "applying" and "applied" at once; then the revoke's check and its report.
+        Assert.Equal(["nothing-to-apply", "applying", "applied", "applied", "revoked"], states);
+        var applied = requests.Where(r => r.PathAndQuery == ProtocolPaths.CheckIn).ElementAt(2).Json;
+        Assert.Equal(4, applied.GetProperty("level").GetInt32());
+        Assert.Equal(digest.ToString(), applied.GetProperty("bundle").GetString());
+        Assert.Equal("99.0.0-kintsugi-fixture", applied.GetProperty("effectiveVersion").GetString());
+
+        Assert.Equal(0, ReturnCode(output, "revoke"));
+        Assert.Contains("revoked: removed kintsugi_fixture_cmdline_b", Section(output, "revoke"));
+        Assert.Equal("", Section(output, "after-livepatches"));
+        using var after = JsonDocument.Parse(Section(output, "after-status"));
+        Assert.Equal("revoked", after.RootElement.GetProperty("state").GetString());
+        Assert.Empty(after.RootElement.GetProperty("patches").EnumerateArray());
     }
 
     /// <summary>

@@ -25,19 +25,23 @@ internal sealed class FakeServer : IDisposable
 
     public Uri Address { get; }
 
+    public int Port { get; }
+
     /// <summary>Answers a request: status, body (JSON text or bytes), optional headers.</summary>
     public Func<ReceivedRequest, Response> Handler { get; set; } = _ => new Response(404);
 
     public sealed record Response(int Status, object? Body = null, string ContentType = "application/json", IReadOnlyDictionary<string, string>? Headers = null);
 
-    public FakeServer()
+    /// <param name="anyHost">Also answer requests addressed to other host names (a lab guest reaches the host as 10.0.2.2).</param>
+    public FakeServer(bool anyHost = false)
     {
         var probe = new TcpListener(IPAddress.Loopback, 0);
         probe.Start();
         var port = ((IPEndPoint)probe.LocalEndpoint).Port;
         probe.Stop();
         Address = new Uri($"http://127.0.0.1:{port}/");
-        _listener.Prefixes.Add(Address.ToString());
+        Port = port;
+        _listener.Prefixes.Add(anyHost ? $"http://*:{port}/" : Address.ToString());
         _listener.Start();
         _loop = Task.Run(LoopAsync);
     }

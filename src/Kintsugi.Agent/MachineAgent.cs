@@ -143,7 +143,8 @@ public sealed class MachineAgent
             credential = await EnsureEnrolledAsync(server, cancellation);
             response = await server.CheckInAsync(credential, CheckInRequestFor(null, null), cancellation);
         }
-        SaveIdentity(_identity! with { CheckInSeconds = response.CheckInSeconds, EventsWaitSeconds = response.EventsWaitSeconds, Epoch = response.Epoch });
+        // The epoch only moves forward: an answer from a lagging replica must not trigger check-ins again.
+        SaveIdentity(_identity! with { CheckInSeconds = response.CheckInSeconds, EventsWaitSeconds = response.EventsWaitSeconds, Epoch = Math.Max(_identity!.Epoch, response.Epoch) });
         if (KillSwitch.Reason(_paths) is { } disabled) return Finish(false, $"automatic patching is disabled: {disabled}", ExitCode.Disabled);
 
         var changed = false;
@@ -289,6 +290,7 @@ public sealed class MachineAgent
             {
                 if (_identity is null || !File.Exists(CredentialPath)) { await Task.Delay(TimeSpan.FromSeconds(1), cancellation); continue; }
                 var epoch = _identity.Epoch;
+                var started = DateTime.UtcNow;
                 var events = await _server!.EventsAsync(File.ReadAllText(CredentialPath).Trim(), epoch, cancellation);
                 backoff.Reset();
                 if (events.Epoch > epoch)
@@ -297,6 +299,9 @@ public sealed class MachineAgent
                     SaveIdentity(_identity with { Epoch = events.Epoch });
                     epochMoved.Release();
                 }
+                // A poll answered at once without news (a proxy that does not hold requests) must not become a busy loop.
+                else if (DateTime.UtcNow - started < TimeSpan.FromSeconds(1))
+                    await Task.Delay(Backoff.Jitter(TimeSpan.FromSeconds(5)), cancellation);
             }
             catch (OperationCanceledException) { return; }
             catch (Exception e) when (e is KintsugiException or IOException)

@@ -132,6 +132,28 @@ public sealed class ServerModeSpecification : IDisposable
     }
 
     [Fact]
+    public async Task When_the_servers_epoch_moves_the_agent_checks_in_at_once_not_at_its_next_interval()
+    {
+        Serve(null);
+        var serve = _server.Handler;
+        // Check-ins report epoch 1; the events long-poll answers epoch 2 (a revoke happened), then holds nothing new.
+        _server.Handler = r => r.PathAndQuery.StartsWith(ProtocolPaths.Events, StringComparison.Ordinal)
+            ? new(200, new EventsResponse(2))
+            : serve(r);
+        using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(20));
+        var run = Agent().RunAsync(stop.Token);
+        while (!stop.IsCancellationRequested && CheckIns.Count() < 2) await Task.Delay(100);
+        await Task.Delay(1500);
+        stop.Cancel();
+        await run;
+        // The check interval is an hour: the second check-in came from the epoch, and polling did not spin.
+        Assert.Equal(2, CheckIns.Count());
+        Assert.Contains(_server.Requests, r => r.PathAndQuery == ProtocolPaths.EventsAfter(1));
+        Assert.InRange(_server.Requests.Count(r => r.PathAndQuery.StartsWith(ProtocolPaths.Events, StringComparison.Ordinal)), 1, 3);
+        lock (_log) Assert.Contains(_log, l => l.Contains("epoch moved to 2"));
+    }
+
+    [Fact]
     public async Task The_agent_backs_off_while_the_server_is_unavailable_and_recovers()
     {
         Serve(null);

@@ -38,7 +38,7 @@ public sealed class PublisherKey : IDisposable
         catch (CryptographicException e)
         {
             ecdsa.Dispose();
-            throw new BundleException(BundleFailure.KeyFile, $"the private key is not an EC P-256 PKCS#8 key ({e.Message}); create one with `kintsugi bundle keygen`", e);
+            throw new BundleException(BundleFailure.KeyFile, $"the private key is not an EC P-256 PKCS#8 key ({e.Message}); create one with `kintsugi keys generate`", e);
         }
         catch
         {

@@ -18,4 +18,6 @@ public sealed record PreparedTree(string Release, string BuildId, string Directo
 [JsonSerializable(typeof(BootResult))]
 [JsonSerializable(typeof(PreparedTree))]
 [JsonSerializable(typeof(Kintsugi.Lab.PatchTestResult))]
+[JsonSerializable(typeof(KeyListing))]
+[JsonSerializable(typeof(IReadOnlyList<KeyListing>))]
 internal sealed partial class CliJson : JsonSerializerContext;

@@ -23,6 +23,10 @@ root.Options.Add(Cli.Verbose);
 root.Subcommands.Add(StatusCommand.Create());
 root.Subcommands.Add(KernelCommands.Create());
 root.Subcommands.Add(LabCommands.Create());
+root.Subcommands.Add(KeysCommands.Create());
+root.Subcommands.Add(BundleCommands.Create());
+root.Subcommands.Add(AgentCommands.Create());
+root.Subcommands.Add(UnameCommand.Create());
 root.Subcommands.Add(DemoCommand.Create());
 root.Subcommands.Add(new Command("version", "Print the version.") { Action = Cli.Run(_ => { Console.WriteLine(Cli.Version); return Task.FromResult(0); }) });
 

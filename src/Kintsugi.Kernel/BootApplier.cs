@@ -9,10 +9,14 @@ public sealed record BootAction(string Patch, string Action, string Detail);
 /// Re-applies installed patches at boot, guarding against crash loops: a patch is marked pending before
 /// its load and confirmed only after it has run for the settle period without kernel problems. A patch
 /// found still pending at the next boot was followed by a crash or reboot, and is quarantined instead of
-/// being loaded again.
+/// being loaded again. Runs once per boot (the boot service or the agent, whichever comes first, under the
+/// machine lock); it first finishes or undoes an apply that a crash interrupted (<see cref="PatchStore.RecoverInterruptedApply"/>).
 /// </summary>
 public sealed class BootApplier(MachinePaths paths, LivepatchRuntime runtime, Action<string> report)
 {
+    /// <summary>Written under /run when this boot's re-application is done (gone at the next boot).</summary>
+    public static string DoneMarker(MachinePaths paths) => Path.Combine(paths.Runtime, "boot-applied");
+
     public BootResult Run(TimeSpan settle, TimeSpan transitionTimeout)
     {
         if (KillSwitch.Reason(paths) is { } reason)
@@ -20,14 +24,39 @@ public sealed class BootApplier(MachinePaths paths, LivepatchRuntime runtime, Ac
             report($"automatic patching is disabled: {reason}; nothing loaded");
             return new BootResult(reason, []);
         }
+        using var machineLock = MachineLock.Acquire(paths, settle + transitionTimeout + TimeSpan.FromMinutes(5), report);
+        if (File.Exists(DoneMarker(paths)))
+        {
+            report("installed patches were already re-applied in this boot");
+            return new BootResult(null, []);
+        }
+        var result = Apply(settle, transitionTimeout);
+        AtomicFile.WriteText(DoneMarker(paths), DateTimeOffset.UtcNow.ToString("O") + "\n");
+        return result;
+    }
+
+    private BootResult Apply(TimeSpan settle, TimeSpan transitionTimeout)
+    {
         var store = new PatchStore(paths, RunningKernel.Release);
         var actions = new List<BootAction>();
+        foreach (var change in store.RecoverInterruptedApply())
+        {
+            report(change);
+            actions.Add(new("-", "recovered", change));
+        }
         var loaded = new List<InstalledPatch>();
         var baseline = HealthBaseline.Now();
         foreach (var patch in store.List())
         {
             switch (patch.BootState)
             {
+                case BootState.Pending when patch.PendingInThisBoot:
+                    // Loaded earlier in this very boot by an apply that is still settling (or whose process was
+                    // killed): not followed by a crash; the agent confirms or reverts it.
+                    actions.Add(new(patch.Name, "already-loaded", "pending confirmation in this boot"));
+                    continue;
+                case BootState.Staged:
+                    continue;
                 case BootState.Pending:
                     var note = $"its load at {patch.LastLoadAt:u} was followed by a crash or reboot before it was confirmed healthy";
                     store.Save(patch with { BootState = BootState.Quarantined, Note = note });
@@ -44,7 +73,7 @@ public sealed class BootApplier(MachinePaths paths, LivepatchRuntime runtime, Ac
                 actions.Add(new(patch.Name, "already-loaded", ""));
                 continue;
             }
-            var pending = patch with { BootState = BootState.Pending, LastLoadAt = DateTimeOffset.UtcNow };
+            var pending = patch with { BootState = BootState.Pending, LastLoadAt = DateTimeOffset.UtcNow, BootId = RunningKernel.BootId };
             store.Save(pending);
             try
             {

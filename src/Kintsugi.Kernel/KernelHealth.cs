@@ -16,6 +16,17 @@ public sealed record HealthBaseline(Taint Taint, double UptimeSeconds)
 {
     public static HealthBaseline Now() => new(RunningKernel.Taint, Uptime());
 
+    /// <summary>
+    /// A baseline at an earlier moment of this boot (a load whose process was interrupted): log lines since
+    /// then count; taint cannot be dated, so every problem flag set now counts.
+    /// </summary>
+    public static HealthBaseline Since(DateTimeOffset? moment)
+    {
+        var uptime = Uptime();
+        var ago = moment is { } m ? (DateTimeOffset.UtcNow - m).TotalSeconds : uptime;
+        return new(new Taint(0), Math.Max(0, uptime - Math.Max(0, ago)));
+    }
+
     public HealthReport Check()
     {
         var log = Native.ReadKernelLog();

@@ -23,6 +23,31 @@ internal static partial class Native
     [LibraryImport("libc", EntryPoint = "klogctl", SetLastError = true)]
     private static partial int KlogCtlNoBuffer(int type, IntPtr buffer, int length);
 
+    private const int ORdonly = 0;
+    private const int ODirectory = 0x10000;
+    private const int OCloexec = 0x80000;
+
+    [LibraryImport("libc", EntryPoint = "open", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int Open(string path, int flags);
+
+    [LibraryImport("libc", EntryPoint = "fsync", SetLastError = true)]
+    private static partial int Fsync(int fd);
+
+    [LibraryImport("libc", EntryPoint = "close")]
+    private static partial int Close(int fd);
+
+    /// <summary>
+    /// fsync(2) of a directory, which makes the renames in it durable. .NET refuses to open a directory as
+    /// a file, so this goes to libc. Returns 0 or the errno.
+    /// </summary>
+    public static int SyncDirectory(string path)
+    {
+        var fd = Open(path, ORdonly | ODirectory | OCloexec);
+        if (fd < 0) return Marshal.GetLastPInvokeError();
+        try { return Fsync(fd) == 0 ? 0 : Marshal.GetLastPInvokeError(); }
+        finally { Close(fd); }
+    }
+
     /// <summary>finit_module(2); returns 0 or the errno.</summary>
     public static int FinitModule(SafeHandle file, string parameters)
     {

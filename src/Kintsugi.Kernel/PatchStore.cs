@@ -9,6 +9,11 @@ public enum BootState
 {
     /// <summary>Installed, not yet loaded by a boot.</summary>
     Installed,
+    /// <summary>
+    /// Copied into the store by an apply (<see cref="PatchApplier"/>) that has not started loading it. Never
+    /// loaded at boot: a staged patch found later belongs to an interrupted apply and is discarded.
+    /// </summary>
+    Staged,
     /// <summary>Loaded, not yet confirmed healthy: a crash or reboot now quarantines it.</summary>
     Pending,
     /// <summary>Loaded and confirmed healthy after the settle period.</summary>
@@ -25,13 +30,31 @@ public sealed record InstalledPatch(
     DateTimeOffset InstalledAt,
     BootState BootState,
     DateTimeOffset? LastLoadAt = null,
-    string? Note = null)
+    string? Note = null,
+    PatchOrigin? Origin = null,
+    string? BootId = null,
+    IReadOnlyList<string>? Replaces = null,
+    string? Problem = null)
 {
     [JsonIgnore] public ModuleName ModuleName => ModuleName.Parse(Name);
+
+    /// <summary>Pending since a load in the boot that is running now (an apply in progress or interrupted in this boot, not followed by a crash).</summary>
+    [JsonIgnore] public bool PendingInThisBoot => BootState == BootState.Pending && BootId is not null && BootId == RunningKernel.BootId;
 }
+
+/// <summary>
+/// Where an installed patch came from, when it came from a signed bundle: what status and the agent report
+/// (level, CVEs fixed, the bundle's digest). The runtime does not depend on the bundle format; the agent
+/// copies these facts from the verified manifest.
+/// </summary>
+public sealed record PatchOrigin(string Bundle, int Level, string PublisherKeyId, IReadOnlyList<string> Fixes, IReadOnlyList<FixedCve> Cves, string? EffectiveVersion);
+
+/// <summary>A CVE a patch fixes: id, severity word and publication date (YYYY-MM-DD), as the bundle manifest states them.</summary>
+public sealed record FixedCve(string Id, string Severity, string Published);
 
 [JsonSourceGenerationOptions(WriteIndented = true, PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase)]
 [JsonSerializable(typeof(InstalledPatch))]
+[JsonSerializable(typeof(ApplyAttempt))]
 internal sealed partial class PatchStoreJson : JsonSerializerContext;
 
 /// <summary>
@@ -58,14 +81,58 @@ public sealed class PatchStore(MachinePaths paths, KernelRelease release)
     public InstalledPatch? Find(ModuleName name) => File.Exists(RecordPath(name)) ? ReadRecord(RecordPath(name)) : null;
 
     /// <summary>Copies the module into the store, then writes its record: a crash between leaves no record, so nothing half-installed is ever loaded.</summary>
-    public InstalledPatch Install(ModuleFile module)
+    public InstalledPatch Install(ModuleFile module) => Install(module, BootState.Installed);
+
+    /// <summary>Installs a module with its record in <paramref name="state"/> (module first, then the record).</summary>
+    public InstalledPatch Install(ModuleFile module, BootState state, PatchOrigin? origin = null, IReadOnlyList<string>? replaces = null)
     {
         AtomicFile.Copy(module.Path, ModulePath(module.Name));
         var sequence = List().Select(p => p.Sequence).DefaultIfEmpty(0).Max() + 1;
-        var record = new InstalledPatch(module.Name.Value, module.Sha256, sequence, DateTimeOffset.UtcNow, BootState.Installed);
+        var record = new InstalledPatch(module.Name.Value, module.Sha256, sequence, DateTimeOffset.UtcNow, state, Origin: origin, Replaces: replaces);
         Save(record);
         return record;
     }
+
+    /// <summary>
+    /// Finishes or undoes what an interrupted apply left (the records are the apply journal): a staged
+    /// patch never started loading, so it is discarded; a patch that a confirmed one replaces was meant to
+    /// be removed, so it is. Returns one line per change, for the log.
+    /// </summary>
+    public IReadOnlyList<string> RecoverInterruptedApply()
+    {
+        var changes = new List<string>();
+        var records = List();
+        foreach (var staged in records.Where(r => r.BootState == BootState.Staged))
+        {
+            Uninstall(staged.ModuleName);
+            changes.Add($"discarded {staged.Name}: its apply was interrupted before the load");
+        }
+        // Only an older record is replaced: a module name can come back in a later level, installed after the one that replaced it.
+        var superseded = records.Where(r => r.BootState != BootState.Staged && records.Any(newer =>
+            newer.BootState == BootState.Healthy && newer.Sequence > r.Sequence && newer.Replaces?.Contains(r.Name) == true)).ToList();
+        foreach (var old in superseded)
+        {
+            Uninstall(old.ModuleName);
+            changes.Add($"removed {old.Name}: a confirmed patch replaces it");
+        }
+        return changes;
+    }
+
+    /// <summary>The outcome of the last apply for this release (written by the agent), or null.</summary>
+    public ApplyAttempt? LastAttempt
+    {
+        get
+        {
+            var path = AttemptPath;
+            if (!File.Exists(path)) return null;
+            try { return JsonSerializer.Deserialize(File.ReadAllBytes(path), PatchStoreJson.Default.ApplyAttempt); }
+            catch (JsonException) { return null; } // written atomically; unreadable only if edited by hand
+        }
+    }
+
+    public void SaveAttempt(ApplyAttempt attempt) => AtomicFile.Write(AttemptPath, JsonSerializer.SerializeToUtf8Bytes(attempt, PatchStoreJson.Default.ApplyAttempt));
+
+    private string AttemptPath => Path.Combine(Directory, "attempt", "last.json");
 
     public bool Uninstall(ModuleName name)
     {

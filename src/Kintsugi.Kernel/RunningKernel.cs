@@ -8,6 +8,20 @@ public static class RunningKernel
     /// <summary>The version string <c>uname -v</c> prints (for Debian it names the package version).</summary>
     public static string Version => File.ReadAllText("/proc/sys/kernel/version").Trim();
 
+    /// <summary>The distribution package version Debian names in the version string ("... Debian 6.1.158-1 (...)"), or null.</summary>
+    public static string? PackageVersion
+    {
+        get
+        {
+            var version = Version;
+            var marker = version.IndexOf("Debian ", StringComparison.Ordinal);
+            if (marker < 0) return null;
+            var start = marker + "Debian ".Length;
+            var end = version.IndexOf(' ', start);
+            return end < 0 ? version[start..] : version[start..end];
+        }
+    }
+
     /// <summary>The build-id of the running vmlinux, from the kernel's own notes.</summary>
     public static BuildId? BuildId
     {
@@ -18,6 +32,11 @@ public static class RunningKernel
             catch (UnauthorizedAccessException) { return null; }
         }
     }
+
+    /// <summary>This boot's random id (/proc/sys/kernel/random/boot_id): tells "earlier in this boot" from "before a reboot or crash".</summary>
+    public static string? BootId => File.Exists(BootIdPath) ? File.ReadAllText(BootIdPath).Trim() : null;
+
+    private const string BootIdPath = "/proc/sys/kernel/random/boot_id";
 
     public static string CommandLine => File.ReadAllText("/proc/cmdline").Trim();
 

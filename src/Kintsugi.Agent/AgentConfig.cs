@@ -1,0 +1,125 @@
+using System.Globalization;
+using Kintsugi.Kernel;
+
+namespace Kintsugi.Agent;
+
+/// <summary>
+/// The agent's one small configuration file (default /etc/kintsugi/agent.conf): <c>key = value</c> lines,
+/// <c>#</c> comments. Exactly one source: <c>server</c> (with <c>token</c> or <c>token-file</c> for the
+/// first enrollment) or <c>offline-directory</c>. See docs/cli.md for every key.
+/// </summary>
+public sealed record AgentConfig
+{
+    public const string DefaultPath = "/etc/kintsugi/agent.conf";
+
+    /// <summary>The patch server's base URL (https://...), or null in offline mode.</summary>
+    public Uri? Server { get; init; }
+
+    /// <summary>The enrollment token (used once, to obtain the per-machine credential).</summary>
+    public string? EnrollmentToken { get; init; }
+
+    /// <summary>A directory of bundles (air-gapped machines), or null in server mode.</summary>
+    public string? OfflineDirectory { get; init; }
+
+    public string TrustStore { get; init; } = "/etc/kintsugi/trust";
+
+    /// <summary>How often to check in (server) or scan the directory (offline), before jitter.</summary>
+    public TimeSpan CheckInterval { get; init; } = TimeSpan.FromHours(1);
+
+    public BugPolicy OnBug { get; init; } = BugPolicy.Revert;
+
+    /// <summary>How long a loaded patch must run without kernel problems before it is confirmed.</summary>
+    public TimeSpan Settle { get; init; } = TimeSpan.FromSeconds(10);
+
+    public TimeSpan TransitionTimeout { get; init; } = TimeSpan.FromSeconds(60);
+
+    public static AgentConfig Load(string path)
+    {
+        string text;
+        try { text = File.ReadAllText(path); }
+        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException) { throw new AgentException($"no agent configuration at {path}; write one (see docs/cli.md, `kintsugi agent`)", ExitCode.NotFound, e); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw new AgentException($"cannot read {path}: {e.Message}", ExitCode.Environment, e); }
+        return Parse(text, path);
+    }
+
+    public static AgentConfig Parse(string text, string origin)
+    {
+        var config = new AgentConfig();
+        string? tokenFile = null;
+        var seen = new HashSet<string>(StringComparer.Ordinal);
+        var number = 0;
+        foreach (var raw in text.Split('\n'))
+        {
+            number++;
+            var line = raw.Trim();
+            if (line.Length == 0 || line.StartsWith('#')) continue;
+            var equals = line.IndexOf('=');
+            if (equals <= 0) throw Invalid(origin, number, $"'{line}' is not 'key = value'");
+            var key = line[..equals].Trim();
+            var value = line[(equals + 1)..].Trim();
+            if (!seen.Add(key)) throw Invalid(origin, number, $"{key} is set twice");
+            if (value.Length == 0) throw Invalid(origin, number, $"{key} has no value");
+            config = key switch
+            {
+                "server" => config with { Server = ParseServer(value, origin, number) },
+                "token" => config with { EnrollmentToken = value },
+                "token-file" => SetTokenFile(config, tokenFile = value),
+                "offline-directory" => config with { OfflineDirectory = value },
+                "trust" => config with { TrustStore = value },
+                "check-interval" => config with { CheckInterval = ParseDuration(value, origin, number, TimeSpan.FromSeconds(10)) },
+                "settle" => config with { Settle = ParseDuration(value, origin, number, TimeSpan.Zero) },
+                "transition-timeout" => config with { TransitionTimeout = ParseDuration(value, origin, number, TimeSpan.FromSeconds(1)) },
+                "on-bug" => config with
+                {
+                    OnBug = value switch
+                    {
+                        "keep" => BugPolicy.Keep,
+                        "revert" => BugPolicy.Revert,
+                        _ => throw Invalid(origin, number, $"on-bug must be keep or revert, not '{value}'"),
+                    },
+                },
+                _ => throw Invalid(origin, number, $"unknown key '{key}' (known: server, token, token-file, offline-directory, trust, check-interval, settle, transition-timeout, on-bug)"),
+            };
+        }
+        if (seen.Contains("token") && tokenFile is not null) throw new AgentException($"{origin}: set token or token-file, not both", ExitCode.Usage);
+        if (seen.Count == 0) throw new AgentException($"{origin} has no settings; it needs server (with token) or offline-directory (see docs/cli.md)", ExitCode.Usage);
+        if ((config.Server is null) == (config.OfflineDirectory is null))
+            throw new AgentException($"{origin}: set exactly one of server (a patch server URL) or offline-directory (a directory of bundles)", ExitCode.Usage);
+        if (config.OfflineDirectory is not null && config.EnrollmentToken is not null)
+            throw new AgentException($"{origin}: an enrollment token only makes sense with server", ExitCode.Usage);
+        return config;
+    }
+
+    private static AgentConfig SetTokenFile(AgentConfig config, string path)
+    {
+        try { return config with { EnrollmentToken = File.ReadAllText(path).Trim() }; }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new AgentException($"cannot read the enrollment token file {path}: {e.Message}", ExitCode.Environment, e);
+        }
+    }
+
+    private static Uri ParseServer(string value, string origin, int line) =>
+        Uri.TryCreate(value.TrimEnd('/') + "/", UriKind.Absolute, out var uri) && uri.Scheme is "https" or "http"
+            ? uri : throw Invalid(origin, line, $"server '{value}' is not an http(s) URL");
+
+    /// <summary>Seconds, or a number with s, m, h or d.</summary>
+    public static TimeSpan ParseDuration(string value, string origin, int line, TimeSpan minimum)
+    {
+        var unit = char.IsAsciiLetter(value[^1]) ? value[^1] : 's';
+        var digits = char.IsAsciiLetter(value[^1]) ? value[..^1] : value;
+        if (!double.TryParse(digits, NumberStyles.Float, CultureInfo.InvariantCulture, out var amount) || amount < 0)
+            throw Invalid(origin, line, $"'{value}' is not a duration (seconds, or a number followed by s, m, h or d)");
+        var duration = unit switch
+        {
+            's' => TimeSpan.FromSeconds(amount),
+            'm' => TimeSpan.FromMinutes(amount),
+            'h' => TimeSpan.FromHours(amount),
+            'd' => TimeSpan.FromDays(amount),
+            _ => throw Invalid(origin, line, $"'{value}': unknown unit '{unit}' (s, m, h or d)"),
+        };
+        return duration >= minimum ? duration : throw Invalid(origin, line, $"'{value}' is below the minimum of {minimum.TotalSeconds:0} s");
+    }
+
+    private static AgentException Invalid(string origin, int line, string message) => new($"{origin}:{line}: {message}", ExitCode.Usage);
+}

@@ -1,0 +1,347 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using Kintsugi.Bundles;
+using Kintsugi.Kernel;
+using Kintsugi.Protocol;
+
+namespace Kintsugi.Agent;
+
+/// <summary>What one check did.</summary>
+/// <param name="State">The machine's state afterwards, in the shared vocabulary.</param>
+/// <param name="Changed">Whether a patch was applied, reverted or removed.</param>
+public sealed record CycleResult(string State, int? Level, bool Changed, string Detail, ExitCode ExitCode);
+
+/// <summary>What the agent keeps between runs besides the credential (server mode).</summary>
+public sealed record AgentIdentity(string Machine, int CheckInSeconds, int EventsWaitSeconds, long Epoch);
+
+[JsonSourceGenerationOptions(WriteIndented = true, PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase)]
+[JsonSerializable(typeof(AgentIdentity))]
+internal sealed partial class AgentJson : JsonSerializerContext;
+
+/// <summary>
+/// <c>kintsugi agent run</c>: the runtime's steps in a loop. At start it re-applies installed patches (once
+/// per boot, with the crash-loop guard) and finishes an apply interrupted in this boot; then, every check
+/// interval (with jitter), it finds the release meant for this exact kernel (from the server or an offline
+/// directory), verifies it (signature, digest, target build-id), applies it with atomic replace through
+/// <see cref="PatchApplier"/>, checks the kernel's health, and reports the state.
+/// </summary>
+public sealed class MachineAgent
+{
+    public static string Version => typeof(MachineAgent).Assembly.GetName().Version?.ToString(3) ?? "0.0.0";
+
+    private readonly AgentConfig _config;
+    private readonly MachinePaths _paths;
+    private readonly Action<string> _log;
+    private readonly PatchApplier _applier;
+    private readonly ServerClient? _server;
+    private AgentIdentity? _identity;
+
+    public MachineAgent(AgentConfig config, MachinePaths paths, Action<string> log, HttpClient? http = null)
+    {
+        _config = config;
+        _paths = paths;
+        _log = log;
+        _applier = new PatchApplier(paths, new LivepatchRuntime(log), log);
+        if (config.Server is not null)
+            _server = new ServerClient(http ?? new HttpClient { Timeout = TimeSpan.FromSeconds(120) }, config.Server, Version);
+    }
+
+    public string StateDirectory => Path.Combine(_paths.State, "agent");
+    private string CredentialPath => Path.Combine(StateDirectory, "credential");
+    private string IdentityPath => Path.Combine(StateDirectory, "identity.json");
+    private string IncomingDirectory => Path.Combine(StateDirectory, "incoming");
+
+    /// <summary>Boot re-application (once per boot) and recovery of an apply interrupted in this boot.</summary>
+    public void Start()
+    {
+        if (Directory.Exists(IncomingDirectory)) Directory.Delete(IncomingDirectory, recursive: true);
+        var boot = new BootApplier(_paths, new LivepatchRuntime(_log), _log).Run(_config.Settle, _config.TransitionTimeout);
+        foreach (var action in boot.Actions) _log($"boot: {action.Patch}: {action.Action}" + (action.Detail.Length > 0 ? $" ({action.Detail})" : ""));
+        if (boot.DisabledBecause is not null) return;
+        if (_applier.Resume(_config.OnBug, _config.Settle, _config.TransitionTimeout) is { } resumed)
+            RecordOutcome(resumed, _applier.Store.List().FirstOrDefault(r => r.Name == resumed.Name.Value)?.Origin);
+    }
+
+    /// <summary>Runs until cancelled: a check now, then one every interval with jitter; backoff while the server is unavailable.</summary>
+    public async Task RunAsync(CancellationToken cancellation)
+    {
+        Start();
+        var backoff = new Backoff(Interval);
+        using var epochMoved = new SemaphoreSlim(0);
+        var events = _server is null ? Task.CompletedTask : Task.Run(() => WatchEventsAsync(epochMoved, cancellation), cancellation);
+        while (!cancellation.IsCancellationRequested)
+        {
+            TimeSpan delay;
+            try
+            {
+                var result = await RunOnceAsync(cancellation);
+                _log($"state {result.State}" + (result.Level is { } level ? $", level {level}" : "") + (result.Detail.Length > 0 ? $": {result.Detail}" : ""));
+                backoff.Reset();
+                delay = Backoff.Jitter(Interval);
+            }
+            catch (ServerUnavailableException e)
+            {
+                delay = backoff.Next(e.RetryAfter);
+                _log($"{e.Message}; retrying in {delay.TotalSeconds:0} s");
+            }
+            catch (CredentialRefusedException e)
+            {
+                delay = backoff.Next();
+                _log($"{e.Message}; keeping the current state, retrying in {delay.TotalSeconds:0} s" +
+                     (_config.EnrollmentToken is null ? " (no enrollment token is configured to enroll again)" : ""));
+            }
+            catch (KintsugiException e)
+            {
+                delay = backoff.Next();
+                _log($"error: {e.Message}; retrying in {delay.TotalSeconds:0} s");
+            }
+            try { await epochMoved.WaitAsync(delay, cancellation); }
+            catch (OperationCanceledException) { break; }
+        }
+        try { await events; } catch (OperationCanceledException) { }
+    }
+
+    private TimeSpan Interval => _identity is { CheckInSeconds: > 0 } identity && _server is not null ? TimeSpan.FromSeconds(identity.CheckInSeconds) : _config.CheckInterval;
+
+    /// <summary>One check: find the release meant for this kernel, verify, apply, report.</summary>
+    public Task<CycleResult> RunOnceAsync(CancellationToken cancellation) =>
+        _server is null ? Task.FromResult(RunOffline()) : RunWithServerAsync(_server, cancellation);
+
+    private CycleResult RunOffline()
+    {
+        if (KillSwitch.Reason(_paths) is { } disabled) return Finish(false, $"automatic patching is disabled: {disabled}", ExitCode.Disabled);
+        var trust = TrustStore.Open(_config.TrustStore);
+        var selection = OfflineSource.Select(_config.OfflineDirectory!, trust, RunningTarget());
+        foreach (var refused in selection.Refused) _log($"refused {refused.Source}: {refused.Reason}");
+        var changed = false;
+        var outcome = ExitCode.Success;
+        var detail = "";
+        if (selection.Best is { } best)
+            (changed, outcome, detail) = ApplyOffer(best);
+        else if (selection.Refused.Count == 0)
+            detail = $"no bundle in {_config.OfflineDirectory} for {RunningKernel.Release} ({selection.Ignored} for other kernels)";
+        if (selection.Refused.Count > 0 && outcome == ExitCode.Success)
+        {
+            var first = selection.Refused[0];
+            detail = $"{selection.Refused.Count} bundle(s) refused, nothing loaded from them; {Path.GetFileName(first.Source)}: {first.Reason}";
+            SaveAttempt(PatchState.ApplyFailed, first.Level, null, detail);
+            outcome = ExitCode.InputRefused;
+        }
+        return Finish(changed, detail, outcome);
+    }
+
+    private async Task<CycleResult> RunWithServerAsync(ServerClient server, CancellationToken cancellation)
+    {
+        var credential = await EnsureEnrolledAsync(server, cancellation);
+        CheckInResponse response;
+        try { response = await server.CheckInAsync(credential, CheckInRequestFor(null, null), cancellation); }
+        catch (CredentialRefusedException e) when (_config.EnrollmentToken is not null)
+        {
+            // The credential was revoked (or the machine was re-enrolled elsewhere): the token is still configured, so enroll again.
+            _log($"{e.Message}; enrolling again with the configured token");
+            File.Delete(CredentialPath);
+            credential = await EnsureEnrolledAsync(server, cancellation);
+            response = await server.CheckInAsync(credential, CheckInRequestFor(null, null), cancellation);
+        }
+        // The epoch only moves forward: an answer from a lagging replica must not trigger check-ins again.
+        SaveIdentity(_identity! with { CheckInSeconds = response.CheckInSeconds, EventsWaitSeconds = response.EventsWaitSeconds, Epoch = Math.Max(_identity!.Epoch, response.Epoch) });
+        if (KillSwitch.Reason(_paths) is { } disabled) return Finish(false, $"automatic patching is disabled: {disabled}", ExitCode.Disabled);
+
+        var changed = false;
+        var outcome = ExitCode.Success;
+        var detail = "";
+        switch (response.Action)
+        {
+            case CheckInAction.Apply when response.Release is { } release:
+                if (AppliedRecord()?.Origin?.Bundle == release.Bundle.ToString()) break;
+                await server.CheckInAsync(credential, CheckInRequestFor(PatchState.Applying, $"applying level {release.Level}"), cancellation);
+                try
+                {
+                    var bytes = await server.DownloadAsync(credential, release, cancellation);
+                    var verified = BundleVerifier.Verify(Bundle.Read(bytes), TrustStore.Open(_config.TrustStore), RunningTarget());
+                    (changed, outcome, detail) = ApplyOffer(new VerifiedOffer(verified, release.Bundle, release.Url));
+                }
+                catch (BundleException e)
+                {
+                    detail = $"level {release.Level} ({release.Bundle}) refused, nothing loaded: {e.Message}";
+                    _log(detail);
+                    SaveAttempt(PatchState.ApplyFailed, release.Level, release.Bundle.ToString(), detail);
+                    outcome = ExitCode.InputRefused;
+                }
+                break;
+            case CheckInAction.Remove:
+                var removed = _applier.RemoveAll(_config.TransitionTimeout);
+                changed = removed.Count > 0;
+                detail = changed ? $"revoked: removed {string.Join(", ", removed)}" : "revoked: nothing was applied";
+                SaveAttempt(PatchState.Revoked, null, null, detail);
+                break;
+        }
+        var result = Finish(changed, detail, outcome);
+        if (changed || outcome != ExitCode.Success)
+            await server.CheckInAsync(credential, CheckInRequestFor(null, detail), cancellation);
+        return result;
+    }
+
+    /// <summary>Applies a verified bundle unless it is what runs already or it was quarantined.</summary>
+    private (bool Changed, ExitCode Outcome, string Detail) ApplyOffer(VerifiedOffer offer)
+    {
+        var digest = offer.Digest.ToString();
+        var records = _applier.Store.List();
+        if (AppliedRecord() is { } current && current.Origin?.Bundle == digest)
+        {
+            // Already running, for example confirmed by an apply that was interrupted before it could say so.
+            if (_applier.Store.LastAttempt?.Bundle != digest)
+                SaveAttempt(current.Problem is null ? PatchState.Applied : PatchState.AppliedWithBug, offer.Level, digest, $"level {offer.Level} runs ({current.Name})");
+            return (false, ExitCode.Success, "");
+        }
+        if (records.FirstOrDefault(r => r.BootState == BootState.Quarantined && r.Origin?.Bundle == digest) is { } bad)
+        {
+            var why = $"level {offer.Level} ({digest}) is quarantined ({bad.Note}); it is not applied again automatically";
+            SaveAttempt(PatchState.ApplyFailed, offer.Level, digest, why);
+            return (false, ExitCode.TransitionFailed, why);
+        }
+        // The same module re-signed (key rotation): adopt the new bundle without reloading.
+        var moduleSha = offer.Bundle.Manifest.ModuleSha256.ToString();
+        if (records.FirstOrDefault(r => r.BootState == BootState.Healthy && r.Sha256 == moduleSha && RunningKernel.IsModuleLoaded(r.ModuleName)) is { } same)
+        {
+            _applier.Store.Save(same with { Origin = offer.Origin(same.Origin?.EffectiveVersion) });
+            return (false, ExitCode.Success, $"level {offer.Level}: the running module, re-signed; recorded");
+        }
+
+        Directory.CreateDirectory(IncomingDirectory);
+        var incoming = Path.Combine(IncomingDirectory, digest + ".ko");
+        AtomicFile.Write(incoming, offer.Bundle.Module.Span);
+        try
+        {
+            var module = ModuleFile.Read(incoming);
+            if (module.Sha256 != moduleSha) throw new BundleException(BundleFailure.ModuleMismatch, "the module written to disk does not match the verified digest");
+            FaultInjection.After(ApplyStep.Fetched);
+            _log($"applying level {offer.Level} ({module.Name}) from {offer.Source}");
+            var origin = offer.Origin(module[LoadedRecord.EffectiveVersionKey]);
+            var outcome = _applier.Apply(module, origin, _config.OnBug, _config.Settle, _config.TransitionTimeout);
+            RecordOutcome(outcome, origin);
+            return (true, ExitCode.Success, outcome.Detail);
+        }
+        catch (KintsugiException e) when (e is not BundleException)
+        {
+            var detail = $"level {offer.Level} could not be applied: {e.Message}";
+            _log(detail);
+            SaveAttempt(PatchState.ApplyFailed, offer.Level, digest, detail);
+            return (false, e.ExitCode, detail);
+        }
+        finally
+        {
+            File.Delete(incoming);
+        }
+    }
+
+    private void RecordOutcome(ApplyOutcome outcome, PatchOrigin? origin)
+    {
+        var state = outcome.Reverted ? PatchState.ApplyFailed : PatchStates.Parse(outcome.State);
+        SaveAttempt(state, origin?.Level, origin?.Bundle, outcome.Detail);
+    }
+
+    private void SaveAttempt(PatchState outcome, int? level, string? bundle, string detail) =>
+        _applier.Store.SaveAttempt(new ApplyAttempt(DateTimeOffset.UtcNow, outcome.ToWire(), level, bundle, detail));
+
+    private InstalledPatch? AppliedRecord() =>
+        _applier.Store.List().LastOrDefault(r => r.BootState is BootState.Healthy or BootState.Pending && r.Origin is not null && RunningKernel.IsModuleLoaded(r.ModuleName));
+
+    private CycleResult Finish(bool changed, string detail, ExitCode code)
+    {
+        var status = MachineStatus.Read(_paths);
+        return new CycleResult(status.State, status.Level, changed, detail, code);
+    }
+
+    private static KernelTarget RunningTarget() =>
+        new(RunningKernel.Release, null, RunningKernel.BuildId ?? throw new AgentException("the running kernel's build-id cannot be read from /sys/kernel/notes; bundles cannot be matched to it"));
+
+    private CheckInRequest CheckInRequestFor(PatchState? state, string? detail)
+    {
+        var status = MachineStatus.Read(_paths);
+        var text = detail ?? status.LastAttempt?.Detail;
+        if (text is { Length: > CheckInRequest.MaxDetailLength }) text = text[..CheckInRequest.MaxDetailLength];
+        return new CheckInRequest(Identity(), state ?? PatchStates.Parse(status.State), status.Level,
+            status.Bundle is { } b ? Sha256Digest.Parse(b) : null, status.EffectivePackageVersion, (long)RunningKernel.Taint.Mask, text, Version);
+    }
+
+    private static KernelIdentity Identity() => new(RunningKernel.Release, RunningTarget().BuildId, RunningKernel.PackageVersion);
+
+    private async Task<string> EnsureEnrolledAsync(ServerClient server, CancellationToken cancellation)
+    {
+        _identity ??= LoadIdentity();
+        if (File.Exists(CredentialPath) && _identity is not null) return File.ReadAllText(CredentialPath).Trim();
+        var token = _config.EnrollmentToken ?? throw new AgentException(
+            $"this machine is not enrolled ({CredentialPath} is missing) and {AgentConfig.DefaultPath} has no token; add an enrollment token from the server's operator", ExitCode.Environment);
+        var response = await server.EnrollAsync(new EnrollRequest(token, Environment.MachineName, MachineId(), Identity(), Version), cancellation);
+        Directory.CreateDirectory(StateDirectory);
+        WriteSecret(CredentialPath, response.Credential);
+        SaveIdentity(new AgentIdentity(response.Machine, response.CheckInSeconds, response.EventsWaitSeconds, _identity?.Epoch ?? 0));
+        _log($"enrolled as {response.Machine}");
+        return response.Credential;
+    }
+
+    private async Task WatchEventsAsync(SemaphoreSlim epochMoved, CancellationToken cancellation)
+    {
+        var backoff = new Backoff(TimeSpan.FromMinutes(5));
+        while (!cancellation.IsCancellationRequested)
+        {
+            try
+            {
+                if (_identity is null || !File.Exists(CredentialPath)) { await Task.Delay(TimeSpan.FromSeconds(1), cancellation); continue; }
+                var epoch = _identity.Epoch;
+                var started = DateTime.UtcNow;
+                var events = await _server!.EventsAsync(File.ReadAllText(CredentialPath).Trim(), epoch, cancellation);
+                backoff.Reset();
+                if (events.Epoch > epoch)
+                {
+                    _log($"the server's epoch moved to {events.Epoch}: checking in now");
+                    SaveIdentity(_identity with { Epoch = events.Epoch });
+                    epochMoved.Release();
+                }
+                // A poll answered at once without news (a proxy that does not hold requests) must not become a busy loop.
+                else if (DateTime.UtcNow - started < TimeSpan.FromSeconds(1))
+                    await Task.Delay(Backoff.Jitter(TimeSpan.FromSeconds(5)), cancellation);
+            }
+            catch (OperationCanceledException) { return; }
+            catch (Exception e) when (e is KintsugiException or IOException)
+            {
+                try { await Task.Delay(backoff.Next(), cancellation); } catch (OperationCanceledException) { return; }
+            }
+        }
+    }
+
+    private AgentIdentity? LoadIdentity()
+    {
+        if (!File.Exists(IdentityPath)) return null;
+        try { return JsonSerializer.Deserialize(File.ReadAllBytes(IdentityPath), AgentJson.Default.AgentIdentity); }
+        catch (JsonException) { return null; }
+    }
+
+    private void SaveIdentity(AgentIdentity identity)
+    {
+        _identity = identity;
+        AtomicFile.Write(IdentityPath, JsonSerializer.SerializeToUtf8Bytes(identity, AgentJson.Default.AgentIdentity));
+    }
+
+    private string MachineId()
+    {
+        if (File.Exists("/etc/machine-id") && File.ReadAllText("/etc/machine-id").Trim() is { Length: > 0 } id) return id;
+        var own = Path.Combine(StateDirectory, "machine-id");
+        if (!File.Exists(own)) AtomicFile.WriteText(own, Guid.NewGuid().ToString("N") + "\n");
+        return File.ReadAllText(own).Trim();
+    }
+
+    private static void WriteSecret(string path, string secret)
+    {
+        var temporary = path + ".tmp";
+        File.Delete(temporary);
+        using (var stream = new FileStream(temporary, new FileStreamOptions { Mode = FileMode.CreateNew, Access = FileAccess.Write, UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite }))
+        {
+            stream.Write(System.Text.Encoding.UTF8.GetBytes(secret + "\n"));
+            stream.Flush(flushToDisk: true);
+        }
+        File.Move(temporary, path, overwrite: true);
+        AtomicFile.SyncDirectory(Path.GetDirectoryName(path)!);
+    }
+}

@@ -1,0 +1,87 @@
+using Kintsugi.Kernel;
+
+namespace Kintsugi.Agent.Tests;
+
+/// <summary>The agent's one configuration file.</summary>
+public sealed class AgentConfigSpecification
+{
+    [Fact]
+    public void An_offline_configuration_reads_every_setting()
+    {
+        var config = AgentConfig.Parse("""
+            # air-gapped
+            offline-directory = /srv/bundles
+            trust = /etc/kintsugi/trust-2
+            check-interval = 30m
+            settle = 20
+            transition-timeout = 2m
+            on-bug = keep
+            """, "agent.conf");
+        Assert.Equal("/srv/bundles", config.OfflineDirectory);
+        Assert.Null(config.Server);
+        Assert.Equal("/etc/kintsugi/trust-2", config.TrustStore);
+        Assert.Equal(TimeSpan.FromMinutes(30), config.CheckInterval);
+        Assert.Equal(TimeSpan.FromSeconds(20), config.Settle);
+        Assert.Equal(TimeSpan.FromMinutes(2), config.TransitionTimeout);
+        Assert.Equal(BugPolicy.Keep, config.OnBug);
+    }
+
+    [Fact]
+    public void Defaults_are_hourly_checks_and_revert_on_kernel_problems()
+    {
+        var config = AgentConfig.Parse("offline-directory = /srv/bundles", "agent.conf");
+        Assert.Equal(TimeSpan.FromHours(1), config.CheckInterval);
+        Assert.Equal(BugPolicy.Revert, config.OnBug);
+        Assert.Equal("/etc/kintsugi/trust", config.TrustStore);
+    }
+
+    [Fact]
+    public void A_server_configuration_reads_the_token_from_a_file()
+    {
+        var token = Path.GetTempFileName();
+        File.WriteAllText(token, "ket_abc\n");
+        try
+        {
+            var config = AgentConfig.Parse($"server = https://patches.example.com/\ntoken-file = {token}", "agent.conf");
+            Assert.Equal(new Uri("https://patches.example.com/"), config.Server);
+            Assert.Equal("ket_abc", config.EnrollmentToken);
+        }
+        finally { File.Delete(token); }
+    }
+
+    [Theory]
+    [InlineData("", "has no settings")]
+    [InlineData("server = https://a.example\noffline-directory = /srv", "exactly one of server")]
+    [InlineData("trust = /etc/kintsugi/trust", "exactly one of server")]
+    [InlineData("offline-directory = /srv\ncolour = blue", "agent.conf:2: unknown key 'colour'")]
+    [InlineData("offline-directory = /srv\ncheck-interval = soon", "agent.conf:2: 'soon' is not a duration")]
+    [InlineData("offline-directory = /srv\ncheck-interval = 1s", "below the minimum")]
+    [InlineData("offline-directory = /srv\non-bug = ignore", "on-bug must be keep or revert")]
+    [InlineData("offline-directory = /srv\noffline-directory = /other", "set twice")]
+    [InlineData("server = ftp://a.example", "not an http(s) URL")]
+    [InlineData("offline-directory = /srv\ntoken = ket_x", "only makes sense with server")]
+    [InlineData("offline-directory /srv", "is not 'key = value'")]
+    public void A_wrong_configuration_is_refused_naming_the_line(string text, string because)
+    {
+        var error = Assert.Throws<AgentException>(() => AgentConfig.Parse(text, "agent.conf"));
+        Assert.Contains(because, error.Message);
+        Assert.Equal(ExitCode.Usage, error.ExitCode);
+    }
+
+    [Fact]
+    public void A_missing_configuration_file_is_not_found()
+    {
+        var error = Assert.Throws<AgentException>(() => AgentConfig.Load("/nonexistent/agent.conf"));
+        Assert.Equal(ExitCode.NotFound, error.ExitCode);
+    }
+
+    [Fact]
+    public void The_unit_runs_the_agent_with_its_configuration_restarts_it_and_honours_the_kill_switch()
+    {
+        var text = AgentUnit.Text("/usr/bin/kintsugi", "/etc/kintsugi/agent.conf");
+        Assert.Contains("ExecStart=/usr/bin/kintsugi agent run --config /etc/kintsugi/agent.conf", text);
+        Assert.Contains("Restart=on-failure", text);
+        Assert.Contains("ConditionKernelCommandLine=!kintsugi.enable=0", text);
+        Assert.Contains("WantedBy=multi-user.target", text);
+    }
+}

@@ -1,0 +1,425 @@
+using System.Text.Json;
+using System.Text.RegularExpressions;
+using Kintsugi.Bundles;
+using Kintsugi.Kernel;
+using Kintsugi.Lab;
+using Kintsugi.Protocol;
+using Kintsugi.Testing;
+
+namespace Kintsugi.Agent.Tests;
+
+/// <summary>
+/// The agent on a real Debian kernel booted in the lab: the real binary in the guest, offline mode from a
+/// directory of bundles signed here, a persistent disk across boots, and the agent's systemd unit started
+/// at boot by the guest's /init. Each kernel line runs the same specification (derived classes at the end).
+/// </summary>
+public abstract class AgentLabSpecification(KernelRelease release) : IDisposable
+{
+    private const string MarkerA = "kintsugi-fixture-a: live patched";
+    private const string MarkerB = "kintsugi-fixture-b: cumulative replacement";
+    private const string MarkerWarn = "kintsugi-fixture-warn: live patched";
+    private const string A = "kintsugi_fixture_cmdline_a";
+    private const string B = "kintsugi_fixture_cmdline_b";
+    private const string Warn = "kintsugi_fixture_cmdline_warn";
+    private const string Offline = "/var/lib/kintsugi/offline";
+    private const string Config = "/etc/kintsugi/agent.conf";
+
+    private readonly TempDirectory _dir = new();
+    private readonly PublisherKey _publisher = PublisherKey.Generate();
+
+    public void Dispose()
+    {
+        _publisher.Dispose();
+        _dir.Dispose();
+    }
+
+    private Task<KernelUnderTest> Kernel => KernelUnderTest.GetAsync(release);
+
+    private static string Marker(string module) => module switch { A => MarkerA, B => MarkerB, _ => MarkerWarn };
+
+    /// <summary>A host file for the guest, under /inputs.</summary>
+    private GuestFile Input(string name, byte[] bytes)
+    {
+        Directory.CreateDirectory(Path.GetDirectoryName(_dir[name])!);
+        File.WriteAllBytes(_dir[name], bytes);
+        return new GuestFile(_dir[name], "/inputs/" + name);
+    }
+
+    private GuestFile Input(string name, string text) => Input(name, System.Text.Encoding.UTF8.GetBytes(text));
+
+    private GuestFile PublicKey() => Input("publisher.pub", _publisher.PublicKey.ExportPem());
+
+    private static string AgentConfig(string onBug = "revert") => $"""
+        # the lab's agent: offline mode
+        offline-directory = {Offline}
+        trust = /etc/kintsugi/trust
+        check-interval = 1h
+        settle = 1
+        on-bug = {onBug}
+        """ + "\n";
+
+    private const string Setup = $"""
+        mkdir -p {Offline} /etc/kintsugi
+        kintsugi keys trust /inputs/publisher.pub --trust /etc/kintsugi/trust || exit 10
+        cp /inputs/agent.conf {Config}
+        sync
+        """;
+
+    private static void Succeeded(LabRunResult result) =>
+        Assert.True(result.ExitCode == 0, $"{result.Describe()}\n--- output\n{result.Output}\n--- console\n{result.Console}");
+
+    private static string Section(string output, string name)
+    {
+        var start = output.IndexOf($"@{name}\n", StringComparison.Ordinal);
+        Assert.True(start >= 0, $"no section @{name} in:\n{output}");
+        start += name.Length + 2;
+        var end = output.IndexOf("\n@", start - 1, StringComparison.Ordinal);
+        return end < 0 ? output[start..].Trim() : end < start ? "" : output[start..end].Trim();
+    }
+
+    private static int ReturnCode(string output, string label)
+    {
+        var match = Regex.Match(output, $"^@{label}=(\\d+)$", RegexOptions.Multiline);
+        Assert.True(match.Success, $"no @{label}= in:\n{output}");
+        return int.Parse(match.Groups[1].Value);
+    }
+
+    private static int? Level(JsonElement element) => element.GetProperty("level") is { ValueKind: JsonValueKind.Number } level ? level.GetInt32() : null;
+
+    /// <summary>The machine as the guest sees it: loaded livepatches, /proc/cmdline, kintsugi status --json.</summary>
+    private const string Report = """
+        echo @livepatches; ls /sys/kernel/livepatch
+        echo @cmdline; cat /proc/cmdline
+        echo @status; kintsugi status --json
+        echo @end
+        """;
+
+    [Fact]
+    public async Task Offline_the_agent_refuses_bad_bundles_loading_nothing_then_applies_the_highest_good_level()
+    {
+        var kernel = await Kernel;
+        var other = await KernelUnderTest.GetAsync(release == TestKernels.Debian12Cloud61 ? TestKernels.Debian12Cloud612 : TestKernels.Debian12Cloud61);
+        using var foreign = PublisherKey.Generate();
+        using var retired = PublisherKey.Generate();
+
+        var tampered = Inputs.Sign(_publisher, kernel, B, 5);
+        tampered[Inputs.ModuleOffset(tampered) + 4096] ^= 0x01;
+        var wrongBuild = new KernelTarget(kernel.Release, null, BuildId.Parse("00112233445566778899aabbccddeeff00112233"));
+        var truncated = Inputs.Sign(_publisher, kernel, B, 9);
+        var files = new List<GuestFile>
+        {
+            PublicKey(), Input("agent.conf", AgentConfig()), Input("retired.pub", retired.PublicKey.ExportPem()),
+            Input("bad/tampered.bundle", tampered),
+            Input("bad/foreign.bundle", Inputs.Sign(foreign, kernel, B, 6)),
+            Input("bad/retired.bundle", Inputs.Sign(retired, kernel, B, 7)),
+            Input("bad/wrong-build.bundle", Inputs.Sign(_publisher, kernel, B, 8, wrongBuild)),
+            Input("bad/truncated.bundle", truncated[..(truncated.Length - 100)]),
+            Input("bad/other-kernel.bundle", Inputs.Sign(_publisher, other, B, 10)),
+            Input("good/level-1.bundle", Inputs.Sign(_publisher, kernel, A, 1)),
+            Input("good/level-2.bundle", Inputs.Sign(_publisher, kernel, B, 2)),
+            Input("good/level-3.bundle", Inputs.Sign(_publisher, kernel, A, 3)),
+        };
+
+        var result = await kernel.RunAsync($"""
+            {Setup}
+            kintsugi keys trust /inputs/retired.pub --trust /etc/kintsugi/trust && kintsugi keys retire /inputs/retired.pub --trust /etc/kintsugi/trust || exit 11
+            cp /inputs/bad/* {Offline}/
+            echo @refusing; kintsugi agent run --once 2>&1; echo "@refused=$?"
+            echo @bad-livepatches; ls /sys/kernel/livepatch
+            echo @bad-status; kintsugi status --json
+            rm {Offline}/*
+            cp /inputs/good/level-1.bundle /inputs/good/level-2.bundle {Offline}/
+            echo @applying; kintsugi agent run --once 2>&1; echo "@applied=$?"
+            {Report}
+            echo @uname-r; kintsugi uname -r
+            echo @uname-v; kintsugi uname -v
+            echo @uname-a; kintsugi uname -a
+            echo @uname-sr; kintsugi uname -sr
+            echo @again; kintsugi agent run --once 2>&1; echo "@again=$?"
+            cp /inputs/good/level-3.bundle {Offline}/
+            {FaultInjection.EnvironmentVariable}=loaded kintsugi agent run --once; echo "@killed=$?"
+            echo @resumed; kintsugi agent run --once 2>&1; echo "@resumed=$?"
+            echo @resumed-status; kintsugi status --json
+            echo @end
+            """, files, timeoutSeconds: 240);
+        Succeeded(result);
+        var output = result.Output;
+
+        Assert.Equal((int)ExitCode.InputRefused, ReturnCode(output, "refused"));
+        var refusing = Section(output, "refusing");
+        Assert.Contains("tampered.bundle: the module", refusing);
+        Assert.Contains("foreign.bundle: the bundle is signed by key", refusing);
+        Assert.Contains("which is not in trust store", refusing);
+        Assert.Contains("which is retired", refusing);
+        Assert.Contains("same release, different build", refusing);
+        Assert.Contains("truncated.bundle: the bundle is truncated", refusing);
+        Assert.DoesNotContain("other-kernel.bundle", refusing);
+        Assert.Equal("", Section(output, "bad-livepatches"));
+        using (var bad = JsonDocument.Parse(Section(output, "bad-status")))
+        {
+            Assert.Equal("apply-failed", bad.RootElement.GetProperty("state").GetString());
+            Assert.Equal(JsonValueKind.Null, bad.RootElement.GetProperty("level").ValueKind);
+            Assert.Empty(bad.RootElement.GetProperty("patches").EnumerateArray());
+        }
+
+        Assert.Equal(0, ReturnCode(output, "applied"));
+        Assert.Equal(B, Section(output, "livepatches"));
+        Assert.Equal(MarkerB, Section(output, "cmdline"));
+        using var status = JsonDocument.Parse(Section(output, "status"));
+        var root = status.RootElement;
+        Assert.Equal("applied", root.GetProperty("state").GetString());
+        Assert.Equal(2, root.GetProperty("level").GetInt32());
+        var cve = Assert.Single(root.GetProperty("cvesFixed").EnumerateArray());
+        Assert.Equal("CVE-2024-1086", cve.GetProperty("id").GetString());
+        Assert.Equal("high", cve.GetProperty("severity").GetString());
+        Assert.Equal("2024-01-31", cve.GetProperty("published").GetString());
+        Assert.Equal("99.0.0-kintsugi-fixture", root.GetProperty("effectivePackageVersion").GetString());
+        Assert.Contains("Debian 99.0.0-kintsugi-fixture ", root.GetProperty("effectiveVersion").GetString());
+        Assert.Equal(Sha256Digest.Of(File.ReadAllBytes(_dir["good/level-2.bundle"])).ToString(), root.GetProperty("bundle").GetString());
+
+        Assert.Equal(release.Value, Section(output, "uname-r"));
+        Assert.Equal(root.GetProperty("effectiveVersion").GetString(), Section(output, "uname-v"));
+        Assert.StartsWith($"Linux ", Section(output, "uname-a"));
+        Assert.Contains($" {release} #", Section(output, "uname-a"));
+        Assert.EndsWith(" x86_64 GNU/Linux", Section(output, "uname-a"));
+        Assert.Equal($"Linux {release}", Section(output, "uname-sr"));
+        // Nothing new: the next check changes nothing.
+        Assert.Equal(0, ReturnCode(output, "again"));
+        Assert.Contains("state applied, level 2", Section(output, "again"));
+
+        // The agent killed after the load, in the same boot (no crash): the next start resumes at the health check.
+        Assert.Equal(137, ReturnCode(output, "killed"));
+        Assert.Contains("resuming the apply of kintsugi_fixture_cmdline_a interrupted in this boot", Section(output, "resumed"));
+        Assert.Equal(0, ReturnCode(output, "resumed"));
+        using var resumed = JsonDocument.Parse(Section(output, "resumed-status"));
+        Assert.Equal("applied", resumed.RootElement.GetProperty("state").GetString());
+        Assert.Equal(3, resumed.RootElement.GetProperty("level").GetInt32());
+        var patch = Assert.Single(resumed.RootElement.GetProperty("patches").EnumerateArray());
+        Assert.Equal("healthy", patch.GetProperty("bootState").GetString());
+        Assert.Equal(A, patch.GetProperty("name").GetString());
+    }
+
+    [Fact]
+    public async Task A_patch_that_makes_the_kernel_warn_is_reverted_or_kept_as_configured()
+    {
+        var kernel = await Kernel;
+        var files = new List<GuestFile>
+        {
+            PublicKey(), Input("agent.conf", AgentConfig("revert")), Input("keep.conf", AgentConfig("keep")),
+            Input("level-1.bundle", Inputs.Sign(_publisher, kernel, A, 1)),
+            Input("level-2.bundle", Inputs.Sign(_publisher, kernel, Warn, 2)),
+            Input("level-3.bundle", Inputs.Sign(_publisher, kernel, Warn, 3)),
+        };
+        var result = await kernel.RunAsync($"""
+            {Setup}
+            cp /inputs/level-1.bundle {Offline}/ && kintsugi agent run --once || exit 12
+            # Something reads /proc/cmdline all the time, so the buggy replacement runs while it settles.
+            ( while :; do cat /proc/cmdline > /dev/null; sleep 0.1; done ) > /dev/null 2>&1 &
+            reader=$!
+            cp /inputs/level-2.bundle {Offline}/
+            echo @revert; kintsugi agent run --once 2>&1; echo "@revert-rc=$?"
+            echo @reverted-livepatches; ls /sys/kernel/livepatch
+            echo @reverted-status; kintsugi status --json
+            cp /inputs/keep.conf {Config}
+            cp /inputs/level-3.bundle {Offline}/
+            echo @keep; kintsugi agent run --once 2>&1; echo "@keep-rc=$?"
+            echo @kept-livepatches; ls /sys/kernel/livepatch
+            echo @kept-status; kintsugi status --json
+            kill $reader
+            echo @end
+            """, files, timeoutSeconds: 240);
+        Succeeded(result);
+        var output = result.Output;
+
+        Assert.Contains("going back to kintsugi_fixture_cmdline_a (policy revert)", Section(output, "revert"));
+        Assert.Equal(A, Section(output, "reverted-livepatches"));
+        using (var reverted = JsonDocument.Parse(Section(output, "reverted-status")))
+        {
+            Assert.Equal("applied-with-bug", reverted.RootElement.GetProperty("state").GetString());
+            Assert.Equal(1, reverted.RootElement.GetProperty("level").GetInt32());
+            var warn = reverted.RootElement.GetProperty("patches").EnumerateArray().Single(p => p.GetProperty("name").GetString() == Warn);
+            Assert.Equal("quarantined", warn.GetProperty("bootState").GetString());
+            Assert.False(warn.GetProperty("loaded").GetBoolean());
+        }
+
+        Assert.Contains("keeping kintsugi_fixture_cmdline_warn loaded (policy keep)", Section(output, "keep"));
+        Assert.Equal(Warn, Section(output, "kept-livepatches"));
+        using var kept = JsonDocument.Parse(Section(output, "kept-status"));
+        Assert.Equal("applied-with-bug", kept.RootElement.GetProperty("state").GetString());
+        Assert.Equal(3, kept.RootElement.GetProperty("level").GetInt32());
+        Assert.Contains("kernel problems after load", kept.RootElement.GetProperty("patches").EnumerateArray().Single(p => p.GetProperty("loaded").GetBoolean()).GetProperty("problem").GetString());
+    }
+
+    [Fact]
+    public async Task Through_a_server_the_agent_enrolls_applies_the_offered_release_reports_and_obeys_a_revoke()
+    {
+        var kernel = await Kernel;
+        var bundle = Inputs.Sign(_publisher, kernel, B, 4);
+        var digest = Sha256Digest.Of(bundle);
+        // The server offers level 4 until the machine reports it applied, then revokes it.
+        var revoked = false;
+        using var server = new FakeServer(anyHost: true);
+        server.Handler = r =>
+        {
+            if (r.PathAndQuery == ProtocolPaths.Enroll) return new(201, new EnrollResponse("m_lab", "kmc_lab", 3600, 30));
+            if (r.Authorization != "Bearer kmc_lab") return new(401, FakeServer.Problem(401, "unknown credential"));
+            if (r.PathAndQuery == ProtocolPaths.Bundle(digest)) return new(200, bundle, "application/octet-stream");
+            if (r.PathAndQuery != ProtocolPaths.CheckIn) return new(404);
+            var reported = r.Json;
+            var response = revoked
+                ? new CheckInResponse(CheckInAction.Remove, null, 3600, 30, 2)
+                : new CheckInResponse(CheckInAction.Apply, new ReleaseOffer(4, digest, bundle.Length, ProtocolPaths.Bundle(digest)), 3600, 30, 1);
+            if (reported.GetProperty("state").GetString() == "applied" && reported.GetProperty("level").ValueKind == JsonValueKind.Number) revoked = true;
+            return new(200, response);
+        };
+        var config = $"""
+            server = http://10.0.2.2:{server.Port}/
+            token = ket_lab
+            trust = /etc/kintsugi/trust
+            settle = 1
+            """ + "\n";
+        var result = await kernel.RunAsync($"""
+            {Setup}
+            echo @apply; kintsugi agent run --once 2>&1; echo "@apply=$?"
+            {Report}
+            echo @credential; stat -c %a /var/lib/kintsugi/agent/credential
+            echo @revoke; kintsugi agent run --once 2>&1; echo "@revoke=$?"
+            echo @after-livepatches; ls /sys/kernel/livepatch
+            echo @after-status; kintsugi status --json
+            echo @end
+            """, [PublicKey(), Input("agent.conf", config)], timeoutSeconds: 240);
+        Succeeded(result);
+        var output = result.Output;
+        Assert.Equal(0, ReturnCode(output, "apply"));
+        Assert.Equal(B, Section(output, "livepatches"));
+        Assert.Equal(MarkerB, Section(output, "cmdline"));
+        Assert.Equal("600", Section(output, "credential"));
+        using (var status = JsonDocument.Parse(Section(output, "status")))
+        {
+            Assert.Equal("applied", status.RootElement.GetProperty("state").GetString());
+            Assert.Equal(4, status.RootElement.GetProperty("level").GetInt32());
+            Assert.Equal(digest.ToString(), status.RootElement.GetProperty("bundle").GetString());
+        }
+
+        var requests = server.Requests;
+        Assert.Single(requests, r => r.PathAndQuery == ProtocolPaths.Enroll);
+        var enroll = requests.First(r => r.PathAndQuery == ProtocolPaths.Enroll).Json;
+        Assert.Equal(kernel.Kernel.Target.BuildId.ToString(), enroll.GetProperty("kernel").GetProperty("buildId").GetString());
+        Assert.Equal(kernel.Kernel.Target.PackageVersion, enroll.GetProperty("kernel").GetProperty("packageVersion").GetString());
+        var states = requests.Where(r => r.PathAndQuery == ProtocolPaths.CheckIn).Select(r => r.Json.GetProperty("state").GetString()).ToList();
+        // First check: nothing yet; then "applying" and "applied" at once; then the revoke's check and its report.
+        Assert.Equal(["nothing-to-apply", "applying", "applied", "applied", "revoked"], states);
+        var applied = requests.Where(r => r.PathAndQuery == ProtocolPaths.CheckIn).ElementAt(2).Json;
+        Assert.Equal(4, applied.GetProperty("level").GetInt32());
+        Assert.Equal(digest.ToString(), applied.GetProperty("bundle").GetString());
+        Assert.Equal("99.0.0-kintsugi-fixture", applied.GetProperty("effectiveVersion").GetString());
+
+        Assert.Equal(0, ReturnCode(output, "revoke"));
+        Assert.Contains("revoked: removed kintsugi_fixture_cmdline_b", Section(output, "revoke"));
+        Assert.Equal("", Section(output, "after-livepatches"));
+        using var after = JsonDocument.Parse(Section(output, "after-status"));
+        Assert.Equal("revoked", after.RootElement.GetProperty("state").GetString());
+        Assert.Empty(after.RootElement.GetProperty("patches").EnumerateArray());
+    }
+
+    /// <summary>
+    /// Kills the agent (SIGKILL, through the documented test hook) right after each step of an apply, then
+    /// cuts the power (sysrq b: no sync, no unmount), and boots again from the same disk, where the agent's
+    /// unit re-applies at boot and finishes or undoes the interrupted apply. Each boot checks the state and
+    /// starts the next interrupted apply, so eight boots cover the seven steps.
+    /// </summary>
+    [Fact]
+    public async Task Killing_the_agent_after_any_apply_step_and_cutting_the_power_leaves_a_known_state()
+    {
+        var kernel = await Kernel;
+        ApplyStep[] steps = [ApplyStep.Fetched, ApplyStep.Staged, ApplyStep.Pending, ApplyStep.Loaded, ApplyStep.Checked, ApplyStep.Confirmed, ApplyStep.Committed];
+        var files = new List<GuestFile> { PublicKey(), Input("agent.conf", AgentConfig()), Input("level-1.bundle", Inputs.Sign(_publisher, kernel, A, 1)) };
+
+        // What each interrupted apply must leave after the reboot: before the load, the agent simply applies
+        // it again; after the load but before it is confirmed, the crash-loop guard quarantines it and the
+        // previous level runs; once confirmed, the new level runs.
+        var expected = new List<(ApplyStep Step, int Level, string Module, int? Quarantined, string State)>();
+        var (level, module) = (1, A);
+        for (var i = 0; i < steps.Length; i++)
+        {
+            var next = i + 2;
+            var nextModule = module == A ? B : A;
+            files.Add(Input($"level-{next}.bundle", Inputs.Sign(_publisher, kernel, nextModule, next)));
+            if (steps[i] is ApplyStep.Pending or ApplyStep.Loaded or ApplyStep.Checked)
+                expected.Add((steps[i], level, module, next, "apply-failed"));
+            else
+            {
+                (level, module) = (next, nextModule);
+                expected.Add((steps[i], level, module, null, "applied"));
+            }
+        }
+
+        string Interrupt(int index) => $"""
+            cp /inputs/level-{index + 2}.bundle {Offline}/ && sync
+            {FaultInjection.EnvironmentVariable}={steps[index].WireName()} kintsugi agent run --once; echo "@killed=$?"
+            sleep 0.5
+            echo b > /proc/sysrq-trigger
+            sleep 10
+            """;
+
+        using var disk = new TempDirectory();
+        var diskPath = disk["machine.img"];
+        var first = await kernel.RunAsync($"""
+            {Setup}
+            kintsugi agent install --config {Config} || exit 11
+            cp /inputs/level-1.bundle {Offline}/ && sync
+            kintsugi agent run --once || exit 12
+            {Interrupt(0)}
+            """, files, diskPath, timeoutSeconds: 240);
+        Assert.True(first.ExitCode is null, $"the guest should have lost power: {first.Describe()}\n{first.Output}");
+        Assert.Contains("@killed=137", first.Output);
+
+        for (var i = 0; i < steps.Length; i++)
+        {
+            var boot = await kernel.RunAsync($"""
+                tries=0
+                until grep -q "kintsugi-agent: state" /run/{AgentUnit.Name}.log; do
+                  tries=$((tries + 1)); [ $tries -gt 300 ] && break; sleep 0.2
+                done
+                echo @agent; cat /run/{AgentUnit.Name}.log
+                {Report}
+                {(i + 1 < steps.Length ? Interrupt(i + 1) : "")}
+                """, files, diskPath, timeoutSeconds: 240);
+            var (step, expectedLevel, expectedModule, quarantined, state) = expected[i];
+            var context = $"after a kill at step {step.WireName()} and a power cut:\n{boot.Output}\n--- console\n{boot.Console}";
+            if (i + 1 < steps.Length)
+            {
+                Assert.True(boot.ExitCode is null, $"the guest should have lost power: {boot.Describe()}\n{context}");
+                Assert.True(boot.Output.Contains("@killed=137"), context);
+            }
+            else Assert.True(boot.ExitCode == 0, context);
+
+            Assert.True(Section(boot.Output, "livepatches") == expectedModule, context);
+            Assert.True(Section(boot.Output, "cmdline") == Marker(expectedModule), context);
+            using var status = JsonDocument.Parse(Section(boot.Output, "status"));
+            var root = status.RootElement;
+            Assert.True(root.GetProperty("state").GetString() == state, context);
+            Assert.True(Level(root) == expectedLevel, context);
+            var patches = root.GetProperty("patches").EnumerateArray().ToList();
+            // Never a half-applied record: nothing staged or pending is left, the running patch is the one
+            // installed record in use, and the only other record is a quarantined level.
+            Assert.True(patches.All(p => p.GetProperty("bootState").GetString() is "healthy" or "quarantined"), context);
+            var running = Assert.Single(patches, p => p.GetProperty("loaded").GetBoolean());
+            Assert.True(running.GetProperty("name").GetString() == expectedModule && Level(running) == expectedLevel, context);
+            Assert.True(running.GetProperty("bootState").GetString() == "healthy", context);
+            var others = patches.Where(p => !p.GetProperty("loaded").GetBoolean()).ToList();
+            if (quarantined is { } bad)
+            {
+                Assert.True(others.Any(p => p.GetProperty("bootState").GetString() == "quarantined" && Level(p) == bad), context);
+                Assert.True(Section(boot.Output, "agent").Contains("crash or reboot before it was confirmed healthy"), context);
+            }
+            else Assert.True(others.All(p => p.GetProperty("bootState").GetString() == "quarantined"), context);
+        }
+    }
+}
+
+[Collection("6.1 cloud kernel")]
+public sealed class AgentOn61CloudKernel() : AgentLabSpecification(TestKernels.Debian12Cloud61);
+
+[Collection("6.12 cloud kernel")]
+public sealed class AgentOn612CloudKernel() : AgentLabSpecification(TestKernels.Debian12Cloud612);

@@ -79,7 +79,6 @@ public static class Http
     public static Task WriteProblemAsync(HttpContext context, int status, string title, string detail)
     {
         if (context.Response.HasStarted) return Task.CompletedTask;
-        context.Response.Clear();
         context.Response.StatusCode = status;
         context.Response.ContentType = "application/problem+json; charset=utf-8";
         var problem = new ProblemDocument($"https://kintsugi.dev/problems/{status}", title, status, detail);

@@ -29,7 +29,11 @@ public static class ReportsApi
         {
             await Http.RequireAsync(context, Role.Auditor);
             var severity = context.Request.Query["severity"].ToString() is { Length: > 0 } s ? s : "high";
-            var report = await reports.ComplianceAsync(severity);
+            DateTimeOffset? asOf = null;
+            if (context.Request.Query["asOf"].ToString() is { Length: > 0 } text)
+                asOf = DateTimeOffset.TryParse(text, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal, out var parsed) ? parsed.ToUniversalTime()
+                    : throw ApiProblem.BadRequest($"asOf '{text}' is not an RFC 3339 time");
+            var report = await reports.ComplianceAsync(severity, asOf);
             switch (context.Request.Query["format"].ToString())
             {
                 case "" or "json":

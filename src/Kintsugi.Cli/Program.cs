@@ -24,6 +24,7 @@ root.Subcommands.Add(StatusCommand.Create());
 root.Subcommands.Add(KernelCommands.Create());
 root.Subcommands.Add(LabCommands.Create());
 root.Subcommands.Add(DemoCommand.Create());
+root.Subcommands.Add(ServerCommands.Create());
 root.Subcommands.Add(new Command("version", "Print the version.") { Action = Cli.Run(_ => { Console.WriteLine(Cli.Version); return Task.FromResult(0); }) });
 
 var parse = root.Parse(args);

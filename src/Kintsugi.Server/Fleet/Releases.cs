@@ -188,6 +188,7 @@ public sealed class Releases(Database db, BundleStore store, Epoch epoch)
     private async Task<(TrustStore Store, string Directory)> TrustStoreAsync()
     {
         var directory = Path.Combine(Path.GetTempPath(), $"kintsugi-trust-{Environment.ProcessId}-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(directory);
         foreach (var key in await KeysAsync())
         {
             var sub = Path.Combine(directory, key.State == "retired" ? TrustStore.RetiredDirectoryName : TrustStore.TrustedDirectoryName);

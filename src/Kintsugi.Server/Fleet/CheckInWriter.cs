@@ -70,11 +70,28 @@ public sealed class CheckInWriter(Database db, ILogger<CheckInWriter> log) : Bac
             "effective_version = @ev, taint = @taint, detail = @d, target_release = @tr, last_checkin_at = @at, address = @addr WHERE id = @id");
         string[] names = ["@kr", "@b", "@pv", "@av", "@st", "@lv", "@bu", "@ev", "@taint", "@d", "@tr", "@at", "@addr", "@id"];
         foreach (var name in names) update.Parameters.Add(c.Parameter(update, name, null));
+        static object?[] Values(CheckInRecord r) =>
+            [r.KernelRelease, r.BuildId, r.PackageVersion, r.AgentVersion, r.State, (long?)r.Level, r.Bundle, r.EffectiveVersion, r.Taint, r.Detail, r.TargetRelease, r.At, r.Address, r.Machine];
+        if (c is Npgsql.NpgsqlConnection postgres)
+        {
+            // One round trip for the whole batch: PostgreSQL pays per statement sent, SQLite (in-process) does not.
+            await using var npgsqlBatch = new Npgsql.NpgsqlBatch(postgres, (Npgsql.NpgsqlTransaction)t);
+            foreach (var (r, _) in batch)
+            {
+                var command = new Npgsql.NpgsqlBatchCommand(Positional(update.CommandText, names));
+                foreach (var value in Values(r)) command.Parameters.Add(new Npgsql.NpgsqlParameter { Value = value ?? DBNull.Value });
+                npgsqlBatch.BatchCommands.Add(command);
+            }
+            await npgsqlBatch.ExecuteNonQueryAsync();
+        }
         foreach (var (r, _) in batch)
         {
-            object?[] values = [r.KernelRelease, r.BuildId, r.PackageVersion, r.AgentVersion, r.State, (long?)r.Level, r.Bundle, r.EffectiveVersion, r.Taint, r.Detail, r.TargetRelease, r.At, r.Address, r.Machine];
-            for (var i = 0; i < values.Length; i++) update.Parameters[i].Value = values[i] ?? DBNull.Value;
-            await update.ExecuteNonQueryAsync();
+            if (c is not Npgsql.NpgsqlConnection)
+            {
+                var values = Values(r);
+                for (var i = 0; i < values.Length; i++) update.Parameters[i].Value = values[i] ?? DBNull.Value;
+                await update.ExecuteNonQueryAsync();
+            }
             if (r.Change is null) continue;
             await AuditChain.AppendAsync(c, t, new Actor($"machine:{r.Machine}", r.Address), "machine.state", $"machine:{r.Machine}", new()
             {
@@ -85,5 +102,13 @@ public sealed class CheckInWriter(Database db, ILogger<CheckInWriter> log) : Bac
                 await c.ExecuteAsync(t, "INSERT INTO machine_levels (machine, build_id, level, first_applied_at) VALUES (@m, @b, @l, @at) ON CONFLICT (machine, build_id, level) DO NOTHING",
                     ("@m", r.Machine), ("@b", r.BuildId), ("@l", (long)level), ("@at", r.At));
         }
+    }
+
+    /// <summary>Rewrites @name parameters as $1, $2, … in the order given (Npgsql batches take positional parameters).</summary>
+    private static string Positional(string sql, string[] names)
+    {
+        var ordered = names.Select((n, i) => (n, i)).OrderByDescending(x => x.n.Length);
+        foreach (var (name, index) in ordered) sql = sql.Replace(name, "$" + (index + 1));
+        return sql;
     }
 }

@@ -14,6 +14,8 @@ packages=(
   libelf-dev
   e2fsprogs         # persistent lab disks
   kmod
+  postgresql        # the patch server's PostgreSQL tests start their own throwaway cluster
+  chromium          # the dashboard is tested in headless Chromium
 )
 missing=()
 for p in "${packages[@]}"; do

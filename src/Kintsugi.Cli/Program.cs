@@ -28,6 +28,7 @@ root.Subcommands.Add(BundleCommands.Create());
 root.Subcommands.Add(AgentCommands.Create());
 root.Subcommands.Add(UnameCommand.Create());
 root.Subcommands.Add(DemoCommand.Create());
+root.Subcommands.Add(ServerCommands.Create());
 root.Subcommands.Add(new Command("version", "Print the version.") { Action = Cli.Run(_ => { Console.WriteLine(Cli.Version); return Task.FromResult(0); }) });
 
 var parse = root.Parse(args);

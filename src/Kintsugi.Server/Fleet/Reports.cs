@@ -1,0 +1,189 @@
+using Dapper;
+using Kintsugi.Server.Storage;
+
+namespace Kintsugi.Server.Fleet;
+
+public sealed record CountBy(string Key, int Machines);
+
+public sealed record KernelSummary(string KernelRelease, string BuildId, int Machines, int Applied, int? BestLevel);
+
+public sealed record FleetReport(DateTimeOffset GeneratedAt, int Machines, int Stale, IReadOnlyList<CountBy> ByState, IReadOnlyList<CountBy> ByChannel,
+    IReadOnlyList<KernelSummary> ByKernel, int Releases, int RevokedReleases, long Epoch);
+
+public sealed record ExposedMachine(string Machine, string Hostname, string Channel, string KernelRelease, string BuildId, string? State, int? Level,
+    int FixLevel, DateTimeOffset FixAvailableSince, DateOnly ExposedSince, DateTimeOffset? LastCheckIn);
+
+public sealed record CveExposure(string Cve, string Severity, DateOnly Published, int Exposed, int Fixed, IReadOnlyList<ExposedMachine> Machines);
+
+public sealed record ExposureReport(DateTimeOffset GeneratedAt, IReadOnlyList<CveExposure> Cves);
+
+/// <summary>One machine and one CVE under PCI DSS 6.3.3: a fix released for its kernel must be installed within 30 days.</summary>
+public sealed record ComplianceRow(string Machine, string Hostname, string Channel, string KernelRelease, string BuildId, string Cve, string Severity,
+    DateTimeOffset FixReleasedAt, DateTimeOffset Deadline, DateTimeOffset? AppliedAt, bool CurrentlyFixed, double? DaysToApply, string Status, bool Breach);
+
+public sealed record ComplianceReport(DateTimeOffset GeneratedAt, int WindowDays, string MinimumSeverity, int Rows, int Breaches, IReadOnlyList<ComplianceRow> Items);
+
+/// <summary>
+/// Fleet status, per-CVE exposure and the PCI DSS 6.3.3 report. Exposure is known for machines whose exact
+/// kernel build has a release fixing the CVE: such a machine is exposed until it reports <c>applied</c> at
+/// a level whose manifest lists the CVE. (A kernel with no release for a CVE is not judged: the server does
+/// not know whether that build is affected.)
+/// </summary>
+public sealed class Reports(Database db, ServerOptions options, Epoch epoch)
+{
+    public const int PciWindowDays = 30;
+
+    private sealed class MachineRow
+    {
+        public string Id { get; set; } = "";
+        public string Hostname { get; set; } = "";
+        public string Channel { get; set; } = "";
+        public string KernelRelease { get; set; } = "";
+        public string BuildId { get; set; } = "";
+        public string? State { get; set; }
+        public long? Level { get; set; }
+        public long? LastCheckinAt { get; set; }
+    }
+
+    private sealed class ReleaseRow
+    {
+        public string Id { get; set; } = "";
+        public string KernelRelease { get; set; } = "";
+        public string BuildId { get; set; } = "";
+        public long Level { get; set; }
+        public long PublishedAt { get; set; }
+        public long? RevokedAt { get; set; }
+    }
+
+    private sealed class CveRow
+    {
+        public string ReleaseId { get; set; } = "";
+        public string Cve { get; set; } = "";
+        public string Severity { get; set; } = "";
+        public string Published { get; set; } = "";
+    }
+
+    private sealed class LevelRow
+    {
+        public string Machine { get; set; } = "";
+        public string BuildId { get; set; } = "";
+        public long Level { get; set; }
+        public long FirstAppliedAt { get; set; }
+    }
+
+    private sealed record Snapshot(List<MachineRow> Machines, List<ReleaseRow> Releases, List<CveRow> Cves, List<LevelRow> Levels);
+
+    private async Task<Snapshot> LoadAsync()
+    {
+        await using var c = await db.OpenAsync();
+        return new Snapshot(
+            [.. await c.QueryAsync<MachineRow>("SELECT id, hostname, channel, kernel_release, build_id, state, level, last_checkin_at FROM machines ORDER BY hostname, id")],
+            [.. await c.QueryAsync<ReleaseRow>("SELECT id, kernel_release, build_id, level, published_at, revoked_at FROM releases ORDER BY build_id, level")],
+            [.. await c.QueryAsync<CveRow>("SELECT release_id, cve, severity, published FROM release_cves ORDER BY cve")],
+            [.. await c.QueryAsync<LevelRow>("SELECT machine, build_id, level, first_applied_at FROM machine_levels")]);
+    }
+
+    public async Task<FleetReport> FleetAsync()
+    {
+        var s = await LoadAsync();
+        var now = DateTimeOffset.UtcNow;
+        var staleAfter = TimeSpan.FromSeconds(options.CheckInSeconds * options.StaleAfterIntervals);
+        var best = s.Releases.Where(r => r.RevokedAt is null).GroupBy(r => r.BuildId).ToDictionary(g => g.Key, g => (int)g.Max(r => r.Level));
+        return new FleetReport(now, s.Machines.Count,
+            s.Machines.Count(m => m.LastCheckinAt is null || now - Releases.Time(m.LastCheckinAt.Value) > staleAfter),
+            [.. s.Machines.GroupBy(m => m.State ?? "never-checked-in").OrderBy(g => g.Key, StringComparer.Ordinal).Select(g => new CountBy(g.Key, g.Count()))],
+            [.. s.Machines.GroupBy(m => m.Channel).OrderBy(g => g.Key, StringComparer.Ordinal).Select(g => new CountBy(g.Key, g.Count()))],
+            [.. s.Machines.GroupBy(m => (m.KernelRelease, m.BuildId)).OrderBy(g => g.Key.KernelRelease, StringComparer.Ordinal)
+                .Select(g => new KernelSummary(g.Key.KernelRelease, g.Key.BuildId, g.Count(), g.Count(m => m.State == "applied"), best.TryGetValue(g.Key.BuildId, out var l) ? l : null))],
+            s.Releases.Count, s.Releases.Count(r => r.RevokedAt is not null), epoch.Current);
+    }
+
+    /// <summary>Per build: for each CVE its releases, and the CVEs each level contains.</summary>
+    private static (Dictionary<(string Build, int Level), HashSet<string>> CvesAt, Dictionary<string, CveRow> CveInfo) Index(Snapshot s)
+    {
+        var releaseById = s.Releases.ToDictionary(r => r.Id);
+        var cvesAt = new Dictionary<(string, int), HashSet<string>>();
+        var info = new Dictionary<string, CveRow>(StringComparer.Ordinal);
+        foreach (var cve in s.Cves)
+        {
+            var r = releaseById[cve.ReleaseId];
+            var key = (r.BuildId, (int)r.Level);
+            if (!cvesAt.TryGetValue(key, out var set)) cvesAt[key] = set = new HashSet<string>(StringComparer.Ordinal);
+            set.Add(cve.Cve);
+            info.TryAdd(cve.Cve, cve);
+        }
+        return (cvesAt, info);
+    }
+
+    /// <summary>The first good (not revoked) release of a build that fixes a CVE.</summary>
+    private static Dictionary<(string Build, string Cve), ReleaseRow> FirstFixes(Snapshot s, Dictionary<(string Build, int Level), HashSet<string>> cvesAt)
+    {
+        var first = new Dictionary<(string, string), ReleaseRow>();
+        foreach (var r in s.Releases.Where(r => r.RevokedAt is null).OrderBy(r => r.Level))
+            if (cvesAt.TryGetValue((r.BuildId, (int)r.Level), out var cves))
+                foreach (var cve in cves) first.TryAdd((r.BuildId, cve), r);
+        return first;
+    }
+
+    private static bool Fixed(MachineRow m, string cve, Dictionary<(string Build, int Level), HashSet<string>> cvesAt) =>
+        m.State == "applied" && m.Level is { } level && cvesAt.TryGetValue((m.BuildId, (int)level), out var set) && set.Contains(cve);
+
+    public async Task<ExposureReport> ExposureAsync(string? onlyCve = null)
+    {
+        var s = await LoadAsync();
+        var (cvesAt, info) = Index(s);
+        var firstFix = FirstFixes(s, cvesAt);
+        var result = new List<CveExposure>();
+        foreach (var (cve, row) in info.OrderBy(kv => kv.Key, StringComparer.Ordinal))
+        {
+            if (onlyCve is not null && cve != onlyCve) continue;
+            var exposed = new List<ExposedMachine>();
+            var fixedCount = 0;
+            foreach (var m in s.Machines)
+            {
+                if (!firstFix.TryGetValue((m.BuildId, cve), out var fix)) continue;
+                if (Fixed(m, cve, cvesAt)) { fixedCount++; continue; }
+                exposed.Add(new ExposedMachine(m.Id, m.Hostname, m.Channel, m.KernelRelease, m.BuildId, m.State, (int?)m.Level, (int)fix.Level,
+                    Releases.Time(fix.PublishedAt), DateOnly.Parse(row.Published, System.Globalization.CultureInfo.InvariantCulture),
+                    m.LastCheckinAt is null ? null : Releases.Time(m.LastCheckinAt.Value)));
+            }
+            result.Add(new CveExposure(cve, row.Severity, DateOnly.Parse(row.Published, System.Globalization.CultureInfo.InvariantCulture), exposed.Count, fixedCount, exposed));
+        }
+        return new ExposureReport(DateTimeOffset.UtcNow, result);
+    }
+
+    public static readonly string[] Severities = ["none", "low", "medium", "high", "critical"];
+
+    public async Task<ComplianceReport> ComplianceAsync(string minimumSeverity, DateTimeOffset? asOf = null)
+    {
+        var minimum = Array.IndexOf(Severities, minimumSeverity);
+        if (minimum < 0) throw ApiProblem.BadRequest($"severity '{minimumSeverity}' is not one of {string.Join(", ", Severities)}");
+        var now = asOf ?? DateTimeOffset.UtcNow;
+        var s = await LoadAsync();
+        var (cvesAt, info) = Index(s);
+        var firstFix = FirstFixes(s, cvesAt);
+        var levels = s.Levels.GroupBy(l => l.Machine).ToDictionary(g => g.Key, g => g.ToList());
+        var rows = new List<ComplianceRow>();
+        foreach (var m in s.Machines)
+        {
+            foreach (var (cve, row) in info.OrderBy(kv => kv.Key, StringComparer.Ordinal))
+            {
+                if (Array.IndexOf(Severities, row.Severity) < minimum || !firstFix.TryGetValue((m.BuildId, cve), out var fix)) continue;
+                var released = Releases.Time(fix.PublishedAt);
+                var deadline = released.AddDays(PciWindowDays);
+                DateTimeOffset? applied = levels.GetValueOrDefault(m.Id, [])
+                    .Where(l => l.BuildId == m.BuildId && cvesAt.TryGetValue((l.BuildId, (int)l.Level), out var set) && set.Contains(cve))
+                    .Select(l => (DateTimeOffset?)Releases.Time(l.FirstAppliedAt)).Min();
+                var currentlyFixed = Fixed(m, cve, cvesAt);
+                string status; bool breach;
+                if (applied is { } at && at <= deadline) (status, breach) = ("compliant", false);
+                else if (applied is not null) (status, breach) = ("late", true);
+                else if (now <= deadline) (status, breach) = ("open", false);
+                else (status, breach) = ("overdue", true);
+                rows.Add(new ComplianceRow(m.Id, m.Hostname, m.Channel, m.KernelRelease, m.BuildId, cve, row.Severity, released, deadline, applied, currentlyFixed,
+                    applied is null ? null : Math.Round((applied.Value - released).TotalDays, 2), status, breach));
+            }
+        }
+        return new ComplianceReport(now, PciWindowDays, minimumSeverity, rows.Count, rows.Count(r => r.Breach), rows);
+    }
+}

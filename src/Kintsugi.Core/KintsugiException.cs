@@ -31,6 +31,8 @@ public enum ExitCode
     Disabled = 7,
     /// <summary>kernel test: the module did not prove itself (a step, the kernel log or the taint failed).</summary>
     TestFailed = 8,
+    /// <summary>kernel build: the fix changes no machine code of the target (for example only __LINE__ values moved); no module was written.</summary>
+    NothingToDo = 9,
     /// <summary>lab run: the guest did not finish within --timeout.</summary>
     LabTimeout = 124,
     /// <summary>lab run: the lab itself failed (QEMU, initramfs, boot) before the guest command could report.</summary>

@@ -60,6 +60,26 @@ public sealed class BuildWorkspace : IAsyncDisposable
         File.Copy(Path.Combine(Directory, objectPath), destination, overwrite: true);
     }
 
+    /// <summary>
+    /// Compiles several objects in one make invocation (kbuild runs them in parallel) and copies each to the
+    /// same relative path under <paramref name="destinationDirectory"/>.
+    /// </summary>
+    public async Task CompileAllAsync(IReadOnlyList<string> objectPaths, string destinationDirectory, string? extraCFlags, CancellationToken cancellation = default)
+    {
+        foreach (var objectPath in objectPaths) KernelSourceTree.CheckObjectPath(objectPath);
+        List<string> arguments = [$"-j{Environment.ProcessorCount}", .. objectPaths, $"KCFLAGS={extraCFlags ?? ""}"];
+        var result = await ExternalCommand.RunAsync("make", arguments, Directory, cancellation: cancellation);
+        if (!result.Succeeded)
+            throw new ModuleBuildException($"compiling {string.Join(", ", objectPaths)} failed:\n" +
+                string.Join('\n', (result.StandardError + result.StandardOutput).Split('\n').Where(l => l.Length > 0).TakeLast(30)));
+        foreach (var objectPath in objectPaths)
+        {
+            var destination = Path.Combine(destinationDirectory, objectPath);
+            System.IO.Directory.CreateDirectory(Path.GetDirectoryName(destination)!);
+            File.Copy(Path.Combine(Directory, objectPath), destination, overwrite: true);
+        }
+    }
+
     /// <summary>Applies a patch to this build's view of the tree; the shared tree is untouched.</summary>
     public async Task ApplyAsync(SourcePatch patch, CancellationToken cancellation = default)
     {
@@ -67,7 +87,7 @@ public sealed class BuildWorkspace : IAsyncDisposable
         await File.WriteAllTextAsync(file, patch.Text, cancellation);
         var result = await ExternalCommand.RunAsync("patch", ["-p1", "--batch", "--no-backup-if-mismatch", "-i", file], Directory, cancellation: cancellation);
         if (!result.Succeeded)
-            throw new SourcePatchException($"{patch.Name} does not apply to the source of {Tree.Kernel.Target.Release}:\n{result.StandardOutput.Trim()}");
+            throw new SourcePatchException($"{patch.Name} does not apply to the source of {Tree.Target.Release}:\n{result.StandardOutput.Trim()}");
     }
 
     public async ValueTask DisposeAsync()

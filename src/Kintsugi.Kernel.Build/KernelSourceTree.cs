@@ -12,13 +12,21 @@ public sealed class KernelSourceTree
 {
     private const string PreparedStamp = ".kintsugi-prepared";
 
-    public FetchedKernel Kernel { get; }
+    public KernelTarget Target { get; }
     public string Directory { get; }
 
-    private KernelSourceTree(FetchedKernel kernel, string directory)
+    private KernelSourceTree(KernelTarget target, string directory)
     {
-        Kernel = kernel;
+        Target = target;
         Directory = directory;
+    }
+
+    /// <summary>A tree someone else configured and prepared (a generic target); used as it is.</summary>
+    public static KernelSourceTree Open(KernelTarget target, string directory)
+    {
+        if (!File.Exists(Path.Combine(directory, "include", "generated", "autoconf.h")))
+            throw new ModuleBuildException($"{directory} is not a prepared kernel tree (no include/generated/autoconf.h): run make prepare modules_prepare there with the kernel's .config", exitCode: ExitCode.Usage);
+        return new KernelSourceTree(target, directory);
     }
 
     public static async Task<KernelSourceTree> PrepareAsync(FetchedKernel kernel, Action<string>? progress = null, CancellationToken cancellation = default)
@@ -34,7 +42,7 @@ public sealed class KernelSourceTree
         System.IO.Directory.CreateDirectory(parent);
         using var treeLock = new FileStream(Path.Combine(parent, ".lock"), FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None);
         if (File.Exists(stamp) && (await File.ReadAllTextAsync(stamp, cancellation)).Trim() == kernel.Target.BuildId.ToString())
-            return new KernelSourceTree(kernel, directory);
+            return new KernelSourceTree(kernel.Target, directory);
 
         // Unpack beside the final place and move it in whole: an interrupted preparation leaves no half tree behind.
         var staging = Path.Combine(parent, "staging");
@@ -56,7 +64,7 @@ public sealed class KernelSourceTree
         await File.WriteAllTextAsync(Path.Combine(unpacked, PreparedStamp), kernel.Target.BuildId + "\n", cancellation);
         System.IO.Directory.Move(unpacked, directory);
         System.IO.Directory.Delete(staging, recursive: true);
-        return new KernelSourceTree(kernel, directory);
+        return new KernelSourceTree(kernel.Target, directory);
     }
 
     /// <summary>Compiles one object (for example fs/proc/cmdline.o) with the distribution's flags plus <paramref name="extraCFlags"/>.</summary>
@@ -88,7 +96,7 @@ public sealed class KernelSourceTree
             await File.WriteAllTextAsync(file, patch.Text, cancellation);
             var result = await ExternalCommand.RunAsync("patch", ["-p1", "--dry-run", "--batch", "-i", file], Directory, cancellation: cancellation);
             if (!result.Succeeded)
-                throw new SourcePatchException($"{patch.Name} does not apply to the source of {Kernel.Target.Release} ({Kernel.Target.PackageVersion}):\n{result.StandardOutput.Trim()}");
+                throw new SourcePatchException($"{patch.Name} does not apply to the source of {Target}:\n{result.StandardOutput.Trim()}");
             var fuzzy = new List<string>();
             string? current = null;
             foreach (var line in result.StandardOutput.Split('\n'))

@@ -14,10 +14,14 @@ public static class LivepatchModuleBuilder
 {
     public const string ManifestSection = ".kintsugi.manifest";
 
-    public static async Task<string> BuildAsync(FetchedKernel kernel, LivepatchModuleSpec spec, ModuleSymvers exports, string directory, CancellationToken cancellation = default)
+    public static Task<string> BuildAsync(FetchedKernel kernel, LivepatchModuleSpec spec, ModuleSymvers exports, string directory, CancellationToken cancellation = default) =>
+        kernel.Parts.HasFlag(KernelParts.Headers)
+            ? BuildAsync(kernel.Target, kernel.HeadersDirectory, spec, exports, directory, cancellation)
+            : throw new ModuleBuildException($"kernel {kernel.Target.Release} was fetched without its headers");
+
+    /// <param name="buildDirectory">The kbuild tree to link against: the headers package, or a prepared source tree.</param>
+    public static async Task<string> BuildAsync(KernelTarget target, string buildDirectory, LivepatchModuleSpec spec, ModuleSymvers exports, string directory, CancellationToken cancellation = default)
     {
-        if (!kernel.Parts.HasFlag(KernelParts.Headers))
-            throw new ModuleBuildException($"kernel {kernel.Target.Release} was fetched without its headers");
         Directory.CreateDirectory(directory);
         var objects = new List<string>();
         for (var i = 0; i < spec.DiffObjects.Count; i++)
@@ -30,13 +34,13 @@ public static class LivepatchModuleBuilder
             await File.WriteAllTextAsync(Path.Combine(directory, $".{name}.cmd"), "", cancellation);
             objects.Add(name);
         }
-        await File.WriteAllTextAsync(Path.Combine(directory, "kintsugi_register.c"), RegistrationSource(spec, kernel.Target), cancellation);
+        await File.WriteAllTextAsync(Path.Combine(directory, "kintsugi_register.c"), RegistrationSource(spec, target), cancellation);
         await File.WriteAllTextAsync(Path.Combine(directory, "Kbuild"),
             $"obj-m := {spec.ModuleName}.o\n{spec.ModuleName}-y := kintsugi_register.o {string.Join(' ', objects)}\n", cancellation);
 
         // Bound symbols are undefined until livepatch binds them; modpost must report them, not fail on them.
         var result = await ExternalCommand.RunAsync("make",
-            ["-C", kernel.HeadersDirectory, $"M={Path.GetFullPath(directory)}", $"-j{Environment.ProcessorCount}", "KBUILD_MODPOST_WARN=1", "modules"],
+            ["-C", buildDirectory, $"M={Path.GetFullPath(directory)}", $"-j{Environment.ProcessorCount}", "KBUILD_MODPOST_WARN=1", "modules"],
             cancellation: cancellation);
         var module = Path.Combine(directory, spec.ModuleName + ".ko");
         if (!result.Succeeded || !File.Exists(module))

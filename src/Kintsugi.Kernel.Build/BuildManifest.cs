@@ -1,0 +1,63 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+
+namespace Kintsugi.Kernel.Build;
+
+/// <summary>
+/// What a livepatch module is and how it was made: embedded in the module's <c>.kintsugi.manifest</c>
+/// section and written beside it as manifest.json. A later <c>--base</c> build reads it back.
+/// </summary>
+public sealed record BuildManifest(
+    int Format,
+    string Module,
+    string Name,
+    int Level,
+    ManifestTarget Target,
+    IReadOnlyList<ManifestPatch> Patches,
+    IReadOnlyList<string> Cves,
+    IReadOnlyList<ManifestUnit> Units,
+    IReadOnlyList<ManifestFunction> Functions,
+    IReadOnlyList<ManifestSymbol> Symbols,
+    ManifestFidelity Fidelity,
+    string Builder,
+    DateTimeOffset BuiltAt)
+{
+    public const int CurrentFormat = 1;
+
+    public byte[] ToUtf8() => JsonSerializer.SerializeToUtf8Bytes(this, BuildManifestJson.Default.BuildManifest);
+
+    public static BuildManifest Read(string path)
+    {
+        try
+        {
+            var manifest = JsonSerializer.Deserialize(File.ReadAllBytes(path), BuildManifestJson.Default.BuildManifest)
+                ?? throw new ModuleBuildException($"{path} is empty");
+            if (manifest.Format != CurrentFormat)
+                throw new ModuleBuildException($"{path} has manifest format {manifest.Format}; this kintsugi reads format {CurrentFormat}");
+            return manifest;
+        }
+        catch (Exception e) when (e is JsonException or IOException)
+        {
+            throw new ModuleBuildException($"{path} is not a readable Kintsugi build manifest: {e.Message}", e);
+        }
+    }
+}
+
+public sealed record ManifestTarget(string Release, string? PackageVersion, string BuildId);
+
+/// <summary>One source patch; <c>File</c> is its copy under the build's patches/ directory (for cumulative builds).</summary>
+public sealed record ManifestPatch(string Name, string Sha256, string? Subject, string File, int Level);
+
+public sealed record ManifestUnit(string Source, string Object, string PatchedObject, IReadOnlyList<string> Changed, IReadOnlyList<string> New);
+
+public sealed record ManifestFunction(string Object, string Name, int Sympos, string Resolution, string Unit);
+
+/// <summary>A symbol of the running kernel the patch binds at load time, and how it was identified.</summary>
+public sealed record ManifestSymbol(string Object, string Name, int Sympos, string Resolution, string Binding);
+
+/// <summary>Whether the touched units reproduced the shipped machine code of every replaced function.</summary>
+public sealed record ManifestFidelity(bool Checked, int FunctionsMatched, IReadOnlyList<string> Mismatches);
+
+[JsonSourceGenerationOptions(WriteIndented = true, PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull)]
+[JsonSerializable(typeof(BuildManifest))]
+public sealed partial class BuildManifestJson : JsonSerializerContext;

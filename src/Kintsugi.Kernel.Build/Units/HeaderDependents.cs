@@ -1,0 +1,82 @@
+using System.Collections.Concurrent;
+using System.Text.RegularExpressions;
+
+namespace Kintsugi.Kernel.Build.Units;
+
+/// <summary>
+/// The C files that include a header, directly or through other headers, in an x86-64 kernel tree. A fix to
+/// an inline helper or a macro changes the code of every unit that includes it, so every one of them is
+/// compiled before and after; the differ then keeps only the functions whose code really changed.
+/// </summary>
+public sealed partial class HeaderDependents
+{
+    private static readonly string[] SkippedRoots = ["Documentation", "tools", "samples", "scripts", "usr", ".git"];
+    private static readonly string[] SystemIncludeRoots = ["arch/x86/include", "arch/x86/include/generated", "include", "arch/x86/include/uapi", "include/uapi", "arch/x86/include/generated/uapi", "include/generated/uapi"];
+
+    /// <summary>Header path → the files that include it.</summary>
+    private readonly Dictionary<string, List<string>> _includedBy;
+
+    private HeaderDependents(Dictionary<string, List<string>> includedBy) => _includedBy = includedBy;
+
+    /// <summary>Reads every #include of the tree's C files and headers once (a few seconds).</summary>
+    public static HeaderDependents Scan(string tree)
+    {
+        var edges = new ConcurrentBag<(string Header, string Includer)>();
+        var files = Directory.EnumerateFiles(tree, "*.*", SearchOption.AllDirectories)
+            .Select(f => Path.GetRelativePath(tree, f))
+            .Where(f => (f.EndsWith(".c", StringComparison.Ordinal) || f.EndsWith(".h", StringComparison.Ordinal)) && !Skipped(f));
+        Parallel.ForEach(files, file =>
+        {
+            var directory = Path.GetDirectoryName(file) ?? "";
+            foreach (var line in File.ReadLines(Path.Combine(tree, file)))
+            {
+                if (!line.StartsWith('#')) continue;
+                var match = Include().Match(line);
+                if (!match.Success) continue;
+                var name = match.Groups["name"].Value;
+                var quoted = match.Groups["open"].Value == "\"";
+                var resolved = quoted && File.Exists(Path.Combine(tree, directory, name))
+                    ? Path.GetRelativePath(tree, Path.GetFullPath(Path.Combine(tree, directory, name)))
+                    : SystemIncludeRoots.Select(root => Path.Combine(root, name)).FirstOrDefault(candidate => File.Exists(Path.Combine(tree, candidate)));
+                if (resolved is not null) edges.Add((resolved, file));
+            }
+        });
+        var includedBy = new Dictionary<string, List<string>>(StringComparer.Ordinal);
+        foreach (var (header, includer) in edges)
+        {
+            if (!includedBy.TryGetValue(header, out var list)) includedBy[header] = list = [];
+            list.Add(includer);
+        }
+        return new HeaderDependents(includedBy);
+    }
+
+    /// <summary>Every C file that includes <paramref name="header"/> (a path relative to the tree), sorted.</summary>
+    public IReadOnlyList<string> SourcesIncluding(string header)
+    {
+        var seen = new HashSet<string>(StringComparer.Ordinal) { header };
+        var queue = new Queue<string>([header]);
+        var sources = new SortedSet<string>(StringComparer.Ordinal);
+        while (queue.TryDequeue(out var current))
+        {
+            if (!_includedBy.TryGetValue(current, out var includers)) continue;
+            foreach (var includer in includers)
+            {
+                if (!seen.Add(includer)) continue;
+                if (includer.EndsWith(".c", StringComparison.Ordinal)) sources.Add(includer);
+                else queue.Enqueue(includer);
+            }
+        }
+        return [.. sources];
+    }
+
+    private static bool Skipped(string path)
+    {
+        var first = path.Split('/')[0];
+        if (SkippedRoots.Contains(first)) return true;
+        // Other architectures never build into an x86-64 kernel.
+        return first == "arch" && !path.StartsWith("arch/x86/", StringComparison.Ordinal);
+    }
+
+    [GeneratedRegex(@"^#\s*include\s*(?<open>[<""])(?<name>[^>""]+)[>""]")]
+    private static partial Regex Include();
+}

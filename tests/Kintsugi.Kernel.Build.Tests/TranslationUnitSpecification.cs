@@ -1,0 +1,73 @@
+using Kintsugi.Kernel.Archive;
+using Kintsugi.Kernel.Build.Units;
+using Kintsugi.Testing;
+
+namespace Kintsugi.Kernel.Build.Tests;
+
+/// <summary>
+/// Which units a fix touches and where kbuild links them, read from the real Makefiles and the Debian 6.1
+/// cloud configuration of a prepared tree: built in, a module (and which), or not built at all.
+/// </summary>
+[Collection("6.1 cloud kernel")]
+public sealed class TranslationUnitSpecification
+{
+    private static readonly Lazy<Task<KernelSourceTree>> Tree = new(async () =>
+    {
+        var kernel = await new DebianKernelArchive(DebianKernelArchive.DefaultCacheRoot)
+            .FetchAsync(TestKernels.Debian12Cloud61, KernelParts.Image | KernelParts.Headers | KernelParts.Source);
+        return await KernelSourceTree.PrepareAsync(kernel);
+    });
+
+    private static async Task<KbuildUnits> UnitsAsync() => KbuildUnits.Open((await Tree.Value).Directory);
+
+    [Theory]
+    [InlineData("fs/proc/cmdline.c", "vmlinux")]      // proc-y, part of the built-in proc.o
+    [InlineData("fs/ext4/inode.c", "vmlinux")]        // ext4-y, CONFIG_EXT4_FS=y
+    [InlineData("fs/xfs/xfs_super.c", "xfs")]         // xfs-y, CONFIG_XFS_FS=m
+    [InlineData("fs/fat/namei_vfat.c", "vfat")]       // vfat-y, CONFIG_VFAT_FS=m
+    [InlineData("drivers/net/dummy.c", "dummy")]      // obj-$(CONFIG_DUMMY) += dummy.o, =m
+    [InlineData("net/netfilter/nf_tables_api.c", "nf_tables")] // nf_tables-objs
+    [InlineData("lib/string.c", "vmlinux")]           // lib-y
+    public async Task A_built_unit_is_located_in_the_object_kbuild_links_it_into(string source, string patchedObject)
+    {
+        var unit = (await UnitsAsync()).Locate(source);
+
+        Assert.NotNull(unit);
+        Assert.Equal(patchedObject, unit.PatchedObject);
+        Assert.Equal(source[..^2] + ".o", unit.ObjectPath);
+    }
+
+    [Theory]
+    [InlineData("sound/core/init.c")]                 // CONFIG_SOUND is not set
+    [InlineData("drivers/gpu/drm/drm_drv.c")]         // CONFIG_DRM is not set
+    [InlineData("fs/ext4/inode-test.c")]              // CONFIG_EXT4_KUNIT_TESTS is not set
+    public async Task A_unit_the_configuration_does_not_build_is_not_located(string source)
+    {
+        Assert.Null((await UnitsAsync()).Locate(source));
+    }
+
+    [Fact]
+    public async Task A_header_is_found_in_every_C_file_that_includes_it_directly()
+    {
+        var tree = (await Tree.Value).Directory;
+        var expected = Directory.GetFiles(Path.Combine(tree, "fs", "fat"), "*.c")
+            .Where(f => File.ReadLines(f).Any(l => l.StartsWith("#include \"fat.h\"", StringComparison.Ordinal)))
+            .Select(f => Path.GetRelativePath(tree, f)).Order(StringComparer.Ordinal).ToList();
+
+        var found = HeaderDependents.Scan(tree).SourcesIncluding("fs/fat/fat.h");
+
+        Assert.True(expected.Count >= 5);
+        Assert.Equal(expected, found);
+    }
+
+    [Fact]
+    public async Task A_header_is_found_in_the_C_files_that_include_it_through_another_header()
+    {
+        var tree = (await Tree.Value).Directory;
+        Assert.DoesNotContain(File.ReadLines(Path.Combine(tree, "fs/fat/namei_vfat.c")), l => l.Contains("msdos_fs.h", StringComparison.Ordinal));
+
+        var found = HeaderDependents.Scan(tree).SourcesIncluding("include/linux/msdos_fs.h");
+
+        Assert.Contains("fs/fat/namei_vfat.c", found); // through fs/fat/fat.h
+    }
+}

@@ -14,6 +14,7 @@ packages=(
   libelf-dev
   e2fsprogs         # persistent lab disks
   kmod
+  jq                # the benchmarks read the builder's --json
   postgresql        # the patch server's PostgreSQL tests start their own throwaway cluster
   chromium          # the dashboard is tested in headless Chromium
 )

@@ -1,6 +1,7 @@
 using System.Text.Json.Serialization;
 using Kintsugi.Kernel;
 using Kintsugi.Kernel.Archive;
+using Kintsugi.Kernel.Build;
 
 namespace Kintsugi.Cli;
 
@@ -17,6 +18,7 @@ public sealed record PreparedTree(string Release, string BuildId, string Directo
 [JsonSerializable(typeof(FetchedKernel))]
 [JsonSerializable(typeof(BootResult))]
 [JsonSerializable(typeof(PreparedTree))]
+[JsonSerializable(typeof(KernelBuildResult))]
 [JsonSerializable(typeof(Kintsugi.Lab.PatchTestResult))]
 [JsonSerializable(typeof(KeyListing))]
 [JsonSerializable(typeof(IReadOnlyList<KeyListing>))]

@@ -23,6 +23,7 @@ internal static class KernelCommands
         kernel.Subcommands.Add(Boot());
         kernel.Subcommands.Add(Fetch());
         kernel.Subcommands.Add(Prepare());
+        kernel.Subcommands.Add(Build());
         kernel.Subcommands.Add(Test());
         return kernel;
     }
@@ -243,18 +244,63 @@ internal static class KernelCommands
         return command;
     }
 
+    private static Command Build()
+    {
+        var target = new Option<string>("--target") { Description = "The exact kernel: a Debian release as uname -r prints it (for example 6.1.0-56-cloud-amd64), 'running', or a target directory (source/, System.map, vmlinux or vmlinuz, modules/; see docs/cli.md)", Required = true };
+        var patches = new Option<FileInfo[]>("--patch") { Description = "A fix as a unified diff or git format-patch file, against the kernel source tree's root (repeatable, applied in order)", Required = true, AllowMultipleArgumentsPerToken = false };
+        var name = new Option<string?>("--name") { Description = "The livepatch's name (module NAME_LEVEL.ko); defaults to the base's name or the first patch's file name" };
+        var cves = new Option<string[]>("--cve") { Description = "A CVE the fix closes, CVE-YYYY-N (repeatable)", AllowMultipleArgumentsPerToken = false };
+        var baseLevel = new Option<DirectoryInfo?>("--base") { Description = "The output directory of the previous level: build the next level, carrying all its fixes, to replace it atomically" };
+        var output = new Option<DirectoryInfo>("--output", "-o") { Description = "Where to write the module, manifest.json and the patches", Required = true };
+        var skipFidelity = new Option<bool>("--skip-fidelity") { Description = "Build even when the compiled original does not match the shipped code (not recommended)" };
+        var maxUnits = new Option<int>("--max-units") { Description = "Refuse a header fix that rebuilds more translation units than this", DefaultValueFactory = _ => 40 };
+        var json = Cli.Json();
+        var command = new Command("build", "Build a livepatch module from source fixes for an exact kernel: compile only the touched units, prove them against the shipped code, diff, resolve, link")
+            { target, patches, name, cves, baseLevel, output, skipFidelity, maxUnits, json };
+        command.Action = Cli.Run(async parse =>
+        {
+            var requested = parse.GetValue(target)!;
+            TargetReference reference = requested == "running" ? new TargetReference.Debian(ParseRelease(File.ReadAllText("/proc/sys/kernel/osrelease").Trim()))
+                : Directory.Exists(requested) ? new TargetReference.TargetDirectory(Path.GetFullPath(requested))
+                : new TargetReference.Debian(ParseRelease(requested));
+            foreach (var cve in parse.GetValue(cves) ?? [])
+                if (!System.Text.RegularExpressions.Regex.IsMatch(cve, @"^CVE-\d{4}-\d{4,}$"))
+                    throw new SourcePatchException($"'{cve}' is not a CVE id (expected CVE-YYYY-NNNN)");
+            var request = new KernelBuildRequest(reference, [.. parse.GetValue(patches)!.Select(p => p.FullName)], parse.GetValue(name), parse.GetValue(cves) ?? [],
+                parse.GetValue(baseLevel)?.FullName, parse.GetValue(output)!.FullName, parse.GetValue(skipFidelity), parse.GetValue(maxUnits));
+            var cache = DebianKernelArchive.DefaultCacheRoot;
+            var builder = new KernelPatchBuilder(new DebianKernelArchive(cache, Cli.Progress), LabCommands.Machine, Cli.Progress);
+            var result = await builder.BuildAsync(request);
+            if (parse.GetValue(json)) Cli.WriteJson(result, CliJson.Default.KernelBuildResult);
+            else
+            {
+                Console.WriteLine(result.Message);
+                if (result.Module is not null)
+                {
+                    Console.WriteLine($"module:   {result.Module}");
+                    Console.WriteLine($"manifest: {result.ManifestPath}");
+                }
+                Console.WriteLine("stages:   " + string.Join(", ", result.Stages.Select(s => $"{s.Stage} {s.Seconds:0.0} s")));
+            }
+            return result.Outcome == BuildOutcome.Built ? 0 : (int)ExitCode.NothingToDo;
+        });
+        return command;
+    }
+
     private static Command Test()
     {
         var module = new Argument<FileInfo>("module.ko") { Description = "The livepatch module to prove" };
         var target = new Option<string>("--target") { Description = "The exact kernel release it was built for", Required = true };
         var check = new Option<FileInfo?>("--check") { Description = "A shell script that fails without the fix and succeeds with it" };
         var timeout = new Option<int>("--timeout") { Description = "Seconds for the whole lab run", DefaultValueFactory = _ => 300 };
+        var add = new Option<string[]>("--add") { Description = "HOSTPATH:GUESTPATH: a file the check needs in the guest, such as a helper program (repeatable)", AllowMultipleArgumentsPerToken = false };
         var json = Cli.Json();
-        var command = new Command("test", "Boot the target kernel in the lab and prove the module: the check fails before the load, passes while loaded, fails after the unload; no oops, warning or new taint") { module, target, check, timeout, json };
+        var command = new Command("test", "Boot the target kernel in the lab and prove the module: the check fails before the load, passes while loaded, fails after the unload; no oops, warning or new taint") { module, target, check, timeout, add, json };
         command.Action = Cli.Run(async parse =>
         {
             var result = await new Kintsugi.Lab.PatchVerification(LabCommands.Machine())
-                .RunAsync(ParseRelease(parse.GetValue(target)!), parse.GetValue(module)!.FullName, parse.GetValue(check)?.FullName, TimeSpan.FromSeconds(parse.GetValue(timeout)));
+                .RunAsync(ParseRelease(parse.GetValue(target)!), parse.GetValue(module)!.FullName, parse.GetValue(check)?.FullName, TimeSpan.FromSeconds(parse.GetValue(timeout)),
+                    [.. (parse.GetValue(add) ?? []).Select(Kintsugi.Lab.GuestFile.Parse)]);
             if (parse.GetValue(json)) Cli.WriteJson(result, CliJson.Default.PatchTestResult);
             else
             {

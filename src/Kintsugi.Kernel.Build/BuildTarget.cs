@@ -86,7 +86,7 @@ public sealed class DebianBuildTarget : BuildTarget
     /// <summary>Symbols from /proc/kallsyms of one lab boot (cached), code from the vmlinux inside the image: no debug package.</summary>
     public override async Task<ShippedObject> VmlinuxAsync(Action<string> progress, CancellationToken cancellation)
     {
-        var symbols = await KallsymsCapture.LoadAsync(_lab(), _kernel.Target.Release, CacheDirectory, progress, cancellation);
+        var symbols = await KallsymsCapture.LoadAsync(_lab, _kernel.Target.Release, CacheDirectory, progress, cancellation);
         return new ShippedVmlinux(symbols, VmlinuxImage.Parse(await KernelImage.ReadVmlinuxAsync(_kernel.Vmlinuz, cancellation)));
     }
 

@@ -24,11 +24,13 @@ public sealed record PatchTestResult(
 /// </summary>
 public sealed class PatchVerification(LabMachine lab)
 {
-    public async Task<PatchTestResult> RunAsync(KernelRelease kernel, string modulePath, string? checkScript, TimeSpan timeout, CancellationToken cancellation = default)
+    /// <param name="extraFiles">Files the check needs in the guest (a helper program, a module it loads).</param>
+    public async Task<PatchTestResult> RunAsync(KernelRelease kernel, string modulePath, string? checkScript, TimeSpan timeout,
+        IReadOnlyList<GuestFile>? extraFiles = null, CancellationToken cancellation = default)
     {
         var module = ModuleFile.Read(modulePath);
         if (!module.IsLivepatch) throw new LabException($"{modulePath} is not a livepatch module (no livepatch=Y)", ExitCode.InputRefused);
-        List<GuestFile> files = [new(modulePath, "/kintsugi-test/patch.ko")];
+        List<GuestFile> files = [new(modulePath, "/kintsugi-test/patch.ko"), .. extraFiles ?? []];
         if (checkScript is not null)
         {
             if (!File.Exists(checkScript)) throw new LabException($"--check: {checkScript} does not exist", ExitCode.Usage);

@@ -11,13 +11,17 @@ namespace Kintsugi.Kernel.Build.Symbols;
 /// </summary>
 public static class KallsymsCapture
 {
-    public static async Task<KernelSymbolTable> LoadAsync(LabMachine lab, KernelRelease release, string kernelDirectory, Action<string> progress, CancellationToken cancellation = default)
+    public static Task<KernelSymbolTable> LoadAsync(LabMachine lab, KernelRelease release, string kernelDirectory, Action<string> progress, CancellationToken cancellation = default) =>
+        LoadAsync(() => lab, release, kernelDirectory, progress, cancellation);
+
+    /// <param name="lab">Called only when the symbol table is not cached yet.</param>
+    public static async Task<KernelSymbolTable> LoadAsync(Func<LabMachine> lab, KernelRelease release, string kernelDirectory, Action<string> progress, CancellationToken cancellation = default)
     {
         var cached = Path.Combine(kernelDirectory, "kallsyms");
         if (!File.Exists(cached))
         {
             progress($"reading the symbol table of {release} from a lab boot (once per kernel)");
-            var run = await lab.RunAsync(new LabRunSpec(release, "cat /proc/kallsyms | gzip -1 | base64", [], TimeSpan.FromMinutes(3), KernelArguments: ["nokaslr"]), cancellation: cancellation);
+            var run = await lab().RunAsync(new LabRunSpec(release, "cat /proc/kallsyms | gzip -1 | base64", [], TimeSpan.FromMinutes(3), KernelArguments: ["nokaslr"]), cancellation: cancellation);
             if (run.ExitCode != 0)
                 throw new SymbolResolutionException($"reading /proc/kallsyms in the lab failed: {run.Describe()}");
             string text;

@@ -1,0 +1,108 @@
+using Kintsugi.Elf;
+
+namespace Kintsugi.Diff;
+
+/// <summary>The kernel object a translation unit is linked into: <c>vmlinux</c> or a module (named as the kernel names it, '_' for '-').</summary>
+public readonly record struct PatchedObjectName
+{
+    private PatchedObjectName(string value) => Value = value;
+
+    public string Value { get; }
+    public bool IsVmlinux => Value == "vmlinux";
+
+    public static PatchedObjectName Vmlinux { get; } = new("vmlinux");
+
+    public static PatchedObjectName Parse(string name)
+    {
+        if (string.IsNullOrEmpty(name) || name.Length > 55 || !name.All(c => char.IsAsciiLetterOrDigit(c) || c is '_' or '-'))
+            throw new ArgumentException($"'{name}' is neither vmlinux nor a module name", nameof(name));
+        return new PatchedObjectName(name.Replace('-', '_'));
+    }
+
+    public override string ToString() => Value;
+}
+
+/// <param name="SymbolTag">A C-identifier prefix unique per translation unit of one build; names the output's global symbols.</param>
+public sealed record DiffOptions(PatchedObjectName Object, string SymbolTag);
+
+public enum FunctionChange { Unchanged, Changed, New, Removed }
+
+/// <param name="Name">The symbol's name in the objects (clones keep their suffix; a .cold part belongs to its parent and is not listed).</param>
+/// <param name="OutputSymbol">For a changed function, the global symbol in the output holding the new code.</param>
+/// <param name="Note">Why, where it matters (for example: only __LINE__ values changed).</param>
+public sealed record FunctionDiff(string Name, FunctionChange Kind, bool IsLocal, string? OutputSymbol, string? Note);
+
+public enum DataChange { Changed, New }
+
+public sealed record DataDiff(string Name, DataChange Kind, bool IsLocal);
+
+public enum RefusalRule
+{
+    /// <summary>Existing data changed (initial value, size or section).</summary>
+    DataChanged,
+    /// <summary>__init or __exit code changed, or included code references it.</summary>
+    InitCodeChanged,
+    /// <summary>A changed function has no ftrace entry call, so livepatch cannot redirect it.</summary>
+    NoFtraceEntry,
+    /// <summary>Included code references a section the engine does not know.</summary>
+    UnsupportedSection,
+    /// <summary>A kernel special-section entry the kernel cannot apply from a livepatch module.</summary>
+    SpecialSectionUnsupported,
+    /// <summary>Reserved: a removal that cannot be expressed.</summary>
+    FunctionRemovedInUse,
+    Other,
+}
+
+/// <param name="Message">What is wrong and what the patch author can do instead.</param>
+public sealed record DiffRefusal(RefusalRule Rule, string Symbol, string Message);
+
+public enum ReferenceTargetKind { Function, Object, Section, Other }
+
+/// <summary>A place in the output that refers to a load-time reference.</summary>
+public sealed record ReferenceSite(string Section, ulong Offset, uint Type, long Addend);
+
+/// <summary>
+/// A symbol the included code refers to that the output does not define: it must be found in the running
+/// kernel. <see cref="OutputName"/> is the undefined symbol in the output: the symbol's own name for a
+/// global, <c>SymbolTag + "local_" + sanitized name</c> for a local of the unit, so that two units' statics
+/// never collide; <see cref="TargetName"/> is the name to look up in the running kernel.
+/// </summary>
+/// <param name="DefinedInUnit">The original object defines it (so sympos can be resolved from the unit's layout).</param>
+public sealed record LoadTimeReference(string OutputName, string TargetName, bool IsLocal, bool DefinedInUnit,
+    ReferenceTargetKind Kind, IReadOnlyList<ReferenceSite> Sites);
+
+/// <summary>What changed between two compilations of one translation unit, and the livepatch object for it.</summary>
+public sealed class DiffResult
+{
+    internal DiffResult(IReadOnlyList<FunctionDiff> functions, IReadOnlyList<DataDiff> data, IReadOnlyList<DiffRefusal> refusals,
+        bool hasChanges, ElfObject? output, IReadOnlyList<LoadTimeReference> references, IReadOnlyList<string> callbacks)
+    {
+        Functions = functions;
+        Data = data;
+        Refusals = refusals;
+        HasChanges = hasChanges;
+        Output = output;
+        References = references;
+        Callbacks = callbacks;
+    }
+
+    /// <summary>Every function of either object, sorted by name.</summary>
+    public IReadOnlyList<FunctionDiff> Functions { get; }
+    /// <summary>Existing data that changed, and new data.</summary>
+    public IReadOnlyList<DataDiff> Data { get; }
+    public IReadOnlyList<DiffRefusal> Refusals { get; }
+    public bool IsRefused => Refusals.Count > 0;
+    /// <summary>Whether any function changed or was added (a change of __LINE__ values only does not count).</summary>
+    public bool HasChanges { get; }
+    /// <summary>The relocatable object with only what the patch needs; null when refused or when nothing changed.</summary>
+    public ElfObject? Output { get; }
+    public IReadOnlyList<LoadTimeReference> References { get; }
+    /// <summary>Output symbols named <c>__kintsugi_callback_{pre_patch|post_patch|pre_unpatch|post_unpatch}_FN</c>.</summary>
+    public IReadOnlyList<string> Callbacks { get; }
+}
+
+/// <summary>The differ cannot read its inputs as two compilations of one unit.</summary>
+public sealed class DiffException(string message, Exception? inner = null) : KintsugiException(message, inner)
+{
+    public override ExitCode ExitCode => ExitCode.InputRefused;
+}

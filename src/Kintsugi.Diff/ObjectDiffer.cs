@@ -1,0 +1,153 @@
+using System.Text.RegularExpressions;
+using Kintsugi.Elf;
+
+namespace Kintsugi.Diff;
+
+/// <summary>
+/// Decides what a fix changed in one translation unit and builds the livepatch object for it: the new code
+/// of every changed function, the new functions and data they need, their entries in the kernel's special
+/// sections, and every reference into the running kernel, to be bound at load time.
+/// </summary>
+public static partial class ObjectDiffer
+{
+    public const string CallbackPrefix = "__kintsugi_callback_";
+
+    /// <summary>
+    /// Compares two compilations of one unit (same flags plus <c>-ffunction-sections -fdata-sections</c>).
+    /// A fix the kernel cannot live patch is not an exception: it comes back as <see cref="DiffResult.Refusals"/>.
+    /// </summary>
+    /// <exception cref="DiffException">The objects are not two such compilations, or are malformed.</exception>
+    public static DiffResult Diff(ElfObject original, ElfObject patched, DiffOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(original);
+        ArgumentNullException.ThrowIfNull(patched);
+        ArgumentNullException.ThrowIfNull(options);
+        if (!CIdentifier().IsMatch(options.SymbolTag))
+            throw new ArgumentException($"the symbol tag '{options.SymbolTag}' is not a C identifier prefix", nameof(options));
+        try
+        {
+            return new Differ(new ObjectView(original, "original"), new ObjectView(patched, "patched"), options).Run();
+        }
+        catch (Exception e) when (e is not DiffException and not OutOfMemoryException and not ArgumentException)
+        {
+            throw new DiffException($"the objects cannot be compared as two compilations of one unit: {e.Message}", e);
+        }
+    }
+
+    /// <summary>A symbol name as a C identifier fragment.</summary>
+    internal static string Sanitize(string name) => NonIdentifier().Replace(name, "_");
+
+    [GeneratedRegex("^[A-Za-z_][A-Za-z0-9_]*$")]
+    private static partial Regex CIdentifier();
+
+    [GeneratedRegex("[^A-Za-z0-9_]")]
+    private static partial Regex NonIdentifier();
+}
+
+internal sealed class Differ(ObjectView original, ObjectView patched, DiffOptions options)
+{
+    private readonly FunctionComparer _comparer = new(original, patched);
+    private readonly List<DiffRefusal> _refusals = [];
+    private readonly Dictionary<string, FunctionChange> _functionChanges = new(StringComparer.Ordinal);
+
+    public DiffResult Run()
+    {
+        var functions = ClassifyFunctions();
+        var data = ClassifyData();
+        var hasChanges = functions.Any(f => f.Kind == FunctionChange.Changed);
+
+        var roots = patched.ByKey.Values.Where(d => d.Role == SymbolRole.Function && (
+                _functionChanges.GetValueOrDefault(d.Key) == FunctionChange.Changed
+                || (_functionChanges.GetValueOrDefault(d.Key) == FunctionChange.New && !d.IsLocal && !ObjectView.IsInitSection(d.Section))))
+            .ToList();
+        var newIncluded = roots.Any(r => _functionChanges[r.Key] == FunctionChange.New);
+        if (_refusals.Count > 0 || (!hasChanges && !newIncluded))
+            return new DiffResult(functions, data, _refusals, hasChanges, null, [], []);
+
+        var builder = new OutputBuilder(original, patched, options, _functionChanges, _refusals);
+        foreach (var root in roots) builder.Include(root);
+        builder.Complete();
+        if (_refusals.Count > 0)
+            return new DiffResult(functions, data, _refusals, hasChanges, null, [], []);
+        var callbacks = roots.Where(r => r.Name.StartsWith(ObjectDiffer.CallbackPrefix, StringComparison.Ordinal)).Select(r => r.Name).Order(StringComparer.Ordinal).ToList();
+        return new DiffResult(functions, data, _refusals, hasChanges || newIncluded, builder.Output, builder.References, callbacks);
+    }
+
+    private List<FunctionDiff> ClassifyFunctions()
+    {
+        var result = new List<FunctionDiff>();
+        var keys = original.ByKey.Values.Concat(patched.ByKey.Values).Where(d => d.Role == SymbolRole.Function).Select(d => d.Key).Distinct(StringComparer.Ordinal);
+        foreach (var key in keys.Order(StringComparer.Ordinal))
+        {
+            var before = original.ByKey.GetValueOrDefault(key) is { Role: SymbolRole.Function } b ? b : null;
+            var after = patched.ByKey.GetValueOrDefault(key) is { Role: SymbolRole.Function } a ? a : null;
+            FunctionDiff diff;
+            if (before is null)
+                diff = new FunctionDiff(after!.Name, FunctionChange.New, after.IsLocal, null,
+                    ObjectView.IsInitSection(after.Section) ? "__init code: it never runs in a live patch" : null);
+            else if (after is null)
+                diff = new FunctionDiff(before.Name, FunctionChange.Removed, before.IsLocal, null, null);
+            else
+            {
+                var verdict = _comparer.CompareCode(before, after);
+                if (verdict != FunctionComparer.Verdict.Different && ColdPartsDiffer(key)) verdict = FunctionComparer.Verdict.Different;
+                diff = verdict switch
+                {
+                    FunctionComparer.Verdict.Same => new FunctionDiff(after.Name, FunctionChange.Unchanged, after.IsLocal, null, null),
+                    FunctionComparer.Verdict.LineNumbersOnly => new FunctionDiff(after.Name, FunctionChange.Unchanged, after.IsLocal, null,
+                        "only __LINE__ values passed to a warning or debug helper changed; nothing to patch"),
+                    _ => new FunctionDiff(after.Name, FunctionChange.Changed, after.IsLocal, options.SymbolTag + ObjectDiffer.Sanitize(after.Name), null),
+                };
+                if (diff.Kind == FunctionChange.Changed) RefuseUnpatchable(after);
+            }
+            _functionChanges[key] = diff.Kind;
+            result.Add(diff);
+        }
+        return result;
+    }
+
+    private bool ColdPartsDiffer(string parentKey)
+    {
+        var before = original.ByKey.Values.Where(d => d.Role == SymbolRole.ColdPart && d.Parent == parentKey).ToList();
+        var after = patched.ByKey.Values.Where(d => d.Role == SymbolRole.ColdPart && d.Parent == parentKey).ToList();
+        if (before.Count != after.Count) return true;
+        return before.Zip(after).Any(pair => _comparer.CompareCode(pair.First, pair.Second) != FunctionComparer.Verdict.Same);
+    }
+
+    private void RefuseUnpatchable(DefinedSymbol function)
+    {
+        if (ObjectView.IsInitSection(function.Section))
+        {
+            _refusals.Add(new DiffRefusal(RefusalRule.InitCodeChanged, function.Name,
+                $"{function.Name} is __init or __exit code ({function.Section.Name}): it ran at boot or module load and is gone; a livepatch cannot rerun it. " +
+                "If the fix must affect state that code set up, change that state from a post-patch callback (KPATCH_POST_PATCH_CALLBACK)."));
+            return;
+        }
+        var hasEntry = patched.RelocationsIn(function).Any(r => r.Symbol?.Name == "__fentry__" && r.Offset - function.Start <= 16);
+        if (!hasEntry)
+            _refusals.Add(new DiffRefusal(RefusalRule.NoFtraceEntry, function.Name,
+                $"{function.Name} has no ftrace entry (notrace, noinstr, or an inline-only helper), so livepatch cannot redirect calls to it. " +
+                "Patch its callers instead: move the change into a function they call that can be traced, or change the callers themselves."));
+    }
+
+    private List<DataDiff> ClassifyData()
+    {
+        var result = new List<DataDiff>();
+        foreach (var after in patched.ByKey.Values.Where(d => d.Role == SymbolRole.Data).OrderBy(d => d.Name, StringComparer.Ordinal))
+        {
+            if (original.ByKey.GetValueOrDefault(after.Key) is not { Role: SymbolRole.Data } before)
+            {
+                result.Add(new DataDiff(after.Name, DataChange.New, after.IsLocal));
+                continue;
+            }
+            if (_comparer.SameData(before, after)) continue;
+            result.Add(new DataDiff(after.Name, DataChange.Changed, after.IsLocal));
+            if (SpecialSections.IsIgnored(after.Section)) continue;
+            _refusals.Add(new DiffRefusal(RefusalRule.DataChanged, after.Name,
+                $"the fix changes the existing data {after.Name} ({after.Section.Name}: its initial value, size or place). The running kernel keeps using the old one; " +
+                "a livepatch cannot change data in place. Keep the old definition and attach new state with a shadow variable (klp_shadow_get_or_alloc), " +
+                "or set the new value from a post-patch callback."));
+        }
+        return result;
+    }
+}

@@ -1,0 +1,273 @@
+using System.Buffers.Binary;
+using System.Text;
+using System.Text.RegularExpressions;
+using Iced.Intel;
+using Kintsugi.Elf;
+
+namespace Kintsugi.Diff;
+
+internal enum SymbolRole
+{
+    Function,
+    /// <summary>A <c>.cold</c> part: belongs to its parent function.</summary>
+    ColdPart,
+    Data,
+    /// <summary>A static the compiler makes per use (__func__, once flags, lock keys, switch tables, debug descriptors): never correlated or bound, copied when used.</summary>
+    Special,
+}
+
+/// <summary>A function or data object defined in one of the two objects, under the key that correlates it with its counterpart.</summary>
+internal sealed class DefinedSymbol(ElfSymbol symbol, string key, SymbolRole role, string? parent)
+{
+    public ElfSymbol Symbol { get; } = symbol;
+    public string Key { get; set; } = key;
+    public SymbolRole Role { get; } = role;
+    /// <summary>For a cold part, its parent function's key.</summary>
+    public string? Parent { get; } = parent;
+    public ElfSection Section => Symbol.Section!;
+    public string Name => Symbol.Name;
+    public bool IsLocal => Symbol.Binding == ElfSymbolBinding.Local;
+    public ulong Start => Symbol.Value;
+    public ulong End => Symbol.Value + Symbol.Size;
+    public bool IsCode => Role is SymbolRole.Function or SymbolRole.ColdPart;
+
+    public override string ToString() => $"{Role} {Name} ({Key})";
+}
+
+/// <summary>Where a relocation really points: a defined symbol and the offset in it, or an external symbol.</summary>
+internal readonly record struct RelocationTarget(ElfSymbol Symbol, DefinedSymbol? Defined, ElfSection? Section, long Offset)
+{
+    public bool IsExternal => Defined is null && Section is null;
+}
+
+/// <summary>
+/// One compilation of a translation unit, indexed for the differ: its functions and data under correlation
+/// keys, relocations by section, and where each relocation really points (PC-relative relocations in code
+/// are corrected by the length of the rest of their instruction, decoded with Iced).
+/// </summary>
+internal sealed partial class ObjectView
+{
+    private static readonly string[] SpecialBases =
+        ["__key", "__warned", "__already_done", "__print_once", "__func__", "__FUNCTION__", "__PRETTY_FUNCTION__", "CSWTCH", "_rs", "descriptor", "__msg", "__mod", "__flags", "__tpstrtab", "__bpf_trace_tp_map", "__compound_literal"];
+
+    private readonly Dictionary<ElfSection, SortedList<ulong, ulong>> _instructionEnds = new(ReferenceEqualityComparer.Instance);
+
+    public ElfObject Elf { get; }
+    public ElfSymbolTableSection Table { get; }
+    public Dictionary<string, DefinedSymbol> ByKey { get; } = new(StringComparer.Ordinal);
+    public Dictionary<ElfSymbol, DefinedSymbol> BySymbol { get; } = new(ReferenceEqualityComparer.Instance);
+    public Dictionary<ElfSection, List<ElfRelocation>> Relocations { get; } = new(ReferenceEqualityComparer.Instance);
+    public Dictionary<ElfSection, List<DefinedSymbol>> DefinedIn { get; } = new(ReferenceEqualityComparer.Instance);
+
+    public ObjectView(ElfObject elf, string description)
+    {
+        Elf = elf;
+        Table = elf.SymbolTable ?? throw new DiffException($"the {description} object has no symbol table");
+        foreach (var relocations in elf.Sections.OfType<ElfRelocationSection>())
+        {
+            if (relocations.Target is null || relocations.Flags.HasFlag(ElfSectionFlags.RelaLivepatch)) continue;
+            if (!Relocations.TryGetValue(relocations.Target, out var list)) Relocations[relocations.Target] = list = [];
+            list.AddRange(relocations.Relocations);
+        }
+        foreach (var list in Relocations.Values) list.Sort((a, b) => a.Offset.CompareTo(b.Offset));
+
+        var numbered = new List<DefinedSymbol>();
+        foreach (var symbol in Table.Symbols)
+        {
+            if (symbol.Section is null || symbol.Name.Length == 0) continue;
+            if (symbol.Type == ElfSymbolType.Function)
+            {
+                if (symbol.Name.StartsWith("__pfx_", StringComparison.Ordinal) || symbol.Name.StartsWith("__cfi_", StringComparison.Ordinal)) continue;
+                var cold = symbol.Name.IndexOf(".cold", StringComparison.Ordinal);
+                Add(cold > 0 ? new DefinedSymbol(symbol, symbol.Name, SymbolRole.ColdPart, symbol.Name[..cold]) : new DefinedSymbol(symbol, symbol.Name, SymbolRole.Function, null));
+            }
+            else if (symbol.Type is ElfSymbolType.Object or ElfSymbolType.Tls || (symbol.Type == ElfSymbolType.NoType && IsDataSection(symbol.Section) && !symbol.Name.StartsWith('.')))
+            {
+                if (IsSpecial(symbol)) Add(new DefinedSymbol(symbol, "special:" + symbol.Name, SymbolRole.Special, null));
+                else if (symbol.Binding == ElfSymbolBinding.Local && Numbered().Match(symbol.Name) is { Success: true })
+                {
+                    var defined = new DefinedSymbol(symbol, symbol.Name, SymbolRole.Data, null);
+                    numbered.Add(defined);
+                    Track(defined);
+                }
+                else Add(new DefinedSymbol(symbol, symbol.Name, SymbolRole.Data, null));
+            }
+        }
+        foreach (var list in DefinedIn.Values) list.Sort((a, b) => a.Start.CompareTo(b.Start));
+        KeyNumberedStatics(numbered);
+    }
+
+    private void Add(DefinedSymbol defined)
+    {
+        // Duplicate keys (a symbol listed twice) keep the first: the differ compares one of each.
+        ByKey.TryAdd(defined.Key, defined);
+        Track(defined);
+    }
+
+    private void Track(DefinedSymbol defined)
+    {
+        BySymbol[defined.Symbol] = defined;
+        if (!DefinedIn.TryGetValue(defined.Section, out var list)) DefinedIn[defined.Section] = list = [];
+        list.Add(defined);
+    }
+
+    /// <summary>
+    /// Numbered static locals (<c>count.12</c>) get new numbers whenever the unit changes; they are matched
+    /// by base name and the functions that use them, which is what identifies a function's static.
+    /// </summary>
+    private void KeyNumberedStatics(List<DefinedSymbol> numbered)
+    {
+        var users = new Dictionary<DefinedSymbol, SortedSet<string>>(ReferenceEqualityComparer.Instance);
+        foreach (var defined in numbered) users[defined] = new SortedSet<string>(StringComparer.Ordinal);
+        foreach (var function in ByKey.Values.Where(d => d.IsCode))
+            foreach (var relocation in RelocationsIn(function))
+                if (Resolve(function.Section, relocation).Defined is { } target && users.TryGetValue(target, out var set))
+                    set.Add(function.Role == SymbolRole.ColdPart ? function.Parent! : function.Key);
+        foreach (var group in numbered.GroupBy(d => (Base: Numbered().Match(d.Name).Groups[1].Value, Users: string.Join(",", users[d]))))
+        {
+            var ordinal = 0;
+            foreach (var defined in group.OrderBy(d => long.Parse(Numbered().Match(d.Name).Groups[2].Value)))
+            {
+                defined.Key = $"{group.Key.Base}<{group.Key.Users}>#{ordinal++}";
+                ByKey.TryAdd(defined.Key, defined);
+            }
+        }
+    }
+
+    public static bool IsSpecial(ElfSymbol symbol)
+    {
+        var name = symbol.Name;
+        if (name.StartsWith("__UNIQUE_ID_ddebug", StringComparison.Ordinal)) return true;
+        if (symbol.Binding != ElfSymbolBinding.Local) return false;
+        var match = Numbered().Match(name);
+        var baseName = match.Success ? match.Groups[1].Value : name;
+        return SpecialBases.Contains(baseName) || symbol.Section?.Name is "__verbose" or "__dyndbg" or ".data.once" or ".data..once";
+    }
+
+    /// <summary>The base of a special static's name (<c>__func__.3</c> → <c>__func__</c>).</summary>
+    public static string SpecialBase(string name)
+    {
+        var match = Numbered().Match(name);
+        return match.Success ? match.Groups[1].Value : name;
+    }
+
+    public static bool IsDataSection(ElfSection section) =>
+        section.Flags.HasFlag(ElfSectionFlags.Alloc) && !section.Flags.HasFlag(ElfSectionFlags.ExecInstr);
+
+    public static bool IsStringSection(ElfSection section) =>
+        section.Flags.HasFlag(ElfSectionFlags.Strings) || section.Name.StartsWith(".rodata.str", StringComparison.Ordinal);
+
+    public static bool IsInitSection(ElfSection section) =>
+        section.Name.StartsWith(".init.", StringComparison.Ordinal) || section.Name.StartsWith(".exit.", StringComparison.Ordinal)
+        || section.Name.StartsWith(".meminit.", StringComparison.Ordinal) || section.Name == ".head.text";
+
+    public IEnumerable<ElfRelocation> RelocationsIn(DefinedSymbol defined) => RelocationsIn(defined.Section, defined.Start, Math.Max(defined.End, defined.Start + 1));
+
+    public IEnumerable<ElfRelocation> RelocationsIn(ElfSection section, ulong start, ulong end)
+    {
+        if (!Relocations.TryGetValue(section, out var list)) yield break;
+        foreach (var relocation in list)
+            if (relocation.Offset >= start && relocation.Offset < end) yield return relocation;
+    }
+
+    public static bool IsPcRelative(X86RelocationType type) => type is X86RelocationType.PC32 or X86RelocationType.Plt32 or X86RelocationType.PC64 or X86RelocationType.PC16 or X86RelocationType.PC8;
+
+    public static int FieldWidth(X86RelocationType type) => type switch
+    {
+        X86RelocationType.R64 or X86RelocationType.PC64 or X86RelocationType.GotOff64 or X86RelocationType.Size64 => 8,
+        X86RelocationType.R16 or X86RelocationType.PC16 => 2,
+        X86RelocationType.R8 or X86RelocationType.PC8 => 1,
+        X86RelocationType.None => 0,
+        _ => 4,
+    };
+
+    /// <summary>Where a relocation in <paramref name="from"/> really points.</summary>
+    public RelocationTarget Resolve(ElfSection from, ElfRelocation relocation)
+    {
+        var symbol = relocation.Symbol ?? throw new DiffException($"a relocation at {from.Name}+0x{relocation.Offset:x} has no symbol");
+        var offset = relocation.Addend;
+        // A PC-relative displacement is relative to the end of its instruction, not to the field.
+        if (IsPcRelative(relocation.Type) && from.Flags.HasFlag(ElfSectionFlags.ExecInstr))
+            offset += (long)(InstructionEnd(from, relocation.Offset) - relocation.Offset);
+        if (symbol.Section is null) return new RelocationTarget(symbol, null, null, offset);
+        if (symbol.Type == ElfSymbolType.Section)
+        {
+            var sectionOffset = offset;
+            return Covering(symbol.Section, sectionOffset) is { } covering
+                ? new RelocationTarget(symbol, covering, symbol.Section, sectionOffset - (long)covering.Start)
+                : new RelocationTarget(symbol, null, symbol.Section, sectionOffset);
+        }
+        return BySymbol.TryGetValue(symbol, out var defined)
+            ? new RelocationTarget(symbol, defined, symbol.Section, offset)
+            : new RelocationTarget(symbol, null, symbol.Section, offset + (long)symbol.Value);
+    }
+
+    /// <summary>The function or object whose extent holds <paramref name="offset"/> of <paramref name="section"/>.</summary>
+    public DefinedSymbol? Covering(ElfSection section, long offset)
+    {
+        if (!DefinedIn.TryGetValue(section, out var list)) return null;
+        DefinedSymbol? best = null;
+        foreach (var defined in list)
+        {
+            if ((long)defined.Start > offset) break;
+            if (offset < (long)defined.End || ((long)defined.Start == offset && best is null)) best = defined;
+        }
+        // A reference just past an object (an end pointer) still belongs to it when nothing else starts there.
+        if (best is null && list.LastOrDefault(d => (long)d.End == offset) is { } ending) best = ending;
+        return best;
+    }
+
+    /// <summary>The end of the instruction that contains <paramref name="fieldOffset"/>, decoded with Iced.</summary>
+    public ulong InstructionEnd(ElfSection code, ulong fieldOffset)
+    {
+        if (!_instructionEnds.TryGetValue(code, out var ends)) _instructionEnds[code] = ends = DecodeEnds(code);
+        // The first instruction end past the field is the end of the instruction holding it.
+        var keys = ends.Keys;
+        int low = 0, high = keys.Count - 1, found = -1;
+        while (low <= high)
+        {
+            var middle = (low + high) / 2;
+            if (keys[middle] > fieldOffset) { found = middle; high = middle - 1; }
+            else low = middle + 1;
+        }
+        // A field the decoder cannot place (data inside code) is taken as a 4-byte displacement ending its instruction.
+        return found < 0 ? fieldOffset + 4 : keys[found];
+    }
+
+    private static SortedList<ulong, ulong> DecodeEnds(ElfSection code)
+    {
+        var ends = new SortedList<ulong, ulong>();
+        if (code is not ElfDataSection data) return ends;
+        var decoder = Iced.Intel.Decoder.Create(64, new ByteArrayCodeReader(data.Data));
+        decoder.IP = 0;
+        while (decoder.IP < (ulong)data.Data.Length)
+        {
+            decoder.Decode(out var instruction);
+            ends[instruction.NextIP] = instruction.IP;
+        }
+        return ends;
+    }
+
+    public static ReadOnlySpan<byte> Bytes(ElfSection section, ulong start, ulong length) =>
+        section is ElfDataSection data && start + length <= (ulong)data.Data.Length ? data.Data.AsSpan((int)start, (int)length) : default;
+
+    /// <summary>The NUL-terminated string at <paramref name="offset"/> of a string section.</summary>
+    public static string StringAt(ElfSection section, long offset)
+    {
+        if (section is not ElfDataSection data || offset < 0 || offset >= data.Data.Length) return $"<{section.Name}+{offset}>";
+        var span = data.Data.AsSpan((int)offset);
+        var end = span.IndexOf((byte)0);
+        return Encoding.Latin1.GetString(end < 0 ? span : span[..end]);
+    }
+
+    public static ulong ReadField(ReadOnlySpan<byte> bytes, int width) => width switch
+    {
+        8 => BinaryPrimitives.ReadUInt64LittleEndian(bytes),
+        4 => BinaryPrimitives.ReadUInt32LittleEndian(bytes),
+        2 => BinaryPrimitives.ReadUInt16LittleEndian(bytes),
+        _ => bytes[0],
+    };
+
+    [GeneratedRegex(@"^(.+?)\.(\d+)$")]
+    private static partial Regex Numbered();
+}

@@ -1,0 +1,67 @@
+using Kintsugi.Elf;
+
+namespace Kintsugi.Diff;
+
+/// <summary>
+/// The kernel's tables of fixed-size entries that point into code. Each entry belongs to the function its
+/// first field points at; the output keeps exactly the entries of the functions it includes. Entry sizes
+/// differ between kernel versions (for example <c>.altinstructions</c>: 12 bytes in 6.1, 14 in 6.12), so
+/// each table lists the sizes it may have and the one whose relocation layout repeats is used.
+/// </summary>
+internal static class SpecialSections
+{
+    /// <param name="KeyField">The entry offset of a field naming a static key or static call, or -1.</param>
+    internal sealed record Table(string Name, int[] EntrySizes, int KeyField = -1, string? Companion = null, int CompanionEntrySize = 0);
+
+    public static readonly IReadOnlyList<Table> Tables =
+    [
+        new("__jump_table", [16], KeyField: 8),
+        new("__bug_table", [12, 16]),
+        new("__ex_table", [12]),
+        new(".altinstructions", [12, 14, 13]),
+        new(".parainstructions", [16]),
+        new(".smp_locks", [4]),
+        new(".static_call_sites", [8], KeyField: 4),
+        new(".return_sites", [4]),
+        new(".retpoline_sites", [4]),
+        new(".call_sites", [4]),
+        new(".ibt_endbr_seal", [4]),
+        new(".cfi_sites", [4]),
+        new("__mcount_loc", [8]),
+        new("__patchable_function_entries", [8]),
+        new(".orc_unwind_ip", [4], Companion: ".orc_unwind", CompanionEntrySize: 6),
+    ];
+
+    /// <summary>Sections whose references to functions never need to follow them into a livepatch.</summary>
+    public static bool IsIgnored(ElfSection section)
+    {
+        var name = section.Name;
+        return !section.Flags.HasFlag(ElfSectionFlags.Alloc)
+            || name.StartsWith(".discard", StringComparison.Ordinal) || name.StartsWith(".initcall", StringComparison.Ordinal)
+            || name.StartsWith("__ksymtab", StringComparison.Ordinal) || name.StartsWith("___ksymtab", StringComparison.Ordinal)
+            || name.StartsWith("__kcrctab", StringComparison.Ordinal) || name.StartsWith("__kstrtab", StringComparison.Ordinal)
+            || name is ".modinfo" or "__param" or ".export_symbol" or "__tracepoints_ptrs" or "__tracepoints_strings" or ".orc_unwind"
+                or ".altinstr_replacement" or ".altinstr_aux" or ".static_call_tramp_key" or "__syscalls_metadata" or "_ftrace_events"
+                or "_ftrace_eval_map" or "__bpf_raw_tp_map" or ".init.data" or ".exit.data" or ".init.rodata" or ".note.gnu.property" or ".note.GNU-stack"
+            || name.StartsWith(".init.", StringComparison.Ordinal) || name.StartsWith(".exit.", StringComparison.Ordinal)
+            || name.StartsWith(".note", StringComparison.Ordinal);
+    }
+
+    public static Table? Find(string name) => Tables.FirstOrDefault(t => t.Name == name);
+
+    /// <summary>The entry size whose relocation layout repeats through the whole table, or null.</summary>
+    public static int? EntrySize(Table table, ElfSection section, IReadOnlyList<ElfRelocation> relocations)
+    {
+        foreach (var size in table.EntrySizes)
+        {
+            if (section.Size % (ulong)size != 0) continue;
+            var count = (int)(section.Size / (ulong)size);
+            if (count == 0) return size;
+            var pattern = relocations.Where(r => r.Offset < (ulong)size).Select(r => r.Offset).ToList();
+            var consistent = relocations.Count == pattern.Count * count
+                && relocations.Select((r, i) => r.Offset == (ulong)(i / pattern.Count) * (ulong)size + pattern[i % pattern.Count]).All(x => x);
+            if (consistent) return size;
+        }
+        return null;
+    }
+}

@@ -1,26 +1,30 @@
 namespace Kintsugi.Kernel.Build;
 
 /// <summary>
-/// A private, writable view of a prepared source tree for one build: an overlay mount whose lower layer is
-/// the shared cached tree and whose upper layer collects everything this build writes (patched sources,
+/// A private, writable view of a prepared source tree for one build: an overlay whose lower layer is the
+/// shared cached tree and whose upper layer collects everything this build writes (patched sources,
 /// objects, kbuild's .cmd files). The shared tree is never modified, so concurrent builds for the same
-/// kernel cannot see each other's patches, and a build that dies midway leaves nothing behind in the cache.
+/// kernel cannot see each other's patches.
+/// <para>
+/// Every command runs in a mount namespace of its own where the overlay is mounted at the tree's own path:
+/// kbuild and the host tools it built (objtool) recorded absolute paths when the tree was prepared, and
+/// at any other path they would rebuild themselves on every build. Nothing stays mounted between commands,
+/// so a build killed midway leaves no mount behind, only its directory.
+/// </para>
 /// </summary>
 public sealed class BuildWorkspace : IAsyncDisposable
 {
     private readonly string _root;
-    private bool _mounted;
 
     public KernelSourceTree Tree { get; }
 
-    /// <summary>The merged view: the tree as this build sees it.</summary>
-    public string Directory { get; }
+    /// <summary>Where this build's changes to the tree are kept (the overlay's upper layer).</summary>
+    public string ChangesDirectory => Path.Combine(_root, "upper");
 
     private BuildWorkspace(KernelSourceTree tree, string root)
     {
         Tree = tree;
         _root = root;
-        Directory = Path.Combine(root, "merged");
     }
 
     public static async Task<BuildWorkspace> OpenAsync(KernelSourceTree tree, CancellationToken cancellation = default)
@@ -29,16 +33,35 @@ public sealed class BuildWorkspace : IAsyncDisposable
             throw new ModuleBuildException("a build mounts an overlay over the prepared source tree, which needs root: run kintsugi kernel build as root", exitCode: ExitCode.Environment);
         var root = System.IO.Directory.CreateTempSubdirectory("kintsugi-build-").FullName;
         var workspace = new BuildWorkspace(tree, root);
-        foreach (var part in new[] { "upper", "work", "merged" }) System.IO.Directory.CreateDirectory(Path.Combine(root, part));
-        var options = $"lowerdir={tree.Directory},upperdir={Path.Combine(root, "upper")},workdir={Path.Combine(root, "work")}";
-        var mount = await ExternalCommand.RunAsync("mount", ["-t", "overlay", "overlay", "-o", options, workspace.Directory], cancellation: cancellation);
-        if (!mount.Succeeded)
+        foreach (var part in new[] { "upper", "work" }) System.IO.Directory.CreateDirectory(Path.Combine(root, part));
+        var probe = await workspace.RunAsync("true", [], cancellation);
+        if (!probe.Succeeded)
         {
             System.IO.Directory.Delete(root, recursive: true);
-            throw new ModuleBuildException($"cannot mount an overlay over {tree.Directory} (the kernel needs overlayfs): {mount.StandardError.Trim()}", exitCode: ExitCode.Environment);
+            throw new ModuleBuildException($"cannot mount an overlay over {tree.Directory} in a private mount namespace (the kernel needs overlayfs, util-linux unshare): {probe.StandardError.Trim()}",
+                exitCode: ExitCode.Environment);
         }
-        workspace._mounted = true;
         return workspace;
+    }
+
+    /// <summary>Runs a tool in the tree as this build sees it.</summary>
+    private Task<CommandResult> RunAsync(string tool, IReadOnlyList<string> arguments, CancellationToken cancellation)
+    {
+        var options = $"lowerdir={Tree.Directory},upperdir={Path.Combine(_root, "upper")},workdir={Path.Combine(_root, "work")}";
+        const string script = "mount -t overlay overlay -o \"$1\" \"$2\" && cd \"$2\" && shift 2 && exec \"$@\"";
+        return ExternalCommand.RunAsync("unshare", ["--mount", "--propagation", "private", "--", "sh", "-c", script, "sh", options, Tree.Directory, tool, .. arguments],
+            cancellation: cancellation);
+    }
+
+    /// <summary>The contents of a file of the tree as this build sees it.</summary>
+    public Task<string> ReadAllTextAsync(string relativePath, CancellationToken cancellation = default) =>
+        File.ReadAllTextAsync(Resolve(relativePath), cancellation);
+
+    /// <summary>Where a file of the merged view lives: this build's layer when it wrote it, else the shared tree (which kbuild may have found up to date).</summary>
+    private string Resolve(string relativePath)
+    {
+        var changed = Path.Combine(ChangesDirectory, relativePath);
+        return File.Exists(changed) ? changed : Path.Combine(Tree.Directory, relativePath);
     }
 
     /// <summary>
@@ -48,16 +71,9 @@ public sealed class BuildWorkspace : IAsyncDisposable
     /// </summary>
     public async Task CompileAsync(string objectPath, string destination, string? extraCFlags, CancellationToken cancellation = default)
     {
-        KernelSourceTree.CheckObjectPath(objectPath);
-        List<string> arguments = [$"-j{Environment.ProcessorCount}", objectPath];
-        // An empty KCFLAGS is still a change of command line, so the distribution's build is recompiled after a flagged one.
-        arguments.Add($"KCFLAGS={extraCFlags ?? ""}");
-        var result = await ExternalCommand.RunAsync("make", arguments, Directory, cancellation: cancellation);
-        if (!result.Succeeded)
-            throw new ModuleBuildException($"compiling {objectPath} failed:\n" +
-                string.Join('\n', (result.StandardError + result.StandardOutput).Split('\n').Where(l => l.Length > 0).TakeLast(30)));
+        await CompileAllAsync([objectPath], Path.Combine(_root, "single"), extraCFlags, cancellation);
         System.IO.Directory.CreateDirectory(Path.GetDirectoryName(destination)!);
-        File.Copy(Path.Combine(Directory, objectPath), destination, overwrite: true);
+        File.Copy(Path.Combine(_root, "single", objectPath), destination, overwrite: true);
     }
 
     /// <summary>
@@ -67,8 +83,9 @@ public sealed class BuildWorkspace : IAsyncDisposable
     public async Task CompileAllAsync(IReadOnlyList<string> objectPaths, string destinationDirectory, string? extraCFlags, CancellationToken cancellation = default)
     {
         foreach (var objectPath in objectPaths) KernelSourceTree.CheckObjectPath(objectPath);
+        // An empty KCFLAGS is still a change of command line, so the distribution's build is recompiled after a flagged one.
         List<string> arguments = [$"-j{Environment.ProcessorCount}", .. objectPaths, $"KCFLAGS={extraCFlags ?? ""}"];
-        var result = await ExternalCommand.RunAsync("make", arguments, Directory, cancellation: cancellation);
+        var result = await RunAsync("make", arguments, cancellation);
         if (!result.Succeeded)
             throw new ModuleBuildException($"compiling {string.Join(", ", objectPaths)} failed:\n" +
                 string.Join('\n', (result.StandardError + result.StandardOutput).Split('\n').Where(l => l.Length > 0).TakeLast(30)));
@@ -76,7 +93,7 @@ public sealed class BuildWorkspace : IAsyncDisposable
         {
             var destination = Path.Combine(destinationDirectory, objectPath);
             System.IO.Directory.CreateDirectory(Path.GetDirectoryName(destination)!);
-            File.Copy(Path.Combine(Directory, objectPath), destination, overwrite: true);
+            File.Copy(Resolve(objectPath), destination, overwrite: true);
         }
     }
 
@@ -85,20 +102,14 @@ public sealed class BuildWorkspace : IAsyncDisposable
     {
         var file = Path.Combine(_root, "patch-" + patch.Sha256[..12] + ".patch");
         await File.WriteAllTextAsync(file, patch.Text, cancellation);
-        var result = await ExternalCommand.RunAsync("patch", ["-p1", "--batch", "--no-backup-if-mismatch", "-i", file], Directory, cancellation: cancellation);
+        var result = await RunAsync("patch", ["-p1", "--batch", "--no-backup-if-mismatch", "-i", file], cancellation);
         if (!result.Succeeded)
             throw new SourcePatchException($"{patch.Name} does not apply to the source of {Tree.Target.Release}:\n{result.StandardOutput.Trim()}");
     }
 
-    public async ValueTask DisposeAsync()
+    public ValueTask DisposeAsync()
     {
-        if (_mounted)
-        {
-            var result = await ExternalCommand.RunAsync("umount", [Directory]);
-            if (!result.Succeeded) result = await ExternalCommand.RunAsync("umount", ["-l", Directory]);
-            _mounted = !result.Succeeded;
-        }
-        // Deleting through a live overlay is not cleanup; if it would not unmount, leave it for the operator.
-        if (!_mounted) System.IO.Directory.Delete(_root, recursive: true);
+        System.IO.Directory.Delete(_root, recursive: true);
+        return ValueTask.CompletedTask;
     }
 }

@@ -41,8 +41,21 @@ public sealed class KernelSourceTree
         var stamp = Path.Combine(directory, PreparedStamp);
         System.IO.Directory.CreateDirectory(parent);
         using var treeLock = new FileStream(Path.Combine(parent, ".lock"), FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None);
-        if (File.Exists(stamp) && (await File.ReadAllTextAsync(stamp, cancellation)).Trim() == kernel.Target.BuildId.ToString())
-            return new KernelSourceTree(kernel.Target, directory);
+        var prepared = $"{kernel.Target.BuildId} in place";
+        if (File.Exists(stamp))
+        {
+            var recorded = (await File.ReadAllTextAsync(stamp, cancellation)).Trim();
+            if (recorded == prepared) return new KernelSourceTree(kernel.Target, directory);
+            if (recorded == kernel.Target.BuildId.ToString())
+            {
+                // Prepared by an earlier version in its staging directory: the host tools (objtool) recorded
+                // that path and every build would rebuild them. Finish them here once.
+                progress("refreshing the prepared tree's build tools in place");
+                await Run("make", [$"-j{Environment.ProcessorCount}", "modules_prepare"], directory, cancellation);
+                await File.WriteAllTextAsync(stamp, prepared + "\n", cancellation);
+                return new KernelSourceTree(kernel.Target, directory);
+            }
+        }
 
         // Unpack beside the final place and move it in whole: an interrupted preparation leaves no half tree behind.
         var staging = Path.Combine(parent, "staging");
@@ -61,20 +74,12 @@ public sealed class KernelSourceTree
         var release = (await Run("make", ["-s", "--no-print-directory", "--eval=kintsugi-release: ; @echo $(KERNELRELEASE)", "kintsugi-release"], unpacked, cancellation)).Trim();
         if (release != kernel.Target.Release.Value)
             throw new ModuleBuildException($"the prepared tree builds kernel release {release}, not {kernel.Target.Release}");
-        await File.WriteAllTextAsync(Path.Combine(unpacked, PreparedStamp), kernel.Target.BuildId + "\n", cancellation);
         System.IO.Directory.Move(unpacked, directory);
         System.IO.Directory.Delete(staging, recursive: true);
+        // The host tools recorded the staging path; building them again here keeps every later build from doing it.
+        await Run("make", [$"-j{Environment.ProcessorCount}", "modules_prepare"], directory, cancellation);
+        await File.WriteAllTextAsync(stamp, prepared + "\n", cancellation);
         return new KernelSourceTree(kernel.Target, directory);
-    }
-
-    /// <summary>Compiles one object (for example fs/proc/cmdline.o) with the distribution's flags plus <paramref name="extraCFlags"/>.</summary>
-    public async Task<string> CompileAsync(string objectPath, string? extraCFlags = null, CancellationToken cancellation = default)
-    {
-        CheckObjectPath(objectPath);
-        List<string> arguments = [$"-j{Environment.ProcessorCount}", objectPath];
-        if (extraCFlags is not null) arguments.Add($"KCFLAGS={extraCFlags}");
-        await Run("make", arguments, Directory, cancellation);
-        return Path.Combine(Directory, objectPath);
     }
 
     internal static void CheckObjectPath(string objectPath)

@@ -70,19 +70,19 @@ public abstract class KernelSourceTreeSpecification(KernelRelease release)
              #include <linux/init.h>
 
             """);
-        string merged;
+        string changes;
         using var output = new TemporaryDirectory();
         await using (var workspace = await BuildWorkspace.OpenAsync(tree))
         {
-            merged = workspace.Directory;
+            changes = workspace.ChangesDirectory;
             await workspace.ApplyAsync(patch);
             await workspace.CompileAsync("fs/proc/cmdline.o", output.File("cmdline.o"), "-ffunction-sections -fdata-sections");
-            Assert.StartsWith("/* kintsugi workspace marker */", await File.ReadAllTextAsync(Path.Combine(workspace.Directory, "fs/proc/cmdline.c")));
+            Assert.StartsWith("/* kintsugi workspace marker */", await workspace.ReadAllTextAsync("fs/proc/cmdline.c"));
         }
 
         Assert.Equal(before, await File.ReadAllTextAsync(source));
         Assert.NotNull(ElfObject.Load(output.File("cmdline.o")).FindSection(".text.cmdline_proc_show"));
-        Assert.False(Directory.Exists(merged));
+        Assert.False(Directory.Exists(changes));
     }
 }
 

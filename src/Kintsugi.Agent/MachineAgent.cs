@@ -275,7 +275,7 @@ public sealed class MachineAgent
         if (File.Exists(CredentialPath) && _identity is not null) return File.ReadAllText(CredentialPath).Trim();
         var token = _config.EnrollmentToken ?? throw new AgentException(
             $"this machine is not enrolled ({CredentialPath} is missing) and {AgentConfig.DefaultPath} has no token; add an enrollment token from the server's operator", ExitCode.Environment);
-        var response = await server.EnrollAsync(new EnrollRequest(token, Environment.MachineName, MachineId(), Identity(), Version), cancellation);
+        var response = await server.EnrollAsync(new EnrollRequest(token, ReportedHostname(Environment.MachineName), MachineId(), Identity(), Version), cancellation);
         Directory.CreateDirectory(StateDirectory);
         WriteSecret(CredentialPath, response.Credential);
         // The epoch starts again from what this server says: enrolling again may mean the server's data was
@@ -333,6 +333,16 @@ public sealed class MachineAgent
             AtomicFile.Write(IdentityPath, JsonSerializer.SerializeToUtf8Bytes(identity, AgentJson.Default.AgentIdentity));
             _identity = identity;
         }
+    }
+
+    /// <summary>
+    /// The hostname as the protocol takes it (letters, digits and <c>. - _ :</c>, at most 253): a kernel whose
+    /// hostname was never set says "(none)", which the server would refuse, and the machine could never enroll.
+    /// </summary>
+    public static string ReportedHostname(string name)
+    {
+        var valid = new string([.. name.Select(c => char.IsAsciiLetterOrDigit(c) || c is '.' or '-' or '_' or ':' ? c : '-')]).Trim('-');
+        return name == "(none)" || valid.Length == 0 ? "unnamed" : valid[..Math.Min(valid.Length, 253)];
     }
 
     private string MachineId()

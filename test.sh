@@ -6,7 +6,7 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$here"
 "$here/scripts/install-prerequisites.sh"
-"$here/kintsugi" version >/dev/null   # publishes artifacts/bin/kintsugi when missing or stale
+"$here/kintsugi" version >/dev/null   # publishes artifacts/bin/kintsugi and kintsugi-server when missing or stale
 export KINTSUGI_GUEST_BINARY="$here/artifacts/bin/kintsugi"
 results="$here/artifacts/test-results"
 rm -rf "$results"

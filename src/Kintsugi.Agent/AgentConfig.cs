@@ -15,6 +15,12 @@ public sealed record AgentConfig
     /// <summary>The patch server's base URL (https://...), or null in offline mode.</summary>
     public Uri? Server { get; init; }
 
+    /// <summary>
+    /// A PEM file with the certificate the server must present (its generated tls/server.crt, pinned) or the
+    /// CA that issued it; null trusts the system's CAs.
+    /// </summary>
+    public string? ServerCertificate { get; init; }
+
     /// <summary>The enrollment token (used once, to obtain the per-machine credential).</summary>
     public string? EnrollmentToken { get; init; }
 
@@ -62,6 +68,7 @@ public sealed record AgentConfig
             config = key switch
             {
                 "server" => config with { Server = ParseServer(value, origin, number) },
+                "server-ca" => config with { ServerCertificate = value },
                 "token" => config with { EnrollmentToken = value },
                 "token-file" => SetTokenFile(config, tokenFile = value),
                 "offline-directory" => config with { OfflineDirectory = value },
@@ -78,7 +85,7 @@ public sealed record AgentConfig
                         _ => throw Invalid(origin, number, $"on-bug must be keep or revert, not '{value}'"),
                     },
                 },
-                _ => throw Invalid(origin, number, $"unknown key '{key}' (known: server, token, token-file, offline-directory, trust, check-interval, settle, transition-timeout, on-bug)"),
+                _ => throw Invalid(origin, number, $"unknown key '{key}' (known: server, server-ca, token, token-file, offline-directory, trust, check-interval, settle, transition-timeout, on-bug)"),
             };
         }
         if (seen.Contains("token") && tokenFile is not null) throw new AgentException($"{origin}: set token or token-file, not both", ExitCode.Usage);
@@ -87,6 +94,8 @@ public sealed record AgentConfig
             throw new AgentException($"{origin}: set exactly one of server (a patch server URL) or offline-directory (a directory of bundles)", ExitCode.Usage);
         if (config.OfflineDirectory is not null && config.EnrollmentToken is not null)
             throw new AgentException($"{origin}: an enrollment token only makes sense with server", ExitCode.Usage);
+        if (config.OfflineDirectory is not null && config.ServerCertificate is not null)
+            throw new AgentException($"{origin}: server-ca only makes sense with server", ExitCode.Usage);
         return config;
     }
 

@@ -35,6 +35,8 @@ public sealed class MachineAgent
     private readonly PatchApplier _applier;
     private readonly ServerClient? _server;
     private AgentIdentity? _identity;
+    // The check loop and the events watcher both update the identity (its epoch): one writer at a time.
+    private readonly Lock _identityLock = new();
 
     public MachineAgent(AgentConfig config, MachinePaths paths, Action<string> log, HttpClient? http = null)
     {
@@ -43,7 +45,7 @@ public sealed class MachineAgent
         _log = log;
         _applier = new PatchApplier(paths, new LivepatchRuntime(log), log);
         if (config.Server is not null)
-            _server = new ServerClient(http ?? new HttpClient { Timeout = TimeSpan.FromSeconds(120) }, config.Server, Version);
+            _server = new ServerClient(http ?? ServerClient.CreateHttpClient(config), config.Server, Version);
     }
 
     public string StateDirectory => Path.Combine(_paths.State, "agent");
@@ -144,7 +146,7 @@ public sealed class MachineAgent
             response = await server.CheckInAsync(credential, CheckInRequestFor(null, null), cancellation);
         }
         // The epoch only moves forward: an answer from a lagging replica must not trigger check-ins again.
-        SaveIdentity(_identity! with { CheckInSeconds = response.CheckInSeconds, EventsWaitSeconds = response.EventsWaitSeconds, Epoch = Math.Max(_identity!.Epoch, response.Epoch) });
+        SaveIdentity(current => current! with { CheckInSeconds = response.CheckInSeconds, EventsWaitSeconds = response.EventsWaitSeconds, Epoch = Math.Max(current.Epoch, response.Epoch) });
         if (KillSwitch.Reason(_paths) is { } disabled) return Finish(false, $"automatic patching is disabled: {disabled}", ExitCode.Disabled);
 
         var changed = false;
@@ -273,10 +275,12 @@ public sealed class MachineAgent
         if (File.Exists(CredentialPath) && _identity is not null) return File.ReadAllText(CredentialPath).Trim();
         var token = _config.EnrollmentToken ?? throw new AgentException(
             $"this machine is not enrolled ({CredentialPath} is missing) and {AgentConfig.DefaultPath} has no token; add an enrollment token from the server's operator", ExitCode.Environment);
-        var response = await server.EnrollAsync(new EnrollRequest(token, Environment.MachineName, MachineId(), Identity(), Version), cancellation);
+        var response = await server.EnrollAsync(new EnrollRequest(token, ReportedHostname(Environment.MachineName), MachineId(), Identity(), Version), cancellation);
         Directory.CreateDirectory(StateDirectory);
         WriteSecret(CredentialPath, response.Credential);
-        SaveIdentity(new AgentIdentity(response.Machine, response.CheckInSeconds, response.EventsWaitSeconds, _identity?.Epoch ?? 0));
+        // The epoch starts again from what this server says: enrolling again may mean the server's data was
+        // reset, and an epoch kept from before would hide every revoke until the new one caught up.
+        SaveIdentity(_ => new AgentIdentity(response.Machine, response.CheckInSeconds, response.EventsWaitSeconds, 0));
         _log($"enrolled as {response.Machine}");
         return response.Credential;
     }
@@ -296,7 +300,7 @@ public sealed class MachineAgent
                 if (events.Epoch > epoch)
                 {
                     _log($"the server's epoch moved to {events.Epoch}: checking in now");
-                    SaveIdentity(_identity with { Epoch = events.Epoch });
+                    SaveIdentity(current => current! with { Epoch = Math.Max(current.Epoch, events.Epoch) });
                     epochMoved.Release();
                 }
                 // A poll answered at once without news (a proxy that does not hold requests) must not become a busy loop.
@@ -306,6 +310,9 @@ public sealed class MachineAgent
             catch (OperationCanceledException) { return; }
             catch (Exception e) when (e is KintsugiException or IOException)
             {
+                // A refused credential (the machine was deleted, or the server's data reset) is news too: check in
+                // now, which enrolls again with the configured token, rather than at the next hourly check-in.
+                if (e is CredentialRefusedException) epochMoved.Release();
                 try { await Task.Delay(backoff.Next(), cancellation); } catch (OperationCanceledException) { return; }
             }
         }
@@ -318,10 +325,24 @@ public sealed class MachineAgent
         catch (JsonException) { return null; }
     }
 
-    private void SaveIdentity(AgentIdentity identity)
+    private void SaveIdentity(Func<AgentIdentity?, AgentIdentity> change)
     {
-        _identity = identity;
-        AtomicFile.Write(IdentityPath, JsonSerializer.SerializeToUtf8Bytes(identity, AgentJson.Default.AgentIdentity));
+        lock (_identityLock)
+        {
+            var identity = change(_identity);
+            AtomicFile.Write(IdentityPath, JsonSerializer.SerializeToUtf8Bytes(identity, AgentJson.Default.AgentIdentity));
+            _identity = identity;
+        }
+    }
+
+    /// <summary>
+    /// The hostname as the protocol takes it (letters, digits and <c>. - _ :</c>, at most 253): a kernel whose
+    /// hostname was never set says "(none)", which the server would refuse, and the machine could never enroll.
+    /// </summary>
+    public static string ReportedHostname(string name)
+    {
+        var valid = new string([.. name.Select(c => char.IsAsciiLetterOrDigit(c) || c is '.' or '-' or '_' or ':' ? c : '-')]).Trim('-');
+        return name == "(none)" || valid.Length == 0 ? "unnamed" : valid[..Math.Min(valid.Length, 253)];
     }
 
     private string MachineId()

@@ -1,5 +1,8 @@
 using System.Net;
 using System.Net.Http.Headers;
+using System.Net.Security;
+using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Serialization.Metadata;
@@ -28,6 +31,40 @@ public sealed class CredentialRefusedException(string message) : KintsugiExcepti
 /// </summary>
 public sealed class ServerClient(HttpClient http, Uri server, string agentVersion)
 {
+    /// <summary>
+    /// The agent's HTTP client. With <c>server-ca</c> it trusts only that file's certificates: the server's own
+    /// (pinned, as its generated self-signed tls/server.crt is) or a CA that issued the server's; else the system's CAs.
+    /// </summary>
+    public static HttpClient CreateHttpClient(AgentConfig config)
+    {
+        var handler = new SocketsHttpHandler { PooledConnectionLifetime = TimeSpan.FromMinutes(10) };
+        if (config.ServerCertificate is { } path)
+        {
+            var trusted = new X509Certificate2Collection();
+            try { trusted.ImportFromPemFile(path); }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException or CryptographicException)
+            {
+                throw new AgentException($"cannot read the server certificate {path} (server-ca): {e.Message}", ExitCode.Environment, e);
+            }
+            if (trusted.Count == 0) throw new AgentException($"{path} (server-ca) holds no PEM certificate", ExitCode.Environment);
+            handler.SslOptions.RemoteCertificateValidationCallback = (_, certificate, presented, errors) =>
+            {
+                if (certificate is null) return false;
+                var raw = certificate.GetRawCertData();
+                if (trusted.Any(t => t.RawData.AsSpan().SequenceEqual(raw))) return true;
+                if (errors.HasFlag(SslPolicyErrors.RemoteCertificateNameMismatch)) return false;
+                using var chain = new X509Chain();
+                chain.ChainPolicy.TrustMode = X509ChainTrustMode.CustomRootTrust;
+                chain.ChainPolicy.CustomTrustStore.AddRange(trusted);
+                chain.ChainPolicy.RevocationMode = X509RevocationMode.NoCheck;
+                if (presented is not null) foreach (var element in presented.ChainElements) chain.ChainPolicy.ExtraStore.Add(element.Certificate);
+                using var leaf = X509CertificateLoader.LoadCertificate(raw);
+                return chain.Build(leaf);
+            };
+        }
+        return new HttpClient(handler) { Timeout = TimeSpan.FromSeconds(120) };
+    }
+
     public async Task<EnrollResponse> EnrollAsync(EnrollRequest request, CancellationToken cancellation)
     {
         using var response = await SendAsync(HttpMethod.Post, ProtocolPaths.Enroll, null, Json(request, ProtocolJson.Default.EnrollRequest), cancellation);

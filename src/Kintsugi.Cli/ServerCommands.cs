@@ -49,19 +49,24 @@ internal static class ServerCommands
 
     private static Command RunCommand()
     {
-        var command = new Command("run", "Run the patch server (starts kintsugi-server; see kintsugi-server run --help for its options)") { TreatUnmatchedTokensAsErrors = false };
+        var command = new Command("run", "Run the patch server (starts kintsugi-server run with these options; --help lists them)") { TreatUnmatchedTokensAsErrors = false };
+        // The options are kintsugi-server's: --help is handed over too, so it lists them rather than this stub.
+        var help = new System.CommandLine.Help.HelpOption();
+        command.Options.Add(help);
         command.Action = Cli.Run(async parse =>
         {
             var binary = FindServerBinary();
             var start = new ProcessStartInfo(binary.File) { UseShellExecute = false };
             foreach (var a in binary.Prefix) start.ArgumentList.Add(a);
             start.ArgumentList.Add("run");
+            if (parse.GetResult(help) is not null) start.ArgumentList.Add("--help");
             foreach (var a in parse.UnmatchedTokens) start.ArgumentList.Add(a);
             using var process = Process.Start(start) ?? throw new ServerRequestException($"cannot start {binary.File}", ExitCode.Environment);
             Console.CancelKeyPress += (_, e) => { e.Cancel = true; };
             await process.WaitForExitAsync();
             return process.ExitCode;
         });
+        help.Action = command.Action;
         return command;
     }
 
@@ -70,12 +75,10 @@ internal static class ServerCommands
         if (Environment.GetEnvironmentVariable("KINTSUGI_SERVER_BINARY") is { Length: > 0 } configured)
             return configured.EndsWith(".dll", StringComparison.Ordinal) ? ("dotnet", [configured]) : (configured, []);
         var here = Path.GetDirectoryName(Environment.ProcessPath) ?? ".";
-        foreach (var candidate in new[] { Path.Combine(here, "kintsugi-server"), Path.Combine(here, "server", "kintsugi-server") })
-            if (File.Exists(candidate)) return (candidate, []);
-        foreach (var dir in (Environment.GetEnvironmentVariable("PATH") ?? "").Split(':', StringSplitOptions.RemoveEmptyEntries))
+        foreach (var dir in new[] { here }.Concat((Environment.GetEnvironmentVariable("PATH") ?? "").Split(':', StringSplitOptions.RemoveEmptyEntries)))
             if (File.Exists(Path.Combine(dir, "kintsugi-server"))) return (Path.Combine(dir, "kintsugi-server"), []);
-        throw new ServerRequestException("kintsugi-server is not installed next to kintsugi or on PATH; build it with " +
-            "`dotnet publish src/Kintsugi.Server -c Release -o artifacts/bin/server` or set KINTSUGI_SERVER_BINARY", ExitCode.Environment);
+        throw new ServerRequestException($"kintsugi-server is not beside kintsugi ({here}) nor on PATH; in a checkout, ./kintsugi builds both " +
+            "into artifacts/bin; elsewhere install it beside kintsugi or set KINTSUGI_SERVER_BINARY", ExitCode.Environment);
     }
 
     // ---- the HTTP client ----

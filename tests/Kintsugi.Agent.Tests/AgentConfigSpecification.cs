@@ -42,9 +42,10 @@ public sealed class AgentConfigSpecification
         File.WriteAllText(token, "ket_abc\n");
         try
         {
-            var config = AgentConfig.Parse($"server = https://patches.example.com/\ntoken-file = {token}", "agent.conf");
+            var config = AgentConfig.Parse($"server = https://patches.example.com/\ntoken-file = {token}\nserver-ca = /etc/kintsugi/server.crt", "agent.conf");
             Assert.Equal(new Uri("https://patches.example.com/"), config.Server);
             Assert.Equal("ket_abc", config.EnrollmentToken);
+            Assert.Equal("/etc/kintsugi/server.crt", config.ServerCertificate);
         }
         finally { File.Delete(token); }
     }
@@ -60,6 +61,7 @@ public sealed class AgentConfigSpecification
     [InlineData("offline-directory = /srv\noffline-directory = /other", "set twice")]
     [InlineData("server = ftp://a.example", "not an http(s) URL")]
     [InlineData("offline-directory = /srv\ntoken = ket_x", "only makes sense with server")]
+    [InlineData("offline-directory = /srv\nserver-ca = /etc/kintsugi/server.crt", "server-ca only makes sense with server")]
     [InlineData("offline-directory /srv", "is not 'key = value'")]
     public void A_wrong_configuration_is_refused_naming_the_line(string text, string because)
     {

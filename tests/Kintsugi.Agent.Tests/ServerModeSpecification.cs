@@ -71,6 +71,14 @@ public sealed class ServerModeSpecification : IDisposable
         Assert.Equal(MachineStatus.Read(Paths).State, checkIn.Json.GetProperty("state").GetString());
     }
 
+    [Theory]
+    [InlineData("web-17.example.com", "web-17.example.com")]
+    [InlineData("(none)", "unnamed")]
+    [InlineData("", "unnamed")]
+    [InlineData("büro pc", "b-ro-pc")]
+    public void The_hostname_is_reported_in_the_form_the_protocol_takes(string name, string reported) =>
+        Assert.Equal(reported, MachineAgent.ReportedHostname(name));
+
     [Fact]
     public async Task A_revoked_credential_is_replaced_by_enrolling_again_with_the_configured_token()
     {

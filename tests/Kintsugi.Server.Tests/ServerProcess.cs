@@ -1,12 +1,15 @@
 using System.Diagnostics;
 using System.Text;
+using Kintsugi.Testing;
 
 namespace Kintsugi.Server.Tests;
 
 /// <summary>
-/// A real <c>kintsugi-server run</c> process (for replicas and for the lab: listening on 0.0.0.0:PORT, so a
-/// QEMU guest reaches it at https://10.0.2.2:PORT with the generated tls/server.crt). Ready when the server
-/// prints "ready"; the first admin token is read from the data directory.
+/// A real patch server started the way an operator starts one, <c>kintsugi server run</c> with the published
+/// <c>kintsugi</c> binary, which finds <c>kintsugi-server</c> beside itself, on PATH or at
+/// $KINTSUGI_SERVER_BINARY (for replicas and for the lab: listening on 0.0.0.0:PORT, so a QEMU guest reaches
+/// it at https://10.0.2.2:PORT with the generated tls/server.crt). Ready when the server prints "ready"; the
+/// first admin token is read from the data directory.
 /// </summary>
 public sealed class ServerProcess : IAsyncDisposable
 {
@@ -32,8 +35,8 @@ public sealed class ServerProcess : IAsyncDisposable
         if (port == 0) port = Postgres.FreePort();
         dataDirectory ??= Directory.CreateTempSubdirectory("kintsugi-server-process-").FullName;
         var scheme = https ? "https" : "http";
-        var start = new ProcessStartInfo("dotnet") { RedirectStandardError = true, RedirectStandardOutput = true };
-        foreach (var a in new[] { Path.Combine(AppContext.BaseDirectory, "kintsugi-server.dll"), "run", "--data", dataDirectory, "--listen", $"{scheme}://{host}:{port}", "--epoch-poll-ms", "200" }
+        var start = new ProcessStartInfo(Repository.KintsugiBinary) { RedirectStandardError = true, RedirectStandardOutput = true };
+        foreach (var a in new[] { "server", "run", "--data", dataDirectory, "--listen", $"{scheme}://{host}:{port}", "--epoch-poll-ms", "200" }
             .Concat(postgres is null ? [] : ["--postgres", postgres]).Concat(extra))
             start.ArgumentList.Add(a);
         var process = Process.Start(start)!;
@@ -59,6 +62,16 @@ public sealed class ServerProcess : IAsyncDisposable
         if (File.Exists(tokenFile)) server.AdminToken = (await File.ReadAllTextAsync(tokenFile)).Trim();
         return server;
     }
+
+    /// <summary>
+    /// The published <c>kintsugi-server</c> executable, for its direct commands (<c>audit verify</c>), found as
+    /// <c>kintsugi server run</c> finds it: $KINTSUGI_SERVER_BINARY, beside the kintsugi binary, or on PATH.
+    /// </summary>
+    public static string Binary =>
+        Environment.GetEnvironmentVariable("KINTSUGI_SERVER_BINARY") is { Length: > 0 } configured ? configured
+        : new[] { Path.GetDirectoryName(Repository.KintsugiBinary)! }.Concat((Environment.GetEnvironmentVariable("PATH") ?? "").Split(':', StringSplitOptions.RemoveEmptyEntries))
+            .Select(d => Path.Combine(d, "kintsugi-server")).FirstOrDefault(File.Exists)
+          ?? throw new InvalidOperationException($"kintsugi-server is not beside {Repository.KintsugiBinary} nor on PATH; ./kintsugi publishes both");
 
     public async ValueTask DisposeAsync()
     {

@@ -254,9 +254,12 @@ internal static class KernelCommands
         var output = new Option<DirectoryInfo>("--output", "-o") { Description = "Where to write the module, manifest.json and the patches", Required = true };
         var skipFidelity = new Option<bool>("--skip-fidelity") { Description = "Build even when the compiled original does not match the shipped code (not recommended)" };
         var maxUnits = new Option<int>("--max-units") { Description = "Refuse a header fix that rebuilds more translation units than this", DefaultValueFactory = _ => 40 };
+        var signKey = new Option<FileInfo?>("--sign-key") { Description = "Sign the module with this PEM private key, in the kernel's module signature format (scripts/sign-file of the target)" };
+        var signCert = new Option<FileInfo?>("--sign-cert") { Description = "The signing key's X.509 certificate, PEM or DER (default: the certificate inside the --sign-key file)" };
+        var signHash = new Option<string>("--sign-hash") { Description = "The signature's hash: sha256, sha384 or sha512", DefaultValueFactory = _ => "sha256" };
         var json = Cli.Json();
-        var command = new Command("build", "Build a livepatch module from source fixes for an exact kernel: compile only the touched units, prove them against the shipped code, diff, resolve, link")
-            { target, patches, name, cves, baseLevel, output, skipFidelity, maxUnits, json };
+        var command = new Command("build", "Build a livepatch module from source fixes for an exact kernel: compile only the touched units, prove them against the shipped code, diff, resolve, link, optionally sign")
+            { target, patches, name, cves, baseLevel, output, skipFidelity, maxUnits, signKey, signCert, signHash, json };
         command.Action = Cli.Run(async parse =>
         {
             var requested = parse.GetValue(target)!;
@@ -267,7 +270,9 @@ internal static class KernelCommands
                 if (!System.Text.RegularExpressions.Regex.IsMatch(cve, @"^CVE-\d{4}-\d{4,}$"))
                     throw new SourcePatchException($"'{cve}' is not a CVE id (expected CVE-YYYY-NNNN)");
             var request = new KernelBuildRequest(reference, [.. parse.GetValue(patches)!.Select(p => p.FullName)], parse.GetValue(name), parse.GetValue(cves) ?? [],
-                parse.GetValue(baseLevel)?.FullName, parse.GetValue(output)!.FullName, parse.GetValue(skipFidelity), parse.GetValue(maxUnits));
+                parse.GetValue(baseLevel)?.FullName, parse.GetValue(output)!.FullName, parse.GetValue(skipFidelity), parse.GetValue(maxUnits),
+                parse.GetValue(signKey) is { } key ? new Kintsugi.Kernel.Build.Livepatch.ModuleSigningKey(key.FullName, (parse.GetValue(signCert) ?? key).FullName, parse.GetValue(signHash)!)
+                    : parse.GetValue(signCert) is not null ? throw new UsageException("--sign-cert needs --sign-key") : null);
             var cache = DebianKernelArchive.DefaultCacheRoot;
             var builder = new KernelPatchBuilder(new DebianKernelArchive(cache, Cli.Progress), LabCommands.Machine, Cli.Progress);
             var result = await builder.BuildAsync(request);
@@ -279,6 +284,7 @@ internal static class KernelCommands
                 {
                     Console.WriteLine($"module:   {result.Module}");
                     Console.WriteLine($"manifest: {result.ManifestPath}");
+                    if (result.Manifest?.Signer is { } signer) Console.WriteLine($"signed:   {signer.Hash} by {signer.Subject} (certificate sha256 {signer.CertificateSha256})");
                 }
                 Console.WriteLine("stages:   " + string.Join(", ", result.Stages.Select(s => $"{s.Stage} {s.Seconds:0.0} s")));
             }

@@ -20,7 +20,8 @@ public sealed record BuildManifest(
     IReadOnlyList<ManifestSymbol> Symbols,
     ManifestFidelity Fidelity,
     string Builder,
-    DateTimeOffset BuiltAt)
+    DateTimeOffset BuiltAt,
+    Livepatch.ManifestSigner? Signer = null)
 {
     public const int CurrentFormat = 1;
 

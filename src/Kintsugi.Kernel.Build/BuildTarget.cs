@@ -119,6 +119,12 @@ public sealed class DirectoryBuildTarget : BuildTarget
         foreach (var required in new[] { Path.Combine(source, ".config"), Path.Combine(source, "include", "config", "kernel.release"), Path.Combine(source, "Module.symvers"), Path.Combine(directory, "System.map") })
             if (!File.Exists(required))
                 throw new ModuleBuildException($"the target directory {directory} lacks {Path.GetRelativePath(directory, required)}; it needs source/ (configured, `make prepare modules_prepare` done, Module.symvers), System.map, vmlinux or vmlinuz, and modules/", exitCode: ExitCode.Usage);
+        // Debian and Ubuntu install a one-line placeholder as /boot/System.map; only the -dbg package has the real one.
+        var systemMap = Path.Combine(directory, "System.map");
+        var lines = File.ReadLines(systemMap).Take(1000).Count();
+        if (lines < 1000)
+            throw new ModuleBuildException($"{systemMap} holds {lines} line(s), not a kernel's symbol table (some distributions install a placeholder and ship the real one in a debug package); " +
+                "give the real System.map, or /proc/kallsyms read as root on the target kernel booted with nokaslr", exitCode: ExitCode.Usage);
         var release = KernelRelease.TryParse((await File.ReadAllTextAsync(Path.Combine(source, "include", "config", "kernel.release"), cancellation)).Trim(), out var parsed)
             ? parsed : throw new ModuleBuildException($"{source}/include/config/kernel.release does not hold a kernel release");
         var vmlinux = await ReadVmlinuxAsync(directory, cancellation);

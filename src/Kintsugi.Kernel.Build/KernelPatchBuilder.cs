@@ -28,6 +28,7 @@ public abstract record TargetReference
 /// <summary>What to build: fixes for one exact kernel, optionally on top of an earlier level.</summary>
 /// <param name="BaseDirectory">The output directory of the previous level; its patches are carried forward.</param>
 /// <param name="MaxUnits">A header fix rebuilding more units than this is refused with the list.</param>
+/// <param name="Signing">The operator's key: the module is signed in the kernel's module signature format.</param>
 public sealed record KernelBuildRequest(
     TargetReference Target,
     IReadOnlyList<string> PatchFiles,
@@ -36,7 +37,8 @@ public sealed record KernelBuildRequest(
     string? BaseDirectory,
     string OutputDirectory,
     bool SkipFidelity = false,
-    int MaxUnits = 40);
+    int MaxUnits = 40,
+    ModuleSigningKey? Signing = null);
 
 [System.Text.Json.Serialization.JsonConverter(typeof(System.Text.Json.Serialization.JsonStringEnumConverter<BuildOutcome>))]
 public enum BuildOutcome { Built, NothingToDo }
@@ -76,6 +78,7 @@ public sealed partial class KernelPatchBuilder(DebianKernelArchive archive, Func
         if (added.Count == 0) throw new SourcePatchException("no patch given: pass at least one --patch");
         var patches = (basis?.Patches ?? []).Concat(added.Select(p => (Patch: p, Level: level))).ToList();
         var scoped = LivepatchScope.Check(patches.Select(p => p.Patch));
+        var signer = request.Signing?.Describe();
 
         var target = await clock.RunAsync("download", async () => request.Target switch
         {
@@ -203,7 +206,7 @@ public sealed partial class KernelPatchBuilder(DebianKernelArchive archive, Func
             functions.Select(f => f.Record).ToList(),
             bindings.Values.Select(b => b.Record).OrderBy(r => r.Object, StringComparer.Ordinal).ThenBy(r => r.Name, StringComparer.Ordinal).ToList(),
             new ManifestFidelity(!request.SkipFidelity, matched, mismatches),
-            BuilderVersion, DateTimeOffset.UtcNow);
+            BuilderVersion, DateTimeOffset.UtcNow, signer);
 
         var diffObjects = new List<string>();
         for (var i = 0; i < changed.Count; i++)
@@ -222,6 +225,8 @@ public sealed partial class KernelPatchBuilder(DebianKernelArchive archive, Func
             EffectiveVersion: kernel.PackageVersion is { } version ? $"{version}+kintsugi{level}" : null);
         var built = await clock.RunAsync("link", () => LivepatchModuleBuilder.BuildAsync(kernel, target.ModuleBuildDirectory, spec, exports, Path.Combine(work, "module"), cancellation));
 
+        if (request.Signing is { } signing)
+            await clock.RunAsync("sign", () => ModuleSigner.SignAsync(built, signing, [tree.Directory, target.ModuleBuildDirectory], cancellation));
         var module = Path.Combine(output, moduleName + ".ko");
         File.Copy(built, module, overwrite: true);
         var manifestPath = Path.Combine(output, "manifest.json");

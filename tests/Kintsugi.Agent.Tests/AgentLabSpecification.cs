@@ -5,6 +5,7 @@ using Kintsugi.Kernel;
 using Kintsugi.Lab;
 using Kintsugi.Protocol;
 using Kintsugi.Testing;
+using static Kintsugi.Testing.GuestOutput;
 
 namespace Kintsugi.Agent.Tests;
 
@@ -67,15 +68,6 @@ public abstract class AgentLabSpecification(KernelRelease release) : IDisposable
 
     private static void Succeeded(LabRunResult result) =>
         Assert.True(result.ExitCode == 0, $"{result.Describe()}\n--- output\n{result.Output}\n--- console\n{result.Console}");
-
-    private static string Section(string output, string name)
-    {
-        var start = output.IndexOf($"@{name}\n", StringComparison.Ordinal);
-        Assert.True(start >= 0, $"no section @{name} in:\n{output}");
-        start += name.Length + 2;
-        var end = output.IndexOf("\n@", start - 1, StringComparison.Ordinal);
-        return end < 0 ? output[start..].Trim() : end < start ? "" : output[start..end].Trim();
-    }
 
     private static int ReturnCode(string output, string label)
     {

@@ -1,6 +1,7 @@
 using System.Text.Json;
 using Kintsugi.Lab;
 using Kintsugi.Testing;
+using static Kintsugi.Testing.GuestOutput;
 
 namespace Kintsugi.Kernel.Tests;
 
@@ -19,16 +20,6 @@ public abstract class LivepatchRuntimeSpecification(KernelRelease release)
 
     private static void Succeeded(LabRunResult result) =>
         Assert.True(result.ExitCode == 0, $"{result.Describe()}\n--- output\n{result.Output}\n--- console\n{result.Console}");
-
-    private static string Section(string output, string name)
-    {
-        var start = output.IndexOf($"@{name}\n", StringComparison.Ordinal);
-        Assert.True(start >= 0, $"no section @{name} in:\n{output}");
-        start += name.Length + 2;
-        // Search from the header's own newline, so that an empty section ends at once.
-        var end = output.IndexOf("\n@", start - 1, StringComparison.Ordinal);
-        return end < 0 ? output[start..].Trim() : end < start ? "" : output[start..end].Trim();
-    }
 
     /// <summary>Asserts the status a guest command reported with <c>echo "@label=$?"</c>.</summary>
     private static void AssertReturnCode(ExitCode expected, string output, string label)

@@ -9,6 +9,7 @@ using System.Text.Json;
 using Kintsugi.Bundles;
 using Kintsugi.Lab;
 using Kintsugi.Testing;
+using static Kintsugi.Testing.GuestOutput;
 using Xunit.Abstractions;
 
 namespace Kintsugi.Server.Tests;
@@ -218,15 +219,6 @@ public sealed class FleetLabSpecification(ITestOutputHelper output) : IDisposabl
         var path = Path.Combine(_dir, name);
         File.WriteAllBytes(path, bytes);
         return path;
-    }
-
-    private static string Section(string output, string name)
-    {
-        var start = output.IndexOf($"@{name}\n", StringComparison.Ordinal);
-        Assert.True(start >= 0, $"no section @{name} in:\n{output}");
-        start += name.Length + 2;
-        var end = output.IndexOf("\n@", start - 1, StringComparison.Ordinal);
-        return end < 0 ? output[start..].Trim() : end < start ? "" : output[start..end].Trim();
     }
 
     /// <summary>The operator's command, the published <c>kintsugi server ...</c>, with the admin token; fails the test on a non-zero exit.</summary>

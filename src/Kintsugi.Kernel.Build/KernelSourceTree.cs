@@ -57,7 +57,9 @@ public sealed class KernelSourceTree
             }
         }
 
-        // Unpack beside the final place and move it in whole: an interrupted preparation leaves no half tree behind.
+        // The stamp, written last, is what makes a tree prepared: an interrupted preparation leaves a tree
+        // without it, which the next one deletes. The tree is prepared at its final path because the host
+        // tools (objtool) record where they were built, and every later build would rebuild them otherwise.
         var staging = Path.Combine(parent, "staging");
         if (System.IO.Directory.Exists(staging)) System.IO.Directory.Delete(staging, recursive: true);
         if (System.IO.Directory.Exists(directory)) System.IO.Directory.Delete(directory, recursive: true);
@@ -66,18 +68,16 @@ public sealed class KernelSourceTree
         await Run("tar", ["-xf", tarball, "-C", staging], staging, cancellation);
         var unpacked = System.IO.Directory.GetDirectories(staging).SingleOrDefault()
             ?? throw new ModuleBuildException($"{tarball} did not unpack to a single directory");
-        foreach (var file in new[] { ".config", ".kernelvariables" })
-            File.Copy(Path.Combine(kernel.HeadersDirectory, file), Path.Combine(unpacked, file), overwrite: true);
-
-        progress("make prepare modules_prepare (about a minute)");
-        await Run("make", [$"-j{Environment.ProcessorCount}", "prepare", "modules_prepare"], unpacked, cancellation);
-        var release = (await Run("make", ["-s", "--no-print-directory", "--eval=kintsugi-release: ; @echo $(KERNELRELEASE)", "kintsugi-release"], unpacked, cancellation)).Trim();
-        if (release != kernel.Target.Release.Value)
-            throw new ModuleBuildException($"the prepared tree builds kernel release {release}, not {kernel.Target.Release}");
         System.IO.Directory.Move(unpacked, directory);
         System.IO.Directory.Delete(staging, recursive: true);
-        // The host tools recorded the staging path; building them again here keeps every later build from doing it.
-        await Run("make", [$"-j{Environment.ProcessorCount}", "modules_prepare"], directory, cancellation);
+        foreach (var file in new[] { ".config", ".kernelvariables" })
+            File.Copy(Path.Combine(kernel.HeadersDirectory, file), Path.Combine(directory, file), overwrite: true);
+
+        progress("make prepare modules_prepare (about a minute)");
+        await Run("make", [$"-j{Environment.ProcessorCount}", "prepare", "modules_prepare"], directory, cancellation);
+        var release = (await Run("make", ["-s", "--no-print-directory", "--eval=kintsugi-release: ; @echo $(KERNELRELEASE)", "kintsugi-release"], directory, cancellation)).Trim();
+        if (release != kernel.Target.Release.Value)
+            throw new ModuleBuildException($"the prepared tree builds kernel release {release}, not {kernel.Target.Release}");
         await File.WriteAllTextAsync(stamp, prepared + "\n", cancellation);
         return new KernelSourceTree(kernel.Target, directory);
     }

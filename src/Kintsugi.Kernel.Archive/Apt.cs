@@ -79,8 +79,8 @@ internal static class Apt
             }).ToList();
 }
 
-/// <summary>An exclusive lock on a cache entry, across threads and processes (tests fetch in parallel).</summary>
-internal sealed class CacheLock : IDisposable
+/// <summary>An exclusive lock on a cache entry, across threads and processes (tests fetch and prepare in parallel).</summary>
+public sealed class CacheLock : IDisposable
 {
     private readonly FileStream _stream;
     private CacheLock(FileStream stream) => _stream = stream;

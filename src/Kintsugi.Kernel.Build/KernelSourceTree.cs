@@ -40,7 +40,7 @@ public sealed class KernelSourceTree
         var directory = Path.Combine(parent, "linux");
         var stamp = Path.Combine(directory, PreparedStamp);
         System.IO.Directory.CreateDirectory(parent);
-        using var treeLock = new FileStream(Path.Combine(parent, ".lock"), FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None);
+        using var treeLock = await CacheLock.AcquireAsync(Path.Combine(parent, ".lock"), cancellation);
         var prepared = $"{kernel.Target.BuildId} in place";
         if (File.Exists(stamp))
         {

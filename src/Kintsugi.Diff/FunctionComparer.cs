@@ -1,3 +1,4 @@
+using System.Buffers.Binary;
 using System.Security.Cryptography;
 using System.Text;
 using Iced.Intel;
@@ -23,21 +24,29 @@ internal sealed class FunctionComparer(ObjectView original, ObjectView patched)
 
     public enum Verdict { Same, Different, LineNumbersOnly }
 
+    /// <summary>struct _ddebug: four pointers (module, function, file, format), then <c>lineno:18</c> in the low bits of the next word.</summary>
+    private const int DescriptorLineField = 32;
+    private const uint DescriptorLineMask = (1u << 18) - 1;
+
     public Verdict CompareCode(DefinedSymbol before, DefinedSymbol after)
     {
         if (before.Symbol.Size != after.Symbol.Size) return Verdict.Different;
         var relocationsBefore = original.RelocationsIn(before).ToList();
         var relocationsAfter = patched.RelocationsIn(after).ToList();
         if (relocationsBefore.Count != relocationsAfter.Count) return Verdict.Different;
+        var descriptorLinesMoved = false;
         for (var i = 0; i < relocationsBefore.Count; i++)
         {
             var (a, b) = (relocationsBefore[i], relocationsAfter[i]);
             if (a.Offset - before.Start != b.Offset - after.Start || a.Type != b.Type) return Verdict.Different;
-            if (Key(original, before.Section, a) != Key(patched, after.Section, b)) return Verdict.Different;
+            if (Key(original, before.Section, a) == Key(patched, after.Section, b)) continue;
+            // A pr_debug() descriptor holds its call's __LINE__: a moved line is not a change of the function.
+            if (Key(original, before.Section, a, ignoreDescriptorLines: true) != Key(patched, after.Section, b, ignoreDescriptorLines: true)) return Verdict.Different;
+            descriptorLinesMoved = true;
         }
         var codeBefore = Masked(before, relocationsBefore);
         var codeAfter = Masked(after, relocationsAfter);
-        if (codeBefore.AsSpan().SequenceEqual(codeAfter)) return Verdict.Same;
+        if (codeBefore.AsSpan().SequenceEqual(codeAfter)) return descriptorLinesMoved ? Verdict.LineNumbersOnly : Verdict.Same;
 
         // Instruction by instruction: only differences in __LINE__ immediates passed to line-taking helpers are forgiven.
         var instructionsBefore = Decode(codeBefore);
@@ -72,7 +81,8 @@ internal sealed class FunctionComparer(ObjectView original, ObjectView patched)
     }
 
     /// <summary>What a relocation points at, in terms that survive recompilation.</summary>
-    public static string Key(ObjectView view, ElfSection from, ElfRelocation relocation)
+    /// <param name="ignoreDescriptorLines">Compare dynamic-debug descriptors without their line numbers.</param>
+    public static string Key(ObjectView view, ElfSection from, ElfRelocation relocation, bool ignoreDescriptorLines = false)
     {
         var target = view.Resolve(from, relocation);
         if (target.IsExternal) return $"ext:{target.Symbol.Name}+{target.Offset}";
@@ -80,7 +90,7 @@ internal sealed class FunctionComparer(ObjectView original, ObjectView patched)
             return defined.Role switch
             {
                 SymbolRole.Function or SymbolRole.ColdPart => $"fn:{defined.Key}+{target.Offset}",
-                SymbolRole.Special => $"special:{ObjectView.SpecialBase(defined.Name)}:{SpecialContent(view, defined)}+{target.Offset}",
+                SymbolRole.Special => $"special:{ObjectView.SpecialBase(defined.Name)}:{SpecialContent(view, defined, ignoreDescriptorLines)}+{target.Offset}",
                 _ => $"data:{defined.Key}+{target.Offset}",
             };
         var section = target.Section!;
@@ -89,7 +99,7 @@ internal sealed class FunctionComparer(ObjectView original, ObjectView patched)
     }
 
     /// <summary>A special static is the same when its contents are: a switch table's values, a descriptor's strings.</summary>
-    private static string SpecialContent(ObjectView view, DefinedSymbol special)
+    private static string SpecialContent(ObjectView view, DefinedSymbol special, bool ignoreDescriptorLines)
     {
         var builder = new StringBuilder();
         foreach (var relocation in view.RelocationsIn(special))
@@ -106,7 +116,15 @@ internal sealed class FunctionComparer(ObjectView original, ObjectView patched)
             }).Append('+').Append(target.Offset).Append(';');
         }
         if (special.Section is ElfDataSection)
-            builder.Append(Convert.ToHexString(Masked(special, view.RelocationsIn(special).ToList())));
+        {
+            var bytes = Masked(special, view.RelocationsIn(special).ToList());
+            if (ignoreDescriptorLines && ObjectView.IsDebugDescriptor(special) && bytes.Length >= DescriptorLineField + 4)
+            {
+                var word = BinaryPrimitives.ReadUInt32LittleEndian(bytes.AsSpan(DescriptorLineField)) & ~DescriptorLineMask;
+                BinaryPrimitives.WriteUInt32LittleEndian(bytes.AsSpan(DescriptorLineField), word);
+            }
+            builder.Append(Convert.ToHexString(bytes));
+        }
         return Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes(builder.ToString())))[..16];
     }
 

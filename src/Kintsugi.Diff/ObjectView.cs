@@ -144,6 +144,10 @@ internal sealed partial class ObjectView
         return SpecialBases.Contains(baseName) || symbol.Section?.Name is "__verbose" or "__dyndbg" or ".data.once" or ".data..once";
     }
 
+    /// <summary>A dynamic-debug descriptor (pr_debug and friends): one per call site, holding that call's __LINE__.</summary>
+    public static bool IsDebugDescriptor(DefinedSymbol special) =>
+        special.Name.StartsWith("__UNIQUE_ID_ddebug", StringComparison.Ordinal) || special.Section.Name is "__dyndbg" or "__verbose";
+
     /// <summary>The base of a special static's name (<c>__func__.3</c> → <c>__func__</c>).</summary>
     public static string SpecialBase(string name)
     {

@@ -26,7 +26,9 @@ public static partial class ObjectDiffer
             throw new ArgumentException($"the symbol tag '{options.SymbolTag}' is not a C identifier prefix", nameof(options));
         try
         {
-            return new Differ(new ObjectView(original, "original"), new ObjectView(patched, "patched"), options).Run();
+            var (before, after) = (new ObjectView(original, "original"), new ObjectView(patched, "patched"));
+            ObjectView.CorrelateNumberedStatics(before, after);
+            return new Differ(before, after, options).Run();
         }
         catch (Exception e) when (e is not DiffException and not OutOfMemoryException and not ArgumentException)
         {

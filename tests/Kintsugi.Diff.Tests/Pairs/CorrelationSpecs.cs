@@ -48,6 +48,33 @@ public class NumberedStaticSpecs
     }
 
     [Fact]
+    public void A_static_of_an_inline_helper_that_gained_a_caller_is_still_the_running_one()
+    {
+        var d = DiffPairs.Diff("static-in-inline-helper-gains-user");
+
+        Expect.ChangedAndIncluded(d, "alloc_b");
+        Expect.Unchanged(d, "alloc_a");
+        Assert.Equal(FunctionChange.New, d.Kind("alloc_c"));
+        Assert.Empty(d.Result.Data);
+        Assert.DoesNotContain(d.Defined.Keys, name => name.StartsWith("id.", StringComparison.Ordinal));
+        var id = Expect.ReferenceToUnit(d, PairDiff.StaticUsedBy(d.Before, "alloc_b", "id"), isLocal: true, ReferenceTargetKind.Object);
+        Assert.Equal([".text.alloc_b", ".text.alloc_c"], id.Sites.Select(s => s.Section).Distinct().Order(StringComparer.Ordinal));
+    }
+
+    [Fact]
+    public void A_static_of_an_inline_helper_that_lost_a_caller_is_still_the_running_one()
+    {
+        var d = DiffPairs.Diff("static-in-inline-helper-loses-user");
+
+        Expect.ChangedAndIncluded(d, "alloc_a");
+        Expect.ChangedAndIncluded(d, "alloc_b");
+        Assert.Empty(d.Result.Data);
+        Assert.DoesNotContain(d.Defined.Keys, name => name.StartsWith("id.", StringComparison.Ordinal));
+        var id = Expect.ReferenceToUnit(d, PairDiff.StaticUsedBy(d.Before, "alloc_a", "id"), isLocal: true, ReferenceTargetKind.Object);
+        Assert.All(id.Sites, s => Assert.Equal(".text.alloc_a", s.Section));
+    }
+
+    [Fact]
     public void A_new_initial_value_of_a_function_s_static_is_refused_naming_the_static()
     {
         var d = DiffPairs.Diff("numbered-static-initializer-changed");

@@ -124,6 +124,20 @@ public class LineNumberSpecs
     }
 
     [Fact]
+    public void A_moved_line_argument_in_a_cold_part_leaves_its_function_unchanged_with_a_note()
+    {
+        var d = DiffPairs.Diff("line-only-in-cold-part");
+        Assert.Equal(FunctionBytes(d.Before, "parse_option"), FunctionBytes(d.After, "parse_option"));
+        Assert.NotEqual(FunctionBytes(d.Before, "parse_option.cold"), FunctionBytes(d.After, "parse_option.cold"));
+
+        var diff = d.Function("parse_option");
+        Assert.Equal(FunctionChange.Unchanged, diff.Kind);
+        Assert.Contains("__LINE__", diff.Note, StringComparison.Ordinal);
+        Assert.False(d.Result.HasChanges);
+        Assert.Null(d.Result.Output);
+    }
+
+    [Fact]
     public void Moved_BUG_and_WARN_lines_change_only_the_bug_table_and_nothing_is_patched()
     {
         var d = DiffPairs.Diff("line-only-bug-and-warn");

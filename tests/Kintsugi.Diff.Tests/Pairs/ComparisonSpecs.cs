@@ -30,6 +30,17 @@ public class ComparisonSpecs
     }
 
     [Fact]
+    public void A_changed_function_calls_the_new_version_of_another_changed_function_directly()
+    {
+        var d = DiffPairs.Diff("changed-calls-changed");
+
+        Expect.ChangedAndIncluded(d, "inner_limit");
+        Expect.ChangedAndIncluded(d, "outer_limit");
+        Assert.Contains(DiffPairs.Tag + "inner_limit", d.RelocationTargets(".text.outer_limit"));
+        Assert.DoesNotContain(d.Result.References, r => r.TargetName == "inner_limit");
+    }
+
+    [Fact]
     public void A_changed_immediate_changes_only_its_function()
     {
         var d = DiffPairs.Diff("immediate-changed");
@@ -145,6 +156,21 @@ public class ClassificationSpecs
         Assert.Equal(ElfSymbolBinding.Global, variable.Binding);
         Assert.Equal(3, BitConverter.ToInt32(((ElfDataSection)variable.Section!).Data, (int)variable.Value));
         Assert.DoesNotContain(d.Result.References, r => r.TargetName == "limit_bias");
+    }
+
+    [Fact]
+    public void New_data_pointing_at_new_functions_brings_them_into_the_output()
+    {
+        var d = DiffPairs.Diff("new-ops-table-with-new-function");
+
+        Expect.ChangedAndIncluded(d, "codec_setup");
+        Assert.Equal(new DataDiff("xor_ops", DataChange.New, IsLocal: true), Assert.Single(d.Result.Data));
+        Assert.Equal(FunctionChange.New, d.Kind("xor_encode"));
+        Assert.Equal(FunctionChange.New, d.Kind("xor_decode"));
+        Assert.Equal(["xor_encode", "xor_decode"], d.RelocationTargets(".rodata.xor_ops"));
+        Assert.Contains("xor_ops", d.RelocationTargets(".text.codec_setup"));
+        Assert.Equal([DiffPairs.Tag + "codec_setup", "xor_decode", "xor_encode"], d.DefinedFunctions);
+        Expect.ExternalReference(d, "register_codec");
     }
 
     [Fact]

@@ -16,6 +16,7 @@ packages=(
   e2fsprogs         # persistent lab disks
   kmod
   jq                # the benchmarks read the builder's --json
+  time              # /usr/bin/time -v: the differ benchmark's peak memory
   postgresql        # the patch server's PostgreSQL tests start their own throwaway cluster
   chromium          # the dashboard is tested in headless Chromium
 )

@@ -283,8 +283,10 @@ internal sealed partial class ObjectView
         return ends;
     }
 
+    /// <summary>The bytes of a symbol's extent, or nothing when the extent (as the symbol claims it) is not inside the section.</summary>
     public static ReadOnlySpan<byte> Bytes(ElfSection section, ulong start, ulong length) =>
-        section is ElfDataSection data && start + length <= (ulong)data.Data.Length ? data.Data.AsSpan((int)start, (int)length) : default;
+        section is ElfDataSection data && start <= (ulong)data.Data.Length && length <= (ulong)data.Data.Length - start
+            ? data.Data.AsSpan((int)start, (int)length) : default;
 
     /// <summary>The NUL-terminated string at <paramref name="offset"/> of a string section.</summary>
     public static string StringAt(ElfSection section, long offset)

@@ -112,7 +112,17 @@ internal sealed class OutputBuilder
         return copy;
     }
 
-    private void Insert(ElfSection section) => Output.Sections.Insert(Output.Sections.IndexOf(_table), section);
+    /// <summary>The module loader places sections inside page-aligned allocations: it cannot honour more than a page.</summary>
+    internal const ulong MaxAlignment = 4096;
+
+    private void Insert(ElfSection section)
+    {
+        // Checked here, before the writer pads the output to an alignment the input merely claims.
+        if (section.Alignment > MaxAlignment)
+            throw new DiffException($"{section.Name} in the patched object asks for {section.Alignment}-byte alignment; a livepatch module's sections " +
+                $"can be aligned to at most {MaxAlignment} bytes. Align the new code or data less strictly.");
+        Output.Sections.Insert(Output.Sections.IndexOf(_table), section);
+    }
 
     private ElfSymbol SectionSymbol(ElfSection section)
     {

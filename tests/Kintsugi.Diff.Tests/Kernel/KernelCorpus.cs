@@ -28,42 +28,42 @@ public sealed class KernelCorpus
     public static readonly IReadOnlyList<string> Objects =
     [
         // kernel/
-        "kernel/sched/core.o", "kernel/sched/fair.o", "kernel/sched/psi.o", "kernel/fork.o", "kernel/exit.o", "kernel/signal.o",
-        "kernel/sys.o", "kernel/panic.o", "kernel/cpu.o", "kernel/softirq.o", "kernel/resource.o", "kernel/capability.o",
-        "kernel/ptrace.o", "kernel/workqueue.o", "kernel/pid.o", "kernel/kthread.o", "kernel/reboot.o", "kernel/umh.o",
+        "kernel/sched/core.o", "kernel/sched/build_utility.o", "kernel/sched/fair.o", "kernel/fork.o", "kernel/exit.o", "kernel/signal.o",
+        "kernel/sys.o", "kernel/panic.o", "kernel/cpu.o", "kernel/capability.o",
+        "kernel/ptrace.o", "kernel/workqueue.o", "kernel/pid.o", "kernel/kthread.o",
         "kernel/time/timer.o", "kernel/time/hrtimer.o", "kernel/irq/manage.o", "kernel/locking/mutex.o", "kernel/locking/rwsem.o",
         "kernel/printk/printk.o", "kernel/futex/core.o", "kernel/cgroup/cgroup.o", "kernel/jump_label.o", "kernel/static_call_inline.o",
-        "kernel/module/main.o", "kernel/kallsyms.o", "kernel/seccomp.o", "kernel/smp.o", "kernel/stop_machine.o", "kernel/livepatch/core.o",
-        "kernel/bpf/syscall.o", "kernel/events/core.o", "kernel/user_namespace.o", "kernel/nsproxy.o",
+        "kernel/module/main.o", "kernel/seccomp.o", "kernel/livepatch/core.o",
+        "kernel/bpf/syscall.o", "kernel/events/core.o",
         // mm/
-        "mm/memory.o", "mm/mmap.o", "mm/page_alloc.o", "mm/slub.o", "mm/filemap.o", "mm/vmscan.o", "mm/gup.o", "mm/mprotect.o",
-        "mm/mremap.o", "mm/util.o", "mm/swapfile.o", "mm/shmem.o", "mm/madvise.o", "mm/mlock.o", "mm/rmap.o", "mm/vmalloc.o",
+        "mm/page_alloc.o", "mm/truncate.o", "mm/swap.o", "mm/percpu.o", "mm/slub.o", "mm/filemap.o", "mm/vmscan.o", "mm/gup.o",
+        "mm/util.o", "mm/swapfile.o", "mm/shmem.o", "mm/madvise.o",
         "mm/oom_kill.o", "mm/readahead.o", "mm/memcontrol.o", "mm/huge_memory.o",
         // fs/
-        "fs/namei.o", "fs/open.o", "fs/read_write.o", "fs/exec.o", "fs/file.o", "fs/dcache.o", "fs/inode.o", "fs/super.o",
-        "fs/select.o", "fs/ioctl.o", "fs/pipe.o", "fs/splice.o", "fs/namespace.o", "fs/proc/base.o", "fs/proc/cmdline.o",
-        "fs/proc/array.o", "fs/eventpoll.o", "fs/locks.o", "fs/xattr.o", "fs/stat.o", "fs/fcntl.o", "fs/seq_file.o",
+        "fs/namei.o", "fs/open.o", "fs/read_write.o", "fs/exec.o", "fs/file.o", "fs/dcache.o", "fs/inode.o",
+        "fs/select.o", "fs/pipe.o", "fs/namespace.o", "fs/proc/base.o", "fs/proc/cmdline.o",
+        "fs/eventpoll.o", "fs/locks.o", "fs/seq_file.o",
         "fs/ext4/inode.o", "fs/ext4/super.o", "fs/ext4/namei.o", "fs/ext4/extents.o",
         // net/
         "net/core/dev.o", "net/core/skbuff.o", "net/core/sock.o", "net/ipv4/tcp.o", "net/ipv4/tcp_input.o", "net/ipv4/tcp_ipv4.o",
-        "net/ipv4/udp.o", "net/ipv4/ip_output.o", "net/ipv4/route.o", "net/ipv4/af_inet.o", "net/socket.o", "net/unix/af_unix.o",
-        "net/netlink/af_netlink.o", "net/packet/af_packet.o", "net/netfilter/core.o", "net/sched/sch_generic.o",
+        "net/ipv4/udp.o", "net/ipv4/af_inet.o", "net/socket.o", "net/unix/af_unix.o",
+        "net/netlink/af_netlink.o", "net/packet/af_packet.o", "net/netfilter/core.o",
         // drivers/
-        "drivers/char/random.o", "drivers/char/mem.o", "drivers/tty/tty_io.o", "drivers/tty/n_tty.o", "drivers/base/core.o",
-        "drivers/base/dd.o", "drivers/virtio/virtio_ring.o", "drivers/net/virtio_net.o", "drivers/block/virtio_blk.o", "drivers/pci/pci.o",
+        "drivers/char/random.o", "drivers/char/mem.o", "drivers/tty/tty_io.o", "drivers/base/core.o",
+        "drivers/virtio/virtio_ring.o", "drivers/net/virtio_net.o", "drivers/block/virtio_blk.o", "drivers/pci/pci.o",
         "drivers/net/tun.o",
         // arch/x86/
-        "arch/x86/kernel/process.o", "arch/x86/kernel/process_64.o", "arch/x86/kernel/signal.o", "arch/x86/kernel/traps.o",
+        "arch/x86/kernel/process.o", "arch/x86/kernel/signal.o", "arch/x86/kernel/traps.o",
         "arch/x86/kernel/alternative.o", "arch/x86/kernel/cpu/common.o", "arch/x86/kernel/cpu/bugs.o", "arch/x86/kernel/fpu/core.o",
-        "arch/x86/kernel/fpu/signal.o", "arch/x86/kernel/ptrace.o", "arch/x86/kernel/kvm.o", "arch/x86/mm/fault.o", "arch/x86/mm/tlb.o",
-        "arch/x86/kvm/lapic.o", "arch/x86/events/core.o",
+        "arch/x86/kernel/fpu/signal.o", "arch/x86/kernel/kvm.o", "arch/x86/mm/fault.o", "arch/x86/mm/tlb.o",
+        "arch/x86/kvm/lapic.o", "arch/x86/kvm/pmu.o", "arch/x86/events/core.o",
         // lib/
-        "lib/string.o", "lib/vsprintf.o", "lib/iov_iter.o", "lib/bitmap.o", "lib/rbtree.o", "lib/scatterlist.o", "lib/kobject.o",
-        "lib/lockref.o", "lib/strncpy_from_user.o", "lib/strnlen_user.o", "lib/xarray.o", "lib/idr.o", "lib/percpu-refcount.o",
+        "lib/string.o", "lib/vsprintf.o", "lib/iov_iter.o", "lib/bitmap.o", "lib/scatterlist.o",
+        "lib/lockref.o", "lib/strncpy_from_user.o", "lib/strnlen_user.o", "lib/xarray.o", "lib/percpu-refcount.o",
         "lib/kstrtox.o", "lib/bug.o", "lib/usercopy.o",
         // security/
-        "security/commoncap.o", "security/security.o", "security/apparmor/lsm.o", "security/apparmor/domain.o", "security/selinux/hooks.o",
-        "security/keys/key.o", "security/keys/keyctl.o", "security/yama/yama_lsm.o",
+        "security/commoncap.o", "security/security.o", "security/apparmor/lsm.o", "security/selinux/hooks.o",
+        "security/keys/key.o", "security/yama/yama_lsm.o",
     ];
 
     private static readonly Lazy<Task<KernelCorpus>> Instance = new(CreateAsync);

@@ -4,10 +4,11 @@ using Kintsugi.Testing;
 
 namespace Kintsugi.Diff.Tests.Kernel;
 
-/// <summary>A small edit of one real unit: the first (and only) occurrence of <paramref name="Find"/> becomes <paramref name="Replace"/>.</summary>
-public sealed record KernelEdit(string Name, string SourcePath, string Find, string Replace)
+/// <summary>A small edit of one real unit: the only occurrence of <paramref name="Find"/> in <paramref name="SourcePath"/> becomes <paramref name="Replace"/>.</summary>
+/// <param name="Unit">The object the file is compiled into, when it is not the file's own (kernel/sched/ includes its .c files into a few units).</param>
+public sealed record KernelEdit(string Name, string SourcePath, string Find, string Replace, string? Unit = null)
 {
-    public string ObjectPath => SourcePath[..^2] + ".o";
+    public string ObjectPath => Unit ?? SourcePath[..^2] + ".o";
 }
 
 /// <summary>One edit's before and after objects and what the differ makes of them.</summary>

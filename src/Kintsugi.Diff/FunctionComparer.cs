@@ -162,19 +162,31 @@ internal sealed class FunctionComparer(ObjectView original, ObjectView patched)
         before.Code == after.Code && before.Code == Code.Mov_r32_imm32
         && before.Op0Register == after.Op0Register && before.Op0Register is Register.ESI or Register.EDX or Register.ECX;
 
+    /// <summary>
+    /// Whether the immediate loaded at <paramref name="index"/> is an argument of a line-taking helper: the next call
+    /// (a call clobbers the argument registers, so only the next one can receive it) is to such a helper, and
+    /// nothing in between reads or overwrites the register. A constant passed to another function is a real change.
+    /// </summary>
     private bool CallsLineFunctionSoon(List<Instruction> instructions, int index, DefinedSymbol function, List<ElfRelocation> relocations)
     {
+        var register = instructions[index].Op0Register.GetFullRegister();
         for (var i = index + 1; i < Math.Min(instructions.Count, index + 12); i++)
         {
             var instruction = instructions[i];
-            if (instruction.FlowControl is not (FlowControl.Call or FlowControl.UnconditionalBranch)) continue;
-            var site = function.Start + instruction.IP;
-            var relocation = relocations.FirstOrDefault(r => r.Offset >= site && r.Offset < site + (ulong)instruction.Length);
-            if (relocation is null) continue;
-            var target = patched.Resolve(function.Section, relocation);
-            var name = target.IsExternal ? target.Symbol.Name : target.Defined?.Name;
-            if (name is not null && LineFunctions.Contains(name)) return true;
+            if (instruction.FlowControl is FlowControl.Call or FlowControl.UnconditionalBranch)
+            {
+                var site = function.Start + instruction.IP;
+                var relocation = relocations.FirstOrDefault(r => r.Offset >= site && r.Offset < site + (ulong)instruction.Length);
+                if (relocation is null) return false;
+                var target = patched.Resolve(function.Section, relocation);
+                var name = target.IsExternal ? target.Symbol.Name : target.Defined?.Name;
+                return name is not null && LineFunctions.Contains(name);
+            }
+            if (instruction.FlowControl != FlowControl.Next) return false;
+            if (_registers.GetInfo(instruction).GetUsedRegisters().Any(used => used.Register.GetFullRegister() == register)) return false;
         }
         return false;
     }
+
+    private readonly InstructionInfoFactory _registers = new();
 }

@@ -138,6 +138,19 @@ public class LineNumberSpecs
     }
 
     [Fact]
+    public void A_new_constant_passed_to_another_function_just_before_a_line_helper_is_a_real_change()
+    {
+        var d = DiffPairs.Diff("constant-argument-before-might-sleep");
+
+        var diff = d.Function("dev_configure");
+        Assert.Null(diff.Note);
+        Expect.ChangedAndIncluded(d, "dev_configure");
+        Assert.True(d.Result.HasChanges);
+        Expect.ExternalReference(d, "dev_set_limit");
+        Expect.ExternalReference(d, "__might_sleep");
+    }
+
+    [Fact]
     public void Moved_BUG_and_WARN_lines_change_only_the_bug_table_and_nothing_is_patched()
     {
         var d = DiffPairs.Diff("line-only-bug-and-warn");

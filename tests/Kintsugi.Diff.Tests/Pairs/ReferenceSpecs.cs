@@ -152,6 +152,19 @@ public class SpecialSectionSpecs
     }
 
     [Fact]
+    public void A_changed_exported_function_is_patched_and_its_export_entry_stays_with_the_running_kernel()
+    {
+        var d = DiffPairs.Diff("exported-function-changed");
+        Assert.NotNull(d.After.FindSection("___ksymtab+buffer_space"));
+
+        Expect.ChangedAndIncluded(d, "buffer_space");
+        Expect.Unchanged(d, "buffer_full");
+        Assert.Empty(d.Result.Refusals);
+        Assert.Empty(d.Result.Data);
+        Assert.DoesNotContain(d.Output.Sections, s => s.Name.Contains("ksymtab", StringComparison.Ordinal));
+    }
+
+    [Fact]
     public void The_mcount_table_lists_exactly_the_included_functions()
     {
         var d = DiffPairs.Diff("shadow-variable");

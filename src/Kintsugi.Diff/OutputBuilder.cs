@@ -183,12 +183,12 @@ internal sealed class OutputBuilder
                 case SymbolRole.Special:
                     return (IncludeData(defined), addend);
                 default:
+                    // New __initdata too: a copy in the livepatch's own .init.data is freed once the livepatch module has loaded.
+                    if (ObjectView.IsInitSection(defined.Section)) return Refuse(RefusalRule.InitCodeChanged, defined.Name,
+                        $"the patched code references {defined.Name}, which is __initdata ({defined.Section.Name}) freed after boot or module load. " +
+                        "Keep what the patched code needs in ordinary data (drop __initdata), or compute it where it is used.");
                     if (_original.ByKey.GetValueOrDefault(defined.Key) is { Role: SymbolRole.Data })
-                    {
-                        if (ObjectView.IsInitSection(defined.Section)) return Refuse(RefusalRule.InitCodeChanged, defined.Name,
-                            $"the patched code references {defined.Name}, which is __initdata freed after boot.");
                         return (ReferenceTo(defined, ReferenceTargetKind.Object), addend);
-                    }
                     return (IncludeData(defined), addend);
             }
         }

@@ -51,6 +51,16 @@ public class RefusalSpecs
     }
 
     [Fact]
+    public void A_changed_function_reading_new_init_data_is_refused_naming_it()
+    {
+        var d = DiffPairs.Diff("changed-function-uses-new-initdata");
+
+        Assert.Equal(FunctionChange.Changed, d.Kind("default_weight"));
+        Assert.Contains(d.Result.Data, x => x.Name == "boot_weights" && x.Kind == DataChange.New);
+        Expect.Refused(d, RefusalRule.InitCodeChanged, "boot_weights", ".init.data", "drop __initdata");
+    }
+
+    [Fact]
     public void A_changed_notrace_function_is_refused_and_the_author_told_to_patch_its_callers()
     {
         var d = DiffPairs.Diff("notrace-function-changed");

@@ -309,6 +309,8 @@ internal sealed class OutputBuilder
         if (_options.Object.IsVmlinux) return true;
         var target = _patched.Resolve(table, relocation);
         if (target.IsExternal) return true;
+        // A key the fix adds is defined in the livepatch itself, which the kernel sets up with the livepatch's own jump entries.
+        if (target.Defined is { Role: SymbolRole.Data } key && !_original.ByKey.ContainsKey(key.Key)) return true;
         var name = target.Defined?.Name ?? target.Symbol.Name;
         Refuse(RefusalRule.SpecialSectionUnsupported, name,
             $"the patched code uses the {(table.Name == "__jump_table" ? "static key" : "static call")} {name} of module {_options.Object}, which a livepatch cannot use " +

@@ -30,6 +30,14 @@ internal sealed class FunctionComparer(ObjectView original, ObjectView patched)
 
     public Verdict CompareCode(DefinedSymbol before, DefinedSymbol after)
     {
+        var code = CompareInstructions(before, after);
+        if (code == Verdict.Different || before.Role != SymbolRole.Function) return code;
+        var entries = CompareTableEntries(before, after);
+        return entries == Verdict.Different ? Verdict.Different : code == Verdict.LineNumbersOnly ? code : entries;
+    }
+
+    private Verdict CompareInstructions(DefinedSymbol before, DefinedSymbol after)
+    {
         if (before.Symbol.Size != after.Symbol.Size) return Verdict.Different;
         var relocationsBefore = original.RelocationsIn(before).ToList();
         var relocationsAfter = patched.RelocationsIn(after).ToList();
@@ -60,6 +68,65 @@ internal sealed class FunctionComparer(ObjectView original, ObjectView patched)
             if (!IsLineArgument(a, b) || !CallsLineFunctionSoon(instructionsAfter, i, after, relocationsAfter)) return Verdict.Different;
         }
         return Verdict.LineNumbersOnly;
+    }
+
+    /// <summary>
+    /// A function's entries in the kernel's tables (its static branches' keys, its BUG/WARN flags, its exception
+    /// fixups) are part of what it does: the same instructions testing another key, or a WARN_ON that became
+    /// WARN_ON_ONCE, are a change. A moved __LINE__ in a bug entry is a line-only change.
+    /// </summary>
+    private Verdict CompareTableEntries(DefinedSymbol before, DefinedSymbol after)
+    {
+        _entriesBefore ??= TableEntries(original);
+        _entriesAfter ??= TableEntries(patched);
+        var a = _entriesBefore.GetValueOrDefault(before.Key) ?? [];
+        var b = _entriesAfter.GetValueOrDefault(after.Key) ?? [];
+        if (a.Count != b.Count) return Verdict.Different;
+        var (sortedA, sortedB) = (a.OrderBy(e => e.Content, StringComparer.Ordinal).ToList(), b.OrderBy(e => e.Content, StringComparer.Ordinal).ToList());
+        if (!sortedA.Select(e => e.Content).SequenceEqual(sortedB.Select(e => e.Content), StringComparer.Ordinal)) return Verdict.Different;
+        return sortedA.Select(e => e.Line).SequenceEqual(sortedB.Select(e => e.Line)) ? Verdict.Same : Verdict.LineNumbersOnly;
+    }
+
+    private Dictionary<string, List<(string Content, int Line)>>? _entriesBefore, _entriesAfter;
+
+    /// <summary>struct bug_entry (12 bytes with CONFIG_DEBUG_BUGVERBOSE): address, file, then the 16-bit __LINE__ at offset 8.</summary>
+    private const int BugEntryLineField = 8;
+
+    /// <summary>Each function's table entries (its .cold parts' included), by the function's key, in terms that survive recompilation.</summary>
+    private static Dictionary<string, List<(string Content, int Line)>> TableEntries(ObjectView view)
+    {
+        var result = new Dictionary<string, List<(string, int)>>(StringComparer.Ordinal);
+        foreach (var section in view.Elf.Sections)
+        {
+            // Every function has exactly one ftrace location; its presence is checked where it matters.
+            if (SpecialSections.Find(section.Name) is not { } table || section is not ElfDataSection data
+                || section.Name is "__mcount_loc" or "__patchable_function_entries") continue;
+            var relocations = view.Relocations.GetValueOrDefault(section) ?? [];
+            if (SpecialSections.EntrySize(table, section, relocations) is not { } size) continue;
+            foreach (var entry in relocations.GroupBy(r => r.Offset / (ulong)size))
+            {
+                var fields = entry.ToList();
+                var start = entry.Key * (ulong)size;
+                if (fields[0].Offset != start || view.Resolve(section, fields[0]) is not { Defined: { IsCode: true } owner } anchor) continue;
+                var function = owner.Role == SymbolRole.ColdPart ? owner.Parent! : owner.Key;
+                var bytes = ObjectView.Bytes(section, start, (ulong)size).ToArray();
+                foreach (var field in fields)
+                    bytes.AsSpan((int)(field.Offset - start), Math.Min(ObjectView.FieldWidth(field.Type), size - (int)(field.Offset - start))).Clear();
+                var line = 0;
+                if (section.Name == "__bug_table" && size >= BugEntryLineField + 2)
+                {
+                    line = BinaryPrimitives.ReadUInt16LittleEndian(bytes.AsSpan(BugEntryLineField));
+                    bytes.AsSpan(BugEntryLineField, 2).Clear();
+                }
+                var content = new StringBuilder().Append(section.Name).Append('@').Append(owner.Key).Append('+').Append(anchor.Offset);
+                foreach (var field in fields.Skip(1))
+                    content.Append(';').Append(field.Offset - start).Append('=').Append(Key(view, section, field));
+                content.Append(';').Append(Convert.ToHexString(bytes));
+                if (!result.TryGetValue(function, out var list)) result[function] = list = [];
+                list.Add((content.ToString(), line));
+            }
+        }
+        return result;
     }
 
     public bool SameData(DefinedSymbol before, DefinedSymbol after)

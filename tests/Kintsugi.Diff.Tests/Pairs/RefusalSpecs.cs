@@ -161,12 +161,13 @@ public class LineNumberSpecs
     }
 
     [Fact]
-    public void Moved_BUG_and_WARN_lines_change_only_the_bug_table_and_nothing_is_patched()
+    public void Moved_BUG_and_WARN_lines_change_only_the_bug_table_and_nothing_is_patched_with_a_note()
     {
         var d = DiffPairs.Diff("line-only-bug-and-warn");
         Assert.NotEqual(Section(d.Before, "__bug_table"), Section(d.After, "__bug_table"));
 
         Expect.Unchanged(d, "pop_entry", "push_entry");
+        Assert.All(d.Result.Functions, f => Assert.Contains("__LINE__", f.Note, StringComparison.Ordinal));
         Assert.False(d.Result.HasChanges);
         Assert.Null(d.Result.Output);
         Assert.Empty(d.Result.Data);

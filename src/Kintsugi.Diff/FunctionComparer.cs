@@ -89,6 +89,13 @@ internal sealed class FunctionComparer(ObjectView original, ObjectView patched)
 
     private Dictionary<string, List<(string Content, int Line)>>? _entriesBefore, _entriesAfter;
 
+    /// <summary>
+    /// The tables whose entries say what their function does and name nothing but it, symbols and strings. Not the
+    /// ftrace locations (one per function), nor tables pointing into shared unnamed code (.altinstr_replacement), where
+    /// one function's edit would move every other function's entries.
+    /// </summary>
+    private static readonly HashSet<string> ComparedTables = new(StringComparer.Ordinal) { "__jump_table", "__bug_table", "__ex_table", ".static_call_sites" };
+
     /// <summary>struct bug_entry (12 bytes with CONFIG_DEBUG_BUGVERBOSE): address, file, then the 16-bit __LINE__ at offset 8.</summary>
     private const int BugEntryLineField = 8;
 
@@ -98,9 +105,7 @@ internal sealed class FunctionComparer(ObjectView original, ObjectView patched)
         var result = new Dictionary<string, List<(string, int)>>(StringComparer.Ordinal);
         foreach (var section in view.Elf.Sections)
         {
-            // Every function has exactly one ftrace location; its presence is checked where it matters.
-            if (SpecialSections.Find(section.Name) is not { } table || section is not ElfDataSection data
-                || section.Name is "__mcount_loc" or "__patchable_function_entries") continue;
+            if (!ComparedTables.Contains(section.Name) || SpecialSections.Find(section.Name) is not { } table || section is not ElfDataSection) continue;
             var relocations = view.Relocations.GetValueOrDefault(section) ?? [];
             if (SpecialSections.EntrySize(table, section, relocations) is not { } size) continue;
             foreach (var entry in relocations.GroupBy(r => r.Offset / (ulong)size))

@@ -200,6 +200,23 @@ public class ClassificationSpecs
         Expect.ExternalReference(d, "register_codec");
     }
 
+    [Theory]
+    [InlineData("sample_count", ".data..percpu", 64UL)]
+    [InlineData("sample_threshold", ".data..read_mostly", 4UL)]
+    [InlineData("sample_enabled", ".data..ro_after_init", 4UL)]
+    public void New_data_keeps_its_section_and_alignment_so_the_kernel_treats_it_alike(string variable, string section, ulong alignment)
+    {
+        var d = DiffPairs.Diff("new-data-keeps-its-section");
+
+        Expect.ChangedAndIncluded(d, "sample");
+        Assert.Contains(d.Result.Data, x => x.Name == variable && x.Kind == DataChange.New);
+        var symbol = Assert.Contains(variable, d.Defined);
+        Assert.Equal(section, symbol.Section!.Name);
+        Assert.Equal(alignment, symbol.Section.Alignment);
+        Assert.True(symbol.Section.Flags.HasFlag(ElfSectionFlags.Write));
+        Assert.DoesNotContain(d.Result.References, r => r.TargetName == variable);
+    }
+
     [Fact]
     public void New_static_variables_are_new_data_defined_in_the_output()
     {

@@ -98,6 +98,7 @@ internal sealed class FunctionComparer(ObjectView original, ObjectView patched)
 
     /// <summary>struct bug_entry (12 bytes with CONFIG_DEBUG_BUGVERBOSE): address, file, then the 16-bit __LINE__ at offset 8.</summary>
     private const int BugEntryLineField = 8;
+    private const int BugEntryLineSize = 12;
 
     /// <summary>Each function's table entries (its .cold parts' included), by the function's key, in terms that survive recompilation.</summary>
     private static Dictionary<string, List<(string Content, int Line)>> TableEntries(ObjectView view)
@@ -118,7 +119,7 @@ internal sealed class FunctionComparer(ObjectView original, ObjectView patched)
                 foreach (var field in fields)
                     bytes.AsSpan((int)(field.Offset - start), Math.Min(ObjectView.FieldWidth(field.Type), size - (int)(field.Offset - start))).Clear();
                 var line = 0;
-                if (section.Name == "__bug_table" && size >= BugEntryLineField + 2)
+                if (section.Name == "__bug_table" && size == BugEntryLineSize)
                 {
                     line = BinaryPrimitives.ReadUInt16LittleEndian(bytes.AsSpan(BugEntryLineField));
                     bytes.AsSpan(BugEntryLineField, 2).Clear();

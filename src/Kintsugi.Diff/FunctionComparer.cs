@@ -30,6 +30,14 @@ internal sealed class FunctionComparer(ObjectView original, ObjectView patched)
 
     public Verdict CompareCode(DefinedSymbol before, DefinedSymbol after)
     {
+        var code = CompareInstructions(before, after);
+        if (code == Verdict.Different || before.Role != SymbolRole.Function) return code;
+        var entries = CompareTableEntries(before, after);
+        return entries == Verdict.Different ? Verdict.Different : code == Verdict.LineNumbersOnly ? code : entries;
+    }
+
+    private Verdict CompareInstructions(DefinedSymbol before, DefinedSymbol after)
+    {
         if (before.Symbol.Size != after.Symbol.Size) return Verdict.Different;
         var relocationsBefore = original.RelocationsIn(before).ToList();
         var relocationsAfter = patched.RelocationsIn(after).ToList();
@@ -60,6 +68,71 @@ internal sealed class FunctionComparer(ObjectView original, ObjectView patched)
             if (!IsLineArgument(a, b) || !CallsLineFunctionSoon(instructionsAfter, i, after, relocationsAfter)) return Verdict.Different;
         }
         return Verdict.LineNumbersOnly;
+    }
+
+    /// <summary>
+    /// A function's entries in the kernel's tables (its static branches' keys, its BUG/WARN flags, its exception
+    /// fixups) are part of what it does: the same instructions testing another key, or a WARN_ON that became
+    /// WARN_ON_ONCE, are a change. A moved __LINE__ in a bug entry is a line-only change.
+    /// </summary>
+    private Verdict CompareTableEntries(DefinedSymbol before, DefinedSymbol after)
+    {
+        _entriesBefore ??= TableEntries(original);
+        _entriesAfter ??= TableEntries(patched);
+        var a = _entriesBefore.GetValueOrDefault(before.Key) ?? [];
+        var b = _entriesAfter.GetValueOrDefault(after.Key) ?? [];
+        if (a.Count != b.Count) return Verdict.Different;
+        var (sortedA, sortedB) = (a.OrderBy(e => e.Content, StringComparer.Ordinal).ToList(), b.OrderBy(e => e.Content, StringComparer.Ordinal).ToList());
+        if (!sortedA.Select(e => e.Content).SequenceEqual(sortedB.Select(e => e.Content), StringComparer.Ordinal)) return Verdict.Different;
+        return sortedA.Select(e => e.Line).SequenceEqual(sortedB.Select(e => e.Line)) ? Verdict.Same : Verdict.LineNumbersOnly;
+    }
+
+    private Dictionary<string, List<(string Content, int Line)>>? _entriesBefore, _entriesAfter;
+
+    /// <summary>
+    /// The tables whose entries say what their function does and name nothing but it, symbols and strings. Not the
+    /// ftrace locations (one per function), nor tables pointing into shared unnamed code (.altinstr_replacement), where
+    /// one function's edit would move every other function's entries.
+    /// </summary>
+    private static readonly HashSet<string> ComparedTables = new(StringComparer.Ordinal) { "__jump_table", "__bug_table", "__ex_table", ".static_call_sites" };
+
+    /// <summary>struct bug_entry (12 bytes with CONFIG_DEBUG_BUGVERBOSE): address, file, then the 16-bit __LINE__ at offset 8.</summary>
+    private const int BugEntryLineField = 8;
+    private const int BugEntryLineSize = 12;
+
+    /// <summary>Each function's table entries (its .cold parts' included), by the function's key, in terms that survive recompilation.</summary>
+    private static Dictionary<string, List<(string Content, int Line)>> TableEntries(ObjectView view)
+    {
+        var result = new Dictionary<string, List<(string, int)>>(StringComparer.Ordinal);
+        foreach (var section in view.Elf.Sections)
+        {
+            if (!ComparedTables.Contains(section.Name) || SpecialSections.Find(section.Name) is not { } table || section is not ElfDataSection) continue;
+            var relocations = view.Relocations.GetValueOrDefault(section) ?? [];
+            if (SpecialSections.EntrySize(table, section, relocations) is not { } size) continue;
+            foreach (var entry in relocations.GroupBy(r => r.Offset / (ulong)size))
+            {
+                var fields = entry.ToList();
+                var start = entry.Key * (ulong)size;
+                if (fields[0].Offset != start || view.Resolve(section, fields[0]) is not { Defined: { IsCode: true } owner } anchor) continue;
+                var function = owner.Role == SymbolRole.ColdPart ? owner.Parent! : owner.Key;
+                var bytes = ObjectView.Bytes(section, start, (ulong)size).ToArray();
+                foreach (var field in fields)
+                    bytes.AsSpan((int)(field.Offset - start), Math.Min(ObjectView.FieldWidth(field.Type), size - (int)(field.Offset - start))).Clear();
+                var line = 0;
+                if (section.Name == "__bug_table" && size == BugEntryLineSize)
+                {
+                    line = BinaryPrimitives.ReadUInt16LittleEndian(bytes.AsSpan(BugEntryLineField));
+                    bytes.AsSpan(BugEntryLineField, 2).Clear();
+                }
+                var content = new StringBuilder().Append(section.Name).Append('@').Append(owner.Key).Append('+').Append(anchor.Offset);
+                foreach (var field in fields.Skip(1))
+                    content.Append(';').Append(field.Offset - start).Append('=').Append(Key(view, section, field));
+                content.Append(';').Append(Convert.ToHexString(bytes));
+                if (!result.TryGetValue(function, out var list)) result[function] = list = [];
+                list.Add((content.ToString(), line));
+            }
+        }
+        return result;
     }
 
     public bool SameData(DefinedSymbol before, DefinedSymbol after)
@@ -162,19 +235,31 @@ internal sealed class FunctionComparer(ObjectView original, ObjectView patched)
         before.Code == after.Code && before.Code == Code.Mov_r32_imm32
         && before.Op0Register == after.Op0Register && before.Op0Register is Register.ESI or Register.EDX or Register.ECX;
 
+    /// <summary>
+    /// Whether the immediate loaded at <paramref name="index"/> is an argument of a line-taking helper: the next call
+    /// (a call clobbers the argument registers, so only the next one can receive it) is to such a helper, and
+    /// nothing in between reads or overwrites the register. A constant passed to another function is a real change.
+    /// </summary>
     private bool CallsLineFunctionSoon(List<Instruction> instructions, int index, DefinedSymbol function, List<ElfRelocation> relocations)
     {
+        var register = instructions[index].Op0Register.GetFullRegister();
         for (var i = index + 1; i < Math.Min(instructions.Count, index + 12); i++)
         {
             var instruction = instructions[i];
-            if (instruction.FlowControl is not (FlowControl.Call or FlowControl.UnconditionalBranch)) continue;
-            var site = function.Start + instruction.IP;
-            var relocation = relocations.FirstOrDefault(r => r.Offset >= site && r.Offset < site + (ulong)instruction.Length);
-            if (relocation is null) continue;
-            var target = patched.Resolve(function.Section, relocation);
-            var name = target.IsExternal ? target.Symbol.Name : target.Defined?.Name;
-            if (name is not null && LineFunctions.Contains(name)) return true;
+            if (instruction.FlowControl is FlowControl.Call or FlowControl.UnconditionalBranch)
+            {
+                var site = function.Start + instruction.IP;
+                var relocation = relocations.FirstOrDefault(r => r.Offset >= site && r.Offset < site + (ulong)instruction.Length);
+                if (relocation is null) return false;
+                var target = patched.Resolve(function.Section, relocation);
+                var name = target.IsExternal ? target.Symbol.Name : target.Defined?.Name;
+                return name is not null && LineFunctions.Contains(name);
+            }
+            if (instruction.FlowControl != FlowControl.Next) return false;
+            if (_registers.GetInfo(instruction).GetUsedRegisters().Any(used => used.Register.GetFullRegister() == register)) return false;
         }
         return false;
     }
+
+    private readonly InstructionInfoFactory _registers = new();
 }

@@ -193,12 +193,12 @@ internal sealed class OutputBuilder
                 case SymbolRole.Special:
                     return (IncludeData(defined), addend);
                 default:
+                    // New __initdata too: a copy in the livepatch's own .init.data is freed once the livepatch module has loaded.
+                    if (ObjectView.IsInitSection(defined.Section)) return Refuse(RefusalRule.InitCodeChanged, defined.Name,
+                        $"the patched code references {defined.Name}, which is __initdata ({defined.Section.Name}) freed after boot or module load. " +
+                        "Keep what the patched code needs in ordinary data (drop __initdata), or compute it where it is used.");
                     if (_original.ByKey.GetValueOrDefault(defined.Key) is { Role: SymbolRole.Data })
-                    {
-                        if (ObjectView.IsInitSection(defined.Section)) return Refuse(RefusalRule.InitCodeChanged, defined.Name,
-                            $"the patched code references {defined.Name}, which is __initdata freed after boot.");
                         return (ReferenceTo(defined, ReferenceTargetKind.Object), addend);
-                    }
                     return (IncludeData(defined), addend);
             }
         }
@@ -319,6 +319,8 @@ internal sealed class OutputBuilder
         if (_options.Object.IsVmlinux) return true;
         var target = _patched.Resolve(table, relocation);
         if (target.IsExternal) return true;
+        // A key the fix adds is defined in the livepatch itself, which the kernel sets up with the livepatch's own jump entries.
+        if (target.Defined is { Role: SymbolRole.Data } key && !_original.ByKey.ContainsKey(key.Key)) return true;
         var name = target.Defined?.Name ?? target.Symbol.Name;
         Refuse(RefusalRule.SpecialSectionUnsupported, name,
             $"the patched code uses the {(table.Name == "__jump_table" ? "static key" : "static call")} {name} of module {_options.Object}, which a livepatch cannot use " +

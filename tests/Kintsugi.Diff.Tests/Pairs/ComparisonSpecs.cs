@@ -41,6 +41,33 @@ public class ComparisonSpecs
     }
 
     [Fact]
+    public void The_same_instructions_testing_another_static_key_are_a_change()
+    {
+        var d = DiffPairs.Diff("static-key-swapped");
+        Assert.Equal(Bytes(d.Before, "transmit"), Bytes(d.After, "transmit"));
+
+        Expect.ChangedAndIncluded(d, "transmit");
+        Expect.Unchanged(d, "receive");
+        Assert.Equal([DiffPairs.Tag + "transmit", DiffPairs.Tag + "transmit", "tx_tracing"], d.RelocationTargets("__jump_table"));
+        Expect.ReferenceToUnit(d, "tx_tracing", isLocal: false, ReferenceTargetKind.Object);
+        Assert.DoesNotContain(d.Result.References, r => r.TargetName == "rx_tracing");
+    }
+
+    [Fact]
+    public void A_WARN_ON_that_became_WARN_ON_ONCE_is_a_change_though_only_its_bug_entry_differs()
+    {
+        var d = DiffPairs.Diff("warn-on-becomes-warn-on-once");
+        Assert.Equal(Bytes(d.Before, "queue_push"), Bytes(d.After, "queue_push"));
+
+        Expect.ChangedAndIncluded(d, "queue_push");
+        Expect.Unchanged(d, "queue_pop");
+        var table = Assert.IsType<ElfDataSection>(Assert.Single(d.OutputSections("__bug_table")));
+        Assert.Equal(12, table.Data.Length);
+        const ushort warningOnceTaint9 = 1 | 2 | 9 << 8;
+        Assert.Equal(warningOnceTaint9, BitConverter.ToUInt16(table.Data, 10));
+    }
+
+    [Fact]
     public void A_changed_immediate_changes_only_its_function()
     {
         var d = DiffPairs.Diff("immediate-changed");
@@ -171,6 +198,23 @@ public class ClassificationSpecs
         Assert.Contains("xor_ops", d.RelocationTargets(".text.codec_setup"));
         Assert.Equal([DiffPairs.Tag + "codec_setup", "xor_decode", "xor_encode"], d.DefinedFunctions);
         Expect.ExternalReference(d, "register_codec");
+    }
+
+    [Theory]
+    [InlineData("sample_count", ".data..percpu", 64UL)]
+    [InlineData("sample_threshold", ".data..read_mostly", 4UL)]
+    [InlineData("sample_enabled", ".data..ro_after_init", 4UL)]
+    public void New_data_keeps_its_section_and_alignment_so_the_kernel_treats_it_alike(string variable, string section, ulong alignment)
+    {
+        var d = DiffPairs.Diff("new-data-keeps-its-section");
+
+        Expect.ChangedAndIncluded(d, "sample");
+        Assert.Contains(d.Result.Data, x => x.Name == variable && x.Kind == DataChange.New);
+        var symbol = Assert.Contains(variable, d.Defined);
+        Assert.Equal(section, symbol.Section!.Name);
+        Assert.Equal(alignment, symbol.Section.Alignment);
+        Assert.True(symbol.Section.Flags.HasFlag(ElfSectionFlags.Write));
+        Assert.DoesNotContain(d.Result.References, r => r.TargetName == variable);
     }
 
     [Fact]

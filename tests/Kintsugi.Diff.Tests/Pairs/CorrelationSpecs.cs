@@ -133,6 +133,19 @@ public class CompilerCloneSpecs
     }
 
     [Fact]
+    public void A_new_function_with_a_cold_part_is_included_whole()
+    {
+        var d = DiffPairs.Diff("new-function-with-cold-part");
+
+        Assert.Equal(FunctionChange.New, d.Kind("check_channel"));
+        Expect.ChangedAndIncluded(d, "open_channel");
+        Assert.Equal(["check_channel", "check_channel.cold", DiffPairs.Tag + "open_channel"], d.DefinedFunctions);
+        Assert.StartsWith(".text.unlikely", Assert.Contains("check_channel.cold", d.Defined).Section!.Name, StringComparison.Ordinal);
+        Assert.Contains("check_channel.cold", d.RelocationTargets(".text.check_channel"));
+        Assert.DoesNotContain(d.Result.References, r => r.TargetName.StartsWith("check_channel", StringComparison.Ordinal));
+    }
+
+    [Fact]
     public void A_function_whose_hot_and_cold_parts_are_the_same_is_unchanged_and_called_in_place()
     {
         var d = DiffPairs.Diff("cold-part-unchanged");
@@ -269,6 +282,20 @@ public class SpecialStaticSpecs
         var copy = Assert.IsType<ElfDataSection>(Assert.Contains(table, d.Defined).Section);
         Assert.Contains(25000, Enumerable.Range(0, copy.Data.Length / 4).Select(i => BitConverter.ToInt32(copy.Data, i * 4)));
         Assert.DoesNotContain(d.Result.References, r => r.TargetName.StartsWith("CSWTCH", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void A_changed_function_gets_its_own_ratelimit_state_and_the_others_keep_theirs()
+    {
+        var d = DiffPairs.Diff("ratelimit-state-per-use");
+
+        Expect.ChangedAndIncluded(d, "report_drop");
+        Expect.Unchanged(d, "report_overrun");
+        var state = PairDiff.StaticUsedBy(d.After, "report_drop", "_rs");
+        Assert.Equal(ElfSymbolBinding.Local, Assert.Contains(state, d.Defined).Binding);
+        Assert.Single(d.Defined.Keys, name => name.StartsWith("_rs.", StringComparison.Ordinal));
+        Assert.DoesNotContain(d.Result.References, r => r.TargetName.StartsWith("_rs", StringComparison.Ordinal));
+        Expect.ExternalReference(d, "___ratelimit");
     }
 
     [Fact]

@@ -137,6 +137,20 @@ public class SpecialSectionSpecs
         Assert.Contains(key.Sites, s => s.Section == "__jump_table");
     }
 
+    [Theory]
+    [InlineData(null)]
+    [InlineData("pairs_mod")]
+    public void A_static_key_the_fix_adds_is_defined_in_the_output_with_the_jump_entry_pointing_at_it(string? module)
+    {
+        var d = DiffPairs.Diff("new-static-key", module);
+
+        Expect.ChangedAndIncluded(d, "handle_event");
+        Assert.Equal(new DataDiff("event_audit", DataChange.New, IsLocal: false), Assert.Single(d.Result.Data));
+        Assert.Contains("event_audit", d.Defined.Keys);
+        Assert.Equal([DiffPairs.Tag + "handle_event", DiffPairs.Tag + "handle_event", "event_audit"], d.RelocationTargets("__jump_table"));
+        Assert.DoesNotContain(d.Result.References, r => r.TargetName == "event_audit");
+    }
+
     [Fact]
     public void The_exception_table_keeps_only_the_changed_function_s_entry()
     {
@@ -149,6 +163,19 @@ public class SpecialSectionSpecs
         Assert.Equal(12, table.Data.Length);
         Assert.Equal(3, BitConverter.ToInt32(table.Data, 8));
         Assert.Equal([DiffPairs.Tag + "read_flag", DiffPairs.Tag + "read_flag"], d.RelocationTargets("__ex_table"));
+    }
+
+    [Fact]
+    public void A_changed_exported_function_is_patched_and_its_export_entry_stays_with_the_running_kernel()
+    {
+        var d = DiffPairs.Diff("exported-function-changed");
+        Assert.NotNull(d.After.FindSection("___ksymtab+buffer_space"));
+
+        Expect.ChangedAndIncluded(d, "buffer_space");
+        Expect.Unchanged(d, "buffer_full");
+        Assert.Empty(d.Result.Refusals);
+        Assert.Empty(d.Result.Data);
+        Assert.DoesNotContain(d.Output.Sections, s => s.Name.Contains("ksymtab", StringComparison.Ordinal));
     }
 
     [Fact]

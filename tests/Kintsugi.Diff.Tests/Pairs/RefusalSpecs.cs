@@ -51,6 +51,16 @@ public class RefusalSpecs
     }
 
     [Fact]
+    public void A_changed_function_reading_new_init_data_is_refused_naming_it()
+    {
+        var d = DiffPairs.Diff("changed-function-uses-new-initdata");
+
+        Assert.Equal(FunctionChange.Changed, d.Kind("default_weight"));
+        Assert.Contains(d.Result.Data, x => x.Name == "boot_weights" && x.Kind == DataChange.New);
+        Expect.Refused(d, RefusalRule.InitCodeChanged, "boot_weights", ".init.data", "drop __initdata");
+    }
+
+    [Fact]
     public void A_changed_notrace_function_is_refused_and_the_author_told_to_patch_its_callers()
     {
         var d = DiffPairs.Diff("notrace-function-changed");
@@ -138,12 +148,26 @@ public class LineNumberSpecs
     }
 
     [Fact]
-    public void Moved_BUG_and_WARN_lines_change_only_the_bug_table_and_nothing_is_patched()
+    public void A_new_constant_passed_to_another_function_just_before_a_line_helper_is_a_real_change()
+    {
+        var d = DiffPairs.Diff("constant-argument-before-might-sleep");
+
+        var diff = d.Function("dev_configure");
+        Assert.Null(diff.Note);
+        Expect.ChangedAndIncluded(d, "dev_configure");
+        Assert.True(d.Result.HasChanges);
+        Expect.ExternalReference(d, "dev_set_limit");
+        Expect.ExternalReference(d, "__might_sleep");
+    }
+
+    [Fact]
+    public void Moved_BUG_and_WARN_lines_change_only_the_bug_table_and_nothing_is_patched_with_a_note()
     {
         var d = DiffPairs.Diff("line-only-bug-and-warn");
         Assert.NotEqual(Section(d.Before, "__bug_table"), Section(d.After, "__bug_table"));
 
         Expect.Unchanged(d, "pop_entry", "push_entry");
+        Assert.All(d.Result.Functions, f => Assert.Contains("__LINE__", f.Note, StringComparison.Ordinal));
         Assert.False(d.Result.HasChanges);
         Assert.Null(d.Result.Output);
         Assert.Empty(d.Result.Data);

@@ -36,8 +36,8 @@ public sealed class KernelPairSpecification
         Assert.True(expected.Count > 0, $"the included code ({string.Join(", ", included)}) has no {table} entries in the after object: the edit does not exercise {table}");
         Assert.Equal(KernelTables.CodePlaces(expected), KernelTables.CodePlaces(kept));
         Assert.True(all.Count > expected.Count, $"every {table} entry of the unit belongs to included code, so dropping the others is not shown");
-        var byPlace = expected.ToDictionary(e => e.Code);
-        return [.. kept.Select(k => (k, byPlace[k.Code]))];
+        var byPlace = expected.ToDictionary(e => e.Code.Where);
+        return [.. kept.Select(k => (k, byPlace[k.Code.Where]))];
     }
 
     private static LoadTimeReference BoundAtLoadTime(KernelPair pair, string name, string table)
@@ -58,9 +58,9 @@ public sealed class KernelPairSpecification
         // Code, target and key (whose low bits say which way the branch goes) as in the after object, the key now undefined.
         foreach (var (kept, source) in entries)
         {
-            Assert.Equal(source.Fields[4].Offset, kept.Fields[4].Offset);
+            Assert.Equal(source.Fields[4].Where, kept.Fields[4].Where);
             Assert.Null(kept.Fields[8].Section);
-            Assert.Equal((source.Fields[8].Symbol, source.Fields[8].Offset), (kept.Fields[8].Symbol, kept.Fields[8].Offset));
+            Assert.Equal((source.Fields[8].Symbol, source.Fields[8].Addend), (kept.Fields[8].Symbol, kept.Fields[8].Addend));
         }
         Assert.Contains(entries, e => e.Kept.Fields[8].Symbol == "psi_disabled");
         var reference = BoundAtLoadTime(pair, "psi_disabled", "__jump_table");
@@ -78,7 +78,7 @@ public sealed class KernelPairSpecification
 
         // The file name, line and flags of each warning come along.
         Assert.All(entries, e => Assert.Equal(e.Source.Bytes.AsSpan(8).ToArray(), e.Kept.Bytes.AsSpan(8).ToArray()));
-        Assert.All(entries, e => Assert.Equal(e.Source.Fields[4], e.Kept.Fields[4]));
+        Assert.All(entries, e => Assert.Equal(e.Source.Fields[4].Where, e.Kept.Fields[4].Where));
     }
 
     [Fact]
@@ -90,7 +90,7 @@ public sealed class KernelPairSpecification
         var entries = KeepsExactlyTheEntriesOfIncludedCode(pair, "__ex_table", 12);
 
         // The fixup lands in the included code, at the same place; the handler type is unchanged.
-        Assert.All(entries, e => Assert.Equal(e.Source.Fields[4], e.Kept.Fields[4]));
+        Assert.All(entries, e => Assert.Equal(e.Source.Fields[4].Where, e.Kept.Fields[4].Where));
         Assert.All(entries, e => Assert.Equal(e.Source.Bytes.AsSpan(8).ToArray(), e.Kept.Bytes.AsSpan(8).ToArray()));
     }
 
@@ -116,7 +116,7 @@ public sealed class KernelPairSpecification
 
         var entries = KeepsExactlyTheEntriesOfIncludedCode(pair, ".static_call_sites", 8);
 
-        Assert.All(entries, e => Assert.Equal((null, e.Source.Fields[4].Symbol, e.Source.Fields[4].Offset), (e.Kept.Fields[4].Section, e.Kept.Fields[4].Symbol, e.Kept.Fields[4].Offset)));
+        Assert.All(entries, e => Assert.Equal((null, e.Source.Fields[4].Symbol, e.Source.Fields[4].Addend), (e.Kept.Fields[4].Section, e.Kept.Fields[4].Symbol, e.Kept.Fields[4].Addend)));
         Assert.Contains(entries, e => e.Kept.Fields[4].Symbol == "__SCK__cond_resched");
         BoundAtLoadTime(pair, "__SCK__cond_resched", ".static_call_sites");
     }

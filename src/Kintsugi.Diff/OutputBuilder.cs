@@ -302,14 +302,17 @@ internal sealed class OutputBuilder
 
     /// <summary>
     /// Static keys and static calls of vmlinux can be used from a livepatch (its vmlinux relocations are
-    /// applied while the module loads); those of a module cannot, since the module may not be loaded.
+    /// applied while the module loads); those of a module cannot, since the module may not be loaded. In a
+    /// module unit, a key the unit does not define is usable only when the module loader links it (an export
+    /// of vmlinux or of another module): any other is the patched module's own, bound by a livepatch
+    /// relocation that is applied only when that module loads, after the key was needed.
     /// </summary>
     private bool KeyAllowed(ElfSection table, ElfRelocation relocation)
     {
         if (_options.Object.IsVmlinux) return true;
         var target = _patched.Resolve(table, relocation);
-        if (target.IsExternal) return true;
         var name = target.Defined?.Name ?? target.Symbol.Name;
+        if (target.IsExternal && _options.LinkedByModuleLoader.Contains(name)) return true;
         Refuse(RefusalRule.SpecialSectionUnsupported, name,
             $"the patched code uses the {(table.Name == "__jump_table" ? "static key" : "static call")} {name} of module {_options.Object}, which a livepatch cannot use " +
             "(the module may load after the patch). Test the key with static_key_enabled() instead of a static branch, or call the function directly.");

@@ -144,18 +144,24 @@ internal sealed class FunctionComparer(ObjectView original, ObjectView patched)
         before.Code == after.Code && before.Code == Code.Mov_r32_imm32
         && before.Op0Register == after.Op0Register && before.Op0Register is Register.ESI or Register.EDX or Register.ECX;
 
+    /// <summary>
+    /// Whether the immediate reaches a line-taking helper: the first call (or tail jump) after it consumes the
+    /// argument registers, so it must be that helper. Any other call, a local jump the scan cannot follow, a
+    /// return or an indirect transfer means the value went elsewhere, and the change is real.
+    /// </summary>
     private bool CallsLineFunctionSoon(List<Instruction> instructions, int index, DefinedSymbol function, List<ElfRelocation> relocations)
     {
         for (var i = index + 1; i < Math.Min(instructions.Count, index + 12); i++)
         {
             var instruction = instructions[i];
+            if (instruction.FlowControl is FlowControl.Return or FlowControl.IndirectBranch or FlowControl.IndirectCall or FlowControl.Interrupt) return false;
             if (instruction.FlowControl is not (FlowControl.Call or FlowControl.UnconditionalBranch)) continue;
             var site = function.Start + instruction.IP;
             var relocation = relocations.FirstOrDefault(r => r.Offset >= site && r.Offset < site + (ulong)instruction.Length);
-            if (relocation is null) continue;
+            if (relocation is null) return false;
             var target = patched.Resolve(function.Section, relocation);
             var name = target.IsExternal ? target.Symbol.Name : target.Defined?.Name;
-            if (name is not null && LineFunctions.Contains(name)) return true;
+            return name is not null && LineFunctions.Contains(name);
         }
         return false;
     }

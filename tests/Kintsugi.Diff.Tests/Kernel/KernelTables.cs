@@ -43,8 +43,4 @@ public static class KernelTables
     public static IReadOnlySet<string> CodeSections(ElfObject elf) =>
         elf.Sections.Where(s => s.Flags.HasFlag(ElfSectionFlags.ExecInstr) && s.Name is not ".altinstr_replacement" and not ".altinstr_aux")
             .Select(s => s.Name).ToHashSet(StringComparer.Ordinal);
-
-    /// <summary>The code place of each entry, comparable between objects (section name and offset, not symbol).</summary>
-    public static IReadOnlyList<(string? Section, long Offset)> CodePlaces(IEnumerable<TableEntry> entries) =>
-        [.. entries.Select(e => e.Code.Where).Order()];
 }

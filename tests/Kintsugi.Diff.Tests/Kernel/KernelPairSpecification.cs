@@ -95,6 +95,21 @@ public sealed class KernelPairSpecification
     }
 
     [Fact]
+    public async Task Only_the_feature_test_fragments_of_included_code_come_with_it()
+    {
+        var pair = await DiffAsync(KernelEdits.UserAccess);
+        var output = Built(pair, "copy_fpstate_to_sigframe");
+
+        // .altinstr_aux holds the static_cpu_has tests of the whole unit, __init code (fpu__get_fpstate_size) and
+        // __fpu_restore_sig among it: the included fragments test boot_cpu_data and jump back into included code only.
+        var aux = output.FindSection(".altinstr_aux")!;
+        var targets = output.GetRelocationSections(aux).SelectMany(r => r.Relocations).Select(KernelTables.PlaceOf).ToList();
+        Assert.Contains(targets, t => t.Section is not null);
+        Assert.All(targets, t => Assert.True(t.Section is null ? t.Symbol == "boot_cpu_data" : KernelTables.CodeSections(output).Contains(t.Section), t.ToString()));
+        Assert.DoesNotContain(pair.Result.References, r => r.TargetName == "__fpu_restore_sig");
+    }
+
+    [Fact]
     public async Task Alternatives_in_a_changed_function_keep_their_entries_and_replacement_code()
     {
         var pair = await DiffAsync(KernelEdits.Alternatives);

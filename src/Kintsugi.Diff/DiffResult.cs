@@ -23,7 +23,15 @@ public readonly record struct PatchedObjectName
 }
 
 /// <param name="SymbolTag">A C-identifier prefix unique per translation unit of one build; names the output's global symbols.</param>
-public sealed record DiffOptions(PatchedObjectName Object, string SymbolTag);
+public sealed record DiffOptions(PatchedObjectName Object, string SymbolTag)
+{
+    /// <summary>
+    /// For a unit of a module: the symbols the module loader links for the livepatch (exports of vmlinux and of
+    /// other modules). A static key or static call key the unit does not define and that is not among them lives
+    /// in the patched module itself, and is refused. Empty (the default) refuses every such key of a module unit.
+    /// </summary>
+    public IReadOnlySet<string> LinkedByModuleLoader { get; init; } = new HashSet<string>(StringComparer.Ordinal);
+}
 
 public enum FunctionChange { Unchanged, Changed, New, Removed }
 

@@ -20,7 +20,10 @@ internal sealed class OutputBuilder
     private readonly Dictionary<ElfSection, ElfSymbol> _sectionSymbols = new(ReferenceEqualityComparer.Instance);
     private readonly Dictionary<DefinedSymbol, ElfSymbol> _symbols = new(ReferenceEqualityComparer.Instance);
     private readonly Dictionary<string, (ElfSymbol Symbol, LoadTimeReference Reference, List<ReferenceSite> Sites)> _references = new(StringComparer.Ordinal);
-    private readonly Queue<(ElfSection From, ElfSection To, ulong Start, ulong End)> _pending = new();
+    /// <summary>Relocations of [Start, End) of From to copy into To, at their offset less Base.</summary>
+    private readonly Queue<(ElfSection From, ElfSection To, ulong Start, ulong End, ulong Base)> _pending = new();
+    private readonly Dictionary<ElfSection, SortedSet<ulong>> _fragmentStarts = new(ReferenceEqualityComparer.Instance);
+    private readonly HashSet<(ElfSection Section, ulong Start)> _includedFragments = [];
     private readonly HashSet<string> _refusedSymbols = new(StringComparer.Ordinal);
 
     public ElfObject Output { get; } = ElfObject.CreateRelocatable();
@@ -52,7 +55,7 @@ internal sealed class OutputBuilder
 
     private void Drain()
     {
-        while (_pending.TryDequeue(out var work)) CopyRelocations(work.From, work.To, work.Start, work.End);
+        while (_pending.TryDequeue(out var work)) CopyRelocations(work.From, work.To, work.Start, work.End, work.Base);
     }
 
     private ElfSymbol IncludeCode(DefinedSymbol code)
@@ -93,7 +96,7 @@ internal sealed class OutputBuilder
         };
         _table.Symbols.Add(symbol);
         _symbols[data] = symbol;
-        _pending.Enqueue((data.Section, section, data.Start, data.End));
+        _pending.Enqueue((data.Section, section, data.Start, data.End, data.Start));
         return symbol;
     }
 
@@ -108,9 +111,46 @@ internal sealed class OutputBuilder
         copy.EntrySize = source.EntrySize;
         Insert(copy);
         _copiedSections[source] = copy;
-        _pending.Enqueue((source, copy, 0, ulong.MaxValue));
+        // A fragment section's bytes are copied whole (offsets into it stay valid), its relocations fragment by fragment.
+        if (!IsFragmentSection(source)) _pending.Enqueue((source, copy, 0, ulong.MaxValue, 0));
         return copy;
     }
+
+    /// <summary>
+    /// Sections of code fragments that each belong to one place elsewhere: alternative replacements and the
+    /// feature tests of static_cpu_has. Only the fragments the included code uses are followed; the others may
+    /// jump into code the patch does not include (__init code among it) and are never run from the patch.
+    /// </summary>
+    private static bool IsFragmentSection(ElfSection section) => section.Name is ".altinstr_replacement" or ".altinstr_aux";
+
+    /// <summary>Includes the fragment of <paramref name="section"/> that starts at <paramref name="start"/>: up to the next place anything refers to.</summary>
+    private void IncludeFragment(ElfSection section, ulong start)
+    {
+        if (!_includedFragments.Add((section, start))) return;
+        var next = FragmentStarts(section).GetViewBetween(start + 1, ulong.MaxValue);
+        _pending.Enqueue((section, _copiedSections[section], start, next.Count > 0 ? next.Min : ulong.MaxValue, 0));
+    }
+
+    private SortedSet<ulong> FragmentStarts(ElfSection section)
+    {
+        if (_fragmentStarts.TryGetValue(section, out var starts)) return starts;
+        starts = [];
+        // Fragments are entered from code and from alternative entries; other tables (ORC, debug information) point into their middle.
+        foreach (var (from, relocations) in _patched.Relocations.Where(r => r.Key.Flags.HasFlag(ElfSectionFlags.ExecInstr) || r.Key.Name == ".altinstructions"))
+            foreach (var relocation in relocations)
+                if (ReferenceEquals(relocation.Symbol?.Section, section) && _patched.Resolve(from, relocation) is { Defined: null, Section: { } target, Offset: >= 0 } place
+                    && ReferenceEquals(target, section))
+                    starts.Add((ulong)place.Offset);
+        return _fragmentStarts[section] = starts;
+    }
+
+    /// <summary>Whether an included fragment covers <paramref name="offset"/> of a fragment section.</summary>
+    private bool InIncludedFragment(ElfSection section, long offset)
+    {
+        var starts = FragmentStarts(section).GetViewBetween(0, offset < 0 ? 0 : (ulong)offset);
+        return starts.Count > 0 && _includedFragments.Contains((section, starts.Max));
+    }
+
 
     /// <summary>The module loader places sections inside page-aligned allocations: it cannot honour more than a page.</summary>
     internal const ulong MaxAlignment = 4096;
@@ -132,7 +172,7 @@ internal sealed class OutputBuilder
         return _sectionSymbols[section] = symbol;
     }
 
-    private void CopyRelocations(ElfSection from, ElfSection to, ulong start, ulong end)
+    private void CopyRelocations(ElfSection from, ElfSection to, ulong start, ulong end, ulong @base)
     {
         ElfRelocationSection? relocations = null;
         foreach (var relocation in _patched.RelocationsIn(from, start, end))
@@ -140,7 +180,7 @@ internal sealed class OutputBuilder
             var mapped = MapTarget(from, relocation);
             if (mapped is null) continue;
             relocations ??= RelocationSectionFor(to);
-            AddRelocation(relocations, to, relocation.Offset - start, relocation.Type, mapped.Value.Symbol, mapped.Value.Addend);
+            AddRelocation(relocations, to, relocation.Offset - @base, relocation.Type, mapped.Value.Symbol, mapped.Value.Addend);
         }
     }
 
@@ -210,7 +250,9 @@ internal sealed class OutputBuilder
         {
             if (ObjectView.IsInitSection(section)) return Refuse(RefusalRule.InitCodeChanged, section.Name,
                 $"the patched code references {section.Name}, which is freed after boot.");
-            return (SectionSymbol(CopySection(section)), address);
+            var copy = CopySection(section);
+            if (IsFragmentSection(section) && target.Offset >= 0) IncludeFragment(section, (ulong)target.Offset);
+            return (SectionSymbol(copy), address);
         }
         return Refuse(RefusalRule.UnsupportedSection, section.Name,
             $"the patched code refers to writable data in {section.Name} that has no symbol, so it can neither be copied safely nor bound to the running kernel. " +
@@ -307,21 +349,25 @@ internal sealed class OutputBuilder
         var target = _patched.Resolve(from, relocation);
         var section = target.Defined?.Section ?? target.Section;
         return section is not null && section.Flags.HasFlag(ElfSectionFlags.ExecInstr) && _copiedSections.ContainsKey(section)
-            && (target.Defined is null || _symbols.ContainsKey(target.Defined) || target.Defined.Role == SymbolRole.ColdPart);
+            && (target.Defined is null || _symbols.ContainsKey(target.Defined) || target.Defined.Role == SymbolRole.ColdPart)
+            && (!IsFragmentSection(section) || InIncludedFragment(section, target.Offset));
     }
 
     /// <summary>
     /// Static keys and static calls of vmlinux can be used from a livepatch (its vmlinux relocations are
-    /// applied while the module loads); those of a module cannot, since the module may not be loaded.
+    /// applied while the module loads); those of a module cannot, since the module may not be loaded. In a
+    /// module unit, a key the unit does not define is usable only when the module loader links it (an export
+    /// of vmlinux or of another module): any other is the patched module's own, bound by a livepatch
+    /// relocation that is applied only when that module loads, after the key was needed.
     /// </summary>
     private bool KeyAllowed(ElfSection table, ElfRelocation relocation)
     {
         if (_options.Object.IsVmlinux) return true;
         var target = _patched.Resolve(table, relocation);
-        if (target.IsExternal) return true;
         // A key the fix adds is defined in the livepatch itself, which the kernel sets up with the livepatch's own jump entries.
         if (target.Defined is { Role: SymbolRole.Data } key && !_original.ByKey.ContainsKey(key.Key)) return true;
         var name = target.Defined?.Name ?? target.Symbol.Name;
+        if (target.IsExternal && _options.LinkedByModuleLoader.Contains(name)) return true;
         Refuse(RefusalRule.SpecialSectionUnsupported, name,
             $"the patched code uses the {(table.Name == "__jump_table" ? "static key" : "static call")} {name} of module {_options.Object}, which a livepatch cannot use " +
             "(the module may load after the patch). Test the key with static_key_enabled() instead of a static branch, or call the function directly.");

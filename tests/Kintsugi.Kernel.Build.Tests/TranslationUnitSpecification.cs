@@ -28,6 +28,7 @@ public sealed class TranslationUnitSpecification
     [InlineData("drivers/net/dummy.c", "dummy")]      // obj-$(CONFIG_DUMMY) += dummy.o, =m
     [InlineData("net/netfilter/nf_tables_api.c", "nf_tables")] // nf_tables-objs
     [InlineData("lib/string.c", "vmlinux")]           // lib-y
+    [InlineData("mm/memory.c", "vmlinux")]            // mmu-$(CONFIG_MMU), spliced into obj-y as $(mmu-y)
     public async Task A_built_unit_is_located_in_the_object_kbuild_links_it_into(string source, string patchedObject)
     {
         var unit = (await UnitsAsync()).Locate(source);

@@ -17,6 +17,10 @@ public sealed class ModuleSymvers
 
     public ExportedSymbol? Find(string name) => _byName.GetValueOrDefault(name);
 
+    /// <summary>What the module loader links for a livepatch of <paramref name="patchedObject"/>: every export but the patched module's own.</summary>
+    public IReadOnlySet<string> LinkedFor(string patchedObject) =>
+        _byName.Values.Where(e => e.Object != patchedObject).Select(e => e.Name).ToHashSet(StringComparer.Ordinal);
+
     /// <summary>Parses <c>crc	symbol	module	export-type	namespace</c> lines; the module of vmlinux is written vmlinux.</summary>
     public static ModuleSymvers Parse(string text, string origin)
     {

@@ -71,6 +71,10 @@ public sealed partial class KbuildUnits
             if (assignment.Target is "core" or "extra" or "always" or "targets" or "subdir" or "hostprogs" or "userprogs" or "ccflags" or "asflags" or "ldflags") continue;
             // A part of a composite object: the composite decides where it goes.
             var composite = Linkage(directory, assignment.Target + ".o", depth + 1);
+            // Or an item of a list spliced into another as $(name-y) (mm/Makefile's mmu-y holds mm/memory.o):
+            // it goes where that list goes, and a module made of a spliced list item is named after the item.
+            if (composite is null && Linkage(directory, $"$({assignment.Target}-y)", depth + 1) is { } spliced)
+                composite = spliced.Module is null ? spliced : (objectName[..^2], true);
             if (composite is null) continue;
             if (composite.Value.Module is null && state == 'm') continue;
             return composite;

@@ -18,10 +18,10 @@ public static class KernelEdits
         "\tdo_set_cpus_allowed(p, mask);\n\tp->flags |= PF_NO_SETAFFINITY;\n",
         "\tdo_set_cpus_allowed(p, mask);\n\tp->flags |= PF_NO_SETAFFINITY | PF_NOFREEZE;\n");
 
-    /// <summary>futex_get_value_locked reads user memory with __get_user; futex_cmpxchg_value_locked has exception entries of its own.</summary>
-    public static readonly KernelEdit UserAccess = new("futex-get-value-locked", "kernel/futex/core.c",
-        "\tret = __get_user(*dest, from);\n\tpagefault_enable();\n\n\treturn ret ? -EFAULT : 0;",
-        "\tret = __get_user(*dest, from);\n\tpagefault_enable();\n\n\treturn ret ? -EACCES : 0;");
+    /// <summary>copy_fpstate_to_sigframe writes the FPU state to the user's signal frame under exception entries, as __fpu_restore_sig reads it back.</summary>
+    public static readonly KernelEdit UserAccess = new("copy-fpstate-to-sigframe", "arch/x86/kernel/fpu/signal.c",
+        "\tif (!access_ok(buf, size))\n\t\treturn false;\n\n\tif (use_xsave()) {\n\t\tstruct xregs_state __user *xbuf = buf_fx;",
+        "\tif (!access_ok(buf, size) || size < 0)\n\t\treturn false;\n\n\tif (use_xsave()) {\n\t\tstruct xregs_state __user *xbuf = buf_fx;");
 
     /// <summary>save_fpregs_to_fpstate picks XSAVE variants and tests CPU features through alternatives.</summary>
     public static readonly KernelEdit Alternatives = new("save-fpregs-to-fpstate", "arch/x86/kernel/fpu/core.c",
@@ -38,10 +38,10 @@ public static class KernelEdits
         "\t\tret = -EINVAL;\n\tif (ret > 0) {\n\t\tfsnotify_access(file);",
         "\t\tret = -ENOSYS;\n\tif (ret > 0) {\n\t\tfsnotify_access(file);");
 
-    /// <summary>kmemdup, a small traced function of a unit of many.</summary>
-    public static readonly KernelEdit TracedFunction = new("kmemdup", "mm/util.c",
-        "\tp = kmalloc_track_caller(len, gfp);\n\tif (p)\n\t\tmemcpy(p, src, len);\n\treturn p;\n}\nEXPORT_SYMBOL(kmemdup);",
-        "\tp = kmalloc_track_caller(len, gfp | __GFP_NOWARN);\n\tif (p)\n\t\tmemcpy(p, src, len);\n\treturn p;\n}\nEXPORT_SYMBOL(kmemdup);");
+    /// <summary>kstrdup, a small traced function of a unit of many (kmemdup beside it has no ftrace entry in this build).</summary>
+    public static readonly KernelEdit TracedFunction = new("kstrdup", "mm/util.c",
+        "\tbuf = kmalloc_track_caller(len, gfp);\n\tif (buf)\n\t\tmemcpy(buf, s, len);\n\treturn buf;\n}\nEXPORT_SYMBOL(kstrdup);",
+        "\tbuf = kmalloc_track_caller(len, gfp | __GFP_NOWARN);\n\tif (buf)\n\t\tmemcpy(buf, s, len);\n\treturn buf;\n}\nEXPORT_SYMBOL(kstrdup);");
 
     /// <summary>tcp_sock_set_keepcnt takes the socket lock: a frame with ORC entries, in a unit of hundreds.</summary>
     public static readonly KernelEdit Unwinding = new("tcp-sock-set-keepcnt", "net/ipv4/tcp.c",
@@ -63,15 +63,18 @@ public static class KernelEdits
         "bool has_capability(struct task_struct *t, int cap)\n{\n",
         "bool has_capability(struct task_struct *t, int cap)\n{\n\tasm volatile(\"1:\\tnop\\n\\t.pushsection .kintsugi_probe_sites, \\\"a\\\"\\n\\t.long 1b - .\\n\\t.popsection\");\n");
 
-    /// <summary>kstrtobool gains a reference to unnamed writable data in a section the engine does not know.</summary>
-    public static readonly KernelEdit UnknownData = new("kstrtobool", "lib/kstrtox.c",
-        "int kstrtobool(const char *s, bool *res)\n{\n",
-        "int kstrtobool(const char *s, bool *res)\n{\n\tasm volatile(\"leaq 2f(%%rip), %%rax\\n\\t.pushsection .kintsugi_state, \\\"aw\\\"\\n2:\\t.quad 0\\n\\t.popsection\" ::: \"rax\");\n");
+    /// <summary>find_vpid gains a reference to unnamed writable data in a section the engine does not know (not in lib/, which is built without ftrace).</summary>
+    public static readonly KernelEdit UnknownData = new("find-vpid", "kernel/pid.c",
+        "struct pid *find_vpid(int nr)\n{\n",
+        "struct pid *find_vpid(int nr)\n{\n\tasm volatile(\"leaq 2f(%%rip), %%rax\\n\\t.pushsection .kintsugi_state, \\\"aw\\\"\\n2:\\t.quad 0\\n\\t.popsection\" ::: \"rax\");\n");
 
-    /// <summary>A comment line above __percpu_ref_exit moves every later warning of the unit down one line, and nothing else.</summary>
+    /// <summary>
+    /// A comment line above percpu_ref_noop_confirm_switch moves every later warning of the unit down one line, and
+    /// nothing else (the pr_debug of percpu_ref_switch_to_atomic_rcu, whose descriptor records its line, stays above).
+    /// </summary>
     public static readonly KernelEdit WarningLinesOnly = new("percpu-refcount-lines", "lib/percpu-refcount.c",
-        "EXPORT_SYMBOL_GPL(percpu_ref_init);\n\nstatic void __percpu_ref_exit(struct percpu_ref *ref)",
-        "EXPORT_SYMBOL_GPL(percpu_ref_init);\n\n/* Exits a ref whose switch is complete. */\nstatic void __percpu_ref_exit(struct percpu_ref *ref)");
+        "}\n\nstatic void percpu_ref_noop_confirm_switch(struct percpu_ref *ref",
+        "}\n\n/* Confirms nothing: for switches nobody waits for. */\nstatic void percpu_ref_noop_confirm_switch(struct percpu_ref *ref");
 
     public static IReadOnlyList<KernelEdit> All =>
         [StaticBranch, Warning, UserAccess, Alternatives, StaticCall, IndirectCall, TracedFunction, Unwinding, ModuleStaticBranch,

@@ -2,8 +2,15 @@ using Kintsugi.Elf;
 
 namespace Kintsugi.Diff.Tests.Kernel;
 
-/// <summary>Where a relocation points: a section by name and an offset in it (undefined symbols by name, with a null section).</summary>
-public readonly record struct Place(string? Section, string? Symbol, long Offset);
+/// <summary>
+/// Where a relocation points: a section by name and an offset in it, or an undefined symbol by name (null
+/// section). <see cref="Symbol"/> and <see cref="Addend"/> are the relocation's own, which differ between
+/// objects for the same place (a section symbol in one, a function symbol in the other).
+/// </summary>
+public readonly record struct Place(string? Section, long Offset, string? Symbol, long Addend)
+{
+    public (string? Section, long Offset) Where => (Section, Offset);
+}
 
 /// <summary>One fixed-size entry of a kernel table: its bytes and, by offset in the entry, where its fields point.</summary>
 public sealed record TableEntry(int Index, byte[] Bytes, IReadOnlyDictionary<int, Place> Fields)
@@ -27,17 +34,13 @@ public static class KernelTables
     public static Place PlaceOf(ElfRelocation relocation)
     {
         var symbol = relocation.Symbol!;
-        if (symbol.Section is null) return new Place(null, symbol.Name, relocation.Addend);
+        if (symbol.Section is null) return new Place(null, relocation.Addend, symbol.Name, relocation.Addend);
         var offset = relocation.Addend + (symbol.Type == ElfSymbolType.Section ? 0 : (long)symbol.Value);
-        return new Place(symbol.Section.Name, symbol.Type == ElfSymbolType.Section ? null : symbol.Name, offset);
+        return new Place(symbol.Section.Name, offset, symbol.Type == ElfSymbolType.Section ? null : symbol.Name, relocation.Addend);
     }
 
     /// <summary>The code sections of an object (the differ's output copies each included function's section under its name).</summary>
     public static IReadOnlySet<string> CodeSections(ElfObject elf) =>
         elf.Sections.Where(s => s.Flags.HasFlag(ElfSectionFlags.ExecInstr) && s.Name is not ".altinstr_replacement" and not ".altinstr_aux")
             .Select(s => s.Name).ToHashSet(StringComparer.Ordinal);
-
-    /// <summary>The code place of each entry, comparable between objects (section name and offset, not symbol).</summary>
-    public static IReadOnlyList<(string? Section, long Offset)> CodePlaces(IEnumerable<TableEntry> entries) =>
-        [.. entries.Select(e => (e.Code.Section, e.Code.Offset)).Order()];
 }

@@ -56,7 +56,8 @@ internal static class SpecialSections
         {
             if (section.Size % (ulong)size != 0) continue;
             var count = (int)(section.Size / (ulong)size);
-            if (count == 0) return size;
+            // An empty table has no entries to lay out, unless relocations claim places in it (a malformed size).
+            if (count == 0) return relocations.Count == 0 ? size : null;
             var pattern = relocations.Where(r => r.Offset < (ulong)size).Select(r => r.Offset).ToList();
             var consistent = relocations.Count == pattern.Count * count
                 && relocations.Select((r, i) => r.Offset == (ulong)(i / pattern.Count) * (ulong)size + pattern[i % pattern.Count]).All(x => x);

@@ -1,3 +1,4 @@
+using System.Buffers.Binary;
 using System.Security.Cryptography;
 using System.Text;
 using Iced.Intel;
@@ -106,7 +107,14 @@ internal sealed class FunctionComparer(ObjectView original, ObjectView patched)
             }).Append('+').Append(target.Offset).Append(';');
         }
         if (special.Section is ElfDataSection)
-            builder.Append(Convert.ToHexString(Masked(special, view.RelocationsIn(special).ToList())));
+        {
+            var bytes = Masked(special, view.RelocationsIn(special).ToList());
+            // A dynamic debug descriptor records its pr_debug's line in the 18 bits after its four string pointers:
+            // a message that only moved down the file is the same message (a WARN's line lives in __bug_table instead).
+            if (special.Section.Name == "__dyndbg" && bytes.Length >= 36)
+                BinaryPrimitives.WriteUInt32LittleEndian(bytes.AsSpan(32), BinaryPrimitives.ReadUInt32LittleEndian(bytes.AsSpan(32)) & ~0x3FFFFu);
+            builder.Append(Convert.ToHexString(bytes));
+        }
         return Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes(builder.ToString())))[..16];
     }
 

@@ -125,8 +125,10 @@ internal sealed class FunctionComparer(ObjectView original, ObjectView patched)
                     bytes.AsSpan(BugEntryLineField, 2).Clear();
                 }
                 var content = new StringBuilder().Append(section.Name).Append('@').Append(owner.Key).Append('+').Append(anchor.Offset);
+                // A pr_debug's static key lives inside its descriptor, whose line a moved message changes: the
+                // code's own reference to the descriptor already reports that as a line-only change.
                 foreach (var field in fields.Skip(1))
-                    content.Append(';').Append(field.Offset - start).Append('=').Append(Key(view, section, field));
+                    content.Append(';').Append(field.Offset - start).Append('=').Append(Key(view, section, field, ignoreDescriptorLines: true));
                 content.Append(';').Append(Convert.ToHexString(bytes));
                 if (!result.TryGetValue(function, out var list)) result[function] = list = [];
                 list.Add((content.ToString(), line));

@@ -124,11 +124,15 @@ public sealed partial class KernelPatchBuilder(DebianKernelArchive archive, Func
         original.CopyTo(objects, Path.Combine(work, "original"));
         before.CopyTo(objects, Path.Combine(work, "before"));
 
-        var exports = target.LoadExports();
-        var diffs = clock.Run("diff", () => units.Select((unit, i) => (Unit: unit, Result: ObjectDiffer.Diff(
-            ElfObject.Load(Path.Combine(work, "before", unit.ObjectPath)),
-            ElfObject.Load(Path.Combine(work, "after", unit.ObjectPath)),
-            new DiffOptions(PatchedObjectName.Parse(unit.PatchedObject), $"kintsugi_u{i}_") { LinkedByModuleLoader = exports.LinkedFor(unit.PatchedObject) }))).ToList());
+        // Module units need the exports to tell their own static keys from linked ones; a fix of vmlinux alone that changes nothing needs no Module.symvers.
+        var moduleExports = new Lazy<ModuleSymvers>(target.LoadExports);
+        var diffs = clock.Run("diff", () => units.Select((unit, i) =>
+        {
+            var options = new DiffOptions(PatchedObjectName.Parse(unit.PatchedObject), $"kintsugi_u{i}_");
+            if (!unit.IsVmlinux) options = options with { LinkedByModuleLoader = moduleExports.Value.LinkedFor(unit.PatchedObject) };
+            return (Unit: unit, Result: ObjectDiffer.Diff(
+                ElfObject.Load(Path.Combine(work, "before", unit.ObjectPath)), ElfObject.Load(Path.Combine(work, "after", unit.ObjectPath)), options));
+        }).ToList());
         var refusals = diffs.SelectMany(d => d.Result.Refusals.Select(r => $"  {d.Unit.SourcePath}: {r.Symbol}: {r.Message}")).ToList();
         if (refusals.Count > 0)
             throw new LivepatchRefusedException($"this fix cannot be live patched safely:\n{string.Join('\n', refusals)}");
@@ -139,6 +143,7 @@ public sealed partial class KernelPatchBuilder(DebianKernelArchive archive, Func
             return NothingToDo(clock, "the fix changes no machine code of this kernel: there is nothing to live patch" + (notes.Count > 0 ? "\n" + string.Join('\n', notes) : ""));
         }
 
+        var exports = moduleExports.Value;
         var shipped = new Dictionary<string, ShippedObject>(StringComparer.Ordinal);
         async Task<ShippedObject> ShippedAsync(string objectName)
         {

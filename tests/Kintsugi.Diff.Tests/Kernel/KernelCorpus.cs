@@ -123,8 +123,10 @@ public sealed class KernelCorpus
         System.IO.Directory.CreateDirectory(CacheRoot);
         using var cacheLock = await CacheLock.AcquireAsync(directory + ".lock", CancellationToken.None);
         if (System.IO.Directory.Exists(directory)) return directory;
+        // Under the lock nobody else compiles this key: any staging directory left is from a run that died midway.
+        foreach (var stale in System.IO.Directory.GetDirectories(CacheRoot, Path.GetFileName(directory) + ".staging-*"))
+            System.IO.Directory.Delete(stale, recursive: true);
         var staging = directory + ".staging-" + Environment.ProcessId;
-        if (System.IO.Directory.Exists(staging)) System.IO.Directory.Delete(staging, recursive: true);
         await using (var workspace = await BuildWorkspace.OpenAsync(tree))
         {
             foreach (var patch in patches) await workspace.ApplyAsync(patch);

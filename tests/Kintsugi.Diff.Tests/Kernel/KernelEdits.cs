@@ -69,12 +69,12 @@ public static class KernelEdits
         "struct pid *find_vpid(int nr)\n{\n\tasm volatile(\"leaq 2f(%%rip), %%rax\\n\\t.pushsection .kintsugi_state, \\\"aw\\\"\\n2:\\t.quad 0\\n\\t.popsection\" ::: \"rax\");\n");
 
     /// <summary>
-    /// A comment line above percpu_ref_noop_confirm_switch moves every later warning of the unit down one line, and
-    /// nothing else (the pr_debug of percpu_ref_switch_to_atomic_rcu, whose descriptor records its line, stays above).
+    /// A comment line above percpu_ref_switch_to_atomic_rcu moves every later warning of the unit, and its one
+    /// pr_debug (whose dynamic debug descriptor records the line), down one line, and nothing else.
     /// </summary>
     public static readonly KernelEdit WarningLinesOnly = new("percpu-refcount-lines", "lib/percpu-refcount.c",
-        "}\n\nstatic void percpu_ref_noop_confirm_switch(struct percpu_ref *ref",
-        "}\n\n/* Confirms nothing: for switches nobody waits for. */\nstatic void percpu_ref_noop_confirm_switch(struct percpu_ref *ref");
+        "\nstatic void percpu_ref_switch_to_atomic_rcu(struct rcu_head *rcu)\n",
+        "\n/* Runs once every CPU has stopped using the percpu counters. */\nstatic void percpu_ref_switch_to_atomic_rcu(struct rcu_head *rcu)\n");
 
     public static IReadOnlyList<KernelEdit> All =>
         [StaticBranch, Warning, UserAccess, Alternatives, StaticCall, IndirectCall, TracedFunction, Unwinding, ModuleStaticBranch,

@@ -233,15 +233,16 @@ public sealed class KernelPairSpecification
     }
 
     [Fact]
-    public async Task Warnings_that_only_moved_down_a_line_build_nothing()
+    public async Task Warnings_and_debug_messages_that_only_moved_down_a_line_build_nothing()
     {
         var pair = await DiffAsync(KernelEdits.WarningLinesOnly);
 
-        // The edit did move the warnings: their bug table entries carry new line numbers.
+        // The edit did move them: the bug table entries and the dynamic debug descriptor carry new line numbers.
         var before = KernelTables.Entries(pair.Before, "__bug_table", 12);
         var after = KernelTables.Entries(pair.After, "__bug_table", 12);
         Assert.Equal(before.Count, after.Count);
         Assert.Contains(before.Zip(after), p => !p.First.Bytes.AsSpan(8).SequenceEqual(p.Second.Bytes.AsSpan(8)));
+        Assert.NotEqual(((ElfDataSection)pair.Before.FindSection("__dyndbg")!).Data, ((ElfDataSection)pair.After.FindSection("__dyndbg")!).Data);
 
         Assert.All(pair.Result.Functions, f => Assert.Equal(FunctionChange.Unchanged, f.Kind));
         Assert.False(pair.Result.HasChanges);

@@ -26,7 +26,9 @@ public static partial class ObjectDiffer
             throw new ArgumentException($"the symbol tag '{options.SymbolTag}' is not a C identifier prefix", nameof(options));
         try
         {
-            return new Differ(new ObjectView(original, "original"), new ObjectView(patched, "patched"), options).Run();
+            var (before, after) = (new ObjectView(original, "original"), new ObjectView(patched, "patched"));
+            ObjectView.CorrelateNumberedStatics(before, after);
+            return new Differ(before, after, options).Run();
         }
         catch (Exception e) when (e is not DiffException and not OutOfMemoryException and not ArgumentException)
         {
@@ -89,8 +91,7 @@ internal sealed class Differ(ObjectView original, ObjectView patched, DiffOption
                 diff = new FunctionDiff(before.Name, FunctionChange.Removed, before.IsLocal, null, null);
             else
             {
-                var verdict = _comparer.CompareCode(before, after);
-                if (verdict != FunctionComparer.Verdict.Different && ColdPartsDiffer(key)) verdict = FunctionComparer.Verdict.Different;
+                var verdict = Combine(_comparer.CompareCode(before, after), ColdPartsVerdict(key));
                 diff = verdict switch
                 {
                     FunctionComparer.Verdict.Same => new FunctionDiff(after.Name, FunctionChange.Unchanged, after.IsLocal, null, null),
@@ -106,13 +107,19 @@ internal sealed class Differ(ObjectView original, ObjectView patched, DiffOption
         return result;
     }
 
-    private bool ColdPartsDiffer(string parentKey)
+    /// <summary>A function's .cold parts, compared like it: a moved __LINE__ in a cold part is no more a change than in the hot one.</summary>
+    private FunctionComparer.Verdict ColdPartsVerdict(string parentKey)
     {
         var before = original.ByKey.Values.Where(d => d.Role == SymbolRole.ColdPart && d.Parent == parentKey).ToList();
         var after = patched.ByKey.Values.Where(d => d.Role == SymbolRole.ColdPart && d.Parent == parentKey).ToList();
-        if (before.Count != after.Count) return true;
-        return before.Zip(after).Any(pair => _comparer.CompareCode(pair.First, pair.Second) != FunctionComparer.Verdict.Same);
+        if (before.Count != after.Count) return FunctionComparer.Verdict.Different;
+        return before.Zip(after).Select(pair => _comparer.CompareCode(pair.First, pair.Second)).Aggregate(FunctionComparer.Verdict.Same, Combine);
     }
+
+    private static FunctionComparer.Verdict Combine(FunctionComparer.Verdict a, FunctionComparer.Verdict b) =>
+        a == FunctionComparer.Verdict.Different || b == FunctionComparer.Verdict.Different ? FunctionComparer.Verdict.Different
+        : a == FunctionComparer.Verdict.LineNumbersOnly || b == FunctionComparer.Verdict.LineNumbersOnly ? FunctionComparer.Verdict.LineNumbersOnly
+        : FunctionComparer.Verdict.Same;
 
     private void RefuseUnpatchable(DefinedSymbol function)
     {

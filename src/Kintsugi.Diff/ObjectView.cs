@@ -24,6 +24,8 @@ internal sealed class DefinedSymbol(ElfSymbol symbol, string key, SymbolRole rol
     public SymbolRole Role { get; } = role;
     /// <summary>For a cold part, its parent function's key.</summary>
     public string? Parent { get; } = parent;
+    /// <summary>For a numbered static local, the functions (parent keys) that use it.</summary>
+    public IReadOnlySet<string>? Users { get; set; }
     public ElfSection Section => Symbol.Section!;
     public string Name => Symbol.Name;
     public bool IsLocal => Symbol.Binding == ElfSymbolBinding.Local;
@@ -58,6 +60,8 @@ internal sealed partial class ObjectView
     public Dictionary<ElfSymbol, DefinedSymbol> BySymbol { get; } = new(ReferenceEqualityComparer.Instance);
     public Dictionary<ElfSection, List<ElfRelocation>> Relocations { get; } = new(ReferenceEqualityComparer.Instance);
     public Dictionary<ElfSection, List<DefinedSymbol>> DefinedIn { get; } = new(ReferenceEqualityComparer.Instance);
+    /// <summary>The numbered static locals (<c>count.12</c>), keyed by base name and users.</summary>
+    public List<DefinedSymbol> NumberedStatics { get; } = [];
 
     public ObjectView(ElfObject elf, string description)
     {
@@ -129,10 +133,37 @@ internal sealed partial class ObjectView
             foreach (var defined in group.OrderBy(d => long.Parse(Numbered().Match(d.Name).Groups[2].Value)))
             {
                 defined.Key = $"{group.Key.Base}<{group.Key.Users}>#{ordinal++}";
+                defined.Users = users[defined];
                 ByKey.TryAdd(defined.Key, defined);
+                NumberedStatics.Add(defined);
             }
         }
     }
+
+    /// <summary>
+    /// A static whose users changed (one in an inline helper that gained or lost a caller) has a different key in
+    /// each object, yet it is the same variable: the patched code must keep using the running one, not a fresh copy.
+    /// It is matched when, among the statics of its base name left unmatched, exactly one on each side shares a user with the other.
+    /// </summary>
+    public static void CorrelateNumberedStatics(ObjectView original, ObjectView patched)
+    {
+        var unmatchedBefore = original.NumberedStatics.Where(d => !patched.ByKey.ContainsKey(d.Key)).ToList();
+        var unmatchedAfter = patched.NumberedStatics.Where(d => !original.ByKey.ContainsKey(d.Key)).ToList();
+        foreach (var after in unmatchedAfter)
+        {
+            var baseName = NumberedBase(after.Name);
+            var candidates = unmatchedBefore.Where(b => NumberedBase(b.Name) == baseName && b.Users!.Overlaps(after.Users!)).ToList();
+            if (candidates.Count != 1) continue;
+            var before = candidates[0];
+            if (unmatchedAfter.Any(a => a != after && NumberedBase(a.Name) == baseName && a.Users!.Overlaps(before.Users!))) continue;
+            if (patched.ByKey.GetValueOrDefault(after.Key) == after) patched.ByKey.Remove(after.Key);
+            after.Key = before.Key;
+            patched.ByKey[after.Key] = after;
+            unmatchedBefore.Remove(before);
+        }
+    }
+
+    private static string NumberedBase(string name) => Numbered().Match(name).Groups[1].Value;
 
     public static bool IsSpecial(ElfSymbol symbol)
     {

@@ -74,7 +74,8 @@ static int Diff(string originalPath, string patchedPath, int runs)
         var output = result.Output?.ToArray() ?? [];
         times.Add(clock.Elapsed.TotalMilliseconds);
         if (run == 0) first = times[0];
-        summary = $"{result.Functions.Count(f => f.Kind == FunctionChange.Changed)} changed of {result.Functions.Count} functions, " +
+        var changed = result.Functions.Where(f => f.Kind == FunctionChange.Changed).Select(f => f.Name).ToList();
+        summary = $"{changed.Count} changed ({string.Join(", ", changed.Take(3))}) of {result.Functions.Count} functions, " +
             $"{result.Refusals.Count} refusals, output {output.Length} bytes (sha256 {Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(output))[..12]})";
     }
     times.Sort();

@@ -68,14 +68,15 @@ static int Diff(string originalPath, string patchedPath, int runs)
     for (var run = 0; run < runs; run++)
     {
         var clock = Stopwatch.StartNew();
-        var original = ElfObject.Read(File.ReadAllBytes(originalPath));
-        var patched = ElfObject.Read(File.ReadAllBytes(patchedPath));
+        var original = ElfObject.Load(originalPath);
+        var patched = ElfObject.Load(patchedPath);
         var result = ObjectDiffer.Diff(original, patched, new DiffOptions(PatchedObjectName.Vmlinux, "kintsugi_bench_"));
         var output = result.Output?.ToArray() ?? [];
         times.Add(clock.Elapsed.TotalMilliseconds);
         if (run == 0) first = times[0];
-        summary = $"{result.Functions.Count(f => f.Kind == FunctionChange.Changed)} changed of {result.Functions.Count} functions, " +
-            $"{result.Refusals.Count} refusals, output {output.Length} bytes";
+        var changed = result.Functions.Where(f => f.Kind == FunctionChange.Changed).Select(f => f.Name).ToList();
+        summary = $"{changed.Count} changed ({string.Join(", ", changed.Take(3))}) of {result.Functions.Count} functions, " +
+            $"{result.Refusals.Count} refusals, output {output.Length} bytes (sha256 {Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(output))[..12]})";
     }
     times.Sort();
     var original0 = new FileInfo(originalPath).Length;

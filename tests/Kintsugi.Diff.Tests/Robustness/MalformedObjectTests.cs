@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using Kintsugi.Elf;
 using Xunit.Abstractions;
 
 namespace Kintsugi.Diff.Tests.Robustness;
@@ -13,7 +14,7 @@ namespace Kintsugi.Diff.Tests.Robustness;
 /// </summary>
 public class MalformedObjectTests(ITestOutputHelper output)
 {
-    /// <summary>Mutated objects per family: twelve families make over 20,000 a run, each diffed twice.</summary>
+    /// <summary>Mutated objects per family: fourteen families make 24,500 a run, each diffed twice.</summary>
     private const int CasesPerFamily = 1750;
 
     [Fact]
@@ -56,15 +57,44 @@ public class MalformedObjectTests(ITestOutputHelper output)
     public void Random_code_data_and_table_contents_are_diffed() => Check(nameof(Mutations.ContentBytes), Mutations.ContentBytes, reachesDiffer: true);
 
     [Fact]
+    public void Several_inconsistencies_in_one_object_are_rejected_or_diffed() => Check(nameof(Mutations.Combined), Mutations.Combined, reachesDiffer: true);
+
+    [Fact]
     public void The_unmutated_pairs_diff_to_one_changed_function_each()
     {
         foreach (var unit in KernelStyleUnits.All)
         {
             Assert.Equal(new Engine.Outcome(Engine.Ending.Result, null), Engine.Run(unit.Original, unit.Patched));
-            var result = ObjectDiffer.Diff(Kintsugi.Elf.ElfObject.Read(unit.Original), Kintsugi.Elf.ElfObject.Read(unit.Patched), new DiffOptions(PatchedObjectName.Vmlinux, "t_"));
+            var result = ObjectDiffer.Diff(ElfObject.Read(unit.Original), ElfObject.Read(unit.Patched), new DiffOptions(PatchedObjectName.Vmlinux, "t_"));
             Assert.Single(result.Functions, f => f.Kind == FunctionChange.Changed);
             Assert.NotNull(result.Output);
         }
+    }
+
+    [Fact]
+    public void Data_whose_claimed_extent_wraps_past_the_end_of_the_address_space_is_a_changed_value_not_a_crash()
+    {
+        var unit = KernelStyleUnits.All.Single(u => u.Name == "items");
+        var patched = ElfObject.Read(unit.Patched);
+        patched.SymbolTable!.Find("global_limit")!.Value = ulong.MaxValue;
+
+        var result = ObjectDiffer.Diff(ElfObject.Read(unit.Original), patched, new DiffOptions(PatchedObjectName.Vmlinux, "t_"));
+
+        Assert.Equal([new DataDiff("global_limit", DataChange.Changed, IsLocal: false)], result.Data);
+        Assert.Equal(RefusalRule.DataChanged, Assert.Single(result.Refusals).Rule);
+    }
+
+    [Fact]
+    public void New_code_asking_for_more_than_page_alignment_is_a_DiffException_naming_its_section()
+    {
+        var unit = KernelStyleUnits.All.Single(u => u.Name == "items");
+        var patched = ElfObject.Read(unit.Patched);
+        patched.FindSection(".text.remove_item")!.Alignment = 1UL << 29;
+
+        var error = Assert.Throws<DiffException>(() => ObjectDiffer.Diff(ElfObject.Read(unit.Original), patched, new DiffOptions(PatchedObjectName.Vmlinux, "t_")));
+
+        Assert.Contains(".text.remove_item in the patched object asks for 536870912-byte alignment", error.Message, StringComparison.Ordinal);
+        Assert.Null(error.InnerException);
     }
 
     /// <summary>The mutated object of one case: the family's seeds are <c>familyBase + i</c>, units and sides in turn.</summary>

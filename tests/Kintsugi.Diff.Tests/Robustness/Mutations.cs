@@ -297,6 +297,24 @@ internal static class Mutations
         return new($"section [{section.Index}] sh_flags = 0x{flags:x}", With(layout.Bytes, section.At + 8, 8, flags));
     }
 
+    /// <summary>Two to four field mutations of the other families in one object: inconsistencies that only meet in combination.</summary>
+    public static Mutation Combined(ObjectLayout layout, Random random)
+    {
+        Family[] families = [SectionOffsetOrSize, LinkOrInfo, SymbolSectionIndexOrName, SymbolValueOrSize, RelocationSymbol, RelocationType,
+            RelocationOffsetOrAddend, SectionNameOrFlags, ContentBytes];
+        var bytes = (byte[])layout.Bytes.Clone();
+        var descriptions = new List<string>();
+        for (int n = random.Next(2, 5); n > 0; n--)
+        {
+            var single = Pick(random, families)(layout, random);
+            // Each mutation is the same length as the object: its changed bytes are laid over the others'.
+            for (int i = 0; i < bytes.Length; i++)
+                if (single.Bytes[i] != layout.Bytes[i]) bytes[i] = single.Bytes[i];
+            descriptions.Add(single.Description);
+        }
+        return new(string.Join("; ", descriptions), bytes);
+    }
+
     /// <summary>Random bytes in code, data, special tables and string literals: what the disassembler and the table parsers see.</summary>
     public static Mutation ContentBytes(ObjectLayout layout, Random random)
     {

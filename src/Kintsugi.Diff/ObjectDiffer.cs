@@ -110,8 +110,8 @@ internal sealed class Differ(ObjectView original, ObjectView patched, DiffOption
     /// <summary>A function's .cold parts, compared like it: a moved __LINE__ in a cold part is no more a change than in the hot one.</summary>
     private FunctionComparer.Verdict ColdPartsVerdict(string parentKey)
     {
-        var before = original.ByKey.Values.Where(d => d.Role == SymbolRole.ColdPart && d.Parent == parentKey).ToList();
-        var after = patched.ByKey.Values.Where(d => d.Role == SymbolRole.ColdPart && d.Parent == parentKey).ToList();
+        var before = original.ColdParts[parentKey].ToList();
+        var after = patched.ColdParts[parentKey].ToList();
         if (before.Count != after.Count) return FunctionComparer.Verdict.Different;
         return before.Zip(after).Select(pair => _comparer.CompareCode(pair.First, pair.Second)).Aggregate(FunctionComparer.Verdict.Same, Combine);
     }

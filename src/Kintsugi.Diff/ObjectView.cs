@@ -52,7 +52,7 @@ internal sealed partial class ObjectView
     private static readonly string[] SpecialBases =
         ["__key", "__warned", "__already_done", "__print_once", "__func__", "__FUNCTION__", "__PRETTY_FUNCTION__", "CSWTCH", "_rs", "descriptor", "__msg", "__mod", "__flags", "__tpstrtab", "__bpf_trace_tp_map", "__compound_literal"];
 
-    private readonly Dictionary<ElfSection, SortedList<ulong, ulong>> _instructionEnds = new(ReferenceEqualityComparer.Instance);
+    private readonly Dictionary<ElfSection, List<ulong>> _instructionEnds = new(ReferenceEqualityComparer.Instance);
 
     public ElfObject Elf { get; }
     public ElfSymbolTableSection Table { get; }
@@ -62,6 +62,8 @@ internal sealed partial class ObjectView
     public Dictionary<ElfSection, List<DefinedSymbol>> DefinedIn { get; } = new(ReferenceEqualityComparer.Instance);
     /// <summary>The numbered static locals (<c>count.12</c>), keyed by base name and users.</summary>
     public List<DefinedSymbol> NumberedStatics { get; } = [];
+    /// <summary>The .cold parts of each function, by the parent's key.</summary>
+    public ILookup<string, DefinedSymbol> ColdParts { get; private set; } = Enumerable.Empty<DefinedSymbol>().ToLookup(d => "");
 
     public ObjectView(ElfObject elf, string description)
     {
@@ -69,7 +71,9 @@ internal sealed partial class ObjectView
         Table = elf.SymbolTable ?? throw new DiffException($"the {description} object has no symbol table");
         foreach (var relocations in elf.Sections.OfType<ElfRelocationSection>())
         {
-            if (relocations.Target is null || relocations.Flags.HasFlag(ElfSectionFlags.RelaLivepatch)) continue;
+            // Debug information is most of a kernel object's relocations, and nothing of it goes into a livepatch.
+            if (relocations.Target is null || relocations.Flags.HasFlag(ElfSectionFlags.RelaLivepatch)
+                || !relocations.Target.Flags.HasFlag(ElfSectionFlags.Alloc)) continue;
             if (!Relocations.TryGetValue(relocations.Target, out var list)) Relocations[relocations.Target] = list = [];
             list.AddRange(relocations.Relocations);
         }
@@ -99,6 +103,7 @@ internal sealed partial class ObjectView
         }
         foreach (var list in DefinedIn.Values) list.Sort((a, b) => a.Start.CompareTo(b.Start));
         KeyNumberedStatics(numbered);
+        ColdParts = ByKey.Values.Where(d => d.Role == SymbolRole.ColdPart).ToLookup(d => d.Parent!, StringComparer.Ordinal);
     }
 
     private void Add(DefinedSymbol defined)
@@ -123,9 +128,12 @@ internal sealed partial class ObjectView
     {
         var users = new Dictionary<DefinedSymbol, SortedSet<string>>(ReferenceEqualityComparer.Instance);
         foreach (var defined in numbered) users[defined] = new SortedSet<string>(StringComparer.Ordinal);
+        // Only relocations into a section holding a numbered static can reach one: resolving the others costs a decode of every function.
+        var holders = numbered.Select(d => d.Section).ToHashSet(ReferenceEqualityComparer.Instance);
         foreach (var function in ByKey.Values.Where(d => d.IsCode))
             foreach (var relocation in RelocationsIn(function))
-                if (Resolve(function.Section, relocation).Defined is { } target && users.TryGetValue(target, out var set))
+                if (relocation.Symbol?.Section is { } section && holders.Contains(section)
+                    && Resolve(function.Section, relocation).Defined is { } target && users.TryGetValue(target, out var set))
                     set.Add(function.Role == SymbolRole.ColdPart ? function.Parent! : function.Key);
         foreach (var group in numbered.GroupBy(d => (Base: Numbered().Match(d.Name).Groups[1].Value, Users: string.Join(",", users[d]))))
         {
@@ -257,28 +265,28 @@ internal sealed partial class ObjectView
     {
         if (!_instructionEnds.TryGetValue(code, out var ends)) _instructionEnds[code] = ends = DecodeEnds(code);
         // The first instruction end past the field is the end of the instruction holding it.
-        var keys = ends.Keys;
-        int low = 0, high = keys.Count - 1, found = -1;
+        int low = 0, high = ends.Count - 1, found = -1;
         while (low <= high)
         {
             var middle = (low + high) / 2;
-            if (keys[middle] > fieldOffset) { found = middle; high = middle - 1; }
+            if (ends[middle] > fieldOffset) { found = middle; high = middle - 1; }
             else low = middle + 1;
         }
         // A field the decoder cannot place (data inside code) is taken as a 4-byte displacement ending its instruction.
-        return found < 0 ? fieldOffset + 4 : keys[found];
+        return found < 0 ? fieldOffset + 4 : ends[found];
     }
 
-    private static SortedList<ulong, ulong> DecodeEnds(ElfSection code)
+    /// <summary>The end of every instruction, in ascending order (the decoder only moves forward).</summary>
+    private static List<ulong> DecodeEnds(ElfSection code)
     {
-        var ends = new SortedList<ulong, ulong>();
+        var ends = new List<ulong>();
         if (code is not ElfDataSection data) return ends;
         var decoder = Iced.Intel.Decoder.Create(64, new ByteArrayCodeReader(data.Data));
         decoder.IP = 0;
         while (decoder.IP < (ulong)data.Data.Length)
         {
             decoder.Decode(out var instruction);
-            ends[instruction.NextIP] = instruction.IP;
+            ends.Add(instruction.NextIP);
         }
         return ends;
     }

@@ -111,7 +111,7 @@ public abstract partial class FixCorpusSpecification<TRun>(TRun run) where TRun 
         var before = new Taint(ulong.Parse(outcome.Marker("taint-before")));
         var after = new Taint(ulong.Parse(outcome.Marker("taint-after")));
         Assert.Empty(after.ProblemsAddedSince(before));
-        Assert.Empty(outcome.Section("kernel-log").Split('\n').Where(KernelLog.IsProblem));
+        Assert.DoesNotContain(outcome.Section("kernel-log").Split('\n'), KernelLog.IsProblem);
     }
 
     /// <summary>Each buildable fix on its own, through <c>kernel test</c>'s verification (slow: one build and one boot each).</summary>
@@ -247,14 +247,14 @@ public abstract class FixCorpusRun(KernelRelease release)
             echo "@livepatches"; ls /sys/kernel/livepatch
             echo "@level2"; checks
             echo "@modules-after-level2"; cut -d' ' -f1 /proc/modules
-            kintsugi kernel unload {level2.Manifest.ModuleName} > /dev/null; echo "@unload2=$?"
+            kintsugi kernel unload {level2.Manifest.Module} > /dev/null; echo "@unload2=$?"
             echo "@after"; checks
             echo "@taint-after=$(cat /proc/sys/kernel/tainted)"
             echo "@kernel-log"; dmesg
             """);
         var result = await lab.Lab.RunAsync(new LabRunSpec(release, script.ToString(), files, TimeSpan.FromMinutes(12)));
         Assert.False(result.TimedOut, $"the corpus run on {release} timed out:\n{result.Console}");
-        return new CorpusRunOutcome(result, fixes, level1.Manifest!.ModuleName, level2.Manifest.ModuleName);
+        return new CorpusRunOutcome(result, fixes, level1.Manifest!.Module, level2.Manifest.Module);
     }
 }
 

@@ -181,6 +181,7 @@ public sealed partial class KernelPatchBuilder(DebianKernelArchive archive, Func
                     if (await BindingForAsync(unit, reference, resolver, exports, ShippedAsync) is { } binding)
                         bindings[reference.OutputName] = binding;
                 }
+                await NameStaticCallKeysAsync(result, exports, bindings, ShippedAsync);
                 // Each unit's callbacks stay its own: the module chains those of several units of one object.
                 if (WithCallbacks(KlpCallbacks.None, result.Callbacks, unit) is { Any: true } unitCallbacks)
                 {
@@ -347,6 +348,30 @@ public sealed partial class KernelPatchBuilder(DebianKernelArchive archive, Func
         }
         throw new LivepatchRefusedException($"{unit.SourcePath}: the fixed code references {reference.TargetName}, which the running kernel neither exports nor has in {unit.PatchedObject}; " +
             "it may be new in the fix's kernel version: backport it into the patched unit as a static function");
+    }
+
+    /// <summary>
+    /// Where objtool runs only when a module is linked (IBT kernels), it writes the patch module's static call
+    /// sites then; for a key it cannot find in the module it records the trampoline instead, which the kernel
+    /// accepts only for exported static calls ("Failed to fixup __raw_static_call() usage"). Naming each
+    /// called trampoline's key as an undefined symbol of the diff object lets objtool record the key itself,
+    /// bound by livepatch like any other unexported symbol of vmlinux.
+    /// </summary>
+    private static async Task NameStaticCallKeysAsync(DiffResult result, ModuleSymvers exports,
+        Dictionary<string, (KlpSymbolBinding Binding, ManifestSymbol Record)> bindings, Func<string, Task<ShippedObject>> shippedAsync)
+    {
+        const string Trampoline = "__SCT__", Key = "__SCK__";
+        if (result.Output is not { SymbolTable: { } table } output || output.FindSection(".static_call_sites") is not null) return;
+        foreach (var reference in result.References.Where(r => r.TargetName.StartsWith(Trampoline, StringComparison.Ordinal)))
+        {
+            var key = Key + reference.TargetName[Trampoline.Length..];
+            if (table.Symbols.Any(s => s.Name == key)) continue;
+            table.Symbols.Add(new ElfSymbol(key) { Binding = ElfSymbolBinding.Global, Type = ElfSymbolType.NoType, SpecialSection = ElfSpecialSectionIndex.Undefined });
+            if (bindings.ContainsKey(key) || exports.Find(key) is { Object: "vmlinux" }) continue;
+            var resolved = new SymbolResolver(await shippedAsync("vmlinux"), new ElfObject()).Resolve(key);
+            bindings[key] = (new KlpSymbolBinding(key, resolved.Object, resolved.Name, resolved.Sympos),
+                new ManifestSymbol(resolved.Object, resolved.Name, resolved.Sympos.Value, resolved.Method.ToString(), "static call key"));
+        }
     }
 
     private static KlpCallbacks WithCallbacks(KlpCallbacks callbacks, IReadOnlyList<string> names, TranslationUnit unit)

@@ -65,7 +65,7 @@ public abstract partial class FixCorpusSpecification<TRun>(TRun run) where TRun 
     public async Task Level_1_makes_exactly_its_own_fixes_pass()
     {
         var outcome = await run.OutcomeAsync();
-        Assert.Equal("0", outcome.Marker("load1"));
+        Assert.True(outcome.Marker("load1") == "0", outcome.Describe("loading level 1 failed"));
         Assert.All(outcome.Fixes, f => Assert.True((outcome.Check("level1", f.Name) == 0) == (f.Level == 1),
             $"{f.Name} (level {f.Level}): check exited {outcome.Check("level1", f.Name)} with level 1 loaded"));
     }
@@ -74,7 +74,7 @@ public abstract partial class FixCorpusSpecification<TRun>(TRun run) where TRun 
     public async Task Level_2_replaces_level_1_atomically_and_makes_every_fix_pass()
     {
         var outcome = await run.OutcomeAsync();
-        Assert.Equal("0", outcome.Marker("load2"));
+        Assert.True(outcome.Marker("load2") == "0", outcome.Describe("loading level 2 failed"));
         Assert.Equal([outcome.Level2Name], outcome.Section("livepatches").Split('\n', StringSplitOptions.RemoveEmptyEntries));
         Assert.DoesNotContain(outcome.Level1Name, outcome.Section("modules-after-level2"), StringComparison.Ordinal);
         Assert.All(outcome.Fixes, f => Assert.True(outcome.Check("level2", f.Name) == 0, $"{f.Name}: check exited {outcome.Check("level2", f.Name)} with level 2 loaded"));
@@ -99,7 +99,7 @@ public abstract partial class FixCorpusSpecification<TRun>(TRun run) where TRun 
     public async Task Unloading_the_last_level_makes_every_check_fail_again()
     {
         var outcome = await run.OutcomeAsync();
-        Assert.Equal("0", outcome.Marker("unload2"));
+        Assert.True(outcome.Marker("unload2") == "0", outcome.Describe("unloading level 2 failed"));
         Assert.All(outcome.Fixes, f => Assert.True(outcome.Check("after", f.Name) != 0, $"{f.Name}: its check still passed after the unload"));
     }
 
@@ -153,6 +153,11 @@ public sealed class CorpusRunOutcome(LabRunResult run, IReadOnlyList<CorpusFix> 
     public string Level2Name { get; } = level2Name;
 
     public string Section(string name) => GuestOutput.Section(Run.Output, name);
+
+    /// <summary>A failure message with what the guest printed and the end of its kernel log.</summary>
+    public string Describe(string what) =>
+        $"{what}:\n{Run.Output[..Math.Max(0, Run.Output.IndexOf("@kernel-log", StringComparison.Ordinal))]}\n" +
+        string.Join('\n', Section("kernel-log").Split('\n').TakeLast(25));
 
     public string Marker(string name)
     {

@@ -174,10 +174,18 @@ public sealed class CorpusRunOutcome(LabRunResult run, IReadOnlyList<CorpusFix> 
 }
 
 /// <summary>Builds a kernel's two cumulative levels of the corpus once and boots them once; shared by that kernel's specifications.</summary>
-public abstract class FixCorpusRun(KernelRelease release)
+public abstract class FixCorpusRun(KernelRelease release) : IDisposable
 {
     private readonly Lazy<Task<CorpusRunOutcome>> _outcome = new(() => RunAsync(release));
     private static readonly string WorkRoot = Path.Combine(Path.GetTempPath(), "kintsugi-fix-corpus-" + Environment.ProcessId);
+
+    /// <summary>The built levels are only needed while this kernel's specifications run.</summary>
+    public void Dispose()
+    {
+        var work = Path.Combine(WorkRoot, release.Value);
+        if (Directory.Exists(work)) Directory.Delete(work, recursive: true);
+        GC.SuppressFinalize(this);
+    }
 
     public Task<CorpusRunOutcome> OutcomeAsync() => _outcome.Value;
 

@@ -48,9 +48,12 @@ public sealed record StageTiming(string Stage, double Seconds);
 public sealed record KernelBuildResult(BuildOutcome Outcome, string? Module, string? ManifestPath, BuildManifest? Manifest, string Message, IReadOnlyList<StageTiming> Stages);
 
 /// <summary>The fix cannot be live patched as written; the message lists every reason and what to do.</summary>
-public sealed class LivepatchRefusedException(string message, Exception? inner = null) : KintsugiException(message, inner)
+/// <param name="rules">The differ's rules behind the refusal, when the differ refused it (empty for a refusal from the fix's files or scope).</param>
+public sealed class LivepatchRefusedException(string message, IReadOnlyList<RefusalRule>? rules = null, Exception? inner = null) : KintsugiException(message, inner)
 {
     public override ExitCode ExitCode => ExitCode.InputRefused;
+
+    public IReadOnlyList<RefusalRule> Rules { get; } = rules ?? [];
 }
 
 /// <summary>
@@ -135,7 +138,8 @@ public sealed partial class KernelPatchBuilder(DebianKernelArchive archive, Func
         }).ToList());
         var refusals = diffs.SelectMany(d => d.Result.Refusals.Select(r => $"  {d.Unit.SourcePath}: {r.Symbol}: {r.Message}")).ToList();
         if (refusals.Count > 0)
-            throw new LivepatchRefusedException($"this fix cannot be live patched safely:\n{string.Join('\n', refusals)}");
+            throw new LivepatchRefusedException($"this fix cannot be live patched safely:\n{string.Join('\n', refusals)}",
+                [.. diffs.SelectMany(d => d.Result.Refusals.Select(r => r.Rule)).Distinct()]);
         var changed = diffs.Where(d => d.Result.HasChanges || d.Result.Callbacks.Count > 0).ToList();
         if (changed.Count == 0)
         {
@@ -153,7 +157,7 @@ public sealed partial class KernelPatchBuilder(DebianKernelArchive archive, Func
         }
 
         var functions = new List<(string Object, KlpFunction Function, ManifestFunction Record)>();
-        var callbacks = new Dictionary<string, KlpCallbacks>(StringComparer.Ordinal);
+        var callbacks = new Dictionary<string, List<KlpCallbacks>>(StringComparer.Ordinal);
         var bindings = new Dictionary<string, (KlpSymbolBinding Binding, ManifestSymbol Record)>(StringComparer.Ordinal);
         var mismatches = new List<string>();
         var matched = 0;
@@ -182,7 +186,13 @@ public sealed partial class KernelPatchBuilder(DebianKernelArchive archive, Func
                     if (await BindingForAsync(unit, reference, resolver, exports, ShippedAsync) is { } binding)
                         bindings[reference.OutputName] = binding;
                 }
-                callbacks[unit.PatchedObject] = WithCallbacks(callbacks.GetValueOrDefault(unit.PatchedObject) ?? KlpCallbacks.None, result.Callbacks, unit);
+                await NameStaticCallKeysAsync(result, exports, bindings, ShippedAsync);
+                // Each unit's callbacks stay its own: the module chains those of several units of one object.
+                if (WithCallbacks(KlpCallbacks.None, result.Callbacks, unit) is { Any: true } unitCallbacks)
+                {
+                    if (!callbacks.TryGetValue(unit.PatchedObject, out var list)) callbacks[unit.PatchedObject] = list = [];
+                    list.Add(unitCallbacks);
+                }
             }
         });
         if (mismatches.Count > 0 && !request.SkipFidelity)
@@ -223,7 +233,7 @@ public sealed partial class KernelPatchBuilder(DebianKernelArchive archive, Func
         }
         var klpObjects = changed.Select(d => d.Unit.PatchedObject).Distinct(StringComparer.Ordinal)
             .OrderBy(o => o == "vmlinux" ? 0 : 1).ThenBy(o => o, StringComparer.Ordinal)
-            .Select(o => new KlpObject(o, functions.Where(f => f.Object == o).Select(f => f.Function).ToList(), callbacks.GetValueOrDefault(o) ?? KlpCallbacks.None))
+            .Select(o => new KlpObject(o, functions.Where(f => f.Object == o).Select(f => f.Function).ToList(), (IReadOnlyList<KlpCallbacks>?)callbacks.GetValueOrDefault(o) ?? []))
             .ToList();
         var spec = new LivepatchModuleSpec(moduleName, $"Kintsugi livepatch {name} level {level} for {kernel.Release}" + (cves.Count > 0 ? $" ({string.Join(", ", cves)})" : ""),
             klpObjects, diffObjects, bindings.Values.Select(b => b.Binding).ToList(), manifest.ToUtf8(),
@@ -345,6 +355,30 @@ public sealed partial class KernelPatchBuilder(DebianKernelArchive archive, Func
             "it may be new in the fix's kernel version: backport it into the patched unit as a static function");
     }
 
+    /// <summary>
+    /// Where objtool runs only when a module is linked (IBT kernels), it writes the patch module's static call
+    /// sites then; for a key it cannot find in the module it records the trampoline instead, which the kernel
+    /// accepts only for exported static calls ("Failed to fixup __raw_static_call() usage"). Naming each
+    /// called trampoline's key as an undefined symbol of the diff object lets objtool record the key itself,
+    /// bound by livepatch like any other unexported symbol of vmlinux.
+    /// </summary>
+    private static async Task NameStaticCallKeysAsync(DiffResult result, ModuleSymvers exports,
+        Dictionary<string, (KlpSymbolBinding Binding, ManifestSymbol Record)> bindings, Func<string, Task<ShippedObject>> shippedAsync)
+    {
+        const string Trampoline = "__SCT__", Key = "__SCK__";
+        if (result.Output is not { SymbolTable: { } table } output || output.FindSection(".static_call_sites") is not null) return;
+        foreach (var reference in result.References.Where(r => r.TargetName.StartsWith(Trampoline, StringComparison.Ordinal)))
+        {
+            var key = Key + reference.TargetName[Trampoline.Length..];
+            if (table.Symbols.Any(s => s.Name == key)) continue;
+            table.Symbols.Add(new ElfSymbol(key) { Binding = ElfSymbolBinding.Global, Type = ElfSymbolType.NoType, SpecialSection = ElfSpecialSectionIndex.Undefined });
+            if (bindings.ContainsKey(key) || exports.Find(key) is { Object: "vmlinux" }) continue;
+            var resolved = new SymbolResolver(await shippedAsync("vmlinux"), new ElfObject()).Resolve(key);
+            bindings[key] = (new KlpSymbolBinding(key, resolved.Object, resolved.Name, resolved.Sympos),
+                new ManifestSymbol(resolved.Object, resolved.Name, resolved.Sympos.Value, resolved.Method.ToString(), "static call key"));
+        }
+    }
+
     private static KlpCallbacks WithCallbacks(KlpCallbacks callbacks, IReadOnlyList<string> names, TranslationUnit unit)
     {
         foreach (var name in names)
@@ -352,7 +386,7 @@ public sealed partial class KernelPatchBuilder(DebianKernelArchive archive, Func
             var match = CallbackName().Match(name);
             if (!match.Success) throw new LivepatchRefusedException($"{unit.SourcePath}: {name} is not a callback name this builder knows");
             string? Set(string? existing) => existing is null ? name
-                : throw new LivepatchRefusedException($"{unit.PatchedObject} has two {match.Groups["kind"].Value} callbacks ({existing} and {name}); a livepatch object takes one of each kind: call both from one function");
+                : throw new LivepatchRefusedException($"{unit.SourcePath} has two {match.Groups["kind"].Value} callbacks ({existing} and {name}); a unit takes one of each kind: call both from one function");
             callbacks = match.Groups["kind"].Value switch
             {
                 "pre_patch" => callbacks with { PrePatch = Set(callbacks.PrePatch) },

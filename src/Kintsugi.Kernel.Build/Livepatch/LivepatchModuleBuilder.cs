@@ -82,13 +82,14 @@ public static class LivepatchModuleBuilder
         c.AppendLine();
         foreach (var function in spec.Objects.SelectMany(o => o.Functions))
             c.AppendLine($"void {function.NewSymbol}(void); /* replaces {function.OldName} */");
-        foreach (var callbacks in spec.Objects.Select(o => o.Callbacks))
+        foreach (var callbacks in spec.Objects.SelectMany(o => o.Callbacks))
         {
             if (callbacks.PrePatch is { } prePatch) c.AppendLine($"int {prePatch}(struct klp_object *obj);");
             foreach (var name in new[] { callbacks.PostPatch, callbacks.PreUnpatch, callbacks.PostUnpatch }.OfType<string>())
                 c.AppendLine($"void {name}(struct klp_object *obj);");
         }
         c.AppendLine();
+        for (var i = 0; i < spec.Objects.Count; i++) AppendCallbackChains(c, i, spec.Objects[i].Callbacks);
         for (var i = 0; i < spec.Objects.Count; i++)
         {
             c.AppendLine($"static struct klp_func functions_{i}[] = {{");
@@ -103,13 +104,11 @@ public static class LivepatchModuleBuilder
         {
             var o = spec.Objects[i];
             c.Append($"\t{{ .name = {(o.IsVmlinux ? "NULL" : Literal(o.Name))}, .funcs = functions_{i}");
-            if (o.Callbacks.Any)
+            if (o.Callbacks.Count > 0)
             {
                 c.Append(", .callbacks = {");
-                if (o.Callbacks.PrePatch is { } a) c.Append($" .pre_patch = {a},");
-                if (o.Callbacks.PostPatch is { } b) c.Append($" .post_patch = {b},");
-                if (o.Callbacks.PreUnpatch is { } d) c.Append($" .pre_unpatch = {d},");
-                if (o.Callbacks.PostUnpatch is { } e) c.Append($" .post_unpatch = {e},");
+                foreach (var kind in CallbackKinds)
+                    if (o.Callbacks.Any(u => kind.Of(u) is not null)) c.Append($" .{kind.Name} = {ChainName(kind, i)},");
                 c.Append(" }");
             }
             c.AppendLine(" },");
@@ -139,6 +138,54 @@ public static class LivepatchModuleBuilder
         c.AppendLine($"MODULE_DESCRIPTION({Literal(spec.Description)});");
         if (spec.EffectiveVersion is { } version) c.AppendLine($"MODULE_INFO({LoadedRecord.EffectiveVersionKey}, {Literal(version)});");
         return c.ToString();
+    }
+
+    private sealed record CallbackKind(string Name, Func<KlpCallbacks, string?> Of, bool Reverse);
+
+    private static readonly CallbackKind[] CallbackKinds =
+    [
+        new("pre_patch", k => k.PrePatch, Reverse: false),
+        new("post_patch", k => k.PostPatch, Reverse: false),
+        new("pre_unpatch", k => k.PreUnpatch, Reverse: true),
+        new("post_unpatch", k => k.PostUnpatch, Reverse: true),
+    ];
+
+    private static string ChainName(CallbackKind kind, int objectIndex) => $"kintsugi_{kind.Name}_{objectIndex}";
+
+    /// <summary>One function per callback kind of an object, calling every unit's callback of that kind.</summary>
+    private static void AppendCallbackChains(StringBuilder c, int objectIndex, IReadOnlyList<KlpCallbacks> units)
+    {
+        foreach (var kind in CallbackKinds)
+        {
+            var calls = (kind.Reverse ? units.Reverse() : units).Select(kind.Of).OfType<string>().ToList();
+            if (calls.Count == 0) continue;
+            if (kind.Name == "pre_patch")
+            {
+                c.AppendLine($"static int {ChainName(kind, objectIndex)}(struct klp_object *obj)");
+                c.AppendLine("{");
+                c.AppendLine("	int ret;");
+                for (var u = 0; u < units.Count; u++)
+                {
+                    if (units[u].PrePatch is not { } prePatch) continue;
+                    c.AppendLine($"	ret = {prePatch}(obj);");
+                    c.AppendLine("	if (ret) {");
+                    // The units already prepared are undone, as livepatch undoes the objects before a refusing one.
+                    foreach (var undo in units.Take(u).Reverse().Select(k => k.PostUnpatch).OfType<string>())
+                        c.AppendLine($"		{undo}(obj);");
+                    c.AppendLine("		return ret;");
+                    c.AppendLine("	}");
+                }
+                c.AppendLine("	return 0;");
+            }
+            else
+            {
+                c.AppendLine($"static void {ChainName(kind, objectIndex)}(struct klp_object *obj)");
+                c.AppendLine("{");
+                foreach (var call in calls) c.AppendLine($"	{call}(obj);");
+            }
+            c.AppendLine("}");
+            c.AppendLine();
+        }
     }
 
     /// <summary>A C string literal; bytes outside printable ASCII as octal escapes, which cannot run into the next character.</summary>

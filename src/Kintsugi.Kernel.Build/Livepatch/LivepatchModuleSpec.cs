@@ -13,8 +13,16 @@ public sealed record KlpCallbacks(string? PrePatch = null, string? PostPatch = n
 }
 
 /// <summary>An object of the running kernel the patch changes: <c>vmlinux</c> or a module name.</summary>
-public sealed record KlpObject(string Name, IReadOnlyList<KlpFunction> Functions, KlpCallbacks Callbacks)
+/// <param name="Callbacks">
+/// The callbacks of each translation unit that has any, in unit order. livepatch takes one callback of each
+/// kind per object, so several units' callbacks are chained: patching callbacks run in unit order, unpatching
+/// ones in reverse, and a refusing pre-patch callback undoes the units before it with their post-unpatch callbacks.
+/// </param>
+public sealed record KlpObject(string Name, IReadOnlyList<KlpFunction> Functions, IReadOnlyList<KlpCallbacks> Callbacks)
 {
+    public KlpObject(string name, IReadOnlyList<KlpFunction> functions, KlpCallbacks callbacks)
+        : this(name, functions, callbacks.Any ? [callbacks] : []) { }
+
     public bool IsVmlinux => Name == "vmlinux";
 }
 

@@ -30,12 +30,23 @@ public sealed class CompiledFunction
     {
         var result = new List<CompiledFunction>();
         if (elf.SymbolTable is not { } table) return result;
+        var jumpSites = JumpLabelSites(elf);
         foreach (var symbol in table.Symbols)
         {
             if (symbol.Type != ElfSymbolType.Function || symbol.Section is not ElfDataSection section || symbol.Size == 0) continue;
             if (symbol.Value + symbol.Size > (ulong)section.Data.Length) continue;
             var code = section.Data.AsSpan((int)symbol.Value, (int)symbol.Size).ToArray();
             var mask = new bool[code.Length];
+            // A static branch is a jmp the kernel turns into a nop and back at run time; on kernels whose objtool
+            // runs only on the linked vmlinux (IBT), objtool also rewrites some of those jmps into nops there, so
+            // the shipped bytes of a site may be either: the site is compared like a relocation, not byte for byte.
+            foreach (var site in jumpSites.GetValueOrDefault(section) ?? [])
+            {
+                var at = (long)site - (long)symbol.Value;
+                if (at < 0 || at >= code.Length) continue;
+                var width = code[at] switch { 0xEB => 2, 0x66 => 2, _ => 5 };
+                for (var i = 0; i < width && at + i < code.Length; i++) mask[at + i] = true;
+            }
             foreach (var relocations in elf.GetRelocationSections(section))
                 foreach (var relocation in relocations.Relocations)
                 {
@@ -49,6 +60,24 @@ public sealed class CompiledFunction
             result.Add(new CompiledFunction(symbol.Name, symbol.Binding == ElfSymbolBinding.Local, section.Name, symbol.Value, code, mask));
         }
         return result;
+    }
+
+    /// <summary>The code offsets of the object's static branch sites (the first field of each <c>__jump_table</c> entry), per section.</summary>
+    private static Dictionary<ElfSection, List<ulong>> JumpLabelSites(ElfObject elf)
+    {
+        var sites = new Dictionary<ElfSection, List<ulong>>(ReferenceEqualityComparer.Instance);
+        if (elf.FindSection("__jump_table") is not { } table) return sites;
+        const ulong EntrySize = 16;
+        foreach (var relocations in elf.GetRelocationSections(table))
+            foreach (var relocation in relocations.Relocations)
+            {
+                if (relocation.Offset % EntrySize != 0 || relocation.Symbol?.Section is not { } code) continue;
+                var site = (long)relocation.Symbol.Value + relocation.Addend;
+                if (site < 0) continue;
+                if (!sites.TryGetValue(code, out var list)) sites[code] = list = [];
+                list.Add((ulong)site);
+            }
+        return sites;
     }
 
     /// <summary>Whether <paramref name="shipped"/> is this function's code, ignoring relocated bytes.</summary>

@@ -90,6 +90,8 @@ public sealed partial class KbuildUnits
         {
             var parent = Path.GetDirectoryName(current)!;
             var name = Path.GetFileName(current) + "/";
+            // The top Makefile descends only into the target architecture's directory (x86 for every supported kernel).
+            if (parent == "arch") return name == "x86/";
             var states = Assignments(parent).Where(a => a.Target is "obj" or "subdir" && a.Objects.Contains(name)).Select(a => Evaluate(a.Condition)).ToList();
             // Descended from elsewhere (the top Makefile, arch Makefiles): built.
             if (states.Count == 0) return true;

@@ -133,7 +133,7 @@ public abstract class AgentLabSpecification(KernelRelease release) : IDisposable
             echo @resumed; kintsugi agent run --once 2>&1; echo "@resumed=$?"
             echo @resumed-status; kintsugi status --json
             echo @end
-            """, files, timeoutSeconds: 240);
+            """, files, timeoutSeconds: 420);
         Succeeded(result);
         var output = result.Output;
 
@@ -219,7 +219,7 @@ public abstract class AgentLabSpecification(KernelRelease release) : IDisposable
             echo @kept-status; kintsugi status --json
             kill $reader
             echo @end
-            """, files, timeoutSeconds: 240);
+            """, files, timeoutSeconds: 420);
         Succeeded(result);
         var output = result.Output;
 
@@ -279,7 +279,7 @@ public abstract class AgentLabSpecification(KernelRelease release) : IDisposable
             echo @after-livepatches; ls /sys/kernel/livepatch
             echo @after-status; kintsugi status --json
             echo @end
-            """, [PublicKey(), Input("agent.conf", config)], timeoutSeconds: 240);
+            """, [PublicKey(), Input("agent.conf", config)], timeoutSeconds: 420);
         Succeeded(result);
         var output = result.Output;
         Assert.Equal(0, ReturnCode(output, "apply"));
@@ -362,7 +362,7 @@ public abstract class AgentLabSpecification(KernelRelease release) : IDisposable
             cp /inputs/level-1.bundle {Offline}/ && sync
             kintsugi agent run --once || exit 12
             {Interrupt(0)}
-            """, files, diskPath, timeoutSeconds: 240);
+            """, files, diskPath, timeoutSeconds: 420);
         Assert.True(first.ExitCode is null, $"the guest should have lost power: {first.Describe()}\n{first.Output}");
         Assert.Contains("@killed=137", first.Output);
 
@@ -376,7 +376,7 @@ public abstract class AgentLabSpecification(KernelRelease release) : IDisposable
                 echo @agent; cat /run/{AgentUnit.Name}.log
                 {Report}
                 {(i + 1 < steps.Length ? Interrupt(i + 1) : "")}
-                """, files, diskPath, timeoutSeconds: 240);
+                """, files, diskPath, timeoutSeconds: 420);
             var (step, expectedLevel, expectedModule, quarantined, state) = expected[i];
             var context = $"after a kill at step {step.WireName()} and a power cut:\n{boot.Output}\n--- console\n{boot.Console}";
             if (i + 1 < steps.Length)

@@ -309,8 +309,17 @@ public sealed partial class KernelPatchBuilder(DebianKernelArchive archive, Func
                 case ChangeScope.TranslationUnit:
                     if (change.Change.Kind == FileChangeKind.Added)
                         throw new LivepatchRefusedException($"{change.Change.Path} is a new C file: a livepatch replaces functions of units the kernel already has; put the new code into the unit that calls it");
-                    if (kbuild.Locate(change.Change.Path) is { } unit) units[unit.SourcePath] = unit;
-                    else progress($"{change.Change.Path} is not built into this kernel's configuration; skipped");
+                    if (kbuild.Locate(change.Change.Path) is { } unit)
+                    {
+                        units[unit.SourcePath] = unit;
+                        break;
+                    }
+                    // A C file that is not a unit of its own may be #included into one (kernel/sched/psi.c into build_utility.c).
+                    headers ??= HeaderDependents.Scan(tree.Directory);
+                    var includers = headers.SourcesIncluding(change.Change.Path).Select(kbuild.Locate).OfType<TranslationUnit>().ToList();
+                    if (includers.Count == 0) progress($"{change.Change.Path} is not built into this kernel's configuration; skipped");
+                    else progress($"{change.Change.Path} is compiled as part of {string.Join(", ", includers.Select(u => u.SourcePath))}");
+                    foreach (var including in includers) units[including.SourcePath] = including;
                     break;
                 case ChangeScope.Header:
                     headers ??= HeaderDependents.Scan(tree.Directory);

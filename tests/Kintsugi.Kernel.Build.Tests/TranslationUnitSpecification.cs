@@ -29,6 +29,7 @@ public sealed class TranslationUnitSpecification
     [InlineData("net/netfilter/nf_tables_api.c", "nf_tables")] // nf_tables-objs
     [InlineData("lib/string.c", "vmlinux")]           // lib-y
     [InlineData("mm/memory.c", "vmlinux")]            // mmu-$(CONFIG_MMU), spliced into obj-y as $(mmu-y)
+    [InlineData("arch/x86/kernel/process_64.c", "vmlinux")] // obj-y += process_$(BITS).o
     public async Task A_built_unit_is_located_in_the_object_kbuild_links_it_into(string source, string patchedObject)
     {
         var unit = (await UnitsAsync()).Locate(source);
@@ -61,6 +62,18 @@ public sealed class TranslationUnitSpecification
 
         Assert.True(expected.Count >= 5);
         Assert.Equal(expected, found);
+    }
+
+    [Fact]
+    public async Task A_C_file_compiled_inside_another_unit_is_found_in_the_unit_that_includes_it()
+    {
+        var tree = (await Tree.Value).Directory;
+        Assert.Null(KbuildUnits.Open(tree).Locate("kernel/sched/psi.c")); // no psi.o: build_utility.c #includes it
+
+        var found = HeaderDependents.Scan(tree).SourcesIncluding("kernel/sched/psi.c");
+
+        Assert.Equal(["kernel/sched/build_utility.c"], found);
+        Assert.Equal("vmlinux", KbuildUnits.Open(tree).Locate("kernel/sched/build_utility.c")?.PatchedObject);
     }
 
     [Fact]

@@ -119,7 +119,9 @@ public sealed partial class KbuildUnits
         {
             var path = Path.Combine(_tree, directory, file);
             if (!File.Exists(path)) continue;
-            var text = File.ReadAllText(path).Replace("\\\n", " ", StringComparison.Ordinal);
+            var text = File.ReadAllText(path).Replace("\\\n", " ", StringComparison.Ordinal)
+                // arch/x86 names 64-bit objects through $(BITS) (process_$(BITS).o); every supported kernel is x86-64.
+                .Replace("$(BITS)", "64", StringComparison.Ordinal);
             foreach (var line in text.Split('\n'))
             {
                 var match = ObjectList().Match(line);

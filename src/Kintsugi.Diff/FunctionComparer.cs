@@ -32,9 +32,14 @@ internal sealed class FunctionComparer(ObjectView original, ObjectView patched)
     {
         var code = CompareInstructions(before, after);
         if (code == Verdict.Different || before.Role != SymbolRole.Function) return code;
-        var entries = CompareTableEntries(before, after);
-        return entries == Verdict.Different ? Verdict.Different : code == Verdict.LineNumbersOnly ? code : entries;
+        return Combine(code, CompareTableEntries(before, after));
     }
+
+    /// <summary>The verdict on two parts of one function together: any difference wins, then a line-only change.</summary>
+    public static Verdict Combine(Verdict a, Verdict b) =>
+        a == Verdict.Different || b == Verdict.Different ? Verdict.Different
+        : a == Verdict.LineNumbersOnly || b == Verdict.LineNumbersOnly ? Verdict.LineNumbersOnly
+        : Verdict.Same;
 
     private Verdict CompareInstructions(DefinedSymbol before, DefinedSymbol after)
     {

@@ -91,7 +91,7 @@ internal sealed class Differ(ObjectView original, ObjectView patched, DiffOption
                 diff = new FunctionDiff(before.Name, FunctionChange.Removed, before.IsLocal, null, null);
             else
             {
-                var verdict = Combine(_comparer.CompareCode(before, after), ColdPartsVerdict(key));
+                var verdict = FunctionComparer.Combine(_comparer.CompareCode(before, after), ColdPartsVerdict(key));
                 diff = verdict switch
                 {
                     FunctionComparer.Verdict.Same => new FunctionDiff(after.Name, FunctionChange.Unchanged, after.IsLocal, null, null),
@@ -113,13 +113,8 @@ internal sealed class Differ(ObjectView original, ObjectView patched, DiffOption
         var before = original.ColdParts[parentKey].ToList();
         var after = patched.ColdParts[parentKey].ToList();
         if (before.Count != after.Count) return FunctionComparer.Verdict.Different;
-        return before.Zip(after).Select(pair => _comparer.CompareCode(pair.First, pair.Second)).Aggregate(FunctionComparer.Verdict.Same, Combine);
+        return before.Zip(after).Select(pair => _comparer.CompareCode(pair.First, pair.Second)).Aggregate(FunctionComparer.Verdict.Same, FunctionComparer.Combine);
     }
-
-    private static FunctionComparer.Verdict Combine(FunctionComparer.Verdict a, FunctionComparer.Verdict b) =>
-        a == FunctionComparer.Verdict.Different || b == FunctionComparer.Verdict.Different ? FunctionComparer.Verdict.Different
-        : a == FunctionComparer.Verdict.LineNumbersOnly || b == FunctionComparer.Verdict.LineNumbersOnly ? FunctionComparer.Verdict.LineNumbersOnly
-        : FunctionComparer.Verdict.Same;
 
     private void RefuseUnpatchable(DefinedSymbol function)
     {

@@ -21,6 +21,7 @@ internal static class KernelCommands
         kernel.Subcommands.Add(Install());
         kernel.Subcommands.Add(Uninstall());
         kernel.Subcommands.Add(Boot());
+        kernel.Subcommands.Add(KernelCatalogCommand.Create());
         kernel.Subcommands.Add(Fetch());
         kernel.Subcommands.Add(Prepare());
         kernel.Subcommands.Add(Build());

@@ -238,7 +238,8 @@ public sealed partial class KernelPatchBuilder(DebianKernelArchive archive, Func
         var spec = new LivepatchModuleSpec(moduleName, $"Kintsugi livepatch {name} level {level} for {kernel.Release}" + (cves.Count > 0 ? $" ({string.Join(", ", cves)})" : ""),
             klpObjects, diffObjects, bindings.Values.Select(b => b.Binding).ToList(), manifest.ToUtf8(),
             EffectiveVersion: kernel.PackageVersion is { } version ? $"{version}+kintsugi{level}" : null);
-        var built = await clock.RunAsync("link", () => LivepatchModuleBuilder.BuildAsync(kernel, target.ModuleBuildDirectory, spec, exports, Path.Combine(work, "module"), cancellation));
+        var built = await clock.RunAsync("link", () => LivepatchModuleBuilder.BuildAsync(kernel, target.ModuleBuildDirectory, spec, exports, Path.Combine(work, "module"), cancellation,
+            tree.Toolchain, tree.Visible));
 
         if (request.Signing is { } signing)
             await clock.RunAsync("sign", () => ModuleSigner.SignAsync(built, signing, [tree.Directory, target.ModuleBuildDirectory], cancellation));

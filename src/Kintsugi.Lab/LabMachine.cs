@@ -65,8 +65,8 @@ public sealed class LabMachine(DebianKernelArchive archive, string cacheRoot, st
     {
         var append = new List<string> { "console=ttyS0", "panic=-1", "quiet", "loglevel=4" };
         append.AddRange(spec.KernelArguments ?? []);
-        var arguments = new List<string>
-        {
+        List<string> arguments =
+        [
             .. accelerator.QemuArguments,
             "-machine", "pc", "-m", spec.MemoryMiB.ToString(), "-smp", spec.Cpus.ToString(),
             "-nodefaults", "-display", "none", "-no-reboot",
@@ -76,7 +76,7 @@ public sealed class LabMachine(DebianKernelArchive archive, string cacheRoot, st
             "-serial", "file:" + controlPath,
             // User-mode networking: the guest reaches the host's loopback as 10.0.2.2.
             "-netdev", "user,id=net0", "-device", "virtio-net-pci,netdev=net0",
-        };
+        ];
         if (spec.Disk is not null) arguments.AddRange(["-drive", $"file={spec.Disk},if=virtio,format=raw"]);
         return arguments;
     }

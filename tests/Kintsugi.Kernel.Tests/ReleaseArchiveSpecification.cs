@@ -90,4 +90,15 @@ public sealed class ReleaseArchiveSpecification
         Assert.True(File.Exists(kernel.Vmlinuz));
         Assert.NotEqual(default, kernel.Target.BuildId);
     }
+
+    [Fact]
+    public async Task A_debian_13_kernels_headers_come_without_the_compiler_they_depend_on_which_runs_from_its_build_root()
+    {
+        var kernel = await Archive.FetchAsync(TestKernels.Debian13Cloud612, KernelParts.Image | KernelParts.Headers);
+        Assert.Contains(kernel.Packages, p => p.StartsWith("linux-kbuild-6.12.117+deb13=", StringComparison.Ordinal));
+        Assert.DoesNotContain(kernel.Packages, p => p.StartsWith("gcc-", StringComparison.Ordinal));
+        // Merged /usr: the package ships usr/lib/modules; lib/ is the link a merged system has.
+        Assert.True(Directory.Exists(kernel.ModulesDirectory));
+        Assert.Equal("usr/lib", new FileInfo(Path.Combine(kernel.Root, "lib")).LinkTarget);
+    }
 }

@@ -76,8 +76,9 @@ public sealed class BuildRootToolchain(string root, string description, string i
         IReadOnlyList<string> visible, OverlayMount? overlay = null, CancellationToken cancellation = default)
     {
         // A directory inside another visible one is already there (rbind carries the overlay mounted below it).
+        // The root directory itself is never bound (it would cover the build root with the host's).
         var directories = visible.Append(workingDirectory).Concat(overlay is null ? [] : [overlay.MountPoint])
-            .Select(d => Path.GetFullPath(d).TrimEnd('/')).Distinct().OrderBy(d => d.Length).ToList();
+            .Select(d => Path.GetFullPath(d).TrimEnd('/')).Where(d => d.Length > 0).Distinct().OrderBy(d => d.Length).ToList();
         var outermost = directories.Where(d => !directories.Any(o => o != d && d.StartsWith(o + "/", StringComparison.Ordinal))).ToList();
         foreach (var directory in outermost) Directory.CreateDirectory(directory);
         return ExternalCommand.RunAsync("unshare", ["--mount", "--propagation", "private", "--", "sh", "-c", Script, "sh",

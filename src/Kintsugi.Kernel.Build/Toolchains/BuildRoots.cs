@@ -25,7 +25,7 @@ public sealed class BuildRoots(DebianKernelArchive archive, Action<string> progr
         var toolchain = new BuildRootToolchain(root, $"the {release} build root with {compilerPackage} ({root})", $"buildroot {name}");
         System.IO.Directory.CreateDirectory(parent);
         using var rootLock = await CacheLock.AcquireAsync(Path.Combine(parent, ".lock"), cancellation);
-        if (File.Exists(Path.Combine(parent, ReadyStamp))) return toolchain;
+        if (File.Exists(Path.Combine(parent, ReadyStamp))) return WithHostCompiler(toolchain, compilerPackage);
 
         // Made beside its final place and renamed: an interrupted run leaves only a staging directory, removed next time.
         var staging = Path.Combine(parent, "staging");
@@ -48,6 +48,21 @@ public sealed class BuildRoots(DebianKernelArchive archive, Action<string> progr
         var packages = await toolchain.RunAsync("dpkg-query", ["-W", "-f", "${Package}=${Version}\\n"], "/", [], cancellation: cancellation);
         await File.WriteAllTextAsync(Path.Combine(parent, ReadyStamp), packages.StandardOutput, cancellation);
         progress($"{toolchain.Description} ready");
+        return WithHostCompiler(toolchain, compilerPackage);
+    }
+
+    /// <summary>
+    /// kbuild compiles its host programs (fixdep, objtool, modpost) with plain <c>gcc</c>, which on the
+    /// distribution's builders was the release's default compiler, the kernel's own; the root gets the same.
+    /// </summary>
+    private static BuildRootToolchain WithHostCompiler(BuildRootToolchain toolchain, string compilerPackage)
+    {
+        var link = Path.Combine(toolchain.Root, "usr", "local", "bin", "gcc");
+        if (!File.Exists(Path.Combine(toolchain.Root, "usr", "bin", "gcc")) && !Path.Exists(link))
+        {
+            System.IO.Directory.CreateDirectory(Path.GetDirectoryName(link)!);
+            File.CreateSymbolicLink(link, $"/usr/bin/{compilerPackage}");
+        }
         return toolchain;
     }
 

@@ -158,7 +158,7 @@ public sealed class KernelSourceTree
         var result = await toolchain.RunAsync(tool, arguments, directory, visible, cancellation: cancellation);
         if (!result.Succeeded)
             throw new ModuleBuildException($"{tool} {string.Join(' ', arguments)} failed in {directory}:\n" +
-                string.Join('\n', (result.StandardError + result.StandardOutput).Split('\n').TakeLast(25)));
+                string.Join('\n', (result.StandardOutput + result.StandardError).Split('\n').Where(l => l.Length > 0).TakeLast(25)));
         return result.StandardOutput;
     }
 }

@@ -25,6 +25,8 @@ internal sealed class OutputBuilder
     private readonly Dictionary<ElfSection, SortedSet<ulong>> _fragmentStarts = new(ReferenceEqualityComparer.Instance);
     private readonly HashSet<(ElfSection Section, ulong Start)> _includedFragments = [];
     private readonly HashSet<string> _refusedSymbols = new(StringComparer.Ordinal);
+    private readonly BindingPolicy _policy;
+    private readonly List<InertSite> _inertSites = [];
 
     public ElfObject Output { get; } = ElfObject.CreateRelocatable();
 
@@ -35,12 +37,16 @@ internal sealed class OutputBuilder
         _options = options;
         _changes = changes;
         _refusals = refusals;
+        _policy = new BindingPolicy(options.Object, options.Exports);
         _table = Output.SymbolTable!;
         Output.Header.Type = patched.Elf.Header.Type;
     }
 
     public IReadOnlyList<LoadTimeReference> References =>
         [.. _references.Values.Select(r => r.Reference with { Sites = r.Sites }).OrderBy(r => r.OutputName, StringComparer.Ordinal)];
+
+    public IReadOnlyList<InertSite> InertSites =>
+        [.. _inertSites.DistinctBy(s => (s.Function, s.Key)).OrderBy(s => s.Function, StringComparer.Ordinal).ThenBy(s => s.Key, StringComparer.Ordinal)];
 
     public void Include(DefinedSymbol function) => IncludeCode(function);
 
@@ -302,7 +308,8 @@ internal sealed class OutputBuilder
             var kept = new List<int>();
             var byEntry = relocations.GroupBy(r => (int)(r.Offset / (ulong)size)).ToDictionary(g => g.Key, g => g.ToList());
             for (var i = 0; i < count; i++)
-                if (byEntry.TryGetValue(i, out var entry) && entry[0].Offset == (ulong)(i * size) && TargetsIncludedCode(section, entry[0]))
+                if (byEntry.TryGetValue(i, out var entry) && entry[0].Offset == (ulong)(i * size) && TargetsIncludedCode(section, entry[0])
+                    && KeepEntry(section, table, entry, (ulong)(i * size)))
                     kept.Add(i);
             if (kept.Count == 0) continue;
 
@@ -326,7 +333,6 @@ internal sealed class OutputBuilder
                 foreach (var relocation in byEntry[kept[k]])
                 {
                     var inEntry = (int)(relocation.Offset - (ulong)(kept[k] * size));
-                    if (inEntry == table.KeyField && !KeyAllowed(section, relocation)) continue;
                     if (MapTarget(section, relocation) is not { } mapped) continue;
                     AddRelocation(output, copy, (ulong)(k * size + inEntry), relocation.Type, mapped.Symbol, mapped.Addend);
                 }
@@ -354,25 +360,78 @@ internal sealed class OutputBuilder
     }
 
     /// <summary>
-    /// Static keys and static calls of vmlinux can be used from a livepatch (its vmlinux relocations are
-    /// applied while the module loads); those of a module cannot, since the module may not be loaded. In a
-    /// module unit, a key the unit does not define is usable only when the module loader links it (an export
-    /// of vmlinux or of another module): any other is the patched module's own, bound by a livepatch
-    /// relocation that is applied only when that module loads, after the key was needed.
+    /// Whether a static branch or static call entry of included code is kept, as the binding policy answers for its
+    /// key: kept when the key is bound before the kernel sets the entry up; dropped, with the site left disabled and
+    /// recorded, for a tracepoint of a module; refused otherwise. Other tables have no key and are always kept.
     /// </summary>
-    private bool KeyAllowed(ElfSection table, ElfRelocation relocation)
+    private bool KeepEntry(ElfSection section, SpecialSections.Table table, List<ElfRelocation> entry, ulong entryStart)
     {
-        if (_options.Object.IsVmlinux) return true;
-        var target = _patched.Resolve(table, relocation);
-        // A key the fix adds is defined in the livepatch itself, which the kernel sets up with the livepatch's own jump entries.
-        if (target.Defined is { Role: SymbolRole.Data } key && !_original.ByKey.ContainsKey(key.Key)) return true;
-        var name = target.Defined?.Name ?? target.Symbol.Name;
-        if (target.IsExternal && _options.LinkedByModuleLoader.Contains(name)) return true;
-        Refuse(RefusalRule.SpecialSectionUnsupported, name,
-            $"the patched code uses the {(table.Name == "__jump_table" ? "static key" : "static call")} {name} of module {_options.Object}, which a livepatch cannot use " +
-            "(the module may load after the patch). Test the key with static_key_enabled() instead of a static branch, or call the function directly.");
-        return false;
+        if (table.KeyField < 0 || entry.FirstOrDefault(r => r.Offset == entryStart + (ulong)table.KeyField) is not { } keyRelocation) return true;
+        var use = table.Name == "__jump_table" ? KeyUse.StaticBranch : KeyUse.StaticCall;
+        var key = _patched.Resolve(section, keyRelocation);
+        var name = key.Defined?.Name ?? key.Symbol.Name;
+        var home = key.Defined switch
+        {
+            null => SymbolHome.Elsewhere,
+            { Role: SymbolRole.Special } => SymbolHome.Patch,
+            { } defined when !_original.ByKey.ContainsKey(defined.Key) => SymbolHome.Patch,
+            _ => SymbolHome.Unit,
+        };
+        var binding = _policy.ForKey(name, home, use, key.Defined?.IsLocal ?? false,
+            key.Defined is { Role: SymbolRole.Special } special && ObjectView.IsDebugDescriptor(special));
+        switch (binding.Kind)
+        {
+            case BindingKind.Normal or BindingKind.Livepatch:
+                return true;
+            case BindingKind.Inert:
+                var site = _patched.Resolve(section, entry[0]);
+                var owner = site.Defined is { Role: SymbolRole.ColdPart } cold ? cold.Parent! : site.Defined?.Name ?? site.Section!.Name;
+                // A static branch's site must be in its off state once nothing will ever switch it.
+                if (use == KeyUse.StaticBranch && !DisableBranchSite(site, keyRelocation.Addend, owner, name)) return false;
+                _inertSites.Add(new InertSite(owner, name, use, binding.Reason));
+                return false;
+            default:
+                Refuse(RefusalRule.SpecialSectionUnsupported, name, binding.Reason);
+                return false;
+        }
     }
+
+    /// <summary>
+    /// Leaves a static branch site as the kernel would with its key off: a no-op where the branch bit (the low bit of
+    /// the key field's addend) is clear. The compiler emits a jump that objtool turns into a no-op (JUMP_LABEL_HACK);
+    /// in an object objtool has not processed yet it is still the jump, which would run the tracepoint unconditionally.
+    /// </summary>
+    private bool DisableBranchSite(RelocationTarget site, long keyAddend, string owner, string key)
+    {
+        var section = site.Defined?.Section ?? site.Section;
+        var offset = (long)(site.Defined?.Start ?? 0) + site.Offset;
+        if (section is null || !_copiedSections.TryGetValue(section, out var copy) || copy is not ElfDataSection code || offset < 0
+            || offset + 5 > code.Data.Length || (keyAddend & 1) != 0)
+        {
+            Refuse(RefusalRule.SpecialSectionUnsupported, key, $"{owner} uses {key} in a static branch this builder cannot leave disabled " +
+                "(its key lives in the module, and the site is not a plain no-op or jump). Report it with the patch.");
+            return false;
+        }
+        var bytes = code.Data.AsSpan((int)offset);
+        int length;
+        if (bytes[0] == 0xe9) length = 5;
+        else if (bytes[0] == 0xeb) length = 2;
+        else if (bytes[..5].SequenceEqual(Nop5) || bytes[..2].SequenceEqual(Nop2)) return true;
+        else
+        {
+            Refuse(RefusalRule.SpecialSectionUnsupported, key, $"{owner}: the static branch on {key} is neither a no-op nor a jump " +
+                $"(0x{bytes[0]:x2} at {section.Name}+0x{offset:x}); it cannot be left disabled safely.");
+            return false;
+        }
+        (length == 5 ? Nop5 : Nop2).CopyTo(bytes);
+        // A jump into another section (a cold part) carried a relocation in its displacement: it goes with the jump.
+        foreach (var relocations in Output.Sections.OfType<ElfRelocationSection>().Where(r => ReferenceEquals(r.Target, copy)))
+            relocations.Relocations.RemoveAll(r => r.Offset >= (ulong)offset && r.Offset < (ulong)(offset + length));
+        return true;
+    }
+
+    private static readonly byte[] Nop5 = [0x0f, 0x1f, 0x44, 0x00, 0x00];
+    private static readonly byte[] Nop2 = [0x66, 0x90];
 
     /// <summary>Sections the engine does not know that point at included code would be silently lost: refuse them by name.</summary>
     private void RefuseUnknownReferrers()

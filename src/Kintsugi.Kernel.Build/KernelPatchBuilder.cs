@@ -4,6 +4,7 @@ using System.Text.RegularExpressions;
 using Kintsugi.Diff;
 using Kintsugi.Elf;
 using Kintsugi.Kernel.Archive;
+using Kintsugi.Kernel.Build.Binding;
 using Kintsugi.Kernel.Build.Livepatch;
 using Kintsugi.Kernel.Build.Symbols;
 using Kintsugi.Kernel.Build.Units;
@@ -132,7 +133,7 @@ public sealed partial class KernelPatchBuilder(DebianKernelArchive archive, Func
         var diffs = clock.Run("diff", () => units.Select((unit, i) =>
         {
             var options = new DiffOptions(PatchedObjectName.Parse(unit.PatchedObject), $"kintsugi_u{i}_");
-            if (!unit.IsVmlinux) options = options with { LinkedByModuleLoader = moduleExports.Value.LinkedFor(unit.PatchedObject) };
+            if (!unit.IsVmlinux) options = options with { Exports = moduleExports.Value.Exports };
             return (Unit: unit, Result: ObjectDiffer.Diff(
                 ElfObject.Load(Path.Combine(work, "before", unit.ObjectPath)), ElfObject.Load(Path.Combine(work, "after", unit.ObjectPath)), options));
         }).ToList());
@@ -161,12 +162,20 @@ public sealed partial class KernelPatchBuilder(DebianKernelArchive archive, Func
         var bindings = new Dictionary<string, (KlpSymbolBinding Binding, ManifestSymbol Record)>(StringComparer.Ordinal);
         var mismatches = new List<string>();
         var matched = 0;
+        var inertSites = new List<ManifestInertSite>();
+        var patchDefines = ReferenceBinder.DefinedByPatch(changed.Select(d => d.Result.Output!));
         await clock.RunAsync("resolve", async () =>
         {
             foreach (var (unit, result) in changed)
             {
                 var target = await ShippedAsync(unit.PatchedObject);
                 var resolver = new SymbolResolver(target, ElfObject.Load(Path.Combine(work, "original", unit.ObjectPath)));
+                var binder = new ReferenceBinder(unit, ReferenceBinder.PolicyFor(unit, exports, target), resolver, patchDefines, ShippedAsync);
+                foreach (var site in result.InertSites)
+                {
+                    progress($"{unit.SourcePath}: {site.Function}: {site.Reason} (its key {site.Key} lives in {unit.PatchedObject}, bound too late to switch it)");
+                    inertSites.Add(new ManifestInertSite(unit.PatchedObject, unit.SourcePath, site.Function, site.Key, site.Use.ToString()));
+                }
                 foreach (var function in result.Functions.Where(f => f.Kind == FunctionChange.Changed))
                 {
                     var resolved = resolver.ResolveFunction(function.Name, out var mismatch);
@@ -183,8 +192,8 @@ public sealed partial class KernelPatchBuilder(DebianKernelArchive archive, Func
                 foreach (var reference in result.References)
                 {
                     if (bindings.ContainsKey(reference.OutputName)) continue;
-                    if (await BindingForAsync(unit, reference, resolver, exports, ShippedAsync) is { } binding)
-                        bindings[reference.OutputName] = binding;
+                    if (await binder.BindAsync(reference) is { } bound)
+                        bindings[reference.OutputName] = (bound.Binding, bound.Record);
                 }
                 await NameStaticCallKeysAsync(result, exports, bindings, ShippedAsync);
                 // Each unit's callbacks stay its own: the module chains those of several units of one object.
@@ -221,7 +230,7 @@ public sealed partial class KernelPatchBuilder(DebianKernelArchive archive, Func
             functions.Select(f => f.Record).ToList(),
             bindings.Values.Select(b => b.Record).OrderBy(r => r.Object, StringComparer.Ordinal).ThenBy(r => r.Name, StringComparer.Ordinal).ToList(),
             new ManifestFidelity(!request.SkipFidelity, matched, mismatches),
-            BuilderVersion, DateTimeOffset.UtcNow, signer);
+            BuilderVersion, DateTimeOffset.UtcNow, signer, inertSites.Count > 0 ? inertSites : null);
 
         var diffObjects = new List<string>();
         for (var i = 0; i < changed.Count; i++)
@@ -334,34 +343,6 @@ public sealed partial class KernelPatchBuilder(DebianKernelArchive archive, Func
             throw new LivepatchRefusedException($"the fix changes code included by {units.Count} translation units (more than {maxUnits}); rebuilding them all is not a reasonable livepatch. " +
                 "Move the change out of the header into the functions that need it, or raise --max-units. The units:\n" + string.Join('\n', units.Keys.Select(u => "  " + u)));
         return [.. units.Values];
-    }
-
-    private static async Task<(KlpSymbolBinding, ManifestSymbol)?> BindingForAsync(TranslationUnit unit, LoadTimeReference reference, SymbolResolver resolver,
-        ModuleSymvers exports, Func<string, Task<ShippedObject>> shippedAsync)
-    {
-        static (KlpSymbolBinding, ManifestSymbol) Bind(LoadTimeReference reference, ResolvedSymbol resolved, string how) =>
-            (new KlpSymbolBinding(reference.OutputName, resolved.Object, resolved.Name, resolved.Sympos),
-             new ManifestSymbol(resolved.Object, resolved.Name, resolved.Sympos.Value, resolved.Method.ToString(), how));
-
-        if (reference.DefinedInUnit && reference.IsLocal)
-            return Bind(reference, resolver.Resolve(reference.TargetName), "local");
-        var export = exports.Find(reference.TargetName);
-        // The module loader links exports, except those of the patched module itself, which may load after the patch.
-        if (export is not null && (export.Object == "vmlinux" || export.Object != unit.PatchedObject)) return null;
-        if (reference.DefinedInUnit || export is not null)
-            return Bind(reference, resolver.Resolve(reference.TargetName), export is null ? "unexported" : "export of the patched module");
-        // Defined in another unit and not exported: it lives in the patched object, or (for module code) possibly in vmlinux.
-        var own = await shippedAsync(unit.PatchedObject);
-        if (own.Symbols.Named(reference.TargetName).Count > 0)
-            return Bind(reference, new SymbolResolver(own, new ElfObject()).Resolve(reference.TargetName), "unexported");
-        if (!unit.IsVmlinux)
-        {
-            var vmlinux = await shippedAsync("vmlinux");
-            if (vmlinux.Symbols.Named(reference.TargetName).Count > 0)
-                return Bind(reference, new SymbolResolver(vmlinux, new ElfObject()).Resolve(reference.TargetName), "unexported");
-        }
-        throw new LivepatchRefusedException($"{unit.SourcePath}: the fixed code references {reference.TargetName}, which the running kernel neither exports nor has in {unit.PatchedObject}; " +
-            "it may be new in the fix's kernel version: backport it into the patched unit as a static function");
     }
 
     /// <summary>

@@ -30,6 +30,12 @@ public sealed record DiffOptions(PatchedObjectName Object, string SymbolTag)
     /// (<see cref="BindingPolicy.ForKey"/>). None (the default) treats every key a module unit does not define as the module's.
     /// </summary>
     public KernelExports Exports { get; init; } = KernelExports.None;
+
+    /// <summary>
+    /// objtool runs over the linked livepatch module (kernels with IBT or clang LTO) rather than over each unit: the
+    /// output leaves out the tables objtool writes and names static call keys for it to find.
+    /// </summary>
+    public bool ObjtoolAtModuleLink { get; init; }
 }
 
 public enum FunctionChange { Unchanged, Changed, New, Removed }

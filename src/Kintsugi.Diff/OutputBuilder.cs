@@ -20,6 +20,8 @@ internal sealed class OutputBuilder
     private readonly Dictionary<ElfSection, ElfSymbol> _sectionSymbols = new(ReferenceEqualityComparer.Instance);
     private readonly Dictionary<DefinedSymbol, ElfSymbol> _symbols = new(ReferenceEqualityComparer.Instance);
     private readonly Dictionary<string, (ElfSymbol Symbol, LoadTimeReference Reference, List<ReferenceSite> Sites)> _references = new(StringComparer.Ordinal);
+    /// <summary>Where each reference's relocations sit in the output's sections, for the sites rewritten after the fact.</summary>
+    private readonly Dictionary<string, List<(ElfSection Section, ulong Offset)>> _places = new(StringComparer.Ordinal);
     /// <summary>Relocations of [Start, End) of From to copy into To, at their offset less Base.</summary>
     private readonly Queue<(ElfSection From, ElfSection To, ulong Start, ulong End, ulong Base)> _pending = new();
     private readonly Dictionary<ElfSection, SortedSet<ulong>> _fragmentStarts = new(ReferenceEqualityComparer.Instance);
@@ -54,6 +56,7 @@ internal sealed class OutputBuilder
     public void Complete()
     {
         Drain();
+        BindStaticCallKeys();
         IncludeSpecialEntries();
         Drain();
         RefuseUnknownReferrers();
@@ -203,7 +206,10 @@ internal sealed class OutputBuilder
     {
         relocations.Relocations.Add(new ElfRelocation(offset, type, symbol, addend));
         if (symbol.IsUndefined && _references.TryGetValue(symbol.Name, out var reference))
+        {
             reference.Sites.Add(new ReferenceSite(target.Name, offset, (uint)type, addend));
+            _places[symbol.Name].Add((target, offset));
+        }
     }
 
     /// <summary>The output symbol and addend a relocation of the patched object becomes, or null when it was refused.</summary>
@@ -286,6 +292,7 @@ internal sealed class OutputBuilder
         var symbol = new ElfSymbol(outputName) { Binding = ElfSymbolBinding.Global, Type = ElfSymbolType.NoType, SpecialSection = ElfSpecialSectionIndex.Undefined };
         _table.Symbols.Add(symbol);
         _references[outputName] = (symbol, new LoadTimeReference(outputName, targetName, isLocal, definedInUnit, kind, []), []);
+        _places[outputName] = [];
         return symbol;
     }
 
@@ -295,6 +302,10 @@ internal sealed class OutputBuilder
         foreach (var section in _patched.Elf.Sections.ToList())
         {
             if (SpecialSections.Find(section.Name) is not { } table || section is not ElfDataSection data) continue;
+            // Where objtool runs over the linked livepatch module, it writes these tables for all of its code, generated
+            // code included, but only when no input has them: a unit's copy would leave the rest without (6.12's
+            // "Unpatched return thunk in use" from the module's own exit function).
+            if (_options.ObjtoolAtModuleLink && SpecialSections.WrittenByObjtool(table)) continue;
             var relocations = _patched.Relocations.GetValueOrDefault(section) ?? [];
             var entrySize = SpecialSections.EntrySize(table, section, relocations);
             if (entrySize is not { } size)
@@ -357,6 +368,86 @@ internal sealed class OutputBuilder
         return section is not null && section.Flags.HasFlag(ElfSectionFlags.ExecInstr) && _copiedSections.ContainsKey(section)
             && (target.Defined is null || _symbols.ContainsKey(target.Defined) || target.Defined.Role == SymbolRole.ColdPart)
             && (!IsFragmentSection(section) || InIncludedFragment(section, target.Offset));
+    }
+
+    /// <summary>
+    /// Calls through a static call trampoline (<c>__SCT__NAME</c>) in included code, decided by their key
+    /// (<c>__SCK__NAME</c>) before the tables are filtered. A tracepoint's call whose key lives in a module becomes a
+    /// no-op: its site is never reached once the tracepoint's branch is inert, and objtool, where it runs over the
+    /// linked module, must not find a static call to set up through a key bound too late. Where objtool runs there,
+    /// every other key is named as an undefined symbol, so that objtool records the key itself rather than the
+    /// trampoline (which the kernel accepts only for exported static calls).
+    /// </summary>
+    private void BindStaticCallKeys()
+    {
+        foreach (var (outputName, reference) in _references.Where(r => r.Value.Reference.TargetName.StartsWith(TrampolinePrefix, StringComparison.Ordinal)).ToList())
+        {
+            var keyName = KeyPrefix + reference.Reference.TargetName[TrampolinePrefix.Length..];
+            var home = _patched.ByKey.GetValueOrDefault(keyName) is { Role: SymbolRole.Data } key
+                ? (_original.ByKey.ContainsKey(key.Key) ? SymbolHome.Unit : SymbolHome.Patch) : SymbolHome.Elsewhere;
+            var binding = _policy.ForKey(keyName, home, KeyUse.StaticCall);
+            switch (binding.Kind)
+            {
+                case BindingKind.Inert:
+                    foreach (var (section, offset) in _places[outputName].ToList())
+                        if (DisableCall(section, offset, keyName, binding.Reason) is { } owner)
+                            _inertSites.Add(new InertSite(owner, keyName, KeyUse.StaticCall, binding.Reason));
+                    DropIfUnused(outputName);
+                    break;
+                case BindingKind.Refused:
+                    Refuse(RefusalRule.SpecialSectionUnsupported, keyName, binding.Reason);
+                    break;
+                default:
+                    if (_options.ObjtoolAtModuleLink && !_references.ContainsKey(keyName) && home != SymbolHome.Patch)
+                        Reference(keyName, keyName, isLocal: false, definedInUnit: home == SymbolHome.Unit, ReferenceTargetKind.Object);
+                    break;
+            }
+        }
+    }
+
+    private const string TrampolinePrefix = "__SCT__", KeyPrefix = "__SCK__";
+
+    /// <summary>Turns the call whose displacement is at <paramref name="offset"/> into a no-op; the function holding it, or null when refused.</summary>
+    private string? DisableCall(ElfSection section, ulong offset, string key, string reason)
+    {
+        var source = _copiedSections.FirstOrDefault(c => ReferenceEquals(c.Value, section)).Key;
+        var owner = source is null ? section.Name
+            : _patched.Covering(source, (long)offset) is { } defined ? (defined.Role == SymbolRole.ColdPart ? defined.Parent! : defined.Name) : section.Name;
+        if (section is not ElfDataSection code || offset < 1 || offset + 4 > (ulong)code.Data.Length || code.Data[offset - 1] != 0xe8)
+        {
+            Refuse(RefusalRule.SpecialSectionUnsupported, key, $"{owner}: {reason}, but its static call is not a plain call (a tail call?); " +
+                "this builder cannot leave it disabled. Report it with the patch.");
+            return null;
+        }
+        Nop5.CopyTo(code.Data.AsSpan((int)offset - 1));
+        RemoveRelocations(section, offset - 1, offset + 4);
+        return owner;
+    }
+
+    /// <summary>Removes the output's relocations in [start, end) of a section and the reference sites they were.</summary>
+    private void RemoveRelocations(ElfSection section, ulong start, ulong end)
+    {
+        foreach (var relocations in Output.Sections.OfType<ElfRelocationSection>().Where(r => ReferenceEquals(r.Target, section)))
+            relocations.Relocations.RemoveAll(r => r.Offset >= start && r.Offset < end);
+        foreach (var (name, places) in _places)
+        {
+            var sites = _references[name].Sites;
+            for (var i = places.Count - 1; i >= 0; i--)
+            {
+                if (!ReferenceEquals(places[i].Section, section) || places[i].Offset < start || places[i].Offset >= end) continue;
+                places.RemoveAt(i);
+                sites.RemoveAt(i);
+            }
+        }
+    }
+
+    /// <summary>A reference whose every site was rewritten away is no reference: its undefined symbol goes too.</summary>
+    private void DropIfUnused(string outputName)
+    {
+        if (!_references.TryGetValue(outputName, out var reference) || reference.Sites.Count > 0) return;
+        _table.Symbols.Remove(reference.Symbol);
+        _references.Remove(outputName);
+        _places.Remove(outputName);
     }
 
     /// <summary>
@@ -425,8 +516,7 @@ internal sealed class OutputBuilder
         }
         (length == 5 ? Nop5 : Nop2).CopyTo(bytes);
         // A jump into another section (a cold part) carried a relocation in its displacement: it goes with the jump.
-        foreach (var relocations in Output.Sections.OfType<ElfRelocationSection>().Where(r => ReferenceEquals(r.Target, copy)))
-            relocations.Relocations.RemoveAll(r => r.Offset >= (ulong)offset && r.Offset < (ulong)(offset + length));
+        RemoveRelocations(copy, (ulong)offset, (ulong)(offset + length));
         return true;
     }
 

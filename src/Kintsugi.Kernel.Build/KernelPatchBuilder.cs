@@ -130,10 +130,12 @@ public sealed partial class KernelPatchBuilder(DebianKernelArchive archive, Func
 
         // Module units need the exports to tell their own static keys from linked ones; a fix of vmlinux alone that changes nothing needs no Module.symvers.
         var moduleExports = new Lazy<ModuleSymvers>(target.LoadExports);
+        var objtoolAtLink = ReferenceBinder.ObjtoolRunsAtModuleLink(target.ModuleBuildDirectory);
         var diffs = clock.Run("diff", () => units.Select((unit, i) =>
         {
             var options = new DiffOptions(PatchedObjectName.Parse(unit.PatchedObject), $"kintsugi_u{i}_");
             if (!unit.IsVmlinux) options = options with { Exports = moduleExports.Value.Exports };
+            if (objtoolAtLink) options = options with { ObjtoolAtModuleLink = true };
             return (Unit: unit, Result: ObjectDiffer.Diff(
                 ElfObject.Load(Path.Combine(work, "before", unit.ObjectPath)), ElfObject.Load(Path.Combine(work, "after", unit.ObjectPath)), options));
         }).ToList());
@@ -195,7 +197,6 @@ public sealed partial class KernelPatchBuilder(DebianKernelArchive archive, Func
                     if (await binder.BindAsync(reference) is { } bound)
                         bindings[reference.OutputName] = (bound.Binding, bound.Record);
                 }
-                await NameStaticCallKeysAsync(result, exports, bindings, ShippedAsync);
                 // Each unit's callbacks stay its own: the module chains those of several units of one object.
                 if (WithCallbacks(KlpCallbacks.None, result.Callbacks, unit) is { Any: true } unitCallbacks)
                 {
@@ -343,30 +344,6 @@ public sealed partial class KernelPatchBuilder(DebianKernelArchive archive, Func
             throw new LivepatchRefusedException($"the fix changes code included by {units.Count} translation units (more than {maxUnits}); rebuilding them all is not a reasonable livepatch. " +
                 "Move the change out of the header into the functions that need it, or raise --max-units. The units:\n" + string.Join('\n', units.Keys.Select(u => "  " + u)));
         return [.. units.Values];
-    }
-
-    /// <summary>
-    /// Where objtool runs only when a module is linked (IBT kernels), it writes the patch module's static call
-    /// sites then; for a key it cannot find in the module it records the trampoline instead, which the kernel
-    /// accepts only for exported static calls ("Failed to fixup __raw_static_call() usage"). Naming each
-    /// called trampoline's key as an undefined symbol of the diff object lets objtool record the key itself,
-    /// bound by livepatch like any other unexported symbol of vmlinux.
-    /// </summary>
-    private static async Task NameStaticCallKeysAsync(DiffResult result, ModuleSymvers exports,
-        Dictionary<string, (KlpSymbolBinding Binding, ManifestSymbol Record)> bindings, Func<string, Task<ShippedObject>> shippedAsync)
-    {
-        const string Trampoline = "__SCT__", Key = "__SCK__";
-        if (result.Output is not { SymbolTable: { } table } output || output.FindSection(".static_call_sites") is not null) return;
-        foreach (var reference in result.References.Where(r => r.TargetName.StartsWith(Trampoline, StringComparison.Ordinal)))
-        {
-            var key = Key + reference.TargetName[Trampoline.Length..];
-            if (table.Symbols.Any(s => s.Name == key)) continue;
-            table.Symbols.Add(new ElfSymbol(key) { Binding = ElfSymbolBinding.Global, Type = ElfSymbolType.NoType, SpecialSection = ElfSpecialSectionIndex.Undefined });
-            if (bindings.ContainsKey(key) || exports.Find(key) is { Object: "vmlinux" }) continue;
-            var resolved = new SymbolResolver(await shippedAsync("vmlinux"), new ElfObject()).Resolve(key);
-            bindings[key] = (new KlpSymbolBinding(key, resolved.Object, resolved.Name, resolved.Sympos),
-                new ManifestSymbol(resolved.Object, resolved.Name, resolved.Sympos.Value, resolved.Method.ToString(), "static call key"));
-        }
     }
 
     private static KlpCallbacks WithCallbacks(KlpCallbacks callbacks, IReadOnlyList<string> names, TranslationUnit unit)

@@ -21,6 +21,16 @@ public sealed class ReferenceBinder(TranslationUnit unit, BindingPolicy policy, 
     public static BindingPolicy PolicyFor(TranslationUnit unit, ModuleSymvers exports, ShippedObject patchedObject) =>
         new(PatchedObjectName.Parse(unit.PatchedObject), exports.Exports, patchedObject.Dependencies);
 
+    /// <summary>
+    /// Whether kbuild runs objtool over a linked module rather than over each object (the kernel's delay-objtool:
+    /// IBT or clang LTO), read from the configuration the module is built against.
+    /// </summary>
+    public static bool ObjtoolRunsAtModuleLink(string buildDirectory)
+    {
+        var autoconf = Path.Combine(buildDirectory, "include", "config", "auto.conf");
+        return File.Exists(autoconf) && File.ReadLines(autoconf).Any(l => l is "CONFIG_X86_KERNEL_IBT=y" or "CONFIG_LTO_CLANG=y");
+    }
+
     /// <summary>The global symbols the differ's outputs define (new functions and data): other units link to them inside the module.</summary>
     public static IReadOnlySet<string> DefinedByPatch(IEnumerable<ElfObject> outputs) =>
         outputs.SelectMany(o => o.SymbolTable?.Symbols ?? Enumerable.Empty<ElfSymbol>())

@@ -24,13 +24,15 @@ public static partial class ObjectDiffer
         ArgumentNullException.ThrowIfNull(options);
         if (!CIdentifier().IsMatch(options.SymbolTag))
             throw new ArgumentException($"the symbol tag '{options.SymbolTag}' is not a C identifier prefix", nameof(options));
+        // Malformed input is refused where it is detected (DiffException, ElfFormatException); any other
+        // exception is a bug of the differ and surfaces as one, never as a refusal of the user's objects.
         try
         {
             var (before, after) = (new ObjectView(original, "original"), new ObjectView(patched, "patched"));
             ObjectView.CorrelateNumberedStatics(before, after);
             return new Differ(before, after, options).Run();
         }
-        catch (Exception e) when (e is not DiffException and not OutOfMemoryException and not ArgumentException)
+        catch (ElfFormatException e)
         {
             throw new DiffException($"the objects cannot be compared as two compilations of one unit: {e.Message}", e);
         }

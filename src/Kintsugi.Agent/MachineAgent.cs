@@ -81,6 +81,10 @@ public sealed class MachineAgent
                 backoff.Reset();
                 delay = Backoff.Jitter(Interval);
             }
+            catch (OperationCanceledException) when (cancellation.IsCancellationRequested)
+            {
+                break; // stopping: a request in flight was cancelled
+            }
             catch (ServerUnavailableException e)
             {
                 delay = backoff.Next(e.RetryAfter);

@@ -251,7 +251,10 @@ public sealed class PatchLinker
 }
 
 /// <summary>A user-space patch could not be built.</summary>
-public sealed class UserBuildException(string message, Exception? inner = null) : KintsugiException(message, inner)
+public sealed class UserBuildException(string message, ExitCode exitCode = ExitCode.InputRefused, Exception? inner = null)
+    : KintsugiException(message, inner)
 {
-    public override ExitCode ExitCode => ExitCode.InputRefused;
+    public UserBuildException(string message, Exception inner) : this(message, ExitCode.InputRefused, inner) { }
+
+    public override ExitCode ExitCode { get; } = exitCode;
 }

@@ -36,6 +36,18 @@ public sealed record DiffOptions(PatchedObjectName Object, string SymbolTag)
     /// output leaves out the tables objtool writes and names static call keys for it to find.
     /// </summary>
     public bool ObjtoolAtModuleLink { get; init; }
+
+    /// <summary>Receives every decision the differ makes, in order (<c>kintsugi kernel diff --trace</c>).</summary>
+    public Action<DiffDecision>? Trace { get; init; }
+}
+
+/// <summary>The steps of a diff, in the order they run.</summary>
+public enum DiffStep { Correlate, Compare, Include, Refuse, Bind }
+
+/// <summary>One decision of the differ and its reason: what the patch author reads to learn why.</summary>
+public sealed record DiffDecision(DiffStep Step, string Symbol, string Reason)
+{
+    public override string ToString() => $"{Step.ToString().ToLowerInvariant(),-9} {Symbol}: {Reason}";
 }
 
 public enum FunctionChange { Unchanged, Changed, New, Removed }

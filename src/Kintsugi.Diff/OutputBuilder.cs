@@ -82,6 +82,8 @@ internal sealed class OutputBuilder
         };
         _table.Symbols.Add(symbol);
         _symbols[code] = symbol;
+        _options.Trace?.Invoke(new DiffDecision(DiffStep.Include, code.Name,
+            changed ? $"changed function, copied as {symbol.Name}" : "new code the included code uses, copied"));
         return symbol;
     }
 
@@ -105,6 +107,9 @@ internal sealed class OutputBuilder
         };
         _table.Symbols.Add(symbol);
         _symbols[data] = symbol;
+        _options.Trace?.Invoke(new DiffDecision(DiffStep.Include, data.Name, data.Role == SymbolRole.Special
+            ? "per-use static (warning state, debug descriptor, key), a fresh copy for the new code"
+            : "new data the included code uses, copied"));
         _pending.Enqueue((data.Section, section, data.Start, data.End, data.Start));
         return symbol;
     }
@@ -386,6 +391,7 @@ internal sealed class OutputBuilder
             var home = _patched.ByKey.GetValueOrDefault(keyName) is { Role: SymbolRole.Data } key
                 ? (_original.ByKey.ContainsKey(key.Key) ? SymbolHome.Unit : SymbolHome.Patch) : SymbolHome.Elsewhere;
             var binding = _policy.ForKey(keyName, home, KeyUse.StaticCall);
+            _options.Trace?.Invoke(new DiffDecision(DiffStep.Bind, keyName, $"static call key: {binding.Kind.ToString().ToLowerInvariant()}, {binding.Reason}"));
             switch (binding.Kind)
             {
                 case BindingKind.Inert:
@@ -470,6 +476,7 @@ internal sealed class OutputBuilder
         };
         var binding = _policy.ForKey(name, home, use, key.Defined?.IsLocal ?? false,
             key.Defined is { Role: SymbolRole.Special } special && ObjectView.IsDebugDescriptor(special));
+        _options.Trace?.Invoke(new DiffDecision(DiffStep.Bind, name, $"{table.Name} key: {binding.Kind.ToString().ToLowerInvariant()}, {binding.Reason}"));
         switch (binding.Kind)
         {
             case BindingKind.Normal or BindingKind.Livepatch:

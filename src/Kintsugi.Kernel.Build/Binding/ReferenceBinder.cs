@@ -1,13 +1,11 @@
 using Kintsugi.Diff;
 using Kintsugi.Elf;
 using Kintsugi.Kernel.Build.Livepatch;
+using Kintsugi.Kernel.Build.Phases;
 using Kintsugi.Kernel.Build.Symbols;
 using Kintsugi.Kernel.Build.Units;
 
 namespace Kintsugi.Kernel.Build.Binding;
-
-/// <summary>A load-time reference bound by livepatch: what the module builder writes, and what the manifest records.</summary>
-public sealed record BoundReference(KlpSymbolBinding Binding, ManifestSymbol Record);
 
 /// <summary>
 /// Carries out the <see cref="BindingPolicy"/>'s answer for each load-time reference of one unit: nothing for an
@@ -38,7 +36,7 @@ public sealed class ReferenceBinder(TranslationUnit unit, BindingPolicy policy, 
             .Select(s => s.Name).ToHashSet(StringComparer.Ordinal);
 
     /// <summary>The livepatch binding of <paramref name="reference"/>, or null when an ordinary relocation does.</summary>
-    public async Task<BoundReference?> BindAsync(LoadTimeReference reference)
+    public async Task<ResolvedBinding?> BindAsync(LoadTimeReference reference)
     {
         var home = reference.DefinedInUnit ? SymbolHome.Unit
             : patchDefines.Contains(reference.TargetName) ? SymbolHome.Patch : SymbolHome.Elsewhere;
@@ -70,7 +68,7 @@ public sealed class ReferenceBinder(TranslationUnit unit, BindingPolicy policy, 
         symbolObject == policy.Patched ? resolver.Resolve(name)
             : new SymbolResolver(await shippedAsync(symbolObject.Value), new ElfObject()).Resolve(name);
 
-    private static BoundReference Bound(LoadTimeReference reference, Diff.Binding binding, ResolvedSymbol resolved) =>
+    private static ResolvedBinding Bound(LoadTimeReference reference, Diff.Binding binding, ResolvedSymbol resolved) =>
         new(new KlpSymbolBinding(reference.OutputName, resolved.Object, resolved.Name, resolved.Sympos, binding.RelocationObject?.Value),
             new ManifestSymbol(resolved.Object, resolved.Name, resolved.Sympos.Value, resolved.Method.ToString(), Describe(reference, binding)));
 

@@ -42,8 +42,10 @@ public static partial class CveMatcher
     {
         var (prefix, description) = SplitSubject(item.Subject);
         var identifiers = Identifiers(description).Concat(Identifiers(prefix)).Distinct(StringComparer.Ordinal).ToList();
+        // Documentation, tools and selftests share the subject's words but carry no fix of the running kernel.
+        files = [.. files.Where(f => Build.LivepatchScope.Classify(new Build.FileChange(f.Path, null, f.Kind, 0, 0)).Scope != Build.ChangeScope.Ignored)];
         var byFunction = files
-            .Select(f => (File: f, Names: identifiers.Where(id => f.Functions.Contains(id) || f.Constructs.Contains(id)).ToList()))
+            .Select(f => (File: f, Names: identifiers.SelectMany(id => NamedIn(id, f)).Distinct().ToList()))
             .Where(x => x.Names.Count > 0).ToList();
         var byPath = PathMatches(prefix, files);
         var matches = new List<CveFileMatch>();
@@ -60,6 +62,17 @@ public static partial class CveMatcher
             matches.Add(new CveFileMatch(file.Path, "path", byPath.Count <= 2 ? MatchConfidence.Medium : MatchConfidence.Low,
                 $"the subject's prefix '{prefix}' names the file's path ({byPath.Count} changed file(s) match it)"));
         return matches;
+    }
+
+    /// <summary>
+    /// The changed definitions of a file an identifier names: the same name, or the same name behind leading
+    /// underscores (a subject says unix_gc() where the 6.1 backport changed __unix_gc).
+    /// </summary>
+    private static IEnumerable<string> NamedIn(string identifier, ChangedFile file)
+    {
+        if (file.Functions.Contains(identifier) || file.Constructs.Contains(identifier)) { yield return identifier; yield break; }
+        var bare = identifier.TrimStart('_');
+        foreach (var name in file.Functions.Where(n => n != identifier && n.TrimStart('_') == bare)) yield return name;
     }
 
     /// <summary>"netfilter: nf_tables: fix x in y()" → ("netfilter: nf_tables", "fix x in y()").</summary>

@@ -115,7 +115,13 @@ public sealed partial class DebianChangelog
             architectures.AddRange(tag.Groups["archs"].Value.Split(new[] { ',', ' ' }, StringSplitOptions.RemoveEmptyEntries));
             subject = subject[tag.Length..].TrimStart();
         }
-        subject = TrailingCves().Replace(subject, "").Trim();
+        // "(CVE-a, CVE-b)", "(CVE-a) (CVE-b)", "(Closes: #N)" anywhere, then what punctuation they leave behind.
+        subject = Annotation().Replace(subject, " ");
+        subject = TrailingBareCves().Replace(subject, "");
+        subject = Spaces().Replace(subject, " ").Trim();
+        while (subject.Length > 0 && subject[^1] is '.' or ':' or '*' or ' ' or ')'
+            && (subject[^1] != ')' || subject.Count(c => c == ')') > subject.Count(c => c == '(')))
+            subject = subject[..^1];
         return new ChangelogItem(version, subject, architectures, cves, text);
     }
 
@@ -128,8 +134,12 @@ public sealed partial class DebianChangelog
     [GeneratedRegex(@"^\[(?<archs>[a-z0-9_, ]+)\]\s*")]
     private static partial Regex ArchitectureTag();
 
-    [GeneratedRegex(@"\s*\((CVE-\d{4}-\d{4,}[,\s]*)+\)\s*$")]
-    private static partial Regex TrailingCves();
+    [GeneratedRegex(@"\s*\((?:[^()]*\bCVE-\d{4}-\d{4,}|Closes:)[^()]*\)")]
+    private static partial Regex Annotation();
+
+    /// <summary>Older entries append the id without parentheses: "... use-after-free CVE-2022-42719".</summary>
+    [GeneratedRegex(@"(\s+CVE-\d{4}-\d{4,}[,;).]*)+\s*$")]
+    private static partial Regex TrailingBareCves();
 
     [GeneratedRegex(@"\s+")]
     private static partial Regex Spaces();

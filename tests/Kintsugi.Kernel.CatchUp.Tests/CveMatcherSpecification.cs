@@ -25,13 +25,38 @@ public sealed class CveMatcherSpecification
     }
 
     [Fact]
-    public async Task A_subject_whose_prefix_is_a_path_matches_the_files_under_it()
+    public async Task A_function_named_in_the_subject_is_found_behind_leading_underscores()
     {
-        // "af_unix: Set gc_in_progress to true in unix_gc()."
+        // "af_unix: Set gc_in_progress to true in unix_gc()." where the 6.1 backport changes __unix_gc.
         var mapping = await MappingOf("CVE-2026-53361");
 
-        Assert.Contains(mapping.Files, f => f.Path.StartsWith("net/unix/", StringComparison.Ordinal));
-        Assert.All(mapping.Files, f => Assert.StartsWith("net/unix/", f.Path));
+        var match = Assert.Single(mapping.Files);
+        Assert.Equal("net/unix/garbage.c", match.Path);
+        Assert.Contains("__unix_gc", match.Evidence);
+    }
+
+    [Fact]
+    public async Task A_subject_prefix_naming_a_directory_and_a_file_maps_to_that_file_by_path()
+    {
+        // "net/sched: act_tunnel_key: Defer dst_release to RCU callback"
+        var mapping = await MappingOf("CVE-2026-68377");
+
+        var match = Assert.Single(mapping.Files);
+        Assert.Equal("net/sched/act_tunnel_key.c", match.Path);
+        Assert.Equal("path", match.How);
+        Assert.Equal(MatchConfidence.Medium, match.Confidence);
+    }
+
+    [Fact]
+    public async Task Selftests_and_documentation_are_never_what_a_cve_maps_to()
+    {
+        var changelog = await RealDebianData.ChangelogAsync();
+        var difference = await RealDebianData.DifferenceAsync();
+        var items = changelog.Between(RealDebianData.From.Version, RealDebianData.To.Version).SelectMany(v => v.Items);
+
+        var mapped = CveMatcher.Match(items, difference.Files).SelectMany(m => m.Files).ToList();
+
+        Assert.DoesNotContain(mapped, f => f.Path.StartsWith("tools/", StringComparison.Ordinal) || f.Path.StartsWith("Documentation/", StringComparison.Ordinal));
     }
 
     [Fact]

@@ -25,6 +25,7 @@ internal static class KernelCommands
         kernel.Subcommands.Add(Prepare());
         kernel.Subcommands.Add(Build());
         kernel.Subcommands.Add(CatchUp());
+        kernel.Subcommands.Add(DiffCommand.Create());
         kernel.Subcommands.Add(Test());
         return kernel;
     }

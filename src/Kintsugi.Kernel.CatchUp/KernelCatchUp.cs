@@ -5,6 +5,8 @@ using System.Text.Json;
 using System.Text.RegularExpressions;
 using Kintsugi.Kernel.Archive;
 using Kintsugi.Kernel.Build;
+using Kintsugi.Kernel.Build.Phases;
+using Kintsugi.Kernel.Build.Units;
 using Kintsugi.Lab;
 
 namespace Kintsugi.Kernel.CatchUp;
@@ -60,7 +62,7 @@ public sealed partial class KernelCatchUp(DebianKernelArchive archive, string ca
         var tree = await Stage("prepare", () => KernelSourceTree.PrepareAsync(kernel, progress, cancellation));
         var plan = await Stage("plan", () => Task.FromResult(CatchUpPlan.Make(difference, tree.Directory, request.MaxUnits, request.Only ?? [], progress)));
 
-        var trials = await Stage("trials", () => RunTrialsAsync(request, kernel.Target, difference, plan, output, cancellation));
+        var trials = await Stage("trials", () => RunTrialsAsync(request, kernel, difference, plan, output, cancellation));
         var mappings = CveMatcher.Match(versions.SelectMany(v => v.Items), difference.Files);
         var files = Report(plan, trials, mappings, difference);
         var cves = Coverage(mappings, files);
@@ -87,53 +89,75 @@ public sealed partial class KernelCatchUp(DebianKernelArchive archive, string ca
         return new CatchUpResult(report, reportPath, textPath, exit);
     }
 
-    /// <summary>Each file the plan sends to the builder, built on its own (its outcome kept in OUTPUT/.catch-up/trials).</summary>
-    private async Task<Dictionary<string, FileTrial>> RunTrialsAsync(CatchUpRequest request, KernelTarget kernel, SourceDifference difference,
+    /// <summary>
+    /// Each file the plan sends to the builder, taken through the builder's phases on its own up to the resolved
+    /// patch (no module is linked for a trial): as many at a time as the machine has cores, each outcome kept in
+    /// OUTPUT/.catch-up/trials so that an interrupted or repeated run builds only what is left.
+    /// </summary>
+    private async Task<Dictionary<string, FileTrial>> RunTrialsAsync(CatchUpRequest request, FetchedKernel kernel, SourceDifference difference,
         CatchUpPlan plan, string output, CancellationToken cancellation)
     {
         var state = Path.Combine(output, ".catch-up", "trials");
         Directory.CreateDirectory(state);
-        var builder = new KernelPatchBuilder(archive, lab, _ => { });
-        var results = new Dictionary<string, FileTrial>(StringComparer.Ordinal);
+        var results = new System.Collections.Concurrent.ConcurrentDictionary<string, FileTrial>(StringComparer.Ordinal);
         var pending = plan.Decisions.OfType<FileDecision.Build>().ToList();
+        var target = await DebianBuildTarget.FetchAsync(archive, kernel.Target.Release, lab, cancellation);
+        var tree = await target.PrepareAsync(progress, cancellation);
+        var exports = new Lazy<Build.Symbols.ModuleSymvers>(target.LoadExports, LazyThreadSafetyMode.ExecutionAndPublication);
         var done = 0;
-        foreach (var decision in pending)
-        {
-            cancellation.ThrowIfCancellationRequested();
-            done++;
-            var file = decision.File;
-            var key = TrialKey(kernel, file, request);
-            var record = Path.Combine(state, key + ".json");
-            if (File.Exists(record) && JsonSerializer.Deserialize(await File.ReadAllBytesAsync(record, cancellation), CatchUpJson.Default.FileTrial) is { } kept && kept.Key == key)
+        await Parallel.ForEachAsync(pending, new ParallelOptions { MaxDegreeOfParallelism = Environment.ProcessorCount, CancellationToken = cancellation },
+            async (decision, token) =>
             {
-                results[file.Path] = kept;
-                progress($"[{done}/{pending.Count}] {file.Path}: {Describe(kept)} (from an earlier run)");
-                continue;
-            }
-            progress($"[{done}/{pending.Count}] {file.Path}: building ({decision.Units.Count} unit(s))");
-            var watch = Stopwatch.StartNew();
-            var trial = await TrialAsync(builder, request, file, difference, key, Path.Combine(output, ".catch-up", "work"), cancellation);
-            results[file.Path] = trial;
-            await AtomicWriteAsync(record, JsonSerializer.SerializeToUtf8Bytes(trial, CatchUpJson.Default.FileTrial), cancellation);
-            progress($"[{done}/{pending.Count}] {file.Path}: {Describe(trial)} ({watch.Elapsed.TotalSeconds:0} s)");
-        }
-        return results;
+                var file = decision.File;
+                var key = TrialKey(kernel.Target, file, request);
+                var record = Path.Combine(state, key + ".json");
+                FileTrial trial;
+                var watch = Stopwatch.StartNew();
+                if (File.Exists(record) && JsonSerializer.Deserialize(await File.ReadAllBytesAsync(record, token), CatchUpJson.Default.FileTrial) is { } kept
+                    && kept.Key == key)
+                    trial = kept;
+                else
+                {
+                    progress($"{file.Path}: building ({decision.Units.Count} unit(s))");
+                    var work = Path.Combine(output, ".catch-up", "work", key);
+                    trial = await TrialAsync(target, tree, exports, request, file, difference, key, work, token);
+                    await AtomicWriteAsync(record, JsonSerializer.SerializeToUtf8Bytes(trial, CatchUpJson.Default.FileTrial), token);
+                    if (Directory.Exists(work)) Directory.Delete(work, recursive: true);
+                }
+                results[file.Path] = trial;
+                var count = Interlocked.Increment(ref done);
+                progress($"[{count}/{pending.Count}] {file.Path}: {Describe(trial)} ({watch.Elapsed.TotalSeconds:0} s)");
+            });
+        return new Dictionary<string, FileTrial>(results, StringComparer.Ordinal);
     }
 
-    private static async Task<FileTrial> TrialAsync(KernelPatchBuilder builder, CatchUpRequest request, ChangedFile file, SourceDifference difference,
-        string key, string work, CancellationToken cancellation)
+    /// <summary>One file through scope, compile, diff and resolve: what the module would carry for it, or why not.</summary>
+    private async Task<FileTrial> TrialAsync(BuildTarget target, KernelSourceTree tree, Lazy<Build.Symbols.ModuleSymvers> exports,
+        CatchUpRequest request, ChangedFile file, SourceDifference difference, string key, string work, CancellationToken cancellation)
     {
         var buildRequest = new KernelBuildRequest(new TargetReference.Debian(request.Target), [difference.PatchPath(file)], "catchup_trial", [],
             null, work, request.SkipFidelity, request.MaxUnits);
+        var quiet = new StageClock(_ => { });
         try
         {
-            var result = await builder.BuildAsync(buildRequest, cancellation);
-            if (result.Outcome == BuildOutcome.Built && result.Manifest is { } manifest)
-                return new FileTrial(key, FileOutcome.Built, [.. manifest.Functions.Select(f => $"{f.Object}:{f.Name}")],
-                    string.Join(", ", manifest.Functions.Select(f => f.Object).Distinct()), null, null, null, null);
-            return result.Message.StartsWith("none of the changed files is built", StringComparison.Ordinal)
-                ? new FileTrial(key, FileOutcome.NotBuilt, [], null, null, null, null, "the builder located no unit of this kernel for it: " + result.Message)
-                : new FileTrial(key, FileOutcome.NoCode, [], null, null, null, null, "compiled before and after: " + result.Message);
+            var inputs = BuildInputs.Read(buildRequest);
+            var units = UnitSelection.Select(tree, inputs.Scope, request.MaxUnits, _ => { });
+            if (units.Count == 0)
+                return new FileTrial(key, FileOutcome.NotBuilt, [], null, null, null, null,
+                    "the builder's unit selection (kbuild Makefiles and .config, #include of C files) found no unit of this kernel for it");
+            Directory.CreateDirectory(work);
+            var compiled = await UnitCompilation.CompileAsync(target, tree, units, inputs.Patches, work, quiet, cancellation);
+            var diffs = UnitDiffing.DiffAll(compiled, exports);
+            UnitDiffing.ThrowIfRefused(diffs);
+            var changed = diffs.Where(d => d.Contributes).ToList();
+            if (changed.Count == 0)
+                return new FileTrial(key, FileOutcome.NoCode, [], null, null, null, null,
+                    $"compiled before and after ({string.Join(", ", units.Select(u => u.ObjectPath))}): the machine code is the same" +
+                    string.Concat(diffs.SelectMany(d => d.Notes).Select(n => "; " + n)));
+            var resolved = await PatchResolution.ResolveAsync(target, changed, exports.Value, request.SkipFidelity, _ => { }, cancellation);
+            resolved.ThrowIfUnfaithful(request.SkipFidelity);
+            return new FileTrial(key, FileOutcome.Built, [.. resolved.Functions.Select(f => $"{f.Object}:{f.Record.Name}")],
+                string.Join(", ", resolved.Functions.Select(f => f.Object).Distinct()), null, null, null, null);
         }
         catch (LivepatchRefusedException e)
         {
@@ -149,20 +173,31 @@ public sealed partial class KernelCatchUp(DebianKernelArchive archive, string ca
             return new FileTrial(key, FileOutcome.Refused, [], null, "build", e.Message,
                 "the change does not build on its own against this kernel's source (it may need another change of the update, such as a header): reboot into the new version", null);
         }
-        catch (KintsugiException e) when (e is not CatchUpException)
-        {
-            return new FileTrial(key, FileOutcome.Refused, [], null, "error", $"{e.GetType().Name}: {e.Message}", "reboot into the new version", null);
-        }
     }
 
     private async Task<KernelBuildResult> BuildModuleAsync(CatchUpRequest request, KernelTarget kernel, SourceDifference difference,
         IReadOnlyList<FileReport> built, IReadOnlyList<CveReport> cves, string output, CancellationToken cancellation)
     {
-        var name = request.Name ?? "catchup_" + NotIdentifier().Replace(difference.To.Version, "_");
+        // With --base the name (and the next level) come from the base, unless --name says otherwise.
+        var name = request.Name ?? (request.BaseDirectory is null ? "catchup_" + NotIdentifier().Replace(difference.To.Version, "_") : null);
         var covered = cves.Where(c => c.Status == CveStatus.Covered).Select(c => c.Id).ToList();
+        var directory = Path.Combine(output, "module");
+        // A rerun over the same outcomes finds its module already built: the same patches for the same kernel.
+        if (File.Exists(Path.Combine(directory, "manifest.json")) && request.BaseDirectory is null)
+        {
+            var existing = BuildManifest.Read(Path.Combine(directory, "manifest.json"));
+            var wanted = built.Select(f => difference.Files.Single(c => c.Path == f.Path).PatchSha256).Order(StringComparer.Ordinal);
+            if (existing.Target.BuildId == kernel.BuildId.ToString() && existing.Patches.Select(p => p.Sha256).Order(StringComparer.Ordinal).SequenceEqual(wanted)
+                && File.Exists(Path.Combine(directory, existing.Module + ".ko")))
+            {
+                progress($"{existing.Module}.ko already holds these {built.Count} file(s): kept");
+                return new KernelBuildResult(BuildOutcome.Built, Path.Combine(directory, existing.Module + ".ko"), Path.Combine(directory, "manifest.json"),
+                    existing, "kept", []);
+            }
+        }
         progress($"linking {built.Count} built file(s) into one module");
         var buildRequest = new KernelBuildRequest(new TargetReference.Debian(request.Target), [.. built.Select(f => Path.Combine(difference.Directory, f.Patch!))],
-            name, covered, request.BaseDirectory, Path.Combine(output, "module"), request.SkipFidelity, request.MaxUnits);
+            name, covered, request.BaseDirectory, directory, request.SkipFidelity, request.MaxUnits, CarryBasePatches: false);
         var result = await new KernelPatchBuilder(archive, lab, progress).BuildAsync(buildRequest, cancellation);
         if (result.Outcome != BuildOutcome.Built)
             throw new CatchUpException($"the files that built one by one built nothing together: {result.Message}", ExitCode.InternalError);

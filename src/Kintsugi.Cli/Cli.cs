@@ -22,24 +22,28 @@ internal static class Cli
         public override async Task<int> InvokeAsync(ParseResult parseResult, CancellationToken cancellationToken = default)
         {
             var verbose = parseResult.GetValue(Verbose);
+            var json = CommandLineRules.JsonRequested(parseResult);
             try { return await body(parseResult); }
             catch (KintsugiException e)
             {
-                Console.Error.WriteLine($"kintsugi: error: {e.Message}");
-                if (verbose) PrintCauses(e);
-                return (int)e.ExitCode;
+                return Fail(e.ExitCode, $"error: {e.Message}", e.Message, e);
             }
             catch (UnauthorizedAccessException e)
             {
-                Console.Error.WriteLine($"kintsugi: error: permission denied ({e.Message}); run as root");
-                if (verbose) PrintCauses(e);
-                return (int)ExitCode.Environment;
+                var message = $"permission denied ({e.Message}); run as root";
+                return Fail(ExitCode.Environment, $"error: {message}", message, e);
             }
             catch (Exception e) when (e is not OperationCanceledException)
             {
-                Console.Error.WriteLine($"kintsugi: internal error: {e.Message}" + (verbose ? "" : " (rerun with --verbose for details)"));
+                return Fail(ExitCode.InternalError, $"internal error: {e.Message}" + (verbose ? "" : " (rerun with --verbose for details)"), e.Message, e);
+            }
+
+            int Fail(ExitCode code, string line, string message, Exception e)
+            {
+                JournalLog.Write(code == ExitCode.Disabled ? JournalLog.Warning : JournalLog.Error, $"kintsugi: {line}");
                 if (verbose) PrintCauses(e);
-                return (int)ExitCode.InternalError;
+                if (json) CommandLineRules.WriteJsonError(code, message);
+                return (int)code;
             }
         }
     }

@@ -46,7 +46,15 @@ run.SetAction(async (parse, cancellation) => await Guard(async () =>
     foreach (var url in server.Urls) Console.Error.WriteLine($"kintsugi-server: listening on {url}");
     if (server.CertificateFingerprint is { } fp) Console.Error.WriteLine($"kintsugi-server: TLS certificate SHA-256 {fp}");
     Console.Error.WriteLine("kintsugi-server: ready");
+    // Type=notify (kintsugi-server.service): ready once listening; the watchdog is pinged while it runs.
+    var notify = SystemdNotify.FromEnvironment();
+    notify.Ready($"listening on {string.Join(", ", server.Urls)}");
+    using var stopping = new CancellationTokenSource();
+    var watchdog = notify.RunWatchdogAsync(() => true, stopping.Token);
     await server.WaitForShutdownAsync();
+    notify.Stopping();
+    await stopping.CancelAsync();
+    await watchdog;
     return 0;
 }));
 

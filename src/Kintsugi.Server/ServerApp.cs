@@ -132,6 +132,7 @@ public static class ServerApp
         AgentApi.Map(app);
         OperatorApi.Map(app);
         ReportsApi.Map(app);
+        OpenVexApi.Map(app);
         TransferApi.Map(app);
         Web.Dashboard.Map(app);
         app.MapGet("/api/v1/openapi.json", async context =>

@@ -27,11 +27,14 @@ internal static class CommandLineRules
     /// </summary>
     public static IReadOnlyList<string> UsageErrors(ParseResult parse)
     {
+        // Under --help only unknown words count: help is how one learns what a command needs.
+        if (parse.Action is ExamplesHelpAction) return UnknownWords(parse);
         var errors = parse.Errors.Select(e => e.Message).ToList();
-        if (errors.Count == 0 && parse.CommandResult.Command.TreatUnmatchedTokensAsErrors)
-            errors.AddRange(parse.UnmatchedTokens.Select(token => $"Unrecognized command or argument '{token}'."));
-        return errors;
+        return errors.Count > 0 ? errors : UnknownWords(parse);
     }
+
+    private static List<string> UnknownWords(ParseResult parse) =>
+        parse.CommandResult.Command.TreatUnmatchedTokensAsErrors ? [.. parse.UnmatchedTokens.Select(token => $"Unrecognized command or argument '{token}'.")] : [];
 
     /// <summary>Prints usage errors (as a JSON error too when --json was asked for) and returns the usage exit code.</summary>
     public static int ReportUsageErrors(ParseResult parse, IReadOnlyList<string> errors)
@@ -107,7 +110,7 @@ internal static class CommandLineRules
         public override int Invoke(ParseResult parseResult)
         {
             // An unknown word before --help is a usage error, not a request for the parent's help.
-            if (UsageErrors(parseResult) is { Count: > 0 } errors) return ReportUsageErrors(parseResult, errors);
+            if (UnknownWords(parseResult) is { Count: > 0 } errors) return ReportUsageErrors(parseResult, errors);
             standard.Invoke(parseResult);
             if (ExamplesByCommand.TryGetValue(parseResult.CommandResult.Command, out var examples))
             {

@@ -16,7 +16,9 @@ internal static class StatusCommand
             "kintsugi status --format prometheus -o /var/lib/prometheus/node-exporter/kintsugi.prom");
         command.Validators.Add(result =>
         {
-            if (result.GetValue(json) && result.GetValue(format) is not ("text" or "json")) result.AddError("--json and --format disagree: give one");
+            // An option not given reads as null here (its default is applied later).
+            if (result.GetValue(json) && result.GetValue(format) is { } chosen && chosen is not ("text" or "json"))
+                result.AddError("--json and --format disagree: give one");
         });
         command.Action = Cli.Run(parse =>
         {

@@ -19,9 +19,10 @@ var promotionInterval = new Option<double>("--promotion-interval-seconds") { Des
 var epochPoll = new Option<int>("--epoch-poll-ms") { Description = "How often a replica reads the epoch other replicas move", DefaultValueFactory = _ => 500 };
 var enrollRate = new Option<int>("--enrollments-per-minute") { Description = "Enrollments allowed per source address per minute", DefaultValueFactory = _ => 30 };
 var trust = new Option<string?>("--trust") { Description = "Import the publisher keys of this trust-store directory at start" };
+var trustedProxy = new Option<string[]>("--trusted-proxy") { Description = "A reverse proxy's address whose X-Forwarded-For/-Proto are believed (repeatable)", AllowMultipleArgumentsPerToken = false };
 var channels = new Option<string[]>("--channel") { Description = "Initial channels, in order, on an empty server (repeatable; default canary, production)" };
 
-var run = new Command("run", "Run the patch server") { dataOption, postgresOption, listen, tlsCert, tlsKey, tlsName, checkIn, eventsWait, promotionInterval, epochPoll, enrollRate, trust, channels };
+var run = new Command("run", "Run the patch server") { dataOption, postgresOption, listen, tlsCert, tlsKey, tlsName, checkIn, eventsWait, promotionInterval, epochPoll, enrollRate, trust, channels, trustedProxy };
 run.SetAction(async (parse, cancellation) => await Guard(async () =>
 {
     if (parse.GetValue(checkIn) is < 60 or > 86_400) throw new ServerConfigurationException("--check-in-seconds must be between 60 and 86400");
@@ -41,6 +42,7 @@ run.SetAction(async (parse, cancellation) => await Guard(async () =>
         EnrollmentsPerMinute = Math.Max(1, parse.GetValue(enrollRate)),
         TrustDirectory = parse.GetValue(trust),
         InitialChannels = parse.GetValue(channels) is { Length: > 0 } c ? c : ["canary", "production"],
+        TrustedProxies = [.. (parse.GetValue(trustedProxy) ?? []).Select(TrustedProxies.Parse)],
     };
     await using var server = await ServerApp.StartAsync(options, message => Console.Error.WriteLine($"kintsugi-server: {message}"));
     foreach (var url in server.Urls) Console.Error.WriteLine($"kintsugi-server: listening on {url}");

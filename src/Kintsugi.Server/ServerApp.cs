@@ -109,6 +109,8 @@ public static class ServerApp
         });
 
         var app = builder.Build();
+        // First: everything after it (metrics, rate limits, audit) sees the client behind a trusted proxy.
+        if (options.TrustedProxies.Count > 0) app.UseForwardedHeaders(TrustedProxies.Options(options.TrustedProxies));
         app.Use(async (context, next) =>
         {
             var started = Stopwatch.GetTimestamp();

@@ -91,6 +91,7 @@ public static class ServerApp
         services.AddSingleton<Machines>();
         services.AddSingleton<ApiTokens>();
         services.AddSingleton<Reports>();
+        services.AddSingleton(new Apt.AptRepository(options.DataDirectory));
         services.AddHostedService<Promoter>();
         services.AddRouting();
         services.AddRateLimiter(limiter =>
@@ -135,6 +136,7 @@ public static class ServerApp
         OperatorApi.Map(app);
         ReportsApi.Map(app);
         OpenVexApi.Map(app);
+        AptApi.Map(app);
         TransferApi.Map(app);
         Web.Dashboard.Map(app);
         app.MapGet("/api/v1/openapi.json", async context =>

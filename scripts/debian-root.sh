@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Extracts a minimal Debian 12 root file system (debootstrap minbase with systemd, libssl3 and adduser: what
+# Extracts a minimal Debian 12 root file system (debootstrap minbase with systemd, libssl3, adduser and gpg: what
 # the Kintsugi packages need at install time) into DEST, for installing the packages in a chroot. The
 # debootstrap'd root is cached as a tarball under $KINTSUGI_CACHE (default /var/cache/kintsugi), guarded by
 # a lock, so it is made once per machine.
 set -euo pipefail
 dest="$1"
 cache="${KINTSUGI_CACHE:-/var/cache/kintsugi}/debian-roots"
-include="systemd,libssl3,adduser,init-system-helpers"
+include="systemd,libssl3,adduser,init-system-helpers,gpg"
 tarball="$cache/bookworm-minbase-$(echo "$include" | tr , -).tar"
 mkdir -p "$cache" "$dest"
 (

@@ -67,8 +67,14 @@ internal static class AgentCommands
             var path = Path.GetFullPath(parse.GetValue(config)!);
             AgentConfig.Load(path);
             var unit = AgentUnit.Install(MachinePaths.Default, SystemdUnit.CurrentCommand(), path);
+            // Under systemd: make it see the unit, and start it now (enable --now).
+            if (Systemctl.Running)
+            {
+                Systemctl.DaemonReload();
+                Systemctl.EnableNow(AgentUnit.Name);
+            }
             if (parse.GetValue(json)) Cli.WriteJson(new FileChange(true, "installed", AgentUnit.Name, unit), ChangeJson.Default.FileChange);
-            else Console.WriteLine($"{AgentUnit.Name}: written to {unit} and enabled (start it with systemctl start {AgentUnit.Name})");
+            else Console.WriteLine($"{AgentUnit.Name}: written to {unit} and enabled" + (Systemctl.Running ? ", started" : " (systemd is not running here: it starts at the next boot)"));
             return Task.FromResult(0);
         });
         return command;
@@ -106,7 +112,10 @@ internal static class AgentCommands
         {
             var unit = Path.Combine(MachinePaths.Default.SystemdUnits, AgentUnit.Name);
             var changed = File.Exists(unit);
+            // Stopped and disabled first: removing the file alone left the agent running.
+            if (Systemctl.Running && changed) Systemctl.DisableNow(AgentUnit.Name);
             AgentUnit.Uninstall(MachinePaths.Default);
+            if (Systemctl.Running) Systemctl.DaemonReload();
             if (parse.GetValue(json)) Cli.WriteJson(new FileChange(changed, "removed", AgentUnit.Name, unit), ChangeJson.Default.FileChange);
             else Console.WriteLine(changed ? $"{AgentUnit.Name}: removed" : $"{AgentUnit.Name}: was not installed");
             return Task.FromResult(0);

@@ -27,6 +27,10 @@ internal static class CommandLineRules
     /// </summary>
     public static IReadOnlyList<string> UsageErrors(ParseResult parse)
     {
+        // [suggest:N] (shell completion) parses a partial command line on purpose: no errors.
+        if (parse.RootCommandResult.Command is RootCommand root &&
+            root.Directives.OfType<System.CommandLine.Completions.SuggestDirective>().FirstOrDefault() is { } suggest && parse.GetResult(suggest) is not null)
+            return [];
         // Under --help only unknown words count: help is how one learns what a command needs.
         if (parse.Action is ExamplesHelpAction) return UnknownWords(parse);
         var errors = parse.Errors.Select(e => e.Message).ToList();

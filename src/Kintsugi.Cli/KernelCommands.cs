@@ -203,7 +203,10 @@ internal static class KernelCommands
             var paths = MachinePaths.Default;
             var store = new PatchStore(paths, RunningKernel.Release);
             var record = store.Install(file);
-            SystemdUnit.Install(paths, SystemdUnit.CurrentCommand());
+            // The package's unit when it is installed (only enabled), else one written for this binary.
+            if (Systemctl.Packaged(SystemdUnit.Name)) AgentUnitLinks.Enable(paths, SystemdUnit.Name);
+            else SystemdUnit.Install(paths, SystemdUnit.CurrentCommand());
+            if (Systemctl.Running) Systemctl.DaemonReload();
             var quiet = parse.GetValue(json);
             if (!quiet) Console.WriteLine($"{record.Name}: installed in {store.Directory}; {SystemdUnit.Name} re-applies it at boot");
             IReadOnlyList<string> replaced = [];

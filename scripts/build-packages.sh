@@ -98,6 +98,8 @@ control_file() { # PACKAGE ROOT DEPENDS DESCRIPTION...
 changelog() { # PACKAGE ROOT
   local dir="$2/usr/share/doc/$1"
   mkdir -p "$dir"
+  # Each remaining lintian tag, overridden with the reason (packaging/debian/PACKAGE/lintian-overrides).
+  install -D -m 0644 "$here/packaging/debian/$1/lintian-overrides" "$2/usr/share/lintian/overrides/$1"
   {
     echo "$1 ($version) unstable; urgency=medium"
     echo
@@ -159,7 +161,10 @@ finish kintsugi "$root"
 root="$work/kintsugi-server"
 mkdir -p "$root/DEBIAN" "$root/usr/bin"
 install_file 0755 "$server_out/kintsugi-server" "$root/usr/lib/kintsugi-server/kintsugi-server"
-for lib in "$server_out"/*.so; do install_file 0644 "$lib" "$root/usr/lib/kintsugi-server/$(basename "$lib")"; done
+for lib in "$server_out"/*.so; do
+  install_file 0644 "$lib" "$root/usr/lib/kintsugi-server/$(basename "$lib")"
+  strip --strip-unneeded --remove-section=.comment --remove-section=.note "$root/usr/lib/kintsugi-server/$(basename "$lib")"
+done
 ln -s ../lib/kintsugi-server/kintsugi-server "$root/usr/bin/kintsugi-server"
 install_file 0644 "$here/packaging/systemd/kintsugi-server.service" "$root/lib/systemd/system/kintsugi-server.service"
 sed -i -n '/^\[Unit\]/,$p' "$root/lib/systemd/system/kintsugi-server.service"

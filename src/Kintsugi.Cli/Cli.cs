@@ -35,7 +35,11 @@ internal static class Cli
             }
             catch (Exception e) when (e is not OperationCanceledException)
             {
-                return Fail(ExitCode.InternalError, $"internal error: {e.Message}" + (verbose ? "" : " (rerun with --verbose for details)"), e.Message, e);
+                // Not the input's fault nor the machine's: a defect of kintsugi, which the user can only report.
+                var code = Fail(ExitCode.InternalError, $"internal error: {e.Message}", e.Message, e);
+                Console.Error.WriteLine("kintsugi: this is a bug in kintsugi, not a problem with your input; please report it" +
+                    (verbose ? " with the details above" : " with the output of the same command rerun with --verbose"));
+                return code;
             }
 
             int Fail(ExitCode code, string line, string message, Exception e)

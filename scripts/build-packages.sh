@@ -2,7 +2,8 @@
 # Builds the Debian packages `kintsugi` and `kintsugi-server` from this checkout with dpkg-deb alone (no
 # debhelper): the self-contained binaries, the systemd units of packaging/systemd, man pages generated from
 # the commands' own --help, shell completion, and the default configuration. Writes OUT (default
-# artifacts/deb) and prints the two .deb paths. KINTSUGI_DEB_REVISION sets the Debian revision (default 1).
+# artifacts/deb) and prints the two .deb paths. KINTSUGI_DEB_REVISION sets the Debian revision (default 1);
+# KINTSUGI_PACKAGE_BINARIES=DIR packs prebuilt binaries (DIR/kintsugi, DIR/server/) instead of publishing.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 out="${1:-$here/artifacts/deb}"
@@ -17,18 +18,27 @@ trap 'rm -rf "$work"' EXIT
 mkdir -p "$out"
 
 # ---- binaries ----
-# kintsugi: the same self-contained single file ./kintsugi publishes (and the lab puts into guests).
-"$here/kintsugi" version >/dev/null
-cli="$here/artifacts/bin/kintsugi"
-# kintsugi-server: self-contained (Debian 12 has no ASP.NET Core runtime), native libraries beside it so
-# nothing is extracted at run time (the unit's file system is read-only).
-server_out="$here/artifacts/server-self-contained"
-if [ ! -x "$server_out/kintsugi-server" ] || [ -n "$(find "$here/src" "$here/Directory.Build.props" "$here/Directory.Packages.props" -newer "$server_out/kintsugi-server" -type f -print -quit)" ]; then
-  echo "build-packages: publishing the self-contained kintsugi-server (a few minutes)..." >&2
-  rm -rf "$server_out"
-  dotnet publish "$here/src/Kintsugi.Server" -c Release -r linux-x64 --self-contained true -p:PublishSingleFile=true \
-    -p:IncludeNativeLibrariesForSelfExtract=false -o "$server_out" -nologo -v q >&2
+# KINTSUGI_PACKAGE_BINARIES=DIR packs binaries built (and tested) already: DIR/kintsugi and DIR/server/.
+if [ -n "${KINTSUGI_PACKAGE_BINARIES:-}" ]; then
+  cli="$KINTSUGI_PACKAGE_BINARIES/kintsugi"
+  server_out="$KINTSUGI_PACKAGE_BINARIES/server"
+else
+  # kintsugi: the same self-contained single file ./kintsugi publishes (and the lab puts into guests).
+  "$here/kintsugi" version >/dev/null
+  cli="$here/artifacts/bin/kintsugi"
+  # kintsugi-server: self-contained (Debian 12 has no ASP.NET Core runtime), native libraries beside it so
+  # nothing is extracted at run time (the unit's file system is read-only).
+  server_out="$here/artifacts/server-self-contained"
+  if [ ! -x "$server_out/kintsugi-server" ] || [ -n "$(find "$here/src" "$here/Directory.Build.props" "$here/Directory.Packages.props" -newer "$server_out/kintsugi-server" -type f -print -quit)" ]; then
+    echo "build-packages: publishing the self-contained kintsugi-server (a few minutes)..." >&2
+    rm -rf "$server_out"
+    dotnet publish "$here/src/Kintsugi.Server" -c Release -r linux-x64 --self-contained true -p:PublishSingleFile=true \
+      -p:IncludeNativeLibrariesForSelfExtract=false -o "$server_out" -nologo -v q >&2
+  fi
 fi
+[ -x "$cli" ] && [ -x "$server_out/kintsugi-server" ] || { echo "build-packages: missing binaries ($cli, $server_out/kintsugi-server)" >&2; exit 1; }
+# `kintsugi server run --help` (for its man page) hands over to this server binary.
+export KINTSUGI_SERVER_BINARY="$server_out/kintsugi-server"
 
 # ---- helpers ----
 install_file() { # MODE SOURCE DEST

@@ -84,7 +84,7 @@ internal static class AgentCommands
     {
         var config = ConfigOption();
         var json = Cli.Json();
-        var command = new Command("check", "Ask the server (or the offline directory) which release this exact kernel should run, apply nothing; exit 0 when it runs it, 10 when not") { config, json };
+        var command = new Command("check", "Ask the server (or the offline directory) which release this exact kernel should run, apply nothing; exit 0 when it runs it, 11 when not") { config, json };
         command.WithExamples("kintsugi agent check", "kintsugi agent check --json || echo 'not up to date'");
         command.Action = Cli.Run(async parse =>
         {

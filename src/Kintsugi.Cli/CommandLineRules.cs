@@ -95,6 +95,7 @@ internal static class CommandLineRules
         ExitCode.Disabled => "disabled",
         ExitCode.TestFailed => "test-failed",
         ExitCode.NothingToDo => "nothing-to-do",
+        ExitCode.CatchUpIncomplete => "catch-up-incomplete",
         ExitCode.OutOfDate => "out-of-date",
         ExitCode.LabTimeout => "lab-timeout",
         ExitCode.LabFailure => "lab-failure",

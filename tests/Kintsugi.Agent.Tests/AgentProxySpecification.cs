@@ -15,7 +15,7 @@ public sealed class AgentProxySpecification : IDisposable
     {
         _proxy.Handler = _ => new(201, new EnrollResponse("m_1", "kmc_secret", 3600, 30));
         // A server name that does not resolve: only the proxy can have carried the request.
-        var config = AgentConfig.Parse($"server = http://patches.invalid:8443\nproxy = {_proxy.Address}\ntoken = ket_x\n", "agent.conf");
+        var config = AgentConfig.Parse($"server = http://patches.invalid:8443\ninsecure-http = yes\nproxy = {_proxy.Address}\ntoken = ket_x\n", "agent.conf");
         using var http = ServerClient.CreateHttpClient(config);
         var client = new ServerClient(http, config.Server!, "0.1.0");
         var kernel = new KernelIdentity(KernelRelease.Parse("6.1.0-56-cloud-amd64"), BuildId.Parse("3b43fad5034874490492495d552c0af6a5fab235"), "6.1.158-1");

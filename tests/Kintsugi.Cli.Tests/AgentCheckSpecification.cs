@@ -46,7 +46,7 @@ public sealed class AgentCheckSpecification : IDisposable
     }
 
     [Fact]
-    public async Task A_release_offered_for_this_kernel_and_not_applied_exits_10()
+    public async Task A_release_offered_for_this_kernel_and_not_applied_exits_11()
     {
         Publish(1);
         Publish(2);

@@ -94,9 +94,10 @@ public sealed partial class KernelPatchBuilder(DebianKernelArchive archive, Func
             throw new ModuleBuildException($"--base was built for {basis.Manifest.Target.Release} (build-id {basis.Manifest.Target.BuildId}), not for {kernel}");
         var tree = await clock.RunAsync("prepare", () => target.PrepareAsync(progress, cancellation));
 
-        var units = clock.Run("scope", () => UnitsOf(tree, scoped, request.MaxUnits));
+        var (units, notBuilt) = clock.Run("scope", () => UnitsOf(tree, scoped, request.MaxUnits));
         if (units.Count == 0)
-            return NothingToDo(clock, "none of the changed files is built into this kernel's configuration: there is nothing to live patch");
+            return NothingToDo(clock, "none of the changed files is built into this kernel's configuration: there is nothing to live patch\n"
+                + string.Join('\n', notBuilt.Select(n => "  " + n)));
 
         var work = Path.Combine(Path.GetFullPath(request.OutputDirectory), ".work");
         if (Directory.Exists(work)) Directory.Delete(work, recursive: true);
@@ -297,10 +298,13 @@ public sealed partial class KernelPatchBuilder(DebianKernelArchive archive, Func
         return new Base(manifest, patches);
     }
 
-    private IReadOnlyList<TranslationUnit> UnitsOf(KernelSourceTree tree, IReadOnlyList<ScopedChange> scoped, int maxUnits)
+    /// <summary>The units the fixes touch, and the proof for each changed C file that this kernel does not build.</summary>
+    private (IReadOnlyList<TranslationUnit> Units, IReadOnlyList<UnitResolution.NotBuilt> NotBuilt) UnitsOf(
+        KernelSourceTree tree, IReadOnlyList<ScopedChange> scoped, int maxUnits)
     {
         var kbuild = KbuildUnits.Open(tree.Directory);
         var units = new SortedDictionary<string, TranslationUnit>(StringComparer.Ordinal);
+        var notBuilt = new List<UnitResolution.NotBuilt>();
         HeaderDependents? headers = null;
         foreach (var change in scoped)
         {
@@ -309,31 +313,41 @@ public sealed partial class KernelPatchBuilder(DebianKernelArchive archive, Func
                 case ChangeScope.TranslationUnit:
                     if (change.Change.Kind == FileChangeKind.Added)
                         throw new LivepatchRefusedException($"{change.Change.Path} is a new C file: a livepatch replaces functions of units the kernel already has; put the new code into the unit that calls it");
-                    if (kbuild.Locate(change.Change.Path) is { } unit)
+                    switch (kbuild.Resolve(change.Change.Path))
                     {
-                        units[unit.SourcePath] = unit;
-                        break;
+                        case UnitResolution.Built located:
+                            if (located.Units.Any(u => u.SourcePath != change.Change.Path))
+                                progress($"{change.Change.Path} is compiled as part of {string.Join(", ", located.Units.Select(u => u.SourcePath))}");
+                            foreach (var unit in located.Units) units[unit.SourcePath] = unit;
+                            break;
+                        case UnitResolution.NotBuilt proven:
+                            progress(proven.ToString());
+                            notBuilt.Add(proven);
+                            break;
+                        case UnitResolution.Unresolved unresolved:
+                            throw new LivepatchRefusedException($"{unresolved}. A fix is never skipped on a guess: check where kbuild builds the file, " +
+                                "or drop the file from the fix if this kernel does not build it");
                     }
-                    // A C file that is not a unit of its own may be #included into one (kernel/sched/psi.c into build_utility.c).
-                    headers ??= HeaderDependents.Scan(tree.Directory);
-                    var includers = headers.SourcesIncluding(change.Change.Path).Select(kbuild.Locate).OfType<TranslationUnit>().ToList();
-                    if (includers.Count == 0) progress($"{change.Change.Path} is not built into this kernel's configuration; skipped");
-                    else progress($"{change.Change.Path} is compiled as part of {string.Join(", ", includers.Select(u => u.SourcePath))}");
-                    foreach (var including in includers) units[including.SourcePath] = including;
                     break;
                 case ChangeScope.Header:
                     headers ??= HeaderDependents.Scan(tree.Directory);
                     var sources = headers.SourcesIncluding(change.Change.Path);
-                    var built = sources.Select(kbuild.Locate).OfType<TranslationUnit>().ToList();
+                    var built = new List<TranslationUnit>();
+                    foreach (var source in sources)
+                    {
+                        // More than the limit is refused below; resolving the rest would only take time.
+                        if (units.Count + built.Count > maxUnits) break;
+                        if (kbuild.Locate(source) is { } unit) built.Add(unit);
+                    }
                     progress($"{change.Change.Path} is included by {sources.Count} C file(s), {built.Count} of them built into this kernel");
                     foreach (var including in built) units[including.SourcePath] = including;
                     break;
             }
         }
         if (units.Count > maxUnits)
-            throw new LivepatchRefusedException($"the fix changes code included by {units.Count} translation units (more than {maxUnits}); rebuilding them all is not a reasonable livepatch. " +
-                "Move the change out of the header into the functions that need it, or raise --max-units. The units:\n" + string.Join('\n', units.Keys.Select(u => "  " + u)));
-        return [.. units.Values];
+            throw new LivepatchRefusedException($"the fix changes code included by more than {maxUnits} translation units; rebuilding them all is not a reasonable livepatch. " +
+                "Move the change out of the header into the functions that need it, or raise --max-units. Some of the units:\n" + string.Join('\n', units.Keys.Select(u => "  " + u)));
+        return ([.. units.Values], notBuilt);
     }
 
     private static async Task<(KlpSymbolBinding, ManifestSymbol)?> BindingForAsync(TranslationUnit unit, LoadTimeReference reference, SymbolResolver resolver,

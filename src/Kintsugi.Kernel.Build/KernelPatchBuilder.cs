@@ -127,6 +127,7 @@ public sealed partial class KernelPatchBuilder(DebianKernelArchive archive, Func
         }
         original.CopyTo(objects, Path.Combine(work, "original"));
         before.CopyTo(objects, Path.Combine(work, "before"));
+        clock.Run("symbol versions", () => { ExportedSymbolVersions.Check(units, Path.Combine(work, "before"), Path.Combine(work, "after")); return 0; });
 
         // Module units need the exports to tell their own static keys from linked ones; a fix of vmlinux alone that changes nothing needs no Module.symvers.
         var moduleExports = new Lazy<ModuleSymvers>(target.LoadExports);
@@ -258,7 +259,9 @@ public sealed partial class KernelPatchBuilder(DebianKernelArchive archive, Func
     /// </summary>
     private sealed class PristineObjects(string directory)
     {
-        public IReadOnlyList<string> Missing(IEnumerable<string> objects) => [.. objects.Where(o => !File.Exists(Path.Combine(directory, o)))];
+        // An object cached before its command file (and symbol versions) were kept is compiled again once.
+        public IReadOnlyList<string> Missing(IEnumerable<string> objects) =>
+            [.. objects.Where(o => !File.Exists(Path.Combine(directory, o)) || !File.Exists(Path.Combine(directory, ExportedSymbolVersions.CommandFile(o))))];
 
         public async Task CompileAsync(BuildWorkspace workspace, IReadOnlyList<string> objects, string? extraCFlags, CancellationToken cancellation)
         {
@@ -268,6 +271,8 @@ public sealed partial class KernelPatchBuilder(DebianKernelArchive archive, Func
             foreach (var o in objects)
             {
                 Directory.CreateDirectory(Path.GetDirectoryName(Path.Combine(directory, o))!);
+                if (File.Exists(Path.Combine(staging, ExportedSymbolVersions.CommandFile(o))))
+                    File.Move(Path.Combine(staging, ExportedSymbolVersions.CommandFile(o)), Path.Combine(directory, ExportedSymbolVersions.CommandFile(o)), overwrite: true);
                 File.Move(Path.Combine(staging, o), Path.Combine(directory, o), overwrite: true);
             }
             Directory.Delete(staging, recursive: true);
@@ -279,6 +284,8 @@ public sealed partial class KernelPatchBuilder(DebianKernelArchive archive, Func
             {
                 Directory.CreateDirectory(Path.GetDirectoryName(Path.Combine(destination, o))!);
                 File.Copy(Path.Combine(directory, o), Path.Combine(destination, o), overwrite: true);
+                if (File.Exists(Path.Combine(directory, ExportedSymbolVersions.CommandFile(o))))
+                    File.Copy(Path.Combine(directory, ExportedSymbolVersions.CommandFile(o)), Path.Combine(destination, ExportedSymbolVersions.CommandFile(o)), overwrite: true);
             }
         }
     }
@@ -332,21 +339,16 @@ public sealed partial class KernelPatchBuilder(DebianKernelArchive archive, Func
                 case ChangeScope.Header:
                     headers ??= HeaderDependents.Scan(tree.Directory);
                     var sources = headers.SourcesIncluding(change.Change.Path);
-                    var built = new List<TranslationUnit>();
-                    foreach (var source in sources)
-                    {
-                        // More than the limit is refused below; resolving the rest would only take time.
-                        if (units.Count + built.Count > maxUnits) break;
-                        if (kbuild.Locate(source) is { } unit) built.Add(unit);
-                    }
+                    var built = sources.AsParallel().AsOrdered().WithDegreeOfParallelism(Environment.ProcessorCount)
+                        .Select(kbuild.Locate).OfType<TranslationUnit>().ToList();
                     progress($"{change.Change.Path} is included by {sources.Count} C file(s), {built.Count} of them built into this kernel");
                     foreach (var including in built) units[including.SourcePath] = including;
                     break;
             }
         }
         if (units.Count > maxUnits)
-            throw new LivepatchRefusedException($"the fix changes code included by more than {maxUnits} translation units; rebuilding them all is not a reasonable livepatch. " +
-                "Move the change out of the header into the functions that need it, or raise --max-units. Some of the units:\n" + string.Join('\n', units.Keys.Select(u => "  " + u)));
+            throw new LivepatchRefusedException($"the fix changes code included by {units.Count} translation units (more than {maxUnits}); rebuilding them all is not a reasonable livepatch. " +
+                "Move the change out of the header into the functions that need it, or raise --max-units. The units:\n" + string.Join('\n', units.Keys.Select(u => "  " + u)));
         return ([.. units.Values], notBuilt);
     }
 

@@ -47,6 +47,8 @@ public abstract class UnitResolutionGroundTruthSpecification(KernelRelease relea
         var mismatches = inTree.AsParallel().WithDegreeOfParallelism(2).Select(source =>
         {
             var resolution = units.Resolve(source.Key);
+            // 6.12 links scripts/module-common.c into every module: refused with that reason, which is right.
+            if (resolution is UnitResolution.Unresolved { Reason: var reason } && reason.Contains("into every module", StringComparison.Ordinal)) return null;
             if (resolution is not UnitResolution.Built built)
                 return $"{resolution} -- but it was compiled into {string.Join(", ", source.Value)}";
             var own = built.Units.Where(u => u.SourcePath == source.Key).Select(u => u.PatchedObject).ToList();

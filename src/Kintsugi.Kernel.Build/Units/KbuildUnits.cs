@@ -21,6 +21,8 @@ public sealed partial class KbuildUnits
 {
     private static readonly string[] HostOnlyRoots = ["Documentation", "tools", "scripts", "usr", "samples", "LICENSES"];
 
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<string, Lazy<KbuildMakefiles>> Evaluated = new(StringComparer.Ordinal);
+
     private readonly string _tree;
     private readonly IReadOnlyDictionary<string, string> _config;
     private readonly KbuildMakefiles _makefiles;
@@ -31,7 +33,8 @@ public sealed partial class KbuildUnits
     {
         _tree = tree;
         _config = config;
-        _makefiles = new KbuildMakefiles(tree);
+        // A prepared tree does not change, so its evaluated Makefiles are shared by every resolver of the process.
+        _makefiles = Evaluated.GetOrAdd(Path.GetFullPath(tree), t => new Lazy<KbuildMakefiles>(() => new KbuildMakefiles(t))).Value;
         _includes = new(() => HeaderDependents.Scan(tree));
         _allMakefiles = new(() => Directory.EnumerateFiles(tree, "*", SearchOption.AllDirectories)
             .Where(f => Path.GetFileName(f) is "Makefile" or "Kbuild" || Path.GetFileName(f).StartsWith("Makefile.", StringComparison.Ordinal))
@@ -92,6 +95,12 @@ public sealed partial class KbuildUnits
 
         var objectPath = sourcePath[..^2] + ".o";
         var directory = Path.GetDirectoryName(sourcePath) ?? "";
+        // A few objects are compiled and linked by the final link steps, not from an object list.
+        if (NamedBy("scripts/link-vmlinux.sh", objectPath))
+            return new UnitResolution.Built(sourcePath, [new TranslationUnit(sourcePath, objectPath, "vmlinux")]);
+        if (sourcePath.StartsWith("scripts/", StringComparison.Ordinal) && NamedBy("scripts/Makefile.modfinal", Path.GetFileName(sourcePath)))
+            return new UnitResolution.Unresolved(sourcePath, "scripts/Makefile.modfinal links it into every module: a fix to it changes every module, " +
+                "which one livepatch cannot replace; it needs a kernel update");
         var evaluated = new List<string>();
         // kbuild lists an object in its own directory's Makefile or in an enclosing one (kvm-amd-y += svm/svm.o).
         foreach (var listing in Ancestors(directory))
@@ -109,6 +118,12 @@ public sealed partial class KbuildUnits
             if (lists.Place(objectPath) is { } placement) return WithDescent(sourcePath, objectPath, elsewhere, placement);
         }
         return NotListed(sourcePath, objectPath, evaluated);
+    }
+
+    private bool NamedBy(string script, string word)
+    {
+        var path = Path.Combine(_tree, script);
+        return File.Exists(path) && WordPattern(word).IsMatch(File.ReadAllText(path));
     }
 
     private UnitResolution WithDescent(string sourcePath, string objectPath, string listing, Placement placement)
@@ -234,7 +249,7 @@ public sealed partial class KbuildUnits
         }
     }
 
-    private static Regex WordPattern(string word) => new($@"(^|[\s/=]){Regex.Escape(word)}(\s|$|\))");
+    private static Regex WordPattern(string word) => new($@"(^|[\s/=""']){Regex.Escape(word)}(\s|$|[)""';])");
 
     /// <summary>The directory itself, then each enclosing one up to the tree's root ("").</summary>
     private static IEnumerable<string> Ancestors(string directory)

@@ -25,7 +25,7 @@ public sealed record CompiledSources(IReadOnlyDictionary<string, IReadOnlyList<s
         var units = files.AsParallel().WithDegreeOfParallelism(2)
             .SelectMany(f => DwarfCompileUnits.Read(f.Path).Select(name => (f.Object, Name: name))).ToList();
         var bySource = units.Where(u => u.Name.EndsWith(".c", StringComparison.Ordinal) && !u.Name.StartsWith('/'))
-            .GroupBy(u => u.Name.StartsWith("./", StringComparison.Ordinal) ? u.Name[2..] : u.Name, StringComparer.Ordinal)
+            .GroupBy(u => Normalize(u.Name), StringComparer.Ordinal)
             .ToDictionary(g => g.Key, g => (IReadOnlyList<string>)[.. g.Select(u => u.Object).Distinct().Order(StringComparer.Ordinal)], StringComparer.Ordinal);
         var result = new CompiledSources(bySource, units.Count, Math.Round(watch.Elapsed.TotalSeconds, 1));
 
@@ -40,8 +40,21 @@ public sealed record CompiledSources(IReadOnlyDictionary<string, IReadOnlyList<s
     private static CompiledSources Parse(string[] lines)
     {
         var header = lines[0].Split(' ');
-        var bySource = lines.Skip(1).Select(l => l.Split('\t'))
-            .ToDictionary(p => p[0], p => (IReadOnlyList<string>)p[1].Split(','), StringComparer.Ordinal);
+        var bySource = lines.Skip(1).Select(l => l.Split('\t')).GroupBy(p => Normalize(p[0]), StringComparer.Ordinal)
+            .ToDictionary(g => g.Key, g => (IReadOnlyList<string>)[.. g.SelectMany(p => p[1].Split(',')).Distinct().Order(StringComparer.Ordinal)], StringComparer.Ordinal);
         return new CompiledSources(bySource, int.Parse(header[1]), double.Parse(header[2], System.Globalization.CultureInfo.InvariantCulture));
+    }
+
+    /// <summary>A compile unit's name as a path in the tree: kbuild names some through their list's relative path (arch/x86/kvm/../../../virt/kvm/kvm_main.c).</summary>
+    private static string Normalize(string name)
+    {
+        var parts = new List<string>();
+        foreach (var part in name.Split('/'))
+        {
+            if (part is "." or "") continue;
+            if (part == ".." && parts.Count > 0) parts.RemoveAt(parts.Count - 1);
+            else parts.Add(part);
+        }
+        return string.Join('/', parts);
     }
 }

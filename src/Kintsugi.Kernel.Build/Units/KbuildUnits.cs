@@ -84,6 +84,13 @@ public sealed partial class KbuildUnits
             throw new ModuleBuildException($"{sourcePath} is not a C file");
         if (!File.Exists(Path.Combine(_tree, sourcePath)))
             return new UnitResolution.Unresolved(sourcePath, "the file is not in the kernel's source tree");
+        var objectPath = sourcePath[..^2] + ".o";
+        var directory = Path.GetDirectoryName(sourcePath) ?? "";
+        // A Makefile may compile a source from elsewhere under an object name of its own
+        // ($(obj)/relo_core.o: $(srctree)/tools/lib/bpf/relo_core.c in kernel/bpf).
+        foreach (var (listing, ruleObject) in RuleObjects(sourcePath))
+            if (_makefiles.Lists(listing) is { Error: null } ruled && ruled.Place(ruleObject) is { } placement)
+                return WithDescent(sourcePath, ruleObject, listing, placement);
         var segments = sourcePath.Split('/');
         if (segments is ["arch", var architecture, ..] && architecture != "x86")
             return new UnitResolution.NotBuilt(sourcePath, new NotBuiltProof(NotBuiltReason.OtherArchitecture,
@@ -93,8 +100,6 @@ public sealed partial class KbuildUnits
                 $"{segments[0]}/ holds host tools, documentation or samples: the top Makefile does not descend into it for vmlinux or modules",
                 [$"top-level directories built: {string.Join(" ", _makefiles.TopDirectories.Order(StringComparer.Ordinal))}"]));
 
-        var objectPath = sourcePath[..^2] + ".o";
-        var directory = Path.GetDirectoryName(sourcePath) ?? "";
         // A few objects are compiled and linked by the final link steps, not from an object list.
         if (NamedBy("scripts/link-vmlinux.sh", objectPath))
             return new UnitResolution.Built(sourcePath, [new TranslationUnit(sourcePath, objectPath, "vmlinux")]);
@@ -102,22 +107,79 @@ public sealed partial class KbuildUnits
             return new UnitResolution.Unresolved(sourcePath, "scripts/Makefile.modfinal links it into every module: a fix to it changes every module, " +
                 "which one livepatch cannot replace; it needs a kernel update");
         var evaluated = new List<string>();
+        string? failed = null, nearest = null;
         // kbuild lists an object in its own directory's Makefile or in an enclosing one (kvm-amd-y += svm/svm.o).
         foreach (var listing in Ancestors(directory))
         {
             if (_makefiles.Lists(listing) is not { } lists) continue;
-            if (lists.Error is { } error) return new UnitResolution.Unresolved(sourcePath, error);
+            nearest ??= listing;
+            // A Makefile that cannot be evaluated alone (a fragment of its parent's) is decided by the directories above it.
+            if (lists.Error is { } error) { failed ??= error; continue; }
             evaluated.Add(_makefiles.MakefileOf(listing));
             if (lists.Place(objectPath) is not { } placement) continue;
             return WithDescent(sourcePath, objectPath, listing, placement);
         }
-        // A Makefile elsewhere may name it through a relative path (obj-y += ../common/x.o).
+        // A Makefile elsewhere may name it through a relative path (kvm-y += ../../../virt/kvm/kvm_main.o, from an included fragment).
         foreach (var elsewhere in ListingCandidates(Path.GetFileName(objectPath)))
         {
-            if (Ancestors(directory).Contains(elsewhere) || _makefiles.Lists(elsewhere) is not { Error: null } lists) continue;
-            if (lists.Place(objectPath) is { } placement) return WithDescent(sourcePath, objectPath, elsewhere, placement);
+            if (Ancestors(directory).Contains(elsewhere) || OtherArchitecture(elsewhere) || _makefiles.Lists(elsewhere) is not { Error: null } lists) continue;
+            if (lists.Place(objectPath) is { } placement && WithDescent(sourcePath, objectPath, elsewhere, placement) is UnitResolution.Built built) return built;
         }
+        // Nothing lists it. If kbuild does not even enter a directory around it, that is the proof.
+        if (EnclosingDirectoryNotEntered(directory) is { } notEntered) return new UnitResolution.NotBuilt(sourcePath, notEntered);
+        if (failed is not null) return new UnitResolution.Unresolved(sourcePath, failed);
         return NotListed(sourcePath, objectPath, evaluated);
+    }
+
+    private static bool OtherArchitecture(string directory) =>
+        directory.StartsWith("arch/", StringComparison.Ordinal) && !directory.StartsWith("arch/x86", StringComparison.Ordinal);
+
+    /// <summary>
+    /// The proof that kbuild never enters a directory enclosing <paramref name="directory"/>: the nearest one
+    /// whose parent does not list it, provided no Makefile outside it includes one of its Makefiles (amdgpu's
+    /// Makefile includes amdkfd/Makefile: then the includer decides, and the search goes up). Null when the
+    /// directories are entered or that cannot be proven.
+    /// </summary>
+    private NotBuiltProof? EnclosingDirectoryNotEntered(string directory, int depth = 0)
+    {
+        if (depth > 4) return null;
+        foreach (var enclosing in Ancestors(directory).Where(d => d.Length > 0))
+        {
+            if (_makefiles.Lists(enclosing) is not { Error: null }) continue;
+            var descent = Descent(enclosing);
+            if (descent.Unresolved is not null) return null;
+            if (descent.NotBuilt is not { } proof) return null;
+            var includers = IncludersFromOutside(enclosing);
+            if (includers.Count == 0) return proof;
+            // Its Makefile is part of others: not built when none of those is entered either.
+            var theirs = includers.Select(i => (Includer: i, Proof: EnclosingDirectoryNotEntered(Path.GetDirectoryName(i) ?? "", depth + 1))).ToList();
+            if (theirs.Any(t => t.Proof is null)) continue;
+            return new NotBuiltProof(NotBuiltReason.DirectoryNotBuilt,
+                $"{proof.Statement}; the Makefiles that include its Makefile ({string.Join(", ", includers)}) are not entered either",
+                [.. proof.Evidence, .. theirs.Select(t => $"{t.Includer}: {t.Proof}")]);
+        }
+        return null;
+    }
+
+    /// <summary>The Makefiles outside <paramref name="directory"/> that may include one inside it (conservatively: an include line naming the directory).</summary>
+    private IReadOnlyList<string> IncludersFromOutside(string directory)
+    {
+        var name = Path.GetFileName(directory) + "/";
+        return [.. _allMakefiles.Value.Where(m => !m.Path.StartsWith(directory + "/", StringComparison.Ordinal) && m.Text.Contains(name, StringComparison.Ordinal)
+            && m.Text.Split('\n').Any(l => IncludeLine().IsMatch(l) && l.Contains(name, StringComparison.Ordinal))).Select(m => m.Path)];
+    }
+
+    /// <summary>Objects that Makefile rules compile from <paramref name="sourcePath"/> under another name: (directory, object path).</summary>
+    private IEnumerable<(string Directory, string ObjectPath)> RuleObjects(string sourcePath)
+    {
+        foreach (var (makefile, text) in _allMakefiles.Value)
+        {
+            if (!text.Contains(sourcePath, StringComparison.Ordinal)) continue;
+            var directory = Path.GetDirectoryName(makefile) ?? "";
+            foreach (Match rule in RuleFromSource().Matches(text))
+                if (rule.Groups["source"].Value == sourcePath)
+                    yield return (directory, (directory.Length == 0 ? "" : directory + "/") + rule.Groups["object"].Value);
+        }
     }
 
     private bool NamedBy(string script, string word)
@@ -184,7 +246,7 @@ public sealed partial class KbuildUnits
     private UnitResolution NotListed(string sourcePath, string objectPath, IReadOnlyList<string> evaluated)
     {
         var name = Path.GetFileName(objectPath);
-        var mentionLines = MentioningMakefiles(name).SelectMany(m => Mentions(m, name)).ToList();
+        var mentionLines = MentioningMakefiles(name).SelectMany(m => Mentions(m, name, objectPath)).ToList();
         // A Makefile names it but kbuild's lists do not hold it: not built only when this .config explains why.
         var unexplained = mentionLines.Where(m => !ExplainsAbsence(m)).ToList();
         if (unexplained.Count > 0 && !mentionLines.Any(HostProgram))
@@ -224,29 +286,53 @@ public sealed partial class KbuildUnits
     private IEnumerable<string> ListingCandidates(string objectName)
     {
         var mentioning = MentioningMakefiles(objectName).ToList();
-        var fragments = mentioning.Where(m => Path.GetFileName(m) is not ("Makefile" or "Kbuild")).Select(Path.GetFileName).OfType<string>().Distinct();
+        // Any Makefile may be included by another (virt/kvm/Makefile.kvm by arch/x86/kvm/Makefile, amdkfd/Makefile by amdgpu's).
+        var fragments = mentioning.Select(m => Path.GetFileName(Path.GetDirectoryName(m) ?? "") + "/" + Path.GetFileName(m)).Distinct();
         return mentioning.Concat(fragments.SelectMany(MentioningMakefiles))
             .Where(m => Path.GetFileName(m) is "Makefile" or "Kbuild").Select(m => Path.GetDirectoryName(m) ?? "").Distinct(StringComparer.Ordinal);
     }
 
-    /// <summary>The lines of a Makefile that name <paramref name="word"/>, as "path:line: text", with the conditionals around them.</summary>
-    private IEnumerable<string> Mentions(string makefile, string word)
+    /// <summary>
+    /// The logical lines (continuations joined) of a Makefile that name <paramref name="word"/>, as
+    /// "path:line: text", with the conditionals around them. With <paramref name="objectPath"/>, only the
+    /// lines whose word can be that object (a path relative to the Makefile's directory, or one made with a variable).
+    /// </summary>
+    private IEnumerable<string> Mentions(string makefile, string word, string? objectPath = null)
     {
         var path = Path.Combine(_tree, makefile);
         if (!File.Exists(path)) yield break;
+        var directory = Path.GetDirectoryName(makefile) ?? "";
         var conditions = new Stack<string>();
-        var number = 0;
-        foreach (var line in File.ReadLines(path))
+        var lines = File.ReadAllLines(path);
+        for (var i = 0; i < lines.Length; i++)
         {
-            number++;
-            var trimmed = line.Trim();
+            var first = i;
+            var logical = lines[i];
+            while (logical.EndsWith('\\') && i + 1 < lines.Length) logical = logical[..^1] + " " + lines[++i];
+            var trimmed = logical.Trim();
             if (Conditional().IsMatch(trimmed)) conditions.Push(trimmed);
             else if (trimmed.StartsWith("endif", StringComparison.Ordinal) && conditions.Count > 0) conditions.Pop();
             else if (trimmed.StartsWith("else", StringComparison.Ordinal) && conditions.Count > 0) conditions.Push("not (" + conditions.Pop() + ")");
-            if (trimmed.StartsWith('#') || !WordPattern(word).IsMatch(line)) continue;
+            if (trimmed.StartsWith('#') || !WordPattern(word).IsMatch(logical)) continue;
+            if (objectPath is not null && !trimmed.Split([' ', '\t', '='], StringSplitOptions.RemoveEmptyEntries)
+                    .Where(t => t == word || t.EndsWith("/" + word, StringComparison.Ordinal))
+                    .Any(t => t.Contains('$') || Normalize(directory.Length == 0 ? t : directory + "/" + t) == objectPath))
+                continue;
             var inside = conditions.Count > 0 ? $" (inside {string.Join(", ", conditions.Reverse())})" : "";
-            yield return $"{makefile}:{number}: {trimmed}{inside}";
+            yield return $"{makefile}:{first + 1}: {Regex.Replace(trimmed, @"\s+", " ")}{inside}";
         }
+    }
+
+    private static string Normalize(string path)
+    {
+        var parts = new List<string>();
+        foreach (var part in path.Split('/'))
+        {
+            if (part is "." or "") continue;
+            if (part == ".." && parts.Count > 0) parts.RemoveAt(parts.Count - 1);
+            else parts.Add(part);
+        }
+        return string.Join('/', parts);
     }
 
     private static Regex WordPattern(string word) => new($@"(^|[\s/=""']){Regex.Escape(word)}(\s|$|[)""';])");
@@ -264,6 +350,12 @@ public sealed partial class KbuildUnits
     }
 
     private static string Relative(string path, string directory) => directory.Length == 0 ? path : path[(directory.Length + 1)..];
+
+    [GeneratedRegex(@"^\$\(obj\)/(?<object>[A-Za-z0-9_./-]+\.o)\s*:[^\n]*?\$\(srctree\)/(?<source>[A-Za-z0-9_./-]+\.c)", RegexOptions.Multiline)]
+    private static partial Regex RuleFromSource();
+
+    [GeneratedRegex(@"^\s*-?s?include\s")]
+    private static partial Regex IncludeLine();
 
     [GeneratedRegex(@"CONFIG_[A-Za-z0-9_]+")]
     private static partial Regex ConfigSymbol();

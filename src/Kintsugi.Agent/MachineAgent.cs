@@ -81,6 +81,10 @@ public sealed class MachineAgent
                 backoff.Reset();
                 delay = Backoff.Jitter(Interval);
             }
+            catch (OperationCanceledException) when (cancellation.IsCancellationRequested)
+            {
+                break; // stopping: a request in flight was cancelled
+            }
             catch (ServerUnavailableException e)
             {
                 delay = backoff.Next(e.RetryAfter);
@@ -135,41 +139,60 @@ public sealed class MachineAgent
     private async Task<CycleResult> RunWithServerAsync(ServerClient server, CancellationToken cancellation)
     {
         var credential = await EnsureEnrolledAsync(server, cancellation);
+        var guard = Guard();
+        var reported = guard.Freshness;
         CheckInResponse response;
-        try { response = await server.CheckInAsync(credential, CheckInRequestFor(null, null), cancellation); }
+        try { response = await server.CheckInAsync(credential, CheckInRequestFor(null, null, guard), cancellation); }
         catch (CredentialRefusedException e) when (_config.EnrollmentToken is not null)
         {
             // The credential was revoked (or the machine was re-enrolled elsewhere): the token is still configured, so enroll again.
             _log($"{e.Message}; enrolling again with the configured token");
             File.Delete(CredentialPath);
             credential = await EnsureEnrolledAsync(server, cancellation);
-            response = await server.CheckInAsync(credential, CheckInRequestFor(null, null), cancellation);
+            response = await server.CheckInAsync(credential, CheckInRequestFor(null, null, guard), cancellation);
         }
         // The epoch only moves forward: an answer from a lagging replica must not trigger check-ins again.
         SaveIdentity(current => current! with { CheckInSeconds = response.CheckInSeconds, EventsWaitSeconds = response.EventsWaitSeconds, Epoch = Math.Max(current.Epoch, response.Epoch) });
+        var trust = TrustStore.Open(_config.TrustStore);
+        var refusals = guard.Offer(response.Metadata, response.Timestamp, trust);
+        var notes = refusals.ToList();
+        if (guard.Freshness == MetadataFreshness.Stale) notes.Add(guard.Describe());
+        foreach (var note in notes) _log(note);
         if (KillSwitch.Reason(_paths) is { } disabled) return Finish(false, $"automatic patching is disabled: {disabled}", ExitCode.Disabled);
 
         var changed = false;
         var outcome = ExitCode.Success;
         var detail = "";
+        var running = AppliedRecord()?.Origin?.Level;
         switch (response.Action)
         {
             case CheckInAction.Apply when response.Release is { } release:
                 if (AppliedRecord()?.Origin?.Bundle == release.Bundle.ToString()) break;
-                await server.CheckInAsync(credential, CheckInRequestFor(PatchState.Applying, $"applying level {release.Level}"), cancellation);
+                if (guard.Refuse(release.Level, running) is { } refusedOffer)
+                {
+                    (outcome, detail) = RefuseRelease(release, $"nothing downloaded: {refusedOffer}");
+                    break;
+                }
+                await server.CheckInAsync(credential, CheckInRequestFor(PatchState.Applying, $"applying level {release.Level}", guard), cancellation);
                 try
                 {
                     var bytes = await server.DownloadAsync(credential, release, cancellation);
-                    var verified = BundleVerifier.Verify(Bundle.Read(bytes), TrustStore.Open(_config.TrustStore), RunningTarget());
-                    (changed, outcome, detail) = ApplyOffer(new VerifiedOffer(verified, release.Bundle, release.Url));
+                    var verified = BundleVerifier.Verify(Bundle.Read(bytes), trust, RunningTarget());
+                    // The signed level decides, not the level the server claimed for it.
+                    if (guard.Refuse(verified.Manifest.CumulativeLevel, running) is { } refusedBundle)
+                        (outcome, detail) = RefuseRelease(release, $"nothing loaded: {refusedBundle}");
+                    else
+                        (changed, outcome, detail) = ApplyOffer(new VerifiedOffer(verified, release.Bundle, release.Url));
                 }
                 catch (BundleException e)
                 {
-                    detail = $"level {release.Level} ({release.Bundle}) refused, nothing loaded: {e.Message}";
-                    _log(detail);
-                    SaveAttempt(PatchState.ApplyFailed, release.Level, release.Bundle.ToString(), detail);
-                    outcome = ExitCode.InputRefused;
+                    (outcome, detail) = RefuseRelease(release, $"nothing loaded: {e.Message}");
                 }
+                break;
+            case CheckInAction.Remove when guard.RefuseRemove(running) is { } refusedRemove:
+                detail = refusedRemove;
+                _log(detail);
+                outcome = ExitCode.InputRefused;
                 break;
             case CheckInAction.Remove:
                 var removed = _applier.RemoveAll(_config.TransitionTimeout);
@@ -178,10 +201,22 @@ public sealed class MachineAgent
                 SaveAttempt(PatchState.Revoked, null, null, detail);
                 break;
         }
+        if (notes.Count > 0) detail = string.Join("; ", detail.Length > 0 ? [detail, .. notes] : notes);
         var result = Finish(changed, detail, outcome);
-        if (changed || outcome != ExitCode.Success)
-            await server.CheckInAsync(credential, CheckInRequestFor(null, detail), cancellation);
+        if (changed || outcome != ExitCode.Success || refusals.Count > 0 || guard.Freshness != reported)
+            await server.CheckInAsync(credential, CheckInRequestFor(null, detail, guard), cancellation);
         return result;
+    }
+
+    /// <summary>The release-metadata guard for the running build (docs/bundle-format.md, "Release metadata").</summary>
+    public ReleaseGuard Guard() => new(StateDirectory, RunningTarget().BuildId);
+
+    private (ExitCode Outcome, string Detail) RefuseRelease(ReleaseOffer release, string why)
+    {
+        var detail = $"level {release.Level} ({release.Bundle}) refused, {why}";
+        _log(detail);
+        SaveAttempt(PatchState.ApplyFailed, release.Level, release.Bundle.ToString(), detail);
+        return (ExitCode.InputRefused, detail);
     }
 
     /// <summary>Applies a verified bundle unless it is what runs already or it was quarantined.</summary>
@@ -258,13 +293,14 @@ public sealed class MachineAgent
     private static KernelTarget RunningTarget() =>
         new(RunningKernel.Release, null, RunningKernel.BuildId ?? throw new AgentException("the running kernel's build-id cannot be read from /sys/kernel/notes; bundles cannot be matched to it"));
 
-    private CheckInRequest CheckInRequestFor(PatchState? state, string? detail)
+    private CheckInRequest CheckInRequestFor(PatchState? state, string? detail, ReleaseGuard? guard = null)
     {
         var status = MachineStatus.Read(_paths);
         var text = detail ?? status.LastAttempt?.Detail;
         if (text is { Length: > CheckInRequest.MaxDetailLength }) text = text[..CheckInRequest.MaxDetailLength];
         return new CheckInRequest(Identity(), state ?? PatchStates.Parse(status.State), status.Level,
-            status.Bundle is { } b ? Sha256Digest.Parse(b) : null, status.EffectivePackageVersion, (long)RunningKernel.Taint.Mask, text, Version);
+            status.Bundle is { } b ? Sha256Digest.Parse(b) : null, status.EffectivePackageVersion, (long)RunningKernel.Taint.Mask, text, Version,
+            guard is null ? null : new MetadataReport(guard.Freshness.ToString().ToLowerInvariant(), guard.Metadata?.Metadata.Version, guard.Expires));
     }
 
     private static KernelIdentity Identity() => new(RunningKernel.Release, RunningTarget().BuildId, RunningKernel.PackageVersion);

@@ -31,6 +31,8 @@ public enum BundleFailure
     KeyFile,
     /// <summary>The trust store directory is inconsistent or cannot be written.</summary>
     TrustStore,
+    /// <summary>Release metadata or a timestamp is not a valid, canonical signed document.</summary>
+    InvalidMetadata,
 }
 
 /// <summary>

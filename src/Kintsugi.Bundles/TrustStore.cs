@@ -26,16 +26,26 @@ public sealed class TrustStore
     public const string TrustedDirectoryName = "trusted";
     public const string RetiredDirectoryName = "retired";
 
+    /// <summary>Online timestamp keys: they can only extend release metadata's freshness (docs/bundle-format.md).</summary>
+    public const string TimestampDirectoryName = "timestamp";
+
     private readonly Dictionary<PublisherKeyId, TrustedKey> _keys;
+    private readonly Dictionary<PublisherKeyId, PublisherPublicKey> _timestampKeys;
 
     /// <summary>The directory the store lives in.</summary>
     public string Directory { get; }
 
-    private TrustStore(string directory, Dictionary<PublisherKeyId, TrustedKey> keys)
+    private TrustStore(string directory, Dictionary<PublisherKeyId, TrustedKey> keys, Dictionary<PublisherKeyId, PublisherPublicKey> timestampKeys)
     {
         Directory = directory;
         _keys = keys;
+        _timestampKeys = timestampKeys;
     }
+
+    /// <summary>The timestamp keys, ordered by id.</summary>
+    public IReadOnlyList<PublisherPublicKey> TimestampKeys => [.. _timestampKeys.Values.OrderBy(k => k.Id.ToString(), StringComparer.Ordinal)];
+
+    public PublisherPublicKey? FindTimestampKey(PublisherKeyId id) => _timestampKeys.GetValueOrDefault(id);
 
     /// <summary>Every key, ordered by id.</summary>
     public IReadOnlyList<TrustedKey> Keys => [.. _keys.Values.OrderBy(k => k.Id.ToString(), StringComparer.Ordinal)];
@@ -49,24 +59,36 @@ public sealed class TrustStore
     {
         var keys = new Dictionary<PublisherKeyId, TrustedKey>();
         foreach (var (subdirectory, state) in new[] { (TrustedDirectoryName, KeyState.Trusted), (RetiredDirectoryName, KeyState.Retired) })
-        {
-            var path = Path.Combine(directory, subdirectory);
-            if (!System.IO.Directory.Exists(path)) continue;
-            foreach (var file in System.IO.Directory.EnumerateFiles(path, "*.pem").Order(StringComparer.Ordinal))
-            {
-                PublisherPublicKey key;
-                try { key = PublisherPublicKey.Load(file); }
-                catch (BundleException e)
-                {
-                    throw new BundleException(BundleFailure.TrustStore, $"trust store {directory}: {e.Message}; remove or fix that file", e);
-                }
-                if (Path.GetFileNameWithoutExtension(file) != key.Id.ToString())
-                    throw new BundleException(BundleFailure.TrustStore, $"trust store {directory}: {file} holds key {key.Id}, not the key its name says; rename it to {key.Id}.pem");
+            foreach (var key in LoadKeys(directory, subdirectory))
                 // Retired wins over trusted (a retirement interrupted half way still counts).
                 if (state == KeyState.Retired || !keys.ContainsKey(key.Id)) keys[key.Id] = new TrustedKey(key, state);
-            }
+        var timestampKeys = new Dictionary<PublisherKeyId, PublisherPublicKey>();
+        foreach (var key in LoadKeys(directory, TimestampDirectoryName))
+        {
+            // One key, one role: a timestamp key that could also sign bundles would be more than a freshness key.
+            if (keys.ContainsKey(key.Id))
+                throw new BundleException(BundleFailure.TrustStore, $"trust store {directory}: key {key.Id} is both a publisher key and a timestamp key; generate a separate timestamp key");
+            timestampKeys[key.Id] = key;
         }
-        return new TrustStore(directory, keys);
+        return new TrustStore(directory, keys, timestampKeys);
+    }
+
+    private static IEnumerable<PublisherPublicKey> LoadKeys(string directory, string subdirectory)
+    {
+        var path = Path.Combine(directory, subdirectory);
+        if (!System.IO.Directory.Exists(path)) yield break;
+        foreach (var file in System.IO.Directory.EnumerateFiles(path, "*.pem").Order(StringComparer.Ordinal))
+        {
+            PublisherPublicKey key;
+            try { key = PublisherPublicKey.Load(file); }
+            catch (BundleException e)
+            {
+                throw new BundleException(BundleFailure.TrustStore, $"trust store {directory}: {e.Message}; remove or fix that file", e);
+            }
+            if (Path.GetFileNameWithoutExtension(file) != key.Id.ToString())
+                throw new BundleException(BundleFailure.TrustStore, $"trust store {directory}: {file} holds key {key.Id}, not the key its name says; rename it to {key.Id}.pem");
+            yield return key;
+        }
     }
 
     public TrustedKey? Find(PublisherKeyId id) => _keys.GetValueOrDefault(id);
@@ -75,6 +97,8 @@ public sealed class TrustStore
     public TrustedKey Add(PublisherPublicKey key)
     {
         ArgumentNullException.ThrowIfNull(key);
+        if (_timestampKeys.ContainsKey(key.Id))
+            throw new BundleException(BundleFailure.TrustStore, $"key {key.Id} is a timestamp key here; a publisher key must be a separate key");
         if (_keys.TryGetValue(key.Id, out var existing))
         {
             if (existing.State == KeyState.Retired)
@@ -84,6 +108,17 @@ public sealed class TrustStore
         var directory = Path.Combine(Directory, TrustedDirectoryName);
         Write(directory, key);
         return _keys[key.Id] = new TrustedKey(key, KeyState.Trusted);
+    }
+
+    /// <summary>Adds an online timestamp key (idempotent): it can extend release metadata's expiry, nothing else.</summary>
+    public PublisherPublicKey AddTimestampKey(PublisherPublicKey key)
+    {
+        ArgumentNullException.ThrowIfNull(key);
+        if (_keys.ContainsKey(key.Id))
+            throw new BundleException(BundleFailure.TrustStore, $"key {key.Id} is a publisher key here; a timestamp key must be a separate key");
+        if (_timestampKeys.TryGetValue(key.Id, out var existing)) return existing;
+        Write(Path.Combine(Directory, TimestampDirectoryName), key);
+        return _timestampKeys[key.Id] = key;
     }
 
     /// <summary>

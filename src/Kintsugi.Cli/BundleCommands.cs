@@ -22,6 +22,7 @@ internal static class BundleCommands
         bundle.Subcommands.Add(Sign());
         bundle.Subcommands.Add(Verify());
         bundle.Subcommands.Add(Inspect());
+        bundle.Subcommands.Add(Metadata());
         return bundle;
     }
 
@@ -75,6 +76,36 @@ internal static class BundleCommands
             Console.WriteLine($"{outputPath}: level {cumulativeLevel} for {target}, {stated.Fixes.Count} fix(es), signed by {signingKey.Id}");
             Console.WriteLine($"sha256 {Sha256Digest.Of(bundle.ToArray())}");
             return 0;
+        });
+        return command;
+    }
+
+    private static Command Metadata()
+    {
+        var key = new Option<FileInfo>("--key") { Description = "The publisher's private key (the one that signs bundles)", Required = true };
+        var release = new Option<string>("--release") { Description = "The kernel release (uname -r)", Required = true };
+        var buildId = new Option<string>("--build-id") { Description = "The kernel build's GNU build-id (hex)", Required = true };
+        var version = new Option<long>("--metadata-version") { Description = "The metadata version: above every version signed before for this build", Required = true };
+        var current = new Option<int>("--current") { Description = "The highest level published for this build", Required = true };
+        var minimum = new Option<int>("--minimum") { Description = "The lowest level machines may run (default 0: none)" };
+        var revoke = new Option<int[]>("--revoke") { Description = "A revoked level (repeatable)", AllowMultipleArgumentsPerToken = true };
+        var expires = new Option<string>("--expires") { Description = "How long the statement holds before agents report it stale, unless a timestamp extends it (e.g. 30d)", DefaultValueFactory = _ => "30d" };
+        var output = new Option<FileInfo>("--output", "-o") { Description = "Where to write the signed metadata", Required = true };
+        var command = new Command("metadata", "Sign release metadata for one kernel build: current, minimum and revoked levels, with an expiry (docs/bundle-format.md)")
+            { key, release, buildId, version, current, minimum, revoke, expires, output };
+        command.Action = Cli.Run(parse =>
+        {
+            var hex = parse.GetValue(buildId)!.ToLowerInvariant();
+            if (!BuildId.TryParse(hex, out var id)) throw new BundleException(BundleFailure.InvalidMetadata, $"--build-id '{hex}' is not a build-id (hex digits)");
+            var lifetime = Kintsugi.Agent.AgentConfig.ParseDuration(parse.GetValue(expires)!, "--expires", 0, TimeSpan.FromMinutes(1));
+            using var signingKey = PublisherKey.Load(parse.GetValue(key)!.FullName);
+            var signed = SignedReleaseMetadata.Create(new ReleaseMetadataDescription(new KernelTarget(KernelRelease.Parse(parse.GetValue(release)!), null, id),
+                parse.GetValue(version), parse.GetValue(current), parse.GetValue(minimum), parse.GetValue(revoke) ?? [], DateTimeOffset.UtcNow + lifetime), signingKey);
+            var path = parse.GetValue(output)!.FullName;
+            File.WriteAllText(path, signed.Text);
+            var m = signed.Metadata;
+            Console.WriteLine($"{path}: {signed}, current level {m.CurrentLevel}, minimum {m.MinimumLevel}, revoked [{string.Join(",", m.RevokedLevels)}], expires {m.Expires:u}, signed by {signingKey.Id}");
+            return Task.FromResult(0);
         });
         return command;
     }

@@ -37,8 +37,11 @@ internal static class Cli
             }
             catch (Exception e) when (e is not OperationCanceledException)
             {
-                Console.Error.WriteLine($"kintsugi: internal error: {e.Message}" + (verbose ? "" : " (rerun with --verbose for details)"));
+                // Not the input's fault nor the machine's: a defect of kintsugi, which the user can only report.
+                Console.Error.WriteLine($"kintsugi: internal error: {e.Message}");
                 if (verbose) PrintCauses(e);
+                Console.Error.WriteLine("kintsugi: this is a bug in kintsugi, not a problem with your input; please report it" +
+                    (verbose ? " with the details above" : " with the output of the same command rerun with --verbose"));
                 return (int)ExitCode.InternalError;
             }
         }

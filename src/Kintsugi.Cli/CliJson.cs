@@ -19,6 +19,7 @@ public sealed record PreparedTree(string Release, string BuildId, string Directo
 [JsonSerializable(typeof(BootResult))]
 [JsonSerializable(typeof(PreparedTree))]
 [JsonSerializable(typeof(KernelBuildResult))]
+[JsonSerializable(typeof(DiffReport))]
 [JsonSerializable(typeof(Kintsugi.Lab.PatchTestResult))]
 [JsonSerializable(typeof(KeyListing))]
 [JsonSerializable(typeof(IReadOnlyList<KeyListing>))]

@@ -24,6 +24,7 @@ internal static class KernelCommands
         kernel.Subcommands.Add(Fetch());
         kernel.Subcommands.Add(Prepare());
         kernel.Subcommands.Add(Build());
+        kernel.Subcommands.Add(DiffCommand.Create());
         kernel.Subcommands.Add(Test());
         return kernel;
     }

@@ -49,11 +49,18 @@ internal static class KeysCommands
     {
         var path = new Argument<FileInfo>("public-key") { Description = "A publisher's public key (.pub, SubjectPublicKeyInfo PEM)" };
         var trust = TrustOption();
-        var command = new Command("trust", "Add a publisher's public key to the trust store: bundles it signs verify from now on") { path, trust };
+        var timestamp = new Option<bool>("--timestamp") { Description = "Trust it as an online timestamp key (a server's keys/timestamp.pub): it may only extend release metadata's freshness" };
+        var command = new Command("trust", "Add a publisher's public key to the trust store: bundles it signs verify from now on") { path, trust, timestamp };
         command.Action = Cli.Run(parse =>
         {
             var key = PublisherPublicKey.Load(parse.GetValue(path)!.FullName);
             var store = TrustStore.Open(parse.GetValue(trust)!);
+            if (parse.GetValue(timestamp))
+            {
+                store.AddTimestampKey(key);
+                Console.WriteLine($"{key.Id}: trusted as a timestamp key in {store.Directory}");
+                return Task.FromResult(0);
+            }
             store.Add(key);
             Console.WriteLine($"{key.Id}: trusted in {store.Directory}");
             return Task.FromResult(0);

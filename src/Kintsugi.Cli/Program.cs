@@ -11,9 +11,10 @@ var root = new RootCommand($"""
       1    internal error (a bug: rerun with --verbose and report it)
       2    usage error
       3    input refused (not a module, not a livepatch, built for another kernel, malformed)
-      4    livepatch transition failed (it was reverted) or the kernel refused to remove a module
+      4    livepatch transition failed (it was reverted) or the kernel refused to remove a module;
+           user apply/revert: a process could not be changed (busy or failed; it was left as it was)
       5    environment lacks something (not root, no livepatch support, a tool missing)
-      6    not found (a kernel in the archive, a loaded patch)
+      6    not found (a kernel in the archive, a loaded patch; user: no process maps the object or has the patch)
       7    disabled by the kill switch (kintsugi.enable=0 or /etc/kintsugi/disabled)
       8    kernel test: the module failed its test in the lab
       9    kernel build: the fix changes no machine code of the target; no module written
@@ -27,6 +28,7 @@ root.Subcommands.Add(LabCommands.Create());
 root.Subcommands.Add(KeysCommands.Create());
 root.Subcommands.Add(BundleCommands.Create());
 root.Subcommands.Add(AgentCommands.Create());
+root.Subcommands.Add(UserCommands.Create());
 root.Subcommands.Add(UnameCommand.Create());
 root.Subcommands.Add(DemoCommand.Create());
 root.Subcommands.Add(ServerCommands.Create());

@@ -34,6 +34,7 @@ internal static class ServerCommands
         server.Subcommands.Add(Releases());
         server.Subcommands.Add(Promote());
         server.Subcommands.Add(Revoke());
+        server.Subcommands.Add(MetadataCommand());
         server.Subcommands.Add(Machines());
         server.Subcommands.Add(Channels());
         server.Subcommands.Add(Tokens());
@@ -249,6 +250,28 @@ internal static class ServerCommands
             else Console.WriteLine($"{S(result, "id")} revoked ({S(result, "kernelRelease")} level {S(result, "level")})");
             return 0;
         });
+        return command;
+    }
+
+    private static Command MetadataCommand()
+    {
+        var file = new Argument<FileInfo>("metadata") { Description = "Signed release metadata (kintsugi bundle metadata)" };
+        var json = Cli.Json();
+        var publish = new Command("publish", "Store the publisher's signed release metadata for its kernel build; the levels it revokes are revoked fleet-wide and agents receive it at their next check-in") { file, json };
+        publish.Action = Cli.Run(async parse =>
+        {
+            var path = parse.GetValue(file)!;
+            if (!path.Exists) throw new ServerRequestException($"{path.FullName} does not exist", ExitCode.NotFound);
+            using var api = Connect(parse);
+            var result = await api.JsonAsync(HttpMethod.Post, "/api/v1/metadata", new JsonObject { ["metadata"] = await File.ReadAllTextAsync(path.FullName) });
+            if (parse.GetValue(json)) Print(result);
+            else Console.WriteLine($"release metadata version {S(result, "version")} for {S(result, "kernelRelease")} ({S(result, "buildId")}): current level {S(result, "currentLevel")}, " +
+                                   $"minimum {S(result, "minimumLevel")}, revoked [{string.Join(",", result["revokedLevels"]!.AsArray().Select(l => l!.ToString()))}]; " +
+                                   $"releases revoked now: {result["revokedReleases"]!.AsArray().Count}");
+            return 0;
+        });
+        var command = new Command("metadata", "Signed release metadata per kernel build (docs/bundle-format.md): what agents need before they roll back or remove");
+        command.Subcommands.Add(publish);
         return command;
     }
 

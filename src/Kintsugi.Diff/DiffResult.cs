@@ -31,6 +31,18 @@ public sealed record DiffOptions(PatchedObjectName Object, string SymbolTag)
     /// in the patched module itself, and is refused. Empty (the default) refuses every such key of a module unit.
     /// </summary>
     public IReadOnlySet<string> LinkedByModuleLoader { get; init; } = new HashSet<string>(StringComparer.Ordinal);
+
+    /// <summary>Receives every decision the differ makes, in order (<c>kintsugi kernel diff --trace</c>).</summary>
+    public Action<DiffDecision>? Trace { get; init; }
+}
+
+/// <summary>The steps of a diff, in the order they run.</summary>
+public enum DiffStep { Correlate, Compare, Include, Refuse, Bind }
+
+/// <summary>One decision of the differ and its reason: what the patch author reads to learn why.</summary>
+public sealed record DiffDecision(DiffStep Step, string Symbol, string Reason)
+{
+    public override string ToString() => $"{Step.ToString().ToLowerInvariant(),-9} {Symbol}: {Reason}";
 }
 
 public enum FunctionChange { Unchanged, Changed, New, Removed }

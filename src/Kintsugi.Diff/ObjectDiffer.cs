@@ -24,16 +24,36 @@ public static partial class ObjectDiffer
         ArgumentNullException.ThrowIfNull(options);
         if (!CIdentifier().IsMatch(options.SymbolTag))
             throw new ArgumentException($"the symbol tag '{options.SymbolTag}' is not a C identifier prefix", nameof(options));
+        // Malformed input is refused where it is detected (DiffException, ElfFormatException); any other
+        // exception is a bug of the differ and surfaces as one, never as a refusal of the user's objects.
         try
         {
             var (before, after) = (new ObjectView(original, "original"), new ObjectView(patched, "patched"));
-            ObjectView.CorrelateNumberedStatics(before, after);
-            return new Differ(before, after, options).Run();
+            var byUsers = ObjectView.CorrelateNumberedStatics(before, after);
+            if (options.Trace is { } trace)
+                foreach (var (o, p) in byUsers)
+                    trace(new DiffDecision(DiffStep.Correlate, p.Name,
+                        $"is {o.Name} of the original: the only static of that base name whose users overlap"));
+            var result = new Differ(before, after, options).Run();
+            if (options.Trace is { } traceResult) TraceOutcome(result, traceResult);
+            return result;
         }
-        catch (Exception e) when (e is not DiffException and not OutOfMemoryException and not ArgumentException)
+        catch (ElfFormatException e)
         {
             throw new DiffException($"the objects cannot be compared as two compilations of one unit: {e.Message}", e);
         }
+    }
+
+    /// <summary>The refusals and the references left for load time, as decisions of the trace.</summary>
+    private static void TraceOutcome(DiffResult result, Action<DiffDecision> trace)
+    {
+        foreach (var refusal in result.Refusals)
+            trace(new DiffDecision(DiffStep.Refuse, refusal.Symbol, $"{refusal.Rule}: {refusal.Message}"));
+        foreach (var reference in result.References)
+            trace(new DiffDecision(DiffStep.Bind, reference.OutputName, (reference.DefinedInUnit
+                    ? $"{(reference.IsLocal ? "local" : "global")} {reference.TargetName} of the running unit"
+                    : $"{reference.TargetName}, defined outside the unit") +
+                $": left undefined for the loader or livepatch to bind ({reference.Sites.Count} site(s))"));
     }
 
     /// <summary>A symbol name as a C identifier fragment.</summary>
@@ -103,8 +123,24 @@ internal sealed class Differ(ObjectView original, ObjectView patched, DiffOption
             }
             _functionChanges[key] = diff.Kind;
             result.Add(diff);
+            Trace(before, after, diff);
         }
         return result;
+    }
+
+    private void Trace(DefinedSymbol? before, DefinedSymbol? after, FunctionDiff diff)
+    {
+        if (options.Trace is not { } trace) return;
+        if (before is not null && after is not null && before.Name != after.Name)
+            trace(new DiffDecision(DiffStep.Correlate, after.Name, $"is {before.Name} of the original (key {after.Key})"));
+        var reason = diff.Kind switch
+        {
+            FunctionChange.New => "new: the original has no such function",
+            FunctionChange.Removed => "removed: the patched unit no longer has it",
+            FunctionChange.Changed => $"changed: its code or its parts differ; replaced by {diff.OutputSymbol}",
+            _ => "unchanged",
+        };
+        trace(new DiffDecision(DiffStep.Compare, diff.Name, diff.Note is null ? reason : $"{reason} ({diff.Note})"));
     }
 
     /// <summary>A function's .cold parts, compared like it: a moved __LINE__ in a cold part is no more a change than in the hot one.</summary>
@@ -144,6 +180,7 @@ internal sealed class Differ(ObjectView original, ObjectView patched, DiffOption
             }
             if (_comparer.SameData(before, after)) continue;
             result.Add(new DataDiff(after.Name, DataChange.Changed, after.IsLocal));
+            options.Trace?.Invoke(new DiffDecision(DiffStep.Compare, after.Name, "changed data: initial value, size or place"));
             if (SpecialSections.IsIgnored(after.Section)) continue;
             _refusals.Add(new DiffRefusal(RefusalRule.DataChanged, after.Name,
                 $"the fix changes the existing data {after.Name} ({after.Section.Name}: its initial value, size or place). The running kernel keeps using the old one; " +

@@ -153,8 +153,11 @@ internal sealed partial class ObjectView
     /// each object, yet it is the same variable: the patched code must keep using the running one, not a fresh copy.
     /// It is matched when, among the statics of its base name left unmatched, exactly one on each side shares a user with the other.
     /// </summary>
-    public static void CorrelateNumberedStatics(ObjectView original, ObjectView patched)
+    /// <returns>The statics matched this way, as (original, patched) pairs.</returns>
+    public static IReadOnlyList<(DefinedSymbol Original, DefinedSymbol Patched)> CorrelateNumberedStatics(
+        ObjectView original, ObjectView patched)
     {
+        var matched = new List<(DefinedSymbol, DefinedSymbol)>();
         var unmatchedBefore = original.NumberedStatics.Where(d => !patched.ByKey.ContainsKey(d.Key)).ToList();
         var unmatchedAfter = patched.NumberedStatics.Where(d => !original.ByKey.ContainsKey(d.Key)).ToList();
         foreach (var after in unmatchedAfter)
@@ -168,7 +171,9 @@ internal sealed partial class ObjectView
             after.Key = before.Key;
             patched.ByKey[after.Key] = after;
             unmatchedBefore.Remove(before);
+            matched.Add((before, after));
         }
+        return matched;
     }
 
     private static string NumberedBase(string name) => Numbered().Match(name).Groups[1].Value;

@@ -73,6 +73,8 @@ internal sealed class OutputBuilder
         };
         _table.Symbols.Add(symbol);
         _symbols[code] = symbol;
+        _options.Trace?.Invoke(new DiffDecision(DiffStep.Include, code.Name,
+            changed ? $"changed function, copied as {symbol.Name}" : "new code the included code uses, copied"));
         return symbol;
     }
 
@@ -96,6 +98,9 @@ internal sealed class OutputBuilder
         };
         _table.Symbols.Add(symbol);
         _symbols[data] = symbol;
+        _options.Trace?.Invoke(new DiffDecision(DiffStep.Include, data.Name, data.Role == SymbolRole.Special
+            ? "per-use static (warning state, debug descriptor, key), a fresh copy for the new code"
+            : "new data the included code uses, copied"));
         _pending.Enqueue((data.Section, section, data.Start, data.End, data.Start));
         return symbol;
     }

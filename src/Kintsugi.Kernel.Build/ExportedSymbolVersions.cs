@@ -1,5 +1,4 @@
 using Kintsugi.Diff;
-using Kintsugi.Kernel.Build.Units;
 
 namespace Kintsugi.Kernel.Build;
 
@@ -31,16 +30,16 @@ public static class ExportedSymbolVersions
     }
 
     /// <summary>Refuses the fix when an exported symbol of a unit has another version after it than before.</summary>
-    public static void Check(IReadOnlyList<TranslationUnit> units, string beforeDirectory, string afterDirectory)
+    public static void Check(IReadOnlyList<Phases.CompiledUnit> units)
     {
         var changes = new List<string>();
         foreach (var unit in units)
         {
-            var before = Read(Path.Combine(beforeDirectory, CommandFile(unit.ObjectPath)));
-            var after = Read(Path.Combine(afterDirectory, CommandFile(unit.ObjectPath)));
+            var before = Read(CommandFile(unit.Before));
+            var after = Read(CommandFile(unit.After));
             foreach (var (symbol, version) in before)
                 if (after.TryGetValue(symbol, out var changed) && changed != version)
-                    changes.Add($"  {unit.SourcePath}: {symbol}: {version} -> {changed}");
+                    changes.Add($"  {unit.Unit.SourcePath}: {symbol}: {version} -> {changed}");
         }
         if (changes.Count == 0) return;
         throw new LivepatchRefusedException(

@@ -36,10 +36,17 @@ public sealed record CheckInRequest(
     string? EffectiveVersion,
     long Taint,
     string? Detail,
-    string AgentVersion)
+    string AgentVersion,
+    MetadataReport? Metadata = null)
 {
     public const int MaxDetailLength = 1024;
 }
+
+/// <summary>
+/// The agent's signed release metadata for its build, as it judges it: <c>none</c> (never seen), <c>fresh</c>, or
+/// <c>stale</c> (expired: newer metadata may be withheld). Absent from agents older than this field.
+/// </summary>
+public sealed record MetadataReport(string Freshness, long? Version, DateTimeOffset? Expires);
 
 [JsonConverter(typeof(JsonStringEnumConverter<CheckInAction>))]
 public enum CheckInAction
@@ -57,7 +64,10 @@ public enum CheckInAction
 /// <summary>A release the server offers: its level and the content address of its bundle.</summary>
 public sealed record ReleaseOffer(int Level, Sha256Digest Bundle, long Size, string Url);
 
-public sealed record CheckInResponse(CheckInAction Action, ReleaseOffer? Release, int CheckInSeconds, int EventsWaitSeconds, long Epoch);
+/// <param name="Metadata">The newest signed release metadata for the machine's build (the envelope's JSON text), or null.</param>
+/// <param name="Timestamp">A timestamp extending that metadata's freshness (JSON text), or null.</param>
+public sealed record CheckInResponse(CheckInAction Action, ReleaseOffer? Release, int CheckInSeconds, int EventsWaitSeconds, long Epoch,
+    string? Metadata = null, string? Timestamp = null);
 
 public sealed record EventsResponse(long Epoch);
 
@@ -72,6 +82,7 @@ public sealed record ProblemDocument(string? Type, string Title, int Status, str
 [JsonSerializable(typeof(EnrollRequest))]
 [JsonSerializable(typeof(EnrollResponse))]
 [JsonSerializable(typeof(CheckInRequest))]
+[JsonSerializable(typeof(MetadataReport))]
 [JsonSerializable(typeof(CheckInResponse))]
 [JsonSerializable(typeof(EventsResponse))]
 [JsonSerializable(typeof(ProblemDocument))]

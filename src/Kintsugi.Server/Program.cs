@@ -19,9 +19,10 @@ var promotionInterval = new Option<double>("--promotion-interval-seconds") { Des
 var epochPoll = new Option<int>("--epoch-poll-ms") { Description = "How often a replica reads the epoch other replicas move", DefaultValueFactory = _ => 500 };
 var enrollRate = new Option<int>("--enrollments-per-minute") { Description = "Enrollments allowed per source address per minute", DefaultValueFactory = _ => 30 };
 var trust = new Option<string?>("--trust") { Description = "Import the publisher keys of this trust-store directory at start" };
+var timestampKey = new Option<string?>("--timestamp-key") { Description = "The online timestamp key (PKCS#8 PEM) that extends release metadata's freshness; default DATA/keys/timestamp.pem, made at first start; share one file between replicas" };
 var channels = new Option<string[]>("--channel") { Description = "Initial channels, in order, on an empty server (repeatable; default canary, production)" };
 
-var run = new Command("run", "Run the patch server") { dataOption, postgresOption, listen, tlsCert, tlsKey, tlsName, checkIn, eventsWait, promotionInterval, epochPoll, enrollRate, trust, channels };
+var run = new Command("run", "Run the patch server") { dataOption, postgresOption, listen, tlsCert, tlsKey, tlsName, checkIn, eventsWait, promotionInterval, epochPoll, enrollRate, trust, timestampKey, channels };
 run.SetAction(async (parse, cancellation) => await Guard(async () =>
 {
     if (parse.GetValue(checkIn) is < 60 or > 86_400) throw new ServerConfigurationException("--check-in-seconds must be between 60 and 86400");
@@ -40,6 +41,7 @@ run.SetAction(async (parse, cancellation) => await Guard(async () =>
         EpochPollInterval = TimeSpan.FromMilliseconds(Math.Clamp(parse.GetValue(epochPoll), 50, 10_000)),
         EnrollmentsPerMinute = Math.Max(1, parse.GetValue(enrollRate)),
         TrustDirectory = parse.GetValue(trust),
+        TimestampKey = parse.GetValue(timestampKey) is { } key ? Path.GetFullPath(key) : null,
         InitialChannels = parse.GetValue(channels) is { Length: > 0 } c ? c : ["canary", "production"],
     };
     await using var server = await ServerApp.StartAsync(options, message => Console.Error.WriteLine($"kintsugi-server: {message}"));

@@ -87,6 +87,9 @@ public static class ServerApp
         services.AddHostedService(sp => sp.GetRequiredService<Epoch>());
         services.AddSingleton<CheckInWriter>();
         services.AddHostedService(sp => sp.GetRequiredService<CheckInWriter>());
+        var timestamps = new ReleaseTimestamps(options);
+        report($"timestamp key {timestamps.PublicKey.Id}: {options.TimestampKeyPath} (agents trust its .pub as a timestamp key)");
+        services.AddSingleton(timestamps);
         services.AddSingleton<Releases>();
         services.AddSingleton<Machines>();
         services.AddSingleton<ApiTokens>();

@@ -43,6 +43,17 @@ public sealed record ServerOptions
     /// <summary>A machine silent for this many check-in intervals counts as stale.</summary>
     public double StaleAfterIntervals { get; init; } = 2.5;
 
+    /// <summary>
+    /// The online timestamp key (docs/bundle-format.md): it extends release metadata's freshness and nothing else.
+    /// Default DATA/keys/timestamp.pem, made at first start; replicas must share one file.
+    /// </summary>
+    public string? TimestampKey { get; init; }
+
+    /// <summary>How far ahead a timestamp extends release metadata's freshness.</summary>
+    public TimeSpan TimestampLifetime { get; init; } = TimeSpan.FromDays(1);
+
+    public string TimestampKeyPath => TimestampKey ?? Path.Combine(DataDirectory, "keys", "timestamp.pem");
+
     public string DatabasePath => Path.Combine(DataDirectory, "kintsugi.db");
     public string BundleDirectory => Path.Combine(DataDirectory, "bundles");
 }

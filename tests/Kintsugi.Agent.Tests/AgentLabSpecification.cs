@@ -248,8 +248,10 @@ public abstract class AgentLabSpecification(KernelRelease release) : IDisposable
         var kernel = await Kernel;
         var bundle = Inputs.Sign(_publisher, kernel, B, 4);
         var digest = Sha256Digest.Of(bundle);
-        // The server offers level 4 until the machine reports it applied, then revokes it.
-        var revoked = false;
+        var revocation = SignedReleaseMetadata.Create(new ReleaseMetadataDescription(kernel.Kernel.Target, 1, 4, 0, [4], DateTimeOffset.UtcNow.AddDays(7)), _publisher);
+        // The server offers level 4 until the machine reports it applied; then it says "remove" on its own (refused:
+        // nothing signed revokes level 4), and then with the publisher's signed metadata revoking level 4 (obeyed).
+        var phase = 0;
         using var server = new FakeServer(anyHost: true);
         server.Handler = r =>
         {
@@ -258,10 +260,14 @@ public abstract class AgentLabSpecification(KernelRelease release) : IDisposable
             if (r.PathAndQuery == ProtocolPaths.Bundle(digest)) return new(200, bundle, "application/octet-stream");
             if (r.PathAndQuery != ProtocolPaths.CheckIn) return new(404);
             var reported = r.Json;
-            var response = revoked
-                ? new CheckInResponse(CheckInAction.Remove, null, 3600, 30, 2)
-                : new CheckInResponse(CheckInAction.Apply, new ReleaseOffer(4, digest, bundle.Length, ProtocolPaths.Bundle(digest)), 3600, 30, 1);
-            if (reported.GetProperty("state").GetString() == "applied" && reported.GetProperty("level").ValueKind == JsonValueKind.Number) revoked = true;
+            var response = phase switch
+            {
+                0 => new CheckInResponse(CheckInAction.Apply, new ReleaseOffer(4, digest, bundle.Length, ProtocolPaths.Bundle(digest)), 3600, 30, 1),
+                1 => new CheckInResponse(CheckInAction.Remove, null, 3600, 30, 2),
+                _ => new CheckInResponse(CheckInAction.Remove, null, 3600, 30, 3, revocation.Text),
+            };
+            if (phase == 0 && reported.GetProperty("state").GetString() == "applied" && reported.GetProperty("level").ValueKind == JsonValueKind.Number) phase = 1;
+            else if (phase == 1 && reported.GetProperty("detail").GetString()?.Contains("level 4 keeps running") == true) phase = 2;
             return new(200, response);
         };
         var config = $"""
@@ -275,6 +281,8 @@ public abstract class AgentLabSpecification(KernelRelease release) : IDisposable
             echo @apply; kintsugi agent run --once 2>&1; echo "@apply=$?"
             {Report}
             echo @credential; stat -c %a /var/lib/kintsugi/agent/credential
+            echo @bare-remove; kintsugi agent run --once 2>&1; echo "@bare-remove=$?"
+            echo @bare-livepatches; ls /sys/kernel/livepatch
             echo @revoke; kintsugi agent run --once 2>&1; echo "@revoke=$?"
             echo @after-livepatches; ls /sys/kernel/livepatch
             echo @after-status; kintsugi status --json
@@ -299,13 +307,17 @@ public abstract class AgentLabSpecification(KernelRelease release) : IDisposable
         Assert.Equal(kernel.Kernel.Target.BuildId.ToString(), enroll.GetProperty("kernel").GetProperty("buildId").GetString());
         Assert.Equal(kernel.Kernel.Target.PackageVersion, enroll.GetProperty("kernel").GetProperty("packageVersion").GetString());
         var states = requests.Where(r => r.PathAndQuery == ProtocolPaths.CheckIn).Select(r => r.Json.GetProperty("state").GetString()).ToList();
-        // First check: nothing yet; then "applying" and "applied" at once; then the revoke's check and its report.
-        Assert.Equal(["nothing-to-apply", "applying", "applied", "applied", "revoked"], states);
+        // First check: nothing yet; then "applying" and "applied" at once; then the bare remove's check and its refusal;
+        // then the signed revoke's check and its report.
+        Assert.Equal(["nothing-to-apply", "applying", "applied", "applied", "applied", "applied", "revoked"], states);
         var applied = requests.Where(r => r.PathAndQuery == ProtocolPaths.CheckIn).ElementAt(2).Json;
         Assert.Equal(4, applied.GetProperty("level").GetInt32());
         Assert.Equal(digest.ToString(), applied.GetProperty("bundle").GetString());
         Assert.Equal("99.0.0-kintsugi-fixture", applied.GetProperty("effectiveVersion").GetString());
 
+        Assert.Equal(3, ReturnCode(output, "bare-remove"));
+        Assert.Contains("refused, level 4 keeps running", Section(output, "bare-remove"));
+        Assert.Equal(B, Section(output, "bare-livepatches"));
         Assert.Equal(0, ReturnCode(output, "revoke"));
         Assert.Contains("revoked: removed kintsugi_fixture_cmdline_b", Section(output, "revoke"));
         Assert.Equal("", Section(output, "after-livepatches"));

@@ -46,6 +46,9 @@ public sealed class FleetLabSpecification(ITestOutputHelper output) : IDisposabl
         using var publisher = PublisherKey.Generate();
         var publicKey = Path.Combine(_dir, "publisher.pub");
         publisher.PublicKey.Save(publicKey);
+        var privateKey = Path.Combine(_dir, "publisher.key");
+        publisher.Save(privateKey);
+        var timestampKey = Path.Combine(server.DataDirectory, "keys", "timestamp.pub");
         Operator(server, ca, "trust", "add", publicKey);
         var bundles = new List<string>();
         foreach (var kernel in kernels)
@@ -78,6 +81,7 @@ public sealed class FleetLabSpecification(ITestOutputHelper output) : IDisposabl
                 hostname fleet-{name}
                 mkdir -p /etc/kintsugi
                 kintsugi keys trust /inputs/publisher.pub --trust /etc/kintsugi/trust > /dev/null || exit 10
+                kintsugi keys trust --timestamp /inputs/timestamp.pub --trust /etc/kintsugi/trust > /dev/null || exit 11
                 cp /inputs/agent.conf /inputs/server.crt /etc/kintsugi/
                 kintsugi agent run > /run/agent.log 2>&1 &
                 agent=$!
@@ -92,7 +96,8 @@ public sealed class FleetLabSpecification(ITestOutputHelper output) : IDisposabl
                 echo @cmdline; cat /proc/cmdline
                 echo @status; kintsugi status --json
                 echo @end
-                """, [new GuestFile(publicKey, "/inputs/publisher.pub"), new GuestFile(config, "/inputs/agent.conf"), new GuestFile(ca, "/inputs/server.crt")],
+                """, [new GuestFile(publicKey, "/inputs/publisher.pub"), new GuestFile(config, "/inputs/agent.conf"), new GuestFile(ca, "/inputs/server.crt"),
+                    new GuestFile(timestampKey, "/inputs/timestamp.pub")],
                 timeoutSeconds: 1200);
 
             Exception? failure = null;
@@ -105,10 +110,15 @@ public sealed class FleetLabSpecification(ITestOutputHelper output) : IDisposabl
                 Assert.Equal("canary", applied.GetProperty("channel").GetString());
                 Assert.Equal($"fleet-{name}", applied.GetProperty("hostname").GetString());
 
-                // Revoke level 2: the agent, holding the events long-poll, returns to level 1 and reports it.
+                // Revoke level 2 with the publisher's signed release metadata (the agent goes down a level only on
+                // that): the agent, holding the events long-poll, returns to level 1 and reports it.
+                var metadata = Path.Combine(_dir, $"{kernel.Release}.metadata.json");
+                var (signed, signing) = Run(Repository.KintsugiBinary, ["bundle", "metadata", "--key", privateKey, "--release", kernel.Release.Value,
+                    "--build-id", kernel.Kernel.Target.BuildId.ToString(), "--metadata-version", "1", "--current", "2", "--revoke", "2", "--expires", "7d", "-o", metadata]);
+                Assert.True(signed == 0, signing);
                 await Task.Delay(TimeSpan.FromSeconds(2)); // the agent is back in its long-poll
                 var clock = Stopwatch.StartNew();
-                Operator(server, ca, "revoke", release.LevelTwo, "--reason", "regression on canary");
+                Operator(server, ca, "metadata", "publish", metadata);
                 var back = await WaitForMachineAsync(admin, vm, m => Is(m, kernel, "applied", 1), TimeSpan.FromMinutes(5), $"{kernel.Release} reports level 1 applied after the revoke");
                 var observed = clock.Elapsed;
                 Assert.Equal(release.LevelOneBundle.ToString(), back.GetProperty("bundle").GetString());

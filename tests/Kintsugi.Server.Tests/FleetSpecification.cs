@@ -37,6 +37,44 @@ public abstract class FleetSpecification(Backend backend)
         Assert.True(response.StatusCode is HttpStatusCode.BadRequest or HttpStatusCode.UnprocessableEntity, $"{response.StatusCode}");
     }
 
+    private static SignedReleaseMetadata Metadata(PublisherKey key, long version, int current, int[] revoked) =>
+        SignedReleaseMetadata.Create(new ReleaseMetadataDescription(Kernels.Debian61, version, current, 0, revoked, DateTimeOffset.UtcNow.AddDays(7)), key);
+
+    [Fact]
+    public async Task Signed_release_metadata_revokes_its_levels_travels_to_agents_with_a_fresh_timestamp_and_only_moves_forward()
+    {
+        await using var server = await StartAsync();
+        foreach (var level in new[] { 1, 2, 3 }) await server.PublishAsync(Kernels.Bundle(server.Publisher, Kernels.Debian61, level));
+        var agent = new SimulatedAgent(server, Kernels.Debian61, "web-1");
+        await agent.EnrollAsync(await server.EnrollmentTokenAsync());
+
+        var v1 = Metadata(server.Publisher, 1, 3, [3]);
+        var stored = await server.PostJsonAsync("/api/v1/metadata", new { metadata = v1.Text });
+        Assert.Equal(HttpStatusCode.Created, stored.StatusCode);
+        Assert.Single((await stored.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("revokedReleases").EnumerateArray());
+        Assert.Equal(HttpStatusCode.OK, (await server.PostJsonAsync("/api/v1/metadata", new { metadata = v1.Text })).StatusCode);
+
+        // The agent is offered level 2, with the publisher's statement and the server's timestamp for it.
+        var answer = await agent.CheckInAsync();
+        Assert.Equal(2, answer.Release!.Level);
+        Assert.Equal(v1.Text, answer.Metadata);
+        var timestampKey = (await server.GetJsonAsync("/api/v1/timestamp-key")).GetProperty("pem").GetString()!;
+        using var trust = new TemporaryTrust(server.Publisher.PublicKey, PublisherPublicKey.FromPem(timestampKey));
+        var timestamp = SignedReleaseTimestamp.Read(answer.Timestamp!);
+        timestamp.Verify(trust.Store, SignedReleaseMetadata.Read(answer.Metadata!));
+        Assert.True(timestamp.Timestamp.Expires > DateTimeOffset.UtcNow.AddHours(12));
+
+        // An older version, one the server itself made up, or one from an unknown key is refused.
+        Assert.Equal(HttpStatusCode.Conflict, (await server.PostJsonAsync("/api/v1/metadata", new { metadata = Metadata(server.Publisher, 1, 3, []).Text })).StatusCode);
+        using var stranger = PublisherKey.Generate();
+        Assert.Equal(HttpStatusCode.UnprocessableEntity, (await server.PostJsonAsync("/api/v1/metadata", new { metadata = Metadata(stranger, 2, 3, []).Text })).StatusCode);
+        Assert.Equal(HttpStatusCode.BadRequest, (await server.PostJsonAsync("/api/v1/metadata", new { metadata = "{\"signed\":\"e30=\"}" })).StatusCode);
+        var auditor = server.Client(await server.TokenAsync(Role.Auditor, "aud"));
+        Assert.Equal(HttpStatusCode.Forbidden, (await server.PostJsonAsync("/api/v1/metadata", new { metadata = Metadata(server.Publisher, 2, 3, [2, 3]).Text }, auditor)).StatusCode);
+        Assert.Equal(1, (await server.GetJsonAsync($"/api/v1/metadata/{Kernels.Debian61.BuildId}", auditor)).GetProperty("version").GetInt64());
+        Assert.True((await server.VerifyAuditAsync()).Intact);
+    }
+
     [Fact]
     public async Task Publish_is_idempotent_and_cumulative_levels_only_go_up()
     {
@@ -315,6 +353,23 @@ public abstract class FleetSpecification(Backend backend)
         Assert.True(verification.Intact, string.Join("; ", verification.Problems));
         Assert.Equal(actions.Count, verification.Events);
     }
+}
+
+/// <summary>A trust store in a temporary directory, with a publisher key and a timestamp key.</summary>
+internal sealed class TemporaryTrust : IDisposable
+{
+    private readonly string _directory = Directory.CreateTempSubdirectory("kintsugi-trust-").FullName;
+
+    public TrustStore Store { get; }
+
+    public TemporaryTrust(PublisherPublicKey publisher, PublisherPublicKey timestamp)
+    {
+        Store = TrustStore.Open(_directory);
+        Store.Add(publisher);
+        Store.AddTimestampKey(timestamp);
+    }
+
+    public void Dispose() => Directory.Delete(_directory, recursive: true);
 }
 
 public sealed class SqliteFleet() : FleetSpecification(Backend.Sqlite);

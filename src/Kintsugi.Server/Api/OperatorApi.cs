@@ -57,6 +57,25 @@ public static class OperatorApi
             await Http.WriteAsync(context, await releases.RevokeAsync(id, await Http.ReadAsync<RevokeRequest>(context), who.Actor));
         });
 
+        // ---- signed release metadata ----
+        api.MapPost("/metadata", async (HttpContext context, Releases releases) =>
+        {
+            var who = await Http.RequireAsync(context, Role.Operator);
+            var request = await Http.ReadAsync<ReleaseMetadataRequest>(context);
+            var (view, created) = await releases.PublishMetadataAsync(request.Metadata, who.Actor);
+            await Http.WriteAsync(context, view, created ? StatusCodes.Status201Created : StatusCodes.Status200OK);
+        });
+        api.MapGet("/metadata/{build}", async (HttpContext context, string build, Releases releases) =>
+        {
+            await Http.RequireAsync(context, Role.Auditor);
+            await Http.WriteAsync(context, await releases.MetadataAsync(build));
+        });
+        api.MapGet("/timestamp-key", async (HttpContext context, ReleaseTimestamps timestamps) =>
+        {
+            await Http.RequireAsync(context, Role.Auditor);
+            await Http.WriteAsync(context, new TimestampKeyView(timestamps.PublicKey.Id.ToString(), timestamps.PublicKey.ExportPem()));
+        });
+
         // ---- channels ----
         api.MapGet("/channels", async (HttpContext context, Releases releases) =>
         {

@@ -7,7 +7,8 @@ using Microsoft.Extensions.Logging;
 namespace Kintsugi.Server.Fleet;
 
 /// <summary>What a kernel build in a channel should run: the best release, and the levels revoked for that build.</summary>
-public sealed record Offer(string? ReleaseId, int Level, string? Bundle, long Size, IReadOnlySet<int> RevokedLevels)
+/// <param name="Metadata">The build's newest signed release metadata (envelope text), carried to agents unchanged, or null.</param>
+public sealed record Offer(string? ReleaseId, int Level, string? Bundle, long Size, IReadOnlySet<int> RevokedLevels, string? Metadata = null)
 {
     public bool HasRelease => ReleaseId is not null;
 }
@@ -94,7 +95,7 @@ public sealed class Epoch(Database db, ServerOptions options, ILogger<Epoch> log
         await using (var command = connection.Command(null, "SELECT level FROM releases WHERE build_id = @b AND revoked_at IS NOT NULL", ("@b", buildId)))
         await using (var reader = await command.ExecuteReaderAsync(cancellation))
             while (await reader.ReadAsync(cancellation)) revoked.Add((int)Convert.ToInt64(reader.GetValue(0)));
-        return new Offer(id, level, bundle, size, revoked);
+        return new Offer(id, level, bundle, size, revoked, await Releases.MetadataTextAsync(connection, buildId, cancellation));
     }
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)

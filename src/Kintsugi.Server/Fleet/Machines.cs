@@ -10,7 +10,7 @@ namespace Kintsugi.Server.Fleet;
 public sealed record MachineIdentity(string Id, string Channel, string BuildId, string? State, int? Level, string? Bundle, string? TargetRelease);
 
 /// <summary>Enrollment, machine credentials, the inventory, and enrollment tokens.</summary>
-public sealed class Machines(Database db, ServerOptions options, CheckInWriter writer, Epoch epoch, ServerMetrics metrics)
+public sealed class Machines(Database db, ServerOptions options, CheckInWriter writer, Epoch epoch, ServerMetrics metrics, ReleaseTimestamps timestamps)
 {
     private sealed class MachineRow
     {
@@ -148,7 +148,7 @@ public sealed class Machines(Database db, ServerOptions options, CheckInWriter w
             request.Bundle?.ToString(), effective, request.Taint, detail, offer.ReleaseId, Releases.Now(), address,
             changed ? new StateChange(machine.State, machine.Level, machine.BuildId) : null), cancellation);
         metrics.CountCheckIn(action);
-        return new CheckInResponse(action, release, options.CheckInSeconds, options.EventsWaitSeconds, currentEpoch);
+        return new CheckInResponse(action, release, options.CheckInSeconds, options.EventsWaitSeconds, currentEpoch, offer.Metadata, timestamps.For(offer.Metadata));
     }
 
     // ---- inventory ----

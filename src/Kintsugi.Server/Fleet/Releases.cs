@@ -386,6 +386,95 @@ public sealed class Releases(Database db, BundleStore store, Epoch epoch)
         return view;
     }
 
+    // ---- signed release metadata ----
+
+    private sealed class MetadataRow
+    {
+        public string BuildId { get; set; } = "";
+        public string KernelRelease { get; set; } = "";
+        public long Version { get; set; }
+        public string Document { get; set; } = "";
+        public long PublishedAt { get; set; }
+        public string PublishedBy { get; set; } = "";
+    }
+
+    /// <summary>The newest signed release metadata of a build, as stored (the envelope text), or null.</summary>
+    public static async Task<string?> MetadataTextAsync(DbConnection c, string buildId, CancellationToken cancellation = default) =>
+        (string?)await c.ScalarAsync(null, "SELECT document FROM release_metadata WHERE build_id = @b", ("@b", buildId));
+
+    public async Task<ReleaseMetadataView> MetadataAsync(string buildId)
+    {
+        if (!BuildId.TryParse(buildId, out _)) throw ApiProblem.BadRequest($"'{buildId}' is not a build-id");
+        await using var c = await db.OpenAsync();
+        var row = await c.QuerySingleOrDefaultAsync<MetadataRow>("SELECT build_id, kernel_release, version, document, published_at, published_by FROM release_metadata WHERE build_id = @b",
+            new { b = buildId.ToLowerInvariant() }) ?? throw ApiProblem.NotFound($"no signed release metadata for build {buildId}");
+        return MetadataView(row, []);
+    }
+
+    private static ReleaseMetadataView MetadataView(MetadataRow row, IReadOnlyList<string> revoked)
+    {
+        var m = SignedReleaseMetadata.Read(row.Document);
+        return new ReleaseMetadataView(row.KernelRelease, row.BuildId, row.Version, m.Metadata.CurrentLevel, m.Metadata.MinimumLevel, m.Metadata.RevokedLevels,
+            m.Metadata.Expires, m.KeyId.ToString(), Time(row.PublishedAt), row.PublishedBy, row.Document, revoked);
+    }
+
+    /// <summary>
+    /// Stores the publisher's signed release metadata for a build: it must verify against the fleet's trusted
+    /// publisher keys and carry a higher version than the stored one (the same document again is a no-op).
+    /// Releases it revokes or puts below the minimum are revoked here too, in the same transaction, and the
+    /// epoch moves so agents fetch it at once. The server cannot make or alter such a document; it only
+    /// carries it, so a machine can check that a rollback or a removal was the publisher's decision.
+    /// </summary>
+    public async Task<(ReleaseMetadataView View, bool Created)> PublishMetadataAsync(string text, Actor actor)
+    {
+        SignedReleaseMetadata signed;
+        try { signed = SignedReleaseMetadata.Read(text); }
+        catch (BundleException e) { throw ApiProblem.BadRequest($"not valid release metadata: {e.Message}"); }
+        var (trust, trustDirectory) = await TrustStoreAsync();
+        try { signed.Verify(trust); }
+        catch (BundleException e) { throw ApiProblem.Unprocessable($"the release metadata does not verify against this server's trusted publisher keys: {e.Message}"); }
+        finally { Directory.Delete(trustDirectory, recursive: true); }
+        var m = signed.Metadata;
+        var buildId = m.Target.BuildId.ToString();
+        var (result, moved) = await db.WriteAsync(async (c, t) =>
+        {
+            var existing = await c.QuerySingleOrDefaultAsync<MetadataRow>("SELECT build_id, kernel_release, version, document, published_at, published_by FROM release_metadata WHERE build_id = @b",
+                new { b = buildId }, t);
+            if (existing is not null)
+            {
+                if (existing.Document == signed.Text) return ((MetadataView(existing, []), false), 0L);
+                if (existing.Version >= m.Version)
+                    throw ApiProblem.Conflict($"release metadata version {existing.Version} is already stored for build {buildId}; sign a version above it (not {m.Version})");
+            }
+            var now = Now();
+            if (existing is null)
+                await c.ExecuteAsync(t, "INSERT INTO release_metadata (build_id, kernel_release, version, document, published_at, published_by) VALUES (@b, @kr, @v, @d, @t, @by)",
+                    ("@b", buildId), ("@kr", m.Target.Release.Value), ("@v", m.Version), ("@d", signed.Text), ("@t", now), ("@by", actor.Name));
+            else
+                await c.ExecuteAsync(t, "UPDATE release_metadata SET kernel_release = @kr, version = @v, document = @d, published_at = @t, published_by = @by WHERE build_id = @b",
+                    ("@b", buildId), ("@kr", m.Target.Release.Value), ("@v", m.Version), ("@d", signed.Text), ("@t", now), ("@by", actor.Name));
+            var reason = $"signed release metadata version {m.Version}";
+            var revoked = new List<string>();
+            foreach (var row in await c.QueryAsync<ReleaseRow>($"SELECT {ReleaseColumns} FROM releases WHERE build_id = @b AND revoked_at IS NULL", new { b = buildId }, t))
+            {
+                if (m.Forbids((int)row.Level) is null || row.Level > m.CurrentLevel) continue;
+                await c.ExecuteAsync(t, "UPDATE releases SET revoked_at = @t, revoked_by = @by, revoke_reason = @why WHERE id = @id",
+                    ("@t", now), ("@by", actor.Name), ("@why", reason), ("@id", row.Id));
+                await AuditChain.AppendAsync(c, t, actor, "release.revoke", $"release:{row.Id}", new() { ["reason"] = reason, ["level"] = row.Level.ToString(), ["buildId"] = buildId });
+                revoked.Add(row.Id);
+            }
+            await AuditChain.AppendAsync(c, t, actor, "release.metadata", $"build:{buildId}", new()
+            {
+                ["version"] = m.Version.ToString(), ["currentLevel"] = m.CurrentLevel.ToString(), ["minimumLevel"] = m.MinimumLevel.ToString(),
+                ["revokedLevels"] = string.Join(",", m.RevokedLevels), ["expires"] = m.Expires.ToString("O"), ["publisherKey"] = signed.KeyId.ToString(),
+            });
+            var row2 = new MetadataRow { BuildId = buildId, KernelRelease = m.Target.Release.Value, Version = m.Version, Document = signed.Text, PublishedAt = now, PublishedBy = actor.Name };
+            return ((MetadataView(row2, revoked), true), await Epoch.BumpAsync(c, t));
+        });
+        epoch.Observe(moved);
+        return result;
+    }
+
     /// <summary>
     /// One pass of automatic promotion: a release in channel N-1 enters channel N when N has a delay (not
     /// manual), the delay since it entered N-1 has passed, at least N's minApplied machines in N-1 report

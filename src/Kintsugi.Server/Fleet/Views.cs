@@ -54,3 +54,12 @@ public sealed record ApiTokenRequest(string Role, string Name, long? ExpiresInSe
 public sealed record MoveMachineRequest(string Channel);
 
 public sealed record PublisherKeyRequest(string Pem);
+
+/// <summary>Signed release metadata (docs/bundle-format.md): the envelope as JSON text, exactly as signed.</summary>
+public sealed record ReleaseMetadataRequest(string Metadata);
+
+/// <summary>The server's online timestamp key, for agents' trust stores (timestamp/).</summary>
+public sealed record TimestampKeyView(string Id, string Pem);
+
+public sealed record ReleaseMetadataView(string KernelRelease, string BuildId, long Version, int CurrentLevel, int MinimumLevel, IReadOnlyList<int> RevokedLevels,
+    DateTimeOffset Expires, string PublisherKey, DateTimeOffset PublishedAt, string PublishedBy, string Metadata, IReadOnlyList<string> RevokedReleases);

@@ -124,6 +124,15 @@ public static class Migrations
             CREATE TABLE audit_head (id BIGINT PRIMARY KEY, seq BIGINT NOT NULL, hash TEXT NOT NULL);
             INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, '{AuditChain.GenesisHash}');
             """ + AppendOnlyTriggers(db)),
+        new(2, "signed release metadata", _ => """
+            CREATE TABLE release_metadata (
+                build_id TEXT PRIMARY KEY,
+                kernel_release TEXT NOT NULL,
+                version BIGINT NOT NULL,
+                document TEXT NOT NULL,
+                published_at BIGINT NOT NULL,
+                published_by TEXT NOT NULL);
+            """),
     ];
 
     /// <summary>The database refuses UPDATE and DELETE on the audit log; the hash chain catches whoever drops the trigger.</summary>

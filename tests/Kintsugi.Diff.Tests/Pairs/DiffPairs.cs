@@ -34,6 +34,10 @@ internal static class DiffPairs
 
     public static TheoryData<string> All => new(Names);
 
+    /// <summary>The pair's compiled objects, before and after its fix.</summary>
+    public static (byte[] Before, byte[] After) Compiled(string name) => Objects.Value.TryGetValue(name, out var pair) ? pair
+        : throw new ArgumentException($"no pair named {name} in {Fixtures}");
+
     /// <summary>The pair diffed for vmlinux (or <paramref name="module"/>), computed once per run.</summary>
     public static PairDiff Diff(string name, string? module = null) =>
         Diffs.GetOrAdd((name, module ?? "vmlinux"), key => new Lazy<PairDiff>(() =>

@@ -68,8 +68,9 @@ internal static class Engine
         }
         catch (DiffException e)
         {
-            // The differ's last-resort wrapper turns any bug into a DiffException with the bug inside: not a contract kept.
-            return new Outcome(Ending.Refused, e.InnerException is null ? null : $"differ validation gap: {Describe(e.InnerException)}");
+            // A refusal that wraps anything but malformed ELF is a validation gap: not a contract kept.
+            return new Outcome(Ending.Refused, e.InnerException is null or ElfFormatException ? null
+                : $"differ validation gap: {Describe(e.InnerException)}");
         }
         catch (Exception e)
         {

@@ -1,0 +1,36 @@
+/* Workers calling calc_scale() of libcalc.so and checking every result against the shipped and the fixed rule. */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+long calc_scale(long x);
+static const long factors[4] = {3, 5, 7, 11};
+
+static void *worker(void *arg)
+{
+    long id = (long)arg;
+    for (long i = 1;; i++) {
+        long x = i * 16 + id;
+        long r = calc_scale(x);
+        if (r != x * factors[x & 3] && r != x * factors[x & 3] + 1) {
+            fprintf(stderr, "wrong result %ld for %ld\n", r, x);
+            abort();
+        }
+        if (i % 1000 == 0)
+            usleep(1000);
+    }
+    return NULL;
+}
+
+int main(int argc, char **argv)
+{
+    int threads = argc > 1 ? atoi(argv[1]) : 4;
+    for (long t = 0; t < threads; t++) {
+        pthread_t thread;
+        pthread_create(&thread, NULL, worker, (void *)t);
+    }
+    printf("ready\n");
+    fflush(stdout);
+    for (;;) pause();
+}

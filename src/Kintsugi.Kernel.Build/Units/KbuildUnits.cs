@@ -91,6 +91,10 @@ public sealed partial class KbuildUnits
         foreach (var (listing, ruleObject) in RuleObjects(sourcePath))
             if (_makefiles.Lists(listing) is { Error: null } ruled && ruled.Place(ruleObject) is { } placement)
                 return WithDescent(sourcePath, ruleObject, listing, placement);
+        // 6.12 links scripts/module-common.c into every module.
+        if (sourcePath.StartsWith("scripts/", StringComparison.Ordinal) && NamedBy("scripts/Makefile.modfinal", Path.GetFileName(sourcePath)))
+            return new UnitResolution.Unresolved(sourcePath, "scripts/Makefile.modfinal links it into every module: a fix to it changes every module, " +
+                "which one livepatch cannot replace; it needs a kernel update");
         var segments = sourcePath.Split('/');
         if (segments is ["arch", var architecture, ..] && architecture != "x86")
             return new UnitResolution.NotBuilt(sourcePath, new NotBuiltProof(NotBuiltReason.OtherArchitecture,
@@ -103,9 +107,6 @@ public sealed partial class KbuildUnits
         // A few objects are compiled and linked by the final link steps, not from an object list.
         if (NamedBy("scripts/link-vmlinux.sh", objectPath))
             return new UnitResolution.Built(sourcePath, [new TranslationUnit(sourcePath, objectPath, "vmlinux")]);
-        if (sourcePath.StartsWith("scripts/", StringComparison.Ordinal) && NamedBy("scripts/Makefile.modfinal", Path.GetFileName(sourcePath)))
-            return new UnitResolution.Unresolved(sourcePath, "scripts/Makefile.modfinal links it into every module: a fix to it changes every module, " +
-                "which one livepatch cannot replace; it needs a kernel update");
         var evaluated = new List<string>();
         string? failed = null, nearest = null;
         // kbuild lists an object in its own directory's Makefile or in an enclosing one (kvm-amd-y += svm/svm.o).

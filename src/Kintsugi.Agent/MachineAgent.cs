@@ -37,6 +37,9 @@ public sealed class MachineAgent
     private AgentIdentity? _identity;
     // The check loop and the events watcher both update the identity (its epoch): one writer at a time.
     private readonly Lock _identityLock = new();
+    // The events watcher polls from the epoch of a check-in, not from the 0 an enrollment starts with (which would
+    // make it see "news" at once and check in twice).
+    private volatile bool _checkedIn;
 
     public MachineAgent(AgentConfig config, MachinePaths paths, Action<string> log, HttpClient? http = null)
     {
@@ -153,6 +156,7 @@ public sealed class MachineAgent
         }
         // The epoch only moves forward: an answer from a lagging replica must not trigger check-ins again.
         SaveIdentity(current => current! with { CheckInSeconds = response.CheckInSeconds, EventsWaitSeconds = response.EventsWaitSeconds, Epoch = Math.Max(current.Epoch, response.Epoch) });
+        _checkedIn = true;
         var trust = TrustStore.Open(_config.TrustStore);
         var refusals = guard.Offer(response.Metadata, response.Timestamp, trust);
         var notes = refusals.ToList();
@@ -231,9 +235,12 @@ public sealed class MachineAgent
                 SaveAttempt(current.Problem is null ? PatchState.Applied : PatchState.AppliedWithBug, offer.Level, digest, $"level {offer.Level} runs ({current.Name})");
             return (false, ExitCode.Success, "");
         }
-        if (records.FirstOrDefault(r => r.BootState == BootState.Quarantined && r.Origin?.Bundle == digest) is { } bad)
+        // Keyed on the module, not the bundle: the same crashing module re-signed (or re-wrapped) stays quarantined.
+        var moduleDigest = offer.Bundle.Manifest.ModuleSha256.ToString();
+        if (records.FirstOrDefault(r => r.BootState == BootState.Quarantined && (r.Sha256 == moduleDigest || r.Origin?.Bundle == digest)) is { } bad)
         {
-            var why = $"level {offer.Level} ({digest}) is quarantined ({bad.Note}); it is not applied again automatically";
+            var why = $"level {offer.Level} ({digest}) carries module {bad.Name}, which is quarantined ({bad.Note}); it is not applied again automatically " +
+                      $"(`kintsugi kernel retry {bad.Name}` to try it again)";
             SaveAttempt(PatchState.ApplyFailed, offer.Level, digest, why);
             return (false, ExitCode.TransitionFailed, why);
         }
@@ -328,7 +335,7 @@ public sealed class MachineAgent
         {
             try
             {
-                if (_identity is null || !File.Exists(CredentialPath)) { await Task.Delay(TimeSpan.FromSeconds(1), cancellation); continue; }
+                if (_identity is null || !_checkedIn || !File.Exists(CredentialPath)) { await Task.Delay(TimeSpan.FromSeconds(1), cancellation); continue; }
                 var epoch = _identity.Epoch;
                 var started = DateTime.UtcNow;
                 var events = await _server!.EventsAsync(File.ReadAllText(CredentialPath).Trim(), epoch, cancellation);

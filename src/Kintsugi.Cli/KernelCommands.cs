@@ -20,6 +20,7 @@ internal static class KernelCommands
         kernel.Subcommands.Add(Info());
         kernel.Subcommands.Add(Install());
         kernel.Subcommands.Add(Uninstall());
+        kernel.Subcommands.Add(Retry());
         kernel.Subcommands.Add(Boot());
         kernel.Subcommands.Add(Fetch());
         kernel.Subcommands.Add(Prepare());
@@ -179,6 +180,24 @@ internal static class KernelCommands
             if (!store.Uninstall(module)) throw new LivepatchException($"{module} is not installed for {RunningKernel.Release}", ExitCode.NotFound);
             if (store.List().Count == 0) SystemdUnit.Uninstall(MachinePaths.Default);
             Console.WriteLine($"{module}: uninstalled");
+            return Task.FromResult(0);
+        });
+        return command;
+    }
+
+    private static Command Retry()
+    {
+        var name = new Argument<string>("name") { Description = "The quarantined livepatch (module name)" };
+        var command = new Command("retry", "Take a livepatch out of quarantine: it is loaded again at the next boot or apply, under the same crash-loop guard") { name };
+        command.Action = Cli.Run(parse =>
+        {
+            var module = ModuleName.Parse(parse.GetValue(name)!);
+            var store = new PatchStore(MachinePaths.Default, RunningKernel.Release);
+            var was = store.Find(module);
+            var record = store.Retry(module) ?? throw new LivepatchException($"{module} is not installed for {RunningKernel.Release}", ExitCode.NotFound);
+            Console.WriteLine(was?.BootState == BootState.Quarantined
+                ? $"{module}: out of quarantine (was: {was.Note}); it is loaded at the next boot or apply"
+                : $"{module}: not quarantined ({record.BootState.ToString().ToLowerInvariant()}); nothing to do");
             return Task.FromResult(0);
         });
         return command;

@@ -26,11 +26,16 @@ public readonly record struct PatchedObjectName
 public sealed record DiffOptions(PatchedObjectName Object, string SymbolTag)
 {
     /// <summary>
-    /// For a unit of a module: the symbols the module loader links for the livepatch (exports of vmlinux and of
-    /// other modules). A static key or static call key the unit does not define and that is not among them lives
-    /// in the patched module itself, and is refused. Empty (the default) refuses every such key of a module unit.
+    /// Who exports what (Module.symvers), for the keys of the static branches and static calls the output keeps
+    /// (<see cref="BindingPolicy.ForKey"/>). None (the default) treats every key a module unit does not define as the module's.
     /// </summary>
-    public IReadOnlySet<string> LinkedByModuleLoader { get; init; } = new HashSet<string>(StringComparer.Ordinal);
+    public KernelExports Exports { get; init; } = KernelExports.None;
+
+    /// <summary>
+    /// objtool runs over the linked livepatch module (kernels with IBT or clang LTO) rather than over each unit: the
+    /// output leaves out the tables objtool writes and names static call keys for it to find.
+    /// </summary>
+    public bool ObjtoolAtModuleLink { get; init; }
 
     /// <summary>Receives every decision the differ makes, in order (<c>kintsugi kernel diff --trace</c>).</summary>
     public Action<DiffDecision>? Trace { get; init; }
@@ -93,12 +98,22 @@ public sealed record ReferenceSite(string Section, ulong Offset, uint Type, long
 public sealed record LoadTimeReference(string OutputName, string TargetName, bool IsLocal, bool DefinedInUnit,
     ReferenceTargetKind Kind, IReadOnlyList<ReferenceSite> Sites);
 
+/// <summary>
+/// A static branch or static call site of included code that the output keeps in its compiled, disabled state:
+/// its key lives in a module and is bound too late for the kernel to set the site up (a tracepoint).
+/// </summary>
+/// <param name="Function">The function holding the site (a cold part's parent).</param>
+/// <param name="Key">The key's symbol (<c>__tracepoint_NAME</c>, <c>__SCK__tp_func_NAME</c>).</param>
+public sealed record InertSite(string Function, string Key, KeyUse Use, string Reason);
+
 /// <summary>What changed between two compilations of one translation unit, and the livepatch object for it.</summary>
 public sealed class DiffResult
 {
     internal DiffResult(IReadOnlyList<FunctionDiff> functions, IReadOnlyList<DataDiff> data, IReadOnlyList<DiffRefusal> refusals,
-        bool hasChanges, ElfObject? output, IReadOnlyList<LoadTimeReference> references, IReadOnlyList<string> callbacks)
+        bool hasChanges, ElfObject? output, IReadOnlyList<LoadTimeReference> references, IReadOnlyList<string> callbacks,
+        IReadOnlyList<InertSite>? inertSites = null)
     {
+        InertSites = inertSites ?? [];
         Functions = functions;
         Data = data;
         Refusals = refusals;
@@ -121,6 +136,8 @@ public sealed class DiffResult
     public IReadOnlyList<LoadTimeReference> References { get; }
     /// <summary>Output symbols named <c>__kintsugi_callback_{pre_patch|post_patch|pre_unpatch|post_unpatch}_FN</c>.</summary>
     public IReadOnlyList<string> Callbacks { get; }
+    /// <summary>Sites of included code kept disabled (tracepoints whose keys live in a module), sorted by function.</summary>
+    public IReadOnlyList<InertSite> InertSites { get; }
 }
 
 /// <summary>The differ cannot read its inputs as two compilations of one unit.</summary>

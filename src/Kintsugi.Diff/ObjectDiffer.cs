@@ -92,7 +92,7 @@ internal sealed class Differ(ObjectView original, ObjectView patched, DiffOption
         if (_refusals.Count > 0)
             return new DiffResult(functions, data, _refusals, hasChanges, null, [], []);
         var callbacks = roots.Where(r => r.Name.StartsWith(ObjectDiffer.CallbackPrefix, StringComparison.Ordinal)).Select(r => r.Name).Order(StringComparer.Ordinal).ToList();
-        return new DiffResult(functions, data, _refusals, hasChanges || newIncluded, builder.Output, builder.References, callbacks);
+        return new DiffResult(functions, data, _refusals, hasChanges || newIncluded, builder.Output, builder.References, callbacks, builder.InertSites);
     }
 
     private List<FunctionDiff> ClassifyFunctions()

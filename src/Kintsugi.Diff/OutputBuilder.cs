@@ -20,11 +20,15 @@ internal sealed class OutputBuilder
     private readonly Dictionary<ElfSection, ElfSymbol> _sectionSymbols = new(ReferenceEqualityComparer.Instance);
     private readonly Dictionary<DefinedSymbol, ElfSymbol> _symbols = new(ReferenceEqualityComparer.Instance);
     private readonly Dictionary<string, (ElfSymbol Symbol, LoadTimeReference Reference, List<ReferenceSite> Sites)> _references = new(StringComparer.Ordinal);
+    /// <summary>Where each reference's relocations sit in the output's sections, for the sites rewritten after the fact.</summary>
+    private readonly Dictionary<string, List<(ElfSection Section, ulong Offset)>> _places = new(StringComparer.Ordinal);
     /// <summary>Relocations of [Start, End) of From to copy into To, at their offset less Base.</summary>
     private readonly Queue<(ElfSection From, ElfSection To, ulong Start, ulong End, ulong Base)> _pending = new();
     private readonly Dictionary<ElfSection, SortedSet<ulong>> _fragmentStarts = new(ReferenceEqualityComparer.Instance);
     private readonly HashSet<(ElfSection Section, ulong Start)> _includedFragments = [];
     private readonly HashSet<string> _refusedSymbols = new(StringComparer.Ordinal);
+    private readonly BindingPolicy _policy;
+    private readonly List<InertSite> _inertSites = [];
 
     public ElfObject Output { get; } = ElfObject.CreateRelocatable();
 
@@ -35,6 +39,7 @@ internal sealed class OutputBuilder
         _options = options;
         _changes = changes;
         _refusals = refusals;
+        _policy = new BindingPolicy(options.Object, options.Exports);
         _table = Output.SymbolTable!;
         Output.Header.Type = patched.Elf.Header.Type;
     }
@@ -42,12 +47,16 @@ internal sealed class OutputBuilder
     public IReadOnlyList<LoadTimeReference> References =>
         [.. _references.Values.Select(r => r.Reference with { Sites = r.Sites }).OrderBy(r => r.OutputName, StringComparer.Ordinal)];
 
+    public IReadOnlyList<InertSite> InertSites =>
+        [.. _inertSites.DistinctBy(s => (s.Function, s.Key)).OrderBy(s => s.Function, StringComparer.Ordinal).ThenBy(s => s.Key, StringComparer.Ordinal)];
+
     public void Include(DefinedSymbol function) => IncludeCode(function);
 
     /// <summary>Follows every reference of the included code, then adds the special-section entries.</summary>
     public void Complete()
     {
         Drain();
+        BindStaticCallKeys();
         IncludeSpecialEntries();
         Drain();
         RefuseUnknownReferrers();
@@ -202,7 +211,10 @@ internal sealed class OutputBuilder
     {
         relocations.Relocations.Add(new ElfRelocation(offset, type, symbol, addend));
         if (symbol.IsUndefined && _references.TryGetValue(symbol.Name, out var reference))
+        {
             reference.Sites.Add(new ReferenceSite(target.Name, offset, (uint)type, addend));
+            _places[symbol.Name].Add((target, offset));
+        }
     }
 
     /// <summary>The output symbol and addend a relocation of the patched object becomes, or null when it was refused.</summary>
@@ -285,6 +297,7 @@ internal sealed class OutputBuilder
         var symbol = new ElfSymbol(outputName) { Binding = ElfSymbolBinding.Global, Type = ElfSymbolType.NoType, SpecialSection = ElfSpecialSectionIndex.Undefined };
         _table.Symbols.Add(symbol);
         _references[outputName] = (symbol, new LoadTimeReference(outputName, targetName, isLocal, definedInUnit, kind, []), []);
+        _places[outputName] = [];
         return symbol;
     }
 
@@ -294,6 +307,10 @@ internal sealed class OutputBuilder
         foreach (var section in _patched.Elf.Sections.ToList())
         {
             if (SpecialSections.Find(section.Name) is not { } table || section is not ElfDataSection data) continue;
+            // Where objtool runs over the linked livepatch module, it writes these tables for all of its code, generated
+            // code included, but only when no input has them: a unit's copy would leave the rest without (6.12's
+            // "Unpatched return thunk in use" from the module's own exit function).
+            if (_options.ObjtoolAtModuleLink && SpecialSections.WrittenByObjtool(table)) continue;
             var relocations = _patched.Relocations.GetValueOrDefault(section) ?? [];
             var entrySize = SpecialSections.EntrySize(table, section, relocations);
             if (entrySize is not { } size)
@@ -307,7 +324,8 @@ internal sealed class OutputBuilder
             var kept = new List<int>();
             var byEntry = relocations.GroupBy(r => (int)(r.Offset / (ulong)size)).ToDictionary(g => g.Key, g => g.ToList());
             for (var i = 0; i < count; i++)
-                if (byEntry.TryGetValue(i, out var entry) && entry[0].Offset == (ulong)(i * size) && TargetsIncludedCode(section, entry[0]))
+                if (byEntry.TryGetValue(i, out var entry) && entry[0].Offset == (ulong)(i * size) && TargetsIncludedCode(section, entry[0])
+                    && KeepEntry(section, table, entry, (ulong)(i * size)))
                     kept.Add(i);
             if (kept.Count == 0) continue;
 
@@ -331,7 +349,6 @@ internal sealed class OutputBuilder
                 foreach (var relocation in byEntry[kept[k]])
                 {
                     var inEntry = (int)(relocation.Offset - (ulong)(kept[k] * size));
-                    if (inEntry == table.KeyField && !KeyAllowed(section, relocation)) continue;
                     if (MapTarget(section, relocation) is not { } mapped) continue;
                     AddRelocation(output, copy, (ulong)(k * size + inEntry), relocation.Type, mapped.Symbol, mapped.Addend);
                 }
@@ -359,25 +376,159 @@ internal sealed class OutputBuilder
     }
 
     /// <summary>
-    /// Static keys and static calls of vmlinux can be used from a livepatch (its vmlinux relocations are
-    /// applied while the module loads); those of a module cannot, since the module may not be loaded. In a
-    /// module unit, a key the unit does not define is usable only when the module loader links it (an export
-    /// of vmlinux or of another module): any other is the patched module's own, bound by a livepatch
-    /// relocation that is applied only when that module loads, after the key was needed.
+    /// Calls through a static call trampoline (<c>__SCT__NAME</c>) in included code, decided by their key
+    /// (<c>__SCK__NAME</c>) before the tables are filtered. A tracepoint's call whose key lives in a module becomes a
+    /// no-op: its site is never reached once the tracepoint's branch is inert, and objtool, where it runs over the
+    /// linked module, must not find a static call to set up through a key bound too late. Where objtool runs there,
+    /// every other key is named as an undefined symbol, so that objtool records the key itself rather than the
+    /// trampoline (which the kernel accepts only for exported static calls).
     /// </summary>
-    private bool KeyAllowed(ElfSection table, ElfRelocation relocation)
+    private void BindStaticCallKeys()
     {
-        if (_options.Object.IsVmlinux) return true;
-        var target = _patched.Resolve(table, relocation);
-        // A key the fix adds is defined in the livepatch itself, which the kernel sets up with the livepatch's own jump entries.
-        if (target.Defined is { Role: SymbolRole.Data } key && !_original.ByKey.ContainsKey(key.Key)) return true;
-        var name = target.Defined?.Name ?? target.Symbol.Name;
-        if (target.IsExternal && _options.LinkedByModuleLoader.Contains(name)) return true;
-        Refuse(RefusalRule.SpecialSectionUnsupported, name,
-            $"the patched code uses the {(table.Name == "__jump_table" ? "static key" : "static call")} {name} of module {_options.Object}, which a livepatch cannot use " +
-            "(the module may load after the patch). Test the key with static_key_enabled() instead of a static branch, or call the function directly.");
-        return false;
+        foreach (var (outputName, reference) in _references.Where(r => r.Value.Reference.TargetName.StartsWith(TrampolinePrefix, StringComparison.Ordinal)).ToList())
+        {
+            var keyName = KeyPrefix + reference.Reference.TargetName[TrampolinePrefix.Length..];
+            var home = _patched.ByKey.GetValueOrDefault(keyName) is { Role: SymbolRole.Data } key
+                ? (_original.ByKey.ContainsKey(key.Key) ? SymbolHome.Unit : SymbolHome.Patch) : SymbolHome.Elsewhere;
+            var binding = _policy.ForKey(keyName, home, KeyUse.StaticCall);
+            _options.Trace?.Invoke(new DiffDecision(DiffStep.Bind, keyName, $"static call key: {binding.Kind.ToString().ToLowerInvariant()}, {binding.Reason}"));
+            switch (binding.Kind)
+            {
+                case BindingKind.Inert:
+                    foreach (var (section, offset) in _places[outputName].ToList())
+                        if (DisableCall(section, offset, keyName, binding.Reason) is { } owner)
+                            _inertSites.Add(new InertSite(owner, keyName, KeyUse.StaticCall, binding.Reason));
+                    DropIfUnused(outputName);
+                    break;
+                case BindingKind.Refused:
+                    Refuse(RefusalRule.SpecialSectionUnsupported, keyName, binding.Reason);
+                    break;
+                default:
+                    if (_options.ObjtoolAtModuleLink && !_references.ContainsKey(keyName) && home != SymbolHome.Patch)
+                        Reference(keyName, keyName, isLocal: false, definedInUnit: home == SymbolHome.Unit, ReferenceTargetKind.Object);
+                    break;
+            }
+        }
     }
+
+    private const string TrampolinePrefix = "__SCT__", KeyPrefix = "__SCK__";
+
+    /// <summary>Turns the call whose displacement is at <paramref name="offset"/> into a no-op; the function holding it, or null when refused.</summary>
+    private string? DisableCall(ElfSection section, ulong offset, string key, string reason)
+    {
+        var source = _copiedSections.FirstOrDefault(c => ReferenceEquals(c.Value, section)).Key;
+        var owner = source is null ? section.Name
+            : _patched.Covering(source, (long)offset) is { } defined ? (defined.Role == SymbolRole.ColdPart ? defined.Parent! : defined.Name) : section.Name;
+        if (section is not ElfDataSection code || offset < 1 || offset + 4 > (ulong)code.Data.Length || code.Data[offset - 1] != 0xe8)
+        {
+            Refuse(RefusalRule.SpecialSectionUnsupported, key, $"{owner}: {reason}, but its static call is not a plain call (a tail call?); " +
+                "this builder cannot leave it disabled. Report it with the patch.");
+            return null;
+        }
+        Nop5.CopyTo(code.Data.AsSpan((int)offset - 1));
+        RemoveRelocations(section, offset - 1, offset + 4);
+        return owner;
+    }
+
+    /// <summary>Removes the output's relocations in [start, end) of a section and the reference sites they were.</summary>
+    private void RemoveRelocations(ElfSection section, ulong start, ulong end)
+    {
+        foreach (var relocations in Output.Sections.OfType<ElfRelocationSection>().Where(r => ReferenceEquals(r.Target, section)))
+            relocations.Relocations.RemoveAll(r => r.Offset >= start && r.Offset < end);
+        foreach (var (name, places) in _places)
+        {
+            var sites = _references[name].Sites;
+            for (var i = places.Count - 1; i >= 0; i--)
+            {
+                if (!ReferenceEquals(places[i].Section, section) || places[i].Offset < start || places[i].Offset >= end) continue;
+                places.RemoveAt(i);
+                sites.RemoveAt(i);
+            }
+        }
+    }
+
+    /// <summary>A reference whose every site was rewritten away is no reference: its undefined symbol goes too.</summary>
+    private void DropIfUnused(string outputName)
+    {
+        if (!_references.TryGetValue(outputName, out var reference) || reference.Sites.Count > 0) return;
+        _table.Symbols.Remove(reference.Symbol);
+        _references.Remove(outputName);
+        _places.Remove(outputName);
+    }
+
+    /// <summary>
+    /// Whether a static branch or static call entry of included code is kept, as the binding policy answers for its
+    /// key: kept when the key is bound before the kernel sets the entry up; dropped, with the site left disabled and
+    /// recorded, for a tracepoint of a module; refused otherwise. Other tables have no key and are always kept.
+    /// </summary>
+    private bool KeepEntry(ElfSection section, SpecialSections.Table table, List<ElfRelocation> entry, ulong entryStart)
+    {
+        if (table.KeyField < 0 || entry.FirstOrDefault(r => r.Offset == entryStart + (ulong)table.KeyField) is not { } keyRelocation) return true;
+        var use = table.Name == "__jump_table" ? KeyUse.StaticBranch : KeyUse.StaticCall;
+        var key = _patched.Resolve(section, keyRelocation);
+        var name = key.Defined?.Name ?? key.Symbol.Name;
+        var home = key.Defined switch
+        {
+            null => SymbolHome.Elsewhere,
+            { Role: SymbolRole.Special } => SymbolHome.Patch,
+            { } defined when !_original.ByKey.ContainsKey(defined.Key) => SymbolHome.Patch,
+            _ => SymbolHome.Unit,
+        };
+        var binding = _policy.ForKey(name, home, use, key.Defined?.IsLocal ?? false,
+            key.Defined is { Role: SymbolRole.Special } special && ObjectView.IsDebugDescriptor(special));
+        _options.Trace?.Invoke(new DiffDecision(DiffStep.Bind, name, $"{table.Name} key: {binding.Kind.ToString().ToLowerInvariant()}, {binding.Reason}"));
+        switch (binding.Kind)
+        {
+            case BindingKind.Normal or BindingKind.Livepatch:
+                return true;
+            case BindingKind.Inert:
+                var site = _patched.Resolve(section, entry[0]);
+                var owner = site.Defined is { Role: SymbolRole.ColdPart } cold ? cold.Parent! : site.Defined?.Name ?? site.Section!.Name;
+                // A static branch's site must be in its off state once nothing will ever switch it.
+                if (use == KeyUse.StaticBranch && !DisableBranchSite(site, keyRelocation.Addend, owner, name)) return false;
+                _inertSites.Add(new InertSite(owner, name, use, binding.Reason));
+                return false;
+            default:
+                Refuse(RefusalRule.SpecialSectionUnsupported, name, binding.Reason);
+                return false;
+        }
+    }
+
+    /// <summary>
+    /// Leaves a static branch site as the kernel would with its key off: a no-op where the branch bit (the low bit of
+    /// the key field's addend) is clear. The compiler emits a jump that objtool turns into a no-op (JUMP_LABEL_HACK);
+    /// in an object objtool has not processed yet it is still the jump, which would run the tracepoint unconditionally.
+    /// </summary>
+    private bool DisableBranchSite(RelocationTarget site, long keyAddend, string owner, string key)
+    {
+        var section = site.Defined?.Section ?? site.Section;
+        var offset = (long)(site.Defined?.Start ?? 0) + site.Offset;
+        if (section is null || !_copiedSections.TryGetValue(section, out var copy) || copy is not ElfDataSection code || offset < 0
+            || offset + 5 > code.Data.Length || (keyAddend & 1) != 0)
+        {
+            Refuse(RefusalRule.SpecialSectionUnsupported, key, $"{owner} uses {key} in a static branch this builder cannot leave disabled " +
+                "(its key lives in the module, and the site is not a plain no-op or jump). Report it with the patch.");
+            return false;
+        }
+        var bytes = code.Data.AsSpan((int)offset);
+        int length;
+        if (bytes[0] == 0xe9) length = 5;
+        else if (bytes[0] == 0xeb) length = 2;
+        else if (bytes[..5].SequenceEqual(Nop5) || bytes[..2].SequenceEqual(Nop2)) return true;
+        else
+        {
+            Refuse(RefusalRule.SpecialSectionUnsupported, key, $"{owner}: the static branch on {key} is neither a no-op nor a jump " +
+                $"(0x{bytes[0]:x2} at {section.Name}+0x{offset:x}); it cannot be left disabled safely.");
+            return false;
+        }
+        (length == 5 ? Nop5 : Nop2).CopyTo(bytes);
+        // A jump into another section (a cold part) carried a relocation in its displacement: it goes with the jump.
+        RemoveRelocations(copy, (ulong)offset, (ulong)(offset + length));
+        return true;
+    }
+
+    private static readonly byte[] Nop5 = [0x0f, 0x1f, 0x44, 0x00, 0x00];
+    private static readonly byte[] Nop2 = [0x66, 0x90];
 
     /// <summary>Sections the engine does not know that point at included code would be silently lost: refuse them by name.</summary>
     private void RefuseUnknownReferrers()

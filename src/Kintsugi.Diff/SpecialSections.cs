@@ -49,6 +49,13 @@ internal static class SpecialSections
 
     public static Table? Find(string name) => Tables.FirstOrDefault(t => t.Name == name);
 
+    /// <summary>
+    /// The tables objtool writes (rather than the compiler or the assembler), and skips writing for a whole object when
+    /// one of its inputs has them already ("file already has .return_sites, skipping").
+    /// </summary>
+    public static bool WrittenByObjtool(Table table) =>
+        table.Name is ".static_call_sites" or ".retpoline_sites" or ".return_sites" or ".call_sites" or ".ibt_endbr_seal" or ".cfi_sites";
+
     /// <summary>The entry size whose relocation layout repeats through the whole table, or null.</summary>
     public static int? EntrySize(Table table, ElfSection section, IReadOnlyList<ElfRelocation> relocations)
     {

@@ -21,7 +21,8 @@ public sealed record BuildManifest(
     ManifestFidelity Fidelity,
     string Builder,
     DateTimeOffset BuiltAt,
-    Livepatch.ManifestSigner? Signer = null)
+    Livepatch.ManifestSigner? Signer = null,
+    IReadOnlyList<ManifestInertSite>? InertSites = null)
 {
     public const int CurrentFormat = 1;
 
@@ -55,6 +56,13 @@ public sealed record ManifestFunction(string Object, string Name, int Sympos, st
 
 /// <summary>A symbol of the running kernel the patch binds at load time, and how it was identified.</summary>
 public sealed record ManifestSymbol(string Object, string Name, int Sympos, string Resolution, string Binding);
+
+/// <summary>
+/// A tracepoint site of replaced code left disabled: its key lives in the patched module and is bound only when that
+/// module loads, too late for the kernel to switch the livepatch's copy of the site (as kpatch does).
+/// </summary>
+/// <param name="Use">StaticBranch (the tracepoint's key) or StaticCall (its static call).</param>
+public sealed record ManifestInertSite(string Object, string Unit, string Function, string Key, string Use);
 
 /// <summary>Whether the touched units reproduced the shipped machine code of every replaced function.</summary>
 public sealed record ManifestFidelity(bool Checked, int FunctionsMatched, IReadOnlyList<string> Mismatches);

@@ -1,5 +1,6 @@
 using System.Reflection;
 using Kintsugi.Kernel.Archive;
+using Kintsugi.Kernel.Build.Binding;
 using Kintsugi.Kernel.Build.Phases;
 using Kintsugi.Kernel.Build.Symbols;
 using Kintsugi.Kernel.Build.Units;
@@ -37,7 +38,8 @@ public sealed class KernelPatchBuilder(DebianKernelArchive archive, Func<LabMach
         var compiled = await UnitCompilation.CompileAsync(target, tree, units, inputs.Patches, output.Work, clock, cancellation);
 
         var exports = new Lazy<ModuleSymvers>(target.LoadExports);
-        var diffs = clock.Run("diff", () => UnitDiffing.DiffAll(compiled, exports));
+        var diffs = clock.Run("diff", () => UnitDiffing.DiffAll(compiled, exports,
+            ReferenceBinder.ObjtoolRunsAtModuleLink(target.ModuleBuildDirectory)));
         UnitDiffing.ThrowIfRefused(diffs);
         var changed = diffs.Where(d => d.Contributes).ToList();
         if (changed.Count == 0)

@@ -46,8 +46,9 @@ public sealed class BootApplier(MachinePaths paths, LivepatchRuntime runtime, Ac
         }
         var loaded = new List<InstalledPatch>();
         var baseline = HealthBaseline.Now();
-        foreach (var patch in store.List())
+        foreach (var listed in store.List())
         {
+            var patch = listed;
             switch (patch.BootState)
             {
                 case BootState.Pending when patch.PendingInThisBoot:
@@ -57,10 +58,21 @@ public sealed class BootApplier(MachinePaths paths, LivepatchRuntime runtime, Ac
                     continue;
                 case BootState.Staged:
                     continue;
+                case BootState.Pending when patch.ConfirmedBefore && patch.UnconfirmedBoots + 1 < InstalledPatch.UnconfirmedBootsBeforeQuarantine:
+                    // It ran healthy before: one boot that ended during the settle period is as likely a power
+                    // loss as a crash it caused. Load it again, counting; a crash loop still ends in quarantine.
+                    patch = patch with { UnconfirmedBoots = patch.UnconfirmedBoots + 1 };
+                    report($"{patch.Name}: its load at {patch.LastLoadAt:u} was not confirmed (a crash, a reset or a power loss); it ran healthy before, so it is loaded again " +
+                           $"(unconfirmed boot {patch.UnconfirmedBoots} of {InstalledPatch.UnconfirmedBootsBeforeQuarantine - 1} allowed)");
+                    actions.Add(new(patch.Name, "unconfirmed", $"unconfirmed boot {patch.UnconfirmedBoots}"));
+                    break;
                 case BootState.Pending:
-                    var note = $"its load at {patch.LastLoadAt:u} was followed by a crash or reboot before it was confirmed healthy";
-                    store.Save(patch with { BootState = BootState.Quarantined, Note = note });
-                    report($"not loading {patch.Name}: {note}; quarantined (investigate, then `kintsugi kernel install` it again)");
+                    var boots = patch.UnconfirmedBoots + 1;
+                    var note = boots == 1
+                        ? $"its load at {patch.LastLoadAt:u} was followed by a crash or reboot before it was confirmed healthy"
+                        : $"{boots} boots in a row ended before it was confirmed healthy (the last load at {patch.LastLoadAt:u})";
+                    store.Save(patch with { BootState = BootState.Quarantined, Note = note, UnconfirmedBoots = boots });
+                    report($"not loading {patch.Name}: {note}; quarantined (investigate, then `kintsugi kernel retry {patch.Name}`)");
                     actions.Add(new(patch.Name, "quarantined", note));
                     continue;
                 case BootState.Quarantined:
@@ -73,7 +85,9 @@ public sealed class BootApplier(MachinePaths paths, LivepatchRuntime runtime, Ac
                 actions.Add(new(patch.Name, "already-loaded", ""));
                 continue;
             }
-            var pending = patch with { BootState = BootState.Pending, LastLoadAt = DateTimeOffset.UtcNow, BootId = RunningKernel.BootId };
+            // A record confirmed healthy before this field existed counts as confirmed before.
+            var pending = patch with { BootState = BootState.Pending, LastLoadAt = DateTimeOffset.UtcNow, BootId = RunningKernel.BootId,
+                ConfirmedBefore = patch.ConfirmedBefore || patch.BootState == BootState.Healthy };
             store.Save(pending);
             try
             {
@@ -101,7 +115,7 @@ public sealed class BootApplier(MachinePaths paths, LivepatchRuntime runtime, Ac
         foreach (var patch in loaded)
         {
             var confirmed = health.Healthy
-                ? patch with { BootState = BootState.Healthy, Note = null }
+                ? patch with { BootState = BootState.Healthy, Note = null, UnconfirmedBoots = 0, ConfirmedBefore = true }
                 : patch with { BootState = BootState.Quarantined, Note = "kernel problems after load: " + health };
             store.Save(confirmed);
             actions.Add(new(patch.Name, health.Healthy ? "confirmed" : "quarantined", health.ToString()));

@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Text.RegularExpressions;
 
 namespace Kintsugi.Kernel;
 
@@ -53,12 +54,62 @@ public sealed record HealthBaseline(Taint Taint, double UptimeSeconds)
     }
 }
 
-/// <summary>How Kintsugi reads the kernel log for trouble after a patch load.</summary>
-public static class KernelLog
+/// <summary>
+/// How Kintsugi reads the kernel log for trouble after a patch load: only reports the kernel itself makes about
+/// itself. A user process cannot write the kernel log, but its name appears in lines the kernel prints about it
+/// (<c>NAME[PID]: segfault at …</c>, <c>traps: NAME[PID] general protection fault …</c>), and a process may be
+/// named <c>WARNING:</c> or <c>BUG: x</c>; such lines are never a kernel problem, so matching is by the kernel's own
+/// formats at the start of the message, never by text anywhere in the line.
+/// </summary>
+public static partial class KernelLog
 {
-    private static readonly string[] ProblemMarkers =
-        ["Oops", "BUG:", "WARNING:", "Call Trace", "general protection fault", "kernel BUG", "soft lockup", "hung_task", "livepatch: failed"];
+    // A process's comm is at most 15 bytes; the kernel reports a user fault as "comm[pid]: segfault at ..." or,
+    // with the "traps: " prefix, "comm[pid] general protection fault ..." / "comm[pid] trap ...". Also lines the
+    // kernel starts with a task's name: "comm (pid): drop_caches: 3", "comm (pid) used greatest stack depth".
+    [GeneratedRegex(@"^(traps: )?.{1,16}?\[\d+\]:? (segfault at |general protection fault|trap |potentially unexpected)|^.{1,16}? \(\d+\):? ", RegexOptions.Singleline)]
+    private static partial Regex UserTaskLine();
 
-    /// <summary>Whether a log line reports an oops, BUG, warning, lockup or a failed livepatch operation.</summary>
-    public static bool IsProblem(string line) => ProblemMarkers.Any(m => line.Contains(m, StringComparison.Ordinal));
+    // The kernel's own report headers (lib/bug.c, kernel/panic.c, arch/x86/mm/fault.c, arch/x86/kernel/traps.c,
+    // arch/x86/kernel/dumpstack.c, kernel/watchdog.c, kernel/hung_task.c, kernel/livepatch).
+    [GeneratedRegex(@"^(-+\[ cut here \]-+\s*$" +
+                    @"|Oops: .*\[#\d+\]" +
+                    @"|BUG: " +
+                    @"|kernel BUG at \S+" +
+                    @"|WARNING: CPU: \d+ PID: \d+ at " +
+                    @"|general protection fault(, |: )" +
+                    @"|watchdog: BUG: soft lockup" +
+                    @"|INFO: task .+ blocked for more than \d+ seconds" +
+                    @"|Kernel panic - not syncing" +
+                    @"|livepatch: .*fail)", RegexOptions.Singleline)]
+    private static partial Regex KernelReport();
+
+    /// <summary>The message of a log line: without the <c>&lt;N&gt;</c> level, the <c>[seconds]</c> time and a <c>[T123]</c>/<c>[C1]</c> caller id.</summary>
+    public static string Message(string line)
+    {
+        var text = line.TrimEnd('\r');
+        if (text.StartsWith('<') && text.IndexOf('>') is > 0 and < 6 and var close) text = text[(close + 1)..];
+        for (var i = 0; i < 2; i++)
+        {
+            var trimmed = text.TrimStart();
+            if (!trimmed.StartsWith('[') || trimmed.IndexOf(']') is not (> 0 and var end)) break;
+            var inside = trimmed.AsSpan(1, end - 1).Trim();
+            var isTime = double.TryParse(inside, NumberStyles.Float, CultureInfo.InvariantCulture, out _);
+            var isCaller = inside.Length > 1 && inside[0] is 'T' or 'C' && int.TryParse(inside[1..], NumberStyles.None, CultureInfo.InvariantCulture, out _);
+            if (!isTime && !isCaller) break;
+            text = trimmed[(end + 1)..];
+            if (text.StartsWith(' ')) text = text[1..];
+        }
+        return text;
+    }
+
+    /// <summary>
+    /// Whether a log line is the kernel reporting a problem in itself: a warning or BUG (<c>cut here</c>), an oops,
+    /// a kernel general protection fault, a soft lockup, a hung task, a panic, or a failed livepatch operation.
+    /// Lines about user processes (a segfault, a trap, a GPF in user space) are not, whatever the process is named.
+    /// </summary>
+    public static bool IsProblem(string line)
+    {
+        var message = Message(line);
+        return !UserTaskLine().IsMatch(message) && KernelReport().IsMatch(message);
+    }
 }

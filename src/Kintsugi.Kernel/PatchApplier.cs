@@ -164,7 +164,7 @@ public sealed class PatchApplier(MachinePaths paths, LivepatchRuntime runtime, A
         if (health.Healthy || policy == BugPolicy.Keep)
         {
             var problem = health.Healthy ? null : "kernel problems after load: " + health;
-            Store.Save(pending with { BootState = BootState.Healthy, Note = problem, Problem = problem });
+            Store.Save(pending with { BootState = BootState.Healthy, Note = problem, Problem = problem, UnconfirmedBoots = 0, ConfirmedBefore = true });
             FaultInjection.After(ApplyStep.Confirmed);
             foreach (var change in Store.RecoverInterruptedApply()) report(change);
             FaultInjection.After(ApplyStep.Committed);

@@ -34,8 +34,16 @@ public sealed record InstalledPatch(
     PatchOrigin? Origin = null,
     string? BootId = null,
     IReadOnlyList<string>? Replaces = null,
-    string? Problem = null)
+    string? Problem = null,
+    int UnconfirmedBoots = 0,
+    bool ConfirmedBefore = false)
 {
+    /// <summary>
+    /// Boots in a row that ended before a patch that had run healthy before was confirmed again, before it is
+    /// quarantined: one such boot is as likely a power loss or a reset as a crash the patch caused.
+    /// </summary>
+    public const int UnconfirmedBootsBeforeQuarantine = 3;
+
     [JsonIgnore] public ModuleName ModuleName => ModuleName.Parse(Name);
 
     /// <summary>Pending since a load in the boot that is running now (an apply in progress or interrupted in this boot, not followed by a crash).</summary>
@@ -133,6 +141,19 @@ public sealed class PatchStore(MachinePaths paths, KernelRelease release)
     public void SaveAttempt(ApplyAttempt attempt) => AtomicFile.Write(AttemptPath, JsonSerializer.SerializeToUtf8Bytes(attempt, PatchStoreJson.Default.ApplyAttempt));
 
     private string AttemptPath => Path.Combine(Directory, "attempt", "last.json");
+
+    /// <summary>
+    /// An operator's retry of a quarantined patch: it becomes installed again (loaded at the next boot or apply,
+    /// under the same crash-loop guard). Returns the record, or null when no such patch is installed.
+    /// </summary>
+    public InstalledPatch? Retry(ModuleName name)
+    {
+        if (Find(name) is not { } record || !File.Exists(ModulePath(name))) return null;
+        if (record.BootState != BootState.Quarantined) return record;
+        var retried = record with { BootState = BootState.Installed, Note = $"retried by an operator after: {record.Note}", Problem = null, UnconfirmedBoots = 0 };
+        Save(retried);
+        return retried;
+    }
 
     public bool Uninstall(ModuleName name)
     {

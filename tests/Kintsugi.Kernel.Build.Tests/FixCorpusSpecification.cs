@@ -96,6 +96,20 @@ public abstract partial class FixCorpusSpecification<TRun>(TRun run) where TRun 
     }
 
     [Fact]
+    public async Task A_module_fix_s_dependencies_are_absent_too_when_the_patch_loads_and_the_patch_depends_on_no_module()
+    {
+        var outcome = await run.OutcomeAsync();
+        var lab = await KernelUnderTest.GetAsync(Release);
+        var closure = new KernelModuleClosure(lab.Kernel.ModulesDirectory);
+        var dependencies = outcome.Fixes.Select(f => f.Module).OfType<string>()
+            .SelectMany(m => closure.Resolve([m]).Select(KernelModuleClosure.NameOf).Where(d => d != m)).ToList();
+        Assert.NotEmpty(dependencies);
+        Assert.All(dependencies, d => Assert.Equal("0", outcome.Marker($"removed-{d}")));
+        Assert.True(outcome.Marker("load2") == "0", outcome.Describe("loading level 2 failed"));
+        Assert.Equal("", outcome.Level2Depends);
+    }
+
+    [Fact]
     public async Task Unloading_the_last_level_makes_every_check_fail_again()
     {
         var outcome = await run.OutcomeAsync();
@@ -145,8 +159,10 @@ public sealed class EachFixTheoryAttribute : TheoryAttribute
 }
 
 /// <summary>What the one boot of a kernel's corpus run printed, read by section.</summary>
-public sealed class CorpusRunOutcome(LabRunResult run, IReadOnlyList<CorpusFix> fixes, string level1Name, string level2Name)
+public sealed class CorpusRunOutcome(LabRunResult run, IReadOnlyList<CorpusFix> fixes, string level1Name, string level2Name, string level2Depends)
 {
+    /// <summary>The <c>depends=</c> of level 2's .modinfo: the modules the module loader would require first.</summary>
+    public string Level2Depends { get; } = level2Depends;
     public LabRunResult Run { get; } = run;
     public IReadOnlyList<CorpusFix> Fixes { get; } = fixes;
     public string Level1Name { get; } = level1Name;
@@ -195,16 +211,20 @@ public abstract class FixCorpusRun(KernelRelease release) : IDisposable
         return new KernelPatchBuilder(archive, () => new LabMachine(archive, DebianKernelArchive.DefaultCacheRoot, Repository.KintsugiBinary, _ => { }), _ => { });
     }
 
-    /// <summary>The modules the fixes' checks insert, as the guest finds them: /fixtures/modules/NAME.ko (decompressed).</summary>
+    /// <summary>
+    /// The modules the fixes' checks insert, with the modules they depend on, as the guest finds them:
+    /// /fixtures/modules/NAME.ko (decompressed).
+    /// </summary>
     public static async Task<IReadOnlyList<GuestFile>> ModuleFilesAsync(FetchedKernel kernel, IEnumerable<CorpusFix> fixes, string scratch)
     {
         var closure = new KernelModuleClosure(kernel.ModulesDirectory);
         var files = new List<GuestFile>();
-        foreach (var module in fixes.Select(f => f.Module).OfType<string>().Distinct(StringComparer.Ordinal))
+        var modules = fixes.Select(f => f.Module).OfType<string>().Distinct(StringComparer.Ordinal).ToList();
+        Assert.All(modules, m => Assert.False(closure.IsBuiltin(m), $"{m} is built in; the corpus expects a loadable module"));
+        foreach (var path in closure.Resolve(modules).Distinct(StringComparer.Ordinal))
         {
-            var paths = closure.Resolve([module]);
-            Assert.True(paths.Count == 1, $"{module} has dependencies or is built in; the corpus expects a self-contained module");
-            var source = Path.Combine(kernel.ModulesDirectory, paths[0]);
+            var module = KernelModuleClosure.NameOf(path);
+            var source = Path.Combine(kernel.ModulesDirectory, path);
             var host = Path.Combine(scratch, module + ".ko");
             if (source.EndsWith(".xz", StringComparison.Ordinal))
             {
@@ -215,6 +235,13 @@ public abstract class FixCorpusRun(KernelRelease release) : IDisposable
             files.Add(new GuestFile(host, $"/fixtures/modules/{module}.ko"));
         }
         return files;
+    }
+
+    private static string ModuleDepends(string module)
+    {
+        var modinfo = (Kintsugi.Elf.ElfDataSection)Kintsugi.Elf.ElfObject.Load(module).FindSection(".modinfo")!;
+        return System.Text.Encoding.ASCII.GetString(modinfo.Data).Split('\0')
+            .Where(e => e.StartsWith("depends=", StringComparison.Ordinal)).Select(e => e["depends=".Length..]).SingleOrDefault() ?? "";
     }
 
     private static async Task<CorpusRunOutcome> RunAsync(KernelRelease release)
@@ -249,11 +276,15 @@ public abstract class FixCorpusRun(KernelRelease release) : IDisposable
             kintsugi kernel load /corpus/level1.ko > /dev/null; echo "@load1=$?"
             echo "@level1"; checks
             """);
-        // The module fixes' modules are removed here, so that level 2 finds them absent and their checks insert them again.
+        // The module fixes' modules, and the modules they depend on, are removed here, so that level 2 finds them
+        // absent and their checks insert them again: a livepatch must load before the patched module and its dependencies.
+        var closure = new KernelModuleClosure(lab.Kernel.ModulesDirectory);
         foreach (var module in fixes.Select(f => f.Module).OfType<string>().Distinct(StringComparer.Ordinal))
         {
             if (module == "binfmt_misc") script.AppendLine("umount /proc/sys/fs/binfmt_misc 2> /dev/null");
-            script.AppendLine($"rmmod {module}; echo \"@removed-{module}=$?\"");
+            if (module == "bridge") script.AppendLine("ip link del kbr0 2> /dev/null");
+            foreach (var loaded in closure.Resolve([module]).Select(KernelModuleClosure.NameOf).Reverse())
+                script.AppendLine($"rmmod {loaded}; echo \"@removed-{loaded}=$?\"");
         }
         script.AppendLine($"""
             kintsugi kernel load /corpus/level2.ko > /dev/null; echo "@load2=$?"
@@ -267,7 +298,7 @@ public abstract class FixCorpusRun(KernelRelease release) : IDisposable
             """);
         var result = await lab.Lab.RunAsync(new LabRunSpec(release, script.ToString(), files, TimeSpan.FromMinutes(12)));
         Assert.False(result.TimedOut, $"the corpus run on {release} timed out:\n{result.Console}");
-        return new CorpusRunOutcome(result, fixes, level1.Manifest!.Module, level2.Manifest.Module);
+        return new CorpusRunOutcome(result, fixes, level1.Manifest!.Module, level2.Manifest.Module, ModuleDepends(level2.Module!));
     }
 }
 

@@ -7,10 +7,16 @@ namespace Kintsugi.Kernel.Build.Livepatch;
 /// A reference from patch code to a symbol the module loader cannot resolve (a local or unexported symbol of
 /// the running kernel, or any symbol of a patched module that may load later): in the linked module it is an
 /// undefined symbol named <see cref="UndefinedName"/>, to be bound by livepatch to <see cref="Name"/> at
-/// <see cref="Sympos"/> in <see cref="Object"/>.
+/// <see cref="Sympos"/> in <see cref="Object"/>, by a relocation applied when <see cref="RelocationObject"/> loads.
 /// </summary>
-public sealed record KlpSymbolBinding(string UndefinedName, string Object, string Name, Sympos Sympos)
+/// <param name="RelocationObject">
+/// The object whose loading applies the relocations (<c>.klp.rela.OBJECT.SECTION</c>): the patched module for a
+/// symbol of another module (loaded as its dependency), else <see cref="Object"/> itself. Null means <see cref="Object"/>.
+/// </param>
+public sealed record KlpSymbolBinding(string UndefinedName, string Object, string Name, Sympos Sympos, string? RelocationObject = null)
 {
+    public string AppliedWith => RelocationObject ?? Object;
+
     /// <summary>The livepatch symbol name: <c>.klp.sym.objname.symbol_name,sympos</c>.</summary>
     public string LivepatchSymbolName => $".klp.sym.{Object}.{Name},{Sympos}";
 }
@@ -51,15 +57,15 @@ public static class KlpRelocations
                     symbolTable.Symbols.Add(livepatchSymbol);
                     livepatchSymbols[binding.LivepatchSymbolName] = livepatchSymbol;
                 }
-                if (!klpSections.TryGetValue((binding.Object, target), out var klp))
+                if (!klpSections.TryGetValue((binding.AppliedWith, target), out var klp))
                 {
-                    klp = new ElfRelocationSection($".klp.rela.{binding.Object}.{target.Name}", target, symbolTable)
+                    klp = new ElfRelocationSection($".klp.rela.{binding.AppliedWith}.{target.Name}", target, symbolTable)
                     {
                         Flags = ElfSectionFlags.Alloc | ElfSectionFlags.InfoLink | ElfSectionFlags.RelaLivepatch,
                         Alignment = 8,
                     };
                     module.Sections.Add(klp);
-                    klpSections[(binding.Object, target)] = klp;
+                    klpSections[(binding.AppliedWith, target)] = klp;
                 }
                 klp.Relocations.Add(new ElfRelocation(relocation.Offset, relocation.Type, livepatchSymbol, relocation.Addend));
                 converted++;

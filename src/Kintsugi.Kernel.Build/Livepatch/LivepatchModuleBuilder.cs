@@ -1,4 +1,5 @@
 using System.Text;
+using Kintsugi.Diff;
 using Kintsugi.Elf;
 using Kintsugi.Kernel.Archive;
 using Kintsugi.Kernel.Build.Symbols;
@@ -50,10 +51,10 @@ public static class LivepatchModuleBuilder
         var elf = ElfObject.Load(module);
         KlpRelocations.Convert(elf, spec.Bindings);
         var unresolved = elf.SymbolTable!.Symbols
-            .Where(s => s.IsUndefined && s.Name.Length > 0 && exports.Find(s.Name) is null)
+            .Where(s => s.IsUndefined && s.Name.Length > 0 && !BindingPolicy.LinkedByModuleLoader(exports.Exports, s.Name))
             .Select(s => s.Name).Distinct().Order(StringComparer.Ordinal).ToList();
         if (unresolved.Count > 0)
-            throw new ModuleBuildException($"livepatch module {spec.ModuleName} references symbols that are neither exported nor bound by livepatch: {string.Join(", ", unresolved)}");
+            throw new ModuleBuildException($"livepatch module {spec.ModuleName} references symbols that are neither exported by vmlinux nor bound by livepatch: {string.Join(", ", unresolved)}");
         elf.Sections.Add(new ElfDataSection(ManifestSection, ElfSectionType.ProgBits, spec.Manifest) { Alignment = 1 });
         elf.Save(module);
         return module;

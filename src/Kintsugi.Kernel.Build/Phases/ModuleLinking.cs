@@ -77,7 +77,7 @@ public static class ManifestAssembly
             [.. resolved.Bindings.Select(b => b.Record).OrderBy(r => r.Object, StringComparer.Ordinal)
                 .ThenBy(r => r.Name, StringComparer.Ordinal)],
             resolved.Fidelity(skipFidelity),
-            KernelPatchBuilder.BuilderVersion, DateTimeOffset.UtcNow, signer);
+            KernelPatchBuilder.BuilderVersion, DateTimeOffset.UtcNow, signer, resolved.InertSites.Count > 0 ? resolved.InertSites : null);
 }
 
 /// <summary>

@@ -1,6 +1,7 @@
 using System.Text.RegularExpressions;
 using Kintsugi.Diff;
 using Kintsugi.Elf;
+using Kintsugi.Kernel.Build.Binding;
 using Kintsugi.Kernel.Build.Livepatch;
 using Kintsugi.Kernel.Build.Symbols;
 using Kintsugi.Kernel.Build.Units;
@@ -19,12 +20,14 @@ public sealed record ResolvedBinding(KlpSymbolBinding Binding, ManifestSymbol Re
 /// </summary>
 /// <param name="Callbacks">Per patched object, one set per unit: the module chains those of several units.</param>
 /// <param name="Mismatches">Functions whose compiled original is not the shipped code.</param>
+/// <param name="InertSites">Tracepoint sites of module code left disabled (keys bound too late), for the manifest.</param>
 public sealed record ResolvedPatch(
     IReadOnlyList<ResolvedFunction> Functions,
     IReadOnlyDictionary<string, IReadOnlyList<KlpCallbacks>> Callbacks,
     IReadOnlyList<ResolvedBinding> Bindings,
     int FunctionsMatched,
-    IReadOnlyList<string> Mismatches)
+    IReadOnlyList<string> Mismatches,
+    IReadOnlyList<ManifestInertSite> InertSites)
 {
     /// <summary>
     /// A patch built from source that does not reproduce the running kernel could be wrong; it is refused unless
@@ -73,6 +76,8 @@ public sealed partial class PatchResolution
         var bindings = new Dictionary<string, ResolvedBinding>(StringComparer.Ordinal);
         var mismatches = new List<string>();
         var matched = 0;
+        var inertSites = new List<ManifestInertSite>();
+        var patchDefines = ReferenceBinder.DefinedByPatch(changed.Select(d => d.Result.Output!));
         foreach (var diff in changed)
         {
             var (unit, result) = (diff.Unit, diff.Result);
@@ -92,13 +97,20 @@ public sealed partial class PatchResolution
                     new ManifestFunction(unit.PatchedObject, function.Name, resolved.Sympos.Value, resolved.Method.ToString(),
                         unit.SourcePath)));
             }
+            var patchedObject = await ShippedAsync(unit.PatchedObject);
+            var binder = new ReferenceBinder(unit, ReferenceBinder.PolicyFor(unit, _exports, patchedObject), resolver, patchDefines, ShippedAsync);
             foreach (var reference in result.References)
             {
                 if (bindings.ContainsKey(reference.OutputName)) continue;
-                if (await BindingForAsync(unit, reference, resolver) is { } binding)
+                if (await binder.BindAsync(reference) is { } binding)
                     bindings[reference.OutputName] = binding;
             }
-            await NameStaticCallKeysAsync(result, bindings);
+            foreach (var site in result.InertSites)
+            {
+                _progress($"{unit.SourcePath}: {site.Function}: {site.Reason} (its key {site.Key} lives in {unit.PatchedObject}, " +
+                    "bound too late to switch it)");
+                inertSites.Add(new ManifestInertSite(unit.PatchedObject, unit.SourcePath, site.Function, site.Key, site.Use.ToString()));
+            }
             // Each unit's callbacks stay its own: the module chains those of several units of one object.
             if (UnitCallbacks(result.Callbacks, unit) is { Any: true } unitCallbacks)
             {
@@ -108,7 +120,7 @@ public sealed partial class PatchResolution
         }
         return new ResolvedPatch(functions,
             callbacks.ToDictionary(c => c.Key, c => (IReadOnlyList<KlpCallbacks>)[.. c.Value], StringComparer.Ordinal),
-            [.. bindings.Values], matched, mismatches);
+            [.. bindings.Values], matched, mismatches, inertSites);
     }
 
     private async Task<ShippedObject> ShippedAsync(string objectName)
@@ -118,65 +130,6 @@ public sealed partial class PatchResolution
                 ? await _target.VmlinuxAsync(_progress, _cancellation)
                 : await _target.ModuleAsync(objectName, _cancellation);
         return found;
-    }
-
-    private async Task<ResolvedBinding?> BindingForAsync(TranslationUnit unit, LoadTimeReference reference,
-        SymbolResolver resolver)
-    {
-        static ResolvedBinding Bind(LoadTimeReference reference, ResolvedSymbol resolved, string how) =>
-            new(new KlpSymbolBinding(reference.OutputName, resolved.Object, resolved.Name, resolved.Sympos),
-                new ManifestSymbol(resolved.Object, resolved.Name, resolved.Sympos.Value, resolved.Method.ToString(), how));
-
-        if (reference.DefinedInUnit && reference.IsLocal)
-            return Bind(reference, resolver.Resolve(reference.TargetName), "local");
-        var export = _exports.Find(reference.TargetName);
-        // The module loader links exports, except those of the patched module itself, which may load after the patch.
-        if (export is not null && (export.Object == "vmlinux" || export.Object != unit.PatchedObject)) return null;
-        if (reference.DefinedInUnit || export is not null)
-            return Bind(reference, resolver.Resolve(reference.TargetName),
-                export is null ? "unexported" : "export of the patched module");
-        // Defined in another unit and not exported: it lives in the patched object, or (for module code) possibly
-        // in vmlinux.
-        var own = await ShippedAsync(unit.PatchedObject);
-        if (own.Symbols.Named(reference.TargetName).Count > 0)
-            return Bind(reference, new SymbolResolver(own, new ElfObject()).Resolve(reference.TargetName), "unexported");
-        if (!unit.IsVmlinux)
-        {
-            var vmlinux = await ShippedAsync("vmlinux");
-            if (vmlinux.Symbols.Named(reference.TargetName).Count > 0)
-                return Bind(reference, new SymbolResolver(vmlinux, new ElfObject()).Resolve(reference.TargetName), "unexported");
-        }
-        throw new LivepatchRefusedException($"{unit.SourcePath}: the fixed code references {reference.TargetName}, " +
-            $"which the running kernel neither exports nor has in {unit.PatchedObject}; it may be new in the fix's " +
-            "kernel version: backport it into the patched unit as a static function");
-    }
-
-    /// <summary>
-    /// Where objtool runs only when a module is linked (IBT kernels), it writes the patch module's static call
-    /// sites then; for a key it cannot find in the module it records the trampoline instead, which the kernel
-    /// accepts only for exported static calls ("Failed to fixup __raw_static_call() usage"). Naming each
-    /// called trampoline's key as an undefined symbol of the diff object lets objtool record the key itself,
-    /// bound by livepatch like any other unexported symbol of vmlinux.
-    /// </summary>
-    private async Task NameStaticCallKeysAsync(DiffResult result, Dictionary<string, ResolvedBinding> bindings)
-    {
-        const string Trampoline = "__SCT__", Key = "__SCK__";
-        if (result.Output is not { SymbolTable: { } table } output || output.FindSection(".static_call_sites") is not null)
-            return;
-        foreach (var reference in result.References.Where(r => r.TargetName.StartsWith(Trampoline, StringComparison.Ordinal)))
-        {
-            var key = Key + reference.TargetName[Trampoline.Length..];
-            if (table.Symbols.Any(s => s.Name == key)) continue;
-            table.Symbols.Add(new ElfSymbol(key)
-            {
-                Binding = ElfSymbolBinding.Global, Type = ElfSymbolType.NoType, SpecialSection = ElfSpecialSectionIndex.Undefined,
-            });
-            if (bindings.ContainsKey(key) || _exports.Find(key) is { Object: "vmlinux" }) continue;
-            var resolved = new SymbolResolver(await ShippedAsync("vmlinux"), new ElfObject()).Resolve(key);
-            bindings[key] = new ResolvedBinding(new KlpSymbolBinding(key, resolved.Object, resolved.Name, resolved.Sympos),
-                new ManifestSymbol(resolved.Object, resolved.Name, resolved.Sympos.Value, resolved.Method.ToString(),
-                    "static call key"));
-        }
     }
 
     private static KlpCallbacks UnitCallbacks(IReadOnlyList<string> names, TranslationUnit unit)

@@ -1,3 +1,5 @@
+using Kintsugi.Diff;
+
 namespace Kintsugi.Kernel.Build.Symbols;
 
 /// <summary>One exported symbol from Module.symvers: its name, the object exporting it, and its namespace.</summary>
@@ -17,9 +19,11 @@ public sealed class ModuleSymvers
 
     public ExportedSymbol? Find(string name) => _byName.GetValueOrDefault(name);
 
-    /// <summary>What the module loader links for a livepatch of <paramref name="patchedObject"/>: every export but the patched module's own.</summary>
-    public IReadOnlySet<string> LinkedFor(string patchedObject) =>
-        _byName.Values.Where(e => e.Object != patchedObject).Select(e => e.Name).ToHashSet(StringComparer.Ordinal);
+    /// <summary>Who exports what, as the binding policy reads it.</summary>
+    public KernelExports Exports => _exports ??= new KernelExports(
+        _byName.Values.ToDictionary(e => e.Name, e => PatchedObjectName.Parse(e.Object), StringComparer.Ordinal));
+
+    private KernelExports? _exports;
 
     /// <summary>Parses <c>crc	symbol	module	export-type	namespace</c> lines; the module of vmlinux is written vmlinux.</summary>
     public static ModuleSymvers Parse(string text, string origin)

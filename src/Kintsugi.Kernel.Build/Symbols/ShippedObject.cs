@@ -14,6 +14,9 @@ public abstract class ShippedObject
 
     /// <summary>The shipped bytes of a symbol, or null when they cannot be read.</summary>
     public abstract ReadOnlyMemory<byte>? Read(KernelSymbol symbol, int length);
+
+    /// <summary>The modules always loaded while this object is (a module's <c>depends</c>; none for vmlinux).</summary>
+    public virtual IReadOnlySet<string> Dependencies { get; } = new HashSet<string>(StringComparer.Ordinal);
 }
 
 public sealed class ShippedVmlinux(KernelSymbolTable symbols, VmlinuxImage image) : ShippedObject
@@ -47,6 +50,21 @@ public sealed class ShippedModule : ShippedObject
             symbols.Add(new KernelSymbol(((ulong)symbol.Section.Index << 32) | symbol.Value, symbol.Binding == ElfSymbolBinding.Local ? type : char.ToUpperInvariant(type), symbol.Name));
         }
         Symbols = new KernelSymbolTable(name, SymbolTableSource.ModuleFile, symbols);
+        Dependencies = ReadDependencies(module);
+    }
+
+    public override IReadOnlySet<string> Dependencies { get; }
+
+    /// <summary>The <c>depends=</c> entry of .modinfo: the modules whose exports this one links against.</summary>
+    private static HashSet<string> ReadDependencies(ElfObject module)
+    {
+        var set = new HashSet<string>(StringComparer.Ordinal);
+        if (module.FindSection(".modinfo") is not ElfDataSection modinfo) return set;
+        foreach (var entry in System.Text.Encoding.ASCII.GetString(modinfo.Data).Split('\0'))
+            if (entry.StartsWith("depends=", StringComparison.Ordinal))
+                foreach (var name in entry["depends=".Length..].Split(',', StringSplitOptions.RemoveEmptyEntries))
+                    set.Add(name.Replace('-', '_'));
+        return set;
     }
 
     public override ReadOnlyMemory<byte>? Read(KernelSymbol symbol, int length)

@@ -39,15 +39,17 @@ internal static class DiffPairs
         : throw new ArgumentException($"no pair named {name} in {Fixtures}");
 
     /// <summary>The pair diffed for vmlinux (or <paramref name="module"/>), computed once per run.</summary>
-    public static PairDiff Diff(string name, string? module = null) =>
-        Diffs.GetOrAdd((name, module ?? "vmlinux"), key => new Lazy<PairDiff>(() =>
+    /// <param name="objtoolAtLink">As for a kernel where objtool runs over the linked livepatch module (IBT).</param>
+    public static PairDiff Diff(string name, string? module = null, bool objtoolAtLink = false) =>
+        Diffs.GetOrAdd((name, (module ?? "vmlinux") + (objtoolAtLink ? "+objtool-at-link" : "")), key => new Lazy<PairDiff>(() =>
         {
             var (before, after) = Objects.Value.TryGetValue(key.Item1, out var pair) ? pair
                 : throw new ArgumentException($"no pair named {key.Item1} in {Fixtures}");
             var target = module is null ? PatchedObjectName.Vmlinux : PatchedObjectName.Parse(module);
             var original = ElfObject.Read(before);
             var patched = ElfObject.Read(after);
-            return new PairDiff(key.Item1, original, patched, ObjectDiffer.Diff(original, patched, new DiffOptions(target, Tag)));
+            var options = new DiffOptions(target, Tag) { ObjtoolAtModuleLink = objtoolAtLink };
+            return new PairDiff(key.Item1, original, patched, ObjectDiffer.Diff(original, patched, options));
         })).Value;
 
     private static IReadOnlyDictionary<string, (byte[], byte[])> CompileAll()

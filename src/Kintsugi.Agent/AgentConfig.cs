@@ -29,6 +29,9 @@ public sealed record AgentConfig
 
     public string TrustStore { get; init; } = "/etc/kintsugi/trust";
 
+    /// <summary>Whether an <c>http://</c> server is accepted (test labs only: the credential and every answer would be in clear).</summary>
+    public bool AllowInsecureHttp { get; init; }
+
     /// <summary>How often to check in (server) or scan the directory (offline), before jitter.</summary>
     public TimeSpan CheckInterval { get; init; } = TimeSpan.FromHours(1);
 
@@ -73,6 +76,15 @@ public sealed record AgentConfig
                 "token-file" => SetTokenFile(config, tokenFile = value),
                 "offline-directory" => config with { OfflineDirectory = value },
                 "trust" => config with { TrustStore = value },
+                "insecure-http" => config with
+                {
+                    AllowInsecureHttp = value switch
+                    {
+                        "yes" => true,
+                        "no" => false,
+                        _ => throw Invalid(origin, number, $"insecure-http must be yes or no, not '{value}'"),
+                    },
+                },
                 "check-interval" => config with { CheckInterval = ParseDuration(value, origin, number, TimeSpan.FromSeconds(10)) },
                 "settle" => config with { Settle = ParseDuration(value, origin, number, TimeSpan.Zero) },
                 "transition-timeout" => config with { TransitionTimeout = ParseDuration(value, origin, number, TimeSpan.FromSeconds(1)) },
@@ -85,14 +97,17 @@ public sealed record AgentConfig
                         _ => throw Invalid(origin, number, $"on-bug must be keep or revert, not '{value}'"),
                     },
                 },
-                _ => throw Invalid(origin, number, $"unknown key '{key}' (known: server, server-ca, token, token-file, offline-directory, trust, check-interval, settle, transition-timeout, on-bug)"),
+                _ => throw Invalid(origin, number, $"unknown key '{key}' (known: server, server-ca, token, token-file, offline-directory, trust, insecure-http, check-interval, settle, transition-timeout, on-bug)"),
             };
         }
         if (seen.Contains("token") && tokenFile is not null) throw new AgentException($"{origin}: set token or token-file, not both", ExitCode.Usage);
         if (seen.Count == 0) throw new AgentException($"{origin} has no settings; it needs server (with token) or offline-directory (see docs/cli.md)", ExitCode.Usage);
         if ((config.Server is null) == (config.OfflineDirectory is null))
             throw new AgentException($"{origin}: set exactly one of server (a patch server URL) or offline-directory (a directory of bundles)", ExitCode.Usage);
-        if (config.OfflineDirectory is not null && config.EnrollmentToken is not null)
+        if (config.Server is { Scheme: "http" } plain && !config.AllowInsecureHttp)
+            throw new AgentException($"{origin}: server {plain} is not https: the machine's credential and every answer the agent acts on would cross the network " +
+                                     "readable and changeable; use https (a TLS proxy in front of a server listening on http), or set insecure-http = yes in a test lab", ExitCode.Usage);
+                if (config.OfflineDirectory is not null && config.EnrollmentToken is not null)
             throw new AgentException($"{origin}: an enrollment token only makes sense with server", ExitCode.Usage);
         if (config.OfflineDirectory is not null && config.ServerCertificate is not null)
             throw new AgentException($"{origin}: server-ca only makes sense with server", ExitCode.Usage);

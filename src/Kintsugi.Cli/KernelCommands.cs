@@ -25,6 +25,7 @@ internal static class KernelCommands
         kernel.Subcommands.Add(Fetch());
         kernel.Subcommands.Add(Prepare());
         kernel.Subcommands.Add(Build());
+        kernel.Subcommands.Add(CatchUp());
         kernel.Subcommands.Add(DiffCommand.Create());
         kernel.Subcommands.Add(Test());
         return kernel;
@@ -309,6 +310,39 @@ internal static class KernelCommands
                 Console.WriteLine("stages:   " + string.Join(", ", result.Stages.Select(s => $"{s.Stage} {s.Seconds:0.0} s")));
             }
             return result.Outcome == BuildOutcome.Built ? 0 : (int)ExitCode.NothingToDo;
+        });
+        return command;
+    }
+
+    private static Command CatchUp()
+    {
+        var target = new Option<string>("--target") { Description = "The running kernel's exact release (uname -r), or 'running'", Required = true };
+        var to = new Option<string>("--to") { Description = "The newer Debian version of the same kernel line's linux-source, for example 6.1.187-1 (apt-cache madison linux-source-6.1)", Required = true };
+        var output = new Option<DirectoryInfo>("--output", "-o") { Description = "Where to write the module (module/), the report (catch-up.json, catch-up.txt) and the resumable state", Required = true };
+        var name = new Option<string?>("--name") { Description = "The livepatch's name (default catchup_VERSION, or the base's name)" };
+        var baseLevel = new Option<DirectoryInfo?>("--base") { Description = "The module directory of the previous level (OUTPUT/module of an earlier catch-up or a kernel build): the new module replaces it atomically" };
+        var maxUnits = new Option<int>("--max-units") { Description = "Refuse a header change compiled into more built units than this", DefaultValueFactory = _ => 40 };
+        var only = new Option<string[]>("--only") { Description = "Build only changed files under this path prefix (repeatable); the others are reported as outside the scope", AllowMultipleArgumentsPerToken = false };
+        var json = Cli.Json();
+        var command = new Command("catch-up", "Build the security content of a newer linux-source version of the running kernel's line as one livepatch, with a report of the CVEs it covers and those that still need a reboot")
+            { target, to, output, name, baseLevel, maxUnits, only, json };
+        command.Action = Cli.Run(async parse =>
+        {
+            var requested = parse.GetValue(target)!;
+            var release = ParseRelease(requested == "running" ? File.ReadAllText("/proc/sys/kernel/osrelease").Trim() : requested);
+            var cache = DebianKernelArchive.DefaultCacheRoot;
+            var request = new Kintsugi.Kernel.CatchUp.CatchUpRequest(release, parse.GetValue(to)!, parse.GetValue(output)!.FullName, parse.GetValue(name),
+                parse.GetValue(baseLevel)?.FullName, parse.GetValue(maxUnits), parse.GetValue(only) ?? []);
+            var result = await new Kintsugi.Kernel.CatchUp.KernelCatchUp(new DebianKernelArchive(cache, Cli.Progress), cache, LabCommands.Machine, Cli.Progress)
+                .RunAsync(request);
+            if (parse.GetValue(json)) Console.WriteLine(System.Text.Encoding.UTF8.GetString(result.Report.ToUtf8()));
+            else
+            {
+                Console.Write(result.Report.ToText());
+                Console.WriteLine($"report:   {result.ReportPath}");
+                Console.WriteLine($"          {result.TextReportPath}");
+            }
+            return (int)result.ExitCode;
         });
         return command;
     }

@@ -33,6 +33,8 @@ public enum ExitCode
     TestFailed = 8,
     /// <summary>kernel build: the fix changes no machine code of the target (for example only __LINE__ values moved); no module was written.</summary>
     NothingToDo = 9,
+    /// <summary>kernel catch-up: a module was built, but some changed files were refused or some CVEs still need a reboot (see the report).</summary>
+    CatchUpIncomplete = 10,
     /// <summary>lab run: the guest did not finish within --timeout.</summary>
     LabTimeout = 124,
     /// <summary>lab run: the lab itself failed (QEMU, initramfs, boot) before the guest command could report.</summary>

@@ -22,6 +22,10 @@ public abstract record TargetReference
 /// <param name="BaseDirectory">The output directory of the previous level; its patches are carried forward.</param>
 /// <param name="MaxUnits">A header fix rebuilding more units than this is refused with the list.</param>
 /// <param name="Signing">The operator's key: the module is signed in the kernel's module signature format.</param>
+/// <param name="CarryBasePatches">
+/// False when the new patches supersede the base's instead of adding to them (a catch-up to a newer version
+/// carries the whole difference from the running kernel's source again): the level and name still follow the base.
+/// </param>
 public sealed record KernelBuildRequest(
     TargetReference Target,
     IReadOnlyList<string> PatchFiles,
@@ -31,7 +35,8 @@ public sealed record KernelBuildRequest(
     string OutputDirectory,
     bool SkipFidelity = false,
     int MaxUnits = 40,
-    ModuleSigningKey? Signing = null);
+    ModuleSigningKey? Signing = null,
+    bool CarryBasePatches = true);
 
 [JsonConverter(typeof(JsonStringEnumConverter<BuildOutcome>))]
 public enum BuildOutcome { Built, NothingToDo }

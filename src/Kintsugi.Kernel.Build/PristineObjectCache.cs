@@ -16,8 +16,9 @@ public sealed class PristineObjectCache(string directory)
         CancellationToken cancellation)
     {
         // Compiled beside the cache and moved in, so a build killed midway never leaves a half-written object
-        // to be trusted later.
-        var staging = directory + ".staging-" + Environment.ProcessId;
+        // to be trusted later; one staging directory per call, since one process may run several builds at once
+        // (catch-up trials).
+        var staging = $"{directory}.staging-{Environment.ProcessId}-{Guid.NewGuid():N}";
         await workspace.CompileAllAsync(objects, staging, extraCFlags, cancellation);
         foreach (var o in objects)
         {

@@ -60,6 +60,8 @@ public sealed class AgentConfigSpecification
     [InlineData("offline-directory = /srv\non-bug = ignore", "on-bug must be keep or revert")]
     [InlineData("offline-directory = /srv\noffline-directory = /other", "set twice")]
     [InlineData("server = ftp://a.example", "not an http(s) URL")]
+    [InlineData("server = http://patches.example.com/\ntoken = ket_x", "is not https")]
+    [InlineData("server = http://patches.example.com/\ninsecure-http = maybe", "insecure-http must be yes or no")]
     [InlineData("offline-directory = /srv\ntoken = ket_x", "only makes sense with server")]
     [InlineData("offline-directory = /srv\nserver-ca = /etc/kintsugi/server.crt", "server-ca only makes sense with server")]
     [InlineData("offline-directory /srv", "is not 'key = value'")]
@@ -68,6 +70,14 @@ public sealed class AgentConfigSpecification
         var error = Assert.Throws<AgentException>(() => AgentConfig.Parse(text, "agent.conf"));
         Assert.Contains(because, error.Message);
         Assert.Equal(ExitCode.Usage, error.ExitCode);
+    }
+
+    [Fact]
+    public void A_plain_http_server_is_accepted_only_when_the_configuration_says_so_explicitly()
+    {
+        var config = AgentConfig.Parse("server = http://10.0.2.2:8080/\ntoken = ket_x\ninsecure-http = yes", "agent.conf");
+        Assert.Equal("http", config.Server!.Scheme);
+        Assert.True(config.AllowInsecureHttp);
     }
 
     [Fact]

@@ -272,6 +272,7 @@ public abstract class AgentLabSpecification(KernelRelease release) : IDisposable
         };
         var config = $"""
             server = http://10.0.2.2:{server.Port}/
+            insecure-http = yes
             token = ket_lab
             trust = /etc/kintsugi/trust
             settle = 1

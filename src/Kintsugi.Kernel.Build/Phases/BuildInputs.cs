@@ -24,13 +24,14 @@ public sealed partial record BuildInputs(
     public static BuildInputs Read(KernelBuildRequest request)
     {
         var (basis, carried) = request.BaseDirectory is { } directory ? ReadBase(directory) : (null, []);
+        if (!request.CarryBasePatches) carried = [];
         var level = (basis?.Level ?? 0) + 1;
         var added = request.PatchFiles.Select(SourcePatch.Read).ToList();
         if (added.Count == 0) throw new SourcePatchException("no patch given: pass at least one --patch");
         var name = ModuleBaseName(request.Name ?? basis?.Name
             ?? Path.GetFileNameWithoutExtension(request.PatchFiles.FirstOrDefault() ?? "livepatch"));
         IReadOnlyList<LeveledPatch> patches = [.. carried, .. added.Select(p => new LeveledPatch(p, level))];
-        var cves = (basis?.Cves ?? []).Concat(request.Cves).Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal);
+        var cves = (request.CarryBasePatches ? basis?.Cves ?? [] : []).Concat(request.Cves).Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal);
         return new BuildInputs(basis, level, name, patches, LivepatchScope.Check(patches.Select(p => p.Patch)), [.. cves]);
     }
 

@@ -53,6 +53,16 @@ public sealed class ServerMetrics
 
     public void CountCheckIn(CheckInAction action) => CheckIns.GetOrAdd(action, _ => new Counter()).Increment();
 
-    public void ObserveRequest(string method, string route, int status, double seconds) =>
-        Requests.GetOrAdd((method, route, status / 100), _ => new Histogram()).Observe(seconds);
+    /// <summary>The methods the API answers; any other name a client sends is counted as <c>other</c>.</summary>
+    private static readonly string[] KnownMethods = ["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH"];
+
+    /// <summary>
+    /// Counts a request. Every label is from a bounded set (the method, the matched route pattern, the status
+    /// class), so anonymous requests with made-up method names or paths cannot grow the series without bound.
+    /// </summary>
+    public void ObserveRequest(string method, string route, int status, double seconds)
+    {
+        var known = Array.Find(KnownMethods, m => string.Equals(m, method, StringComparison.OrdinalIgnoreCase)) ?? "other";
+        Requests.GetOrAdd((known, route, Math.Clamp(status / 100, 1, 5)), _ => new Histogram()).Observe(seconds);
+    }
 }

@@ -1,0 +1,134 @@
+using Kintsugi.Kernel.Build;
+using Kintsugi.Kernel.Build.Units;
+
+namespace Kintsugi.Kernel.CatchUp;
+
+/// <summary>What the plan decided for one changed file before anything is compiled.</summary>
+public abstract record FileDecision(ChangedFile File)
+{
+    /// <summary>To be built: its patch goes through the builder, which compiles the units it names.</summary>
+    public sealed record Build(ChangedFile File, IReadOnlyList<string> Units) : FileDecision(File);
+
+    /// <summary>Decided without compiling: refused, no code, not built, not kernel code, or outside the run's scope.</summary>
+    public sealed record Decided(ChangedFile File, FileOutcome Outcome, string? Rule, string? Reason, string? Advice, string? Proof) : FileDecision(File);
+}
+
+/// <summary>
+/// The plan phase: every changed file gets a decision from what can be told without compiling: its kind
+/// (scope rules of the builder), headers compared construct by construct (a layout or a non-inline definition
+/// refuses every changed C file that includes it), and where kbuild builds each C file in this kernel's
+/// configuration. Only files with a unit to build go on to the builder.
+/// </summary>
+public sealed class CatchUpPlan
+{
+    public IReadOnlyList<FileDecision> Decisions { get; }
+
+    private CatchUpPlan(IReadOnlyList<FileDecision> decisions) => Decisions = decisions;
+
+    public static CatchUpPlan Make(SourceDifference difference, string tree, int maxUnits, IReadOnlyList<string> only, Action<string> progress)
+    {
+        var kbuild = KbuildUnits.Open(tree);
+        var headers = new Lazy<HeaderDependents>(() =>
+        {
+            progress("reading the #include graph of the tree");
+            return HeaderDependents.Scan(tree);
+        });
+        var decisions = new Dictionary<string, FileDecision>(StringComparer.Ordinal);
+        // Headers first: a refused header refuses the changed C files that include it.
+        var refusedHeaders = new List<(string Header, IReadOnlyList<string> Reasons)>();
+        var ordered = difference.Files.OrderBy(f => f.Path.EndsWith(".h", StringComparison.Ordinal) ? 0 : 1).ThenBy(f => f.Path, StringComparer.Ordinal);
+        foreach (var file in ordered)
+        {
+            var decision = Decide(file);
+            if (decision is FileDecision.Decided { Outcome: FileOutcome.Refused, Rule: "header-layout" } && file.Path.EndsWith(".h", StringComparison.Ordinal))
+                refusedHeaders.Add((file.Path, SourceChange.ClassifyHeader(difference.ReadOld(file), difference.ReadNew(file)).Reasons));
+            decisions[file.Path] = decision;
+        }
+        if (refusedHeaders.Count > 0)
+        {
+            foreach (var (header, reasons) in refusedHeaders)
+                foreach (var includer in headers.Value.SourcesIncluding(header))
+                    if (decisions.TryGetValue(includer, out var decision) && decision is FileDecision.Build)
+                        decisions[includer] = new FileDecision.Decided(decision.File, FileOutcome.Refused, "header-layout",
+                            $"includes {header}, which {string.Join("; ", reasons)}",
+                            "the fix depends on a changed definition the running kernel's data and callers were built with: reboot into the new version", null);
+        }
+        return new CatchUpPlan([.. difference.Files.Select(f => decisions[f.Path])]);
+
+        FileDecision Decide(ChangedFile file)
+        {
+            if (only.Count > 0 && !only.Any(prefix => file.Path.StartsWith(prefix, StringComparison.Ordinal)))
+                return new FileDecision.Decided(file, FileOutcome.NotKernelCode, "scope", "outside the --only scope of this run", "run again without --only", null);
+            if (file.Path.StartsWith("arch/", StringComparison.Ordinal) && !file.Path.StartsWith("arch/x86/", StringComparison.Ordinal))
+                return new FileDecision.Decided(file, FileOutcome.NotBuilt, null, null, null,
+                    $"{file.Path.Split('/')[1]} is another architecture: an x86-64 kernel compiles nothing under {string.Join('/', file.Path.Split('/')[..2])}/");
+            var scoped = LivepatchScope.Classify(new FileChange(file.Path, null, file.Kind, file.LinesAdded, file.LinesRemoved));
+            if (file.Patch is null && scoped.Scope != ChangeScope.Ignored)
+                return new FileDecision.Decided(file, FileOutcome.Refused, "binary", "a binary file changed", "reboot into the new version", null);
+            switch (scoped.Scope)
+            {
+                case ChangeScope.Ignored:
+                    return new FileDecision.Decided(file, FileOutcome.NotKernelCode, null, scoped.Reason, null, null);
+                case ChangeScope.Header:
+                    return DecideHeader(file);
+                case ChangeScope.TranslationUnit when file.Kind == FileChangeKind.Added:
+                    return new FileDecision.Decided(file, FileOutcome.Refused, "new-file",
+                        "a new C file: a livepatch replaces functions of units the running kernel already has", "reboot into the new version", null);
+                case ChangeScope.TranslationUnit:
+                    return DecideSource(file);
+                default:
+                    if (file.Kind == FileChangeKind.Deleted && file.Path.EndsWith(".c", StringComparison.Ordinal) && kbuild.Locate(file.Path) is null
+                        && headers.Value.SourcesIncluding(file.Path).Count == 0)
+                        return new FileDecision.Decided(file, FileOutcome.NotBuilt, null, null, null, NotBuiltProof(file.Path));
+                    return new FileDecision.Decided(file, FileOutcome.Refused, "scope", scoped.Reason, AdviceFor(file.Path), null);
+            }
+        }
+
+        FileDecision DecideHeader(ChangedFile file)
+        {
+            var verdict = SourceChange.ClassifyHeader(difference.ReadOld(file), difference.ReadNew(file));
+            switch (verdict.Impact)
+            {
+                case HeaderImpact.NoCode:
+                    return new FileDecision.Decided(file, FileOutcome.NoCode, null, null, null, "only comments and whitespace changed (compared construct by construct)");
+                case HeaderImpact.DeclarationsOnly:
+                    return new FileDecision.Decided(file, FileOutcome.NoCode, null, null, null,
+                        "only declarations were added or removed, which compile to nothing: " + string.Join(", ", verdict.Constructs));
+                case HeaderImpact.Refused:
+                    return new FileDecision.Decided(file, FileOutcome.Refused, "header-layout", string.Join("\n", verdict.Reasons),
+                        "reboot into the new version: the running kernel's structures and callers were built with the old header", null);
+            }
+            var sources = headers.Value.SourcesIncluding(file.Path);
+            var built = sources.Select(kbuild.Locate).OfType<TranslationUnit>().ToList();
+            if (sources.Count == 0 || built.Count == 0)
+                return new FileDecision.Decided(file, FileOutcome.NotBuilt, null, null, null,
+                    $"included by {sources.Count} C file(s) of the tree, none of which this kernel's configuration builds" +
+                    (sources.Count > 0 ? ": " + string.Join(", ", sources.Take(5)) + (sources.Count > 5 ? ", ..." : "") : ""));
+            if (built.Count > maxUnits)
+                return new FileDecision.Decided(file, FileOutcome.Refused, "too-many-units",
+                    $"changes {string.Join(", ", verdict.Constructs.Select(c => c.Name))}, compiled into {built.Count} built units (more than --max-units {maxUnits})",
+                    "raise --max-units to rebuild them all (slow), or reboot into the new version", null);
+            return new FileDecision.Build(file, [.. built.Select(u => u.SourcePath)]);
+        }
+
+        FileDecision DecideSource(ChangedFile file)
+        {
+            if (SourceChange.SameCode(difference.ReadOld(file), difference.ReadNew(file)))
+                return new FileDecision.Decided(file, FileOutcome.NoCode, null, null, null, "only comments and whitespace changed (compared construct by construct)");
+            if (kbuild.Locate(file.Path) is { } unit) return new FileDecision.Build(file, [unit.SourcePath]);
+            var includers = headers.Value.SourcesIncluding(file.Path).Select(kbuild.Locate).OfType<TranslationUnit>().ToList();
+            if (includers.Count > 0) return new FileDecision.Build(file, [.. includers.Select(u => u.SourcePath)]);
+            return new FileDecision.Decided(file, FileOutcome.NotBuilt, null, null, null, NotBuiltProof(file.Path));
+        }
+    }
+
+    private static string NotBuiltProof(string path) =>
+        $"kbuild's Makefiles, evaluated against this kernel's .config, link {path[..^2]}.o into neither vmlinux nor a module, " +
+        "and no built C file #includes it";
+
+    private static string AdviceFor(string path) =>
+        path.EndsWith(".S", StringComparison.Ordinal) || path.EndsWith(".s", StringComparison.Ordinal) ? "reboot into the new version (assembly is not live patched)"
+        : Path.GetFileName(path) is "Makefile" or "Kbuild" || Path.GetFileName(path).StartsWith("Kconfig", StringComparison.Ordinal)
+            ? "review it: a build change that concerns only objects this configuration does not build loses nothing; otherwise reboot"
+        : "reboot into the new version";
+}

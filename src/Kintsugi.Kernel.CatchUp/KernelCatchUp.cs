@@ -1,0 +1,280 @@
+using System.Diagnostics;
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Json;
+using System.Text.RegularExpressions;
+using Kintsugi.Kernel.Archive;
+using Kintsugi.Kernel.Build;
+using Kintsugi.Kernel.Build.Phases;
+using Kintsugi.Kernel.Build.Units;
+using Kintsugi.Lab;
+
+namespace Kintsugi.Kernel.CatchUp;
+
+/// <summary>What to catch up: the running kernel's release, the newer source version of its line, where to write.</summary>
+/// <param name="Only">Path prefixes: only changed files under them are built (the others are reported as outside the scope).</param>
+public sealed record CatchUpRequest(
+    KernelRelease Target,
+    string ToVersion,
+    string OutputDirectory,
+    string? Name = null,
+    string? BaseDirectory = null,
+    int MaxUnits = 40,
+    IReadOnlyList<string>? Only = null,
+    bool SkipFidelity = false);
+
+public sealed record CatchUpResult(CatchUpReport Report, string ReportPath, string TextReportPath, ExitCode ExitCode);
+
+/// <summary>The outcome of building one changed file on its own, kept so that a second run does not build it again.</summary>
+public sealed record FileTrial(string Key, FileOutcome Outcome, IReadOnlyList<string> Functions, string? Object, string? Rule, string? Reason,
+    string? Advice, string? Proof);
+
+/// <summary>
+/// <c>kintsugi kernel catch-up</c>: the security content of a newer linux-source version of the running
+/// kernel's line as one cumulative livepatch, and the report of what it covers. Phases: sources (both
+/// versions), changelog (the CVEs between them), difference (one patch per changed file), plan (decisions
+/// that need no compiler), trials (each remaining file through the builder on its own: built, refused with
+/// its rule, or no code), module (every built file in one module), report.
+/// </summary>
+public sealed partial class KernelCatchUp(DebianKernelArchive archive, string cacheRoot, Func<LabMachine> lab, Action<string> progress)
+{
+    public async Task<CatchUpResult> RunAsync(CatchUpRequest request, CancellationToken cancellation = default)
+    {
+        var stages = new List<StageTiming>();
+        async Task<T> Stage<T>(string name, Func<Task<T>> work)
+        {
+            progress($"{name}...");
+            var watch = Stopwatch.StartNew();
+            var result = await work();
+            stages.Add(new StageTiming(name, Math.Round(watch.Elapsed.TotalSeconds, 2)));
+            progress($"{name}: done in {watch.Elapsed.TotalSeconds:0.0} s");
+            return result;
+        }
+
+        var output = Path.GetFullPath(request.OutputDirectory);
+        Directory.CreateDirectory(output);
+        var kernel = await Stage("download", () => archive.FetchAsync(request.Target, KernelParts.Image | KernelParts.Headers | KernelParts.Source, cancellation));
+        var from = LinuxSourceArchive.OfKernel(kernel);
+        var to = await Stage("download newer source", () => new LinuxSourceArchive(cacheRoot, progress)
+            .FetchAsync(LinuxSourceVersion.Of(request.Target, request.ToVersion), cancellation));
+        var versions = DebianChangelog.Read(to.Changelog).Between(from.Source.Version, to.Source.Version);
+        var difference = await Stage("difference", () => SourceDifference.ComputeAsync(from, to, cacheRoot, progress, cancellation));
+        var tree = await Stage("prepare", () => KernelSourceTree.PrepareAsync(kernel, progress, cancellation));
+        var plan = await Stage("plan", () => Task.FromResult(CatchUpPlan.Make(difference, tree.Directory, request.MaxUnits, request.Only ?? [], progress)));
+
+        var trials = await Stage("trials", () => RunTrialsAsync(request, kernel, difference, plan, output, cancellation));
+        var mappings = CveMatcher.Match(versions.SelectMany(v => v.Items), difference.Files);
+        var files = Report(plan, trials, mappings, difference);
+        var cves = Coverage(mappings, files);
+
+        var built = files.Where(f => f.Outcome == FileOutcome.Built).ToList();
+        string? module = null;
+        int? level = null;
+        if (built.Count > 0)
+        {
+            var result = await Stage("module", () => BuildModuleAsync(request, kernel.Target, difference, built, cves, output, cancellation));
+            module = result.Module;
+            level = result.Manifest?.Level;
+        }
+        var report = new CatchUpReport(kernel.Target.Release.Value, kernel.Target.PackageVersion, kernel.Target.BuildId.ToString(),
+            from.Source.ToString(), to.Source.ToString(), module, level, [.. versions.Select(v => v.Version)], Totals(files, cves),
+            files, cves, stages, DateTimeOffset.UtcNow);
+        var reportPath = Path.Combine(output, "catch-up.json");
+        var textPath = Path.Combine(output, "catch-up.txt");
+        await AtomicWriteAsync(reportPath, report.ToUtf8(), cancellation);
+        await AtomicWriteAsync(textPath, Encoding.UTF8.GetBytes(report.ToText()), cancellation);
+        var exit = built.Count == 0 ? ExitCode.NothingToDo
+            : files.Any(f => f.Outcome == FileOutcome.Refused) || cves.Any(c => c.Status is CveStatus.NeedsReboot or CveStatus.Unmapped)
+                ? ExitCode.CatchUpIncomplete : ExitCode.Success;
+        return new CatchUpResult(report, reportPath, textPath, exit);
+    }
+
+    /// <summary>
+    /// Each file the plan sends to the builder, taken through the builder's phases on its own up to the resolved
+    /// patch (no module is linked for a trial): as many at a time as the machine has cores, each outcome kept in
+    /// OUTPUT/.catch-up/trials so that an interrupted or repeated run builds only what is left.
+    /// </summary>
+    private async Task<Dictionary<string, FileTrial>> RunTrialsAsync(CatchUpRequest request, FetchedKernel kernel, SourceDifference difference,
+        CatchUpPlan plan, string output, CancellationToken cancellation)
+    {
+        var state = Path.Combine(output, ".catch-up", "trials");
+        Directory.CreateDirectory(state);
+        var results = new System.Collections.Concurrent.ConcurrentDictionary<string, FileTrial>(StringComparer.Ordinal);
+        var pending = plan.Decisions.OfType<FileDecision.Build>().ToList();
+        var target = await DebianBuildTarget.FetchAsync(archive, kernel.Target.Release, lab, cancellation);
+        var tree = await target.PrepareAsync(progress, cancellation);
+        var exports = new Lazy<Build.Symbols.ModuleSymvers>(target.LoadExports, LazyThreadSafetyMode.ExecutionAndPublication);
+        var done = 0;
+        await Parallel.ForEachAsync(pending, new ParallelOptions { MaxDegreeOfParallelism = Environment.ProcessorCount, CancellationToken = cancellation },
+            async (decision, token) =>
+            {
+                var file = decision.File;
+                var key = TrialKey(kernel.Target, file, request);
+                var record = Path.Combine(state, key + ".json");
+                FileTrial trial;
+                var watch = Stopwatch.StartNew();
+                if (File.Exists(record) && JsonSerializer.Deserialize(await File.ReadAllBytesAsync(record, token), CatchUpJson.Default.FileTrial) is { } kept
+                    && kept.Key == key)
+                    trial = kept;
+                else
+                {
+                    progress($"{file.Path}: building ({decision.Units.Count} unit(s))");
+                    var work = Path.Combine(output, ".catch-up", "work", key);
+                    trial = await TrialAsync(target, tree, exports, request, file, difference, key, work, token);
+                    await AtomicWriteAsync(record, JsonSerializer.SerializeToUtf8Bytes(trial, CatchUpJson.Default.FileTrial), token);
+                    if (Directory.Exists(work)) Directory.Delete(work, recursive: true);
+                }
+                results[file.Path] = trial;
+                var count = Interlocked.Increment(ref done);
+                progress($"[{count}/{pending.Count}] {file.Path}: {Describe(trial)} ({watch.Elapsed.TotalSeconds:0} s)");
+            });
+        return new Dictionary<string, FileTrial>(results, StringComparer.Ordinal);
+    }
+
+    /// <summary>One file through scope, compile, diff and resolve: what the module would carry for it, or why not.</summary>
+    private async Task<FileTrial> TrialAsync(BuildTarget target, KernelSourceTree tree, Lazy<Build.Symbols.ModuleSymvers> exports,
+        CatchUpRequest request, ChangedFile file, SourceDifference difference, string key, string work, CancellationToken cancellation)
+    {
+        var buildRequest = new KernelBuildRequest(new TargetReference.Debian(request.Target), [difference.PatchPath(file)], "catchup_trial", [],
+            null, work, request.SkipFidelity, request.MaxUnits);
+        var quiet = new StageClock(_ => { });
+        try
+        {
+            var inputs = BuildInputs.Read(buildRequest);
+            var units = UnitSelection.Select(tree, inputs.Scope, request.MaxUnits, _ => { });
+            if (units.Count == 0)
+                return new FileTrial(key, FileOutcome.NotBuilt, [], null, null, null, null,
+                    "the builder's unit selection (kbuild Makefiles and .config, #include of C files) found no unit of this kernel for it");
+            Directory.CreateDirectory(work);
+            var compiled = await UnitCompilation.CompileAsync(target, tree, units, inputs.Patches, work, quiet, cancellation);
+            var diffs = UnitDiffing.DiffAll(compiled, exports);
+            UnitDiffing.ThrowIfRefused(diffs);
+            var changed = diffs.Where(d => d.Contributes).ToList();
+            if (changed.Count == 0)
+                return new FileTrial(key, FileOutcome.NoCode, [], null, null, null, null,
+                    $"compiled before and after ({string.Join(", ", units.Select(u => u.ObjectPath))}): the machine code is the same" +
+                    string.Concat(diffs.SelectMany(d => d.Notes).Select(n => "; " + n)));
+            var resolved = await PatchResolution.ResolveAsync(target, changed, exports.Value, request.SkipFidelity, _ => { }, cancellation);
+            resolved.ThrowIfUnfaithful(request.SkipFidelity);
+            return new FileTrial(key, FileOutcome.Built, [.. resolved.Functions.Select(f => $"{f.Object}:{f.Record.Name}")],
+                string.Join(", ", resolved.Functions.Select(f => f.Object).Distinct()), null, null, null, null);
+        }
+        catch (LivepatchRefusedException e)
+        {
+            var rules = e.Rules.Count > 0 ? string.Join(", ", e.Rules) : "livepatch";
+            return new FileTrial(key, FileOutcome.Refused, [], null, rules, e.Message, "reboot into the new version, or rewrite the fix as the reason says", null);
+        }
+        catch (SourcePatchException e)
+        {
+            return new FileTrial(key, FileOutcome.Refused, [], null, "patch", e.Message, "reboot into the new version", null);
+        }
+        catch (ModuleBuildException e)
+        {
+            return new FileTrial(key, FileOutcome.Refused, [], null, "build", e.Message,
+                "the change does not build on its own against this kernel's source (it may need another change of the update, such as a header): reboot into the new version", null);
+        }
+    }
+
+    private async Task<KernelBuildResult> BuildModuleAsync(CatchUpRequest request, KernelTarget kernel, SourceDifference difference,
+        IReadOnlyList<FileReport> built, IReadOnlyList<CveReport> cves, string output, CancellationToken cancellation)
+    {
+        // With --base the name (and the next level) come from the base, unless --name says otherwise.
+        var name = request.Name ?? (request.BaseDirectory is null ? "catchup_" + NotIdentifier().Replace(difference.To.Version, "_") : null);
+        var covered = cves.Where(c => c.Status == CveStatus.Covered).Select(c => c.Id).ToList();
+        var directory = Path.Combine(output, "module");
+        // A rerun over the same outcomes finds its module already built: the same patches for the same kernel.
+        if (File.Exists(Path.Combine(directory, "manifest.json")) && request.BaseDirectory is null)
+        {
+            var existing = BuildManifest.Read(Path.Combine(directory, "manifest.json"));
+            var wanted = built.Select(f => difference.Files.Single(c => c.Path == f.Path).PatchSha256).Order(StringComparer.Ordinal);
+            if (existing.Target.BuildId == kernel.BuildId.ToString() && existing.Patches.Select(p => p.Sha256).Order(StringComparer.Ordinal).SequenceEqual(wanted)
+                && File.Exists(Path.Combine(directory, existing.Module + ".ko")))
+            {
+                progress($"{existing.Module}.ko already holds these {built.Count} file(s): kept");
+                return new KernelBuildResult(BuildOutcome.Built, Path.Combine(directory, existing.Module + ".ko"), Path.Combine(directory, "manifest.json"),
+                    existing, "kept", []);
+            }
+        }
+        progress($"linking {built.Count} built file(s) into one module");
+        var buildRequest = new KernelBuildRequest(new TargetReference.Debian(request.Target), [.. built.Select(f => Path.Combine(difference.Directory, f.Patch!))],
+            name, covered, request.BaseDirectory, directory, request.SkipFidelity, request.MaxUnits, CarryBasePatches: false);
+        var result = await new KernelPatchBuilder(archive, lab, progress).BuildAsync(buildRequest, cancellation);
+        if (result.Outcome != BuildOutcome.Built)
+            throw new CatchUpException($"the files that built one by one built nothing together: {result.Message}", ExitCode.InternalError);
+        return result;
+    }
+
+    private static List<FileReport> Report(CatchUpPlan plan, IReadOnlyDictionary<string, FileTrial> trials, IReadOnlyList<CveMapping> mappings, SourceDifference difference)
+    {
+        var cvesOf = mappings.SelectMany(m => m.Files.Select(f => (f.Path, m.Cve))).GroupBy(x => x.Path)
+            .ToDictionary(g => g.Key, g => (IReadOnlyList<string>)[.. g.Select(x => x.Cve).Distinct().Order(StringComparer.Ordinal)], StringComparer.Ordinal);
+        return [.. plan.Decisions.Select(decision =>
+        {
+            var file = decision.File;
+            var cves = cvesOf.GetValueOrDefault(file.Path) ?? [];
+            var change = file.Kind.ToString().ToLowerInvariant();
+            return decision switch
+            {
+                FileDecision.Decided d => new FileReport(file.Path, change, d.Outcome, file.Functions, cves, null, d.Rule, d.Reason, d.Advice, d.Proof, file.Patch),
+                FileDecision.Build b when trials.TryGetValue(file.Path, out var t) =>
+                    new FileReport(file.Path, change, t.Outcome, t.Outcome == FileOutcome.Built ? t.Functions : file.Functions, cves, t.Object, t.Rule, t.Reason, t.Advice, t.Proof, file.Patch),
+                _ => throw new InvalidOperationException($"{file.Path} was planned for a build but has no trial"),
+            };
+        })];
+    }
+
+    /// <summary>A CVE is covered only when every changed file it maps to is built (or proven to need nothing on this kernel) and at least one is built.</summary>
+    private static List<CveReport> Coverage(IReadOnlyList<CveMapping> mappings, IReadOnlyList<FileReport> files)
+    {
+        var byPath = files.ToDictionary(f => f.Path, StringComparer.Ordinal);
+        return [.. mappings.Select(mapping =>
+        {
+            var subjects = mapping.Items.Select(i => i.Subject).Distinct().ToList();
+            if (mapping.Files.Count == 0)
+                return new CveReport(mapping.Cve, CveStatus.Unmapped, null, subjects, [],
+                    "no changed file matches its subject (by function name or path): whether the livepatch closes it is unknown");
+            var outcomes = mapping.Files.Select(m => byPath[m.Path]).ToList();
+            var blocking = outcomes.Where(f => f.Outcome is FileOutcome.Refused || f.Outcome == FileOutcome.NotKernelCode && f.Rule == "scope").ToList();
+            if (blocking.Count > 0)
+                return new CveReport(mapping.Cve, CveStatus.NeedsReboot, mapping.Confidence, subjects, mapping.Files,
+                    "not built: " + string.Join("; ", blocking.Select(f => $"{f.Path} ({f.Rule}{(f.Rule == "scope" ? ": outside --only" : "")})")));
+            if (outcomes.Any(f => f.Outcome == FileOutcome.Built))
+                return new CveReport(mapping.Cve, CveStatus.Covered, mapping.Confidence, subjects, mapping.Files, "every file it maps to is built");
+            if (outcomes.All(f => f.Outcome is FileOutcome.NotBuilt or FileOutcome.NotKernelCode))
+                return new CveReport(mapping.Cve, CveStatus.NotAffected, mapping.Confidence, subjects, mapping.Files,
+                    "the files it maps to are not built into this kernel (see each file's proof)");
+            // Only "no code" files: the fix changes nothing this kernel compiles, which is not proof that it is closed.
+            return new CveReport(mapping.Cve, CveStatus.NotAffected, mapping.Confidence, subjects, mapping.Files,
+                "the files it maps to change no machine code of this kernel (compiled before and after, or comments only)");
+        })];
+    }
+
+    private static CatchUpTotals Totals(IReadOnlyList<FileReport> files, IReadOnlyList<CveReport> cves) => new(
+        files.Count, files.Count(f => f.Outcome == FileOutcome.Built), files.Count(f => f.Outcome == FileOutcome.Refused),
+        files.Count(f => f.Outcome == FileOutcome.NoCode), files.Count(f => f.Outcome == FileOutcome.NotBuilt),
+        files.Count(f => f.Outcome == FileOutcome.NotKernelCode),
+        cves.Count, cves.Count(c => c.Status == CveStatus.Covered), cves.Count(c => c.Status == CveStatus.NeedsReboot),
+        cves.Count(c => c.Status == CveStatus.NotAffected), cves.Count(c => c.Status == CveStatus.Unmapped));
+
+    /// <summary>A trial's outcome depends on the patch, the exact kernel, the builder and the options that change decisions.</summary>
+    private static string TrialKey(KernelTarget kernel, ChangedFile file, CatchUpRequest request) =>
+        Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(
+            $"{file.PatchSha256}\n{kernel.BuildId}\n{KernelPatchBuilder.BuilderVersion}\n{request.MaxUnits}\n{request.SkipFidelity}")))[..32];
+
+    private static string Describe(FileTrial trial) => trial.Outcome switch
+    {
+        FileOutcome.Built => $"built ({string.Join(", ", trial.Functions)})",
+        FileOutcome.Refused => $"refused ({trial.Rule})",
+        FileOutcome.NoCode => "changes no code",
+        _ => "not built in this kernel",
+    };
+
+    private static async Task AtomicWriteAsync(string path, byte[] bytes, CancellationToken cancellation)
+    {
+        await File.WriteAllBytesAsync(path + ".tmp", bytes, cancellation);
+        File.Move(path + ".tmp", path, overwrite: true);
+    }
+
+    [GeneratedRegex("[^A-Za-z0-9_]")]
+    private static partial Regex NotIdentifier();
+}

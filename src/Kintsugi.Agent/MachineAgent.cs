@@ -25,7 +25,7 @@ internal sealed partial class AgentJson : JsonSerializerContext;
 /// directory), verifies it (signature, digest, target build-id), applies it with atomic replace through
 /// <see cref="PatchApplier"/>, checks the kernel's health, and reports the state.
 /// </summary>
-public sealed class MachineAgent
+public sealed partial class MachineAgent
 {
     public static string Version => typeof(MachineAgent).Assembly.GetName().Version?.ToString(3) ?? "0.0.0";
 
@@ -67,10 +67,14 @@ public sealed class MachineAgent
             RecordOutcome(resumed, _applier.Store.List().FirstOrDefault(r => r.Name == resumed.Name.Value)?.Origin);
     }
 
-    /// <summary>Runs until cancelled: a check now, then one every interval with jitter; backoff while the server is unavailable.</summary>
-    public async Task RunAsync(CancellationToken cancellation)
+    /// <summary>
+    /// Runs until cancelled: a check now, then one every interval with jitter; backoff while the server is
+    /// unavailable. <paramref name="started"/> is called once boot re-application and recovery are done.
+    /// </summary>
+    public async Task RunAsync(CancellationToken cancellation, Action? started = null)
     {
         Start();
+        started?.Invoke();
         var backoff = new Backoff(Interval);
         using var epochMoved = new SemaphoreSlim(0);
         var events = _server is null ? Task.CompletedTask : Task.Run(() => WatchEventsAsync(epochMoved, cancellation), cancellation);

@@ -90,6 +90,9 @@ public sealed class BuildWorkspace : IAsyncDisposable
             var destination = Path.Combine(destinationDirectory, objectPath);
             System.IO.Directory.CreateDirectory(Path.GetDirectoryName(destination)!);
             File.Copy(Resolve(objectPath), destination, overwrite: true);
+            // kbuild's command file carries the symbol versions genksyms computed for the object's exports.
+            var commandFile = ExportedSymbolVersions.CommandFile(objectPath);
+            if (File.Exists(Resolve(commandFile))) File.Copy(Resolve(commandFile), Path.Combine(destinationDirectory, commandFile), overwrite: true);
         }
     }
 

@@ -30,10 +30,9 @@ public sealed class KernelPatchBuilder(DebianKernelArchive archive, Func<LabMach
         inputs.CheckBaseIsFor(target.Target);
         var tree = await clock.RunAsync("prepare", () => target.PrepareAsync(progress, cancellation));
 
-        var units = clock.Run("scope", () => UnitSelection.Select(tree, inputs.Scope, request.MaxUnits, progress));
-        if (units.Count == 0)
-            return NothingToDo(clock, "none of the changed files is built into this kernel's configuration: " +
-                "there is nothing to live patch");
+        var scope = clock.Run("scope", () => UnitSelection.Select(tree, inputs.Scope, request.MaxUnits, progress));
+        var units = scope.Units;
+        if (units.Count == 0) return NothingToDo(clock, scope.NothingBuiltMessage);
 
         var output = BuildOutput.Create(request.OutputDirectory);
         var compiled = await UnitCompilation.CompileAsync(target, tree, units, inputs.Patches, output.Work, clock, cancellation);

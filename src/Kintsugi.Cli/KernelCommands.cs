@@ -22,6 +22,7 @@ internal static class KernelCommands
         kernel.Subcommands.Add(Uninstall());
         kernel.Subcommands.Add(Retry());
         kernel.Subcommands.Add(Boot());
+        kernel.Subcommands.Add(KernelCatalogCommand.Create());
         kernel.Subcommands.Add(Fetch());
         kernel.Subcommands.Add(Prepare());
         kernel.Subcommands.Add(Build());

@@ -110,7 +110,7 @@ public static class ModuleLinking
             [.. resolved.Bindings.Select(b => b.Binding)], manifest.ToUtf8(),
             EffectiveVersion: kernel.PackageVersion is { } version ? $"{version}+kintsugi{inputs.Level}" : null);
         var built = await clock.RunAsync("link", () => LivepatchModuleBuilder.BuildAsync(kernel, target.ModuleBuildDirectory,
-            spec, exports, Path.Combine(output.Work, "module"), cancellation));
+            spec, exports, Path.Combine(output.Work, "module"), cancellation, tree.Toolchain, tree.Visible));
         if (signing is not null)
             await clock.RunAsync("sign",
                 () => ModuleSigner.SignAsync(built, signing, [tree.Directory, target.ModuleBuildDirectory], cancellation));

@@ -13,7 +13,8 @@ public sealed class BuildRoots(DebianKernelArchive archive, Action<string> progr
 
     /// <summary>What kbuild needs besides the compiler to prepare a tree and link modules (binutils comes with gcc).</summary>
     public static readonly IReadOnlyList<string> BuildPackages =
-        ["libc6-dev", "make", "bc", "bison", "flex", "libelf-dev", "libssl-dev", "dwarves", "kmod", "cpio", "xz-utils", "zstd", "patch", "perl"];
+        ["libc6-dev", "make", "bc", "bison", "flex", "libelf-dev", "libssl-dev", "dwarves", "kmod", "cpio", "xz-utils", "zstd", "patch", "perl",
+         "python3"]; // python3: tools/bpf/resolve_btfids generates libbpf's helper definitions with it
 
     private string Directory => Path.Combine(archive.CacheRoot, "buildroots");
 
@@ -25,7 +26,12 @@ public sealed class BuildRoots(DebianKernelArchive archive, Action<string> progr
         var toolchain = new BuildRootToolchain(root, $"the {release} build root with {compilerPackage} ({root})", $"buildroot {name}");
         System.IO.Directory.CreateDirectory(parent);
         using var rootLock = await CacheLock.AcquireAsync(Path.Combine(parent, ".lock"), cancellation);
-        if (File.Exists(Path.Combine(parent, ReadyStamp))) return WithHostCompiler(toolchain, compilerPackage);
+        // A root made before a package joined the list is made again (its stamp lists what it holds).
+        var stampPath = Path.Combine(parent, ReadyStamp);
+        if (File.Exists(stampPath) && BuildPackages.Prepend(compilerPackage)
+                .All(p => File.ReadLines(stampPath).Any(l => l.StartsWith(p + "=", StringComparison.Ordinal))))
+            return WithHostCompiler(toolchain, compilerPackage);
+        File.Delete(stampPath);
 
         // Made beside its final place and renamed: an interrupted run leaves only a staging directory, removed next time.
         var staging = Path.Combine(parent, "staging");

@@ -361,7 +361,10 @@ public abstract class AgentLabSpecification(KernelRelease release) : IDisposable
             }
         }
 
+        // Quarantine follows the module and the levels alternate two modules: the operator takes a quarantined
+        // one out before the next level carries it again, so each interruption reaches its step.
         string Interrupt(int index) => $"""
+            kintsugi kernel retry {A} > /dev/null 2>&1; kintsugi kernel retry {B} > /dev/null 2>&1
             cp /inputs/level-{index + 2}.bundle {Offline}/ && sync
             {FaultInjection.EnvironmentVariable}={steps[index].WireName()} kintsugi agent run --once; echo "@killed=$?"
             sleep 0.5

@@ -324,7 +324,7 @@ public sealed partial class MachineAgent
             $"this machine is not enrolled ({CredentialPath} is missing) and {AgentConfig.DefaultPath} has no token; add an enrollment token from the server's operator", ExitCode.Environment);
         var response = await server.EnrollAsync(new EnrollRequest(token, ReportedHostname(Environment.MachineName), MachineId(), Identity(), Version), cancellation);
         Directory.CreateDirectory(StateDirectory);
-        WriteSecret(CredentialPath, response.Credential);
+        AtomicFile.WriteSecret(CredentialPath, response.Credential);
         // The epoch starts again from what this server says: enrolling again may mean the server's data was
         // reset, and an epoch kept from before would hide every revoke until the new one caught up.
         SaveIdentity(_ => new AgentIdentity(response.Machine, response.CheckInSeconds, response.EventsWaitSeconds, 0));
@@ -398,18 +398,5 @@ public sealed partial class MachineAgent
         var own = Path.Combine(StateDirectory, "machine-id");
         if (!File.Exists(own)) AtomicFile.WriteText(own, Guid.NewGuid().ToString("N") + "\n");
         return File.ReadAllText(own).Trim();
-    }
-
-    private static void WriteSecret(string path, string secret)
-    {
-        var temporary = path + ".tmp";
-        File.Delete(temporary);
-        using (var stream = new FileStream(temporary, new FileStreamOptions { Mode = FileMode.CreateNew, Access = FileAccess.Write, UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite }))
-        {
-            stream.Write(System.Text.Encoding.UTF8.GetBytes(secret + "\n"));
-            stream.Flush(flushToDisk: true);
-        }
-        File.Move(temporary, path, overwrite: true);
-        AtomicFile.SyncDirectory(Path.GetDirectoryName(path)!);
     }
 }

@@ -50,7 +50,7 @@ internal static class AgentEnrollCommand
             var store = TrustStore.Open(trustDirectory);
             foreach (var key in keys) store.Add(key);
             var tokenPath = Path.Combine(directory, "token");
-            WriteSecret(tokenPath, token);
+            AtomicFile.WriteSecret(tokenPath, token);
             string? caPath = null;
             if (caPem is not null) AtomicFile.WriteText(caPath = Path.Combine(directory, "server-ca.pem"), caPem);
             AtomicFile.WriteText(configPath, ConfigText(uri, caPath, tokenPath, trustDirectory));
@@ -111,19 +111,6 @@ internal static class AgentEnrollCommand
         trust = {trust}
 
         """;
-
-    private static void WriteSecret(string path, string secret)
-    {
-        var temporary = path + ".tmp";
-        File.Delete(temporary);
-        using (var stream = new FileStream(temporary, new FileStreamOptions { Mode = FileMode.CreateNew, Access = FileAccess.Write, UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite }))
-        {
-            stream.Write(System.Text.Encoding.UTF8.GetBytes(secret + "\n"));
-            stream.Flush(flushToDisk: true);
-        }
-        File.Move(temporary, path, overwrite: true);
-        AtomicFile.SyncDirectory(Path.GetDirectoryName(path)!);
-    }
 
     /// <summary>
     /// The packaged unit when the package is installed, else one written for this binary; then, under systemd,

@@ -18,6 +18,7 @@ var root = new RootCommand($"""
       7    disabled by the kill switch (kintsugi.enable=0 or /etc/kintsugi/disabled)
       8    kernel test: the module failed its test in the lab
       9    kernel build: the fix changes no machine code of the target; no module written
+      10   kernel catch-up: a module was built, but some changed files were refused or still need a reboot
       11   agent check: the machine is not up to date (a newer release is offered, or its level was revoked)
       124  lab run: the guest did not finish within --timeout
       125  lab run: the lab itself failed; otherwise lab run exits with the guest command's status

@@ -51,8 +51,7 @@ public sealed class KernelPatchBuilder(DebianKernelArchive archive, Func<LabMach
         resolved.ThrowIfUnfaithful(request.SkipFidelity);
 
         var patchFiles = await output.WritePatchesAsync(inputs.Patches, cancellation);
-        var manifest = ManifestAssembly.Assemble(inputs, target.Target, patchFiles, changed, resolved, request.SkipFidelity,
-            request.Signing?.Describe());
+        var manifest = ManifestAssembly.Assemble(inputs, target.Target, patchFiles, changed, resolved, request.SkipFidelity);
         var module = await ModuleLinking.LinkAsync(target, tree, inputs, changed, resolved, manifest, exports.Value, output,
             request.Signing, clock, cancellation);
 

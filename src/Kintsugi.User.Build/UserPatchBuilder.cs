@@ -123,16 +123,28 @@ public sealed partial class UserPatchBuilder(Action<string>? progress = null)
         var arguments = new List<string>(request.CompilerFlags);
         // A shared library (no interpreter) is position-independent code; Debian's gcc already defaults to -fPIE.
         if (target.Type == 3 && !target.Segments.Any(s => s.Type == 3)) arguments.Add("-fPIC");
-        arguments.AddRange(["-ffunction-sections", "-fdata-sections", "-c", Path.Combine(tree, unit), "-o", output]);
         var directory = Path.GetFullPath(Path.Combine(tree, request.WorkingDirectory));
+        // The unit is named relative to where it compiles, so __FILE__ is the same in both trees: with the trees'
+        // absolute paths every ereport()/assert() would differ between before and after.
+        arguments.AddRange(["-ffunction-sections", "-fdata-sections", "-c", Path.GetRelativePath(directory, Path.Combine(tree, unit)), "-o", output]);
         var result = await ExternalCommand.RunAsync(request.Compiler, arguments, directory, cancellation: cancellation);
         if (!result.Succeeded) throw new UserBuildException($"{request.Compiler} failed on {unit} ({tree}):\n{result.StandardError}");
     }
 
+    /// <summary>
+    /// User-space functions that receive their caller's __LINE__ in a register: glibc's assert, PostgreSQL's
+    /// ereport/elog (errfinish) and Assert (ExceptionalCondition). A fix that adds lines moves every later call
+    /// of theirs in the unit; those functions are not changed by it.
+    /// </summary>
+    private static readonly IReadOnlySet<string> LineFunctions = new HashSet<string>(StringComparer.Ordinal)
+    {
+        "__assert_fail", "__assert_perror_fail", "errfinish", "ExceptionalCondition",
+    };
+
     /// <summary>The changed functions of one unit; refusals become the user-space rules.</summary>
     private static List<string> Diff(string unit, ElfObject before, ElfObject after)
     {
-        var result = ObjectDiffer.Diff(before, after, new DiffOptions(PatchedObjectName.Parse("user"), "kintsugi_"));
+        var result = ObjectDiffer.Diff(before, after, new DiffOptions(PatchedObjectName.Parse("user"), "kintsugi_") { LineFunctions = LineFunctions });
         foreach (var refusal in result.Refusals)
         {
             switch (refusal.Rule)

@@ -11,8 +11,8 @@
 # Environment: KPATCH_BENCH_DIR (work directory, default /var/cache/kintsugi/kpatch-build),
 #   KPATCH_BENCH_RELEASE (default 6.1.0-56-cloud-amd64), KPATCH_BENCH_IBT_RELEASE
 #   (default 6.12.117+deb13-cloud-amd64), KINTSUGI_CACHE (the shared cache the kernels come from).
-# Results are appended to $KPATCH_BENCH_DIR/results.tsv: step, run, wall seconds, exit code, and the
-# 1-minute load average at the start, at the end and the highest sampled every 15 s during the run.
+# Results are appended to $KPATCH_BENCH_DIR/results.tsv: step, run, wall seconds, CPU seconds, exit code,
+# the 1-minute load average at the start, at the end and the highest sampled every 15 s during the run.
 # Heavy work runs under `nice -n 19`: the machine is shared. Nothing of kpatch enters the repository.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -38,12 +38,15 @@ timed() {
   ( while sleep 15; do l=$(load1); p=$(cat "$peakfile"); \
       if [ "$(echo "$l > $p" | bc)" = 1 ]; then echo "$l" > "$peakfile"; fi; done ) &
   sampler=$!
+  # CPU seconds (user + system of the command and everything it waited for) do not depend on how
+  # busy the shared machine is; wall time does.
   start=$(date +%s.%N)
-  "$@" > "$logfile" 2>&1 || rc=$?
+  /usr/bin/time -f '%U %S' -o "$work/.cpu" "$@" > "$logfile" 2>&1 || rc=$?
   end=$(date +%s.%N)
   kill "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null || true
-  printf '%s\t%s\t%.1f\t%s\t%s\t%s\t%s\t%s\n' "$name" "$run" "$(echo "$end - $start" | bc)" "$rc" \
-    "$l0" "$(load1)" "$(cat "$peakfile")" "$(date -u +%FT%TZ)" | tee -a "$results"
+  printf '%s\t%s\t%.1f\t%.1f\t%s\t%s\t%s\t%s\t%s\n' "$name" "$run" "$(echo "$end - $start" | bc)" \
+    "$(tail -1 "$work/.cpu" | awk '{print $1 + $2}')" "$rc" "$l0" "$(load1)" "$(cat "$peakfile")" \
+    "$(date -u +%FT%TZ)" | tee -a "$results"
   return 0
 }
 
@@ -119,17 +122,17 @@ step_kpatch() {
   local json tree="$work/linux-$release" out="$work/out-$release"
   json="$(kernel_json "$release")"
   log "unpacking $(jq -r '.sourceTarball' "$json") into $tree"
-  timed unpack "$release" "$work/unpack.log" fresh_tree "$release" "$tree"
+  timed unpack "$release" "$work/unpack.log" "$here/run.sh" fresh_tree "$release" "$tree"
   # kpatch-build's default targets are "vmlinux modules" (the whole kernel, 1,119 modules for this
   # config). The fix is in vmlinux, so -t vmlinux is the least kpatch-build can build; it then needs the
   # Module.symvers a modules build writes, which Debian's headers package ships for this exact kernel.
   rm -rf "$work/kpatch-cache" "$out"
   log "kpatch-build cold (log: $work/kpatch-cold.log, kpatch's own: $work/kpatch-cache/build.log)"
   timed kpatch-build cold "$work/kpatch-cold.log" \
-    kpatch_build "$tree" "$work/kpatch-cache" "$out-cold" "$(jq -r '.config' "$json")" "$(jq -r '.debugVmlinux' "$json")"
+    "$here/run.sh" kpatch_build "$tree" "$work/kpatch-cache" "$out-cold" "$(jq -r '.config' "$json")" "$(jq -r '.debugVmlinux' "$json")"
   log "kpatch-build warm"
   timed kpatch-build warm "$work/kpatch-warm.log" \
-    kpatch_build "$tree" "$work/kpatch-cache" "$out-warm" "$(jq -r '.config' "$json")" "$(jq -r '.debugVmlinux' "$json")"
+    "$here/run.sh" kpatch_build "$tree" "$work/kpatch-cache" "$out-warm" "$(jq -r '.config' "$json")" "$(jq -r '.debugVmlinux' "$json")"
   ls -la "$out-cold" "$out-warm" >&2 || true
 }
 
@@ -164,6 +167,8 @@ step_ibt() {
   cat "$work/kpatch-ibt.log" >&2
 }
 
+# Internal entry points, so that timed() can run them under /usr/bin/time
+case "${1:-}" in fresh_tree|kpatch_build) "$@"; exit $?;; esac
 steps=("$@")
 [ ${#steps[@]} -gt 0 ] && [ "${steps[0]}" != all ] || steps=(fetch tools kpatch kintsugi ibt)
 for s in "${steps[@]}"; do "step_$s"; done

@@ -7,7 +7,8 @@
 # Usage: bench/kpatch-build/run.sh [STEP ...]
 #   STEP: fetch (kpatch's source through a private trixie deb-src list), tools (build kpatch-build),
 #         kpatch (kpatch-build cold then warm), kintsugi (kintsugi kernel build cold then warm),
-#         ibt (kpatch-build on the 6.12 IBT kernel), all (default: every step in that order).
+#         ibt (kpatch-build on the 6.12 IBT kernel), all (default: every step in that order);
+#         progress (while kpatch-build runs: units compiled so far and the CPU seconds its process tree used).
 # Environment: KPATCH_BENCH_DIR (work directory, default /var/cache/kintsugi/kpatch-build),
 #   KPATCH_BENCH_RELEASE (default 6.1.0-56-cloud-amd64), KPATCH_BENCH_IBT_RELEASE
 #   (default 6.12.117+deb13-cloud-amd64), KINTSUGI_CACHE (the shared cache the kernels come from).
@@ -167,8 +168,26 @@ step_ibt() {
   cat "$work/kpatch-ibt.log" >&2
 }
 
-# Internal entry points, so that timed() can run them under /usr/bin/time
-case "${1:-}" in fresh_tree|kpatch_build) "$@"; exit $?;; esac
-steps=("$@")
-[ ${#steps[@]} -gt 0 ] && [ "${steps[0]}" != all ] || steps=(fetch tools kpatch kintsugi ibt)
-for s in "${steps[@]}"; do "step_$s"; done
+# CPU seconds used so far by the running kpatch-build's process tree: every live process's own time plus
+# the time of the children it has reaped (each dead process is counted in exactly one live ancestor).
+step_progress() {
+  local top pids ticks
+  top=$(pgrep -o -f "$kpatch_src/kpatch-build/kpatch-build") || { echo "kpatch-build is not running" >&2; return 1; }
+  pids=$(ps -e -o pid=,ppid= | awk -v top="$top" '{ parent[$1] = $2 } END {
+    for (p in parent) { q = p; while (q != "" && q != 0 && q != top) q = parent[q]; if (q == top) print p } }')
+  ticks=$(for p in $pids; do cut -d' ' -f14-17 "/proc/$p/stat" 2>/dev/null; done | awk '{ t += $1 + $2 + $3 + $4 } END { print t + 0 }')
+  printf 'kpatch-build pid %s, running %s s; compiled (CC lines in its build.log): %s; CPU so far: %.0f s; load %s\n' \
+    "$top" "$(ps -o etimes= -p "$top" | tr -d ' ')" "$(grep -c '^  CC ' "$work/kpatch-cache/build.log")" \
+    "$(echo "$ticks / $(getconf CLK_TCK)" | bc -l)" "$(load1)"
+}
+
+# Everything runs from main, read whole before it starts: editing this file while a long run is under way
+# must not change what that run executes next.
+main() {
+  # Internal entry points, so that timed() can run them under /usr/bin/time.
+  case "${1:-}" in fresh_tree|kpatch_build) "$@"; return $?;; esac
+  local steps=("$@") s
+  [ ${#steps[@]} -gt 0 ] && [ "${steps[0]}" != all ] || steps=(fetch tools kpatch kintsugi ibt)
+  for s in "${steps[@]}"; do "step_$s"; done
+}
+main "$@"; exit $?

@@ -34,7 +34,7 @@ load1() { cut -d' ' -f1 /proc/loadavg; }
 # timed NAME RUN LOGFILE CMD...: runs CMD, records wall time, exit code and load averages.
 timed() {
   local name="$1" run="$2" logfile="$3"; shift 3
-  local start end rc=0 l0 sampler peakfile="$work/.peak-load"
+  local start end rc=0 l0 sampler peakfile="$work/.peak-load.${name// /-}.$run"
   l0=$(load1); echo "$l0" > "$peakfile"
   ( while sleep 15; do l=$(load1); p=$(cat "$peakfile"); \
       if [ "$(echo "$l > $p" | bc)" = 1 ]; then echo "$l" > "$peakfile"; fi; done ) &
@@ -42,11 +42,11 @@ timed() {
   # CPU seconds (user + system of the command and everything it waited for) do not depend on how
   # busy the shared machine is; wall time does.
   start=$(date +%s.%N)
-  /usr/bin/time -f '%U %S' -o "$work/.cpu" "$@" > "$logfile" 2>&1 || rc=$?
+  /usr/bin/time -f '%U %S' -o "$peakfile.cpu" "$@" > "$logfile" 2>&1 || rc=$?
   end=$(date +%s.%N)
   kill "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null || true
   printf '%s\t%s\t%.1f\t%.1f\t%s\t%s\t%s\t%s\t%s\n' "$name" "$run" "$(echo "$end - $start" | bc)" \
-    "$(tail -1 "$work/.cpu" | awk '{print $1 + $2}')" "$rc" "$l0" "$(load1)" "$(cat "$peakfile")" \
+    "$(tail -1 "$peakfile.cpu" | awk '{print $1 + $2}')" "$rc" "$l0" "$(load1)" "$(cat "$peakfile")" \
     "$(date -u +%FT%TZ)" | tee -a "$results"
   return 0
 }

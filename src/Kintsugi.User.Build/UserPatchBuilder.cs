@@ -105,7 +105,7 @@ public sealed partial class UserPatchBuilder(Action<string>? progress = null)
         }
         foreach (var name in duplicates) functions.Remove(name);
         if (!target.HasSection(".symtab"))
-            Console.Error.WriteLine($"kintsugi: {path} has no symbol table (stripped): only exported functions can be found");
+            Console.Error.WriteLine($"kintsugi: {path} has no symbol table (stripped): what it does not export is found by its code");
         return functions;
     }
 

@@ -26,7 +26,10 @@ mkdir -p "$cache"
   echo "127.0.1.1 kintsugi-lab" >> "$root/etc/hosts"
   # The initramfs mounts this disk read-write before handing over; systemd-remount-fs reads this line.
   echo "/dev/vda / ext4 rw,errors=remount-ro 0 1" > "$root/etc/fstab"
-  : > "$root/etc/machine-id"
+  # A machine id of its own: an empty one would make systemd's first boot prompt on the console (systemd-firstboot).
+  od -An -N16 -tx1 /dev/urandom | tr -d ' \n' > "$root/etc/machine-id"
+  echo >> "$root/etc/machine-id"
+  ln -sf /dev/null "$root/etc/systemd/system/systemd-firstboot.service"
   # Journal kept on disk, so a test reads the previous boot's too.
   mkdir -p "$root/var/log/journal"
   # ttyS0 is the lab's console, never a login prompt.

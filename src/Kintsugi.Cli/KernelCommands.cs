@@ -142,7 +142,7 @@ internal static class KernelCommands
                     first = false;
                 }
             }
-            AnsiConsole.Write(table);
+            Tables.Write(table);
             return Task.FromResult(0);
         });
         return command;
@@ -170,7 +170,7 @@ internal static class KernelCommands
                 Row(key, value);
             foreach (var obj in info.Objects)
                 Row("patches " + obj.Name, string.Join(", ", obj.Functions.Select(f => f.Name)));
-            AnsiConsole.Write(grid);
+            Tables.Write(grid);
             return Task.FromResult(0);
         });
         return command;

@@ -206,10 +206,11 @@ internal static class ServerCommands
             using var api = Connect(parse);
             var list = await api.JsonAsync(HttpMethod.Get, "/api/v1/releases" + (parse.GetValue(build) is { } b ? $"?build={Escape(b)}" : ""));
             if (parse.GetValue(json)) { Print(list); return 0; }
-            Console.WriteLine($"{"RELEASE",-19} {"KERNEL",-28} {"LVL",3} {"CHANNELS",-22} {"APPLIED",7} {"FAILED",6} STATUS");
+            var table = Tables.Create("release", "kernel", "level", "channels", "applied", "failed", "status");
             foreach (var r in list.AsArray())
-                Console.WriteLine($"{S(r, "id"),-19} {S(r, "kernelRelease"),-28} {S(r, "level"),3} {string.Join(",", r!["channels"]!.AsArray().Select(c => S(c, "channel"))),-22} {S(r["health"], "applied"),7} {S(r["health"], "failed"),6} " +
-                    (r["revoked"] is JsonObject rv ? $"revoked: {S(rv, "reason")}" : "active"));
+                table.Row(S(r, "id"), S(r, "kernelRelease"), S(r, "level"), string.Join(",", r!["channels"]!.AsArray().Select(c => S(c, "channel"))),
+                    S(r["health"], "applied"), S(r["health"], "failed"), r["revoked"] is JsonObject rv ? $"revoked: {S(rv, "reason")}" : "active");
+            Tables.Write(table);
             return 0;
         });
         return command;
@@ -291,9 +292,11 @@ internal static class ServerCommands
                 .Where(p => p.Item2 is not null).Select(p => $"{p.Item1}={Escape(p.Item2!)}"));
             var list = await api.JsonAsync(HttpMethod.Get, "/api/v1/machines" + (query.Length > 0 ? "?" + query : ""));
             if (parse.GetValue(json)) { Print(list); return 0; }
-            Console.WriteLine($"{"MACHINE",-19} {"HOSTNAME",-20} {"CHANNEL",-12} {"KERNEL",-28} {"LVL",3} {"STATE",-18} LAST CHECK-IN");
+            var table = Tables.Create("machine", "hostname", "channel", "kernel", "level", "state", "last check-in");
             foreach (var m in list.AsArray())
-                Console.WriteLine($"{S(m, "id"),-19} {S(m, "hostname"),-20} {S(m, "channel"),-12} {S(m, "kernelRelease"),-28} {S(m, "level"),3} {S(m, "state"),-18} {S(m, "lastCheckIn")}{(m!["stale"]!.GetValue<bool>() ? " (stale)" : "")}");
+                table.Row(S(m, "id"), S(m, "hostname"), S(m, "channel"), S(m, "kernelRelease"), S(m, "level"), S(m, "state"),
+                    S(m, "lastCheckIn") + (m!["stale"]!.GetValue<bool>() ? " (stale)" : ""));
+            Tables.Write(table);
             return 0;
         });
         var id = new Argument<string>("machine") { Description = "Machine id (m_…)" };
@@ -328,9 +331,11 @@ internal static class ServerCommands
             using var api = Connect(parse);
             var list = await api.JsonAsync(HttpMethod.Get, "/api/v1/channels");
             if (parse.GetValue(json)) { Print(list); return 0; }
+            var table = Tables.Create("position", "channel", "promotion");
             foreach (var c in list.AsArray())
-                Console.WriteLine($"{S(c, "position")}  {S(c, "name"),-14} " + (S(c, "position") == "0" ? "releases land here on publish"
-                    : c!["promoteAfterSeconds"] is null ? "manual promotion only" : $"auto after {S(c, "promoteAfterSeconds")} s, when >= {S(c, "minApplied")} machines applied and none failed"));
+                table.Row(S(c, "position"), S(c, "name"), S(c, "position") == "0" ? "releases land here on publish"
+                    : c!["promoteAfterSeconds"] is null ? "manual promotion only" : $"auto after {S(c, "promoteAfterSeconds")} s, when >= {S(c, "minApplied")} machines applied and none failed");
+            Tables.Write(table);
             return 0;
         });
         var name = new Argument<string>("name") { Description = "Channel name (a-z, 0-9, -)" };
@@ -394,10 +399,13 @@ internal static class ServerCommands
             try { apiTokens = await api.JsonAsync(HttpMethod.Get, "/api/v1/api-tokens"); }
             catch (ServerRequestException) { apiTokens = new JsonArray(); } // listing API tokens needs admin
             if (parse.GetValue(listJson)) { Print(new JsonObject { ["enrollment"] = enrollment, ["api"] = apiTokens }); return 0; }
+            var table = Tables.Create("token", "kind", "role or channel", "uses", "state", "name or description");
             foreach (var t in enrollment.AsArray())
-                Console.WriteLine($"{S(t, "id")}  enroll -> {S(t, "channel"),-12} used {S(t, "uses")}/{(t!["maxUses"] is null ? "∞" : S(t, "maxUses"))}{(t["revokedAt"] is null ? "" : " (revoked)")} {S(t, "description")}");
+                table.Row(S(t, "id"), "enrollment", S(t, "channel"), $"{S(t, "uses")}/{(t!["maxUses"] is null ? "∞" : S(t, "maxUses"))}",
+                    t["revokedAt"] is null ? "active" : "revoked", S(t, "description"));
             foreach (var t in apiTokens.AsArray())
-                Console.WriteLine($"{S(t, "id")}  {S(t, "role"),-8} {S(t, "name")}{(t!["revokedAt"] is null ? "" : " (revoked)")}");
+                table.Row(S(t, "id"), "api", S(t, "role"), "-", t!["revokedAt"] is null ? "active" : "revoked", S(t, "name"));
+            Tables.Write(table);
             return 0;
         });
         var id = new Argument<string>("id") { Description = "Token id (et_… or at_…)" };
@@ -438,7 +446,12 @@ internal static class ServerCommands
             using var api = Connect(parse);
             var keys = await api.JsonAsync(HttpMethod.Get, "/api/v1/keys");
             if (parse.GetValue(json)) Print(keys);
-            else foreach (var k in keys.AsArray()) Console.WriteLine($"{S(k, "id")}  {S(k, "state"),-8} added {S(k, "addedAt")}");
+            else
+            {
+                var table = Tables.Create("key", "state", "added");
+                foreach (var k in keys.AsArray()) table.Row(S(k, "id"), S(k, "state"), S(k, "addedAt"));
+                Tables.Write(table);
+            }
             return 0;
         });
         var id = new Argument<string>("key-id") { Description = "The key id (32 hex digits)" };

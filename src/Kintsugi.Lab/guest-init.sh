@@ -33,10 +33,10 @@ if [ -f /lab/systemd ]; then
   mkdir -p /newroot/lab
   cp /lab/command /newroot/lab/command
   [ -d /lab/root ] && cp -a /lab/root/. /newroot/
+  control "systemd $(cut -d' ' -f1 /proc/uptime)"
   umount /sys/kernel/debug 2>/dev/null
   umount /tmp /run /sys /proc
   mount --move /dev /newroot/dev
-  control "systemd $(cut -d' ' -f1 /proc/uptime 2>/dev/null)"
   exec switch_root /newroot /lib/systemd/systemd
 fi
 

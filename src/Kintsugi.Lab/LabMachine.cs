@@ -72,7 +72,8 @@ public sealed class LabMachine(DebianKernelArchive archive, string cacheRoot, st
 
     private static List<string> QemuArguments(LabAccelerator accelerator, FetchedKernel kernel, string initrd, LabRunSpec spec, string outputPath, string controlPath)
     {
-        var append = new List<string> { "console=ttyS0", "panic=-1", "quiet", "loglevel=4" };
+        // no_timer_check: under emulation on a loaded host the kernel's IO-APIC timer check can fail and panic at boot.
+        var append = new List<string> { "console=ttyS0", "panic=-1", "quiet", "loglevel=4", "no_timer_check" };
         append.AddRange(spec.KernelArguments ?? []);
         List<string> arguments =
         [

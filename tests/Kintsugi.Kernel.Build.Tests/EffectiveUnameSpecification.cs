@@ -44,7 +44,7 @@ public sealed class EffectiveUnameSpecification
             kintsugi kernel load /inputs/uname.ko > /dev/null || exit 14
             echo @switched-uname; uname -v
             echo @end
-            """, [new GuestFile(result.Module!, "/inputs/uname.ko")], timeoutSeconds: 300);
+            """, [new GuestFile(result.Module!, "/inputs/uname.ko")], timeoutSeconds: 900);
         Assert.True(run.ExitCode == 0, $"{run.Describe()}\n--- output\n{run.Output}\n--- console\n{run.Console}");
         var output = run.Output;
 

@@ -59,7 +59,7 @@ public sealed class SystemdGuestSpecification(DebianPackages packages) : IDispos
 
     /// <summary>Waits (up to a minute) until kintsugi status says the patch is applied and confirmed healthy.</summary>
     private const string WaitHealthy = """
-        for i in $(seq 1 120); do kintsugi status --json | grep -q '"bootState": *"healthy"' && break; sleep 0.5; done
+        for i in $(seq 1 120); do kintsugi status --json 2>/dev/null | grep -q '"bootState": *"healthy"' && break; sleep 0.5; done
         """;
 
     [SystemdGuestFact]
@@ -80,12 +80,13 @@ public sealed class SystemdGuestSpecification(DebianPackages packages) : IDispos
             echo @pid1; cat /proc/1/comm
             echo @boot-time; systemd-analyze time
             dpkg -i /inputs/kintsugi.deb > /tmp/dpkg.log 2>&1; echo "@dpkg=$?"
-            echo @enabled; systemctl is-enabled kintsugi-kernel.service kintsugi-agent.service
+            echo @enabled; systemctl is-enabled kintsugi-kernel.service kintsugi-agent.service 2>&1
+            echo @setup
             mkdir -p /var/lib/kintsugi/offline
-            kintsugi keys trust /inputs/publisher.pub --trust /etc/kintsugi/trust > /dev/null || exit 10
+            kintsugi keys trust /inputs/publisher.pub --trust /etc/kintsugi/trust > /dev/null 2>&1 || exit 10
             cp /inputs/agent.conf /etc/kintsugi/agent.conf
             cp /inputs/level-1.bundle /var/lib/kintsugi/offline/
-            systemctl enable --now kintsugi-agent.service 2>&1; echo "@enable=$?"
+            echo @enable-output; systemctl enable --now kintsugi-agent.service 2>&1; echo "@enable=$?"
             echo @agent; systemctl show -p Type -p ActiveState -p SubState -p WatchdogUSec -p StatusText kintsugi-agent.service
             WAIT_HEALTHY
             echo @livepatches; ls /sys/kernel/livepatch
@@ -119,7 +120,7 @@ public sealed class SystemdGuestSpecification(DebianPackages packages) : IDispos
             echo @journal-err; journalctl -b -o cat -p err -u kintsugi-kernel.service -u kintsugi-agent.service
             # A configuration error: the unit fails once (RestartPreventExitStatus) and says why at priority err.
             echo "no-such-key = 1" >> /etc/kintsugi/agent.conf
-            systemctl restart kintsugi-agent.service; echo "@restart=$?"
+            echo @restart-output; systemctl restart kintsugi-agent.service 2>&1; echo "@restart=$?"
             sleep 2
             echo @failed-unit; systemctl show -p ActiveState -p Result -p ExecMainStatus -p NRestarts kintsugi-agent.service
             echo @failed-err; journalctl -b -o cat -p err -u kintsugi-agent.service

@@ -29,19 +29,19 @@ public sealed class EffectiveUnameSpecification
 
         var run = await kernel.RunAsync("""
             echo @real; uname -v
-            kintsugi kernel load /inputs/uname.ko > /dev/null || exit 10
+            kintsugi kernel load /inputs/uname.ko > /dev/null 2>&1 || exit 10
             echo @plain-uname; uname -v
-            kintsugi kernel unload --all > /dev/null || exit 11
-            kintsugi kernel load --effective-uname /inputs/uname.ko > /dev/null || exit 12
+            kintsugi kernel unload --all > /dev/null 2>&1 || exit 11
+            kintsugi kernel load --effective-uname /inputs/uname.ko > /dev/null 2>&1 || exit 12
             echo @uname; uname -v
             echo @proc-version; cat /proc/version
             echo @kintsugi-uname; kintsugi uname -v
             echo @status; kintsugi status --json
-            kintsugi kernel unload --all > /dev/null || exit 13
+            kintsugi kernel unload --all > /dev/null 2>&1 || exit 13
             echo @after-uname; uname -v
             echo @after-proc-version; cat /proc/version
             mkdir -p /etc/kintsugi && touch /etc/kintsugi/effective-uname
-            kintsugi kernel load /inputs/uname.ko > /dev/null || exit 14
+            kintsugi kernel load /inputs/uname.ko > /dev/null 2>&1 || exit 14
             echo @switched-uname; uname -v
             echo @end
             """, [new GuestFile(result.Module!, "/inputs/uname.ko")], timeoutSeconds: 900);

@@ -320,7 +320,7 @@ internal sealed class OutputBuilder
                         $"{section.Name} has entries of a size this builder does not know for this kernel, and included code has entries in it; nothing would be safe to guess.");
                 continue;
             }
-            var count = (int)(section.Size / (ulong)size);
+            var count = SpecialSections.EntryCount(table, section, size)!.Value;
             var kept = new List<int>();
             var byEntry = relocations.GroupBy(r => (int)(r.Offset / (ulong)size)).ToDictionary(g => g.Key, g => g.ToList());
             for (var i = 0; i < count; i++)
@@ -329,7 +329,7 @@ internal sealed class OutputBuilder
                     kept.Add(i);
             if (kept.Count == 0) continue;
 
-            var copy = new ElfDataSection(section.Name, section.Type, [.. kept.SelectMany(i => data.Data.AsSpan(i * size, size).ToArray())])
+            var copy = new ElfDataSection(section.Name, section.Type, [.. kept.SelectMany(i => SpecialSections.Entry(data, i, size))])
             {
                 Flags = section.Flags & ~ElfSectionFlags.Group,
                 Alignment = section.Alignment,

@@ -72,7 +72,13 @@ internal sealed class OutputBuilder
         if (_symbols.TryGetValue(code, out var existing)) return existing;
         var section = CopySection(code.Section);
         var changed = code.Role == SymbolRole.Function && _changes.GetValueOrDefault(code.Key) == FunctionChange.Changed;
-        var symbol = new ElfSymbol(changed ? _options.SymbolTag + ObjectDiffer.Sanitize(code.Name) : code.Name)
+        // A changed function's cold part follows its new name: objtool, run over the linked module on IBT kernels,
+        // finds a cold part's parent by the name before ".cold" (gcc-14 splits functions gcc-12 kept whole).
+        var coldOfChanged = code.Role == SymbolRole.ColdPart && _changes.GetValueOrDefault(code.Parent!) == FunctionChange.Changed;
+        var name = changed ? _options.SymbolTag + ObjectDiffer.Sanitize(code.Name)
+            : coldOfChanged ? _options.SymbolTag + ObjectDiffer.Sanitize(code.Parent!) + code.Name[code.Parent!.Length..]
+            : code.Name;
+        var symbol = new ElfSymbol(name)
         {
             Type = ElfSymbolType.Function,
             Binding = changed ? ElfSymbolBinding.Global : code.Symbol.Binding,

@@ -2,8 +2,7 @@ using Kintsugi.Kernel;
 
 namespace Kintsugi.Cli;
 
-/// <summary>Enabling a unit the Debian package installed in /lib/systemd/system: the symlink systemctl enable
-/// makes.</summary>
+/// <summary>Enabling a unit the Debian package installed in /lib/systemd/system: the symlink systemctl enable makes.</summary>
 internal static class AgentUnitLinks
 {
     public static void Enable(MachinePaths paths, string unit)
@@ -11,7 +10,6 @@ internal static class AgentUnitLinks
         var wants = Path.Combine(paths.SystemdUnits, "multi-user.target.wants");
         Directory.CreateDirectory(wants);
         var link = Path.Combine(wants, unit);
-        if (!File.Exists(link) && new FileInfo(link).LinkTarget is null) File.CreateSymbolicLink(link,
-            Path.Combine(Systemctl.PackagedUnits, unit));
+        if (!File.Exists(link) && new FileInfo(link).LinkTarget is null) File.CreateSymbolicLink(link, Path.Combine(Systemctl.PackagedUnits, unit));
     }
 }

@@ -10,8 +10,10 @@ public sealed record StateChange(string? FromState, int? FromLevel, string FromB
 
 /// <summary>One check-in's inventory update.</summary>
 public sealed record CheckInRecord(
-    string Machine, string KernelRelease, string BuildId, string? PackageVersion, string AgentVersion, string State, int? Level, string? Bundle,
-    string? EffectiveVersion, long Taint, string? Detail, string? TargetRelease, long At, string? Address, StateChange? Change);
+    string Machine, string KernelRelease, string BuildId, string? PackageVersion, string AgentVersion, string State,
+        int? Level, string? Bundle,
+    string? EffectiveVersion, long Taint, string? Detail, string? TargetRelease, long At, string? Address,
+        StateChange? Change);
 
 /// <summary>
 /// Group commit for check-ins: every check-in's inventory row (and, when its state, level or kernel changed,
@@ -50,7 +52,8 @@ public sealed class CheckInWriter(Database db, ILogger<CheckInWriter> log) : Bac
             catch (Exception e)
             {
                 log.LogError(e, "writing {Count} check-ins failed", batch.Count);
-                foreach (var p in batch) p.Done.TrySetException(e is StorageException ? e : new StorageException($"recording the check-in failed: {e.Message}", e));
+                foreach (var p in batch) p.Done.TrySetException(e is StorageException ? e
+                    : new StorageException($"recording the check-in failed: {e.Message}", e));
             }
             if (stoppingToken.IsCancellationRequested && _queue.Reader.Count == 0) break;
         }
@@ -65,13 +68,18 @@ public sealed class CheckInWriter(Database db, ILogger<CheckInWriter> log) : Bac
     private static async Task WriteBatchAsync(DbConnection c, DbTransaction t, List<Pending> batch)
     {
         await using var update = c.Command(t,
-            "UPDATE machines SET kernel_release = @kr, build_id = @b, package_version = COALESCE(@pv, package_version), agent_version = @av, " +
-            "state_since = CASE WHEN state IS NULL OR state <> @st THEN @at ELSE state_since END, state = @st, level = @lv, bundle = @bu, " +
-            "effective_version = @ev, taint = @taint, detail = @d, target_release = @tr, last_checkin_at = @at, address = @addr WHERE id = @id");
-        string[] names = ["@kr", "@b", "@pv", "@av", "@st", "@lv", "@bu", "@ev", "@taint", "@d", "@tr", "@at", "@addr", "@id"];
+            "UPDATE machines SET kernel_release = @kr, build_id = @b, package_version = COALESCE(@pv, " +
+                "package_version), agent_version = @av, " +
+            "state_since = CASE WHEN state IS NULL OR state <> @st THEN @at ELSE state_since END, state = @st, level " +
+                "= @lv, bundle = @bu, " +
+            "effective_version = @ev, taint = @taint, detail = @d, target_release = @tr, last_checkin_at = @at, " +
+                "address = @addr WHERE id = @id");
+        string[] names = ["@kr", "@b", "@pv", "@av", "@st", "@lv", "@bu", "@ev", "@taint", "@d", "@tr", "@at", "@addr",
+            "@id"];
         foreach (var name in names) update.Parameters.Add(c.Parameter(update, name, null));
         static object?[] Values(CheckInRecord r) =>
-            [r.KernelRelease, r.BuildId, r.PackageVersion, r.AgentVersion, r.State, (long?)r.Level, r.Bundle, r.EffectiveVersion, r.Taint, r.Detail, r.TargetRelease, r.At, r.Address, r.Machine];
+            [r.KernelRelease, r.BuildId, r.PackageVersion, r.AgentVersion, r.State, (long?)r.Level, r.Bundle,
+                r.EffectiveVersion, r.Taint, r.Detail, r.TargetRelease, r.At, r.Address, r.Machine];
         if (c is Npgsql.NpgsqlConnection postgres)
         {
             // One round trip for the whole batch: PostgreSQL pays per statement sent, SQLite (in-process) does not.
@@ -79,7 +87,11 @@ public sealed class CheckInWriter(Database db, ILogger<CheckInWriter> log) : Bac
             foreach (var (r, _) in batch)
             {
                 var command = new Npgsql.NpgsqlBatchCommand(Positional(update.CommandText, names));
-                foreach (var value in Values(r)) command.Parameters.Add(new Npgsql.NpgsqlParameter { Value = value ?? DBNull.Value });
+                foreach (var value in Values(r)) command.Parameters.Add(new Npgsql.NpgsqlParameter
+                {
+                    Value = value
+                    ?? DBNull.Value
+                });
                 npgsqlBatch.BatchCommands.Add(command);
             }
             await npgsqlBatch.ExecuteNonQueryAsync();
@@ -93,18 +105,26 @@ public sealed class CheckInWriter(Database db, ILogger<CheckInWriter> log) : Bac
                 await update.ExecuteNonQueryAsync();
             }
             if (r.Change is null) continue;
-            await AuditChain.AppendAsync(c, t, new Actor($"machine:{r.Machine}", r.Address), "machine.state", $"machine:{r.Machine}", new()
-            {
-                ["from"] = r.Change.FromState, ["to"] = r.State, ["fromLevel"] = r.Change.FromLevel?.ToString(), ["level"] = r.Level?.ToString(),
-                ["buildId"] = r.BuildId, ["detail"] = r.Detail,
-            }, DateTimeOffset.FromUnixTimeMilliseconds(r.At));
+            await AuditChain.AppendAsync(c, t, new Actor($"machine:{r.Machine}", r.Address), "machine.state",
+                $"machine:{r.Machine}", new()
+                {
+                    ["from"] = r.Change.FromState,
+                    ["to"] = r.State,
+                    ["fromLevel"] = r.Change.FromLevel?.ToString(),
+                    ["level"] = r.Level?.ToString(),
+                    ["buildId"] = r.BuildId,
+                    ["detail"] = r.Detail,
+                }, DateTimeOffset.FromUnixTimeMilliseconds(r.At));
             if (r.State == PatchState.Applied.ToWire() && r.Level is { } level)
-                await c.ExecuteAsync(t, "INSERT INTO machine_levels (machine, build_id, level, first_applied_at) VALUES (@m, @b, @l, @at) ON CONFLICT (machine, build_id, level) DO NOTHING",
+                await c.ExecuteAsync(t,
+                    "INSERT INTO machine_levels (machine, build_id, level, first_applied_at) VALUES (@m, @b, @l, " +
+                    "@at) ON CONFLICT (machine, build_id, level) DO NOTHING",
                     ("@m", r.Machine), ("@b", r.BuildId), ("@l", (long)level), ("@at", r.At));
         }
     }
 
-    /// <summary>Rewrites @name parameters as $1, $2, … in the order given (Npgsql batches take positional parameters).</summary>
+    /// <summary>Rewrites @name parameters as $1, $2, … in the order given (Npgsql batches take positional
+    /// parameters).</summary>
     private static string Positional(string sql, string[] names)
     {
         var ordered = names.Select((n, i) => (n, i)).OrderByDescending(x => x.n.Length);

@@ -6,9 +6,12 @@ using Microsoft.Extensions.Logging;
 
 namespace Kintsugi.Server.Fleet;
 
-/// <summary>What a kernel build in a channel should run: the best release, and the levels revoked for that build.</summary>
-/// <param name="Metadata">The build's newest signed release metadata (envelope text), carried to agents unchanged, or null.</param>
-public sealed record Offer(string? ReleaseId, int Level, string? Bundle, long Size, IReadOnlySet<int> RevokedLevels, string? Metadata = null)
+/// <summary>What a kernel build in a channel should run: the best release, and the levels revoked for that
+/// build.</summary>
+/// <param name="Metadata">The build's newest signed release metadata (envelope text), carried to agents unchanged, or
+/// null.</param>
+public sealed record Offer(string? ReleaseId, int Level, string? Bundle, long Size, IReadOnlySet<int> RevokedLevels,
+    string? Metadata = null)
 {
     public bool HasRelease => ReleaseId is not null;
 }
@@ -37,12 +40,15 @@ public sealed class Epoch(Database db, ServerOptions options, ILogger<Epoch> log
     public async Task InitializeAsync(CancellationToken cancellation)
     {
         await using var connection = await db.OpenAsync(cancellation);
-        Observe(Convert.ToInt64(await connection.ScalarAsync(null, "SELECT value FROM server_state WHERE name = 'epoch'")));
+        Observe(Convert.ToInt64(await connection.ScalarAsync(null,
+            "SELECT value FROM server_state WHERE name = 'epoch'")));
     }
 
-    /// <summary>Moves the epoch inside the caller's write transaction; call <see cref="Observe"/> with the result after commit.</summary>
+    /// <summary>Moves the epoch inside the caller's write transaction; call <see cref="Observe"/> with the result after
+    /// commit.</summary>
     public static async Task<long> BumpAsync(DbConnection connection, DbTransaction transaction) =>
-        Convert.ToInt64(await connection.ScalarAsync(transaction, "UPDATE server_state SET value = value + 1 WHERE name = 'epoch' RETURNING value"));
+        Convert.ToInt64(await connection.ScalarAsync(transaction,
+            "UPDATE server_state SET value = value + 1 WHERE name = 'epoch' RETURNING value"));
 
     /// <summary>Takes a (possibly) newer epoch: drops cached offers, then wakes every waiting poll.</summary>
     public void Observe(long value)
@@ -57,7 +63,8 @@ public sealed class Epoch(Database db, ServerOptions options, ILogger<Epoch> log
         old.Moved.TrySetResult();
     }
 
-    /// <summary>Returns as soon as the epoch exceeds <paramref name="seen"/>, or after <paramref name="wait"/>.</summary>
+    /// <summary>Returns as soon as the epoch exceeds <paramref name="seen"/>, or after <paramref
+    /// name="wait"/>.</summary>
     public async Task<long> WaitBeyondAsync(long seen, TimeSpan wait, CancellationToken cancellation)
     {
         var generation = Volatile.Read(ref _current);
@@ -83,7 +90,8 @@ public sealed class Epoch(Database db, ServerOptions options, ILogger<Epoch> log
         string? id = null, bundle = null; int level = 0; long size = 0;
         await using (var command = connection.Command(null,
             "SELECT r.id, r.level, r.bundle, r.size FROM releases r JOIN promotions p ON p.release_id = r.id " +
-            "WHERE r.build_id = @b AND p.channel = @c AND r.revoked_at IS NULL ORDER BY r.level DESC LIMIT 1", ("@b", buildId), ("@c", channel)))
+            "WHERE r.build_id = @b AND p.channel = @c AND r.revoked_at IS NULL ORDER BY r.level DESC LIMIT 1",
+                ("@b", buildId), ("@c", channel)))
         await using (var reader = await command.ExecuteReaderAsync(cancellation))
         {
             if (await reader.ReadAsync(cancellation))
@@ -92,10 +100,12 @@ public sealed class Epoch(Database db, ServerOptions options, ILogger<Epoch> log
             }
         }
         var revoked = new HashSet<int>();
-        await using (var command = connection.Command(null, "SELECT level FROM releases WHERE build_id = @b AND revoked_at IS NOT NULL", ("@b", buildId)))
+        await using (var command = connection.Command(null,
+            "SELECT level FROM releases WHERE build_id = @b AND revoked_at IS NOT NULL", ("@b", buildId)))
         await using (var reader = await command.ExecuteReaderAsync(cancellation))
             while (await reader.ReadAsync(cancellation)) revoked.Add((int)Convert.ToInt64(reader.GetValue(0)));
-        return new Offer(id, level, bundle, size, revoked, await Releases.MetadataTextAsync(connection, buildId, cancellation));
+        return new Offer(id, level, bundle, size, revoked,
+            await Releases.MetadataTextAsync(connection, buildId, cancellation));
     }
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
@@ -106,7 +116,8 @@ public sealed class Epoch(Database db, ServerOptions options, ILogger<Epoch> log
             try
             {
                 await using var connection = await db.OpenAsync(stoppingToken);
-                Observe(Convert.ToInt64(await connection.ScalarAsync(null, "SELECT value FROM server_state WHERE name = 'epoch'")));
+                Observe(Convert.ToInt64(await connection.ScalarAsync(null,
+                    "SELECT value FROM server_state WHERE name = 'epoch'")));
             }
             catch (Exception e) when (e is StorageException or DbException)
             {

@@ -147,7 +147,8 @@ public sealed partial class KernelCatchUp(DebianKernelArchive archive, string ca
                     "the builder's unit selection (kbuild Makefiles and .config, #include of C files) found no unit of this kernel for it");
             Directory.CreateDirectory(work);
             var compiled = await UnitCompilation.CompileAsync(target, tree, units, inputs.Patches, work, quiet, cancellation);
-            var diffs = UnitDiffing.DiffAll(compiled, exports);
+            var diffs = UnitDiffing.DiffAll(compiled, exports,
+                Build.Binding.ReferenceBinder.ObjtoolRunsAtModuleLink(target.ModuleBuildDirectory));
             UnitDiffing.ThrowIfRefused(diffs);
             var changed = diffs.Where(d => d.Contributes).ToList();
             if (changed.Count == 0)

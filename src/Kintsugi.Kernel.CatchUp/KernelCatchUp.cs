@@ -40,16 +40,8 @@ public sealed partial class KernelCatchUp(DebianKernelArchive archive, string ca
 {
     public async Task<CatchUpResult> RunAsync(CatchUpRequest request, CancellationToken cancellation = default)
     {
-        var stages = new List<StageTiming>();
-        async Task<T> Stage<T>(string name, Func<Task<T>> work)
-        {
-            progress($"{name}...");
-            var watch = Stopwatch.StartNew();
-            var result = await work();
-            stages.Add(new StageTiming(name, Math.Round(watch.Elapsed.TotalSeconds, 2)));
-            progress($"{name}: done in {watch.Elapsed.TotalSeconds:0.0} s");
-            return result;
-        }
+        var clock = new StageClock(progress);
+        Task<T> Stage<T>(string name, Func<Task<T>> work) => clock.RunAsync(name, work);
 
         var output = Path.GetFullPath(request.OutputDirectory);
         Directory.CreateDirectory(output);
@@ -78,7 +70,7 @@ public sealed partial class KernelCatchUp(DebianKernelArchive archive, string ca
         }
         var report = new CatchUpReport(kernel.Target.Release.Value, kernel.Target.PackageVersion, kernel.Target.BuildId.ToString(),
             from.Source.ToString(), to.Source.ToString(), module, level, [.. versions.Select(v => v.Version)], Totals(files, cves),
-            files, cves, stages, DateTimeOffset.UtcNow);
+            files, cves, clock.Stages, DateTimeOffset.UtcNow);
         var reportPath = Path.Combine(output, "catch-up.json");
         var textPath = Path.Combine(output, "catch-up.txt");
         await AtomicWriteAsync(reportPath, report.ToUtf8(), cancellation);
@@ -148,7 +140,7 @@ public sealed partial class KernelCatchUp(DebianKernelArchive archive, string ca
             Directory.CreateDirectory(work);
             var compiled = await UnitCompilation.CompileAsync(target, tree, units, inputs.Patches, work, quiet, cancellation);
             var diffs = UnitDiffing.DiffAll(compiled, exports,
-                Build.Binding.ReferenceBinder.ObjtoolRunsAtModuleLink(target.ModuleBuildDirectory));
+                Kintsugi.Kernel.Build.Binding.ReferenceBinder.ObjtoolRunsAtModuleLink(target.ModuleBuildDirectory));
             UnitDiffing.ThrowIfRefused(diffs);
             var changed = diffs.Where(d => d.Contributes).ToList();
             if (changed.Count == 0)

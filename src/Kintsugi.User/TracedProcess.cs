@@ -141,6 +141,28 @@ internal sealed class TracedProcess : IDisposable
         return (long)after.Rax;
     }
 
+    /// <summary>
+    /// Single-steps the threads whose instruction pointer is inside a range, the others staying stopped, until
+    /// each is outside every range: a thread caught executing a short function leaves it in a few instructions.
+    /// All of them step at once, so their waits for a CPU overlap. A thread still inside after
+    /// <paramref name="maxSteps"/> (a loop) stays there, and the check that follows reports it busy.
+    /// </summary>
+    public void StepOutOf(IReadOnlyList<CodeRange> ranges, int maxSteps)
+    {
+        bool Inside(TracedThread t) => ranges.Any(r => r.Contains(t.Registers.Rip) && t.Registers.Rip != r.End);
+        var inside = _threads.Values.Where(Inside).ToList();
+        for (var step = 0; step < maxSteps && inside.Count > 0; step++)
+        {
+            foreach (var thread in inside)
+                if (Native.Ptrace(Native.PtraceSingleStep, thread.Tid, 0, 0, out var errno) == -1)
+                    throw new UserPatchException($"cannot single-step thread {thread.Tid}: {Native.ErrnoMessage(errno)}", ExitCode.Environment);
+            foreach (var thread in inside)
+                if (WaitForStop(thread, TimeSpan.FromMilliseconds(500)) != 0)
+                    Check(Native.GetRegisters(thread.Tid, out thread.Registers), thread, "read the registers of");
+            inside = inside.Where(t => _threads.ContainsKey(t.Tid) && Inside(t)).ToList();
+        }
+    }
+
     private static void Check(int errno, TracedThread thread, string what)
     {
         if (errno != 0) throw new UserPatchException($"cannot {what} thread {thread.Tid}: {Native.ErrnoMessage(errno)}", ExitCode.Environment);

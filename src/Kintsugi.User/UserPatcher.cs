@@ -23,6 +23,7 @@ public sealed record PatcherOptions(TimeSpan BusyTimeout, TimeSpan StopTimeout)
 public sealed class UserPatcher(PatcherOptions options, Action<string>? log = null)
 {
     private const long SysMmap = 9, SysMunmap = 11;
+    private const int MaxStepsOut = 500;
     private const ulong ProtReadExec = 0x1 | 0x4;
     private const ulong MapPrivateAnonymousFixedNoReplace = 0x02 | 0x20 | 0x100000;
 
@@ -141,6 +142,9 @@ public sealed class UserPatcher(PatcherOptions options, Action<string>? log = nu
             {
                 threads = traced.Threads.Count;
                 var frozenMaps = ProcessMaps.Read(pid);
+                // Threads caught inside a replaced function are stepped out of it (usually a few instructions
+                // from returning) while the others stay stopped; then every thread is checked.
+                traced.StepOutOf(ranges, MaxStepsOut);
                 busy = traced.Threads.Select(t => StackCheck.Busy(t, frozenMaps, memory, ranges)).FirstOrDefault(b => b is not null);
                 if (busy is null)
                 {

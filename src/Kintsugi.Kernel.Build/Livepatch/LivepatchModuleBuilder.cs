@@ -55,9 +55,28 @@ public static class LivepatchModuleBuilder
             .Select(s => s.Name).Distinct().Order(StringComparer.Ordinal).ToList();
         if (unresolved.Count > 0)
             throw new ModuleBuildException($"livepatch module {spec.ModuleName} references symbols that are neither exported by vmlinux nor bound by livepatch: {string.Join(", ", unresolved)}");
+        WithoutModuleDependencies(elf);
         elf.Sections.Add(new ElfDataSection(ManifestSection, ElfSectionType.ProgBits, spec.Manifest) { Alignment = 1 });
         elf.Save(module);
         return module;
+    }
+
+    /// <summary>
+    /// modpost wrote <c>depends=</c> from the symbols undefined when kbuild linked the module, other modules' exports
+    /// among them; those are livepatch relocations now, and what is still undefined is vmlinux's (checked above). A
+    /// livepatch depends on no module: modprobe must not load the patched module's dependencies to load it.
+    /// </summary>
+    private static void WithoutModuleDependencies(ElfObject module)
+    {
+        if (module.FindSection(".modinfo") is not ElfDataSection modinfo) return;
+        var data = modinfo.Data;
+        var key = Encoding.ASCII.GetBytes("depends=");
+        for (var start = 0; start < data.Length; start = Array.IndexOf(data, (byte)0, start) is var end and >= 0 ? end + 1 : data.Length)
+        {
+            if (!data.AsSpan(start).StartsWith(key)) continue;
+            // Blanked in place (NUL padding, which the kernel and modinfo skip), so every other entry keeps its offset.
+            for (var i = start + key.Length; i < data.Length && data[i] != 0; i++) data[i] = 0;
+        }
     }
 
     /// <summary>

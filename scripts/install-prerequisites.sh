@@ -20,6 +20,8 @@ packages=(
   time              # /usr/bin/time -v: the differ benchmark's peak memory
   postgresql        # the patch server's PostgreSQL tests start their own throwaway cluster
   chromium          # the dashboard is tested in headless Chromium
+  lintian           # the Debian packages are checked with lintian
+  debootstrap       # ... and installed, upgraded and purged in a Debian 12 root (scripts/debian-root.sh)
 )
 missing=()
 for p in "${packages[@]}"; do

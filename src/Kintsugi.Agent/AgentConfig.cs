@@ -21,6 +21,9 @@ public sealed record AgentConfig
     /// </summary>
     public string? ServerCertificate { get; init; }
 
+    /// <summary>An HTTP(S) proxy to reach the server through (CONNECT for https), or null for a direct connection.</summary>
+    public Uri? Proxy { get; init; }
+
     /// <summary>The enrollment token (used once, to obtain the per-machine credential).</summary>
     public string? EnrollmentToken { get; init; }
 
@@ -72,6 +75,7 @@ public sealed record AgentConfig
             {
                 "server" => config with { Server = ParseServer(value, origin, number) },
                 "server-ca" => config with { ServerCertificate = value },
+                "proxy" => config with { Proxy = ParseProxy(value, origin, number) },
                 "token" => config with { EnrollmentToken = value },
                 "token-file" => SetTokenFile(config, tokenFile = value),
                 "offline-directory" => config with { OfflineDirectory = value },
@@ -97,7 +101,7 @@ public sealed record AgentConfig
                         _ => throw Invalid(origin, number, $"on-bug must be keep or revert, not '{value}'"),
                     },
                 },
-                _ => throw Invalid(origin, number, $"unknown key '{key}' (known: server, server-ca, token, token-file, offline-directory, trust, insecure-http, check-interval, settle, transition-timeout, on-bug)"),
+                _ => throw Invalid(origin, number, $"unknown key '{key}' (known: server, server-ca, proxy, token, token-file, offline-directory, trust, insecure-http, check-interval, settle, transition-timeout, on-bug)"),
             };
         }
         if (seen.Contains("token") && tokenFile is not null) throw new AgentException($"{origin}: set token or token-file, not both", ExitCode.Usage);
@@ -109,6 +113,8 @@ public sealed record AgentConfig
                                      "readable and changeable; use https (a TLS proxy in front of a server listening on http), or set insecure-http = yes in a test lab", ExitCode.Usage);
                 if (config.OfflineDirectory is not null && config.EnrollmentToken is not null)
             throw new AgentException($"{origin}: an enrollment token only makes sense with server", ExitCode.Usage);
+        if (config.OfflineDirectory is not null && config.Proxy is not null)
+            throw new AgentException($"{origin}: proxy only makes sense with server", ExitCode.Usage);
         if (config.OfflineDirectory is not null && config.ServerCertificate is not null)
             throw new AgentException($"{origin}: server-ca only makes sense with server", ExitCode.Usage);
         return config;
@@ -126,6 +132,10 @@ public sealed record AgentConfig
     private static Uri ParseServer(string value, string origin, int line) =>
         Uri.TryCreate(value.TrimEnd('/') + "/", UriKind.Absolute, out var uri) && uri.Scheme is "https" or "http"
             ? uri : throw Invalid(origin, line, $"server '{value}' is not an http(s) URL");
+
+    private static Uri ParseProxy(string value, string origin, int line) =>
+        Uri.TryCreate(value, UriKind.Absolute, out var uri) && uri.Scheme is "http" or "https" && uri.AbsolutePath is "/" or ""
+            ? uri : throw Invalid(origin, line, $"proxy '{value}' is not a proxy URL (http://host:port)");
 
     /// <summary>Seconds, or a number with s, m, h or d.</summary>
     public static TimeSpan ParseDuration(string value, string origin, int line, TimeSpan minimum)

@@ -7,37 +7,25 @@ public static class AgentUnit
 {
     public const string Name = "kintsugi-agent.service";
 
-    public static string Text(string command, string configPath) => $"""
-        [Unit]
-        Description=Kintsugi agent: apply signed kernel livepatches for this exact kernel, report the state
-        Documentation=https://kintsugi.invalid/docs/cli.md
-        After=local-fs.target network-online.target systemd-modules-load.service
-        Wants=network-online.target
-        ConditionKernelCommandLine=!kintsugi.enable=0
-
-        [Service]
-        Type=exec
-        ExecStart={command} agent run --config {configPath}
-        Restart=on-failure
-        RestartSec=10s
-        # 7: the kill switch is set, which is not a failure.
-        SuccessExitStatus=7
-        RestartPreventExitStatus=7
-
-        [Install]
-        WantedBy=multi-user.target
-        """ + "\n";
+    public static string Text(string command, string configPath) =>
+        UnitTemplate.Render(typeof(AgentUnit).Assembly, Name, UnitTemplate.Words(command), new Dictionary<string, string> { ["@CONFIG@"] = configPath });
 
     /// <summary>Writes and enables the unit (the enablement symlink systemctl would make).</summary>
     public static string Install(MachinePaths paths, string command, string configPath)
     {
         var unitPath = Path.Combine(paths.SystemdUnits, Name);
         AtomicFile.WriteText(unitPath, Text(command, configPath));
+        Enable(paths, unitPath);
+        return unitPath;
+    }
+
+    /// <summary>The enablement symlink systemctl enable makes, for machines where systemd is not running.</summary>
+    public static void Enable(MachinePaths paths, string unitPath)
+    {
         var wants = Path.Combine(paths.SystemdUnits, "multi-user.target.wants");
         Directory.CreateDirectory(wants);
         var link = Path.Combine(wants, Name);
         if (!File.Exists(link) && new FileInfo(link).LinkTarget is null) File.CreateSymbolicLink(link, unitPath);
-        return unitPath;
     }
 
     public static void Uninstall(MachinePaths paths)

@@ -25,7 +25,7 @@ internal sealed partial class AgentJson : JsonSerializerContext;
 /// directory), verifies it (signature, digest, target build-id), applies it with atomic replace through
 /// <see cref="PatchApplier"/>, checks the kernel's health, and reports the state.
 /// </summary>
-public sealed class MachineAgent
+public sealed partial class MachineAgent
 {
     public static string Version => typeof(MachineAgent).Assembly.GetName().Version?.ToString(3) ?? "0.0.0";
 
@@ -67,10 +67,14 @@ public sealed class MachineAgent
             RecordOutcome(resumed, _applier.Store.List().FirstOrDefault(r => r.Name == resumed.Name.Value)?.Origin);
     }
 
-    /// <summary>Runs until cancelled: a check now, then one every interval with jitter; backoff while the server is unavailable.</summary>
-    public async Task RunAsync(CancellationToken cancellation)
+    /// <summary>
+    /// Runs until cancelled: a check now, then one every interval with jitter; backoff while the server is
+    /// unavailable. <paramref name="started"/> is called once boot re-application and recovery are done.
+    /// </summary>
+    public async Task RunAsync(CancellationToken cancellation, Action? started = null)
     {
         Start();
+        started?.Invoke();
         var backoff = new Backoff(Interval);
         using var epochMoved = new SemaphoreSlim(0);
         var events = _server is null ? Task.CompletedTask : Task.Run(() => WatchEventsAsync(epochMoved, cancellation), cancellation);
@@ -320,7 +324,7 @@ public sealed class MachineAgent
             $"this machine is not enrolled ({CredentialPath} is missing) and {AgentConfig.DefaultPath} has no token; add an enrollment token from the server's operator", ExitCode.Environment);
         var response = await server.EnrollAsync(new EnrollRequest(token, ReportedHostname(Environment.MachineName), MachineId(), Identity(), Version), cancellation);
         Directory.CreateDirectory(StateDirectory);
-        WriteSecret(CredentialPath, response.Credential);
+        AtomicFile.WriteSecret(CredentialPath, response.Credential);
         // The epoch starts again from what this server says: enrolling again may mean the server's data was
         // reset, and an epoch kept from before would hide every revoke until the new one caught up.
         SaveIdentity(_ => new AgentIdentity(response.Machine, response.CheckInSeconds, response.EventsWaitSeconds, 0));
@@ -394,18 +398,5 @@ public sealed class MachineAgent
         var own = Path.Combine(StateDirectory, "machine-id");
         if (!File.Exists(own)) AtomicFile.WriteText(own, Guid.NewGuid().ToString("N") + "\n");
         return File.ReadAllText(own).Trim();
-    }
-
-    private static void WriteSecret(string path, string secret)
-    {
-        var temporary = path + ".tmp";
-        File.Delete(temporary);
-        using (var stream = new FileStream(temporary, new FileStreamOptions { Mode = FileMode.CreateNew, Access = FileAccess.Write, UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite }))
-        {
-            stream.Write(System.Text.Encoding.UTF8.GetBytes(secret + "\n"));
-            stream.Flush(flushToDisk: true);
-        }
-        File.Move(temporary, path, overwrite: true);
-        AtomicFile.SyncDirectory(Path.GetDirectoryName(path)!);
     }
 }

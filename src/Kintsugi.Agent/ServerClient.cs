@@ -40,6 +40,8 @@ public sealed class ServerClient(HttpClient http, Uri server, string agentVersio
     public static HttpClient CreateHttpClient(AgentConfig config)
     {
         var handler = new SocketsHttpHandler { PooledConnectionLifetime = TimeSpan.FromMinutes(10) };
+        // The configured proxy; without one, the environment's (https_proxy, no_proxy) as for any program.
+        if (config.Proxy is { } proxy) handler.Proxy = new System.Net.WebProxy(proxy);
         if (config.ServerCertificate is { } path)
         {
             var trusted = new X509Certificate2Collection();

@@ -22,27 +22,32 @@ internal static class Cli
         public override async Task<int> InvokeAsync(ParseResult parseResult, CancellationToken cancellationToken = default)
         {
             var verbose = parseResult.GetValue(Verbose);
+            var json = CommandLineRules.JsonRequested(parseResult);
             try { return await body(parseResult); }
             catch (KintsugiException e)
             {
-                Console.Error.WriteLine($"kintsugi: error: {e.Message}");
-                if (verbose) PrintCauses(e);
-                return (int)e.ExitCode;
+                return Fail(e.ExitCode, $"error: {e.Message}", e.Message, e);
             }
             catch (UnauthorizedAccessException e)
             {
-                Console.Error.WriteLine($"kintsugi: error: permission denied ({e.Message}); run as root");
-                if (verbose) PrintCauses(e);
-                return (int)ExitCode.Environment;
+                var message = $"permission denied ({e.Message}); run as root";
+                return Fail(ExitCode.Environment, $"error: {message}", message, e);
             }
             catch (Exception e) when (e is not OperationCanceledException)
             {
                 // Not the input's fault nor the machine's: a defect of kintsugi, which the user can only report.
-                Console.Error.WriteLine($"kintsugi: internal error: {e.Message}");
-                if (verbose) PrintCauses(e);
+                var code = Fail(ExitCode.InternalError, $"internal error: {e.Message}", e.Message, e);
                 Console.Error.WriteLine("kintsugi: this is a bug in kintsugi, not a problem with your input; please report it" +
                     (verbose ? " with the details above" : " with the output of the same command rerun with --verbose"));
-                return (int)ExitCode.InternalError;
+                return code;
+            }
+
+            int Fail(ExitCode code, string line, string message, Exception e)
+            {
+                JournalLog.Write(code == ExitCode.Disabled ? JournalLog.Warning : JournalLog.Error, $"kintsugi: {line}");
+                if (verbose) PrintCauses(e);
+                if (json) CommandLineRules.WriteJsonError(code, message);
+                return (int)code;
             }
         }
     }

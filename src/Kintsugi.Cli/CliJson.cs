@@ -16,6 +16,7 @@ public sealed record PreparedTree(string Release, string BuildId, string Directo
 [JsonSerializable(typeof(IReadOnlyList<LoadedPatch>))]
 [JsonSerializable(typeof(ModuleInfo))]
 [JsonSerializable(typeof(FetchedKernel))]
+[JsonSerializable(typeof(IReadOnlyList<AvailableKernel>))]
 [JsonSerializable(typeof(BootResult))]
 [JsonSerializable(typeof(PreparedTree))]
 [JsonSerializable(typeof(KernelBuildResult))]

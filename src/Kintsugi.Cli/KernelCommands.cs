@@ -22,6 +22,7 @@ internal static class KernelCommands
         kernel.Subcommands.Add(Uninstall());
         kernel.Subcommands.Add(Retry());
         kernel.Subcommands.Add(Boot());
+        kernel.Subcommands.Add(KernelCatalogCommand.Create());
         kernel.Subcommands.Add(Fetch());
         kernel.Subcommands.Add(Prepare());
         kernel.Subcommands.Add(Build());
@@ -36,14 +37,19 @@ internal static class KernelCommands
         var module = new Argument<FileInfo>("module.ko") { Description = "The livepatch module to load" };
         var timeout = TimeoutOption();
         var force = new Option<bool>("--force") { Description = "Force a stalled transition to complete (tasks that never switched may keep running old code: the consistency guarantee is lost)" };
-        var command = new Command("load", "Load a livepatch and wait for its transition; a stalled transition is reported with the blocking tasks and reverted") { module, timeout, force };
+        var json = Cli.Json();
+        var command = new Command("load", "Load a livepatch and wait for its transition; a stalled transition is reported with the blocking tasks and reverted") { module, timeout, force, json };
+        command.WithExamples("kintsugi kernel load ./proc_cmdline_1.ko", "kintsugi kernel load ./fix_2.ko --timeout 120 --json");
         command.Action = Cli.Run(async parse =>
         {
             var file = ModuleFile.Read(parse.GetValue(module)!.FullName);
             var outcome = new LivepatchRuntime(Cli.Progress).Load(file, TimeSpan.FromSeconds(parse.GetValue(timeout)), parse.GetValue(force));
             LoadedRecord.Write(MachinePaths.Default, file);
-            Console.WriteLine($"{outcome.Name}: applied" + (outcome.Forced ? " (forced)" : "") +
-                (outcome.Replaced.Count > 0 ? $", replaced {string.Join(", ", outcome.Replaced)}" : ""));
+            if (parse.GetValue(json))
+                Cli.WriteJson(new PatchChange(true, "loaded", outcome.Name.ToString(), [.. outcome.Replaced.Select(r => r.ToString())], outcome.Forced), ChangeJson.Default.PatchChange);
+            else
+                Console.WriteLine($"{outcome.Name}: applied" + (outcome.Forced ? " (forced)" : "") +
+                    (outcome.Replaced.Count > 0 ? $", replaced {string.Join(", ", outcome.Replaced)}" : ""));
             return await Task.FromResult(0);
         });
         return command;
@@ -51,18 +57,63 @@ internal static class KernelCommands
 
     private static Command Unload()
     {
-        var name = new Argument<string>("name") { Description = "The loaded livepatch (module name)" };
+        var name = new Argument<string?>("name") { Description = "The loaded livepatch (module name)", Arity = ArgumentArity.ZeroOrOne };
+        var all = new Option<bool>("--all") { Description = "Unload every loaded livepatch (installed ones are re-applied at the next boot unless uninstalled or disabled)" };
         var timeout = TimeoutOption();
-        var command = new Command("unload", "Disable a livepatch, wait for the transition back, and remove its module") { name, timeout };
+        var json = Cli.Json();
+        var command = new Command("unload", "Disable a livepatch, wait for the transition back, and remove its module") { name, all, timeout, json };
+        command.WithExamples("kintsugi kernel unload proc_cmdline_1", "kintsugi kernel unload --all --json");
+        command.Validators.Add(result =>
+        {
+            if ((result.GetValue(name) is not null) == result.GetValue(all)) result.AddError("give either a livepatch's name or --all");
+        });
         command.Action = Cli.Run(parse =>
         {
+            var wait = TimeSpan.FromSeconds(parse.GetValue(timeout));
+            if (parse.GetValue(all))
+            {
+                var result = UnloadAll(wait);
+                if (parse.GetValue(json)) Cli.WriteJson(result, ChangeJson.Default.UnloadAllResult);
+                else
+                {
+                    foreach (var removed in result.Removed) Console.WriteLine($"{removed}: removed");
+                    if (result.Removed.Count == 0 && result.Failed.Count == 0) Console.WriteLine("no livepatches loaded");
+                }
+                foreach (var failure in result.Failed) Console.Error.WriteLine($"kintsugi: error: {failure.Patch}: {failure.Message}");
+                return Task.FromResult(result.Failed.Count > 0 ? result.Failed[0].ExitCode : 0);
+            }
             var module = ModuleName.Parse(parse.GetValue(name)!);
-            new LivepatchRuntime(Cli.Progress).Unload(module, TimeSpan.FromSeconds(parse.GetValue(timeout)));
+            new LivepatchRuntime(Cli.Progress).Unload(module, wait);
             LoadedRecord.Remove(MachinePaths.Default, module);
-            Console.WriteLine($"{module}: removed");
+            if (parse.GetValue(json)) Cli.WriteJson(new PatchChange(true, "unloaded", module.ToString(), []), ChangeJson.Default.PatchChange);
+            else Console.WriteLine($"{module}: removed");
             return Task.FromResult(0);
         });
         return command;
+    }
+
+    /// <summary>
+    /// Unloads every loaded livepatch, newest first (a patch stacked on another must go before it); one that
+    /// cannot be unloaded is reported and the others are still tried.
+    /// </summary>
+    public static UnloadAllResult UnloadAll(TimeSpan timeout)
+    {
+        var runtime = new LivepatchRuntime(Cli.Progress);
+        var removed = new List<string>();
+        var failed = new List<UnloadFailure>();
+        var loaded = LivepatchSysfs.List()
+            .OrderByDescending(p => LoadedRecord.Read(MachinePaths.Default, p.Name)?.LoadedAt ?? DateTimeOffset.MinValue).ToList();
+        foreach (var patch in loaded)
+        {
+            try
+            {
+                runtime.Unload(patch.Name, timeout);
+                LoadedRecord.Remove(MachinePaths.Default, patch.Name);
+                removed.Add(patch.Name.ToString());
+            }
+            catch (KintsugiException e) { failed.Add(new UnloadFailure(patch.Name.ToString(), (int)e.ExitCode, e.Message)); }
+        }
+        return new UnloadAllResult(removed.Count > 0, removed, failed);
     }
 
     private static Command List()
@@ -146,7 +197,9 @@ internal static class KernelCommands
         var module = new Argument<FileInfo>("module.ko") { Description = "The livepatch module to keep and re-apply at every boot" };
         var noLoad = new Option<bool>("--no-load") { Description = "Only install; do not load now" };
         var timeout = TimeoutOption();
-        var command = new Command("install", "Keep a livepatch under /var/lib/kintsugi/<release>/ and re-apply it at boot (systemd unit kintsugi-kernel.service)") { module, noLoad, timeout };
+        var json = Cli.Json();
+        var command = new Command("install", "Keep a livepatch under /var/lib/kintsugi/<release>/ and re-apply it at boot (systemd unit kintsugi-kernel.service)") { module, noLoad, timeout, json };
+        command.WithExamples("kintsugi kernel install ./proc_cmdline_1.ko", "kintsugi kernel install ./fix_2.ko --no-load --json");
         command.Action = Cli.Run(parse =>
         {
             var file = ModuleFile.Read(parse.GetValue(module)!.FullName);
@@ -154,16 +207,23 @@ internal static class KernelCommands
             var paths = MachinePaths.Default;
             var store = new PatchStore(paths, RunningKernel.Release);
             var record = store.Install(file);
-            SystemdUnit.Install(paths, SystemdUnit.CurrentCommand());
-            Console.WriteLine($"{record.Name}: installed in {store.Directory}; {SystemdUnit.Name} re-applies it at boot");
+            // The package's unit when it is installed (only enabled), else one written for this binary.
+            if (Systemctl.Packaged(SystemdUnit.Name)) AgentUnitLinks.Enable(paths, SystemdUnit.Name);
+            else SystemdUnit.Install(paths, SystemdUnit.CurrentCommand());
+            if (Systemctl.Running) Systemctl.DaemonReload();
+            var quiet = parse.GetValue(json);
+            if (!quiet) Console.WriteLine($"{record.Name}: installed in {store.Directory}; {SystemdUnit.Name} re-applies it at boot");
+            IReadOnlyList<string> replaced = [];
             if (!parse.GetValue(noLoad))
             {
                 var installed = ModuleFile.Read(store.ModulePath(file.Name));
-                new LivepatchRuntime(Cli.Progress).Load(installed, TimeSpan.FromSeconds(parse.GetValue(timeout)));
+                var outcome = new LivepatchRuntime(Cli.Progress).Load(installed, TimeSpan.FromSeconds(parse.GetValue(timeout)));
+                replaced = [.. outcome.Replaced.Select(r => r.ToString())];
                 LoadedRecord.Write(paths, installed);
                 store.Save(record with { BootState = BootState.Healthy, LastLoadAt = DateTimeOffset.UtcNow });
-                Console.WriteLine($"{record.Name}: applied");
+                if (!quiet) Console.WriteLine($"{record.Name}: applied");
             }
+            if (quiet) Cli.WriteJson(new PatchChange(true, parse.GetValue(noLoad) ? "installed" : "installed-and-loaded", record.Name, replaced, Directory: store.Directory), ChangeJson.Default.PatchChange);
             return Task.FromResult(0);
         });
         return command;
@@ -172,7 +232,9 @@ internal static class KernelCommands
     private static Command Uninstall()
     {
         var name = new Argument<string>("name") { Description = "The installed livepatch (module name or file)" };
-        var command = new Command("uninstall", "Stop re-applying a livepatch at boot and delete its kept copy (a loaded patch stays loaded: unload it with kernel unload)") { name };
+        var json = Cli.Json();
+        var command = new Command("uninstall", "Stop re-applying a livepatch at boot and delete its kept copy (a loaded patch stays loaded: unload it with kernel unload)") { name, json };
+        command.WithExamples("kintsugi kernel uninstall proc_cmdline_1");
         command.Action = Cli.Run(parse =>
         {
             var text = parse.GetValue(name)!;
@@ -180,7 +242,8 @@ internal static class KernelCommands
             var store = new PatchStore(MachinePaths.Default, RunningKernel.Release);
             if (!store.Uninstall(module)) throw new LivepatchException($"{module} is not installed for {RunningKernel.Release}", ExitCode.NotFound);
             if (store.List().Count == 0) SystemdUnit.Uninstall(MachinePaths.Default);
-            Console.WriteLine($"{module}: uninstalled");
+            if (parse.GetValue(json)) Cli.WriteJson(new PatchChange(true, "uninstalled", module.ToString(), []), ChangeJson.Default.PatchChange);
+            else Console.WriteLine($"{module}: uninstalled");
             return Task.FromResult(0);
         });
         return command;

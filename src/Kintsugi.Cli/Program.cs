@@ -18,6 +18,8 @@ var root = new RootCommand($"""
       7    disabled by the kill switch (kintsugi.enable=0 or /etc/kintsugi/disabled)
       8    kernel test: the module failed its test in the lab
       9    kernel build: the fix changes no machine code of the target; no module written
+      10   kernel catch-up: a module was built, but some changed files were refused or still need a reboot
+      11   agent check: the machine is not up to date (a newer release is offered, or its level was revoked)
       124  lab run: the guest did not finish within --timeout
       125  lab run: the lab itself failed; otherwise lab run exits with the guest command's status
     """);
@@ -32,13 +34,12 @@ root.Subcommands.Add(UserCommands.Create());
 root.Subcommands.Add(UnameCommand.Create());
 root.Subcommands.Add(DemoCommand.Create());
 root.Subcommands.Add(ServerCommands.Create());
+root.Subcommands.Add(KillSwitchCommands.Disable());
+root.Subcommands.Add(KillSwitchCommands.Enable());
 root.Subcommands.Add(new Command("version", "Print the version.") { Action = Cli.Run(_ => { Console.WriteLine(Cli.Version); return Task.FromResult(0); }) });
 
+CommandLineRules.InstallExamples(root);
+
 var parse = root.Parse(args);
-if (parse.Errors.Count > 0)
-{
-    foreach (var error in parse.Errors) Console.Error.WriteLine($"kintsugi: {error.Message}");
-    Console.Error.WriteLine("kintsugi: see kintsugi --help");
-    return (int)ExitCode.Usage;
-}
+if (CommandLineRules.UsageErrors(parse) is { Count: > 0 } errors) return CommandLineRules.ReportUsageErrors(parse, errors);
 return await parse.InvokeAsync();

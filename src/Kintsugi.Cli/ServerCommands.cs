@@ -460,14 +460,16 @@ internal static class ServerCommands
 
     private static Command Report()
     {
-        var kind = new Argument<string>("report") { Description = "fleet, exposure or compliance" };
-        kind.AcceptOnlyFromAmong("fleet", "exposure", "compliance");
+        var kind = new Argument<string>("report") { Description = "fleet, exposure, compliance or openvex (the fleet's OpenVEX document for scanners)" };
+        kind.AcceptOnlyFromAmong("fleet", "exposure", "compliance", "openvex");
         var format = new Option<string>("--format") { Description = "json (default), or for compliance also csv or html", DefaultValueFactory = _ => "json" };
         format.AcceptOnlyFromAmong("json", "csv", "html");
         var severity = new Option<string?>("--severity") { Description = "compliance: minimum CVE severity (default high)" };
         var cve = new Option<string?>("--cve") { Description = "exposure: only this CVE" };
         var output = new Option<FileInfo?>("--output", "-o") { Description = "Write to this file instead of standard output" };
-        var command = new Command("report", "Fleet status, per-CVE exposure, or the PCI DSS 6.3.3 30-day compliance report") { kind, format, severity, cve, output };
+        var command = new Command("report", "Fleet status, per-CVE exposure, the PCI DSS 6.3.3 30-day compliance report, or the fleet's OpenVEX document") { kind, format, severity, cve, output };
+        command.WithExamples("kintsugi server report exposure --cve CVE-2024-1086", "kintsugi server report compliance --format html -o pci.html",
+            "kintsugi server report openvex -o fleet.openvex.json");
         command.Action = Cli.Run(async parse =>
         {
             using var api = Connect(parse);

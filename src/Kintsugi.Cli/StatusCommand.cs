@@ -8,11 +8,34 @@ internal static class StatusCommand
     public static Command Create()
     {
         var json = Cli.Json();
-        var command = new Command("status", "Show this machine's kernel, its effective version, the applied level and the CVEs it fixes, and its livepatches in the shared state vocabulary") { json };
+        var format = new Option<string>("--format") { Description = "text, json (as --json), openvex (an OpenVEX document: the CVEs the applied level fixes) or prometheus (a node_exporter textfile)", DefaultValueFactory = _ => "text" };
+        format.AcceptOnlyFromAmong("text", "json", "openvex", "prometheus");
+        var output = new Option<FileInfo?>("--output", "-o") { Description = "Write to this file instead (atomically: a collector reading it never sees half a file)" };
+        var command = new Command("status", "Show this machine's kernel, its effective version, the applied level and the CVEs it fixes, and its livepatches in the shared state vocabulary") { json, format, output };
+        command.WithExamples("kintsugi status", "kintsugi status --json", "kintsugi status --format openvex > /var/lib/kintsugi/vex.json",
+            "kintsugi status --format prometheus -o /var/lib/prometheus/node-exporter/kintsugi.prom");
+        command.Validators.Add(result =>
+        {
+            // An option not given reads as null here (its default is applied later).
+            if (result.GetValue(json) && result.GetValue(format) is { } chosen && chosen is not ("text" or "json"))
+                result.AddError("--json and --format disagree: give one");
+        });
         command.Action = Cli.Run(parse =>
         {
             var status = MachineStatus.Read(MachinePaths.Default);
-            if (parse.GetValue(json)) { Cli.WriteJson(status, CliJson.Default.MachineStatus); return Task.FromResult(0); }
+            var chosen = parse.GetValue(json) ? "json" : parse.GetValue(format)!;
+            if (chosen != "text")
+            {
+                var text = chosen switch
+                {
+                    "json" => System.Text.Json.JsonSerializer.Serialize(status, CliJson.Default.MachineStatus) + "\n",
+                    "openvex" => StatusReports.OpenVex(status, File.ReadAllText("/proc/sys/kernel/hostname").Trim(), $"kintsugi {Cli.Version}", DateTimeOffset.UtcNow).ToJson() + "\n",
+                    _ => StatusReports.Prometheus(status),
+                };
+                if (parse.GetValue(output) is { } file) AtomicFile.WriteText(file.FullName, text);
+                else Console.Write(text);
+                return Task.FromResult(0);
+            }
             Console.WriteLine($"kernel:     {status.Release}");
             Console.WriteLine($"build-id:   {status.BuildId ?? "unknown"}");
             Console.WriteLine($"version:    {status.KernelVersion}");

@@ -35,6 +35,8 @@ public enum ExitCode
     NothingToDo = 9,
     /// <summary>kernel catch-up: a module was built, but some changed files were refused or some CVEs still need a reboot (see the report).</summary>
     CatchUpIncomplete = 10,
+    /// <summary>agent check: a newer release for this kernel is offered, or the applied one was revoked: the machine is not up to date.</summary>
+    OutOfDate = 11,
     /// <summary>lab run: the guest did not finish within --timeout.</summary>
     LabTimeout = 124,
     /// <summary>lab run: the lab itself failed (QEMU, initramfs, boot) before the guest command could report.</summary>

@@ -75,6 +75,8 @@ public enum RefusalRule
     SpecialSectionUnsupported,
     /// <summary>Reserved: a removal that cannot be expressed.</summary>
     FunctionRemovedInUse,
+    /// <summary>An exported symbol's version (modversions CRC) changed: the fix changes a type of an exported interface.</summary>
+    ExportedInterfaceChanged,
     Other,
 }
 

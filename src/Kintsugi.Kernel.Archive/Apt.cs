@@ -8,9 +8,9 @@ internal sealed record AptPackage(string Name, string Version, string Architectu
 internal static class Apt
 {
     /// <summary>Finds a package in apt's lists: the given version, or the candidate when null. Null when absent.</summary>
-    public static async Task<AptPackage?> ResolveAsync(string name, string? version, CancellationToken cancellation)
+    public static async Task<AptPackage?> ResolveAsync(IReadOnlyList<string> options, string name, string? version, CancellationToken cancellation)
     {
-        var result = await ExternalCommand.RunAsync("apt-cache", ["show", version is null ? name : $"{name}={version}"], cancellation: cancellation);
+        var result = await ExternalCommand.RunAsync("apt-cache", [.. options, "show", version is null ? name : $"{name}={version}"], cancellation: cancellation);
         if (!result.Succeeded) return null;
         // apt-cache show prints one stanza per version, the candidate first.
         var stanza = result.StandardOutput.Split("\n\n", StringSplitOptions.RemoveEmptyEntries).FirstOrDefault();
@@ -20,13 +20,13 @@ internal static class Apt
         return new AptPackage(package, found, fields.GetValueOrDefault("Architecture", "amd64"), ParseDepends(fields.GetValueOrDefault("Depends", "")));
     }
 
-    public static async Task<string> DownloadAsync(AptPackage package, string directory, CancellationToken cancellation)
+    public static async Task<string> DownloadAsync(IReadOnlyList<string> options, AptPackage package, string directory, CancellationToken cancellation)
     {
         var existing = Directory.GetFiles(directory, $"{package.Name}_*.deb")
             .FirstOrDefault(f => DebVersion(f) == package.Version);
         if (existing is not null) return existing;
         var result = await ExternalCommand.RunAsync("apt-get",
-            ["-q", "-o", "APT::Sandbox::User=root", "download", $"{package.Name}={package.Version}"], directory, cancellation: cancellation);
+            [.. options, "-q", "-o", "APT::Sandbox::User=root", "download", $"{package.Name}={package.Version}"], directory, cancellation: cancellation);
         if (!result.Succeeded)
             throw new KernelArchiveException($"apt-get download {package.Name}={package.Version} failed: {result.StandardError.Trim()}", ExitCode.Environment);
         var deb = Directory.GetFiles(directory, $"{package.Name}_*.deb").FirstOrDefault(f => DebVersion(f) == package.Version)
@@ -52,7 +52,7 @@ internal static class Apt
         return parts.Length == 3 ? Uri.UnescapeDataString(parts[1]) : null;
     }
 
-    private static Dictionary<string, string> ParseStanza(string stanza)
+    internal static Dictionary<string, string> ParseStanza(string stanza)
     {
         var fields = new Dictionary<string, string>();
         string? last = null;

@@ -24,8 +24,13 @@ public sealed record FetchedKernel(
     string Root,
     KernelParts Parts,
     IReadOnlyList<string> Packages,
-    IReadOnlyList<string> Warnings)
+    IReadOnlyList<string> Warnings,
+    string? Distribution = null)
 {
+    /// <summary>The Debian release whose archive shipped it (kernels fetched before releases were recorded: from their name).</summary>
+    [JsonIgnore]
+    public DebianRelease? Release => Distribution is { } codename ? DebianRelease.Parse(codename) : DebianRelease.Of(Target.Release);
+
     public string Vmlinuz => Path.Combine(Root, "boot", "vmlinuz-" + Target.Release);
     public string Config => Path.Combine(Root, "boot", "config-" + Target.Release);
     public string ModulesDirectory => Path.Combine(Root, "lib", "modules", Target.Release.Value);
@@ -51,6 +56,11 @@ public sealed class DebianKernelArchive(string cacheRoot, Action<string>? progre
     public static string DefaultCacheRoot =>
         Environment.GetEnvironmentVariable("KINTSUGI_CACHE") is { Length: > 0 } dir ? dir : "/var/cache/kintsugi";
 
+    public string CacheRoot => cacheRoot;
+
+    /// <summary>apt with a private sources list and state for <paramref name="release"/>, under the cache.</summary>
+    public ReleaseApt AptFor(DebianRelease release) => new(release, cacheRoot);
+
     public string KernelDirectory(KernelRelease release) => Path.Combine(cacheRoot, "kernels", release.Value);
 
     /// <summary>Returns the kernel with at least <paramref name="parts"/> unpacked, fetching what the cache lacks.</summary>
@@ -70,54 +80,52 @@ public sealed class DebianKernelArchive(string cacheRoot, Action<string>? progre
         var warnings = new List<string>(cached?.Warnings ?? []);
         var packages = new List<string>(cached?.Packages ?? []);
 
-        var image = await Apt.ResolveAsync($"linux-image-{release}", null, cancellation)
-            ?? await Apt.ResolveAsync($"linux-image-{release}-unsigned", null, cancellation)
-            ?? throw new KernelArchiveException(
-                $"kernel {release} is not in the archive apt knows (no linux-image-{release} package). " +
-                "Run apt-get update, and check the name with: apt-cache search --names-only '^linux-image-.*-cloud-amd64$'");
+        var (apt, image) = await LocateAsync(release, cancellation);
         var version = image.Version;
 
         var wanted = new List<AptPackage>();
         if (cached is null || !cached.Parts.HasFlag(KernelParts.Image)) wanted.Add(image);
         if (parts.HasFlag(KernelParts.Headers) && cached?.Parts.HasFlag(KernelParts.Headers) != true)
         {
-            var headers = await Apt.ResolveAsync($"linux-headers-{release}", version, cancellation)
+            var headers = await apt.ResolveAsync($"linux-headers-{release}", version, cancellation)
                 ?? throw new KernelArchiveException($"linux-headers-{release} {version} is not in the archive; modules cannot be built for this kernel");
             wanted.Add(headers);
-            foreach (var dependency in headers.Depends.Where(d => !d.Name.StartsWith("linux-compiler-", StringComparison.Ordinal)))
+            // The compiler is not unpacked beside the kernel: it runs from the release's build root (Kintsugi.Kernel.Build).
+            foreach (var dependency in headers.Depends.Where(d => !IsCompilerPackage(d.Name)))
             {
-                var exact = await Apt.ResolveAsync(dependency.Name, version, cancellation);
+                var exact = await apt.ResolveAsync(dependency.Name, version, cancellation);
                 if (exact is not null) { wanted.Add(exact); continue; }
                 if (dependency.Relation == "=")
                     throw new KernelArchiveException($"{dependency.Name} {version}, needed by the headers, is not in the archive");
-                var newest = await Apt.ResolveAsync(dependency.Name, null, cancellation)
+                var newest = await apt.ResolveAsync(dependency.Name, null, cancellation)
                     ?? throw new KernelArchiveException($"{dependency.Name}, needed by the headers, is not in the archive");
                 warnings.Add($"{dependency.Name} {version} is no longer in the archive; using {newest.Version}, which its headers accept");
                 wanted.Add(newest);
             }
         }
         if (parts.HasFlag(KernelParts.Debug) && cached?.Parts.HasFlag(KernelParts.Debug) != true)
-            wanted.Add(await Apt.ResolveAsync($"linux-image-{release}-dbg", version, cancellation)
+            wanted.Add(await apt.ResolveAsync($"linux-image-{release}-dbg", version, cancellation)
                 ?? throw new KernelArchiveException($"linux-image-{release}-dbg {version} is not in the archive"));
         if (parts.HasFlag(KernelParts.Source) && cached?.Parts.HasFlag(KernelParts.Source) != true)
         {
             var upstream = release.UpstreamVersion;
             var sourceName = $"linux-source-{upstream.Major}.{upstream.Minor}";
-            wanted.Add(await Apt.ResolveAsync(sourceName, version, cancellation)
+            wanted.Add(await apt.ResolveAsync(sourceName, version, cancellation)
                 ?? throw new KernelArchiveException($"{sourceName} {version} (the exact source of this kernel) is not in the archive"));
         }
 
         foreach (var package in wanted)
         {
             _progress($"downloading {package.Name} {package.Version}");
-            var deb = await Apt.DownloadAsync(package, debs, cancellation);
+            var deb = await apt.DownloadAsync(package, debs, cancellation);
             _progress($"unpacking {Path.GetFileName(deb)}");
             await Apt.ExtractAsync(deb, root, cancellation);
             packages.Add($"{package.Name}={package.Version}");
         }
 
         var fetched = new FetchedKernel(
-            new KernelTarget(release, version, cached?.Target.BuildId ?? default), root, parts | (cached?.Parts ?? 0), packages.Distinct().ToList(), warnings.Distinct().ToList());
+            new KernelTarget(release, version, cached?.Target.BuildId ?? default), root, parts | (cached?.Parts ?? 0), packages.Distinct().ToList(), warnings.Distinct().ToList(),
+            apt.Release.Codename);
         await VerifyAndPrepareAsync(fetched, cached, cancellation);
         if (cached is null) fetched = fetched with { Target = fetched.Target with { BuildId = await KernelImage.ReadBuildIdAsync(fetched.Vmlinuz, cancellation) } };
         await VerifyDebugAsync(fetched, cancellation);
@@ -126,10 +134,39 @@ public sealed class DebianKernelArchive(string cacheRoot, Action<string>? progre
         return fetched;
     }
 
+    /// <summary>
+    /// The release archive that ships <paramref name="release"/>: the one its name points to first (Debian's
+    /// ABI naming), then the others, so a name outside the rules is still found.
+    /// </summary>
+    private async Task<(ReleaseApt Apt, AptPackage Image)> LocateAsync(KernelRelease release, CancellationToken cancellation)
+    {
+        var guess = DebianRelease.Of(release);
+        foreach (var candidate in DebianRelease.All.OrderBy(r => r == guess ? 0 : 1))
+        {
+            var apt = AptFor(candidate);
+            await apt.EnsureListsAsync(ReleaseApt.MaxListAge, _progress, cancellation);
+            var image = await apt.ResolveAsync($"linux-image-{release}", null, cancellation)
+                ?? await apt.ResolveAsync($"linux-image-{release}-unsigned", null, cancellation);
+            if (image is not null) return (apt, image);
+        }
+        throw new KernelArchiveException(
+            $"kernel {release} is not in the archive of {string.Join(", ", DebianRelease.All)} (no linux-image-{release} package). " +
+            "See what they offer with: kintsugi kernel list-available");
+    }
+
+    internal static bool IsCompilerPackage(string name) =>
+        name.StartsWith("linux-compiler-", StringComparison.Ordinal) || System.Text.RegularExpressions.Regex.IsMatch(name, @"^(gcc|clang|llvm)(-\d+)?$");
+
     private async Task VerifyAndPrepareAsync(FetchedKernel kernel, FetchedKernel? cached, CancellationToken cancellation)
     {
         if (!File.Exists(kernel.Vmlinuz))
             throw new KernelArchiveException($"the image package did not contain boot/vmlinuz-{kernel.Target.Release}: the release and the package disagree", ExitCode.InternalError);
+        // Debian 13 ships everything under /usr (merged /usr); the link is what the merged system has, so
+        // every consumer (depmod -b, the lab, the builder) finds lib/modules as on Debian 11 and 12.
+        var lib = Path.Combine(kernel.Root, "lib");
+        if (!Directory.Exists(kernel.ModulesDirectory) && !Path.Exists(lib)
+            && Directory.Exists(Path.Combine(kernel.Root, "usr", "lib", "modules", kernel.Target.Release.Value)))
+            File.CreateSymbolicLink(lib, "usr/lib");
         if (!Directory.Exists(kernel.ModulesDirectory))
             throw new KernelArchiveException($"the image package has no lib/modules/{kernel.Target.Release}", ExitCode.InternalError);
         if (cached is null)

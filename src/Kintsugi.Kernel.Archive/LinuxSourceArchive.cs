@@ -35,14 +35,24 @@ public sealed class LinuxSourceArchive(string cacheRoot, Action<string>? progres
         var root = Path.Combine(directory, "root");
         if (!File.Exists(stamp))
         {
-            var package = await Apt.ResolveAsync(source.Package, source.Version, cancellation)
-                ?? throw new KernelArchiveException(
-                    $"{source.Package} {source.Version} is not in the archive apt knows. Run apt-get update; the versions it has: apt-cache madison {source.Package}",
+            // Looked up in every release's private apt state (Debian 11, 12, 13), never the host's sources.
+            ReleaseApt? apt = null;
+            AptPackage? package = null;
+            foreach (var release in DebianRelease.All)
+            {
+                apt = new ReleaseApt(release, cacheRoot);
+                await apt.EnsureListsAsync(ReleaseApt.MaxListAge, _progress, cancellation);
+                package = await apt.ResolveAsync(source.Package, source.Version, cancellation);
+                if (package is not null) break;
+            }
+            if (package is null || apt is null)
+                throw new KernelArchiveException(
+                    $"{source.Package} {source.Version} is not in the archive of {string.Join(", ", DebianRelease.All)}; the versions they have: kintsugi kernel list-available",
                     ExitCode.NotFound);
             var debs = Path.Combine(sources, "debs");
             Directory.CreateDirectory(debs);
             _progress($"downloading {package.Name} {package.Version}");
-            var deb = await Apt.DownloadAsync(package, debs, cancellation);
+            var deb = await apt.DownloadAsync(package, debs, cancellation);
             if (Directory.Exists(root)) Directory.Delete(root, recursive: true);
             _progress($"unpacking {Path.GetFileName(deb)}");
             await Apt.ExtractAsync(deb, root, cancellation);

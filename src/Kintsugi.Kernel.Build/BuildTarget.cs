@@ -104,12 +104,14 @@ public sealed class DirectoryBuildTarget : BuildTarget
 {
     private readonly string _directory;
     private readonly string _source;
+    private readonly Toolchains.Toolchain _toolchain;
 
-    private DirectoryBuildTarget(string directory, KernelTarget target)
+    private DirectoryBuildTarget(string directory, KernelTarget target, Toolchains.Toolchain toolchain)
     {
         _directory = directory;
         _source = Path.Combine(directory, "source");
         Target = target;
+        _toolchain = toolchain;
     }
 
     public static async Task<DirectoryBuildTarget> OpenAsync(string directory, CancellationToken cancellation)
@@ -125,12 +127,14 @@ public sealed class DirectoryBuildTarget : BuildTarget
         if (lines < 1000)
             throw new ModuleBuildException($"{systemMap} holds {lines} line(s), not a kernel's symbol table (some distributions install a placeholder and ship the real one in a debug package); " +
                 "give the real System.map, or /proc/kallsyms read as root on the target kernel booted with nokaslr", exitCode: ExitCode.Usage);
+        // Refused before anything else is read: a tree of another compiler cannot give a faithful patch here.
+        var toolchain = await Toolchains.ToolchainSelection.ForDirectoryAsync(source, cancellation);
         var release = KernelRelease.TryParse((await File.ReadAllTextAsync(Path.Combine(source, "include", "config", "kernel.release"), cancellation)).Trim(), out var parsed)
             ? parsed : throw new ModuleBuildException($"{source}/include/config/kernel.release does not hold a kernel release");
         var vmlinux = await ReadVmlinuxAsync(directory, cancellation);
         var buildId = ElfSectionTable.Read(vmlinux).FindBuildId()
             ?? throw new ModuleBuildException($"the vmlinux of {directory} has no GNU build-id note, so nothing ties a patch to it");
-        return new DirectoryBuildTarget(directory, new KernelTarget(release, null, buildId));
+        return new DirectoryBuildTarget(directory, new KernelTarget(release, null, buildId), toolchain);
     }
 
     public override KernelTarget Target { get; }
@@ -138,7 +142,7 @@ public sealed class DirectoryBuildTarget : BuildTarget
     public override string ModuleBuildDirectory => _source;
 
     public override Task<KernelSourceTree> PrepareAsync(Action<string> progress, CancellationToken cancellation) =>
-        Task.FromResult(KernelSourceTree.Open(Target, _source));
+        Task.FromResult(KernelSourceTree.Open(Target, _source, _toolchain));
 
     public override ModuleSymvers LoadExports() => ModuleSymvers.Load(Path.Combine(_source, "Module.symvers"));
 

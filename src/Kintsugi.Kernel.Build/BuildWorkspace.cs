@@ -44,14 +44,10 @@ public sealed class BuildWorkspace : IAsyncDisposable
         return workspace;
     }
 
-    /// <summary>Runs a tool in the tree as this build sees it.</summary>
-    private Task<CommandResult> RunAsync(string tool, IReadOnlyList<string> arguments, CancellationToken cancellation)
-    {
-        var options = $"lowerdir={Tree.Directory},upperdir={Path.Combine(_root, "upper")},workdir={Path.Combine(_root, "work")}";
-        const string script = "mount -t overlay overlay -o \"$1\" \"$2\" && cd \"$2\" && shift 2 && exec \"$@\"";
-        return ExternalCommand.RunAsync("unshare", ["--mount", "--propagation", "private", "--", "sh", "-c", script, "sh", options, Tree.Directory, tool, .. arguments],
-            cancellation: cancellation);
-    }
+    /// <summary>Runs a tool in the tree as this build sees it, with the tree's own toolchain.</summary>
+    private Task<CommandResult> RunAsync(string tool, IReadOnlyList<string> arguments, CancellationToken cancellation) =>
+        Tree.Toolchain.RunAsync(tool, arguments, Tree.Directory, [.. Tree.Visible, _root],
+            new Toolchains.OverlayMount(Tree.Directory, Path.Combine(_root, "upper"), Path.Combine(_root, "work")), cancellation);
 
     /// <summary>The contents of a file of the tree as this build sees it.</summary>
     public Task<string> ReadAllTextAsync(string relativePath, CancellationToken cancellation = default) =>
@@ -94,6 +90,9 @@ public sealed class BuildWorkspace : IAsyncDisposable
             var destination = Path.Combine(destinationDirectory, objectPath);
             System.IO.Directory.CreateDirectory(Path.GetDirectoryName(destination)!);
             File.Copy(Resolve(objectPath), destination, overwrite: true);
+            // kbuild's command file carries the symbol versions genksyms computed for the object's exports.
+            var commandFile = ExportedSymbolVersions.CommandFile(objectPath);
+            if (File.Exists(Resolve(commandFile))) File.Copy(Resolve(commandFile), Path.Combine(destinationDirectory, commandFile), overwrite: true);
         }
     }
 

@@ -30,10 +30,9 @@ public sealed class KernelPatchBuilder(DebianKernelArchive archive, Func<LabMach
         inputs.CheckBaseIsFor(target.Target);
         var tree = await clock.RunAsync("prepare", () => target.PrepareAsync(progress, cancellation));
 
-        var units = clock.Run("scope", () => UnitSelection.Select(tree, inputs.Scope, request.MaxUnits, progress));
-        if (units.Count == 0)
-            return NothingToDo(clock, "none of the changed files is built into this kernel's configuration: " +
-                "there is nothing to live patch");
+        var scope = clock.Run("scope", () => UnitSelection.Select(tree, inputs.Scope, request.MaxUnits, progress));
+        var units = scope.Units;
+        if (units.Count == 0) return NothingToDo(clock, scope.NothingBuiltMessage);
 
         var output = BuildOutput.Create(request.OutputDirectory);
         var compiled = await UnitCompilation.CompileAsync(target, tree, units, inputs.Patches, output.Work, clock, cancellation);
@@ -52,8 +51,7 @@ public sealed class KernelPatchBuilder(DebianKernelArchive archive, Func<LabMach
         resolved.ThrowIfUnfaithful(request.SkipFidelity);
 
         var patchFiles = await output.WritePatchesAsync(inputs.Patches, cancellation);
-        var manifest = ManifestAssembly.Assemble(inputs, target.Target, patchFiles, changed, resolved, request.SkipFidelity,
-            request.Signing?.Describe());
+        var manifest = ManifestAssembly.Assemble(inputs, target.Target, patchFiles, changed, resolved, request.SkipFidelity);
         var module = await ModuleLinking.LinkAsync(target, tree, inputs, changed, resolved, manifest, exports.Value, output,
             request.Signing, clock, cancellation);
 

@@ -1,4 +1,5 @@
 using Kintsugi.Kernel.Archive;
+using Kintsugi.Kernel.Build.Toolchains;
 
 namespace Kintsugi.Kernel.Build;
 
@@ -15,45 +16,66 @@ public sealed class KernelSourceTree
     public KernelTarget Target { get; }
     public string Directory { get; }
 
-    private KernelSourceTree(KernelTarget target, string directory)
+    /// <summary>Where this tree's commands run: the compiler that prepared it is the one every unit is compiled with.</summary>
+    public Toolchain Toolchain { get; }
+
+    /// <summary>The host directories the tree's commands use: the tree and, for a Debian kernel, its whole cache entry (headers, objects).</summary>
+    public IReadOnlyList<string> Visible { get; }
+
+    private KernelSourceTree(KernelTarget target, string directory, Toolchain toolchain, IReadOnlyList<string> visible)
     {
         Target = target;
         Directory = directory;
+        Toolchain = toolchain;
+        Visible = visible;
     }
 
-    /// <summary>A tree someone else configured and prepared (a generic target); used as it is.</summary>
-    public static KernelSourceTree Open(KernelTarget target, string directory)
+    /// <summary>A tree someone else configured and prepared (a generic target); used as it is, with the toolchain checked to be its own.</summary>
+    public static KernelSourceTree Open(KernelTarget target, string directory, Toolchain toolchain)
     {
         if (!File.Exists(Path.Combine(directory, "include", "generated", "autoconf.h")))
             throw new ModuleBuildException($"{directory} is not a prepared kernel tree (no include/generated/autoconf.h): run make prepare modules_prepare there with the kernel's .config", exitCode: ExitCode.Usage);
-        return new KernelSourceTree(target, directory);
+        return new KernelSourceTree(target, directory, toolchain, [directory]);
     }
 
+    /// <summary>Prepares with the toolchain the kernel's .config names (the host's, or its release's build root in the same cache).</summary>
     public static async Task<KernelSourceTree> PrepareAsync(FetchedKernel kernel, Action<string>? progress = null, CancellationToken cancellation = default)
     {
         progress ??= _ => { };
+        // The kernel lives in CACHE/kernels/RELEASE/root; its build roots live in the same cache.
+        var cacheRoot = Path.GetFullPath(Path.Combine(kernel.Root, "..", "..", ".."));
+        var roots = new BuildRoots(new DebianKernelArchive(cacheRoot, progress), progress);
+        var toolchain = await ToolchainSelection.ForDebianKernelAsync(kernel, roots, progress, cancellation);
+        return await PrepareAsync(kernel, toolchain, progress, cancellation);
+    }
+
+    public static async Task<KernelSourceTree> PrepareAsync(FetchedKernel kernel, Toolchain toolchain, Action<string> progress, CancellationToken cancellation)
+    {
         var tarball = kernel.SourceTarball
             ?? throw new ModuleBuildException($"kernel {kernel.Target.Release} was fetched without its source (kintsugi kernel fetch --source)");
         if (!kernel.Parts.HasFlag(KernelParts.Headers))
             throw new ModuleBuildException($"kernel {kernel.Target.Release} was fetched without its headers, which carry the build's .config");
-        var parent = Path.Combine(Path.GetDirectoryName(kernel.Root)!, "tree");
+        var kernelDirectory = Path.GetDirectoryName(kernel.Root)!;
+        var parent = Path.Combine(kernelDirectory, "tree");
+        IReadOnlyList<string> visible = [kernelDirectory];
         var directory = Path.Combine(parent, "linux");
         var stamp = Path.Combine(directory, PreparedStamp);
         System.IO.Directory.CreateDirectory(parent);
         using var treeLock = await CacheLock.AcquireAsync(Path.Combine(parent, ".lock"), cancellation);
-        var prepared = $"{kernel.Target.BuildId} in place";
+        // Trees prepared on the host before build roots existed keep their stamp; any other toolchain is named in it.
+        var prepared = $"{kernel.Target.BuildId} in place" + (toolchain == Toolchain.Host ? "" : $" with {toolchain.Identity}");
         if (File.Exists(stamp))
         {
             var recorded = (await File.ReadAllTextAsync(stamp, cancellation)).Trim();
-            if (recorded == prepared) return new KernelSourceTree(kernel.Target, directory);
-            if (recorded == kernel.Target.BuildId.ToString())
+            if (recorded == prepared) return new KernelSourceTree(kernel.Target, directory, toolchain, visible);
+            if (recorded == kernel.Target.BuildId.ToString() && toolchain == Toolchain.Host)
             {
                 // Prepared by an earlier version in its staging directory: the host tools (objtool) recorded
                 // that path and every build would rebuild them. Finish them here once.
                 progress("refreshing the prepared tree's build tools in place");
-                await Run("make", [$"-j{Environment.ProcessorCount}", "modules_prepare"], directory, cancellation);
+                await Run(toolchain, visible, "make", [$"-j{Environment.ProcessorCount}", "modules_prepare"], directory, cancellation);
                 await File.WriteAllTextAsync(stamp, prepared + "\n", cancellation);
-                return new KernelSourceTree(kernel.Target, directory);
+                return new KernelSourceTree(kernel.Target, directory, toolchain, visible);
             }
         }
 
@@ -65,7 +87,7 @@ public sealed class KernelSourceTree
         if (System.IO.Directory.Exists(directory)) System.IO.Directory.Delete(directory, recursive: true);
         System.IO.Directory.CreateDirectory(staging);
         progress($"unpacking {Path.GetFileName(tarball)}");
-        await Run("tar", ["-xf", tarball, "-C", staging], staging, cancellation);
+        await Run(Toolchain.Host, [], "tar", ["-xf", tarball, "-C", staging], staging, cancellation);
         var unpacked = System.IO.Directory.GetDirectories(staging).SingleOrDefault()
             ?? throw new ModuleBuildException($"{tarball} did not unpack to a single directory");
         System.IO.Directory.Move(unpacked, directory);
@@ -73,13 +95,30 @@ public sealed class KernelSourceTree
         foreach (var file in new[] { ".config", ".kernelvariables" })
             File.Copy(Path.Combine(kernel.HeadersDirectory, file), Path.Combine(directory, file), overwrite: true);
 
-        progress("make prepare modules_prepare (about a minute)");
-        await Run("make", [$"-j{Environment.ProcessorCount}", "prepare", "modules_prepare"], directory, cancellation);
-        var release = (await Run("make", ["-s", "--no-print-directory", "--eval=kintsugi-release: ; @echo $(KERNELRELEASE)", "kintsugi-release"], directory, cancellation)).Trim();
+        progress($"make prepare modules_prepare with {toolchain.Description} (about a minute)");
+        await Run(toolchain, visible, "make", [$"-j{Environment.ProcessorCount}", "prepare", "modules_prepare"], directory, cancellation);
+        await CheckConfigUnchangedAsync(kernel, directory, cancellation);
+        var release = (await Run(toolchain, visible, "make", ["-s", "--no-print-directory", "--eval=kintsugi-release: ; @echo $(KERNELRELEASE)", "kintsugi-release"], directory, cancellation)).Trim();
         if (release != kernel.Target.Release.Value)
             throw new ModuleBuildException($"the prepared tree builds kernel release {release}, not {kernel.Target.Release}");
         await File.WriteAllTextAsync(stamp, prepared + "\n", cancellation);
-        return new KernelSourceTree(kernel.Target, directory);
+        return new KernelSourceTree(kernel.Target, directory, toolchain, visible);
+    }
+
+    /// <summary>
+    /// kbuild re-evaluates the configuration against the tools it finds (compiler, assembler, linker and pahole
+    /// versions); a tool other than the distribution's changes the .config silently, and with it the code.
+    /// </summary>
+    private static async Task CheckConfigUnchangedAsync(FetchedKernel kernel, string directory, CancellationToken cancellation)
+    {
+        static async Task<HashSet<string>> SettingsAsync(string path, CancellationToken cancellation) =>
+            [.. (await File.ReadAllLinesAsync(path, cancellation)).Where(l => l.StartsWith("CONFIG_", StringComparison.Ordinal))];
+        var shipped = await SettingsAsync(Path.Combine(kernel.HeadersDirectory, ".config"), cancellation);
+        var prepared = await SettingsAsync(Path.Combine(directory, ".config"), cancellation);
+        var changed = shipped.Except(prepared).Concat(prepared.Except(shipped)).Order(StringComparer.Ordinal).ToList();
+        if (changed.Count > 0)
+            throw new ToolchainException($"preparing the tree of {kernel.Target.Release} changed its configuration, so the toolchain is not the one it was built with:\n" +
+                string.Join('\n', changed.Take(20).Select(c => "  " + c)));
     }
 
     internal static void CheckObjectPath(string objectPath)
@@ -114,12 +153,12 @@ public sealed class KernelSourceTree
         finally { File.Delete(file); }
     }
 
-    private static async Task<string> Run(string tool, IReadOnlyList<string> arguments, string directory, CancellationToken cancellation)
+    private static async Task<string> Run(Toolchain toolchain, IReadOnlyList<string> visible, string tool, IReadOnlyList<string> arguments, string directory, CancellationToken cancellation)
     {
-        var result = await ExternalCommand.RunAsync(tool, arguments, directory, cancellation: cancellation);
+        var result = await toolchain.RunAsync(tool, arguments, directory, visible, cancellation: cancellation);
         if (!result.Succeeded)
             throw new ModuleBuildException($"{tool} {string.Join(' ', arguments)} failed in {directory}:\n" +
-                string.Join('\n', (result.StandardError + result.StandardOutput).Split('\n').TakeLast(25)));
+                string.Join('\n', (result.StandardOutput + result.StandardError).Split('\n').Where(l => l.Length > 0).TakeLast(25)));
         return result.StandardOutput;
     }
 }

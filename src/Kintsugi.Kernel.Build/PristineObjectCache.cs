@@ -8,7 +8,9 @@ public sealed class PristineObjectCache(string directory)
 {
     public string PathOf(string objectPath) => Path.Combine(directory, objectPath);
 
-    public IReadOnlyList<string> Missing(IEnumerable<string> objects) => [.. objects.Where(o => !File.Exists(PathOf(o)))];
+    // An object cached before its command file (with the symbol versions of its exports) was kept is compiled again once.
+    public IReadOnlyList<string> Missing(IEnumerable<string> objects) =>
+        [.. objects.Where(o => !File.Exists(PathOf(o)) || !File.Exists(ExportedSymbolVersions.CommandFile(PathOf(o))))];
 
     public async Task CompileAsync(BuildWorkspace workspace, IReadOnlyList<string> objects, string? extraCFlags,
         CancellationToken cancellation)
@@ -21,6 +23,9 @@ public sealed class PristineObjectCache(string directory)
         foreach (var o in objects)
         {
             Directory.CreateDirectory(Path.GetDirectoryName(PathOf(o))!);
+            var commandFile = ExportedSymbolVersions.CommandFile(o);
+            if (File.Exists(Path.Combine(staging, commandFile)))
+                File.Move(Path.Combine(staging, commandFile), Path.Combine(directory, commandFile), overwrite: true);
             File.Move(Path.Combine(staging, o), PathOf(o), overwrite: true);
         }
         Directory.Delete(staging, recursive: true);

@@ -133,7 +133,7 @@ public sealed partial class KernelCatchUp(DebianKernelArchive archive, string ca
         try
         {
             var inputs = BuildInputs.Read(buildRequest);
-            var units = UnitSelection.Select(tree, inputs.Scope, request.MaxUnits, _ => { });
+            var units = UnitSelection.Select(tree, inputs.Scope, request.MaxUnits, _ => { }).Units;
             if (units.Count == 0)
                 return new FileTrial(key, FileOutcome.NotBuilt, [], null, null, null, null,
                     "the builder's unit selection (kbuild Makefiles and .config, #include of C files) found no unit of this kernel for it");

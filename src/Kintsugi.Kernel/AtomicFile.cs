@@ -18,6 +18,27 @@ public static class AtomicFile
 
     public static void WriteText(string path, string contents) => Write(path, System.Text.Encoding.UTF8.GetBytes(contents));
 
+    /// <summary>
+    /// A secret (a credential, a token) followed by a newline, readable and writable by its owner only from the
+    /// moment it exists: never world-readable, not even briefly.
+    /// </summary>
+    public static void WriteSecret(string path, string secret)
+    {
+        var temporary = path + ".tmp";
+        File.Delete(temporary);
+        var options = new FileStreamOptions
+        {
+            Mode = FileMode.CreateNew, Access = FileAccess.Write, UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite,
+        };
+        using (var stream = new FileStream(temporary, options))
+        {
+            stream.Write(System.Text.Encoding.UTF8.GetBytes(secret + "\n"));
+            stream.Flush(flushToDisk: true);
+        }
+        File.Move(temporary, path, overwrite: true);
+        SyncDirectory(Path.GetDirectoryName(path)!);
+    }
+
     public static void Copy(string source, string destination) => Write(destination, File.ReadAllBytes(source));
 
     /// <summary>Makes a rename durable: without it the directory entry may be lost with the power.</summary>

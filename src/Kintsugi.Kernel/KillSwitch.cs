@@ -20,6 +20,25 @@ public static class KillSwitch
         var file = DisableFile(paths);
         return File.Exists(file) ? $"{file} exists" : null;
     }
+
+    /// <summary>Sets the file switch (<c>kintsugi disable</c>); false when it was already set.</summary>
+    public static bool Disable(MachinePaths paths, string reason)
+    {
+        var file = DisableFile(paths);
+        if (File.Exists(file)) return false;
+        AtomicFile.WriteText(file, $"# written by kintsugi disable at {DateTimeOffset.UtcNow:u}; kintsugi enable removes it\n{reason}\n");
+        return true;
+    }
+
+    /// <summary>Clears the file switch (<c>kintsugi enable</c>); false when it was not set. The command line cannot be cleared from here.</summary>
+    public static bool Enable(MachinePaths paths)
+    {
+        var file = DisableFile(paths);
+        if (!File.Exists(file)) return false;
+        File.Delete(file);
+        AtomicFile.SyncDirectory(paths.Config);
+        return true;
+    }
 }
 
 /// <summary>Where the machine side keeps its files. Production uses <see cref="Default"/>.</summary>

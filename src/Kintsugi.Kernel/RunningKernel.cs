@@ -11,15 +11,17 @@ public static class RunningKernel
     /// <summary>The distribution package version Debian names in the version string ("... Debian 6.1.158-1 (...)"), or null.</summary>
     public static string? PackageVersion
     {
-        get
-        {
-            var version = Version;
-            var marker = version.IndexOf("Debian ", StringComparison.Ordinal);
-            if (marker < 0) return null;
-            var start = marker + "Debian ".Length;
-            var end = version.IndexOf(' ', start);
-            return end < 0 ? version[start..] : version[start..end];
-        }
+        get => PackageVersionIn(Version);
+    }
+
+    /// <summary>The package version a Debian kernel version string names, or null for another distribution's.</summary>
+    public static string? PackageVersionIn(string version)
+    {
+        var marker = version.IndexOf("Debian ", StringComparison.Ordinal);
+        if (marker < 0) return null;
+        var start = marker + "Debian ".Length;
+        var end = version.IndexOf(' ', start);
+        return end < 0 ? version[start..] : version[start..end];
     }
 
     /// <summary>The build-id of the running vmlinux, from the kernel's own notes.</summary>

@@ -5,24 +5,7 @@ public static class SystemdUnit
 {
     public const string Name = "kintsugi-kernel.service";
 
-    public static string Text(string command) => $"""
-        [Unit]
-        Description=Kintsugi: re-apply installed kernel livepatches
-        Documentation=https://kintsugi.invalid/docs/cli.md
-        After=local-fs.target systemd-modules-load.service
-        ConditionKernelCommandLine=!kintsugi.enable=0
-
-        [Service]
-        # exec: boot goes on while the loaded patches settle; a crash in that window quarantines them.
-        Type=exec
-        RemainAfterExit=yes
-        ExecStart={command} kernel boot
-        # 7: the kill switch is set, which is not a failure of the unit.
-        SuccessExitStatus=7
-
-        [Install]
-        WantedBy=multi-user.target
-        """ + "\n";
+    public static string Text(string command) => UnitTemplate.Render(typeof(SystemdUnit).Assembly, Name, UnitTemplate.Words(command), new Dictionary<string, string>());
 
     /// <summary>Writes and enables the unit (the enablement symlink systemctl would make).</summary>
     public static void Install(MachinePaths paths, string command)

@@ -25,7 +25,8 @@ public sealed record LabRunResult(int? ExitCode, bool TimedOut, string Console, 
 
 /// <summary>
 /// Boots an exact distribution kernel under QEMU (software emulation) with a generated initramfs and
-/// runs one command in it, through the host's qemu-system-x86_64; no KVM is assumed.
+/// runs one command in it, through the host's qemu-system-x86_64: with KVM when /dev/kvm is usable, else emulated
+/// (<see cref="LabAccelerator"/>).
 /// </summary>
 public sealed class LabMachine(DebianKernelArchive archive, string cacheRoot, string guestBinary, Action<string> progress)
 {
@@ -41,8 +42,9 @@ public sealed class LabMachine(DebianKernelArchive archive, string cacheRoot, st
             if (spec.Disk is not null) await PersistentDisk.EnsureAsync(spec.Disk, cancellation);
             var outputPath = Path.Combine(work, "output");
             var controlPath = Path.Combine(work, "control");
-            var arguments = QemuArguments(kernel, initrd, spec, outputPath, controlPath);
-            progress($"booting {kernel.Target.Release} under QEMU");
+            var accelerator = LabAccelerator.Select();
+            var arguments = QemuArguments(accelerator, kernel, initrd, spec, outputPath, controlPath);
+            progress($"booting {kernel.Target.Release} under QEMU with {accelerator.Name} ({accelerator.Reason})");
             var clock = Stopwatch.StartNew();
             var (timedOut, consoleText) = (false, "");
             if (spec.Interactive) await RunInteractiveAsync(arguments, cancellation);
@@ -59,18 +61,14 @@ public sealed class LabMachine(DebianKernelArchive archive, string cacheRoot, st
         }
     }
 
-    private static List<string> QemuArguments(FetchedKernel kernel, string initrd, LabRunSpec spec, string outputPath, string controlPath)
+    private static List<string> QemuArguments(LabAccelerator accelerator, FetchedKernel kernel, string initrd, LabRunSpec spec, string outputPath, string controlPath)
     {
         var append = new List<string> { "console=ttyS0", "panic=-1", "quiet", "loglevel=4" };
         append.AddRange(spec.KernelArguments ?? []);
-        var arguments = new List<string>
-        {
-            // One TCG thread for all vCPUs: with multi-threaded TCG, a vCPU can run a stale translation of
-            // code another vCPU just patched with int3 (text_poke_bp, used by static keys, ftrace and
-            // livepatch), and the 6.12 kernel oopses on the stray int3. Seen in this lab; single-threaded
-            // TCG keeps cross-modified code coherent.
-            "-accel", "tcg,thread=single",
-            "-machine", "pc", "-cpu", "max", "-m", spec.MemoryMiB.ToString(), "-smp", spec.Cpus.ToString(),
+        List<string> arguments =
+        [
+            .. accelerator.QemuArguments,
+            "-machine", "pc", "-m", spec.MemoryMiB.ToString(), "-smp", spec.Cpus.ToString(),
             "-nodefaults", "-display", "none", "-no-reboot",
             "-kernel", kernel.Vmlinuz, "-initrd", initrd, "-append", string.Join(' ', append),
             "-serial", spec.Interactive ? "mon:stdio" : "stdio",
@@ -78,7 +76,7 @@ public sealed class LabMachine(DebianKernelArchive archive, string cacheRoot, st
             "-serial", "file:" + controlPath,
             // User-mode networking: the guest reaches the host's loopback as 10.0.2.2.
             "-netdev", "user,id=net0", "-device", "virtio-net-pci,netdev=net0",
-        };
+        ];
         if (spec.Disk is not null) arguments.AddRange(["-drive", $"file={spec.Disk},if=virtio,format=raw"]);
         return arguments;
     }

@@ -20,9 +20,10 @@ var epochPoll = new Option<int>("--epoch-poll-ms") { Description = "How often a 
 var enrollRate = new Option<int>("--enrollments-per-minute") { Description = "Enrollments allowed per source address per minute", DefaultValueFactory = _ => 30 };
 var trust = new Option<string?>("--trust") { Description = "Import the publisher keys of this trust-store directory at start" };
 var timestampKey = new Option<string?>("--timestamp-key") { Description = "The online timestamp key (PKCS#8 PEM) that extends release metadata's freshness; default DATA/keys/timestamp.pem, made at first start; share one file between replicas" };
+var trustedProxy = new Option<string[]>("--trusted-proxy") { Description = "A reverse proxy's address whose X-Forwarded-For/-Proto are believed (repeatable)", AllowMultipleArgumentsPerToken = false };
 var channels = new Option<string[]>("--channel") { Description = "Initial channels, in order, on an empty server (repeatable; default canary, production)" };
 
-var run = new Command("run", "Run the patch server") { dataOption, postgresOption, listen, tlsCert, tlsKey, tlsName, checkIn, eventsWait, promotionInterval, epochPoll, enrollRate, trust, timestampKey, channels };
+var run = new Command("run", "Run the patch server") { dataOption, postgresOption, listen, tlsCert, tlsKey, tlsName, checkIn, eventsWait, promotionInterval, epochPoll, enrollRate, trust, timestampKey, channels, trustedProxy };
 run.SetAction(async (parse, cancellation) => await Guard(async () =>
 {
     if (parse.GetValue(checkIn) is < 60 or > 86_400) throw new ServerConfigurationException("--check-in-seconds must be between 60 and 86400");
@@ -43,12 +44,21 @@ run.SetAction(async (parse, cancellation) => await Guard(async () =>
         TrustDirectory = parse.GetValue(trust),
         TimestampKey = parse.GetValue(timestampKey) is { } key ? Path.GetFullPath(key) : null,
         InitialChannels = parse.GetValue(channels) is { Length: > 0 } c ? c : ["canary", "production"],
+        TrustedProxies = [.. (parse.GetValue(trustedProxy) ?? []).Select(TrustedProxies.Parse)],
     };
     await using var server = await ServerApp.StartAsync(options, message => Console.Error.WriteLine($"kintsugi-server: {message}"));
     foreach (var url in server.Urls) Console.Error.WriteLine($"kintsugi-server: listening on {url}");
     if (server.CertificateFingerprint is { } fp) Console.Error.WriteLine($"kintsugi-server: TLS certificate SHA-256 {fp}");
     Console.Error.WriteLine("kintsugi-server: ready");
+    // Type=notify (kintsugi-server.service): ready once listening; the watchdog is pinged while it runs.
+    var notify = SystemdNotify.FromEnvironment();
+    notify.Ready($"listening on {string.Join(", ", server.Urls)}");
+    using var stopping = new CancellationTokenSource();
+    var watchdog = notify.RunWatchdogAsync(() => true, stopping.Token);
     await server.WaitForShutdownAsync();
+    notify.Stopping();
+    await stopping.CancelAsync();
+    await watchdog;
     return 0;
 }));
 

@@ -94,6 +94,7 @@ public static class ServerApp
         services.AddSingleton<Machines>();
         services.AddSingleton<ApiTokens>();
         services.AddSingleton<Reports>();
+        services.AddSingleton(new Apt.AptRepository(options.DataDirectory));
         services.AddHostedService<Promoter>();
         services.AddRouting();
         services.AddRateLimiter(limiter =>
@@ -112,6 +113,8 @@ public static class ServerApp
         });
 
         var app = builder.Build();
+        // First: everything after it (metrics, rate limits, audit) sees the client behind a trusted proxy.
+        if (options.TrustedProxies.Count > 0) app.UseForwardedHeaders(TrustedProxies.Options(options.TrustedProxies));
         app.Use(async (context, next) =>
         {
             var started = Stopwatch.GetTimestamp();
@@ -135,6 +138,8 @@ public static class ServerApp
         AgentApi.Map(app);
         OperatorApi.Map(app);
         ReportsApi.Map(app);
+        OpenVexApi.Map(app);
+        AptApi.Map(app);
         TransferApi.Map(app);
         Web.Dashboard.Map(app);
         app.MapGet("/api/v1/openapi.json", async context =>

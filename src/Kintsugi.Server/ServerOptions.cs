@@ -40,6 +40,12 @@ public sealed record ServerOptions
     /// <summary>Channels created on first start, in order.</summary>
     public IReadOnlyList<string> InitialChannels { get; init; } = ["canary", "production"];
 
+    /// <summary>
+    /// Reverse proxies whose X-Forwarded-For and X-Forwarded-Proto are believed: behind them, the audit log and
+    /// the rate limits see the real client. Headers from any other address are ignored.
+    /// </summary>
+    public IReadOnlyList<System.Net.IPAddress> TrustedProxies { get; init; } = [];
+
     /// <summary>A machine silent for this many check-in intervals counts as stale.</summary>
     public double StaleAfterIntervals { get; init; } = 2.5;
 

@@ -91,7 +91,7 @@ public sealed class AgentConfigSpecification
     public void The_unit_runs_the_agent_with_its_configuration_restarts_it_and_honours_the_kill_switch()
     {
         var text = AgentUnit.Text("/usr/bin/kintsugi", "/etc/kintsugi/agent.conf");
-        Assert.Contains("ExecStart=/usr/bin/kintsugi agent run --config /etc/kintsugi/agent.conf", text);
+        Assert.Contains("ExecStart=\"/usr/bin/kintsugi\" agent run --config \"/etc/kintsugi/agent.conf\"", text);
         Assert.Contains("Restart=on-failure", text);
         Assert.Contains("ConditionKernelCommandLine=!kintsugi.enable=0", text);
         Assert.Contains("WantedBy=multi-user.target", text);

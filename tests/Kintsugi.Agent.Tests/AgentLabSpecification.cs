@@ -25,7 +25,7 @@ public abstract class AgentLabSpecification(KernelRelease release) : IDisposable
     private const string Offline = "/var/lib/kintsugi/offline";
     private const string Config = "/etc/kintsugi/agent.conf";
 
-    private readonly TempDirectory _dir = new();
+    private readonly TemporaryDirectory _dir = new();
     private readonly PublisherKey _publisher = PublisherKey.Generate();
 
     public void Dispose()
@@ -213,6 +213,8 @@ public abstract class AgentLabSpecification(KernelRelease release) : IDisposable
             echo @reverted-livepatches; ls /sys/kernel/livepatch
             echo @reverted-status; kintsugi status --json
             cp /inputs/keep.conf {Config}
+            # Quarantine follows the module, not the bundle: the operator takes it out before trying again.
+            kintsugi kernel retry {Warn} > /dev/null 2>&1 || exit 13
             cp /inputs/level-3.bundle {Offline}/
             echo @keep; kintsugi agent run --once 2>&1; echo "@keep-rc=$?"
             echo @kept-livepatches; ls /sys/kernel/livepatch
@@ -359,7 +361,10 @@ public abstract class AgentLabSpecification(KernelRelease release) : IDisposable
             }
         }
 
+        // Quarantine follows the module and the levels alternate two modules: the operator takes a quarantined
+        // one out before the next level carries it again, so each interruption reaches its step.
         string Interrupt(int index) => $"""
+            kintsugi kernel retry {A} > /dev/null 2>&1; kintsugi kernel retry {B} > /dev/null 2>&1
             cp /inputs/level-{index + 2}.bundle {Offline}/ && sync
             {FaultInjection.EnvironmentVariable}={steps[index].WireName()} kintsugi agent run --once; echo "@killed=$?"
             sleep 0.5
@@ -367,7 +372,7 @@ public abstract class AgentLabSpecification(KernelRelease release) : IDisposable
             sleep 10
             """;
 
-        using var disk = new TempDirectory();
+        using var disk = new TemporaryDirectory();
         var diskPath = disk["machine.img"];
         var first = await kernel.RunAsync($"""
             {Setup}

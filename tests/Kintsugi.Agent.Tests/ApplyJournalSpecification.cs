@@ -8,7 +8,7 @@ namespace Kintsugi.Agent.Tests;
 /// </summary>
 public sealed class ApplyJournalSpecification : IDisposable
 {
-    private readonly TempDirectory _dir = new();
+    private readonly TemporaryDirectory _dir = new();
     private static readonly KernelRelease Release = KernelRelease.Parse("6.1.0-56-cloud-amd64");
 
     public void Dispose() => _dir.Dispose();

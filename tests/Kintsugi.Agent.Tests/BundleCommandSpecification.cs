@@ -7,7 +7,7 @@ namespace Kintsugi.Agent.Tests;
 /// <summary>keys and bundle commands, through the real kintsugi binary, on a real livepatch module.</summary>
 public sealed class BundleCommandSpecification : IDisposable
 {
-    private readonly TempDirectory _dir = new();
+    private readonly TemporaryDirectory _dir = new();
     private static Task<KernelUnderTest> Kernel => KernelUnderTest.GetAsync(TestKernels.Debian12Cloud61);
 
     public void Dispose() => _dir.Dispose();

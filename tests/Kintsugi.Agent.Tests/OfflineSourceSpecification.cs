@@ -5,7 +5,7 @@ namespace Kintsugi.Agent.Tests;
 /// <summary>Choosing what to apply from a directory of bundles (air-gapped machines).</summary>
 public sealed class OfflineSourceSpecification : IDisposable
 {
-    private readonly TempDirectory _dir = new();
+    private readonly TemporaryDirectory _dir = new();
     private readonly PublisherKey _key = PublisherKey.Generate();
     private readonly TrustStore _trust;
     private static readonly byte[] Module = File.ReadAllBytes("/bin/true");

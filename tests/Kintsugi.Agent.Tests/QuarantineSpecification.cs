@@ -7,7 +7,7 @@ namespace Kintsugi.Agent.Tests;
 /// <summary>Quarantine follows the module, not the bundle that carried it.</summary>
 public sealed class QuarantineSpecification : IDisposable
 {
-    private readonly TempDirectory _dir = new();
+    private readonly TemporaryDirectory _dir = new();
     private readonly FakeServer _server = new();
     private readonly HttpClient _http = new();
     private readonly PublisherKey _key = PublisherKey.Generate();

@@ -13,7 +13,7 @@ namespace Kintsugi.Agent.Tests;
 /// </summary>
 public sealed class ReleaseMetadataSpecification : IDisposable
 {
-    private readonly TempDirectory _dir = new();
+    private readonly TemporaryDirectory _dir = new();
     private readonly FakeServer _server = new();
     private readonly HttpClient _http = new();
     private readonly PublisherKey _key = PublisherKey.Generate();

@@ -3,16 +3,6 @@ using Kintsugi.Testing;
 
 namespace Kintsugi.Agent.Tests;
 
-/// <summary>A temporary directory deleted at dispose.</summary>
-internal sealed class TempDirectory : IDisposable
-{
-    public string Path { get; } = Directory.CreateTempSubdirectory("kintsugi-agent-").FullName;
-
-    public string this[string name] => System.IO.Path.Combine(Path, name);
-
-    public void Dispose() => Directory.Delete(Path, recursive: true);
-}
-
 /// <summary>Real inputs shared by the specifications: fixture livepatch modules built for a real kernel, descriptions, signing.</summary>
 internal static class Inputs
 {

@@ -53,20 +53,10 @@ internal static class Samples
         Assert.Throws<BundleException>(() => BundleVerifier.Verify(Bundle.Read(bytes), trust, expected));
 }
 
-/// <summary>A temporary directory deleted at dispose.</summary>
-internal sealed class TempDirectory : IDisposable
-{
-    public string Path { get; } = Directory.CreateTempSubdirectory("kintsugi-bundles-").FullName;
-
-    public string this[string name] => System.IO.Path.Combine(Path, name);
-
-    public void Dispose() => Directory.Delete(Path, recursive: true);
-}
-
 /// <summary>A publisher key with a trust store that trusts it: the usual setup.</summary>
 internal sealed class Publisher : IDisposable
 {
-    private readonly TempDirectory _directory = new();
+    private readonly TemporaryDirectory _directory = new();
 
     public PublisherKey Key { get; } = PublisherKey.Generate();
 

@@ -87,7 +87,7 @@ public sealed class SigningSpecification : IDisposable
     [Fact]
     public void A_saved_bundle_reads_back_byte_for_byte_from_a_file_and_from_a_forward_only_stream()
     {
-        using var directory = new TempDirectory();
+        using var directory = new TemporaryDirectory();
         var bundle = Bundle.Create(Samples.Module, Samples.Description(), _publisher.Key);
         bundle.Save(directory["patch.kbundle"]);
 
@@ -99,7 +99,7 @@ public sealed class SigningSpecification : IDisposable
     [Fact]
     public void A_missing_bundle_file_is_refused_as_unreadable_naming_the_path()
     {
-        using var directory = new TempDirectory();
+        using var directory = new TemporaryDirectory();
 
         var e = Assert.Throws<BundleException>(() => Bundle.ReadFile(directory["absent.kbundle"]));
 

@@ -50,7 +50,7 @@ public sealed class TrustSpecification
     [Fact]
     public void Key_states_survive_reopening_the_store()
     {
-        using var directory = new TempDirectory();
+        using var directory = new TemporaryDirectory();
         using var current = PublisherKey.Generate();
         using var old = PublisherKey.Generate();
         var store = TrustStore.Open(directory.Path);
@@ -71,7 +71,7 @@ public sealed class TrustSpecification
     [Fact]
     public void A_key_present_as_both_trusted_and_retired_counts_as_retired()
     {
-        using var directory = new TempDirectory();
+        using var directory = new TemporaryDirectory();
         using var key = PublisherKey.Generate();
         Directory.CreateDirectory(directory["trusted"]);
         Directory.CreateDirectory(directory["retired"]);
@@ -93,7 +93,7 @@ public sealed class TrustSpecification
     [Fact]
     public void Retiring_an_unknown_key_is_refused()
     {
-        using var directory = new TempDirectory();
+        using var directory = new TemporaryDirectory();
         using var key = PublisherKey.Generate();
 
         Assert.Equal(BundleFailure.TrustStore, Assert.Throws<BundleException>(() => TrustStore.Open(directory.Path).Retire(key.Id)).Failure);
@@ -102,7 +102,7 @@ public sealed class TrustSpecification
     [Fact]
     public void A_key_file_named_for_another_key_makes_the_store_refuse_to_open()
     {
-        using var directory = new TempDirectory();
+        using var directory = new TemporaryDirectory();
         using var a = PublisherKey.Generate();
         using var b = PublisherKey.Generate();
         Directory.CreateDirectory(directory["trusted"]);
@@ -117,7 +117,7 @@ public sealed class TrustSpecification
     [Fact]
     public void A_damaged_key_file_makes_the_store_refuse_to_open()
     {
-        using var directory = new TempDirectory();
+        using var directory = new TemporaryDirectory();
         Directory.CreateDirectory(directory["retired"]);
         File.WriteAllText(Path.Combine(directory["retired"], "0123456789abcdef0123456789abcdef.pem"), "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n");
 
@@ -128,7 +128,7 @@ public sealed class TrustSpecification
     public void A_missing_store_is_empty_and_refuses_every_bundle_as_unknown()
     {
         using var publisher = new Publisher();
-        using var directory = new TempDirectory();
+        using var directory = new TemporaryDirectory();
         var empty = TrustStore.Open(directory["does-not-exist"]);
 
         Assert.Empty(empty.Keys);
@@ -155,7 +155,7 @@ public sealed class KeySpecification
     [Fact]
     public void A_saved_private_key_is_owner_only_and_loads_back_signing_verifiable_bundles()
     {
-        using var directory = new TempDirectory();
+        using var directory = new TemporaryDirectory();
         using var original = PublisherKey.Generate();
         original.Save(directory["publisher.key"]);
         original.PublicKey.Save(directory["publisher.pub"]);
@@ -174,7 +174,7 @@ public sealed class KeySpecification
     [Fact]
     public void Saving_a_private_key_never_overwrites_an_existing_file()
     {
-        using var directory = new TempDirectory();
+        using var directory = new TemporaryDirectory();
         File.WriteAllText(directory["publisher.key"], "precious");
         using var key = PublisherKey.Generate();
 

@@ -59,7 +59,7 @@ public sealed class PatchStoreSpecification : IDisposable
     {
         SystemdUnit.Install(Paths, "/usr/bin/kintsugi");
         var unit = File.ReadAllText(Path.Combine(Paths.SystemdUnits, SystemdUnit.Name));
-        Assert.Contains("ExecStart=/usr/bin/kintsugi kernel boot", unit);
+        Assert.Contains("ExecStart=\"/usr/bin/kintsugi\" kernel boot", unit);
         Assert.Contains("ConditionKernelCommandLine=!kintsugi.enable=0", unit);
         Assert.Equal(Path.Combine(Paths.SystemdUnits, SystemdUnit.Name),
             new FileInfo(Path.Combine(Paths.SystemdUnits, "multi-user.target.wants", SystemdUnit.Name)).LinkTarget);

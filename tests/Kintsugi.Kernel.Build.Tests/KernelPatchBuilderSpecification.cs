@@ -85,6 +85,69 @@ public sealed class KernelPatchBuilderSpecification
     }
 
     [Fact]
+    public async Task A_system_call_defined_through_kpatch_syscall_h_is_replaced_through_its_entry_stubs()
+    {
+        using var directory = new TemporaryDirectory();
+        var patch = Path.Combine(directory.Path, "newuname.patch");
+        // The body of SYSCALL_DEFINE1 is an inline (notrace) function; the compatibility header moves it under a new name.
+        await File.WriteAllTextAsync(patch, """
+            --- a/kernel/sys.c
+            +++ b/kernel/sys.c
+            @@ -1296,13 +1296,15 @@
+             	return ret;
+             }
+             
+            -SYSCALL_DEFINE1(newuname, struct new_utsname __user *, name)
+            +#include "kpatch-syscall.h"
+            +KPATCH_SYSCALL_DEFINE1(newuname, struct new_utsname __user *, name)
+             {
+             	struct new_utsname tmp;
+             
+             	down_read(&uts_sem);
+             	memcpy(&tmp, utsname(), sizeof(tmp));
+             	up_read(&uts_sem);
+            +	tmp.machine[0] ^= 0;
+             	if (copy_to_user(name, &tmp, sizeof(tmp)))
+             		return -EFAULT;
+             
+
+            """);
+
+        var result = await Builder().BuildAsync(new KernelBuildRequest(new TargetReference.Debian(Release), [patch], "newuname", [], null, Path.Combine(directory.Path, "out")));
+
+        Assert.Equal(BuildOutcome.Built, result.Outcome);
+        var replaced = result.Manifest!.Functions.Select(f => f.Name).ToList();
+        Assert.Contains("__x64_sys_newuname", replaced);
+        Assert.DoesNotContain("__do_sys_newuname", replaced);
+    }
+
+    [Fact]
+    public async Task A_fix_that_changes_the_symbol_version_of_an_exported_symbol_is_refused()
+    {
+        using var directory = new TemporaryDirectory();
+        var patch = Path.Combine(directory.Path, "core-include.patch");
+        // kpatch's symvers-disagreement case: one more #include makes types of device_add's interface visible to genksyms.
+        await File.WriteAllTextAsync(patch, """
+            --- a/drivers/base/core.c
+            +++ b/drivers/base/core.c
+            @@ -35,4 +35,6 @@
+             #include "physical_location.h"
+             #include "power/power.h"
+             
+            +#include <linux/blktrace_api.h>
+            +
+             #ifdef CONFIG_SYSFS_DEPRECATED
+
+            """);
+
+        var refused = await Assert.ThrowsAsync<LivepatchRefusedException>(() => Builder().BuildAsync(new KernelBuildRequest(new TargetReference.Debian(Release), [patch], "symvers", [], null,
+            Path.Combine(directory.Path, "out"))));
+
+        Assert.Equal([Kintsugi.Diff.RefusalRule.ExportedInterfaceChanged], refused.Rules);
+        Assert.Contains("drivers/base/core.c: ", refused.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task A_header_fix_included_by_too_many_units_is_refused_with_the_units_listed()
     {
         using var directory = new TemporaryDirectory();

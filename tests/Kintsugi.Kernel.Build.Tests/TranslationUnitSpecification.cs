@@ -30,6 +30,10 @@ public sealed class TranslationUnitSpecification
     [InlineData("lib/string.c", "vmlinux")]           // lib-y
     [InlineData("mm/memory.c", "vmlinux")]            // mmu-$(CONFIG_MMU), spliced into obj-y as $(mmu-y)
     [InlineData("arch/x86/kernel/process_64.c", "vmlinux")] // obj-y += process_$(BITS).o
+    [InlineData("arch/x86/kvm/svm/svm.c", "kvm_amd")]  // kvm-amd-y += svm/svm.o, listed by the parent directory's Makefile
+    [InlineData("arch/x86/kvm/vmx/nested.c", "kvm_intel")] // kvm-intel-y += vmx/nested.o
+    [InlineData("virt/kvm/kvm_main.c", "kvm")]        // kvm-y += $(KVM)/kvm_main.o, from arch/x86/kvm through virt/kvm/Makefile.kvm
+    [InlineData("net/netfilter/ipvs/ip_vs_proto_udp.c", "ip_vs")] // ip_vs-objs += $(ip_vs_proto-objs-y)
     public async Task A_built_unit_is_located_in_the_object_kbuild_links_it_into(string source, string patchedObject)
     {
         var unit = (await UnitsAsync()).Locate(source);
@@ -48,6 +52,32 @@ public sealed class TranslationUnitSpecification
     public async Task A_unit_the_configuration_does_not_build_is_not_located(string source)
     {
         Assert.Null((await UnitsAsync()).Locate(source));
+    }
+
+    [Fact]
+    public async Task Not_built_comes_with_the_unset_option_that_proves_it()
+    {
+        var resolution = (await UnitsAsync()).Resolve("sound/core/init.c");
+
+        var notBuilt = Assert.IsType<UnitResolution.NotBuilt>(resolution);
+        Assert.Contains("CONFIG_SND is not set", notBuilt.Proof.Evidence);
+    }
+
+    [Fact]
+    public async Task A_C_file_included_into_a_built_unit_resolves_to_that_unit()
+    {
+        var resolution = (await UnitsAsync()).Resolve("kernel/sched/psi.c");
+
+        var built = Assert.IsType<UnitResolution.Built>(resolution);
+        Assert.Equal([new TranslationUnit("kernel/sched/build_utility.c", "kernel/sched/build_utility.o", "vmlinux")], built.Units);
+    }
+
+    [Fact]
+    public async Task A_file_of_another_architecture_is_not_built_for_that_reason()
+    {
+        var resolution = (await UnitsAsync()).Resolve("arch/arm64/kernel/cpuinfo.c");
+
+        Assert.Equal(NotBuiltReason.OtherArchitecture, Assert.IsType<UnitResolution.NotBuilt>(resolution).Proof.Reason);
     }
 
     [Fact]

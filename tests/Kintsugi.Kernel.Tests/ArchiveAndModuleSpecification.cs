@@ -73,6 +73,7 @@ public sealed class ArchiveAndModuleSpecification
         var error = await Assert.ThrowsAsync<KernelArchiveException>(() =>
             new DebianKernelArchive(DebianKernelArchive.DefaultCacheRoot).FetchAsync(KernelRelease.Parse("6.1.0-9999-cloud-amd64"), KernelParts.Image));
         Assert.Equal(ExitCode.NotFound, error.ExitCode);
-        Assert.Contains("apt-cache search", error.Message);
+        Assert.Contains("kintsugi kernel list-available", error.Message);
+        Assert.Contains("Debian 11 (bullseye), Debian 12 (bookworm), Debian 13 (trixie)", error.Message);
     }
 }

@@ -7,6 +7,8 @@ public sealed class TemporaryDirectory : IDisposable
 
     public string File(string name) => System.IO.Path.Combine(Path, name);
 
+    public string this[string name] => File(name);
+
     public void Dispose()
     {
         if (Directory.Exists(Path)) Directory.Delete(Path, recursive: true);

@@ -21,7 +21,10 @@ public static class LivepatchModuleBuilder
             : throw new ModuleBuildException($"kernel {kernel.Target.Release} was fetched without its headers");
 
     /// <param name="buildDirectory">The kbuild tree to link against: the headers package, or a prepared source tree.</param>
-    public static async Task<string> BuildAsync(KernelTarget target, string buildDirectory, LivepatchModuleSpec spec, ModuleSymvers exports, string directory, CancellationToken cancellation = default)
+    /// <param name="toolchain">Where kbuild runs: the toolchain the target's tree was prepared with (default: the host).</param>
+    /// <param name="visible">The host directories kbuild reads besides the module's own (the kernel's cache entry).</param>
+    public static async Task<string> BuildAsync(KernelTarget target, string buildDirectory, LivepatchModuleSpec spec, ModuleSymvers exports, string directory,
+        CancellationToken cancellation = default, Toolchains.Toolchain? toolchain = null, IReadOnlyList<string>? visible = null)
     {
         Directory.CreateDirectory(directory);
         var objects = new List<string>();
@@ -40,9 +43,9 @@ public static class LivepatchModuleBuilder
             $"obj-m := {spec.ModuleName}.o\n{spec.ModuleName}-y := kintsugi_register.o {string.Join(' ', objects)}\n", cancellation);
 
         // Bound symbols are undefined until livepatch binds them; modpost must report them, not fail on them.
-        var result = await ExternalCommand.RunAsync("make",
+        var result = await (toolchain ?? Toolchains.Toolchain.Host).RunAsync("make",
             ["-C", buildDirectory, $"M={Path.GetFullPath(directory)}", $"-j{Environment.ProcessorCount}", "KBUILD_MODPOST_WARN=1", "modules"],
-            cancellation: cancellation);
+            Path.GetFullPath(directory), [.. visible ?? [], buildDirectory, Path.GetFullPath(directory)], cancellation: cancellation);
         var module = Path.Combine(directory, spec.ModuleName + ".ko");
         if (!result.Succeeded || !File.Exists(module))
             throw new ModuleBuildException($"linking livepatch module {spec.ModuleName} failed:\n" +

@@ -1,3 +1,4 @@
+using Kintsugi.Kernel.Build.Livepatch;
 using System.Text.RegularExpressions;
 
 namespace Kintsugi.Kernel.Build.Phases;
@@ -11,18 +12,21 @@ public sealed record LeveledPatch(SourcePatch Patch, int Level);
 /// </summary>
 /// <param name="Base">The manifest of the level this one replaces, when <c>--base</c> was given.</param>
 /// <param name="Name">The module's base name: a C identifier; the module is named <c>Name_Level</c>.</param>
+/// <param name="Signer">Who will sign the module: the certificate is read here, so a bad key fails before compiling.</param>
 public sealed partial record BuildInputs(
     BuildManifest? Base,
     int Level,
     string Name,
     IReadOnlyList<LeveledPatch> Patches,
     IReadOnlyList<ScopedChange> Scope,
-    IReadOnlyList<string> Cves)
+    IReadOnlyList<string> Cves,
+    ManifestSigner? Signer)
 {
     public string ModuleName => $"{Name}_{Level}";
 
     public static BuildInputs Read(KernelBuildRequest request)
     {
+        var signer = request.Signing?.Describe();
         var (basis, carried) = request.BaseDirectory is { } directory ? ReadBase(directory) : (null, []);
         if (!request.CarryBasePatches) carried = [];
         var level = (basis?.Level ?? 0) + 1;
@@ -32,7 +36,8 @@ public sealed partial record BuildInputs(
             ?? Path.GetFileNameWithoutExtension(request.PatchFiles.FirstOrDefault() ?? "livepatch"));
         IReadOnlyList<LeveledPatch> patches = [.. carried, .. added.Select(p => new LeveledPatch(p, level))];
         var cves = (request.CarryBasePatches ? basis?.Cves ?? [] : []).Concat(request.Cves).Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal);
-        return new BuildInputs(basis, level, name, patches, LivepatchScope.Check(patches.Select(p => p.Patch)), [.. cves]);
+        return new BuildInputs(basis, level, name, patches, LivepatchScope.Check(patches.Select(p => p.Patch)), [.. cves],
+            signer);
     }
 
     /// <summary>A level replaces the one before it on the same kernel build only.</summary>

@@ -66,7 +66,7 @@ public sealed partial class BuildOutput
 public static class ManifestAssembly
 {
     public static BuildManifest Assemble(BuildInputs inputs, KernelTarget kernel, IReadOnlyList<ManifestPatch> patches,
-        IReadOnlyList<UnitDiff> changed, ResolvedPatch resolved, bool skipFidelity, ManifestSigner? signer) =>
+        IReadOnlyList<UnitDiff> changed, ResolvedPatch resolved, bool skipFidelity) =>
         new(BuildManifest.CurrentFormat, inputs.ModuleName, inputs.Name, inputs.Level,
             new ManifestTarget(kernel.Release.Value, kernel.PackageVersion, kernel.BuildId.ToString()),
             patches, inputs.Cves,
@@ -77,7 +77,7 @@ public static class ManifestAssembly
             [.. resolved.Bindings.Select(b => b.Record).OrderBy(r => r.Object, StringComparer.Ordinal)
                 .ThenBy(r => r.Name, StringComparer.Ordinal)],
             resolved.Fidelity(skipFidelity),
-            KernelPatchBuilder.BuilderVersion, DateTimeOffset.UtcNow, signer, resolved.InertSites.Count > 0 ? resolved.InertSites : null);
+            KernelPatchBuilder.BuilderVersion, DateTimeOffset.UtcNow, inputs.Signer, resolved.InertSites.Count > 0 ? resolved.InertSites : null);
 }
 
 /// <summary>
@@ -110,7 +110,7 @@ public static class ModuleLinking
             [.. resolved.Bindings.Select(b => b.Binding)], manifest.ToUtf8(),
             EffectiveVersion: kernel.PackageVersion is { } version ? $"{version}+kintsugi{inputs.Level}" : null);
         var built = await clock.RunAsync("link", () => LivepatchModuleBuilder.BuildAsync(kernel, target.ModuleBuildDirectory,
-            spec, exports, Path.Combine(output.Work, "module"), cancellation));
+            spec, exports, Path.Combine(output.Work, "module"), cancellation, tree.Toolchain, tree.Visible));
         if (signing is not null)
             await clock.RunAsync("sign",
                 () => ModuleSigner.SignAsync(built, signing, [tree.Directory, target.ModuleBuildDirectory], cancellation));

@@ -49,7 +49,9 @@ public static class UnitCompilation
             }
             await clock.RunAsync("compile after", () => patched.CompileAllAsync(objects, after, flags, cancellation));
         }
-        return [.. units.Select(u => new CompiledUnit(u, original.PathOf(u.ObjectPath), before.PathOf(u.ObjectPath),
-            Path.Combine(after, u.ObjectPath)))];
+        var compiled = units.Select(u => new CompiledUnit(u, original.PathOf(u.ObjectPath), before.PathOf(u.ObjectPath),
+            Path.Combine(after, u.ObjectPath))).ToList();
+        ExportedSymbolVersions.Check(compiled);
+        return compiled;
     }
 }

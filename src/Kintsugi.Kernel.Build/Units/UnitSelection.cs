@@ -6,11 +6,19 @@ namespace Kintsugi.Kernel.Build.Units;
 /// </summary>
 public static class UnitSelection
 {
-    public static IReadOnlyList<TranslationUnit> Select(KernelSourceTree tree, IReadOnlyList<ScopedChange> scoped,
-        int maxUnits, Action<string> progress)
+    /// <summary>The units to compile, and the proof for each changed C file that this kernel does not build.</summary>
+    public sealed record Scope(IReadOnlyList<TranslationUnit> Units, IReadOnlyList<UnitResolution.NotBuilt> NotBuilt)
+    {
+        /// <summary>Exit 9's message: nothing to live patch, with the proof for every file.</summary>
+        public string NothingBuiltMessage => "none of the changed files is built into this kernel's configuration: " +
+            "there is nothing to live patch" + string.Concat(NotBuilt.Select(n => "\n  " + n));
+    }
+
+    public static Scope Select(KernelSourceTree tree, IReadOnlyList<ScopedChange> scoped, int maxUnits, Action<string> progress)
     {
         var kbuild = KbuildUnits.Open(tree.Directory);
         var units = new SortedDictionary<string, TranslationUnit>(StringComparer.Ordinal);
+        var notBuilt = new List<UnitResolution.NotBuilt>();
         HeaderDependents? headers = null;
         foreach (var change in scoped)
         {
@@ -20,27 +28,29 @@ public static class UnitSelection
                     if (change.Change.Kind == FileChangeKind.Added)
                         throw new LivepatchRefusedException($"{change.Change.Path} is a new C file: a livepatch " +
                             "replaces functions of units the kernel already has; put the new code into the unit that calls it");
-                    if (kbuild.Locate(change.Change.Path) is { } unit)
+                    switch (kbuild.Resolve(change.Change.Path))
                     {
-                        units[unit.SourcePath] = unit;
-                        break;
+                        case UnitResolution.Built located:
+                            // A C file that is not a unit of its own may be #included into one (kernel/sched/psi.c into build_utility.c).
+                            if (located.Units.Any(u => u.SourcePath != change.Change.Path))
+                                progress($"{change.Change.Path} is compiled as part of " +
+                                    string.Join(", ", located.Units.Select(u => u.SourcePath)));
+                            foreach (var unit in located.Units) units[unit.SourcePath] = unit;
+                            break;
+                        case UnitResolution.NotBuilt proven:
+                            progress(proven.ToString());
+                            notBuilt.Add(proven);
+                            break;
+                        case UnitResolution.Unresolved unresolved:
+                            throw new LivepatchRefusedException($"{unresolved}. A fix is never skipped on a guess: check where " +
+                                "kbuild builds the file, or leave the file out of the fix if this kernel does not build it");
                     }
-                    // A C file that is not a unit of its own may be #included into one (kernel/sched/psi.c into
-                    // build_utility.c).
-                    headers ??= HeaderDependents.Scan(tree.Directory);
-                    var includers = headers.SourcesIncluding(change.Change.Path).Select(kbuild.Locate)
-                        .OfType<TranslationUnit>().ToList();
-                    if (includers.Count == 0)
-                        progress($"{change.Change.Path} is not built into this kernel's configuration; skipped");
-                    else
-                        progress($"{change.Change.Path} is compiled as part of " +
-                            string.Join(", ", includers.Select(u => u.SourcePath)));
-                    foreach (var including in includers) units[including.SourcePath] = including;
                     break;
                 case ChangeScope.Header:
                     headers ??= HeaderDependents.Scan(tree.Directory);
                     var sources = headers.SourcesIncluding(change.Change.Path);
-                    var built = sources.Select(kbuild.Locate).OfType<TranslationUnit>().ToList();
+                    var built = sources.AsParallel().AsOrdered().WithDegreeOfParallelism(Environment.ProcessorCount)
+                        .Select(kbuild.Locate).OfType<TranslationUnit>().ToList();
                     progress($"{change.Change.Path} is included by {sources.Count} C file(s), " +
                         $"{built.Count} of them built into this kernel");
                     foreach (var including in built) units[including.SourcePath] = including;
@@ -52,6 +62,6 @@ public static class UnitSelection
                 $"(more than {maxUnits}); rebuilding them all is not a reasonable livepatch. Move the change out of " +
                 "the header into the functions that need it, or raise --max-units. The units:\n" +
                 string.Join('\n', units.Keys.Select(u => "  " + u)));
-        return [.. units.Values];
+        return new Scope([.. units.Values], notBuilt);
     }
 }

@@ -29,7 +29,7 @@ public sealed record ComplianceReport(DateTimeOffset GeneratedAt, int WindowDays
 /// a level whose manifest lists the CVE. (A kernel with no release for a CVE is not judged: the server does
 /// not know whether that build is affected.)
 /// </summary>
-public sealed class Reports(Database db, ServerOptions options, Epoch epoch)
+public sealed partial class Reports(Database db, ServerOptions options, Epoch epoch)
 {
     public const int PciWindowDays = 30;
 

@@ -1,0 +1,70 @@
+using System.Text.Json;
+using Kintsugi.Testing;
+
+namespace Kintsugi.Cli.Tests;
+
+/// <summary>The rules every kintsugi command follows: usage errors, --help with examples, errors as JSON.</summary>
+public sealed class CommandLineSpecification
+{
+    private static Task<CommandResult> Run(params string[] arguments) => ExternalCommand.RunAsync(Repository.KintsugiBinary, arguments);
+
+    [Theory]
+    [InlineData("nonsense", "--help")]
+    [InlineData("kernel", "nonsense", "--help")]
+    [InlineData("agent", "nonsense", "-h")]
+    [InlineData("nonsense")]
+    public async Task An_unknown_command_is_a_usage_error_even_with_help(params string[] arguments)
+    {
+        var result = await Run(arguments);
+        Assert.Equal((int)ExitCode.Usage, result.ExitCode);
+        Assert.Contains("Unrecognized command or argument 'nonsense'", result.StandardError);
+        Assert.DoesNotContain("Description:", result.StandardOutput);
+    }
+
+    [Theory]
+    [InlineData("kernel")]
+    [InlineData("agent")]
+    public async Task A_command_group_without_a_subcommand_is_a_usage_error(string group)
+    {
+        var result = await Run(group);
+        Assert.Equal((int)ExitCode.Usage, result.ExitCode);
+        Assert.Contains($"see kintsugi {group} --help", result.StandardError);
+    }
+
+    [Fact]
+    public async Task Help_of_a_known_command_succeeds_and_shows_usage_examples()
+    {
+        var result = await Run("kernel", "unload", "--help");
+        Assert.Equal(0, result.ExitCode);
+        Assert.Contains("Examples:", result.StandardOutput);
+        Assert.Contains("kintsugi kernel unload --all --json", result.StandardOutput);
+    }
+
+    [Fact]
+    public async Task A_refused_input_under_json_prints_a_json_error_with_the_exit_code()
+    {
+        var result = await Run("kernel", "load", "/etc/hostname", "--json");
+        Assert.Equal((int)ExitCode.InputRefused, result.ExitCode);
+        using var document = JsonDocument.Parse(result.StandardOutput);
+        var error = document.RootElement.GetProperty("error");
+        Assert.Equal(3, error.GetProperty("exitCode").GetInt32());
+        Assert.Equal("input-refused", error.GetProperty("kind").GetString());
+        Assert.Contains("not a kernel module", error.GetProperty("message").GetString());
+    }
+
+    [Fact]
+    public async Task A_usage_error_under_json_prints_a_json_error()
+    {
+        var result = await Run("kernel", "load", "--json");
+        Assert.Equal((int)ExitCode.Usage, result.ExitCode);
+        using var document = JsonDocument.Parse(result.StandardOutput);
+        Assert.Equal("usage", document.RootElement.GetProperty("error").GetProperty("kind").GetString());
+    }
+
+    [Fact]
+    public async Task Unload_needs_a_name_or_all_but_not_both()
+    {
+        Assert.Equal((int)ExitCode.Usage, (await Run("kernel", "unload")).ExitCode);
+        Assert.Equal((int)ExitCode.Usage, (await Run("kernel", "unload", "fix_1", "--all")).ExitCode);
+    }
+}

@@ -1,0 +1,32 @@
+using System.Net;
+using System.Net.Http.Json;
+using System.Text.Json;
+
+namespace Kintsugi.Server.Tests;
+
+/// <summary>Behind a reverse proxy: the audit log sees the real client when, and only when, the proxy is trusted.</summary>
+public sealed class TrustedProxySpecification
+{
+    private static async Task<string?> AuditedAddressOfATokenCreatedFrom(TestServer server, string forwardedFor)
+    {
+        using var request = new HttpRequestMessage(HttpMethod.Post, "/api/v1/enrollment-tokens") { Content = JsonContent.Create(new { channel = "canary" }) };
+        request.Headers.Add("X-Forwarded-For", forwardedFor);
+        Assert.Equal(HttpStatusCode.Created, (await server.Admin.SendAsync(request)).StatusCode);
+        var events = await server.GetJsonAsync("/api/v1/audit");
+        return events.EnumerateArray().Last().GetProperty("address").GetString();
+    }
+
+    [Fact]
+    public async Task A_trusted_proxys_forwarded_for_is_the_audited_client_address()
+    {
+        await using var server = await TestServer.StartAsync(configure: o => o with { TrustedProxies = [IPAddress.Loopback] });
+        Assert.Equal("203.0.113.7", await AuditedAddressOfATokenCreatedFrom(server, "203.0.113.7"));
+    }
+
+    [Fact]
+    public async Task Without_a_trusted_proxy_the_forwarded_for_header_is_ignored()
+    {
+        await using var server = await TestServer.StartAsync();
+        Assert.Equal("127.0.0.1", await AuditedAddressOfATokenCreatedFrom(server, "203.0.113.7"));
+    }
+}

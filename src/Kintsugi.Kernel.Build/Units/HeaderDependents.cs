@@ -18,6 +18,12 @@ public sealed partial class HeaderDependents
 
     private HeaderDependents(Dictionary<string, List<string>> includedBy) => _includedBy = includedBy;
 
+    private static readonly ConcurrentDictionary<string, Lazy<HeaderDependents>> Scanned = new(StringComparer.Ordinal);
+
+    /// <summary>The include graph of a prepared tree, read once per process: a prepared tree does not change.</summary>
+    public static HeaderDependents Of(string tree) =>
+        Scanned.GetOrAdd(Path.GetFullPath(tree), t => new Lazy<HeaderDependents>(() => Scan(t))).Value;
+
     /// <summary>Reads every #include of the tree's C files and headers once (a few seconds).</summary>
     public static HeaderDependents Scan(string tree)
     {

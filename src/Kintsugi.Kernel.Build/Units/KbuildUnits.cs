@@ -28,6 +28,12 @@ public sealed partial class KbuildUnits
     private readonly KbuildMakefiles _makefiles;
     private readonly Lazy<HeaderDependents> _includes;
     private readonly Lazy<IReadOnlyList<(string Path, string Text)>> _allMakefiles;
+    // Resolving the includers of a common header asks about thousands of files: every answer that scans all
+    // Makefiles is computed once per resolver.
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, UnitResolution> _ownUnits = new(StringComparer.Ordinal);
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, IReadOnlyList<string>> _mentioning = new(StringComparer.Ordinal);
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, string> _scripts = new(StringComparer.Ordinal);
+    private readonly Lazy<ILookup<string, (string Directory, string ObjectPath)>> _rules;
 
     private KbuildUnits(string tree, IReadOnlyDictionary<string, string> config)
     {
@@ -35,14 +41,21 @@ public sealed partial class KbuildUnits
         _config = config;
         // A prepared tree does not change, so its evaluated Makefiles are shared by every resolver of the process.
         _makefiles = Evaluated.GetOrAdd(Path.GetFullPath(tree), t => new Lazy<KbuildMakefiles>(() => new KbuildMakefiles(t))).Value;
-        _includes = new(() => HeaderDependents.Scan(tree));
+        _includes = new(() => HeaderDependents.Of(tree));
+        _rules = new(IndexRules);
         _allMakefiles = new(() => Directory.EnumerateFiles(tree, "*", SearchOption.AllDirectories)
             .Where(f => Path.GetFileName(f) is "Makefile" or "Kbuild" || Path.GetFileName(f).StartsWith("Makefile.", StringComparison.Ordinal))
             .Select(f => Path.GetRelativePath(tree, f)).Where(f => !f.StartsWith("tools/", StringComparison.Ordinal))
             .Select(f => (f, File.ReadAllText(Path.Combine(tree, f)))).ToList());
     }
 
-    public static KbuildUnits Open(string tree)
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<string, Lazy<KbuildUnits>> Opened = new(StringComparer.Ordinal);
+
+    /// <summary>The resolver of a prepared tree, made once per process (a prepared tree and its .config do not change).</summary>
+    public static KbuildUnits Open(string tree) =>
+        Opened.GetOrAdd(Path.GetFullPath(tree), t => new Lazy<KbuildUnits>(() => Read(t))).Value;
+
+    private static KbuildUnits Read(string tree)
     {
         var config = new Dictionary<string, string>(StringComparer.Ordinal);
         foreach (var line in File.ReadLines(Path.Combine(tree, ".config")))
@@ -78,7 +91,9 @@ public sealed partial class KbuildUnits
             [.. resolved.OfType<UnitResolution.NotBuilt>().Select(n => $"{n.SourcePath}: {n.Proof}")]));
     }
 
-    private UnitResolution ResolveOwnUnit(string sourcePath)
+    private UnitResolution ResolveOwnUnit(string sourcePath) => _ownUnits.GetOrAdd(sourcePath, ResolveOwnUnitOnce);
+
+    private UnitResolution ResolveOwnUnitOnce(string sourcePath)
     {
         if (!sourcePath.EndsWith(".c", StringComparison.Ordinal))
             throw new ModuleBuildException($"{sourcePath} is not a C file");
@@ -171,22 +186,21 @@ public sealed partial class KbuildUnits
     }
 
     /// <summary>Objects that Makefile rules compile from <paramref name="sourcePath"/> under another name: (directory, object path).</summary>
-    private IEnumerable<(string Directory, string ObjectPath)> RuleObjects(string sourcePath)
-    {
-        foreach (var (makefile, text) in _allMakefiles.Value)
+    private IEnumerable<(string Directory, string ObjectPath)> RuleObjects(string sourcePath) => _rules.Value[sourcePath];
+
+    private ILookup<string, (string Directory, string ObjectPath)> IndexRules() =>
+        _allMakefiles.Value.SelectMany(makefile =>
         {
-            if (!text.Contains(sourcePath, StringComparison.Ordinal)) continue;
-            var directory = Path.GetDirectoryName(makefile) ?? "";
-            foreach (Match rule in RuleFromSource().Matches(text))
-                if (rule.Groups["source"].Value == sourcePath)
-                    yield return (directory, (directory.Length == 0 ? "" : directory + "/") + rule.Groups["object"].Value);
-        }
-    }
+            var directory = Path.GetDirectoryName(makefile.Path) ?? "";
+            return RuleFromSource().Matches(makefile.Text).Select(rule => (Source: rule.Groups["source"].Value,
+                Rule: (directory, (directory.Length == 0 ? "" : directory + "/") + rule.Groups["object"].Value)));
+        }).ToLookup(r => r.Source, r => r.Rule, StringComparer.Ordinal);
 
     private bool NamedBy(string script, string word)
     {
         var path = Path.Combine(_tree, script);
-        return File.Exists(path) && WordPattern(word).IsMatch(File.ReadAllText(path));
+        var text = _scripts.GetOrAdd(path, p => File.Exists(p) ? File.ReadAllText(p) : "");
+        return text.Contains(word, StringComparison.Ordinal) && WordPattern(word).IsMatch(text);
     }
 
     private UnitResolution WithDescent(string sourcePath, string objectPath, string listing, Placement placement)
@@ -280,8 +294,8 @@ public sealed partial class KbuildUnits
         mentions.SelectMany(m => ConfigSymbol().Matches(m).Select(s => s.Value)).Distinct(StringComparer.Ordinal)
             .Select(s => _config.TryGetValue(s, out var value) ? $"{s}={value}" : $"{s} is not set");
 
-    private IEnumerable<string> MentioningMakefiles(string word) =>
-        _allMakefiles.Value.Where(m => m.Text.Contains(word, StringComparison.Ordinal)).Select(m => m.Path);
+    private IEnumerable<string> MentioningMakefiles(string word) => _mentioning.GetOrAdd(word, w =>
+        [.. _allMakefiles.Value.Where(m => m.Text.Contains(w, StringComparison.Ordinal)).Select(m => m.Path)]);
 
     /// <summary>The directories whose Makefiles name <paramref name="objectName"/>, directly or through a Makefile fragment they include.</summary>
     private IEnumerable<string> ListingCandidates(string objectName)

@@ -53,7 +53,11 @@ public sealed class CatchUpPlan
                             $"includes {header}, which {string.Join("; ", reasons)}",
                             "the fix depends on a changed definition the running kernel's data and callers were built with: reboot into the new version", null);
         }
-        return new CatchUpPlan([.. difference.Files.Select(f => decisions[f.Path])]);
+        var plan = new CatchUpPlan([.. difference.Files.Select(f => decisions[f.Path])]);
+        progress("plan: " + string.Join(", ", plan.Decisions
+            .GroupBy(d => d is FileDecision.Decided decided ? $"{decided.Outcome}{(decided.Rule is { } rule ? $" ({rule})" : "")}" : "to build")
+            .OrderByDescending(g => g.Count()).Select(g => $"{g.Count()} {g.Key}")));
+        return plan;
 
         FileDecision Decide(ChangedFile file)
         {

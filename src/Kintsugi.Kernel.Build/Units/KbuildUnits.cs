@@ -4,9 +4,19 @@ namespace Kintsugi.Kernel.Build.Units;
 
 /// <summary>A translation unit of the target kernel: its source, its object, and the kernel object it is linked into.</summary>
 /// <param name="PatchedObject"><c>vmlinux</c>, or the module's name as the kernel knows it ('-' written as '_').</param>
-public sealed record TranslationUnit(string SourcePath, string ObjectPath, string PatchedObject)
+/// <param name="ListedAs">
+/// kbuild's own name for the object when a Makefile outside the object's directory lists it through a
+/// relative path (<c>arch/x86/kvm/../../../virt/kvm/kvm_main.o</c>); null when the path is its own name.
+/// </param>
+public sealed record TranslationUnit(string SourcePath, string ObjectPath, string PatchedObject, string? ListedAs = null)
 {
     public bool IsVmlinux => PatchedObject == "vmlinux";
+
+    /// <summary>
+    /// The goal that makes kbuild compile the unit with the flags of the Makefile that lists it: make descends
+    /// along the goal's path, so virt/kvm/kvm_main.o is only known by the name arch/x86/kvm gives it.
+    /// </summary>
+    public string MakeGoal => ListedAs ?? ObjectPath;
 }
 
 /// <summary>
@@ -212,7 +222,9 @@ public sealed partial class KbuildUnits
         if (descent.State == 'm' && placement.Module is null)
             return new UnitResolution.NotBuilt(sourcePath, new NotBuiltProof(NotBuiltReason.DirectoryNotBuilt,
                 $"{objectPath} is in the built-in lists of {listing}/ ({placement.How}), but that directory is descended into only for modules, so its built-in objects are linked into nothing", []));
-        return new UnitResolution.Built(sourcePath, [new TranslationUnit(sourcePath, objectPath, placement.Module ?? "vmlinux")]);
+        var listedAs = objectPath.StartsWith(listing + "/", StringComparison.Ordinal) || listing.Length == 0
+            ? null : listing + "/" + Path.GetRelativePath(listing, objectPath);
+        return new UnitResolution.Built(sourcePath, [new TranslationUnit(sourcePath, objectPath, placement.Module ?? "vmlinux", listedAs)]);
     }
 
     private sealed record DescentResult(char State, NotBuiltProof? NotBuilt, string? Unresolved);

@@ -56,7 +56,7 @@ public sealed class UserPatcher(PatcherOptions options, Action<string>? log = nu
         }
         catch (UserPatchException e)
         {
-            return new(pid, command, ProcessOutcome.Failed, 0, 0, 0, 0, e.Message);
+            return new(pid, command, Exited(pid, e) ? ProcessOutcome.Exited : ProcessOutcome.Failed, 0, 0, 0, 0, e.Message);
         }
     }
 
@@ -77,7 +77,7 @@ public sealed class UserPatcher(PatcherOptions options, Action<string>? log = nu
         }
         catch (UserPatchException e)
         {
-            return new(pid, command, ProcessOutcome.Failed, 0, 0, 0, 0, e.Message);
+            return new(pid, command, Exited(pid, e) ? ProcessOutcome.Exited : ProcessOutcome.Failed, 0, 0, 0, 0, e.Message);
         }
     }
 
@@ -145,7 +145,8 @@ public sealed class UserPatcher(PatcherOptions options, Action<string>? log = nu
                 // Threads caught inside a replaced function are stepped out of it (usually a few instructions
                 // from returning) while the others stay stopped; then every thread is checked.
                 traced.StepOutOf(ranges, MaxStepsOut);
-                busy = traced.Threads.Select(t => StackCheck.Busy(t, frozenMaps, memory, ranges)).FirstOrDefault(b => b is not null);
+                var unwinder = new StackUnwinder(frozenMaps, memory);
+                busy = traced.Threads.Select(t => StackCheck.Busy(t, frozenMaps, memory, ranges, unwinder)).FirstOrDefault(b => b is not null);
                 if (busy is null)
                 {
                     try { change(traced, frozenMaps); }
@@ -312,6 +313,15 @@ public sealed class UserPatcher(PatcherOptions options, Action<string>? log = nu
         if (Field("Seccomp") == "2")
             throw new UserPatchException($"process {pid} runs under a seccomp filter, which may kill it for the mmap Kintsugi runs in it; not patched",
                 ExitCode.Environment);
+    }
+
+    /// <summary>Whether a failure only says that the process is gone (it exited, or is a zombie).</summary>
+    private static bool Exited(int pid, UserPatchException failure)
+    {
+        if (failure.ExitCode == ExitCode.NotFound) return true;
+        try { return File.ReadAllText($"/proc/{pid}/stat").Split(") ")[1][0] is 'Z' or 'X'; }
+        catch (IOException) { return true; }
+        catch (UnauthorizedAccessException) { return false; }
     }
 
     private static string CommandOf(int pid)

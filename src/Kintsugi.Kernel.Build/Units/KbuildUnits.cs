@@ -1,4 +1,5 @@
 using System.Text.RegularExpressions;
+using Kintsugi.Kernel.Build.Toolchains;
 
 namespace Kintsugi.Kernel.Build.Units;
 
@@ -45,12 +46,12 @@ public sealed partial class KbuildUnits
     private readonly System.Collections.Concurrent.ConcurrentDictionary<string, string> _scripts = new(StringComparer.Ordinal);
     private readonly Lazy<ILookup<string, (string Directory, string ObjectPath)>> _rules;
 
-    private KbuildUnits(string tree, IReadOnlyDictionary<string, string> config)
+    private KbuildUnits(string tree, IReadOnlyDictionary<string, string> config, Toolchain toolchain, IReadOnlyList<string> visible)
     {
         _tree = tree;
         _config = config;
         // A prepared tree does not change, so its evaluated Makefiles are shared by every resolver of the process.
-        _makefiles = Evaluated.GetOrAdd(Path.GetFullPath(tree), t => new Lazy<KbuildMakefiles>(() => new KbuildMakefiles(t))).Value;
+        _makefiles = Evaluated.GetOrAdd(Path.GetFullPath(tree), t => new Lazy<KbuildMakefiles>(() => new KbuildMakefiles(t, toolchain, visible))).Value;
         _includes = new(() => HeaderDependents.Of(tree));
         _rules = new(IndexRules);
         _allMakefiles = new(() => Directory.EnumerateFiles(tree, "*", SearchOption.AllDirectories)
@@ -61,11 +62,17 @@ public sealed partial class KbuildUnits
 
     private static readonly System.Collections.Concurrent.ConcurrentDictionary<string, Lazy<KbuildUnits>> Opened = new(StringComparer.Ordinal);
 
-    /// <summary>The resolver of a prepared tree, made once per process (a prepared tree and its .config do not change).</summary>
-    public static KbuildUnits Open(string tree) =>
-        Opened.GetOrAdd(Path.GetFullPath(tree), t => new Lazy<KbuildUnits>(() => Read(t))).Value;
+    /// <summary>A prepared tree, its Makefiles evaluated with the toolchain that prepared it.</summary>
+    public static KbuildUnits Open(KernelSourceTree tree) => Open(tree.Directory, tree.Toolchain, tree.Visible);
 
-    private static KbuildUnits Read(string tree)
+    /// <summary>A tree prepared with the host's own compiler.</summary>
+    public static KbuildUnits Open(string tree) => Open(tree, Toolchain.Host, [tree]);
+
+    /// <summary>The resolver of a prepared tree, made once per process (a prepared tree and its .config do not change).</summary>
+    private static KbuildUnits Open(string tree, Toolchain toolchain, IReadOnlyList<string> visible) =>
+        Opened.GetOrAdd(Path.GetFullPath(tree), t => new Lazy<KbuildUnits>(() => Read(t, toolchain, visible))).Value;
+
+    private static KbuildUnits Read(string tree, Toolchain toolchain, IReadOnlyList<string> visible)
     {
         var config = new Dictionary<string, string>(StringComparer.Ordinal);
         foreach (var line in File.ReadLines(Path.Combine(tree, ".config")))
@@ -74,7 +81,7 @@ public sealed partial class KbuildUnits
             var equals = line.IndexOf('=');
             if (equals > 0) config[line[..equals]] = line[(equals + 1)..];
         }
-        return new KbuildUnits(tree, config);
+        return new KbuildUnits(tree, config, toolchain, visible);
     }
 
     /// <summary>The unit the C file compiles to by itself (not counting units that #include it), or null.</summary>

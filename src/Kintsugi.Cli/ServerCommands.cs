@@ -236,10 +236,11 @@ internal static class ServerCommands
             var query = parse.GetValue(build) is { } b ? $"?build={Escape(b)}" : "";
             var list = await api.GetAsync("/api/v1/releases" + query, Types.IReadOnlyListReleaseView);
             if (parse.GetValue(json)) { Print(list, Types.IReadOnlyListReleaseView); return 0; }
-            Console.WriteLine($"{"RELEASE",-19} {"KERNEL",-28} {"LVL",3} {"CHANNELS",-22} {"APPLIED",7} {"FAILED",6} STATUS");
+            var table = Tables.Create("release", "kernel", "level", "channels", "applied", "failed", "status");
             foreach (var r in list)
-                Console.WriteLine($"{r.Id,-19} {r.KernelRelease,-28} {r.Level,3} {string.Join(",", r.Channels.Select(c => c.Channel)),-22} " +
-                                  $"{r.Health.Applied,7} {r.Health.Failed,6} " + (r.Revoked is { } revoked ? $"revoked: {revoked.Reason}" : "active"));
+                table.Row(r.Id, r.KernelRelease, Show(r.Level), string.Join(",", r.Channels.Select(c => c.Channel)), Show(r.Health.Applied),
+                    Show(r.Health.Failed), r.Revoked is { } revoked ? $"revoked: {revoked.Reason}" : "active");
+            Tables.Write(table);
             return 0;
         });
         return command;
@@ -323,10 +324,10 @@ internal static class ServerCommands
                 .Where(p => p.Item2 is not null).Select(p => $"{p.Item1}={Escape(p.Item2!)}"));
             var list = await api.GetAsync("/api/v1/machines" + (query.Length > 0 ? "?" + query : ""), Types.IReadOnlyListMachineView);
             if (parse.GetValue(json)) { Print(list, Types.IReadOnlyListMachineView); return 0; }
-            Console.WriteLine($"{"MACHINE",-19} {"HOSTNAME",-20} {"CHANNEL",-12} {"KERNEL",-28} {"LVL",3} {"STATE",-18} LAST CHECK-IN");
+            var table = Tables.Create("machine", "hostname", "channel", "kernel", "level", "state", "last check-in");
             foreach (var m in list)
-                Console.WriteLine($"{m.Id,-19} {m.Hostname,-20} {m.Channel,-12} {m.KernelRelease,-28} {Show(m.Level),3} {Show(m.State),-18} " +
-                                  $"{Show(m.LastCheckIn)}{(m.Stale ? " (stale)" : "")}");
+                table.Row(m.Id, m.Hostname, m.Channel, m.KernelRelease, Show(m.Level), Show(m.State), Show(m.LastCheckIn) + (m.Stale ? " (stale)" : ""));
+            Tables.Write(table);
             return 0;
         });
         var id = new Argument<string>("machine") { Description = "Machine id (m_…)" };
@@ -362,10 +363,12 @@ internal static class ServerCommands
             using var api = Connect(parse);
             var list = await api.GetAsync("/api/v1/channels", Types.IReadOnlyListChannelView);
             if (parse.GetValue(json)) { Print(list, Types.IReadOnlyListChannelView); return 0; }
+            var table = Tables.Create("position", "channel", "promotion");
             foreach (var c in list)
-                Console.WriteLine($"{c.Position}  {c.Name,-14} " + (c.Position == 0 ? "releases land here on publish"
+                table.Row(Show(c.Position), c.Name, c.Position == 0 ? "releases land here on publish"
                     : c.PromoteAfterSeconds is not { } after ? "manual promotion only"
-                    : $"auto after {after} s, when >= {c.MinApplied} machines applied and none failed"));
+                    : $"auto after {after} s, when >= {c.MinApplied} machines applied and none failed");
+            Tables.Write(table);
             return 0;
         });
         var name = new Argument<string>("name") { Description = "Channel name (a-z, 0-9, -)" };
@@ -428,11 +431,13 @@ internal static class ServerCommands
             try { apiTokens = await api.GetAsync("/api/v1/api-tokens", Types.IReadOnlyListApiTokenView); }
             catch (ServerRequestException) { apiTokens = []; } // listing API tokens needs admin
             if (parse.GetValue(listJson)) { Print(new TokenListing(enrollment, apiTokens), ServerCliJson.Default.TokenListing); return 0; }
+            var table = Tables.Create("token", "kind", "role or channel", "uses", "state", "name or description");
             foreach (var t in enrollment)
-                Console.WriteLine($"{t.Id}  enroll -> {t.Channel,-12} used {t.Uses}/{(t.MaxUses is { } most ? most.ToString() : "∞")}" +
-                                  $"{(t.RevokedAt is null ? "" : " (revoked)")} {t.Description}");
+                table.Row(t.Id, "enrollment", t.Channel, $"{t.Uses}/{(t.MaxUses is { } most ? most.ToString() : "∞")}",
+                    t.RevokedAt is null ? "active" : "revoked", Show(t.Description));
             foreach (var t in apiTokens)
-                Console.WriteLine($"{t.Id}  {t.Role,-8} {t.Name}{(t.RevokedAt is null ? "" : " (revoked)")}");
+                table.Row(t.Id, "api", Show(t.Role), "-", t.RevokedAt is null ? "active" : "revoked", t.Name);
+            Tables.Write(table);
             return 0;
         });
         var id = new Argument<string>("id") { Description = "Token id (et_… or at_…)" };
@@ -474,7 +479,12 @@ internal static class ServerCommands
             using var api = Connect(parse);
             var keys = await api.GetAsync("/api/v1/keys", Types.IReadOnlyListPublisherKeyView);
             if (parse.GetValue(json)) Print(keys, Types.IReadOnlyListPublisherKeyView);
-            else foreach (var k in keys) Console.WriteLine($"{k.Id}  {k.State,-8} added {Show(k.AddedAt)}");
+            else
+            {
+                var table = Tables.Create("key", "state", "added");
+                foreach (var k in keys) table.Row(Show(k.Id), Show(k.State), Show(k.AddedAt));
+                Tables.Write(table);
+            }
             return 0;
         });
         var id = new Argument<string>("key-id") { Description = "The key id (32 hex digits)" };

@@ -60,7 +60,8 @@ public sealed partial class MachineAgent
     public void Start()
     {
         if (Directory.Exists(IncomingDirectory)) Directory.Delete(IncomingDirectory, recursive: true);
-        var boot = new BootApplier(_paths, new LivepatchRuntime(_log), _log).Run(_config.Settle, _config.TransitionTimeout);
+        var boot = new BootApplier(_paths, new LivepatchRuntime(_log), _log).Run(_config.Settle, _config.TransitionTimeout,
+            RetiredKeys.BootRefusal(_config.TrustStore, _log));
         foreach (var action in boot.Actions) _log($"boot: {action.Patch}: {action.Action}" + (action.Detail.Length > 0 ? $" ({action.Detail})" : ""));
         if (boot.DisabledBecause is not null) return;
         if (_applier.Resume(_config.OnBug, _config.Settle, _config.TransitionTimeout) is { } resumed)
@@ -140,6 +141,11 @@ public sealed partial class MachineAgent
             SaveAttempt(PatchState.ApplyFailed, first.Level, null, detail);
             outcome = ExitCode.InputRefused;
         }
+        if (RemoveRetired(trust, outcome) is { } retired)
+        {
+            changed = true;
+            detail = detail.Length > 0 ? $"{detail}; {retired}" : retired;
+        }
         return Finish(changed, detail, outcome);
     }
 
@@ -171,7 +177,9 @@ public sealed partial class MachineAgent
         var changed = false;
         var outcome = ExitCode.Success;
         var detail = "";
-        var running = AppliedRecord()?.Origin?.Level;
+        // A level signed by a retired key claims nothing: any good level may replace it, lower ones included.
+        var applied = AppliedRecord();
+        var running = applied is not null && RetiredKeys.Refusal(applied, trust) is null ? applied.Origin?.Level : null;
         switch (response.Action)
         {
             case CheckInAction.Apply when response.Release is { } release:
@@ -209,11 +217,33 @@ public sealed partial class MachineAgent
                 SaveAttempt(PatchState.Revoked, null, null, detail);
                 break;
         }
+        if (RemoveRetired(trust, outcome) is { } retired)
+        {
+            changed = true;
+            detail = detail.Length > 0 ? $"{detail}; {retired}" : retired;
+        }
         if (notes.Count > 0) detail = string.Join("; ", detail.Length > 0 ? [detail, .. notes] : notes);
         var result = Finish(changed, detail, outcome);
         if (changed || outcome != ExitCode.Success || refusals.Count > 0 || guard.Freshness != reported)
             await server.CheckInAsync(credential, CheckInRequestFor(null, detail, guard), cancellation);
         return result;
+    }
+
+    /// <summary>
+    /// Takes out every installed patch whose publisher key is retired (what the source offered has had its chance to
+    /// replace it). Returns what was done, or null when nothing was signed by a retired key.
+    /// </summary>
+    private string? RemoveRetired(TrustStore trust, ExitCode outcome)
+    {
+        var retired = _applier.Store.List().Select(r => (Record: r, Why: RetiredKeys.Refusal(r, trust))).Where(r => r.Why is not null).ToList();
+        if (retired.Count == 0) return null;
+        var names = retired.Select(r => r.Record.Name).ToHashSet();
+        _applier.Remove(r => names.Contains(r.Name), _config.TransitionTimeout);
+        var detail = $"removed {string.Join(", ", names.Order(StringComparer.Ordinal))}: {string.Join("; ", retired.Select(r => r.Why))}";
+        _log(detail);
+        // A failed apply's own record says more; otherwise the removal is the news.
+        if (outcome == ExitCode.Success) SaveAttempt(PatchState.Revoked, null, null, detail);
+        return detail;
     }
 
     /// <summary>The release-metadata guard for the running build (docs/bundle-format.md, "Release metadata").</summary>

@@ -95,6 +95,63 @@ public abstract class FleetSpecification(Backend backend)
         Assert.Equal("canary", release.GetProperty("channels")[0].GetProperty("channel").GetString());
     }
 
+    private static byte[] Signed(PublisherKey key, KernelTarget target, int level, byte[] module) =>
+        Kintsugi.Bundles.Bundle.Create(module, new BundleDescription
+        {
+            Target = target, CumulativeLevel = level, Fixes = [new BundleFix($"fix-{level}", [], $"fix at level {level}")],
+            PatchedFunctions = [new PatchedFunction("vmlinux", $"function_{level}")], CreatedAt = DateTimeOffset.UtcNow, BuilderVersion = "0.1.0",
+        }, key).ToArray();
+
+    [Fact]
+    public async Task Key_rotation_end_to_end_re_signed_levels_replace_their_bundles_and_a_retired_keys_releases_are_no_longer_offered()
+    {
+        await using var server = await StartAsync();
+        using var successor = PublisherKey.Generate();
+        var module1 = System.Security.Cryptography.RandomNumberGenerator.GetBytes(4096);
+        var module2 = System.Security.Cryptography.RandomNumberGenerator.GetBytes(4096);
+        await server.PublishAsync(Signed(server.Publisher, Kernels.Debian61, 1, module1));
+        var level2 = await server.PublishAsync(Signed(server.Publisher, Kernels.Debian61, 2, module2));
+        await server.PublishAsync(Signed(server.Publisher, Kernels.Debian612, 1, module1));
+        var token = await server.EnrollmentTokenAsync();
+        var web = new SimulatedAgent(server, Kernels.Debian61, "web-1");
+        var db = new SimulatedAgent(server, Kernels.Debian612, "db-1");
+        await web.EnrollAsync(token);
+        await db.EnrollAsync(token);
+        Assert.Equal(CheckInAction.Apply, await web.SyncAsync(server.Publisher.PublicKey));
+        var oldBundle = web.Bundle;
+
+        // Rotation: trust the new key, re-sign the current level with it, publish. The same key re-signing is still a clash.
+        Assert.Equal(HttpStatusCode.Created, (await server.PostJsonAsync("/api/v1/keys", new { pem = successor.PublicKey.ExportPem() })).StatusCode);
+        Assert.Equal(HttpStatusCode.Conflict, (await server.Admin.PostAsync("/api/v1/releases", Octets(Signed(server.Publisher, Kernels.Debian61, 2, module2)))).StatusCode);
+        var resigned = Signed(successor, Kernels.Debian61, 2, module2);
+        var published = await server.Admin.PostAsync("/api/v1/releases", Octets(resigned));
+        Assert.Equal(HttpStatusCode.Created, published.StatusCode);
+        var release = (await published.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("release");
+        Assert.Equal(level2, release.GetProperty("id").GetString());
+        Assert.Equal(Sha256Digest.Of(resigned).ToString(), release.GetProperty("bundle").GetString());
+        Assert.Equal(successor.Id.ToString(), release.GetProperty("publisherKey").GetString());
+
+        // The machine on the old bundle is offered the re-signed one, in the same channel, at the same level.
+        var offer = await web.CheckInAsync();
+        Assert.Equal(CheckInAction.Apply, offer.Action);
+        Assert.Equal(2, offer.Release!.Level);
+        Assert.NotEqual(oldBundle, offer.Release.Bundle);
+        Assert.Equal(CheckInAction.Apply, await web.SyncAsync(successor.PublicKey));
+
+        // Retiring the old key moves the epoch, and its releases that were not re-signed are offered no more.
+        Assert.Equal(CheckInAction.Apply, (await db.CheckInAsync()).Action);
+        var before = db.Epoch;
+        Assert.Equal(HttpStatusCode.NoContent, (await server.Admin.PostAsync($"/api/v1/keys/{server.Publisher.Id}/retire", null)).StatusCode);
+        Assert.True(await db.WaitForEventAsync() > before);
+        Assert.Equal(CheckInAction.None, (await db.CheckInAsync()).Action);
+        Assert.Equal(CheckInAction.None, (await web.CheckInAsync()).Action);
+        // A retired key's bundle is not publishable either, and the trail says what happened.
+        Assert.Equal(HttpStatusCode.UnprocessableEntity, (await server.Admin.PostAsync("/api/v1/releases", Octets(Signed(server.Publisher, Kernels.Debian61, 3, module2)))).StatusCode);
+        var audit = await server.GetJsonAsync("/api/v1/audit?limit=200");
+        Assert.Contains(audit.EnumerateArray(), e => e.GetProperty("action").GetString() == "release.resign");
+        Assert.True((await server.VerifyAuditAsync()).Intact);
+    }
+
     [Fact]
     public async Task Each_machine_receives_the_release_for_its_exact_kernel_build()
     {

@@ -83,7 +83,9 @@ public sealed class Epoch(Database db, ServerOptions options, ILogger<Epoch> log
         string? id = null, bundle = null; int level = 0; long size = 0;
         await using (var command = connection.Command(null,
             "SELECT r.id, r.level, r.bundle, r.size FROM releases r JOIN promotions p ON p.release_id = r.id " +
-            "WHERE r.build_id = @b AND p.channel = @c AND r.revoked_at IS NULL ORDER BY r.level DESC LIMIT 1", ("@b", buildId), ("@c", channel)))
+            "WHERE r.build_id = @b AND p.channel = @c AND r.revoked_at IS NULL " +
+            // A release signed by a retired key is never offered: agents refuse it, and the next good level is the offer.
+            "AND r.publisher_key NOT IN (SELECT id FROM publisher_keys WHERE state = 'retired') ORDER BY r.level DESC LIMIT 1", ("@b", buildId), ("@c", channel)))
         await using (var reader = await command.ExecuteReaderAsync(cancellation))
         {
             if (await reader.ReadAsync(cancellation))

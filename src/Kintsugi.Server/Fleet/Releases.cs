@@ -152,16 +152,23 @@ public sealed class Releases(Database db, BundleStore store, Epoch epoch)
         });
     }
 
+    /// <summary>
+    /// Retires a key: its releases are no longer offered (the next good level is), and the epoch moves so that agents
+    /// check in at once. Agents learn of the retirement itself from a signed trust-root update (docs/security.md).
+    /// </summary>
     public async Task RetireKeyAsync(string id, Actor actor)
     {
         if (!PublisherKeyId.TryParse(id, out _)) throw ApiProblem.BadRequest($"'{id}' is not a publisher key id (32 lowercase hex digits)");
-        await db.WriteAsync(async (c, t) =>
+        var moved = await db.WriteAsync(async (c, t) =>
         {
             var state = (string?)await c.ScalarAsync(t, "SELECT state FROM publisher_keys WHERE id = @id", ("@id", id)) ?? throw ApiProblem.NotFound($"no publisher key {id}");
-            if (state == "retired") return;
+            if (state == "retired") return 0L;
             await c.ExecuteAsync(t, "UPDATE publisher_keys SET state = 'retired' WHERE id = @id", ("@id", id));
-            await AuditChain.AppendAsync(c, t, actor, "key.retire", $"key:{id}");
+            var releases = Convert.ToInt64(await c.ScalarAsync(t, "SELECT COUNT(*) FROM releases WHERE publisher_key = @id AND revoked_at IS NULL", ("@id", id)));
+            await AuditChain.AppendAsync(c, t, actor, "key.retire", $"key:{id}", new() { ["releasesNoLongerOffered"] = releases.ToString() });
+            return await Epoch.BumpAsync(c, t);
         });
+        epoch.Observe(moved);
     }
 
     /// <summary>Imports the keys of a trust-store directory (at start, from --trust).</summary>
@@ -290,9 +297,15 @@ public sealed class Releases(Database db, BundleStore store, Epoch epoch)
         {
             var existing = await c.QuerySingleOrDefaultAsync<ReleaseRow>($"SELECT {ReleaseColumns} FROM releases WHERE bundle = @d", new { d = digest.ToString() }, t);
             if (existing is not null) return (new PublishResult(false, await GetAsync(existing.Id, c, t)), 0L);
-            var clash = await c.ScalarAsync(t, "SELECT bundle FROM releases WHERE build_id = @b AND level = @l", ("@b", buildId), ("@l", (long)level));
+            var clash = await c.QuerySingleOrDefaultAsync<ReleaseRow>($"SELECT {ReleaseColumns} FROM releases WHERE build_id = @b AND level = @l",
+                new { b = buildId, l = (long)level }, t);
             if (clash is not null)
-                throw ApiProblem.Conflict($"level {level} for build {buildId} is already published (bundle {clash}); a corrected patch is published as a higher level");
+            {
+                if (IsRotation(clash, bundle))
+                    return (new PublishResult(true, await ResignAsync(c, t, clash, bundle, bytes, digest, actor)), await Epoch.BumpAsync(c, t));
+                throw ApiProblem.Conflict($"level {level} for build {buildId} is already published (bundle {clash.Bundle}); a corrected patch is published as a higher level" +
+                    " (the same module re-signed by another trusted key replaces it: a key rotation)");
+            }
             var highest = await c.ScalarAsync(t, "SELECT MAX(level) FROM releases WHERE build_id = @b", ("@b", buildId));
             if (highest is not null && Convert.ToInt64(highest) > level)
                 throw ApiProblem.Conflict($"level {level} is below level {highest}, already published for build {buildId}; cumulative levels only go up (publish level {Convert.ToInt64(highest) + 1})");
@@ -319,6 +332,36 @@ public sealed class Releases(Database db, BundleStore store, Epoch epoch)
         });
         epoch.Observe(newEpoch);
         return result;
+    }
+
+    /// <summary>A key rotation: the very module of a published level, re-signed by another publisher key.</summary>
+    private static bool IsRotation(ReleaseRow published, Bundle bundle)
+    {
+        using var manifest = JsonDocument.Parse(published.Manifest);
+        return manifest.RootElement.TryGetProperty("moduleSha256", out var module) && module.GetString() == bundle.Manifest.ModuleSha256.ToString()
+            && published.PublisherKey != bundle.KeyId.ToString();
+    }
+
+    /// <summary>
+    /// Replaces a release's bundle by the same module re-signed (a key rotation): the release keeps its id, level,
+    /// channels and revocation; machines running the old bundle are offered the new one and adopt it without a reload.
+    /// </summary>
+    private async Task<ReleaseView> ResignAsync(DbConnection c, DbTransaction t, ReleaseRow published, Bundle bundle, byte[] bytes, Sha256Digest digest, Actor actor)
+    {
+        await store.PutAsync(digest, bytes, c, t);
+        await c.ExecuteAsync(t, "UPDATE releases SET bundle = @d, size = @size, publisher_key = @key, manifest = @m WHERE id = @id",
+            ("@d", digest.ToString()), ("@size", (long)bytes.Length), ("@key", bundle.KeyId.ToString()),
+            ("@m", System.Text.Encoding.UTF8.GetString(bundle.ManifestJson.Span)), ("@id", published.Id));
+        await c.ExecuteAsync(t, "DELETE FROM release_cves WHERE release_id = @r", ("@r", published.Id));
+        foreach (var cve in bundle.Manifest.Fixes.SelectMany(f => f.Cves).DistinctBy(x => x.Id))
+            await c.ExecuteAsync(t, "INSERT INTO release_cves (release_id, cve, severity, published) VALUES (@r, @c, @s, @p)",
+                ("@r", published.Id), ("@c", cve.Id.Value), ("@s", cve.Severity.ToString().ToLowerInvariant()), ("@p", cve.Published.ToString("yyyy-MM-dd")));
+        await AuditChain.AppendAsync(c, t, actor, "release.resign", $"release:{published.Id}", new()
+        {
+            ["level"] = published.Level.ToString(), ["buildId"] = published.BuildId, ["fromBundle"] = published.Bundle, ["bundle"] = digest.ToString(),
+            ["fromPublisherKey"] = published.PublisherKey, ["publisherKey"] = bundle.KeyId.ToString(),
+        });
+        return await GetAsync(published.Id, c, t);
     }
 
     private static async Task InsertPromotionAsync(DbConnection c, DbTransaction t, string releaseId, string channel, Actor actor, string reason)

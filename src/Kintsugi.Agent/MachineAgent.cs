@@ -124,6 +124,8 @@ public sealed partial class MachineAgent
     private CycleResult RunOffline()
     {
         if (KillSwitch.Reason(_paths) is { } disabled) return Finish(false, $"automatic patching is disabled: {disabled}", ExitCode.Disabled);
+        var rootFile = Path.Combine(_config.OfflineDirectory!, SignedTrustRoot.FileName);
+        var (rootRefusals, rootChanges) = TakeTrustRoot(File.Exists(rootFile) ? File.ReadAllText(rootFile) : null, rootFile);
         var trust = TrustStore.Open(_config.TrustStore);
         var selection = OfflineSource.Select(_config.OfflineDirectory!, trust, RunningTarget());
         foreach (var refused in selection.Refused) _log($"refused {refused.Source}: {refused.Reason}");
@@ -146,6 +148,9 @@ public sealed partial class MachineAgent
             changed = true;
             detail = detail.Length > 0 ? $"{detail}; {retired}" : retired;
         }
+        if (rootRefusals.Count > 0 && outcome == ExitCode.Success) outcome = ExitCode.InputRefused;
+        string[] notes = [.. rootChanges, .. rootRefusals];
+        if (notes.Length > 0) detail = string.Join("; ", detail.Length > 0 ? [detail, .. notes] : notes);
         return Finish(changed, detail, outcome);
     }
 
@@ -167,9 +172,10 @@ public sealed partial class MachineAgent
         // The epoch only moves forward: an answer from a lagging replica must not trigger check-ins again.
         SaveIdentity(current => current! with { CheckInSeconds = response.CheckInSeconds, EventsWaitSeconds = response.EventsWaitSeconds, Epoch = Math.Max(current.Epoch, response.Epoch) });
         _checkedIn = true;
+        var (rootRefusals, rootChanges) = TakeTrustRoot(response.TrustRoot, "the server");
         var trust = TrustStore.Open(_config.TrustStore);
-        var refusals = guard.Offer(response.Metadata, response.Timestamp, trust);
-        var notes = refusals.ToList();
+        var refusals = rootRefusals.Concat(guard.Offer(response.Metadata, response.Timestamp, trust)).ToList();
+        var notes = rootChanges.Concat(refusals).ToList();
         if (guard.Freshness == MetadataFreshness.Stale) notes.Add(guard.Describe());
         foreach (var note in notes) _log(note);
         if (KillSwitch.Reason(_paths) is { } disabled) return Finish(false, $"automatic patching is disabled: {disabled}", ExitCode.Disabled);
@@ -224,9 +230,30 @@ public sealed partial class MachineAgent
         }
         if (notes.Count > 0) detail = string.Join("; ", detail.Length > 0 ? [detail, .. notes] : notes);
         var result = Finish(changed, detail, outcome);
-        if (changed || outcome != ExitCode.Success || refusals.Count > 0 || guard.Freshness != reported)
+        if (changed || outcome != ExitCode.Success || notes.Count > 0 || guard.Freshness != reported)
             await server.CheckInAsync(credential, CheckInRequestFor(null, detail, guard), cancellation);
         return result;
+    }
+
+    /// <summary>
+    /// Applies a signed trust-root update (new keys, retirements) to the machine's trust store before anything is
+    /// verified with it. Returns the refusals and the changes, for the log and the check-in.
+    /// </summary>
+    private (IReadOnlyList<string> Refusals, IReadOnlyList<string> Changes) TakeTrustRoot(string? text, string source)
+    {
+        if (text is null) return ([], []);
+        try
+        {
+            var changes = TrustStore.Open(_config.TrustStore).Apply(SignedTrustRoot.Read(text)).Select(c => $"trust root: {c}").ToList();
+            foreach (var change in changes) _log(change);
+            return ([], changes);
+        }
+        catch (BundleException e)
+        {
+            var refusal = $"trust-root update from {source} refused: {e.Message}";
+            _log(refusal);
+            return ([refusal], []);
+        }
     }
 
     /// <summary>

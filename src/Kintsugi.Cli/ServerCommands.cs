@@ -450,9 +450,21 @@ internal static class ServerCommands
             Console.WriteLine($"retired {parse.GetValue(id)}");
             return 0;
         });
+        var document = new Argument<FileInfo>("trust-root.json") { Description = "A trust-root update signed by a root key (kintsugi keys sign-root)" };
+        var trustRoot = new Command("trust-root", "Publish a signed trust-root update: agents apply it at their next check-in (new keys, retirements); " +
+            "this server applies it to its own keys (admin)") { document };
+        trustRoot.Action = Cli.Run(async parse =>
+        {
+            using var api = Connect(parse);
+            var result = await api.JsonAsync(HttpMethod.Post, "/api/v1/trust-root", new JsonObject { ["document"] = await File.ReadAllTextAsync(parse.GetValue(document)!.FullName) });
+            Console.WriteLine($"trust-root version {S(result, "version")} (root key {S(result, "rootKey")}) published");
+            foreach (var change in result["changes"]!.AsArray()) Console.WriteLine($"  {change}");
+            return 0;
+        });
         command.Subcommands.Add(add);
         command.Subcommands.Add(list);
         command.Subcommands.Add(retire);
+        command.Subcommands.Add(trustRoot);
         return command;
     }
 

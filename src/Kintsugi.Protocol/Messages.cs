@@ -66,8 +66,9 @@ public sealed record ReleaseOffer(int Level, Sha256Digest Bundle, long Size, str
 
 /// <param name="Metadata">The newest signed release metadata for the machine's build (the envelope's JSON text), or null.</param>
 /// <param name="Timestamp">A timestamp extending that metadata's freshness (JSON text), or null.</param>
+/// <param name="TrustRoot">The newest signed trust-root update the server carries (JSON text), or null.</param>
 public sealed record CheckInResponse(CheckInAction Action, ReleaseOffer? Release, int CheckInSeconds, int EventsWaitSeconds, long Epoch,
-    string? Metadata = null, string? Timestamp = null);
+    string? Metadata = null, string? Timestamp = null, string? TrustRoot = null);
 
 public sealed record EventsResponse(long Epoch);
 

@@ -195,4 +195,51 @@ public sealed class KeyRetirementSpecification : IDisposable
         Assert.Equal(1, ServerAgent().Guard().Metadata!.Metadata.Version);
         Assert.Equal(_new.Id, ServerAgent().Guard().Metadata!.KeyId);
     }
+    [Fact]
+    public async Task A_signed_trust_root_update_from_the_server_retires_the_old_key_and_its_running_patch_goes_at_that_check()
+    {
+        using var root = PublisherKey.Generate();
+        TrustStore.Open(_dir["trust"]).AddRootKey(root.PublicKey);
+        Runs(3, _old);
+        var update = SignedTrustRoot.Create(1, [_new.PublicKey], [_old.PublicKey], [], root);
+        Serve(Nothing with { TrustRoot = update.Text });
+
+        var result = await ServerAgent().RunOnceAsync(default);
+
+        Assert.Equal(KeyState.Retired, TrustStore.Open(_dir["trust"]).Find(_old.Id)!.State);
+        Assert.Contains($"trust root: retired key {_old.Id}", result.Detail);
+        Assert.Contains("which is retired", result.Detail);
+        Assert.Empty(Store.List());
+    }
+
+    [Fact]
+    public async Task A_trust_root_update_not_signed_by_a_pinned_root_key_is_refused_reported_and_changes_nothing()
+    {
+        Runs(3, _old);
+        // A server (or a stolen publisher key) trying to retire the publisher's key.
+        var forged = SignedTrustRoot.Create(1, [], [_old.PublicKey], [], _new);
+        Serve(Nothing with { TrustRoot = forged.Text });
+
+        var result = await ServerAgent().RunOnceAsync(default);
+
+        Assert.Contains("trust-root update from the server refused", result.Detail);
+        Assert.Contains("trust-root update from the server refused", _server.Requests.Last(r => r.PathAndQuery == ProtocolPaths.CheckIn).Json.GetProperty("detail").GetString());
+        Assert.Equal(KeyState.Trusted, TrustStore.Open(_dir["trust"]).Find(_old.Id)!.State);
+        Assert.Single(Store.List());
+    }
+
+    [Fact]
+    public async Task Offline_a_trust_root_update_in_the_directory_is_applied_before_bundles_are_verified()
+    {
+        using var root = PublisherKey.Generate();
+        TrustStore.Open(_dir["trust"]).AddRootKey(root.PublicKey);
+        Runs(3, _old);
+        Directory.CreateDirectory(_dir["offline"]);
+        File.WriteAllText(Path.Combine(_dir["offline"], SignedTrustRoot.FileName), SignedTrustRoot.Create(1, [_new.PublicKey], [_old.PublicKey], [], root).Text);
+
+        var result = await OfflineAgent().RunOnceAsync(default);
+
+        Assert.Contains($"trust root: retired key {_old.Id}", result.Detail);
+        Assert.Empty(Store.List());
+    }
 }

@@ -153,6 +153,39 @@ public abstract class FleetSpecification(Backend backend)
     }
 
     [Fact]
+    public async Task A_signed_trust_root_update_is_carried_to_every_agent_and_retires_its_keys_here_too()
+    {
+        await using var server = await StartAsync();
+        using var root = PublisherKey.Generate();
+        using var successor = PublisherKey.Generate();
+        await server.PublishAsync(Kernels.Bundle(server.Publisher, Kernels.Debian61, 1));
+        var agent = new SimulatedAgent(server, Kernels.Debian61, "web-1");
+        await agent.EnrollAsync(await server.EnrollmentTokenAsync());
+        Assert.Null((await agent.CheckInAsync()).TrustRoot);
+        var update = SignedTrustRoot.Create(2, [successor.PublicKey], [server.Publisher.PublicKey], [], root);
+
+        var operatorClient = server.Client(await server.TokenAsync(Role.Operator, "oscar"));
+        Assert.Equal(HttpStatusCode.Forbidden, (await server.PostJsonAsync("/api/v1/trust-root", new { document = update.Text }, operatorClient)).StatusCode);
+        var published = await server.PostJsonAsync("/api/v1/trust-root", new { document = update.Text });
+        Assert.Equal(HttpStatusCode.Created, published.StatusCode);
+        var changes = (await published.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("changes").EnumerateArray().Select(c => c.GetString()).ToList();
+        Assert.Contains($"retired key {server.Publisher.Id}", changes);
+        Assert.Contains($"trusted key {successor.Id}", changes);
+
+        var answer = await agent.CheckInAsync();
+        Assert.Equal(update.Text, answer.TrustRoot);
+        Assert.Equal(CheckInAction.None, answer.Action); // the retired key's level is offered no more
+        Assert.Equal(HttpStatusCode.OK, (await server.PostJsonAsync("/api/v1/trust-root", new { document = update.Text })).StatusCode);
+        Assert.Equal(HttpStatusCode.Conflict, (await server.PostJsonAsync("/api/v1/trust-root", new { document = SignedTrustRoot.Create(1, [], [], [], root).Text })).StatusCode);
+        Assert.Equal(HttpStatusCode.BadRequest, (await server.PostJsonAsync("/api/v1/trust-root", new { document = "{\"signed\":\"e30=\"}" })).StatusCode);
+        Assert.Equal(2, (await server.GetJsonAsync("/api/v1/trust-root", server.Client(await server.TokenAsync(Role.Auditor, "aud")))).GetProperty("version").GetInt64());
+        var keys = (await server.GetJsonAsync("/api/v1/keys")).EnumerateArray().ToDictionary(k => k.GetProperty("id").GetString()!, k => k.GetProperty("state").GetString());
+        Assert.Equal("retired", keys[server.Publisher.Id.ToString()]);
+        Assert.Equal("trusted", keys[successor.Id.ToString()]);
+        Assert.True((await server.VerifyAuditAsync()).Intact);
+    }
+
+    [Fact]
     public async Task Each_machine_receives_the_release_for_its_exact_kernel_build()
     {
         await using var server = await StartAsync();

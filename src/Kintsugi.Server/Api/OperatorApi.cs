@@ -70,6 +70,18 @@ public static class OperatorApi
             await Http.RequireAsync(context, Role.Auditor);
             await Http.WriteAsync(context, await releases.MetadataAsync(build));
         });
+        api.MapPost("/trust-root", async (HttpContext context, Releases releases) =>
+        {
+            var who = await Http.RequireAsync(context, Role.Admin);
+            var request = await Http.ReadAsync<TrustRootRequest>(context);
+            var (view, created) = await releases.PublishTrustRootAsync(request.Document, who.Actor);
+            await Http.WriteAsync(context, view, created ? StatusCodes.Status201Created : StatusCodes.Status200OK);
+        });
+        api.MapGet("/trust-root", async (HttpContext context, Releases releases) =>
+        {
+            await Http.RequireAsync(context, Role.Auditor);
+            await Http.WriteAsync(context, await releases.TrustRootAsync());
+        });
         api.MapGet("/timestamp-key", async (HttpContext context, ReleaseTimestamps timestamps) =>
         {
             await Http.RequireAsync(context, Role.Auditor);

@@ -8,7 +8,8 @@ namespace Kintsugi.Server.Fleet;
 
 /// <summary>What a kernel build in a channel should run: the best release, and the levels revoked for that build.</summary>
 /// <param name="Metadata">The build's newest signed release metadata (envelope text), carried to agents unchanged, or null.</param>
-public sealed record Offer(string? ReleaseId, int Level, string? Bundle, long Size, IReadOnlySet<int> RevokedLevels, string? Metadata = null)
+/// <param name="TrustRoot">The newest signed trust-root update (envelope text), carried to every agent unchanged, or null.</param>
+public sealed record Offer(string? ReleaseId, int Level, string? Bundle, long Size, IReadOnlySet<int> RevokedLevels, string? Metadata = null, string? TrustRoot = null)
 {
     public bool HasRelease => ReleaseId is not null;
 }
@@ -97,7 +98,8 @@ public sealed class Epoch(Database db, ServerOptions options, ILogger<Epoch> log
         await using (var command = connection.Command(null, "SELECT level FROM releases WHERE build_id = @b AND revoked_at IS NOT NULL", ("@b", buildId)))
         await using (var reader = await command.ExecuteReaderAsync(cancellation))
             while (await reader.ReadAsync(cancellation)) revoked.Add((int)Convert.ToInt64(reader.GetValue(0)));
-        return new Offer(id, level, bundle, size, revoked, await Releases.MetadataTextAsync(connection, buildId, cancellation));
+        return new Offer(id, level, bundle, size, revoked, await Releases.MetadataTextAsync(connection, buildId, cancellation),
+            (string?)await connection.ScalarAsync(null, "SELECT document FROM trust_root WHERE id = 1"));
     }
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)

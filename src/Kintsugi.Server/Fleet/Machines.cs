@@ -148,7 +148,7 @@ public sealed class Machines(Database db, ServerOptions options, CheckInWriter w
             request.Bundle?.ToString(), effective, request.Taint, detail, offer.ReleaseId, Releases.Now(), address,
             changed ? new StateChange(machine.State, machine.Level, machine.BuildId) : null), cancellation);
         metrics.CountCheckIn(action);
-        return new CheckInResponse(action, release, options.CheckInSeconds, options.EventsWaitSeconds, currentEpoch, offer.Metadata, timestamps.For(offer.Metadata));
+        return new CheckInResponse(action, release, options.CheckInSeconds, options.EventsWaitSeconds, currentEpoch, offer.Metadata, timestamps.For(offer.Metadata), offer.TrustRoot);
     }
 
     // ---- inventory ----

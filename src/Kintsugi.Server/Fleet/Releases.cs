@@ -11,7 +11,7 @@ namespace Kintsugi.Server.Fleet;
 /// levels per kernel build, ordered channels with manual, delayed and health-gated promotion, and revoke.
 /// Every change is one transaction with its audit event and, where agents must react, an epoch move.
 /// </summary>
-public sealed class Releases(Database db, BundleStore store, Epoch epoch)
+public sealed class Releases(Database db, BundleStore store, Epoch epoch, ServerOptions options)
 {
     public static readonly string[] FailureStates = [PatchState.ApplyFailed.ToWire(), PatchState.AppliedWithBug.ToWire()];
 
@@ -427,6 +427,93 @@ public sealed class Releases(Database db, BundleStore store, Epoch epoch)
         });
         epoch.Observe(moved);
         return view;
+    }
+
+    // ---- signed trust-root updates ----
+
+    private sealed class TrustRootRow
+    {
+        public long Version { get; set; }
+        public string Document { get; set; } = "";
+        public long PublishedAt { get; set; }
+        public string PublishedBy { get; set; } = "";
+    }
+
+    private static TrustRootView TrustRootView(TrustRootRow row, IReadOnlyList<string> changes)
+    {
+        var root = SignedTrustRoot.Read(row.Document);
+        return new TrustRootView(row.Version, root.KeyId.ToString(), [.. root.Trusted.Select(k => k.Id.ToString())], [.. root.Retired.Select(k => k.Id.ToString())],
+            [.. root.TimestampKeys.Select(k => k.Id.ToString())], Time(row.PublishedAt), row.PublishedBy, row.Document, changes);
+    }
+
+    public async Task<TrustRootView> TrustRootAsync()
+    {
+        await using var c = await db.OpenAsync();
+        var row = await c.QuerySingleOrDefaultAsync<TrustRootRow>("SELECT version, document, published_at, published_by FROM trust_root WHERE id = 1")
+            ?? throw ApiProblem.NotFound("no trust-root update has been published");
+        return TrustRootView(row, []);
+    }
+
+    /// <summary>
+    /// Stores a trust-root update (signed offline by a root key) for every agent's next check-in, and applies it to this
+    /// server's publisher keys in the same transaction: the keys it retires are retired here (their releases are offered
+    /// no more), the keys it trusts are trusted. It must carry a higher version than the stored one (the same document
+    /// again is a no-op). When the server's trust directory pins root keys, the signature must verify against them;
+    /// agents always verify it against their own.
+    /// </summary>
+    public async Task<(TrustRootView View, bool Created)> PublishTrustRootAsync(string text, Actor actor)
+    {
+        SignedTrustRoot update;
+        try { update = SignedTrustRoot.Read(text); }
+        catch (BundleException e) { throw ApiProblem.BadRequest($"not a valid trust-root update: {e.Message}"); }
+        if (options.TrustDirectory is { } directory && TrustStore.Open(directory) is { RootKeys.Count: > 0 } pinned)
+        {
+            try { update.Verify(pinned); }
+            catch (BundleException e) { throw ApiProblem.Unprocessable($"the trust-root update does not verify against this server's root keys: {e.Message}"); }
+        }
+        var (result, moved) = await db.WriteAsync(async (c, t) =>
+        {
+            var existing = await c.QuerySingleOrDefaultAsync<TrustRootRow>("SELECT version, document, published_at, published_by FROM trust_root WHERE id = 1", transaction: t);
+            if (existing is not null)
+            {
+                if (existing.Document == update.Text) return ((TrustRootView(existing, []), false), 0L);
+                if (existing.Version >= update.Root.Version)
+                    throw ApiProblem.Conflict($"trust-root version {existing.Version} is already stored; sign a version above it (not {update.Root.Version})");
+            }
+            var changes = new List<string>();
+            var now = Now();
+            foreach (var key in update.Retired)
+            {
+                var state = (string?)await c.ScalarAsync(t, "SELECT state FROM publisher_keys WHERE id = @id", ("@id", key.Id.ToString()));
+                if (state == "retired") continue;
+                if (state is null)
+                    await c.ExecuteAsync(t, "INSERT INTO publisher_keys (id, pem, state, added_at) VALUES (@id, @pem, 'retired', @t)", ("@id", key.Id.ToString()), ("@pem", key.ExportPem()), ("@t", now));
+                else
+                    await c.ExecuteAsync(t, "UPDATE publisher_keys SET state = 'retired' WHERE id = @id", ("@id", key.Id.ToString()));
+                await AuditChain.AppendAsync(c, t, actor, "key.retire", $"key:{key.Id}", new() { ["trustRootVersion"] = update.Root.Version.ToString() });
+                changes.Add($"retired key {key.Id}");
+            }
+            foreach (var key in update.Trusted)
+            {
+                if (await c.ScalarAsync(t, "SELECT state FROM publisher_keys WHERE id = @id", ("@id", key.Id.ToString())) is not null) continue;
+                await c.ExecuteAsync(t, "INSERT INTO publisher_keys (id, pem, state, added_at) VALUES (@id, @pem, 'trusted', @t)", ("@id", key.Id.ToString()), ("@pem", key.ExportPem()), ("@t", now));
+                await AuditChain.AppendAsync(c, t, actor, "key.trust", $"key:{key.Id}", new() { ["trustRootVersion"] = update.Root.Version.ToString() });
+                changes.Add($"trusted key {key.Id}");
+            }
+            await c.ExecuteAsync(t, existing is null
+                    ? "INSERT INTO trust_root (id, version, document, published_at, published_by) VALUES (1, @v, @d, @t, @by)"
+                    : "UPDATE trust_root SET version = @v, document = @d, published_at = @t, published_by = @by WHERE id = 1",
+                ("@v", update.Root.Version), ("@d", update.Text), ("@t", now), ("@by", actor.Name));
+            await AuditChain.AppendAsync(c, t, actor, "trust-root.publish", $"trust-root:{update.Root.Version}", new()
+            {
+                ["rootKey"] = update.KeyId.ToString(), ["trusted"] = string.Join(",", update.Trusted.Select(k => k.Id)),
+                ["retired"] = string.Join(",", update.Retired.Select(k => k.Id)), ["timestamp"] = string.Join(",", update.TimestampKeys.Select(k => k.Id)),
+            });
+            var row = new TrustRootRow { Version = update.Root.Version, Document = update.Text, PublishedAt = now, PublishedBy = actor.Name };
+            return ((TrustRootView(row, changes), true), await Epoch.BumpAsync(c, t));
+        });
+        epoch.Observe(moved);
+        return result;
     }
 
     // ---- signed release metadata ----

@@ -58,6 +58,12 @@ public sealed record PublisherKeyRequest(string Pem);
 /// <summary>Signed release metadata (docs/bundle-format.md): the envelope as JSON text, exactly as signed.</summary>
 public sealed record ReleaseMetadataRequest(string Metadata);
 
+public sealed record TrustRootRequest(string Document);
+
+/// <summary>The trust-root update the server carries to agents, and what it changed in this server's keys.</summary>
+public sealed record TrustRootView(long Version, string RootKey, IReadOnlyList<string> Trusted, IReadOnlyList<string> Retired, IReadOnlyList<string> Timestamp,
+    DateTimeOffset PublishedAt, string PublishedBy, string Document, IReadOnlyList<string> Changes);
+
 /// <summary>The server's online timestamp key, for agents' trust stores (timestamp/).</summary>
 public sealed record TimestampKeyView(string Id, string Pem);
 

@@ -133,6 +133,14 @@ public static class Migrations
                 published_at BIGINT NOT NULL,
                 published_by TEXT NOT NULL);
             """),
+        new(3, "signed trust-root updates", _ => """
+            CREATE TABLE trust_root (
+                id BIGINT PRIMARY KEY,
+                version BIGINT NOT NULL,
+                document TEXT NOT NULL,
+                published_at BIGINT NOT NULL,
+                published_by TEXT NOT NULL);
+            """),
     ];
 
     /// <summary>The database refuses UPDATE and DELETE on the audit log; the hash chain catches whoever drops the trigger.</summary>

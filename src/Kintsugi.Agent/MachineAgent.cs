@@ -127,13 +127,29 @@ public sealed partial class MachineAgent
         var rootFile = Path.Combine(_config.OfflineDirectory!, SignedTrustRoot.FileName);
         var (rootRefusals, rootChanges) = TakeTrustRoot(File.Exists(rootFile) ? File.ReadAllText(rootFile) : null, rootFile);
         var trust = TrustStore.Open(_config.TrustStore);
-        var selection = OfflineSource.Select(_config.OfflineDirectory!, trust, RunningTarget());
+        // The directory's signed release metadata rules offline as the server's does online: no rollback, no revoked level.
+        var guard = Guard();
+        var (metadata, timestamps) = OfflineSource.Statements(_config.OfflineDirectory!, RunningTarget().BuildId);
+        var guardNotes = metadata.SelectMany(m => guard.Offer(m, null, trust)).Concat(timestamps.SelectMany(t => guard.Offer(null, t, trust))).ToList();
+        if (guard.Freshness == MetadataFreshness.Stale) guardNotes.Add(guard.Describe());
+        foreach (var note in guardNotes) _log(note);
+        var applied = AppliedRecord();
+        var running = applied is not null && RetiredKeys.Refusal(applied, trust) is null ? applied.Origin?.Level : null;
+        var selection = OfflineSource.Select(_config.OfflineDirectory!, trust, RunningTarget(), level => guard.Refuse(level, running));
         foreach (var refused in selection.Refused) _log($"refused {refused.Source}: {refused.Reason}");
         var changed = false;
         var outcome = ExitCode.Success;
         var detail = "";
         if (selection.Best is { } best)
             (changed, outcome, detail) = ApplyOffer(best);
+        else if (running is not null && guard.RefuseRemove(running) is null)
+        {
+            // Signed metadata forbids the running level and the directory holds no allowed one: take it out.
+            var removed = _applier.RemoveAll(_config.TransitionTimeout);
+            changed = true;
+            detail = $"level {running} is forbidden by {guard.Describe()}; removed {string.Join(", ", removed.DefaultIfEmpty(applied!.Name))}";
+            SaveAttempt(PatchState.Revoked, null, null, detail);
+        }
         else if (selection.Refused.Count == 0)
             detail = $"no bundle in {_config.OfflineDirectory} for {RunningKernel.Release} ({selection.Ignored} for other kernels)";
         if (selection.Refused.Count > 0 && outcome == ExitCode.Success)
@@ -149,7 +165,7 @@ public sealed partial class MachineAgent
             detail = detail.Length > 0 ? $"{detail}; {retired}" : retired;
         }
         if (rootRefusals.Count > 0 && outcome == ExitCode.Success) outcome = ExitCode.InputRefused;
-        string[] notes = [.. rootChanges, .. rootRefusals];
+        string[] notes = [.. rootChanges, .. rootRefusals, .. guardNotes];
         if (notes.Length > 0) detail = string.Join("; ", detail.Length > 0 ? [detail, .. notes] : notes);
         return Finish(changed, detail, outcome);
     }
@@ -166,7 +182,8 @@ public sealed partial class MachineAgent
             // The credential was revoked (or the machine was re-enrolled elsewhere): the token is still configured, so enroll again.
             _log($"{e.Message}; enrolling again with the configured token");
             File.Delete(CredentialPath);
-            credential = await EnsureEnrolledAsync(server, cancellation);
+            // The refused credential goes along: if the server only lost track of it, it still proves this is the same machine.
+            credential = await EnsureEnrolledAsync(server, cancellation, proof: credential);
             response = await server.CheckInAsync(credential, CheckInRequestFor(null, null, guard), cancellation);
         }
         // The epoch only moves forward: an answer from a lagging replica must not trigger check-ins again.
@@ -368,18 +385,21 @@ public sealed partial class MachineAgent
         if (text is { Length: > CheckInRequest.MaxDetailLength }) text = text[..CheckInRequest.MaxDetailLength];
         return new CheckInRequest(Identity(), state ?? PatchStates.Parse(status.State), status.Level,
             status.Bundle is { } b ? Sha256Digest.Parse(b) : null, status.EffectivePackageVersion, (long)RunningKernel.Taint.Mask, text, Version,
-            guard is null ? null : new MetadataReport(guard.Freshness.ToString().ToLowerInvariant(), guard.Metadata?.Metadata.Version, guard.Expires));
+            guard is null ? null : new MetadataReport(guard.Freshness.ToString().ToLowerInvariant(), guard.Metadata?.Metadata.Version, guard.Expires),
+            RunningKernel.BootId);
     }
 
     private static KernelIdentity Identity() => new(RunningKernel.Release, RunningTarget().BuildId, RunningKernel.PackageVersion);
 
-    private async Task<string> EnsureEnrolledAsync(ServerClient server, CancellationToken cancellation)
+    private async Task<string> EnsureEnrolledAsync(ServerClient server, CancellationToken cancellation, string? proof = null)
     {
         _identity ??= LoadIdentity();
         if (File.Exists(CredentialPath) && _identity is not null) return File.ReadAllText(CredentialPath).Trim();
+        // A credential without its identity file (a state directory half restored) still proves who this machine is.
+        if (File.Exists(CredentialPath)) proof ??= File.ReadAllText(CredentialPath).Trim();
         var token = _config.EnrollmentToken ?? throw new AgentException(
             $"this machine is not enrolled ({CredentialPath} is missing) and {AgentConfig.DefaultPath} has no token; add an enrollment token from the server's operator", ExitCode.Environment);
-        var response = await server.EnrollAsync(new EnrollRequest(token, ReportedHostname(Environment.MachineName), MachineId(), Identity(), Version), cancellation);
+        var response = await server.EnrollAsync(new EnrollRequest(token, ReportedHostname(Environment.MachineName), MachineId(), Identity(), Version, proof), cancellation);
         Directory.CreateDirectory(StateDirectory);
         AtomicFile.WriteSecret(CredentialPath, response.Credential);
         // The epoch starts again from what this server says: enrolling again may mean the server's data was

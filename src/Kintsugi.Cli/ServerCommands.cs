@@ -314,8 +314,19 @@ internal static class ServerCommands
             Console.WriteLine($"{S(m, "id")} is now in {S(m, "channel")}");
             return 0;
         });
+        var approveId = new Argument<string>("machine") { Description = "Machine id (m_…)" };
+        var approve = new Command("approve-reenroll", "Let a machine's machine-id enroll again without its current credential (a re-imaged machine), " +
+            "once, within 24 hours (operator)") { approveId };
+        approve.Action = Cli.Run(async parse =>
+        {
+            using var api = Connect(parse);
+            var m = await api.JsonAsync(HttpMethod.Post, $"/api/v1/machines/{Escape(parse.GetValue(approveId)!)}/approve-reenroll");
+            Console.WriteLine($"{S(m, "id")} ({S(m, "hostname")}) may enroll again until {S(m, "reenrollApprovedUntil")}");
+            return 0;
+        });
         command.Subcommands.Add(show);
         command.Subcommands.Add(move);
+        command.Subcommands.Add(approve);
         return command;
     }
 
@@ -451,7 +462,7 @@ internal static class ServerCommands
             return 0;
         });
         var document = new Argument<FileInfo>("trust-root.json") { Description = "A trust-root update signed by a root key (kintsugi keys sign-root)" };
-        var trustRoot = new Command("trust-root", "Publish a signed trust-root update: agents apply it at their next check-in (new keys, retirements); " +
+        var trustRoot = new Command("root", "Publish a signed trust-root update: agents apply it at their next check-in (new keys, retirements); " +
             "this server applies it to its own keys (admin)") { document };
         trustRoot.Action = Cli.Run(async parse =>
         {

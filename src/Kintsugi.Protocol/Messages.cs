@@ -19,7 +19,11 @@ public static class ProtocolPaths
 /// <summary>A machine's kernel as it reports it: <c>uname -r</c>, the GNU build-id and, when known, the package version.</summary>
 public sealed record KernelIdentity(KernelRelease Release, BuildId BuildId, string? PackageVersion = null);
 
-public sealed record EnrollRequest(string Token, string Hostname, string MachineId, KernelIdentity Kernel, string AgentVersion);
+/// <param name="Credential">
+/// The machine's current credential when it has one: proof that it is the machine already enrolled under this
+/// machine-id. Without it (or an operator's approval) the server refuses to enroll an existing machine-id again.
+/// </param>
+public sealed record EnrollRequest(string Token, string Hostname, string MachineId, KernelIdentity Kernel, string AgentVersion, string? Credential = null);
 
 /// <param name="Machine">The server's name for the machine (stable across re-enrollments of the same machine-id).</param>
 /// <param name="Credential">The per-machine bearer credential; the server keeps only its digest.</param>
@@ -28,6 +32,8 @@ public sealed record EnrollResponse(string Machine, string Credential, int Check
 /// <param name="Level">The applied cumulative level, or null when nothing is applied.</param>
 /// <param name="Bundle">The digest of the applied bundle, or null.</param>
 /// <param name="Detail">Free text for people (at most <see cref="MaxDetailLength"/> characters).</param>
+/// <param name="BootId">The kernel's boot id (/proc/sys/kernel/random/boot_id): a machine never returns to an earlier one,
+/// so two hosts sharing one identity (a cloned disk) show up as boot ids that alternate.</param>
 public sealed record CheckInRequest(
     KernelIdentity Kernel,
     PatchState State,
@@ -37,7 +43,8 @@ public sealed record CheckInRequest(
     long Taint,
     string? Detail,
     string AgentVersion,
-    MetadataReport? Metadata = null)
+    MetadataReport? Metadata = null,
+    string? BootId = null)
 {
     public const int MaxDetailLength = 1024;
 }

@@ -366,6 +366,80 @@ public abstract class FleetSpecification(Backend backend)
     }
 
     [Fact]
+    public async Task Enrolling_an_enrolled_machine_id_again_needs_its_credential_or_an_operators_approval()
+    {
+        await using var server = await StartAsync();
+        var token = await server.EnrollmentTokenAsync(maxUses: 3);
+        var machine = new SimulatedAgent(server, Kernels.Debian61, "web-1");
+        await machine.EnrollAsync(token);
+        // Someone with a token and a copy of web-1's /etc/machine-id tries to take it over.
+        var impostor = new SimulatedAgent(server, Kernels.Debian61, "evil") { MachineId = machine.MachineId };
+
+        var refused = await impostor.TryEnrollAsync(token);
+
+        Assert.Equal(HttpStatusCode.Conflict, refused.StatusCode);
+        Assert.Contains("needs the machine's current credential or an operator's approval", await refused.Content.ReadAsStringAsync());
+        Assert.Equal(HttpStatusCode.OK, (await machine.Http.PostAsJsonAsync(ProtocolPaths.CheckIn,
+            new CheckInRequest(new KernelIdentity(Kernels.Debian61.Release, Kernels.Debian61.BuildId), PatchState.NothingToApply, null, null, null, 0, null, "0.1.0"),
+            ProtocolJson.Default.CheckInRequest)).StatusCode);
+        var view = await server.GetJsonAsync($"/api/v1/machines/{machine.Machine}");
+        Assert.Equal("web-1", view.GetProperty("hostname").GetString());
+        Assert.Equal(JsonValueKind.String, view.GetProperty("cloneSuspectedAt").ValueKind);
+        Assert.Contains("evil", view.GetProperty("cloneDetail").GetString());
+        var audit = (await server.GetJsonAsync("/api/v1/audit")).EnumerateArray().Select(e => e.GetProperty("action").GetString()).ToList();
+        Assert.Contains("machine.reenroll-refused", audit);
+        var tokens = (await server.GetJsonAsync("/api/v1/enrollment-tokens")).EnumerateArray().Single();
+        Assert.Equal(1, tokens.GetProperty("uses").GetInt32()); // a refused attempt uses nothing up
+
+        // The machine itself (its credential as proof) may; a re-imaged machine may after an operator's approval.
+        await machine.EnrollAsync(token);
+        var reimaged = new SimulatedAgent(server, Kernels.Debian61, "web-1") { MachineId = machine.MachineId };
+        var operatorClient = server.Client(await server.TokenAsync(Role.Operator, "oscar"));
+        Assert.Equal(HttpStatusCode.OK, (await operatorClient.PostAsync($"/api/v1/machines/{machine.Machine}/approve-reenroll", null)).StatusCode);
+        await reimaged.EnrollAsync(token);
+        Assert.Equal(machine.Machine, reimaged.Machine);
+        Assert.Equal(HttpStatusCode.Conflict, (await new SimulatedAgent(server, Kernels.Debian61, "again") { MachineId = machine.MachineId }
+            .TryEnrollAsync(await server.EnrollmentTokenAsync())).StatusCode); // the approval was used up
+        Assert.True((await server.VerifyAuditAsync()).Intact);
+    }
+
+    [Fact]
+    public async Task A_cloned_machine_is_detected_from_boot_ids_that_alternate_and_reported_once_while_reboots_are_not()
+    {
+        await using var server = await StartAsync();
+        var original = new SimulatedAgent(server, Kernels.Debian61, "web-1") { BootId = Guid.NewGuid().ToString() };
+        await original.EnrollAsync(await server.EnrollmentTokenAsync());
+        // Reboots: each check-in from a new boot id, never an earlier one.
+        foreach (var _ in Enumerable.Range(0, 3)) { original.BootId = Guid.NewGuid().ToString(); await original.CheckInAsync(); }
+        Assert.Equal(JsonValueKind.Null, (await server.GetJsonAsync($"/api/v1/machines/{original.Machine}")).GetProperty("cloneSuspectedAt").ValueKind);
+
+        // A disk cloned with its credential: the same identity, another host, another boot id.
+        var clone = new SimulatedAgent(server, Kernels.Debian61, "web-1") { BootId = Guid.NewGuid().ToString() };
+        clone.UseCredential(original.Credential!);
+        foreach (var _ in Enumerable.Range(0, 3)) { await clone.CheckInAsync(); await original.CheckInAsync(); }
+
+        var view = await server.GetJsonAsync($"/api/v1/machines/{original.Machine}");
+        Assert.Equal(JsonValueKind.String, view.GetProperty("cloneSuspectedAt").ValueKind);
+        Assert.Contains("two hosts share this machine's identity", view.GetProperty("cloneDetail").GetString());
+        var audit = (await server.GetJsonAsync("/api/v1/audit")).EnumerateArray().Select(e => e.GetProperty("action").GetString()).ToList();
+        Assert.Single(audit, a => a == "machine.clone-suspected");
+    }
+
+    [Fact]
+    public async Task The_server_stores_and_shows_each_machines_release_metadata_freshness()
+    {
+        await using var server = await StartAsync();
+        var agent = new SimulatedAgent(server, Kernels.Debian61, "web-1");
+        await agent.EnrollAsync(await server.EnrollmentTokenAsync());
+        agent.MetadataReport = new MetadataReport("stale", 3, DateTimeOffset.UtcNow.AddDays(-1));
+        await agent.CheckInAsync();
+        Assert.Equal("stale", (await server.GetJsonAsync($"/api/v1/machines/{agent.Machine}")).GetProperty("metadataFreshness").GetString());
+        agent.MetadataReport = new MetadataReport("fresh", 4, DateTimeOffset.UtcNow.AddDays(6));
+        await agent.CheckInAsync();
+        Assert.Equal("fresh", (await server.GetJsonAsync($"/api/v1/machines/{agent.Machine}")).GetProperty("metadataFreshness").GetString());
+    }
+
+    [Fact]
     public async Task Roles_limit_what_a_token_may_do()
     {
         await using var server = await StartAsync();

@@ -123,6 +123,11 @@ public static class OperatorApi
             var who = await Http.RequireAsync(context, Role.Operator);
             await Http.WriteAsync(context, await machines.MoveAsync(id, (await Http.ReadAsync<MoveMachineRequest>(context)).Channel, who.Actor));
         });
+        api.MapPost("/machines/{id}/approve-reenroll", async (HttpContext context, string id, Machines machines) =>
+        {
+            var who = await Http.RequireAsync(context, Role.Operator);
+            await Http.WriteAsync(context, await machines.ApproveReenrollAsync(id, who.Actor));
+        });
         api.MapDelete("/machines/{id}", async (HttpContext context, string id, Machines machines) =>
         {
             var who = await Http.RequireAsync(context, Role.Operator);

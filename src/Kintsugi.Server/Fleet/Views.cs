@@ -26,7 +26,8 @@ public sealed record PromoteResult(IReadOnlyList<string> PromotedTo, ReleaseView
 public sealed record MachineView(
     string Id, string Hostname, string HostMachineId, string Channel, string KernelRelease, string BuildId, string? PackageVersion,
     string AgentVersion, string? State, int? Level, string? Bundle, string? EffectiveVersion, long Taint, string? Detail,
-    string? TargetRelease, DateTimeOffset EnrolledAt, DateTimeOffset? LastCheckIn, DateTimeOffset? StateSince, string? Address, bool Stale);
+    string? TargetRelease, DateTimeOffset EnrolledAt, DateTimeOffset? LastCheckIn, DateTimeOffset? StateSince, string? Address, bool Stale,
+    string? MetadataFreshness = null, DateTimeOffset? CloneSuspectedAt = null, string? CloneDetail = null, DateTimeOffset? ReenrollApprovedUntil = null);
 
 public sealed record EnrollmentTokenView(string Id, string Channel, string Description, DateTimeOffset? ExpiresAt, int? MaxUses, int Uses,
     DateTimeOffset CreatedAt, string CreatedBy, DateTimeOffset? RevokedAt);

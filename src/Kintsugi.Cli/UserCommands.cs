@@ -61,6 +61,17 @@ internal static class UserCommands
             var targets = Targets(parse.GetValue(pids), patch.Target.BuildId);
             var patcher = new UserPatcher(Options(parse.GetValue(timeout)), parse.GetValue(Cli.Verbose) ? Cli.Progress : null);
             var results = targets.Select(pid => patcher.Apply(pid, patch)).ToList();
+            if (parse.GetValue(pids) is not { Length: > 0 })
+            {
+                // A process forked during the pass by a parent not yet patched (a server's new worker) was not in the
+                // list: passes repeat until no process mapping the object is left unvisited (a few at most).
+                for (var pass = 2; pass <= 5; pass++)
+                {
+                    var late = Targets(null, patch.Target.BuildId).Except(results.Select(r => r.Pid)).ToList();
+                    if (late.Count == 0) break;
+                    results.AddRange(late.Select(pid => patcher.Apply(pid, patch)));
+                }
+            }
             return Task.FromResult(Report(patch, results, parse.GetValue(json), ProcessOutcome.Applied));
         });
         return command;
@@ -207,6 +218,7 @@ internal static class UserCommands
                 ProcessOutcome.Applied => $"applied, paused {r.PauseMilliseconds:0.00} ms ({r.Threads} threads, {r.Attempts} attempt{(r.Attempts > 1 ? "s" : "")})",
                 ProcessOutcome.Reverted => $"reverted, paused {r.PauseMilliseconds:0.00} ms ({r.Threads} threads, {r.Attempts} attempt{(r.Attempts > 1 ? "s" : "")})",
                 ProcessOutcome.AlreadyApplied => "already applied",
+                ProcessOutcome.Exited => "exited meanwhile",
                 ProcessOutcome.NotApplied => "not applied",
                 ProcessOutcome.NotTarget => $"skipped: {r.Message}",
                 ProcessOutcome.Busy => $"busy, left as it was: {r.Message}",

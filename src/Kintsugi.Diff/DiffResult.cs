@@ -39,6 +39,20 @@ public sealed record DiffOptions(PatchedObjectName Object, string SymbolTag)
 
     /// <summary>Receives every decision the differ makes, in order (<c>kintsugi kernel diff --trace</c>).</summary>
     public Action<DiffDecision>? Trace { get; init; }
+
+    /// <summary>
+    /// Functions that take their caller's __LINE__ in a register: a function whose only difference is the line
+    /// number it passes to one of them (a moved line) is unchanged. The kernel's by default.
+    /// </summary>
+    public IReadOnlySet<string> LineFunctions { get; init; } = KernelLineFunctions;
+
+    /// <summary>The kernel's line-taking helpers: WARN, might_sleep, printk and dynamic-debug helpers.</summary>
+    public static IReadOnlySet<string> KernelLineFunctions { get; } = new HashSet<string>(StringComparer.Ordinal)
+    {
+        "__warn_printk", "warn_slowpath_fmt", "__might_sleep", "__might_resched", "__might_fault", "__cant_sleep", "__cant_migrate",
+        "lockdep_rcu_suspicious", "_printk", "printk", "__dynamic_pr_debug", "__dynamic_dev_dbg", "__dynamic_netdev_dbg",
+        "rcu_read_lock_held", "__kasan_check_read", "___might_sleep", "__warn", "report_bug",
+    };
 }
 
 /// <summary>The steps of a diff, in the order they run.</summary>

@@ -12,16 +12,8 @@ namespace Kintsugi.Diff;
 /// symbol indexes, section offsets or static-local numbers, which change whenever anything else in the
 /// unit changes.
 /// </summary>
-internal sealed class FunctionComparer(ObjectView original, ObjectView patched)
+internal sealed class FunctionComparer(ObjectView original, ObjectView patched, IReadOnlySet<string> lineFunctions)
 {
-    /// <summary>Functions whose arguments include __LINE__ (WARN, might_sleep, printk helpers): a moved line changes only an immediate.</summary>
-    private static readonly HashSet<string> LineFunctions = new(StringComparer.Ordinal)
-    {
-        "__warn_printk", "warn_slowpath_fmt", "__might_sleep", "__might_resched", "__might_fault", "__cant_sleep", "__cant_migrate",
-        "lockdep_rcu_suspicious", "_printk", "printk", "__dynamic_pr_debug", "__dynamic_dev_dbg", "__dynamic_netdev_dbg",
-        "rcu_read_lock_held", "__kasan_check_read", "___might_sleep", "__warn", "report_bug",
-    };
-
     public enum Verdict { Same, Different, LineNumbersOnly }
 
     /// <summary>struct _ddebug: four pointers (module, function, file, format), then <c>lineno:18</c> in the low bits of the next word.</summary>
@@ -260,7 +252,7 @@ internal sealed class FunctionComparer(ObjectView original, ObjectView patched)
                 if (relocation is null) return false;
                 var target = patched.Resolve(function.Section, relocation);
                 var name = target.IsExternal ? target.Symbol.Name : target.Defined?.Name;
-                return name is not null && LineFunctions.Contains(name);
+                return name is not null && lineFunctions.Contains(name);
             }
             if (instruction.FlowControl != FlowControl.Next) return false;
             if (_registers.GetInfo(instruction).GetUsedRegisters().Any(used => used.Register.GetFullRegister() == register)) return false;

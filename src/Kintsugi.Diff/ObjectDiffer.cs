@@ -68,7 +68,7 @@ public static partial class ObjectDiffer
 
 internal sealed class Differ(ObjectView original, ObjectView patched, DiffOptions options)
 {
-    private readonly FunctionComparer _comparer = new(original, patched);
+    private readonly FunctionComparer _comparer = new(original, patched, options.LineFunctions);
     private readonly List<DiffRefusal> _refusals = [];
     private readonly Dictionary<string, FunctionChange> _functionChanges = new(StringComparer.Ordinal);
 

@@ -33,12 +33,12 @@ public sealed class PatchLinker
     private readonly Dictionary<string, uint> _thunks = [];
     private readonly Dictionary<(RelocationBase, ulong, string?), uint> _slots = [];
 
-    private PatchLinker(ElfImage target, ElfObject patch, IEnumerable<string> replaced)
+    private PatchLinker(ElfImage target, ElfObject patch, IEnumerable<string> replaced, IReadOnlyList<ElfImageSymbol> located)
     {
         _target = target;
         _patch = patch;
         _replaced = [.. replaced];
-        foreach (var symbol in target.Symbols(dynamic: false).Concat(target.Symbols(dynamic: true)))
+        foreach (var symbol in target.Symbols(dynamic: false).Concat(target.Symbols(dynamic: true)).Concat(located))
         {
             if (!symbol.Defined || symbol.Name.Length == 0 || symbol.Type is not (ElfImageSymbol.TypeFunction or ElfImageSymbol.TypeObject)) continue;
             var list = _targetSymbols.TryGetValue(symbol.Name, out var l) ? l : _targetSymbols[symbol.Name] = [];
@@ -50,14 +50,16 @@ public sealed class PatchLinker
     }
 
     /// <summary>Links <paramref name="functions"/> of the compiled object into a patch for the target object.</summary>
-    public static UserPatch Link(string targetPath, string patchObjectPath, IReadOnlyList<string> functions, string name, string? description = null)
+    /// <param name="located">Functions of the target its symbol tables do not name, found by the builder by their code.</param>
+    public static UserPatch Link(string targetPath, string patchObjectPath, IReadOnlyList<string> functions, string name, string? description = null,
+        IReadOnlyList<ElfImageSymbol>? located = null)
     {
         var target = ElfImage.Load(targetPath);
         var buildId = target.BuildId ?? throw new UserBuildException($"{targetPath} has no GNU build-id, so a patch could not identify it in a process");
         ElfObject patch;
         try { patch = ElfObject.Load(patchObjectPath); }
         catch (ElfFormatException e) { throw new UserBuildException($"{patchObjectPath}: {e.Message}", e); }
-        return new PatchLinker(target, patch, functions).Link(buildId, Path.GetFileName(targetPath), functions, name, description);
+        return new PatchLinker(target, patch, functions, located ?? []).Link(buildId, Path.GetFileName(targetPath), functions, name, description);
     }
 
     private UserPatch Link(BuildId buildId, string objectName, IReadOnlyList<string> functions, string name, string? description)

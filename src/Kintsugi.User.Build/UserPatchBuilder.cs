@@ -1,3 +1,4 @@
+using System.Buffers.Binary;
 using System.Diagnostics;
 using System.Text.RegularExpressions;
 using Kintsugi.Diff;
@@ -41,7 +42,7 @@ public sealed partial class UserPatchBuilder(Action<string>? progress = null)
         try
         {
             var patchedTree = Path.Combine(work, "after");
-            await Run("cp", ["-a", "--reflink=auto", Path.GetFullPath(request.SourceDirectory), patchedTree], work, cancellation);
+            await CopyForFix(Path.GetFullPath(request.SourceDirectory), patchedTree, units, cancellation);
             var applied = await ExternalCommand.RunAsync("patch", ["-p1", "--batch", "--forward", "--no-backup-if-mismatch", "-i", Path.GetFullPath(request.FixPath)],
                 patchedTree, cancellation: cancellation);
             if (!applied.Succeeded) throw new UserBuildException($"the fix does not apply to {request.SourceDirectory}:\n{applied.StandardOutput}{applied.StandardError}");
@@ -75,10 +76,13 @@ public sealed partial class UserPatchBuilder(Action<string>? progress = null)
 
             var (changedUnit, afterObject, changedFunctions) = changed[0];
             var beforeObject = ElfObject.Load(objects.Single(o => o.Unit == changedUnit).Before);
-            foreach (var function in changedFunctions) ProveFidelity(function, beforeObject, target, shipped, changedUnit);
+            var originals = changedFunctions.Select(function => ProveFidelity(function, beforeObject, target, shipped, changedUnit)).ToList();
+            var named = target.Symbols(dynamic: false).Concat(target.Symbols(dynamic: true)).Where(s => s.Defined).Select(s => s.Name).ToHashSet();
+            var located = originals.Where(o => !named.Contains(o.Name))
+                .Concat(RecoveredReferences(changedFunctions, originals, beforeObject, target, named)).ToList();
             Phase("prove");
 
-            var patch = PatchLinker.Link(request.ObjectPath, afterObject, changedFunctions, request.Name, request.Description);
+            var patch = PatchLinker.Link(request.ObjectPath, afterObject, changedFunctions, request.Name, request.Description, located);
             patch.Save(request.OutputPath);
             Phase("link");
             return new UserBuildResult(request.OutputPath, buildId, units, changedFunctions, phases);
@@ -111,6 +115,8 @@ public sealed partial class UserPatchBuilder(Action<string>? progress = null)
         var files = FixedFile().Matches(fix).Select(m => m.Groups[1].Value.Trim()).Where(f => f != "/dev/null")
             .Select(f => f.Contains('/') ? f[(f.IndexOf('/') + 1)..] : f).Distinct().ToList();
         if (files.Count == 0) throw new UserBuildException("the fix is not a unified diff (no +++ lines)");
+        if (files.FirstOrDefault(f => Path.IsPathRooted(f) || f.Split('/').Contains("..")) is { } outside)
+            throw new UserBuildException($"the fix names {outside}, outside the source tree");
         var notC = files.Where(f => !f.EndsWith(".c")).ToList();
         if (notC.Count > 0)
             throw new UserBuildException($"the fix changes {string.Join(", ", notC)}: only .c units are supported (rule: a header or build change " +
@@ -123,16 +129,28 @@ public sealed partial class UserPatchBuilder(Action<string>? progress = null)
         var arguments = new List<string>(request.CompilerFlags);
         // A shared library (no interpreter) is position-independent code; Debian's gcc already defaults to -fPIE.
         if (target.Type == 3 && !target.Segments.Any(s => s.Type == 3)) arguments.Add("-fPIC");
-        arguments.AddRange(["-ffunction-sections", "-fdata-sections", "-c", Path.Combine(tree, unit), "-o", output]);
         var directory = Path.GetFullPath(Path.Combine(tree, request.WorkingDirectory));
+        // The unit is named relative to where it compiles, so __FILE__ is the same in both trees: with the trees'
+        // absolute paths every ereport()/assert() would differ between before and after.
+        arguments.AddRange(["-ffunction-sections", "-fdata-sections", "-c", Path.GetRelativePath(directory, Path.Combine(tree, unit)), "-o", output]);
         var result = await ExternalCommand.RunAsync(request.Compiler, arguments, directory, cancellation: cancellation);
         if (!result.Succeeded) throw new UserBuildException($"{request.Compiler} failed on {unit} ({tree}):\n{result.StandardError}");
     }
 
+    /// <summary>
+    /// User-space functions that receive their caller's __LINE__ in a register: glibc's assert, PostgreSQL's
+    /// ereport/elog (errfinish) and Assert (ExceptionalCondition). A fix that adds lines moves every later call
+    /// of theirs in the unit; those functions are not changed by it.
+    /// </summary>
+    private static readonly IReadOnlySet<string> LineFunctions = new HashSet<string>(StringComparer.Ordinal)
+    {
+        "__assert_fail", "__assert_perror_fail", "errfinish", "ExceptionalCondition",
+    };
+
     /// <summary>The changed functions of one unit; refusals become the user-space rules.</summary>
     private static List<string> Diff(string unit, ElfObject before, ElfObject after)
     {
-        var result = ObjectDiffer.Diff(before, after, new DiffOptions(PatchedObjectName.Parse("user"), "kintsugi_"));
+        var result = ObjectDiffer.Diff(before, after, new DiffOptions(PatchedObjectName.Parse("user"), "kintsugi_") { LineFunctions = LineFunctions });
         foreach (var refusal in result.Refusals)
         {
             switch (refusal.Rule)
@@ -153,19 +171,16 @@ public sealed partial class UserPatchBuilder(Action<string>? progress = null)
     /// byte, except where a relocation is filled in at link time (and the two bytes before a relaxable GOT
     /// load, which the linker may rewrite). Otherwise the flags or the compiler differ from the distribution's,
     /// and a patch built from this compilation could not be trusted.
+    /// A function the object's symbol tables do not name (a <c>static</c> function or a compiler clone in a
+    /// stripped object) is found by the same comparison: the one place in the object's code, at the function's
+    /// alignment, where the compiled original matches. None, or more than one, is a refusal. Returns where the
+    /// function is in the object.
     /// </summary>
-    private static void ProveFidelity(string function, ElfObject before, ElfImage target, Dictionary<string, ElfImageSymbol> shipped, string unit)
+    private static ElfImageSymbol ProveFidelity(string function, ElfObject before, ElfImage target, Dictionary<string, ElfImageSymbol> shipped, string unit)
     {
-        if (!shipped.TryGetValue(function, out var original))
-            throw new UserBuildException($"{function} ({unit}) is not in the object's symbol table: it was inlined into its callers, is a local clone, " +
-                "or the object is stripped (use the build with symbols, e.g. from the -dbgsym package's debug file)");
         var symbol = before.SymbolTable?.Symbols.FirstOrDefault(s => s.Name == function && s.Type == ElfSymbolType.Function && s.Section is ElfDataSection)
             ?? throw new UserBuildException($"{function} is not defined in the compiled original of {unit}");
         var compiled = ((ElfDataSection)symbol.Section!).Data.AsSpan((int)symbol.Value, (int)symbol.Size);
-        var code = target.ReadAt(original.Value, original.Size);
-        if (compiled.Length != code.Length)
-            throw new UserBuildException($"{function}: the compiled original is {compiled.Length} bytes, the shipped code {code.Length} " +
-                "(rule: fidelity): the compiler or the flags differ from the distribution's build; use its exact flags (dpkg-buildflags, debian/rules)");
         var masked = new bool[compiled.Length];
         foreach (var relocations in before.GetRelocationSections(symbol.Section!))
             foreach (var r in relocations.Relocations)
@@ -176,10 +191,112 @@ public sealed partial class UserPatchBuilder(Action<string>? progress = null)
                 var relaxable = r.Type is X86RelocationType.GotPcRelX or X86RelocationType.RexGotPcRelX;
                 for (var i = start - (relaxable ? 2 : 0); i < start + width; i++) if (i >= 0 && i < masked.Length) masked[i] = true;
             }
+        if (!shipped.TryGetValue(function, out var original))
+            return LocateByCode(function, compiled, masked, Math.Max(1UL, symbol.Section!.Alignment), target, unit);
+        var code = target.ReadAt(original.Value, original.Size);
+        if (compiled.Length != code.Length)
+            throw new UserBuildException($"{function}: the compiled original is {compiled.Length} bytes, the shipped code {code.Length} " +
+                "(rule: fidelity): the compiler or the flags differ from the distribution's build; use its exact flags (dpkg-buildflags, debian/rules)");
         for (var i = 0; i < compiled.Length; i++)
             if (!masked[i] && compiled[i] != code[i])
                 throw new UserBuildException($"{function}: the compiled original differs from the shipped code at +0x{i:x} (rule: fidelity): " +
                     "the compiler or the flags differ from the distribution's build; use its exact flags (dpkg-buildflags, debian/rules)");
+        return original;
+    }
+
+    /// <summary>
+    /// What the proven originals refer to that the object's symbol tables do not name (its static data and static
+    /// functions, when it is stripped), read from the shipped code itself: at each PC-relative relocation site of a
+    /// proven function the linker wrote S + A - P, so S is known. The replacement then binds to the object's own
+    /// variable, never to a copy. A name seen at two different addresses is left out (and is copied or refused).
+    /// </summary>
+    private static IEnumerable<ElfImageSymbol> RecoveredReferences(IReadOnlyList<string> functions, IReadOnlyList<ElfImageSymbol> originals,
+        ElfObject before, ElfImage target, IReadOnlySet<string> named)
+    {
+        var found = new Dictionary<string, ElfImageSymbol?>(StringComparer.Ordinal);
+        for (var f = 0; f < functions.Count; f++)
+        {
+            var symbol = before.SymbolTable!.Symbols.First(s => s.Name == functions[f] && s.Type == ElfSymbolType.Function && s.Section is ElfDataSection);
+            var shipped = target.ReadAt(originals[f].Value, originals[f].Size);
+            foreach (var relocations in before.GetRelocationSections(symbol.Section!))
+                foreach (var r in relocations.Relocations)
+                {
+                    if (r.Offset < symbol.Value || r.Offset + 4 > symbol.Value + symbol.Size) continue;
+                    if (r.Type is not (X86RelocationType.PC32 or X86RelocationType.Plt32) || r.Symbol is null) continue;
+                    var entity = r.Symbol.Type == ElfSymbolType.Section ? OnlyEntityOf(before, r.Symbol.Section) : r.Symbol;
+                    if (entity is null || entity.Name.Length == 0 || r.Symbol.IsUndefined || named.Contains(entity.Name)) continue;
+                    if (entity.Type is not (ElfSymbolType.Function or ElfSymbolType.Object)) continue;
+                    var place = originals[f].Value + (r.Offset - symbol.Value);
+                    var written = BinaryPrimitives.ReadInt32LittleEndian(shipped[(int)(r.Offset - symbol.Value)..]);
+                    var address = (ulong)((long)place + written - r.Addend);
+                    var recovered = new ElfImageSymbol(entity.Name, address, entity.Size,
+                        entity.Type == ElfSymbolType.Function ? ElfImageSymbol.TypeFunction : ElfImageSymbol.TypeObject, ElfImageSymbol.BindingLocal, 1, false);
+                    if (!found.TryGetValue(entity.Name, out var known)) found[entity.Name] = recovered;
+                    else if (known is not null && known.Value != address) found[entity.Name] = null;
+                }
+        }
+        return found.Values.OfType<ElfImageSymbol>();
+    }
+
+    private static ElfSymbol? OnlyEntityOf(ElfObject unit, ElfSection? section)
+    {
+        var defined = unit.SymbolTable?.Symbols.Where(s => ReferenceEquals(s.Section, section) && s.Type is ElfSymbolType.Function or ElfSymbolType.Object)
+            .ToList() ?? [];
+        return defined.Count == 1 && defined[0].Value == 0 ? defined[0] : null;
+    }
+
+    /// <summary>Functions shorter than this are not looked for by their code: too many places could match.</summary>
+    private const int MinimumLocatableSize = 16;
+
+    private static ElfImageSymbol LocateByCode(string function, ReadOnlySpan<byte> compiled, bool[] masked, ulong alignment, ElfImage target, string unit)
+    {
+        var unmasked = masked.Count(m => !m);
+        if (compiled.Length < MinimumLocatableSize || unmasked < MinimumLocatableSize)
+            throw new UserBuildException($"{function} ({unit}) is not in the object's symbol table (a static function or a compiler clone in a stripped " +
+                $"object), and its {compiled.Length} bytes are too few to find it by its code; use the object with symbols (the -dbgsym debug file)");
+        var anchor = Array.IndexOf(masked, false);
+        var found = new List<ulong>();
+        foreach (var segment in target.Segments.Where(s => s.Type == ElfSegment.Load && (s.Flags & 1) != 0))
+        {
+            var code = target.ReadAt(segment.VirtualAddress, segment.FileSize);
+            var first = (segment.VirtualAddress + alignment - 1) / alignment * alignment - segment.VirtualAddress;
+            for (var at = (long)first; at + compiled.Length <= code.Length; at += (long)alignment)
+            {
+                if (code[(int)at + anchor] != compiled[anchor]) continue;
+                var candidate = code.Slice((int)at, compiled.Length);
+                var same = true;
+                for (var i = 0; i < compiled.Length && same; i++) same = masked[i] || candidate[i] == compiled[i];
+                if (same) found.Add(segment.VirtualAddress + (ulong)at);
+            }
+        }
+        return found.Count switch
+        {
+            1 => new ElfImageSymbol(function, found[0], (ulong)compiled.Length, ElfImageSymbol.TypeFunction, ElfImageSymbol.BindingLocal, 1, false),
+            0 => throw new UserBuildException($"{function} ({unit}) is not in the object's symbol table, and its compiled original matches nowhere in " +
+                "the object's code (rule: fidelity): it was inlined into its callers (patch them), or the compiler or the flags differ from the " +
+                "distribution's build"),
+            _ => throw new UserBuildException($"{function} ({unit}) is not in the object's symbol table, and its compiled original matches " +
+                $"{found.Count} places in the object's code (at 0x{found[0]:x}, 0x{found[1]:x}, ...): which one is meant is ambiguous; " +
+                "use the object with symbols (the -dbgsym debug file)"),
+        };
+    }
+
+    /// <summary>
+    /// The tree the fix is applied to: hard links to the pristine tree (a whole package's source in a second or
+    /// two), except the files the fix touches, which are copies of their own, so patching them can never write
+    /// through a link into the pristine tree (the cached "before").
+    /// </summary>
+    private static async Task CopyForFix(string pristine, string copy, IReadOnlyList<string> touched, CancellationToken cancellation)
+    {
+        await Run("cp", ["-al", pristine, copy], Path.GetDirectoryName(copy)!, cancellation);
+        foreach (var unit in touched)
+        {
+            var file = Path.Combine(copy, unit);
+            if (!File.Exists(file)) continue; // a new file: patch creates it
+            var own = file + ".kintsugi-copy";
+            File.Copy(file, own);
+            File.Move(own, file, overwrite: true);
+        }
     }
 
     private static async Task Run(string file, string[] arguments, string directory, CancellationToken cancellation)

@@ -15,6 +15,8 @@ public enum ProcessOutcome
     /// <summary>A thread stayed inside a replaced function for the whole wait; nothing was changed.</summary>
     Busy,
     Failed,
+    /// <summary>The process exited before or while Kintsugi reached it (a short-lived worker): nothing left to patch.</summary>
+    Exited,
 }
 
 /// <summary>
@@ -24,5 +26,6 @@ public enum ProcessOutcome
 public sealed record ProcessResult(int Pid, string Command, ProcessOutcome Outcome, double PauseMilliseconds, double TotalPauseMilliseconds,
     int Attempts, int Threads, string? Message)
 {
-    public bool Succeeded => Outcome is ProcessOutcome.Applied or ProcessOutcome.AlreadyApplied or ProcessOutcome.Reverted or ProcessOutcome.NotApplied;
+    public bool Succeeded => Outcome is ProcessOutcome.Applied or ProcessOutcome.AlreadyApplied or ProcessOutcome.Reverted or ProcessOutcome.NotApplied
+        or ProcessOutcome.Exited;
 }

@@ -56,7 +56,7 @@ public sealed class UserPatcher(PatcherOptions options, Action<string>? log = nu
         }
         catch (UserPatchException e)
         {
-            return new(pid, command, ProcessOutcome.Failed, 0, 0, 0, 0, e.Message);
+            return new(pid, command, Exited(pid, e) ? ProcessOutcome.Exited : ProcessOutcome.Failed, 0, 0, 0, 0, e.Message);
         }
     }
 
@@ -77,7 +77,7 @@ public sealed class UserPatcher(PatcherOptions options, Action<string>? log = nu
         }
         catch (UserPatchException e)
         {
-            return new(pid, command, ProcessOutcome.Failed, 0, 0, 0, 0, e.Message);
+            return new(pid, command, Exited(pid, e) ? ProcessOutcome.Exited : ProcessOutcome.Failed, 0, 0, 0, 0, e.Message);
         }
     }
 
@@ -312,6 +312,15 @@ public sealed class UserPatcher(PatcherOptions options, Action<string>? log = nu
         if (Field("Seccomp") == "2")
             throw new UserPatchException($"process {pid} runs under a seccomp filter, which may kill it for the mmap Kintsugi runs in it; not patched",
                 ExitCode.Environment);
+    }
+
+    /// <summary>Whether a failure only says that the process is gone (it exited, or is a zombie).</summary>
+    private static bool Exited(int pid, UserPatchException failure)
+    {
+        if (failure.ExitCode == ExitCode.NotFound) return true;
+        try { return File.ReadAllText($"/proc/{pid}/stat").Split(") ")[1][0] is 'Z' or 'X'; }
+        catch (IOException) { return true; }
+        catch (UnauthorizedAccessException) { return false; }
     }
 
     private static string CommandOf(int pid)

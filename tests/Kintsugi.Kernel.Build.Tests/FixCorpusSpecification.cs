@@ -24,7 +24,7 @@ public abstract partial class FixCorpusSpecification<TRun>(TRun run) where TRun 
     public static TheoryData<string> NothingToDo => Fixes(FixOutcome.NothingToDo);
     public static TheoryData<string> Buildable => Fixes(FixOutcome.Builds);
 
-    [Theory]
+    [LineTheory]
     [MemberData(nameof(Refused))]
     public async Task A_fix_that_cannot_be_live_patched_is_refused_by_its_rule(string name)
     {
@@ -39,7 +39,7 @@ public abstract partial class FixCorpusSpecification<TRun>(TRun run) where TRun 
         Assert.False(Directory.EnumerateFiles(directory.Path, "*.ko", SearchOption.AllDirectories).Any(), "a refused fix left a module behind");
     }
 
-    [Theory]
+    [LineTheory]
     [MemberData(nameof(NothingToDo))]
     public async Task A_fix_that_changes_no_machine_code_builds_nothing_and_says_why(string name)
     {
@@ -54,14 +54,14 @@ public abstract partial class FixCorpusSpecification<TRun>(TRun run) where TRun 
         Assert.Contains(fix.Mentions ?? "nothing to live patch", result.Message, StringComparison.Ordinal);
     }
 
-    [Fact]
+    [LineFact]
     public async Task Every_check_fails_before_any_patch_is_loaded()
     {
         var outcome = await run.OutcomeAsync();
         Assert.All(outcome.Fixes, f => Assert.True(outcome.Check("before", f.Name) != 0, $"{f.Name}: its check passed on the unpatched kernel"));
     }
 
-    [Fact]
+    [LineFact]
     public async Task Level_1_makes_exactly_its_own_fixes_pass()
     {
         var outcome = await run.OutcomeAsync();
@@ -70,7 +70,7 @@ public abstract partial class FixCorpusSpecification<TRun>(TRun run) where TRun 
             $"{f.Name} (level {f.Level}): check exited {outcome.Check("level1", f.Name)} with level 1 loaded"));
     }
 
-    [Fact]
+    [LineFact]
     public async Task Level_2_replaces_level_1_atomically_and_makes_every_fix_pass()
     {
         var outcome = await run.OutcomeAsync();
@@ -80,7 +80,7 @@ public abstract partial class FixCorpusSpecification<TRun>(TRun run) where TRun 
         Assert.All(outcome.Fixes, f => Assert.True(outcome.Check("level2", f.Name) == 0, $"{f.Name}: check exited {outcome.Check("level2", f.Name)} with level 2 loaded"));
     }
 
-    [Fact]
+    [LineFact]
     public async Task A_module_fix_applies_when_the_module_is_loaded_after_the_patch()
     {
         var outcome = await run.OutcomeAsync();
@@ -95,7 +95,7 @@ public abstract partial class FixCorpusSpecification<TRun>(TRun run) where TRun 
         }
     }
 
-    [Fact]
+    [LineFact]
     public async Task A_module_fix_s_dependencies_are_absent_too_when_the_patch_loads_and_the_patch_depends_on_no_module()
     {
         var outcome = await run.OutcomeAsync();
@@ -109,7 +109,7 @@ public abstract partial class FixCorpusSpecification<TRun>(TRun run) where TRun 
         Assert.Equal("", outcome.Level2Depends);
     }
 
-    [Fact]
+    [LineFact]
     public async Task Unloading_the_last_level_makes_every_check_fail_again()
     {
         var outcome = await run.OutcomeAsync();
@@ -117,7 +117,7 @@ public abstract partial class FixCorpusSpecification<TRun>(TRun run) where TRun 
         Assert.All(outcome.Fixes, f => Assert.True(outcome.Check("after", f.Name) != 0, $"{f.Name}: its check still passed after the unload"));
     }
 
-    [Fact]
+    [LineFact]
     public async Task The_kernel_reports_no_oops_warning_or_new_problem_taint_throughout()
     {
         var outcome = await run.OutcomeAsync();
@@ -147,7 +147,7 @@ public abstract partial class FixCorpusSpecification<TRun>(TRun run) where TRun 
 }
 
 /// <summary>A theory run only with <c>KINTSUGI_FIX_CORPUS=each</c> (too slow for CI: one build and one boot per fix).</summary>
-public sealed class EachFixTheoryAttribute : TheoryAttribute
+public sealed class EachFixTheoryAttribute : LineTheoryAttribute
 {
     public const string Variable = "KINTSUGI_FIX_CORPUS";
 
@@ -306,6 +306,10 @@ public sealed class FixCorpusRun61() : FixCorpusRun(TestKernels.Debian12Cloud61)
 
 public sealed class FixCorpusRun612() : FixCorpusRun(TestKernels.Debian12Cloud612);
 
+public sealed class FixCorpusRun510() : FixCorpusRun(TestKernels.Debian11Cloud510);
+
+public sealed class FixCorpusRunDebian13() : FixCorpusRun(TestKernels.Debian13Cloud612);
+
 [Collection("6.1 cloud kernel")]
 public sealed class FixCorpusOn61(FixCorpusRun61 run) : FixCorpusSpecification<FixCorpusRun61>(run), IClassFixture<FixCorpusRun61>
 {
@@ -316,4 +320,16 @@ public sealed class FixCorpusOn61(FixCorpusRun61 run) : FixCorpusSpecification<F
 public sealed class FixCorpusOn612(FixCorpusRun612 run) : FixCorpusSpecification<FixCorpusRun612>(run), IClassFixture<FixCorpusRun612>
 {
     protected override KernelRelease Release => TestKernels.Debian12Cloud612;
+}
+
+[Collection("5.10 cloud kernel"), BuildRootLine]
+public sealed class FixCorpusOn510(FixCorpusRun510 run) : FixCorpusSpecification<FixCorpusRun510>(run), IClassFixture<FixCorpusRun510>
+{
+    protected override KernelRelease Release => TestKernels.Debian11Cloud510;
+}
+
+[Collection("Debian 13 6.12 cloud kernel"), BuildRootLine]
+public sealed class FixCorpusOnDebian13(FixCorpusRunDebian13 run) : FixCorpusSpecification<FixCorpusRunDebian13>(run), IClassFixture<FixCorpusRunDebian13>
+{
+    protected override KernelRelease Release => TestKernels.Debian13Cloud612;
 }

@@ -17,7 +17,7 @@ public abstract class ReleaseLineSpecification(KernelRelease release, string cod
     private async Task<FetchedKernel> KernelAsync() =>
         await Archive.FetchAsync(release, KernelParts.Image | KernelParts.Headers | KernelParts.Source);
 
-    [BuildRootLineFact]
+    [LineFact]
     public async Task The_tree_is_prepared_in_a_build_root_of_the_kernels_own_release_with_the_compiler_its_config_names()
     {
         var kernel = await KernelAsync();
@@ -32,7 +32,7 @@ public abstract class ReleaseLineSpecification(KernelRelease release, string cod
         Assert.Equal(ConfigLines(Path.Combine(kernel.HeadersDirectory, ".config")), ConfigLines(Path.Combine(tree.Directory, ".config")));
     }
 
-    [BuildRootLineFact]
+    [LineFact]
     public async Task A_one_function_fix_is_built_proven_against_the_shipped_code_and_loads_and_unloads_in_the_lab()
     {
         var fix = CorpusFix.Named("changed-function");
@@ -56,26 +56,10 @@ public abstract class ReleaseLineSpecification(KernelRelease release, string cod
     private static List<string> ConfigLines(string path) => [.. File.ReadAllLines(path).Where(l => l.StartsWith("CONFIG_", StringComparison.Ordinal)).Order(StringComparer.Ordinal)];
 }
 
-/// <summary>
-/// Run only with <c>KINTSUGI_BUILD_ROOT_LINES=1</c>: the build roots are made and chrooted into, but
-/// <c>make prepare modules_prepare</c> of these trees does not complete in them yet (it stops while building
-/// the host tools under tools/objtool), so these specifications would fail in CI (issue 17).
-/// </summary>
-public sealed class BuildRootLineFactAttribute : FactAttribute
-{
-    public const string Variable = "KINTSUGI_BUILD_ROOT_LINES";
-
-    public BuildRootLineFactAttribute()
-    {
-        if (Environment.GetEnvironmentVariable(Variable) != "1")
-            Skip = $"preparing Debian 11 and 13 trees in their build roots does not complete yet (objtool host build); run with {Variable}=1";
-    }
-}
-
-[Collection("5.10 cloud kernel")]
+[Collection("5.10 cloud kernel"), BuildRootLine]
 public sealed class Debian11Line() : ReleaseLineSpecification(TestKernels.Debian11Cloud510, "bullseye", "gcc-10");
 
-[Collection("Debian 13 6.12 cloud kernel")]
+[Collection("Debian 13 6.12 cloud kernel"), BuildRootLine]
 public sealed class Debian13Line() : ReleaseLineSpecification(TestKernels.Debian13Cloud612, "trixie", "gcc-14");
 
 /// <summary>The one rule for a compiler: the text the kernel's .config records, exactly.</summary>

@@ -54,6 +54,32 @@ public sealed class BuildSpecification : IDisposable
     }
 
     [Fact]
+    public async Task A_function_of_a_stripped_object_is_found_by_its_compiled_code_and_patched()
+    {
+        // The fix touches only what compute() already uses: a stripped object names neither it nor its variables.
+        var (tree, program, fix) = ShippedTreeAndFix("__atomic_fetch_add(&old_calls, 1, __ATOMIC_RELAXED);",
+            "__atomic_fetch_add(&old_calls, 1000000, __ATOMIC_RELAXED);");
+        // The stripped copy names no function of its own; its code and build-id are the shipped program's.
+        var stripped = _programs.Path_("shipped-stripped");
+        File.Copy(program, stripped);
+        Assert.True(ExternalCommand.Run("strip", stripped).Succeeded);
+        Assert.DoesNotContain(ElfImage.Load(stripped).Symbols(dynamic: false), s => s.Name == "compute");
+
+        var result = await new UserPatchBuilder().BuildAsync(Request(tree, stripped, fix));
+
+        var patch = UserPatch.Load(result.OutputPath);
+        var compute = ElfImage.Load(program).Symbols(dynamic: false).Single(s => s.Name == "compute");
+        Assert.Equal(compute.Value, patch.Functions.Single().Address);
+        using var target = new RunningTarget(program, "4");
+        var applied = new UserPatcher().Apply(target.Pid, patch);
+        Assert.True(applied.Outcome == ProcessOutcome.Applied, applied.Message);
+        // The program's own counter (found through the shipped code, not a copy in the patch) counts a million a call.
+        var calls = target.ReadGlobal(program, "old_calls");
+        ApplyRevertSpecification.WaitUntil(() => target.ReadGlobal(program, "old_calls") > calls + 1_000_000_000L, "the fixed code runs");
+        Assert.True(target.Alive, target.Output);
+    }
+
+    [Fact]
     public async Task A_fix_that_changes_initialised_data_is_refused_with_the_data_layout_rule()
     {
         var (tree, program, fix) = ShippedTreeAndFix("sleep_inside_every = 50000;", "sleep_inside_every = 40000;");

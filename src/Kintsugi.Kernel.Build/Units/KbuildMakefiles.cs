@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using Kintsugi.Kernel.Build.Toolchains;
 
 namespace Kintsugi.Kernel.Build.Units;
 
@@ -8,7 +9,9 @@ namespace Kintsugi.Kernel.Build.Units;
 /// variables the top Makefile exports (BITS, SRCARCH, srctree ...) and include/config/auto.conf, and prints
 /// every object list. Every kbuild construct (conditionals, <c>$(CONFIG_X)</c>, spliced lists such as
 /// <c>$(mmu-y)</c>, <c>$(BITS)</c>, <c>$(addprefix ...)</c>, included Makefiles) is thus evaluated by make,
-/// not imitated. Needs a prepared tree (make prepare writes include/config/auto.conf).
+/// not imitated. Needs a prepared tree (make prepare writes include/config/auto.conf). make runs with the
+/// tree's own toolchain: the top Makefile compares the compiler's version text with the one the tree was
+/// configured with, and with another compiler it would reconfigure the tree instead of reading it.
 /// </summary>
 internal sealed class KbuildMakefiles
 {
@@ -34,22 +37,16 @@ internal sealed class KbuildMakefiles
         """;
 
     private readonly string _tree;
-    private readonly string _evaluator;
-    private readonly Lazy<(IReadOnlyDictionary<string, string> Environment, IReadOnlySet<string> TopDirectories)> _top;
+    private readonly Toolchain _toolchain;
+    private readonly IReadOnlyList<string> _visible;
+    private readonly Lazy<(IReadOnlyList<string> Environment, IReadOnlySet<string> TopDirectories)> _top;
     private readonly ConcurrentDictionary<string, Lazy<DirectoryLists?>> _directories = new(StringComparer.Ordinal);
 
-    public KbuildMakefiles(string tree)
+    public KbuildMakefiles(string tree, Toolchain toolchain, IReadOnlyList<string> visible)
     {
         _tree = tree;
-        var text = Evaluator.Replace("\r\n", "\n");
-        var hash = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(text)))[..12];
-        _evaluator = Path.Combine(Path.GetTempPath(), $"kintsugi-kbuild-lists-{hash}.mk");
-        if (!File.Exists(_evaluator))
-        {
-            var staging = _evaluator + "." + Environment.ProcessId;
-            File.WriteAllText(staging, text);
-            File.Move(staging, _evaluator, overwrite: true);
-        }
+        _toolchain = toolchain;
+        _visible = visible;
         _top = new(ReadTop);
     }
 
@@ -66,8 +63,9 @@ internal sealed class KbuildMakefiles
     private DirectoryLists? Evaluate(string directory)
     {
         if (!HasMakefile(_tree, directory)) return null;
-        var result = ExternalCommand.RunAsync("make", ["-s", "--no-print-directory", "-f", _evaluator, $"obj={(directory.Length == 0 ? "." : directory)}", "kintsugi-lists"],
-            _tree, _top.Value.Environment).GetAwaiter().GetResult();
+        // The evaluator is given on the command line, so it needs no file where a build root's make could read it.
+        var result = Make(["env", .. _top.Value.Environment, "make", "-s", "--no-print-directory", "-f", "/dev/null",
+            "--eval=" + Evaluator.Replace("\r\n", "\n"), $"obj={(directory.Length == 0 ? "." : directory)}", "kintsugi-lists"]);
         if (!result.Succeeded)
             return new DirectoryLists(directory, new Dictionary<string, IReadOnlyList<string>>(), $"make could not evaluate {MakefileOf(directory)}: {FirstLines(result.StandardError)}");
         var lists = new Dictionary<string, IReadOnlyList<string>>(StringComparer.Ordinal);
@@ -88,13 +86,13 @@ internal sealed class KbuildMakefiles
     /// Runs the top Makefile once for what it exports to every directory's make (as kbuild's sub-makes
     /// inherit it) and for the directories it descends into.
     /// </summary>
-    private (IReadOnlyDictionary<string, string>, IReadOnlySet<string>) ReadTop()
+    private (IReadOnlyList<string>, IReadOnlySet<string>) ReadTop()
     {
         const string Goal = "kintsugi-top: ; @echo 'kintsugi-dirs $(build-dir) $(build-dirs) $(vmlinux-dirs) $(core-y) $(drivers-y) $(libs-y) $(core-m) $(drivers-m) $(libs-m)'; env";
-        var result = ExternalCommand.RunAsync("make", ["-s", "--no-print-directory", $"--eval={Goal}", "kintsugi-top"], _tree).GetAwaiter().GetResult();
+        var result = Make(["make", "-s", "--no-print-directory", $"--eval={Goal}", "kintsugi-top"]);
         if (!result.Succeeded)
             throw new ModuleBuildException($"make could not read the top Makefile of {_tree}: {FirstLines(result.StandardError)}");
-        var environment = new Dictionary<string, string>(StringComparer.Ordinal);
+        var environment = new List<string>();
         var directories = new HashSet<string>(StringComparer.Ordinal);
         foreach (var line in result.StandardOutput.Split('\n'))
         {
@@ -109,10 +107,13 @@ internal sealed class KbuildMakefiles
             var name = line[..equals];
             // The sub-make's own bookkeeping is not what the top Makefile exports.
             if (name is "MAKEFLAGS" or "MFLAGS" or "MAKELEVEL" or "MAKEOVERRIDES" or "MAKE_TERMOUT" or "MAKE_TERMERR") continue;
-            environment[name] = line[(equals + 1)..];
+            environment.Add(line);
         }
         return (environment, directories);
     }
+
+    private CommandResult Make(IReadOnlyList<string> command) =>
+        _toolchain.RunAsync(command[0], command.Skip(1).ToList(), _tree, _visible).GetAwaiter().GetResult();
 
     private static string FirstLines(string text) => string.Join(" ", text.Split('\n', StringSplitOptions.RemoveEmptyEntries).Take(3)).Trim();
 }

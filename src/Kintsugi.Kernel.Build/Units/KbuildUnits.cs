@@ -1,4 +1,5 @@
 using System.Text.RegularExpressions;
+using Kintsugi.Kernel.Build.Toolchains;
 
 namespace Kintsugi.Kernel.Build.Units;
 
@@ -29,12 +30,12 @@ public sealed partial class KbuildUnits
     private readonly Lazy<HeaderDependents> _includes;
     private readonly Lazy<IReadOnlyList<(string Path, string Text)>> _allMakefiles;
 
-    private KbuildUnits(string tree, IReadOnlyDictionary<string, string> config)
+    private KbuildUnits(string tree, IReadOnlyDictionary<string, string> config, Toolchain toolchain, IReadOnlyList<string> visible)
     {
         _tree = tree;
         _config = config;
         // A prepared tree does not change, so its evaluated Makefiles are shared by every resolver of the process.
-        _makefiles = Evaluated.GetOrAdd(Path.GetFullPath(tree), t => new Lazy<KbuildMakefiles>(() => new KbuildMakefiles(t))).Value;
+        _makefiles = Evaluated.GetOrAdd(Path.GetFullPath(tree), t => new Lazy<KbuildMakefiles>(() => new KbuildMakefiles(t, toolchain, visible))).Value;
         _includes = new(() => HeaderDependents.Scan(tree));
         _allMakefiles = new(() => Directory.EnumerateFiles(tree, "*", SearchOption.AllDirectories)
             .Where(f => Path.GetFileName(f) is "Makefile" or "Kbuild" || Path.GetFileName(f).StartsWith("Makefile.", StringComparison.Ordinal))
@@ -42,7 +43,13 @@ public sealed partial class KbuildUnits
             .Select(f => (f, File.ReadAllText(Path.Combine(tree, f)))).ToList());
     }
 
-    public static KbuildUnits Open(string tree)
+    /// <summary>A prepared tree, its Makefiles evaluated with the toolchain that prepared it.</summary>
+    public static KbuildUnits Open(KernelSourceTree tree) => Open(tree.Directory, tree.Toolchain, tree.Visible);
+
+    /// <summary>A tree prepared with the host's own compiler.</summary>
+    public static KbuildUnits Open(string tree) => Open(tree, Toolchain.Host, [tree]);
+
+    private static KbuildUnits Open(string tree, Toolchain toolchain, IReadOnlyList<string> visible)
     {
         var config = new Dictionary<string, string>(StringComparer.Ordinal);
         foreach (var line in File.ReadLines(Path.Combine(tree, ".config")))
@@ -51,7 +58,7 @@ public sealed partial class KbuildUnits
             var equals = line.IndexOf('=');
             if (equals > 0) config[line[..equals]] = line[(equals + 1)..];
         }
-        return new KbuildUnits(tree, config);
+        return new KbuildUnits(tree, config, toolchain, visible);
     }
 
     /// <summary>The unit the C file compiles to by itself (not counting units that #include it), or null.</summary>

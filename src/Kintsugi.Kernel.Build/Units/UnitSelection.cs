@@ -16,7 +16,7 @@ public static class UnitSelection
 
     public static Scope Select(KernelSourceTree tree, IReadOnlyList<ScopedChange> scoped, int maxUnits, Action<string> progress)
     {
-        var kbuild = KbuildUnits.Open(tree.Directory);
+        var kbuild = KbuildUnits.Open(tree);
         var units = new SortedDictionary<string, TranslationUnit>(StringComparer.Ordinal);
         var notBuilt = new List<UnitResolution.NotBuilt>();
         HeaderDependents? headers = null;

@@ -1,0 +1,115 @@
+using System.Diagnostics;
+using Kintsugi.User.Build;
+using Xunit.Abstractions;
+
+namespace Kintsugi.User.Tests;
+
+/// <summary>
+/// The proof in a real service: Debian's own PostgreSQL 15 binary, running a pgbench load, gets an upstream fix
+/// of a later 15.x release built by <c>kintsugi user build</c> from Debian's source package, in the postmaster
+/// and every backend; backends forked afterwards carry it; no connection drops and no query fails; reverted the
+/// same way. Downloads the package and its source once into the cache (about 45 MB): run with
+/// <c>KINTSUGI_POSTGRESQL=1</c>.
+/// </summary>
+public sealed class PostgreSqlSpecification(ITestOutputHelper log)
+{
+    private const string Fix = "money-divide-by-minus-one.diff";
+    private const string EdgeCase = "SELECT '-92233720368547758.08'::money / -1";
+    private const string Shipped = "floating-point exception";
+    private const string Fixed = "money out of range";
+
+    [PostgreSqlFact]
+    public void An_upstream_fix_reaches_the_postmaster_and_every_backend_under_pgbench_load_and_is_reverted()
+    {
+        var package = PostgreSqlPackage.Prepare();
+        var patch = Build(package);
+        using var cluster = new PostgreSqlCluster(package);
+        Assert.Contains(Shipped, cluster.Query(EdgeCase));
+        Assert.Equal(0, Client(cluster, "pgbench", "-i", "-q", "-s", "2").ExitCode);
+
+        using var session = new PsqlSession(cluster);
+        Assert.Contains(Shipped, session.Run(EdgeCase));
+        var script = Path.GetTempFileName();
+        // Every pgbench client divides money all the time: the patched functions are called while they are replaced.
+        File.WriteAllText(script, "SELECT '12.34'::money / -1, '12.34'::money / (-1)::int4, '12.34'::money / (-1)::int2;\n");
+        using var load = Process.Start(cluster.Client("pgbench", "-n", "-c", "8", "-j", "2", "-T", "24", "-P", "4",
+            "-b", "tpcb-like@1", "-f", $"{script}@1"))!;
+        var loadOutput = load.StandardOutput.ReadToEndAsync();
+        var loadErrors = load.StandardError.ReadToEndAsync();
+        Thread.Sleep(TimeSpan.FromSeconds(4));
+
+        var patcher = new UserPatcher(PatcherOptions.Default with { BusyTimeout = TimeSpan.FromSeconds(10) });
+        var processes = cluster.Processes();
+        Assert.True(processes.Count >= 8 + 5, $"expected the postmaster, its auxiliary processes and 8 pgbench backends: {processes.Count}");
+        var applied = processes.Select(pid => patcher.Apply(pid, patch)).ToList();
+        Report("apply", applied);
+        Assert.All(applied, r => Assert.True(r.Outcome == ProcessOutcome.Applied, $"{r.Pid} ({r.Command}): {r.Outcome} {r.Message}"));
+        Assert.All(processes, pid => Assert.Contains(UserPatcher.List(pid), p => p.Name == patch.Name));
+
+        Assert.Contains(Fixed, session.Run(EdgeCase));         // a backend that existed before the patch
+        Assert.Contains(Fixed, cluster.Query(EdgeCase));       // a backend forked after it, from the patched postmaster
+        using (var later = new PsqlSession(cluster))
+            Assert.Contains(UserPatcher.List(later.BackendPid), p => p.Name == patch.Name);
+        Assert.Equal("-$12.34", session.Run("SELECT '12.34'::money / -1"));
+        Thread.Sleep(TimeSpan.FromSeconds(4));
+
+        var reverted = cluster.Processes().Select(pid => patcher.Revert(pid)).ToList();
+        Report("revert", reverted);
+        Assert.All(reverted, r => Assert.True(r.Outcome == ProcessOutcome.Reverted, $"{r.Pid} ({r.Command}): {r.Outcome} {r.Message}"));
+        Assert.Contains(Shipped, session.Run(EdgeCase));
+        Assert.Contains(Shipped, cluster.Query(EdgeCase));
+
+        load.WaitForExit();
+        var summary = loadOutput.Result + loadErrors.Result;
+        log.WriteLine(summary);
+        Assert.True(load.ExitCode == 0, $"pgbench exited {load.ExitCode} (a client aborted):\n{summary}");
+        Assert.Contains("number of failed transactions: 0 ", summary);
+        Assert.DoesNotContain("aborted", summary);
+        Assert.DoesNotContain("server closed the connection", summary);
+        Assert.DoesNotContain("terminated by signal", cluster.ServerLog);
+        File.Delete(script);
+    }
+
+    private UserPatch Build(PostgreSqlPackage package)
+    {
+        var output = Path.Combine(Path.GetTempPath(), $"kintsugi-postgresql-{Guid.NewGuid():n}.kup.json");
+        var clock = Stopwatch.StartNew();
+        var result = new UserPatchBuilder().BuildAsync(new UserBuildRequest(package.Postgres, package.Tree,
+            Path.Combine(AppContext.BaseDirectory, "Fixtures", "postgresql-15", Fix), package.Flags, "pg15-money-divide", output)).GetAwaiter().GetResult();
+        log.WriteLine($"built in {clock.Elapsed.TotalSeconds:0.0} s: {string.Join(", ", result.Functions)} " +
+            $"({string.Join(", ", result.PhaseSeconds.Select(p => $"{p.Key} {p.Value:0.00} s"))})");
+        Assert.Equal(["cash_div_int2", "cash_div_int4", "cash_div_int8"], result.Functions.Order());
+        var patch = UserPatch.Load(output);
+        File.Delete(output);
+        return patch;
+    }
+
+    private void Report(string what, IReadOnlyList<ProcessResult> results)
+    {
+        foreach (var r in results)
+            log.WriteLine($"{what} {r.Pid} ({r.Command}): {r.Outcome}, paused {r.PauseMilliseconds:0.00} ms, {r.Attempts} attempt(s) {r.Message}");
+        var pauses = results.Select(r => r.PauseMilliseconds).Order().ToList();
+        log.WriteLine($"{what}: {results.Count} processes, pause median {pauses[pauses.Count / 2]:0.00} ms, worst {pauses[^1]:0.00} ms");
+    }
+
+    private static Process Client(PostgreSqlCluster cluster, string program, params string[] arguments)
+    {
+        var process = Process.Start(cluster.Client(program, arguments))!;
+        process.StandardOutput.ReadToEnd();
+        process.StandardError.ReadToEnd();
+        process.WaitForExit();
+        return process;
+    }
+}
+
+/// <summary>A fact run only with <c>KINTSUGI_POSTGRESQL=1</c>.</summary>
+public sealed class PostgreSqlFactAttribute : FactAttribute
+{
+    public const string Variable = "KINTSUGI_POSTGRESQL";
+
+    public PostgreSqlFactAttribute()
+    {
+        if (Environment.GetEnvironmentVariable(Variable) != "1")
+            Skip = $"downloads Debian's postgresql-15 and its source once (about 45 MB) and runs pgbench: run with {Variable}=1";
+    }
+}

@@ -378,7 +378,8 @@ public abstract class FleetSpecification(Backend backend)
         var refused = await impostor.TryEnrollAsync(token);
 
         Assert.Equal(HttpStatusCode.Conflict, refused.StatusCode);
-        Assert.Contains("needs the machine's current credential or an operator's approval", await refused.Content.ReadAsStringAsync());
+        Assert.Contains("needs the machine's current credential or an operator's approval",
+            (await refused.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("detail").GetString());
         Assert.Equal(HttpStatusCode.OK, (await machine.Http.PostAsJsonAsync(ProtocolPaths.CheckIn,
             new CheckInRequest(new KernelIdentity(Kernels.Debian61.Release, Kernels.Debian61.BuildId), PatchState.NothingToApply, null, null, null, 0, null, "0.1.0"),
             ProtocolJson.Default.CheckInRequest)).StatusCode);

@@ -81,8 +81,16 @@ step_fetch() {
 step_tools() {
   rm -rf "$kpatch_src"
   tar -xzf "$work/src/kpatch_$kpatch_version.orig.tar.gz" -C "$work/src"
-  command -v gawk >/dev/null || { echo "kpatch-build needs gawk: apt-get install gawk" >&2; exit 1; }
-  [ -e /usr/include/libelf.h ] || { echo "create-diff-object needs libelf-dev: apt-get install libelf-dev" >&2; exit 1; }
+  # kpatch-build's own needs, from the host's Debian 12 sources: gawk for the script, libelf-dev for
+  # create-diff-object; bc, bison, flex and libssl-dev build the kernel (kintsugi's demo installs those).
+  local missing=() pkg
+  for pkg in gawk libelf-dev bc bison flex libssl-dev dwarves; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "apt-get install ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >&2
+  fi
   log "building create-diff-object and create-klp-module"
   nice -n 19 make -C "$kpatch_src/kpatch-build" -j2 >&2
 }

@@ -1,13 +1,14 @@
 // The pause a patched process sees: `kintsugi user apply` stops every thread, checks stacks, maps and writes
 // the patch, redirects the function, and lets the threads go. Median and worst of N applications (and of the
 // reverts between them) for processes with 1 and with 64 worker threads.
-// Usage: dotnet run -c Release --project bench/user [-- RUNS [THREADS...]]
+// Usage: dotnet run -c Release --project bench/user [-- RUNS [THREADS...]]; THREADS is a count (busy threads) or
+// a count with "s" (a server's pool: each thread handles a call, then waits 5 ms), e.g. 100 1 64 64s.
 using System.Diagnostics;
 using Kintsugi.User;
 using Kintsugi.User.Build;
 
 var runs = args.Length > 0 ? int.Parse(args[0]) : 100;
-var threadCounts = args.Length > 1 ? args.Skip(1).Select(int.Parse).ToArray() : [1, 64];
+var threadCounts = args.Length > 1 ? args.Skip(1).ToArray() : ["1", "64", "64s"];
 var work = Directory.CreateTempSubdirectory("kintsugi-user-bench-").FullName;
 try
 {
@@ -18,9 +19,11 @@ try
     Console.WriteLine($"load average at start: {File.ReadAllText("/proc/loadavg").Trim()}");
     Console.WriteLine("| threads | runs | apply median ms | apply worst ms | revert median ms | revert worst ms | retries |");
     Console.WriteLine("|---|---|---|---|---|---|---|");
-    foreach (var threads in threadCounts)
+    foreach (var spec in threadCounts)
     {
-        var pid = Start(Path.Combine(work, "target"), threads);
+        var server = spec.EndsWith('s');
+        var threads = int.Parse(spec.TrimEnd('s'));
+        var pid = Start(Path.Combine(work, "target"), threads, server);
         try
         {
             var patcher = new UserPatcher();
@@ -44,7 +47,7 @@ try
             if (!File.Exists($"/proc/{pid}/stat")) throw new Exception("the target died");
             apply.Sort();
             revert.Sort();
-            Console.WriteLine($"| {threads} | {runs} | {Median(apply):0.00} | {apply[^1]:0.00} | {Median(revert):0.00} | {revert[^1]:0.00} | {retries} |");
+            Console.WriteLine($"| {threads}{(server ? " (server pool)" : "")} | {runs} | {Median(apply):0.00} | {apply[^1]:0.00} | {Median(revert):0.00} | {revert[^1]:0.00} | {retries} |");
         }
         finally { Process.GetProcessById(pid).Kill(); }
     }
@@ -62,10 +65,10 @@ static void Gcc(params string[] arguments)
 }
 
 // Started through a shell that exits at once, so this process never reaps the target's ptrace stops.
-static int Start(string program, int threads)
+static int Start(string program, int threads, bool server)
 {
     var log = Path.GetTempFileName();
-    using var shell = Process.Start(new ProcessStartInfo("/bin/sh", ["-c", $"exec {program} {threads} >{log} 2>&1 & echo $!"]) { RedirectStandardOutput = true })!;
+    using var shell = Process.Start(new ProcessStartInfo("/bin/sh", ["-c", $"exec {program} {threads} {(server ? "server" : "busy")} >{log} 2>&1 & echo $!"]) { RedirectStandardOutput = true })!;
     var pid = int.Parse(shell.StandardOutput.ReadToEnd().Trim());
     shell.WaitForExit();
     while (!File.ReadAllText(log).Contains("ready")) Thread.Sleep(10);

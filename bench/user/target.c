@@ -1,5 +1,7 @@
 /* The benchmark's target: N threads calling compute() in a tight loop (a short sleep every 10,000 calls so
- * that 64 threads on 2 cores still let the machine breathe). Built as shipped, and with -DFIXED as the fix. */
+ * that 64 threads on 2 cores still let the machine breathe), or, with "server", N threads that each handle a
+ * request (one call) and then wait 5 ms for the next, as a server's thread pool does.
+ * Built as shipped, and with -DFIXED as the fix. */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,9 +19,16 @@ __attribute__((noinline)) long compute(long x)
 #endif
 }
 
+static int server;
+
 static void *worker(void *arg)
 {
     for (long i = (long)arg;; i++) {
+        if (server) {
+            if (compute(i) != i * 2 + 1 && compute(i) != i * 2 + 3) abort();
+            usleep(5000);
+            continue;
+        }
         long r = compute(i);
         if (r != i * 2 + 1 && r != i * 2 + 3) abort();
         if (i % 10000 == 0) usleep(1000);
@@ -30,6 +39,7 @@ static void *worker(void *arg)
 int main(int argc, char **argv)
 {
     int threads = argc > 1 ? atoi(argv[1]) : 1;
+    server = argc > 2 && argv[2][0] == 's';
     for (long t = 0; t < threads; t++) {
         pthread_t thread;
         pthread_create(&thread, NULL, worker, (void *)(t * 1000003));

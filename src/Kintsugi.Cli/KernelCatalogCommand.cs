@@ -27,7 +27,7 @@ internal static class KernelCatalogCommand
             var table = new Table().AddColumns("debian", "release", "package version", "suite", "headers", "source");
             foreach (var k in kernels)
                 table.AddRow($"{k.Debian} ({k.Codename})", Markup.Escape(k.Release.Value), Markup.Escape(k.PackageVersion), k.Suite, Yes(k.Headers), Yes(k.Source));
-            AnsiConsole.Write(table);
+            Tables.Write(table);
             Console.WriteLine($"{kernels.Count} kernel(s), {kernels.Count(k => k.Buildable)} with headers and source (livepatches can be built for them)");
             return 0;
         });

@@ -37,13 +37,19 @@ internal static class KernelCommands
         var module = new Argument<FileInfo>("module.ko") { Description = "The livepatch module to load" };
         var timeout = TimeoutOption();
         var force = new Option<bool>("--force") { Description = "Force a stalled transition to complete (tasks that never switched may keep running old code: the consistency guarantee is lost)" };
+        var uname = new Option<bool>("--effective-uname")
+        {
+            Description = "While it is applied, uname -v and /proc/version show the effective version (as with /etc/kintsugi/effective-uname)",
+        };
         var json = Cli.Json();
-        var command = new Command("load", "Load a livepatch and wait for its transition; a stalled transition is reported with the blocking tasks and reverted") { module, timeout, force, json };
-        command.WithExamples("kintsugi kernel load ./proc_cmdline_1.ko", "kintsugi kernel load ./fix_2.ko --timeout 120 --json");
+        var command = new Command("load", "Load a livepatch and wait for its transition; a stalled transition is reported with the blocking tasks and reverted") { module, timeout, force, uname, json };
+        command.WithExamples("kintsugi kernel load ./proc_cmdline_1.ko", "kintsugi kernel load ./fix_2.ko --timeout 120 --json",
+            "kintsugi kernel load ./fix_2.ko --effective-uname");
         command.Action = Cli.Run(async parse =>
         {
             var file = ModuleFile.Read(parse.GetValue(module)!.FullName);
-            var outcome = new LivepatchRuntime(Cli.Progress).Load(file, TimeSpan.FromSeconds(parse.GetValue(timeout)), parse.GetValue(force));
+            var outcome = new LivepatchRuntime(Cli.Progress).Load(file, TimeSpan.FromSeconds(parse.GetValue(timeout)), parse.GetValue(force),
+                effectiveUname: parse.GetValue(uname) ? true : null);
             LoadedRecord.Write(MachinePaths.Default, file);
             if (parse.GetValue(json))
                 Cli.WriteJson(new PatchChange(true, "loaded", outcome.Name.ToString(), [.. outcome.Replaced.Select(r => r.ToString())], outcome.Forced), ChangeJson.Default.PatchChange);
@@ -136,7 +142,7 @@ internal static class KernelCommands
                     first = false;
                 }
             }
-            AnsiConsole.Write(table);
+            Tables.Write(table);
             return Task.FromResult(0);
         });
         return command;
@@ -164,7 +170,7 @@ internal static class KernelCommands
                 Row(key, value);
             foreach (var obj in info.Objects)
                 Row("patches " + obj.Name, string.Join(", ", obj.Functions.Select(f => f.Name)));
-            AnsiConsole.Write(grid);
+            Tables.Write(grid);
             return Task.FromResult(0);
         });
         return command;

@@ -3,9 +3,11 @@ using System.Diagnostics;
 using System.Net;
 using System.Net.Http.Headers;
 using System.Security.Cryptography.X509Certificates;
-using System.Text;
 using System.Text.Json;
-using System.Text.Json.Nodes;
+using System.Text.Json.Serialization;
+using System.Text.Json.Serialization.Metadata;
+using Kintsugi.Protocol;
+using Kintsugi.Protocol.Operator;
 
 namespace Kintsugi.Cli;
 
@@ -102,7 +104,7 @@ internal static class ServerCommands
             if (response.IsSuccessStatusCode) return response;
             var body = await response.Content.ReadAsStringAsync();
             string detail;
-            try { detail = JsonNode.Parse(body)?["detail"]?.GetValue<string>() ?? body; }
+            try { detail = JsonSerializer.Deserialize(body, ProtocolJson.Default.ProblemDocument)?.Detail ?? body; }
             catch (JsonException) { detail = body.Length > 300 ? body[..300] : body; }
             var code = response.StatusCode switch
             {
@@ -115,11 +117,32 @@ internal static class ServerCommands
             throw new ServerRequestException($"{method} {path}: {(int)response.StatusCode} {detail}", code);
         }
 
-        public async Task<JsonNode> JsonAsync(HttpMethod method, string path, JsonNode? body = null)
+        public async Task<T> GetAsync<T>(string path, JsonTypeInfo<T> reply)
         {
-            using var response = await SendAsync(method, path, body is null ? null : new StringContent(body.ToJsonString(), Encoding.UTF8, "application/json"));
+            using var response = await SendAsync(HttpMethod.Get, path);
+            return await ReadAsync(response, reply);
+        }
+
+        /// <summary>Sends <paramref name="body"/> as JSON; reads the reply as <paramref name="reply"/>.</summary>
+        public async Task<TReply> SendAsync<TBody, TReply>(HttpMethod method, string path, TBody body, JsonTypeInfo<TBody> request, JsonTypeInfo<TReply> reply)
+        {
+            using var content = new ByteArrayContent(JsonSerializer.SerializeToUtf8Bytes(body, request));
+            content.Headers.ContentType = new MediaTypeHeaderValue("application/json") { CharSet = "utf-8" };
+            using var response = await SendAsync(method, path, content);
+            return await ReadAsync(response, reply);
+        }
+
+        /// <summary>A successful reply as the operator API's type for it (Kintsugi.Protocol.Operator).</summary>
+        public static async Task<T> ReadAsync<T>(HttpResponseMessage response, JsonTypeInfo<T> reply)
+        {
             var text = await response.Content.ReadAsStringAsync();
-            return text.Length == 0 ? new JsonObject() : JsonNode.Parse(text)!;
+            try { return JsonSerializer.Deserialize(text, reply) ?? throw new JsonException("the reply is JSON null"); }
+            catch (JsonException e)
+            {
+                var request = response.RequestMessage;
+                throw new ServerRequestException($"{request?.Method} {request?.RequestUri?.PathAndQuery}: the reply is not the {typeof(T).Name} " +
+                    $"this kintsugi ({Cli.Version}) reads: {e.Message} (is the server of another version?)", ExitCode.Environment, e);
+            }
         }
 
         public void Dispose() => http.Dispose();
@@ -163,9 +186,14 @@ internal static class ServerCommands
 
     private static string Escape(string segment) => Uri.EscapeDataString(segment);
 
-    private static void Print(JsonNode node) => Console.WriteLine(node.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+    private static void Print<T>(T reply, JsonTypeInfo<T> type) => Console.WriteLine(JsonSerializer.Serialize(reply, type));
 
-    private static string S(JsonNode? node, string name) => node?[name]?.ToString() ?? "-";
+    private static string Show<T>(T? value) => value?.ToString() ?? "-";
+
+    /// <summary>A time as the server's JSON spells it (ISO 8601), or "-".</summary>
+    private static string Show(DateTimeOffset? time) => time is { } t ? JsonSerializer.Serialize(t, OperatorJson.Default.DateTimeOffset).Trim('"') : "-";
+
+    private static OperatorJson Types => OperatorJson.Default;
 
     // ---- releases ----
 
@@ -177,20 +205,21 @@ internal static class ServerCommands
         command.Action = Cli.Run(async parse =>
         {
             using var api = Connect(parse);
-            var results = new JsonArray();
+            var results = new List<PublishResult>();
             foreach (var file in parse.GetValue(files)!)
             {
                 if (!file.Exists) throw new ServerRequestException($"{file.FullName} does not exist", ExitCode.NotFound);
                 using var content = new ByteArrayContent(await File.ReadAllBytesAsync(file.FullName));
                 content.Headers.ContentType = new MediaTypeHeaderValue("application/octet-stream");
                 using var response = await api.SendAsync(HttpMethod.Post, "/api/v1/releases", content);
-                var result = JsonNode.Parse(await response.Content.ReadAsStringAsync())!;
+                var result = await Api.ReadAsync(response, Types.PublishResult);
                 results.Add(result);
-                var r = result["release"];
+                var r = result.Release;
                 if (!parse.GetValue(json))
-                    Console.WriteLine($"{(result["created"]!.GetValue<bool>() ? "published" : "already published")} {S(r, "id")}: {S(r, "kernelRelease")} level {S(r, "level")} in {S(r?["channels"]?[0], "channel")}");
+                    Console.WriteLine($"{(result.Created ? "published" : "already published")} {r.Id}: {r.KernelRelease} level {r.Level} " +
+                                      $"in {Show(r.Channels.FirstOrDefault()?.Channel)}");
             }
-            if (parse.GetValue(json)) Print(results);
+            if (parse.GetValue(json)) Print<IReadOnlyList<PublishResult>>(results, Types.IReadOnlyListPublishResult);
             return 0;
         });
         return command;
@@ -204,12 +233,14 @@ internal static class ServerCommands
         command.Action = Cli.Run(async parse =>
         {
             using var api = Connect(parse);
-            var list = await api.JsonAsync(HttpMethod.Get, "/api/v1/releases" + (parse.GetValue(build) is { } b ? $"?build={Escape(b)}" : ""));
-            if (parse.GetValue(json)) { Print(list); return 0; }
-            Console.WriteLine($"{"RELEASE",-19} {"KERNEL",-28} {"LVL",3} {"CHANNELS",-22} {"APPLIED",7} {"FAILED",6} STATUS");
-            foreach (var r in list.AsArray())
-                Console.WriteLine($"{S(r, "id"),-19} {S(r, "kernelRelease"),-28} {S(r, "level"),3} {string.Join(",", r!["channels"]!.AsArray().Select(c => S(c, "channel"))),-22} {S(r["health"], "applied"),7} {S(r["health"], "failed"),6} " +
-                    (r["revoked"] is JsonObject rv ? $"revoked: {S(rv, "reason")}" : "active"));
+            var query = parse.GetValue(build) is { } b ? $"?build={Escape(b)}" : "";
+            var list = await api.GetAsync("/api/v1/releases" + query, Types.IReadOnlyListReleaseView);
+            if (parse.GetValue(json)) { Print(list, Types.IReadOnlyListReleaseView); return 0; }
+            var table = Tables.Create("release", "kernel", "level", "channels", "applied", "failed", "status");
+            foreach (var r in list)
+                table.Row(r.Id, r.KernelRelease, Show(r.Level), string.Join(",", r.Channels.Select(c => c.Channel)), Show(r.Health.Applied),
+                    Show(r.Health.Failed), r.Revoked is { } revoked ? $"revoked: {revoked.Reason}" : "active");
+            Tables.Write(table);
             return 0;
         });
         return command;
@@ -227,10 +258,10 @@ internal static class ServerCommands
         command.Action = Cli.Run(async parse =>
         {
             using var api = Connect(parse);
-            var body = new JsonObject { ["channel"] = parse.GetValue(channel), ["reason"] = parse.GetValue(reason) };
-            var result = await api.JsonAsync(HttpMethod.Post, $"/api/v1/releases/{Escape(parse.GetValue(release)!)}/promote", body);
-            if (parse.GetValue(json)) Print(result);
-            else Console.WriteLine($"{S(result["release"], "id")} promoted to {string.Join(", ", result["promotedTo"]!.AsArray().Select(c => c!.ToString()))}");
+            var result = await api.SendAsync(HttpMethod.Post, $"/api/v1/releases/{Escape(parse.GetValue(release)!)}/promote",
+                new PromoteRequest(parse.GetValue(channel), parse.GetValue(reason)), Types.PromoteRequest, Types.PromoteResult);
+            if (parse.GetValue(json)) Print(result, Types.PromoteResult);
+            else Console.WriteLine($"{result.Release.Id} promoted to {string.Join(", ", result.PromotedTo)}");
             return 0;
         });
         return command;
@@ -245,9 +276,10 @@ internal static class ServerCommands
         command.Action = Cli.Run(async parse =>
         {
             using var api = Connect(parse);
-            var result = await api.JsonAsync(HttpMethod.Post, $"/api/v1/releases/{Escape(parse.GetValue(release)!)}/revoke", new JsonObject { ["reason"] = parse.GetValue(reason) });
-            if (parse.GetValue(json)) Print(result);
-            else Console.WriteLine($"{S(result, "id")} revoked ({S(result, "kernelRelease")} level {S(result, "level")})");
+            var result = await api.SendAsync(HttpMethod.Post, $"/api/v1/releases/{Escape(parse.GetValue(release)!)}/revoke",
+                new RevokeRequest(parse.GetValue(reason)!), Types.RevokeRequest, Types.ReleaseView);
+            if (parse.GetValue(json)) Print(result, Types.ReleaseView);
+            else Console.WriteLine($"{result.Id} revoked ({result.KernelRelease} level {result.Level})");
             return 0;
         });
         return command;
@@ -263,11 +295,12 @@ internal static class ServerCommands
             var path = parse.GetValue(file)!;
             if (!path.Exists) throw new ServerRequestException($"{path.FullName} does not exist", ExitCode.NotFound);
             using var api = Connect(parse);
-            var result = await api.JsonAsync(HttpMethod.Post, "/api/v1/metadata", new JsonObject { ["metadata"] = await File.ReadAllTextAsync(path.FullName) });
-            if (parse.GetValue(json)) Print(result);
-            else Console.WriteLine($"release metadata version {S(result, "version")} for {S(result, "kernelRelease")} ({S(result, "buildId")}): current level {S(result, "currentLevel")}, " +
-                                   $"minimum {S(result, "minimumLevel")}, revoked [{string.Join(",", result["revokedLevels"]!.AsArray().Select(l => l!.ToString()))}]; " +
-                                   $"releases revoked now: {result["revokedReleases"]!.AsArray().Count}");
+            var request = new ReleaseMetadataRequest(await File.ReadAllTextAsync(path.FullName));
+            var m = await api.SendAsync(HttpMethod.Post, "/api/v1/metadata", request, Types.ReleaseMetadataRequest, Types.ReleaseMetadataView);
+            if (parse.GetValue(json)) Print(m, Types.ReleaseMetadataView);
+            else Console.WriteLine($"release metadata version {m.Version} for {m.KernelRelease} ({m.BuildId}): current level {m.CurrentLevel}, " +
+                                   $"minimum {m.MinimumLevel}, revoked [{string.Join(",", m.RevokedLevels)}]; " +
+                                   $"releases revoked now: {m.RevokedReleases.Count}");
             return 0;
         });
         var command = new Command("metadata", "Signed release metadata per kernel build (docs/bundle-format.md): what agents need before they roll back or remove");
@@ -289,11 +322,12 @@ internal static class ServerCommands
             using var api = Connect(parse);
             var query = string.Join("&", new[] { ("channel", parse.GetValue(channel)), ("state", parse.GetValue(state)), ("build", parse.GetValue(build)) }
                 .Where(p => p.Item2 is not null).Select(p => $"{p.Item1}={Escape(p.Item2!)}"));
-            var list = await api.JsonAsync(HttpMethod.Get, "/api/v1/machines" + (query.Length > 0 ? "?" + query : ""));
-            if (parse.GetValue(json)) { Print(list); return 0; }
-            Console.WriteLine($"{"MACHINE",-19} {"HOSTNAME",-20} {"CHANNEL",-12} {"KERNEL",-28} {"LVL",3} {"STATE",-18} LAST CHECK-IN");
-            foreach (var m in list.AsArray())
-                Console.WriteLine($"{S(m, "id"),-19} {S(m, "hostname"),-20} {S(m, "channel"),-12} {S(m, "kernelRelease"),-28} {S(m, "level"),3} {S(m, "state"),-18} {S(m, "lastCheckIn")}{(m!["stale"]!.GetValue<bool>() ? " (stale)" : "")}");
+            var list = await api.GetAsync("/api/v1/machines" + (query.Length > 0 ? "?" + query : ""), Types.IReadOnlyListMachineView);
+            if (parse.GetValue(json)) { Print(list, Types.IReadOnlyListMachineView); return 0; }
+            var table = Tables.Create("machine", "hostname", "channel", "kernel", "level", "state", "last check-in");
+            foreach (var m in list)
+                table.Row(m.Id, m.Hostname, m.Channel, m.KernelRelease, Show(m.Level), Show(m.State), Show(m.LastCheckIn) + (m.Stale ? " (stale)" : ""));
+            Tables.Write(table);
             return 0;
         });
         var id = new Argument<string>("machine") { Description = "Machine id (m_…)" };
@@ -301,7 +335,7 @@ internal static class ServerCommands
         show.Action = Cli.Run(async parse =>
         {
             using var api = Connect(parse);
-            Print(await api.JsonAsync(HttpMethod.Get, $"/api/v1/machines/{Escape(parse.GetValue(id)!)}"));
+            Print(await api.GetAsync($"/api/v1/machines/{Escape(parse.GetValue(id)!)}", Types.MachineView), Types.MachineView);
             return 0;
         });
         var to = new Option<string>("--channel") { Description = "The channel to move to", Required = true };
@@ -310,8 +344,9 @@ internal static class ServerCommands
         move.Action = Cli.Run(async parse =>
         {
             using var api = Connect(parse);
-            var m = await api.JsonAsync(HttpMethod.Post, $"/api/v1/machines/{Escape(parse.GetValue(moveId)!)}/move", new JsonObject { ["channel"] = parse.GetValue(to) });
-            Console.WriteLine($"{S(m, "id")} is now in {S(m, "channel")}");
+            var m = await api.SendAsync(HttpMethod.Post, $"/api/v1/machines/{Escape(parse.GetValue(moveId)!)}/move",
+                new MoveMachineRequest(parse.GetValue(to)!), Types.MoveMachineRequest, Types.MachineView);
+            Console.WriteLine($"{m.Id} is now in {m.Channel}");
             return 0;
         });
         var approveId = new Argument<string>("machine") { Description = "Machine id (m_…)" };
@@ -320,8 +355,9 @@ internal static class ServerCommands
         approve.Action = Cli.Run(async parse =>
         {
             using var api = Connect(parse);
-            var m = await api.JsonAsync(HttpMethod.Post, $"/api/v1/machines/{Escape(parse.GetValue(approveId)!)}/approve-reenroll");
-            Console.WriteLine($"{S(m, "id")} ({S(m, "hostname")}) may enroll again until {S(m, "reenrollApprovedUntil")}");
+            var response = await api.SendAsync(HttpMethod.Post, $"/api/v1/machines/{Escape(parse.GetValue(approveId)!)}/approve-reenroll");
+            var m = await Api.ReadAsync(response, Types.MachineView);
+            Console.WriteLine($"{m.Id} ({m.Hostname}) may enroll again until {m.ReenrollApprovedUntil:u}");
             return 0;
         });
         command.Subcommands.Add(show);
@@ -337,11 +373,14 @@ internal static class ServerCommands
         command.Action = Cli.Run(async parse =>
         {
             using var api = Connect(parse);
-            var list = await api.JsonAsync(HttpMethod.Get, "/api/v1/channels");
-            if (parse.GetValue(json)) { Print(list); return 0; }
-            foreach (var c in list.AsArray())
-                Console.WriteLine($"{S(c, "position")}  {S(c, "name"),-14} " + (S(c, "position") == "0" ? "releases land here on publish"
-                    : c!["promoteAfterSeconds"] is null ? "manual promotion only" : $"auto after {S(c, "promoteAfterSeconds")} s, when >= {S(c, "minApplied")} machines applied and none failed"));
+            var list = await api.GetAsync("/api/v1/channels", Types.IReadOnlyListChannelView);
+            if (parse.GetValue(json)) { Print(list, Types.IReadOnlyListChannelView); return 0; }
+            var table = Tables.Create("position", "channel", "promotion");
+            foreach (var c in list)
+                table.Row(Show(c.Position), c.Name, c.Position == 0 ? "releases land here on publish"
+                    : c.PromoteAfterSeconds is not { } after ? "manual promotion only"
+                    : $"auto after {after} s, when >= {c.MinApplied} machines applied and none failed");
+            Tables.Write(table);
             return 0;
         });
         var name = new Argument<string>("name") { Description = "Channel name (a-z, 0-9, -)" };
@@ -352,9 +391,9 @@ internal static class ServerCommands
         set.Action = Cli.Run(async parse =>
         {
             using var api = Connect(parse);
-            var body = new JsonObject { ["promoteAfterSeconds"] = parse.GetValue(delay), ["minApplied"] = parse.GetValue(minApplied), ["manual"] = parse.GetValue(manual) ? true : null };
-            var c = await api.JsonAsync(HttpMethod.Put, $"/api/v1/channels/{Escape(parse.GetValue(name)!)}", body);
-            Console.WriteLine($"channel {S(c, "name")} at position {S(c, "position")}");
+            var body = new ChannelRequest(parse.GetValue(delay), parse.GetValue(minApplied), parse.GetValue(manual) ? true : null);
+            var c = await api.SendAsync(HttpMethod.Put, $"/api/v1/channels/{Escape(parse.GetValue(name)!)}", body, Types.ChannelRequest, Types.ChannelView);
+            Console.WriteLine($"channel {c.Name} at position {c.Position}");
             return 0;
         });
         command.Subcommands.Add(set);
@@ -375,11 +414,9 @@ internal static class ServerCommands
         enroll.Action = Cli.Run(async parse =>
         {
             using var api = Connect(parse);
-            var result = await api.JsonAsync(HttpMethod.Post, "/api/v1/enrollment-tokens", new JsonObject
-            {
-                ["channel"] = parse.GetValue(channel), ["maxUses"] = parse.GetValue(maxUses), ["expiresInSeconds"] = parse.GetValue(expires), ["description"] = parse.GetValue(description),
-            });
-            if (parse.GetValue(json)) Print(result); else Console.WriteLine(S(result, "token"));
+            var request = new EnrollmentTokenRequest(parse.GetValue(channel)!, parse.GetValue(description), parse.GetValue(expires), parse.GetValue(maxUses));
+            var result = await api.SendAsync(HttpMethod.Post, "/api/v1/enrollment-tokens", request, Types.EnrollmentTokenRequest, Types.IssuedEnrollmentToken);
+            if (parse.GetValue(json)) Print(result, Types.IssuedEnrollmentToken); else Console.WriteLine(result.Token);
             return 0;
         });
         var role = new Option<string>("--role") { Description = "admin, operator or auditor", Required = true };
@@ -391,8 +428,9 @@ internal static class ServerCommands
         create.Action = Cli.Run(async parse =>
         {
             using var api = Connect(parse);
-            var result = await api.JsonAsync(HttpMethod.Post, "/api/v1/api-tokens", new JsonObject { ["role"] = parse.GetValue(role), ["name"] = parse.GetValue(name), ["expiresInSeconds"] = parse.GetValue(apiExpires) });
-            if (parse.GetValue(apiJson)) Print(result); else Console.WriteLine(S(result, "token"));
+            var request = new ApiTokenRequest(parse.GetValue(role)!, parse.GetValue(name)!, parse.GetValue(apiExpires));
+            var result = await api.SendAsync(HttpMethod.Post, "/api/v1/api-tokens", request, Types.ApiTokenRequest, Types.IssuedApiToken);
+            if (parse.GetValue(apiJson)) Print(result, Types.IssuedApiToken); else Console.WriteLine(result.Token);
             return 0;
         });
         var listJson = Cli.Json();
@@ -400,15 +438,18 @@ internal static class ServerCommands
         list.Action = Cli.Run(async parse =>
         {
             using var api = Connect(parse);
-            var enrollment = await api.JsonAsync(HttpMethod.Get, "/api/v1/enrollment-tokens");
-            JsonNode apiTokens;
-            try { apiTokens = await api.JsonAsync(HttpMethod.Get, "/api/v1/api-tokens"); }
-            catch (ServerRequestException) { apiTokens = new JsonArray(); } // listing API tokens needs admin
-            if (parse.GetValue(listJson)) { Print(new JsonObject { ["enrollment"] = enrollment, ["api"] = apiTokens }); return 0; }
-            foreach (var t in enrollment.AsArray())
-                Console.WriteLine($"{S(t, "id")}  enroll -> {S(t, "channel"),-12} used {S(t, "uses")}/{(t!["maxUses"] is null ? "∞" : S(t, "maxUses"))}{(t["revokedAt"] is null ? "" : " (revoked)")} {S(t, "description")}");
-            foreach (var t in apiTokens.AsArray())
-                Console.WriteLine($"{S(t, "id")}  {S(t, "role"),-8} {S(t, "name")}{(t!["revokedAt"] is null ? "" : " (revoked)")}");
+            var enrollment = await api.GetAsync("/api/v1/enrollment-tokens", Types.IReadOnlyListEnrollmentTokenView);
+            IReadOnlyList<ApiTokenView> apiTokens;
+            try { apiTokens = await api.GetAsync("/api/v1/api-tokens", Types.IReadOnlyListApiTokenView); }
+            catch (ServerRequestException) { apiTokens = []; } // listing API tokens needs admin
+            if (parse.GetValue(listJson)) { Print(new TokenListing(enrollment, apiTokens), ServerCliJson.Default.TokenListing); return 0; }
+            var table = Tables.Create("token", "kind", "role or channel", "uses", "state", "name or description");
+            foreach (var t in enrollment)
+                table.Row(t.Id, "enrollment", t.Channel, $"{t.Uses}/{(t.MaxUses is { } most ? most.ToString() : "∞")}",
+                    t.RevokedAt is null ? "active" : "revoked", Show(t.Description));
+            foreach (var t in apiTokens)
+                table.Row(t.Id, "api", Show(t.Role), "-", t.RevokedAt is null ? "active" : "revoked", t.Name);
+            Tables.Write(table);
             return 0;
         });
         var id = new Argument<string>("id") { Description = "Token id (et_… or at_…)" };
@@ -438,8 +479,9 @@ internal static class ServerCommands
         add.Action = Cli.Run(async parse =>
         {
             using var api = Connect(parse);
-            var result = await api.JsonAsync(HttpMethod.Post, "/api/v1/keys", new JsonObject { ["pem"] = await File.ReadAllTextAsync(parse.GetValue(file)!.FullName) });
-            Console.WriteLine($"trusted {S(result, "id")}");
+            var request = new PublisherKeyRequest(await File.ReadAllTextAsync(parse.GetValue(file)!.FullName));
+            var result = await api.SendAsync(HttpMethod.Post, "/api/v1/keys", request, Types.PublisherKeyRequest, Types.PublisherKeyView);
+            Console.WriteLine($"trusted {result.Id}");
             return 0;
         });
         var json = Cli.Json();
@@ -447,9 +489,14 @@ internal static class ServerCommands
         list.Action = Cli.Run(async parse =>
         {
             using var api = Connect(parse);
-            var keys = await api.JsonAsync(HttpMethod.Get, "/api/v1/keys");
-            if (parse.GetValue(json)) Print(keys);
-            else foreach (var k in keys.AsArray()) Console.WriteLine($"{S(k, "id")}  {S(k, "state"),-8} added {S(k, "addedAt")}");
+            var keys = await api.GetAsync("/api/v1/keys", Types.IReadOnlyListPublisherKeyView);
+            if (parse.GetValue(json)) Print(keys, Types.IReadOnlyListPublisherKeyView);
+            else
+            {
+                var table = Tables.Create("key", "state", "added");
+                foreach (var k in keys) table.Row(Show(k.Id), Show(k.State), Show(k.AddedAt));
+                Tables.Write(table);
+            }
             return 0;
         });
         var id = new Argument<string>("key-id") { Description = "The key id (32 hex digits)" };
@@ -467,9 +514,10 @@ internal static class ServerCommands
         trustRoot.Action = Cli.Run(async parse =>
         {
             using var api = Connect(parse);
-            var result = await api.JsonAsync(HttpMethod.Post, "/api/v1/trust-root", new JsonObject { ["document"] = await File.ReadAllTextAsync(parse.GetValue(document)!.FullName) });
-            Console.WriteLine($"trust-root version {S(result, "version")} (root key {S(result, "rootKey")}) published");
-            foreach (var change in result["changes"]!.AsArray()) Console.WriteLine($"  {change}");
+            var result = await api.SendAsync(HttpMethod.Post, "/api/v1/trust-root", new TrustRootRequest(await File.ReadAllTextAsync(parse.GetValue(document)!.FullName)),
+                Types.TrustRootRequest, Types.TrustRootView);
+            Console.WriteLine($"trust-root version {result.Version} (root key {result.RootKey}) published");
+            foreach (var change in result.Changes) Console.WriteLine($"  {change}");
             return 0;
         });
         command.Subcommands.Add(add);
@@ -521,10 +569,10 @@ internal static class ServerCommands
         log.Action = Cli.Run(async parse =>
         {
             using var api = Connect(parse);
-            var events = await api.JsonAsync(HttpMethod.Get, $"/api/v1/audit?after={parse.GetValue(after)}&limit={parse.GetValue(limit)}");
-            if (parse.GetValue(json)) { Print(events); return 0; }
-            foreach (var e in events.AsArray())
-                Console.WriteLine($"{S(e, "seq"),6} {S(e, "at")} {S(e, "actor")} [{S(e, "address")}] {S(e, "action")} {S(e, "subject")} {S(e, "detail")}");
+            var events = await api.GetAsync($"/api/v1/audit?after={parse.GetValue(after)}&limit={parse.GetValue(limit)}", Types.IReadOnlyListAuditEvent);
+            if (parse.GetValue(json)) { Print(events, Types.IReadOnlyListAuditEvent); return 0; }
+            foreach (var e in events)
+                Console.WriteLine($"{e.Seq,6} {Show(e.At)} {e.Actor} [{Show(e.Address)}] {e.Action} {e.Subject} {e.Detail}");
             return 0;
         });
         var verifyJson = Cli.Json();
@@ -532,15 +580,14 @@ internal static class ServerCommands
         verify.Action = Cli.Run(async parse =>
         {
             using var api = Connect(parse);
-            var result = await api.JsonAsync(HttpMethod.Get, "/api/v1/audit/verify");
-            var intact = result["intact"]!.GetValue<bool>();
-            if (parse.GetValue(verifyJson)) Print(result);
+            var result = await api.GetAsync("/api/v1/audit/verify", Types.AuditVerification);
+            if (parse.GetValue(verifyJson)) Print(result, Types.AuditVerification);
             else
             {
-                Console.WriteLine(intact ? $"audit chain intact: {S(result, "events")} events, head {S(result, "headSeq")} {S(result, "headHash")}" : "audit chain BROKEN:");
-                foreach (var p in result["problems"]!.AsArray()) Console.WriteLine($"  event {S(p, "seq")}: {S(p, "problem")}");
+                Console.WriteLine(result.Intact ? $"audit chain intact: {result.Events} events, head {result.HeadSeq} {result.HeadHash}" : "audit chain BROKEN:");
+                foreach (var p in result.Problems) Console.WriteLine($"  event {p.Seq}: {p.Problem}");
             }
-            return intact ? 0 : (int)ExitCode.InputRefused;
+            return result.Intact ? 0 : (int)ExitCode.InputRefused;
         });
         command.Subcommands.Add(log);
         command.Subcommands.Add(verify);
@@ -580,15 +627,22 @@ internal static class ServerCommands
             using var content = new StreamContent(stream);
             content.Headers.ContentType = new MediaTypeHeaderValue("application/x-tar");
             using var response = await api.SendAsync(HttpMethod.Post, "/api/v1/import", content);
-            var result = JsonNode.Parse(await response.Content.ReadAsStringAsync())!;
-            if (parse.GetValue(json)) Print(result);
+            var result = await Api.ReadAsync(response, Types.ImportResult);
+            if (parse.GetValue(json)) Print(result, Types.ImportResult);
             else
             {
-                Console.WriteLine($"imported {S(result, "imported")}, already present {S(result, "alreadyPresent")}, refused {S(result, "refused")}");
-                foreach (var r in result["releases"]!.AsArray().Where(r => r!["refused"] is not null)) Console.WriteLine($"  refused {S(r, "bundle")}: {S(r, "refused")}");
+                Console.WriteLine($"imported {result.Imported}, already present {result.AlreadyPresent}, refused {result.Refused}");
+                foreach (var r in result.Releases.Where(r => r.Refused is not null)) Console.WriteLine($"  refused {r.Bundle}: {r.Refused}");
             }
-            return result["refused"]!.GetValue<int>() > 0 ? (int)ExitCode.InputRefused : 0;
+            return result.Refused > 0 ? (int)ExitCode.InputRefused : 0;
         });
         return command;
     }
 }
+
+/// <summary><c>kintsugi server tokens list --json</c>: both kinds of token.</summary>
+internal sealed record TokenListing(IReadOnlyList<EnrollmentTokenView> Enrollment, IReadOnlyList<ApiTokenView> Api);
+
+[JsonSourceGenerationOptions(JsonSerializerDefaults.Web, WriteIndented = true, DefaultIgnoreCondition = JsonIgnoreCondition.Never)]
+[JsonSerializable(typeof(TokenListing))]
+internal sealed partial class ServerCliJson : JsonSerializerContext;

@@ -51,6 +51,13 @@ internal static class StatusCommand
                 Console.WriteLine($"patch:      {patch.Name} " + (patch.Loaded ? (patch.InTransition ? "in transition" : patch.Enabled ? "enabled" : "disabled") : "not loaded") +
                     (patch.BootState is { } boot ? $", installed ({boot})" : "") +
                     (patch.Objects.Count > 0 ? $": {string.Join("; ", patch.Objects.Select(o => $"{o.Name}: {string.Join(", ", o.Functions.Select(f => f.Name))}"))}" : ""));
+            // User-space patches live in the processes themselves: read from their memory (as root), per patch.
+            foreach (var group in Kintsugi.User.UserPatcher.ListAll()
+                         .SelectMany(p => p.Patches.Select(patch => (p.Pid, p.Command, patch)))
+                         .GroupBy(x => (x.patch.Name, x.patch.Target)))
+                Console.WriteLine($"user patch: {group.Key.Name} (build-id {group.Key.Target}): applied in {group.Count()} process" +
+                    (group.Count() == 1 ? "" : "es") + $": {string.Join(", ", group.Take(8).Select(x => $"{x.Pid} ({x.Command})"))}" +
+                    (group.Count() > 8 ? ", ..." : ""));
             return Task.FromResult(0);
         });
         return command;

@@ -128,7 +128,7 @@ internal static class UserCommands
                 foreach (var patch in process.Patches)
                     table.AddRow(process.Pid.ToString(), Markup.Escape(process.Command), Markup.Escape(patch.Name), patch.PatchId[..12],
                         patch.Target.ToString(), patch.Functions.Count.ToString());
-            AnsiConsole.Write(table);
+            Tables.Write(table);
             return Task.FromResult(0);
         });
         return command;

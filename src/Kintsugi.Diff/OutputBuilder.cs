@@ -72,7 +72,13 @@ internal sealed class OutputBuilder
         if (_symbols.TryGetValue(code, out var existing)) return existing;
         var section = CopySection(code.Section);
         var changed = code.Role == SymbolRole.Function && _changes.GetValueOrDefault(code.Key) == FunctionChange.Changed;
-        var symbol = new ElfSymbol(changed ? _options.SymbolTag + ObjectDiffer.Sanitize(code.Name) : code.Name)
+        // A changed function's cold part follows its new name: objtool, run over the linked module on IBT kernels,
+        // finds a cold part's parent by the name before ".cold" (gcc-14 splits functions gcc-12 kept whole).
+        var coldOfChanged = code.Role == SymbolRole.ColdPart && _changes.GetValueOrDefault(code.Parent!) == FunctionChange.Changed;
+        var name = changed ? _options.SymbolTag + ObjectDiffer.Sanitize(code.Name)
+            : coldOfChanged ? _options.SymbolTag + ObjectDiffer.Sanitize(code.Parent!) + code.Name[code.Parent!.Length..]
+            : code.Name;
+        var symbol = new ElfSymbol(name)
         {
             Type = ElfSymbolType.Function,
             Binding = changed ? ElfSymbolBinding.Global : code.Symbol.Binding,
@@ -320,7 +326,7 @@ internal sealed class OutputBuilder
                         $"{section.Name} has entries of a size this builder does not know for this kernel, and included code has entries in it; nothing would be safe to guess.");
                 continue;
             }
-            var count = (int)(section.Size / (ulong)size);
+            var count = SpecialSections.EntryCount(table, section, size)!.Value;
             var kept = new List<int>();
             var byEntry = relocations.GroupBy(r => (int)(r.Offset / (ulong)size)).ToDictionary(g => g.Key, g => g.ToList());
             for (var i = 0; i < count; i++)
@@ -329,7 +335,7 @@ internal sealed class OutputBuilder
                     kept.Add(i);
             if (kept.Count == 0) continue;
 
-            var copy = new ElfDataSection(section.Name, section.Type, [.. kept.SelectMany(i => data.Data.AsSpan(i * size, size).ToArray())])
+            var copy = new ElfDataSection(section.Name, section.Type, [.. kept.SelectMany(i => SpecialSections.Entry(data, i, size))])
             {
                 Flags = section.Flags & ~ElfSectionFlags.Group,
                 Alignment = section.Alignment,

@@ -11,7 +11,10 @@ namespace Kintsugi.Diff;
 internal static class SpecialSections
 {
     /// <param name="KeyField">The entry offset of a field naming a static key or static call, or -1.</param>
-    internal sealed record Table(string Name, int[] EntrySizes, int KeyField = -1, string? Companion = null, int CompanionEntrySize = 0);
+    /// <param name="ShortLastEntry">The bytes of data in an entry whose padding comes from the next entry's alignment
+    /// (so the table's last entry has only these), or 0 when every entry is padded to its full size.</param>
+    internal sealed record Table(string Name, int[] EntrySizes, int KeyField = -1, string? Companion = null, int CompanionEntrySize = 0,
+        int ShortLastEntry = 0);
 
     public static readonly IReadOnlyList<Table> Tables =
     [
@@ -19,7 +22,8 @@ internal static class SpecialSections
         new("__bug_table", [12, 16]),
         new("__ex_table", [12]),
         new(".altinstructions", [12, 14, 13]),
-        new(".parainstructions", [16]),
+        // 5.10 aligns each entry before it and not after it (6.1 does both): 12 bytes of data on a 16-byte stride.
+        new(".parainstructions", [16], ShortLastEntry: 12),
         new(".smp_locks", [4]),
         new(".static_call_sites", [8], KeyField: 4),
         new(".return_sites", [4]),
@@ -61,8 +65,7 @@ internal static class SpecialSections
     {
         foreach (var size in table.EntrySizes)
         {
-            if (section.Size % (ulong)size != 0) continue;
-            var count = (int)(section.Size / (ulong)size);
+            if (EntryCount(table, section, size) is not { } count) continue;
             // An empty table has no entries to lay out, unless relocations claim places in it (a malformed size).
             if (count == 0) return relocations.Count == 0 ? size : null;
             var pattern = relocations.Where(r => r.Offset < (ulong)size).Select(r => r.Offset).ToList();
@@ -71,5 +74,23 @@ internal static class SpecialSections
             if (consistent) return size;
         }
         return null;
+    }
+
+    /// <summary>How many entries of <paramref name="size"/> the table holds, its last one possibly short; null when none fits.</summary>
+    public static int? EntryCount(Table table, ElfSection section, int size)
+    {
+        if (section.Size % (ulong)size == 0) return (int)(section.Size / (ulong)size);
+        var padding = (ulong)(size - table.ShortLastEntry);
+        if (table.ShortLastEntry > 0 && (section.Size + padding) % (ulong)size == 0) return (int)((section.Size + padding) / (ulong)size);
+        return null;
+    }
+
+    /// <summary>Entry <paramref name="index"/> as <paramref name="size"/> bytes; a short last entry gets its padding as zeroes.</summary>
+    public static byte[] Entry(ElfDataSection section, int index, int size)
+    {
+        var entry = new byte[size];
+        var start = index * size;
+        section.Data.AsSpan(start, Math.Min(size, section.Data.Length - start)).CopyTo(entry);
+        return entry;
     }
 }

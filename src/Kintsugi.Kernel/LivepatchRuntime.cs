@@ -34,16 +34,19 @@ public sealed class LivepatchRuntime(Action<string>? report = null)
     /// Loads a livepatch and waits for its transition. A transition still running after
     /// <paramref name="timeout"/> is reversed and the module removed, unless <paramref name="force"/>.
     /// </summary>
-    public LoadOutcome Load(ModuleFile module, TimeSpan timeout, bool force = false)
+    /// <param name="effectiveUname">Show the effective version in uname while applied (null: as the machine opted in).</param>
+    /// <param name="effectivePackageVersion">The version the patch makes this kernel equivalent to (the bundle's), else the module's own.</param>
+    public LoadOutcome Load(ModuleFile module, TimeSpan timeout, bool force = false, bool? effectiveUname = null, string? effectivePackageVersion = null)
     {
         CheckLoadable(module);
+        var parameters = EffectiveUname.Parameters(module, effectiveUname ?? EffectiveUname.Enabled(MachinePaths.Default), effectivePackageVersion);
         var before = LivepatchSysfs.List().Where(p => p.Enabled).Select(p => p.Name).ToList();
         _report($"loading {module.Name} from {module.Path}");
         // Timed from the load: on 6.12 finit_module itself waits for much of the transition.
         var clock = Stopwatch.StartNew();
         using (var handle = File.OpenHandle(module.Path))
         {
-            var errno = Native.FinitModule(handle, "");
+            var errno = Native.FinitModule(handle, parameters);
             if (errno != 0) throw LoadError(module, errno);
         }
 

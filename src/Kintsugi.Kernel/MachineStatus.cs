@@ -28,7 +28,7 @@ public sealed record MachineStatus(
     public static MachineStatus Read(MachinePaths paths)
     {
         var release = RunningKernel.Release;
-        var version = RunningKernel.Version;
+        var version = EffectiveUname.RealVersion;
         var disabled = KillSwitch.Reason(paths);
         var loaded = LivepatchSysfs.List();
         var store = new PatchStore(paths, release);

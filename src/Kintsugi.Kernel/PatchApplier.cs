@@ -87,7 +87,7 @@ public sealed class PatchApplier(MachinePaths paths, LivepatchRuntime runtime, A
 
         var baseline = HealthBaseline.Now();
         var installed = ModuleFile.Read(Store.ModulePath(module.Name));
-        try { runtime.Load(installed, transitionTimeout); }
+        try { runtime.Load(installed, transitionTimeout, effectivePackageVersion: origin?.EffectiveVersion); }
         catch (KintsugiException)
         {
             // A refused or reversed load leaves the kernel as it was: forget the staged copy.
@@ -199,7 +199,7 @@ public sealed class PatchApplier(MachinePaths paths, LivepatchRuntime runtime, A
         {
             report($"{note}; going back to {previous.Name} (policy revert)");
             var module = ModuleFile.Read(Store.ModulePath(previous.ModuleName));
-            runtime.Load(module, transitionTimeout);
+            runtime.Load(module, transitionTimeout, effectivePackageVersion: previous.Origin?.EffectiveVersion);
             LoadedRecord.Write(paths, module);
             detail = $"{quarantined.Name} reverted to {previous.Name}: {note}";
         }

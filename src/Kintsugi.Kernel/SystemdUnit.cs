@@ -8,21 +8,9 @@ public static class SystemdUnit
     public static string Text(string command) => UnitTemplate.Render(typeof(SystemdUnit).Assembly, Name, UnitTemplate.Words(command), new Dictionary<string, string>());
 
     /// <summary>Writes and enables the unit (the enablement symlink systemctl would make).</summary>
-    public static void Install(MachinePaths paths, string command)
-    {
-        var unitPath = Path.Combine(paths.SystemdUnits, Name);
-        AtomicFile.WriteText(unitPath, Text(command));
-        var wants = Path.Combine(paths.SystemdUnits, "multi-user.target.wants");
-        Directory.CreateDirectory(wants);
-        var link = Path.Combine(wants, Name);
-        if (!File.Exists(link) && new FileInfo(link).LinkTarget is null) File.CreateSymbolicLink(link, unitPath);
-    }
+    public static void Install(MachinePaths paths, string command) => UnitTemplate.Install(paths, Name, Text(command));
 
-    public static void Uninstall(MachinePaths paths)
-    {
-        File.Delete(Path.Combine(paths.SystemdUnits, "multi-user.target.wants", Name));
-        File.Delete(Path.Combine(paths.SystemdUnits, Name));
-    }
+    public static void Uninstall(MachinePaths paths) => UnitTemplate.Uninstall(paths, Name);
 
     /// <summary>How this very program is started again from a unit: the single-file binary, or dotnet with the CLI assembly.</summary>
     public static string CurrentCommand()

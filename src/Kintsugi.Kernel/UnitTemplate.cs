@@ -27,6 +27,34 @@ public static class UnitTemplate
         return text;
     }
 
+    /// <summary>Writes the unit <paramref name="name"/> and enables it; returns its path.</summary>
+    public static string Install(MachinePaths paths, string name, string text)
+    {
+        var unitPath = Path.Combine(paths.SystemdUnits, name);
+        AtomicFile.WriteText(unitPath, text);
+        Enable(paths, name, unitPath);
+        return unitPath;
+    }
+
+    /// <summary>The enablement symlink <c>systemctl enable</c> makes, for machines where systemd is not running.</summary>
+    public static void Enable(MachinePaths paths, string name, string unitPath)
+    {
+        var wants = Path.Combine(paths.SystemdUnits, WantedBy);
+        Directory.CreateDirectory(wants);
+        var link = Path.Combine(wants, name);
+        if (!File.Exists(link) && new FileInfo(link).LinkTarget is null) File.CreateSymbolicLink(link, unitPath);
+    }
+
+    /// <summary>Removes the unit and its enablement symlink.</summary>
+    public static void Uninstall(MachinePaths paths, string name)
+    {
+        File.Delete(Path.Combine(paths.SystemdUnits, WantedBy, name));
+        File.Delete(Path.Combine(paths.SystemdUnits, name));
+    }
+
+    /// <summary>Both units are wanted by the normal boot target.</summary>
+    private const string WantedBy = "multi-user.target.wants";
+
     /// <summary>systemd's quoting: double quotes around a word, so a path with spaces stays one argument.</summary>
     public static string Quote(string word) =>
         word.Contains('"') || word.Contains('\\') ? throw new ArgumentException($"{word}: a path with a quote or backslash cannot go into a unit") : $"\"{word}\"";

@@ -27,8 +27,9 @@ public sealed class GuestImage(string cacheRoot, Action<string> progress)
     /// <summary>Modules the guest needs from the kernel's own package: PCI virtio transport, network and disk.</summary>
     public static readonly string[] GuestModules = ["virtio_pci", "virtio_net", "virtio_blk"];
 
+    /// <param name="systemdRoot">The guest boots a root disk with systemd: files go onto that disk, not into the initramfs.</param>
     public async Task<string> BuildAsync(FetchedKernel kernel, string guestBinary, string command, bool interactive,
-        IReadOnlyList<GuestFile> files, string workDirectory, CancellationToken cancellation)
+        IReadOnlyList<GuestFile> files, string workDirectory, CancellationToken cancellation, bool systemdRoot = false)
     {
         var basePath = await BaseArchiveAsync(kernel, guestBinary, cancellation);
         var initrd = Path.Combine(workDirectory, "initrd.cpio");
@@ -37,11 +38,12 @@ public sealed class GuestImage(string cacheRoot, Action<string> progress)
         var cpio = new CpioWriter(stream);
         cpio.File("lab/command", Encoding.UTF8.GetBytes(command + "\n"), 0x1ED);
         if (interactive) cpio.File("lab/interactive", []);
+        if (systemdRoot) cpio.File("lab/systemd", []);
         foreach (var file in files)
         {
             if (!File.Exists(file.HostPath)) throw new LabException($"--add: {file.HostPath} does not exist", ExitCode.Usage);
             var executable = (File.GetUnixFileMode(file.HostPath) & UnixFileMode.UserExecute) != 0;
-            cpio.File(file.GuestPath, await File.ReadAllBytesAsync(file.HostPath, cancellation), executable ? 0x1ED : 0x1A4);
+            cpio.File((systemdRoot ? "lab/root/" : "") + file.GuestPath.TrimStart('/'), await File.ReadAllBytesAsync(file.HostPath, cancellation), executable ? 0x1ED : 0x1A4);
         }
         cpio.Finish();
         return initrd;

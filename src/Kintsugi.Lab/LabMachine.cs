@@ -3,7 +3,11 @@ using Kintsugi.Kernel.Archive;
 
 namespace Kintsugi.Lab;
 
-/// <summary>What to run in one lab boot.</summary>
+/// <summary>
+/// What to run in one lab boot. <see cref="Disk"/> is a persistent data disk the initramfs guest mounts at
+/// /persist; <see cref="RootDisk"/> instead is a whole Debian root file system (an ext4 image with systemd) the
+/// guest boots into, with systemd as PID 1 running the command from a unit (scripts/lab-systemd-root.sh).
+/// </summary>
 public sealed record LabRunSpec(
     KernelRelease Kernel,
     string Command,
@@ -13,7 +17,8 @@ public sealed record LabRunSpec(
     IReadOnlyList<string>? KernelArguments = null,
     bool Interactive = false,
     int MemoryMiB = 1024,
-    int Cpus = 2);
+    int Cpus = 2,
+    string? RootDisk = null);
 
 /// <summary>How a lab boot ended. ExitCode is the guest command's, or null when it never reported one.</summary>
 public sealed record LabRunResult(int? ExitCode, bool TimedOut, string Console, string Output, TimeSpan Duration, IReadOnlyList<string> Control)
@@ -38,7 +43,11 @@ public sealed class LabMachine(DebianKernelArchive archive, string cacheRoot, st
         var work = Directory.CreateTempSubdirectory("kintsugi-lab-").FullName;
         try
         {
-            var initrd = await new GuestImage(cacheRoot, progress).BuildAsync(kernel, guestBinary, spec.Command, spec.Interactive, spec.Files, work, cancellation);
+            if (spec.RootDisk is not null && (spec.Disk is not null || !File.Exists(spec.RootDisk)))
+                throw new LabException(spec.Disk is not null ? "a root disk and a persistent disk cannot be combined"
+                    : $"the root disk {spec.RootDisk} does not exist", ExitCode.Usage);
+            var initrd = await new GuestImage(cacheRoot, progress).BuildAsync(kernel, guestBinary, spec.Command, spec.Interactive, spec.Files, work,
+                cancellation, systemdRoot: spec.RootDisk is not null);
             if (spec.Disk is not null) await PersistentDisk.EnsureAsync(spec.Disk, cancellation);
             var outputPath = Path.Combine(work, "output");
             var controlPath = Path.Combine(work, "control");
@@ -63,7 +72,8 @@ public sealed class LabMachine(DebianKernelArchive archive, string cacheRoot, st
 
     private static List<string> QemuArguments(LabAccelerator accelerator, FetchedKernel kernel, string initrd, LabRunSpec spec, string outputPath, string controlPath)
     {
-        var append = new List<string> { "console=ttyS0", "panic=-1", "quiet", "loglevel=4" };
+        // no_timer_check: under emulation on a loaded host the kernel's IO-APIC timer check can fail and panic at boot.
+        var append = new List<string> { "console=ttyS0", "panic=-1", "quiet", "loglevel=4", "no_timer_check" };
         append.AddRange(spec.KernelArguments ?? []);
         List<string> arguments =
         [
@@ -77,7 +87,7 @@ public sealed class LabMachine(DebianKernelArchive archive, string cacheRoot, st
             // User-mode networking: the guest reaches the host's loopback as 10.0.2.2.
             "-netdev", "user,id=net0", "-device", "virtio-net-pci,netdev=net0",
         ];
-        if (spec.Disk is not null) arguments.AddRange(["-drive", $"file={spec.Disk},if=virtio,format=raw"]);
+        if ((spec.RootDisk ?? spec.Disk) is { } disk) arguments.AddRange(["-drive", $"file={disk},if=virtio,format=raw"]);
         return arguments;
     }
 

@@ -25,6 +25,21 @@ if ip link set eth0 up 2>/dev/null; then
   ip route add default via 10.0.2.2
 fi
 
+# A root disk (LabRunSpec.RootDisk) is a whole Debian system: this boot's command and files go into it, and its
+# own systemd takes over as PID 1 (its kintsugi-lab.service runs the command and powers off).
+if [ -f /lab/systemd ]; then
+  mkdir -p /newroot
+  mount -t ext4 /dev/vda /newroot || { control "warning cannot mount the root disk /dev/vda"; poweroff -f; }
+  mkdir -p /newroot/lab
+  cp /lab/command /newroot/lab/command
+  [ -d /lab/root ] && cp -a /lab/root/. /newroot/
+  control "systemd $(cut -d' ' -f1 /proc/uptime)"
+  umount /sys/kernel/debug 2>/dev/null
+  umount /tmp /run /sys /proc
+  mount --move /dev /newroot/dev
+  exec switch_root /newroot /lib/systemd/systemd
+fi
+
 # A persistent disk keeps Kintsugi's state, configuration and units across boots.
 if [ -b /dev/vda ]; then
   mkdir -p /persist

@@ -75,7 +75,7 @@ verify.SetAction(async (parse, cancellation) => await Guard(async () =>
     var expected = parse.GetValue(expectHead);
     if (expected is not null && expected != result.HeadHash)
         result = result with { Intact = false, Problems = [.. result.Problems, new AuditProblem(result.HeadSeq, $"the head hash is {result.HeadHash}, not the expected {expected}: the log was rewritten")] };
-    if (parse.GetValue(json)) Console.WriteLine(JsonSerializer.Serialize(result, Kintsugi.Server.Api.Http.Json));
+    if (parse.GetValue(json)) Console.WriteLine(JsonSerializer.Serialize(result, OperatorJson.Default.AuditVerification));
     else
     {
         Console.WriteLine(result.Intact ? $"audit chain intact: {result.Events} events, head {result.HeadSeq} {result.HeadHash}" : $"audit chain BROKEN ({result.Problems.Count} problems):");

@@ -97,6 +97,8 @@ public static class ServerApp
         services.AddSingleton(new Apt.AptRepository(options.DataDirectory));
         services.AddHostedService<Promoter>();
         services.AddRouting();
+        services.ConfigureHttpJsonOptions(json => Http.ConfigureJson(json.SerializerOptions));
+        ApiDocument.Add(services);
         services.AddRateLimiter(limiter =>
         {
             limiter.RejectionStatusCode = StatusCodes.Status429TooManyRequests;
@@ -120,6 +122,11 @@ public static class ServerApp
             var started = Stopwatch.GetTimestamp();
             try { await next(context); }
             catch (ApiProblem problem) { await Http.WriteProblemAsync(context, problem.Status, problem.Title, problem.Message); }
+            catch (FleetException refusal)
+            {
+                var (status, title) = Http.Problem(refusal.Refusal);
+                await Http.WriteProblemAsync(context, status, title, refusal.Message);
+            }
             catch (StorageException e)
             {
                 app.Logger.LogError(e, "storage failure on {Path}", context.Request.Path);
@@ -142,12 +149,7 @@ public static class ServerApp
         AptApi.Map(app);
         TransferApi.Map(app);
         Web.Dashboard.Map(app);
-        app.MapGet("/api/v1/openapi.json", async context =>
-        {
-            context.Response.ContentType = "application/json";
-            await using var document = typeof(ServerApp).Assembly.GetManifestResourceStream("openapi.json")!;
-            await document.CopyToAsync(context.Response.Body);
-        });
+        app.MapOpenApi(ApiDocument.Path);
         app.MapGet("/healthz", async (HttpContext context, Database db) =>
         {
             await using var connection = await db.OpenAsync(context.RequestAborted);

@@ -7,7 +7,7 @@ public static class Validation
     public static string ChannelName(string? name)
     {
         if (string.IsNullOrEmpty(name) || name.Length > 32 || !char.IsAsciiLetterLower(name[0]) || !name.All(c => char.IsAsciiLetterLower(c) || char.IsAsciiDigit(c) || c == '-'))
-            throw ApiProblem.BadRequest($"'{Shorten(name)}' is not a channel name (1 to 32 of a-z, 0-9 and '-', starting with a letter)");
+            throw FleetException.Invalid($"'{Shorten(name)}' is not a channel name (1 to 32 of a-z, 0-9 and '-', starting with a letter)");
         return name;
     }
 
@@ -15,14 +15,14 @@ public static class Validation
     public static string ReleaseReference(string? text)
     {
         if (text is null || !((text.Length == 18 && text.StartsWith("r_", StringComparison.Ordinal) && IsLowerHex(text[2..])) || (text.Length == 64 && IsLowerHex(text))))
-            throw ApiProblem.BadRequest($"'{Shorten(text)}' is not a release id (r_ and 16 hex digits) or a bundle sha256");
+            throw FleetException.Invalid($"'{Shorten(text)}' is not a release id (r_ and 16 hex digits) or a bundle sha256");
         return text;
     }
 
     public static string MachineReference(string? text)
     {
         if (text is null || text.Length != 18 || !text.StartsWith("m_", StringComparison.Ordinal) || !IsLowerHex(text[2..]))
-            throw ApiProblem.BadRequest($"'{Shorten(text)}' is not a machine id (m_ and 16 hex digits)");
+            throw FleetException.Invalid($"'{Shorten(text)}' is not a machine id (m_ and 16 hex digits)");
         return text;
     }
 
@@ -30,15 +30,15 @@ public static class Validation
     public static string? OptionalText(string field, string? value, int max)
     {
         if (value is null) return null;
-        if (value.Length > max) throw ApiProblem.BadRequest($"{field} is longer than {max} characters");
+        if (value.Length > max) throw FleetException.Invalid($"{field} is longer than {max} characters");
         foreach (var c in value)
-            if (char.IsControl(c) && c is not '\n' and not '\t') throw ApiProblem.BadRequest($"{field} contains a control character (U+{(int)c:X4})");
+            if (char.IsControl(c) && c is not '\n' and not '\t') throw FleetException.Invalid($"{field} contains a control character (U+{(int)c:X4})");
         return value;
     }
 
     public static string RequiredText(string field, string? value, int max)
     {
-        if (string.IsNullOrWhiteSpace(value)) throw ApiProblem.BadRequest($"{field} is required");
+        if (string.IsNullOrWhiteSpace(value)) throw FleetException.Invalid($"{field} is required");
         return OptionalText(field, value, max)!;
     }
 
@@ -46,7 +46,7 @@ public static class Validation
     public static string Identifier(string field, string? value, int max)
     {
         if (string.IsNullOrEmpty(value) || value.Length > max || !value.All(c => char.IsAsciiLetterOrDigit(c) || c is '.' or '-' or '_' or ':'))
-            throw ApiProblem.BadRequest($"{field} '{Shorten(value)}' is not valid (1 to {max} of letters, digits and . - _ :)");
+            throw FleetException.Invalid($"{field} '{Shorten(value)}' is not valid (1 to {max} of letters, digits and . - _ :)");
         return value;
     }
 
@@ -54,7 +54,7 @@ public static class Validation
     public static string Version(string field, string? value, int max)
     {
         if (string.IsNullOrEmpty(value) || value.Length > max || !value.All(c => char.IsAsciiLetterOrDigit(c) || c is '.' or '-' or '_' or ':' or '+' or '~'))
-            throw ApiProblem.BadRequest($"{field} '{Shorten(value)}' is not valid (1 to {max} of letters, digits and . - _ : + ~)");
+            throw FleetException.Invalid($"{field} '{Shorten(value)}' is not valid (1 to {max} of letters, digits and . - _ : + ~)");
         return value;
     }
 

@@ -22,7 +22,8 @@ namespace Kintsugi.User.Build;
 public sealed class PatchLinker
 {
     private readonly ElfImage _target;
-    private readonly ElfObject _patch;
+    private readonly IReadOnlyList<ElfObject> _units;
+    private readonly Dictionary<ElfSection, ElfObject> _unitOf = [];
     private readonly HashSet<string> _replaced;
     private readonly Dictionary<string, List<ElfImageSymbol>> _targetSymbols = [];
     private readonly Dictionary<string, ulong> _gotSlots = [];
@@ -33,10 +34,13 @@ public sealed class PatchLinker
     private readonly Dictionary<string, uint> _thunks = [];
     private readonly Dictionary<(RelocationBase, ulong, string?), uint> _slots = [];
 
-    private PatchLinker(ElfImage target, ElfObject patch, IEnumerable<string> replaced, IReadOnlyList<ElfImageSymbol> located)
+    private PatchLinker(ElfImage target, IReadOnlyList<ElfObject> units, IEnumerable<string> replaced, IReadOnlyList<ElfImageSymbol> located)
     {
         _target = target;
-        _patch = patch;
+        _units = units;
+        foreach (var unit in units)
+            foreach (var section in unit.Sections)
+                _unitOf[section] = unit;
         _replaced = [.. replaced];
         foreach (var symbol in target.Symbols(dynamic: false).Concat(target.Symbols(dynamic: true)).Concat(located))
         {
@@ -52,14 +56,22 @@ public sealed class PatchLinker
     /// <summary>Links <paramref name="functions"/> of the compiled object into a patch for the target object.</summary>
     /// <param name="located">Functions of the target its symbol tables do not name, found by the builder by their code.</param>
     public static UserPatch Link(string targetPath, string patchObjectPath, IReadOnlyList<string> functions, string name, string? description = null,
-        IReadOnlyList<ElfImageSymbol>? located = null)
+        IReadOnlyList<ElfImageSymbol>? located = null) =>
+        Link(targetPath, [patchObjectPath], functions, name, description, located);
+
+    /// <summary>Links <paramref name="functions"/> of one or more compiled units into one patch for the target object.</summary>
+    public static UserPatch Link(string targetPath, IReadOnlyList<string> patchObjectPaths, IReadOnlyList<string> functions, string name,
+        string? description, IReadOnlyList<ElfImageSymbol>? located)
     {
         var target = ElfImage.Load(targetPath);
         var buildId = target.BuildId ?? throw new UserBuildException($"{targetPath} has no GNU build-id, so a patch could not identify it in a process");
-        ElfObject patch;
-        try { patch = ElfObject.Load(patchObjectPath); }
-        catch (ElfFormatException e) { throw new UserBuildException($"{patchObjectPath}: {e.Message}", e); }
-        return new PatchLinker(target, patch, functions, located ?? []).Link(buildId, Path.GetFileName(targetPath), functions, name, description);
+        var units = new List<ElfObject>();
+        foreach (var path in patchObjectPaths)
+        {
+            try { units.Add(ElfObject.Load(path)); }
+            catch (ElfFormatException e) { throw new UserBuildException($"{path}: {e.Message}", e); }
+        }
+        return new PatchLinker(target, units, functions, located ?? []).Link(buildId, Path.GetFileName(targetPath), functions, name, description);
     }
 
     private UserPatch Link(BuildId buildId, string objectName, IReadOnlyList<string> functions, string name, string? description)
@@ -67,7 +79,8 @@ public sealed class PatchLinker
         var records = new List<(string Name, ElfImageSymbol Original, ElfSymbol Replacement)>();
         foreach (var function in functions)
         {
-            var replacement = _patch.SymbolTable?.Symbols.FirstOrDefault(s => s.Name == function && s.Type == ElfSymbolType.Function && s.Section is not null)
+            var replacement = _units.SelectMany(u => u.SymbolTable?.Symbols.AsEnumerable() ?? [])
+                .FirstOrDefault(s => s.Name == function && s.Type == ElfSymbolType.Function && s.Section is not null)
                 ?? throw new UserBuildException($"the compiled fix defines no function {function}");
             var original = UniqueTargetFunction(function)
                 ?? throw new UserBuildException($"{objectName} has no function {function} (inlined into its callers everywhere? patch the callers instead)");
@@ -105,7 +118,7 @@ public sealed class PatchLinker
 
     private void LinkSection(ElfSection section)
     {
-        foreach (var relocations in _patch.GetRelocationSections(section))
+        foreach (var relocations in _unitOf[section].GetRelocationSections(section))
             foreach (var r in relocations.Relocations)
                 LinkRelocation(section, r);
     }
@@ -204,7 +217,7 @@ public sealed class PatchLinker
 
     private ElfSymbol? NamedEntityOf(ElfSection section)
     {
-        var defined = _patch.SymbolTable?.Symbols.Where(s => ReferenceEquals(s.Section, section) && s.Type is ElfSymbolType.Function or ElfSymbolType.Object).ToList() ?? [];
+        var defined = _unitOf[section].SymbolTable?.Symbols.Where(s => ReferenceEquals(s.Section, section) && s.Type is ElfSymbolType.Function or ElfSymbolType.Object).ToList() ?? [];
         return defined.Count == 1 && defined[0].Value == 0 ? defined[0] : null;
     }
 

@@ -37,12 +37,15 @@ public sealed partial class UserPatchBuilder(Action<string>? progress = null)
         var shipped = ShippedFunctions(target, request.ObjectPath);
         Phase("identify");
 
-        var units = TouchedUnits(File.ReadAllText(request.FixPath));
+        var fixText = File.ReadAllText(request.FixPath);
+        var files = FixedFiles(fixText);
+        var units = TouchedUnits(files);
+        foreach (var ignored in files.Except(units)) progress?.Invoke($"{ignored}: a test or documentation file, not compiled into the object; ignored");
         var work = Directory.CreateTempSubdirectory("kintsugi-user-build-").FullName;
         try
         {
             var patchedTree = Path.Combine(work, "after");
-            await CopyForFix(Path.GetFullPath(request.SourceDirectory), patchedTree, units, cancellation);
+            await CopyForFix(Path.GetFullPath(request.SourceDirectory), patchedTree, files, cancellation);
             var applied = await ExternalCommand.RunAsync("patch", ["-p1", "--batch", "--forward", "--no-backup-if-mismatch", "-i", Path.GetFullPath(request.FixPath)],
                 patchedTree, cancellation: cancellation);
             if (!applied.Succeeded) throw new UserBuildException($"the fix does not apply to {request.SourceDirectory}:\n{applied.StandardOutput}{applied.StandardError}");
@@ -69,23 +72,28 @@ public sealed partial class UserPatchBuilder(Action<string>? progress = null)
             if (changed.Count == 0)
                 throw new UserBuildException("the fix changes no machine code of the object (only comments, or code the compiler removed); no patch was written",
                     ExitCode.NothingToDo);
-            if (changed.Count > 1)
-                throw new UserBuildException($"the fix changes code in {changed.Count} units ({string.Join(", ", changed.Select(c => c.Unit))}); " +
-                    "one patch per unit for now: split the fix");
             Phase("diff");
 
-            var (changedUnit, afterObject, changedFunctions) = changed[0];
-            var beforeObject = ElfObject.Load(objects.Single(o => o.Unit == changedUnit).Before);
-            var originals = changedFunctions.Select(function => ProveFidelity(function, beforeObject, target, shipped, changedUnit)).ToList();
             var named = target.Symbols(dynamic: false).Concat(target.Symbols(dynamic: true)).Where(s => s.Defined).Select(s => s.Name).ToHashSet();
-            var located = originals.Where(o => !named.Contains(o.Name))
-                .Concat(RecoveredReferences(changedFunctions, originals, beforeObject, target, named)).ToList();
+            var located = new List<ElfImageSymbol>();
+            foreach (var (changedUnit, _, changedFunctions) in changed)
+            {
+                var beforeObject = ElfObject.Load(objects.Single(o => o.Unit == changedUnit).Before);
+                var originals = changedFunctions.Select(function => ProveFidelity(function, beforeObject, target, shipped, changedUnit)).ToList();
+                located.AddRange(originals.Where(o => !named.Contains(o.Name)));
+                located.AddRange(RecoveredReferences(changedFunctions, originals, beforeObject, target, named));
+            }
+            var allFunctions = changed.SelectMany(c => c.Functions).ToList();
+            if (allFunctions.GroupBy(f => f).FirstOrDefault(g => g.Count() > 1) is { } twice)
+                throw new UserBuildException($"{twice.Key} changes in more than one unit ({string.Join(", ", changed.Where(c => c.Functions.Contains(twice.Key)).Select(c => c.Unit))}): " +
+                    "a static function of that name in each; which one is which cannot be told apart in the object. Split the fix by unit");
             Phase("prove");
 
-            var patch = PatchLinker.Link(request.ObjectPath, afterObject, changedFunctions, request.Name, request.Description, located);
+            var patch = PatchLinker.Link(request.ObjectPath, changed.Select(c => c.After).ToList(), allFunctions, request.Name, request.Description,
+                located.DistinctBy(l => (l.Name, l.Value)).ToList());
             patch.Save(request.OutputPath);
             Phase("link");
-            return new UserBuildResult(request.OutputPath, buildId, units, changedFunctions, phases);
+            return new UserBuildResult(request.OutputPath, buildId, units, allFunctions, phases);
         }
         finally
         {
@@ -105,24 +113,43 @@ public sealed partial class UserPatchBuilder(Action<string>? progress = null)
         }
         foreach (var name in duplicates) functions.Remove(name);
         if (!target.HasSection(".symtab"))
-            Console.Error.WriteLine($"kintsugi: {path} has no symbol table (stripped): only exported functions can be found");
+            Console.Error.WriteLine($"kintsugi: {path} has no symbol table (stripped): what it does not export is found by its code");
         return functions;
     }
 
-    /// <summary>The C units a fix touches (from its <c>+++</c> lines); a header is refused: which units include it is not known here.</summary>
-    internal static IReadOnlyList<string> TouchedUnits(string fix)
+    /// <summary>The files a fix changes (from its <c>+++</c> lines), relative to the tree.</summary>
+    internal static IReadOnlyList<string> FixedFiles(string fix)
     {
         var files = FixedFile().Matches(fix).Select(m => m.Groups[1].Value.Trim()).Where(f => f != "/dev/null")
             .Select(f => f.Contains('/') ? f[(f.IndexOf('/') + 1)..] : f).Distinct().ToList();
         if (files.Count == 0) throw new UserBuildException("the fix is not a unified diff (no +++ lines)");
         if (files.FirstOrDefault(f => Path.IsPathRooted(f) || f.Split('/').Contains("..")) is { } outside)
             throw new UserBuildException($"the fix names {outside}, outside the source tree");
-        var notC = files.Where(f => !f.EndsWith(".c")).ToList();
+        return files;
+    }
+
+    /// <summary>
+    /// The C units among the fixed files. Regression tests and documentation (an upstream commit usually carries
+    /// them) are not compiled into the object and are left out; a header or a build file is refused: which units
+    /// include it, or what else it changes, is not known here.
+    /// </summary>
+    internal static IReadOnlyList<string> TouchedUnits(IReadOnlyList<string> files)
+    {
+        var compiled = files.Where(f => !IsTestOrDocumentation(f)).ToList();
+        var notC = compiled.Where(f => !f.EndsWith(".c")).ToList();
         if (notC.Count > 0)
             throw new UserBuildException($"the fix changes {string.Join(", ", notC)}: only .c units are supported (rule: a header or build change " +
                 "may change data layouts and every unit including it); move the change into the .c file that needs it");
-        return files;
+        if (compiled.Count == 0) throw new UserBuildException("the fix changes only tests or documentation; nothing is compiled into the object",
+            ExitCode.NothingToDo);
+        return compiled;
     }
+
+    internal static IReadOnlyList<string> TouchedUnits(string fix) => TouchedUnits(FixedFiles(fix));
+
+    private static bool IsTestOrDocumentation(string file) =>
+        file.Split('/')[..^1].Any(d => d is "test" or "tests" or "t" or "doc" or "docs" or "expected" or "sql" or "regress")
+        || Path.GetExtension(file) is ".sql" or ".out" or ".sgml" or ".md" or ".rst" or ".txt" or ".spec";
 
     private async Task Compile(UserBuildRequest request, string tree, string unit, string output, ElfImage target, CancellationToken cancellation)
     {

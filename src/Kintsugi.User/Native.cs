@@ -95,39 +95,34 @@ internal static unsafe partial class Native
     /// <summary>pread(2) until the buffer is full or the read stops short; returns the bytes read or -errno.</summary>
     public static long Pread(int fd, Span<byte> buffer, long offset)
     {
-        long done = 0;
-        fixed (byte* start = buffer)
-            while (done < buffer.Length)
-            {
-                var n = PreadRaw(fd, start + done, (nint)(buffer.Length - done), offset + done);
-                if (n < 0)
-                {
-                    var errno = Marshal.GetLastPInvokeError();
-                    if (errno == Eintr) continue;
-                    return done > 0 ? done : -errno;
-                }
-                if (n == 0) break;
-                done += n;
-            }
-        return done;
+        fixed (byte* start = buffer) return Transfer(&PreadRaw, fd, start, buffer.Length, offset, keepPartial: true);
     }
 
+    /// <summary>pwrite(2) until the whole buffer is written or the write stops short; returns the bytes written or -errno.</summary>
     public static long Pwrite(int fd, ReadOnlySpan<byte> buffer, long offset)
     {
+        fixed (byte* start = buffer) return Transfer(&PwriteRaw, fd, start, buffer.Length, offset, keepPartial: false);
+    }
+
+    /// <summary>
+    /// Repeats a positioned read or write, retried on EINTR, until <paramref name="length"/> bytes are moved or the
+    /// call moves none. On an error: the bytes moved so far when <paramref name="keepPartial"/> (and some were), else -errno.
+    /// </summary>
+    private static long Transfer(delegate*<int, byte*, nint, long, nint> call, int fd, byte* start, int length, long offset, bool keepPartial)
+    {
         long done = 0;
-        fixed (byte* start = buffer)
-            while (done < buffer.Length)
+        while (done < length)
+        {
+            var n = call(fd, start + done, (nint)(length - done), offset + done);
+            if (n < 0)
             {
-                var n = PwriteRaw(fd, start + done, (nint)(buffer.Length - done), offset + done);
-                if (n < 0)
-                {
-                    var errno = Marshal.GetLastPInvokeError();
-                    if (errno == Eintr) continue;
-                    return -errno;
-                }
-                if (n == 0) break;
-                done += n;
+                var errno = Marshal.GetLastPInvokeError();
+                if (errno == Eintr) continue;
+                return keepPartial && done > 0 ? done : -errno;
             }
+            if (n == 0) break;
+            done += n;
+        }
         return done;
     }
 

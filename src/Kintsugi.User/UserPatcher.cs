@@ -145,7 +145,8 @@ public sealed class UserPatcher(PatcherOptions options, Action<string>? log = nu
                 // Threads caught inside a replaced function are stepped out of it (usually a few instructions
                 // from returning) while the others stay stopped; then every thread is checked.
                 traced.StepOutOf(ranges, MaxStepsOut);
-                busy = traced.Threads.Select(t => StackCheck.Busy(t, frozenMaps, memory, ranges)).FirstOrDefault(b => b is not null);
+                var unwinder = new StackUnwinder(frozenMaps, memory);
+                busy = traced.Threads.Select(t => StackCheck.Busy(t, frozenMaps, memory, ranges, unwinder)).FirstOrDefault(b => b is not null);
                 if (busy is null)
                 {
                     try { change(traced, frozenMaps); }

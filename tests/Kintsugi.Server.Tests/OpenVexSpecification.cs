@@ -1,5 +1,4 @@
 using System.Text.Json;
-using Kintsugi.Bundles;
 using Kintsugi.Testing;
 
 namespace Kintsugi.Server.Tests;
@@ -10,14 +9,8 @@ public sealed class OpenVexSpecification
     [Fact]
     public async Task The_fleet_document_says_fixed_on_patched_machines_and_affected_on_exposed_ones()
     {
-        await using var server = await TestServer.StartAsync();
-        await server.PublishAsync(Kernels.Bundle(server.Publisher, Kernels.Debian61, 1, ("CVE-2024-1086", CveSeverity.High)));
-        var token = await server.EnrollmentTokenAsync();
-        var patched = new SimulatedAgent(server, Kernels.Debian61, "patched");
-        var exposed = new SimulatedAgent(server, Kernels.Debian61, "exposed");
-        var otherKernel = new SimulatedAgent(server, Kernels.Debian612, "other");
-        foreach (var a in new[] { patched, exposed, otherKernel }) { await a.EnrollAsync(token); await a.CheckInAsync(); }
-        await patched.SyncAsync(server.Publisher.PublicKey);
+        await using var fleet = await ThreeMachineFleet.StartAsync();
+        var server = fleet.Server;
 
         using var response = await server.Admin.GetAsync("/api/v1/reports/openvex");
         Assert.Equal("application/vnd.openvex+json", response.Content.Headers.ContentType?.MediaType);
@@ -34,9 +27,9 @@ public sealed class OpenVexSpecification
         Assert.Equal(1, affected.GetProperty("products").GetArrayLength());
         Assert.StartsWith($"pkg:deb/debian/linux-image-{Kernels.Debian61.Release}", fixedOn[0].GetProperty("identifiers").GetProperty("purl").GetString());
         // The machine on another kernel has no fix for its build: the document says nothing of it.
-        Assert.DoesNotContain(statements.SelectMany(s => s.GetProperty("products").EnumerateArray()), p => p.GetProperty("@id").GetString()!.Contains(otherKernel.Machine ?? "none"));
+        Assert.DoesNotContain(statements.SelectMany(s => s.GetProperty("products").EnumerateArray()), p => p.GetProperty("@id").GetString()!.Contains(fleet.OtherKernel.Machine ?? "none"));
 
-        await exposed.SyncAsync(server.Publisher.PublicKey);
+        await fleet.PatchExposedAsync();
         var after = JsonDocument.Parse(await server.Admin.GetStringAsync("/api/v1/reports/openvex")).RootElement;
         var only = Assert.Single(after.GetProperty("statements").EnumerateArray());
         Assert.Equal("fixed", only.GetProperty("status").GetString());

@@ -97,8 +97,9 @@ public sealed class ProcessSpecification
         Assert.True(publish.Code == 0, publish.Out);
         var id = JsonDocument.Parse(publish.Out).RootElement[0].GetProperty("release").GetProperty("id").GetString()!;
         var releases = Cli("releases");
-        Assert.Contains(id, releases.Out);
-        Assert.Contains("canary", releases.Out);
+        // The shared table renderer: a header, and each release on one line even when the output is redirected.
+        Assert.Contains(releases.Out.Split('\n'), line => line.Contains("release") && line.Contains("kernel") && line.Contains("channels"));
+        Assert.Contains(releases.Out.Split('\n'), line => line.Contains(id) && line.Contains("canary") && line.Contains("active"));
         var token = Cli("tokens", "enroll", "--channel", "production", "--max-uses", "5");
         Assert.StartsWith("ket_", token.Out.Trim());
         var promote = Cli("promote", id, "--channel", "production", "--reason", "tested");

@@ -96,12 +96,7 @@ public sealed class TestServer : IAsyncDisposable
     public async Task<HttpResponseMessage> PostJsonAsync(string path, object body, HttpClient? client = null) => await (client ?? Admin).PostAsJsonAsync(path, body);
 
     public async Task<AuditVerification> VerifyAuditAsync() =>
-        JsonSerializer.Deserialize<AuditVerificationDto>((await GetJsonAsync("/api/v1/audit/verify")).GetRawText(), Http.Json)!.ToRecord();
-
-    public sealed record AuditVerificationDto(bool Intact, long Events, long HeadSeq, string HeadHash, List<Storage.AuditProblem> Problems)
-    {
-        public AuditVerification ToRecord() => new(Intact, Events, HeadSeq, HeadHash, Problems);
-    }
+        JsonSerializer.Deserialize((await GetJsonAsync("/api/v1/audit/verify")).GetRawText(), OperatorJson.Default.AuditVerification)!;
 
     public async ValueTask DisposeAsync()
     {
@@ -112,8 +107,6 @@ public sealed class TestServer : IAsyncDisposable
         try { Directory.Delete(Options.DataDirectory, true); } catch (IOException) { }
     }
 }
-
-public sealed record AuditVerification(bool Intact, long Events, long HeadSeq, string HeadHash, IReadOnlyList<Storage.AuditProblem> Problems);
 
 /// <summary>Kernel builds and signed bundles for tests (any bytes serve as the module: the server never loads modules).</summary>
 public static class Kernels

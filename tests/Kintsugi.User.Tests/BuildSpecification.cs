@@ -80,6 +80,62 @@ public sealed class BuildSpecification : IDisposable
     }
 
     [Fact]
+    public async Task A_fix_to_two_units_with_its_regression_test_becomes_one_patch()
+    {
+        const string Main = """
+            #include <pthread.h>
+            #include <stdio.h>
+            #include <unistd.h>
+            long fixed_a, fixed_b;
+            long compute_b(long x);
+            __attribute__((noinline)) long compute_a(long x) { return x + 1; }
+            static void *worker(void *arg)
+            {
+                (void)arg;
+                for (long i = 1;; i++) {
+                    if (compute_a(i) == i + 2) __atomic_fetch_add(&fixed_a, 1, __ATOMIC_RELAXED);
+                    if (compute_b(i) == i + 20) __atomic_fetch_add(&fixed_b, 1, __ATOMIC_RELAXED);
+                    if (i % 1000 == 0) usleep(1000);
+                }
+                return NULL;
+            }
+            int main(void)
+            {
+                pthread_t t;
+                pthread_create(&t, NULL, worker, NULL);
+                printf("ready\n");
+                fflush(stdout);
+                for (;;) pause();
+            }
+            """;
+        const string Library = "__attribute__((noinline)) long compute_b(long x) { return x + 10; }\n";
+        var tree = Path.Combine(_programs.Directory, "two");
+        var fixedTree = Path.Combine(_programs.Directory, "two-fixed");
+        Directory.CreateDirectory(tree);
+        Directory.CreateDirectory(Path.Combine(fixedTree, "tests"));
+        File.WriteAllText(Path.Combine(tree, "main.c"), Main);
+        File.WriteAllText(Path.Combine(tree, "lib.c"), Library);
+        File.WriteAllText(Path.Combine(fixedTree, "main.c"), Main.Replace("return x + 1;", "return x + 2;"));
+        File.WriteAllText(Path.Combine(fixedTree, "lib.c"), Library.Replace("x + 10", "x + 20"));
+        File.WriteAllText(Path.Combine(fixedTree, "tests", "compute.out"), "compute_a(1) = 3\n");
+        var program = _programs.Gcc("two-units", [.. Flags, Path.Combine(tree, "main.c"), Path.Combine(tree, "lib.c")]);
+        var diff = await ExternalCommand.RunAsync("diff", ["-ruN", "two", "two-fixed"], _programs.Directory);
+        var fix = Path.Combine(_programs.Directory, "two.patch");
+        File.WriteAllText(fix, diff.StandardOutput);
+        Assert.Contains("tests/compute.out", diff.StandardOutput);
+
+        var result = await new UserPatchBuilder().BuildAsync(new UserBuildRequest(program, tree, fix, Flags, "two-units",
+            Path.Combine(_programs.Directory, "two.kup.json")));
+
+        Assert.Equal(["compute_a", "compute_b"], result.Functions.Order());
+        using var target = new RunningTarget(program, "");
+        var applied = new UserPatcher().Apply(target.Pid, UserPatch.Load(result.OutputPath));
+        Assert.True(applied.Outcome == ProcessOutcome.Applied, applied.Message);
+        ApplyRevertSpecification.WaitUntil(() => target.ReadGlobal(program, "fixed_a") > 1000 && target.ReadGlobal(program, "fixed_b") > 1000,
+            "both fixed functions run");
+    }
+
+    [Fact]
     public async Task A_fix_that_changes_initialised_data_is_refused_with_the_data_layout_rule()
     {
         var (tree, program, fix) = ShippedTreeAndFix("sleep_inside_every = 50000;", "sleep_inside_every = 40000;");

@@ -52,7 +52,8 @@ public static class LivepatchModuleBuilder
                 string.Join('\n', (result.StandardError + result.StandardOutput).Split('\n').Where(l => l.Length > 0).TakeLast(30)));
 
         var elf = ElfObject.Load(module);
-        KlpRelocations.Convert(elf, spec.Bindings);
+        KlpRelocations.Convert(elf, spec.Bindings.Any(b => b.UndefinedName == UtsSemaphoreBinding.UndefinedName)
+            ? spec.Bindings : [.. spec.Bindings, UtsSemaphoreBinding]);
         var unresolved = elf.SymbolTable!.Symbols
             .Where(s => s.IsUndefined && s.Name.Length > 0 && !BindingPolicy.LinkedByModuleLoader(exports.Exports, s.Name))
             .Select(s => s.Name).Distinct().Order(StringComparer.Ordinal).ToList();
@@ -102,6 +103,9 @@ public static class LivepatchModuleBuilder
         c.AppendLine("#include <linux/kernel.h>");
         c.AppendLine("#include <linux/module.h>");
         c.AppendLine("#include <linux/livepatch.h>");
+        c.AppendLine("#include <linux/rwsem.h>");
+        c.AppendLine("#include <linux/string.h>");
+        c.AppendLine("#include <linux/utsname.h>");
         c.AppendLine();
         foreach (var function in spec.Objects.SelectMany(o => o.Functions))
             c.AppendLine($"void {function.NewSymbol}(void); /* replaces {function.OldName} */");
@@ -112,7 +116,12 @@ public static class LivepatchModuleBuilder
                 c.AppendLine($"void {name}(struct klp_object *obj);");
         }
         c.AppendLine();
-        for (var i = 0; i < spec.Objects.Count; i++) AppendCallbackChains(c, i, spec.Objects[i].Callbacks);
+        c.Append(EffectiveUnameSource);
+        c.AppendLine();
+        // The uname callbacks hang on vmlinux's object; a patch of modules only gets one without functions.
+        var objects = spec.Objects.Any(o => o.IsVmlinux) ? spec.Objects : [new KlpObject("vmlinux", [], []), .. spec.Objects];
+        spec = spec with { Objects = objects };
+        for (var i = 0; i < spec.Objects.Count; i++) AppendCallbackChains(c, i, spec.Objects[i].Callbacks, spec.Objects[i].IsVmlinux);
         for (var i = 0; i < spec.Objects.Count; i++)
         {
             c.AppendLine($"static struct klp_func functions_{i}[] = {{");
@@ -127,11 +136,11 @@ public static class LivepatchModuleBuilder
         {
             var o = spec.Objects[i];
             c.Append($"\t{{ .name = {(o.IsVmlinux ? "NULL" : Literal(o.Name))}, .funcs = functions_{i}");
-            if (o.Callbacks.Count > 0)
+            if (o.Callbacks.Count > 0 || o.IsVmlinux)
             {
                 c.Append(", .callbacks = {");
                 foreach (var kind in CallbackKinds)
-                    if (o.Callbacks.Any(u => kind.Of(u) is not null)) c.Append($" .{kind.Name} = {ChainName(kind, i)},");
+                    if (o.Callbacks.Any(u => kind.Of(u) is not null) || (o.IsVmlinux && kind.Uname is not null)) c.Append($" .{kind.Name} = {ChainName(kind, i)},");
                 c.Append(" }");
             }
             c.AppendLine(" },");
@@ -160,28 +169,75 @@ public static class LivepatchModuleBuilder
         c.AppendLine("MODULE_INFO(livepatch, \"Y\");");
         c.AppendLine($"MODULE_DESCRIPTION({Literal(spec.Description)});");
         if (spec.EffectiveVersion is { } version) c.AppendLine($"MODULE_INFO({LoadedRecord.EffectiveVersionKey}, {Literal(version)});");
+        c.AppendLine($"MODULE_INFO({EffectiveUname.ModInfoKey}, \"1\");");
         return c.ToString();
     }
 
-    private sealed record CallbackKind(string Name, Func<KlpCallbacks, string?> Of, bool Reverse);
+    /// <summary>
+    /// The binding the uname callbacks need: <c>uts_sem</c>, which guards the version string, is not exported.
+    /// </summary>
+    public static KlpSymbolBinding UtsSemaphoreBinding { get; } = new("uts_sem", "vmlinux", "uts_sem", Sympos.Unique);
+
+    /// <summary>
+    /// Scanners read <c>uname -v</c> and <c>/proc/version</c>, both <c>init_uts_ns.name.version</c>, which only kernel
+    /// code can write. Every module carries this; it acts only when the machine passes both strings at load
+    /// (<see cref="EffectiveUname"/>, an opt-in): the effective one is shown while the patch is applied, the real one
+    /// again once it is removed. An atomic replacement runs only the new level's callbacks, so a level loaded without
+    /// an effective string puts the real one back. docs/decisions/effective-uname.md.
+    /// </summary>
+    private const string EffectiveUnameSource = $$"""
+        static char *{{EffectiveUname.RealParameter}};
+        module_param({{EffectiveUname.RealParameter}}, charp, 0400);
+        MODULE_PARM_DESC({{EffectiveUname.RealParameter}}, "this kernel's own version string (uname -v), shown again when the patch is removed");
+        static char *{{EffectiveUname.EffectiveParameter}};
+        module_param({{EffectiveUname.EffectiveParameter}}, charp, 0400);
+        MODULE_PARM_DESC({{EffectiveUname.EffectiveParameter}}, "the version string uname -v and /proc/version show while the patch is applied");
+
+        static void kintsugi_uname_write(const char *version)
+        {
+        	if (!version || !*version)
+        		return;
+        	down_write(&uts_sem);
+        	strscpy(init_uts_ns.name.version, version, sizeof(init_uts_ns.name.version));
+        	up_write(&uts_sem);
+        }
+
+        static void kintsugi_uname_post_patch(void)
+        {
+        	if ({{EffectiveUname.EffectiveParameter}} && *{{EffectiveUname.EffectiveParameter}})
+        		kintsugi_uname_write({{EffectiveUname.EffectiveParameter}});
+        	else
+        		kintsugi_uname_write({{EffectiveUname.RealParameter}});
+        }
+
+        static void kintsugi_uname_pre_unpatch(void)
+        {
+        	kintsugi_uname_write({{EffectiveUname.RealParameter}});
+        }
+
+        """;
+
+    private sealed record CallbackKind(string Name, Func<KlpCallbacks, string?> Of, bool Reverse, string? Uname = null);
 
     private static readonly CallbackKind[] CallbackKinds =
     [
         new("pre_patch", k => k.PrePatch, Reverse: false),
-        new("post_patch", k => k.PostPatch, Reverse: false),
-        new("pre_unpatch", k => k.PreUnpatch, Reverse: true),
+        new("post_patch", k => k.PostPatch, Reverse: false, Uname: "kintsugi_uname_post_patch"),
+        new("pre_unpatch", k => k.PreUnpatch, Reverse: true, Uname: "kintsugi_uname_pre_unpatch"),
         new("post_unpatch", k => k.PostUnpatch, Reverse: true),
     ];
 
     private static string ChainName(CallbackKind kind, int objectIndex) => $"kintsugi_{kind.Name}_{objectIndex}";
 
     /// <summary>One function per callback kind of an object, calling every unit's callback of that kind.</summary>
-    private static void AppendCallbackChains(StringBuilder c, int objectIndex, IReadOnlyList<KlpCallbacks> units)
+    /// <param name="vmlinux">The object is vmlinux: its post-patch chain ends with the uname one, its pre-unpatch chain starts with it.</param>
+    private static void AppendCallbackChains(StringBuilder c, int objectIndex, IReadOnlyList<KlpCallbacks> units, bool vmlinux)
     {
         foreach (var kind in CallbackKinds)
         {
             var calls = (kind.Reverse ? units.Reverse() : units).Select(kind.Of).OfType<string>().ToList();
-            if (calls.Count == 0) continue;
+            var uname = vmlinux ? kind.Uname : null;
+            if (calls.Count == 0 && uname is null) continue;
             if (kind.Name == "pre_patch")
             {
                 c.AppendLine($"static int {ChainName(kind, objectIndex)}(struct klp_object *obj)");
@@ -204,7 +260,9 @@ public static class LivepatchModuleBuilder
             {
                 c.AppendLine($"static void {ChainName(kind, objectIndex)}(struct klp_object *obj)");
                 c.AppendLine("{");
+                if (uname is not null && kind.Reverse) c.AppendLine($"	{uname}();");
                 foreach (var call in calls) c.AppendLine($"	{call}(obj);");
+                if (uname is not null && !kind.Reverse) c.AppendLine($"	{uname}();");
             }
             c.AppendLine("}");
             c.AppendLine();

@@ -22,7 +22,9 @@ public static class AgentApi
             var request = await Http.ReadAsync(context, ProtocolJson.Default.EnrollRequest);
             var response = await machines.EnrollAsync(request, Http.Address(context));
             await Http.WriteProtocolAsync(context, response, ProtocolJson.Default.EnrollResponse, StatusCodes.Status201Created);
-        }).RequireRateLimiting(EnrollmentRateLimit);
+        }).RequireRateLimiting(EnrollmentRateLimit)
+          .Body<EnrollRequest>("application/json").Produces<EnrollResponse>(StatusCodes.Status201Created)
+          .DescribeAgent("Enroll a machine with an enrollment token (rate-limited per address: 429 with Retry-After)", "No credential.");
 
         app.MapPost(ProtocolPaths.CheckIn, async (HttpContext context, Machines machines) =>
         {
@@ -30,7 +32,8 @@ public static class AgentApi
             var request = await Http.ReadAsync(context, ProtocolJson.Default.CheckInRequest);
             var response = await machines.CheckInAsync(machine, request, Http.Address(context), context.RequestAborted);
             await Http.WriteProtocolAsync(context, response, ProtocolJson.Default.CheckInResponse);
-        });
+        }).Body<CheckInRequest>("application/json").Produces<CheckInResponse>()
+          .DescribeAgent("Report state; learn what to run", "Machine credential.");
 
         app.MapGet(ProtocolPaths.Events, async (HttpContext context, Machines machines, Epoch epoch, ServerOptions options) =>
         {
@@ -43,7 +46,9 @@ public static class AgentApi
             catch (OperationCanceledException) { return; } // the agent went away, or the server is stopping
             context.Response.Headers.CacheControl = "no-store";
             await Http.WriteProtocolAsync(context, new EventsResponse(current), ProtocolJson.Default.EventsResponse);
-        });
+        }).Produces<EventsResponse>()
+          .DescribeAgent("Long-poll the revocation epoch (query: epoch): answers when the epoch exceeds it, or after " +
+                         "eventsWaitSeconds", "Machine credential.");
 
         app.MapGet(ProtocolPaths.BundlePrefix + "{digest}", async (HttpContext context, string digest, Machines machines, ApiTokens tokens, BundleStore store) =>
         {
@@ -61,7 +66,8 @@ public static class AgentApi
             context.Response.ContentType = "application/octet-stream";
             context.Response.ContentLength = new FileInfo(path).Length;
             await context.Response.SendFileAsync(path, context.RequestAborted);
-        });
+        }).Produces(StatusCodes.Status200OK, contentType: "application/octet-stream")
+          .DescribeAgent("A bundle's bytes by SHA-256 (immutable)", "Machine credential or an auditor token.");
     }
 
     private static async Task<MachineIdentity> MachineAsync(HttpContext context, Machines machines) =>

@@ -34,7 +34,9 @@ public static class AptApi
             try { version = await apt.AddAsync(buffer.ToArray(), context.RequestAborted); }
             catch (AptPackageException e) { throw ApiProblem.BadRequest(e.Message); }
             await db.WriteAsync((c, t) => Storage.AuditChain.AppendAsync(c, t, who.Actor, "apt.publish", $"apt:{AptRepository.PackageName}={version}"));
-            await Http.WriteAsync(context, new { package = AptRepository.PackageName, version }, StatusCodes.Status201Created);
-        });
+            return Http.Created(new AptPackageView(AptRepository.PackageName, version));
+        }).Body<byte[]>("application/vnd.debian.binary-package", "application/octet-stream")
+          .Describe("Add a kintsugi agent .deb to the server's apt repository (audited as apt.publish; only the package " +
+                    "named kintsugi is accepted; apt reads the repository under /apt/ without a token)", Role.Operator);
     }
 }

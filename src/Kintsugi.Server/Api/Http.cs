@@ -1,9 +1,10 @@
 using System.Text.Json;
-using System.Text.Json.Serialization;
+using System.Diagnostics;
 using System.Text.Json.Serialization.Metadata;
 using Kintsugi.Protocol;
 using Kintsugi.Server.Fleet;
 using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.Extensions.DependencyInjection;
 
 namespace Kintsugi.Server.Api;
@@ -11,14 +12,33 @@ namespace Kintsugi.Server.Api;
 /// <summary>Request plumbing shared by the API: JSON in and out, problem documents, authentication.</summary>
 public static class Http
 {
-    /// <summary>The operator API's JSON: camelCase, missing required fields and nulls in non-nullable fields refused.</summary>
-    public static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web)
+    /// <summary>The operator API's JSON (source-generated, shared with the CLI): see <see cref="OperatorJson"/>.</summary>
+    public static JsonSerializerOptions Json => OperatorJson.Default.Options;
+
+    /// <summary>
+    /// Makes the JSON that minimal-API endpoints write for returned values, and that the OpenAPI document describes,
+    /// the operator API's own (<see cref="Json"/>); the agent protocol's types are known for their schemas.
+    /// </summary>
+    public static void ConfigureJson(JsonSerializerOptions options)
     {
-        RespectNullableAnnotations = true,
-        RespectRequiredConstructorParameters = true,
-        WriteIndented = true,
-        Converters = { new JsonStringEnumConverter(JsonNamingPolicy.KebabCaseLower) },
-        TypeInfoResolver = new DefaultJsonTypeInfoResolver(),
+        options.WriteIndented = Json.WriteIndented;
+        options.PropertyNamingPolicy = Json.PropertyNamingPolicy;
+        options.DefaultIgnoreCondition = Json.DefaultIgnoreCondition;
+        options.RespectNullableAnnotations = Json.RespectNullableAnnotations;
+        options.RespectRequiredConstructorParameters = Json.RespectRequiredConstructorParameters;
+        options.TypeInfoResolverChain.Insert(0, OperatorJson.Default);
+        options.TypeInfoResolverChain.Insert(1, ProtocolJson.Default);
+    }
+
+    /// <summary>The one place a fleet refusal becomes an HTTP status and problem title.</summary>
+    public static (int Status, string Title) Problem(FleetRefusal refusal) => refusal switch
+    {
+        FleetRefusal.Invalid => (StatusCodes.Status400BadRequest, "invalid request"),
+        FleetRefusal.NotAuthenticated => (StatusCodes.Status401Unauthorized, "not authenticated"),
+        FleetRefusal.NotFound => (StatusCodes.Status404NotFound, "not found"),
+        FleetRefusal.Conflict => (StatusCodes.Status409Conflict, "conflict"),
+        FleetRefusal.Unverified => (StatusCodes.Status422UnprocessableEntity, "refused"),
+        _ => throw new UnreachableException($"no HTTP status for {refusal}"),
     };
 
     public const int MaxJsonBody = 64 * 1024;
@@ -60,14 +80,8 @@ public static class Http
         }
     }
 
-    public static Task<T> ReadAsync<T>(HttpContext context) => ReadAsync(context, (JsonTypeInfo<T>)Json.GetTypeInfo(typeof(T)));
-
-    public static Task WriteAsync<T>(HttpContext context, T value, int status = 200)
-    {
-        context.Response.StatusCode = status;
-        context.Response.ContentType = "application/json; charset=utf-8";
-        return JsonSerializer.SerializeAsync(context.Response.Body, value, (JsonTypeInfo<T>)Json.GetTypeInfo(typeof(T)), context.RequestAborted);
-    }
+    /// <summary>A 201 reply with <paramref name="value"/> (the created thing has no URL of its own to name).</summary>
+    public static Created<T> Created<T>(T value) => TypedResults.Created((string?)null, value);
 
     public static Task WriteProtocolAsync<T>(HttpContext context, T value, JsonTypeInfo<T> type, int status = 200)
     {

@@ -17,5 +17,6 @@ public static class OpenVexApi
             var document = await reports.OpenVexAsync($"Kintsugi patch server at {context.Request.Host}");
             context.Response.ContentType = MediaType;
             await context.Response.WriteAsync(document.ToJson() + "\n");
-        });
+        }).Produces(StatusCodes.Status200OK, contentType: MediaType)
+          .Describe("The fleet as an OpenVEX v0.2.0 document (docs/server.md)", Role.Auditor);
 }

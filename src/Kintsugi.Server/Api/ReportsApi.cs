@@ -4,6 +4,7 @@ using Kintsugi.Protocol;
 using Kintsugi.Server.Fleet;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.AspNetCore.Routing;
 
 namespace Kintsugi.Server.Api;
@@ -16,16 +17,16 @@ public static class ReportsApi
         app.MapGet("/api/v1/reports/fleet", async (HttpContext context, Reports reports) =>
         {
             await Http.RequireAsync(context, Role.Auditor);
-            await Http.WriteAsync(context, await reports.FleetAsync());
-        });
+            return await reports.FleetAsync();
+        }).Describe("Fleet status", Role.Auditor);
         app.MapGet("/api/v1/reports/exposure", async (HttpContext context, Reports reports) =>
         {
             await Http.RequireAsync(context, Role.Auditor);
             var cve = context.Request.Query["cve"].ToString();
             if (cve.Length > 0 && !Kintsugi.Bundles.CveId.TryParse(cve, out _)) throw ApiProblem.BadRequest($"'{cve}' is not a CVE id");
-            await Http.WriteAsync(context, await reports.ExposureAsync(cve.Length == 0 ? null : cve));
-        });
-        app.MapGet("/api/v1/reports/compliance", async (HttpContext context, Reports reports) =>
+            return await reports.ExposureAsync(cve.Length == 0 ? null : cve);
+        }).Describe("Per-CVE exposure (query: cve)", Role.Auditor);
+        app.MapGet("/api/v1/reports/compliance", async Task<Results<Ok<ComplianceReport>, EmptyHttpResult>> (HttpContext context, Reports reports) =>
         {
             await Http.RequireAsync(context, Role.Auditor);
             var severity = context.Request.Query["severity"].ToString() is { Length: > 0 } s ? s : "high";
@@ -37,8 +38,7 @@ public static class ReportsApi
             switch (context.Request.Query["format"].ToString())
             {
                 case "" or "json":
-                    await Http.WriteAsync(context, report);
-                    break;
+                    return TypedResults.Ok(report);
                 case "csv":
                     context.Response.ContentType = "text/csv; charset=utf-8";
                     context.Response.Headers.ContentDisposition = "attachment; filename=\"kintsugi-pci-dss-6.3.3.csv\"";
@@ -51,13 +51,16 @@ public static class ReportsApi
                 default:
                     throw ApiProblem.BadRequest("format must be json, csv or html");
             }
-        });
+            return TypedResults.Empty;
+        }).Describe("PCI DSS 6.3.3 30-day compliance (query: severity, asOf; format=csv or format=html for text/csv " +
+                    "or text/html instead of JSON)", Role.Auditor);
         app.MapGet("/metrics", async (HttpContext context, Reports reports, ServerMetrics metrics) =>
         {
             await Http.RequireAsync(context, Role.Auditor);
             context.Response.ContentType = "text/plain; version=0.0.4; charset=utf-8";
             await context.Response.WriteAsync(await PrometheusAsync(reports, metrics));
-        });
+        }).Produces<string>(StatusCodes.Status200OK, "text/plain")
+          .Describe("Prometheus metrics (text format 0.0.4)", Role.Auditor);
     }
 
     public static string ComplianceCsv(ComplianceReport report)

@@ -9,14 +9,6 @@ using Microsoft.AspNetCore.Routing;
 
 namespace Kintsugi.Server.Api;
 
-public sealed record ExportedRelease(string Id, string KernelRelease, string BuildId, int Level, string Bundle, long Size, IReadOnlyList<string> Channels);
-
-public sealed record ExportIndex(string Format, string ServerVersion, DateTimeOffset ExportedAt, IReadOnlyList<ExportedRelease> Releases);
-
-public sealed record ImportedRelease(string Bundle, string? Release, bool Created, string? Refused);
-
-public sealed record ImportResult(int Imported, int AlreadyPresent, int Refused, IReadOnlyList<ImportedRelease> Releases);
-
 /// <summary>
 /// Air-gap transfer: <c>GET /api/v1/export</c> writes a tar of the good (not revoked) releases'
 /// bundles with an index; <c>POST /api/v1/import</c> publishes each bundle into this server, where it must
@@ -48,14 +40,15 @@ public static class TransferApi
             context.Response.Headers.ContentDisposition = "attachment; filename=\"kintsugi-export.tar\"";
             // Tar needs a seekable-free writer: buffer nothing but one entry at a time.
             await using var tar = new TarWriter(context.Response.BodyWriter.AsStream(), TarEntryFormat.Pax, leaveOpen: true);
-            var indexBytes = JsonSerializer.SerializeToUtf8Bytes(index, Http.Json);
+            var indexBytes = JsonSerializer.SerializeToUtf8Bytes(index, OperatorJson.Default.ExportIndex);
             await tar.WriteEntryAsync(new PaxTarEntry(TarEntryType.RegularFile, IndexName) { DataStream = new MemoryStream(indexBytes) }, context.RequestAborted);
             foreach (var (r, path) in paths)
             {
                 await using var data = File.OpenRead(path);
                 await tar.WriteEntryAsync(new PaxTarEntry(TarEntryType.RegularFile, $"bundles/{r.Bundle}") { DataStream = data }, context.RequestAborted);
             }
-        });
+        }).Produces(StatusCodes.Status200OK, contentType: "application/x-tar")
+          .Describe("Export good releases as a tar (air-gap; query: build)", Role.Operator);
 
         app.MapPost("/api/v1/import", async (HttpContext context, Releases releases) =>
         {
@@ -76,7 +69,7 @@ public static class TransferApi
                     if (entry.DataStream is not null) await entry.DataStream.CopyToAsync(buffer, context.RequestAborted);
                     if (entry.Name == IndexName)
                     {
-                        try { index = JsonSerializer.Deserialize<ExportIndex>(buffer.ToArray(), Http.Json); }
+                        try { index = JsonSerializer.Deserialize(buffer.ToArray(), OperatorJson.Default.ExportIndex); }
                         catch (JsonException e) { throw ApiProblem.BadRequest($"{IndexName} is not valid: {e.Message}"); }
                     }
                     else if (entry.Name.StartsWith("bundles/", StringComparison.Ordinal))
@@ -99,9 +92,11 @@ public static class TransferApi
                     var published = await releases.PublishAsync(bytes, who.Actor with { Name = who.Actor.Name + " via import" });
                     results.Add(new ImportedRelease(r.Bundle, published.Release.Id, published.Created, null));
                 }
-                catch (ApiProblem e) { results.Add(new ImportedRelease(r.Bundle, null, false, e.Message)); }
+                catch (FleetException e) { results.Add(new ImportedRelease(r.Bundle, null, false, e.Message)); }
             }
-            await Http.WriteAsync(context, new ImportResult(results.Count(r => r.Created), results.Count(r => r.Refused is null && !r.Created), results.Count(r => r.Refused is not null), results));
-        });
+            return new ImportResult(results.Count(r => r.Created), results.Count(r => r.Refused is null && !r.Created),
+                results.Count(r => r.Refused is not null), results);
+        }).Body<byte[]>("application/x-tar")
+          .Describe("Import an export tar; each bundle must verify against this server's keys", Role.Operator);
     }
 }

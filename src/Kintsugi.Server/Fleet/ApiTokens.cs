@@ -43,9 +43,9 @@ public sealed class ApiTokens(Database db)
 
     public async Task<IssuedApiToken> CreateAsync(ApiTokenRequest request, Actor actor)
     {
-        if (!Roles.TryParse(request.Role, out var role)) throw ApiProblem.BadRequest($"role '{request.Role}' is not one of admin, operator, auditor");
+        if (!Roles.TryParse(request.Role, out var role)) throw FleetException.Invalid($"role '{request.Role}' is not one of admin, operator, auditor");
         var name = Validation.Identifier("name", request.Name, 64);
-        if (request.ExpiresInSeconds is < 60 or > 10L * 366 * 86_400) throw ApiProblem.BadRequest("expiresInSeconds must be between 60 and ten years");
+        if (request.ExpiresInSeconds is < 60 or > 10L * 366 * 86_400) throw FleetException.Invalid("expiresInSeconds must be between 60 and ten years");
         var token = Secrets.New(Secrets.ApiTokenPrefix);
         var id = Secrets.NewId("at_");
         long? expires = request.ExpiresInSeconds is { } s ? Releases.Now() + s * 1000 : null;
@@ -70,12 +70,12 @@ public sealed class ApiTokens(Database db)
 
     public async Task RevokeAsync(string id, Actor actor)
     {
-        if (id.Length != 19 || !id.StartsWith("at_", StringComparison.Ordinal) || !Validation.IsLowerHex(id[3..])) throw ApiProblem.BadRequest($"'{id}' is not an API token id (at_ and 16 hex digits)");
+        if (id.Length != 19 || !id.StartsWith("at_", StringComparison.Ordinal) || !Validation.IsLowerHex(id[3..])) throw FleetException.Invalid($"'{id}' is not an API token id (at_ and 16 hex digits)");
         await db.WriteAsync(async (c, t) =>
         {
             if (await c.ExecuteAsync(t, "UPDATE api_tokens SET revoked_at = @t WHERE id = @id AND revoked_at IS NULL", ("@t", Releases.Now()), ("@id", id)) == 0)
             {
-                if (await c.ScalarAsync(t, "SELECT id FROM api_tokens WHERE id = @id", ("@id", id)) is null) throw ApiProblem.NotFound($"no API token {id}");
+                if (await c.ScalarAsync(t, "SELECT id FROM api_tokens WHERE id = @id", ("@id", id)) is null) throw FleetException.NotFound($"no API token {id}");
                 return;
             }
             await AuditChain.AppendAsync(c, t, actor, "api-token.revoke", $"api-token:{id}");

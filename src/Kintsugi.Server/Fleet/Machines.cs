@@ -80,11 +80,11 @@ public sealed class Machines(Database db, ServerOptions options, CheckInWriter w
     /// </summary>
     public async Task<EnrollResponse> EnrollAsync(EnrollRequest request, string? address)
     {
-        if (!Secrets.LooksLike(request.Token, Secrets.EnrollmentTokenPrefix)) throw ApiProblem.Unauthorized("the enrollment token is not valid");
+        if (!Secrets.LooksLike(request.Token, Secrets.EnrollmentTokenPrefix)) throw FleetException.NotAuthenticated("the enrollment token is not valid");
         var hostname = Validation.Identifier("hostname", request.Hostname, 253);
         var machineId = request.MachineId?.Trim();
         if (machineId is null || machineId.Length != 32 || !Validation.IsLowerHex(machineId))
-            throw ApiProblem.BadRequest("machineId must be the contents of /etc/machine-id (32 lowercase hex digits)");
+            throw FleetException.Invalid("machineId must be the contents of /etc/machine-id (32 lowercase hex digits)");
         var agentVersion = Validation.Version("agentVersion", request.AgentVersion, 64);
         var packageVersion = request.Kernel.PackageVersion is null ? null : Validation.Version("kernel.packageVersion", request.Kernel.PackageVersion, 128);
         var credential = Secrets.New(Secrets.MachineCredentialPrefix);
@@ -96,7 +96,7 @@ public sealed class Machines(Database db, ServerOptions options, CheckInWriter w
                 "SELECT id, channel, description, expires_at, max_uses, uses, created_at, created_by, revoked_at FROM enrollment_tokens WHERE hash = @h", new { h = tokenHash }, t);
             var now = Releases.Now();
             if (token is null || token.RevokedAt is not null || (token.ExpiresAt is { } expires && expires <= now) || (token.MaxUses is { } max && token.Uses >= max))
-                throw ApiProblem.Unauthorized("the enrollment token is unknown, revoked, expired or used up; ask an operator for a new one (kintsugi server tokens enroll)");
+                throw FleetException.NotAuthenticated("the enrollment token is unknown, revoked, expired or used up; ask an operator for a new one (kintsugi server tokens enroll)");
             var bound = await c.QuerySingleOrDefaultAsync<ExistingMachineRow>(
                 "SELECT id, credential_hash, reenroll_approved_until FROM machines WHERE host_machine_id = @m", new { m = machineId }, t);
             if (bound is not null && !(request.Credential is { } proof && Secrets.LooksLike(proof, Secrets.MachineCredentialPrefix) && Secrets.Hash(proof) == bound.CredentialHash)
@@ -133,7 +133,7 @@ public sealed class Machines(Database db, ServerOptions options, CheckInWriter w
             return (Id: id, Refused: false);
         });
         if (machine.Refused)
-            throw ApiProblem.Conflict($"machine-id {machineId} is already enrolled as {machine.Id}; enrolling it again needs the machine's current credential " +
+            throw FleetException.Conflict($"machine-id {machineId} is already enrolled as {machine.Id}; enrolling it again needs the machine's current credential " +
                 $"or an operator's approval (kintsugi server machines approve-reenroll {machine.Id}). If this host is a clone of another, give it its own " +
                 "machine-id (rm /etc/machine-id && systemd-machine-id-setup) and enroll it as a new machine");
         metrics.Enrollments.Increment();
@@ -148,7 +148,7 @@ public sealed class Machines(Database db, ServerOptions options, CheckInWriter w
         {
             var until = Releases.Now() + (long)ReenrollApproval.TotalMilliseconds;
             if (await c.ExecuteAsync(t, "UPDATE machines SET reenroll_approved_until = @u WHERE id = @id", ("@u", until), ("@id", id)) == 0)
-                throw ApiProblem.NotFound($"no machine {id}");
+                throw FleetException.NotFound($"no machine {id}");
             await AuditChain.AppendAsync(c, t, actor, "machine.reenroll-approve", $"machine:{id}", new() { ["until"] = Releases.Time(until).ToString("O") });
         });
         return await GetAsync(id);
@@ -179,9 +179,9 @@ public sealed class Machines(Database db, ServerOptions options, CheckInWriter w
     public async Task<CheckInResponse> CheckInAsync(MachineIdentity machine, CheckInRequest request, string? address, CancellationToken cancellation)
     {
         var detail = request.Detail;
-        if (detail is not null && detail.Length > CheckInRequest.MaxDetailLength) throw ApiProblem.BadRequest($"detail is longer than {CheckInRequest.MaxDetailLength} characters");
-        if (request.Level is < 1) throw ApiProblem.BadRequest("level must be a positive integer or null");
-        if ((request.Level is null) != (request.Bundle is null)) throw ApiProblem.BadRequest("level and bundle are both given (something is applied) or both null");
+        if (detail is not null && detail.Length > CheckInRequest.MaxDetailLength) throw FleetException.Invalid($"detail is longer than {CheckInRequest.MaxDetailLength} characters");
+        if (request.Level is < 1) throw FleetException.Invalid("level must be a positive integer or null");
+        if ((request.Level is null) != (request.Bundle is null)) throw FleetException.Invalid("level and bundle are both given (something is applied) or both null");
         var agentVersion = Validation.Version("agentVersion", request.AgentVersion, 64);
         var effective = request.EffectiveVersion is null ? null : Validation.Version("effectiveVersion", request.EffectiveVersion, 128);
         var buildId = request.Kernel.BuildId.ToString();
@@ -218,7 +218,7 @@ public sealed class Machines(Database db, ServerOptions options, CheckInWriter w
     private static BootRecord? Boots(MachineIdentity machine, string? reported)
     {
         if (reported is null) return null;
-        if (reported.Length != 36 || !Guid.TryParse(reported, out _)) throw ApiProblem.BadRequest("bootId must be the kernel's boot id (a UUID)");
+        if (reported.Length != 36 || !Guid.TryParse(reported, out _)) throw FleetException.Invalid("bootId must be the kernel's boot id (a UUID)");
         if (reported == machine.BootId) return new BootRecord(machine.BootId, machine.PreviousBootId, false, false);
         var clone = reported == machine.PreviousBootId;
         return new BootRecord(reported, machine.BootId, clone, clone && !machine.CloneSuspected);
@@ -240,7 +240,7 @@ public sealed class Machines(Database db, ServerOptions options, CheckInWriter w
         Validation.MachineReference(id);
         await using var c = await db.OpenAsync();
         var row = await c.QuerySingleOrDefaultAsync<MachineRow>($"SELECT {ViewColumns} FROM machines WHERE id = @id", new { id })
-            ?? throw ApiProblem.NotFound($"no machine {id}");
+            ?? throw FleetException.NotFound($"no machine {id}");
         return View(row);
     }
 
@@ -261,8 +261,8 @@ public sealed class Machines(Database db, ServerOptions options, CheckInWriter w
         Validation.ChannelName(channel);
         await db.WriteAsync(async (c, t) =>
         {
-            if (await c.ScalarAsync(t, "SELECT name FROM channels WHERE name = @n", ("@n", channel)) is null) throw ApiProblem.NotFound($"no channel '{channel}'");
-            var from = (string?)await c.ScalarAsync(t, "SELECT channel FROM machines WHERE id = @id", ("@id", id)) ?? throw ApiProblem.NotFound($"no machine {id}");
+            if (await c.ScalarAsync(t, "SELECT name FROM channels WHERE name = @n", ("@n", channel)) is null) throw FleetException.NotFound($"no channel '{channel}'");
+            var from = (string?)await c.ScalarAsync(t, "SELECT channel FROM machines WHERE id = @id", ("@id", id)) ?? throw FleetException.NotFound($"no machine {id}");
             await c.ExecuteAsync(t, "UPDATE machines SET channel = @c WHERE id = @id", ("@c", channel), ("@id", id));
             await AuditChain.AppendAsync(c, t, actor, "machine.move", $"machine:{id}", new() { ["from"] = from, ["to"] = channel });
         });
@@ -275,7 +275,7 @@ public sealed class Machines(Database db, ServerOptions options, CheckInWriter w
         Validation.MachineReference(id);
         await db.WriteAsync(async (c, t) =>
         {
-            var hostname = (string?)await c.ScalarAsync(t, "SELECT hostname FROM machines WHERE id = @id", ("@id", id)) ?? throw ApiProblem.NotFound($"no machine {id}");
+            var hostname = (string?)await c.ScalarAsync(t, "SELECT hostname FROM machines WHERE id = @id", ("@id", id)) ?? throw FleetException.NotFound($"no machine {id}");
             await c.ExecuteAsync(t, "DELETE FROM machine_levels WHERE machine = @id", ("@id", id));
             await c.ExecuteAsync(t, "DELETE FROM machines WHERE id = @id", ("@id", id));
             await AuditChain.AppendAsync(c, t, actor, "machine.delete", $"machine:{id}", new() { ["hostname"] = hostname });
@@ -288,15 +288,15 @@ public sealed class Machines(Database db, ServerOptions options, CheckInWriter w
     {
         Validation.ChannelName(request.Channel);
         var description = Validation.OptionalText("description", request.Description, 256) ?? "";
-        if (request.ExpiresInSeconds is < 60 or > 10L * 366 * 86_400) throw ApiProblem.BadRequest("expiresInSeconds must be between 60 and ten years");
-        if (request.MaxUses is < 1 or > 10_000_000) throw ApiProblem.BadRequest("maxUses must be between 1 and 10000000");
+        if (request.ExpiresInSeconds is < 60 or > 10L * 366 * 86_400) throw FleetException.Invalid("expiresInSeconds must be between 60 and ten years");
+        if (request.MaxUses is < 1 or > 10_000_000) throw FleetException.Invalid("maxUses must be between 1 and 10000000");
         var token = Secrets.New(Secrets.EnrollmentTokenPrefix);
         var id = Secrets.NewId("et_");
         var now = Releases.Now();
         long? expires = request.ExpiresInSeconds is { } s ? now + s * 1000 : null;
         await db.WriteAsync(async (c, t) =>
         {
-            if (await c.ScalarAsync(t, "SELECT name FROM channels WHERE name = @n", ("@n", request.Channel)) is null) throw ApiProblem.NotFound($"no channel '{request.Channel}'");
+            if (await c.ScalarAsync(t, "SELECT name FROM channels WHERE name = @n", ("@n", request.Channel)) is null) throw FleetException.NotFound($"no channel '{request.Channel}'");
             await c.ExecuteAsync(t, "INSERT INTO enrollment_tokens (id, hash, channel, description, expires_at, max_uses, uses, created_at, created_by, revoked_at) VALUES (@id, @h, @c, @d, @e, @m, 0, @t, @by, NULL)",
                 ("@id", id), ("@h", Secrets.Hash(token)), ("@c", request.Channel), ("@d", description), ("@e", expires), ("@m", (long?)request.MaxUses), ("@t", now), ("@by", actor.Name));
             await AuditChain.AppendAsync(c, t, actor, "enrollment-token.create", $"enrollment-token:{id}", new()
@@ -317,13 +317,13 @@ public sealed class Machines(Database db, ServerOptions options, CheckInWriter w
 
     public async Task RevokeEnrollmentTokenAsync(string id, Actor actor)
     {
-        if (id.Length != 19 || !id.StartsWith("et_", StringComparison.Ordinal) || !Validation.IsLowerHex(id[3..])) throw ApiProblem.BadRequest($"'{id}' is not an enrollment token id (et_ and 16 hex digits)");
+        if (id.Length != 19 || !id.StartsWith("et_", StringComparison.Ordinal) || !Validation.IsLowerHex(id[3..])) throw FleetException.Invalid($"'{id}' is not an enrollment token id (et_ and 16 hex digits)");
         await db.WriteAsync(async (c, t) =>
         {
             var updated = await c.ExecuteAsync(t, "UPDATE enrollment_tokens SET revoked_at = @t WHERE id = @id AND revoked_at IS NULL", ("@t", Releases.Now()), ("@id", id));
             if (updated == 0)
             {
-                if (await c.ScalarAsync(t, "SELECT id FROM enrollment_tokens WHERE id = @id", ("@id", id)) is null) throw ApiProblem.NotFound($"no enrollment token {id}");
+                if (await c.ScalarAsync(t, "SELECT id FROM enrollment_tokens WHERE id = @id", ("@id", id)) is null) throw FleetException.NotFound($"no enrollment token {id}");
                 return;
             }
             await AuditChain.AppendAsync(c, t, actor, "enrollment-token.revoke", $"enrollment-token:{id}");

@@ -99,8 +99,8 @@ public sealed class Releases(Database db, BundleStore store, Epoch epoch, Server
     public async Task<ChannelView> PutChannelAsync(string name, ChannelRequest request, Actor actor)
     {
         Validation.ChannelName(name);
-        if (request.PromoteAfterSeconds is < 0 or > 366L * 86_400) throw ApiProblem.BadRequest("promoteAfterSeconds must be between 0 and one year");
-        if (request.MinApplied is < 0 or > 1_000_000) throw ApiProblem.BadRequest("minApplied must be between 0 and 1000000");
+        if (request.PromoteAfterSeconds is < 0 or > 366L * 86_400) throw FleetException.Invalid("promoteAfterSeconds must be between 0 and one year");
+        if (request.MinApplied is < 0 or > 1_000_000) throw FleetException.Invalid("minApplied must be between 0 and 1000000");
         long? delay = request.Manual == true ? null : request.PromoteAfterSeconds ?? (request.Manual == false ? 0 : null);
         return await db.WriteAsync(async (c, t) =>
         {
@@ -137,11 +137,11 @@ public sealed class Releases(Database db, BundleStore store, Epoch epoch, Server
     {
         PublisherPublicKey key;
         try { key = PublisherPublicKey.FromPem(pem); }
-        catch (BundleException e) { throw ApiProblem.BadRequest($"not a publisher public key: {e.Message}"); }
+        catch (BundleException e) { throw FleetException.Invalid($"not a publisher public key: {e.Message}"); }
         return await db.WriteAsync(async (c, t) =>
         {
             var state = (string?)await c.ScalarAsync(t, "SELECT state FROM publisher_keys WHERE id = @id", ("@id", key.Id.ToString()));
-            if (state == "retired") throw ApiProblem.Conflict($"key {key.Id} was retired and cannot be trusted again; generate a new publisher key");
+            if (state == "retired") throw FleetException.Conflict($"key {key.Id} was retired and cannot be trusted again; generate a new publisher key");
             var now = Now();
             if (state is null)
             {
@@ -158,10 +158,10 @@ public sealed class Releases(Database db, BundleStore store, Epoch epoch, Server
     /// </summary>
     public async Task RetireKeyAsync(string id, Actor actor)
     {
-        if (!PublisherKeyId.TryParse(id, out _)) throw ApiProblem.BadRequest($"'{id}' is not a publisher key id (32 lowercase hex digits)");
+        if (!PublisherKeyId.TryParse(id, out _)) throw FleetException.Invalid($"'{id}' is not a publisher key id (32 lowercase hex digits)");
         var moved = await db.WriteAsync(async (c, t) =>
         {
-            var state = (string?)await c.ScalarAsync(t, "SELECT state FROM publisher_keys WHERE id = @id", ("@id", id)) ?? throw ApiProblem.NotFound($"no publisher key {id}");
+            var state = (string?)await c.ScalarAsync(t, "SELECT state FROM publisher_keys WHERE id = @id", ("@id", id)) ?? throw FleetException.NotFound($"no publisher key {id}");
             if (state == "retired") return 0L;
             await c.ExecuteAsync(t, "UPDATE publisher_keys SET state = 'retired' WHERE id = @id", ("@id", id));
             var releases = Convert.ToInt64(await c.ScalarAsync(t, "SELECT COUNT(*) FROM releases WHERE publisher_key = @id AND revoked_at IS NULL", ("@id", id)));
@@ -180,12 +180,12 @@ public sealed class Releases(Database db, BundleStore store, Epoch epoch, Server
             if (key.State == KeyState.Trusted)
             {
                 try { await AddKeyAsync(key.Key.ExportPem(), Actor.System("trust-import")); }
-                catch (ApiProblem) { /* retired here already: retirement is one-way */ }
+                catch (FleetException) { /* retired here already: retirement is one-way */ }
             }
             else
             {
                 try { await AddKeyAsync(key.Key.ExportPem(), Actor.System("trust-import")); }
-                catch (ApiProblem) { /* already retired */ }
+                catch (FleetException) { /* already retired */ }
                 await RetireKeyAsync(key.Id.ToString(), Actor.System("trust-import"));
             }
         }
@@ -221,7 +221,7 @@ public sealed class Releases(Database db, BundleStore store, Epoch epoch, Server
         connection ??= await db.OpenAsync();
         try
         {
-            var row = await FindRowAsync(connection, transaction, idOrBundle) ?? throw ApiProblem.NotFound($"no release '{idOrBundle}' (give a release id r_… or a bundle's sha256)");
+            var row = await FindRowAsync(connection, transaction, idOrBundle) ?? throw FleetException.NotFound($"no release '{idOrBundle}' (give a release id r_… or a bundle's sha256)");
             return (await ViewsAsync(connection, transaction, [row]))[0];
         }
         finally { if (owned) await connection.DisposeAsync(); }
@@ -283,10 +283,10 @@ public sealed class Releases(Database db, BundleStore store, Epoch epoch, Server
     {
         Bundle bundle;
         try { bundle = Bundle.Read(bytes); }
-        catch (BundleException e) { throw ApiProblem.BadRequest($"not a valid bundle: {e.Message}"); }
+        catch (BundleException e) { throw FleetException.Invalid($"not a valid bundle: {e.Message}"); }
         var (trust, trustDirectory) = await TrustStoreAsync();
         try { BundleVerifier.Verify(bundle, trust); }
-        catch (BundleException e) { throw ApiProblem.Unprocessable($"the bundle does not verify against this server's trusted publisher keys: {e.Message}"); }
+        catch (BundleException e) { throw FleetException.Unverified($"the bundle does not verify against this server's trusted publisher keys: {e.Message}"); }
         finally { Directory.Delete(trustDirectory, recursive: true); }
 
         var digest = Sha256Digest.Of(bytes);
@@ -303,14 +303,14 @@ public sealed class Releases(Database db, BundleStore store, Epoch epoch, Server
             {
                 if (IsRotation(clash, bundle))
                     return (new PublishResult(true, await ResignAsync(c, t, clash, bundle, bytes, digest, actor)), await Epoch.BumpAsync(c, t));
-                throw ApiProblem.Conflict($"level {level} for build {buildId} is already published (bundle {clash.Bundle}); a corrected patch is published as a higher level" +
+                throw FleetException.Conflict($"level {level} for build {buildId} is already published (bundle {clash.Bundle}); a corrected patch is published as a higher level" +
                     " (the same module re-signed by another trusted key replaces it: a key rotation)");
             }
             var highest = await c.ScalarAsync(t, "SELECT MAX(level) FROM releases WHERE build_id = @b", ("@b", buildId));
             if (highest is not null && Convert.ToInt64(highest) > level)
-                throw ApiProblem.Conflict($"level {level} is below level {highest}, already published for build {buildId}; cumulative levels only go up (publish level {Convert.ToInt64(highest) + 1})");
+                throw FleetException.Conflict($"level {level} is below level {highest}, already published for build {buildId}; cumulative levels only go up (publish level {Convert.ToInt64(highest) + 1})");
             var channels = (await ChannelsAsync(c, t)).ToList();
-            if (channels.Count == 0) throw ApiProblem.Conflict("the server has no channels; create one first (kintsugi server channels set NAME)");
+            if (channels.Count == 0) throw FleetException.Conflict("the server has no channels; create one first (kintsugi server channels set NAME)");
 
             var id = "r_" + digest.ToString()[..16];
             var now = Now();
@@ -381,21 +381,21 @@ public sealed class Releases(Database db, BundleStore store, Epoch epoch, Server
         var reason = Validation.OptionalText("reason", request.Reason, 512) ?? "manual";
         var (result, moved) = await db.WriteAsync(async (c, t) =>
         {
-            var row = await FindRowAsync(c, t, idOrBundle) ?? throw ApiProblem.NotFound($"no release '{idOrBundle}'");
-            if (row.RevokedAt is not null) throw ApiProblem.Conflict($"release {row.Id} was revoked; a revoked release cannot be promoted (publish a new level)");
+            var row = await FindRowAsync(c, t, idOrBundle) ?? throw FleetException.NotFound($"no release '{idOrBundle}'");
+            if (row.RevokedAt is not null) throw FleetException.Conflict($"release {row.Id} was revoked; a revoked release cannot be promoted (publish a new level)");
             var channels = (await ChannelsAsync(c, t)).ToList();
             var inChannels = (await c.QueryAsync<string>("SELECT channel FROM promotions WHERE release_id = @r", new { r = row.Id }, t)).ToHashSet();
             int targetIndex;
             if (request.Channel is null)
             {
                 var highest = channels.FindLastIndex(ch => inChannels.Contains(ch.Name));
-                if (highest == channels.Count - 1) throw ApiProblem.Conflict($"release {row.Id} is already in the last channel, {channels[^1].Name}");
+                if (highest == channels.Count - 1) throw FleetException.Conflict($"release {row.Id} is already in the last channel, {channels[^1].Name}");
                 targetIndex = highest + 1;
             }
             else
             {
                 targetIndex = channels.FindIndex(ch => ch.Name == request.Channel);
-                if (targetIndex < 0) throw ApiProblem.NotFound($"no channel '{request.Channel}' (channels: {string.Join(", ", channels.Select(ch => ch.Name))})");
+                if (targetIndex < 0) throw FleetException.NotFound($"no channel '{request.Channel}' (channels: {string.Join(", ", channels.Select(ch => ch.Name))})");
             }
             var promoted = new List<string>();
             for (var i = 0; i <= targetIndex; i++)
@@ -417,7 +417,7 @@ public sealed class Releases(Database db, BundleStore store, Epoch epoch, Server
         var reason = Validation.RequiredText("reason", request.Reason, 512);
         var (view, moved) = await db.WriteAsync(async (c, t) =>
         {
-            var row = await FindRowAsync(c, t, idOrBundle) ?? throw ApiProblem.NotFound($"no release '{idOrBundle}'");
+            var row = await FindRowAsync(c, t, idOrBundle) ?? throw FleetException.NotFound($"no release '{idOrBundle}'");
             if (row.RevokedAt is not null) return (await GetAsync(row.Id, c, t), 0L);
             await c.ExecuteAsync(t, "UPDATE releases SET revoked_at = @t, revoked_by = @by, revoke_reason = @why WHERE id = @id",
                 ("@t", Now()), ("@by", actor.Name), ("@why", reason), ("@id", row.Id));
@@ -450,7 +450,7 @@ public sealed class Releases(Database db, BundleStore store, Epoch epoch, Server
     {
         await using var c = await db.OpenAsync();
         var row = await c.QuerySingleOrDefaultAsync<TrustRootRow>("SELECT version, document, published_at, published_by FROM trust_root WHERE id = 1")
-            ?? throw ApiProblem.NotFound("no trust-root update has been published");
+            ?? throw FleetException.NotFound("no trust-root update has been published");
         return TrustRootView(row, []);
     }
 
@@ -465,11 +465,11 @@ public sealed class Releases(Database db, BundleStore store, Epoch epoch, Server
     {
         SignedTrustRoot update;
         try { update = SignedTrustRoot.Read(text); }
-        catch (BundleException e) { throw ApiProblem.BadRequest($"not a valid trust-root update: {e.Message}"); }
+        catch (BundleException e) { throw FleetException.Invalid($"not a valid trust-root update: {e.Message}"); }
         if (options.TrustDirectory is { } directory && TrustStore.Open(directory) is { RootKeys.Count: > 0 } pinned)
         {
             try { update.Verify(pinned); }
-            catch (BundleException e) { throw ApiProblem.Unprocessable($"the trust-root update does not verify against this server's root keys: {e.Message}"); }
+            catch (BundleException e) { throw FleetException.Unverified($"the trust-root update does not verify against this server's root keys: {e.Message}"); }
         }
         var (result, moved) = await db.WriteAsync(async (c, t) =>
         {
@@ -478,7 +478,7 @@ public sealed class Releases(Database db, BundleStore store, Epoch epoch, Server
             {
                 if (existing.Document == update.Text) return ((TrustRootView(existing, []), false), 0L);
                 if (existing.Version >= update.Root.Version)
-                    throw ApiProblem.Conflict($"trust-root version {existing.Version} is already stored; sign a version above it (not {update.Root.Version})");
+                    throw FleetException.Conflict($"trust-root version {existing.Version} is already stored; sign a version above it (not {update.Root.Version})");
             }
             var changes = new List<string>();
             var now = Now();
@@ -534,10 +534,10 @@ public sealed class Releases(Database db, BundleStore store, Epoch epoch, Server
 
     public async Task<ReleaseMetadataView> MetadataAsync(string buildId)
     {
-        if (!BuildId.TryParse(buildId, out _)) throw ApiProblem.BadRequest($"'{buildId}' is not a build-id");
+        if (!BuildId.TryParse(buildId, out _)) throw FleetException.Invalid($"'{buildId}' is not a build-id");
         await using var c = await db.OpenAsync();
         var row = await c.QuerySingleOrDefaultAsync<MetadataRow>("SELECT build_id, kernel_release, version, document, published_at, published_by FROM release_metadata WHERE build_id = @b",
-            new { b = buildId.ToLowerInvariant() }) ?? throw ApiProblem.NotFound($"no signed release metadata for build {buildId}");
+            new { b = buildId.ToLowerInvariant() }) ?? throw FleetException.NotFound($"no signed release metadata for build {buildId}");
         return MetadataView(row, []);
     }
 
@@ -559,10 +559,10 @@ public sealed class Releases(Database db, BundleStore store, Epoch epoch, Server
     {
         SignedReleaseMetadata signed;
         try { signed = SignedReleaseMetadata.Read(text); }
-        catch (BundleException e) { throw ApiProblem.BadRequest($"not valid release metadata: {e.Message}"); }
+        catch (BundleException e) { throw FleetException.Invalid($"not valid release metadata: {e.Message}"); }
         var (trust, trustDirectory) = await TrustStoreAsync();
         try { signed.Verify(trust); }
-        catch (BundleException e) { throw ApiProblem.Unprocessable($"the release metadata does not verify against this server's trusted publisher keys: {e.Message}"); }
+        catch (BundleException e) { throw FleetException.Unverified($"the release metadata does not verify against this server's trusted publisher keys: {e.Message}"); }
         finally { Directory.Delete(trustDirectory, recursive: true); }
         var m = signed.Metadata;
         var buildId = m.Target.BuildId.ToString();
@@ -574,7 +574,7 @@ public sealed class Releases(Database db, BundleStore store, Epoch epoch, Server
             {
                 if (existing.Document == signed.Text) return ((MetadataView(existing, []), false), 0L);
                 if (existing.Version >= m.Version)
-                    throw ApiProblem.Conflict($"release metadata version {existing.Version} is already stored for build {buildId}; sign a version above it (not {m.Version})");
+                    throw FleetException.Conflict($"release metadata version {existing.Version} is already stored for build {buildId}; sign a version above it (not {m.Version})");
             }
             var now = Now();
             if (existing is null)

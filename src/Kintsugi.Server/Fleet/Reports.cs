@@ -3,26 +3,6 @@ using Kintsugi.Server.Storage;
 
 namespace Kintsugi.Server.Fleet;
 
-public sealed record CountBy(string Key, int Machines);
-
-public sealed record KernelSummary(string KernelRelease, string BuildId, int Machines, int Applied, int? BestLevel);
-
-public sealed record FleetReport(DateTimeOffset GeneratedAt, int Machines, int Stale, IReadOnlyList<CountBy> ByState, IReadOnlyList<CountBy> ByChannel,
-    IReadOnlyList<KernelSummary> ByKernel, int Releases, int RevokedReleases, long Epoch);
-
-public sealed record ExposedMachine(string Machine, string Hostname, string Channel, string KernelRelease, string BuildId, string? State, int? Level,
-    int FixLevel, DateTimeOffset FixAvailableSince, DateOnly ExposedSince, DateTimeOffset? LastCheckIn);
-
-public sealed record CveExposure(string Cve, string Severity, DateOnly Published, int Exposed, int Fixed, IReadOnlyList<ExposedMachine> Machines);
-
-public sealed record ExposureReport(DateTimeOffset GeneratedAt, IReadOnlyList<CveExposure> Cves);
-
-/// <summary>One machine and one CVE under PCI DSS 6.3.3: a fix released for its kernel must be installed within 30 days.</summary>
-public sealed record ComplianceRow(string Machine, string Hostname, string Channel, string KernelRelease, string BuildId, string Cve, string Severity,
-    DateTimeOffset FixReleasedAt, DateTimeOffset Deadline, DateTimeOffset? AppliedAt, bool CurrentlyFixed, double? DaysToApply, string Status, bool Breach);
-
-public sealed record ComplianceReport(DateTimeOffset GeneratedAt, int WindowDays, string MinimumSeverity, int Rows, int Breaches, IReadOnlyList<ComplianceRow> Items);
-
 /// <summary>
 /// Fleet status, per-CVE exposure and the PCI DSS 6.3.3 report. Exposure is known for machines whose exact
 /// kernel build has a release fixing the CVE: such a machine is exposed until it reports <c>applied</c> at
@@ -157,7 +137,7 @@ public sealed partial class Reports(Database db, ServerOptions options, Epoch ep
     public async Task<ComplianceReport> ComplianceAsync(string minimumSeverity, DateTimeOffset? asOf = null)
     {
         var minimum = Array.IndexOf(Severities, minimumSeverity);
-        if (minimum < 0) throw ApiProblem.BadRequest($"severity '{minimumSeverity}' is not one of {string.Join(", ", Severities)}");
+        if (minimum < 0) throw FleetException.Invalid($"severity '{minimumSeverity}' is not one of {string.Join(", ", Severities)}");
         var now = asOf ?? DateTimeOffset.UtcNow;
         var s = await LoadAsync();
         var (cvesAt, info) = Index(s);

@@ -12,12 +12,6 @@ public sealed record Actor(string Name, string? Address)
     public static Actor System(string what) => new($"system:{what}", null);
 }
 
-public sealed record AuditEvent(long Seq, DateTimeOffset At, string Actor, string? Address, string Action, string Subject, string Detail, string PrevHash, string Hash);
-
-public sealed record AuditProblem(long Seq, string Problem);
-
-public sealed record AuditVerification(bool Intact, long Events, long HeadSeq, string HeadHash, IReadOnlyList<AuditProblem> Problems);
-
 /// <summary>
 /// The append-only audit log: every state change is one row whose hash covers its fields and the previous
 /// row's hash, and a one-row head records the last sequence number and hash. Editing any row breaks its

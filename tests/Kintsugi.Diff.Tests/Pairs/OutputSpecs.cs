@@ -54,7 +54,7 @@ public class OutputSpecs
             Assert.Contains(function.OutputSymbol!, defined);
         // Every function in the output is changed, new, or a cold part of one of those.
         var allowed = d.Result.Functions.Where(f => f.Kind is FunctionChange.Changed or FunctionChange.New)
-            .SelectMany(f => new[] { f.OutputSymbol ?? f.Name, f.Name + ".cold" }).ToHashSet(StringComparer.Ordinal);
+            .SelectMany(f => new[] { f.OutputSymbol ?? f.Name, (f.OutputSymbol ?? f.Name) + ".cold" }).ToHashSet(StringComparer.Ordinal);
         Assert.All(defined, name => Assert.Contains(name, allowed));
     }
 

@@ -166,6 +166,23 @@ public class SpecialSectionSpecs
     }
 
     [Fact]
+    public void A_paravirt_table_whose_last_entry_is_short_keeps_the_changed_function_s_entry_padded_to_its_stride()
+    {
+        // Debian 11's 5.10 layout: 12 bytes of data per entry on a 16-byte stride, the last entry not padded.
+        var d = DiffPairs.Diff("paravirt-site-short-last-entry");
+        Assert.Equal(28UL, d.After.FindSection(".parainstructions")!.Size);
+
+        Expect.ChangedAndIncluded(d, "interrupt_flag");
+        Expect.Unchanged(d, "irqs_were_enabled");
+        Assert.Empty(d.Result.Refusals);
+        var table = Assert.IsType<ElfDataSection>(Assert.Single(d.OutputSections(".parainstructions")));
+        Assert.Equal(16, table.Data.Length);
+        Assert.Equal(5, table.Data[8]);
+        Assert.Equal(1, BitConverter.ToInt16(table.Data, 10));
+        Assert.Equal([DiffPairs.Tag + "interrupt_flag"], d.RelocationTargets(".parainstructions"));
+    }
+
+    [Fact]
     public void A_changed_exported_function_is_patched_and_its_export_entry_stays_with_the_running_kernel()
     {
         var d = DiffPairs.Diff("exported-function-changed");

@@ -1,6 +1,10 @@
-namespace Kintsugi.Server;
+namespace Kintsugi.Server.Api;
 
-/// <summary>A refusal the API reports as an RFC 9457 problem document with this status.</summary>
+/// <summary>
+/// A refusal by the HTTP edge itself (authentication, body size and media type, query syntax), reported as an
+/// RFC 9457 problem document with this status. The fleet's own refusals are <see cref="FleetException"/>s,
+/// mapped to a status in <see cref="Http.Problem"/>.
+/// </summary>
 public sealed class ApiProblem(int status, string title, string detail) : Exception(detail)
 {
     public int Status { get; } = status;
@@ -10,6 +14,4 @@ public sealed class ApiProblem(int status, string title, string detail) : Except
     public static ApiProblem Unauthorized(string detail) => new(401, "not authenticated", detail);
     public static ApiProblem Forbidden(string detail) => new(403, "not allowed", detail);
     public static ApiProblem NotFound(string detail) => new(404, "not found", detail);
-    public static ApiProblem Conflict(string detail) => new(409, "conflict", detail);
-    public static ApiProblem Unprocessable(string detail) => new(422, "refused", detail);
 }

@@ -1,0 +1,120 @@
+namespace Kintsugi.Protocol.Operator;
+
+// The operator API's replies (docs/server.md): what the server writes, the CLI reads and the dashboard renders.
+
+/// <summary>GET /api/v1/server: the server, its rollout order, and who is asking.</summary>
+public sealed record ServerInfo(
+    string Version, string Database, long Epoch, int CheckInSeconds, int EventsWaitSeconds,
+    IReadOnlyList<ChannelView> Channels, string Role, string Actor);
+
+/// <param name="PromoteAfterSeconds">Null for the first channel and for manual-only channels.</param>
+public sealed record ChannelView(string Name, int Position, long? PromoteAfterSeconds, int MinApplied);
+
+public sealed record PromotionView(string Channel, DateTimeOffset PromotedAt, string PromotedBy);
+
+public sealed record RevocationView(DateTimeOffset RevokedAt, string RevokedBy, string Reason);
+
+public sealed record CveView(string Id, string Severity, string Published);
+
+public sealed record FixView(string Id, IReadOnlyList<CveView> Cves, string Description);
+
+public sealed record ReleaseHealth(int Applied, int Failed);
+
+public sealed record ReleaseView(
+    string Id, string KernelRelease, string BuildId, int Level, string Bundle, long Size, string PublisherKey,
+    DateTimeOffset PublishedAt, string PublishedBy, RevocationView? Revoked, IReadOnlyList<PromotionView> Channels,
+    IReadOnlyList<FixView> Fixes, ReleaseHealth Health);
+
+/// <param name="Created">False when the same bundle was published before (the reply is then 200, not 201).</param>
+public sealed record PublishResult(bool Created, ReleaseView Release);
+
+public sealed record PromoteResult(IReadOnlyList<string> PromotedTo, ReleaseView Release);
+
+public sealed record MachineView(
+    string Id, string Hostname, string HostMachineId, string Channel, string KernelRelease, string BuildId,
+    string? PackageVersion, string AgentVersion, string? State, int? Level, string? Bundle, string? EffectiveVersion,
+    long Taint, string? Detail, string? TargetRelease, DateTimeOffset EnrolledAt, DateTimeOffset? LastCheckIn,
+    DateTimeOffset? StateSince, string? Address, bool Stale, string? MetadataFreshness = null, DateTimeOffset? CloneSuspectedAt = null,
+    string? CloneDetail = null, DateTimeOffset? ReenrollApprovedUntil = null);
+
+/// <summary>The trust-root update the server carries to agents, and what it changed in this server's keys.</summary>
+public sealed record TrustRootView(long Version, string RootKey, IReadOnlyList<string> Trusted, IReadOnlyList<string> Retired,
+    IReadOnlyList<string> Timestamp, DateTimeOffset PublishedAt, string PublishedBy, string Document, IReadOnlyList<string> Changes);
+
+public sealed record EnrollmentTokenView(
+    string Id, string Channel, string Description, DateTimeOffset? ExpiresAt, int? MaxUses, int Uses,
+    DateTimeOffset CreatedAt, string CreatedBy, DateTimeOffset? RevokedAt);
+
+public sealed record ApiTokenView(
+    string Id, string Role, string Name, DateTimeOffset CreatedAt, string CreatedBy, DateTimeOffset? ExpiresAt,
+    DateTimeOffset? RevokedAt);
+
+/// <summary>A newly made token: the secret is shown this once and never stored.</summary>
+public sealed record IssuedEnrollmentToken(string Token, EnrollmentTokenView Info);
+
+public sealed record IssuedApiToken(string Token, ApiTokenView Info);
+
+public sealed record PublisherKeyView(string Id, string State, DateTimeOffset AddedAt, string Pem);
+
+/// <summary>The server's online timestamp key, for agents' trust stores (timestamp/).</summary>
+public sealed record TimestampKeyView(string Id, string Pem);
+
+public sealed record ReleaseMetadataView(
+    string KernelRelease, string BuildId, long Version, int CurrentLevel, int MinimumLevel,
+    IReadOnlyList<int> RevokedLevels, DateTimeOffset Expires, string PublisherKey, DateTimeOffset PublishedAt,
+    string PublishedBy, string Metadata, IReadOnlyList<string> RevokedReleases);
+
+public sealed record AuditEvent(
+    long Seq, DateTimeOffset At, string Actor, string? Address, string Action, string Subject, string Detail,
+    string PrevHash, string Hash);
+
+public sealed record AuditProblem(long Seq, string Problem);
+
+public sealed record AuditVerification(
+    bool Intact, long Events, long HeadSeq, string HeadHash, IReadOnlyList<AuditProblem> Problems);
+
+/// <summary>POST /api/v1/apt/packages: the agent package now in the server's apt repository.</summary>
+public sealed record AptPackageView(string Package, string Version);
+
+// ---- air-gap transfer ----
+
+public sealed record ExportedRelease(
+    string Id, string KernelRelease, string BuildId, int Level, string Bundle, long Size, IReadOnlyList<string> Channels);
+
+/// <summary>The index inside an export archive (kintsugi-export.json).</summary>
+public sealed record ExportIndex(
+    string Format, string ServerVersion, DateTimeOffset ExportedAt, IReadOnlyList<ExportedRelease> Releases);
+
+/// <param name="Refused">Why this bundle was not imported, or null.</param>
+public sealed record ImportedRelease(string Bundle, string? Release, bool Created, string? Refused);
+
+public sealed record ImportResult(int Imported, int AlreadyPresent, int Refused, IReadOnlyList<ImportedRelease> Releases);
+
+// ---- reports ----
+
+public sealed record CountBy(string Key, int Machines);
+
+public sealed record KernelSummary(string KernelRelease, string BuildId, int Machines, int Applied, int? BestLevel);
+
+public sealed record FleetReport(
+    DateTimeOffset GeneratedAt, int Machines, int Stale, IReadOnlyList<CountBy> ByState, IReadOnlyList<CountBy> ByChannel,
+    IReadOnlyList<KernelSummary> ByKernel, int Releases, int RevokedReleases, long Epoch);
+
+public sealed record ExposedMachine(
+    string Machine, string Hostname, string Channel, string KernelRelease, string BuildId, string? State, int? Level,
+    int FixLevel, DateTimeOffset FixAvailableSince, DateOnly ExposedSince, DateTimeOffset? LastCheckIn);
+
+public sealed record CveExposure(
+    string Cve, string Severity, DateOnly Published, int Exposed, int Fixed, IReadOnlyList<ExposedMachine> Machines);
+
+public sealed record ExposureReport(DateTimeOffset GeneratedAt, IReadOnlyList<CveExposure> Cves);
+
+/// <summary>One machine and one CVE under PCI DSS 6.3.3: a fix released for its kernel must be installed within 30 days.</summary>
+public sealed record ComplianceRow(
+    string Machine, string Hostname, string Channel, string KernelRelease, string BuildId, string Cve, string Severity,
+    DateTimeOffset FixReleasedAt, DateTimeOffset Deadline, DateTimeOffset? AppliedAt, bool CurrentlyFixed,
+    double? DaysToApply, string Status, bool Breach);
+
+public sealed record ComplianceReport(
+    DateTimeOffset GeneratedAt, int WindowDays, string MinimumSeverity, int Rows, int Breaches,
+    IReadOnlyList<ComplianceRow> Items);

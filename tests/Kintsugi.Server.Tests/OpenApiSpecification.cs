@@ -1,0 +1,142 @@
+using System.Text.Json;
+using System.Text.Json.Serialization.Metadata;
+using Kintsugi.Protocol;
+using Kintsugi.Server.Api;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.Metadata;
+using Microsoft.AspNetCore.Routing;
+using Microsoft.Extensions.DependencyInjection;
+
+namespace Kintsugi.Server.Tests;
+
+/// <summary>The served OpenAPI document is the code's: every endpoint, and each reply's schema is its type's JSON.</summary>
+public sealed class OpenApiSpecification : IAsyncLifetime
+{
+    private TestServer server = null!;
+    private JsonElement document;
+
+    public async Task InitializeAsync()
+    {
+        server = await TestServer.StartAsync();
+        document = await server.GetJsonAsync(ApiDocument.Path, server.Client());
+    }
+
+    public async Task DisposeAsync() => await server.DisposeAsync();
+
+    private IEnumerable<RouteEndpoint> ApiEndpoints() =>
+        server.Server.Services.GetRequiredService<EndpointDataSource>().Endpoints.OfType<RouteEndpoint>()
+            .Where(e => e.Metadata.GetMetadata<IExcludeFromDescriptionMetadata>() is not { ExcludeFromDescription: true })
+            .Where(e => Route(e).StartsWith("/api/", StringComparison.Ordinal) || Route(e) == "/metrics");
+
+    private static string Route(RouteEndpoint endpoint) => "/" + endpoint.RoutePattern.RawText!.TrimStart('/');
+
+    private static IEnumerable<string> Methods(RouteEndpoint endpoint) =>
+        endpoint.Metadata.GetMetadata<HttpMethodMetadata>()?.HttpMethods ?? [];
+
+    private JsonElement Operation(RouteEndpoint endpoint, string method) =>
+        document.GetProperty("paths").GetProperty(Route(endpoint)).GetProperty(method.ToLowerInvariant());
+
+    [Fact]
+    public void The_document_names_every_api_endpoint_with_a_summary()
+    {
+        var missing = new List<string>();
+        foreach (var endpoint in ApiEndpoints())
+            foreach (var method in Methods(endpoint))
+            {
+                if (!document.GetProperty("paths").TryGetProperty(Route(endpoint), out var item)
+                    || !item.TryGetProperty(method.ToLowerInvariant(), out var operation)
+                    || !operation.TryGetProperty("summary", out _))
+                    missing.Add($"{method} {Route(endpoint)}");
+            }
+        Assert.True(missing.Count == 0, "undocumented: " + string.Join(", ", missing));
+        Assert.True(ApiEndpoints().Count() >= 35, $"only {ApiEndpoints().Count()} endpoints were found");
+    }
+
+    [Fact]
+    public void Every_operator_endpoint_states_its_role_and_every_refusal_is_a_problem_document()
+    {
+        foreach (var endpoint in ApiEndpoints())
+            foreach (var method in Methods(endpoint))
+            {
+                var operation = Operation(endpoint, method);
+                Assert.True(operation.GetProperty("responses").TryGetProperty("default", out var refusal), $"{method} {Route(endpoint)}");
+                Assert.True(refusal.GetProperty("content").TryGetProperty("application/problem+json", out _));
+                if (endpoint.Metadata.GetMetadata<RequiredRole>() is { } role)
+                {
+                    Assert.Equal($"Requires the {role.Role.ToWire()} role (or higher).", operation.GetProperty("description").GetString());
+                    Assert.Equal(ApiDocument.ApiToken, operation.GetProperty("security")[0].EnumerateObject().Single().Name);
+                }
+            }
+    }
+
+    [Fact]
+    public void Each_json_reply_schema_has_exactly_the_properties_its_type_writes()
+    {
+        var compared = 0;
+        foreach (var endpoint in ApiEndpoints())
+            foreach (var method in Methods(endpoint))
+                foreach (var produces in endpoint.Metadata.OfType<IProducesResponseTypeMetadata>())
+                {
+                    if (produces.Type is null || produces.Type == typeof(void) || !produces.ContentTypes.Contains("application/json")) continue;
+                    var where = $"{method} {Route(endpoint)} {produces.StatusCode}";
+                    var response = Operation(endpoint, method).GetProperty("responses").GetProperty(produces.StatusCode.ToString());
+                    Assert.True(response.TryGetProperty("content", out var content), where + ": no content");
+                    var schema = Resolve(content.GetProperty("application/json").GetProperty("schema"));
+                    AssertMatches(JsonTypeInfoOf(produces.Type), schema, where);
+                    compared++;
+                }
+        Assert.True(compared >= 30, $"only {compared} JSON replies were compared");
+    }
+
+    [Fact]
+    public void Each_json_request_body_schema_has_exactly_the_properties_its_type_reads()
+    {
+        var compared = 0;
+        foreach (var endpoint in ApiEndpoints())
+            foreach (var method in Methods(endpoint))
+                if (endpoint.Metadata.GetMetadata<RequestBody>() is { } accepts && accepts.ContentTypes.Contains("application/json"))
+                {
+                    var type = accepts.Type;
+                    var body = Operation(endpoint, method).GetProperty("requestBody").GetProperty("content").GetProperty("application/json");
+                    AssertMatches(JsonTypeInfoOf(type), Resolve(body.GetProperty("schema")), $"{method} {Route(endpoint)} request");
+                    compared++;
+                }
+        Assert.True(compared >= 10, $"only {compared} JSON requests were compared");
+    }
+
+    private static JsonTypeInfo JsonTypeInfoOf(Type type) =>
+        OperatorJson.Default.GetTypeInfo(type) ?? ProtocolJson.Default.GetTypeInfo(type)
+        ?? throw new Xunit.Sdk.XunitException($"{type} is in neither JSON context: the CLI could not read it");
+
+    /// <summary>The schema itself, behind a <c>$ref</c> or a nullable's <c>oneOf: [null, ...]</c>.</summary>
+    private JsonElement Resolve(JsonElement schema)
+    {
+        if (schema.TryGetProperty("oneOf", out var choices))
+            return Resolve(choices.EnumerateArray().Single(c => !(c.TryGetProperty("type", out var t) && t.GetString() == "null")));
+        if (!schema.TryGetProperty("$ref", out var reference)) return schema;
+        var name = reference.GetString()!.Split('/')[^1];
+        return document.GetProperty("components").GetProperty("schemas").GetProperty(name);
+    }
+
+    /// <summary>Objects: the same property names, recursively; arrays: the same for their items.</summary>
+    private void AssertMatches(JsonTypeInfo type, JsonElement schema, string where)
+    {
+        if (type.Kind == JsonTypeInfoKind.Enumerable)
+        {
+            Assert.Equal("array", Type(schema));
+            AssertMatches(JsonTypeInfoOf(type.ElementType!), Resolve(schema.GetProperty("items")), where + "[]");
+            return;
+        }
+        if (type.Kind != JsonTypeInfoKind.Object) return;
+        var expected = type.Properties.Select(p => p.Name).Order(StringComparer.Ordinal).ToList();
+        var actual = schema.GetProperty("properties").EnumerateObject().Select(p => p.Name).Order(StringComparer.Ordinal).ToList();
+        Assert.True(expected.SequenceEqual(actual), $"{where} ({type.Type.Name}): code writes [{string.Join(", ", expected)}], document says [{string.Join(", ", actual)}]");
+        foreach (var property in type.Properties)
+            if (property.PropertyType != typeof(string) && JsonTypeInfoOf(property.PropertyType) is { Kind: JsonTypeInfoKind.Object or JsonTypeInfoKind.Enumerable } inner)
+                AssertMatches(inner, Resolve(schema.GetProperty("properties").GetProperty(property.Name)), $"{where}.{property.Name}");
+    }
+
+    private static string? Type(JsonElement schema) => schema.TryGetProperty("type", out var t)
+        ? t.ValueKind == JsonValueKind.Array ? t.EnumerateArray().Select(e => e.GetString()).First(s => s != "null") : t.GetString()
+        : null;
+}

@@ -1,0 +1,26 @@
+namespace Kintsugi.Testing;
+
+/// <summary>
+/// A private copy of the lab's Debian 12 root disk with systemd (scripts/lab-systemd-root.sh, made once per machine and
+/// cached by content), for guests that boot with systemd as PID 1 (<see cref="Kintsugi.Lab.LabRunSpec.RootDisk"/>). The
+/// copy keeps what one boot installs for the next, as a real machine's disk does.
+/// </summary>
+public sealed class SystemdRootDisk : IDisposable
+{
+    public string Path { get; }
+
+    private SystemdRootDisk(string path) => Path = path;
+
+    public static async Task<SystemdRootDisk> CreateAsync()
+    {
+        var made = await ExternalCommand.RunAsync(System.IO.Path.Combine(Repository.Root, "scripts", "lab-systemd-root.sh"), []);
+        if (!made.Succeeded) throw new InvalidOperationException($"lab-systemd-root.sh failed ({made.ExitCode}):\n{made.StandardError}");
+        var copy = System.IO.Path.Combine(System.IO.Path.GetTempPath(), $"kintsugi-root-disk-{Guid.NewGuid():N}.img");
+        // Sparse: the image is 3 GiB, a few hundred MiB of it written.
+        var copied = await ExternalCommand.RunAsync("cp", ["--sparse=always", made.StandardOutput.Trim(), copy]);
+        if (!copied.Succeeded) throw new InvalidOperationException($"copying the root disk failed: {copied.StandardError}");
+        return new SystemdRootDisk(copy);
+    }
+
+    public void Dispose() => File.Delete(Path);
+}

@@ -68,8 +68,13 @@ public sealed class SignedTrustRoot
             [.. keys.DistinctBy(k => k.Id).OrderBy(k => k.Id.ToString(), StringComparer.Ordinal).Select(k => Convert.ToBase64String(k.SubjectPublicKeyInfo.Span))];
         var root = new TrustRoot
         {
-            Type = TrustRoot.DocumentType, Version = version, Trusted = Encode(trusted), Retired = Encode(retired), Timestamp = Encode(timestamp),
-            RootKeyId = rootKey.Id, CreatedAt = SignedDocuments.Second(now ?? DateTimeOffset.UtcNow),
+            Type = TrustRoot.DocumentType,
+            Version = version,
+            Trusted = Encode(trusted),
+            Retired = Encode(retired),
+            Timestamp = Encode(timestamp),
+            RootKeyId = rootKey.Id,
+            CreatedAt = SignedDocuments.Second(now ?? DateTimeOffset.UtcNow),
         };
         Validate(root);
         var (envelope, _) = SignedDocuments.Sign(root, TrustRoot.DocumentType, MetadataJson.Default.TrustRoot, rootKey);

@@ -76,11 +76,25 @@ public sealed class BuildWorkspace : IAsyncDisposable
     /// Compiles several objects in one make invocation (kbuild runs them in parallel) and copies each to the
     /// same relative path under <paramref name="destinationDirectory"/>.
     /// </summary>
-    public async Task CompileAllAsync(IReadOnlyList<string> objectPaths, string destinationDirectory, string? extraCFlags, CancellationToken cancellation = default)
+    public Task CompileAllAsync(IReadOnlyList<string> objectPaths, string destinationDirectory, string? extraCFlags, CancellationToken cancellation = default) =>
+        CompileAsync([.. objectPaths.Select(o => (o, o))], destinationDirectory, extraCFlags, cancellation);
+
+    /// <summary>
+    /// Compiles translation units as the Makefiles that list them do (a unit listed from another directory
+    /// through a relative path is made by that name) and copies each object to its own path under
+    /// <paramref name="destinationDirectory"/>.
+    /// </summary>
+    public Task CompileUnitsAsync(IReadOnlyList<Units.TranslationUnit> units, string destinationDirectory, string? extraCFlags,
+        CancellationToken cancellation = default) =>
+        CompileAsync([.. units.Select(u => (u.MakeGoal, u.ObjectPath))], destinationDirectory, extraCFlags, cancellation);
+
+    private async Task CompileAsync(IReadOnlyList<(string Goal, string ObjectPath)> targets, string destinationDirectory,
+        string? extraCFlags, CancellationToken cancellation)
     {
-        foreach (var objectPath in objectPaths) KernelSourceTree.CheckObjectPath(objectPath);
+        foreach (var (_, objectPath) in targets) KernelSourceTree.CheckObjectPath(objectPath);
+        var objectPaths = targets.Select(t => t.ObjectPath).ToList();
         // An empty KCFLAGS is still a change of command line, so the distribution's build is recompiled after a flagged one.
-        List<string> arguments = [$"-j{Environment.ProcessorCount}", .. objectPaths, $"KCFLAGS={extraCFlags ?? ""}"];
+        List<string> arguments = [$"-j{Environment.ProcessorCount}", .. targets.Select(t => t.Goal), $"KCFLAGS={extraCFlags ?? ""}"];
         var result = await RunAsync("make", arguments, cancellation);
         if (!result.Succeeded)
             throw new ModuleBuildException($"compiling {string.Join(", ", objectPaths)} failed:\n" +

@@ -1,4 +1,5 @@
 using Kintsugi.Kernel.Archive;
+using Kintsugi.Kernel.Build.Toolchains;
 
 namespace Kintsugi.Kernel.Build;
 
@@ -16,9 +17,11 @@ public static class ExternalModuleBuild
         Directory.CreateDirectory(outputDirectory);
         foreach (var file in Directory.GetFiles(sourceDirectory))
             File.Copy(file, Path.Combine(outputDirectory, Path.GetFileName(file)), overwrite: true);
-        var result = await ExternalCommand.RunAsync("make",
-            ["-C", kernel.HeadersDirectory, $"M={Path.GetFullPath(outputDirectory)}", $"-j{Environment.ProcessorCount}", "modules"],
-            cancellation: cancellation);
+        // With the kernel's own compiler: the host's, or its release's build root (Debian 11's gcc-10, Debian 13's gcc-14).
+        var toolchain = await ToolchainSelection.ForFetchedKernelAsync(kernel, _ => { }, cancellation);
+        var output = Path.GetFullPath(outputDirectory);
+        var result = await toolchain.RunAsync("make", ["-C", kernel.HeadersDirectory, $"M={output}", $"-j{Environment.ProcessorCount}", "modules"],
+            output, [Path.GetDirectoryName(kernel.Root)!, output], cancellation: cancellation);
         if (!result.Succeeded)
             throw new ModuleBuildException($"building the modules in {sourceDirectory} for {kernel.Target.Release} failed:\n{Tail(result.StandardError + result.StandardOutput)}");
         return Directory.GetFiles(outputDirectory, "*.ko").Order(StringComparer.Ordinal).ToList();

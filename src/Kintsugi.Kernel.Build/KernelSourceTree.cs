@@ -42,10 +42,7 @@ public sealed class KernelSourceTree
     public static async Task<KernelSourceTree> PrepareAsync(FetchedKernel kernel, Action<string>? progress = null, CancellationToken cancellation = default)
     {
         progress ??= _ => { };
-        // The kernel lives in CACHE/kernels/RELEASE/root; its build roots live in the same cache.
-        var cacheRoot = Path.GetFullPath(Path.Combine(kernel.Root, "..", "..", ".."));
-        var roots = new BuildRoots(new DebianKernelArchive(cacheRoot, progress), progress);
-        var toolchain = await ToolchainSelection.ForDebianKernelAsync(kernel, roots, progress, cancellation);
+        var toolchain = await ToolchainSelection.ForFetchedKernelAsync(kernel, progress, cancellation);
         return await PrepareAsync(kernel, toolchain, progress, cancellation);
     }
 

@@ -31,7 +31,7 @@ public sealed class CatchUpPlan
         var headers = new Lazy<HeaderDependents>(() =>
         {
             progress("reading the #include graph of the tree");
-            return HeaderDependents.Scan(tree);
+            return HeaderDependents.Of(tree);
         });
         var decisions = new Dictionary<string, FileDecision>(StringComparer.Ordinal);
         // Headers first: a refused header refuses the changed C files that include it.
@@ -53,7 +53,11 @@ public sealed class CatchUpPlan
                             $"includes {header}, which {string.Join("; ", reasons)}",
                             "the fix depends on a changed definition the running kernel's data and callers were built with: reboot into the new version", null);
         }
-        return new CatchUpPlan([.. difference.Files.Select(f => decisions[f.Path])]);
+        var plan = new CatchUpPlan([.. difference.Files.Select(f => decisions[f.Path])]);
+        progress("plan: " + string.Join(", ", plan.Decisions
+            .GroupBy(d => d is FileDecision.Decided decided ? $"{decided.Outcome}{(decided.Rule is { } rule ? $" ({rule})" : "")}" : "to build")
+            .OrderByDescending(g => g.Count()).Select(g => $"{g.Count()} {g.Key}")));
+        return plan;
 
         FileDecision Decide(ChangedFile file)
         {
@@ -77,9 +81,10 @@ public sealed class CatchUpPlan
                 case ChangeScope.TranslationUnit:
                     return DecideSource(file);
                 default:
-                    if (file.Kind == FileChangeKind.Deleted && file.Path.EndsWith(".c", StringComparison.Ordinal) && kbuild.Locate(file.Path) is null
-                        && headers.Value.SourcesIncluding(file.Path).Count == 0)
-                        return new FileDecision.Decided(file, FileOutcome.NotBuilt, null, null, null, NotBuiltProof(file.Path));
+                    // A deleted C file is looked up in the old tree, the one the running kernel was built from.
+                    if (file.Kind == FileChangeKind.Deleted && file.Path.EndsWith(".c", StringComparison.Ordinal)
+                        && kbuild.Resolve(file.Path) is UnitResolution.NotBuilt deleted)
+                        return new FileDecision.Decided(file, FileOutcome.NotBuilt, null, null, null, deleted.Proof.ToString());
                     return new FileDecision.Decided(file, FileOutcome.Refused, "scope", scoped.Reason, AdviceFor(file.Path), null);
             }
         }
@@ -98,33 +103,55 @@ public sealed class CatchUpPlan
                     return new FileDecision.Decided(file, FileOutcome.Refused, "header-layout", string.Join("\n", verdict.Reasons),
                         "reboot into the new version: the running kernel's structures and callers were built with the old header", null);
             }
-            var sources = headers.Value.SourcesIncluding(file.Path);
-            var built = sources.Select(kbuild.Locate).OfType<TranslationUnit>().ToList();
-            if (sources.Count == 0 || built.Count == 0)
-                return new FileDecision.Decided(file, FileOutcome.NotBuilt, null, null, null,
-                    $"included by {sources.Count} C file(s) of the tree, none of which this kernel's configuration builds" +
-                    (sources.Count > 0 ? ": " + string.Join(", ", sources.Take(5)) + (sources.Count > 5 ? ", ..." : "") : ""));
-            if (built.Count > maxUnits)
-                return new FileDecision.Decided(file, FileOutcome.Refused, "too-many-units",
-                    $"changes {string.Join(", ", verdict.Constructs.Select(c => c.Name))}, compiled into {built.Count} built units (more than --max-units {maxUnits})",
-                    "raise --max-units to rebuild them all (slow), or reboot into the new version", null);
-            return new FileDecision.Build(file, [.. built.Select(u => u.SourcePath)]);
+            var sources = headers.Value.SourcesIncluding(file.Path).Where(s => s.EndsWith(".c", StringComparison.Ordinal)).ToList();
+            var resolved = new List<UnitResolution>();
+            var built = new Dictionary<string, TranslationUnit>(StringComparer.Ordinal);
+            // In parallel batches (each answer may run make), stopping at the first batch past the limit.
+            foreach (var batch in sources.Chunk(4 * Environment.ProcessorCount))
+            {
+                var answers = batch.AsParallel().AsOrdered().WithDegreeOfParallelism(Environment.ProcessorCount)
+                    .Select(kbuild.Resolve).ToList();
+                resolved.AddRange(answers);
+                foreach (var unit in answers.OfType<UnitResolution.Built>().SelectMany(b => b.Units))
+                    built.TryAdd(unit.SourcePath, unit);
+                // Past the limit the answer is known: a common header need not have its thousands of includers resolved.
+                if (built.Count > maxUnits)
+                    return new FileDecision.Decided(file, FileOutcome.Refused, "too-many-units",
+                        $"changes {string.Join(", ", verdict.Constructs.Select(c => c.Name))}, compiled into more than {maxUnits} " +
+                        $"built units (it is #included by {sources.Count} C files)",
+                        "raise --max-units to rebuild them all (slow), or reboot into the new version", null);
+            }
+            // "Not built" only when every C file that includes the header is proven not built.
+            if (resolved.OfType<UnitResolution.Unresolved>().FirstOrDefault() is { } unknown)
+                return Unresolved(file, unknown);
+            if (built.Count == 0)
+                return new FileDecision.Decided(file, FileOutcome.NotBuilt, null, null, null, sources.Count == 0
+                    ? "no C file of the tree #includes it"
+                    : $"each of the {sources.Count} C file(s) that #include it is proven not built: " +
+                      string.Join("; ", resolved.Take(5)) + (sources.Count > 5 ? "; ..." : ""));
+            return new FileDecision.Build(file, [.. built.Keys]);
         }
 
         FileDecision DecideSource(ChangedFile file)
         {
             if (SourceChange.SameCode(difference.ReadOld(file), difference.ReadNew(file)))
                 return new FileDecision.Decided(file, FileOutcome.NoCode, null, null, null, "only comments and whitespace changed (compared construct by construct)");
-            if (kbuild.Locate(file.Path) is { } unit) return new FileDecision.Build(file, [unit.SourcePath]);
-            var includers = headers.Value.SourcesIncluding(file.Path).Select(kbuild.Locate).OfType<TranslationUnit>().ToList();
-            if (includers.Count > 0) return new FileDecision.Build(file, [.. includers.Select(u => u.SourcePath)]);
-            return new FileDecision.Decided(file, FileOutcome.NotBuilt, null, null, null, NotBuiltProof(file.Path));
+            return kbuild.Resolve(file.Path) switch
+            {
+                UnitResolution.Built built => new FileDecision.Build(file, [.. built.Units.Select(u => u.SourcePath).Distinct()]),
+                UnitResolution.NotBuilt notBuilt =>
+                    new FileDecision.Decided(file, FileOutcome.NotBuilt, null, null, null, notBuilt.Proof.ToString()),
+                UnitResolution.Unresolved unresolved => Unresolved(file, unresolved),
+                var other => throw new InvalidOperationException($"unknown unit resolution {other}"),
+            };
         }
     }
 
-    private static string NotBuiltProof(string path) =>
-        $"kbuild's Makefiles, evaluated against this kernel's .config, link {path[..^2]}.o into neither vmlinux nor a module, " +
-        "and no built C file #includes it";
+    /// <summary>"Cannot tell" is never "not built": the file is refused with the reason, so the report shows it.</summary>
+    private static FileDecision Unresolved(ChangedFile file, UnitResolution.Unresolved unresolved) =>
+        new FileDecision.Decided(file, FileOutcome.Refused, "unresolved-unit", unresolved.ToString(),
+            "check by hand whether this kernel compiles the file; if it does, build the fix with kintsugi kernel build, " +
+            "otherwise nothing is lost", null);
 
     private static string AdviceFor(string path) =>
         path.EndsWith(".S", StringComparison.Ordinal) || path.EndsWith(".s", StringComparison.Ordinal) ? "reboot into the new version (assembly is not live patched)"

@@ -110,8 +110,13 @@ public sealed class BootApplier(MachinePaths paths, LivepatchRuntime runtime, Ac
                 continue;
             }
             // A record confirmed healthy before this field existed counts as confirmed before.
-            var pending = patch with { BootState = BootState.Pending, LastLoadAt = DateTimeOffset.UtcNow, BootId = RunningKernel.BootId,
-                ConfirmedBefore = patch.ConfirmedBefore || patch.BootState == BootState.Healthy };
+            var pending = patch with
+            {
+                BootState = BootState.Pending,
+                LastLoadAt = DateTimeOffset.UtcNow,
+                BootId = RunningKernel.BootId,
+                ConfirmedBefore = patch.ConfirmedBefore || patch.BootState == BootState.Healthy
+            };
             store.Save(pending);
             try
             {

@@ -16,7 +16,8 @@ public static class ProtocolPaths
     public static string EventsAfter(long epoch) => $"{Events}?epoch={epoch}";
 }
 
-/// <summary>A machine's kernel as it reports it: <c>uname -r</c>, the GNU build-id and, when known, the package version.</summary>
+/// <summary>A machine's kernel as it reports it: <c>uname -r</c>, the GNU build-id and, when known, the package
+/// version.</summary>
 public sealed record KernelIdentity(KernelRelease Release, BuildId BuildId, string? PackageVersion = null);
 
 /// <param name="Credential">
@@ -25,7 +26,8 @@ public sealed record KernelIdentity(KernelRelease Release, BuildId BuildId, stri
 /// </param>
 public sealed record EnrollRequest(string Token, string Hostname, string MachineId, KernelIdentity Kernel, string AgentVersion, string? Credential = null);
 
-/// <param name="Machine">The server's name for the machine (stable across re-enrollments of the same machine-id).</param>
+/// <param name="Machine">The server's name for the machine (stable across re-enrollments of the same
+/// machine-id).</param>
 /// <param name="Credential">The per-machine bearer credential; the server keeps only its digest.</param>
 public sealed record EnrollResponse(string Machine, string Credential, int CheckInSeconds, int EventsWaitSeconds);
 
@@ -71,7 +73,8 @@ public enum CheckInAction
 /// <summary>A release the server offers: its level and the content address of its bundle.</summary>
 public sealed record ReleaseOffer(int Level, Sha256Digest Bundle, long Size, string Url);
 
-/// <param name="Metadata">The newest signed release metadata for the machine's build (the envelope's JSON text), or null.</param>
+/// <param name="Metadata">The newest signed release metadata for the machine's build (the envelope's JSON text), or
+/// null.</param>
 /// <param name="Timestamp">A timestamp extending that metadata's freshness (JSON text), or null.</param>
 /// <param name="TrustRoot">The newest signed trust-root update the server carries (JSON text), or null.</param>
 public sealed record CheckInResponse(CheckInAction Action, ReleaseOffer? Release, int CheckInSeconds, int EventsWaitSeconds, long Epoch,

@@ -1,6 +1,7 @@
 namespace Kintsugi.Server;
 
-/// <summary>What kind of refusal a <see cref="FleetException"/> is; the API edge turns it into an HTTP status.</summary>
+/// <summary>What kind of refusal a <see cref="FleetException"/> is; the API edge turns it into an HTTP
+/// status.</summary>
 public enum FleetRefusal
 {
     /// <summary>The request is malformed or out of range.</summary>

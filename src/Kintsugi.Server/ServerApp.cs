@@ -19,7 +19,8 @@ using Microsoft.Extensions.Logging;
 namespace Kintsugi.Server;
 
 /// <summary>A started server: where it listens and, on first start, the initial admin token.</summary>
-public sealed class RunningServer(WebApplication app, IReadOnlyList<string> urls, string? initialAdminToken, string? certificateFingerprint) : IAsyncDisposable
+public sealed class RunningServer(WebApplication app, IReadOnlyList<string> urls, string? initialAdminToken,
+    string? certificateFingerprint) : IAsyncDisposable
 {
     public WebApplication App { get; } = app;
     public IReadOnlyList<string> Urls { get; } = urls;
@@ -36,31 +37,41 @@ public sealed class RunningServer(WebApplication app, IReadOnlyList<string> urls
     }
 }
 
-/// <summary>Builds and starts the patch server: storage, migrations, background services, the API and the dashboard.</summary>
+/// <summary>Builds and starts the patch server: storage, migrations, background services, the API and the
+/// dashboard.</summary>
 public static class ServerApp
 {
     public static string Version => typeof(ServerApp).Assembly.GetName().Version?.ToString(3) ?? "0.0.0";
 
     public const string AdminTokenFile = "initial-admin-token";
 
-    public static async Task<RunningServer> StartAsync(ServerOptions options, Action<string>? report = null, Action<ILoggingBuilder>? logging = null)
+    public static async Task<RunningServer> StartAsync(ServerOptions options, Action<string>? report = null,
+        Action<ILoggingBuilder>? logging = null)
     {
         report ??= _ => { };
         Directory.CreateDirectory(options.DataDirectory);
         Dapper.DefaultTypeMap.MatchNamesWithUnderscores = true;
 
-        var database = options.PostgresConnectionString is { } cs ? Database.OpenPostgres(cs) : Database.OpenSqlite(options.DatabasePath);
+        var database = options.PostgresConnectionString is { } cs ? Database.OpenPostgres(cs)
+            : Database.OpenSqlite(options.DatabasePath);
         var applied = await Migrations.ApplyAsync(database);
-        if (applied.Count > 0) report($"{database.Description}: applied schema migrations {string.Join(", ", applied)}");
+        if (applied.Count > 0) report($"{database.Description}: applied schema migrations " +
+            $"{string.Join(", ", applied)}");
 
-        var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { ApplicationName = "kintsugi-server", ContentRootPath = options.DataDirectory });
+        var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions
+        {
+            ApplicationName = "kintsugi-server",
+            ContentRootPath = options.DataDirectory
+        });
         builder.Logging.ClearProviders();
-        builder.Logging.AddSimpleConsole(o => { o.SingleLine = true; o.TimestampFormat = "yyyy-MM-ddTHH:mm:ss.fffZ "; o.UseUtcTimestamp = true; });
+        builder.Logging.AddSimpleConsole(o =>
+            { o.SingleLine = true; o.TimestampFormat = "yyyy-MM-ddTHH:mm:ss.fffZ "; o.UseUtcTimestamp = true; });
         builder.Logging.AddFilter("Microsoft", LogLevel.Warning);
         builder.Logging.AddFilter("Microsoft.Hosting.Lifetime", LogLevel.Information);
         logging?.Invoke(builder.Logging);
 
-        var certificate = options.Urls.Any(u => u.StartsWith("https:", StringComparison.OrdinalIgnoreCase)) ? Tls.Load(options, report) : null;
+        var certificate = options.Urls.Any(u => u.StartsWith("https:", StringComparison.OrdinalIgnoreCase))
+            ? Tls.Load(options, report) : null;
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
             kestrel.AddServerHeader = false;
@@ -69,7 +80,9 @@ public static class ServerApp
             foreach (var url in options.Urls)
             {
                 var uri = new Uri(url);
-                var address = uri.Host is "0.0.0.0" or "*" or "+" ? IPAddress.Any : uri.Host == "[::]" ? IPAddress.IPv6Any : uri.Host == "localhost" ? IPAddress.Loopback : IPAddress.Parse(uri.Host.Trim('[', ']'));
+                var address = uri.Host is "0.0.0.0" or "*" or "+" ? IPAddress.Any : uri.Host == "[::]"
+                    ? IPAddress.IPv6Any : uri.Host == "localhost" ? IPAddress.Loopback
+                    : IPAddress.Parse(uri.Host.Trim('[', ']'));
                 kestrel.Listen(address, uri.Port, listen =>
                 {
                     listen.Protocols = HttpProtocols.Http1AndHttp2;
@@ -88,7 +101,8 @@ public static class ServerApp
         services.AddSingleton<CheckInWriter>();
         services.AddHostedService(sp => sp.GetRequiredService<CheckInWriter>());
         var timestamps = new ReleaseTimestamps(options);
-        report($"timestamp key {timestamps.PublicKey.Id}: {options.TimestampKeyPath} (agents trust its .pub as a timestamp key)");
+        report($"timestamp key {timestamps.PublicKey.Id}: {options.TimestampKeyPath} (agents trust its .pub as a " +
+            $"timestamp key)");
         services.AddSingleton(timestamps);
         services.AddSingleton<Releases>();
         services.AddSingleton<Machines>();
@@ -104,13 +118,22 @@ public static class ServerApp
             limiter.RejectionStatusCode = StatusCodes.Status429TooManyRequests;
             limiter.AddPolicy(AgentApi.EnrollmentRateLimit, context => RateLimitPartition.GetFixedWindowLimiter(
                 context.Connection.RemoteIpAddress?.ToString() ?? "unknown",
-                _ => new FixedWindowRateLimiterOptions { PermitLimit = options.EnrollmentsPerMinute, Window = TimeSpan.FromMinutes(1), QueueLimit = 0 }));
+                _ => new FixedWindowRateLimiterOptions
+                {
+                    PermitLimit = options.EnrollmentsPerMinute,
+                    Window = TimeSpan.FromMinutes(1),
+                    QueueLimit = 0
+                }));
             limiter.OnRejected = async (rejection, cancellation) =>
             {
-                var retry = rejection.Lease.TryGetMetadata(MetadataName.RetryAfter, out var after) ? (int)Math.Ceiling(after.TotalSeconds) : 60;
+                var retry = rejection.Lease.TryGetMetadata(MetadataName.RetryAfter, out var after)
+                    ? (int)Math.Ceiling(after.TotalSeconds) : 60;
                 rejection.HttpContext.Response.Headers.RetryAfter = retry.ToString(System.Globalization.CultureInfo.InvariantCulture);
-                rejection.HttpContext.RequestServices.GetRequiredService<ServerMetrics>().EnrollmentsRateLimited.Increment();
-                await Http.WriteProblemAsync(rejection.HttpContext, 429, "too many enrollments", $"at most {options.EnrollmentsPerMinute} enrollments per minute from one address; retry after {retry} s");
+                rejection.HttpContext.RequestServices.GetRequiredService<ServerMetrics>()
+                    .EnrollmentsRateLimited.Increment();
+                await Http.WriteProblemAsync(rejection.HttpContext, 429, "too many enrollments",
+                    $"at most {options.EnrollmentsPerMinute} enrollments per minute from one address; retry after " +
+                    $"{retry} s");
             };
         });
 
@@ -121,7 +144,10 @@ public static class ServerApp
         {
             var started = Stopwatch.GetTimestamp();
             try { await next(context); }
-            catch (ApiProblem problem) { await Http.WriteProblemAsync(context, problem.Status, problem.Title, problem.Message); }
+            catch (ApiProblem problem)
+            {
+                await Http.WriteProblemAsync(context, problem.Status, problem.Title, problem.Message);
+            }
             catch (FleetException refusal)
             {
                 var (status, title) = Http.Problem(refusal.Refusal);
@@ -132,12 +158,17 @@ public static class ServerApp
                 app.Logger.LogError(e, "storage failure on {Path}", context.Request.Path);
                 await Http.WriteProblemAsync(context, 503, "storage unavailable", e.Message);
             }
-            catch (Microsoft.AspNetCore.Http.BadHttpRequestException e) { await Http.WriteProblemAsync(context, e.StatusCode, "bad request", e.Message); }
+            catch (Microsoft.AspNetCore.Http.BadHttpRequestException e)
+            {
+                await Http.WriteProblemAsync(context, e.StatusCode, "bad request", e.Message);
+            }
             catch (OperationCanceledException) when (context.RequestAborted.IsCancellationRequested) { }
             finally
             {
                 var route = (context.GetEndpoint() as RouteEndpoint)?.RoutePattern.RawText ?? "unmatched";
-                context.RequestServices.GetRequiredService<ServerMetrics>().ObserveRequest(context.Request.Method, route, context.Response.StatusCode, Stopwatch.GetElapsedTime(started).TotalSeconds);
+                context.RequestServices.GetRequiredService<ServerMetrics>()
+                    .ObserveRequest(context.Request.Method, route, context.Response.StatusCode,
+                    Stopwatch.GetElapsedTime(started).TotalSeconds);
             }
         });
         app.UseRouting();
@@ -156,7 +187,9 @@ public static class ServerApp
             await connection.ScalarAsync(null, "SELECT 1");
             await context.Response.WriteAsync("ok\n");
         });
-        app.MapFallback(context => Http.WriteProblemAsync(context, 404, "not found", $"no such endpoint: {context.Request.Method} {context.Request.Path}"));
+        app.MapFallback(context =>
+            Http.WriteProblemAsync(context, 404, "not found",
+            $"no such endpoint: {context.Request.Method} {context.Request.Path}"));
 
         // Everything a fresh server needs, before it serves.
         var releases = app.Services.GetRequiredService<Releases>();
@@ -168,12 +201,14 @@ public static class ServerApp
             var path = Path.Combine(options.DataDirectory, AdminTokenFile);
             await File.WriteAllTextAsync(path, adminToken + "\n");
             File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite);
-            report($"created the first admin API token in {path} (mode 0600); make per-person tokens with `kintsugi server tokens create` and delete that file");
+            report($"created the first admin API token in {path} (mode 0600); make per-person tokens with `kintsugi " +
+                $"server tokens create` and delete that file");
         }
         await app.Services.GetRequiredService<Epoch>().InitializeAsync(CancellationToken.None);
 
         await app.StartAsync();
-        var urls = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()?.Addresses.ToList() ?? [];
+        var urls = app.Services.GetRequiredService<IServer>()
+            .Features.Get<IServerAddressesFeature>()?.Addresses.ToList() ?? [];
         return new RunningServer(app, urls, adminToken, certificate is null ? null : Tls.Fingerprint(certificate));
     }
 }

@@ -38,11 +38,13 @@ public static class Tls
         File.SetUnixFileMode(temporary, UnixFileMode.UserRead | UnixFileMode.UserWrite);
         File.Move(temporary, pfx, overwrite: true);
         File.WriteAllText(Path.Combine(directory, "server.crt"), certificate.ExportCertificatePem() + "\n");
-        report($"generated a self-signed TLS certificate {Path.Combine(directory, "server.crt")} (SHA-256 {Fingerprint(certificate)}); give agents that file to trust");
+        report($"generated a self-signed TLS certificate {Path.Combine(directory, "server.crt")} (SHA-256 " +
+            $"{Fingerprint(certificate)}); give agents that file to trust");
         return X509CertificateLoader.LoadPkcs12(certificate.Export(X509ContentType.Pkcs12), password: null);
     }
 
-    public static string Fingerprint(X509Certificate2 certificate) => Convert.ToHexStringLower(certificate.GetCertHash(HashAlgorithmName.SHA256));
+    public static string Fingerprint(X509Certificate2 certificate) =>
+        Convert.ToHexStringLower(certificate.GetCertHash(HashAlgorithmName.SHA256));
 
     private static X509Certificate2 Generate(IReadOnlyList<string> extraNames)
     {
@@ -50,8 +52,10 @@ public static class Tls
         var host = Dns.GetHostName();
         var request = new CertificateRequest($"CN={host}, O=Kintsugi patch server", key, HashAlgorithmName.SHA256);
         var names = new SubjectAlternativeNameBuilder();
-        foreach (var dns in new[] { host, "localhost" }.Concat(extraNames.Where(n => !IPAddress.TryParse(n, out _))).Distinct()) names.AddDnsName(dns);
-        var addresses = new HashSet<IPAddress> { IPAddress.Loopback, IPAddress.IPv6Loopback, IPAddress.Parse("10.0.2.2") };
+        foreach (var dns in new[] { host, "localhost" }.Concat(extraNames.Where(n => !IPAddress.TryParse(n, out _)))
+            .Distinct()) names.AddDnsName(dns);
+        var addresses = new HashSet<IPAddress> { IPAddress.Loopback, IPAddress.IPv6Loopback,
+            IPAddress.Parse("10.0.2.2") };
         foreach (var n in extraNames) if (IPAddress.TryParse(n, out var a)) addresses.Add(a);
         try
         {
@@ -70,7 +74,8 @@ public static class Tls
 }
 
 /// <summary>The server cannot start as configured.</summary>
-public sealed class ServerConfigurationException(string message, Exception? inner = null) : KintsugiException(message, inner)
+public sealed class ServerConfigurationException(string message, Exception? inner = null)
+    : KintsugiException(message, inner)
 {
     public override ExitCode ExitCode => ExitCode.Environment;
 }

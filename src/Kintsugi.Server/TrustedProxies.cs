@@ -17,7 +17,12 @@ public static class TrustedProxies
     /// </summary>
     public static ForwardedHeadersOptions Options(IReadOnlyList<IPAddress> proxies)
     {
-        var options = new ForwardedHeadersOptions { ForwardedHeaders = ForwardedHeaders.XForwardedFor | ForwardedHeaders.XForwardedProto, ForwardLimit = 1 };
+        var options = new ForwardedHeadersOptions
+        {
+            ForwardedHeaders = ForwardedHeaders.XForwardedFor
+            | ForwardedHeaders.XForwardedProto,
+            ForwardLimit = 1
+        };
         options.KnownProxies.Clear();
         foreach (var proxy in proxies) options.KnownProxies.Add(proxy.IsIPv4MappedToIPv6 ? proxy.MapToIPv4() : proxy);
         return options;

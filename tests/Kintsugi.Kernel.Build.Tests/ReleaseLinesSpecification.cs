@@ -33,6 +33,18 @@ public abstract class ReleaseLineSpecification(KernelRelease release, string cod
     }
 
     [LineFact]
+    public async Task Out_of_tree_modules_are_built_with_the_kernels_own_compiler_in_its_build_root()
+    {
+        var kernel = await KernelAsync();
+        using var directory = new TemporaryDirectory();
+
+        var built = await ExternalModuleBuild.BuildAsync(kernel, Repository.FixtureModules, Path.Combine(directory.Path, "modules"));
+
+        var module = ModuleFile.Read(built.Single(p => p.EndsWith("kintsugi_fixture_cmdline_a.ko", StringComparison.Ordinal)));
+        Assert.Equal(release.Value, module.VermagicRelease);
+    }
+
+    [LineFact]
     public async Task A_one_function_fix_is_built_proven_against_the_shipped_code_and_loads_and_unloads_in_the_lab()
     {
         var fix = CorpusFix.Named("changed-function");

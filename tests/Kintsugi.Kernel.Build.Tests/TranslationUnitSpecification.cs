@@ -95,6 +95,18 @@ public sealed class TranslationUnitSpecification
     }
 
     [Fact]
+    public async Task A_header_found_through_a_directory_the_makefile_adds_to_the_include_path_counts_its_includers()
+    {
+        var tree = (await Tree.Value).Directory;
+        // core/en/hv_vhca_stats.c says #include "en.h": the file is core/en.h, found through -I of mlx5's Makefile.
+        Assert.False(File.Exists(Path.Combine(tree, "drivers/net/ethernet/mellanox/mlx5/core/en/en.h")));
+
+        var found = HeaderDependents.Scan(tree).SourcesIncluding("drivers/net/ethernet/mellanox/mlx5/core/en.h");
+
+        Assert.Contains("drivers/net/ethernet/mellanox/mlx5/core/en/hv_vhca_stats.c", found);
+    }
+
+    [Fact]
     public async Task A_C_file_compiled_inside_another_unit_is_found_in_the_unit_that_includes_it()
     {
         var tree = (await Tree.Value).Directory;
@@ -115,5 +127,24 @@ public sealed class TranslationUnitSpecification
         var found = HeaderDependents.Scan(tree).SourcesIncluding("include/linux/msdos_fs.h");
 
         Assert.Contains("fs/fat/namei_vfat.c", found); // through fs/fat/fat.h
+    }
+
+    [Fact]
+    public async Task A_unit_listed_from_another_directory_is_compiled_by_that_directorys_name_with_its_module_flags()
+    {
+        var tree = await Tree.Value;
+        var unit = Assert.IsType<UnitResolution.Built>((await UnitsAsync()).Resolve("virt/kvm/kvm_main.c")).Units.Single();
+        Assert.Equal("arch/x86/kvm/../../../virt/kvm/kvm_main.o", unit.MakeGoal);
+        using var output = new TemporaryDirectory();
+
+        await using (var workspace = await BuildWorkspace.OpenAsync(tree))
+            await workspace.CompileUnitsAsync([unit], output.Path, extraCFlags: null);
+
+        Assert.True(File.Exists(output.File("virt/kvm/kvm_main.o")));
+        // kbuild's record of the command: compiled as part of module kvm, as arch/x86/kvm/Makefile compiles it.
+        var command = await File.ReadAllTextAsync(output.File("virt/kvm/.kvm_main.o.cmd"));
+        Assert.Contains("-DMODULE", command);
+        Assert.Contains("KBUILD_MODNAME=", command);
+        Assert.Contains("kvm", command[command.IndexOf("KBUILD_MODNAME=", StringComparison.Ordinal)..][..40]);
     }
 }

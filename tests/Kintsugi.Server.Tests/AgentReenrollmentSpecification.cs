@@ -26,8 +26,11 @@ public sealed class AgentReenrollmentSpecification : IDisposable
     private MachineAgent Agent(TestServer server, string token, string? serverCa = null) =>
         new(new AgentConfig
         {
-            Server = server.BaseAddress, EnrollmentToken = token, ServerCertificate = serverCa ?? Path.Combine(server.Options.DataDirectory, "tls", "server.crt"),
-            TrustStore = Path.Combine(_machine, "trust"), Settle = TimeSpan.Zero,
+            Server = server.BaseAddress,
+            EnrollmentToken = token,
+            ServerCertificate = serverCa ?? Path.Combine(server.Options.DataDirectory, "tls", "server.crt"),
+            TrustStore = Path.Combine(_machine, "trust"),
+            Settle = TimeSpan.Zero,
         }, Paths, line => { lock (_log) _log.Add(line); });
 
     private static async Task<JsonElement> OnlyMachineAsync(TestServer server) =>
@@ -176,8 +179,11 @@ public sealed class AgentReenrollmentSpecification : IDisposable
             }
             var impostor = new MachineAgent(new AgentConfig
             {
-                Server = server.BaseAddress, EnrollmentToken = token, ServerCertificate = Path.Combine(server.Options.DataDirectory, "tls", "server.crt"),
-                TrustStore = Path.Combine(other, "trust"), Settle = TimeSpan.Zero,
+                Server = server.BaseAddress,
+                EnrollmentToken = token,
+                ServerCertificate = Path.Combine(server.Options.DataDirectory, "tls", "server.crt"),
+                TrustStore = Path.Combine(other, "trust"),
+                Settle = TimeSpan.Zero,
             }, new MachinePaths(Path.Combine(other, "state"), Path.Combine(other, "etc"), Path.Combine(other, "run"), Path.Combine(other, "systemd")), _ => { });
 
             var refused = await Assert.ThrowsAsync<AgentException>(() => impostor.RunOnceAsync(default));

@@ -98,8 +98,12 @@ public abstract class FleetSpecification(Backend backend)
     private static byte[] Signed(PublisherKey key, KernelTarget target, int level, byte[] module) =>
         Kintsugi.Bundles.Bundle.Create(module, new BundleDescription
         {
-            Target = target, CumulativeLevel = level, Fixes = [new BundleFix($"fix-{level}", [], $"fix at level {level}")],
-            PatchedFunctions = [new PatchedFunction("vmlinux", $"function_{level}")], CreatedAt = DateTimeOffset.UtcNow, BuilderVersion = "0.1.0",
+            Target = target,
+            CumulativeLevel = level,
+            Fixes = [new BundleFix($"fix-{level}", [], $"fix at level {level}")],
+            PatchedFunctions = [new PatchedFunction("vmlinux", $"function_{level}")],
+            CreatedAt = DateTimeOffset.UtcNow,
+            BuilderVersion = "0.1.0",
         }, key).ToArray();
 
     [Fact]

@@ -25,7 +25,6 @@ public static class UnitCompilation
         var compat = Path.Combine(target.CacheDirectory, "kintsugi-include");
         CompatibilityHeaders.Write(compat);
         var flags = $"{DiffFlags} -I{compat}";
-        var objects = units.Select(u => u.ObjectPath).ToList();
         var original = new PristineObjectCache(Path.Combine(target.CacheDirectory, "objects", "original"));
         var before = new PristineObjectCache(Path.Combine(target.CacheDirectory, "objects", "before"));
         var after = Path.Combine(workDirectory, "after");
@@ -37,17 +36,17 @@ public static class UnitCompilation
             {
                 foreach (var patch in patches) await patched.ApplyAsync(patch.Patch, cancellation);
             });
-            if (original.Missing(objects).Count > 0 || before.Missing(objects).Count > 0)
+            if (original.Missing(units).Count > 0 || before.Missing(units).Count > 0)
             {
                 await using var pristine = await BuildWorkspace.OpenAsync(tree, cancellation);
-                if (original.Missing(objects) is { Count: > 0 } missingOriginal)
+                if (original.Missing(units) is { Count: > 0 } missingOriginal)
                     await clock.RunAsync("compile original",
                         () => original.CompileAsync(pristine, missingOriginal, extraCFlags: null, cancellation));
-                if (before.Missing(objects) is { Count: > 0 } missingBefore)
+                if (before.Missing(units) is { Count: > 0 } missingBefore)
                     await clock.RunAsync("compile before",
                         () => before.CompileAsync(pristine, missingBefore, flags, cancellation));
             }
-            await clock.RunAsync("compile after", () => patched.CompileAllAsync(objects, after, flags, cancellation));
+            await clock.RunAsync("compile after", () => patched.CompileUnitsAsync(units, after, flags, cancellation));
         }
         var compiled = units.Select(u => new CompiledUnit(u, original.PathOf(u.ObjectPath), before.PathOf(u.ObjectPath),
             Path.Combine(after, u.ObjectPath))).ToList();

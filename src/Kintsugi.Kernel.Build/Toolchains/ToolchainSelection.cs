@@ -9,6 +9,13 @@ namespace Kintsugi.Kernel.Build.Toolchains;
 /// </summary>
 public static class ToolchainSelection
 {
+    /// <summary>The toolchain of a kernel fetched into a cache (CACHE/kernels/RELEASE/root), its build roots in the same cache.</summary>
+    public static Task<Toolchain> ForFetchedKernelAsync(FetchedKernel kernel, Action<string> progress, CancellationToken cancellation)
+    {
+        var cacheRoot = Path.GetFullPath(Path.Combine(kernel.Root, "..", "..", ".."));
+        return ForDebianKernelAsync(kernel, new BuildRoots(new DebianKernelArchive(cacheRoot, progress), progress), progress, cancellation);
+    }
+
     public static async Task<Toolchain> ForDebianKernelAsync(FetchedKernel kernel, BuildRoots roots, Action<string> progress, CancellationToken cancellation)
     {
         var needed = CompilerRequirement.FromConfig(kernel.Config);

@@ -18,6 +18,12 @@ public sealed partial class HeaderDependents
 
     private HeaderDependents(Dictionary<string, List<string>> includedBy) => _includedBy = includedBy;
 
+    private static readonly ConcurrentDictionary<string, Lazy<HeaderDependents>> Scanned = new(StringComparer.Ordinal);
+
+    /// <summary>The include graph of a prepared tree, read once per process: a prepared tree does not change.</summary>
+    public static HeaderDependents Of(string tree) =>
+        Scanned.GetOrAdd(Path.GetFullPath(tree), t => new Lazy<HeaderDependents>(() => Scan(t))).Value;
+
     /// <summary>Reads every #include of the tree's C files and headers once (a few seconds).</summary>
     public static HeaderDependents Scan(string tree)
     {
@@ -35,9 +41,11 @@ public sealed partial class HeaderDependents
                 if (!match.Success) continue;
                 var name = match.Groups["name"].Value;
                 var quoted = match.Groups["open"].Value == "\"";
-                var resolved = quoted && File.Exists(Path.Combine(tree, directory, name))
-                    ? Path.GetRelativePath(tree, Path.GetFullPath(Path.Combine(tree, directory, name)))
-                    : SystemIncludeRoots.Select(root => Path.Combine(root, name)).FirstOrDefault(candidate => File.Exists(Path.Combine(tree, candidate)));
+                var resolved = (quoted ? QuotedCandidates(directory, name) : [])
+                    .Concat(SystemIncludeRoots.Select(root => Path.Combine(root, name)))
+                    .FirstOrDefault(candidate => File.Exists(Path.Combine(tree, candidate)));
+                if (resolved is not null && resolved.Contains("..", StringComparison.Ordinal))
+                    resolved = Path.GetRelativePath(tree, Path.GetFullPath(Path.Combine(tree, resolved)));
                 if (resolved is not null) edges.Add((resolved, file));
             }
         });
@@ -48,6 +56,21 @@ public sealed partial class HeaderDependents
             list.Add(includer);
         }
         return new HeaderDependents(includedBy);
+    }
+
+    /// <summary>
+    /// Where a quoted include may be found: beside the including file, then in each directory above it.
+    /// Makefiles add their driver's root to the include path (<c>-I$(srctree)/drivers/.../mlx5/core</c>, so
+    /// core/en/x.c includes "en.h" from core/); missing such an edge would leave a header fix's unit out,
+    /// while an extra one only compiles a unit whose code then does not change.
+    /// </summary>
+    private static IEnumerable<string> QuotedCandidates(string directory, string name)
+    {
+        for (var current = directory; ; current = Path.GetDirectoryName(current) ?? "")
+        {
+            yield return current.Length == 0 ? name : Path.Combine(current, name);
+            if (current.Length == 0) yield break;
+        }
     }
 
     /// <summary>Every C file that includes <paramref name="header"/> (a path relative to the tree), sorted.</summary>

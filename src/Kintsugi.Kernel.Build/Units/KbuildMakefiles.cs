@@ -41,6 +41,7 @@ internal sealed class KbuildMakefiles
     private readonly IReadOnlyList<string> _visible;
     private readonly Lazy<(IReadOnlyList<string> Environment, IReadOnlySet<string> TopDirectories)> _top;
     private readonly ConcurrentDictionary<string, Lazy<DirectoryLists?>> _directories = new(StringComparer.Ordinal);
+    private readonly Lazy<string?> _cacheDirectory;
 
     public KbuildMakefiles(string tree, Toolchain toolchain, IReadOnlyList<string> visible)
     {
@@ -48,6 +49,7 @@ internal sealed class KbuildMakefiles
         _toolchain = toolchain;
         _visible = visible;
         _top = new(ReadTop);
+        _cacheDirectory = new(FindCacheDirectory);
     }
 
     /// <summary>The directories the top Makefile descends into (paths relative to the tree, no trailing slash; "." for the top Kbuild).</summary>
@@ -63,13 +65,11 @@ internal sealed class KbuildMakefiles
     private DirectoryLists? Evaluate(string directory)
     {
         if (!HasMakefile(_tree, directory)) return null;
-        // The evaluator is given on the command line, so it needs no file where a build root's make could read it.
-        var result = Make(["env", .. _top.Value.Environment, "make", "-s", "--no-print-directory", "-f", "/dev/null",
-            "--eval=" + Evaluator.Replace("\r\n", "\n"), $"obj={(directory.Length == 0 ? "." : directory)}", "kintsugi-lists"]);
-        if (!result.Succeeded)
-            return new DirectoryLists(directory, new Dictionary<string, IReadOnlyList<string>>(), $"make could not evaluate {MakefileOf(directory)}: {FirstLines(result.StandardError)}");
+        var (succeeded, output) = EvaluateCached(directory);
+        if (!succeeded)
+            return new DirectoryLists(directory, new Dictionary<string, IReadOnlyList<string>>(), $"make could not evaluate {MakefileOf(directory)}: {FirstLines(output)}");
         var lists = new Dictionary<string, IReadOnlyList<string>>(StringComparer.Ordinal);
-        foreach (var line in result.StandardOutput.Split('\n'))
+        foreach (var line in output.Split('\n'))
         {
             if (!line.StartsWith(Marker, StringComparison.Ordinal)) continue;
             var equals = line.IndexOf(" = ", StringComparison.Ordinal);
@@ -77,6 +77,55 @@ internal sealed class KbuildMakefiles
             lists[line[Marker.Length..equals]] = line[(equals + 3)..].Split([' ', '\t'], StringSplitOptions.RemoveEmptyEntries);
         }
         return new DirectoryLists(directory, lists, null);
+    }
+
+    /// <summary>
+    /// make's answer for one directory: stdout when it succeeded, stderr when not. A tree that kintsugi prepared
+    /// (it has the prepared stamp) never changes, so each answer is kept beside it: resolving a common header's
+    /// includers asks make about hundreds of directories, and a second run (or the next fix) asks none again.
+    /// </summary>
+    private (bool Succeeded, string Output) EvaluateCached(string directory)
+    {
+        var record = _cacheDirectory.Value is { } cache
+            ? Path.Combine(cache, Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(
+                System.Text.Encoding.UTF8.GetBytes(directory)))[..24])
+            : null;
+        if (record is not null && File.Exists(record))
+        {
+            var kept = File.ReadAllText(record);
+            if (kept.Length > 0) return (kept[0] == '0', kept[1..]);
+        }
+        // The evaluator is given on the command line, so it needs no file where a build root's make could read it.
+        var result = Make(["env", .. _top.Value.Environment, "make", "-s", "--no-print-directory", "-f", "/dev/null",
+            "--eval=" + Evaluator.Replace("\r\n", "\n"), $"obj={(directory.Length == 0 ? "." : directory)}", "kintsugi-lists"]);
+        var answer = (result.Succeeded, result.Succeeded ? result.StandardOutput : result.StandardError);
+        if (record is not null)
+        {
+            var staging = $"{record}.{Environment.ProcessId}.{Environment.CurrentManagedThreadId}";
+            File.WriteAllText(staging, (answer.Succeeded ? "0" : "1") + answer.Item2);
+            File.Move(staging, record, overwrite: true);
+        }
+        return answer;
+    }
+
+    /// <summary>Where answers are kept: named by the evaluator and the preparation, so a re-prepared tree starts afresh.</summary>
+    private string? FindCacheDirectory()
+    {
+        var stamp = Path.Combine(_tree, ".kintsugi-prepared");
+        var config = Path.Combine(_tree, "include", "config", "auto.conf");
+        if (!File.Exists(stamp) || !File.Exists(config)) return null;
+        var key = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(
+            Evaluator.Replace("\r\n", "\n") + "\n" + File.ReadAllText(stamp) + "\n" + File.ReadAllText(config))))[..16];
+        var directory = Path.Combine(_tree, ".kintsugi-kbuild", key);
+        try
+        {
+            Directory.CreateDirectory(directory);
+            return directory;
+        }
+        catch (UnauthorizedAccessException)
+        {
+            return null;
+        }
     }
 
     public string MakefileOf(string directory) =>

@@ -5,9 +5,19 @@ namespace Kintsugi.Kernel.Build.Units;
 
 /// <summary>A translation unit of the target kernel: its source, its object, and the kernel object it is linked into.</summary>
 /// <param name="PatchedObject"><c>vmlinux</c>, or the module's name as the kernel knows it ('-' written as '_').</param>
-public sealed record TranslationUnit(string SourcePath, string ObjectPath, string PatchedObject)
+/// <param name="ListedAs">
+/// kbuild's own name for the object when a Makefile outside the object's directory lists it through a
+/// relative path (<c>arch/x86/kvm/../../../virt/kvm/kvm_main.o</c>); null when the path is its own name.
+/// </param>
+public sealed record TranslationUnit(string SourcePath, string ObjectPath, string PatchedObject, string? ListedAs = null)
 {
     public bool IsVmlinux => PatchedObject == "vmlinux";
+
+    /// <summary>
+    /// The goal that makes kbuild compile the unit with the flags of the Makefile that lists it: make descends
+    /// along the goal's path, so virt/kvm/kvm_main.o is only known by the name arch/x86/kvm gives it.
+    /// </summary>
+    public string MakeGoal => ListedAs ?? ObjectPath;
 }
 
 /// <summary>
@@ -29,6 +39,12 @@ public sealed partial class KbuildUnits
     private readonly KbuildMakefiles _makefiles;
     private readonly Lazy<HeaderDependents> _includes;
     private readonly Lazy<IReadOnlyList<(string Path, string Text)>> _allMakefiles;
+    // Resolving the includers of a common header asks about thousands of files: every answer that scans all
+    // Makefiles is computed once per resolver.
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, UnitResolution> _ownUnits = new(StringComparer.Ordinal);
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, IReadOnlyList<string>> _mentioning = new(StringComparer.Ordinal);
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, string> _scripts = new(StringComparer.Ordinal);
+    private readonly Lazy<ILookup<string, (string Directory, string ObjectPath)>> _rules;
 
     private KbuildUnits(string tree, IReadOnlyDictionary<string, string> config, Toolchain toolchain, IReadOnlyList<string> visible)
     {
@@ -36,12 +52,15 @@ public sealed partial class KbuildUnits
         _config = config;
         // A prepared tree does not change, so its evaluated Makefiles are shared by every resolver of the process.
         _makefiles = Evaluated.GetOrAdd(Path.GetFullPath(tree), t => new Lazy<KbuildMakefiles>(() => new KbuildMakefiles(t, toolchain, visible))).Value;
-        _includes = new(() => HeaderDependents.Scan(tree));
+        _includes = new(() => HeaderDependents.Of(tree));
+        _rules = new(IndexRules);
         _allMakefiles = new(() => Directory.EnumerateFiles(tree, "*", SearchOption.AllDirectories)
             .Where(f => Path.GetFileName(f) is "Makefile" or "Kbuild" || Path.GetFileName(f).StartsWith("Makefile.", StringComparison.Ordinal))
             .Select(f => Path.GetRelativePath(tree, f)).Where(f => !f.StartsWith("tools/", StringComparison.Ordinal))
             .Select(f => (f, File.ReadAllText(Path.Combine(tree, f)))).ToList());
     }
+
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<string, Lazy<KbuildUnits>> Opened = new(StringComparer.Ordinal);
 
     /// <summary>A prepared tree, its Makefiles evaluated with the toolchain that prepared it.</summary>
     public static KbuildUnits Open(KernelSourceTree tree) => Open(tree.Directory, tree.Toolchain, tree.Visible);
@@ -49,7 +68,11 @@ public sealed partial class KbuildUnits
     /// <summary>A tree prepared with the host's own compiler.</summary>
     public static KbuildUnits Open(string tree) => Open(tree, Toolchain.Host, [tree]);
 
-    private static KbuildUnits Open(string tree, Toolchain toolchain, IReadOnlyList<string> visible)
+    /// <summary>The resolver of a prepared tree, made once per process (a prepared tree and its .config do not change).</summary>
+    private static KbuildUnits Open(string tree, Toolchain toolchain, IReadOnlyList<string> visible) =>
+        Opened.GetOrAdd(Path.GetFullPath(tree), t => new Lazy<KbuildUnits>(() => Read(t, toolchain, visible))).Value;
+
+    private static KbuildUnits Read(string tree, Toolchain toolchain, IReadOnlyList<string> visible)
     {
         var config = new Dictionary<string, string>(StringComparer.Ordinal);
         foreach (var line in File.ReadLines(Path.Combine(tree, ".config")))
@@ -85,7 +108,9 @@ public sealed partial class KbuildUnits
             [.. resolved.OfType<UnitResolution.NotBuilt>().Select(n => $"{n.SourcePath}: {n.Proof}")]));
     }
 
-    private UnitResolution ResolveOwnUnit(string sourcePath)
+    private UnitResolution ResolveOwnUnit(string sourcePath) => _ownUnits.GetOrAdd(sourcePath, ResolveOwnUnitOnce);
+
+    private UnitResolution ResolveOwnUnitOnce(string sourcePath)
     {
         if (!sourcePath.EndsWith(".c", StringComparison.Ordinal))
             throw new ModuleBuildException($"{sourcePath} is not a C file");
@@ -178,22 +203,21 @@ public sealed partial class KbuildUnits
     }
 
     /// <summary>Objects that Makefile rules compile from <paramref name="sourcePath"/> under another name: (directory, object path).</summary>
-    private IEnumerable<(string Directory, string ObjectPath)> RuleObjects(string sourcePath)
-    {
-        foreach (var (makefile, text) in _allMakefiles.Value)
+    private IEnumerable<(string Directory, string ObjectPath)> RuleObjects(string sourcePath) => _rules.Value[sourcePath];
+
+    private ILookup<string, (string Directory, string ObjectPath)> IndexRules() =>
+        _allMakefiles.Value.SelectMany(makefile =>
         {
-            if (!text.Contains(sourcePath, StringComparison.Ordinal)) continue;
-            var directory = Path.GetDirectoryName(makefile) ?? "";
-            foreach (Match rule in RuleFromSource().Matches(text))
-                if (rule.Groups["source"].Value == sourcePath)
-                    yield return (directory, (directory.Length == 0 ? "" : directory + "/") + rule.Groups["object"].Value);
-        }
-    }
+            var directory = Path.GetDirectoryName(makefile.Path) ?? "";
+            return RuleFromSource().Matches(makefile.Text).Select(rule => (Source: rule.Groups["source"].Value,
+                Rule: (directory, (directory.Length == 0 ? "" : directory + "/") + rule.Groups["object"].Value)));
+        }).ToLookup(r => r.Source, r => r.Rule, StringComparer.Ordinal);
 
     private bool NamedBy(string script, string word)
     {
         var path = Path.Combine(_tree, script);
-        return File.Exists(path) && WordPattern(word).IsMatch(File.ReadAllText(path));
+        var text = _scripts.GetOrAdd(path, p => File.Exists(p) ? File.ReadAllText(p) : "");
+        return text.Contains(word, StringComparison.Ordinal) && WordPattern(word).IsMatch(text);
     }
 
     private UnitResolution WithDescent(string sourcePath, string objectPath, string listing, Placement placement)
@@ -205,7 +229,9 @@ public sealed partial class KbuildUnits
         if (descent.State == 'm' && placement.Module is null)
             return new UnitResolution.NotBuilt(sourcePath, new NotBuiltProof(NotBuiltReason.DirectoryNotBuilt,
                 $"{objectPath} is in the built-in lists of {listing}/ ({placement.How}), but that directory is descended into only for modules, so its built-in objects are linked into nothing", []));
-        return new UnitResolution.Built(sourcePath, [new TranslationUnit(sourcePath, objectPath, placement.Module ?? "vmlinux")]);
+        var listedAs = objectPath.StartsWith(listing + "/", StringComparison.Ordinal) || listing.Length == 0
+            ? null : listing + "/" + Path.GetRelativePath(listing, objectPath);
+        return new UnitResolution.Built(sourcePath, [new TranslationUnit(sourcePath, objectPath, placement.Module ?? "vmlinux", listedAs)]);
     }
 
     private sealed record DescentResult(char State, NotBuiltProof? NotBuilt, string? Unresolved);
@@ -287,8 +313,8 @@ public sealed partial class KbuildUnits
         mentions.SelectMany(m => ConfigSymbol().Matches(m).Select(s => s.Value)).Distinct(StringComparer.Ordinal)
             .Select(s => _config.TryGetValue(s, out var value) ? $"{s}={value}" : $"{s} is not set");
 
-    private IEnumerable<string> MentioningMakefiles(string word) =>
-        _allMakefiles.Value.Where(m => m.Text.Contains(word, StringComparison.Ordinal)).Select(m => m.Path);
+    private IEnumerable<string> MentioningMakefiles(string word) => _mentioning.GetOrAdd(word, w =>
+        [.. _allMakefiles.Value.Where(m => m.Text.Contains(w, StringComparison.Ordinal)).Select(m => m.Path)]);
 
     /// <summary>The directories whose Makefiles name <paramref name="objectName"/>, directly or through a Makefile fragment they include.</summary>
     private IEnumerable<string> ListingCandidates(string objectName)

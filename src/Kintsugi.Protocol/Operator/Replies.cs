@@ -79,7 +79,8 @@ public sealed record AptPackageView(string Package, string Version);
 // ---- air-gap transfer ----
 
 public sealed record ExportedRelease(
-    string Id, string KernelRelease, string BuildId, int Level, string Bundle, long Size, IReadOnlyList<string> Channels);
+    string Id, string KernelRelease, string BuildId, int Level, string Bundle, long Size,
+        IReadOnlyList<string> Channels);
 
 /// <summary>The index inside an export archive (kintsugi-export.json).</summary>
 public sealed record ExportIndex(
@@ -88,7 +89,8 @@ public sealed record ExportIndex(
 /// <param name="Refused">Why this bundle was not imported, or null.</param>
 public sealed record ImportedRelease(string Bundle, string? Release, bool Created, string? Refused);
 
-public sealed record ImportResult(int Imported, int AlreadyPresent, int Refused, IReadOnlyList<ImportedRelease> Releases);
+public sealed record ImportResult(int Imported, int AlreadyPresent, int Refused,
+    IReadOnlyList<ImportedRelease> Releases);
 
 // ---- reports ----
 
@@ -97,7 +99,8 @@ public sealed record CountBy(string Key, int Machines);
 public sealed record KernelSummary(string KernelRelease, string BuildId, int Machines, int Applied, int? BestLevel);
 
 public sealed record FleetReport(
-    DateTimeOffset GeneratedAt, int Machines, int Stale, IReadOnlyList<CountBy> ByState, IReadOnlyList<CountBy> ByChannel,
+    DateTimeOffset GeneratedAt, int Machines, int Stale, IReadOnlyList<CountBy> ByState,
+        IReadOnlyList<CountBy> ByChannel,
     IReadOnlyList<KernelSummary> ByKernel, int Releases, int RevokedReleases, long Epoch);
 
 public sealed record ExposedMachine(
@@ -109,7 +112,8 @@ public sealed record CveExposure(
 
 public sealed record ExposureReport(DateTimeOffset GeneratedAt, IReadOnlyList<CveExposure> Cves);
 
-/// <summary>One machine and one CVE under PCI DSS 6.3.3: a fix released for its kernel must be installed within 30 days.</summary>
+/// <summary>One machine and one CVE under PCI DSS 6.3.3: a fix released for its kernel must be installed within 30
+/// days.</summary>
 public sealed record ComplianceRow(
     string Machine, string Hostname, string Channel, string KernelRelease, string BuildId, string Cve, string Severity,
     DateTimeOffset FixReleasedAt, DateTimeOffset Deadline, DateTimeOffset? AppliedAt, bool CurrentlyFixed,

@@ -21,10 +21,12 @@ public static class AgentApi
         {
             var request = await Http.ReadAsync(context, ProtocolJson.Default.EnrollRequest);
             var response = await machines.EnrollAsync(request, Http.Address(context));
-            await Http.WriteProtocolAsync(context, response, ProtocolJson.Default.EnrollResponse, StatusCodes.Status201Created);
+            await Http.WriteProtocolAsync(context, response, ProtocolJson.Default.EnrollResponse,
+                StatusCodes.Status201Created);
         }).RequireRateLimiting(EnrollmentRateLimit)
           .Body<EnrollRequest>("application/json").Produces<EnrollResponse>(StatusCodes.Status201Created)
-          .DescribeAgent("Enroll a machine with an enrollment token (rate-limited per address: 429 with Retry-After)", "No credential.");
+          .DescribeAgent("Enroll a machine with an enrollment token (rate-limited per address: 429 with Retry-After)",
+              "No credential.");
 
         app.MapPost(ProtocolPaths.CheckIn, async (HttpContext context, Machines machines) =>
         {
@@ -35,14 +37,20 @@ public static class AgentApi
         }).Body<CheckInRequest>("application/json").Produces<CheckInResponse>()
           .DescribeAgent("Report state; learn what to run", "Machine credential.");
 
-        app.MapGet(ProtocolPaths.Events, async (HttpContext context, Machines machines, Epoch epoch, ServerOptions options) =>
+        app.MapGet(ProtocolPaths.Events,
+            async (HttpContext context, Machines machines, Epoch epoch, ServerOptions options) =>
         {
             await MachineAsync(context, machines);
             var text = context.Request.Query["epoch"].ToString();
             if (!long.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var seen))
-                throw ApiProblem.BadRequest("the epoch query parameter must be a non-negative integer (the last epoch the agent saw)");
+                throw ApiProblem.BadRequest("the epoch query parameter must be a non-negative integer (the last " +
+                    "epoch the agent saw)");
             long current;
-            try { current = await epoch.WaitBeyondAsync(seen, TimeSpan.FromSeconds(options.EventsWaitSeconds), context.RequestAborted); }
+            try
+            {
+                current = await epoch.WaitBeyondAsync(seen, TimeSpan.FromSeconds(options.EventsWaitSeconds),
+                    context.RequestAborted);
+            }
             catch (OperationCanceledException) { return; } // the agent went away, or the server is stopping
             context.Response.Headers.CacheControl = "no-store";
             await Http.WriteProtocolAsync(context, new EventsResponse(current), ProtocolJson.Default.EventsResponse);
@@ -50,7 +58,8 @@ public static class AgentApi
           .DescribeAgent("Long-poll the revocation epoch (query: epoch): answers when the epoch exceeds it, or after " +
                          "eventsWaitSeconds", "Machine credential.");
 
-        app.MapGet(ProtocolPaths.BundlePrefix + "{digest}", async (HttpContext context, string digest, Machines machines, ApiTokens tokens, BundleStore store) =>
+        app.MapGet(ProtocolPaths.BundlePrefix + "{digest}",
+            async (HttpContext context, string digest, Machines machines, ApiTokens tokens, BundleStore store) =>
         {
             // A machine fetches what it was offered; an API token holder (export, inspection) may fetch too.
             if (await machines.AuthenticateAsync(Http.Bearer(context), context.RequestAborted) is null)
@@ -58,11 +67,16 @@ public static class AgentApi
             Sha256Digest sha;
             try { sha = Sha256Digest.Parse(digest); }
             catch (FormatException e) { throw ApiProblem.BadRequest(e.Message); }
-            var path = await store.FindAsync(sha, context.RequestAborted) ?? throw ApiProblem.NotFound($"no bundle {sha}");
+            var path = await store.FindAsync(sha, context.RequestAborted)
+                ?? throw ApiProblem.NotFound($"no bundle {sha}");
             var etag = $"\"{sha}\"";
             context.Response.Headers.CacheControl = "private, max-age=31536000, immutable";
             context.Response.Headers.ETag = etag;
-            if (context.Request.Headers.IfNoneMatch.ToString() == etag) { context.Response.StatusCode = StatusCodes.Status304NotModified; return; }
+            if (context.Request.Headers.IfNoneMatch.ToString() == etag)
+            {
+                context.Response.StatusCode = StatusCodes.Status304NotModified;
+                return;
+            }
             context.Response.ContentType = "application/octet-stream";
             context.Response.ContentLength = new FileInfo(path).Length;
             await context.Response.SendFileAsync(path, context.RequestAborted);
@@ -72,5 +86,6 @@ public static class AgentApi
 
     private static async Task<MachineIdentity> MachineAsync(HttpContext context, Machines machines) =>
         await machines.AuthenticateAsync(Http.Bearer(context), context.RequestAborted)
-        ?? throw ApiProblem.Unauthorized("the machine credential is unknown or was replaced by a re-enrollment; enroll again");
+        ?? throw ApiProblem.Unauthorized("the machine credential is unknown or was replaced by a re-enrollment; " +
+            "enroll again");
 }

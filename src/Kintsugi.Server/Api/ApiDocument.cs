@@ -32,15 +32,19 @@ public static class ApiDocument
             .WithDescription($"Requires the {role.ToWire()} role (or higher).")
             .WithMetadata(new RequiredRole(role));
 
-    /// <summary>Documents the body the endpoint reads as <typeparamref name="T"/> in one of <paramref name="contentTypes"/>.</summary>
+    /// <summary>Documents the body the endpoint reads as <typeparamref name="T"/> in one of <paramref
+    /// name="contentTypes"/>.</summary>
     public static RouteHandlerBuilder Body<T>(this RouteHandlerBuilder endpoint, params string[] contentTypes) =>
         endpoint.WithMetadata(new RequestBody(typeof(T), false, contentTypes));
 
-    public static RouteHandlerBuilder Body<T>(this RouteHandlerBuilder endpoint, bool optional, params string[] contentTypes) =>
+    public static RouteHandlerBuilder Body<T>(this RouteHandlerBuilder endpoint, bool optional,
+        params string[] contentTypes) =>
         endpoint.WithMetadata(new RequestBody(typeof(T), optional, contentTypes));
 
-    /// <summary>Summary of an agent-protocol endpoint (docs/protocol.md), authenticated as <paramref name="credential"/>.</summary>
-    public static RouteHandlerBuilder DescribeAgent(this RouteHandlerBuilder endpoint, string summary, string credential) =>
+    /// <summary>Summary of an agent-protocol endpoint (docs/protocol.md), authenticated as <paramref
+    /// name="credential"/>.</summary>
+    public static RouteHandlerBuilder DescribeAgent(this RouteHandlerBuilder endpoint, string summary,
+        string credential) =>
         endpoint.WithSummary(summary).WithDescription(credential).WithTags("agent");
 
     public static void Add(IServiceCollection services) => services.AddOpenApi(options =>
@@ -59,12 +63,14 @@ public static class ApiDocument
             {
                 [ApiToken] = new OpenApiSecurityScheme
                 {
-                    Type = SecuritySchemeType.Http, Scheme = "bearer",
+                    Type = SecuritySchemeType.Http,
+                    Scheme = "bearer",
                     Description = "kat_… API token (role admin, operator or auditor)",
                 },
                 [MachineCredential] = new OpenApiSecurityScheme
                 {
-                    Type = SecuritySchemeType.Http, Scheme = "bearer",
+                    Type = SecuritySchemeType.Http,
+                    Scheme = "bearer",
                     Description = "kmc_… per-machine credential from enrollment",
                 },
             };
@@ -81,7 +87,8 @@ public static class ApiDocument
                 {
                     ["application/problem+json"] = new()
                     {
-                        Schema = await context.GetOrCreateSchemaAsync(typeof(Kintsugi.Protocol.ProblemDocument), null, cancellation),
+                        Schema = await context.GetOrCreateSchemaAsync(typeof(Kintsugi.Protocol.ProblemDocument), null,
+                            cancellation),
                     },
                 },
             };
@@ -99,7 +106,8 @@ public static class ApiDocument
                 operation.RequestBody = new OpenApiRequestBody { Required = !body.Optional, Content = content };
             }
             if (metadata.OfType<RequiredRole>().Any())
-                operation.Security = [new OpenApiSecurityRequirement { [new OpenApiSecuritySchemeReference(ApiToken, context.Document)] = [] }];
+                operation.Security = [new OpenApiSecurityRequirement { [new OpenApiSecuritySchemeReference(ApiToken,
+                    context.Document)] = [] }];
         });
     });
 }

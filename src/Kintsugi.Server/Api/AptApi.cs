@@ -19,7 +19,8 @@ public static class AptApi
         app.MapGet("/apt/{**path}", async (HttpContext context, string path, AptRepository apt) =>
         {
             if (apt.Resolve(path) is not { } file) throw ApiProblem.NotFound($"no {path} in the apt repository");
-            context.Response.ContentType = path.EndsWith(".deb", StringComparison.Ordinal) ? "application/vnd.debian.binary-package"
+            context.Response.ContentType = path.EndsWith(".deb", StringComparison.Ordinal)
+                ? "application/vnd.debian.binary-package"
                 : path.EndsWith(".gz", StringComparison.Ordinal) ? "application/gzip" : "text/plain; charset=utf-8";
             await context.Response.SendFileAsync(file);
         });
@@ -29,14 +30,18 @@ public static class AptApi
             if (context.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } limit) limit.MaxRequestBodySize = MaxPackageLength;
             using var buffer = new MemoryStream();
             await context.Request.Body.CopyToAsync(buffer, context.RequestAborted);
-            if (buffer.Length == 0) throw ApiProblem.BadRequest("the body is empty; send the .deb file as application/octet-stream");
+            if (buffer.Length == 0) throw ApiProblem.BadRequest("the body is empty; send the .deb file as " +
+                "application/octet-stream");
             string version;
             try { version = await apt.AddAsync(buffer.ToArray(), context.RequestAborted); }
             catch (AptPackageException e) { throw ApiProblem.BadRequest(e.Message); }
-            await db.WriteAsync((c, t) => Storage.AuditChain.AppendAsync(c, t, who.Actor, "apt.publish", $"apt:{AptRepository.PackageName}={version}"));
+            await db.WriteAsync((c, t) =>
+                Storage.AuditChain.AppendAsync(c, t, who.Actor, "apt.publish",
+                $"apt:{AptRepository.PackageName}={version}"));
             return Http.Created(new AptPackageView(AptRepository.PackageName, version));
         }).Body<byte[]>("application/vnd.debian.binary-package", "application/octet-stream")
-          .Describe("Add a kintsugi agent .deb to the server's apt repository (audited as apt.publish; only the package " +
+          .Describe("Add a kintsugi agent .deb to the server's apt repository (audited as apt.publish; only the " +
+              "package " +
                     "named kintsugi is accepted; apt reads the repository under /apt/ without a token)", Role.Operator);
     }
 }

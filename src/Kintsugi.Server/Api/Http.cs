@@ -12,7 +12,8 @@ namespace Kintsugi.Server.Api;
 /// <summary>Request plumbing shared by the API: JSON in and out, problem documents, authentication.</summary>
 public static class Http
 {
-    /// <summary>The operator API's JSON (source-generated, shared with the CLI): see <see cref="OperatorJson"/>.</summary>
+    /// <summary>The operator API's JSON (source-generated, shared with the CLI): see <see
+    /// cref="OperatorJson"/>.</summary>
     public static JsonSerializerOptions Json => OperatorJson.Default.Options;
 
     /// <summary>
@@ -53,8 +54,10 @@ public static class Http
 
     public static async Task<T> ReadAsync<T>(HttpContext context, JsonTypeInfo<T> type)
     {
-        if (context.Request.ContentLength is > MaxJsonBody) throw new ApiProblem(413, "request too large", $"the body is larger than {MaxJsonBody} bytes");
-        if (context.Request.ContentType is { } contentType && !contentType.StartsWith("application/json", StringComparison.OrdinalIgnoreCase))
+        if (context.Request.ContentLength is > MaxJsonBody) throw new ApiProblem(413, "request too large",
+            $"the body is larger than {MaxJsonBody} bytes");
+        if (context.Request.ContentType is { } contentType
+            && !contentType.StartsWith("application/json", StringComparison.OrdinalIgnoreCase))
             throw new ApiProblem(415, "unsupported media type", "send application/json");
         using var limited = new MemoryStream();
         var buffer = new byte[8192];
@@ -62,18 +65,21 @@ public static class Http
         while ((read = await context.Request.Body.ReadAsync(buffer, context.RequestAborted)) > 0)
         {
             limited.Write(buffer, 0, read);
-            if (limited.Length > MaxJsonBody) throw new ApiProblem(413, "request too large", $"the body is larger than {MaxJsonBody} bytes");
+            if (limited.Length > MaxJsonBody) throw new ApiProblem(413, "request too large",
+                $"the body is larger than {MaxJsonBody} bytes");
         }
         try
         {
-            return JsonSerializer.Deserialize(limited.GetBuffer().AsSpan(0, (int)limited.Length), type) ?? throw ApiProblem.BadRequest("the body is JSON null");
+            return JsonSerializer.Deserialize(limited.GetBuffer().AsSpan(0, (int)limited.Length), type)
+                ?? throw ApiProblem.BadRequest("the body is JSON null");
         }
         catch (JsonException e)
         {
             var cause = e.InnerException is FormatException f ? $" ({f.Message})" : "";
             throw ApiProblem.BadRequest($"the body is not a valid request: {e.Message}{cause}");
         }
-        catch (Exception e) when (e is FormatException or ArgumentException or InvalidOperationException or OverflowException)
+        catch (Exception e)
+            when (e is FormatException or ArgumentException or InvalidOperationException or OverflowException)
         {
             // The shared types parse at the edge (build-ids, states, digests) and say what is wrong.
             throw ApiProblem.BadRequest($"the body is not a valid request: {e.Message}");
@@ -105,8 +111,10 @@ public static class Http
         var tokens = context.RequestServices.GetRequiredService<ApiTokens>();
         var token = Bearer(context) ?? context.Request.Cookies[Web.Dashboard.SessionCookie];
         var principal = await tokens.AuthenticateAsync(token, Address(context), context.RequestAborted)
-            ?? throw ApiProblem.Unauthorized("an API token is required (Authorization: Bearer kat_…); it is unknown, revoked or expired");
-        if (principal.Role < role) throw ApiProblem.Forbidden($"this needs the {role.ToWire()} role; the token has {principal.Role.ToWire()}");
+            ?? throw ApiProblem.Unauthorized("an API token is required (Authorization: Bearer kat_…); it is unknown, " +
+                "revoked or expired");
+        if (principal.Role < role) throw ApiProblem.Forbidden($"this needs the {role.ToWire()} role; the token has " +
+            $"{principal.Role.ToWire()}");
         return principal;
     }
 }

@@ -20,7 +20,8 @@ public static class OperatorApi
     {
         var api = app.MapGroup("/api/v1");
 
-        api.MapGet("/server", async (HttpContext context, Database db, Epoch epoch, Releases releases, ServerOptions options) =>
+        api.MapGet("/server",
+            async (HttpContext context, Database db, Epoch epoch, Releases releases, ServerOptions options) =>
         {
             var who = await Http.RequireAsync(context, Role.Auditor);
             return new ServerInfo(ServerApp.Version, db.Description, epoch.Current, options.CheckInSeconds,
@@ -32,7 +33,8 @@ public static class OperatorApi
         {
             await Http.RequireAsync(context, Role.Auditor);
             var build = context.Request.Query["build"].ToString();
-            if (build.Length > 0 && !BuildId.TryParse(build, out _)) throw ApiProblem.BadRequest($"'{build}' is not a build-id");
+            if (build.Length > 0
+                && !BuildId.TryParse(build, out _)) throw ApiProblem.BadRequest($"'{build}' is not a build-id");
             return await releases.ListAsync(build.Length == 0 ? null : build.ToLowerInvariant());
         }).Describe("List releases (query: build)", Role.Auditor);
         api.MapGet("/releases/{id}", async (HttpContext context, string id, Releases releases) =>
@@ -40,18 +42,21 @@ public static class OperatorApi
             await Http.RequireAsync(context, Role.Auditor);
             return await releases.GetAsync(id);
         }).Describe("One release (id r_… or bundle sha256)", Role.Auditor);
-        api.MapPost("/releases", async Task<Results<Created<PublishResult>, Ok<PublishResult>>> (HttpContext context, Releases releases) =>
+        api.MapPost("/releases",
+            async Task<Results<Created<PublishResult>, Ok<PublishResult>>> (HttpContext context, Releases releases) =>
         {
             var who = await Http.RequireAsync(context, Role.Operator);
             var bytes = await ReadBundleAsync(context);
             var result = await releases.PublishAsync(bytes, who.Actor);
             return result.Created ? Http.Created(result) : TypedResults.Ok(result);
         }).Body<byte[]>("application/octet-stream")
-          .Describe("Publish a signed bundle (verified against the trusted publisher keys; lands in the first channel)", Role.Operator);
+          .Describe("Publish a signed bundle (verified against the trusted publisher keys; lands in the first channel)",
+              Role.Operator);
         api.MapPost("/releases/{id}/promote", async (HttpContext context, string id, Releases releases) =>
         {
             var who = await Http.RequireAsync(context, Role.Operator);
-            var request = context.Request.ContentLength is 0 or null && !context.Request.Headers.ContainsKey("Transfer-Encoding")
+            var request = context.Request.ContentLength is 0 or null
+                && !context.Request.Headers.ContainsKey("Transfer-Encoding")
                 ? new PromoteRequest(null, null) : await Http.ReadAsync(context, OperatorJson.Default.PromoteRequest);
             return await releases.PromoteAsync(id, request, who.Actor);
         }).Body<PromoteRequest>(optional: true, "application/json")
@@ -59,12 +64,15 @@ public static class OperatorApi
         api.MapPost("/releases/{id}/revoke", async (HttpContext context, string id, Releases releases) =>
         {
             var who = await Http.RequireAsync(context, Role.Operator);
-            return await releases.RevokeAsync(id, await Http.ReadAsync(context, OperatorJson.Default.RevokeRequest), who.Actor);
+            return await releases.RevokeAsync(id, await Http.ReadAsync(context, OperatorJson.Default.RevokeRequest),
+                who.Actor);
         }).Body<RevokeRequest>("application/json")
           .Describe("Revoke fleet-wide; the epoch moves so agents react at once", Role.Operator);
 
         // ---- signed release metadata ----
-        api.MapPost("/metadata", async Task<Results<Created<ReleaseMetadataView>, Ok<ReleaseMetadataView>>> (HttpContext context, Releases releases) =>
+        api.MapPost("/metadata",
+            async Task<Results<Created<ReleaseMetadataView>, Ok<ReleaseMetadataView>>> (HttpContext context,
+            Releases releases) =>
         {
             var who = await Http.RequireAsync(context, Role.Operator);
             var request = await Http.ReadAsync(context, OperatorJson.Default.ReleaseMetadataRequest);
@@ -107,7 +115,8 @@ public static class OperatorApi
         api.MapPut("/channels/{name}", async (HttpContext context, string name, Releases releases) =>
         {
             var who = await Http.RequireAsync(context, Role.Admin);
-            return await releases.PutChannelAsync(name, await Http.ReadAsync(context, OperatorJson.Default.ChannelRequest), who.Actor);
+            return await releases.PutChannelAsync(name,
+                await Http.ReadAsync(context, OperatorJson.Default.ChannelRequest), who.Actor);
         }).Body<ChannelRequest>("application/json")
           .Describe("Create a channel at the end, or set its promotion policy", Role.Admin);
 
@@ -122,7 +131,8 @@ public static class OperatorApi
             if (state is not null && !PatchStates.All.Contains(state))
                 throw ApiProblem.BadRequest($"state '{state}' is not one of {string.Join(", ", PatchStates.All)}");
             var build = Query("build");
-            if (build is not null && !BuildId.TryParse(build, out _)) throw ApiProblem.BadRequest($"'{build}' is not a build-id");
+            if (build is not null
+                && !BuildId.TryParse(build, out _)) throw ApiProblem.BadRequest($"'{build}' is not a build-id");
             return await machines.ListAsync(channel, state, build?.ToLowerInvariant());
         }).Describe("Machine inventory (query: channel, state, build)", Role.Auditor);
         api.MapGet("/machines/{id}", async (HttpContext context, string id, Machines machines) =>
@@ -178,7 +188,8 @@ public static class OperatorApi
         api.MapPost("/api-tokens", async (HttpContext context, ApiTokens tokens) =>
         {
             var who = await Http.RequireAsync(context, Role.Admin);
-            return Http.Created(await tokens.CreateAsync(await Http.ReadAsync(context, OperatorJson.Default.ApiTokenRequest), who.Actor));
+            return Http.Created(await tokens.CreateAsync(await Http.ReadAsync(context,
+                OperatorJson.Default.ApiTokenRequest), who.Actor));
         }).Body<ApiTokenRequest>("application/json")
           .Describe("Make an API token with a role", Role.Admin);
         api.MapDelete("/api-tokens/{id}", async (HttpContext context, string id, ApiTokens tokens) =>
@@ -227,24 +238,29 @@ public static class OperatorApi
     {
         var text = context.Request.Query[name].ToString();
         if (text.Length == 0) return fallback;
-        if (!long.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var value) || value < min || value > max)
+        if (!long.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var value) || value < min
+            || value > max)
             throw ApiProblem.BadRequest($"{name} must be an integer from {min} to {max}");
         return value;
     }
 
-    /// <summary>Reads an uploaded bundle (application/octet-stream), refusing anything above the format's size limit.</summary>
+    /// <summary>Reads an uploaded bundle (application/octet-stream), refusing anything above the format's size
+    /// limit.</summary>
     internal static async Task<byte[]> ReadBundleAsync(HttpContext context)
     {
-        if (context.Request.ContentLength is > Bundle.MaxLength) throw new ApiProblem(413, "request too large", $"a bundle is at most {Bundle.MaxLength} bytes");
+        if (context.Request.ContentLength is > Bundle.MaxLength) throw new ApiProblem(413, "request too large",
+            $"a bundle is at most {Bundle.MaxLength} bytes");
         using var buffer = new MemoryStream();
         var chunk = new byte[81920];
         int read;
         while ((read = await context.Request.Body.ReadAsync(chunk, context.RequestAborted)) > 0)
         {
             buffer.Write(chunk, 0, read);
-            if (buffer.Length > Bundle.MaxLength) throw new ApiProblem(413, "request too large", $"a bundle is at most {Bundle.MaxLength} bytes");
+            if (buffer.Length > Bundle.MaxLength) throw new ApiProblem(413, "request too large",
+                $"a bundle is at most {Bundle.MaxLength} bytes");
         }
-        if (buffer.Length == 0) throw ApiProblem.BadRequest("the body is empty; send the bundle file as application/octet-stream");
+        if (buffer.Length == 0) throw ApiProblem.BadRequest("the body is empty; send the bundle file as " +
+            "application/octet-stream");
         return buffer.ToArray();
     }
 }

@@ -9,7 +9,8 @@ using Microsoft.AspNetCore.Routing;
 
 namespace Kintsugi.Server.Api;
 
-/// <summary>Reports (fleet, CVE exposure, PCI DSS 6.3.3 compliance as JSON, CSV or HTML) and Prometheus metrics.</summary>
+/// <summary>Reports (fleet, CVE exposure, PCI DSS 6.3.3 compliance as JSON, CSV or HTML) and Prometheus
+/// metrics.</summary>
 public static class ReportsApi
 {
     public static void Map(IEndpointRouteBuilder app)
@@ -23,16 +24,20 @@ public static class ReportsApi
         {
             await Http.RequireAsync(context, Role.Auditor);
             var cve = context.Request.Query["cve"].ToString();
-            if (cve.Length > 0 && !Kintsugi.Bundles.CveId.TryParse(cve, out _)) throw ApiProblem.BadRequest($"'{cve}' is not a CVE id");
+            if (cve.Length > 0
+                && !Kintsugi.Bundles.CveId.TryParse(cve,
+                out _)) throw ApiProblem.BadRequest($"'{cve}' is not a CVE id");
             return await reports.ExposureAsync(cve.Length == 0 ? null : cve);
         }).Describe("Per-CVE exposure (query: cve)", Role.Auditor);
-        app.MapGet("/api/v1/reports/compliance", async Task<Results<Ok<ComplianceReport>, EmptyHttpResult>> (HttpContext context, Reports reports) =>
+        app.MapGet("/api/v1/reports/compliance",
+            async Task<Results<Ok<ComplianceReport>, EmptyHttpResult>> (HttpContext context, Reports reports) =>
         {
             await Http.RequireAsync(context, Role.Auditor);
             var severity = context.Request.Query["severity"].ToString() is { Length: > 0 } s ? s : "high";
             DateTimeOffset? asOf = null;
             if (context.Request.Query["asOf"].ToString() is { Length: > 0 } text)
-                asOf = DateTimeOffset.TryParse(text, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal, out var parsed) ? parsed.ToUniversalTime()
+                asOf = DateTimeOffset.TryParse(text, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal,
+                    out var parsed) ? parsed.ToUniversalTime()
                     : throw ApiProblem.BadRequest($"asOf '{text}' is not an RFC 3339 time");
             var report = await reports.ComplianceAsync(severity, asOf);
             switch (context.Request.Query["format"].ToString())
@@ -67,7 +72,8 @@ public static class ReportsApi
     {
         var csv = new StringBuilder("machine,hostname,channel,kernel_release,build_id,cve,severity,fix_released_at,deadline,applied_at,currently_fixed,days_to_apply,status,breach\n");
         static string F(DateTimeOffset? t) => t?.ToString("yyyy-MM-ddTHH:mm:ssZ", CultureInfo.InvariantCulture) ?? "";
-        static string Q(string text) => text.IndexOfAny([',', '"', '\n', '\r']) >= 0 || text.StartsWith('=') || text.StartsWith('+') || text.StartsWith('-') || text.StartsWith('@')
+        static string Q(string text) => text.IndexOfAny([',', '"', '\n', '\r']) >= 0 || text.StartsWith('=')
+            || text.StartsWith('+') || text.StartsWith('-') || text.StartsWith('@')
             ? "\"" + text.Replace("\"", "\"\"") + "\"" : text;
         foreach (var r in report.Items)
             csv.Append(CultureInfo.InvariantCulture,
@@ -82,34 +88,48 @@ public static class ReportsApi
         var fleet = await reports.FleetAsync();
         var exposure = await reports.ExposureAsync();
         var o = new StringBuilder();
-        void Header(string name, string type, string help) => o.Append(CultureInfo.InvariantCulture, $"# HELP {name} {help}\n# TYPE {name} {type}\n");
+        void Header(string name, string type, string help) =>
+            o.Append(CultureInfo.InvariantCulture, $"# HELP {name} {help}\n# TYPE {name} {type}\n");
 
-        Header("kintsugi_checkins_total", "counter", "Agent check-ins answered by this replica, by the action returned.");
+        Header("kintsugi_checkins_total", "counter",
+            "Agent check-ins answered by this replica, by the action returned.");
         foreach (var action in Enum.GetValues<CheckInAction>())
-            o.Append(CultureInfo.InvariantCulture, $"kintsugi_checkins_total{{action=\"{action.ToString().ToLowerInvariant()}\"}} {metrics.CheckIns.GetValueOrDefault(action)?.Value ?? 0}\n");
+            o.Append(CultureInfo.InvariantCulture,
+                $"kintsugi_checkins_total{{action=\"{action.ToString().ToLowerInvariant()}\"}} " +
+                $"{metrics.CheckIns.GetValueOrDefault(action)?.Value ?? 0}\n");
         Header("kintsugi_enrollments_total", "counter", "Machines enrolled by this replica.");
         o.Append(CultureInfo.InvariantCulture, $"kintsugi_enrollments_total {metrics.Enrollments.Value}\n");
-        Header("kintsugi_enrollments_rate_limited_total", "counter", "Enrollments refused by the per-address rate limit.");
-        o.Append(CultureInfo.InvariantCulture, $"kintsugi_enrollments_rate_limited_total {metrics.EnrollmentsRateLimited.Value}\n");
+        Header("kintsugi_enrollments_rate_limited_total", "counter",
+            "Enrollments refused by the per-address rate limit.");
+        o.Append(CultureInfo.InvariantCulture,
+            $"kintsugi_enrollments_rate_limited_total {metrics.EnrollmentsRateLimited.Value}\n");
 
         Header("kintsugi_machines", "gauge", "Enrolled machines by reported patch state.");
         foreach (var state in PatchStates.All.Append("never-checked-in"))
-            o.Append(CultureInfo.InvariantCulture, $"kintsugi_machines{{state=\"{state}\"}} {fleet.ByState.FirstOrDefault(b => b.Key == state)?.Machines ?? 0}\n");
+            o.Append(CultureInfo.InvariantCulture,
+                $"kintsugi_machines{{state=\"{state}\"}} {fleet.ByState.FirstOrDefault(b => b.Key == state)?.Machines ?? 0}\n");
         Header("kintsugi_machines_stale", "gauge", "Machines that have not checked in within the stale interval.");
         o.Append(CultureInfo.InvariantCulture, $"kintsugi_machines_stale {fleet.Stale}\n");
         Header("kintsugi_machines_by_channel", "gauge", "Enrolled machines by channel.");
-        foreach (var c in fleet.ByChannel) o.Append(CultureInfo.InvariantCulture, $"kintsugi_machines_by_channel{{channel=\"{Label(c.Key)}\"}} {c.Machines}\n");
-        Header("kintsugi_cve_exposed_machines", "gauge", "Machines whose kernel build has a fix for the CVE but do not run it.");
+        foreach (var c in fleet.ByChannel) o.Append(CultureInfo.InvariantCulture,
+            $"kintsugi_machines_by_channel{{channel=\"{Label(c.Key)}\"}} {c.Machines}\n");
+        Header("kintsugi_cve_exposed_machines", "gauge",
+            "Machines whose kernel build has a fix for the CVE but do not run it.");
         foreach (var cve in exposure.Cves)
-            o.Append(CultureInfo.InvariantCulture, $"kintsugi_cve_exposed_machines{{cve=\"{cve.Cve}\",severity=\"{cve.Severity}\"}} {cve.Exposed}\n");
+            o.Append(CultureInfo.InvariantCulture,
+                $"kintsugi_cve_exposed_machines{{cve=\"{cve.Cve}\",severity=\"{cve.Severity}\"}} {cve.Exposed}\n");
         Header("kintsugi_releases", "gauge", "Published releases by status.");
-        o.Append(CultureInfo.InvariantCulture, $"kintsugi_releases{{status=\"active\"}} {fleet.Releases - fleet.RevokedReleases}\nkintsugi_releases{{status=\"revoked\"}} {fleet.RevokedReleases}\n");
+        o.Append(CultureInfo.InvariantCulture,
+            $"kintsugi_releases{{status=\"active\"}} {fleet.Releases - fleet.RevokedReleases}\nkintsugi_releases{{status=\"revoked\"}} {fleet.RevokedReleases}\n");
         Header("kintsugi_epoch", "gauge", "The revocation epoch (moves on every revoke and promotion).");
         o.Append(CultureInfo.InvariantCulture, $"kintsugi_epoch {fleet.Epoch}\n");
 
-        Header("kintsugi_http_request_duration_seconds", "histogram", "HTTP request latency by route and status class.");
-        foreach (var ((method, route, status), histogram) in metrics.Requests.OrderBy(kv => kv.Key.Route, StringComparer.Ordinal).ThenBy(kv => kv.Key.Method, StringComparer.Ordinal))
-            histogram.Write(o, "kintsugi_http_request_duration_seconds", $"method=\"{method}\",route=\"{Label(route)}\",code=\"{status}xx\"");
+        Header("kintsugi_http_request_duration_seconds", "histogram",
+            "HTTP request latency by route and status class.");
+        foreach (var ((method, route, status), histogram) in metrics.Requests.OrderBy(kv => kv.Key.Route,
+            StringComparer.Ordinal).ThenBy(kv => kv.Key.Method, StringComparer.Ordinal))
+            histogram.Write(o, "kintsugi_http_request_duration_seconds",
+                $"method=\"{method}\",route=\"{Label(route)}\",code=\"{status}xx\"");
         return o.ToString();
     }
 }

@@ -16,7 +16,8 @@ public sealed class Counter
 /// <summary>A Prometheus histogram with fixed buckets (seconds).</summary>
 public sealed class Histogram
 {
-    public static readonly double[] Buckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
+    public static readonly double[] Buckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+        30, 60];
     private readonly long[] _counts = new long[Buckets.Length + 1];
     private long _sumMicroseconds;
 
@@ -34,11 +35,13 @@ public sealed class Histogram
         for (var i = 0; i < Buckets.Length; i++)
         {
             cumulative += Interlocked.Read(ref _counts[i]);
-            output.Append(CultureInfo.InvariantCulture, $"{name}_bucket{{{labels},le=\"{Buckets[i]}\"}} {cumulative}\n");
+            output.Append(CultureInfo.InvariantCulture,
+                $"{name}_bucket{{{labels},le=\"{Buckets[i]}\"}} {cumulative}\n");
         }
         cumulative += Interlocked.Read(ref _counts[^1]);
         output.Append(CultureInfo.InvariantCulture, $"{name}_bucket{{{labels},le=\"+Inf\"}} {cumulative}\n");
-        output.Append(CultureInfo.InvariantCulture, $"{name}_sum{{{labels}}} {Interlocked.Read(ref _sumMicroseconds) / 1e6}\n");
+        output.Append(CultureInfo.InvariantCulture,
+            $"{name}_sum{{{labels}}} {Interlocked.Read(ref _sumMicroseconds) / 1e6}\n");
         output.Append(CultureInfo.InvariantCulture, $"{name}_count{{{labels}}} {cumulative}\n");
     }
 }
@@ -62,7 +65,8 @@ public sealed class ServerMetrics
     /// </summary>
     public void ObserveRequest(string method, string route, int status, double seconds)
     {
-        var known = Array.Find(KnownMethods, m => string.Equals(m, method, StringComparison.OrdinalIgnoreCase)) ?? "other";
+        var known = Array.Find(KnownMethods, m => string.Equals(m, method, StringComparison.OrdinalIgnoreCase))
+            ?? "other";
         Requests.GetOrAdd((known, route, Math.Clamp(status / 100, 1, 5)), _ => new Histogram()).Observe(seconds);
     }
 }

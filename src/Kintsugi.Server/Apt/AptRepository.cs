@@ -35,7 +35,8 @@ public sealed class AptRepository(string dataDirectory)
     public string? Resolve(string relative)
     {
         if (relative == "key.asc") { EnsureKey(); return PublicKey; }
-        if (!(relative.StartsWith("pool/", StringComparison.Ordinal) || relative.StartsWith("dists/", StringComparison.Ordinal))) return null;
+        if (!(relative.StartsWith("pool/", StringComparison.Ordinal)
+            || relative.StartsWith("dists/", StringComparison.Ordinal))) return null;
         var full = Path.GetFullPath(Path.Combine(Root, relative));
         return full.StartsWith(Root + "/", StringComparison.Ordinal) && File.Exists(full) ? full : null;
     }
@@ -54,12 +55,16 @@ public sealed class AptRepository(string dataDirectory)
             {
                 var fields = Control(incoming);
                 if (fields.GetValueOrDefault("Package") != PackageName)
-                    throw new AptPackageException($"only the agent package '{PackageName}' is hosted here, not '{fields.GetValueOrDefault("Package")}'");
-                if (fields.GetValueOrDefault("Architecture") != "amd64") throw new AptPackageException("only amd64 packages are hosted");
-                var version = fields.GetValueOrDefault("Version") ?? throw new AptPackageException("the package has no Version");
+                    throw new AptPackageException($"only the agent package '{PackageName}' is hosted here, not " +
+                        $"'{fields.GetValueOrDefault("Package")}'");
+                if (fields.GetValueOrDefault("Architecture") != "amd64") throw new AptPackageException("only amd64 " +
+                    "packages are hosted");
+                var version = fields.GetValueOrDefault("Version")
+                    ?? throw new AptPackageException("the package has no Version");
                 if (version.Any(c => !(char.IsAsciiLetterOrDigit(c) || c is '.' or '+' or '-' or '~' or ':')))
                     throw new AptPackageException($"'{version}' is not a Debian version");
-                File.Move(incoming, Path.Combine(Pool, $"{PackageName}_{version.Replace(':', '%')}_amd64.deb"), overwrite: true);
+                File.Move(incoming, Path.Combine(Pool, $"{PackageName}_{version.Replace(':', '%')}_amd64.deb"),
+                    overwrite: true);
                 WriteIndexes();
                 return version;
             }
@@ -93,25 +98,32 @@ public sealed class AptRepository(string dataDirectory)
             var bytes = File.ReadAllBytes(deb);
             foreach (var (key, value) in Control(deb)) packages.Append($"{key}: {value}\n");
             packages.Append($"Filename: pool/{Path.GetFileName(deb)}\nSize: {bytes.Length}\n")
-                .Append($"MD5sum: {Convert.ToHexStringLower(MD5.HashData(bytes))}\nSHA256: {Convert.ToHexStringLower(SHA256.HashData(bytes))}\n\n");
+                .Append($"MD5sum: {Convert.ToHexStringLower(MD5.HashData(bytes))}\nSHA256: " +
+                    $"{Convert.ToHexStringLower(SHA256.HashData(bytes))}\n\n");
         }
         var binary = Path.Combine(Dists, Component, "binary-amd64");
         Directory.CreateDirectory(binary);
         var plain = Encoding.UTF8.GetBytes(packages.ToString());
         using var gz = new MemoryStream();
         using (var zip = new GZipStream(gz, CompressionLevel.SmallestSize, leaveOpen: true)) zip.Write(plain);
-        var indexes = new (string Name, byte[] Bytes)[] { ($"{Component}/binary-amd64/Packages", plain), ($"{Component}/binary-amd64/Packages.gz", gz.ToArray()) };
+        var indexes = new (string Name, byte[] Bytes)[] { ($"{Component}/binary-amd64/Packages", plain),
+            ($"{Component}/binary-amd64/Packages.gz", gz.ToArray()) };
         foreach (var (name, bytes) in indexes) WriteAtomically(Path.Combine(Dists, name), bytes);
 
         var release = new StringBuilder()
             .Append("Origin: Kintsugi\nLabel: Kintsugi agent\n")
             .Append($"Suite: {Suite}\nCodename: {Suite}\n")
             .Append($"Date: {DateTimeOffset.UtcNow.ToString("ddd, dd MMM yyyy HH:mm:ss", System.Globalization.CultureInfo.InvariantCulture)} UTC\n")
-            .Append($"Architectures: amd64\nComponents: {Component}\nDescription: the Kintsugi agent, from this patch server\n");
+            .Append($"Architectures: amd64\nComponents: {Component}\nDescription: the Kintsugi agent, from this " +
+                $"patch server\n");
         release.Append("MD5Sum:\n");
-        foreach (var (name, bytes) in indexes) release.Append($" {Convert.ToHexStringLower(MD5.HashData(bytes))} {bytes.Length,16} {name}\n");
+        foreach (var (name,
+            bytes) in indexes) release.Append($" {Convert.ToHexStringLower(MD5.HashData(bytes))} {bytes.Length,16} " +
+            $"{name}\n");
         release.Append("SHA256:\n");
-        foreach (var (name, bytes) in indexes) release.Append($" {Convert.ToHexStringLower(SHA256.HashData(bytes))} {bytes.Length,16} {name}\n");
+        foreach (var (name,
+            bytes) in indexes) release.Append($" {Convert.ToHexStringLower(SHA256.HashData(bytes))} " +
+            $"{bytes.Length,16} {name}\n");
         var releasePath = Path.Combine(Dists, "Release");
         WriteAtomically(releasePath, release.ToString());
         Gpg("--clearsign", "--output", Path.Combine(Dists, "InRelease.tmp"), releasePath);
@@ -126,14 +138,18 @@ public sealed class AptRepository(string dataDirectory)
         if (File.Exists(PublicKey)) return;
         Directory.CreateDirectory(Home);
         File.SetUnixFileMode(Home, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
-        Gpg("--passphrase", "", "--quick-generate-key", "Kintsugi patch server apt repository", "ed25519", "sign", "never");
+        Gpg("--passphrase", "", "--quick-generate-key", "Kintsugi patch server apt repository", "ed25519", "sign",
+            "never");
         var exported = ExternalCommand.Run("gpg", "--homedir", Home, "--batch", "--export", "--armor");
-        if (!exported.Succeeded || exported.StandardOutput.Length == 0) throw new ServerConfigurationException($"cannot export the apt signing key: {exported.StandardError.Trim()}");
+        if (!exported.Succeeded
+            || exported.StandardOutput.Length == 0) throw new ServerConfigurationException($"cannot export the apt " +
+            $"signing key: {exported.StandardError.Trim()}");
         WriteAtomically(PublicKey, exported.StandardOutput);
     }
 
     /// <summary>apt may fetch while a package is added: an index is the old one or the new one, never half.</summary>
-    private static void WriteAtomically(string path, string text) => WriteAtomically(path, Encoding.UTF8.GetBytes(text));
+    private static void WriteAtomically(string path, string text) =>
+        WriteAtomically(path, Encoding.UTF8.GetBytes(text));
 
     private static void WriteAtomically(string path, byte[] bytes)
     {
@@ -146,6 +162,7 @@ public sealed class AptRepository(string dataDirectory)
     {
         string[] all = ["--homedir", Home, "--batch", "--yes", "--pinentry-mode", "loopback", .. arguments];
         var result = ExternalCommand.Run("gpg", all);
-        if (!result.Succeeded) throw new ServerConfigurationException($"gpg {string.Join(' ', arguments.Take(1))} failed: {result.StandardError.Trim()}");
+        if (!result.Succeeded) throw new ServerConfigurationException($"gpg {string.Join(' ', arguments.Take(1))} " +
+            $"failed: {result.StandardError.Trim()}");
     }
 }

@@ -55,7 +55,8 @@ public sealed class CheckInWriter(Database db, ILogger<CheckInWriter> log) : Bac
             catch (Exception e)
             {
                 log.LogError(e, "writing {Count} check-ins failed", batch.Count);
-                foreach (var p in batch) p.Done.TrySetException(e is StorageException ? e : new StorageException($"recording the check-in failed: {e.Message}", e));
+                foreach (var p in batch) p.Done.TrySetException(e is StorageException ? e
+                    : new StorageException($"recording the check-in failed: {e.Message}", e));
             }
             if (stoppingToken.IsCancellationRequested && _queue.Reader.Count == 0) break;
         }
@@ -88,7 +89,11 @@ public sealed class CheckInWriter(Database db, ILogger<CheckInWriter> log) : Bac
             foreach (var (r, _) in batch)
             {
                 var command = new Npgsql.NpgsqlBatchCommand(Positional(update.CommandText, names));
-                foreach (var value in Values(r)) command.Parameters.Add(new Npgsql.NpgsqlParameter { Value = value ?? DBNull.Value });
+                foreach (var value in Values(r)) command.Parameters.Add(new Npgsql.NpgsqlParameter
+                {
+                    Value = value
+                    ?? DBNull.Value
+                });
                 npgsqlBatch.BatchCommands.Add(command);
             }
             await npgsqlBatch.ExecuteNonQueryAsync();
@@ -104,16 +109,25 @@ public sealed class CheckInWriter(Database db, ILogger<CheckInWriter> log) : Bac
             if (r.Boot is { NewSuspicion: true })
                 await AuditChain.AppendAsync(c, t, new Actor($"machine:{r.Machine}", r.Address), "machine.clone-suspected", $"machine:{r.Machine}", new()
                 {
-                    ["bootId"] = r.Boot.BootId, ["otherBootId"] = r.Boot.PreviousBootId, ["detail"] = CloneDetail(r),
+                    ["bootId"] = r.Boot.BootId,
+                    ["otherBootId"] = r.Boot.PreviousBootId,
+                    ["detail"] = CloneDetail(r),
                 }, DateTimeOffset.FromUnixTimeMilliseconds(r.At));
             if (r.Change is null) continue;
-            await AuditChain.AppendAsync(c, t, new Actor($"machine:{r.Machine}", r.Address), "machine.state", $"machine:{r.Machine}", new()
-            {
-                ["from"] = r.Change.FromState, ["to"] = r.State, ["fromLevel"] = r.Change.FromLevel?.ToString(), ["level"] = r.Level?.ToString(),
-                ["buildId"] = r.BuildId, ["detail"] = r.Detail,
-            }, DateTimeOffset.FromUnixTimeMilliseconds(r.At));
+            await AuditChain.AppendAsync(c, t, new Actor($"machine:{r.Machine}", r.Address), "machine.state",
+                $"machine:{r.Machine}", new()
+                {
+                    ["from"] = r.Change.FromState,
+                    ["to"] = r.State,
+                    ["fromLevel"] = r.Change.FromLevel?.ToString(),
+                    ["level"] = r.Level?.ToString(),
+                    ["buildId"] = r.BuildId,
+                    ["detail"] = r.Detail,
+                }, DateTimeOffset.FromUnixTimeMilliseconds(r.At));
             if (r.State == PatchState.Applied.ToWire() && r.Level is { } level)
-                await c.ExecuteAsync(t, "INSERT INTO machine_levels (machine, build_id, level, first_applied_at) VALUES (@m, @b, @l, @at) ON CONFLICT (machine, build_id, level) DO NOTHING",
+                await c.ExecuteAsync(t,
+                    "INSERT INTO machine_levels (machine, build_id, level, first_applied_at) VALUES (@m, @b, @l, " +
+                    "@at) ON CONFLICT (machine, build_id, level) DO NOTHING",
                     ("@m", r.Machine), ("@b", r.BuildId), ("@l", (long)level), ("@at", r.At));
         }
     }

@@ -38,12 +38,15 @@ public sealed class Epoch(Database db, ServerOptions options, ILogger<Epoch> log
     public async Task InitializeAsync(CancellationToken cancellation)
     {
         await using var connection = await db.OpenAsync(cancellation);
-        Observe(Convert.ToInt64(await connection.ScalarAsync(null, "SELECT value FROM server_state WHERE name = 'epoch'")));
+        Observe(Convert.ToInt64(await connection.ScalarAsync(null,
+            "SELECT value FROM server_state WHERE name = 'epoch'")));
     }
 
-    /// <summary>Moves the epoch inside the caller's write transaction; call <see cref="Observe"/> with the result after commit.</summary>
+    /// <summary>Moves the epoch inside the caller's write transaction; call <see cref="Observe"/> with the result after
+    /// commit.</summary>
     public static async Task<long> BumpAsync(DbConnection connection, DbTransaction transaction) =>
-        Convert.ToInt64(await connection.ScalarAsync(transaction, "UPDATE server_state SET value = value + 1 WHERE name = 'epoch' RETURNING value"));
+        Convert.ToInt64(await connection.ScalarAsync(transaction,
+            "UPDATE server_state SET value = value + 1 WHERE name = 'epoch' RETURNING value"));
 
     /// <summary>Takes a (possibly) newer epoch: drops cached offers, then wakes every waiting poll.</summary>
     public void Observe(long value)
@@ -58,7 +61,8 @@ public sealed class Epoch(Database db, ServerOptions options, ILogger<Epoch> log
         old.Moved.TrySetResult();
     }
 
-    /// <summary>Returns as soon as the epoch exceeds <paramref name="seen"/>, or after <paramref name="wait"/>.</summary>
+    /// <summary>Returns as soon as the epoch exceeds <paramref name="seen"/>, or after <paramref
+    /// name="wait"/>.</summary>
     public async Task<long> WaitBeyondAsync(long seen, TimeSpan wait, CancellationToken cancellation)
     {
         var generation = Volatile.Read(ref _current);
@@ -95,7 +99,8 @@ public sealed class Epoch(Database db, ServerOptions options, ILogger<Epoch> log
             }
         }
         var revoked = new HashSet<int>();
-        await using (var command = connection.Command(null, "SELECT level FROM releases WHERE build_id = @b AND revoked_at IS NOT NULL", ("@b", buildId)))
+        await using (var command = connection.Command(null,
+            "SELECT level FROM releases WHERE build_id = @b AND revoked_at IS NOT NULL", ("@b", buildId)))
         await using (var reader = await command.ExecuteReaderAsync(cancellation))
             while (await reader.ReadAsync(cancellation)) revoked.Add((int)Convert.ToInt64(reader.GetValue(0)));
         return new Offer(id, level, bundle, size, revoked, await Releases.MetadataTextAsync(connection, buildId, cancellation),
@@ -110,7 +115,8 @@ public sealed class Epoch(Database db, ServerOptions options, ILogger<Epoch> log
             try
             {
                 await using var connection = await db.OpenAsync(stoppingToken);
-                Observe(Convert.ToInt64(await connection.ScalarAsync(null, "SELECT value FROM server_state WHERE name = 'epoch'")));
+                Observe(Convert.ToInt64(await connection.ScalarAsync(null,
+                    "SELECT value FROM server_state WHERE name = 'epoch'")));
             }
             catch (Exception e) when (e is StorageException or DbException)
             {

@@ -11,7 +11,8 @@ public sealed record MachineIdentity(string Id, string Channel, string BuildId, 
     string? BootId = null, string? PreviousBootId = null, bool CloneSuspected = false);
 
 /// <summary>Enrollment, machine credentials, the inventory, and enrollment tokens.</summary>
-public sealed class Machines(Database db, ServerOptions options, CheckInWriter writer, Epoch epoch, ServerMetrics metrics, ReleaseTimestamps timestamps)
+public sealed class Machines(Database db, ServerOptions options, CheckInWriter writer, Epoch epoch,
+    ServerMetrics metrics, ReleaseTimestamps timestamps)
 {
     private sealed class MachineRow
     {
@@ -63,7 +64,9 @@ public sealed class Machines(Database db, ServerOptions options, CheckInWriter w
         public long? RevokedAt { get; set; }
     }
 
-    private const string MachineColumns = "id, host_machine_id, hostname, channel, kernel_release, build_id, package_version, agent_version, state, level, bundle, effective_version, taint, detail, target_release, enrolled_at, last_checkin_at, state_since, address";
+    private const string MachineColumns = "id, host_machine_id, hostname, channel, kernel_release, build_id, " +
+        "package_version, agent_version, state, level, bundle, effective_version, taint, detail, target_release, " +
+        "enrolled_at, last_checkin_at, state_since, address";
 
     private const string ViewColumns = MachineColumns + ", clone_suspected_at, clone_detail, reenroll_approved_until, metadata_freshness";
 
@@ -80,20 +83,23 @@ public sealed class Machines(Database db, ServerOptions options, CheckInWriter w
     /// </summary>
     public async Task<EnrollResponse> EnrollAsync(EnrollRequest request, string? address)
     {
-        if (!Secrets.LooksLike(request.Token, Secrets.EnrollmentTokenPrefix)) throw FleetException.NotAuthenticated("the enrollment token is not valid");
+        if (!Secrets.LooksLike(request.Token,
+            Secrets.EnrollmentTokenPrefix)) throw FleetException.NotAuthenticated("the enrollment token is not valid");
         var hostname = Validation.Identifier("hostname", request.Hostname, 253);
         var machineId = request.MachineId?.Trim();
         if (machineId is null || machineId.Length != 32 || !Validation.IsLowerHex(machineId))
             throw FleetException.Invalid("machineId must be the contents of /etc/machine-id (32 lowercase hex digits)");
         var agentVersion = Validation.Version("agentVersion", request.AgentVersion, 64);
-        var packageVersion = request.Kernel.PackageVersion is null ? null : Validation.Version("kernel.packageVersion", request.Kernel.PackageVersion, 128);
+        var packageVersion = request.Kernel.PackageVersion is null ? null
+            : Validation.Version("kernel.packageVersion", request.Kernel.PackageVersion, 128);
         var credential = Secrets.New(Secrets.MachineCredentialPrefix);
         var tokenHash = Secrets.Hash(request.Token);
 
         var machine = await db.WriteAsync(async (c, t) =>
         {
             var token = await c.QuerySingleOrDefaultAsync<TokenRow>(
-                "SELECT id, channel, description, expires_at, max_uses, uses, created_at, created_by, revoked_at FROM enrollment_tokens WHERE hash = @h", new { h = tokenHash }, t);
+                "SELECT id, channel, description, expires_at, max_uses, uses, created_at, created_by, revoked_at " +
+                    "FROM enrollment_tokens WHERE hash = @h", new { h = tokenHash }, t);
             var now = Releases.Now();
             if (token is null || token.RevokedAt is not null || (token.ExpiresAt is { } expires && expires <= now) || (token.MaxUses is { } max && token.Uses >= max))
                 throw FleetException.NotAuthenticated("the enrollment token is unknown, revoked, expired or used up; ask an operator for a new one (kintsugi server tokens enroll)");
@@ -107,7 +113,9 @@ public sealed class Machines(Database db, ServerOptions options, CheckInWriter w
                     ("@t", now), ("@d", why), ("@id", bound.Id));
                 await AuditChain.AppendAsync(c, t, new Actor($"machine:{bound.Id}", address), "machine.reenroll-refused", $"machine:{bound.Id}", new()
                 {
-                    ["hostname"] = hostname, ["token"] = token.Id, ["credentialGiven"] = (request.Credential is not null).ToString().ToLowerInvariant(),
+                    ["hostname"] = hostname,
+                    ["token"] = token.Id,
+                    ["credentialGiven"] = (request.Credential is not null).ToString().ToLowerInvariant(),
                 });
                 return (Id: bound.Id, Refused: true);
             }
@@ -116,9 +124,12 @@ public sealed class Machines(Database db, ServerOptions options, CheckInWriter w
             var id = existing ?? Secrets.NewId("m_");
             if (existing is null)
                 await c.ExecuteAsync(t,
-                    $"INSERT INTO machines ({MachineColumns}, credential_hash) VALUES (@id, @mid, @host, @ch, @kr, @b, @pv, @av, NULL, NULL, NULL, NULL, 0, NULL, NULL, @now, NULL, NULL, @addr, @cred)",
-                    ("@id", id), ("@mid", machineId), ("@host", hostname), ("@ch", token.Channel), ("@kr", request.Kernel.Release.Value), ("@b", request.Kernel.BuildId.ToString()),
-                    ("@pv", packageVersion), ("@av", agentVersion), ("@now", now), ("@addr", address), ("@cred", Secrets.Hash(credential)));
+                    $"INSERT INTO machines ({MachineColumns}, credential_hash) VALUES (@id, @mid, @host, @ch, @kr, " +
+                        $"@b, @pv, @av, NULL, NULL, NULL, NULL, 0, NULL, NULL, @now, NULL, NULL, @addr, @cred)",
+                    ("@id", id), ("@mid", machineId), ("@host", hostname), ("@ch", token.Channel),
+                        ("@kr", request.Kernel.Release.Value), ("@b", request.Kernel.BuildId.ToString()),
+                    ("@pv", packageVersion), ("@av", agentVersion), ("@now", now), ("@addr", address),
+                        ("@cred", Secrets.Hash(credential)));
             else
                 await c.ExecuteAsync(t,
                     "UPDATE machines SET hostname = @host, channel = @ch, kernel_release = @kr, build_id = @b, package_version = @pv, agent_version = @av, address = @addr, " +
@@ -127,7 +138,11 @@ public sealed class Machines(Database db, ServerOptions options, CheckInWriter w
                     ("@pv", packageVersion), ("@av", agentVersion), ("@addr", address), ("@cred", Secrets.Hash(credential)));
             await AuditChain.AppendAsync(c, t, new Actor($"machine:{id}", address), existing is null ? "machine.enroll" : "machine.reenroll", $"machine:{id}", new()
             {
-                ["hostname"] = hostname, ["channel"] = token.Channel, ["token"] = token.Id, ["kernel"] = request.Kernel.Release.Value, ["buildId"] = request.Kernel.BuildId.ToString(),
+                ["hostname"] = hostname,
+                ["channel"] = token.Channel,
+                ["token"] = token.Id,
+                ["kernel"] = request.Kernel.Release.Value,
+                ["buildId"] = request.Kernel.BuildId.ToString(),
                 ["proof"] = existing is null ? null : bound!.ReenrollApprovedUntil is { } approved && approved > now && Secrets.Hash(request.Credential ?? "") != bound.CredentialHash ? "operator approval" : "current credential",
             });
             return (Id: id, Refused: false);
@@ -176,16 +191,22 @@ public sealed class Machines(Database db, ServerOptions options, CheckInWriter w
     /// build-id promoted to its channel and not revoked; a lower level than the applied one is a rollback;
     /// <c>remove</c> when the applied level was revoked and nothing good is left.
     /// </summary>
-    public async Task<CheckInResponse> CheckInAsync(MachineIdentity machine, CheckInRequest request, string? address, CancellationToken cancellation)
+    public async Task<CheckInResponse> CheckInAsync(MachineIdentity machine, CheckInRequest request, string? address,
+        CancellationToken cancellation)
     {
         var detail = request.Detail;
-        if (detail is not null && detail.Length > CheckInRequest.MaxDetailLength) throw FleetException.Invalid($"detail is longer than {CheckInRequest.MaxDetailLength} characters");
+        if (detail is not null
+            && detail.Length > CheckInRequest.MaxDetailLength) throw FleetException.Invalid($"detail is longer than " +
+            $"{CheckInRequest.MaxDetailLength} characters");
         if (request.Level is < 1) throw FleetException.Invalid("level must be a positive integer or null");
-        if ((request.Level is null) != (request.Bundle is null)) throw FleetException.Invalid("level and bundle are both given (something is applied) or both null");
+        if ((request.Level is null) != (request.Bundle is null)) throw FleetException.Invalid("level and bundle are " +
+            "both given (something is applied) or both null");
         var agentVersion = Validation.Version("agentVersion", request.AgentVersion, 64);
-        var effective = request.EffectiveVersion is null ? null : Validation.Version("effectiveVersion", request.EffectiveVersion, 128);
+        var effective = request.EffectiveVersion is null ? null
+            : Validation.Version("effectiveVersion", request.EffectiveVersion, 128);
         var buildId = request.Kernel.BuildId.ToString();
-        var packageVersion = request.Kernel.PackageVersion is null ? null : Validation.Version("kernel.packageVersion", request.Kernel.PackageVersion, 128);
+        var packageVersion = request.Kernel.PackageVersion is null ? null
+            : Validation.Version("kernel.packageVersion", request.Kernel.PackageVersion, 128);
 
         var currentEpoch = epoch.Current;
         var offer = await epoch.OfferAsync(buildId, machine.Channel, cancellation);
@@ -195,9 +216,11 @@ public sealed class Machines(Database db, ServerOptions options, CheckInWriter w
         {
             var runsIt = request.Level == offer.Level && request.Bundle?.ToString() == offer.Bundle;
             action = runsIt ? CheckInAction.None : CheckInAction.Apply;
-            if (!runsIt) release = new ReleaseOffer(offer.Level, Kintsugi.Bundles.Sha256Digest.Parse(offer.Bundle!), offer.Size, ProtocolPaths.BundlePrefix + offer.Bundle);
+            if (!runsIt) release = new ReleaseOffer(offer.Level, Kintsugi.Bundles.Sha256Digest.Parse(offer.Bundle!),
+                offer.Size, ProtocolPaths.BundlePrefix + offer.Bundle);
         }
-        else action = request.Level is { } applied && offer.RevokedLevels.Contains(applied) ? CheckInAction.Remove : CheckInAction.None;
+        else action = request.Level is { } applied && offer.RevokedLevels.Contains(applied) ? CheckInAction.Remove
+            : CheckInAction.None;
 
         var state = request.State.ToWire();
         var changed = state != machine.State || request.Level != machine.Level || buildId != machine.BuildId;
@@ -226,7 +249,8 @@ public sealed class Machines(Database db, ServerOptions options, CheckInWriter w
 
     // ---- inventory ----
 
-    public async Task<IReadOnlyList<MachineView>> ListAsync(string? channel = null, string? state = null, string? buildId = null)
+    public async Task<IReadOnlyList<MachineView>> ListAsync(string? channel = null, string? state = null,
+        string? buildId = null)
     {
         await using var c = await db.OpenAsync();
         var rows = await c.QueryAsync<MachineRow>(
@@ -261,10 +285,13 @@ public sealed class Machines(Database db, ServerOptions options, CheckInWriter w
         Validation.ChannelName(channel);
         await db.WriteAsync(async (c, t) =>
         {
-            if (await c.ScalarAsync(t, "SELECT name FROM channels WHERE name = @n", ("@n", channel)) is null) throw FleetException.NotFound($"no channel '{channel}'");
-            var from = (string?)await c.ScalarAsync(t, "SELECT channel FROM machines WHERE id = @id", ("@id", id)) ?? throw FleetException.NotFound($"no machine {id}");
+            if (await c.ScalarAsync(t, "SELECT name FROM channels WHERE name = @n",
+                ("@n", channel)) is null) throw FleetException.NotFound($"no channel '{channel}'");
+            var from = (string?)await c.ScalarAsync(t, "SELECT channel FROM machines WHERE id = @id", ("@id", id))
+                ?? throw FleetException.NotFound($"no machine {id}");
             await c.ExecuteAsync(t, "UPDATE machines SET channel = @c WHERE id = @id", ("@c", channel), ("@id", id));
-            await AuditChain.AppendAsync(c, t, actor, "machine.move", $"machine:{id}", new() { ["from"] = from, ["to"] = channel });
+            await AuditChain.AppendAsync(c, t, actor, "machine.move", $"machine:{id}",
+                new() { ["from"] = from, ["to"] = channel });
         });
         return await GetAsync(id);
     }
@@ -275,10 +302,12 @@ public sealed class Machines(Database db, ServerOptions options, CheckInWriter w
         Validation.MachineReference(id);
         await db.WriteAsync(async (c, t) =>
         {
-            var hostname = (string?)await c.ScalarAsync(t, "SELECT hostname FROM machines WHERE id = @id", ("@id", id)) ?? throw FleetException.NotFound($"no machine {id}");
+            var hostname = (string?)await c.ScalarAsync(t, "SELECT hostname FROM machines WHERE id = @id", ("@id", id))
+                ?? throw FleetException.NotFound($"no machine {id}");
             await c.ExecuteAsync(t, "DELETE FROM machine_levels WHERE machine = @id", ("@id", id));
             await c.ExecuteAsync(t, "DELETE FROM machines WHERE id = @id", ("@id", id));
-            await AuditChain.AppendAsync(c, t, actor, "machine.delete", $"machine:{id}", new() { ["hostname"] = hostname });
+            await AuditChain.AppendAsync(c, t, actor, "machine.delete", $"machine:{id}",
+                new() { ["hostname"] = hostname });
         });
     }
 
@@ -288,42 +317,61 @@ public sealed class Machines(Database db, ServerOptions options, CheckInWriter w
     {
         Validation.ChannelName(request.Channel);
         var description = Validation.OptionalText("description", request.Description, 256) ?? "";
-        if (request.ExpiresInSeconds is < 60 or > 10L * 366 * 86_400) throw FleetException.Invalid("expiresInSeconds must be between 60 and ten years");
-        if (request.MaxUses is < 1 or > 10_000_000) throw FleetException.Invalid("maxUses must be between 1 and 10000000");
+        if (request.ExpiresInSeconds is < 60
+            or > 10L * 366 * 86_400) throw FleetException.Invalid("expiresInSeconds must be between 60 and ten years");
+        if (request.MaxUses is < 1
+            or > 10_000_000) throw FleetException.Invalid("maxUses must be between 1 and 10000000");
         var token = Secrets.New(Secrets.EnrollmentTokenPrefix);
         var id = Secrets.NewId("et_");
         var now = Releases.Now();
         long? expires = request.ExpiresInSeconds is { } s ? now + s * 1000 : null;
         await db.WriteAsync(async (c, t) =>
         {
-            if (await c.ScalarAsync(t, "SELECT name FROM channels WHERE name = @n", ("@n", request.Channel)) is null) throw FleetException.NotFound($"no channel '{request.Channel}'");
-            await c.ExecuteAsync(t, "INSERT INTO enrollment_tokens (id, hash, channel, description, expires_at, max_uses, uses, created_at, created_by, revoked_at) VALUES (@id, @h, @c, @d, @e, @m, 0, @t, @by, NULL)",
-                ("@id", id), ("@h", Secrets.Hash(token)), ("@c", request.Channel), ("@d", description), ("@e", expires), ("@m", (long?)request.MaxUses), ("@t", now), ("@by", actor.Name));
+            if (await c.ScalarAsync(t, "SELECT name FROM channels WHERE name = @n",
+                ("@n", request.Channel)) is null) throw FleetException.NotFound($"no channel '{request.Channel}'");
+            await c.ExecuteAsync(t,
+                "INSERT INTO enrollment_tokens (id, hash, channel, description, expires_at, max_uses, uses, " +
+                "created_at, created_by, revoked_at) VALUES (@id, @h, @c, @d, @e, @m, 0, @t, @by, NULL)",
+                ("@id", id), ("@h", Secrets.Hash(token)), ("@c", request.Channel), ("@d", description), ("@e", expires),
+                    ("@m", (long?)request.MaxUses), ("@t", now), ("@by", actor.Name));
             await AuditChain.AppendAsync(c, t, actor, "enrollment-token.create", $"enrollment-token:{id}", new()
             {
-                ["channel"] = request.Channel, ["expiresAt"] = expires is null ? null : Time(expires.Value).ToString("O"), ["maxUses"] = request.MaxUses?.ToString(),
+                ["channel"] = request.Channel,
+                ["expiresAt"] = expires is null ? null
+                    : Time(expires.Value).ToString("O"),
+                ["maxUses"] = request.MaxUses?.ToString(),
             });
         });
-        return new IssuedEnrollmentToken(token, new EnrollmentTokenView(id, request.Channel, description, expires is null ? null : Time(expires.Value), request.MaxUses, 0, Time(now), actor.Name, null));
+        return new IssuedEnrollmentToken(token,
+            new EnrollmentTokenView(id, request.Channel, description, expires is null ? null : Time(expires.Value),
+            request.MaxUses, 0, Time(now), actor.Name, null));
     }
 
     public async Task<IReadOnlyList<EnrollmentTokenView>> EnrollmentTokensAsync()
     {
         await using var c = await db.OpenAsync();
-        var rows = await c.QueryAsync<TokenRow>("SELECT id, channel, description, expires_at, max_uses, uses, created_at, created_by, revoked_at FROM enrollment_tokens ORDER BY created_at, id");
-        return [.. rows.Select(r => new EnrollmentTokenView(r.Id, r.Channel, r.Description, r.ExpiresAt is null ? null : Time(r.ExpiresAt.Value), (int?)r.MaxUses, (int)r.Uses,
+        var rows = await c.QueryAsync<TokenRow>("SELECT id, channel, description, expires_at, max_uses, uses, " +
+            "created_at, created_by, revoked_at FROM enrollment_tokens ORDER BY created_at, id");
+        return [.. rows.Select(r =>
+            new EnrollmentTokenView(r.Id, r.Channel, r.Description, r.ExpiresAt is null ? null
+            : Time(r.ExpiresAt.Value), (int?)r.MaxUses, (int)r.Uses,
             Time(r.CreatedAt), r.CreatedBy, r.RevokedAt is null ? null : Time(r.RevokedAt.Value)))];
     }
 
     public async Task RevokeEnrollmentTokenAsync(string id, Actor actor)
     {
-        if (id.Length != 19 || !id.StartsWith("et_", StringComparison.Ordinal) || !Validation.IsLowerHex(id[3..])) throw FleetException.Invalid($"'{id}' is not an enrollment token id (et_ and 16 hex digits)");
+        if (id.Length != 19 || !id.StartsWith("et_", StringComparison.Ordinal)
+            || !Validation.IsLowerHex(id[3..])) throw FleetException.Invalid($"'{id}' is not an enrollment token id " +
+            $"(et_ and 16 hex digits)");
         await db.WriteAsync(async (c, t) =>
         {
-            var updated = await c.ExecuteAsync(t, "UPDATE enrollment_tokens SET revoked_at = @t WHERE id = @id AND revoked_at IS NULL", ("@t", Releases.Now()), ("@id", id));
+            var updated = await c.ExecuteAsync(t,
+                "UPDATE enrollment_tokens SET revoked_at = @t WHERE id = @id AND revoked_at IS NULL",
+                ("@t", Releases.Now()), ("@id", id));
             if (updated == 0)
             {
-                if (await c.ScalarAsync(t, "SELECT id FROM enrollment_tokens WHERE id = @id", ("@id", id)) is null) throw FleetException.NotFound($"no enrollment token {id}");
+                if (await c.ScalarAsync(t, "SELECT id FROM enrollment_tokens WHERE id = @id",
+                    ("@id", id)) is null) throw FleetException.NotFound($"no enrollment token {id}");
                 return;
             }
             await AuditChain.AppendAsync(c, t, actor, "enrollment-token.revoke", $"enrollment-token:{id}");

@@ -43,7 +43,8 @@ public sealed class ReleaseTimestamps
         return key;
     }
 
-    /// <summary>A timestamp for <paramref name="metadataText"/>, re-signed once half its lifetime has passed; null without metadata.</summary>
+    /// <summary>A timestamp for <paramref name="metadataText"/>, re-signed once half its lifetime has passed; null
+    /// without metadata.</summary>
     public string? For(string? metadataText)
     {
         if (metadataText is null) return null;
@@ -51,7 +52,8 @@ public sealed class ReleaseTimestamps
         var now = DateTimeOffset.UtcNow;
         var timestamp = _issued.AddOrUpdate(metadata.Digest,
             _ => SignedReleaseTimestamp.Create(metadata, now + _lifetime, _key, now),
-            (_, old) => old.Timestamp.Expires - now < _lifetime / 2 ? SignedReleaseTimestamp.Create(metadata, now + _lifetime, _key, now) : old);
+            (_, old) => old.Timestamp.Expires - now < _lifetime / 2
+                ? SignedReleaseTimestamp.Create(metadata, now + _lifetime, _key, now) : old);
         return timestamp.Text;
     }
 }

@@ -13,7 +13,8 @@ namespace Kintsugi.Server.Fleet;
 /// </summary>
 public sealed class Releases(Database db, BundleStore store, Epoch epoch, ServerOptions options)
 {
-    public static readonly string[] FailureStates = [PatchState.ApplyFailed.ToWire(), PatchState.AppliedWithBug.ToWire()];
+    public static readonly string[] FailureStates = [PatchState.ApplyFailed.ToWire(),
+        PatchState.AppliedWithBug.ToWire()];
 
     private sealed class ReleaseRow
     {
@@ -56,7 +57,8 @@ public sealed class Releases(Database db, BundleStore store, Epoch epoch, Server
         public long AddedAt { get; set; }
     }
 
-    private const string ReleaseColumns = "id, kernel_release, build_id, level, bundle, size, publisher_key, manifest, published_at, published_by, revoked_at, revoked_by, revoke_reason";
+    private const string ReleaseColumns = "id, kernel_release, build_id, level, bundle, size, publisher_key, " +
+        "manifest, published_at, published_by, revoked_at, revoked_by, revoke_reason";
 
     internal static DateTimeOffset Time(long ms) => DateTimeOffset.FromUnixTimeMilliseconds(ms);
 
@@ -64,14 +66,17 @@ public sealed class Releases(Database db, BundleStore store, Epoch epoch, Server
 
     // ---- channels ----
 
-    public async Task<IReadOnlyList<ChannelView>> ChannelsAsync(DbConnection? connection = null, DbTransaction? transaction = null)
+    public async Task<IReadOnlyList<ChannelView>> ChannelsAsync(DbConnection? connection = null,
+        DbTransaction? transaction = null)
     {
         var owned = connection is null;
         connection ??= await db.OpenAsync();
         try
         {
-            var rows = await connection.QueryAsync<ChannelRow>("SELECT name, position, promote_after_seconds, min_applied FROM channels ORDER BY position", transaction: transaction);
-            return [.. rows.Select(r => new ChannelView(r.Name, (int)r.Position, r.PromoteAfterSeconds, (int)r.MinApplied))];
+            var rows = await connection.QueryAsync<ChannelRow>("SELECT name, position, promote_after_seconds, " +
+                "min_applied FROM channels ORDER BY position", transaction: transaction);
+            return [.. rows.Select(r =>
+                new ChannelView(r.Name, (int)r.Position, r.PromoteAfterSeconds, (int)r.MinApplied))];
         }
         finally { if (owned) await connection.DisposeAsync(); }
     }
@@ -87,10 +92,17 @@ public sealed class Releases(Database db, BundleStore store, Epoch epoch, Server
                 Validation.ChannelName(names[i]);
                 // Later channels wait a day after the previous one by default and need one healthy machine.
                 long? delay = i == 0 ? null : 86_400;
-                await c.ExecuteAsync(t, "INSERT INTO channels (name, position, promote_after_seconds, min_applied, created_at) VALUES (@n, @p, @d, @m, @t)",
+                await c.ExecuteAsync(t,
+                    "INSERT INTO channels (name, position, promote_after_seconds, min_applied, created_at) VALUES " +
+                    "(@n, @p, @d, @m, @t)",
                     ("@n", names[i]), ("@p", (long)i), ("@d", delay), ("@m", i == 0 ? 0L : 1L), ("@t", Now()));
                 await AuditChain.AppendAsync(c, t, Actor.System("setup"), "channel.create", $"channel:{names[i]}",
-                    new() { ["position"] = i.ToString(), ["promoteAfterSeconds"] = delay?.ToString(), ["minApplied"] = (i == 0 ? 0 : 1).ToString() });
+                    new()
+                    {
+                        ["position"] = i.ToString(),
+                        ["promoteAfterSeconds"] = delay?.ToString(),
+                        ["minApplied"] = (i == 0 ? 0 : 1).ToString()
+                    });
             }
         });
     }
@@ -99,27 +111,41 @@ public sealed class Releases(Database db, BundleStore store, Epoch epoch, Server
     public async Task<ChannelView> PutChannelAsync(string name, ChannelRequest request, Actor actor)
     {
         Validation.ChannelName(name);
-        if (request.PromoteAfterSeconds is < 0 or > 366L * 86_400) throw FleetException.Invalid("promoteAfterSeconds must be between 0 and one year");
-        if (request.MinApplied is < 0 or > 1_000_000) throw FleetException.Invalid("minApplied must be between 0 and 1000000");
-        long? delay = request.Manual == true ? null : request.PromoteAfterSeconds ?? (request.Manual == false ? 0 : null);
+        if (request.PromoteAfterSeconds is < 0
+            or > 366L * 86_400) throw FleetException.Invalid("promoteAfterSeconds must be between 0 and one year");
+        if (request.MinApplied is < 0
+            or > 1_000_000) throw FleetException.Invalid("minApplied must be between 0 and 1000000");
+        long? delay = request.Manual == true ? null : request.PromoteAfterSeconds
+            ?? (request.Manual == false ? 0 : null);
         return await db.WriteAsync(async (c, t) =>
         {
             var existing = await c.ScalarAsync(t, "SELECT position FROM channels WHERE name = @n", ("@n", name));
             long position;
             if (existing is null)
             {
-                position = Convert.ToInt64(await c.ScalarAsync(t, "SELECT COALESCE(MAX(position) + 1, 0) FROM channels"));
-                await c.ExecuteAsync(t, "INSERT INTO channels (name, position, promote_after_seconds, min_applied, created_at) VALUES (@n, @p, @d, @m, @t)",
-                    ("@n", name), ("@p", position), ("@d", delay), ("@m", (long)(request.MinApplied ?? 0)), ("@t", Now()));
+                position = Convert.ToInt64(await c.ScalarAsync(t,
+                    "SELECT COALESCE(MAX(position) + 1, 0) FROM channels"));
+                await c.ExecuteAsync(t,
+                    "INSERT INTO channels (name, position, promote_after_seconds, min_applied, created_at) VALUES " +
+                    "(@n, @p, @d, @m, @t)",
+                    ("@n", name), ("@p", position), ("@d", delay), ("@m", (long)(request.MinApplied ?? 0)),
+                        ("@t", Now()));
             }
             else
             {
                 position = Convert.ToInt64(existing);
-                await c.ExecuteAsync(t, "UPDATE channels SET promote_after_seconds = @d, min_applied = @m WHERE name = @n",
+                await c.ExecuteAsync(t,
+                    "UPDATE channels SET promote_after_seconds = @d, min_applied = @m WHERE name = @n",
                     ("@n", name), ("@d", delay), ("@m", (long)(request.MinApplied ?? 0)));
             }
-            await AuditChain.AppendAsync(c, t, actor, existing is null ? "channel.create" : "channel.update", $"channel:{name}",
-                new() { ["position"] = position.ToString(), ["promoteAfterSeconds"] = delay?.ToString(), ["minApplied"] = (request.MinApplied ?? 0).ToString() });
+            await AuditChain.AppendAsync(c, t, actor, existing is null ? "channel.create" : "channel.update",
+                $"channel:{name}",
+                new()
+                {
+                    ["position"] = position.ToString(),
+                    ["promoteAfterSeconds"] = delay?.ToString(),
+                    ["minApplied"] = (request.MinApplied ?? 0).ToString()
+                });
             return new ChannelView(name, (int)position, delay, request.MinApplied ?? 0);
         });
     }
@@ -129,7 +155,8 @@ public sealed class Releases(Database db, BundleStore store, Epoch epoch, Server
     public async Task<IReadOnlyList<PublisherKeyView>> KeysAsync()
     {
         await using var c = await db.OpenAsync();
-        var rows = await c.QueryAsync<KeyRow>("SELECT id, pem, state, added_at FROM publisher_keys ORDER BY added_at, id");
+        var rows = await c.QueryAsync<KeyRow>("SELECT id, pem, state, added_at FROM publisher_keys ORDER BY " +
+            "added_at, id");
         return [.. rows.Select(r => new PublisherKeyView(r.Id, r.State, Time(r.AddedAt), r.Pem))];
     }
 
@@ -140,12 +167,16 @@ public sealed class Releases(Database db, BundleStore store, Epoch epoch, Server
         catch (BundleException e) { throw FleetException.Invalid($"not a publisher public key: {e.Message}"); }
         return await db.WriteAsync(async (c, t) =>
         {
-            var state = (string?)await c.ScalarAsync(t, "SELECT state FROM publisher_keys WHERE id = @id", ("@id", key.Id.ToString()));
-            if (state == "retired") throw FleetException.Conflict($"key {key.Id} was retired and cannot be trusted again; generate a new publisher key");
+            var state = (string?)await c.ScalarAsync(t, "SELECT state FROM publisher_keys WHERE id = @id",
+                ("@id", key.Id.ToString()));
+            if (state == "retired") throw FleetException.Conflict($"key {key.Id} was retired and cannot be trusted " +
+                $"again; generate a new publisher key");
             var now = Now();
             if (state is null)
             {
-                await c.ExecuteAsync(t, "INSERT INTO publisher_keys (id, pem, state, added_at) VALUES (@id, @pem, 'trusted', @t)", ("@id", key.Id.ToString()), ("@pem", key.ExportPem()), ("@t", now));
+                await c.ExecuteAsync(t,
+                    "INSERT INTO publisher_keys (id, pem, state, added_at) VALUES (@id, @pem, 'trusted', @t)",
+                    ("@id", key.Id.ToString()), ("@pem", key.ExportPem()), ("@t", now));
                 await AuditChain.AppendAsync(c, t, actor, "key.trust", $"key:{key.Id}");
             }
             return new PublisherKeyView(key.Id.ToString(), "trusted", Time(now), key.ExportPem());
@@ -198,7 +229,8 @@ public sealed class Releases(Database db, BundleStore store, Epoch epoch, Server
         Directory.CreateDirectory(directory);
         foreach (var key in await KeysAsync())
         {
-            var sub = Path.Combine(directory, key.State == "retired" ? TrustStore.RetiredDirectoryName : TrustStore.TrustedDirectoryName);
+            var sub = Path.Combine(directory, key.State == "retired" ? TrustStore.RetiredDirectoryName
+                : TrustStore.TrustedDirectoryName);
             Directory.CreateDirectory(sub);
             await File.WriteAllTextAsync(Path.Combine(sub, key.Id + ".pem"), key.Pem);
         }
@@ -210,18 +242,23 @@ public sealed class Releases(Database db, BundleStore store, Epoch epoch, Server
     public async Task<IReadOnlyList<ReleaseView>> ListAsync(string? buildId = null, bool includeRevoked = true)
     {
         await using var c = await db.OpenAsync();
-        var sql = $"SELECT {ReleaseColumns} FROM releases" + (buildId is null ? "" : " WHERE build_id = @b") + " ORDER BY kernel_release, build_id, level";
-        var rows = (await c.QueryAsync<ReleaseRow>(sql, new { b = buildId })).Where(r => includeRevoked || r.RevokedAt is null).ToList();
+        var sql = $"SELECT {ReleaseColumns} FROM releases" + (buildId is null ? "" : " WHERE build_id = @b")
+            + " ORDER BY kernel_release, build_id, level";
+        var rows = (await c.QueryAsync<ReleaseRow>(sql, new { b = buildId }))
+            .Where(r => includeRevoked || r.RevokedAt is null).ToList();
         return await ViewsAsync(c, null, rows);
     }
 
-    public async Task<ReleaseView> GetAsync(string idOrBundle, DbConnection? connection = null, DbTransaction? transaction = null)
+    public async Task<ReleaseView> GetAsync(string idOrBundle, DbConnection? connection = null,
+        DbTransaction? transaction = null)
     {
         var owned = connection is null;
         connection ??= await db.OpenAsync();
         try
         {
-            var row = await FindRowAsync(connection, transaction, idOrBundle) ?? throw FleetException.NotFound($"no release '{idOrBundle}' (give a release id r_… or a bundle's sha256)");
+            var row = await FindRowAsync(connection, transaction, idOrBundle)
+                ?? throw FleetException.NotFound($"no release '{idOrBundle}' (give a release id r_… or a bundle's " +
+                $"sha256)");
             return (await ViewsAsync(connection, transaction, [row]))[0];
         }
         finally { if (owned) await connection.DisposeAsync(); }
@@ -230,22 +267,29 @@ public sealed class Releases(Database db, BundleStore store, Epoch epoch, Server
     private static async Task<ReleaseRow?> FindRowAsync(DbConnection c, DbTransaction? t, string idOrBundle)
     {
         Validation.ReleaseReference(idOrBundle);
-        return await c.QuerySingleOrDefaultAsync<ReleaseRow>($"SELECT {ReleaseColumns} FROM releases WHERE id = @x OR bundle = @x", new { x = idOrBundle }, t);
+        return await c.QuerySingleOrDefaultAsync<ReleaseRow>($"SELECT {ReleaseColumns} FROM releases WHERE id = @x " +
+            $"OR bundle = @x", new { x = idOrBundle }, t);
     }
 
-    private async Task<IReadOnlyList<ReleaseView>> ViewsAsync(DbConnection c, DbTransaction? t, IReadOnlyList<ReleaseRow> rows)
+    private async Task<IReadOnlyList<ReleaseView>> ViewsAsync(DbConnection c, DbTransaction? t,
+        IReadOnlyList<ReleaseRow> rows)
     {
         if (rows.Count == 0) return [];
-        var promotions = (await c.QueryAsync<PromotionRow>("SELECT p.release_id, p.channel, p.promoted_at, p.promoted_by FROM promotions p JOIN channels ch ON ch.name = p.channel ORDER BY ch.position", transaction: t))
+        var promotions = (await c.QueryAsync<PromotionRow>("SELECT p.release_id, p.channel, p.promoted_at, " +
+            "p.promoted_by FROM promotions p JOIN channels ch ON ch.name = p.channel ORDER BY ch.position",
+            transaction: t))
             .GroupBy(p => p.ReleaseId).ToDictionary(g => g.Key, g => g.ToList());
         var views = new List<ReleaseView>(rows.Count);
         foreach (var r in rows)
         {
             var manifest = ManifestFixes(r.Manifest);
             var health = await HealthAsync(c, t, r.Id, r.BuildId, (int)r.Level, channel: null);
-            views.Add(new ReleaseView(r.Id, r.KernelRelease, r.BuildId, (int)r.Level, r.Bundle, r.Size, r.PublisherKey, Time(r.PublishedAt), r.PublishedBy,
-                r.RevokedAt is null ? null : new RevocationView(Time(r.RevokedAt.Value), r.RevokedBy ?? "", r.RevokeReason ?? ""),
-                [.. promotions.GetValueOrDefault(r.Id, []).Select(p => new PromotionView(p.Channel, Time(p.PromotedAt), p.PromotedBy))],
+            views.Add(new ReleaseView(r.Id, r.KernelRelease, r.BuildId, (int)r.Level, r.Bundle, r.Size, r.PublisherKey,
+                Time(r.PublishedAt), r.PublishedBy,
+                r.RevokedAt is null ? null
+                    : new RevocationView(Time(r.RevokedAt.Value), r.RevokedBy ?? "", r.RevokeReason ?? ""),
+                [.. promotions.GetValueOrDefault(r.Id, [])
+                    .Select(p => new PromotionView(p.Channel, Time(p.PromotedAt), p.PromotedBy))],
                 manifest, health));
         }
         return views;
@@ -257,19 +301,26 @@ public sealed class Releases(Database db, BundleStore store, Epoch epoch, Server
         var fixes = new List<FixView>();
         foreach (var fix in document.RootElement.GetProperty("fixes").EnumerateArray())
             fixes.Add(new FixView(fix.GetProperty("id").GetString()!,
-                [.. fix.GetProperty("cves").EnumerateArray().Select(cve => new CveView(cve.GetProperty("id").GetString()!, cve.GetProperty("severity").GetString()!, cve.GetProperty("published").GetString()!))],
+                [.. fix.GetProperty("cves").EnumerateArray()
+                    .Select(cve =>
+                    new CveView(cve.GetProperty("id").GetString()!, cve.GetProperty("severity").GetString()!,
+                    cve.GetProperty("published").GetString()!))],
                 fix.GetProperty("description").GetString()!));
         return fixes;
     }
 
-    /// <summary>Machines that run the release and report <c>applied</c> (in one channel, or anywhere), and machines that failed it anywhere.</summary>
-    internal static async Task<ReleaseHealth> HealthAsync(DbConnection c, DbTransaction? t, string releaseId, string buildId, int level, string? channel)
+    /// <summary>Machines that run the release and report <c>applied</c> (in one channel, or anywhere), and machines
+    /// that failed it anywhere.</summary>
+    internal static async Task<ReleaseHealth> HealthAsync(DbConnection c, DbTransaction? t, string releaseId,
+        string buildId, int level, string? channel)
     {
         var applied = Convert.ToInt64(await c.ScalarAsync(t,
-            "SELECT COUNT(*) FROM machines WHERE build_id = @b AND level = @l AND state = 'applied'" + (channel is null ? "" : " AND channel = @c"),
+            "SELECT COUNT(*) FROM machines WHERE build_id = @b AND level = @l AND state = 'applied'"
+                + (channel is null ? "" : " AND channel = @c"),
             ("@b", buildId), ("@l", (long)level), ("@c", channel)));
         var failed = Convert.ToInt64(await c.ScalarAsync(t,
-            "SELECT COUNT(*) FROM machines WHERE build_id = @b AND (level = @l OR target_release = @r) AND state IN ('apply-failed', 'applied-with-bug')",
+            "SELECT COUNT(*) FROM machines WHERE build_id = @b AND (level = @l OR target_release = @r) AND state IN " +
+                "('apply-failed', 'applied-with-bug')",
             ("@b", buildId), ("@l", (long)level), ("@r", releaseId)));
         return new ReleaseHealth((int)applied, (int)failed);
     }
@@ -286,7 +337,11 @@ public sealed class Releases(Database db, BundleStore store, Epoch epoch, Server
         catch (BundleException e) { throw FleetException.Invalid($"not a valid bundle: {e.Message}"); }
         var (trust, trustDirectory) = await TrustStoreAsync();
         try { BundleVerifier.Verify(bundle, trust); }
-        catch (BundleException e) { throw FleetException.Unverified($"the bundle does not verify against this server's trusted publisher keys: {e.Message}"); }
+        catch (BundleException e)
+        {
+            throw FleetException.Unverified($"the bundle does not verify against this server's trusted publisher " +
+                $"keys: {e.Message}");
+        }
         finally { Directory.Delete(trustDirectory, recursive: true); }
 
         var digest = Sha256Digest.Of(bytes);
@@ -295,7 +350,8 @@ public sealed class Releases(Database db, BundleStore store, Epoch epoch, Server
         var level = manifest.CumulativeLevel;
         var (result, newEpoch) = await db.WriteAsync(async (c, t) =>
         {
-            var existing = await c.QuerySingleOrDefaultAsync<ReleaseRow>($"SELECT {ReleaseColumns} FROM releases WHERE bundle = @d", new { d = digest.ToString() }, t);
+            var existing = await c.QuerySingleOrDefaultAsync<ReleaseRow>($"SELECT {ReleaseColumns} FROM releases " +
+                $"WHERE bundle = @d", new { d = digest.ToString() }, t);
             if (existing is not null) return (new PublishResult(false, await GetAsync(existing.Id, c, t)), 0L);
             var clash = await c.QuerySingleOrDefaultAsync<ReleaseRow>($"SELECT {ReleaseColumns} FROM releases WHERE build_id = @b AND level = @l",
                 new { b = buildId, l = (long)level }, t);
@@ -308,23 +364,36 @@ public sealed class Releases(Database db, BundleStore store, Epoch epoch, Server
             }
             var highest = await c.ScalarAsync(t, "SELECT MAX(level) FROM releases WHERE build_id = @b", ("@b", buildId));
             if (highest is not null && Convert.ToInt64(highest) > level)
-                throw FleetException.Conflict($"level {level} is below level {highest}, already published for build {buildId}; cumulative levels only go up (publish level {Convert.ToInt64(highest) + 1})");
+                throw FleetException.Conflict($"level {level} is below level {highest}, already published for build " +
+                    $"{buildId}; cumulative levels only go up (publish level {Convert.ToInt64(highest) + 1})");
             var channels = (await ChannelsAsync(c, t)).ToList();
-            if (channels.Count == 0) throw FleetException.Conflict("the server has no channels; create one first (kintsugi server channels set NAME)");
+            if (channels.Count == 0) throw FleetException.Conflict("the server has no channels; create one first " +
+                "(kintsugi server channels set NAME)");
 
             var id = "r_" + digest.ToString()[..16];
             var now = Now();
             await store.PutAsync(digest, bytes, c, t);
-            await c.ExecuteAsync(t, $"INSERT INTO releases ({ReleaseColumns}) VALUES (@id, @kr, @b, @l, @d, @size, @key, @m, @at, @by, NULL, NULL, NULL)",
-                ("@id", id), ("@kr", manifest.Target.Release.Value), ("@b", buildId), ("@l", (long)level), ("@d", digest.ToString()), ("@size", (long)bytes.Length),
-                ("@key", bundle.KeyId.ToString()), ("@m", System.Text.Encoding.UTF8.GetString(bundle.ManifestJson.Span)), ("@at", now), ("@by", actor.Name));
+            await c.ExecuteAsync(t,
+                $"INSERT INTO releases ({ReleaseColumns}) VALUES (@id, @kr, @b, @l, @d, @size, @key, @m, @at, @by, " +
+                $"NULL, NULL, NULL)",
+                ("@id", id), ("@kr", manifest.Target.Release.Value), ("@b", buildId), ("@l", (long)level),
+                    ("@d", digest.ToString()), ("@size", (long)bytes.Length),
+                ("@key", bundle.KeyId.ToString()),
+                    ("@m", System.Text.Encoding.UTF8.GetString(bundle.ManifestJson.Span)), ("@at", now),
+                    ("@by", actor.Name));
             foreach (var cve in manifest.Fixes.SelectMany(f => f.Cves).DistinctBy(x => x.Id))
-                await c.ExecuteAsync(t, "INSERT INTO release_cves (release_id, cve, severity, published) VALUES (@r, @c, @s, @p)",
-                    ("@r", id), ("@c", cve.Id.Value), ("@s", cve.Severity.ToString().ToLowerInvariant()), ("@p", cve.Published.ToString("yyyy-MM-dd")));
+                await c.ExecuteAsync(t,
+                    "INSERT INTO release_cves (release_id, cve, severity, published) VALUES (@r, @c, @s, @p)",
+                    ("@r", id), ("@c", cve.Id.Value), ("@s", cve.Severity.ToString().ToLowerInvariant()),
+                        ("@p", cve.Published.ToString("yyyy-MM-dd")));
             await AuditChain.AppendAsync(c, t, actor, "release.publish", $"release:{id}", new()
             {
-                ["kernel"] = manifest.Target.Release.Value, ["buildId"] = buildId, ["level"] = level.ToString(), ["bundle"] = digest.ToString(),
-                ["publisherKey"] = bundle.KeyId.ToString(), ["cves"] = string.Join(",", manifest.Cves.Select(x => x.Value)),
+                ["kernel"] = manifest.Target.Release.Value,
+                ["buildId"] = buildId,
+                ["level"] = level.ToString(),
+                ["bundle"] = digest.ToString(),
+                ["publisherKey"] = bundle.KeyId.ToString(),
+                ["cves"] = string.Join(",", manifest.Cves.Select(x => x.Value)),
             });
             await InsertPromotionAsync(c, t, id, channels[0].Name, actor, "published");
             var moved = await Epoch.BumpAsync(c, t);
@@ -358,17 +427,23 @@ public sealed class Releases(Database db, BundleStore store, Epoch epoch, Server
                 ("@r", published.Id), ("@c", cve.Id.Value), ("@s", cve.Severity.ToString().ToLowerInvariant()), ("@p", cve.Published.ToString("yyyy-MM-dd")));
         await AuditChain.AppendAsync(c, t, actor, "release.resign", $"release:{published.Id}", new()
         {
-            ["level"] = published.Level.ToString(), ["buildId"] = published.BuildId, ["fromBundle"] = published.Bundle, ["bundle"] = digest.ToString(),
-            ["fromPublisherKey"] = published.PublisherKey, ["publisherKey"] = bundle.KeyId.ToString(),
+            ["level"] = published.Level.ToString(),
+            ["buildId"] = published.BuildId,
+            ["fromBundle"] = published.Bundle,
+            ["bundle"] = digest.ToString(),
+            ["fromPublisherKey"] = published.PublisherKey,
+            ["publisherKey"] = bundle.KeyId.ToString(),
         });
         return await GetAsync(published.Id, c, t);
     }
 
     private static async Task InsertPromotionAsync(DbConnection c, DbTransaction t, string releaseId, string channel, Actor actor, string reason)
     {
-        await c.ExecuteAsync(t, "INSERT INTO promotions (release_id, channel, promoted_at, promoted_by) VALUES (@r, @c, @t, @by)",
+        await c.ExecuteAsync(t,
+            "INSERT INTO promotions (release_id, channel, promoted_at, promoted_by) VALUES (@r, @c, @t, @by)",
             ("@r", releaseId), ("@c", channel), ("@t", Now()), ("@by", actor.Name));
-        await AuditChain.AppendAsync(c, t, actor, "release.promote", $"release:{releaseId}", new() { ["channel"] = channel, ["reason"] = reason });
+        await AuditChain.AppendAsync(c, t, actor, "release.promote", $"release:{releaseId}",
+            new() { ["channel"] = channel, ["reason"] = reason });
     }
 
     /// <summary>
@@ -381,21 +456,27 @@ public sealed class Releases(Database db, BundleStore store, Epoch epoch, Server
         var reason = Validation.OptionalText("reason", request.Reason, 512) ?? "manual";
         var (result, moved) = await db.WriteAsync(async (c, t) =>
         {
-            var row = await FindRowAsync(c, t, idOrBundle) ?? throw FleetException.NotFound($"no release '{idOrBundle}'");
-            if (row.RevokedAt is not null) throw FleetException.Conflict($"release {row.Id} was revoked; a revoked release cannot be promoted (publish a new level)");
+            var row = await FindRowAsync(c, t, idOrBundle)
+                ?? throw FleetException.NotFound($"no release '{idOrBundle}'");
+            if (row.RevokedAt is not null) throw FleetException.Conflict($"release {row.Id} was revoked; a revoked " +
+                $"release cannot be promoted (publish a new level)");
             var channels = (await ChannelsAsync(c, t)).ToList();
-            var inChannels = (await c.QueryAsync<string>("SELECT channel FROM promotions WHERE release_id = @r", new { r = row.Id }, t)).ToHashSet();
+            var inChannels = (await c.QueryAsync<string>("SELECT channel FROM promotions WHERE release_id = @r",
+                new { r = row.Id }, t)).ToHashSet();
             int targetIndex;
             if (request.Channel is null)
             {
                 var highest = channels.FindLastIndex(ch => inChannels.Contains(ch.Name));
-                if (highest == channels.Count - 1) throw FleetException.Conflict($"release {row.Id} is already in the last channel, {channels[^1].Name}");
+                if (highest == channels.Count
+                    - 1) throw FleetException.Conflict($"release {row.Id} is already in the last channel, " +
+                    $"{channels[^1].Name}");
                 targetIndex = highest + 1;
             }
             else
             {
                 targetIndex = channels.FindIndex(ch => ch.Name == request.Channel);
-                if (targetIndex < 0) throw FleetException.NotFound($"no channel '{request.Channel}' (channels: {string.Join(", ", channels.Select(ch => ch.Name))})");
+                if (targetIndex < 0) throw FleetException.NotFound($"no channel '{request.Channel}' (channels: " +
+                    $"{string.Join(", ", channels.Select(ch => ch.Name))})");
             }
             var promoted = new List<string>();
             for (var i = 0; i <= targetIndex; i++)
@@ -411,17 +492,21 @@ public sealed class Releases(Database db, BundleStore store, Epoch epoch, Server
         return result;
     }
 
-    /// <summary>Pulls a release fleet-wide: agents fall back to the best earlier level (or remove) on their next event.</summary>
+    /// <summary>Pulls a release fleet-wide: agents fall back to the best earlier level (or remove) on their next
+    /// event.</summary>
     public async Task<ReleaseView> RevokeAsync(string idOrBundle, RevokeRequest request, Actor actor)
     {
         var reason = Validation.RequiredText("reason", request.Reason, 512);
         var (view, moved) = await db.WriteAsync(async (c, t) =>
         {
-            var row = await FindRowAsync(c, t, idOrBundle) ?? throw FleetException.NotFound($"no release '{idOrBundle}'");
+            var row = await FindRowAsync(c, t, idOrBundle)
+                ?? throw FleetException.NotFound($"no release '{idOrBundle}'");
             if (row.RevokedAt is not null) return (await GetAsync(row.Id, c, t), 0L);
-            await c.ExecuteAsync(t, "UPDATE releases SET revoked_at = @t, revoked_by = @by, revoke_reason = @why WHERE id = @id",
+            await c.ExecuteAsync(t,
+                "UPDATE releases SET revoked_at = @t, revoked_by = @by, revoke_reason = @why WHERE id = @id",
                 ("@t", Now()), ("@by", actor.Name), ("@why", reason), ("@id", row.Id));
-            await AuditChain.AppendAsync(c, t, actor, "release.revoke", $"release:{row.Id}", new() { ["reason"] = reason, ["level"] = row.Level.ToString(), ["buildId"] = row.BuildId });
+            await AuditChain.AppendAsync(c, t, actor, "release.revoke", $"release:{row.Id}",
+                new() { ["reason"] = reason, ["level"] = row.Level.ToString(), ["buildId"] = row.BuildId });
             var newEpoch = await Epoch.BumpAsync(c, t);
             return (await GetAsync(row.Id, c, t), newEpoch);
         });
@@ -506,8 +591,10 @@ public sealed class Releases(Database db, BundleStore store, Epoch epoch, Server
                 ("@v", update.Root.Version), ("@d", update.Text), ("@t", now), ("@by", actor.Name));
             await AuditChain.AppendAsync(c, t, actor, "trust-root.publish", $"trust-root:{update.Root.Version}", new()
             {
-                ["rootKey"] = update.KeyId.ToString(), ["trusted"] = string.Join(",", update.Trusted.Select(k => k.Id)),
-                ["retired"] = string.Join(",", update.Retired.Select(k => k.Id)), ["timestamp"] = string.Join(",", update.TimestampKeys.Select(k => k.Id)),
+                ["rootKey"] = update.KeyId.ToString(),
+                ["trusted"] = string.Join(",", update.Trusted.Select(k => k.Id)),
+                ["retired"] = string.Join(",", update.Retired.Select(k => k.Id)),
+                ["timestamp"] = string.Join(",", update.TimestampKeys.Select(k => k.Id)),
             });
             var row = new TrustRootRow { Version = update.Root.Version, Document = update.Text, PublishedAt = now, PublishedBy = actor.Name };
             return ((TrustRootView(row, changes), true), await Epoch.BumpAsync(c, t));
@@ -529,22 +616,27 @@ public sealed class Releases(Database db, BundleStore store, Epoch epoch, Server
     }
 
     /// <summary>The newest signed release metadata of a build, as stored (the envelope text), or null.</summary>
-    public static async Task<string?> MetadataTextAsync(DbConnection c, string buildId, CancellationToken cancellation = default) =>
-        (string?)await c.ScalarAsync(null, "SELECT document FROM release_metadata WHERE build_id = @b", ("@b", buildId));
+    public static async Task<string?> MetadataTextAsync(DbConnection c, string buildId,
+        CancellationToken cancellation = default) =>
+        (string?)await c.ScalarAsync(null, "SELECT document FROM release_metadata WHERE build_id = @b",
+            ("@b", buildId));
 
     public async Task<ReleaseMetadataView> MetadataAsync(string buildId)
     {
         if (!BuildId.TryParse(buildId, out _)) throw FleetException.Invalid($"'{buildId}' is not a build-id");
         await using var c = await db.OpenAsync();
-        var row = await c.QuerySingleOrDefaultAsync<MetadataRow>("SELECT build_id, kernel_release, version, document, published_at, published_by FROM release_metadata WHERE build_id = @b",
-            new { b = buildId.ToLowerInvariant() }) ?? throw FleetException.NotFound($"no signed release metadata for build {buildId}");
+        var row = await c.QuerySingleOrDefaultAsync<MetadataRow>("SELECT build_id, kernel_release, version, " +
+            "document, published_at, published_by FROM release_metadata WHERE build_id = @b",
+            new { b = buildId.ToLowerInvariant() })
+                ?? throw FleetException.NotFound($"no signed release metadata for build {buildId}");
         return MetadataView(row, []);
     }
 
     private static ReleaseMetadataView MetadataView(MetadataRow row, IReadOnlyList<string> revoked)
     {
         var m = SignedReleaseMetadata.Read(row.Document);
-        return new ReleaseMetadataView(row.KernelRelease, row.BuildId, row.Version, m.Metadata.CurrentLevel, m.Metadata.MinimumLevel, m.Metadata.RevokedLevels,
+        return new ReleaseMetadataView(row.KernelRelease, row.BuildId, row.Version, m.Metadata.CurrentLevel,
+            m.Metadata.MinimumLevel, m.Metadata.RevokedLevels,
             m.Metadata.Expires, m.KeyId.ToString(), Time(row.PublishedAt), row.PublishedBy, row.Document, revoked);
     }
 
@@ -562,43 +654,70 @@ public sealed class Releases(Database db, BundleStore store, Epoch epoch, Server
         catch (BundleException e) { throw FleetException.Invalid($"not valid release metadata: {e.Message}"); }
         var (trust, trustDirectory) = await TrustStoreAsync();
         try { signed.Verify(trust); }
-        catch (BundleException e) { throw FleetException.Unverified($"the release metadata does not verify against this server's trusted publisher keys: {e.Message}"); }
+        catch (BundleException e)
+        {
+            throw FleetException.Unverified($"the release metadata does not verify against this server's trusted " +
+                $"publisher keys: {e.Message}");
+        }
         finally { Directory.Delete(trustDirectory, recursive: true); }
         var m = signed.Metadata;
         var buildId = m.Target.BuildId.ToString();
         var (result, moved) = await db.WriteAsync(async (c, t) =>
         {
-            var existing = await c.QuerySingleOrDefaultAsync<MetadataRow>("SELECT build_id, kernel_release, version, document, published_at, published_by FROM release_metadata WHERE build_id = @b",
+            var existing = await c.QuerySingleOrDefaultAsync<MetadataRow>("SELECT build_id, kernel_release, version, " +
+                "document, published_at, published_by FROM release_metadata WHERE build_id = @b",
                 new { b = buildId }, t);
             if (existing is not null)
             {
                 if (existing.Document == signed.Text) return ((MetadataView(existing, []), false), 0L);
                 if (existing.Version >= m.Version)
-                    throw FleetException.Conflict($"release metadata version {existing.Version} is already stored for build {buildId}; sign a version above it (not {m.Version})");
+                    throw FleetException.Conflict($"release metadata version {existing.Version} is already stored " +
+                        $"for build {buildId}; sign a version above it (not {m.Version})");
             }
             var now = Now();
             if (existing is null)
-                await c.ExecuteAsync(t, "INSERT INTO release_metadata (build_id, kernel_release, version, document, published_at, published_by) VALUES (@b, @kr, @v, @d, @t, @by)",
-                    ("@b", buildId), ("@kr", m.Target.Release.Value), ("@v", m.Version), ("@d", signed.Text), ("@t", now), ("@by", actor.Name));
+                await c.ExecuteAsync(t,
+                    "INSERT INTO release_metadata (build_id, kernel_release, version, document, published_at, " +
+                    "published_by) VALUES (@b, @kr, @v, @d, @t, @by)",
+                    ("@b", buildId), ("@kr", m.Target.Release.Value), ("@v", m.Version), ("@d", signed.Text),
+                        ("@t", now), ("@by", actor.Name));
             else
-                await c.ExecuteAsync(t, "UPDATE release_metadata SET kernel_release = @kr, version = @v, document = @d, published_at = @t, published_by = @by WHERE build_id = @b",
-                    ("@b", buildId), ("@kr", m.Target.Release.Value), ("@v", m.Version), ("@d", signed.Text), ("@t", now), ("@by", actor.Name));
+                await c.ExecuteAsync(t,
+                    "UPDATE release_metadata SET kernel_release = @kr, version = @v, document = @d, published_at = " +
+                    "@t, published_by = @by WHERE build_id = @b",
+                    ("@b", buildId), ("@kr", m.Target.Release.Value), ("@v", m.Version), ("@d", signed.Text),
+                        ("@t", now), ("@by", actor.Name));
             var reason = $"signed release metadata version {m.Version}";
             var revoked = new List<string>();
-            foreach (var row in await c.QueryAsync<ReleaseRow>($"SELECT {ReleaseColumns} FROM releases WHERE build_id = @b AND revoked_at IS NULL", new { b = buildId }, t))
+            foreach (var row in await c.QueryAsync<ReleaseRow>($"SELECT {ReleaseColumns} FROM releases WHERE " +
+                $"build_id = @b AND revoked_at IS NULL", new { b = buildId }, t))
             {
                 if (m.Forbids((int)row.Level) is null || row.Level > m.CurrentLevel) continue;
-                await c.ExecuteAsync(t, "UPDATE releases SET revoked_at = @t, revoked_by = @by, revoke_reason = @why WHERE id = @id",
+                await c.ExecuteAsync(t,
+                    "UPDATE releases SET revoked_at = @t, revoked_by = @by, revoke_reason = @why WHERE id = @id",
                     ("@t", now), ("@by", actor.Name), ("@why", reason), ("@id", row.Id));
-                await AuditChain.AppendAsync(c, t, actor, "release.revoke", $"release:{row.Id}", new() { ["reason"] = reason, ["level"] = row.Level.ToString(), ["buildId"] = buildId });
+                await AuditChain.AppendAsync(c, t, actor, "release.revoke", $"release:{row.Id}",
+                    new() { ["reason"] = reason, ["level"] = row.Level.ToString(), ["buildId"] = buildId });
                 revoked.Add(row.Id);
             }
             await AuditChain.AppendAsync(c, t, actor, "release.metadata", $"build:{buildId}", new()
             {
-                ["version"] = m.Version.ToString(), ["currentLevel"] = m.CurrentLevel.ToString(), ["minimumLevel"] = m.MinimumLevel.ToString(),
-                ["revokedLevels"] = string.Join(",", m.RevokedLevels), ["expires"] = m.Expires.ToString("O"), ["publisherKey"] = signed.KeyId.ToString(),
+                ["version"] = m.Version.ToString(),
+                ["currentLevel"] = m.CurrentLevel.ToString(),
+                ["minimumLevel"] = m.MinimumLevel.ToString(),
+                ["revokedLevels"] = string.Join(",", m.RevokedLevels),
+                ["expires"] = m.Expires.ToString("O"),
+                ["publisherKey"] = signed.KeyId.ToString(),
             });
-            var row2 = new MetadataRow { BuildId = buildId, KernelRelease = m.Target.Release.Value, Version = m.Version, Document = signed.Text, PublishedAt = now, PublishedBy = actor.Name };
+            var row2 = new MetadataRow
+            {
+                BuildId = buildId,
+                KernelRelease = m.Target.Release.Value,
+                Version = m.Version,
+                Document = signed.Text,
+                PublishedAt = now,
+                PublishedBy = actor.Name
+            };
             return ((MetadataView(row2, revoked), true), await Epoch.BumpAsync(c, t));
         });
         epoch.Observe(moved);
@@ -617,8 +736,10 @@ public sealed class Releases(Database db, BundleStore store, Epoch epoch, Server
         var (_, moved) = await db.WriteAsync(async (c, t) =>
         {
             var channels = (await ChannelsAsync(c, t)).ToList();
-            var releases = (await c.QueryAsync<ReleaseRow>($"SELECT {ReleaseColumns} FROM releases WHERE revoked_at IS NULL", transaction: t)).ToList();
-            var promotions = (await c.QueryAsync<PromotionRow>("SELECT release_id, channel, promoted_at, promoted_by FROM promotions", transaction: t))
+            var releases = (await c.QueryAsync<ReleaseRow>($"SELECT {ReleaseColumns} FROM releases WHERE revoked_at " +
+                $"IS NULL", transaction: t)).ToList();
+            var promotions = (await c.QueryAsync<PromotionRow>("SELECT release_id, channel, promoted_at, promoted_by " +
+                "FROM promotions", transaction: t))
                 .ToDictionary(p => (p.ReleaseId, p.Channel));
             foreach (var r in releases)
             {
@@ -631,15 +752,25 @@ public sealed class Releases(Database db, BundleStore store, Epoch epoch, Server
                     var health = await HealthAsync(c, t, r.Id, r.BuildId, (int)r.Level, channels[i - 1].Name);
                     if (health.Failed > 0 || health.Applied < target.MinApplied) break;
                     var inserted = await c.ExecuteAsync(t,
-                        "INSERT INTO promotions (release_id, channel, promoted_at, promoted_by) VALUES (@r, @c, @t, @by) ON CONFLICT (release_id, channel) DO NOTHING",
-                        ("@r", r.Id), ("@c", target.Name), ("@t", now.ToUnixTimeMilliseconds()), ("@by", "system:promoter"));
+                        "INSERT INTO promotions (release_id, channel, promoted_at, promoted_by) VALUES (@r, @c, @t, " +
+                            "@by) ON CONFLICT (release_id, channel) DO NOTHING",
+                        ("@r", r.Id), ("@c", target.Name), ("@t", now.ToUnixTimeMilliseconds()),
+                            ("@by", "system:promoter"));
                     if (inserted == 0) break;
-                    await AuditChain.AppendAsync(c, t, Actor.System("promoter"), "release.promote", $"release:{r.Id}", new()
+                    await AuditChain.AppendAsync(c, t, Actor.System("promoter"), "release.promote", $"release:{r.Id}",
+                        new()
+                        {
+                            ["channel"] = target.Name,
+                            ["reason"] = $"{target.PromoteAfterSeconds}s after {channels[i - 1].Name}; " +
+                                $"{health.Applied} " +
+                            $"applied there (at least {target.MinApplied} needed), 0 failed",
+                        });
+                    promotions[(r.Id, target.Name)] = new PromotionRow
                     {
-                        ["channel"] = target.Name,
-                        ["reason"] = $"{target.PromoteAfterSeconds}s after {channels[i - 1].Name}; {health.Applied} applied there (at least {target.MinApplied} needed), 0 failed",
-                    });
-                    promotions[(r.Id, target.Name)] = new PromotionRow { ReleaseId = r.Id, Channel = target.Name, PromotedAt = now.ToUnixTimeMilliseconds() };
+                        ReleaseId = r.Id,
+                        Channel = target.Name,
+                        PromotedAt = now.ToUnixTimeMilliseconds()
+                    };
                     done.Add((r.Id, target.Name));
                 }
             }

@@ -22,7 +22,8 @@ public sealed partial class Reports
         var s = await LoadAsync();
         Dictionary<string, string?> packages;
         await using (var c = await db.OpenAsync())
-            packages = (await c.QueryAsync<PackageRow>("SELECT id, package_version FROM machines")).ToDictionary(r => r.Id, r => r.PackageVersion);
+            packages = (await c.QueryAsync<PackageRow>("SELECT id, package_version FROM machines"))
+                .ToDictionary(r => r.Id, r => r.PackageVersion);
         var (cvesAt, info) = Index(s);
         var firstFix = FirstFixes(s, cvesAt);
         var statements = new List<OpenVexStatement>();
@@ -35,7 +36,11 @@ public sealed partial class Reports
             {
                 if (!firstFix.TryGetValue((m.BuildId, cve), out var fix)) continue;
                 var product = new OpenVexProduct($"urn:kintsugi:machine:{m.Id}",
-                    new Dictionary<string, string> { ["purl"] = OpenVexDocument.DebianKernelPackage(m.KernelRelease, packages.GetValueOrDefault(m.Id)) });
+                    new Dictionary<string, string>
+                    {
+                        ["purl"] = OpenVexDocument.DebianKernelPackage(m.KernelRelease,
+                        packages.GetValueOrDefault(m.Id))
+                    });
                 if (Fixed(m, cve, cvesAt)) fixedOn.Add(product);
                 else { exposed.Add(product); fixLevels.Add((int)fix.Level); }
             }
@@ -45,8 +50,10 @@ public sealed partial class Reports
             if (exposed.Count > 0)
                 statements.Add(new OpenVexStatement(new OpenVexVulnerability(cve), exposed, "affected",
                     $"a Kintsugi livepatch fixes it ({row.Severity}) but these machines do not run it",
-                    $"apply Kintsugi level {string.Join(" or ", fixLevels)} or above for the machine's kernel build (promote it to the machine's channel; kintsugi agent check shows what a machine runs)"));
+                    $"apply Kintsugi level {string.Join(" or ", fixLevels)} or above for the machine's kernel build " +
+                        $"(promote it to the machine's channel; kintsugi agent check shows what a machine runs)"));
         }
-        return OpenVexDocument.Create(author, $"kintsugi-server {ServerApp.Version}", statements, DateTimeOffset.UtcNow);
+        return OpenVexDocument.Create(author, $"kintsugi-server {ServerApp.Version}", statements,
+            DateTimeOffset.UtcNow);
     }
 }

@@ -51,15 +51,19 @@ public sealed partial class Reports(Database db, ServerOptions options, Epoch ep
         public long FirstAppliedAt { get; set; }
     }
 
-    private sealed record Snapshot(List<MachineRow> Machines, List<ReleaseRow> Releases, List<CveRow> Cves, List<LevelRow> Levels);
+    private sealed record Snapshot(List<MachineRow> Machines, List<ReleaseRow> Releases, List<CveRow> Cves,
+        List<LevelRow> Levels);
 
     private async Task<Snapshot> LoadAsync()
     {
         await using var c = await db.OpenAsync();
         return new Snapshot(
-            [.. await c.QueryAsync<MachineRow>("SELECT id, hostname, channel, kernel_release, build_id, state, level, last_checkin_at FROM machines ORDER BY hostname, id")],
-            [.. await c.QueryAsync<ReleaseRow>("SELECT id, kernel_release, build_id, level, published_at, revoked_at FROM releases ORDER BY build_id, level")],
-            [.. await c.QueryAsync<CveRow>("SELECT release_id, cve, severity, published FROM release_cves ORDER BY cve")],
+            [.. await c.QueryAsync<MachineRow>("SELECT id, hostname, channel, kernel_release, build_id, state, " +
+                "level, last_checkin_at FROM machines ORDER BY hostname, id")],
+            [.. await c.QueryAsync<ReleaseRow>("SELECT id, kernel_release, build_id, level, published_at, revoked_at " +
+                "FROM releases ORDER BY build_id, level")],
+            [.. await c.QueryAsync<CveRow>("SELECT release_id, cve, severity, published FROM release_cves ORDER BY " +
+                "cve")],
             [.. await c.QueryAsync<LevelRow>("SELECT machine, build_id, level, first_applied_at FROM machine_levels")]);
     }
 
@@ -68,18 +72,25 @@ public sealed partial class Reports(Database db, ServerOptions options, Epoch ep
         var s = await LoadAsync();
         var now = DateTimeOffset.UtcNow;
         var staleAfter = TimeSpan.FromSeconds(options.CheckInSeconds * options.StaleAfterIntervals);
-        var best = s.Releases.Where(r => r.RevokedAt is null).GroupBy(r => r.BuildId).ToDictionary(g => g.Key, g => (int)g.Max(r => r.Level));
+        var best = s.Releases.Where(r => r.RevokedAt is null).GroupBy(r => r.BuildId)
+            .ToDictionary(g => g.Key, g => (int)g.Max(r => r.Level));
         return new FleetReport(now, s.Machines.Count,
             s.Machines.Count(m => m.LastCheckinAt is null || now - Releases.Time(m.LastCheckinAt.Value) > staleAfter),
-            [.. s.Machines.GroupBy(m => m.State ?? "never-checked-in").OrderBy(g => g.Key, StringComparer.Ordinal).Select(g => new CountBy(g.Key, g.Count()))],
-            [.. s.Machines.GroupBy(m => m.Channel).OrderBy(g => g.Key, StringComparer.Ordinal).Select(g => new CountBy(g.Key, g.Count()))],
-            [.. s.Machines.GroupBy(m => (m.KernelRelease, m.BuildId)).OrderBy(g => g.Key.KernelRelease, StringComparer.Ordinal)
-                .Select(g => new KernelSummary(g.Key.KernelRelease, g.Key.BuildId, g.Count(), g.Count(m => m.State == "applied"), best.TryGetValue(g.Key.BuildId, out var l) ? l : null))],
+            [.. s.Machines.GroupBy(m => m.State ?? "never-checked-in").OrderBy(g => g.Key, StringComparer.Ordinal)
+                .Select(g => new CountBy(g.Key, g.Count()))],
+            [.. s.Machines.GroupBy(m => m.Channel).OrderBy(g => g.Key, StringComparer.Ordinal)
+                .Select(g => new CountBy(g.Key, g.Count()))],
+            [.. s.Machines.GroupBy(m => (m.KernelRelease, m.BuildId))
+                .OrderBy(g => g.Key.KernelRelease, StringComparer.Ordinal)
+                .Select(g =>
+                    new KernelSummary(g.Key.KernelRelease, g.Key.BuildId, g.Count(), g.Count(m => m.State == "applied"),
+                    best.TryGetValue(g.Key.BuildId, out var l) ? l : null))],
             s.Releases.Count, s.Releases.Count(r => r.RevokedAt is not null), epoch.Current);
     }
 
     /// <summary>Per build: for each CVE its releases, and the CVEs each level contains.</summary>
-    private static (Dictionary<(string Build, int Level), HashSet<string>> CvesAt, Dictionary<string, CveRow> CveInfo) Index(Snapshot s)
+    private static (Dictionary<(string Build, int Level), HashSet<string>> CvesAt,
+        Dictionary<string, CveRow> CveInfo) Index(Snapshot s)
     {
         var releaseById = s.Releases.ToDictionary(r => r.Id);
         var cvesAt = new Dictionary<(string, int), HashSet<string>>();
@@ -96,7 +107,8 @@ public sealed partial class Reports(Database db, ServerOptions options, Epoch ep
     }
 
     /// <summary>The first good (not revoked) release of a build that fixes a CVE.</summary>
-    private static Dictionary<(string Build, string Cve), ReleaseRow> FirstFixes(Snapshot s, Dictionary<(string Build, int Level), HashSet<string>> cvesAt)
+    private static Dictionary<(string Build, string Cve), ReleaseRow> FirstFixes(Snapshot s,
+        Dictionary<(string Build, int Level), HashSet<string>> cvesAt)
     {
         var first = new Dictionary<(string, string), ReleaseRow>();
         foreach (var r in s.Releases.Where(r => r.RevokedAt is null).OrderBy(r => r.Level))
@@ -105,8 +117,10 @@ public sealed partial class Reports(Database db, ServerOptions options, Epoch ep
         return first;
     }
 
-    private static bool Fixed(MachineRow m, string cve, Dictionary<(string Build, int Level), HashSet<string>> cvesAt) =>
-        m.State == "applied" && m.Level is { } level && cvesAt.TryGetValue((m.BuildId, (int)level), out var set) && set.Contains(cve);
+    private static bool Fixed(MachineRow m, string cve,
+        Dictionary<(string Build, int Level), HashSet<string>> cvesAt) =>
+        m.State == "applied" && m.Level is { } level && cvesAt.TryGetValue((m.BuildId, (int)level), out var set)
+            && set.Contains(cve);
 
     public async Task<ExposureReport> ExposureAsync(string? onlyCve = null)
     {
@@ -123,11 +137,15 @@ public sealed partial class Reports(Database db, ServerOptions options, Epoch ep
             {
                 if (!firstFix.TryGetValue((m.BuildId, cve), out var fix)) continue;
                 if (Fixed(m, cve, cvesAt)) { fixedCount++; continue; }
-                exposed.Add(new ExposedMachine(m.Id, m.Hostname, m.Channel, m.KernelRelease, m.BuildId, m.State, (int?)m.Level, (int)fix.Level,
-                    Releases.Time(fix.PublishedAt), DateOnly.Parse(row.Published, System.Globalization.CultureInfo.InvariantCulture),
+                exposed.Add(new ExposedMachine(m.Id, m.Hostname, m.Channel, m.KernelRelease, m.BuildId, m.State,
+                    (int?)m.Level, (int)fix.Level,
+                    Releases.Time(fix.PublishedAt),
+                        DateOnly.Parse(row.Published, System.Globalization.CultureInfo.InvariantCulture),
                     m.LastCheckinAt is null ? null : Releases.Time(m.LastCheckinAt.Value)));
             }
-            result.Add(new CveExposure(cve, row.Severity, DateOnly.Parse(row.Published, System.Globalization.CultureInfo.InvariantCulture), exposed.Count, fixedCount, exposed));
+            result.Add(new CveExposure(cve, row.Severity,
+                DateOnly.Parse(row.Published, System.Globalization.CultureInfo.InvariantCulture), exposed.Count,
+                fixedCount, exposed));
         }
         return new ExposureReport(DateTimeOffset.UtcNow, result);
     }
@@ -137,7 +155,8 @@ public sealed partial class Reports(Database db, ServerOptions options, Epoch ep
     public async Task<ComplianceReport> ComplianceAsync(string minimumSeverity, DateTimeOffset? asOf = null)
     {
         var minimum = Array.IndexOf(Severities, minimumSeverity);
-        if (minimum < 0) throw FleetException.Invalid($"severity '{minimumSeverity}' is not one of {string.Join(", ", Severities)}");
+        if (minimum < 0) throw FleetException.Invalid($"severity '{minimumSeverity}' is not one of " +
+            $"{string.Join(", ", Severities)}");
         var now = asOf ?? DateTimeOffset.UtcNow;
         var s = await LoadAsync();
         var (cvesAt, info) = Index(s);
@@ -148,11 +167,13 @@ public sealed partial class Reports(Database db, ServerOptions options, Epoch ep
         {
             foreach (var (cve, row) in info.OrderBy(kv => kv.Key, StringComparer.Ordinal))
             {
-                if (Array.IndexOf(Severities, row.Severity) < minimum || !firstFix.TryGetValue((m.BuildId, cve), out var fix)) continue;
+                if (Array.IndexOf(Severities, row.Severity) < minimum
+                    || !firstFix.TryGetValue((m.BuildId, cve), out var fix)) continue;
                 var released = Releases.Time(fix.PublishedAt);
                 var deadline = released.AddDays(PciWindowDays);
                 DateTimeOffset? applied = levels.GetValueOrDefault(m.Id, [])
-                    .Where(l => l.BuildId == m.BuildId && cvesAt.TryGetValue((l.BuildId, (int)l.Level), out var set) && set.Contains(cve))
+                    .Where(l => l.BuildId == m.BuildId && cvesAt.TryGetValue((l.BuildId, (int)l.Level), out var set)
+                        && set.Contains(cve))
                     .Select(l => (DateTimeOffset?)Releases.Time(l.FirstAppliedAt)).Min();
                 var currentlyFixed = Fixed(m, cve, cvesAt);
                 string status; bool breach;
@@ -160,7 +181,8 @@ public sealed partial class Reports(Database db, ServerOptions options, Epoch ep
                 else if (applied is not null) (status, breach) = ("late", true);
                 else if (now <= deadline) (status, breach) = ("open", false);
                 else (status, breach) = ("overdue", true);
-                rows.Add(new ComplianceRow(m.Id, m.Hostname, m.Channel, m.KernelRelease, m.BuildId, cve, row.Severity, released, deadline, applied, currentlyFixed,
+                rows.Add(new ComplianceRow(m.Id, m.Hostname, m.Channel, m.KernelRelease, m.BuildId, cve, row.Severity,
+                    released, deadline, applied, currentlyFixed,
                     applied is null ? null : Math.Round((applied.Value - released).TotalDays, 2), status, breach));
             }
         }

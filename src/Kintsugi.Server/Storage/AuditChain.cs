@@ -6,7 +6,8 @@ using System.Text.Json;
 
 namespace Kintsugi.Server.Storage;
 
-/// <summary>Who did something and from where: <c>token:ops-alice (operator)</c>, <c>machine:m_…</c>, <c>system:promoter</c>.</summary>
+/// <summary>Who did something and from where: <c>token:ops-alice (operator)</c>, <c>machine:m_…</c>,
+/// <c>system:promoter</c>.</summary>
 public sealed record Actor(string Name, string? Address)
 {
     public static Actor System(string what) => new($"system:{what}", null);
@@ -24,7 +25,8 @@ public static class AuditChain
     public const string GenesisHash = "0000000000000000000000000000000000000000000000000000000000000000";
 
     /// <summary>Appends one event inside the caller's write transaction; returns its sequence number.</summary>
-    public static async Task<long> AppendAsync(DbConnection connection, DbTransaction transaction, Actor actor, string action, string subject, Dictionary<string, string?>? detail = null, DateTimeOffset? at = null)
+    public static async Task<long> AppendAsync(DbConnection connection, DbTransaction transaction, Actor actor,
+        string action, string subject, Dictionary<string, string?>? detail = null, DateTimeOffset? at = null)
     {
         // Take the head's row lock first (PostgreSQL replicas queue here), then read it.
         await connection.ExecuteAsync(transaction, "UPDATE audit_head SET seq = seq WHERE id = 1");
@@ -32,23 +34,29 @@ public static class AuditChain
         await using (var command = connection.Command(transaction, "SELECT seq, hash FROM audit_head WHERE id = 1"))
         await using (var reader = await command.ExecuteReaderAsync())
         {
-            if (!await reader.ReadAsync()) throw new StorageException("the audit head row is missing: the database was altered by hand; run `kintsugi server audit verify`");
+            if (!await reader.ReadAsync()) throw new StorageException("the audit head row is missing: the database " +
+                "was altered by hand; run `kintsugi server audit verify`");
             headSeq = Convert.ToInt64(reader.GetValue(0));
             headHash = reader.GetString(1);
         }
         var when = DateTimeOffset.FromUnixTimeMilliseconds((at ?? DateTimeOffset.UtcNow).ToUnixTimeMilliseconds());
         var detailJson = JsonSerializer.Serialize(detail ?? new Dictionary<string, string?>());
         var seq = headSeq + 1;
-        var hash = Hash(seq, when.ToUnixTimeMilliseconds(), actor.Name, actor.Address, action, subject, detailJson, headHash);
+        var hash = Hash(seq, when.ToUnixTimeMilliseconds(), actor.Name, actor.Address, action, subject, detailJson,
+            headHash);
         await connection.ExecuteAsync(transaction,
-            "INSERT INTO audit_events (seq, at, actor, address, action, subject, detail, prev_hash, hash) VALUES (@s, @at, @actor, @addr, @action, @subject, @detail, @prev, @hash)",
-            ("@s", seq), ("@at", when.ToUnixTimeMilliseconds()), ("@actor", actor.Name), ("@addr", actor.Address), ("@action", action),
+            "INSERT INTO audit_events (seq, at, actor, address, action, subject, detail, prev_hash, hash) VALUES " +
+                "(@s, @at, @actor, @addr, @action, @subject, @detail, @prev, @hash)",
+            ("@s", seq), ("@at", when.ToUnixTimeMilliseconds()), ("@actor", actor.Name), ("@addr", actor.Address),
+                ("@action", action),
             ("@subject", subject), ("@detail", detailJson), ("@prev", headHash), ("@hash", hash));
-        await connection.ExecuteAsync(transaction, "UPDATE audit_head SET seq = @s, hash = @h WHERE id = 1", ("@s", seq), ("@h", hash));
+        await connection.ExecuteAsync(transaction, "UPDATE audit_head SET seq = @s, hash = @h WHERE id = 1",
+            ("@s", seq), ("@h", hash));
         return seq;
     }
 
-    public static string Hash(long seq, long atMilliseconds, string actor, string? address, string action, string subject, string detail, string prevHash)
+    public static string Hash(long seq, long atMilliseconds, string actor, string? address, string action,
+        string subject, string detail, string prevHash)
     {
         // Length-prefixed fields, so no two different rows serialize alike.
         using var buffer = new MemoryStream();
@@ -67,11 +75,13 @@ public static class AuditChain
         return Convert.ToHexStringLower(SHA256.HashData(buffer.ToArray()));
     }
 
-    public static async Task<IReadOnlyList<AuditEvent>> ReadAsync(Database db, long afterSeq = 0, int limit = 1000, CancellationToken cancellation = default)
+    public static async Task<IReadOnlyList<AuditEvent>> ReadAsync(Database db, long afterSeq = 0, int limit = 1000,
+        CancellationToken cancellation = default)
     {
         await using var connection = await db.OpenAsync(cancellation);
         await using var command = connection.Command(null,
-            "SELECT seq, at, actor, address, action, subject, detail, prev_hash, hash FROM audit_events WHERE seq > @after ORDER BY seq LIMIT @limit",
+            "SELECT seq, at, actor, address, action, subject, detail, prev_hash, hash FROM audit_events WHERE seq > " +
+                "@after ORDER BY seq LIMIT @limit",
             ("@after", afterSeq), ("@limit", (long)limit));
         await using var reader = await command.ExecuteReaderAsync(cancellation);
         var events = new List<AuditEvent>();
@@ -80,7 +90,8 @@ public static class AuditChain
     }
 
     /// <summary>The newest events first (for the dashboard and <c>audit log</c>).</summary>
-    public static async Task<IReadOnlyList<AuditEvent>> ReadNewestAsync(Database db, int limit, string? subject = null, CancellationToken cancellation = default)
+    public static async Task<IReadOnlyList<AuditEvent>> ReadNewestAsync(Database db, int limit, string? subject = null,
+        CancellationToken cancellation = default)
     {
         await using var connection = await db.OpenAsync(cancellation);
         await using var command = connection.Command(null,
@@ -94,28 +105,38 @@ public static class AuditChain
     }
 
     private static AuditEvent ReadEvent(DbDataReader r) => new(
-        Convert.ToInt64(r.GetValue(0)), DateTimeOffset.FromUnixTimeMilliseconds(Convert.ToInt64(r.GetValue(1))), r.GetString(2),
-        r.IsDBNull(3) ? null : r.GetString(3), r.GetString(4), r.GetString(5), r.GetString(6), r.GetString(7), r.GetString(8));
+        Convert.ToInt64(r.GetValue(0)), DateTimeOffset.FromUnixTimeMilliseconds(Convert.ToInt64(r.GetValue(1))),
+            r.GetString(2),
+        r.IsDBNull(3) ? null : r.GetString(3), r.GetString(4), r.GetString(5), r.GetString(6), r.GetString(7),
+            r.GetString(8));
 
     /// <summary>Reads the whole chain in order and reports every row that does not hold.</summary>
     public static async Task<AuditVerification> VerifyAsync(Database db, CancellationToken cancellation = default)
     {
         const int MaxProblems = 100;
         var problems = new List<AuditProblem>();
-        void Problem(long seq, string text) { if (problems.Count < MaxProblems) problems.Add(new AuditProblem(seq, text)); }
+        void Problem(long seq, string text)
+        {
+            if (problems.Count < MaxProblems) problems.Add(new AuditProblem(seq, text));
+        }
 
         await using var connection = await db.OpenAsync(cancellation);
         long headSeq = -1; var headHash = "";
         await using (var head = connection.Command(null, "SELECT seq, hash FROM audit_head WHERE id = 1"))
         await using (var reader = await head.ExecuteReaderAsync(cancellation))
         {
-            if (await reader.ReadAsync(cancellation)) { headSeq = Convert.ToInt64(reader.GetValue(0)); headHash = reader.GetString(1); }
+            if (await reader.ReadAsync(cancellation))
+            {
+                headSeq = Convert.ToInt64(reader.GetValue(0));
+                headHash = reader.GetString(1);
+            }
             else Problem(0, "the audit head row is missing");
         }
 
         long expectedSeq = 1, count = 0;
         var previousHash = GenesisHash;
-        await using (var command = connection.Command(null, "SELECT seq, at, actor, address, action, subject, detail, prev_hash, hash FROM audit_events ORDER BY seq"))
+        await using (var command = connection.Command(null,
+            "SELECT seq, at, actor, address, action, subject, detail, prev_hash, hash FROM audit_events ORDER BY seq"))
         await using (var reader = await command.ExecuteReaderAsync(cancellation))
         {
             while (await reader.ReadAsync(cancellation))
@@ -123,10 +144,14 @@ public static class AuditChain
                 var e = ReadEvent(reader);
                 count++;
                 if (e.Seq != expectedSeq)
-                    Problem(e.Seq, e.Seq > expectedSeq ? $"events {expectedSeq} to {e.Seq - 1} are missing (deleted)" : $"sequence number {e.Seq} is out of order");
+                    Problem(e.Seq, e.Seq > expectedSeq ? $"events {expectedSeq} to {e.Seq - 1} are missing (deleted)"
+                        : $"sequence number {e.Seq} is out of order");
                 if (e.PrevHash != previousHash)
-                    Problem(e.Seq, "its link to the previous event is broken (the previous event was edited, deleted or replaced)");
-                var recomputed = Hash(e.Seq, e.At.ToUnixTimeMilliseconds(), e.Actor, e.Address, e.Action, e.Subject, e.Detail, e.PrevHash);
+                    Problem(e.Seq,
+                        "its link to the previous event is broken (the previous event was edited, deleted or " +
+                        "replaced)");
+                var recomputed = Hash(e.Seq, e.At.ToUnixTimeMilliseconds(), e.Actor, e.Address, e.Action, e.Subject,
+                    e.Detail, e.PrevHash);
                 if (recomputed != e.Hash)
                     Problem(e.Seq, "its contents do not match its hash (the event was edited)");
                 previousHash = e.Hash;
@@ -136,9 +161,12 @@ public static class AuditChain
         var lastSeq = expectedSeq - 1;
         if (headSeq >= 0)
         {
-            if (headSeq > lastSeq) Problem(lastSeq + 1, $"the head records {headSeq} events but the log ends at {lastSeq} (events were deleted from the end)");
-            else if (headSeq < lastSeq) Problem(headSeq + 1, $"events after {headSeq} were added outside the server (the head records {headSeq})");
-            else if (headHash != previousHash) Problem(lastSeq, "the last event does not match the head's hash (it was edited or replaced)");
+            if (headSeq > lastSeq) Problem(lastSeq + 1,
+                $"the head records {headSeq} events but the log ends at {lastSeq} (events were deleted from the end)");
+            else if (headSeq < lastSeq) Problem(headSeq + 1,
+                $"events after {headSeq} were added outside the server (the head records {headSeq})");
+            else if (headHash != previousHash) Problem(lastSeq,
+                "the last event does not match the head's hash (it was edited or replaced)");
         }
         return new AuditVerification(problems.Count == 0, count, headSeq, headHash, problems);
     }

@@ -19,12 +19,16 @@ public sealed class BundleStore(string directory, Database db)
     }
 
     /// <summary>Stores the bytes (idempotent; a file whose contents do not match its name is replaced).</summary>
-    public async Task PutAsync(Sha256Digest digest, byte[] bytes, System.Data.Common.DbConnection connection, System.Data.Common.DbTransaction transaction)
+    public async Task PutAsync(Sha256Digest digest, byte[] bytes, System.Data.Common.DbConnection connection,
+        System.Data.Common.DbTransaction transaction)
     {
-        if (Sha256Digest.Of(bytes) != digest) throw new ArgumentException("the bytes do not match their digest", nameof(bytes));
+        if (Sha256Digest.Of(bytes) != digest) throw new ArgumentException("the bytes do not match their digest",
+            nameof(bytes));
         WriteFile(digest, bytes);
         if (db.Dialect == Dialect.Postgres)
-            await connection.ExecuteAsync(transaction, "INSERT INTO bundle_blobs (sha256, content) VALUES (@s, @c) ON CONFLICT (sha256) DO NOTHING", ("@s", digest.ToString()), ("@c", bytes));
+            await connection.ExecuteAsync(transaction,
+                "INSERT INTO bundle_blobs (sha256, content) VALUES (@s, @c) ON CONFLICT (sha256) DO NOTHING",
+                ("@s", digest.ToString()), ("@c", bytes));
     }
 
     /// <summary>The path of the stored bundle, or null when no bundle has that digest.</summary>
@@ -34,8 +38,10 @@ public sealed class BundleStore(string directory, Database db)
         if (File.Exists(path)) return path;
         if (db.Dialect != Dialect.Postgres) return null;
         await using var connection = await db.OpenAsync(cancellation);
-        if (await connection.ScalarAsync(null, "SELECT content FROM bundle_blobs WHERE sha256 = @s", ("@s", digest.ToString())) is not byte[] bytes) return null;
-        if (Sha256Digest.Of(bytes) != digest) throw new StorageException($"the stored bytes of bundle {digest} do not match its digest: the database was altered");
+        if (await connection.ScalarAsync(null, "SELECT content FROM bundle_blobs WHERE sha256 = @s",
+            ("@s", digest.ToString())) is not byte[] bytes) return null;
+        if (Sha256Digest.Of(bytes) != digest) throw new StorageException($"the stored bytes of bundle {digest} do " +
+            $"not match its digest: the database was altered");
         WriteFile(digest, bytes);
         return path;
     }

@@ -54,8 +54,12 @@ public sealed class Database : IDisposable
     {
         NpgsqlConnectionStringBuilder builder;
         try { builder = new NpgsqlConnectionStringBuilder(connectionString); }
-        catch (ArgumentException e) { throw new StorageException($"the PostgreSQL connection string is not valid: {e.Message}", e); }
-        return new Database(Dialect.Postgres, connectionString, $"PostgreSQL {builder.Host}:{builder.Port}/{builder.Database}");
+        catch (ArgumentException e)
+        {
+            throw new StorageException($"the PostgreSQL connection string is not valid: {e.Message}", e);
+        }
+        return new Database(Dialect.Postgres, connectionString,
+            $"PostgreSQL {builder.Host}:{builder.Port}/{builder.Database}");
     }
 
     public DbConnection Open()
@@ -89,14 +93,16 @@ public sealed class Database : IDisposable
     }
 
     /// <summary>Runs <paramref name="work"/> in one write transaction, committed when it returns.</summary>
-    public async Task<T> WriteAsync<T>(Func<DbConnection, DbTransaction, Task<T>> work, CancellationToken cancellation = default)
+    public async Task<T> WriteAsync<T>(Func<DbConnection, DbTransaction, Task<T>> work,
+        CancellationToken cancellation = default)
     {
         var serialized = Dialect == Dialect.Sqlite;
         if (serialized) await _sqliteWriter.WaitAsync(cancellation);
         try
         {
             await using var connection = await OpenAsync(cancellation);
-            await using var transaction = await connection.BeginTransactionAsync(IsolationLevel.ReadCommitted, cancellation);
+            await using var transaction = await connection.BeginTransactionAsync(IsolationLevel.ReadCommitted,
+                cancellation);
             var result = await work(connection, transaction);
             await transaction.CommitAsync(cancellation);
             return result;
@@ -123,7 +129,8 @@ public sealed class Database : IDisposable
 
 internal static class DbExtensions
 {
-    public static DbCommand Command(this DbConnection connection, DbTransaction? transaction, string sql, params (string Name, object? Value)[] parameters)
+    public static DbCommand Command(this DbConnection connection, DbTransaction? transaction, string sql,
+        params (string Name, object? Value)[] parameters)
     {
         var command = connection.CreateCommand();
         command.Transaction = transaction;
@@ -140,13 +147,15 @@ internal static class DbExtensions
         return parameter;
     }
 
-    public static async Task<int> ExecuteAsync(this DbConnection connection, DbTransaction? transaction, string sql, params (string, object?)[] parameters)
+    public static async Task<int> ExecuteAsync(this DbConnection connection, DbTransaction? transaction, string sql,
+        params (string, object?)[] parameters)
     {
         await using var command = connection.Command(transaction, sql, parameters);
         return await command.ExecuteNonQueryAsync();
     }
 
-    public static async Task<object?> ScalarAsync(this DbConnection connection, DbTransaction? transaction, string sql, params (string, object?)[] parameters)
+    public static async Task<object?> ScalarAsync(this DbConnection connection, DbTransaction? transaction, string sql,
+        params (string, object?)[] parameters)
     {
         await using var command = connection.Command(transaction, sql, parameters);
         var value = await command.ExecuteScalarAsync();

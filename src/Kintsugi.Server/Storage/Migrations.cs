@@ -151,7 +151,8 @@ public static class Migrations
             """),
     ];
 
-    /// <summary>The database refuses UPDATE and DELETE on the audit log; the hash chain catches whoever drops the trigger.</summary>
+    /// <summary>The database refuses UPDATE and DELETE on the audit log; the hash chain catches whoever drops the
+    /// trigger.</summary>
     private static string AppendOnlyTriggers(Database db) => db.Dialect == Dialect.Postgres
         ? """
           CREATE FUNCTION kintsugi_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS
@@ -170,24 +171,32 @@ public static class Migrations
         var applied = new List<int>();
         await using var connection = await db.OpenAsync(cancellation);
         if (db.Dialect == Dialect.Postgres)
-            await connection.ExecuteAsync(null, "SELECT pg_advisory_lock(7142022)"); // released when the connection closes
-        await connection.ExecuteAsync(null, "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)");
+            // released when the connection closes
+            await connection.ExecuteAsync(null, "SELECT pg_advisory_lock(7142022)");
+        await connection.ExecuteAsync(null,
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, " +
+            "applied_at BIGINT NOT NULL)");
         try
         {
             foreach (var migration in All)
             {
-                var exists = await connection.ScalarAsync(null, "SELECT version FROM schema_migrations WHERE version = @v", ("@v", (long)migration.Version));
+                var exists = await connection.ScalarAsync(null,
+                    "SELECT version FROM schema_migrations WHERE version = @v", ("@v", (long)migration.Version));
                 if (exists is not null) continue;
                 await using var transaction = await connection.BeginTransactionAsync(cancellation);
-                await connection.ExecuteAsync(transaction, migration.Sql(db)); // both providers run multi-statement text
-                await connection.ExecuteAsync(transaction, "INSERT INTO schema_migrations (version, name, applied_at) VALUES (@v, @n, @t)",
-                    ("@v", (long)migration.Version), ("@n", migration.Name), ("@t", DateTimeOffset.UtcNow.ToUnixTimeMilliseconds()));
+                // both providers run multi-statement text
+                await connection.ExecuteAsync(transaction, migration.Sql(db));
+                await connection.ExecuteAsync(transaction,
+                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES (@v, @n, @t)",
+                    ("@v", (long)migration.Version), ("@n", migration.Name),
+                        ("@t", DateTimeOffset.UtcNow.ToUnixTimeMilliseconds()));
                 await transaction.CommitAsync(cancellation);
                 applied.Add(migration.Version);
             }
             var newest = await connection.ScalarAsync(null, "SELECT MAX(version) FROM schema_migrations");
             if (newest is not null && Convert.ToInt64(newest) > All[^1].Version)
-                throw new StorageException($"{db.Description} has schema version {newest}, newer than this server knows ({All[^1].Version}); run a newer kintsugi-server");
+                throw new StorageException($"{db.Description} has schema version {newest}, newer than this server " +
+                    $"knows ({All[^1].Version}); run a newer kintsugi-server");
         }
         catch (DbException e)
         {
@@ -195,7 +204,8 @@ public static class Migrations
         }
         finally
         {
-            if (db.Dialect == Dialect.Postgres) await connection.ExecuteAsync(null, "SELECT pg_advisory_unlock(7142022)");
+            if (db.Dialect == Dialect.Postgres) await connection.ExecuteAsync(null,
+                "SELECT pg_advisory_unlock(7142022)");
         }
         return applied;
     }

@@ -11,7 +11,8 @@ public static class Pages
 {
     public static string E(string? text) => WebUtility.HtmlEncode(text ?? "");
 
-    public static string T(DateTimeOffset? time) => time?.ToString("yyyy-MM-dd HH:mm:ss'Z'", CultureInfo.InvariantCulture) ?? "—";
+    public static string T(DateTimeOffset? time) =>
+        time?.ToString("yyyy-MM-dd HH:mm:ss'Z'", CultureInfo.InvariantCulture) ?? "—";
 
     private const string Style = """
         body{font:14px/1.45 system-ui,sans-serif;margin:0;color:#1d2330;background:#f6f7f9}
@@ -46,13 +47,15 @@ public static class Pages
             """;
     }
 
-    public static string State(string? state) => state is null ? "<span class=\"s\">never checked in</span>" : $"<span class=\"s s-{E(state)}\">{E(state)}</span>";
+    public static string State(string? state) => state is null ? "<span class=\"s\">never checked in</span>"
+        : $"<span class=\"s s-{E(state)}\">{E(state)}</span>";
 
     public static string AuditTable(IEnumerable<AuditEvent> events)
     {
         var html = new StringBuilder("<table><tr><th>#</th><th>when</th><th>who</th><th>from</th><th>what</th><th>subject</th><th>detail</th></tr>");
         foreach (var e in events)
-            html.Append(CultureInfo.InvariantCulture, $"<tr><td>{e.Seq}</td><td>{T(e.At)}</td><td>{E(e.Actor)}</td><td>{E(e.Address)}</td><td><code>{E(e.Action)}</code></td><td><code>{E(e.Subject)}</code></td><td><code>{E(e.Detail)}</code></td></tr>");
+            html.Append(CultureInfo.InvariantCulture,
+                $"<tr><td>{e.Seq}</td><td>{T(e.At)}</td><td>{E(e.Actor)}</td><td>{E(e.Address)}</td><td><code>{E(e.Action)}</code></td><td><code>{E(e.Subject)}</code></td><td><code>{E(e.Detail)}</code></td></tr>");
         return html.Append("</table>").ToString();
     }
 
@@ -70,7 +73,8 @@ public static class Pages
             <table><tr><th>machine</th><th>kernel</th><th>CVE</th><th>severity</th><th>fix released</th><th>deadline</th><th>applied</th><th>days</th><th>status</th><th>breach</th></tr>
             """);
         foreach (var r in report.Items)
-            html.Append(CultureInfo.InvariantCulture, $"<tr><td>{E(r.Hostname)}<br><code>{E(r.Machine)}</code></td><td>{E(r.KernelRelease)}</td><td>{E(r.Cve)}</td><td>{E(r.Severity)}</td>" +
+            html.Append(CultureInfo.InvariantCulture,
+                $"<tr><td>{E(r.Hostname)}<br><code>{E(r.Machine)}</code></td><td>{E(r.KernelRelease)}</td><td>{E(r.Cve)}</td><td>{E(r.Severity)}</td>" +
                 $"<td>{T(r.FixReleasedAt)}</td><td>{T(r.Deadline)}</td><td>{T(r.AppliedAt)}</td><td>{r.DaysToApply?.ToString(CultureInfo.InvariantCulture) ?? "—"}</td>" +
                 $"<td><span class=\"s s-{r.Status}\">{r.Status}</span></td><td>{(r.Breach ? "<b class=\"s bad\">yes</b>" : "no")}</td></tr>");
         html.Append("</table>");

@@ -60,7 +60,8 @@ public sealed partial class MachineAgent
     public void Start()
     {
         if (Directory.Exists(IncomingDirectory)) Directory.Delete(IncomingDirectory, recursive: true);
-        var boot = new BootApplier(_paths, new LivepatchRuntime(_log), _log).Run(_config.Settle, _config.TransitionTimeout);
+        var boot = new BootApplier(_paths, new LivepatchRuntime(_log), _log).Run(_config.Settle, _config.TransitionTimeout,
+            RetiredKeys.BootRefusal(_config.TrustStore, _log));
         foreach (var action in boot.Actions) _log($"boot: {action.Patch}: {action.Action}" + (action.Detail.Length > 0 ? $" ({action.Detail})" : ""));
         if (boot.DisabledBecause is not null) return;
         if (_applier.Resume(_config.OnBug, _config.Settle, _config.TransitionTimeout) is { } resumed)
@@ -123,14 +124,32 @@ public sealed partial class MachineAgent
     private CycleResult RunOffline()
     {
         if (KillSwitch.Reason(_paths) is { } disabled) return Finish(false, $"automatic patching is disabled: {disabled}", ExitCode.Disabled);
+        var rootFile = Path.Combine(_config.OfflineDirectory!, SignedTrustRoot.FileName);
+        var (rootRefusals, rootChanges) = TakeTrustRoot(File.Exists(rootFile) ? File.ReadAllText(rootFile) : null, rootFile);
         var trust = TrustStore.Open(_config.TrustStore);
-        var selection = OfflineSource.Select(_config.OfflineDirectory!, trust, RunningTarget());
+        // The directory's signed release metadata rules offline as the server's does online: no rollback, no revoked level.
+        var guard = Guard();
+        var (metadata, timestamps) = OfflineSource.Statements(_config.OfflineDirectory!, RunningTarget().BuildId);
+        var guardNotes = metadata.SelectMany(m => guard.Offer(m, null, trust)).Concat(timestamps.SelectMany(t => guard.Offer(null, t, trust))).ToList();
+        if (guard.Freshness == MetadataFreshness.Stale) guardNotes.Add(guard.Describe());
+        foreach (var note in guardNotes) _log(note);
+        var applied = AppliedRecord();
+        var running = applied is not null && RetiredKeys.Refusal(applied, trust) is null ? applied.Origin?.Level : null;
+        var selection = OfflineSource.Select(_config.OfflineDirectory!, trust, RunningTarget(), level => guard.Refuse(level, running));
         foreach (var refused in selection.Refused) _log($"refused {refused.Source}: {refused.Reason}");
         var changed = false;
         var outcome = ExitCode.Success;
         var detail = "";
         if (selection.Best is { } best)
             (changed, outcome, detail) = ApplyOffer(best);
+        else if (running is not null && guard.RefuseRemove(running) is null)
+        {
+            // Signed metadata forbids the running level and the directory holds no allowed one: take it out.
+            var removed = _applier.RemoveAll(_config.TransitionTimeout);
+            changed = true;
+            detail = $"level {running} is forbidden by {guard.Describe()}; removed {string.Join(", ", removed.DefaultIfEmpty(applied!.Name))}";
+            SaveAttempt(PatchState.Revoked, null, null, detail);
+        }
         else if (selection.Refused.Count == 0)
             detail = $"no bundle in {_config.OfflineDirectory} for {RunningKernel.Release} ({selection.Ignored} for other kernels)";
         if (selection.Refused.Count > 0 && outcome == ExitCode.Success)
@@ -140,6 +159,14 @@ public sealed partial class MachineAgent
             SaveAttempt(PatchState.ApplyFailed, first.Level, null, detail);
             outcome = ExitCode.InputRefused;
         }
+        if (RemoveRetired(trust, outcome) is { } retired)
+        {
+            changed = true;
+            detail = detail.Length > 0 ? $"{detail}; {retired}" : retired;
+        }
+        if (rootRefusals.Count > 0 && outcome == ExitCode.Success) outcome = ExitCode.InputRefused;
+        string[] notes = [.. rootChanges, .. rootRefusals, .. guardNotes];
+        if (notes.Length > 0) detail = string.Join("; ", detail.Length > 0 ? [detail, .. notes] : notes);
         return Finish(changed, detail, outcome);
     }
 
@@ -155,15 +182,17 @@ public sealed partial class MachineAgent
             // The credential was revoked (or the machine was re-enrolled elsewhere): the token is still configured, so enroll again.
             _log($"{e.Message}; enrolling again with the configured token");
             File.Delete(CredentialPath);
-            credential = await EnsureEnrolledAsync(server, cancellation);
+            // The refused credential goes along: if the server only lost track of it, it still proves this is the same machine.
+            credential = await EnsureEnrolledAsync(server, cancellation, proof: credential);
             response = await server.CheckInAsync(credential, CheckInRequestFor(null, null, guard), cancellation);
         }
         // The epoch only moves forward: an answer from a lagging replica must not trigger check-ins again.
         SaveIdentity(current => current! with { CheckInSeconds = response.CheckInSeconds, EventsWaitSeconds = response.EventsWaitSeconds, Epoch = Math.Max(current.Epoch, response.Epoch) });
         _checkedIn = true;
+        var (rootRefusals, rootChanges) = TakeTrustRoot(response.TrustRoot, "the server");
         var trust = TrustStore.Open(_config.TrustStore);
-        var refusals = guard.Offer(response.Metadata, response.Timestamp, trust);
-        var notes = refusals.ToList();
+        var refusals = rootRefusals.Concat(guard.Offer(response.Metadata, response.Timestamp, trust)).ToList();
+        var notes = rootChanges.Concat(refusals).ToList();
         if (guard.Freshness == MetadataFreshness.Stale) notes.Add(guard.Describe());
         foreach (var note in notes) _log(note);
         if (KillSwitch.Reason(_paths) is { } disabled) return Finish(false, $"automatic patching is disabled: {disabled}", ExitCode.Disabled);
@@ -171,7 +200,9 @@ public sealed partial class MachineAgent
         var changed = false;
         var outcome = ExitCode.Success;
         var detail = "";
-        var running = AppliedRecord()?.Origin?.Level;
+        // A level signed by a retired key claims nothing: any good level may replace it, lower ones included.
+        var applied = AppliedRecord();
+        var running = applied is not null && RetiredKeys.Refusal(applied, trust) is null ? applied.Origin?.Level : null;
         switch (response.Action)
         {
             case CheckInAction.Apply when response.Release is { } release:
@@ -209,11 +240,54 @@ public sealed partial class MachineAgent
                 SaveAttempt(PatchState.Revoked, null, null, detail);
                 break;
         }
+        if (RemoveRetired(trust, outcome) is { } retired)
+        {
+            changed = true;
+            detail = detail.Length > 0 ? $"{detail}; {retired}" : retired;
+        }
         if (notes.Count > 0) detail = string.Join("; ", detail.Length > 0 ? [detail, .. notes] : notes);
         var result = Finish(changed, detail, outcome);
-        if (changed || outcome != ExitCode.Success || refusals.Count > 0 || guard.Freshness != reported)
+        if (changed || outcome != ExitCode.Success || notes.Count > 0 || guard.Freshness != reported)
             await server.CheckInAsync(credential, CheckInRequestFor(null, detail, guard), cancellation);
         return result;
+    }
+
+    /// <summary>
+    /// Applies a signed trust-root update (new keys, retirements) to the machine's trust store before anything is
+    /// verified with it. Returns the refusals and the changes, for the log and the check-in.
+    /// </summary>
+    private (IReadOnlyList<string> Refusals, IReadOnlyList<string> Changes) TakeTrustRoot(string? text, string source)
+    {
+        if (text is null) return ([], []);
+        try
+        {
+            var changes = TrustStore.Open(_config.TrustStore).Apply(SignedTrustRoot.Read(text)).Select(c => $"trust root: {c}").ToList();
+            foreach (var change in changes) _log(change);
+            return ([], changes);
+        }
+        catch (BundleException e)
+        {
+            var refusal = $"trust-root update from {source} refused: {e.Message}";
+            _log(refusal);
+            return ([refusal], []);
+        }
+    }
+
+    /// <summary>
+    /// Takes out every installed patch whose publisher key is retired (what the source offered has had its chance to
+    /// replace it). Returns what was done, or null when nothing was signed by a retired key.
+    /// </summary>
+    private string? RemoveRetired(TrustStore trust, ExitCode outcome)
+    {
+        var retired = _applier.Store.List().Select(r => (Record: r, Why: RetiredKeys.Refusal(r, trust))).Where(r => r.Why is not null).ToList();
+        if (retired.Count == 0) return null;
+        var names = retired.Select(r => r.Record.Name).ToHashSet();
+        _applier.Remove(r => names.Contains(r.Name), _config.TransitionTimeout);
+        var detail = $"removed {string.Join(", ", names.Order(StringComparer.Ordinal))}: {string.Join("; ", retired.Select(r => r.Why))}";
+        _log(detail);
+        // A failed apply's own record says more; otherwise the removal is the news.
+        if (outcome == ExitCode.Success) SaveAttempt(PatchState.Revoked, null, null, detail);
+        return detail;
     }
 
     /// <summary>The release-metadata guard for the running build (docs/bundle-format.md, "Release metadata").</summary>
@@ -311,18 +385,21 @@ public sealed partial class MachineAgent
         if (text is { Length: > CheckInRequest.MaxDetailLength }) text = text[..CheckInRequest.MaxDetailLength];
         return new CheckInRequest(Identity(), state ?? PatchStates.Parse(status.State), status.Level,
             status.Bundle is { } b ? Sha256Digest.Parse(b) : null, status.EffectivePackageVersion, (long)RunningKernel.Taint.Mask, text, Version,
-            guard is null ? null : new MetadataReport(guard.Freshness.ToString().ToLowerInvariant(), guard.Metadata?.Metadata.Version, guard.Expires));
+            guard is null ? null : new MetadataReport(guard.Freshness.ToString().ToLowerInvariant(), guard.Metadata?.Metadata.Version, guard.Expires),
+            RunningKernel.BootId);
     }
 
     private static KernelIdentity Identity() => new(RunningKernel.Release, RunningTarget().BuildId, RunningKernel.PackageVersion);
 
-    private async Task<string> EnsureEnrolledAsync(ServerClient server, CancellationToken cancellation)
+    private async Task<string> EnsureEnrolledAsync(ServerClient server, CancellationToken cancellation, string? proof = null)
     {
         _identity ??= LoadIdentity();
         if (File.Exists(CredentialPath) && _identity is not null) return File.ReadAllText(CredentialPath).Trim();
+        // A credential without its identity file (a state directory half restored) still proves who this machine is.
+        if (File.Exists(CredentialPath)) proof ??= File.ReadAllText(CredentialPath).Trim();
         var token = _config.EnrollmentToken ?? throw new AgentException(
             $"this machine is not enrolled ({CredentialPath} is missing) and {AgentConfig.DefaultPath} has no token; add an enrollment token from the server's operator", ExitCode.Environment);
-        var response = await server.EnrollAsync(new EnrollRequest(token, ReportedHostname(Environment.MachineName), MachineId(), Identity(), Version), cancellation);
+        var response = await server.EnrollAsync(new EnrollRequest(token, ReportedHostname(Environment.MachineName), MachineId(), Identity(), Version, proof), cancellation);
         Directory.CreateDirectory(StateDirectory);
         AtomicFile.WriteSecret(CredentialPath, response.Credential);
         // The epoch starts again from what this server says: enrolling again may mean the server's data was

@@ -37,7 +37,14 @@ public static class OfflineSource
 {
     public const string Extension = ".bundle";
 
-    public static OfflineSelection Select(string directory, TrustStore trust, KernelTarget running)
+    /// <summary>Signed release metadata files an offline directory may carry (docs/bundle-format.md).</summary>
+    public const string MetadataPattern = "*.metadata.json";
+
+    /// <summary>Timestamps extending that metadata's freshness.</summary>
+    public const string TimestampPattern = "*.timestamp.json";
+
+    /// <param name="refuse">Why a verified level must not run (the release-metadata guard), or null: such a level is refused and the next one tried.</param>
+    public static OfflineSelection Select(string directory, TrustStore trust, KernelTarget running, Func<int, string?>? refuse = null)
     {
         if (!Directory.Exists(directory))
             throw new AgentException($"the offline bundle directory {directory} does not exist; create it and copy bundles into it", ExitCode.NotFound);
@@ -68,9 +75,16 @@ public static class OfflineSource
         foreach (var (bundle, bytes, path) in candidates.OrderByDescending(c => c.Bundle.Manifest.CumulativeLevel).ThenBy(c => c.Path, StringComparer.Ordinal))
         {
             if (best is not null && bundle.Manifest.CumulativeLevel < best.Level) break;
+            if (best is null && refuse?.Invoke(bundle.Manifest.CumulativeLevel) is { } forbidden)
+            {
+                // Refused before verification too: a forbidden level never gets as far as a signature check.
+                refused.Add(new RefusedBundle(path, forbidden, bundle.Manifest.CumulativeLevel));
+                continue;
+            }
             try
             {
                 var verified = BundleVerifier.Verify(bundle, trust, running);
+                if (refuse?.Invoke(verified.Manifest.CumulativeLevel) is { } why) throw new BundleException(BundleFailure.InvalidMetadata, why);
                 if (best is null) best = new VerifiedOffer(verified, Sha256Digest.Of(bytes), path);
             }
             catch (BundleException e)
@@ -79,5 +93,36 @@ public static class OfflineSource
             }
         }
         return new OfflineSelection(best, refused, ignored);
+    }
+
+    /// <summary>
+    /// The signed release metadata and timestamps in <paramref name="directory"/> for <paramref name="build"/>, in
+    /// ascending version (the guard keeps the newest it verifies). Unreadable files are skipped here; the guard reports
+    /// what it refuses.
+    /// </summary>
+    public static (IReadOnlyList<string> Metadata, IReadOnlyList<string> Timestamps) Statements(string directory, BuildId build)
+    {
+        var metadata = new List<(long Version, string Text)>();
+        foreach (var path in Directory.EnumerateFiles(directory, MetadataPattern).Order(StringComparer.Ordinal))
+        {
+            try
+            {
+                var text = File.ReadAllText(path);
+                var parsed = SignedReleaseMetadata.Read(text);
+                if (parsed.Metadata.Target.BuildId == build) metadata.Add((parsed.Metadata.Version, text));
+            }
+            catch (Exception e) when (e is BundleException or IOException or UnauthorizedAccessException) { }
+        }
+        var timestamps = new List<string>();
+        foreach (var path in Directory.EnumerateFiles(directory, TimestampPattern).Order(StringComparer.Ordinal))
+        {
+            try
+            {
+                var text = File.ReadAllText(path);
+                if (SignedReleaseTimestamp.Read(text).Timestamp.BuildId == build) timestamps.Add(text);
+            }
+            catch (Exception e) when (e is BundleException or IOException or UnauthorizedAccessException) { }
+        }
+        return ([.. metadata.OrderBy(m => m.Version).Select(m => m.Text)], timestamps);
     }
 }

@@ -65,6 +65,16 @@ public sealed class ReleaseGuard
     public IReadOnlyList<string> Offer(string? metadataText, string? timestampText, TrustStore trust)
     {
         var refusals = new List<string>();
+        // Metadata kept from a key retired since says nothing any more: a stolen key must not leave behind a version
+        // so high (or a minimum so strict) that the publisher's new key can never speak again.
+        if (Metadata is { } stale && trust.Find(stale.KeyId) is { State: KeyState.Retired })
+        {
+            refusals.Add($"release metadata version {stale.Metadata.Version} kept here is signed by key {stale.KeyId}, retired since; dropped");
+            Metadata = null;
+            Timestamp = null;
+            File.Delete(MetadataPath);
+            File.Delete(TimestampPath);
+        }
         if (metadataText is not null)
         {
             try

@@ -76,6 +76,8 @@ public sealed class ServerClient(HttpClient http, Uri server, string agentVersio
         var response = await ExchangeAsync(HttpMethod.Post, ProtocolPaths.Enroll, null, Json(request, ProtocolJson.Default.EnrollRequest), "enrollment", limits.JsonDeadline, limits.MaxJsonResponse, cancellation);
         if (response.Status == HttpStatusCode.Unauthorized)
             throw new AgentException($"the server refused the enrollment token: {Detail(response)}; ask an operator for a valid token", ExitCode.InputRefused);
+        if (response.Status == HttpStatusCode.Conflict)
+            throw new AgentException($"the server refused to enroll this machine again: {Detail(response)}", ExitCode.InputRefused);
         EnsureSuccess(response, "enrollment");
         return Read(response, ProtocolJson.Default.EnrollResponse);
     }

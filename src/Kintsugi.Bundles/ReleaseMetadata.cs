@@ -91,6 +91,7 @@ internal sealed record SignedEnvelope(string Signed, PublisherKeyId KeyId, strin
     AllowDuplicateProperties = false)]
 [JsonSerializable(typeof(ReleaseMetadata))]
 [JsonSerializable(typeof(ReleaseTimestamp))]
+[JsonSerializable(typeof(TrustRoot))]
 [JsonSerializable(typeof(SignedEnvelope))]
 internal sealed partial class MetadataJson : JsonSerializerContext;
 

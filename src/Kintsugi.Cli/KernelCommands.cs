@@ -277,13 +277,15 @@ internal static class KernelCommands
     {
         var settle = new Option<int>("--settle") { Description = "Seconds a loaded patch must run without kernel problems before it is confirmed healthy", DefaultValueFactory = _ => 10 };
         var timeout = TimeoutOption();
+        var trust = KeysCommands.TrustOption();
+        trust.Description = "The trust store: installed patches signed by a key retired there are uninstalled, not loaded";
         var json = Cli.Json();
-        var command = new Command("boot", "Re-apply installed livepatches (run by kintsugi-kernel.service at boot), honouring the kill switch and the crash-loop guard") { settle, timeout, json };
+        var command = new Command("boot", "Re-apply installed livepatches (run by kintsugi-kernel.service at boot), honouring the kill switch, retired keys and the crash-loop guard") { settle, timeout, trust, json };
         command.Action = Cli.Run(parse =>
         {
             var paths = MachinePaths.Default;
             var result = new BootApplier(paths, new LivepatchRuntime(Cli.Progress), Cli.Progress)
-                .Run(TimeSpan.FromSeconds(parse.GetValue(settle)), TimeSpan.FromSeconds(parse.GetValue(timeout)));
+                .Run(TimeSpan.FromSeconds(parse.GetValue(settle)), TimeSpan.FromSeconds(parse.GetValue(timeout)), Kintsugi.Agent.RetiredKeys.BootRefusal(parse.GetValue(trust)!, Cli.Progress));
             if (parse.GetValue(json)) Cli.WriteJson(result, CliJson.Default.BootResult);
             else foreach (var action in result.Actions) Console.WriteLine($"{action.Patch}: {action.Action}" + (action.Detail.Length > 0 ? $" ({action.Detail})" : ""));
             if (result.DisabledBecause is not null) return Task.FromResult((int)ExitCode.Disabled);

@@ -20,7 +20,46 @@ internal static class KeysCommands
         keys.Subcommands.Add(Trust());
         keys.Subcommands.Add(Retire());
         keys.Subcommands.Add(List());
+        keys.Subcommands.Add(SignRoot());
+        keys.Subcommands.Add(ApplyRoot());
         return keys;
+    }
+
+    private static Command SignRoot()
+    {
+        var rootKey = new Option<FileInfo>("--key") { Description = "The offline root private key (kintsugi keys generate)", Required = true };
+        var version = new Option<long>("--version") { Description = "The update's version: above every version signed before", Required = true };
+        var output = new Option<FileInfo>("--output", "-o") { Description = "Where to write the signed update (trust-root.json)", Required = true };
+        var trust = TrustOption();
+        trust.Description = "The trust store whose trusted, retired and timestamp keys the update lists (the publisher's reference store)";
+        var command = new Command("sign-root", "Sign a trust-root update with an offline root key: machines that pin the root key trust, retire and add the keys it lists") { rootKey, version, output, trust };
+        command.Action = Cli.Run(parse =>
+        {
+            using var key = PublisherKey.Load(parse.GetValue(rootKey)!.FullName);
+            var store = TrustStore.Open(parse.GetValue(trust)!);
+            var update = SignedTrustRoot.Create(parse.GetValue(version), store.Keys.Where(k => k.State == KeyState.Trusted).Select(k => k.Key),
+                store.Keys.Where(k => k.State == KeyState.Retired).Select(k => k.Key), store.TimestampKeys, key);
+            var path = parse.GetValue(output)!.FullName;
+            File.WriteAllText(path, update.Text);
+            Console.WriteLine($"{update}: {update.Trusted.Count} trusted, {update.Retired.Count} retired, {update.TimestampKeys.Count} timestamp key(s) -> {path}");
+            return Task.FromResult(0);
+        });
+        return command;
+    }
+
+    private static Command ApplyRoot()
+    {
+        var document = new Argument<FileInfo>("trust-root.json") { Description = "A signed trust-root update" };
+        var trust = TrustOption();
+        var command = new Command("apply-root", "Apply a signed trust-root update to a trust store by hand (the agent does it at every check)") { document, trust };
+        command.Action = Cli.Run(parse =>
+        {
+            var store = TrustStore.Open(parse.GetValue(trust)!);
+            var changes = store.Apply(SignedTrustRoot.Read(File.ReadAllText(parse.GetValue(document)!.FullName)));
+            Console.WriteLine(changes.Count == 0 ? "already applied; nothing changed" : string.Join(Environment.NewLine, changes));
+            return Task.FromResult(0);
+        });
+        return command;
     }
 
     private static Command Generate()
@@ -50,11 +89,18 @@ internal static class KeysCommands
         var path = new Argument<FileInfo>("public-key") { Description = "A publisher's public key (.pub, SubjectPublicKeyInfo PEM)" };
         var trust = TrustOption();
         var timestamp = new Option<bool>("--timestamp") { Description = "Trust it as an online timestamp key (a server's keys/timestamp.pub): it may only extend release metadata's freshness" };
-        var command = new Command("trust", "Add a publisher's public key to the trust store: bundles it signs verify from now on") { path, trust, timestamp };
+        var root = new Option<bool>("--root") { Description = "Pin it as an offline root key: it may only sign trust-root updates (kintsugi keys sign-root)" };
+        var command = new Command("trust", "Add a publisher's public key to the trust store: bundles it signs verify from now on") { path, trust, timestamp, root };
         command.Action = Cli.Run(parse =>
         {
             var key = PublisherPublicKey.Load(parse.GetValue(path)!.FullName);
             var store = TrustStore.Open(parse.GetValue(trust)!);
+            if (parse.GetValue(root))
+            {
+                store.AddRootKey(key);
+                Console.WriteLine($"{key.Id}: pinned as a root key in {store.Directory}");
+                return Task.FromResult(0);
+            }
             if (parse.GetValue(timestamp))
             {
                 store.AddTimestampKey(key);

@@ -349,8 +349,20 @@ internal static class ServerCommands
             Console.WriteLine($"{m.Id} is now in {m.Channel}");
             return 0;
         });
+        var approveId = new Argument<string>("machine") { Description = "Machine id (m_…)" };
+        var approve = new Command("approve-reenroll", "Let a machine's machine-id enroll again without its current credential (a re-imaged machine), " +
+            "once, within 24 hours (operator)") { approveId };
+        approve.Action = Cli.Run(async parse =>
+        {
+            using var api = Connect(parse);
+            var response = await api.SendAsync(HttpMethod.Post, $"/api/v1/machines/{Escape(parse.GetValue(approveId)!)}/approve-reenroll");
+            var m = await Api.ReadAsync(response, Types.MachineView);
+            Console.WriteLine($"{m.Id} ({m.Hostname}) may enroll again until {m.ReenrollApprovedUntil:u}");
+            return 0;
+        });
         command.Subcommands.Add(show);
         command.Subcommands.Add(move);
+        command.Subcommands.Add(approve);
         return command;
     }
 
@@ -496,9 +508,22 @@ internal static class ServerCommands
             Console.WriteLine($"retired {parse.GetValue(id)}");
             return 0;
         });
+        var document = new Argument<FileInfo>("trust-root.json") { Description = "A trust-root update signed by a root key (kintsugi keys sign-root)" };
+        var trustRoot = new Command("root", "Publish a signed trust-root update: agents apply it at their next check-in (new keys, retirements); " +
+            "this server applies it to its own keys (admin)") { document };
+        trustRoot.Action = Cli.Run(async parse =>
+        {
+            using var api = Connect(parse);
+            var result = await api.SendAsync(HttpMethod.Post, "/api/v1/trust-root", new TrustRootRequest(await File.ReadAllTextAsync(parse.GetValue(document)!.FullName)),
+                Types.TrustRootRequest, Types.TrustRootView);
+            Console.WriteLine($"trust-root version {result.Version} (root key {result.RootKey}) published");
+            foreach (var change in result.Changes) Console.WriteLine($"  {change}");
+            return 0;
+        });
         command.Subcommands.Add(add);
         command.Subcommands.Add(list);
         command.Subcommands.Add(retire);
+        command.Subcommands.Add(trustRoot);
         return command;
     }
 

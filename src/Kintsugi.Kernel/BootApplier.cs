@@ -17,7 +17,12 @@ public sealed class BootApplier(MachinePaths paths, LivepatchRuntime runtime, Ac
     /// <summary>Written under /run when this boot's re-application is done (gone at the next boot).</summary>
     public static string DoneMarker(MachinePaths paths) => Path.Combine(paths.Runtime, "boot-applied");
 
-    public BootResult Run(TimeSpan settle, TimeSpan transitionTimeout)
+    /// <param name="refuse">
+    /// Why an installed patch must never be loaded again, or null (the agent passes its trust store's verdict: a
+    /// patch whose publisher key is retired). A refused patch is uninstalled, not loaded; the runtime itself
+    /// knows nothing of keys.
+    /// </param>
+    public BootResult Run(TimeSpan settle, TimeSpan transitionTimeout, Func<InstalledPatch, string?>? refuse = null)
     {
         if (KillSwitch.Reason(paths) is { } reason)
         {
@@ -30,12 +35,12 @@ public sealed class BootApplier(MachinePaths paths, LivepatchRuntime runtime, Ac
             report("installed patches were already re-applied in this boot");
             return new BootResult(null, []);
         }
-        var result = Apply(settle, transitionTimeout);
+        var result = Apply(settle, transitionTimeout, refuse);
         AtomicFile.WriteText(DoneMarker(paths), DateTimeOffset.UtcNow.ToString("O") + "\n");
         return result;
     }
 
-    private BootResult Apply(TimeSpan settle, TimeSpan transitionTimeout)
+    private BootResult Apply(TimeSpan settle, TimeSpan transitionTimeout, Func<InstalledPatch, string?>? refuse)
     {
         var store = new PatchStore(paths, RunningKernel.Release);
         var actions = new List<BootAction>();
@@ -49,6 +54,25 @@ public sealed class BootApplier(MachinePaths paths, LivepatchRuntime runtime, Ac
         foreach (var listed in store.List())
         {
             var patch = listed;
+            if (patch.BootState != BootState.Staged && refuse?.Invoke(patch) is { } refused)
+            {
+                // Uninstalled first, so that no later boot loads it; then out of the kernel if an earlier start loaded it.
+                store.Uninstall(patch.ModuleName);
+                var detail = refused;
+                try
+                {
+                    if (LivepatchSysfs.TryRead(patch.ModuleName) is not null)
+                    {
+                        runtime.Unload(patch.ModuleName, transitionTimeout);
+                        LoadedRecord.Remove(paths, patch.ModuleName);
+                        detail += "; unloaded";
+                    }
+                }
+                catch (KintsugiException e) { detail += $"; unloading it failed: {e.Message}"; }
+                report($"not loading {patch.Name}: {detail}; uninstalled");
+                actions.Add(new(patch.Name, "refused", detail));
+                continue;
+            }
             switch (patch.BootState)
             {
                 case BootState.Pending when patch.PendingInThisBoot:
@@ -86,8 +110,13 @@ public sealed class BootApplier(MachinePaths paths, LivepatchRuntime runtime, Ac
                 continue;
             }
             // A record confirmed healthy before this field existed counts as confirmed before.
-            var pending = patch with { BootState = BootState.Pending, LastLoadAt = DateTimeOffset.UtcNow, BootId = RunningKernel.BootId,
-                ConfirmedBefore = patch.ConfirmedBefore || patch.BootState == BootState.Healthy };
+            var pending = patch with
+            {
+                BootState = BootState.Pending,
+                LastLoadAt = DateTimeOffset.UtcNow,
+                BootId = RunningKernel.BootId,
+                ConfirmedBefore = patch.ConfirmedBefore || patch.BootState == BootState.Healthy
+            };
             store.Save(pending);
             try
             {

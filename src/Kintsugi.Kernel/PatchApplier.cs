@@ -135,14 +135,20 @@ public sealed class PatchApplier(MachinePaths paths, LivepatchRuntime runtime, A
     }
 
     /// <summary>Takes every Kintsugi patch out: forgets the records first (so none is re-applied at boot), then unloads.</summary>
-    public IReadOnlyList<string> RemoveAll(TimeSpan transitionTimeout)
+    public IReadOnlyList<string> RemoveAll(TimeSpan transitionTimeout) => Remove(r => r.BootState != BootState.Quarantined, transitionTimeout, strays: true);
+
+    /// <summary>
+    /// Takes the installed patches <paramref name="which"/> selects out: records first, then the kernel. With
+    /// <paramref name="strays"/>, also any livepatch Kintsugi loaded in this boot whose record is already gone.
+    /// </summary>
+    public IReadOnlyList<string> Remove(Func<InstalledPatch, bool> which, TimeSpan transitionTimeout, bool strays = false)
     {
         using var machineLock = MachineLock.Acquire(paths, transitionTimeout + TimeSpan.FromMinutes(5), report);
         var removed = new List<string>();
-        var records = Store.List().Where(r => r.BootState != BootState.Quarantined).ToList();
+        var records = Store.List().Where(which).ToList();
         foreach (var record in records) Store.Uninstall(record.ModuleName);
         // Ours: what the store held, and what Kintsugi loaded in this boot (a removal interrupted after the records went).
-        foreach (var patch in LivepatchSysfs.List().Where(p => records.Any(r => r.Name == p.Name.Value) || LoadedRecord.Read(paths, p.Name) is not null))
+        foreach (var patch in LivepatchSysfs.List().Where(p => records.Any(r => r.Name == p.Name.Value) || strays && LoadedRecord.Read(paths, p.Name) is not null))
         {
             runtime.Unload(patch.Name, transitionTimeout);
             LoadedRecord.Remove(paths, patch.Name);

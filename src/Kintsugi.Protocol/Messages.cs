@@ -20,8 +20,11 @@ public static class ProtocolPaths
 /// version.</summary>
 public sealed record KernelIdentity(KernelRelease Release, BuildId BuildId, string? PackageVersion = null);
 
-public sealed record EnrollRequest(string Token, string Hostname, string MachineId, KernelIdentity Kernel,
-    string AgentVersion);
+/// <param name="Credential">
+/// The machine's current credential when it has one: proof that it is the machine already enrolled under this
+/// machine-id. Without it (or an operator's approval) the server refuses to enroll an existing machine-id again.
+/// </param>
+public sealed record EnrollRequest(string Token, string Hostname, string MachineId, KernelIdentity Kernel, string AgentVersion, string? Credential = null);
 
 /// <param name="Machine">The server's name for the machine (stable across re-enrollments of the same
 /// machine-id).</param>
@@ -31,6 +34,8 @@ public sealed record EnrollResponse(string Machine, string Credential, int Check
 /// <param name="Level">The applied cumulative level, or null when nothing is applied.</param>
 /// <param name="Bundle">The digest of the applied bundle, or null.</param>
 /// <param name="Detail">Free text for people (at most <see cref="MaxDetailLength"/> characters).</param>
+/// <param name="BootId">The kernel's boot id (/proc/sys/kernel/random/boot_id): a machine never returns to an earlier one,
+/// so two hosts sharing one identity (a cloned disk) show up as boot ids that alternate.</param>
 public sealed record CheckInRequest(
     KernelIdentity Kernel,
     PatchState State,
@@ -40,7 +45,8 @@ public sealed record CheckInRequest(
     long Taint,
     string? Detail,
     string AgentVersion,
-    MetadataReport? Metadata = null)
+    MetadataReport? Metadata = null,
+    string? BootId = null)
 {
     public const int MaxDetailLength = 1024;
 }
@@ -70,9 +76,9 @@ public sealed record ReleaseOffer(int Level, Sha256Digest Bundle, long Size, str
 /// <param name="Metadata">The newest signed release metadata for the machine's build (the envelope's JSON text), or
 /// null.</param>
 /// <param name="Timestamp">A timestamp extending that metadata's freshness (JSON text), or null.</param>
-public sealed record CheckInResponse(CheckInAction Action, ReleaseOffer? Release, int CheckInSeconds,
-    int EventsWaitSeconds, long Epoch,
-    string? Metadata = null, string? Timestamp = null);
+/// <param name="TrustRoot">The newest signed trust-root update the server carries (JSON text), or null.</param>
+public sealed record CheckInResponse(CheckInAction Action, ReleaseOffer? Release, int CheckInSeconds, int EventsWaitSeconds, long Epoch,
+    string? Metadata = null, string? Timestamp = null, string? TrustRoot = null);
 
 public sealed record EventsResponse(long Epoch);
 

@@ -26,8 +26,11 @@ public sealed class AgentReenrollmentSpecification : IDisposable
     private MachineAgent Agent(TestServer server, string token, string? serverCa = null) =>
         new(new AgentConfig
         {
-            Server = server.BaseAddress, EnrollmentToken = token, ServerCertificate = serverCa ?? Path.Combine(server.Options.DataDirectory, "tls", "server.crt"),
-            TrustStore = Path.Combine(_machine, "trust"), Settle = TimeSpan.Zero,
+            Server = server.BaseAddress,
+            EnrollmentToken = token,
+            ServerCertificate = serverCa ?? Path.Combine(server.Options.DataDirectory, "tls", "server.crt"),
+            TrustStore = Path.Combine(_machine, "trust"),
+            Settle = TimeSpan.Zero,
         }, Paths, line => { lock (_log) _log.Add(line); });
 
     private static async Task<JsonElement> OnlyMachineAsync(TestServer server) =>
@@ -155,6 +158,43 @@ public sealed class AgentReenrollmentSpecification : IDisposable
         {
             Directory.Delete(certificate, recursive: true);
         }
+    }
+
+    [Fact]
+    public async Task A_second_host_with_this_machines_machine_id_cannot_enroll_as_it_and_the_machine_keeps_its_credential()
+    {
+        await using var server = await TestServer.StartAsync();
+        var token = await server.EnrollmentTokenAsync();
+        await Agent(server, token).RunOnceAsync(default);
+        var credential = Credential;
+        // Another agent on the same /etc/machine-id (a clone, or someone who copied the file) with a valid token.
+        var other = Directory.CreateTempSubdirectory("kintsugi-reenroll-other-").FullName;
+        try
+        {
+            // Where /etc/machine-id is empty the agent keeps its own id in its state directory: copy that instead.
+            if (File.Exists(Path.Combine(_machine, "state", "agent", "machine-id")))
+            {
+                Directory.CreateDirectory(Path.Combine(other, "state", "agent"));
+                File.Copy(Path.Combine(_machine, "state", "agent", "machine-id"), Path.Combine(other, "state", "agent", "machine-id"));
+            }
+            var impostor = new MachineAgent(new AgentConfig
+            {
+                Server = server.BaseAddress,
+                EnrollmentToken = token,
+                ServerCertificate = Path.Combine(server.Options.DataDirectory, "tls", "server.crt"),
+                TrustStore = Path.Combine(other, "trust"),
+                Settle = TimeSpan.Zero,
+            }, new MachinePaths(Path.Combine(other, "state"), Path.Combine(other, "etc"), Path.Combine(other, "run"), Path.Combine(other, "systemd")), _ => { });
+
+            var refused = await Assert.ThrowsAsync<AgentException>(() => impostor.RunOnceAsync(default));
+
+            Assert.Contains("refused to enroll this machine again", refused.Message);
+            Assert.Contains("operator's approval", refused.Message);
+        }
+        finally { Directory.Delete(other, recursive: true); }
+        var result = await Agent(server, token).RunOnceAsync(default);
+        Assert.Equal(credential, Credential);
+        Assert.Equal(JsonValueKind.String, (await OnlyMachineAsync(server)).GetProperty("cloneSuspectedAt").ValueKind);
     }
 
     private static void CopyDirectory(string from, string to)

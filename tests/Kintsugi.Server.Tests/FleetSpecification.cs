@@ -95,6 +95,100 @@ public abstract class FleetSpecification(Backend backend)
         Assert.Equal("canary", release.GetProperty("channels")[0].GetProperty("channel").GetString());
     }
 
+    private static byte[] Signed(PublisherKey key, KernelTarget target, int level, byte[] module) =>
+        Kintsugi.Bundles.Bundle.Create(module, new BundleDescription
+        {
+            Target = target,
+            CumulativeLevel = level,
+            Fixes = [new BundleFix($"fix-{level}", [], $"fix at level {level}")],
+            PatchedFunctions = [new PatchedFunction("vmlinux", $"function_{level}")],
+            CreatedAt = DateTimeOffset.UtcNow,
+            BuilderVersion = "0.1.0",
+        }, key).ToArray();
+
+    [Fact]
+    public async Task Key_rotation_end_to_end_re_signed_levels_replace_their_bundles_and_a_retired_keys_releases_are_no_longer_offered()
+    {
+        await using var server = await StartAsync();
+        using var successor = PublisherKey.Generate();
+        var module1 = System.Security.Cryptography.RandomNumberGenerator.GetBytes(4096);
+        var module2 = System.Security.Cryptography.RandomNumberGenerator.GetBytes(4096);
+        await server.PublishAsync(Signed(server.Publisher, Kernels.Debian61, 1, module1));
+        var level2 = await server.PublishAsync(Signed(server.Publisher, Kernels.Debian61, 2, module2));
+        await server.PublishAsync(Signed(server.Publisher, Kernels.Debian612, 1, module1));
+        var token = await server.EnrollmentTokenAsync();
+        var web = new SimulatedAgent(server, Kernels.Debian61, "web-1");
+        var db = new SimulatedAgent(server, Kernels.Debian612, "db-1");
+        await web.EnrollAsync(token);
+        await db.EnrollAsync(token);
+        Assert.Equal(CheckInAction.Apply, await web.SyncAsync(server.Publisher.PublicKey));
+        var oldBundle = web.Bundle;
+
+        // Rotation: trust the new key, re-sign the current level with it, publish. The same key re-signing is still a clash.
+        Assert.Equal(HttpStatusCode.Created, (await server.PostJsonAsync("/api/v1/keys", new { pem = successor.PublicKey.ExportPem() })).StatusCode);
+        Assert.Equal(HttpStatusCode.Conflict, (await server.Admin.PostAsync("/api/v1/releases", Octets(Signed(server.Publisher, Kernels.Debian61, 2, module2)))).StatusCode);
+        var resigned = Signed(successor, Kernels.Debian61, 2, module2);
+        var published = await server.Admin.PostAsync("/api/v1/releases", Octets(resigned));
+        Assert.Equal(HttpStatusCode.Created, published.StatusCode);
+        var release = (await published.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("release");
+        Assert.Equal(level2, release.GetProperty("id").GetString());
+        Assert.Equal(Sha256Digest.Of(resigned).ToString(), release.GetProperty("bundle").GetString());
+        Assert.Equal(successor.Id.ToString(), release.GetProperty("publisherKey").GetString());
+
+        // The machine on the old bundle is offered the re-signed one, in the same channel, at the same level.
+        var offer = await web.CheckInAsync();
+        Assert.Equal(CheckInAction.Apply, offer.Action);
+        Assert.Equal(2, offer.Release!.Level);
+        Assert.NotEqual(oldBundle, offer.Release.Bundle);
+        Assert.Equal(CheckInAction.Apply, await web.SyncAsync(successor.PublicKey));
+
+        // Retiring the old key moves the epoch, and its releases that were not re-signed are offered no more.
+        Assert.Equal(CheckInAction.Apply, (await db.CheckInAsync()).Action);
+        var before = db.Epoch;
+        Assert.Equal(HttpStatusCode.NoContent, (await server.Admin.PostAsync($"/api/v1/keys/{server.Publisher.Id}/retire", null)).StatusCode);
+        Assert.True(await db.WaitForEventAsync() > before);
+        Assert.Equal(CheckInAction.None, (await db.CheckInAsync()).Action);
+        Assert.Equal(CheckInAction.None, (await web.CheckInAsync()).Action);
+        // A retired key's bundle is not publishable either, and the trail says what happened.
+        Assert.Equal(HttpStatusCode.UnprocessableEntity, (await server.Admin.PostAsync("/api/v1/releases", Octets(Signed(server.Publisher, Kernels.Debian61, 3, module2)))).StatusCode);
+        var audit = await server.GetJsonAsync("/api/v1/audit?limit=200");
+        Assert.Contains(audit.EnumerateArray(), e => e.GetProperty("action").GetString() == "release.resign");
+        Assert.True((await server.VerifyAuditAsync()).Intact);
+    }
+
+    [Fact]
+    public async Task A_signed_trust_root_update_is_carried_to_every_agent_and_retires_its_keys_here_too()
+    {
+        await using var server = await StartAsync();
+        using var root = PublisherKey.Generate();
+        using var successor = PublisherKey.Generate();
+        await server.PublishAsync(Kernels.Bundle(server.Publisher, Kernels.Debian61, 1));
+        var agent = new SimulatedAgent(server, Kernels.Debian61, "web-1");
+        await agent.EnrollAsync(await server.EnrollmentTokenAsync());
+        Assert.Null((await agent.CheckInAsync()).TrustRoot);
+        var update = SignedTrustRoot.Create(2, [successor.PublicKey], [server.Publisher.PublicKey], [], root);
+
+        var operatorClient = server.Client(await server.TokenAsync(Role.Operator, "oscar"));
+        Assert.Equal(HttpStatusCode.Forbidden, (await server.PostJsonAsync("/api/v1/trust-root", new { document = update.Text }, operatorClient)).StatusCode);
+        var published = await server.PostJsonAsync("/api/v1/trust-root", new { document = update.Text });
+        Assert.Equal(HttpStatusCode.Created, published.StatusCode);
+        var changes = (await published.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("changes").EnumerateArray().Select(c => c.GetString()).ToList();
+        Assert.Contains($"retired key {server.Publisher.Id}", changes);
+        Assert.Contains($"trusted key {successor.Id}", changes);
+
+        var answer = await agent.CheckInAsync();
+        Assert.Equal(update.Text, answer.TrustRoot);
+        Assert.Equal(CheckInAction.None, answer.Action); // the retired key's level is offered no more
+        Assert.Equal(HttpStatusCode.OK, (await server.PostJsonAsync("/api/v1/trust-root", new { document = update.Text })).StatusCode);
+        Assert.Equal(HttpStatusCode.Conflict, (await server.PostJsonAsync("/api/v1/trust-root", new { document = SignedTrustRoot.Create(1, [], [], [], root).Text })).StatusCode);
+        Assert.Equal(HttpStatusCode.BadRequest, (await server.PostJsonAsync("/api/v1/trust-root", new { document = "{\"signed\":\"e30=\"}" })).StatusCode);
+        Assert.Equal(2, (await server.GetJsonAsync("/api/v1/trust-root", server.Client(await server.TokenAsync(Role.Auditor, "aud")))).GetProperty("version").GetInt64());
+        var keys = (await server.GetJsonAsync("/api/v1/keys")).EnumerateArray().ToDictionary(k => k.GetProperty("id").GetString()!, k => k.GetProperty("state").GetString());
+        Assert.Equal("retired", keys[server.Publisher.Id.ToString()]);
+        Assert.Equal("trusted", keys[successor.Id.ToString()]);
+        Assert.True((await server.VerifyAuditAsync()).Intact);
+    }
+
     [Fact]
     public async Task Each_machine_receives_the_release_for_its_exact_kernel_build()
     {
@@ -273,6 +367,81 @@ public abstract class FleetSpecification(Backend backend)
         var request = new CheckInRequest(new KernelIdentity(Kernels.Debian61.Release, Kernels.Debian61.BuildId), PatchState.NothingToApply, null, null, null, 0, null, "0.1.0");
         Assert.Equal(HttpStatusCode.Unauthorized, (await stale.PostAsJsonAsync(ProtocolPaths.CheckIn, request, ProtocolJson.Default.CheckInRequest)).StatusCode);
         Assert.Single((await server.GetJsonAsync("/api/v1/machines")).EnumerateArray());
+    }
+
+    [Fact]
+    public async Task Enrolling_an_enrolled_machine_id_again_needs_its_credential_or_an_operators_approval()
+    {
+        await using var server = await StartAsync();
+        var token = await server.EnrollmentTokenAsync(maxUses: 3);
+        var machine = new SimulatedAgent(server, Kernels.Debian61, "web-1");
+        await machine.EnrollAsync(token);
+        // Someone with a token and a copy of web-1's /etc/machine-id tries to take it over.
+        var impostor = new SimulatedAgent(server, Kernels.Debian61, "evil") { MachineId = machine.MachineId };
+
+        var refused = await impostor.TryEnrollAsync(token);
+
+        Assert.Equal(HttpStatusCode.Conflict, refused.StatusCode);
+        Assert.Contains("needs the machine's current credential or an operator's approval",
+            (await refused.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("detail").GetString());
+        Assert.Equal(HttpStatusCode.OK, (await machine.Http.PostAsJsonAsync(ProtocolPaths.CheckIn,
+            new CheckInRequest(new KernelIdentity(Kernels.Debian61.Release, Kernels.Debian61.BuildId), PatchState.NothingToApply, null, null, null, 0, null, "0.1.0"),
+            ProtocolJson.Default.CheckInRequest)).StatusCode);
+        var view = await server.GetJsonAsync($"/api/v1/machines/{machine.Machine}");
+        Assert.Equal("web-1", view.GetProperty("hostname").GetString());
+        Assert.Equal(JsonValueKind.String, view.GetProperty("cloneSuspectedAt").ValueKind);
+        Assert.Contains("evil", view.GetProperty("cloneDetail").GetString());
+        var audit = (await server.GetJsonAsync("/api/v1/audit")).EnumerateArray().Select(e => e.GetProperty("action").GetString()).ToList();
+        Assert.Contains("machine.reenroll-refused", audit);
+        var tokens = (await server.GetJsonAsync("/api/v1/enrollment-tokens")).EnumerateArray().Single();
+        Assert.Equal(1, tokens.GetProperty("uses").GetInt32()); // a refused attempt uses nothing up
+
+        // The machine itself (its credential as proof) may; a re-imaged machine may after an operator's approval.
+        await machine.EnrollAsync(token);
+        var reimaged = new SimulatedAgent(server, Kernels.Debian61, "web-1") { MachineId = machine.MachineId };
+        var operatorClient = server.Client(await server.TokenAsync(Role.Operator, "oscar"));
+        Assert.Equal(HttpStatusCode.OK, (await operatorClient.PostAsync($"/api/v1/machines/{machine.Machine}/approve-reenroll", null)).StatusCode);
+        await reimaged.EnrollAsync(token);
+        Assert.Equal(machine.Machine, reimaged.Machine);
+        Assert.Equal(HttpStatusCode.Conflict, (await new SimulatedAgent(server, Kernels.Debian61, "again") { MachineId = machine.MachineId }
+            .TryEnrollAsync(await server.EnrollmentTokenAsync())).StatusCode); // the approval was used up
+        Assert.True((await server.VerifyAuditAsync()).Intact);
+    }
+
+    [Fact]
+    public async Task A_cloned_machine_is_detected_from_boot_ids_that_alternate_and_reported_once_while_reboots_are_not()
+    {
+        await using var server = await StartAsync();
+        var original = new SimulatedAgent(server, Kernels.Debian61, "web-1") { BootId = Guid.NewGuid().ToString() };
+        await original.EnrollAsync(await server.EnrollmentTokenAsync());
+        // Reboots: each check-in from a new boot id, never an earlier one.
+        foreach (var _ in Enumerable.Range(0, 3)) { original.BootId = Guid.NewGuid().ToString(); await original.CheckInAsync(); }
+        Assert.Equal(JsonValueKind.Null, (await server.GetJsonAsync($"/api/v1/machines/{original.Machine}")).GetProperty("cloneSuspectedAt").ValueKind);
+
+        // A disk cloned with its credential: the same identity, another host, another boot id.
+        var clone = new SimulatedAgent(server, Kernels.Debian61, "web-1") { BootId = Guid.NewGuid().ToString() };
+        clone.UseCredential(original.Credential!);
+        foreach (var _ in Enumerable.Range(0, 3)) { await clone.CheckInAsync(); await original.CheckInAsync(); }
+
+        var view = await server.GetJsonAsync($"/api/v1/machines/{original.Machine}");
+        Assert.Equal(JsonValueKind.String, view.GetProperty("cloneSuspectedAt").ValueKind);
+        Assert.Contains("two hosts share this machine's identity", view.GetProperty("cloneDetail").GetString());
+        var audit = (await server.GetJsonAsync("/api/v1/audit")).EnumerateArray().Select(e => e.GetProperty("action").GetString()).ToList();
+        Assert.Single(audit, a => a == "machine.clone-suspected");
+    }
+
+    [Fact]
+    public async Task The_server_stores_and_shows_each_machines_release_metadata_freshness()
+    {
+        await using var server = await StartAsync();
+        var agent = new SimulatedAgent(server, Kernels.Debian61, "web-1");
+        await agent.EnrollAsync(await server.EnrollmentTokenAsync());
+        agent.MetadataReport = new MetadataReport("stale", 3, DateTimeOffset.UtcNow.AddDays(-1));
+        await agent.CheckInAsync();
+        Assert.Equal("stale", (await server.GetJsonAsync($"/api/v1/machines/{agent.Machine}")).GetProperty("metadataFreshness").GetString());
+        agent.MetadataReport = new MetadataReport("fresh", 4, DateTimeOffset.UtcNow.AddDays(6));
+        await agent.CheckInAsync();
+        Assert.Equal("fresh", (await server.GetJsonAsync($"/api/v1/machines/{agent.Machine}")).GetProperty("metadataFreshness").GetString());
     }
 
     [Fact]

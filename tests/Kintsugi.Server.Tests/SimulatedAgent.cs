@@ -13,7 +13,13 @@ namespace Kintsugi.Server.Tests;
 /// </summary>
 public sealed class SimulatedAgent(TestServer server, KernelTarget kernel, string hostname)
 {
-    public string MachineId { get; } = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(16));
+    public string MachineId { get; init; } = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(16));
+
+    /// <summary>The kernel's boot id it reports (null: an agent older than the field).</summary>
+    public string? BootId { get; set; }
+
+    /// <summary>What it reports about its release metadata (null: an agent older than the field).</summary>
+    public MetadataReport? MetadataReport { get; set; }
     public string? Machine { get; private set; }
     public string? Credential { get; private set; }
     public int? Level { get; private set; }
@@ -23,9 +29,11 @@ public sealed class SimulatedAgent(TestServer server, KernelTarget kernel, strin
     public KernelTarget Kernel { get; } = kernel;
     public HttpClient Http { get; private set; } = server.Client();
 
-    public async Task<HttpResponseMessage> TryEnrollAsync(string token)
+    /// <summary>Enrolls; an agent that holds a credential proves with it that it is the machine enrolled under its machine-id.</summary>
+    public async Task<HttpResponseMessage> TryEnrollAsync(string token, bool proveWithCredential = true)
     {
-        var request = new EnrollRequest(token, hostname, MachineId, new KernelIdentity(Kernel.Release, Kernel.BuildId, Kernel.PackageVersion), "0.1.0");
+        var request = new EnrollRequest(token, hostname, MachineId, new KernelIdentity(Kernel.Release, Kernel.BuildId, Kernel.PackageVersion), "0.1.0",
+            proveWithCredential ? Credential : null);
         var response = await Http.PostAsJsonAsync(ProtocolPaths.Enroll, request, ProtocolJson.Default.EnrollRequest);
         if (response.StatusCode == HttpStatusCode.Created)
         {
@@ -45,7 +53,7 @@ public sealed class SimulatedAgent(TestServer server, KernelTarget kernel, strin
 
     public async Task<CheckInResponse> CheckInAsync()
     {
-        var request = new CheckInRequest(new KernelIdentity(Kernel.Release, Kernel.BuildId), State, Level, Bundle, null, 0, null, "0.1.0");
+        var request = new CheckInRequest(new KernelIdentity(Kernel.Release, Kernel.BuildId), State, Level, Bundle, null, 0, null, "0.1.0", MetadataReport, BootId);
         var response = await Http.PostAsJsonAsync(ProtocolPaths.CheckIn, request, ProtocolJson.Default.CheckInRequest);
         Assert.True(response.IsSuccessStatusCode, $"check-in: {(int)response.StatusCode} {await response.Content.ReadAsStringAsync()}");
         var answer = (await response.Content.ReadFromJsonAsync(ProtocolJson.Default.CheckInResponse))!;

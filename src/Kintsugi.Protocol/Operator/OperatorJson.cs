@@ -48,5 +48,7 @@ namespace Kintsugi.Protocol.Operator;
 [JsonSerializable(typeof(MoveMachineRequest))]
 [JsonSerializable(typeof(PublisherKeyRequest))]
 [JsonSerializable(typeof(ReleaseMetadataRequest))]
+[JsonSerializable(typeof(TrustRootRequest))]
+[JsonSerializable(typeof(TrustRootView))]
 [JsonSerializable(typeof(ProblemDocument))]
 public sealed partial class OperatorJson : JsonSerializerContext;

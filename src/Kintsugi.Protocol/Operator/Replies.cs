@@ -34,7 +34,12 @@ public sealed record MachineView(
     string Id, string Hostname, string HostMachineId, string Channel, string KernelRelease, string BuildId,
     string? PackageVersion, string AgentVersion, string? State, int? Level, string? Bundle, string? EffectiveVersion,
     long Taint, string? Detail, string? TargetRelease, DateTimeOffset EnrolledAt, DateTimeOffset? LastCheckIn,
-    DateTimeOffset? StateSince, string? Address, bool Stale);
+    DateTimeOffset? StateSince, string? Address, bool Stale, string? MetadataFreshness = null, DateTimeOffset? CloneSuspectedAt = null,
+    string? CloneDetail = null, DateTimeOffset? ReenrollApprovedUntil = null);
+
+/// <summary>The trust-root update the server carries to agents, and what it changed in this server's keys.</summary>
+public sealed record TrustRootView(long Version, string RootKey, IReadOnlyList<string> Trusted, IReadOnlyList<string> Retired,
+    IReadOnlyList<string> Timestamp, DateTimeOffset PublishedAt, string PublishedBy, string Document, IReadOnlyList<string> Changes);
 
 public sealed record EnrollmentTokenView(
     string Id, string Channel, string Description, DateTimeOffset? ExpiresAt, int? MaxUses, int Uses,

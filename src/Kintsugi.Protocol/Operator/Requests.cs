@@ -23,3 +23,5 @@ public sealed record PublisherKeyRequest(string Pem);
 
 /// <summary>Signed release metadata (docs/bundle-format.md): the envelope as JSON text, exactly as signed.</summary>
 public sealed record ReleaseMetadataRequest(string Metadata);
+
+public sealed record TrustRootRequest(string Document);

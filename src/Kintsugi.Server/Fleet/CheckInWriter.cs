@@ -8,12 +8,15 @@ namespace Kintsugi.Server.Fleet;
 
 public sealed record StateChange(string? FromState, int? FromLevel, string FromBuildId);
 
+/// <summary>The boot ids a check-in leaves on the machine, and whether it showed a second host sharing its identity.</summary>
+/// <param name="NewSuspicion">A clone seen now on a machine not suspected before: audited once.</param>
+public sealed record BootRecord(string? BootId, string? PreviousBootId, bool CloneSeen, bool NewSuspicion);
+
 /// <summary>One check-in's inventory update.</summary>
 public sealed record CheckInRecord(
-    string Machine, string KernelRelease, string BuildId, string? PackageVersion, string AgentVersion, string State,
-        int? Level, string? Bundle,
-    string? EffectiveVersion, long Taint, string? Detail, string? TargetRelease, long At, string? Address,
-        StateChange? Change);
+    string Machine, string KernelRelease, string BuildId, string? PackageVersion, string AgentVersion, string State, int? Level, string? Bundle,
+    string? EffectiveVersion, long Taint, string? Detail, string? TargetRelease, long At, string? Address, StateChange? Change,
+    BootRecord? Boot = null, string? MetadataFreshness = null);
 
 /// <summary>
 /// Group commit for check-ins: every check-in's inventory row (and, when its state, level or kernel changed,
@@ -68,18 +71,17 @@ public sealed class CheckInWriter(Database db, ILogger<CheckInWriter> log) : Bac
     private static async Task WriteBatchAsync(DbConnection c, DbTransaction t, List<Pending> batch)
     {
         await using var update = c.Command(t,
-            "UPDATE machines SET kernel_release = @kr, build_id = @b, package_version = COALESCE(@pv, " +
-                "package_version), agent_version = @av, " +
-            "state_since = CASE WHEN state IS NULL OR state <> @st THEN @at ELSE state_since END, state = @st, level " +
-                "= @lv, bundle = @bu, " +
-            "effective_version = @ev, taint = @taint, detail = @d, target_release = @tr, last_checkin_at = @at, " +
-                "address = @addr WHERE id = @id");
-        string[] names = ["@kr", "@b", "@pv", "@av", "@st", "@lv", "@bu", "@ev", "@taint", "@d", "@tr", "@at", "@addr",
-            "@id"];
+            "UPDATE machines SET kernel_release = @kr, build_id = @b, package_version = COALESCE(@pv, package_version), agent_version = @av, " +
+            "state_since = CASE WHEN state IS NULL OR state <> @st THEN @at ELSE state_since END, state = @st, level = @lv, bundle = @bu, " +
+            "effective_version = @ev, taint = @taint, detail = @d, target_release = @tr, last_checkin_at = @at, address = @addr, " +
+            "boot_id = CASE WHEN @hasboot = 1 THEN @bootid ELSE boot_id END, previous_boot_id = CASE WHEN @hasboot = 1 THEN @prevboot ELSE previous_boot_id END, " +
+            "clone_suspected_at = CASE WHEN @clone = 1 THEN COALESCE(clone_suspected_at, @at) ELSE clone_suspected_at END, " +
+            "clone_detail = CASE WHEN @clone = 1 THEN @clonedetail ELSE clone_detail END, metadata_freshness = COALESCE(@fresh, metadata_freshness) WHERE id = @id");
+        string[] names = ["@kr", "@b", "@pv", "@av", "@st", "@lv", "@bu", "@ev", "@taint", "@d", "@tr", "@at", "@addr", "@hasboot", "@bootid", "@prevboot", "@clone", "@clonedetail", "@fresh", "@id"];
         foreach (var name in names) update.Parameters.Add(c.Parameter(update, name, null));
         static object?[] Values(CheckInRecord r) =>
-            [r.KernelRelease, r.BuildId, r.PackageVersion, r.AgentVersion, r.State, (long?)r.Level, r.Bundle,
-                r.EffectiveVersion, r.Taint, r.Detail, r.TargetRelease, r.At, r.Address, r.Machine];
+            [r.KernelRelease, r.BuildId, r.PackageVersion, r.AgentVersion, r.State, (long?)r.Level, r.Bundle, r.EffectiveVersion, r.Taint, r.Detail, r.TargetRelease, r.At, r.Address,
+             r.Boot is null ? 0L : 1L, r.Boot?.BootId, r.Boot?.PreviousBootId, r.Boot?.CloneSeen == true ? 1L : 0L, r.Boot?.CloneSeen == true ? CloneDetail(r) : null, r.MetadataFreshness, r.Machine];
         if (c is Npgsql.NpgsqlConnection postgres)
         {
             // One round trip for the whole batch: PostgreSQL pays per statement sent, SQLite (in-process) does not.
@@ -104,6 +106,13 @@ public sealed class CheckInWriter(Database db, ILogger<CheckInWriter> log) : Bac
                 for (var i = 0; i < values.Length; i++) update.Parameters[i].Value = values[i] ?? DBNull.Value;
                 await update.ExecuteNonQueryAsync();
             }
+            if (r.Boot is { NewSuspicion: true })
+                await AuditChain.AppendAsync(c, t, new Actor($"machine:{r.Machine}", r.Address), "machine.clone-suspected", $"machine:{r.Machine}", new()
+                {
+                    ["bootId"] = r.Boot.BootId,
+                    ["otherBootId"] = r.Boot.PreviousBootId,
+                    ["detail"] = CloneDetail(r),
+                }, DateTimeOffset.FromUnixTimeMilliseconds(r.At));
             if (r.Change is null) continue;
             await AuditChain.AppendAsync(c, t, new Actor($"machine:{r.Machine}", r.Address), "machine.state",
                 $"machine:{r.Machine}", new()
@@ -123,8 +132,11 @@ public sealed class CheckInWriter(Database db, ILogger<CheckInWriter> log) : Bac
         }
     }
 
-    /// <summary>Rewrites @name parameters as $1, $2, … in the order given (Npgsql batches take positional
-    /// parameters).</summary>
+    private static string CloneDetail(CheckInRecord r) =>
+        $"check-ins alternate between boot ids {r.Boot!.BootId} and {r.Boot.PreviousBootId} (from {r.Address ?? "an unknown address"}): two hosts share this machine's identity " +
+        "(a disk cloned with its credential); give the clone its own machine-id and enroll it";
+
+    /// <summary>Rewrites @name parameters as $1, $2, … in the order given (Npgsql batches take positional parameters).</summary>
     private static string Positional(string sql, string[] names)
     {
         var ordered = names.Select((n, i) => (n, i)).OrderByDescending(x => x.n.Length);

@@ -6,12 +6,10 @@ using Microsoft.Extensions.Logging;
 
 namespace Kintsugi.Server.Fleet;
 
-/// <summary>What a kernel build in a channel should run: the best release, and the levels revoked for that
-/// build.</summary>
-/// <param name="Metadata">The build's newest signed release metadata (envelope text), carried to agents unchanged, or
-/// null.</param>
-public sealed record Offer(string? ReleaseId, int Level, string? Bundle, long Size, IReadOnlySet<int> RevokedLevels,
-    string? Metadata = null)
+/// <summary>What a kernel build in a channel should run: the best release, and the levels revoked for that build.</summary>
+/// <param name="Metadata">The build's newest signed release metadata (envelope text), carried to agents unchanged, or null.</param>
+/// <param name="TrustRoot">The newest signed trust-root update (envelope text), carried to every agent unchanged, or null.</param>
+public sealed record Offer(string? ReleaseId, int Level, string? Bundle, long Size, IReadOnlySet<int> RevokedLevels, string? Metadata = null, string? TrustRoot = null)
 {
     public bool HasRelease => ReleaseId is not null;
 }
@@ -90,8 +88,9 @@ public sealed class Epoch(Database db, ServerOptions options, ILogger<Epoch> log
         string? id = null, bundle = null; int level = 0; long size = 0;
         await using (var command = connection.Command(null,
             "SELECT r.id, r.level, r.bundle, r.size FROM releases r JOIN promotions p ON p.release_id = r.id " +
-            "WHERE r.build_id = @b AND p.channel = @c AND r.revoked_at IS NULL ORDER BY r.level DESC LIMIT 1",
-                ("@b", buildId), ("@c", channel)))
+            "WHERE r.build_id = @b AND p.channel = @c AND r.revoked_at IS NULL " +
+            // A release signed by a retired key is never offered: agents refuse it, and the next good level is the offer.
+            "AND r.publisher_key NOT IN (SELECT id FROM publisher_keys WHERE state = 'retired') ORDER BY r.level DESC LIMIT 1", ("@b", buildId), ("@c", channel)))
         await using (var reader = await command.ExecuteReaderAsync(cancellation))
         {
             if (await reader.ReadAsync(cancellation))
@@ -104,8 +103,8 @@ public sealed class Epoch(Database db, ServerOptions options, ILogger<Epoch> log
             "SELECT level FROM releases WHERE build_id = @b AND revoked_at IS NOT NULL", ("@b", buildId)))
         await using (var reader = await command.ExecuteReaderAsync(cancellation))
             while (await reader.ReadAsync(cancellation)) revoked.Add((int)Convert.ToInt64(reader.GetValue(0)));
-        return new Offer(id, level, bundle, size, revoked,
-            await Releases.MetadataTextAsync(connection, buildId, cancellation));
+        return new Offer(id, level, bundle, size, revoked, await Releases.MetadataTextAsync(connection, buildId, cancellation),
+            (string?)await connection.ScalarAsync(null, "SELECT document FROM trust_root WHERE id = 1"));
     }
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)

@@ -7,8 +7,8 @@ using Kintsugi.Server.Storage;
 namespace Kintsugi.Server.Fleet;
 
 /// <summary>The machine a credential belongs to, as the check-in path needs it.</summary>
-public sealed record MachineIdentity(string Id, string Channel, string BuildId, string? State, int? Level,
-    string? Bundle, string? TargetRelease);
+public sealed record MachineIdentity(string Id, string Channel, string BuildId, string? State, int? Level, string? Bundle, string? TargetRelease,
+    string? BootId = null, string? PreviousBootId = null, bool CloneSuspected = false);
 
 /// <summary>Enrollment, machine credentials, the inventory, and enrollment tokens.</summary>
 public sealed class Machines(Database db, ServerOptions options, CheckInWriter writer, Epoch epoch,
@@ -35,7 +35,21 @@ public sealed class Machines(Database db, ServerOptions options, CheckInWriter w
         public long? LastCheckinAt { get; set; }
         public long? StateSince { get; set; }
         public string? Address { get; set; }
+        public long? CloneSuspectedAt { get; set; }
+        public string? CloneDetail { get; set; }
+        public long? ReenrollApprovedUntil { get; set; }
+        public string? MetadataFreshness { get; set; }
     }
+
+    private sealed class ExistingMachineRow
+    {
+        public string Id { get; set; } = "";
+        public string CredentialHash { get; set; } = "";
+        public long? ReenrollApprovedUntil { get; set; }
+    }
+
+    /// <summary>How long an operator's approval to enroll a machine-id again stays usable.</summary>
+    public static readonly TimeSpan ReenrollApproval = TimeSpan.FromHours(24);
 
     private sealed class TokenRow
     {
@@ -54,13 +68,18 @@ public sealed class Machines(Database db, ServerOptions options, CheckInWriter w
         "package_version, agent_version, state, level, bundle, effective_version, taint, detail, target_release, " +
         "enrolled_at, last_checkin_at, state_since, address";
 
+    private const string ViewColumns = MachineColumns + ", clone_suspected_at, clone_detail, reenroll_approved_until, metadata_freshness";
+
     private static DateTimeOffset Time(long ms) => Releases.Time(ms);
 
     // ---- enrollment ----
 
     /// <summary>
-    /// Turns an enrollment token into a machine credential. The same /etc/machine-id enrolling again gets the
-    /// same machine and a new credential (the old one stops working), so re-imaging leaves no ghost.
+    /// Turns an enrollment token into a machine credential. A machine-id already enrolled is enrolled again (same
+    /// machine, new credential, the old one stops working) only when the request proves it is that machine (its
+    /// current credential) or an operator approved it (<see cref="ApproveReenrollAsync"/>); otherwise it is refused
+    /// (409) and the machine is marked as a suspected clone: a token and a copied /etc/machine-id no longer take a
+    /// machine over, and two hosts sharing a machine-id no longer flap between credentials.
     /// </summary>
     public async Task<EnrollResponse> EnrollAsync(EnrollRequest request, string? address)
     {
@@ -82,13 +101,26 @@ public sealed class Machines(Database db, ServerOptions options, CheckInWriter w
                 "SELECT id, channel, description, expires_at, max_uses, uses, created_at, created_by, revoked_at " +
                     "FROM enrollment_tokens WHERE hash = @h", new { h = tokenHash }, t);
             var now = Releases.Now();
-            if (token is null || token.RevokedAt is not null || (token.ExpiresAt is { } expires && expires <= now)
-                || (token.MaxUses is { } max && token.Uses >= max))
-                throw FleetException.NotAuthenticated("the enrollment token is unknown, revoked, expired or used up; " +
-                    "ask an operator for a new one (kintsugi server tokens enroll)");
+            if (token is null || token.RevokedAt is not null || (token.ExpiresAt is { } expires && expires <= now) || (token.MaxUses is { } max && token.Uses >= max))
+                throw FleetException.NotAuthenticated("the enrollment token is unknown, revoked, expired or used up; ask an operator for a new one (kintsugi server tokens enroll)");
+            var bound = await c.QuerySingleOrDefaultAsync<ExistingMachineRow>(
+                "SELECT id, credential_hash, reenroll_approved_until FROM machines WHERE host_machine_id = @m", new { m = machineId }, t);
+            if (bound is not null && !(request.Credential is { } proof && Secrets.LooksLike(proof, Secrets.MachineCredentialPrefix) && Secrets.Hash(proof) == bound.CredentialHash)
+                && !(bound.ReenrollApprovedUntil is { } until && until > now))
+            {
+                var why = $"{hostname} from {address ?? "an unknown address"} tried to enroll machine-id {machineId} again without its credential or an operator's approval";
+                await c.ExecuteAsync(t, "UPDATE machines SET clone_suspected_at = COALESCE(clone_suspected_at, @t), clone_detail = @d WHERE id = @id",
+                    ("@t", now), ("@d", why), ("@id", bound.Id));
+                await AuditChain.AppendAsync(c, t, new Actor($"machine:{bound.Id}", address), "machine.reenroll-refused", $"machine:{bound.Id}", new()
+                {
+                    ["hostname"] = hostname,
+                    ["token"] = token.Id,
+                    ["credentialGiven"] = (request.Credential is not null).ToString().ToLowerInvariant(),
+                });
+                return (Id: bound.Id, Refused: true);
+            }
             await c.ExecuteAsync(t, "UPDATE enrollment_tokens SET uses = uses + 1 WHERE id = @id", ("@id", token.Id));
-            var existing = (string?)await c.ScalarAsync(t, "SELECT id FROM machines WHERE host_machine_id = @m",
-                ("@m", machineId));
+            var existing = bound?.Id;
             var id = existing ?? Secrets.NewId("m_");
             if (existing is null)
                 await c.ExecuteAsync(t,
@@ -100,26 +132,41 @@ public sealed class Machines(Database db, ServerOptions options, CheckInWriter w
                         ("@cred", Secrets.Hash(credential)));
             else
                 await c.ExecuteAsync(t,
-                    "UPDATE machines SET hostname = @host, channel = @ch, kernel_release = @kr, build_id = @b, " +
-                        "package_version = @pv, agent_version = @av, address = @addr, credential_hash = @cred WHERE " +
-                        "id = @id",
-                    ("@id", id), ("@host", hostname), ("@ch", token.Channel), ("@kr", request.Kernel.Release.Value),
-                        ("@b", request.Kernel.BuildId.ToString()),
-                    ("@pv", packageVersion), ("@av", agentVersion), ("@addr", address),
-                        ("@cred", Secrets.Hash(credential)));
-            await AuditChain.AppendAsync(c, t, new Actor($"machine:{id}", address), existing is null ? "machine.enroll"
-                : "machine.reenroll", $"machine:{id}", new()
-                {
-                    ["hostname"] = hostname,
-                    ["channel"] = token.Channel,
-                    ["token"] = token.Id,
-                    ["kernel"] = request.Kernel.Release.Value,
-                    ["buildId"] = request.Kernel.BuildId.ToString(),
-                });
-            return id;
+                    "UPDATE machines SET hostname = @host, channel = @ch, kernel_release = @kr, build_id = @b, package_version = @pv, agent_version = @av, address = @addr, " +
+                    "credential_hash = @cred, reenroll_approved_until = NULL, boot_id = NULL, previous_boot_id = NULL WHERE id = @id",
+                    ("@id", id), ("@host", hostname), ("@ch", token.Channel), ("@kr", request.Kernel.Release.Value), ("@b", request.Kernel.BuildId.ToString()),
+                    ("@pv", packageVersion), ("@av", agentVersion), ("@addr", address), ("@cred", Secrets.Hash(credential)));
+            await AuditChain.AppendAsync(c, t, new Actor($"machine:{id}", address), existing is null ? "machine.enroll" : "machine.reenroll", $"machine:{id}", new()
+            {
+                ["hostname"] = hostname,
+                ["channel"] = token.Channel,
+                ["token"] = token.Id,
+                ["kernel"] = request.Kernel.Release.Value,
+                ["buildId"] = request.Kernel.BuildId.ToString(),
+                ["proof"] = existing is null ? null : bound!.ReenrollApprovedUntil is { } approved && approved > now && Secrets.Hash(request.Credential ?? "") != bound.CredentialHash ? "operator approval" : "current credential",
+            });
+            return (Id: id, Refused: false);
         });
+        if (machine.Refused)
+            throw FleetException.Conflict($"machine-id {machineId} is already enrolled as {machine.Id}; enrolling it again needs the machine's current credential " +
+                $"or an operator's approval (kintsugi server machines approve-reenroll {machine.Id}). If this host is a clone of another, give it its own " +
+                "machine-id (rm /etc/machine-id && systemd-machine-id-setup) and enroll it as a new machine");
         metrics.Enrollments.Increment();
-        return new EnrollResponse(machine, credential, options.CheckInSeconds, options.EventsWaitSeconds);
+        return new EnrollResponse(machine.Id, credential, options.CheckInSeconds, options.EventsWaitSeconds);
+    }
+
+    /// <summary>An operator lets a machine-id enroll again without its credential (a re-imaged machine), for <see cref="ReenrollApproval"/>.</summary>
+    public async Task<MachineView> ApproveReenrollAsync(string id, Actor actor)
+    {
+        Validation.MachineReference(id);
+        await db.WriteAsync(async (c, t) =>
+        {
+            var until = Releases.Now() + (long)ReenrollApproval.TotalMilliseconds;
+            if (await c.ExecuteAsync(t, "UPDATE machines SET reenroll_approved_until = @u WHERE id = @id", ("@u", until), ("@id", id)) == 0)
+                throw FleetException.NotFound($"no machine {id}");
+            await AuditChain.AppendAsync(c, t, actor, "machine.reenroll-approve", $"machine:{id}", new() { ["until"] = Releases.Time(until).ToString("O") });
+        });
+        return await GetAsync(id);
     }
 
     /// <summary>The machine a credential belongs to, or null (unknown or replaced by a re-enrollment).</summary>
@@ -128,14 +175,13 @@ public sealed class Machines(Database db, ServerOptions options, CheckInWriter w
         if (!Secrets.LooksLike(credential, Secrets.MachineCredentialPrefix)) return null;
         await using var c = await db.OpenAsync(cancellation);
         await using var command = c.Command(null,
-            "SELECT id, channel, build_id, state, level, bundle, target_release FROM machines WHERE credential_hash " +
-            "= @h", ("@h", Secrets.Hash(credential!)));
+            "SELECT id, channel, build_id, state, level, bundle, target_release, boot_id, previous_boot_id, clone_suspected_at FROM machines WHERE credential_hash = @h",
+            ("@h", Secrets.Hash(credential!)));
         await using var reader = await command.ExecuteReaderAsync(cancellation);
         if (!await reader.ReadAsync(cancellation)) return null;
-        return new MachineIdentity(reader.GetString(0), reader.GetString(1), reader.GetString(2), reader.IsDBNull(3)
-            ? null : reader.GetString(3),
-            reader.IsDBNull(4) ? null : (int)Convert.ToInt64(reader.GetValue(4)), reader.IsDBNull(5) ? null
-                : reader.GetString(5), reader.IsDBNull(6) ? null : reader.GetString(6));
+        string? Text(int i) => reader.IsDBNull(i) ? null : reader.GetString(i);
+        return new MachineIdentity(reader.GetString(0), reader.GetString(1), reader.GetString(2), Text(3),
+            reader.IsDBNull(4) ? null : (int)Convert.ToInt64(reader.GetValue(4)), Text(5), Text(6), Text(7), Text(8), !reader.IsDBNull(9));
     }
 
     // ---- check-in ----
@@ -178,13 +224,27 @@ public sealed class Machines(Database db, ServerOptions options, CheckInWriter w
 
         var state = request.State.ToWire();
         var changed = state != machine.State || request.Level != machine.Level || buildId != machine.BuildId;
-        await writer.WriteAsync(new CheckInRecord(machine.Id, request.Kernel.Release.Value, buildId, packageVersion,
-            agentVersion, state, request.Level,
+        var boot = Boots(machine, request.BootId);
+        var freshness = request.Metadata?.Freshness is "none" or "fresh" or "stale" ? request.Metadata.Freshness : null;
+        await writer.WriteAsync(new CheckInRecord(machine.Id, request.Kernel.Release.Value, buildId, packageVersion, agentVersion, state, request.Level,
             request.Bundle?.ToString(), effective, request.Taint, detail, offer.ReleaseId, Releases.Now(), address,
-            changed ? new StateChange(machine.State, machine.Level, machine.BuildId) : null), cancellation);
+            changed ? new StateChange(machine.State, machine.Level, machine.BuildId) : null, boot, freshness), cancellation);
         metrics.CountCheckIn(action);
-        return new CheckInResponse(action, release, options.CheckInSeconds, options.EventsWaitSeconds, currentEpoch,
-            offer.Metadata, timestamps.For(offer.Metadata));
+        return new CheckInResponse(action, release, options.CheckInSeconds, options.EventsWaitSeconds, currentEpoch, offer.Metadata, timestamps.For(offer.Metadata), offer.TrustRoot);
+    }
+
+    /// <summary>
+    /// The boot ids to keep after this check-in, and whether it shows a clone: a machine's boot id changes only
+    /// forward (each boot a new one), so a check-in from the boot before the last one is a second host sharing this
+    /// machine's identity (a disk cloned with its credential).
+    /// </summary>
+    private static BootRecord? Boots(MachineIdentity machine, string? reported)
+    {
+        if (reported is null) return null;
+        if (reported.Length != 36 || !Guid.TryParse(reported, out _)) throw FleetException.Invalid("bootId must be the kernel's boot id (a UUID)");
+        if (reported == machine.BootId) return new BootRecord(machine.BootId, machine.PreviousBootId, false, false);
+        var clone = reported == machine.PreviousBootId;
+        return new BootRecord(reported, machine.BootId, clone, clone && !machine.CloneSuspected);
     }
 
     // ---- inventory ----
@@ -194,8 +254,7 @@ public sealed class Machines(Database db, ServerOptions options, CheckInWriter w
     {
         await using var c = await db.OpenAsync();
         var rows = await c.QueryAsync<MachineRow>(
-            $"SELECT {MachineColumns} FROM machines WHERE (@ch IS NULL OR channel = @ch) AND (@st IS NULL OR state = " +
-                $"@st) AND (@b IS NULL OR build_id = @b) ORDER BY hostname, id",
+            $"SELECT {ViewColumns} FROM machines WHERE (@ch IS NULL OR channel = @ch) AND (@st IS NULL OR state = @st) AND (@b IS NULL OR build_id = @b) ORDER BY hostname, id",
             new { ch = channel, st = state, b = buildId });
         return [.. rows.Select(View)];
     }
@@ -204,21 +263,19 @@ public sealed class Machines(Database db, ServerOptions options, CheckInWriter w
     {
         Validation.MachineReference(id);
         await using var c = await db.OpenAsync();
-        var row = await c.QuerySingleOrDefaultAsync<MachineRow>($"SELECT {MachineColumns} FROM machines WHERE id = @id",
-            new { id })
+        var row = await c.QuerySingleOrDefaultAsync<MachineRow>($"SELECT {ViewColumns} FROM machines WHERE id = @id", new { id })
             ?? throw FleetException.NotFound($"no machine {id}");
         return View(row);
     }
 
     private MachineView View(MachineRow r)
     {
-        var stale = r.LastCheckinAt is null || DateTimeOffset.UtcNow
-            - Time(r.LastCheckinAt.Value) > TimeSpan.FromSeconds(options.CheckInSeconds * options.StaleAfterIntervals);
-        return new MachineView(r.Id, r.Hostname, r.HostMachineId, r.Channel, r.KernelRelease, r.BuildId,
-            r.PackageVersion, r.AgentVersion, r.State, (int?)r.Level, r.Bundle,
-            r.EffectiveVersion, r.Taint, r.Detail, r.TargetRelease, Time(r.EnrolledAt), r.LastCheckinAt is null ? null
-                : Time(r.LastCheckinAt.Value),
-            r.StateSince is null ? null : Time(r.StateSince.Value), r.Address, stale);
+        var stale = r.LastCheckinAt is null || DateTimeOffset.UtcNow - Time(r.LastCheckinAt.Value) > TimeSpan.FromSeconds(options.CheckInSeconds * options.StaleAfterIntervals);
+        return new MachineView(r.Id, r.Hostname, r.HostMachineId, r.Channel, r.KernelRelease, r.BuildId, r.PackageVersion, r.AgentVersion, r.State, (int?)r.Level, r.Bundle,
+            r.EffectiveVersion, r.Taint, r.Detail, r.TargetRelease, Time(r.EnrolledAt), r.LastCheckinAt is null ? null : Time(r.LastCheckinAt.Value),
+            r.StateSince is null ? null : Time(r.StateSince.Value), r.Address, stale, r.MetadataFreshness,
+            r.CloneSuspectedAt is null ? null : Time(r.CloneSuspectedAt.Value), r.CloneDetail,
+            r.ReenrollApprovedUntil is { } until && until > Releases.Now() ? Time(until) : null);
     }
 
     /// <summary>Moves a machine to another channel (it gets that channel's release at its next check-in).</summary>

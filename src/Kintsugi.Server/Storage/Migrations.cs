@@ -133,6 +133,22 @@ public static class Migrations
                 published_at BIGINT NOT NULL,
                 published_by TEXT NOT NULL);
             """),
+        new(3, "signed trust-root updates", _ => """
+            CREATE TABLE trust_root (
+                id BIGINT PRIMARY KEY,
+                version BIGINT NOT NULL,
+                document TEXT NOT NULL,
+                published_at BIGINT NOT NULL,
+                published_by TEXT NOT NULL);
+            """),
+        new(4, "machine binding: boot ids, clone suspicion, re-enrollment approval, metadata freshness", _ => """
+            ALTER TABLE machines ADD COLUMN boot_id TEXT NULL;
+            ALTER TABLE machines ADD COLUMN previous_boot_id TEXT NULL;
+            ALTER TABLE machines ADD COLUMN clone_suspected_at BIGINT NULL;
+            ALTER TABLE machines ADD COLUMN clone_detail TEXT NULL;
+            ALTER TABLE machines ADD COLUMN reenroll_approved_until BIGINT NULL;
+            ALTER TABLE machines ADD COLUMN metadata_freshness TEXT NULL;
+            """),
     ];
 
     /// <summary>The database refuses UPDATE and DELETE on the audit log; the hash chain catches whoever drops the

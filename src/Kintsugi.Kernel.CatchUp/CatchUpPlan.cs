@@ -19,15 +19,18 @@ public abstract record FileDecision(ChangedFile File)
 /// refuses every changed C file that includes it), and where kbuild builds each C file in this kernel's
 /// configuration. Only files with a unit to build go on to the builder.
 /// </summary>
-public sealed class CatchUpPlan
+public sealed partial class CatchUpPlan
 {
     public IReadOnlyList<FileDecision> Decisions { get; }
 
     private CatchUpPlan(IReadOnlyList<FileDecision> decisions) => Decisions = decisions;
 
-    public static CatchUpPlan Make(SourceDifference difference, string tree, int maxUnits, IReadOnlyList<string> only, Action<string> progress)
+    public static CatchUpPlan Make(SourceDifference difference, KernelSourceTree prepared, int maxUnits, IReadOnlyList<string> only,
+        Action<string> progress)
     {
-        var kbuild = KbuildUnits.Open(tree);
+        // Makefiles are evaluated with the tree's own toolchain (its build root for another Debian release).
+        var kbuild = KbuildUnits.Open(prepared);
+        var tree = prepared.Directory;
         var headers = new Lazy<HeaderDependents>(() =>
         {
             progress("reading the #include graph of the tree");
@@ -35,22 +38,27 @@ public sealed class CatchUpPlan
         });
         var decisions = new Dictionary<string, FileDecision>(StringComparer.Ordinal);
         // Headers first: a refused header refuses the changed C files that include it.
-        var refusedHeaders = new List<(string Header, IReadOnlyList<string> Reasons)>();
+        var refusedHeaders = new List<(string Header, HeaderVerdict Verdict)>();
         var ordered = difference.Files.OrderBy(f => f.Path.EndsWith(".h", StringComparison.Ordinal) ? 0 : 1).ThenBy(f => f.Path, StringComparer.Ordinal);
         foreach (var file in ordered)
         {
             var decision = Decide(file);
             if (decision is FileDecision.Decided { Outcome: FileOutcome.Refused, Rule: "header-layout" } && file.Path.EndsWith(".h", StringComparison.Ordinal))
-                refusedHeaders.Add((file.Path, SourceChange.ClassifyHeader(difference.ReadOld(file), difference.ReadNew(file)).Reasons));
+                refusedHeaders.Add((file.Path, SourceChange.ClassifyHeader(difference.ReadOld(file), difference.ReadNew(file))));
             decisions[file.Path] = decision;
         }
         if (refusedHeaders.Count > 0)
         {
-            foreach (var (header, reasons) in refusedHeaders)
+            // A C file's fix is tried against the running kernel's own headers, which is what its data and callers
+            // were built with; it is refused here only when its changed lines name a definition the header changes
+            // (a fix that needs the new definition in another way fails to compile, and says so). Refusing every
+            // includer of a changed core header would refuse nearly every fix of a stable update.
+            foreach (var (header, verdict) in refusedHeaders)
                 foreach (var includer in headers.Value.SourcesIncluding(header))
-                    if (decisions.TryGetValue(includer, out var decision) && decision is FileDecision.Build)
+                    if (decisions.TryGetValue(includer, out var decision) && decision is FileDecision.Build
+                        && NamedInChangedLines(difference, decision.File, verdict.Constructs) is { Count: > 0 } named)
                         decisions[includer] = new FileDecision.Decided(decision.File, FileOutcome.Refused, "header-layout",
-                            $"includes {header}, which {string.Join("; ", reasons)}",
+                            $"its change uses {string.Join(", ", named)} of {header}, which {string.Join("; ", verdict.Reasons)}",
                             "the fix depends on a changed definition the running kernel's data and callers were built with: reboot into the new version", null);
         }
         var plan = new CatchUpPlan([.. difference.Files.Select(f => decisions[f.Path])]);
@@ -146,6 +154,25 @@ public sealed class CatchUpPlan
             };
         }
     }
+
+    /// <summary>The changed constructs whose names appear as identifiers in the added or removed lines of the file's patch.</summary>
+    private static IReadOnlyList<string> NamedInChangedLines(SourceDifference difference, ChangedFile file, IReadOnlyList<ChangedConstruct> constructs)
+    {
+        if (file.Patch is null) return [];
+        var identifiers = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var line in File.ReadLines(difference.PatchPath(file)))
+        {
+            if (line.Length == 0 || line[0] is not ('+' or '-') || line.StartsWith("+++", StringComparison.Ordinal)
+                || line.StartsWith("---", StringComparison.Ordinal)) continue;
+            foreach (System.Text.RegularExpressions.Match word in Identifier().Matches(line)) identifiers.Add(word.Value);
+        }
+        // "struct example" is named by its tag.
+        return [.. constructs.Select(c => c.Name).Where(name => identifiers.Contains(name.Split(' ')[^1]))
+            .Distinct(StringComparer.Ordinal)];
+    }
+
+    [System.Text.RegularExpressions.GeneratedRegex("[A-Za-z_][A-Za-z0-9_]*")]
+    private static partial System.Text.RegularExpressions.Regex Identifier();
 
     /// <summary>"Cannot tell" is never "not built": the file is refused with the reason, so the report shows it.</summary>
     private static FileDecision Unresolved(ChangedFile file, UnitResolution.Unresolved unresolved) =>

@@ -52,7 +52,7 @@ public sealed partial class KernelCatchUp(DebianKernelArchive archive, string ca
         var versions = DebianChangelog.Read(to.Changelog).Between(from.Source.Version, to.Source.Version);
         var difference = await Stage("difference", () => SourceDifference.ComputeAsync(from, to, cacheRoot, progress, cancellation));
         var tree = await Stage("prepare", () => KernelSourceTree.PrepareAsync(kernel, progress, cancellation));
-        var plan = await Stage("plan", () => Task.FromResult(CatchUpPlan.Make(difference, tree.Directory, request.MaxUnits, request.Only ?? [], progress)));
+        var plan = await Stage("plan", () => Task.FromResult(CatchUpPlan.Make(difference, tree, request.MaxUnits, request.Only ?? [], progress)));
 
         var trials = await Stage("trials", () => RunTrialsAsync(request, kernel, difference, plan, output, cancellation));
         var mappings = CveMatcher.Match(versions.SelectMany(v => v.Items), difference.Files);

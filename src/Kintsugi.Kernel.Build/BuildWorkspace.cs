@@ -45,9 +45,11 @@ public sealed class BuildWorkspace : IAsyncDisposable
     }
 
     /// <summary>Runs a tool in the tree as this build sees it, with the tree's own toolchain.</summary>
-    private Task<CommandResult> RunAsync(string tool, IReadOnlyList<string> arguments, CancellationToken cancellation) =>
+    private Task<CommandResult> RunAsync(string tool, IReadOnlyList<string> arguments, CancellationToken cancellation,
+        Action<string>? onOutputLine = null) =>
         Tree.Toolchain.RunAsync(tool, arguments, Tree.Directory, [.. Tree.Visible, _root],
-            new Toolchains.OverlayMount(Tree.Directory, Path.Combine(_root, "upper"), Path.Combine(_root, "work")), cancellation);
+            new Toolchains.OverlayMount(Tree.Directory, Path.Combine(_root, "upper"), Path.Combine(_root, "work")), cancellation,
+            onOutputLine);
 
     /// <summary>The contents of a file of the tree as this build sees it.</summary>
     public Task<string> ReadAllTextAsync(string relativePath, CancellationToken cancellation = default) =>
@@ -93,10 +95,17 @@ public sealed class BuildWorkspace : IAsyncDisposable
     /// those, and returns the units that did not compile. Many fixes' units in one make cost one pass over kbuild's
     /// Makefiles instead of one per fix.
     /// </summary>
+    /// <param name="onCompiled">Called with the number of units compiled so far, as kbuild reports each one.</param>
     public async Task<IReadOnlyList<Units.TranslationUnit>> CompileUnitsKeepGoingAsync(IReadOnlyList<Units.TranslationUnit> units,
-        string destinationDirectory, string? extraCFlags, CancellationToken cancellation = default)
+        string destinationDirectory, string? extraCFlags, CancellationToken cancellation = default, Action<int>? onCompiled = null)
     {
-        var result = await MakeAsync([.. units.Select(u => (u.MakeGoal, u.ObjectPath))], extraCFlags, keepGoing: true, cancellation);
+        var count = 0;
+        // kbuild's short log names each object it compiles: "  CC [M]  fs/fat/dir.o".
+        void Count(string line)
+        {
+            if (onCompiled is not null && line.StartsWith("  CC ", StringComparison.Ordinal)) onCompiled(Interlocked.Increment(ref count));
+        }
+        var result = await MakeAsync([.. units.Select(u => (u.MakeGoal, u.ObjectPath))], extraCFlags, keepGoing: true, cancellation, Count);
         // Only what this make wrote counts: an object in the shared tree below is not this build's.
         var compiled = result.Succeeded ? units : [.. units.Where(u => File.Exists(Path.Combine(ChangesDirectory, u.ObjectPath))
             && File.Exists(Path.Combine(ChangesDirectory, ExportedSymbolVersions.CommandFile(u.ObjectPath))))];
@@ -115,13 +124,13 @@ public sealed class BuildWorkspace : IAsyncDisposable
     }
 
     private Task<CommandResult> MakeAsync(IReadOnlyList<(string Goal, string ObjectPath)> targets, string? extraCFlags, bool keepGoing,
-        CancellationToken cancellation)
+        CancellationToken cancellation, Action<string>? onOutputLine = null)
     {
         foreach (var (_, objectPath) in targets) KernelSourceTree.CheckObjectPath(objectPath);
         // An empty KCFLAGS is still a change of command line, so the distribution's build is recompiled after a flagged one.
         List<string> arguments = [$"-j{Environment.ProcessorCount}", .. keepGoing ? ["-k"] : Array.Empty<string>(),
             .. targets.Select(t => t.Goal), $"KCFLAGS={extraCFlags ?? ""}"];
-        return RunAsync("make", arguments, cancellation);
+        return RunAsync("make", arguments, cancellation, onOutputLine);
     }
 
     private void CopyOut(IReadOnlyList<string> objectPaths, string destinationDirectory)

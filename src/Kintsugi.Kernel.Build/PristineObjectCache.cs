@@ -24,14 +24,14 @@ public sealed class PristineObjectCache(string directory)
     /// that do not are returned; without it, any failure throws.
     /// </summary>
     public async Task<IReadOnlyList<Units.TranslationUnit>> CompileAsync(BuildWorkspace workspace, IReadOnlyList<Units.TranslationUnit> units,
-        string? extraCFlags, CancellationToken cancellation, bool keepGoing = false)
+        string? extraCFlags, CancellationToken cancellation, bool keepGoing = false, Action<int>? onCompiled = null)
     {
         // Compiled beside the cache and moved in, so a build killed midway never leaves a half-written object
         // to be trusted later; one staging directory per call, since one process may run several builds at once
         // (catch-up trials).
         var staging = $"{directory}.staging-{Environment.ProcessId}-{Guid.NewGuid():N}";
         IReadOnlyList<Units.TranslationUnit> failed = [];
-        if (keepGoing) failed = await workspace.CompileUnitsKeepGoingAsync(units, staging, extraCFlags, cancellation);
+        if (keepGoing) failed = await workspace.CompileUnitsKeepGoingAsync(units, staging, extraCFlags, cancellation, onCompiled);
         else await workspace.CompileUnitsAsync(units, staging, extraCFlags, cancellation);
         foreach (var o in units.Except(failed).Select(u => u.ObjectPath))
         {

@@ -99,7 +99,7 @@ internal sealed class CatchUpTrials(BuildTarget target, KernelSourceTree tree, C
         var units = scoped.SelectMany(s => s.Units).DistinctBy(u => u.ObjectPath).ToList();
         var watch = Stopwatch.StartNew();
         progress($"compiling the {units.Count} unit(s) of {scoped.Count} file(s) before the fixes, in one make");
-        var failed = await UnitCompilation.PrecompilePristineAsync(target, tree, units, originals: false, cancellation);
+        var failed = await UnitCompilation.PrecompilePristineAsync(target, tree, units, originals: false, cancellation, progress);
         progress($"compiled before the fixes in {watch.Elapsed.TotalSeconds:0} s" +
             (failed.Count > 0 ? $"; {failed.Count} unit(s) did not compile and are tried one by one" : ""));
 
@@ -126,7 +126,7 @@ internal sealed class CatchUpTrials(BuildTarget target, KernelSourceTree tree, C
         }
         progress($"compiling the fixes of {applied.Count} C file(s) together, in one make");
         var notCompiled = await patched.CompileUnitsKeepGoingAsync([.. applied.Select(s => s.Units[0])], directory,
-            UnitCompilation.DiffCFlags(target), cancellation);
+            UnitCompilation.DiffCFlags(target), cancellation, CompileProgress.Every(applied.Count, progress));
         progress($"compiled after the fixes in {watch.Elapsed.TotalSeconds:0} s" +
             (notCompiled.Count > 0 ? $"; {notCompiled.Count} did not compile and are tried one by one" : ""));
         return new Precompiled(directory, applied.Where(s => !notCompiled.Contains(s.Units[0])).Select(s => s.Key).ToHashSet());
@@ -164,7 +164,7 @@ internal sealed class CatchUpTrials(BuildTarget target, KernelSourceTree tree, C
         var units = diffed.SelectMany(d => d.Changed.Select(c => c.Unit)).DistinctBy(u => u.ObjectPath).ToList();
         var watch = Stopwatch.StartNew();
         progress($"compiling the {units.Count} changed unit(s) as the distribution did, for the fidelity proof, in one make");
-        var failed = await UnitCompilation.PrecompilePristineAsync(target, tree, units, originals: true, cancellation);
+        var failed = await UnitCompilation.PrecompilePristineAsync(target, tree, units, originals: true, cancellation, progress);
         progress($"compiled the originals in {watch.Elapsed.TotalSeconds:0} s" +
             (failed.Count > 0 ? $"; {failed.Count} unit(s) did not compile and are tried one by one" : ""));
         await Parallel.ForEachAsync(diffed, Options(cancellation), async (file, token) =>

@@ -89,11 +89,27 @@ public static class UnitCompilation
     /// (each is compiled again, and its error reported, by the build that needs it). Returns the units that failed.
     /// </summary>
     public static async Task<IReadOnlyList<TranslationUnit>> PrecompilePristineAsync(BuildTarget target, KernelSourceTree tree,
-        IReadOnlyList<TranslationUnit> units, bool originals, CancellationToken cancellation)
+        IReadOnlyList<TranslationUnit> units, bool originals, CancellationToken cancellation, Action<string>? progress = null)
     {
         var cache = originals ? Originals(target) : Befores(target);
         if (cache.Missing(units.DistinctBy(u => u.ObjectPath)) is not { Count: > 0 } missing) return [];
+        progress?.Invoke($"{units.Count - missing.Count} of {units.Count} kept from earlier builds, compiling {missing.Count}");
         await using var pristine = await BuildWorkspace.OpenAsync(tree, cancellation);
-        return await cache.CompileAsync(pristine, missing, originals ? null : DiffCFlags(target), cancellation, keepGoing: true);
+        return await cache.CompileAsync(pristine, missing, originals ? null : DiffCFlags(target), cancellation, keepGoing: true,
+            CompileProgress.Every(missing.Count, progress));
+    }
+}
+
+/// <summary>A line of progress every tenth of a long compile ("compiled 120 of 644 units").</summary>
+public static class CompileProgress
+{
+    public static Action<int>? Every(int total, Action<string>? progress)
+    {
+        if (progress is null) return null;
+        var step = Math.Max(10, total / 10);
+        return compiled =>
+        {
+            if (compiled % step == 0 || compiled == total) progress($"compiled {compiled} of {total} unit(s)");
+        };
     }
 }

@@ -108,6 +108,13 @@ internal sealed class CatchUpTrials(BuildTarget target, KernelSourceTree tree, C
         var byObject = scoped.SelectMany(s => s.Units.Select(u => (u.ObjectPath, s))).ToLookup(x => x.ObjectPath, x => x.s);
         var batch = scoped.Where(s => s.File.Path.EndsWith(".c", StringComparison.Ordinal) && s.Units.Count == 1
             && s.Units[0].SourcePath == s.File.Path && byObject[s.Units[0].ObjectPath].Count() == 1).ToList();
+        // A unit that #includes another batched C file (a .c compiled on its own and also included elsewhere) would carry
+        // both fixes: it compiles on its own instead.
+        var batched = batch.Select(s => s.File.Path).ToHashSet(StringComparer.Ordinal);
+        var includes = KbuildUnits.Open(tree).Includes;
+        var carriesAnother = batch.SelectMany(s => includes.SourcesIncluding(s.File.Path).Where(i => i != s.File.Path && batched.Contains(i)))
+            .ToHashSet(StringComparer.Ordinal);
+        batch = [.. batch.Where(s => !carriesAnother.Contains(s.File.Path))];
         if (batch.Count < 2) return new Precompiled(directory, None);
         watch.Restart();
         await using var patched = await BuildWorkspace.OpenAsync(tree, cancellation);

@@ -99,6 +99,8 @@ public sealed class BuildWorkspace : IAsyncDisposable
     public async Task<IReadOnlyList<Units.TranslationUnit>> CompileUnitsKeepGoingAsync(IReadOnlyList<Units.TranslationUnit> units,
         string destinationDirectory, string? extraCFlags, CancellationToken cancellation = default, Action<int>? onCompiled = null)
     {
+        // make without a goal would build the whole kernel.
+        if (units.Count == 0) return [];
         var count = 0;
         // kbuild's short log names each object it compiles: "  CC [M]  fs/fat/dir.o".
         void Count(string line)

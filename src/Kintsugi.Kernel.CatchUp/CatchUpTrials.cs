@@ -42,7 +42,6 @@ internal sealed class CatchUpTrials(BuildTarget target, KernelSourceTree tree, C
     /// <summary>A file whose units changed: its diffs, waiting for the fidelity proof and resolution.</summary>
     private sealed record Diffed(Scoped File, IReadOnlyList<UnitDiff> Changed);
 
-    private static readonly IReadOnlySet<string> None = new HashSet<string>();
 
     public async Task<IReadOnlyDictionary<string, FileTrial>> RunAsync(IReadOnlyList<FileDecision.Build> decisions,
         Func<ChangedFile, string> keyOf, CancellationToken cancellation)
@@ -90,15 +89,18 @@ internal sealed class CatchUpTrials(BuildTarget target, KernelSourceTree tree, C
         return scoped;
     }
 
-    /// <summary>The after objects compiled together, and the files (by key) whose own fix alone each of them carries.</summary>
-    private sealed record Precompiled(string Directory, IReadOnlySet<string> Files);
+    /// <summary>The files (by key) whose after objects were compiled together, each in its own directory.</summary>
+    private sealed record Precompiled(string Directory, IReadOnlySet<string> Files)
+    {
+        public string? For(string key) => Files.Contains(key) ? Path.Combine(Directory, key) : null;
+    }
 
     private async Task<Precompiled> PrecompileAsync(IReadOnlyList<Scoped> scoped, CancellationToken cancellation)
     {
         var directory = Path.Combine(_work, "after");
         var units = scoped.SelectMany(s => s.Units).DistinctBy(u => u.ObjectPath).ToList();
         var watch = Stopwatch.StartNew();
-        progress($"compiling the {units.Count} unit(s) of {scoped.Count} file(s) before the fixes, in one make");
+        progress($"compiling the {units.Count} unit(s) of {scoped.Count} file(s) before the fixes, {UnitCompilation.PrecompileChunk} per make");
         var failed = await UnitCompilation.PrecompilePristineAsync(target, tree, units, originals: false, cancellation, progress);
         progress($"compiled before the fixes in {watch.Elapsed.TotalSeconds:0} s" +
             (failed.Count > 0 ? $"; {failed.Count} unit(s) did not compile and are tried one by one" : ""));
@@ -115,28 +117,61 @@ internal sealed class CatchUpTrials(BuildTarget target, KernelSourceTree tree, C
         var carriesAnother = batch.SelectMany(s => includes.SourcesIncluding(s.File.Path).Where(i => i != s.File.Path && batched.Contains(i)))
             .ToHashSet(StringComparer.Ordinal);
         batch = [.. batch.Where(s => !carriesAnother.Contains(s.File.Path))];
-        if (batch.Count < 2) return new Precompiled(directory, None);
+        // An interrupted run's after objects are kept per file (the key names the fix, the kernel and the builder).
+        var compiled = batch.Where(s => PristineObjectCache.HoldsAll(Path.Combine(directory, s.Key), s.Units)).Select(s => s.Key)
+            .ToHashSet(StringComparer.Ordinal);
+        var left = batch.Where(s => !compiled.Contains(s.Key)).ToList();
+        if (left.Count < 2) return new Precompiled(directory, compiled);
         watch.Restart();
-        await using var patched = await BuildWorkspace.OpenAsync(tree, cancellation);
-        var applied = new List<Scoped>();
-        foreach (var file in batch)
+        progress($"compiling the fixes of {left.Count} C file(s) together, {UnitCompilation.PrecompileChunk} per make" +
+            (compiled.Count > 0 ? $" ({compiled.Count} compiled by an earlier run)" : ""));
+        var notCompiled = 0;
+        foreach (var chunk in left.Chunk(UnitCompilation.PrecompileChunk))
         {
-            try
+            await using var patched = await BuildWorkspace.OpenAsync(tree, cancellation);
+            var applied = new List<Scoped>();
+            foreach (var file in chunk)
             {
-                foreach (var patch in file.Inputs.Patches) await patched.ApplyAsync(patch.Patch, cancellation);
-                applied.Add(file);
+                try
+                {
+                    foreach (var patch in file.Inputs.Patches) await patched.ApplyAsync(patch.Patch, cancellation);
+                    applied.Add(file);
+                }
+                catch (SourcePatchException)
+                {
+                    // Tried on its own later, where the refusal says exactly what does not apply.
+                }
             }
-            catch (SourcePatchException)
+            if (applied.Count == 0)
             {
-                // Tried on its own later, where the refusal says exactly what does not apply.
+                notCompiled += chunk.Length;
+                continue;
             }
+            var chunkDirectory = Path.Combine(_work, "after-chunk");
+            var failedUnits = await patched.CompileUnitsKeepGoingAsync([.. applied.Select(s => s.Units[0])], chunkDirectory,
+                UnitCompilation.DiffCFlags(target), cancellation, CompileProgress.Every(left.Count, progress, compiled.Count));
+            foreach (var file in applied.Where(s => !failedUnits.Contains(s.Units[0])))
+            {
+                Keep(chunkDirectory, Path.Combine(directory, file.Key), file.Units[0].ObjectPath);
+                compiled.Add(file.Key);
+            }
+            notCompiled += chunk.Length - applied.Count + failedUnits.Count;
+            Directory.Delete(chunkDirectory, recursive: true);
         }
-        progress($"compiling the fixes of {applied.Count} C file(s) together, in one make");
-        var notCompiled = await patched.CompileUnitsKeepGoingAsync([.. applied.Select(s => s.Units[0])], directory,
-            UnitCompilation.DiffCFlags(target), cancellation, CompileProgress.Every(applied.Count, progress));
         progress($"compiled after the fixes in {watch.Elapsed.TotalSeconds:0} s" +
-            (notCompiled.Count > 0 ? $"; {notCompiled.Count} did not compile and are tried one by one" : ""));
-        return new Precompiled(directory, applied.Where(s => !notCompiled.Contains(s.Units[0])).Select(s => s.Key).ToHashSet());
+            (notCompiled > 0 ? $"; {notCompiled} did not apply or compile and are tried one by one" : ""));
+        return new Precompiled(directory, compiled);
+    }
+
+    /// <summary>Moves one object and kbuild's command file for it (its exports' symbol versions) into a file's directory.</summary>
+    private static void Keep(string from, string to, string objectPath)
+    {
+        foreach (var path in new[] { objectPath, ExportedSymbolVersions.CommandFile(objectPath) })
+        {
+            if (!File.Exists(Path.Combine(from, path))) continue;
+            Directory.CreateDirectory(Path.GetDirectoryName(Path.Combine(to, path))!);
+            File.Move(Path.Combine(from, path), Path.Combine(to, path), overwrite: true);
+        }
     }
 
     private async Task<List<Diffed>> DiffAsync(IReadOnlyList<Scoped> scoped, Precompiled after, CancellationToken cancellation)
@@ -149,7 +184,7 @@ internal sealed class CatchUpTrials(BuildTarget target, KernelSourceTree tree, C
             {
                 var compiled = await UnitCompilation.CompileAsync(target, tree, file.Units, file.Inputs.Patches,
                     Path.Combine(_work, file.Key), new StageClock(_ => { }), token,
-                    precompiledAfter: after.Files.Contains(file.Key) ? after.Directory : null);
+                    precompiledAfter: after.For(file.Key));
                 var diffs = UnitDiffing.DiffAll(compiled, _exports, objtoolAtLink);
                 UnitDiffing.ThrowIfRefused(diffs);
                 var changed = diffs.Where(d => d.Contributes).ToList();

@@ -85,8 +85,9 @@ public static class UnitCompilation
     }
 
     /// <summary>
-    /// Fills the pristine caches for many units in one make per side, keeping going past units that do not compile
-    /// (each is compiled again, and its error reported, by the build that needs it). Returns the units that failed.
+    /// Fills the pristine caches for many units, a chunk of units per make, keeping going past units that do not
+    /// compile (each is compiled again, and its error reported, by the build that needs it). Each chunk's objects are
+    /// kept as soon as it is done, so an interrupted run loses at most one chunk. Returns the units that failed.
     /// </summary>
     public static async Task<IReadOnlyList<TranslationUnit>> PrecompilePristineAsync(BuildTarget target, KernelSourceTree tree,
         IReadOnlyList<TranslationUnit> units, bool originals, CancellationToken cancellation, Action<string>? progress = null)
@@ -94,22 +95,36 @@ public static class UnitCompilation
         var cache = originals ? Originals(target) : Befores(target);
         if (cache.Missing(units.DistinctBy(u => u.ObjectPath)) is not { Count: > 0 } missing) return [];
         progress?.Invoke($"{units.Count - missing.Count} of {units.Count} kept from earlier builds, compiling {missing.Count}");
-        await using var pristine = await BuildWorkspace.OpenAsync(tree, cancellation);
-        return await cache.CompileAsync(pristine, missing, originals ? null : DiffCFlags(target), cancellation, keepGoing: true,
-            CompileProgress.Every(missing.Count, progress));
+        var failed = new List<TranslationUnit>();
+        var done = 0;
+        foreach (var chunk in missing.Chunk(PrecompileChunk))
+        {
+            await using var pristine = await BuildWorkspace.OpenAsync(tree, cancellation);
+            var offset = done;
+            failed.AddRange(await cache.CompileAsync(pristine, chunk, originals ? null : DiffCFlags(target), cancellation, keepGoing: true,
+                CompileProgress.Every(missing.Count, progress, offset)));
+            done += chunk.Length;
+        }
+        return failed;
     }
+
+    /// <summary>Units per make when many are precompiled: large enough that kbuild's start is a small cost, small enough
+    /// that an interruption loses little.</summary>
+    public const int PrecompileChunk = 64;
 }
 
 /// <summary>A line of progress every tenth of a long compile ("compiled 120 of 644 units").</summary>
 public static class CompileProgress
 {
-    public static Action<int>? Every(int total, Action<string>? progress)
+    /// <param name="offset">Units compiled by earlier makes of the same work.</param>
+    public static Action<int>? Every(int total, Action<string>? progress, int offset = 0)
     {
         if (progress is null) return null;
         var step = Math.Max(10, total / 10);
         return compiled =>
         {
-            if (compiled % step == 0 || compiled == total) progress($"compiled {compiled} of {total} unit(s)");
+            var sofar = offset + compiled;
+            if (sofar % step == 0 || sofar == total) progress($"compiled {sofar} of {total} unit(s)");
         };
     }
 }

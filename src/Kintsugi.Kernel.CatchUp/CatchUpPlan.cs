@@ -118,7 +118,7 @@ public sealed partial class CatchUpPlan
                         "reboot into the new version: the running kernel's structures and callers were built with the old header", null);
             }
             _ = headers.Value; // read once, with its line of progress (it takes minutes on a cold cache)
-            var header = kbuild.ResolveHeader(file.Path, stopPastUnits: maxUnits);
+            var header = kbuild.ResolveHeader(file.Path, limit: maxUnits);
             return header.Resolution switch
             {
                 UnitResolution.Built when header.Units.Count > maxUnits => new FileDecision.Decided(file, FileOutcome.Refused, "too-many-units",

@@ -183,7 +183,7 @@ public sealed class TranslationUnitSpecification
     [Fact]
     public async Task The_units_of_a_common_header_are_resolved_only_up_to_the_limit_the_caller_gives()
     {
-        var header = (await UnitsAsync()).ResolveHeader("include/linux/list.h", stopPastUnits: 5);
+        var header = (await UnitsAsync()).ResolveHeader("include/linux/list.h", limit: 5);
 
         Assert.True(header.Partial);
         Assert.InRange(header.Units.Count, 6, 1000);

@@ -123,10 +123,11 @@ public sealed partial class KbuildUnits
     /// other headers. "Not built" only when every C file that includes it is proven not built. A header that no C
     /// file includes by name is unresolved, not "not built": the include graph does not follow includes spelled
     /// through macros (<c>#include TRACE_INCLUDE(...)</c>) or given on the command line (<c>-include</c>).
-    /// Resolution stops once more than <paramref name="stopPastUnits"/> built units are found: the answer is then
-    /// "too many" and the thousands of includers of a core header need not all be placed.
+    /// More than <paramref name="limit"/> built units is "too many", which says more than an includer that cannot be
+    /// placed: the answer is then the units. With <paramref name="stopAtLimit"/> resolution stops there (the thousands
+    /// of includers of a core header need not all be placed); without it, every unit is listed.
     /// </summary>
-    public HeaderResolution ResolveHeader(string headerPath, int stopPastUnits = int.MaxValue)
+    public HeaderResolution ResolveHeader(string headerPath, int limit = int.MaxValue, bool stopAtLimit = true)
     {
         var sources = _includes.Value.SourcesIncluding(headerPath).Where(s => s.EndsWith(".c", StringComparison.Ordinal)).ToList();
         if (sources.Count == 0)
@@ -141,10 +142,12 @@ public sealed partial class KbuildUnits
             var answers = batch.AsParallel().AsOrdered().WithDegreeOfParallelism(Environment.ProcessorCount).Select(Resolve).ToList();
             resolved.AddRange(answers);
             foreach (var unit in answers.OfType<UnitResolution.Built>().SelectMany(b => b.Units)) built.TryAdd(unit.SourcePath, unit);
-            if (built.Count > stopPastUnits)
+            if (stopAtLimit && built.Count > limit)
                 return new HeaderResolution(headerPath, sources.Count, new UnitResolution.Built(headerPath, [.. built.Values]),
                     Partial: resolved.Count < sources.Count);
         }
+        if (built.Count > limit)
+            return new HeaderResolution(headerPath, sources.Count, new UnitResolution.Built(headerPath, [.. built.Values]), Partial: false);
         if (resolved.OfType<UnitResolution.Unresolved>().FirstOrDefault() is { } unknown)
             return new HeaderResolution(headerPath, sources.Count, new UnitResolution.Unresolved(headerPath,
                 $"it is #included by {unknown.SourcePath}, and of that: {unknown.Reason}"), Partial: false);

@@ -46,14 +46,13 @@ public static class UnitSelection
                     }
                     break;
                 case ChangeScope.Header:
-                    // Past the limit the refusal is known: a core header's thousands of includers need not all be placed.
-                    // (A partial answer has more than maxUnits units by itself, so it is always refused below.)
-                    var header = kbuild.ResolveHeader(change.Change.Path, stopPastUnits: maxUnits);
+                    // All of them, even past --max-units: the refusal lists every unit the header is compiled into.
+                    var header = kbuild.ResolveHeader(change.Change.Path, limit: maxUnits, stopAtLimit: false);
                     switch (header.Resolution)
                     {
                         case UnitResolution.Built:
                             progress($"{change.Change.Path} is included by {header.Includers} C file(s), " +
-                                $"{(header.Partial ? "at least " : "")}{header.Units.Count} unit(s) of them built into this kernel");
+                                $"{header.Units.Count} unit(s) of them built into this kernel");
                             foreach (var including in header.Units) units[including.SourcePath] = including;
                             break;
                         case UnitResolution.NotBuilt proven:
@@ -64,16 +63,15 @@ public static class UnitSelection
                             throw new LivepatchRefusedException($"{unknown}. A fix is never skipped on a guess: check which " +
                                 "units of this kernel include the header");
                     }
-                    if (units.Count > maxUnits) throw TooManyUnits(units, maxUnits, header.Partial);
                     break;
             }
         }
-        if (units.Count > maxUnits) throw TooManyUnits(units, maxUnits, partial: false);
+        if (units.Count > maxUnits) throw TooManyUnits(units, maxUnits);
         return new Scope([.. units.Values], notBuilt);
     }
 
-    private static LivepatchRefusedException TooManyUnits(SortedDictionary<string, TranslationUnit> units, int maxUnits, bool partial) =>
-        new($"the fix changes code included by {(partial ? "at least " : "")}{units.Count} translation units (more than {maxUnits}); rebuilding " +
+    private static LivepatchRefusedException TooManyUnits(SortedDictionary<string, TranslationUnit> units, int maxUnits) =>
+        new($"the fix changes code included by {units.Count} translation units (more than {maxUnits}); rebuilding " +
             "them all is not a reasonable livepatch. Move the change out of the header into the functions that need " +
             "it, or raise --max-units. The units:\n" + string.Join('\n', units.Keys.Select(u => "  " + u)));
 }

@@ -91,7 +91,7 @@ internal sealed class FunctionComparer(ObjectView original, ObjectView patched, 
     /// ftrace locations (one per function), nor tables pointing into shared unnamed code (.altinstr_replacement), where
     /// one function's edit would move every other function's entries.
     /// </summary>
-    private static readonly HashSet<string> ComparedTables = new(StringComparer.Ordinal) { "__jump_table", "__bug_table", "__ex_table", ".static_call_sites" };
+    private static readonly HashSet<string> ComparedTables = new(StringComparer.Ordinal) { KernelNames.JumpTable, "__bug_table", "__ex_table", KernelNames.StaticCallSites };
 
     /// <summary>struct bug_entry (12 bytes with CONFIG_DEBUG_BUGVERBOSE): address, file, then the 16-bit __LINE__ at offset 8.</summary>
     private const int BugEntryLineField = 8;
@@ -114,7 +114,7 @@ internal sealed class FunctionComparer(ObjectView original, ObjectView patched, 
                 var function = owner.Role == SymbolRole.ColdPart ? owner.Parent! : owner.Key;
                 var bytes = ObjectView.Bytes(section, start, (ulong)size).ToArray();
                 foreach (var field in fields)
-                    bytes.AsSpan((int)(field.Offset - start), Math.Min(ObjectView.FieldWidth(field.Type), size - (int)(field.Offset - start))).Clear();
+                    bytes.AsSpan((int)(field.Offset - start), Math.Min(field.Type.FieldWidth(), size - (int)(field.Offset - start))).Clear();
                 var line = 0;
                 if (section.Name == "__bug_table" && size == BugEntryLineSize)
                 {
@@ -162,7 +162,7 @@ internal sealed class FunctionComparer(ObjectView original, ObjectView patched, 
             return defined.Role switch
             {
                 SymbolRole.Function or SymbolRole.ColdPart => $"fn:{defined.Key}+{target.Offset}",
-                SymbolRole.Special => $"special:{ObjectView.SpecialBase(defined.Name)}:{SpecialContent(view, defined, ignoreDescriptorLines)}+{target.Offset}",
+                SymbolRole.Special => $"special:{KernelNames.WithoutNumber(defined.Name)}:{SpecialContent(view, defined, ignoreDescriptorLines)}+{target.Offset}",
                 _ => $"data:{defined.Key}+{target.Offset}",
             };
         var section = target.Section!;
@@ -181,7 +181,7 @@ internal sealed class FunctionComparer(ObjectView original, ObjectView patched, 
             builder.Append(target switch
             {
                 { IsExternal: true } => "ext:" + target.Symbol.Name,
-                { Defined: { Role: SymbolRole.Special } d } => "special:" + ObjectView.SpecialBase(d.Name),
+                { Defined: { Role: SymbolRole.Special } d } => "special:" + KernelNames.WithoutNumber(d.Name),
                 { Defined: { } d } => d.Key,
                 _ when ObjectView.IsStringSection(target.Section!) => "str:" + ObjectView.StringAt(target.Section!, target.Offset),
                 _ => target.Section!.Name,
@@ -190,7 +190,7 @@ internal sealed class FunctionComparer(ObjectView original, ObjectView patched, 
         if (special.Section is ElfDataSection)
         {
             var bytes = Masked(special, view.RelocationsIn(special).ToList());
-            if (ignoreDescriptorLines && ObjectView.IsDebugDescriptor(special) && bytes.Length >= DescriptorLineField + 4)
+            if (ignoreDescriptorLines && KernelNames.IsDebugDescriptor(special.Name, special.Section.Name) && bytes.Length >= DescriptorLineField + 4)
             {
                 var word = BinaryPrimitives.ReadUInt32LittleEndian(bytes.AsSpan(DescriptorLineField)) & ~DescriptorLineMask;
                 BinaryPrimitives.WriteUInt32LittleEndian(bytes.AsSpan(DescriptorLineField), word);
@@ -210,7 +210,7 @@ internal sealed class FunctionComparer(ObjectView original, ObjectView patched, 
         foreach (var relocation in relocations)
         {
             var at = (int)(relocation.Offset - defined.Start);
-            var width = Math.Min(ObjectView.FieldWidth(relocation.Type), bytes.Length - at);
+            var width = Math.Min(relocation.Type.FieldWidth(), bytes.Length - at);
             if (at >= 0 && width > 0) bytes.AsSpan(at, width).Clear();
         }
         return bytes;

@@ -10,8 +10,6 @@ namespace Kintsugi.Diff;
 /// </summary>
 public static partial class ObjectDiffer
 {
-    public const string CallbackPrefix = "__kintsugi_callback_";
-
     /// <summary>
     /// Compares two compilations of one unit (same flags plus <c>-ffunction-sections -fdata-sections</c>).
     /// A fix the kernel cannot live patch is not an exception: it comes back as <see cref="DiffResult.Refusals"/>.
@@ -80,7 +78,7 @@ internal sealed class Differ(ObjectView original, ObjectView patched, DiffOption
 
         var roots = patched.ByKey.Values.Where(d => d.Role == SymbolRole.Function && (
                 _functionChanges.GetValueOrDefault(d.Key) == FunctionChange.Changed
-                || (_functionChanges.GetValueOrDefault(d.Key) == FunctionChange.New && !d.IsLocal && !ObjectView.IsInitSection(d.Section))))
+                || (_functionChanges.GetValueOrDefault(d.Key) == FunctionChange.New && !d.IsLocal && !KernelNames.IsInitSection(d.Section.Name))))
             .ToList();
         var newIncluded = roots.Any(r => _functionChanges[r.Key] == FunctionChange.New);
         if (_refusals.Count > 0 || (!hasChanges && !newIncluded))
@@ -91,7 +89,7 @@ internal sealed class Differ(ObjectView original, ObjectView patched, DiffOption
         builder.Complete();
         if (_refusals.Count > 0)
             return new DiffResult(functions, data, _refusals, hasChanges, null, [], []);
-        var callbacks = roots.Where(r => r.Name.StartsWith(ObjectDiffer.CallbackPrefix, StringComparison.Ordinal)).Select(r => r.Name).Order(StringComparer.Ordinal).ToList();
+        var callbacks = roots.Where(r => KernelNames.CallbackKind(r.Name) is not null).Select(r => r.Name).Order(StringComparer.Ordinal).ToList();
         return new DiffResult(functions, data, _refusals, hasChanges || newIncluded, builder.Output, builder.References, callbacks, builder.InertSites);
     }
 
@@ -106,7 +104,7 @@ internal sealed class Differ(ObjectView original, ObjectView patched, DiffOption
             FunctionDiff diff;
             if (before is null)
                 diff = new FunctionDiff(after!.Name, FunctionChange.New, after.IsLocal, null,
-                    ObjectView.IsInitSection(after.Section) ? "__init code: it never runs in a live patch" : null);
+                    KernelNames.IsInitSection(after.Section.Name) ? "__init code: it never runs in a live patch" : null);
             else if (after is null)
                 diff = new FunctionDiff(before.Name, FunctionChange.Removed, before.IsLocal, null, null);
             else
@@ -154,14 +152,14 @@ internal sealed class Differ(ObjectView original, ObjectView patched, DiffOption
 
     private void RefuseUnpatchable(DefinedSymbol function)
     {
-        if (ObjectView.IsInitSection(function.Section))
+        if (KernelNames.IsInitSection(function.Section.Name))
         {
             _refusals.Add(new DiffRefusal(RefusalRule.InitCodeChanged, function.Name,
                 $"{function.Name} is __init or __exit code ({function.Section.Name}): it ran at boot or module load and is gone; a livepatch cannot rerun it. " +
                 "If the fix must affect state that code set up, change that state from a post-patch callback (KPATCH_POST_PATCH_CALLBACK)."));
             return;
         }
-        var hasEntry = patched.RelocationsIn(function).Any(r => r.Symbol?.Name == "__fentry__" && r.Offset - function.Start <= 16);
+        var hasEntry = patched.RelocationsIn(function).Any(r => r.Symbol?.Name == KernelNames.FtraceEntry && r.Offset - function.Start <= KernelNames.FtraceEntryReach);
         if (!hasEntry)
             _refusals.Add(new DiffRefusal(RefusalRule.NoFtraceEntry, function.Name,
                 $"{function.Name} has no ftrace entry (notrace, noinstr, or an inline-only helper), so livepatch cannot redirect calls to it. " +

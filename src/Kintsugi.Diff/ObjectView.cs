@@ -1,6 +1,5 @@
 using System.Buffers.Binary;
 using System.Text;
-using System.Text.RegularExpressions;
 using Iced.Intel;
 using Kintsugi.Elf;
 
@@ -47,11 +46,8 @@ internal readonly record struct RelocationTarget(ElfSymbol Symbol, DefinedSymbol
 /// keys, relocations by section, and where each relocation really points (PC-relative relocations in code
 /// are corrected by the length of the rest of their instruction, decoded with Iced).
 /// </summary>
-internal sealed partial class ObjectView
+internal sealed class ObjectView
 {
-    private static readonly string[] SpecialBases =
-        ["__key", "__warned", "__already_done", "__print_once", "__func__", "__FUNCTION__", "__PRETTY_FUNCTION__", "CSWTCH", "_rs", "descriptor", "__msg", "__mod", "__flags", "__tpstrtab", "__bpf_trace_tp_map", "__compound_literal"];
-
     private readonly Dictionary<ElfSection, List<ulong>> _instructionEnds = new(ReferenceEqualityComparer.Instance);
 
     public ElfObject Elf { get; }
@@ -85,14 +81,14 @@ internal sealed partial class ObjectView
             if (symbol.Section is null || symbol.Name.Length == 0) continue;
             if (symbol.Type == ElfSymbolType.Function)
             {
-                if (symbol.Name.StartsWith("__pfx_", StringComparison.Ordinal) || symbol.Name.StartsWith("__cfi_", StringComparison.Ordinal)) continue;
-                var cold = symbol.Name.IndexOf(".cold", StringComparison.Ordinal);
-                Add(cold > 0 ? new DefinedSymbol(symbol, symbol.Name, SymbolRole.ColdPart, symbol.Name[..cold]) : new DefinedSymbol(symbol, symbol.Name, SymbolRole.Function, null));
+                if (KernelNames.IsPadding(symbol.Name)) continue;
+                var parent = KernelNames.ColdPartParent(symbol.Name);
+                Add(parent is not null ? new DefinedSymbol(symbol, symbol.Name, SymbolRole.ColdPart, parent) : new DefinedSymbol(symbol, symbol.Name, SymbolRole.Function, null));
             }
             else if (symbol.Type is ElfSymbolType.Object or ElfSymbolType.Tls || (symbol.Type == ElfSymbolType.NoType && IsDataSection(symbol.Section) && !symbol.Name.StartsWith('.')))
             {
-                if (IsSpecial(symbol)) Add(new DefinedSymbol(symbol, "special:" + symbol.Name, SymbolRole.Special, null));
-                else if (symbol.Binding == ElfSymbolBinding.Local && Numbered().Match(symbol.Name) is { Success: true })
+                if (KernelNames.IsPerUseStatic(symbol)) Add(new DefinedSymbol(symbol, "special:" + symbol.Name, SymbolRole.Special, null));
+                else if (symbol.Binding == ElfSymbolBinding.Local && KernelNames.IsNumberedStatic(symbol.Name, out _, out _))
                 {
                     var defined = new DefinedSymbol(symbol, symbol.Name, SymbolRole.Data, null);
                     numbered.Add(defined);
@@ -135,10 +131,10 @@ internal sealed partial class ObjectView
                 if (relocation.Symbol?.Section is { } section && holders.Contains(section)
                     && Resolve(function.Section, relocation).Defined is { } target && users.TryGetValue(target, out var set))
                     set.Add(function.Role == SymbolRole.ColdPart ? function.Parent! : function.Key);
-        foreach (var group in numbered.GroupBy(d => (Base: Numbered().Match(d.Name).Groups[1].Value, Users: string.Join(",", users[d]))))
+        foreach (var group in numbered.GroupBy(d => (Base: KernelNames.WithoutNumber(d.Name), Users: string.Join(",", users[d]))))
         {
             var ordinal = 0;
-            foreach (var defined in group.OrderBy(d => long.Parse(Numbered().Match(d.Name).Groups[2].Value)))
+            foreach (var defined in group.OrderBy(d => KernelNames.IsNumberedStatic(d.Name, out _, out var number) ? number : 0))
             {
                 defined.Key = $"{group.Key.Base}<{group.Key.Users}>#{ordinal++}";
                 defined.Users = users[defined];
@@ -162,11 +158,11 @@ internal sealed partial class ObjectView
         var unmatchedAfter = patched.NumberedStatics.Where(d => !original.ByKey.ContainsKey(d.Key)).ToList();
         foreach (var after in unmatchedAfter)
         {
-            var baseName = NumberedBase(after.Name);
-            var candidates = unmatchedBefore.Where(b => NumberedBase(b.Name) == baseName && b.Users!.Overlaps(after.Users!)).ToList();
+            var baseName = KernelNames.WithoutNumber(after.Name);
+            var candidates = unmatchedBefore.Where(b => KernelNames.WithoutNumber(b.Name) == baseName && b.Users!.Overlaps(after.Users!)).ToList();
             if (candidates.Count != 1) continue;
             var before = candidates[0];
-            if (unmatchedAfter.Any(a => a != after && NumberedBase(a.Name) == baseName && a.Users!.Overlaps(before.Users!))) continue;
+            if (unmatchedAfter.Any(a => a != after && KernelNames.WithoutNumber(a.Name) == baseName && a.Users!.Overlaps(before.Users!))) continue;
             if (patched.ByKey.GetValueOrDefault(after.Key) == after) patched.ByKey.Remove(after.Key);
             after.Key = before.Key;
             patched.ByKey[after.Key] = after;
@@ -176,38 +172,11 @@ internal sealed partial class ObjectView
         return matched;
     }
 
-    private static string NumberedBase(string name) => Numbered().Match(name).Groups[1].Value;
-
-    public static bool IsSpecial(ElfSymbol symbol)
-    {
-        var name = symbol.Name;
-        if (name.StartsWith("__UNIQUE_ID_ddebug", StringComparison.Ordinal)) return true;
-        if (symbol.Binding != ElfSymbolBinding.Local) return false;
-        var match = Numbered().Match(name);
-        var baseName = match.Success ? match.Groups[1].Value : name;
-        return SpecialBases.Contains(baseName) || symbol.Section?.Name is "__verbose" or "__dyndbg" or ".data.once" or ".data..once";
-    }
-
-    /// <summary>A dynamic-debug descriptor (pr_debug and friends): one per call site, holding that call's __LINE__.</summary>
-    public static bool IsDebugDescriptor(DefinedSymbol special) =>
-        special.Name.StartsWith("__UNIQUE_ID_ddebug", StringComparison.Ordinal) || special.Section.Name is "__dyndbg" or "__verbose";
-
-    /// <summary>The base of a special static's name (<c>__func__.3</c> → <c>__func__</c>).</summary>
-    public static string SpecialBase(string name)
-    {
-        var match = Numbered().Match(name);
-        return match.Success ? match.Groups[1].Value : name;
-    }
-
     public static bool IsDataSection(ElfSection section) =>
         section.Flags.HasFlag(ElfSectionFlags.Alloc) && !section.Flags.HasFlag(ElfSectionFlags.ExecInstr);
 
     public static bool IsStringSection(ElfSection section) =>
         section.Flags.HasFlag(ElfSectionFlags.Strings) || section.Name.StartsWith(".rodata.str", StringComparison.Ordinal);
-
-    public static bool IsInitSection(ElfSection section) =>
-        section.Name.StartsWith(".init.", StringComparison.Ordinal) || section.Name.StartsWith(".exit.", StringComparison.Ordinal)
-        || section.Name.StartsWith(".meminit.", StringComparison.Ordinal) || section.Name == ".head.text";
 
     public IEnumerable<ElfRelocation> RelocationsIn(DefinedSymbol defined) => RelocationsIn(defined.Section, defined.Start, Math.Max(defined.End, defined.Start + 1));
 
@@ -218,24 +187,13 @@ internal sealed partial class ObjectView
             if (relocation.Offset >= start && relocation.Offset < end) yield return relocation;
     }
 
-    public static bool IsPcRelative(X86RelocationType type) => type is X86RelocationType.PC32 or X86RelocationType.Plt32 or X86RelocationType.PC64 or X86RelocationType.PC16 or X86RelocationType.PC8;
-
-    public static int FieldWidth(X86RelocationType type) => type switch
-    {
-        X86RelocationType.R64 or X86RelocationType.PC64 or X86RelocationType.GotOff64 or X86RelocationType.Size64 => 8,
-        X86RelocationType.R16 or X86RelocationType.PC16 => 2,
-        X86RelocationType.R8 or X86RelocationType.PC8 => 1,
-        X86RelocationType.None => 0,
-        _ => 4,
-    };
-
     /// <summary>Where a relocation in <paramref name="from"/> really points.</summary>
     public RelocationTarget Resolve(ElfSection from, ElfRelocation relocation)
     {
         var symbol = relocation.Symbol ?? throw new DiffException($"a relocation at {from.Name}+0x{relocation.Offset:x} has no symbol");
         var offset = relocation.Addend;
         // A PC-relative displacement is relative to the end of its instruction, not to the field.
-        if (IsPcRelative(relocation.Type) && from.Flags.HasFlag(ElfSectionFlags.ExecInstr))
+        if (relocation.Type.IsPcRelative() && from.Flags.HasFlag(ElfSectionFlags.ExecInstr))
             offset += (long)(InstructionEnd(from, relocation.Offset) - relocation.Offset);
         if (symbol.Section is null) return new RelocationTarget(symbol, null, null, offset);
         if (symbol.Type == ElfSymbolType.Section)
@@ -317,7 +275,4 @@ internal sealed partial class ObjectView
         2 => BinaryPrimitives.ReadUInt16LittleEndian(bytes),
         _ => bytes[0],
     };
-
-    [GeneratedRegex(@"^(.+?)\.(\d+)$")]
-    private static partial Regex Numbered();
 }

@@ -137,11 +137,10 @@ internal sealed class OutputBuilder
     }
 
     /// <summary>
-    /// Sections of code fragments that each belong to one place elsewhere: alternative replacements and the
-    /// feature tests of static_cpu_has. Only the fragments the included code uses are followed; the others may
-    /// jump into code the patch does not include (__init code among it) and are never run from the patch.
+    /// Only the fragments the included code uses are followed (<see cref="KernelNames.IsFragmentSection"/>); the
+    /// others may jump into code the patch does not include (__init code among it) and are never run from the patch.
     /// </summary>
-    private static bool IsFragmentSection(ElfSection section) => section.Name is ".altinstr_replacement" or ".altinstr_aux";
+    private static bool IsFragmentSection(ElfSection section) => KernelNames.IsFragmentSection(section.Name);
 
     /// <summary>Includes the fragment of <paramref name="section"/> that starts at <paramref name="start"/>: up to the next place anything refers to.</summary>
     private void IncludeFragment(ElfSection section, ulong start)
@@ -245,11 +244,11 @@ internal sealed class OutputBuilder
                     var change = _changes.GetValueOrDefault(owner, FunctionChange.New);
                     if (change is FunctionChange.Changed or FunctionChange.New)
                     {
-                        if (ObjectView.IsInitSection(defined.Section)) return Refuse(RefusalRule.InitCodeChanged, defined.Name,
+                        if (KernelNames.IsInitSection(defined.Section.Name)) return Refuse(RefusalRule.InitCodeChanged, defined.Name,
                             $"the patched code calls {defined.Name}, which is __init code: it is freed after boot. Call something that stays, or do the work from a callback.");
                         return (IncludeCode(defined), addend);
                     }
-                    if (ObjectView.IsInitSection(defined.Section)) return Refuse(RefusalRule.InitCodeChanged, defined.Name,
+                    if (KernelNames.IsInitSection(defined.Section.Name)) return Refuse(RefusalRule.InitCodeChanged, defined.Name,
                         $"the patched code references {defined.Name}, which is __init code freed after boot; it cannot be called from a livepatch.");
                     return (ReferenceTo(defined, ReferenceTargetKind.Function), addend);
                 }
@@ -257,7 +256,7 @@ internal sealed class OutputBuilder
                     return (IncludeData(defined), addend);
                 default:
                     // New __initdata too: a copy in the livepatch's own .init.data is freed once the livepatch module has loaded.
-                    if (ObjectView.IsInitSection(defined.Section)) return Refuse(RefusalRule.InitCodeChanged, defined.Name,
+                    if (KernelNames.IsInitSection(defined.Section.Name)) return Refuse(RefusalRule.InitCodeChanged, defined.Name,
                         $"the patched code references {defined.Name}, which is __initdata ({defined.Section.Name}) freed after boot or module load. " +
                         "Keep what the patched code needs in ordinary data (drop __initdata), or compute it where it is used.");
                     if (_original.ByKey.GetValueOrDefault(defined.Key) is { Role: SymbolRole.Data })
@@ -271,7 +270,7 @@ internal sealed class OutputBuilder
         if (_copiedSections.ContainsKey(section) || ObjectView.IsStringSection(section) || section.Flags.HasFlag(ElfSectionFlags.ExecInstr)
             || (section.Flags.HasFlag(ElfSectionFlags.Alloc) && !section.Flags.HasFlag(ElfSectionFlags.Write)))
         {
-            if (ObjectView.IsInitSection(section)) return Refuse(RefusalRule.InitCodeChanged, section.Name,
+            if (KernelNames.IsInitSection(section.Name)) return Refuse(RefusalRule.InitCodeChanged, section.Name,
                 $"the patched code references {section.Name}, which is freed after boot.");
             var copy = CopySection(section);
             if (IsFragmentSection(section) && target.Offset >= 0) IncludeFragment(section, (ulong)target.Offset);
@@ -391,9 +390,9 @@ internal sealed class OutputBuilder
     /// </summary>
     private void BindStaticCallKeys()
     {
-        foreach (var (outputName, reference) in _references.Where(r => r.Value.Reference.TargetName.StartsWith(TrampolinePrefix, StringComparison.Ordinal)).ToList())
+        foreach (var (outputName, reference) in _references.ToList())
         {
-            var keyName = KeyPrefix + reference.Reference.TargetName[TrampolinePrefix.Length..];
+            if (KernelNames.StaticCallKeyOf(reference.Reference.TargetName) is not { } keyName) continue;
             var home = _patched.ByKey.GetValueOrDefault(keyName) is { Role: SymbolRole.Data } key
                 ? (_original.ByKey.ContainsKey(key.Key) ? SymbolHome.Unit : SymbolHome.Patch) : SymbolHome.Elsewhere;
             var binding = _policy.ForKey(keyName, home, KeyUse.StaticCall);
@@ -416,8 +415,6 @@ internal sealed class OutputBuilder
             }
         }
     }
-
-    private const string TrampolinePrefix = "__SCT__", KeyPrefix = "__SCK__";
 
     /// <summary>Turns the call whose displacement is at <paramref name="offset"/> into a no-op; the function holding it, or null when refused.</summary>
     private string? DisableCall(ElfSection section, ulong offset, string key, string reason)
@@ -470,7 +467,7 @@ internal sealed class OutputBuilder
     private bool KeepEntry(ElfSection section, SpecialSections.Table table, List<ElfRelocation> entry, ulong entryStart)
     {
         if (table.KeyField < 0 || entry.FirstOrDefault(r => r.Offset == entryStart + (ulong)table.KeyField) is not { } keyRelocation) return true;
-        var use = table.Name == "__jump_table" ? KeyUse.StaticBranch : KeyUse.StaticCall;
+        var use = table.Name == KernelNames.JumpTable ? KeyUse.StaticBranch : KeyUse.StaticCall;
         var key = _patched.Resolve(section, keyRelocation);
         var name = key.Defined?.Name ?? key.Symbol.Name;
         var home = key.Defined switch
@@ -481,7 +478,7 @@ internal sealed class OutputBuilder
             _ => SymbolHome.Unit,
         };
         var binding = _policy.ForKey(name, home, use, key.Defined?.IsLocal ?? false,
-            key.Defined is { Role: SymbolRole.Special } special && ObjectView.IsDebugDescriptor(special));
+            key.Defined is { Role: SymbolRole.Special } special && KernelNames.IsDebugDescriptor(special.Name, special.Section.Name));
         _options.Trace?.Invoke(new DiffDecision(DiffStep.Bind, name, $"{table.Name} key: {binding.Kind.ToString().ToLowerInvariant()}, {binding.Reason}"));
         switch (binding.Kind)
         {

@@ -40,6 +40,38 @@ public class OutputSpecs
         Assert.Equal(written, read.ToArray());
     }
 
+    /// <summary>
+    /// objtool names each function's padding <c>__pfx_NAME</c> (CALL_PADDING kernels) and runs again over the linked
+    /// livepatch module, where a second definition would clash: the differ's output is final, so it never has them.
+    /// </summary>
+    [Fact]
+    public void Padding_symbols_are_neither_compared_nor_emitted()
+    {
+        const string pair = "cold-part-changed";
+        var (before, after) = DiffPairs.Compiled(pair);
+        var original = WithPaddingSymbols(ElfObject.Read(before));
+        var patched = WithPaddingSymbols(ElfObject.Read(after));
+
+        var result = ObjectDiffer.Diff(original, patched, new DiffOptions(PatchedObjectName.Vmlinux, DiffPairs.Tag));
+
+        Assert.Contains(patched.SymbolTable!.Symbols, s => s.Name.StartsWith("__pfx_", StringComparison.Ordinal));
+        Assert.Equal(DiffPairs.Diff(pair).Result.Functions, result.Functions);
+        Assert.NotNull(result.Output);
+        Assert.DoesNotContain(result.Output.SymbolTable!.Symbols, s => KernelNames.IsPadding(s.Name));
+    }
+
+    /// <summary>Adds what objtool's --prefix adds: a local function symbol <c>__pfx_NAME</c> at each function.</summary>
+    private static ElfObject WithPaddingSymbols(ElfObject elf)
+    {
+        var table = elf.SymbolTable!;
+        foreach (var function in table.Symbols.Where(s => s.Type == ElfSymbolType.Function && s.Section is not null).ToList())
+            table.Symbols.Add(new ElfSymbol("__pfx_" + function.Name)
+            {
+                Type = ElfSymbolType.Function, Binding = ElfSymbolBinding.Local, Section = function.Section, Value = function.Value,
+            });
+        return ElfObject.Read(elf.ToArray());
+    }
+
     [Theory]
     [MemberData(nameof(Pairs))]
     public void The_output_holds_no_unchanged_or_removed_function(string pair)

@@ -82,7 +82,7 @@ public class CallbackAndShadowSpecs
         var d = DiffPairs.Diff("callbacks");
 
         Assert.Equal(Callbacks, d.Result.Callbacks);
-        Assert.All(Callbacks, name => Assert.StartsWith(ObjectDiffer.CallbackPrefix, name, StringComparison.Ordinal));
+        Assert.All(Callbacks, name => Assert.StartsWith(KernelNames.CallbackPrefix, name, StringComparison.Ordinal));
         foreach (var name in Callbacks)
         {
             Assert.Equal(FunctionChange.New, d.Kind(name));

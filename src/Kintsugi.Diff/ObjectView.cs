@@ -15,22 +15,65 @@ internal enum SymbolRole
     Special,
 }
 
-/// <summary>A function or data object defined in one of the two objects, under the key that correlates it with its counterpart.</summary>
-internal sealed class DefinedSymbol(ElfSymbol symbol, string key, SymbolRole role, string? parent)
+/// <summary>
+/// A function or data object defined in one of the two objects, under the key that correlates it with its counterpart
+/// and, once the objects are correlated, linked to that counterpart (its twin).
+/// </summary>
+internal sealed class DefinedSymbol(ElfSymbol symbol, SymbolKey key, SymbolRole role, string? parent)
 {
     public ElfSymbol Symbol { get; } = symbol;
-    public string Key { get; set; } = key;
+
+    /// <summary>Set when the symbol is indexed; a numbered static's once its users are known (<see cref="Number"/>).</summary>
+    public SymbolKey Key { get; private set; } = key;
+
     public SymbolRole Role { get; } = role;
-    /// <summary>For a cold part, its parent function's key.</summary>
+
+    /// <summary>For a cold part, its parent function's name.</summary>
     public string? Parent { get; } = parent;
-    /// <summary>For a numbered static local, the functions (parent keys) that use it.</summary>
-    public IReadOnlySet<string>? Users { get; set; }
+
+    /// <summary>For a cold part, its parent function's key.</summary>
+    public SymbolKey ParentKey => SymbolKey.Named(Parent!);
+
+    /// <summary>The function this code belongs to: itself, or a cold part's parent.</summary>
+    public SymbolKey OwnerKey => Role == SymbolRole.ColdPart ? ParentKey : Key;
+
+    /// <summary>For a numbered static local, the functions (by name) that use it.</summary>
+    public IReadOnlySet<string>? Users { get; private set; }
+
+    /// <summary>The same function or object in the other compilation, linked once (<see cref="Correlation"/>), or null.</summary>
+    public DefinedSymbol? Twin { get; private set; }
+
+    /// <summary>
+    /// What this symbol is compared by: its own key in the original, its twin's in the patched object (a numbered
+    /// static matched by its users has a different key of its own).
+    /// </summary>
+    public SymbolKey Identity => InPatched && Twin is { } twin ? twin.Key : Key;
+
+    /// <summary>Whether the symbol is the patched object's.</summary>
+    public bool InPatched { get; init; }
     public ElfSection Section => Symbol.Section!;
     public string Name => Symbol.Name;
     public bool IsLocal => Symbol.Binding == ElfSymbolBinding.Local;
     public ulong Start => Symbol.Value;
     public ulong End => Symbol.Value + Symbol.Size;
     public bool IsCode => Role is SymbolRole.Function or SymbolRole.ColdPart;
+
+    /// <summary>Gives a numbered static its key, once its users are known.</summary>
+    public void Number(SymbolKey key, IReadOnlySet<string> users)
+    {
+        if (Key.Kind == SymbolKeyKind.NumberedStatic) throw new InvalidOperationException($"{Name} is numbered twice");
+        Key = key;
+        Users = users;
+    }
+
+    /// <summary>Links an original symbol with its patched counterpart; each is linked at most once.</summary>
+    public static void Link(DefinedSymbol original, DefinedSymbol patched)
+    {
+        if (original.Twin is not null || patched.Twin is not null || original.InPatched || !patched.InPatched)
+            throw new InvalidOperationException($"{original} and {patched} cannot be linked: each links once, to the other side");
+        original.Twin = patched;
+        patched.Twin = original;
+    }
 
     public override string ToString() => $"{Role} {Name} ({Key})";
 }
@@ -52,19 +95,25 @@ internal sealed class ObjectView
 
     public ElfObject Elf { get; }
     public ElfSymbolTableSection Table { get; }
-    public Dictionary<string, DefinedSymbol> ByKey { get; } = new(StringComparer.Ordinal);
+    public Dictionary<SymbolKey, DefinedSymbol> ByKey { get; } = [];
     public Dictionary<ElfSymbol, DefinedSymbol> BySymbol { get; } = new(ReferenceEqualityComparer.Instance);
     public Dictionary<ElfSection, List<ElfRelocation>> Relocations { get; } = new(ReferenceEqualityComparer.Instance);
     public Dictionary<ElfSection, List<DefinedSymbol>> DefinedIn { get; } = new(ReferenceEqualityComparer.Instance);
     /// <summary>The numbered static locals (<c>count.12</c>), keyed by base name and users.</summary>
     public List<DefinedSymbol> NumberedStatics { get; } = [];
     /// <summary>The .cold parts of each function, by the parent's key.</summary>
-    public ILookup<string, DefinedSymbol> ColdParts { get; private set; } = Enumerable.Empty<DefinedSymbol>().ToLookup(d => "");
+    public ILookup<SymbolKey, DefinedSymbol> ColdParts { get; private set; } =
+        Enumerable.Empty<DefinedSymbol>().ToLookup(d => d.Key);
 
-    public ObjectView(ElfObject elf, string description)
+    /// <summary>Whether this is the patched object (the other is the original).</summary>
+    public bool IsPatched { get; }
+
+    public ObjectView(ElfObject elf, bool patched)
     {
         Elf = elf;
-        Table = elf.SymbolTable ?? throw new DiffException($"the {description} object has no symbol table");
+        IsPatched = patched;
+        Table = elf.SymbolTable
+            ?? throw new DiffException($"the {(patched ? "patched" : "original")} object has no symbol table");
         foreach (var relocations in elf.Sections.OfType<ElfRelocationSection>())
         {
             // Debug information is most of a kernel object's relocations, and nothing of it goes into a livepatch.
@@ -83,23 +132,28 @@ internal sealed class ObjectView
             {
                 if (KernelNames.IsPadding(symbol.Name)) continue;
                 var parent = KernelNames.ColdPartParent(symbol.Name);
-                Add(parent is not null ? new DefinedSymbol(symbol, symbol.Name, SymbolRole.ColdPart, parent) : new DefinedSymbol(symbol, symbol.Name, SymbolRole.Function, null));
+                var role = parent is null ? SymbolRole.Function : SymbolRole.ColdPart;
+                Add(new DefinedSymbol(symbol, SymbolKey.Named(symbol.Name), role, parent) { InPatched = patched });
             }
             else if (symbol.Type is ElfSymbolType.Object or ElfSymbolType.Tls || (symbol.Type == ElfSymbolType.NoType && IsDataSection(symbol.Section) && !symbol.Name.StartsWith('.')))
             {
-                if (KernelNames.IsPerUseStatic(symbol)) Add(new DefinedSymbol(symbol, "special:" + symbol.Name, SymbolRole.Special, null));
+                if (KernelNames.IsPerUseStatic(symbol))
+                    Add(new DefinedSymbol(symbol, SymbolKey.PerUse(symbol.Name), SymbolRole.Special, null) { InPatched = patched });
                 else if (symbol.Binding == ElfSymbolBinding.Local && KernelNames.IsNumberedStatic(symbol.Name, out _, out _))
                 {
-                    var defined = new DefinedSymbol(symbol, symbol.Name, SymbolRole.Data, null);
+                    var defined = new DefinedSymbol(symbol, SymbolKey.Named(symbol.Name), SymbolRole.Data, null)
+                    {
+                        InPatched = patched,
+                    };
                     numbered.Add(defined);
                     Track(defined);
                 }
-                else Add(new DefinedSymbol(symbol, symbol.Name, SymbolRole.Data, null));
+                else Add(new DefinedSymbol(symbol, SymbolKey.Named(symbol.Name), SymbolRole.Data, null) { InPatched = patched });
             }
         }
         foreach (var list in DefinedIn.Values) list.Sort((a, b) => a.Start.CompareTo(b.Start));
         KeyNumberedStatics(numbered);
-        ColdParts = ByKey.Values.Where(d => d.Role == SymbolRole.ColdPart).ToLookup(d => d.Parent!, StringComparer.Ordinal);
+        ColdParts = ByKey.Values.Where(d => d.Role == SymbolRole.ColdPart).ToLookup(d => d.ParentKey);
     }
 
     private void Add(DefinedSymbol defined)
@@ -129,47 +183,22 @@ internal sealed class ObjectView
         foreach (var function in ByKey.Values.Where(d => d.IsCode))
             foreach (var relocation in RelocationsIn(function))
                 if (relocation.Symbol?.Section is { } section && holders.Contains(section)
-                    && Resolve(function.Section, relocation).Defined is { } target && users.TryGetValue(target, out var set))
-                    set.Add(function.Role == SymbolRole.ColdPart ? function.Parent! : function.Key);
-        foreach (var group in numbered.GroupBy(d => (Base: KernelNames.WithoutNumber(d.Name), Users: string.Join(",", users[d]))))
+                    && Resolve(function.Section, relocation).Defined is { } target
+                    && users.TryGetValue(target, out var set))
+                    set.Add(function.OwnerKey.Name);
+        // Grouped by base name and users (a key of rank 0), then ranked by number within each group.
+        foreach (var group in numbered.GroupBy(d =>
+            SymbolKey.NumberedStatic(KernelNames.WithoutNumber(d.Name), users[d], 0)))
         {
-            var ordinal = 0;
-            foreach (var defined in group.OrderBy(d => KernelNames.IsNumberedStatic(d.Name, out _, out var number) ? number : 0))
+            var rank = 0;
+            foreach (var defined in group.OrderBy(d =>
+                KernelNames.IsNumberedStatic(d.Name, out _, out var number) ? number : 0))
             {
-                defined.Key = $"{group.Key.Base}<{group.Key.Users}>#{ordinal++}";
-                defined.Users = users[defined];
+                defined.Number(SymbolKey.NumberedStatic(group.Key.Name, group.Key.Users, rank++), users[defined]);
                 ByKey.TryAdd(defined.Key, defined);
                 NumberedStatics.Add(defined);
             }
         }
-    }
-
-    /// <summary>
-    /// A static whose users changed (one in an inline helper that gained or lost a caller) has a different key in
-    /// each object, yet it is the same variable: the patched code must keep using the running one, not a fresh copy.
-    /// It is matched when, among the statics of its base name left unmatched, exactly one on each side shares a user with the other.
-    /// </summary>
-    /// <returns>The statics matched this way, as (original, patched) pairs.</returns>
-    public static IReadOnlyList<(DefinedSymbol Original, DefinedSymbol Patched)> CorrelateNumberedStatics(
-        ObjectView original, ObjectView patched)
-    {
-        var matched = new List<(DefinedSymbol, DefinedSymbol)>();
-        var unmatchedBefore = original.NumberedStatics.Where(d => !patched.ByKey.ContainsKey(d.Key)).ToList();
-        var unmatchedAfter = patched.NumberedStatics.Where(d => !original.ByKey.ContainsKey(d.Key)).ToList();
-        foreach (var after in unmatchedAfter)
-        {
-            var baseName = KernelNames.WithoutNumber(after.Name);
-            var candidates = unmatchedBefore.Where(b => KernelNames.WithoutNumber(b.Name) == baseName && b.Users!.Overlaps(after.Users!)).ToList();
-            if (candidates.Count != 1) continue;
-            var before = candidates[0];
-            if (unmatchedAfter.Any(a => a != after && KernelNames.WithoutNumber(a.Name) == baseName && a.Users!.Overlaps(before.Users!))) continue;
-            if (patched.ByKey.GetValueOrDefault(after.Key) == after) patched.ByKey.Remove(after.Key);
-            after.Key = before.Key;
-            patched.ByKey[after.Key] = after;
-            unmatchedBefore.Remove(before);
-            matched.Add((before, after));
-        }
-        return matched;
     }
 
     public static bool IsDataSection(ElfSection section) =>

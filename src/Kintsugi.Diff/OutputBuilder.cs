@@ -10,10 +10,9 @@ namespace Kintsugi.Diff;
 /// </summary>
 internal sealed class OutputBuilder
 {
-    private readonly ObjectView _original;
     private readonly ObjectView _patched;
     private readonly DiffOptions _options;
-    private readonly IReadOnlyDictionary<string, FunctionChange> _changes;
+    private readonly IReadOnlyDictionary<SymbolKey, FunctionChange> _changes;
     private readonly List<DiffRefusal> _refusals;
     private readonly ElfSymbolTableSection _table;
     private readonly Dictionary<ElfSection, ElfSection> _copiedSections = new(ReferenceEqualityComparer.Instance);
@@ -32,9 +31,9 @@ internal sealed class OutputBuilder
 
     public ElfObject Output { get; } = ElfObject.CreateRelocatable();
 
-    public OutputBuilder(ObjectView original, ObjectView patched, DiffOptions options, IReadOnlyDictionary<string, FunctionChange> changes, List<DiffRefusal> refusals)
+    public OutputBuilder(ObjectView patched, DiffOptions options, IReadOnlyDictionary<SymbolKey, FunctionChange> changes,
+        List<DiffRefusal> refusals)
     {
-        _original = original;
         _patched = patched;
         _options = options;
         _changes = changes;
@@ -74,7 +73,8 @@ internal sealed class OutputBuilder
         var changed = code.Role == SymbolRole.Function && _changes.GetValueOrDefault(code.Key) == FunctionChange.Changed;
         // A changed function's cold part follows its new name: objtool, run over the linked module on IBT kernels,
         // finds a cold part's parent by the name before ".cold" (gcc-14 splits functions gcc-12 kept whole).
-        var coldOfChanged = code.Role == SymbolRole.ColdPart && _changes.GetValueOrDefault(code.Parent!) == FunctionChange.Changed;
+        var coldOfChanged = code.Role == SymbolRole.ColdPart
+            && _changes.GetValueOrDefault(code.ParentKey) == FunctionChange.Changed;
         var name = changed ? _options.SymbolTag + ObjectDiffer.Sanitize(code.Name)
             : coldOfChanged ? _options.SymbolTag + ObjectDiffer.Sanitize(code.Parent!) + code.Name[code.Parent!.Length..]
             : code.Name;
@@ -240,8 +240,7 @@ internal sealed class OutputBuilder
             {
                 case SymbolRole.Function or SymbolRole.ColdPart:
                 {
-                    var owner = defined.Role == SymbolRole.ColdPart ? defined.Parent! : defined.Key;
-                    var change = _changes.GetValueOrDefault(owner, FunctionChange.New);
+                    var change = _changes.GetValueOrDefault(defined.OwnerKey, FunctionChange.New);
                     if (change is FunctionChange.Changed or FunctionChange.New)
                     {
                         if (KernelNames.IsInitSection(defined.Section.Name)) return Refuse(RefusalRule.InitCodeChanged, defined.Name,
@@ -259,7 +258,7 @@ internal sealed class OutputBuilder
                     if (KernelNames.IsInitSection(defined.Section.Name)) return Refuse(RefusalRule.InitCodeChanged, defined.Name,
                         $"the patched code references {defined.Name}, which is __initdata ({defined.Section.Name}) freed after boot or module load. " +
                         "Keep what the patched code needs in ordinary data (drop __initdata), or compute it where it is used.");
-                    if (_original.ByKey.GetValueOrDefault(defined.Key) is { Role: SymbolRole.Data })
+                    if (defined.Twin is { Role: SymbolRole.Data })
                         return (ReferenceTo(defined, ReferenceTargetKind.Object), addend);
                     return (IncludeData(defined), addend);
             }
@@ -290,7 +289,7 @@ internal sealed class OutputBuilder
     /// <summary>A reference to something the original unit defines, under the original's name (the running kernel's).</summary>
     private ElfSymbol ReferenceTo(DefinedSymbol defined, ReferenceTargetKind kind)
     {
-        var counterpart = _original.ByKey.GetValueOrDefault(defined.Key);
+        var counterpart = defined.Twin;
         var name = counterpart?.Name ?? defined.Name;
         var isLocal = counterpart?.IsLocal ?? defined.IsLocal;
         return Reference(isLocal ? _options.SymbolTag + "local_" + ObjectDiffer.Sanitize(name) : name, name, isLocal, definedInUnit: counterpart is not null, kind);
@@ -393,8 +392,8 @@ internal sealed class OutputBuilder
         foreach (var (outputName, reference) in _references.ToList())
         {
             if (KernelNames.StaticCallKeyOf(reference.Reference.TargetName) is not { } keyName) continue;
-            var home = _patched.ByKey.GetValueOrDefault(keyName) is { Role: SymbolRole.Data } key
-                ? (_original.ByKey.ContainsKey(key.Key) ? SymbolHome.Unit : SymbolHome.Patch) : SymbolHome.Elsewhere;
+            var home = _patched.ByKey.GetValueOrDefault(SymbolKey.Named(keyName)) is { Role: SymbolRole.Data } key
+                ? (key.Twin is not null ? SymbolHome.Unit : SymbolHome.Patch) : SymbolHome.Elsewhere;
             var binding = _policy.ForKey(keyName, home, KeyUse.StaticCall);
             _options.Trace?.Invoke(new DiffDecision(DiffStep.Bind, keyName, $"static call key: {binding.Kind.ToString().ToLowerInvariant()}, {binding.Reason}"));
             switch (binding.Kind)
@@ -474,7 +473,7 @@ internal sealed class OutputBuilder
         {
             null => SymbolHome.Elsewhere,
             { Role: SymbolRole.Special } => SymbolHome.Patch,
-            { } defined when !_original.ByKey.ContainsKey(defined.Key) => SymbolHome.Patch,
+            { Twin: null } => SymbolHome.Patch,
             _ => SymbolHome.Unit,
         };
         var binding = _policy.ForKey(name, home, use, key.Defined?.IsLocal ?? false,

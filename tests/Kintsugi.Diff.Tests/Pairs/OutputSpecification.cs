@@ -4,7 +4,7 @@ using Kintsugi.Testing;
 namespace Kintsugi.Diff.Tests.Pairs;
 
 /// <summary>Whatever the pair, the output object is a well-formed relocatable object with nothing unchanged in it.</summary>
-public class OutputSpecs
+public class OutputSpecification
 {
     // Pair names come from the fixture directory, so discovering these theories compiles nothing.
     public static TheoryData<string> Pairs => DiffPairs.All;

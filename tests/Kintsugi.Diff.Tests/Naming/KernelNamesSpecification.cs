@@ -29,7 +29,8 @@ public class KernelNamesSpecification
     [InlineData("__func__.3", true, "__func__", 3)]
     [InlineData("request_cost.isra.0", true, "request_cost.isra", 0)]
     [InlineData("count", false, "count", 0)]
-    public void A_numbered_static_is_its_base_name_and_a_number(string symbol, bool numbered, string baseName, long number)
+    public void A_numbered_static_is_its_base_name_and_a_number(string symbol, bool numbered, string baseName,
+        long number)
     {
         Assert.Equal(numbered, KernelNames.IsNumberedStatic(symbol, out var actualBase, out var actualNumber));
         Assert.Equal(baseName, actualBase);

@@ -191,8 +191,10 @@ public class LineNumberSpecification
     private static byte[] FunctionBytes(Kintsugi.Elf.ElfObject elf, string function)
     {
         var symbol = elf.SymbolTable!.Symbols.Single(s => s.Name == function);
-        return ((Kintsugi.Elf.ElfDataSection)symbol.Section!).Data.AsSpan((int)symbol.Value, (int)symbol.Size).ToArray();
+        return ((Kintsugi.Elf.ElfDataSection)symbol.Section!).Data.AsSpan((int)symbol.Value, (int)symbol.Size)
+            .ToArray();
     }
 
-    private static byte[] Section(Kintsugi.Elf.ElfObject elf, string name) => ((Kintsugi.Elf.ElfDataSection)elf.FindSection(name)!).Data;
+    private static byte[] Section(Kintsugi.Elf.ElfObject elf, string name) =>
+        ((Kintsugi.Elf.ElfDataSection)elf.FindSection(name)!).Data;
 }

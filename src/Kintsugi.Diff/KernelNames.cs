@@ -128,6 +128,12 @@ public static partial class KernelNames
     /// <summary>The wrappers the callback macros define: <c>__kintsugi_callback_KIND_FUNCTION</c>.</summary>
     public const string CallbackPrefix = "__kintsugi_callback_";
 
+    /// <summary>
+    /// Whether <paramref name="symbol"/> is named as a callback wrapper; one whose kind is unknown is still one, so
+    /// that the builder refuses it rather than link it as an ordinary function.
+    /// </summary>
+    public static bool IsCallback(string symbol) => symbol.StartsWith(CallbackPrefix, StringComparison.Ordinal);
+
     /// <summary>The kinds of callback, in the order livepatch runs them.</summary>
     public static IReadOnlyList<string> CallbackKinds { get; } = ["pre_patch", "post_patch", "pre_unpatch",
         "post_unpatch"];

@@ -90,7 +90,7 @@ internal sealed class Differ(ObjectView original, ObjectView patched, DiffOption
 
         if (_refusals.Count > 0)
             return new DiffResult(functions, data, _refusals, hasChanges, null, [], []);
-        var callbacks = roots.Where(r => KernelNames.CallbackKind(r.Name) is not null).Select(r => r.Name)
+        var callbacks = roots.Where(r => KernelNames.IsCallback(r.Name)).Select(r => r.Name)
             .Order(StringComparer.Ordinal).ToList();
         return new DiffResult(functions, data, _refusals, hasChanges || newIncluded, builder.Output, builder.References,
             callbacks, builder.InertSites);

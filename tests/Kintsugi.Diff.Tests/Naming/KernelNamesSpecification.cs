@@ -68,6 +68,14 @@ public class KernelNamesSpecification
         Assert.Equal(kind, KernelNames.CallbackKind(symbol));
 
     [Fact]
+    public void A_wrapper_of_an_unknown_kind_is_still_a_callback_so_that_the_builder_refuses_it()
+    {
+        Assert.True(KernelNames.IsCallback("__kintsugi_callback_on_load_setup"));
+        Assert.Null(KernelNames.CallbackKind("__kintsugi_callback_on_load_setup"));
+        Assert.False(KernelNames.IsCallback("kintsugi_callback_pre_patch_setup"));
+    }
+
+    [Fact]
     public void A_static_call_trampoline_names_its_key_and_a_tracepoint_key_names_its_tracepoint()
     {
         Assert.Equal("__SCK__might_resched", KernelNames.StaticCallKeyOf("__SCT__might_resched"));

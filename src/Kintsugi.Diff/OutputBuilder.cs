@@ -574,7 +574,7 @@ internal sealed class OutputBuilder
 
     /// <summary>The variable a runtime constant is set from: the unit's own (a static, bound with its sympos) or the kernel's.</summary>
     private ElfSymbol Target(string name) =>
-        _patched.ByKey.GetValueOrDefault(name) is { Role: SymbolRole.Data } defined
+        _patched.ByKey.GetValueOrDefault(SymbolKey.Named(name)) is { Role: SymbolRole.Data } defined
             ? ReferenceTo(defined, ReferenceTargetKind.Object)
             : Reference(name, name, isLocal: false, definedInUnit: false, ReferenceTargetKind.Object);
 

@@ -152,6 +152,15 @@ public static partial class KernelNames
     // Sections.
 
     /// <summary>
+    /// The table of the sites where vmlinux code (6.11 and later) holds a boot-time constant the kernel patches in
+    /// once (runtime_const_ptr): <c>runtime_ptr_SYM</c> lists the movabs immediates set from the variable SYM.
+    /// </summary>
+    public const string RuntimePointerPrefix = "runtime_ptr_";
+
+    /// <summary>Likewise for shifts by a runtime constant: <c>runtime_shift_SYM</c>.</summary>
+    public const string RuntimeShiftPrefix = "runtime_shift_";
+
+    /// <summary>
     /// Sections the kernel frees once boot or the module's load is over (__init, __exit, __meminit and the boot
     /// entry): code there never runs again, and a livepatch cannot use it.
     /// </summary>

@@ -5,7 +5,7 @@ using Xunit.Abstractions;
 namespace Kintsugi.Elf.Tests;
 
 /// <summary>Real kernel modules from the kernel cache, where this machine has one.</summary>
-public class KernelModuleTests(ITestOutputHelper output)
+public class KernelModuleSpecification(ITestOutputHelper output)
 {
     private const string KernelCache = "/var/cache/kintsugi/kernels";
 
@@ -18,7 +18,8 @@ public class KernelModuleTests(ITestOutputHelper output)
             return;
         }
 
-        var modules = Directory.EnumerateFiles(KernelCache, "*.ko", new EnumerationOptions { RecurseSubdirectories = true, IgnoreInaccessible = true }).ToList();
+        var modules = Directory.EnumerateFiles(KernelCache, "*.ko",
+            new EnumerationOptions { RecurseSubdirectories = true, IgnoreInaccessible = true }).ToList();
         var failures = new ConcurrentBag<string>();
         long bytes = 0;
         var clock = Stopwatch.StartNew();
@@ -39,7 +40,8 @@ public class KernelModuleTests(ITestOutputHelper output)
             }
         });
 
-        output.WriteLine($"checked {modules.Count} modules ({bytes / (1 << 20)} MiB) in {clock.ElapsedMilliseconds} ms");
+        output.WriteLine(
+            $"checked {modules.Count} modules ({bytes / (1 << 20)} MiB) in {clock.ElapsedMilliseconds} ms");
         Assert.Empty(failures.Take(20));
     }
 }

@@ -1,8 +1,9 @@
 using Kintsugi.Elf.Tests.Support;
+using Kintsugi.Testing;
 
 namespace Kintsugi.Elf.Tests;
 
-public class RoundTripTests
+public class RoundTripSpecification
 {
     [Theory]
     [MemberData(nameof(CompiledSamples.Names), MemberType = typeof(CompiledSamples))]
@@ -32,7 +33,7 @@ public class RoundTripTests
     [MemberData(nameof(CompiledSamples.Names), MemberType = typeof(CompiledSamples))]
     public void Object_laid_out_anew_is_accepted_by_readelf_and_ld(string variant)
     {
-        using var temp = new TempDirectory();
+        using var temp = new TemporaryDirectory();
         var elf = ElfObject.Read(CompiledSamples.BytesOf(variant));
         elf.Sections.Insert(0, new ElfDataSection(".kintsugi.marker", ElfSectionType.ProgBits, [1, 2, 3]));
         string path = temp.File("relaid.o");
@@ -64,7 +65,9 @@ public class RoundTripTests
         var text = new System.Text.StringBuilder();
         foreach (var section in elf.Sections)
         {
-            text.AppendLine($"S{section.Index} {section.Name} {section.Type} {section.Flags} a{section.Alignment} e{section.EntrySize} l{section.Link?.Index} i{section.Info} is{section.InfoSection?.Index} size{(section is ElfStringTableSection ? "(derived)" : section.Size)}");
+            text.AppendLine($"S{section.Index} {section.Name} {section.Type} {section.Flags} a{section.Alignment} " +
+                $"e{section.EntrySize} l{section.Link?.Index} i{section.Info} is{section.InfoSection?.Index} " +
+                $"size{(section is ElfStringTableSection ? "(derived)" : section.Size)}");
             switch (section)
             {
                 case ElfDataSection data:
@@ -73,7 +76,8 @@ public class RoundTripTests
                 case ElfSymbolTableSection table:
                     foreach (var s in table.Symbols)
                     {
-                        text.AppendLine($"  {s.Index} {s.Name} {s.Binding} {s.Type} {s.Other} {s.Section?.Index} {s.SpecialSection} {s.Value} {s.Size}");
+                        text.AppendLine($"  {s.Index} {s.Name} {s.Binding} {s.Type} {s.Other} {s.Section?.Index} " +
+                            $"{s.SpecialSection} {s.Value} {s.Size}");
                     }
 
                     break;
@@ -86,7 +90,8 @@ public class RoundTripTests
 
                     break;
                 case ElfGroupSection group:
-                    text.AppendLine($"  {group.GroupFlags} {group.Signature?.Index} {string.Join(',', group.Members.Select(m => m.Index))}");
+                    text.AppendLine($"  {group.GroupFlags} {group.Signature?.Index} " +
+                        $"{string.Join(',', group.Members.Select(m => m.Index))}");
                     break;
                 case ElfNoteSection notes:
                     foreach (var n in notes.Notes)

@@ -3,8 +3,10 @@ using Kintsugi.Testing;
 
 namespace Kintsugi.Diff.Tests.Pairs;
 
-/// <summary>Whatever the pair, the output object is a well-formed relocatable object with nothing unchanged in it.</summary>
-public class OutputSpecs
+/// <summary>
+/// Whatever the pair, the output object is a well-formed relocatable object with nothing unchanged in it.
+/// </summary>
+public class OutputSpecification
 {
     // Pair names come from the fixture directory, so discovering these theories compiles nothing.
     public static TheoryData<string> Pairs => DiffPairs.All;
@@ -40,6 +42,42 @@ public class OutputSpecs
         Assert.Equal(written, read.ToArray());
     }
 
+    /// <summary>
+    /// objtool names each function's padding <c>__pfx_NAME</c> (CALL_PADDING kernels) and runs again over the linked
+    /// livepatch module, where a second definition would clash: the differ's output is final, so it never has them.
+    /// </summary>
+    [Fact]
+    public void Padding_symbols_are_neither_compared_nor_emitted()
+    {
+        const string pair = "cold-part-changed";
+        var (before, after) = DiffPairs.Compiled(pair);
+        var original = WithPaddingSymbols(ElfObject.Read(before));
+        var patched = WithPaddingSymbols(ElfObject.Read(after));
+
+        var result = ObjectDiffer.Diff(original, patched, new DiffOptions(PatchedObjectName.Vmlinux, DiffPairs.Tag));
+
+        Assert.Contains(patched.SymbolTable!.Symbols, s => s.Name.StartsWith("__pfx_", StringComparison.Ordinal));
+        Assert.Equal(DiffPairs.Diff(pair).Result.Functions, result.Functions);
+        Assert.NotNull(result.Output);
+        Assert.DoesNotContain(result.Output.SymbolTable!.Symbols, s => KernelNames.IsPadding(s.Name));
+    }
+
+    /// <summary>
+    /// Adds what objtool's --prefix adds: a local function symbol <c>__pfx_NAME</c> at each function.
+    /// </summary>
+    private static ElfObject WithPaddingSymbols(ElfObject elf)
+    {
+        var table = elf.SymbolTable!;
+        foreach (var function in table.Symbols.Where(s => s.Type == ElfSymbolType.Function && s.Section is not null)
+            .ToList())
+            table.Symbols.Add(new ElfSymbol("__pfx_" + function.Name)
+            {
+                Type = ElfSymbolType.Function, Binding = ElfSymbolBinding.Local, Section = function.Section,
+                    Value = function.Value,
+            });
+        return ElfObject.Read(elf.ToArray());
+    }
+
     [Theory]
     [MemberData(nameof(Pairs))]
     public void The_output_holds_no_unchanged_or_removed_function(string pair)
@@ -48,13 +86,15 @@ public class OutputSpecs
         if (d.Result.Output is null) return;
         var defined = d.DefinedFunctions;
 
-        foreach (var function in d.Result.Functions.Where(f => f.Kind is FunctionChange.Unchanged or FunctionChange.Removed))
+        foreach (var function in d.Result.Functions.Where(f => f.Kind is FunctionChange.Unchanged
+            or FunctionChange.Removed))
             Expect.Absent(d, function.Name);
         foreach (var function in d.Result.Functions.Where(f => f.Kind == FunctionChange.Changed))
             Assert.Contains(function.OutputSymbol!, defined);
         // Every function in the output is changed, new, or a cold part of one of those.
         var allowed = d.Result.Functions.Where(f => f.Kind is FunctionChange.Changed or FunctionChange.New)
-            .SelectMany(f => new[] { f.OutputSymbol ?? f.Name, (f.OutputSymbol ?? f.Name) + ".cold" }).ToHashSet(StringComparer.Ordinal);
+            .SelectMany(f => new[] { f.OutputSymbol ?? f.Name, (f.OutputSymbol ?? f.Name) + ".cold" })
+                .ToHashSet(StringComparer.Ordinal);
         Assert.All(defined, name => Assert.Contains(name, allowed));
     }
 
@@ -68,7 +108,8 @@ public class OutputSpecs
         foreach (var reference in d.Result.References)
         {
             var sites = d.Output.Sections.OfType<ElfRelocationSection>()
-                .SelectMany(r => r.Relocations.Where(x => x.Symbol?.Name == reference.OutputName).Select(x => (r.Target!.Name, x.Offset)));
+                .SelectMany(r => r.Relocations.Where(x => x.Symbol?.Name == reference.OutputName)
+                    .Select(x => (r.Target!.Name, x.Offset)));
             Assert.Equal(sites.Order(), reference.Sites.Select(s => (s.Section, s.Offset)).Order());
         }
     }
@@ -88,8 +129,10 @@ public class OutputSpecs
     }
 
     private static List<string> Symbols(ElfObject elf) =>
-        [.. elf.SymbolTable!.Symbols.Select(s => $"{s.Name}|{s.Type}|{s.Binding}|{s.Section?.Name}|{s.Value}|{s.Size}")];
+        [.. elf.SymbolTable!.Symbols.Select(s
+            => $"{s.Name}|{s.Type}|{s.Binding}|{s.Section?.Name}|{s.Value}|{s.Size}")];
 
     private static List<string> Relocations(ElfObject elf) =>
-        [.. elf.Sections.OfType<ElfRelocationSection>().SelectMany(r => r.Relocations.Select(x => $"{r.Target!.Name}|{x}"))];
+        [.. elf.Sections.OfType<ElfRelocationSection>()
+            .SelectMany(r => r.Relocations.Select(x => $"{r.Target!.Name}|{x}"))];
 }

@@ -2,8 +2,10 @@ using Kintsugi.Elf;
 
 namespace Kintsugi.Diff.Tests.Pairs;
 
-/// <summary>Static branch and static call sites of included module code whose keys the livepatch cannot bind in time.</summary>
-public class InertSiteSpecs
+/// <summary>
+/// Static branch and static call sites of included module code whose keys the livepatch cannot bind in time.
+/// </summary>
+public class InertSiteSpecification
 {
     [Fact]
     public void A_tracepoint_of_a_module_is_kept_disabled_its_entries_dropped_and_named()
@@ -15,7 +17,8 @@ public class InertSiteSpecs
         Assert.Empty(d.OutputSections("__jump_table"));
         Assert.Empty(d.OutputSections(".static_call_sites"));
         Assert.Equal(
-            [("send_frame", "__SCK__tp_func_pkt_sent", KeyUse.StaticCall), ("send_frame", "__tracepoint_pkt_sent", KeyUse.StaticBranch)],
+            [("send_frame", "__SCK__tp_func_pkt_sent", KeyUse.StaticCall),
+                ("send_frame", "__tracepoint_pkt_sent", KeyUse.StaticBranch)],
             d.Result.InertSites.Select(s => (s.Function, s.Key, s.Use)));
     }
 
@@ -57,7 +60,8 @@ public class InertSiteSpecs
         var targets = d.RelocationTargets("__jump_table");
         Assert.Equal(3, targets.Count);
         Assert.StartsWith("__UNIQUE_ID_ddebug", targets[2], StringComparison.Ordinal);
-        Assert.DoesNotContain(d.Result.References, r => r.TargetName.StartsWith("__UNIQUE_ID_ddebug", StringComparison.Ordinal));
+        Assert.DoesNotContain(d.Result.References,
+            r => r.TargetName.StartsWith("__UNIQUE_ID_ddebug", StringComparison.Ordinal));
     }
 
     [Fact]

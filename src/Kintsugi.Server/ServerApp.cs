@@ -49,7 +49,8 @@ public static class ServerApp
         Action<ILoggingBuilder>? logging = null)
     {
         report ??= _ => { };
-        Directory.CreateDirectory(options.DataDirectory);
+        // The database, the TLS key, the timestamp key and the first admin token live here: the owner's only.
+        OwnerOnly.CreateDirectory(options.DataDirectory);
         Dapper.DefaultTypeMap.MatchNamesWithUnderscores = true;
 
         var database = options.PostgresConnectionString is { } cs ? Database.OpenPostgres(cs)
@@ -199,8 +200,7 @@ public static class ServerApp
         if (adminToken is not null)
         {
             var path = Path.Combine(options.DataDirectory, AdminTokenFile);
-            await File.WriteAllTextAsync(path, adminToken + "\n");
-            File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+            OwnerOnly.WriteText(path, adminToken + "\n");
             report($"created the first admin API token in {path} (mode 0600); make per-person tokens with `kintsugi " +
                 $"server tokens create` and delete that file");
         }

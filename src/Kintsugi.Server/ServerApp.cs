@@ -45,6 +45,9 @@ public static class ServerApp
 
     public const string AdminTokenFile = "initial-admin-token";
 
+    /// <summary>The audit chain's head as this server wrote it, kept outside the database (<see cref="AuditWitness"/>).</summary>
+    public const string AuditWitnessFile = "audit-head";
+
     public static async Task<RunningServer> StartAsync(ServerOptions options, Action<string>? report = null,
         Action<ILoggingBuilder>? logging = null)
     {
@@ -58,6 +61,10 @@ public static class ServerApp
         var applied = await Migrations.ApplyAsync(database);
         if (applied.Count > 0) report($"{database.Description}: applied schema migrations " +
             $"{string.Join(", ", applied)}");
+        database.Witness = new AuditWitness(Path.Combine(options.DataDirectory, AuditWitnessFile));
+        if (await AuditChain.CheckWitnessAsync(database) is { } contradiction)
+            report($"WARNING: the audit log contradicts the head this server kept outside the database: {contradiction}. " +
+                "Run `kintsugi server audit verify`; after restoring a backup on purpose, move that file away");
 
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions
         {

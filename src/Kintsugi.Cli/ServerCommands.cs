@@ -625,8 +625,12 @@ internal static class ServerCommands
             if (parse.GetValue(json)) Print(result, Types.ImportResult);
             else
             {
-                Console.WriteLine($"imported {result.Imported}, already present {result.AlreadyPresent}, refused {result.Refused}");
+                Console.WriteLine($"imported {result.Imported}, already present {result.AlreadyPresent}, refused {result.Refused}; " +
+                    $"revoked {result.Revoked} as the exporting server had");
                 foreach (var r in result.Releases.Where(r => r.Refused is not null)) Console.WriteLine($"  refused {r.Bundle}: {r.Refused}");
+                foreach (var m in result.Metadata ?? [])
+                    Console.WriteLine(m.Stored ? $"  release metadata of {m.BuildId}: version {m.Version} stored"
+                        : $"  release metadata of {m.BuildId} version {m.Version} not stored: {m.Refused ?? "already here"}");
             }
             return result.Refused > 0 ? (int)ExitCode.InputRefused : 0;
         });

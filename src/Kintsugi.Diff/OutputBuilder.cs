@@ -10,10 +10,9 @@ namespace Kintsugi.Diff;
 /// </summary>
 internal sealed class OutputBuilder
 {
-    private readonly ObjectView _original;
     private readonly ObjectView _patched;
     private readonly DiffOptions _options;
-    private readonly IReadOnlyDictionary<string, FunctionChange> _changes;
+    private readonly IReadOnlyDictionary<SymbolKey, FunctionChange> _changes;
     private readonly List<DiffRefusal> _refusals;
     private readonly ElfSymbolTableSection _table;
     private readonly Dictionary<ElfSection, ElfSection> _copiedSections = new(ReferenceEqualityComparer.Instance);
@@ -32,9 +31,9 @@ internal sealed class OutputBuilder
 
     public ElfObject Output { get; } = ElfObject.CreateRelocatable();
 
-    public OutputBuilder(ObjectView original, ObjectView patched, DiffOptions options, IReadOnlyDictionary<string, FunctionChange> changes, List<DiffRefusal> refusals)
+    public OutputBuilder(ObjectView patched, DiffOptions options, IReadOnlyDictionary<SymbolKey, FunctionChange> changes,
+        List<DiffRefusal> refusals)
     {
-        _original = original;
         _patched = patched;
         _options = options;
         _changes = changes;
@@ -58,6 +57,7 @@ internal sealed class OutputBuilder
         Drain();
         BindStaticCallKeys();
         IncludeSpecialEntries();
+        LoadRuntimeConstants();
         Drain();
         RefuseUnknownReferrers();
     }
@@ -74,7 +74,8 @@ internal sealed class OutputBuilder
         var changed = code.Role == SymbolRole.Function && _changes.GetValueOrDefault(code.Key) == FunctionChange.Changed;
         // A changed function's cold part follows its new name: objtool, run over the linked module on IBT kernels,
         // finds a cold part's parent by the name before ".cold" (gcc-14 splits functions gcc-12 kept whole).
-        var coldOfChanged = code.Role == SymbolRole.ColdPart && _changes.GetValueOrDefault(code.Parent!) == FunctionChange.Changed;
+        var coldOfChanged = code.Role == SymbolRole.ColdPart
+            && _changes.GetValueOrDefault(code.ParentKey) == FunctionChange.Changed;
         var name = changed ? _options.SymbolTag + ObjectDiffer.Sanitize(code.Name)
             : coldOfChanged ? _options.SymbolTag + ObjectDiffer.Sanitize(code.Parent!) + code.Name[code.Parent!.Length..]
             : code.Name;
@@ -137,11 +138,10 @@ internal sealed class OutputBuilder
     }
 
     /// <summary>
-    /// Sections of code fragments that each belong to one place elsewhere: alternative replacements and the
-    /// feature tests of static_cpu_has. Only the fragments the included code uses are followed; the others may
-    /// jump into code the patch does not include (__init code among it) and are never run from the patch.
+    /// Only the fragments the included code uses are followed (<see cref="KernelNames.IsFragmentSection"/>); the
+    /// others may jump into code the patch does not include (__init code among it) and are never run from the patch.
     /// </summary>
-    private static bool IsFragmentSection(ElfSection section) => section.Name is ".altinstr_replacement" or ".altinstr_aux";
+    private static bool IsFragmentSection(ElfSection section) => KernelNames.IsFragmentSection(section.Name);
 
     /// <summary>Includes the fragment of <paramref name="section"/> that starts at <paramref name="start"/>: up to the next place anything refers to.</summary>
     private void IncludeFragment(ElfSection section, ulong start)
@@ -241,15 +241,14 @@ internal sealed class OutputBuilder
             {
                 case SymbolRole.Function or SymbolRole.ColdPart:
                 {
-                    var owner = defined.Role == SymbolRole.ColdPart ? defined.Parent! : defined.Key;
-                    var change = _changes.GetValueOrDefault(owner, FunctionChange.New);
+                    var change = _changes.GetValueOrDefault(defined.OwnerKey, FunctionChange.New);
                     if (change is FunctionChange.Changed or FunctionChange.New)
                     {
-                        if (ObjectView.IsInitSection(defined.Section)) return Refuse(RefusalRule.InitCodeChanged, defined.Name,
+                        if (KernelNames.IsInitSection(defined.Section.Name)) return Refuse(RefusalRule.InitCodeChanged, defined.Name,
                             $"the patched code calls {defined.Name}, which is __init code: it is freed after boot. Call something that stays, or do the work from a callback.");
                         return (IncludeCode(defined), addend);
                     }
-                    if (ObjectView.IsInitSection(defined.Section)) return Refuse(RefusalRule.InitCodeChanged, defined.Name,
+                    if (KernelNames.IsInitSection(defined.Section.Name)) return Refuse(RefusalRule.InitCodeChanged, defined.Name,
                         $"the patched code references {defined.Name}, which is __init code freed after boot; it cannot be called from a livepatch.");
                     return (ReferenceTo(defined, ReferenceTargetKind.Function), addend);
                 }
@@ -257,10 +256,10 @@ internal sealed class OutputBuilder
                     return (IncludeData(defined), addend);
                 default:
                     // New __initdata too: a copy in the livepatch's own .init.data is freed once the livepatch module has loaded.
-                    if (ObjectView.IsInitSection(defined.Section)) return Refuse(RefusalRule.InitCodeChanged, defined.Name,
+                    if (KernelNames.IsInitSection(defined.Section.Name)) return Refuse(RefusalRule.InitCodeChanged, defined.Name,
                         $"the patched code references {defined.Name}, which is __initdata ({defined.Section.Name}) freed after boot or module load. " +
                         "Keep what the patched code needs in ordinary data (drop __initdata), or compute it where it is used.");
-                    if (_original.ByKey.GetValueOrDefault(defined.Key) is { Role: SymbolRole.Data })
+                    if (defined.Twin is { Role: SymbolRole.Data })
                         return (ReferenceTo(defined, ReferenceTargetKind.Object), addend);
                     return (IncludeData(defined), addend);
             }
@@ -271,7 +270,7 @@ internal sealed class OutputBuilder
         if (_copiedSections.ContainsKey(section) || ObjectView.IsStringSection(section) || section.Flags.HasFlag(ElfSectionFlags.ExecInstr)
             || (section.Flags.HasFlag(ElfSectionFlags.Alloc) && !section.Flags.HasFlag(ElfSectionFlags.Write)))
         {
-            if (ObjectView.IsInitSection(section)) return Refuse(RefusalRule.InitCodeChanged, section.Name,
+            if (KernelNames.IsInitSection(section.Name)) return Refuse(RefusalRule.InitCodeChanged, section.Name,
                 $"the patched code references {section.Name}, which is freed after boot.");
             var copy = CopySection(section);
             if (IsFragmentSection(section) && target.Offset >= 0) IncludeFragment(section, (ulong)target.Offset);
@@ -291,7 +290,7 @@ internal sealed class OutputBuilder
     /// <summary>A reference to something the original unit defines, under the original's name (the running kernel's).</summary>
     private ElfSymbol ReferenceTo(DefinedSymbol defined, ReferenceTargetKind kind)
     {
-        var counterpart = _original.ByKey.GetValueOrDefault(defined.Key);
+        var counterpart = defined.Twin;
         var name = counterpart?.Name ?? defined.Name;
         var isLocal = counterpart?.IsLocal ?? defined.IsLocal;
         return Reference(isLocal ? _options.SymbolTag + "local_" + ObjectDiffer.Sanitize(name) : name, name, isLocal, definedInUnit: counterpart is not null, kind);
@@ -391,11 +390,11 @@ internal sealed class OutputBuilder
     /// </summary>
     private void BindStaticCallKeys()
     {
-        foreach (var (outputName, reference) in _references.Where(r => r.Value.Reference.TargetName.StartsWith(TrampolinePrefix, StringComparison.Ordinal)).ToList())
+        foreach (var (outputName, reference) in _references.ToList())
         {
-            var keyName = KeyPrefix + reference.Reference.TargetName[TrampolinePrefix.Length..];
-            var home = _patched.ByKey.GetValueOrDefault(keyName) is { Role: SymbolRole.Data } key
-                ? (_original.ByKey.ContainsKey(key.Key) ? SymbolHome.Unit : SymbolHome.Patch) : SymbolHome.Elsewhere;
+            if (KernelNames.StaticCallKeyOf(reference.Reference.TargetName) is not { } keyName) continue;
+            var home = _patched.ByKey.GetValueOrDefault(SymbolKey.Named(keyName)) is { Role: SymbolRole.Data } key
+                ? (key.Twin is not null ? SymbolHome.Unit : SymbolHome.Patch) : SymbolHome.Elsewhere;
             var binding = _policy.ForKey(keyName, home, KeyUse.StaticCall);
             _options.Trace?.Invoke(new DiffDecision(DiffStep.Bind, keyName, $"static call key: {binding.Kind.ToString().ToLowerInvariant()}, {binding.Reason}"));
             switch (binding.Kind)
@@ -416,8 +415,6 @@ internal sealed class OutputBuilder
             }
         }
     }
-
-    private const string TrampolinePrefix = "__SCT__", KeyPrefix = "__SCK__";
 
     /// <summary>Turns the call whose displacement is at <paramref name="offset"/> into a no-op; the function holding it, or null when refused.</summary>
     private string? DisableCall(ElfSection section, ulong offset, string key, string reason)
@@ -470,18 +467,18 @@ internal sealed class OutputBuilder
     private bool KeepEntry(ElfSection section, SpecialSections.Table table, List<ElfRelocation> entry, ulong entryStart)
     {
         if (table.KeyField < 0 || entry.FirstOrDefault(r => r.Offset == entryStart + (ulong)table.KeyField) is not { } keyRelocation) return true;
-        var use = table.Name == "__jump_table" ? KeyUse.StaticBranch : KeyUse.StaticCall;
+        var use = table.Name == KernelNames.JumpTable ? KeyUse.StaticBranch : KeyUse.StaticCall;
         var key = _patched.Resolve(section, keyRelocation);
         var name = key.Defined?.Name ?? key.Symbol.Name;
         var home = key.Defined switch
         {
             null => SymbolHome.Elsewhere,
             { Role: SymbolRole.Special } => SymbolHome.Patch,
-            { } defined when !_original.ByKey.ContainsKey(defined.Key) => SymbolHome.Patch,
+            { Twin: null } => SymbolHome.Patch,
             _ => SymbolHome.Unit,
         };
         var binding = _policy.ForKey(name, home, use, key.Defined?.IsLocal ?? false,
-            key.Defined is { Role: SymbolRole.Special } special && ObjectView.IsDebugDescriptor(special));
+            key.Defined is { Role: SymbolRole.Special } special && KernelNames.IsDebugDescriptor(special.Name, special.Section.Name));
         _options.Trace?.Invoke(new DiffDecision(DiffStep.Bind, name, $"{table.Name} key: {binding.Kind.ToString().ToLowerInvariant()}, {binding.Reason}"));
         switch (binding.Kind)
         {
@@ -536,12 +533,78 @@ internal sealed class OutputBuilder
     private static readonly byte[] Nop5 = [0x0f, 0x1f, 0x44, 0x00, 0x00];
     private static readonly byte[] Nop2 = [0x66, 0x90];
 
+    private const string RuntimePointerPrefix = "runtime_ptr_", RuntimeShiftPrefix = "runtime_shift_";
+
+    /// <summary>
+    /// Linux 6.11 and later build some boot-time constants into vmlinux code as immediates the kernel patches once at
+    /// boot (runtime_const_ptr: <c>USER_PTR_MAX</c> in every inlined access_ok, <c>dentry_hashtable</c>), listed in
+    /// <c>runtime_ptr_SYM</c>. Nothing patches a module's copies, whose placeholder would stay. Each included
+    /// <c>movabs $imm64, %reg</c> (10 bytes) becomes <c>mov SYM(%rip), %reg</c> (7 bytes) and a 3-byte no-op: the same
+    /// value, read from the variable the kernel set it from, bound like any other reference. A shift by a runtime
+    /// constant (<c>runtime_shift_SYM</c>) has no such in-place form and is refused.
+    /// </summary>
+    private void LoadRuntimeConstants()
+    {
+        foreach (var section in _patched.Elf.Sections)
+        {
+            var pointer = section.Name.StartsWith(RuntimePointerPrefix, StringComparison.Ordinal);
+            if (!pointer && !section.Name.StartsWith(RuntimeShiftPrefix, StringComparison.Ordinal)) continue;
+            var name = section.Name[(pointer ? RuntimePointerPrefix : RuntimeShiftPrefix).Length..];
+            foreach (var relocation in _patched.Relocations.GetValueOrDefault(section) ?? [])
+            {
+                if (!TargetsIncludedCode(section, relocation)) continue;
+                var site = _patched.Resolve(section, relocation);
+                var owner = site.Defined is { Role: SymbolRole.ColdPart } cold ? cold.Parent! : site.Defined?.Name ?? site.Section!.Name;
+                if (!pointer)
+                {
+                    Refuse(RefusalRule.SpecialSectionUnsupported, name, $"{owner} shifts by the runtime constant {name}, which the kernel " +
+                        "patches into vmlinux's code at boot and never into a module's; a livepatch's copy would shift by a placeholder. " +
+                        "Leave the code that hashes with it (d_hash in fs/dcache.c) unchanged, or compute the shift from the variable.");
+                    continue;
+                }
+                var code = (ElfDataSection)_copiedSections[site.Defined?.Section ?? site.Section!];
+                var immediate = (long)(site.Defined?.Start ?? 0) + site.Offset;
+                if (!RewriteAsLoad(code, immediate, Target(name)))
+                    Refuse(RefusalRule.SpecialSectionUnsupported, name, $"{owner} loads the runtime constant {name}, which the kernel patches " +
+                        $"into vmlinux's code at boot, but not with a movabs of the placeholder (at {code.Name}+0x{immediate - 2:x}); " +
+                        "this builder cannot make a livepatch's copy read it. Report it with the patch.");
+            }
+        }
+    }
+
+    /// <summary>The variable a runtime constant is set from: the unit's own (a static, bound with its sympos) or the kernel's.</summary>
+    private ElfSymbol Target(string name) =>
+        _patched.ByKey.GetValueOrDefault(SymbolKey.Named(name)) is { Role: SymbolRole.Data } defined
+            ? ReferenceTo(defined, ReferenceTargetKind.Object)
+            : Reference(name, name, isLocal: false, definedInUnit: false, ReferenceTargetKind.Object);
+
+    private const ulong RuntimeConstantPlaceholder = 0x0123456789abcdef;
+
+    /// <summary>Rewrites <c>movabs $placeholder, %reg</c> whose immediate is at <paramref name="immediate"/> into a RIP-relative load of <paramref name="variable"/>.</summary>
+    private bool RewriteAsLoad(ElfDataSection code, long immediate, ElfSymbol variable)
+    {
+        var start = immediate - 2;
+        if (start < 0 || immediate + 8 > code.Data.Length) return false;
+        var bytes = code.Data.AsSpan((int)start, 10);
+        // REX.W (with REX.B for r8 to r15), then B8+r and the 8-byte immediate.
+        if ((bytes[0] & 0xfe) != 0x48 || bytes[1] is < 0xb8 or > 0xbf
+            || System.Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian(bytes[2..]) != RuntimeConstantPlaceholder) return false;
+        var register = (bytes[1] - 0xb8) | ((bytes[0] & 1) << 3);
+        // REX.W (with REX.R for r8 to r15), 8B /r with ModRM mod 00, r/m 101 (RIP-relative), a 32-bit displacement, then nopl (%rax).
+        byte[] load = [(byte)(0x48 | ((register >> 3) << 2)), 0x8b, (byte)(0x05 | ((register & 7) << 3)), 0, 0, 0, 0, 0x0f, 0x1f, 0x00];
+        load.CopyTo(bytes);
+        RemoveRelocations(code, (ulong)start, (ulong)start + 10);
+        AddRelocation(RelocationSectionFor(code), code, (ulong)start + 3, X86RelocationType.PC32, variable, -4);
+        return true;
+    }
+
     /// <summary>Sections the engine does not know that point at included code would be silently lost: refuse them by name.</summary>
     private void RefuseUnknownReferrers()
     {
         foreach (var (section, relocations) in _patched.Relocations)
         {
             if (SpecialSections.IsIgnored(section) || SpecialSections.Find(section.Name) is not null || section.Flags.HasFlag(ElfSectionFlags.ExecInstr)
+                || section.Name.StartsWith(RuntimePointerPrefix, StringComparison.Ordinal) || section.Name.StartsWith(RuntimeShiftPrefix, StringComparison.Ordinal)
                 || _copiedSections.ContainsKey(section) || ObjectView.IsDataSection(section) is false) continue;
             foreach (var relocation in relocations)
             {

@@ -3,7 +3,7 @@ using Kintsugi.Elf;
 namespace Kintsugi.Diff.Tests.Pairs;
 
 /// <summary>What included code uses but does not define becomes a load-time reference, named so that statics never collide.</summary>
-public class ReferenceSpecs
+public class ReferenceSpecification
 {
     [Fact]
     public void A_changed_function_calling_a_static_of_the_unit_gets_a_local_reference_under_the_tagged_name()
@@ -68,7 +68,7 @@ public class ReferenceSpecs
 }
 
 /// <summary>Callbacks written with kpatch's macros, and shadow variables.</summary>
-public class CallbackAndShadowSpecs
+public class CallbackAndShadowSpecification
 {
     private static readonly string[] Callbacks =
     [
@@ -82,7 +82,7 @@ public class CallbackAndShadowSpecs
         var d = DiffPairs.Diff("callbacks");
 
         Assert.Equal(Callbacks, d.Result.Callbacks);
-        Assert.All(Callbacks, name => Assert.StartsWith(ObjectDiffer.CallbackPrefix, name, StringComparison.Ordinal));
+        Assert.All(Callbacks, name => Assert.StartsWith(KernelNames.CallbackPrefix, name, StringComparison.Ordinal));
         foreach (var name in Callbacks)
         {
             Assert.Equal(FunctionChange.New, d.Kind(name));
@@ -120,7 +120,7 @@ public class CallbackAndShadowSpecs
 }
 
 /// <summary>The kernel's tables of entries pointing into code keep exactly the entries of the included functions.</summary>
-public class SpecialSectionSpecs
+public class SpecialSectionSpecification
 {
     [Fact]
     public void The_jump_table_keeps_the_changed_function_s_entry_with_a_reference_to_the_vmlinux_static_key()
@@ -163,6 +163,33 @@ public class SpecialSectionSpecs
         Assert.Equal(12, table.Data.Length);
         Assert.Equal(3, BitConverter.ToInt32(table.Data, 8));
         Assert.Equal([DiffPairs.Tag + "read_flag", DiffPairs.Tag + "read_flag"], d.RelocationTargets("__ex_table"));
+    }
+
+    [Fact]
+    public void A_runtime_constant_in_changed_code_is_read_from_its_variable_since_the_kernel_patches_only_vmlinux()
+    {
+        // 6.11's runtime_const_ptr: a movabs of a placeholder that the kernel overwrites at boot in vmlinux alone.
+        var d = DiffPairs.Diff("runtime-constant-pointer");
+        Assert.NotNull(d.After.FindSection("runtime_ptr_USER_PTR_MAX"));
+
+        Expect.ChangedAndIncluded(d, "user_range_ok");
+        Expect.ChangedAndIncluded(d, "bucket");
+        Assert.Empty(d.Result.Refusals);
+        Assert.DoesNotContain(d.Output.Sections, s => s.Name.StartsWith("runtime_", StringComparison.Ordinal));
+        // Each movabs became a RIP-relative load of the variable (REX.W 8B /r, mod 00 r/m 101) and a 3-byte nop.
+        var user = Expect.ExternalReference(d, "USER_PTR_MAX");
+        var buckets = Expect.ReferenceToUnit(d, "bucket_table", isLocal: true, ReferenceTargetKind.Object);
+        foreach (var site in user.Sites.Concat(buckets.Sites))
+        {
+            var code = Assert.IsType<ElfDataSection>(d.Output.FindSection(site.Section)).Data;
+            var load = code.AsSpan((int)site.Offset - 3, 10).ToArray();
+            Assert.Equal((uint)X86RelocationType.PC32, site.Type);
+            Assert.Equal(-4, site.Addend);
+            Assert.True((load[0] & 0xfb) == 0x48 && load[1] == 0x8b && (load[2] & 0xc7) == 0x05, Convert.ToHexString(load));
+            Assert.Equal([0x0f, 0x1f, 0x00], load[7..]);
+        }
+        Assert.DoesNotContain(d.Output.Sections.OfType<ElfDataSection>().Where(s => s.Flags.HasFlag(ElfSectionFlags.ExecInstr)),
+            s => s.Data.AsSpan().IndexOf((byte[])[0xef, 0xcd, 0xab, 0x89, 0x67, 0x45, 0x23, 0x01]) >= 0);
     }
 
     [Fact]

@@ -1,7 +1,7 @@
 namespace Kintsugi.Diff.Tests.Pairs;
 
 /// <summary>Fixes livepatch cannot express are refused, naming the symbol and telling the author what to do.</summary>
-public class RefusalSpecs
+public class RefusalSpecification
 {
     [Fact]
     public void A_new_initial_value_of_a_global_variable_is_refused_naming_it()
@@ -10,6 +10,14 @@ public class RefusalSpecs
 
         Assert.Equal(new DataDiff("retry_limit", DataChange.Changed, IsLocal: false), Assert.Single(d.Result.Data));
         Expect.Refused(d, RefusalRule.DataChanged, "retry_limit", "klp_shadow_get_or_alloc", "post-patch callback");
+    }
+
+    [Fact]
+    public void A_shift_by_a_runtime_constant_in_changed_code_is_refused_since_no_one_would_patch_the_copy()
+    {
+        var d = DiffPairs.Diff("runtime-constant-shift");
+
+        Expect.Refused(d, RefusalRule.SpecialSectionUnsupported, "hash_shift", "bucket_of", "runtime constant", "d_hash");
     }
 
     [Fact]
@@ -111,7 +119,7 @@ public class RefusalSpecs
 }
 
 /// <summary>A change that only moves __LINE__ values given to warning and debug helpers is not a change.</summary>
-public class LineNumberSpecs
+public class LineNumberSpecification
 {
     [Theory]
     [InlineData("line-only-might-sleep", new[] { "wait_ready", "wait_idle" })]

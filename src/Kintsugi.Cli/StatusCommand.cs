@@ -8,11 +8,18 @@ internal static class StatusCommand
     public static Command Create()
     {
         var json = Cli.Json();
-        var format = new Option<string>("--format") { Description = "text, json (as --json), openvex (an OpenVEX document: the CVEs the applied level fixes) or prometheus (a node_exporter textfile)", DefaultValueFactory = _ => "text" };
+        var format = new Option<string>("--format")
+            { Description =
+            "text, json (as --json), openvex (an OpenVEX document: the CVEs the applied level fixes) or prometheus " +
+            "(a node_exporter textfile)", DefaultValueFactory = _ => "text" };
         format.AcceptOnlyFromAmong("text", "json", "openvex", "prometheus");
-        var output = new Option<FileInfo?>("--output", "-o") { Description = "Write to this file instead (atomically: a collector reading it never sees half a file)" };
-        var command = new Command("status", "Show this machine's kernel, its effective version, the applied level and the CVEs it fixes, and its livepatches in the shared state vocabulary") { json, format, output };
-        command.WithExamples("kintsugi status", "kintsugi status --json", "kintsugi status --format openvex > /var/lib/kintsugi/vex.json",
+        var output = new Option<FileInfo?>("--output", "-o")
+            { Description = "Write to this file instead (atomically: a collector reading it never sees half a file)" };
+        var command = new Command("status",
+            "Show this machine's kernel, its effective version, the applied level and the CVEs it fixes, and its " +
+            "livepatches in the shared state vocabulary") { json, format, output };
+        command.WithExamples("kintsugi status", "kintsugi status --json",
+            "kintsugi status --format openvex > /var/lib/kintsugi/vex.json",
             "kintsugi status --format prometheus -o /var/lib/prometheus/node-exporter/kintsugi.prom");
         command.Validators.Add(result =>
         {
@@ -29,7 +36,9 @@ internal static class StatusCommand
                 var text = chosen switch
                 {
                     "json" => System.Text.Json.JsonSerializer.Serialize(status, CliJson.Default.MachineStatus) + "\n",
-                    "openvex" => StatusReports.OpenVex(status, File.ReadAllText("/proc/sys/kernel/hostname").Trim(), $"kintsugi {Cli.Version}", DateTimeOffset.UtcNow).ToJson() + "\n",
+                    "openvex" =>
+                        StatusReports.OpenVex(status, File.ReadAllText("/proc/sys/kernel/hostname").Trim(),
+                        $"kintsugi {Cli.Version}", DateTimeOffset.UtcNow).ToJson() + "\n",
                     _ => StatusReports.Prometheus(status),
                 };
                 if (parse.GetValue(output) is { } file) AtomicFile.WriteText(file.FullName, text);
@@ -48,15 +57,21 @@ internal static class StatusCommand
             if (status.LastAttempt is { } attempt)
                 Console.WriteLine($"last apply: {attempt.Outcome} at {attempt.At:u}: {attempt.Detail}");
             foreach (var patch in status.Patches)
-                Console.WriteLine($"patch:      {patch.Name} " + (patch.Loaded ? (patch.InTransition ? "in transition" : patch.Enabled ? "enabled" : "disabled") : "not loaded") +
+                Console.WriteLine($"patch:      {patch.Name} "
+                    + (patch.Loaded ? (patch.InTransition ? "in transition" : patch.Enabled ? "enabled" : "disabled")
+                    : "not loaded") +
                     (patch.BootState is { } boot ? $", installed ({boot})" : "") +
-                    (patch.Objects.Count > 0 ? $": {string.Join("; ", patch.Objects.Select(o => $"{o.Name}: {string.Join(", ", o.Functions.Select(f => f.Name))}"))}" : ""));
+                    (patch.Objects.Count > 0
+                        ? $": {string.Join("; ", patch.Objects.Select(o => $"{o.Name}: {string.Join(", ", o.Functions.Select(f => f.Name))}"))}"
+                        : ""));
             // User-space patches live in the processes themselves: read from their memory (as root), per patch.
             foreach (var group in Kintsugi.User.UserPatcher.ListAll()
                          .SelectMany(p => p.Patches.Select(patch => (p.Pid, p.Command, patch)))
                          .GroupBy(x => (x.patch.Name, x.patch.Target)))
-                Console.WriteLine($"user patch: {group.Key.Name} (build-id {group.Key.Target}): applied in {group.Count()} process" +
-                    (group.Count() == 1 ? "" : "es") + $": {string.Join(", ", group.Take(8).Select(x => $"{x.Pid} ({x.Command})"))}" +
+                Console.WriteLine($"user patch: {group.Key.Name} (build-id {group.Key.Target}): applied in " +
+                    $"{group.Count()} process" +
+                    (group.Count() == 1 ? "" : "es")
+                        + $": {string.Join(", ", group.Take(8).Select(x => $"{x.Pid} ({x.Command})"))}" +
                     (group.Count() > 8 ? ", ..." : ""));
             return Task.FromResult(0);
         });

@@ -78,9 +78,10 @@ public sealed record AptPackageView(string Package, string Version);
 
 // ---- air-gap transfer ----
 
+/// <param name="Revoked">Set for a release the exporting server revoked (its bundle is not in the archive).</param>
 public sealed record ExportedRelease(
     string Id, string KernelRelease, string BuildId, int Level, string Bundle, long Size,
-        IReadOnlyList<string> Channels);
+        IReadOnlyList<string> Channels, RevocationView? Revoked = null);
 
 /// <summary>The index inside an export archive (kintsugi-export.json).</summary>
 public sealed record ExportIndex(
@@ -89,8 +90,13 @@ public sealed record ExportIndex(
 /// <param name="Refused">Why this bundle was not imported, or null.</param>
 public sealed record ImportedRelease(string Bundle, string? Release, bool Created, string? Refused);
 
+/// <param name="Stored">False when this server already had this version or a newer one (then <c>Refused</c> says so).</param>
+public sealed record ImportedMetadata(string BuildId, long Version, bool Stored, string? Refused);
+
+/// <param name="Metadata">Each signed release metadata document in the archive and what became of it.</param>
+/// <param name="Revoked">Releases revoked here because the exporting server had revoked them.</param>
 public sealed record ImportResult(int Imported, int AlreadyPresent, int Refused,
-    IReadOnlyList<ImportedRelease> Releases);
+    IReadOnlyList<ImportedRelease> Releases, IReadOnlyList<ImportedMetadata>? Metadata = null, int Revoked = 0);
 
 // ---- reports ----
 

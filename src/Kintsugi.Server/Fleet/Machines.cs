@@ -74,6 +74,8 @@ public sealed class Machines(Database db, ServerOptions options, CheckInWriter w
 
     // ---- enrollment ----
 
+    private const string TokenRefused = "the enrollment token is unknown, revoked, expired or used up; ask an operator for a new one (kintsugi server tokens enroll)";
+
     /// <summary>
     /// Turns an enrollment token into a machine credential. A machine-id already enrolled is enrolled again (same
     /// machine, new credential, the old one stops working) only when the request proves it is that machine (its
@@ -102,7 +104,7 @@ public sealed class Machines(Database db, ServerOptions options, CheckInWriter w
                     "FROM enrollment_tokens WHERE hash = @h", new { h = tokenHash }, t);
             var now = Releases.Now();
             if (token is null || token.RevokedAt is not null || (token.ExpiresAt is { } expires && expires <= now) || (token.MaxUses is { } max && token.Uses >= max))
-                throw FleetException.NotAuthenticated("the enrollment token is unknown, revoked, expired or used up; ask an operator for a new one (kintsugi server tokens enroll)");
+                throw FleetException.NotAuthenticated(TokenRefused);
             var bound = await c.QuerySingleOrDefaultAsync<ExistingMachineRow>(
                 "SELECT id, credential_hash, reenroll_approved_until FROM machines WHERE host_machine_id = @m", new { m = machineId }, t);
             if (bound is not null && !(request.Credential is { } proof && Secrets.LooksLike(proof, Secrets.MachineCredentialPrefix) && Secrets.Hash(proof) == bound.CredentialHash)
@@ -119,7 +121,11 @@ public sealed class Machines(Database db, ServerOptions options, CheckInWriter w
                 });
                 return (Id: bound.Id, Refused: true);
             }
-            await c.ExecuteAsync(t, "UPDATE enrollment_tokens SET uses = uses + 1 WHERE id = @id", ("@id", token.Id));
+            // The use is taken by a conditional update: on PostgreSQL a concurrent enrollment with the same token
+            // waits for this row and re-reads it, so a single-use token is spent once whatever the timing.
+            if (await c.ExecuteAsync(t, "UPDATE enrollment_tokens SET uses = uses + 1 WHERE id = @id AND revoked_at IS NULL " +
+                    "AND (max_uses IS NULL OR uses < max_uses)", ("@id", token.Id)) == 0)
+                throw FleetException.NotAuthenticated(TokenRefused);
             var existing = bound?.Id;
             var id = existing ?? Secrets.NewId("m_");
             if (existing is null)

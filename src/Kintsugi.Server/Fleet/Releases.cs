@@ -346,7 +346,7 @@ public sealed class Releases(Database db, BundleStore store, Epoch epoch, Server
 
         var digest = Sha256Digest.Of(bytes);
         var manifest = bundle.Manifest;
-        var buildId = manifest.Target.BuildId.ToString();
+        var buildId = manifest.TargetBuildId.ToString();
         var level = manifest.CumulativeLevel;
         var (result, newEpoch) = await db.WriteAsync(async (c, t) =>
         {
@@ -376,7 +376,7 @@ public sealed class Releases(Database db, BundleStore store, Epoch epoch, Server
             await c.ExecuteAsync(t,
                 $"INSERT INTO releases ({ReleaseColumns}) VALUES (@id, @kr, @b, @l, @d, @size, @key, @m, @at, @by, " +
                 $"NULL, NULL, NULL)",
-                ("@id", id), ("@kr", manifest.Target.Release.Value), ("@b", buildId), ("@l", (long)level),
+                ("@id", id), ("@kr", manifest.TargetName), ("@b", buildId), ("@l", (long)level),
                     ("@d", digest.ToString()), ("@size", (long)bytes.Length),
                 ("@key", bundle.KeyId.ToString()),
                     ("@m", System.Text.Encoding.UTF8.GetString(bundle.ManifestJson.Span)), ("@at", now),
@@ -388,7 +388,7 @@ public sealed class Releases(Database db, BundleStore store, Epoch epoch, Server
                         ("@p", cve.Published.ToString("yyyy-MM-dd")));
             await AuditChain.AppendAsync(c, t, actor, "release.publish", $"release:{id}", new()
             {
-                ["kernel"] = manifest.Target.Release.Value,
+                [manifest.Kind == BundleKind.User ? "object" : "kernel"] = manifest.TargetName,
                 ["buildId"] = buildId,
                 ["level"] = level.ToString(),
                 ["bundle"] = digest.ToString(),

@@ -23,7 +23,7 @@ public sealed record ReleaseHealth(int Applied, int Failed);
 public sealed record ReleaseView(
     string Id, string KernelRelease, string BuildId, int Level, string Bundle, long Size, string PublisherKey,
     DateTimeOffset PublishedAt, string PublishedBy, RevocationView? Revoked, IReadOnlyList<PromotionView> Channels,
-    IReadOnlyList<FixView> Fixes, ReleaseHealth Health);
+    IReadOnlyList<FixView> Fixes, ReleaseHealth Health, string Kind = "kernel");
 
 /// <param name="Created">False when the same bundle was published before (the reply is then 200, not 201).</param>
 public sealed record PublishResult(bool Created, ReleaseView Release);
@@ -105,7 +105,7 @@ public sealed record FleetReport(
 
 public sealed record ExposedMachine(
     string Machine, string Hostname, string Channel, string KernelRelease, string BuildId, string? State, int? Level,
-    int FixLevel, DateTimeOffset FixAvailableSince, DateOnly ExposedSince, DateTimeOffset? LastCheckIn);
+    int FixLevel, DateTimeOffset FixAvailableSince, DateOnly ExposedSince, DateTimeOffset? LastCheckIn, string? Object = null);
 
 public sealed record CveExposure(
     string Cve, string Severity, DateOnly Published, int Exposed, int Fixed, IReadOnlyList<ExposedMachine> Machines);
@@ -117,7 +117,7 @@ public sealed record ExposureReport(DateTimeOffset GeneratedAt, IReadOnlyList<Cv
 public sealed record ComplianceRow(
     string Machine, string Hostname, string Channel, string KernelRelease, string BuildId, string Cve, string Severity,
     DateTimeOffset FixReleasedAt, DateTimeOffset Deadline, DateTimeOffset? AppliedAt, bool CurrentlyFixed,
-    double? DaysToApply, string Status, bool Breach);
+    double? DaysToApply, string Status, bool Breach, string? Object = null);
 
 public sealed record ComplianceReport(
     DateTimeOffset GeneratedAt, int WindowDays, string MinimumSeverity, int Rows, int Breaches,

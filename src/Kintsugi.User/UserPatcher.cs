@@ -137,6 +137,7 @@ public sealed class UserPatcher(PatcherOptions options, Action<string>? log = nu
             }
             catch (UserPatchException) { }   // exited, or a kernel thread
             catch (IOException) { }
+            catch (UnauthorizedAccessException) { }   // not ours to read (a sandbox's init, say): not patchable either
         }
         return [.. found.Select(kv => new MappedObject(kv.Key, kv.Value.Name, kv.Value.Pids)).OrderBy(o => o.Name, StringComparer.Ordinal)];
     }

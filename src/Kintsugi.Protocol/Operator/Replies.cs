@@ -35,7 +35,15 @@ public sealed record MachineView(
     string? PackageVersion, string AgentVersion, string? State, int? Level, string? Bundle, string? EffectiveVersion,
     long Taint, string? Detail, string? TargetRelease, DateTimeOffset EnrolledAt, DateTimeOffset? LastCheckIn,
     DateTimeOffset? StateSince, string? Address, bool Stale, string? MetadataFreshness = null, DateTimeOffset? CloneSuspectedAt = null,
-    string? CloneDetail = null, DateTimeOffset? ReenrollApprovedUntil = null);
+    string? CloneDetail = null, DateTimeOffset? ReenrollApprovedUntil = null, IReadOnlyList<UserObjectView>? UserObjects = null);
+
+/// <summary>
+/// A user-space object a machine's processes map that has releases (or a patch installed), as its agent last reported
+/// it: processes mapping it, how many run the installed level's patch, how many failed (retried at the next pass).
+/// Given for one machine (GET /api/v1/machines/{id}), not in lists.
+/// </summary>
+public sealed record UserObjectView(string Object, string BuildId, int Processes, string State, int? Level, string? Bundle, int Patched, int Failed,
+    string? Detail, DateTimeOffset UpdatedAt);
 
 /// <summary>The trust-root update the server carries to agents, and what it changed in this server's keys.</summary>
 public sealed record TrustRootView(long Version, string RootKey, IReadOnlyList<string> Trusted, IReadOnlyList<string> Retired,

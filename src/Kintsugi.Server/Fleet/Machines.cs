@@ -41,6 +41,20 @@ public sealed class Machines(Database db, ServerOptions options, CheckInWriter w
         public string? MetadataFreshness { get; set; }
     }
 
+    private sealed class ObjectRow
+    {
+        public string Object { get; set; } = "";
+        public string BuildId { get; set; } = "";
+        public long Processes { get; set; }
+        public string State { get; set; } = "";
+        public long? Level { get; set; }
+        public string? Bundle { get; set; }
+        public long Patched { get; set; }
+        public long Failed { get; set; }
+        public string? Detail { get; set; }
+        public long UpdatedAt { get; set; }
+    }
+
     private sealed class ExistingMachineRow
     {
         public string Id { get; set; } = "";
@@ -308,7 +322,13 @@ public sealed class Machines(Database db, ServerOptions options, CheckInWriter w
         await using var c = await db.OpenAsync();
         var row = await c.QuerySingleOrDefaultAsync<MachineRow>($"SELECT {ViewColumns} FROM machines WHERE id = @id", new { id })
             ?? throw FleetException.NotFound($"no machine {id}");
-        return View(row);
+        var objects = await c.QueryAsync<ObjectRow>("SELECT object, build_id, processes, state, level, bundle, patched, failed, detail, updated_at " +
+            "FROM machine_objects WHERE machine = @id ORDER BY object, build_id", new { id });
+        return View(row) with
+        {
+            UserObjects = [.. objects.Select(o => new UserObjectView(o.Object, o.BuildId, (int)o.Processes, o.State, (int?)o.Level, o.Bundle,
+                (int)o.Patched, (int)o.Failed, o.Detail, Time(o.UpdatedAt)))],
+        };
     }
 
     private MachineView View(MachineRow r)

@@ -1,13 +1,11 @@
-using System.Buffers.Binary;
-using System.Diagnostics;
 using System.Net;
 using System.Text.Json;
 using Kintsugi.Agent;
 using Kintsugi.Bundles;
 using Kintsugi.Kernel;
 using Kintsugi.Protocol;
+using Kintsugi.Testing;
 using Kintsugi.User;
-using Kintsugi.User.Build;
 
 namespace Kintsugi.Server.Tests;
 
@@ -21,12 +19,13 @@ public sealed class UserSpaceDeliverySpecification : IDisposable
     private const string Cve = "CVE-2099-41001";
     private readonly string _dir = Directory.CreateTempSubdirectory("kintsugi-user-delivery-").FullName;
     private readonly List<string> _log = [];
-    private readonly List<int> _processes = [];
+    private readonly LoopProgram _loop;
+
+    public UserSpaceDeliverySpecification() => _loop = new LoopProgram(_dir);
 
     public void Dispose()
     {
-        foreach (var pid in _processes)
-            try { Process.GetProcessById(pid).Kill(); } catch (ArgumentException) { } catch (InvalidOperationException) { }
+        _loop.Dispose();
         Directory.Delete(_dir, recursive: true);
     }
 
@@ -44,26 +43,6 @@ public sealed class UserSpaceDeliverySpecification : IDisposable
             Settle = TimeSpan.Zero,
         }, Paths, line => { lock (_log) _log.Add(line); });
 
-    private void Gcc(params string[] arguments)
-    {
-        using var gcc = Process.Start(new ProcessStartInfo("gcc", arguments) { RedirectStandardError = true })!;
-        var errors = gcc.StandardError.ReadToEnd();
-        gcc.WaitForExit();
-        Assert.True(gcc.ExitCode == 0, errors);
-    }
-
-    /// <summary>The loop program as shipped, and its compute() fix linked into a user-space patch file.</summary>
-    private (string Program, UserPatch Patch, byte[] PatchBytes) ProgramAndPatch()
-    {
-        var source = Path.Combine(AppContext.BaseDirectory, "Programs", "loop.c");
-        var program = PathOf("loop");
-        Gcc("-O2", "-g", "-pthread", source, "-o", program);
-        Gcc("-O2", "-g", "-pthread", "-DFIXED", "-ffunction-sections", "-fdata-sections", "-c", source, "-o", PathOf("loop-fixed.o"));
-        var patch = PatchLinker.Link(program, PathOf("loop-fixed.o"), ["compute"], "loop-compute-fix");
-        patch.Save(PathOf("loop.patch"));
-        return (program, patch, File.ReadAllBytes(PathOf("loop.patch")));
-    }
-
     private static byte[] UserBundle(PublisherKey key, UserPatch patch, byte[] patchBytes, int level) =>
         Bundle.Create(patchBytes, new BundleDescription
         {
@@ -75,65 +54,24 @@ public sealed class UserSpaceDeliverySpecification : IDisposable
             BuilderVersion = "0.1.0",
         }, key).ToArray();
 
-    /// <summary>Starts the program detached (a shell that exits at once), so the test runtime never reaps its ptrace stops.</summary>
-    private int Start(string program)
-    {
-        var log = PathOf($"out-{_processes.Count}");
-        using var shell = Process.Start(new ProcessStartInfo("/bin/sh", ["-c", $"exec {program} 4 >{log} 2>&1 & echo $!"]) { RedirectStandardOutput = true })!;
-        var pid = int.Parse(shell.StandardOutput.ReadToEnd().Trim());
-        shell.WaitForExit();
-        _processes.Add(pid);
-        var clock = Stopwatch.StartNew();
-        while (!(File.Exists(log) && File.ReadAllText(log).Contains("ready")))
-        {
-            Assert.True(clock.Elapsed < TimeSpan.FromSeconds(10), $"{program} did not start");
-            Thread.Sleep(10);
-        }
-        return pid;
-    }
-
-    private static long Global(int pid, string program, string symbol)
-    {
-        using var memory = new ProcessMemory(pid);
-        var image = ElfImage.Load(program);
-        var loaded = LoadedObject.Find(ProcessMaps.Read(pid), memory).Single(o => o.BuildId == image.BuildId);
-        return BinaryPrimitives.ReadInt64LittleEndian(memory.Read(loaded.LoadBase + image.Symbols(dynamic: false).Single(s => s.Name == symbol).Value, 8));
-    }
-
-    /// <summary>Whether the process runs only <paramref name="counter"/>'s code now: that counter grows, the other does not.</summary>
-    private static void RunsOnly(int pid, string program, string counter)
-    {
-        var other = counter == "new_calls" ? "old_calls" : "new_calls";
-        var start = Global(pid, program, counter);
-        var clock = Stopwatch.StartNew();
-        while (Global(pid, program, counter) < start + 1000)
-        {
-            Assert.True(clock.Elapsed < TimeSpan.FromSeconds(10), $"process {pid}: {counter} does not grow");
-            Thread.Sleep(10);
-        }
-        var frozen = Global(pid, program, other);
-        Thread.Sleep(50);
-        Assert.Equal(frozen, Global(pid, program, other));
-    }
-
     private static JsonElement CveRow(JsonElement exposure) =>
         exposure.GetProperty("cves").EnumerateArray().Single(c => c.GetProperty("cve").GetString() == Cve);
 
     [Fact]
     public async Task A_published_user_space_patch_reaches_every_process_mapping_the_object_counts_in_the_reports_and_a_revoke_takes_it_out()
     {
-        var (program, patch, patchBytes) = ProgramAndPatch();
+        var (patch, patchBytes) = _loop.Patch("loop-compute-fix");
         await using var server = await TestServer.StartAsync();
         using var stranger = PublisherKey.Generate();
         TrustStore.Open(PathOf("trust")).Add(stranger.PublicKey);
         var token = await server.EnrollmentTokenAsync();
-        var first = Start(program);
+        var first = _loop.Start();
         var agent = Agent(server, token);
         var release = await server.PublishAsync(UserBundle(server.Publisher, patch, patchBytes, level: 1));
 
         // The machine does not trust the publisher yet: it refuses the bundle, and the server counts it exposed.
         await agent.RunOnceAsync(default);
-        RunsOnly(first, program, "old_calls");
+        _loop.RunsOnly(first, fixedCode: false);
         var exposed = Assert.Single(CveRow(await server.GetJsonAsync("/api/v1/reports/exposure")).GetProperty("machines").EnumerateArray());
         Assert.Equal(("loop", patch.Target.BuildId.ToString()), (exposed.GetProperty("object").GetString(), exposed.GetProperty("buildId").GetString()));
         lock (_log) Assert.Contains(_log, l => l.Contains("refused") && l.Contains("not in trust store"));
@@ -141,7 +79,7 @@ public sealed class UserSpaceDeliverySpecification : IDisposable
         TrustStore.Open(PathOf("trust")).Add(server.Publisher.PublicKey);
         await agent.RunOnceAsync(default);
 
-        RunsOnly(first, program, "new_calls");
+        _loop.RunsOnly(first, fixedCode: true);
         var row = CveRow(await server.GetJsonAsync("/api/v1/reports/exposure"));
         Assert.Equal((0, 1), (row.GetProperty("exposed").GetInt32(), row.GetProperty("fixed").GetInt32()));
         var compliance = Assert.Single((await server.GetJsonAsync("/api/v1/reports/compliance")).GetProperty("items").EnumerateArray(),
@@ -150,17 +88,17 @@ public sealed class UserSpaceDeliverySpecification : IDisposable
             (compliance.GetProperty("status").GetString(), compliance.GetProperty("object").GetString(), compliance.GetProperty("buildId").GetString()));
 
         // A process started after the check: the agent's next user-space pass (every user-scan-interval) patches it.
-        var later = Start(program);
-        RunsOnly(later, program, "old_calls");
+        var later = _loop.Start();
+        _loop.RunsOnly(later, fixedCode: false);
         var pass = Assert.Single(agent.UserPass());
         Assert.Equal((PatchState.Applied, 2), (pass.State, pass.Patched));
-        RunsOnly(later, program, "new_calls");
+        _loop.RunsOnly(later, fixedCode: true);
 
         Assert.Equal(HttpStatusCode.OK, (await server.PostJsonAsync($"/api/v1/releases/{release}/revoke", new RevokeRequest("bad fix"))).StatusCode);
         await agent.RunOnceAsync(default);
 
-        RunsOnly(first, program, "old_calls");
-        RunsOnly(later, program, "old_calls");
+        _loop.RunsOnly(first, fixedCode: false);
+        _loop.RunsOnly(later, fixedCode: false);
         Assert.Empty(UserPatcher.List(first));
         // No good release fixes the CVE for this build any more: the machine is no longer judged on it, and it shows the revert.
         row = CveRow(await server.GetJsonAsync("/api/v1/reports/exposure"));

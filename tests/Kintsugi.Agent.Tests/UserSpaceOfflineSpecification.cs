@@ -41,7 +41,8 @@ public sealed class UserSpaceOfflineSpecification : IDisposable
         {
             Object = new ObjectTarget(patch.Target.Object, patch.Target.BuildId),
             CumulativeLevel = level,
-            Fixes = [new BundleFix($"loop-fix-{level}", [], "compute() returns the fixed value")],
+            Fixes = [new BundleFix($"loop-fix-{level}", [new CveReference(CveId.Parse($"CVE-2099-4100{level}"), CveSeverity.High, new DateOnly(2099, 1, 2))],
+                "compute() returns the fixed value")],
             PatchedFunctions = [new Kintsugi.Bundles.PatchedFunction(patch.Target.Object, "compute")],
             CreatedAt = DateTimeOffset.UtcNow,
             BuilderVersion = "0.1.0",
@@ -69,6 +70,27 @@ public sealed class UserSpaceOfflineSpecification : IDisposable
         Assert.Equal(patch.IdHex, Assert.Single(UserPatcher.List(later)).PatchId);
         var report = Assert.Single(agent.UserReports()!, r => r.BuildId == patch.Target.BuildId);
         Assert.Equal((PatchState.Applied, 1, 2, 2), (report.State, report.Level, report.Processes, report.Patched));
+    }
+
+    [Fact]
+    public async Task The_status_of_a_delivered_patch_names_its_object_level_bundle_and_cves_and_a_patch_applied_by_hand_has_no_level()
+    {
+        var delivered = _loop.Start();
+        var patch = Publish("loop-fix", level: 1);
+        await Agent().RunOnceAsync(default);
+        var byHand = _loop.Start();
+        var (other, _) = _loop.Patch("by-hand");
+        Assert.Equal(ProcessOutcome.Applied, new UserPatcher().Apply(byHand, other).Outcome);
+
+        var statuses = UserPatchStatuses.Read(Path.Combine(_dir["state"], "agent", "user"), [delivered, byHand]);
+
+        var fromBundle = Assert.Single(statuses, s => s.PatchId == patch.IdHex);
+        Assert.Equal(("loop-fix", "loop", patch.Target.BuildId, 1, 1), (fromBundle.Name, fromBundle.Object, fromBundle.BuildId, fromBundle.Functions, fromBundle.Level));
+        Assert.Equal(["CVE-2099-41001"], fromBundle.Cves);
+        Assert.Equal(Sha256Digest.Of(File.ReadAllBytes(Path.Combine(_dir["bundles"], "loop-fix.bundle"))).ToString(), fromBundle.Bundle);
+        Assert.Equal(delivered, Assert.Single(fromBundle.Processes).Pid);
+        var manual = Assert.Single(statuses, s => s.PatchId == other.IdHex);
+        Assert.Equal((null, null, 0, byHand), (manual.Level, manual.Bundle, manual.Cves.Count, Assert.Single(manual.Processes).Pid));
     }
 
     [Fact]

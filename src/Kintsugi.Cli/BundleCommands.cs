@@ -270,7 +270,7 @@ internal sealed record DescriptionFile(int? Level, IReadOnlyList<BundleFix> Fixe
         {
             var text = element.GetString()!;
             var colon = text.IndexOf(':');
-            return colon > 0 ? new(text[..colon], text[(colon + 1)..]) : new("vmlinux", text);
+            return colon > 0 ? new(text[..colon], text[(colon + 1)..]) : new(KernelObjectNames.Vmlinux, text);
         }
         return new(Text(element, "object", path), Text(element, "function", path));
     }

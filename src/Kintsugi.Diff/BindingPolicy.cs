@@ -136,10 +136,8 @@ public sealed class BindingPolicy(PatchedObjectName patched, KernelExports expor
         // A key of a module (the patched one or another): its relocation would be applied after the entry was
         // initialized, patching code through a garbage key. A tracepoint is harmless to leave disabled: the site
         // keeps its compiled (off) state, as kpatch and objtool do, and the build says so.
-        if (use == KeyUse.StaticBranch && name.StartsWith(TracepointKeyPrefix, StringComparison.Ordinal))
-            return new Binding(BindingKind.Inert, BindingCase.InertTracepoint, null, null, $"tracepoint {name[TracepointKeyPrefix.Length..]} kept disabled");
-        if (use == KeyUse.StaticCall && name.StartsWith(TracepointCallKeyPrefix, StringComparison.Ordinal))
-            return new Binding(BindingKind.Inert, BindingCase.InertTracepoint, null, null, $"tracepoint {name[TracepointCallKeyPrefix.Length..]} kept disabled");
+        if (KernelNames.TracepointOf(name, use) is { } tracepoint)
+            return new Binding(BindingKind.Inert, BindingCase.InertTracepoint, null, null, $"tracepoint {tracepoint} kept disabled");
         if (debugDescriptor)
             return new Binding(BindingKind.Inert, BindingCase.InertDebugSite, null, null, "dynamic debug site kept disabled");
         return Refused(BindingCase.ModuleKey, use == KeyUse.StaticBranch
@@ -152,9 +150,6 @@ public sealed class BindingPolicy(PatchedObjectName patched, KernelExports expor
 
     /// <summary>Whether an undefined symbol may stay undefined in the linked livepatch module: the module loader resolves it.</summary>
     public static bool LinkedByModuleLoader(KernelExports exports, string name) => exports.ExporterOf(name) is { IsVmlinux: true };
-
-    public const string TracepointKeyPrefix = "__tracepoint_";
-    public const string TracepointCallKeyPrefix = "__SCK__tp_func_";
 
     private static Binding Normal(BindingCase @case, string reason) => new(BindingKind.Normal, @case, null, null, reason);
 

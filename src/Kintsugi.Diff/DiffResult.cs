@@ -8,15 +8,15 @@ public readonly record struct PatchedObjectName
     private PatchedObjectName(string value) => Value = value;
 
     public string Value { get; }
-    public bool IsVmlinux => Value == "vmlinux";
+    public bool IsVmlinux => Value == KernelObjectNames.Vmlinux;
 
-    public static PatchedObjectName Vmlinux { get; } = new("vmlinux");
+    public static PatchedObjectName Vmlinux { get; } = new(KernelObjectNames.Vmlinux);
 
     public static PatchedObjectName Parse(string name)
     {
         if (string.IsNullOrEmpty(name) || name.Length > 55 || !name.All(c => char.IsAsciiLetterOrDigit(c) || c is '_' or '-'))
             throw new ArgumentException($"'{name}' is neither vmlinux nor a module name", nameof(name));
-        return new PatchedObjectName(name.Replace('-', '_'));
+        return new PatchedObjectName(KernelObjectNames.Normalize(name));
     }
 
     public override string ToString() => Value;
@@ -42,17 +42,10 @@ public sealed record DiffOptions(PatchedObjectName Object, string SymbolTag)
 
     /// <summary>
     /// Functions that take their caller's __LINE__ in a register: a function whose only difference is the line
-    /// number it passes to one of them (a moved line) is unchanged. The kernel's by default.
+    /// number it passes to one of them (a moved line) is unchanged. The kernel's by default
+    /// (<see cref="KernelNames.LineFunctions"/>).
     /// </summary>
-    public IReadOnlySet<string> LineFunctions { get; init; } = KernelLineFunctions;
-
-    /// <summary>The kernel's line-taking helpers: WARN, might_sleep, printk and dynamic-debug helpers.</summary>
-    public static IReadOnlySet<string> KernelLineFunctions { get; } = new HashSet<string>(StringComparer.Ordinal)
-    {
-        "__warn_printk", "warn_slowpath_fmt", "__might_sleep", "__might_resched", "__might_fault", "__cant_sleep", "__cant_migrate",
-        "lockdep_rcu_suspicious", "_printk", "printk", "__dynamic_pr_debug", "__dynamic_dev_dbg", "__dynamic_netdev_dbg",
-        "rcu_read_lock_held", "__kasan_check_read", "___might_sleep", "__warn", "report_bug",
-    };
+    public IReadOnlySet<string> LineFunctions { get; init; } = KernelNames.LineFunctions;
 }
 
 /// <summary>The steps of a diff, in the order they run.</summary>

@@ -84,23 +84,26 @@ internal sealed class FunctionComparer(ObjectView original, ObjectView patched, 
         return sortedA.Select(e => e.Line).SequenceEqual(sortedB.Select(e => e.Line)) ? Verdict.Same : Verdict.LineNumbersOnly;
     }
 
-    private Dictionary<string, List<(string Content, int Line)>>? _entriesBefore, _entriesAfter;
+    private Dictionary<SymbolKey, List<(string Content, int Line)>>? _entriesBefore, _entriesAfter;
 
     /// <summary>
     /// The tables whose entries say what their function does and name nothing but it, symbols and strings. Not the
     /// ftrace locations (one per function), nor tables pointing into shared unnamed code (.altinstr_replacement), where
     /// one function's edit would move every other function's entries.
     /// </summary>
-    private static readonly HashSet<string> ComparedTables = new(StringComparer.Ordinal) { "__jump_table", "__bug_table", "__ex_table", ".static_call_sites" };
+    private static readonly HashSet<string> ComparedTables = new(StringComparer.Ordinal) { KernelNames.JumpTable, "__bug_table", "__ex_table", KernelNames.StaticCallSites };
 
     /// <summary>struct bug_entry (12 bytes with CONFIG_DEBUG_BUGVERBOSE): address, file, then the 16-bit __LINE__ at offset 8.</summary>
     private const int BugEntryLineField = 8;
     private const int BugEntryLineSize = 12;
 
-    /// <summary>Each function's table entries (its .cold parts' included), by the function's key, in terms that survive recompilation.</summary>
-    private static Dictionary<string, List<(string Content, int Line)>> TableEntries(ObjectView view)
+    /// <summary>Each function's table entries (its .cold parts' included), by the function's key, in terms that survive
+    /// recompilation.</summary>
+    /// <remarks>An entry's content is the canonical text of its typed parts (table, owner, targets, bytes), for
+    /// sorting.</remarks>
+    private static Dictionary<SymbolKey, List<(string Content, int Line)>> TableEntries(ObjectView view)
     {
-        var result = new Dictionary<string, List<(string, int)>>(StringComparer.Ordinal);
+        var result = new Dictionary<SymbolKey, List<(string, int)>>();
         foreach (var section in view.Elf.Sections)
         {
             if (!ComparedTables.Contains(section.Name) || SpecialSections.Find(section.Name) is not { } table || section is not ElfDataSection) continue;
@@ -110,18 +113,19 @@ internal sealed class FunctionComparer(ObjectView original, ObjectView patched, 
             {
                 var fields = entry.ToList();
                 var start = entry.Key * (ulong)size;
-                if (fields[0].Offset != start || view.Resolve(section, fields[0]) is not { Defined: { IsCode: true } owner } anchor) continue;
-                var function = owner.Role == SymbolRole.ColdPart ? owner.Parent! : owner.Key;
+                if (fields[0].Offset != start
+                    || view.Resolve(section, fields[0]) is not { Defined: { IsCode: true } owner } anchor) continue;
+                var function = owner.OwnerKey;
                 var bytes = ObjectView.Bytes(section, start, (ulong)size).ToArray();
                 foreach (var field in fields)
-                    bytes.AsSpan((int)(field.Offset - start), Math.Min(ObjectView.FieldWidth(field.Type), size - (int)(field.Offset - start))).Clear();
+                    bytes.AsSpan((int)(field.Offset - start), Math.Min(field.Type.FieldWidth(), size - (int)(field.Offset - start))).Clear();
                 var line = 0;
                 if (section.Name == "__bug_table" && size == BugEntryLineSize)
                 {
                     line = BinaryPrimitives.ReadUInt16LittleEndian(bytes.AsSpan(BugEntryLineField));
                     bytes.AsSpan(BugEntryLineField, 2).Clear();
                 }
-                var content = new StringBuilder().Append(section.Name).Append('@').Append(owner.Key).Append('+').Append(anchor.Offset);
+                var content = new StringBuilder().Append(section.Name).Append('@').Append(owner.Identity).Append('+').Append(anchor.Offset);
                 // A pr_debug's static key lives inside its descriptor, whose line a moved message changes: the
                 // code's own reference to the descriptor already reports that as a line-only change.
                 foreach (var field in fields.Skip(1))
@@ -154,20 +158,24 @@ internal sealed class FunctionComparer(ObjectView original, ObjectView patched, 
 
     /// <summary>What a relocation points at, in terms that survive recompilation.</summary>
     /// <param name="ignoreDescriptorLines">Compare dynamic-debug descriptors without their line numbers.</param>
-    public static string Key(ObjectView view, ElfSection from, ElfRelocation relocation, bool ignoreDescriptorLines = false)
+    public static TargetKey Key(ObjectView view, ElfSection from, ElfRelocation relocation,
+        bool ignoreDescriptorLines = false)
     {
         var target = view.Resolve(from, relocation);
-        if (target.IsExternal) return $"ext:{target.Symbol.Name}+{target.Offset}";
+        if (target.IsExternal) return new TargetKey(TargetKind.External, default, target.Symbol.Name, target.Offset);
         if (target.Defined is { } defined)
             return defined.Role switch
             {
-                SymbolRole.Function or SymbolRole.ColdPart => $"fn:{defined.Key}+{target.Offset}",
-                SymbolRole.Special => $"special:{ObjectView.SpecialBase(defined.Name)}:{SpecialContent(view, defined, ignoreDescriptorLines)}+{target.Offset}",
-                _ => $"data:{defined.Key}+{target.Offset}",
+                SymbolRole.Function or SymbolRole.ColdPart => new TargetKey(TargetKind.Function, defined.Identity, "",
+                    target.Offset),
+                SymbolRole.Special => new TargetKey(TargetKind.PerUse, default, KernelNames.WithoutNumber(defined.Name),
+                    target.Offset, SpecialContent(view, defined, ignoreDescriptorLines)),
+                _ => new TargetKey(TargetKind.Data, defined.Identity, "", target.Offset),
             };
         var section = target.Section!;
-        if (ObjectView.IsStringSection(section)) return "str:" + ObjectView.StringAt(section, target.Offset);
-        return $"sec:{section.Name}+{target.Offset}:{ContentHash(section)}";
+        if (ObjectView.IsStringSection(section))
+            return new TargetKey(TargetKind.String, default, ObjectView.StringAt(section, target.Offset), 0);
+        return new TargetKey(TargetKind.Section, default, section.Name, target.Offset, ContentHash(section));
     }
 
     /// <summary>A special static is the same when its contents are: a switch table's values, a descriptor's strings.</summary>
@@ -181,16 +189,17 @@ internal sealed class FunctionComparer(ObjectView original, ObjectView patched, 
             builder.Append(target switch
             {
                 { IsExternal: true } => "ext:" + target.Symbol.Name,
-                { Defined: { Role: SymbolRole.Special } d } => "special:" + ObjectView.SpecialBase(d.Name),
-                { Defined: { } d } => d.Key,
-                _ when ObjectView.IsStringSection(target.Section!) => "str:" + ObjectView.StringAt(target.Section!, target.Offset),
+                { Defined: { Role: SymbolRole.Special } d } => "special:" + KernelNames.WithoutNumber(d.Name),
+                { Defined: { } d } => d.Identity.ToString(),
+                _ when ObjectView.IsStringSection(target.Section!) =>
+                    "str:" + ObjectView.StringAt(target.Section!, target.Offset),
                 _ => target.Section!.Name,
             }).Append('+').Append(target.Offset).Append(';');
         }
         if (special.Section is ElfDataSection)
         {
             var bytes = Masked(special, view.RelocationsIn(special).ToList());
-            if (ignoreDescriptorLines && ObjectView.IsDebugDescriptor(special) && bytes.Length >= DescriptorLineField + 4)
+            if (ignoreDescriptorLines && KernelNames.IsDebugDescriptor(special.Name, special.Section.Name) && bytes.Length >= DescriptorLineField + 4)
             {
                 var word = BinaryPrimitives.ReadUInt32LittleEndian(bytes.AsSpan(DescriptorLineField)) & ~DescriptorLineMask;
                 BinaryPrimitives.WriteUInt32LittleEndian(bytes.AsSpan(DescriptorLineField), word);
@@ -210,7 +219,7 @@ internal sealed class FunctionComparer(ObjectView original, ObjectView patched, 
         foreach (var relocation in relocations)
         {
             var at = (int)(relocation.Offset - defined.Start);
-            var width = Math.Min(ObjectView.FieldWidth(relocation.Type), bytes.Length - at);
+            var width = Math.Min(relocation.Type.FieldWidth(), bytes.Length - at);
             if (at >= 0 && width > 0) bytes.AsSpan(at, width).Clear();
         }
         return bytes;
@@ -261,4 +270,26 @@ internal sealed class FunctionComparer(ObjectView original, ObjectView patched, 
     }
 
     private readonly InstructionInfoFactory _registers = new();
+}
+
+internal enum TargetKind { External, Function, Data, PerUse, String, Section }
+
+/// <summary>
+/// What a relocation points at, in terms that survive recompilation: an external symbol, a correlated function or
+/// object (by its <see cref="DefinedSymbol.Identity"/>), a per-use static by its base name and contents, a literal
+/// string by its text, or a place in an unnamed section by its contents. Two relocations are alike when these are.
+/// </summary>
+/// <param name="Name">The external symbol's name, a per-use static's base name, the string, or the section's name.</param>
+/// <param name="Content">A digest of a per-use static's or an unnamed section's contents.</param>
+internal readonly record struct TargetKey(TargetKind Kind, SymbolKey Symbol, string Name, long Offset, string Content = "")
+{
+    public override string ToString() => Kind switch
+    {
+        TargetKind.External => $"ext:{Name}+{Offset}",
+        TargetKind.Function => $"fn:{Symbol}+{Offset}",
+        TargetKind.Data => $"data:{Symbol}+{Offset}",
+        TargetKind.PerUse => $"special:{Name}:{Content}+{Offset}",
+        TargetKind.String => "str:" + Name,
+        _ => $"sec:{Name}+{Offset}:{Content}",
+    };
 }

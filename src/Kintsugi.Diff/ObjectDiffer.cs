@@ -10,8 +10,6 @@ namespace Kintsugi.Diff;
 /// </summary>
 public static partial class ObjectDiffer
 {
-    public const string CallbackPrefix = "__kintsugi_callback_";
-
     /// <summary>
     /// Compares two compilations of one unit (same flags plus <c>-ffunction-sections -fdata-sections</c>).
     /// A fix the kernel cannot live patch is not an exception: it comes back as <see cref="DiffResult.Refusals"/>.
@@ -28,13 +26,8 @@ public static partial class ObjectDiffer
         // exception is a bug of the differ and surfaces as one, never as a refusal of the user's objects.
         try
         {
-            var (before, after) = (new ObjectView(original, "original"), new ObjectView(patched, "patched"));
-            var byUsers = ObjectView.CorrelateNumberedStatics(before, after);
-            if (options.Trace is { } trace)
-                foreach (var (o, p) in byUsers)
-                    trace(new DiffDecision(DiffStep.Correlate, p.Name,
-                        $"is {o.Name} of the original: the only static of that base name whose users overlap"));
-            var result = new Differ(before, after, options).Run();
+            var result = new Differ(new ObjectView(original, patched: false), new ObjectView(patched, patched: true),
+                options).Run();
             if (options.Trace is { } traceResult) TraceOutcome(result, traceResult);
             return result;
         }
@@ -66,47 +59,66 @@ public static partial class ObjectDiffer
     private static partial Regex NonIdentifier();
 }
 
+/// <summary>One diff, as its phases: correlate, compare, include, emit.</summary>
 internal sealed class Differ(ObjectView original, ObjectView patched, DiffOptions options)
 {
     private readonly FunctionComparer _comparer = new(original, patched, options.LineFunctions);
     private readonly List<DiffRefusal> _refusals = [];
-    private readonly Dictionary<string, FunctionChange> _functionChanges = new(StringComparer.Ordinal);
+    private readonly Dictionary<SymbolKey, FunctionChange> _functionChanges = [];
 
     public DiffResult Run()
     {
-        var functions = ClassifyFunctions();
-        var data = ClassifyData();
+        Correlate();
+
+        var functions = CompareFunctions();
+        var data = CompareData();
         var hasChanges = functions.Any(f => f.Kind == FunctionChange.Changed);
 
+        // Included: every changed function, and every new global one (a callback, or code another unit calls).
         var roots = patched.ByKey.Values.Where(d => d.Role == SymbolRole.Function && (
                 _functionChanges.GetValueOrDefault(d.Key) == FunctionChange.Changed
-                || (_functionChanges.GetValueOrDefault(d.Key) == FunctionChange.New && !d.IsLocal && !ObjectView.IsInitSection(d.Section))))
+                || (_functionChanges.GetValueOrDefault(d.Key) == FunctionChange.New && !d.IsLocal && !KernelNames.IsInitSection(d.Section.Name))))
             .ToList();
         var newIncluded = roots.Any(r => _functionChanges[r.Key] == FunctionChange.New);
         if (_refusals.Count > 0 || (!hasChanges && !newIncluded))
             return new DiffResult(functions, data, _refusals, hasChanges, null, [], []);
-
-        var builder = new OutputBuilder(original, patched, options, _functionChanges, _refusals);
+        var builder = new OutputBuilder(patched, options, _functionChanges, _refusals);
         foreach (var root in roots) builder.Include(root);
         builder.Complete();
+
         if (_refusals.Count > 0)
             return new DiffResult(functions, data, _refusals, hasChanges, null, [], []);
-        var callbacks = roots.Where(r => r.Name.StartsWith(ObjectDiffer.CallbackPrefix, StringComparison.Ordinal)).Select(r => r.Name).Order(StringComparer.Ordinal).ToList();
+        var callbacks = roots.Where(r => KernelNames.CallbackKind(r.Name) is not null).Select(r => r.Name).Order(StringComparer.Ordinal).ToList();
         return new DiffResult(functions, data, _refusals, hasChanges || newIncluded, builder.Output, builder.References, callbacks, builder.InertSites);
     }
 
-    private List<FunctionDiff> ClassifyFunctions()
+    /// <summary>Links every symbol with its twin, once; those linked by their users rather than their keys are
+    /// traced.</summary>
+    private void Correlate()
+    {
+        var byUsers = Correlation.Link(original, patched);
+        if (options.Trace is not { } trace) return;
+        foreach (var (o, p) in byUsers)
+            trace(new DiffDecision(DiffStep.Correlate, p.Name,
+                $"is {o.Name} of the original: the only static of that base name whose users overlap"));
+    }
+
+    private List<FunctionDiff> CompareFunctions()
     {
         var result = new List<FunctionDiff>();
-        var keys = original.ByKey.Values.Concat(patched.ByKey.Values).Where(d => d.Role == SymbolRole.Function).Select(d => d.Key).Distinct(StringComparer.Ordinal);
-        foreach (var key in keys.Order(StringComparer.Ordinal))
+        var pairs = original.ByKey.Values.Where(d => d.Role == SymbolRole.Function)
+            .Select(b => (Before: (DefinedSymbol?)b, After: b.Twin is { Role: SymbolRole.Function } a ? a : null))
+            .Concat(patched.ByKey.Values.Where(d => d.Role == SymbolRole.Function
+                && d.Twin is not { Role: SymbolRole.Function })
+                .Select(a => (Before: (DefinedSymbol?)null, After: (DefinedSymbol?)a)))
+            .OrderBy(pair => (pair.Before ?? pair.After)!.Key.Name, StringComparer.Ordinal);
+        foreach (var (before, after) in pairs)
         {
-            var before = original.ByKey.GetValueOrDefault(key) is { Role: SymbolRole.Function } b ? b : null;
-            var after = patched.ByKey.GetValueOrDefault(key) is { Role: SymbolRole.Function } a ? a : null;
+            var key = (before ?? after)!.Key;
             FunctionDiff diff;
             if (before is null)
                 diff = new FunctionDiff(after!.Name, FunctionChange.New, after.IsLocal, null,
-                    ObjectView.IsInitSection(after.Section) ? "__init code: it never runs in a live patch" : null);
+                    KernelNames.IsInitSection(after.Section.Name) ? "__init code: it never runs in a live patch" : null);
             else if (after is null)
                 diff = new FunctionDiff(before.Name, FunctionChange.Removed, before.IsLocal, null, null);
             else
@@ -143,8 +155,9 @@ internal sealed class Differ(ObjectView original, ObjectView patched, DiffOption
         trace(new DiffDecision(DiffStep.Compare, diff.Name, diff.Note is null ? reason : $"{reason} ({diff.Note})"));
     }
 
-    /// <summary>A function's .cold parts, compared like it: a moved __LINE__ in a cold part is no more a change than in the hot one.</summary>
-    private FunctionComparer.Verdict ColdPartsVerdict(string parentKey)
+    /// <summary>A function's .cold parts, compared like it: a moved __LINE__ in a cold part is no more a change than in
+    /// the hot one.</summary>
+    private FunctionComparer.Verdict ColdPartsVerdict(SymbolKey parentKey)
     {
         var before = original.ColdParts[parentKey].ToList();
         var after = patched.ColdParts[parentKey].ToList();
@@ -154,26 +167,26 @@ internal sealed class Differ(ObjectView original, ObjectView patched, DiffOption
 
     private void RefuseUnpatchable(DefinedSymbol function)
     {
-        if (ObjectView.IsInitSection(function.Section))
+        if (KernelNames.IsInitSection(function.Section.Name))
         {
             _refusals.Add(new DiffRefusal(RefusalRule.InitCodeChanged, function.Name,
                 $"{function.Name} is __init or __exit code ({function.Section.Name}): it ran at boot or module load and is gone; a livepatch cannot rerun it. " +
                 "If the fix must affect state that code set up, change that state from a post-patch callback (KPATCH_POST_PATCH_CALLBACK)."));
             return;
         }
-        var hasEntry = patched.RelocationsIn(function).Any(r => r.Symbol?.Name == "__fentry__" && r.Offset - function.Start <= 16);
+        var hasEntry = patched.RelocationsIn(function).Any(r => r.Symbol?.Name == KernelNames.FtraceEntry && r.Offset - function.Start <= KernelNames.FtraceEntryReach);
         if (!hasEntry)
             _refusals.Add(new DiffRefusal(RefusalRule.NoFtraceEntry, function.Name,
                 $"{function.Name} has no ftrace entry (notrace, noinstr, or an inline-only helper), so livepatch cannot redirect calls to it. " +
                 "Patch its callers instead: move the change into a function they call that can be traced, or change the callers themselves."));
     }
 
-    private List<DataDiff> ClassifyData()
+    private List<DataDiff> CompareData()
     {
         var result = new List<DataDiff>();
         foreach (var after in patched.ByKey.Values.Where(d => d.Role == SymbolRole.Data).OrderBy(d => d.Name, StringComparer.Ordinal))
         {
-            if (original.ByKey.GetValueOrDefault(after.Key) is not { Role: SymbolRole.Data } before)
+            if (after.Twin is not { Role: SymbolRole.Data } before)
             {
                 result.Add(new DataDiff(after.Name, DataChange.New, after.IsLocal));
                 continue;

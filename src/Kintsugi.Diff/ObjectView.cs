@@ -1,6 +1,5 @@
 using System.Buffers.Binary;
 using System.Text;
-using System.Text.RegularExpressions;
 using Iced.Intel;
 using Kintsugi.Elf;
 
@@ -16,22 +15,65 @@ internal enum SymbolRole
     Special,
 }
 
-/// <summary>A function or data object defined in one of the two objects, under the key that correlates it with its counterpart.</summary>
-internal sealed class DefinedSymbol(ElfSymbol symbol, string key, SymbolRole role, string? parent)
+/// <summary>
+/// A function or data object defined in one of the two objects, under the key that correlates it with its counterpart
+/// and, once the objects are correlated, linked to that counterpart (its twin).
+/// </summary>
+internal sealed class DefinedSymbol(ElfSymbol symbol, SymbolKey key, SymbolRole role, string? parent)
 {
     public ElfSymbol Symbol { get; } = symbol;
-    public string Key { get; set; } = key;
+
+    /// <summary>Set when the symbol is indexed; a numbered static's once its users are known (<see cref="Number"/>).</summary>
+    public SymbolKey Key { get; private set; } = key;
+
     public SymbolRole Role { get; } = role;
-    /// <summary>For a cold part, its parent function's key.</summary>
+
+    /// <summary>For a cold part, its parent function's name.</summary>
     public string? Parent { get; } = parent;
-    /// <summary>For a numbered static local, the functions (parent keys) that use it.</summary>
-    public IReadOnlySet<string>? Users { get; set; }
+
+    /// <summary>For a cold part, its parent function's key.</summary>
+    public SymbolKey ParentKey => SymbolKey.Named(Parent!);
+
+    /// <summary>The function this code belongs to: itself, or a cold part's parent.</summary>
+    public SymbolKey OwnerKey => Role == SymbolRole.ColdPart ? ParentKey : Key;
+
+    /// <summary>For a numbered static local, the functions (by name) that use it.</summary>
+    public IReadOnlySet<string>? Users { get; private set; }
+
+    /// <summary>The same function or object in the other compilation, linked once (<see cref="Correlation"/>), or null.</summary>
+    public DefinedSymbol? Twin { get; private set; }
+
+    /// <summary>
+    /// What this symbol is compared by: its own key in the original, its twin's in the patched object (a numbered
+    /// static matched by its users has a different key of its own).
+    /// </summary>
+    public SymbolKey Identity => InPatched && Twin is { } twin ? twin.Key : Key;
+
+    /// <summary>Whether the symbol is the patched object's.</summary>
+    public bool InPatched { get; init; }
     public ElfSection Section => Symbol.Section!;
     public string Name => Symbol.Name;
     public bool IsLocal => Symbol.Binding == ElfSymbolBinding.Local;
     public ulong Start => Symbol.Value;
     public ulong End => Symbol.Value + Symbol.Size;
     public bool IsCode => Role is SymbolRole.Function or SymbolRole.ColdPart;
+
+    /// <summary>Gives a numbered static its key, once its users are known.</summary>
+    public void Number(SymbolKey key, IReadOnlySet<string> users)
+    {
+        if (Key.Kind == SymbolKeyKind.NumberedStatic) throw new InvalidOperationException($"{Name} is numbered twice");
+        Key = key;
+        Users = users;
+    }
+
+    /// <summary>Links an original symbol with its patched counterpart; each is linked at most once.</summary>
+    public static void Link(DefinedSymbol original, DefinedSymbol patched)
+    {
+        if (original.Twin is not null || patched.Twin is not null || original.InPatched || !patched.InPatched)
+            throw new InvalidOperationException($"{original} and {patched} cannot be linked: each links once, to the other side");
+        original.Twin = patched;
+        patched.Twin = original;
+    }
 
     public override string ToString() => $"{Role} {Name} ({Key})";
 }
@@ -47,28 +89,31 @@ internal readonly record struct RelocationTarget(ElfSymbol Symbol, DefinedSymbol
 /// keys, relocations by section, and where each relocation really points (PC-relative relocations in code
 /// are corrected by the length of the rest of their instruction, decoded with Iced).
 /// </summary>
-internal sealed partial class ObjectView
+internal sealed class ObjectView
 {
-    private static readonly string[] SpecialBases =
-        ["__key", "__warned", "__already_done", "__print_once", "__func__", "__FUNCTION__", "__PRETTY_FUNCTION__", "CSWTCH", "_rs", "descriptor", "__msg", "__mod", "__flags", "__tpstrtab", "__bpf_trace_tp_map", "__compound_literal"];
-
     private readonly Dictionary<ElfSection, List<ulong>> _instructionEnds = new(ReferenceEqualityComparer.Instance);
 
     public ElfObject Elf { get; }
     public ElfSymbolTableSection Table { get; }
-    public Dictionary<string, DefinedSymbol> ByKey { get; } = new(StringComparer.Ordinal);
+    public Dictionary<SymbolKey, DefinedSymbol> ByKey { get; } = [];
     public Dictionary<ElfSymbol, DefinedSymbol> BySymbol { get; } = new(ReferenceEqualityComparer.Instance);
     public Dictionary<ElfSection, List<ElfRelocation>> Relocations { get; } = new(ReferenceEqualityComparer.Instance);
     public Dictionary<ElfSection, List<DefinedSymbol>> DefinedIn { get; } = new(ReferenceEqualityComparer.Instance);
     /// <summary>The numbered static locals (<c>count.12</c>), keyed by base name and users.</summary>
     public List<DefinedSymbol> NumberedStatics { get; } = [];
     /// <summary>The .cold parts of each function, by the parent's key.</summary>
-    public ILookup<string, DefinedSymbol> ColdParts { get; private set; } = Enumerable.Empty<DefinedSymbol>().ToLookup(d => "");
+    public ILookup<SymbolKey, DefinedSymbol> ColdParts { get; private set; } =
+        Enumerable.Empty<DefinedSymbol>().ToLookup(d => d.Key);
 
-    public ObjectView(ElfObject elf, string description)
+    /// <summary>Whether this is the patched object (the other is the original).</summary>
+    public bool IsPatched { get; }
+
+    public ObjectView(ElfObject elf, bool patched)
     {
         Elf = elf;
-        Table = elf.SymbolTable ?? throw new DiffException($"the {description} object has no symbol table");
+        IsPatched = patched;
+        Table = elf.SymbolTable
+            ?? throw new DiffException($"the {(patched ? "patched" : "original")} object has no symbol table");
         foreach (var relocations in elf.Sections.OfType<ElfRelocationSection>())
         {
             // Debug information is most of a kernel object's relocations, and nothing of it goes into a livepatch.
@@ -85,25 +130,30 @@ internal sealed partial class ObjectView
             if (symbol.Section is null || symbol.Name.Length == 0) continue;
             if (symbol.Type == ElfSymbolType.Function)
             {
-                if (symbol.Name.StartsWith("__pfx_", StringComparison.Ordinal) || symbol.Name.StartsWith("__cfi_", StringComparison.Ordinal)) continue;
-                var cold = symbol.Name.IndexOf(".cold", StringComparison.Ordinal);
-                Add(cold > 0 ? new DefinedSymbol(symbol, symbol.Name, SymbolRole.ColdPart, symbol.Name[..cold]) : new DefinedSymbol(symbol, symbol.Name, SymbolRole.Function, null));
+                if (KernelNames.IsPadding(symbol.Name)) continue;
+                var parent = KernelNames.ColdPartParent(symbol.Name);
+                var role = parent is null ? SymbolRole.Function : SymbolRole.ColdPart;
+                Add(new DefinedSymbol(symbol, SymbolKey.Named(symbol.Name), role, parent) { InPatched = patched });
             }
             else if (symbol.Type is ElfSymbolType.Object or ElfSymbolType.Tls || (symbol.Type == ElfSymbolType.NoType && IsDataSection(symbol.Section) && !symbol.Name.StartsWith('.')))
             {
-                if (IsSpecial(symbol)) Add(new DefinedSymbol(symbol, "special:" + symbol.Name, SymbolRole.Special, null));
-                else if (symbol.Binding == ElfSymbolBinding.Local && Numbered().Match(symbol.Name) is { Success: true })
+                if (KernelNames.IsPerUseStatic(symbol))
+                    Add(new DefinedSymbol(symbol, SymbolKey.PerUse(symbol.Name), SymbolRole.Special, null) { InPatched = patched });
+                else if (symbol.Binding == ElfSymbolBinding.Local && KernelNames.IsNumberedStatic(symbol.Name, out _, out _))
                 {
-                    var defined = new DefinedSymbol(symbol, symbol.Name, SymbolRole.Data, null);
+                    var defined = new DefinedSymbol(symbol, SymbolKey.Named(symbol.Name), SymbolRole.Data, null)
+                    {
+                        InPatched = patched,
+                    };
                     numbered.Add(defined);
                     Track(defined);
                 }
-                else Add(new DefinedSymbol(symbol, symbol.Name, SymbolRole.Data, null));
+                else Add(new DefinedSymbol(symbol, SymbolKey.Named(symbol.Name), SymbolRole.Data, null) { InPatched = patched });
             }
         }
         foreach (var list in DefinedIn.Values) list.Sort((a, b) => a.Start.CompareTo(b.Start));
         KeyNumberedStatics(numbered);
-        ColdParts = ByKey.Values.Where(d => d.Role == SymbolRole.ColdPart).ToLookup(d => d.Parent!, StringComparer.Ordinal);
+        ColdParts = ByKey.Values.Where(d => d.Role == SymbolRole.ColdPart).ToLookup(d => d.ParentKey);
     }
 
     private void Add(DefinedSymbol defined)
@@ -133,70 +183,22 @@ internal sealed partial class ObjectView
         foreach (var function in ByKey.Values.Where(d => d.IsCode))
             foreach (var relocation in RelocationsIn(function))
                 if (relocation.Symbol?.Section is { } section && holders.Contains(section)
-                    && Resolve(function.Section, relocation).Defined is { } target && users.TryGetValue(target, out var set))
-                    set.Add(function.Role == SymbolRole.ColdPart ? function.Parent! : function.Key);
-        foreach (var group in numbered.GroupBy(d => (Base: Numbered().Match(d.Name).Groups[1].Value, Users: string.Join(",", users[d]))))
+                    && Resolve(function.Section, relocation).Defined is { } target
+                    && users.TryGetValue(target, out var set))
+                    set.Add(function.OwnerKey.Name);
+        // Grouped by base name and users (a key of rank 0), then ranked by number within each group.
+        foreach (var group in numbered.GroupBy(d =>
+            SymbolKey.NumberedStatic(KernelNames.WithoutNumber(d.Name), users[d], 0)))
         {
-            var ordinal = 0;
-            foreach (var defined in group.OrderBy(d => long.Parse(Numbered().Match(d.Name).Groups[2].Value)))
+            var rank = 0;
+            foreach (var defined in group.OrderBy(d =>
+                KernelNames.IsNumberedStatic(d.Name, out _, out var number) ? number : 0))
             {
-                defined.Key = $"{group.Key.Base}<{group.Key.Users}>#{ordinal++}";
-                defined.Users = users[defined];
+                defined.Number(SymbolKey.NumberedStatic(group.Key.Name, group.Key.Users, rank++), users[defined]);
                 ByKey.TryAdd(defined.Key, defined);
                 NumberedStatics.Add(defined);
             }
         }
-    }
-
-    /// <summary>
-    /// A static whose users changed (one in an inline helper that gained or lost a caller) has a different key in
-    /// each object, yet it is the same variable: the patched code must keep using the running one, not a fresh copy.
-    /// It is matched when, among the statics of its base name left unmatched, exactly one on each side shares a user with the other.
-    /// </summary>
-    /// <returns>The statics matched this way, as (original, patched) pairs.</returns>
-    public static IReadOnlyList<(DefinedSymbol Original, DefinedSymbol Patched)> CorrelateNumberedStatics(
-        ObjectView original, ObjectView patched)
-    {
-        var matched = new List<(DefinedSymbol, DefinedSymbol)>();
-        var unmatchedBefore = original.NumberedStatics.Where(d => !patched.ByKey.ContainsKey(d.Key)).ToList();
-        var unmatchedAfter = patched.NumberedStatics.Where(d => !original.ByKey.ContainsKey(d.Key)).ToList();
-        foreach (var after in unmatchedAfter)
-        {
-            var baseName = NumberedBase(after.Name);
-            var candidates = unmatchedBefore.Where(b => NumberedBase(b.Name) == baseName && b.Users!.Overlaps(after.Users!)).ToList();
-            if (candidates.Count != 1) continue;
-            var before = candidates[0];
-            if (unmatchedAfter.Any(a => a != after && NumberedBase(a.Name) == baseName && a.Users!.Overlaps(before.Users!))) continue;
-            if (patched.ByKey.GetValueOrDefault(after.Key) == after) patched.ByKey.Remove(after.Key);
-            after.Key = before.Key;
-            patched.ByKey[after.Key] = after;
-            unmatchedBefore.Remove(before);
-            matched.Add((before, after));
-        }
-        return matched;
-    }
-
-    private static string NumberedBase(string name) => Numbered().Match(name).Groups[1].Value;
-
-    public static bool IsSpecial(ElfSymbol symbol)
-    {
-        var name = symbol.Name;
-        if (name.StartsWith("__UNIQUE_ID_ddebug", StringComparison.Ordinal)) return true;
-        if (symbol.Binding != ElfSymbolBinding.Local) return false;
-        var match = Numbered().Match(name);
-        var baseName = match.Success ? match.Groups[1].Value : name;
-        return SpecialBases.Contains(baseName) || symbol.Section?.Name is "__verbose" or "__dyndbg" or ".data.once" or ".data..once";
-    }
-
-    /// <summary>A dynamic-debug descriptor (pr_debug and friends): one per call site, holding that call's __LINE__.</summary>
-    public static bool IsDebugDescriptor(DefinedSymbol special) =>
-        special.Name.StartsWith("__UNIQUE_ID_ddebug", StringComparison.Ordinal) || special.Section.Name is "__dyndbg" or "__verbose";
-
-    /// <summary>The base of a special static's name (<c>__func__.3</c> → <c>__func__</c>).</summary>
-    public static string SpecialBase(string name)
-    {
-        var match = Numbered().Match(name);
-        return match.Success ? match.Groups[1].Value : name;
     }
 
     public static bool IsDataSection(ElfSection section) =>
@@ -204,10 +206,6 @@ internal sealed partial class ObjectView
 
     public static bool IsStringSection(ElfSection section) =>
         section.Flags.HasFlag(ElfSectionFlags.Strings) || section.Name.StartsWith(".rodata.str", StringComparison.Ordinal);
-
-    public static bool IsInitSection(ElfSection section) =>
-        section.Name.StartsWith(".init.", StringComparison.Ordinal) || section.Name.StartsWith(".exit.", StringComparison.Ordinal)
-        || section.Name.StartsWith(".meminit.", StringComparison.Ordinal) || section.Name == ".head.text";
 
     public IEnumerable<ElfRelocation> RelocationsIn(DefinedSymbol defined) => RelocationsIn(defined.Section, defined.Start, Math.Max(defined.End, defined.Start + 1));
 
@@ -218,24 +216,13 @@ internal sealed partial class ObjectView
             if (relocation.Offset >= start && relocation.Offset < end) yield return relocation;
     }
 
-    public static bool IsPcRelative(X86RelocationType type) => type is X86RelocationType.PC32 or X86RelocationType.Plt32 or X86RelocationType.PC64 or X86RelocationType.PC16 or X86RelocationType.PC8;
-
-    public static int FieldWidth(X86RelocationType type) => type switch
-    {
-        X86RelocationType.R64 or X86RelocationType.PC64 or X86RelocationType.GotOff64 or X86RelocationType.Size64 => 8,
-        X86RelocationType.R16 or X86RelocationType.PC16 => 2,
-        X86RelocationType.R8 or X86RelocationType.PC8 => 1,
-        X86RelocationType.None => 0,
-        _ => 4,
-    };
-
     /// <summary>Where a relocation in <paramref name="from"/> really points.</summary>
     public RelocationTarget Resolve(ElfSection from, ElfRelocation relocation)
     {
         var symbol = relocation.Symbol ?? throw new DiffException($"a relocation at {from.Name}+0x{relocation.Offset:x} has no symbol");
         var offset = relocation.Addend;
         // A PC-relative displacement is relative to the end of its instruction, not to the field.
-        if (IsPcRelative(relocation.Type) && from.Flags.HasFlag(ElfSectionFlags.ExecInstr))
+        if (relocation.Type.IsPcRelative() && from.Flags.HasFlag(ElfSectionFlags.ExecInstr))
             offset += (long)(InstructionEnd(from, relocation.Offset) - relocation.Offset);
         if (symbol.Section is null) return new RelocationTarget(symbol, null, null, offset);
         if (symbol.Type == ElfSymbolType.Section)
@@ -317,7 +304,4 @@ internal sealed partial class ObjectView
         2 => BinaryPrimitives.ReadUInt16LittleEndian(bytes),
         _ => bytes[0],
     };
-
-    [GeneratedRegex(@"^(.+?)\.(\d+)$")]
-    private static partial Regex Numbered();
 }

@@ -10,10 +10,9 @@ namespace Kintsugi.Diff;
 /// </summary>
 internal sealed class OutputBuilder
 {
-    private readonly ObjectView _original;
     private readonly ObjectView _patched;
     private readonly DiffOptions _options;
-    private readonly IReadOnlyDictionary<string, FunctionChange> _changes;
+    private readonly IReadOnlyDictionary<SymbolKey, FunctionChange> _changes;
     private readonly List<DiffRefusal> _refusals;
     private readonly ElfSymbolTableSection _table;
     private readonly Dictionary<ElfSection, ElfSection> _copiedSections = new(ReferenceEqualityComparer.Instance);
@@ -32,9 +31,9 @@ internal sealed class OutputBuilder
 
     public ElfObject Output { get; } = ElfObject.CreateRelocatable();
 
-    public OutputBuilder(ObjectView original, ObjectView patched, DiffOptions options, IReadOnlyDictionary<string, FunctionChange> changes, List<DiffRefusal> refusals)
+    public OutputBuilder(ObjectView patched, DiffOptions options, IReadOnlyDictionary<SymbolKey, FunctionChange> changes,
+        List<DiffRefusal> refusals)
     {
-        _original = original;
         _patched = patched;
         _options = options;
         _changes = changes;
@@ -74,7 +73,8 @@ internal sealed class OutputBuilder
         var changed = code.Role == SymbolRole.Function && _changes.GetValueOrDefault(code.Key) == FunctionChange.Changed;
         // A changed function's cold part follows its new name: objtool, run over the linked module on IBT kernels,
         // finds a cold part's parent by the name before ".cold" (gcc-14 splits functions gcc-12 kept whole).
-        var coldOfChanged = code.Role == SymbolRole.ColdPart && _changes.GetValueOrDefault(code.Parent!) == FunctionChange.Changed;
+        var coldOfChanged = code.Role == SymbolRole.ColdPart
+            && _changes.GetValueOrDefault(code.ParentKey) == FunctionChange.Changed;
         var name = changed ? _options.SymbolTag + ObjectDiffer.Sanitize(code.Name)
             : coldOfChanged ? _options.SymbolTag + ObjectDiffer.Sanitize(code.Parent!) + code.Name[code.Parent!.Length..]
             : code.Name;
@@ -137,11 +137,10 @@ internal sealed class OutputBuilder
     }
 
     /// <summary>
-    /// Sections of code fragments that each belong to one place elsewhere: alternative replacements and the
-    /// feature tests of static_cpu_has. Only the fragments the included code uses are followed; the others may
-    /// jump into code the patch does not include (__init code among it) and are never run from the patch.
+    /// Only the fragments the included code uses are followed (<see cref="KernelNames.IsFragmentSection"/>); the
+    /// others may jump into code the patch does not include (__init code among it) and are never run from the patch.
     /// </summary>
-    private static bool IsFragmentSection(ElfSection section) => section.Name is ".altinstr_replacement" or ".altinstr_aux";
+    private static bool IsFragmentSection(ElfSection section) => KernelNames.IsFragmentSection(section.Name);
 
     /// <summary>Includes the fragment of <paramref name="section"/> that starts at <paramref name="start"/>: up to the next place anything refers to.</summary>
     private void IncludeFragment(ElfSection section, ulong start)
@@ -241,15 +240,14 @@ internal sealed class OutputBuilder
             {
                 case SymbolRole.Function or SymbolRole.ColdPart:
                 {
-                    var owner = defined.Role == SymbolRole.ColdPart ? defined.Parent! : defined.Key;
-                    var change = _changes.GetValueOrDefault(owner, FunctionChange.New);
+                    var change = _changes.GetValueOrDefault(defined.OwnerKey, FunctionChange.New);
                     if (change is FunctionChange.Changed or FunctionChange.New)
                     {
-                        if (ObjectView.IsInitSection(defined.Section)) return Refuse(RefusalRule.InitCodeChanged, defined.Name,
+                        if (KernelNames.IsInitSection(defined.Section.Name)) return Refuse(RefusalRule.InitCodeChanged, defined.Name,
                             $"the patched code calls {defined.Name}, which is __init code: it is freed after boot. Call something that stays, or do the work from a callback.");
                         return (IncludeCode(defined), addend);
                     }
-                    if (ObjectView.IsInitSection(defined.Section)) return Refuse(RefusalRule.InitCodeChanged, defined.Name,
+                    if (KernelNames.IsInitSection(defined.Section.Name)) return Refuse(RefusalRule.InitCodeChanged, defined.Name,
                         $"the patched code references {defined.Name}, which is __init code freed after boot; it cannot be called from a livepatch.");
                     return (ReferenceTo(defined, ReferenceTargetKind.Function), addend);
                 }
@@ -257,10 +255,10 @@ internal sealed class OutputBuilder
                     return (IncludeData(defined), addend);
                 default:
                     // New __initdata too: a copy in the livepatch's own .init.data is freed once the livepatch module has loaded.
-                    if (ObjectView.IsInitSection(defined.Section)) return Refuse(RefusalRule.InitCodeChanged, defined.Name,
+                    if (KernelNames.IsInitSection(defined.Section.Name)) return Refuse(RefusalRule.InitCodeChanged, defined.Name,
                         $"the patched code references {defined.Name}, which is __initdata ({defined.Section.Name}) freed after boot or module load. " +
                         "Keep what the patched code needs in ordinary data (drop __initdata), or compute it where it is used.");
-                    if (_original.ByKey.GetValueOrDefault(defined.Key) is { Role: SymbolRole.Data })
+                    if (defined.Twin is { Role: SymbolRole.Data })
                         return (ReferenceTo(defined, ReferenceTargetKind.Object), addend);
                     return (IncludeData(defined), addend);
             }
@@ -271,7 +269,7 @@ internal sealed class OutputBuilder
         if (_copiedSections.ContainsKey(section) || ObjectView.IsStringSection(section) || section.Flags.HasFlag(ElfSectionFlags.ExecInstr)
             || (section.Flags.HasFlag(ElfSectionFlags.Alloc) && !section.Flags.HasFlag(ElfSectionFlags.Write)))
         {
-            if (ObjectView.IsInitSection(section)) return Refuse(RefusalRule.InitCodeChanged, section.Name,
+            if (KernelNames.IsInitSection(section.Name)) return Refuse(RefusalRule.InitCodeChanged, section.Name,
                 $"the patched code references {section.Name}, which is freed after boot.");
             var copy = CopySection(section);
             if (IsFragmentSection(section) && target.Offset >= 0) IncludeFragment(section, (ulong)target.Offset);
@@ -291,7 +289,7 @@ internal sealed class OutputBuilder
     /// <summary>A reference to something the original unit defines, under the original's name (the running kernel's).</summary>
     private ElfSymbol ReferenceTo(DefinedSymbol defined, ReferenceTargetKind kind)
     {
-        var counterpart = _original.ByKey.GetValueOrDefault(defined.Key);
+        var counterpart = defined.Twin;
         var name = counterpart?.Name ?? defined.Name;
         var isLocal = counterpart?.IsLocal ?? defined.IsLocal;
         return Reference(isLocal ? _options.SymbolTag + "local_" + ObjectDiffer.Sanitize(name) : name, name, isLocal, definedInUnit: counterpart is not null, kind);
@@ -391,11 +389,11 @@ internal sealed class OutputBuilder
     /// </summary>
     private void BindStaticCallKeys()
     {
-        foreach (var (outputName, reference) in _references.Where(r => r.Value.Reference.TargetName.StartsWith(TrampolinePrefix, StringComparison.Ordinal)).ToList())
+        foreach (var (outputName, reference) in _references.ToList())
         {
-            var keyName = KeyPrefix + reference.Reference.TargetName[TrampolinePrefix.Length..];
-            var home = _patched.ByKey.GetValueOrDefault(keyName) is { Role: SymbolRole.Data } key
-                ? (_original.ByKey.ContainsKey(key.Key) ? SymbolHome.Unit : SymbolHome.Patch) : SymbolHome.Elsewhere;
+            if (KernelNames.StaticCallKeyOf(reference.Reference.TargetName) is not { } keyName) continue;
+            var home = _patched.ByKey.GetValueOrDefault(SymbolKey.Named(keyName)) is { Role: SymbolRole.Data } key
+                ? (key.Twin is not null ? SymbolHome.Unit : SymbolHome.Patch) : SymbolHome.Elsewhere;
             var binding = _policy.ForKey(keyName, home, KeyUse.StaticCall);
             _options.Trace?.Invoke(new DiffDecision(DiffStep.Bind, keyName, $"static call key: {binding.Kind.ToString().ToLowerInvariant()}, {binding.Reason}"));
             switch (binding.Kind)
@@ -416,8 +414,6 @@ internal sealed class OutputBuilder
             }
         }
     }
-
-    private const string TrampolinePrefix = "__SCT__", KeyPrefix = "__SCK__";
 
     /// <summary>Turns the call whose displacement is at <paramref name="offset"/> into a no-op; the function holding it, or null when refused.</summary>
     private string? DisableCall(ElfSection section, ulong offset, string key, string reason)
@@ -470,18 +466,18 @@ internal sealed class OutputBuilder
     private bool KeepEntry(ElfSection section, SpecialSections.Table table, List<ElfRelocation> entry, ulong entryStart)
     {
         if (table.KeyField < 0 || entry.FirstOrDefault(r => r.Offset == entryStart + (ulong)table.KeyField) is not { } keyRelocation) return true;
-        var use = table.Name == "__jump_table" ? KeyUse.StaticBranch : KeyUse.StaticCall;
+        var use = table.Name == KernelNames.JumpTable ? KeyUse.StaticBranch : KeyUse.StaticCall;
         var key = _patched.Resolve(section, keyRelocation);
         var name = key.Defined?.Name ?? key.Symbol.Name;
         var home = key.Defined switch
         {
             null => SymbolHome.Elsewhere,
             { Role: SymbolRole.Special } => SymbolHome.Patch,
-            { } defined when !_original.ByKey.ContainsKey(defined.Key) => SymbolHome.Patch,
+            { Twin: null } => SymbolHome.Patch,
             _ => SymbolHome.Unit,
         };
         var binding = _policy.ForKey(name, home, use, key.Defined?.IsLocal ?? false,
-            key.Defined is { Role: SymbolRole.Special } special && ObjectView.IsDebugDescriptor(special));
+            key.Defined is { Role: SymbolRole.Special } special && KernelNames.IsDebugDescriptor(special.Name, special.Section.Name));
         _options.Trace?.Invoke(new DiffDecision(DiffStep.Bind, name, $"{table.Name} key: {binding.Kind.ToString().ToLowerInvariant()}, {binding.Reason}"));
         switch (binding.Kind)
         {

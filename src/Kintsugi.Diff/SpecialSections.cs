@@ -18,14 +18,14 @@ internal static class SpecialSections
 
     public static readonly IReadOnlyList<Table> Tables =
     [
-        new("__jump_table", [16], KeyField: 8),
+        new(KernelNames.JumpTable, [KernelNames.JumpEntrySize], KeyField: 8),
         new("__bug_table", [12, 16]),
         new("__ex_table", [12]),
         new(".altinstructions", [12, 14, 13]),
         // 5.10 aligns each entry before it and not after it (6.1 does both): 12 bytes of data on a 16-byte stride.
         new(".parainstructions", [16], ShortLastEntry: 12),
         new(".smp_locks", [4]),
-        new(".static_call_sites", [8], KeyField: 4),
+        new(KernelNames.StaticCallSites, [8], KeyField: 4),
         new(".return_sites", [4]),
         new(".retpoline_sites", [4]),
         new(".call_sites", [4]),
@@ -45,10 +45,10 @@ internal static class SpecialSections
             || name.StartsWith("__ksymtab", StringComparison.Ordinal) || name.StartsWith("___ksymtab", StringComparison.Ordinal)
             || name.StartsWith("__kcrctab", StringComparison.Ordinal) || name.StartsWith("__kstrtab", StringComparison.Ordinal)
             || name is ".modinfo" or "__param" or ".export_symbol" or "__tracepoints_ptrs" or "__tracepoints_strings" or ".orc_unwind"
-                or ".altinstr_replacement" or ".altinstr_aux" or ".static_call_tramp_key" or "__syscalls_metadata" or "_ftrace_events"
-                or "_ftrace_eval_map" or "__bpf_raw_tp_map" or ".init.data" or ".exit.data" or ".init.rodata" or ".note.gnu.property" or ".note.GNU-stack"
+                or ".static_call_tramp_key" or "__syscalls_metadata" or "_ftrace_events"
+                or "_ftrace_eval_map" or "__bpf_raw_tp_map"
             || name.StartsWith(".init.", StringComparison.Ordinal) || name.StartsWith(".exit.", StringComparison.Ordinal)
-            || name.StartsWith(".note", StringComparison.Ordinal);
+            || name.StartsWith(".note", StringComparison.Ordinal) || KernelNames.IsFragmentSection(name);
     }
 
     public static Table? Find(string name) => Tables.FirstOrDefault(t => t.Name == name);
@@ -58,7 +58,7 @@ internal static class SpecialSections
     /// one of its inputs has them already ("file already has .return_sites, skipping").
     /// </summary>
     public static bool WrittenByObjtool(Table table) =>
-        table.Name is ".static_call_sites" or ".retpoline_sites" or ".return_sites" or ".call_sites" or ".ibt_endbr_seal" or ".cfi_sites";
+        table.Name is KernelNames.StaticCallSites or ".retpoline_sites" or ".return_sites" or ".call_sites" or ".ibt_endbr_seal" or ".cfi_sites";
 
     /// <summary>The entry size whose relocation layout repeats through the whole table, or null.</summary>
     public static int? EntrySize(Table table, ElfSection section, IReadOnlyList<ElfRelocation> relocations)

@@ -48,3 +48,22 @@ public enum X86RelocationType : uint
     Code4GotTpOff = 44,
     Code4GotPC32TlsDesc = 45,
 }
+
+/// <summary>What the psABI says about a relocation type's field, for everyone who reads or masks relocated bytes.</summary>
+public static class X86RelocationTypes
+{
+    /// <summary>The width in bytes of the field a relocation of this type writes (4 for the 32-bit kinds and any unknown).</summary>
+    public static int FieldWidth(this X86RelocationType type) => type switch
+    {
+        X86RelocationType.R64 or X86RelocationType.PC64 or X86RelocationType.GotOff64 or X86RelocationType.Size64 => 8,
+        X86RelocationType.R16 or X86RelocationType.PC16 => 2,
+        X86RelocationType.R8 or X86RelocationType.PC8 => 1,
+        X86RelocationType.None => 0,
+        _ => 4,
+    };
+
+    /// <summary>Whether the field holds a displacement from the place it is written to.</summary>
+    public static bool IsPcRelative(this X86RelocationType type) =>
+        type is X86RelocationType.PC32 or X86RelocationType.Plt32 or X86RelocationType.PC64 or X86RelocationType.PC16
+            or X86RelocationType.PC8;
+}

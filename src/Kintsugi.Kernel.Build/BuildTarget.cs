@@ -32,7 +32,7 @@ public abstract class BuildTarget
     protected static async Task<ShippedObject> ReadModuleAsync(string modulesDirectory, string name, string kernel, CancellationToken cancellation)
     {
         var file = Directory.Exists(modulesDirectory)
-            ? Directory.EnumerateFiles(modulesDirectory, "*.ko*", SearchOption.AllDirectories).FirstOrDefault(f => ModuleName(f) == name)
+            ? Directory.EnumerateFiles(modulesDirectory, "*.ko*", SearchOption.AllDirectories).FirstOrDefault(f => KernelObjectNames.ModuleOf(f) == name)
             : null;
         if (file is null)
             throw new ModuleBuildException($"{kernel} ships no module {name} (looked in {modulesDirectory}): the patched unit belongs to a module this kernel does not have");
@@ -48,12 +48,6 @@ public abstract class BuildTarget
             return new ShippedModule(name, ElfObject.Load(copy[..^3]));
         }
         finally { directory.Delete(recursive: true); }
-    }
-
-    private static string ModuleName(string path)
-    {
-        var file = Path.GetFileName(path);
-        return file[..file.IndexOf(".ko", StringComparison.Ordinal)].Replace('-', '_');
     }
 }
 

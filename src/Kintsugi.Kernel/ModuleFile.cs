@@ -91,7 +91,7 @@ public readonly record struct ModuleName
     {
         name = default;
         if (string.IsNullOrEmpty(text) || text.Length > 55) return false; // MODULE_NAME_LEN - 1
-        var normalized = text.Replace('-', '_');
+        var normalized = KernelObjectNames.Normalize(text);
         foreach (var c in normalized) if (!(char.IsAsciiLetterOrDigit(c) || c == '_')) return false;
         name = new ModuleName(normalized);
         return true;

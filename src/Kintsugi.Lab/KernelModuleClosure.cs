@@ -22,21 +22,16 @@ public sealed class KernelModuleClosure
         if (File.Exists(builtin)) foreach (var line in File.ReadLines(builtin)) _builtin.Add(NameOf(line));
     }
 
-    public static string NameOf(string path)
-    {
-        var name = Path.GetFileName(path.Trim());
-        foreach (var suffix in new[] { ".xz", ".zst", ".gz" }) if (name.EndsWith(suffix, StringComparison.Ordinal)) name = name[..^suffix.Length];
-        return (name.EndsWith(".ko", StringComparison.Ordinal) ? name[..^3] : name).Replace('-', '_');
-    }
+    public static string NameOf(string path) => KernelObjectNames.ModuleOf(path);
 
-    public bool IsBuiltin(string name) => _builtin.Contains(name.Replace('-', '_'));
+    public bool IsBuiltin(string name) => _builtin.Contains(KernelObjectNames.Normalize(name));
 
     /// <summary>Relative paths to load, dependencies first; built-in modules need nothing.</summary>
     public IReadOnlyList<string> Resolve(IEnumerable<string> names)
     {
         var order = new List<string>();
         var seen = new HashSet<string>(StringComparer.Ordinal);
-        foreach (var name in names) Visit(name.Replace('-', '_'), order, seen);
+        foreach (var name in names) Visit(KernelObjectNames.Normalize(name), order, seen);
         return order;
     }
 

@@ -31,9 +31,8 @@ public static class LivepatchModuleBuilder
         for (var i = 0; i < spec.DiffObjects.Count; i++)
         {
             var name = $"kintsugi_diff_{i}.o";
-            var diff = ElfObject.Load(spec.DiffObjects[i]);
-            WithoutPaddingSymbols(diff);
-            diff.Save(Path.Combine(directory, name));
+            // The differ's objects are final (no padding symbols for objtool to clash with): linked as they are.
+            File.Copy(spec.DiffObjects[i], Path.Combine(directory, name), overwrite: true);
             // Kbuild links a prebuilt object only when it finds the command file it would have written.
             await File.WriteAllTextAsync(Path.Combine(directory, $".{name}.cmd"), "", cancellation);
             objects.Add(name);
@@ -83,18 +82,6 @@ public static class LivepatchModuleBuilder
         }
     }
 
-    /// <summary>
-    /// Where objtool runs when a module is linked (kernels with IBT), it names every function's padding
-    /// <c>__pfx_NAME</c> again; an object that objtool already processed would then define them twice.
-    /// </summary>
-    private static void WithoutPaddingSymbols(ElfObject diff)
-    {
-        if (diff.SymbolTable is not { } table) return;
-        var referenced = diff.Sections.OfType<ElfRelocationSection>().SelectMany(r => r.Relocations).Select(r => r.Symbol).OfType<ElfSymbol>().ToHashSet();
-        foreach (var symbol in table.Symbols.Where(s => s.Name.StartsWith("__pfx_", StringComparison.Ordinal) && !referenced.Contains(s)).ToList())
-            table.Symbols.Remove(symbol);
-    }
-
     /// <summary>The generated C registration code, readable on purpose: it is the patch's table of contents.</summary>
     public static string RegistrationSource(LivepatchModuleSpec spec, KernelTarget target)
     {
@@ -119,7 +106,7 @@ public static class LivepatchModuleBuilder
         c.Append(EffectiveUnameSource);
         c.AppendLine();
         // The uname callbacks hang on vmlinux's object; a patch of modules only gets one without functions.
-        var objects = spec.Objects.Any(o => o.IsVmlinux) ? spec.Objects : [new KlpObject("vmlinux", [], []), .. spec.Objects];
+        var objects = spec.Objects.Any(o => o.IsVmlinux) ? spec.Objects : [new KlpObject(KernelObjectNames.Vmlinux, [], []), .. spec.Objects];
         spec = spec with { Objects = objects };
         for (var i = 0; i < spec.Objects.Count; i++) AppendCallbackChains(c, i, spec.Objects[i].Callbacks, spec.Objects[i].IsVmlinux);
         for (var i = 0; i < spec.Objects.Count; i++)
@@ -176,7 +163,7 @@ public static class LivepatchModuleBuilder
     /// <summary>
     /// The binding the uname callbacks need: <c>uts_sem</c>, which guards the version string, is not exported.
     /// </summary>
-    public static KlpSymbolBinding UtsSemaphoreBinding { get; } = new("uts_sem", "vmlinux", "uts_sem", Sympos.Unique);
+    public static KlpSymbolBinding UtsSemaphoreBinding { get; } = new("uts_sem", KernelObjectNames.Vmlinux, "uts_sem", Sympos.Unique);
 
     /// <summary>
     /// Scanners read <c>uname -v</c> and <c>/proc/version</c>, both <c>init_uts_ns.name.version</c>, which only kernel

@@ -23,7 +23,7 @@ public sealed record KlpObject(string Name, IReadOnlyList<KlpFunction> Functions
     public KlpObject(string name, IReadOnlyList<KlpFunction> functions, KlpCallbacks callbacks)
         : this(name, functions, callbacks.Any ? [callbacks] : []) { }
 
-    public bool IsVmlinux => Name == "vmlinux";
+    public bool IsVmlinux => Name == KernelObjectNames.Vmlinux;
 }
 
 /// <summary>Everything needed to generate, link and finish one livepatch module.</summary>

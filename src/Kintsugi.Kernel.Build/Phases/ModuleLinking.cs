@@ -100,7 +100,7 @@ public static class ModuleLinking
             diffObjects.Add(path);
         }
         var objects = changed.Select(d => d.Unit.PatchedObject).Distinct(StringComparer.Ordinal)
-            .OrderBy(o => o == "vmlinux" ? 0 : 1).ThenBy(o => o, StringComparer.Ordinal)
+            .OrderBy(o => o == KernelObjectNames.Vmlinux ? 0 : 1).ThenBy(o => o, StringComparer.Ordinal)
             .Select(o => new KlpObject(o, [.. resolved.Functions.Where(f => f.Object == o).Select(f => f.Function)],
                 resolved.Callbacks.GetValueOrDefault(o) ?? []))
             .ToList();

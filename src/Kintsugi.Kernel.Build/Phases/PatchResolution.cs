@@ -1,4 +1,3 @@
-using System.Text.RegularExpressions;
 using Kintsugi.Diff;
 using Kintsugi.Elf;
 using Kintsugi.Kernel.Build.Binding;
@@ -49,7 +48,7 @@ public sealed record ResolvedPatch(
 /// (proving on the way that the compiled original is the shipped code), and binds every reference of the new
 /// code that the module loader will not link.
 /// </summary>
-public sealed partial class PatchResolution
+public sealed class PatchResolution
 {
     private readonly BuildTarget _target;
     private readonly ModuleSymvers _exports;
@@ -126,7 +125,7 @@ public sealed partial class PatchResolution
     private async Task<ShippedObject> ShippedAsync(string objectName)
     {
         if (!_shipped.TryGetValue(objectName, out var found))
-            _shipped[objectName] = found = objectName == "vmlinux"
+            _shipped[objectName] = found = objectName == KernelObjectNames.Vmlinux
                 ? await _target.VmlinuxAsync(_progress, _cancellation)
                 : await _target.ModuleAsync(objectName, _cancellation);
         return found;
@@ -137,13 +136,12 @@ public sealed partial class PatchResolution
         var callbacks = KlpCallbacks.None;
         foreach (var name in names)
         {
-            var match = CallbackName().Match(name);
-            if (!match.Success)
-                throw new LivepatchRefusedException($"{unit.SourcePath}: {name} is not a callback name this builder knows");
+            var kind = KernelNames.CallbackKind(name)
+                ?? throw new LivepatchRefusedException($"{unit.SourcePath}: {name} is not a callback name this builder knows");
             string? Set(string? existing) => existing is null ? name
-                : throw new LivepatchRefusedException($"{unit.SourcePath} has two {match.Groups["kind"].Value} callbacks " +
+                : throw new LivepatchRefusedException($"{unit.SourcePath} has two {kind} callbacks " +
                     $"({existing} and {name}); a unit takes one of each kind: call both from one function");
-            callbacks = match.Groups["kind"].Value switch
+            callbacks = kind switch
             {
                 "pre_patch" => callbacks with { PrePatch = Set(callbacks.PrePatch) },
                 "post_patch" => callbacks with { PostPatch = Set(callbacks.PostPatch) },
@@ -153,7 +151,4 @@ public sealed partial class PatchResolution
         }
         return callbacks;
     }
-
-    [GeneratedRegex(@"^__kintsugi_callback_(?<kind>pre_patch|post_patch|pre_unpatch|post_unpatch)_.+$")]
-    private static partial Regex CallbackName();
 }

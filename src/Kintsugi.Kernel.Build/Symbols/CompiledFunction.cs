@@ -1,3 +1,4 @@
+using Kintsugi.Diff;
 using Kintsugi.Elf;
 
 namespace Kintsugi.Kernel.Build.Symbols;
@@ -50,7 +51,7 @@ public sealed class CompiledFunction
             foreach (var relocations in elf.GetRelocationSections(section))
                 foreach (var relocation in relocations.Relocations)
                 {
-                    var width = Width(relocation.Type);
+                    var width = relocation.Type.FieldWidth();
                     for (var i = 0; i < width; i++)
                     {
                         var at = (long)relocation.Offset + i - (long)symbol.Value;
@@ -66,12 +67,11 @@ public sealed class CompiledFunction
     private static Dictionary<ElfSection, List<ulong>> JumpLabelSites(ElfObject elf)
     {
         var sites = new Dictionary<ElfSection, List<ulong>>(ReferenceEqualityComparer.Instance);
-        if (elf.FindSection("__jump_table") is not { } table) return sites;
-        const ulong EntrySize = 16;
+        if (elf.FindSection(KernelNames.JumpTable) is not { } table) return sites;
         foreach (var relocations in elf.GetRelocationSections(table))
             foreach (var relocation in relocations.Relocations)
             {
-                if (relocation.Offset % EntrySize != 0 || relocation.Symbol?.Section is not { } code) continue;
+                if (relocation.Offset % KernelNames.JumpEntrySize != 0 || relocation.Symbol?.Section is not { } code) continue;
                 var site = (long)relocation.Symbol.Value + relocation.Addend;
                 if (site < 0) continue;
                 if (!sites.TryGetValue(code, out var list)) sites[code] = list = [];
@@ -96,13 +96,4 @@ public sealed class CompiledFunction
             if (i >= shipped.Length || (!Relocated[i] && Code[i] != shipped[i])) return i;
         return -1;
     }
-
-    private static int Width(X86RelocationType type) => type switch
-    {
-        X86RelocationType.R64 or X86RelocationType.PC64 or X86RelocationType.Size64 or X86RelocationType.GotOff64 => 8,
-        X86RelocationType.R16 or X86RelocationType.PC16 => 2,
-        X86RelocationType.R8 or X86RelocationType.PC8 => 1,
-        X86RelocationType.None => 0,
-        _ => 4,
-    };
 }

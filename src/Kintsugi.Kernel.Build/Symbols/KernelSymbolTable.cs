@@ -90,7 +90,7 @@ public sealed class KernelSymbolTable
         if (symbols.Count == 0) throw new SymbolResolutionException("the symbol table is empty");
         if (symbols.All(s => s.Address == 0))
             throw new SymbolResolutionException("every address in the symbol table is zero: it was read without privileges (kptr_restrict); read it as root");
-        return new KernelSymbolTable("vmlinux", source, symbols);
+        return new KernelSymbolTable(KernelObjectNames.Vmlinux, source, symbols);
     }
 }
 

@@ -38,7 +38,7 @@ public sealed class ModuleSymvers
             if (fields.Length < 4 || !fields[0].StartsWith("0x", StringComparison.Ordinal))
                 throw new SymbolResolutionException($"{origin}:{lineNumber} is not a Module.symvers line (crc, symbol, module, export type, namespace)");
             // Module names are normalized to underscores, as the kernel names loaded modules.
-            var @object = fields[2] == "vmlinux" ? "vmlinux" : Path.GetFileName(fields[2]).Replace('-', '_');
+            var @object = fields[2] == KernelObjectNames.Vmlinux ? KernelObjectNames.Vmlinux : KernelObjectNames.ModuleOf(fields[2]);
             byName[fields[1]] = new ExportedSymbol(fields[1], @object, fields.Length > 4 && fields[4].Length > 0 ? fields[4] : null);
         }
         return new ModuleSymvers(byName);

@@ -21,7 +21,7 @@ public abstract class ShippedObject
 
 public sealed class ShippedVmlinux(KernelSymbolTable symbols, VmlinuxImage image) : ShippedObject
 {
-    public override string Name => "vmlinux";
+    public override string Name => KernelObjectNames.Vmlinux;
     public override KernelSymbolTable Symbols => symbols;
     public override ReadOnlyMemory<byte>? Read(KernelSymbol symbol, int length) => image.Read(symbol.Address, length);
 }
@@ -63,7 +63,7 @@ public sealed class ShippedModule : ShippedObject
         foreach (var entry in System.Text.Encoding.ASCII.GetString(modinfo.Data).Split('\0'))
             if (entry.StartsWith("depends=", StringComparison.Ordinal))
                 foreach (var name in entry["depends=".Length..].Split(',', StringSplitOptions.RemoveEmptyEntries))
-                    set.Add(name.Replace('-', '_'));
+                    set.Add(KernelObjectNames.Normalize(name));
         return set;
     }
 

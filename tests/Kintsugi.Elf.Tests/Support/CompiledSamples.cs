@@ -1,10 +1,12 @@
+using Kintsugi.Testing;
+
 namespace Kintsugi.Elf.Tests.Support;
 
 /// <summary>The <see cref="Samples.Variants"/>, compiled once per test run (in parallel) into one temporary directory.</summary>
 internal static class CompiledSamples
 {
     private static readonly Lazy<IReadOnlyDictionary<string, string>> Objects = new(CompileAll);
-    private static readonly TempDirectory Directory = new();
+    private static readonly TemporaryDirectory Directory = new();
 
     public static TheoryData<string> Names
     {

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using Kintsugi.Testing;
 
 namespace Kintsugi.Elf.Tests.Support;
 
@@ -47,43 +48,23 @@ internal static class Tool
     }
 }
 
-/// <summary>A temporary directory removed when the test is done.</summary>
-internal sealed class TempDirectory : IDisposable
+/// <summary>Sources written and compiled in a test's <see cref="TemporaryDirectory"/>.</summary>
+internal static class SourceFiles
 {
-    public TempDirectory()
+    public static string Write(this TemporaryDirectory directory, string name, string contents)
     {
-        Path = Directory.CreateTempSubdirectory("kintsugi-elf-").FullName;
-    }
-
-    public string Path { get; }
-
-    public string File(string name) => System.IO.Path.Combine(Path, name);
-
-    public string Write(string name, string contents)
-    {
-        string path = File(name);
+        string path = directory.File(name);
         System.IO.File.WriteAllText(path, contents);
         return path;
     }
 
     /// <summary>Compiles <paramref name="source"/> (C, or C++ when the name ends in .cpp, or assembly for .s) to an object file.</summary>
-    public string Compile(string name, string source, params string[] flags)
+    public static string Compile(this TemporaryDirectory directory, string name, string source, params string[] flags)
     {
-        string sourcePath = Write(name, source);
+        string sourcePath = directory.Write(name, source);
         string objectPath = System.IO.Path.ChangeExtension(sourcePath, ".o");
         string compiler = name.EndsWith(".cpp", StringComparison.Ordinal) ? "g++-12" : "gcc-12";
-        Tool.RunIn(Path, compiler, [.. flags, "-c", sourcePath, "-o", objectPath]);
+        Tool.RunIn(directory.Path, compiler, [.. flags, "-c", sourcePath, "-o", objectPath]);
         return objectPath;
-    }
-
-    public void Dispose()
-    {
-        try
-        {
-            Directory.Delete(Path, recursive: true);
-        }
-        catch (IOException)
-        {
-        }
     }
 }

@@ -3,7 +3,7 @@ using Kintsugi.Elf;
 namespace Kintsugi.Diff.Tests.Pairs;
 
 /// <summary>What included code uses but does not define becomes a load-time reference, named so that statics never collide.</summary>
-public class ReferenceSpecs
+public class ReferenceSpecification
 {
     [Fact]
     public void A_changed_function_calling_a_static_of_the_unit_gets_a_local_reference_under_the_tagged_name()
@@ -68,7 +68,7 @@ public class ReferenceSpecs
 }
 
 /// <summary>Callbacks written with kpatch's macros, and shadow variables.</summary>
-public class CallbackAndShadowSpecs
+public class CallbackAndShadowSpecification
 {
     private static readonly string[] Callbacks =
     [
@@ -82,7 +82,7 @@ public class CallbackAndShadowSpecs
         var d = DiffPairs.Diff("callbacks");
 
         Assert.Equal(Callbacks, d.Result.Callbacks);
-        Assert.All(Callbacks, name => Assert.StartsWith(ObjectDiffer.CallbackPrefix, name, StringComparison.Ordinal));
+        Assert.All(Callbacks, name => Assert.StartsWith(KernelNames.CallbackPrefix, name, StringComparison.Ordinal));
         foreach (var name in Callbacks)
         {
             Assert.Equal(FunctionChange.New, d.Kind(name));
@@ -120,7 +120,7 @@ public class CallbackAndShadowSpecs
 }
 
 /// <summary>The kernel's tables of entries pointing into code keep exactly the entries of the included functions.</summary>
-public class SpecialSectionSpecs
+public class SpecialSectionSpecification
 {
     [Fact]
     public void The_jump_table_keeps_the_changed_function_s_entry_with_a_reference_to_the_vmlinux_static_key()

@@ -4,7 +4,7 @@ using Kintsugi.Elf.Tests.Support;
 namespace Kintsugi.Elf.Tests;
 
 /// <summary>What the reader finds, checked against readelf and against what the compiler was asked to produce.</summary>
-public class ReadTests
+public class ReadSpecification
 {
     [Theory]
     [MemberData(nameof(CompiledSamples.Names), MemberType = typeof(CompiledSamples))]

@@ -5,7 +5,7 @@ using Xunit.Abstractions;
 namespace Kintsugi.Elf.Tests;
 
 /// <summary>Malformed input ends in <see cref="ElfFormatException"/> or reads as a valid object, quickly and in bounded memory.</summary>
-public class MalformedInputTests(ITestOutputHelper output)
+public class MalformedInputSpecification(ITestOutputHelper output)
 {
     [Theory]
     [InlineData("sections", 1)]

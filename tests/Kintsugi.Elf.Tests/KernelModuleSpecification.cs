@@ -5,7 +5,7 @@ using Xunit.Abstractions;
 namespace Kintsugi.Elf.Tests;
 
 /// <summary>Real kernel modules from the kernel cache, where this machine has one.</summary>
-public class KernelModuleTests(ITestOutputHelper output)
+public class KernelModuleSpecification(ITestOutputHelper output)
 {
     private const string KernelCache = "/var/cache/kintsugi/kernels";
 

@@ -3,7 +3,7 @@ using Kintsugi.Elf;
 namespace Kintsugi.Diff.Tests.Pairs;
 
 /// <summary>Static branch and static call sites of included module code whose keys the livepatch cannot bind in time.</summary>
-public class InertSiteSpecs
+public class InertSiteSpecification
 {
     [Fact]
     public void A_tracepoint_of_a_module_is_kept_disabled_its_entries_dropped_and_named()

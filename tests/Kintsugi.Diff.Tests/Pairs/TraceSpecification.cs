@@ -6,7 +6,7 @@ namespace Kintsugi.Diff.Tests.Pairs;
 /// The decision trace (<c>kintsugi kernel diff --trace</c>): every correlation, comparison, inclusion, refusal and
 /// binding, each with its reason, so a patch author can learn why a function is or is not in the patch.
 /// </summary>
-public class TraceSpecs
+public class TraceSpecification
 {
     private static (DiffResult Result, IReadOnlyList<DiffDecision> Decisions) Traced(string pair, string? module = null)
     {

@@ -1,9 +1,10 @@
 using Kintsugi.Elf.Tests.Support;
+using Kintsugi.Testing;
 
 namespace Kintsugi.Elf.Tests;
 
 /// <summary>Edited objects must still be what readelf, objdump, ld and gcc accept, and must mean what the edit said.</summary>
-public sealed class EditTests : IDisposable
+public sealed class EditSpecification : IDisposable
 {
     private const string Library = """
         __attribute__((noinline)) int forty_two(void) { return 42; }
@@ -16,7 +17,7 @@ public sealed class EditTests : IDisposable
     private static readonly string[] Flags = ["-O2", "-fno-asynchronous-unwind-tables"];
     private static readonly string[] SectionFlags = [.. Flags, "-ffunction-sections"];
 
-    private readonly TempDirectory _temp = new();
+    private readonly TemporaryDirectory _temp = new();
 
     public void Dispose() => _temp.Dispose();
 
@@ -108,7 +109,7 @@ public sealed class EditTests : IDisposable
         Assert.Equal(
             elf.Sections.OfType<ElfGroupSection>().Select(g => (g.Signature!.Name, string.Join(',', g.Members.Select(m => m.Index)))),
             groups.Select(g => (g.Signature, string.Join(',', g.Members))));
-        Assert.Equal(RoundTripTests.Describe(elf), RoundTripTests.Describe(ElfObject.Load(path)));
+        Assert.Equal(RoundTripSpecification.Describe(elf), RoundTripSpecification.Describe(ElfObject.Load(path)));
     }
 
     [Fact]

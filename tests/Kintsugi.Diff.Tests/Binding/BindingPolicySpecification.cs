@@ -5,7 +5,7 @@ namespace Kintsugi.Diff.Tests.Binding;
 /// livepatch relocation (and which objects it names), or a refusal; for static branch and static call keys, also an
 /// inert site. Exports as Module.symvers of a 6.1 kernel has them (ip_set's, sunrpc's, vmlinux's).
 /// </summary>
-public class BindingPolicySpecs
+public class BindingPolicySpecification
 {
     private static readonly PatchedObjectName IpmarkModule = PatchedObjectName.Parse("ip_set_hash_ipmark");
     private static readonly KernelExports Exports = new(new Dictionary<string, PatchedObjectName>(StringComparer.Ordinal)

@@ -3,7 +3,7 @@ using Kintsugi.Elf;
 namespace Kintsugi.Diff.Tests.Pairs;
 
 /// <summary>A bug is a bug: the differ never passes one off as a refusal of the user's objects (exit 3).</summary>
-public class InternalErrorSpecs
+public class InternalErrorSpecification
 {
     [Fact]
     public void An_exception_from_inside_the_diff_escapes_as_itself_not_as_a_refusal()

@@ -12,7 +12,7 @@ namespace Kintsugi.Diff.Tests.Robustness;
 /// <see cref="Engine.TimeLimit"/> and <see cref="Engine.AllocationLimit"/>. A failure names the family, the seed
 /// and the mutation; <see cref="Case"/> rebuilds it from those.
 /// </summary>
-public class MalformedObjectTests(ITestOutputHelper output)
+public class MalformedObjectSpecification(ITestOutputHelper output)
 {
     /// <summary>Mutated objects per family: fourteen families make 24,500 a run, each diffed twice.</summary>
     private const int CasesPerFamily = 1750;

@@ -3,7 +3,7 @@ using Kintsugi.Elf;
 namespace Kintsugi.Diff.Tests.Pairs;
 
 /// <summary>Numbered static locals: new numbers whenever the unit changes, matched again through the functions that use them.</summary>
-public class NumberedStaticSpecs
+public class NumberedStaticSpecification
 {
     [Fact]
     public void A_changed_function_s_static_is_bound_to_its_original_number_after_the_unit_renumbered_it()
@@ -86,7 +86,7 @@ public class NumberedStaticSpecs
 }
 
 /// <summary>Compiler clones (.isra, .constprop, .part, .cold) are functions of their own, compared like any other.</summary>
-public class CompilerCloneSpecs
+public class CompilerCloneSpecification
 {
     [Theory]
     [InlineData("isra-clone-changed", "request_cost.isra.0", new[] { "submit", "resubmit" })]
@@ -160,7 +160,7 @@ public class CompilerCloneSpecs
 }
 
 /// <summary>String literals are compared by their text, wherever they sit in the string sections.</summary>
-public class StringLiteralSpecs
+public class StringLiteralSpecification
 {
     [Fact]
     public void A_changed_literal_changes_its_function_and_the_output_carries_the_new_text_only()
@@ -210,7 +210,7 @@ public class StringLiteralSpecs
 /// Statics the compiler makes per use (lock class keys, once flags, __func__, switch tables, debug descriptors)
 /// are never correlated: a function using them is compared by their contents, and an included function gets fresh copies.
 /// </summary>
-public class SpecialStaticSpecs
+public class SpecialStaticSpecification
 {
     [Fact]
     public void A_changed_function_gets_a_fresh_lock_class_key_and_renumbered_keys_leave_the_others_unchanged()

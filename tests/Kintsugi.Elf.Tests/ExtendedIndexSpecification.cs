@@ -1,6 +1,7 @@
 using System.Text;
 using Kintsugi.Elf.Tests.Support;
 using Xunit.Abstractions;
+using Kintsugi.Testing;
 
 namespace Kintsugi.Elf.Tests;
 
@@ -23,7 +24,7 @@ public sealed class ManySectionsObject : IDisposable
         Bytes = File.ReadAllBytes(Path);
     }
 
-    internal TempDirectory Temp { get; } = new();
+    internal TemporaryDirectory Temp { get; } = new();
 
     public string Path { get; }
 
@@ -32,9 +33,9 @@ public sealed class ManySectionsObject : IDisposable
     public void Dispose() => Temp.Dispose();
 }
 
-public sealed class ExtendedIndexTests(ManySectionsObject many, ITestOutputHelper output) : IClassFixture<ManySectionsObject>, IDisposable
+public sealed class ExtendedIndexSpecification(ManySectionsObject many, ITestOutputHelper output) : IClassFixture<ManySectionsObject>, IDisposable
 {
-    private readonly TempDirectory _temp = new();
+    private readonly TemporaryDirectory _temp = new();
 
     public void Dispose() => _temp.Dispose();
 
@@ -93,7 +94,7 @@ public sealed class ExtendedIndexTests(ManySectionsObject many, ITestOutputHelpe
         Assert.Equal(0, readelf.ExitCode);
         Assert.Empty(readelf.Error);
         Assert.Contains($"Number of section headers:         0 ({elf.Sections.Count + 1})", readelf.Output, StringComparison.Ordinal);
-        Assert.Equal(RoundTripTests.Describe(elf), RoundTripTests.Describe(ElfObject.Load(path)));
+        Assert.Equal(RoundTripSpecification.Describe(elf), RoundTripSpecification.Describe(ElfObject.Load(path)));
     }
 
     [Fact]

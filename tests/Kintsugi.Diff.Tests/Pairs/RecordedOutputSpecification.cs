@@ -7,7 +7,7 @@ namespace Kintsugi.Diff.Tests.Pairs;
 /// tests/fixtures/diff-pairs/outputs.txt. A refactoring leaves it byte-identical; a change of behaviour
 /// re-records it (KINTSUGI_RECORD_DIFF_OUTPUTS=1) so that the review sees exactly what changed.
 /// </summary>
-public class RecordedOutputSpecs
+public class RecordedOutputSpecification
 {
     private static string Recorded => Path.Combine(DiffPairs.Fixtures, "outputs.txt");
 

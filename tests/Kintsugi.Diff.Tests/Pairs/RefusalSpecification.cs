@@ -1,7 +1,7 @@
 namespace Kintsugi.Diff.Tests.Pairs;
 
 /// <summary>Fixes livepatch cannot express are refused, naming the symbol and telling the author what to do.</summary>
-public class RefusalSpecs
+public class RefusalSpecification
 {
     [Fact]
     public void A_new_initial_value_of_a_global_variable_is_refused_naming_it()
@@ -111,7 +111,7 @@ public class RefusalSpecs
 }
 
 /// <summary>A change that only moves __LINE__ values given to warning and debug helpers is not a change.</summary>
-public class LineNumberSpecs
+public class LineNumberSpecification
 {
     [Theory]
     [InlineData("line-only-might-sleep", new[] { "wait_ready", "wait_idle" })]

@@ -1,8 +1,9 @@
 using Kintsugi.Elf.Tests.Support;
+using Kintsugi.Testing;
 
 namespace Kintsugi.Elf.Tests;
 
-public class RoundTripTests
+public class RoundTripSpecification
 {
     [Theory]
     [MemberData(nameof(CompiledSamples.Names), MemberType = typeof(CompiledSamples))]
@@ -32,7 +33,7 @@ public class RoundTripTests
     [MemberData(nameof(CompiledSamples.Names), MemberType = typeof(CompiledSamples))]
     public void Object_laid_out_anew_is_accepted_by_readelf_and_ld(string variant)
     {
-        using var temp = new TempDirectory();
+        using var temp = new TemporaryDirectory();
         var elf = ElfObject.Read(CompiledSamples.BytesOf(variant));
         elf.Sections.Insert(0, new ElfDataSection(".kintsugi.marker", ElfSectionType.ProgBits, [1, 2, 3]));
         string path = temp.File("relaid.o");

@@ -4,7 +4,7 @@ using Kintsugi.Testing;
 namespace Kintsugi.Diff.Tests.Pairs;
 
 /// <summary>Whatever the pair, the output object is a well-formed relocatable object with nothing unchanged in it.</summary>
-public class OutputSpecs
+public class OutputSpecification
 {
     // Pair names come from the fixture directory, so discovering these theories compiles nothing.
     public static TheoryData<string> Pairs => DiffPairs.All;
@@ -38,6 +38,38 @@ public class OutputSpecs
         Assert.Equal(Symbols(d.Output), Symbols(read));
         Assert.Equal(Relocations(d.Output), Relocations(read));
         Assert.Equal(written, read.ToArray());
+    }
+
+    /// <summary>
+    /// objtool names each function's padding <c>__pfx_NAME</c> (CALL_PADDING kernels) and runs again over the linked
+    /// livepatch module, where a second definition would clash: the differ's output is final, so it never has them.
+    /// </summary>
+    [Fact]
+    public void Padding_symbols_are_neither_compared_nor_emitted()
+    {
+        const string pair = "cold-part-changed";
+        var (before, after) = DiffPairs.Compiled(pair);
+        var original = WithPaddingSymbols(ElfObject.Read(before));
+        var patched = WithPaddingSymbols(ElfObject.Read(after));
+
+        var result = ObjectDiffer.Diff(original, patched, new DiffOptions(PatchedObjectName.Vmlinux, DiffPairs.Tag));
+
+        Assert.Contains(patched.SymbolTable!.Symbols, s => s.Name.StartsWith("__pfx_", StringComparison.Ordinal));
+        Assert.Equal(DiffPairs.Diff(pair).Result.Functions, result.Functions);
+        Assert.NotNull(result.Output);
+        Assert.DoesNotContain(result.Output.SymbolTable!.Symbols, s => KernelNames.IsPadding(s.Name));
+    }
+
+    /// <summary>Adds what objtool's --prefix adds: a local function symbol <c>__pfx_NAME</c> at each function.</summary>
+    private static ElfObject WithPaddingSymbols(ElfObject elf)
+    {
+        var table = elf.SymbolTable!;
+        foreach (var function in table.Symbols.Where(s => s.Type == ElfSymbolType.Function && s.Section is not null).ToList())
+            table.Symbols.Add(new ElfSymbol("__pfx_" + function.Name)
+            {
+                Type = ElfSymbolType.Function, Binding = ElfSymbolBinding.Local, Section = function.Section, Value = function.Value,
+            });
+        return ElfObject.Read(elf.ToArray());
     }
 
     [Theory]

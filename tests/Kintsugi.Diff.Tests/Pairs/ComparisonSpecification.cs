@@ -3,7 +3,7 @@ using Kintsugi.Elf;
 namespace Kintsugi.Diff.Tests.Pairs;
 
 /// <summary>Functions are compared instruction by instruction, with relocation targets compared by what they name.</summary>
-public class ComparisonSpecs
+public class ComparisonSpecification
 {
     [Fact]
     public void A_function_whose_only_change_is_which_symbol_it_calls_is_changed()
@@ -129,7 +129,7 @@ public class ComparisonSpecs
 }
 
 /// <summary>Every function of either object is classified; new functions and data are allowed and included.</summary>
-public class ClassificationSpecs
+public class ClassificationSpecification
 {
     [Fact]
     public void A_new_global_function_is_new_and_defined_in_the_output_under_its_own_name()

@@ -57,6 +57,7 @@ internal sealed class OutputBuilder
         Drain();
         BindStaticCallKeys();
         IncludeSpecialEntries();
+        LoadRuntimeConstants();
         Drain();
         RefuseUnknownReferrers();
     }
@@ -532,12 +533,78 @@ internal sealed class OutputBuilder
     private static readonly byte[] Nop5 = [0x0f, 0x1f, 0x44, 0x00, 0x00];
     private static readonly byte[] Nop2 = [0x66, 0x90];
 
+    private const string RuntimePointerPrefix = "runtime_ptr_", RuntimeShiftPrefix = "runtime_shift_";
+
+    /// <summary>
+    /// Linux 6.11 and later build some boot-time constants into vmlinux code as immediates the kernel patches once at
+    /// boot (runtime_const_ptr: <c>USER_PTR_MAX</c> in every inlined access_ok, <c>dentry_hashtable</c>), listed in
+    /// <c>runtime_ptr_SYM</c>. Nothing patches a module's copies, whose placeholder would stay. Each included
+    /// <c>movabs $imm64, %reg</c> (10 bytes) becomes <c>mov SYM(%rip), %reg</c> (7 bytes) and a 3-byte no-op: the same
+    /// value, read from the variable the kernel set it from, bound like any other reference. A shift by a runtime
+    /// constant (<c>runtime_shift_SYM</c>) has no such in-place form and is refused.
+    /// </summary>
+    private void LoadRuntimeConstants()
+    {
+        foreach (var section in _patched.Elf.Sections)
+        {
+            var pointer = section.Name.StartsWith(RuntimePointerPrefix, StringComparison.Ordinal);
+            if (!pointer && !section.Name.StartsWith(RuntimeShiftPrefix, StringComparison.Ordinal)) continue;
+            var name = section.Name[(pointer ? RuntimePointerPrefix : RuntimeShiftPrefix).Length..];
+            foreach (var relocation in _patched.Relocations.GetValueOrDefault(section) ?? [])
+            {
+                if (!TargetsIncludedCode(section, relocation)) continue;
+                var site = _patched.Resolve(section, relocation);
+                var owner = site.Defined is { Role: SymbolRole.ColdPart } cold ? cold.Parent! : site.Defined?.Name ?? site.Section!.Name;
+                if (!pointer)
+                {
+                    Refuse(RefusalRule.SpecialSectionUnsupported, name, $"{owner} shifts by the runtime constant {name}, which the kernel " +
+                        "patches into vmlinux's code at boot and never into a module's; a livepatch's copy would shift by a placeholder. " +
+                        "Leave the code that hashes with it (d_hash in fs/dcache.c) unchanged, or compute the shift from the variable.");
+                    continue;
+                }
+                var code = (ElfDataSection)_copiedSections[site.Defined?.Section ?? site.Section!];
+                var immediate = (long)(site.Defined?.Start ?? 0) + site.Offset;
+                if (!RewriteAsLoad(code, immediate, Target(name)))
+                    Refuse(RefusalRule.SpecialSectionUnsupported, name, $"{owner} loads the runtime constant {name}, which the kernel patches " +
+                        $"into vmlinux's code at boot, but not with a movabs of the placeholder (at {code.Name}+0x{immediate - 2:x}); " +
+                        "this builder cannot make a livepatch's copy read it. Report it with the patch.");
+            }
+        }
+    }
+
+    /// <summary>The variable a runtime constant is set from: the unit's own (a static, bound with its sympos) or the kernel's.</summary>
+    private ElfSymbol Target(string name) =>
+        _patched.ByKey.GetValueOrDefault(SymbolKey.Named(name)) is { Role: SymbolRole.Data } defined
+            ? ReferenceTo(defined, ReferenceTargetKind.Object)
+            : Reference(name, name, isLocal: false, definedInUnit: false, ReferenceTargetKind.Object);
+
+    private const ulong RuntimeConstantPlaceholder = 0x0123456789abcdef;
+
+    /// <summary>Rewrites <c>movabs $placeholder, %reg</c> whose immediate is at <paramref name="immediate"/> into a RIP-relative load of <paramref name="variable"/>.</summary>
+    private bool RewriteAsLoad(ElfDataSection code, long immediate, ElfSymbol variable)
+    {
+        var start = immediate - 2;
+        if (start < 0 || immediate + 8 > code.Data.Length) return false;
+        var bytes = code.Data.AsSpan((int)start, 10);
+        // REX.W (with REX.B for r8 to r15), then B8+r and the 8-byte immediate.
+        if ((bytes[0] & 0xfe) != 0x48 || bytes[1] is < 0xb8 or > 0xbf
+            || System.Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian(bytes[2..]) != RuntimeConstantPlaceholder) return false;
+        var register = (bytes[1] - 0xb8) | ((bytes[0] & 1) << 3);
+        // REX.W (with REX.R for r8 to r15), 8B /r with ModRM mod 00, r/m 101 (RIP-relative), a 32-bit displacement, then nopl (%rax).
+        byte[] load = [(byte)(0x48 | ((register >> 3) << 2)), 0x8b, (byte)(0x05 | ((register & 7) << 3)), 0, 0, 0, 0, 0x0f, 0x1f, 0x00];
+        load.CopyTo(bytes);
+        RemoveRelocations(code, (ulong)start, (ulong)start + 10);
+        AddRelocation(RelocationSectionFor(code), code, (ulong)start + 3, X86RelocationType.PC32, variable, -4);
+        return true;
+    }
+
     /// <summary>Sections the engine does not know that point at included code would be silently lost: refuse them by name.</summary>
     private void RefuseUnknownReferrers()
     {
         foreach (var (section, relocations) in _patched.Relocations)
         {
             if (SpecialSections.IsIgnored(section) || SpecialSections.Find(section.Name) is not null || section.Flags.HasFlag(ElfSectionFlags.ExecInstr)
+                || section.Name.StartsWith(RuntimePointerPrefix, StringComparison.Ordinal) || section.Name.StartsWith(RuntimeShiftPrefix, StringComparison.Ordinal)
                 || _copiedSections.ContainsKey(section) || ObjectView.IsDataSection(section) is false) continue;
             foreach (var relocation in relocations)
             {

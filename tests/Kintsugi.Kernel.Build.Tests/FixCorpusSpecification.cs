@@ -18,6 +18,12 @@ public abstract partial class FixCorpusSpecification<TRun>(TRun run) where TRun 
 {
     protected abstract KernelRelease Release { get; }
 
+    /// <summary>Whether the kernel has /sys/kernel/livepatch/PATCH/replace (6.12 has it, 6.1 and 5.10 do not).</summary>
+    protected virtual bool HasReplaceAttribute => true;
+
+    /// <summary>Whether the kernel has /sys/kernel/livepatch/PATCH/OBJECT/patched (6.1 and 6.12 have it, 5.10 does not).</summary>
+    protected virtual bool HasPatchedAttribute => true;
+
     public static TheoryData<string> Fixes(FixOutcome outcome) => [.. CorpusFix.All.Where(f => f.Outcome == outcome).Select(f => f.Name)];
 
     public static TheoryData<string> Refused => Fixes(FixOutcome.Refused);
@@ -128,6 +134,37 @@ public abstract partial class FixCorpusSpecification<TRun>(TRun run) where TRun 
         Assert.DoesNotContain(outcome.Section("kernel-log").Split('\n'), KernelLog.IsProblem);
     }
 
+    [LineFact]
+    public async Task Kernel_list_reports_the_replace_and_patched_attributes_as_this_kernel_has_them()
+    {
+        var outcome = await run.OutcomeAsync();
+        var attributes = outcome.Section("sysfs-level2").Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Equal(HasReplaceAttribute, attributes.Contains("replace"));
+        Assert.Equal(HasPatchedAttribute, attributes.Contains("vmlinux/patched"));
+
+        using var list = System.Text.Json.JsonDocument.Parse(outcome.Section("list-level2"));
+        var patch = Assert.Single(list.RootElement.EnumerateArray());
+        Assert.Equal(outcome.Level2Name, patch.GetProperty("name").GetString());
+        Assert.Equal(HasReplaceAttribute ? "true" : "null", patch.GetProperty("replace").GetRawText());
+        Assert.All(patch.GetProperty("objects").EnumerateArray(), o =>
+            Assert.Equal(HasPatchedAttribute ? "true" : "null", o.GetProperty("patched").GetRawText()));
+    }
+
+    /// <summary>
+    /// static-local-clone's function calls trace_oom_score_adj_update: a static branch on the tracepoint's key and a
+    /// static call of its probes, both keys of vmlinux. With level 2 applied, only the livepatch's copy runs, so the
+    /// event is recorded only if the kernel flipped the livepatch's own jump entry and static call site.
+    /// </summary>
+    [LineFact]
+    public async Task A_tracepoint_in_patched_code_fires_through_the_livepatchs_static_branch_and_static_call()
+    {
+        var outcome = await run.OutcomeAsync();
+        Assert.Contains(outcome.Level2StaticCallKeys, k => k.Contains("__SCK__tp_func_oom_score_adj_update", StringComparison.Ordinal));
+        Assert.Equal("0", outcome.Marker("trace-enabled"));
+        // echo 4 > oom_adj: 4 * OOM_SCORE_ADJ_MAX / 17.
+        Assert.Contains("oom_score_adj=235", outcome.Section("trace-level2"), StringComparison.Ordinal);
+    }
+
     /// <summary>Each buildable fix on its own, through <c>kernel test</c>'s verification (slow: one build and one boot each).</summary>
     [EachFixTheory]
     [MemberData(nameof(Buildable))]
@@ -159,8 +196,12 @@ public sealed class EachFixTheoryAttribute : LineTheoryAttribute
 }
 
 /// <summary>What the one boot of a kernel's corpus run printed, read by section.</summary>
-public sealed class CorpusRunOutcome(LabRunResult run, IReadOnlyList<CorpusFix> fixes, string level1Name, string level2Name, string level2Depends)
+public sealed class CorpusRunOutcome(LabRunResult run, IReadOnlyList<CorpusFix> fixes, string level1Name, string level2Name, string level2Depends,
+    IReadOnlyList<string> level2StaticCallKeys)
 {
+    /// <summary>The symbols the key fields of level 2's <c>.static_call_sites</c> relocate against.</summary>
+    public IReadOnlyList<string> Level2StaticCallKeys { get; } = level2StaticCallKeys;
+
     /// <summary>The <c>depends=</c> of level 2's .modinfo: the modules the module loader would require first.</summary>
     public string Level2Depends { get; } = level2Depends;
     public LabRunResult Run { get; } = run;
@@ -244,6 +285,15 @@ public abstract class FixCorpusRun(KernelRelease release) : IDisposable
             .Where(e => e.StartsWith("depends=", StringComparison.Ordinal)).Select(e => e["depends=".Length..]).SingleOrDefault() ?? "";
     }
 
+    private static List<string> StaticCallKeys(string module)
+    {
+        var elf = Kintsugi.Elf.ElfObject.Load(module);
+        if (elf.FindSection(".static_call_sites") is not { } sites) return [];
+        // Each 8-byte entry: the call's address at 0, its key at 4.
+        return [.. elf.GetRelocationSections(sites).SelectMany(r => r.Relocations)
+            .Where(r => r.Offset % 8 == 4).Select(r => r.Symbol?.Name ?? "")];
+    }
+
     private static async Task<CorpusRunOutcome> RunAsync(KernelRelease release)
     {
         var work = Path.Combine(WorkRoot, release.Value);
@@ -291,6 +341,11 @@ public abstract class FixCorpusRun(KernelRelease release) : IDisposable
             echo "@livepatches"; ls /sys/kernel/livepatch
             echo "@level2"; checks
             echo "@modules-after-level2"; cut -d' ' -f1 /proc/modules
+            echo "@list-level2"; kintsugi kernel list --json
+            echo "@sysfs-level2"; (cd /sys/kernel/livepatch/{level2.Manifest.Module} && for f in * */*; do [ -f "$f" ] && echo "$f"; done)
+            mount -t tracefs nodev /sys/kernel/tracing 2> /dev/null; t=/sys/kernel/tracing/events/oom/oom_score_adj_update
+            echo 1 > $t/enable; echo "@trace-enabled=$?"; sh -c "echo 4 > /proc/self/oom_adj"; echo 0 > $t/enable
+            echo "@trace-level2"; grep -o 'oom_score_adj_update:.*' /sys/kernel/tracing/trace
             kintsugi kernel unload {level2.Manifest.Module} > /dev/null; echo "@unload2=$?"
             echo "@after"; checks
             echo "@taint-after=$(cat /proc/sys/kernel/tainted)"
@@ -298,7 +353,8 @@ public abstract class FixCorpusRun(KernelRelease release) : IDisposable
             """);
         var result = await lab.Lab.RunAsync(new LabRunSpec(release, script.ToString(), files, TimeSpan.FromMinutes(12)));
         Assert.False(result.TimedOut, $"the corpus run on {release} timed out:\n{result.Console}");
-        return new CorpusRunOutcome(result, fixes, level1.Manifest!.Module, level2.Manifest.Module, ModuleDepends(level2.Module!));
+        return new CorpusRunOutcome(result, fixes, level1.Manifest!.Module, level2.Manifest.Module, ModuleDepends(level2.Module!),
+            StaticCallKeys(level2.Module!));
     }
 }
 
@@ -314,6 +370,7 @@ public sealed class FixCorpusRunDebian13() : FixCorpusRun(TestKernels.Debian13Cl
 public sealed class FixCorpusOn61(FixCorpusRun61 run) : FixCorpusSpecification<FixCorpusRun61>(run), IClassFixture<FixCorpusRun61>
 {
     protected override KernelRelease Release => TestKernels.Debian12Cloud61;
+    protected override bool HasReplaceAttribute => false;
 }
 
 [Collection("6.12 cloud kernel")]
@@ -326,6 +383,8 @@ public sealed class FixCorpusOn612(FixCorpusRun612 run) : FixCorpusSpecification
 public sealed class FixCorpusOn510(FixCorpusRun510 run) : FixCorpusSpecification<FixCorpusRun510>(run), IClassFixture<FixCorpusRun510>
 {
     protected override KernelRelease Release => TestKernels.Debian11Cloud510;
+    protected override bool HasReplaceAttribute => false;
+    protected override bool HasPatchedAttribute => false;
 }
 
 [Collection("Debian 13 6.12 cloud kernel"), BuildRootLine]

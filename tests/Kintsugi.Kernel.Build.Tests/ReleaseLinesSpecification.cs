@@ -10,7 +10,11 @@ namespace Kintsugi.Kernel.Build.Tests;
 /// no IBT) and Debian 13's 6.12 (gcc-14, IBT) are prepared and built in build roots of their releases, proven
 /// against the shipped code, and loaded and unloaded in the lab.
 /// </summary>
-public abstract class ReleaseLineSpecification(KernelRelease release, string codename, string compiler)
+/// <param name="exceptionHandlerField">
+/// Whether the line's <c>__ex_table</c> entries name their handler function (5.10: instruction, fixup, handler, each
+/// relative) rather than a handler type and register (6.x: the third field is data, with no relocation).
+/// </param>
+public abstract class ReleaseLineSpecification(KernelRelease release, string codename, string compiler, bool exceptionHandlerField)
 {
     private static DebianKernelArchive Archive => new(DebianKernelArchive.DefaultCacheRoot);
 
@@ -65,14 +69,53 @@ public abstract class ReleaseLineSpecification(KernelRelease release, string cod
         Assert.True(verdict.Verdict == "pass", string.Join('\n', verdict.Steps.Select(s => $"{s.Name}: {s.ExitCode}").Concat(verdict.LogProblems).Concat(verdict.TaintProblems)));
     }
 
+    /// <summary>
+    /// tests/fixtures/exception-table: a fix to filldir64, whose unsafe_put_user calls each have an exception table
+    /// entry. Its check lists a directory (the fix hides one name) and then asks getdents64 to write into a page
+    /// the kernel cannot write: only the livepatch's own entries turn that fault into EFAULT instead of an oops.
+    /// </summary>
+    [LineFact]
+    public async Task A_fault_in_patched_user_access_code_is_fixed_up_by_the_livepatchs_own_exception_table()
+    {
+        var fixture = Path.Combine(Repository.Root, "tests", "fixtures", "exception-table");
+        var line = string.Join('.', release.Value.Split('.', '-', '+').Take(2));
+        using var directory = new TemporaryDirectory();
+        var archive = Archive;
+        var lab = new LabMachine(archive, DebianKernelArchive.DefaultCacheRoot, Repository.KintsugiBinary, _ => { });
+        var builder = new KernelPatchBuilder(archive, () => lab, _ => { });
+
+        var result = await builder.BuildAsync(new KernelBuildRequest(new TargetReference.Debian(release), [Path.Combine(fixture, $"fix-{line}.patch")],
+            "exception-table", [], null, Path.Combine(directory.Path, "out")));
+
+        Assert.Equal(BuildOutcome.Built, result.Outcome);
+        Assert.Empty(result.Manifest!.Fidelity.Mismatches);
+        var module = Kintsugi.Elf.ElfObject.Load(result.Module!);
+        var table = module.FindSection("__ex_table");
+        Assert.NotNull(table);
+        var relocations = module.GetRelocationSections(table).SelectMany(r => r.Relocations).ToList();
+        var entries = (int)(table.Size / 12);
+        Assert.True(entries >= 4, $"{entries} exception table entries for filldir64's unsafe_put_user calls");
+        Assert.Equal(entries * (exceptionHandlerField ? 3 : 2), relocations.Count);
+        var handlers = relocations.Where(r => r.Offset % 12 == 8).Select(r => r.Symbol?.Name).ToList();
+        Assert.All(handlers, h => Assert.StartsWith("ex_handler_", h));
+        Assert.Equal(exceptionHandlerField, handlers.Count > 0);
+
+        var helper = Path.Combine(directory.Path, "getdents_fault");
+        var compiled = await ExternalCommand.RunAsync("gcc", ["-static", "-O2", "-o", helper, Path.Combine(fixture, "getdents_fault.c")]);
+        Assert.True(compiled.Succeeded, compiled.StandardError);
+        var verdict = await new PatchVerification(lab).RunAsync(release, result.Module!, Path.Combine(fixture, "check.sh"), TimeSpan.FromMinutes(8),
+            [new GuestFile(helper, "/fixtures/getdents_fault")]);
+        Assert.True(verdict.Verdict == "pass", string.Join('\n', verdict.Steps.Select(s => $"{s.Name}: {s.ExitCode}").Concat(verdict.LogProblems).Concat(verdict.TaintProblems)));
+    }
+
     private static List<string> ConfigLines(string path) => [.. File.ReadAllLines(path).Where(l => l.StartsWith("CONFIG_", StringComparison.Ordinal)).Order(StringComparer.Ordinal)];
 }
 
 [Collection("5.10 cloud kernel"), BuildRootLine]
-public sealed class Debian11Line() : ReleaseLineSpecification(TestKernels.Debian11Cloud510, "bullseye", "gcc-10");
+public sealed class Debian11Line() : ReleaseLineSpecification(TestKernels.Debian11Cloud510, "bullseye", "gcc-10", exceptionHandlerField: true);
 
 [Collection("Debian 13 6.12 cloud kernel"), BuildRootLine]
-public sealed class Debian13Line() : ReleaseLineSpecification(TestKernels.Debian13Cloud612, "trixie", "gcc-14");
+public sealed class Debian13Line() : ReleaseLineSpecification(TestKernels.Debian13Cloud612, "trixie", "gcc-14", exceptionHandlerField: false);
 
 /// <summary>The one rule for a compiler: the text the kernel's .config records, exactly.</summary>
 public sealed class CompilerRequirementSpecification

@@ -166,6 +166,33 @@ public class SpecialSectionSpecification
     }
 
     [Fact]
+    public void A_runtime_constant_in_changed_code_is_read_from_its_variable_since_the_kernel_patches_only_vmlinux()
+    {
+        // 6.11's runtime_const_ptr: a movabs of a placeholder that the kernel overwrites at boot in vmlinux alone.
+        var d = DiffPairs.Diff("runtime-constant-pointer");
+        Assert.NotNull(d.After.FindSection("runtime_ptr_USER_PTR_MAX"));
+
+        Expect.ChangedAndIncluded(d, "user_range_ok");
+        Expect.ChangedAndIncluded(d, "bucket");
+        Assert.Empty(d.Result.Refusals);
+        Assert.DoesNotContain(d.Output.Sections, s => s.Name.StartsWith("runtime_", StringComparison.Ordinal));
+        // Each movabs became a RIP-relative load of the variable (REX.W 8B /r, mod 00 r/m 101) and a 3-byte nop.
+        var user = Expect.ExternalReference(d, "USER_PTR_MAX");
+        var buckets = Expect.ReferenceToUnit(d, "bucket_table", isLocal: true, ReferenceTargetKind.Object);
+        foreach (var site in user.Sites.Concat(buckets.Sites))
+        {
+            var code = Assert.IsType<ElfDataSection>(d.Output.FindSection(site.Section)).Data;
+            var load = code.AsSpan((int)site.Offset - 3, 10).ToArray();
+            Assert.Equal((uint)X86RelocationType.PC32, site.Type);
+            Assert.Equal(-4, site.Addend);
+            Assert.True((load[0] & 0xfb) == 0x48 && load[1] == 0x8b && (load[2] & 0xc7) == 0x05, Convert.ToHexString(load));
+            Assert.Equal([0x0f, 0x1f, 0x00], load[7..]);
+        }
+        Assert.DoesNotContain(d.Output.Sections.OfType<ElfDataSection>().Where(s => s.Flags.HasFlag(ElfSectionFlags.ExecInstr)),
+            s => s.Data.AsSpan().IndexOf((byte[])[0xef, 0xcd, 0xab, 0x89, 0x67, 0x45, 0x23, 0x01]) >= 0);
+    }
+
+    [Fact]
     public void A_paravirt_table_whose_last_entry_is_short_keeps_the_changed_function_s_entry_padded_to_its_stride()
     {
         // Debian 11's 5.10 layout: 12 bytes of data per entry on a 16-byte stride, the last entry not padded.

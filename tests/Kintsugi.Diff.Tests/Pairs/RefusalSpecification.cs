@@ -13,6 +13,14 @@ public class RefusalSpecification
     }
 
     [Fact]
+    public void A_shift_by_a_runtime_constant_in_changed_code_is_refused_since_no_one_would_patch_the_copy()
+    {
+        var d = DiffPairs.Diff("runtime-constant-shift");
+
+        Expect.Refused(d, RefusalRule.SpecialSectionUnsupported, "hash_shift", "bucket_of", "runtime constant", "d_hash");
+    }
+
+    [Fact]
     public void A_static_array_that_grew_is_refused_naming_it()
     {
         var d = DiffPairs.Diff("static-array-grown");

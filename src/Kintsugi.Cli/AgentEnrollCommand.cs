@@ -8,7 +8,8 @@ using Kintsugi.Kernel;
 namespace Kintsugi.Cli;
 
 /// <summary>agent enroll --json.</summary>
-public sealed record EnrollResult(bool Changed, string Server, string? Machine, string Config, IReadOnlyList<string> TrustedKeys, string Service, AgentCheckResult Check);
+public sealed record EnrollResult(bool Changed, string Server, string? Machine, string Config,
+    IReadOnlyList<string> TrustedKeys, string Service, AgentCheckResult Check);
 
 /// <summary>
 /// <c>kintsugi agent enroll</c>: from a fresh machine to a running, enrolled agent in one command. Phases:
@@ -19,17 +20,31 @@ internal static class AgentEnrollCommand
 {
     public static Command Create()
     {
-        var server = new Option<string>("--server") { Description = "The patch server's URL, for example https://patches.example.net:8443", Required = true };
-        var tokenFile = new Option<FileInfo>("--token-file") { Description = "A file with an enrollment token (kintsugi server tokens enroll); kept as token beside the configuration, mode 0600", Required = true };
-        var ca = new Option<FileInfo?>("--ca") { Description = "The server's certificate (its tls/server.crt) or the CA that issued it, PEM; default: the system's CAs" };
-        var trust = new Option<FileInfo[]>("--trust") { Description = "A publisher's public key (.pub) bundles must be signed by (repeatable)", AllowMultipleArgumentsPerToken = false };
-        var config = new Option<string>("--config") { Description = "Where to write the agent's configuration", DefaultValueFactory = _ => AgentConfig.DefaultPath };
-        var noStart = new Option<bool>("--no-start") { Description = "Write and enroll, but do not enable or start kintsugi-agent.service" };
+        var server = new Option<string>("--server")
+            { Description = "The patch server's URL, for example https://patches.example.net:8443", Required = true };
+        var tokenFile = new Option<FileInfo>("--token-file")
+            { Description =
+            "A file with an enrollment token (kintsugi server tokens enroll); kept as token beside the " +
+            "configuration, mode 0600", Required = true };
+        var ca = new Option<FileInfo?>("--ca")
+            { Description =
+            "The server's certificate (its tls/server.crt) or the CA that issued it, PEM; default: the system's CAs" };
+        var trust = new Option<FileInfo[]>("--trust")
+            { Description = "A publisher's public key (.pub) bundles must be signed by (repeatable)",
+            AllowMultipleArgumentsPerToken = false };
+        var config = new Option<string>("--config")
+            { Description = "Where to write the agent's configuration",
+            DefaultValueFactory = _ => AgentConfig.DefaultPath };
+        var noStart = new Option<bool>("--no-start")
+            { Description = "Write and enroll, but do not enable or start kintsugi-agent.service" };
         var json = Cli.Json();
-        var command = new Command("enroll", "Write the agent's configuration and trust, enroll this machine with the server, enable and start the agent, and print where the machine stands")
+        var command = new Command("enroll",
+            "Write the agent's configuration and trust, enroll this machine with the server, enable and start the " +
+            "agent, and print where the machine stands")
             { server, tokenFile, ca, trust, config, noStart, json };
         command.WithExamples(
-            "kintsugi agent enroll --server https://patches.example.net:8443 --token-file /root/enroll.token --ca server.crt --trust publisher.pub",
+            "kintsugi agent enroll --server https://patches.example.net:8443 --token-file /root/enroll.token --ca " +
+            "server.crt --trust publisher.pub",
             "kintsugi agent enroll --server https://10.0.2.2:8443 --token-file t --no-start --json");
         command.Action = Cli.Run(async parse =>
         {
@@ -54,12 +69,17 @@ internal static class AgentEnrollCommand
             string? caPath = null;
             if (caPem is not null) AtomicFile.WriteText(caPath = Path.Combine(directory, "server-ca.pem"), caPem);
             AtomicFile.WriteText(configPath, ConfigText(uri, caPath, tokenPath, trustDirectory));
-            if (!quiet) Cli.Progress($"wrote {configPath}" + (keys.Count > 0 ? $"; trusted {string.Join(", ", keys.Select(k => k.Id))} in {trustDirectory}" : ""));
-            if (store.Keys.Count == 0) Cli.Progress($"warning: {trustDirectory} trusts no publisher key yet: every bundle will be refused (give --trust KEY.pub)");
+            if (!quiet)
+                Cli.Progress($"wrote {configPath}"
+                + (keys.Count > 0 ? $"; trusted {string.Join(", ", keys.Select(k => k.Id))} in {trustDirectory}" : ""));
+            if (store.Keys.Count == 0)
+                Cli.Progress($"warning: {trustDirectory} trusts no publisher key yet: every bundle will be refused " +
+                "(give --trust KEY.pub)");
 
             // 3. Enroll, and learn where the machine stands.
             var settings = AgentConfig.Load(configPath);
-            var agent = new MachineAgent(settings, MachinePaths.Default, quiet ? _ => { } : message => Cli.Progress(message));
+            var agent = new MachineAgent(settings, MachinePaths.Default, quiet ? _ => { }
+                : message => Cli.Progress(message));
             var check = await agent.CheckAsync(CancellationToken.None);
 
             // 4. The service.
@@ -67,13 +87,15 @@ internal static class AgentEnrollCommand
 
             // 5. Where the machine stands.
             if (quiet)
-                Cli.WriteJson(new EnrollResult(true, uri.ToString(), agent.EnrolledMachine, configPath, [.. keys.Select(k => k.Id.ToString())], service, check), ChangeJson.Default.EnrollResult);
+                Cli.WriteJson(new EnrollResult(true, uri.ToString(), agent.EnrolledMachine, configPath,
+                    [.. keys.Select(k => k.Id.ToString())], service, check), ChangeJson.Default.EnrollResult);
             else
             {
                 Console.WriteLine($"enrolled:  machine {agent.EnrolledMachine} at {uri}");
                 Console.WriteLine($"kernel:    {RunningKernel.Release} ({check.State})");
                 Console.WriteLine((check.UpToDate ? "release:   up to date: " : "release:   ") + check.Detail +
-                    (check.UpToDate || service.StartsWith("active", StringComparison.Ordinal) is false ? "" : " (the agent applies it now)"));
+                    (check.UpToDate || service.StartsWith("active", StringComparison.Ordinal) is false ? ""
+                        : " (the agent applies it now)"));
                 Console.WriteLine($"agent:     {AgentUnit.Name} {service}");
             }
             return 0;
@@ -85,8 +107,12 @@ internal static class AgentEnrollCommand
     {
         string text;
         try { text = File.ReadAllText(path).Trim(); }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw new AgentException($"cannot read the token file {path}: {e.Message}", ExitCode.NotFound, e); }
-        if (text.Length == 0 || text.Contains('\n')) throw new AgentException($"{path} must hold one enrollment token on one line", ExitCode.InputRefused);
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new AgentException($"cannot read the token file {path}: {e.Message}", ExitCode.NotFound, e);
+        }
+        if (text.Length == 0 || text.Contains('\n'))
+            throw new AgentException($"{path} must hold one enrollment token on one line", ExitCode.InputRefused);
         return text;
     }
 
@@ -96,9 +122,11 @@ internal static class AgentEnrollCommand
         try { certificates.ImportFromPemFile(path); }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or CryptographicException)
         {
-            throw new AgentException($"cannot read the server certificate {path}: {e.Message}", ExitCode.InputRefused, e);
+            throw new AgentException($"cannot read the server certificate {path}: {e.Message}", ExitCode.InputRefused,
+                e);
         }
-        if (certificates.Count == 0) throw new AgentException($"{path} holds no PEM certificate", ExitCode.InputRefused);
+        if (certificates.Count == 0)
+            throw new AgentException($"{path} holds no PEM certificate", ExitCode.InputRefused);
         return File.ReadAllText(path);
     }
 
@@ -127,6 +155,7 @@ internal static class AgentEnrollCommand
         Systemctl.DaemonReload();
         Systemctl.EnableNow(AgentUnit.Name);
         Systemctl.Restart(AgentUnit.Name);
-        return Systemctl.ActiveState(AgentUnit.Name) is var state && state == "active" ? "active (enabled)" : $"{state} (enabled; see journalctl -u {AgentUnit.Name})";
+        return Systemctl.ActiveState(AgentUnit.Name) is var state && state == "active" ? "active (enabled)"
+            : $"{state} (enabled; see journalctl -u {AgentUnit.Name})";
     }
 }

@@ -8,7 +8,8 @@ namespace Kintsugi.Cli;
 /// <summary>What every command shares: global options, error reporting, JSON output, progress lines.</summary>
 internal static class Cli
 {
-    public static readonly Option<bool> Verbose = new("--verbose", "-v") { Description = "Show progress details and, on failure, the chain of causes", Recursive = true };
+    public static readonly Option<bool> Verbose = new("--verbose", "-v")
+        { Description = "Show progress details and, on failure, the chain of causes", Recursive = true };
 
     public static Option<bool> Json() => new("--json") { Description = "Print machine-readable JSON" };
 
@@ -19,7 +20,8 @@ internal static class Cli
 
     private sealed class Action(Func<ParseResult, Task<int>> body) : AsynchronousCommandLineAction
     {
-        public override async Task<int> InvokeAsync(ParseResult parseResult, CancellationToken cancellationToken = default)
+        public override async Task<int> InvokeAsync(ParseResult parseResult,
+            CancellationToken cancellationToken = default)
         {
             var verbose = parseResult.GetValue(Verbose);
             var json = CommandLineRules.JsonRequested(parseResult);
@@ -37,14 +39,17 @@ internal static class Cli
             {
                 // Not the input's fault nor the machine's: a defect of kintsugi, which the user can only report.
                 var code = Fail(ExitCode.InternalError, $"internal error: {e.Message}", e.Message, e);
-                Console.Error.WriteLine("kintsugi: this is a bug in kintsugi, not a problem with your input; please report it" +
-                    (verbose ? " with the details above" : " with the output of the same command rerun with --verbose"));
+                Console.Error.WriteLine("kintsugi: this is a bug in kintsugi, not a problem with your input; please " +
+                    "report it" +
+                    (verbose ? " with the details above"
+                        : " with the output of the same command rerun with --verbose"));
                 return code;
             }
 
             int Fail(ExitCode code, string line, string message, Exception e)
             {
-                JournalLog.Write(code == ExitCode.Disabled ? JournalLog.Warning : JournalLog.Error, $"kintsugi: {line}");
+                JournalLog.Write(code == ExitCode.Disabled ? JournalLog.Warning : JournalLog.Error,
+                    $"kintsugi: {line}");
                 if (verbose) PrintCauses(e);
                 if (json) CommandLineRules.WriteJsonError(code, message);
                 return (int)code;
@@ -63,5 +68,6 @@ internal static class Cli
 
     public static void Progress(string message) => Console.Error.WriteLine($"kintsugi: {message}");
 
-    public static void WriteJson<T>(T value, JsonTypeInfo<T> type) => Console.WriteLine(JsonSerializer.Serialize(value, type));
+    public static void WriteJson<T>(T value, JsonTypeInfo<T> type) =>
+        Console.WriteLine(JsonSerializer.Serialize(value, type));
 }

@@ -6,12 +6,15 @@ using Kintsugi.Kernel.Build;
 namespace Kintsugi.Cli;
 
 /// <summary>Everything a read command prints with --json.</summary>
-public sealed record ModuleInfo(string Name, string? Path, bool Livepatch, string? Vermagic, string? BuildId, string? Sha256, bool Loaded, bool? Enabled, IReadOnlyDictionary<string, string> ModInfo, IReadOnlyList<PatchedObject> Objects);
+public sealed record ModuleInfo(string Name, string? Path, bool Livepatch, string? Vermagic, string? BuildId,
+    string? Sha256, bool Loaded, bool? Enabled, IReadOnlyDictionary<string, string> ModInfo,
+    IReadOnlyList<PatchedObject> Objects);
 
 /// <summary>kernel prepare --json.</summary>
 public sealed record PreparedTree(string Release, string BuildId, string Directory);
 
-[JsonSourceGenerationOptions(WriteIndented = true, PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase, DefaultIgnoreCondition = JsonIgnoreCondition.Never)]
+[JsonSourceGenerationOptions(WriteIndented = true, PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase,
+    DefaultIgnoreCondition = JsonIgnoreCondition.Never)]
 [JsonSerializable(typeof(MachineStatus))]
 [JsonSerializable(typeof(IReadOnlyList<LoadedPatch>))]
 [JsonSerializable(typeof(ModuleInfo))]

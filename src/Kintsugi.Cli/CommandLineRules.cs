@@ -29,7 +29,8 @@ internal static class CommandLineRules
     {
         // [suggest:N] (shell completion) parses a partial command line on purpose: no errors.
         if (parse.RootCommandResult.Command is RootCommand root &&
-            root.Directives.OfType<System.CommandLine.Completions.SuggestDirective>().FirstOrDefault() is { } suggest && parse.GetResult(suggest) is not null)
+            root.Directives.OfType<System.CommandLine.Completions.SuggestDirective>().FirstOrDefault() is { } suggest
+                && parse.GetResult(suggest) is not null)
             return [];
         // Under --help only unknown words count: help is how one learns what a command needs.
         if (parse.Action is ExamplesHelpAction) return UnknownWords(parse);
@@ -38,9 +39,12 @@ internal static class CommandLineRules
     }
 
     private static List<string> UnknownWords(ParseResult parse) =>
-        parse.CommandResult.Command.TreatUnmatchedTokensAsErrors ? [.. parse.UnmatchedTokens.Select(token => $"Unrecognized command or argument '{token}'.")] : [];
+        parse.CommandResult.Command.TreatUnmatchedTokensAsErrors
+            ? [.. parse.UnmatchedTokens.Select(token => $"Unrecognized command or argument '{token}'.")] : [];
 
-    /// <summary>Prints usage errors (as a JSON error too when --json was asked for) and returns the usage exit code.</summary>
+    /// <summary>
+    /// Prints usage errors (as a JSON error too when --json was asked for) and returns the usage exit code.
+    /// </summary>
     public static int ReportUsageErrors(ParseResult parse, IReadOnlyList<string> errors)
     {
         var path = CommandPath(parse.CommandResult);
@@ -55,13 +59,15 @@ internal static class CommandLineRules
     {
         var words = new List<string>();
         for (System.CommandLine.Parsing.SymbolResult? r = result; r is not null; r = r.Parent)
-            if (r is System.CommandLine.Parsing.CommandResult c) words.Insert(0, c.Command is RootCommand ? "kintsugi" : c.Command.Name);
+            if (r is System.CommandLine.Parsing.CommandResult c)
+                words.Insert(0, c.Command is RootCommand ? "kintsugi" : c.Command.Name);
         return string.Join(' ', words);
     }
 
     /// <summary>Whether the invoked command has a --json option and it was given.</summary>
     public static bool JsonRequested(ParseResult parse) =>
-        parse.CommandResult.Command.Options.OfType<Option<bool>>().FirstOrDefault(o => o.Name == "--json") is { } json && parse.GetValue(json);
+        parse.CommandResult.Command.Options.OfType<Option<bool>>().FirstOrDefault(o => o.Name == "--json") is { } json
+            && parse.GetValue(json);
 
     /// <summary>
     /// A failure under --json: one object on standard output, so a script reading the output always gets
@@ -70,7 +76,9 @@ internal static class CommandLineRules
     public static void WriteJsonError(ExitCode code, string message)
     {
         using var stream = Console.OpenStandardOutput();
-        using (var writer = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping }))
+        using (var writer = new Utf8JsonWriter(stream,
+            new JsonWriterOptions { Indented = true,
+            Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping }))
         {
             writer.WriteStartObject();
             writer.WriteStartObject("error");

@@ -16,8 +16,11 @@ internal static class DemoCommand
 
     public static Command Create()
     {
-        var kernelOption = new Option<string>("--kernel") { Description = "Kernel release to demonstrate on", DefaultValueFactory = _ => DefaultKernel };
-        var command = new Command("demo", "Build a livepatch from a source fix for a real Debian kernel, boot that kernel in the lab and live patch it, showing /proc/cmdline before, patched, and after removal") { kernelOption };
+        var kernelOption = new Option<string>("--kernel")
+            { Description = "Kernel release to demonstrate on", DefaultValueFactory = _ => DefaultKernel };
+        var command = new Command("demo",
+            "Build a livepatch from a source fix for a real Debian kernel, boot that kernel in the lab and live " +
+            "patch it, showing /proc/cmdline before, patched, and after removal") { kernelOption };
         command.Action = Cli.Run(async parse =>
         {
             var release = KernelCommands.ParseRelease(parse.GetValue(kernelOption)!);
@@ -26,12 +29,17 @@ internal static class DemoCommand
             try
             {
                 var patch = Path.Combine(work, "proc-cmdline.patch");
-                await using (var resource = typeof(DemoCommand).Assembly.GetManifestResourceStream("demo/proc-cmdline.patch")!)
+                await using (var resource =
+                    typeof(DemoCommand).Assembly.GetManifestResourceStream("demo/proc-cmdline.patch")!)
                 await using (var file = File.Create(patch))
                     await resource.CopyToAsync(file);
-                Cli.Progress($"building a livepatch from {Path.GetFileName(patch)} for {release} (the first time fetches and prepares the kernel's source: a few minutes)");
-                var builder = new KernelPatchBuilder(new DebianKernelArchive(cache, Cli.Progress), LabCommands.Machine, Cli.Progress);
-                var build = await builder.BuildAsync(new KernelBuildRequest(new TargetReference.Debian(release), [patch], "kintsugi_demo", [], null, Path.Combine(work, "out")));
+                Cli.Progress($"building a livepatch from {Path.GetFileName(patch)} for {release} (the first time " +
+                    "fetches and prepares the kernel's source: a few minutes)");
+                var builder = new KernelPatchBuilder(new DebianKernelArchive(cache, Cli.Progress), LabCommands.Machine,
+                    Cli.Progress);
+                var build =
+                    await builder.BuildAsync(new KernelBuildRequest(new TargetReference.Debian(release), [patch],
+                    "kintsugi_demo", [], null, Path.Combine(work, "out")));
                 Cli.Progress(build.Message);
                 var module = build.Module ?? throw new ModuleBuildException("the demonstration fix built no module");
                 var name = build.Manifest!.Module;
@@ -46,12 +54,15 @@ internal static class DemoCommand
                     echo "== kintsugi kernel unload {name}"; kintsugi kernel unload {name}
                     echo "== /proc/cmdline after"; cat /proc/cmdline
                     """;
-                var spec = new LabRunSpec(release, script, [new GuestFile(module, $"/demo/{name}.ko")], TimeSpan.FromMinutes(5));
+                var spec = new LabRunSpec(release, script, [new GuestFile(module, $"/demo/{name}.ko")],
+                    TimeSpan.FromMinutes(5));
                 var result = await LabCommands.Machine().RunAsync(spec, Console.WriteLine);
                 Cli.Progress(result.Describe());
                 if (result.TimedOut) return (int)ExitCode.LabTimeout;
                 var patched = result.Output.Contains("live patched by Kintsugi", StringComparison.Ordinal);
-                Cli.Progress(result.ExitCode == 0 && patched ? "demo succeeded: the running kernel was patched from a source fix and restored, without a reboot" : "demo failed");
+                Cli.Progress(result.ExitCode == 0 && patched
+                    ? "demo succeeded: the running kernel was patched from a source fix and restored, without a reboot"
+                    : "demo failed");
                 return result.ExitCode == 0 && patched ? 0 : result.ExitCode ?? (int)ExitCode.LabFailure;
             }
             finally { Directory.Delete(work, recursive: true); }

@@ -25,13 +25,18 @@ internal static class DiffCommand
 {
     public static Command Create()
     {
-        var before = new Argument<FileInfo>("before.o") { Description = "The unit compiled without the fix (-ffunction-sections -fdata-sections)" };
-        var after = new Argument<FileInfo>("after.o") { Description = "The same unit compiled with the fix, with the same flags" };
-        var module = new Option<string?>("--module") { Description = "The module the unit is linked into (default: vmlinux)" };
+        var before = new Argument<FileInfo>("before.o")
+            { Description = "The unit compiled without the fix (-ffunction-sections -fdata-sections)" };
+        var after = new Argument<FileInfo>("after.o")
+            { Description = "The same unit compiled with the fix, with the same flags" };
+        var module = new Option<string?>("--module")
+            { Description = "The module the unit is linked into (default: vmlinux)" };
         var trace = new Option<bool>("--trace") { Description = "Print every decision of the differ and its reason" };
-        var output = new Option<FileInfo?>("--output", "-o") { Description = "Write the livepatch object (when there is one) here" };
+        var output = new Option<FileInfo?>("--output", "-o")
+            { Description = "Write the livepatch object (when there is one) here" };
         var json = Cli.Json();
-        var command = new Command("diff", "Compare two compilations of one translation unit as the builder does: changed, new and " +
+        var command = new Command("diff",
+            "Compare two compilations of one translation unit as the builder does: changed, new and " +
             "refused functions, load-time references; --trace says why") { before, after, module, trace, output, json };
         command.Action = Cli.Run(parse =>
         {
@@ -41,7 +46,8 @@ internal static class DiffCommand
             var options = new DiffOptions(name, "kintsugi_") { Trace = traced ? decisions.Add : null };
             var result = ObjectDiffer.Diff(Load(parse.GetValue(before)!), Load(parse.GetValue(after)!), options);
             var written = parse.GetValue(output) is { } file && result.Output is { } elf ? Save(elf, file) : null;
-            var report = new DiffReport(name.ToString(), result.Functions, result.Data, result.Refusals, result.References,
+            var report = new DiffReport(name.ToString(), result.Functions, result.Data, result.Refusals,
+                result.References,
                 result.Callbacks, decisions, written);
             if (parse.GetValue(json)) Cli.WriteJson(report, CliJson.Default.DiffReport);
             else Print(report, traced);
@@ -65,7 +71,8 @@ internal static class DiffCommand
         if (traced)
             foreach (var decision in report.Decisions) Console.WriteLine(decision);
         foreach (var f in report.Functions.Where(f => f.Kind != FunctionChange.Unchanged || f.Note is not null))
-            Console.WriteLine($"{f.Kind.ToString().ToLowerInvariant(),-9} {f.Name}{(f.Note is null ? "" : $" ({f.Note})")}");
+            Console.WriteLine($"{f.Kind.ToString().ToLowerInvariant(),-9} " +
+                $"{f.Name}{(f.Note is null ? "" : $" ({f.Note})")}");
         foreach (var d in report.Data)
             Console.WriteLine($"{"data " + d.Kind.ToString().ToLowerInvariant(),-9} {d.Name}");
         foreach (var r in report.Refusals)

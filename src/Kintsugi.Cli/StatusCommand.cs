@@ -10,11 +10,18 @@ internal static class StatusCommand
     public static Command Create()
     {
         var json = Cli.Json();
-        var format = new Option<string>("--format") { Description = "text, json (as --json), openvex (an OpenVEX document: the CVEs the applied level fixes) or prometheus (a node_exporter textfile)", DefaultValueFactory = _ => "text" };
+        var format = new Option<string>("--format")
+            { Description =
+            "text, json (as --json), openvex (an OpenVEX document: the CVEs the applied level fixes) or prometheus " +
+            "(a node_exporter textfile)", DefaultValueFactory = _ => "text" };
         format.AcceptOnlyFromAmong("text", "json", "openvex", "prometheus");
-        var output = new Option<FileInfo?>("--output", "-o") { Description = "Write to this file instead (atomically: a collector reading it never sees half a file)" };
-        var command = new Command("status", "Show this machine's kernel, its effective version, the applied level and the CVEs it fixes, and its livepatches in the shared state vocabulary") { json, format, output };
-        command.WithExamples("kintsugi status", "kintsugi status --json", "kintsugi status --format openvex > /var/lib/kintsugi/vex.json",
+        var output = new Option<FileInfo?>("--output", "-o")
+            { Description = "Write to this file instead (atomically: a collector reading it never sees half a file)" };
+        var command = new Command("status",
+            "Show this machine's kernel, its effective version, the applied level and the CVEs it fixes, and its " +
+            "livepatches in the shared state vocabulary") { json, format, output };
+        command.WithExamples("kintsugi status", "kintsugi status --json",
+            "kintsugi status --format openvex > /var/lib/kintsugi/vex.json",
             "kintsugi status --format prometheus -o /var/lib/prometheus/node-exporter/kintsugi.prom");
         command.Validators.Add(result =>
         {
@@ -31,7 +38,9 @@ internal static class StatusCommand
                 var text = chosen switch
                 {
                     "json" => Json(status, UserPatches()) + "\n",
-                    "openvex" => StatusReports.OpenVex(status, File.ReadAllText("/proc/sys/kernel/hostname").Trim(), $"kintsugi {Cli.Version}", DateTimeOffset.UtcNow).ToJson() + "\n",
+                    "openvex" =>
+                        StatusReports.OpenVex(status, File.ReadAllText("/proc/sys/kernel/hostname").Trim(),
+                        $"kintsugi {Cli.Version}", DateTimeOffset.UtcNow).ToJson() + "\n",
                     _ => StatusReports.Prometheus(status),
                 };
                 if (parse.GetValue(output) is { } file) AtomicFile.WriteText(file.FullName, text);
@@ -50,15 +59,21 @@ internal static class StatusCommand
             if (status.LastAttempt is { } attempt)
                 Console.WriteLine($"last apply: {attempt.Outcome} at {attempt.At:u}: {attempt.Detail}");
             foreach (var patch in status.Patches)
-                Console.WriteLine($"patch:      {patch.Name} " + (patch.Loaded ? (patch.InTransition ? "in transition" : patch.Enabled ? "enabled" : "disabled") : "not loaded") +
+                Console.WriteLine($"patch:      {patch.Name} "
+                    + (patch.Loaded ? (patch.InTransition ? "in transition" : patch.Enabled ? "enabled" : "disabled")
+                    : "not loaded") +
                     (patch.BootState is { } boot ? $", installed ({boot})" : "") +
-                    (patch.Objects.Count > 0 ? $": {string.Join("; ", patch.Objects.Select(o => $"{o.Name}: {string.Join(", ", o.Functions.Select(f => f.Name))}"))}" : ""));
+                    (patch.Objects.Count > 0
+                        ? $": {string.Join("; ", patch.Objects.Select(o => $"{o.Name}: {string.Join(", ", o.Functions.Select(f => f.Name))}"))}"
+                        : ""));
             // User-space patches live in the processes themselves: read from their memory (as root), per patch.
             foreach (var patch in UserPatches())
                 Console.WriteLine($"user patch: {patch.Name} in {patch.Object ?? "?"} (build-id {patch.BuildId})" +
-                    (patch.Level is { } userLevel ? $", level {userLevel}" : "") + (patch.Cves.Count > 0 ? $" fixing {string.Join(", ", patch.Cves)}" : "") +
+                    (patch.Level is { } userLevel ? $", level {userLevel}" : "") +
+                    (patch.Cves.Count > 0 ? $" fixing {string.Join(", ", patch.Cves)}" : "") +
                     $": applied in {patch.Processes.Count} process" + (patch.Processes.Count == 1 ? "" : "es") +
-                    $": {string.Join(", ", patch.Processes.Take(8).Select(p => $"{p.Pid} ({p.Command})"))}" + (patch.Processes.Count > 8 ? ", ..." : ""));
+                    $": {string.Join(", ", patch.Processes.Take(8).Select(p => $"{p.Pid} ({p.Command})"))}" +
+                    (patch.Processes.Count > 8 ? ", ..." : ""));
             return Task.FromResult(0);
         });
         return command;

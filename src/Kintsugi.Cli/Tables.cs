@@ -12,7 +12,8 @@ public static class Tables
 {
     public static Table Create(params string[] columns) => new Table().AddColumns(columns);
 
-    public static Table Row(this Table table, params string[] cells) => table.AddRow([.. cells.Select(c => (IRenderable)new Text(c))]);
+    public static Table Row(this Table table, params string[] cells) =>
+        table.AddRow([.. cells.Select(c => (IRenderable)new Text(c))]);
 
     public static void Write(IRenderable table)
     {

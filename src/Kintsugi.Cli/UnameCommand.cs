@@ -27,7 +27,9 @@ internal static class UnameCommand
     {
         // uname's own flags include -v, which the root's --verbose also claims, and combine (-sr):
         // they are read from the raw tokens rather than declared as options.
-        var command = new Command("uname", "Print system information like uname(1), with the effective (livepatched) kernel version: -a -s -n -r -v -m -p -i -o, combinable (-srv)")
+        var command = new Command("uname",
+            "Print system information like uname(1), with the effective (livepatched) kernel version: -a -s -n -r -v " +
+            "-m -p -i -o, combinable (-srv)")
         {
             TreatUnmatchedTokensAsErrors = false,
         };
@@ -46,7 +48,8 @@ internal static class UnameCommand
                     selected.Add(field.Letter);
                     continue;
                 }
-                if (token.Length < 2 || token[0] != '-') throw new UsageException($"uname: unexpected argument '{token}'");
+                if (token.Length < 2 || token[0] != '-')
+                    throw new UsageException($"uname: unexpected argument '{token}'");
                 foreach (var letter in token[1..])
                 {
                     if (letter == 'a') all = true;
@@ -57,7 +60,8 @@ internal static class UnameCommand
             if (!all && selected.Count == 0) selected.Add('s');
             var values = Values();
             var words = Fields
-                .Where(f => all ? !(f.Letter is 'p' or 'i') || values[f.Letter] != "unknown" : selected.Contains(f.Letter))
+                .Where(f => all ? !(f.Letter is 'p' or 'i') || values[f.Letter] != "unknown"
+                    : selected.Contains(f.Letter))
                 .Select(f => values[f.Letter]);
             Console.WriteLine(string.Join(' ', words));
             return Task.FromResult(0);

@@ -6,14 +6,18 @@ using Spectre.Console;
 namespace Kintsugi.Cli;
 
 /// <summary>user apply/revert --json: the patch and what happened to each process.</summary>
-public sealed record UserPatchReport(string Patch, string PatchId, BuildId Target, string Object, IReadOnlyList<ProcessResult> Processes);
+public sealed record UserPatchReport(string Patch, string PatchId, BuildId Target, string Object,
+    IReadOnlyList<ProcessResult> Processes);
 
 
 /// <summary>user info --json.</summary>
-public sealed record UserPatchInfo(string Name, string? Description, string PatchId, BuildId Target, string Object, int CodeBytes,
-    IReadOnlyList<ReplacedFunction> Functions, IReadOnlyList<string> Imports, IReadOnlyList<int> ProcessesMapping, IReadOnlyList<int> ProcessesPatched);
+public sealed record UserPatchInfo(string Name, string? Description, string PatchId, BuildId Target, string Object,
+    int CodeBytes,
+    IReadOnlyList<ReplacedFunction> Functions, IReadOnlyList<string> Imports, IReadOnlyList<int> ProcessesMapping,
+        IReadOnlyList<int> ProcessesPatched);
 
-[JsonSourceGenerationOptions(WriteIndented = true, PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase, DefaultIgnoreCondition = JsonIgnoreCondition.Never)]
+[JsonSourceGenerationOptions(WriteIndented = true, PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase,
+    DefaultIgnoreCondition = JsonIgnoreCondition.Never)]
 [JsonSerializable(typeof(UserPatchReport))]
 [JsonSerializable(typeof(IReadOnlyList<Kintsugi.Agent.UserPatchStatus>))]
 [JsonSerializable(typeof(UserPatchInfo))]
@@ -30,7 +34,8 @@ internal static class UserCommands
 {
     public static Command Create()
     {
-        var user = new Command("user", "Apply, revert and list user-space patches in running processes (libraries and services, no restart)");
+        var user = new Command("user",
+            "Apply, revert and list user-space patches in running processes (libraries and services, no restart)");
         user.Subcommands.Add(Apply());
         user.Subcommands.Add(Revert());
         user.Subcommands.Add(List());
@@ -43,21 +48,26 @@ internal static class UserCommands
     { Description = $"Only this process (repeatable); default: {what}", AllowMultipleArgumentsPerToken = false };
 
     private static Option<int> TimeoutOption() => new("--busy-timeout")
-    { Description = "Milliseconds to keep retrying while a thread is inside a function being replaced", DefaultValueFactory = _ => 5000 };
+    { Description = "Milliseconds to keep retrying while a thread is inside a function being replaced",
+        DefaultValueFactory = _ => 5000 };
 
     private static Command Apply()
     {
-        var file = new Argument<FileInfo>("patch") { Description = "The user-space patch file (built by kintsugi user build)" };
+        var file = new Argument<FileInfo>("patch")
+            { Description = "The user-space patch file (built by kintsugi user build)" };
         var pids = PidOption("every process that maps the patch's object (found by build-id)");
         var timeout = TimeoutOption();
         var json = Cli.Json();
-        var command = new Command("apply", "Apply a patch to running processes: every thread is stopped for the pause shown, and the process keeps running")
+        var command = new Command("apply",
+            "Apply a patch to running processes: every thread is stopped for the pause shown, and the process keeps " +
+            "running")
             { file, pids, timeout, json };
         command.Action = Cli.Run(parse =>
         {
             var patch = UserPatch.Load(parse.GetValue(file)!.FullName);
             var targets = Targets(parse.GetValue(pids), patch.Target.BuildId);
-            var patcher = new UserPatcher(Options(parse.GetValue(timeout)), parse.GetValue(Cli.Verbose) ? Cli.Progress : null);
+            var patcher = new UserPatcher(Options(parse.GetValue(timeout)), parse.GetValue(Cli.Verbose) ? Cli.Progress
+                : null);
             var results = targets.Select(pid => patcher.Apply(pid, patch)).ToList();
             if (parse.GetValue(pids) is not { Length: > 0 })
             {
@@ -77,21 +87,25 @@ internal static class UserCommands
 
     private static Command Revert()
     {
-        var file = new Argument<FileInfo?>("patch") { Description = "The patch to revert; without it, --all", Arity = ArgumentArity.ZeroOrOne };
+        var file = new Argument<FileInfo?>("patch")
+            { Description = "The patch to revert; without it, --all", Arity = ArgumentArity.ZeroOrOne };
         var all = new Option<bool>("--all") { Description = "Revert every Kintsugi patch in the selected processes" };
         var pids = PidOption("every process the patch is applied in");
         var timeout = TimeoutOption();
         var json = Cli.Json();
-        var command = new Command("revert", "Revert a patch in running processes: restores every byte it changed and unmaps its code")
+        var command = new Command("revert",
+            "Revert a patch in running processes: restores every byte it changed and unmaps its code")
             { file, all, pids, timeout, json };
         command.Validators.Add(result =>
         {
-            if ((result.GetValue(file) is null) == !result.GetValue(all)) result.AddError("give either a patch file or --all");
+            if ((result.GetValue(file) is null) == !result.GetValue(all))
+                result.AddError("give either a patch file or --all");
         });
         command.Action = Cli.Run(parse =>
         {
             var patch = parse.GetValue(file) is { } f ? UserPatch.Load(f.FullName) : null;
-            var patcher = new UserPatcher(Options(parse.GetValue(timeout)), parse.GetValue(Cli.Verbose) ? Cli.Progress : null);
+            var patcher = new UserPatcher(Options(parse.GetValue(timeout)), parse.GetValue(Cli.Verbose) ? Cli.Progress
+                : null);
             Func<AppliedPatch, bool> select = patch is null ? _ => true : applied => applied.PatchId == patch.IdHex;
             var explicitPids = parse.GetValue(pids) ?? [];
             var targets = explicitPids.Length > 0 ? explicitPids.ToList()
@@ -99,9 +113,12 @@ internal static class UserCommands
             var results = targets.Select(pid => patcher.Revert(pid, select)).ToList();
             if (patch is null)
             {
-                if (parse.GetValue(json)) Cli.WriteJson(new UserPatchReport("*", "*", default, "*", results), UserCliJson.Default.UserPatchReport);
+                if (parse.GetValue(json))
+                    Cli.WriteJson(new UserPatchReport("*", "*", default, "*", results),
+                    UserCliJson.Default.UserPatchReport);
                 else Print(results);
-                return Task.FromResult(ExitFor(results, ProcessOutcome.Reverted, "no process has a Kintsugi patch applied"));
+                return Task.FromResult(ExitFor(results, ProcessOutcome.Reverted,
+                    "no process has a Kintsugi patch applied"));
             }
             return Task.FromResult(Report(patch, results, parse.GetValue(json), ProcessOutcome.Reverted));
         });
@@ -112,19 +129,26 @@ internal static class UserCommands
     {
         var pids = PidOption("every process");
         var json = Cli.Json();
-        var command = new Command("list", "List the user-space patches applied in running processes (read from their memory)") { pids, json };
+        var command = new Command("list",
+            "List the user-space patches applied in running processes (read from their memory)") { pids, json };
         command.Action = Cli.Run(parse =>
         {
             var explicitPids = parse.GetValue(pids) ?? [];
-            var found = Kintsugi.Agent.UserPatchStatuses.Read(Kintsugi.Agent.UserPatchStatuses.AgentDirectory(Kintsugi.Kernel.MachinePaths.Default),
+            var found = Kintsugi.Agent.UserPatchStatuses.Read(
+                Kintsugi.Agent.UserPatchStatuses.AgentDirectory(Kintsugi.Kernel.MachinePaths.Default),
                 explicitPids.Length > 0 ? explicitPids : null);
-            if (parse.GetValue(json)) { Cli.WriteJson(found, UserCliJson.Default.IReadOnlyListUserPatchStatus); return Task.FromResult(0); }
+            if (parse.GetValue(json))
+            {
+                Cli.WriteJson(found, UserCliJson.Default.IReadOnlyListUserPatchStatus);
+                return Task.FromResult(0);
+            }
             if (found.Count == 0) { Console.WriteLine("no user-space patches applied"); return Task.FromResult(0); }
             var table = new Table().AddColumns("pid", "command", "patch", "id", "object", "level", "functions");
             foreach (var patch in found)
                 foreach (var process in patch.Processes)
-                    table.AddRow(process.Pid.ToString(), Markup.Escape(process.Command), Markup.Escape(patch.Name), patch.PatchId[..12],
-                        Markup.Escape($"{patch.Object ?? "?"} ({patch.BuildId.ToString()[..12]})"), patch.Level?.ToString() ?? "-", patch.Functions.ToString());
+                    table.AddRow(process.Pid.ToString(), Markup.Escape(process.Command), Markup.Escape(patch.Name),
+                        patch.PatchId[..12], Markup.Escape($"{patch.Object ?? "?"} ({patch.BuildId.ToString()[..12]})"),
+                        patch.Level?.ToString() ?? "-", patch.Functions.ToString());
             Tables.Write(table);
             return Task.FromResult(0);
         });
@@ -135,22 +159,36 @@ internal static class UserCommands
     {
         var file = new Argument<FileInfo>("patch") { Description = "A user-space patch file" };
         var json = Cli.Json();
-        var command = new Command("info", "Show what a patch replaces, what it imports, and which running processes map its object or have it applied") { file, json };
+        var command = new Command("info",
+            "Show what a patch replaces, what it imports, and which running processes map its object or have it " +
+            "applied") { file, json };
         command.Action = Cli.Run(parse =>
         {
             var patch = UserPatch.Load(parse.GetValue(file)!.FullName);
             var mapping = UserPatcher.ProcessesMapping(patch.Target.BuildId);
-            var patched = UserPatcher.ListAll().Where(p => p.Patches.Any(a => a.PatchId == patch.IdHex)).Select(p => p.Pid).ToList();
-            var info = new UserPatchInfo(patch.Name, patch.Description, patch.IdHex, patch.Target.BuildId, patch.Target.Object, patch.Code.Length,
-                patch.Functions, patch.Relocations.Where(r => r.Base == RelocationBase.Import).Select(r => r.Symbol!).Distinct().Order().ToList(), mapping, patched);
-            if (parse.GetValue(json)) { Cli.WriteJson(info, UserCliJson.Default.UserPatchInfo); return Task.FromResult(0); }
+            var patched = UserPatcher.ListAll().Where(p => p.Patches.Any(a => a.PatchId == patch.IdHex))
+                .Select(p => p.Pid).ToList();
+            var info = new UserPatchInfo(patch.Name, patch.Description, patch.IdHex, patch.Target.BuildId,
+                patch.Target.Object, patch.Code.Length,
+                patch.Functions,
+                    patch.Relocations.Where(r => r.Base == RelocationBase.Import).Select(r => r.Symbol!).Distinct()
+                    .Order().ToList(), mapping, patched);
+            if (parse.GetValue(json))
+            {
+                Cli.WriteJson(info, UserCliJson.Default.UserPatchInfo);
+                return Task.FromResult(0);
+            }
             Console.WriteLine($"patch      {info.Name} ({info.PatchId})");
             if (info.Description is not null) Console.WriteLine($"           {info.Description}");
             Console.WriteLine($"object     {info.Object}, build-id {info.Target}");
-            foreach (var f in info.Functions) Console.WriteLine($"replaces   {f.Name} at 0x{f.Address:x} ({f.Size} bytes)");
-            Console.WriteLine($"code       {info.CodeBytes} bytes" + (info.Imports.Count > 0 ? $", imports {string.Join(", ", info.Imports)}" : ""));
-            Console.WriteLine($"processes  {mapping.Count} map the object" + (mapping.Count > 0 ? $" ({string.Join(" ", mapping)})" : "") +
-                $", {patched.Count} have the patch applied" + (patched.Count > 0 ? $" ({string.Join(" ", patched)})" : ""));
+            foreach (var f in info.Functions)
+                Console.WriteLine($"replaces   {f.Name} at 0x{f.Address:x} ({f.Size} bytes)");
+            Console.WriteLine($"code       {info.CodeBytes} bytes"
+                + (info.Imports.Count > 0 ? $", imports {string.Join(", ", info.Imports)}" : ""));
+            Console.WriteLine($"processes  {mapping.Count} map the object"
+                + (mapping.Count > 0 ? $" ({string.Join(" ", mapping)})" : "") +
+                $", {patched.Count} have the patch applied"
+                    + (patched.Count > 0 ? $" ({string.Join(" ", patched)})" : ""));
             return Task.FromResult(0);
         });
         return command;
@@ -158,16 +196,28 @@ internal static class UserCommands
 
     private static Command Build()
     {
-        var obj = new Argument<FileInfo>("object") { Description = "The exact shipped ELF object (executable or shared library, with its symbols)" };
-        var source = new Option<DirectoryInfo?>("--source") { Description = "The source tree the object was built from; default: fetched (--package, or the installed package owning the object)" };
-        var package = new Option<string?>("--package") { Description = "PACKAGE=VERSION: fetch that exact source with apt-get source (private apt state, cached by content) and read its build flags from debian/rules" };
-        var fix = new Option<FileInfo>("--fix") { Description = "The fix, a unified diff against the source tree (patch -p1)", Required = true };
-        var flags = new Option<string?>("--cflags") { Description = "The compiler flags the distribution used; default: dpkg-buildflags' CPPFLAGS and CFLAGS with the settings of the package's debian/rules" };
-        var directory = new Option<string>("--directory", "-C") { Description = "Where the build compiled from, relative to the source tree", DefaultValueFactory = _ => "." };
+        var obj = new Argument<FileInfo>("object")
+            { Description = "The exact shipped ELF object (executable or shared library, with its symbols)" };
+        var source = new Option<DirectoryInfo?>("--source")
+            { Description = "The source tree the object was built from; default: fetched (--package, or the installed " +
+                "package owning the object)" };
+        var package = new Option<string?>("--package")
+            { Description = "PACKAGE=VERSION: fetch that exact source with apt-get source (private apt state, cached by " +
+                "content) and read its build flags from debian/rules" };
+        var fix = new Option<FileInfo>("--fix")
+            { Description = "The fix, a unified diff against the source tree (patch -p1)", Required = true };
+        var flags = new Option<string?>("--cflags")
+            { Description = "The compiler flags the distribution used; default: dpkg-buildflags' CPPFLAGS and CFLAGS " +
+                "with the settings of the package's debian/rules" };
+        var directory = new Option<string>("--directory", "-C")
+            { Description = "Where the build compiled from, relative to the source tree",
+            DefaultValueFactory = _ => "." };
         var name = new Option<string?>("--name") { Description = "The patch's name; default: the fix's file name" };
-        var output = new Option<FileInfo?>("--output", "-o") { Description = "Where to write the patch; default: NAME.kup.json" };
+        var output = new Option<FileInfo?>("--output", "-o")
+            { Description = "Where to write the patch; default: NAME.kup.json" };
         var json = Cli.Json();
-        var command = new Command("build", "Build a user-space patch for one exact object from a source fix, proven against the shipped code")
+        var command = new Command("build",
+            "Build a user-space patch for one exact object from a source fix, proven against the shipped code")
             { obj, source, package, fix, flags, directory, name, output, json };
         command.Action = Cli.Run(async parse =>
         {
@@ -182,19 +232,23 @@ internal static class UserCommands
             }
             else
             {
-                var wanted = parse.GetValue(package) is { } text ? Kintsugi.User.Build.SourcePackage.Parse(text) : await OwningPackage(parse.GetValue(obj)!.FullName);
-                var prepared = await new Kintsugi.User.Build.DebianSource(Kintsugi.User.Build.DebianSource.DefaultCacheRoot, Cli.Progress).PrepareAsync(wanted);
+                var wanted = parse.GetValue(package) is { } text ? Kintsugi.User.Build.SourcePackage.Parse(text)
+                    : await OwningPackage(parse.GetValue(obj)!.FullName);
+                var prepared = await new Kintsugi.User.Build.DebianSource(Kintsugi.User.Build.DebianSource.DefaultCacheRoot,
+                    Cli.Progress).PrepareAsync(wanted);
                 Cli.Progress($"source of {wanted}: {prepared.Tree}");
                 (tree, packageFlags) = (prepared.Tree, prepared.CompilerFlags);
             }
             var cflags = parse.GetValue(flags) ?? (packageFlags is not null ? string.Join(' ', packageFlags)
                 : string.Join(' ', await Kintsugi.User.Build.DebianSource.BuildFlagsAsync(tree)));
             var request = new Kintsugi.User.Build.UserBuildRequest(parse.GetValue(obj)!.FullName, tree, fixFile.FullName,
-                cflags.Split(' ', StringSplitOptions.RemoveEmptyEntries), patchName, parse.GetValue(output)?.FullName ?? Path.GetFullPath(patchName + ".kup.json"),
+                cflags.Split(' ', StringSplitOptions.RemoveEmptyEntries), patchName, parse.GetValue(output)?.FullName
+                    ?? Path.GetFullPath(patchName + ".kup.json"),
                 WorkingDirectory: parse.GetValue(directory)!);
             var result = await new Kintsugi.User.Build.UserPatchBuilder(Cli.Progress).BuildAsync(request);
             if (parse.GetValue(json)) { Cli.WriteJson(result, UserCliJson.Default.UserBuildResult); return 0; }
-            Console.WriteLine($"{result.OutputPath}: replaces {string.Join(", ", result.Functions)} in build-id {result.Target}");
+            Console.WriteLine($"{result.OutputPath}: replaces {string.Join(", ", result.Functions)} in build-id " +
+                $"{result.Target}");
             return 0;
         });
         return command;
@@ -220,7 +274,9 @@ internal static class UserCommands
 
     private static int Report(UserPatch patch, IReadOnlyList<ProcessResult> results, bool json, ProcessOutcome success)
     {
-        if (json) Cli.WriteJson(new UserPatchReport(patch.Name, patch.IdHex, patch.Target.BuildId, patch.Target.Object, results), UserCliJson.Default.UserPatchReport);
+        if (json)
+            Cli.WriteJson(new UserPatchReport(patch.Name, patch.IdHex, patch.Target.BuildId, patch.Target.Object,
+            results), UserCliJson.Default.UserPatchReport);
         else Print(results);
         return ExitFor(results, success, success == ProcessOutcome.Applied
             ? $"no running process maps {patch.Target.Object} with build-id {patch.Target.BuildId}"
@@ -233,8 +289,12 @@ internal static class UserCommands
         {
             var what = r.Outcome switch
             {
-                ProcessOutcome.Applied => $"applied, paused {r.PauseMilliseconds:0.00} ms ({r.Threads} threads, {r.Attempts} attempt{(r.Attempts > 1 ? "s" : "")})",
-                ProcessOutcome.Reverted => $"reverted, paused {r.PauseMilliseconds:0.00} ms ({r.Threads} threads, {r.Attempts} attempt{(r.Attempts > 1 ? "s" : "")})",
+                ProcessOutcome.Applied =>
+                    $"applied, paused {r.PauseMilliseconds:0.00} ms ({r.Threads} threads, {r.Attempts} " +
+                    $"attempt{(r.Attempts > 1 ? "s" : "")})",
+                ProcessOutcome.Reverted =>
+                    $"reverted, paused {r.PauseMilliseconds:0.00} ms ({r.Threads} threads, {r.Attempts} " +
+                    $"attempt{(r.Attempts > 1 ? "s" : "")})",
                 ProcessOutcome.AlreadyApplied => "already applied",
                 ProcessOutcome.Exited => "exited meanwhile",
                 ProcessOutcome.NotApplied => "not applied",
@@ -248,7 +308,8 @@ internal static class UserCommands
 
     private static int ExitFor(IReadOnlyList<ProcessResult> results, ProcessOutcome success, string nothing)
     {
-        if (results.Any(r => r.Outcome is ProcessOutcome.Busy or ProcessOutcome.Failed)) return (int)ExitCode.TransitionFailed;
+        if (results.Any(r => r.Outcome is ProcessOutcome.Busy or ProcessOutcome.Failed))
+            return (int)ExitCode.TransitionFailed;
         if (results.Any(r => r.Outcome == success || r.Outcome == ProcessOutcome.AlreadyApplied)) return 0;
         Console.Error.WriteLine($"kintsugi: {nothing}");
         return (int)ExitCode.NotFound;

@@ -7,16 +7,21 @@ public sealed class KernelExports
 
     public KernelExports(IReadOnlyDictionary<string, PatchedObjectName> exporters) => _exporters = exporters;
 
-    /// <summary>No exports known: every reference outside the patch needs a livepatch relocation or is refused.</summary>
+    /// <summary>
+    /// No exports known: every reference outside the patch needs a livepatch relocation or is refused.
+    /// </summary>
     public static KernelExports None { get; } = new(new Dictionary<string, PatchedObjectName>(StringComparer.Ordinal));
 
-    public PatchedObjectName? ExporterOf(string name) => _exporters.TryGetValue(name, out var exporter) ? exporter : null;
+    public PatchedObjectName? ExporterOf(string name) =>
+        _exporters.TryGetValue(name, out var exporter) ? exporter : null;
 }
 
 /// <summary>Where the symbol a reference names is defined, as the differ or the builder sees it.</summary>
 public enum SymbolHome
 {
-    /// <summary>The livepatch module itself: new code or data, a per-use static copied into it, or another unit's new global.</summary>
+    /// <summary>
+    /// The livepatch module itself: new code or data, a per-use static copied into it, or another unit's new global.
+    /// </summary>
     Patch,
     /// <summary>The patched unit's original compilation: a symbol of the running object, with a sympos.</summary>
     Unit,
@@ -27,11 +32,17 @@ public enum SymbolHome
 /// <summary>How a reference is written into the livepatch module.</summary>
 public enum BindingKind
 {
-    /// <summary>An ordinary relocation: linked inside the module, or by the module loader against a vmlinux export.</summary>
+    /// <summary>
+    /// An ordinary relocation: linked inside the module, or by the module loader against a vmlinux export.
+    /// </summary>
     Normal,
-    /// <summary>A livepatch relocation (<c>.klp.rela</c>), applied when <see cref="Binding.RelocationObject"/> is loaded.</summary>
+    /// <summary>
+    /// A livepatch relocation (<c>.klp.rela</c>), applied when <see cref="Binding.RelocationObject"/> is loaded.
+    /// </summary>
     Livepatch,
-    /// <summary>For a static branch or static call entry only: the entry is dropped and the site stays as compiled.</summary>
+    /// <summary>
+    /// For a static branch or static call entry only: the entry is dropped and the site stays as compiled.
+    /// </summary>
     Inert,
     /// <summary>The reference cannot be bound safely; <see cref="Binding.Reason"/> says why and what to do.</summary>
     Refused,
@@ -46,10 +57,13 @@ public enum BindingCase
 
 /// <param name="SymbolObject">
 /// For a livepatch relocation, the object the symbol is looked up in (<c>.klp.sym.OBJECT.NAME,POS</c>); null when the
-/// unit does not define the symbol and does not know where it lives (the builder finds it: the patched object, then vmlinux).
+/// unit does not define the symbol and does not know where it lives (the builder finds it: the patched object, then
+/// vmlinux).
 /// </param>
-/// <param name="RelocationObject">For a livepatch relocation, the object whose loading applies it (<c>.klp.rela.OBJECT.SECTION</c>).</param>
-public sealed record Binding(BindingKind Kind, BindingCase Case, PatchedObjectName? SymbolObject, PatchedObjectName? RelocationObject, string Reason);
+/// <param name="RelocationObject">For a livepatch relocation, the object whose loading applies it
+/// (<c>.klp.rela.OBJECT.SECTION</c>).</param>
+public sealed record Binding(BindingKind Kind, BindingCase Case, PatchedObjectName? SymbolObject,
+    PatchedObjectName? RelocationObject, string Reason);
 
 /// <summary>The two kinds of entries whose key the kernel reads when the livepatch module loads.</summary>
 public enum KeyUse { StaticBranch, StaticCall }
@@ -66,19 +80,22 @@ public enum KeyUse { StaticBranch, StaticCall }
 /// The modules that are always loaded when <paramref name="patched"/> is (its <c>depends</c>); null when unknown (the
 /// differ does not need it). An export of any other module would be missing when the livepatch binds it.
 /// </param>
-public sealed class BindingPolicy(PatchedObjectName patched, KernelExports exports, IReadOnlySet<string>? loadedWithPatched = null)
+public sealed class BindingPolicy(PatchedObjectName patched, KernelExports exports,
+    IReadOnlySet<string>? loadedWithPatched = null)
 {
     public PatchedObjectName Patched => patched;
 
     /// <summary>How a reference from included code to <paramref name="name"/> is bound.</summary>
-    /// <param name="isLocal">The unit's own local (static) symbol: that very symbol, whatever an export of the same name.</param>
+    /// <param name="isLocal">The unit's own local (static) symbol: that very symbol, whatever an export of the same
+    /// name.</param>
     public Binding ForReference(string name, SymbolHome home, bool isLocal = false)
     {
         // The patch defines it: the linker resolves it inside the livepatch module.
         if (home == SymbolHome.Patch) return Normal(BindingCase.InPatch, "defined in the livepatch module");
 
         // A static of the unit: the running object's own copy, told apart from same-named ones by its sympos.
-        if (home == SymbolHome.Unit && isLocal) return Livepatch(BindingCase.UnitSymbol, patched, "local symbol of the unit");
+        if (home == SymbolHome.Unit && isLocal)
+            return Livepatch(BindingCase.UnitSymbol, patched, "local symbol of the unit");
 
         var exporter = exports.ExporterOf(name);
         // vmlinux is always there, and the module loader links its exports while the livepatch loads.
@@ -91,9 +108,10 @@ public sealed class BindingPolicy(PatchedObjectName patched, KernelExports expor
             // absent). As a livepatch relocation of the patched object it is bound when the patched module
             // loads, and the patched module's own dependencies guarantee the exporter is loaded by then.
             if (loadedWithPatched is { } dependencies && !dependencies.Contains(module.Value))
-                return Refused(BindingCase.ModuleNotADependency, $"the fixed code of {patched} uses {name}, an export of module {module}, which {patched} does not " +
-                    "depend on: when the patched module loads, nothing guarantees that module is loaded, so livepatch could not bind " +
-                    "it. Reach that code through something the module already uses, or backport it into the patched unit.");
+                return Refused(BindingCase.ModuleNotADependency, $"the fixed code of {patched} uses {name}, an " +
+                    $"export of module {module}, which {patched} does not depend on: when the patched module loads, " +
+                    "nothing guarantees that module is loaded, so livepatch could not bind it. Reach that code " +
+                    "through something the module already uses, or backport it into the patched unit.");
             return Livepatch(BindingCase.OtherModuleExport, module, "export of module " + module);
         }
 
@@ -106,7 +124,8 @@ public sealed class BindingPolicy(PatchedObjectName patched, KernelExports expor
 
         // Not exported and not the unit's: another unit of the patched object, or (for module code) vmlinux. Where it
         // lives is looked up in the shipped objects; the relocation then belongs to whichever object that is.
-        return new Binding(BindingKind.Livepatch, BindingCase.UnexportedElsewhere, null, null, "unexported symbol of the running kernel");
+        return new Binding(BindingKind.Livepatch, BindingCase.UnexportedElsewhere, null, null,
+            "unexported symbol of the running kernel");
     }
 
     /// <summary>
@@ -114,7 +133,8 @@ public sealed class BindingPolicy(PatchedObjectName patched, KernelExports expor
     /// object loads. A module unit's reference to vmlinux goes into a vmlinux relocation section, since the kernel
     /// refuses vmlinux symbols in a module's livepatch relocation sections.
     /// </summary>
-    public Binding Located(PatchedObjectName symbolObject) => Livepatch(BindingCase.UnexportedElsewhere, symbolObject, "unexported symbol of " + symbolObject);
+    public Binding Located(PatchedObjectName symbolObject) =>
+        Livepatch(BindingCase.UnexportedElsewhere, symbolObject, "unexported symbol of " + symbolObject);
 
     /// <summary>
     /// The key field of a static branch (<c>__jump_table</c>) or static call (<c>.static_call_sites</c>) entry of
@@ -137,24 +157,32 @@ public sealed class BindingPolicy(PatchedObjectName patched, KernelExports expor
         // initialized, patching code through a garbage key. A tracepoint is harmless to leave disabled: the site
         // keeps its compiled (off) state, as kpatch and objtool do, and the build says so.
         if (KernelNames.TracepointOf(name, use) is { } tracepoint)
-            return new Binding(BindingKind.Inert, BindingCase.InertTracepoint, null, null, $"tracepoint {tracepoint} kept disabled");
+            return new Binding(BindingKind.Inert, BindingCase.InertTracepoint, null, null,
+                $"tracepoint {tracepoint} kept disabled");
         if (debugDescriptor)
-            return new Binding(BindingKind.Inert, BindingCase.InertDebugSite, null, null, "dynamic debug site kept disabled");
+            return new Binding(BindingKind.Inert, BindingCase.InertDebugSite, null, null,
+                "dynamic debug site kept disabled");
         return Refused(BindingCase.ModuleKey, use == KeyUse.StaticBranch
-            ? $"the patched code uses the static key {name} of module {patched}, which a livepatch cannot use (the key is bound only " +
-              "when the module loads, after the livepatch's jump entries were set up). Test the key with static_key_enabled() instead " +
-              "of a static branch."
-            : $"the patched code uses the static call {name} of module {patched}, which a livepatch cannot use (the key is bound only " +
-              "when the module loads, after the livepatch's static call sites were set up). Call the function directly.");
+            ? $"the patched code uses the static key {name} of module {patched}, which a livepatch cannot use (the " +
+              "key is bound only when the module loads, after the livepatch's jump entries were set up). Test the " +
+              "key with static_key_enabled() instead of a static branch."
+            : $"the patched code uses the static call {name} of module {patched}, which a livepatch cannot use (the " +
+              "key is bound only when the module loads, after the livepatch's static call sites were set up). Call " +
+              "the function directly.");
     }
 
-    /// <summary>Whether an undefined symbol may stay undefined in the linked livepatch module: the module loader resolves it.</summary>
-    public static bool LinkedByModuleLoader(KernelExports exports, string name) => exports.ExporterOf(name) is { IsVmlinux: true };
+    /// <summary>
+    /// Whether an undefined symbol may stay undefined in the linked livepatch module: the module loader resolves it.
+    /// </summary>
+    public static bool LinkedByModuleLoader(KernelExports exports, string name) =>
+        exports.ExporterOf(name) is { IsVmlinux: true };
 
-    private static Binding Normal(BindingCase @case, string reason) => new(BindingKind.Normal, @case, null, null, reason);
+    private static Binding Normal(BindingCase @case, string reason) =>
+        new(BindingKind.Normal, @case, null, null, reason);
 
     private Binding Livepatch(BindingCase @case, PatchedObjectName symbolObject, string reason) =>
         new(BindingKind.Livepatch, @case, symbolObject, symbolObject.IsVmlinux ? symbolObject : patched, reason);
 
-    private static Binding Refused(BindingCase @case, string reason) => new(BindingKind.Refused, @case, null, null, reason);
+    private static Binding Refused(BindingCase @case, string reason) =>
+        new(BindingKind.Refused, @case, null, null, reason);
 }

@@ -2,7 +2,10 @@ using Kintsugi.Elf;
 
 namespace Kintsugi.Diff;
 
-/// <summary>The kernel object a translation unit is linked into: <c>vmlinux</c> or a module (named as the kernel names it, '_' for '-').</summary>
+/// <summary>
+/// The kernel object a translation unit is linked into: <c>vmlinux</c> or a module (named as the kernel names it, '_'
+/// for '-').
+/// </summary>
 public readonly record struct PatchedObjectName
 {
     private PatchedObjectName(string value) => Value = value;
@@ -14,7 +17,8 @@ public readonly record struct PatchedObjectName
 
     public static PatchedObjectName Parse(string name)
     {
-        if (string.IsNullOrEmpty(name) || name.Length > 55 || !name.All(c => char.IsAsciiLetterOrDigit(c) || c is '_' or '-'))
+        if (string.IsNullOrEmpty(name) || name.Length > 55
+            || !name.All(c => char.IsAsciiLetterOrDigit(c) || c is '_' or '-'))
             throw new ArgumentException($"'{name}' is neither vmlinux nor a module name", nameof(name));
         return new PatchedObjectName(KernelObjectNames.Normalize(name));
     }
@@ -22,12 +26,14 @@ public readonly record struct PatchedObjectName
     public override string ToString() => Value;
 }
 
-/// <param name="SymbolTag">A C-identifier prefix unique per translation unit of one build; names the output's global symbols.</param>
+/// <param name="SymbolTag">A C-identifier prefix unique per translation unit of one build; names the output's global
+/// symbols.</param>
 public sealed record DiffOptions(PatchedObjectName Object, string SymbolTag)
 {
     /// <summary>
     /// Who exports what (Module.symvers), for the keys of the static branches and static calls the output keeps
-    /// (<see cref="BindingPolicy.ForKey"/>). None (the default) treats every key a module unit does not define as the module's.
+    /// (<see cref="BindingPolicy.ForKey"/>). None (the default) treats every key a module unit does not define as the
+    /// module's.
     /// </summary>
     public KernelExports Exports { get; init; } = KernelExports.None;
 
@@ -59,7 +65,8 @@ public sealed record DiffDecision(DiffStep Step, string Symbol, string Reason)
 
 public enum FunctionChange { Unchanged, Changed, New, Removed }
 
-/// <param name="Name">The symbol's name in the objects (clones keep their suffix; a .cold part belongs to its parent and is not listed).</param>
+/// <param name="Name">The symbol's name in the objects (clones keep their suffix; a .cold part belongs to its parent
+/// and is not listed).</param>
 /// <param name="OutputSymbol">For a changed function, the global symbol in the output holding the new code.</param>
 /// <param name="Note">Why, where it matters (for example: only __LINE__ values changed).</param>
 public sealed record FunctionDiff(string Name, FunctionChange Kind, bool IsLocal, string? OutputSymbol, string? Note);
@@ -82,7 +89,9 @@ public enum RefusalRule
     SpecialSectionUnsupported,
     /// <summary>Reserved: a removal that cannot be expressed.</summary>
     FunctionRemovedInUse,
-    /// <summary>An exported symbol's version (modversions CRC) changed: the fix changes a type of an exported interface.</summary>
+    /// <summary>
+    /// An exported symbol's version (modversions CRC) changed: the fix changes a type of an exported interface.
+    /// </summary>
     ExportedInterfaceChanged,
     Other,
 }
@@ -101,7 +110,8 @@ public sealed record ReferenceSite(string Section, ulong Offset, uint Type, long
 /// global, <c>SymbolTag + "local_" + sanitized name</c> for a local of the unit, so that two units' statics
 /// never collide; <see cref="TargetName"/> is the name to look up in the running kernel.
 /// </summary>
-/// <param name="DefinedInUnit">The original object defines it (so sympos can be resolved from the unit's layout).</param>
+/// <param name="DefinedInUnit">The original object defines it (so sympos can be resolved from the unit's
+/// layout).</param>
 public sealed record LoadTimeReference(string OutputName, string TargetName, bool IsLocal, bool DefinedInUnit,
     ReferenceTargetKind Kind, IReadOnlyList<ReferenceSite> Sites);
 
@@ -116,8 +126,10 @@ public sealed record InertSite(string Function, string Key, KeyUse Use, string R
 /// <summary>What changed between two compilations of one translation unit, and the livepatch object for it.</summary>
 public sealed class DiffResult
 {
-    internal DiffResult(IReadOnlyList<FunctionDiff> functions, IReadOnlyList<DataDiff> data, IReadOnlyList<DiffRefusal> refusals,
-        bool hasChanges, ElfObject? output, IReadOnlyList<LoadTimeReference> references, IReadOnlyList<string> callbacks,
+    internal DiffResult(IReadOnlyList<FunctionDiff> functions, IReadOnlyList<DataDiff> data,
+        IReadOnlyList<DiffRefusal> refusals,
+        bool hasChanges, ElfObject? output, IReadOnlyList<LoadTimeReference> references,
+            IReadOnlyList<string> callbacks,
         IReadOnlyList<InertSite>? inertSites = null)
     {
         InertSites = inertSites ?? [];
@@ -138,12 +150,18 @@ public sealed class DiffResult
     public bool IsRefused => Refusals.Count > 0;
     /// <summary>Whether any function changed or was added (a change of __LINE__ values only does not count).</summary>
     public bool HasChanges { get; }
-    /// <summary>The relocatable object with only what the patch needs; null when refused or when nothing changed.</summary>
+    /// <summary>
+    /// The relocatable object with only what the patch needs; null when refused or when nothing changed.
+    /// </summary>
     public ElfObject? Output { get; }
     public IReadOnlyList<LoadTimeReference> References { get; }
-    /// <summary>Output symbols named <c>__kintsugi_callback_{pre_patch|post_patch|pre_unpatch|post_unpatch}_FN</c>.</summary>
+    /// <summary>
+    /// Output symbols named <c>__kintsugi_callback_{pre_patch|post_patch|pre_unpatch|post_unpatch}_FN</c>.
+    /// </summary>
     public IReadOnlyList<string> Callbacks { get; }
-    /// <summary>Sites of included code kept disabled (tracepoints whose keys live in a module), sorted by function.</summary>
+    /// <summary>
+    /// Sites of included code kept disabled (tracepoints whose keys live in a module), sorted by function.
+    /// </summary>
     public IReadOnlyList<InertSite> InertSites { get; }
 }
 

@@ -16,7 +16,10 @@ internal sealed class FunctionComparer(ObjectView original, ObjectView patched, 
 {
     public enum Verdict { Same, Different, LineNumbersOnly }
 
-    /// <summary>struct _ddebug: four pointers (module, function, file, format), then <c>lineno:18</c> in the low bits of the next word.</summary>
+    /// <summary>
+    /// struct _ddebug: four pointers (module, function, file, format), then <c>lineno:18</c> in the low bits of the
+    /// next word.
+    /// </summary>
     private const int DescriptorLineField = 32;
     private const uint DescriptorLineMask = (1u << 18) - 1;
 
@@ -27,7 +30,9 @@ internal sealed class FunctionComparer(ObjectView original, ObjectView patched, 
         return Combine(code, CompareTableEntries(before, after));
     }
 
-    /// <summary>The verdict on two parts of one function together: any difference wins, then a line-only change.</summary>
+    /// <summary>
+    /// The verdict on two parts of one function together: any difference wins, then a line-only change.
+    /// </summary>
     public static Verdict Combine(Verdict a, Verdict b) =>
         a == Verdict.Different || b == Verdict.Different ? Verdict.Different
         : a == Verdict.LineNumbersOnly || b == Verdict.LineNumbersOnly ? Verdict.LineNumbersOnly
@@ -46,14 +51,17 @@ internal sealed class FunctionComparer(ObjectView original, ObjectView patched, 
             if (a.Offset - before.Start != b.Offset - after.Start || a.Type != b.Type) return Verdict.Different;
             if (Key(original, before.Section, a) == Key(patched, after.Section, b)) continue;
             // A pr_debug() descriptor holds its call's __LINE__: a moved line is not a change of the function.
-            if (Key(original, before.Section, a, ignoreDescriptorLines: true) != Key(patched, after.Section, b, ignoreDescriptorLines: true)) return Verdict.Different;
+            if (Key(original, before.Section, a, ignoreDescriptorLines: true)
+                != Key(patched, after.Section, b, ignoreDescriptorLines: true)) return Verdict.Different;
             descriptorLinesMoved = true;
         }
         var codeBefore = Masked(before, relocationsBefore);
         var codeAfter = Masked(after, relocationsAfter);
-        if (codeBefore.AsSpan().SequenceEqual(codeAfter)) return descriptorLinesMoved ? Verdict.LineNumbersOnly : Verdict.Same;
+        if (codeBefore.AsSpan().SequenceEqual(codeAfter))
+            return descriptorLinesMoved ? Verdict.LineNumbersOnly : Verdict.Same;
 
-        // Instruction by instruction: only differences in __LINE__ immediates passed to line-taking helpers are forgiven.
+        // Instruction by instruction: only differences in __LINE__ immediates passed to line-taking helpers are
+        // forgiven.
         var instructionsBefore = Decode(codeBefore);
         var instructionsAfter = Decode(codeAfter);
         if (instructionsBefore.Count != instructionsAfter.Count) return Verdict.Different;
@@ -62,7 +70,8 @@ internal sealed class FunctionComparer(ObjectView original, ObjectView patched, 
             var (a, b) = (instructionsBefore[i], instructionsAfter[i]);
             if (a.Length != b.Length) return Verdict.Different;
             if (codeBefore.AsSpan((int)a.IP, a.Length).SequenceEqual(codeAfter.AsSpan((int)b.IP, b.Length))) continue;
-            if (!IsLineArgument(a, b) || !CallsLineFunctionSoon(instructionsAfter, i, after, relocationsAfter)) return Verdict.Different;
+            if (!IsLineArgument(a, b) || !CallsLineFunctionSoon(instructionsAfter, i, after, relocationsAfter))
+                return Verdict.Different;
         }
         return Verdict.LineNumbersOnly;
     }
@@ -79,9 +88,12 @@ internal sealed class FunctionComparer(ObjectView original, ObjectView patched, 
         var a = _entriesBefore.GetValueOrDefault(before.Key) ?? [];
         var b = _entriesAfter.GetValueOrDefault(after.Key) ?? [];
         if (a.Count != b.Count) return Verdict.Different;
-        var (sortedA, sortedB) = (a.OrderBy(e => e.Content, StringComparer.Ordinal).ToList(), b.OrderBy(e => e.Content, StringComparer.Ordinal).ToList());
-        if (!sortedA.Select(e => e.Content).SequenceEqual(sortedB.Select(e => e.Content), StringComparer.Ordinal)) return Verdict.Different;
-        return sortedA.Select(e => e.Line).SequenceEqual(sortedB.Select(e => e.Line)) ? Verdict.Same : Verdict.LineNumbersOnly;
+        var (sortedA, sortedB) = (a.OrderBy(e => e.Content, StringComparer.Ordinal).ToList(),
+            b.OrderBy(e => e.Content, StringComparer.Ordinal).ToList());
+        if (!sortedA.Select(e => e.Content).SequenceEqual(sortedB.Select(e => e.Content), StringComparer.Ordinal))
+            return Verdict.Different;
+        return sortedA.Select(e => e.Line).SequenceEqual(sortedB.Select(e => e.Line)) ? Verdict.Same
+            : Verdict.LineNumbersOnly;
     }
 
     private Dictionary<SymbolKey, List<(string Content, int Line)>>? _entriesBefore, _entriesAfter;
@@ -91,9 +103,12 @@ internal sealed class FunctionComparer(ObjectView original, ObjectView patched, 
     /// ftrace locations (one per function), nor tables pointing into shared unnamed code (.altinstr_replacement), where
     /// one function's edit would move every other function's entries.
     /// </summary>
-    private static readonly HashSet<string> ComparedTables = new(StringComparer.Ordinal) { KernelNames.JumpTable, "__bug_table", "__ex_table", KernelNames.StaticCallSites };
+    private static readonly HashSet<string> ComparedTables = new(StringComparer.Ordinal)
+        { KernelNames.JumpTable, "__bug_table", "__ex_table", KernelNames.StaticCallSites };
 
-    /// <summary>struct bug_entry (12 bytes with CONFIG_DEBUG_BUGVERBOSE): address, file, then the 16-bit __LINE__ at offset 8.</summary>
+    /// <summary>
+    /// struct bug_entry (12 bytes with CONFIG_DEBUG_BUGVERBOSE): address, file, then the 16-bit __LINE__ at offset 8.
+    /// </summary>
     private const int BugEntryLineField = 8;
     private const int BugEntryLineSize = 12;
 
@@ -106,7 +121,8 @@ internal sealed class FunctionComparer(ObjectView original, ObjectView patched, 
         var result = new Dictionary<SymbolKey, List<(string, int)>>();
         foreach (var section in view.Elf.Sections)
         {
-            if (!ComparedTables.Contains(section.Name) || SpecialSections.Find(section.Name) is not { } table || section is not ElfDataSection) continue;
+            if (!ComparedTables.Contains(section.Name) || SpecialSections.Find(section.Name) is not { } table
+                || section is not ElfDataSection) continue;
             var relocations = view.Relocations.GetValueOrDefault(section) ?? [];
             if (SpecialSections.EntrySize(table, section, relocations) is not { } size) continue;
             foreach (var entry in relocations.GroupBy(r => r.Offset / (ulong)size))
@@ -118,18 +134,21 @@ internal sealed class FunctionComparer(ObjectView original, ObjectView patched, 
                 var function = owner.OwnerKey;
                 var bytes = ObjectView.Bytes(section, start, (ulong)size).ToArray();
                 foreach (var field in fields)
-                    bytes.AsSpan((int)(field.Offset - start), Math.Min(field.Type.FieldWidth(), size - (int)(field.Offset - start))).Clear();
+                    bytes.AsSpan((int)(field.Offset - start),
+                        Math.Min(field.Type.FieldWidth(), size - (int)(field.Offset - start))).Clear();
                 var line = 0;
                 if (section.Name == "__bug_table" && size == BugEntryLineSize)
                 {
                     line = BinaryPrimitives.ReadUInt16LittleEndian(bytes.AsSpan(BugEntryLineField));
                     bytes.AsSpan(BugEntryLineField, 2).Clear();
                 }
-                var content = new StringBuilder().Append(section.Name).Append('@').Append(owner.Identity).Append('+').Append(anchor.Offset);
+                var content = new StringBuilder().Append(section.Name).Append('@').Append(owner.Identity).Append('+')
+                    .Append(anchor.Offset);
                 // A pr_debug's static key lives inside its descriptor, whose line a moved message changes: the
                 // code's own reference to the descriptor already reports that as a line-only change.
                 foreach (var field in fields.Skip(1))
-                    content.Append(';').Append(field.Offset - start).Append('=').Append(Key(view, section, field, ignoreDescriptorLines: true));
+                    content.Append(';').Append(field.Offset - start).Append('=')
+                        .Append(Key(view, section, field, ignoreDescriptorLines: true));
                 content.Append(';').Append(Convert.ToHexString(bytes));
                 if (!result.TryGetValue(function, out var list)) result[function] = list = [];
                 list.Add((content.ToString(), line));
@@ -141,7 +160,8 @@ internal sealed class FunctionComparer(ObjectView original, ObjectView patched, 
     public bool SameData(DefinedSymbol before, DefinedSymbol after)
     {
         if (before.Symbol.Size != after.Symbol.Size || before.Section.Type != after.Section.Type
-            || before.Section.Flags.HasFlag(ElfSectionFlags.Write) != after.Section.Flags.HasFlag(ElfSectionFlags.Write))
+            || before.Section.Flags.HasFlag(ElfSectionFlags.Write)
+                != after.Section.Flags.HasFlag(ElfSectionFlags.Write))
             return false;
         var relocationsBefore = original.RelocationsIn(before).ToList();
         var relocationsAfter = patched.RelocationsIn(after).ToList();
@@ -178,7 +198,9 @@ internal sealed class FunctionComparer(ObjectView original, ObjectView patched, 
         return new TargetKey(TargetKind.Section, default, section.Name, target.Offset, ContentHash(section));
     }
 
-    /// <summary>A special static is the same when its contents are: a switch table's values, a descriptor's strings.</summary>
+    /// <summary>
+    /// A special static is the same when its contents are: a switch table's values, a descriptor's strings.
+    /// </summary>
     private static string SpecialContent(ObjectView view, DefinedSymbol special, bool ignoreDescriptorLines)
     {
         var builder = new StringBuilder();
@@ -199,9 +221,11 @@ internal sealed class FunctionComparer(ObjectView original, ObjectView patched, 
         if (special.Section is ElfDataSection)
         {
             var bytes = Masked(special, view.RelocationsIn(special).ToList());
-            if (ignoreDescriptorLines && KernelNames.IsDebugDescriptor(special.Name, special.Section.Name) && bytes.Length >= DescriptorLineField + 4)
+            if (ignoreDescriptorLines && KernelNames.IsDebugDescriptor(special.Name, special.Section.Name)
+                && bytes.Length >= DescriptorLineField + 4)
             {
-                var word = BinaryPrimitives.ReadUInt32LittleEndian(bytes.AsSpan(DescriptorLineField)) & ~DescriptorLineMask;
+                var word =
+                    BinaryPrimitives.ReadUInt32LittleEndian(bytes.AsSpan(DescriptorLineField)) & ~DescriptorLineMask;
                 BinaryPrimitives.WriteUInt32LittleEndian(bytes.AsSpan(DescriptorLineField), word);
             }
             builder.Append(Convert.ToHexString(bytes));
@@ -210,7 +234,8 @@ internal sealed class FunctionComparer(ObjectView original, ObjectView patched, 
     }
 
     private static string ContentHash(ElfSection section) =>
-        section is ElfDataSection data ? Convert.ToHexString(SHA256.HashData(data.Data))[..16] : section.Size.ToString();
+        section is ElfDataSection data ? Convert.ToHexString(SHA256.HashData(data.Data))[..16]
+            : section.Size.ToString();
 
     /// <summary>The symbol's bytes with every relocation field zeroed.</summary>
     private static byte[] Masked(DefinedSymbol defined, List<ElfRelocation> relocations)
@@ -238,17 +263,21 @@ internal sealed class FunctionComparer(ObjectView original, ObjectView patched, 
         return instructions;
     }
 
-    /// <summary>A 32-bit immediate loaded into the second or third argument register: how __LINE__ reaches a helper.</summary>
+    /// <summary>
+    /// A 32-bit immediate loaded into the second or third argument register: how __LINE__ reaches a helper.
+    /// </summary>
     private static bool IsLineArgument(Instruction before, Instruction after) =>
         before.Code == after.Code && before.Code == Code.Mov_r32_imm32
-        && before.Op0Register == after.Op0Register && before.Op0Register is Register.ESI or Register.EDX or Register.ECX;
+        && before.Op0Register == after.Op0Register && before.Op0Register is Register.ESI or Register.EDX
+            or Register.ECX;
 
     /// <summary>
     /// Whether the immediate loaded at <paramref name="index"/> is an argument of a line-taking helper: the next call
     /// (a call clobbers the argument registers, so only the next one can receive it) is to such a helper, and
     /// nothing in between reads or overwrites the register. A constant passed to another function is a real change.
     /// </summary>
-    private bool CallsLineFunctionSoon(List<Instruction> instructions, int index, DefinedSymbol function, List<ElfRelocation> relocations)
+    private bool CallsLineFunctionSoon(List<Instruction> instructions, int index, DefinedSymbol function,
+        List<ElfRelocation> relocations)
     {
         var register = instructions[index].Op0Register.GetFullRegister();
         for (var i = index + 1; i < Math.Min(instructions.Count, index + 12); i++)
@@ -257,14 +286,16 @@ internal sealed class FunctionComparer(ObjectView original, ObjectView patched, 
             if (instruction.FlowControl is FlowControl.Call or FlowControl.UnconditionalBranch)
             {
                 var site = function.Start + instruction.IP;
-                var relocation = relocations.FirstOrDefault(r => r.Offset >= site && r.Offset < site + (ulong)instruction.Length);
+                var relocation = relocations.FirstOrDefault(r => r.Offset >= site && r.Offset < site
+                    + (ulong)instruction.Length);
                 if (relocation is null) return false;
                 var target = patched.Resolve(function.Section, relocation);
                 var name = target.IsExternal ? target.Symbol.Name : target.Defined?.Name;
                 return name is not null && lineFunctions.Contains(name);
             }
             if (instruction.FlowControl != FlowControl.Next) return false;
-            if (_registers.GetInfo(instruction).GetUsedRegisters().Any(used => used.Register.GetFullRegister() == register)) return false;
+            if (_registers.GetInfo(instruction).GetUsedRegisters()
+                .Any(used => used.Register.GetFullRegister() == register)) return false;
         }
         return false;
     }
@@ -279,9 +310,11 @@ internal enum TargetKind { External, Function, Data, PerUse, String, Section }
 /// object (by its <see cref="DefinedSymbol.Identity"/>), a per-use static by its base name and contents, a literal
 /// string by its text, or a place in an unnamed section by its contents. Two relocations are alike when these are.
 /// </summary>
-/// <param name="Name">The external symbol's name, a per-use static's base name, the string, or the section's name.</param>
+/// <param name="Name">The external symbol's name, a per-use static's base name, the string, or the section's
+/// name.</param>
 /// <param name="Content">A digest of a per-use static's or an unnamed section's contents.</param>
-internal readonly record struct TargetKey(TargetKind Kind, SymbolKey Symbol, string Name, long Offset, string Content = "")
+internal readonly record struct TargetKey(TargetKind Kind, SymbolKey Symbol, string Name, long Offset,
+    string Content = "")
 {
     public override string ToString() => Kind switch
     {

@@ -54,24 +54,31 @@ public static partial class KernelNames
     {
         if (symbol.Name.StartsWith(DebugDescriptorPrefix, StringComparison.Ordinal)) return true;
         if (symbol.Binding != ElfSymbolBinding.Local) return false;
-        return PerUseBases.Contains(WithoutNumber(symbol.Name)) || symbol.Section?.Name is { } section && IsPerUseSection(section);
+        return PerUseBases.Contains(WithoutNumber(symbol.Name)) || symbol.Section?.Name is { } section
+            && IsPerUseSection(section);
     }
 
     private static readonly HashSet<string> PerUseBases = new(StringComparer.Ordinal)
     {
-        "__key", "__warned", "__already_done", "__print_once", "__func__", "__FUNCTION__", "__PRETTY_FUNCTION__", "CSWTCH",
+        "__key", "__warned", "__already_done", "__print_once", "__func__", "__FUNCTION__", "__PRETTY_FUNCTION__",
+            "CSWTCH",
         "_rs", "descriptor", "__msg", "__mod", "__flags", "__tpstrtab", "__bpf_trace_tp_map", "__compound_literal",
     };
 
-    private static bool IsPerUseSection(string section) => section is "__verbose" or "__dyndbg" or ".data.once" or ".data..once";
+    private static bool IsPerUseSection(string section) =>
+        section is "__verbose" or "__dyndbg" or ".data.once" or ".data..once";
 
-    /// <summary>A dynamic-debug descriptor (pr_debug and friends): one per call site, holding that call's __LINE__.</summary>
+    /// <summary>
+    /// A dynamic-debug descriptor (pr_debug and friends): one per call site, holding that call's __LINE__.
+    /// </summary>
     public static bool IsDebugDescriptor(string symbol, string section) =>
         symbol.StartsWith(DebugDescriptorPrefix, StringComparison.Ordinal) || section is "__dyndbg" or "__verbose";
 
     private const string DebugDescriptorPrefix = "__UNIQUE_ID_ddebug";
 
-    /// <summary>The call every traceable function starts with: without it, livepatch cannot redirect the function.</summary>
+    /// <summary>
+    /// The call every traceable function starts with: without it, livepatch cannot redirect the function.
+    /// </summary>
     public const string FtraceEntry = "__fentry__";
 
     /// <summary>How far into a function its ftrace call may sit (after an endbr64 and padding).</summary>
@@ -96,7 +103,9 @@ public static partial class KernelNames
     /// <summary>A static call's key, <c>__SCK__NAME</c>, which its sites are registered under.</summary>
     public const string StaticCallKeyPrefix = "__SCK__";
 
-    /// <summary>The key of the static call whose trampoline <paramref name="symbol"/> is, or null when it is none.</summary>
+    /// <summary>
+    /// The key of the static call whose trampoline <paramref name="symbol"/> is, or null when it is none.
+    /// </summary>
     public static string? StaticCallKeyOf(string symbol) =>
         symbol.StartsWith(StaticCallTrampolinePrefix, StringComparison.Ordinal)
             ? StaticCallKeyPrefix + symbol[StaticCallTrampolinePrefix.Length..] : null;
@@ -119,18 +128,37 @@ public static partial class KernelNames
     /// <summary>The wrappers the callback macros define: <c>__kintsugi_callback_KIND_FUNCTION</c>.</summary>
     public const string CallbackPrefix = "__kintsugi_callback_";
 
-    /// <summary>The kinds of callback, in the order livepatch runs them.</summary>
-    public static IReadOnlyList<string> CallbackKinds { get; } = ["pre_patch", "post_patch", "pre_unpatch", "post_unpatch"];
+    /// <summary>
+    /// Whether <paramref name="symbol"/> is named as a callback wrapper; one whose kind is unknown is still one, so
+    /// that the builder refuses it rather than link it as an ordinary function.
+    /// </summary>
+    public static bool IsCallback(string symbol) => symbol.StartsWith(CallbackPrefix, StringComparison.Ordinal);
 
-    /// <summary>The kind of callback <paramref name="symbol"/> is the wrapper of, or null when it is no callback.</summary>
+    /// <summary>The kinds of callback, in the order livepatch runs them.</summary>
+    public static IReadOnlyList<string> CallbackKinds { get; } = ["pre_patch", "post_patch", "pre_unpatch",
+        "post_unpatch"];
+
+    /// <summary>
+    /// The kind of callback <paramref name="symbol"/> is the wrapper of, or null when it is no callback.
+    /// </summary>
     public static string? CallbackKind(string symbol)
     {
         if (!symbol.StartsWith(CallbackPrefix, StringComparison.Ordinal)) return null;
         var rest = symbol[CallbackPrefix.Length..];
-        return CallbackKinds.FirstOrDefault(k => rest.Length > k.Length + 1 && rest.StartsWith(k + "_", StringComparison.Ordinal));
+        return CallbackKinds.FirstOrDefault(k => rest.Length > k.Length + 1
+            && rest.StartsWith(k + "_", StringComparison.Ordinal));
     }
 
     // Sections.
+
+    /// <summary>
+    /// The table of the sites where vmlinux code (6.11 and later) holds a boot-time constant the kernel patches in
+    /// once (runtime_const_ptr): <c>runtime_ptr_SYM</c> lists the movabs immediates set from the variable SYM.
+    /// </summary>
+    public const string RuntimePointerPrefix = "runtime_ptr_";
+
+    /// <summary>Likewise for shifts by a runtime constant: <c>runtime_shift_SYM</c>.</summary>
+    public const string RuntimeShiftPrefix = "runtime_shift_";
 
     /// <summary>
     /// Sections the kernel frees once boot or the module's load is over (__init, __exit, __meminit and the boot
@@ -143,7 +171,9 @@ public static partial class KernelNames
     /// <summary>The static branch table: one <c>struct jump_entry</c> (code, target, key) per site.</summary>
     public const string JumpTable = "__jump_table";
 
-    /// <summary>The size of a <c>struct jump_entry</c> on x86-64: three relative fields, the key one 8 bytes wide.</summary>
+    /// <summary>
+    /// The size of a <c>struct jump_entry</c> on x86-64: three relative fields, the key one 8 bytes wide.
+    /// </summary>
     public const int JumpEntrySize = 16;
 
     /// <summary>The static call site table: one <c>struct static_call_site</c> (address, key) per site.</summary>

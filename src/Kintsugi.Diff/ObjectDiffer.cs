@@ -21,7 +21,8 @@ public static partial class ObjectDiffer
         ArgumentNullException.ThrowIfNull(patched);
         ArgumentNullException.ThrowIfNull(options);
         if (!CIdentifier().IsMatch(options.SymbolTag))
-            throw new ArgumentException($"the symbol tag '{options.SymbolTag}' is not a C identifier prefix", nameof(options));
+            throw new ArgumentException($"the symbol tag '{options.SymbolTag}' is not a C identifier prefix",
+                nameof(options));
         // Malformed input is refused where it is detected (DiffException, ElfFormatException); any other
         // exception is a bug of the differ and surfaces as one, never as a refusal of the user's objects.
         try
@@ -77,7 +78,8 @@ internal sealed class Differ(ObjectView original, ObjectView patched, DiffOption
         // Included: every changed function, and every new global one (a callback, or code another unit calls).
         var roots = patched.ByKey.Values.Where(d => d.Role == SymbolRole.Function && (
                 _functionChanges.GetValueOrDefault(d.Key) == FunctionChange.Changed
-                || (_functionChanges.GetValueOrDefault(d.Key) == FunctionChange.New && !d.IsLocal && !KernelNames.IsInitSection(d.Section.Name))))
+                || (_functionChanges.GetValueOrDefault(d.Key) == FunctionChange.New && !d.IsLocal
+                    && !KernelNames.IsInitSection(d.Section.Name))))
             .ToList();
         var newIncluded = roots.Any(r => _functionChanges[r.Key] == FunctionChange.New);
         if (_refusals.Count > 0 || (!hasChanges && !newIncluded))
@@ -88,8 +90,10 @@ internal sealed class Differ(ObjectView original, ObjectView patched, DiffOption
 
         if (_refusals.Count > 0)
             return new DiffResult(functions, data, _refusals, hasChanges, null, [], []);
-        var callbacks = roots.Where(r => KernelNames.CallbackKind(r.Name) is not null).Select(r => r.Name).Order(StringComparer.Ordinal).ToList();
-        return new DiffResult(functions, data, _refusals, hasChanges || newIncluded, builder.Output, builder.References, callbacks, builder.InertSites);
+        var callbacks = roots.Where(r => KernelNames.IsCallback(r.Name)).Select(r => r.Name)
+            .Order(StringComparer.Ordinal).ToList();
+        return new DiffResult(functions, data, _refusals, hasChanges || newIncluded, builder.Output, builder.References,
+            callbacks, builder.InertSites);
     }
 
     /// <summary>Links every symbol with its twin, once; those linked by their users rather than their keys are
@@ -118,7 +122,8 @@ internal sealed class Differ(ObjectView original, ObjectView patched, DiffOption
             FunctionDiff diff;
             if (before is null)
                 diff = new FunctionDiff(after!.Name, FunctionChange.New, after.IsLocal, null,
-                    KernelNames.IsInitSection(after.Section.Name) ? "__init code: it never runs in a live patch" : null);
+                    KernelNames.IsInitSection(after.Section.Name) ? "__init code: it never runs in a live patch"
+                        : null);
             else if (after is null)
                 diff = new FunctionDiff(before.Name, FunctionChange.Removed, before.IsLocal, null, null);
             else
@@ -126,10 +131,14 @@ internal sealed class Differ(ObjectView original, ObjectView patched, DiffOption
                 var verdict = FunctionComparer.Combine(_comparer.CompareCode(before, after), ColdPartsVerdict(key));
                 diff = verdict switch
                 {
-                    FunctionComparer.Verdict.Same => new FunctionDiff(after.Name, FunctionChange.Unchanged, after.IsLocal, null, null),
-                    FunctionComparer.Verdict.LineNumbersOnly => new FunctionDiff(after.Name, FunctionChange.Unchanged, after.IsLocal, null,
+                    FunctionComparer.Verdict.Same =>
+                        new FunctionDiff(after.Name, FunctionChange.Unchanged, after.IsLocal, null, null),
+                    FunctionComparer.Verdict.LineNumbersOnly =>
+                        new FunctionDiff(after.Name, FunctionChange.Unchanged, after.IsLocal, null,
                         "only __LINE__ values passed to a warning or debug helper changed; nothing to patch"),
-                    _ => new FunctionDiff(after.Name, FunctionChange.Changed, after.IsLocal, options.SymbolTag + ObjectDiffer.Sanitize(after.Name), null),
+                    _ =>
+                        new FunctionDiff(after.Name, FunctionChange.Changed, after.IsLocal, options.SymbolTag
+                        + ObjectDiffer.Sanitize(after.Name), null),
                 };
                 if (diff.Kind == FunctionChange.Changed) RefuseUnpatchable(after);
             }
@@ -144,7 +153,8 @@ internal sealed class Differ(ObjectView original, ObjectView patched, DiffOption
     {
         if (options.Trace is not { } trace) return;
         if (before is not null && after is not null && before.Name != after.Name)
-            trace(new DiffDecision(DiffStep.Correlate, after.Name, $"is {before.Name} of the original (key {after.Key})"));
+            trace(new DiffDecision(DiffStep.Correlate, after.Name,
+                $"is {before.Name} of the original (key {after.Key})"));
         var reason = diff.Kind switch
         {
             FunctionChange.New => "new: the original has no such function",
@@ -162,7 +172,8 @@ internal sealed class Differ(ObjectView original, ObjectView patched, DiffOption
         var before = original.ColdParts[parentKey].ToList();
         var after = patched.ColdParts[parentKey].ToList();
         if (before.Count != after.Count) return FunctionComparer.Verdict.Different;
-        return before.Zip(after).Select(pair => _comparer.CompareCode(pair.First, pair.Second)).Aggregate(FunctionComparer.Verdict.Same, FunctionComparer.Combine);
+        return before.Zip(after).Select(pair => _comparer.CompareCode(pair.First, pair.Second))
+            .Aggregate(FunctionComparer.Verdict.Same, FunctionComparer.Combine);
     }
 
     private void RefuseUnpatchable(DefinedSymbol function)
@@ -170,21 +181,26 @@ internal sealed class Differ(ObjectView original, ObjectView patched, DiffOption
         if (KernelNames.IsInitSection(function.Section.Name))
         {
             _refusals.Add(new DiffRefusal(RefusalRule.InitCodeChanged, function.Name,
-                $"{function.Name} is __init or __exit code ({function.Section.Name}): it ran at boot or module load and is gone; a livepatch cannot rerun it. " +
-                "If the fix must affect state that code set up, change that state from a post-patch callback (KPATCH_POST_PATCH_CALLBACK)."));
+                $"{function.Name} is __init or __exit code ({function.Section.Name}): it ran at boot or module load " +
+                "and is gone; a livepatch cannot rerun it. If the fix must affect state that code set up, change " +
+                "that state from a post-patch callback (KPATCH_POST_PATCH_CALLBACK)."));
             return;
         }
-        var hasEntry = patched.RelocationsIn(function).Any(r => r.Symbol?.Name == KernelNames.FtraceEntry && r.Offset - function.Start <= KernelNames.FtraceEntryReach);
+        var hasEntry = patched.RelocationsIn(function)
+            .Any(r => r.Symbol?.Name == KernelNames.FtraceEntry
+            && r.Offset - function.Start <= KernelNames.FtraceEntryReach);
         if (!hasEntry)
             _refusals.Add(new DiffRefusal(RefusalRule.NoFtraceEntry, function.Name,
-                $"{function.Name} has no ftrace entry (notrace, noinstr, or an inline-only helper), so livepatch cannot redirect calls to it. " +
-                "Patch its callers instead: move the change into a function they call that can be traced, or change the callers themselves."));
+                $"{function.Name} has no ftrace entry (notrace, noinstr, or an inline-only helper), so livepatch " +
+                "cannot redirect calls to it. Patch its callers instead: move the change into a function they call " +
+                "that can be traced, or change the callers themselves."));
     }
 
     private List<DataDiff> CompareData()
     {
         var result = new List<DataDiff>();
-        foreach (var after in patched.ByKey.Values.Where(d => d.Role == SymbolRole.Data).OrderBy(d => d.Name, StringComparer.Ordinal))
+        foreach (var after in patched.ByKey.Values.Where(d => d.Role == SymbolRole.Data)
+            .OrderBy(d => d.Name, StringComparer.Ordinal))
         {
             if (after.Twin is not { Role: SymbolRole.Data } before)
             {
@@ -193,12 +209,14 @@ internal sealed class Differ(ObjectView original, ObjectView patched, DiffOption
             }
             if (_comparer.SameData(before, after)) continue;
             result.Add(new DataDiff(after.Name, DataChange.Changed, after.IsLocal));
-            options.Trace?.Invoke(new DiffDecision(DiffStep.Compare, after.Name, "changed data: initial value, size or place"));
+            options.Trace?.Invoke(new DiffDecision(DiffStep.Compare, after.Name,
+                "changed data: initial value, size or place"));
             if (SpecialSections.IsIgnored(after.Section)) continue;
             _refusals.Add(new DiffRefusal(RefusalRule.DataChanged, after.Name,
-                $"the fix changes the existing data {after.Name} ({after.Section.Name}: its initial value, size or place). The running kernel keeps using the old one; " +
-                "a livepatch cannot change data in place. Keep the old definition and attach new state with a shadow variable (klp_shadow_get_or_alloc), " +
-                "or set the new value from a post-patch callback."));
+                $"the fix changes the existing data {after.Name} ({after.Section.Name}: its initial value, size or " +
+                "place). The running kernel keeps using the old one; a livepatch cannot change data in place. Keep " +
+                "the old definition and attach new state with a shadow variable (klp_shadow_get_or_alloc), or set " +
+                "the new value from a post-patch callback."));
         }
         return result;
     }

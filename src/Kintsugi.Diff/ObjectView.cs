@@ -11,7 +11,10 @@ internal enum SymbolRole
     /// <summary>A <c>.cold</c> part: belongs to its parent function.</summary>
     ColdPart,
     Data,
-    /// <summary>A static the compiler makes per use (__func__, once flags, lock keys, switch tables, debug descriptors): never correlated or bound, copied when used.</summary>
+    /// <summary>
+    /// A static the compiler makes per use (__func__, once flags, lock keys, switch tables, debug descriptors): never
+    /// correlated or bound, copied when used.
+    /// </summary>
     Special,
 }
 
@@ -23,7 +26,9 @@ internal sealed class DefinedSymbol(ElfSymbol symbol, SymbolKey key, SymbolRole 
 {
     public ElfSymbol Symbol { get; } = symbol;
 
-    /// <summary>Set when the symbol is indexed; a numbered static's once its users are known (<see cref="Number"/>).</summary>
+    /// <summary>
+    /// Set when the symbol is indexed; a numbered static's once its users are known (<see cref="Number"/>).
+    /// </summary>
     public SymbolKey Key { get; private set; } = key;
 
     public SymbolRole Role { get; } = role;
@@ -40,7 +45,9 @@ internal sealed class DefinedSymbol(ElfSymbol symbol, SymbolKey key, SymbolRole 
     /// <summary>For a numbered static local, the functions (by name) that use it.</summary>
     public IReadOnlySet<string>? Users { get; private set; }
 
-    /// <summary>The same function or object in the other compilation, linked once (<see cref="Correlation"/>), or null.</summary>
+    /// <summary>
+    /// The same function or object in the other compilation, linked once (<see cref="Correlation"/>), or null.
+    /// </summary>
     public DefinedSymbol? Twin { get; private set; }
 
     /// <summary>
@@ -70,7 +77,8 @@ internal sealed class DefinedSymbol(ElfSymbol symbol, SymbolKey key, SymbolRole 
     public static void Link(DefinedSymbol original, DefinedSymbol patched)
     {
         if (original.Twin is not null || patched.Twin is not null || original.InPatched || !patched.InPatched)
-            throw new InvalidOperationException($"{original} and {patched} cannot be linked: each links once, to the other side");
+            throw new InvalidOperationException($"{original} and {patched} cannot be linked: each links once, to the " +
+                "other side");
         original.Twin = patched;
         patched.Twin = original;
     }
@@ -79,7 +87,8 @@ internal sealed class DefinedSymbol(ElfSymbol symbol, SymbolKey key, SymbolRole 
 }
 
 /// <summary>Where a relocation really points: a defined symbol and the offset in it, or an external symbol.</summary>
-internal readonly record struct RelocationTarget(ElfSymbol Symbol, DefinedSymbol? Defined, ElfSection? Section, long Offset)
+internal readonly record struct RelocationTarget(ElfSymbol Symbol, DefinedSymbol? Defined, ElfSection? Section,
+    long Offset)
 {
     public bool IsExternal => Defined is null && Section is null;
 }
@@ -135,11 +144,15 @@ internal sealed class ObjectView
                 var role = parent is null ? SymbolRole.Function : SymbolRole.ColdPart;
                 Add(new DefinedSymbol(symbol, SymbolKey.Named(symbol.Name), role, parent) { InPatched = patched });
             }
-            else if (symbol.Type is ElfSymbolType.Object or ElfSymbolType.Tls || (symbol.Type == ElfSymbolType.NoType && IsDataSection(symbol.Section) && !symbol.Name.StartsWith('.')))
+            else if (symbol.Type is ElfSymbolType.Object or ElfSymbolType.Tls
+                || (symbol.Type == ElfSymbolType.NoType && IsDataSection(symbol.Section)
+                && !symbol.Name.StartsWith('.')))
             {
                 if (KernelNames.IsPerUseStatic(symbol))
-                    Add(new DefinedSymbol(symbol, SymbolKey.PerUse(symbol.Name), SymbolRole.Special, null) { InPatched = patched });
-                else if (symbol.Binding == ElfSymbolBinding.Local && KernelNames.IsNumberedStatic(symbol.Name, out _, out _))
+                    Add(new DefinedSymbol(symbol, SymbolKey.PerUse(symbol.Name), SymbolRole.Special,
+                        null) { InPatched = patched });
+                else if (symbol.Binding == ElfSymbolBinding.Local
+                    && KernelNames.IsNumberedStatic(symbol.Name, out _, out _))
                 {
                     var defined = new DefinedSymbol(symbol, SymbolKey.Named(symbol.Name), SymbolRole.Data, null)
                     {
@@ -148,7 +161,8 @@ internal sealed class ObjectView
                     numbered.Add(defined);
                     Track(defined);
                 }
-                else Add(new DefinedSymbol(symbol, SymbolKey.Named(symbol.Name), SymbolRole.Data, null) { InPatched = patched });
+                else Add(new DefinedSymbol(symbol, SymbolKey.Named(symbol.Name), SymbolRole.Data,
+                    null) { InPatched = patched });
             }
         }
         foreach (var list in DefinedIn.Values) list.Sort((a, b) => a.Start.CompareTo(b.Start));
@@ -178,7 +192,8 @@ internal sealed class ObjectView
     {
         var users = new Dictionary<DefinedSymbol, SortedSet<string>>(ReferenceEqualityComparer.Instance);
         foreach (var defined in numbered) users[defined] = new SortedSet<string>(StringComparer.Ordinal);
-        // Only relocations into a section holding a numbered static can reach one: resolving the others costs a decode of every function.
+        // Only relocations into a section holding a numbered static can reach one: resolving the others costs a decode
+        // of every function.
         var holders = numbered.Select(d => d.Section).ToHashSet(ReferenceEqualityComparer.Instance);
         foreach (var function in ByKey.Values.Where(d => d.IsCode))
             foreach (var relocation in RelocationsIn(function))
@@ -205,9 +220,11 @@ internal sealed class ObjectView
         section.Flags.HasFlag(ElfSectionFlags.Alloc) && !section.Flags.HasFlag(ElfSectionFlags.ExecInstr);
 
     public static bool IsStringSection(ElfSection section) =>
-        section.Flags.HasFlag(ElfSectionFlags.Strings) || section.Name.StartsWith(".rodata.str", StringComparison.Ordinal);
+        section.Flags.HasFlag(ElfSectionFlags.Strings)
+            || section.Name.StartsWith(".rodata.str", StringComparison.Ordinal);
 
-    public IEnumerable<ElfRelocation> RelocationsIn(DefinedSymbol defined) => RelocationsIn(defined.Section, defined.Start, Math.Max(defined.End, defined.Start + 1));
+    public IEnumerable<ElfRelocation> RelocationsIn(DefinedSymbol defined) =>
+        RelocationsIn(defined.Section, defined.Start, Math.Max(defined.End, defined.Start + 1));
 
     public IEnumerable<ElfRelocation> RelocationsIn(ElfSection section, ulong start, ulong end)
     {
@@ -219,7 +236,8 @@ internal sealed class ObjectView
     /// <summary>Where a relocation in <paramref name="from"/> really points.</summary>
     public RelocationTarget Resolve(ElfSection from, ElfRelocation relocation)
     {
-        var symbol = relocation.Symbol ?? throw new DiffException($"a relocation at {from.Name}+0x{relocation.Offset:x} has no symbol");
+        var symbol = relocation.Symbol
+            ?? throw new DiffException($"a relocation at {from.Name}+0x{relocation.Offset:x} has no symbol");
         var offset = relocation.Addend;
         // A PC-relative displacement is relative to the end of its instruction, not to the field.
         if (relocation.Type.IsPcRelative() && from.Flags.HasFlag(ElfSectionFlags.ExecInstr))
@@ -237,7 +255,9 @@ internal sealed class ObjectView
             : new RelocationTarget(symbol, null, symbol.Section, offset + (long)symbol.Value);
     }
 
-    /// <summary>The function or object whose extent holds <paramref name="offset"/> of <paramref name="section"/>.</summary>
+    /// <summary>
+    /// The function or object whose extent holds <paramref name="offset"/> of <paramref name="section"/>.
+    /// </summary>
     public DefinedSymbol? Covering(ElfSection section, long offset)
     {
         if (!DefinedIn.TryGetValue(section, out var list)) return null;
@@ -283,7 +303,9 @@ internal sealed class ObjectView
         return ends;
     }
 
-    /// <summary>The bytes of a symbol's extent, or nothing when the extent (as the symbol claims it) is not inside the section.</summary>
+    /// <summary>
+    /// The bytes of a symbol's extent, or nothing when the extent (as the symbol claims it) is not inside the section.
+    /// </summary>
     public static ReadOnlySpan<byte> Bytes(ElfSection section, ulong start, ulong length) =>
         section is ElfDataSection data && start <= (ulong)data.Data.Length && length <= (ulong)data.Data.Length - start
             ? data.Data.AsSpan((int)start, (int)length) : default;
@@ -291,7 +313,8 @@ internal sealed class ObjectView
     /// <summary>The NUL-terminated string at <paramref name="offset"/> of a string section.</summary>
     public static string StringAt(ElfSection section, long offset)
     {
-        if (section is not ElfDataSection data || offset < 0 || offset >= data.Data.Length) return $"<{section.Name}+{offset}>";
+        if (section is not ElfDataSection data || offset < 0 || offset >= data.Data.Length)
+            return $"<{section.Name}+{offset}>";
         var span = data.Data.AsSpan((int)offset);
         var end = span.IndexOf((byte)0);
         return Encoding.Latin1.GetString(end < 0 ? span : span[..end]);

@@ -13,7 +13,8 @@ internal static class SpecialSections
     /// <param name="KeyField">The entry offset of a field naming a static key or static call, or -1.</param>
     /// <param name="ShortLastEntry">The bytes of data in an entry whose padding comes from the next entry's alignment
     /// (so the table's last entry has only these), or 0 when every entry is padded to its full size.</param>
-    internal sealed record Table(string Name, int[] EntrySizes, int KeyField = -1, string? Companion = null, int CompanionEntrySize = 0,
+    internal sealed record Table(string Name, int[] EntrySizes, int KeyField = -1, string? Companion = null,
+        int CompanionEntrySize = 0,
         int ShortLastEntry = 0);
 
     public static readonly IReadOnlyList<Table> Tables =
@@ -41,13 +42,18 @@ internal static class SpecialSections
     {
         var name = section.Name;
         return !section.Flags.HasFlag(ElfSectionFlags.Alloc)
-            || name.StartsWith(".discard", StringComparison.Ordinal) || name.StartsWith(".initcall", StringComparison.Ordinal)
-            || name.StartsWith("__ksymtab", StringComparison.Ordinal) || name.StartsWith("___ksymtab", StringComparison.Ordinal)
-            || name.StartsWith("__kcrctab", StringComparison.Ordinal) || name.StartsWith("__kstrtab", StringComparison.Ordinal)
-            || name is ".modinfo" or "__param" or ".export_symbol" or "__tracepoints_ptrs" or "__tracepoints_strings" or ".orc_unwind"
+            || name.StartsWith(".discard", StringComparison.Ordinal)
+                || name.StartsWith(".initcall", StringComparison.Ordinal)
+            || name.StartsWith("__ksymtab", StringComparison.Ordinal)
+                || name.StartsWith("___ksymtab", StringComparison.Ordinal)
+            || name.StartsWith("__kcrctab", StringComparison.Ordinal)
+                || name.StartsWith("__kstrtab", StringComparison.Ordinal)
+            || name is ".modinfo" or "__param" or ".export_symbol" or "__tracepoints_ptrs" or "__tracepoints_strings"
+                or ".orc_unwind"
                 or ".static_call_tramp_key" or "__syscalls_metadata" or "_ftrace_events"
                 or "_ftrace_eval_map" or "__bpf_raw_tp_map"
-            || name.StartsWith(".init.", StringComparison.Ordinal) || name.StartsWith(".exit.", StringComparison.Ordinal)
+            || name.StartsWith(".init.", StringComparison.Ordinal)
+                || name.StartsWith(".exit.", StringComparison.Ordinal)
             || name.StartsWith(".note", StringComparison.Ordinal) || KernelNames.IsFragmentSection(name);
     }
 
@@ -58,7 +64,8 @@ internal static class SpecialSections
     /// one of its inputs has them already ("file already has .return_sites, skipping").
     /// </summary>
     public static bool WrittenByObjtool(Table table) =>
-        table.Name is KernelNames.StaticCallSites or ".retpoline_sites" or ".return_sites" or ".call_sites" or ".ibt_endbr_seal" or ".cfi_sites";
+        table.Name is KernelNames.StaticCallSites or ".retpoline_sites" or ".return_sites" or ".call_sites"
+            or ".ibt_endbr_seal" or ".cfi_sites";
 
     /// <summary>The entry size whose relocation layout repeats through the whole table, or null.</summary>
     public static int? EntrySize(Table table, ElfSection section, IReadOnlyList<ElfRelocation> relocations)
@@ -70,22 +77,28 @@ internal static class SpecialSections
             if (count == 0) return relocations.Count == 0 ? size : null;
             var pattern = relocations.Where(r => r.Offset < (ulong)size).Select(r => r.Offset).ToList();
             var consistent = relocations.Count == pattern.Count * count
-                && relocations.Select((r, i) => r.Offset == (ulong)(i / pattern.Count) * (ulong)size + pattern[i % pattern.Count]).All(x => x);
+                && relocations.Select((r, i) => r.Offset == (ulong)(i / pattern.Count) * (ulong)size
+                    + pattern[i % pattern.Count]).All(x => x);
             if (consistent) return size;
         }
         return null;
     }
 
-    /// <summary>How many entries of <paramref name="size"/> the table holds, its last one possibly short; null when none fits.</summary>
+    /// <summary>
+    /// How many entries of <paramref name="size"/> the table holds, its last one possibly short; null when none fits.
+    /// </summary>
     public static int? EntryCount(Table table, ElfSection section, int size)
     {
         if (section.Size % (ulong)size == 0) return (int)(section.Size / (ulong)size);
         var padding = (ulong)(size - table.ShortLastEntry);
-        if (table.ShortLastEntry > 0 && (section.Size + padding) % (ulong)size == 0) return (int)((section.Size + padding) / (ulong)size);
+        if (table.ShortLastEntry > 0 && (section.Size + padding) % (ulong)size == 0)
+            return (int)((section.Size + padding) / (ulong)size);
         return null;
     }
 
-    /// <summary>Entry <paramref name="index"/> as <paramref name="size"/> bytes; a short last entry gets its padding as zeroes.</summary>
+    /// <summary>
+    /// Entry <paramref name="index"/> as <paramref name="size"/> bytes; a short last entry gets its padding as zeroes.
+    /// </summary>
     public static byte[] Entry(ElfDataSection section, int index, int size)
     {
         var entry = new byte[size];

@@ -191,7 +191,8 @@ public sealed class ElfSymbolCollection : ElfOwnedCollection<ElfSymbol>
 
     private protected override bool HasOwner(ElfSymbol item) => item.SymbolTable is not null;
 
-    private protected override void SetOwner(ElfSymbol item, bool attached) => item.SymbolTable = attached ? _owner : null;
+    private protected override void SetOwner(ElfSymbol item, bool attached) =>
+        item.SymbolTable = attached ? _owner : null;
 
     private protected override void SetIndex(ElfSymbol item, int index) => item.Index = index;
 

@@ -1,6 +1,8 @@
 namespace Kintsugi.Elf;
 
-/// <summary>A section whose contents are plain bytes: code, data, debug info, and any type the model does not interpret.</summary>
+/// <summary>
+/// A section whose contents are plain bytes: code, data, debug info, and any type the model does not interpret.
+/// </summary>
 public sealed class ElfDataSection : ElfSection
 {
     private byte[] _data;
@@ -10,7 +12,8 @@ public sealed class ElfDataSection : ElfSection
     {
         if (type is ElfSectionType.NoBits or ElfSectionType.Null)
         {
-            throw new ArgumentException($"Use {nameof(ElfNoBitsSection)} for SHT_NOBITS; SHT_NULL is implicit.", nameof(type));
+            throw new ArgumentException($"Use {nameof(ElfNoBitsSection)} for SHT_NOBITS; SHT_NULL is implicit.",
+                nameof(type));
         }
 
         _data = data ?? [];

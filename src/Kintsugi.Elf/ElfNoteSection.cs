@@ -50,7 +50,9 @@ public sealed class ElfNoteSection : ElfSection
 
     internal static int Pad(int length, int padding) => (length + padding - 1) & -padding;
 
-    /// <summary>Parses the notes in <paramref name="contents"/>; throws <see cref="ElfFormatException"/> when one does not fit.</summary>
+    /// <summary>
+    /// Parses the notes in <paramref name="contents"/>; throws <see cref="ElfFormatException"/> when one does not fit.
+    /// </summary>
     internal void ReadNotes(byte[] contents, long fileOffset, int sectionIndex)
     {
         int padding = Padding;
@@ -59,7 +61,8 @@ public sealed class ElfNoteSection : ElfSection
         {
             if (contents.Length - position < 12)
             {
-                throw new ElfFormatException($"note section [{sectionIndex}]: note header at offset {position} is truncated", fileOffset + position);
+                throw new ElfFormatException($"note section [{sectionIndex}]: note header at offset {position} is " +
+                    "truncated", fileOffset + position);
             }
 
             var header = contents.AsSpan(position);
@@ -73,7 +76,8 @@ public sealed class ElfNoteSection : ElfSection
             if (descriptorStart > contents.Length || descriptorStart + descriptorSize > contents.Length)
             {
                 throw new ElfFormatException(
-                    $"note section [{sectionIndex}]: note at offset {position} claims name size {nameSize} and descriptor size {descriptorSize}, beyond the section's {contents.Length} bytes",
+                    $"note section [{sectionIndex}]: note at offset {position} claims name size {nameSize} and " +
+                    $"descriptor size {descriptorSize}, beyond the section's {contents.Length} bytes",
                     fileOffset + position);
             }
 
@@ -129,7 +133,8 @@ public sealed class ElfNoteSection : ElfSection
         return size;
     }
 
-    private static int EncodedNameSize(ElfNote note) => note.Name.Length == 0 ? 0 : Encoding.UTF8.GetByteCount(note.Name) + 1;
+    private static int EncodedNameSize(ElfNote note) =>
+        note.Name.Length == 0 ? 0 : Encoding.UTF8.GetByteCount(note.Name) + 1;
 
     internal override void WriteContent(Span<byte> destination, ElfWriter writer)
     {

@@ -44,7 +44,9 @@ public sealed class ElfObject
     internal byte[]? OriginalImage;
     internal ulong OriginalSectionHeaderOffset;
 
-    /// <summary>An empty relocatable object with .symtab, .strtab and .shstrtab, ready for sections to be inserted before them.</summary>
+    /// <summary>
+    /// An empty relocatable object with .symtab, .strtab and .shstrtab, ready for sections to be inserted before them.
+    /// </summary>
     public static ElfObject CreateRelocatable()
     {
         var elf = new ElfObject();
@@ -66,15 +68,19 @@ public sealed class ElfObject
     /// <exception cref="ElfFormatException">The file is not a well-formed ELF64 x86-64 relocatable object.</exception>
     public static ElfObject Load(string path) => ElfReader.Read(File.ReadAllBytes(path));
 
-    /// <summary>Writes the object to a new array. May normalize the model first (see <see cref="Write(Stream)"/>).</summary>
-    /// <exception cref="InvalidOperationException">The model refers to sections or symbols it does not contain.</exception>
+    /// <summary>
+    /// Writes the object to a new array. May normalize the model first (see <see cref="Write(Stream)"/>).
+    /// </summary>
+    /// <exception cref="InvalidOperationException">The model refers to sections or symbols it does not
+    /// contain.</exception>
     public byte[] ToArray() => new ElfWriter(this).Write();
 
     /// <summary>
     /// Writes the object. Before writing, local symbols are moved before global ones and an
     /// SHT_SYMTAB_SHNDX section is added where symbols need extended section indexes.
     /// </summary>
-    /// <exception cref="InvalidOperationException">The model refers to sections or symbols it does not contain.</exception>
+    /// <exception cref="InvalidOperationException">The model refers to sections or symbols it does not
+    /// contain.</exception>
     public void Write(Stream stream)
     {
         ArgumentNullException.ThrowIfNull(stream);
@@ -97,7 +103,9 @@ public sealed class ElfObject
         return null;
     }
 
-    /// <summary>The section at ELF index <paramref name="index"/> (1-based; 0 is the null section and gives null).</summary>
+    /// <summary>
+    /// The section at ELF index <paramref name="index"/> (1-based; 0 is the null section and gives null).
+    /// </summary>
     public ElfSection? GetSection(int index) => index == 0 ? null : Sections[index - 1];
 
     /// <summary>The relocation sections whose target is <paramref name="target"/>.</summary>
@@ -160,7 +168,8 @@ public sealed class ElfObject
             grew = false;
             foreach (var candidate in Sections)
             {
-                if (candidate is ElfRelocationSection { Target: { } target } && doomed.Contains(target) && doomed.Add(candidate))
+                if (candidate is ElfRelocationSection { Target: { } target } && doomed.Contains(target)
+                    && doomed.Add(candidate))
                 {
                     grew = true;
                 }
@@ -175,7 +184,8 @@ public sealed class ElfObject
                     group.Members.RemoveAll(doomed.Contains);
                     break;
                 case ElfSymbolTableSection table:
-                    table.Symbols.RemoveAll(symbol => symbol.Type == ElfSymbolType.Section && symbol.Section is { } s && doomed.Contains(s));
+                    table.Symbols.RemoveAll(symbol => symbol.Type == ElfSymbolType.Section && symbol.Section is { } s
+                        && doomed.Contains(s));
                     break;
             }
         }

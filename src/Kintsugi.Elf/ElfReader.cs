@@ -25,10 +25,12 @@ internal sealed class ElfReader
         {
             return new ElfReader(image).ReadObject();
         }
-        catch (Exception e) when (e is IndexOutOfRangeException or ArgumentException or OverflowException or InvalidCastException)
+        catch (Exception e) when (e is IndexOutOfRangeException or ArgumentException or OverflowException
+            or InvalidCastException)
         {
             // A safety net: validation should have caught this first. The tests assert it never fires.
-            throw new ElfFormatException($"malformed ELF object ({InternalErrorMarker}: {e.GetType().Name}: {e.Message})", e);
+            throw new ElfFormatException($"malformed ELF object ({InternalErrorMarker}: {e.GetType().Name}: " +
+                $"{e.Message})", e);
         }
     }
 
@@ -94,7 +96,8 @@ internal sealed class ElfReader
 
         if (header.Type != ElfFileType.Relocatable)
         {
-            throw new ElfFormatException($"e_type {(ushort)header.Type} is not supported (only ET_REL relocatable objects)", 16);
+            throw new ElfFormatException($"e_type {(ushort)header.Type} is not supported (only ET_REL relocatable " +
+                "objects)", 16);
         }
 
         if (header.Machine != ElfMachine.X86_64)
@@ -122,9 +125,11 @@ internal sealed class ElfReader
             throw new ElfFormatException("object has no section header table (e_shoff is 0)", 40);
         }
 
-        if (sectionHeaderOffset > (ulong)image.Length || (ulong)image.Length - sectionHeaderOffset < ElfConstants.SectionHeaderSize)
+        if (sectionHeaderOffset > (ulong)image.Length
+            || (ulong)image.Length - sectionHeaderOffset < ElfConstants.SectionHeaderSize)
         {
-            throw new ElfFormatException($"section header table at 0x{sectionHeaderOffset:x} is outside the file of {image.Length} bytes", 40);
+            throw new ElfFormatException($"section header table at 0x{sectionHeaderOffset:x} is outside the file of " +
+                $"{image.Length} bytes", 40);
         }
 
         // Section header 0 carries the real count and name table index when they do not fit in 16 bits.
@@ -141,7 +146,8 @@ internal sealed class ElfReader
         if (count > available)
         {
             throw new ElfFormatException(
-                $"section header table at 0x{sectionHeaderOffset:x} claims {count} entries but only {available} fit in the file", 60);
+                $"section header table at 0x{sectionHeaderOffset:x} claims {count} entries but only {available} fit " +
+                "in the file", 60);
         }
 
         sectionCount = (int)count;
@@ -157,7 +163,8 @@ internal sealed class ElfReader
 
         if (nameTableIndex >= count)
         {
-            throw new ElfFormatException($"section name table index {nameTableIndex} is not below the section count {count}", 62);
+            throw new ElfFormatException($"section name table index {nameTableIndex} is not below the section count " +
+                $"{count}", 62);
         }
 
         sectionNameTableIndex = (int)nameTableIndex;
@@ -185,7 +192,9 @@ internal sealed class ElfReader
         }
     }
 
-    /// <summary>Contents must lie inside the file and must not overlap each other, the ELF header or the section header table.</summary>
+    /// <summary>
+    /// Contents must lie inside the file and must not overlap each other, the ELF header or the section header table.
+    /// </summary>
     private void CheckSectionExtents(ulong tableOffset)
     {
         ulong length = (ulong)_image.Length;
@@ -200,7 +209,8 @@ internal sealed class ElfReader
             ref readonly var header = ref _headers[i];
             if (header.Alignment != 0 && (header.Alignment & (header.Alignment - 1)) != 0)
             {
-                throw new ElfFormatException($"section [{i}] has alignment {header.Alignment}, which is not a power of two", header.HeaderOffset + 48);
+                throw new ElfFormatException($"section [{i}] has alignment {header.Alignment}, which is not a power " +
+                    "of two", header.HeaderOffset + 48);
             }
 
             if (header.Type == (uint)ElfSectionType.NoBits || header.Type == (uint)ElfSectionType.Null)
@@ -211,7 +221,8 @@ internal sealed class ElfReader
             if (header.Offset > length || header.Size > length - header.Offset)
             {
                 throw new ElfFormatException(
-                    $"section [{i}] contents at 0x{header.Offset:x} of size 0x{header.Size:x} extend beyond the file of 0x{length:x} bytes",
+                    $"section [{i}] contents at 0x{header.Offset:x} of size 0x{header.Size:x} extend beyond the file " +
+                    $"of 0x{length:x} bytes",
                     header.HeaderOffset + 24);
             }
 
@@ -229,7 +240,8 @@ internal sealed class ElfReader
             if (current.Start < previous.End)
             {
                 throw new ElfFormatException(
-                    $"{DescribeExtent(current.Index)} at 0x{current.Start:x} overlaps {DescribeExtent(previous.Index)} ending at 0x{previous.End:x}",
+                    $"{DescribeExtent(current.Index)} at 0x{current.Start:x} overlaps " +
+                    $"{DescribeExtent(previous.Index)} ending at 0x{previous.End:x}",
                     (long)current.Start);
             }
         }
@@ -251,7 +263,8 @@ internal sealed class ElfReader
             var type = (ElfSectionType)header.Type;
             ElfSection section = type switch
             {
-                ElfSectionType.Null => throw new ElfFormatException($"section [{i}] has type SHT_NULL", header.HeaderOffset + 4),
+                ElfSectionType.Null =>
+                    throw new ElfFormatException($"section [{i}] has type SHT_NULL", header.HeaderOffset + 4),
                 ElfSectionType.NoBits => new ElfNoBitsSection(string.Empty, header.Size),
                 ElfSectionType.StringTable => new ElfStringTableSection(string.Empty, Contents(header)),
                 ElfSectionType.SymbolTable => new ElfSymbolTableSection(string.Empty),
@@ -282,9 +295,11 @@ internal sealed class ElfReader
         }
     }
 
-    private byte[] Contents(in RawSectionHeader header) => _image.AsSpan((int)header.Offset, (int)header.Size).ToArray();
+    private byte[] Contents(in RawSectionHeader header) =>
+        _image.AsSpan((int)header.Offset, (int)header.Size).ToArray();
 
-    private ReadOnlySpan<byte> ContentSpan(in RawSectionHeader header) => _image.AsSpan((int)header.Offset, (int)header.Size);
+    private ReadOnlySpan<byte> ContentSpan(in RawSectionHeader header) =>
+        _image.AsSpan((int)header.Offset, (int)header.Size);
 
     private void ReadNames(int nameTableIndex)
     {
@@ -302,12 +317,16 @@ internal sealed class ElfReader
             var section = _sections[i]!;
             if (names is null && header.Name != 0)
             {
-                throw new ElfFormatException($"section [{i}] has a name offset but the object has no section name table", header.HeaderOffset);
+                throw new ElfFormatException(
+                    $"section [{i}] has a name offset but the object has no section name table",
+                    header.HeaderOffset);
             }
 
-            section.Name = names is null ? string.Empty : GetString(names, header.Name, $"name of section [{i}]", header.HeaderOffset);
+            section.Name = names is null ? string.Empty
+                : GetString(names, header.Name, $"name of section [{i}]", header.HeaderOffset);
             section.Origin = new SectionOrigin(
-                _object, i, header.Offset, section.OccupiesFile ? header.Size : 0, section.OccupiesFile, header.Name, section.Name, names);
+                _object, i, header.Offset, section.OccupiesFile ? header.Size : 0, section.OccupiesFile, header.Name,
+                    section.Name, names);
         }
     }
 
@@ -333,7 +352,8 @@ internal sealed class ElfReader
         if (index >= _sections.Length)
         {
             throw new ElfFormatException(
-                $"section [{referrer}] '{_sections[referrer]!.Name}': {field} {index} is not a section index (the object has {_sections.Length} sections)", where);
+                $"section [{referrer}] '{_sections[referrer]!.Name}': {field} {index} is not a section index (the " +
+                $"object has {_sections.Length} sections)", where);
         }
 
         return _sections[index];
@@ -349,20 +369,23 @@ internal sealed class ElfReader
             string? expectedLink = section switch
             {
                 ElfSymbolTableSection when section.Link is not ElfStringTableSection => "a string table",
-                ElfRelocationSection or ElfGroupSection or ElfSymbolTableIndexSection when section.Link is not ElfSymbolTableSection => "a symbol table",
+                ElfRelocationSection or ElfGroupSection
+                    or ElfSymbolTableIndexSection when section.Link is not ElfSymbolTableSection => "a symbol table",
                 _ => null,
             };
             if (expectedLink is not null)
             {
                 throw new ElfFormatException(
-                    $"section [{i}] '{section.Name}': sh_link {header.Link} is not {expectedLink}", header.HeaderOffset + 40);
+                    $"section [{i}] '{section.Name}': sh_link {header.Link} is not {expectedLink}", header.HeaderOffset
+                        + 40);
             }
 
             if (section is ElfRelocationSection relocations)
             {
                 relocations.Target = SectionAt(header.Info, i, "sh_info", header.HeaderOffset + 44);
             }
-            else if (section is not (ElfSymbolTableSection or ElfGroupSection) && section.Flags.HasFlag(ElfSectionFlags.InfoLink))
+            else if (section is not (ElfSymbolTableSection or ElfGroupSection)
+                && section.Flags.HasFlag(ElfSectionFlags.InfoLink))
             {
                 section.InfoSection = SectionAt(header.Info, i, "sh_info", header.HeaderOffset + 44);
             }
@@ -380,12 +403,14 @@ internal sealed class ElfReader
                 ref readonly var header = ref _headers[i];
                 if (header.Size % 4 != 0)
                 {
-                    throw new ElfFormatException($"extended index section [{i}] size {header.Size} is not a multiple of 4", header.HeaderOffset + 32);
+                    throw new ElfFormatException($"extended index section [{i}] size {header.Size} is not a multiple " +
+                        "of 4", header.HeaderOffset + 32);
                 }
 
                 if (!indexTables.TryAdd(indexSection.SymbolTable!, i))
                 {
-                    throw new ElfFormatException($"extended index section [{i}] is the second one for its symbol table", header.HeaderOffset + 40);
+                    throw new ElfFormatException($"extended index section [{i}] is the second one for its symbol table",
+                        header.HeaderOffset + 40);
                 }
             }
         }
@@ -405,17 +430,21 @@ internal sealed class ElfReader
         const int entrySize = ElfSymbolTableSection.EntrySizeInBytes;
         if (header.EntrySize != entrySize)
         {
-            throw new ElfFormatException($"symbol table [{sectionIndex}] has entry size {header.EntrySize}, expected 24", header.HeaderOffset + 56);
+            throw new ElfFormatException(
+                $"symbol table [{sectionIndex}] has entry size {header.EntrySize}, expected 24",
+                header.HeaderOffset + 56);
         }
 
         if (header.Size % entrySize != 0 || header.Size == 0)
         {
-            throw new ElfFormatException($"symbol table [{sectionIndex}] size {header.Size} is not a positive multiple of 24", header.HeaderOffset + 32);
+            throw new ElfFormatException($"symbol table [{sectionIndex}] size {header.Size} is not a positive " +
+                "multiple of 24", header.HeaderOffset + 32);
         }
 
         var strings = (ElfStringTableSection)table.Link!;
         var contents = ContentSpan(header);
-        ReadOnlySpan<byte> extendedIndexes = indexSectionIndex != 0 ? ContentSpan(_headers[indexSectionIndex]) : default;
+        ReadOnlySpan<byte> extendedIndexes = indexSectionIndex != 0 ? ContentSpan(_headers[indexSectionIndex])
+            : default;
         int count = contents.Length / entrySize;
         for (int n = 1; n < count; n++)
         {
@@ -440,12 +469,14 @@ internal sealed class ElfReader
                 if (extendedIndexes.Length < (n + 1) * 4)
                 {
                     throw new ElfFormatException(
-                        $"symbol {n} in [{sectionIndex}] uses SHN_XINDEX but has no entry in an extended index section", where + 6);
+                        $"symbol {n} in [{sectionIndex}] uses SHN_XINDEX but has no entry in an extended index section",
+                            where + 6);
                 }
 
                 uint index = BinaryPrimitives.ReadUInt32LittleEndian(extendedIndexes[(n * 4)..]);
                 symbol.Section = SectionAt(index, sectionIndex, $"extended section index of symbol {n}", where + 6)
-                    ?? throw new ElfFormatException($"symbol {n} in [{sectionIndex}] has extended section index 0", where + 6);
+                    ?? throw new ElfFormatException($"symbol {n} in [{sectionIndex}] has extended section index 0",
+                        where + 6);
                 symbol.ReadThroughExtendedIndex = true;
             }
             else if (shortIndex >= ElfConstants.ReservedSectionIndexStart || shortIndex == 0)
@@ -474,12 +505,14 @@ internal sealed class ElfReader
             const int entrySize = ElfRelocationSection.EntrySizeInBytes;
             if (header.EntrySize != entrySize)
             {
-                throw new ElfFormatException($"relocation section [{i}] has entry size {header.EntrySize}, expected 24", header.HeaderOffset + 56);
+                throw new ElfFormatException($"relocation section [{i}] has entry size {header.EntrySize}, expected 24",
+                    header.HeaderOffset + 56);
             }
 
             if (header.Size % entrySize != 0)
             {
-                throw new ElfFormatException($"relocation section [{i}] size {header.Size} is not a multiple of 24", header.HeaderOffset + 32);
+                throw new ElfFormatException($"relocation section [{i}] size {header.Size} is not a multiple of 24",
+                    header.HeaderOffset + 32);
             }
 
             var symbols = relocations.SymbolTable!.Symbols;
@@ -494,7 +527,8 @@ internal sealed class ElfReader
                 if (symbolIndex > (ulong)symbols.Count)
                 {
                     throw new ElfFormatException(
-                        $"relocation {n} in [{i}] '{relocations.Name}' refers to symbol {symbolIndex}, but the symbol table has {symbols.Count + 1} entries",
+                        $"relocation {n} in [{i}] '{relocations.Name}' refers to symbol {symbolIndex}, but the " +
+                        $"symbol table has {symbols.Count + 1} entries",
                         (long)header.Offset + (long)n * entrySize + 8);
                 }
 
@@ -520,14 +554,16 @@ internal sealed class ElfReader
             ref readonly var header = ref _headers[i];
             if (header.Size < 4 || header.Size % 4 != 0)
             {
-                throw new ElfFormatException($"group section [{i}] size {header.Size} is not a positive multiple of 4", header.HeaderOffset + 32);
+                throw new ElfFormatException($"group section [{i}] size {header.Size} is not a positive multiple of 4",
+                    header.HeaderOffset + 32);
             }
 
             var symbols = group.SymbolTable!.Symbols;
             if (header.Info > (uint)symbols.Count)
             {
                 throw new ElfFormatException(
-                    $"group section [{i}] signature symbol {header.Info} is outside the symbol table of {symbols.Count + 1} entries", header.HeaderOffset + 44);
+                    $"group section [{i}] signature symbol {header.Info} is outside the symbol table of " +
+                    $"{symbols.Count + 1} entries", header.HeaderOffset + 44);
             }
 
             group.Signature = header.Info == 0 ? null : symbols[(int)header.Info - 1];
@@ -541,12 +577,14 @@ internal sealed class ElfReader
                     ?? throw new ElfFormatException($"group section [{i}] lists section 0 as a member", where);
                 if (member is ElfGroupSection)
                 {
-                    throw new ElfFormatException($"group section [{i}] lists group section [{memberIndex}] as a member", where);
+                    throw new ElfFormatException($"group section [{i}] lists group section [{memberIndex}] as a member",
+                        where);
                 }
 
                 if (!memberOf.TryAdd(member, i))
                 {
-                    throw new ElfFormatException($"section [{memberIndex}] is listed in group [{memberOf[member]}] and again in group [{i}]", where);
+                    throw new ElfFormatException($"section [{memberIndex}] is listed in group [{memberOf[member]}] " +
+                        $"and again in group [{i}]", where);
                 }
 
                 group.Members.Add(member);

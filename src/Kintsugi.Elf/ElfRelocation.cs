@@ -1,6 +1,8 @@
 namespace Kintsugi.Elf;
 
-/// <summary>An Elf64_Rela entry: patch <see cref="Offset"/> of the target section with <see cref="Type"/>(S + A).</summary>
+/// <summary>
+/// An Elf64_Rela entry: patch <see cref="Offset"/> of the target section with <see cref="Type"/>(S + A).
+/// </summary>
 public sealed class ElfRelocation
 {
     public ElfRelocation(ulong offset, X86RelocationType type, ElfSymbol? symbol, long addend)

@@ -56,7 +56,8 @@ public sealed class ElfRelocationSection : ElfSection
             if (relocation.Symbol is { } symbol && !ReferenceEquals(symbol.SymbolTable, table))
             {
                 throw new InvalidOperationException(
-                    $"Relocation at 0x{relocation.Offset:x} in '{Name}' refers to symbol '{symbol.Name}', which is not in '{table.Name}'.");
+                    $"Relocation at 0x{relocation.Offset:x} in '{Name}' refers to symbol '{symbol.Name}', which is " +
+                    $"not in '{table.Name}'.");
             }
         }
     }
@@ -82,7 +83,8 @@ public sealed class ElfRelocationSection : ElfSection
 /// </summary>
 public sealed class ElfGroupSection : ElfSection
 {
-    public ElfGroupSection(string name, ElfSymbolTableSection? symbolTable, ElfSymbol? signature, ElfGroupFlags groupFlags = ElfGroupFlags.Comdat)
+    public ElfGroupSection(string name, ElfSymbolTableSection? symbolTable, ElfSymbol? signature,
+        ElfGroupFlags groupFlags = ElfGroupFlags.Comdat)
         : base(name, ElfSectionType.Group)
     {
         Link = symbolTable;
@@ -119,7 +121,8 @@ public sealed class ElfGroupSection : ElfSection
 
         if (Signature is { } signature && !ReferenceEquals(signature.SymbolTable, table))
         {
-            throw new InvalidOperationException($"Group section '{Name}' has signature '{signature.Name}', which is not in '{table.Name}'.");
+            throw new InvalidOperationException($"Group section '{Name}' has signature '{signature.Name}', which is " +
+                $"not in '{table.Name}'.");
         }
 
         foreach (var member in Members)

@@ -54,7 +54,10 @@ public abstract class ElfSection
     /// <summary>sh_size as it would be written now (for string tables: as read).</summary>
     public abstract ulong Size { get; }
 
-    /// <summary>The section header index in <see cref="Object"/>, kept current as sections are added and removed; 0 when detached.</summary>
+    /// <summary>
+    /// The section header index in <see cref="Object"/>, kept current as sections are added and removed; 0 when
+    /// detached.
+    /// </summary>
     public int Index { get; internal set; }
 
     /// <summary>The object this section belongs to, or null.</summary>

@@ -29,19 +29,22 @@ public sealed class ElfStringTableSection : ElfSection
     public override ulong Size => (ulong)_contents.Length;
 
     /// <summary>The NUL-terminated UTF-8 string at <paramref name="offset"/> of <see cref="Contents"/>.</summary>
-    /// <exception cref="ElfFormatException">The offset is outside the table or the string has no terminator.</exception>
+    /// <exception cref="ElfFormatException">The offset is outside the table or the string has no
+    /// terminator.</exception>
     public string GetString(uint offset)
     {
         if (offset >= (uint)_contents.Length)
         {
-            throw new ElfFormatException($"string offset {offset} is outside string table {Describe()} of {_contents.Length} bytes");
+            throw new ElfFormatException($"string offset {offset} is outside string table {Describe()} of " +
+                $"{_contents.Length} bytes");
         }
 
         var tail = _contents.AsSpan((int)offset);
         int length = tail.IndexOf((byte)0);
         if (length < 0)
         {
-            throw new ElfFormatException($"string at offset {offset} of string table {Describe()} has no NUL terminator");
+            throw new ElfFormatException(
+                $"string at offset {offset} of string table {Describe()} has no NUL terminator");
         }
 
         return length == 0 ? string.Empty : Encoding.UTF8.GetString(tail[..length]);

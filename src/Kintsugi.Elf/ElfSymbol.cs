@@ -41,7 +41,10 @@ public sealed class ElfSymbol
         }
     }
 
-    /// <summary>The reserved st_shndx of a symbol not defined in a section; <see cref="ElfSpecialSectionIndex.Undefined"/> when <see cref="Section"/> is set.</summary>
+    /// <summary>
+    /// The reserved st_shndx of a symbol not defined in a section; <see cref="ElfSpecialSectionIndex.Undefined"/> when
+    /// <see cref="Section"/> is set.
+    /// </summary>
     public ElfSpecialSectionIndex SpecialSection
     {
         get => _specialSection;
@@ -57,7 +60,9 @@ public sealed class ElfSymbol
 
     public ulong Size { get; set; }
 
-    /// <summary>The index in <see cref="SymbolTable"/>, kept current as symbols are added and removed; 0 when detached.</summary>
+    /// <summary>
+    /// The index in <see cref="SymbolTable"/>, kept current as symbols are added and removed; 0 when detached.
+    /// </summary>
     public int Index { get; internal set; }
 
     /// <summary>The table this symbol belongs to, or null.</summary>

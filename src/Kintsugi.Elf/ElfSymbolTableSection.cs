@@ -2,7 +2,9 @@ using System.Buffers.Binary;
 
 namespace Kintsugi.Elf;
 
-/// <summary>SHT_SYMTAB: the symbols, with <see cref="ElfSection.Link"/> naming the string table of their names.</summary>
+/// <summary>
+/// SHT_SYMTAB: the symbols, with <see cref="ElfSection.Link"/> naming the string table of their names.
+/// </summary>
 public sealed class ElfSymbolTableSection : ElfSection
 {
     internal const int EntrySizeInBytes = 24;
@@ -27,7 +29,9 @@ public sealed class ElfSymbolTableSection : ElfSection
 
     public override ulong Size => (ulong)(Symbols.Count + 1) * EntrySizeInBytes;
 
-    /// <summary>The symbol at ELF index <paramref name="index"/> (1-based; 0 is the null symbol and gives null).</summary>
+    /// <summary>
+    /// The symbol at ELF index <paramref name="index"/> (1-based; 0 is the null symbol and gives null).
+    /// </summary>
     public ElfSymbol? GetSymbol(int index) => index == 0 ? null : Symbols[index - 1];
 
     /// <summary>The first symbol named <paramref name="name"/>, or null.</summary>
@@ -87,9 +91,11 @@ public sealed class ElfSymbolTableSection : ElfSection
             }
 
             ushort special = (ushort)symbol.SpecialSection;
-            if (symbol.Section is null && special != 0 && (special < ElfConstants.ReservedSectionIndexStart || special == ElfConstants.ExtendedSectionIndex))
+            if (symbol.Section is null && special != 0
+                && (special < ElfConstants.ReservedSectionIndexStart || special == ElfConstants.ExtendedSectionIndex))
             {
-                throw new InvalidOperationException($"Symbol '{symbol.Name}' has special section index 0x{special:x}, which is not a reserved index.");
+                throw new InvalidOperationException($"Symbol '{symbol.Name}' has special section index " +
+                    $"0x{special:x}, which is not a reserved index.");
             }
         }
     }
@@ -106,7 +112,8 @@ public sealed class ElfSymbolTableSection : ElfSection
             entry[4] = (byte)(((byte)symbol.Binding << 4) | ((byte)symbol.Type & 0xf));
             entry[5] = symbol.Other;
             ushort shndx = symbol.Section is { } section
-                ? (ElfWriter.UsesExtendedIndex(symbol, hasIndexTable) ? ElfConstants.ExtendedSectionIndex : (ushort)section.Index)
+                ? (ElfWriter.UsesExtendedIndex(symbol, hasIndexTable) ? ElfConstants.ExtendedSectionIndex
+                    : (ushort)section.Index)
                 : (ushort)symbol.SpecialSection;
             BinaryPrimitives.WriteUInt16LittleEndian(entry[6..], shndx);
             BinaryPrimitives.WriteUInt64LittleEndian(entry[8..], symbol.Value);

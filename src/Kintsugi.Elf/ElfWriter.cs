@@ -25,11 +25,14 @@ internal sealed class ElfWriter
         if (referenced is not null && !ReferenceEquals(referenced.Object, owner))
         {
             throw new InvalidOperationException(
-                $"Section '{referrer.Name}' refers ({what}) to section '{referenced.Name}', which is not in this object.");
+                $"Section '{referrer.Name}' refers ({what}) to section '{referenced.Name}', which is not in this " +
+                "object.");
         }
     }
 
-    /// <summary>Whether the writer encodes this symbol's section through SHN_XINDEX and the extended index table.</summary>
+    /// <summary>
+    /// Whether the writer encodes this symbol's section through SHN_XINDEX and the extended index table.
+    /// </summary>
     public static bool UsesExtendedIndex(ElfSymbol symbol, bool hasIndexTable)
         => symbol.Section is { } section
             && hasIndexTable
@@ -93,7 +96,8 @@ internal sealed class ElfWriter
         {
             foreach (var table in sections.OfType<ElfSymbolTableSection>().ToList())
             {
-                bool hasIndexSection = sections.Any(s => s is ElfSymbolTableIndexSection x && ReferenceEquals(x.Link, table));
+                bool hasIndexSection = sections.Any(s => s is ElfSymbolTableIndexSection x
+                    && ReferenceEquals(x.Link, table));
                 if (!hasIndexSection)
                 {
                     // Inserting shifts later sections up, so decide on the count after insertion.
@@ -129,12 +133,14 @@ internal sealed class ElfWriter
             section.ValidateReferences(_object);
             if (section is ElfSymbolTableIndexSection { Link: { } table } && !seenIndexTables.Add(table))
             {
-                throw new InvalidOperationException($"Symbol table '{table.Name}' has more than one extended index section.");
+                throw new InvalidOperationException($"Symbol table '{table.Name}' has more than one extended index " +
+                    "section.");
             }
 
             if (section.Alignment != 0 && (section.Alignment & (section.Alignment - 1)) != 0)
             {
-                throw new InvalidOperationException($"Section '{section.Name}' has alignment {section.Alignment}, which is not a power of two.");
+                throw new InvalidOperationException($"Section '{section.Name}' has alignment {section.Alignment}, " +
+                    "which is not a power of two.");
             }
         }
     }
@@ -145,7 +151,9 @@ internal sealed class ElfWriter
     /// </summary>
     private void PlanStringTables()
     {
-        var users = new Dictionary<ElfStringTableSection, (List<ElfSection> Sections, List<ElfSymbolTableSection> SymbolTables)>();
+        var users =
+            new Dictionary<ElfStringTableSection, (List<ElfSection> Sections,
+            List<ElfSymbolTableSection> SymbolTables)>();
         foreach (var table in _object.Sections.OfType<ElfStringTableSection>())
         {
             users[table] = ([], []);
@@ -157,7 +165,8 @@ internal sealed class ElfWriter
         }
         else if (_object.Sections.FirstOrDefault(s => s.Name.Length != 0) is { } named)
         {
-            throw new InvalidOperationException($"Section '{named.Name}' has a name but the object has no section name table.");
+            throw new InvalidOperationException($"Section '{named.Name}' has a name but the object has no section " +
+                "name table.");
         }
 
         foreach (var symbols in _object.Sections.OfType<ElfSymbolTableSection>())
@@ -167,8 +176,10 @@ internal sealed class ElfWriter
 
         foreach (var (table, (sections, symbolTables)) in users)
         {
-            bool keep = sections.All(s => s.Origin is { } o && ReferenceEquals(o.NameTable, table) && o.NameAsRead == s.Name)
-                && symbolTables.All(t => t.Symbols.All(s => ReferenceEquals(s.OriginNameTable, table) && s.OriginName == s.Name));
+            bool keep = sections.All(s => s.Origin is { } o && ReferenceEquals(o.NameTable, table) && o.NameAsRead
+                == s.Name)
+                && symbolTables.All(t => t.Symbols.All(s => ReferenceEquals(s.OriginNameTable, table) && s.OriginName
+                    == s.Name));
             if (keep)
             {
                 foreach (var section in sections)
@@ -225,13 +236,16 @@ internal sealed class ElfWriter
         ulong originalCount = BinaryPrimitives.ReadUInt16LittleEndian(_object.OriginalImage.AsSpan(60));
         if (originalCount == 0)
         {
-            originalCount = BinaryPrimitives.ReadUInt64LittleEndian(_object.OriginalImage.AsSpan((int)_object.OriginalSectionHeaderOffset + 32));
+            originalCount = BinaryPrimitives.ReadUInt64LittleEndian(
+                _object.OriginalImage.AsSpan((int)_object.OriginalSectionHeaderOffset + 32));
         }
 
         return originalCount == (ulong)sections.Count + 1;
     }
 
-    /// <summary>ELF header, then each section's contents at its alignment in section order, then the section header table.</summary>
+    /// <summary>
+    /// ELF header, then each section's contents at its alignment in section order, then the section header table.
+    /// </summary>
     private ulong[] LayOut(ulong[] sizes, out ulong headerTableOffset, out ulong fileSize)
     {
         var sections = _object.Sections;
@@ -302,9 +316,11 @@ internal sealed class ElfWriter
         BinaryPrimitives.WriteUInt16LittleEndian(output[54..], header.ProgramHeaderEntrySize);
         BinaryPrimitives.WriteUInt16LittleEndian(output[56..], 0);
         BinaryPrimitives.WriteUInt16LittleEndian(output[58..], ElfConstants.SectionHeaderSize);
-        BinaryPrimitives.WriteUInt16LittleEndian(output[60..], count >= ElfConstants.ReservedSectionIndexStart ? (ushort)0 : (ushort)count);
+        BinaryPrimitives.WriteUInt16LittleEndian(output[60..], count >= ElfConstants.ReservedSectionIndexStart
+            ? (ushort)0 : (ushort)count);
         BinaryPrimitives.WriteUInt16LittleEndian(output[62..],
-            nameTableIndex >= ElfConstants.ReservedSectionIndexStart ? ElfConstants.ExtendedSectionIndex : (ushort)nameTableIndex);
+            nameTableIndex >= ElfConstants.ReservedSectionIndexStart ? ElfConstants.ExtendedSectionIndex
+                : (ushort)nameTableIndex);
     }
 
     private void WriteSectionHeaders(Span<byte> table, ulong[] offsets, ulong[] sizes)
@@ -315,8 +331,10 @@ internal sealed class ElfWriter
         // Section header 0 holds what e_shnum and e_shstrndx cannot.
         var first = table[..ElfConstants.SectionHeaderSize];
         first.Clear();
-        BinaryPrimitives.WriteUInt64LittleEndian(first[32..], count >= ElfConstants.ReservedSectionIndexStart ? (ulong)count : 0);
-        BinaryPrimitives.WriteUInt32LittleEndian(first[40..], nameTableIndex >= ElfConstants.ReservedSectionIndexStart ? (uint)nameTableIndex : 0);
+        BinaryPrimitives.WriteUInt64LittleEndian(first[32..], count >= ElfConstants.ReservedSectionIndexStart
+            ? (ulong)count : 0);
+        BinaryPrimitives.WriteUInt32LittleEndian(first[40..], nameTableIndex >= ElfConstants.ReservedSectionIndexStart
+            ? (uint)nameTableIndex : 0);
 
         var sections = _object.Sections;
         for (int i = 0; i < sections.Count; i++)
@@ -324,7 +342,8 @@ internal sealed class ElfWriter
             var section = sections[i];
             var entry = table.Slice((i + 1) * ElfConstants.SectionHeaderSize, ElfConstants.SectionHeaderSize);
             ulong size = section.OccupiesFile ? sizes[i] : section.Size;
-            BinaryPrimitives.WriteUInt32LittleEndian(entry, _object.SectionNameTable is null ? 0 : section.WriteNameOffset);
+            BinaryPrimitives.WriteUInt32LittleEndian(entry, _object.SectionNameTable is null ? 0
+                : section.WriteNameOffset);
             BinaryPrimitives.WriteUInt32LittleEndian(entry[4..], (uint)section.Type);
             BinaryPrimitives.WriteUInt64LittleEndian(entry[8..], (ulong)section.Flags);
             BinaryPrimitives.WriteUInt64LittleEndian(entry[16..], section.Address);

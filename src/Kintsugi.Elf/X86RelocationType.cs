@@ -49,10 +49,14 @@ public enum X86RelocationType : uint
     Code4GotPC32TlsDesc = 45,
 }
 
-/// <summary>What the psABI says about a relocation type's field, for everyone who reads or masks relocated bytes.</summary>
+/// <summary>
+/// What the psABI says about a relocation type's field, for everyone who reads or masks relocated bytes.
+/// </summary>
 public static class X86RelocationTypes
 {
-    /// <summary>The width in bytes of the field a relocation of this type writes (4 for the 32-bit kinds and any unknown).</summary>
+    /// <summary>
+    /// The width in bytes of the field a relocation of this type writes (4 for the 32-bit kinds and any unknown).
+    /// </summary>
     public static int FieldWidth(this X86RelocationType type) => type switch
     {
         X86RelocationType.R64 or X86RelocationType.PC64 or X86RelocationType.GotOff64 or X86RelocationType.Size64 => 8,

@@ -3,7 +3,9 @@ using Kintsugi.Testing;
 
 namespace Kintsugi.Elf.Tests;
 
-/// <summary>Edited objects must still be what readelf, objdump, ld and gcc accept, and must mean what the edit said.</summary>
+/// <summary>
+/// Edited objects must still be what readelf, objdump, ld and gcc accept, and must mean what the edit said.
+/// </summary>
 public sealed class EditSpecification : IDisposable
 {
     private const string Library = """
@@ -30,7 +32,8 @@ public sealed class EditSpecification : IDisposable
         int exitCode = LinkAndRun(elf, "int kintsugi_answer(void); int main(void) { return kintsugi_answer(); }");
 
         Assert.Equal(42, exitCode);
-        Assert.Contains("kintsugi_answer", Tool.Run("readelf", "-sW", _temp.File("edited.o")), StringComparison.Ordinal);
+        Assert.Contains("kintsugi_answer", Tool.Run("readelf", "-sW", _temp.File("edited.o")),
+            StringComparison.Ordinal);
     }
 
     [Fact]
@@ -45,7 +48,8 @@ public sealed class EditSpecification : IDisposable
         int exitCode = LinkAndRun(elf, "int answer(void); int main(void) { return answer(); }");
 
         Assert.Equal(7, exitCode);
-        Assert.Matches(@"R_X86_64_PLT32\s+seven-0x4", Tool.Run("objdump", "-dr", "--section=.text.pick", _temp.File("edited.o")));
+        Assert.Matches(@"R_X86_64_PLT32\s+seven-0x4",
+            Tool.Run("objdump", "-dr", "--section=.text.pick", _temp.File("edited.o")));
     }
 
     [Fact]
@@ -70,10 +74,12 @@ public sealed class EditSpecification : IDisposable
             Size = 8,
         });
 
-        int exitCode = LinkAndRun(elf, "extern int (*answer_pointer)(void); int main(void) { return answer_pointer(); }");
+        int exitCode = LinkAndRun(elf,
+            "extern int (*answer_pointer)(void); int main(void) { return answer_pointer(); }");
 
         Assert.Equal(42, exitCode);
-        Assert.Matches(@"0+\s+R_X86_64_64\s+answer", Tool.Run("objdump", "-r", "--section=.data.rel.kintsugi", _temp.File("edited.o")));
+        Assert.Matches(@"0+\s+R_X86_64_64\s+answer",
+            Tool.Run("objdump", "-r", "--section=.data.rel.kintsugi", _temp.File("edited.o")));
     }
 
     [Fact]
@@ -85,12 +91,14 @@ public sealed class EditSpecification : IDisposable
         fortyTwo.SpecialSection = ElfSpecialSectionIndex.Undefined;
         (fortyTwo.Type, fortyTwo.Value, fortyTwo.Size) = (ElfSymbolType.NoType, 0, 0);
 
-        int exitCode = LinkAndRun(elf, "int answer(void); int forty_two(void) { return 43; } int main(void) { return answer(); }");
+        int exitCode = LinkAndRun(elf,
+            "int answer(void); int forty_two(void) { return 43; } int main(void) { return answer(); }");
 
         Assert.Equal(43, exitCode);
         Assert.Null(elf.FindSection(".text.forty_two"));
         Assert.Null(elf.FindSection(".rela.text.forty_two"));
-        Assert.Matches(@"R_X86_64_PLT32\s+forty_two-0x4", Tool.Run("objdump", "-dr", "--section=.text.pick", _temp.File("edited.o")));
+        Assert.Matches(@"R_X86_64_PLT32\s+forty_two-0x4",
+            Tool.Run("objdump", "-dr", "--section=.text.pick", _temp.File("edited.o")));
     }
 
     [Fact]
@@ -107,7 +115,8 @@ public sealed class EditSpecification : IDisposable
         Tool.Run("ld", "-r", path, "-o", _temp.File("linked.o"));
 
         Assert.Equal(
-            elf.Sections.OfType<ElfGroupSection>().Select(g => (g.Signature!.Name, string.Join(',', g.Members.Select(m => m.Index)))),
+            elf.Sections.OfType<ElfGroupSection>()
+                .Select(g => (g.Signature!.Name, string.Join(',', g.Members.Select(m => m.Index)))),
             groups.Select(g => (g.Signature, string.Join(',', g.Members))));
         Assert.Equal(RoundTripSpecification.Describe(elf), RoundTripSpecification.Describe(ElfObject.Load(path)));
     }
@@ -117,7 +126,8 @@ public sealed class EditSpecification : IDisposable
     {
         var elf = ElfObject.Load(_temp.Compile("lib.c", Library, Flags));
         var text = elf.FindSection(".text")!;
-        var local = new ElfSymbol("kintsugi_local") { Binding = ElfSymbolBinding.Local, Type = ElfSymbolType.Function, Section = text };
+        var local = new ElfSymbol("kintsugi_local")
+            { Binding = ElfSymbolBinding.Local, Type = ElfSymbolType.Function, Section = text };
         elf.SymbolTable!.Symbols.Add(local);
         string path = _temp.File("edited.o");
         elf.Save(path);
@@ -128,7 +138,8 @@ public sealed class EditSpecification : IDisposable
 
         Assert.Equal("kintsugi_local", symbols[firstGlobal - 1].Name);
         Assert.Equal(firstGlobal, local.Index + 1);
-        Assert.Matches($@"\.symtab\s+SYMTAB\s+\S+\s+\S+\s+\S+\s+18\s+\d+\s+{firstGlobal}\s+8", Tool.Run("readelf", "-SW", path));
+        Assert.Matches($@"\.symtab\s+SYMTAB\s+\S+\s+\S+\s+\S+\s+18\s+\d+\s+{firstGlobal}\s+8",
+            Tool.Run("readelf", "-SW", path));
     }
 
     [Fact]
@@ -144,14 +155,18 @@ public sealed class EditSpecification : IDisposable
         };
         elf.Sections.Insert(0, text);
         var external = new ElfSymbol("external_seven") { Binding = ElfSymbolBinding.Global };
-        table.Symbols.Add(new ElfSymbol("scratch.s") { Type = ElfSymbolType.File, SpecialSection = ElfSpecialSectionIndex.Absolute });
-        table.Symbols.Add(new ElfSymbol("kintsugi_scratch") { Binding = ElfSymbolBinding.Global, Type = ElfSymbolType.Function, Section = text, Size = 9 });
+        table.Symbols.Add(new ElfSymbol("scratch.s") { Type = ElfSymbolType.File,
+            SpecialSection = ElfSpecialSectionIndex.Absolute });
+        table.Symbols.Add(new ElfSymbol("kintsugi_scratch") { Binding = ElfSymbolBinding.Global,
+            Type = ElfSymbolType.Function, Section = text, Size = 9 });
         table.Symbols.Add(external);
         var relocations = new ElfRelocationSection(text, table);
         relocations.Relocations.Add(new ElfRelocation(1, X86RelocationType.Plt32, external, -4));
         elf.Sections.Insert(1, relocations);
 
-        int exitCode = LinkAndRun(elf, "int kintsugi_scratch(void); int external_seven(void) { return 7; } int main(void) { return kintsugi_scratch(); }");
+        int exitCode = LinkAndRun(elf,
+            "int kintsugi_scratch(void); int external_seven(void) { return 7; } int main(void) { return " +
+            "kintsugi_scratch(); }");
 
         Assert.Equal(42, exitCode);
         Assert.Matches(@"R_X86_64_PLT32\s+external_seven-0x4", Tool.Run("objdump", "-dr", _temp.File("edited.o")));

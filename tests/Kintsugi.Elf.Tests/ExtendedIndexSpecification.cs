@@ -33,7 +33,8 @@ public sealed class ManySectionsObject : IDisposable
     public void Dispose() => Temp.Dispose();
 }
 
-public sealed class ExtendedIndexSpecification(ManySectionsObject many, ITestOutputHelper output) : IClassFixture<ManySectionsObject>, IDisposable
+public sealed class ExtendedIndexSpecification(ManySectionsObject many, ITestOutputHelper output)
+    : IClassFixture<ManySectionsObject>, IDisposable
 {
     private readonly TemporaryDirectory _temp = new();
 
@@ -61,7 +62,8 @@ public sealed class ExtendedIndexSpecification(ManySectionsObject many, ITestOut
             best = clock.Elapsed < best ? clock.Elapsed : best;
         }
 
-        output.WriteLine($"{many.Bytes.Length / 1024} KiB, 65,400 sections: read and relaid out in {best.TotalMilliseconds:F0} ms (best of 3)");
+        output.WriteLine($"{many.Bytes.Length / 1024} KiB, 65,400 sections: read and relaid out in " +
+            $"{best.TotalMilliseconds:F0} ms (best of 3)");
         Assert.True(best < TimeSpan.FromSeconds(1), $"took {best.TotalMilliseconds:F0} ms");
     }
 
@@ -75,7 +77,8 @@ public sealed class ExtendedIndexSpecification(ManySectionsObject many, ITestOut
 
         Assert.Equal($".text.f{ManySectionsObject.Functions - 1}", last.Section!.Name);
         Assert.True(last.Section.Index >= 0xff00);
-        Assert.Equal(expected[last.Name].SectionIndex, last.Section.Index.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        Assert.Equal(expected[last.Name].SectionIndex,
+            last.Section.Index.ToString(System.Globalization.CultureInfo.InvariantCulture));
         Assert.Single(elf.Sections.OfType<ElfSymbolTableIndexSection>());
         Assert.True(elf.SectionNameTable!.Index >= 0xff00);
     }
@@ -93,7 +96,8 @@ public sealed class ExtendedIndexSpecification(ManySectionsObject many, ITestOut
 
         Assert.Equal(0, readelf.ExitCode);
         Assert.Empty(readelf.Error);
-        Assert.Contains($"Number of section headers:         0 ({elf.Sections.Count + 1})", readelf.Output, StringComparison.Ordinal);
+        Assert.Contains($"Number of section headers:         0 ({elf.Sections.Count + 1})", readelf.Output,
+            StringComparison.Ordinal);
         Assert.Equal(RoundTripSpecification.Describe(elf), RoundTripSpecification.Describe(ElfObject.Load(path)));
     }
 
@@ -102,7 +106,9 @@ public sealed class ExtendedIndexSpecification(ManySectionsObject many, ITestOut
     {
         var elf = ElfObject.Read(many.Bytes);
         var doomed = elf.SymbolTable!.Symbols
-            .Where(s => s.Name.StartsWith('f') && int.Parse(s.Name.AsSpan(1), System.Globalization.CultureInfo.InvariantCulture) >= ManySectionsObject.Functions / 2)
+            .Where(s => s.Name.StartsWith('f')
+                && int.Parse(s.Name.AsSpan(1),
+                System.Globalization.CultureInfo.InvariantCulture) >= ManySectionsObject.Functions / 2)
             .ToList();
         elf.RemoveSections(doomed.Select(s => s.Section!));
         doomed.ForEach(s => s.SpecialSection = ElfSpecialSectionIndex.Undefined);
@@ -111,7 +117,8 @@ public sealed class ExtendedIndexSpecification(ManySectionsObject many, ITestOut
         elf.Save(path);
         var readelf = Tool.Run("readelf", "-hsW", path);
 
-        Assert.Contains($"Number of section headers:         {elf.Sections.Count + 1}\n", readelf, StringComparison.Ordinal);
+        Assert.Contains($"Number of section headers:         {elf.Sections.Count + 1}\n", readelf,
+            StringComparison.Ordinal);
         Assert.Matches($@"GLOBAL DEFAULT\s+UND f{ManySectionsObject.Functions - 1}\n", readelf);
         Tool.Run("ld", "-r", path, "-o", _temp.File("linked.o"));
     }
@@ -123,11 +130,13 @@ public sealed class ExtendedIndexSpecification(ManySectionsObject many, ITestOut
         ElfSection last = null!;
         for (int i = 0; i < 0xff00; i++)
         {
-            last = new ElfDataSection($".data.k{i}", ElfSectionType.ProgBits, [(byte)i]) { Flags = ElfSectionFlags.Alloc | ElfSectionFlags.Write, Alignment = 1 };
+            last = new ElfDataSection($".data.k{i}", ElfSectionType.ProgBits, [(byte)i])
+                { Flags = ElfSectionFlags.Alloc | ElfSectionFlags.Write, Alignment = 1 };
             elf.Sections.Add(last);
         }
 
-        elf.SymbolTable!.Symbols.Add(new ElfSymbol("in_last_section") { Binding = ElfSymbolBinding.Global, Type = ElfSymbolType.Object, Section = last, Size = 1 });
+        elf.SymbolTable!.Symbols.Add(new ElfSymbol("in_last_section") { Binding = ElfSymbolBinding.Global,
+            Type = ElfSymbolType.Object, Section = last, Size = 1 });
         string path = _temp.File("grown.o");
         elf.Save(path);
 

@@ -18,7 +18,8 @@ public class KernelModuleSpecification(ITestOutputHelper output)
             return;
         }
 
-        var modules = Directory.EnumerateFiles(KernelCache, "*.ko", new EnumerationOptions { RecurseSubdirectories = true, IgnoreInaccessible = true }).ToList();
+        var modules = Directory.EnumerateFiles(KernelCache, "*.ko",
+            new EnumerationOptions { RecurseSubdirectories = true, IgnoreInaccessible = true }).ToList();
         var failures = new ConcurrentBag<string>();
         long bytes = 0;
         var clock = Stopwatch.StartNew();
@@ -39,7 +40,8 @@ public class KernelModuleSpecification(ITestOutputHelper output)
             }
         });
 
-        output.WriteLine($"checked {modules.Count} modules ({bytes / (1 << 20)} MiB) in {clock.ElapsedMilliseconds} ms");
+        output.WriteLine(
+            $"checked {modules.Count} modules ({bytes / (1 << 20)} MiB) in {clock.ElapsedMilliseconds} ms");
         Assert.Empty(failures.Take(20));
     }
 }

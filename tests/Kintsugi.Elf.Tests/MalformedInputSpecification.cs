@@ -4,7 +4,9 @@ using Xunit.Abstractions;
 
 namespace Kintsugi.Elf.Tests;
 
-/// <summary>Malformed input ends in <see cref="ElfFormatException"/> or reads as a valid object, quickly and in bounded memory.</summary>
+/// <summary>
+/// Malformed input ends in <see cref="ElfFormatException"/> or reads as a valid object, quickly and in bounded memory.
+/// </summary>
 public class MalformedInputSpecification(ITestOutputHelper output)
 {
     [Theory]
@@ -38,7 +40,8 @@ public class MalformedInputSpecification(ITestOutputHelper output)
             }
         }
 
-        output.WriteLine($"{variant}: {rejected} rejected, {accepted} accepted in {clock.ElapsedMilliseconds} ms; slowest {Stopwatch.GetElapsedTime(0, slowestTicks).TotalMilliseconds:F1} ms");
+        output.WriteLine($"{variant}: {rejected} rejected, {accepted} accepted in {clock.ElapsedMilliseconds} ms; " +
+            $"slowest {Stopwatch.GetElapsedTime(0, slowestTicks).TotalMilliseconds:F1} ms");
         Assert.Empty(failures.Take(10));
         Assert.True(rejected + accepted > 2000, $"only {rejected + accepted} mutations");
         Assert.True(Stopwatch.GetElapsedTime(0, slowestTicks) < TimeSpan.FromSeconds(1));
@@ -66,7 +69,8 @@ public class MalformedInputSpecification(ITestOutputHelper output)
         {
             byte[] written = elf.ToArray();
             byte[] rewritten = ElfObject.Read(written).ToArray();
-            return written.AsSpan().SequenceEqual(rewritten) ? null : "writing what was read again gives different bytes";
+            return written.AsSpan().SequenceEqual(rewritten) ? null
+                : "writing what was read again gives different bytes";
         }
         catch (Exception e)
         {
@@ -201,7 +205,9 @@ public class MalformedInputSpecification(ITestOutputHelper output)
         Assert.Null(error.InnerException);
     }
 
-    /// <summary>A fresh copy of a sample and the file offset of the header of its section named <paramref name="name"/>.</summary>
+    /// <summary>
+    /// A fresh copy of a sample and the file offset of the header of its section named <paramref name="name"/>.
+    /// </summary>
     private static (byte[] Input, int Header) SectionHeader(string variant, string name)
     {
         byte[] input = CompiledSamples.BytesOf(variant);

@@ -3,7 +3,9 @@ using Kintsugi.Elf.Tests.Support;
 
 namespace Kintsugi.Elf.Tests;
 
-/// <summary>What the reader finds, checked against readelf and against what the compiler was asked to produce.</summary>
+/// <summary>
+/// What the reader finds, checked against readelf and against what the compiler was asked to produce.
+/// </summary>
 public class ReadSpecification
 {
     [Theory]
@@ -88,7 +90,8 @@ public class ReadSpecification
         var table = ElfObject.Load(CompiledSamples.PathOf("sections")).SymbolTable!;
 
         var helper = table.Find("helper")!;
-        Assert.Equal((ElfSymbolBinding.Local, ElfSymbolType.Function, ".text.helper"), (helper.Binding, helper.Type, helper.Section!.Name));
+        Assert.Equal((ElfSymbolBinding.Local, ElfSymbolType.Function, ".text.helper"),
+            (helper.Binding, helper.Type, helper.Section!.Name));
         Assert.Equal(ElfSymbolBinding.Weak, table.Find("weak_function")!.Binding);
         Assert.Equal(ElfSymbolVisibility.Hidden, table.Find("hidden_global")!.Visibility);
         Assert.Equal(ElfSymbolType.Tls, table.Find("per_thread_counter")!.Type);
@@ -98,7 +101,9 @@ public class ReadSpecification
         var alias = table.Find("alias_name")!;
         var target = table.Find("alias_target")!;
         Assert.Equal((target.Section, target.Value), (alias.Section, alias.Value));
-        Assert.StartsWith("calls.", table.Symbols.Single(s => s.Name.StartsWith("calls", StringComparison.Ordinal)).Name, StringComparison.Ordinal);
+        Assert.StartsWith("calls.",
+            table.Symbols.Single(s => s.Name.StartsWith("calls", StringComparison.Ordinal)).Name,
+            StringComparison.Ordinal);
     }
 
     [Fact]
@@ -123,7 +128,8 @@ public class ReadSpecification
         var expected = Readelf.Groups(path);
 
         var groups = ElfObject.Load(path).Sections.OfType<ElfGroupSection>()
-            .Select(g => new Readelf.Group(g.Name, g.Signature!.Name, g.GroupFlags.HasFlag(ElfGroupFlags.Comdat), [.. g.Members.Select(m => m.Index)]))
+            .Select(g => new Readelf.Group(g.Name, g.Signature!.Name, g.GroupFlags.HasFlag(ElfGroupFlags.Comdat),
+                [.. g.Members.Select(m => m.Index)]))
             .ToList();
 
         Assert.NotEmpty(expected);
@@ -152,8 +158,10 @@ public class ReadSpecification
         var custom = Assert.Single(((ElfNoteSection)elf.FindSection(".note.kintsugi")!).Notes);
         var property = Assert.Single(((ElfNoteSection)elf.FindSection(".note.gnu.property")!).Notes);
 
-        Assert.Equal(("Kintsug", 0x4b4e5453u, "0100000002000000"), (custom.Name, custom.Type, Convert.ToHexString(custom.Descriptor.Span)));
-        Assert.Equal(("GNU", 5u, 16), (property.Name, property.Type, property.Descriptor.Length)); // NT_GNU_PROPERTY_TYPE_0
+        Assert.Equal(("Kintsug", 0x4b4e5453u, "0100000002000000"),
+            (custom.Name, custom.Type, Convert.ToHexString(custom.Descriptor.Span)));
+        Assert.Equal(("GNU", 5u, 16),
+            (property.Name, property.Type, property.Descriptor.Length)); // NT_GNU_PROPERTY_TYPE_0
         Assert.Equal(8ul, elf.FindSection(".note.gnu.property")!.Alignment);
     }
 
@@ -162,13 +170,16 @@ public class ReadSpecification
     {
         var elf = ElfObject.Load(CompiledSamples.PathOf("O2"));
 
-        Assert.Equal((ElfFileType.Relocatable, ElfMachine.X86_64, 1u), (elf.Header.Type, elf.Header.Machine, elf.Header.Version));
+        Assert.Equal((ElfFileType.Relocatable, ElfMachine.X86_64, 1u),
+            (elf.Header.Type, elf.Header.Machine, elf.Header.Version));
         Assert.Equal(".shstrtab", elf.SectionNameTable!.Name);
         Assert.Equal(".strtab", elf.SymbolTable!.StringTable!.Name);
     }
 
     private static HashSet<X86RelocationType> RelocationTypes(string variant)
-        => [.. ElfObject.Load(CompiledSamples.PathOf(variant)).Sections.OfType<ElfRelocationSection>().SelectMany(s => s.Relocations).Select(r => r.Type)];
+        =>
+            [.. ElfObject.Load(CompiledSamples.PathOf(variant)).Sections.OfType<ElfRelocationSection>()
+            .SelectMany(s => s.Relocations).Select(r => r.Type)];
 
     private static string TypeName(ElfSymbolType type) => type switch
     {
@@ -178,7 +189,8 @@ public class ReadSpecification
         _ => type.ToString().ToUpperInvariant(),
     };
 
-    private static string BindingName(ElfSymbolBinding binding) => binding == ElfSymbolBinding.GnuUnique ? "UNIQUE" : binding.ToString().ToUpperInvariant();
+    private static string BindingName(ElfSymbolBinding binding) =>
+        binding == ElfSymbolBinding.GnuUnique ? "UNIQUE" : binding.ToString().ToUpperInvariant();
 
     private static string SectionIndexName(ElfSymbol symbol) => symbol.Section is { } section
         ? section.Index.ToString(CultureInfo.InvariantCulture)

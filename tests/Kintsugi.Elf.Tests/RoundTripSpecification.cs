@@ -65,7 +65,9 @@ public class RoundTripSpecification
         var text = new System.Text.StringBuilder();
         foreach (var section in elf.Sections)
         {
-            text.AppendLine($"S{section.Index} {section.Name} {section.Type} {section.Flags} a{section.Alignment} e{section.EntrySize} l{section.Link?.Index} i{section.Info} is{section.InfoSection?.Index} size{(section is ElfStringTableSection ? "(derived)" : section.Size)}");
+            text.AppendLine($"S{section.Index} {section.Name} {section.Type} {section.Flags} a{section.Alignment} " +
+                $"e{section.EntrySize} l{section.Link?.Index} i{section.Info} is{section.InfoSection?.Index} " +
+                $"size{(section is ElfStringTableSection ? "(derived)" : section.Size)}");
             switch (section)
             {
                 case ElfDataSection data:
@@ -74,7 +76,8 @@ public class RoundTripSpecification
                 case ElfSymbolTableSection table:
                     foreach (var s in table.Symbols)
                     {
-                        text.AppendLine($"  {s.Index} {s.Name} {s.Binding} {s.Type} {s.Other} {s.Section?.Index} {s.SpecialSection} {s.Value} {s.Size}");
+                        text.AppendLine($"  {s.Index} {s.Name} {s.Binding} {s.Type} {s.Other} {s.Section?.Index} " +
+                            $"{s.SpecialSection} {s.Value} {s.Size}");
                     }
 
                     break;
@@ -87,7 +90,8 @@ public class RoundTripSpecification
 
                     break;
                 case ElfGroupSection group:
-                    text.AppendLine($"  {group.GroupFlags} {group.Signature?.Index} {string.Join(',', group.Members.Select(m => m.Index))}");
+                    text.AppendLine($"  {group.GroupFlags} {group.Signature?.Index} " +
+                        $"{string.Join(',', group.Members.Select(m => m.Index))}");
                     break;
                 case ElfNoteSection notes:
                     foreach (var n in notes.Notes)

@@ -8,7 +8,8 @@ namespace Kintsugi.Diff.Tests.Binding;
 public class BindingPolicySpecification
 {
     private static readonly PatchedObjectName IpmarkModule = PatchedObjectName.Parse("ip_set_hash_ipmark");
-    private static readonly KernelExports Exports = new(new Dictionary<string, PatchedObjectName>(StringComparer.Ordinal)
+    private static readonly KernelExports Exports =
+        new(new Dictionary<string, PatchedObjectName>(StringComparer.Ordinal)
     {
         ["printk"] = PatchedObjectName.Vmlinux,
         ["memcg_kmem_enabled_key"] = PatchedObjectName.Vmlinux,
@@ -19,8 +20,10 @@ public class BindingPolicySpecification
     });
 
     /// <summary>ip_set_hash_ipmark depends on ip_set (its .modinfo says so), not on sunrpc.</summary>
-    private static readonly BindingPolicy ModulePolicy = new(IpmarkModule, Exports, new HashSet<string>(StringComparer.Ordinal) { "ip_set", "nfnetlink" });
-    private static readonly BindingPolicy VmlinuxPolicy = new(PatchedObjectName.Vmlinux, Exports, new HashSet<string>(StringComparer.Ordinal));
+    private static readonly BindingPolicy ModulePolicy = new(IpmarkModule, Exports,
+        new HashSet<string>(StringComparer.Ordinal) { "ip_set", "nfnetlink" });
+    private static readonly BindingPolicy VmlinuxPolicy = new(PatchedObjectName.Vmlinux, Exports,
+        new HashSet<string>(StringComparer.Ordinal));
 
     [Fact]
     public void An_export_of_vmlinux_is_an_ordinary_relocation_the_module_loader_links()
@@ -57,7 +60,8 @@ public class BindingPolicySpecification
         var binding = ModulePolicy.ForReference("ip_set_hash_ipmark_export", SymbolHome.Unit);
 
         Assert.Equal((BindingKind.Livepatch, BindingCase.OwnModuleExport), (binding.Kind, binding.Case));
-        Assert.Equal(("ip_set_hash_ipmark", "ip_set_hash_ipmark"), (binding.SymbolObject?.Value, binding.RelocationObject?.Value));
+        Assert.Equal(("ip_set_hash_ipmark", "ip_set_hash_ipmark"),
+            (binding.SymbolObject?.Value, binding.RelocationObject?.Value));
     }
 
     [Fact]
@@ -83,20 +87,27 @@ public class BindingPolicySpecification
         Assert.Equal((BindingKind.Livepatch, BindingCase.UnexportedElsewhere), (open.Kind, open.Case));
         Assert.Null(open.SymbolObject);
 
-        // The kernel refuses vmlinux symbols in a module's livepatch relocation sections: vmlinux's are applied with vmlinux.
+        // The kernel refuses vmlinux symbols in a module's livepatch relocation sections: vmlinux's are applied with
+        // vmlinux.
         var inVmlinux = ModulePolicy.Located(PatchedObjectName.Vmlinux);
         Assert.Equal(("vmlinux", "vmlinux"), (inVmlinux.SymbolObject?.Value, inVmlinux.RelocationObject?.Value));
         var inModule = ModulePolicy.Located(IpmarkModule);
-        Assert.Equal(("ip_set_hash_ipmark", "ip_set_hash_ipmark"), (inModule.SymbolObject?.Value, inModule.RelocationObject?.Value));
+        Assert.Equal(("ip_set_hash_ipmark", "ip_set_hash_ipmark"),
+            (inModule.SymbolObject?.Value, inModule.RelocationObject?.Value));
     }
 
     [Fact]
     public void Keys_of_vmlinux_and_keys_the_patch_defines_keep_their_entries()
     {
-        Assert.Equal(BindingKind.Normal, ModulePolicy.ForKey("memcg_kmem_enabled_key", SymbolHome.Elsewhere, KeyUse.StaticBranch).Kind);
-        Assert.Equal(BindingKind.Normal, ModulePolicy.ForKey("kpatch_key.3", SymbolHome.Patch, KeyUse.StaticBranch, isLocal: true).Kind);
-        Assert.Equal(BindingKind.Normal, ModulePolicy.ForKey("__UNIQUE_ID_ddebug12", SymbolHome.Patch, KeyUse.StaticBranch, true, debugDescriptor: true).Kind);
-        Assert.Equal(BindingKind.Normal, VmlinuxPolicy.ForKey("sched_smt_present", SymbolHome.Unit, KeyUse.StaticBranch).Kind);
+        Assert.Equal(BindingKind.Normal,
+            ModulePolicy.ForKey("memcg_kmem_enabled_key", SymbolHome.Elsewhere, KeyUse.StaticBranch).Kind);
+        Assert.Equal(BindingKind.Normal,
+            ModulePolicy.ForKey("kpatch_key.3", SymbolHome.Patch, KeyUse.StaticBranch, isLocal: true).Kind);
+        Assert.Equal(BindingKind.Normal,
+            ModulePolicy.ForKey("__UNIQUE_ID_ddebug12", SymbolHome.Patch, KeyUse.StaticBranch, true,
+            debugDescriptor: true).Kind);
+        Assert.Equal(BindingKind.Normal,
+            VmlinuxPolicy.ForKey("sched_smt_present", SymbolHome.Unit, KeyUse.StaticBranch).Kind);
     }
 
     [Fact]
@@ -106,7 +117,8 @@ public class BindingPolicySpecification
         var call = ModulePolicy.ForKey("__SCK__tp_func_ipmark_add", SymbolHome.Elsewhere, KeyUse.StaticCall);
         var other = ModulePolicy.ForKey("__tracepoint_ip_set_add", SymbolHome.Elsewhere, KeyUse.StaticBranch);
 
-        Assert.All([own, call, other], b => Assert.Equal((BindingKind.Inert, BindingCase.InertTracepoint), (b.Kind, b.Case)));
+        Assert.All([own, call, other],
+            b => Assert.Equal((BindingKind.Inert, BindingCase.InertTracepoint), (b.Kind, b.Case)));
         Assert.Contains("ipmark_add", own.Reason, StringComparison.Ordinal);
     }
 

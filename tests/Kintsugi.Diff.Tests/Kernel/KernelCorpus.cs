@@ -28,15 +28,19 @@ public sealed class KernelCorpus
     public static readonly IReadOnlyList<string> Objects =
     [
         // kernel/
-        "kernel/sched/core.o", "kernel/sched/build_utility.o", "kernel/sched/fair.o", "kernel/fork.o", "kernel/exit.o", "kernel/signal.o",
+        "kernel/sched/core.o", "kernel/sched/build_utility.o", "kernel/sched/fair.o", "kernel/fork.o", "kernel/exit.o",
+            "kernel/signal.o",
         "kernel/sys.o", "kernel/panic.o", "kernel/cpu.o", "kernel/capability.o",
         "kernel/ptrace.o", "kernel/workqueue.o", "kernel/pid.o", "kernel/kthread.o",
-        "kernel/time/timer.o", "kernel/time/hrtimer.o", "kernel/irq/manage.o", "kernel/locking/mutex.o", "kernel/locking/rwsem.o",
-        "kernel/printk/printk.o", "kernel/futex/core.o", "kernel/cgroup/cgroup.o", "kernel/jump_label.o", "kernel/static_call_inline.o",
+        "kernel/time/timer.o", "kernel/time/hrtimer.o", "kernel/irq/manage.o", "kernel/locking/mutex.o",
+            "kernel/locking/rwsem.o",
+        "kernel/printk/printk.o", "kernel/futex/core.o", "kernel/cgroup/cgroup.o", "kernel/jump_label.o",
+            "kernel/static_call_inline.o",
         "kernel/module/main.o", "kernel/seccomp.o", "kernel/livepatch/core.o",
         "kernel/bpf/syscall.o", "kernel/events/core.o",
         // mm/
-        "mm/page_alloc.o", "mm/truncate.o", "mm/swap.o", "mm/percpu.o", "mm/slub.o", "mm/filemap.o", "mm/vmscan.o", "mm/gup.o",
+        "mm/page_alloc.o", "mm/truncate.o", "mm/swap.o", "mm/percpu.o", "mm/slub.o", "mm/filemap.o", "mm/vmscan.o",
+            "mm/gup.o",
         "mm/util.o", "mm/swapfile.o", "mm/shmem.o", "mm/madvise.o",
         "mm/oom_kill.o", "mm/readahead.o", "mm/memcontrol.o", "mm/huge_memory.o",
         // fs/
@@ -45,7 +49,8 @@ public sealed class KernelCorpus
         "fs/eventpoll.o", "fs/locks.o", "fs/seq_file.o",
         "fs/ext4/inode.o", "fs/ext4/super.o", "fs/ext4/namei.o", "fs/ext4/extents.o",
         // net/
-        "net/core/dev.o", "net/core/skbuff.o", "net/core/sock.o", "net/ipv4/tcp.o", "net/ipv4/tcp_input.o", "net/ipv4/tcp_ipv4.o",
+        "net/core/dev.o", "net/core/skbuff.o", "net/core/sock.o", "net/ipv4/tcp.o", "net/ipv4/tcp_input.o",
+            "net/ipv4/tcp_ipv4.o",
         "net/ipv4/udp.o", "net/ipv4/af_inet.o", "net/socket.o", "net/unix/af_unix.o",
         "net/netlink/af_netlink.o", "net/packet/af_packet.o", "net/netfilter/core.o",
         // drivers/
@@ -54,7 +59,8 @@ public sealed class KernelCorpus
         "drivers/net/tun.o",
         // arch/x86/
         "arch/x86/kernel/process.o", "arch/x86/kernel/signal.o", "arch/x86/kernel/traps.o",
-        "arch/x86/kernel/alternative.o", "arch/x86/kernel/cpu/common.o", "arch/x86/kernel/cpu/bugs.o", "arch/x86/kernel/fpu/core.o",
+        "arch/x86/kernel/alternative.o", "arch/x86/kernel/cpu/common.o", "arch/x86/kernel/cpu/bugs.o",
+            "arch/x86/kernel/fpu/core.o",
         "arch/x86/kernel/fpu/signal.o", "arch/x86/kernel/kvm.o", "arch/x86/mm/fault.o", "arch/x86/mm/tlb.o",
         "arch/x86/kvm/lapic.o", "arch/x86/kvm/pmu.o", "arch/x86/events/core.o",
         // lib/
@@ -86,7 +92,9 @@ public sealed class KernelCorpus
 
     /// <summary>The kernel object (vmlinux or a module) a unit of the corpus is linked into.</summary>
     public PatchedObjectName PatchedObjectOf(string objectPath) =>
-        PatchedObjectName.Parse((Units.Locate(objectPath[..^2] + ".c") ?? throw new InvalidOperationException($"{objectPath} is not built by this kernel's configuration")).PatchedObject);
+        PatchedObjectName.Parse((Units.Locate(objectPath[..^2] + ".c")
+            ?? throw new InvalidOperationException($"{objectPath} is not built by this kernel's configuration"))
+            .PatchedObject);
 
     /// <summary>The directory of the diff-corpus cache for this kernel.</summary>
     public static string CacheRoot => Path.Combine(DebianKernelArchive.DefaultCacheRoot, "diff-corpus", Release.Value);
@@ -97,7 +105,8 @@ public sealed class KernelCorpus
         var units = KbuildUnits.Open(tree.Directory);
         var unbuilt = Objects.Where(o => units.Locate(o[..^2] + ".c") is null).ToList();
         if (unbuilt.Count > 0)
-            throw new InvalidOperationException($"the configuration of {Release} builds none of: {string.Join(", ", unbuilt)}");
+            throw new InvalidOperationException($"the configuration of {Release} builds none of: " +
+                $"{string.Join(", ", unbuilt)}");
         var directory = await CompiledOnceAsync(tree, "corpus", Objects, patches: []);
         return new KernelCorpus(tree, directory);
     }
@@ -110,13 +119,15 @@ public sealed class KernelCorpus
     }
 
     /// <summary>
-    /// <paramref name="objects"/> compiled with <see cref="DiffFlags"/> after applying <paramref name="patches"/>, once per
-    /// machine: the directory is keyed by the kernel, flags, list and patches, compiled beside its final
-    /// name under a lock and renamed into place.
+    /// <paramref name="objects"/> compiled with <see cref="DiffFlags"/> after applying <paramref name="patches"/>, once
+    /// per machine: the directory is keyed by the kernel, flags, list and patches, compiled beside its final name under
+    /// a lock and renamed into place.
     /// </summary>
-    public static async Task<string> CompiledOnceAsync(KernelSourceTree tree, string kind, IReadOnlyList<string> objects, IReadOnlyList<SourcePatch> patches)
+    public static async Task<string> CompiledOnceAsync(KernelSourceTree tree, string kind,
+        IReadOnlyList<string> objects, IReadOnlyList<SourcePatch> patches)
     {
-        var identity = string.Join("\n", [tree.Target.BuildId.ToString(), DiffFlags, .. objects, .. patches.Select(p => p.Sha256)]);
+        var identity = string.Join("\n",
+            [tree.Target.BuildId.ToString(), DiffFlags, .. objects, .. patches.Select(p => p.Sha256)]);
         var key = Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(identity)))[..16];
         var directory = Path.Combine(CacheRoot, $"{kind}-{key}");
         if (System.IO.Directory.Exists(directory)) return directory;

@@ -15,7 +15,8 @@ public sealed class KernelPairSpecification
 
     private static ElfObject Built(KernelPair pair, string changedFunction)
     {
-        Assert.False(pair.Result.IsRefused, string.Join("\n", pair.Result.Refusals.Select(r => $"{r.Rule} {r.Symbol}: {r.Message}")));
+        Assert.False(pair.Result.IsRefused,
+            string.Join("\n", pair.Result.Refusals.Select(r => $"{r.Rule} {r.Symbol}: {r.Message}")));
         Assert.Contains(pair.Result.Functions, f => f.Name == changedFunction && f.Kind == FunctionChange.Changed);
         return Assert.IsType<ElfObject>(pair.Result.Output);
     }
@@ -25,7 +26,8 @@ public sealed class KernelPairSpecification
     /// code the output includes (at least one), and that the after object has others, which were dropped.
     /// Returns the kept entries with, for each, the after object's entry it came from.
     /// </summary>
-    private static IReadOnlyList<(TableEntry Kept, TableEntry Source)> KeepsExactlyTheEntriesOfIncludedCode(KernelPair pair, string table, int entrySize)
+    private static IReadOnlyList<(TableEntry Kept, TableEntry Source)> KeepsExactlyTheEntriesOfIncludedCode(
+        KernelPair pair, string table, int entrySize)
     {
         var output = pair.Result.Output!;
         var included = KernelTables.CodeSections(output);
@@ -33,10 +35,13 @@ public sealed class KernelPairSpecification
         var expected = all.Where(e => e.Code.Section is { } section && included.Contains(section)).ToList();
         var kept = KernelTables.Entries(output, table, entrySize);
 
-        Assert.True(expected.Count > 0, $"the included code ({string.Join(", ", included)}) has no {table} entries in the after object: the edit does not exercise {table}");
+        Assert.True(expected.Count > 0,
+            $"the included code ({string.Join(", ", included)}) has no {table} entries in the after object: the edit " +
+            $"does not exercise {table}");
         // In the after object's order (several alternatives may patch one instruction, in order).
         Assert.Equal(expected.Select(e => e.Code.Where), kept.Select(e => e.Code.Where));
-        Assert.True(all.Count > expected.Count, $"every {table} entry of the unit belongs to included code, so dropping the others is not shown");
+        Assert.True(all.Count > expected.Count,
+            $"every {table} entry of the unit belongs to included code, so dropping the others is not shown");
         return [.. kept.Zip(expected)];
     }
 
@@ -55,16 +60,19 @@ public sealed class KernelPairSpecification
 
         var entries = KeepsExactlyTheEntriesOfIncludedCode(pair, "__jump_table", 16);
 
-        // Code, target and key (whose low bits say which way the branch goes) as in the after object, the key now undefined.
+        // Code, target and key (whose low bits say which way the branch goes) as in the after object, the key now
+        // undefined.
         foreach (var (kept, source) in entries)
         {
             Assert.Equal(source.Fields[4].Where, kept.Fields[4].Where);
             Assert.Null(kept.Fields[8].Section);
-            Assert.Equal((source.Fields[8].Symbol, source.Fields[8].Addend), (kept.Fields[8].Symbol, kept.Fields[8].Addend));
+            Assert.Equal((source.Fields[8].Symbol, source.Fields[8].Addend),
+                (kept.Fields[8].Symbol, kept.Fields[8].Addend));
         }
         Assert.Contains(entries, e => e.Kept.Fields[8].Symbol == "psi_disabled");
         var reference = BoundAtLoadTime(pair, "psi_disabled", "__jump_table");
-        Assert.Equal(entries.Count(e => e.Kept.Fields[8].Symbol == "psi_disabled"), reference.Sites.Count(s => s.Section == "__jump_table"));
+        Assert.Equal(entries.Count(e => e.Kept.Fields[8].Symbol == "psi_disabled"),
+            reference.Sites.Count(s => s.Section == "__jump_table"));
         Assert.True(reference.DefinedInUnit);
     }
 
@@ -103,9 +111,13 @@ public sealed class KernelPairSpecification
         // .altinstr_aux holds the static_cpu_has tests of the whole unit, __init code (fpu__get_fpstate_size) and
         // __fpu_restore_sig among it: the included fragments test boot_cpu_data and jump back into included code only.
         var aux = output.FindSection(".altinstr_aux")!;
-        var targets = output.GetRelocationSections(aux).SelectMany(r => r.Relocations).Select(KernelTables.PlaceOf).ToList();
+        var targets = output.GetRelocationSections(aux).SelectMany(r => r.Relocations).Select(KernelTables.PlaceOf)
+            .ToList();
         Assert.Contains(targets, t => t.Section is not null);
-        Assert.All(targets, t => Assert.True(t.Section is null ? t.Symbol == "boot_cpu_data" : KernelTables.CodeSections(output).Contains(t.Section), t.ToString()));
+        Assert.All(targets,
+            t =>
+            Assert.True(t.Section is null ? t.Symbol == "boot_cpu_data"
+            : KernelTables.CodeSections(output).Contains(t.Section), t.ToString()));
         Assert.DoesNotContain(pair.Result.References, r => r.TargetName == "__fpu_restore_sig");
     }
 
@@ -117,7 +129,10 @@ public sealed class KernelPairSpecification
 
         var entries = KeepsExactlyTheEntriesOfIncludedCode(pair, ".altinstructions", 12);
 
-        Assert.All(entries, e => Assert.Equal((".altinstr_replacement", e.Source.Fields[4].Offset), (e.Kept.Fields[4].Section, e.Kept.Fields[4].Offset)));
+        Assert.All(entries,
+            e =>
+            Assert.Equal((".altinstr_replacement", e.Source.Fields[4].Offset),
+            (e.Kept.Fields[4].Section, e.Kept.Fields[4].Offset)));
         Assert.All(entries, e => Assert.Equal(e.Source.Bytes.AsSpan(8).ToArray(), e.Kept.Bytes.AsSpan(8).ToArray()));
         var replacement = Assert.IsType<ElfDataSection>(output.FindSection(".altinstr_replacement"));
         Assert.Equal(((ElfDataSection)pair.After.FindSection(".altinstr_replacement")!).Data, replacement.Data);
@@ -131,7 +146,10 @@ public sealed class KernelPairSpecification
 
         var entries = KeepsExactlyTheEntriesOfIncludedCode(pair, ".static_call_sites", 8);
 
-        Assert.All(entries, e => Assert.Equal((null, e.Source.Fields[4].Symbol, e.Source.Fields[4].Addend), (e.Kept.Fields[4].Section, e.Kept.Fields[4].Symbol, e.Kept.Fields[4].Addend)));
+        Assert.All(entries,
+            e =>
+            Assert.Equal((null, e.Source.Fields[4].Symbol, e.Source.Fields[4].Addend),
+            (e.Kept.Fields[4].Section, e.Kept.Fields[4].Symbol, e.Kept.Fields[4].Addend)));
         Assert.Contains(entries, e => e.Kept.Fields[4].Symbol == "__SCK__cond_resched");
         BoundAtLoadTime(pair, "__SCK__cond_resched", ".static_call_sites");
     }
@@ -157,7 +175,8 @@ public sealed class KernelPairSpecification
 
         var entries = KeepsExactlyTheEntriesOfIncludedCode(pair, "__mcount_loc", 8);
 
-        var functions = output.SymbolTable!.Symbols.Count(s => s.Type == ElfSymbolType.Function && s.Section is not null);
+        var functions = output.SymbolTable!.Symbols.Count(s => s.Type == ElfSymbolType.Function
+            && s.Section is not null);
         Assert.Equal(functions, entries.Count);
     }
 
@@ -173,7 +192,9 @@ public sealed class KernelPairSpecification
         var after = ((ElfDataSection)pair.After.FindSection(".orc_unwind")!).Data;
         var kept = Assert.IsType<ElfDataSection>(output.FindSection(".orc_unwind")).Data;
         Assert.Equal(entries.Count * 6, kept.Length);
-        Assert.All(entries, e => Assert.Equal(after.AsSpan(e.Source.Index * 6, 6).ToArray(), kept.AsSpan(e.Kept.Index * 6, 6).ToArray()));
+        Assert.All(entries,
+            e =>
+            Assert.Equal(after.AsSpan(e.Source.Index * 6, 6).ToArray(), kept.AsSpan(e.Kept.Index * 6, 6).ToArray()));
     }
 
     [Fact]
@@ -182,7 +203,8 @@ public sealed class KernelPairSpecification
         var pair = await DiffAsync(KernelEdits.ModuleStaticBranch);
 
         Assert.Equal("kvm", pair.Object.Value);
-        Assert.Contains(pair.Result.Functions, f => f.Name == "kvm_apic_accept_pic_intr" && f.Kind == FunctionChange.Changed);
+        Assert.Contains(pair.Result.Functions, f => f.Name == "kvm_apic_accept_pic_intr" && f.Kind
+            == FunctionChange.Changed);
         var refusal = Assert.Single(pair.Result.Refusals, r => r.Symbol == "apic_hw_disabled");
         Assert.Equal(RefusalRule.SpecialSectionUnsupported, refusal.Rule);
         Assert.Contains("static key apic_hw_disabled of module kvm", refusal.Message);
@@ -242,7 +264,8 @@ public sealed class KernelPairSpecification
         var after = KernelTables.Entries(pair.After, "__bug_table", 12);
         Assert.Equal(before.Count, after.Count);
         Assert.Contains(before.Zip(after), p => !p.First.Bytes.AsSpan(8).SequenceEqual(p.Second.Bytes.AsSpan(8)));
-        Assert.NotEqual(((ElfDataSection)pair.Before.FindSection("__dyndbg")!).Data, ((ElfDataSection)pair.After.FindSection("__dyndbg")!).Data);
+        Assert.NotEqual(((ElfDataSection)pair.Before.FindSection("__dyndbg")!).Data,
+            ((ElfDataSection)pair.After.FindSection("__dyndbg")!).Data);
 
         Assert.All(pair.Result.Functions, f => Assert.Equal(FunctionChange.Unchanged, f.Kind));
         Assert.False(pair.Result.HasChanges);

@@ -29,7 +29,8 @@ public class KernelNamesSpecification
     [InlineData("__func__.3", true, "__func__", 3)]
     [InlineData("request_cost.isra.0", true, "request_cost.isra", 0)]
     [InlineData("count", false, "count", 0)]
-    public void A_numbered_static_is_its_base_name_and_a_number(string symbol, bool numbered, string baseName, long number)
+    public void A_numbered_static_is_its_base_name_and_a_number(string symbol, bool numbered, string baseName,
+        long number)
     {
         Assert.Equal(numbered, KernelNames.IsNumberedStatic(symbol, out var actualBase, out var actualNumber));
         Assert.Equal(baseName, actualBase);
@@ -65,6 +66,14 @@ public class KernelNamesSpecification
     [InlineData("kintsugi_callback_pre_patch_setup", null)]
     public void A_callback_is_named_by_its_kind_and_function(string symbol, string? kind) =>
         Assert.Equal(kind, KernelNames.CallbackKind(symbol));
+
+    [Fact]
+    public void A_wrapper_of_an_unknown_kind_is_still_a_callback_so_that_the_builder_refuses_it()
+    {
+        Assert.True(KernelNames.IsCallback("__kintsugi_callback_on_load_setup"));
+        Assert.Null(KernelNames.CallbackKind("__kintsugi_callback_on_load_setup"));
+        Assert.False(KernelNames.IsCallback("kintsugi_callback_pre_patch_setup"));
+    }
 
     [Fact]
     public void A_static_call_trampoline_names_its_key_and_a_tracepoint_key_names_its_tracepoint()

@@ -2,7 +2,9 @@ using Kintsugi.Elf;
 
 namespace Kintsugi.Diff.Tests.Pairs;
 
-/// <summary>Functions are compared instruction by instruction, with relocation targets compared by what they name.</summary>
+/// <summary>
+/// Functions are compared instruction by instruction, with relocation targets compared by what they name.
+/// </summary>
 public class ComparisonSpecification
 {
     [Fact]
@@ -48,7 +50,8 @@ public class ComparisonSpecification
 
         Expect.ChangedAndIncluded(d, "transmit");
         Expect.Unchanged(d, "receive");
-        Assert.Equal([DiffPairs.Tag + "transmit", DiffPairs.Tag + "transmit", "tx_tracing"], d.RelocationTargets("__jump_table"));
+        Assert.Equal([DiffPairs.Tag + "transmit", DiffPairs.Tag + "transmit", "tx_tracing"],
+            d.RelocationTargets("__jump_table"));
         Expect.ReferenceToUnit(d, "tx_tracing", isLocal: false, ReferenceTargetKind.Object);
         Assert.DoesNotContain(d.Result.References, r => r.TargetName == "rx_tracing");
     }
@@ -222,7 +225,9 @@ public class ClassificationSpecification
     {
         var d = DiffPairs.Diff("new-static-data");
 
-        Assert.Equal(["event_names", "events_seen"], d.Result.Data.Where(x => x.Kind == DataChange.New && x.IsLocal).Select(x => x.Name).Order(StringComparer.Ordinal));
+        Assert.Equal(["event_names", "events_seen"],
+            d.Result.Data.Where(x => x.Kind == DataChange.New && x.IsLocal).Select(x => x.Name)
+            .Order(StringComparer.Ordinal));
         Expect.ChangedAndIncluded(d, "record_event");
         Assert.IsType<ElfNoBitsSection>(Assert.Contains("events_seen", d.Defined).Section);
         Assert.Equal(24UL, Assert.Contains("event_names", d.Defined).Size);

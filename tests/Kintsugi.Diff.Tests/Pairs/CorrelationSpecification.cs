@@ -2,7 +2,9 @@ using Kintsugi.Elf;
 
 namespace Kintsugi.Diff.Tests.Pairs;
 
-/// <summary>Numbered static locals: new numbers whenever the unit changes, matched again through the functions that use them.</summary>
+/// <summary>
+/// Numbered static locals: new numbers whenever the unit changes, matched again through the functions that use them.
+/// </summary>
 public class NumberedStaticSpecification
 {
     [Fact]
@@ -38,7 +40,8 @@ public class NumberedStaticSpecification
     public void Reordering_functions_that_own_same_named_statics_changes_nothing()
     {
         var d = DiffPairs.Diff("numbered-static-functions-swapped");
-        Assert.NotEqual(PairDiff.StaticUsedBy(d.Before, "hits_read", "hits"), PairDiff.StaticUsedBy(d.After, "hits_read", "hits"));
+        Assert.NotEqual(PairDiff.StaticUsedBy(d.Before, "hits_read", "hits"),
+            PairDiff.StaticUsedBy(d.After, "hits_read", "hits"));
 
         Expect.Unchanged(d, "hits_read", "hits_write");
         Assert.Empty(d.Result.Data);
@@ -57,8 +60,10 @@ public class NumberedStaticSpecification
         Assert.Equal(FunctionChange.New, d.Kind("alloc_c"));
         Assert.Empty(d.Result.Data);
         Assert.DoesNotContain(d.Defined.Keys, name => name.StartsWith("id.", StringComparison.Ordinal));
-        var id = Expect.ReferenceToUnit(d, PairDiff.StaticUsedBy(d.Before, "alloc_b", "id"), isLocal: true, ReferenceTargetKind.Object);
-        Assert.Equal([".text.alloc_b", ".text.alloc_c"], id.Sites.Select(s => s.Section).Distinct().Order(StringComparer.Ordinal));
+        var id = Expect.ReferenceToUnit(d, PairDiff.StaticUsedBy(d.Before, "alloc_b", "id"), isLocal: true,
+            ReferenceTargetKind.Object);
+        Assert.Equal([".text.alloc_b", ".text.alloc_c"],
+            id.Sites.Select(s => s.Section).Distinct().Order(StringComparer.Ordinal));
     }
 
     [Fact]
@@ -70,7 +75,8 @@ public class NumberedStaticSpecification
         Expect.ChangedAndIncluded(d, "alloc_b");
         Assert.Empty(d.Result.Data);
         Assert.DoesNotContain(d.Defined.Keys, name => name.StartsWith("id.", StringComparison.Ordinal));
-        var id = Expect.ReferenceToUnit(d, PairDiff.StaticUsedBy(d.Before, "alloc_a", "id"), isLocal: true, ReferenceTargetKind.Object);
+        var id = Expect.ReferenceToUnit(d, PairDiff.StaticUsedBy(d.Before, "alloc_a", "id"), isLocal: true,
+            ReferenceTargetKind.Object);
         Assert.All(id.Sites, s => Assert.Equal(".text.alloc_a", s.Section));
     }
 
@@ -85,13 +91,16 @@ public class NumberedStaticSpecification
     }
 }
 
-/// <summary>Compiler clones (.isra, .constprop, .part, .cold) are functions of their own, compared like any other.</summary>
+/// <summary>
+/// Compiler clones (.isra, .constprop, .part, .cold) are functions of their own, compared like any other.
+/// </summary>
 public class CompilerCloneSpecification
 {
     [Theory]
     [InlineData("isra-clone-changed", "request_cost.isra.0", new[] { "submit", "resubmit" })]
     [InlineData("constprop-clone-changed", "scale.constprop.0", new[] { "scale_a", "scale_b" })]
-    [InlineData("part-clone-changed", "lookup.part.0", new[] { "lookup_one", "lookup_two", "lookup_three", "lookup_four" })]
+    [InlineData("part-clone-changed", "lookup.part.0",
+        new[] { "lookup_one", "lookup_two", "lookup_three", "lookup_four" })]
     public void A_changed_clone_is_patched_under_its_own_name_and_its_callers_stay_unchanged(string pair, string clone, string[] callers)
     {
         var d = DiffPairs.Diff(pair);
@@ -127,7 +136,8 @@ public class CompilerCloneSpecification
         Expect.ChangedAndIncluded(d, "dev_check");
         Expect.Unchanged(d, "dev_reset");
         Assert.DoesNotContain(d.Result.Functions, f => f.Name.Contains(".cold", StringComparison.Ordinal));
-        // Named after its parent's output symbol: objtool over the linked module finds a cold part's parent by that name.
+        // Named after its parent's output symbol: objtool over the linked module finds a cold part's parent by that
+        // name.
         var cold = Assert.Contains(DiffPairs.Tag + "dev_check.cold", d.Defined);
         Assert.StartsWith(".text.unlikely", cold.Section!.Name, StringComparison.Ordinal);
         Assert.DoesNotContain("dev_check.cold", d.Defined.Keys);
@@ -142,9 +152,11 @@ public class CompilerCloneSpecification
         Assert.Equal(FunctionChange.New, d.Kind("check_channel"));
         Expect.ChangedAndIncluded(d, "open_channel");
         Assert.Equal(["check_channel", "check_channel.cold", DiffPairs.Tag + "open_channel"], d.DefinedFunctions);
-        Assert.StartsWith(".text.unlikely", Assert.Contains("check_channel.cold", d.Defined).Section!.Name, StringComparison.Ordinal);
+        Assert.StartsWith(".text.unlikely", Assert.Contains("check_channel.cold", d.Defined).Section!.Name,
+            StringComparison.Ordinal);
         Assert.Contains("check_channel.cold", d.RelocationTargets(".text.check_channel"));
-        Assert.DoesNotContain(d.Result.References, r => r.TargetName.StartsWith("check_channel", StringComparison.Ordinal));
+        Assert.DoesNotContain(d.Result.References,
+            r => r.TargetName.StartsWith("check_channel", StringComparison.Ordinal));
     }
 
     [Fact]
@@ -169,7 +181,8 @@ public class StringLiteralSpecification
 
         Expect.ChangedAndIncluded(d, "report_open");
         Expect.Unchanged(d, "report_close");
-        var strings = Expect.Strings(d, name => name.StartsWith(".rodata", StringComparison.Ordinal) && name.Contains(".str", StringComparison.Ordinal));
+        var strings = Expect.Strings(d, name => name.StartsWith(".rodata", StringComparison.Ordinal)
+            && name.Contains(".str", StringComparison.Ordinal));
         Assert.Contains("\u00016opened descriptor %d\n", strings);
         Assert.DoesNotContain(strings, s => s.Contains("close fd", StringComparison.Ordinal));
     }
@@ -207,8 +220,8 @@ public class StringLiteralSpecification
 }
 
 /// <summary>
-/// Statics the compiler makes per use (lock class keys, once flags, __func__, switch tables, debug descriptors)
-/// are never correlated: a function using them is compared by their contents, and an included function gets fresh copies.
+/// Statics the compiler makes per use (lock class keys, once flags, __func__, switch tables, debug descriptors) are
+/// never correlated: a function using them is compared by their contents, and an included function gets fresh copies.
 /// </summary>
 public class SpecialStaticSpecification
 {
@@ -216,7 +229,8 @@ public class SpecialStaticSpecification
     public void A_changed_function_gets_a_fresh_lock_class_key_and_renumbered_keys_leave_the_others_unchanged()
     {
         var d = DiffPairs.Diff("lock-class-key-per-use");
-        Assert.NotEqual(PairDiff.StaticUsedBy(d.Before, "pool_init", "__key"), PairDiff.StaticUsedBy(d.After, "pool_init", "__key"));
+        Assert.NotEqual(PairDiff.StaticUsedBy(d.Before, "pool_init", "__key"),
+            PairDiff.StaticUsedBy(d.After, "pool_init", "__key"));
 
         Expect.ChangedAndIncluded(d, "queue_init");
         Expect.Unchanged(d, "pool_init");
@@ -252,7 +266,8 @@ public class SpecialStaticSpecification
         Expect.Unchanged(d, "legacy_open");
         var flag = Assert.Single(d.Defined.Values, s => s.Name.StartsWith("__already_done.", StringComparison.Ordinal));
         Assert.Equal(".data.once", flag.Section!.Name);
-        Assert.DoesNotContain(d.Result.References, r => r.TargetName.StartsWith("__already_done", StringComparison.Ordinal));
+        Assert.DoesNotContain(d.Result.References,
+            r => r.TargetName.StartsWith("__already_done", StringComparison.Ordinal));
         Assert.DoesNotContain("legacy_open.cold", d.Defined.Keys);
     }
 
@@ -260,7 +275,8 @@ public class SpecialStaticSpecification
     public void A_renumbered_func_name_leaves_its_function_unchanged_and_a_changed_function_gets_its_own_copy()
     {
         var d = DiffPairs.Diff("func-name-string");
-        Assert.NotEqual(PairDiff.StaticUsedBy(d.Before, "remove_device", "__func__"), PairDiff.StaticUsedBy(d.After, "remove_device", "__func__"));
+        Assert.NotEqual(PairDiff.StaticUsedBy(d.Before, "remove_device", "__func__"),
+            PairDiff.StaticUsedBy(d.After, "remove_device", "__func__"));
 
         Expect.ChangedAndIncluded(d, "probe_device");
         Expect.Unchanged(d, "remove_device");
@@ -282,7 +298,8 @@ public class SpecialStaticSpecification
         Assert.Empty(d.Result.Refusals);
         Assert.Empty(d.Result.Data);
         var copy = Assert.IsType<ElfDataSection>(Assert.Contains(table, d.Defined).Section);
-        Assert.Contains(25000, Enumerable.Range(0, copy.Data.Length / 4).Select(i => BitConverter.ToInt32(copy.Data, i * 4)));
+        Assert.Contains(25000,
+            Enumerable.Range(0, copy.Data.Length / 4).Select(i => BitConverter.ToInt32(copy.Data, i * 4)));
         Assert.DoesNotContain(d.Result.References, r => r.TargetName.StartsWith("CSWTCH", StringComparison.Ordinal));
     }
 
@@ -310,9 +327,11 @@ public class SpecialStaticSpecification
         Assert.Equal(FunctionChange.Unchanged, recv.Kind);
         Assert.NotNull(recv.Note);
         Expect.Absent(d, "recv");
-        var descriptor = Assert.Single(d.Defined.Values, s => s.Name.StartsWith("__UNIQUE_ID_ddebug", StringComparison.Ordinal));
+        var descriptor = Assert.Single(d.Defined.Values,
+            s => s.Name.StartsWith("__UNIQUE_ID_ddebug", StringComparison.Ordinal));
         Assert.Equal("__dyndbg", descriptor.Section!.Name);
         Assert.Empty(d.Result.Data);
-        Assert.DoesNotContain(d.Result.References, r => r.TargetName.StartsWith("__UNIQUE_ID", StringComparison.Ordinal));
+        Assert.DoesNotContain(d.Result.References,
+            r => r.TargetName.StartsWith("__UNIQUE_ID", StringComparison.Ordinal));
     }
 }

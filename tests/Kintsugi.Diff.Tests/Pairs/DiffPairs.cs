@@ -13,14 +13,19 @@ internal static class DiffPairs
     /// <summary>The symbol tag of every diff here, as the builder gives the first unit of a build.</summary>
     public const string Tag = "kintsugi_u0_";
 
-    /// <summary>What kbuild passes gcc for x86-64 objects (plus the differ's -ffunction-sections -fdata-sections).</summary>
+    /// <summary>
+    /// What kbuild passes gcc for x86-64 objects (plus the differ's -ffunction-sections -fdata-sections).
+    /// </summary>
     public static readonly string[] KernelFlags =
     [
-        "-O2", "-nostdinc", "-ffreestanding", "-fno-PIE", "-mcmodel=kernel", "-mno-red-zone", "-fno-common", "-fno-strict-aliasing",
+        "-O2", "-nostdinc", "-ffreestanding", "-fno-PIE", "-mcmodel=kernel", "-mno-red-zone", "-fno-common",
+            "-fno-strict-aliasing",
         "-ffunction-sections", "-fdata-sections", "-pg", "-mfentry", "-mrecord-mcount", "-fcf-protection=branch",
         "-fno-asynchronous-unwind-tables", "-mindirect-branch=thunk-extern", "-mindirect-branch-register",
-        "-mfunction-return=thunk-extern", "-fno-jump-tables", "-mno-sse", "-mno-mmx", "-mno-sse2", "-mno-3dnow", "-mno-avx",
-        "-fno-stack-protector", "-fno-delete-null-pointer-checks", "-fno-strict-overflow", "-Wall", "-Werror", "-Wno-unused-function",
+        "-mfunction-return=thunk-extern", "-fno-jump-tables", "-mno-sse", "-mno-mmx", "-mno-sse2", "-mno-3dnow",
+            "-mno-avx",
+        "-fno-stack-protector", "-fno-delete-null-pointer-checks", "-fno-strict-overflow", "-Wall", "-Werror",
+            "-Wno-unused-function",
     ];
 
     public static string Fixtures { get; } = Path.Combine(Repository.Root, "tests", "fixtures", "diff-pairs");
@@ -30,18 +35,21 @@ internal static class DiffPairs
 
     /// <summary>Every pair: a directory with before.c and after.c.</summary>
     public static IReadOnlyList<string> Names { get; } =
-        [.. Directory.GetDirectories(Fixtures).Where(d => File.Exists(Path.Combine(d, "before.c"))).Select(Path.GetFileName).Order(StringComparer.Ordinal)!];
+        [.. Directory.GetDirectories(Fixtures).Where(d => File.Exists(Path.Combine(d, "before.c")))
+            .Select(Path.GetFileName).Order(StringComparer.Ordinal)!];
 
     public static TheoryData<string> All => new(Names);
 
     /// <summary>The pair's compiled objects, before and after its fix.</summary>
-    public static (byte[] Before, byte[] After) Compiled(string name) => Objects.Value.TryGetValue(name, out var pair) ? pair
+    public static (byte[] Before, byte[] After) Compiled(string name) =>
+        Objects.Value.TryGetValue(name, out var pair) ? pair
         : throw new ArgumentException($"no pair named {name} in {Fixtures}");
 
     /// <summary>The pair diffed for vmlinux (or <paramref name="module"/>), computed once per run.</summary>
     /// <param name="objtoolAtLink">As for a kernel where objtool runs over the linked livepatch module (IBT).</param>
     public static PairDiff Diff(string name, string? module = null, bool objtoolAtLink = false) =>
-        Diffs.GetOrAdd((name, (module ?? "vmlinux") + (objtoolAtLink ? "+objtool-at-link" : "")), key => new Lazy<PairDiff>(() =>
+        Diffs.GetOrAdd((name, (module ?? "vmlinux") + (objtoolAtLink ? "+objtool-at-link" : "")),
+            key => new Lazy<PairDiff>(() =>
         {
             var (before, after) = Objects.Value.TryGetValue(key.Item1, out var pair) ? pair
                 : throw new ArgumentException($"no pair named {key.Item1} in {Fixtures}");
@@ -60,7 +68,8 @@ internal static class DiffPairs
         var compiled = new ConcurrentDictionary<(string, string), byte[]>();
         Parallel.ForEach(jobs, new ParallelOptions { MaxDegreeOfParallelism = 2 }, job =>
         {
-            // Both sides are compiled as <pair>.c from a directory of their own, so __FILE__ is the same in both, as in a kernel tree.
+            // Both sides are compiled as <pair>.c from a directory of their own, so __FILE__ is the same in both, as in
+            // a kernel tree.
             var side = Directory.CreateDirectory(directory.File(job.Side)).FullName;
             var source = Path.Combine(side, job.Name + ".c");
             File.Copy(Path.Combine(Fixtures, job.Name, job.Side + ".c"), source, overwrite: true);
@@ -74,10 +83,13 @@ internal static class DiffPairs
                 "-o", output, job.Name + ".c",
             ];
             var result = ExternalCommand.RunAsync("gcc-12", arguments, workingDirectory: side).GetAwaiter().GetResult();
-            if (!result.Succeeded) throw new InvalidOperationException($"gcc-12 failed on {job.Name}/{job.Side}.c:\n{result.StandardError}");
+            if (!result.Succeeded)
+                throw new InvalidOperationException(
+                    $"gcc-12 failed on {job.Name}/{job.Side}.c:\n{result.StandardError}");
             compiled[(job.Name, job.Side)] = File.ReadAllBytes(output);
         });
-        return Names.ToDictionary(n => n, n => (compiled[(n, "before")], compiled[(n, "after")]), StringComparer.Ordinal);
+        return Names.ToDictionary(n => n, n => (compiled[(n, "before")], compiled[(n, "after")]),
+            StringComparer.Ordinal);
     }
 }
 
@@ -86,43 +98,53 @@ internal sealed record PairDiff(string Name, ElfObject Before, ElfObject After, 
 {
     public FunctionDiff Function(string name) =>
         Result.Functions.SingleOrDefault(f => f.Name == name)
-        ?? throw new Xunit.Sdk.XunitException($"{Name}: no function {name} in the diff; it has {string.Join(", ", Result.Functions.Select(f => f.Name))}");
+        ?? throw new Xunit.Sdk.XunitException($"{Name}: no function {name} in the diff; it has " +
+            $"{string.Join(", ", Result.Functions.Select(f => f.Name))}");
 
     public FunctionChange Kind(string function) => Function(function).Kind;
 
     public ElfObject Output => Result.Output ?? throw new Xunit.Sdk.XunitException(
-        $"{Name}: no output object (refusals: {string.Join("; ", Result.Refusals.Select(r => $"{r.Rule} {r.Symbol}"))}; changes: {Result.HasChanges})");
+        $"{Name}: no output object (refusals: " +
+        $"{string.Join("; ", Result.Refusals.Select(r => $"{r.Rule} {r.Symbol}"))}; changes: {Result.HasChanges})");
 
     /// <summary>The output's defined symbols (functions and objects) by name.</summary>
     public IReadOnlyDictionary<string, ElfSymbol> Defined =>
-        Output.SymbolTable!.Symbols.Where(s => s.Section is not null && s.Type is ElfSymbolType.Function or ElfSymbolType.Object)
+        Output.SymbolTable!.Symbols.Where(s => s.Section is not null && s.Type is ElfSymbolType.Function
+            or ElfSymbolType.Object)
             .ToDictionary(s => s.Name, StringComparer.Ordinal);
 
     public IReadOnlyList<string> DefinedFunctions =>
-        [.. Output.SymbolTable!.Symbols.Where(s => s.Section is not null && s.Type == ElfSymbolType.Function).Select(s => s.Name).Order(StringComparer.Ordinal)];
+        [.. Output.SymbolTable!.Symbols.Where(s => s.Section is not null && s.Type == ElfSymbolType.Function)
+            .Select(s => s.Name).Order(StringComparer.Ordinal)];
 
     public IReadOnlyList<string> Undefined =>
-        [.. Output.SymbolTable!.Symbols.Where(s => s.IsUndefined && s.Name.Length > 0).Select(s => s.Name).Order(StringComparer.Ordinal)];
+        [.. Output.SymbolTable!.Symbols.Where(s => s.IsUndefined && s.Name.Length > 0).Select(s => s.Name)
+            .Order(StringComparer.Ordinal)];
 
     public LoadTimeReference Reference(string outputName) =>
         Result.References.SingleOrDefault(r => r.OutputName == outputName)
-        ?? throw new Xunit.Sdk.XunitException($"{Name}: no reference {outputName}; references: {string.Join(", ", Result.References.Select(r => r.OutputName))}");
+        ?? throw new Xunit.Sdk.XunitException($"{Name}: no reference {outputName}; references: " +
+            $"{string.Join(", ", Result.References.Select(r => r.OutputName))}");
 
     public DiffRefusal Refusal(RefusalRule rule) =>
         Result.Refusals.SingleOrDefault(r => r.Rule == rule)
-        ?? throw new Xunit.Sdk.XunitException($"{Name}: no {rule} refusal; refusals: {string.Join("; ", Result.Refusals.Select(r => $"{r.Rule} {r.Symbol}: {r.Message}"))}");
+        ?? throw new Xunit.Sdk.XunitException($"{Name}: no {rule} refusal; refusals: " +
+            $"{string.Join("; ", Result.Refusals.Select(r => $"{r.Rule} {r.Symbol}: {r.Message}"))}");
 
     /// <summary>The relocations of an output section (by name), as the names of the symbols they point at.</summary>
     public IReadOnlyList<string> RelocationTargets(string section)
     {
-        var target = Output.FindSection(section) ?? throw new Xunit.Sdk.XunitException($"{Name}: the output has no section {section}");
+        var target = Output.FindSection(section)
+            ?? throw new Xunit.Sdk.XunitException($"{Name}: the output has no section {section}");
         return [.. Output.GetRelocationSections(target).SelectMany(r => r.Relocations).OrderBy(r => r.Offset)
             .Select(r => r.Symbol is { Type: ElfSymbolType.Section } s ? s.Section!.Name : r.Symbol?.Name ?? "")];
     }
 
     public IEnumerable<ElfSection> OutputSections(string name) => Output.Sections.Where(s => s.Name == name);
 
-    /// <summary>The name of the original's numbered static local with this base name used by <paramref name="function"/>.</summary>
+    /// <summary>
+    /// The name of the original's numbered static local with this base name used by <paramref name="function"/>.
+    /// </summary>
     public static string StaticUsedBy(ElfObject elf, string function, string baseName)
     {
         var symbol = elf.SymbolTable!.Symbols.Single(s => s.Name == function && s.Type == ElfSymbolType.Function);
@@ -132,6 +154,7 @@ internal sealed record PairDiff(string Name, ElfObject Before, ElfObject After, 
                 ? elf.SymbolTable.Symbols.Where(d => d.Section == s.Section && d.Type == ElfSymbolType.Object)
                 : [s])
             .Select(s => s.Name).Where(n => n.StartsWith(baseName + ".", StringComparison.Ordinal)).Distinct().ToList();
-        return names.Count == 1 ? names[0] : throw new Xunit.Sdk.XunitException($"{function} uses {names.Count} statics named {baseName}.N");
+        return names.Count == 1 ? names[0]
+            : throw new Xunit.Sdk.XunitException($"{function} uses {names.Count} statics named {baseName}.N");
     }
 }

@@ -6,7 +6,10 @@ namespace Kintsugi.Diff.Tests.Pairs;
 /// <summary>Assertions the pair specifications share.</summary>
 internal static class Expect
 {
-    /// <summary>The output holds the new code of <paramref name="function"/> under its tagged global name, and nothing under its own name.</summary>
+    /// <summary>
+    /// The output holds the new code of <paramref name="function"/> under its tagged global name, and nothing under its
+    /// own name.
+    /// </summary>
     public static void ChangedAndIncluded(PairDiff d, string function)
     {
         var diff = d.Function(function);
@@ -31,7 +34,9 @@ internal static class Expect
         foreach (var function in functions) Assert.Equal(FunctionChange.Unchanged, d.Kind(function));
     }
 
-    /// <summary>A function of the unit the output calls in the running kernel: an undefined symbol and its load-time reference.</summary>
+    /// <summary>
+    /// A function of the unit the output calls in the running kernel: an undefined symbol and its load-time reference.
+    /// </summary>
     public static LoadTimeReference ReferenceToUnit(PairDiff d, string target, bool isLocal, ReferenceTargetKind kind)
     {
         var outputName = isLocal ? DiffPairs.Tag + "local_" + ObjectDiffer.Sanitize(target) : target;
@@ -58,7 +63,10 @@ internal static class Expect
         return reference;
     }
 
-    /// <summary>Refused under <paramref name="rule"/> naming <paramref name="symbol"/>, with a message that names it and says what to do instead.</summary>
+    /// <summary>
+    /// Refused under <paramref name="rule"/> naming <paramref name="symbol"/>, with a message that names it and says
+    /// what to do instead.
+    /// </summary>
     public static DiffRefusal Refused(PairDiff d, RefusalRule rule, string symbol, params string[] advice)
     {
         var refusal = d.Refusal(rule);

@@ -2,7 +2,9 @@ using Kintsugi.Elf;
 
 namespace Kintsugi.Diff.Tests.Pairs;
 
-/// <summary>Static branch and static call sites of included module code whose keys the livepatch cannot bind in time.</summary>
+/// <summary>
+/// Static branch and static call sites of included module code whose keys the livepatch cannot bind in time.
+/// </summary>
 public class InertSiteSpecification
 {
     [Fact]
@@ -15,7 +17,8 @@ public class InertSiteSpecification
         Assert.Empty(d.OutputSections("__jump_table"));
         Assert.Empty(d.OutputSections(".static_call_sites"));
         Assert.Equal(
-            [("send_frame", "__SCK__tp_func_pkt_sent", KeyUse.StaticCall), ("send_frame", "__tracepoint_pkt_sent", KeyUse.StaticBranch)],
+            [("send_frame", "__SCK__tp_func_pkt_sent", KeyUse.StaticCall),
+                ("send_frame", "__tracepoint_pkt_sent", KeyUse.StaticBranch)],
             d.Result.InertSites.Select(s => (s.Function, s.Key, s.Use)));
     }
 
@@ -57,7 +60,8 @@ public class InertSiteSpecification
         var targets = d.RelocationTargets("__jump_table");
         Assert.Equal(3, targets.Count);
         Assert.StartsWith("__UNIQUE_ID_ddebug", targets[2], StringComparison.Ordinal);
-        Assert.DoesNotContain(d.Result.References, r => r.TargetName.StartsWith("__UNIQUE_ID_ddebug", StringComparison.Ordinal));
+        Assert.DoesNotContain(d.Result.References,
+            r => r.TargetName.StartsWith("__UNIQUE_ID_ddebug", StringComparison.Ordinal));
     }
 
     [Fact]

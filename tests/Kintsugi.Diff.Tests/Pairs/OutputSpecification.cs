@@ -3,7 +3,9 @@ using Kintsugi.Testing;
 
 namespace Kintsugi.Diff.Tests.Pairs;
 
-/// <summary>Whatever the pair, the output object is a well-formed relocatable object with nothing unchanged in it.</summary>
+/// <summary>
+/// Whatever the pair, the output object is a well-formed relocatable object with nothing unchanged in it.
+/// </summary>
 public class OutputSpecification
 {
     // Pair names come from the fixture directory, so discovering these theories compiles nothing.
@@ -60,14 +62,18 @@ public class OutputSpecification
         Assert.DoesNotContain(result.Output.SymbolTable!.Symbols, s => KernelNames.IsPadding(s.Name));
     }
 
-    /// <summary>Adds what objtool's --prefix adds: a local function symbol <c>__pfx_NAME</c> at each function.</summary>
+    /// <summary>
+    /// Adds what objtool's --prefix adds: a local function symbol <c>__pfx_NAME</c> at each function.
+    /// </summary>
     private static ElfObject WithPaddingSymbols(ElfObject elf)
     {
         var table = elf.SymbolTable!;
-        foreach (var function in table.Symbols.Where(s => s.Type == ElfSymbolType.Function && s.Section is not null).ToList())
+        foreach (var function in table.Symbols.Where(s => s.Type == ElfSymbolType.Function && s.Section is not null)
+            .ToList())
             table.Symbols.Add(new ElfSymbol("__pfx_" + function.Name)
             {
-                Type = ElfSymbolType.Function, Binding = ElfSymbolBinding.Local, Section = function.Section, Value = function.Value,
+                Type = ElfSymbolType.Function, Binding = ElfSymbolBinding.Local, Section = function.Section,
+                    Value = function.Value,
             });
         return ElfObject.Read(elf.ToArray());
     }
@@ -80,13 +86,15 @@ public class OutputSpecification
         if (d.Result.Output is null) return;
         var defined = d.DefinedFunctions;
 
-        foreach (var function in d.Result.Functions.Where(f => f.Kind is FunctionChange.Unchanged or FunctionChange.Removed))
+        foreach (var function in d.Result.Functions.Where(f => f.Kind is FunctionChange.Unchanged
+            or FunctionChange.Removed))
             Expect.Absent(d, function.Name);
         foreach (var function in d.Result.Functions.Where(f => f.Kind == FunctionChange.Changed))
             Assert.Contains(function.OutputSymbol!, defined);
         // Every function in the output is changed, new, or a cold part of one of those.
         var allowed = d.Result.Functions.Where(f => f.Kind is FunctionChange.Changed or FunctionChange.New)
-            .SelectMany(f => new[] { f.OutputSymbol ?? f.Name, (f.OutputSymbol ?? f.Name) + ".cold" }).ToHashSet(StringComparer.Ordinal);
+            .SelectMany(f => new[] { f.OutputSymbol ?? f.Name, (f.OutputSymbol ?? f.Name) + ".cold" })
+                .ToHashSet(StringComparer.Ordinal);
         Assert.All(defined, name => Assert.Contains(name, allowed));
     }
 
@@ -100,7 +108,8 @@ public class OutputSpecification
         foreach (var reference in d.Result.References)
         {
             var sites = d.Output.Sections.OfType<ElfRelocationSection>()
-                .SelectMany(r => r.Relocations.Where(x => x.Symbol?.Name == reference.OutputName).Select(x => (r.Target!.Name, x.Offset)));
+                .SelectMany(r => r.Relocations.Where(x => x.Symbol?.Name == reference.OutputName)
+                    .Select(x => (r.Target!.Name, x.Offset)));
             Assert.Equal(sites.Order(), reference.Sites.Select(s => (s.Section, s.Offset)).Order());
         }
     }
@@ -120,8 +129,10 @@ public class OutputSpecification
     }
 
     private static List<string> Symbols(ElfObject elf) =>
-        [.. elf.SymbolTable!.Symbols.Select(s => $"{s.Name}|{s.Type}|{s.Binding}|{s.Section?.Name}|{s.Value}|{s.Size}")];
+        [.. elf.SymbolTable!.Symbols.Select(s
+            => $"{s.Name}|{s.Type}|{s.Binding}|{s.Section?.Name}|{s.Value}|{s.Size}")];
 
     private static List<string> Relocations(ElfObject elf) =>
-        [.. elf.Sections.OfType<ElfRelocationSection>().SelectMany(r => r.Relocations.Select(x => $"{r.Target!.Name}|{x}"))];
+        [.. elf.Sections.OfType<ElfRelocationSection>()
+            .SelectMany(r => r.Relocations.Select(x => $"{r.Target!.Name}|{x}"))];
 }

@@ -21,8 +21,8 @@ public class RecordedOutputSpecification
         var expected = File.ReadAllLines(Recorded);
         var differing = actual.Except(expected, StringComparer.Ordinal).ToList();
         Assert.True(differing.Count == 0 && actual.Count == expected.Length,
-            $"the differ's verdict changed for {differing.Count} pair(s) (re-record with KINTSUGI_RECORD_DIFF_OUTPUTS=1 " +
-            $"if the change is intended):\n{string.Join('\n', differing)}");
+            $"the differ's verdict changed for {differing.Count} pair(s) (re-record with " +
+            $"KINTSUGI_RECORD_DIFF_OUTPUTS=1 if the change is intended):\n{string.Join('\n', differing)}");
     }
 
     private static string Fingerprint(string pair)
@@ -35,6 +35,7 @@ public class RecordedOutputSpecification
         var refusals = result.Refusals.Select(r => $"{r.Rule}:{r.Symbol}");
         var references = result.References.Select(r => $"{r.OutputName}>{r.TargetName}x{r.Sites.Count}");
         return $"{pair} output={output} functions=[{string.Join(' ', functions)}] data=[{string.Join(' ', data)}] " +
-            $"refusals=[{string.Join(' ', refusals)}] references=[{string.Join(' ', references)}] callbacks=[{string.Join(' ', result.Callbacks)}]";
+            $"refusals=[{string.Join(' ', refusals)}] references=[{string.Join(' ', references)}] " +
+            $"callbacks=[{string.Join(' ', result.Callbacks)}]";
     }
 }

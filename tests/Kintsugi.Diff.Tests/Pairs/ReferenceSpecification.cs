@@ -2,7 +2,9 @@ using Kintsugi.Elf;
 
 namespace Kintsugi.Diff.Tests.Pairs;
 
-/// <summary>What included code uses but does not define becomes a load-time reference, named so that statics never collide.</summary>
+/// <summary>
+/// What included code uses but does not define becomes a load-time reference, named so that statics never collide.
+/// </summary>
 public class ReferenceSpecification
 {
     [Fact]
@@ -51,7 +53,8 @@ public class ReferenceSpecification
         Assert.Equal(2, local.Sites.Count);
         Expect.ReferenceToUnit(d, "close_count", isLocal: false, ReferenceTargetKind.Object);
         Assert.Empty(d.Result.Data);
-        Assert.DoesNotContain(d.Output.Sections, s => s.Name.StartsWith(".bss", StringComparison.Ordinal) || s.Name.StartsWith(".data", StringComparison.Ordinal));
+        Assert.DoesNotContain(d.Output.Sections, s => s.Name.StartsWith(".bss", StringComparison.Ordinal)
+            || s.Name.StartsWith(".data", StringComparison.Ordinal));
     }
 
     [Fact]
@@ -61,7 +64,8 @@ public class ReferenceSpecification
 
         Assert.Equal(FunctionChange.New, d.Kind("clamp_key"));
         Assert.Contains("clamp_key", d.Defined.Keys);
-        Assert.DoesNotContain(d.Result.References, r => r.TargetName == "clamp_key" || r.OutputName.EndsWith("clamp_key", StringComparison.Ordinal));
+        Assert.DoesNotContain(d.Result.References, r => r.TargetName == "clamp_key"
+            || r.OutputName.EndsWith("clamp_key", StringComparison.Ordinal));
         Assert.Contains("clamp_key", d.RelocationTargets(".text.store_key"));
         Expect.ReferenceToUnit(d, "table", isLocal: true, ReferenceTargetKind.Object);
     }
@@ -119,7 +123,9 @@ public class CallbackAndShadowSpecification
     }
 }
 
-/// <summary>The kernel's tables of entries pointing into code keep exactly the entries of the included functions.</summary>
+/// <summary>
+/// The kernel's tables of entries pointing into code keep exactly the entries of the included functions.
+/// </summary>
 public class SpecialSectionSpecification
 {
     [Fact]
@@ -147,7 +153,8 @@ public class SpecialSectionSpecification
         Expect.ChangedAndIncluded(d, "handle_event");
         Assert.Equal(new DataDiff("event_audit", DataChange.New, IsLocal: false), Assert.Single(d.Result.Data));
         Assert.Contains("event_audit", d.Defined.Keys);
-        Assert.Equal([DiffPairs.Tag + "handle_event", DiffPairs.Tag + "handle_event", "event_audit"], d.RelocationTargets("__jump_table"));
+        Assert.Equal([DiffPairs.Tag + "handle_event", DiffPairs.Tag + "handle_event", "event_audit"],
+            d.RelocationTargets("__jump_table"));
         Assert.DoesNotContain(d.Result.References, r => r.TargetName == "event_audit");
     }
 
@@ -185,10 +192,12 @@ public class SpecialSectionSpecification
             var load = code.AsSpan((int)site.Offset - 3, 10).ToArray();
             Assert.Equal((uint)X86RelocationType.PC32, site.Type);
             Assert.Equal(-4, site.Addend);
-            Assert.True((load[0] & 0xfb) == 0x48 && load[1] == 0x8b && (load[2] & 0xc7) == 0x05, Convert.ToHexString(load));
+            Assert.True((load[0] & 0xfb) == 0x48 && load[1] == 0x8b && (load[2] & 0xc7) == 0x05,
+                Convert.ToHexString(load));
             Assert.Equal([0x0f, 0x1f, 0x00], load[7..]);
         }
-        Assert.DoesNotContain(d.Output.Sections.OfType<ElfDataSection>().Where(s => s.Flags.HasFlag(ElfSectionFlags.ExecInstr)),
+        Assert.DoesNotContain(d.Output.Sections.OfType<ElfDataSection>()
+            .Where(s => s.Flags.HasFlag(ElfSectionFlags.ExecInstr)),
             s => s.Data.AsSpan().IndexOf((byte[])[0xef, 0xcd, 0xab, 0x89, 0x67, 0x45, 0x23, 0x01]) >= 0);
     }
 

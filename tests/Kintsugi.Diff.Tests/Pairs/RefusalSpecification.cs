@@ -17,7 +17,8 @@ public class RefusalSpecification
     {
         var d = DiffPairs.Diff("runtime-constant-shift");
 
-        Expect.Refused(d, RefusalRule.SpecialSectionUnsupported, "hash_shift", "bucket_of", "runtime constant", "d_hash");
+        Expect.Refused(d, RefusalRule.SpecialSectionUnsupported, "hash_shift", "bucket_of", "runtime constant",
+            "d_hash");
     }
 
     [Fact]
@@ -199,8 +200,10 @@ public class LineNumberSpecification
     private static byte[] FunctionBytes(Kintsugi.Elf.ElfObject elf, string function)
     {
         var symbol = elf.SymbolTable!.Symbols.Single(s => s.Name == function);
-        return ((Kintsugi.Elf.ElfDataSection)symbol.Section!).Data.AsSpan((int)symbol.Value, (int)symbol.Size).ToArray();
+        return ((Kintsugi.Elf.ElfDataSection)symbol.Section!).Data.AsSpan((int)symbol.Value, (int)symbol.Size)
+            .ToArray();
     }
 
-    private static byte[] Section(Kintsugi.Elf.ElfObject elf, string name) => ((Kintsugi.Elf.ElfDataSection)elf.FindSection(name)!).Data;
+    private static byte[] Section(Kintsugi.Elf.ElfObject elf, string name) =>
+        ((Kintsugi.Elf.ElfDataSection)elf.FindSection(name)!).Data;
 }

@@ -23,9 +23,11 @@ public class TraceSpecification
     {
         var (_, decisions) = Traced("numbered-static-renumbered");
 
-        Assert.Contains(decisions, d => d is { Step: DiffStep.Compare, Symbol: "count_opens" } && d.Reason.StartsWith("changed"));
+        Assert.Contains(decisions, d => d is { Step: DiffStep.Compare, Symbol: "count_opens" }
+            && d.Reason.StartsWith("changed"));
         Assert.Contains(decisions, d => d is { Step: DiffStep.Compare, Symbol: "count_closes", Reason: "unchanged" });
-        Assert.Contains(decisions, d => d is { Step: DiffStep.Compare, Symbol: "count_reads" } && d.Reason.StartsWith("new"));
+        Assert.Contains(decisions, d => d is { Step: DiffStep.Compare, Symbol: "count_reads" }
+            && d.Reason.StartsWith("new"));
     }
 
     [Fact]
@@ -33,7 +35,8 @@ public class TraceSpecification
     {
         var (_, decisions) = Traced("line-only-warn-slowpath");
 
-        Assert.Contains(decisions, d => d.Step == DiffStep.Compare && d.Reason.StartsWith("unchanged") && d.Reason.Contains("__LINE__"));
+        Assert.Contains(decisions, d => d.Step == DiffStep.Compare && d.Reason.StartsWith("unchanged")
+            && d.Reason.Contains("__LINE__"));
     }
 
     [Fact]
@@ -51,8 +54,10 @@ public class TraceSpecification
     {
         var (result, decisions) = Traced("numbered-static-renumbered");
 
-        Assert.Contains(decisions, d => d is { Step: DiffStep.Include, Symbol: "count_opens" } && d.Reason.Contains(DiffPairs.Tag + "count_opens"));
-        Assert.All(result.References, r => Assert.Contains(decisions, d => d.Step == DiffStep.Bind && d.Symbol == r.OutputName));
+        Assert.Contains(decisions, d => d is { Step: DiffStep.Include, Symbol: "count_opens" }
+            && d.Reason.Contains(DiffPairs.Tag + "count_opens"));
+        Assert.All(result.References,
+            r => Assert.Contains(decisions, d => d.Step == DiffStep.Bind && d.Symbol == r.OutputName));
         Assert.Contains(decisions, d => d.Step == DiffStep.Bind && d.Reason.Contains("local count."));
     }
 

@@ -15,7 +15,9 @@ internal static class Engine
 
     public static readonly TimeSpan TimeLimit = TimeSpan.FromSeconds(10);
 
-    /// <summary>The two inputs are a few kilobytes; the engine holds a few copies and indexes, never what a header claims.</summary>
+    /// <summary>
+    /// The two inputs are a few kilobytes; the engine holds a few copies and indexes, never what a header claims.
+    /// </summary>
     public const long AllocationLimit = 64L << 20;
 
     private static readonly DiffOptions Options = new(PatchedObjectName.Vmlinux, "kintsugi_t_");
@@ -39,7 +41,8 @@ internal static class Engine
             return new Outcome(Ending.Rejected, $"still running after {TimeLimit.TotalSeconds} s");
         var outcome = work.Result;
         if (outcome.Failure is null && allocated > AllocationLimit)
-            return outcome with { Failure = $"allocated {allocated >> 20} MiB for inputs of {original.Length} and {patched.Length} bytes" };
+            return outcome with { Failure =
+                $"allocated {allocated >> 20} MiB for inputs of {original.Length} and {patched.Length} bytes" };
         return outcome;
     }
 
@@ -54,7 +57,8 @@ internal static class Engine
         catch (ElfFormatException e)
         {
             // The reader's safety net wraps what its validation missed; that is a gap, not a rejection.
-            return new Outcome(Ending.Rejected, e.InnerException is null ? null : $"reader validation gap: {e.Message}");
+            return new Outcome(Ending.Rejected, e.InnerException is null ? null
+                : $"reader validation gap: {e.Message}");
         }
         catch (Exception e)
         {
@@ -84,14 +88,16 @@ internal static class Engine
         }
         catch (Exception e)
         {
-            return new Outcome(Ending.Result, $"the diff succeeded but writing or re-reading its output threw {Describe(e)}");
+            return new Outcome(Ending.Result,
+                $"the diff succeeded but writing or re-reading its output threw {Describe(e)}");
         }
         return new Outcome(Ending.Result, null);
     }
 
     private static string Describe(Exception e)
     {
-        var frame = e.StackTrace?.Split('\n').FirstOrDefault(l => l.Contains("Kintsugi.", StringComparison.Ordinal))?.Trim();
+        var frame = e.StackTrace?.Split('\n')
+            .FirstOrDefault(l => l.Contains("Kintsugi.", StringComparison.Ordinal))?.Trim();
         return $"{e.GetType().Name}: {e.Message} [{frame}]";
     }
 }

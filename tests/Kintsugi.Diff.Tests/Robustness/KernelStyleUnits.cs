@@ -13,11 +13,15 @@ internal static class KernelStyleUnits
 {
     public sealed record Unit(string Name, byte[] Original, byte[] Patched);
 
-    /// <summary>The flags kbuild uses for x86-64 vmlinux code that matter to the object's shape, plus the per-symbol sections the differ needs.</summary>
+    /// <summary>
+    /// The flags kbuild uses for x86-64 vmlinux code that matter to the object's shape, plus the per-symbol sections
+    /// the differ needs.
+    /// </summary>
     public static readonly string[] Flags =
     [
         "-O2", "-mcmodel=kernel", "-fno-PIE", "-fno-pic", "-mno-red-zone", "-fno-common", "-nostdinc",
-        "-ffunction-sections", "-fdata-sections", "-pg", "-mfentry", "-mrecord-mcount", "-fno-asynchronous-unwind-tables",
+        "-ffunction-sections", "-fdata-sections", "-pg", "-mfentry", "-mrecord-mcount",
+            "-fno-asynchronous-unwind-tables",
     ];
 
     private static readonly Lazy<IReadOnlyList<Unit>> Compiled = new(Compile);
@@ -29,17 +33,22 @@ internal static class KernelStyleUnits
         using var directory = new TemporaryDirectory();
         return Sources.Select(source => new Unit(source.Name,
             CompileOne(directory, "original", source.Name + ".c", source.Code),
-            CompileOne(directory, "fixed", source.Name + ".c", source.Code.Replace(source.Before, source.After, StringComparison.Ordinal)))).ToList();
+            CompileOne(directory, "fixed", source.Name + ".c",
+                source.Code.Replace(source.Before, source.After, StringComparison.Ordinal)))).ToList();
     }
 
-    /// <summary>Both versions compile under the same relative file name, as kbuild's do, so that __FILE__ is the same.</summary>
+    /// <summary>
+    /// Both versions compile under the same relative file name, as kbuild's do, so that __FILE__ is the same.
+    /// </summary>
     private static byte[] CompileOne(TemporaryDirectory directory, string version, string file, string code)
     {
         var where = Directory.CreateDirectory(directory.File(version)).FullName;
         File.WriteAllText(Path.Combine(where, file), code);
         var output = Path.ChangeExtension(file, ".o");
-        var result = ExternalCommand.RunAsync("gcc-12", [.. Flags, "-c", file, "-o", output], where).GetAwaiter().GetResult();
-        if (!result.Succeeded) throw new InvalidOperationException($"gcc-12 failed on {version}/{file}:\n{result.StandardError}");
+        var result = ExternalCommand.RunAsync("gcc-12", [.. Flags, "-c", file, "-o", output], where).GetAwaiter()
+            .GetResult();
+        if (!result.Succeeded)
+            throw new InvalidOperationException($"gcc-12 failed on {version}/{file}:\n{result.StandardError}");
         return File.ReadAllBytes(Path.Combine(where, output));
     }
 

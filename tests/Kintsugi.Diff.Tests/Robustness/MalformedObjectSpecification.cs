@@ -18,46 +18,60 @@ public class MalformedObjectSpecification(ITestOutputHelper output)
     private const int CasesPerFamily = 1750;
 
     [Fact]
-    public void Truncated_objects_are_rejected_or_diffed() => Check(nameof(Mutations.Truncated), Mutations.Truncated, reachesDiffer: false);
+    public void Truncated_objects_are_rejected_or_diffed() =>
+        Check(nameof(Mutations.Truncated), Mutations.Truncated, reachesDiffer: false);
 
     [Fact]
-    public void Bad_section_offsets_sizes_and_overlaps_are_rejected_or_diffed() => Check(nameof(Mutations.SectionOffsetOrSize), Mutations.SectionOffsetOrSize, reachesDiffer: true);
+    public void Bad_section_offsets_sizes_and_overlaps_are_rejected_or_diffed() =>
+        Check(nameof(Mutations.SectionOffsetOrSize), Mutations.SectionOffsetOrSize, reachesDiffer: true);
 
     [Fact]
-    public void Bad_sh_link_and_sh_info_are_rejected_or_diffed() => Check(nameof(Mutations.LinkOrInfo), Mutations.LinkOrInfo, reachesDiffer: true);
+    public void Bad_sh_link_and_sh_info_are_rejected_or_diffed() =>
+        Check(nameof(Mutations.LinkOrInfo), Mutations.LinkOrInfo, reachesDiffer: true);
 
     [Fact]
-    public void Bad_symbol_section_indexes_and_name_offsets_are_rejected_or_diffed() => Check(nameof(Mutations.SymbolSectionIndexOrName), Mutations.SymbolSectionIndexOrName, reachesDiffer: true);
+    public void Bad_symbol_section_indexes_and_name_offsets_are_rejected_or_diffed() =>
+        Check(nameof(Mutations.SymbolSectionIndexOrName), Mutations.SymbolSectionIndexOrName, reachesDiffer: true);
 
     [Fact]
-    public void Absurd_symbol_values_sizes_and_kinds_are_rejected_or_diffed() => Check(nameof(Mutations.SymbolValueOrSize), Mutations.SymbolValueOrSize, reachesDiffer: true);
+    public void Absurd_symbol_values_sizes_and_kinds_are_rejected_or_diffed() =>
+        Check(nameof(Mutations.SymbolValueOrSize), Mutations.SymbolValueOrSize, reachesDiffer: true);
 
     [Fact]
-    public void Relocation_symbol_indexes_out_of_range_are_rejected_or_diffed() => Check(nameof(Mutations.RelocationSymbol), Mutations.RelocationSymbol, reachesDiffer: true);
+    public void Relocation_symbol_indexes_out_of_range_are_rejected_or_diffed() =>
+        Check(nameof(Mutations.RelocationSymbol), Mutations.RelocationSymbol, reachesDiffer: true);
 
     [Fact]
-    public void Mutated_relocation_types_are_rejected_or_diffed() => Check(nameof(Mutations.RelocationType), Mutations.RelocationType, reachesDiffer: true);
+    public void Mutated_relocation_types_are_rejected_or_diffed() =>
+        Check(nameof(Mutations.RelocationType), Mutations.RelocationType, reachesDiffer: true);
 
     [Fact]
-    public void Relocation_offsets_and_addends_outside_their_section_are_rejected_or_diffed() => Check(nameof(Mutations.RelocationOffsetOrAddend), Mutations.RelocationOffsetOrAddend, reachesDiffer: true);
+    public void Relocation_offsets_and_addends_outside_their_section_are_rejected_or_diffed() =>
+        Check(nameof(Mutations.RelocationOffsetOrAddend), Mutations.RelocationOffsetOrAddend, reachesDiffer: true);
 
     [Fact]
-    public void Absurd_counts_table_sizes_and_alignments_are_rejected_or_diffed() => Check(nameof(Mutations.AbsurdCountOrSize), Mutations.AbsurdCountOrSize, reachesDiffer: true);
+    public void Absurd_counts_table_sizes_and_alignments_are_rejected_or_diffed() =>
+        Check(nameof(Mutations.AbsurdCountOrSize), Mutations.AbsurdCountOrSize, reachesDiffer: true);
 
     [Fact]
-    public void Missing_duplicated_and_retyped_symbol_tables_are_rejected_or_diffed() => Check(nameof(Mutations.SymbolTables), Mutations.SymbolTables, reachesDiffer: true);
+    public void Missing_duplicated_and_retyped_symbol_tables_are_rejected_or_diffed() =>
+        Check(nameof(Mutations.SymbolTables), Mutations.SymbolTables, reachesDiffer: true);
 
     [Fact]
-    public void Byte_flips_in_the_headers_are_rejected_or_diffed() => Check(nameof(Mutations.HeaderBytes), Mutations.HeaderBytes, reachesDiffer: true);
+    public void Byte_flips_in_the_headers_are_rejected_or_diffed() =>
+        Check(nameof(Mutations.HeaderBytes), Mutations.HeaderBytes, reachesDiffer: true);
 
     [Fact]
-    public void Renamed_and_reflagged_sections_are_rejected_or_diffed() => Check(nameof(Mutations.SectionNameOrFlags), Mutations.SectionNameOrFlags, reachesDiffer: true);
+    public void Renamed_and_reflagged_sections_are_rejected_or_diffed() =>
+        Check(nameof(Mutations.SectionNameOrFlags), Mutations.SectionNameOrFlags, reachesDiffer: true);
 
     [Fact]
-    public void Random_code_data_and_table_contents_are_diffed() => Check(nameof(Mutations.ContentBytes), Mutations.ContentBytes, reachesDiffer: true);
+    public void Random_code_data_and_table_contents_are_diffed() =>
+        Check(nameof(Mutations.ContentBytes), Mutations.ContentBytes, reachesDiffer: true);
 
     [Fact]
-    public void Several_inconsistencies_in_one_object_are_rejected_or_diffed() => Check(nameof(Mutations.Combined), Mutations.Combined, reachesDiffer: true);
+    public void Several_inconsistencies_in_one_object_are_rejected_or_diffed() =>
+        Check(nameof(Mutations.Combined), Mutations.Combined, reachesDiffer: true);
 
     [Fact]
     public void The_unmutated_pairs_diff_to_one_changed_function_each()
@@ -65,7 +79,8 @@ public class MalformedObjectSpecification(ITestOutputHelper output)
         foreach (var unit in KernelStyleUnits.All)
         {
             Assert.Equal(new Engine.Outcome(Engine.Ending.Result, null), Engine.Run(unit.Original, unit.Patched));
-            var result = ObjectDiffer.Diff(ElfObject.Read(unit.Original), ElfObject.Read(unit.Patched), new DiffOptions(PatchedObjectName.Vmlinux, "t_"));
+            var result = ObjectDiffer.Diff(ElfObject.Read(unit.Original), ElfObject.Read(unit.Patched),
+                new DiffOptions(PatchedObjectName.Vmlinux, "t_"));
             Assert.Single(result.Functions, f => f.Kind == FunctionChange.Changed);
             Assert.NotNull(result.Output);
         }
@@ -78,7 +93,8 @@ public class MalformedObjectSpecification(ITestOutputHelper output)
         var patched = ElfObject.Read(unit.Patched);
         patched.SymbolTable!.Find("global_limit")!.Value = ulong.MaxValue;
 
-        var result = ObjectDiffer.Diff(ElfObject.Read(unit.Original), patched, new DiffOptions(PatchedObjectName.Vmlinux, "t_"));
+        var result = ObjectDiffer.Diff(ElfObject.Read(unit.Original), patched,
+            new DiffOptions(PatchedObjectName.Vmlinux, "t_"));
 
         Assert.Equal([new DataDiff("global_limit", DataChange.Changed, IsLocal: false)], result.Data);
         Assert.Equal(RefusalRule.DataChanged, Assert.Single(result.Refusals).Rule);
@@ -91,13 +107,18 @@ public class MalformedObjectSpecification(ITestOutputHelper output)
         var patched = ElfObject.Read(unit.Patched);
         patched.FindSection(".text.remove_item")!.Alignment = 1UL << 29;
 
-        var error = Assert.Throws<DiffException>(() => ObjectDiffer.Diff(ElfObject.Read(unit.Original), patched, new DiffOptions(PatchedObjectName.Vmlinux, "t_")));
+        var error =
+            Assert.Throws<DiffException>(() => ObjectDiffer.Diff(ElfObject.Read(unit.Original), patched,
+            new DiffOptions(PatchedObjectName.Vmlinux, "t_")));
 
-        Assert.Contains(".text.remove_item in the patched object asks for 536870912-byte alignment", error.Message, StringComparison.Ordinal);
+        Assert.Contains(".text.remove_item in the patched object asks for 536870912-byte alignment", error.Message,
+            StringComparison.Ordinal);
         Assert.Null(error.InnerException);
     }
 
-    /// <summary>The mutated object of one case: the family's seeds are <c>familyBase + i</c>, units and sides in turn.</summary>
+    /// <summary>
+    /// The mutated object of one case: the family's seeds are <c>familyBase + i</c>, units and sides in turn.
+    /// </summary>
     internal static (KernelStyleUnits.Unit Unit, string Side, Mutation Mutation) Case(Mutations.Family family, int seed)
     {
         var units = KernelStyleUnits.All;
@@ -126,17 +147,21 @@ public class MalformedObjectSpecification(ITestOutputHelper output)
             {
                 endings[outcome.Ending] = endings.GetValueOrDefault(outcome.Ending) + 1;
                 if (outcome.Failure is not null)
-                    failures.Add($"{name} seed {seed} ({unit.Name} {side}: {mutation.Description}) {role}: {outcome.Failure}");
+                    failures.Add($"{name} seed {seed} ({unit.Name} {side}: {mutation.Description}) {role}: " +
+                        $"{outcome.Failure}");
             }
         }
 
         output.WriteLine($"{name}: {CasesPerFamily} mutated objects in {clock.ElapsedMilliseconds} ms; " +
-            string.Join(", ", endings.OrderBy(e => e.Key).Select(e => $"{e.Value} {e.Key}")) + $"; {failures.Count} failures");
+            string.Join(", ", endings.OrderBy(e => e.Key).Select(e => $"{e.Value} {e.Key}"))
+                + $"; {failures.Count} failures");
         foreach (var failure in failures.Take(20)) output.WriteLine(failure);
-        Assert.True(failures.Count == 0, $"{failures.Count} cases broke the contract, first: {failures.FirstOrDefault()}");
+        Assert.True(failures.Count == 0,
+            $"{failures.Count} cases broke the contract, first: {failures.FirstOrDefault()}");
         // A family meant to get past the reader must do so, or it tests the reader again and not the engine.
         if (reachesDiffer)
-            Assert.True(endings.GetValueOrDefault(Engine.Ending.Refused) + endings.GetValueOrDefault(Engine.Ending.Result) > CasesPerFamily / 10,
+            Assert.True(endings.GetValueOrDefault(Engine.Ending.Refused)
+                + endings.GetValueOrDefault(Engine.Ending.Result) > CasesPerFamily / 10,
                 $"{name}: too few mutated objects reached the differ");
     }
 

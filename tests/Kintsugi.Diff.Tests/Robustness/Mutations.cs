@@ -70,12 +70,15 @@ internal static class Mutations
         {
             // Overlap: contents moved onto another section's (or onto the header table).
             var other = AnySection(random, layout);
-            ulong onto = random.Next(5) == 0 ? (ulong)layout.TableOffset : other.Offset + (ulong)random.Next(0, (int)Math.Min(other.Size + 1, 16));
-            return new($"section [{section.Index}] sh_offset moved onto [{other.Index}] at 0x{onto:x}", With(layout.Bytes, section.At + 24, 8, onto));
+            ulong onto = random.Next(5) == 0 ? (ulong)layout.TableOffset : other.Offset
+                + (ulong)random.Next(0, (int)Math.Min(other.Size + 1, 16));
+            return new($"section [{section.Index}] sh_offset moved onto [{other.Index}] at 0x{onto:x}",
+                With(layout.Bytes, section.At + 24, 8, onto));
         }
         bool size = random.Next(2) == 0;
         ulong value = Absurd(random, layout, size ? section.Size : section.Offset);
-        return new($"section [{section.Index}] {(size ? "sh_size" : "sh_offset")} = 0x{value:x}", With(layout.Bytes, section.At + (size ? 32 : 24), 8, value));
+        return new($"section [{section.Index}] {(size ? "sh_size" : "sh_offset")} = 0x{value:x}",
+            With(layout.Bytes, section.At + (size ? 32 : 24), 8, value));
     }
 
     public static Mutation LinkOrInfo(ObjectLayout layout, Random random)
@@ -83,8 +86,10 @@ internal static class Mutations
         var section = AnySection(random, layout);
         bool link = random.Next(2) == 0;
         // Mostly another real section, which the reader accepts where the type allows it.
-        ulong value = random.Next(4) == 0 ? Absurd(random, layout, (ulong)layout.Sections.Count) : (ulong)random.Next(0, layout.Sections.Count + 3);
-        return new($"section [{section.Index}] {(link ? "sh_link" : "sh_info")} = {value}", With(layout.Bytes, section.At + (link ? 40 : 44), 4, value));
+        ulong value = random.Next(4) == 0 ? Absurd(random, layout, (ulong)layout.Sections.Count)
+            : (ulong)random.Next(0, layout.Sections.Count + 3);
+        return new($"section [{section.Index}] {(link ? "sh_link" : "sh_info")} = {value}",
+            With(layout.Bytes, section.At + (link ? 40 : 44), 4, value));
     }
 
     public static Mutation SymbolSectionIndexOrName(ObjectLayout layout, Random random)
@@ -98,9 +103,11 @@ internal static class Mutations
                 1 => (ulong)random.Next(0x10000),
                 _ => (ulong)random.Next(0, layout.Sections.Count + 3),
             };
-            return new($"symbol {symbol} st_shndx = 0x{index:x}", With(layout.Bytes, layout.Symbol(symbol) + 6, 2, index));
+            return new($"symbol {symbol} st_shndx = 0x{index:x}",
+                With(layout.Bytes, layout.Symbol(symbol) + 6, 2, index));
         }
-        ulong name = random.Next(4) == 0 ? Absurd(random, layout, layout.StringTable.Size) : (ulong)random.Next(0, (int)layout.StringTable.Size + 4);
+        ulong name = random.Next(4) == 0 ? Absurd(random, layout, layout.StringTable.Size)
+            : (ulong)random.Next(0, (int)layout.StringTable.Size + 4);
         return new($"symbol {symbol} st_name = 0x{name:x}", With(layout.Bytes, layout.Symbol(symbol), 4, name));
     }
 
@@ -118,12 +125,14 @@ internal static class Mutations
             case 1:
             case 2:
             {
-                ulong value = Absurd(random, layout, BinaryPrimitives.ReadUInt64LittleEndian(layout.Bytes.AsSpan(at + 8)));
+                ulong value = Absurd(random, layout,
+                    BinaryPrimitives.ReadUInt64LittleEndian(layout.Bytes.AsSpan(at + 8)));
                 return new($"symbol {symbol} st_value = 0x{value:x}", With(layout.Bytes, at + 8, 8, value));
             }
             default:
             {
-                ulong size = Absurd(random, layout, BinaryPrimitives.ReadUInt64LittleEndian(layout.Bytes.AsSpan(at + 16)));
+                ulong size = Absurd(random, layout,
+                    BinaryPrimitives.ReadUInt64LittleEndian(layout.Bytes.AsSpan(at + 16)));
                 return new($"symbol {symbol} st_size = 0x{size:x}", With(layout.Bytes, at + 16, 8, size));
             }
         }
@@ -139,8 +148,10 @@ internal static class Mutations
     public static Mutation RelocationSymbol(ObjectLayout layout, Random random)
     {
         var (section, entry, at) = AnyRelocation(random, layout);
-        ulong symbol = random.Next(4) == 0 ? Absurd(random, layout, (ulong)layout.SymbolCount) & 0xffff_ffff : (ulong)random.Next(0, layout.SymbolCount + 3);
-        return new($"relocation {entry} of [{section.Index}] symbol = {symbol}", With(layout.Bytes, at + 12, 4, symbol));
+        ulong symbol = random.Next(4) == 0 ? Absurd(random, layout, (ulong)layout.SymbolCount) & 0xffff_ffff
+            : (ulong)random.Next(0, layout.SymbolCount + 3);
+        return new($"relocation {entry} of [{section.Index}] symbol = {symbol}",
+            With(layout.Bytes, at + 12, 4, symbol));
     }
 
     public static Mutation RelocationType(ObjectLayout layout, Random random)
@@ -157,13 +168,18 @@ internal static class Mutations
         {
             var target = layout.Sections.FirstOrDefault(s => s.Index == section.Info);
             ulong offset = Absurd(random, layout, target?.Size ?? 0);
-            return new($"relocation {entry} of [{section.Index}] r_offset = 0x{offset:x}", With(layout.Bytes, at, 8, offset));
+            return new($"relocation {entry} of [{section.Index}] r_offset = 0x{offset:x}",
+                With(layout.Bytes, at, 8, offset));
         }
-        ulong addend = random.Next(3) == 0 ? (ulong)(long)random.Next(-64, 64) : Absurd(random, layout, BinaryPrimitives.ReadUInt64LittleEndian(layout.Bytes.AsSpan(at + 16)));
-        return new($"relocation {entry} of [{section.Index}] r_addend = 0x{addend:x}", With(layout.Bytes, at + 16, 8, addend));
+        ulong addend = random.Next(3) == 0 ? (ulong)(long)random.Next(-64, 64)
+            : Absurd(random, layout, BinaryPrimitives.ReadUInt64LittleEndian(layout.Bytes.AsSpan(at + 16)));
+        return new($"relocation {entry} of [{section.Index}] r_addend = 0x{addend:x}",
+            With(layout.Bytes, at + 16, 8, addend));
     }
 
-    /// <summary>Section counts, table sizes, entry sizes and alignments that claim far more (or less) than is there.</summary>
+    /// <summary>
+    /// Section counts, table sizes, entry sizes and alignments that claim far more (or less) than is there.
+    /// </summary>
     public static Mutation AbsurdCountOrSize(ObjectLayout layout, Random random)
     {
         switch (random.Next(6))
@@ -184,20 +200,24 @@ internal static class Mutations
             case 2:
             {
                 var table = random.Next(2) == 0 ? layout.SymbolTable : Pick(random, layout.Relocations.ToList());
-                ulong size = random.Next(2) == 0 ? table.Size + 24UL * (ulong)random.Next(-3, 4) : Absurd(random, layout, table.Size);
-                return new($"section [{table.Index}] sh_size = 0x{size:x} (a table of 24-byte entries)", With(layout.Bytes, table.At + 32, 8, size));
+                ulong size = random.Next(2) == 0 ? table.Size + 24UL * (ulong)random.Next(-3, 4)
+                    : Absurd(random, layout, table.Size);
+                return new($"section [{table.Index}] sh_size = 0x{size:x} (a table of 24-byte entries)",
+                    With(layout.Bytes, table.At + 32, 8, size));
             }
             case 3:
             {
                 var section = AnySection(random, layout);
                 ulong entry = Absurd(random, layout, section.EntrySize);
-                return new($"section [{section.Index}] sh_entsize = 0x{entry:x}", With(layout.Bytes, section.At + 56, 8, entry));
+                return new($"section [{section.Index}] sh_entsize = 0x{entry:x}",
+                    With(layout.Bytes, section.At + 56, 8, entry));
             }
             case 4:
             {
                 var section = AnySection(random, layout);
                 ulong alignment = random.Next(2) == 0 ? 1UL << random.Next(64) : Absurd(random, layout, 16);
-                return new($"section [{section.Index}] sh_addralign = 0x{alignment:x}", With(layout.Bytes, section.At + 48, 8, alignment));
+                return new($"section [{section.Index}] sh_addralign = 0x{alignment:x}",
+                    With(layout.Bytes, section.At + 48, 8, alignment));
             }
             default:
             {
@@ -205,12 +225,15 @@ internal static class Mutations
                 var bss = layout.Sections.Where(s => !s.OccupiesFile).ToList();
                 var section = bss.Count > 0 ? Pick(random, bss) : AnySection(random, layout);
                 ulong size = Absurd(random, layout, section.Size);
-                return new($"section [{section.Index}] (NOBITS) sh_size = 0x{size:x}", With(layout.Bytes, section.At + 32, 8, size));
+                return new($"section [{section.Index}] (NOBITS) sh_size = 0x{size:x}",
+                    With(layout.Bytes, section.At + 32, 8, size));
             }
         }
     }
 
-    /// <summary>No symbol table, two of them, or a table turned into something else (and something else into a table).</summary>
+    /// <summary>
+    /// No symbol table, two of them, or a table turned into something else (and something else into a table).
+    /// </summary>
     public static Mutation SymbolTables(ObjectLayout layout, Random random)
     {
         switch (random.Next(4))
@@ -218,7 +241,8 @@ internal static class Mutations
             case 0:
             {
                 ulong type = Pick(random, new ulong[] { 0, 1, 3, 4, 7, 8, 11, 17, 18 });
-                return new($"symbol table [{layout.SymbolTable.Index}] sh_type = {type}", With(layout.Bytes, layout.SymbolTable.At + 4, 4, type));
+                return new($"symbol table [{layout.SymbolTable.Index}] sh_type = {type}",
+                    With(layout.Bytes, layout.SymbolTable.At + 4, 4, type));
             }
             case 1:
             {
@@ -233,7 +257,8 @@ internal static class Mutations
             {
                 var elf = ElfObject.Read(layout.Bytes);
                 var table = elf.SymbolTable!;
-                var doomed = elf.Sections.Where(s => s is ElfRelocationSection or ElfGroupSection || ReferenceEquals(s, table)).ToList();
+                var doomed = elf.Sections.Where(s => s is ElfRelocationSection or ElfGroupSection
+                    || ReferenceEquals(s, table)).ToList();
                 elf.RemoveSections(doomed);
                 return new("symbol table and relocations removed", elf.ToArray());
             }
@@ -247,8 +272,11 @@ internal static class Mutations
                 {
                     // Some symbols are lost, some change place, as in a table written by a broken tool.
                     if (random.Next(8) == 0) continue;
-                    var clone = new ElfSymbol(symbol.Name) { Binding = symbol.Binding, Type = symbol.Type, Other = symbol.Other, Value = symbol.Value, Size = symbol.Size };
-                    if (symbol.Section is { } section) clone.Section = random.Next(16) == 0 ? Pick(random, elf.Sections) : section;
+                    var clone = new ElfSymbol(symbol.Name)
+                        { Binding = symbol.Binding, Type = symbol.Type, Other = symbol.Other, Value = symbol.Value,
+                        Size = symbol.Size };
+                    if (symbol.Section is { } section)
+                        clone.Section = random.Next(16) == 0 ? Pick(random, elf.Sections) : section;
                     else clone.SpecialSection = symbol.SpecialSection;
                     clones[symbol] = clone;
                     copy.Symbols.Add(clone);
@@ -258,13 +286,16 @@ internal static class Mutations
                 int moved = 0;
                 foreach (var relocations in elf.Sections.OfType<ElfRelocationSection>().ToList())
                 {
-                    if (random.Next(2) == 0 || !relocations.Relocations.All(r => r.Symbol is null || clones.ContainsKey(r.Symbol))) continue;
+                    if (random.Next(2) == 0
+                        || !relocations.Relocations.All(r => r.Symbol is null
+                        || clones.ContainsKey(r.Symbol))) continue;
                     relocations.SymbolTable = copy;
                     foreach (var relocation in relocations.Relocations)
                         if (relocation.Symbol is { } symbol) relocation.Symbol = clones[symbol];
                     moved++;
                 }
-                return new($"a second, damaged symbol table {(first ? "before" : "after")} the first; {moved} relocation sections use it", elf.ToArray());
+                return new($"a second, damaged symbol table {(first ? "before" : "after")} the first; {moved} " +
+                    "relocation sections use it", elf.ToArray());
             }
         }
     }
@@ -276,20 +307,25 @@ internal static class Mutations
         var changes = new List<string>();
         for (int n = random.Next(1, 5); n > 0; n--)
         {
-            int at = random.Next(2) == 0 ? random.Next(64) : layout.TableOffset + random.Next((layout.Sections.Count + 1) * 64);
+            int at = random.Next(2) == 0 ? random.Next(64) : layout.TableOffset
+                + random.Next((layout.Sections.Count + 1) * 64);
             bytes[at] = random.Next(2) == 0 ? (byte)(bytes[at] ^ (1 << random.Next(8))) : (byte)random.Next(256);
             changes.Add($"[0x{at:x}]=0x{bytes[at]:x2}");
         }
         return new($"header bytes {string.Join(' ', changes)}", bytes);
     }
 
-    /// <summary>Sections renamed to another section's name (a code section called __bug_table, data called .text.x) or given other flags.</summary>
+    /// <summary>
+    /// Sections renamed to another section's name (a code section called __bug_table, data called .text.x) or given
+    /// other flags.
+    /// </summary>
     public static Mutation SectionNameOrFlags(ObjectLayout layout, Random random)
     {
         var section = AnySection(random, layout);
         if (random.Next(2) == 0)
         {
-            uint name = Pick(random, layout.SectionNameOffsets.ToList()) + (uint)(random.Next(4) == 0 ? random.Next(1, 6) : 0);
+            uint name = Pick(random, layout.SectionNameOffsets.ToList())
+                + (uint)(random.Next(4) == 0 ? random.Next(1, 6) : 0);
             return new($"section [{section.Index}] sh_name = 0x{name:x}", With(layout.Bytes, section.At, 4, name));
         }
         ulong flag = Pick(random, new ulong[] { 0x1, 0x2, 0x4, 0x10, 0x20, 0x40, 0x80, 0x200, 0x400, 0x8000_0000 });
@@ -297,10 +333,13 @@ internal static class Mutations
         return new($"section [{section.Index}] sh_flags = 0x{flags:x}", With(layout.Bytes, section.At + 8, 8, flags));
     }
 
-    /// <summary>Two to four field mutations of the other families in one object: inconsistencies that only meet in combination.</summary>
+    /// <summary>
+    /// Two to four field mutations of the other families in one object: inconsistencies that only meet in combination.
+    /// </summary>
     public static Mutation Combined(ObjectLayout layout, Random random)
     {
-        Family[] families = [SectionOffsetOrSize, LinkOrInfo, SymbolSectionIndexOrName, SymbolValueOrSize, RelocationSymbol, RelocationType,
+        Family[] families = [SectionOffsetOrSize, LinkOrInfo, SymbolSectionIndexOrName, SymbolValueOrSize,
+            RelocationSymbol, RelocationType,
             RelocationOffsetOrAddend, SectionNameOrFlags, ContentBytes];
         var bytes = (byte[])layout.Bytes.Clone();
         var descriptions = new List<string>();
@@ -315,7 +354,9 @@ internal static class Mutations
         return new(string.Join("; ", descriptions), bytes);
     }
 
-    /// <summary>Random bytes in code, data, special tables and string literals: what the disassembler and the table parsers see.</summary>
+    /// <summary>
+    /// Random bytes in code, data, special tables and string literals: what the disassembler and the table parsers see.
+    /// </summary>
     public static Mutation ContentBytes(ObjectLayout layout, Random random)
     {
         var candidates = layout.Sections.Where(s => s.OccupiesFile && s.Size > 0 && s.Type is 1).ToList();

@@ -5,7 +5,8 @@ namespace Kintsugi.Diff.Tests.Robustness;
 /// <summary>Where the structures of a well-formed relocatable object lie, so that mutations can aim at them.</summary>
 internal sealed class ObjectLayout
 {
-    public sealed record Header(int Index, int At, uint Name, uint Type, ulong Flags, ulong Offset, ulong Size, uint Link, uint Info, ulong EntrySize)
+    public sealed record Header(int Index, int At, uint Name, uint Type, ulong Flags, ulong Offset, ulong Size,
+        uint Link, uint Info, ulong EntrySize)
     {
         public const uint SymbolTableType = 2, StringTableType = 3, RelaType = 4, NoBitsType = 8;
         public bool OccupiesFile => Type != NoBitsType;

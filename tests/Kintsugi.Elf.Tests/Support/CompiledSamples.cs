@@ -2,7 +2,9 @@ using Kintsugi.Testing;
 
 namespace Kintsugi.Elf.Tests.Support;
 
-/// <summary>The <see cref="Samples.Variants"/>, compiled once per test run (in parallel) into one temporary directory.</summary>
+/// <summary>
+/// The <see cref="Samples.Variants"/>, compiled once per test run (in parallel) into one temporary directory.
+/// </summary>
 internal static class CompiledSamples
 {
     private static readonly Lazy<IReadOnlyDictionary<string, string>> Objects = new(CompileAll);

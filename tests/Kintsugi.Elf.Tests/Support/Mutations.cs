@@ -27,7 +27,9 @@ internal static class Mutations
             .Select(m => m with { Description = $"{seedName}: {m.Description}" });
     }
 
-    /// <summary>Cut at every boundary: the header's fields, each section header, each section's start and end, each table entry.</summary>
+    /// <summary>
+    /// Cut at every boundary: the header's fields, each section header, each section's start and end, each table entry.
+    /// </summary>
     private static IEnumerable<Mutation> Truncations(byte[] seed, List<Section> sections)
     {
         var lengths = new SortedSet<long>();
@@ -83,9 +85,11 @@ internal static class Mutations
         foreach (ulong value in HugeValues)
         {
             var extended = With(seed, 60, 2, 0);
-            yield return new Mutation($"e_shnum = 0, sh[0].sh_size = 0x{value:x}", With(extended, (int)table + 32, 8, value));
+            yield return new Mutation($"e_shnum = 0, sh[0].sh_size = 0x{value:x}",
+                With(extended, (int)table + 32, 8, value));
             var extendedNames = With(seed, 62, 2, 0xffff);
-            yield return new Mutation($"e_shstrndx = SHN_XINDEX, sh[0].sh_link = 0x{value:x}", With(extendedNames, (int)table + 40, 4, value));
+            yield return new Mutation($"e_shstrndx = SHN_XINDEX, sh[0].sh_link = 0x{value:x}",
+                With(extendedNames, (int)table + 40, 4, value));
         }
     }
 
@@ -101,10 +105,13 @@ internal static class Mutations
         {
             foreach (var (name, offset, size) in fields)
             {
-                var values = name == "sh_type" ? types : HugeValues.Concat([section.Size + 1, section.Size - 1, (ulong)seed.Length, (ulong)seed.Length - section.Size + 1]);
+                var values = name == "sh_type" ? types
+                    : HugeValues.Concat([section.Size + 1, section.Size - 1, (ulong)seed.Length,
+                    (ulong)seed.Length - section.Size + 1]);
                 foreach (ulong value in values)
                 {
-                    yield return new Mutation($"section [{section.Index}] {name} = 0x{value:x}", With(seed, (int)section.HeaderOffset + offset, size, value));
+                    yield return new Mutation($"section [{section.Index}] {name} = 0x{value:x}",
+                        With(seed, (int)section.HeaderOffset + offset, size, value));
                 }
             }
         }
@@ -137,7 +144,8 @@ internal static class Mutations
                     foreach (ulong value in HugeValues)
                     {
                         yield return new Mutation(
-                            $"section [{section.Index}] entry {entryIndex} {name} = 0x{value:x}", With(seed, (int)entry + offset, size, value));
+                            $"section [{section.Index}] entry {entryIndex} {name} = 0x{value:x}",
+                                With(seed, (int)entry + offset, size, value));
                     }
                 }
 
@@ -146,7 +154,9 @@ internal static class Mutations
         }
     }
 
-    /// <summary>Every NUL of every string table replaced, one at a time (the last one leaves a string unterminated).</summary>
+    /// <summary>
+    /// Every NUL of every string table replaced, one at a time (the last one leaves a string unterminated).
+    /// </summary>
     private static IEnumerable<Mutation> StringTerminators(byte[] seed, List<Section> sections)
     {
         foreach (var section in sections.Where(s => s.Type == 3))
@@ -169,7 +179,8 @@ internal static class Mutations
         var random = new Random(randomSeed);
         long table = (long)BinaryPrimitives.ReadUInt64LittleEndian(seed.AsSpan(40));
         var regions = new List<(long Start, long Length)> { (0, 64), (table, (sections.Count + 1) * 64L) };
-        regions.AddRange(sections.Where(s => s.Type is 2 or 3 or 4 or 7 or 17 or 18).Select(s => ((long)s.Offset, (long)s.Size)));
+        regions.AddRange(sections.Where(s => s.Type is 2 or 3 or 4 or 7 or 17 or 18)
+            .Select(s => ((long)s.Offset, (long)s.Size)));
         for (int i = 0; i < count; i++)
         {
             var mutated = (byte[])seed.Clone();
@@ -226,7 +237,8 @@ internal static class Mutations
                 table + i * 64L,
                 BinaryPrimitives.ReadUInt32LittleEndian(header[4..]),
                 BinaryPrimitives.ReadUInt64LittleEndian(header[24..]),
-                BinaryPrimitives.ReadUInt32LittleEndian(header[4..]) == 8 ? 0 : BinaryPrimitives.ReadUInt64LittleEndian(header[32..])));
+                BinaryPrimitives.ReadUInt32LittleEndian(header[4..]) == 8 ? 0
+                    : BinaryPrimitives.ReadUInt64LittleEndian(header[32..])));
         }
 
         return sections;

@@ -6,7 +6,8 @@ namespace Kintsugi.Elf.Tests.Support;
 /// <summary>What binutils' readelf says about an object, parsed for cross-checks.</summary>
 internal static partial class Readelf
 {
-    public sealed record Symbol(int Index, ulong Value, ulong Size, string Type, string Binding, string Visibility, string SectionIndex, string Name);
+    public sealed record Symbol(int Index, ulong Value, ulong Size, string Type, string Binding, string Visibility,
+        string SectionIndex, string Name);
 
     public sealed record Relocation(string Section, ulong Offset, ulong Info, string TypeName, long Addend);
 
@@ -60,7 +61,8 @@ internal static partial class Readelf
             var addendMatch = AddendTail().Match(line);
             if (addendMatch.Success)
             {
-                addend = (long)ulong.Parse(addendMatch.Groups["value"].Value, NumberStyles.HexNumber, CultureInfo.InvariantCulture);
+                addend = (long)ulong.Parse(addendMatch.Groups["value"].Value, NumberStyles.HexNumber,
+                    CultureInfo.InvariantCulture);
                 if (addendMatch.Groups["sign"].Value == "-")
                 {
                     addend = -addend;

@@ -14,13 +14,15 @@ internal static class Tool
         if (result.ExitCode != 0)
         {
             throw new InvalidOperationException(
-                $"{program} {string.Join(' ', arguments)} exited with {result.ExitCode}:\n{result.Error}\n{result.Output}");
+                $"{program} {string.Join(' ', arguments)} exited with " +
+                $"{result.ExitCode}:\n{result.Error}\n{result.Output}");
         }
 
         return result.Output;
     }
 
-    public static (int ExitCode, string Output, string Error) TryRunIn(string? workingDirectory, string program, params string[] arguments)
+    public static (int ExitCode, string Output, string Error) TryRunIn(string? workingDirectory, string program,
+        params string[] arguments)
     {
         var start = new ProcessStartInfo(program)
         {
@@ -58,7 +60,9 @@ internal static class SourceFiles
         return path;
     }
 
-    /// <summary>Compiles <paramref name="source"/> (C, or C++ when the name ends in .cpp, or assembly for .s) to an object file.</summary>
+    /// <summary>
+    /// Compiles <paramref name="source"/> (C, or C++ when the name ends in .cpp, or assembly for .s) to an object file.
+    /// </summary>
     public static string Compile(this TemporaryDirectory directory, string name, string source, params string[] flags)
     {
         string sourcePath = directory.Write(name, source);

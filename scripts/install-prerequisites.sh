@@ -22,6 +22,7 @@ packages=(
   chromium          # the dashboard is tested in headless Chromium
   lintian           # the Debian packages are checked with lintian
   debootstrap       # ... and installed, upgraded and purged in a Debian 12 root (scripts/debian-root.sh)
+  strace            # the server's secrets are checked to be created owner-only from its own system calls
 )
 missing=()
 for p in "${packages[@]}"; do

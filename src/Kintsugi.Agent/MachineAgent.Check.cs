@@ -20,16 +20,7 @@ public sealed partial class MachineAgent
     {
         var status = MachineStatus.Read(_paths);
         var disabled = KillSwitch.Reason(_paths);
-        if (_server is null)
-        {
-            var selection = OfflineSource.Select(_config.OfflineDirectory!, TrustStore.Open(_config.TrustStore), RunningTarget());
-            var refused = selection.Refused.Count > 0 ? $"; {selection.Refused.Count} bundle(s) refused ({selection.Refused[0].Reason})" : "";
-            if (selection.Best is not { } best)
-                return new AgentCheckResult(true, status.State, status.Level, status.Bundle, null, null, _config.OfflineDirectory!,
-                    $"no bundle in {_config.OfflineDirectory} for {RunningKernel.Release}{refused}", disabled);
-            var offered = best.Digest.ToString();
-            return Compare(status, best.Level, offered, _config.OfflineDirectory!, disabled, refused);
-        }
+        if (_server is null) return CheckOffline(status, disabled);
         var credential = await EnsureEnrolledAsync(_server, cancellation);
         var response = await _server.CheckInAsync(credential, CheckInRequestFor(null, null), cancellation);
         var source = _config.Server!.ToString();
@@ -41,6 +32,31 @@ public sealed partial class MachineAgent
             _ => new AgentCheckResult(true, status.State, status.Level, status.Bundle, null, null, source,
                 status.Level is null ? $"the server has no release for {RunningKernel.Release}" : $"level {status.Level} runs, as the server says", disabled),
         };
+    }
+
+    /// <summary>
+    /// What the next offline cycle would do, by its rules: the directory's signed release metadata (read, not kept)
+    /// forbids revoked levels, levels below the minimum and going down, and takes out a running level it forbids.
+    /// </summary>
+    private AgentCheckResult CheckOffline(MachineStatus status, string? disabled)
+    {
+        var directory = _config.OfflineDirectory!;
+        var trust = TrustStore.Open(_config.TrustStore);
+        var guard = new ReleaseGuard(StateDirectory, RunningTarget().BuildId, readOnly: true);
+        var (metadata, timestamps) = OfflineSource.Statements(directory, RunningTarget().BuildId);
+        var notes = metadata.SelectMany(m => guard.Offer(m, null, trust)).Concat(timestamps.SelectMany(t => guard.Offer(null, t, trust))).ToList();
+        if (guard.Freshness == MetadataFreshness.Stale) notes.Add(guard.Describe());
+        var applied = AppliedRecord();
+        var running = applied is not null && RetiredKeys.Refusal(applied, trust) is null ? applied.Origin?.Level : null;
+        var selection = OfflineSource.Select(directory, trust, RunningTarget(), level => guard.Refuse(level, running));
+        var note = (selection.Refused.Count > 0 ? $"; {selection.Refused.Count} bundle(s) refused ({selection.Refused[0].Reason})" : "") +
+            string.Concat(notes.Select(n => "; " + n));
+        if (selection.Best is { } best) return Compare(status, best.Level, best.Digest.ToString(), directory, disabled, note);
+        if (running is not null && guard.RefuseRemove(running) is null)
+            return new AgentCheckResult(false, status.State, status.Level, status.Bundle, null, null, directory,
+                $"level {running} is forbidden by {guard.Describe()}: the agent removes it at its next check{note}", disabled);
+        return new AgentCheckResult(true, status.State, status.Level, status.Bundle, null, null, directory,
+            $"no bundle in {directory} for {RunningKernel.Release}{note}", disabled);
     }
 
     private static AgentCheckResult Compare(MachineStatus status, int level, string bundle, string source, string? disabled, string note)

@@ -25,12 +25,16 @@ public sealed class ReleaseGuard
     private readonly string _directory;
     private readonly BuildId _build;
     private readonly Func<DateTimeOffset> _clock;
+    private readonly bool _readOnly;
 
-    public ReleaseGuard(string stateDirectory, BuildId build, Func<DateTimeOffset>? clock = null)
+    /// <param name="readOnly">Judge as the agent would, keeping what is taken in memory only (<c>agent check</c>
+    /// applies nothing, and changes nothing the next real check will see).</param>
+    public ReleaseGuard(string stateDirectory, BuildId build, Func<DateTimeOffset>? clock = null, bool readOnly = false)
     {
         _directory = Path.Combine(stateDirectory, "metadata");
         _build = build;
         _clock = clock ?? (() => DateTimeOffset.UtcNow);
+        _readOnly = readOnly;
         Metadata = ReadKept(MetadataPath, SignedReleaseMetadata.Read);
         Timestamp = Metadata is null ? null : ReadKept(TimestampPath, SignedReleaseTimestamp.Read);
     }
@@ -72,8 +76,8 @@ public sealed class ReleaseGuard
             refusals.Add($"release metadata version {stale.Metadata.Version} kept here is signed by key {stale.KeyId}, retired since; dropped");
             Metadata = null;
             Timestamp = null;
-            File.Delete(MetadataPath);
-            File.Delete(TimestampPath);
+            Forget(MetadataPath);
+            Forget(TimestampPath);
         }
         if (metadataText is not null)
         {
@@ -90,7 +94,7 @@ public sealed class ReleaseGuard
                     Keep(MetadataPath, offered.Text);
                     Metadata = offered;
                     Timestamp = null;
-                    File.Delete(TimestampPath);
+                    Forget(TimestampPath);
                 }
             }
             catch (BundleException e) { refusals.Add($"release metadata refused: {e.Message}"); }
@@ -146,8 +150,14 @@ public sealed class ReleaseGuard
         catch (BundleException) { return null; }
     }
 
+    private void Forget(string path)
+    {
+        if (!_readOnly) File.Delete(path);
+    }
+
     private void Keep(string path, string text)
     {
+        if (_readOnly) return;
         Directory.CreateDirectory(_directory);
         AtomicFile.WriteText(path, text);
     }

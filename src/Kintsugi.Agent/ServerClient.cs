@@ -51,20 +51,7 @@ public sealed class ServerClient(HttpClient http, Uri server, string agentVersio
                 throw new AgentException($"cannot read the server certificate {path} (server-ca): {e.Message}", ExitCode.Environment, e);
             }
             if (trusted.Count == 0) throw new AgentException($"{path} (server-ca) holds no PEM certificate", ExitCode.Environment);
-            handler.SslOptions.RemoteCertificateValidationCallback = (_, certificate, presented, errors) =>
-            {
-                if (certificate is null) return false;
-                var raw = certificate.GetRawCertData();
-                if (trusted.Any(t => t.RawData.AsSpan().SequenceEqual(raw))) return true;
-                if (errors.HasFlag(SslPolicyErrors.RemoteCertificateNameMismatch)) return false;
-                using var chain = new X509Chain();
-                chain.ChainPolicy.TrustMode = X509ChainTrustMode.CustomRootTrust;
-                chain.ChainPolicy.CustomTrustStore.AddRange(trusted);
-                chain.ChainPolicy.RevocationMode = X509RevocationMode.NoCheck;
-                if (presented is not null) foreach (var element in presented.ChainElements) chain.ChainPolicy.ExtraStore.Add(element.Certificate);
-                using var leaf = X509CertificateLoader.LoadCertificate(raw);
-                return chain.Build(leaf);
-            };
+            handler.SslOptions.RemoteCertificateValidationCallback = new PinnedServerCertificates(trusted).Validate;
         }
         // Deadlines are per exchange (ClientLimits); the client's own timeout is only a backstop above the longest of them.
         handler.ConnectTimeout = TimeSpan.FromSeconds(30);

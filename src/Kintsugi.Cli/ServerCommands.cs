@@ -32,7 +32,8 @@ internal static class ServerCommands
         Recursive = true };
     private static readonly Option<string?> Ca = new("--ca")
         { Description =
-        "PEM certificate to trust for the server, e.g. its generated tls/server.crt (default $KINTSUGI_SERVER_CA; " +
+        "PEM certificate to trust for the server: its own (e.g. its generated tls/server.crt, pinned) or the CA that " +
+        "issued it; only these are trusted and the certificate must name the host (default $KINTSUGI_SERVER_CA; " +
         "else the system's CAs)", Recursive = true };
 
     public static Command Create()
@@ -100,7 +101,7 @@ internal static class ServerCommands
 
     // ---- the HTTP client ----
 
-    private sealed class Api(HttpClient http, Uri baseAddress) : IDisposable
+    private sealed class Api(HttpClient http, Uri baseAddress, PinnedServerCertificates? pin) : IDisposable
     {
         public Uri BaseAddress { get; } = baseAddress;
 
@@ -112,8 +113,9 @@ internal static class ServerCommands
             catch (HttpRequestException e)
             {
                 throw new ServerRequestException($"cannot reach the server at {BaseAddress}: {e.Message}" +
-                    (e.InnerException is System.Security.Authentication.AuthenticationException
-                        ? " (its certificate is not trusted: pass --ca with its tls/server.crt)" : ""),
+                    (e.InnerException is not System.Security.Authentication.AuthenticationException ? ""
+                        : pin?.LastRefusal is { } why ? $" ({why})"
+                        : " (its certificate is not trusted: pass --ca with its tls/server.crt)"),
                         ExitCode.Environment, e);
             }
             catch (TaskCanceledException e) { throw new ServerRequestException($"the server at {BaseAddress} did not " +
@@ -181,33 +183,27 @@ internal static class ServerCommands
             throw new ServerRequestException("an API token is needed: --token, KINTSUGI_SERVER_TOKEN or " +
             "KINTSUGI_SERVER_TOKEN_FILE", ExitCode.Usage);
         var handler = new SocketsHttpHandler();
+        PinnedServerCertificates? pin = null;
         if ((parse.GetValue(Ca) ?? Environment.GetEnvironmentVariable("KINTSUGI_SERVER_CA")) is { Length: > 0 } caPath)
         {
-            X509Certificate2 ca;
-            try { ca = X509Certificate2.CreateFromPem(File.ReadAllText(caPath)); }
-            catch (Exception e) when (e is IOException or System.Security.Cryptography.CryptographicException)
+            var trusted = new X509Certificate2Collection();
+            try { trusted.ImportFromPemFile(caPath); }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException
+                or System.Security.Cryptography.CryptographicException)
             {
                 throw new ServerRequestException($"cannot read the server certificate {caPath}: {e.Message}",
                     ExitCode.InputRefused, e);
             }
-            // Trust exactly this certificate (pinned) or anything it issued.
-            handler.SslOptions.RemoteCertificateValidationCallback = (_, certificate, _, errors) =>
-            {
-                if (errors == System.Net.Security.SslPolicyErrors.None) return true;
-                if (certificate is null) return false;
-                if (certificate.GetCertHashString() == ca.GetCertHashString()) return true;
-                using var chain = new X509Chain();
-                chain.ChainPolicy.TrustMode = X509ChainTrustMode.CustomRootTrust;
-                chain.ChainPolicy.CustomTrustStore.Add(ca);
-                chain.ChainPolicy.RevocationMode = X509RevocationMode.NoCheck;
-                return chain.Build(X509CertificateLoader.LoadCertificate(certificate.GetRawCertData()));
-            };
+            if (trusted.Count == 0)
+                throw new ServerRequestException($"{caPath} holds no PEM certificate", ExitCode.InputRefused);
+            pin = new PinnedServerCertificates(trusted);
+            handler.SslOptions.RemoteCertificateValidationCallback = pin.Validate;
         }
         var http = new HttpClient(handler) { BaseAddress = baseAddress, Timeout = TimeSpan.FromMinutes(5) };
         http.DefaultRequestHeaders.UserAgent.ParseAdd($"kintsugi-cli/{Cli.Version}");
         if (token is not null)
             http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", token);
-        return new Api(http, baseAddress);
+        return new Api(http, baseAddress, pin);
     }
 
     private static string Escape(string segment) => Uri.EscapeDataString(segment);
@@ -740,9 +736,13 @@ internal static class ServerCommands
             else
             {
                 Console.WriteLine($"imported {result.Imported}, already present {result.AlreadyPresent}, refused " +
-                    $"{result.Refused}");
+                    $"{result.Refused}; revoked {result.Revoked} as the exporting server had");
                 foreach (var r in result.Releases.Where(r => r.Refused is not null))
                     Console.WriteLine($"  refused {r.Bundle}: {r.Refused}");
+                foreach (var m in result.Metadata ?? [])
+                    Console.WriteLine(m.Stored ? $"  release metadata of {m.BuildId}: version {m.Version} stored"
+                        : $"  release metadata of {m.BuildId} version {m.Version} not stored: " +
+                          (m.Refused ?? "already here"));
             }
             return result.Refused > 0 ? (int)ExitCode.InputRefused : 0;
         });

@@ -121,6 +121,9 @@ verify.SetAction(async (parse, cancellation) => await Guard(async () =>
         $"--postgres)");
     using var db = postgres is not null ? Database.OpenPostgres(postgres)
         : Database.OpenSqlite(Path.Combine(data, "kintsugi.db"));
+    // The head this server kept outside the database (with --postgres: the replica whose --data is given).
+    var witness = Path.Combine(data, ServerApp.AuditWitnessFile);
+    if (File.Exists(witness)) db.Witness = new AuditWitness(witness);
     var result = await AuditChain.VerifyAsync(db, cancellation);
     var expected = parse.GetValue(expectHead);
     if (expected is not null && expected != result.HeadHash)

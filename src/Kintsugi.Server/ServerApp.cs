@@ -45,11 +45,15 @@ public static class ServerApp
 
     public const string AdminTokenFile = "initial-admin-token";
 
+    /// <summary>The audit chain's head as this server wrote it, kept outside the database (<see cref="AuditWitness"/>).</summary>
+    public const string AuditWitnessFile = "audit-head";
+
     public static async Task<RunningServer> StartAsync(ServerOptions options, Action<string>? report = null,
         Action<ILoggingBuilder>? logging = null)
     {
         report ??= _ => { };
-        Directory.CreateDirectory(options.DataDirectory);
+        // The database, the TLS key, the timestamp key and the first admin token live here: the owner's only.
+        OwnerOnly.CreateDirectory(options.DataDirectory);
         Dapper.DefaultTypeMap.MatchNamesWithUnderscores = true;
 
         var database = options.PostgresConnectionString is { } cs ? Database.OpenPostgres(cs)
@@ -57,6 +61,10 @@ public static class ServerApp
         var applied = await Migrations.ApplyAsync(database);
         if (applied.Count > 0) report($"{database.Description}: applied schema migrations " +
             $"{string.Join(", ", applied)}");
+        database.Witness = new AuditWitness(Path.Combine(options.DataDirectory, AuditWitnessFile));
+        if (await AuditChain.CheckWitnessAsync(database) is { } contradiction)
+            report($"WARNING: the audit log contradicts the head this server kept outside the database: {contradiction}. " +
+                "Run `kintsugi server audit verify`; after restoring a backup on purpose, move that file away");
 
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions
         {
@@ -199,8 +207,7 @@ public static class ServerApp
         if (adminToken is not null)
         {
             var path = Path.Combine(options.DataDirectory, AdminTokenFile);
-            await File.WriteAllTextAsync(path, adminToken + "\n");
-            File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+            OwnerOnly.WriteText(path, adminToken + "\n");
             report($"created the first admin API token in {path} (mode 0600); make per-person tokens with `kintsugi " +
                 $"server tokens create` and delete that file");
         }

@@ -31,12 +31,9 @@ public static class Tls
         var directory = Path.Combine(options.DataDirectory, "tls");
         var pfx = Path.Combine(directory, "server.pfx");
         if (File.Exists(pfx)) return X509CertificateLoader.LoadPkcs12FromFile(pfx, password: null);
-        Directory.CreateDirectory(directory);
+        OwnerOnly.CreateDirectory(directory);
         var certificate = Generate(options.TlsNames);
-        var temporary = pfx + ".tmp";
-        File.WriteAllBytes(temporary, certificate.Export(X509ContentType.Pkcs12));
-        File.SetUnixFileMode(temporary, UnixFileMode.UserRead | UnixFileMode.UserWrite);
-        File.Move(temporary, pfx, overwrite: true);
+        OwnerOnly.Write(pfx, certificate.Export(X509ContentType.Pkcs12));
         File.WriteAllText(Path.Combine(directory, "server.crt"), certificate.ExportCertificatePem() + "\n");
         report($"generated a self-signed TLS certificate {Path.Combine(directory, "server.crt")} (SHA-256 " +
             $"{Fingerprint(certificate)}); give agents that file to trust");

@@ -58,6 +58,36 @@ public sealed class AgentCheckSpecification : IDisposable
         Assert.Equal(JsonValueKind.Null, json.GetProperty("appliedLevel").ValueKind);
     }
 
+    private void Metadata(long version, int current, int minimum, int[] revoked, DateTimeOffset expires, DateTimeOffset? made = null) =>
+        File.WriteAllText(Path.Combine(_bundles, $"v{version}.metadata.json"),
+            SignedReleaseMetadata.Create(new ReleaseMetadataDescription(Host(), version, current, minimum, revoked, expires), _key, made).Text);
+
+    [Fact]
+    public async Task A_level_the_directorys_signed_metadata_revokes_is_not_offered_and_check_keeps_nothing()
+    {
+        Publish(1);
+        Publish(2);
+        Publish(3);
+        Metadata(1, current: 3, minimum: 0, revoked: [3], DateTimeOffset.UtcNow.AddDays(7));
+        var result = await _machine.RunAsync("agent", "check", "--json");
+        Assert.True(result.ExitCode == (int)ExitCode.OutOfDate, result.StandardError + result.StandardOutput);
+        var json = JsonDocument.Parse(result.StandardOutput).RootElement;
+        Assert.Equal(2, json.GetProperty("offeredLevel").GetInt32());
+        Assert.Contains("level 3 is revoked", json.GetProperty("detail").GetString());
+        // A check applies nothing and keeps nothing: the next real cycle judges the directory afresh.
+        Assert.Empty(Directory.EnumerateFiles(Path.GetDirectoryName(_machine.Written("/var/lib/kintsugi"))!, "*.metadata.json", SearchOption.AllDirectories));
+    }
+
+    [Fact]
+    public async Task Expired_metadata_in_the_directory_is_reported_stale_by_check()
+    {
+        Publish(1);
+        Metadata(1, current: 1, minimum: 0, revoked: [], DateTimeOffset.UtcNow.AddDays(-1), DateTimeOffset.UtcNow.AddDays(-8));
+        var result = await _machine.RunAsync("agent", "check", "--json");
+        Assert.True(result.ExitCode == (int)ExitCode.OutOfDate, result.StandardError + result.StandardOutput);
+        Assert.Contains("is stale", JsonDocument.Parse(result.StandardOutput).RootElement.GetProperty("detail").GetString());
+    }
+
     [Fact]
     public async Task Nothing_offered_for_this_kernel_is_up_to_date()
     {

@@ -91,6 +91,33 @@ public abstract class AuditTamperSpecification(Backend backend)
     }
 
     [Fact]
+    public async Task A_database_rolled_back_to_an_earlier_consistent_copy_is_detected_from_the_head_kept_outside_it()
+    {
+        await using var server = await ServerWithHistoryAsync();
+        var backup = await server.VerifyAuditAsync();
+        (await server.PostJsonAsync("/api/v1/enrollment-tokens", new { channel = "canary" })).EnsureSuccessStatusCode();
+        Assert.True((await server.VerifyAuditAsync()).HeadSeq > backup.HeadSeq);
+
+        // A restore of the older copy: the chain and its head as they were then, consistent with each other.
+        await TamperAsync(server, $"DELETE FROM audit_events WHERE seq > {backup.HeadSeq}; " +
+            $"UPDATE audit_head SET seq = {backup.HeadSeq}, hash = '{backup.HeadHash}' WHERE id = 1");
+        var db = (Database)server.Server.Services.GetService(typeof(Database))!;
+        var witness = db.Witness;
+        db.Witness = null;
+        Assert.True((await server.VerifyAuditAsync()).Intact, "the chain alone cannot tell a rollback");
+        db.Witness = witness;
+
+        var result = await server.VerifyAuditAsync();
+        Assert.False(result.Intact);
+        Assert.Contains(result.Problems, p => p.Problem.Contains("rolled back"));
+        var location = server.Options.PostgresConnectionString is { } cs
+            ? new[] { "--postgres", cs, "--data", server.Options.DataDirectory } : ["--data", server.Options.DataDirectory];
+        var (code, output) = RunVerifier(location);
+        Assert.True(code == 3, output);
+        Assert.Contains("rolled back", output);
+    }
+
+    [Fact]
     public async Task The_offline_verifier_exits_3_on_a_broken_chain_and_0_on_an_intact_one()
     {
         await using var server = await ServerWithHistoryAsync();

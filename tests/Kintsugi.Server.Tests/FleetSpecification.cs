@@ -333,6 +333,26 @@ public abstract class FleetSpecification(Backend backend)
     }
 
     [Fact]
+    public async Task A_single_use_enrollment_token_used_by_many_machines_at_once_enrolls_exactly_one()
+    {
+        await using var server = await StartAsync();
+        for (var round = 0; round < 5; round++)
+        {
+            var once = await server.EnrollmentTokenAsync("production", maxUses: 1);
+            var machines = Enumerable.Range(0, 8).Select(i => new SimulatedAgent(server, Kernels.Debian61, $"race-{round}-{i}")).ToList();
+            using var go = new SemaphoreSlim(0);
+            var attempts = machines.Select(async m => { await go.WaitAsync(); return await m.TryEnrollAsync(once); }).ToList();
+            go.Release(machines.Count);
+            var answers = (await Task.WhenAll(attempts)).Select(r => r.StatusCode).ToList();
+            Assert.True(answers.Count(s => s == HttpStatusCode.Created) == 1, $"round {round}: {string.Join(", ", answers)}");
+            Assert.Equal(machines.Count - 1, answers.Count(s => s == HttpStatusCode.Unauthorized));
+            var token = (await server.GetJsonAsync("/api/v1/enrollment-tokens")).EnumerateArray().Last();
+            Assert.Equal(1, token.GetProperty("uses").GetInt32());
+        }
+        Assert.Equal(5, (await server.GetJsonAsync("/api/v1/machines")).GetArrayLength());
+    }
+
+    [Fact]
     public async Task Enrollment_tokens_bind_a_channel_and_refuse_when_expired_used_up_or_revoked()
     {
         await using var server = await StartAsync();

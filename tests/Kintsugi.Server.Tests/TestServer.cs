@@ -51,9 +51,12 @@ public sealed class TestServer : IAsyncDisposable
     }
 
     /// <summary>An HTTP client that trusts exactly this server's certificate (pinned), with an optional bearer token.</summary>
-    public HttpClient Client(string? bearer = null, bool cookies = false)
+    public HttpClient Client(string? bearer = null, bool cookies = false, bool followRedirects = true)
     {
-        var handler = new SocketsHttpHandler { UseCookies = cookies, PooledConnectionLifetime = TimeSpan.FromMinutes(5) };
+        var handler = new SocketsHttpHandler
+        {
+            UseCookies = cookies, PooledConnectionLifetime = TimeSpan.FromMinutes(5), AllowAutoRedirect = followRedirects,
+        };
         handler.SslOptions.RemoteCertificateValidationCallback = (_, certificate, _, _) =>
             certificate is not null && certificate.GetCertHashString() == Certificate.GetCertHashString();
         var client = new HttpClient(handler) { BaseAddress = BaseAddress, Timeout = TimeSpan.FromSeconds(60) };

@@ -105,11 +105,32 @@ public static class Http
         return JsonSerializer.SerializeAsync(context.Response.Body, problem, ProtocolJson.Default.ProblemDocument);
     }
 
+    /// <summary>
+    /// Refuses a browser request from another site: its <c>Origin</c> must be this server's own (a browser always
+    /// sends it with a POST; the SameSite cookie is the first guard, this the second).
+    /// </summary>
+    public static void RequireSameOrigin(HttpContext context)
+    {
+        var origin = context.Request.Headers.Origin.ToString();
+        if (!Uri.TryCreate(origin, UriKind.Absolute, out var uri)
+            || !string.Equals(uri.Authority, context.Request.Host.Value, StringComparison.OrdinalIgnoreCase))
+            throw ApiProblem.Forbidden("a request signed in by the dashboard's cookie that changes anything must come " +
+                "from the dashboard's own pages (Origin " + (origin.Length == 0 ? "missing" : $"'{origin}'") +
+                "); API clients send Authorization: Bearer kat_…");
+    }
+
+    private static bool IsSafe(string method) =>
+        HttpMethods.IsGet(method) || HttpMethods.IsHead(method) || HttpMethods.IsOptions(method);
+
     /// <summary>The API-token holder, who must have at least <paramref name="role"/>; else 401 or 403.</summary>
     public static async Task<Principal> RequireAsync(HttpContext context, Role role)
     {
         var tokens = context.RequestServices.GetRequiredService<ApiTokens>();
-        var token = Bearer(context) ?? context.Request.Cookies[Web.Dashboard.SessionCookie];
+        var bearer = Bearer(context);
+        var token = bearer ?? context.Request.Cookies[Web.Dashboard.SessionCookie];
+        // A browser sends the dashboard's cookie with any site's request; only a request that cannot change state,
+        // or one from the dashboard's own pages, may use it. API clients send the token as a bearer.
+        if (bearer is null && token is not null && !IsSafe(context.Request.Method)) RequireSameOrigin(context);
         var principal = await tokens.AuthenticateAsync(token, Address(context), context.RequestAborted)
             ?? throw ApiProblem.Unauthorized("an API token is required (Authorization: Bearer kat_…); it is unknown, " +
                 "revoked or expired");

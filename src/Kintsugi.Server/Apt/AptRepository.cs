@@ -136,8 +136,7 @@ public sealed class AptRepository(string dataDirectory)
     private void EnsureKey()
     {
         if (File.Exists(PublicKey)) return;
-        Directory.CreateDirectory(Home);
-        File.SetUnixFileMode(Home, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        OwnerOnly.CreateDirectory(Home); // gpg's home: the repository's private signing key
         Gpg("--passphrase", "", "--quick-generate-key", "Kintsugi patch server apt repository", "ed25519", "sign",
             "never");
         var exported = ExternalCommand.Run("gpg", "--homedir", Home, "--batch", "--export", "--armor");

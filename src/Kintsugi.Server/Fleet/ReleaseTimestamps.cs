@@ -27,7 +27,7 @@ public sealed class ReleaseTimestamps
     public static PublisherKey LoadOrCreate(string path)
     {
         if (File.Exists(path)) return PublisherKey.Load(path);
-        Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
+        OwnerOnly.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
         var key = PublisherKey.Generate();
         try
         {

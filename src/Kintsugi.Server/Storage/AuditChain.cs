@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using System.Data.Common;
+using System.Runtime.CompilerServices;
 using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
@@ -17,12 +18,20 @@ public sealed record Actor(string Name, string? Address)
 /// The append-only audit log: every state change is one row whose hash covers its fields and the previous
 /// row's hash, and a one-row head records the last sequence number and hash. Editing any row breaks its
 /// own hash or its successor's link; deleting rows leaves a gap, a broken link or a head pointing past the
-/// end. (Whoever can rewrite the whole chain and the head can forge it; <c>audit verify --expect-head</c>
-/// compares against a head hash noted elsewhere.)
+/// end. Whoever can rewrite the whole chain and the head (or restore an older database) is caught by the head the
+/// server also keeps outside the database (<see cref="AuditWitness"/>) and by <c>audit verify --expect-head</c>
+/// against a head hash noted elsewhere.
 /// </summary>
 public static class AuditChain
 {
     public const string GenesisHash = "0000000000000000000000000000000000000000000000000000000000000000";
+
+    // The last event each open transaction appended, for the witness once the transaction commits.
+    private static readonly ConditionalWeakTable<DbTransaction, AuditHead> appended = new();
+
+    /// <summary>The last event <paramref name="transaction"/> appended, or null.</summary>
+    public static AuditHead? Appended(DbTransaction transaction) =>
+        appended.TryGetValue(transaction, out var head) ? head : null;
 
     /// <summary>Appends one event inside the caller's write transaction; returns its sequence number.</summary>
     public static async Task<long> AppendAsync(DbConnection connection, DbTransaction transaction, Actor actor,
@@ -52,6 +61,7 @@ public static class AuditChain
             ("@subject", subject), ("@detail", detailJson), ("@prev", headHash), ("@hash", hash));
         await connection.ExecuteAsync(transaction, "UPDATE audit_head SET seq = @s, hash = @h WHERE id = 1",
             ("@s", seq), ("@h", hash));
+        appended.AddOrUpdate(transaction, new AuditHead(seq, hash));
         return seq;
     }
 
@@ -110,9 +120,26 @@ public static class AuditChain
         r.IsDBNull(3) ? null : r.GetString(3), r.GetString(4), r.GetString(5), r.GetString(6), r.GetString(7),
             r.GetString(8));
 
+    /// <summary>At start: whether the database contradicts the head kept outside it (rolled back, rewritten), cheaply
+    /// (the head row and one event, not the whole chain).</summary>
+    public static async Task<string?> CheckWitnessAsync(Database db, CancellationToken cancellation = default)
+    {
+        if (db.Witness is not { } witness) return null;
+        if (witness.Head is not { } kept) return witness.Contradiction(0, null);
+        await using var connection = await db.OpenAsync(cancellation);
+        await using var command = connection.Command(null,
+            "SELECT (SELECT MAX(seq) FROM audit_events), (SELECT hash FROM audit_events WHERE seq = @s)", ("@s", kept.Seq));
+        await using var reader = await command.ExecuteReaderAsync(cancellation);
+        await reader.ReadAsync(cancellation);
+        var last = reader.IsDBNull(0) ? 0 : Convert.ToInt64(reader.GetValue(0));
+        return witness.Contradiction(last, reader.IsDBNull(1) ? null : reader.GetString(1));
+    }
+
     /// <summary>Reads the whole chain in order and reports every row that does not hold.</summary>
     public static async Task<AuditVerification> VerifyAsync(Database db, CancellationToken cancellation = default)
     {
+        var witnessed = db.Witness?.Head?.Seq;
+        string? hashAtWitness = null;
         const int MaxProblems = 100;
         var problems = new List<AuditProblem>();
         void Problem(long seq, string text)
@@ -154,6 +181,7 @@ public static class AuditChain
                     e.Detail, e.PrevHash);
                 if (recomputed != e.Hash)
                     Problem(e.Seq, "its contents do not match its hash (the event was edited)");
+                if (e.Seq == witnessed) hashAtWitness = e.Hash;
                 previousHash = e.Hash;
                 expectedSeq = e.Seq + 1;
             }
@@ -168,6 +196,8 @@ public static class AuditChain
             else if (headHash != previousHash) Problem(lastSeq,
                 "the last event does not match the head's hash (it was edited or replaced)");
         }
+        if (db.Witness?.Contradiction(lastSeq, hashAtWitness) is { } contradiction)
+            Problem(witnessed ?? 0, contradiction);
         return new AuditVerification(problems.Count == 0, count, headSeq, headHash, problems);
     }
 }

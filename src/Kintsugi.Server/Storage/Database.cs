@@ -27,6 +27,9 @@ public sealed class Database : IDisposable
 
     public Dialect Dialect { get; }
 
+    /// <summary>Where committed audit heads are also kept, outside the database (null: nowhere else).</summary>
+    public AuditWitness? Witness { get; set; }
+
     /// <summary>Where the database lives, for messages (never the password).</summary>
     public string Description { get; }
 
@@ -105,6 +108,7 @@ public sealed class Database : IDisposable
                 cancellation);
             var result = await work(connection, transaction);
             await transaction.CommitAsync(cancellation);
+            if (AuditChain.Appended(transaction) is { } head) Witness?.Advance(head);
             return result;
         }
         finally

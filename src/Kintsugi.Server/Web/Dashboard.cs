@@ -25,7 +25,7 @@ public static class Dashboard
             Html(context, Layout("Sign in", LoginForm(context.Request.Query["error"].ToString()), null)));
         app.MapPost("/login", async (HttpContext context, ApiTokens tokens) =>
         {
-            RequireSameOrigin(context);
+            Http.RequireSameOrigin(context);
             var form = await context.Request.ReadFormAsync(context.RequestAborted);
             var token = form["token"].ToString().Trim();
             if (await tokens.AuthenticateAsync(token, Http.Address(context), context.RequestAborted) is null)
@@ -152,7 +152,6 @@ public static class Dashboard
 
         app.MapPost("/releases/{id}/promote", async (HttpContext context, string id, Releases releases) =>
         {
-            RequireSameOrigin(context);
             var who = await Http.RequireAsync(context, Role.Operator);
             var form = await context.Request.ReadFormAsync(context.RequestAborted);
             var channel = form["channel"].ToString();
@@ -162,7 +161,6 @@ public static class Dashboard
         });
         app.MapPost("/releases/{id}/revoke", async (HttpContext context, string id, Releases releases) =>
         {
-            RequireSameOrigin(context);
             var who = await Http.RequireAsync(context, Role.Operator);
             var form = await context.Request.ReadFormAsync(context.RequestAborted);
             var result = await releases.RevokeAsync(id, new RevokeRequest(form["reason"].ToString()), who.Actor);
@@ -213,17 +211,6 @@ public static class Dashboard
     {
         try { return await Http.RequireAsync(context, Role.Auditor); }
         catch (ApiProblem) { context.Response.Redirect("/login"); return null; }
-    }
-
-    /// <summary>Refuses a form post from another site (the SameSite cookie is the first guard, this the
-    /// second).</summary>
-    private static void RequireSameOrigin(HttpContext context)
-    {
-        var origin = context.Request.Headers.Origin.ToString();
-        if (origin.Length == 0) return; // not a browser: API clients authenticate with a bearer token, not the cookie
-        if (!Uri.TryCreate(origin, UriKind.Absolute, out var uri)
-            || !string.Equals(uri.Authority, context.Request.Host.Value, StringComparison.OrdinalIgnoreCase))
-            throw ApiProblem.Forbidden("cross-site form posts are refused");
     }
 
     private static Task Html(HttpContext context, string html)

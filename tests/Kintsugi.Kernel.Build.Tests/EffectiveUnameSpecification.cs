@@ -37,7 +37,7 @@ public sealed class EffectiveUnameSpecification
             Target = kernel.Kernel.Target,
             CumulativeLevel = 1,
             Fixes = [new BundleFix("proc-cmdline", [], "the README's demonstration fix")],
-            PatchedFunctions = [new PatchedFunction("vmlinux", "cmdline_proc_show")],
+            PatchedFunctions = [new Bundles.PatchedFunction("vmlinux", "cmdline_proc_show")],
             CreatedAt = DateTimeOffset.UtcNow,
             BuilderVersion = "0.1.0",
             EffectivePackageVersion = packageVersion + "+kintsugi1",

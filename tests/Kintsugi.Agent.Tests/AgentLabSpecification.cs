@@ -335,6 +335,97 @@ public abstract class AgentLabSpecification(KernelRelease release) : IDisposable
     /// unit re-applies at boot and finishes or undoes the interrupted apply. Each boot checks the state and
     /// starts the next interrupted apply, so eight boots cover the seven steps.
     /// </summary>
+    /// <summary>A static program that faults from user space: <c>segv</c> (a NULL write) or <c>gpf</c> (a
+    /// non-canonical address: the kernel logs a general protection fault for the task).</summary>
+    private GuestFile UserFaults()
+    {
+        File.WriteAllText(_dir["faults.c"], """
+            #include <string.h>
+            int main(int argc, char **argv) {
+                if (argc > 1 && strcmp(argv[1], "gpf") == 0) *(volatile long *)0x8000000000000000UL = 1;
+                *(volatile int *)0 = 1;
+                return 0;
+            }
+            """);
+        var compiled = ExternalCommand.Run("gcc", "-static", "-O0", "-o", _dir["faults"], _dir["faults.c"]);
+        Assert.True(compiled.Succeeded, compiled.StandardError);
+        return new GuestFile(_dir["faults"], "/inputs/faults");
+    }
+
+    [Fact]
+    public async Task A_user_process_named_WARNING_that_segfaults_or_takes_a_general_protection_fault_does_not_quarantine_a_patch()
+    {
+        var kernel = await Kernel;
+        var files = new List<GuestFile>
+        {
+            PublicKey(), Input("agent.conf", AgentConfig().Replace("settle = 1", "settle = 4")),
+            Input("level-1.bundle", Inputs.Sign(_publisher, kernel, A, 1)), UserFaults(),
+        };
+        var result = await kernel.RunAsync($"""
+            {Setup}
+            cp /inputs/faults "/tmp/WARNING:" && chmod +x "/tmp/WARNING:"
+            # Any local user can do this: a program named like a kernel report, faulting all through the settle window.
+            ( while :; do "/tmp/WARNING:" segv; "/tmp/WARNING:" gpf; sleep 0.2; done ) > /dev/null 2>&1 &
+            faults=$!
+            sleep 1
+            cp /inputs/level-1.bundle {Offline}/
+            echo @apply; kintsugi agent run --once 2>&1; echo "@apply-rc=$?"
+            kill $faults
+            echo @user-lines; dmesg | grep -E "WARNING:\[[0-9]+\]" | head -n 40
+            {Report}
+            """, files, timeoutSeconds: 420);
+        Succeeded(result);
+        var output = result.Output;
+        var context = $"{output}\n--- console\n{result.Console}";
+        // The user lines were in the kernel log while the patch settled...
+        Assert.True(Section(output, "user-lines").Contains("segfault at 0"), context);
+        Assert.True(Section(output, "user-lines").Contains("general protection fault"), context);
+        // ...and the patch was confirmed, not quarantined.
+        Assert.True(ReturnCode(output, "apply-rc") == 0, context);
+        Assert.True(Section(output, "livepatches") == A, context);
+        using var status = JsonDocument.Parse(Section(output, "status"));
+        Assert.True(status.RootElement.GetProperty("state").GetString() == "applied", context);
+        var patch = Assert.Single(status.RootElement.GetProperty("patches").EnumerateArray());
+        Assert.True(patch.GetProperty("bootState").GetString() == "healthy", context);
+    }
+
+    [Fact]
+    public async Task A_patch_whose_publisher_key_was_retired_since_is_not_loaded_at_the_next_boot()
+    {
+        var kernel = await Kernel;
+        var files = new List<GuestFile> { PublicKey(), Input("agent.conf", AgentConfig()), Input("level-1.bundle", Inputs.Sign(_publisher, kernel, A, 1)) };
+        using var disk = new TemporaryDirectory();
+        var diskPath = disk["machine.img"];
+        var first = await kernel.RunAsync($"""
+            {Setup}
+            kintsugi agent install --config {Config} || exit 11
+            cp /inputs/level-1.bundle {Offline}/ && sync
+            kintsugi agent run --once || exit 12
+            {Report}
+            rm {Offline}/*
+            kintsugi keys retire /inputs/publisher.pub --trust /etc/kintsugi/trust || exit 13
+            sync
+            """, files, diskPath, timeoutSeconds: 420);
+        Succeeded(first);
+        Assert.Equal(A, Section(first.Output, "livepatches"));
+
+        var boot = await kernel.RunAsync($"""
+            tries=0
+            until grep -q "kintsugi-agent: state" /run/{AgentUnit.Name}.log 2>/dev/null; do
+              tries=$((tries + 1)); [ $tries -gt 300 ] && break; sleep 0.2
+            done
+            echo @agent; cat /run/{AgentUnit.Name}.log
+            {Report}
+            """, files, diskPath, timeoutSeconds: 420);
+        var context = $"{boot.Output}\n--- console\n{boot.Console}";
+        Succeeded(boot);
+        Assert.True(Section(boot.Output, "livepatches") == "", context);
+        Assert.True(Section(boot.Output, "cmdline") != MarkerA, context);
+        Assert.True(Section(boot.Output, "agent").Contains("which is retired"), context);
+        using var status = JsonDocument.Parse(Section(boot.Output, "status"));
+        Assert.True(!status.RootElement.GetProperty("patches").EnumerateArray().Any(), context);
+    }
+
     [Fact]
     public async Task Killing_the_agent_after_any_apply_step_and_cutting_the_power_leaves_a_known_state()
     {

@@ -45,6 +45,15 @@ public sealed record AgentConfig
 
     public TimeSpan TransitionTimeout { get; init; } = TimeSpan.FromSeconds(60);
 
+    /// <summary>Whether the agent applies user-space bundles to running processes (and reports the objects they map).</summary>
+    public bool UserPatching { get; init; } = true;
+
+    /// <summary>
+    /// How often installed user-space patches are applied to processes started (or that loaded the object) since the
+    /// last pass: a new process runs unpatched for at most this long.
+    /// </summary>
+    public TimeSpan UserScanInterval { get; init; } = TimeSpan.FromSeconds(30);
+
     public static AgentConfig Load(string path)
     {
         string text;
@@ -89,6 +98,16 @@ public sealed record AgentConfig
                         _ => throw Invalid(origin, number, $"insecure-http must be yes or no, not '{value}'"),
                     },
                 },
+                "user-patching" => config with
+                {
+                    UserPatching = value switch
+                    {
+                        "yes" => true,
+                        "no" => false,
+                        _ => throw Invalid(origin, number, $"user-patching must be yes or no, not '{value}'"),
+                    },
+                },
+                "user-scan-interval" => config with { UserScanInterval = ParseDuration(value, origin, number, TimeSpan.FromSeconds(1)) },
                 "check-interval" => config with { CheckInterval = ParseDuration(value, origin, number, TimeSpan.FromSeconds(10)) },
                 "settle" => config with { Settle = ParseDuration(value, origin, number, TimeSpan.Zero) },
                 "transition-timeout" => config with { TransitionTimeout = ParseDuration(value, origin, number, TimeSpan.FromSeconds(1)) },
@@ -101,7 +120,7 @@ public sealed record AgentConfig
                         _ => throw Invalid(origin, number, $"on-bug must be keep or revert, not '{value}'"),
                     },
                 },
-                _ => throw Invalid(origin, number, $"unknown key '{key}' (known: server, server-ca, proxy, token, token-file, offline-directory, trust, insecure-http, check-interval, settle, transition-timeout, on-bug)"),
+                _ => throw Invalid(origin, number, $"unknown key '{key}' (known: server, server-ca, proxy, token, token-file, offline-directory, trust, insecure-http, check-interval, settle, transition-timeout, on-bug, user-patching, user-scan-interval)"),
             };
         }
         if (seen.Contains("token") && tokenFile is not null) throw new AgentException($"{origin}: set token or token-file, not both", ExitCode.Usage);

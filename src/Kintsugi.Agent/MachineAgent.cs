@@ -33,6 +33,7 @@ public sealed partial class MachineAgent
     private readonly MachinePaths _paths;
     private readonly Action<string> _log;
     private readonly PatchApplier _applier;
+    private readonly UserDelivery? _user;
     private readonly ServerClient? _server;
     private AgentIdentity? _identity;
     // The check loop and the events watcher both update the identity (its epoch): one writer at a time.
@@ -47,6 +48,7 @@ public sealed partial class MachineAgent
         _paths = paths;
         _log = log;
         _applier = new PatchApplier(paths, new LivepatchRuntime(log), log);
+        if (config.UserPatching) _user = new UserDelivery(Path.Combine(StateDirectory, "user"), Kintsugi.User.PatcherOptions.Default, log);
         if (config.Server is not null)
             _server = new ServerClient(http ?? ServerClient.CreateHttpClient(config), config.Server, Version);
     }
@@ -79,6 +81,7 @@ public sealed partial class MachineAgent
         var backoff = new Backoff(Interval);
         using var epochMoved = new SemaphoreSlim(0);
         var events = _server is null ? Task.CompletedTask : Task.Run(() => WatchEventsAsync(epochMoved, cancellation), cancellation);
+        var userScan = _user is null ? Task.CompletedTask : Task.Run(() => ScanProcessesAsync(cancellation), cancellation);
         while (!cancellation.IsCancellationRequested)
         {
             TimeSpan delay;
@@ -113,6 +116,91 @@ public sealed partial class MachineAgent
             catch (OperationCanceledException) { break; }
         }
         try { await events; } catch (OperationCanceledException) { }
+        try { await userScan; } catch (OperationCanceledException) { }
+    }
+
+    /// <summary>
+    /// Between checks, a user-space pass every <see cref="AgentConfig.UserScanInterval"/>: processes started, restarted
+    /// or that loaded a patched library since the last pass get the installed patches (no network involved).
+    /// </summary>
+    private async Task ScanProcessesAsync(CancellationToken cancellation)
+    {
+        while (!cancellation.IsCancellationRequested)
+        {
+            try { await Task.Delay(_config.UserScanInterval, cancellation); }
+            catch (OperationCanceledException) { return; }
+            try { UserPass(); }
+            catch (Exception e) when (e is KintsugiException or IOException or UnauthorizedAccessException) { _log($"user-space pass: {e.Message}"); }
+        }
+    }
+
+    /// <summary>Applies the installed user-space patches to every process that maps their objects (nothing when disabled).</summary>
+    public IReadOnlyList<UserObjectState> UserPass()
+    {
+        if (_user is null || KillSwitch.Reason(_paths) is not null || _user.Installed().Count == 0) return [];
+        return _user.Pass(TrustStore.Open(_config.TrustStore));
+    }
+
+    /// <summary>The user-space objects of this machine and their patch state, as the check-in reports them.</summary>
+    public IReadOnlyList<UserObjectReport>? UserReports() => _user?.Report();
+
+    /// <summary>
+    /// Offline: every user-space bundle of the directory that verifies and carries a higher level than the one installed
+    /// for its object is installed; then a pass applies what is installed.
+    /// </summary>
+    private IReadOnlyList<string> TakeOfflineUserBundles(TrustStore trust)
+    {
+        if (_user is null) return [];
+        var notes = new List<string>();
+        var installed = _user.Installed();
+        foreach (var path in Directory.EnumerateFiles(_config.OfflineDirectory!, "*.bundle").Order(StringComparer.Ordinal))
+        {
+            try
+            {
+                var bundle = Bundle.ReadFile(path);
+                if (bundle.Manifest.Object is not { } target) continue;
+                if (installed.GetValueOrDefault(target.BuildId) is { } current && current.Manifest.CumulativeLevel >= bundle.Manifest.CumulativeLevel) continue;
+                var state = _user.Install(BundleVerifier.VerifyUser(bundle, trust, target.BuildId), trust);
+                installed = _user.Installed();
+                notes.Add($"{target.Name}: {state.Detail}");
+            }
+            catch (BundleException e) { notes.Add($"refused {Path.GetFileName(path)}: {e.Message}"); }
+        }
+        UserPass();
+        return notes;
+    }
+
+    /// <summary>Acts on the server's user-space offers: download, verify for the object's build-id, install and apply; or remove.</summary>
+    private async Task<IReadOnlyList<string>> TakeUserOffersAsync(ServerClient server, string credential, IReadOnlyList<UserOffer>? offers, TrustStore trust,
+        CancellationToken cancellation)
+    {
+        if (_user is null || offers is null) return [];
+        var notes = new List<string>();
+        var installed = _user.Installed();
+        foreach (var offer in offers)
+        {
+            if (offer.Action == CheckInAction.Remove && installed.ContainsKey(offer.BuildId))
+            {
+                notes.Add(_user.Remove(offer.BuildId, "revoked by the server").Detail);
+                continue;
+            }
+            if (offer is not { Action: CheckInAction.Apply, Release: { } release }) continue;
+            if (installed.GetValueOrDefault(offer.BuildId) is { } current && Sha256Digest.Of(current.ToArray()) == release.Bundle) continue;
+            try
+            {
+                var bytes = await server.DownloadAsync(credential, release, cancellation);
+                var verified = BundleVerifier.VerifyUser(Bundle.Read(bytes), trust, offer.BuildId);
+                var state = _user.Install(verified, trust);
+                notes.Add($"{state.Object}: {state.Detail}");
+            }
+            catch (BundleException e)
+            {
+                var refused = $"user-space level {release.Level} ({release.Bundle}) for build-id {offer.BuildId} refused, nothing applied: {e.Message}";
+                _log(refused);
+                notes.Add(refused);
+            }
+        }
+        return notes;
     }
 
     private TimeSpan Interval => _identity is { CheckInSeconds: > 0 } identity && _server is not null ? TimeSpan.FromSeconds(identity.CheckInSeconds) : _config.CheckInterval;
@@ -165,7 +253,9 @@ public sealed partial class MachineAgent
             detail = detail.Length > 0 ? $"{detail}; {retired}" : retired;
         }
         if (rootRefusals.Count > 0 && outcome == ExitCode.Success) outcome = ExitCode.InputRefused;
-        string[] notes = [.. rootChanges, .. rootRefusals, .. guardNotes];
+        var userNotes = TakeOfflineUserBundles(trust);
+        if (userNotes.Count > 0) changed = true;
+        string[] notes = [.. rootChanges, .. rootRefusals, .. guardNotes, .. userNotes];
         if (notes.Length > 0) detail = string.Join("; ", detail.Length > 0 ? [detail, .. notes] : notes);
         return Finish(changed, detail, outcome);
     }
@@ -175,8 +265,10 @@ public sealed partial class MachineAgent
         var credential = await EnsureEnrolledAsync(server, cancellation);
         var guard = Guard();
         var reported = guard.Freshness;
+        UserPass();
+        var userReports = UserReports();
         CheckInResponse response;
-        try { response = await server.CheckInAsync(credential, CheckInRequestFor(null, null, guard), cancellation); }
+        try { response = await server.CheckInAsync(credential, CheckInRequestFor(null, null, guard, userReports), cancellation); }
         catch (CredentialRefusedException e) when (_config.EnrollmentToken is not null)
         {
             // The credential was revoked (or the machine was re-enrolled elsewhere): the token is still configured, so enroll again.
@@ -184,7 +276,7 @@ public sealed partial class MachineAgent
             File.Delete(CredentialPath);
             // The refused credential goes along: if the server only lost track of it, it still proves this is the same machine.
             credential = await EnsureEnrolledAsync(server, cancellation, proof: credential);
-            response = await server.CheckInAsync(credential, CheckInRequestFor(null, null, guard), cancellation);
+            response = await server.CheckInAsync(credential, CheckInRequestFor(null, null, guard, userReports), cancellation);
         }
         // The epoch only moves forward: an answer from a lagging replica must not trigger check-ins again.
         SaveIdentity(current => current! with { CheckInSeconds = response.CheckInSeconds, EventsWaitSeconds = response.EventsWaitSeconds, Epoch = Math.Max(current.Epoch, response.Epoch) });
@@ -246,9 +338,10 @@ public sealed partial class MachineAgent
             detail = detail.Length > 0 ? $"{detail}; {retired}" : retired;
         }
         if (notes.Count > 0) detail = string.Join("; ", detail.Length > 0 ? [detail, .. notes] : notes);
-        var result = Finish(changed, detail, outcome);
-        if (changed || outcome != ExitCode.Success || notes.Count > 0 || guard.Freshness != reported)
-            await server.CheckInAsync(credential, CheckInRequestFor(null, detail, guard), cancellation);
+        var userNotes = await TakeUserOffersAsync(server, credential, response.User, trust, cancellation);
+        var result = Finish(changed || userNotes.Count > 0, detail, outcome);
+        if (changed || outcome != ExitCode.Success || notes.Count > 0 || guard.Freshness != reported || userNotes.Count > 0)
+            await server.CheckInAsync(credential, CheckInRequestFor(null, detail, guard, userNotes.Count > 0 ? UserReports() : userReports), cancellation);
         return result;
     }
 
@@ -378,7 +471,7 @@ public sealed partial class MachineAgent
     private static KernelTarget RunningTarget() =>
         new(RunningKernel.Release, null, RunningKernel.BuildId ?? throw new AgentException("the running kernel's build-id cannot be read from /sys/kernel/notes; bundles cannot be matched to it"));
 
-    private CheckInRequest CheckInRequestFor(PatchState? state, string? detail, ReleaseGuard? guard = null)
+    private CheckInRequest CheckInRequestFor(PatchState? state, string? detail, ReleaseGuard? guard = null, IReadOnlyList<UserObjectReport>? user = null)
     {
         var status = MachineStatus.Read(_paths);
         var text = detail ?? status.LastAttempt?.Detail;
@@ -386,7 +479,7 @@ public sealed partial class MachineAgent
         return new CheckInRequest(Identity(), state ?? PatchStates.Parse(status.State), status.Level,
             status.Bundle is { } b ? Sha256Digest.Parse(b) : null, status.EffectivePackageVersion, (long)RunningKernel.Taint.Mask, text, Version,
             guard is null ? null : new MetadataReport(guard.Freshness.ToString().ToLowerInvariant(), guard.Metadata?.Metadata.Version, guard.Expires),
-            RunningKernel.BootId);
+            RunningKernel.BootId, user);
     }
 
     private static KernelIdentity Identity() => new(RunningKernel.Release, RunningTarget().BuildId, RunningKernel.PackageVersion);

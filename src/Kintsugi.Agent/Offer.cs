@@ -67,7 +67,8 @@ public static class OfflineSource
                 refused.Add(new RefusedBundle(path, e.Message, null));
                 continue;
             }
-            if (bundle.Manifest.Target.Release != running.Release) { ignored++; continue; }
+            // User-space bundles (no kernel target) are the user-space pass's, not this one's.
+            if (bundle.Manifest.Target?.Release != running.Release) { ignored++; continue; }
             candidates.Add((bundle, bytes, path));
         }
 

@@ -92,6 +92,7 @@ public sealed class Bundle
         var manifest = new BundleManifest
         {
             Target = description.Target,
+            Object = description.Object,
             CumulativeLevel = description.CumulativeLevel,
             Fixes = description.Fixes,
             PatchedFunctions = description.PatchedFunctions,
@@ -235,5 +236,7 @@ public sealed class Bundle
 
     private static BundleException Refused(BundleFailure failure, string message) => new(failure, message);
 
-    public override string ToString() => $"bundle level {Manifest.CumulativeLevel} for {Manifest.Target} signed by {KeyId}";
+    public override string ToString() =>
+        $"{(Manifest.Kind == BundleKind.User ? "user-space bundle" : "bundle")} level {Manifest.CumulativeLevel} for " +
+        $"{(object?)Manifest.Object ?? Manifest.Target} signed by {KeyId}";
 }

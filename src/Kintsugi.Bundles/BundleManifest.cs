@@ -10,8 +10,19 @@ namespace Kintsugi.Bundles;
 /// </summary>
 public sealed record BundleManifest
 {
-    /// <summary>The one kernel build the module may be loaded into (release and GNU build-id).</summary>
-    public required KernelTarget Target { get; init; }
+    /// <summary>
+    /// The one kernel build the module may be loaded into (release and GNU build-id); absent (null) in a user-space
+    /// bundle, which names its <see cref="Object"/> instead.
+    /// </summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public KernelTarget? Target { get; init; }
+
+    /// <summary>
+    /// A user-space bundle's target: the one ELF object (executable or shared library, by GNU build-id) whose
+    /// functions the patch replaces in running processes. Absent in kernel bundles, whose bytes are unchanged by it.
+    /// </summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public ObjectTarget? Object { get; init; }
 
     /// <summary>The cumulative level for this kernel build (1, 2, ...); level N contains every fix of levels below it.</summary>
     public required int CumulativeLevel { get; init; }
@@ -41,9 +52,39 @@ public sealed record BundleManifest
     /// </summary>
     public string? EffectivePackageVersion { get; init; }
 
+    /// <summary>What the module is: a kernel livepatch (.ko) or a user-space patch (kintsugi-user-patch JSON).</summary>
+    [JsonIgnore]
+    public BundleKind Kind => Object is null ? BundleKind.Kernel : BundleKind.User;
+
+    /// <summary>The build-id of what the module patches: the kernel's or the object's.</summary>
+    [JsonIgnore]
+    public BuildId TargetBuildId => Object?.BuildId ?? Target!.BuildId;
+
+    /// <summary>For messages: the kernel release, or the object's file name.</summary>
+    [JsonIgnore]
+    public string TargetName => Object?.Name ?? Target!.Release.Value;
+
     /// <summary>Every CVE the bundle fixes, once each.</summary>
     [JsonIgnore]
     public IEnumerable<CveId> Cves => Fixes.SelectMany(f => f.Cves).Select(c => c.Id).Distinct();
+}
+
+/// <summary>The two kinds of bundle; the manifest says which by carrying a kernel <c>target</c> or an <c>object</c>.</summary>
+public enum BundleKind
+{
+    Kernel,
+    User,
+}
+
+/// <summary>
+/// The ELF object a user-space bundle patches: its file name as installed (for messages and reports, for example
+/// <c>libcrypto.so.3</c> or <c>postgres</c>), its GNU build-id (the identity: the agent patches only processes that
+/// map an object with exactly this build-id), and, when known, the distribution package and version that ship it.
+/// </summary>
+public sealed record ObjectTarget(string Name, BuildId BuildId, string? Package = null, string? PackageVersion = null)
+{
+    public override string ToString() =>
+        (Package is null ? Name : $"{Name} ({Package}{(PackageVersion is null ? "" : " " + PackageVersion)})") + $" build-id {BuildId}";
 }
 
 /// <summary>One fix contained in a bundle.</summary>
@@ -72,7 +113,10 @@ public sealed record PatchedFunction(string Object, string Function);
 /// </summary>
 public sealed record BundleDescription
 {
-    public required KernelTarget Target { get; init; }
+    /// <summary>The kernel build (a kernel livepatch); null for a user-space patch.</summary>
+    public KernelTarget? Target { get; init; }
+    /// <summary>The ELF object (a user-space patch); null for a kernel livepatch.</summary>
+    public ObjectTarget? Object { get; init; }
     public required int CumulativeLevel { get; init; }
     public required IReadOnlyList<BundleFix> Fixes { get; init; }
     public required IReadOnlyList<PatchedFunction> PatchedFunctions { get; init; }
@@ -121,9 +165,21 @@ internal static class ManifestCodec
 
     public static void Validate(BundleManifest m)
     {
-        if (m.Target is null || m.Target.Release.Value is null || m.Target.BuildId.ToString().Length == 0)
-            throw Invalid("the manifest names no target kernel (release and build-id are required)");
-        if (m.Target.PackageVersion is not null) CheckText("target.packageVersion", m.Target.PackageVersion, 128);
+        if (m.Target is not null && m.Object is not null)
+            throw Invalid("the manifest names both a target kernel and a target object; a bundle patches one or the other");
+        if (m.Object is { } o)
+        {
+            if (o.BuildId.ToString().Length == 0) throw Invalid("the manifest's target object has no build-id");
+            CheckIdentifier("target object name", o.Name, 64);
+            if (o.Package is not null) CheckIdentifier("target object package", o.Package, 128);
+            if (o.PackageVersion is not null) CheckText("object.packageVersion", o.PackageVersion, 128);
+        }
+        else
+        {
+            if (m.Target is null || m.Target.Release.Value is null || m.Target.BuildId.ToString().Length == 0)
+                throw Invalid("the manifest names no target kernel (release and build-id are required) nor a target object");
+            if (m.Target.PackageVersion is not null) CheckText("target.packageVersion", m.Target.PackageVersion, 128);
+        }
         if (m.CumulativeLevel < 1) throw Invalid($"cumulative level {m.CumulativeLevel} is not a positive integer");
         if (m.Fixes is null || m.Fixes.Count == 0) throw Invalid("the manifest lists no fixes; a bundle contains at least one");
         if (m.Fixes.Count > MaxFixes) throw Invalid($"the manifest lists {m.Fixes.Count} fixes (at most {MaxFixes})");

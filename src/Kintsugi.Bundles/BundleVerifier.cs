@@ -57,7 +57,9 @@ public static class BundleVerifier
 
         if (expected is not null)
         {
-            var target = manifest.Target;
+            var target = manifest.Target ?? throw new BundleException(BundleFailure.WrongTarget,
+                $"the bundle is a user-space patch for {manifest.Object}, not a kernel livepatch; " +
+                "it is applied to processes (kintsugi agent, or kintsugi user apply), never loaded into a kernel");
             if (target.Release != expected.Release)
                 throw new BundleException(BundleFailure.WrongTarget,
                     $"the bundle is for kernel {target.Release}, but this kernel is {expected.Release}; fetch the bundle published for {expected.Release}");
@@ -67,5 +69,21 @@ public static class BundleVerifier
                     "same release, different build; a livepatch must only be loaded into the exact build it was made for");
         }
         return new VerifiedBundle(bundle, publisher);
+    }
+
+    /// <summary>
+    /// Verifies a user-space bundle as <see cref="Verify"/> does (key, signature, module digest), and that it patches
+    /// exactly the object with build-id <paramref name="expected"/>.
+    /// </summary>
+    public static VerifiedBundle VerifyUser(Bundle bundle, TrustStore trust, BuildId expected)
+    {
+        var verified = Verify(bundle, trust);
+        var target = verified.Manifest.Object ?? throw new BundleException(BundleFailure.WrongTarget,
+            $"the bundle is a kernel livepatch for {verified.Manifest.Target}, not a user-space patch");
+        if (target.BuildId != expected)
+            throw new BundleException(BundleFailure.WrongTarget,
+                $"the bundle patches {target.Name} with build-id {target.BuildId}, not the object with build-id {expected}: " +
+                "a user-space patch must only be applied to the exact build it was made for");
+        return verified;
     }
 }

@@ -54,6 +54,10 @@ internal static class BundleCommands
         command.Action = Cli.Run(async parse =>
         {
             var modulePath = parse.GetValue(module)!.FullName;
+            if (UserBundle.IsUserPatch(modulePath))
+                return await UserBundle.Sign(modulePath, parse.GetValue(key)!.FullName,
+                    DescriptionFile.Read(parse.GetValue(description)!.FullName, userPatch: true),
+                    parse.GetValue(level), parse.GetValue(packageVersion), parse.GetValue(output)?.FullName);
             var file = ModuleFile.Read(modulePath);
             if (!file.IsLivepatch)
                 throw new BundleException(BundleFailure.InvalidManifest,
@@ -188,7 +192,7 @@ internal static class BundleCommands
             var verified = BundleVerifier.Verify(Bundle.Read(bytes), TrustStore.Open(parse.GetValue(trust)!), expected);
             var manifest = verified.Manifest;
             var result = new BundleVerification(file, Sha256Digest.Of(bytes).ToString(), true,
-                verified.Publisher.Id.ToString(), "trusted", manifest.Target.ToString(),
+                verified.Publisher.Id.ToString(), "trusted", ((object?)manifest.Object ?? manifest.Target)!.ToString()!,
                 expected is not null, manifest.CumulativeLevel, manifest.Cves.Select(c => c.ToString()).ToList());
             if (parse.GetValue(json))
             {
@@ -198,7 +202,7 @@ internal static class BundleCommands
             Console.WriteLine($"{file}: verified");
             Console.WriteLine($"  signed by trusted key {result.KeyId}; module {manifest.ModuleSize} bytes, sha256 " +
                 "matches");
-            Console.WriteLine($"  target {manifest.Target}"
+            Console.WriteLine($"  target {(object?)manifest.Object ?? manifest.Target}"
                 + (expected is null ? " (not compared: use --running on the machine)" : " (matches)"));
             Console.WriteLine($"  level {manifest.CumulativeLevel}: " +
                 $"{string.Join(", ", manifest.Fixes.Select(f => f.Id))}");
@@ -229,7 +233,7 @@ internal static class BundleCommands
             }
             Console.WriteLine($"bundle:     {file} ({bytes.Length} bytes, sha256 {inspection.Sha256})");
             Console.WriteLine($"signed by:  {bundle.KeyId} (NOT verified: use kintsugi bundle verify)");
-            Console.WriteLine($"target:     {m.Target}");
+            Console.WriteLine(m.Object is { } o ? $"target:     user-space object {o}" : $"target:     {m.Target}");
             Console.WriteLine($"level:      {m.CumulativeLevel}");
             Console.WriteLine($"effective:  {m.EffectivePackageVersion ?? "-"}");
             Console.WriteLine($"created:    {m.CreatedAt:u} by builder {m.BuilderVersion}");
@@ -286,10 +290,12 @@ internal sealed class UsageException(string message) : KintsugiException(message
 ///   "patchedFunctions": [ "vmlinux:nft_verdict_init" ] }
 /// </code>
 /// </summary>
+/// For a user-space patch, "patchedFunctions" may be left out (the patch names its functions) and "package" names the
+/// distribution package that ships the object (for reports).
 internal sealed record DescriptionFile(int? Level, IReadOnlyList<BundleFix> Fixes,
-    IReadOnlyList<Kintsugi.Bundles.PatchedFunction> PatchedFunctions, string? EffectivePackageVersion)
+    IReadOnlyList<Kintsugi.Bundles.PatchedFunction> PatchedFunctions, string? EffectivePackageVersion, string? Package = null)
 {
-    public static DescriptionFile Read(string path)
+    public static DescriptionFile Read(string path, bool userPatch = false)
     {
         string text;
         try { text = File.ReadAllText(path); }
@@ -302,16 +308,19 @@ internal sealed record DescriptionFile(int? Level, IReadOnlyList<BundleFix> Fixe
             var root = document.RootElement;
             if (root.ValueKind != JsonValueKind.Object) throw Invalid(path, "it must be a JSON object");
             foreach (var property in root.EnumerateObject())
-                if (property.Name is not ("level" or "fixes" or "patchedFunctions" or "effectivePackageVersion"))
+                if (property.Name is not ("level" or "fixes" or "patchedFunctions" or "effectivePackageVersion")
+                    && !(userPatch && property.Name == "package"))
                     throw Invalid(path,
                         $"unknown field \"{property.Name}\" (known: level, fixes, patchedFunctions, " +
-                        "effectivePackageVersion)");
+                        "effectivePackageVersion" + (userPatch ? ", package)" : ")"));
             int? level = root.TryGetProperty("level", out var l) ? l.GetInt32() : null;
             var fixes = Array(root, "fixes", path).Select(f => Fix(f, path)).ToList();
-            var functions = Array(root, "patchedFunctions", path).Select(f => Function(f, path)).ToList();
+            var functions = userPatch && !root.TryGetProperty("patchedFunctions", out _) ? []
+                : Array(root, "patchedFunctions", path).Select(f => Function(f, path)).ToList();
             var effective = root.TryGetProperty("effectivePackageVersion", out var e) && e.ValueKind
                 != JsonValueKind.Null ? e.GetString() : null;
-            return new DescriptionFile(level, fixes, functions, effective);
+            var package = root.TryGetProperty("package", out var p) && p.ValueKind != JsonValueKind.Null ? p.GetString() : null;
+            return new DescriptionFile(level, fixes, functions, effective, package);
         }
         catch (JsonException e) { throw Invalid(path, e.Message, e); }
         catch (Exception e) when (e is InvalidOperationException

@@ -1,4 +1,6 @@
 using System.CommandLine;
+using System.Text.Json;
+using Kintsugi.Agent;
 using Kintsugi.Kernel;
 
 namespace Kintsugi.Cli;
@@ -35,7 +37,7 @@ internal static class StatusCommand
             {
                 var text = chosen switch
                 {
-                    "json" => System.Text.Json.JsonSerializer.Serialize(status, CliJson.Default.MachineStatus) + "\n",
+                    "json" => Json(status, UserPatches()) + "\n",
                     "openvex" =>
                         StatusReports.OpenVex(status, File.ReadAllText("/proc/sys/kernel/hostname").Trim(),
                         $"kintsugi {Cli.Version}", DateTimeOffset.UtcNow).ToJson() + "\n",
@@ -65,16 +67,27 @@ internal static class StatusCommand
                         ? $": {string.Join("; ", patch.Objects.Select(o => $"{o.Name}: {string.Join(", ", o.Functions.Select(f => f.Name))}"))}"
                         : ""));
             // User-space patches live in the processes themselves: read from their memory (as root), per patch.
-            foreach (var group in Kintsugi.User.UserPatcher.ListAll()
-                         .SelectMany(p => p.Patches.Select(patch => (p.Pid, p.Command, patch)))
-                         .GroupBy(x => (x.patch.Name, x.patch.Target)))
-                Console.WriteLine($"user patch: {group.Key.Name} (build-id {group.Key.Target}): applied in " +
-                    $"{group.Count()} process" +
-                    (group.Count() == 1 ? "" : "es")
-                        + $": {string.Join(", ", group.Take(8).Select(x => $"{x.Pid} ({x.Command})"))}" +
-                    (group.Count() > 8 ? ", ..." : ""));
+            foreach (var patch in UserPatches())
+                Console.WriteLine($"user patch: {patch.Name} in {patch.Object ?? "?"} (build-id {patch.BuildId})" +
+                    (patch.Level is { } userLevel ? $", level {userLevel}" : "") +
+                    (patch.Cves.Count > 0 ? $" fixing {string.Join(", ", patch.Cves)}" : "") +
+                    $": applied in {patch.Processes.Count} process" + (patch.Processes.Count == 1 ? "" : "es") +
+                    $": {string.Join(", ", patch.Processes.Take(8).Select(p => $"{p.Pid} ({p.Command})"))}" +
+                    (patch.Processes.Count > 8 ? ", ..." : ""));
             return Task.FromResult(0);
         });
         return command;
+    }
+
+    private static IReadOnlyList<UserPatchStatus> UserPatches() => UserPatchStatuses.Read(UserPatchStatuses.AgentDirectory(MachinePaths.Default));
+
+    /// <summary>The machine status, with the user-space patches running in processes as <c>userPatches</c>.</summary>
+    internal static string Json(MachineStatus status, IReadOnlyList<UserPatchStatus> userPatches)
+    {
+        var node = JsonSerializer.SerializeToNode(status, CliJson.Default.MachineStatus)!.AsObject();
+        node["userPatches"] = JsonSerializer.SerializeToNode(userPatches, UserCliJson.Default.IReadOnlyListUserPatchStatus);
+        using var buffer = new MemoryStream();
+        using (var writer = new Utf8JsonWriter(buffer, new JsonWriterOptions { Indented = true })) node.WriteTo(writer);
+        return System.Text.Encoding.UTF8.GetString(buffer.ToArray());
     }
 }

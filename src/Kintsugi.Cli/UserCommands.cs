@@ -9,8 +9,6 @@ namespace Kintsugi.Cli;
 public sealed record UserPatchReport(string Patch, string PatchId, BuildId Target, string Object,
     IReadOnlyList<ProcessResult> Processes);
 
-/// <summary>user list --json: the patches applied in one process.</summary>
-public sealed record UserProcessPatches(int Pid, string Command, IReadOnlyList<AppliedPatch> Patches);
 
 /// <summary>user info --json.</summary>
 public sealed record UserPatchInfo(string Name, string? Description, string PatchId, BuildId Target, string Object,
@@ -21,7 +19,7 @@ public sealed record UserPatchInfo(string Name, string? Description, string Patc
 [JsonSourceGenerationOptions(WriteIndented = true, PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase,
     DefaultIgnoreCondition = JsonIgnoreCondition.Never)]
 [JsonSerializable(typeof(UserPatchReport))]
-[JsonSerializable(typeof(IReadOnlyList<UserProcessPatches>))]
+[JsonSerializable(typeof(IReadOnlyList<Kintsugi.Agent.UserPatchStatus>))]
 [JsonSerializable(typeof(UserPatchInfo))]
 [JsonSerializable(typeof(Kintsugi.User.Build.UserBuildResult))]
 internal sealed partial class UserCliJson : JsonSerializerContext;
@@ -136,19 +134,21 @@ internal static class UserCommands
         command.Action = Cli.Run(parse =>
         {
             var explicitPids = parse.GetValue(pids) ?? [];
-            var found = explicitPids.Length > 0
-                ? explicitPids.Select(pid => new UserProcessPatches(pid, Command(pid), UserPatcher.List(pid))).ToList()
-                : UserPatcher.ListAll().Select(p => new UserProcessPatches(p.Pid, p.Command, p.Patches)).ToList();
-            if (parse.GetValue(json)) { Cli.WriteJson<IReadOnlyList<UserProcessPatches>>(found,
-                UserCliJson.Default.IReadOnlyListUserProcessPatches); return Task.FromResult(0); }
-            if (found.All(p => p.Patches.Count
-                == 0)) { Console.WriteLine("no user-space patches applied"); return Task.FromResult(0); }
-            var table = new Table().AddColumns("pid", "command", "patch", "id", "object build-id", "functions");
-            foreach (var process in found)
-                foreach (var patch in process.Patches)
+            var found = Kintsugi.Agent.UserPatchStatuses.Read(
+                Kintsugi.Agent.UserPatchStatuses.AgentDirectory(Kintsugi.Kernel.MachinePaths.Default),
+                explicitPids.Length > 0 ? explicitPids : null);
+            if (parse.GetValue(json))
+            {
+                Cli.WriteJson(found, UserCliJson.Default.IReadOnlyListUserPatchStatus);
+                return Task.FromResult(0);
+            }
+            if (found.Count == 0) { Console.WriteLine("no user-space patches applied"); return Task.FromResult(0); }
+            var table = new Table().AddColumns("pid", "command", "patch", "id", "object", "level", "functions");
+            foreach (var patch in found)
+                foreach (var process in patch.Processes)
                     table.AddRow(process.Pid.ToString(), Markup.Escape(process.Command), Markup.Escape(patch.Name),
-                        patch.PatchId[..12],
-                        patch.Target.ToString(), patch.Functions.Count.ToString());
+                        patch.PatchId[..12], Markup.Escape($"{patch.Object ?? "?"} ({patch.BuildId.ToString()[..12]})"),
+                        patch.Level?.ToString() ?? "-", patch.Functions.ToString());
             Tables.Write(table);
             return Task.FromResult(0);
         });
@@ -198,13 +198,17 @@ internal static class UserCommands
     {
         var obj = new Argument<FileInfo>("object")
             { Description = "The exact shipped ELF object (executable or shared library, with its symbols)" };
-        var source = new Option<DirectoryInfo>("--source")
-            { Description = "The source tree the object was built from (apt-get source PACKAGE=VERSION)",
-            Required = true };
+        var source = new Option<DirectoryInfo?>("--source")
+            { Description = "The source tree the object was built from; default: fetched (--package, or the installed " +
+                "package owning the object)" };
+        var package = new Option<string?>("--package")
+            { Description = "PACKAGE=VERSION: fetch that exact source with apt-get source (private apt state, cached by " +
+                "content) and read its build flags from debian/rules" };
         var fix = new Option<FileInfo>("--fix")
             { Description = "The fix, a unified diff against the source tree (patch -p1)", Required = true };
         var flags = new Option<string?>("--cflags")
-            { Description = "The compiler flags the distribution used; default: dpkg-buildflags' CPPFLAGS and CFLAGS" };
+            { Description = "The compiler flags the distribution used; default: dpkg-buildflags' CPPFLAGS and CFLAGS " +
+                "with the settings of the package's debian/rules" };
         var directory = new Option<string>("--directory", "-C")
             { Description = "Where the build compiled from, relative to the source tree",
             DefaultValueFactory = _ => "." };
@@ -214,14 +218,30 @@ internal static class UserCommands
         var json = Cli.Json();
         var command = new Command("build",
             "Build a user-space patch for one exact object from a source fix, proven against the shipped code")
-            { obj, source, fix, flags, directory, name, output, json };
+            { obj, source, package, fix, flags, directory, name, output, json };
         command.Action = Cli.Run(async parse =>
         {
             var fixFile = parse.GetValue(fix)!;
             var patchName = parse.GetValue(name) ?? Path.GetFileNameWithoutExtension(fixFile.Name);
-            var cflags = parse.GetValue(flags) ?? await DistributionFlags();
-            var request = new Kintsugi.User.Build.UserBuildRequest(parse.GetValue(obj)!.FullName,
-                parse.GetValue(source)!.FullName, fixFile.FullName,
+            string tree;
+            IReadOnlyList<string>? packageFlags = null;
+            if (parse.GetValue(source) is { } given)
+            {
+                if (parse.GetValue(package) is not null) throw new UsageException("give --source or --package, not both");
+                tree = given.FullName;
+            }
+            else
+            {
+                var wanted = parse.GetValue(package) is { } text ? Kintsugi.User.Build.SourcePackage.Parse(text)
+                    : await OwningPackage(parse.GetValue(obj)!.FullName);
+                var prepared = await new Kintsugi.User.Build.DebianSource(Kintsugi.User.Build.DebianSource.DefaultCacheRoot,
+                    Cli.Progress).PrepareAsync(wanted);
+                Cli.Progress($"source of {wanted}: {prepared.Tree}");
+                (tree, packageFlags) = (prepared.Tree, prepared.CompilerFlags);
+            }
+            var cflags = parse.GetValue(flags) ?? (packageFlags is not null ? string.Join(' ', packageFlags)
+                : string.Join(' ', await Kintsugi.User.Build.DebianSource.BuildFlagsAsync(tree)));
+            var request = new Kintsugi.User.Build.UserBuildRequest(parse.GetValue(obj)!.FullName, tree, fixFile.FullName,
                 cflags.Split(' ', StringSplitOptions.RemoveEmptyEntries), patchName, parse.GetValue(output)?.FullName
                     ?? Path.GetFullPath(patchName + ".kup.json"),
                 WorkingDirectory: parse.GetValue(directory)!);
@@ -234,11 +254,16 @@ internal static class UserCommands
         return command;
     }
 
-    private static async Task<string> DistributionFlags()
+    /// <summary>The source package and version of the installed package that owns <paramref name="path"/> (dpkg's database).</summary>
+    private static async Task<Kintsugi.User.Build.SourcePackage> OwningPackage(string path)
     {
-        var cppflags = await ExternalCommand.RunAsync("dpkg-buildflags", ["--get", "CPPFLAGS"]);
-        var cflags = await ExternalCommand.RunAsync("dpkg-buildflags", ["--get", "CFLAGS"]);
-        return $"{cppflags.StandardOutput.Trim()} {cflags.StandardOutput.Trim()}";
+        var real = new FileInfo(path).ResolveLinkTarget(returnFinalTarget: true)?.FullName ?? path;
+        var owner = await ExternalCommand.RunAsync("dpkg-query", ["-S", real]);
+        if (!owner.Succeeded || owner.StandardOutput.Split(':', 2) is not [var binary, _])
+            throw new UsageException($"{path} belongs to no installed package; give --package PACKAGE=VERSION (or --source with the tree)");
+        var source = await ExternalCommand.RunAsync("dpkg-query", ["-W", "-f=${source:Package}=${source:Version}", binary.Trim()]);
+        if (!source.Succeeded) throw new UsageException($"dpkg-query cannot tell the source of {binary.Trim()}: {source.StandardError.Trim()}; give --package");
+        return Kintsugi.User.Build.SourcePackage.Parse(source.StandardOutput.Trim());
     }
 
     private static PatcherOptions Options(int busyMilliseconds) =>

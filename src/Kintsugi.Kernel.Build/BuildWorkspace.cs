@@ -45,9 +45,11 @@ public sealed class BuildWorkspace : IAsyncDisposable
     }
 
     /// <summary>Runs a tool in the tree as this build sees it, with the tree's own toolchain.</summary>
-    private Task<CommandResult> RunAsync(string tool, IReadOnlyList<string> arguments, CancellationToken cancellation) =>
+    private Task<CommandResult> RunAsync(string tool, IReadOnlyList<string> arguments, CancellationToken cancellation,
+        Action<string>? onOutputLine = null) =>
         Tree.Toolchain.RunAsync(tool, arguments, Tree.Directory, [.. Tree.Visible, _root],
-            new Toolchains.OverlayMount(Tree.Directory, Path.Combine(_root, "upper"), Path.Combine(_root, "work")), cancellation);
+            new Toolchains.OverlayMount(Tree.Directory, Path.Combine(_root, "upper"), Path.Combine(_root, "work")), cancellation,
+            onOutputLine);
 
     /// <summary>The contents of a file of the tree as this build sees it.</summary>
     public Task<string> ReadAllTextAsync(string relativePath, CancellationToken cancellation = default) =>
@@ -88,17 +90,53 @@ public sealed class BuildWorkspace : IAsyncDisposable
         CancellationToken cancellation = default) =>
         CompileAsync([.. units.Select(u => (u.MakeGoal, u.ObjectPath))], destinationDirectory, extraCFlags, cancellation);
 
+    /// <summary>
+    /// Compiles as many of the units as compile (<c>make -k</c>: one unit's error does not stop the others), copies
+    /// those, and returns the units that did not compile. Many fixes' units in one make cost one pass over kbuild's
+    /// Makefiles instead of one per fix.
+    /// </summary>
+    /// <param name="onCompiled">Called with the number of units compiled so far, as kbuild reports each one.</param>
+    public async Task<IReadOnlyList<Units.TranslationUnit>> CompileUnitsKeepGoingAsync(IReadOnlyList<Units.TranslationUnit> units,
+        string destinationDirectory, string? extraCFlags, CancellationToken cancellation = default, Action<int>? onCompiled = null)
+    {
+        // make without a goal would build the whole kernel.
+        if (units.Count == 0) return [];
+        var count = 0;
+        // kbuild's short log names each object it compiles: "  CC [M]  fs/fat/dir.o".
+        void Count(string line)
+        {
+            if (onCompiled is not null && line.StartsWith("  CC ", StringComparison.Ordinal)) onCompiled(Interlocked.Increment(ref count));
+        }
+        var result = await MakeAsync([.. units.Select(u => (u.MakeGoal, u.ObjectPath))], extraCFlags, keepGoing: true, cancellation, Count);
+        // Only what this make wrote counts: an object in the shared tree below is not this build's.
+        var compiled = result.Succeeded ? units : [.. units.Where(u => File.Exists(Path.Combine(ChangesDirectory, u.ObjectPath))
+            && File.Exists(Path.Combine(ChangesDirectory, ExportedSymbolVersions.CommandFile(u.ObjectPath))))];
+        CopyOut([.. compiled.Select(u => u.ObjectPath)], destinationDirectory);
+        return [.. units.Except(compiled)];
+    }
+
     private async Task CompileAsync(IReadOnlyList<(string Goal, string ObjectPath)> targets, string destinationDirectory,
         string? extraCFlags, CancellationToken cancellation)
     {
-        foreach (var (_, objectPath) in targets) KernelSourceTree.CheckObjectPath(objectPath);
-        var objectPaths = targets.Select(t => t.ObjectPath).ToList();
-        // An empty KCFLAGS is still a change of command line, so the distribution's build is recompiled after a flagged one.
-        List<string> arguments = [$"-j{Environment.ProcessorCount}", .. targets.Select(t => t.Goal), $"KCFLAGS={extraCFlags ?? ""}"];
-        var result = await RunAsync("make", arguments, cancellation);
+        var result = await MakeAsync(targets, extraCFlags, keepGoing: false, cancellation);
         if (!result.Succeeded)
-            throw new ModuleBuildException($"compiling {string.Join(", ", objectPaths)} failed:\n" +
+            throw new ModuleBuildException($"compiling {string.Join(", ", targets.Select(t => t.ObjectPath))} failed:\n" +
                 string.Join('\n', (result.StandardError + result.StandardOutput).Split('\n').Where(l => l.Length > 0).TakeLast(30)));
+        CopyOut([.. targets.Select(t => t.ObjectPath)], destinationDirectory);
+    }
+
+    private Task<CommandResult> MakeAsync(IReadOnlyList<(string Goal, string ObjectPath)> targets, string? extraCFlags, bool keepGoing,
+        CancellationToken cancellation, Action<string>? onOutputLine = null)
+    {
+        foreach (var (_, objectPath) in targets) KernelSourceTree.CheckObjectPath(objectPath);
+        // An empty KCFLAGS is still a change of command line, so the distribution's build is recompiled after a flagged one.
+        List<string> arguments = [$"-j{Environment.ProcessorCount}", .. keepGoing ? ["-k"] : Array.Empty<string>(),
+            .. targets.Select(t => t.Goal), $"KCFLAGS={extraCFlags ?? ""}"];
+        return RunAsync("make", arguments, cancellation, onOutputLine);
+    }
+
+    private void CopyOut(IReadOnlyList<string> objectPaths, string destinationDirectory)
+    {
         foreach (var objectPath in objectPaths)
         {
             var destination = Path.Combine(destinationDirectory, objectPath);

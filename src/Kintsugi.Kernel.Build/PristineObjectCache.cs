@@ -10,18 +10,30 @@ public sealed class PristineObjectCache(string directory)
 
     // An object cached before its command file (with the symbol versions of its exports) was kept is compiled again once.
     public IReadOnlyList<Units.TranslationUnit> Missing(IEnumerable<Units.TranslationUnit> units) =>
-        [.. units.Where(u => !File.Exists(PathOf(u.ObjectPath)) || !File.Exists(ExportedSymbolVersions.CommandFile(PathOf(u.ObjectPath))))];
+        [.. units.Where(u => !Holds(directory, u))];
 
-    public async Task CompileAsync(BuildWorkspace workspace, IReadOnlyList<Units.TranslationUnit> units, string? extraCFlags,
-        CancellationToken cancellation)
+    /// <summary>Whether <paramref name="directory"/> holds every unit's object with its command file.</summary>
+    public static bool HoldsAll(string directory, IEnumerable<Units.TranslationUnit> units) => units.All(u => Holds(directory, u));
+
+    private static bool Holds(string directory, Units.TranslationUnit unit) =>
+        File.Exists(Path.Combine(directory, unit.ObjectPath))
+        && File.Exists(ExportedSymbolVersions.CommandFile(Path.Combine(directory, unit.ObjectPath)));
+
+    /// <summary>
+    /// Compiles the units into the cache. With <paramref name="keepGoing"/> the units that compile are kept and those
+    /// that do not are returned; without it, any failure throws.
+    /// </summary>
+    public async Task<IReadOnlyList<Units.TranslationUnit>> CompileAsync(BuildWorkspace workspace, IReadOnlyList<Units.TranslationUnit> units,
+        string? extraCFlags, CancellationToken cancellation, bool keepGoing = false, Action<int>? onCompiled = null)
     {
-        var objects = units.Select(u => u.ObjectPath).ToList();
         // Compiled beside the cache and moved in, so a build killed midway never leaves a half-written object
         // to be trusted later; one staging directory per call, since one process may run several builds at once
         // (catch-up trials).
         var staging = $"{directory}.staging-{Environment.ProcessId}-{Guid.NewGuid():N}";
-        await workspace.CompileUnitsAsync(units, staging, extraCFlags, cancellation);
-        foreach (var o in objects)
+        IReadOnlyList<Units.TranslationUnit> failed = [];
+        if (keepGoing) failed = await workspace.CompileUnitsKeepGoingAsync(units, staging, extraCFlags, cancellation, onCompiled);
+        else await workspace.CompileUnitsAsync(units, staging, extraCFlags, cancellation);
+        foreach (var o in units.Except(failed).Select(u => u.ObjectPath))
         {
             Directory.CreateDirectory(Path.GetDirectoryName(PathOf(o))!);
             var commandFile = ExportedSymbolVersions.CommandFile(o);
@@ -29,6 +41,7 @@ public sealed class PristineObjectCache(string directory)
                 File.Move(Path.Combine(staging, commandFile), Path.Combine(directory, commandFile), overwrite: true);
             File.Move(Path.Combine(staging, o), PathOf(o), overwrite: true);
         }
-        Directory.Delete(staging, recursive: true);
+        if (Directory.Exists(staging)) Directory.Delete(staging, recursive: true);
+        return failed;
     }
 }

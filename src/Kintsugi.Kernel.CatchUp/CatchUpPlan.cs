@@ -13,6 +13,13 @@ public abstract record FileDecision(ChangedFile File)
     public sealed record Decided(ChangedFile File, FileOutcome Outcome, string? Rule, string? Reason, string? Advice, string? Proof) : FileDecision(File);
 }
 
+/// <summary>One file's decision as kept on disk (<see cref="CatchUpPlan.ToRecords"/>).</summary>
+public sealed record PlannedFile(string Path, FileOutcome? Outcome, string? Rule, string? Reason, string? Advice, string? Proof,
+    IReadOnlyList<string>? Units);
+
+/// <summary>The plan an earlier run made, with the key of everything it depends on.</summary>
+public sealed record KeptPlan(string Key, IReadOnlyList<PlannedFile> Files);
+
 /// <summary>
 /// The plan phase: every changed file gets a decision from what can be told without compiling: its kind
 /// (scope rules of the builder), headers compared construct by construct (a layout or a non-inline definition
@@ -30,11 +37,10 @@ public sealed partial class CatchUpPlan
     {
         // Makefiles are evaluated with the tree's own toolchain (its build root for another Debian release).
         var kbuild = KbuildUnits.Open(prepared);
-        var tree = prepared.Directory;
         var headers = new Lazy<HeaderDependents>(() =>
         {
             progress("reading the #include graph of the tree");
-            return HeaderDependents.Of(tree);
+            return kbuild.Includes;
         });
         var decisions = new Dictionary<string, FileDecision>(StringComparer.Ordinal);
         // Headers first: a refused header refuses the changed C files that include it.
@@ -111,33 +117,19 @@ public sealed partial class CatchUpPlan
                     return new FileDecision.Decided(file, FileOutcome.Refused, "header-layout", string.Join("\n", verdict.Reasons),
                         "reboot into the new version: the running kernel's structures and callers were built with the old header", null);
             }
-            var sources = headers.Value.SourcesIncluding(file.Path).Where(s => s.EndsWith(".c", StringComparison.Ordinal)).ToList();
-            var resolved = new List<UnitResolution>();
-            var built = new Dictionary<string, TranslationUnit>(StringComparer.Ordinal);
-            // In parallel batches (each answer may run make), stopping at the first batch past the limit.
-            foreach (var batch in sources.Chunk(4 * Environment.ProcessorCount))
+            _ = headers.Value; // read once, with its line of progress (it takes minutes on a cold cache)
+            var header = kbuild.ResolveHeader(file.Path, limit: maxUnits);
+            return header.Resolution switch
             {
-                var answers = batch.AsParallel().AsOrdered().WithDegreeOfParallelism(Environment.ProcessorCount)
-                    .Select(kbuild.Resolve).ToList();
-                resolved.AddRange(answers);
-                foreach (var unit in answers.OfType<UnitResolution.Built>().SelectMany(b => b.Units))
-                    built.TryAdd(unit.SourcePath, unit);
-                // Past the limit the answer is known: a common header need not have its thousands of includers resolved.
-                if (built.Count > maxUnits)
-                    return new FileDecision.Decided(file, FileOutcome.Refused, "too-many-units",
-                        $"changes {string.Join(", ", verdict.Constructs.Select(c => c.Name))}, compiled into more than {maxUnits} " +
-                        $"built units (it is #included by {sources.Count} C files)",
-                        "raise --max-units to rebuild them all (slow), or reboot into the new version", null);
-            }
-            // "Not built" only when every C file that includes the header is proven not built.
-            if (resolved.OfType<UnitResolution.Unresolved>().FirstOrDefault() is { } unknown)
-                return Unresolved(file, unknown);
-            if (built.Count == 0)
-                return new FileDecision.Decided(file, FileOutcome.NotBuilt, null, null, null, sources.Count == 0
-                    ? "no C file of the tree #includes it"
-                    : $"each of the {sources.Count} C file(s) that #include it is proven not built: " +
-                      string.Join("; ", resolved.Take(5)) + (sources.Count > 5 ? "; ..." : ""));
-            return new FileDecision.Build(file, [.. built.Keys]);
+                UnitResolution.Built when header.Units.Count > maxUnits => new FileDecision.Decided(file, FileOutcome.Refused, "too-many-units",
+                    $"changes {string.Join(", ", verdict.Constructs.Select(c => c.Name))}, compiled into more than {maxUnits} " +
+                    $"built units (it is #included by {header.Includers} C files)",
+                    "raise --max-units to rebuild them all (slow), or reboot into the new version", null),
+                UnitResolution.Built => new FileDecision.Build(file, [.. header.Units.Select(u => u.SourcePath)]),
+                UnitResolution.NotBuilt notBuilt => new FileDecision.Decided(file, FileOutcome.NotBuilt, null, null, null, notBuilt.Proof.ToString()),
+                UnitResolution.Unresolved unresolved => Unresolved(file, unresolved),
+                var other => throw new InvalidOperationException($"unknown unit resolution {other}"),
+            };
         }
 
         FileDecision DecideSource(ChangedFile file)
@@ -153,6 +145,28 @@ public sealed partial class CatchUpPlan
                 var other => throw new InvalidOperationException($"unknown unit resolution {other}"),
             };
         }
+    }
+
+    /// <summary>The plan as kept on disk: one line per changed file, a null outcome meaning "to build".</summary>
+    public IReadOnlyList<PlannedFile> ToRecords() => [.. Decisions.Select(d => d switch
+    {
+        FileDecision.Build build => new PlannedFile(d.File.Path, null, null, null, null, null, build.Units),
+        FileDecision.Decided decided => new PlannedFile(d.File.Path, decided.Outcome, decided.Rule, decided.Reason, decided.Advice,
+            decided.Proof, null),
+        _ => throw new InvalidOperationException($"unknown decision {d}"),
+    })];
+
+    /// <summary>A plan kept by an earlier run over the same difference; null when it does not cover exactly its files.</summary>
+    public static CatchUpPlan? FromRecords(SourceDifference difference, IReadOnlyList<PlannedFile> records)
+    {
+        var byPath = records.ToDictionary(r => r.Path, StringComparer.Ordinal);
+        if (byPath.Count != difference.Files.Count || difference.Files.Any(f => !byPath.ContainsKey(f.Path))
+            || records.Any(r => r is { Outcome: null, Units: null })) return null;
+        return new CatchUpPlan([.. difference.Files.Select(file => byPath[file.Path] switch
+        {
+            { Outcome: null, Units: { } units } => (FileDecision)new FileDecision.Build(file, units),
+            var r => new FileDecision.Decided(file, r.Outcome!.Value, r.Rule, r.Reason, r.Advice, r.Proof),
+        })]);
     }
 
     /// <summary>The changed constructs whose names appear as identifiers in the added or removed lines of the file's patch.</summary>

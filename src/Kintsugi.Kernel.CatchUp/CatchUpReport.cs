@@ -116,6 +116,7 @@ public sealed record CatchUpReport(
 [JsonSerializable(typeof(CatchUpReport))]
 [JsonSerializable(typeof(CachedDifference))]
 [JsonSerializable(typeof(FileTrial))]
+[JsonSerializable(typeof(KeptPlan))]
 internal sealed partial class CatchUpJson : JsonSerializerContext;
 
 /// <summary>A catch-up cannot proceed: the versions, the changelog or the inputs are wrong.</summary>

@@ -52,7 +52,7 @@ public sealed partial class KernelCatchUp(DebianKernelArchive archive, string ca
         var versions = DebianChangelog.Read(to.Changelog).Between(from.Source.Version, to.Source.Version);
         var difference = await Stage("difference", () => SourceDifference.ComputeAsync(from, to, cacheRoot, progress, cancellation));
         var tree = await Stage("prepare", () => KernelSourceTree.PrepareAsync(kernel, progress, cancellation));
-        var plan = await Stage("plan", () => Task.FromResult(CatchUpPlan.Make(difference, tree, request.MaxUnits, request.Only ?? [], progress)));
+        var plan = await Stage("plan", () => PlanAsync(request, kernel.Target, difference, tree, output, cancellation));
 
         var trials = await Stage("trials", () => RunTrialsAsync(request, kernel, difference, plan, output, cancellation));
         var mappings = CveMatcher.Match(versions.SelectMany(v => v.Items), difference.Files);
@@ -82,90 +82,39 @@ public sealed partial class KernelCatchUp(DebianKernelArchive archive, string ca
     }
 
     /// <summary>
-    /// Each file the plan sends to the builder, taken through the builder's phases on its own up to the resolved
-    /// patch (no module is linked for a trial): as many at a time as the machine has cores, each outcome kept in
-    /// OUTPUT/.catch-up/trials so that an interrupted or repeated run builds only what is left.
+    /// The plan, or the one an earlier run into the same output made from the same difference, kernel, builder and
+    /// options: placing every changed file in kbuild's Makefiles takes minutes, and a rerun must not repeat it.
     /// </summary>
-    private async Task<Dictionary<string, FileTrial>> RunTrialsAsync(CatchUpRequest request, FetchedKernel kernel, SourceDifference difference,
-        CatchUpPlan plan, string output, CancellationToken cancellation)
+    private async Task<CatchUpPlan> PlanAsync(CatchUpRequest request, KernelTarget kernel, SourceDifference difference,
+        KernelSourceTree tree, string output, CancellationToken cancellation)
     {
-        var state = Path.Combine(output, ".catch-up", "trials");
-        Directory.CreateDirectory(state);
-        var results = new System.Collections.Concurrent.ConcurrentDictionary<string, FileTrial>(StringComparer.Ordinal);
-        var pending = plan.Decisions.OfType<FileDecision.Build>().ToList();
-        var target = await DebianBuildTarget.FetchAsync(archive, kernel.Target.Release, lab, cancellation);
-        var tree = await target.PrepareAsync(progress, cancellation);
-        var exports = new Lazy<Build.Symbols.ModuleSymvers>(target.LoadExports, LazyThreadSafetyMode.ExecutionAndPublication);
-        var done = 0;
-        await Parallel.ForEachAsync(pending, new ParallelOptions { MaxDegreeOfParallelism = Environment.ProcessorCount, CancellationToken = cancellation },
-            async (decision, token) =>
-            {
-                var file = decision.File;
-                var key = TrialKey(kernel.Target, file, request);
-                var record = Path.Combine(state, key + ".json");
-                FileTrial trial;
-                var watch = Stopwatch.StartNew();
-                if (File.Exists(record) && JsonSerializer.Deserialize(await File.ReadAllBytesAsync(record, token), CatchUpJson.Default.FileTrial) is { } kept
-                    && kept.Key == key)
-                    trial = kept;
-                else
-                {
-                    progress($"{file.Path}: building ({decision.Units.Count} unit(s))");
-                    var work = Path.Combine(output, ".catch-up", "work", key);
-                    trial = await TrialAsync(target, tree, exports, request, file, difference, key, work, token);
-                    await AtomicWriteAsync(record, JsonSerializer.SerializeToUtf8Bytes(trial, CatchUpJson.Default.FileTrial), token);
-                    if (Directory.Exists(work)) Directory.Delete(work, recursive: true);
-                }
-                results[file.Path] = trial;
-                var count = Interlocked.Increment(ref done);
-                progress($"[{count}/{pending.Count}] {file.Path}: {Describe(trial)} ({watch.Elapsed.TotalSeconds:0} s)");
-            });
-        return new Dictionary<string, FileTrial>(results, StringComparer.Ordinal);
+        var path = Path.Combine(output, ".catch-up", "plan.json");
+        var key = Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(string.Join("\n",
+            [difference.From.ToString(), difference.To.ToString(), .. difference.Files.Select(f => $"{f.Path} {f.PatchSha256}"),
+             kernel.BuildId.ToString(), KernelPatchBuilder.BuilderVersion, request.MaxUnits.ToString(System.Globalization.CultureInfo.InvariantCulture),
+             .. request.Only ?? []]))));
+        if (File.Exists(path)
+            && JsonSerializer.Deserialize(await File.ReadAllBytesAsync(path, cancellation), CatchUpJson.Default.KeptPlan) is { } kept
+            && kept.Key == key && CatchUpPlan.FromRecords(difference, kept.Files) is { } reused)
+        {
+            progress($"the plan of an earlier run over the same difference is kept ({path})");
+            return reused;
+        }
+        var plan = CatchUpPlan.Make(difference, tree, request.MaxUnits, request.Only ?? [], progress);
+        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+        await AtomicWriteAsync(path, JsonSerializer.SerializeToUtf8Bytes(new KeptPlan(key, plan.ToRecords()), CatchUpJson.Default.KeptPlan),
+            cancellation);
+        return plan;
     }
 
-    /// <summary>One file through scope, compile, diff and resolve: what the module would carry for it, or why not.</summary>
-    private async Task<FileTrial> TrialAsync(BuildTarget target, KernelSourceTree tree, Lazy<Build.Symbols.ModuleSymvers> exports,
-        CatchUpRequest request, ChangedFile file, SourceDifference difference, string key, string work, CancellationToken cancellation)
+    /// <summary>Each file the plan sends to the builder, tried on its own (see <see cref="CatchUpTrials"/>).</summary>
+    private async Task<IReadOnlyDictionary<string, FileTrial>> RunTrialsAsync(CatchUpRequest request, FetchedKernel kernel,
+        SourceDifference difference, CatchUpPlan plan, string output, CancellationToken cancellation)
     {
-        var buildRequest = new KernelBuildRequest(new TargetReference.Debian(request.Target), [difference.PatchPath(file)], "catchup_trial", [],
-            null, work, request.SkipFidelity, request.MaxUnits);
-        var quiet = new StageClock(_ => { });
-        try
-        {
-            var inputs = BuildInputs.Read(buildRequest);
-            var units = UnitSelection.Select(tree, inputs.Scope, request.MaxUnits, _ => { }).Units;
-            if (units.Count == 0)
-                return new FileTrial(key, FileOutcome.NotBuilt, [], null, null, null, null,
-                    "the builder's unit selection (kbuild Makefiles and .config, #include of C files) found no unit of this kernel for it");
-            Directory.CreateDirectory(work);
-            var compiled = await UnitCompilation.CompileAsync(target, tree, units, inputs.Patches, work, quiet, cancellation);
-            var diffs = UnitDiffing.DiffAll(compiled, exports,
-                Kintsugi.Kernel.Build.Binding.ReferenceBinder.ObjtoolRunsAtModuleLink(target.ModuleBuildDirectory));
-            UnitDiffing.ThrowIfRefused(diffs);
-            var changed = diffs.Where(d => d.Contributes).ToList();
-            if (changed.Count == 0)
-                return new FileTrial(key, FileOutcome.NoCode, [], null, null, null, null,
-                    $"compiled before and after ({string.Join(", ", units.Select(u => u.ObjectPath))}): the machine code is the same" +
-                    string.Concat(diffs.SelectMany(d => d.Notes).Select(n => "; " + n)));
-            var resolved = await PatchResolution.ResolveAsync(target, changed, exports.Value, request.SkipFidelity, _ => { }, cancellation);
-            resolved.ThrowIfUnfaithful(request.SkipFidelity);
-            return new FileTrial(key, FileOutcome.Built, [.. resolved.Functions.Select(f => $"{f.Object}:{f.Record.Name}")],
-                string.Join(", ", resolved.Functions.Select(f => f.Object).Distinct()), null, null, null, null);
-        }
-        catch (LivepatchRefusedException e)
-        {
-            var rules = e.Rules.Count > 0 ? string.Join(", ", e.Rules) : "livepatch";
-            return new FileTrial(key, FileOutcome.Refused, [], null, rules, e.Message, "reboot into the new version, or rewrite the fix as the reason says", null);
-        }
-        catch (SourcePatchException e)
-        {
-            return new FileTrial(key, FileOutcome.Refused, [], null, "patch", e.Message, "reboot into the new version", null);
-        }
-        catch (ModuleBuildException e)
-        {
-            return new FileTrial(key, FileOutcome.Refused, [], null, "build", e.Message,
-                "the change does not build on its own against this kernel's source (it may need another change of the update, such as a header): reboot into the new version", null);
-        }
+        var target = await DebianBuildTarget.FetchAsync(archive, kernel.Target.Release, lab, cancellation);
+        var tree = await target.PrepareAsync(progress, cancellation);
+        return await new CatchUpTrials(target, tree, request, difference, output, progress)
+            .RunAsync([.. plan.Decisions.OfType<FileDecision.Build>()], file => TrialKey(kernel.Target, file, request), cancellation);
     }
 
     private async Task<KernelBuildResult> BuildModuleAsync(CatchUpRequest request, KernelTarget kernel, SourceDifference difference,
@@ -253,14 +202,6 @@ public sealed partial class KernelCatchUp(DebianKernelArchive archive, string ca
     private static string TrialKey(KernelTarget kernel, ChangedFile file, CatchUpRequest request) =>
         Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(
             $"{file.PatchSha256}\n{kernel.BuildId}\n{KernelPatchBuilder.BuilderVersion}\n{request.MaxUnits}\n{request.SkipFidelity}")))[..32];
-
-    private static string Describe(FileTrial trial) => trial.Outcome switch
-    {
-        FileOutcome.Built => $"built ({string.Join(", ", trial.Functions)})",
-        FileOutcome.Refused => $"refused ({trial.Rule})",
-        FileOutcome.NoCode => "changes no code",
-        _ => "not built in this kernel",
-    };
 
     private static async Task AtomicWriteAsync(string path, byte[] bytes, CancellationToken cancellation)
     {

@@ -72,6 +72,26 @@ public sealed record SourceDifference(LinuxSourceVersion From, LinuxSourceVersio
         return new SourceDifference(from.Source, to.Source, directory, files);
     }
 
+    /// <summary>
+    /// The difference of two trees already extracted under DIRECTORY/a and DIRECTORY/b (only the files that differ),
+    /// split as <see cref="ComputeAsync"/> splits it; not cached.
+    /// </summary>
+    public static async Task<SourceDifference> OfExtractedAsync(LinuxSourceVersion from, LinuxSourceVersion to, string directory,
+        CancellationToken cancellation = default)
+    {
+        string[] Relative(string side) => System.IO.Directory.Exists(System.IO.Path.Combine(directory, side))
+            ? [.. System.IO.Directory.EnumerateFiles(System.IO.Path.Combine(directory, side), "*", SearchOption.AllDirectories)
+                .Select(f => System.IO.Path.GetRelativePath(System.IO.Path.Combine(directory, side), f))]
+            : [];
+        var before = Relative("a").ToHashSet(StringComparer.Ordinal);
+        var after = Relative("b").ToHashSet(StringComparer.Ordinal);
+        System.IO.Directory.CreateDirectory(System.IO.Path.Combine(directory, "patches"));
+        var files = new List<ChangedFile>();
+        foreach (var path in before.Union(after).Order(StringComparer.Ordinal))
+            files.Add(await SplitAsync(directory, path, before.Contains(path), after.Contains(path), files.Count + 1, cancellation));
+        return new SourceDifference(from, to, directory, files);
+    }
+
     private static async Task<ChangedFile> SplitAsync(string directory, string path, bool existedBefore, bool existsAfter, int index, CancellationToken cancellation)
     {
         var kind = !existedBefore ? FileChangeKind.Added : !existsAfter ? FileChangeKind.Deleted : FileChangeKind.Modified;

@@ -46,10 +46,32 @@ public sealed record CheckInRequest(
     string? Detail,
     string AgentVersion,
     MetadataReport? Metadata = null,
-    string? BootId = null)
+    string? BootId = null,
+    IReadOnlyList<UserObjectReport>? User = null)
 {
     public const int MaxDetailLength = 1024;
+
+    /// <summary>At most this many user-space objects per check-in (a machine maps a few hundred distinct objects).</summary>
+    public const int MaxUserObjects = 4096;
 }
+
+/// <summary>
+/// A user-space object (executable or shared library) that running processes on the machine map, and what the agent
+/// did about it: the state in the shared vocabulary (<c>nothing-to-apply</c> when no user-space bundle is installed
+/// for it), the cumulative level and bundle installed for it, and how many of the processes mapping it run the patch
+/// and how many failed. Absent from agents older than this field.
+/// </summary>
+/// <param name="Object">The file name of the object as mapped (for example <c>libcrypto.so.3</c>).</param>
+/// <param name="Processes">How many processes map it.</param>
+/// <param name="Patched">How many of them run the installed level's patch.</param>
+/// <param name="Failed">How many could not be patched in the last pass (busy, refused); retried at the next pass.</param>
+public sealed record UserObjectReport(BuildId BuildId, string Object, int Processes, PatchState State, int? Level, Sha256Digest? Bundle,
+    int Patched, int Failed, string? Detail = null);
+
+/// <summary>What the server wants done about one reported user-space object.</summary>
+/// <param name="Action"><c>apply</c> the release (a higher or lower level than the installed one), or <c>remove</c>
+/// (the installed level was revoked and no good level is left: revert it in every process).</param>
+public sealed record UserOffer(BuildId BuildId, CheckInAction Action, ReleaseOffer? Release);
 
 /// <summary>
 /// The agent's signed release metadata for its build, as it judges it: <c>none</c> (never seen), <c>fresh</c>, or
@@ -77,8 +99,10 @@ public sealed record ReleaseOffer(int Level, Sha256Digest Bundle, long Size, str
 /// null.</param>
 /// <param name="Timestamp">A timestamp extending that metadata's freshness (JSON text), or null.</param>
 /// <param name="TrustRoot">The newest signed trust-root update the server carries (JSON text), or null.</param>
+/// <param name="User">For the reported user-space objects that need a change: what to apply or remove (null or empty
+/// when nothing changes).</param>
 public sealed record CheckInResponse(CheckInAction Action, ReleaseOffer? Release, int CheckInSeconds, int EventsWaitSeconds, long Epoch,
-    string? Metadata = null, string? Timestamp = null, string? TrustRoot = null);
+    string? Metadata = null, string? Timestamp = null, string? TrustRoot = null, IReadOnlyList<UserOffer>? User = null);
 
 public sealed record EventsResponse(long Epoch);
 
@@ -94,6 +118,8 @@ public sealed record ProblemDocument(string? Type, string Title, int Status, str
 [JsonSerializable(typeof(EnrollResponse))]
 [JsonSerializable(typeof(CheckInRequest))]
 [JsonSerializable(typeof(MetadataReport))]
+[JsonSerializable(typeof(UserObjectReport))]
+[JsonSerializable(typeof(UserOffer))]
 [JsonSerializable(typeof(CheckInResponse))]
 [JsonSerializable(typeof(EventsResponse))]
 [JsonSerializable(typeof(ProblemDocument))]

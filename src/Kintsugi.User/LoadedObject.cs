@@ -2,6 +2,9 @@ using System.Buffers.Binary;
 
 namespace Kintsugi.User;
 
+/// <summary>An ELF object (by build-id) as mapped on the machine: its file name and the processes that map it.</summary>
+public sealed record MappedObject(BuildId BuildId, string Name, IReadOnlyList<int> Processes);
+
 /// <summary>An ELF object mapped in a process: its file, where it is loaded and its build-id (read from memory).</summary>
 public sealed record LoadedObject(string Path, string Device, ulong Inode, ulong LoadBase, ulong Start, ulong End, BuildId? BuildId)
 {

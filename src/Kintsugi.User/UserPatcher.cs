@@ -106,6 +106,42 @@ public sealed class UserPatcher(PatcherOptions options, Action<string>? log = nu
         return found;
     }
 
+    /// <summary>
+    /// Every ELF object with a build-id that a process on the machine maps (other than this process), with the
+    /// processes that map it: what the agent reports, so that the server offers patches for what actually runs. Each
+    /// object (by device and inode) has its build-id read from memory once per scan.
+    /// </summary>
+    public static IReadOnlyList<MappedObject> Inventory()
+    {
+        var known = new Dictionary<(string, ulong), (BuildId Id, string Name)?>();
+        var found = new Dictionary<BuildId, (string Name, List<int> Pids)>();
+        foreach (var pid in AllProcesses())
+        {
+            try
+            {
+                var maps = ProcessMaps.Read(pid);
+                var firsts = maps.Mappings.Where(m => m.IsFile && m.Offset == 0).DistinctBy(m => (m.Device, m.Inode)).ToList();
+                if (firsts.Any(m => !known.ContainsKey((m.Device, m.Inode))))
+                {
+                    using var memory = new ProcessMemory(pid);
+                    var loaded = LoadedObject.Find(maps, memory).ToDictionary(o => (o.Device, o.Inode));
+                    foreach (var m in firsts.Where(m => !known.ContainsKey((m.Device, m.Inode))))
+                        known[(m.Device, m.Inode)] = loaded.GetValueOrDefault((m.Device, m.Inode)) is { BuildId: { } id } o ? (id, o.FileName) : null;
+                }
+                foreach (var m in firsts)
+                {
+                    if (known[(m.Device, m.Inode)] is not { } entry) continue;
+                    if (!found.TryGetValue(entry.Id, out var seen)) found[entry.Id] = seen = (entry.Name, []);
+                    if (!seen.Pids.Contains(pid)) seen.Pids.Add(pid);
+                }
+            }
+            catch (UserPatchException) { }   // exited, or a kernel thread
+            catch (IOException) { }
+            catch (UnauthorizedAccessException) { }   // not ours to read (a sandbox's init, say): not patchable either
+        }
+        return [.. found.Select(kv => new MappedObject(kv.Key, kv.Value.Name, kv.Value.Pids)).OrderBy(o => o.Name, StringComparer.Ordinal)];
+    }
+
     /// <summary>Every process with a Kintsugi patch applied.</summary>
     public static IReadOnlyList<(int Pid, string Command, IReadOnlyList<AppliedPatch> Patches)> ListAll()
     {

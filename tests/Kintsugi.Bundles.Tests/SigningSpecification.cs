@@ -28,8 +28,8 @@ public sealed class SigningSpecification : IDisposable
         var manifest = Bundle.Read(_publisher.Sign(description)).Manifest;
 
         Assert.Equal(Samples.Target, manifest.Target);
-        Assert.Equal("6.1.0-56-cloud-amd64", manifest.Target.Release.Value);
-        Assert.Equal("5d3ab5a3c6f1a0b2e4d7c9f8a1b2c3d4e5f60718", manifest.Target.BuildId.ToString());
+        Assert.Equal("6.1.0-56-cloud-amd64", manifest.Target!.Release.Value);
+        Assert.Equal("5d3ab5a3c6f1a0b2e4d7c9f8a1b2c3d4e5f60718", manifest.Target!.BuildId.ToString());
         Assert.Equal("6.1.153-1", manifest.Target.PackageVersion);
         Assert.Equal(3, manifest.CumulativeLevel);
         Assert.Equal(description.Fixes.Count, manifest.Fixes.Count);
@@ -68,7 +68,7 @@ public sealed class SigningSpecification : IDisposable
         var bundle = Bundle.Read(_publisher.Sign(Samples.Description() with { EffectivePackageVersion = null, Target = Samples.Target with { PackageVersion = null } }));
 
         Assert.Null(bundle.Manifest.EffectivePackageVersion);
-        Assert.Null(bundle.Manifest.Target.PackageVersion);
+        Assert.Null(bundle.Manifest.Target!.PackageVersion);
         var json = Encoding.UTF8.GetString(bundle.ManifestJson.Span);
         Assert.Contains("\"packageVersion\":null", json);
         Assert.EndsWith("\"effectivePackageVersion\":null}", json);

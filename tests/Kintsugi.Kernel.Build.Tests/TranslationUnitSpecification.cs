@@ -147,4 +147,70 @@ public sealed class TranslationUnitSpecification
         Assert.Contains("KBUILD_MODNAME=", command);
         Assert.Contains("kvm", command[command.IndexOf("KBUILD_MODNAME=", StringComparison.Ordinal)..][..40]);
     }
+
+    [Fact]
+    public async Task A_header_is_compiled_into_every_built_unit_whose_C_file_includes_it()
+    {
+        var header = (await UnitsAsync()).ResolveHeader("fs/fat/fat.h");
+
+        var built = Assert.IsType<UnitResolution.Built>(header.Resolution);
+        Assert.Contains(built.Units, u => u.SourcePath == "fs/fat/namei_vfat.c" && u.PatchedObject == "vfat");
+        Assert.Contains(built.Units, u => u.SourcePath == "fs/fat/inode.c" && u.PatchedObject == "fat");
+        Assert.False(header.Partial);
+    }
+
+    [Fact]
+    public async Task A_header_only_other_architectures_include_is_not_built_with_the_proof_for_each_includer()
+    {
+        // Included by arch/mips/pci/pci-xtalk-bridge.c and two more MIPS files, nothing else.
+        var header = (await UnitsAsync()).ResolveHeader("include/linux/platform_data/xtalk-bridge.h");
+
+        var notBuilt = Assert.IsType<UnitResolution.NotBuilt>(header.Resolution);
+        Assert.Equal(NotBuiltReason.IncludersNotBuilt, notBuilt.Proof.Reason);
+        Assert.Contains(notBuilt.Proof.Evidence, e => e.StartsWith("arch/mips/pci/pci-xtalk-bridge.c", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task A_header_given_to_the_compiler_on_its_command_line_is_never_called_not_built()
+    {
+        // Every unit is compiled with -include include/linux/compiler-version.h, and no C file names it.
+        var header = (await UnitsAsync()).ResolveHeader("include/linux/compiler-version.h");
+
+        var unresolved = Assert.IsType<UnitResolution.Unresolved>(header.Resolution);
+        Assert.Contains("no C file of the tree #includes it by name", unresolved.Reason, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task The_units_of_a_common_header_are_resolved_only_up_to_the_limit_the_caller_gives()
+    {
+        var header = (await UnitsAsync()).ResolveHeader("include/linux/list.h", limit: 5);
+
+        Assert.True(header.Partial);
+        Assert.InRange(header.Units.Count, 6, 1000);
+        Assert.True(header.Includers > 1000);
+    }
+
+    [Fact]
+    public async Task Many_units_compile_in_one_make_that_keeps_going_past_a_unit_that_does_not_compile()
+    {
+        var tree = await Tree.Value;
+        var units = await UnitsAsync();
+        var broken = units.Locate("fs/fat/namei_vfat.c")!;
+        var dummy = units.Locate("drivers/net/dummy.c")!;
+        var patch = SourcePatch.Parse("broken.patch", "--- a/fs/fat/namei_vfat.c\n+++ b/fs/fat/namei_vfat.c\n@@ -1 +1 @@\n" +
+            "-// SPDX-License-Identifier: GPL-2.0-only\n+#error this unit does not compile\n");
+        using var output = new TemporaryDirectory();
+
+        IReadOnlyList<TranslationUnit> failed;
+        await using (var workspace = await BuildWorkspace.OpenAsync(tree))
+        {
+            await workspace.ApplyAsync(patch);
+            failed = await workspace.CompileUnitsKeepGoingAsync([broken, dummy], output.Path, extraCFlags: null);
+        }
+
+        Assert.Equal([broken], failed);
+        Assert.True(File.Exists(output.File("drivers/net/dummy.o")));
+        Assert.True(File.Exists(output.File("drivers/net/.dummy.o.cmd")));
+        Assert.False(File.Exists(output.File("fs/fat/namei_vfat.o")));
+    }
 }

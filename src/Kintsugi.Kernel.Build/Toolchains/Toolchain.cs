@@ -19,9 +19,11 @@ public abstract class Toolchain
     /// Runs <paramref name="tool"/> in <paramref name="workingDirectory"/>. <paramref name="visible"/> are the
     /// host directories the command reads or writes (the kernel's cache directory, an output directory); with
     /// <paramref name="overlay"/> an overlay is first mounted at its mount point, as a build's private view of a tree.
+    /// <paramref name="onOutputLine"/> sees each line of output as it comes (progress of a long make).
     /// </summary>
     public abstract Task<CommandResult> RunAsync(string tool, IReadOnlyList<string> arguments, string workingDirectory,
-        IReadOnlyList<string> visible, OverlayMount? overlay = null, CancellationToken cancellation = default);
+        IReadOnlyList<string> visible, OverlayMount? overlay = null, CancellationToken cancellation = default,
+        Action<string>? onOutputLine = null);
 
     public override string ToString() => Description;
 
@@ -31,12 +33,15 @@ public abstract class Toolchain
         public override string Identity => "host";
 
         public override Task<CommandResult> RunAsync(string tool, IReadOnlyList<string> arguments, string workingDirectory,
-            IReadOnlyList<string> visible, OverlayMount? overlay = null, CancellationToken cancellation = default)
+            IReadOnlyList<string> visible, OverlayMount? overlay = null, CancellationToken cancellation = default,
+            Action<string>? onOutputLine = null)
         {
-            if (overlay is null) return ExternalCommand.RunAsync(tool, arguments, workingDirectory, cancellation: cancellation);
+            if (overlay is null)
+                return ExternalCommand.RunAsync(tool, arguments, workingDirectory, onOutputLine: onOutputLine, cancellation: cancellation);
             const string script = "mount -t overlay overlay -o \"$1\" \"$2\" && cd \"$3\" && shift 3 && exec \"$@\"";
             return ExternalCommand.RunAsync("unshare", ["--mount", "--propagation", "private", "--", "sh", "-c", script, "sh",
-                overlay.Options, overlay.MountPoint, workingDirectory, tool, .. arguments], cancellation: cancellation);
+                overlay.Options, overlay.MountPoint, workingDirectory, tool, .. arguments], onOutputLine: onOutputLine,
+                cancellation: cancellation);
         }
     }
 }
@@ -73,7 +78,8 @@ public sealed class BuildRootToolchain(string root, string description, string i
         """;
 
     public override Task<CommandResult> RunAsync(string tool, IReadOnlyList<string> arguments, string workingDirectory,
-        IReadOnlyList<string> visible, OverlayMount? overlay = null, CancellationToken cancellation = default)
+        IReadOnlyList<string> visible, OverlayMount? overlay = null, CancellationToken cancellation = default,
+        Action<string>? onOutputLine = null)
     {
         // A directory inside another visible one is already there (rbind carries the overlay mounted below it).
         // The root directory itself is never bound (it would cover the build root with the host's).
@@ -84,6 +90,6 @@ public sealed class BuildRootToolchain(string root, string description, string i
         return ExternalCommand.RunAsync("unshare", ["--mount", "--propagation", "private", "--", "sh", "-c", Script, "sh",
             Root, overlay?.Options ?? "", overlay?.MountPoint ?? "", workingDirectory, outermost.Count.ToString(), .. outermost, tool, .. arguments],
             environment: new Dictionary<string, string> { ["PATH"] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" },
-            cancellation: cancellation);
+            onOutputLine: onOutputLine, cancellation: cancellation);
     }
 }

@@ -46,7 +46,10 @@ public sealed partial class HeaderDependents
                     .FirstOrDefault(candidate => File.Exists(Path.Combine(tree, candidate)));
                 if (resolved is not null && resolved.Contains("..", StringComparison.Ordinal))
                     resolved = Path.GetRelativePath(tree, Path.GetFullPath(Path.Combine(tree, resolved)));
-                if (resolved is not null) edges.Add((resolved, file));
+                // Another architecture's file is kept as an includer (it proves a shared header is not built there), but
+                // its <asm/...> names its own architecture's headers, never x86's.
+                if (resolved is not null && !(OtherArchitecture(file) && resolved.StartsWith("arch/x86/", StringComparison.Ordinal)))
+                    edges.Add((resolved, file));
             }
         });
         var includedBy = new Dictionary<string, List<string>>(StringComparer.Ordinal);
@@ -95,10 +98,12 @@ public sealed partial class HeaderDependents
     private static bool Skipped(string path)
     {
         var first = path.Split('/')[0];
-        if (SkippedRoots.Contains(first)) return true;
-        // Other architectures never build into an x86-64 kernel.
-        return first == "arch" && !path.StartsWith("arch/x86/", StringComparison.Ordinal);
+        return SkippedRoots.Contains(first);
     }
+
+    /// <summary>Other architectures' files never build into an x86-64 kernel.</summary>
+    private static bool OtherArchitecture(string path) =>
+        path.StartsWith("arch/", StringComparison.Ordinal) && !path.StartsWith("arch/x86/", StringComparison.Ordinal);
 
     [GeneratedRegex(@"^#\s*include\s*(?<open>[<""])(?<name>[^>""]+)[>""]")]
     private static partial Regex Include();

@@ -44,6 +44,8 @@ public sealed partial class KbuildUnits
     private readonly System.Collections.Concurrent.ConcurrentDictionary<string, UnitResolution> _ownUnits = new(StringComparer.Ordinal);
     private readonly System.Collections.Concurrent.ConcurrentDictionary<string, IReadOnlyList<string>> _mentioning = new(StringComparer.Ordinal);
     private readonly System.Collections.Concurrent.ConcurrentDictionary<string, string> _scripts = new(StringComparer.Ordinal);
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, string[]> _makefileLines = new(StringComparer.Ordinal);
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, Regex> _wordPatterns = new(StringComparer.Ordinal);
     private readonly Lazy<ILookup<string, (string Directory, string ObjectPath)>> _rules;
 
     private KbuildUnits(string tree, IReadOnlyDictionary<string, string> config, Toolchain toolchain, IReadOnlyList<string> visible)
@@ -51,7 +53,8 @@ public sealed partial class KbuildUnits
         _tree = tree;
         _config = config;
         // A prepared tree does not change, so its evaluated Makefiles are shared by every resolver of the process.
-        _makefiles = Evaluated.GetOrAdd(Path.GetFullPath(tree), t => new Lazy<KbuildMakefiles>(() => new KbuildMakefiles(t, toolchain, visible))).Value;
+        _makefiles = Evaluated.GetOrAdd(CacheKey(tree, toolchain),
+            _ => new Lazy<KbuildMakefiles>(() => new KbuildMakefiles(Path.GetFullPath(tree), toolchain, visible))).Value;
         _includes = new(() => HeaderDependents.Of(tree));
         _rules = new(IndexRules);
         _allMakefiles = new(() => Directory.EnumerateFiles(tree, "*", SearchOption.AllDirectories)
@@ -70,7 +73,11 @@ public sealed partial class KbuildUnits
 
     /// <summary>The resolver of a prepared tree, made once per process (a prepared tree and its .config do not change).</summary>
     private static KbuildUnits Open(string tree, Toolchain toolchain, IReadOnlyList<string> visible) =>
-        Opened.GetOrAdd(Path.GetFullPath(tree), t => new Lazy<KbuildUnits>(() => Read(t, toolchain, visible))).Value;
+        Opened.GetOrAdd(CacheKey(tree, toolchain),
+            _ => new Lazy<KbuildUnits>(() => Read(Path.GetFullPath(tree), toolchain, visible))).Value;
+
+    // Makefiles answer differently with another compiler (cc-option, CONFIG_CC_*), so the toolchain is part of the key.
+    private static string CacheKey(string tree, Toolchain toolchain) => $"{Path.GetFullPath(tree)}\n{toolchain.Identity}";
 
     private static KbuildUnits Read(string tree, Toolchain toolchain, IReadOnlyList<string> visible)
     {
@@ -83,6 +90,9 @@ public sealed partial class KbuildUnits
         }
         return new KbuildUnits(tree, config, toolchain, visible);
     }
+
+    /// <summary>The tree's #include graph, read once per process.</summary>
+    public HeaderDependents Includes => _includes.Value;
 
     /// <summary>The unit the C file compiles to by itself (not counting units that #include it), or null.</summary>
     public TranslationUnit? Locate(string sourcePath) => ResolveOwnUnit(sourcePath) is UnitResolution.Built built ? built.Units[0] : null;
@@ -106,6 +116,46 @@ public sealed partial class KbuildUnits
         return new UnitResolution.NotBuilt(sourcePath, new NotBuiltProof(NotBuiltReason.IncludersNotBuilt,
             $"{notListed.Proof.Statement}; the units that #include it are not built either",
             [.. resolved.OfType<UnitResolution.NotBuilt>().Select(n => $"{n.SourcePath}: {n.Proof}")]));
+    }
+
+    /// <summary>
+    /// What this kernel compiles a header into: every built unit whose C file #includes it, directly or through
+    /// other headers. "Not built" only when every C file that includes it is proven not built. A header that no C
+    /// file includes by name is unresolved, not "not built": the include graph does not follow includes spelled
+    /// through macros (<c>#include TRACE_INCLUDE(...)</c>) or given on the command line (<c>-include</c>).
+    /// More than <paramref name="limit"/> built units is "too many", which says more than an includer that cannot be
+    /// placed: the answer is then the units. With <paramref name="stopAtLimit"/> resolution stops there (the thousands
+    /// of includers of a core header need not all be placed); without it, every unit is listed.
+    /// </summary>
+    public HeaderResolution ResolveHeader(string headerPath, int limit = int.MaxValue, bool stopAtLimit = true)
+    {
+        var sources = _includes.Value.SourcesIncluding(headerPath).Where(s => s.EndsWith(".c", StringComparison.Ordinal)).ToList();
+        if (sources.Count == 0)
+            return new HeaderResolution(headerPath, 0, new UnitResolution.Unresolved(headerPath,
+                "no C file of the tree #includes it by name; it may be included through a macro or -include, which the " +
+                "include graph does not follow"), Partial: false);
+        var resolved = new List<UnitResolution>();
+        var built = new SortedDictionary<string, TranslationUnit>(StringComparer.Ordinal);
+        // In parallel batches (an answer may run make), stopping at the first batch past the limit.
+        foreach (var batch in sources.Chunk(4 * Environment.ProcessorCount))
+        {
+            var answers = batch.AsParallel().AsOrdered().WithDegreeOfParallelism(Environment.ProcessorCount).Select(Resolve).ToList();
+            resolved.AddRange(answers);
+            foreach (var unit in answers.OfType<UnitResolution.Built>().SelectMany(b => b.Units)) built.TryAdd(unit.SourcePath, unit);
+            if (stopAtLimit && built.Count > limit)
+                return new HeaderResolution(headerPath, sources.Count, new UnitResolution.Built(headerPath, [.. built.Values]),
+                    Partial: resolved.Count < sources.Count);
+        }
+        if (built.Count > limit)
+            return new HeaderResolution(headerPath, sources.Count, new UnitResolution.Built(headerPath, [.. built.Values]), Partial: false);
+        if (resolved.OfType<UnitResolution.Unresolved>().FirstOrDefault() is { } unknown)
+            return new HeaderResolution(headerPath, sources.Count, new UnitResolution.Unresolved(headerPath,
+                $"it is #included by {unknown.SourcePath}, and of that: {unknown.Reason}"), Partial: false);
+        if (built.Count == 0)
+            return new HeaderResolution(headerPath, sources.Count, new UnitResolution.NotBuilt(headerPath, new NotBuiltProof(
+                NotBuiltReason.IncludersNotBuilt, $"each of the {sources.Count} C file(s) that #include it is proven not built",
+                [.. resolved.OfType<UnitResolution.NotBuilt>().Take(20).Select(n => n.ToString())])), Partial: false);
+        return new HeaderResolution(headerPath, sources.Count, new UnitResolution.Built(headerPath, [.. built.Values]), Partial: false);
     }
 
     private UnitResolution ResolveOwnUnit(string sourcePath) => _ownUnits.GetOrAdd(sourcePath, ResolveOwnUnitOnce);
@@ -333,11 +383,10 @@ public sealed partial class KbuildUnits
     /// </summary>
     private IEnumerable<string> Mentions(string makefile, string word, string? objectPath = null)
     {
-        var path = Path.Combine(_tree, makefile);
-        if (!File.Exists(path)) yield break;
+        var lines = _makefileLines.GetOrAdd(makefile, m => File.Exists(Path.Combine(_tree, m)) ? File.ReadAllLines(Path.Combine(_tree, m)) : []);
         var directory = Path.GetDirectoryName(makefile) ?? "";
         var conditions = new Stack<string>();
-        var lines = File.ReadAllLines(path);
+        var pattern = _wordPatterns.GetOrAdd(word, WordPattern);
         for (var i = 0; i < lines.Length; i++)
         {
             var first = i;
@@ -347,7 +396,7 @@ public sealed partial class KbuildUnits
             if (Conditional().IsMatch(trimmed)) conditions.Push(trimmed);
             else if (trimmed.StartsWith("endif", StringComparison.Ordinal) && conditions.Count > 0) conditions.Pop();
             else if (trimmed.StartsWith("else", StringComparison.Ordinal) && conditions.Count > 0) conditions.Push("not (" + conditions.Pop() + ")");
-            if (trimmed.StartsWith('#') || !WordPattern(word).IsMatch(logical)) continue;
+            if (trimmed.StartsWith('#') || !logical.Contains(word, StringComparison.Ordinal) || !pattern.IsMatch(logical)) continue;
             if (objectPath is not null && !trimmed.Split([' ', '\t', '='], StringSplitOptions.RemoveEmptyEntries)
                     .Where(t => t == word || t.EndsWith("/" + word, StringComparison.Ordinal))
                     .Any(t => t.Contains('$') || Normalize(directory.Length == 0 ? t : directory + "/" + t) == objectPath))

@@ -30,6 +30,16 @@ public abstract record UnitResolution(string SourcePath)
     }
 }
 
+/// <summary>
+/// What a changed header is compiled into: <see cref="Resolution"/> is built (the units), not built (the proof)
+/// or unresolved, over the <see cref="Includers"/> C files that #include it. <see cref="Partial"/> when resolution
+/// stopped past a limit of units: the units are then only the first ones found.
+/// </summary>
+public sealed record HeaderResolution(string HeaderPath, int Includers, UnitResolution Resolution, bool Partial)
+{
+    public IReadOnlyList<TranslationUnit> Units => Resolution is UnitResolution.Built built ? built.Units : [];
+}
+
 /// <summary>How a "not built" verdict was reached.</summary>
 public enum NotBuiltReason
 {

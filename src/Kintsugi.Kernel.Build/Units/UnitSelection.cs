@@ -19,7 +19,6 @@ public static class UnitSelection
         var kbuild = KbuildUnits.Open(tree);
         var units = new SortedDictionary<string, TranslationUnit>(StringComparer.Ordinal);
         var notBuilt = new List<UnitResolution.NotBuilt>();
-        HeaderDependents? headers = null;
         foreach (var change in scoped)
         {
             switch (change.Scope)
@@ -47,24 +46,23 @@ public static class UnitSelection
                     }
                     break;
                 case ChangeScope.Header:
-                    headers ??= HeaderDependents.Of(tree.Directory);
-                    var sources = headers.SourcesIncluding(change.Change.Path)
-                        .Where(s => s.EndsWith(".c", StringComparison.Ordinal)).ToList();
                     // All of them, even past --max-units: the refusal lists every unit the header is compiled into.
-                    var resolved = sources.AsParallel().AsOrdered().WithDegreeOfParallelism(Environment.ProcessorCount)
-                        .Select(kbuild.Resolve).ToList();
-                    var built = resolved.OfType<UnitResolution.Built>().SelectMany(b => b.Units)
-                        .DistinctBy(u => u.SourcePath).ToList();
-                    // Too many units is the refusal that says most; below it, an includer nobody can place refuses the fix.
-                    if (units.Count + built.Count <= maxUnits
-                        && resolved.OfType<UnitResolution.Unresolved>().FirstOrDefault() is { } unknown)
-                        throw new LivepatchRefusedException($"{change.Change.Path} is included by {unknown}. A fix is " +
-                            "never skipped on a guess: check where kbuild builds that file");
-                    progress($"{change.Change.Path} is included by {sources.Count} C file(s), " +
-                        $"{built.Count} unit(s) of them built into this kernel");
-                    foreach (var including in built) units[including.SourcePath] = including;
-                    if (built.Count == 0)
-                        notBuilt.Add(new UnitResolution.NotBuilt(change.Change.Path, HeaderNotBuilt(sources.Count, resolved)));
+                    var header = kbuild.ResolveHeader(change.Change.Path, limit: maxUnits, stopAtLimit: false);
+                    switch (header.Resolution)
+                    {
+                        case UnitResolution.Built:
+                            progress($"{change.Change.Path} is included by {header.Includers} C file(s), " +
+                                $"{header.Units.Count} unit(s) of them built into this kernel");
+                            foreach (var including in header.Units) units[including.SourcePath] = including;
+                            break;
+                        case UnitResolution.NotBuilt proven:
+                            progress(proven.ToString());
+                            notBuilt.Add(proven);
+                            break;
+                        case UnitResolution.Unresolved unknown:
+                            throw new LivepatchRefusedException($"{unknown}. A fix is never skipped on a guess: check which " +
+                                "units of this kernel include the header");
+                    }
                     break;
             }
         }
@@ -76,10 +74,4 @@ public static class UnitSelection
         new($"the fix changes code included by {units.Count} translation units (more than {maxUnits}); rebuilding " +
             "them all is not a reasonable livepatch. Move the change out of the header into the functions that need " +
             "it, or raise --max-units. The units:\n" + string.Join('\n', units.Keys.Select(u => "  " + u)));
-
-    private static NotBuiltProof HeaderNotBuilt(int includers, IReadOnlyList<UnitResolution> resolved) =>
-        new(NotBuiltReason.IncludersNotBuilt, includers == 0
-                ? "no C file of the tree #includes this header"
-                : $"each of the {includers} C file(s) that #include it is proven not built",
-            [.. resolved.OfType<UnitResolution.NotBuilt>().Take(20).Select(n => n.ToString())]);
 }

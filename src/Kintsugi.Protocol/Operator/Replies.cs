@@ -23,7 +23,7 @@ public sealed record ReleaseHealth(int Applied, int Failed);
 public sealed record ReleaseView(
     string Id, string KernelRelease, string BuildId, int Level, string Bundle, long Size, string PublisherKey,
     DateTimeOffset PublishedAt, string PublishedBy, RevocationView? Revoked, IReadOnlyList<PromotionView> Channels,
-    IReadOnlyList<FixView> Fixes, ReleaseHealth Health);
+    IReadOnlyList<FixView> Fixes, ReleaseHealth Health, string Kind = "kernel");
 
 /// <param name="Created">False when the same bundle was published before (the reply is then 200, not 201).</param>
 public sealed record PublishResult(bool Created, ReleaseView Release);
@@ -35,7 +35,15 @@ public sealed record MachineView(
     string? PackageVersion, string AgentVersion, string? State, int? Level, string? Bundle, string? EffectiveVersion,
     long Taint, string? Detail, string? TargetRelease, DateTimeOffset EnrolledAt, DateTimeOffset? LastCheckIn,
     DateTimeOffset? StateSince, string? Address, bool Stale, string? MetadataFreshness = null, DateTimeOffset? CloneSuspectedAt = null,
-    string? CloneDetail = null, DateTimeOffset? ReenrollApprovedUntil = null);
+    string? CloneDetail = null, DateTimeOffset? ReenrollApprovedUntil = null, IReadOnlyList<UserObjectView>? UserObjects = null);
+
+/// <summary>
+/// A user-space object a machine's processes map that has releases (or a patch installed), as its agent last reported
+/// it: processes mapping it, how many run the installed level's patch, how many failed (retried at the next pass).
+/// Given for one machine (GET /api/v1/machines/{id}), not in lists.
+/// </summary>
+public sealed record UserObjectView(string Object, string BuildId, int Processes, string State, int? Level, string? Bundle, int Patched, int Failed,
+    string? Detail, DateTimeOffset UpdatedAt);
 
 /// <summary>The trust-root update the server carries to agents, and what it changed in this server's keys.</summary>
 public sealed record TrustRootView(long Version, string RootKey, IReadOnlyList<string> Trusted, IReadOnlyList<string> Retired,
@@ -111,7 +119,7 @@ public sealed record FleetReport(
 
 public sealed record ExposedMachine(
     string Machine, string Hostname, string Channel, string KernelRelease, string BuildId, string? State, int? Level,
-    int FixLevel, DateTimeOffset FixAvailableSince, DateOnly ExposedSince, DateTimeOffset? LastCheckIn);
+    int FixLevel, DateTimeOffset FixAvailableSince, DateOnly ExposedSince, DateTimeOffset? LastCheckIn, string? Object = null);
 
 public sealed record CveExposure(
     string Cve, string Severity, DateOnly Published, int Exposed, int Fixed, IReadOnlyList<ExposedMachine> Machines);
@@ -123,7 +131,7 @@ public sealed record ExposureReport(DateTimeOffset GeneratedAt, IReadOnlyList<Cv
 public sealed record ComplianceRow(
     string Machine, string Hostname, string Channel, string KernelRelease, string BuildId, string Cve, string Severity,
     DateTimeOffset FixReleasedAt, DateTimeOffset Deadline, DateTimeOffset? AppliedAt, bool CurrentlyFixed,
-    double? DaysToApply, string Status, bool Breach);
+    double? DaysToApply, string Status, bool Breach, string? Object = null);
 
 public sealed record ComplianceReport(
     DateTimeOffset GeneratedAt, int WindowDays, string MinimumSeverity, int Rows, int Breaches,

@@ -16,7 +16,11 @@ public sealed record BootRecord(string? BootId, string? PreviousBootId, bool Clo
 public sealed record CheckInRecord(
     string Machine, string KernelRelease, string BuildId, string? PackageVersion, string AgentVersion, string State, int? Level, string? Bundle,
     string? EffectiveVersion, long Taint, string? Detail, string? TargetRelease, long At, string? Address, StateChange? Change,
-    BootRecord? Boot = null, string? MetadataFreshness = null);
+    BootRecord? Boot = null, string? MetadataFreshness = null, IReadOnlyList<UserObjectRecord>? User = null);
+
+/// <summary>One user-space object of a machine as its check-in reported it (null list: the agent reports none).</summary>
+public sealed record UserObjectRecord(string BuildId, string Object, int Processes, string State, int? Level, string? Bundle, int Patched, int Failed,
+    string? Detail);
 
 /// <summary>
 /// Group commit for check-ins: every check-in's inventory row (and, when its state, level or kernel changed,
@@ -106,6 +110,7 @@ public sealed class CheckInWriter(Database db, ILogger<CheckInWriter> log) : Bac
                 for (var i = 0; i < values.Length; i++) update.Parameters[i].Value = values[i] ?? DBNull.Value;
                 await update.ExecuteNonQueryAsync();
             }
+            if (r.User is not null) await WriteUserObjectsAsync(c, t, r);
             if (r.Boot is { NewSuspicion: true })
                 await AuditChain.AppendAsync(c, t, new Actor($"machine:{r.Machine}", r.Address), "machine.clone-suspected", $"machine:{r.Machine}", new()
                 {
@@ -129,6 +134,48 @@ public sealed class CheckInWriter(Database db, ILogger<CheckInWriter> log) : Bac
                     "INSERT INTO machine_levels (machine, build_id, level, first_applied_at) VALUES (@m, @b, @l, " +
                     "@at) ON CONFLICT (machine, build_id, level) DO NOTHING",
                     ("@m", r.Machine), ("@b", r.BuildId), ("@l", (long)level), ("@at", r.At));
+        }
+    }
+
+    private sealed class ObjectStateRow
+    {
+        public string BuildId { get; set; } = "";
+        public string State { get; set; } = "";
+        public long? Level { get; set; }
+    }
+
+    /// <summary>Replaces the machine's user-space inventory; audits each object whose state or level changed.</summary>
+    private static async Task WriteUserObjectsAsync(DbConnection c, DbTransaction t, CheckInRecord r)
+    {
+        var before = (await Dapper.SqlMapper.QueryAsync<ObjectStateRow>(c, "SELECT build_id, state, level FROM machine_objects WHERE machine = @m",
+            new { m = r.Machine }, t)).ToDictionary(o => o.BuildId);
+        await c.ExecuteAsync(t, "DELETE FROM machine_objects WHERE machine = @m", ("@m", r.Machine));
+        foreach (var o in r.User!)
+        {
+            await c.ExecuteAsync(t,
+                "INSERT INTO machine_objects (machine, build_id, object, processes, state, level, bundle, patched, failed, detail, updated_at) " +
+                "VALUES (@m, @b, @o, @p, @s, @l, @bu, @pa, @f, @d, @at)",
+                ("@m", r.Machine), ("@b", o.BuildId), ("@o", o.Object), ("@p", (long)o.Processes), ("@s", o.State), ("@l", (long?)o.Level),
+                ("@bu", o.Bundle), ("@pa", (long)o.Patched), ("@f", (long)o.Failed), ("@d", o.Detail), ("@at", r.At));
+            var previous = before.GetValueOrDefault(o.BuildId);
+            if (previous is null ? o.State != PatchState.NothingToApply.ToWire() : previous.State != o.State || previous.Level != o.Level)
+                await AuditChain.AppendAsync(c, t, new Actor($"machine:{r.Machine}", r.Address), "machine.user-state", $"machine:{r.Machine}", new()
+                {
+                    ["object"] = o.Object,
+                    ["buildId"] = o.BuildId,
+                    ["from"] = previous?.State,
+                    ["to"] = o.State,
+                    ["fromLevel"] = previous?.Level?.ToString(),
+                    ["level"] = o.Level?.ToString(),
+                    ["processes"] = o.Processes.ToString(),
+                    ["patched"] = o.Patched.ToString(),
+                    ["detail"] = o.Detail,
+                }, DateTimeOffset.FromUnixTimeMilliseconds(r.At));
+            if (o.State == PatchState.Applied.ToWire() && o.Level is { } level)
+                await c.ExecuteAsync(t,
+                    "INSERT INTO machine_levels (machine, build_id, level, first_applied_at) VALUES (@m, @b, @l, @at) " +
+                    "ON CONFLICT (machine, build_id, level) DO NOTHING",
+                    ("@m", r.Machine), ("@b", o.BuildId), ("@l", (long)level), ("@at", r.At));
         }
     }
 

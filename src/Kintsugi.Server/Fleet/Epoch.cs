@@ -27,6 +27,7 @@ public sealed class Epoch(Database db, ServerOptions options, ILogger<Epoch> log
     {
         public long Value { get; } = value;
         public ConcurrentDictionary<(string Build, string Channel), Offer> Offers { get; } = new();
+        public IReadOnlySet<string>? UserTargets { get; set; }
         public TaskCompletionSource Moved { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
     }
 
@@ -80,6 +81,20 @@ public sealed class Epoch(Database db, ServerOptions options, ILogger<Epoch> log
         // If the epoch moved meanwhile this lands in a discarded generation: never served stale.
         generation.Offers.TryAdd((buildId, channel), offer);
         return offer;
+    }
+
+    /// <summary>The build-ids of the user-space objects that have releases (cached until the epoch moves: publish moves it).</summary>
+    public async ValueTask<IReadOnlySet<string>> UserTargetsAsync(CancellationToken cancellation)
+    {
+        var generation = Volatile.Read(ref _current);
+        if (generation.UserTargets is { } cached) return cached;
+        var targets = new HashSet<string>(StringComparer.Ordinal);
+        await using var connection = await db.OpenAsync(cancellation);
+        await using (var command = connection.Command(null, "SELECT DISTINCT build_id FROM releases WHERE kind = 'user'"))
+        await using (var reader = await command.ExecuteReaderAsync(cancellation))
+            while (await reader.ReadAsync(cancellation)) targets.Add(reader.GetString(0));
+        generation.UserTargets = targets;
+        return targets;
     }
 
     private async Task<Offer> LoadOfferAsync(string buildId, string channel, CancellationToken cancellation)

@@ -41,6 +41,20 @@ public sealed class Machines(Database db, ServerOptions options, CheckInWriter w
         public string? MetadataFreshness { get; set; }
     }
 
+    private sealed class ObjectRow
+    {
+        public string Object { get; set; } = "";
+        public string BuildId { get; set; } = "";
+        public long Processes { get; set; }
+        public string State { get; set; } = "";
+        public long? Level { get; set; }
+        public string? Bundle { get; set; }
+        public long Patched { get; set; }
+        public long Failed { get; set; }
+        public string? Detail { get; set; }
+        public long UpdatedAt { get; set; }
+    }
+
     private sealed class ExistingMachineRow
     {
         public string Id { get; set; } = "";
@@ -228,15 +242,58 @@ public sealed class Machines(Database db, ServerOptions options, CheckInWriter w
         else action = request.Level is { } applied && offer.RevokedLevels.Contains(applied) ? CheckInAction.Remove
             : CheckInAction.None;
 
+        var (userOffers, userRecords) = await UserOffersAsync(machine, request.User, cancellation);
+
         var state = request.State.ToWire();
         var changed = state != machine.State || request.Level != machine.Level || buildId != machine.BuildId;
         var boot = Boots(machine, request.BootId);
         var freshness = request.Metadata?.Freshness is "none" or "fresh" or "stale" ? request.Metadata.Freshness : null;
         await writer.WriteAsync(new CheckInRecord(machine.Id, request.Kernel.Release.Value, buildId, packageVersion, agentVersion, state, request.Level,
             request.Bundle?.ToString(), effective, request.Taint, detail, offer.ReleaseId, Releases.Now(), address,
-            changed ? new StateChange(machine.State, machine.Level, machine.BuildId) : null, boot, freshness), cancellation);
+            changed ? new StateChange(machine.State, machine.Level, machine.BuildId) : null, boot, freshness, userRecords), cancellation);
         metrics.CountCheckIn(action);
-        return new CheckInResponse(action, release, options.CheckInSeconds, options.EventsWaitSeconds, currentEpoch, offer.Metadata, timestamps.For(offer.Metadata), offer.TrustRoot);
+        return new CheckInResponse(action, release, options.CheckInSeconds, options.EventsWaitSeconds, currentEpoch, offer.Metadata, timestamps.For(offer.Metadata), offer.TrustRoot,
+            userOffers);
+    }
+
+    /// <summary>
+    /// For each user-space object the machine reports: the best release for that object's build-id in the machine's
+    /// channel (<c>apply</c> when the machine runs another bundle), or <c>remove</c> when the installed level was revoked
+    /// and no good level is left. Only objects with releases (or a patch installed) are kept in the inventory: the rest
+    /// of what a machine maps does not concern the server. Null reports (an older agent) leave the stored ones as they are.
+    /// </summary>
+    private async Task<(IReadOnlyList<UserOffer>? Offers, IReadOnlyList<UserObjectRecord>? Records)> UserOffersAsync(MachineIdentity machine,
+        IReadOnlyList<UserObjectReport>? reports, CancellationToken cancellation)
+    {
+        if (reports is null) return (null, null);
+        if (reports.Count > CheckInRequest.MaxUserObjects)
+            throw FleetException.Invalid($"user lists {reports.Count} objects; at most {CheckInRequest.MaxUserObjects}");
+        var targets = await epoch.UserTargetsAsync(cancellation);
+        var offers = new List<UserOffer>();
+        var records = new List<UserObjectRecord>();
+        foreach (var report in reports.DistinctBy(r => r.BuildId))
+        {
+            var buildId = report.BuildId.ToString();
+            if (!targets.Contains(buildId) && report.Level is null) continue;
+            var name = Validation.Version("user object name", report.Object, 255);
+            if (report.Level is < 1 || (report.Level is null) != (report.Bundle is null))
+                throw FleetException.Invalid($"user object {name}: level and bundle are both given (a patch is installed) or both null");
+            if (report.Processes < 0 || report.Patched < 0 || report.Failed < 0)
+                throw FleetException.Invalid($"user object {name}: process counts must not be negative");
+            var detail = report.Detail is { Length: > CheckInRequest.MaxDetailLength } ? report.Detail[..CheckInRequest.MaxDetailLength] : report.Detail;
+            records.Add(new UserObjectRecord(buildId, name, report.Processes, report.State.ToWire(), report.Level, report.Bundle?.ToString(),
+                report.Patched, report.Failed, detail));
+            var offer = await epoch.OfferAsync(buildId, machine.Channel, cancellation);
+            if (offer.HasRelease)
+            {
+                if (report.Bundle?.ToString() != offer.Bundle)
+                    offers.Add(new UserOffer(report.BuildId, CheckInAction.Apply, new ReleaseOffer(offer.Level,
+                        Kintsugi.Bundles.Sha256Digest.Parse(offer.Bundle!), offer.Size, ProtocolPaths.BundlePrefix + offer.Bundle)));
+            }
+            else if (report.Level is { } installed && offer.RevokedLevels.Contains(installed))
+                offers.Add(new UserOffer(report.BuildId, CheckInAction.Remove, null));
+        }
+        return (offers, records);
     }
 
     /// <summary>
@@ -271,7 +328,13 @@ public sealed class Machines(Database db, ServerOptions options, CheckInWriter w
         await using var c = await db.OpenAsync();
         var row = await c.QuerySingleOrDefaultAsync<MachineRow>($"SELECT {ViewColumns} FROM machines WHERE id = @id", new { id })
             ?? throw FleetException.NotFound($"no machine {id}");
-        return View(row);
+        var objects = await c.QueryAsync<ObjectRow>("SELECT object, build_id, processes, state, level, bundle, patched, failed, detail, updated_at " +
+            "FROM machine_objects WHERE machine = @id ORDER BY object, build_id", new { id });
+        return View(row) with
+        {
+            UserObjects = [.. objects.Select(o => new UserObjectView(o.Object, o.BuildId, (int)o.Processes, o.State, (int?)o.Level, o.Bundle,
+                (int)o.Patched, (int)o.Failed, o.Detail, Time(o.UpdatedAt)))],
+        };
     }
 
     private MachineView View(MachineRow r)
@@ -311,6 +374,7 @@ public sealed class Machines(Database db, ServerOptions options, CheckInWriter w
             var hostname = (string?)await c.ScalarAsync(t, "SELECT hostname FROM machines WHERE id = @id", ("@id", id))
                 ?? throw FleetException.NotFound($"no machine {id}");
             await c.ExecuteAsync(t, "DELETE FROM machine_levels WHERE machine = @id", ("@id", id));
+            await c.ExecuteAsync(t, "DELETE FROM machine_objects WHERE machine = @id", ("@id", id));
             await c.ExecuteAsync(t, "DELETE FROM machines WHERE id = @id", ("@id", id));
             await AuditChain.AppendAsync(c, t, actor, "machine.delete", $"machine:{id}",
                 new() { ["hostname"] = hostname });

@@ -31,6 +31,7 @@ public sealed class Releases(Database db, BundleStore store, Epoch epoch, Server
         public long? RevokedAt { get; set; }
         public string? RevokedBy { get; set; }
         public string? RevokeReason { get; set; }
+        public string Kind { get; set; } = "kernel";
     }
 
     private sealed class PromotionRow
@@ -58,7 +59,7 @@ public sealed class Releases(Database db, BundleStore store, Epoch epoch, Server
     }
 
     private const string ReleaseColumns = "id, kernel_release, build_id, level, bundle, size, publisher_key, " +
-        "manifest, published_at, published_by, revoked_at, revoked_by, revoke_reason";
+        "manifest, published_at, published_by, revoked_at, revoked_by, revoke_reason, kind";
 
     internal static DateTimeOffset Time(long ms) => DateTimeOffset.FromUnixTimeMilliseconds(ms);
 
@@ -290,7 +291,7 @@ public sealed class Releases(Database db, BundleStore store, Epoch epoch, Server
                     : new RevocationView(Time(r.RevokedAt.Value), r.RevokedBy ?? "", r.RevokeReason ?? ""),
                 [.. promotions.GetValueOrDefault(r.Id, [])
                     .Select(p => new PromotionView(p.Channel, Time(p.PromotedAt), p.PromotedBy))],
-                manifest, health));
+                manifest, health, r.Kind));
         }
         return views;
     }
@@ -346,7 +347,7 @@ public sealed class Releases(Database db, BundleStore store, Epoch epoch, Server
 
         var digest = Sha256Digest.Of(bytes);
         var manifest = bundle.Manifest;
-        var buildId = manifest.Target.BuildId.ToString();
+        var buildId = manifest.TargetBuildId.ToString();
         var level = manifest.CumulativeLevel;
         var (result, newEpoch) = await db.WriteAsync(async (c, t) =>
         {
@@ -375,12 +376,12 @@ public sealed class Releases(Database db, BundleStore store, Epoch epoch, Server
             await store.PutAsync(digest, bytes, c, t);
             await c.ExecuteAsync(t,
                 $"INSERT INTO releases ({ReleaseColumns}) VALUES (@id, @kr, @b, @l, @d, @size, @key, @m, @at, @by, " +
-                $"NULL, NULL, NULL)",
-                ("@id", id), ("@kr", manifest.Target.Release.Value), ("@b", buildId), ("@l", (long)level),
+                $"NULL, NULL, NULL, @kind)",
+                ("@id", id), ("@kr", manifest.TargetName), ("@b", buildId), ("@l", (long)level),
                     ("@d", digest.ToString()), ("@size", (long)bytes.Length),
                 ("@key", bundle.KeyId.ToString()),
                     ("@m", System.Text.Encoding.UTF8.GetString(bundle.ManifestJson.Span)), ("@at", now),
-                    ("@by", actor.Name));
+                    ("@by", actor.Name), ("@kind", manifest.Kind == BundleKind.User ? "user" : "kernel"));
             foreach (var cve in manifest.Fixes.SelectMany(f => f.Cves).DistinctBy(x => x.Id))
                 await c.ExecuteAsync(t,
                     "INSERT INTO release_cves (release_id, cve, severity, published) VALUES (@r, @c, @s, @p)",
@@ -388,7 +389,7 @@ public sealed class Releases(Database db, BundleStore store, Epoch epoch, Server
                         ("@p", cve.Published.ToString("yyyy-MM-dd")));
             await AuditChain.AppendAsync(c, t, actor, "release.publish", $"release:{id}", new()
             {
-                ["kernel"] = manifest.Target.Release.Value,
+                [manifest.Kind == BundleKind.User ? "object" : "kernel"] = manifest.TargetName,
                 ["buildId"] = buildId,
                 ["level"] = level.ToString(),
                 ["bundle"] = digest.ToString(),

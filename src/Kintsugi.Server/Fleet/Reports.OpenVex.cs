@@ -41,7 +41,7 @@ public sealed partial class Reports
                         ["purl"] = OpenVexDocument.DebianKernelPackage(m.KernelRelease,
                         packages.GetValueOrDefault(m.Id))
                     });
-                if (Fixed(m, cve, cvesAt)) fixedOn.Add(product);
+                if (Fixed(new Patchable(m.BuildId, m.State, m.Level, null), cve, cvesAt)) fixedOn.Add(product);
                 else { exposed.Add(product); fixLevels.Add((int)fix.Level); }
             }
             if (fixedOn.Count > 0)

@@ -7,7 +7,9 @@ namespace Kintsugi.Server.Fleet;
 /// Fleet status, per-CVE exposure and the PCI DSS 6.3.3 report. Exposure is known for machines whose exact
 /// kernel build has a release fixing the CVE: such a machine is exposed until it reports <c>applied</c> at
 /// a level whose manifest lists the CVE. (A kernel with no release for a CVE is not judged: the server does
-/// not know whether that build is affected.)
+/// not know whether that build is affected.) User-space CVEs count the same way, per object: a machine whose
+/// processes map an object (by build-id) with a release fixing the CVE is exposed until its agent reports that
+/// object <c>applied</c> (every process mapping it patched) at a level listing the CVE.
 /// </summary>
 public sealed partial class Reports(Database db, ServerOptions options, Epoch epoch)
 {
@@ -51,8 +53,26 @@ public sealed partial class Reports(Database db, ServerOptions options, Epoch ep
         public long FirstAppliedAt { get; set; }
     }
 
+    private sealed class ObjectRow
+    {
+        public string Machine { get; set; } = "";
+        public string BuildId { get; set; } = "";
+        public string Object { get; set; } = "";
+        public string State { get; set; } = "";
+        public long? Level { get; set; }
+    }
+
     private sealed record Snapshot(List<MachineRow> Machines, List<ReleaseRow> Releases, List<CveRow> Cves,
-        List<LevelRow> Levels);
+        List<LevelRow> Levels, List<ObjectRow> Objects);
+
+    /// <summary>
+    /// What a machine runs that releases can fix: its kernel build, and each user-space object it maps (Object names
+    /// it), each with the state and level its agent reports.
+    /// </summary>
+    private sealed record Patchable(string BuildId, string? State, long? Level, string? Object);
+
+    private static IEnumerable<Patchable> PatchablesOf(MachineRow m, ILookup<string, ObjectRow> objects) =>
+        [new Patchable(m.BuildId, m.State, m.Level, null), .. objects[m.Id].Select(o => new Patchable(o.BuildId, o.State, o.Level, o.Object))];
 
     private async Task<Snapshot> LoadAsync()
     {
@@ -64,7 +84,8 @@ public sealed partial class Reports(Database db, ServerOptions options, Epoch ep
                 "FROM releases ORDER BY build_id, level")],
             [.. await c.QueryAsync<CveRow>("SELECT release_id, cve, severity, published FROM release_cves ORDER BY " +
                 "cve")],
-            [.. await c.QueryAsync<LevelRow>("SELECT machine, build_id, level, first_applied_at FROM machine_levels")]);
+            [.. await c.QueryAsync<LevelRow>("SELECT machine, build_id, level, first_applied_at FROM machine_levels")],
+            [.. await c.QueryAsync<ObjectRow>("SELECT machine, build_id, object, state, level FROM machine_objects ORDER BY object, build_id")]);
     }
 
     public async Task<FleetReport> FleetAsync()
@@ -117,9 +138,9 @@ public sealed partial class Reports(Database db, ServerOptions options, Epoch ep
         return first;
     }
 
-    private static bool Fixed(MachineRow m, string cve,
+    private static bool Fixed(Patchable p, string cve,
         Dictionary<(string Build, int Level), HashSet<string>> cvesAt) =>
-        m.State == "applied" && m.Level is { } level && cvesAt.TryGetValue((m.BuildId, (int)level), out var set)
+        p.State == "applied" && p.Level is { } level && cvesAt.TryGetValue((p.BuildId, (int)level), out var set)
             && set.Contains(cve);
 
     public async Task<ExposureReport> ExposureAsync(string? onlyCve = null)
@@ -127,21 +148,22 @@ public sealed partial class Reports(Database db, ServerOptions options, Epoch ep
         var s = await LoadAsync();
         var (cvesAt, info) = Index(s);
         var firstFix = FirstFixes(s, cvesAt);
+        var objects = s.Objects.ToLookup(o => o.Machine);
         var result = new List<CveExposure>();
         foreach (var (cve, row) in info.OrderBy(kv => kv.Key, StringComparer.Ordinal))
         {
             if (onlyCve is not null && cve != onlyCve) continue;
             var exposed = new List<ExposedMachine>();
             var fixedCount = 0;
-            foreach (var m in s.Machines)
+            foreach (var (m, p) in s.Machines.SelectMany(m => PatchablesOf(m, objects).Select(p => (m, p))))
             {
-                if (!firstFix.TryGetValue((m.BuildId, cve), out var fix)) continue;
-                if (Fixed(m, cve, cvesAt)) { fixedCount++; continue; }
-                exposed.Add(new ExposedMachine(m.Id, m.Hostname, m.Channel, m.KernelRelease, m.BuildId, m.State,
-                    (int?)m.Level, (int)fix.Level,
+                if (!firstFix.TryGetValue((p.BuildId, cve), out var fix)) continue;
+                if (Fixed(p, cve, cvesAt)) { fixedCount++; continue; }
+                exposed.Add(new ExposedMachine(m.Id, m.Hostname, m.Channel, m.KernelRelease, p.BuildId, p.State,
+                    (int?)p.Level, (int)fix.Level,
                     Releases.Time(fix.PublishedAt),
                         DateOnly.Parse(row.Published, System.Globalization.CultureInfo.InvariantCulture),
-                    m.LastCheckinAt is null ? null : Releases.Time(m.LastCheckinAt.Value)));
+                    m.LastCheckinAt is null ? null : Releases.Time(m.LastCheckinAt.Value), p.Object));
             }
             result.Add(new CveExposure(cve, row.Severity,
                 DateOnly.Parse(row.Published, System.Globalization.CultureInfo.InvariantCulture), exposed.Count,
@@ -162,28 +184,29 @@ public sealed partial class Reports(Database db, ServerOptions options, Epoch ep
         var (cvesAt, info) = Index(s);
         var firstFix = FirstFixes(s, cvesAt);
         var levels = s.Levels.GroupBy(l => l.Machine).ToDictionary(g => g.Key, g => g.ToList());
+        var objects = s.Objects.ToLookup(o => o.Machine);
         var rows = new List<ComplianceRow>();
-        foreach (var m in s.Machines)
+        foreach (var (m, p) in s.Machines.SelectMany(m => PatchablesOf(m, objects).Select(p => (m, p))))
         {
             foreach (var (cve, row) in info.OrderBy(kv => kv.Key, StringComparer.Ordinal))
             {
                 if (Array.IndexOf(Severities, row.Severity) < minimum
-                    || !firstFix.TryGetValue((m.BuildId, cve), out var fix)) continue;
+                    || !firstFix.TryGetValue((p.BuildId, cve), out var fix)) continue;
                 var released = Releases.Time(fix.PublishedAt);
                 var deadline = released.AddDays(PciWindowDays);
                 DateTimeOffset? applied = levels.GetValueOrDefault(m.Id, [])
-                    .Where(l => l.BuildId == m.BuildId && cvesAt.TryGetValue((l.BuildId, (int)l.Level), out var set)
+                    .Where(l => l.BuildId == p.BuildId && cvesAt.TryGetValue((l.BuildId, (int)l.Level), out var set)
                         && set.Contains(cve))
                     .Select(l => (DateTimeOffset?)Releases.Time(l.FirstAppliedAt)).Min();
-                var currentlyFixed = Fixed(m, cve, cvesAt);
+                var currentlyFixed = Fixed(p, cve, cvesAt);
                 string status; bool breach;
                 if (applied is { } at && at <= deadline) (status, breach) = ("compliant", false);
                 else if (applied is not null) (status, breach) = ("late", true);
                 else if (now <= deadline) (status, breach) = ("open", false);
                 else (status, breach) = ("overdue", true);
-                rows.Add(new ComplianceRow(m.Id, m.Hostname, m.Channel, m.KernelRelease, m.BuildId, cve, row.Severity,
+                rows.Add(new ComplianceRow(m.Id, m.Hostname, m.Channel, m.KernelRelease, p.BuildId, cve, row.Severity,
                     released, deadline, applied, currentlyFixed,
-                    applied is null ? null : Math.Round((applied.Value - released).TotalDays, 2), status, breach));
+                    applied is null ? null : Math.Round((applied.Value - released).TotalDays, 2), status, breach, p.Object));
             }
         }
         return new ComplianceReport(now, PciWindowDays, minimumSeverity, rows.Count, rows.Count(r => r.Breach), rows);

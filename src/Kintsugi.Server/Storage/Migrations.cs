@@ -149,6 +149,24 @@ public static class Migrations
             ALTER TABLE machines ADD COLUMN reenroll_approved_until BIGINT NULL;
             ALTER TABLE machines ADD COLUMN metadata_freshness TEXT NULL;
             """),
+        // kernel_release holds a user-space release's object name; machine_objects keeps, per machine, the user-space
+        // objects it maps that have releases (or a patch installed), as its agent last reported them.
+        new(5, "user-space releases and the objects machines map", _ => """
+            ALTER TABLE releases ADD COLUMN kind TEXT NOT NULL DEFAULT 'kernel';
+            CREATE TABLE machine_objects (
+                machine TEXT NOT NULL,
+                build_id TEXT NOT NULL,
+                object TEXT NOT NULL,
+                processes BIGINT NOT NULL,
+                state TEXT NOT NULL,
+                level BIGINT NULL,
+                bundle TEXT NULL,
+                patched BIGINT NOT NULL,
+                failed BIGINT NOT NULL,
+                detail TEXT NULL,
+                updated_at BIGINT NOT NULL,
+                PRIMARY KEY (machine, build_id));
+            """),
     ];
 
     /// <summary>The database refuses UPDATE and DELETE on the audit log; the hash chain catches whoever drops the

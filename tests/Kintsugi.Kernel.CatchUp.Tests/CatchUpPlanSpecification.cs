@@ -1,0 +1,79 @@
+using Kintsugi.Kernel.Archive;
+using Kintsugi.Kernel.Build;
+using Kintsugi.Testing;
+
+namespace Kintsugi.Kernel.CatchUp.Tests;
+
+/// <summary>
+/// The plan's decisions on the real Makefiles, headers and .config of a prepared Debian 6.1 cloud kernel tree, for
+/// changes written against that tree's own files.
+/// </summary>
+public sealed class CatchUpPlanSpecification
+{
+    private static readonly Lazy<Task<KernelSourceTree>> Tree = new(async () =>
+    {
+        var kernel = await new DebianKernelArchive(DebianKernelArchive.DefaultCacheRoot)
+            .FetchAsync(TestKernels.Debian12Cloud61, KernelParts.Image | KernelParts.Headers | KernelParts.Source);
+        return await KernelSourceTree.PrepareAsync(kernel);
+    });
+
+    private static readonly LinuxSourceVersion Older = new("linux-source-6.1", "1");
+    private static readonly LinuxSourceVersion Newer = new("linux-source-6.1", "2");
+
+    [Fact]
+    public async Task A_changed_header_layout_refuses_a_changed_C_file_only_when_its_changed_lines_name_what_the_header_changes()
+    {
+        var tree = await Tree.Value;
+        using var directory = new TemporaryDirectory();
+        // A new member of struct msdos_sb_info: every unit that uses the structure was built with the old layout.
+        Change(tree, directory, "fs/fat/fat.h", "struct msdos_sb_info {\n", "struct msdos_sb_info {\n\tunsigned int added;\n");
+        Change(tree, directory, "fs/fat/namei_vfat.c", "\tstruct msdos_sb_info *sbi = MSDOS_SB(dir->i_sb);\n",
+            "\tstruct msdos_sb_info *sbi = READ_ONCE(MSDOS_SB(dir->i_sb));\n");
+        Change(tree, directory, "fs/fat/dir.c", "parse_record:\n\tnr_slots = 0;\n", "parse_record:\n\tnr_slots = 0;\n\tbarrier();\n");
+        var difference = await SourceDifference.OfExtractedAsync(Older, Newer, directory.Path);
+
+        var plan = CatchUpPlan.Make(difference, tree, maxUnits: 40, only: [], _ => { });
+
+        var header = Decision(plan, "fs/fat/fat.h");
+        Assert.Equal(("header-layout", FileOutcome.Refused), (header.Rule, header.Outcome));
+        var naming = Decision(plan, "fs/fat/namei_vfat.c");
+        Assert.Equal(("header-layout", FileOutcome.Refused), (naming.Rule, naming.Outcome));
+        Assert.Contains("struct msdos_sb_info of fs/fat/fat.h", naming.Reason, StringComparison.Ordinal);
+        // dir.c includes fat.h too, but its fix does not touch the structure: it is tried against the running kernel's header.
+        var other = Assert.IsType<FileDecision.Build>(plan.Decisions.Single(d => d.File.Path == "fs/fat/dir.c"));
+        Assert.Equal(["fs/fat/dir.c"], other.Units);
+    }
+
+    [Fact]
+    public async Task A_changed_header_that_no_C_file_includes_by_name_is_refused_as_unresolved_not_skipped()
+    {
+        var tree = await Tree.Value;
+        using var directory = new TemporaryDirectory();
+        // The build system passes it with -include to every unit; a new macro in it is code of every unit.
+        Change(tree, directory, "include/linux/compiler-version.h", "#define __LINUX_COMPILER_VERSION_H\n",
+            "#define __LINUX_COMPILER_VERSION_H\n#define KINTSUGI_ADDED(x) (x)\n");
+        var difference = await SourceDifference.OfExtractedAsync(Older, Newer, directory.Path);
+
+        var plan = CatchUpPlan.Make(difference, tree, maxUnits: 40, only: [], _ => { });
+
+        var decision = Decision(plan, "include/linux/compiler-version.h");
+        Assert.Equal((FileOutcome.Refused, "unresolved-unit"), (decision.Outcome, decision.Rule));
+    }
+
+    private static FileDecision.Decided Decision(CatchUpPlan plan, string path) =>
+        Assert.IsType<FileDecision.Decided>(plan.Decisions.Single(d => d.File.Path == path));
+
+    /// <summary>Writes the tree's file as the older side and, with <paramref name="from"/> replaced, as the newer side.</summary>
+    private static void Change(KernelSourceTree tree, TemporaryDirectory directory, string path, string from, string to)
+    {
+        var older = directory.File("a/" + path);
+        var newer = directory.File("b/" + path);
+        var text = File.Exists(newer) ? File.ReadAllText(newer) : File.ReadAllText(Path.Combine(tree.Directory, path));
+        Directory.CreateDirectory(Path.GetDirectoryName(older)!);
+        Directory.CreateDirectory(Path.GetDirectoryName(newer)!);
+        if (!File.Exists(older)) File.Copy(Path.Combine(tree.Directory, path), older);
+        Assert.Contains(from, text, StringComparison.Ordinal);
+        var index = text.IndexOf(from, StringComparison.Ordinal);
+        File.WriteAllText(newer, text[..index] + to + text[(index + from.Length)..]);
+    }
+}

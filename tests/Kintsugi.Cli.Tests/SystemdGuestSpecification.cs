@@ -88,17 +88,19 @@ public sealed class SystemdGuestSpecification(DebianPackages packages) : IDispos
 
         var run = await kernel.Lab.RunAsync(new LabRunSpec(kernel.Release, """
             data=/var/lib/kintsugi-server
+            # The machine's own name (its certificate names it): the lab's root disk has no localhost line in /etc/hosts.
+            server=kintsugi-lab:8443
             dpkg -i /inputs/kintsugi-server.deb > /tmp/dpkg-server.log 2>&1; echo "@dpkg-server=$?"
             echo @server-unit; systemctl show -p Type -p ActiveState -p SubState -p User kintsugi-server.service
             echo @server-log; journalctl -b -o cat -u kintsugi-server.service | tail -20
-            export KINTSUGI_SERVER_TOKEN_FILE=$data/initial-admin-token KINTSUGI_SERVER_CA=$data/tls/server.crt
+            export KINTSUGI_SERVER_URL=https://$server KINTSUGI_SERVER_TOKEN_FILE=$data/initial-admin-token KINTSUGI_SERVER_CA=$data/tls/server.crt
             dpkg -i /inputs/kintsugi_1.deb > /tmp/dpkg-agent.log 2>&1; echo "@dpkg-agent=$?"
             echo @operator
             kintsugi server trust add /inputs/publisher.pub 2>&1 || exit 10
             kintsugi server publish /inputs/level-1.bundle 2>&1 || exit 11
             kintsugi server tokens enroll --channel canary > /root/enroll.token || exit 12
             cp $data/tls/server.crt /root/server.crt
-            echo @enroll; kintsugi agent enroll --server https://localhost:8443 --token-file /root/enroll.token \
+            echo @enroll; kintsugi agent enroll --server https://$server --token-file /root/enroll.token \
                 --ca /root/server.crt --trust /inputs/publisher.pub 2>&1; echo "@enroll=$?"
             WAIT_HEALTHY
             echo @livepatches; ls /sys/kernel/livepatch
@@ -107,14 +109,14 @@ public sealed class SystemdGuestSpecification(DebianPackages packages) : IDispos
             # The next revision of the agent package, published to the server's apt repository by an operator.
             curl -fsS --cacert $data/tls/server.crt -H "Authorization: Bearer $(cat $data/initial-admin-token)" \
                 -H 'Content-Type: application/octet-stream' --data-binary @/inputs/kintsugi_2.deb \
-                https://localhost:8443/api/v1/apt/packages > /dev/null 2>/tmp/publish.err; echo "@apt-publish=$?"
+                https://$server/api/v1/apt/packages > /dev/null 2>/tmp/publish.err; echo "@apt-publish=$?"
             cat /tmp/publish.err
             # The machine uses it as docs/server.md says; the lab has no Debian mirror, so it is the only source.
             rm -f /etc/apt/sources.list
             mkdir -p /etc/apt/keyrings
-            curl -fsS --cacert /etc/kintsugi/server-ca.pem -o /etc/apt/keyrings/kintsugi.asc https://localhost:8443/apt/key.asc
-            echo "deb [signed-by=/etc/apt/keyrings/kintsugi.asc] https://localhost:8443/apt stable main" > /etc/apt/sources.list.d/kintsugi.list
-            echo 'Acquire::https::localhost::CaInfo "/etc/kintsugi/server-ca.pem";' > /etc/apt/apt.conf.d/90kintsugi
+            curl -fsS --cacert /etc/kintsugi/server-ca.pem -o /etc/apt/keyrings/kintsugi.asc https://$server/apt/key.asc
+            echo "deb [signed-by=/etc/apt/keyrings/kintsugi.asc] https://$server/apt stable main" > /etc/apt/sources.list.d/kintsugi.list
+            echo 'Acquire::https::kintsugi-lab::CaInfo "/etc/kintsugi/server-ca.pem";' > /etc/apt/apt.conf.d/90kintsugi
             echo @apt; apt-get update 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get -y upgrade 2>&1; echo "@apt=$?"
             echo @version; dpkg-query -W -f '${Version}' kintsugi
             sleep 2
@@ -123,7 +125,7 @@ public sealed class SystemdGuestSpecification(DebianPackages packages) : IDispos
             echo @status; kintsugi status --json
             echo @journal-err; journalctl -b -o cat -p err -u kintsugi-agent.service -u kintsugi-server.service
             echo @end
-            """.Replace("WAIT_HEALTHY", WaitHealthyLong), files, BootTimeout, RootDisk: disk.Path, MemoryMiB: 2048));
+            """.Replace("WAIT_HEALTHY", WaitHealthyLong), files, TimeSpan.FromMinutes(40), RootDisk: disk.Path, MemoryMiB: 2048));
         Succeeded(run);
         var output = run.Output;
 

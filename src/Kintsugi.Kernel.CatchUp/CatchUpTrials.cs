@@ -266,8 +266,7 @@ internal sealed class CatchUpTrials(BuildTarget target, KernelSourceTree tree, C
     private void Finish(ChangedFile file, FileTrial trial)
     {
         var record = Path.Combine(_state, trial.Key + ".json");
-        File.WriteAllBytes(record + ".tmp", System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(trial, CatchUpJson.Default.FileTrial));
-        File.Move(record + ".tmp", record, overwrite: true);
+        AtomicFile.Write(record, System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(trial, CatchUpJson.Default.FileTrial));
         _results[file.Path] = trial;
         progress($"[{Interlocked.Increment(ref _done)}/{_total}] {file.Path}: {Describe(trial)}");
     }

@@ -126,8 +126,11 @@ internal sealed class CatchUpTrials(BuildTarget target, KernelSourceTree tree, C
         progress($"compiling the fixes of {left.Count} C file(s) together, {UnitCompilation.PrecompileChunk} per make" +
             (compiled.Count > 0 ? $" ({compiled.Count} compiled by an earlier run)" : ""));
         var notCompiled = 0;
+        var tried = 0;
         foreach (var chunk in left.Chunk(UnitCompilation.PrecompileChunk))
         {
+            var offset = tried;
+            tried += chunk.Length;
             await using var patched = await BuildWorkspace.OpenAsync(tree, cancellation);
             var applied = new List<Scoped>();
             foreach (var file in chunk)
@@ -149,7 +152,7 @@ internal sealed class CatchUpTrials(BuildTarget target, KernelSourceTree tree, C
             }
             var chunkDirectory = Path.Combine(_work, "after-chunk");
             var failedUnits = await patched.CompileUnitsKeepGoingAsync([.. applied.Select(s => s.Units[0])], chunkDirectory,
-                UnitCompilation.DiffCFlags(target), cancellation, CompileProgress.Every(left.Count, progress, compiled.Count));
+                UnitCompilation.DiffCFlags(target), cancellation, CompileProgress.Every(left.Count, progress, offset));
             foreach (var file in applied.Where(s => !failedUnits.Contains(s.Units[0])))
             {
                 Keep(chunkDirectory, Path.Combine(directory, file.Key), file.Units[0].ObjectPath);

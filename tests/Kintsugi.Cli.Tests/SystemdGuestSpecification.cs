@@ -123,7 +123,7 @@ public sealed class SystemdGuestSpecification(DebianPackages packages) : IDispos
             echo "deb [signed-by=/etc/apt/keyrings/kintsugi.asc] https://$server/apt stable main" > /etc/apt/sources.list.d/kintsugi.list
             echo 'Acquire::https::127.0.0.1::CaInfo "/etc/kintsugi/server-ca.pem";' > /etc/apt/apt.conf.d/90kintsugi
             echo @apt; apt-get update 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get -y upgrade 2>&1; echo "@apt=$?"
-            echo @version; dpkg-query -W -f '${Version}' kintsugi
+            echo @version; dpkg-query -W -f '${Version}\n' kintsugi
             sleep 2
             echo @agent-after; systemctl show -p ActiveState -p MainPID kintsugi-agent.service
             WAIT_HEALTHY

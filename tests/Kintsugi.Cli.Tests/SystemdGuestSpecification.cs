@@ -92,7 +92,8 @@ public sealed class SystemdGuestSpecification(DebianPackages packages) : IDispos
 
         var run = await kernel.Lab.RunAsync(new LabRunSpec(kernel.Release, """
             data=/var/lib/kintsugi-server
-            # The machine's own name (its certificate names it): the lab's root disk has no localhost line in /etc/hosts.
+            # By address: the root disk has no localhost line in /etc/hosts, and the machine's name did not connect in
+            # the guest (cause not found yet); the server's certificate names 127.0.0.1 too.
             server=127.0.0.1:8443
             dpkg -i /inputs/kintsugi-server.deb > /tmp/dpkg-server.log 2>&1; echo "@dpkg-server=$?"
             echo @server-unit; systemctl show -p Type -p ActiveState -p SubState -p User kintsugi-server.service

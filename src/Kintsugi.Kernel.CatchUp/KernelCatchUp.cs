@@ -135,8 +135,9 @@ public sealed partial class KernelCatchUp(DebianKernelArchive archive, string ca
             }
         }
         progress($"linking {built.Count} built file(s) into one module");
+        // --max-units bounded each file's units in its trial; together, an update's files compile hundreds of units.
         var buildRequest = new KernelBuildRequest(new TargetReference.Debian(request.Target), [.. built.Select(f => Path.Combine(difference.Directory, f.Patch!))],
-            name, covered, request.BaseDirectory, directory, request.SkipFidelity, request.MaxUnits, CarryBasePatches: false);
+            name, covered, request.BaseDirectory, directory, request.SkipFidelity, MaxUnits: int.MaxValue, CarryBasePatches: false);
         var result = await new KernelPatchBuilder(archive, lab, progress).BuildAsync(buildRequest, cancellation);
         if (result.Outcome != BuildOutcome.Built)
             throw new CatchUpException($"the files that built one by one built nothing together: {result.Message}", ExitCode.InternalError);

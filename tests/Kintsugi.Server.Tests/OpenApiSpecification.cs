@@ -104,6 +104,74 @@ public sealed class OpenApiSpecification : IAsyncLifetime
         Assert.True(compared >= 10, $"only {compared} JSON requests were compared");
     }
 
+    [Fact]
+    public void Every_query_parameter_an_endpoint_declares_is_in_the_document_with_its_type_and_values()
+    {
+        var compared = 0;
+        foreach (var endpoint in ApiEndpoints())
+            foreach (var method in Methods(endpoint))
+                foreach (var query in endpoint.Metadata.OfType<QueryParameter>())
+                {
+                    var where = $"{method} {Route(endpoint)} ?{query.Name}";
+                    var parameter = Operation(endpoint, method).GetProperty("parameters").EnumerateArray()
+                        .SingleOrDefault(p => p.GetProperty("name").GetString() == query.Name);
+                    Assert.True(parameter.ValueKind == JsonValueKind.Object, where + ": not in the document");
+                    Assert.Equal("query", parameter.GetProperty("in").GetString());
+                    Assert.Equal(query.Required,
+                        parameter.TryGetProperty("required", out var required) && required.GetBoolean());
+                    var schema = parameter.GetProperty("schema");
+                    Assert.Equal(query.Value == QueryValue.Integer ? "integer" : "string", Type(schema));
+                    var values = schema.TryGetProperty("enum", out var e)
+                        ? e.EnumerateArray().Select(v => v.GetString()!).ToList() : [];
+                    Assert.Equal(query.Values, values);
+                    compared++;
+                }
+        Assert.True(compared >= 12, $"only {compared} query parameters were compared");
+    }
+
+    [Fact]
+    public void Reading_a_query_parameter_the_endpoint_did_not_declare_is_a_bug()
+    {
+        var context = new DefaultHttpContext();
+        context.Request.QueryString = new QueryString("?severity=low");
+        context.SetEndpoint(new Endpoint(_ => Task.CompletedTask,
+            new EndpointMetadataCollection(new QueryParameter("format", "", QueryValue.Text, [], false)), "test"));
+
+        Assert.Equal("", Http.Query(context, "format"));
+        var bug = Assert.Throws<System.Diagnostics.UnreachableException>(() => Http.Query(context, "severity"));
+        Assert.Contains("without declaring it", bug.Message, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("csv", "text/csv")]
+    [InlineData("html", "text/html")]
+    [InlineData("json", "application/json")]
+    public async Task Each_compliance_format_is_served_in_a_content_type_the_document_lists(string format,
+        string mediaType)
+    {
+        using var reply = await server.Admin.GetAsync($"/api/v1/reports/compliance?format={format}");
+
+        reply.EnsureSuccessStatusCode();
+        Assert.Equal(mediaType, reply.Content.Headers.ContentType!.MediaType);
+        var content = document.GetProperty("paths").GetProperty("/api/v1/reports/compliance").GetProperty("get")
+            .GetProperty("responses").GetProperty("200").GetProperty("content");
+        Assert.True(content.TryGetProperty(mediaType, out _), $"{mediaType} is not documented");
+    }
+
+    [Fact]
+    public void Agent_endpoints_state_the_credential_they_take()
+    {
+        string[] Schemes(string path, string method) =>
+            document.GetProperty("paths").GetProperty(path).GetProperty(method).TryGetProperty("security", out var s)
+                ? [.. s.EnumerateArray().SelectMany(r => r.EnumerateObject()).Select(p => p.Name)] : [];
+
+        Assert.Empty(Schemes(ProtocolPaths.Enroll, "post"));
+        Assert.Equal([ApiDocument.MachineCredential], Schemes(ProtocolPaths.CheckIn, "post"));
+        Assert.Equal([ApiDocument.MachineCredential], Schemes(ProtocolPaths.Events, "get"));
+        Assert.Equal([ApiDocument.MachineCredential, ApiDocument.ApiToken],
+            Schemes(ProtocolPaths.BundlePrefix + "{digest}", "get"));
+    }
+
     private static JsonTypeInfo JsonTypeInfoOf(Type type) =>
         OperatorJson.Default.GetTypeInfo(type) ?? ProtocolJson.Default.GetTypeInfo(type)
         ?? throw new Xunit.Sdk.XunitException($"{type} is in neither JSON context: the CLI could not read it");

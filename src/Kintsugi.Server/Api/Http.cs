@@ -52,6 +52,18 @@ public static class Http
         return header.StartsWith("Bearer ", StringComparison.Ordinal) ? header[7..].Trim() : null;
     }
 
+    /// <summary>
+    /// A query parameter's text ("" when absent). The endpoint must declare it (<see cref="ApiDocument.Query"/>):
+    /// reading an undeclared one is a bug, so that the OpenAPI document lists every parameter the API reads.
+    /// </summary>
+    public static string Query(HttpContext context, string name)
+    {
+        if (context.GetEndpoint()?.Metadata.OfType<QueryParameter>().Any(p => p.Name == name) != true)
+            throw new UnreachableException($"the endpoint {context.GetEndpoint()?.DisplayName} reads the query " +
+                $"parameter '{name}' without declaring it (ApiDocument.Query)");
+        return context.Request.Query[name].ToString();
+    }
+
     public static async Task<T> ReadAsync<T>(HttpContext context, JsonTypeInfo<T> type)
     {
         if (context.Request.ContentLength is > MaxJsonBody) throw new ApiProblem(413, "request too large",

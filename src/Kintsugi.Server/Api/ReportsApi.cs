@@ -23,24 +23,25 @@ public static class ReportsApi
         app.MapGet("/api/v1/reports/exposure", async (HttpContext context, Reports reports) =>
         {
             await Http.RequireAsync(context, Role.Auditor);
-            var cve = context.Request.Query["cve"].ToString();
+            var cve = Http.Query(context, "cve");
             if (cve.Length > 0
                 && !Kintsugi.Bundles.CveId.TryParse(cve,
                 out _)) throw ApiProblem.BadRequest($"'{cve}' is not a CVE id");
             return await reports.ExposureAsync(cve.Length == 0 ? null : cve);
-        }).Describe("Per-CVE exposure (query: cve)", Role.Auditor);
+        }).Query("cve", "only this CVE (CVE-YYYY-NNNN)")
+          .Describe("Per-CVE exposure", Role.Auditor);
         app.MapGet("/api/v1/reports/compliance",
             async Task<Results<Ok<ComplianceReport>, EmptyHttpResult>> (HttpContext context, Reports reports) =>
         {
             await Http.RequireAsync(context, Role.Auditor);
-            var severity = context.Request.Query["severity"].ToString() is { Length: > 0 } s ? s : "high";
+            var severity = Http.Query(context, "severity") is { Length: > 0 } s ? s : "high";
             DateTimeOffset? asOf = null;
-            if (context.Request.Query["asOf"].ToString() is { Length: > 0 } text)
+            if (Http.Query(context, "asOf") is { Length: > 0 } text)
                 asOf = DateTimeOffset.TryParse(text, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal,
                     out var parsed) ? parsed.ToUniversalTime()
                     : throw ApiProblem.BadRequest($"asOf '{text}' is not an RFC 3339 time");
             var report = await reports.ComplianceAsync(severity, asOf);
-            switch (context.Request.Query["format"].ToString())
+            switch (Http.Query(context, "format"))
             {
                 case "" or "json":
                     return TypedResults.Ok(report);
@@ -57,8 +58,13 @@ public static class ReportsApi
                     throw ApiProblem.BadRequest("format must be json, csv or html");
             }
             return TypedResults.Empty;
-        }).Describe("PCI DSS 6.3.3 30-day compliance (query: severity, asOf; format=csv or format=html for text/csv " +
-                    "or text/html instead of JSON)", Role.Auditor);
+        }).Query("severity", "the lowest severity the report covers (default: high)",
+              values: Reports.Severities)
+          .Query("asOf", "the time the report is for (RFC 3339; default: now)", QueryValue.Time)
+          .Query("format", "json (default), csv (text/csv) or html (text/html)", values: ["json", "csv", "html"])
+          .AlsoReplies("text/csv", "with format=csv: one line per machine and CVE, as a download")
+          .AlsoReplies("text/html", "with format=html: a printable document")
+          .Describe("PCI DSS 6.3.3 30-day compliance", Role.Auditor);
         app.MapGet("/metrics", async (HttpContext context, Reports reports, ServerMetrics metrics) =>
         {
             await Http.RequireAsync(context, Role.Auditor);

@@ -34,7 +34,7 @@ public static class TransferApi
         app.MapGet("/api/v1/export", async (HttpContext context, Releases releases, BundleStore store, Database db) =>
         {
             await Http.RequireAsync(context, Role.Operator);
-            var build = context.Request.Query["build"].ToString();
+            var build = Http.Query(context, "build");
             if (build.Length > 0
                 && !BuildId.TryParse(build, out _)) throw ApiProblem.BadRequest($"'{build}' is not a build-id");
             var list = (await releases.ListAsync(build.Length == 0 ? null : build.ToLowerInvariant(),
@@ -72,8 +72,9 @@ public static class TransferApi
                 { DataStream = data }, context.RequestAborted);
             }
         }).Produces(StatusCodes.Status200OK, contentType: "application/x-tar")
+          .Query("build", "only the releases for this kernel build-id (hex)")
           .Describe("Export good releases, their builds' signed release metadata and the revoked releases as a tar " +
-                    "(air-gap; query: build)", Role.Operator);
+                    "(air-gap)", Role.Operator);
 
         app.MapPost("/api/v1/import", async (HttpContext context, Releases releases, ServerOptions options) =>
         {

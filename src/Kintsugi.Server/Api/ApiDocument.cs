@@ -175,7 +175,8 @@ public static class ApiDocument
                 foreach (var alternative in alternatives)
                     ok.Content[alternative.ContentType] = new OpenApiMediaType
                     {
-                        Schema = new OpenApiSchema { Type = JsonSchemaType.String, Description = alternative.Description },
+                        Schema =
+                            new OpenApiSchema { Type = JsonSchemaType.String, Description = alternative.Description },
                     };
                 operation.Responses["200"] = ok;
             }

@@ -126,7 +126,8 @@ public static class Http
         var origin = context.Request.Headers.Origin.ToString();
         if (!Uri.TryCreate(origin, UriKind.Absolute, out var uri)
             || !string.Equals(uri.Authority, context.Request.Host.Value, StringComparison.OrdinalIgnoreCase))
-            throw ApiProblem.Forbidden("a request signed in by the dashboard's cookie that changes anything must come " +
+            throw ApiProblem.Forbidden(
+                "a request signed in by the dashboard's cookie that changes anything must come " +
                 "from the dashboard's own pages (Origin " + (origin.Length == 0 ? "missing" : $"'{origin}'") +
                 "); API clients send Authorization: Bearer kat_…");
     }

@@ -87,15 +87,18 @@ public static class OperatorApi
             await Http.RequireAsync(context, Role.Auditor);
             return await releases.MetadataAsync(build);
         }).Describe("The newest signed release metadata of a build", Role.Auditor);
-        api.MapPost("/trust-root", async Task<Results<Created<TrustRootView>, Ok<TrustRootView>>> (HttpContext context, Releases releases) =>
+        api.MapPost("/trust-root", async Task<Results<Created<TrustRootView>,
+            Ok<TrustRootView>>> (HttpContext context, Releases releases) =>
         {
             var who = await Http.RequireAsync(context, Role.Admin);
             var request = await Http.ReadAsync(context, OperatorJson.Default.TrustRootRequest);
             var (view, created) = await releases.PublishTrustRootAsync(request.Document, who.Actor);
             return created ? Http.Created(view) : TypedResults.Ok(view);
         }).Body<TrustRootRequest>("application/json")
-          .Describe("Store a trust-root update signed by an offline root key (a higher version) for every agent's next check-in; " +
-                    "the keys it retires are retired here, the keys it trusts are trusted, the epoch moves", Role.Admin);
+          .Describe("Store a trust-root update signed by an offline root key (a higher version) for every agent's " +
+          "next check-in; " +
+                    "the keys it retires are retired here, the keys it trusts are trusted, the epoch moves",
+                    Role.Admin);
         api.MapGet("/trust-root", async (HttpContext context, Releases releases) =>
         {
             await Http.RequireAsync(context, Role.Auditor);
@@ -155,7 +158,8 @@ public static class OperatorApi
         {
             var who = await Http.RequireAsync(context, Role.Operator);
             return await machines.ApproveReenrollAsync(id, who.Actor);
-        }).Describe("Let this machine's machine-id enroll again without its current credential (a re-imaged machine), once within 24 hours", Role.Operator);
+        }).Describe("Let this machine's machine-id enroll again without its current credential (a re-imaged " +
+            "machine), once within 24 hours", Role.Operator);
         api.MapDelete("/machines/{id}", async (HttpContext context, string id, Machines machines) =>
         {
             var who = await Http.RequireAsync(context, Role.Operator);

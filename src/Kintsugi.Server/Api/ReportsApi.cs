@@ -76,14 +76,18 @@ public static class ReportsApi
 
     public static string ComplianceCsv(ComplianceReport report)
     {
-        var csv = new StringBuilder("machine,hostname,channel,kernel_release,build_id,cve,severity,fix_released_at,deadline,applied_at,currently_fixed,days_to_apply,status,breach\n");
+        var csv = new StringBuilder("machine,hostname,channel,kernel_release,build_id,cve,severity,fix_released_at," +
+            "deadline,applied_at,currently_fixed,days_to_apply,status,breach\n");
         static string F(DateTimeOffset? t) => t?.ToString("yyyy-MM-ddTHH:mm:ssZ", CultureInfo.InvariantCulture) ?? "";
         static string Q(string text) => text.IndexOfAny([',', '"', '\n', '\r']) >= 0 || text.StartsWith('=')
             || text.StartsWith('+') || text.StartsWith('-') || text.StartsWith('@')
             ? "\"" + text.Replace("\"", "\"\"") + "\"" : text;
         foreach (var r in report.Items)
             csv.Append(CultureInfo.InvariantCulture,
-                $"{r.Machine},{Q(r.Hostname)},{r.Channel},{Q(r.KernelRelease)},{r.BuildId},{r.Cve},{r.Severity},{F(r.FixReleasedAt)},{F(r.Deadline)},{F(r.AppliedAt)},{(r.CurrentlyFixed ? "true" : "false")},{r.DaysToApply?.ToString(CultureInfo.InvariantCulture) ?? ""},{r.Status},{(r.Breach ? "true" : "false")}\n");
+                $"{r.Machine},{Q(r.Hostname)},{r.Channel},{Q(r.KernelRelease)},{r.BuildId},{r.Cve},{r.Severity}," +
+                $"{F(r.FixReleasedAt)},{F(r.Deadline)},{F(r.AppliedAt)},{(r.CurrentlyFixed ? "true" : "false")}," +
+                $"{r.DaysToApply?.ToString(CultureInfo.InvariantCulture) ?? ""},{r.Status}," +
+                $"{(r.Breach ? "true" : "false")}\n");
         return csv.ToString();
     }
 
@@ -113,7 +117,8 @@ public static class ReportsApi
         Header("kintsugi_machines", "gauge", "Enrolled machines by reported patch state.");
         foreach (var state in PatchStates.All.Append("never-checked-in"))
             o.Append(CultureInfo.InvariantCulture,
-                $"kintsugi_machines{{state=\"{state}\"}} {fleet.ByState.FirstOrDefault(b => b.Key == state)?.Machines ?? 0}\n");
+                $"kintsugi_machines{{state=\"{state}\"}} " +
+                $"{fleet.ByState.FirstOrDefault(b => b.Key == state)?.Machines ?? 0}\n");
         Header("kintsugi_machines_stale", "gauge", "Machines that have not checked in within the stale interval.");
         o.Append(CultureInfo.InvariantCulture, $"kintsugi_machines_stale {fleet.Stale}\n");
         Header("kintsugi_machines_by_channel", "gauge", "Enrolled machines by channel.");
@@ -126,7 +131,9 @@ public static class ReportsApi
                 $"kintsugi_cve_exposed_machines{{cve=\"{cve.Cve}\",severity=\"{cve.Severity}\"}} {cve.Exposed}\n");
         Header("kintsugi_releases", "gauge", "Published releases by status.");
         o.Append(CultureInfo.InvariantCulture,
-            $"kintsugi_releases{{status=\"active\"}} {fleet.Releases - fleet.RevokedReleases}\nkintsugi_releases{{status=\"revoked\"}} {fleet.RevokedReleases}\n");
+            $"kintsugi_releases{{status=\"active\"}} " +
+            $"{fleet.Releases - fleet.RevokedReleases}\nkintsugi_releases{{status=\"revoked\"}} " +
+            $"{fleet.RevokedReleases}\n");
         Header("kintsugi_epoch", "gauge", "The revocation epoch (moves on every revoke and promotion).");
         o.Append(CultureInfo.InvariantCulture, $"kintsugi_epoch {fleet.Epoch}\n");
 

@@ -42,7 +42,8 @@ public sealed class AgentConfigSpecification
         File.WriteAllText(token, "ket_abc\n");
         try
         {
-            var config = AgentConfig.Parse($"server = https://patches.example.com/\ntoken-file = {token}\nserver-ca = /etc/kintsugi/server.crt", "agent.conf");
+            var config = AgentConfig.Parse($"server = https://patches.example.com/\ntoken-file = {token}\nserver-ca " +
+                $"= /etc/kintsugi/server.crt", "agent.conf");
             Assert.Equal(new Uri("https://patches.example.com/"), config.Server);
             Assert.Equal("ket_abc", config.EnrollmentToken);
             Assert.Equal("/etc/kintsugi/server.crt", config.ServerCertificate);
@@ -63,7 +64,8 @@ public sealed class AgentConfigSpecification
     [InlineData("server = http://patches.example.com/\ntoken = ket_x", "is not https")]
     [InlineData("server = http://patches.example.com/\ninsecure-http = maybe", "insecure-http must be yes or no")]
     [InlineData("offline-directory = /srv\ntoken = ket_x", "only makes sense with server")]
-    [InlineData("offline-directory = /srv\nserver-ca = /etc/kintsugi/server.crt", "server-ca only makes sense with server")]
+    [InlineData("offline-directory = /srv\nserver-ca = /etc/kintsugi/server.crt",
+        "server-ca only makes sense with server")]
     [InlineData("offline-directory /srv", "is not 'key = value'")]
     public void A_wrong_configuration_is_refused_naming_the_line(string text, string because)
     {
@@ -75,7 +77,8 @@ public sealed class AgentConfigSpecification
     [Fact]
     public void A_plain_http_server_is_accepted_only_when_the_configuration_says_so_explicitly()
     {
-        var config = AgentConfig.Parse("server = http://10.0.2.2:8080/\ntoken = ket_x\ninsecure-http = yes", "agent.conf");
+        var config =
+            AgentConfig.Parse("server = http://10.0.2.2:8080/\ntoken = ket_x\ninsecure-http = yes", "agent.conf");
         Assert.Equal("http", config.Server!.Scheme);
         Assert.True(config.AllowInsecureHttp);
     }

@@ -9,7 +9,8 @@ using Microsoft.Extensions.DependencyInjection;
 
 namespace Kintsugi.Server.Tests;
 
-/// <summary>The served OpenAPI document is the code's: every endpoint, and each reply's schema is its type's JSON.</summary>
+/// <summary>The served OpenAPI document is the code's: every endpoint, and each reply's schema is its type's
+/// JSON.</summary>
 public sealed class OpenApiSpecification : IAsyncLifetime
 {
     private TestServer server = null!;
@@ -25,7 +26,8 @@ public sealed class OpenApiSpecification : IAsyncLifetime
 
     private IEnumerable<RouteEndpoint> ApiEndpoints() =>
         server.Server.Services.GetRequiredService<EndpointDataSource>().Endpoints.OfType<RouteEndpoint>()
-            .Where(e => e.Metadata.GetMetadata<IExcludeFromDescriptionMetadata>() is not { ExcludeFromDescription: true })
+            .Where(e =>
+            e.Metadata.GetMetadata<IExcludeFromDescriptionMetadata>() is not { ExcludeFromDescription: true })
             .Where(e => Route(e).StartsWith("/api/", StringComparison.Ordinal) || Route(e) == "/metrics");
 
     private static string Route(RouteEndpoint endpoint) => "/" + endpoint.RoutePattern.RawText!.TrimStart('/');
@@ -59,12 +61,15 @@ public sealed class OpenApiSpecification : IAsyncLifetime
             foreach (var method in Methods(endpoint))
             {
                 var operation = Operation(endpoint, method);
-                Assert.True(operation.GetProperty("responses").TryGetProperty("default", out var refusal), $"{method} {Route(endpoint)}");
+                Assert.True(operation.GetProperty("responses").TryGetProperty("default", out var refusal),
+                    $"{method} {Route(endpoint)}");
                 Assert.True(refusal.GetProperty("content").TryGetProperty("application/problem+json", out _));
                 if (endpoint.Metadata.GetMetadata<RequiredRole>() is { } role)
                 {
-                    Assert.Equal($"Requires the {role.Role.ToWire()} role (or higher).", operation.GetProperty("description").GetString());
-                    Assert.Equal(ApiDocument.ApiToken, operation.GetProperty("security")[0].EnumerateObject().Single().Name);
+                    Assert.Equal($"Requires the {role.Role.ToWire()} role (or higher).",
+                        operation.GetProperty("description").GetString());
+                    Assert.Equal(ApiDocument.ApiToken,
+                        operation.GetProperty("security")[0].EnumerateObject().Single().Name);
                 }
             }
     }
@@ -77,9 +82,11 @@ public sealed class OpenApiSpecification : IAsyncLifetime
             foreach (var method in Methods(endpoint))
                 foreach (var produces in endpoint.Metadata.OfType<IProducesResponseTypeMetadata>())
                 {
-                    if (produces.Type is null || produces.Type == typeof(void) || !produces.ContentTypes.Contains("application/json")) continue;
+                    if (produces.Type is null || produces.Type == typeof(void)
+                        || !produces.ContentTypes.Contains("application/json")) continue;
                     var where = $"{method} {Route(endpoint)} {produces.StatusCode}";
-                    var response = Operation(endpoint, method).GetProperty("responses").GetProperty(produces.StatusCode.ToString());
+                    var response = Operation(endpoint, method).GetProperty("responses")
+                        .GetProperty(produces.StatusCode.ToString());
                     Assert.True(response.TryGetProperty("content", out var content), where + ": no content");
                     var schema = Resolve(content.GetProperty("application/json").GetProperty("schema"));
                     AssertMatches(JsonTypeInfoOf(produces.Type), schema, where);
@@ -94,11 +101,14 @@ public sealed class OpenApiSpecification : IAsyncLifetime
         var compared = 0;
         foreach (var endpoint in ApiEndpoints())
             foreach (var method in Methods(endpoint))
-                if (endpoint.Metadata.GetMetadata<RequestBody>() is { } accepts && accepts.ContentTypes.Contains("application/json"))
+                if (endpoint.Metadata.GetMetadata<RequestBody>() is { } accepts
+                    && accepts.ContentTypes.Contains("application/json"))
                 {
                     var type = accepts.Type;
-                    var body = Operation(endpoint, method).GetProperty("requestBody").GetProperty("content").GetProperty("application/json");
-                    AssertMatches(JsonTypeInfoOf(type), Resolve(body.GetProperty("schema")), $"{method} {Route(endpoint)} request");
+                    var body = Operation(endpoint, method).GetProperty("requestBody").GetProperty("content")
+                        .GetProperty("application/json");
+                    AssertMatches(JsonTypeInfoOf(type), Resolve(body.GetProperty("schema")),
+                        $"{method} {Route(endpoint)} request");
                     compared++;
                 }
         Assert.True(compared >= 10, $"only {compared} JSON requests were compared");
@@ -180,7 +190,8 @@ public sealed class OpenApiSpecification : IAsyncLifetime
     private JsonElement Resolve(JsonElement schema)
     {
         if (schema.TryGetProperty("oneOf", out var choices))
-            return Resolve(choices.EnumerateArray().Single(c => !(c.TryGetProperty("type", out var t) && t.GetString() == "null")));
+            return Resolve(choices.EnumerateArray()
+                .Single(c => !(c.TryGetProperty("type", out var t) && t.GetString() == "null")));
         if (!schema.TryGetProperty("$ref", out var reference)) return schema;
         var name = reference.GetString()!.Split('/')[^1];
         return document.GetProperty("components").GetProperty("schemas").GetProperty(name);
@@ -197,14 +208,19 @@ public sealed class OpenApiSpecification : IAsyncLifetime
         }
         if (type.Kind != JsonTypeInfoKind.Object) return;
         var expected = type.Properties.Select(p => p.Name).Order(StringComparer.Ordinal).ToList();
-        var actual = schema.GetProperty("properties").EnumerateObject().Select(p => p.Name).Order(StringComparer.Ordinal).ToList();
-        Assert.True(expected.SequenceEqual(actual), $"{where} ({type.Type.Name}): code writes [{string.Join(", ", expected)}], document says [{string.Join(", ", actual)}]");
+        var actual = schema.GetProperty("properties").EnumerateObject().Select(p => p.Name)
+            .Order(StringComparer.Ordinal).ToList();
+        Assert.True(expected.SequenceEqual(actual), $"{where} ({type.Type.Name}): code writes " +
+            $"[{string.Join(", ", expected)}], document says [{string.Join(", ", actual)}]");
         foreach (var property in type.Properties)
-            if (property.PropertyType != typeof(string) && JsonTypeInfoOf(property.PropertyType) is { Kind: JsonTypeInfoKind.Object or JsonTypeInfoKind.Enumerable } inner)
-                AssertMatches(inner, Resolve(schema.GetProperty("properties").GetProperty(property.Name)), $"{where}.{property.Name}");
+            if (property.PropertyType != typeof(string) && JsonTypeInfoOf(
+                property.PropertyType) is { Kind: JsonTypeInfoKind.Object or JsonTypeInfoKind.Enumerable } inner)
+                AssertMatches(inner, Resolve(schema.GetProperty("properties").GetProperty(property.Name)),
+                    $"{where}.{property.Name}");
     }
 
     private static string? Type(JsonElement schema) => schema.TryGetProperty("type", out var t)
-        ? t.ValueKind == JsonValueKind.Array ? t.EnumerateArray().Select(e => e.GetString()).First(s => s != "null") : t.GetString()
+        ? t.ValueKind == JsonValueKind.Array ? t.EnumerateArray().Select(e => e.GetString()).First(s => s != "null")
+        : t.GetString()
         : null;
 }

@@ -9,9 +9,9 @@ using Kintsugi;
 using Kintsugi.Bundles;
 using Kintsugi.Protocol;
 
-// Usage: Kintsugi.Server.Bench [--backend sqlite|postgres] [--postgres CS] [--machines N] [--seconds S] [--concurrency C] [--https]
-// Starts a real kintsugi-server process (Release build beside this program), enrolls N distinct machines on two
-// kernel builds, then has them check in (steady state: each reports the level it was offered) as fast as C
+// Usage: Kintsugi.Server.Bench [--backend sqlite|postgres] [--postgres CS] [--machines N] [--seconds S] [--concurrency
+// C] [--https] Starts a real kintsugi-server process (Release build beside this program), enrolls N distinct machines
+// on two kernel builds, then has them check in (steady state: each reports the level it was offered) as fast as C
 // concurrent connections allow, and prints throughput and latency percentiles measured by the client.
 var options = Args(args);
 var backend = options.GetValueOrDefault("backend", "sqlite");
@@ -19,28 +19,35 @@ var machines = int.Parse(options.GetValueOrDefault("machines", "10000"));
 var seconds = int.Parse(options.GetValueOrDefault("seconds", "20"));
 var concurrency = int.Parse(options.GetValueOrDefault("concurrency", "64"));
 var https = options.ContainsKey("https");
-var postgres = backend == "postgres" ? options.GetValueOrDefault("postgres") ?? throw new ArgumentException("--postgres CONNECTION-STRING is required with --backend postgres") : null;
+var postgres = backend == "postgres" ? options.GetValueOrDefault("postgres")
+    ?? throw new ArgumentException("--postgres CONNECTION-STRING is required with --backend postgres") : null;
 
 var data = Directory.CreateTempSubdirectory("kintsugi-bench-").FullName;
 var port = FreePort();
 var scheme = https ? "https" : "http";
 var start = new ProcessStartInfo("dotnet") { RedirectStandardError = true, RedirectStandardOutput = true };
-foreach (var a in new[] { Path.Combine(AppContext.BaseDirectory, "kintsugi-server.dll"), "run", "--data", data, "--listen", $"{scheme}://127.0.0.1:{port}", "--enrollments-per-minute", "1000000" }
+foreach (var a in new[] { Path.Combine(AppContext.BaseDirectory, "kintsugi-server.dll"), "run", "--data", data,
+    "--listen", $"{scheme}://127.0.0.1:{port}", "--enrollments-per-minute", "1000000" }
     .Concat(postgres is null ? [] : ["--postgres", postgres]))
     start.ArgumentList.Add(a);
 start.Environment["DOTNET_gcServer"] = "0";
 using var server = Process.Start(start)!;
 var ready = new TaskCompletionSource();
-server.ErrorDataReceived += (_, e) => { if (e.Data?.EndsWith("ready") == true) ready.TrySetResult(); else if (e.Data is { } l && l.Contains("fail")) Console.Error.WriteLine(l); };
+server.ErrorDataReceived += (_, e) => { if (e.Data?.EndsWith("ready") == true) ready.TrySetResult(); else if (
+    e.Data is { } l && l.Contains("fail")) Console.Error.WriteLine(l); };
 server.OutputDataReceived += (_, _) => { };
 server.BeginErrorReadLine(); server.BeginOutputReadLine();
-if (await Task.WhenAny(ready.Task, Task.Delay(60_000)) != ready.Task) throw new InvalidOperationException("the server did not start");
+if (await Task.WhenAny(ready.Task, Task.Delay(60_000)) != ready.Task)
+    throw new InvalidOperationException("the server did not start");
 try
 {
     var admin = (await File.ReadAllTextAsync(Path.Combine(data, "initial-admin-token"))).Trim();
-    var handler = new SocketsHttpHandler { MaxConnectionsPerServer = concurrency, PooledConnectionLifetime = Timeout.InfiniteTimeSpan, EnableMultipleHttp2Connections = true };
-    handler.SslOptions.RemoteCertificateValidationCallback = (_, _, _, _) => true; // the bench talks to the certificate the server just generated
-    using var http = new HttpClient(handler) { BaseAddress = new Uri($"{scheme}://127.0.0.1:{port}"), Timeout = TimeSpan.FromSeconds(30) };
+    var handler = new SocketsHttpHandler { MaxConnectionsPerServer = concurrency,
+        PooledConnectionLifetime = Timeout.InfiniteTimeSpan, EnableMultipleHttp2Connections = true };
+    // the bench talks to the certificate the server just generated
+    handler.SslOptions.RemoteCertificateValidationCallback = (_, _, _, _) => true;
+    using var http = new HttpClient(handler) { BaseAddress = new Uri($"{scheme}://127.0.0.1:{port}"),
+        Timeout = TimeSpan.FromSeconds(30) };
     HttpRequestMessage Authorized(HttpMethod method, string path, string bearer, HttpContent? content = null)
     {
         var request = new HttpRequestMessage(method, path) { Content = content };
@@ -50,22 +57,31 @@ try
 
     // Two kernel builds, one release each, a trusted key, one enrollment token.
     using var key = PublisherKey.Generate();
-    (await http.SendAsync(Authorized(HttpMethod.Post, "/api/v1/keys", admin, JsonContent.Create(new { pem = key.PublicKey.ExportPem() })))).EnsureSuccessStatusCode();
+    (await http.SendAsync(Authorized(HttpMethod.Post, "/api/v1/keys", admin,
+        JsonContent.Create(new { pem = key.PublicKey.ExportPem() })))).EnsureSuccessStatusCode();
     KernelTarget[] kernels =
     [
-        new(KernelRelease.Parse("6.1.0-56-cloud-amd64"), "6.1.158-1", BuildId.Parse("3b43fad5a1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6")),
-        new(KernelRelease.Parse("6.12.117+deb12-cloud-amd64"), "6.12.117-1~deb12u1", BuildId.Parse("9f8e7d6c5b4a39281706f5e4d3c2b1a098765432")),
+        new(KernelRelease.Parse("6.1.0-56-cloud-amd64"), "6.1.158-1",
+        BuildId.Parse("3b43fad5a1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6")),
+        new(KernelRelease.Parse("6.12.117+deb12-cloud-amd64"), "6.12.117-1~deb12u1",
+        BuildId.Parse("9f8e7d6c5b4a39281706f5e4d3c2b1a098765432")),
     ];
     foreach (var kernel in kernels)
     {
         var bundle = Bundle.Create(RandomNumberGenerator.GetBytes(8192), new BundleDescription
         {
-            Target = kernel, CumulativeLevel = 1, Fixes = [new BundleFix("CVE-2024-1086", [new CveReference(CveId.Parse("CVE-2024-1086"), CveSeverity.High, new DateOnly(2024, 1, 31))], "nf_tables")],
-            PatchedFunctions = [new PatchedFunction("vmlinux", "nft_verdict_init")], CreatedAt = DateTimeOffset.UtcNow, BuilderVersion = "bench",
+            Target = kernel, CumulativeLevel = 1, Fixes = [new BundleFix("CVE-2024-1086", [new CveReference(
+                CveId.Parse("CVE-2024-1086"), CveSeverity.High, new DateOnly(2024, 1, 31))], "nf_tables")],
+            PatchedFunctions = [new PatchedFunction("vmlinux", "nft_verdict_init")], CreatedAt = DateTimeOffset.UtcNow,
+            BuilderVersion = "bench",
         }, key).ToArray();
-        (await http.SendAsync(Authorized(HttpMethod.Post, "/api/v1/releases", admin, new ByteArrayContent(bundle) { Headers = { ContentType = new MediaTypeHeaderValue("application/octet-stream") } }))).EnsureSuccessStatusCode();
+        (await http.SendAsync(
+            Authorized(HttpMethod.Post, "/api/v1/releases", admin,
+            new ByteArrayContent(bundle) { Headers = { ContentType = new MediaTypeHeaderValue(
+            "application/octet-stream") } }))).EnsureSuccessStatusCode();
     }
-    var tokenResponse = await http.SendAsync(Authorized(HttpMethod.Post, "/api/v1/enrollment-tokens", admin, JsonContent.Create(new { channel = "canary" })));
+    var tokenResponse = await http.SendAsync(Authorized(HttpMethod.Post, "/api/v1/enrollment-tokens", admin,
+        JsonContent.Create(new { channel = "canary" })));
     var token = (await tokenResponse.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("token").GetString()!;
 
     // Enroll every machine.
@@ -74,8 +90,10 @@ try
     await Parallel.ForAsync(0, machines, new ParallelOptions { MaxDegreeOfParallelism = concurrency }, async (i, _) =>
     {
         var kernel = kernels[i % 2];
-        var enroll = new EnrollRequest(token, $"bench-{i:D5}", Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(16)), new KernelIdentity(kernel.Release, kernel.BuildId, kernel.PackageVersion), "0.1.0");
-        using var response = await http.PostAsJsonAsync(ProtocolPaths.Enroll, enroll, ProtocolJson.Default.EnrollRequest);
+        var enroll = new EnrollRequest(token, $"bench-{i:D5}", Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(
+            16)), new KernelIdentity(kernel.Release, kernel.BuildId, kernel.PackageVersion), "0.1.0");
+        using var response =
+            await http.PostAsJsonAsync(ProtocolPaths.Enroll, enroll, ProtocolJson.Default.EnrollRequest);
         response.EnsureSuccessStatusCode();
         var enrolled = (await response.Content.ReadFromJsonAsync(ProtocolJson.Default.EnrollResponse))!;
         fleet[i] = (enrolled.Credential, kernel, []);
@@ -88,10 +106,13 @@ try
     {
         var (credential, kernel, _) = fleet[i];
         var identity = new KernelIdentity(kernel.Release, kernel.BuildId);
-        var offer = await CheckIn(http, credential, JsonSerializer.SerializeToUtf8Bytes(new CheckInRequest(identity, PatchState.NothingToApply, null, null, null, 0, null, "0.1.0"), ProtocolJson.Default.CheckInRequest));
-        var applied = JsonSerializer.SerializeToUtf8Bytes(new CheckInRequest(identity, PatchState.Applied, offer.Release!.Level, offer.Release.Bundle, null, 0, null, "0.1.0"), ProtocolJson.Default.CheckInRequest);
+        var offer = await CheckIn(http, credential, JsonSerializer.SerializeToUtf8Bytes(new CheckInRequest(identity,
+            PatchState.NothingToApply, null, null, null, 0, null, "0.1.0"), ProtocolJson.Default.CheckInRequest));
+        var applied = JsonSerializer.SerializeToUtf8Bytes(new CheckInRequest(identity, PatchState.Applied,
+            offer.Release!.Level, offer.Release.Bundle, null, 0, null, "0.1.0"), ProtocolJson.Default.CheckInRequest);
         var steady = await CheckIn(http, credential, applied);
-        if (steady.Action != CheckInAction.None) throw new InvalidOperationException($"machine {i} was told {steady.Action} after applying");
+        if (steady.Action != CheckInAction.None)
+            throw new InvalidOperationException($"machine {i} was told {steady.Action} after applying");
         fleet[i] = (credential, kernel, applied);
     });
 
@@ -120,10 +141,14 @@ try
     var all = latencies.SelectMany(l => l).Order().ToArray();
     double P(double q) => all[Math.Min(all.Length - 1, (int)Math.Ceiling(q * all.Length) - 1)];
     var distinct = Math.Min(machines, all.Length);
-    Console.WriteLine($"backend={backend} transport={scheme} machines={machines} concurrency={concurrency} duration={elapsed:F1}s");
-    Console.WriteLine($"check-ins: {all.Length} ({distinct} distinct machines), {all.Length / elapsed:F0}/s, errors {errors}");
-    Console.WriteLine($"latency ms: p50 {P(0.50):F2}  p90 {P(0.90):F2}  p99 {P(0.99):F2}  p99.9 {P(0.999):F2}  max {all[^1]:F2}");
-    Console.WriteLine($"server CPU: {serverCpu:F2} cores on average (of {Environment.ProcessorCount}); the load generator shares the machine");
+    Console.WriteLine($"backend={backend} transport={scheme} machines={machines} concurrency={concurrency} " +
+        $"duration={elapsed:F1}s");
+    Console.WriteLine(
+        $"check-ins: {all.Length} ({distinct} distinct machines), {all.Length / elapsed:F0}/s, errors {errors}");
+    Console.WriteLine($"latency ms: p50 {P(0.50):F2}  p90 {P(0.90):F2}  p99 {P(0.99):F2}  p99.9 {P(0.999):F2}  max " +
+        $"{all[^1]:F2}");
+    Console.WriteLine($"server CPU: {serverCpu:F2} cores on average (of {Environment.ProcessorCount}); the load " +
+        $"generator shares the machine");
     return 0;
 }
 finally
@@ -135,10 +160,12 @@ finally
 
 static async Task<CheckInResponse> CheckIn(HttpClient http, string credential, byte[] body)
 {
-    using var request = new HttpRequestMessage(HttpMethod.Post, ProtocolPaths.CheckIn) { Content = new ByteArrayContent(body) { Headers = { ContentType = new MediaTypeHeaderValue("application/json") } } };
+    using var request = new HttpRequestMessage(HttpMethod.Post, ProtocolPaths.CheckIn) { Content = new ByteArrayContent(
+        body) { Headers = { ContentType = new MediaTypeHeaderValue("application/json") } } };
     request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", credential);
     using var response = await http.SendAsync(request);
-    if (response.StatusCode != HttpStatusCode.OK) throw new InvalidOperationException($"check-in: {(int)response.StatusCode} {await response.Content.ReadAsStringAsync()}");
+    if (response.StatusCode != HttpStatusCode.OK) throw new InvalidOperationException($"check-in: " +
+        $"{(int)response.StatusCode} {await response.Content.ReadAsStringAsync()}");
     return (await response.Content.ReadFromJsonAsync(ProtocolJson.Default.CheckInResponse))!;
 }
 
@@ -154,9 +181,11 @@ static Dictionary<string, string> Args(string[] args)
     var result = new Dictionary<string, string>();
     for (var i = 0; i < args.Length; i++)
     {
-        if (!args[i].StartsWith("--", StringComparison.Ordinal)) throw new ArgumentException($"unexpected argument {args[i]}");
+        if (!args[i].StartsWith("--", StringComparison.Ordinal))
+            throw new ArgumentException($"unexpected argument {args[i]}");
         var name = args[i][2..];
-        result[name] = i + 1 < args.Length && !args[i + 1].StartsWith("--", StringComparison.Ordinal) ? args[++i] : "true";
+        result[name] =
+            i + 1 < args.Length && !args[i + 1].StartsWith("--", StringComparison.Ordinal) ? args[++i] : "true";
     }
     return result;
 }

@@ -126,8 +126,11 @@ public static class TransferApi
                     $"an import is at most {MaxImportBytes} bytes");
                 if (entry.Name == IndexName)
                 {
-                    try { index = JsonSerializer.Deserialize(await SmallAsync(entry, cancellation),
-                        OperatorJson.Default.ExportIndex); }
+                    try
+                    {
+                        index = JsonSerializer.Deserialize(await SmallAsync(entry, cancellation),
+                            OperatorJson.Default.ExportIndex);
+                    }
                     catch (JsonException e) { throw ApiProblem.BadRequest($"{IndexName} is not valid: {e.Message}"); }
                 }
                 else if (entry.Name.StartsWith(MetadataPrefix, StringComparison.Ordinal))
@@ -217,8 +220,11 @@ public static class TransferApi
                 var signed = SignedReleaseMetadata.Read(text);
                 (build, version) = (signed.Metadata.Target.BuildId.ToString(), signed.Metadata.Version);
             }
-            catch (BundleException e) { results.Add(
-                new ImportedMetadata("", 0, false, $"not valid release metadata: {e.Message}")); continue; }
+            catch (BundleException e)
+            {
+                results.Add(new ImportedMetadata("", 0, false, $"not valid release metadata: {e.Message}"));
+                continue;
+            }
             try
             {
                 var (_, created) = await releases.PublishMetadataAsync(text, actor);

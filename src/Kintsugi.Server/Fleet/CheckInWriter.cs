@@ -129,11 +129,11 @@ public sealed class CheckInWriter(Database db, ILogger<CheckInWriter> log) : Bac
             if (r.Boot is { NewSuspicion: true })
                 await AuditChain.AppendAsync(c, t, new Actor($"machine:{r.Machine}", r.Address),
                     "machine.clone-suspected", $"machine:{r.Machine}", new()
-                {
-                    ["bootId"] = r.Boot.BootId,
-                    ["otherBootId"] = r.Boot.PreviousBootId,
-                    ["detail"] = CloneDetail(r),
-                }, DateTimeOffset.FromUnixTimeMilliseconds(r.At));
+                    {
+                        ["bootId"] = r.Boot.BootId,
+                        ["otherBootId"] = r.Boot.PreviousBootId,
+                        ["detail"] = CloneDetail(r),
+                    }, DateTimeOffset.FromUnixTimeMilliseconds(r.At));
             if (r.Change is null) continue;
             await AuditChain.AppendAsync(c, t, new Actor($"machine:{r.Machine}", r.Address), "machine.state",
                 $"machine:{r.Machine}", new()
@@ -181,17 +181,17 @@ public sealed class CheckInWriter(Database db, ILogger<CheckInWriter> log) : Bac
                 : previous.State != o.State || previous.Level != o.Level)
                 await AuditChain.AppendAsync(c, t, new Actor($"machine:{r.Machine}", r.Address), "machine.user-state",
                     $"machine:{r.Machine}", new()
-                {
-                    ["object"] = o.Object,
-                    ["buildId"] = o.BuildId,
-                    ["from"] = previous?.State,
-                    ["to"] = o.State,
-                    ["fromLevel"] = previous?.Level?.ToString(),
-                    ["level"] = o.Level?.ToString(),
-                    ["processes"] = o.Processes.ToString(),
-                    ["patched"] = o.Patched.ToString(),
-                    ["detail"] = o.Detail,
-                }, DateTimeOffset.FromUnixTimeMilliseconds(r.At));
+                    {
+                        ["object"] = o.Object,
+                        ["buildId"] = o.BuildId,
+                        ["from"] = previous?.State,
+                        ["to"] = o.State,
+                        ["fromLevel"] = previous?.Level?.ToString(),
+                        ["level"] = o.Level?.ToString(),
+                        ["processes"] = o.Processes.ToString(),
+                        ["patched"] = o.Patched.ToString(),
+                        ["detail"] = o.Detail,
+                    }, DateTimeOffset.FromUnixTimeMilliseconds(r.At));
             if (o.State == PatchState.Applied.ToWire() && o.Level is { } level)
                 await c.ExecuteAsync(t,
                     "INSERT INTO machine_levels (machine, build_id, level, first_applied_at) VALUES (@m, @b, @l, " +

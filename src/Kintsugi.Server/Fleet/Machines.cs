@@ -137,11 +137,11 @@ public sealed class Machines(Database db, ServerOptions options, CheckInWriter w
                     ("@t", now), ("@d", why), ("@id", bound.Id));
                 await AuditChain.AppendAsync(c, t, new Actor($"machine:{bound.Id}", address),
                     "machine.reenroll-refused", $"machine:{bound.Id}", new()
-                {
-                    ["hostname"] = hostname,
-                    ["token"] = token.Id,
-                    ["credentialGiven"] = (request.Credential is not null).ToString().ToLowerInvariant(),
-                });
+                    {
+                        ["hostname"] = hostname,
+                        ["token"] = token.Id,
+                        ["credentialGiven"] = (request.Credential is not null).ToString().ToLowerInvariant(),
+                    });
                 return (Id: bound.Id, Refused: true);
             }
             // The use is taken by a conditional update: on PostgreSQL a concurrent enrollment with the same token
@@ -172,17 +172,17 @@ public sealed class Machines(Database db, ServerOptions options, CheckInWriter w
                     ("@cred", Secrets.Hash(credential)));
             await AuditChain.AppendAsync(c, t, new Actor($"machine:{id}", address),
                 existing is null ? "machine.enroll" : "machine.reenroll", $"machine:{id}", new()
-            {
-                ["hostname"] = hostname,
-                ["channel"] = token.Channel,
-                ["token"] = token.Id,
-                ["kernel"] = request.Kernel.Release.Value,
-                ["buildId"] = request.Kernel.BuildId.ToString(),
-                ["proof"] =
-                existing is null ? null
-                : bound!.ReenrollApprovedUntil is { } approved && approved > now && Secrets.Hash(request.Credential
-                ?? "") != bound.CredentialHash ? "operator approval" : "current credential",
-            });
+                {
+                    ["hostname"] = hostname,
+                    ["channel"] = token.Channel,
+                    ["token"] = token.Id,
+                    ["kernel"] = request.Kernel.Release.Value,
+                    ["buildId"] = request.Kernel.BuildId.ToString(),
+                    ["proof"] = existing is null ? null
+                        : bound!.ReenrollApprovedUntil is { } approved && approved > now
+                            && Secrets.Hash(request.Credential ?? "") != bound.CredentialHash ? "operator approval"
+                        : "current credential",
+                });
             return (Id: id, Refused: false);
         });
         if (machine.Refused)

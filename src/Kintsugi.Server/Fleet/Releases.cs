@@ -572,8 +572,11 @@ public sealed class Releases(Database db, BundleStore store, Epoch epoch, Server
         if (options.TrustDirectory is { } directory && TrustStore.Open(directory) is { RootKeys.Count: > 0 } pinned)
         {
             try { update.Verify(pinned); }
-            catch (BundleException e) { throw FleetException.Unverified($"the trust-root update does not verify " +
-                $"against this server's root keys: {e.Message}"); }
+            catch (BundleException e)
+            {
+                throw FleetException.Unverified($"the trust-root update does not verify " +
+                    $"against this server's root keys: {e.Message}");
+            }
         }
         var (result, moved) = await db.WriteAsync(async (c, t) =>
         {
@@ -626,8 +629,13 @@ public sealed class Releases(Database db, BundleStore store, Epoch epoch, Server
                 ["retired"] = string.Join(",", update.Retired.Select(k => k.Id)),
                 ["timestamp"] = string.Join(",", update.TimestampKeys.Select(k => k.Id)),
             });
-            var row = new TrustRootRow { Version = update.Root.Version, Document = update.Text, PublishedAt = now,
-                PublishedBy = actor.Name };
+            var row = new TrustRootRow
+            {
+                Version = update.Root.Version,
+                Document = update.Text,
+                PublishedAt = now,
+                PublishedBy = actor.Name
+            };
             return ((TrustRootView(row, changes), true), await Epoch.BumpAsync(c, t));
         });
         epoch.Observe(moved);

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Formats.Tar;
 using System.Net;
 using System.Net.Http.Headers;
 using System.Net.Http.Json;
@@ -8,10 +9,14 @@ using System.Text.Json;
 using Kintsugi;
 using Kintsugi.Bundles;
 using Kintsugi.Protocol;
+using Kintsugi.Protocol.Operator;
 
-// Usage: Kintsugi.Server.Bench [--backend sqlite|postgres] [--postgres CS] [--machines N] [--seconds S] [--concurrency
-// C] [--https] Starts a real kintsugi-server process (Release build beside this program), enrolls N distinct machines
-// on two kernel builds, then has them check in (steady state: each reports the level it was offered) as fast as C
+// Usage: Kintsugi.Server.Bench [--backend sqlite|postgres] [--postgres CS] [--machines N] [--seconds S]
+//                              [--concurrency C] [--https]
+//        Kintsugi.Server.Bench --import-mib MIB [--backend ...]: peak server memory while importing (then
+//                              exporting) MIB MiB
+// Starts a real kintsugi-server process (Release build beside this program), enrolls N distinct machines on two
+// kernel builds, then has them check in (steady state: each reports the level it was offered) as fast as C
 // concurrent connections allow, and prints throughput and latency percentiles measured by the client.
 var options = Args(args);
 var backend = options.GetValueOrDefault("backend", "sqlite");
@@ -33,8 +38,11 @@ foreach (var a in new[] { Path.Combine(AppContext.BaseDirectory, "kintsugi-serve
 start.Environment["DOTNET_gcServer"] = "0";
 using var server = Process.Start(start)!;
 var ready = new TaskCompletionSource();
-server.ErrorDataReceived += (_, e) => { if (e.Data?.EndsWith("ready") == true) ready.TrySetResult(); else if (
-    e.Data is { } l && l.Contains("fail")) Console.Error.WriteLine(l); };
+server.ErrorDataReceived += (_, e) =>
+{
+    if (e.Data?.EndsWith("ready") == true) ready.TrySetResult();
+    else if (e.Data is { } l && l.Contains("fail")) Console.Error.WriteLine(l);
+};
 server.OutputDataReceived += (_, _) => { };
 server.BeginErrorReadLine(); server.BeginOutputReadLine();
 if (await Task.WhenAny(ready.Task, Task.Delay(60_000)) != ready.Task)
@@ -59,6 +67,11 @@ try
     using var key = PublisherKey.Generate();
     (await http.SendAsync(Authorized(HttpMethod.Post, "/api/v1/keys", admin,
         JsonContent.Create(new { pem = key.PublicKey.ExportPem() })))).EnsureSuccessStatusCode();
+    if (options.TryGetValue("import-mib", out var importMib))
+    {
+        await ImportBenchmark(scheme, port, admin, key, int.Parse(importMib), server.Id, data);
+        return 0;
+    }
     KernelTarget[] kernels =
     [
         new(KernelRelease.Parse("6.1.0-56-cloud-amd64"), "6.1.158-1",
@@ -156,6 +169,112 @@ finally
     server.Kill(entireProcessTree: true);
     await server.WaitForExitAsync();
     try { Directory.Delete(data, true); } catch (IOException) { }
+}
+
+// Imports an export-format tar of at least MIB MiB (bundles of 52 MiB of random module bytes, each within a
+// bundle's limit) and measures the server process's peak resident memory (VmHWM, reset just before through
+// /proc/PID/clear_refs) while it takes it; then the same for streaming an export of everything back.
+static async Task
+    ImportBenchmark(string scheme, int port, string admin, PublisherKey key, int mib, int serverPid, string data)
+{
+    const int BundleMiB = 52;
+    var count = (mib + BundleMiB - 1) / BundleMiB;
+    var archive = Path.Combine(Path.GetTempPath(), $"kintsugi-bench-import-{Environment.ProcessId}.tar");
+    try
+    {
+        var releases = new List<ExportedRelease>();
+        await using (var file = File.Create(archive))
+        await using (var tar = new TarWriter(file, TarEntryFormat.Pax, leaveOpen: false))
+        {
+            var module = new byte[BundleMiB * 1024 * 1024];
+            var target = new KernelTarget(KernelRelease.Parse("6.1.0-56-cloud-amd64"), "6.1.158-1",
+                BuildId.Parse("3b43fad5a1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6"));
+            for (var level = 1; level <= count; level++)
+            {
+                Random.Shared.NextBytes(module);
+                var bundle = Bundle.Create(module, new BundleDescription
+                {
+                    Target = target, CumulativeLevel = level, Fixes = [new BundleFix($"fix-{level}", [], "big")],
+                    PatchedFunctions = [new PatchedFunction("vmlinux", $"function_{level}")], CreatedAt =
+                    DateTimeOffset.UtcNow, BuilderVersion = "bench",
+                }, key).ToArray();
+                var digest = Sha256Digest.Of(bundle).ToString();
+                releases.Add(new ExportedRelease($"r_{level}", target.Release.Value, target.BuildId.ToString(), level,
+                    digest, 0, ["canary"]));
+                await tar.WriteEntryAsync(new PaxTarEntry(TarEntryType.RegularFile,
+                    $"bundles/{digest}") { DataStream = new MemoryStream(bundle) });
+            }
+            var index =
+                new ExportIndex(Kintsugi.Server.Api.TransferApi.Format, "bench", DateTimeOffset.UtcNow, releases);
+            await tar.WriteEntryAsync(
+                new PaxTarEntry(TarEntryType.RegularFile, Kintsugi.Server.Api.TransferApi.IndexName)
+                { DataStream = new MemoryStream(
+                    JsonSerializer.SerializeToUtf8Bytes(index, OperatorJson.Default.ExportIndex)) });
+        }
+        var size = new FileInfo(archive).Length;
+        GC.Collect();
+
+        var handler = new SocketsHttpHandler();
+        handler.SslOptions.RemoteCertificateValidationCallback = (_, _, _, _) => true;
+        using var http = new HttpClient(handler) { BaseAddress = new Uri($"{scheme}://127.0.0.1:{port}"),
+            Timeout = TimeSpan.FromMinutes(30) };
+        http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", admin);
+
+        var before = Memory(serverPid);
+        await File.WriteAllTextAsync($"/proc/{serverPid}/clear_refs", "5"); // VmHWM := VmRSS now
+        var clock = Stopwatch.StartNew();
+        await using (var stream = File.OpenRead(archive))
+        {
+            using var content =
+                new StreamContent(stream) { Headers = { ContentType = new MediaTypeHeaderValue("application/x-tar") } };
+            using var response = await http.PostAsync("/api/v1/import", content);
+            var body = await response.Content.ReadAsStringAsync();
+            if (!response.IsSuccessStatusCode)
+                throw new InvalidOperationException($"import: {(int)response.StatusCode} {body}");
+            var imported = JsonDocument.Parse(body).RootElement.GetProperty("imported").GetInt32();
+            if (imported != count)
+                throw new InvalidOperationException($"import: {imported} of {count} bundles imported: {body}");
+        }
+        var importSeconds = clock.Elapsed.TotalSeconds;
+        var afterImport = Memory(serverPid);
+
+        await File.WriteAllTextAsync($"/proc/{serverPid}/clear_refs", "5");
+        clock.Restart();
+        long exported = 0;
+        await using (var export = await http.GetStreamAsync("/api/v1/export"))
+        {
+            var buffer = new byte[81920];
+            int read;
+            while ((read = await export.ReadAsync(buffer)) > 0) exported += read;
+        }
+        var exportSeconds = clock.Elapsed.TotalSeconds;
+        var afterExport = Memory(serverPid);
+
+        var dataBytes =
+            Directory.EnumerateFiles(data, "*", SearchOption.AllDirectories).Sum(f => new FileInfo(f).Length);
+        Console.WriteLine($"archive: {size / 1048576.0:F1} MiB, {count} bundles of {BundleMiB} MiB; server data " +
+            $"directory after: {dataBytes / 1048576.0:F1} MiB");
+        Console.WriteLine($"server before import: VmRSS {before.Rss / 1024.0:F1} MiB (peak since start " +
+            $"{before.Hwm / 1024.0:F1} MiB)");
+        Console.WriteLine($"import: {importSeconds:F1} s ({size / 1048576.0 / importSeconds:F1} MiB/s), server peak " +
+            $"RSS {afterImport.Hwm / 1024.0:F1} MiB " +
+                          $"(+{(afterImport.Hwm - before.Rss) / 1024.0:F1} MiB over its RSS before), RSS after " +
+                          $"{afterImport.Rss / 1024.0:F1} MiB");
+        Console.WriteLine($"export of the same: {exported / 1048576.0:F1} MiB in {exportSeconds:F1} s, server peak " +
+            $"RSS {afterExport.Hwm / 1024.0:F1} MiB " +
+                          $"(+{(afterExport.Hwm - afterImport.Rss) / 1024.0:F1} MiB over its RSS before)");
+    }
+    finally { File.Delete(archive); }
+}
+
+/// <summary>VmRSS and VmHWM (peak resident set) of a process, in KiB.</summary>
+static (long Rss, long Hwm) Memory(int pid)
+{
+    long Field(string[] lines, string name) =>
+        long.Parse(lines.Single(l => l.StartsWith(name + ":", StringComparison.Ordinal))[(name.Length + 1)..].Trim()
+        .Split(' ')[0]);
+    var status = File.ReadAllLines($"/proc/{pid}/status");
+    return (Field(status, "VmRSS"), Field(status, "VmHWM"));
 }
 
 static async Task<CheckInResponse> CheckIn(HttpClient http, string credential, byte[] body)

@@ -2,10 +2,14 @@
 # Server load benchmark: 10,000 distinct simulated machines checking in against one kintsugi-server
 # process, on SQLite and on PostgreSQL (a throwaway cluster from Debian's postgresql package, started here).
 # Usage: bench/server/run.sh [sqlite|postgres|all] [extra Kintsugi.Server.Bench options, e.g. --https]
+#        bench/server/run.sh import [MIB]: the server's peak memory while it imports (then exports) MIB MiB (200)
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 which="${1:-all}"; shift || true
 dotnet build -c Release "$here" -nologo -v q >/dev/null
+if [ "$which" = import ]; then
+  exec dotnet "$here/bin/Release/net10.0/Kintsugi.Server.Bench.dll" --backend sqlite --import-mib "${1:-200}"
+fi
 bench=(dotnet "$here/bin/Release/net10.0/Kintsugi.Server.Bench.dll" --machines 10000 --seconds 20 --concurrency 64 "$@")
 if [ "$which" = sqlite ] || [ "$which" = all ]; then "${bench[@]}" --backend sqlite; fi
 if [ "$which" = postgres ] || [ "$which" = all ]; then

@@ -345,6 +345,187 @@ public abstract class AgentLabSpecification(KernelRelease release) : IDisposable
         Assert.Empty(after.RootElement.GetProperty("patches").EnumerateArray());
     }
 
+    /// <summary>A static program that faults from user space: <c>segv</c> (a NULL write) or <c>gpf</c> (a
+    /// non-canonical address: the kernel logs a general protection fault for the task).</summary>
+    private GuestFile UserFaults()
+    {
+        File.WriteAllText(_dir["faults.c"], """
+            #include <string.h>
+            int main(int argc, char **argv) {
+                if (argc > 1 && strcmp(argv[1], "gpf") == 0) *(volatile long *)0x8000000000000000UL = 1;
+                *(volatile int *)0 = 1;
+                return 0;
+            }
+            """);
+        var compiled = ExternalCommand.Run("gcc", "-static", "-O0", "-o", _dir["faults"], _dir["faults.c"]);
+        Assert.True(compiled.Succeeded, compiled.StandardError);
+        return new GuestFile(_dir["faults"], "/inputs/faults");
+    }
+
+    [Fact]
+    public async Task
+        A_user_process_named_WARNING_that_segfaults_or_takes_a_general_protection_fault_does_not_quarantine_a_patch()
+    {
+        var kernel = await Kernel;
+        var files = new List<GuestFile>
+        {
+            PublicKey(), Input("agent.conf", AgentConfig().Replace("settle = 1", "settle = 4")),
+            Input("level-1.bundle", Inputs.Sign(_publisher, kernel, A, 1)), UserFaults(),
+        };
+        var result = await kernel.RunAsync($"""
+            {Setup}
+            cp /inputs/faults "/tmp/WARNING:" && chmod +x "/tmp/WARNING:"
+            # Any local user can do this: a program named like a kernel report, faulting all through the settle window.
+            ( while :; do "/tmp/WARNING:" segv; "/tmp/WARNING:" gpf; sleep 0.2; done ) > /dev/null 2>&1 &
+            faults=$!
+            sleep 1
+            cp /inputs/level-1.bundle {Offline}/
+            echo @apply; kintsugi agent run --once 2>&1; echo "@apply-rc=$?"
+            kill $faults
+            echo @user-lines; dmesg | grep -E "WARNING:\[[0-9]+\]" | head -n 40
+            {Report}
+            """, files, timeoutSeconds: 420);
+        Succeeded(result);
+        var output = result.Output;
+        var context = $"{output}\n--- console\n{result.Console}";
+        // The user lines were in the kernel log while the patch settled...
+        Assert.True(Section(output, "user-lines").Contains("segfault at 0"), context);
+        Assert.True(Section(output, "user-lines").Contains("general protection fault"), context);
+        // ...and the patch was confirmed, not quarantined.
+        Assert.True(ReturnCode(output, "apply-rc") == 0, context);
+        Assert.True(Section(output, "livepatches") == A, context);
+        using var status = JsonDocument.Parse(Section(output, "status"));
+        Assert.True(status.RootElement.GetProperty("state").GetString() == "applied", context);
+        var patch = Assert.Single(status.RootElement.GetProperty("patches").EnumerateArray());
+        Assert.True(patch.GetProperty("bootState").GetString() == "healthy", context);
+    }
+
+    [Fact]
+    public async Task A_patch_whose_publisher_key_was_retired_since_is_not_loaded_at_the_next_boot()
+    {
+        var kernel = await Kernel;
+        var files = new List<GuestFile> { PublicKey(), Input("agent.conf", AgentConfig()),
+            Input("level-1.bundle", Inputs.Sign(_publisher, kernel, A, 1)) };
+        using var disk = new TemporaryDirectory();
+        var diskPath = disk["machine.img"];
+        var first = await kernel.RunAsync($"""
+            {Setup}
+            kintsugi agent install --config {Config} || exit 11
+            cp /inputs/level-1.bundle {Offline}/ && sync
+            kintsugi agent run --once || exit 12
+            {Report}
+            rm {Offline}/*
+            kintsugi keys retire /inputs/publisher.pub --trust /etc/kintsugi/trust || exit 13
+            sync
+            """, files, diskPath, timeoutSeconds: 420);
+        Succeeded(first);
+        Assert.Equal(A, Section(first.Output, "livepatches"));
+
+        var boot = await kernel.RunAsync($"""
+            tries=0
+            until grep -q "kintsugi-agent: state" /run/{AgentUnit.Name}.log 2>/dev/null; do
+              tries=$((tries + 1)); [ $tries -gt 300 ] && break; sleep 0.2
+            done
+            echo @agent; cat /run/{AgentUnit.Name}.log
+            {Report}
+            """, files, diskPath, timeoutSeconds: 420);
+        var context = $"{boot.Output}\n--- console\n{boot.Console}";
+        Succeeded(boot);
+        Assert.True(Section(boot.Output, "livepatches") == "", context);
+        Assert.True(Section(boot.Output, "cmdline") != MarkerA, context);
+        Assert.True(Section(boot.Output, "agent").Contains("which is retired"), context);
+        using var status = JsonDocument.Parse(Section(boot.Output, "status"));
+        Assert.True(!status.RootElement.GetProperty("patches").EnumerateArray().Any(), context);
+    }
+
+    /// <summary>Waits for <paramref name="text"/> in <paramref name="log"/>, then cuts the power (sysrq b: no sync, no
+    /// unmount).</summary>
+    private static string CutThePowerWhen(string log, string text) => $"""
+        tries=0
+        until grep -q "{text}" {log} 2>/dev/null; do
+          tries=$((tries + 1)); [ $tries -gt 1200 ] && break; sleep 0.1
+        done
+        echo @settling; ls /sys/kernel/livepatch
+        echo @settling-log; cat {log}
+        echo @end
+        echo b > /proc/sysrq-trigger
+        sleep 10
+        """;
+
+    /// <summary>
+    /// The power cut while a patch settles, not while the agent is killed: first during an apply's settle (the new
+    /// level was never confirmed healthy, so the next boot quarantines it and the previous level runs), then during
+    /// the boot's settle of that previous level, which ran healthy before (one unconfirmed boot is as likely a power
+    /// loss as a crash it caused: the next boot loads it again and confirms it). Nothing installed is lost.
+    /// </summary>
+    [Fact]
+    public async Task
+        A_power_cut_while_a_patch_settles_keeps_the_last_healthy_level_and_quarantines_only_the_unconfirmed_one()
+    {
+        var kernel = await Kernel;
+        var levelOne = Inputs.Sign(_publisher, kernel, A, 1);
+        var files = new List<GuestFile>
+        {
+            PublicKey(), Input("agent.conf", AgentConfig()),
+                Input("slow.conf", AgentConfig().Replace("settle = 1", "settle = 10")),
+            Input("level-1.bundle", levelOne), Input("level-2.bundle", Inputs.Sign(_publisher, kernel, B, 2)),
+        };
+        using var disk = new TemporaryDirectory();
+        var diskPath = disk["machine.img"];
+        const string BootLog = $"/run/{AgentUnit.Name}.log";
+
+        var first = await kernel.RunAsync($"""
+            {Setup}
+            kintsugi agent install --config {Config} || exit 11
+            cp /inputs/level-1.bundle {Offline}/ && sync
+            kintsugi agent run --once || exit 12
+            cp /inputs/slow.conf {Config}
+            cp /inputs/level-2.bundle {Offline}/ && sync
+            kintsugi agent run --once > /run/apply.log 2>&1 &
+            {CutThePowerWhen("/run/apply.log", "checking the kernel's health for")}
+            """, files, diskPath, timeoutSeconds: 420);
+        var context = $"{first.Output}\n--- console\n{first.Console}";
+        Assert.True(first.ExitCode is null, $"the guest should have lost power: {first.Describe()}\n{context}");
+        Assert.True(Section(first.Output, "settling") == B, context);
+
+        // At boot the unconfirmed level 2 is quarantined and level 1 is loaded again; the power goes while it settles.
+        var second = await kernel.RunAsync(CutThePowerWhen(BootLog, "confirming health after"), files, diskPath,
+            timeoutSeconds: 420);
+        context = $"{second.Output}\n--- console\n{second.Console}";
+        Assert.True(second.ExitCode is null, $"the guest should have lost power: {second.Describe()}\n{context}");
+        Assert.True(Section(second.Output, "settling") == A, context);
+        Assert.True(Section(second.Output, "settling-log").Contains("crash or reboot before it was confirmed healthy"),
+            context);
+
+        var third = await kernel.RunAsync($"""
+            tries=0
+            until grep -q "kintsugi-agent: state" {BootLog} 2>/dev/null; do
+              tries=$((tries + 1)); [ $tries -gt 600 ] && break; sleep 0.2
+            done
+            echo @agent; cat {BootLog}
+            {Report}
+            """, files, diskPath, timeoutSeconds: 420);
+        context = $"{third.Output}\n--- console\n{third.Console}";
+        Succeeded(third);
+        var agent = Section(third.Output, "agent");
+        Assert.True(agent.Contains("it ran healthy before, so it is loaded again (unconfirmed boot 1 of 2 allowed)"),
+            context);
+        Assert.True(agent.Contains("all loaded patches confirmed healthy"), context);
+        Assert.True(Section(third.Output, "livepatches") == A, context);
+        Assert.True(Section(third.Output, "cmdline") == MarkerA, context);
+        using var status = JsonDocument.Parse(Section(third.Output, "status"));
+        var root = status.RootElement;
+        Assert.True(Level(root) == 1, context);
+        var patches = root.GetProperty("patches").EnumerateArray().ToList();
+        var running = Assert.Single(patches, p => p.GetProperty("loaded").GetBoolean());
+        Assert.True(running.GetProperty("name").GetString() == A && Level(running) == 1, context);
+        Assert.True(running.GetProperty("bootState").GetString() == "healthy", context);
+        Assert.True(root.GetProperty("bundle").GetString() == Sha256Digest.Of(levelOne).ToString(), context);
+        var unconfirmed = Assert.Single(patches, p => !p.GetProperty("loaded").GetBoolean());
+        Assert.True(unconfirmed.GetProperty("name").GetString() == B && Level(unconfirmed) == 2, context);
+        Assert.True(unconfirmed.GetProperty("bootState").GetString() == "quarantined", context);
+    }
+
     /// <summary>
     /// Kills the agent (SIGKILL, through the documented test hook) right after each step of an apply, then
     /// cuts the power (sysrq b: no sync, no unmount), and boots again from the same disk, where the agent's

@@ -201,7 +201,7 @@ mkdir -p "$root/usr/share/man/man8"
 gzip -9n "$root/usr/share/man/man8/kintsugi-server.8"
 changelog kintsugi-server "$root"
 for script in postinst prerm postrm; do install -m 0755 "$here/packaging/debian/kintsugi-server/$script" "$root/DEBIAN/$script"; done
-control_file kintsugi-server "$root" "libc6 (>= 2.34), libgcc-s1, libstdc++6, libssl3 | libssl3t64, adduser, gpg" \
+control_file kintsugi-server "$root" "libc6 (>= 2.34), libgcc-s1, libstdc++6, libssl3 | libssl3t64, adduser, gpg, gpg-agent" \
   "self-hosted patch server for Kintsugi kernel livepatches" \
   "The Kintsugi patch server keeps signed livepatch releases and delivers" \
   "them to Kintsugi agents: channels with delayed and health-gated" \

@@ -7,7 +7,8 @@
 # The lab boots it as its root disk (LabRunSpec.RootDisk): the initramfs mounts it and hands over to systemd.
 set -euo pipefail
 cache="${KINTSUGI_CACHE:-/var/cache/kintsugi}/lab/systemd-root"
-include="systemd,systemd-sysv,udev,dbus,kmod,libssl3,adduser,init-system-helpers,procps,ca-certificates"
+# gpg and gpg-agent: the server package's apt signing key; curl: a machine fetching that key and publishing a .deb.
+include="systemd,systemd-sysv,udev,dbus,kmod,libssl3,adduser,init-system-helpers,procps,ca-certificates,gpg,gpg-agent,curl"
 key=$(sha256sum "${BASH_SOURCE[0]}" | cut -c1-16)
 image="$cache/bookworm-$key.img"
 mkdir -p "$cache"

@@ -57,6 +57,14 @@ public sealed record AgentConfig
     /// </summary>
     public TimeSpan UserScanInterval { get; init; } = TimeSpan.FromSeconds(30);
 
+    /// <summary>
+    /// Whether plain <c>uname -v</c> and <c>/proc/version</c> show the effective version while a patch the agent
+    /// applied runs (kept with the installed patch, so boot re-application shows the same); null (unset): the
+    /// machine's switch file <c>/etc/kintsugi/effective-uname</c> decides at each load.
+    /// docs/decisions/effective-uname.md.
+    /// </summary>
+    public bool? EffectiveUname { get; init; }
+
     public static AgentConfig Load(string path)
     {
         string text;
@@ -112,6 +120,15 @@ public sealed record AgentConfig
                         _ => throw Invalid(origin, number, $"user-patching must be yes or no, not '{value}'"),
                     },
                 },
+                "effective-uname" => config with
+                {
+                    EffectiveUname = value switch
+                    {
+                        "yes" => true,
+                        "no" => false,
+                        _ => throw Invalid(origin, number, $"effective-uname must be yes or no, not '{value}'"),
+                    },
+                },
                 "user-scan-interval" =>
                 config with { UserScanInterval = ParseDuration(value, origin, number, TimeSpan.FromSeconds(1)) },
                 "check-interval" =>
@@ -128,11 +145,11 @@ public sealed record AgentConfig
                         _ => throw Invalid(origin, number, $"on-bug must be keep or revert, not '{value}'"),
                     },
                 },
-                _ =>
-                throw Invalid(origin, number,
-                $"unknown key '{key}' (known: server, server-ca, proxy, token, token-file, offline-directory, trust, " +
-                $"insecure-http, check-interval, settle, transition-timeout, on-bug, user-patching, " +
-                $"user-scan-interval)"),
+                _ => throw Invalid(origin, number,
+                $"unknown key '{key}' (known: server, server-ca, proxy, token, token-file, " +
+                    "offline-directory, trust, insecure-http, check-interval, settle, transition-timeout, on-bug, " +
+                    "user-patching, " +
+                    "user-scan-interval, effective-uname)"),
             };
         }
         if (seen.Contains("token") && tokenFile is not null)

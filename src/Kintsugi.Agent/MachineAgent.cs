@@ -474,7 +474,8 @@ public sealed partial class MachineAgent
             FaultInjection.After(ApplyStep.Fetched);
             _log($"applying level {offer.Level} ({module.Name}) from {offer.Source}");
             var origin = offer.Origin(module[LoadedRecord.EffectiveVersionKey]);
-            var outcome = _applier.Apply(module, origin, _config.OnBug, _config.Settle, _config.TransitionTimeout);
+            var outcome = _applier.Apply(module, origin, _config.OnBug, _config.Settle, _config.TransitionTimeout,
+                _config.EffectiveUname);
             RecordOutcome(outcome, origin);
             return (true, ExitCode.Success, outcome.Detail);
         }

@@ -92,11 +92,11 @@ public sealed class BuildWorkspace : IAsyncDisposable
 
     /// <summary>
     /// Compiles as many of the units as compile (<c>make -k</c>: one unit's error does not stop the others), copies
-    /// those, and returns the units that did not compile. Many fixes' units in one make cost one pass over kbuild's
-    /// Makefiles instead of one per fix.
+    /// those, and returns the units that did not compile, each with its own compiler errors. Many fixes' units in one
+    /// make cost one pass over kbuild's Makefiles instead of one per fix.
     /// </summary>
     /// <param name="onCompiled">Called with the number of units compiled so far, as kbuild reports each one.</param>
-    public async Task<IReadOnlyList<Units.TranslationUnit>> CompileUnitsKeepGoingAsync(IReadOnlyList<Units.TranslationUnit> units,
+    public async Task<IReadOnlyList<UnitCompileFailure>> CompileUnitsKeepGoingAsync(IReadOnlyList<Units.TranslationUnit> units,
         string destinationDirectory, string? extraCFlags, CancellationToken cancellation = default, Action<int>? onCompiled = null)
     {
         // make without a goal would build the whole kernel.
@@ -112,7 +112,10 @@ public sealed class BuildWorkspace : IAsyncDisposable
         var compiled = result.Succeeded ? units : [.. units.Where(u => File.Exists(Path.Combine(ChangesDirectory, u.ObjectPath))
             && File.Exists(Path.Combine(ChangesDirectory, ExportedSymbolVersions.CommandFile(u.ObjectPath))))];
         CopyOut([.. compiled.Select(u => u.ObjectPath)], destinationDirectory);
-        return [.. units.Except(compiled)];
+        var errors = KeepGoingOutput.ErrorsByObject(result.StandardOutput);
+        return [.. units.Except(compiled).Select(u => new UnitCompileFailure(u,
+            (errors.GetValueOrDefault(u.ObjectPath) ?? errors.GetValueOrDefault(u.MakeGoal)) is { } text
+                ? CompileFailure([u.ObjectPath], text) : null))];
     }
 
     private async Task CompileAsync(IReadOnlyList<(string Goal, string ObjectPath)> targets, string destinationDirectory,
@@ -120,19 +123,26 @@ public sealed class BuildWorkspace : IAsyncDisposable
     {
         var result = await MakeAsync(targets, extraCFlags, keepGoing: false, cancellation);
         if (!result.Succeeded)
-            throw new ModuleBuildException($"compiling {string.Join(", ", targets.Select(t => t.ObjectPath))} failed:\n" +
-                string.Join('\n', (result.StandardError + result.StandardOutput).Split('\n').Where(l => l.Length > 0).TakeLast(30)));
+            throw new ModuleBuildException(CompileFailure([.. targets.Select(t => t.ObjectPath)], result.StandardError + result.StandardOutput));
         CopyOut([.. targets.Select(t => t.ObjectPath)], destinationDirectory);
     }
+
+    /// <summary>What a user reads when units do not compile: the objects and the end of the compiler's output.</summary>
+    public static string CompileFailure(IReadOnlyList<string> objectPaths, string output) =>
+        $"compiling {string.Join(", ", objectPaths)} failed:\n" +
+        string.Join('\n', output.Split('\n').Where(l => l.Length > 0).TakeLast(30));
 
     private Task<CommandResult> MakeAsync(IReadOnlyList<(string Goal, string ObjectPath)> targets, string? extraCFlags, bool keepGoing,
         CancellationToken cancellation, Action<string>? onOutputLine = null)
     {
         foreach (var (_, objectPath) in targets) KernelSourceTree.CheckObjectPath(objectPath);
         // An empty KCFLAGS is still a change of command line, so the distribution's build is recompiled after a flagged one.
-        List<string> arguments = [$"-j{Environment.ProcessorCount}", .. keepGoing ? ["-k"] : Array.Empty<string>(),
-            .. targets.Select(t => t.Goal), $"KCFLAGS={extraCFlags ?? ""}"];
-        return RunAsync("make", arguments, cancellation, onOutputLine);
+        List<string> arguments = [$"-j{Environment.ProcessorCount}", .. targets.Select(t => t.Goal), $"KCFLAGS={extraCFlags ?? ""}"];
+        if (!keepGoing) return RunAsync("make", arguments, cancellation, onOutputLine);
+        // Keeping going, each target's output is written in one piece (--output-sync) into one stream, so that every
+        // unit's errors follow its own "CC" line and can be told apart from the others' (see KeepGoingOutput).
+        return RunAsync("sh", ["-c", "exec make \"$@\" 2>&1", "make", "-k", "--output-sync=target", .. arguments], cancellation,
+            onOutputLine);
     }
 
     private void CopyOut(IReadOnlyList<string> objectPaths, string destinationDirectory)

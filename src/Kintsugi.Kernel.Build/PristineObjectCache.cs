@@ -31,7 +31,8 @@ public sealed class PristineObjectCache(string directory)
         // (catch-up trials).
         var staging = $"{directory}.staging-{Environment.ProcessId}-{Guid.NewGuid():N}";
         IReadOnlyList<Units.TranslationUnit> failed = [];
-        if (keepGoing) failed = await workspace.CompileUnitsKeepGoingAsync(units, staging, extraCFlags, cancellation, onCompiled);
+        if (keepGoing)
+            failed = [.. (await workspace.CompileUnitsKeepGoingAsync(units, staging, extraCFlags, cancellation, onCompiled)).Select(f => f.Unit)];
         else await workspace.CompileUnitsAsync(units, staging, extraCFlags, cancellation);
         foreach (var o in units.Except(failed).Select(u => u.ObjectPath))
         {

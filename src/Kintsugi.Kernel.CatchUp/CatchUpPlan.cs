@@ -37,11 +37,8 @@ public sealed partial class CatchUpPlan
     {
         // Makefiles are evaluated with the tree's own toolchain (its build root for another Debian release).
         var kbuild = KbuildUnits.Open(prepared);
-        var headers = new Lazy<HeaderDependents>(() =>
-        {
-            progress("reading the #include graph of the tree");
-            return kbuild.Includes;
-        });
+        // Header decisions and C files #included by other C files both need the graph: read it first, with its progress.
+        var includes = kbuild.ReadIncludes(progress);
         var decisions = new Dictionary<string, FileDecision>(StringComparer.Ordinal);
         // Headers first: a refused header refuses the changed C files that include it.
         var refusedHeaders = new List<(string Header, HeaderVerdict Verdict)>();
@@ -60,7 +57,7 @@ public sealed partial class CatchUpPlan
             // (a fix that needs the new definition in another way fails to compile, and says so). Refusing every
             // includer of a changed core header would refuse nearly every fix of a stable update.
             foreach (var (header, verdict) in refusedHeaders)
-                foreach (var includer in headers.Value.SourcesIncluding(header))
+                foreach (var includer in includes.SourcesIncluding(header))
                     if (decisions.TryGetValue(includer, out var decision) && decision is FileDecision.Build
                         && NamedInChangedLines(difference, decision.File, verdict.Constructs) is { Count: > 0 } named)
                         decisions[includer] = new FileDecision.Decided(decision.File, FileOutcome.Refused, "header-layout",
@@ -117,7 +114,6 @@ public sealed partial class CatchUpPlan
                     return new FileDecision.Decided(file, FileOutcome.Refused, "header-layout", string.Join("\n", verdict.Reasons),
                         "reboot into the new version: the running kernel's structures and callers were built with the old header", null);
             }
-            _ = headers.Value; // read once, with its line of progress (it takes minutes on a cold cache)
             var header = kbuild.ResolveHeader(file.Path, limit: maxUnits);
             return header.Resolution switch
             {

@@ -89,10 +89,21 @@ internal sealed class CatchUpTrials(BuildTarget target, KernelSourceTree tree, C
         return scoped;
     }
 
-    /// <summary>The files (by key) whose after objects were compiled together, each in its own directory.</summary>
+    /// <summary>
+    /// The files (by key) whose after objects were compiled together, each in its own directory, and those whose unit
+    /// did not compile there, each with its own compiler errors (the same as compiling it alone would give: the unit
+    /// compiles its own C file only, against the kernel's own headers).
+    /// </summary>
     private sealed record Precompiled(string Directory, IReadOnlySet<string> Files)
     {
+        private const string ErrorFile = "compile-error.txt";
+
         public string? For(string key) => Files.Contains(key) ? Path.Combine(Directory, key) : null;
+
+        public string? ErrorOf(string key) =>
+            File.Exists(Path.Combine(Directory, key, ErrorFile)) ? File.ReadAllText(Path.Combine(Directory, key, ErrorFile)) : null;
+
+        public void KeepError(string key, string errors) => AtomicFile.WriteText(Path.Combine(Directory, key, ErrorFile), errors);
     }
 
     private async Task<Precompiled> PrecompileAsync(IReadOnlyList<Scoped> scoped, CancellationToken cancellation)
@@ -120,14 +131,18 @@ internal sealed class CatchUpTrials(BuildTarget target, KernelSourceTree tree, C
         // An interrupted run's after objects are kept per file (the key names the fix, the kernel and the builder).
         var compiled = batch.Where(s => PristineObjectCache.HoldsAll(Path.Combine(directory, s.Key), s.Units)).Select(s => s.Key)
             .ToHashSet(StringComparer.Ordinal);
-        var left = batch.Where(s => !compiled.Contains(s.Key)).ToList();
-        if (left.Count < 2) return new Precompiled(directory, compiled);
+        var precompiled = new Precompiled(directory, compiled);
+        var left = batch.Where(s => !compiled.Contains(s.Key) && precompiled.ErrorOf(s.Key) is null).ToList();
+        if (left.Count < 2) return precompiled;
         watch.Restart();
         progress($"compiling the fixes of {left.Count} C file(s) together, {UnitCompilation.PrecompileChunk} per make" +
             (compiled.Count > 0 ? $" ({compiled.Count} compiled by an earlier run)" : ""));
         var notCompiled = 0;
+        var tried = 0;
         foreach (var chunk in left.Chunk(UnitCompilation.PrecompileChunk))
         {
+            var offset = tried;
+            tried += chunk.Length;
             await using var patched = await BuildWorkspace.OpenAsync(tree, cancellation);
             var applied = new List<Scoped>();
             foreach (var file in chunk)
@@ -148,19 +163,25 @@ internal sealed class CatchUpTrials(BuildTarget target, KernelSourceTree tree, C
                 continue;
             }
             var chunkDirectory = Path.Combine(_work, "after-chunk");
-            var failedUnits = await patched.CompileUnitsKeepGoingAsync([.. applied.Select(s => s.Units[0])], chunkDirectory,
-                UnitCompilation.DiffCFlags(target), cancellation, CompileProgress.Every(left.Count, progress, compiled.Count));
-            foreach (var file in applied.Where(s => !failedUnits.Contains(s.Units[0])))
+            var failures = (await patched.CompileUnitsKeepGoingAsync([.. applied.Select(s => s.Units[0])], chunkDirectory,
+                UnitCompilation.DiffCFlags(target), cancellation, CompileProgress.Every(left.Count, progress, offset)))
+                .ToDictionary(f => f.Unit.ObjectPath, f => f.Errors, StringComparer.Ordinal);
+            foreach (var file in applied)
             {
-                Keep(chunkDirectory, Path.Combine(directory, file.Key), file.Units[0].ObjectPath);
-                compiled.Add(file.Key);
+                if (!failures.TryGetValue(file.Units[0].ObjectPath, out var errors))
+                {
+                    Keep(chunkDirectory, Path.Combine(directory, file.Key), file.Units[0].ObjectPath);
+                    compiled.Add(file.Key);
+                }
+                else if (errors is not null) precompiled.KeepError(file.Key, errors);
+                else notCompiled++;
             }
-            notCompiled += chunk.Length - applied.Count + failedUnits.Count;
+            notCompiled += chunk.Length - applied.Count;
             Directory.Delete(chunkDirectory, recursive: true);
         }
         progress($"compiled after the fixes in {watch.Elapsed.TotalSeconds:0} s" +
-            (notCompiled > 0 ? $"; {notCompiled} did not apply or compile and are tried one by one" : ""));
-        return new Precompiled(directory, compiled);
+            (notCompiled > 0 ? $"; {notCompiled} did not apply, or failed without telling why, and are tried one by one" : ""));
+        return precompiled;
     }
 
     /// <summary>Moves one object and kbuild's command file for it (its exports' symbol versions) into a file's directory.</summary>
@@ -182,6 +203,7 @@ internal sealed class CatchUpTrials(BuildTarget target, KernelSourceTree tree, C
         {
             var outcome = await AttemptAsync(file.File, file.Key, async () =>
             {
+                if (after.ErrorOf(file.Key) is { } errors) throw new ModuleBuildException(errors);
                 var compiled = await UnitCompilation.CompileAsync(target, tree, file.Units, file.Inputs.Patches,
                     Path.Combine(_work, file.Key), new StageClock(_ => { }), token,
                     precompiledAfter: after.For(file.Key));
@@ -266,8 +288,7 @@ internal sealed class CatchUpTrials(BuildTarget target, KernelSourceTree tree, C
     private void Finish(ChangedFile file, FileTrial trial)
     {
         var record = Path.Combine(_state, trial.Key + ".json");
-        File.WriteAllBytes(record + ".tmp", System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(trial, CatchUpJson.Default.FileTrial));
-        File.Move(record + ".tmp", record, overwrite: true);
+        AtomicFile.Write(record, System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(trial, CatchUpJson.Default.FileTrial));
         _results[file.Path] = trial;
         progress($"[{Interlocked.Increment(ref _done)}/{_total}] {file.Path}: {Describe(trial)}");
     }

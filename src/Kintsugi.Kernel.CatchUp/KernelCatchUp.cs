@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
@@ -73,8 +72,8 @@ public sealed partial class KernelCatchUp(DebianKernelArchive archive, string ca
             files, cves, clock.Stages, DateTimeOffset.UtcNow);
         var reportPath = Path.Combine(output, "catch-up.json");
         var textPath = Path.Combine(output, "catch-up.txt");
-        await AtomicWriteAsync(reportPath, report.ToUtf8(), cancellation);
-        await AtomicWriteAsync(textPath, Encoding.UTF8.GetBytes(report.ToText()), cancellation);
+        AtomicFile.Write(reportPath, report.ToUtf8());
+        AtomicFile.WriteText(textPath, report.ToText());
         var exit = built.Count == 0 ? ExitCode.NothingToDo
             : files.Any(f => f.Outcome == FileOutcome.Refused) || cves.Any(c => c.Status is CveStatus.NeedsReboot or CveStatus.Unmapped)
                 ? ExitCode.CatchUpIncomplete : ExitCode.Success;
@@ -101,9 +100,7 @@ public sealed partial class KernelCatchUp(DebianKernelArchive archive, string ca
             return reused;
         }
         var plan = CatchUpPlan.Make(difference, tree, request.MaxUnits, request.Only ?? [], progress);
-        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
-        await AtomicWriteAsync(path, JsonSerializer.SerializeToUtf8Bytes(new KeptPlan(key, plan.ToRecords()), CatchUpJson.Default.KeptPlan),
-            cancellation);
+        AtomicFile.Write(path, JsonSerializer.SerializeToUtf8Bytes(new KeptPlan(key, plan.ToRecords()), CatchUpJson.Default.KeptPlan));
         return plan;
     }
 
@@ -202,12 +199,6 @@ public sealed partial class KernelCatchUp(DebianKernelArchive archive, string ca
     private static string TrialKey(KernelTarget kernel, ChangedFile file, CatchUpRequest request) =>
         Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(
             $"{file.PatchSha256}\n{kernel.BuildId}\n{KernelPatchBuilder.BuilderVersion}\n{request.MaxUnits}\n{request.SkipFidelity}")))[..32];
-
-    private static async Task AtomicWriteAsync(string path, byte[] bytes, CancellationToken cancellation)
-    {
-        await File.WriteAllBytesAsync(path + ".tmp", bytes, cancellation);
-        File.Move(path + ".tmp", path, overwrite: true);
-    }
 
     [GeneratedRegex("[^A-Za-z0-9_]")]
     private static partial Regex NotIdentifier();

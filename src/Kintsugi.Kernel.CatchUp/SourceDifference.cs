@@ -61,14 +61,9 @@ public sealed record SourceDifference(LinuxSourceVersion From, LinuxSourceVersio
         await ExtractAsync(from.Tarball, changed, System.IO.Path.Combine(directory, "a"), cancellation);
         await ExtractAsync(to.Tarball, changed, System.IO.Path.Combine(directory, "b"), cancellation);
 
-        var files = new List<ChangedFile>();
-        var patches = System.IO.Path.Combine(directory, "patches");
-        System.IO.Directory.CreateDirectory(patches);
-        foreach (var path in changed.Order(StringComparer.Ordinal))
-            files.Add(await SplitAsync(directory, path, oldHashes.ContainsKey(path), newHashes.ContainsKey(path), files.Count + 1, cancellation));
+        var files = await SplitEachAsync(directory, changed, oldHashes.ContainsKey, newHashes.ContainsKey, cancellation);
         var manifest = new CachedDifference(FormatVersion, from.Source.ToString(), to.Source.ToString(), files);
-        await File.WriteAllBytesAsync(manifestPath + ".tmp", JsonSerializer.SerializeToUtf8Bytes(manifest, CatchUpJson.Default.CachedDifference), cancellation);
-        File.Move(manifestPath + ".tmp", manifestPath, overwrite: true);
+        AtomicFile.Write(manifestPath, JsonSerializer.SerializeToUtf8Bytes(manifest, CatchUpJson.Default.CachedDifference));
         return new SourceDifference(from.Source, to.Source, directory, files);
     }
 
@@ -85,11 +80,19 @@ public sealed record SourceDifference(LinuxSourceVersion From, LinuxSourceVersio
             : [];
         var before = Relative("a").ToHashSet(StringComparer.Ordinal);
         var after = Relative("b").ToHashSet(StringComparer.Ordinal);
+        var files = await SplitEachAsync(directory, before.Union(after), before.Contains, after.Contains, cancellation);
+        return new SourceDifference(from, to, directory, files);
+    }
+
+    /// <summary>One fix per changed file, in path order (their patch files are numbered in that order).</summary>
+    private static async Task<List<ChangedFile>> SplitEachAsync(string directory, IEnumerable<string> paths,
+        Func<string, bool> existedBefore, Func<string, bool> existsAfter, CancellationToken cancellation)
+    {
         System.IO.Directory.CreateDirectory(System.IO.Path.Combine(directory, "patches"));
         var files = new List<ChangedFile>();
-        foreach (var path in before.Union(after).Order(StringComparer.Ordinal))
-            files.Add(await SplitAsync(directory, path, before.Contains(path), after.Contains(path), files.Count + 1, cancellation));
-        return new SourceDifference(from, to, directory, files);
+        foreach (var path in paths.Order(StringComparer.Ordinal))
+            files.Add(await SplitAsync(directory, path, existedBefore(path), existsAfter(path), files.Count + 1, cancellation));
+        return files;
     }
 
     private static async Task<ChangedFile> SplitAsync(string directory, string path, bool existedBefore, bool existsAfter, int index, CancellationToken cancellation)

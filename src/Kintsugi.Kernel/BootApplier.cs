@@ -133,7 +133,8 @@ public sealed class BootApplier(MachinePaths paths, LivepatchRuntime runtime, Ac
                 if (module.Sha256 != patch.Sha256)
                     throw new LivepatchException($"{module.Path} changed since it was installed (sha256 mismatch); " +
                         $"install it again", ExitCode.InputRefused);
-                runtime.Load(module, transitionTimeout, effectivePackageVersion: patch.Origin?.EffectiveVersion);
+                runtime.Load(module, transitionTimeout, effectiveUname: patch.EffectiveUname,
+                    effectivePackageVersion: patch.Origin?.EffectiveVersion);
                 LoadedRecord.Write(paths, module);
                 loaded.Add(pending);
                 actions.Add(new(patch.Name, "loaded", ""));

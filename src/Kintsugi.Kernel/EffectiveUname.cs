@@ -1,3 +1,5 @@
+using System.Text;
+
 namespace Kintsugi.Kernel;
 
 /// <summary>
@@ -47,15 +49,18 @@ public static class EffectiveUname
     /// <summary>
     /// The finit_module parameters for <paramref name="module"/>: none for a module without the callbacks; the real
     /// string; and, when <paramref name="show"/> and an effective package version is known (the bundle's, else the
-    /// module's own), the effective string.
+    /// module's own), the effective string, unless even its short form does not fit the kernel's field: then the
+    /// real version stays (scanners see the machine as unpatched, as without the opt-in) rather than a cut one.
     /// </summary>
     public static string Parameters(ModuleFile module, bool show, string? effectivePackageVersion)
     {
         if (module[ModInfoKey] != "1") return "";
         var real = RealVersion;
         var parameters = $"{RealParameter}={Quoted(real)}";
-        if (show && (effectivePackageVersion ?? module[LoadedRecord.EffectiveVersionKey]) is { } effective)
-            parameters += $" {EffectiveParameter}={Quoted(EffectiveVersion(real, effective))}";
+        if (show && (effectivePackageVersion ?? module[LoadedRecord.EffectiveVersionKey]) is { } effective
+            && EffectiveVersion(real, effective) is var shown
+            && Encoding.UTF8.GetByteCount(shown) <= MachineStatus.KernelVersionLength)
+            parameters += $" {EffectiveParameter}={Quoted(shown)}";
         return parameters;
     }
 

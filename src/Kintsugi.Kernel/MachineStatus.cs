@@ -1,3 +1,5 @@
+using System.Text;
+
 namespace Kintsugi.Kernel;
 
 /// <summary>One patch as status reports it: what the kernel says, plus what Kintsugi knows of it.</summary>
@@ -83,7 +85,9 @@ public sealed record MachineStatus(
 
     /// <summary>
     /// Debian's version string names the package version ("... Debian 6.1.192-2 (2026-...)"); the effective
-    /// string names the version the applied patches make this kernel equivalent to.
+    /// string names the version the applied patches make this kernel equivalent to. The kernel keeps
+    /// <see cref="KernelVersionLength"/> bytes of it (<c>uname -v</c>): a longer one drops what follows the package
+    /// version (the build date, which scanners do not read) rather than be cut inside it.
     /// </summary>
     public static string EffectiveVersionString(string version, string? effectivePackageVersion)
     {
@@ -92,6 +96,12 @@ public sealed record MachineStatus(
         if (marker < 0) return $"{version} (livepatched to {effectivePackageVersion})";
         var start = marker + "Debian ".Length;
         var end = version.IndexOf(' ', start);
-        return version[..start] + effectivePackageVersion + (end < 0 ? "" : version[end..]);
+        var full = version[..start] + effectivePackageVersion + (end < 0 ? "" : version[end..]);
+        return Encoding.UTF8.GetByteCount(full) <= KernelVersionLength ? full
+            : version[..start] + effectivePackageVersion;
     }
+
+    /// <summary>The bytes the kernel's version string holds (<c>__NEW_UTS_LEN</c>; the field is 65 with its
+    /// NUL).</summary>
+    public const int KernelVersionLength = 64;
 }

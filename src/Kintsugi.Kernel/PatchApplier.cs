@@ -74,8 +74,13 @@ public sealed class PatchApplier(MachinePaths paths, LivepatchRuntime runtime, A
 {
     public PatchStore Store { get; } = new(paths, RunningKernel.Release);
 
+    /// <param name="effectiveUname">
+    /// Show the effective version in uname while applied, kept with the installed patch for its later loads; null:
+    /// as the machine's switch file says at each load.
+    /// </param>
     public ApplyOutcome
-        Apply(ModuleFile module, PatchOrigin? origin, BugPolicy policy, TimeSpan settle, TimeSpan transitionTimeout)
+        Apply(ModuleFile module, PatchOrigin? origin, BugPolicy policy, TimeSpan settle, TimeSpan transitionTimeout,
+        bool? effectiveUname = null)
     {
         using var machineLock =
             MachineLock.Acquire(paths, settle + transitionTimeout + TimeSpan.FromMinutes(5), report);
@@ -83,7 +88,7 @@ public sealed class PatchApplier(MachinePaths paths, LivepatchRuntime runtime, A
         var replaces = Store.List().Where(r =>
             r.BootState is BootState.Installed or BootState.Healthy or BootState.Pending && r.Name != module.Name.Value)
             .Select(r => r.Name).ToList();
-        var staged = Store.Install(module, BootState.Staged, origin, replaces);
+        var staged = Store.Install(module, BootState.Staged, origin, replaces, effectiveUname);
         FaultInjection.After(ApplyStep.Staged);
 
         var pending = staged
@@ -93,7 +98,8 @@ public sealed class PatchApplier(MachinePaths paths, LivepatchRuntime runtime, A
 
         var baseline = HealthBaseline.Now();
         var installed = ModuleFile.Read(Store.ModulePath(module.Name));
-        try { runtime.Load(installed, transitionTimeout, effectivePackageVersion: origin?.EffectiveVersion); }
+        try { runtime.Load(installed, transitionTimeout, effectiveUname: effectiveUname,
+            effectivePackageVersion: origin?.EffectiveVersion); }
         catch (KintsugiException)
         {
             // A refused or reversed load leaves the kernel as it was: forget the staged copy.
@@ -219,7 +225,8 @@ public sealed class PatchApplier(MachinePaths paths, LivepatchRuntime runtime, A
         {
             report($"{note}; going back to {previous.Name} (policy revert)");
             var module = ModuleFile.Read(Store.ModulePath(previous.ModuleName));
-            runtime.Load(module, transitionTimeout, effectivePackageVersion: previous.Origin?.EffectiveVersion);
+            runtime.Load(module, transitionTimeout, effectiveUname: previous.EffectiveUname,
+                effectivePackageVersion: previous.Origin?.EffectiveVersion);
             LoadedRecord.Write(paths, module);
             detail = $"{quarantined.Name} reverted to {previous.Name}: {note}";
         }

@@ -23,6 +23,11 @@ public enum BootState
 }
 
 /// <summary>A livepatch module kept under /var/lib/kintsugi/&lt;release&gt;/ for re-application at boot.</summary>
+/// <param name="EffectiveUname">
+/// Whether it was applied showing the effective version in uname by an explicit choice (the agent's
+/// <c>effective-uname</c> key), kept so that its later loads (boot, a revert to it) show the same; null: each load
+/// follows the machine's switch file (<see cref="Kintsugi.Kernel.EffectiveUname.Enabled"/>).
+/// </param>
 public sealed record InstalledPatch(
     string Name,
     string Sha256,
@@ -36,7 +41,8 @@ public sealed record InstalledPatch(
     IReadOnlyList<string>? Replaces = null,
     string? Problem = null,
     int UnconfirmedBoots = 0,
-    bool ConfirmedBefore = false)
+    bool ConfirmedBefore = false,
+    bool? EffectiveUname = null)
 {
     /// <summary>
     /// Boots in a row that ended before a patch that had run healthy before was confirmed again, before it is
@@ -99,12 +105,14 @@ public sealed class PatchStore(MachinePaths paths, KernelRelease release)
     /// <summary>Installs a module with its record in <paramref name="state"/> (module first, then the
     /// record).</summary>
     public InstalledPatch
-        Install(ModuleFile module, BootState state, PatchOrigin? origin = null, IReadOnlyList<string>? replaces = null)
+        Install(ModuleFile module, BootState state, PatchOrigin? origin = null, IReadOnlyList<string>? replaces = null,
+        bool? effectiveUname = null)
     {
         AtomicFile.Copy(module.Path, ModulePath(module.Name));
         var sequence = List().Select(p => p.Sequence).DefaultIfEmpty(0).Max() + 1;
         var record = new InstalledPatch(module.Name.Value, module.Sha256, sequence, DateTimeOffset.UtcNow, state,
-            Origin: origin, Replaces: replaces);
+            Origin: origin, Replaces: replaces,
+            EffectiveUname: effectiveUname);
         Save(record);
         return record;
     }

@@ -59,6 +59,7 @@ public sealed class AgentConfigSpecification
     [InlineData("offline-directory = /srv\ncheck-interval = soon", "agent.conf:2: 'soon' is not a duration")]
     [InlineData("offline-directory = /srv\ncheck-interval = 1s", "below the minimum")]
     [InlineData("offline-directory = /srv\non-bug = ignore", "on-bug must be keep or revert")]
+    [InlineData("offline-directory = /srv\neffective-uname = true", "effective-uname must be yes or no")]
     [InlineData("offline-directory = /srv\noffline-directory = /other", "set twice")]
     [InlineData("server = ftp://a.example", "not an http(s) URL")]
     [InlineData("server = http://patches.example.com/\ntoken = ket_x", "is not https")]
@@ -81,6 +82,16 @@ public sealed class AgentConfigSpecification
             AgentConfig.Parse("server = http://10.0.2.2:8080/\ntoken = ket_x\ninsecure-http = yes", "agent.conf");
         Assert.Equal("http", config.Server!.Scheme);
         Assert.True(config.AllowInsecureHttp);
+    }
+
+    [Theory]
+    [InlineData("", null)]
+    [InlineData("\neffective-uname = yes", true)]
+    [InlineData("\neffective-uname = no", false)]
+    public void
+        Effective_uname_is_an_explicit_yes_or_no_and_unset_leaves_it_to_the_switch_file(string line, bool? expected)
+    {
+        Assert.Equal(expected, AgentConfig.Parse("offline-directory = /srv" + line, "agent.conf").EffectiveUname);
     }
 
     [Fact]

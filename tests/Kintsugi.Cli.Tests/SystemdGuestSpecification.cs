@@ -66,6 +66,103 @@ public sealed class SystemdGuestSpecification(DebianPackages packages) : IDispos
         for i in $(seq 1 120); do kintsugi status --json 2>/dev/null | grep -q '"bootState": *"healthy"' && break; sleep 0.5; done
         """;
 
+    /// <summary>
+    /// The fleet path on one machine: the server installed from its package, the agent package enrolled against it with
+    /// one command (which applies the level the server offers), then the agent upgraded to the next package revision
+    /// from the server's own signed apt repository with apt, its unit restarted on the new binary.
+    /// </summary>
+    /// <summary>Waits (up to five minutes: the agent's first check-in, apply and settle) until the patch is confirmed
+    /// healthy.</summary>
+    private const string WaitHealthyLong = """
+        for i in $(seq 1 600); do kintsugi status --json 2>/dev/null | grep -q '"bootState": *"healthy"' && break; sleep 0.5; done
+        """;
+
+    [SystemdGuestFact]
+    public async Task An_agent_enrolled_with_a_packaged_server_upgrades_through_the_server_apt_repository()
+    {
+        var kernel = await KernelUnderTest.GetAsync(TestKernels.Debian12Cloud61);
+        using var disk = await SystemdRootDisk.CreateAsync();
+        var files = new List<GuestFile>
+        {
+            new(packages.Server(1), "/inputs/kintsugi-server.deb"),
+            new(packages.Agent(1), "/inputs/kintsugi_1.deb"),
+            new(packages.Agent(2), "/inputs/kintsugi_2.deb"),
+            Input("publisher.pub", System.Text.Encoding.UTF8.GetBytes(_publisher.PublicKey.ExportPem())),
+            Input("level-1.bundle", SignedLevel1(kernel)),
+        };
+
+        var run = await kernel.Lab.RunAsync(new LabRunSpec(kernel.Release, """
+            data=/var/lib/kintsugi-server
+            # The machine's own name (its certificate names it): the lab's root disk has no localhost line in /etc/hosts.
+            server=kintsugi-lab:8443
+            dpkg -i /inputs/kintsugi-server.deb > /tmp/dpkg-server.log 2>&1; echo "@dpkg-server=$?"
+            echo @server-unit; systemctl show -p Type -p ActiveState -p SubState -p User kintsugi-server.service
+            echo @server-log; journalctl -b -o cat -u kintsugi-server.service | tail -20
+            export KINTSUGI_SERVER_URL=https://$server KINTSUGI_SERVER_TOKEN_FILE=$data/initial-admin-token KINTSUGI_SERVER_CA=$data/tls/server.crt
+            dpkg -i /inputs/kintsugi_1.deb > /tmp/dpkg-agent.log 2>&1; echo "@dpkg-agent=$?"
+            echo @operator
+            kintsugi server trust add /inputs/publisher.pub 2>&1 || exit 10
+            kintsugi server publish /inputs/level-1.bundle 2>&1 || exit 11
+            kintsugi server tokens enroll --channel canary > /root/enroll.token || exit 12
+            cp $data/tls/server.crt /root/server.crt
+            echo @enroll; kintsugi agent enroll --server https://$server --token-file /root/enroll.token \
+                --ca /root/server.crt --trust /inputs/publisher.pub 2>&1; echo "@enroll=$?"
+            WAIT_HEALTHY
+            echo @livepatches; ls /sys/kernel/livepatch
+            echo @machines; kintsugi server machines --json
+            echo @agent-before; systemctl show -p ActiveState -p MainPID kintsugi-agent.service
+            # The next revision of the agent package, published to the server's apt repository by an operator.
+            curl -fsS --cacert $data/tls/server.crt -H "Authorization: Bearer $(cat $data/initial-admin-token)" \
+                -H 'Content-Type: application/octet-stream' --data-binary @/inputs/kintsugi_2.deb \
+                https://$server/api/v1/apt/packages > /dev/null 2>/tmp/publish.err; echo "@apt-publish=$?"
+            cat /tmp/publish.err
+            # The machine uses it as docs/server.md says; the lab has no Debian mirror, so it is the only source.
+            rm -f /etc/apt/sources.list
+            mkdir -p /etc/apt/keyrings
+            curl -fsS --cacert /etc/kintsugi/server-ca.pem -o /etc/apt/keyrings/kintsugi.asc https://$server/apt/key.asc
+            echo "deb [signed-by=/etc/apt/keyrings/kintsugi.asc] https://$server/apt stable main" > /etc/apt/sources.list.d/kintsugi.list
+            echo 'Acquire::https::kintsugi-lab::CaInfo "/etc/kintsugi/server-ca.pem";' > /etc/apt/apt.conf.d/90kintsugi
+            echo @apt; apt-get update 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get -y upgrade 2>&1; echo "@apt=$?"
+            echo @version; dpkg-query -W -f '${Version}' kintsugi
+            sleep 2
+            echo @agent-after; systemctl show -p ActiveState -p MainPID kintsugi-agent.service
+            WAIT_HEALTHY
+            echo @status; kintsugi status --json
+            echo @journal-err; journalctl -b -o cat -p err -u kintsugi-agent.service -u kintsugi-server.service
+            echo @end
+            """.Replace("WAIT_HEALTHY", WaitHealthyLong), files, TimeSpan.FromMinutes(40), RootDisk: disk.Path,
+            MemoryMiB: 2048));
+        Succeeded(run);
+        var output = run.Output;
+
+        Assert.Equal(0, ReturnCode(output, "dpkg-server"));
+        var server = Section(output, "server-unit");
+        Assert.Contains("Type=notify", server);
+        Assert.Contains("ActiveState=active", server);
+        Assert.Contains("User=kintsugi-server", server);
+        Assert.Equal(0, ReturnCode(output, "dpkg-agent"));
+        Assert.Equal(0, ReturnCode(output, "enroll"));
+        Assert.Equal(Module, Section(output, "livepatches"));
+        using (var machines = JsonDocument.Parse(Section(output, "machines")))
+        {
+            var machine = Assert.Single(machines.RootElement.EnumerateArray());
+            Assert.Equal("canary", machine.GetProperty("channel").GetString());
+        }
+
+        Assert.Equal(0, ReturnCode(output, "apt-publish"));
+        Assert.Equal(0, ReturnCode(output, "apt"));
+        Assert.Contains("kintsugi", Section(output, "apt"));
+        Assert.Equal($"{DebianPackages.Version}-2", Section(output, "version"));
+        // The package's postinst restarted the running agent on the new binary.
+        var before = Section(output, "agent-before");
+        var after = Section(output, "agent-after");
+        Assert.Contains("ActiveState=active", after);
+        Assert.NotEqual(Regex.Match(before, "MainPID=\\d+").Value, Regex.Match(after, "MainPID=\\d+").Value);
+        using (var status = JsonDocument.Parse(Section(output, "status")))
+            Assert.Equal("applied", status.RootElement.GetProperty("state").GetString());
+        Assert.Equal("", Section(output, "journal-err"));
+    }
+
     [SystemdGuestFact]
     public async Task The_package_runs_its_units_under_systemd_and_the_next_boot_reapplies_the_patch()
     {

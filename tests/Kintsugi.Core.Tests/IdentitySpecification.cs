@@ -108,6 +108,18 @@ public sealed class EffectiveVersionSpecification
             MachineStatus.EffectiveVersionString("#1 SMP PREEMPT_DYNAMIC Debian 6.1.192-2 (2026-11-16)", "6.1.193-1"));
 
     [Fact]
+    public void A_string_longer_than_the_kernel_keeps_drops_the_build_date_never_part_of_the_version() =>
+        Assert.Equal("#1 SMP PREEMPT_DYNAMIC Debian 6.12.117-1~deb12u1+kintsugi1",
+            MachineStatus.EffectiveVersionString("#1 SMP PREEMPT_DYNAMIC Debian 6.12.117-1~deb12u1 (2026-11-14)",
+                "6.12.117-1~deb12u1+kintsugi1"));
+
+    [Fact]
+    public void A_string_that_fits_the_kernel_keeps_its_build_date() =>
+        Assert.Equal("#1 SMP PREEMPT_DYNAMIC Debian 6.12.130-1~deb12u1 (2026-11-14)",
+            MachineStatus.EffectiveVersionString("#1 SMP PREEMPT_DYNAMIC Debian 6.12.117-1~deb12u1 (2026-11-14)",
+                "6.12.130-1~deb12u1"));
+
+    [Fact]
     public void Without_applied_patches_the_effective_version_is_the_running_one() =>
         Assert.Equal("#1 SMP Debian 6.1.192-2", MachineStatus.EffectiveVersionString("#1 SMP Debian 6.1.192-2", null));
 }

@@ -12,8 +12,9 @@ namespace Kintsugi.Kernel.Build.Tests;
 /// depends on no module: built from two corpus fixes (bridge calling llc's exports; binfmt_misc, a module of one
 /// object, whose compiled unit carries objtool's tables on IBT kernels), it loads with none of those modules present,
 /// applies when they are inserted after it, unloads, loads again over them, and unloads with a clean kernel log
-/// (on 6.12: no "Unpatched return thunk in use" from the generated module's own exit function). One build and one
-/// boot per kernel.
+/// (on 6.12: no "Unpatched return thunk in use" from the generated module's own exit function). A patch of modules
+/// only carries a vmlinux object without functions, for the uname callbacks: loaded with the opt-in, it shows the
+/// effective version while applied. One build and one boot per kernel.
 /// </summary>
 public abstract partial class ModuleBindingSpecification(KernelRelease release)
 {
@@ -60,9 +61,13 @@ public abstract partial class ModuleBindingSpecification(KernelRelease release)
             checks patched-first
             kintsugi kernel unload {name} > /dev/null; echo "@unload-first=$?"
             checks unpatched
-            kintsugi kernel load /t/patch.ko > /dev/null; echo "@load-again=$?"
+            echo "@uname-real=$(uname -v | tr ' ' '_')"
+            kintsugi kernel load --effective-uname /t/patch.ko > /dev/null; echo "@load-again=$?"
             checks patched-again
+            echo "@objects=$(ls /sys/kernel/livepatch/{name} | grep -xE 'vmlinux|bridge|binfmt_misc' | sort | tr '\n' ',')"
+            echo "@uname-patched=$(uname -v | tr ' ' '_')"
             kintsugi kernel unload {name} > /dev/null; echo "@unload-again=$?"
+            echo "@uname-after=$(uname -v | tr ' ' '_')"
             echo "@kernel-log"; dmesg
             """;
         var run = await lab.Lab.RunAsync(new LabRunSpec(release, script, files, TimeSpan.FromMinutes(8)));
@@ -101,6 +106,25 @@ public abstract partial class ModuleBindingSpecification(KernelRelease release)
         Assert.Equal("0", outcome.Marker("load-again"));
         Assert.All(FixNames, f => Assert.Equal("0", outcome.Marker($"patched-again-{f}")));
         Assert.Equal("0", outcome.Marker("unload-again"));
+    }
+
+    [Fact]
+    public async Task A_patch_of_modules_only_carries_a_vmlinux_object_whose_callbacks_show_the_effective_version()
+    {
+        var outcome = await OutcomeAsync();
+
+        // No vmlinux function changes, yet the kernel registers a vmlinux object: the uname callbacks hang on it.
+        Assert.DoesNotContain(outcome.Manifest.Functions, f => f.Object == "vmlinux");
+        Assert.Equal("binfmt_misc,bridge,vmlinux,", outcome.Marker("objects"));
+        var real = outcome.Marker("uname-real");
+        var package = outcome.Manifest.Target.PackageVersion;
+        var effective = $"{package}+kintsugi{outcome.Manifest.Level}";
+        var full = real.Replace($"Debian_{package}_", $"Debian_{effective}_", StringComparison.Ordinal);
+        // The kernel keeps 64 bytes: a longer string (6.12's backport) drops the build date, never part of the version.
+        var shown = full.Length <= 64 ? full : real[..(real.IndexOf("Debian_", StringComparison.Ordinal) + "Debian_".Length)] + effective;
+        Assert.Equal(shown, outcome.Marker("uname-patched"));
+        Assert.NotEqual(real, outcome.Marker("uname-patched"));
+        Assert.Equal(real, outcome.Marker("uname-after"));
     }
 
     [Fact]

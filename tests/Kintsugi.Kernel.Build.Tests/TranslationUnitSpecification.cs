@@ -191,24 +191,32 @@ public sealed class TranslationUnitSpecification
     }
 
     [Fact]
-    public async Task Many_units_compile_in_one_make_that_keeps_going_past_a_unit_that_does_not_compile()
+    public async Task Many_units_compile_in_one_make_that_keeps_going_and_each_failed_unit_carries_its_own_errors()
     {
         var tree = await Tree.Value;
         var units = await UnitsAsync();
         var broken = units.Locate("fs/fat/namei_vfat.c")!;
+        var alsoBroken = units.Locate("fs/fat/dir.c")!;
         var dummy = units.Locate("drivers/net/dummy.c")!;
-        var patch = SourcePatch.Parse("broken.patch", "--- a/fs/fat/namei_vfat.c\n+++ b/fs/fat/namei_vfat.c\n@@ -1 +1 @@\n" +
-            "-// SPDX-License-Identifier: GPL-2.0-only\n+#error this unit does not compile\n");
+        static SourcePatch Breaking(string path, string error) => SourcePatch.Parse(Path.GetFileName(path) + ".patch",
+            $"--- a/{path}\n+++ b/{path}\n@@ -1 +1 @@\n-// SPDX-License-Identifier: GPL-2.0-only\n+#error {error}\n");
         using var output = new TemporaryDirectory();
 
-        IReadOnlyList<TranslationUnit> failed;
+        IReadOnlyList<UnitCompileFailure> failed;
         await using (var workspace = await BuildWorkspace.OpenAsync(tree))
         {
-            await workspace.ApplyAsync(patch);
-            failed = await workspace.CompileUnitsKeepGoingAsync([broken, dummy], output.Path, extraCFlags: null);
+            await workspace.ApplyAsync(Breaking("fs/fat/namei_vfat.c", "vfat does not compile"));
+            await workspace.ApplyAsync(Breaking("fs/fat/dir.c", "dir does not compile"));
+            failed = await workspace.CompileUnitsKeepGoingAsync([broken, dummy, alsoBroken], output.Path, extraCFlags: null);
         }
 
-        Assert.Equal([broken], failed);
+        Assert.Equal([broken, alsoBroken], failed.Select(f => f.Unit));
+        var vfat = failed.Single(f => f.Unit == broken).Errors!;
+        Assert.Contains("fs/fat/namei_vfat.c:1:2: error: #error vfat does not compile", vfat);
+        Assert.DoesNotContain("dir does not compile", vfat);
+        var dir = failed.Single(f => f.Unit == alsoBroken).Errors!;
+        Assert.Contains("fs/fat/dir.c:1:2: error: #error dir does not compile", dir);
+        Assert.DoesNotContain("vfat does not compile", dir);
         Assert.True(File.Exists(output.File("drivers/net/dummy.o")));
         Assert.True(File.Exists(output.File("drivers/net/.dummy.o.cmd")));
         Assert.False(File.Exists(output.File("fs/fat/namei_vfat.o")));

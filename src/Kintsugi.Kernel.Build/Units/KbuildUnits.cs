@@ -94,6 +94,13 @@ public sealed partial class KbuildUnits
     /// <summary>The tree's #include graph, read once per process.</summary>
     public HeaderDependents Includes => _includes.Value;
 
+    /// <summary>The #include graph, saying so first when this call is the one that reads it (minutes on a cold cache).</summary>
+    public HeaderDependents ReadIncludes(Action<string> progress)
+    {
+        if (!_includes.IsValueCreated) progress("reading the #include graph of the tree");
+        return _includes.Value;
+    }
+
     /// <summary>The unit the C file compiles to by itself (not counting units that #include it), or null.</summary>
     public TranslationUnit? Locate(string sourcePath) => ResolveOwnUnit(sourcePath) is UnitResolution.Built built ? built.Units[0] : null;
 

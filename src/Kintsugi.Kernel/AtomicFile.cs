@@ -17,7 +17,8 @@ public static class AtomicFile
         SyncDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
     }
 
-    public static void WriteText(string path, string contents) => Write(path, System.Text.Encoding.UTF8.GetBytes(contents));
+    public static void WriteText(string path, string contents) =>
+        Write(path, System.Text.Encoding.UTF8.GetBytes(contents));
 
     /// <summary>
     /// A secret (a credential, a token) followed by a newline, readable and writable by its owner only from the
@@ -29,7 +30,8 @@ public static class AtomicFile
         File.Delete(temporary);
         var options = new FileStreamOptions
         {
-            Mode = FileMode.CreateNew, Access = FileAccess.Write, UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite,
+            Mode = FileMode.CreateNew, Access = FileAccess.Write, UnixCreateMode =
+                UnixFileMode.UserRead | UnixFileMode.UserWrite,
         };
         using (var stream = new FileStream(temporary, options))
         {
@@ -50,6 +52,7 @@ public static class AtomicFile
         // EINVAL: the filesystem cannot fsync directories; the rename itself has happened.
         var errno = Native.SyncDirectory(directory);
         if (errno is not (0 or 22))
-            throw new IOException($"cannot make the change in {directory} durable (fsync: {Native.ErrnoMessage(errno)})");
+            throw new IOException($"cannot make the change in {directory} durable (fsync: " +
+                $"{Native.ErrnoMessage(errno)})");
     }
 }

@@ -6,7 +6,8 @@ public static class AtomicFile
     public static void Write(string path, ReadOnlySpan<byte> contents)
     {
         Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
-        var temporary = path + ".tmp-" + Environment.ProcessId;
+        // Unique per writer, so that two threads writing the same file each rename a whole file of their own.
+        var temporary = $"{path}.tmp-{Environment.ProcessId}-{Guid.NewGuid():N}";
         using (var stream = new FileStream(temporary, FileMode.Create, FileAccess.Write, FileShare.None))
         {
             stream.Write(contents);

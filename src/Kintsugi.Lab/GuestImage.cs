@@ -68,7 +68,8 @@ public sealed class GuestImage(string cacheRoot, Action<string> progress)
         Directory.CreateDirectory(directory);
         progress($"building the guest base image for {kernel.Target.Release}");
 
-        var temporary = path + ".tmp-" + Environment.ProcessId;
+        // Unique per writer: one process may boot several guests of one kernel at once (catch-up's trials).
+        var temporary = $"{path}.tmp-{Environment.ProcessId}-{Guid.NewGuid():N}";
         await using (var stream = new FileStream(temporary, FileMode.Create))
         {
             var cpio = new CpioWriter(stream);

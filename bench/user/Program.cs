@@ -14,10 +14,13 @@ try
 {
     var source = Path.Combine(AppContext.BaseDirectory, "target.c");
     Gcc("-O2", "-pthread", source, "-o", Path.Combine(work, "target"));
-    Gcc("-O2", "-pthread", "-DFIXED", "-ffunction-sections", "-fdata-sections", "-c", source, "-o", Path.Combine(work, "fixed.o"));
-    var patch = PatchLinker.Link(Path.Combine(work, "target"), Path.Combine(work, "fixed.o"), ["compute"], "bench-compute");
+    Gcc("-O2", "-pthread", "-DFIXED", "-ffunction-sections", "-fdata-sections", "-c", source, "-o",
+        Path.Combine(work, "fixed.o"));
+    var patch =
+        PatchLinker.Link(Path.Combine(work, "target"), Path.Combine(work, "fixed.o"), ["compute"], "bench-compute");
     Console.WriteLine($"load average at start: {File.ReadAllText("/proc/loadavg").Trim()}");
-    Console.WriteLine("| threads | runs | apply median ms | apply worst ms | revert median ms | revert worst ms | retries |");
+    Console.WriteLine(
+        "| threads | runs | apply median ms | apply worst ms | revert median ms | revert worst ms | retries |");
     Console.WriteLine("|---|---|---|---|---|---|---|");
     foreach (var spec in threadCounts)
     {
@@ -47,7 +50,8 @@ try
             if (!File.Exists($"/proc/{pid}/stat")) throw new Exception("the target died");
             apply.Sort();
             revert.Sort();
-            Console.WriteLine($"| {threads}{(server ? " (server pool)" : "")} | {runs} | {Median(apply):0.00} | {apply[^1]:0.00} | {Median(revert):0.00} | {revert[^1]:0.00} | {retries} |");
+            Console.WriteLine($"| {threads}{(server ? " (server pool)" : "")} | {runs} | {Median(apply):0.00} | " +
+                $"{apply[^1]:0.00} | {Median(revert):0.00} | {revert[^1]:0.00} | {retries} |");
         }
         finally { Process.GetProcessById(pid).Kill(); }
     }
@@ -55,7 +59,8 @@ try
 }
 finally { Directory.Delete(work, recursive: true); }
 
-static double Median(List<double> sorted) => sorted.Count % 2 == 1 ? sorted[sorted.Count / 2] : (sorted[sorted.Count / 2 - 1] + sorted[sorted.Count / 2]) / 2;
+static double Median(List<double> sorted) =>
+    sorted.Count % 2 == 1 ? sorted[sorted.Count / 2] : (sorted[sorted.Count / 2 - 1] + sorted[sorted.Count / 2]) / 2;
 
 static void Gcc(params string[] arguments)
 {
@@ -68,7 +73,8 @@ static void Gcc(params string[] arguments)
 static int Start(string program, int threads, bool server)
 {
     var log = Path.GetTempFileName();
-    using var shell = Process.Start(new ProcessStartInfo("/bin/sh", ["-c", $"exec {program} {threads} {(server ? "server" : "busy")} >{log} 2>&1 & echo $!"]) { RedirectStandardOutput = true })!;
+    using var shell = Process.Start(new ProcessStartInfo("/bin/sh", ["-c", $"exec {program} {threads} " +
+        $"{(server ? "server" : "busy")} >{log} 2>&1 & echo $!"]) { RedirectStandardOutput = true })!;
     var pid = int.Parse(shell.StandardOutput.ReadToEnd().Trim());
     shell.WaitForExit();
     while (!File.ReadAllText(log).Contains("ready")) Thread.Sleep(10);

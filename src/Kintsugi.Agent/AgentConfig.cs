@@ -21,7 +21,8 @@ public sealed record AgentConfig
     /// </summary>
     public string? ServerCertificate { get; init; }
 
-    /// <summary>An HTTP(S) proxy to reach the server through (CONNECT for https), or null for a direct connection.</summary>
+    /// <summary>An HTTP(S) proxy to reach the server through (CONNECT for https), or null for a direct
+    /// connection.</summary>
     public Uri? Proxy { get; init; }
 
     /// <summary>The enrollment token (used once, to obtain the per-machine credential).</summary>
@@ -32,7 +33,8 @@ public sealed record AgentConfig
 
     public string TrustStore { get; init; } = "/etc/kintsugi/trust";
 
-    /// <summary>Whether an <c>http://</c> server is accepted (test labs only: the credential and every answer would be in clear).</summary>
+    /// <summary>Whether an <c>http://</c> server is accepted (test labs only: the credential and every answer would be
+    /// in clear).</summary>
     public bool AllowInsecureHttp { get; init; }
 
     /// <summary>How often to check in (server) or scan the directory (offline), before jitter.</summary>
@@ -45,7 +47,8 @@ public sealed record AgentConfig
 
     public TimeSpan TransitionTimeout { get; init; } = TimeSpan.FromSeconds(60);
 
-    /// <summary>Whether the agent applies user-space bundles to running processes (and reports the objects they map).</summary>
+    /// <summary>Whether the agent applies user-space bundles to running processes (and reports the objects they
+    /// map).</summary>
     public bool UserPatching { get; init; } = true;
 
     /// <summary>
@@ -57,7 +60,8 @@ public sealed record AgentConfig
     /// <summary>
     /// Whether plain <c>uname -v</c> and <c>/proc/version</c> show the effective version while a patch the agent
     /// applied runs (kept with the installed patch, so boot re-application shows the same); null (unset): the
-    /// machine's switch file <c>/etc/kintsugi/effective-uname</c> decides at each load. docs/decisions/effective-uname.md.
+    /// machine's switch file <c>/etc/kintsugi/effective-uname</c> decides at each load.
+    /// docs/decisions/effective-uname.md.
     /// </summary>
     public bool? EffectiveUname { get; init; }
 
@@ -65,8 +69,10 @@ public sealed record AgentConfig
     {
         string text;
         try { text = File.ReadAllText(path); }
-        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException) { throw new AgentException($"no agent configuration at {path}; write one (see docs/cli.md, `kintsugi agent`)", ExitCode.NotFound, e); }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw new AgentException($"cannot read {path}: {e.Message}", ExitCode.Environment, e); }
+        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException) { throw new AgentException(
+            $"no agent configuration at {path}; write one (see docs/cli.md, `kintsugi agent`)", ExitCode.NotFound, e); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw new AgentException($"canno" +
+            $"t read {path}: {e.Message}", ExitCode.Environment, e); }
         return Parse(text, path);
     }
 
@@ -123,10 +129,13 @@ public sealed record AgentConfig
                         _ => throw Invalid(origin, number, $"effective-uname must be yes or no, not '{value}'"),
                     },
                 },
-                "user-scan-interval" => config with { UserScanInterval = ParseDuration(value, origin, number, TimeSpan.FromSeconds(1)) },
-                "check-interval" => config with { CheckInterval = ParseDuration(value, origin, number, TimeSpan.FromSeconds(10)) },
+                "user-scan-interval" =>
+                config with { UserScanInterval = ParseDuration(value, origin, number, TimeSpan.FromSeconds(1)) },
+                "check-interval" =>
+                config with { CheckInterval = ParseDuration(value, origin, number, TimeSpan.FromSeconds(10)) },
                 "settle" => config with { Settle = ParseDuration(value, origin, number, TimeSpan.Zero) },
-                "transition-timeout" => config with { TransitionTimeout = ParseDuration(value, origin, number, TimeSpan.FromSeconds(1)) },
+                "transition-timeout" =>
+                config with { TransitionTimeout = ParseDuration(value, origin, number, TimeSpan.FromSeconds(1)) },
                 "on-bug" => config with
                 {
                     OnBug = value switch
@@ -136,18 +145,25 @@ public sealed record AgentConfig
                         _ => throw Invalid(origin, number, $"on-bug must be keep or revert, not '{value}'"),
                     },
                 },
-                _ => throw Invalid(origin, number, $"unknown key '{key}' (known: server, server-ca, proxy, token, token-file, " +
-                    "offline-directory, trust, insecure-http, check-interval, settle, transition-timeout, on-bug, user-patching, " +
+                _ => throw Invalid(origin, number,
+                $"unknown key '{key}' (known: server, server-ca, proxy, token, token-file, " +
+                    "offline-directory, trust, insecure-http, check-interval, settle, transition-timeout, on-bug, " +
+                    "user-patching, " +
                     "user-scan-interval, effective-uname)"),
             };
         }
-        if (seen.Contains("token") && tokenFile is not null) throw new AgentException($"{origin}: set token or token-file, not both", ExitCode.Usage);
-        if (seen.Count == 0) throw new AgentException($"{origin} has no settings; it needs server (with token) or offline-directory (see docs/cli.md)", ExitCode.Usage);
+        if (seen.Contains("token") && tokenFile is not null)
+            throw new AgentException($"{origin}: set token or token-file, not both", ExitCode.Usage);
+        if (seen.Count == 0) throw new AgentException($"{origin} has no settings; it needs server (with token) or " +
+            $"offline-directory (see docs/cli.md)", ExitCode.Usage);
         if ((config.Server is null) == (config.OfflineDirectory is null))
-            throw new AgentException($"{origin}: set exactly one of server (a patch server URL) or offline-directory (a directory of bundles)", ExitCode.Usage);
+            throw new AgentException($"{origin}: set exactly one of server (a patch server URL) or offline-directory " +
+                $"(a directory of bundles)", ExitCode.Usage);
         if (config.Server is { Scheme: "http" } plain && !config.AllowInsecureHttp)
-            throw new AgentException($"{origin}: server {plain} is not https: the machine's credential and every answer the agent acts on would cross the network " +
-                                     "readable and changeable; use https (a TLS proxy in front of a server listening on http), or set insecure-http = yes in a test lab", ExitCode.Usage);
+            throw new AgentException($"{origin}: server {plain} is not https: the machine's credential and every " +
+                $"answer the agent acts on would cross the network " +
+                                     "readable and changeable; use https (a TLS proxy in front of a server listening " +
+                                     "on http), or set insecure-http = yes in a test lab", ExitCode.Usage);
                 if (config.OfflineDirectory is not null && config.EnrollmentToken is not null)
             throw new AgentException($"{origin}: an enrollment token only makes sense with server", ExitCode.Usage);
         if (config.OfflineDirectory is not null && config.Proxy is not null)
@@ -162,7 +178,8 @@ public sealed record AgentConfig
         try { return config with { EnrollmentToken = File.ReadAllText(path).Trim() }; }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            throw new AgentException($"cannot read the enrollment token file {path}: {e.Message}", ExitCode.Environment, e);
+            throw new AgentException($"cannot read the enrollment token file {path}: {e.Message}", ExitCode.Environment,
+                e);
         }
     }
 
@@ -171,7 +188,8 @@ public sealed record AgentConfig
             ? uri : throw Invalid(origin, line, $"server '{value}' is not an http(s) URL");
 
     private static Uri ParseProxy(string value, string origin, int line) =>
-        Uri.TryCreate(value, UriKind.Absolute, out var uri) && uri.Scheme is "http" or "https" && uri.AbsolutePath is "/" or ""
+        Uri.TryCreate(value, UriKind.Absolute, out var uri) && uri.Scheme is "http" or "https"
+        && uri.AbsolutePath is "/" or ""
             ? uri : throw Invalid(origin, line, $"proxy '{value}' is not a proxy URL (http://host:port)");
 
     /// <summary>Seconds, or a number with s, m, h or d.</summary>
@@ -189,8 +207,10 @@ public sealed record AgentConfig
             'd' => TimeSpan.FromDays(amount),
             _ => throw Invalid(origin, line, $"'{value}': unknown unit '{unit}' (s, m, h or d)"),
         };
-        return duration >= minimum ? duration : throw Invalid(origin, line, $"'{value}' is below the minimum of {minimum.TotalSeconds:0} s");
+        return duration >= minimum ? duration
+            : throw Invalid(origin, line, $"'{value}' is below the minimum of {minimum.TotalSeconds:0} s");
     }
 
-    private static AgentException Invalid(string origin, int line, string message) => new($"{origin}:{line}: {message}", ExitCode.Usage);
+    private static AgentException Invalid(string origin, int line, string message) =>
+        new($"{origin}:{line}: {message}", ExitCode.Usage);
 }

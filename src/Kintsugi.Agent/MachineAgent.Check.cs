@@ -4,10 +4,14 @@ using Kintsugi.Protocol;
 
 namespace Kintsugi.Agent;
 
-/// <summary>What <c>kintsugi agent check</c> found: whether this machine runs the release meant for its kernel.</summary>
-/// <param name="UpToDate">True when the applied level is the one offered (or nothing is offered and nothing is applied that should go).</param>
-/// <param name="DisabledBecause">The kill switch, when set: an out-of-date machine stays so until it is cleared.</param>
-public sealed record AgentCheckResult(bool UpToDate, string State, int? AppliedLevel, string? AppliedBundle, int? OfferedLevel, string? OfferedBundle,
+/// <summary>What <c>kintsugi agent check</c> found: whether this machine runs the release meant for its
+/// kernel.</summary>
+/// <param name="UpToDate">True when the applied level is the one offered (or nothing is offered and nothing is applied
+/// that should go).</param>
+/// <param name="DisabledBecause">The kill switch, when set: an out-of-date machine stays so until it is
+/// cleared.</param>
+public sealed record AgentCheckResult(bool UpToDate, string State, int? AppliedLevel, string? AppliedBundle,
+    int? OfferedLevel, string? OfferedBundle,
     string Source, string Detail, string? DisabledBecause);
 
 public sealed partial class MachineAgent
@@ -26,11 +30,14 @@ public sealed partial class MachineAgent
         var source = _config.Server!.ToString();
         return response.Action switch
         {
-            CheckInAction.Apply when response.Release is { } release => Compare(status, release.Level, release.Bundle.ToString(), source, disabled, ""),
-            CheckInAction.Remove when status.Level is not null => new AgentCheckResult(false, status.State, status.Level, status.Bundle, null, null, source,
+            CheckInAction.Apply when response.Release is { } release =>
+                Compare(status, release.Level, release.Bundle.ToString(), source, disabled, ""),
+            CheckInAction.Remove when status.Level is not null =>
+            new AgentCheckResult(false, status.State, status.Level, status.Bundle, null, null, source,
                 $"level {status.Level} was revoked: the agent removes it at its next check", disabled),
             _ => new AgentCheckResult(true, status.State, status.Level, status.Bundle, null, null, source,
-                status.Level is null ? $"the server has no release for {RunningKernel.Release}" : $"level {status.Level} runs, as the server says", disabled),
+                status.Level is null ? $"the server has no release for {RunningKernel.Release}"
+                : $"level {status.Level} runs, as the server says", disabled),
         };
     }
 
@@ -44,27 +51,34 @@ public sealed partial class MachineAgent
         var trust = TrustStore.Open(_config.TrustStore);
         var guard = new ReleaseGuard(StateDirectory, RunningTarget().BuildId, readOnly: true);
         var (metadata, timestamps) = OfflineSource.Statements(directory, RunningTarget().BuildId);
-        var notes = metadata.SelectMany(m => guard.Offer(m, null, trust)).Concat(timestamps.SelectMany(t => guard.Offer(null, t, trust))).ToList();
+        var notes = metadata.SelectMany(m => guard.Offer(m, null, trust))
+            .Concat(timestamps.SelectMany(t => guard.Offer(null, t, trust))).ToList();
         if (guard.Freshness == MetadataFreshness.Stale) notes.Add(guard.Describe());
         var applied = AppliedRecord();
         var running = applied is not null && RetiredKeys.Refusal(applied, trust) is null ? applied.Origin?.Level : null;
         var selection = OfflineSource.Select(directory, trust, RunningTarget(), level => guard.Refuse(level, running));
-        var note = (selection.Refused.Count > 0 ? $"; {selection.Refused.Count} bundle(s) refused ({selection.Refused[0].Reason})" : "") +
+        var note = (selection.Refused.Count > 0
+            ? $"; {selection.Refused.Count} bundle(s) refused ({selection.Refused[0].Reason})" : "") +
             string.Concat(notes.Select(n => "; " + n));
-        if (selection.Best is { } best) return Compare(status, best.Level, best.Digest.ToString(), directory, disabled, note);
+        if (selection.Best is { } best)
+            return Compare(status, best.Level, best.Digest.ToString(), directory, disabled, note);
         if (running is not null && guard.RefuseRemove(running) is null)
             return new AgentCheckResult(false, status.State, status.Level, status.Bundle, null, null, directory,
-                $"level {running} is forbidden by {guard.Describe()}: the agent removes it at its next check{note}", disabled);
+                $"level {running} is forbidden by {guard.Describe()}: the agent removes it at its next check{note}",
+                disabled);
         return new AgentCheckResult(true, status.State, status.Level, status.Bundle, null, null, directory,
             $"no bundle in {directory} for {RunningKernel.Release}{note}", disabled);
     }
 
-    private static AgentCheckResult Compare(MachineStatus status, int level, string bundle, string source, string? disabled, string note)
+    private static AgentCheckResult
+        Compare(MachineStatus status, int level, string bundle, string source, string? disabled, string note)
     {
         var upToDate = status.Bundle == bundle;
         var detail = upToDate ? $"level {level} runs, the newest for {status.Release}"
-            : status.Level is { } applied ? $"level {level} is offered; level {applied} runs" : $"level {level} is offered; nothing is applied";
-        return new AgentCheckResult(upToDate, status.State, status.Level, status.Bundle, level, bundle, source, detail + note, disabled);
+            : status.Level is { } applied ? $"level {level} is offered; level {applied} runs"
+            : $"level {level} is offered; nothing is applied";
+        return new AgentCheckResult(upToDate, status.State, status.Level, status.Bundle, level, bundle, source,
+            detail + note, disabled);
     }
 }
 

@@ -48,7 +48,8 @@ public sealed partial class MachineAgent
         _paths = paths;
         _log = log;
         _applier = new PatchApplier(paths, new LivepatchRuntime(log), log);
-        if (config.UserPatching) _user = new UserDelivery(Path.Combine(StateDirectory, "user"), Kintsugi.User.PatcherOptions.Default, log);
+        if (config.UserPatching) _user =
+            new UserDelivery(Path.Combine(StateDirectory, "user"), Kintsugi.User.PatcherOptions.Default, log);
         if (config.Server is not null)
             _server = new ServerClient(http ?? ServerClient.CreateHttpClient(config), config.Server, Version);
     }
@@ -62,9 +63,11 @@ public sealed partial class MachineAgent
     public void Start()
     {
         if (Directory.Exists(IncomingDirectory)) Directory.Delete(IncomingDirectory, recursive: true);
-        var boot = new BootApplier(_paths, new LivepatchRuntime(_log), _log).Run(_config.Settle, _config.TransitionTimeout,
+        var boot =
+            new BootApplier(_paths, new LivepatchRuntime(_log), _log).Run(_config.Settle, _config.TransitionTimeout,
             RetiredKeys.BootRefusal(_config.TrustStore, _log));
-        foreach (var action in boot.Actions) _log($"boot: {action.Patch}: {action.Action}" + (action.Detail.Length > 0 ? $" ({action.Detail})" : ""));
+        foreach (var action in boot.Actions)
+            _log($"boot: {action.Patch}: {action.Action}" + (action.Detail.Length > 0 ? $" ({action.Detail})" : ""));
         if (boot.DisabledBecause is not null) return;
         if (_applier.Resume(_config.OnBug, _config.Settle, _config.TransitionTimeout) is { } resumed)
             RecordOutcome(resumed, _applier.Store.List().FirstOrDefault(r => r.Name == resumed.Name.Value)?.Origin);
@@ -80,15 +83,18 @@ public sealed partial class MachineAgent
         started?.Invoke();
         var backoff = new Backoff(Interval);
         using var epochMoved = new SemaphoreSlim(0);
-        var events = _server is null ? Task.CompletedTask : Task.Run(() => WatchEventsAsync(epochMoved, cancellation), cancellation);
-        var userScan = _user is null ? Task.CompletedTask : Task.Run(() => ScanProcessesAsync(cancellation), cancellation);
+        var events = _server is null ? Task.CompletedTask
+            : Task.Run(() => WatchEventsAsync(epochMoved, cancellation), cancellation);
+        var userScan =
+            _user is null ? Task.CompletedTask : Task.Run(() => ScanProcessesAsync(cancellation), cancellation);
         while (!cancellation.IsCancellationRequested)
         {
             TimeSpan delay;
             try
             {
                 var result = await RunOnceAsync(cancellation);
-                _log($"state {result.State}" + (result.Level is { } level ? $", level {level}" : "") + (result.Detail.Length > 0 ? $": {result.Detail}" : ""));
+                _log($"state {result.State}" + (result.Level is { } level ? $", level {level}" : "")
+                    + (result.Detail.Length > 0 ? $": {result.Detail}" : ""));
                 backoff.Reset();
                 delay = Backoff.Jitter(Interval);
             }
@@ -130,11 +136,13 @@ public sealed partial class MachineAgent
             try { await Task.Delay(_config.UserScanInterval, cancellation); }
             catch (OperationCanceledException) { return; }
             try { UserPass(); }
-            catch (Exception e) when (e is KintsugiException or IOException or UnauthorizedAccessException) { _log($"user-space pass: {e.Message}"); }
+            catch (Exception e) when (e is KintsugiException or IOException
+                or UnauthorizedAccessException) { _log($"user-space pass: {e.Message}"); }
         }
     }
 
-    /// <summary>Applies the installed user-space patches to every process that maps their objects (nothing when disabled).</summary>
+    /// <summary>Applies the installed user-space patches to every process that maps their objects (nothing when
+    /// disabled).</summary>
     public IReadOnlyList<UserObjectState> UserPass()
     {
         if (_user is null || KillSwitch.Reason(_paths) is not null || _user.Installed().Count == 0) return [];
@@ -145,21 +153,23 @@ public sealed partial class MachineAgent
     public IReadOnlyList<UserObjectReport>? UserReports() => _user?.Report();
 
     /// <summary>
-    /// Offline: every user-space bundle of the directory that verifies and carries a higher level than the one installed
-    /// for its object is installed; then a pass applies what is installed.
+    /// Offline: every user-space bundle of the directory that verifies and carries a higher level than the one
+    /// installed for its object is installed; then a pass applies what is installed.
     /// </summary>
     private IReadOnlyList<string> TakeOfflineUserBundles(TrustStore trust)
     {
         if (_user is null) return [];
         var notes = new List<string>();
         var installed = _user.Installed();
-        foreach (var path in Directory.EnumerateFiles(_config.OfflineDirectory!, "*.bundle").Order(StringComparer.Ordinal))
+        foreach (var path in Directory.EnumerateFiles(_config.OfflineDirectory!, "*.bundle")
+            .Order(StringComparer.Ordinal))
         {
             try
             {
                 var bundle = Bundle.ReadFile(path);
                 if (bundle.Manifest.Object is not { } target) continue;
-                if (installed.GetValueOrDefault(target.BuildId) is { } current && current.Manifest.CumulativeLevel >= bundle.Manifest.CumulativeLevel) continue;
+                if (installed.GetValueOrDefault(target.BuildId) is { } current
+                    && current.Manifest.CumulativeLevel >= bundle.Manifest.CumulativeLevel) continue;
                 var state = _user.Install(BundleVerifier.VerifyUser(bundle, trust, target.BuildId), trust);
                 installed = _user.Installed();
                 notes.Add($"{target.Name}: {state.Detail}");
@@ -170,8 +180,10 @@ public sealed partial class MachineAgent
         return notes;
     }
 
-    /// <summary>Acts on the server's user-space offers: download, verify for the object's build-id, install and apply; or remove.</summary>
-    private async Task<IReadOnlyList<string>> TakeUserOffersAsync(ServerClient server, string credential, IReadOnlyList<UserOffer>? offers, TrustStore trust,
+    /// <summary>Acts on the server's user-space offers: download, verify for the object's build-id, install and apply;
+    /// or remove.</summary>
+    private async Task<IReadOnlyList<string>>
+        TakeUserOffersAsync(ServerClient server, string credential, IReadOnlyList<UserOffer>? offers, TrustStore trust,
         CancellationToken cancellation)
     {
         if (_user is null || offers is null) return [];
@@ -185,7 +197,8 @@ public sealed partial class MachineAgent
                 continue;
             }
             if (offer is not { Action: CheckInAction.Apply, Release: { } release }) continue;
-            if (installed.GetValueOrDefault(offer.BuildId) is { } current && Sha256Digest.Of(current.ToArray()) == release.Bundle) continue;
+            if (installed.GetValueOrDefault(offer.BuildId) is { } current
+                && Sha256Digest.Of(current.ToArray()) == release.Bundle) continue;
             try
             {
                 var bytes = await server.DownloadAsync(credential, release, cancellation);
@@ -195,7 +208,8 @@ public sealed partial class MachineAgent
             }
             catch (BundleException e)
             {
-                var refused = $"user-space level {release.Level} ({release.Bundle}) for build-id {offer.BuildId} refused, nothing applied: {e.Message}";
+                var refused = $"user-space level {release.Level} ({release.Bundle}) for build-id {offer.BuildId} " +
+                    $"refused, nothing applied: {e.Message}";
                 _log(refused);
                 notes.Add(refused);
             }
@@ -203,7 +217,8 @@ public sealed partial class MachineAgent
         return notes;
     }
 
-    private TimeSpan Interval => _identity is { CheckInSeconds: > 0 } identity && _server is not null ? TimeSpan.FromSeconds(identity.CheckInSeconds) : _config.CheckInterval;
+    private TimeSpan Interval => _identity is { CheckInSeconds: > 0 } identity && _server is not null
+        ? TimeSpan.FromSeconds(identity.CheckInSeconds) : _config.CheckInterval;
 
     /// <summary>One check: find the release meant for this kernel, verify, apply, report.</summary>
     public Task<CycleResult> RunOnceAsync(CancellationToken cancellation) =>
@@ -211,19 +226,24 @@ public sealed partial class MachineAgent
 
     private CycleResult RunOffline()
     {
-        if (KillSwitch.Reason(_paths) is { } disabled) return Finish(false, $"automatic patching is disabled: {disabled}", ExitCode.Disabled);
+        if (KillSwitch.Reason(_paths) is { } disabled)
+            return Finish(false, $"automatic patching is disabled: {disabled}", ExitCode.Disabled);
         var rootFile = Path.Combine(_config.OfflineDirectory!, SignedTrustRoot.FileName);
-        var (rootRefusals, rootChanges) = TakeTrustRoot(File.Exists(rootFile) ? File.ReadAllText(rootFile) : null, rootFile);
+        var (rootRefusals, rootChanges) =
+            TakeTrustRoot(File.Exists(rootFile) ? File.ReadAllText(rootFile) : null, rootFile);
         var trust = TrustStore.Open(_config.TrustStore);
-        // The directory's signed release metadata rules offline as the server's does online: no rollback, no revoked level.
+        // The directory's signed release metadata rules offline as the server's does online: no rollback, no revoked
+        // level.
         var guard = Guard();
         var (metadata, timestamps) = OfflineSource.Statements(_config.OfflineDirectory!, RunningTarget().BuildId);
-        var guardNotes = metadata.SelectMany(m => guard.Offer(m, null, trust)).Concat(timestamps.SelectMany(t => guard.Offer(null, t, trust))).ToList();
+        var guardNotes = metadata.SelectMany(m => guard.Offer(m, null, trust))
+            .Concat(timestamps.SelectMany(t => guard.Offer(null, t, trust))).ToList();
         if (guard.Freshness == MetadataFreshness.Stale) guardNotes.Add(guard.Describe());
         foreach (var note in guardNotes) _log(note);
         var applied = AppliedRecord();
         var running = applied is not null && RetiredKeys.Refusal(applied, trust) is null ? applied.Origin?.Level : null;
-        var selection = OfflineSource.Select(_config.OfflineDirectory!, trust, RunningTarget(), level => guard.Refuse(level, running));
+        var selection = OfflineSource.Select(_config.OfflineDirectory!, trust, RunningTarget(), level =>
+            guard.Refuse(level, running));
         foreach (var refused in selection.Refused) _log($"refused {refused.Source}: {refused.Reason}");
         var changed = false;
         var outcome = ExitCode.Success;
@@ -235,15 +255,18 @@ public sealed partial class MachineAgent
             // Signed metadata forbids the running level and the directory holds no allowed one: take it out.
             var removed = _applier.RemoveAll(_config.TransitionTimeout);
             changed = true;
-            detail = $"level {running} is forbidden by {guard.Describe()}; removed {string.Join(", ", removed.DefaultIfEmpty(applied!.Name))}";
+            detail = $"level {running} is forbidden by {guard.Describe()}; removed " +
+                $"{string.Join(", ", removed.DefaultIfEmpty(applied!.Name))}";
             SaveAttempt(PatchState.Revoked, null, null, detail);
         }
         else if (selection.Refused.Count == 0)
-            detail = $"no bundle in {_config.OfflineDirectory} for {RunningKernel.Release} ({selection.Ignored} for other kernels)";
+            detail = $"no bundle in {_config.OfflineDirectory} for {RunningKernel.Release} ({selection.Ignored} for " +
+                $"other kernels)";
         if (selection.Refused.Count > 0 && outcome == ExitCode.Success)
         {
             var first = selection.Refused[0];
-            detail = $"{selection.Refused.Count} bundle(s) refused, nothing loaded from them; {Path.GetFileName(first.Source)}: {first.Reason}";
+            detail = $"{selection.Refused.Count} bundle(s) refused, nothing loaded from them; " +
+                $"{Path.GetFileName(first.Source)}: {first.Reason}";
             SaveAttempt(PatchState.ApplyFailed, first.Level, null, detail);
             outcome = ExitCode.InputRefused;
         }
@@ -268,18 +291,23 @@ public sealed partial class MachineAgent
         UserPass();
         var userReports = UserReports();
         CheckInResponse response;
-        try { response = await server.CheckInAsync(credential, CheckInRequestFor(null, null, guard, userReports), cancellation); }
+        try { response = await server.CheckInAsync(credential, CheckInRequestFor(null, null, guard, userReports),
+            cancellation); }
         catch (CredentialRefusedException e) when (_config.EnrollmentToken is not null)
         {
-            // The credential was revoked (or the machine was re-enrolled elsewhere): the token is still configured, so enroll again.
+            // The credential was revoked (or the machine was re-enrolled elsewhere): the token is still configured, so
+            // enroll again.
             _log($"{e.Message}; enrolling again with the configured token");
             File.Delete(CredentialPath);
-            // The refused credential goes along: if the server only lost track of it, it still proves this is the same machine.
+            // The refused credential goes along: if the server only lost track of it, it still proves this is the same
+            // machine.
             credential = await EnsureEnrolledAsync(server, cancellation, proof: credential);
-            response = await server.CheckInAsync(credential, CheckInRequestFor(null, null, guard, userReports), cancellation);
+            response =
+                await server.CheckInAsync(credential, CheckInRequestFor(null, null, guard, userReports), cancellation);
         }
         // The epoch only moves forward: an answer from a lagging replica must not trigger check-ins again.
-        SaveIdentity(current => current! with { CheckInSeconds = response.CheckInSeconds, EventsWaitSeconds = response.EventsWaitSeconds, Epoch = Math.Max(current.Epoch, response.Epoch) });
+        SaveIdentity(current => current! with { CheckInSeconds = response.CheckInSeconds,
+            EventsWaitSeconds = response.EventsWaitSeconds, Epoch = Math.Max(current.Epoch, response.Epoch) });
         _checkedIn = true;
         var (rootRefusals, rootChanges) = TakeTrustRoot(response.TrustRoot, "the server");
         var trust = TrustStore.Open(_config.TrustStore);
@@ -287,7 +315,8 @@ public sealed partial class MachineAgent
         var notes = rootChanges.Concat(refusals).ToList();
         if (guard.Freshness == MetadataFreshness.Stale) notes.Add(guard.Describe());
         foreach (var note in notes) _log(note);
-        if (KillSwitch.Reason(_paths) is { } disabled) return Finish(false, $"automatic patching is disabled: {disabled}", ExitCode.Disabled);
+        if (KillSwitch.Reason(_paths) is { } disabled)
+            return Finish(false, $"automatic patching is disabled: {disabled}", ExitCode.Disabled);
 
         var changed = false;
         var outcome = ExitCode.Success;
@@ -304,7 +333,8 @@ public sealed partial class MachineAgent
                     (outcome, detail) = RefuseRelease(release, $"nothing downloaded: {refusedOffer}");
                     break;
                 }
-                await server.CheckInAsync(credential, CheckInRequestFor(PatchState.Applying, $"applying level {release.Level}", guard), cancellation);
+                await server.CheckInAsync(credential,
+                    CheckInRequestFor(PatchState.Applying, $"applying level {release.Level}", guard), cancellation);
                 try
                 {
                     var bytes = await server.DownloadAsync(credential, release, cancellation);
@@ -313,7 +343,8 @@ public sealed partial class MachineAgent
                     if (guard.Refuse(verified.Manifest.CumulativeLevel, running) is { } refusedBundle)
                         (outcome, detail) = RefuseRelease(release, $"nothing loaded: {refusedBundle}");
                     else
-                        (changed, outcome, detail) = ApplyOffer(new VerifiedOffer(verified, release.Bundle, release.Url));
+                        (changed, outcome, detail) =
+                        ApplyOffer(new VerifiedOffer(verified, release.Bundle, release.Url));
                 }
                 catch (BundleException e)
                 {
@@ -340,8 +371,10 @@ public sealed partial class MachineAgent
         if (notes.Count > 0) detail = string.Join("; ", detail.Length > 0 ? [detail, .. notes] : notes);
         var userNotes = await TakeUserOffersAsync(server, credential, response.User, trust, cancellation);
         var result = Finish(changed || userNotes.Count > 0, detail, outcome);
-        if (changed || outcome != ExitCode.Success || notes.Count > 0 || guard.Freshness != reported || userNotes.Count > 0)
-            await server.CheckInAsync(credential, CheckInRequestFor(null, detail, guard, userNotes.Count > 0 ? UserReports() : userReports), cancellation);
+        if (changed || outcome != ExitCode.Success || notes.Count > 0 || guard.Freshness != reported
+            || userNotes.Count > 0)
+            await server.CheckInAsync(credential, CheckInRequestFor(null, detail, guard,
+                userNotes.Count > 0 ? UserReports() : userReports), cancellation);
         return result;
     }
 
@@ -354,7 +387,8 @@ public sealed partial class MachineAgent
         if (text is null) return ([], []);
         try
         {
-            var changes = TrustStore.Open(_config.TrustStore).Apply(SignedTrustRoot.Read(text)).Select(c => $"trust root: {c}").ToList();
+            var changes = TrustStore.Open(_config.TrustStore).Apply(SignedTrustRoot.Read(text))
+                .Select(c => $"trust root: {c}").ToList();
             foreach (var change in changes) _log(change);
             return ([], changes);
         }
@@ -372,11 +406,13 @@ public sealed partial class MachineAgent
     /// </summary>
     private string? RemoveRetired(TrustStore trust, ExitCode outcome)
     {
-        var retired = _applier.Store.List().Select(r => (Record: r, Why: RetiredKeys.Refusal(r, trust))).Where(r => r.Why is not null).ToList();
+        var retired = _applier.Store.List().Select(r => (Record: r, Why: RetiredKeys.Refusal(r, trust)))
+            .Where(r => r.Why is not null).ToList();
         if (retired.Count == 0) return null;
         var names = retired.Select(r => r.Record.Name).ToHashSet();
         _applier.Remove(r => names.Contains(r.Name), _config.TransitionTimeout);
-        var detail = $"removed {string.Join(", ", names.Order(StringComparer.Ordinal))}: {string.Join("; ", retired.Select(r => r.Why))}";
+        var detail = $"removed {string.Join(", ", names.Order(StringComparer.Ordinal))}: " +
+            $"{string.Join("; ", retired.Select(r => r.Why))}";
         _log(detail);
         // A failed apply's own record says more; otherwise the removal is the news.
         if (outcome == ExitCode.Success) SaveAttempt(PatchState.Revoked, null, null, detail);
@@ -403,21 +439,25 @@ public sealed partial class MachineAgent
         {
             // Already running, for example confirmed by an apply that was interrupted before it could say so.
             if (_applier.Store.LastAttempt?.Bundle != digest)
-                SaveAttempt(current.Problem is null ? PatchState.Applied : PatchState.AppliedWithBug, offer.Level, digest, $"level {offer.Level} runs ({current.Name})");
+                SaveAttempt(current.Problem is null ? PatchState.Applied : PatchState.AppliedWithBug, offer.Level,
+                    digest, $"level {offer.Level} runs ({current.Name})");
             return (false, ExitCode.Success, "");
         }
         // Keyed on the module, not the bundle: the same crashing module re-signed (or re-wrapped) stays quarantined.
         var moduleDigest = offer.Bundle.Manifest.ModuleSha256.ToString();
-        if (records.FirstOrDefault(r => r.BootState == BootState.Quarantined && (r.Sha256 == moduleDigest || r.Origin?.Bundle == digest)) is { } bad)
+        if (records.FirstOrDefault(r => r.BootState == BootState.Quarantined
+            && (r.Sha256 == moduleDigest || r.Origin?.Bundle == digest)) is { } bad)
         {
-            var why = $"level {offer.Level} ({digest}) carries module {bad.Name}, which is quarantined ({bad.Note}); it is not applied again automatically " +
+            var why = $"level {offer.Level} ({digest}) carries module {bad.Name}, which is quarantined ({bad.Note}); " +
+                $"it is not applied again automatically " +
                       $"(`kintsugi kernel retry {bad.Name}` to try it again)";
             SaveAttempt(PatchState.ApplyFailed, offer.Level, digest, why);
             return (false, ExitCode.TransitionFailed, why);
         }
         // The same module re-signed (key rotation): adopt the new bundle without reloading.
         var moduleSha = offer.Bundle.Manifest.ModuleSha256.ToString();
-        if (records.FirstOrDefault(r => r.BootState == BootState.Healthy && r.Sha256 == moduleSha && RunningKernel.IsModuleLoaded(r.ModuleName)) is { } same)
+        if (records.FirstOrDefault(r => r.BootState == BootState.Healthy && r.Sha256 == moduleSha
+            && RunningKernel.IsModuleLoaded(r.ModuleName)) is { } same)
         {
             _applier.Store.Save(same with { Origin = offer.Origin(same.Origin?.EffectiveVersion) });
             return (false, ExitCode.Success, $"level {offer.Level}: the running module, re-signed; recorded");
@@ -429,11 +469,13 @@ public sealed partial class MachineAgent
         try
         {
             var module = ModuleFile.Read(incoming);
-            if (module.Sha256 != moduleSha) throw new BundleException(BundleFailure.ModuleMismatch, "the module written to disk does not match the verified digest");
+            if (module.Sha256 != moduleSha) throw new BundleException(BundleFailure.ModuleMismatch,
+                "the module written to disk does not match the verified digest");
             FaultInjection.After(ApplyStep.Fetched);
             _log($"applying level {offer.Level} ({module.Name}) from {offer.Source}");
             var origin = offer.Origin(module[LoadedRecord.EffectiveVersionKey]);
-            var outcome = _applier.Apply(module, origin, _config.OnBug, _config.Settle, _config.TransitionTimeout, _config.EffectiveUname);
+            var outcome = _applier.Apply(module, origin, _config.OnBug, _config.Settle, _config.TransitionTimeout,
+                _config.EffectiveUname);
             RecordOutcome(outcome, origin);
             return (true, ExitCode.Success, outcome.Detail);
         }
@@ -460,7 +502,8 @@ public sealed partial class MachineAgent
         _applier.Store.SaveAttempt(new ApplyAttempt(DateTimeOffset.UtcNow, outcome.ToWire(), level, bundle, detail));
 
     private InstalledPatch? AppliedRecord() =>
-        _applier.Store.List().LastOrDefault(r => r.BootState is BootState.Healthy or BootState.Pending && r.Origin is not null && RunningKernel.IsModuleLoaded(r.ModuleName));
+        _applier.Store.List().LastOrDefault(r => r.BootState is BootState.Healthy or BootState.Pending
+        && r.Origin is not null && RunningKernel.IsModuleLoaded(r.ModuleName));
 
     private CycleResult Finish(bool changed, string detail, ExitCode code)
     {
@@ -469,30 +512,38 @@ public sealed partial class MachineAgent
     }
 
     private static KernelTarget RunningTarget() =>
-        new(RunningKernel.Release, null, RunningKernel.BuildId ?? throw new AgentException("the running kernel's build-id cannot be read from /sys/kernel/notes; bundles cannot be matched to it"));
+        new(RunningKernel.Release, null, RunningKernel.BuildId ?? throw new AgentException("the running kernel's " +
+        "build-id cannot be read from /sys/kernel/notes; bundles cannot be matched to it"));
 
-    private CheckInRequest CheckInRequestFor(PatchState? state, string? detail, ReleaseGuard? guard = null, IReadOnlyList<UserObjectReport>? user = null)
+    private CheckInRequest CheckInRequestFor(PatchState? state, string? detail, ReleaseGuard? guard = null,
+        IReadOnlyList<UserObjectReport>? user = null)
     {
         var status = MachineStatus.Read(_paths);
         var text = detail ?? status.LastAttempt?.Detail;
         if (text is { Length: > CheckInRequest.MaxDetailLength }) text = text[..CheckInRequest.MaxDetailLength];
         return new CheckInRequest(Identity(), state ?? PatchStates.Parse(status.State), status.Level,
-            status.Bundle is { } b ? Sha256Digest.Parse(b) : null, status.EffectivePackageVersion, (long)RunningKernel.Taint.Mask, text, Version,
-            guard is null ? null : new MetadataReport(guard.Freshness.ToString().ToLowerInvariant(), guard.Metadata?.Metadata.Version, guard.Expires),
+            status.Bundle is { } b ? Sha256Digest.Parse(b) : null, status.EffectivePackageVersion,
+            (long)RunningKernel.Taint.Mask, text, Version,
+            guard is null ? null : new MetadataReport(guard.Freshness.ToString().ToLowerInvariant(),
+            guard.Metadata?.Metadata.Version, guard.Expires),
             RunningKernel.BootId, user);
     }
 
-    private static KernelIdentity Identity() => new(RunningKernel.Release, RunningTarget().BuildId, RunningKernel.PackageVersion);
+    private static KernelIdentity Identity() =>
+        new(RunningKernel.Release, RunningTarget().BuildId, RunningKernel.PackageVersion);
 
-    private async Task<string> EnsureEnrolledAsync(ServerClient server, CancellationToken cancellation, string? proof = null)
+    private async Task<string>
+        EnsureEnrolledAsync(ServerClient server, CancellationToken cancellation, string? proof = null)
     {
         _identity ??= LoadIdentity();
         if (File.Exists(CredentialPath) && _identity is not null) return File.ReadAllText(CredentialPath).Trim();
         // A credential without its identity file (a state directory half restored) still proves who this machine is.
         if (File.Exists(CredentialPath)) proof ??= File.ReadAllText(CredentialPath).Trim();
         var token = _config.EnrollmentToken ?? throw new AgentException(
-            $"this machine is not enrolled ({CredentialPath} is missing) and {AgentConfig.DefaultPath} has no token; add an enrollment token from the server's operator", ExitCode.Environment);
-        var response = await server.EnrollAsync(new EnrollRequest(token, ReportedHostname(Environment.MachineName), MachineId(), Identity(), Version, proof), cancellation);
+            $"this machine is not enrolled ({CredentialPath} is missing) and {AgentConfig.DefaultPath} has no token; " +
+            $"add an enrollment token from the server's operator", ExitCode.Environment);
+        var response = await server.EnrollAsync(new EnrollRequest(token, ReportedHostname(Environment.MachineName),
+            MachineId(), Identity(), Version, proof), cancellation);
         Directory.CreateDirectory(StateDirectory);
         AtomicFile.WriteSecret(CredentialPath, response.Credential);
         // The epoch starts again from what this server says: enrolling again may mean the server's data was
@@ -509,7 +560,8 @@ public sealed partial class MachineAgent
         {
             try
             {
-                if (_identity is null || !_checkedIn || !File.Exists(CredentialPath)) { await Task.Delay(TimeSpan.FromSeconds(1), cancellation); continue; }
+                if (_identity is null || !_checkedIn || !File.Exists(CredentialPath)) { await Task.Delay(
+                    TimeSpan.FromSeconds(1), cancellation); continue; }
                 var epoch = _identity.Epoch;
                 var started = DateTime.UtcNow;
                 var events = await _server!.EventsAsync(File.ReadAllText(CredentialPath).Trim(), epoch, cancellation);
@@ -520,7 +572,8 @@ public sealed partial class MachineAgent
                     SaveIdentity(current => current! with { Epoch = Math.Max(current.Epoch, events.Epoch) });
                     epochMoved.Release();
                 }
-                // A poll answered at once without news (a proxy that does not hold requests) must not become a busy loop.
+                // A poll answered at once without news (a proxy that does not hold requests) must not become a busy
+                // loop.
                 else if (DateTime.UtcNow - started < TimeSpan.FromSeconds(1))
                     await Task.Delay(Backoff.Jitter(TimeSpan.FromSeconds(5)), cancellation);
             }
@@ -547,7 +600,8 @@ public sealed partial class MachineAgent
         lock (_identityLock)
         {
             var identity = change(_identity);
-            AtomicFile.Write(IdentityPath, JsonSerializer.SerializeToUtf8Bytes(identity, AgentJson.Default.AgentIdentity));
+            AtomicFile.Write(IdentityPath,
+                JsonSerializer.SerializeToUtf8Bytes(identity, AgentJson.Default.AgentIdentity));
             _identity = identity;
         }
     }
@@ -558,13 +612,15 @@ public sealed partial class MachineAgent
     /// </summary>
     public static string ReportedHostname(string name)
     {
-        var valid = new string([.. name.Select(c => char.IsAsciiLetterOrDigit(c) || c is '.' or '-' or '_' or ':' ? c : '-')]).Trim('-');
+        var valid = new string(
+            [.. name.Select(c => char.IsAsciiLetterOrDigit(c) || c is '.' or '-' or '_' or ':' ? c : '-')]).Trim('-');
         return name == "(none)" || valid.Length == 0 ? "unnamed" : valid[..Math.Min(valid.Length, 253)];
     }
 
     private string MachineId()
     {
-        if (File.Exists("/etc/machine-id") && File.ReadAllText("/etc/machine-id").Trim() is { Length: > 0 } id) return id;
+        if (File.Exists("/etc/machine-id") && File.ReadAllText("/etc/machine-id").Trim() is { Length: > 0 } id)
+            return id;
         var own = Path.Combine(StateDirectory, "machine-id");
         if (!File.Exists(own)) AtomicFile.WriteText(own, Guid.NewGuid().ToString("N") + "\n");
         return File.ReadAllText(own).Trim();

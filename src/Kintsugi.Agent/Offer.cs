@@ -14,7 +14,8 @@ public sealed record VerifiedOffer(VerifiedBundle Bundle, Sha256Digest Digest, s
         var m = Bundle.Manifest;
         return new PatchOrigin(Digest.ToString(), m.CumulativeLevel, m.PublisherKeyId.ToString(),
             m.Fixes.Select(f => f.Id).ToList(),
-            m.Fixes.SelectMany(f => f.Cves).DistinctBy(c => c.Id).Select(c => new FixedCve(c.Id.ToString(), c.Severity.ToString().ToLowerInvariant(), c.Published.ToString("yyyy-MM-dd"))).ToList(),
+            m.Fixes.SelectMany(f => f.Cves).DistinctBy(c => c.Id).Select(c => new FixedCve(c.Id.ToString(),
+            c.Severity.ToString().ToLowerInvariant(), c.Published.ToString("yyyy-MM-dd"))).ToList(),
             m.EffectivePackageVersion ?? moduleEffectiveVersion);
     }
 }
@@ -24,7 +25,8 @@ public sealed record RefusedBundle(string Source, string Reason, int? Level);
 
 /// <summary>What a directory of bundles offers this kernel.</summary>
 /// <param name="Best">The highest level that verified for this exact kernel, or null.</param>
-/// <param name="Refused">Bundles meant for this kernel (or unreadable) that were refused, at or above the best level.</param>
+/// <param name="Refused">Bundles meant for this kernel (or unreadable) that were refused, at or above the best
+/// level.</param>
 /// <param name="Ignored">How many bundles target other kernel releases.</param>
 public sealed record OfflineSelection(VerifiedOffer? Best, IReadOnlyList<RefusedBundle> Refused, int Ignored);
 
@@ -43,11 +45,14 @@ public static class OfflineSource
     /// <summary>Timestamps extending that metadata's freshness.</summary>
     public const string TimestampPattern = "*.timestamp.json";
 
-    /// <param name="refuse">Why a verified level must not run (the release-metadata guard), or null: such a level is refused and the next one tried.</param>
-    public static OfflineSelection Select(string directory, TrustStore trust, KernelTarget running, Func<int, string?>? refuse = null)
+    /// <param name="refuse">Why a verified level must not run (the release-metadata guard), or null: such a level is
+    /// refused and the next one tried.</param>
+    public static OfflineSelection
+        Select(string directory, TrustStore trust, KernelTarget running, Func<int, string?>? refuse = null)
     {
         if (!Directory.Exists(directory))
-            throw new AgentException($"the offline bundle directory {directory} does not exist; create it and copy bundles into it", ExitCode.NotFound);
+            throw new AgentException($"the offline bundle directory {directory} does not exist; create it and copy " +
+                $"bundles into it", ExitCode.NotFound);
         var refused = new List<RefusedBundle>();
         var candidates = new List<(Bundle Bundle, byte[] Bytes, string Path)>();
         var ignored = 0;
@@ -58,7 +63,8 @@ public static class OfflineSource
             try
             {
                 var length = new FileInfo(path).Length;
-                if (length > Bundle.MaxLength) throw new BundleException(BundleFailure.Malformed, $"{length} bytes, larger than any bundle");
+                if (length > Bundle.MaxLength)
+                    throw new BundleException(BundleFailure.Malformed, $"{length} bytes, larger than any bundle");
                 bytes = File.ReadAllBytes(path);
                 bundle = Bundle.Read(bytes);
             }
@@ -73,7 +79,8 @@ public static class OfflineSource
         }
 
         VerifiedOffer? best = null;
-        foreach (var (bundle, bytes, path) in candidates.OrderByDescending(c => c.Bundle.Manifest.CumulativeLevel).ThenBy(c => c.Path, StringComparer.Ordinal))
+        foreach (var (bundle, bytes, path) in candidates.OrderByDescending(c => c.Bundle.Manifest.CumulativeLevel)
+            .ThenBy(c => c.Path, StringComparer.Ordinal))
         {
             if (best is not null && bundle.Manifest.CumulativeLevel < best.Level) break;
             if (best is null && refuse?.Invoke(bundle.Manifest.CumulativeLevel) is { } forbidden)
@@ -85,7 +92,8 @@ public static class OfflineSource
             try
             {
                 var verified = BundleVerifier.Verify(bundle, trust, running);
-                if (refuse?.Invoke(verified.Manifest.CumulativeLevel) is { } why) throw new BundleException(BundleFailure.InvalidMetadata, why);
+                if (refuse?.Invoke(verified.Manifest.CumulativeLevel) is { } why)
+                    throw new BundleException(BundleFailure.InvalidMetadata, why);
                 if (best is null) best = new VerifiedOffer(verified, Sha256Digest.Of(bytes), path);
             }
             catch (BundleException e)
@@ -101,7 +109,8 @@ public static class OfflineSource
     /// ascending version (the guard keeps the newest it verifies). Unreadable files are skipped here; the guard reports
     /// what it refuses.
     /// </summary>
-    public static (IReadOnlyList<string> Metadata, IReadOnlyList<string> Timestamps) Statements(string directory, BuildId build)
+    public static (IReadOnlyList<string> Metadata, IReadOnlyList<string> Timestamps) Statements(string directory,
+        BuildId build)
     {
         var metadata = new List<(long Version, string Text)>();
         foreach (var path in Directory.EnumerateFiles(directory, MetadataPattern).Order(StringComparer.Ordinal))

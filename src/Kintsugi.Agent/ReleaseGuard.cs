@@ -10,7 +10,8 @@ public enum MetadataFreshness
     None,
     /// <summary>Signed, and not expired (its own expiry, or a timestamp's extension).</summary>
     Fresh,
-    /// <summary>Expired: the server may be withholding newer metadata (a freeze). Reported, not obeyed blindly.</summary>
+    /// <summary>Expired: the server may be withholding newer metadata (a freeze). Reported, not obeyed
+    /// blindly.</summary>
     Stale,
 }
 
@@ -50,16 +51,19 @@ public sealed class ReleaseGuard
 
     /// <summary>The metadata's expiry, extended by its timestamp when that is later.</summary>
     public DateTimeOffset? Expires => Metadata is null ? null
-        : Timestamp is { } t && t.Timestamp.Expires > Metadata.Metadata.Expires ? t.Timestamp.Expires : Metadata.Metadata.Expires;
+        : Timestamp is { } t && t.Timestamp.Expires > Metadata.Metadata.Expires ? t.Timestamp.Expires
+        : Metadata.Metadata.Expires;
 
     public MetadataFreshness Freshness => Expires is not { } expires ? MetadataFreshness.None
         : expires <= _clock() ? MetadataFreshness.Stale : MetadataFreshness.Fresh;
 
     /// <summary>One line for people: which version, and whether it is stale.</summary>
     public string Describe() => Metadata is not { } m ? "no signed release metadata for this kernel"
-        : $"release metadata version {m.Metadata.Version} (current level {m.Metadata.CurrentLevel}, minimum {m.Metadata.MinimumLevel}" +
+        : $"release metadata version {m.Metadata.Version} (current level {m.Metadata.CurrentLevel}, minimum " +
+        $"{m.Metadata.MinimumLevel}" +
           (m.Metadata.RevokedLevels.Count > 0 ? $", revoked {string.Join(",", m.Metadata.RevokedLevels)}" : "") + ")" +
-          (Freshness == MetadataFreshness.Stale ? $" is stale: it expired at {Expires:u}; the server may be withholding newer metadata" : $", fresh until {Expires:u}");
+          (Freshness == MetadataFreshness.Stale ? $" is stale: it expired at {Expires:u}; the server may be " +
+          $"withholding newer metadata" : $", fresh until {Expires:u}");
 
     /// <summary>
     /// Takes what the server sent: metadata newer than the kept one (verified against the trust store for this
@@ -73,7 +77,8 @@ public sealed class ReleaseGuard
         // so high (or a minimum so strict) that the publisher's new key can never speak again.
         if (Metadata is { } stale && trust.Find(stale.KeyId) is { State: KeyState.Retired })
         {
-            refusals.Add($"release metadata version {stale.Metadata.Version} kept here is signed by key {stale.KeyId}, retired since; dropped");
+            refusals.Add($"release metadata version {stale.Metadata.Version} kept here is signed by key " +
+                $"{stale.KeyId}, retired since; dropped");
             Metadata = null;
             Timestamp = null;
             Forget(MetadataPath);
@@ -86,9 +91,12 @@ public sealed class ReleaseGuard
                 var offered = SignedReleaseMetadata.Read(metadataText);
                 offered.Verify(trust, _build);
                 if (Metadata is { } kept && offered.Metadata.Version < kept.Metadata.Version)
-                    refusals.Add($"the server sent release metadata version {offered.Metadata.Version}, older than version {kept.Metadata.Version} kept here; refused (a rollback of the metadata)");
-                else if (Metadata is { } same && offered.Metadata.Version == same.Metadata.Version && offered.Digest != same.Digest)
-                    refusals.Add($"the server sent a different release metadata version {offered.Metadata.Version} than the one kept here; refused (two statements under one version)");
+                    refusals.Add($"the server sent release metadata version {offered.Metadata.Version}, older than " +
+                        $"version {kept.Metadata.Version} kept here; refused (a rollback of the metadata)");
+                else if (Metadata is { } same && offered.Metadata.Version == same.Metadata.Version
+                    && offered.Digest != same.Digest)
+                    refusals.Add($"the server sent a different release metadata version {offered.Metadata.Version} " +
+                        $"than the one kept here; refused (two statements under one version)");
                 else if (Metadata is null || offered.Metadata.Version > Metadata.Metadata.Version)
                 {
                     Keep(MetadataPath, offered.Text);
@@ -125,18 +133,21 @@ public sealed class ReleaseGuard
         if (Metadata?.Metadata is { } m && m.Forbids(offered) is { } forbidden) return $"{forbidden}; refused";
         if (applied is { } running && offered < running && RunningLevelForbidden(running) is null)
             return $"level {offered} is below the running level {running}, and " +
-                   (Metadata is null ? "no signed release metadata for this kernel" : $"signed release metadata version {Metadata.Metadata.Version}") +
+                   (Metadata is null ? "no signed release metadata for this kernel"
+                   : $"signed release metadata version {Metadata.Metadata.Version}") +
                    $" revokes level {running}; a rollback is refused (the server alone cannot order one)";
         return null;
     }
 
-    /// <summary>Why a server's <c>remove</c> must not be obeyed while <paramref name="applied"/> runs, or null.</summary>
+    /// <summary>Why a server's <c>remove</c> must not be obeyed while <paramref name="applied"/> runs, or
+    /// null.</summary>
     public string? RefuseRemove(int? applied)
     {
         if (applied is not { } running) return null;
         if (RunningLevelForbidden(running) is not null) return null;
         return $"the server asked to remove every patch, but " +
-               (Metadata is null ? "no signed release metadata for this kernel" : $"signed release metadata version {Metadata.Metadata.Version}") +
+               (Metadata is null ? "no signed release metadata for this kernel"
+               : $"signed release metadata version {Metadata.Metadata.Version}") +
                $" revokes the running level {running}; refused, level {running} keeps running";
     }
 
@@ -145,7 +156,8 @@ public sealed class ReleaseGuard
     private T? ReadKept<T>(string path, Func<string, T> read) where T : class
     {
         if (!File.Exists(path)) return null;
-        // Kept files were verified when taken and live in root's state directory; a damaged one is dropped, not trusted.
+        // Kept files were verified when taken and live in root's state directory; a damaged one is dropped, not
+        // trusted.
         try { return read(File.ReadAllText(path)); }
         catch (BundleException) { return null; }
     }

@@ -11,10 +11,13 @@ namespace Kintsugi.Agent;
 /// </summary>
 public static class RetiredKeys
 {
-    /// <summary>Why <paramref name="patch"/> must not run under <paramref name="trust"/>, or null when it may.</summary>
+    /// <summary>Why <paramref name="patch"/> must not run under <paramref name="trust"/>, or null when it
+    /// may.</summary>
     public static string? Refusal(InstalledPatch patch, TrustStore trust) =>
-        patch.Origin is { } origin && PublisherKeyId.TryParse(origin.PublisherKeyId, out var id) && trust.Find(id) is { State: KeyState.Retired }
-            ? $"level {origin.Level} ({patch.Name}) is signed by publisher key {id}, which is retired in trust store {trust.Directory}"
+        patch.Origin is { } origin && PublisherKeyId.TryParse(origin.PublisherKeyId, out var id)
+        && trust.Find(id) is { State: KeyState.Retired }
+            ? $"level {origin.Level} ({patch.Name}) is signed by publisher key {id}, which is retired in trust store " +
+                $"{trust.Directory}"
             : null;
 
     /// <summary>
@@ -30,7 +33,8 @@ public static class RetiredKeys
         }
         catch (BundleException e)
         {
-            log($"the trust store cannot be read ({e.Message}); installed patches are not checked for retired keys at this boot");
+            log($"the trust store cannot be read ({e.Message}); installed patches are not checked for retired keys " +
+                $"at this boot");
             return null;
         }
     }

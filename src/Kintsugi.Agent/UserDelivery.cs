@@ -7,7 +7,8 @@ using Kintsugi.User;
 
 namespace Kintsugi.Agent;
 
-/// <summary>What one pass did for one user-space object: its installed level and the outcome in every process.</summary>
+/// <summary>What one pass did for one user-space object: its installed level and the outcome in every
+/// process.</summary>
 public sealed record UserObjectState(BuildId BuildId, string Object, int? Level, string? Bundle, PatchState State,
     IReadOnlyList<ProcessResult> Processes, string Detail)
 {
@@ -48,7 +49,8 @@ public sealed class UserDelivery(string directory, PatcherOptions options, Actio
             try
             {
                 var bundle = Bundle.ReadFile(path);
-                if (bundle.Manifest.Object is { } target && Path.GetFileNameWithoutExtension(path) == target.BuildId.ToString())
+                if (bundle.Manifest.Object is { } target
+                    && Path.GetFileNameWithoutExtension(path) == target.BuildId.ToString())
                     found[target.BuildId] = bundle;
             }
             catch (BundleException e) { log($"ignoring {path}: {e.Message}"); }
@@ -60,11 +62,13 @@ public sealed class UserDelivery(string directory, PatcherOptions options, Actio
     public IReadOnlyList<UserObjectState> LastStates()
     {
         if (!File.Exists(StatePath)) return [];
-        try { return JsonSerializer.Deserialize(File.ReadAllBytes(StatePath), UserStateJson.Default.ListUserObjectState) ?? []; }
+        try { return JsonSerializer.Deserialize(File.ReadAllBytes(StatePath), UserStateJson.Default.ListUserObjectState)
+            ?? []; }
         catch (JsonException) { return []; }
     }
 
-    /// <summary>Installs a verified user-space bundle for its object (replacing the one installed), then applies it everywhere.</summary>
+    /// <summary>Installs a verified user-space bundle for its object (replacing the one installed), then applies it
+    /// everywhere.</summary>
     public UserObjectState Install(VerifiedBundle verified, TrustStore trust)
     {
         var target = verified.Manifest.Object ?? throw new AgentException("a kernel bundle is not a user-space patch");
@@ -77,20 +81,23 @@ public sealed class UserDelivery(string directory, PatcherOptions options, Actio
         return Pass(trust).Single(s => s.BuildId == target.BuildId);
     }
 
-    /// <summary>Reverts every Kintsugi patch of the object in every process that maps it, and forgets its bundle.</summary>
+    /// <summary>Reverts every Kintsugi patch of the object in every process that maps it, and forgets its
+    /// bundle.</summary>
     public UserObjectState Remove(BuildId id, string why)
     {
         lock (_lock)
         {
             var name = Installed().GetValueOrDefault(id)?.Manifest.Object?.Name ?? id.ToString();
-            var results = UserPatcher.ProcessesMapping(id).Select(pid => _patcher.Revert(pid, a => a.Target == id)).ToList();
+            var results =
+                UserPatcher.ProcessesMapping(id).Select(pid => _patcher.Revert(pid, a => a.Target == id)).ToList();
             var failed = results.Where(r => !r.Succeeded).ToList();
             if (failed.Count == 0) File.Delete(BundlePath(id));
             var detail = failed.Count == 0
                 ? $"{why}: reverted in {results.Count(r => r.Outcome == ProcessOutcome.Reverted)} process(es)"
                 : $"{why}: revert failed in {failed.Count} process(es) ({Describe(failed)}); retried at the next pass";
             log($"{name}: {detail}");
-            var state = new UserObjectState(id, name, null, null, failed.Count == 0 ? PatchState.Revoked : PatchState.ApplyFailed, results, detail);
+            var state = new UserObjectState(id, name, null, null,
+                failed.Count == 0 ? PatchState.Revoked : PatchState.ApplyFailed, results, detail);
             Record([state]);
             return state;
         }
@@ -131,7 +138,8 @@ public sealed class UserDelivery(string directory, PatcherOptions options, Actio
         try
         {
             patch = UserPatch.Parse(verified.Module.Span, $"the module of {verified.Bundle}");
-            if (patch.Target.BuildId != id) throw new UserPatchException($"the patch inside targets build-id {patch.Target.BuildId}, not the bundle's {id}");
+            if (patch.Target.BuildId != id) throw new UserPatchException($"the patch inside targets build-id " +
+                $"{patch.Target.BuildId}, not the bundle's {id}");
         }
         catch (UserPatchException e)
         {
@@ -157,22 +165,28 @@ public sealed class UserDelivery(string directory, PatcherOptions options, Actio
             }
             var result = _patcher.Apply(pid, patch);
             if (result.Outcome == ProcessOutcome.Applied)
-                log($"{target.Name}: level {level} applied in process {pid} ({result.Command}), paused {result.PauseMilliseconds:0.00} ms");
+                log($"{target.Name}: level {level} applied in process {pid} ({result.Command}), paused " +
+                    $"{result.PauseMilliseconds:0.00} ms");
             else if (!result.Succeeded)
-                log($"{target.Name}: level {level} not applied in process {pid} ({result.Command}): {result.Outcome} {result.Message}");
+                log($"{target.Name}: level {level} not applied in process {pid} ({result.Command}): {result.Outcome} " +
+                    $"{result.Message}");
             if (result.Outcome != ProcessOutcome.NotTarget) results.Add(result);
         }
         var failed = results.Where(r => !r.Succeeded).ToList();
         var patched = results.Count(r => r.Outcome is ProcessOutcome.Applied or ProcessOutcome.AlreadyApplied);
         var detail = failed.Count > 0
-            ? $"level {level} runs in {patched} of {results.Count} process(es); not in {Describe(failed)} (retried at the next pass)"
-            : results.Count == 0 ? $"level {level} installed; no process maps {target.Name} now (new ones are patched at the next pass)"
+            ? $"level {level} runs in {patched} of {results.Count} process(es); not in {Describe(failed)} (retried " +
+            $"at the next pass)"
+            : results.Count == 0
+            ? $"level {level} installed; no process maps {target.Name} now (new ones are patched at the next pass)"
             : $"level {level} runs in {patched} process(es)";
-        return new UserObjectState(id, target.Name, level, digest, failed.Count > 0 ? PatchState.ApplyFailed : PatchState.Applied, results, detail);
+        return new UserObjectState(id, target.Name, level, digest,
+            failed.Count > 0 ? PatchState.ApplyFailed : PatchState.Applied, results, detail);
     }
 
     private static string Describe(IEnumerable<ProcessResult> failed) =>
-        string.Join("; ", failed.Take(5).Select(f => $"pid {f.Pid}: {f.Outcome}{(f.Message is null ? "" : " " + f.Message)}"));
+        string.Join("; ",
+        failed.Take(5).Select(f => $"pid {f.Pid}: {f.Outcome}{(f.Message is null ? "" : " " + f.Message)}"));
 
     /// <summary>Keeps the newest state of each object (the states given replace those of the same objects).</summary>
     private void Record(IReadOnlyList<UserObjectState> states)
@@ -180,7 +194,8 @@ public sealed class UserDelivery(string directory, PatcherOptions options, Actio
         var merged = LastStates().Where(s => states.All(n => n.BuildId != s.BuildId)).Concat(states)
             .Where(s => s.State != PatchState.Revoked || states.Contains(s)).ToList();
         Directory.CreateDirectory(directory);
-        AtomicFile.Write(StatePath, JsonSerializer.SerializeToUtf8Bytes(merged, UserStateJson.Default.ListUserObjectState));
+        AtomicFile.Write(StatePath,
+            JsonSerializer.SerializeToUtf8Bytes(merged, UserStateJson.Default.ListUserObjectState));
     }
 
     /// <summary>
@@ -201,19 +216,23 @@ public sealed class UserDelivery(string directory, PatcherOptions options, Actio
         return reports;
     }
 
-    private static UserObjectReport ReportFor(BuildId id, string name, int processes, IReadOnlyDictionary<BuildId, Bundle> installed,
+    private static UserObjectReport
+        ReportFor(BuildId id, string name, int processes, IReadOnlyDictionary<BuildId, Bundle> installed,
         Dictionary<BuildId, UserObjectState> states)
     {
         if (!installed.TryGetValue(id, out var bundle))
             return states.GetValueOrDefault(id) is { State: PatchState.Revoked or PatchState.ApplyFailed } gone
-                ? new UserObjectReport(id, name, processes, gone.State, null, null, 0, gone.Failed, Truncate(gone.Detail))
+                ? new UserObjectReport(id, name, processes, gone.State, null, null, 0, gone.Failed,
+                Truncate(gone.Detail))
                 : new UserObjectReport(id, name, processes, PatchState.NothingToApply, null, null, 0, 0);
         var digest = Sha256Digest.Of(bundle.ToArray());
         var state = states.GetValueOrDefault(id);
         var current = state is not null && state.Bundle == digest.ToString();
-        return new UserObjectReport(id, name, processes, current ? state!.State : PatchState.Applying, bundle.Manifest.CumulativeLevel, digest,
+        return new UserObjectReport(id, name, processes, current ? state!.State : PatchState.Applying,
+            bundle.Manifest.CumulativeLevel, digest,
             current ? state!.Patched : 0, current ? state!.Failed : 0, current ? Truncate(state!.Detail) : null);
     }
 
-    private static string Truncate(string text) => text.Length <= CheckInRequest.MaxDetailLength ? text : text[..CheckInRequest.MaxDetailLength];
+    private static string Truncate(string text) =>
+        text.Length <= CheckInRequest.MaxDetailLength ? text : text[..CheckInRequest.MaxDetailLength];
 }

@@ -23,7 +23,8 @@ public sealed record UserPatchProcess(int Pid, string Command, ulong Address);
 /// <param name="Bundle">That bundle's SHA-256, or null.</param>
 /// <param name="Cves">The CVEs that bundle fixes (empty when unknown).</param>
 /// <param name="Processes">The processes running it.</param>
-public sealed record UserPatchStatus(string Name, string PatchId, BuildId BuildId, string? Object, int Functions, int? Level, string? Bundle,
+public sealed record UserPatchStatus(string Name, string PatchId, BuildId BuildId, string? Object, int Functions,
+    int? Level, string? Bundle,
     IReadOnlyList<string> Cves, IReadOnlyList<UserPatchProcess> Processes);
 
 public static class UserPatchStatuses
@@ -46,12 +47,15 @@ public static class UserPatchStatuses
             catch (UserPatchException) { }   // not a patch this build reads: nothing to join
         }
         var statuses = new List<UserPatchStatus>();
-        foreach (var group in found.SelectMany(p => p.Patches.Select(patch => (p.Pid, p.Command, Patch: patch))).GroupBy(x => x.Patch.PatchId))
+        foreach (var group in found.SelectMany(p => p.Patches.Select(patch => (p.Pid, p.Command, Patch: patch)))
+            .GroupBy(x => x.Patch.PatchId))
         {
             var first = group.First().Patch;
             var carried = bundles.TryGetValue(first.Target, out var b) && b.PatchId == first.PatchId ? b.Bundle : null;
-            statuses.Add(new UserPatchStatus(first.Name, first.PatchId, first.Target, ObjectName(group.First().Pid, first.Target) ?? carried?.Manifest.Object?.Name,
-                first.Functions.Count, carried?.Manifest.CumulativeLevel, carried is null ? null : Sha256Digest.Of(carried.ToArray()).ToString(),
+            statuses.Add(new UserPatchStatus(first.Name, first.PatchId, first.Target,
+                ObjectName(group.First().Pid, first.Target) ?? carried?.Manifest.Object?.Name,
+                first.Functions.Count, carried?.Manifest.CumulativeLevel,
+                carried is null ? null : Sha256Digest.Of(carried.ToArray()).ToString(),
                 carried is null ? [] : [.. carried.Manifest.Cves.Select(c => c.Value).Order(StringComparer.Ordinal)],
                 [.. group.Select(x => new UserPatchProcess(x.Pid, x.Command, x.Patch.Start)).OrderBy(p => p.Pid)]));
         }
@@ -65,7 +69,8 @@ public static class UserPatchStatuses
             using var memory = new ProcessMemory(pid);
             return LoadedObject.Find(ProcessMaps.Read(pid), memory).FirstOrDefault(o => o.BuildId == id)?.FileName;
         }
-        catch (Exception e) when (e is UserPatchException or IOException or UnauthorizedAccessException) { return null; }
+        catch (Exception e) when (e is UserPatchException or IOException
+            or UnauthorizedAccessException) { return null; }
     }
 
     private static string CommandOf(int pid)

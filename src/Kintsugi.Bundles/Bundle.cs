@@ -17,7 +17,8 @@ public sealed class Bundle
 
     public const int HeaderLength = 32;
 
-    /// <summary>Signature algorithm 1: ECDSA over NIST P-256 with SHA-256, signature as IEEE P1363 r||s (64 bytes).</summary>
+    /// <summary>Signature algorithm 1: ECDSA over NIST P-256 with SHA-256, signature as IEEE P1363 r||s (64
+    /// bytes).</summary>
     public const ushort EcdsaP256Sha256 = 1;
 
     /// <summary>algorithm (2) + signature length (2) + key id (16) + signature (64).</summary>
@@ -48,7 +49,8 @@ public sealed class Bundle
     /// <summary>The manifest as the file states it (not yet verified).</summary>
     public BundleManifest Manifest { get; }
 
-    /// <summary>The id of the key the signature block names (equal to <see cref="BundleManifest.PublisherKeyId"/>).</summary>
+    /// <summary>The id of the key the signature block names (equal to <see
+    /// cref="BundleManifest.PublisherKeyId"/>).</summary>
     public PublisherKeyId KeyId { get; }
 
     /// <summary>The livepatch module (.ko) bytes (not yet verified).</summary>
@@ -70,7 +72,8 @@ public sealed class Bundle
 
     public void WriteTo(Stream stream) => stream.Write(_bytes);
 
-    /// <summary>Writes the bundle to a file (through a temporary file and a rename, so readers never see half of it).</summary>
+    /// <summary>Writes the bundle to a file (through a temporary file and a rename, so readers never see half of
+    /// it).</summary>
     public void Save(string path)
     {
         var temporary = path + ".tmp-" + Environment.ProcessId;
@@ -88,7 +91,8 @@ public sealed class Bundle
         ArgumentNullException.ThrowIfNull(description);
         ArgumentNullException.ThrowIfNull(key);
         if (module.Length == 0) throw new BundleException(BundleFailure.InvalidManifest, "the module is empty");
-        if (module.Length > MaxModuleLength) throw new BundleException(BundleFailure.InvalidManifest, $"the module is {module.Length} bytes; bundles hold at most {MaxModuleLength}");
+        if (module.Length > MaxModuleLength) throw new BundleException(BundleFailure.InvalidManifest,
+            $"the module is {module.Length} bytes; bundles hold at most {MaxModuleLength}");
         var manifest = new BundleManifest
         {
             Target = description.Target,
@@ -105,7 +109,8 @@ public sealed class Bundle
         };
         ManifestCodec.Validate(manifest);
         var json = ManifestCodec.Serialize(manifest);
-        if (json.Length > MaxManifestLength) throw new BundleException(BundleFailure.InvalidManifest, $"the manifest is {json.Length} bytes; at most {MaxManifestLength}");
+        if (json.Length > MaxManifestLength) throw new BundleException(BundleFailure.InvalidManifest,
+            $"the manifest is {json.Length} bytes; at most {MaxManifestLength}");
 
         var bytes = new byte[HeaderLength + json.Length + module.Length + SignatureBlockLength];
         var span = bytes.AsSpan();
@@ -137,23 +142,28 @@ public sealed class Bundle
     {
         var (manifestLength, moduleLength, total) = ReadHeader(input);
         if (input.Length < total)
-            throw Refused(BundleFailure.Truncated, $"the bundle is truncated: it is {input.Length} bytes but its header announces {total} (download it again)");
+            throw Refused(BundleFailure.Truncated, $"the bundle is truncated: it is {input.Length} bytes but its " +
+                $"header announces {total} (download it again)");
         if (input.Length > total)
-            throw Refused(BundleFailure.TrailingData, $"{input.Length - total} unexpected bytes follow the signature block (the file is {input.Length} bytes, its header announces {total})");
+            throw Refused(BundleFailure.TrailingData, $"{input.Length - total} unexpected bytes follow the signature " +
+                $"block (the file is {input.Length} bytes, its header announces {total})");
 
         var bytes = input.ToArray();
         var block = bytes.AsSpan((int)(total - SignatureBlockLength));
         var algorithm = BinaryPrimitives.ReadUInt16LittleEndian(block);
         if (algorithm != EcdsaP256Sha256)
-            throw Refused(BundleFailure.UnsupportedVersion, $"signature algorithm {algorithm} is not supported (this build knows 1: ECDSA P-256 SHA-256); upgrade kintsugi");
+            throw Refused(BundleFailure.UnsupportedVersion, $"signature algorithm {algorithm} is not supported (this " +
+                $"build knows 1: ECDSA P-256 SHA-256); upgrade kintsugi");
         var signatureLength = BinaryPrimitives.ReadUInt16LittleEndian(block[2..]);
         if (signatureLength != PublisherPublicKey.SignatureLength)
-            throw Refused(BundleFailure.Malformed, $"the signature block claims a {signatureLength}-byte signature; ECDSA P-256 signatures are {PublisherPublicKey.SignatureLength}");
+            throw Refused(BundleFailure.Malformed, $"the signature block claims a {signatureLength}-byte signature; " +
+                $"ECDSA P-256 signatures are {PublisherPublicKey.SignatureLength}");
         var keyId = PublisherKeyId.FromBytes(block.Slice(4, PublisherKeyId.Length));
 
         var manifest = ManifestCodec.Parse(bytes.AsSpan(HeaderLength, manifestLength));
         if (manifest.PublisherKeyId != keyId)
-            throw Refused(BundleFailure.Malformed, $"the signature block names key {keyId} but the manifest names key {manifest.PublisherKeyId}");
+            throw Refused(BundleFailure.Malformed,
+                $"the signature block names key {keyId} but the manifest names key {manifest.PublisherKeyId}");
         return new Bundle(bytes, manifestLength, moduleLength, manifest, keyId);
     }
 
@@ -168,7 +178,9 @@ public sealed class Bundle
         var got = stream.ReadAtLeast(header, HeaderLength, throwOnEndOfStream: false);
         var (_, _, total) = ReadHeader(header.AsSpan(0, got));
         if (stream.CanSeek && stream.Length - stream.Position < total - HeaderLength)
-            throw Refused(BundleFailure.Truncated, $"the bundle is truncated: it is {HeaderLength + stream.Length - stream.Position} bytes but its header announces {total} (download it again)");
+            throw Refused(BundleFailure.Truncated,
+                $"the bundle is truncated: it is {HeaderLength + stream.Length - stream.Position} bytes but its " +
+                $"header announces {total} (download it again)");
 
         // Grow by doubling from a small buffer, so a false size claim costs at most twice the real input.
         var buffer = new byte[(int)Math.Min(total, 64 * 1024)];
@@ -186,7 +198,8 @@ public sealed class Bundle
             length += read;
         }
         if (length == total && stream.ReadByte() >= 0)
-            throw Refused(BundleFailure.TrailingData, $"unexpected bytes follow the signature block (the header announces {total} bytes)");
+            throw Refused(BundleFailure.TrailingData,
+                $"unexpected bytes follow the signature block (the header announces {total} bytes)");
         return Read(buffer.AsSpan(0, length));
     }
 
@@ -207,31 +220,39 @@ public sealed class Bundle
         }
     }
 
-    /// <summary>Validates the fixed header; returns the section lengths and the total file length it announces.</summary>
+    /// <summary>Validates the fixed header; returns the section lengths and the total file length it
+    /// announces.</summary>
     private static (int ManifestLength, int ModuleLength, long Total) ReadHeader(ReadOnlySpan<byte> input)
     {
         var magicPrefix = Math.Min(input.Length, Magic.Length);
         if (!input[..magicPrefix].SequenceEqual(Magic[..magicPrefix]))
-            throw Refused(BundleFailure.NotABundle, "this is not a Kintsugi bundle (it does not start with \"KINTSUGI\")");
+            throw Refused(BundleFailure.NotABundle,
+                "this is not a Kintsugi bundle (it does not start with \"KINTSUGI\")");
         if (input.Length < HeaderLength)
-            throw Refused(BundleFailure.Truncated, $"the bundle is truncated: {input.Length} bytes, shorter than its {HeaderLength}-byte header (download it again)");
+            throw Refused(BundleFailure.Truncated, $"the bundle is truncated: {input.Length} bytes, shorter than its " +
+                $"{HeaderLength}-byte header (download it again)");
         var version = BinaryPrimitives.ReadUInt16LittleEndian(input[8..]);
         if (version != CurrentFormatVersion)
-            throw Refused(BundleFailure.UnsupportedVersion, $"bundle format version {version} is not supported (this build reads version {CurrentFormatVersion}); upgrade kintsugi");
+            throw Refused(BundleFailure.UnsupportedVersion, $"bundle format version {version} is not supported (this " +
+                $"build reads version {CurrentFormatVersion}); upgrade kintsugi");
         var flags = BinaryPrimitives.ReadUInt16LittleEndian(input[10..]);
         if (flags != 0) throw Refused(BundleFailure.Malformed, $"the header has unknown flags 0x{flags:x4}");
         var manifestLength = BinaryPrimitives.ReadUInt32LittleEndian(input[12..]);
         if (manifestLength is 0 or > MaxManifestLength)
-            throw Refused(BundleFailure.Malformed, $"the header claims a {manifestLength}-byte manifest (allowed: 1 to {MaxManifestLength})");
+            throw Refused(BundleFailure.Malformed,
+                $"the header claims a {manifestLength}-byte manifest (allowed: 1 to {MaxManifestLength})");
         var moduleLength = BinaryPrimitives.ReadUInt64LittleEndian(input[16..]);
         if (moduleLength is 0 or > MaxModuleLength)
-            throw Refused(BundleFailure.Malformed, $"the header claims a {moduleLength}-byte module (allowed: 1 to {MaxModuleLength})");
+            throw Refused(BundleFailure.Malformed,
+                $"the header claims a {moduleLength}-byte module (allowed: 1 to {MaxModuleLength})");
         var signatureLength = BinaryPrimitives.ReadUInt32LittleEndian(input[24..]);
         if (signatureLength != SignatureBlockLength)
-            throw Refused(BundleFailure.Malformed, $"the header claims a {signatureLength}-byte signature block (version 1 has {SignatureBlockLength})");
+            throw Refused(BundleFailure.Malformed,
+                $"the header claims a {signatureLength}-byte signature block (version 1 has {SignatureBlockLength})");
         var reserved = BinaryPrimitives.ReadUInt32LittleEndian(input[28..]);
         if (reserved != 0) throw Refused(BundleFailure.Malformed, "the header's reserved field is not zero");
-        return ((int)manifestLength, (int)moduleLength, HeaderLength + (long)manifestLength + (long)moduleLength + signatureLength);
+        return ((int)manifestLength, (int)moduleLength,
+            HeaderLength + (long)manifestLength + (long)moduleLength + signatureLength);
     }
 
     private static BundleException Refused(BundleFailure failure, string message) => new(failure, message);

@@ -13,7 +13,8 @@ public enum BundleFailure
     Truncated,
     /// <summary>Bytes follow the signature block.</summary>
     TrailingData,
-    /// <summary>A header field or the signature block is malformed, or a claimed size exceeds the format's limits.</summary>
+    /// <summary>A header field or the signature block is malformed, or a claimed size exceeds the format's
+    /// limits.</summary>
     Malformed,
     /// <summary>The manifest is not valid, canonical JSON, or a field is out of range.</summary>
     InvalidManifest,
@@ -39,7 +40,8 @@ public enum BundleFailure
 /// A bundle, publisher key or trust store was refused. The message says what is wrong and what to do;
 /// <see cref="Failure"/> says which check failed. Always <see cref="ExitCode.InputRefused"/>.
 /// </summary>
-public sealed class BundleException(BundleFailure failure, string message, Exception? inner = null) : KintsugiException(message, inner)
+public sealed class
+    BundleException(BundleFailure failure, string message, Exception? inner = null) : KintsugiException(message, inner)
 {
     public BundleFailure Failure { get; } = failure;
 

@@ -24,7 +24,8 @@ public sealed record BundleManifest
     [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
     public ObjectTarget? Object { get; init; }
 
-    /// <summary>The cumulative level for this kernel build (1, 2, ...); level N contains every fix of levels below it.</summary>
+    /// <summary>The cumulative level for this kernel build (1, 2, ...); level N contains every fix of levels below
+    /// it.</summary>
     public required int CumulativeLevel { get; init; }
 
     /// <summary>Every fix this module contains, cumulatively.</summary>
@@ -52,7 +53,8 @@ public sealed record BundleManifest
     /// </summary>
     public string? EffectivePackageVersion { get; init; }
 
-    /// <summary>What the module is: a kernel livepatch (.ko) or a user-space patch (kintsugi-user-patch JSON).</summary>
+    /// <summary>What the module is: a kernel livepatch (.ko) or a user-space patch (kintsugi-user-patch
+    /// JSON).</summary>
     [JsonIgnore]
     public BundleKind Kind => Object is null ? BundleKind.Kernel : BundleKind.User;
 
@@ -69,7 +71,8 @@ public sealed record BundleManifest
     public IEnumerable<CveId> Cves => Fixes.SelectMany(f => f.Cves).Select(c => c.Id).Distinct();
 }
 
-/// <summary>The two kinds of bundle; the manifest says which by carrying a kernel <c>target</c> or an <c>object</c>.</summary>
+/// <summary>The two kinds of bundle; the manifest says which by carrying a kernel <c>target</c> or an
+/// <c>object</c>.</summary>
 public enum BundleKind
 {
     Kernel,
@@ -84,11 +87,13 @@ public enum BundleKind
 public sealed record ObjectTarget(string Name, BuildId BuildId, string? Package = null, string? PackageVersion = null)
 {
     public override string ToString() =>
-        (Package is null ? Name : $"{Name} ({Package}{(PackageVersion is null ? "" : " " + PackageVersion)})") + $" build-id {BuildId}";
+        (Package is null ? Name : $"{Name} ({Package}{(PackageVersion is null ? "" : " " + PackageVersion)})") + $" " +
+        $"build-id {BuildId}";
 }
 
 /// <summary>One fix contained in a bundle.</summary>
-/// <param name="Id">A stable identifier chosen by the patch engineer (letters, digits, <c>.-_:</c>), for example an upstream commit or <c>CVE-2024-1086</c>.</param>
+/// <param name="Id">A stable identifier chosen by the patch engineer (letters, digits, <c>.-_:</c>), for example an
+/// upstream commit or <c>CVE-2024-1086</c>.</param>
 public sealed record BundleFix(string Id, IReadOnlyList<CveReference> Cves, string Description);
 
 /// <summary>A CVE a fix addresses, with its severity and publication date.</summary>
@@ -104,7 +109,8 @@ public enum CveSeverity
     [JsonStringEnumMemberName("critical")] Critical,
 }
 
-/// <summary>A function the module replaces: the object it lives in (<c>vmlinux</c> or a module name) and its name.</summary>
+/// <summary>A function the module replaces: the object it lives in (<c>vmlinux</c> or a module name) and its
+/// name.</summary>
 public sealed record PatchedFunction(string Object, string Function);
 
 /// <summary>
@@ -143,30 +149,35 @@ internal static class ManifestCodec
     public const int MaxCvesPerFix = 1_000;
     public const int MaxPatchedFunctions = 100_000;
 
-    public static byte[] Serialize(BundleManifest manifest) => JsonSerializer.SerializeToUtf8Bytes(manifest, BundleJson.Default.BundleManifest);
+    public static byte[] Serialize(BundleManifest manifest) =>
+        JsonSerializer.SerializeToUtf8Bytes(manifest, BundleJson.Default.BundleManifest);
 
     /// <summary>Parses, validates, and refuses any byte form other than the canonical one.</summary>
     public static BundleManifest Parse(ReadOnlySpan<byte> json)
     {
         BundleManifest? manifest;
         try { manifest = JsonSerializer.Deserialize(json, BundleJson.Default.BundleManifest); }
-        catch (Exception e) when (e is JsonException or FormatException or ArgumentException or InvalidOperationException or OverflowException)
+        catch (Exception e) when (e is JsonException or FormatException or ArgumentException
+            or InvalidOperationException or OverflowException)
         {
             throw Invalid($"the manifest is not valid: {Describe(e)}", e);
         }
         if (manifest is null) throw Invalid("the manifest is JSON null");
         Validate(manifest);
         if (!json.SequenceEqual(Serialize(manifest)))
-            throw Invalid("the manifest is not in canonical form (compact JSON, fields in the documented order, no extra whitespace, UTC time); re-create the bundle with `kintsugi bundle sign`");
+            throw Invalid("the manifest is not in canonical form (compact JSON, fields in the documented order, no " +
+                "extra whitespace, UTC time); re-create the bundle with `kintsugi bundle sign`");
         return manifest;
     }
 
-    private static string Describe(Exception e) => e.InnerException is FormatException inner ? $"{e.Message} ({inner.Message})" : e.Message;
+    private static string Describe(Exception e) =>
+        e.InnerException is FormatException inner ? $"{e.Message} ({inner.Message})" : e.Message;
 
     public static void Validate(BundleManifest m)
     {
         if (m.Target is not null && m.Object is not null)
-            throw Invalid("the manifest names both a target kernel and a target object; a bundle patches one or the other");
+            throw Invalid(
+                "the manifest names both a target kernel and a target object; a bundle patches one or the other");
         if (m.Object is { } o)
         {
             if (o.BuildId.ToString().Length == 0) throw Invalid("the manifest's target object has no build-id");
@@ -177,11 +188,13 @@ internal static class ManifestCodec
         else
         {
             if (m.Target is null || m.Target.Release.Value is null || m.Target.BuildId.ToString().Length == 0)
-                throw Invalid("the manifest names no target kernel (release and build-id are required) nor a target object");
+                throw Invalid(
+                    "the manifest names no target kernel (release and build-id are required) nor a target object");
             if (m.Target.PackageVersion is not null) CheckText("target.packageVersion", m.Target.PackageVersion, 128);
         }
         if (m.CumulativeLevel < 1) throw Invalid($"cumulative level {m.CumulativeLevel} is not a positive integer");
-        if (m.Fixes is null || m.Fixes.Count == 0) throw Invalid("the manifest lists no fixes; a bundle contains at least one");
+        if (m.Fixes is null || m.Fixes.Count == 0)
+            throw Invalid("the manifest lists no fixes; a bundle contains at least one");
         if (m.Fixes.Count > MaxFixes) throw Invalid($"the manifest lists {m.Fixes.Count} fixes (at most {MaxFixes})");
         var fixIds = new HashSet<string>(StringComparer.Ordinal);
         foreach (var fix in m.Fixes)
@@ -191,7 +204,8 @@ internal static class ManifestCodec
             if (!fixIds.Add(fix.Id)) throw Invalid($"fix '{fix.Id}' is listed twice");
             CheckText($"description of fix '{fix.Id}'", fix.Description, 4096, allowNewlines: true);
             if (fix.Cves is null) throw Invalid($"fix '{fix.Id}' has no CVE list (use an empty list)");
-            if (fix.Cves.Count > MaxCvesPerFix) throw Invalid($"fix '{fix.Id}' lists {fix.Cves.Count} CVEs (at most {MaxCvesPerFix})");
+            if (fix.Cves.Count > MaxCvesPerFix)
+                throw Invalid($"fix '{fix.Id}' lists {fix.Cves.Count} CVEs (at most {MaxCvesPerFix})");
             var cves = new HashSet<string>(StringComparer.Ordinal);
             foreach (var cve in fix.Cves)
             {
@@ -200,22 +214,27 @@ internal static class ManifestCodec
                 if (!Enum.IsDefined(cve.Severity)) throw Invalid($"{cve.Id} has an unknown severity");
             }
         }
-        if (m.PatchedFunctions is null || m.PatchedFunctions.Count == 0) throw Invalid("the manifest lists no patched functions; a livepatch replaces at least one");
-        if (m.PatchedFunctions.Count > MaxPatchedFunctions) throw Invalid($"the manifest lists {m.PatchedFunctions.Count} patched functions (at most {MaxPatchedFunctions})");
+        if (m.PatchedFunctions is null || m.PatchedFunctions.Count == 0)
+            throw Invalid("the manifest lists no patched functions; a livepatch replaces at least one");
+        if (m.PatchedFunctions.Count > MaxPatchedFunctions) throw Invalid($"the manifest lists " +
+            $"{m.PatchedFunctions.Count} patched functions (at most {MaxPatchedFunctions})");
         var functions = new HashSet<(string, string)>();
         foreach (var f in m.PatchedFunctions)
         {
             if (f is null) throw Invalid("a patched function is null");
             CheckIdentifier("patched object", f.Object, 64);
             CheckIdentifier($"patched function in {f.Object}", f.Function, 256);
-            if (!functions.Add((f.Object, f.Function))) throw Invalid($"patched function {f.Object}:{f.Function} is listed twice");
+            if (!functions.Add((f.Object, f.Function)))
+                throw Invalid($"patched function {f.Object}:{f.Function} is listed twice");
         }
-        if (m.ModuleSize is < 1 or > Bundle.MaxModuleLength) throw Invalid($"module size {m.ModuleSize} is out of range (1 to {Bundle.MaxModuleLength})");
+        if (m.ModuleSize is < 1 or > Bundle.MaxModuleLength)
+            throw Invalid($"module size {m.ModuleSize} is out of range (1 to {Bundle.MaxModuleLength})");
         if (m.ModuleSha256.IsEmpty) throw Invalid("the manifest has no module digest");
         if (m.PublisherKeyId.IsEmpty) throw Invalid("the manifest names no publisher key");
         if (m.CreatedAt.Offset != TimeSpan.Zero) throw Invalid("the creation time must be in UTC");
         CheckText("builder version", m.BuilderVersion, 64);
-        if (m.EffectivePackageVersion is not null) CheckText("effective package version", m.EffectivePackageVersion, 128);
+        if (m.EffectivePackageVersion is not null)
+            CheckText("effective package version", m.EffectivePackageVersion, 128);
     }
 
     /// <summary>Letters, digits and <c>._-:+~</c>.</summary>
@@ -237,5 +256,6 @@ internal static class ManifestCodec
                 throw Invalid($"the {what} contains a control character (U+{(int)c:X4})");
     }
 
-    private static BundleException Invalid(string message, Exception? inner = null) => new(BundleFailure.InvalidManifest, message, inner);
+    private static BundleException Invalid(string message, Exception? inner = null) =>
+        new(BundleFailure.InvalidManifest, message, inner);
 }

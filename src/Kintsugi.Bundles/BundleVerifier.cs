@@ -47,13 +47,16 @@ public static class BundleVerifier
 
         if (!publisher.Key.VerifySignature(bundle.SignedBytes, bundle.Signature.Span))
             throw new BundleException(BundleFailure.BadSignature,
-                $"the signature does not match the bundle's manifest for key {bundle.KeyId}: the bundle was altered after signing; do not use it and fetch it again from the publisher");
+                $"the signature does not match the bundle's manifest for key {bundle.KeyId}: the bundle was altered " +
+                $"after signing; do not use it and fetch it again from the publisher");
 
         var module = bundle.Module.Span;
         if (module.Length != manifest.ModuleSize || Sha256Digest.Of(module) != manifest.ModuleSha256)
             throw new BundleException(BundleFailure.ModuleMismatch,
-                $"the module ({module.Length} bytes, sha256 {Sha256Digest.Of(module)}) is not the one the signed manifest names " +
-                $"({manifest.ModuleSize} bytes, sha256 {manifest.ModuleSha256}): the module was altered; do not load it");
+                $"the module ({module.Length} bytes, sha256 {Sha256Digest.Of(module)}) is not the one the signed " +
+                $"manifest names " +
+                $"({manifest.ModuleSize} bytes, sha256 {manifest.ModuleSha256}): the module was altered; do not load " +
+                $"it");
 
         if (expected is not null)
         {
@@ -62,11 +65,14 @@ public static class BundleVerifier
                 "it is applied to processes (kintsugi agent, or kintsugi user apply), never loaded into a kernel");
             if (target.Release != expected.Release)
                 throw new BundleException(BundleFailure.WrongTarget,
-                    $"the bundle is for kernel {target.Release}, but this kernel is {expected.Release}; fetch the bundle published for {expected.Release}");
+                    $"the bundle is for kernel {target.Release}, but this kernel is {expected.Release}; fetch the " +
+                    $"bundle published for {expected.Release}");
             if (target.BuildId != expected.BuildId)
                 throw new BundleException(BundleFailure.WrongTarget,
-                    $"the bundle is for kernel {target.Release} with build-id {target.BuildId}, but this kernel's build-id is {expected.BuildId}: " +
-                    "same release, different build; a livepatch must only be loaded into the exact build it was made for");
+                    $"the bundle is for kernel {target.Release} with build-id {target.BuildId}, but this kernel's " +
+                    $"build-id is {expected.BuildId}: " +
+                    "same release, different build; a livepatch must only be loaded into the exact build it was made " +
+                    "for");
         }
         return new VerifiedBundle(bundle, publisher);
     }
@@ -82,7 +88,8 @@ public static class BundleVerifier
             $"the bundle is a kernel livepatch for {verified.Manifest.Target}, not a user-space patch");
         if (target.BuildId != expected)
             throw new BundleException(BundleFailure.WrongTarget,
-                $"the bundle patches {target.Name} with build-id {target.BuildId}, not the object with build-id {expected}: " +
+                $"the bundle patches {target.Name} with build-id {target.BuildId}, not the object with build-id " +
+                $"{expected}: " +
                 "a user-space patch must only be applied to the exact build it was made for");
         return verified;
     }

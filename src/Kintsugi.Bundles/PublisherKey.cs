@@ -31,14 +31,16 @@ public sealed class PublisherKey : IDisposable
         try
         {
             ecdsa.ImportPkcs8PrivateKey(der, out var read);
-            if (read != der.Length) throw new BundleException(BundleFailure.KeyFile, "the private key has trailing bytes after its PKCS#8 structure");
+            if (read != der.Length) throw new BundleException(BundleFailure.KeyFile,
+                "the private key has trailing bytes after its PKCS#8 structure");
             KeyPem.RequireP256(ecdsa);
             return new PublisherKey(ecdsa);
         }
         catch (CryptographicException e)
         {
             ecdsa.Dispose();
-            throw new BundleException(BundleFailure.KeyFile, $"the private key is not an EC P-256 PKCS#8 key ({e.Message}); create one with `kintsugi keys generate`", e);
+            throw new BundleException(BundleFailure.KeyFile, $"the private key is not an EC P-256 PKCS#8 key " +
+                $"({e.Message}); create one with `kintsugi keys generate`", e);
         }
         catch
         {
@@ -67,12 +69,15 @@ public sealed class PublisherKey : IDisposable
         }
         catch (IOException e) when (File.Exists(path))
         {
-            throw new BundleException(BundleFailure.KeyFile, $"{path} already exists; refusing to overwrite a private key (move it away first)", e);
+            throw new BundleException(BundleFailure.KeyFile,
+                $"{path} already exists; refusing to overwrite a private key (move it away first)", e);
         }
     }
 
-    /// <summary>Signs data (ECDSA P-256, SHA-256, IEEE P1363 r||s: 64 bytes). Internal: only the bundle writer signs.</summary>
-    internal byte[] Sign(ReadOnlySpan<byte> data) => _ecdsa.SignData(data, HashAlgorithmName.SHA256, DSASignatureFormat.IeeeP1363FixedFieldConcatenation);
+    /// <summary>Signs data (ECDSA P-256, SHA-256, IEEE P1363 r||s: 64 bytes). Internal: only the bundle writer
+    /// signs.</summary>
+    internal byte[] Sign(ReadOnlySpan<byte> data) =>
+        _ecdsa.SignData(data, HashAlgorithmName.SHA256, DSASignatureFormat.IeeeP1363FixedFieldConcatenation);
 
     public void Dispose() => _ecdsa.Dispose();
 
@@ -107,11 +112,13 @@ public sealed class PublisherPublicKey : IEquatable<PublisherPublicKey>
         try
         {
             ecdsa.ImportSubjectPublicKeyInfo(der, out var read);
-            if (read != der.Length) throw new BundleException(BundleFailure.KeyFile, "the public key has trailing bytes after its SubjectPublicKeyInfo");
+            if (read != der.Length) throw new BundleException(BundleFailure.KeyFile,
+                "the public key has trailing bytes after its SubjectPublicKeyInfo");
         }
         catch (CryptographicException e)
         {
-            throw new BundleException(BundleFailure.KeyFile, $"the public key is not an EC SubjectPublicKeyInfo ({e.Message})", e);
+            throw new BundleException(BundleFailure.KeyFile,
+                $"the public key is not an EC SubjectPublicKeyInfo ({e.Message})", e);
         }
         KeyPem.RequireP256(ecdsa);
         // Re-export so that one key has one byte form (and so one id).
@@ -119,12 +126,14 @@ public sealed class PublisherPublicKey : IEquatable<PublisherPublicKey>
     }
 
     public static PublisherPublicKey FromPem(string pem) =>
-        FromSubjectPublicKeyInfo(KeyPem.Decode(pem, "PUBLIC KEY", "a public key file (SubjectPublicKeyInfo, -----BEGIN PUBLIC KEY-----)"));
+        FromSubjectPublicKeyInfo(
+        KeyPem.Decode(pem, "PUBLIC KEY", "a public key file (SubjectPublicKeyInfo, -----BEGIN PUBLIC KEY-----)"));
 
     public static PublisherPublicKey Load(string path)
     {
         try { return FromPem(KeyPem.ReadFile(path, "public key")); }
-        catch (BundleException e) when (e.Failure == BundleFailure.KeyFile && !e.Message.StartsWith(path, StringComparison.Ordinal))
+        catch (BundleException e) when (e.Failure == BundleFailure.KeyFile
+            && !e.Message.StartsWith(path, StringComparison.Ordinal))
         {
             throw new BundleException(BundleFailure.KeyFile, $"{path}: {e.Message}", e);
         }
@@ -134,13 +143,15 @@ public sealed class PublisherPublicKey : IEquatable<PublisherPublicKey>
 
     public void Save(string path) => File.WriteAllText(path, ExportPem());
 
-    /// <summary>Whether <paramref name="signature"/> (64-byte IEEE P1363 r||s) is this key's ECDSA P-256 SHA-256 signature of <paramref name="data"/>.</summary>
+    /// <summary>Whether <paramref name="signature"/> (64-byte IEEE P1363 r||s) is this key's ECDSA P-256 SHA-256
+    /// signature of <paramref name="data"/>.</summary>
     public bool VerifySignature(ReadOnlySpan<byte> data, ReadOnlySpan<byte> signature)
     {
         if (signature.Length != SignatureLength) return false;
         using var ecdsa = ECDsa.Create();
         ecdsa.ImportSubjectPublicKeyInfo(_spki, out _);
-        return ecdsa.VerifyData(data, signature, HashAlgorithmName.SHA256, DSASignatureFormat.IeeeP1363FixedFieldConcatenation);
+        return ecdsa.VerifyData(data, signature, HashAlgorithmName.SHA256,
+            DSASignatureFormat.IeeeP1363FixedFieldConcatenation);
     }
 
     public bool Equals(PublisherPublicKey? other) => other is not null && _spki.AsSpan().SequenceEqual(other._spki);
@@ -164,7 +175,8 @@ internal static class KeyPem
         try
         {
             using var stream = File.OpenRead(path);
-            if (stream.Length > MaxFileLength) throw new BundleException(BundleFailure.KeyFile, $"{path} is {stream.Length} bytes, too large to be a {what} file");
+            if (stream.Length > MaxFileLength) throw new BundleException(BundleFailure.KeyFile,
+                $"{path} is {stream.Length} bytes, too large to be a {what} file");
             using var reader = new StreamReader(stream, System.Text.Encoding.ASCII);
             return reader.ReadToEnd();
         }
@@ -176,20 +188,26 @@ internal static class KeyPem
 
     public static byte[] Decode(string pem, string label, string expected)
     {
-        if (pem.Length > MaxFileLength) throw new BundleException(BundleFailure.KeyFile, $"the text is too large to be {expected}");
+        if (pem.Length > MaxFileLength)
+            throw new BundleException(BundleFailure.KeyFile, $"the text is too large to be {expected}");
         if (!PemEncoding.TryFind(pem, out var fields))
             throw new BundleException(BundleFailure.KeyFile, $"no PEM block found; expected {expected}");
         var found = pem[fields.Label];
         if (!found.SequenceEqual(label))
         {
-            var hint = found.SequenceEqual("ENCRYPTED PRIVATE KEY") ? " (encrypted keys are not supported; keep the key offline instead)" : "";
-            throw new BundleException(BundleFailure.KeyFile, $"found a PEM block labelled '{found}'; expected {expected}{hint}");
+            var hint = found.SequenceEqual("ENCRYPTED PRIVATE KEY")
+                ? " (encrypted keys are not supported; keep the key offline instead)" : "";
+            throw new BundleException(BundleFailure.KeyFile,
+                $"found a PEM block labelled '{found}'; expected {expected}{hint}");
         }
-        if (pem.AsSpan(fields.Location.End..).Trim().Length != 0 || pem.AsSpan(..fields.Location.Start).Trim().Length != 0)
-            throw new BundleException(BundleFailure.KeyFile, $"the file holds more than one PEM block; expected only {expected}");
+        if (pem.AsSpan(fields.Location.End..).Trim().Length != 0
+            || pem.AsSpan(..fields.Location.Start).Trim().Length != 0)
+            throw new BundleException(BundleFailure.KeyFile,
+                $"the file holds more than one PEM block; expected only {expected}");
         var der = new byte[fields.DecodedDataLength];
         if (!Convert.TryFromBase64Chars(pem.AsSpan(fields.Base64Data), der, out var written) || written != der.Length)
-            throw new BundleException(BundleFailure.KeyFile, $"the PEM block's base64 is malformed; expected {expected}");
+            throw new BundleException(BundleFailure.KeyFile,
+                $"the PEM block's base64 is malformed; expected {expected}");
         return der;
     }
 
@@ -197,10 +215,13 @@ internal static class KeyPem
     {
         ECParameters parameters;
         try { parameters = ecdsa.ExportParameters(false); }
-        catch (CryptographicException e) { throw new BundleException(BundleFailure.KeyFile, $"the key's curve cannot be read ({e.Message})", e); }
+        catch (CryptographicException e) { throw new BundleException(BundleFailure.KeyFile,
+            $"the key's curve cannot be read ({e.Message})", e); }
         var curve = parameters.Curve;
-        var isP256 = curve.IsNamed && (curve.Oid.Value == P256Oid || curve.Oid.FriendlyName is "nistP256" or "ECDSA_P256" or "prime256v1" or "secp256r1");
+        var isP256 = curve.IsNamed && (curve.Oid.Value == P256Oid
+            || curve.Oid.FriendlyName is "nistP256" or "ECDSA_P256" or "prime256v1" or "secp256r1");
         if (!isP256 || ecdsa.KeySize != 256)
-            throw new BundleException(BundleFailure.KeyFile, $"the key is on curve {curve.Oid.FriendlyName ?? curve.Oid.Value ?? "(explicit)"}; publisher keys are ECDSA P-256");
+            throw new BundleException(BundleFailure.KeyFile, $"the key is on curve " +
+                $"{curve.Oid.FriendlyName ?? curve.Oid.Value ?? "(explicit)"}; publisher keys are ECDSA P-256");
     }
 }

@@ -15,7 +15,8 @@ public sealed record ReleaseMetadata
 {
     public const string DocumentType = "kintsugi-release-metadata";
 
-    /// <summary>Always <see cref="DocumentType"/>: a signature over a timestamp can never be read as metadata.</summary>
+    /// <summary>Always <see cref="DocumentType"/>: a signature over a timestamp can never be read as
+    /// metadata.</summary>
     public required string Type { get; init; }
 
     /// <summary>The kernel build these levels belong to (release and GNU build-id; no package version).</summary>
@@ -40,14 +41,18 @@ public sealed record ReleaseMetadata
 
     public required DateTimeOffset CreatedAt { get; init; }
 
-    /// <summary>Whether a machine may run <paramref name="level"/>: not below the minimum, not above the current level, not revoked.</summary>
-    public bool Permits(int level) => level >= Math.Max(1, MinimumLevel) && level <= CurrentLevel && !RevokedLevels.Contains(level);
+    /// <summary>Whether a machine may run <paramref name="level"/>: not below the minimum, not above the current level,
+    /// not revoked.</summary>
+    public bool Permits(int level) =>
+        level >= Math.Max(1, MinimumLevel) && level <= CurrentLevel && !RevokedLevels.Contains(level);
 
     /// <summary>Why <paramref name="level"/> may not run, or null when it may.</summary>
     public string? Forbids(int level) =>
         RevokedLevels.Contains(level) ? $"level {level} is revoked by signed release metadata version {Version}"
-        : level < MinimumLevel ? $"level {level} is below the minimum level {MinimumLevel} of signed release metadata version {Version}"
-        : level > CurrentLevel ? $"level {level} is above the current level {CurrentLevel} of signed release metadata version {Version} (publish new metadata with it)"
+        : level < MinimumLevel
+        ? $"level {level} is below the minimum level {MinimumLevel} of signed release metadata version {Version}"
+        : level > CurrentLevel ? $"level {level} is above the current level {CurrentLevel} of signed release " +
+        $"metadata version {Version} (publish new metadata with it)"
         : level < 1 ? $"level {level} is not a level" : null;
 }
 
@@ -73,11 +78,13 @@ public sealed record ReleaseTimestamp
 }
 
 /// <summary>What a publisher states to make release metadata.</summary>
-public sealed record ReleaseMetadataDescription(KernelTarget Target, long Version, int CurrentLevel, int MinimumLevel, IReadOnlyList<int> RevokedLevels, DateTimeOffset Expires);
+public sealed record ReleaseMetadataDescription(KernelTarget Target, long Version, int CurrentLevel, int MinimumLevel,
+    IReadOnlyList<int> RevokedLevels, DateTimeOffset Expires);
 
 /// <summary>
-/// The transport form of a signed document: <c>{"signed":"&lt;base64 payload&gt;","keyId":"…","signature":"&lt;base64&gt;"}</c>.
-/// The signature covers a context line naming the document type, then the payload bytes exactly as carried.
+/// The transport form of a signed document: <c>{"signed":"&lt;base64
+/// payload&gt;","keyId":"…","signature":"&lt;base64&gt;"}</c>. The signature covers a context line naming the document
+/// type, then the payload bytes exactly as carried.
 /// </summary>
 internal sealed record SignedEnvelope(string Signed, PublisherKeyId KeyId, string Signature);
 
@@ -110,7 +117,8 @@ internal static class SignedDocuments
         return bytes;
     }
 
-    public static (byte[] Envelope, byte[] Payload) Sign<T>(T document, string type, JsonTypeInfo<T> info, PublisherKey key)
+    public static (byte[] Envelope, byte[] Payload) Sign<T>(T document, string type, JsonTypeInfo<T> info,
+        PublisherKey key)
     {
         var payload = JsonSerializer.SerializeToUtf8Bytes(document, info);
         var signature = key.Sign(SignedBytes(type, payload));
@@ -118,22 +126,28 @@ internal static class SignedDocuments
         return (JsonSerializer.SerializeToUtf8Bytes(envelope, MetadataJson.Default.SignedEnvelope), payload);
     }
 
-    /// <summary>Parses the envelope and its payload, refusing anything but the canonical form. Does not check the signature.</summary>
-    public static (T Document, byte[] Payload, PublisherKeyId KeyId, byte[] Signature) Read<T>(ReadOnlySpan<byte> input, string what, JsonTypeInfo<T> info)
+    /// <summary>Parses the envelope and its payload, refusing anything but the canonical form. Does not check the
+    /// signature.</summary>
+    public static (T Document, byte[] Payload, PublisherKeyId KeyId, byte[] Signature) Read<T>(ReadOnlySpan<byte> input,
+        string what, JsonTypeInfo<T> info)
         where T : class
     {
         if (input.Length > MaxLength) throw Invalid($"the {what} is {input.Length} bytes; at most {MaxLength}");
         try
         {
-            var envelope = JsonSerializer.Deserialize(input, MetadataJson.Default.SignedEnvelope) ?? throw Invalid($"the {what} is JSON null");
+            var envelope = JsonSerializer.Deserialize(input, MetadataJson.Default.SignedEnvelope)
+                ?? throw Invalid($"the {what} is JSON null");
             var payload = Convert.FromBase64String(envelope.Signed);
             var signature = Convert.FromBase64String(envelope.Signature);
-            var document = JsonSerializer.Deserialize(payload, info) ?? throw Invalid($"the {what}'s payload is JSON null");
+            var document =
+                JsonSerializer.Deserialize(payload, info) ?? throw Invalid($"the {what}'s payload is JSON null");
             if (!payload.AsSpan().SequenceEqual(JsonSerializer.SerializeToUtf8Bytes(document, info)))
-                throw Invalid($"the {what}'s payload is not in canonical form (compact JSON, documented field order, UTC times)");
+                throw Invalid(
+                    $"the {what}'s payload is not in canonical form (compact JSON, documented field order, UTC times)");
             return (document, payload, envelope.KeyId, signature);
         }
-        catch (Exception e) when (e is JsonException or FormatException or ArgumentException or InvalidOperationException or OverflowException)
+        catch (Exception e) when (e is JsonException or FormatException or ArgumentException
+            or InvalidOperationException or OverflowException)
         {
             throw Invalid($"the {what} is not valid: {e.Message}", e);
         }
@@ -145,7 +159,8 @@ internal static class SignedDocuments
         return new DateTimeOffset(utc.Ticks - utc.Ticks % TimeSpan.TicksPerSecond, TimeSpan.Zero);
     }
 
-    public static BundleException Invalid(string message, Exception? inner = null) => new(BundleFailure.InvalidMetadata, message, inner);
+    public static BundleException Invalid(string message, Exception? inner = null) =>
+        new(BundleFailure.InvalidMetadata, message, inner);
 }
 
 /// <summary>Release metadata as carried (the signed envelope's bytes), parsed but not yet trusted.</summary>
@@ -163,7 +178,8 @@ public sealed class SignedReleaseMetadata
 
     internal byte[] Payload { get; }
 
-    private SignedReleaseMetadata(byte[] envelope, ReleaseMetadata metadata, byte[] payload, PublisherKeyId keyId, byte[] signature)
+    private SignedReleaseMetadata(byte[] envelope, ReleaseMetadata metadata, byte[] payload, PublisherKeyId keyId,
+        byte[] signature)
     {
         _envelope = envelope;
         Metadata = metadata;
@@ -176,7 +192,8 @@ public sealed class SignedReleaseMetadata
     /// <summary>The envelope as JSON text (what the server stores and sends, and the agent keeps).</summary>
     public string Text => Encoding.UTF8.GetString(_envelope);
 
-    public static SignedReleaseMetadata Create(ReleaseMetadataDescription description, PublisherKey key, DateTimeOffset? now = null)
+    public static SignedReleaseMetadata
+        Create(ReleaseMetadataDescription description, PublisherKey key, DateTimeOffset? now = null)
     {
         var metadata = new ReleaseMetadata
         {
@@ -191,63 +208,80 @@ public sealed class SignedReleaseMetadata
             CreatedAt = SignedDocuments.Second(now ?? DateTimeOffset.UtcNow),
         };
         Validate(metadata);
-        var (envelope, _) = SignedDocuments.Sign(metadata, ReleaseMetadata.DocumentType, MetadataJson.Default.ReleaseMetadata, key);
+        var (envelope, _) =
+            SignedDocuments.Sign(metadata, ReleaseMetadata.DocumentType, MetadataJson.Default.ReleaseMetadata, key);
         return Read(envelope);
     }
 
     public static SignedReleaseMetadata Read(string text) => Read(Encoding.UTF8.GetBytes(text));
 
-    /// <summary>Parses and validates; refuses non-canonical payloads. Does not check the signature (see <see cref="Verify"/>).</summary>
+    /// <summary>Parses and validates; refuses non-canonical payloads. Does not check the signature (see <see
+    /// cref="Verify"/>).</summary>
     public static SignedReleaseMetadata Read(ReadOnlySpan<byte> input)
     {
-        var (metadata, payload, keyId, signature) = SignedDocuments.Read(input, "release metadata", MetadataJson.Default.ReleaseMetadata);
+        var (metadata, payload, keyId, signature) =
+            SignedDocuments.Read(input, "release metadata", MetadataJson.Default.ReleaseMetadata);
         Validate(metadata);
         if (metadata.PublisherKeyId != keyId)
-            throw SignedDocuments.Invalid($"the release metadata names key {metadata.PublisherKeyId} but is signed by {keyId}");
+            throw SignedDocuments.Invalid(
+                $"the release metadata names key {metadata.PublisherKeyId} but is signed by {keyId}");
         return new SignedReleaseMetadata(input.ToArray(), metadata, payload, keyId, signature);
     }
 
     private static void Validate(ReleaseMetadata m)
     {
-        if (m.Type != ReleaseMetadata.DocumentType) throw SignedDocuments.Invalid($"the document is a '{m.Type}', not release metadata");
+        if (m.Type != ReleaseMetadata.DocumentType)
+            throw SignedDocuments.Invalid($"the document is a '{m.Type}', not release metadata");
         if (m.Target is null || m.Target.Release.Value is null || m.Target.BuildId.ToString().Length == 0)
             throw SignedDocuments.Invalid("the release metadata names no kernel build");
-        if (m.Target.PackageVersion is not null) throw SignedDocuments.Invalid("the release metadata's target carries no package version (the build-id is the identity)");
+        if (m.Target.PackageVersion is not null) throw SignedDocuments.Invalid("the release metadata's target " +
+            "carries no package version (the build-id is the identity)");
         if (m.Version < 1) throw SignedDocuments.Invalid($"version {m.Version} is not a positive integer");
         if (m.CurrentLevel < 0) throw SignedDocuments.Invalid($"current level {m.CurrentLevel} is negative");
         if (m.MinimumLevel < 0 || m.MinimumLevel > m.CurrentLevel)
-            throw SignedDocuments.Invalid($"minimum level {m.MinimumLevel} must be between 0 and the current level {m.CurrentLevel}");
-        if (m.RevokedLevels is null) throw SignedDocuments.Invalid("the revoked levels are missing (use an empty list)");
+            throw SignedDocuments.Invalid($"minimum level {m.MinimumLevel} must be between 0 and the current level " +
+                $"{m.CurrentLevel}");
+        if (m.RevokedLevels is null)
+            throw SignedDocuments.Invalid("the revoked levels are missing (use an empty list)");
         if (m.RevokedLevels.Count > 100_000) throw SignedDocuments.Invalid("too many revoked levels");
         for (var i = 0; i < m.RevokedLevels.Count; i++)
         {
             if (m.RevokedLevels[i] < 1 || m.RevokedLevels[i] > m.CurrentLevel)
-                throw SignedDocuments.Invalid($"revoked level {m.RevokedLevels[i]} is not between 1 and the current level {m.CurrentLevel}");
-            if (i > 0 && m.RevokedLevels[i] <= m.RevokedLevels[i - 1]) throw SignedDocuments.Invalid("the revoked levels must be ascending, each once");
+                throw SignedDocuments.Invalid($"revoked level {m.RevokedLevels[i]} is not between 1 and the current " +
+                    $"level {m.CurrentLevel}");
+            if (i > 0 && m.RevokedLevels[i] <= m.RevokedLevels[i - 1])
+                throw SignedDocuments.Invalid("the revoked levels must be ascending, each once");
         }
-        if (m.Expires.Offset != TimeSpan.Zero || m.CreatedAt.Offset != TimeSpan.Zero) throw SignedDocuments.Invalid("times must be in UTC");
+        if (m.Expires.Offset != TimeSpan.Zero || m.CreatedAt.Offset != TimeSpan.Zero)
+            throw SignedDocuments.Invalid("times must be in UTC");
         if (m.Expires <= m.CreatedAt) throw SignedDocuments.Invalid("the release metadata expires before it was made");
     }
 
     /// <summary>
     /// Checks the signature against <paramref name="trust"/>'s publisher keys (a retired key is refused) and,
-    /// when given, that it is about <paramref name="build"/>. Expiry is the caller's policy (stale is reported, not refused).
+    /// when given, that it is about <paramref name="build"/>. Expiry is the caller's policy (stale is reported, not
+    /// refused).
     /// </summary>
     public TrustedKey Verify(TrustStore trust, BuildId? build = null)
     {
         var key = trust.Find(KeyId) ?? throw new BundleException(BundleFailure.UnknownKey,
-            $"the release metadata is signed by key {KeyId}, which is not a publisher key in trust store {trust.Directory}");
+            $"the release metadata is signed by key {KeyId}, which is not a publisher key in trust store " +
+            $"{trust.Directory}");
         if (key.State == KeyState.Retired)
-            throw new BundleException(BundleFailure.RetiredKey, $"the release metadata is signed by key {KeyId}, which is retired in trust store {trust.Directory}");
+            throw new BundleException(BundleFailure.RetiredKey,
+                $"the release metadata is signed by key {KeyId}, which is retired in trust store {trust.Directory}");
         if (!key.Key.VerifySignature(SignedDocuments.SignedBytes(ReleaseMetadata.DocumentType, Payload), _signature))
-            throw new BundleException(BundleFailure.BadSignature, $"the release metadata's signature does not verify for key {KeyId}: it was altered after signing");
+            throw new BundleException(BundleFailure.BadSignature,
+                $"the release metadata's signature does not verify for key {KeyId}: it was altered after signing");
         if (build is { } expected && Metadata.Target.BuildId != expected)
             throw new BundleException(BundleFailure.WrongTarget,
-                $"the release metadata is for build-id {Metadata.Target.BuildId} ({Metadata.Target.Release}), not this kernel's {expected}");
+                $"the release metadata is for build-id {Metadata.Target.BuildId} ({Metadata.Target.Release}), not " +
+                $"this kernel's {expected}");
         return key;
     }
 
-    public override string ToString() => $"release metadata version {Metadata.Version} for {Metadata.Target.Release} (build-id {Metadata.Target.BuildId})";
+    public override string ToString() => $"release metadata version {Metadata.Version} for {Metadata.Target.Release} " +
+        $"(build-id {Metadata.Target.BuildId})";
 }
 
 /// <summary>A timestamp as carried, parsed but not yet trusted.</summary>
@@ -261,7 +295,8 @@ public sealed class SignedReleaseTimestamp
 
     public PublisherKeyId KeyId { get; }
 
-    private SignedReleaseTimestamp(byte[] envelope, ReleaseTimestamp timestamp, byte[] payload, PublisherKeyId keyId, byte[] signature)
+    private SignedReleaseTimestamp(byte[] envelope, ReleaseTimestamp timestamp, byte[] payload, PublisherKeyId keyId,
+        byte[] signature)
     {
         _envelope = envelope;
         Timestamp = timestamp;
@@ -272,8 +307,10 @@ public sealed class SignedReleaseTimestamp
 
     public string Text => Encoding.UTF8.GetString(_envelope);
 
-    /// <summary>Extends <paramref name="metadata"/>'s freshness to <paramref name="expires"/>, signed by a timestamp key.</summary>
-    public static SignedReleaseTimestamp Create(SignedReleaseMetadata metadata, DateTimeOffset expires, PublisherKey timestampKey, DateTimeOffset? now = null)
+    /// <summary>Extends <paramref name="metadata"/>'s freshness to <paramref name="expires"/>, signed by a timestamp
+    /// key.</summary>
+    public static SignedReleaseTimestamp Create(SignedReleaseMetadata metadata, DateTimeOffset expires,
+        PublisherKey timestampKey, DateTimeOffset? now = null)
     {
         var timestamp = new ReleaseTimestamp
         {
@@ -286,7 +323,8 @@ public sealed class SignedReleaseTimestamp
             CreatedAt = SignedDocuments.Second(now ?? DateTimeOffset.UtcNow),
         };
         Validate(timestamp);
-        var (envelope, _) = SignedDocuments.Sign(timestamp, ReleaseTimestamp.DocumentType, MetadataJson.Default.ReleaseTimestamp, timestampKey);
+        var (envelope, _) = SignedDocuments.Sign(timestamp, ReleaseTimestamp.DocumentType,
+            MetadataJson.Default.ReleaseTimestamp, timestampKey);
         return Read(envelope);
     }
 
@@ -294,31 +332,41 @@ public sealed class SignedReleaseTimestamp
 
     public static SignedReleaseTimestamp Read(ReadOnlySpan<byte> input)
     {
-        var (timestamp, payload, keyId, signature) = SignedDocuments.Read(input, "release timestamp", MetadataJson.Default.ReleaseTimestamp);
+        var (timestamp, payload, keyId, signature) =
+            SignedDocuments.Read(input, "release timestamp", MetadataJson.Default.ReleaseTimestamp);
         Validate(timestamp);
-        if (timestamp.TimestampKeyId != keyId) throw SignedDocuments.Invalid($"the timestamp names key {timestamp.TimestampKeyId} but is signed by {keyId}");
+        if (timestamp.TimestampKeyId != keyId) throw SignedDocuments.Invalid($"the timestamp names key " +
+            $"{timestamp.TimestampKeyId} but is signed by {keyId}");
         return new SignedReleaseTimestamp(input.ToArray(), timestamp, payload, keyId, signature);
     }
 
     private static void Validate(ReleaseTimestamp t)
     {
-        if (t.Type != ReleaseTimestamp.DocumentType) throw SignedDocuments.Invalid($"the document is a '{t.Type}', not a release timestamp");
-        if (t.BuildId.ToString().Length == 0 || t.MetadataSha256.IsEmpty || t.MetadataVersion < 1) throw SignedDocuments.Invalid("the timestamp names no metadata");
-        if (t.Expires.Offset != TimeSpan.Zero || t.CreatedAt.Offset != TimeSpan.Zero) throw SignedDocuments.Invalid("times must be in UTC");
+        if (t.Type != ReleaseTimestamp.DocumentType)
+            throw SignedDocuments.Invalid($"the document is a '{t.Type}', not a release timestamp");
+        if (t.BuildId.ToString().Length == 0 || t.MetadataSha256.IsEmpty || t.MetadataVersion < 1)
+            throw SignedDocuments.Invalid("the timestamp names no metadata");
+        if (t.Expires.Offset != TimeSpan.Zero || t.CreatedAt.Offset != TimeSpan.Zero)
+            throw SignedDocuments.Invalid("times must be in UTC");
     }
 
     /// <summary>
     /// Checks that a timestamp key of <paramref name="trust"/> signed this, for exactly <paramref name="metadata"/>.
-    /// A publisher key cannot sign timestamps and a timestamp key cannot sign metadata or bundles: each role has its own keys.
+    /// A publisher key cannot sign timestamps and a timestamp key cannot sign metadata or bundles: each role has its
+    /// own keys.
     /// </summary>
     public void Verify(TrustStore trust, SignedReleaseMetadata metadata)
     {
         var key = trust.FindTimestampKey(KeyId) ?? throw new BundleException(BundleFailure.UnknownKey,
-            $"the release timestamp is signed by key {KeyId}, which is not a timestamp key in trust store {trust.Directory}");
+            $"the release timestamp is signed by key {KeyId}, which is not a timestamp key in trust store " +
+            $"{trust.Directory}");
         if (!key.VerifySignature(SignedDocuments.SignedBytes(ReleaseTimestamp.DocumentType, _payload), _signature))
-            throw new BundleException(BundleFailure.BadSignature, $"the release timestamp's signature does not verify for key {KeyId}");
-        if (Timestamp.BuildId != metadata.Metadata.Target.BuildId || Timestamp.MetadataVersion != metadata.Metadata.Version || Timestamp.MetadataSha256 != metadata.Digest)
+            throw new BundleException(BundleFailure.BadSignature,
+                $"the release timestamp's signature does not verify for key {KeyId}");
+        if (Timestamp.BuildId != metadata.Metadata.Target.BuildId
+            || Timestamp.MetadataVersion != metadata.Metadata.Version || Timestamp.MetadataSha256 != metadata.Digest)
             throw new BundleException(BundleFailure.WrongTarget,
-                $"the release timestamp is for metadata version {Timestamp.MetadataVersion} ({Timestamp.MetadataSha256}) of build-id {Timestamp.BuildId}, not for {metadata}");
+                $"the release timestamp is for metadata version {Timestamp.MetadataVersion} " +
+                $"({Timestamp.MetadataSha256}) of build-id {Timestamp.BuildId}, not for {metadata}");
     }
 }

@@ -34,7 +34,8 @@ public sealed record TrustRoot
 /// <summary>A trust-root update as carried, parsed (keys decoded) but not yet trusted.</summary>
 public sealed class SignedTrustRoot
 {
-    /// <summary>Where a trust store keeps the newest update it applied, and where an offline directory may carry one.</summary>
+    /// <summary>Where a trust store keeps the newest update it applied, and where an offline directory may carry
+    /// one.</summary>
     public const string FileName = "trust-root.json";
 
     private readonly byte[] _envelope;
@@ -61,11 +62,13 @@ public sealed class SignedTrustRoot
 
     public string Text => Encoding.UTF8.GetString(_envelope);
 
-    public static SignedTrustRoot Create(long version, IEnumerable<PublisherPublicKey> trusted, IEnumerable<PublisherPublicKey> retired,
+    public static SignedTrustRoot
+        Create(long version, IEnumerable<PublisherPublicKey> trusted, IEnumerable<PublisherPublicKey> retired,
         IEnumerable<PublisherPublicKey> timestamp, PublisherKey rootKey, DateTimeOffset? now = null)
     {
         static IReadOnlyList<string> Encode(IEnumerable<PublisherPublicKey> keys) =>
-            [.. keys.DistinctBy(k => k.Id).OrderBy(k => k.Id.ToString(), StringComparer.Ordinal).Select(k => Convert.ToBase64String(k.SubjectPublicKeyInfo.Span))];
+            [.. keys.DistinctBy(k => k.Id).OrderBy(k => k.Id.ToString(), StringComparer.Ordinal)
+            .Select(k => Convert.ToBase64String(k.SubjectPublicKeyInfo.Span))];
         var root = new TrustRoot
         {
             Type = TrustRoot.DocumentType,
@@ -83,28 +86,36 @@ public sealed class SignedTrustRoot
 
     public static SignedTrustRoot Read(string text) => Read(Encoding.UTF8.GetBytes(text));
 
-    /// <summary>Parses, validates and decodes the keys; refuses non-canonical payloads. Does not check the signature.</summary>
+    /// <summary>Parses, validates and decodes the keys; refuses non-canonical payloads. Does not check the
+    /// signature.</summary>
     public static SignedTrustRoot Read(ReadOnlySpan<byte> input)
     {
-        var (root, payload, keyId, signature) = SignedDocuments.Read(input, "trust-root update", MetadataJson.Default.TrustRoot);
+        var (root, payload, keyId, signature) =
+            SignedDocuments.Read(input, "trust-root update", MetadataJson.Default.TrustRoot);
         Validate(root);
-        if (root.RootKeyId != keyId) throw SignedDocuments.Invalid($"the trust-root update names root key {root.RootKeyId} but is signed by {keyId}");
+        if (root.RootKeyId != keyId) throw SignedDocuments.Invalid($"the trust-root update names root key " +
+            $"{root.RootKeyId} but is signed by {keyId}");
         try { return new SignedTrustRoot(input.ToArray(), root, payload, keyId, signature); }
-        catch (BundleException e) when (e.Failure == BundleFailure.KeyFile) { throw SignedDocuments.Invalid($"the trust-root update holds a bad key: {e.Message}", e); }
+        catch (BundleException e) when (e.Failure == BundleFailure.KeyFile) { throw SignedDocuments.Invalid($"the " +
+            $"trust-root update holds a bad key: {e.Message}", e); }
     }
 
     private static void Validate(TrustRoot r)
     {
-        if (r.Type != TrustRoot.DocumentType) throw SignedDocuments.Invalid($"the document is a '{r.Type}', not a trust-root update");
+        if (r.Type != TrustRoot.DocumentType)
+            throw SignedDocuments.Invalid($"the document is a '{r.Type}', not a trust-root update");
         if (r.Version < 1) throw SignedDocuments.Invalid($"version {r.Version} is not a positive integer");
-        if (r.Trusted is null || r.Retired is null || r.Timestamp is null) throw SignedDocuments.Invalid("the key lists are missing (use empty lists)");
-        if (r.Trusted.Count + r.Retired.Count + r.Timestamp.Count > 1000) throw SignedDocuments.Invalid("too many keys");
+        if (r.Trusted is null || r.Retired is null || r.Timestamp is null)
+            throw SignedDocuments.Invalid("the key lists are missing (use empty lists)");
+        if (r.Trusted.Count + r.Retired.Count + r.Timestamp.Count > 1000)
+            throw SignedDocuments.Invalid("too many keys");
         if (r.CreatedAt.Offset != TimeSpan.Zero) throw SignedDocuments.Invalid("times must be in UTC");
     }
 
     private static IReadOnlyList<PublisherPublicKey> Keys(IReadOnlyList<string> encoded, string list)
     {
-        var keys = encoded.Select(k => PublisherPublicKey.FromSubjectPublicKeyInfo(Convert.FromBase64String(k))).ToList();
+        var keys =
+            encoded.Select(k => PublisherPublicKey.FromSubjectPublicKeyInfo(Convert.FromBase64String(k))).ToList();
         for (var i = 1; i < keys.Count; i++)
             if (string.CompareOrdinal(keys[i - 1].Id.ToString(), keys[i].Id.ToString()) >= 0)
                 throw SignedDocuments.Invalid($"the {list} keys must be ordered by key id, each once");
@@ -115,9 +126,11 @@ public sealed class SignedTrustRoot
     public void Verify(TrustStore trust)
     {
         var key = trust.FindRootKey(KeyId) ?? throw new BundleException(BundleFailure.UnknownKey,
-            $"the trust-root update is signed by key {KeyId}, which is not a root key in trust store {trust.Directory}");
+            $"the trust-root update is signed by key {KeyId}, which is not a root key in trust store " +
+            $"{trust.Directory}");
         if (!key.VerifySignature(SignedDocuments.SignedBytes(TrustRoot.DocumentType, _payload), _signature))
-            throw new BundleException(BundleFailure.BadSignature, $"the trust-root update's signature does not verify for root key {KeyId}: it was altered after signing");
+            throw new BundleException(BundleFailure.BadSignature, $"the trust-root update's signature does not " +
+                $"verify for root key {KeyId}: it was altered after signing");
     }
 
     public override string ToString() => $"trust-root update version {Root.Version} (root key {KeyId})";

@@ -26,7 +26,8 @@ public sealed class TrustStore
     public const string TrustedDirectoryName = "trusted";
     public const string RetiredDirectoryName = "retired";
 
-    /// <summary>Online timestamp keys: they can only extend release metadata's freshness (docs/bundle-format.md).</summary>
+    /// <summary>Online timestamp keys: they can only extend release metadata's freshness
+    /// (docs/bundle-format.md).</summary>
     public const string TimestampDirectoryName = "timestamp";
 
     /// <summary>Offline root keys: they sign trust-root updates (docs/security.md), and nothing else.</summary>
@@ -39,7 +40,8 @@ public sealed class TrustStore
     /// <summary>The directory the store lives in.</summary>
     public string Directory { get; }
 
-    private TrustStore(string directory, Dictionary<PublisherKeyId, TrustedKey> keys, Dictionary<PublisherKeyId, PublisherPublicKey> timestampKeys,
+    private TrustStore(string directory, Dictionary<PublisherKeyId, TrustedKey> keys, Dictionary<PublisherKeyId,
+        PublisherPublicKey> timestampKeys,
         Dictionary<PublisherKeyId, PublisherPublicKey> rootKeys)
     {
         Directory = directory;
@@ -49,12 +51,14 @@ public sealed class TrustStore
     }
 
     /// <summary>The root keys, ordered by id.</summary>
-    public IReadOnlyList<PublisherPublicKey> RootKeys => [.. _rootKeys.Values.OrderBy(k => k.Id.ToString(), StringComparer.Ordinal)];
+    public IReadOnlyList<PublisherPublicKey> RootKeys =>
+        [.. _rootKeys.Values.OrderBy(k => k.Id.ToString(), StringComparer.Ordinal)];
 
     public PublisherPublicKey? FindRootKey(PublisherKeyId id) => _rootKeys.GetValueOrDefault(id);
 
     /// <summary>The timestamp keys, ordered by id.</summary>
-    public IReadOnlyList<PublisherPublicKey> TimestampKeys => [.. _timestampKeys.Values.OrderBy(k => k.Id.ToString(), StringComparer.Ordinal)];
+    public IReadOnlyList<PublisherPublicKey> TimestampKeys =>
+        [.. _timestampKeys.Values.OrderBy(k => k.Id.ToString(), StringComparer.Ordinal)];
 
     public PublisherPublicKey? FindTimestampKey(PublisherKeyId id) => _timestampKeys.GetValueOrDefault(id);
 
@@ -69,7 +73,8 @@ public sealed class TrustStore
     public static TrustStore Open(string directory)
     {
         var keys = new Dictionary<PublisherKeyId, TrustedKey>();
-        foreach (var (subdirectory, state) in new[] { (TrustedDirectoryName, KeyState.Trusted), (RetiredDirectoryName, KeyState.Retired) })
+        foreach (var (subdirectory, state) in new[] { (TrustedDirectoryName, KeyState.Trusted),
+            (RetiredDirectoryName, KeyState.Retired) })
             foreach (var key in LoadKeys(directory, subdirectory))
                 // Retired wins over trusted (a retirement interrupted half way still counts).
                 if (state == KeyState.Retired || !keys.ContainsKey(key.Id)) keys[key.Id] = new TrustedKey(key, state);
@@ -78,14 +83,16 @@ public sealed class TrustStore
         {
             // One key, one role: a timestamp key that could also sign bundles would be more than a freshness key.
             if (keys.ContainsKey(key.Id))
-                throw new BundleException(BundleFailure.TrustStore, $"trust store {directory}: key {key.Id} is both a publisher key and a timestamp key; generate a separate timestamp key");
+                throw new BundleException(BundleFailure.TrustStore, $"trust store {directory}: key {key.Id} is both " +
+                    $"a publisher key and a timestamp key; generate a separate timestamp key");
             timestampKeys[key.Id] = key;
         }
         var rootKeys = new Dictionary<PublisherKeyId, PublisherPublicKey>();
         foreach (var key in LoadKeys(directory, RootDirectoryName))
         {
             if (keys.ContainsKey(key.Id) || timestampKeys.ContainsKey(key.Id))
-                throw new BundleException(BundleFailure.TrustStore, $"trust store {directory}: key {key.Id} is both a root key and a publisher or timestamp key; generate a separate root key");
+                throw new BundleException(BundleFailure.TrustStore, $"trust store {directory}: key {key.Id} is both " +
+                    $"a root key and a publisher or timestamp key; generate a separate root key");
             rootKeys[key.Id] = key;
         }
         return new TrustStore(directory, keys, timestampKeys, rootKeys);
@@ -101,10 +108,12 @@ public sealed class TrustStore
             try { key = PublisherPublicKey.Load(file); }
             catch (BundleException e)
             {
-                throw new BundleException(BundleFailure.TrustStore, $"trust store {directory}: {e.Message}; remove or fix that file", e);
+                throw new BundleException(BundleFailure.TrustStore,
+                    $"trust store {directory}: {e.Message}; remove or fix that file", e);
             }
             if (Path.GetFileNameWithoutExtension(file) != key.Id.ToString())
-                throw new BundleException(BundleFailure.TrustStore, $"trust store {directory}: {file} holds key {key.Id}, not the key its name says; rename it to {key.Id}.pem");
+                throw new BundleException(BundleFailure.TrustStore, $"trust store {directory}: {file} holds key " +
+                    $"{key.Id}, not the key its name says; rename it to {key.Id}.pem");
             yield return key;
         }
     }
@@ -117,11 +126,13 @@ public sealed class TrustStore
         ArgumentNullException.ThrowIfNull(key);
         RefuseRootKey(key);
         if (_timestampKeys.ContainsKey(key.Id))
-            throw new BundleException(BundleFailure.TrustStore, $"key {key.Id} is a timestamp key here; a publisher key must be a separate key");
+            throw new BundleException(BundleFailure.TrustStore,
+                $"key {key.Id} is a timestamp key here; a publisher key must be a separate key");
         if (_keys.TryGetValue(key.Id, out var existing))
         {
             if (existing.State == KeyState.Retired)
-                throw new BundleException(BundleFailure.TrustStore, $"key {key.Id} was retired and cannot be trusted again; generate a new publisher key and re-sign");
+                throw new BundleException(BundleFailure.TrustStore,
+                    $"key {key.Id} was retired and cannot be trusted again; generate a new publisher key and re-sign");
             return existing;
         }
         var directory = Path.Combine(Directory, TrustedDirectoryName);
@@ -129,13 +140,15 @@ public sealed class TrustStore
         return _keys[key.Id] = new TrustedKey(key, KeyState.Trusted);
     }
 
-    /// <summary>Adds an online timestamp key (idempotent): it can extend release metadata's expiry, nothing else.</summary>
+    /// <summary>Adds an online timestamp key (idempotent): it can extend release metadata's expiry, nothing
+    /// else.</summary>
     public PublisherPublicKey AddTimestampKey(PublisherPublicKey key)
     {
         ArgumentNullException.ThrowIfNull(key);
         RefuseRootKey(key);
         if (_keys.ContainsKey(key.Id))
-            throw new BundleException(BundleFailure.TrustStore, $"key {key.Id} is a publisher key here; a timestamp key must be a separate key");
+            throw new BundleException(BundleFailure.TrustStore,
+                $"key {key.Id} is a publisher key here; a timestamp key must be a separate key");
         if (_timestampKeys.TryGetValue(key.Id, out var existing)) return existing;
         Write(Path.Combine(Directory, TimestampDirectoryName), key);
         return _timestampKeys[key.Id] = key;
@@ -149,7 +162,8 @@ public sealed class TrustStore
     {
         ArgumentNullException.ThrowIfNull(key);
         if (_keys.ContainsKey(key.Id) || _timestampKeys.ContainsKey(key.Id))
-            throw new BundleException(BundleFailure.TrustStore, $"key {key.Id} is a publisher or timestamp key here; a root key must be a separate key");
+            throw new BundleException(BundleFailure.TrustStore,
+                $"key {key.Id} is a publisher or timestamp key here; a root key must be a separate key");
         if (_rootKeys.TryGetValue(key.Id, out var existing)) return existing;
         Write(Path.Combine(Directory, RootDirectoryName), key);
         return _rootKeys[key.Id] = key;
@@ -158,7 +172,8 @@ public sealed class TrustStore
     private void RefuseRootKey(PublisherPublicKey key)
     {
         if (_rootKeys.ContainsKey(key.Id))
-            throw new BundleException(BundleFailure.TrustStore, $"key {key.Id} is a root key here; publisher and timestamp keys must be separate keys");
+            throw new BundleException(BundleFailure.TrustStore,
+                $"key {key.Id} is a root key here; publisher and timestamp keys must be separate keys");
     }
 
     /// <summary>
@@ -168,21 +183,24 @@ public sealed class TrustStore
     public TrustedKey Retire(PublisherKeyId id)
     {
         if (!_keys.TryGetValue(id, out var existing))
-            throw new BundleException(BundleFailure.TrustStore, $"key {id} is not in trust store {Directory}; nothing to retire");
+            throw new BundleException(BundleFailure.TrustStore,
+                $"key {id} is not in trust store {Directory}; nothing to retire");
         if (existing.State == KeyState.Retired) return existing;
         Write(Path.Combine(Directory, RetiredDirectoryName), existing.Key);
         File.Delete(Path.Combine(Directory, TrustedDirectoryName, id + ".pem"));
         return _keys[id] = existing with { State = KeyState.Retired };
     }
 
-    /// <summary>Retires a key whether or not it was known here, so that it can never be trusted later (idempotent).</summary>
+    /// <summary>Retires a key whether or not it was known here, so that it can never be trusted later
+    /// (idempotent).</summary>
     public TrustedKey Retire(PublisherPublicKey key)
     {
         ArgumentNullException.ThrowIfNull(key);
         if (_keys.ContainsKey(key.Id)) return Retire(key.Id);
         RefuseRootKey(key);
         if (_timestampKeys.ContainsKey(key.Id))
-            throw new BundleException(BundleFailure.TrustStore, $"key {key.Id} is a timestamp key here, not a publisher key; nothing to retire");
+            throw new BundleException(BundleFailure.TrustStore,
+                $"key {key.Id} is a timestamp key here, not a publisher key; nothing to retire");
         Write(Path.Combine(Directory, RetiredDirectoryName), key);
         return _keys[key.Id] = new TrustedKey(key, KeyState.Retired);
     }
@@ -196,7 +214,8 @@ public sealed class TrustStore
             if (!File.Exists(path)) return null;
             // Kept after verification in root's directory: a damaged one is refused loudly, never taken as "none".
             try { return SignedTrustRoot.Read(File.ReadAllText(path)); }
-            catch (BundleException e) { throw new BundleException(BundleFailure.TrustStore, $"trust store {Directory}: {path} is damaged ({e.Message}); restore it", e); }
+            catch (BundleException e) { throw new BundleException(BundleFailure.TrustStore,
+                $"trust store {Directory}: {path} is damaged ({e.Message}); restore it", e); }
         }
     }
 
@@ -213,21 +232,25 @@ public sealed class TrustStore
         {
             if (update.Root.Version < applied.Root.Version)
                 throw new BundleException(BundleFailure.InvalidMetadata,
-                    $"{update} is older than version {applied.Root.Version} applied to trust store {Directory}; refused (a rollback of the trust root)");
+                    $"{update} is older than version {applied.Root.Version} applied to trust store {Directory}; " +
+                    $"refused (a rollback of the trust root)");
             if (update.Root.Version == applied.Root.Version)
                 return update.Text == applied.Text ? [] : throw new BundleException(BundleFailure.InvalidMetadata,
-                    $"{update} differs from the version {applied.Root.Version} applied to trust store {Directory}; refused (two statements under one version)");
+                    $"{update} differs from the version {applied.Root.Version} applied to trust store {Directory}; " +
+                    $"refused (two statements under one version)");
         }
         var changes = new List<string>();
         foreach (var key in update.Retired)
             if (Find(key.Id) is not { State: KeyState.Retired }) { Retire(key); changes.Add($"retired key {key.Id}"); }
         foreach (var key in update.Trusted)
         {
-            if (Find(key.Id) is { State: KeyState.Retired }) { changes.Add($"key {key.Id} stays retired (the update lists it as trusted)"); continue; }
+            if (Find(key.Id) is { State: KeyState.Retired }) { changes.Add($"key {key.Id} stays retired (the update " +
+                $"lists it as trusted)"); continue; }
             if (Find(key.Id) is null) { Add(key); changes.Add($"trusted key {key.Id}"); }
         }
         foreach (var key in update.TimestampKeys)
-            if (FindTimestampKey(key.Id) is null && Find(key.Id) is null && FindRootKey(key.Id) is null) { AddTimestampKey(key); changes.Add($"timestamp key {key.Id} added"); }
+            if (FindTimestampKey(key.Id) is null && Find(key.Id) is null
+                && FindRootKey(key.Id) is null) { AddTimestampKey(key); changes.Add($"timestamp key {key.Id} added"); }
         try
         {
             System.IO.Directory.CreateDirectory(Directory);
@@ -235,7 +258,8 @@ public sealed class TrustStore
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            throw new BundleException(BundleFailure.TrustStore, $"cannot write to trust store {Directory}: {e.Message}", e);
+            throw new BundleException(BundleFailure.TrustStore, $"cannot write to trust store {Directory}: {e.Message}",
+                e);
         }
         changes.Insert(0, $"applied {update}");
         return changes;
@@ -260,7 +284,8 @@ public sealed class TrustStore
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            throw new BundleException(BundleFailure.TrustStore, $"cannot write to trust store {Directory}: {e.Message}", e);
+            throw new BundleException(BundleFailure.TrustStore, $"cannot write to trust store {Directory}: {e.Message}",
+                e);
         }
     }
 }

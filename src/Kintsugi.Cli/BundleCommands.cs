@@ -293,7 +293,8 @@ internal sealed class UsageException(string message) : KintsugiException(message
 /// For a user-space patch, "patchedFunctions" may be left out (the patch names its functions) and "package" names the
 /// distribution package that ships the object (for reports).
 internal sealed record DescriptionFile(int? Level, IReadOnlyList<BundleFix> Fixes,
-    IReadOnlyList<Kintsugi.Bundles.PatchedFunction> PatchedFunctions, string? EffectivePackageVersion, string? Package = null)
+    IReadOnlyList<Kintsugi.Bundles.PatchedFunction> PatchedFunctions, string? EffectivePackageVersion, string? Package =
+    null)
 {
     public static DescriptionFile Read(string path, bool userPatch = false)
     {
@@ -319,7 +320,8 @@ internal sealed record DescriptionFile(int? Level, IReadOnlyList<BundleFix> Fixe
                 : Array(root, "patchedFunctions", path).Select(f => Function(f, path)).ToList();
             var effective = root.TryGetProperty("effectivePackageVersion", out var e) && e.ValueKind
                 != JsonValueKind.Null ? e.GetString() : null;
-            var package = root.TryGetProperty("package", out var p) && p.ValueKind != JsonValueKind.Null ? p.GetString() : null;
+            var package =
+                root.TryGetProperty("package", out var p) && p.ValueKind != JsonValueKind.Null ? p.GetString() : null;
             return new DescriptionFile(level, fixes, functions, effective, package);
         }
         catch (JsonException e) { throw Invalid(path, e.Message, e); }

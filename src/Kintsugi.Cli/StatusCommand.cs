@@ -64,7 +64,8 @@ internal static class StatusCommand
                     : "not loaded") +
                     (patch.BootState is { } boot ? $", installed ({boot})" : "") +
                     (patch.Objects.Count > 0
-                        ? $": {string.Join("; ", patch.Objects.Select(o => $"{o.Name}: {string.Join(", ", o.Functions.Select(f => f.Name))}"))}"
+                        ? $": {string.Join("; ", patch.Objects.Select(o =>
+                            $"{o.Name}: {string.Join(", ", o.Functions.Select(f => f.Name))}"))}"
                         : ""));
             // User-space patches live in the processes themselves: read from their memory (as root), per patch.
             foreach (var patch in UserPatches())
@@ -79,13 +80,15 @@ internal static class StatusCommand
         return command;
     }
 
-    private static IReadOnlyList<UserPatchStatus> UserPatches() => UserPatchStatuses.Read(UserPatchStatuses.AgentDirectory(MachinePaths.Default));
+    private static IReadOnlyList<UserPatchStatus> UserPatches() =>
+        UserPatchStatuses.Read(UserPatchStatuses.AgentDirectory(MachinePaths.Default));
 
     /// <summary>The machine status, with the user-space patches running in processes as <c>userPatches</c>.</summary>
     internal static string Json(MachineStatus status, IReadOnlyList<UserPatchStatus> userPatches)
     {
         var node = JsonSerializer.SerializeToNode(status, CliJson.Default.MachineStatus)!.AsObject();
-        node["userPatches"] = JsonSerializer.SerializeToNode(userPatches, UserCliJson.Default.IReadOnlyListUserPatchStatus);
+        node["userPatches"] =
+            JsonSerializer.SerializeToNode(userPatches, UserCliJson.Default.IReadOnlyListUserPatchStatus);
         using var buffer = new MemoryStream();
         using (var writer = new Utf8JsonWriter(buffer, new JsonWriterOptions { Indented = true })) node.WriteTo(writer);
         return System.Text.Encoding.UTF8.GetString(buffer.ToArray());

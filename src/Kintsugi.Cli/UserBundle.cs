@@ -16,18 +16,21 @@ internal static class UserBundle
             using var stream = File.OpenRead(path);
             Span<byte> start = stackalloc byte[256];
             var read = stream.ReadAtLeast(start, start.Length, throwOnEndOfStream: false);
-            return System.Text.Encoding.UTF8.GetString(start[..read]).Contains($"\"{UserPatch.CurrentFormat}\"", StringComparison.Ordinal);
+            return System.Text.Encoding.UTF8.GetString(start[..read])
+                .Contains($"\"{UserPatch.CurrentFormat}\"", StringComparison.Ordinal);
         }
         catch (IOException) { return false; }
     }
 
-    public static Task<int> Sign(string patchPath, string keyPath, DescriptionFile stated, int? level, string? packageVersion, string? output)
+    public static Task<int> Sign(string patchPath, string keyPath, DescriptionFile stated, int? level,
+        string? packageVersion, string? output)
     {
         var bytes = File.ReadAllBytes(patchPath);
         var patch = UserPatch.Parse(bytes, patchPath);
         using var signingKey = PublisherKey.Load(keyPath);
         var cumulativeLevel = level ?? stated.Level
-            ?? throw new BundleException(BundleFailure.InvalidManifest, "no cumulative level: give \"level\" in the description or --level");
+            ?? throw new BundleException(BundleFailure.InvalidManifest,
+            "no cumulative level: give \"level\" in the description or --level");
         var target = new ObjectTarget(patch.Target.Object, patch.Target.BuildId, stated.Package, packageVersion);
         var functions = stated.PatchedFunctions.Count > 0 ? stated.PatchedFunctions
             : [.. patch.Functions.Select(f => new PatchedFunction(patch.Target.Object, f.Name))];
@@ -43,7 +46,8 @@ internal static class UserBundle
         }, signingKey);
         var outputPath = output ?? Path.ChangeExtension(patchPath, ".bundle");
         bundle.Save(outputPath);
-        Console.WriteLine($"{outputPath}: user-space level {cumulativeLevel} for {target}, {stated.Fixes.Count} fix(es), signed by {signingKey.Id}");
+        Console.WriteLine($"{outputPath}: user-space level {cumulativeLevel} for {target}, {stated.Fixes.Count} " +
+            $"fix(es), signed by {signingKey.Id}");
         Console.WriteLine($"sha256 {Sha256Digest.Of(bundle.ToArray())}");
         return Task.FromResult(0);
     }

@@ -199,10 +199,12 @@ internal static class UserCommands
         var obj = new Argument<FileInfo>("object")
             { Description = "The exact shipped ELF object (executable or shared library, with its symbols)" };
         var source = new Option<DirectoryInfo?>("--source")
-            { Description = "The source tree the object was built from; default: fetched (--package, or the installed " +
+            { Description = "The source tree the object was built from; default: fetched (--package, or the " +
+                "installed " +
                 "package owning the object)" };
         var package = new Option<string?>("--package")
-            { Description = "PACKAGE=VERSION: fetch that exact source with apt-get source (private apt state, cached by " +
+            { Description = "PACKAGE=VERSION: fetch that exact source with apt-get source (private apt state, cached " +
+                "by " +
                 "content) and read its build flags from debian/rules" };
         var fix = new Option<FileInfo>("--fix")
             { Description = "The fix, a unified diff against the source tree (patch -p1)", Required = true };
@@ -227,21 +229,24 @@ internal static class UserCommands
             IReadOnlyList<string>? packageFlags = null;
             if (parse.GetValue(source) is { } given)
             {
-                if (parse.GetValue(package) is not null) throw new UsageException("give --source or --package, not both");
+                if (parse.GetValue(package) is not null)
+                    throw new UsageException("give --source or --package, not both");
                 tree = given.FullName;
             }
             else
             {
                 var wanted = parse.GetValue(package) is { } text ? Kintsugi.User.Build.SourcePackage.Parse(text)
                     : await OwningPackage(parse.GetValue(obj)!.FullName);
-                var prepared = await new Kintsugi.User.Build.DebianSource(Kintsugi.User.Build.DebianSource.DefaultCacheRoot,
+                var prepared =
+                    await new Kintsugi.User.Build.DebianSource(Kintsugi.User.Build.DebianSource.DefaultCacheRoot,
                     Cli.Progress).PrepareAsync(wanted);
                 Cli.Progress($"source of {wanted}: {prepared.Tree}");
                 (tree, packageFlags) = (prepared.Tree, prepared.CompilerFlags);
             }
             var cflags = parse.GetValue(flags) ?? (packageFlags is not null ? string.Join(' ', packageFlags)
                 : string.Join(' ', await Kintsugi.User.Build.DebianSource.BuildFlagsAsync(tree)));
-            var request = new Kintsugi.User.Build.UserBuildRequest(parse.GetValue(obj)!.FullName, tree, fixFile.FullName,
+            var request =
+                new Kintsugi.User.Build.UserBuildRequest(parse.GetValue(obj)!.FullName, tree, fixFile.FullName,
                 cflags.Split(' ', StringSplitOptions.RemoveEmptyEntries), patchName, parse.GetValue(output)?.FullName
                     ?? Path.GetFullPath(patchName + ".kup.json"),
                 WorkingDirectory: parse.GetValue(directory)!);
@@ -254,15 +259,19 @@ internal static class UserCommands
         return command;
     }
 
-    /// <summary>The source package and version of the installed package that owns <paramref name="path"/> (dpkg's database).</summary>
+    /// <summary>The source package and version of the installed package that owns <paramref name="path"/> (dpkg's
+    /// database).</summary>
     private static async Task<Kintsugi.User.Build.SourcePackage> OwningPackage(string path)
     {
         var real = new FileInfo(path).ResolveLinkTarget(returnFinalTarget: true)?.FullName ?? path;
         var owner = await ExternalCommand.RunAsync("dpkg-query", ["-S", real]);
         if (!owner.Succeeded || owner.StandardOutput.Split(':', 2) is not [var binary, _])
-            throw new UsageException($"{path} belongs to no installed package; give --package PACKAGE=VERSION (or --source with the tree)");
-        var source = await ExternalCommand.RunAsync("dpkg-query", ["-W", "-f=${source:Package}=${source:Version}", binary.Trim()]);
-        if (!source.Succeeded) throw new UsageException($"dpkg-query cannot tell the source of {binary.Trim()}: {source.StandardError.Trim()}; give --package");
+            throw new UsageException($"{path} belongs to no installed package; give --package PACKAGE=VERSION (or " +
+                $"--source with the tree)");
+        var source = await ExternalCommand.RunAsync("dpkg-query",
+            ["-W", "-f=${source:Package}=${source:Version}", binary.Trim()]);
+        if (!source.Succeeded) throw new UsageException($"dpkg-query cannot tell the source of {binary.Trim()}: " +
+            $"{source.StandardError.Trim()}; give --package");
         return Kintsugi.User.Build.SourcePackage.Parse(source.StandardOutput.Trim());
     }
 

@@ -21,7 +21,8 @@ public readonly record struct BuildId
 
     public static BuildId Parse(string hex)
     {
-        if (!TryParse(hex, out var id)) throw new FormatException($"'{hex}' is not a build-id (expected 8 to 128 hex digits)");
+        if (!TryParse(hex, out var id))
+            throw new FormatException($"'{hex}' is not a build-id (expected 8 to 128 hex digits)");
         return id;
     }
 
@@ -66,6 +67,8 @@ public readonly record struct BuildId
 
 public sealed class BuildIdJsonConverter : JsonConverter<BuildId>
 {
-    public override BuildId Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options) => BuildId.Parse(reader.GetString() ?? "");
-    public override void Write(Utf8JsonWriter writer, BuildId value, JsonSerializerOptions options) => writer.WriteStringValue(value.ToString());
+    public override BuildId Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options) =>
+        BuildId.Parse(reader.GetString() ?? "");
+    public override void Write(Utf8JsonWriter writer, BuildId value, JsonSerializerOptions options) =>
+        writer.WriteStringValue(value.ToString());
 }

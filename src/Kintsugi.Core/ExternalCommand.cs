@@ -9,11 +9,14 @@ public sealed record CommandResult(int ExitCode, string StandardOutput, string S
     public bool Succeeded => ExitCode == 0;
 }
 
-/// <summary>Runs tools Kintsugi delegates to (apt-get, dpkg-deb, make, qemu) with arguments passed as a list, never through a shell.</summary>
+/// <summary>Runs tools Kintsugi delegates to (apt-get, dpkg-deb, make, qemu) with arguments passed as a list, never
+/// through a shell.</summary>
 public static class ExternalCommand
 {
-    public static async Task<CommandResult> RunAsync(string file, IEnumerable<string> arguments, string? workingDirectory = null,
-        IReadOnlyDictionary<string, string>? environment = null, Action<string>? onOutputLine = null, CancellationToken cancellation = default)
+    public static async Task<CommandResult>
+        RunAsync(string file, IEnumerable<string> arguments, string? workingDirectory = null,
+        IReadOnlyDictionary<string, string>? environment = null, Action<string>? onOutputLine = null,
+        CancellationToken cancellation = default)
     {
         var info = new ProcessStartInfo(file)
         {
@@ -29,12 +32,15 @@ public static class ExternalCommand
         using var process = new Process { StartInfo = info };
         var stdout = new StringBuilder();
         var stderr = new StringBuilder();
-        process.OutputDataReceived += (_, e) => { if (e.Data is null) return; lock (stdout) stdout.AppendLine(e.Data); onOutputLine?.Invoke(e.Data); };
-        process.ErrorDataReceived += (_, e) => { if (e.Data is null) return; lock (stderr) stderr.AppendLine(e.Data); onOutputLine?.Invoke(e.Data); };
+        process.OutputDataReceived += (_, e) =>
+            { if (e.Data is null) return; lock (stdout) stdout.AppendLine(e.Data); onOutputLine?.Invoke(e.Data); };
+        process.ErrorDataReceived += (_, e) =>
+            { if (e.Data is null) return; lock (stderr) stderr.AppendLine(e.Data); onOutputLine?.Invoke(e.Data); };
         try { process.Start(); }
         catch (System.ComponentModel.Win32Exception e)
         {
-            throw new ToolMissingException($"cannot run {file}: {e.Message}; install it (scripts/install-prerequisites.sh installs everything Kintsugi needs)", e);
+            throw new ToolMissingException($"cannot run {file}: {e.Message}; install it " +
+                $"(scripts/install-prerequisites.sh installs everything Kintsugi needs)", e);
         }
         process.StandardInput.Close();
         process.BeginOutputReadLine();
@@ -48,11 +54,13 @@ public static class ExternalCommand
         return new CommandResult(process.ExitCode, stdout.ToString(), stderr.ToString());
     }
 
-    public static CommandResult Run(string file, params string[] arguments) => RunAsync(file, arguments).GetAwaiter().GetResult();
+    public static CommandResult Run(string file, params string[] arguments) =>
+        RunAsync(file, arguments).GetAwaiter().GetResult();
 
     /// <summary>Whether an executable is on PATH.</summary>
     public static bool Exists(string file) =>
-        (Environment.GetEnvironmentVariable("PATH") ?? "/usr/bin:/bin").Split(':').Any(dir => File.Exists(Path.Combine(dir, file)));
+        (Environment.GetEnvironmentVariable("PATH") ?? "/usr/bin:/bin").Split(':')
+        .Any(dir => File.Exists(Path.Combine(dir, file)));
 }
 
 /// <summary>A tool Kintsugi needs is not installed.</summary>

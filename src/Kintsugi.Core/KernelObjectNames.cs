@@ -12,7 +12,8 @@ public static class KernelObjectNames
     /// <summary>A module's name as the kernel knows it: '-' and '_' are the same character, written '_'.</summary>
     public static string Normalize(string moduleName) => moduleName.Replace('-', '_');
 
-    /// <summary>The name a module file is loaded as: the file name without <c>.ko</c> (and compression), normalized.</summary>
+    /// <summary>The name a module file is loaded as: the file name without <c>.ko</c> (and compression),
+    /// normalized.</summary>
     public static string ModuleOf(string path)
     {
         var name = Path.GetFileName(path.Trim());

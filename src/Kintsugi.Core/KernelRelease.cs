@@ -14,7 +14,8 @@ public readonly record struct KernelRelease
     public static KernelRelease Parse(string text)
     {
         if (!TryParse(text, out var release))
-            throw new FormatException($"'{text}' is not a kernel release (expected what `uname -r` prints, for example 6.1.0-56-cloud-amd64)");
+            throw new FormatException($"'{text}' is not a kernel release (expected what `uname -r` prints, for " +
+                $"example 6.1.0-56-cloud-amd64)");
         return release;
     }
 
@@ -38,7 +39,8 @@ public readonly record struct KernelRelease
             var end = 0;
             while (end < Value.Length && (char.IsAsciiDigit(Value[end]) || Value[end] == '.')) end++;
             var parts = Value[..end].TrimEnd('.').Split('.');
-            return new Version(int.Parse(parts[0]), parts.Length > 1 ? int.Parse(parts[1]) : 0, parts.Length > 2 ? int.Parse(parts[2]) : 0);
+            return new Version(int.Parse(parts[0]), parts.Length > 1 ? int.Parse(parts[1]) : 0,
+                parts.Length > 2 ? int.Parse(parts[2]) : 0);
         }
     }
 
@@ -47,6 +49,8 @@ public readonly record struct KernelRelease
 
 public sealed class KernelReleaseJsonConverter : JsonConverter<KernelRelease>
 {
-    public override KernelRelease Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options) => KernelRelease.Parse(reader.GetString() ?? "");
-    public override void Write(Utf8JsonWriter writer, KernelRelease value, JsonSerializerOptions options) => writer.WriteStringValue(value.Value);
+    public override KernelRelease Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options) =>
+        KernelRelease.Parse(reader.GetString() ?? "");
+    public override void Write(Utf8JsonWriter writer, KernelRelease value, JsonSerializerOptions options) =>
+        writer.WriteStringValue(value.Value);
 }

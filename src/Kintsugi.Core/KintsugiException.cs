@@ -19,7 +19,8 @@ public enum ExitCode
     InternalError = 1,
     /// <summary>The command line was not understood.</summary>
     Usage = 2,
-    /// <summary>An input was refused (not a module, not a livepatch, built for another kernel, malformed file).</summary>
+    /// <summary>An input was refused (not a module, not a livepatch, built for another kernel, malformed
+    /// file).</summary>
     InputRefused = 3,
     /// <summary>A livepatch transition did not complete; it was reverted (or forced, with --force).</summary>
     TransitionFailed = 4,
@@ -31,11 +32,14 @@ public enum ExitCode
     Disabled = 7,
     /// <summary>kernel test: the module did not prove itself (a step, the kernel log or the taint failed).</summary>
     TestFailed = 8,
-    /// <summary>kernel build: the fix changes no machine code of the target (for example only __LINE__ values moved); no module was written.</summary>
+    /// <summary>kernel build: the fix changes no machine code of the target (for example only __LINE__ values moved);
+    /// no module was written.</summary>
     NothingToDo = 9,
-    /// <summary>kernel catch-up: a module was built, but some changed files were refused or some CVEs still need a reboot (see the report).</summary>
+    /// <summary>kernel catch-up: a module was built, but some changed files were refused or some CVEs still need a
+    /// reboot (see the report).</summary>
     CatchUpIncomplete = 10,
-    /// <summary>agent check: a newer release for this kernel is offered, or the applied one was revoked: the machine is not up to date.</summary>
+    /// <summary>agent check: a newer release for this kernel is offered, or the applied one was revoked: the machine is
+    /// not up to date.</summary>
     OutOfDate = 11,
     /// <summary>lab run: the guest did not finish within --timeout.</summary>
     LabTimeout = 124,

@@ -25,10 +25,13 @@ public sealed record OpenVexDocument(
     /// A document whose @id is derived from its statements: the same facts give the same IRI, and any change
     /// of fact gives a new one (scanners keep the newest by timestamp).
     /// </summary>
-    public static OpenVexDocument Create(string author, string tooling, IReadOnlyList<OpenVexStatement> statements, DateTimeOffset timestamp)
+    public static OpenVexDocument
+        Create(string author, string tooling, IReadOnlyList<OpenVexStatement> statements, DateTimeOffset timestamp)
     {
-        var digest = SHA256.HashData(JsonSerializer.SerializeToUtf8Bytes(statements, OpenVexJson.Default.IReadOnlyListOpenVexStatement));
-        return new OpenVexDocument(ContextV020, $"urn:kintsugi:openvex:{Convert.ToHexStringLower(digest)}", author, "Document Creator",
+        var digest = SHA256.HashData(
+            JsonSerializer.SerializeToUtf8Bytes(statements, OpenVexJson.Default.IReadOnlyListOpenVexStatement));
+        return new OpenVexDocument(ContextV020, $"urn:kintsugi:openvex:{Convert.ToHexStringLower(digest)}", author,
+            "Document Creator",
             timestamp, 1, tooling, statements);
     }
 
@@ -36,7 +39,8 @@ public sealed record OpenVexDocument(
 
     /// <summary>The Debian kernel image package as a package URL (what scanners match against dpkg).</summary>
     public static string DebianKernelPackage(string release, string? packageVersion, string architecture = "amd64") =>
-        $"pkg:deb/debian/linux-image-{Uri.EscapeDataString(release)}" + (packageVersion is null ? "" : "@" + Uri.EscapeDataString(packageVersion)) + $"?arch={architecture}";
+        $"pkg:deb/debian/linux-image-{Uri.EscapeDataString(release)}"
+        + (packageVersion is null ? "" : "@" + Uri.EscapeDataString(packageVersion)) + $"?arch={architecture}";
 }
 
 public sealed record OpenVexStatement(
@@ -48,12 +52,14 @@ public sealed record OpenVexStatement(
     [property: JsonPropertyName("timestamp")] DateTimeOffset? Timestamp = null)
 {
     /// <summary>The four statuses of the VEX minimum requirements.</summary>
-    public static readonly IReadOnlyList<string> Statuses = ["not_affected", "affected", "fixed", "under_investigation"];
+    public static readonly IReadOnlyList<string> Statuses =
+        ["not_affected", "affected", "fixed", "under_investigation"];
 }
 
 public sealed record OpenVexVulnerability([property: JsonPropertyName("name")] string Name);
 
-/// <summary>A product: its IRI (a package URL for a package) and, when the IRI is not one, its purl as an identifier.</summary>
+/// <summary>A product: its IRI (a package URL for a package) and, when the IRI is not one, its purl as an
+/// identifier.</summary>
 public sealed record OpenVexProduct(
     [property: JsonPropertyName("@id")] string Id,
     [property: JsonPropertyName("identifiers")] IReadOnlyDictionary<string, string>? Identifiers = null);

@@ -43,7 +43,8 @@ public static class PatchStates
     public static PatchState Parse(string wire)
     {
         foreach (var (s, name) in Names) if (name == wire) return s;
-        throw new FormatException($"'{wire}' is not a patch state; known: {string.Join(", ", Names.Select(n => n.Wire))}");
+        throw new FormatException($"'{wire}' is not a patch state; known: " +
+            $"{string.Join(", ", Names.Select(n => n.Wire))}");
     }
 
     public static IEnumerable<string> All => Names.Select(n => n.Wire);
@@ -55,5 +56,6 @@ public sealed class PatchStateJsonConverter : JsonConverter<PatchState>
     public override PatchState Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options) =>
         PatchStates.Parse(reader.GetString() ?? throw new JsonException("a patch state is null"));
 
-    public override void Write(Utf8JsonWriter writer, PatchState value, JsonSerializerOptions options) => writer.WriteStringValue(value.ToWire());
+    public override void Write(Utf8JsonWriter writer, PatchState value, JsonSerializerOptions options) =>
+        writer.WriteStringValue(value.ToWire());
 }

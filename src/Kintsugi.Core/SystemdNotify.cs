@@ -19,14 +19,17 @@ public sealed class SystemdNotify
         _socket = environment.GetValueOrDefault("NOTIFY_SOCKET") is { Length: > 0 } socket ? socket : null;
         // WATCHDOG_PID, when set, names the process systemd expects the pings from (not a child's).
         var pidMatches = environment.GetValueOrDefault("WATCHDOG_PID") is not { Length: > 0 } pid ||
-            int.TryParse(pid, NumberStyles.None, CultureInfo.InvariantCulture, out var expected) && expected == processId;
-        if (pidMatches && long.TryParse(environment.GetValueOrDefault("WATCHDOG_USEC"), NumberStyles.None, CultureInfo.InvariantCulture, out var usec) && usec > 0)
+            int.TryParse(pid, NumberStyles.None, CultureInfo.InvariantCulture, out var expected)
+            && expected == processId;
+        if (pidMatches && long.TryParse(environment.GetValueOrDefault("WATCHDOG_USEC"), NumberStyles.None,
+            CultureInfo.InvariantCulture, out var usec) && usec > 0)
             _watchdog = TimeSpan.FromMicroseconds(usec);
     }
 
     /// <summary>This process's notifier, from its environment.</summary>
     public static SystemdNotify FromEnvironment() => new(
-        Environment.GetEnvironmentVariables().Cast<System.Collections.DictionaryEntry>().ToDictionary(e => (string)e.Key, e => (string?)e.Value),
+        Environment.GetEnvironmentVariables().Cast<System.Collections.DictionaryEntry>()
+        .ToDictionary(e => (string)e.Key, e => (string?)e.Value),
         Environment.ProcessId);
 
     public bool Enabled => _socket is not null;
@@ -42,7 +45,8 @@ public sealed class SystemdNotify
 
     public void Stopping() => Send("STOPPING=1");
 
-    /// <summary>Sends one notification; an unreachable socket is not the service's failure (systemd may be restarting).</summary>
+    /// <summary>Sends one notification; an unreachable socket is not the service's failure (systemd may be
+    /// restarting).</summary>
     public void Send(string message)
     {
         if (_socket is null) return;

@@ -2,39 +2,53 @@ namespace Kintsugi.Kernel.Archive;
 
 internal sealed record AptDependency(string Name, string? Relation, string? Version);
 
-internal sealed record AptPackage(string Name, string Version, string Architecture, IReadOnlyList<AptDependency> Depends);
+internal sealed record
+    AptPackage(string Name, string Version, string Architecture, IReadOnlyList<AptDependency> Depends);
 
 /// <summary>The apt and dpkg commands the archive provider delegates to.</summary>
 internal static class Apt
 {
-    /// <summary>Finds a package in apt's lists: the given version, or the candidate when null. Null when absent.</summary>
-    public static async Task<AptPackage?> ResolveAsync(IReadOnlyList<string> options, string name, string? version, CancellationToken cancellation)
+    /// <summary>Finds a package in apt's lists: the given version, or the candidate when null. Null when
+    /// absent.</summary>
+    public static async Task<AptPackage?>
+        ResolveAsync(IReadOnlyList<string> options, string name, string? version, CancellationToken cancellation)
     {
-        var result = await ExternalCommand.RunAsync("apt-cache", [.. options, "show", version is null ? name : $"{name}={version}"], cancellation: cancellation);
+        var result = await ExternalCommand.RunAsync("apt-cache",
+            [.. options, "show", version is null ? name : $"{name}={version}"], cancellation: cancellation);
         if (!result.Succeeded) return null;
         // apt-cache show prints one stanza per version, the candidate first.
         var stanza = result.StandardOutput.Split("\n\n", StringSplitOptions.RemoveEmptyEntries).FirstOrDefault();
         if (stanza is null) return null;
         var fields = ParseStanza(stanza);
-        if (!fields.TryGetValue("Version", out var found) || !fields.TryGetValue("Package", out var package)) return null;
-        return new AptPackage(package, found, fields.GetValueOrDefault("Architecture", "amd64"), ParseDepends(fields.GetValueOrDefault("Depends", "")));
+        if (!fields.TryGetValue("Version", out var found) || !fields.TryGetValue("Package", out var package))
+            return null;
+        return new AptPackage(package, found, fields.GetValueOrDefault("Architecture", "amd64"),
+            ParseDepends(fields.GetValueOrDefault("Depends", "")));
     }
 
-    public static async Task<string> DownloadAsync(IReadOnlyList<string> options, AptPackage package, string directory, CancellationToken cancellation)
+    public static async Task<string> DownloadAsync(IReadOnlyList<string> options, AptPackage package, string directory,
+        CancellationToken cancellation)
     {
         var existing = Directory.GetFiles(directory, $"{package.Name}_*.deb")
             .FirstOrDefault(f => DebVersion(f) == package.Version);
         if (existing is not null) return existing;
         var result = await ExternalCommand.RunAsync("apt-get",
-            [.. options, "-q", "-o", "APT::Sandbox::User=root", "download", $"{package.Name}={package.Version}"], directory, cancellation: cancellation);
+            [.. options, "-q", "-o", "APT::Sandbox::User=root", "download", $"{package.Name}={package.Version}"],
+            directory, cancellation: cancellation);
         if (!result.Succeeded)
-            throw new KernelArchiveException($"apt-get download {package.Name}={package.Version} failed: {result.StandardError.Trim()}", ExitCode.Environment);
-        var deb = Directory.GetFiles(directory, $"{package.Name}_*.deb").FirstOrDefault(f => DebVersion(f) == package.Version)
-            ?? throw new KernelArchiveException($"apt-get download {package.Name} produced no .deb", ExitCode.InternalError);
-        var control = await ExternalCommand.RunAsync("dpkg-deb", ["-f", deb, "Package", "Version"], cancellation: cancellation);
+            throw new KernelArchiveException($"apt-get download {package.Name}={package.Version} failed: " +
+                $"{result.StandardError.Trim()}", ExitCode.Environment);
+        var deb =
+            Directory.GetFiles(directory, $"{package.Name}_*.deb").FirstOrDefault(f => DebVersion(f) == package.Version)
+            ?? throw new KernelArchiveException($"apt-get download {package.Name} produced no .deb",
+            ExitCode.InternalError);
+        var control =
+            await ExternalCommand.RunAsync("dpkg-deb", ["-f", deb, "Package", "Version"], cancellation: cancellation);
         var fields = ParseStanza(control.StandardOutput);
-        if (fields.GetValueOrDefault("Package") != package.Name || fields.GetValueOrDefault("Version") != package.Version)
-            throw new KernelArchiveException($"{deb} is {fields.GetValueOrDefault("Package")} {fields.GetValueOrDefault("Version")}, not {package.Name} {package.Version}", ExitCode.InternalError);
+        if (fields.GetValueOrDefault("Package") != package.Name
+            || fields.GetValueOrDefault("Version") != package.Version)
+            throw new KernelArchiveException($"{deb} is {fields.GetValueOrDefault("Package")} " +
+                $"{fields.GetValueOrDefault("Version")}, not {package.Name} {package.Version}", ExitCode.InternalError);
         return deb;
     }
 
@@ -42,7 +56,8 @@ internal static class Apt
     {
         Directory.CreateDirectory(root);
         var result = await ExternalCommand.RunAsync("dpkg-deb", ["-x", deb, root], cancellation: cancellation);
-        if (!result.Succeeded) throw new KernelArchiveException($"dpkg-deb -x {deb} failed: {result.StandardError.Trim()}", ExitCode.Environment);
+        if (!result.Succeeded) throw new KernelArchiveException($"dpkg-deb -x {deb} failed: " +
+            $"{result.StandardError.Trim()}", ExitCode.Environment);
     }
 
     private static string? DebVersion(string path)
@@ -79,7 +94,8 @@ internal static class Apt
             }).ToList();
 }
 
-/// <summary>An exclusive lock on a cache entry, across threads and processes (tests fetch and prepare in parallel).</summary>
+/// <summary>An exclusive lock on a cache entry, across threads and processes (tests fetch and prepare in
+/// parallel).</summary>
 public sealed class CacheLock : IDisposable
 {
     private readonly FileStream _stream;
@@ -89,7 +105,8 @@ public sealed class CacheLock : IDisposable
     {
         while (true)
         {
-            try { return new CacheLock(new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None)); }
+            try { return new CacheLock(
+                new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None)); }
             catch (IOException) { await Task.Delay(200, cancellation); }
         }
     }

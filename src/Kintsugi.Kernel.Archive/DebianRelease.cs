@@ -35,7 +35,8 @@ public sealed partial record DebianRelease(int Number, string Codename, string C
         var key = text.Trim().ToLowerInvariant();
         if (key.StartsWith("debian", StringComparison.Ordinal)) key = key["debian".Length..].TrimStart('-', ' ');
         return All.FirstOrDefault(r => r.Codename == key || r.Number.ToString() == key)
-            ?? throw new KernelArchiveException($"'{text}' is not a Debian release this archive provider knows; known: " +
+            ?? throw new KernelArchiveException(
+            $"'{text}' is not a Debian release this archive provider knows; known: " +
                 string.Join(", ", All.Select(r => $"{r.Number} ({r.Codename})")), ExitCode.Usage);
     }
 

@@ -1,8 +1,10 @@
 namespace Kintsugi.Kernel.Archive;
 
-/// <summary>One kernel ABI a Debian release's archive offers, and whether the builder has what it needs for it.</summary>
+/// <summary>One kernel ABI a Debian release's archive offers, and whether the builder has what it needs for
+/// it.</summary>
 /// <param name="Suite">Where the image comes from (the release itself, -updates or -security).</param>
-/// <param name="Buildable">Headers and linux-source of exactly this version are in the archive: livepatches can be built for it.</param>
+/// <param name="Buildable">Headers and linux-source of exactly this version are in the archive: livepatches can be
+/// built for it.</param>
 public sealed record AvailableKernel(
     int Debian,
     string Codename,
@@ -18,40 +20,51 @@ public sealed class KernelCatalog(DebianKernelArchive archive, Action<string>? p
 {
     private readonly Action<string> _progress = progress ?? (_ => { });
 
-    /// <summary>The kernels of <paramref name="flavour"/> (for example cloud-amd64) per release, newest ABI last.</summary>
-    public async Task<IReadOnlyList<AvailableKernel>> ListAsync(IReadOnlyList<DebianRelease> releases, string flavour, bool refresh, CancellationToken cancellation = default)
+    /// <summary>The kernels of <paramref name="flavour"/> (for example cloud-amd64) per release, newest ABI
+    /// last.</summary>
+    public async Task<IReadOnlyList<AvailableKernel>> ListAsync(IReadOnlyList<DebianRelease> releases, string flavour,
+        bool refresh, CancellationToken cancellation = default)
     {
         if (!System.Text.RegularExpressions.Regex.IsMatch(flavour, "^[a-z0-9][a-z0-9-]*$"))
-            throw new KernelArchiveException($"'{flavour}' is not a kernel flavour (for example cloud-amd64, amd64, rt-amd64)", ExitCode.Usage);
+            throw new KernelArchiveException(
+                $"'{flavour}' is not a kernel flavour (for example cloud-amd64, amd64, rt-amd64)", ExitCode.Usage);
         var found = new List<AvailableKernel>();
         foreach (var release in releases)
         {
             var apt = archive.AptFor(release);
             await apt.EnsureListsAsync(refresh ? TimeSpan.Zero : ReleaseApt.MaxListAge, _progress, cancellation);
-            var images = (await apt.SearchNamesAsync($"^linux-image-[0-9]+\\.[0-9]+\\.[0-9]+.*-{flavour}$", cancellation))
+            var images =
+                (await apt.SearchNamesAsync($"^linux-image-[0-9]+\\.[0-9]+\\.[0-9]+.*-{flavour}$", cancellation))
                 .Select(n => n["linux-image-".Length..]).Where(r => KernelRelease.TryParse(r, out _)).ToList();
             var imageVersions = await apt.VersionsAsync([.. images.Select(r => $"linux-image-{r}")], cancellation);
             var headerVersions = (await apt.VersionsAsync([.. images.Select(r => $"linux-headers-{r}")], cancellation))
                 .Select(v => (v.Package, v.Version)).ToHashSet();
             var sourcePackages = images.Select(r => SourcePackage(KernelRelease.Parse(r))).Distinct().ToList();
-            var sourceVersions = (await apt.VersionsAsync(sourcePackages, cancellation)).Select(v => (v.Package, v.Version)).ToHashSet();
+            var sourceVersions =
+                (await apt.VersionsAsync(sourcePackages, cancellation)).Select(v => (v.Package, v.Version)).ToHashSet();
             foreach (var group in imageVersions.GroupBy(v => (v.Package, v.Version)))
             {
                 var kernel = KernelRelease.Parse(group.Key.Package["linux-image-".Length..]);
                 var headers = headerVersions.Contains(($"linux-headers-{kernel}", group.Key.Version));
                 var source = sourceVersions.Contains((SourcePackage(kernel), group.Key.Version));
-                // The oldest suite that has it: a kernel of the release itself is listed as such, not as its security copy.
-                var suite = group.Select(v => v.Suite).OrderBy(s => release.Suites.ToList().IndexOf(s) is var i && i < 0 ? int.MaxValue : i).First();
-                found.Add(new AvailableKernel(release.Number, release.Codename, kernel, group.Key.Version, suite, headers, source, headers && source));
+                // The oldest suite that has it: a kernel of the release itself is listed as such, not as its security
+                // copy.
+                var suite = group.Select(v => v.Suite)
+                    .OrderBy(s => release.Suites.ToList().IndexOf(s) is var i && i < 0 ? int.MaxValue : i).First();
+                found.Add(new AvailableKernel(release.Number, release.Codename, kernel, group.Key.Version, suite,
+                    headers, source, headers && source));
             }
         }
-        return [.. found.OrderBy(k => k.Debian).ThenBy(k => k.Release.UpstreamVersion).ThenBy(k => k.PackageVersion, DebianVersionComparer.Instance)];
+        return [.. found.OrderBy(k => k.Debian).ThenBy(k => k.Release.UpstreamVersion)
+            .ThenBy(k => k.PackageVersion, DebianVersionComparer.Instance)];
     }
 
-    public static string SourcePackage(KernelRelease kernel) => $"linux-source-{kernel.UpstreamVersion.Major}.{kernel.UpstreamVersion.Minor}";
+    public static string SourcePackage(KernelRelease kernel) =>
+        $"linux-source-{kernel.UpstreamVersion.Major}.{kernel.UpstreamVersion.Minor}";
 }
 
-/// <summary>Orders Debian package versions as dpkg does (epoch, upstream, revision; '~' sorts before everything).</summary>
+/// <summary>Orders Debian package versions as dpkg does (epoch, upstream, revision; '~' sorts before
+/// everything).</summary>
 public sealed class DebianVersionComparer : IComparer<string>
 {
     public static readonly DebianVersionComparer Instance = new();

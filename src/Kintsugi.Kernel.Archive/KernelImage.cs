@@ -21,7 +21,8 @@ public static class KernelImage
         }
         catch (InvalidDataException e)
         {
-            throw new KernelArchiveException($"the payload of {vmlinuzPath} did not decompress to an ELF vmlinux: {e.Message}", inner: e);
+            throw new KernelArchiveException($"the payload of {vmlinuzPath} did not decompress to an ELF vmlinux: " +
+                $"{e.Message}", inner: e);
         }
     }
 
@@ -32,21 +33,26 @@ public static class KernelImage
         return await DecompressAsync(Payload(image, vmlinuzPath), vmlinuzPath, cancellation);
     }
 
-    /// <summary>The compressed payload, located through the boot protocol's payload_offset/payload_length (protocol 2.08+).</summary>
+    /// <summary>The compressed payload, located through the boot protocol's payload_offset/payload_length (protocol
+    /// 2.08+).</summary>
     internal static ReadOnlyMemory<byte> Payload(byte[] image, string path)
     {
-        if (image.Length < 0x250 || BinaryPrimitives.ReadUInt32LittleEndian(image.AsSpan(0x202)) != 0x53726448 /* "HdrS" */)
+        if (image.Length < 0x250
+            || BinaryPrimitives.ReadUInt32LittleEndian(image.AsSpan(0x202)) != 0x53726448 /* "HdrS" */)
             throw new KernelArchiveException($"{path} is not an x86 bzImage (no HdrS setup header)");
         var protocol = BinaryPrimitives.ReadUInt16LittleEndian(image.AsSpan(0x206));
-        if (protocol < 0x208) throw new KernelArchiveException($"{path} uses boot protocol {protocol >> 8}.{protocol & 0xFF}, older than 2.08: no payload location");
+        if (protocol < 0x208) throw new KernelArchiveException($"{path} uses boot protocol " +
+            $"{protocol >> 8}.{protocol & 0xFF}, older than 2.08: no payload location");
         int setupSectors = image[0x1F1] == 0 ? 4 : image[0x1F1];
         var offset = (long)(setupSectors + 1) * 512 + BinaryPrimitives.ReadUInt32LittleEndian(image.AsSpan(0x248));
         var length = (long)BinaryPrimitives.ReadUInt32LittleEndian(image.AsSpan(0x24C));
-        if (offset + length > image.Length) throw new KernelArchiveException($"{path}: the payload lies outside the file (truncated image?)");
+        if (offset + length > image.Length)
+            throw new KernelArchiveException($"{path}: the payload lies outside the file (truncated image?)");
         return image.AsMemory((int)offset, (int)length);
     }
 
-    private static async Task<byte[]> DecompressAsync(ReadOnlyMemory<byte> payload, string path, CancellationToken cancellation)
+    private static async Task<byte[]>
+        DecompressAsync(ReadOnlyMemory<byte> payload, string path, CancellationToken cancellation)
     {
         var span = payload.Span;
         if (span.StartsWith((ReadOnlySpan<byte>)[0x1F, 0x8B]))
@@ -64,7 +70,8 @@ public static class KernelImage
             span.StartsWith("BZh"u8) ? ("bzip2", ["-dc"]) :
             span.StartsWith((ReadOnlySpan<byte>)[0x89, 0x4C, 0x5A, 0x4F]) ? ("lzop", ["-dc"]) : null;
         if (decoder is not { } d)
-            throw new KernelArchiveException($"{path}: unknown payload compression (magic {Convert.ToHexString(span[..Math.Min(6, span.Length)])})");
+            throw new KernelArchiveException($"{path}: unknown payload compression (magic " +
+                $"{Convert.ToHexString(span[..Math.Min(6, span.Length)])})");
 
         var input = Path.GetTempFileName();
         var output2 = input + ".out";
@@ -73,9 +80,11 @@ public static class KernelImage
             await File.WriteAllBytesAsync(input, payload.ToArray(), cancellation);
             // The kernel appends the decompressed size after the stream, so decoders may complain about
             // trailing data and exit non-zero; the output is judged by whether it is a whole ELF file.
-            var result = await ExternalCommand.RunAsync("sh", ["-c", $"{d.Tool} {string.Join(' ', d.Args)} < \"$1\" > \"$2\"", "sh", input, output2], cancellation: cancellation);
+            var result = await ExternalCommand.RunAsync("sh", ["-c", $"{d.Tool} {string.Join(' ', d.Args)} < \"$1\" " +
+                $"> \"$2\"", "sh", input, output2], cancellation: cancellation);
             if (!File.Exists(output2) || new FileInfo(output2).Length == 0)
-                throw new KernelArchiveException($"{path}: {d.Tool} could not decompress the kernel payload: {result.StandardError.Trim()} (is {d.Tool} installed?)");
+                throw new KernelArchiveException($"{path}: {d.Tool} could not decompress the kernel payload: " +
+                    $"{result.StandardError.Trim()} (is {d.Tool} installed?)");
             return await File.ReadAllBytesAsync(output2, cancellation);
         }
         finally
@@ -87,7 +96,8 @@ public static class KernelImage
 }
 
 /// <summary>A kernel could not be found in, fetched from or verified against the distribution archive.</summary>
-public sealed class KernelArchiveException(string message, ExitCode exitCode = ExitCode.NotFound, Exception? inner = null) : KintsugiException(message, inner)
+public sealed class KernelArchiveException(string message, ExitCode exitCode = ExitCode.NotFound,
+    Exception? inner = null) : KintsugiException(message, inner)
 {
     public override ExitCode ExitCode { get; } = exitCode;
 }

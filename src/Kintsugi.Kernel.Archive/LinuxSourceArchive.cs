@@ -25,7 +25,8 @@ public sealed class LinuxSourceArchive(string cacheRoot, Action<string>? progres
 {
     private readonly Action<string> _progress = progress ?? (_ => { });
 
-    public async Task<FetchedLinuxSource> FetchAsync(LinuxSourceVersion source, CancellationToken cancellation = default)
+    public async Task<FetchedLinuxSource>
+        FetchAsync(LinuxSourceVersion source, CancellationToken cancellation = default)
     {
         var sources = Path.Combine(cacheRoot, "sources");
         var directory = Path.Combine(sources, $"{source.Package}_{source.Version}");
@@ -47,7 +48,8 @@ public sealed class LinuxSourceArchive(string cacheRoot, Action<string>? progres
             }
             if (package is null || apt is null)
                 throw new KernelArchiveException(
-                    $"{source.Package} {source.Version} is not in the archive of {string.Join(", ", DebianRelease.All)}; the versions they have: kintsugi kernel list-available",
+                    $"{source.Package} {source.Version} is not in the archive of " +
+                    $"{string.Join(", ", DebianRelease.All)}; the versions they have: kintsugi kernel list-available",
                     ExitCode.NotFound);
             var debs = Path.Combine(sources, "debs");
             Directory.CreateDirectory(debs);
@@ -62,7 +64,8 @@ public sealed class LinuxSourceArchive(string cacheRoot, Action<string>? progres
             ? Directory.GetFiles(Path.Combine(root, "usr", "src"), "linux-source-*.tar.*").FirstOrDefault() : null;
         var changelog = Path.Combine(root, "usr", "share", "doc", source.Package, "changelog.Debian.gz");
         if (tarball is null || !File.Exists(changelog))
-            throw new KernelArchiveException($"{source} has no source tarball or no changelog.Debian.gz under {root}", ExitCode.InternalError);
+            throw new KernelArchiveException($"{source} has no source tarball or no changelog.Debian.gz under {root}",
+                ExitCode.InternalError);
         return new FetchedLinuxSource(source, tarball, changelog);
     }
 
@@ -70,9 +73,12 @@ public sealed class LinuxSourceArchive(string cacheRoot, Action<string>? progres
     public static FetchedLinuxSource OfKernel(FetchedKernel kernel)
     {
         var tarball = kernel.SourceTarball
-            ?? throw new KernelArchiveException($"kernel {kernel.Target.Release} was fetched without its source", ExitCode.InternalError);
+            ?? throw new KernelArchiveException($"kernel {kernel.Target.Release} was fetched without its source",
+            ExitCode.InternalError);
         var source = LinuxSourceVersion.Of(kernel.Target.Release, kernel.Target.PackageVersion
-            ?? throw new KernelArchiveException($"kernel {kernel.Target.Release} has no package version", ExitCode.InternalError));
-        return new FetchedLinuxSource(source, tarball, Path.Combine(kernel.Root, "usr", "share", "doc", source.Package, "changelog.Debian.gz"));
+            ?? throw new KernelArchiveException($"kernel {kernel.Target.Release} has no package version",
+            ExitCode.InternalError));
+        return new FetchedLinuxSource(source, tarball,
+            Path.Combine(kernel.Root, "usr", "share", "doc", source.Package, "changelog.Debian.gz"));
     }
 }

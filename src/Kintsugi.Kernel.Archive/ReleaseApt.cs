@@ -7,7 +7,8 @@ namespace Kintsugi.Kernel.Archive;
 /// </summary>
 public sealed class ReleaseApt
 {
-    /// <summary>Lists older than this are refreshed before a lookup (kernel ABIs appear with every security update).</summary>
+    /// <summary>Lists older than this are refreshed before a lookup (kernel ABIs appear with every security
+    /// update).</summary>
     public static readonly TimeSpan MaxListAge = TimeSpan.FromHours(12);
 
     private readonly string _directory;
@@ -47,25 +48,31 @@ public sealed class ReleaseApt
 
     public DateTimeOffset? LastUpdated => File.Exists(UpdatedStamp) ? File.GetLastWriteTimeUtc(UpdatedStamp) : null;
 
-    /// <summary>Makes sure the release's package lists are present and younger than <paramref name="maxAge"/>.</summary>
+    /// <summary>Makes sure the release's package lists are present and younger than <paramref
+    /// name="maxAge"/>.</summary>
     public async Task EnsureListsAsync(TimeSpan maxAge, Action<string> progress, CancellationToken cancellation)
     {
         if (LastUpdated is { } fresh && DateTimeOffset.UtcNow - fresh < maxAge) return;
         Directory.CreateDirectory(_directory);
         using var updateLock = await CacheLock.AcquireAsync(Path.Combine(_directory, ".lock"), cancellation);
         if (LastUpdated is { } other && DateTimeOffset.UtcNow - other < maxAge) return; // another process just did it
-        foreach (var directory in new[] { Path.Combine(Lists, "partial"), Path.Combine(_directory, "cache", "archives", "partial"),
+        foreach (var directory in new[] { Path.Combine(Lists, "partial"),
+        Path.Combine(_directory, "cache", "archives", "partial"),
                      Path.Combine(_directory, "sources.list.d"), Path.Combine(_directory, "preferences.d") })
             Directory.CreateDirectory(directory);
-        if (!File.Exists(Path.Combine(_directory, "status"))) await File.WriteAllTextAsync(Path.Combine(_directory, "status"), "", cancellation);
+        if (!File.Exists(Path.Combine(_directory, "status")))
+            await File.WriteAllTextAsync(Path.Combine(_directory, "status"), "", cancellation);
         await File.WriteAllTextAsync(SourcesList, string.Join('\n', Release.SourcesLines) + "\n", cancellation);
         progress($"updating the package lists of {Release} ({string.Join(", ", Release.Suites)})");
-        var result = await ExternalCommand.RunAsync("apt-get", [.. Options, "-q", "-o", "APT::Sandbox::User=root", "update"], cancellation: cancellation);
+        var result = await ExternalCommand.RunAsync("apt-get",
+            [.. Options, "-q", "-o", "APT::Sandbox::User=root", "update"], cancellation: cancellation);
         // apt-get update exits 0 even when a suite failed; its "W:"/"E:" lines say which.
         var failures = (result.StandardError + "\n" + result.StandardOutput).Split('\n')
-            .Where(l => l.StartsWith("E:", StringComparison.Ordinal) || l.StartsWith("Err:", StringComparison.Ordinal)).ToList();
+            .Where(l => l.StartsWith("E:", StringComparison.Ordinal) || l.StartsWith("Err:", StringComparison.Ordinal))
+            .ToList();
         if (!result.Succeeded || failures.Count > 0)
-            throw new KernelArchiveException($"apt-get update for {Release} failed (is {DebianRelease.Mirror} reachable?):\n{string.Join('\n', failures.DefaultIfEmpty(result.StandardError.Trim()))}",
+            throw new KernelArchiveException($"apt-get update for {Release} failed (is {DebianRelease.Mirror} " +
+                $"reachable?):\n{string.Join('\n', failures.DefaultIfEmpty(result.StandardError.Trim()))}",
                 ExitCode.Environment);
         await File.WriteAllTextAsync(UpdatedStamp, DateTimeOffset.UtcNow.ToString("O") + "\n", cancellation);
     }
@@ -76,7 +83,8 @@ public sealed class ReleaseApt
     internal Task<string> DownloadAsync(AptPackage package, string directory, CancellationToken cancellation) =>
         Apt.DownloadAsync(Options, package, directory, cancellation);
 
-    /// <summary>Downloads the candidate of a package and unpacks it (without its dependencies) under <paramref name="root"/>.</summary>
+    /// <summary>Downloads the candidate of a package and unpacks it (without its dependencies) under <paramref
+    /// name="root"/>.</summary>
     public async Task UnpackAsync(string name, string root, CancellationToken cancellation)
     {
         await EnsureListsAsync(MaxListAge, _ => { }, cancellation);
@@ -90,23 +98,30 @@ public sealed class ReleaseApt
     /// <summary>Package names matching an extended regular expression (<c>apt-cache search --names-only</c>).</summary>
     public async Task<IReadOnlyList<string>> SearchNamesAsync(string pattern, CancellationToken cancellation)
     {
-        var result = await ExternalCommand.RunAsync("apt-cache", [.. Options, "search", "--names-only", pattern], cancellation: cancellation);
-        if (!result.Succeeded) throw new KernelArchiveException($"apt-cache search failed for {Release}: {result.StandardError.Trim()}", ExitCode.Environment);
-        return [.. result.StandardOutput.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => l.Split(" - ", 2)[0].Trim()).Distinct().Order(StringComparer.Ordinal)];
+        var result = await ExternalCommand.RunAsync("apt-cache", [.. Options, "search", "--names-only", pattern],
+            cancellation: cancellation);
+        if (!result.Succeeded) throw new KernelArchiveException($"apt-cache search failed for {Release}: " +
+            $"{result.StandardError.Trim()}", ExitCode.Environment);
+        return [.. result.StandardOutput.Split('\n', StringSplitOptions.RemoveEmptyEntries)
+            .Select(l => l.Split(" - ", 2)[0].Trim()).Distinct().Order(StringComparer.Ordinal)];
     }
 
-    /// <summary>Every version of each package in this release's suites, with the suite it comes from (<c>apt-cache madison</c>).</summary>
-    public async Task<IReadOnlyList<(string Package, string Version, string Suite)>> VersionsAsync(IReadOnlyCollection<string> packages, CancellationToken cancellation)
+    /// <summary>Every version of each package in this release's suites, with the suite it comes from (<c>apt-cache
+    /// madison</c>).</summary>
+    public async Task<IReadOnlyList<(string Package, string Version,
+        string Suite)>> VersionsAsync(IReadOnlyCollection<string> packages, CancellationToken cancellation)
     {
         if (packages.Count == 0) return [];
-        var result = await ExternalCommand.RunAsync("apt-cache", [.. Options, "madison", .. packages], cancellation: cancellation);
+        var result = await ExternalCommand.RunAsync("apt-cache", [.. Options, "madison", .. packages],
+            cancellation: cancellation);
         var versions = new List<(string, string, string)>();
         foreach (var line in result.StandardOutput.Split('\n', StringSplitOptions.RemoveEmptyEntries))
         {
             // "pkg | version | http://deb.debian.org/debian-security bullseye-security/main amd64 Packages"
             var fields = line.Split('|', StringSplitOptions.TrimEntries);
             if (fields.Length < 3 || !fields[2].EndsWith("Packages", StringComparison.Ordinal)) continue;
-            var suite = fields[2].Split(' ', StringSplitOptions.RemoveEmptyEntries).ElementAtOrDefault(1)?.Split('/')[0] ?? "";
+            var suite =
+                fields[2].Split(' ', StringSplitOptions.RemoveEmptyEntries).ElementAtOrDefault(1)?.Split('/')[0] ?? "";
             versions.Add((fields[0], fields[1], suite));
         }
         return versions;

@@ -26,6 +26,9 @@ public abstract record TargetReference
 /// False when the new patches supersede the base's instead of adding to them (a catch-up to a newer version
 /// carries the whole difference from the running kernel's source again): the level and name still follow the base.
 /// </param>
+/// <param name="PrecompiledAfter">
+/// After objects already compiled with these fixes for some units (catch-up's trials): those units are not compiled again.
+/// </param>
 public sealed record KernelBuildRequest(
     TargetReference Target,
     IReadOnlyList<string> PatchFiles,
@@ -36,7 +39,8 @@ public sealed record KernelBuildRequest(
     bool SkipFidelity = false,
     int MaxUnits = 40,
     ModuleSigningKey? Signing = null,
-    bool CarryBasePatches = true);
+    bool CarryBasePatches = true,
+    string? PrecompiledAfter = null);
 
 [JsonConverter(typeof(JsonStringEnumConverter<BuildOutcome>))]
 public enum BuildOutcome { Built, NothingToDo }

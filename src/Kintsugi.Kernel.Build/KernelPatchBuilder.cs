@@ -35,7 +35,8 @@ public sealed class KernelPatchBuilder(DebianKernelArchive archive, Func<LabMach
         if (units.Count == 0) return NothingToDo(clock, scope.NothingBuiltMessage);
 
         var output = BuildOutput.Create(request.OutputDirectory);
-        var compiled = await UnitCompilation.CompileAsync(target, tree, units, inputs.Patches, output.Work, clock, cancellation);
+        var compiled = await UnitCompilation.CompileAsync(target, tree, units, inputs.Patches, output.Work, clock, cancellation,
+            request.PrecompiledAfter);
 
         var exports = new Lazy<ModuleSymvers>(target.LoadExports);
         var diffs = clock.Run("diff", () => UnitDiffing.DiffAll(compiled, exports,

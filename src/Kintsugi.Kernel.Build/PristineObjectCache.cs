@@ -15,6 +15,16 @@ public sealed class PristineObjectCache(string directory)
     /// <summary>Whether <paramref name="directory"/> holds every unit's object with its command file.</summary>
     public static bool HoldsAll(string directory, IEnumerable<Units.TranslationUnit> units) => units.All(u => Holds(directory, u));
 
+    /// <summary>Copies one unit's object and its command file from one directory of objects to another.</summary>
+    public static void CopyUnit(string from, string to, Units.TranslationUnit unit)
+    {
+        foreach (var path in new[] { unit.ObjectPath, ExportedSymbolVersions.CommandFile(unit.ObjectPath) })
+        {
+            Directory.CreateDirectory(Path.GetDirectoryName(Path.Combine(to, path))!);
+            File.Copy(Path.Combine(from, path), Path.Combine(to, path), overwrite: true);
+        }
+    }
+
     private static bool Holds(string directory, Units.TranslationUnit unit) =>
         File.Exists(Path.Combine(directory, unit.ObjectPath))
         && File.Exists(ExportedSymbolVersions.CommandFile(Path.Combine(directory, unit.ObjectPath)));

@@ -63,10 +63,43 @@ internal sealed class CatchUpTrials(BuildTarget target, KernelSourceTree tree, C
             var after = await PrecompileAsync(scoped, cancellation);
             var diffed = await DiffAsync(scoped, after, cancellation);
             await ResolveAsync(diffed, cancellation);
-            if (Directory.Exists(_work)) Directory.Delete(_work, recursive: true);
+            // The batched after objects stay for the module build (ReusableAfterObjects); every other work file goes.
+            foreach (var work in Directory.EnumerateDirectories(_work).Where(d => Path.GetFileName(d) != "after"))
+                Directory.Delete(work, recursive: true);
         }
         return new Dictionary<string, FileTrial>(_results, StringComparer.Ordinal);
     }
+
+    /// <summary>
+    /// The after objects of the trials that the module build can take as they are, gathered in one directory: the unit
+    /// of a file compiled in the shared make, unless another built file (a header, a C file #included into it) is
+    /// compiled into that unit too, which the module's build applies and the shared make did not.
+    /// </summary>
+    public static (string Directory, int Units) ReusableAfterObjects(string output, KernelSourceTree tree,
+        IReadOnlyList<(ChangedFile File, string Key)> built)
+    {
+        var after = Path.Combine(output, ".catch-up", "work", "after");
+        var reusable = Path.Combine(output, ".catch-up", "work", "module-after");
+        if (Directory.Exists(reusable)) Directory.Delete(reusable, recursive: true);
+        var kbuild = KbuildUnits.Open(tree);
+        var held = new List<(string Key, TranslationUnit Unit)>();
+        var sharedUnits = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var (file, key) in built)
+        {
+            if (file.Path.EndsWith(".c", StringComparison.Ordinal) && kbuild.Locate(file.Path) is { } own && own.SourcePath == file.Path
+                && PristineObjectCache.HoldsAll(Path.Combine(after, key), [own]))
+                held.Add((key, own));
+            else
+                sharedUnits.UnionWith(UnitsOf(kbuild, file.Path).Select(u => u.ObjectPath));
+        }
+        var reused = held.Where(h => !sharedUnits.Contains(h.Unit.ObjectPath)).ToList();
+        foreach (var (key, unit) in reused) PristineObjectCache.CopyUnit(Path.Combine(after, key), reusable, unit);
+        return (reusable, reused.Count);
+    }
+
+    private static IReadOnlyList<TranslationUnit> UnitsOf(KbuildUnits kbuild, string path) =>
+        (path.EndsWith(".h", StringComparison.Ordinal) ? kbuild.ResolveHeader(path, stopAtLimit: false).Resolution
+            : kbuild.Resolve(path)) is UnitResolution.Built built ? built.Units : [];
 
     private List<Scoped> Scope(IReadOnlyList<(ChangedFile File, string Key)> pending)
     {
@@ -238,6 +271,13 @@ internal sealed class CatchUpTrials(BuildTarget target, KernelSourceTree tree, C
                 await UnitCompilation.CompileOriginalsAsync(target, tree, file.Changed.Select(c => c.Unit), new StageClock(_ => { }), token);
                 var resolved = await PatchResolution.ResolveAsync(target, file.Changed, _exports.Value, request.SkipFidelity, _ => { }, token);
                 resolved.ThrowIfUnfaithful(request.SkipFidelity);
+                // New functions alone change nothing the running kernel does: a CVE must not count as covered by them.
+                if (resolved.Functions.Count == 0)
+                    return new FileTrial(file.File.Key, FileOutcome.Refused, [], null, "new-code-only",
+                        "it replaces no function of the running kernel, it only adds code" +
+                        (file.File.File.Functions.Count > 0 ? $" ({string.Join(", ", file.File.File.Functions)})" : "") +
+                        " that takes effect through callers in other changed files",
+                        "it can only be live patched together with the changes that call it: reboot into the new version", null);
                 return new FileTrial(file.File.Key, FileOutcome.Built, [.. resolved.Functions.Select(f => $"{f.Object}:{f.Record.Name}")],
                     string.Join(", ", resolved.Functions.Select(f => f.Object).Distinct()), null, null, null, null);
             });

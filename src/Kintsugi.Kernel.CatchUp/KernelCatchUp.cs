@@ -63,7 +63,7 @@ public sealed partial class KernelCatchUp(DebianKernelArchive archive, string ca
         int? level = null;
         if (built.Count > 0)
         {
-            var result = await Stage("module", () => BuildModuleAsync(request, kernel.Target, difference, built, cves, output, cancellation));
+            var result = await Stage("module", () => BuildModuleAsync(request, kernel.Target, tree, difference, built, cves, output, cancellation));
             module = result.Module;
             level = result.Manifest?.Level;
         }
@@ -114,8 +114,9 @@ public sealed partial class KernelCatchUp(DebianKernelArchive archive, string ca
             .RunAsync([.. plan.Decisions.OfType<FileDecision.Build>()], file => TrialKey(kernel.Target, file, request), cancellation);
     }
 
-    private async Task<KernelBuildResult> BuildModuleAsync(CatchUpRequest request, KernelTarget kernel, SourceDifference difference,
-        IReadOnlyList<FileReport> built, IReadOnlyList<CveReport> cves, string output, CancellationToken cancellation)
+    private async Task<KernelBuildResult> BuildModuleAsync(CatchUpRequest request, KernelTarget kernel, KernelSourceTree tree,
+        SourceDifference difference, IReadOnlyList<FileReport> built, IReadOnlyList<CveReport> cves, string output,
+        CancellationToken cancellation)
     {
         // With --base the name (and the next level) come from the base, unless --name says otherwise.
         var name = request.Name ?? (request.BaseDirectory is null ? "catchup_" + NotIdentifier().Replace(difference.To.Version, "_") : null);
@@ -135,9 +136,15 @@ public sealed partial class KernelCatchUp(DebianKernelArchive archive, string ca
             }
         }
         progress($"linking {built.Count} built file(s) into one module");
+        var changed = built.Select(f => difference.Files.Single(c => c.Path == f.Path)).ToList();
+        var reusable = CatchUpTrials.ReusableAfterObjects(output, tree, [.. changed.Select(c => (c, TrialKey(kernel, c, request)))]);
+        progress($"{reusable.Units} unit(s) compiled with their fixes by the trials are used as they are");
+        // --max-units bounded each file's units in its trial; together, an update's files compile hundreds of units.
         var buildRequest = new KernelBuildRequest(new TargetReference.Debian(request.Target), [.. built.Select(f => Path.Combine(difference.Directory, f.Patch!))],
-            name, covered, request.BaseDirectory, directory, request.SkipFidelity, request.MaxUnits, CarryBasePatches: false);
+            name, covered, request.BaseDirectory, directory, request.SkipFidelity, MaxUnits: int.MaxValue, CarryBasePatches: false,
+            PrecompiledAfter: reusable.Directory);
         var result = await new KernelPatchBuilder(archive, lab, progress).BuildAsync(buildRequest, cancellation);
+        Directory.Delete(Path.Combine(output, ".catch-up", "work"), recursive: true);
         if (result.Outcome != BuildOutcome.Built)
             throw new CatchUpException($"the files that built one by one built nothing together: {result.Message}", ExitCode.InternalError);
         return result;

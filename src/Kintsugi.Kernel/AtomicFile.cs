@@ -6,7 +6,8 @@ public static class AtomicFile
     public static void Write(string path, ReadOnlySpan<byte> contents)
     {
         Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
-        var temporary = path + ".tmp-" + Environment.ProcessId;
+        // Unique per writer, so that two threads writing the same file each rename a whole file of their own.
+        var temporary = $"{path}.tmp-{Environment.ProcessId}-{Guid.NewGuid():N}";
         using (var stream = new FileStream(temporary, FileMode.Create, FileAccess.Write, FileShare.None))
         {
             stream.Write(contents);
@@ -16,7 +17,8 @@ public static class AtomicFile
         SyncDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
     }
 
-    public static void WriteText(string path, string contents) => Write(path, System.Text.Encoding.UTF8.GetBytes(contents));
+    public static void WriteText(string path, string contents) =>
+        Write(path, System.Text.Encoding.UTF8.GetBytes(contents));
 
     /// <summary>
     /// A secret (a credential, a token) followed by a newline, readable and writable by its owner only from the
@@ -28,7 +30,8 @@ public static class AtomicFile
         File.Delete(temporary);
         var options = new FileStreamOptions
         {
-            Mode = FileMode.CreateNew, Access = FileAccess.Write, UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite,
+            Mode = FileMode.CreateNew, Access = FileAccess.Write, UnixCreateMode =
+                UnixFileMode.UserRead | UnixFileMode.UserWrite,
         };
         using (var stream = new FileStream(temporary, options))
         {
@@ -49,6 +52,7 @@ public static class AtomicFile
         // EINVAL: the filesystem cannot fsync directories; the rename itself has happened.
         var errno = Native.SyncDirectory(directory);
         if (errno is not (0 or 22))
-            throw new IOException($"cannot make the change in {directory} durable (fsync: {Native.ErrnoMessage(errno)})");
+            throw new IOException($"cannot make the change in {directory} durable (fsync: " +
+                $"{Native.ErrnoMessage(errno)})");
     }
 }

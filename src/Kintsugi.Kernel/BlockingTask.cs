@@ -18,7 +18,8 @@ public sealed record BlockingTask(int Pid, int Tid, string Command, IReadOnlyLis
                 if (!int.TryParse(Path.GetFileName(threadDir), out var tid)) continue;
                 var state = TryRead(Path.Combine(threadDir, "patch_state"));
                 // -1 means no transition is in progress for this task; anything else but the target blocks.
-                if (state is null || !int.TryParse(state, out var value) || value == -1 || value == targetState) continue;
+                if (state is null || !int.TryParse(state, out var value) || value == -1 || value == targetState)
+                    continue;
                 var command = TryRead(Path.Combine(threadDir, "comm")) ?? "?";
                 var stack = (TryRead(Path.Combine(threadDir, "stack")) ?? "")
                     .Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);

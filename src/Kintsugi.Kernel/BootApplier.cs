@@ -10,7 +10,8 @@ public sealed record BootAction(string Patch, string Action, string Detail);
 /// its load and confirmed only after it has run for the settle period without kernel problems. A patch
 /// found still pending at the next boot was followed by a crash or reboot, and is quarantined instead of
 /// being loaded again. Runs once per boot (the boot service or the agent, whichever comes first, under the
-/// machine lock); it first finishes or undoes an apply that a crash interrupted (<see cref="PatchStore.RecoverInterruptedApply"/>).
+/// machine lock); it first finishes or undoes an apply that a crash interrupted (<see
+/// cref="PatchStore.RecoverInterruptedApply"/>).
 /// </summary>
 public sealed class BootApplier(MachinePaths paths, LivepatchRuntime runtime, Action<string> report)
 {
@@ -29,7 +30,8 @@ public sealed class BootApplier(MachinePaths paths, LivepatchRuntime runtime, Ac
             report($"automatic patching is disabled: {reason}; nothing loaded");
             return new BootResult(reason, []);
         }
-        using var machineLock = MachineLock.Acquire(paths, settle + transitionTimeout + TimeSpan.FromMinutes(5), report);
+        using var machineLock =
+            MachineLock.Acquire(paths, settle + transitionTimeout + TimeSpan.FromMinutes(5), report);
         if (File.Exists(DoneMarker(paths)))
         {
             report("installed patches were already re-applied in this boot");
@@ -56,7 +58,8 @@ public sealed class BootApplier(MachinePaths paths, LivepatchRuntime runtime, Ac
             var patch = listed;
             if (patch.BootState != BootState.Staged && refuse?.Invoke(patch) is { } refused)
             {
-                // Uninstalled first, so that no later boot loads it; then out of the kernel if an earlier start loaded it.
+                // Uninstalled first, so that no later boot loads it; then out of the kernel if an earlier start loaded
+                // it.
                 store.Uninstall(patch.ModuleName);
                 var detail = refused;
                 try
@@ -82,21 +85,27 @@ public sealed class BootApplier(MachinePaths paths, LivepatchRuntime runtime, Ac
                     continue;
                 case BootState.Staged:
                     continue;
-                case BootState.Pending when patch.ConfirmedBefore && patch.UnconfirmedBoots + 1 < InstalledPatch.UnconfirmedBootsBeforeQuarantine:
+                case BootState.Pending when patch.ConfirmedBefore
+                    && patch.UnconfirmedBoots + 1 < InstalledPatch.UnconfirmedBootsBeforeQuarantine:
                     // It ran healthy before: one boot that ended during the settle period is as likely a power
                     // loss as a crash it caused. Load it again, counting; a crash loop still ends in quarantine.
                     patch = patch with { UnconfirmedBoots = patch.UnconfirmedBoots + 1 };
-                    report($"{patch.Name}: its load at {patch.LastLoadAt:u} was not confirmed (a crash, a reset or a power loss); it ran healthy before, so it is loaded again " +
-                           $"(unconfirmed boot {patch.UnconfirmedBoots} of {InstalledPatch.UnconfirmedBootsBeforeQuarantine - 1} allowed)");
+                    report($"{patch.Name}: its load at {patch.LastLoadAt:u} was not confirmed (a crash, a reset or a " +
+                        $"power loss); it ran healthy before, so it is loaded again " +
+                           $"(unconfirmed boot {patch.UnconfirmedBoots} of " +
+                           $"{InstalledPatch.UnconfirmedBootsBeforeQuarantine - 1} allowed)");
                     actions.Add(new(patch.Name, "unconfirmed", $"unconfirmed boot {patch.UnconfirmedBoots}"));
                     break;
                 case BootState.Pending:
                     var boots = patch.UnconfirmedBoots + 1;
                     var note = boots == 1
-                        ? $"its load at {patch.LastLoadAt:u} was followed by a crash or reboot before it was confirmed healthy"
-                        : $"{boots} boots in a row ended before it was confirmed healthy (the last load at {patch.LastLoadAt:u})";
+                        ? $"its load at {patch.LastLoadAt:u} was followed by a crash or reboot before it was " +
+                        $"confirmed healthy"
+                        : $"{boots} boots in a row ended before it was confirmed healthy (the last load at " +
+                        $"{patch.LastLoadAt:u})";
                     store.Save(patch with { BootState = BootState.Quarantined, Note = note, UnconfirmedBoots = boots });
-                    report($"not loading {patch.Name}: {note}; quarantined (investigate, then `kintsugi kernel retry {patch.Name}`)");
+                    report($"not loading {patch.Name}: {note}; quarantined (investigate, then `kintsugi kernel retry " +
+                        $"{patch.Name}`)");
                     actions.Add(new(patch.Name, "quarantined", note));
                     continue;
                 case BootState.Quarantined:
@@ -122,7 +131,8 @@ public sealed class BootApplier(MachinePaths paths, LivepatchRuntime runtime, Ac
             {
                 var module = ModuleFile.Read(store.ModulePath(patch.ModuleName));
                 if (module.Sha256 != patch.Sha256)
-                    throw new LivepatchException($"{module.Path} changed since it was installed (sha256 mismatch); install it again", ExitCode.InputRefused);
+                    throw new LivepatchException($"{module.Path} changed since it was installed (sha256 mismatch); " +
+                        $"install it again", ExitCode.InputRefused);
                 runtime.Load(module, transitionTimeout, effectiveUname: patch.EffectiveUname,
                     effectivePackageVersion: patch.Origin?.EffectiveVersion);
                 LoadedRecord.Write(paths, module);
@@ -145,12 +155,14 @@ public sealed class BootApplier(MachinePaths paths, LivepatchRuntime runtime, Ac
         foreach (var patch in loaded)
         {
             var confirmed = health.Healthy
-                ? patch with { BootState = BootState.Healthy, Note = null, UnconfirmedBoots = 0, ConfirmedBefore = true }
+                ? patch
+                with { BootState = BootState.Healthy, Note = null, UnconfirmedBoots = 0, ConfirmedBefore = true }
                 : patch with { BootState = BootState.Quarantined, Note = "kernel problems after load: " + health };
             store.Save(confirmed);
             actions.Add(new(patch.Name, health.Healthy ? "confirmed" : "quarantined", health.ToString()));
         }
-        report(health.Healthy ? "all loaded patches confirmed healthy" : $"kernel problems after load, patches quarantined: {health}");
+        report(health.Healthy ? "all loaded patches confirmed healthy"
+            : $"kernel problems after load, patches quarantined: {health}");
         return new BootResult(null, actions);
     }
 }

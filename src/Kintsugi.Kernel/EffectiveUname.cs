@@ -41,7 +41,8 @@ public static class EffectiveUname
         }
     }
 
-    /// <summary>The effective string for a level that makes this kernel equivalent to <paramref name="effectivePackageVersion"/>.</summary>
+    /// <summary>The effective string for a level that makes this kernel equivalent to <paramref
+    /// name="effectivePackageVersion"/>.</summary>
     public static string EffectiveVersion(string realVersion, string effectivePackageVersion) =>
         MachineStatus.EffectiveVersionString(realVersion, effectivePackageVersion);
 
@@ -63,8 +64,10 @@ public static class EffectiveUname
         return parameters;
     }
 
-    /// <summary>A module parameter value in double quotes (the kernel's parse_args); a quote inside cannot be passed.</summary>
+    /// <summary>A module parameter value in double quotes (the kernel's parse_args); a quote inside cannot be
+    /// passed.</summary>
     private static string Quoted(string value) => value.Contains('"')
-        ? throw new LivepatchException($"a version string with a double quote cannot be passed to a module: {value}", ExitCode.InputRefused)
+        ? throw new LivepatchException($"a version string with a double quote cannot be passed to a module: {value}",
+        ExitCode.InputRefused)
         : $"\"{value}\"";
 }

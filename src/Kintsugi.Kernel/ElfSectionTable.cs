@@ -20,9 +20,11 @@ public sealed class ElfSectionTable
         Sections = sections;
     }
 
-    public static bool HasElfMagic(ReadOnlySpan<byte> bytes) => bytes.Length >= 4 && bytes[..4].SequenceEqual("\u007FELF"u8);
+    public static bool HasElfMagic(ReadOnlySpan<byte> bytes) =>
+        bytes.Length >= 4 && bytes[..4].SequenceEqual("\u007FELF"u8);
 
-    /// <summary>Reads the section table. Throws <see cref="InvalidDataException"/> when the file is not a sane ELF64 LE image.</summary>
+    /// <summary>Reads the section table. Throws <see cref="InvalidDataException"/> when the file is not a sane ELF64 LE
+    /// image.</summary>
     public static ElfSectionTable Read(byte[] image)
     {
         ReadOnlySpan<byte> span = image;
@@ -52,7 +54,8 @@ public sealed class ElfSectionTable
                 BinaryPrimitives.ReadUInt64LittleEndian(h[8..]), BinaryPrimitives.ReadUInt64LittleEndian(h[0x18..]),
                 BinaryPrimitives.ReadUInt64LittleEndian(h[0x20..]));
             const uint ShtNobits = 8;
-            if (raw[i].Type != ShtNobits && (raw[i].Offset > (ulong)span.Length || raw[i].Size > (ulong)span.Length - raw[i].Offset))
+            if (raw[i].Type != ShtNobits
+                && (raw[i].Offset > (ulong)span.Length || raw[i].Size > (ulong)span.Length - raw[i].Offset))
                 throw new InvalidDataException($"section {i} lies outside the file");
         }
         if (namesIndex >= count) throw new InvalidDataException("section name table index is out of range");

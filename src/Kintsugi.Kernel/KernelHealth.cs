@@ -50,7 +50,8 @@ public sealed record HealthBaseline(Taint Taint, double UptimeSeconds)
         var open = line.IndexOf('[');
         var close = line.IndexOf(']');
         if (open < 0 || close < open) return null;
-        return double.TryParse(line.AsSpan(open + 1, close - open - 1).Trim(), NumberStyles.Float, CultureInfo.InvariantCulture, out var t) ? t : null;
+        return double.TryParse(line.AsSpan(open + 1, close - open - 1).Trim(), NumberStyles.Float,
+            CultureInfo.InvariantCulture, out var t) ? t : null;
     }
 }
 
@@ -66,7 +67,8 @@ public static partial class KernelLog
     // A process's comm is at most 15 bytes; the kernel reports a user fault as "comm[pid]: segfault at ..." or,
     // with the "traps: " prefix, "comm[pid] general protection fault ..." / "comm[pid] trap ...". Also lines the
     // kernel starts with a task's name: "comm (pid): drop_caches: 3", "comm (pid) used greatest stack depth".
-    [GeneratedRegex(@"^(traps: )?.{1,16}?\[\d+\]:? (segfault at |general protection fault|trap |potentially unexpected)|^.{1,16}? \(\d+\):? ", RegexOptions.Singleline)]
+    [GeneratedRegex(@"^(traps: )?.{1,16}?\[\d+\]:? (segfault at |general protection fault|trap |potentially " +
+        @"unexpected)|^.{1,16}? \(\d+\):? ", RegexOptions.Singleline)]
     private static partial Regex UserTaskLine();
 
     // The kernel's own report headers (lib/bug.c, kernel/panic.c, arch/x86/mm/fault.c, arch/x86/kernel/traps.c,
@@ -83,7 +85,8 @@ public static partial class KernelLog
                     @"|livepatch: .*fail)", RegexOptions.Singleline)]
     private static partial Regex KernelReport();
 
-    /// <summary>The message of a log line: without the <c>&lt;N&gt;</c> level, the <c>[seconds]</c> time and a <c>[T123]</c>/<c>[C1]</c> caller id.</summary>
+    /// <summary>The message of a log line: without the <c>&lt;N&gt;</c> level, the <c>[seconds]</c> time and a
+    /// <c>[T123]</c>/<c>[C1]</c> caller id.</summary>
     public static string Message(string line)
     {
         var text = line.TrimEnd('\r');
@@ -94,7 +97,8 @@ public static partial class KernelLog
             if (!trimmed.StartsWith('[') || trimmed.IndexOf(']') is not (> 0 and var end)) break;
             var inside = trimmed.AsSpan(1, end - 1).Trim();
             var isTime = double.TryParse(inside, NumberStyles.Float, CultureInfo.InvariantCulture, out _);
-            var isCaller = inside.Length > 1 && inside[0] is 'T' or 'C' && int.TryParse(inside[1..], NumberStyles.None, CultureInfo.InvariantCulture, out _);
+            var isCaller = inside.Length > 1 && inside[0] is 'T' or 'C'
+                && int.TryParse(inside[1..], NumberStyles.None, CultureInfo.InvariantCulture, out _);
             if (!isTime && !isCaller) break;
             text = trimmed[(end + 1)..];
             if (text.StartsWith(' ')) text = text[1..];

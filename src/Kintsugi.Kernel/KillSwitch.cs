@@ -26,11 +26,13 @@ public static class KillSwitch
     {
         var file = DisableFile(paths);
         if (File.Exists(file)) return false;
-        AtomicFile.WriteText(file, $"# written by kintsugi disable at {DateTimeOffset.UtcNow:u}; kintsugi enable removes it\n{reason}\n");
+        AtomicFile.WriteText(file,
+            $"# written by kintsugi disable at {DateTimeOffset.UtcNow:u}; kintsugi enable removes it\n{reason}\n");
         return true;
     }
 
-    /// <summary>Clears the file switch (<c>kintsugi enable</c>); false when it was not set. The command line cannot be cleared from here.</summary>
+    /// <summary>Clears the file switch (<c>kintsugi enable</c>); false when it was not set. The command line cannot be
+    /// cleared from here.</summary>
     public static bool Enable(MachinePaths paths)
     {
         var file = DisableFile(paths);
@@ -44,5 +46,6 @@ public static class KillSwitch
 /// <summary>Where the machine side keeps its files. Production uses <see cref="Default"/>.</summary>
 public sealed record MachinePaths(string State, string Config, string Runtime, string SystemdUnits)
 {
-    public static MachinePaths Default { get; } = new("/var/lib/kintsugi", "/etc/kintsugi", "/run/kintsugi", "/etc/systemd/system");
+    public static MachinePaths Default { get; } =
+        new("/var/lib/kintsugi", "/etc/kintsugi", "/run/kintsugi", "/etc/systemd/system");
 }

@@ -56,9 +56,11 @@ public static class LivepatchSysfs
 }
 
 /// <summary>A livepatch the kernel lists under /sys/kernel/livepatch.</summary>
-public sealed record LoadedPatch(ModuleName Name, bool Enabled, bool InTransition, bool? Replace, IReadOnlyList<PatchedObject> Objects);
+public sealed record
+    LoadedPatch(ModuleName Name, bool Enabled, bool InTransition, bool? Replace, IReadOnlyList<PatchedObject> Objects);
 
-/// <summary>An object a patch changes: <c>vmlinux</c> or a module name; Patched is null on kernels without the attribute.</summary>
+/// <summary>An object a patch changes: <c>vmlinux</c> or a module name; Patched is null on kernels without the
+/// attribute.</summary>
 public sealed record PatchedObject(string Name, bool? Patched, IReadOnlyList<PatchedFunction> Functions);
 
 /// <summary>A function a patch replaces, with its position among same-named symbols (0: unique).</summary>

@@ -19,7 +19,8 @@ public sealed class MachineLock : IDisposable
         var told = false;
         while (true)
         {
-            try { return new MachineLock(new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None)); }
+            try { return new MachineLock(
+                new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None)); }
             catch (IOException) when (DateTime.UtcNow < deadline)
             {
                 if (!told) report?.Invoke($"waiting for another kintsugi process to finish changing patches ({path})");
@@ -28,7 +29,8 @@ public sealed class MachineLock : IDisposable
             }
             catch (IOException e)
             {
-                throw new LivepatchException($"another kintsugi process held {path} for more than {timeout.TotalSeconds:0} s; try again when it has finished", ExitCode.Environment, e);
+                throw new LivepatchException($"another kintsugi process held {path} for more than " +
+                    $"{timeout.TotalSeconds:0} s; try again when it has finished", ExitCode.Environment, e);
             }
         }
     }

@@ -3,7 +3,8 @@ using System.Text;
 namespace Kintsugi.Kernel;
 
 /// <summary>One patch as status reports it: what the kernel says, plus what Kintsugi knows of it.</summary>
-public sealed record PatchStatus(string Name, bool Loaded, bool Enabled, bool InTransition, string? BootState, string? Sha256, string? EffectiveVersion, IReadOnlyList<PatchedObject> Objects,
+public sealed record PatchStatus(string Name, bool Loaded, bool Enabled, bool InTransition, string? BootState,
+    string? Sha256, string? EffectiveVersion, IReadOnlyList<PatchedObject> Objects,
     int? Level = null, string? Bundle = null, string? Problem = null);
 
 /// <summary>
@@ -45,8 +46,10 @@ public sealed record MachineStatus(
             // The record describes what is loaded only if the loaded file is the installed one.
             if (install is not null && record is not null && record.Sha256 != install.Sha256) install = null;
             var effective = install?.Origin?.EffectiveVersion ?? record?.EffectiveVersion;
-            patches.Add(new PatchStatus(patch.Name.Value, true, patch.Enabled, patch.InTransition, install?.BootState.ToString().ToLowerInvariant(),
-                record?.Sha256 ?? install?.Sha256, effective, patch.Objects, install?.Origin?.Level, install?.Origin?.Bundle, install?.Problem));
+            patches.Add(new PatchStatus(patch.Name.Value, true, patch.Enabled, patch.InTransition,
+                install?.BootState.ToString().ToLowerInvariant(),
+                record?.Sha256 ?? install?.Sha256, effective, patch.Objects, install?.Origin?.Level,
+                install?.Origin?.Bundle, install?.Problem));
             if (patch.Enabled)
             {
                 if (install?.Origin is not null) applied = install;
@@ -54,17 +57,21 @@ public sealed record MachineStatus(
             }
         }
         foreach (var install in installed.Where(i => loaded.All(l => l.Name.Value != i.Name)))
-            patches.Add(new PatchStatus(install.Name, false, false, false, install.BootState.ToString().ToLowerInvariant(), install.Sha256, null, [],
+            patches.Add(new PatchStatus(install.Name, false, false, false,
+                install.BootState.ToString().ToLowerInvariant(), install.Sha256, null, [],
                 install.Origin?.Level, install.Origin?.Bundle, install.Problem));
 
         var taint = RunningKernel.Taint;
         var attempt = store.LastAttempt;
         var enabled = loaded.Any(p => p.Enabled);
         var state = !RunningKernel.SupportsLivepatch ? PatchState.KernelUnsupported
-            : loaded.Any(p => p.InTransition) || installed.Any(i => i.PendingInThisBoot && loaded.Any(l => l.Name.Value == i.Name)) ? PatchState.Applying
-            : enabled && (taint.ProblemsAddedSince(new Taint(0)).Count > 0 || applied?.Problem is not null) ? PatchState.AppliedWithBug
+            : loaded.Any(p => p.InTransition)
+            || installed.Any(i => i.PendingInThisBoot && loaded.Any(l => l.Name.Value == i.Name)) ? PatchState.Applying
+            : enabled && (taint.ProblemsAddedSince(new Taint(0)).Count > 0 || applied?.Problem is not null)
+            ? PatchState.AppliedWithBug
             // A failed attempt counts unless the running patch was installed after it (an older failure is history).
-            : attempt is { Outcome: "apply-failed" } && (applied is null || (attempt.Bundle != applied.Origin?.Bundle && attempt.At > applied.InstalledAt)) ? PatchState.ApplyFailed
+            : attempt is { Outcome: "apply-failed" } && (applied is null || (attempt.Bundle != applied.Origin?.Bundle
+                && attempt.At > applied.InstalledAt)) ? PatchState.ApplyFailed
             : enabled ? PatchState.Applied
             : attempt is { Outcome: "revoked" } ? PatchState.Revoked
             : disabled is not null ? PatchState.Disabled
@@ -72,7 +79,8 @@ public sealed record MachineStatus(
 
         return new MachineStatus(release.Value, RunningKernel.BuildId?.ToString(), version,
             EffectiveVersionString(version, appliedEffective), state.ToWire(), disabled, taint.ToString(), patches,
-            applied?.Origin?.Level, applied?.Origin?.Bundle, applied?.Origin?.Cves ?? [], applied?.Origin?.Fixes ?? [], appliedEffective, attempt);
+            applied?.Origin?.Level, applied?.Origin?.Bundle, applied?.Origin?.Cves ?? [], applied?.Origin?.Fixes ?? [],
+            appliedEffective, attempt);
     }
 
     /// <summary>
@@ -89,9 +97,11 @@ public sealed record MachineStatus(
         var start = marker + "Debian ".Length;
         var end = version.IndexOf(' ', start);
         var full = version[..start] + effectivePackageVersion + (end < 0 ? "" : version[end..]);
-        return Encoding.UTF8.GetByteCount(full) <= KernelVersionLength ? full : version[..start] + effectivePackageVersion;
+        return Encoding.UTF8.GetByteCount(full) <= KernelVersionLength ? full
+            : version[..start] + effectivePackageVersion;
     }
 
-    /// <summary>The bytes the kernel's version string holds (<c>__NEW_UTS_LEN</c>; the field is 65 with its NUL).</summary>
+    /// <summary>The bytes the kernel's version string holds (<c>__NEW_UTS_LEN</c>; the field is 65 with its
+    /// NUL).</summary>
     public const int KernelVersionLength = 64;
 }

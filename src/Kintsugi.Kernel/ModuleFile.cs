@@ -16,7 +16,8 @@ public sealed class ModuleFile
     public long Size { get; }
     public string Sha256 { get; }
 
-    private ModuleFile(string path, ModuleName name, IReadOnlyList<KeyValuePair<string, string>> modInfo, BuildId? buildId, long size, string sha256)
+    private ModuleFile(string path, ModuleName name, IReadOnlyList<KeyValuePair<string, string>> modInfo,
+        BuildId? buildId, long size, string sha256)
     {
         Path = path;
         Name = name;
@@ -33,7 +34,8 @@ public sealed class ModuleFile
     /// <summary>The kernel release this module was built for: the first word of its vermagic.</summary>
     public string? VermagicRelease => this["vermagic"]?.Split(' ', 2)[0];
 
-    /// <summary>Reads and checks a module file. Throws <see cref="ModuleFileException"/> when it is not a kernel module.</summary>
+    /// <summary>Reads and checks a module file. Throws <see cref="ModuleFileException"/> when it is not a kernel
+    /// module.</summary>
     public static ModuleFile Read(string path)
     {
         byte[] image;
@@ -48,9 +50,11 @@ public sealed class ModuleFile
             throw new ModuleFileException($"{path} is not a kernel module: it is not an ELF file");
         ElfSectionTable table;
         try { table = ElfSectionTable.Read(image); }
-        catch (InvalidDataException e) { throw new ModuleFileException($"{path} is not a valid kernel module: {e.Message}", e); }
+        catch (InvalidDataException e) { throw new ModuleFileException($"{path} is not a valid kernel module: " +
+            $"{e.Message}", e); }
         if (table.Find(".gnu.linkonce.this_module") is null)
-            throw new ModuleFileException($"{path} is not a kernel module: it has no .gnu.linkonce.this_module section (is it a plain object file?)");
+            throw new ModuleFileException($"{path} is not a kernel module: it has no .gnu.linkonce.this_module " +
+                $"section (is it a plain object file?)");
         if (table.Find(".modinfo") is not { } modinfoSection)
             throw new ModuleFileException($"{path} is not a kernel module: it has no .modinfo section");
 
@@ -60,7 +64,8 @@ public sealed class ModuleFile
         if (!ModuleName.TryParse(nameText, out var name))
             throw new ModuleFileException($"{path} declares an invalid module name '{nameText}'");
         var sha = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(image));
-        return new ModuleFile(System.IO.Path.GetFullPath(path), name, modInfo, table.FindBuildId(), image.LongLength, sha);
+        return new ModuleFile(System.IO.Path.GetFullPath(path), name, modInfo, table.FindBuildId(), image.LongLength,
+            sha);
     }
 
     private static List<KeyValuePair<string, string>> ParseModInfo(ReadOnlySpan<byte> section)
@@ -111,6 +116,8 @@ public sealed class ModuleFileException(string message, Exception? inner = null)
 
 public sealed class ModuleNameJsonConverter : JsonConverter<ModuleName>
 {
-    public override ModuleName Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options) => ModuleName.Parse(reader.GetString() ?? "");
-    public override void Write(Utf8JsonWriter writer, ModuleName value, JsonSerializerOptions options) => writer.WriteStringValue(value.Value);
+    public override ModuleName Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options) =>
+        ModuleName.Parse(reader.GetString() ?? "");
+    public override void Write(Utf8JsonWriter writer, ModuleName value, JsonSerializerOptions options) =>
+        writer.WriteStringValue(value.Value);
 }

@@ -70,7 +70,8 @@ internal static partial class Native
         var buffer = new byte[size];
         var read = KlogCtl(SyslogActionReadAll, buffer, buffer.Length);
         if (read < 0)
-            throw new LivepatchException($"cannot read the kernel log: {Marshal.GetPInvokeErrorMessage(Marshal.GetLastPInvokeError())}", ExitCode.Environment);
+            throw new LivepatchException($"cannot read the kernel log: " +
+                $"{Marshal.GetPInvokeErrorMessage(Marshal.GetLastPInvokeError())}", ExitCode.Environment);
         return System.Text.Encoding.UTF8.GetString(buffer, 0, read);
     }
 

@@ -23,13 +23,15 @@ public enum ApplyStep
     Staged,
     /// <summary>The record says pending (with this boot's id): a crash from here on quarantines the patch.</summary>
     Pending,
-    /// <summary>The kernel finished the transition (atomic replace: the previous patch is disabled and removed).</summary>
+    /// <summary>The kernel finished the transition (atomic replace: the previous patch is disabled and
+    /// removed).</summary>
     Loaded,
     /// <summary>The settle period passed and the kernel's health was checked.</summary>
     Checked,
     /// <summary>The record says healthy (or, after problems under the revert policy, quarantined).</summary>
     Confirmed,
-    /// <summary>The replaced patches are removed from the store (or, under revert, the previous level is back).</summary>
+    /// <summary>The replaced patches are removed from the store (or, under revert, the previous level is
+    /// back).</summary>
     Committed,
 }
 
@@ -76,23 +78,28 @@ public sealed class PatchApplier(MachinePaths paths, LivepatchRuntime runtime, A
     /// Show the effective version in uname while applied, kept with the installed patch for its later loads; null:
     /// as the machine's switch file says at each load.
     /// </param>
-    public ApplyOutcome Apply(ModuleFile module, PatchOrigin? origin, BugPolicy policy, TimeSpan settle, TimeSpan transitionTimeout,
+    public ApplyOutcome
+        Apply(ModuleFile module, PatchOrigin? origin, BugPolicy policy, TimeSpan settle, TimeSpan transitionTimeout,
         bool? effectiveUname = null)
     {
-        using var machineLock = MachineLock.Acquire(paths, settle + transitionTimeout + TimeSpan.FromMinutes(5), report);
+        using var machineLock =
+            MachineLock.Acquire(paths, settle + transitionTimeout + TimeSpan.FromMinutes(5), report);
         LivepatchRuntime.CheckLoadable(module);
-        var replaces = Store.List().Where(r => r.BootState is BootState.Installed or BootState.Healthy or BootState.Pending && r.Name != module.Name.Value)
+        var replaces = Store.List().Where(r =>
+            r.BootState is BootState.Installed or BootState.Healthy or BootState.Pending && r.Name != module.Name.Value)
             .Select(r => r.Name).ToList();
         var staged = Store.Install(module, BootState.Staged, origin, replaces, effectiveUname);
         FaultInjection.After(ApplyStep.Staged);
 
-        var pending = staged with { BootState = BootState.Pending, LastLoadAt = DateTimeOffset.UtcNow, BootId = RunningKernel.BootId };
+        var pending = staged
+            with { BootState = BootState.Pending, LastLoadAt = DateTimeOffset.UtcNow, BootId = RunningKernel.BootId };
         Store.Save(pending);
         FaultInjection.After(ApplyStep.Pending);
 
         var baseline = HealthBaseline.Now();
         var installed = ModuleFile.Read(Store.ModulePath(module.Name));
-        try { runtime.Load(installed, transitionTimeout, effectiveUname: effectiveUname, effectivePackageVersion: origin?.EffectiveVersion); }
+        try { runtime.Load(installed, transitionTimeout, effectiveUname: effectiveUname,
+            effectivePackageVersion: origin?.EffectiveVersion); }
         catch (KintsugiException)
         {
             // A refused or reversed load leaves the kernel as it was: forget the staged copy.
@@ -112,14 +119,17 @@ public sealed class PatchApplier(MachinePaths paths, LivepatchRuntime runtime, A
     /// </summary>
     public ApplyOutcome? Resume(BugPolicy policy, TimeSpan settle, TimeSpan transitionTimeout)
     {
-        using var machineLock = MachineLock.Acquire(paths, settle + transitionTimeout + TimeSpan.FromMinutes(5), report);
+        using var machineLock =
+            MachineLock.Acquire(paths, settle + transitionTimeout + TimeSpan.FromMinutes(5), report);
         foreach (var change in Store.RecoverInterruptedApply()) report(change);
         ApplyOutcome? outcome = null;
         // A revert interrupted after the quarantine: the quarantined patch may still run.
-        foreach (var bad in Store.List().Where(r => r.BootState == BootState.Quarantined && r.Problem is not null && LivepatchSysfs.TryRead(r.ModuleName) is { Enabled: true }))
+        foreach (var bad in Store.List().Where(r => r.BootState == BootState.Quarantined && r.Problem is not null
+            && LivepatchSysfs.TryRead(r.ModuleName) is { Enabled: true }))
         {
             report($"finishing the revert of {bad.Name} interrupted in this boot");
-            outcome = new ApplyOutcome(PatchState.AppliedWithBug.ToWire(), bad.ModuleName, new HealthReport([], []), true, GoBack(bad, transitionTimeout));
+            outcome = new ApplyOutcome(PatchState.AppliedWithBug.ToWire(), bad.ModuleName, new HealthReport([], []),
+                true, GoBack(bad, transitionTimeout));
         }
         foreach (var pending in Store.List().Where(r => r.PendingInThisBoot))
         {
@@ -132,28 +142,34 @@ public sealed class PatchApplier(MachinePaths paths, LivepatchRuntime runtime, A
             }
             report($"resuming the apply of {pending.Name} interrupted in this boot: checking its health");
             WaitForTransition(pending.ModuleName, transitionTimeout);
-            if (LoadedRecord.Read(paths, pending.ModuleName) is null) LoadedRecord.Write(paths, ModuleFile.Read(Store.ModulePath(pending.ModuleName)));
+            if (LoadedRecord.Read(paths, pending.ModuleName) is null)
+                LoadedRecord.Write(paths, ModuleFile.Read(Store.ModulePath(pending.ModuleName)));
             // The baseline is the load time's: problems since then count.
             outcome = Settle(pending, HealthBaseline.Since(pending.LastLoadAt), policy, settle, transitionTimeout);
         }
         return outcome;
     }
 
-    /// <summary>Takes every Kintsugi patch out: forgets the records first (so none is re-applied at boot), then unloads.</summary>
-    public IReadOnlyList<string> RemoveAll(TimeSpan transitionTimeout) => Remove(r => r.BootState != BootState.Quarantined, transitionTimeout, strays: true);
+    /// <summary>Takes every Kintsugi patch out: forgets the records first (so none is re-applied at boot), then
+    /// unloads.</summary>
+    public IReadOnlyList<string> RemoveAll(TimeSpan transitionTimeout) =>
+        Remove(r => r.BootState != BootState.Quarantined, transitionTimeout, strays: true);
 
     /// <summary>
     /// Takes the installed patches <paramref name="which"/> selects out: records first, then the kernel. With
     /// <paramref name="strays"/>, also any livepatch Kintsugi loaded in this boot whose record is already gone.
     /// </summary>
-    public IReadOnlyList<string> Remove(Func<InstalledPatch, bool> which, TimeSpan transitionTimeout, bool strays = false)
+    public IReadOnlyList<string>
+        Remove(Func<InstalledPatch, bool> which, TimeSpan transitionTimeout, bool strays = false)
     {
         using var machineLock = MachineLock.Acquire(paths, transitionTimeout + TimeSpan.FromMinutes(5), report);
         var removed = new List<string>();
         var records = Store.List().Where(which).ToList();
         foreach (var record in records) Store.Uninstall(record.ModuleName);
-        // Ours: what the store held, and what Kintsugi loaded in this boot (a removal interrupted after the records went).
-        foreach (var patch in LivepatchSysfs.List().Where(p => records.Any(r => r.Name == p.Name.Value) || strays && LoadedRecord.Read(paths, p.Name) is not null))
+        // Ours: what the store held, and what Kintsugi loaded in this boot (a removal interrupted after the records
+        // went).
+        foreach (var patch in LivepatchSysfs.List().Where(p =>
+            records.Any(r => r.Name == p.Name.Value) || strays && LoadedRecord.Read(paths, p.Name) is not null))
         {
             runtime.Unload(patch.Name, transitionTimeout);
             LoadedRecord.Remove(paths, patch.Name);
@@ -162,7 +178,8 @@ public sealed class PatchApplier(MachinePaths paths, LivepatchRuntime runtime, A
         return removed;
     }
 
-    private ApplyOutcome Settle(InstalledPatch pending, HealthBaseline baseline, BugPolicy policy, TimeSpan settle, TimeSpan transitionTimeout)
+    private ApplyOutcome Settle(InstalledPatch pending, HealthBaseline baseline, BugPolicy policy, TimeSpan settle,
+        TimeSpan transitionTimeout)
     {
         if (settle > TimeSpan.Zero)
         {
@@ -175,12 +192,14 @@ public sealed class PatchApplier(MachinePaths paths, LivepatchRuntime runtime, A
         if (health.Healthy || policy == BugPolicy.Keep)
         {
             var problem = health.Healthy ? null : "kernel problems after load: " + health;
-            Store.Save(pending with { BootState = BootState.Healthy, Note = problem, Problem = problem, UnconfirmedBoots = 0, ConfirmedBefore = true });
+            Store.Save(pending with { BootState = BootState.Healthy, Note = problem, Problem = problem,
+                UnconfirmedBoots = 0, ConfirmedBefore = true });
             FaultInjection.After(ApplyStep.Confirmed);
             foreach (var change in Store.RecoverInterruptedApply()) report(change);
             FaultInjection.After(ApplyStep.Committed);
             if (!health.Healthy) report($"warning: {problem}; keeping {pending.Name} loaded (policy keep)");
-            return new ApplyOutcome(health.Healthy ? PatchState.Applied.ToWire() : PatchState.AppliedWithBug.ToWire(), pending.ModuleName, health, false,
+            return new ApplyOutcome(health.Healthy ? PatchState.Applied.ToWire() : PatchState.AppliedWithBug.ToWire(),
+                pending.ModuleName, health, false,
                 health.Healthy ? $"{pending.Name} applied" : $"{pending.Name} applied; {problem}");
         }
 
@@ -194,11 +213,13 @@ public sealed class PatchApplier(MachinePaths paths, LivepatchRuntime runtime, A
         return new ApplyOutcome(PatchState.AppliedWithBug.ToWire(), pending.ModuleName, health, true, detail);
     }
 
-    /// <summary>Takes a quarantined patch out of the kernel: back to the level it replaced when that is still installed, otherwise no patch.</summary>
+    /// <summary>Takes a quarantined patch out of the kernel: back to the level it replaced when that is still
+    /// installed, otherwise no patch.</summary>
     private string GoBack(InstalledPatch quarantined, TimeSpan transitionTimeout)
     {
         var note = quarantined.Note ?? "quarantined";
-        var previous = Store.List().LastOrDefault(r => quarantined.Replaces?.Contains(r.Name) == true && r.BootState is BootState.Healthy or BootState.Installed);
+        var previous = Store.List().LastOrDefault(r =>
+            quarantined.Replaces?.Contains(r.Name) == true && r.BootState is BootState.Healthy or BootState.Installed);
         string detail;
         if (previous is not null)
         {

@@ -52,8 +52,10 @@ public sealed record InstalledPatch(
 
     [JsonIgnore] public ModuleName ModuleName => ModuleName.Parse(Name);
 
-    /// <summary>Pending since a load in the boot that is running now (an apply in progress or interrupted in this boot, not followed by a crash).</summary>
-    [JsonIgnore] public bool PendingInThisBoot => BootState == BootState.Pending && BootId is not null && BootId == RunningKernel.BootId;
+    /// <summary>Pending since a load in the boot that is running now (an apply in progress or interrupted in this boot,
+    /// not followed by a crash).</summary>
+    [JsonIgnore] public bool PendingInThisBoot =>
+        BootState == BootState.Pending && BootId is not null && BootId == RunningKernel.BootId;
 }
 
 /// <summary>
@@ -61,9 +63,11 @@ public sealed record InstalledPatch(
 /// (level, CVEs fixed, the bundle's digest). The runtime does not depend on the bundle format; the agent
 /// copies these facts from the verified manifest.
 /// </summary>
-public sealed record PatchOrigin(string Bundle, int Level, string PublisherKeyId, IReadOnlyList<string> Fixes, IReadOnlyList<FixedCve> Cves, string? EffectiveVersion);
+public sealed record PatchOrigin(string Bundle, int Level, string PublisherKeyId, IReadOnlyList<string> Fixes,
+    IReadOnlyList<FixedCve> Cves, string? EffectiveVersion);
 
-/// <summary>A CVE a patch fixes: id, severity word and publication date (YYYY-MM-DD), as the bundle manifest states them.</summary>
+/// <summary>A CVE a patch fixes: id, severity word and publication date (YYYY-MM-DD), as the bundle manifest states
+/// them.</summary>
 public sealed record FixedCve(string Id, string Severity, string Published);
 
 [JsonSourceGenerationOptions(WriteIndented = true, PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase)]
@@ -94,16 +98,20 @@ public sealed class PatchStore(MachinePaths paths, KernelRelease release)
 
     public InstalledPatch? Find(ModuleName name) => File.Exists(RecordPath(name)) ? ReadRecord(RecordPath(name)) : null;
 
-    /// <summary>Copies the module into the store, then writes its record: a crash between leaves no record, so nothing half-installed is ever loaded.</summary>
+    /// <summary>Copies the module into the store, then writes its record: a crash between leaves no record, so nothing
+    /// half-installed is ever loaded.</summary>
     public InstalledPatch Install(ModuleFile module) => Install(module, BootState.Installed);
 
-    /// <summary>Installs a module with its record in <paramref name="state"/> (module first, then the record).</summary>
-    public InstalledPatch Install(ModuleFile module, BootState state, PatchOrigin? origin = null, IReadOnlyList<string>? replaces = null,
+    /// <summary>Installs a module with its record in <paramref name="state"/> (module first, then the
+    /// record).</summary>
+    public InstalledPatch
+        Install(ModuleFile module, BootState state, PatchOrigin? origin = null, IReadOnlyList<string>? replaces = null,
         bool? effectiveUname = null)
     {
         AtomicFile.Copy(module.Path, ModulePath(module.Name));
         var sequence = List().Select(p => p.Sequence).DefaultIfEmpty(0).Max() + 1;
-        var record = new InstalledPatch(module.Name.Value, module.Sha256, sequence, DateTimeOffset.UtcNow, state, Origin: origin, Replaces: replaces,
+        var record = new InstalledPatch(module.Name.Value, module.Sha256, sequence, DateTimeOffset.UtcNow, state,
+            Origin: origin, Replaces: replaces,
             EffectiveUname: effectiveUname);
         Save(record);
         return record;
@@ -123,9 +131,11 @@ public sealed class PatchStore(MachinePaths paths, KernelRelease release)
             Uninstall(staged.ModuleName);
             changes.Add($"discarded {staged.Name}: its apply was interrupted before the load");
         }
-        // Only an older record is replaced: a module name can come back in a later level, installed after the one that replaced it.
+        // Only an older record is replaced: a module name can come back in a later level, installed after the one that
+        // replaced it.
         var superseded = records.Where(r => r.BootState != BootState.Staged && records.Any(newer =>
-            newer.BootState == BootState.Healthy && newer.Sequence > r.Sequence && newer.Replaces?.Contains(r.Name) == true)).ToList();
+            newer.BootState == BootState.Healthy && newer.Sequence > r.Sequence
+            && newer.Replaces?.Contains(r.Name) == true)).ToList();
         foreach (var old in superseded)
         {
             Uninstall(old.ModuleName);
@@ -146,7 +156,8 @@ public sealed class PatchStore(MachinePaths paths, KernelRelease release)
         }
     }
 
-    public void SaveAttempt(ApplyAttempt attempt) => AtomicFile.Write(AttemptPath, JsonSerializer.SerializeToUtf8Bytes(attempt, PatchStoreJson.Default.ApplyAttempt));
+    public void SaveAttempt(ApplyAttempt attempt) => AtomicFile.Write(AttemptPath,
+        JsonSerializer.SerializeToUtf8Bytes(attempt, PatchStoreJson.Default.ApplyAttempt));
 
     private string AttemptPath => Path.Combine(Directory, "attempt", "last.json");
 
@@ -158,7 +169,8 @@ public sealed class PatchStore(MachinePaths paths, KernelRelease release)
     {
         if (Find(name) is not { } record || !File.Exists(ModulePath(name))) return null;
         if (record.BootState != BootState.Quarantined) return record;
-        var retried = record with { BootState = BootState.Installed, Note = $"retried by an operator after: {record.Note}", Problem = null, UnconfirmedBoots = 0 };
+        var retried = record with { BootState = BootState.Installed,
+            Note = $"retried by an operator after: {record.Note}", Problem = null, UnconfirmedBoots = 0 };
         Save(retried);
         return retried;
     }
@@ -174,14 +186,16 @@ public sealed class PatchStore(MachinePaths paths, KernelRelease release)
     }
 
     public void Save(InstalledPatch record) =>
-        AtomicFile.Write(RecordPath(record.ModuleName), JsonSerializer.SerializeToUtf8Bytes(record, PatchStoreJson.Default.InstalledPatch));
+        AtomicFile.Write(RecordPath(record.ModuleName),
+        JsonSerializer.SerializeToUtf8Bytes(record, PatchStoreJson.Default.InstalledPatch));
 
     private static InstalledPatch? ReadRecord(string path)
     {
         try { return JsonSerializer.Deserialize(File.ReadAllBytes(path), PatchStoreJson.Default.InstalledPatch); }
         catch (JsonException e)
         {
-            throw new LivepatchException($"the patch record {path} is corrupt ({e.Message}); remove it and install the patch again", ExitCode.Environment, e);
+            throw new LivepatchException($"the patch record {path} is corrupt ({e.Message}); remove it and install " +
+                $"the patch again", ExitCode.Environment, e);
         }
     }
 }

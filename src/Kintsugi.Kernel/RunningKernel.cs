@@ -8,7 +8,8 @@ public static class RunningKernel
     /// <summary>The version string <c>uname -v</c> prints (for Debian it names the package version).</summary>
     public static string Version => File.ReadAllText("/proc/sys/kernel/version").Trim();
 
-    /// <summary>The distribution package version Debian names in the version string ("... Debian 6.1.158-1 (...)"), or null.</summary>
+    /// <summary>The distribution package version Debian names in the version string ("... Debian 6.1.158-1 (...)"), or
+    /// null.</summary>
     public static string? PackageVersion
     {
         get => PackageVersionIn(Version);
@@ -35,7 +36,8 @@ public static class RunningKernel
         }
     }
 
-    /// <summary>This boot's random id (/proc/sys/kernel/random/boot_id): tells "earlier in this boot" from "before a reboot or crash".</summary>
+    /// <summary>This boot's random id (/proc/sys/kernel/random/boot_id): tells "earlier in this boot" from "before a
+    /// reboot or crash".</summary>
     public static string? BootId => File.Exists(BootIdPath) ? File.ReadAllText(BootIdPath).Trim() : null;
 
     private const string BootIdPath = "/proc/sys/kernel/random/boot_id";
@@ -55,20 +57,24 @@ public readonly record struct Taint(ulong Mask)
     // Bits from the kernel's Documentation/admin-guide/tainted-kernels.rst.
     private static readonly (int Bit, char Letter, string Meaning, bool Benign)[] Flags =
     [
-        (0, 'P', "proprietary module", true), (1, 'F', "module force-loaded", false), (2, 'S', "out-of-spec system", true),
+        (0, 'P', "proprietary module", true), (1, 'F', "module force-loaded", false),
+        (2, 'S', "out-of-spec system", true),
         (3, 'R', "module force-unloaded", false), (4, 'M', "machine check", false), (5, 'B', "bad page", false),
-        (6, 'U', "user-requested taint", true), (7, 'D', "kernel died (oops or BUG)", false), (8, 'A', "ACPI table overridden", true),
+        (6, 'U', "user-requested taint", true), (7, 'D', "kernel died (oops or BUG)", false),
+        (8, 'A', "ACPI table overridden", true),
         (9, 'W', "kernel warning", false), (10, 'C', "staging driver", true), (11, 'I', "firmware workaround", true),
         (12, 'O', "out-of-tree module", true), (13, 'E', "unsigned module", true), (14, 'L', "soft lockup", false),
         (15, 'K', "live patched", true), (16, 'X', "auxiliary", true), (17, 'T', "struct randomization", true),
         (18, 'N', "in-kernel test", true),
     ];
 
-    /// <summary>Flags that indicate a problem (a warning, an oops, a lockup), as opposed to ones a livepatch load sets.</summary>
+    /// <summary>Flags that indicate a problem (a warning, an oops, a lockup), as opposed to ones a livepatch load
+    /// sets.</summary>
     public IReadOnlyList<string> ProblemsAddedSince(Taint before)
     {
         var added = Mask & ~before.Mask;
-        return Flags.Where(f => !f.Benign && (added & (1UL << f.Bit)) != 0).Select(f => $"{f.Letter} ({f.Meaning})").ToList();
+        return Flags.Where(f => !f.Benign && (added & (1UL << f.Bit)) != 0).Select(f => $"{f.Letter} ({f.Meaning})")
+            .ToList();
     }
 
     public string Letters

@@ -23,14 +23,17 @@ public static class Systemctl
 
     public static void Restart(string unit) => Run("restart", unit);
 
-    /// <summary>"active", "inactive", "failed", ... as systemctl is-active prints it; "unknown" without systemd.</summary>
+    /// <summary>"active", "inactive", "failed", ... as systemctl is-active prints it; "unknown" without
+    /// systemd.</summary>
     public static string ActiveState(string unit) =>
-        Running ? ExternalCommand.Run("systemctl", "is-active", unit).StandardOutput.Trim() is { Length: > 0 } state ? state : "unknown" : "unknown";
+        Running ? ExternalCommand.Run("systemctl", "is-active", unit).StandardOutput.Trim() is { Length: > 0 } state
+        ? state : "unknown" : "unknown";
 
     private static void Run(params string[] arguments)
     {
         var result = ExternalCommand.Run("systemctl", arguments);
         if (!result.Succeeded)
-            throw new LivepatchException($"systemctl {string.Join(' ', arguments)} failed: {result.StandardError.Trim()}", ExitCode.Environment);
+            throw new LivepatchException($"systemctl {string.Join(' ', arguments)} failed: " +
+                $"{result.StandardError.Trim()}", ExitCode.Environment);
     }
 }

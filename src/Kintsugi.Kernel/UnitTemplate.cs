@@ -8,22 +8,28 @@ namespace Kintsugi.Kernel;
 /// </summary>
 public static class UnitTemplate
 {
-    /// <summary>The words of a command line made by <see cref="SystemdUnit.CurrentCommand"/>: the program, and the assembly when it runs under dotnet.</summary>
+    /// <summary>The words of a command line made by <see cref="SystemdUnit.CurrentCommand"/>: the program, and the
+    /// assembly when it runs under dotnet.</summary>
     public static IReadOnlyList<string> Words(string command)
     {
         var space = command.IndexOf(' ', StringComparison.Ordinal);
-        return space > 0 && Path.GetFileName(command[..space]) == "dotnet" ? [command[..space], command[(space + 1)..]] : [command];
+        return space > 0 && Path.GetFileName(command[..space]) == "dotnet" ? [command[..space], command[(space + 1)..]]
+            : [command];
     }
 
-    /// <summary>The unit with <c>"@KINTSUGI@"</c> replaced by the quoted command words and each other placeholder by its value.</summary>
-    public static string Render(Assembly assembly, string name, IReadOnlyList<string> command, IReadOnlyDictionary<string, string> values)
+    /// <summary>The unit with <c>"@KINTSUGI@"</c> replaced by the quoted command words and each other placeholder by
+    /// its value.</summary>
+    public static string Render(Assembly assembly, string name, IReadOnlyList<string> command,
+        IReadOnlyDictionary<string, string> values)
     {
-        using var stream = assembly.GetManifestResourceStream(name) ?? throw new InvalidOperationException($"the unit template {name} is not embedded in {assembly.GetName().Name}");
+        using var stream = assembly.GetManifestResourceStream(name) ?? throw new InvalidOperationException($"the " +
+            $"unit template {name} is not embedded in {assembly.GetName().Name}");
         var text = new StreamReader(stream).ReadToEnd();
         // The leading comment says how the template is filled; the written unit starts at [Unit].
         text = text[text.IndexOf("[Unit]", StringComparison.Ordinal)..];
         text = text.Replace("\"@KINTSUGI@\"", string.Join(' ', command.Select(Quote)));
-        foreach (var (key, value) in values) text = text.Replace(key, value.Contains('"') ? throw new ArgumentException($"{value}: a path with a double quote cannot go into a unit") : value);
+        foreach (var (key, value) in values) text = text.Replace(key, value.Contains('"')
+            ? throw new ArgumentException($"{value}: a path with a double quote cannot go into a unit") : value);
         return text;
     }
 
@@ -36,7 +42,8 @@ public static class UnitTemplate
         return unitPath;
     }
 
-    /// <summary>The enablement symlink <c>systemctl enable</c> makes, for machines where systemd is not running.</summary>
+    /// <summary>The enablement symlink <c>systemctl enable</c> makes, for machines where systemd is not
+    /// running.</summary>
     public static void Enable(MachinePaths paths, string name, string unitPath)
     {
         var wants = Path.Combine(paths.SystemdUnits, WantedBy);
@@ -57,5 +64,6 @@ public static class UnitTemplate
 
     /// <summary>systemd's quoting: double quotes around a word, so a path with spaces stays one argument.</summary>
     public static string Quote(string word) =>
-        word.Contains('"') || word.Contains('\\') ? throw new ArgumentException($"{word}: a path with a quote or backslash cannot go into a unit") : $"\"{word}\"";
+        word.Contains('"') || word.Contains('\\') ? throw new ArgumentException($"{word}: a path with a quote or " +
+        $"backslash cannot go into a unit") : $"\"{word}\"";
 }

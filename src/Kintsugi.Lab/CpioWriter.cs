@@ -53,10 +53,12 @@ public sealed class CpioWriter(Stream output)
 
     private static string Normalize(string path) => path.Trim('/');
 
-    private void Entry(string name, int mode, ReadOnlySpan<byte> data, int links, int major = 0, int minor = 0, int? inode = null)
+    private void Entry(string name, int mode, ReadOnlySpan<byte> data, int links, int major = 0, int minor = 0,
+        int? inode = null)
     {
         var nameBytes = Encoding.UTF8.GetBytes(name + "\0");
-        var header = $"070701{inode ?? _inode++:X8}{mode:X8}{0:X8}{0:X8}{links:X8}{0:X8}{data.Length:X8}{0:X8}{0:X8}{major:X8}{minor:X8}{nameBytes.Length:X8}{0:X8}";
+        var header = $"070701{inode ?? _inode++:X8}{mode:X8}{0:X8}{0:X8}{links:X8}{0:X8}{data.Length:X8}{0:X8}{0:X8}" +
+            $"{major:X8}{minor:X8}{nameBytes.Length:X8}{0:X8}";
         output.Write(Encoding.ASCII.GetBytes(header));
         output.Write(nameBytes);
         Pad(110 + nameBytes.Length);

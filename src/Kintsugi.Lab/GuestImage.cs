@@ -12,7 +12,8 @@ public sealed record GuestFile(string HostPath, string GuestPath)
     {
         var colon = text.LastIndexOf(':');
         if (colon <= 0 || colon == text.Length - 1 || text[colon + 1] != '/')
-            throw new LabException($"'{text}' is not HOSTPATH:GUESTPATH (the guest path must be absolute)", ExitCode.Usage);
+            throw new LabException($"'{text}' is not HOSTPATH:GUESTPATH (the guest path must be absolute)",
+                ExitCode.Usage);
         return new GuestFile(text[..colon], text[(colon + 1)..]);
     }
 }
@@ -24,10 +25,12 @@ public sealed record GuestFile(string HostPath, string GuestPath)
 /// </summary>
 public sealed class GuestImage(string cacheRoot, Action<string> progress)
 {
-    /// <summary>Modules the guest needs from the kernel's own package: PCI virtio transport, network and disk.</summary>
+    /// <summary>Modules the guest needs from the kernel's own package: PCI virtio transport, network and
+    /// disk.</summary>
     public static readonly string[] GuestModules = ["virtio_pci", "virtio_net", "virtio_blk"];
 
-    /// <param name="systemdRoot">The guest boots a root disk with systemd: files go onto that disk, not into the initramfs.</param>
+    /// <param name="systemdRoot">The guest boots a root disk with systemd: files go onto that disk, not into the
+    /// initramfs.</param>
     public async Task<string> BuildAsync(FetchedKernel kernel, string guestBinary, string command, bool interactive,
         IReadOnlyList<GuestFile> files, string workDirectory, CancellationToken cancellation, bool systemdRoot = false)
     {
@@ -41,31 +44,37 @@ public sealed class GuestImage(string cacheRoot, Action<string> progress)
         if (systemdRoot) cpio.File("lab/systemd", []);
         foreach (var file in files)
         {
-            if (!File.Exists(file.HostPath)) throw new LabException($"--add: {file.HostPath} does not exist", ExitCode.Usage);
+            if (!File.Exists(file.HostPath))
+                throw new LabException($"--add: {file.HostPath} does not exist", ExitCode.Usage);
             var executable = (File.GetUnixFileMode(file.HostPath) & UnixFileMode.UserExecute) != 0;
-            cpio.File((systemdRoot ? "lab/root/" : "") + file.GuestPath.TrimStart('/'), await File.ReadAllBytesAsync(file.HostPath, cancellation), executable ? 0x1ED : 0x1A4);
+            cpio.File((systemdRoot ? "lab/root/" : "") + file.GuestPath.TrimStart('/'),
+                await File.ReadAllBytesAsync(file.HostPath, cancellation), executable ? 0x1ED : 0x1A4);
         }
         cpio.Finish();
         return initrd;
     }
 
-    private async Task<string> BaseArchiveAsync(FetchedKernel kernel, string guestBinary, CancellationToken cancellation)
+    private async Task<string>
+        BaseArchiveAsync(FetchedKernel kernel, string guestBinary, CancellationToken cancellation)
     {
         var init = InitScript();
         var busybox = FindBusybox();
         var key = Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(string.Join("\n",
-            kernel.Target.BuildId.ToString(), init, FileStamp(guestBinary), FileStamp(busybox), string.Join(",", GuestModules)))))[..16];
+            kernel.Target.BuildId.ToString(), init, FileStamp(guestBinary), FileStamp(busybox),
+            string.Join(",", GuestModules)))))[..16];
         var directory = Path.Combine(cacheRoot, "lab", kernel.Target.Release.Value);
         var path = Path.Combine(directory, $"base-{key}.cpio");
         if (File.Exists(path)) return path;
         Directory.CreateDirectory(directory);
         progress($"building the guest base image for {kernel.Target.Release}");
 
-        var temporary = path + ".tmp-" + Environment.ProcessId;
+        // Unique per writer: one process may boot several guests of one kernel at once (catch-up's trials).
+        var temporary = $"{path}.tmp-{Environment.ProcessId}-{Guid.NewGuid():N}";
         await using (var stream = new FileStream(temporary, FileMode.Create))
         {
             var cpio = new CpioWriter(stream);
-            foreach (var dir in new[] { "dev", "proc", "sys", "tmp", "run", "root", "etc", "var/lib", "bin", "sbin", "usr/bin", "usr/sbin", "lib64" })
+            foreach (var dir in new[] { "dev", "proc", "sys", "tmp", "run", "root", "etc", "var/lib", "bin", "sbin",
+                "usr/bin", "usr/sbin", "lib64" })
                 cpio.Directory(dir);
             cpio.CharacterDevice("dev/console", 5, 1);
             cpio.CharacterDevice("dev/null", 1, 3, 0x1B6);
@@ -85,7 +94,8 @@ public sealed class GuestImage(string cacheRoot, Action<string> progress)
             foreach (var relative in closure.Resolve(GuestModules))
             {
                 var name = KernelModuleClosure.NameOf(relative) + ".ko";
-                cpio.File("lib/modules/lab/" + name, await ReadModuleAsync(Path.Combine(kernel.ModulesDirectory, relative), cancellation));
+                cpio.File("lib/modules/lab/" + name,
+                    await ReadModuleAsync(Path.Combine(kernel.ModulesDirectory, relative), cancellation));
                 names.Append(name).Append('\n');
             }
             cpio.File("lab/modules", Encoding.UTF8.GetBytes(names.ToString()));
@@ -111,9 +121,11 @@ public sealed class GuestImage(string cacheRoot, Action<string> progress)
     {
         // The guest has no libc of its own for busybox: only the static build works.
         foreach (var candidate in new[] { "/bin/busybox", "/usr/bin/busybox" })
-            if (File.Exists(candidate) && ExternalCommand.Run("file", "-b", candidate) is var r && (r.ExitCode != 0 || r.StandardOutput.Contains("static", StringComparison.Ordinal)))
+            if (File.Exists(candidate) && ExternalCommand.Run("file", "-b", candidate) is var r
+                && (r.ExitCode != 0 || r.StandardOutput.Contains("static", StringComparison.Ordinal)))
                 return candidate;
-        throw new LabException("a static busybox is needed for the guest: apt-get install busybox-static", ExitCode.Environment);
+        throw new LabException("a static busybox is needed for the guest: apt-get install busybox-static",
+            ExitCode.Environment);
     }
 
     private static async Task<IReadOnlyList<string>> BusyboxAppletsAsync(string busybox, CancellationToken cancellation)
@@ -124,14 +136,16 @@ public sealed class GuestImage(string cacheRoot, Action<string> progress)
             .Where(a => a != "bin/busybox").ToList();
     }
 
-    /// <summary>The guest binary's shared libraries (as ldd finds them), plus OpenSSL, which .NET loads at run time for hashing and signatures.</summary>
+    /// <summary>The guest binary's shared libraries (as ldd finds them), plus OpenSSL, which .NET loads at run time for
+    /// hashing and signatures.</summary>
     private static async Task<IReadOnlyList<string>> SharedLibrariesAsync(string binary, CancellationToken cancellation)
     {
         var result = await ExternalCommand.RunAsync("ldd", [binary], cancellation: cancellation);
         var libraries = new List<string>();
         foreach (var line in result.StandardOutput.Split('\n'))
         {
-            foreach (var word in line.Split(' ', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+            foreach (var word in line.Split(' ',
+                StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
                 if (word.StartsWith('/') && File.Exists(word)) libraries.Add(word);
         }
         foreach (var name in new[] { "libssl.so.3", "libcrypto.so.3" })
@@ -151,8 +165,10 @@ public sealed class GuestImage(string cacheRoot, Action<string> progress)
         var output = Path.GetTempFileName();
         try
         {
-            var result = await ExternalCommand.RunAsync("sh", ["-c", $"{tool} -dc \"$1\" > \"$2\"", "sh", path, output], cancellation: cancellation);
-            if (!result.Succeeded) throw new LabException($"cannot decompress {path}: {result.StandardError.Trim()}", ExitCode.Environment);
+            var result = await ExternalCommand.RunAsync("sh", ["-c", $"{tool} -dc \"$1\" > \"$2\"", "sh", path, output],
+                cancellation: cancellation);
+            if (!result.Succeeded) throw new LabException($"cannot decompress {path}: {result.StandardError.Trim()}",
+                ExitCode.Environment);
             return await File.ReadAllBytesAsync(output, cancellation);
         }
         finally { File.Delete(output); }

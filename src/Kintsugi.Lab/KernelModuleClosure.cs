@@ -1,6 +1,7 @@
 namespace Kintsugi.Lab;
 
-/// <summary>Resolves kernel modules by name to files in load order, from a kernel's modules.dep and modules.builtin.</summary>
+/// <summary>Resolves kernel modules by name to files in load order, from a kernel's modules.dep and
+/// modules.builtin.</summary>
 public sealed class KernelModuleClosure
 {
     private readonly Dictionary<string, (string Path, string[] Dependencies)> _modules = new(StringComparer.Ordinal);
@@ -9,7 +10,8 @@ public sealed class KernelModuleClosure
     public KernelModuleClosure(string modulesDirectory)
     {
         var dep = Path.Combine(modulesDirectory, "modules.dep");
-        if (!File.Exists(dep)) throw new LabException($"{dep} is missing (depmod was not run on this kernel's modules)");
+        if (!File.Exists(dep))
+            throw new LabException($"{dep} is missing (depmod was not run on this kernel's modules)");
         foreach (var line in File.ReadLines(dep))
         {
             var colon = line.IndexOf(':');

@@ -30,14 +30,17 @@ public sealed record LabAccelerator(string Name, IReadOnlyList<string> QemuArgum
     // another vCPU just patched with int3 (text_poke_bp, used by static keys, ftrace and livepatch), and the
     // 6.12 kernel oopses on the stray int3. Seen in this lab; single-threaded TCG keeps cross-modified code
     // coherent. KVM runs the real CPU, which keeps it coherent itself.
-    private static LabAccelerator Tcg(string reason) => new("tcg", ["-accel", "tcg,thread=single", "-cpu", "max"], reason);
+    private static LabAccelerator Tcg(string reason) =>
+        new("tcg", ["-accel", "tcg,thread=single", "-cpu", "max"], reason);
 
     private static string? KvmProblem(string device)
     {
-        if (!File.Exists(device)) return $"{device} does not exist (no KVM on this machine, or not passed into this container)";
+        if (!File.Exists(device))
+            return $"{device} does not exist (no KVM on this machine, or not passed into this container)";
         try
         {
-            using var stream = new FileStream(device, FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite, 1, FileOptions.None);
+            using var stream =
+                new FileStream(device, FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite, 1, FileOptions.None);
             return null;
         }
         catch (Exception e) when (e is UnauthorizedAccessException or IOException)

@@ -21,7 +21,8 @@ public sealed record LabRunSpec(
     string? RootDisk = null);
 
 /// <summary>How a lab boot ended. ExitCode is the guest command's, or null when it never reported one.</summary>
-public sealed record LabRunResult(int? ExitCode, bool TimedOut, string Console, string Output, TimeSpan Duration, IReadOnlyList<string> Control)
+public sealed record LabRunResult(int? ExitCode, bool TimedOut, string Console, string Output, TimeSpan Duration,
+    IReadOnlyList<string> Control)
 {
     public string Describe() => TimedOut ? $"timed out after {Duration.TotalSeconds:0.0} s"
         : ExitCode is { } code ? $"guest command exited {code} after {Duration.TotalSeconds:0.0} s"
@@ -33,12 +34,15 @@ public sealed record LabRunResult(int? ExitCode, bool TimedOut, string Console, 
 /// runs one command in it, through the host's qemu-system-x86_64: with KVM when /dev/kvm is usable, else emulated
 /// (<see cref="LabAccelerator"/>).
 /// </summary>
-public sealed class LabMachine(DebianKernelArchive archive, string cacheRoot, string guestBinary, Action<string> progress)
+public sealed class
+    LabMachine(DebianKernelArchive archive, string cacheRoot, string guestBinary, Action<string> progress)
 {
-    public async Task<LabRunResult> RunAsync(LabRunSpec spec, Action<string>? console = null, CancellationToken cancellation = default)
+    public async Task<LabRunResult>
+        RunAsync(LabRunSpec spec, Action<string>? console = null, CancellationToken cancellation = default)
     {
         if (!ExternalCommand.Exists("qemu-system-x86_64"))
-            throw new LabException("qemu-system-x86_64 is not installed: run scripts/install-prerequisites.sh (or apt-get install qemu-system-x86)", ExitCode.Environment);
+            throw new LabException("qemu-system-x86_64 is not installed: run scripts/install-prerequisites.sh (or " +
+                "apt-get install qemu-system-x86)", ExitCode.Environment);
         var kernel = await archive.FetchAsync(spec.Kernel, KernelParts.Image, cancellation);
         var work = Directory.CreateTempSubdirectory("kintsugi-lab-").FullName;
         try
@@ -46,7 +50,8 @@ public sealed class LabMachine(DebianKernelArchive archive, string cacheRoot, st
             if (spec.RootDisk is not null && (spec.Disk is not null || !File.Exists(spec.RootDisk)))
                 throw new LabException(spec.Disk is not null ? "a root disk and a persistent disk cannot be combined"
                     : $"the root disk {spec.RootDisk} does not exist", ExitCode.Usage);
-            var initrd = await new GuestImage(cacheRoot, progress).BuildAsync(kernel, guestBinary, spec.Command, spec.Interactive, spec.Files, work,
+            var initrd = await new GuestImage(cacheRoot, progress)
+                .BuildAsync(kernel, guestBinary, spec.Command, spec.Interactive, spec.Files, work,
                 cancellation, systemdRoot: spec.RootDisk is not null);
             if (spec.Disk is not null) await PersistentDisk.EnsureAsync(spec.Disk, cancellation);
             var outputPath = Path.Combine(work, "output");
@@ -58,10 +63,12 @@ public sealed class LabMachine(DebianKernelArchive archive, string cacheRoot, st
             var (timedOut, consoleText) = (false, "");
             if (spec.Interactive) await RunInteractiveAsync(arguments, cancellation);
             else (timedOut, consoleText) = await RunCapturedAsync(arguments, spec.Timeout, console, cancellation);
-            var control = File.Exists(controlPath) ? (await File.ReadAllTextAsync(controlPath, cancellation)).Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries) : [];
+            var control = File.Exists(controlPath) ? (await File.ReadAllTextAsync(controlPath, cancellation))
+                .Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries) : [];
             var exitLine = control.LastOrDefault(l => l.StartsWith("exit ", StringComparison.Ordinal));
             int? exitCode = exitLine is not null && int.TryParse(exitLine[5..], out var rc) ? rc : null;
-            var output = File.Exists(outputPath) ? (await File.ReadAllTextAsync(outputPath, cancellation)).Replace("\r", "") : "";
+            var output = File.Exists(outputPath)
+                ? (await File.ReadAllTextAsync(outputPath, cancellation)).Replace("\r", "") : "";
             return new LabRunResult(exitCode, timedOut, consoleText, output, clock.Elapsed, control);
         }
         finally
@@ -70,7 +77,8 @@ public sealed class LabMachine(DebianKernelArchive archive, string cacheRoot, st
         }
     }
 
-    private static List<string> QemuArguments(LabAccelerator accelerator, FetchedKernel kernel, string initrd, LabRunSpec spec, string outputPath, string controlPath)
+    private static List<string> QemuArguments(LabAccelerator accelerator, FetchedKernel kernel, string initrd,
+        LabRunSpec spec, string outputPath, string controlPath)
     {
         // no_timer_check: under emulation on a loaded host the kernel's IO-APIC timer check can fail and panic at boot.
         var append = new List<string> { "console=ttyS0", "panic=-1", "quiet", "loglevel=4", "no_timer_check" };
@@ -87,13 +95,16 @@ public sealed class LabMachine(DebianKernelArchive archive, string cacheRoot, st
             // User-mode networking: the guest reaches the host's loopback as 10.0.2.2.
             "-netdev", "user,id=net0", "-device", "virtio-net-pci,netdev=net0",
         ];
-        if ((spec.RootDisk ?? spec.Disk) is { } disk) arguments.AddRange(["-drive", $"file={disk},if=virtio,format=raw"]);
+        if ((spec.RootDisk ?? spec.Disk) is { } disk)
+            arguments.AddRange(["-drive", $"file={disk},if=virtio,format=raw"]);
         return arguments;
     }
 
-    private static async Task<(bool TimedOut, string Console)> RunCapturedAsync(List<string> arguments, TimeSpan timeout, Action<string>? console, CancellationToken cancellation)
+    private static async Task<(bool TimedOut, string Console)> RunCapturedAsync(List<string> arguments,
+        TimeSpan timeout, Action<string>? console, CancellationToken cancellation)
     {
-        var info = new ProcessStartInfo("qemu-system-x86_64") { RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = true, UseShellExecute = false };
+        var info = new ProcessStartInfo("qemu-system-x86_64") { RedirectStandardOutput = true,
+            RedirectStandardError = true, RedirectStandardInput = true, UseShellExecute = false };
         foreach (var argument in arguments) info.ArgumentList.Add(argument);
         using var process = new Process { StartInfo = info };
         var text = new System.Text.StringBuilder();
@@ -143,7 +154,8 @@ public static class PersistentDisk
         if (File.Exists(path)) return;
         Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
         await using (var stream = new FileStream(path, FileMode.CreateNew)) stream.SetLength(64L << 20);
-        var result = await ExternalCommand.RunAsync("mkfs.ext4", ["-q", "-F", "-L", "kintsugi", path], cancellation: cancellation);
+        var result = await ExternalCommand.RunAsync("mkfs.ext4", ["-q", "-F", "-L", "kintsugi", path],
+            cancellation: cancellation);
         if (!result.Succeeded)
         {
             File.Delete(path);

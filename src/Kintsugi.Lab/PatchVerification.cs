@@ -25,15 +25,18 @@ public sealed record PatchTestResult(
 public sealed class PatchVerification(LabMachine lab)
 {
     /// <param name="extraFiles">Files the check needs in the guest (a helper program, a module it loads).</param>
-    public async Task<PatchTestResult> RunAsync(KernelRelease kernel, string modulePath, string? checkScript, TimeSpan timeout,
+    public async Task<PatchTestResult>
+        RunAsync(KernelRelease kernel, string modulePath, string? checkScript, TimeSpan timeout,
         IReadOnlyList<GuestFile>? extraFiles = null, CancellationToken cancellation = default)
     {
         var module = ModuleFile.Read(modulePath);
-        if (!module.IsLivepatch) throw new LabException($"{modulePath} is not a livepatch module (no livepatch=Y)", ExitCode.InputRefused);
+        if (!module.IsLivepatch)
+            throw new LabException($"{modulePath} is not a livepatch module (no livepatch=Y)", ExitCode.InputRefused);
         List<GuestFile> files = [new(modulePath, "/kintsugi-test/patch.ko"), .. extraFiles ?? []];
         if (checkScript is not null)
         {
-            if (!File.Exists(checkScript)) throw new LabException($"--check: {checkScript} does not exist", ExitCode.Usage);
+            if (!File.Exists(checkScript))
+                throw new LabException($"--check: {checkScript} does not exist", ExitCode.Usage);
             files.Add(new GuestFile(checkScript, "/kintsugi-test/check"));
         }
         var check = checkScript is null ? "" : "sh /kintsugi-test/check > /dev/null 2>&1; echo \"@check-{0}=$?\"";
@@ -48,13 +51,15 @@ public sealed class PatchVerification(LabMachine lab)
             echo "@kernel-log"; dmesg
             """;
         var run = await lab.RunAsync(new LabRunSpec(kernel, script, files, timeout), cancellation: cancellation);
-        if (run.TimedOut) throw new LabException($"the test of {module.Name} on {kernel} timed out after {timeout.TotalSeconds:0} s", ExitCode.LabTimeout);
+        if (run.TimedOut) throw new LabException($"the test of {module.Name} on {kernel} timed out after " +
+            $"{timeout.TotalSeconds:0} s", ExitCode.LabTimeout);
 
         var steps = new List<PatchTestStep>();
         void Step(string name, string label, bool expectSuccess)
         {
             var code = Marker(run.Output, label);
-            steps.Add(new PatchTestStep(name, expectSuccess ? "succeeds" : "fails", (int)(code ?? -1), code is { } c && (c == 0) == expectSuccess));
+            steps.Add(new PatchTestStep(name, expectSuccess ? "succeeds" : "fails", (int)(code ?? -1),
+                code is { } c && (c == 0) == expectSuccess));
         }
         if (checkScript is not null) Step("check before load", "check-before", expectSuccess: false);
         Step("load", "load", expectSuccess: true);
@@ -72,7 +77,8 @@ public sealed class PatchVerification(LabMachine lab)
         var crashed = run.ExitCode is null;
         if (crashed) logProblems.Add("the guest stopped before the test finished (kernel panic, crash or reboot)");
         var passed = !crashed && steps.All(s => s.Passed) && taintProblems.Count == 0 && logProblems.Count == 0;
-        return new PatchTestResult(kernel.Value, module.Name.Value, checkScript is not null, steps, taintProblems, logProblems,
+        return new PatchTestResult(kernel.Value, module.Name.Value, checkScript is not null, steps, taintProblems,
+            logProblems,
             passed ? "pass" : "fail", run.Duration.TotalSeconds);
     }
 

@@ -24,7 +24,8 @@ public sealed record KernelIdentity(KernelRelease Release, BuildId BuildId, stri
 /// The machine's current credential when it has one: proof that it is the machine already enrolled under this
 /// machine-id. Without it (or an operator's approval) the server refuses to enroll an existing machine-id again.
 /// </param>
-public sealed record EnrollRequest(string Token, string Hostname, string MachineId, KernelIdentity Kernel, string AgentVersion, string? Credential = null);
+public sealed record EnrollRequest(string Token, string Hostname, string MachineId, KernelIdentity Kernel,
+    string AgentVersion, string? Credential = null);
 
 /// <param name="Machine">The server's name for the machine (stable across re-enrollments of the same
 /// machine-id).</param>
@@ -34,8 +35,8 @@ public sealed record EnrollResponse(string Machine, string Credential, int Check
 /// <param name="Level">The applied cumulative level, or null when nothing is applied.</param>
 /// <param name="Bundle">The digest of the applied bundle, or null.</param>
 /// <param name="Detail">Free text for people (at most <see cref="MaxDetailLength"/> characters).</param>
-/// <param name="BootId">The kernel's boot id (/proc/sys/kernel/random/boot_id): a machine never returns to an earlier one,
-/// so two hosts sharing one identity (a cloned disk) show up as boot ids that alternate.</param>
+/// <param name="BootId">The kernel's boot id (/proc/sys/kernel/random/boot_id): a machine never returns to an earlier
+/// one, so two hosts sharing one identity (a cloned disk) show up as boot ids that alternate.</param>
 public sealed record CheckInRequest(
     KernelIdentity Kernel,
     PatchState State,
@@ -51,7 +52,8 @@ public sealed record CheckInRequest(
 {
     public const int MaxDetailLength = 1024;
 
-    /// <summary>At most this many user-space objects per check-in (a machine maps a few hundred distinct objects).</summary>
+    /// <summary>At most this many user-space objects per check-in (a machine maps a few hundred distinct
+    /// objects).</summary>
     public const int MaxUserObjects = 4096;
 }
 
@@ -64,8 +66,10 @@ public sealed record CheckInRequest(
 /// <param name="Object">The file name of the object as mapped (for example <c>libcrypto.so.3</c>).</param>
 /// <param name="Processes">How many processes map it.</param>
 /// <param name="Patched">How many of them run the installed level's patch.</param>
-/// <param name="Failed">How many could not be patched in the last pass (busy, refused); retried at the next pass.</param>
-public sealed record UserObjectReport(BuildId BuildId, string Object, int Processes, PatchState State, int? Level, Sha256Digest? Bundle,
+/// <param name="Failed">How many could not be patched in the last pass (busy, refused); retried at the next
+/// pass.</param>
+public sealed record
+    UserObjectReport(BuildId BuildId, string Object, int Processes, PatchState State, int? Level, Sha256Digest? Bundle,
     int Patched, int Failed, string? Detail = null);
 
 /// <summary>What the server wants done about one reported user-space object.</summary>
@@ -101,7 +105,8 @@ public sealed record ReleaseOffer(int Level, Sha256Digest Bundle, long Size, str
 /// <param name="TrustRoot">The newest signed trust-root update the server carries (JSON text), or null.</param>
 /// <param name="User">For the reported user-space objects that need a change: what to apply or remove (null or empty
 /// when nothing changes).</param>
-public sealed record CheckInResponse(CheckInAction Action, ReleaseOffer? Release, int CheckInSeconds, int EventsWaitSeconds, long Epoch,
+public sealed record
+    CheckInResponse(CheckInAction Action, ReleaseOffer? Release, int CheckInSeconds, int EventsWaitSeconds, long Epoch,
     string? Metadata = null, string? Timestamp = null, string? TrustRoot = null, IReadOnlyList<UserOffer>? User = null);
 
 public sealed record EventsResponse(long Epoch);

@@ -22,7 +22,8 @@ public sealed class PinnedServerCertificates
     /// <summary>Why the last certificate presented was refused (for the error a user sees), or null.</summary>
     public string? LastRefusal { get; private set; }
 
-    /// <summary>The callback for <see cref="SslClientAuthenticationOptions.RemoteCertificateValidationCallback"/>.</summary>
+    /// <summary>The callback for <see
+    /// cref="SslClientAuthenticationOptions.RemoteCertificateValidationCallback"/>.</summary>
     public bool Validate(object sender, System.Security.Cryptography.X509Certificates.X509Certificate? certificate,
         X509Chain? presented, SslPolicyErrors errors)
     {

@@ -45,7 +45,8 @@ public static class ServerApp
 
     public const string AdminTokenFile = "initial-admin-token";
 
-    /// <summary>The audit chain's head as this server wrote it, kept outside the database (<see cref="AuditWitness"/>).</summary>
+    /// <summary>The audit chain's head as this server wrote it, kept outside the database (<see
+    /// cref="AuditWitness"/>).</summary>
     public const string AuditWitnessFile = "audit-head";
 
     public static async Task<RunningServer> StartAsync(ServerOptions options, Action<string>? report = null,
@@ -63,7 +64,8 @@ public static class ServerApp
             $"{string.Join(", ", applied)}");
         database.Witness = new AuditWitness(Path.Combine(options.DataDirectory, AuditWitnessFile));
         if (await AuditChain.CheckWitnessAsync(database) is { } contradiction)
-            report($"WARNING: the audit log contradicts the head this server kept outside the database: {contradiction}. " +
+            report($"WARNING: the audit log contradicts the head this server kept outside the database: " +
+                $"{contradiction}. " +
                 "Run `kintsugi server audit verify`; after restoring a backup on purpose, move that file away");
 
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions
@@ -136,7 +138,8 @@ public static class ServerApp
             {
                 var retry = rejection.Lease.TryGetMetadata(MetadataName.RetryAfter, out var after)
                     ? (int)Math.Ceiling(after.TotalSeconds) : 60;
-                rejection.HttpContext.Response.Headers.RetryAfter = retry.ToString(System.Globalization.CultureInfo.InvariantCulture);
+                rejection.HttpContext.Response.Headers.RetryAfter =
+                    retry.ToString(System.Globalization.CultureInfo.InvariantCulture);
                 rejection.HttpContext.RequestServices.GetRequiredService<ServerMetrics>()
                     .EnrollmentsRateLimited.Increment();
                 await Http.WriteProblemAsync(rejection.HttpContext, 429, "too many enrollments",

@@ -12,7 +12,8 @@ public sealed record SourcePackage(string Name, string Version)
         var equals = text.IndexOf('=');
         if (equals <= 0 || equals == text.Length - 1 || !Regex.IsMatch(text[..equals], "^[a-z0-9][a-z0-9.+-]+$")
             || !Regex.IsMatch(text[(equals + 1)..], "^[A-Za-z0-9.+~:-]+$"))
-            throw new UserBuildException($"'{text}' is not PACKAGE=VERSION (for example postgresql-15=15.18-0+deb12u1)", ExitCode.Usage);
+            throw new UserBuildException($"'{text}' is not PACKAGE=VERSION (for example postgresql-15=15.18-0+deb12u1)",
+                ExitCode.Usage);
         return new SourcePackage(text[..equals], text[(equals + 1)..]);
     }
 
@@ -25,7 +26,8 @@ public sealed record SourcePackage(string Name, string Version)
 /// </summary>
 /// <param name="DscSha256">SHA-256 of the source package's .dsc: the content key of the cached tree (the .dsc names
 /// every tarball with its checksum).</param>
-public sealed record PreparedSource(SourcePackage Package, string Tree, string DscSha256, IReadOnlyList<string> CompilerFlags);
+public sealed record
+    PreparedSource(SourcePackage Package, string Tree, string DscSha256, IReadOnlyList<string> CompilerFlags);
 
 /// <summary>
 /// Obtains the exact source of a Debian package version itself: <c>apt-get source --download-only PACKAGE=VERSION</c>
@@ -36,7 +38,8 @@ public sealed record PreparedSource(SourcePackage Package, string Tree, string D
 public sealed class DebianSource(string cacheRoot, Action<string>? progress = null)
 {
     /// <summary>The cache root: <c>KINTSUGI_CACHE</c>, or /var/cache/kintsugi.</summary>
-    public static string DefaultCacheRoot => Environment.GetEnvironmentVariable("KINTSUGI_CACHE") is { Length: > 0 } configured ? configured : "/var/cache/kintsugi";
+    public static string DefaultCacheRoot => Environment.GetEnvironmentVariable(
+        "KINTSUGI_CACHE") is { Length: > 0 } configured ? configured : "/var/cache/kintsugi";
 
     /// <summary>Package lists older than this are fetched again before a version is looked up.</summary>
     public static readonly TimeSpan ListsLifetime = TimeSpan.FromDays(1);
@@ -45,24 +48,32 @@ public sealed class DebianSource(string cacheRoot, Action<string>? progress = nu
 
     private IReadOnlyList<string> AptOptions =>
     [
-        "-o", $"Dir::Etc::SourceList={AptDirectory}/sources.list", "-o", $"Dir::Etc::SourceParts={AptDirectory}/sources.list.d",
-        "-o", $"Dir::State={AptDirectory}", "-o", $"Dir::State::Lists={AptDirectory}/lists", "-o", $"Dir::State::status={AptDirectory}/status",
-        "-o", $"Dir::Cache={AptDirectory}/cache", "-o", "Dir::Etc::Preferences=/dev/null", "-o", $"Dir::Etc::PreferencesParts={AptDirectory}/preferences.d",
+        "-o", $"Dir::Etc::SourceList={AptDirectory}/sources.list", "-o",
+        $"Dir::Etc::SourceParts={AptDirectory}/sources.list.d",
+        "-o", $"Dir::State={AptDirectory}", "-o", $"Dir::State::Lists={AptDirectory}/lists", "-o",
+        $"Dir::State::status={AptDirectory}/status",
+        "-o", $"Dir::Cache={AptDirectory}/cache", "-o", "Dir::Etc::Preferences=/dev/null", "-o",
+        $"Dir::Etc::PreferencesParts={AptDirectory}/preferences.d",
         "-o", "APT::Architectures=amd64", "-o", "Acquire::Languages=none", "-o", "APT::Sandbox::User=root",
-        "-o", "Acquire::IndexTargets::deb::DEP-11::DefaultEnabled=false", "-o", "Acquire::IndexTargets::deb::DEP-11-icons::DefaultEnabled=false",
+        "-o", "Acquire::IndexTargets::deb::DEP-11::DefaultEnabled=false", "-o",
+        "Acquire::IndexTargets::deb::DEP-11-icons::DefaultEnabled=false",
         "-o", "Acquire::IndexTargets::deb::DEP-11-icons-small::DefaultEnabled=false",
-        "-o", "Acquire::IndexTargets::deb::DEP-11-icons-hidpi::DefaultEnabled=false", "-o", "Acquire::IndexTargets::deb::Contents-deb::DefaultEnabled=false",
+        "-o", "Acquire::IndexTargets::deb::DEP-11-icons-hidpi::DefaultEnabled=false", "-o",
+        "Acquire::IndexTargets::deb::Contents-deb::DefaultEnabled=false",
     ];
 
-    /// <summary>Fetches (once) and unpacks (once per content) the source of <paramref name="package"/>, and reads its build flags.</summary>
+    /// <summary>Fetches (once) and unpacks (once per content) the source of <paramref name="package"/>, and reads its
+    /// build flags.</summary>
     public async Task<PreparedSource> PrepareAsync(SourcePackage package, CancellationToken cancellation = default)
     {
-        var download = Path.Combine(cacheRoot, "user", "sources", $"{package.Name}_{package.Version.Replace(':', '%')}");
+        var download =
+            Path.Combine(cacheRoot, "user", "sources", $"{package.Name}_{package.Version.Replace(':', '%')}");
         Directory.CreateDirectory(download);
         string dsc;
         using (await FileLock.AcquireAsync(Path.Combine(download, ".lock"), cancellation))
         {
-            dsc = Directory.GetFiles(download, "*.dsc").SingleOrDefault() ?? await DownloadAsync(package, download, cancellation);
+            dsc = Directory.GetFiles(download, "*.dsc").SingleOrDefault()
+                ?? await DownloadAsync(package, download, cancellation);
         }
         var key = Convert.ToHexStringLower(SHA256.HashData(await File.ReadAllBytesAsync(dsc, cancellation)));
         var entry = Path.Combine(cacheRoot, "user", "trees", key);
@@ -74,8 +85,10 @@ public sealed class DebianSource(string cacheRoot, Action<string>? progress = nu
             {
                 progress?.Invoke($"unpacking {package} into {tree}");
                 if (Directory.Exists(tree)) Directory.Delete(tree, recursive: true);
-                var unpacked = await ExternalCommand.RunAsync("dpkg-source", ["--no-check", "-x", dsc, tree], entry, cancellation: cancellation);
-                if (!unpacked.Succeeded) throw new UserBuildException($"dpkg-source -x {dsc} failed: {unpacked.StandardError.Trim()}", ExitCode.Environment);
+                var unpacked = await ExternalCommand.RunAsync("dpkg-source", ["--no-check", "-x", dsc, tree], entry,
+                    cancellation: cancellation);
+                if (!unpacked.Succeeded) throw new UserBuildException($"dpkg-source -x {dsc} failed: " +
+                    $"{unpacked.StandardError.Trim()}", ExitCode.Environment);
                 await File.WriteAllTextAsync(Path.Combine(entry, ".prepared"), $"{package}\n", cancellation);
             }
         }
@@ -89,12 +102,15 @@ public sealed class DebianSource(string cacheRoot, Action<string>? progress = nu
             await EnsureListsAsync(cancellation);
         }
         progress?.Invoke($"downloading the source of {package} (apt-get source, private apt state in {AptDirectory})");
-        var fetched = await ExternalCommand.RunAsync("apt-get", [.. AptOptions, "-q", "source", "--download-only", package.ToString()], directory,
+        var fetched = await ExternalCommand.RunAsync("apt-get",
+            [.. AptOptions, "-q", "source", "--download-only", package.ToString()], directory,
             cancellation: cancellation);
         var dsc = Directory.GetFiles(directory, "*.dsc").SingleOrDefault();
         if (!fetched.Succeeded || dsc is null)
-            throw new UserBuildException($"apt-get source {package} failed: {fetched.StandardError.Trim()} (is {package.Version} the version in bookworm main? " +
-                "sources of the security suite do not download: give --source with a tree you obtained)", ExitCode.NotFound);
+            throw new UserBuildException($"apt-get source {package} failed: {fetched.StandardError.Trim()} (is " +
+                $"{package.Version} the version in bookworm main? " +
+                "sources of the security suite do not download: give --source with a tree you obtained)",
+                ExitCode.NotFound);
         return dsc;
     }
 
@@ -107,13 +123,17 @@ public sealed class DebianSource(string cacheRoot, Action<string>? progress = nu
         var sources = Path.Combine(AptDirectory, "sources.list");
         if (!File.Exists(sources))
             await File.WriteAllTextAsync(sources,
-                "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bookworm main\n" +
-                "deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bookworm main\n", cancellation);
+                "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian " +
+                "bookworm main\n" +
+                "deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian " +
+                "bookworm main\n", cancellation);
         var lists = Directory.GetFiles(Path.Combine(AptDirectory, "lists"), "*Sources*");
         if (lists.Length > 0 && lists.All(l => DateTime.UtcNow - File.GetLastWriteTimeUtc(l) < ListsLifetime)) return;
         progress?.Invoke("updating the private package lists (bookworm main, with sources)");
-        var updated = await ExternalCommand.RunAsync("apt-get", [.. AptOptions, "-qq", "update"], cancellation: cancellation);
-        if (!updated.Succeeded) throw new UserBuildException($"apt-get update (private state {AptDirectory}) failed: {updated.StandardError.Trim()}", ExitCode.Environment);
+        var updated =
+            await ExternalCommand.RunAsync("apt-get", [.. AptOptions, "-qq", "update"], cancellation: cancellation);
+        if (!updated.Succeeded) throw new UserBuildException($"apt-get update (private state {AptDirectory}) failed: " +
+            $"{updated.StandardError.Trim()}", ExitCode.Environment);
     }
 
     /// <summary>
@@ -122,16 +142,21 @@ public sealed class DebianSource(string cacheRoot, Action<string>? progress = nu
     /// <c>DEB_CFLAGS_MAINT_APPEND = -Wall</c>, ...), run in the tree as the build runs it (so the file-prefix map names
     /// the tree).
     /// </summary>
-    public static async Task<IReadOnlyList<string>> BuildFlagsAsync(string tree, CancellationToken cancellation = default)
+    public static async Task<IReadOnlyList<string>>
+        BuildFlagsAsync(string tree, CancellationToken cancellation = default)
     {
         var rules = Path.Combine(tree, "debian", "rules");
-        var environment = File.Exists(rules) ? RulesSettings(await File.ReadAllTextAsync(rules, cancellation)) : new Dictionary<string, string>();
+        var environment = File.Exists(rules) ? RulesSettings(await File.ReadAllTextAsync(rules, cancellation))
+            : new Dictionary<string, string>();
         var flags = new List<string>();
         foreach (var name in new[] { "CPPFLAGS", "CFLAGS" })
         {
-            var result = await ExternalCommand.RunAsync("dpkg-buildflags", ["--get", name], tree, environment, cancellation: cancellation);
-            if (!result.Succeeded) throw new UserBuildException($"dpkg-buildflags --get {name} failed: {result.StandardError.Trim()}", ExitCode.Environment);
-            flags.AddRange(result.StandardOutput.Split(' ', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
+            var result = await ExternalCommand.RunAsync("dpkg-buildflags", ["--get", name], tree, environment,
+                cancellation: cancellation);
+            if (!result.Succeeded) throw new UserBuildException($"dpkg-buildflags --get {name} failed: " +
+                $"{result.StandardError.Trim()}", ExitCode.Environment);
+            flags.AddRange(result.StandardOutput.Split(' ',
+                StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
         }
         return flags;
     }
@@ -149,7 +174,8 @@ public sealed class DebianSource(string cacheRoot, Action<string>? progress = nu
             var match = Regex.Match(line, @"^(?:export\s+)?(DEB_[A-Z_]+)\s*(\+=|:=|\?=|=)\s*(.*)$");
             if (!match.Success) continue;
             var (name, op, value) = (match.Groups[1].Value, match.Groups[2].Value, match.Groups[3].Value.Trim());
-            if (!name.StartsWith("DEB_BUILD_MAINT_OPTIONS", StringComparison.Ordinal) && !Regex.IsMatch(name, "^DEB_[A-Z]+FLAGS_MAINT_(SET|STRIP|APPEND|PREPEND)$"))
+            if (!name.StartsWith("DEB_BUILD_MAINT_OPTIONS", StringComparison.Ordinal)
+                && !Regex.IsMatch(name, "^DEB_[A-Z]+FLAGS_MAINT_(SET|STRIP|APPEND|PREPEND)$"))
                 continue;
             settings[name] = op switch
             {
@@ -172,7 +198,8 @@ internal sealed class FileLock : IDisposable
     {
         while (true)
         {
-            try { return new FileLock(new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None)); }
+            try { return new FileLock(
+                new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None)); }
             catch (IOException) { await Task.Delay(200, cancellation); }
         }
     }

@@ -6,14 +6,19 @@ using Kintsugi.Elf;
 
 namespace Kintsugi.User.Build;
 
-/// <summary>What to build: the exact shipped object, the source it was built from, the fix, and the compiler flags used.</summary>
-/// <param name="CompilerFlags">The distribution's flags (dpkg-buildflags' CFLAGS and CPPFLAGS for a Debian package).</param>
-/// <param name="WorkingDirectory">Where the package's build compiled the units from, relative to the source tree (e.g. a build directory).</param>
-public sealed record UserBuildRequest(string ObjectPath, string SourceDirectory, string FixPath, IReadOnlyList<string> CompilerFlags,
+/// <summary>What to build: the exact shipped object, the source it was built from, the fix, and the compiler flags
+/// used.</summary>
+/// <param name="CompilerFlags">The distribution's flags (dpkg-buildflags' CFLAGS and CPPFLAGS for a Debian
+/// package).</param>
+/// <param name="WorkingDirectory">Where the package's build compiled the units from, relative to the source tree (e.g.
+/// a build directory).</param>
+public sealed record
+    UserBuildRequest(string ObjectPath, string SourceDirectory, string FixPath, IReadOnlyList<string> CompilerFlags,
     string Name, string OutputPath, string? Description = null, string Compiler = "gcc", string WorkingDirectory = ".");
 
 /// <summary>A patch built: where it was written, what it replaces, and how long each phase took.</summary>
-public sealed record UserBuildResult(string OutputPath, BuildId Target, IReadOnlyList<string> Units, IReadOnlyList<string> Functions,
+public sealed record
+    UserBuildResult(string OutputPath, BuildId Target, IReadOnlyList<string> Units, IReadOnlyList<string> Functions,
     IReadOnlyDictionary<string, double> PhaseSeconds);
 
 /// <summary>
@@ -30,25 +35,30 @@ public sealed partial class UserPatchBuilder(Action<string>? progress = null)
     {
         var phases = new Dictionary<string, double>();
         var clock = Stopwatch.StartNew();
-        void Phase(string name) { phases[name] = clock.Elapsed.TotalSeconds; clock.Restart(); progress?.Invoke($"{name} done"); }
+        void Phase(string name) { phases[name] = clock.Elapsed.TotalSeconds; clock.Restart(); progress?.Invoke(
+            $"{name} done"); }
 
         var target = ElfImage.Load(request.ObjectPath);
-        var buildId = target.BuildId ?? throw new UserBuildException($"{request.ObjectPath} has no GNU build-id; a patch could not identify it in a process");
+        var buildId = target.BuildId ?? throw new UserBuildException($"{request.ObjectPath} has no GNU build-id; a " +
+            $"patch could not identify it in a process");
         var shipped = ShippedFunctions(target, request.ObjectPath);
         Phase("identify");
 
         var fixText = File.ReadAllText(request.FixPath);
         var files = FixedFiles(fixText);
         var units = TouchedUnits(files);
-        foreach (var ignored in files.Except(units)) progress?.Invoke($"{ignored}: a test or documentation file, not compiled into the object; ignored");
+        foreach (var ignored in files.Except(units))
+            progress?.Invoke($"{ignored}: a test or documentation file, not compiled into the object; ignored");
         var work = Directory.CreateTempSubdirectory("kintsugi-user-build-").FullName;
         try
         {
             var patchedTree = Path.Combine(work, "after");
             await CopyForFix(Path.GetFullPath(request.SourceDirectory), patchedTree, files, cancellation);
-            var applied = await ExternalCommand.RunAsync("patch", ["-p1", "--batch", "--forward", "--no-backup-if-mismatch", "-i", Path.GetFullPath(request.FixPath)],
+            var applied = await ExternalCommand.RunAsync("patch",
+                ["-p1", "--batch", "--forward", "--no-backup-if-mismatch", "-i", Path.GetFullPath(request.FixPath)],
                 patchedTree, cancellation: cancellation);
-            if (!applied.Succeeded) throw new UserBuildException($"the fix does not apply to {request.SourceDirectory}:\n{applied.StandardOutput}{applied.StandardError}");
+            if (!applied.Succeeded) throw new UserBuildException($"the fix does not apply to " +
+                $"{request.SourceDirectory}:\n{applied.StandardOutput}{applied.StandardError}");
             Phase("apply");
 
             var objects = new List<(string Unit, string Before, string After)>();
@@ -70,26 +80,33 @@ public sealed partial class UserPatchBuilder(Action<string>? progress = null)
                 if (functions.Count > 0) changed.Add((unit, after, functions));
             }
             if (changed.Count == 0)
-                throw new UserBuildException("the fix changes no machine code of the object (only comments, or code the compiler removed); no patch was written",
+                throw new UserBuildException("the fix changes no machine code of the object (only comments, or code " +
+                    "the compiler removed); no patch was written",
                     ExitCode.NothingToDo);
             Phase("diff");
 
-            var named = target.Symbols(dynamic: false).Concat(target.Symbols(dynamic: true)).Where(s => s.Defined).Select(s => s.Name).ToHashSet();
+            var named = target.Symbols(dynamic: false).Concat(target.Symbols(dynamic: true)).Where(s => s.Defined)
+                .Select(s => s.Name).ToHashSet();
             var located = new List<ElfImageSymbol>();
             foreach (var (changedUnit, _, changedFunctions) in changed)
             {
                 var beforeObject = ElfObject.Load(objects.Single(o => o.Unit == changedUnit).Before);
-                var originals = changedFunctions.Select(function => ProveFidelity(function, beforeObject, target, shipped, changedUnit)).ToList();
+                var originals = changedFunctions.Select(function =>
+                    ProveFidelity(function, beforeObject, target, shipped, changedUnit)).ToList();
                 located.AddRange(originals.Where(o => !named.Contains(o.Name)));
                 located.AddRange(RecoveredReferences(changedFunctions, originals, beforeObject, target, named));
             }
             var allFunctions = changed.SelectMany(c => c.Functions).ToList();
             if (allFunctions.GroupBy(f => f).FirstOrDefault(g => g.Count() > 1) is { } twice)
-                throw new UserBuildException($"{twice.Key} changes in more than one unit ({string.Join(", ", changed.Where(c => c.Functions.Contains(twice.Key)).Select(c => c.Unit))}): " +
-                    "a static function of that name in each; which one is which cannot be told apart in the object. Split the fix by unit");
+                throw new UserBuildException($"{twice.Key} changes in more than one unit " +
+                    $"({string.Join(", ", changed.Where(c => c.Functions.Contains(twice.Key)).Select(c => c.Unit))}):" +
+                    $" " +
+                    "a static function of that name in each; which one is which cannot be told apart in the object. " +
+                    "Split the fix by unit");
             Phase("prove");
 
-            var patch = PatchLinker.Link(request.ObjectPath, changed.Select(c => c.After).ToList(), allFunctions, request.Name, request.Description,
+            var patch = PatchLinker.Link(request.ObjectPath, changed.Select(c => c.After).ToList(), allFunctions,
+                request.Name, request.Description,
                 located.DistinctBy(l => (l.Name, l.Value)).ToList());
             patch.Save(request.OutputPath);
             Phase("link");
@@ -113,7 +130,8 @@ public sealed partial class UserPatchBuilder(Action<string>? progress = null)
         }
         foreach (var name in duplicates) functions.Remove(name);
         if (!target.HasSection(".symtab"))
-            Console.Error.WriteLine($"kintsugi: {path} has no symbol table (stripped): what it does not export is found by its code");
+            Console.Error.WriteLine($"kintsugi: {path} has no symbol table (stripped): what it does not export is " +
+                $"found by its code");
         return functions;
     }
 
@@ -138,9 +156,11 @@ public sealed partial class UserPatchBuilder(Action<string>? progress = null)
         var compiled = files.Where(f => !IsTestOrDocumentation(f)).ToList();
         var notC = compiled.Where(f => !f.EndsWith(".c")).ToList();
         if (notC.Count > 0)
-            throw new UserBuildException($"the fix changes {string.Join(", ", notC)}: only .c units are supported (rule: a header or build change " +
+            throw new UserBuildException($"the fix changes {string.Join(", ", notC)}: only .c units are supported " +
+                $"(rule: a header or build change " +
                 "may change data layouts and every unit including it); move the change into the .c file that needs it");
-        if (compiled.Count == 0) throw new UserBuildException("the fix changes only tests or documentation; nothing is compiled into the object",
+        if (compiled.Count == 0) throw new UserBuildException("the fix changes only tests or documentation; nothing " +
+            "is compiled into the object",
             ExitCode.NothingToDo);
         return compiled;
     }
@@ -148,10 +168,12 @@ public sealed partial class UserPatchBuilder(Action<string>? progress = null)
     internal static IReadOnlyList<string> TouchedUnits(string fix) => TouchedUnits(FixedFiles(fix));
 
     private static bool IsTestOrDocumentation(string file) =>
-        file.Split('/')[..^1].Any(d => d is "test" or "tests" or "t" or "doc" or "docs" or "expected" or "sql" or "regress")
+        file.Split('/')[..^1].Any(d =>
+        d is "test" or "tests" or "t" or "doc" or "docs" or "expected" or "sql" or "regress")
         || Path.GetExtension(file) is ".sql" or ".out" or ".sgml" or ".md" or ".rst" or ".txt" or ".spec";
 
-    private async Task Compile(UserBuildRequest request, string tree, string unit, string output, ElfImage target, CancellationToken cancellation)
+    private async Task Compile(UserBuildRequest request, string tree, string unit, string output, ElfImage target,
+        CancellationToken cancellation)
     {
         var arguments = new List<string>(request.CompilerFlags);
         // A shared library (no interpreter) is position-independent code; Debian's gcc already defaults to -fPIE.
@@ -159,9 +181,11 @@ public sealed partial class UserPatchBuilder(Action<string>? progress = null)
         var directory = Path.GetFullPath(Path.Combine(tree, request.WorkingDirectory));
         // The unit is named relative to where it compiles, so __FILE__ is the same in both trees: with the trees'
         // absolute paths every ereport()/assert() would differ between before and after.
-        arguments.AddRange(["-ffunction-sections", "-fdata-sections", "-c", Path.GetRelativePath(directory, Path.Combine(tree, unit)), "-o", output]);
+        arguments.AddRange(["-ffunction-sections", "-fdata-sections", "-c",
+            Path.GetRelativePath(directory, Path.Combine(tree, unit)), "-o", output]);
         var result = await ExternalCommand.RunAsync(request.Compiler, arguments, directory, cancellation: cancellation);
-        if (!result.Succeeded) throw new UserBuildException($"{request.Compiler} failed on {unit} ({tree}):\n{result.StandardError}");
+        if (!result.Succeeded)
+            throw new UserBuildException($"{request.Compiler} failed on {unit} ({tree}):\n{result.StandardError}");
     }
 
     /// <summary>
@@ -177,20 +201,25 @@ public sealed partial class UserPatchBuilder(Action<string>? progress = null)
     /// <summary>The changed functions of one unit; refusals become the user-space rules.</summary>
     private static List<string> Diff(string unit, ElfObject before, ElfObject after)
     {
-        var result = ObjectDiffer.Diff(before, after, new DiffOptions(PatchedObjectName.Parse("user"), "kintsugi_") { LineFunctions = LineFunctions });
+        var result = ObjectDiffer.Diff(before, after,
+            new DiffOptions(PatchedObjectName.Parse("user"), "kintsugi_") { LineFunctions = LineFunctions });
         foreach (var refusal in result.Refusals)
         {
             switch (refusal.Rule)
             {
-                case RefusalRule.NoFtraceEntry: continue; // a kernel rule: user-space entries are redirected by a jump, not ftrace
+                // a kernel rule: user-space entries are redirected by a jump, not ftrace
+                case RefusalRule.NoFtraceEntry: continue;
                 case RefusalRule.DataChanged:
-                    throw new UserBuildException($"{unit}: the fix changes the existing data {refusal.Symbol} (its initial value, size or place) " +
-                        "(rule: data layout). A running process keeps its data; keep the old definition and change behaviour in code");
+                    throw new UserBuildException($"{unit}: the fix changes the existing data {refusal.Symbol} (its " +
+                    $"initial value, size or place) " +
+                        "(rule: data layout). A running process keeps its data; keep the old definition and change " +
+                        "behaviour in code");
                 default:
                     throw new UserBuildException($"{unit}: {refusal.Symbol}: {refusal.Message} (rule: {refusal.Rule})");
             }
         }
-        return result.Functions.Where(f => f.Kind == FunctionChange.Changed && !f.Name.Contains(".cold")).Select(f => f.Name).ToList();
+        return result.Functions.Where(f => f.Kind == FunctionChange.Changed && !f.Name.Contains(".cold"))
+            .Select(f => f.Name).ToList();
     }
 
     /// <summary>
@@ -203,9 +232,11 @@ public sealed partial class UserPatchBuilder(Action<string>? progress = null)
     /// alignment, where the compiled original matches. None, or more than one, is a refusal. Returns where the
     /// function is in the object.
     /// </summary>
-    private static ElfImageSymbol ProveFidelity(string function, ElfObject before, ElfImage target, Dictionary<string, ElfImageSymbol> shipped, string unit)
+    private static ElfImageSymbol ProveFidelity(string function, ElfObject before, ElfImage target, Dictionary<string,
+        ElfImageSymbol> shipped, string unit)
     {
-        var symbol = before.SymbolTable?.Symbols.FirstOrDefault(s => s.Name == function && s.Type == ElfSymbolType.Function && s.Section is ElfDataSection)
+        var symbol = before.SymbolTable?.Symbols.FirstOrDefault(s =>
+            s.Name == function && s.Type == ElfSymbolType.Function && s.Section is ElfDataSection)
             ?? throw new UserBuildException($"{function} is not defined in the compiled original of {unit}");
         var compiled = ((ElfDataSection)symbol.Section!).Data.AsSpan((int)symbol.Value, (int)symbol.Size);
         var masked = new bool[compiled.Length];
@@ -216,18 +247,23 @@ public sealed partial class UserPatchBuilder(Action<string>? progress = null)
                 var start = (long)(r.Offset - symbol.Value);
                 var width = r.Type is X86RelocationType.R64 ? 8 : 4;
                 var relaxable = r.Type is X86RelocationType.GotPcRelX or X86RelocationType.RexGotPcRelX;
-                for (var i = start - (relaxable ? 2 : 0); i < start + width; i++) if (i >= 0 && i < masked.Length) masked[i] = true;
+                for (var i = start - (relaxable ? 2 : 0); i < start + width; i++) if (i >= 0 && i < masked.Length)
+                    masked[i] = true;
             }
         if (!shipped.TryGetValue(function, out var original))
             return LocateByCode(function, compiled, masked, Math.Max(1UL, symbol.Section!.Alignment), target, unit);
         var code = target.ReadAt(original.Value, original.Size);
         if (compiled.Length != code.Length)
-            throw new UserBuildException($"{function}: the compiled original is {compiled.Length} bytes, the shipped code {code.Length} " +
-                "(rule: fidelity): the compiler or the flags differ from the distribution's build; use its exact flags (dpkg-buildflags, debian/rules)");
+            throw new UserBuildException($"{function}: the compiled original is {compiled.Length} bytes, the shipped " +
+                $"code {code.Length} " +
+                "(rule: fidelity): the compiler or the flags differ from the distribution's build; use its exact " +
+                "flags (dpkg-buildflags, debian/rules)");
         for (var i = 0; i < compiled.Length; i++)
             if (!masked[i] && compiled[i] != code[i])
-                throw new UserBuildException($"{function}: the compiled original differs from the shipped code at +0x{i:x} (rule: fidelity): " +
-                    "the compiler or the flags differ from the distribution's build; use its exact flags (dpkg-buildflags, debian/rules)");
+                throw new UserBuildException($"{function}: the compiled original differs from the shipped code at " +
+                    $"+0x{i:x} (rule: fidelity): " +
+                    "the compiler or the flags differ from the distribution's build; use its exact flags " +
+                    "(dpkg-buildflags, debian/rules)");
         return original;
     }
 
@@ -237,27 +273,32 @@ public sealed partial class UserPatchBuilder(Action<string>? progress = null)
     /// proven function the linker wrote S + A - P, so S is known. The replacement then binds to the object's own
     /// variable, never to a copy. A name seen at two different addresses is left out (and is copied or refused).
     /// </summary>
-    private static IEnumerable<ElfImageSymbol> RecoveredReferences(IReadOnlyList<string> functions, IReadOnlyList<ElfImageSymbol> originals,
+    private static IEnumerable<ElfImageSymbol>
+        RecoveredReferences(IReadOnlyList<string> functions, IReadOnlyList<ElfImageSymbol> originals,
         ElfObject before, ElfImage target, IReadOnlySet<string> named)
     {
         var found = new Dictionary<string, ElfImageSymbol?>(StringComparer.Ordinal);
         for (var f = 0; f < functions.Count; f++)
         {
-            var symbol = before.SymbolTable!.Symbols.First(s => s.Name == functions[f] && s.Type == ElfSymbolType.Function && s.Section is ElfDataSection);
+            var symbol = before.SymbolTable!.Symbols.First(s =>
+                s.Name == functions[f] && s.Type == ElfSymbolType.Function && s.Section is ElfDataSection);
             var shipped = target.ReadAt(originals[f].Value, originals[f].Size);
             foreach (var relocations in before.GetRelocationSections(symbol.Section!))
                 foreach (var r in relocations.Relocations)
                 {
                     if (r.Offset < symbol.Value || r.Offset + 4 > symbol.Value + symbol.Size) continue;
                     if (r.Type is not (X86RelocationType.PC32 or X86RelocationType.Plt32) || r.Symbol is null) continue;
-                    var entity = r.Symbol.Type == ElfSymbolType.Section ? OnlyEntityOf(before, r.Symbol.Section) : r.Symbol;
-                    if (entity is null || entity.Name.Length == 0 || r.Symbol.IsUndefined || named.Contains(entity.Name)) continue;
+                    var entity =
+                        r.Symbol.Type == ElfSymbolType.Section ? OnlyEntityOf(before, r.Symbol.Section) : r.Symbol;
+                    if (entity is null || entity.Name.Length == 0 || r.Symbol.IsUndefined
+                        || named.Contains(entity.Name)) continue;
                     if (entity.Type is not (ElfSymbolType.Function or ElfSymbolType.Object)) continue;
                     var place = originals[f].Value + (r.Offset - symbol.Value);
                     var written = BinaryPrimitives.ReadInt32LittleEndian(shipped[(int)(r.Offset - symbol.Value)..]);
                     var address = (ulong)((long)place + written - r.Addend);
                     var recovered = new ElfImageSymbol(entity.Name, address, entity.Size,
-                        entity.Type == ElfSymbolType.Function ? ElfImageSymbol.TypeFunction : ElfImageSymbol.TypeObject, ElfImageSymbol.BindingLocal, 1, false);
+                        entity.Type == ElfSymbolType.Function ? ElfImageSymbol.TypeFunction : ElfImageSymbol.TypeObject,
+                        ElfImageSymbol.BindingLocal, 1, false);
                     if (!found.TryGetValue(entity.Name, out var known)) found[entity.Name] = recovered;
                     else if (known is not null && known.Value != address) found[entity.Name] = null;
                 }
@@ -267,7 +308,8 @@ public sealed partial class UserPatchBuilder(Action<string>? progress = null)
 
     private static ElfSymbol? OnlyEntityOf(ElfObject unit, ElfSection? section)
     {
-        var defined = unit.SymbolTable?.Symbols.Where(s => ReferenceEquals(s.Section, section) && s.Type is ElfSymbolType.Function or ElfSymbolType.Object)
+        var defined = unit.SymbolTable?.Symbols.Where(s =>
+            ReferenceEquals(s.Section, section) && s.Type is ElfSymbolType.Function or ElfSymbolType.Object)
             .ToList() ?? [];
         return defined.Count == 1 && defined[0].Value == 0 ? defined[0] : null;
     }
@@ -275,12 +317,15 @@ public sealed partial class UserPatchBuilder(Action<string>? progress = null)
     /// <summary>Functions shorter than this are not looked for by their code: too many places could match.</summary>
     private const int MinimumLocatableSize = 16;
 
-    private static ElfImageSymbol LocateByCode(string function, ReadOnlySpan<byte> compiled, bool[] masked, ulong alignment, ElfImage target, string unit)
+    private static ElfImageSymbol LocateByCode(string function, ReadOnlySpan<byte> compiled, bool[] masked,
+        ulong alignment, ElfImage target, string unit)
     {
         var unmasked = masked.Count(m => !m);
         if (compiled.Length < MinimumLocatableSize || unmasked < MinimumLocatableSize)
-            throw new UserBuildException($"{function} ({unit}) is not in the object's symbol table (a static function or a compiler clone in a stripped " +
-                $"object), and its {compiled.Length} bytes are too few to find it by its code; use the object with symbols (the -dbgsym debug file)");
+            throw new UserBuildException($"{function} ({unit}) is not in the object's symbol table (a static " +
+                $"function or a compiler clone in a stripped " +
+                $"object), and its {compiled.Length} bytes are too few to find it by its code; use the object with " +
+                $"symbols (the -dbgsym debug file)");
         var anchor = Array.IndexOf(masked, false);
         var found = new List<ulong>();
         foreach (var segment in target.Segments.Where(s => s.Type == ElfSegment.Load && (s.Flags & 1) != 0))
@@ -298,12 +343,17 @@ public sealed partial class UserPatchBuilder(Action<string>? progress = null)
         }
         return found.Count switch
         {
-            1 => new ElfImageSymbol(function, found[0], (ulong)compiled.Length, ElfImageSymbol.TypeFunction, ElfImageSymbol.BindingLocal, 1, false),
-            0 => throw new UserBuildException($"{function} ({unit}) is not in the object's symbol table, and its compiled original matches nowhere in " +
-                "the object's code (rule: fidelity): it was inlined into its callers (patch them), or the compiler or the flags differ from the " +
+            1 => new ElfImageSymbol(function, found[0], (ulong)compiled.Length, ElfImageSymbol.TypeFunction,
+                ElfImageSymbol.BindingLocal, 1, false),
+            0 => throw new UserBuildException($"{function} ({unit}) is not in the object's symbol table, and its " +
+            $"compiled original matches nowhere in " +
+                "the object's code (rule: fidelity): it was inlined into its callers (patch them), or the compiler " +
+                "or the flags differ from the " +
                 "distribution's build"),
-            _ => throw new UserBuildException($"{function} ({unit}) is not in the object's symbol table, and its compiled original matches " +
-                $"{found.Count} places in the object's code (at 0x{found[0]:x}, 0x{found[1]:x}, ...): which one is meant is ambiguous; " +
+            _ => throw new UserBuildException($"{function} ({unit}) is not in the object's symbol table, and its " +
+            $"compiled original matches " +
+                $"{found.Count} places in the object's code (at 0x{found[0]:x}, 0x{found[1]:x}, ...): which one is " +
+                $"meant is ambiguous; " +
                 "use the object with symbols (the -dbgsym debug file)"),
         };
     }
@@ -313,7 +363,8 @@ public sealed partial class UserPatchBuilder(Action<string>? progress = null)
     /// two), except the files the fix touches, which are copies of their own, so patching them can never write
     /// through a link into the pristine tree (the cached "before").
     /// </summary>
-    private static async Task CopyForFix(string pristine, string copy, IReadOnlyList<string> touched, CancellationToken cancellation)
+    private static async Task
+        CopyForFix(string pristine, string copy, IReadOnlyList<string> touched, CancellationToken cancellation)
     {
         await Run("cp", ["-al", pristine, copy], Path.GetDirectoryName(copy)!, cancellation);
         foreach (var unit in touched)
@@ -329,7 +380,8 @@ public sealed partial class UserPatchBuilder(Action<string>? progress = null)
     private static async Task Run(string file, string[] arguments, string directory, CancellationToken cancellation)
     {
         var result = await ExternalCommand.RunAsync(file, arguments, directory, cancellation: cancellation);
-        if (!result.Succeeded) throw new UserBuildException($"{file} {string.Join(' ', arguments)} failed: {result.StandardError}");
+        if (!result.Succeeded)
+            throw new UserBuildException($"{file} {string.Join(' ', arguments)} failed: {result.StandardError}");
     }
 
     [GeneratedRegex(@"^\+\+\+ (\S+)", RegexOptions.Multiline)]

@@ -4,7 +4,8 @@ using System.Text;
 namespace Kintsugi.User;
 
 /// <summary>A symbol of a linked ELF object (<c>.symtab</c> or <c>.dynsym</c>).</summary>
-public sealed record ElfImageSymbol(string Name, ulong Value, ulong Size, byte Type, byte Binding, ushort SectionIndex, bool HiddenVersion)
+public sealed record ElfImageSymbol(string Name, ulong Value, ulong Size, byte Type, byte Binding, ushort SectionIndex,
+    bool HiddenVersion)
 {
     public const byte TypeObject = 1, TypeFunction = 2, TypeTls = 6, TypeIndirectFunction = 10;
     public const byte BindingLocal = 0;
@@ -18,7 +19,8 @@ public sealed record ElfDynamicRelocation(ulong Offset, uint Type, string Symbol
 }
 
 /// <summary>A program header.</summary>
-public sealed record ElfSegment(uint Type, uint Flags, ulong Offset, ulong VirtualAddress, ulong FileSize, ulong MemorySize)
+public sealed record
+    ElfSegment(uint Type, uint Flags, ulong Offset, ulong VirtualAddress, ulong FileSize, ulong MemorySize)
 {
     public const uint Load = 1, Note = 4;
 }
@@ -31,14 +33,16 @@ public sealed record ElfSegment(uint Type, uint Flags, ulong Offset, ulong Virtu
 public sealed class ElfImage
 {
     private readonly byte[] _image;
-    private readonly List<(string Name, uint Type, ulong Address, ulong Offset, ulong Size, uint Link, ulong EntrySize)> _sections = [];
+    private readonly List<(string Name, uint Type, ulong Address, ulong Offset, ulong Size, uint Link,
+        ulong EntrySize)> _sections = [];
 
     private ElfImage(byte[] image, string origin)
     {
         _image = image;
         Origin = origin;
         var span = image.AsSpan();
-        if (span.Length < 64 || span[0] != 0x7f || span[1] != (byte)'E' || span[2] != (byte)'L' || span[3] != (byte)'F' || span[4] != 2 || span[5] != 1)
+        if (span.Length < 64 || span[0] != 0x7f || span[1] != (byte)'E' || span[2] != (byte)'L' || span[3] != (byte)'F'
+            || span[4] != 2 || span[5] != 1)
             throw Malformed("not an ELF64 little-endian file");
         Type = BinaryPrimitives.ReadUInt16LittleEndian(span[16..]);
         if (BinaryPrimitives.ReadUInt16LittleEndian(span[18..]) != 62) throw Malformed("not an x86-64 object");
@@ -51,12 +55,14 @@ public sealed class ElfImage
         for (var i = 0; i < phnum; i++)
         {
             var p = Slice(phoff + (ulong)i * 56, 56);
-            segments.Add(new ElfSegment(BinaryPrimitives.ReadUInt32LittleEndian(p), BinaryPrimitives.ReadUInt32LittleEndian(p[4..]),
+            segments.Add(new ElfSegment(BinaryPrimitives.ReadUInt32LittleEndian(p),
+                BinaryPrimitives.ReadUInt32LittleEndian(p[4..]),
                 BinaryPrimitives.ReadUInt64LittleEndian(p[8..]), BinaryPrimitives.ReadUInt64LittleEndian(p[16..]),
                 BinaryPrimitives.ReadUInt64LittleEndian(p[32..]), BinaryPrimitives.ReadUInt64LittleEndian(p[40..])));
         }
         Segments = segments;
-        var raw = new List<(uint NameOffset, uint Type, ulong Address, ulong Offset, ulong Size, uint Link, ulong EntrySize)>();
+        var raw = new List<(uint NameOffset, uint Type, ulong Address, ulong Offset, ulong Size, uint Link,
+            ulong EntrySize)>();
         for (var i = 0; i < shnum; i++)
         {
             var s = Slice(shoff + (ulong)i * 64, 64);
@@ -65,9 +71,11 @@ public sealed class ElfImage
                 BinaryPrimitives.ReadUInt64LittleEndian(s[32..]), BinaryPrimitives.ReadUInt32LittleEndian(s[40..]),
                 BinaryPrimitives.ReadUInt64LittleEndian(s[56..])));
         }
-        var names = shstrndx < raw.Count && raw[shstrndx].Type != 8 ? (raw[shstrndx].Offset, raw[shstrndx].Size) : (0UL, 0UL);
+        var names =
+            shstrndx < raw.Count && raw[shstrndx].Type != 8 ? (raw[shstrndx].Offset, raw[shstrndx].Size) : (0UL, 0UL);
         foreach (var s in raw)
-            _sections.Add((names.Item2 == 0 ? "" : String(names.Item1, names.Item2, s.NameOffset), s.Type, s.Address, s.Offset, s.Size, s.Link, s.EntrySize));
+            _sections.Add((names.Item2 == 0 ? "" : String(names.Item1, names.Item2, s.NameOffset), s.Type, s.Address,
+                s.Offset, s.Size, s.Link, s.EntrySize));
     }
 
     /// <summary>Where the image came from, for messages.</summary>
@@ -92,7 +100,8 @@ public sealed class ElfImage
     public static ElfImage Parse(byte[] image, string origin) => new(image, origin);
 
     /// <summary>The lowest PT_LOAD address, rounded down to its page: what the load base is relative to.</summary>
-    public ulong FirstLoadAddress => Segments.Where(s => s.Type == ElfSegment.Load).Select(s => s.VirtualAddress & ~0xfffUL).DefaultIfEmpty(0UL).Min();
+    public ulong FirstLoadAddress => Segments.Where(s => s.Type == ElfSegment.Load)
+        .Select(s => s.VirtualAddress & ~0xfffUL).DefaultIfEmpty(0UL).Min();
 
     public BuildId? BuildId
     {
@@ -128,15 +137,18 @@ public sealed class ElfImage
         for (ulong i = 0; i < count; i++)
         {
             var e = Slice(table.Offset + i * 24, 24);
-            var hidden = versions >= 0 && (BinaryPrimitives.ReadUInt16LittleEndian(Slice(_sections[versions].Offset + i * 2, 2)) & 0x8000) != 0;
-            symbols.Add(new ElfImageSymbol(String(strings.Offset, strings.Size, BinaryPrimitives.ReadUInt32LittleEndian(e)),
+            var hidden = versions >= 0 && (
+                BinaryPrimitives.ReadUInt16LittleEndian(Slice(_sections[versions].Offset + i * 2, 2)) & 0x8000) != 0;
+            symbols.Add(
+                new ElfImageSymbol(String(strings.Offset, strings.Size, BinaryPrimitives.ReadUInt32LittleEndian(e)),
                 BinaryPrimitives.ReadUInt64LittleEndian(e[8..]), BinaryPrimitives.ReadUInt64LittleEndian(e[16..]),
                 (byte)(e[4] & 0xf), (byte)(e[4] >> 4), BinaryPrimitives.ReadUInt16LittleEndian(e[6..]), hidden));
         }
         return symbols;
     }
 
-    /// <summary>The relocations the dynamic linker applies (<c>SHT_RELA</c> sections linked to <c>.dynsym</c>).</summary>
+    /// <summary>The relocations the dynamic linker applies (<c>SHT_RELA</c> sections linked to
+    /// <c>.dynsym</c>).</summary>
     public IReadOnlyList<ElfDynamicRelocation> DynamicRelocations()
     {
         var dynsymIndex = _sections.FindIndex(s => s.Type == 11);
@@ -150,7 +162,8 @@ public sealed class ElfImage
                 var info = BinaryPrimitives.ReadUInt64LittleEndian(e[8..]);
                 var symbol = (int)(info >> 32);
                 relocations.Add(new ElfDynamicRelocation(BinaryPrimitives.ReadUInt64LittleEndian(e), (uint)info,
-                    symbol > 0 && symbol < dynsym.Count ? dynsym[symbol].Name : "", BinaryPrimitives.ReadInt64LittleEndian(e[16..])));
+                    symbol > 0 && symbol < dynsym.Count ? dynsym[symbol].Name : "",
+                    BinaryPrimitives.ReadInt64LittleEndian(e[16..])));
             }
         return relocations;
     }

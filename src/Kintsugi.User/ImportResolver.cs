@@ -15,19 +15,24 @@ internal sealed class ImportResolver(int pid, ProcessMaps maps, IReadOnlyList<Lo
         {
             var key = (loaded.Device, loaded.Inode);
             if (!_symbols.TryGetValue(key, out var symbols))
-                _symbols[key] = symbols = ElfImage.Load($"/proc/{pid}/map_files/{loaded.Start:x}-{FirstMappingEnd(loaded):x}").Symbols(dynamic: true);
+                _symbols[key] = symbols = ElfImage.Load($"/proc/{pid}/map_files/{loaded.Start:x}-" +
+                    $"{FirstMappingEnd(loaded):x}").Symbols(dynamic: true);
             foreach (var symbol in symbols)
             {
-                if (symbol.Name != name || !symbol.Defined || symbol.HiddenVersion || symbol.Binding == ElfImageSymbol.BindingLocal) continue;
+                if (symbol.Name != name || !symbol.Defined || symbol.HiddenVersion
+                    || symbol.Binding == ElfImageSymbol.BindingLocal) continue;
                 if (symbol.Type == ElfImageSymbol.TypeIndirectFunction)
-                    throw new UserPatchException($"the patch calls {name}, an IFUNC of {loaded.FileName} that is not in the target's GOT; " +
+                    throw new UserPatchException($"the patch calls {name}, an IFUNC of {loaded.FileName} that is not " +
+                        $"in the target's GOT; " +
                         "rebuild the patch so that it calls it through the target's own PLT");
                 if (symbol.Type == ElfImageSymbol.TypeTls)
-                    throw new UserPatchException($"the patch refers to the thread-local {name} of {loaded.FileName}, which a patch cannot bind to");
+                    throw new UserPatchException($"the patch refers to the thread-local {name} of {loaded.FileName}, " +
+                        $"which a patch cannot bind to");
                 return loaded.LoadBase + symbol.Value;
             }
         }
-        throw new UserPatchException($"no object loaded in process {pid} defines {name}, which the patch needs", ExitCode.InputRefused);
+        throw new UserPatchException($"no object loaded in process {pid} defines {name}, which the patch needs",
+            ExitCode.InputRefused);
     }
 
     private ulong FirstMappingEnd(LoadedObject loaded) => maps.Mappings.First(m => m.Start == loaded.Start).End;

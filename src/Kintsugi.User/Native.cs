@@ -71,7 +71,8 @@ internal static unsafe partial class Native
             return Ptrace(PtraceSetRegs, tid, 0, (nint)pointer, out var errno) == -1 ? errno : 0;
     }
 
-    /// <summary>waitpid(2), retried on EINTR; returns the pid (0 with WNOHANG and nothing to report) or -errno.</summary>
+    /// <summary>waitpid(2), retried on EINTR; returns the pid (0 with WNOHANG and nothing to report) or
+    /// -errno.</summary>
     public static int WaitPid(int pid, out int status, int options)
     {
         int raw;
@@ -98,7 +99,8 @@ internal static unsafe partial class Native
         fixed (byte* start = buffer) return Transfer(&PreadRaw, fd, start, buffer.Length, offset, keepPartial: true);
     }
 
-    /// <summary>pwrite(2) until the whole buffer is written or the write stops short; returns the bytes written or -errno.</summary>
+    /// <summary>pwrite(2) until the whole buffer is written or the write stops short; returns the bytes written or
+    /// -errno.</summary>
     public static long Pwrite(int fd, ReadOnlySpan<byte> buffer, long offset)
     {
         fixed (byte* start = buffer) return Transfer(&PwriteRaw, fd, start, buffer.Length, offset, keepPartial: false);
@@ -106,9 +108,11 @@ internal static unsafe partial class Native
 
     /// <summary>
     /// Repeats a positioned read or write, retried on EINTR, until <paramref name="length"/> bytes are moved or the
-    /// call moves none. On an error: the bytes moved so far when <paramref name="keepPartial"/> (and some were), else -errno.
+    /// call moves none. On an error: the bytes moved so far when <paramref name="keepPartial"/> (and some were), else
+    /// -errno.
     /// </summary>
-    private static long Transfer(delegate*<int, byte*, nint, long, nint> call, int fd, byte* start, int length, long offset, bool keepPartial)
+    private static long Transfer(delegate*<int, byte*, nint, long, nint> call, int fd, byte* start, int length,
+        long offset, bool keepPartial)
     {
         long done = 0;
         while (done < length)

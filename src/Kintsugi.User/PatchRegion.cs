@@ -10,7 +10,8 @@ public sealed record RedirectedFunction(ulong Entry, ulong Replacement, uint Siz
 /// A patch applied in a process, read back from the process's memory: the region's header is the only record
 /// of it (the tool keeps no state about processes), and holds what revert needs: every overwritten byte.
 /// </summary>
-public sealed record AppliedPatch(ulong Start, ulong Size, string PatchId, string Name, BuildId Target, ulong ObjectBase,
+public sealed record
+    AppliedPatch(ulong Start, ulong Size, string PatchId, string Name, BuildId Target, ulong ObjectBase,
     IReadOnlyList<RedirectedFunction> Functions)
 {
     public ulong End => Start + Size;
@@ -69,7 +70,8 @@ internal static class PatchRegion
         var headerSize = BinaryPrimitives.ReadInt32LittleEndian(memory[20..]);
         var size = BinaryPrimitives.ReadUInt64LittleEndian(memory[24..]);
         var count = BinaryPrimitives.ReadInt32LittleEndian(memory[72..]);
-        if (count is < 1 or > UserPatch.MaxFunctions || headerSize != CodeOffset(count) || headerSize > memory.Length) return null;
+        if (count is < 1 or > UserPatch.MaxFunctions || headerSize != CodeOffset(count) || headerSize > memory.Length)
+            return null;
         if (size > mappingSize || size == 0) return null;
         var buildIdLength = memory[80];
         if (buildIdLength is < 4 or > 63) return null;
@@ -78,21 +80,26 @@ internal static class PatchRegion
         for (var i = 0; i < count; i++)
         {
             var record = memory.Slice(FixedHeader + i * FunctionRecord, FunctionRecord);
-            functions.Add(new RedirectedFunction(BinaryPrimitives.ReadUInt64LittleEndian(record), BinaryPrimitives.ReadUInt64LittleEndian(record[8..]),
-                BinaryPrimitives.ReadUInt32LittleEndian(record[24..]), record[16..(16 + UserPatch.RedirectSize)].ToArray()));
+            functions.Add(new RedirectedFunction(BinaryPrimitives.ReadUInt64LittleEndian(record),
+                BinaryPrimitives.ReadUInt64LittleEndian(record[8..]),
+                BinaryPrimitives.ReadUInt32LittleEndian(record[24..]),
+                record[16..(16 + UserPatch.RedirectSize)].ToArray()));
         }
-        return new AppliedPatch(start, size, Convert.ToHexStringLower(memory[32..64]), name, BuildId.FromBytes(memory.Slice(81, buildIdLength)),
+        return new AppliedPatch(start, size, Convert.ToHexStringLower(memory[32..64]), name,
+            BuildId.FromBytes(memory.Slice(81, buildIdLength)),
             BinaryPrimitives.ReadUInt64LittleEndian(memory[64..]), functions);
     }
 
-    /// <summary>The patches applied in a process: anonymous executable mappings that start with a Kintsugi header.</summary>
+    /// <summary>The patches applied in a process: anonymous executable mappings that start with a Kintsugi
+    /// header.</summary>
     public static IReadOnlyList<AppliedPatch> Find(ProcessMaps maps, ProcessMemory memory)
     {
         var found = new List<AppliedPatch>();
         var buffer = new byte[CodeOffset(UserPatch.MaxFunctions)];
         foreach (var mapping in maps.Mappings.Where(m => m.IsAnonymous && m.Executable && m.Readable))
         {
-            var read = memory.TryRead(mapping.Start, buffer.AsSpan(0, (int)Math.Min((ulong)buffer.Length, mapping.Size)));
+            var read =
+                memory.TryRead(mapping.Start, buffer.AsSpan(0, (int)Math.Min((ulong)buffer.Length, mapping.Size)));
             if (Parse(mapping.Start, mapping.Size, buffer.AsSpan(0, read)) is { } patch) found.Add(patch);
         }
         return found;
@@ -102,7 +109,8 @@ internal static class PatchRegion
     public static byte[] Jump(ulong from, ulong to)
     {
         var displacement = (long)to - (long)(from + UserPatch.RedirectSize);
-        if (displacement is < int.MinValue or > int.MaxValue) throw new InvalidOperationException("jump out of reach: placement must prevent this");
+        if (displacement is < int.MinValue or > int.MaxValue)
+            throw new InvalidOperationException("jump out of reach: placement must prevent this");
         var jump = new byte[UserPatch.RedirectSize];
         jump[0] = 0xe9;
         BinaryPrimitives.WriteInt32LittleEndian(jump.AsSpan(1), (int)displacement);

@@ -3,7 +3,8 @@ using System.Globalization;
 namespace Kintsugi.User;
 
 /// <summary>One line of <c>/proc/PID/maps</c>.</summary>
-public sealed record MemoryMapping(ulong Start, ulong End, string Permissions, ulong Offset, string Device, ulong Inode, string Path)
+public sealed record
+    MemoryMapping(ulong Start, ulong End, string Permissions, ulong Offset, string Device, ulong Inode, string Path)
 {
     public bool Readable => Permissions[0] == 'r';
     public bool Executable => Permissions[2] == 'x';

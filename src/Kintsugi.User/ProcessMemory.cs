@@ -17,7 +17,8 @@ public sealed class ProcessMemory : IDisposable
         _fd = Native.Open($"/proc/{pid}/mem", (writable ? OReadWrite : OReadOnly) | OCloexec, out var errno);
         if (_fd < 0)
             throw new UserPatchException($"cannot open the memory of process {pid}: {Native.ErrnoMessage(errno)}" +
-                (errno is 1 or 13 ? " (run as root, or with CAP_SYS_PTRACE)" : ""), errno == 2 ? ExitCode.NotFound : ExitCode.Environment);
+                (errno is 1 or 13 ? " (run as root, or with CAP_SYS_PTRACE)" : ""),
+                errno == 2 ? ExitCode.NotFound : ExitCode.Environment);
     }
 
     public int Pid { get; }

@@ -15,7 +15,8 @@ public enum ProcessOutcome
     /// <summary>A thread stayed inside a replaced function for the whole wait; nothing was changed.</summary>
     Busy,
     Failed,
-    /// <summary>The process exited before or while Kintsugi reached it (a short-lived worker): nothing left to patch.</summary>
+    /// <summary>The process exited before or while Kintsugi reached it (a short-lived worker): nothing left to
+    /// patch.</summary>
     Exited,
 }
 
@@ -23,9 +24,11 @@ public enum ProcessOutcome
 /// The result for one process: the outcome, how long its threads were stopped in the attempt that changed it
 /// (the pause it saw), how many attempts it took, and the reason when it failed.
 /// </summary>
-public sealed record ProcessResult(int Pid, string Command, ProcessOutcome Outcome, double PauseMilliseconds, double TotalPauseMilliseconds,
+public sealed record ProcessResult(int Pid, string Command, ProcessOutcome Outcome, double PauseMilliseconds,
+    double TotalPauseMilliseconds,
     int Attempts, int Threads, string? Message)
 {
-    public bool Succeeded => Outcome is ProcessOutcome.Applied or ProcessOutcome.AlreadyApplied or ProcessOutcome.Reverted or ProcessOutcome.NotApplied
+    public bool Succeeded => Outcome is ProcessOutcome.Applied or ProcessOutcome.AlreadyApplied
+        or ProcessOutcome.Reverted or ProcessOutcome.NotApplied
         or ProcessOutcome.Exited;
 }

@@ -20,7 +20,8 @@ internal static class StackCheck
     private const int MaxStackBytes = 8 << 20;
 
     /// <summary>Returns why the thread is busy, or null when it is safe.</summary>
-    public static string? Busy(TracedThread thread, ProcessMaps maps, ProcessMemory memory, IReadOnlyList<CodeRange> ranges,
+    public static string?
+        Busy(TracedThread thread, ProcessMaps maps, ProcessMemory memory, IReadOnlyList<CodeRange> ranges,
         StackUnwinder? unwinder = null)
     {
         var rip = thread.Registers.Rip;
@@ -37,7 +38,8 @@ internal static class StackCheck
     }
 
     /// <summary>Every word of the live stack that points into a range counts as a return address.</summary>
-    public static string? ConservativeScan(TracedThread thread, ProcessMaps maps, ProcessMemory memory, IReadOnlyList<CodeRange> ranges)
+    public static string?
+        ConservativeScan(TracedThread thread, ProcessMaps maps, ProcessMemory memory, IReadOnlyList<CodeRange> ranges)
     {
         var sp = thread.Registers.Rsp & ~7UL;
         var stack = maps.Find(sp);

@@ -18,7 +18,8 @@ internal sealed class StackUnwinder(ProcessMaps maps, ProcessMemory memory)
     private const uint GnuEhFrame = 0x6474e550;
     private readonly Dictionary<ulong, UnwindObject?> _objects = [];
 
-    /// <summary>The return addresses of the thread's frames, innermost first, or null when the unwind is not certain.</summary>
+    /// <summary>The return addresses of the thread's frames, innermost first, or null when the unwind is not
+    /// certain.</summary>
     public IReadOnlyList<ulong>? ReturnAddresses(in UserRegisters registers)
     {
         var values = new ulong?[RegisterCount];
@@ -30,11 +31,13 @@ internal sealed class StackUnwinder(ProcessMaps maps, ProcessMemory memory)
         var returns = new List<ulong>();
         for (var frame = 0; frame < MaxFrames; frame++)
         {
-            // A return address points after its call: look up the call itself, which may be a function's last instruction.
+            // A return address points after its call: look up the call itself, which may be a function's last
+            // instruction.
             var lookup = frame == 0 ? pc : pc - 1;
             var rules = RulesAt(lookup);
             if (rules is null) return null;
-            if (rules.CfaRegister is not (>= 0 and < RegisterCount) || values[rules.CfaRegister] is not { } cfaBase) return null;
+            if (rules.CfaRegister is not (>= 0 and < RegisterCount) || values[rules.CfaRegister] is not { } cfaBase)
+                return null;
             var cfa = (ulong)((long)cfaBase + rules.CfaOffset);
             var next = new ulong?[RegisterCount];
             for (var r = 0; r < RegisterCount; r++)
@@ -62,11 +65,13 @@ internal sealed class StackUnwinder(ProcessMaps maps, ProcessMemory memory)
         return null;
     }
 
-    private ulong? ReadWord(ulong address) => ReadBytes(address, 8) is { } word ? BinaryPrimitives.ReadUInt64LittleEndian(word) : null;
+    private ulong? ReadWord(ulong address) =>
+        ReadBytes(address, 8) is { } word ? BinaryPrimitives.ReadUInt64LittleEndian(word) : null;
 
     private readonly Dictionary<ulong, byte[]?> _pages = [];
 
-    /// <summary>Reads through a cache of whole pages: the process is stopped, and unwinding reads a byte at a time.</summary>
+    /// <summary>Reads through a cache of whole pages: the process is stopped, and unwinding reads a byte at a
+    /// time.</summary>
     private byte[]? ReadBytes(ulong address, int length)
     {
         var bytes = new byte[length];
@@ -90,7 +95,8 @@ internal sealed class StackUnwinder(ProcessMaps maps, ProcessMemory memory)
 
     // ---- finding the FDE -------------------------------------------------------------------------------
 
-    private sealed record UnwindObject(ulong Start, ulong End, ulong HeaderAddress, byte TableEncoding, ulong TableAddress, ulong Count);
+    private sealed record
+        UnwindObject(ulong Start, ulong End, ulong HeaderAddress, byte TableEncoding, ulong TableAddress, ulong Count);
 
     private UnwindObject? ObjectAt(ulong pc)
     {
@@ -101,7 +107,8 @@ internal sealed class StackUnwinder(ProcessMaps maps, ProcessMemory memory)
             : mapping.Path == "[vdso]" ? mapping : null;
         if (first is null) return null;
         if (_objects.TryGetValue(first.Start, out var known)) return known;
-        var parts = mapping.IsFile ? maps.Mappings.Where(m => m.Device == mapping.Device && m.Inode == mapping.Inode).ToList() : [mapping];
+        var parts = mapping.IsFile
+            ? maps.Mappings.Where(m => m.Device == mapping.Device && m.Inode == mapping.Inode).ToList() : [mapping];
         return _objects[first.Start] = ReadObject(first.Start, parts.Min(p => p.Start), parts.Max(p => p.End));
     }
 
@@ -154,7 +161,8 @@ internal sealed class StackUnwinder(ProcessMaps maps, ProcessMemory memory)
         return at.Pointer(o.TableEncoding);
     }
 
-    private static int EncodedSize(byte encoding) => (encoding & 0x0f) switch { 0x02 or 0x0a => 2, 0x03 or 0x0b => 4, 0x04 or 0x0c or 0x00 => 8, _ => 0 };
+    private static int EncodedSize(byte encoding) =>
+        (encoding & 0x0f) switch { 0x02 or 0x0a => 2, 0x03 or 0x0b => 4, 0x04 or 0x0c or 0x00 => 8, _ => 0 };
 
     // ---- CIE, FDE and the CFA program ------------------------------------------------------------------
 
@@ -168,7 +176,8 @@ internal sealed class StackUnwinder(ProcessMaps maps, ProcessMemory memory)
         public long CfaOffset;
         public Rule[] Registers = new Rule[RegisterCount];
 
-        public Rules Copy() => new() { CfaRegister = CfaRegister, CfaOffset = CfaOffset, Registers = (Rule[])Registers.Clone() };
+        public Rules Copy() =>
+            new() { CfaRegister = CfaRegister, CfaOffset = CfaOffset, Registers = (Rule[])Registers.Clone() };
     }
 
     private Rules? RulesAt(ulong pc)
@@ -200,7 +209,8 @@ internal sealed class StackUnwinder(ProcessMaps maps, ProcessMemory memory)
         return Execute(c, reader.Position, fdeEnd, pc, begin, rules, initial) ? rules : null;
     }
 
-    private sealed record Cie(ulong CodeAlignment, long DataAlignment, ulong ReturnRegister, byte FdeEncoding, bool Augmented, bool SignalFrame,
+    private sealed record Cie(ulong CodeAlignment, long DataAlignment, ulong ReturnRegister, byte FdeEncoding,
+        bool Augmented, bool SignalFrame,
         ulong Instructions, ulong InstructionsEnd);
 
     private readonly Dictionary<ulong, Cie?> _cies = [];
@@ -238,7 +248,8 @@ internal sealed class StackUnwinder(ProcessMaps maps, ProcessMemory memory)
                     case 'R': fdeEncoding = reader.Byte() is { } e ? (byte)e : (byte)0xff; break;
                     case 'L': reader.Byte(); break;
                     case 'P':
-                        if (reader.Byte() is not { } personality || reader.Pointer((byte)personality) is null) return null;
+                        if (reader.Byte() is not { } personality || reader.Pointer((byte)personality) is null)
+                        return null;
                         break;
                     case 'S': signal = true; break;
                     case 'B': break;
@@ -251,12 +262,14 @@ internal sealed class StackUnwinder(ProcessMaps maps, ProcessMemory memory)
             reader.Position, address + 4 + length);
     }
 
-    /// <summary>Runs a CFA program from <paramref name="location"/> until the row covering <paramref name="pc"/>.</summary>
+    /// <summary>Runs a CFA program from <paramref name="location"/> until the row covering <paramref
+    /// name="pc"/>.</summary>
     private bool Execute(Cie c, ulong start, ulong end, ulong pc, ulong location, Rules rules, Rules? initial)
     {
         var reader = new Reader(this, start, 0);
         var saved = new Stack<Rules>();
-        void Set(ulong register, RuleKind kind, long value) { if (register < RegisterCount) rules.Registers[register] = new Rule(kind, value); }
+        void Set(ulong register, RuleKind kind,
+            long value) { if (register < RegisterCount) rules.Registers[register] = new Rule(kind, value); }
         while (reader.Position < end)
         {
             if (reader.Byte() is not { } op) return false;
@@ -316,7 +329,8 @@ internal sealed class StackUnwinder(ProcessMaps maps, ProcessMemory memory)
                 case 0x0b:
                     if (saved.Count == 0) return false;
                     var state = saved.Pop();
-                    rules.CfaRegister = state.CfaRegister; rules.CfaOffset = state.CfaOffset; rules.Registers = state.Registers;
+                    rules.CfaRegister = state.CfaRegister; rules.CfaOffset = state.CfaOffset; rules.Registers =
+                        state.Registers;
                     break;
                 case 0x0c:
                     a = reader.Uleb(); b = reader.Uleb();
@@ -325,7 +339,8 @@ internal sealed class StackUnwinder(ProcessMaps maps, ProcessMemory memory)
                     break;
                 case 0x0d: if ((a = reader.Uleb()) is null) return false; rules.CfaRegister = (int)a.Value; break;
                 case 0x0e: if ((a = reader.Uleb()) is null) return false; rules.CfaOffset = (long)a.Value; break;
-                case 0x0f: rules.CfaRegister = -1; if (!SkipBlock(reader)) return false; break;  // CFA by expression: not followed
+                // CFA by expression: not followed
+                case 0x0f: rules.CfaRegister = -1; if (!SkipBlock(reader)) return false; break;
                 case 0x10 or 0x16:
                     if ((a = reader.Uleb()) is null || !SkipBlock(reader)) return false;
                     Set(a.Value, RuleKind.Unknown, 0);
@@ -340,7 +355,8 @@ internal sealed class StackUnwinder(ProcessMaps maps, ProcessMemory memory)
                     if (a is null || s is null) return false;
                     rules.CfaRegister = (int)a.Value; rules.CfaOffset = s.Value * c.DataAlignment;
                     break;
-                case 0x13: if ((s = reader.Sleb()) is null) return false; rules.CfaOffset = s.Value * c.DataAlignment; break;
+                case 0x13: if ((s = reader.Sleb()) is null) return false; rules.CfaOffset =
+                    s.Value * c.DataAlignment; break;
                 case 0x14:
                     a = reader.Uleb(); b = reader.Uleb();
                     if (a is null || b is null) return false;
@@ -388,7 +404,8 @@ internal sealed class StackUnwinder(ProcessMaps maps, ProcessMemory memory)
             var bytes = owner.ReadBytes(Position, size);
             if (bytes is null) return null;
             Position += (ulong)size;
-            return size switch { 2 => BinaryPrimitives.ReadUInt16LittleEndian(bytes), 4 => BinaryPrimitives.ReadUInt32LittleEndian(bytes), _ => BinaryPrimitives.ReadUInt64LittleEndian(bytes) };
+            return size switch { 2 => BinaryPrimitives.ReadUInt16LittleEndian(bytes), 4 =>
+                BinaryPrimitives.ReadUInt32LittleEndian(bytes), _ => BinaryPrimitives.ReadUInt64LittleEndian(bytes) };
         }
 
         public ulong? Uleb()

@@ -2,7 +2,8 @@ using System.Diagnostics;
 
 namespace Kintsugi.User;
 
-/// <summary>A thread of a traced process, stopped: its registers, and the signal its stop intercepted, if any.</summary>
+/// <summary>A thread of a traced process, stopped: its registers, and the signal its stop intercepted, if
+/// any.</summary>
 internal sealed class TracedThread(int tid)
 {
     public int Tid { get; } = tid;
@@ -51,19 +52,22 @@ internal sealed class TracedProcess : IDisposable
         {
             var fresh = Tasks().Where(t => !_threads.ContainsKey(t)).ToList();
             if (fresh.Count == 0) break;
-            if (round > 1000) throw new UserPatchException($"process {Pid} keeps creating threads faster than they can be stopped", ExitCode.TransitionFailed);
+            if (round > 1000) throw new UserPatchException($"process {Pid} keeps creating threads faster than they " +
+                $"can be stopped", ExitCode.TransitionFailed);
             var seized = new List<int>();
             foreach (var tid in fresh)
             {
                 if (Native.Ptrace(Native.PtraceSeize, tid, 0, 0, out var errno) == -1)
                 {
                     if (errno == Native.Esrch) continue; // exited meanwhile
-                    throw new UserPatchException($"cannot attach to thread {tid} of process {Pid}: {Native.ErrnoMessage(errno)}" +
+                    throw new UserPatchException($"cannot attach to thread {tid} of process {Pid}: " +
+                    $"{Native.ErrnoMessage(errno)}" +
                         (errno == 1 ? " (is a debugger attached, or are you not root?)" : ""), ExitCode.Environment);
                 }
                 _threads[tid] = new TracedThread(tid);
                 if (Native.Ptrace(Native.PtraceInterrupt, tid, 0, 0, out errno) == -1 && errno != Native.Esrch)
-                    throw new UserPatchException($"cannot stop thread {tid}: {Native.ErrnoMessage(errno)}", ExitCode.Environment);
+                    throw new UserPatchException($"cannot stop thread {tid}: {Native.ErrnoMessage(errno)}",
+                        ExitCode.Environment);
                 seized.Add(tid);
             }
             foreach (var tid in seized) WaitForStop(_threads[tid], timeout - deadline.Elapsed);
@@ -72,17 +76,20 @@ internal sealed class TracedProcess : IDisposable
         foreach (var thread in _threads.Values)
         {
             var errno = Native.GetRegisters(thread.Tid, out thread.Registers);
-            if (errno != 0) throw new UserPatchException($"cannot read the registers of thread {thread.Tid}: {Native.ErrnoMessage(errno)}", ExitCode.Environment);
+            if (errno != 0) throw new UserPatchException($"cannot read the registers of thread {thread.Tid}: " +
+                $"{Native.ErrnoMessage(errno)}", ExitCode.Environment);
         }
     }
 
     private IEnumerable<int> Tasks()
     {
-        try { return Directory.EnumerateDirectories($"/proc/{Pid}/task").Select(d => int.Parse(Path.GetFileName(d))).ToList(); }
+        try { return Directory.EnumerateDirectories($"/proc/{Pid}/task").Select(d => int.Parse(Path.GetFileName(d)))
+            .ToList(); }
         catch (DirectoryNotFoundException) { return []; }
     }
 
-    /// <summary>Waits for the thread's next stop. Returns the stop signal, or 0 when the thread exited (it is forgotten).</summary>
+    /// <summary>Waits for the thread's next stop. Returns the stop signal, or 0 when the thread exited (it is
+    /// forgotten).</summary>
     private int WaitForStop(TracedThread thread, TimeSpan timeout)
     {
         var clock = Stopwatch.StartNew();
@@ -101,10 +108,12 @@ internal sealed class TracedProcess : IDisposable
             if (result < 0)
             {
                 if (-result == Native.Echild) { _threads.Remove(thread.Tid); return 0; }
-                throw new UserPatchException($"waiting for thread {thread.Tid}: {Native.ErrnoMessage(-result)}", ExitCode.Environment);
+                throw new UserPatchException($"waiting for thread {thread.Tid}: {Native.ErrnoMessage(-result)}",
+                    ExitCode.Environment);
             }
             if (clock.Elapsed > timeout)
-                throw new UserPatchException($"thread {thread.Tid} of process {Pid} did not stop within {timeout.TotalMilliseconds:0} ms " +
+                throw new UserPatchException($"thread {thread.Tid} of process {Pid} did not stop within " +
+                    $"{timeout.TotalMilliseconds:0} ms " +
                     "(uninterruptible sleep: waiting for I/O?); nothing was changed", ExitCode.TransitionFailed);
             if (clock.ElapsedTicks < Stopwatch.Frequency / 1000) Thread.Yield(); else Thread.Sleep(1);
         }
@@ -123,19 +132,23 @@ internal sealed class TracedProcess : IDisposable
         call.Rip = syscallInstruction;
         call.Rax = (ulong)number;
         call.OrigRax = ulong.MaxValue;
-        var slots = new[] { (Action<ulong>)(v => call.Rdi = v), v => call.Rsi = v, v => call.Rdx = v, v => call.R10 = v, v => call.R8 = v, v => call.R9 = v };
+        var slots = new[] { (Action<ulong>)(v => call.Rdi = v), v => call.Rsi = v, v => call.Rdx = v, v => call.R10 = v,
+            v => call.R8 = v, v => call.R9 = v };
         for (var i = 0; i < arguments.Length; i++) slots[i](arguments[i]);
         Check(Native.SetRegisters(thread.Tid, call), thread, "set the registers of");
         UserRegisters after;
         for (var steps = 0; ; steps++)
         {
             if (Native.Ptrace(Native.PtraceSingleStep, thread.Tid, 0, 0, out var errno) == -1)
-                throw new UserPatchException($"cannot single-step thread {thread.Tid}: {Native.ErrnoMessage(errno)}", ExitCode.Environment);
+                throw new UserPatchException($"cannot single-step thread {thread.Tid}: {Native.ErrnoMessage(errno)}",
+                    ExitCode.Environment);
             if (WaitForStop(thread, TimeSpan.FromSeconds(5)) == 0)
-                throw new UserPatchException($"thread {thread.Tid} exited during a system call Kintsugi ran in it", ExitCode.TransitionFailed);
+                throw new UserPatchException($"thread {thread.Tid} exited during a system call Kintsugi ran in it",
+                    ExitCode.TransitionFailed);
             Check(Native.GetRegisters(thread.Tid, out after), thread, "read the registers of");
             if (after.Rip == syscallInstruction + 2) break;
-            if (steps > 16) throw new UserPatchException($"thread {thread.Tid} did not run the system call", ExitCode.TransitionFailed);
+            if (steps > 16) throw new UserPatchException($"thread {thread.Tid} did not run the system call",
+                ExitCode.TransitionFailed);
         }
         Check(Native.SetRegisters(thread.Tid, saved), thread, "restore the registers of");
         return (long)after.Rax;
@@ -155,7 +168,8 @@ internal sealed class TracedProcess : IDisposable
         {
             foreach (var thread in inside)
                 if (Native.Ptrace(Native.PtraceSingleStep, thread.Tid, 0, 0, out var errno) == -1)
-                    throw new UserPatchException($"cannot single-step thread {thread.Tid}: {Native.ErrnoMessage(errno)}", ExitCode.Environment);
+                    throw new UserPatchException($"cannot single-step thread {thread.Tid}: " +
+                        $"{Native.ErrnoMessage(errno)}", ExitCode.Environment);
             foreach (var thread in inside)
                 if (WaitForStop(thread, TimeSpan.FromMilliseconds(500)) != 0)
                     Check(Native.GetRegisters(thread.Tid, out thread.Registers), thread, "read the registers of");
@@ -165,7 +179,8 @@ internal sealed class TracedProcess : IDisposable
 
     private static void Check(int errno, TracedThread thread, string what)
     {
-        if (errno != 0) throw new UserPatchException($"cannot {what} thread {thread.Tid}: {Native.ErrnoMessage(errno)}", ExitCode.Environment);
+        if (errno != 0) throw new UserPatchException($"cannot {what} thread {thread.Tid}: {Native.ErrnoMessage(errno)}",
+            ExitCode.Environment);
     }
 
     /// <summary>Lets every thread go, delivering the signals its stop intercepted.</summary>

@@ -27,7 +27,8 @@ public enum RelocationKind
 }
 
 /// <summary>One place in the patch code to fill in once the process's addresses are known.</summary>
-public sealed record PatchRelocation(uint Offset, RelocationKind Kind, RelocationBase Base, ulong Value, string? Symbol, long Addend);
+public sealed record
+    PatchRelocation(uint Offset, RelocationKind Kind, RelocationBase Base, ulong Value, string? Symbol, long Addend);
 
 /// <summary>
 /// A function of the target object that the patch replaces: where it is (virtual address and size in the
@@ -36,7 +37,8 @@ public sealed record PatchRelocation(uint Offset, RelocationKind Kind, Relocatio
 /// </summary>
 public sealed record ReplacedFunction(string Name, ulong Address, uint Size, string OriginalSha256, uint Replacement);
 
-/// <summary>The exact object a patch is for: its GNU build-id, and the file name it usually has (for messages).</summary>
+/// <summary>The exact object a patch is for: its GNU build-id, and the file name it usually has (for
+/// messages).</summary>
 public sealed record PatchTarget(BuildId BuildId, string Object);
 
 /// <summary>
@@ -57,7 +59,8 @@ public sealed record UserPatch(string Format, string Name, string? Description, 
 
     /// <summary>SHA-256 of the patch's canonical form: how a patch is recognised in a process's memory.</summary>
     [JsonIgnore]
-    public ReadOnlySpan<byte> Id => _id ??= SHA256.HashData(JsonSerializer.SerializeToUtf8Bytes(this, UserPatchJson.Default.UserPatch));
+    public ReadOnlySpan<byte> Id => _id ??=
+        SHA256.HashData(JsonSerializer.SerializeToUtf8Bytes(this, UserPatchJson.Default.UserPatch));
 
     [JsonIgnore]
     public string IdHex => Convert.ToHexStringLower(Id);
@@ -96,24 +99,31 @@ public sealed record UserPatch(string Format, string Name, string? Description, 
     {
         void Refuse(string why) => throw new UserPatchException($"{origin} is not a valid user-space patch: {why}");
         if (Format != CurrentFormat) Refuse($"format '{Format}' is not {CurrentFormat} (a newer kintsugi may read it)");
-        if (string.IsNullOrEmpty(Name) || Name.Length > MaxNameLength || Name.Any(c => c is < ' ' or > '~')) Refuse("the name must be 1 to 63 printable ASCII characters");
+        if (string.IsNullOrEmpty(Name) || Name.Length > MaxNameLength || Name.Any(c => c is < ' ' or > '~'))
+            Refuse("the name must be 1 to 63 printable ASCII characters");
         if (Target is null || Target.BuildId.ToString().Length == 0) Refuse("no target build-id");
         if (Code is null || Code.Length == 0 || Code.Length > 64 << 20) Refuse("the code must be 1 byte to 64 MiB");
-        if (Functions is null || Functions.Count is 0 or > MaxFunctions) Refuse($"it must replace 1 to {MaxFunctions} functions");
+        if (Functions is null || Functions.Count is 0 or > MaxFunctions)
+            Refuse($"it must replace 1 to {MaxFunctions} functions");
         foreach (var f in Functions!)
         {
-            if (f.Size < RedirectSize) Refuse($"{f.Name} is {f.Size} bytes, shorter than the {RedirectSize}-byte jump that redirects it");
-            if ((ulong)f.Replacement + RedirectSize > (ulong)Code!.Length) Refuse($"the replacement of {f.Name} lies outside the code");
+            if (f.Size < RedirectSize)
+                Refuse($"{f.Name} is {f.Size} bytes, shorter than the {RedirectSize}-byte jump that redirects it");
+            if ((ulong)f.Replacement + RedirectSize > (ulong)Code!.Length)
+                Refuse($"the replacement of {f.Name} lies outside the code");
             if (f.OriginalSha256 is not { Length: 64 }) Refuse($"{f.Name} has no SHA-256 of its original code");
         }
-        if (Functions!.Select(f => f.Address).Distinct().Count() != Functions!.Count) Refuse("a function is replaced twice");
+        if (Functions!.Select(f => f.Address).Distinct().Count() != Functions!.Count)
+            Refuse("a function is replaced twice");
         if (Relocations is null) Refuse("no relocation list");
         foreach (var r in Relocations!)
         {
             var width = r.Kind == RelocationKind.Absolute64 ? 8UL : 4UL;
             if (r.Offset + width > (ulong)Code!.Length) Refuse($"a relocation at 0x{r.Offset:x} lies outside the code");
-            if (r.Base == RelocationBase.Import && string.IsNullOrEmpty(r.Symbol)) Refuse($"the import at 0x{r.Offset:x} names no symbol");
-            if (r.Base == RelocationBase.Patch && r.Value > (ulong)Code!.Length) Refuse($"the relocation at 0x{r.Offset:x} points outside the code");
+            if (r.Base == RelocationBase.Import && string.IsNullOrEmpty(r.Symbol))
+                Refuse($"the import at 0x{r.Offset:x} names no symbol");
+            if (r.Base == RelocationBase.Patch && r.Value > (ulong)Code!.Length)
+                Refuse($"the relocation at 0x{r.Offset:x} points outside the code");
         }
     }
 }

@@ -40,27 +40,33 @@ public sealed class UserPatcher(PatcherOptions options, Action<string>? log = nu
             var objects = LoadedObject.Find(maps, memory);
             var target = objects.FirstOrDefault(o => o.BuildId == patch.Target.BuildId);
             if (target is null)
-                return new(pid, command, ProcessOutcome.NotTarget, 0, 0, 0, 0, $"does not map {patch.Target.Object} with build-id {patch.Target.BuildId}");
+                return new(pid, command, ProcessOutcome.NotTarget, 0, 0, 0, 0,
+                    $"does not map {patch.Target.Object} with build-id {patch.Target.BuildId}");
             if (PatchRegion.Find(maps, memory).Any(p => p.PatchId == patch.IdHex))
                 return new(pid, command, ProcessOutcome.AlreadyApplied, 0, 0, 0, 0, null);
             var entries = VerifyShippedCode(patch, target, memory);
             var imports = ResolveImports(pid, maps, objects, patch);
             var syscall = FindSyscallInstruction(maps, memory);
-            var ranges = patch.Functions.Select(f => new CodeRange(target.LoadBase + f.Address, target.LoadBase + f.Address + f.Size, f.Name)).ToList();
+            var ranges = patch.Functions.Select(f =>
+                new CodeRange(target.LoadBase + f.Address, target.LoadBase + f.Address + f.Size, f.Name)).ToList();
             return Freeze(pid, command, ranges, memory, (traced, frozenMaps) =>
             {
-                if (!LoadedObject.Find(frozenMaps, memory).Any(o => o.BuildId == target.BuildId && o.LoadBase == target.LoadBase))
-                    throw new UserPatchException($"{target.FileName} was unloaded or moved while Kintsugi prepared the patch", ExitCode.TransitionFailed);
+                if (!LoadedObject.Find(frozenMaps, memory)
+                    .Any(o => o.BuildId == target.BuildId && o.LoadBase == target.LoadBase))
+                    throw new UserPatchException($"{target.FileName} was unloaded or moved while Kintsugi prepared " +
+                        $"the patch", ExitCode.TransitionFailed);
                 Install(traced, frozenMaps, memory, patch, target, entries, imports, syscall);
             }, ProcessOutcome.Applied);
         }
         catch (UserPatchException e)
         {
-            return new(pid, command, Exited(pid, e) ? ProcessOutcome.Exited : ProcessOutcome.Failed, 0, 0, 0, 0, e.Message);
+            return new(pid, command, Exited(pid, e) ? ProcessOutcome.Exited : ProcessOutcome.Failed, 0, 0, 0, 0,
+                e.Message);
         }
     }
 
-    /// <summary>Reverts the applied patches <paramref name="select"/> chooses (every Kintsugi patch when null).</summary>
+    /// <summary>Reverts the applied patches <paramref name="select"/> chooses (every Kintsugi patch when
+    /// null).</summary>
     public ProcessResult Revert(int pid, Func<AppliedPatch, bool>? select = null)
     {
         var command = CommandOf(pid);
@@ -73,11 +79,13 @@ public sealed class UserPatcher(PatcherOptions options, Action<string>? log = nu
             if (applied.Count == 0) return new(pid, command, ProcessOutcome.NotApplied, 0, 0, 0, 0, null);
             var syscall = FindSyscallInstruction(maps, memory);
             var ranges = applied.Select(a => new CodeRange(a.Start, a.End, $"the code of patch {a.Name}")).ToList();
-            return Freeze(pid, command, ranges, memory, (traced, _) => Remove(traced, memory, applied, syscall), ProcessOutcome.Reverted);
+            return Freeze(pid, command, ranges, memory, (traced, _) => Remove(traced, memory, applied, syscall),
+                ProcessOutcome.Reverted);
         }
         catch (UserPatchException e)
         {
-            return new(pid, command, Exited(pid, e) ? ProcessOutcome.Exited : ProcessOutcome.Failed, 0, 0, 0, 0, e.Message);
+            return new(pid, command, Exited(pid, e) ? ProcessOutcome.Exited : ProcessOutcome.Failed, 0, 0, 0, 0,
+                e.Message);
         }
     }
 
@@ -98,7 +106,8 @@ public sealed class UserPatcher(PatcherOptions options, Action<string>? log = nu
             try
             {
                 using var memory = new ProcessMemory(pid);
-                if (LoadedObject.Find(ProcessMaps.Read(pid), memory, buildId, known).Any(o => o.BuildId == buildId)) found.Add(pid);
+                if (LoadedObject.Find(ProcessMaps.Read(pid), memory, buildId, known).Any(o => o.BuildId == buildId))
+                    found.Add(pid);
             }
             catch (UserPatchException) { }   // exited, or a kernel thread
             catch (IOException) { }
@@ -120,13 +129,15 @@ public sealed class UserPatcher(PatcherOptions options, Action<string>? log = nu
             try
             {
                 var maps = ProcessMaps.Read(pid);
-                var firsts = maps.Mappings.Where(m => m.IsFile && m.Offset == 0).DistinctBy(m => (m.Device, m.Inode)).ToList();
+                var firsts =
+                    maps.Mappings.Where(m => m.IsFile && m.Offset == 0).DistinctBy(m => (m.Device, m.Inode)).ToList();
                 if (firsts.Any(m => !known.ContainsKey((m.Device, m.Inode))))
                 {
                     using var memory = new ProcessMemory(pid);
                     var loaded = LoadedObject.Find(maps, memory).ToDictionary(o => (o.Device, o.Inode));
                     foreach (var m in firsts.Where(m => !known.ContainsKey((m.Device, m.Inode))))
-                        known[(m.Device, m.Inode)] = loaded.GetValueOrDefault((m.Device, m.Inode)) is { BuildId: { } id } o ? (id, o.FileName) : null;
+                        known[(m.Device, m.Inode)] = loaded.GetValueOrDefault(
+                            (m.Device, m.Inode)) is { BuildId: { } id } o ? (id, o.FileName) : null;
                 }
                 foreach (var m in firsts)
                 {
@@ -139,7 +150,8 @@ public sealed class UserPatcher(PatcherOptions options, Action<string>? log = nu
             catch (IOException) { }
             catch (UnauthorizedAccessException) { }   // not ours to read (a sandbox's init, say): not patchable either
         }
-        return [.. found.Select(kv => new MappedObject(kv.Key, kv.Value.Name, kv.Value.Pids)).OrderBy(o => o.Name, StringComparer.Ordinal)];
+        return [.. found.Select(kv => new MappedObject(kv.Key, kv.Value.Name, kv.Value.Pids))
+            .OrderBy(o => o.Name, StringComparer.Ordinal)];
     }
 
     /// <summary>Every process with a Kintsugi patch applied.</summary>
@@ -160,7 +172,8 @@ public sealed class UserPatcher(PatcherOptions options, Action<string>? log = nu
     }
 
     private static IEnumerable<int> AllProcesses() =>
-        Directory.EnumerateDirectories("/proc").Select(Path.GetFileName).Where(n => n!.All(char.IsAsciiDigit)).Select(n => int.Parse(n!))
+        Directory.EnumerateDirectories("/proc").Select(Path.GetFileName).Where(n => n!.All(char.IsAsciiDigit))
+        .Select(n => int.Parse(n!))
             .Where(pid => pid != Environment.ProcessId).Order().ToList();
 
     private ProcessResult Freeze(int pid, string command, IReadOnlyList<CodeRange> ranges, ProcessMemory memory,
@@ -182,7 +195,8 @@ public sealed class UserPatcher(PatcherOptions options, Action<string>? log = nu
                 // from returning) while the others stay stopped; then every thread is checked.
                 traced.StepOutOf(ranges, MaxStepsOut);
                 var unwinder = new StackUnwinder(frozenMaps, memory);
-                busy = traced.Threads.Select(t => StackCheck.Busy(t, frozenMaps, memory, ranges, unwinder)).FirstOrDefault(b => b is not null);
+                busy = traced.Threads.Select(t => StackCheck.Busy(t, frozenMaps, memory, ranges, unwinder))
+                    .FirstOrDefault(b => b is not null);
                 if (busy is null)
                 {
                     try { change(traced, frozenMaps); }
@@ -190,37 +204,45 @@ public sealed class UserPatcher(PatcherOptions options, Action<string>? log = nu
                     {
                         traced.Dispose();
                         totalPause += pause.Elapsed;
-                        return new(pid, command, ProcessOutcome.Failed, pause.Elapsed.TotalMilliseconds, totalPause.TotalMilliseconds, attempt, threads, e.Message);
+                        return new(pid, command, ProcessOutcome.Failed, pause.Elapsed.TotalMilliseconds,
+                            totalPause.TotalMilliseconds, attempt, threads, e.Message);
                     }
                     traced.Dispose();
                     totalPause += pause.Elapsed;
-                    return new(pid, command, success, pause.Elapsed.TotalMilliseconds, totalPause.TotalMilliseconds, attempt, threads, null);
+                    return new(pid, command, success, pause.Elapsed.TotalMilliseconds, totalPause.TotalMilliseconds,
+                        attempt, threads, null);
                 }
             }
             totalPause += pause.Elapsed;
             log?.Invoke($"process {pid}: {busy}; retrying");
             if (overall.Elapsed + backoff > options.BusyTimeout)
                 return new(pid, command, ProcessOutcome.Busy, 0, totalPause.TotalMilliseconds, attempt, threads,
-                    $"{busy} (still after {attempt} attempts in {overall.Elapsed.TotalSeconds:0.0} s); nothing was changed. " +
-                    "A function that never returns (a thread's main loop) cannot be replaced at its entry; otherwise retry when the process is less busy");
+                    $"{busy} (still after {attempt} attempts in {overall.Elapsed.TotalSeconds:0.0} s); nothing was " +
+                    $"changed. " +
+                    "A function that never returns (a thread's main loop) cannot be replaced at its entry; otherwise " +
+                    "retry when the process is less busy");
             Thread.Sleep(backoff);
             backoff = TimeSpan.FromMilliseconds(Math.Min(backoff.TotalMilliseconds * 2, 50));
         }
     }
 
-    private static void Install(TracedProcess traced, ProcessMaps maps, ProcessMemory memory, UserPatch patch, LoadedObject target,
+    private static void
+        Install(TracedProcess traced, ProcessMaps maps, ProcessMemory memory, UserPatch patch, LoadedObject target,
         IReadOnlyList<byte[]> entries, IReadOnlyDictionary<string, ulong> imports, ulong syscall)
     {
         var size = PatchRegion.RegionSize(patch);
         var region = 0UL;
         foreach (var candidate in Placement.Candidates(maps, target.Start, target.End, size).Take(8))
         {
-            var mapped = traced.Syscall(syscall, SysMmap, candidate, size, ProtReadExec, MapPrivateAnonymousFixedNoReplace, ulong.MaxValue, 0);
+            var mapped = traced.Syscall(syscall, SysMmap, candidate, size, ProtReadExec,
+                MapPrivateAnonymousFixedNoReplace, ulong.MaxValue, 0);
             if (mapped == (long)candidate) { region = candidate; break; }
-            if (mapped > 0) traced.Syscall(syscall, SysMunmap, (ulong)mapped, size); // a kernel without MAP_FIXED_NOREPLACE
+            // a kernel without MAP_FIXED_NOREPLACE
+            if (mapped > 0) traced.Syscall(syscall, SysMunmap, (ulong)mapped, size);
         }
         if (region == 0)
-            throw new UserPatchException($"no free address range of {size} bytes within ±2 GiB of {target.FileName}; nothing was changed", ExitCode.TransitionFailed);
+            throw new UserPatchException($"no free address range of {size} bytes within ±2 GiB of {target.FileName}; " +
+                $"nothing was changed", ExitCode.TransitionFailed);
         var written = new List<(ulong Address, byte[] Original)>();
         try
         {
@@ -233,7 +255,8 @@ public sealed class UserPatcher(PatcherOptions options, Action<string>? log = nu
             {
                 var entry = target.LoadBase + patch.Functions[i].Address;
                 if (!memory.Read(entry, UserPatch.RedirectSize).AsSpan().SequenceEqual(saved[i]))
-                    throw new UserPatchException($"the entry of {patch.Functions[i].Name} changed while Kintsugi prepared the patch", ExitCode.TransitionFailed);
+                    throw new UserPatchException($"the entry of {patch.Functions[i].Name} changed while Kintsugi " +
+                        $"prepared the patch", ExitCode.TransitionFailed);
                 written.Add((entry, saved[i]));
                 memory.Write(entry, PatchRegion.Jump(entry, codeBase + patch.Functions[i].Replacement));
             }
@@ -246,26 +269,31 @@ public sealed class UserPatcher(PatcherOptions options, Action<string>? log = nu
         }
     }
 
-    private static void Remove(TracedProcess traced, ProcessMemory memory, IReadOnlyList<AppliedPatch> applied, ulong syscall)
+    private static void
+        Remove(TracedProcess traced, ProcessMemory memory, IReadOnlyList<AppliedPatch> applied, ulong syscall)
     {
         // Everything is checked before anything is written: a refusal leaves the process as it was.
         foreach (var patch in applied)
             foreach (var f in patch.Functions)
-                if (!memory.Read(f.Entry, UserPatch.RedirectSize).AsSpan().SequenceEqual(PatchRegion.Jump(f.Entry, f.Replacement)))
-                    throw new UserPatchException($"the entry at 0x{f.Entry:x} no longer jumps to patch {patch.Name} (changed by something else); " +
+                if (!memory.Read(f.Entry, UserPatch.RedirectSize).AsSpan()
+                    .SequenceEqual(PatchRegion.Jump(f.Entry, f.Replacement)))
+                    throw new UserPatchException($"the entry at 0x{f.Entry:x} no longer jumps to patch {patch.Name} " +
+                        $"(changed by something else); " +
                         "nothing was reverted", ExitCode.TransitionFailed);
         foreach (var patch in applied)
         {
             foreach (var f in patch.Functions) memory.Write(f.Entry, f.SavedBytes);
             var result = traced.Syscall(syscall, SysMunmap, patch.Start, patch.Size);
             if (result != 0)
-                throw new UserPatchException($"patch {patch.Name} was reverted but its memory could not be unmapped: {Native.ErrnoMessage((int)-result)}",
+                throw new UserPatchException($"patch {patch.Name} was reverted but its memory could not be unmapped: " +
+                    $"{Native.ErrnoMessage((int)-result)}",
                     ExitCode.TransitionFailed);
         }
     }
 
     /// <summary>The patch code with every relocation filled in for this process and this region.</summary>
-    internal static byte[] Relocate(UserPatch patch, ulong codeBase, ulong loadBase, IReadOnlyDictionary<string, ulong> imports)
+    internal static byte[]
+        Relocate(UserPatch patch, ulong codeBase, ulong loadBase, IReadOnlyDictionary<string, ulong> imports)
     {
         var code = patch.Code.ToArray();
         foreach (var r in patch.Relocations)
@@ -284,7 +312,8 @@ public sealed class UserPatcher(PatcherOptions options, Action<string>? log = nu
             }
             var displacement = (long)(value - (codeBase + r.Offset));
             if (displacement is < int.MinValue or > int.MaxValue)
-                throw new UserPatchException($"a 32-bit reference of the patch to {r.Symbol ?? r.Base.ToString()} is out of reach from the patch region; " +
+                throw new UserPatchException($"a 32-bit reference of the patch to {r.Symbol ?? r.Base.ToString()} is " +
+                    $"out of reach from the patch region; " +
                     "nothing was changed", ExitCode.TransitionFailed);
             BinaryPrimitives.WriteInt32LittleEndian(code.AsSpan((int)r.Offset), (int)displacement);
         }
@@ -300,17 +329,21 @@ public sealed class UserPatcher(PatcherOptions options, Action<string>? log = nu
             var code = memory.Read(target.LoadBase + f.Address, (int)f.Size);
             if (Convert.ToHexStringLower(SHA256.HashData(code)) != f.OriginalSha256)
             {
-                var jump = code[0] == 0xe9 ? " (its entry is a jump: another patch replaced it; see kintsugi user list)" : "";
-                throw new UserPatchException($"{f.Name} in {target.FileName} is not the code the patch was built against{jump}; nothing was changed");
+                var jump =
+                    code[0] == 0xe9 ? " (its entry is a jump: another patch replaced it; see kintsugi user list)" : "";
+                throw new UserPatchException($"{f.Name} in {target.FileName} is not the code the patch was built " +
+                    $"against{jump}; nothing was changed");
             }
             entries.Add(code);
         }
         return entries;
     }
 
-    private static Dictionary<string, ulong> ResolveImports(int pid, ProcessMaps maps, IReadOnlyList<LoadedObject> objects, UserPatch patch)
+    private static Dictionary<string,
+        ulong> ResolveImports(int pid, ProcessMaps maps, IReadOnlyList<LoadedObject> objects, UserPatch patch)
     {
-        var names = patch.Relocations.Where(r => r.Base == RelocationBase.Import).Select(r => r.Symbol!).Distinct().ToList();
+        var names =
+            patch.Relocations.Where(r => r.Base == RelocationBase.Import).Select(r => r.Symbol!).Distinct().ToList();
         var resolved = new Dictionary<string, ulong>();
         if (names.Count == 0) return resolved;
         var resolver = new ImportResolver(pid, maps, objects);
@@ -318,10 +351,12 @@ public sealed class UserPatcher(PatcherOptions options, Action<string>? log = nu
         return resolved;
     }
 
-    /// <summary>An existing <c>syscall</c> instruction (0f 05) the applier points a stopped thread at: the vDSO's first.</summary>
+    /// <summary>An existing <c>syscall</c> instruction (0f 05) the applier points a stopped thread at: the vDSO's
+    /// first.</summary>
     private static ulong FindSyscallInstruction(ProcessMaps maps, ProcessMemory memory)
     {
-        foreach (var mapping in maps.Mappings.Where(m => m.Executable && m.Readable).OrderBy(m => m.Path == "[vdso]" ? 0 : 1))
+        foreach (var mapping in maps.Mappings.Where(m => m.Executable && m.Readable)
+            .OrderBy(m => m.Path == "[vdso]" ? 0 : 1))
         {
             var bytes = new byte[(int)Math.Min(mapping.Size, 1 << 20)];
             var read = memory.TryRead(mapping.Start, bytes);
@@ -339,15 +374,20 @@ public sealed class UserPatcher(PatcherOptions options, Action<string>? log = nu
         {
             throw new UserPatchException($"process {pid} does not exist", ExitCode.NotFound, e);
         }
-        string Field(string name) => status.Split('\n').FirstOrDefault(l => l.StartsWith(name + ":"))?[(name.Length + 1)..].Trim() ?? "";
+        string Field(string name) =>
+            status.Split('\n').FirstOrDefault(l => l.StartsWith(name + ":"))?[(name.Length + 1)..].Trim() ?? "";
         var state = Field("State");
         if (state.StartsWith('T') || state.StartsWith('t'))
-            throw new UserPatchException($"process {pid} is stopped ({state}); continue it first", ExitCode.Environment);
-        if (state.StartsWith('Z') || state.StartsWith('X')) throw new UserPatchException($"process {pid} has exited", ExitCode.NotFound);
+            throw new UserPatchException($"process {pid} is stopped ({state}); continue it first",
+                ExitCode.Environment);
+        if (state.StartsWith('Z') || state.StartsWith('X'))
+            throw new UserPatchException($"process {pid} has exited", ExitCode.NotFound);
         if (Field("TracerPid") is var tracer && tracer != "0" && tracer != "")
-            throw new UserPatchException($"process {pid} is traced by process {tracer} (a debugger?); detach it first", ExitCode.Environment);
+            throw new UserPatchException($"process {pid} is traced by process {tracer} (a debugger?); detach it first",
+                ExitCode.Environment);
         if (Field("Seccomp") == "2")
-            throw new UserPatchException($"process {pid} runs under a seccomp filter, which may kill it for the mmap Kintsugi runs in it; not patched",
+            throw new UserPatchException($"process {pid} runs under a seccomp filter, which may kill it for the mmap " +
+                $"Kintsugi runs in it; not patched",
                 ExitCode.Environment);
     }
 

@@ -42,7 +42,8 @@ public sealed class AgentConfigSpecification
         File.WriteAllText(token, "ket_abc\n");
         try
         {
-            var config = AgentConfig.Parse($"server = https://patches.example.com/\ntoken-file = {token}\nserver-ca = /etc/kintsugi/server.crt", "agent.conf");
+            var config = AgentConfig.Parse($"server = https://patches.example.com/\ntoken-file = {token}\nserver-ca " +
+                $"= /etc/kintsugi/server.crt", "agent.conf");
             Assert.Equal(new Uri("https://patches.example.com/"), config.Server);
             Assert.Equal("ket_abc", config.EnrollmentToken);
             Assert.Equal("/etc/kintsugi/server.crt", config.ServerCertificate);
@@ -64,7 +65,8 @@ public sealed class AgentConfigSpecification
     [InlineData("server = http://patches.example.com/\ntoken = ket_x", "is not https")]
     [InlineData("server = http://patches.example.com/\ninsecure-http = maybe", "insecure-http must be yes or no")]
     [InlineData("offline-directory = /srv\ntoken = ket_x", "only makes sense with server")]
-    [InlineData("offline-directory = /srv\nserver-ca = /etc/kintsugi/server.crt", "server-ca only makes sense with server")]
+    [InlineData("offline-directory = /srv\nserver-ca = /etc/kintsugi/server.crt",
+        "server-ca only makes sense with server")]
     [InlineData("offline-directory /srv", "is not 'key = value'")]
     public void A_wrong_configuration_is_refused_naming_the_line(string text, string because)
     {
@@ -76,7 +78,8 @@ public sealed class AgentConfigSpecification
     [Fact]
     public void A_plain_http_server_is_accepted_only_when_the_configuration_says_so_explicitly()
     {
-        var config = AgentConfig.Parse("server = http://10.0.2.2:8080/\ntoken = ket_x\ninsecure-http = yes", "agent.conf");
+        var config =
+            AgentConfig.Parse("server = http://10.0.2.2:8080/\ntoken = ket_x\ninsecure-http = yes", "agent.conf");
         Assert.Equal("http", config.Server!.Scheme);
         Assert.True(config.AllowInsecureHttp);
     }
@@ -85,7 +88,8 @@ public sealed class AgentConfigSpecification
     [InlineData("", null)]
     [InlineData("\neffective-uname = yes", true)]
     [InlineData("\neffective-uname = no", false)]
-    public void Effective_uname_is_an_explicit_yes_or_no_and_unset_leaves_it_to_the_switch_file(string line, bool? expected)
+    public void
+        Effective_uname_is_an_explicit_yes_or_no_and_unset_leaves_it_to_the_switch_file(string line, bool? expected)
     {
         Assert.Equal(expected, AgentConfig.Parse("offline-directory = /srv" + line, "agent.conf").EffectiveUname);
     }

@@ -67,7 +67,8 @@ public abstract class AgentLabSpecification(KernelRelease release) : IDisposable
         """;
 
     private static void Succeeded(LabRunResult result) =>
-        Assert.True(result.ExitCode == 0, $"{result.Describe()}\n--- output\n{result.Output}\n--- console\n{result.Console}");
+        Assert.True(result.ExitCode == 0,
+        $"{result.Describe()}\n--- output\n{result.Output}\n--- console\n{result.Console}");
 
     private static int ReturnCode(string output, string label)
     {
@@ -76,7 +77,8 @@ public abstract class AgentLabSpecification(KernelRelease release) : IDisposable
         return int.Parse(match.Groups[1].Value);
     }
 
-    private static int? Level(JsonElement element) => element.GetProperty("level") is { ValueKind: JsonValueKind.Number } level ? level.GetInt32() : null;
+    private static int? Level(JsonElement element) =>
+        element.GetProperty("level") is { ValueKind: JsonValueKind.Number } level ? level.GetInt32() : null;
 
     /// <summary>The machine as the guest sees it: loaded livepatches, /proc/cmdline, kintsugi status --json.</summary>
     private const string Report = """
@@ -90,13 +92,15 @@ public abstract class AgentLabSpecification(KernelRelease release) : IDisposable
     public async Task Offline_the_agent_refuses_bad_bundles_loading_nothing_then_applies_the_highest_good_level()
     {
         var kernel = await Kernel;
-        var other = await KernelUnderTest.GetAsync(release == TestKernels.Debian12Cloud61 ? TestKernels.Debian12Cloud612 : TestKernels.Debian12Cloud61);
+        var other = await KernelUnderTest.GetAsync(release == TestKernels.Debian12Cloud61 ? TestKernels.Debian12Cloud612
+            : TestKernels.Debian12Cloud61);
         using var foreign = PublisherKey.Generate();
         using var retired = PublisherKey.Generate();
 
         var tampered = Inputs.Sign(_publisher, kernel, B, 5);
         tampered[Inputs.ModuleOffset(tampered) + 4096] ^= 0x01;
-        var wrongBuild = new KernelTarget(kernel.Release, null, BuildId.Parse("00112233445566778899aabbccddeeff00112233"));
+        var wrongBuild =
+            new KernelTarget(kernel.Release, null, BuildId.Parse("00112233445566778899aabbccddeeff00112233"));
         var truncated = Inputs.Sign(_publisher, kernel, B, 9);
         var files = new List<GuestFile>
         {
@@ -167,7 +171,8 @@ public abstract class AgentLabSpecification(KernelRelease release) : IDisposable
         Assert.Equal("2024-01-31", cve.GetProperty("published").GetString());
         Assert.Equal("99.0.0-kintsugi-fixture", root.GetProperty("effectivePackageVersion").GetString());
         Assert.Contains("Debian 99.0.0-kintsugi-fixture ", root.GetProperty("effectiveVersion").GetString());
-        Assert.Equal(Sha256Digest.Of(File.ReadAllBytes(_dir["good/level-2.bundle"])).ToString(), root.GetProperty("bundle").GetString());
+        Assert.Equal(Sha256Digest.Of(File.ReadAllBytes(_dir["good/level-2.bundle"])).ToString(),
+            root.GetProperty("bundle").GetString());
 
         Assert.Equal(release.Value, Section(output, "uname-r"));
         Assert.Equal(root.GetProperty("effectiveVersion").GetString(), Section(output, "uname-v"));
@@ -181,7 +186,8 @@ public abstract class AgentLabSpecification(KernelRelease release) : IDisposable
 
         // The agent killed after the load, in the same boot (no crash): the next start resumes at the health check.
         Assert.Equal(137, ReturnCode(output, "killed"));
-        Assert.Contains("resuming the apply of kintsugi_fixture_cmdline_a interrupted in this boot", Section(output, "resumed"));
+        Assert.Contains("resuming the apply of kintsugi_fixture_cmdline_a interrupted in this boot",
+            Section(output, "resumed"));
         Assert.Equal(0, ReturnCode(output, "resumed"));
         using var resumed = JsonDocument.Parse(Section(output, "resumed-status"));
         Assert.Equal("applied", resumed.RootElement.GetProperty("state").GetString());
@@ -231,7 +237,8 @@ public abstract class AgentLabSpecification(KernelRelease release) : IDisposable
         {
             Assert.Equal("applied-with-bug", reverted.RootElement.GetProperty("state").GetString());
             Assert.Equal(1, reverted.RootElement.GetProperty("level").GetInt32());
-            var warn = reverted.RootElement.GetProperty("patches").EnumerateArray().Single(p => p.GetProperty("name").GetString() == Warn);
+            var warn = reverted.RootElement.GetProperty("patches").EnumerateArray()
+                .Single(p => p.GetProperty("name").GetString() == Warn);
             Assert.Equal("quarantined", warn.GetProperty("bootState").GetString());
             Assert.False(warn.GetProperty("loaded").GetBoolean());
         }
@@ -241,7 +248,8 @@ public abstract class AgentLabSpecification(KernelRelease release) : IDisposable
         using var kept = JsonDocument.Parse(Section(output, "kept-status"));
         Assert.Equal("applied-with-bug", kept.RootElement.GetProperty("state").GetString());
         Assert.Equal(3, kept.RootElement.GetProperty("level").GetInt32());
-        Assert.Contains("kernel problems after load", kept.RootElement.GetProperty("patches").EnumerateArray().Single(p => p.GetProperty("loaded").GetBoolean()).GetProperty("problem").GetString());
+        Assert.Contains("kernel problems after load", kept.RootElement.GetProperty("patches").EnumerateArray()
+            .Single(p => p.GetProperty("loaded").GetBoolean()).GetProperty("problem").GetString());
     }
 
     [Fact]
@@ -250,26 +258,31 @@ public abstract class AgentLabSpecification(KernelRelease release) : IDisposable
         var kernel = await Kernel;
         var bundle = Inputs.Sign(_publisher, kernel, B, 4);
         var digest = Sha256Digest.Of(bundle);
-        var revocation = SignedReleaseMetadata.Create(new ReleaseMetadataDescription(kernel.Kernel.Target, 1, 4, 0, [4], DateTimeOffset.UtcNow.AddDays(7)), _publisher);
+        var revocation = SignedReleaseMetadata.Create(new ReleaseMetadataDescription(kernel.Kernel.Target, 1, 4, 0, [4],
+            DateTimeOffset.UtcNow.AddDays(7)), _publisher);
         // The server offers level 4 until the machine reports it applied; then it says "remove" on its own (refused:
         // nothing signed revokes level 4), and then with the publisher's signed metadata revoking level 4 (obeyed).
         var phase = 0;
         using var server = new FakeServer(anyHost: true);
         server.Handler = r =>
         {
-            if (r.PathAndQuery == ProtocolPaths.Enroll) return new(201, new EnrollResponse("m_lab", "kmc_lab", 3600, 30));
+            if (r.PathAndQuery == ProtocolPaths.Enroll)
+                return new(201, new EnrollResponse("m_lab", "kmc_lab", 3600, 30));
             if (r.Authorization != "Bearer kmc_lab") return new(401, FakeServer.Problem(401, "unknown credential"));
             if (r.PathAndQuery == ProtocolPaths.Bundle(digest)) return new(200, bundle, "application/octet-stream");
             if (r.PathAndQuery != ProtocolPaths.CheckIn) return new(404);
             var reported = r.Json;
             var response = phase switch
             {
-                0 => new CheckInResponse(CheckInAction.Apply, new ReleaseOffer(4, digest, bundle.Length, ProtocolPaths.Bundle(digest)), 3600, 30, 1),
+                0 => new CheckInResponse(CheckInAction.Apply,
+                    new ReleaseOffer(4, digest, bundle.Length, ProtocolPaths.Bundle(digest)), 3600, 30, 1),
                 1 => new CheckInResponse(CheckInAction.Remove, null, 3600, 30, 2),
                 _ => new CheckInResponse(CheckInAction.Remove, null, 3600, 30, 3, revocation.Text),
             };
-            if (phase == 0 && reported.GetProperty("state").GetString() == "applied" && reported.GetProperty("level").ValueKind == JsonValueKind.Number) phase = 1;
-            else if (phase == 1 && reported.GetProperty("detail").GetString()?.Contains("level 4 keeps running") == true) phase = 2;
+            if (phase == 0 && reported.GetProperty("state").GetString() == "applied"
+                && reported.GetProperty("level").ValueKind == JsonValueKind.Number) phase = 1;
+            else if (phase == 1
+                && reported.GetProperty("detail").GetString()?.Contains("level 4 keeps running") == true) phase = 2;
             return new(200, response);
         };
         var config = $"""
@@ -307,11 +320,14 @@ public abstract class AgentLabSpecification(KernelRelease release) : IDisposable
         var requests = server.Requests;
         Assert.Single(requests, r => r.PathAndQuery == ProtocolPaths.Enroll);
         var enroll = requests.First(r => r.PathAndQuery == ProtocolPaths.Enroll).Json;
-        Assert.Equal(kernel.Kernel.Target.BuildId.ToString(), enroll.GetProperty("kernel").GetProperty("buildId").GetString());
-        Assert.Equal(kernel.Kernel.Target.PackageVersion, enroll.GetProperty("kernel").GetProperty("packageVersion").GetString());
-        var states = requests.Where(r => r.PathAndQuery == ProtocolPaths.CheckIn).Select(r => r.Json.GetProperty("state").GetString()).ToList();
-        // First check: nothing yet; then "applying" and "applied" at once; then the bare remove's check and its refusal;
-        // then the signed revoke's check and its report.
+        Assert.Equal(kernel.Kernel.Target.BuildId.ToString(),
+            enroll.GetProperty("kernel").GetProperty("buildId").GetString());
+        Assert.Equal(kernel.Kernel.Target.PackageVersion,
+            enroll.GetProperty("kernel").GetProperty("packageVersion").GetString());
+        var states = requests.Where(r => r.PathAndQuery == ProtocolPaths.CheckIn)
+            .Select(r => r.Json.GetProperty("state").GetString()).ToList();
+        // First check: nothing yet; then "applying" and "applied" at once; then the bare remove's check and its
+        // refusal; then the signed revoke's check and its report.
         Assert.Equal(["nothing-to-apply", "applying", "applied", "applied", "applied", "applied", "revoked"], states);
         var applied = requests.Where(r => r.PathAndQuery == ProtocolPaths.CheckIn).ElementAt(2).Json;
         Assert.Equal(4, applied.GetProperty("level").GetInt32());
@@ -347,7 +363,8 @@ public abstract class AgentLabSpecification(KernelRelease release) : IDisposable
     }
 
     [Fact]
-    public async Task A_user_process_named_WARNING_that_segfaults_or_takes_a_general_protection_fault_does_not_quarantine_a_patch()
+    public async Task
+        A_user_process_named_WARNING_that_segfaults_or_takes_a_general_protection_fault_does_not_quarantine_a_patch()
     {
         var kernel = await Kernel;
         var files = new List<GuestFile>
@@ -387,7 +404,8 @@ public abstract class AgentLabSpecification(KernelRelease release) : IDisposable
     public async Task A_patch_whose_publisher_key_was_retired_since_is_not_loaded_at_the_next_boot()
     {
         var kernel = await Kernel;
-        var files = new List<GuestFile> { PublicKey(), Input("agent.conf", AgentConfig()), Input("level-1.bundle", Inputs.Sign(_publisher, kernel, A, 1)) };
+        var files = new List<GuestFile> { PublicKey(), Input("agent.conf", AgentConfig()),
+            Input("level-1.bundle", Inputs.Sign(_publisher, kernel, A, 1)) };
         using var disk = new TemporaryDirectory();
         var diskPath = disk["machine.img"];
         var first = await kernel.RunAsync($"""
@@ -420,7 +438,8 @@ public abstract class AgentLabSpecification(KernelRelease release) : IDisposable
         Assert.True(!status.RootElement.GetProperty("patches").EnumerateArray().Any(), context);
     }
 
-    /// <summary>Waits for <paramref name="text"/> in <paramref name="log"/>, then cuts the power (sysrq b: no sync, no unmount).</summary>
+    /// <summary>Waits for <paramref name="text"/> in <paramref name="log"/>, then cuts the power (sysrq b: no sync, no
+    /// unmount).</summary>
     private static string CutThePowerWhen(string log, string text) => $"""
         tries=0
         until grep -q "{text}" {log} 2>/dev/null; do
@@ -440,13 +459,15 @@ public abstract class AgentLabSpecification(KernelRelease release) : IDisposable
     /// loss as a crash it caused: the next boot loads it again and confirms it). Nothing installed is lost.
     /// </summary>
     [Fact]
-    public async Task A_power_cut_while_a_patch_settles_keeps_the_last_healthy_level_and_quarantines_only_the_unconfirmed_one()
+    public async Task
+        A_power_cut_while_a_patch_settles_keeps_the_last_healthy_level_and_quarantines_only_the_unconfirmed_one()
     {
         var kernel = await Kernel;
         var levelOne = Inputs.Sign(_publisher, kernel, A, 1);
         var files = new List<GuestFile>
         {
-            PublicKey(), Input("agent.conf", AgentConfig()), Input("slow.conf", AgentConfig().Replace("settle = 1", "settle = 10")),
+            PublicKey(), Input("agent.conf", AgentConfig()),
+                Input("slow.conf", AgentConfig().Replace("settle = 1", "settle = 10")),
             Input("level-1.bundle", levelOne), Input("level-2.bundle", Inputs.Sign(_publisher, kernel, B, 2)),
         };
         using var disk = new TemporaryDirectory();
@@ -468,11 +489,13 @@ public abstract class AgentLabSpecification(KernelRelease release) : IDisposable
         Assert.True(Section(first.Output, "settling") == B, context);
 
         // At boot the unconfirmed level 2 is quarantined and level 1 is loaded again; the power goes while it settles.
-        var second = await kernel.RunAsync(CutThePowerWhen(BootLog, "confirming health after"), files, diskPath, timeoutSeconds: 420);
+        var second = await kernel.RunAsync(CutThePowerWhen(BootLog, "confirming health after"), files, diskPath,
+            timeoutSeconds: 420);
         context = $"{second.Output}\n--- console\n{second.Console}";
         Assert.True(second.ExitCode is null, $"the guest should have lost power: {second.Describe()}\n{context}");
         Assert.True(Section(second.Output, "settling") == A, context);
-        Assert.True(Section(second.Output, "settling-log").Contains("crash or reboot before it was confirmed healthy"), context);
+        Assert.True(Section(second.Output, "settling-log").Contains("crash or reboot before it was confirmed healthy"),
+            context);
 
         var third = await kernel.RunAsync($"""
             tries=0
@@ -485,7 +508,8 @@ public abstract class AgentLabSpecification(KernelRelease release) : IDisposable
         context = $"{third.Output}\n--- console\n{third.Console}";
         Succeeded(third);
         var agent = Section(third.Output, "agent");
-        Assert.True(agent.Contains("it ran healthy before, so it is loaded again (unconfirmed boot 1 of 2 allowed)"), context);
+        Assert.True(agent.Contains("it ran healthy before, so it is loaded again (unconfirmed boot 1 of 2 allowed)"),
+            context);
         Assert.True(agent.Contains("all loaded patches confirmed healthy"), context);
         Assert.True(Section(third.Output, "livepatches") == A, context);
         Assert.True(Section(third.Output, "cmdline") == MarkerA, context);
@@ -512,8 +536,10 @@ public abstract class AgentLabSpecification(KernelRelease release) : IDisposable
     public async Task Killing_the_agent_after_any_apply_step_and_cutting_the_power_leaves_a_known_state()
     {
         var kernel = await Kernel;
-        ApplyStep[] steps = [ApplyStep.Fetched, ApplyStep.Staged, ApplyStep.Pending, ApplyStep.Loaded, ApplyStep.Checked, ApplyStep.Confirmed, ApplyStep.Committed];
-        var files = new List<GuestFile> { PublicKey(), Input("agent.conf", AgentConfig()), Input("level-1.bundle", Inputs.Sign(_publisher, kernel, A, 1)) };
+        ApplyStep[] steps = [ApplyStep.Fetched, ApplyStep.Staged, ApplyStep.Pending, ApplyStep.Loaded,
+            ApplyStep.Checked, ApplyStep.Confirmed, ApplyStep.Committed];
+        var files = new List<GuestFile> { PublicKey(), Input("agent.conf", AgentConfig()),
+            Input("level-1.bundle", Inputs.Sign(_publisher, kernel, A, 1)) };
 
         // What each interrupted apply must leave after the reboot: before the load, the agent simply applies
         // it again; after the load but before it is confirmed, the crash-loop guard quarantines it and the
@@ -569,7 +595,8 @@ public abstract class AgentLabSpecification(KernelRelease release) : IDisposable
                 {(i + 1 < steps.Length ? Interrupt(i + 1) : "")}
                 """, files, diskPath, timeoutSeconds: 420);
             var (step, expectedLevel, expectedModule, quarantined, state) = expected[i];
-            var context = $"after a kill at step {step.WireName()} and a power cut:\n{boot.Output}\n--- console\n{boot.Console}";
+            var context =
+                $"after a kill at step {step.WireName()} and a power cut:\n{boot.Output}\n--- console\n{boot.Console}";
             if (i + 1 < steps.Length)
             {
                 Assert.True(boot.ExitCode is null, $"the guest should have lost power: {boot.Describe()}\n{context}");
@@ -586,15 +613,19 @@ public abstract class AgentLabSpecification(KernelRelease release) : IDisposable
             var patches = root.GetProperty("patches").EnumerateArray().ToList();
             // Never a half-applied record: nothing staged or pending is left, the running patch is the one
             // installed record in use, and the only other record is a quarantined level.
-            Assert.True(patches.All(p => p.GetProperty("bootState").GetString() is "healthy" or "quarantined"), context);
+            Assert.True(patches.All(p => p.GetProperty("bootState").GetString() is "healthy" or "quarantined"),
+                context);
             var running = Assert.Single(patches, p => p.GetProperty("loaded").GetBoolean());
-            Assert.True(running.GetProperty("name").GetString() == expectedModule && Level(running) == expectedLevel, context);
+            Assert.True(running.GetProperty("name").GetString() == expectedModule && Level(running) == expectedLevel,
+                context);
             Assert.True(running.GetProperty("bootState").GetString() == "healthy", context);
             var others = patches.Where(p => !p.GetProperty("loaded").GetBoolean()).ToList();
             if (quarantined is { } bad)
             {
-                Assert.True(others.Any(p => p.GetProperty("bootState").GetString() == "quarantined" && Level(p) == bad), context);
-                Assert.True(Section(boot.Output, "agent").Contains("crash or reboot before it was confirmed healthy"), context);
+                Assert.True(others.Any(p => p.GetProperty("bootState").GetString() == "quarantined" && Level(p) == bad),
+                    context);
+                Assert.True(Section(boot.Output, "agent").Contains("crash or reboot before it was confirmed healthy"),
+                    context);
             }
             else Assert.True(others.All(p => p.GetProperty("bootState").GetString() == "quarantined"), context);
         }

@@ -15,10 +15,12 @@ public sealed class AgentProxySpecification : IDisposable
     {
         _proxy.Handler = _ => new(201, new EnrollResponse("m_1", "kmc_secret", 3600, 30));
         // A server name that does not resolve: only the proxy can have carried the request.
-        var config = AgentConfig.Parse($"server = http://patches.invalid:8443\ninsecure-http = yes\nproxy = {_proxy.Address}\ntoken = ket_x\n", "agent.conf");
+        var config = AgentConfig.Parse($"server = http://patches.invalid:8443\ninsecure-http = yes\nproxy = " +
+            $"{_proxy.Address}\ntoken = ket_x\n", "agent.conf");
         using var http = ServerClient.CreateHttpClient(config);
         var client = new ServerClient(http, config.Server!, "0.1.0");
-        var kernel = new KernelIdentity(KernelRelease.Parse("6.1.0-56-cloud-amd64"), BuildId.Parse("3b43fad5034874490492495d552c0af6a5fab235"), "6.1.158-1");
+        var kernel = new KernelIdentity(KernelRelease.Parse("6.1.0-56-cloud-amd64"),
+            BuildId.Parse("3b43fad5034874490492495d552c0af6a5fab235"), "6.1.158-1");
         var response = await client.EnrollAsync(new EnrollRequest("ket_x", "web-1", "abc", kernel, "0.1.0"), default);
         Assert.Equal("kmc_secret", response.Credential);
         Assert.Equal(ProtocolPaths.Enroll, Assert.Single(_proxy.Requests).PathAndQuery);
@@ -29,14 +31,16 @@ public sealed class AgentProxySpecification : IDisposable
     [InlineData("proxy = http://proxy:3128/some/path", "is not a proxy URL")]
     public void A_proxy_that_is_not_an_http_proxy_url_is_refused(string line, string message)
     {
-        var error = Assert.Throws<AgentException>(() => AgentConfig.Parse($"server = https://patches.example.net\n{line}\n", "agent.conf"));
+        var error = Assert.Throws<AgentException>(() =>
+            AgentConfig.Parse($"server = https://patches.example.net\n{line}\n", "agent.conf"));
         Assert.Contains(message, error.Message);
     }
 
     [Fact]
     public void A_proxy_makes_no_sense_offline()
     {
-        var error = Assert.Throws<AgentException>(() => AgentConfig.Parse("offline-directory = /srv/b\nproxy = http://proxy:3128\n", "agent.conf"));
+        var error = Assert.Throws<AgentException>(() =>
+            AgentConfig.Parse("offline-directory = /srv/b\nproxy = http://proxy:3128\n", "agent.conf"));
         Assert.Contains("proxy only makes sense with server", error.Message);
     }
 }

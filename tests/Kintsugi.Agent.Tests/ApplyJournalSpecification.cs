@@ -13,7 +13,8 @@ public sealed class ApplyJournalSpecification : IDisposable
 
     public void Dispose() => _dir.Dispose();
 
-    private PatchStore Store => new(new MachinePaths(_dir["state"], _dir["etc"], _dir["run"], _dir["systemd"]), Release);
+    private PatchStore Store =>
+        new(new MachinePaths(_dir["state"], _dir["etc"], _dir["run"], _dir["systemd"]), Release);
 
     private void Record(string name, long sequence, BootState state, params string[] replaces)
     {

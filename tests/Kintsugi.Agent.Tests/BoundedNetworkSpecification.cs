@@ -18,8 +18,11 @@ public sealed class BoundedNetworkSpecification : IDisposable
     private readonly HttpClient _http = new();
     private readonly List<Socket> _held = [];
 
-    private static readonly ClientLimits Tight = new() { JsonDeadline = TimeSpan.FromSeconds(4), DownloadDeadline = TimeSpan.FromSeconds(6), IdleTimeout = TimeSpan.FromSeconds(2), MaxJsonResponse = 64 * 1024 };
-    private static readonly KernelIdentity Kernel = new(KernelRelease.Parse("6.1.0-56-cloud-amd64"), BuildId.Parse("3b43fad5034874490492495d552c0af6a5fab235"));
+    private static readonly ClientLimits Tight =
+        new() { JsonDeadline = TimeSpan.FromSeconds(4), DownloadDeadline = TimeSpan.FromSeconds(6),
+        IdleTimeout = TimeSpan.FromSeconds(2), MaxJsonResponse = 64 * 1024 };
+    private static readonly KernelIdentity Kernel =
+        new(KernelRelease.Parse("6.1.0-56-cloud-amd64"), BuildId.Parse("3b43fad5034874490492495d552c0af6a5fab235"));
 
     public BoundedNetworkSpecification() => _listener.Start();
 
@@ -35,7 +38,8 @@ public sealed class BoundedNetworkSpecification : IDisposable
 
     private ServerClient Client => new(_http, Address, "0.1.0", Tight);
 
-    /// <summary>Accepts connections, reads each request's head, sends <paramref name="head"/> and then <paramref name="body"/> slowly, then holds the connection open.</summary>
+    /// <summary>Accepts connections, reads each request's head, sends <paramref name="head"/> and then <paramref
+    /// name="body"/> slowly, then holds the connection open.</summary>
     private void Serve(string head, Func<Socket, CancellationToken, Task>? body = null) => _ = Task.Run(async () =>
     {
         while (!_stop.IsCancellationRequested)
@@ -48,7 +52,8 @@ public sealed class BoundedNetworkSpecification : IDisposable
             {
                 var buffer = new byte[65536];
                 var received = "";
-                while (!received.Contains("\r\n\r\n") && await socket.ReceiveAsync(buffer, _stop.Token) is > 0 and var n) received += Encoding.ASCII.GetString(buffer, 0, n);
+                while (!received.Contains("\r\n\r\n") && await socket.ReceiveAsync(buffer, _stop.Token) is > 0
+                    and var n) received += Encoding.ASCII.GetString(buffer, 0, n);
                 await socket.SendAsync(Encoding.ASCII.GetBytes(head), _stop.Token);
                 if (body is not null) await body(socket, _stop.Token);
                 // ... and then nothing: the connection stays open, as a half-dead server or middlebox leaves it.
@@ -59,11 +64,13 @@ public sealed class BoundedNetworkSpecification : IDisposable
     [Fact]
     public async Task A_download_that_stalls_after_the_headers_ends_within_the_idle_timeout()
     {
-        Serve("HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: 100000\r\n\r\n", (s, c) => s.SendAsync(new byte[1000], c).AsTask());
+        Serve("HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: 100000\r\n\r\n", (s, c) =>
+            s.SendAsync(new byte[1000], c).AsTask());
         var digest = Sha256Digest.Of("x"u8);
         var clock = Stopwatch.StartNew();
 
-        var error = await Assert.ThrowsAsync<ServerUnavailableException>(() => Client.DownloadAsync("kmc", new ReleaseOffer(2, digest, 100000, ProtocolPaths.Bundle(digest)), default));
+        var error = await Assert.ThrowsAsync<ServerUnavailableException>(() =>
+            Client.DownloadAsync("kmc", new ReleaseOffer(2, digest, 100000, ProtocolPaths.Bundle(digest)), default));
 
         Assert.InRange(clock.Elapsed, TimeSpan.FromSeconds(1.5), TimeSpan.FromSeconds(6));
         Assert.Contains("sent nothing for 2 s after 1000 bytes", error.Message);
@@ -72,14 +79,17 @@ public sealed class BoundedNetworkSpecification : IDisposable
     [Fact]
     public async Task A_download_that_trickles_forever_ends_at_its_deadline()
     {
-        Serve("HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: 100000\r\n\r\n", async (s, c) =>
+        Serve("HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: 100000\r\n\r\n",
+            async (s, c) =>
         {
-            for (var i = 0; i < 100 && !c.IsCancellationRequested; i++) { await s.SendAsync(new byte[10], c); await Task.Delay(500, c); }
+            for (var i = 0; i < 100
+                && !c.IsCancellationRequested; i++) { await s.SendAsync(new byte[10], c); await Task.Delay(500, c); }
         });
         var digest = Sha256Digest.Of("x"u8);
         var clock = Stopwatch.StartNew();
 
-        var error = await Assert.ThrowsAsync<ServerUnavailableException>(() => Client.DownloadAsync("kmc", new ReleaseOffer(2, digest, 100000, ProtocolPaths.Bundle(digest)), default));
+        var error = await Assert.ThrowsAsync<ServerUnavailableException>(() =>
+            Client.DownloadAsync("kmc", new ReleaseOffer(2, digest, 100000, ProtocolPaths.Bundle(digest)), default));
 
         Assert.InRange(clock.Elapsed, TimeSpan.FromSeconds(5), TimeSpan.FromSeconds(12));
         Assert.Contains("within 6 s", error.Message);
@@ -92,7 +102,8 @@ public sealed class BoundedNetworkSpecification : IDisposable
         var clock = Stopwatch.StartNew();
 
         await Assert.ThrowsAsync<ServerUnavailableException>(() =>
-            Client.CheckInAsync("kmc", new CheckInRequest(Kernel, PatchState.Applied, null, null, null, 0, null, "0.1.0"), default));
+            Client.CheckInAsync("kmc",
+            new CheckInRequest(Kernel, PatchState.Applied, null, null, null, 0, null, "0.1.0"), default));
 
         Assert.InRange(clock.Elapsed, TimeSpan.FromSeconds(1.5), TimeSpan.FromSeconds(6));
     }
@@ -103,7 +114,8 @@ public sealed class BoundedNetworkSpecification : IDisposable
         Serve("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000000000\r\n\r\n{");
 
         var error = await Assert.ThrowsAsync<AgentException>(() =>
-            Client.CheckInAsync("kmc", new CheckInRequest(Kernel, PatchState.Applied, null, null, null, 0, null, "0.1.0"), default));
+            Client.CheckInAsync("kmc",
+            new CheckInRequest(Kernel, PatchState.Applied, null, null, null, 0, null, "0.1.0"), default));
 
         Assert.Contains("1000000000 bytes, more than the 65536 allowed", error.Message);
     }

@@ -12,13 +12,16 @@ public sealed class BundleCommandSpecification : IDisposable
 
     public void Dispose() => _dir.Dispose();
 
-    private static Task<CommandResult> Kintsugi(params string[] arguments) => ExternalCommand.RunAsync(Repository.KintsugiBinary, arguments);
+    private static Task<CommandResult> Kintsugi(params string[] arguments) =>
+        ExternalCommand.RunAsync(Repository.KintsugiBinary, arguments);
 
-    private static void Succeeded(CommandResult result) => Assert.True(result.ExitCode == 0, $"exit {result.ExitCode}\n{result.StandardOutput}\n{result.StandardError}");
+    private static void Succeeded(CommandResult result) =>
+        Assert.True(result.ExitCode == 0, $"exit {result.ExitCode}\n{result.StandardOutput}\n{result.StandardError}");
 
     private static void Refused(CommandResult result, string because)
     {
-        Assert.True(result.ExitCode == (int)ExitCode.InputRefused, $"expected exit 3, got {result.ExitCode}\n{result.StandardOutput}\n{result.StandardError}");
+        Assert.True(result.ExitCode == (int)ExitCode.InputRefused,
+            $"expected exit 3, got {result.ExitCode}\n{result.StandardOutput}\n{result.StandardError}");
         Assert.Contains(because, result.StandardError);
     }
 
@@ -39,12 +42,14 @@ public sealed class BundleCommandSpecification : IDisposable
         Succeeded(await Kintsugi("keys", "trust", _dir[keyName + ".pub"], "--trust", _dir["trust"]));
         File.WriteAllText(_dir["fix.json"], DescriptionJson);
         var output = _dir[$"{keyName}.bundle"];
-        Succeeded(await Kintsugi("bundle", "sign", kernel.Modules["kintsugi_fixture_cmdline_b"], "--key", _dir[keyName], "--description", _dir["fix.json"],
+        Succeeded(await Kintsugi("bundle", "sign", kernel.Modules["kintsugi_fixture_cmdline_b"], "--key", _dir[keyName],
+            "--description", _dir["fix.json"],
             "--build-id", buildId ?? kernel.Kernel.Target.BuildId.ToString(), "-o", output));
         return output;
     }
 
-    private Task<CommandResult> VerifyAsync(string bundle, params string[] extra) => Kintsugi(["bundle", "verify", bundle, "--trust", _dir["trust"], .. extra]);
+    private Task<CommandResult> VerifyAsync(string bundle, params string[] extra) =>
+        Kintsugi(["bundle", "verify", bundle, "--trust", _dir["trust"], .. extra]);
 
     [Fact]
     public async Task Generate_writes_a_private_key_only_its_owner_can_read_and_never_overwrites_it()
@@ -66,13 +71,15 @@ public sealed class BundleCommandSpecification : IDisposable
     {
         var kernel = await Kernel;
         var bundle = await SignedBundleAsync();
-        var result = await VerifyAsync(bundle, "--release", kernel.Release.Value, "--build-id", kernel.Kernel.Target.BuildId.ToString(), "--json");
+        var result = await VerifyAsync(bundle, "--release", kernel.Release.Value, "--build-id",
+            kernel.Kernel.Target.BuildId.ToString(), "--json");
         Succeeded(result);
         using var json = JsonDocument.Parse(result.StandardOutput);
         Assert.True(json.RootElement.GetProperty("verified").GetBoolean());
         Assert.True(json.RootElement.GetProperty("targetChecked").GetBoolean());
         Assert.Equal(2, json.RootElement.GetProperty("level").GetInt32());
-        Assert.Equal(["CVE-2024-1086"], json.RootElement.GetProperty("cves").EnumerateArray().Select(c => c.GetString()));
+        Assert.Equal(["CVE-2024-1086"],
+            json.RootElement.GetProperty("cves").EnumerateArray().Select(c => c.GetString()));
     }
 
     [Fact]
@@ -81,13 +88,15 @@ public sealed class BundleCommandSpecification : IDisposable
         var kernel = await Kernel;
         Succeeded(await Kintsugi("keys", "generate", _dir["k.key"]));
         File.WriteAllText(_dir["fix.json"], DescriptionJson);
-        var sign = await Kintsugi("bundle", "sign", kernel.Modules["kintsugi_fixture_cmdline_b"], "--key", _dir["k.key"], "--description", _dir["fix.json"], "-o", _dir["b.bundle"]);
+        var sign = await Kintsugi("bundle", "sign", kernel.Modules["kintsugi_fixture_cmdline_b"], "--key",
+            _dir["k.key"], "--description", _dir["fix.json"], "-o", _dir["b.bundle"]);
         Succeeded(sign);
         var manifest = Bundle.ReadFile(_dir["b.bundle"]).Manifest;
         Assert.Equal(kernel.Kernel.Target, manifest.Target);
         // The module's own modinfo names the version it makes the kernel equivalent to.
         Assert.Equal("99.0.0-kintsugi-fixture", manifest.EffectivePackageVersion);
-        Assert.Equal(File.ReadAllBytes(kernel.Modules["kintsugi_fixture_cmdline_b"]), Bundle.ReadFile(_dir["b.bundle"]).Module.ToArray());
+        Assert.Equal(File.ReadAllBytes(kernel.Modules["kintsugi_fixture_cmdline_b"]),
+            Bundle.ReadFile(_dir["b.bundle"]).Module.ToArray());
     }
 
     [Fact]
@@ -107,7 +116,8 @@ public sealed class BundleCommandSpecification : IDisposable
         var cve = Assert.Single(fixes[0].GetProperty("cves").EnumerateArray());
         Assert.Equal("high", cve.GetProperty("severity").GetString());
         Assert.Equal("2024-01-31", cve.GetProperty("published").GetString());
-        Assert.Equal("cmdline_proc_show", Assert.Single(manifest.GetProperty("patchedFunctions").EnumerateArray()).GetProperty("function").GetString());
+        Assert.Equal("cmdline_proc_show", Assert.Single(manifest.GetProperty("patchedFunctions").EnumerateArray())
+            .GetProperty("function").GetString());
         var text = await Kintsugi("bundle", "inspect", bundle);
         Succeeded(text);
         Assert.Contains("NOT verified", text.StandardOutput);
@@ -124,7 +134,8 @@ public sealed class BundleCommandSpecification : IDisposable
         var offset = section switch
         {
             // A byte inside a JSON string of the manifest keeps it canonical, so only the signature catches it.
-            "manifest" => System.Text.Encoding.UTF8.GetString(bytes).IndexOf("nf_tables: reject", StringComparison.Ordinal),
+            "manifest" =>
+                System.Text.Encoding.UTF8.GetString(bytes).IndexOf("nf_tables: reject", StringComparison.Ordinal),
             "module" => Inputs.ModuleOffset(bytes) + 1000,
             _ => bytes.Length - 10,
         };
@@ -164,7 +175,8 @@ public sealed class BundleCommandSpecification : IDisposable
         Succeeded(await Kintsugi("keys", "generate", _dir["foreign.key"]));
         File.WriteAllText(_dir["fix.json"], DescriptionJson);
         var kernel = await Kernel;
-        Succeeded(await Kintsugi("bundle", "sign", kernel.Modules["kintsugi_fixture_cmdline_b"], "--key", _dir["foreign.key"], "--description", _dir["fix.json"],
+        Succeeded(await Kintsugi("bundle", "sign", kernel.Modules["kintsugi_fixture_cmdline_b"], "--key",
+            _dir["foreign.key"], "--description", _dir["fix.json"],
             "--build-id", kernel.Kernel.Target.BuildId.ToString(), "-o", _dir["foreign.bundle"]));
         Succeeded(await VerifyAsync(trusted));
         Refused(await VerifyAsync(_dir["foreign.bundle"]), "which is not in trust store");
@@ -183,11 +195,13 @@ public sealed class BundleCommandSpecification : IDisposable
         var list = await Kintsugi("keys", "list", "--trust", _dir["trust"], "--json");
         Succeeded(list);
         using var json = JsonDocument.Parse(list.StandardOutput);
-        var states = json.RootElement.EnumerateArray().ToDictionary(k => k.GetProperty("id").GetString()!, k => k.GetProperty("state").GetString());
+        var states = json.RootElement.EnumerateArray()
+            .ToDictionary(k => k.GetProperty("id").GetString()!, k => k.GetProperty("state").GetString());
         Assert.Equal("retired", states[PublisherPublicKey.Load(_dir["old.key.pub"]).Id.ToString()]);
         Assert.Equal("trusted", states[PublisherPublicKey.Load(_dir["new.key.pub"]).Id.ToString()]);
         // Retirement is one-way.
-        Assert.Equal((int)ExitCode.InputRefused, (await Kintsugi("keys", "trust", _dir["old.key.pub"], "--trust", _dir["trust"])).ExitCode);
+        Assert.Equal((int)ExitCode.InputRefused,
+            (await Kintsugi("keys", "trust", _dir["old.key.pub"], "--trust", _dir["trust"])).ExitCode);
     }
 
     [Fact]
@@ -195,7 +209,8 @@ public sealed class BundleCommandSpecification : IDisposable
     {
         var kernel = await Kernel;
         var path = await SignedBundleAsync(buildId: "00112233445566778899aabbccddeeff00112233");
-        Refused(await VerifyAsync(path, "--release", kernel.Release.Value, "--build-id", kernel.Kernel.Target.BuildId.ToString()), "same release, different build");
+        Refused(await VerifyAsync(path, "--release", kernel.Release.Value, "--build-id",
+            kernel.Kernel.Target.BuildId.ToString()), "same release, different build");
     }
 
     [Fact]
@@ -204,7 +219,8 @@ public sealed class BundleCommandSpecification : IDisposable
         var kernel = await Kernel;
         Succeeded(await Kintsugi("keys", "generate", _dir["k.key"]));
         File.WriteAllText(_dir["fix.json"], DescriptionJson.Replace("\"high\"", "\"severe\""));
-        var result = await Kintsugi("bundle", "sign", kernel.Modules["kintsugi_fixture_cmdline_b"], "--key", _dir["k.key"], "--description", _dir["fix.json"],
+        var result = await Kintsugi("bundle", "sign", kernel.Modules["kintsugi_fixture_cmdline_b"], "--key",
+            _dir["k.key"], "--description", _dir["fix.json"],
             "--build-id", kernel.Kernel.Target.BuildId.ToString(), "-o", _dir["b.bundle"]);
         Refused(result, "severity 'severe' is not one of");
         Assert.False(File.Exists(_dir["b.bundle"]));
@@ -216,7 +232,8 @@ public sealed class BundleCommandSpecification : IDisposable
         var kernel = await Kernel;
         Succeeded(await Kintsugi("keys", "generate", _dir["k.key"]));
         File.WriteAllText(_dir["fix.json"], DescriptionJson);
-        var result = await Kintsugi("bundle", "sign", kernel.Modules["kintsugi_fixture_plain"], "--key", _dir["k.key"], "--description", _dir["fix.json"],
+        var result = await Kintsugi("bundle", "sign", kernel.Modules["kintsugi_fixture_plain"], "--key", _dir["k.key"],
+            "--description", _dir["fix.json"],
             "--build-id", kernel.Kernel.Target.BuildId.ToString(), "-o", _dir["p.bundle"]);
         Refused(result, "is not a livepatch module");
     }

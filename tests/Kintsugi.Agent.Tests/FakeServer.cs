@@ -7,7 +7,8 @@ using Kintsugi.Protocol;
 namespace Kintsugi.Agent.Tests;
 
 /// <summary>One request the server received: method, path and query, headers and body.</summary>
-internal sealed record ReceivedRequest(string Method, string PathAndQuery, string? Authorization, string? UserAgent, string Body)
+internal sealed record
+    ReceivedRequest(string Method, string PathAndQuery, string? Authorization, string? UserAgent, string Body)
 {
     public JsonElement Json => JsonDocument.Parse(Body).RootElement;
 }
@@ -30,9 +31,11 @@ internal sealed class FakeServer : IDisposable
     /// <summary>Answers a request: status, body (JSON text or bytes), optional headers.</summary>
     public Func<ReceivedRequest, Response> Handler { get; set; } = _ => new Response(404);
 
-    public sealed record Response(int Status, object? Body = null, string ContentType = "application/json", IReadOnlyDictionary<string, string>? Headers = null);
+    public sealed record Response(int Status, object? Body = null, string ContentType = "application/json",
+        IReadOnlyDictionary<string, string>? Headers = null);
 
-    /// <param name="anyHost">Also answer requests addressed to other host names (a lab guest reaches the host as 10.0.2.2).</param>
+    /// <param name="anyHost">Also answer requests addressed to other host names (a lab guest reaches the host as
+    /// 10.0.2.2).</param>
     public FakeServer(bool anyHost = false)
     {
         var probe = new TcpListener(IPAddress.Loopback, 0);
@@ -57,14 +60,16 @@ internal sealed class FakeServer : IDisposable
             catch (Exception) when (_stop.IsCancellationRequested) { return; }
             catch (HttpListenerException) { return; }
             var body = await new StreamReader(context.Request.InputStream, Encoding.UTF8).ReadToEndAsync();
-            var request = new ReceivedRequest(context.Request.HttpMethod, context.Request.Url!.PathAndQuery, context.Request.Headers["Authorization"], context.Request.UserAgent, body);
+            var request = new ReceivedRequest(context.Request.HttpMethod, context.Request.Url!.PathAndQuery,
+                context.Request.Headers["Authorization"], context.Request.UserAgent, body);
             lock (_requests) _requests.Add(request);
             Response response;
             try { response = Handler(request); }
             catch (Exception e) { response = new Response(500, Problem(500, e.Message)); }
             context.Response.StatusCode = response.Status;
             context.Response.ContentType = response.ContentType;
-            foreach (var (name, value) in response.Headers ?? new Dictionary<string, string>()) context.Response.Headers[name] = value;
+            foreach (var (name, value) in response.Headers ?? new Dictionary<string, string>())
+                context.Response.Headers[name] = value;
             var bytes = response.Body switch
             {
                 null => [],

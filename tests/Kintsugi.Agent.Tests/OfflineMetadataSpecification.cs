@@ -33,18 +33,23 @@ public sealed class OfflineMetadataSpecification : IDisposable
     private static KernelTarget Running => new(RunningKernel.Release, null, RunningKernel.BuildId!.Value);
 
     private MachineAgent Agent() =>
-        new(new AgentConfig { OfflineDirectory = _dir["offline"], TrustStore = _dir["trust"], Settle = TimeSpan.Zero }, Paths, line => { lock (_log) _log.Add(line); });
+        new(new AgentConfig { OfflineDirectory = _dir["offline"], TrustStore = _dir["trust"], Settle = TimeSpan.Zero },
+        Paths, line => { lock (_log) _log.Add(line); });
 
     private void Put(int level, string module = "/bin/true") =>
-        File.WriteAllBytes(Path.Combine(_dir["offline"], $"level{level}.bundle"), Bundle.Create(File.ReadAllBytes(module), Inputs.Description(Running, level), _key).ToArray());
+        File.WriteAllBytes(Path.Combine(_dir["offline"], $"level{level}.bundle"),
+        Bundle.Create(File.ReadAllBytes(module), Inputs.Description(Running, level), _key).ToArray());
 
-    private void PutMetadata(long version, int current, int minimum, int[] revoked, DateTimeOffset? expires = null, DateTimeOffset? made = null) =>
+    private void PutMetadata(long version, int current, int minimum, int[] revoked, DateTimeOffset? expires = null,
+        DateTimeOffset? made = null) =>
         File.WriteAllText(Path.Combine(_dir["offline"], $"v{version}.metadata.json"),
-            SignedReleaseMetadata.Create(new ReleaseMetadataDescription(Running, version, current, minimum, revoked, expires ?? DateTimeOffset.UtcNow.AddDays(7)), _key, made).Text);
+            SignedReleaseMetadata.Create(new ReleaseMetadataDescription(Running, version, current, minimum, revoked,
+            expires ?? DateTimeOffset.UtcNow.AddDays(7)), _key, made).Text);
 
     private void Runs(int level)
     {
-        var name = Directory.GetDirectories("/sys/module").Select(Path.GetFileName).First(n => n!.All(c => char.IsAsciiLetterLower(c) || c == '_'))!;
+        var name = Directory.GetDirectories("/sys/module").Select(Path.GetFileName)
+            .First(n => n!.All(c => char.IsAsciiLetterLower(c) || c == '_'))!;
         Directory.CreateDirectory(Store.Directory);
         File.WriteAllBytes(Store.ModulePath(ModuleName.Parse(name)), [0x7f]);
         Store.Save(new InstalledPatch(name, new string('a', 64), 1, DateTimeOffset.UtcNow, BootState.Healthy,
@@ -60,7 +65,8 @@ public sealed class OfflineMetadataSpecification : IDisposable
 
         var result = await Agent().RunOnceAsync(default);
 
-        lock (_log) Assert.Contains(_log, l => l.Contains("level4.bundle") && l.Contains("level 4 is revoked by signed release metadata version 1"));
+        lock (_log) Assert.Contains(_log, l =>
+            l.Contains("level4.bundle") && l.Contains("level 4 is revoked by signed release metadata version 1"));
         Assert.Contains("level 3", result.Detail); // taken (this host then cannot load /bin/true as a module)
         Assert.Equal(1, Agent().Guard().Metadata!.Metadata.Version);
     }

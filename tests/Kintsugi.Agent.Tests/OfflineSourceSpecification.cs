@@ -9,7 +9,8 @@ public sealed class OfflineSourceSpecification : IDisposable
     private readonly PublisherKey _key = PublisherKey.Generate();
     private readonly TrustStore _trust;
     private static readonly byte[] Module = File.ReadAllBytes("/bin/true");
-    private static readonly KernelTarget Running = new(KernelRelease.Parse("6.1.0-56-cloud-amd64"), "6.1.158-1", BuildId.Parse("3b43fad5034874490492495d552c0af6a5fab235"));
+    private static readonly KernelTarget Running = new(KernelRelease.Parse("6.1.0-56-cloud-amd64"), "6.1.158-1",
+        BuildId.Parse("3b43fad5034874490492495d552c0af6a5fab235"));
 
     public OfflineSourceSpecification()
     {
@@ -49,7 +50,8 @@ public sealed class OfflineSourceSpecification : IDisposable
     public void Bundles_for_other_releases_are_ignored_not_refused()
     {
         Write("mine.bundle", 1);
-        Write("other.bundle", 9, new KernelTarget(KernelRelease.Parse("6.12.117+deb12-cloud-amd64"), null, BuildId.Parse("aa00bb11cc22")));
+        Write("other.bundle", 9,
+            new KernelTarget(KernelRelease.Parse("6.12.117+deb12-cloud-amd64"), null, BuildId.Parse("aa00bb11cc22")));
         var selection = Select();
         Assert.Equal(1, selection.Best!.Level);
         Assert.Equal(1, selection.Ignored);

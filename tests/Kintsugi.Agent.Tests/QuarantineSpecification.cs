@@ -29,29 +29,35 @@ public sealed class QuarantineSpecification : IDisposable
     {
         var module = File.ReadAllBytes("/bin/true");
         var running = new KernelTarget(RunningKernel.Release, null, RunningKernel.BuildId!.Value);
-        // Level 2's module crashed the kernel and was quarantined; the publisher re-signs the same module (a rotation) as level 3.
+        // Level 2's module crashed the kernel and was quarantined; the publisher re-signs the same module (a rotation)
+        // as level 3.
         var store = new PatchStore(Paths, RunningKernel.Release);
         Directory.CreateDirectory(store.Directory);
         File.WriteAllBytes(store.ModulePath(ModuleName.Parse("kintsugi_crashing")), module);
         var first = Bundle.Create(module, Inputs.Description(running, 2), _key).ToArray();
-        store.Save(new InstalledPatch("kintsugi_crashing", Sha256Digest.Of(module).ToString(), 1, DateTimeOffset.UtcNow, BootState.Quarantined,
+        store.Save(new InstalledPatch("kintsugi_crashing", Sha256Digest.Of(module).ToString(), 1, DateTimeOffset.UtcNow,
+            BootState.Quarantined,
             Note: "kernel problems after load: Oops: 0000 [#1] PREEMPT SMP NOPTI",
-            Origin: new PatchOrigin(Sha256Digest.Of(first).ToString(), 2, _key.Id.ToString(), ["CVE-2024-1086"], [], null)));
+            Origin: new PatchOrigin(Sha256Digest.Of(first).ToString(), 2, _key.Id.ToString(), ["CVE-2024-1086"], [],
+            null)));
         var resigned = Bundle.Create(module, Inputs.Description(running, 3), _key).ToArray();
         var digest = Sha256Digest.Of(resigned);
         _server.Handler = r => r.PathAndQuery switch
         {
             ProtocolPaths.Enroll => new(201, new EnrollResponse("m_1", "kmc_1", 3600, 30)),
-            ProtocolPaths.CheckIn => new(200, new CheckInResponse(CheckInAction.Apply, new ReleaseOffer(3, digest, resigned.Length, ProtocolPaths.Bundle(digest)), 3600, 30, 1)),
+            ProtocolPaths.CheckIn => new(200, new CheckInResponse(CheckInAction.Apply,
+            new ReleaseOffer(3, digest, resigned.Length, ProtocolPaths.Bundle(digest)), 3600, 30, 1)),
             var path when path == ProtocolPaths.Bundle(digest) => new(200, resigned, "application/octet-stream"),
             _ => new(404),
         };
 
-        var result = await new MachineAgent(new AgentConfig { Server = _server.Address, EnrollmentToken = "ket_token", TrustStore = _dir["trust"], Settle = TimeSpan.Zero },
+        var result = await new MachineAgent(new AgentConfig { Server = _server.Address, EnrollmentToken = "ket_token",
+            TrustStore = _dir["trust"], Settle = TimeSpan.Zero },
             Paths, _ => { }, _http).RunOnceAsync(default);
 
         Assert.Equal(ExitCode.TransitionFailed, result.ExitCode);
         Assert.Contains("kintsugi_crashing, which is quarantined", result.Detail);
-        Assert.False(Directory.Exists(Path.Combine(_dir["state"], "agent", "incoming")) && Directory.EnumerateFiles(Path.Combine(_dir["state"], "agent", "incoming")).Any());
+        Assert.False(Directory.Exists(Path.Combine(_dir["state"], "agent", "incoming"))
+            && Directory.EnumerateFiles(Path.Combine(_dir["state"], "agent", "incoming")).Any());
     }
 }

@@ -41,49 +41,62 @@ public sealed class ReleaseMetadataSpecification : IDisposable
     private PatchStore Store => new(Paths, RunningKernel.Release);
 
     private MachineAgent Agent() =>
-        new(new AgentConfig { Server = _server.Address, EnrollmentToken = "ket_token", TrustStore = _dir["trust"], Settle = TimeSpan.Zero }, Paths, line => { lock (_log) _log.Add(line); }, _http);
+        new(new AgentConfig { Server = _server.Address, EnrollmentToken = "ket_token", TrustStore = _dir["trust"],
+        Settle = TimeSpan.Zero }, Paths, line => { lock (_log) _log.Add(line); }, _http);
 
     private static KernelTarget Running => new(RunningKernel.Release, null, RunningKernel.BuildId!.Value);
 
-    private SignedReleaseMetadata Metadata(long version, int current, int minimum, int[] revoked, DateTimeOffset? expires = null, DateTimeOffset? made = null, PublisherKey? key = null) =>
-        SignedReleaseMetadata.Create(new ReleaseMetadataDescription(Running, version, current, minimum, revoked, expires ?? DateTimeOffset.UtcNow.AddDays(7)), key ?? _key, made);
+    private SignedReleaseMetadata Metadata(long version, int current, int minimum, int[] revoked,
+        DateTimeOffset? expires = null, DateTimeOffset? made = null, PublisherKey? key = null) =>
+        SignedReleaseMetadata.Create(new ReleaseMetadataDescription(Running, version, current, minimum, revoked,
+        expires ?? DateTimeOffset.UtcNow.AddDays(7)), key ?? _key, made);
 
-    private byte[] Bundle(int level) => Kintsugi.Bundles.Bundle.Create(File.ReadAllBytes("/bin/true"), Inputs.Description(Running, level), _key).ToArray();
+    private byte[] Bundle(int level) => Kintsugi.Bundles.Bundle.Create(File.ReadAllBytes("/bin/true"),
+        Inputs.Description(Running, level), _key).ToArray();
 
-    /// <summary>A server that enrolls anyone and answers every check-in with <paramref name="response"/>, serving <paramref name="bundle"/>.</summary>
+    /// <summary>A server that enrolls anyone and answers every check-in with <paramref name="response"/>, serving
+    /// <paramref name="bundle"/>.</summary>
     private void Serve(Func<CheckInResponse> response, byte[]? bundle = null)
     {
         _server.Handler = r => r.PathAndQuery switch
         {
             ProtocolPaths.Enroll => new(201, new EnrollResponse("m_1", "kmc_1", 3600, 30)),
             ProtocolPaths.CheckIn => new(200, response()),
-            var path when bundle is not null && path == ProtocolPaths.Bundle(Sha256Digest.Of(bundle)) => new(200, bundle, "application/octet-stream"),
+            var path when bundle is not null && path == ProtocolPaths.Bundle(Sha256Digest.Of(bundle)) =>
+            new(200, bundle, "application/octet-stream"),
             _ => new(404),
         };
     }
 
-    private static CheckInResponse Offer(byte[] bundle, int level, SignedReleaseMetadata? metadata = null, SignedReleaseTimestamp? timestamp = null)
+    private static CheckInResponse Offer(byte[] bundle, int level, SignedReleaseMetadata? metadata = null,
+        SignedReleaseTimestamp? timestamp = null)
     {
         var digest = Sha256Digest.Of(bundle);
-        return new CheckInResponse(CheckInAction.Apply, new ReleaseOffer(level, digest, bundle.Length, ProtocolPaths.Bundle(digest)), 3600, 30, 1, metadata?.Text, timestamp?.Text);
+        return new CheckInResponse(CheckInAction.Apply, new ReleaseOffer(level, digest, bundle.Length,
+            ProtocolPaths.Bundle(digest)), 3600, 30, 1, metadata?.Text, timestamp?.Text);
     }
 
-    private static CheckInResponse Remove(SignedReleaseMetadata? metadata = null) => new(CheckInAction.Remove, null, 3600, 30, 1, metadata?.Text);
+    private static CheckInResponse Remove(SignedReleaseMetadata? metadata = null) =>
+        new(CheckInAction.Remove, null, 3600, 30, 1, metadata?.Text);
 
-    private static CheckInResponse Nothing(SignedReleaseMetadata? metadata = null, SignedReleaseTimestamp? timestamp = null) =>
+    private static CheckInResponse
+        Nothing(SignedReleaseMetadata? metadata = null, SignedReleaseTimestamp? timestamp = null) =>
         new(CheckInAction.None, null, 3600, 30, 1, metadata?.Text, timestamp?.Text);
 
-    /// <summary>Records level <paramref name="level"/> as running: a healthy record of a module the host kernel has loaded.</summary>
+    /// <summary>Records level <paramref name="level"/> as running: a healthy record of a module the host kernel has
+    /// loaded.</summary>
     private void Runs(int level)
     {
-        var name = Directory.GetDirectories("/sys/module").Select(Path.GetFileName).First(n => n!.All(c => char.IsAsciiLetterLower(c) || c == '_'))!;
+        var name = Directory.GetDirectories("/sys/module").Select(Path.GetFileName)
+            .First(n => n!.All(c => char.IsAsciiLetterLower(c) || c == '_'))!;
         Directory.CreateDirectory(Store.Directory);
         File.WriteAllBytes(Store.ModulePath(ModuleName.Parse(name)), [0x7f]);
         Store.Save(new InstalledPatch(name, new string('a', 64), 1, DateTimeOffset.UtcNow, BootState.Healthy,
             Origin: new PatchOrigin(new string('b', 64), level, _key.Id.ToString(), ["CVE-2024-1086"], [], null)));
     }
 
-    private bool Downloaded => _server.Requests.Any(r => r.PathAndQuery.StartsWith(ProtocolPaths.BundlePrefix, StringComparison.Ordinal));
+    private bool Downloaded =>
+        _server.Requests.Any(r => r.PathAndQuery.StartsWith(ProtocolPaths.BundlePrefix, StringComparison.Ordinal));
 
     private ReceivedRequest LastCheckIn => _server.Requests.Last(r => r.PathAndQuery == ProtocolPaths.CheckIn);
 
@@ -210,7 +223,8 @@ public sealed class ReleaseMetadataSpecification : IDisposable
         Assert.Contains("release timestamp refused", refused.Detail);
         Assert.Equal(MetadataFreshness.Stale, Agent().Guard().Freshness);
 
-        Serve(() => Nothing(metadata, SignedReleaseTimestamp.Create(metadata, DateTimeOffset.UtcNow.AddDays(1), _timestampKey)));
+        Serve(() => Nothing(metadata,
+            SignedReleaseTimestamp.Create(metadata, DateTimeOffset.UtcNow.AddDays(1), _timestampKey)));
         var extended = await Agent().RunOnceAsync(default);
         Assert.DoesNotContain("stale", extended.Detail);
         Assert.Equal(MetadataFreshness.Fresh, Agent().Guard().Freshness);

@@ -8,7 +8,8 @@ public sealed class ServerClientSpecification : IDisposable
 {
     private readonly FakeServer _server = new();
     private readonly HttpClient _http = new();
-    private static readonly KernelIdentity Kernel = new(KernelRelease.Parse("6.1.0-56-cloud-amd64"), BuildId.Parse("3b43fad5034874490492495d552c0af6a5fab235"), "6.1.158-1");
+    private static readonly KernelIdentity Kernel = new(KernelRelease.Parse("6.1.0-56-cloud-amd64"),
+        BuildId.Parse("3b43fad5034874490492495d552c0af6a5fab235"), "6.1.158-1");
 
     public void Dispose()
     {
@@ -18,13 +19,15 @@ public sealed class ServerClientSpecification : IDisposable
 
     private ServerClient Client => new(_http, _server.Address, "0.1.0");
 
-    private static CheckInRequest CheckIn(PatchState state) => new(Kernel, state, 3, Sha256Digest.Of("x"u8), "6.1.158-1", 0, null, "0.1.0");
+    private static CheckInRequest CheckIn(PatchState state) =>
+        new(Kernel, state, 3, Sha256Digest.Of("x"u8), "6.1.158-1", 0, null, "0.1.0");
 
     [Fact]
     public async Task Enrollment_sends_the_token_and_the_machine_and_returns_the_credential()
     {
         _server.Handler = _ => new(201, new EnrollResponse("m_1", "kmc_secret", 3600, 30));
-        var response = await Client.EnrollAsync(new EnrollRequest("ket_token", "web-17", "abc123", Kernel, "0.1.0"), default);
+        var response =
+            await Client.EnrollAsync(new EnrollRequest("ket_token", "web-17", "abc123", Kernel, "0.1.0"), default);
         Assert.Equal("kmc_secret", response.Credential);
         var request = Assert.Single(_server.Requests);
         Assert.Equal(("POST", ProtocolPaths.Enroll), (request.Method, request.PathAndQuery));
@@ -32,14 +35,17 @@ public sealed class ServerClientSpecification : IDisposable
         Assert.Equal("kintsugi-agent/0.1.0", request.UserAgent);
         Assert.Equal("ket_token", request.Json.GetProperty("token").GetString());
         Assert.Equal("abc123", request.Json.GetProperty("machineId").GetString());
-        Assert.Equal("3b43fad5034874490492495d552c0af6a5fab235", request.Json.GetProperty("kernel").GetProperty("buildId").GetString());
+        Assert.Equal("3b43fad5034874490492495d552c0af6a5fab235",
+            request.Json.GetProperty("kernel").GetProperty("buildId").GetString());
     }
 
     [Fact]
     public async Task A_refused_enrollment_token_says_so_with_the_servers_detail()
     {
-        _server.Handler = _ => new(401, FakeServer.Problem(401, "token ket_x expired on 2026-01-01"), "application/problem+json");
-        var error = await Assert.ThrowsAsync<AgentException>(() => Client.EnrollAsync(new EnrollRequest("ket_x", "h", "m", Kernel, "0.1.0"), default));
+        _server.Handler = _ =>
+            new(401, FakeServer.Problem(401, "token ket_x expired on 2026-01-01"), "application/problem+json");
+        var error = await Assert.ThrowsAsync<AgentException>(() =>
+            Client.EnrollAsync(new EnrollRequest("ket_x", "h", "m", Kernel, "0.1.0"), default));
         Assert.Contains("token ket_x expired on 2026-01-01", error.Message);
     }
 
@@ -47,7 +53,8 @@ public sealed class ServerClientSpecification : IDisposable
     public async Task Check_in_carries_the_credential_and_the_state_word_and_reads_the_offer()
     {
         var digest = Sha256Digest.Of("bundle"u8);
-        _server.Handler = _ => new(200, new CheckInResponse(CheckInAction.Apply, new ReleaseOffer(4, digest, 6, ProtocolPaths.Bundle(digest)), 600, 30, 17));
+        _server.Handler = _ => new(200, new CheckInResponse(CheckInAction.Apply,
+            new ReleaseOffer(4, digest, 6, ProtocolPaths.Bundle(digest)), 600, 30, 17));
         var response = await Client.CheckInAsync("kmc_secret", CheckIn(PatchState.AppliedWithBug), default);
         Assert.Equal(CheckInAction.Apply, response.Action);
         Assert.Equal(4, response.Release!.Level);
@@ -61,7 +68,8 @@ public sealed class ServerClientSpecification : IDisposable
     public async Task A_refused_credential_is_told_apart_from_other_failures()
     {
         _server.Handler = _ => new(401, FakeServer.Problem(401, "credential revoked"), "application/problem+json");
-        var error = await Assert.ThrowsAsync<CredentialRefusedException>(() => Client.CheckInAsync("kmc_old", CheckIn(PatchState.Applied), default));
+        var error = await Assert.ThrowsAsync<CredentialRefusedException>(() =>
+            Client.CheckInAsync("kmc_old", CheckIn(PatchState.Applied), default));
         Assert.Contains("credential revoked", error.Message);
     }
 
@@ -70,10 +78,13 @@ public sealed class ServerClientSpecification : IDisposable
     [InlineData(429)]
     public async Task An_overloaded_server_is_retried_later_honouring_retry_after(int status)
     {
-        _server.Handler = _ => new(status, FakeServer.Problem(status, "busy"), "application/problem+json", new Dictionary<string, string> { ["Retry-After"] = "42" });
-        var error = await Assert.ThrowsAsync<ServerUnavailableException>(() => Client.CheckInAsync("kmc", CheckIn(PatchState.Applied), default));
+        _server.Handler = _ => new(status, FakeServer.Problem(status, "busy"), "application/problem+json",
+            new Dictionary<string, string> { ["Retry-After"] = "42" });
+        var error = await Assert.ThrowsAsync<ServerUnavailableException>(() =>
+            Client.CheckInAsync("kmc", CheckIn(PatchState.Applied), default));
         Assert.Equal(TimeSpan.FromSeconds(42), error.RetryAfter);
-        Assert.Equal(TimeSpan.FromSeconds(42), new Backoff(TimeSpan.FromHours(1), new Random(1)).Next(error.RetryAfter));
+        Assert.Equal(TimeSpan.FromSeconds(42),
+            new Backoff(TimeSpan.FromHours(1), new Random(1)).Next(error.RetryAfter));
     }
 
     [Fact]
@@ -81,7 +92,8 @@ public sealed class ServerClientSpecification : IDisposable
     {
         var address = _server.Address;
         _server.Dispose();
-        var error = await Assert.ThrowsAsync<ServerUnavailableException>(() => new ServerClient(_http, address, "0.1.0").CheckInAsync("kmc", CheckIn(PatchState.Applied), default));
+        var error = await Assert.ThrowsAsync<ServerUnavailableException>(() =>
+            new ServerClient(_http, address, "0.1.0").CheckInAsync("kmc", CheckIn(PatchState.Applied), default));
         Assert.Contains("cannot reach", error.Message);
     }
 
@@ -90,13 +102,16 @@ public sealed class ServerClientSpecification : IDisposable
     {
         var real = "the real bundle"u8.ToArray();
         var digest = Sha256Digest.Of(real);
-        _server.Handler = r => r.PathAndQuery == ProtocolPaths.Bundle(digest) ? new(200, "substituted bytes!", "application/octet-stream") : new(404);
-        var error = await Assert.ThrowsAsync<BundleException>(() => Client.DownloadAsync("kmc", new ReleaseOffer(2, digest, real.Length + 3, ProtocolPaths.Bundle(digest)), default));
+        _server.Handler = r => r.PathAndQuery == ProtocolPaths.Bundle(digest)
+            ? new(200, "substituted bytes!", "application/octet-stream") : new(404);
+        var error = await Assert.ThrowsAsync<BundleException>(() => Client.DownloadAsync("kmc",
+            new ReleaseOffer(2, digest, real.Length + 3, ProtocolPaths.Bundle(digest)), default));
         Assert.Equal(BundleFailure.ModuleMismatch, error.Failure);
         Assert.Contains("substituted in transit", error.Message);
 
         _server.Handler = _ => new(200, real, "application/octet-stream");
-        Assert.Equal(real, await Client.DownloadAsync("kmc", new ReleaseOffer(2, digest, real.Length, ProtocolPaths.Bundle(digest)), default));
+        Assert.Equal(real, await Client.DownloadAsync("kmc",
+            new ReleaseOffer(2, digest, real.Length, ProtocolPaths.Bundle(digest)), default));
         Assert.All(_server.Requests, r => Assert.Equal("Bearer kmc", r.Authorization));
     }
 
@@ -105,7 +120,8 @@ public sealed class ServerClientSpecification : IDisposable
     {
         var digest = Sha256Digest.Of("x"u8);
         _server.Handler = _ => new(200, new byte[100_000], "application/octet-stream");
-        var error = await Assert.ThrowsAsync<BundleException>(() => Client.DownloadAsync("kmc", new ReleaseOffer(2, digest, 1000, ProtocolPaths.Bundle(digest)), default));
+        var error = await Assert.ThrowsAsync<BundleException>(() =>
+            Client.DownloadAsync("kmc", new ReleaseOffer(2, digest, 1000, ProtocolPaths.Bundle(digest)), default));
         Assert.Contains("exceeds the announced 1000 bytes", error.Message);
     }
 
@@ -113,7 +129,8 @@ public sealed class ServerClientSpecification : IDisposable
     public async Task The_credential_is_never_sent_to_another_host()
     {
         var digest = Sha256Digest.Of("x"u8);
-        var error = await Assert.ThrowsAsync<AgentException>(() => Client.DownloadAsync("kmc", new ReleaseOffer(2, digest, 1, "https://evil.example/" + digest), default));
+        var error = await Assert.ThrowsAsync<AgentException>(() =>
+            Client.DownloadAsync("kmc", new ReleaseOffer(2, digest, 1, "https://evil.example/" + digest), default));
         Assert.Contains("another place", error.Message);
         Assert.Empty(_server.Requests);
     }
@@ -146,7 +163,8 @@ public sealed class ServerClientSpecification : IDisposable
     public void Check_in_intervals_vary_by_ten_percent_either_way()
     {
         var random = new Random(3);
-        var intervals = Enumerable.Range(0, 500).Select(_ => Backoff.Jitter(TimeSpan.FromHours(1), random).TotalMinutes).ToList();
+        var intervals =
+            Enumerable.Range(0, 500).Select(_ => Backoff.Jitter(TimeSpan.FromHours(1), random).TotalMinutes).ToList();
         Assert.InRange(intervals.Min(), 54, 56);
         Assert.InRange(intervals.Max(), 64, 66);
     }

@@ -30,7 +30,8 @@ public sealed class ServerModeSpecification : IDisposable
     private MachinePaths Paths => new(_dir["state"], _dir["etc"], _dir["run"], _dir["systemd"]);
 
     private MachineAgent Agent(string? token = "ket_token") =>
-        new(new AgentConfig { Server = _server.Address, EnrollmentToken = token, TrustStore = _dir["trust"], Settle = TimeSpan.Zero }, Paths, line => { lock (_log) _log.Add(line); }, _http);
+        new(new AgentConfig { Server = _server.Address, EnrollmentToken = token, TrustStore = _dir["trust"],
+        Settle = TimeSpan.Zero }, Paths, line => { lock (_log) _log.Add(line); }, _http);
 
     private static KernelTarget Running => new(RunningKernel.Release, null, RunningKernel.BuildId!.Value);
 
@@ -41,17 +42,21 @@ public sealed class ServerModeSpecification : IDisposable
         _server.Handler = r => r.PathAndQuery switch
         {
             ProtocolPaths.Enroll => r.Json.GetProperty("token").GetString() == "ket_token"
-                ? new(201, new EnrollResponse("m_1", credential, 3600, 30)) : new(401, FakeServer.Problem(401, "unknown token")),
+                ? new(201, new EnrollResponse("m_1", credential, 3600, 30))
+                : new(401, FakeServer.Problem(401, "unknown token")),
             _ when r.Authorization != "Bearer " + credential => new(401, FakeServer.Problem(401, "credential unknown")),
             ProtocolPaths.CheckIn => new(200, bundle is null
                 ? new CheckInResponse(CheckInAction.None, null, 3600, 30, 1)
-                : new CheckInResponse(CheckInAction.Apply, new ReleaseOffer(level, digest, bundle.Length, ProtocolPaths.Bundle(digest)), 3600, 30, 1)),
-            var path when bundle is not null && path == ProtocolPaths.Bundle(digest) => new(200, bundle, "application/octet-stream"),
+                : new CheckInResponse(CheckInAction.Apply,
+                new ReleaseOffer(level, digest, bundle.Length, ProtocolPaths.Bundle(digest)), 3600, 30, 1)),
+            var path when bundle is not null && path == ProtocolPaths.Bundle(digest) =>
+            new(200, bundle, "application/octet-stream"),
             _ => new(404),
         };
     }
 
-    private IEnumerable<ReceivedRequest> CheckIns => _server.Requests.Where(r => r.PathAndQuery == ProtocolPaths.CheckIn);
+    private IEnumerable<ReceivedRequest> CheckIns =>
+        _server.Requests.Where(r => r.PathAndQuery == ProtocolPaths.CheckIn);
 
     [Fact]
     public async Task The_agent_enrolls_once_keeps_its_credential_private_and_checks_in_with_its_kernel()
@@ -67,7 +72,8 @@ public sealed class ServerModeSpecification : IDisposable
         Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(credential));
         var checkIn = CheckIns.Last();
         Assert.Equal("Bearer kmc_1", checkIn.Authorization);
-        Assert.Equal(RunningKernel.BuildId!.Value.ToString(), checkIn.Json.GetProperty("kernel").GetProperty("buildId").GetString());
+        Assert.Equal(RunningKernel.BuildId!.Value.ToString(),
+            checkIn.Json.GetProperty("kernel").GetProperty("buildId").GetString());
         Assert.Equal(MachineStatus.Read(Paths).State, checkIn.Json.GetProperty("state").GetString());
     }
 
@@ -103,7 +109,8 @@ public sealed class ServerModeSpecification : IDisposable
     [Fact]
     public async Task A_bundle_signed_for_another_build_is_refused_reported_and_nothing_is_installed()
     {
-        var bundle = Bundle.Create(File.ReadAllBytes("/bin/true"), Inputs.Description(Running with { BuildId = BuildId.Parse("00112233") }, 2), _key).ToArray();
+        var bundle = Bundle.Create(File.ReadAllBytes("/bin/true"),
+            Inputs.Description(Running with { BuildId = BuildId.Parse("00112233") }, 2), _key).ToArray();
         Serve(bundle);
         var result = await Agent().RunOnceAsync(default);
         Assert.Equal(ExitCode.InputRefused, result.ExitCode);
@@ -133,7 +140,8 @@ public sealed class ServerModeSpecification : IDisposable
         var bundle = Bundle.Create(File.ReadAllBytes("/bin/true"), Inputs.Description(Running, 2), _key).ToArray();
         Serve(bundle);
         var handler = _server.Handler;
-        _server.Handler = r => r.PathAndQuery.StartsWith(ProtocolPaths.BundlePrefix, StringComparison.Ordinal) ? new(200, bundle[..^1], "application/octet-stream") : handler(r);
+        _server.Handler = r => r.PathAndQuery.StartsWith(ProtocolPaths.BundlePrefix, StringComparison.Ordinal)
+            ? new(200, bundle[..^1], "application/octet-stream") : handler(r);
         var result = await Agent().RunOnceAsync(default);
         Assert.Equal(ExitCode.InputRefused, result.ExitCode);
         Assert.Contains("substituted in transit", result.Detail);
@@ -157,7 +165,8 @@ public sealed class ServerModeSpecification : IDisposable
         // The check interval is an hour: the second check-in came from the epoch, and polling did not spin.
         Assert.Equal(2, CheckIns.Count());
         Assert.Contains(_server.Requests, r => r.PathAndQuery == ProtocolPaths.EventsAfter(1));
-        Assert.InRange(_server.Requests.Count(r => r.PathAndQuery.StartsWith(ProtocolPaths.Events, StringComparison.Ordinal)), 1, 3);
+        Assert.InRange(_server.Requests.Count(r =>
+            r.PathAndQuery.StartsWith(ProtocolPaths.Events, StringComparison.Ordinal)), 1, 3);
         lock (_log) Assert.Contains(_log, l => l.Contains("epoch moved to 2"));
     }
 
@@ -168,11 +177,13 @@ public sealed class ServerModeSpecification : IDisposable
         var serve = _server.Handler;
         var calls = 0;
         _server.Handler = r => Interlocked.Increment(ref calls) <= 1
-            ? new(503, FakeServer.Problem(503, "maintenance"), "application/problem+json", new Dictionary<string, string> { ["Retry-After"] = "1" })
+            ? new(503, FakeServer.Problem(503, "maintenance"), "application/problem+json", new Dictionary<string,
+            string> { ["Retry-After"] = "1" })
             : serve(r);
         using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(20));
         var run = Agent().RunAsync(stop.Token);
-        while (!stop.IsCancellationRequested && !_server.Requests.Any(r => r.PathAndQuery == ProtocolPaths.CheckIn)) await Task.Delay(100);
+        while (!stop.IsCancellationRequested && !_server.Requests.Any(r => r.PathAndQuery == ProtocolPaths.CheckIn))
+            await Task.Delay(100);
         stop.Cancel();
         await run;
         lock (_log) Assert.Contains(_log, l => l.Contains("maintenance") && l.Contains("retrying in"));

@@ -5,9 +5,9 @@ using Kintsugi.User;
 namespace Kintsugi.Agent.Tests;
 
 /// <summary>
-/// The agent's user-space side from a directory of bundles (air-gapped), on real processes of a real program: a verified
-/// bundle is applied to every process mapping its object, a process started later gets it at the next pass, a higher
-/// level replaces the lower one in place, and a bundle from an untrusted key changes nothing.
+/// The agent's user-space side from a directory of bundles (air-gapped), on real processes of a real program: a
+/// verified bundle is applied to every process mapping its object, a process started later gets it at the next pass, a
+/// higher level replaces the lower one in place, and a bundle from an untrusted key changes nothing.
 /// </summary>
 public sealed class UserSpaceOfflineSpecification : IDisposable
 {
@@ -32,7 +32,8 @@ public sealed class UserSpaceOfflineSpecification : IDisposable
 
     private MachineAgent Agent() =>
         new(new AgentConfig { OfflineDirectory = _dir["bundles"], TrustStore = _dir["trust"], Settle = TimeSpan.Zero },
-            new MachinePaths(_dir["state"], _dir["etc"], _dir["run"], _dir["systemd"]), line => { lock (_log) _log.Add(line); });
+            new MachinePaths(_dir["state"], _dir["etc"], _dir["run"], _dir["systemd"]), line =>
+            { lock (_log) _log.Add(line); });
 
     private UserPatch Publish(string name, int level, PublisherKey? key = null)
     {
@@ -41,7 +42,8 @@ public sealed class UserSpaceOfflineSpecification : IDisposable
         {
             Object = new ObjectTarget(patch.Target.Object, patch.Target.BuildId),
             CumulativeLevel = level,
-            Fixes = [new BundleFix($"loop-fix-{level}", [new CveReference(CveId.Parse($"CVE-2099-4100{level}"), CveSeverity.High, new DateOnly(2099, 1, 2))],
+            Fixes = [new BundleFix($"loop-fix-{level}",
+            [new CveReference(CveId.Parse($"CVE-2099-4100{level}"), CveSeverity.High, new DateOnly(2099, 1, 2))],
                 "compute() returns the fixed value")],
             PatchedFunctions = [new Kintsugi.Bundles.PatchedFunction(patch.Target.Object, "compute")],
             CreatedAt = DateTimeOffset.UtcNow,
@@ -73,7 +75,8 @@ public sealed class UserSpaceOfflineSpecification : IDisposable
     }
 
     [Fact]
-    public async Task The_status_of_a_delivered_patch_names_its_object_level_bundle_and_cves_and_a_patch_applied_by_hand_has_no_level()
+    public async Task
+        Status_of_a_delivered_patch_names_its_object_level_bundle_and_cves_and_a_patch_applied_by_hand_has_no_level()
     {
         var delivered = _loop.Start();
         var patch = Publish("loop-fix", level: 1);
@@ -85,12 +88,15 @@ public sealed class UserSpaceOfflineSpecification : IDisposable
         var statuses = UserPatchStatuses.Read(Path.Combine(_dir["state"], "agent", "user"), [delivered, byHand]);
 
         var fromBundle = Assert.Single(statuses, s => s.PatchId == patch.IdHex);
-        Assert.Equal(("loop-fix", "loop", patch.Target.BuildId, 1, 1), (fromBundle.Name, fromBundle.Object, fromBundle.BuildId, fromBundle.Functions, fromBundle.Level));
+        Assert.Equal(("loop-fix", "loop", patch.Target.BuildId, 1, 1),
+            (fromBundle.Name, fromBundle.Object, fromBundle.BuildId, fromBundle.Functions, fromBundle.Level));
         Assert.Equal(["CVE-2099-41001"], fromBundle.Cves);
-        Assert.Equal(Sha256Digest.Of(File.ReadAllBytes(Path.Combine(_dir["bundles"], "loop-fix.bundle"))).ToString(), fromBundle.Bundle);
+        Assert.Equal(Sha256Digest.Of(File.ReadAllBytes(Path.Combine(_dir["bundles"], "loop-fix.bundle"))).ToString(),
+            fromBundle.Bundle);
         Assert.Equal(delivered, Assert.Single(fromBundle.Processes).Pid);
         var manual = Assert.Single(statuses, s => s.PatchId == other.IdHex);
-        Assert.Equal((null, null, 0, byHand), (manual.Level, manual.Bundle, manual.Cves.Count, Assert.Single(manual.Processes).Pid));
+        Assert.Equal((null, null, 0, byHand),
+            (manual.Level, manual.Bundle, manual.Cves.Count, Assert.Single(manual.Processes).Pid));
     }
 
     [Fact]

@@ -8,7 +8,8 @@ public sealed class ReleaseMetadataSpecification
 {
     private static readonly DateTimeOffset Now = new(2026, 12, 4, 12, 0, 0, TimeSpan.Zero);
 
-    private static ReleaseMetadataDescription Description(long version = 1, int current = 4, int minimum = 2, int[]? revoked = null) =>
+    private static ReleaseMetadataDescription
+        Description(long version = 1, int current = 4, int minimum = 2, int[]? revoked = null) =>
         new(Samples.Target, version, current, minimum, revoked ?? [3], Now.AddDays(7));
 
     [Fact]
@@ -32,12 +33,14 @@ public sealed class ReleaseMetadataSpecification
     public void Metadata_whose_payload_was_altered_is_refused_even_when_it_still_parses()
     {
         using var publisher = new Publisher();
-        var envelope = JsonNode.Parse(SignedReleaseMetadata.Create(Description(revoked: [3, 4]), publisher.Key, Now).Text)!;
+        var envelope =
+            JsonNode.Parse(SignedReleaseMetadata.Create(Description(revoked: [3, 4]), publisher.Key, Now).Text)!;
         var payload = Encoding.UTF8.GetString(Convert.FromBase64String(envelope["signed"]!.GetValue<string>()));
         // A server that would like level 4 to run again drops it from the revoked list.
         envelope["signed"] = Convert.ToBase64String(Encoding.UTF8.GetBytes(payload.Replace("[3,4]", "[3]")));
 
-        var e = Assert.Throws<BundleException>(() => SignedReleaseMetadata.Read(envelope.ToJsonString()).Verify(publisher.Trust));
+        var e = Assert.Throws<BundleException>(() =>
+            SignedReleaseMetadata.Read(envelope.ToJsonString()).Verify(publisher.Trust));
         Assert.Equal(BundleFailure.BadSignature, e.Failure);
     }
 
@@ -52,7 +55,8 @@ public sealed class ReleaseMetadataSpecification
         Assert.Equal(BundleFailure.WrongTarget, Assert.Throws<BundleException>(() =>
             signed.Verify(publisher.Trust, BuildId.Parse("00112233445566778899aabbccddeeff00112233"))).Failure);
         publisher.Trust.Retire(publisher.Key.Id);
-        Assert.Equal(BundleFailure.RetiredKey, Assert.Throws<BundleException>(() => signed.Verify(publisher.Trust)).Failure);
+        Assert.Equal(BundleFailure.RetiredKey,
+            Assert.Throws<BundleException>(() => signed.Verify(publisher.Trust)).Failure);
     }
 
     [Theory]
@@ -60,10 +64,12 @@ public sealed class ReleaseMetadataSpecification
     [InlineData(1, 4, 2, new[] { 5 }, "revoked level 5")]
     [InlineData(0, 4, 2, new[] { 3 }, "version 0")]
     [InlineData(1, 4, 2, new[] { 0 }, "revoked level 0")]
-    public void Inconsistent_metadata_cannot_be_signed(long version, int current, int minimum, int[] revoked, string message)
+    public void
+        Inconsistent_metadata_cannot_be_signed(long version, int current, int minimum, int[] revoked, string message)
     {
         using var publisher = new Publisher();
-        var e = Assert.Throws<BundleException>(() => SignedReleaseMetadata.Create(Description(version, current, minimum, revoked), publisher.Key, Now));
+        var e = Assert.Throws<BundleException>(() =>
+            SignedReleaseMetadata.Create(Description(version, current, minimum, revoked), publisher.Key, Now));
         Assert.Equal(BundleFailure.InvalidMetadata, e.Failure);
         Assert.Contains(message, e.Message);
     }
@@ -74,7 +80,8 @@ public sealed class ReleaseMetadataSpecification
         using var publisher = new Publisher();
         var envelope = JsonNode.Parse(SignedReleaseMetadata.Create(Description(), publisher.Key, Now).Text)!;
         var payload = Encoding.UTF8.GetString(Convert.FromBase64String(envelope["signed"]!.GetValue<string>()));
-        envelope["signed"] = Convert.ToBase64String(Encoding.UTF8.GetBytes(payload.Replace(",\"version\"", ", \"version\"")));
+        envelope["signed"] =
+            Convert.ToBase64String(Encoding.UTF8.GetBytes(payload.Replace(",\"version\"", ", \"version\"")));
         var e = Assert.Throws<BundleException>(() => SignedReleaseMetadata.Read(envelope.ToJsonString()));
         Assert.Equal(BundleFailure.InvalidMetadata, e.Failure);
         Assert.Contains("canonical", e.Message);
@@ -94,14 +101,18 @@ public sealed class ReleaseMetadataSpecification
 
         // For other metadata (another version) the timestamp says nothing.
         var next = SignedReleaseMetadata.Create(Description(version: 2), publisher.Key, Now);
-        Assert.Equal(BundleFailure.WrongTarget, Assert.Throws<BundleException>(() => timestamp.Verify(publisher.Trust, next)).Failure);
+        Assert.Equal(BundleFailure.WrongTarget,
+            Assert.Throws<BundleException>(() => timestamp.Verify(publisher.Trust, next)).Failure);
         // The timestamp key is not a publisher key: metadata (or a bundle) it signs is refused.
         Assert.Equal(BundleFailure.UnknownKey, Assert.Throws<BundleException>(() =>
-            SignedReleaseMetadata.Create(Description(version: 3, revoked: []), timestampKey, Now).Verify(publisher.Trust)).Failure);
-        Assert.Equal(BundleFailure.UnknownKey, Samples.Refused(Bundle.Create(Samples.Module, Samples.Description(), timestampKey).ToArray(), publisher.Trust).Failure);
+            SignedReleaseMetadata.Create(Description(version: 3, revoked: []), timestampKey, Now)
+            .Verify(publisher.Trust)).Failure);
+        Assert.Equal(BundleFailure.UnknownKey, Samples.Refused(
+            Bundle.Create(Samples.Module, Samples.Description(), timestampKey).ToArray(), publisher.Trust).Failure);
         // And a publisher key is not a timestamp key.
         Assert.Equal(BundleFailure.UnknownKey, Assert.Throws<BundleException>(() =>
-            SignedReleaseTimestamp.Create(metadata, Now.AddDays(30), publisher.Key, Now).Verify(publisher.Trust, metadata)).Failure);
+            SignedReleaseTimestamp.Create(metadata, Now.AddDays(30), publisher.Key, Now)
+            .Verify(publisher.Trust, metadata)).Failure);
     }
 
     [Fact]
@@ -113,7 +124,9 @@ public sealed class ReleaseMetadataSpecification
         var reopened = TrustStore.Open(publisher.Trust.Directory);
         Assert.Equal(timestampKey.Id, Assert.Single(reopened.TimestampKeys).Id);
         Assert.Null(reopened.Find(timestampKey.Id));
-        Assert.Equal(BundleFailure.TrustStore, Assert.Throws<BundleException>(() => reopened.AddTimestampKey(publisher.Key.PublicKey)).Failure);
-        Assert.Equal(BundleFailure.TrustStore, Assert.Throws<BundleException>(() => reopened.Add(timestampKey.PublicKey)).Failure);
+        Assert.Equal(BundleFailure.TrustStore,
+            Assert.Throws<BundleException>(() => reopened.AddTimestampKey(publisher.Key.PublicKey)).Failure);
+        Assert.Equal(BundleFailure.TrustStore,
+            Assert.Throws<BundleException>(() => reopened.Add(timestampKey.PublicKey)).Failure);
     }
 }

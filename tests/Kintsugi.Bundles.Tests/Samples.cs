@@ -9,7 +9,8 @@ internal static class Samples
     public static readonly byte[] Module = File.ReadAllBytes("/bin/true");
 
     public static readonly KernelTarget Target = new(
-        KernelRelease.Parse("6.1.0-56-cloud-amd64"), "6.1.153-1", BuildId.Parse("5d3ab5a3c6f1a0b2e4d7c9f8a1b2c3d4e5f60718"));
+        KernelRelease.Parse("6.1.0-56-cloud-amd64"), "6.1.153-1",
+        BuildId.Parse("5d3ab5a3c6f1a0b2e4d7c9f8a1b2c3d4e5f60718"));
 
     public static readonly DateTimeOffset CreatedAt = new(2025, 3, 14, 9, 26, 53, TimeSpan.Zero);
 
@@ -19,7 +20,8 @@ internal static class Samples
         CumulativeLevel = level,
         Fixes =
         [
-            new BundleFix("CVE-2024-1086", [new CveReference(CveId.Parse("CVE-2024-1086"), CveSeverity.High, new DateOnly(2024, 1, 31))],
+            new BundleFix("CVE-2024-1086",
+            [new CveReference(CveId.Parse("CVE-2024-1086"), CveSeverity.High, new DateOnly(2024, 1, 31))],
                 "netfilter: nf_tables: reject QUEUE/DROP verdict parameters"),
             new BundleFix("upstream-f342de4e2f33", [
                 new CveReference(CveId.Parse("CVE-2024-26581"), CveSeverity.Medium, new DateOnly(2024, 2, 20)),
@@ -85,7 +87,8 @@ internal sealed class ForwardOnlyStream(Stream inner) : Stream
     public override bool CanSeek => false;
     public override bool CanWrite => false;
     public override long Length => throw new NotSupportedException();
-    public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+    public override long Position { get => throw new NotSupportedException(); set =>
+        throw new NotSupportedException(); }
     public override void Flush() { }
     public override int Read(byte[] buffer, int offset, int count) => inner.Read(buffer, offset, Math.Min(count, 4096));
     public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();

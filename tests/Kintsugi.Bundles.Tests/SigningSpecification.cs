@@ -41,7 +41,8 @@ public sealed class SigningSpecification : IDisposable
         }
         Assert.Equal(description.PatchedFunctions, manifest.PatchedFunctions);
         Assert.Equal(Samples.Module.Length, manifest.ModuleSize);
-        Assert.Equal(Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(Samples.Module)), manifest.ModuleSha256.ToString());
+        Assert.Equal(Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(Samples.Module)),
+            manifest.ModuleSha256.ToString());
         Assert.Equal(_publisher.Key.Id, manifest.PublisherKeyId);
         Assert.Equal(Samples.CreatedAt, manifest.CreatedAt);
         Assert.Equal(TimeSpan.Zero, manifest.CreatedAt.Offset);
@@ -55,17 +56,24 @@ public sealed class SigningSpecification : IDisposable
     {
         var json = Encoding.UTF8.GetString(Bundle.Read(_publisher.Sign()).ManifestJson.Span);
 
-        Assert.StartsWith("""{"target":{"release":"6.1.0-56-cloud-amd64","packageVersion":"6.1.153-1","buildId":"5d3ab5a3c6f1a0b2e4d7c9f8a1b2c3d4e5f60718"},"cumulativeLevel":3,"fixes":[{"id":"CVE-2024-1086","cves":[{"id":"CVE-2024-1086","severity":"high","published":"2024-01-31"}],""", json);
+        Assert.StartsWith(
+            """{"target":{"release":"6.1.0-56-cloud-amd64","packageVersion":"6.1.153-1",""" +
+            "\"buildId\":\"5d3ab5a3c6f1a0b2e4d7c9f8a1b2c3d4e5f60718\"},\"cumulativeLevel\":3," +
+            "\"fixes\":[{\"id\":\"CVE-2024-1086\",\"cves\":[{\"id\":\"CVE-2024-1086\",\"severity\":\"high\"," +
+            "\"published\":\"2024-01-31\"}],", json);
         Assert.Contains(""","patchedFunctions":[{"object":"vmlinux","function":"nft_verdict_init"},""", json);
         Assert.Contains(""","moduleSize":""", json);
-        Assert.Contains(""","createdAt":"2025-03-14T09:26:53+00:00","builderVersion":"0.1.0","effectivePackageVersion":"6.1.158-1"}""", json);
+        Assert.Contains(
+            ""","createdAt":"2025-03-14T09:26:53+00:00","builderVersion":"0.1.0",""" +
+            "\"effectivePackageVersion\":\"6.1.158-1\"}", json);
         Assert.DoesNotContain("\n", json);
     }
 
     [Fact]
     public void Absent_package_versions_are_written_as_null_and_read_back_as_null()
     {
-        var bundle = Bundle.Read(_publisher.Sign(Samples.Description() with { EffectivePackageVersion = null, Target = Samples.Target with { PackageVersion = null } }));
+        var bundle = Bundle.Read(_publisher.Sign(Samples.Description()
+            with { EffectivePackageVersion = null, Target = Samples.Target with { PackageVersion = null } }));
 
         Assert.Null(bundle.Manifest.EffectivePackageVersion);
         Assert.Null(bundle.Manifest.Target!.PackageVersion);

@@ -5,7 +5,8 @@ using Xunit.Abstractions;
 
 namespace Kintsugi.Bundles.Tests;
 
-/// <summary>Every change to a signed bundle is refused with a <see cref="BundleException"/> naming what failed.</summary>
+/// <summary>Every change to a signed bundle is refused with a <see cref="BundleException"/> naming what
+/// failed.</summary>
 public sealed class TamperSpecification : IDisposable
 {
     private readonly ITestOutputHelper _output;
@@ -63,7 +64,8 @@ public sealed class TamperSpecification : IDisposable
     {
         var layout = Samples.Layout(_bundle);
         var random = new Random(1);
-        foreach (var offset in new[] { 0, 1, layout.Signature - layout.Module - 1 }.Concat(Enumerable.Range(0, 64).Select(_ => random.Next(layout.Signature - layout.Module))))
+        foreach (var offset in new[] { 0, 1, layout.Signature - layout.Module
+            - 1 }.Concat(Enumerable.Range(0, 64).Select(_ => random.Next(layout.Signature - layout.Module))))
         {
             var bytes = Copy();
             bytes[layout.Module + offset] ^= 0x01;
@@ -102,7 +104,8 @@ public sealed class TamperSpecification : IDisposable
         var bytes = Copy();
         BinaryPrimitives.WriteUInt16LittleEndian(bytes.AsSpan(Samples.Layout(bytes).Signature), 2);
 
-        Assert.Equal(BundleFailure.UnsupportedVersion, Assert.Throws<BundleException>(() => Bundle.Read(bytes)).Failure);
+        Assert.Equal(BundleFailure.UnsupportedVersion,
+            Assert.Throws<BundleException>(() => Bundle.Read(bytes)).Failure);
     }
 
     [Theory]
@@ -135,11 +138,14 @@ public sealed class TamperSpecification : IDisposable
     [Fact]
     public void Something_that_is_not_a_bundle_is_refused_as_such()
     {
-        Assert.Equal(BundleFailure.NotABundle, Assert.Throws<BundleException>(() => Bundle.Read(Samples.Module)).Failure);
+        Assert.Equal(BundleFailure.NotABundle,
+            Assert.Throws<BundleException>(() => Bundle.Read(Samples.Module)).Failure);
         Assert.Equal(BundleFailure.NotABundle, Assert.Throws<BundleException>(() => Bundle.Read("KINTSUGX"u8)).Failure);
     }
 
-    public static TheoryData<string> Boundaries() => ["empty", "inside magic", "after magic", "inside header", "after header", "inside manifest", "after manifest", "inside module", "after module", "inside signature block", "one byte short"];
+    public static TheoryData<string> Boundaries() =>
+        ["empty", "inside magic", "after magic", "inside header", "after header", "inside manifest", "after manifest",
+        "inside module", "after module", "inside signature block", "one byte short"];
 
     [Theory]
     [MemberData(nameof(Boundaries))]
@@ -177,7 +183,8 @@ public sealed class TamperSpecification : IDisposable
         for (var i = 0; i < 300; i++)
         {
             var length = random.Next(_bundle.Length);
-            Assert.Equal(BundleFailure.Truncated, Assert.Throws<BundleException>(() => Bundle.Read(_bundle.AsSpan(0, length))).Failure);
+            Assert.Equal(BundleFailure.Truncated,
+                Assert.Throws<BundleException>(() => Bundle.Read(_bundle.AsSpan(0, length))).Failure);
         }
     }
 
@@ -202,7 +209,8 @@ public sealed class TamperSpecification : IDisposable
 
         var before = GC.GetAllocatedBytesForCurrentThread();
         var e = Assert.Throws<BundleException>(() => Bundle.Read(bytes));
-        using (var stream = new ForwardOnlyStream(new MemoryStream(bytes))) Assert.Throws<BundleException>(() => Bundle.Read(stream));
+        using (var stream = new ForwardOnlyStream(new MemoryStream(bytes)))
+            Assert.Throws<BundleException>(() => Bundle.Read(stream));
         var allocated = GC.GetAllocatedBytesForCurrentThread() - before;
 
         Assert.Equal(BundleFailure.Malformed, e.Failure);
@@ -238,7 +246,8 @@ public sealed class TamperSpecification : IDisposable
         Assert.Equal(BundleFailure.Malformed, Assert.Throws<BundleException>(() => Bundle.Read(bytes)).Failure);
     }
 
-    /// <summary>Builds an envelope around arbitrary manifest bytes and signs it with the trusted key, as a malicious or buggy signer could.</summary>
+    /// <summary>Builds an envelope around arbitrary manifest bytes and signs it with the trusted key, as a malicious or
+    /// buggy signer could.</summary>
     private byte[] SignedEnvelope(byte[] manifest)
     {
         var module = Samples.Module;
@@ -249,7 +258,8 @@ public sealed class TamperSpecification : IDisposable
         module.CopyTo(bytes, Bundle.HeaderLength + manifest.Length);
         var block = bytes.AsSpan(Bundle.HeaderLength + manifest.Length + module.Length);
         _bundle.AsSpan(Samples.Layout(_bundle).Signature, 4 + PublisherKeyId.Length).CopyTo(block);
-        _publisher.Key.Sign(bytes.AsSpan(0, Bundle.HeaderLength + manifest.Length)).CopyTo(block[(4 + PublisherKeyId.Length)..]);
+        _publisher.Key.Sign(bytes.AsSpan(0, Bundle.HeaderLength + manifest.Length))
+            .CopyTo(block[(4 + PublisherKeyId.Length)..]);
         return bytes;
     }
 
@@ -274,7 +284,8 @@ public sealed class TamperSpecification : IDisposable
     [InlineData("missing target", "\"target\":", "\"targetX\":")]
     [InlineData("time in Z form", "+00:00\"", "Z\"")]
     [InlineData("severity as number", "\"severity\":\"high\"", "\"severity\":3")]
-    public void A_non_canonical_or_invalid_manifest_is_refused_even_when_properly_signed(string what, string find, string replace)
+    public void A_non_canonical_or_invalid_manifest_is_refused_even_when_properly_signed(string what, string find,
+        string replace)
     {
         var text = ManifestText;
         if (find == "}}ZZ") text += "\n";
@@ -321,11 +332,15 @@ public sealed class TamperSpecification : IDisposable
             try { Bundle.Read(stream); }
             catch (BundleException) { }
         }
-        _output.WriteLine($"{clock.Elapsed.TotalSeconds:F2} s; {unchanged} unchanged; refused: {string.Join(", ", failures.OrderBy(f => f.Key).Select(f => $"{f.Key} {f.Value}"))}");
+        _output.WriteLine($"{clock.Elapsed.TotalSeconds:F2} s; {unchanged} unchanged; refused: " +
+            $"{string.Join(", ", failures.OrderBy(f => f.Key).Select(f => $"{f.Key} {f.Value}"))}");
         Assert.True(clock.Elapsed < TimeSpan.FromSeconds(20), $"took {clock.Elapsed}");
         Assert.True(refused > 3500, $"{refused} refused, {unchanged} unchanged");
         // The mutations reach every structural check, not just the first one.
-        Assert.Superset(new HashSet<BundleFailure> { BundleFailure.Truncated, BundleFailure.TrailingData, BundleFailure.Malformed, BundleFailure.InvalidManifest, BundleFailure.BadSignature, BundleFailure.ModuleMismatch, BundleFailure.UnsupportedVersion, BundleFailure.NotABundle }, failures.Keys.ToHashSet());
+        Assert.Superset(
+            new HashSet<BundleFailure> { BundleFailure.Truncated, BundleFailure.TrailingData, BundleFailure.Malformed,
+            BundleFailure.InvalidManifest, BundleFailure.BadSignature, BundleFailure.ModuleMismatch,
+            BundleFailure.UnsupportedVersion, BundleFailure.NotABundle }, failures.Keys.ToHashSet());
     }
 
     private byte[] Mutate(Random random, (int Manifest, int Module, int Signature, int End) layout)
@@ -367,7 +382,8 @@ public sealed class TamperSpecification : IDisposable
             {
                 // A length field set to a random or nearby value.
                 var field = random.Next(3) switch { 0 => 12, 1 => 16, _ => 24 };
-                var value = random.Next(2) == 0 ? (uint)random.Next() : BinaryPrimitives.ReadUInt32LittleEndian(bytes.AsSpan(field)) + (uint)random.Next(-3, 4);
+                var value = random.Next(2) == 0 ? (uint)random.Next()
+                    : BinaryPrimitives.ReadUInt32LittleEndian(bytes.AsSpan(field)) + (uint)random.Next(-3, 4);
                 BinaryPrimitives.WriteUInt32LittleEndian(bytes.AsSpan(field), value);
                 return bytes;
             }

@@ -2,7 +2,8 @@ using Kintsugi.Testing;
 
 namespace Kintsugi.Bundles.Tests;
 
-/// <summary>Signed trust-root updates: only a pinned root key can change which publisher keys a machine trusts, and only forward.</summary>
+/// <summary>Signed trust-root updates: only a pinned root key can change which publisher keys a machine trusts, and
+/// only forward.</summary>
 public sealed class TrustRootSpecification : IDisposable
 {
     private readonly TemporaryDirectory _directory = new();
@@ -40,7 +41,8 @@ public sealed class TrustRootSpecification : IDisposable
         Assert.Equal(KeyState.Trusted, Trust.Find(_new.Id)!.State);
         Assert.NotNull(Trust.FindTimestampKey(_timestamp.Id));
         Assert.Equal(1, Trust.AppliedRoot!.Root.Version);
-        Assert.Empty(Trust.Apply(SignedTrustRoot.Read(File.ReadAllText(Path.Combine(_directory["trust"], SignedTrustRoot.FileName)))));
+        Assert.Empty(Trust.Apply(
+            SignedTrustRoot.Read(File.ReadAllText(Path.Combine(_directory["trust"], SignedTrustRoot.FileName)))));
     }
 
     [Fact]
@@ -50,7 +52,8 @@ public sealed class TrustRootSpecification : IDisposable
         Assert.Equal(BundleFailure.UnknownKey, byPublisher.Failure);
         Assert.Contains("not a root key", byPublisher.Message);
         using var stranger = PublisherKey.Generate();
-        Assert.Equal(BundleFailure.UnknownKey, Assert.Throws<BundleException>(() => Trust.Apply(Rotation(1, stranger))).Failure);
+        Assert.Equal(BundleFailure.UnknownKey,
+            Assert.Throws<BundleException>(() => Trust.Apply(Rotation(1, stranger))).Failure);
         Assert.Equal(KeyState.Trusted, Trust.Find(_old.Id)!.State);
         Assert.Null(Trust.Find(_new.Id));
     }
@@ -60,8 +63,10 @@ public sealed class TrustRootSpecification : IDisposable
     {
         var text = Rotation(1).Text;
         var envelope = System.Text.Json.Nodes.JsonNode.Parse(text)!;
-        var payload = System.Text.Encoding.UTF8.GetString(Convert.FromBase64String(envelope["signed"]!.GetValue<string>()));
-        envelope["signed"] = Convert.ToBase64String(System.Text.Encoding.UTF8.GetBytes(payload.Replace("\"version\":1", "\"version\":9")));
+        var payload =
+            System.Text.Encoding.UTF8.GetString(Convert.FromBase64String(envelope["signed"]!.GetValue<string>()));
+        envelope["signed"] = Convert.ToBase64String(
+            System.Text.Encoding.UTF8.GetBytes(payload.Replace("\"version\":1", "\"version\":9")));
 
         var e = Assert.Throws<BundleException>(() => Trust.Apply(SignedTrustRoot.Read(envelope.ToJsonString())));
 

@@ -87,7 +87,8 @@ public sealed class TrustSpecification
         using var publisher = new Publisher();
         publisher.Trust.Retire(publisher.Key.Id);
 
-        Assert.Equal(BundleFailure.TrustStore, Assert.Throws<BundleException>(() => publisher.Trust.Add(publisher.Key.PublicKey)).Failure);
+        Assert.Equal(BundleFailure.TrustStore,
+            Assert.Throws<BundleException>(() => publisher.Trust.Add(publisher.Key.PublicKey)).Failure);
     }
 
     [Fact]
@@ -96,7 +97,8 @@ public sealed class TrustSpecification
         using var directory = new TemporaryDirectory();
         using var key = PublisherKey.Generate();
 
-        Assert.Equal(BundleFailure.TrustStore, Assert.Throws<BundleException>(() => TrustStore.Open(directory.Path).Retire(key.Id)).Failure);
+        Assert.Equal(BundleFailure.TrustStore,
+            Assert.Throws<BundleException>(() => TrustStore.Open(directory.Path).Retire(key.Id)).Failure);
     }
 
     [Fact]
@@ -119,9 +121,11 @@ public sealed class TrustSpecification
     {
         using var directory = new TemporaryDirectory();
         Directory.CreateDirectory(directory["retired"]);
-        File.WriteAllText(Path.Combine(directory["retired"], "0123456789abcdef0123456789abcdef.pem"), "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n");
+        File.WriteAllText(Path.Combine(directory["retired"], "0123456789abcdef0123456789abcdef.pem"),
+            "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n");
 
-        Assert.Equal(BundleFailure.TrustStore, Assert.Throws<BundleException>(() => TrustStore.Open(directory.Path)).Failure);
+        Assert.Equal(BundleFailure.TrustStore,
+            Assert.Throws<BundleException>(() => TrustStore.Open(directory.Path)).Failure);
     }
 
     [Fact]
@@ -146,7 +150,8 @@ public sealed class KeySpecification
         using var ecdsa = System.Security.Cryptography.ECDsa.Create();
         ecdsa.ImportFromPem(key.PublicKey.ExportPem());
 
-        var expected = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(ecdsa.ExportSubjectPublicKeyInfo()))[..32];
+        var expected = Convert.ToHexStringLower(
+            System.Security.Cryptography.SHA256.HashData(ecdsa.ExportSubjectPublicKeyInfo()))[..32];
 
         Assert.Equal(expected, key.Id.ToString());
         Assert.Equal(expected, PublisherKeyId.Of(key.PublicKey.SubjectPublicKeyInfo.Span).ToString());
@@ -178,19 +183,22 @@ public sealed class KeySpecification
         File.WriteAllText(directory["publisher.key"], "precious");
         using var key = PublisherKey.Generate();
 
-        Assert.Equal(BundleFailure.KeyFile, Assert.Throws<BundleException>(() => key.Save(directory["publisher.key"])).Failure);
+        Assert.Equal(BundleFailure.KeyFile,
+            Assert.Throws<BundleException>(() => key.Save(directory["publisher.key"])).Failure);
         Assert.Equal("precious", File.ReadAllText(directory["publisher.key"]));
     }
 
     [Fact]
     public void A_key_on_another_curve_is_refused()
     {
-        using var p384 = System.Security.Cryptography.ECDsa.Create(System.Security.Cryptography.ECCurve.NamedCurves.nistP384);
+        using var p384 =
+            System.Security.Cryptography.ECDsa.Create(System.Security.Cryptography.ECCurve.NamedCurves.nistP384);
 
         var e = Assert.Throws<BundleException>(() => PublisherPublicKey.FromPem(p384.ExportSubjectPublicKeyInfoPem()));
         Assert.Equal(BundleFailure.KeyFile, e.Failure);
         Assert.Contains("P-256", e.Message);
-        Assert.Equal(BundleFailure.KeyFile, Assert.Throws<BundleException>(() => PublisherKey.FromPem(p384.ExportPkcs8PrivateKeyPem())).Failure);
+        Assert.Equal(BundleFailure.KeyFile,
+            Assert.Throws<BundleException>(() => PublisherKey.FromPem(p384.ExportPkcs8PrivateKeyPem())).Failure);
     }
 
     [Fact]
@@ -198,8 +206,10 @@ public sealed class KeySpecification
     {
         using var rsa = System.Security.Cryptography.RSA.Create(2048);
 
-        Assert.Equal(BundleFailure.KeyFile, Assert.Throws<BundleException>(() => PublisherPublicKey.FromPem(rsa.ExportSubjectPublicKeyInfoPem())).Failure);
-        Assert.Equal(BundleFailure.KeyFile, Assert.Throws<BundleException>(() => PublisherKey.FromPem(rsa.ExportPkcs8PrivateKeyPem())).Failure);
+        Assert.Equal(BundleFailure.KeyFile, Assert.Throws<BundleException>(() =>
+            PublisherPublicKey.FromPem(rsa.ExportSubjectPublicKeyInfoPem())).Failure);
+        Assert.Equal(BundleFailure.KeyFile,
+            Assert.Throws<BundleException>(() => PublisherKey.FromPem(rsa.ExportPkcs8PrivateKeyPem())).Failure);
     }
 
     [Fact]
@@ -207,14 +217,17 @@ public sealed class KeySpecification
     {
         using var key = PublisherKey.Generate();
 
-        Assert.Contains("expected a private key", Assert.Throws<BundleException>(() => PublisherKey.FromPem(key.PublicKey.ExportPem())).Message);
-        Assert.Contains("expected a public key", Assert.Throws<BundleException>(() => PublisherPublicKey.FromPem(key.ExportPem())).Message);
+        Assert.Contains("expected a private key",
+            Assert.Throws<BundleException>(() => PublisherKey.FromPem(key.PublicKey.ExportPem())).Message);
+        Assert.Contains("expected a public key",
+            Assert.Throws<BundleException>(() => PublisherPublicKey.FromPem(key.ExportPem())).Message);
     }
 
     [Fact]
     public void Text_without_a_pem_block_is_refused()
     {
-        Assert.Equal(BundleFailure.KeyFile, Assert.Throws<BundleException>(() => PublisherPublicKey.FromPem("hello")).Failure);
+        Assert.Equal(BundleFailure.KeyFile,
+            Assert.Throws<BundleException>(() => PublisherPublicKey.FromPem("hello")).Failure);
     }
 }
 
@@ -258,7 +271,8 @@ public sealed class TargetSpecification : IDisposable
     [Fact]
     public void A_different_package_version_alone_does_not_make_another_target()
     {
-        BundleVerifier.Verify(Bundle.Read(_publisher.Sign()), _publisher.Trust, Samples.Target with { PackageVersion = null });
+        BundleVerifier.Verify(Bundle.Read(_publisher.Sign()), _publisher.Trust,
+            Samples.Target with { PackageVersion = null });
     }
 }
 
@@ -270,8 +284,10 @@ public sealed class ManifestSpecification : IDisposable
     public void Dispose() => _key.Dispose();
 
     public static TheoryData<string> InvalidDescriptions() =>
-        ["level zero", "no fixes", "no patched functions", "duplicate fix id", "fix id with a space", "duplicate CVE in a fix",
-         "empty description", "function with a slash", "duplicate patched function", "empty builder version", "control character in description"];
+        ["level zero", "no fixes", "no patched functions", "duplicate fix id", "fix id with a space",
+        "duplicate CVE in a fix",
+         "empty description", "function with a slash", "duplicate patched function", "empty builder version",
+         "control character in description"];
 
     [Theory]
     [MemberData(nameof(InvalidDescriptions))]
@@ -289,7 +305,8 @@ public sealed class ManifestSpecification : IDisposable
             "duplicate CVE in a fix" => d with { Fixes = [fix with { Cves = [fix.Cves[0], fix.Cves[0]] }] },
             "empty description" => d with { Fixes = [fix with { Description = " " }] },
             "function with a slash" => d with { PatchedFunctions = [new PatchedFunction("vmlinux", "a/b")] },
-            "duplicate patched function" => d with { PatchedFunctions = [d.PatchedFunctions[0], d.PatchedFunctions[0]] },
+            "duplicate patched function" =>
+            d with { PatchedFunctions = [d.PatchedFunctions[0], d.PatchedFunctions[0]] },
             "empty builder version" => d with { BuilderVersion = "" },
             "control character in description" => d with { Fixes = [fix with { Description = "bell\a" }] },
             _ => throw new ArgumentOutOfRangeException(nameof(what)),
@@ -303,7 +320,8 @@ public sealed class ManifestSpecification : IDisposable
     [Fact]
     public void An_empty_module_is_refused_at_signing()
     {
-        Assert.Equal(BundleFailure.InvalidManifest, Assert.Throws<BundleException>(() => Bundle.Create([], Samples.Description(), _key)).Failure);
+        Assert.Equal(BundleFailure.InvalidManifest,
+            Assert.Throws<BundleException>(() => Bundle.Create([], Samples.Description(), _key)).Failure);
     }
 
     [Theory]
@@ -313,5 +331,6 @@ public sealed class ManifestSpecification : IDisposable
     [InlineData("CVE-24-1086", false)]
     [InlineData("CVE-2024-108", false)]
     [InlineData("CVE-2024-10x6", false)]
-    public void Cve_ids_have_the_mitre_form(string text, bool valid) => Assert.Equal(valid, CveId.TryParse(text, out _));
+    public void Cve_ids_have_the_mitre_form(string text, bool valid) =>
+        Assert.Equal(valid, CveId.TryParse(text, out _));
 }

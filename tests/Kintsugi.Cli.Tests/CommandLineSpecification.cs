@@ -6,7 +6,8 @@ namespace Kintsugi.Cli.Tests;
 /// <summary>The rules every kintsugi command follows: usage errors, --help with examples, errors as JSON.</summary>
 public sealed class CommandLineSpecification
 {
-    private static Task<CommandResult> Run(params string[] arguments) => ExternalCommand.RunAsync(Repository.KintsugiBinary, arguments);
+    private static Task<CommandResult> Run(params string[] arguments) =>
+        ExternalCommand.RunAsync(Repository.KintsugiBinary, arguments);
 
     [Theory]
     [InlineData("nonsense", "--help")]

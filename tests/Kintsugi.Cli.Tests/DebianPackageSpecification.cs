@@ -17,7 +17,8 @@ public sealed class DebianPackageSpecification(DebianPackages packages)
     }
 
     private static async Task<IReadOnlyList<string>> Contents(string deb) =>
-        [.. (await Dpkg("-c", deb)).Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(line => line[(line.IndexOf(" ./", StringComparison.Ordinal) + 2)..].Split(" -> ")[0])];
+        [.. (await Dpkg("-c", deb)).Split('\n', StringSplitOptions.RemoveEmptyEntries)
+        .Select(line => line[(line.IndexOf(" ./", StringComparison.Ordinal) + 2)..].Split(" -> ")[0])];
 
     [DebianPackageFact]
     public async Task The_agent_package_has_the_binary_both_units_a_man_page_per_group_completion_and_configuration()
@@ -25,11 +26,15 @@ public sealed class DebianPackageSpecification(DebianPackages packages)
         var files = await Contents(packages.Agent(1));
         foreach (var expected in new[]
         {
-            "/usr/bin/kintsugi", "/lib/systemd/system/kintsugi-agent.service", "/lib/systemd/system/kintsugi-kernel.service",
-            "/usr/share/man/man1/kintsugi.1.gz", "/usr/share/man/man1/kintsugi-kernel.1.gz", "/usr/share/man/man1/kintsugi-agent.1.gz",
-            "/usr/share/man/man1/kintsugi-keys.1.gz", "/usr/share/man/man1/kintsugi-bundle.1.gz", "/usr/share/man/man1/kintsugi-server.1.gz",
+            "/usr/bin/kintsugi", "/lib/systemd/system/kintsugi-agent.service",
+                "/lib/systemd/system/kintsugi-kernel.service",
+            "/usr/share/man/man1/kintsugi.1.gz", "/usr/share/man/man1/kintsugi-kernel.1.gz",
+            "/usr/share/man/man1/kintsugi-agent.1.gz",
+            "/usr/share/man/man1/kintsugi-keys.1.gz", "/usr/share/man/man1/kintsugi-bundle.1.gz",
+            "/usr/share/man/man1/kintsugi-server.1.gz",
             "/usr/share/bash-completion/completions/kintsugi", "/usr/share/zsh/vendor-completions/_kintsugi",
-            "/etc/kintsugi/agent.conf", "/usr/share/doc/kintsugi/copyright", "/usr/share/doc/kintsugi/changelog.Debian.gz",
+            "/etc/kintsugi/agent.conf", "/usr/share/doc/kintsugi/copyright",
+            "/usr/share/doc/kintsugi/changelog.Debian.gz",
         })
             Assert.Contains(expected, files);
         Assert.Equal("/etc/kintsugi/agent.conf", (await Dpkg("-I", packages.Agent(1), "conffiles")).Trim());
@@ -42,8 +47,10 @@ public sealed class DebianPackageSpecification(DebianPackages packages)
         var files = await Contents(packages.Server(1));
         foreach (var expected in new[]
         {
-            "/usr/bin/kintsugi-server", "/usr/lib/kintsugi-server/kintsugi-server", "/lib/systemd/system/kintsugi-server.service",
-            "/etc/kintsugi/server.conf", "/usr/share/man/man8/kintsugi-server.8.gz", "/usr/share/doc/kintsugi-server/copyright",
+            "/usr/bin/kintsugi-server", "/usr/lib/kintsugi-server/kintsugi-server",
+                "/lib/systemd/system/kintsugi-server.service",
+            "/etc/kintsugi/server.conf", "/usr/share/man/man8/kintsugi-server.8.gz",
+            "/usr/share/doc/kintsugi-server/copyright",
         })
             Assert.Contains(expected, files);
         // No .NET runtime or ASP.NET Core package is depended on.
@@ -56,8 +63,10 @@ public sealed class DebianPackageSpecification(DebianPackages packages)
     [DebianPackageFact]
     public async Task Lintian_reports_nothing_that_is_not_overridden_with_a_reason()
     {
-        var result = await ExternalCommand.RunAsync("lintian", ["--fail-on", "error,warning", "--info", "--no-tag-display-limit", packages.Agent(1), packages.Server(1)]);
-        Assert.True(result.ExitCode == 0, $"lintian exited {result.ExitCode}:\n{result.StandardOutput}\n{result.StandardError}");
+        var result = await ExternalCommand.RunAsync("lintian",
+            ["--fail-on", "error,warning", "--info", "--no-tag-display-limit", packages.Agent(1), packages.Server(1)]);
+        Assert.True(result.ExitCode == 0,
+            $"lintian exited {result.ExitCode}:\n{result.StandardOutput}\n{result.StandardError}");
     }
 
     [DebianPackageFact]
@@ -69,15 +78,19 @@ public sealed class DebianPackageSpecification(DebianPackages packages)
         Assert.Equal("0.1.0", (await root.SucceedAsync("kintsugi", "version")).Trim());
         Assert.False(File.Exists(root["/usr/bin/dotnet"]));
         // Boot re-application is enabled; the agent waits for `agent enroll`.
-        Assert.Equal("/lib/systemd/system/kintsugi-kernel.service", new FileInfo(root["/etc/systemd/system/multi-user.target.wants/kintsugi-kernel.service"]).LinkTarget);
-        Assert.Null(new FileInfo(root["/etc/systemd/system/multi-user.target.wants/kintsugi-agent.service"]).LinkTarget);
-        Assert.Contains("ExecStart=/usr/bin/kintsugi agent run --config /etc/kintsugi/agent.conf", File.ReadAllText(root["/lib/systemd/system/kintsugi-agent.service"]));
+        Assert.Equal("/lib/systemd/system/kintsugi-kernel.service",
+            new FileInfo(root["/etc/systemd/system/multi-user.target.wants/kintsugi-kernel.service"]).LinkTarget);
+        Assert.Null(new FileInfo(root["/etc/systemd/system/multi-user.target.wants/kintsugi-agent.service"])
+            .LinkTarget);
+        Assert.Contains("ExecStart=/usr/bin/kintsugi agent run --config /etc/kintsugi/agent.conf",
+            File.ReadAllText(root["/lib/systemd/system/kintsugi-agent.service"]));
         Assert.True(Directory.Exists(root["/etc/kintsugi/trust"]));
 
         // The administrator's configuration survives an upgrade.
         File.AppendAllText(root["/etc/kintsugi/agent.conf"], "offline-directory = /srv/bundles\n");
         await root.SucceedAsync("dpkg", "-i", root.Put(packages.Agent(2)));
-        Assert.Contains($"{DebianPackages.Version}-2", await root.SucceedAsync("dpkg-query", "-W", "-f=${Version}", "kintsugi"));
+        Assert.Contains($"{DebianPackages.Version}-2",
+            await root.SucceedAsync("dpkg-query", "-W", "-f=${Version}", "kintsugi"));
         Assert.Contains("offline-directory = /srv/bundles", File.ReadAllText(root["/etc/kintsugi/agent.conf"]));
 
         // Remove: the program goes, configuration and installed patches stay.
@@ -91,20 +104,26 @@ public sealed class DebianPackageSpecification(DebianPackages packages)
         await root.SucceedAsync("dpkg", "-P", "kintsugi");
         Assert.False(Directory.Exists(root["/etc/kintsugi"]));
         Assert.False(Directory.Exists(root["/var/lib/kintsugi"]));
-        Assert.Null(new FileInfo(root["/etc/systemd/system/multi-user.target.wants/kintsugi-kernel.service"]).LinkTarget);
+        Assert.Null(new FileInfo(root["/etc/systemd/system/multi-user.target.wants/kintsugi-kernel.service"])
+            .LinkTarget);
     }
 
     [DebianPackageFact]
-    public async Task The_server_package_creates_its_user_and_data_directory_runs_without_a_runtime_and_purges_its_data()
+    public async Task
+        The_server_package_creates_its_user_and_data_directory_runs_without_a_runtime_and_purges_its_data()
     {
         using var root = await DebianRoot.CreateAsync();
         await root.SucceedAsync("dpkg", "-i", root.Put(packages.Server(1)));
         Assert.StartsWith("kintsugi-server:", await root.SucceedAsync("getent", "passwd", "kintsugi-server"));
-        Assert.Equal("kintsugi-server kintsugi-server 750", (await root.SucceedAsync("stat", "-c", "%U %G %a", "/var/lib/kintsugi-server")).Trim());
-        Assert.Equal("root kintsugi-server 640", (await root.SucceedAsync("stat", "-c", "%U %G %a", "/etc/kintsugi/server.conf")).Trim());
-        Assert.Equal("/lib/systemd/system/kintsugi-server.service", new FileInfo(root["/etc/systemd/system/multi-user.target.wants/kintsugi-server.service"]).LinkTarget);
+        Assert.Equal("kintsugi-server kintsugi-server 750",
+            (await root.SucceedAsync("stat", "-c", "%U %G %a", "/var/lib/kintsugi-server")).Trim());
+        Assert.Equal("root kintsugi-server 640",
+            (await root.SucceedAsync("stat", "-c", "%U %G %a", "/etc/kintsugi/server.conf")).Trim());
+        Assert.Equal("/lib/systemd/system/kintsugi-server.service",
+            new FileInfo(root["/etc/systemd/system/multi-user.target.wants/kintsugi-server.service"]).LinkTarget);
         // Self-contained: it starts in a root with no .NET, as its user, reading the packaged configuration.
-        Assert.Equal("0.1.0", (await root.SucceedAsync("setpriv", "--reuid=kintsugi-server", "--regid=kintsugi-server", "--init-groups", "kintsugi-server", "version")).Trim());
+        Assert.Equal("0.1.0", (await root.SucceedAsync("setpriv", "--reuid=kintsugi-server", "--regid=kintsugi-server",
+            "--init-groups", "kintsugi-server", "version")).Trim());
 
         await root.SucceedAsync("dpkg", "-i", root.Put(packages.Server(2)));
         await root.SucceedAsync("dpkg", "-r", "kintsugi-server");
@@ -125,7 +144,8 @@ public sealed class DebianPackageSpecification(DebianPackages packages)
             var verify = await root.RunAsync("systemd-analyze", "verify", "--man=no", $"/lib/systemd/system/{unit}");
             Assert.True(verify.Succeeded && verify.StandardError.Trim().Length == 0, $"{unit}: {verify.StandardError}");
         }
-        var security = await root.RunAsync("systemd-analyze", "security", "--offline=true", "--threshold=30", "/lib/systemd/system/kintsugi-server.service");
+        var security = await root.RunAsync("systemd-analyze", "security", "--offline=true", "--threshold=30",
+            "/lib/systemd/system/kintsugi-server.service");
         Assert.True(security.Succeeded, security.StandardOutput + security.StandardError);
         Assert.Matches(@"Overall exposure level for kintsugi-server\.service: [0-2]\.\d", security.StandardOutput);
     }

@@ -26,7 +26,8 @@ internal sealed class MachineSandbox : IDisposable
     private string Upper(string dir) => Path.Combine(Root, "upper" + dir.Replace('/', '_'));
     private string Work(string dir) => Path.Combine(Root, "work" + dir.Replace('/', '_'));
 
-    /// <summary>Where a file the commands wrote under <paramref name="path"/> (absolute, below an overlaid directory) is kept.</summary>
+    /// <summary>Where a file the commands wrote under <paramref name="path"/> (absolute, below an overlaid directory)
+    /// is kept.</summary>
     public string Written(string path)
     {
         var dir = Overlaid.Single(d => path.StartsWith(d + "/", StringComparison.Ordinal));
@@ -41,9 +42,11 @@ internal sealed class MachineSandbox : IDisposable
         File.WriteAllText(file, contents);
     }
 
-    public Task<CommandResult> RunAsync(params string[] arguments) => ExternalCommand.RunAsync("unshare", CommandLine(arguments));
+    public Task<CommandResult> RunAsync(params string[] arguments) =>
+        ExternalCommand.RunAsync("unshare", CommandLine(arguments));
 
-    /// <summary>unshare's arguments that run kintsugi with <paramref name="arguments"/> in the sandbox (exec: the process keeps unshare's pid).</summary>
+    /// <summary>unshare's arguments that run kintsugi with <paramref name="arguments"/> in the sandbox (exec: the
+    /// process keeps unshare's pid).</summary>
     public IReadOnlyList<string> CommandLine(params string[] arguments)
     {
         var mounts = string.Join(" && ", Overlaid.Select(d =>

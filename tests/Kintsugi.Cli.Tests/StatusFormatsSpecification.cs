@@ -15,17 +15,21 @@ public sealed class StatusFormatsSpecification
     private const string Version = "#1 SMP PREEMPT_DYNAMIC Debian 6.1.158-1 (2025-11-09)";
 
     private static MachineStatus Patched(string state = "applied") => new(
-        "6.1.0-56-cloud-amd64", "3b43fad5034874490492495d552c0af6a5fab235", Version, MachineStatus.EffectiveVersionString(Version, "6.1.170-1"),
-        state, null, "0", [new PatchStatus("kintsugi_cmdline_2", true, true, false, "healthy", "ab", "6.1.170-1", [], 2, "sha256:cd")],
+        "6.1.0-56-cloud-amd64", "3b43fad5034874490492495d552c0af6a5fab235", Version,
+        MachineStatus.EffectiveVersionString(Version, "6.1.170-1"),
+        state, null, "0",
+        [new PatchStatus("kintsugi_cmdline_2", true, true, false, "healthy", "ab", "6.1.170-1", [], 2, "sha256:cd")],
         Level: 2, Bundle: "sha256:cd",
-        CvesFixed: [new FixedCve("CVE-2024-1086", "high", "2024-01-31"), new FixedCve("CVE-2025-0001", "critical", "2025-01-02")],
+        CvesFixed: [new FixedCve("CVE-2024-1086", "high", "2024-01-31"),
+        new FixedCve("CVE-2025-0001", "critical", "2025-01-02")],
         Fixes: ["CVE-2024-1086", "CVE-2025-0001"], EffectivePackageVersion: "6.1.170-1");
 
     private static MachineStatus Unpatched(string state) => new(
         "6.1.0-56-cloud-amd64", "3b43fad5034874490492495d552c0af6a5fab235", Version, Version, state, null, "0", []);
 
     private static JsonElement OpenVex(MachineStatus status) =>
-        JsonDocument.Parse(StatusReports.OpenVex(status, "web-1", "kintsugi 0.1.0", DateTimeOffset.UtcNow).ToJson()).RootElement;
+        JsonDocument.Parse(StatusReports.OpenVex(status, "web-1", "kintsugi 0.1.0", DateTimeOffset.UtcNow).ToJson())
+        .RootElement;
 
     [Fact]
     public void An_applied_level_states_each_cve_it_fixes_as_fixed_on_the_running_kernel_package()
@@ -33,11 +37,13 @@ public sealed class StatusFormatsSpecification
         var document = OpenVex(Patched());
         Assert.Empty(OpenVexRules.Problems(document));
         var statements = document.GetProperty("statements").EnumerateArray().ToList();
-        Assert.Equal(["CVE-2024-1086", "CVE-2025-0001"], statements.Select(s => s.GetProperty("vulnerability").GetProperty("name").GetString()));
+        Assert.Equal(["CVE-2024-1086", "CVE-2025-0001"],
+            statements.Select(s => s.GetProperty("vulnerability").GetProperty("name").GetString()));
         Assert.All(statements, s =>
         {
             Assert.Equal("fixed", s.GetProperty("status").GetString());
-            Assert.Equal("pkg:deb/debian/linux-image-6.1.0-56-cloud-amd64@6.1.158-1?arch=amd64", s.GetProperty("products")[0].GetProperty("@id").GetString());
+            Assert.Equal("pkg:deb/debian/linux-image-6.1.0-56-cloud-amd64@6.1.158-1?arch=amd64",
+                s.GetProperty("products")[0].GetProperty("@id").GetString());
             Assert.Contains("level 2", s.GetProperty("status_notes").GetString());
         });
     }
@@ -63,7 +69,8 @@ public sealed class StatusFormatsSpecification
         Assert.NotEqual(a, none);
     }
 
-    /// <summary>The exposition format node_exporter's textfile collector parses: HELP and TYPE once per metric, before its samples.</summary>
+    /// <summary>The exposition format node_exporter's textfile collector parses: HELP and TYPE once per metric, before
+    /// its samples.</summary>
     private static Dictionary<string, double> ParsePrometheus(string text)
     {
         var samples = new Dictionary<string, double>();
@@ -73,10 +80,12 @@ public sealed class StatusFormatsSpecification
             var type = Regex.Match(line, @"^# TYPE ([a-z_:][a-z0-9_:]*) (gauge|counter)$");
             if (type.Success) { Assert.True(typed.Add(type.Groups[1].Value), $"TYPE twice: {line}"); continue; }
             if (line.StartsWith("# HELP ", StringComparison.Ordinal)) continue;
-            var sample = Regex.Match(line, @"^([a-z_:][a-z0-9_:]*)(\{(?:[a-z_]+=""(?:[^""\\]|\\.)*"",?)*\})? (-?[0-9.e+]+)$");
+            var sample =
+                Regex.Match(line, @"^([a-z_:][a-z0-9_:]*)(\{(?:[a-z_]+=""(?:[^""\\]|\\.)*"",?)*\})? (-?[0-9.e+]+)$");
             Assert.True(sample.Success, $"not a sample: {line}");
             Assert.Contains(sample.Groups[1].Value, typed);
-            Assert.True(samples.TryAdd(sample.Groups[1].Value + sample.Groups[2].Value, double.Parse(sample.Groups[3].Value, System.Globalization.CultureInfo.InvariantCulture)), $"duplicate: {line}");
+            Assert.True(samples.TryAdd(sample.Groups[1].Value + sample.Groups[2].Value, double.Parse(
+                sample.Groups[3].Value, System.Globalization.CultureInfo.InvariantCulture)), $"duplicate: {line}");
         }
         return samples;
     }
@@ -86,12 +95,14 @@ public sealed class StatusFormatsSpecification
     {
         var samples = ParsePrometheus(StatusReports.Prometheus(Patched()));
         Assert.Equal(1, samples["kintsugi_livepatch_state{state=\"applied\"}"]);
-        Assert.Equal(1, samples.Where(s => s.Key.StartsWith("kintsugi_livepatch_state{", StringComparison.Ordinal)).Sum(s => s.Value));
+        Assert.Equal(1, samples.Where(s => s.Key.StartsWith("kintsugi_livepatch_state{", StringComparison.Ordinal))
+            .Sum(s => s.Value));
         Assert.Equal(2, samples["kintsugi_livepatch_level{release=\"6.1.0-56-cloud-amd64\"}"]);
         Assert.Equal(2, samples["kintsugi_livepatch_cves_fixed"]);
         Assert.Equal(1, samples["kintsugi_livepatch_cve_fixed{cve=\"CVE-2025-0001\",severity=\"critical\"}"]);
         Assert.Equal(1, samples["kintsugi_livepatch_patches_loaded"]);
-        Assert.Contains(samples.Keys, k => k.StartsWith("kintsugi_kernel_info{", StringComparison.Ordinal) && k.Contains("effective_version=\"#1 SMP PREEMPT_DYNAMIC Debian 6.1.170-1 (2025-11-09)\""));
+        Assert.Contains(samples.Keys, k => k.StartsWith("kintsugi_kernel_info{", StringComparison.Ordinal)
+            && k.Contains("effective_version=\"#1 SMP PREEMPT_DYNAMIC Debian 6.1.170-1 (2025-11-09)\""));
     }
 
     [Fact]
@@ -106,17 +117,20 @@ public sealed class StatusFormatsSpecification
     public async Task On_this_host_status_writes_the_prometheus_textfile_to_the_output_file()
     {
         using var machine = new MachineSandbox();
-        var result = await machine.RunAsync("status", "--format", "prometheus", "-o", "/var/lib/node-exporter/kintsugi.prom");
+        var result =
+            await machine.RunAsync("status", "--format", "prometheus", "-o", "/var/lib/node-exporter/kintsugi.prom");
         Assert.True(result.ExitCode == 0, result.StandardError);
         Assert.Equal("", result.StandardOutput);
         var samples = ParsePrometheus(File.ReadAllText(machine.Written("/var/lib/node-exporter/kintsugi.prom")));
-        Assert.Equal(1, samples.Where(s => s.Key.StartsWith("kintsugi_livepatch_state{", StringComparison.Ordinal)).Sum(s => s.Value));
+        Assert.Equal(1, samples.Where(s => s.Key.StartsWith("kintsugi_livepatch_state{", StringComparison.Ordinal))
+            .Sum(s => s.Value));
     }
 
     [Fact]
     public async Task Json_and_a_different_format_together_are_a_usage_error()
     {
-        var result = await ExternalCommand.RunAsync(Repository.KintsugiBinary, ["status", "--json", "--format", "openvex"]);
+        var result =
+            await ExternalCommand.RunAsync(Repository.KintsugiBinary, ["status", "--json", "--format", "openvex"]);
         Assert.Equal((int)ExitCode.Usage, result.ExitCode);
     }
 }

@@ -19,7 +19,8 @@ public sealed class SystemdGuestSpecification(DebianPackages packages) : IDispos
     private const string Module = "kintsugi_fixture_cmdline_a";
     private const string Marker = "kintsugi-fixture-a: live patched";
 
-    /// <summary>A systemd boot under emulation takes about 5 minutes at a load of 50 on two cores (docs/benchmarks.md).</summary>
+    /// <summary>A systemd boot under emulation takes about 5 minutes at a load of 50 on two cores
+    /// (docs/benchmarks.md).</summary>
     private static readonly TimeSpan BootTimeout = TimeSpan.FromMinutes(20);
 
     private readonly TemporaryDirectory _dir = new();
@@ -37,11 +38,13 @@ public sealed class SystemdGuestSpecification(DebianPackages packages) : IDispos
         return new GuestFile(_dir[name], "/inputs/" + name);
     }
 
-    private byte[] SignedLevel1(KernelUnderTest kernel) => Bundle.Create(File.ReadAllBytes(kernel.Modules[Module]), new BundleDescription
+    private byte[] SignedLevel1(KernelUnderTest kernel) =>
+        Bundle.Create(File.ReadAllBytes(kernel.Modules[Module]), new BundleDescription
     {
         Target = kernel.Kernel.Target,
         CumulativeLevel = 1,
-        Fixes = [new BundleFix("CVE-2024-1086", [new CveReference(CveId.Parse("CVE-2024-1086"), CveSeverity.High, new DateOnly(2024, 1, 31))], "netfilter: nf_tables: reject QUEUE/DROP verdict parameters")],
+        Fixes = [new BundleFix("CVE-2024-1086", [new CveReference(CveId.Parse("CVE-2024-1086"), CveSeverity.High,
+        new DateOnly(2024, 1, 31))], "netfilter: nf_tables: reject QUEUE/DROP verdict parameters")],
         PatchedFunctions = [new PatchedFunction("vmlinux", "cmdline_proc_show")],
         CreatedAt = DateTimeOffset.UtcNow,
         BuilderVersion = "0.1.0",
@@ -55,7 +58,8 @@ public sealed class SystemdGuestSpecification(DebianPackages packages) : IDispos
     }
 
     private static void Succeeded(LabRunResult result) =>
-        Assert.True(result.ExitCode == 0, $"{result.Describe()}\n--- output\n{result.Output}\n--- console\n{result.Console}");
+        Assert.True(result.ExitCode == 0,
+        $"{result.Describe()}\n--- output\n{result.Output}\n--- console\n{result.Console}");
 
     /// <summary>Waits (up to a minute) until kintsugi status says the patch is applied and confirmed healthy.</summary>
     private const string WaitHealthy = """
@@ -71,7 +75,8 @@ public sealed class SystemdGuestSpecification(DebianPackages packages) : IDispos
     /// /etc/hosts has no such line), then on the machine's name with "An error occurred while sending the request"
     /// (see /work/notes/18.md for the leads).
     /// </summary>
-    /// <summary>Waits (up to five minutes: the agent's first check-in, apply and settle) until the patch is confirmed healthy.</summary>
+    /// <summary>Waits (up to five minutes: the agent's first check-in, apply and settle) until the patch is confirmed
+    /// healthy.</summary>
     private const string WaitHealthyLong = """
         for i in $(seq 1 600); do kintsugi status --json 2>/dev/null | grep -q '"bootState": *"healthy"' && break; sleep 0.5; done
         """;
@@ -131,7 +136,8 @@ public sealed class SystemdGuestSpecification(DebianPackages packages) : IDispos
             echo @status; kintsugi status --json
             echo @journal-err; journalctl -b -o cat -p err -u kintsugi-agent.service -u kintsugi-server.service
             echo @end
-            """.Replace("WAIT_HEALTHY", WaitHealthyLong), files, TimeSpan.FromMinutes(40), RootDisk: disk.Path, MemoryMiB: 2048));
+            """.Replace("WAIT_HEALTHY", WaitHealthyLong), files, TimeSpan.FromMinutes(40), RootDisk: disk.Path,
+            MemoryMiB: 2048));
         Succeeded(run);
         var output = run.Output;
 
@@ -168,7 +174,8 @@ public sealed class SystemdGuestSpecification(DebianPackages packages) : IDispos
     {
         var kernel = await KernelUnderTest.GetAsync(TestKernels.Debian12Cloud61);
         using var disk = await SystemdRootDisk.CreateAsync();
-        var config = "offline-directory = /var/lib/kintsugi/offline\ntrust = /etc/kintsugi/trust\ncheck-interval = 1h\nsettle = 1\n";
+        var config = "offline-directory = /var/lib/kintsugi/offline\ntrust = /etc/kintsugi/trust\ncheck-interval = " +
+            "1h\nsettle = 1\n";
         var files = new List<GuestFile>
         {
             new(packages.Agent(1), "/inputs/kintsugi.deb"),
@@ -198,7 +205,8 @@ public sealed class SystemdGuestSpecification(DebianPackages packages) : IDispos
         var output = first.Output;
         Assert.Equal("systemd", Section(output, "pid1"));
         Assert.Equal(0, ReturnCode(output, "dpkg"));
-        // Boot re-application is on from the install; the agent waits for its configuration (agent enroll, or here by hand).
+        // Boot re-application is on from the install; the agent waits for its configuration (agent enroll, or here by
+        // hand).
         Assert.Equal("enabled\ndisabled", Section(output, "enabled"));
         Assert.Equal(0, ReturnCode(output, "enable"));
         var agent = Section(output, "agent");

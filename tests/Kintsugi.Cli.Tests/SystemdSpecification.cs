@@ -36,7 +36,8 @@ public sealed class SystemdSpecification : IDisposable
     public async Task Ready_status_watchdog_and_stopping_arrive_as_datagrams_on_the_notify_socket()
     {
         using var socket = Listen(out var path);
-        var notify = new SystemdNotify(new Dictionary<string, string?> { ["NOTIFY_SOCKET"] = path }, Environment.ProcessId);
+        var notify =
+            new SystemdNotify(new Dictionary<string, string?> { ["NOTIFY_SOCKET"] = path }, Environment.ProcessId);
         notify.Ready("boot re-application done");
         notify.Watchdog();
         notify.Stopping();
@@ -48,7 +49,8 @@ public sealed class SystemdSpecification : IDisposable
     [Fact]
     public void The_watchdog_timeout_is_read_only_for_the_process_systemd_names()
     {
-        var env = new Dictionary<string, string?> { ["NOTIFY_SOCKET"] = "/run/systemd/notify", ["WATCHDOG_USEC"] = "300000000", ["WATCHDOG_PID"] = "42" };
+        var env = new Dictionary<string, string?> { ["NOTIFY_SOCKET"] = "/run/systemd/notify",
+            ["WATCHDOG_USEC"] = "300000000", ["WATCHDOG_PID"] = "42" };
         Assert.Equal(TimeSpan.FromMinutes(5), new SystemdNotify(env, 42).WatchdogTimeout);
         Assert.Null(new SystemdNotify(env, 43).WatchdogTimeout);
         Assert.False(new SystemdNotify(new Dictionary<string, string?>(), 42).Enabled);
@@ -59,7 +61,8 @@ public sealed class SystemdSpecification : IDisposable
     {
         using var machine = new MachineSandbox();
         Directory.CreateDirectory(Path.Combine(machine.Root, "bundles"));
-        machine.Put("/etc/kintsugi/agent.conf", $"offline-directory = {Path.Combine(machine.Root, "bundles")}\nsettle = 0\n");
+        machine.Put("/etc/kintsugi/agent.conf",
+            $"offline-directory = {Path.Combine(machine.Root, "bundles")}\nsettle = 0\n");
         using var socket = Listen(out var path);
         var start = new ProcessStartInfo("unshare") { RedirectStandardError = true, RedirectStandardOutput = true };
         foreach (var a in machine.CommandLine("agent", "run")) start.ArgumentList.Add(a);
@@ -72,9 +75,11 @@ public sealed class SystemdSpecification : IDisposable
             var messages = new List<string>();
             while (!messages.Any(m => m.StartsWith("READY=1", StringComparison.Ordinal)))
                 messages.Add(await ReceiveAsync(socket, TimeSpan.FromSeconds(60)));
-            Assert.Contains("WATCHDOG=1", await ReceiveAsync(socket, TimeSpan.FromSeconds(5)) + await ReceiveAsync(socket, TimeSpan.FromSeconds(5)));
+            Assert.Contains("WATCHDOG=1", await ReceiveAsync(socket, TimeSpan.FromSeconds(5))
+                + await ReceiveAsync(socket, TimeSpan.FromSeconds(5)));
             // exec kept the agent's pid: SIGTERM reaches it.
-            Assert.Equal(0, (await ExternalCommand.RunAsync("kill", ["-TERM", agent.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)])).ExitCode);
+            Assert.Equal(0, (await ExternalCommand.RunAsync("kill",
+                ["-TERM", agent.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)])).ExitCode);
             var last = "";
             while (last != "STOPPING=1") last = await ReceiveAsync(socket, TimeSpan.FromSeconds(30));
             await agent.WaitForExitAsync(new CancellationTokenSource(TimeSpan.FromSeconds(30)).Token);
@@ -98,7 +103,8 @@ public sealed class SystemdSpecification : IDisposable
     [Fact]
     public void The_priority_prefix_is_written_only_when_standard_error_is_the_journal_stream()
     {
-        Assert.Equal("<3>kintsugi: error: x", JournalLog.Format(JournalLog.Error, "kintsugi: error: x", toJournal: true));
+        Assert.Equal("<3>kintsugi: error: x",
+            JournalLog.Format(JournalLog.Error, "kintsugi: error: x", toJournal: true));
         Assert.Equal("kintsugi: error: x", JournalLog.Format(JournalLog.Error, "kintsugi: error: x", toJournal: false));
         Assert.True(JournalLog.IsJournalStream("8:1234", "1234"));
         Assert.False(JournalLog.IsJournalStream("8:1234", "999"));
@@ -106,22 +112,26 @@ public sealed class SystemdSpecification : IDisposable
     }
 
     [Fact]
-    public async Task Agent_install_writes_a_unit_with_a_quoted_stable_exec_start_that_stops_restarting_on_configuration_errors()
+    public async Task
+        Agent_install_writes_a_unit_with_a_quoted_stable_exec_start_that_stops_restarting_on_configuration_errors()
     {
         using var machine = new MachineSandbox();
         machine.Put("/etc/kintsugi/agent.conf", "offline-directory = /srv/bundles\n");
         var result = await machine.RunAsync("agent", "install", "--json");
         Assert.True(result.ExitCode == 0, result.StandardError);
         var unit = File.ReadAllText(machine.Written("/etc/systemd/system/kintsugi-agent.service"));
-        Assert.Contains($"ExecStart=\"{Repository.KintsugiBinary}\" agent run --config \"/etc/kintsugi/agent.conf\"", unit);
+        Assert.Contains($"ExecStart=\"{Repository.KintsugiBinary}\" agent run --config \"/etc/kintsugi/agent.conf\"",
+            unit);
         Assert.Contains("Type=notify", unit);
         Assert.Contains("WatchdogSec=", unit);
         Assert.Contains("RestartPreventExitStatus=2 6 7", unit);
         Assert.Contains("StateDirectory=kintsugi", unit);
         Assert.DoesNotContain("@KINTSUGI@", unit);
         Assert.DoesNotContain("kintsugi.invalid", unit);
-        var verify = await ExternalCommand.RunAsync("systemd-analyze", ["verify", "--man=no", machine.Written("/etc/systemd/system/kintsugi-agent.service")]);
-        // The binary and configuration paths exist on this host (the configuration only in the sandbox): only that may be reported.
+        var verify = await ExternalCommand.RunAsync("systemd-analyze",
+            ["verify", "--man=no", machine.Written("/etc/systemd/system/kintsugi-agent.service")]);
+        // The binary and configuration paths exist on this host (the configuration only in the sandbox): only that may
+        // be reported.
         Assert.DoesNotContain("Unknown", verify.StandardError);
         Assert.DoesNotContain("Invalid", verify.StandardError);
     }

@@ -34,7 +34,8 @@ public sealed class BuildIdSpecification
             var source = Path.Combine(directory, "p.c");
             await File.WriteAllTextAsync(source, "int main(void) { return 0; }\n");
             var program = Path.Combine(directory, "p");
-            Assert.True((await ExternalCommand.RunAsync("gcc-12", ["-Wl,--build-id=sha1", "-o", program, source])).Succeeded);
+            Assert.True((await ExternalCommand.RunAsync("gcc-12", ["-Wl,--build-id=sha1", "-o", program, source]))
+                .Succeeded);
             var readelf = await ExternalCommand.RunAsync("readelf", ["-n", program]);
             var expected = readelf.StandardOutput.Split('\n').Single(l => l.Contains("Build ID:")).Split(':')[1].Trim();
 
@@ -66,7 +67,8 @@ public sealed class PatchStateSpecification
     public void Every_state_has_the_wire_name_of_the_shared_vocabulary()
     {
         Assert.Equal(
-            ["nothing-to-apply", "applying", "applied", "apply-failed", "applied-with-bug", "kernel-unsupported", "revoked", "disabled"],
+            ["nothing-to-apply", "applying", "applied", "apply-failed", "applied-with-bug", "kernel-unsupported",
+            "revoked", "disabled"],
             Enum.GetValues<PatchState>().Select(s => s.ToWire()).ToArray());
         foreach (var state in Enum.GetValues<PatchState>()) Assert.Equal(state, PatchStates.Parse(state.ToWire()));
     }

@@ -18,7 +18,8 @@ public sealed class PatchStateJsonSpecification
     [Fact]
     public void Json_with_an_unknown_state_names_the_known_ones()
     {
-        var e = Assert.Throws<FormatException>(() => JsonSerializer.Deserialize("\"half-applied\"", StateJson.Default.PatchState));
+        var e = Assert.Throws<FormatException>(() =>
+            JsonSerializer.Deserialize("\"half-applied\"", StateJson.Default.PatchState));
         Assert.Contains("applied-with-bug", e.Message);
     }
 }

@@ -6,7 +6,8 @@ namespace Kintsugi.Core.Tests;
 public sealed class PatchStoreSpecification : IDisposable
 {
     private readonly string _root = Directory.CreateTempSubdirectory("kintsugi-store-").FullName;
-    private MachinePaths Paths => new(Path.Combine(_root, "state"), Path.Combine(_root, "etc"), Path.Combine(_root, "run"), Path.Combine(_root, "systemd"));
+    private MachinePaths Paths => new(Path.Combine(_root, "state"), Path.Combine(_root, "etc"),
+        Path.Combine(_root, "run"), Path.Combine(_root, "systemd"));
     private static readonly KernelRelease Release = KernelRelease.Parse("6.1.0-56-cloud-amd64");
 
     public void Dispose() => Directory.Delete(_root, true);

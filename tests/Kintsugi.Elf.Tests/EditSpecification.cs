@@ -183,7 +183,8 @@ public sealed class EditSpecification : IDisposable
 
         string readelf = Tool.Run("readelf", "-nW", path);
 
-        Assert.Matches(@"Kintsugi\s+0x00000005\s+Unknown note type: \(0x00001234\)\s+description data: de ad be ef 01", readelf);
+        Assert.Matches(@"Kintsugi\s+0x00000005\s+Unknown note type: \(0x00001234\)\s+description data: de ad be ef 01",
+            readelf);
         Assert.Contains("x86 feature: IBT, SHSTK", readelf, StringComparison.Ordinal);
         Assert.Equal(2, ((ElfNoteSection)ElfObject.Load(path).FindSection(".note.kintsugi")!).Notes.Count);
     }

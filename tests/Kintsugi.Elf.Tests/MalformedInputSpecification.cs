@@ -1,11 +1,11 @@
-using System.Diagnostics;
 using Kintsugi.Elf.Tests.Support;
 using Xunit.Abstractions;
 
 namespace Kintsugi.Elf.Tests;
 
 /// <summary>
-/// Malformed input ends in <see cref="ElfFormatException"/> or reads as a valid object, quickly and in bounded memory.
+/// Malformed input ends in <see cref="ElfFormatException"/> or reads as a valid object, in bounded memory.
+/// How fast is measured by bench/elf (docs/benchmarks.md), not here.
 /// </summary>
 public class MalformedInputSpecification(ITestOutputHelper output)
 {
@@ -17,17 +17,13 @@ public class MalformedInputSpecification(ITestOutputHelper output)
     {
         byte[] seed = CompiledSamples.BytesOf(variant);
         int rejected = 0, accepted = 0;
-        long slowestTicks = 0;
         var failures = new List<string>();
-        var clock = Stopwatch.StartNew();
 
         foreach (var mutation in Mutations.All(variant, seed, randomMutations: 3000, randomSeed))
         {
-            long started = Stopwatch.GetTimestamp();
             long allocatedBefore = GC.GetAllocatedBytesForCurrentThread();
             string? failure = Check(mutation.Bytes, ref rejected, ref accepted);
             long allocated = GC.GetAllocatedBytesForCurrentThread() - allocatedBefore;
-            slowestTicks = Math.Max(slowestTicks, Stopwatch.GetTimestamp() - started);
             // Reading, writing and re-reading hold a few copies of the file; never what a header claims.
             if (allocated > 64L * mutation.Bytes.Length + (1 << 20))
             {
@@ -40,11 +36,9 @@ public class MalformedInputSpecification(ITestOutputHelper output)
             }
         }
 
-        output.WriteLine($"{variant}: {rejected} rejected, {accepted} accepted in {clock.ElapsedMilliseconds} ms; " +
-            $"slowest {Stopwatch.GetElapsedTime(0, slowestTicks).TotalMilliseconds:F1} ms");
+        output.WriteLine($"{variant}: {rejected} rejected, {accepted} accepted");
         Assert.Empty(failures.Take(10));
         Assert.True(rejected + accepted > 2000, $"only {rejected + accepted} mutations");
-        Assert.True(Stopwatch.GetElapsedTime(0, slowestTicks) < TimeSpan.FromSeconds(1));
     }
 
     private static string? Check(byte[] input, ref int rejected, ref int accepted)

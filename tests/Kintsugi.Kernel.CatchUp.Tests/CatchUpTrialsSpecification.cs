@@ -48,6 +48,32 @@ public sealed class CatchUpTrialsSpecification
     }
 
     [Fact]
+    public async Task A_file_that_only_adds_a_function_nothing_calls_is_refused_not_built()
+    {
+        var target = await DebianBuildTarget.FetchAsync(new DebianKernelArchive(DebianKernelArchive.DefaultCacheRoot),
+            TestKernels.Debian12Cloud61, () => throw new InvalidOperationException("the symbol table is cached by then"), default);
+        var tree = await target.PrepareAsync(_ => { }, default);
+        using var directory = new TemporaryDirectory();
+        using var output = new TemporaryDirectory();
+        // As in the 6.1.187 update: xprt_add_backlog_noncongested is added for a caller in another file.
+        Edit(tree, directory, "fs/proc/cmdline.c", "static int cmdline_proc_show(",
+            "int kintsugi_new_helper(int x)\n{\n\treturn x * 3;\n}\n\n" +
+            "static int cmdline_proc_show(");
+        await ApplyAsync(tree, directory, "meminfo", "fs/proc/meminfo.c");
+        var difference = await SourceDifference.OfExtractedAsync(Older, Newer, directory.Path);
+        var builds = CatchUpPlan.Make(difference, tree, maxUnits: 40, only: [], _ => { }).Decisions.OfType<FileDecision.Build>().ToList();
+        var request = new CatchUpRequest(TestKernels.Debian12Cloud61, "2", output.Path);
+
+        var trials = await new CatchUpTrials(target, tree, request, difference, output.Path, _ => { })
+            .RunAsync(builds, file => file.PatchSha256!, default);
+
+        var added = trials["fs/proc/cmdline.c"];
+        Assert.Equal((FileOutcome.Refused, "new-code-only"), (added.Outcome, added.Rule));
+        Assert.Contains("kintsugi_new_helper", added.Reason, StringComparison.Ordinal);
+        Assert.Equal(FileOutcome.Built, trials["fs/proc/meminfo.c"].Outcome);
+    }
+
+    [Fact]
     public async Task A_second_run_into_the_same_output_keeps_every_outcome_and_compiles_nothing()
     {
         var target = await DebianBuildTarget.FetchAsync(new DebianKernelArchive(DebianKernelArchive.DefaultCacheRoot),
@@ -69,6 +95,35 @@ public sealed class CatchUpTrialsSpecification
         Assert.Equal(FileOutcome.Built, again["fs/proc/meminfo.c"].Outcome);
     }
 
+    [Fact]
+    public async Task The_module_build_takes_a_unit_the_trials_compiled_unless_another_built_file_compiles_into_it()
+    {
+        var target = await DebianBuildTarget.FetchAsync(new DebianKernelArchive(DebianKernelArchive.DefaultCacheRoot),
+            TestKernels.Debian12Cloud61, () => throw new InvalidOperationException("nothing boots here"), default);
+        var tree = await target.PrepareAsync(_ => { }, default);
+        using var output = new TemporaryDirectory();
+        static ChangedFile Changed(string path) => new(path, FileChangeKind.Modified, null, null, 1, 1, [], []);
+        void Trial(string key, string objectPath)
+        {
+            foreach (var file in new[] { objectPath, ExportedSymbolVersions.CommandFile(objectPath) })
+            {
+                var path = output.File($".catch-up/work/after/{key}/{file}");
+                Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+                File.WriteAllText(path, key);
+            }
+        }
+        Trial("meminfo", "fs/proc/meminfo.o");
+        Trial("fat-dir", "fs/fat/dir.o");
+
+        // fs/fat/fat.h is compiled into fs/fat/dir.o: the module's build applies it there, the trial did not.
+        var (directory, units) = CatchUpTrials.ReusableAfterObjects(output.Path, tree,
+            [(Changed("fs/proc/meminfo.c"), "meminfo"), (Changed("fs/fat/dir.c"), "fat-dir"), (Changed("fs/fat/fat.h"), "fat-h")]);
+
+        Assert.Equal(1, units);
+        Assert.Equal("meminfo", File.ReadAllText(Path.Combine(directory, "fs/proc/meminfo.o")));
+        Assert.False(File.Exists(Path.Combine(directory, "fs/fat/dir.o")));
+    }
+
     private static Action<string> Record(List<string> lines) => line => { lock (lines) lines.Add(line); };
 
     private static (FileOutcome, string) Outcome(FileTrial trial) => (trial.Outcome, string.Join(", ", trial.Functions));
@@ -86,13 +141,17 @@ public sealed class CatchUpTrialsSpecification
         Assert.True(applied.Succeeded, applied.StandardOutput);
     }
 
-    private static void Break(KernelSourceTree tree, TemporaryDirectory directory, string path)
+    private static void Break(KernelSourceTree tree, TemporaryDirectory directory, string path) =>
+        Edit(tree, directory, path, "seq_puts(m, saved_command_line);", "seq_puts(m, saved_command_line); this fix does not compile;");
+
+    /// <summary>The tree's file as the older side, one text of it replaced as the newer.</summary>
+    private static void Edit(KernelSourceTree tree, TemporaryDirectory directory, string path, string text, string replacement)
     {
         Directory.CreateDirectory(Path.GetDirectoryName(directory.File($"a/{path}"))!);
         Directory.CreateDirectory(Path.GetDirectoryName(directory.File($"b/{path}"))!);
         File.Copy(Path.Combine(tree.Directory, path), directory.File($"a/{path}"));
-        File.WriteAllText(directory.File($"b/{path}"), File.ReadAllText(Path.Combine(tree.Directory, path))
-            .Replace("seq_puts(m, saved_command_line);", "seq_puts(m, saved_command_line); this fix does not compile;",
-                StringComparison.Ordinal));
+        var original = File.ReadAllText(Path.Combine(tree.Directory, path));
+        Assert.Contains(text, original, StringComparison.Ordinal);
+        File.WriteAllText(directory.File($"b/{path}"), original.Replace(text, replacement, StringComparison.Ordinal));
     }
 }

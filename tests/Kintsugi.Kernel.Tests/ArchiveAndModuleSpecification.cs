@@ -50,7 +50,8 @@ public sealed class ArchiveAndModuleSpecification
     public async Task An_older_abi_whose_kbuild_left_the_archive_is_fetched_with_a_warning_and_builds_modules()
     {
         var cache = DebianKernelArchive.DefaultCacheRoot;
-        var kernel = await new DebianKernelArchive(cache).FetchAsync(TestKernels.Debian12Cloud61Older, KernelParts.Image | KernelParts.Headers);
+        var kernel = await new DebianKernelArchive(cache)
+            .FetchAsync(TestKernels.Debian12Cloud61Older, KernelParts.Image | KernelParts.Headers);
         Assert.Equal(TestKernels.Debian12Cloud61Older, kernel.Target.Release);
         Assert.StartsWith("6.1.", kernel.Target.PackageVersion);
         var newest = await KernelUnderTest.GetAsync(TestKernels.Debian12Cloud61);
@@ -60,8 +61,10 @@ public sealed class ArchiveAndModuleSpecification
         var output = Path.Combine(Path.GetTempPath(), "kintsugi-older-abi-" + Guid.NewGuid().ToString("N"));
         try
         {
-            var built = await Kintsugi.Kernel.Build.ExternalModuleBuild.BuildAsync(kernel, Repository.FixtureModules, output);
-            var module = ModuleFile.Read(built.Single(p => p.EndsWith("kintsugi_fixture_cmdline_a.ko", StringComparison.Ordinal)));
+            var built =
+                await Kintsugi.Kernel.Build.ExternalModuleBuild.BuildAsync(kernel, Repository.FixtureModules, output);
+            var module = ModuleFile.Read(
+                built.Single(p => p.EndsWith("kintsugi_fixture_cmdline_a.ko", StringComparison.Ordinal)));
             Assert.Equal(TestKernels.Debian12Cloud61Older.Value, module.VermagicRelease);
         }
         finally { if (Directory.Exists(output)) Directory.Delete(output, true); }
@@ -71,7 +74,8 @@ public sealed class ArchiveAndModuleSpecification
     public async Task A_release_missing_from_the_archive_is_refused_with_a_way_to_list_the_real_ones()
     {
         var error = await Assert.ThrowsAsync<KernelArchiveException>(() =>
-            new DebianKernelArchive(DebianKernelArchive.DefaultCacheRoot).FetchAsync(KernelRelease.Parse("6.1.0-9999-cloud-amd64"), KernelParts.Image));
+            new DebianKernelArchive(DebianKernelArchive.DefaultCacheRoot)
+            .FetchAsync(KernelRelease.Parse("6.1.0-9999-cloud-amd64"), KernelParts.Image));
         Assert.Equal(ExitCode.NotFound, error.ExitCode);
         Assert.Contains("kintsugi kernel list-available", error.Message);
         Assert.Contains("Debian 11 (bullseye), Debian 12 (bookworm), Debian 13 (trixie)", error.Message);

@@ -13,26 +13,31 @@ public sealed class BootGuardSpecification : IDisposable
 
     public void Dispose() => Directory.Delete(_root, recursive: true);
 
-    private MachinePaths Paths => new(Path.Combine(_root, "state"), Path.Combine(_root, "etc"), Path.Combine(_root, "run"), Path.Combine(_root, "systemd"));
+    private MachinePaths Paths => new(Path.Combine(_root, "state"), Path.Combine(_root, "etc"),
+        Path.Combine(_root, "run"), Path.Combine(_root, "systemd"));
 
     private PatchStore Store => new(Paths, RunningKernel.Release);
 
     private const string Name = "kintsugi_guard_test";
 
-    /// <summary>A patch left pending by an earlier boot (a crash, a reset or a power loss during the settle period).</summary>
+    /// <summary>A patch left pending by an earlier boot (a crash, a reset or a power loss during the settle
+    /// period).</summary>
     private void PendingFromAnEarlierBoot(bool confirmedBefore, int unconfirmedBoots = 0)
     {
         Directory.CreateDirectory(Store.Directory);
         File.WriteAllBytes(Store.ModulePath(ModuleName.Parse(Name)), [0x7f, 0x45, 0x4c, 0x46]);
-        Store.Save(new InstalledPatch(Name, new string('a', 64), 1, DateTimeOffset.UtcNow.AddDays(-30), BootState.Pending,
-            LastLoadAt: DateTimeOffset.UtcNow.AddMinutes(-5), BootId: "an-earlier-boot", UnconfirmedBoots: unconfirmedBoots, ConfirmedBefore: confirmedBefore));
+        Store.Save(new InstalledPatch(Name, new string('a', 64), 1, DateTimeOffset.UtcNow.AddDays(-30),
+            BootState.Pending,
+            LastLoadAt: DateTimeOffset.UtcNow.AddMinutes(-5), BootId: "an-earlier-boot",
+            UnconfirmedBoots: unconfirmedBoots, ConfirmedBefore: confirmedBefore));
     }
 
     private BootResult Boot()
     {
         Directory.CreateDirectory(Paths.Runtime);
         File.Delete(BootApplier.DoneMarker(Paths));
-        return new BootApplier(Paths, new LivepatchRuntime(_ => { }), _ => { }).Run(TimeSpan.Zero, TimeSpan.FromSeconds(5));
+        return new BootApplier(Paths, new LivepatchRuntime(_ => { }), _ => { })
+            .Run(TimeSpan.Zero, TimeSpan.FromSeconds(5));
     }
 
     private InstalledPatch Record => Store.Find(ModuleName.Parse(Name))!;
@@ -51,7 +56,8 @@ public sealed class BootGuardSpecification : IDisposable
     [Fact]
     public void Boots_ending_again_and_again_before_confirmation_quarantine_even_a_patch_that_ran_healthy_before()
     {
-        PendingFromAnEarlierBoot(confirmedBefore: true, unconfirmedBoots: InstalledPatch.UnconfirmedBootsBeforeQuarantine - 1);
+        PendingFromAnEarlierBoot(confirmedBefore: true,
+            unconfirmedBoots: InstalledPatch.UnconfirmedBootsBeforeQuarantine - 1);
         Assert.Contains(Boot().Actions, a => a.Action == "quarantined");
         Assert.Equal(BootState.Quarantined, Record.BootState);
         Assert.Contains("boots in a row", Record.Note);

@@ -10,7 +10,8 @@ public abstract class KernelTestCommandSpecification(KernelRelease release) : ID
 
     public void Dispose() => File.Delete(_check);
 
-    private async Task<(CommandResult Result, JsonElement Json)> TestAsync(string checkScript, string module = "kintsugi_fixture_cmdline_a")
+    private async Task<(CommandResult Result, JsonElement Json)> TestAsync(string checkScript,
+        string module = "kintsugi_fixture_cmdline_a")
     {
         var kernel = await KernelUnderTest.GetAsync(release);
         await File.WriteAllTextAsync(_check, checkScript);
@@ -44,13 +45,16 @@ public abstract class KernelTestCommandSpecification(KernelRelease release) : ID
     [Fact]
     public async Task A_module_that_makes_the_kernel_warn_fails_the_test_naming_the_warning()
     {
-        var (result, json) = await TestAsync("grep -q kintsugi-fixture-warn /proc/cmdline\n", "kintsugi_fixture_cmdline_warn");
+        var (result, json) =
+            await TestAsync("grep -q kintsugi-fixture-warn /proc/cmdline\n", "kintsugi_fixture_cmdline_warn");
         Assert.Equal((int)ExitCode.TestFailed, result.ExitCode);
         Assert.Equal("fail", json.GetProperty("verdict").GetString());
         Assert.All(json.GetProperty("steps").EnumerateArray(), s => Assert.True(s.GetProperty("passed").GetBoolean()));
-        Assert.Contains(json.GetProperty("logProblems").EnumerateArray(), p => p.GetString()!.Contains("deliberate warning", StringComparison.Ordinal)
+        Assert.Contains(json.GetProperty("logProblems").EnumerateArray(), p =>
+            p.GetString()!.Contains("deliberate warning", StringComparison.Ordinal)
             || p.GetString()!.Contains("WARNING:", StringComparison.Ordinal));
-        Assert.Contains(json.GetProperty("taintProblems").EnumerateArray(), p => p.GetString()!.StartsWith("W ", StringComparison.Ordinal));
+        Assert.Contains(json.GetProperty("taintProblems").EnumerateArray(), p =>
+            p.GetString()!.StartsWith("W ", StringComparison.Ordinal));
     }
 }
 

@@ -19,7 +19,8 @@ public abstract class LivepatchRuntimeSpecification(KernelRelease release)
     private Task<KernelUnderTest> Kernel => KernelUnderTest.GetAsync(release);
 
     private static void Succeeded(LabRunResult result) =>
-        Assert.True(result.ExitCode == 0, $"{result.Describe()}\n--- output\n{result.Output}\n--- console\n{result.Console}");
+        Assert.True(result.ExitCode == 0,
+        $"{result.Describe()}\n--- output\n{result.Output}\n--- console\n{result.Console}");
 
     /// <summary>Asserts the status a guest command reported with <c>echo "@label=$?"</c>.</summary>
     private static void AssertReturnCode(ExitCode expected, string output, string label)
@@ -30,7 +31,8 @@ public abstract class LivepatchRuntimeSpecification(KernelRelease release)
 
     private static ExitCode ReturnCodeOf(string output, string label)
     {
-        var match = System.Text.RegularExpressions.Regex.Match(output, $"^@{label}=(\\d+)$", System.Text.RegularExpressions.RegexOptions.Multiline);
+        var match = System.Text.RegularExpressions.Regex.Match(output, $"^@{label}=(\\d+)$",
+            System.Text.RegularExpressions.RegexOptions.Multiline);
         Assert.True(match.Success, $"no @{label}= in:\n{output}");
         return (ExitCode)int.Parse(match.Groups[1].Value);
     }
@@ -61,7 +63,8 @@ public abstract class LivepatchRuntimeSpecification(KernelRelease release)
         Assert.False(patch.GetProperty("inTransition").GetBoolean());
         var patchedObject = Assert.Single(patch.GetProperty("objects").EnumerateArray());
         Assert.Equal("vmlinux", patchedObject.GetProperty("name").GetString());
-        Assert.Equal("cmdline_proc_show", Assert.Single(patchedObject.GetProperty("functions").EnumerateArray()).GetProperty("name").GetString());
+        Assert.Equal("cmdline_proc_show",
+            Assert.Single(patchedObject.GetProperty("functions").EnumerateArray()).GetProperty("name").GetString());
     }
 
     [Fact]
@@ -83,7 +86,8 @@ public abstract class LivepatchRuntimeSpecification(KernelRelease release)
         Assert.True(info.RootElement.GetProperty("livepatch").GetBoolean());
         Assert.True(info.RootElement.GetProperty("loaded").GetBoolean());
         Assert.StartsWith(release.Value + " SMP ", info.RootElement.GetProperty("vermagic").GetString());
-        Assert.Equal("99.0.0-kintsugi-fixture", info.RootElement.GetProperty("modInfo").GetProperty("kintsugi_effective_version").GetString());
+        Assert.Equal("99.0.0-kintsugi-fixture",
+            info.RootElement.GetProperty("modInfo").GetProperty("kintsugi_effective_version").GetString());
         Assert.Equal("kintsugi_fixture_cmdline_b", Section(result.Output, "livepatches"));
         var modules = Section(result.Output, "modules").Split('\n');
         Assert.Contains("kintsugi_fixture_cmdline_b", modules);
@@ -92,7 +96,8 @@ public abstract class LivepatchRuntimeSpecification(KernelRelease release)
         using var status = JsonDocument.Parse(Section(result.Output, "status"));
         Assert.Equal("applied", status.RootElement.GetProperty("state").GetString());
         Assert.Contains("99.0.0-kintsugi-fixture", status.RootElement.GetProperty("effectiveVersion").GetString());
-        Assert.Equal("kintsugi_fixture_cmdline_b", Assert.Single(status.RootElement.GetProperty("patches").EnumerateArray()).GetProperty("name").GetString());
+        Assert.Equal("kintsugi_fixture_cmdline_b",
+            Assert.Single(status.RootElement.GetProperty("patches").EnumerateArray()).GetProperty("name").GetString());
     }
 
     [Fact]
@@ -173,7 +178,8 @@ public abstract class LivepatchRuntimeSpecification(KernelRelease release)
     [Fact]
     public async Task A_livepatch_built_for_another_kernel_is_refused_and_not_loaded()
     {
-        var other = await KernelUnderTest.GetAsync(release == TestKernels.Debian12Cloud61 ? TestKernels.Debian12Cloud612 : TestKernels.Debian12Cloud61);
+        var other = await KernelUnderTest.GetAsync(release == TestKernels.Debian12Cloud61 ? TestKernels.Debian12Cloud612
+            : TestKernels.Debian12Cloud61);
         var kernel = await Kernel;
         var result = await kernel.RunAsync("""
             kintsugi kernel load /fixtures/foreign.ko; echo "@rc=$?"
@@ -196,14 +202,16 @@ public abstract class LivepatchRuntimeSpecification(KernelRelease release)
         Assert.Equal(kernel.Kernel.Target.BuildId.ToString(), status.RootElement.GetProperty("buildId").GetString());
         Assert.Equal(release.Value, status.RootElement.GetProperty("release").GetString());
         Assert.Equal("nothing-to-apply", status.RootElement.GetProperty("state").GetString());
-        Assert.Contains(kernel.Kernel.Target.PackageVersion!, status.RootElement.GetProperty("kernelVersion").GetString());
+        Assert.Contains(kernel.Kernel.Target.PackageVersion!,
+            status.RootElement.GetProperty("kernelVersion").GetString());
     }
 
     [Fact]
     public async Task An_installed_patch_is_reapplied_at_the_next_boot()
     {
         using var disk = new TemporaryDisk();
-        var second = await RebootAfterInstallingAsync(disk, "kintsugi kernel install /fixtures/kintsugi_fixture_cmdline_a.ko");
+        var second =
+            await RebootAfterInstallingAsync(disk, "kintsugi kernel install /fixtures/kintsugi_fixture_cmdline_a.ko");
         Assert.Equal(MarkerA, Section(second.Output, "cmdline"));
         using var status = JsonDocument.Parse(Section(second.Output, "status"));
         var patch = Assert.Single(status.RootElement.GetProperty("patches").EnumerateArray());
@@ -224,7 +232,8 @@ public abstract class LivepatchRuntimeSpecification(KernelRelease release)
             echo @end
             """);
         Succeeded(result);
-        Assert.Equal(["kintsugi_fixture_cmdline_a.json", "kintsugi_fixture_cmdline_a.ko"], Section(result.Output, "installed").Split('\n'));
+        Assert.Equal(["kintsugi_fixture_cmdline_a.json", "kintsugi_fixture_cmdline_a.ko"],
+            Section(result.Output, "installed").Split('\n'));
         AssertReturnCode(ExitCode.Success, result.Output, "uninstall");
         Assert.Equal("", Section(result.Output, "remaining"));
         Assert.DoesNotContain(Kintsugi.Kernel.SystemdUnit.Name, Section(result.Output, "units"));
@@ -235,12 +244,14 @@ public abstract class LivepatchRuntimeSpecification(KernelRelease release)
     public async Task The_kill_switch_on_the_kernel_command_line_prevents_reapplication()
     {
         using var disk = new TemporaryDisk();
-        var second = await RebootAfterInstallingAsync(disk, "kintsugi kernel install /fixtures/kintsugi_fixture_cmdline_a.ko", kernelArguments: ["kintsugi.enable=0"]);
+        var second = await RebootAfterInstallingAsync(disk,
+            "kintsugi kernel install /fixtures/kintsugi_fixture_cmdline_a.ko", kernelArguments: ["kintsugi.enable=0"]);
         Assert.StartsWith(OriginalCmdline, Section(second.Output, "cmdline"));
         AssertReturnCode(ExitCode.Disabled, second.Output, "service-status");
         using var status = JsonDocument.Parse(Section(second.Output, "status"));
         Assert.Equal("disabled", status.RootElement.GetProperty("state").GetString());
-        Assert.False(Assert.Single(status.RootElement.GetProperty("patches").EnumerateArray()).GetProperty("loaded").GetBoolean());
+        Assert.False(Assert.Single(status.RootElement.GetProperty("patches").EnumerateArray()).GetProperty("loaded")
+            .GetBoolean());
     }
 
     [Fact]
@@ -267,7 +278,8 @@ public abstract class LivepatchRuntimeSpecification(KernelRelease release)
     {
         var kernel = await Kernel;
         using var disk = new TemporaryDisk();
-        Succeeded(await kernel.RunAsync("kintsugi kernel install --no-load /fixtures/kintsugi_fixture_cmdline_a.ko", disk: disk.Path));
+        Succeeded(await kernel.RunAsync("kintsugi kernel install --no-load /fixtures/kintsugi_fixture_cmdline_a.ko",
+            disk: disk.Path));
         // The boot service loads the patch and waits 10 s before confirming it; crash the kernel inside that window.
         var crashed = await kernel.RunAsync("""
             until grep -q kintsugi-fixture-a /proc/cmdline; do sleep 0.2; done
@@ -281,7 +293,8 @@ public abstract class LivepatchRuntimeSpecification(KernelRelease release)
         Assert.StartsWith(OriginalCmdline, Section(third.Output, "cmdline"));
         Assert.Contains("crash or reboot before it was confirmed healthy", Section(third.Output, "service"));
         using var status = JsonDocument.Parse(Section(third.Output, "status"));
-        Assert.Equal("quarantined", Assert.Single(status.RootElement.GetProperty("patches").EnumerateArray()).GetProperty("bootState").GetString());
+        Assert.Equal("quarantined", Assert.Single(status.RootElement.GetProperty("patches").EnumerateArray())
+            .GetProperty("bootState").GetString());
     }
 
     [Fact]
@@ -303,15 +316,19 @@ public abstract class LivepatchRuntimeSpecification(KernelRelease release)
     public async Task A_patch_that_makes_the_kernel_warn_while_settling_at_boot_is_quarantined()
     {
         using var disk = new TemporaryDisk();
-        var second = await RebootAfterInstallingAsync(disk, "kintsugi kernel install --no-load /fixtures/kintsugi_fixture_cmdline_warn.ko",
+        var second = await RebootAfterInstallingAsync(disk,
+            "kintsugi kernel install --no-load /fixtures/kintsugi_fixture_cmdline_warn.ko",
             beforeReport: "until grep -q kintsugi-fixture-warn /proc/cmdline; do sleep 0.2; done");
         Assert.Contains("kernel problems after load", Section(second.Output, "service"));
         using var status = JsonDocument.Parse(Section(second.Output, "status"));
-        Assert.Equal("quarantined", Assert.Single(status.RootElement.GetProperty("patches").EnumerateArray()).GetProperty("bootState").GetString());
+        Assert.Equal("quarantined", Assert.Single(status.RootElement.GetProperty("patches").EnumerateArray())
+            .GetProperty("bootState").GetString());
     }
 
-    /// <summary>Installs on a fresh disk in one boot, boots again, and returns that boot's <see cref="BootReport"/>.</summary>
-    private async Task<LabRunResult> RebootAfterInstallingAsync(TemporaryDisk disk, string install, string beforeReport = "", IReadOnlyList<string>? kernelArguments = null)
+    /// <summary>Installs on a fresh disk in one boot, boots again, and returns that boot's <see
+    /// cref="BootReport"/>.</summary>
+    private async Task<LabRunResult> RebootAfterInstallingAsync(TemporaryDisk disk, string install,
+        string beforeReport = "", IReadOnlyList<string>? kernelArguments = null)
     {
         var kernel = await Kernel;
         Succeeded(await kernel.RunAsync(install, disk: disk.Path));
@@ -320,7 +337,8 @@ public abstract class LivepatchRuntimeSpecification(KernelRelease release)
         return second;
     }
 
-    /// <summary>What a boot did with installed patches: /proc/cmdline, the boot service's log and status, and kintsugi status.</summary>
+    /// <summary>What a boot did with installed patches: /proc/cmdline, the boot service's log and status, and kintsugi
+    /// status.</summary>
     private static string BootReport => $"""
         {WaitForBootService}
         echo @cmdline; cat /proc/cmdline

@@ -3,7 +3,8 @@ using Kintsugi.Testing;
 
 namespace Kintsugi.Kernel.Tests;
 
-/// <summary>The archive provider knows every Debian release that still gets kernel fixes, through private apt state.</summary>
+/// <summary>The archive provider knows every Debian release that still gets kernel fixes, through private apt
+/// state.</summary>
 public sealed class ReleaseArchiveSpecification
 {
     private static readonly DebianKernelArchive Archive = new(DebianKernelArchive.DefaultCacheRoot);
@@ -26,7 +27,8 @@ public sealed class ReleaseArchiveSpecification
     [InlineData("11", 11)]
     [InlineData("bookworm", 12)]
     [InlineData("Debian13", 13)]
-    public void A_release_is_named_by_number_or_codename(string text, int number) => Assert.Equal(number, DebianRelease.Parse(text).Number);
+    public void A_release_is_named_by_number_or_codename(string text, int number) =>
+        Assert.Equal(number, DebianRelease.Parse(text).Number);
 
     [Fact]
     public void An_unknown_release_is_a_usage_error_listing_the_known_ones()
@@ -59,11 +61,15 @@ public sealed class ReleaseArchiveSpecification
             Assert.All(offered, k => Assert.Contains(k.Suite, release.Suites));
             Assert.All(offered, k => Assert.Equal(release, DebianRelease.Of(k.Release)));
         }
-        Assert.Contains(kernels, k => k.Release == TestKernels.Debian11Cloud510 && k.Buildable && k.Codename == "bullseye");
-        Assert.Contains(kernels, k => k.Release == TestKernels.Debian13Cloud612 && k.Buildable && k.Codename == "trixie");
-        Assert.Contains(kernels, k => k.Release == TestKernels.Debian12Cloud61 && k.Buildable && k.Codename == "bookworm");
+        Assert.Contains(kernels, k =>
+            k.Release == TestKernels.Debian11Cloud510 && k.Buildable && k.Codename == "bullseye");
+        Assert.Contains(kernels, k =>
+            k.Release == TestKernels.Debian13Cloud612 && k.Buildable && k.Codename == "trixie");
+        Assert.Contains(kernels, k =>
+            k.Release == TestKernels.Debian12Cloud61 && k.Buildable && k.Codename == "bookworm");
         // Debian 11 also carries the 6.1 backport; it is listed as Debian 11's.
-        Assert.Contains(kernels, k => k.Codename == "bullseye" && k.Release.Value.StartsWith("6.1.0-0.deb11.", StringComparison.Ordinal));
+        Assert.Contains(kernels, k =>
+            k.Codename == "bullseye" && k.Release.Value.StartsWith("6.1.0-0.deb11.", StringComparison.Ordinal));
     }
 
     [Fact]
@@ -72,17 +78,21 @@ public sealed class ReleaseArchiveSpecification
         var trixie = Archive.AptFor(DebianRelease.Trixie);
         await trixie.EnsureListsAsync(ReleaseApt.MaxListAge, _ => { }, CancellationToken.None);
         Assert.NotNull(trixie.LastUpdated);
-        Assert.Contains($"linux-image-{TestKernels.Debian13Cloud612}", await trixie.SearchNamesAsync("^linux-image-.*deb13-cloud-amd64$", CancellationToken.None));
-        var host = await ExternalCommand.RunAsync("apt-cache", ["search", "--names-only", "^linux-image-.*deb13-cloud-amd64$"]);
+        Assert.Contains($"linux-image-{TestKernels.Debian13Cloud612}",
+            await trixie.SearchNamesAsync("^linux-image-.*deb13-cloud-amd64$", CancellationToken.None));
+        var host = await ExternalCommand.RunAsync("apt-cache",
+            ["search", "--names-only", "^linux-image-.*deb13-cloud-amd64$"]);
         Assert.True(host.Succeeded, host.StandardError);
         Assert.Equal("", host.StandardOutput.Trim());
-        Assert.DoesNotContain(Directory.GetFiles("/var/lib/apt/lists"), f => f.Contains("trixie", StringComparison.Ordinal) || f.Contains("bullseye", StringComparison.Ordinal));
+        Assert.DoesNotContain(Directory.GetFiles("/var/lib/apt/lists"), f =>
+            f.Contains("trixie", StringComparison.Ordinal) || f.Contains("bullseye", StringComparison.Ordinal));
     }
 
     [Theory]
     [InlineData("5.10.0-46-cloud-amd64", "bullseye", "5.10.")]
     [InlineData("6.12.117+deb13-cloud-amd64", "trixie", "6.12.117-")]
-    public async Task A_kernel_of_another_release_is_fetched_from_that_releases_archive(string release, string codename, string version)
+    public async Task A_kernel_of_another_release_is_fetched_from_that_releases_archive(string release, string codename,
+        string version)
     {
         var kernel = await Archive.FetchAsync(KernelRelease.Parse(release), KernelParts.Image);
         Assert.Equal(codename, kernel.Distribution);
@@ -92,7 +102,8 @@ public sealed class ReleaseArchiveSpecification
     }
 
     [Fact]
-    public async Task A_debian_13_kernels_headers_come_without_the_compiler_they_depend_on_which_runs_from_its_build_root()
+    public async Task
+        A_debian_13_kernels_headers_come_without_the_compiler_they_depend_on_which_runs_from_its_build_root()
     {
         var kernel = await Archive.FetchAsync(TestKernels.Debian13Cloud612, KernelParts.Image | KernelParts.Headers);
         Assert.Contains(kernel.Packages, p => p.StartsWith("linux-kbuild-6.12.117+deb13=", StringComparison.Ordinal));

@@ -29,8 +29,10 @@ public sealed class CommandLineSpecification
     [Fact]
     public async Task Verbose_shows_the_cause_chain_of_a_failure()
     {
-        var quiet = await ExternalCommand.RunAsync(Repository.KintsugiBinary, ["kernel", "info", "/nonexistent/patch.ko"]);
-        var verbose = await ExternalCommand.RunAsync(Repository.KintsugiBinary, ["--verbose", "kernel", "info", "/nonexistent/patch.ko"]);
+        var quiet =
+            await ExternalCommand.RunAsync(Repository.KintsugiBinary, ["kernel", "info", "/nonexistent/patch.ko"]);
+        var verbose = await ExternalCommand.RunAsync(Repository.KintsugiBinary,
+            ["--verbose", "kernel", "info", "/nonexistent/patch.ko"]);
         Assert.Equal(quiet.ExitCode, verbose.ExitCode);
         Assert.DoesNotContain("caused by", quiet.StandardError);
         Assert.Contains("caused by", verbose.StandardError);

@@ -19,7 +19,8 @@ public sealed class CpioWriterSpecification
                 writer.Directory("empty");
                 writer.Finish();
             }
-            var result = await ExternalCommand.RunAsync("sh", ["-c", "cpio -idm --no-absolute-filenames < \"$1\"", "sh", archive], target);
+            var result = await ExternalCommand.RunAsync("sh",
+                ["-c", "cpio -idm --no-absolute-filenames < \"$1\"", "sh", archive], target);
             Assert.True(result.Succeeded, result.StandardError);
             Assert.Equal("contents\n", await File.ReadAllTextAsync(Path.Combine(target, "etc/deep/file.txt")));
             Assert.Equal("tool", new FileInfo(Path.Combine(target, "bin/alias")).LinkTarget);

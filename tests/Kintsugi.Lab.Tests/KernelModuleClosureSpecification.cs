@@ -9,7 +9,8 @@ public sealed class KernelModuleClosureSpecification
     public async Task Dependencies_come_before_the_modules_that_need_them()
     {
         var kernel = await KernelUnderTest.GetAsync(TestKernels.Debian12Cloud61);
-        var order = new KernelModuleClosure(kernel.Kernel.ModulesDirectory).Resolve(["virtio_net"]).Select(KernelModuleClosure.NameOf).ToList();
+        var order = new KernelModuleClosure(kernel.Kernel.ModulesDirectory).Resolve(["virtio_net"])
+            .Select(KernelModuleClosure.NameOf).ToList();
         Assert.Equal("virtio_net", order[^1]);
         Assert.True(order.IndexOf("failover") < order.IndexOf("net_failover"));
         Assert.Contains("virtio_ring", order);
@@ -28,7 +29,8 @@ public sealed class KernelModuleClosureSpecification
     public async Task An_unknown_module_is_named_in_the_error()
     {
         var kernel = await KernelUnderTest.GetAsync(TestKernels.Debian12Cloud61);
-        var error = Assert.Throws<LabException>(() => new KernelModuleClosure(kernel.Kernel.ModulesDirectory).Resolve(["no_such_module"]));
+        var error = Assert.Throws<LabException>(() =>
+            new KernelModuleClosure(kernel.Kernel.ModulesDirectory).Resolve(["no_such_module"]));
         Assert.Contains("no_such_module", error.Message);
     }
 }

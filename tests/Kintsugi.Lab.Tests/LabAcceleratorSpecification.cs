@@ -18,7 +18,8 @@ public sealed class LabAcceleratorSpecification
     public void A_kvm_device_this_process_can_open_read_write_runs_the_guest_on_the_host_cpu()
     {
         using var directory = new TemporaryDirectory();
-        var device = Path.Combine(directory.Path, "kvm"); // stands in for the device node: what is checked is that it opens read-write
+        // stands in for the device node: what is checked is that it opens read-write
+        var device = Path.Combine(directory.Path, "kvm");
         File.WriteAllText(device, "");
         var chosen = LabAccelerator.Select(device, "auto");
         Assert.True(chosen.IsKvm);

@@ -21,7 +21,8 @@ public sealed class LabRunSpecification
     [Fact]
     public async Task Lab_run_exits_with_the_guest_commands_status_and_streams_its_output()
     {
-        var result = await Kintsugi("lab", "run", "--kernel", Kernel, "--timeout", "120", "--", "uname -r; echo guest-says-hello; exit 42");
+        var result = await Kintsugi("lab", "run", "--kernel", Kernel, "--timeout", "120", "--",
+            "uname -r; echo guest-says-hello; exit 42");
         Assert.Equal(42, result.ExitCode);
         Assert.Contains(Kernel, result.StandardOutput);
         Assert.Contains("guest-says-hello", result.StandardOutput);
@@ -34,7 +35,8 @@ public sealed class LabRunSpecification
         await File.WriteAllTextAsync(file, "payload-from-the-host\n");
         try
         {
-            var result = await Kintsugi("lab", "run", "--kernel", Kernel, "--add", $"{file}:/data/payload.txt", "--", "cat /data/payload.txt");
+            var result = await Kintsugi("lab", "run", "--kernel", Kernel, "--add", $"{file}:/data/payload.txt", "--",
+                "cat /data/payload.txt");
             Assert.Equal(0, result.ExitCode);
             Assert.Contains("payload-from-the-host", result.StandardOutput);
         }
@@ -63,9 +65,11 @@ public sealed class LabRunSpecification
             await using var stream = client.GetStream();
             var buffer = new byte[4096];
             _ = await stream.ReadAsync(buffer);
-            await stream.WriteAsync(Encoding.ASCII.GetBytes("HTTP/1.0 200 OK\r\nContent-Length: 16\r\n\r\nhello-from-host\n"));
+            await stream.WriteAsync(
+                Encoding.ASCII.GetBytes("HTTP/1.0 200 OK\r\nContent-Length: 16\r\n\r\nhello-from-host\n"));
         });
-        var result = await Kintsugi("lab", "run", "--kernel", Kernel, "--timeout", "120", "--", $"wget -q -O - http://10.0.2.2:{port}/");
+        var result = await Kintsugi("lab", "run", "--kernel", Kernel, "--timeout", "120", "--",
+            $"wget -q -O - http://10.0.2.2:{port}/");
         Assert.Equal(0, result.ExitCode);
         Assert.Contains("hello-from-host", result.StandardOutput);
         await serve;
@@ -90,16 +94,19 @@ public sealed class LabShellSpecification
         await KernelUnderTest.GetAsync(TestKernels.Debian12Cloud61);
         var info = new ProcessStartInfo(Repository.KintsugiBinary)
         {
-            RedirectStandardInput = true, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false,
+            RedirectStandardInput = true, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute =
+                false,
         };
-        foreach (var argument in new[] { "lab", "shell", "--kernel", TestKernels.Debian12Cloud61.Value }) info.ArgumentList.Add(argument);
+        foreach (var argument in new[] { "lab", "shell", "--kernel", TestKernels.Debian12Cloud61.Value })
+            info.ArgumentList.Add(argument);
         using var process = Process.Start(info)!;
         var screen = new StringBuilder();
         var reader = Task.Run(async () =>
         {
             var buffer = new char[256];
             int read;
-            while ((read = await process.StandardOutput.ReadAsync(buffer)) > 0) lock (screen) screen.Append(buffer, 0, read);
+            while ((read = await process.StandardOutput.ReadAsync(buffer)) > 0) lock (screen)
+                screen.Append(buffer, 0, read);
         });
         _ = process.StandardError.ReadToEndAsync();
         string Screen() { lock (screen) return screen.ToString(); }

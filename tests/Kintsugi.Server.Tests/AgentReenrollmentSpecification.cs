@@ -18,11 +18,13 @@ public sealed class AgentReenrollmentSpecification : IDisposable
 
     public void Dispose() => Directory.Delete(_machine, recursive: true);
 
-    private MachinePaths Paths => new(Path.Combine(_machine, "state"), Path.Combine(_machine, "etc"), Path.Combine(_machine, "run"), Path.Combine(_machine, "systemd"));
+    private MachinePaths Paths => new(Path.Combine(_machine, "state"), Path.Combine(_machine, "etc"),
+        Path.Combine(_machine, "run"), Path.Combine(_machine, "systemd"));
 
     private string Credential => File.ReadAllText(Path.Combine(_machine, "state", "agent", "credential")).Trim();
 
-    /// <summary>The agent as configured on a machine: the server's URL, a token, and the server's tls/server.crt as server-ca.</summary>
+    /// <summary>The agent as configured on a machine: the server's URL, a token, and the server's tls/server.crt as
+    /// server-ca.</summary>
     private MachineAgent Agent(TestServer server, string token, string? serverCa = null) =>
         new(new AgentConfig
         {
@@ -37,14 +39,17 @@ public sealed class AgentReenrollmentSpecification : IDisposable
         Assert.Single((await server.GetJsonAsync("/api/v1/machines")).EnumerateArray());
 
     private static async Task<List<string>> AuditActionsAsync(TestServer server) =>
-        [.. (await server.GetJsonAsync("/api/v1/audit")).EnumerateArray().Select(e => e.GetProperty("action").GetString()!)];
+        [.. (await server.GetJsonAsync("/api/v1/audit")).EnumerateArray()
+        .Select(e => e.GetProperty("action").GetString()!)];
 
     private static async Task DeleteAsync(TestServer server, string machine) =>
-        Assert.Equal(HttpStatusCode.NoContent, (await server.Admin.DeleteAsync($"/api/v1/machines/{machine}")).StatusCode);
+        Assert.Equal(HttpStatusCode.NoContent,
+        (await server.Admin.DeleteAsync($"/api/v1/machines/{machine}")).StatusCode);
 
     /// <summary>When the one machine last checked in; null before any machine has.</summary>
     private static async Task<DateTimeOffset?> LastCheckInAsync(TestServer server) =>
-        (await server.GetJsonAsync("/api/v1/machines")).EnumerateArray().SingleOrDefault() is { ValueKind: JsonValueKind.Object } machine
+        (await server.GetJsonAsync("/api/v1/machines")).EnumerateArray()
+        .SingleOrDefault() is { ValueKind: JsonValueKind.Object } machine
         && machine.GetProperty("lastCheckIn") is { ValueKind: JsonValueKind.String } at ? at.GetDateTimeOffset() : null;
 
     [Fact]
@@ -53,7 +58,8 @@ public sealed class AgentReenrollmentSpecification : IDisposable
         await using var server = await TestServer.StartAsync();
         await using var impostor = await TestServer.StartAsync();
         var token = await server.EnrollmentTokenAsync();
-        var refused = await Assert.ThrowsAsync<ServerUnavailableException>(() => Agent(server, token, Path.Combine(impostor.Options.DataDirectory, "tls", "server.crt")).RunOnceAsync(default));
+        var refused = await Assert.ThrowsAsync<ServerUnavailableException>(() => Agent(server, token,
+            Path.Combine(impostor.Options.DataDirectory, "tls", "server.crt")).RunOnceAsync(default));
         Assert.Contains("cannot reach", refused.Message);
         Assert.Empty((await server.GetJsonAsync("/api/v1/machines")).EnumerateArray());
         var result = await Agent(server, token).RunOnceAsync(default);
@@ -78,11 +84,13 @@ public sealed class AgentReenrollmentSpecification : IDisposable
         Assert.NotEqual(firstCredential, Credential);
         lock (_log) Assert.Contains(_log, l => l.Contains("enrolling again with the configured token"));
         var actions = await AuditActionsAsync(server);
-        Assert.Equal(["machine.enroll", "machine.delete", "machine.enroll"], actions.Where(a => a.StartsWith("machine.", StringComparison.Ordinal) && a != "machine.state"));
+        Assert.Equal(["machine.enroll", "machine.delete", "machine.enroll"],
+            actions.Where(a => a.StartsWith("machine.", StringComparison.Ordinal) && a != "machine.state"));
     }
 
     [Fact]
-    public async Task A_running_agent_whose_credential_is_refused_enrolls_again_within_seconds_not_at_its_hourly_check_in()
+    public async Task
+        A_running_agent_whose_credential_is_refused_enrolls_again_within_seconds_not_at_its_hourly_check_in()
     {
         await using var server = await TestServer.StartAsync(configure: o => o with { EventsWaitSeconds = 2 });
         var token = await server.EnrollmentTokenAsync();
@@ -94,23 +102,27 @@ public sealed class AgentReenrollmentSpecification : IDisposable
 
         var clock = Stopwatch.StartNew();
         await DeleteAsync(server, first);
-        while (!stop.IsCancellationRequested && (await server.GetJsonAsync("/api/v1/machines")).GetArrayLength() == 0) await Task.Delay(100);
+        while (!stop.IsCancellationRequested && (await server.GetJsonAsync("/api/v1/machines")).GetArrayLength() == 0)
+            await Task.Delay(100);
         var elapsed = clock.Elapsed;
         stop.Cancel();
         await run;
 
         // The check-in interval is an hour: the refused events poll made the agent check in and enroll again.
         Assert.Equal(3600, server.Options.CheckInSeconds);
-        Assert.True(elapsed < TimeSpan.FromSeconds(15), $"the agent enrolled again {elapsed} after its machine was deleted");
+        Assert.True(elapsed < TimeSpan.FromSeconds(15),
+            $"the agent enrolled again {elapsed} after its machine was deleted");
         Assert.NotEqual(first, (await OnlyMachineAsync(server)).GetProperty("id").GetString());
     }
 
     [Fact]
-    public async Task After_the_servers_data_is_reset_the_agent_enrolls_with_its_new_token_and_follows_the_new_servers_epoch()
+    public async Task
+        After_the_servers_data_is_reset_the_agent_enrolls_with_its_new_token_and_follows_the_new_servers_epoch()
     {
         var port = Postgres.FreePort();
         var certificate = Directory.CreateTempSubdirectory("kintsugi-reenroll-tls-").FullName;
-        ServerOptions SamePlace(ServerOptions o) => o with { Urls = [$"https://127.0.0.1:{port}"], EventsWaitSeconds = 2 };
+        ServerOptions SamePlace(ServerOptions o) =>
+            o with { Urls = [$"https://127.0.0.1:{port}"], EventsWaitSeconds = 2 };
         try
         {
             long oldEpoch;
@@ -118,8 +130,10 @@ public sealed class AgentReenrollmentSpecification : IDisposable
             {
                 // The old server's epoch moves with three publications and two revokes.
                 var releases = new List<string>();
-                foreach (var level in new[] { 1, 2, 3 }) releases.Add(await old.PublishAsync(Kernels.Bundle(old.Publisher, Kernels.Debian61, level)));
-                foreach (var id in releases.Skip(1)) (await old.PostJsonAsync($"/api/v1/releases/{id}/revoke", new { reason = "raise the epoch" })).EnsureSuccessStatusCode();
+                foreach (var level in new[] { 1, 2, 3 })
+                    releases.Add(await old.PublishAsync(Kernels.Bundle(old.Publisher, Kernels.Debian61, level)));
+                foreach (var id in releases.Skip(1)) (await old.PostJsonAsync($"/api/v1/releases/{id}/revoke",
+                    new { reason = "raise the epoch" })).EnsureSuccessStatusCode();
                 await Agent(old, await old.EnrollmentTokenAsync()).RunOnceAsync(default);
                 oldEpoch = (await old.GetJsonAsync("/api/v1/server")).GetProperty("epoch").GetInt64();
                 foreach (var file in new[] { "server.pfx", "server.crt" })
@@ -135,14 +149,16 @@ public sealed class AgentReenrollmentSpecification : IDisposable
             var machine = (await OnlyMachineAsync(reset)).GetProperty("id").GetString();
             lock (_log) Assert.Contains(_log, l => l.Contains("enrolling again with the configured token"));
 
-            // A publication and a revoke on the new server move its epoch, still below the old one: the agent hears of them at once.
+            // A publication and a revoke on the new server move its epoch, still below the old one: the agent hears of
+            // them at once.
             using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(60));
             var running = DateTimeOffset.UtcNow;
             var run = agent.RunAsync(stop.Token);
             while (!stop.IsCancellationRequested && await LastCheckInAsync(reset) < running) await Task.Delay(100);
             await Task.Delay(500); // the events long-poll is held
             var release = await reset.PublishAsync(Kernels.Bundle(reset.Publisher, Kernels.Debian61, 1));
-            (await reset.PostJsonAsync($"/api/v1/releases/{release}/revoke", new { reason = "regression" })).EnsureSuccessStatusCode();
+            (await reset.PostJsonAsync($"/api/v1/releases/{release}/revoke", new { reason = "regression" }))
+                .EnsureSuccessStatusCode();
             var revokedAt = DateTimeOffset.UtcNow;
             var newEpoch = (await reset.GetJsonAsync("/api/v1/server")).GetProperty("epoch").GetInt64();
             Assert.True(newEpoch < oldEpoch, $"the new server's epoch {newEpoch} should be below the old {oldEpoch}");
@@ -150,7 +166,8 @@ public sealed class AgentReenrollmentSpecification : IDisposable
             var elapsed = DateTimeOffset.UtcNow - revokedAt;
             stop.Cancel();
             await run;
-            Assert.True(elapsed < TimeSpan.FromSeconds(10), $"the agent checked in {elapsed} after a revoke on the reset server (check-in interval: an hour)");
+            Assert.True(elapsed < TimeSpan.FromSeconds(10),
+                $"the agent checked in {elapsed} after a revoke on the reset server (check-in interval: an hour)");
             Assert.Equal(machine, (await OnlyMachineAsync(reset)).GetProperty("id").GetString());
             lock (_log) Assert.Contains(_log, l => l.Contains("the server's epoch moved to"));
         }
@@ -161,7 +178,8 @@ public sealed class AgentReenrollmentSpecification : IDisposable
     }
 
     [Fact]
-    public async Task A_second_host_with_this_machines_machine_id_cannot_enroll_as_it_and_the_machine_keeps_its_credential()
+    public async Task
+        A_second_host_with_this_machines_machine_id_cannot_enroll_as_it_and_the_machine_keeps_its_credential()
     {
         await using var server = await TestServer.StartAsync();
         var token = await server.EnrollmentTokenAsync();
@@ -175,7 +193,8 @@ public sealed class AgentReenrollmentSpecification : IDisposable
             if (File.Exists(Path.Combine(_machine, "state", "agent", "machine-id")))
             {
                 Directory.CreateDirectory(Path.Combine(other, "state", "agent"));
-                File.Copy(Path.Combine(_machine, "state", "agent", "machine-id"), Path.Combine(other, "state", "agent", "machine-id"));
+                File.Copy(Path.Combine(_machine, "state", "agent", "machine-id"),
+                    Path.Combine(other, "state", "agent", "machine-id"));
             }
             var impostor = new MachineAgent(new AgentConfig
             {
@@ -184,7 +203,8 @@ public sealed class AgentReenrollmentSpecification : IDisposable
                 ServerCertificate = Path.Combine(server.Options.DataDirectory, "tls", "server.crt"),
                 TrustStore = Path.Combine(other, "trust"),
                 Settle = TimeSpan.Zero,
-            }, new MachinePaths(Path.Combine(other, "state"), Path.Combine(other, "etc"), Path.Combine(other, "run"), Path.Combine(other, "systemd")), _ => { });
+            }, new MachinePaths(Path.Combine(other, "state"), Path.Combine(other, "etc"), Path.Combine(other, "run"),
+            Path.Combine(other, "systemd")), _ => { });
 
             var refused = await Assert.ThrowsAsync<AgentException>(() => impostor.RunOnceAsync(default));
 

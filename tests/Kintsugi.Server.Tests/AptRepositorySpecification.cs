@@ -21,7 +21,8 @@ public sealed class AptRepositorySpecification : IDisposable
         Directory.CreateDirectory(Path.Combine(root, "DEBIAN"));
         Directory.CreateDirectory(Path.Combine(root, "usr", "bin"));
         File.WriteAllText(Path.Combine(root, "DEBIAN", "control"),
-            $"Package: {name}\nVersion: {version}\nArchitecture: amd64\nMaintainer: Tests <tests@kintsugi.invalid>\nDescription: test package\n");
+            $"Package: {name}\nVersion: {version}\nArchitecture: amd64\nMaintainer: Tests " +
+            $"<tests@kintsugi.invalid>\nDescription: test package\n");
         File.WriteAllText(Path.Combine(root, "usr", "bin", name), $"#!/bin/sh\necho {version}\n");
         File.SetUnixFileMode(Path.Combine(root, "usr", "bin", name), (UnixFileMode)0b111_101_101);
         var deb = Path.Combine(_dir, $"{name}_{version}_amd64.deb");
@@ -46,11 +47,14 @@ public sealed class AptRepositorySpecification : IDisposable
         using var root = await DebianRoot.CreateAsync();
         Directory.CreateDirectory(root["/etc/apt/keyrings"]);
         File.WriteAllText(root["/etc/apt/keyrings/kintsugi.asc"], await server.Client().GetStringAsync("/apt/key.asc"));
-        File.Copy(Path.Combine(server.Options.DataDirectory, "tls", "server.crt"), root["/etc/apt/kintsugi-server.crt"]);
+        File.Copy(Path.Combine(server.Options.DataDirectory, "tls", "server.crt"),
+            root["/etc/apt/kintsugi-server.crt"]);
         // Only the server's repository: the test needs no Debian mirror.
         File.WriteAllText(root["/etc/apt/sources.list"], "");
-        File.WriteAllText(root["/etc/apt/sources.list.d/kintsugi.list"], $"deb [signed-by=/etc/apt/keyrings/kintsugi.asc] {server.BaseAddress}apt stable main\n");
-        File.WriteAllText(root["/etc/apt/apt.conf.d/90kintsugi"], "Acquire::https::CaInfo \"/etc/apt/kintsugi-server.crt\";\n");
+        File.WriteAllText(root["/etc/apt/sources.list.d/kintsugi.list"],
+            $"deb [signed-by=/etc/apt/keyrings/kintsugi.asc] {server.BaseAddress}apt stable main\n");
+        File.WriteAllText(root["/etc/apt/apt.conf.d/90kintsugi"],
+            "Acquire::https::CaInfo \"/etc/apt/kintsugi-server.crt\";\n");
 
         await root.SucceedAsync("apt-get", "update");
         await root.SucceedAsync("apt-get", "install", "-y", "kintsugi");
@@ -62,7 +66,8 @@ public sealed class AptRepositorySpecification : IDisposable
         Assert.Equal("0.1.0-2", (await root.SucceedAsync("kintsugi")).Trim());
 
         var events = await server.GetJsonAsync("/api/v1/audit");
-        Assert.Contains(events.EnumerateArray(), e => e.GetProperty("action").GetString() == "apt.publish" && e.GetProperty("subject").GetString() == "apt:kintsugi=0.1.0-2");
+        Assert.Contains(events.EnumerateArray(), e => e.GetProperty("action").GetString() == "apt.publish"
+            && e.GetProperty("subject").GetString() == "apt:kintsugi=0.1.0-2");
     }
 
     [Fact]
@@ -71,7 +76,8 @@ public sealed class AptRepositorySpecification : IDisposable
         await using var server = await TestServer.StartAsync();
         Assert.Equal(HttpStatusCode.BadRequest, (await Publish(server, Package("1.0", name: "bash"))).StatusCode);
         var content = new ByteArrayContent(File.ReadAllBytes(Package("0.1.0-1")));
-        Assert.Equal(HttpStatusCode.Unauthorized, (await server.Client().PostAsync("/api/v1/apt/packages", content)).StatusCode);
+        Assert.Equal(HttpStatusCode.Unauthorized,
+            (await server.Client().PostAsync("/api/v1/apt/packages", content)).StatusCode);
         // Nothing outside pool/, dists/ and the public key is served: never the signing key.
         Assert.Equal(HttpStatusCode.NotFound, (await server.Client().GetAsync("/apt/gnupg/pubring.kbx")).StatusCode);
     }

@@ -14,7 +14,8 @@ public abstract class AuditTamperSpecification(Backend backend)
         var agent = new SimulatedAgent(server, Kernels.Debian61, "web-1");
         await agent.EnrollAsync(await server.EnrollmentTokenAsync());
         await agent.SyncAsync(server.Publisher.PublicKey);
-        (await server.PostJsonAsync($"/api/v1/releases/{release}/revoke", new { reason = "test" })).EnsureSuccessStatusCode();
+        (await server.PostJsonAsync($"/api/v1/releases/{release}/revoke", new { reason = "test" }))
+            .EnsureSuccessStatusCode();
         Assert.True((await server.VerifyAuditAsync()).Intact);
         return server;
     }
@@ -27,7 +28,9 @@ public abstract class AuditTamperSpecification(Backend backend)
         var dropTriggers = db.Dialect == Dialect.Postgres
             ? "DROP TRIGGER audit_events_append_only ON audit_events"
             : "DROP TRIGGER audit_events_no_update; DROP TRIGGER audit_events_no_delete";
-        await using (var drop = connection.CreateCommand()) { drop.CommandText = dropTriggers; await drop.ExecuteNonQueryAsync(); }
+        await using (
+            var drop = connection.CreateCommand()) { drop.CommandText =
+            dropTriggers; await drop.ExecuteNonQueryAsync(); }
         await using var command = connection.CreateCommand();
         command.CommandText = sql;
         Assert.True(await command.ExecuteNonQueryAsync() > 0, "the tampering changed nothing");
@@ -39,7 +42,8 @@ public abstract class AuditTamperSpecification(Backend backend)
         await using var server = await ServerWithHistoryAsync();
         var db = (Database)server.Server.Services.GetService(typeof(Database))!;
         await using var connection = await db.OpenAsync();
-        foreach (var sql in new[] { "UPDATE audit_events SET actor = 'nobody' WHERE seq = 2", "DELETE FROM audit_events WHERE seq = 2" })
+        foreach (var sql in new[] { "UPDATE audit_events SET actor = 'nobody' WHERE seq = 2",
+            "DELETE FROM audit_events WHERE seq = 2" })
         {
             await using var command = connection.CreateCommand();
             command.CommandText = sql;
@@ -51,7 +55,8 @@ public abstract class AuditTamperSpecification(Backend backend)
     public async Task An_edited_row_is_detected()
     {
         await using var server = await ServerWithHistoryAsync();
-        await TamperAsync(server, "UPDATE audit_events SET actor = 'token:someone-else (admin)' WHERE action = 'release.revoke'");
+        await TamperAsync(server,
+            "UPDATE audit_events SET actor = 'token:someone-else (admin)' WHERE action = 'release.revoke'");
         var result = await server.VerifyAuditAsync();
         Assert.False(result.Intact);
         Assert.Contains(result.Problems, p => p.Problem.Contains("edited"));
@@ -63,8 +68,10 @@ public abstract class AuditTamperSpecification(Backend backend)
         await using var server = await ServerWithHistoryAsync();
         var events = await AuditChain.ReadAsync((Database)server.Server.Services.GetService(typeof(Database))!);
         var target = events[2];
-        var forged = AuditChain.Hash(target.Seq, target.At.ToUnixTimeMilliseconds(), "system:nobody", target.Address, target.Action, target.Subject, target.Detail, target.PrevHash);
-        await TamperAsync(server, $"UPDATE audit_events SET actor = 'system:nobody', hash = '{forged}' WHERE seq = {target.Seq}");
+        var forged = AuditChain.Hash(target.Seq, target.At.ToUnixTimeMilliseconds(), "system:nobody", target.Address,
+            target.Action, target.Subject, target.Detail, target.PrevHash);
+        await TamperAsync(server,
+            $"UPDATE audit_events SET actor = 'system:nobody', hash = '{forged}' WHERE seq = {target.Seq}");
         var result = await server.VerifyAuditAsync();
         Assert.False(result.Intact);
         Assert.Contains(result.Problems, p => p.Seq == target.Seq + 1 && p.Problem.Contains("link"));
@@ -111,7 +118,8 @@ public abstract class AuditTamperSpecification(Backend backend)
         Assert.False(result.Intact);
         Assert.Contains(result.Problems, p => p.Problem.Contains("rolled back"));
         var location = server.Options.PostgresConnectionString is { } cs
-            ? new[] { "--postgres", cs, "--data", server.Options.DataDirectory } : ["--data", server.Options.DataDirectory];
+            ? new[] { "--postgres", cs, "--data", server.Options.DataDirectory }
+            : ["--data", server.Options.DataDirectory];
         var (code, output) = RunVerifier(location);
         Assert.True(code == 3, output);
         Assert.Contains("rolled back", output);
@@ -121,11 +129,13 @@ public abstract class AuditTamperSpecification(Backend backend)
     public async Task The_offline_verifier_exits_3_on_a_broken_chain_and_0_on_an_intact_one()
     {
         await using var server = await ServerWithHistoryAsync();
-        var location = server.Options.PostgresConnectionString is { } cs ? new[] { "--postgres", cs } : ["--data", server.Options.DataDirectory];
+        var location = server.Options.PostgresConnectionString is { } cs ? new[] { "--postgres", cs }
+            : ["--data", server.Options.DataDirectory];
         var (intact, intactOutput) = RunVerifier(location);
         Assert.True(intact == 0, intactOutput);
         Assert.Contains("intact", intactOutput);
-        await TamperAsync(server, "UPDATE audit_events SET subject = 'release:r_0000000000000000' WHERE action = 'release.revoke'");
+        await TamperAsync(server,
+            "UPDATE audit_events SET subject = 'release:r_0000000000000000' WHERE action = 'release.revoke'");
         var (broken, brokenOutput) = RunVerifier(location);
         Assert.Equal(3, broken);
         Assert.Contains("BROKEN", brokenOutput);

@@ -16,7 +16,8 @@ namespace Kintsugi.Server.Tests;
 public sealed class AuthorizationMatrixSpecification : IAsyncLifetime
 {
     /// <summary>The least a caller must be. Roles are ordered; a machine credential is not an API token.</summary>
-    public enum Level { Anyone, SignOut, EnrollmentToken, Machine, MachineOrAuditor, Auditor, Operator, Admin, DashboardAuditor, DashboardOperator }
+    public enum Level { Anyone, SignOut, EnrollmentToken, Machine, MachineOrAuditor, Auditor, Operator, Admin,
+        DashboardAuditor, DashboardOperator }
 
     public enum Caller { Anonymous, Machine, Auditor, Operator, Admin }
 
@@ -52,7 +53,8 @@ public sealed class AuthorizationMatrixSpecification : IAsyncLifetime
         ("GET", "/api/v1/machines", "/api/v1/machines", Level.Auditor),
         ("GET", "/api/v1/machines/{id}", $"/api/v1/machines/{MachineId}", Level.Auditor),
         ("POST", "/api/v1/machines/{id}/move", $"/api/v1/machines/{MachineId}/move", Level.Operator),
-        ("POST", "/api/v1/machines/{id}/approve-reenroll", $"/api/v1/machines/{MachineId}/approve-reenroll", Level.Operator),
+        ("POST", "/api/v1/machines/{id}/approve-reenroll", $"/api/v1/machines/{MachineId}/approve-reenroll",
+        Level.Operator),
         ("DELETE", "/api/v1/machines/{id}", $"/api/v1/machines/{MachineId}", Level.Operator),
         ("GET", "/api/v1/enrollment-tokens", "/api/v1/enrollment-tokens", Level.Operator),
         ("POST", "/api/v1/enrollment-tokens", "/api/v1/enrollment-tokens", Level.Operator),
@@ -128,7 +130,8 @@ public sealed class AuthorizationMatrixSpecification : IAsyncLifetime
     {
         HttpStatusCode.Unauthorized => "401",
         HttpStatusCode.Forbidden => "403",
-        HttpStatusCode.Redirect when response.Headers.Location?.OriginalString.StartsWith("/login", StringComparison.Ordinal) == true => "login",
+        HttpStatusCode.Redirect when response.Headers.Location?.OriginalString.StartsWith("/login",
+        StringComparison.Ordinal) == true => "login",
         _ => "through",
     };
 
@@ -145,12 +148,17 @@ public sealed class AuthorizationMatrixSpecification : IAsyncLifetime
                 // A same-origin browser's header, so only the role decides (cross-origin: CrossOriginSpecification).
                 request.Headers.Add("Origin", origin);
                 if (path == "/api/v1/agent/enroll")
-                    request.Content = new StringContent($$"""{"token":"ket_{{new string('A', 43)}}","hostname":"x","machineId":"{{new string('a', 32)}}","kernel":{"release":"6.1.0-56-cloud-amd64","buildId":"{{Build}}"},"agentVersion":"0.1.0"}""",
+                    request.Content =
+                        new StringContent(
+                        $$"""{"token":"ket_{{new string('A', 43)}}","hostname":"x",""" +
+                        $"\"machineId\":\"{new string('a', 32)}\",\"kernel\":{{\"release\":\"6.1.0-56-cloud-amd64\"," +
+                        $"\"buildId\":\"{Build}\"}},\"agentVersion\":\"0.1.0\"}}",
                         new MediaTypeHeaderValue("application/json"));
                 using var response = await http.SendAsync(request);
                 var expected = Refusal(level, caller) ?? "through";
                 var actual = Outcome(response);
-                if (actual != expected) wrong.Add($"{method} {path} as {caller}: expected {expected}, got {(int)response.StatusCode} ({actual})");
+                if (actual != expected) wrong.Add($"{method} {path} as {caller}: expected {expected}, got " +
+                    $"{(int)response.StatusCode} ({actual})");
             }
         Assert.True(wrong.Count == 0, string.Join("\n", wrong));
     }
@@ -166,6 +174,7 @@ public sealed class AuthorizationMatrixSpecification : IAsyncLifetime
         var specified = Matrix.Select(r => $"{r.Method} {r.Route}").ToHashSet();
         Assert.Equal(Matrix.Length, specified.Count);
         Assert.True(mapped.SetEquals(specified),
-            $"mapped without a row: {string.Join(", ", mapped.Except(specified))}; rows not mapped: {string.Join(", ", specified.Except(mapped))}");
+            $"mapped without a row: {string.Join(", ", mapped.Except(specified))}; rows not mapped: " +
+            $"{string.Join(", ", specified.Except(mapped))}");
     }
 }

@@ -30,7 +30,8 @@ public sealed class CrossOriginSpecification
         var before = await ApiTokenCountAsync(server);
         HttpContent NewToken() => JsonContent.Create(new { role = "admin", name = "planted" });
 
-        var crossSite = await browser.SendAsync(CookiePost(server, "/api/v1/api-tokens", NewToken(), "https://evil.example"));
+        var crossSite =
+            await browser.SendAsync(CookiePost(server, "/api/v1/api-tokens", NewToken(), "https://evil.example"));
         Assert.Equal(HttpStatusCode.Forbidden, crossSite.StatusCode);
         var problem = await crossSite.Content.ReadFromJsonAsync<JsonElement>();
         Assert.Contains("Origin 'https://evil.example'", problem.GetProperty("detail").GetString());
@@ -54,10 +55,12 @@ public sealed class CrossOriginSpecification
         using var browser = server.Client();
         var form = new FormUrlEncodedContent(new Dictionary<string, string> { ["reason"] = "planted" });
 
-        var crossSite = await browser.SendAsync(CookiePost(server, $"/releases/{id}/revoke", form, "https://evil.example"));
+        var crossSite =
+            await browser.SendAsync(CookiePost(server, $"/releases/{id}/revoke", form, "https://evil.example"));
         Assert.Equal(HttpStatusCode.Forbidden, crossSite.StatusCode);
         var release = await server.GetJsonAsync($"/api/v1/releases/{id}");
-        Assert.False(release.TryGetProperty("revoked", out var revoked) && revoked.ValueKind != JsonValueKind.Null, release.ToString());
+        Assert.False(release.TryGetProperty("revoked", out var revoked) && revoked.ValueKind != JsonValueKind.Null,
+            release.ToString());
     }
 
     [Fact]

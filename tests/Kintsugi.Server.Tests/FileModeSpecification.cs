@@ -18,8 +18,10 @@ public sealed partial class FileModeSpecification
         var data = Path.Combine(parent, "data");
         var trace = Path.Combine(parent, "strace.log");
         var start = new ProcessStartInfo("strace") { RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (var a in new[] { "-ff", "-qq", "-o", trace, "-e", "trace=openat,open,creat,mkdir,mkdirat,chmod,fchmod,fchmodat",
-            Repository.KintsugiBinary, "server", "run", "--data", data, "--listen", $"https://127.0.0.1:{Postgres.FreePort()}" })
+        foreach (var a in new[] { "-ff", "-qq", "-o", trace, "-e",
+            "trace=openat,open,creat,mkdir,mkdirat,chmod,fchmod,fchmodat",
+            Repository.KintsugiBinary, "server", "run", "--data", data, "--listen",
+            $"https://127.0.0.1:{Postgres.FreePort()}" })
             start.ArgumentList.Add(a);
         using var process = Process.Start(start)!;
         var ready = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -36,7 +38,8 @@ public sealed partial class FileModeSpecification
         process.BeginErrorReadLine();
         try
         {
-            var first = await Task.WhenAny(ready.Task, process.WaitForExitAsync(), Task.Delay(TimeSpan.FromSeconds(120)));
+            var first =
+                await Task.WhenAny(ready.Task, process.WaitForExitAsync(), Task.Delay(TimeSpan.FromSeconds(120)));
             lock (output) Assert.True(first == ready.Task, $"the server did not become ready:\n{output}");
         }
         finally
@@ -46,19 +49,24 @@ public sealed partial class FileModeSpecification
         }
 
         // -ff: one file per thread (trace.TID), so no call is split across lines by another thread's.
-        var calls = Directory.EnumerateFiles(parent, "strace.log.*").SelectMany(File.ReadAllLines).Where(l => l.Contains($"\"{data}", StringComparison.Ordinal)).ToList();
-        var secrets = new[] { ServerApp.AdminTokenFile, "tls/server.pfx", "keys/timestamp.pem" }.Select(f => Path.Combine(data, f)).ToList();
+        var calls = Directory.EnumerateFiles(parent, "strace.log.*").SelectMany(File.ReadAllLines)
+            .Where(l => l.Contains($"\"{data}", StringComparison.Ordinal)).ToList();
+        var secrets = new[] { ServerApp.AdminTokenFile, "tls/server.pfx", "keys/timestamp.pem" }.Select(f =>
+            Path.Combine(data, f)).ToList();
         foreach (var secret in secrets) Assert.True(File.Exists(secret), $"{secret} was not made");
 
         var directories = calls.Select(l => MkdirCall().Match(l)).Where(m => m.Success).ToList();
         foreach (var directory in new[] { data, Path.Combine(data, "tls"), Path.Combine(data, "keys") })
             Assert.Contains(directories, m => m.Groups["path"].Value == directory);
-        Assert.All(directories, m => Assert.True(m.Groups["mode"].Value == "0700", $"made {m.Groups["mode"].Value}: {m.Value}"));
+        Assert.All(directories, m =>
+            Assert.True(m.Groups["mode"].Value == "0700", $"made {m.Groups["mode"].Value}: {m.Value}"));
 
         var created = calls.Select(l => CreatingOpen().Match(l)).Where(m => m.Success
             && secrets.Any(s => m.Groups["path"].Value.StartsWith(s, StringComparison.Ordinal))).ToList();
-        foreach (var secret in secrets) Assert.Contains(created, m => m.Groups["path"].Value.StartsWith(secret, StringComparison.Ordinal));
-        Assert.All(created, m => Assert.True(m.Groups["mode"].Value == "0600", $"created {m.Groups["mode"].Value}: {m.Value}"));
+        foreach (var secret in secrets)
+            Assert.Contains(created, m => m.Groups["path"].Value.StartsWith(secret, StringComparison.Ordinal));
+        Assert.All(created, m =>
+            Assert.True(m.Groups["mode"].Value == "0600", $"created {m.Groups["mode"].Value}: {m.Value}"));
 
         Assert.DoesNotContain(calls, l => ChmodCall().IsMatch(l));
     }
@@ -66,7 +74,8 @@ public sealed partial class FileModeSpecification
     [GeneratedRegex("""mkdir(?:at)?\((?:AT_FDCWD, )?"(?<path>[^"]+)", (?<mode>0[0-7]+)\) = 0$""")]
     private static partial Regex MkdirCall();
 
-    [GeneratedRegex("""open(?:at)?\((?:AT_FDCWD, )?"(?<path>[^"]+)", [A-Z_|]*O_CREAT[A-Z_|]*, (?<mode>0[0-7]+)\) = [0-9]+$""")]
+    [GeneratedRegex(
+        """open(?:at)?\((?:AT_FDCWD, )?"(?<path>[^"]+)", [A-Z_|]*O_CREAT[A-Z_|]*, (?<mode>0[0-7]+)\) = [0-9]+$""")]
     private static partial Regex CreatingOpen();
 
     [GeneratedRegex("""\b(?:f?chmod|fchmodat)\(""")]

@@ -9,7 +9,8 @@ using Microsoft.Extensions.DependencyInjection;
 
 namespace Kintsugi.Server.Tests;
 
-/// <summary>The served OpenAPI document is the code's: every endpoint, and each reply's schema is its type's JSON.</summary>
+/// <summary>The served OpenAPI document is the code's: every endpoint, and each reply's schema is its type's
+/// JSON.</summary>
 public sealed class OpenApiSpecification : IAsyncLifetime
 {
     private TestServer server = null!;
@@ -25,7 +26,8 @@ public sealed class OpenApiSpecification : IAsyncLifetime
 
     private IEnumerable<RouteEndpoint> ApiEndpoints() =>
         server.Server.Services.GetRequiredService<EndpointDataSource>().Endpoints.OfType<RouteEndpoint>()
-            .Where(e => e.Metadata.GetMetadata<IExcludeFromDescriptionMetadata>() is not { ExcludeFromDescription: true })
+            .Where(e =>
+            e.Metadata.GetMetadata<IExcludeFromDescriptionMetadata>() is not { ExcludeFromDescription: true })
             .Where(e => Route(e).StartsWith("/api/", StringComparison.Ordinal) || Route(e) == "/metrics");
 
     private static string Route(RouteEndpoint endpoint) => "/" + endpoint.RoutePattern.RawText!.TrimStart('/');
@@ -59,12 +61,15 @@ public sealed class OpenApiSpecification : IAsyncLifetime
             foreach (var method in Methods(endpoint))
             {
                 var operation = Operation(endpoint, method);
-                Assert.True(operation.GetProperty("responses").TryGetProperty("default", out var refusal), $"{method} {Route(endpoint)}");
+                Assert.True(operation.GetProperty("responses").TryGetProperty("default", out var refusal),
+                    $"{method} {Route(endpoint)}");
                 Assert.True(refusal.GetProperty("content").TryGetProperty("application/problem+json", out _));
                 if (endpoint.Metadata.GetMetadata<RequiredRole>() is { } role)
                 {
-                    Assert.Equal($"Requires the {role.Role.ToWire()} role (or higher).", operation.GetProperty("description").GetString());
-                    Assert.Equal(ApiDocument.ApiToken, operation.GetProperty("security")[0].EnumerateObject().Single().Name);
+                    Assert.Equal($"Requires the {role.Role.ToWire()} role (or higher).",
+                        operation.GetProperty("description").GetString());
+                    Assert.Equal(ApiDocument.ApiToken,
+                        operation.GetProperty("security")[0].EnumerateObject().Single().Name);
                 }
             }
     }
@@ -77,9 +82,11 @@ public sealed class OpenApiSpecification : IAsyncLifetime
             foreach (var method in Methods(endpoint))
                 foreach (var produces in endpoint.Metadata.OfType<IProducesResponseTypeMetadata>())
                 {
-                    if (produces.Type is null || produces.Type == typeof(void) || !produces.ContentTypes.Contains("application/json")) continue;
+                    if (produces.Type is null || produces.Type == typeof(void)
+                        || !produces.ContentTypes.Contains("application/json")) continue;
                     var where = $"{method} {Route(endpoint)} {produces.StatusCode}";
-                    var response = Operation(endpoint, method).GetProperty("responses").GetProperty(produces.StatusCode.ToString());
+                    var response = Operation(endpoint, method).GetProperty("responses")
+                        .GetProperty(produces.StatusCode.ToString());
                     Assert.True(response.TryGetProperty("content", out var content), where + ": no content");
                     var schema = Resolve(content.GetProperty("application/json").GetProperty("schema"));
                     AssertMatches(JsonTypeInfoOf(produces.Type), schema, where);
@@ -94,14 +101,85 @@ public sealed class OpenApiSpecification : IAsyncLifetime
         var compared = 0;
         foreach (var endpoint in ApiEndpoints())
             foreach (var method in Methods(endpoint))
-                if (endpoint.Metadata.GetMetadata<RequestBody>() is { } accepts && accepts.ContentTypes.Contains("application/json"))
+                if (endpoint.Metadata.GetMetadata<RequestBody>() is { } accepts
+                    && accepts.ContentTypes.Contains("application/json"))
                 {
                     var type = accepts.Type;
-                    var body = Operation(endpoint, method).GetProperty("requestBody").GetProperty("content").GetProperty("application/json");
-                    AssertMatches(JsonTypeInfoOf(type), Resolve(body.GetProperty("schema")), $"{method} {Route(endpoint)} request");
+                    var body = Operation(endpoint, method).GetProperty("requestBody").GetProperty("content")
+                        .GetProperty("application/json");
+                    AssertMatches(JsonTypeInfoOf(type), Resolve(body.GetProperty("schema")),
+                        $"{method} {Route(endpoint)} request");
                     compared++;
                 }
         Assert.True(compared >= 10, $"only {compared} JSON requests were compared");
+    }
+
+    [Fact]
+    public void Every_query_parameter_an_endpoint_declares_is_in_the_document_with_its_type_and_values()
+    {
+        var compared = 0;
+        foreach (var endpoint in ApiEndpoints())
+            foreach (var method in Methods(endpoint))
+                foreach (var query in endpoint.Metadata.OfType<QueryParameter>())
+                {
+                    var where = $"{method} {Route(endpoint)} ?{query.Name}";
+                    var parameter = Operation(endpoint, method).GetProperty("parameters").EnumerateArray()
+                        .SingleOrDefault(p => p.GetProperty("name").GetString() == query.Name);
+                    Assert.True(parameter.ValueKind == JsonValueKind.Object, where + ": not in the document");
+                    Assert.Equal("query", parameter.GetProperty("in").GetString());
+                    Assert.Equal(query.Required,
+                        parameter.TryGetProperty("required", out var required) && required.GetBoolean());
+                    var schema = parameter.GetProperty("schema");
+                    Assert.Equal(query.Value == QueryValue.Integer ? "integer" : "string", Type(schema));
+                    var values = schema.TryGetProperty("enum", out var e)
+                        ? e.EnumerateArray().Select(v => v.GetString()!).ToList() : [];
+                    Assert.Equal(query.Values, values);
+                    compared++;
+                }
+        Assert.True(compared >= 12, $"only {compared} query parameters were compared");
+    }
+
+    [Fact]
+    public void Reading_a_query_parameter_the_endpoint_did_not_declare_is_a_bug()
+    {
+        var context = new DefaultHttpContext();
+        context.Request.QueryString = new QueryString("?severity=low");
+        context.SetEndpoint(new Endpoint(_ => Task.CompletedTask,
+            new EndpointMetadataCollection(new QueryParameter("format", "", QueryValue.Text, [], false)), "test"));
+
+        Assert.Equal("", Http.Query(context, "format"));
+        var bug = Assert.Throws<System.Diagnostics.UnreachableException>(() => Http.Query(context, "severity"));
+        Assert.Contains("without declaring it", bug.Message, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("csv", "text/csv")]
+    [InlineData("html", "text/html")]
+    [InlineData("json", "application/json")]
+    public async Task Each_compliance_format_is_served_in_a_content_type_the_document_lists(string format,
+        string mediaType)
+    {
+        using var reply = await server.Admin.GetAsync($"/api/v1/reports/compliance?format={format}");
+
+        reply.EnsureSuccessStatusCode();
+        Assert.Equal(mediaType, reply.Content.Headers.ContentType!.MediaType);
+        var content = document.GetProperty("paths").GetProperty("/api/v1/reports/compliance").GetProperty("get")
+            .GetProperty("responses").GetProperty("200").GetProperty("content");
+        Assert.True(content.TryGetProperty(mediaType, out _), $"{mediaType} is not documented");
+    }
+
+    [Fact]
+    public void Agent_endpoints_state_the_credential_they_take()
+    {
+        string[] Schemes(string path, string method) =>
+            document.GetProperty("paths").GetProperty(path).GetProperty(method).TryGetProperty("security", out var s)
+                ? [.. s.EnumerateArray().SelectMany(r => r.EnumerateObject()).Select(p => p.Name)] : [];
+
+        Assert.Empty(Schemes(ProtocolPaths.Enroll, "post"));
+        Assert.Equal([ApiDocument.MachineCredential], Schemes(ProtocolPaths.CheckIn, "post"));
+        Assert.Equal([ApiDocument.MachineCredential], Schemes(ProtocolPaths.Events, "get"));
+        Assert.Equal([ApiDocument.MachineCredential, ApiDocument.ApiToken],
+            Schemes(ProtocolPaths.BundlePrefix + "{digest}", "get"));
     }
 
     private static JsonTypeInfo JsonTypeInfoOf(Type type) =>
@@ -112,7 +190,8 @@ public sealed class OpenApiSpecification : IAsyncLifetime
     private JsonElement Resolve(JsonElement schema)
     {
         if (schema.TryGetProperty("oneOf", out var choices))
-            return Resolve(choices.EnumerateArray().Single(c => !(c.TryGetProperty("type", out var t) && t.GetString() == "null")));
+            return Resolve(choices.EnumerateArray()
+                .Single(c => !(c.TryGetProperty("type", out var t) && t.GetString() == "null")));
         if (!schema.TryGetProperty("$ref", out var reference)) return schema;
         var name = reference.GetString()!.Split('/')[^1];
         return document.GetProperty("components").GetProperty("schemas").GetProperty(name);
@@ -129,14 +208,19 @@ public sealed class OpenApiSpecification : IAsyncLifetime
         }
         if (type.Kind != JsonTypeInfoKind.Object) return;
         var expected = type.Properties.Select(p => p.Name).Order(StringComparer.Ordinal).ToList();
-        var actual = schema.GetProperty("properties").EnumerateObject().Select(p => p.Name).Order(StringComparer.Ordinal).ToList();
-        Assert.True(expected.SequenceEqual(actual), $"{where} ({type.Type.Name}): code writes [{string.Join(", ", expected)}], document says [{string.Join(", ", actual)}]");
+        var actual = schema.GetProperty("properties").EnumerateObject().Select(p => p.Name)
+            .Order(StringComparer.Ordinal).ToList();
+        Assert.True(expected.SequenceEqual(actual), $"{where} ({type.Type.Name}): code writes " +
+            $"[{string.Join(", ", expected)}], document says [{string.Join(", ", actual)}]");
         foreach (var property in type.Properties)
-            if (property.PropertyType != typeof(string) && JsonTypeInfoOf(property.PropertyType) is { Kind: JsonTypeInfoKind.Object or JsonTypeInfoKind.Enumerable } inner)
-                AssertMatches(inner, Resolve(schema.GetProperty("properties").GetProperty(property.Name)), $"{where}.{property.Name}");
+            if (property.PropertyType != typeof(string) && JsonTypeInfoOf(
+                property.PropertyType) is { Kind: JsonTypeInfoKind.Object or JsonTypeInfoKind.Enumerable } inner)
+                AssertMatches(inner, Resolve(schema.GetProperty("properties").GetProperty(property.Name)),
+                    $"{where}.{property.Name}");
     }
 
     private static string? Type(JsonElement schema) => schema.TryGetProperty("type", out var t)
-        ? t.ValueKind == JsonValueKind.Array ? t.EnumerateArray().Select(e => e.GetString()).First(s => s != "null") : t.GetString()
+        ? t.ValueKind == JsonValueKind.Array ? t.EnumerateArray().Select(e => e.GetString()).First(s => s != "null")
+        : t.GetString()
         : null;
 }

@@ -17,35 +17,44 @@ public static class Postgres
     public sealed record Cluster(string Directory, int Port, string Bin);
 
     public static string BinDirectory =>
-        System.IO.Directory.Exists("/usr/lib/postgresql") ? System.IO.Directory.GetDirectories("/usr/lib/postgresql").Select(d => Path.Combine(d, "bin")).Where(d => File.Exists(Path.Combine(d, "initdb"))).OrderDescending().FirstOrDefault() ?? "" : "";
+        System.IO.Directory.Exists("/usr/lib/postgresql")
+        ? System.IO.Directory.GetDirectories("/usr/lib/postgresql").Select(d => Path.Combine(d, "bin"))
+        .Where(d => File.Exists(Path.Combine(d, "initdb"))).OrderDescending().FirstOrDefault() ?? "" : "";
 
     /// <summary>Creates a fresh database and returns its connection string.</summary>
     public static string NewDatabase(string? name = null)
     {
         var cluster = Instance.Value;
         name ??= $"kintsugi_test_{Environment.ProcessId}_{Interlocked.Increment(ref _databases)}";
-        Run("runuser", ["-u", "postgres", "--", Path.Combine(cluster.Bin, "createdb"), "-h", "127.0.0.1", "-p", cluster.Port.ToString(), "-U", "postgres", name]);
-        return $"Host=127.0.0.1;Port={cluster.Port};Username=postgres;Database={name};Pooling=true;Maximum Pool Size=50";
+        Run("runuser", ["-u", "postgres", "--", Path.Combine(cluster.Bin, "createdb"), "-h", "127.0.0.1", "-p",
+            cluster.Port.ToString(), "-U", "postgres", name]);
+        return $"Host=127.0.0.1;Port={cluster.Port};Username=postgres;Database={name};Pooling=true;Maximum Pool " +
+            $"Size=50";
     }
 
     private static Cluster Start()
     {
         var bin = BinDirectory;
-        if (bin.Length == 0) throw new InvalidOperationException("PostgreSQL is not installed: run scripts/install-prerequisites.sh (Debian package postgresql)");
+        if (bin.Length == 0) throw new InvalidOperationException("PostgreSQL is not installed: run " +
+            "scripts/install-prerequisites.sh (Debian package postgresql)");
         var directory = Path.Combine(Path.GetTempPath(), $"kintsugi-pg-{Environment.ProcessId}");
         if (System.IO.Directory.Exists(directory)) System.IO.Directory.Delete(directory, true);
         System.IO.Directory.CreateDirectory(directory);
         Run("chown", ["postgres:postgres", directory]);
         var data = Path.Combine(directory, "data");
-        Run("runuser", ["-u", "postgres", "--", Path.Combine(bin, "initdb"), "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"]);
+        Run("runuser", ["-u", "postgres", "--", Path.Combine(bin, "initdb"), "-D", data, "-U", "postgres",
+            "--auth=trust", "-E", "UTF8", "--no-sync"]);
         var port = FreePort();
-        Run("runuser", ["-u", "postgres", "--", Path.Combine(bin, "pg_ctl"), "-D", data, "-l", Path.Combine(directory, "log"), "-w", "-t", "60",
-            "-o", $"-p {port} -k {directory} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300 -c shared_buffers=128MB", "start"]);
+        Run("runuser", ["-u", "postgres", "--", Path.Combine(bin, "pg_ctl"), "-D", data, "-l",
+            Path.Combine(directory, "log"), "-w", "-t", "60",
+            "-o", $"-p {port} -k {directory} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300 -c " +
+            $"shared_buffers=128MB", "start"]);
         AppDomain.CurrentDomain.ProcessExit += (_, _) =>
         {
             try
             {
-                Run("runuser", ["-u", "postgres", "--", Path.Combine(bin, "pg_ctl"), "-D", data, "-m", "immediate", "-w", "stop"]);
+                Run("runuser",
+                    ["-u", "postgres", "--", Path.Combine(bin, "pg_ctl"), "-D", data, "-m", "immediate", "-w", "stop"]);
                 System.IO.Directory.Delete(directory, true);
             }
             catch (InvalidOperationException) { }
@@ -62,13 +71,15 @@ public static class Postgres
 
     private static void Run(string file, string[] arguments)
     {
-        var start = new ProcessStartInfo(file) { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = "/" };
+        var start = new ProcessStartInfo(file) { RedirectStandardOutput = true, RedirectStandardError = true,
+            WorkingDirectory = "/" };
         foreach (var a in arguments) start.ArgumentList.Add(a);
         using var process = Process.Start(start)!;
         var output = process.StandardOutput.ReadToEndAsync();
         var error = process.StandardError.ReadToEnd();
         process.WaitForExit();
-        if (process.ExitCode != 0) throw new InvalidOperationException($"{file} {string.Join(' ', arguments)} failed ({process.ExitCode}): {error}{output.Result}");
+        if (process.ExitCode != 0) throw new InvalidOperationException($"{file} {string.Join(' ', arguments)} failed " +
+            $"({process.ExitCode}): {error}{output.Result}");
     }
 }
 

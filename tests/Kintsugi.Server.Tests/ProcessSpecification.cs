@@ -14,7 +14,8 @@ public sealed class ProcessSpecification
     private static HttpClient Http(string url, string? bearer)
     {
         var client = new HttpClient { BaseAddress = new Uri(url), Timeout = TimeSpan.FromSeconds(60) };
-        if (bearer is not null) client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", bearer);
+        if (bearer is not null) client.DefaultRequestHeaders.Authorization =
+            new AuthenticationHeaderValue("Bearer", bearer);
         return client;
     }
 
@@ -28,39 +29,53 @@ public sealed class ProcessSpecification
         using var adminA = Http(a.Url, admin);
         using var adminB = Http(b.Url, admin);
         using var publisher = PublisherKey.Generate();
-        (await adminB.PostAsJsonAsync("/api/v1/keys", new { pem = publisher.PublicKey.ExportPem() })).EnsureSuccessStatusCode();
+        (await adminB.PostAsJsonAsync("/api/v1/keys", new { pem = publisher.PublicKey.ExportPem() }))
+            .EnsureSuccessStatusCode();
         var published = new List<string>();
         foreach (var level in new[] { 1, 2 })
         {
-            var response = await adminA.PostAsync("/api/v1/releases", new ByteArrayContent(Kernels.Bundle(publisher, Kernels.Debian61, level)) { Headers = { ContentType = new MediaTypeHeaderValue("application/octet-stream") } });
+            var response =
+                await adminA.PostAsync("/api/v1/releases",
+                new ByteArrayContent(Kernels.Bundle(publisher, Kernels.Debian61,
+                level)) { Headers = { ContentType = new MediaTypeHeaderValue("application/octet-stream") } });
             response.EnsureSuccessStatusCode();
-            published.Add((await response.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("release").GetProperty("id").GetString()!);
+            published.Add((await response.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("release")
+                .GetProperty("id").GetString()!);
         }
-        var token = (await (await adminB.PostAsJsonAsync("/api/v1/enrollment-tokens", new { channel = "canary" })).Content.ReadFromJsonAsync<JsonElement>()).GetProperty("token").GetString()!;
+        var token = (await (await adminB.PostAsJsonAsync("/api/v1/enrollment-tokens", new { channel = "canary" }))
+            .Content.ReadFromJsonAsync<JsonElement>()).GetProperty("token").GetString()!;
 
         // Enroll on B, check in on A: the replicas share the machine.
         using var anonymousB = Http(b.Url, null);
-        var enroll = new EnrollRequest(token, "web-1", Convert.ToHexStringLower(Guid.NewGuid().ToByteArray()), new KernelIdentity(Kernels.Debian61.Release, Kernels.Debian61.BuildId), "0.1.0");
-        var enrolled = (await (await anonymousB.PostAsJsonAsync(ProtocolPaths.Enroll, enroll, ProtocolJson.Default.EnrollRequest)).Content.ReadFromJsonAsync(ProtocolJson.Default.EnrollResponse))!;
+        var enroll = new EnrollRequest(token, "web-1", Convert.ToHexStringLower(Guid.NewGuid().ToByteArray()),
+            new KernelIdentity(Kernels.Debian61.Release, Kernels.Debian61.BuildId), "0.1.0");
+        var enrolled = (await (await anonymousB.PostAsJsonAsync(ProtocolPaths.Enroll, enroll,
+            ProtocolJson.Default.EnrollRequest)).Content.ReadFromJsonAsync(ProtocolJson.Default.EnrollResponse))!;
         using var agentA = Http(a.Url, enrolled.Credential);
-        var offer = (await (await agentA.PostAsJsonAsync(ProtocolPaths.CheckIn, new CheckInRequest(enroll.Kernel, PatchState.NothingToApply, null, null, null, 0, null, "0.1.0"), ProtocolJson.Default.CheckInRequest))
+        var offer = (await (await agentA.PostAsJsonAsync(ProtocolPaths.CheckIn, new CheckInRequest(enroll.Kernel,
+            PatchState.NothingToApply, null, null, null, 0, null, "0.1.0"), ProtocolJson.Default.CheckInRequest))
             .Content.ReadFromJsonAsync(ProtocolJson.Default.CheckInResponse))!;
         Assert.Equal(2, offer.Release!.Level);
         // Replica B never saw the bundle's upload; it serves it from the shared database.
         using var agentB = Http(b.Url, enrolled.Credential);
         Assert.Equal(offer.Release.Bundle, Sha256Digest.Of(await agentB.GetByteArrayAsync(offer.Release.Url)));
-        var applied = new CheckInRequest(enroll.Kernel, PatchState.Applied, 2, offer.Release.Bundle, null, 0, null, "0.1.0");
-        (await agentA.PostAsJsonAsync(ProtocolPaths.CheckIn, applied, ProtocolJson.Default.CheckInRequest)).EnsureSuccessStatusCode();
+        var applied =
+            new CheckInRequest(enroll.Kernel, PatchState.Applied, 2, offer.Release.Bundle, null, 0, null, "0.1.0");
+        (await agentA.PostAsJsonAsync(ProtocolPaths.CheckIn, applied, ProtocolJson.Default.CheckInRequest))
+            .EnsureSuccessStatusCode();
 
         var poll = agentA.GetFromJsonAsync(ProtocolPaths.EventsAfter(offer.Epoch), ProtocolJson.Default.EventsResponse);
         await Task.Delay(500);
         Assert.False(poll.IsCompleted);
         var clock = Stopwatch.StartNew();
-        (await adminB.PostAsJsonAsync($"/api/v1/releases/{published[1]}/revoke", new { reason = "bad on canary" })).EnsureSuccessStatusCode();
+        (await adminB.PostAsJsonAsync($"/api/v1/releases/{published[1]}/revoke", new { reason = "bad on canary" }))
+            .EnsureSuccessStatusCode();
         var moved = await poll;
         Assert.True(moved!.Epoch > offer.Epoch);
-        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(2), $"replica A took {clock.Elapsed} to notice the revoke made on B");
-        var rollback = (await (await agentA.PostAsJsonAsync(ProtocolPaths.CheckIn, applied, ProtocolJson.Default.CheckInRequest)).Content.ReadFromJsonAsync(ProtocolJson.Default.CheckInResponse))!;
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(2),
+            $"replica A took {clock.Elapsed} to notice the revoke made on B");
+        var rollback = (await (await agentA.PostAsJsonAsync(ProtocolPaths.CheckIn, applied,
+            ProtocolJson.Default.CheckInRequest)).Content.ReadFromJsonAsync(ProtocolJson.Default.CheckInResponse))!;
         Assert.Equal(CheckInAction.Apply, rollback.Action);
         Assert.Equal(1, rollback.Release!.Level);
 
@@ -77,12 +92,14 @@ public sealed class ProcessSpecification
         var keyFile = Path.Combine(server.DataDirectory, "publisher.pem");
         publisher.PublicKey.Save(keyFile);
         var bundleFile = Path.Combine(server.DataDirectory, "level1.kbundle");
-        await File.WriteAllBytesAsync(bundleFile, Kernels.Bundle(publisher, Kernels.Debian61, 1, ("CVE-2024-1086", CveSeverity.High)));
+        await File.WriteAllBytesAsync(bundleFile,
+            Kernels.Bundle(publisher, Kernels.Debian61, 1, ("CVE-2024-1086", CveSeverity.High)));
         (int Code, string Out) Cli(params string[] args) => CliAs(server.AdminToken, args);
         (int Code, string Out) CliAs(string token, params string[] args)
         {
             var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
-            foreach (var a in new[] { Path.Combine(AppContext.BaseDirectory, "kintsugi.dll"), "server", "--url", server.Url, "--ca", ca, "--token", token }.Concat(args)) start.ArgumentList.Add(a);
+            foreach (var a in new[] { Path.Combine(AppContext.BaseDirectory, "kintsugi.dll"), "server", "--url",
+                server.Url, "--ca", ca, "--token", token }.Concat(args)) start.ArgumentList.Add(a);
             using var p = Process.Start(start)!;
             var output = p.StandardOutput.ReadToEnd() + p.StandardError.ReadToEnd();
             p.WaitForExit();
@@ -98,8 +115,10 @@ public sealed class ProcessSpecification
         var id = JsonDocument.Parse(publish.Out).RootElement[0].GetProperty("release").GetProperty("id").GetString()!;
         var releases = Cli("releases");
         // The shared table renderer: a header, and each release on one line even when the output is redirected.
-        Assert.Contains(releases.Out.Split('\n'), line => line.Contains("release") && line.Contains("kernel") && line.Contains("channels"));
-        Assert.Contains(releases.Out.Split('\n'), line => line.Contains(id) && line.Contains("canary") && line.Contains("active"));
+        Assert.Contains(releases.Out.Split('\n'), line =>
+            line.Contains("release") && line.Contains("kernel") && line.Contains("channels"));
+        Assert.Contains(releases.Out.Split('\n'), line =>
+            line.Contains(id) && line.Contains("canary") && line.Contains("active"));
         var token = Cli("tokens", "enroll", "--channel", "production", "--max-uses", "5");
         Assert.StartsWith("ket_", token.Out.Trim());
         var promote = Cli("promote", id, "--channel", "production", "--reason", "tested");

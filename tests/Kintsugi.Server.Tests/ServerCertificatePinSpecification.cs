@@ -76,10 +76,12 @@ public sealed class ServerCertificatePinSpecification
         await using var server = await ServerProcess.StartAsync(host: "0.0.0.0");
         var pinned = Path.Combine(server.DataDirectory, "tls", "server.crt");
         HttpClient Agent(string url) =>
-            Kintsugi.Agent.ServerClient.CreateHttpClient(new Kintsugi.Agent.AgentConfig { Server = new Uri(url), ServerCertificate = pinned });
+            Kintsugi.Agent.ServerClient.CreateHttpClient(
+            new Kintsugi.Agent.AgentConfig { Server = new Uri(url), ServerCertificate = pinned });
 
         using var elsewhere = Agent($"https://127.0.0.2:{server.Port}");
-        var refused = await Assert.ThrowsAsync<HttpRequestException>(() => elsewhere.GetAsync($"https://127.0.0.2:{server.Port}/healthz"));
+        var refused = await Assert.ThrowsAsync<HttpRequestException>(() =>
+            elsewhere.GetAsync($"https://127.0.0.2:{server.Port}/healthz"));
         Assert.IsType<System.Security.Authentication.AuthenticationException>(refused.InnerException);
         using var named = Agent(server.Url);
         Assert.NotNull(await named.GetAsync(server.Url + "/healthz"));
@@ -90,7 +92,8 @@ public sealed class ServerCertificatePinSpecification
     {
         var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
         start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "kintsugi.dll"));
-        foreach (var a in new[] { "server", "--url", url, "--token", token }.Concat(ca is null ? [] : ["--ca", ca]).Concat(args))
+        foreach (var a in new[] { "server", "--url", url, "--token", token }.Concat(ca is null ? [] : ["--ca", ca])
+            .Concat(args))
             start.ArgumentList.Add(a);
         start.Environment.Remove("KINTSUGI_SERVER_CA");
         foreach (var (name, value) in environment) start.Environment[name] = value;

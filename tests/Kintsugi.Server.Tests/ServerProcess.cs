@@ -30,13 +30,16 @@ public sealed class ServerProcess : IAsyncDisposable
         Url = url;
     }
 
-    public static async Task<ServerProcess> StartAsync(int port = 0, string? postgres = null, string? dataDirectory = null, bool https = true, string host = "0.0.0.0", params string[] extra)
+    public static async Task<ServerProcess> StartAsync(int port = 0, string? postgres = null,
+        string? dataDirectory = null, bool https = true, string host = "0.0.0.0", params string[] extra)
     {
         if (port == 0) port = Postgres.FreePort();
         dataDirectory ??= Directory.CreateTempSubdirectory("kintsugi-server-process-").FullName;
         var scheme = https ? "https" : "http";
-        var start = new ProcessStartInfo(Repository.KintsugiBinary) { RedirectStandardError = true, RedirectStandardOutput = true };
-        foreach (var a in new[] { "server", "run", "--data", dataDirectory, "--listen", $"{scheme}://{host}:{port}", "--epoch-poll-ms", "200" }
+        var start = new ProcessStartInfo(Repository.KintsugiBinary) { RedirectStandardError = true,
+            RedirectStandardOutput = true };
+        foreach (var a in new[] { "server", "run", "--data", dataDirectory, "--listen", $"{scheme}://{host}:{port}",
+            "--epoch-poll-ms", "200" }
             .Concat(postgres is null ? [] : ["--postgres", postgres]).Concat(extra))
             start.ArgumentList.Add(a);
         var process = Process.Start(start)!;
@@ -69,9 +72,11 @@ public sealed class ServerProcess : IAsyncDisposable
     /// </summary>
     public static string Binary =>
         Environment.GetEnvironmentVariable("KINTSUGI_SERVER_BINARY") is { Length: > 0 } configured ? configured
-        : new[] { Path.GetDirectoryName(Repository.KintsugiBinary)! }.Concat((Environment.GetEnvironmentVariable("PATH") ?? "").Split(':', StringSplitOptions.RemoveEmptyEntries))
+        : new[] { Path.GetDirectoryName(Repository.KintsugiBinary)! }.Concat(
+        (Environment.GetEnvironmentVariable("PATH") ?? "").Split(':', StringSplitOptions.RemoveEmptyEntries))
             .Select(d => Path.Combine(d, "kintsugi-server")).FirstOrDefault(File.Exists)
-          ?? throw new InvalidOperationException($"kintsugi-server is not beside {Repository.KintsugiBinary} nor on PATH; ./kintsugi publishes both");
+          ?? throw new InvalidOperationException($"kintsugi-server is not beside {Repository.KintsugiBinary} nor on " +
+          $"PATH; ./kintsugi publishes both");
 
     public async ValueTask DisposeAsync()
     {

@@ -29,10 +29,12 @@ public sealed class SimulatedAgent(TestServer server, KernelTarget kernel, strin
     public KernelTarget Kernel { get; } = kernel;
     public HttpClient Http { get; private set; } = server.Client();
 
-    /// <summary>Enrolls; an agent that holds a credential proves with it that it is the machine enrolled under its machine-id.</summary>
+    /// <summary>Enrolls; an agent that holds a credential proves with it that it is the machine enrolled under its
+    /// machine-id.</summary>
     public async Task<HttpResponseMessage> TryEnrollAsync(string token, bool proveWithCredential = true)
     {
-        var request = new EnrollRequest(token, hostname, MachineId, new KernelIdentity(Kernel.Release, Kernel.BuildId, Kernel.PackageVersion), "0.1.0",
+        var request = new EnrollRequest(token, hostname, MachineId,
+            new KernelIdentity(Kernel.Release, Kernel.BuildId, Kernel.PackageVersion), "0.1.0",
             proveWithCredential ? Credential : null);
         var response = await Http.PostAsJsonAsync(ProtocolPaths.Enroll, request, ProtocolJson.Default.EnrollRequest);
         if (response.StatusCode == HttpStatusCode.Created)
@@ -48,20 +50,24 @@ public sealed class SimulatedAgent(TestServer server, KernelTarget kernel, strin
     public async Task EnrollAsync(string token)
     {
         var response = await TryEnrollAsync(token);
-        Assert.True(response.StatusCode == HttpStatusCode.Created, $"enroll: {(int)response.StatusCode} {await response.Content.ReadAsStringAsync()}");
+        Assert.True(response.StatusCode == HttpStatusCode.Created,
+            $"enroll: {(int)response.StatusCode} {await response.Content.ReadAsStringAsync()}");
     }
 
     public async Task<CheckInResponse> CheckInAsync()
     {
-        var request = new CheckInRequest(new KernelIdentity(Kernel.Release, Kernel.BuildId), State, Level, Bundle, null, 0, null, "0.1.0", MetadataReport, BootId);
+        var request = new CheckInRequest(new KernelIdentity(Kernel.Release, Kernel.BuildId), State, Level, Bundle, null,
+            0, null, "0.1.0", MetadataReport, BootId);
         var response = await Http.PostAsJsonAsync(ProtocolPaths.CheckIn, request, ProtocolJson.Default.CheckInRequest);
-        Assert.True(response.IsSuccessStatusCode, $"check-in: {(int)response.StatusCode} {await response.Content.ReadAsStringAsync()}");
+        Assert.True(response.IsSuccessStatusCode,
+            $"check-in: {(int)response.StatusCode} {await response.Content.ReadAsStringAsync()}");
         var answer = (await response.Content.ReadFromJsonAsync(ProtocolJson.Default.CheckInResponse))!;
         Epoch = Math.Max(Epoch, answer.Epoch);
         return answer;
     }
 
-    /// <summary>One agent cycle: check in, do what the server says (verifying the bundle), report the outcome.</summary>
+    /// <summary>One agent cycle: check in, do what the server says (verifying the bundle), report the
+    /// outcome.</summary>
     public async Task<CheckInAction> SyncAsync(PublisherPublicKey trusted)
     {
         var answer = await CheckInAsync();

@@ -28,7 +28,8 @@ public sealed class TransferSpecification
     }
 
     private static async Task<JsonElement> ReleaseAsync(TestServer server, int level) =>
-        (await server.GetJsonAsync("/api/v1/releases")).EnumerateArray().Single(r => r.GetProperty("level").GetInt32() == level);
+        (await server.GetJsonAsync("/api/v1/releases")).EnumerateArray()
+        .Single(r => r.GetProperty("level").GetInt32() == level);
 
     private static bool Revoked(JsonElement release) =>
         release.TryGetProperty("revoked", out var r) && r.ValueKind != JsonValueKind.Null;
@@ -37,14 +38,18 @@ public sealed class TransferSpecification
     public async Task An_export_carries_signed_metadata_and_revocations_and_an_import_applies_them()
     {
         await using var source = await TestServer.StartAsync();
-        foreach (var level in new[] { 1, 2, 3 }) await source.PublishAsync(Kernels.Bundle(source.Publisher, Kernels.Debian61, level));
+        foreach (var level in new[] { 1, 2, 3 })
+            await source.PublishAsync(Kernels.Bundle(source.Publisher, Kernels.Debian61, level));
         await using var airGapped = await TestServer.StartAsync();
-        (await airGapped.PostJsonAsync("/api/v1/keys", new { pem = source.Publisher.PublicKey.ExportPem() })).EnsureSuccessStatusCode();
-        Assert.Equal(3, (await ImportAsync(airGapped, await source.Admin.GetByteArrayAsync("/api/v1/export"))).GetProperty("imported").GetInt32());
+        (await airGapped.PostJsonAsync("/api/v1/keys", new { pem = source.Publisher.PublicKey.ExportPem() }))
+            .EnsureSuccessStatusCode();
+        Assert.Equal(3, (await ImportAsync(airGapped, await source.Admin.GetByteArrayAsync("/api/v1/export")))
+            .GetProperty("imported").GetInt32());
 
         // Later, on the connected server: level 3 is revoked by hand, and the publisher's metadata revokes level 1.
         var level3 = (await ReleaseAsync(source, 3)).GetProperty("id").GetString();
-        (await source.PostJsonAsync($"/api/v1/releases/{level3}/revoke", new { reason = "regression in 3" })).EnsureSuccessStatusCode();
+        (await source.PostJsonAsync($"/api/v1/releases/{level3}/revoke", new { reason = "regression in 3" }))
+            .EnsureSuccessStatusCode();
         var metadata = Metadata(source.Publisher, 1, current: 2, revoked: [1]);
         (await source.PostJsonAsync("/api/v1/metadata", new { metadata = metadata.Text })).EnsureSuccessStatusCode();
         var archive = await source.Admin.GetByteArrayAsync("/api/v1/export");
@@ -72,8 +77,10 @@ public sealed class TransferSpecification
     {
         await using var source = await TestServer.StartAsync();
         await using var airGapped = await TestServer.StartAsync();
-        (await airGapped.PostJsonAsync("/api/v1/keys", new { pem = source.Publisher.PublicKey.ExportPem() })).EnsureSuccessStatusCode();
-        // Four 52 MiB bundles: each within a bundle's limit, together above 200 MiB. Written as an export is, to a file.
+        (await airGapped.PostJsonAsync("/api/v1/keys", new { pem = source.Publisher.PublicKey.ExportPem() }))
+            .EnsureSuccessStatusCode();
+        // Four 52 MiB bundles: each within a bundle's limit, together above 200 MiB. Written as an export is, to a
+        // file.
         var archive = Path.Combine(source.Options.DataDirectory, "big-export.tar");
         var bundles = new List<(int Level, string Digest)>();
         await using (var file = File.Create(archive))
@@ -85,24 +92,30 @@ public sealed class TransferSpecification
                 Random.Shared.NextBytes(module);
                 var bundle = Kintsugi.Bundles.Bundle.Create(module, new BundleDescription
                 {
-                    Target = Kernels.Debian61, CumulativeLevel = level, Fixes = [new BundleFix($"fix-{level}", [], "big")],
-                    PatchedFunctions = [new PatchedFunction("vmlinux", $"function_{level}")], CreatedAt = DateTimeOffset.UtcNow,
+                    Target = Kernels.Debian61, CumulativeLevel = level, Fixes =
+                        [new BundleFix($"fix-{level}", [], "big")],
+                    PatchedFunctions = [new PatchedFunction("vmlinux", $"function_{level}")], CreatedAt =
+                    DateTimeOffset.UtcNow,
                     BuilderVersion = "0.1.0", EffectivePackageVersion = null,
                 }, source.Publisher).ToArray();
                 var digest = Sha256Digest.Of(bundle).ToString();
                 bundles.Add((level, digest));
-                tar.WriteEntry(new PaxTarEntry(TarEntryType.RegularFile, $"bundles/{digest}") { DataStream = new MemoryStream(bundle) });
+                tar.WriteEntry(new PaxTarEntry(TarEntryType.RegularFile,
+                    $"bundles/{digest}") { DataStream = new MemoryStream(bundle) });
             }
             var index = new ExportIndex(Api.TransferApi.Format, "test", DateTimeOffset.UtcNow,
-                [.. bundles.Select(b => new ExportedRelease($"r_{b.Level}", Kernels.Debian61.Release.Value, Kernels.Debian61.BuildId.ToString(),
+                [.. bundles.Select(b =>
+                new ExportedRelease($"r_{b.Level}", Kernels.Debian61.Release.Value, Kernels.Debian61.BuildId.ToString(),
                     b.Level, b.Digest, 0, ["canary"]))]);
             tar.WriteEntry(new PaxTarEntry(TarEntryType.RegularFile, Api.TransferApi.IndexName)
-                { DataStream = new MemoryStream(JsonSerializer.SerializeToUtf8Bytes(index, OperatorJson.Default.ExportIndex)) });
+                { DataStream = new MemoryStream(
+                    JsonSerializer.SerializeToUtf8Bytes(index, OperatorJson.Default.ExportIndex)) });
         }
         Assert.True(new FileInfo(archive).Length > 200L * 1024 * 1024);
 
         await using var stream = File.OpenRead(archive);
-        using var content = new StreamContent(stream) { Headers = { ContentType = new MediaTypeHeaderValue("application/x-tar") } };
+        using var content =
+            new StreamContent(stream) { Headers = { ContentType = new MediaTypeHeaderValue("application/x-tar") } };
         using var http = airGapped.Client(airGapped.AdminToken);
         http.Timeout = TimeSpan.FromMinutes(10);
         var response = await http.PostAsync("/api/v1/import", content);

@@ -4,12 +4,14 @@ using System.Text.Json;
 
 namespace Kintsugi.Server.Tests;
 
-/// <summary>Behind a reverse proxy: the audit log sees the real client when, and only when, the proxy is trusted.</summary>
+/// <summary>Behind a reverse proxy: the audit log sees the real client when, and only when, the proxy is
+/// trusted.</summary>
 public sealed class TrustedProxySpecification
 {
     private static async Task<string?> AuditedAddressOfATokenCreatedFrom(TestServer server, string forwardedFor)
     {
-        using var request = new HttpRequestMessage(HttpMethod.Post, "/api/v1/enrollment-tokens") { Content = JsonContent.Create(new { channel = "canary" }) };
+        using var request = new HttpRequestMessage(HttpMethod.Post,
+            "/api/v1/enrollment-tokens") { Content = JsonContent.Create(new { channel = "canary" }) };
         request.Headers.Add("X-Forwarded-For", forwardedFor);
         Assert.Equal(HttpStatusCode.Created, (await server.Admin.SendAsync(request)).StatusCode);
         var events = await server.GetJsonAsync("/api/v1/audit");
@@ -19,7 +21,8 @@ public sealed class TrustedProxySpecification
     [Fact]
     public async Task A_trusted_proxys_forwarded_for_is_the_audited_client_address()
     {
-        await using var server = await TestServer.StartAsync(configure: o => o with { TrustedProxies = [IPAddress.Loopback] });
+        await using var server =
+            await TestServer.StartAsync(configure: o => o with { TrustedProxies = [IPAddress.Loopback] });
         Assert.Equal("203.0.113.7", await AuditedAddressOfATokenCreatedFrom(server, "203.0.113.7"));
     }
 

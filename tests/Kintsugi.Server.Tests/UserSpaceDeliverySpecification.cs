@@ -10,8 +10,8 @@ using Kintsugi.User;
 namespace Kintsugi.Server.Tests;
 
 /// <summary>
-/// User-space patches delivered end to end on this host: a user-space bundle (a real patch for a real program built with
-/// gcc) published on the real server, the real agent applying it to every running process that maps the program, a
+/// User-space patches delivered end to end on this host: a user-space bundle (a real patch for a real program built
+/// with gcc) published on the real server, the real agent applying it to every running process that maps the program, a
 /// process started later patched by the agent's next pass, the reports counting the CVE, and revoke reverting it.
 /// </summary>
 public sealed class UserSpaceDeliverySpecification : IDisposable
@@ -48,7 +48,8 @@ public sealed class UserSpaceDeliverySpecification : IDisposable
         {
             Object = new ObjectTarget(patch.Target.Object, patch.Target.BuildId, "loop-tools", "1.0-1"),
             CumulativeLevel = level,
-            Fixes = [new BundleFix("loop-compute", [new CveReference(CveId.Parse(Cve), CveSeverity.High, new DateOnly(2099, 1, 2))], "compute() returns the fixed value")],
+            Fixes = [new BundleFix("loop-compute", [new CveReference(CveId.Parse(Cve), CveSeverity.High,
+            new DateOnly(2099, 1, 2))], "compute() returns the fixed value")],
             PatchedFunctions = [new Kintsugi.Bundles.PatchedFunction(patch.Target.Object, "compute")],
             CreatedAt = DateTimeOffset.UtcNow,
             BuilderVersion = "0.1.0",
@@ -58,7 +59,8 @@ public sealed class UserSpaceDeliverySpecification : IDisposable
         exposure.GetProperty("cves").EnumerateArray().Single(c => c.GetProperty("cve").GetString() == Cve);
 
     [Fact]
-    public async Task A_published_user_space_patch_reaches_every_process_mapping_the_object_counts_in_the_reports_and_a_revoke_takes_it_out()
+    public async Task
+        A_published_user_space_patch_reaches_each_process_mapping_the_object_is_in_the_reports_and_revoke_takes_it_out()
     {
         var (patch, patchBytes) = _loop.Patch("loop-compute-fix");
         await using var server = await TestServer.StartAsync();
@@ -72,8 +74,10 @@ public sealed class UserSpaceDeliverySpecification : IDisposable
         // The machine does not trust the publisher yet: it refuses the bundle, and the server counts it exposed.
         await agent.RunOnceAsync(default);
         _loop.RunsOnly(first, fixedCode: false);
-        var exposed = Assert.Single(CveRow(await server.GetJsonAsync("/api/v1/reports/exposure")).GetProperty("machines").EnumerateArray());
-        Assert.Equal(("loop", patch.Target.BuildId.ToString()), (exposed.GetProperty("object").GetString(), exposed.GetProperty("buildId").GetString()));
+        var exposed = Assert.Single(CveRow(await server.GetJsonAsync("/api/v1/reports/exposure"))
+            .GetProperty("machines").EnumerateArray());
+        Assert.Equal(("loop", patch.Target.BuildId.ToString()),
+            (exposed.GetProperty("object").GetString(), exposed.GetProperty("buildId").GetString()));
         lock (_log) Assert.Contains(_log, l => l.Contains("refused") && l.Contains("not in trust store"));
 
         TrustStore.Open(PathOf("trust")).Add(server.Publisher.PublicKey);
@@ -82,10 +86,12 @@ public sealed class UserSpaceDeliverySpecification : IDisposable
         _loop.RunsOnly(first, fixedCode: true);
         var row = CveRow(await server.GetJsonAsync("/api/v1/reports/exposure"));
         Assert.Equal((0, 1), (row.GetProperty("exposed").GetInt32(), row.GetProperty("fixed").GetInt32()));
-        var compliance = Assert.Single((await server.GetJsonAsync("/api/v1/reports/compliance")).GetProperty("items").EnumerateArray(),
+        var compliance = Assert.Single((await server.GetJsonAsync("/api/v1/reports/compliance")).GetProperty("items")
+            .EnumerateArray(),
             r => r.GetProperty("cve").GetString() == Cve);
         Assert.Equal(("compliant", "loop", patch.Target.BuildId.ToString()),
-            (compliance.GetProperty("status").GetString(), compliance.GetProperty("object").GetString(), compliance.GetProperty("buildId").GetString()));
+            (compliance.GetProperty("status").GetString(), compliance.GetProperty("object").GetString(),
+            compliance.GetProperty("buildId").GetString()));
 
         // A process started after the check: the agent's next user-space pass (every user-scan-interval) patches it.
         var later = _loop.Start();
@@ -94,19 +100,25 @@ public sealed class UserSpaceDeliverySpecification : IDisposable
         Assert.Equal((PatchState.Applied, 2), (pass.State, pass.Patched));
         _loop.RunsOnly(later, fixedCode: true);
 
-        Assert.Equal(HttpStatusCode.OK, (await server.PostJsonAsync($"/api/v1/releases/{release}/revoke", new RevokeRequest("bad fix"))).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (
+            await server.PostJsonAsync($"/api/v1/releases/{release}/revoke", new RevokeRequest("bad fix"))).StatusCode);
         await agent.RunOnceAsync(default);
 
         _loop.RunsOnly(first, fixedCode: false);
         _loop.RunsOnly(later, fixedCode: false);
         Assert.Empty(UserPatcher.List(first));
-        // No good release fixes the CVE for this build any more: the machine is no longer judged on it, and it shows the revert.
+        // No good release fixes the CVE for this build any more: the machine is no longer judged on it, and it shows
+        // the revert.
         row = CveRow(await server.GetJsonAsync("/api/v1/reports/exposure"));
         Assert.Equal((0, 0), (row.GetProperty("exposed").GetInt32(), row.GetProperty("fixed").GetInt32()));
-        var machineId = Assert.Single((await server.GetJsonAsync("/api/v1/machines")).EnumerateArray()).GetProperty("id").GetString();
-        var loop = Assert.Single((await server.GetJsonAsync($"/api/v1/machines/{machineId}")).GetProperty("userObjects").EnumerateArray());
-        Assert.Equal(("loop", "revoked", 2), (loop.GetProperty("object").GetString(), loop.GetProperty("state").GetString(), loop.GetProperty("processes").GetInt32()));
-        var audit = (await server.GetJsonAsync("/api/v1/audit")).EnumerateArray().Select(e => e.GetProperty("action").GetString()).ToList();
+        var machineId = Assert.Single((await server.GetJsonAsync("/api/v1/machines")).EnumerateArray())
+            .GetProperty("id").GetString();
+        var loop = Assert.Single((await server.GetJsonAsync($"/api/v1/machines/{machineId}")).GetProperty("userObjects")
+            .EnumerateArray());
+        Assert.Equal(("loop", "revoked", 2), (loop.GetProperty("object").GetString(),
+            loop.GetProperty("state").GetString(), loop.GetProperty("processes").GetInt32()));
+        var audit = (await server.GetJsonAsync("/api/v1/audit")).EnumerateArray()
+            .Select(e => e.GetProperty("action").GetString()).ToList();
         Assert.Contains("machine.user-state", audit);
     }
 }

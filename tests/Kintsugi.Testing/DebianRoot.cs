@@ -10,8 +10,10 @@ public sealed class DebianRoot : IDisposable
     public static async Task<DebianRoot> CreateAsync()
     {
         var root = new DebianRoot();
-        var made = await ExternalCommand.RunAsync(System.IO.Path.Combine(Repository.Root, "scripts", "debian-root.sh"), [root.Path]);
-        if (!made.Succeeded) throw new InvalidOperationException($"debian-root.sh failed ({made.ExitCode}):\n{made.StandardError}");
+        var made = await ExternalCommand.RunAsync(System.IO.Path.Combine(Repository.Root, "scripts", "debian-root.sh"),
+            [root.Path]);
+        if (!made.Succeeded)
+            throw new InvalidOperationException($"debian-root.sh failed ({made.ExitCode}):\n{made.StandardError}");
         return root;
     }
 
@@ -29,16 +31,19 @@ public sealed class DebianRoot : IDisposable
     /// <summary>Runs a command in the chroot (a private mount namespace with /proc and /dev).</summary>
     public Task<CommandResult> RunAsync(params string[] command)
     {
-        var script = $"mount --make-rprivate / && mount -t proc proc {Path}/proc && mount --rbind /dev {Path}/dev && exec chroot {Path} \"$@\"";
+        var script = $"mount --make-rprivate / && mount -t proc proc {Path}/proc && mount --rbind /dev {Path}/dev && " +
+            $"exec chroot {Path} \"$@\"";
         return ExternalCommand.RunAsync("unshare", ["--mount", "sh", "-c", script, "sh", .. command],
-            environment: new Dictionary<string, string> { ["PATH"] = "/usr/sbin:/usr/bin:/sbin:/bin", ["DEBIAN_FRONTEND"] = "noninteractive" });
+            environment: new Dictionary<string,
+            string> { ["PATH"] = "/usr/sbin:/usr/bin:/sbin:/bin", ["DEBIAN_FRONTEND"] = "noninteractive" });
     }
 
     public async Task<string> SucceedAsync(params string[] command)
     {
         var result = await RunAsync(command);
         if (!result.Succeeded)
-            throw new InvalidOperationException($"{string.Join(' ', command)} exited {result.ExitCode} in the Debian root:\n{result.StandardError}\n{result.StandardOutput}");
+            throw new InvalidOperationException($"{string.Join(' ', command)} exited {result.ExitCode} in the Debian " +
+                $"root:\n{result.StandardError}\n{result.StandardOutput}");
         return result.StandardOutput;
     }
 

@@ -3,7 +3,8 @@ namespace Kintsugi.Testing;
 /// <summary>Reading a lab script's output, which marks each part with a line <c>@name</c>.</summary>
 public static class GuestOutput
 {
-    /// <summary>The lines after <c>@name</c> up to the next <c>@</c> line, trimmed; throws (failing the test) when the marker is missing.</summary>
+    /// <summary>The lines after <c>@name</c> up to the next <c>@</c> line, trimmed; throws (failing the test) when the
+    /// marker is missing.</summary>
     public static string Section(string output, string name)
     {
         var start = output.IndexOf($"@{name}\n", StringComparison.Ordinal);

@@ -36,13 +36,16 @@ public sealed class KernelUnderTest
         var archive = new DebianKernelArchive(cache);
         var kernel = await archive.FetchAsync(release, KernelParts.Image | KernelParts.Headers);
         var modules = await BuildFixturesAsync(kernel, cache);
-        return new KernelUnderTest(kernel, modules, new LabMachine(archive, cache, Repository.KintsugiBinary, _ => { }));
+        return new KernelUnderTest(kernel, modules,
+            new LabMachine(archive, cache, Repository.KintsugiBinary, _ => { }));
     }
 
-    private static async Task<IReadOnlyDictionary<string, string>> BuildFixturesAsync(FetchedKernel kernel, string cache)
+    private static async Task<IReadOnlyDictionary<string,
+        string>> BuildFixturesAsync(FetchedKernel kernel, string cache)
     {
         var sources = Directory.GetFiles(Repository.FixtureModules).Order(StringComparer.Ordinal).ToList();
-        var key = Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(string.Join("\n", sources.Select(f => Path.GetFileName(f) + File.ReadAllText(f))))))[..16];
+        var key = Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(
+            string.Join("\n", sources.Select(f => Path.GetFileName(f) + File.ReadAllText(f))))))[..16];
         var directory = Path.Combine(cache, "fixtures", kernel.Target.Release.Value, key);
         if (!Directory.Exists(directory))
         {
@@ -50,7 +53,8 @@ public sealed class KernelUnderTest
             if (Directory.Exists(building)) Directory.Delete(building, true);
             await ExternalModuleBuild.BuildAsync(kernel, Repository.FixtureModules, building);
             try { Directory.Move(building, directory); }
-            catch (IOException) when (Directory.Exists(directory)) { Directory.Delete(building, true); } // another process won the race
+            // another process won the race
+            catch (IOException) when (Directory.Exists(directory)) { Directory.Delete(building, true); }
         }
         return Directory.GetFiles(directory, "*.ko").ToDictionary(p => Path.GetFileNameWithoutExtension(p), p => p);
     }
@@ -63,5 +67,6 @@ public sealed class KernelUnderTest
 
     public Task<LabRunResult> RunAsync(string script, IReadOnlyList<GuestFile>? files = null, string? disk = null,
         IReadOnlyList<string>? kernelArguments = null, int timeoutSeconds = 180) =>
-        Lab.RunAsync(new LabRunSpec(Release, script, files ?? AllModules, TimeSpan.FromSeconds(timeoutSeconds), disk, kernelArguments));
+        Lab.RunAsync(new LabRunSpec(Release, script, files ?? AllModules, TimeSpan.FromSeconds(timeoutSeconds), disk,
+        kernelArguments));
 }

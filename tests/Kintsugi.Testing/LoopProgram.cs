@@ -23,12 +23,14 @@ public sealed class LoopProgram : IDisposable
         var source = Path.Combine(AppContext.BaseDirectory, "Programs", "loop.c");
         Program = Path.Combine(directory, "loop");
         Gcc("-O2", "-g", "-pthread", source, "-o", Program);
-        Gcc("-O2", "-g", "-pthread", "-DFIXED", "-ffunction-sections", "-fdata-sections", "-c", source, "-o", Path.Combine(directory, "loop-fixed.o"));
+        Gcc("-O2", "-g", "-pthread", "-DFIXED", "-ffunction-sections", "-fdata-sections", "-c", source, "-o",
+            Path.Combine(directory, "loop-fixed.o"));
     }
 
     public string Program { get; }
 
-    /// <summary>A patch replacing compute() with the fixed one; patches with different names are different patches.</summary>
+    /// <summary>A patch replacing compute() with the fixed one; patches with different names are different
+    /// patches.</summary>
     public (UserPatch Patch, byte[] Bytes) Patch(string name)
     {
         var patch = PatchLinker.Link(Program, Path.Combine(_directory, "loop-fixed.o"), ["compute"], name);
@@ -37,11 +39,13 @@ public sealed class LoopProgram : IDisposable
         return (patch, File.ReadAllBytes(path));
     }
 
-    /// <summary>Starts the program with 4 workers, detached (a shell that exits at once), so no test runtime reaps its ptrace stops.</summary>
+    /// <summary>Starts the program with 4 workers, detached (a shell that exits at once), so no test runtime reaps its
+    /// ptrace stops.</summary>
     public int Start()
     {
         var log = Path.Combine(_directory, $"out-{_processes.Count}");
-        using var shell = Process.Start(new ProcessStartInfo("/bin/sh", ["-c", $"exec {Program} 4 >{log} 2>&1 & echo $!"]) { RedirectStandardOutput = true })!;
+        using var shell = Process.Start(new ProcessStartInfo("/bin/sh",
+            ["-c", $"exec {Program} 4 >{log} 2>&1 & echo $!"]) { RedirectStandardOutput = true })!;
         var pid = int.Parse(shell.StandardOutput.ReadToEnd().Trim());
         shell.WaitForExit();
         _processes.Add(pid);
@@ -59,7 +63,8 @@ public sealed class LoopProgram : IDisposable
         using var memory = new ProcessMemory(pid);
         var image = ElfImage.Load(Program);
         var loaded = LoadedObject.Find(ProcessMaps.Read(pid), memory).Single(o => o.BuildId == image.BuildId);
-        return BinaryPrimitives.ReadInt64LittleEndian(memory.Read(loaded.LoadBase + image.Symbols(dynamic: false).Single(s => s.Name == symbol).Value, 8));
+        return BinaryPrimitives.ReadInt64LittleEndian(
+            memory.Read(loaded.LoadBase + image.Symbols(dynamic: false).Single(s => s.Name == symbol).Value, 8));
     }
 
     /// <summary>
@@ -74,10 +79,12 @@ public sealed class LoopProgram : IDisposable
         var clock = Stopwatch.StartNew();
         while (Global(pid, counter) < start + 1000)
         {
-            if (clock.Elapsed > TimeSpan.FromSeconds(10)) throw new InvalidOperationException($"process {pid}: {counter} does not grow");
+            if (clock.Elapsed > TimeSpan.FromSeconds(10))
+                throw new InvalidOperationException($"process {pid}: {counter} does not grow");
             Thread.Sleep(10);
         }
-        if (Global(pid, other) != frozen) throw new InvalidOperationException($"process {pid}: {other} grew too: it does not run only the {counter[..3]} code");
+        if (Global(pid, other) != frozen) throw new InvalidOperationException($"process {pid}: {other} grew too: it " +
+            $"does not run only the {counter[..3]} code");
     }
 
     private static void Gcc(params string[] arguments)
@@ -91,6 +98,7 @@ public sealed class LoopProgram : IDisposable
     public void Dispose()
     {
         foreach (var pid in _processes)
-            try { Process.GetProcessById(pid).Kill(); } catch (ArgumentException) { } catch (InvalidOperationException) { }
+            try { Process.GetProcessById(pid)
+                .Kill(); } catch (ArgumentException) { } catch (InvalidOperationException) { }
     }
 }

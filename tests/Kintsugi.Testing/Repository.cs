@@ -19,7 +19,8 @@ public static class Repository
         {
             var corpus = Path.GetFullPath(Path.Combine(Root, "..", "shared", "corpus", "kpatch-linux-6.2.0"));
             return Directory.Exists(corpus) ? corpus
-                : throw new InvalidOperationException($"the kpatch corpus is missing: expected {corpus} (shared/ beside the checkout)");
+                : throw new InvalidOperationException($"the kpatch corpus is missing: expected {corpus} (shared/ " +
+                $"beside the checkout)");
         }
     }
 
@@ -27,15 +28,18 @@ public static class Repository
     {
         for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
             if (File.Exists(Path.Combine(dir.FullName, "Kintsugi.slnx"))) return dir.FullName;
-        throw new InvalidOperationException("cannot find the repository root (Kintsugi.slnx) above " + AppContext.BaseDirectory);
+        throw new InvalidOperationException("cannot find the repository root (Kintsugi.slnx) above "
+            + AppContext.BaseDirectory);
     }
 
     private static readonly Lazy<string> Guest = new(() =>
     {
-        if (Environment.GetEnvironmentVariable(GuestBinary.EnvironmentVariable) is { Length: > 0 } configured) return configured;
+        if (Environment.GetEnvironmentVariable(GuestBinary.EnvironmentVariable) is { Length: > 0 } configured)
+            return configured;
         // The launcher publishes the single-file binary when it is missing or stale.
         var result = ExternalCommand.Run(Path.Combine(Root, "kintsugi"), "version");
-        if (!result.Succeeded) throw new InvalidOperationException("publishing the kintsugi binary failed:\n" + result.StandardError);
+        if (!result.Succeeded)
+            throw new InvalidOperationException("publishing the kintsugi binary failed:\n" + result.StandardError);
         return Path.Combine(Root, "artifacts", "bin", "kintsugi");
     });
 

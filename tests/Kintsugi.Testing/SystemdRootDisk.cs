@@ -13,12 +13,15 @@ public sealed class SystemdRootDisk : IDisposable
 
     public static async Task<SystemdRootDisk> CreateAsync()
     {
-        var made = await ExternalCommand.RunAsync(System.IO.Path.Combine(Repository.Root, "scripts", "lab-systemd-root.sh"), []);
-        if (!made.Succeeded) throw new InvalidOperationException($"lab-systemd-root.sh failed ({made.ExitCode}):\n{made.StandardError}");
+        var made = await ExternalCommand.RunAsync(
+            System.IO.Path.Combine(Repository.Root, "scripts", "lab-systemd-root.sh"), []);
+        if (!made.Succeeded)
+            throw new InvalidOperationException($"lab-systemd-root.sh failed ({made.ExitCode}):\n{made.StandardError}");
         var copy = System.IO.Path.Combine(System.IO.Path.GetTempPath(), $"kintsugi-root-disk-{Guid.NewGuid():N}.img");
         // Sparse: the image is 3 GiB, a few hundred MiB of it written.
         var copied = await ExternalCommand.RunAsync("cp", ["--sparse=always", made.StandardOutput.Trim(), copy]);
-        if (!copied.Succeeded) throw new InvalidOperationException($"copying the root disk failed: {copied.StandardError}");
+        if (!copied.Succeeded)
+            throw new InvalidOperationException($"copying the root disk failed: {copied.StandardError}");
         return new SystemdRootDisk(copy);
     }
 

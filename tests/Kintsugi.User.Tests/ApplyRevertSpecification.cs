@@ -36,7 +36,8 @@ public sealed class ApplyRevertSpecification(ITestOutputHelper output) : IDispos
     }
 
     [Fact]
-    public void Three_hundred_applications_and_reverts_under_load_never_run_old_code_after_apply_nor_new_code_after_revert()
+    public void
+        Three_hundred_applications_and_reverts_under_load_never_run_old_code_after_apply_nor_new_code_after_revert()
     {
         var (program, patch) = _programs.LoopProgramAndPatch();
         using var target = new RunningTarget(program, "8");
@@ -71,7 +72,8 @@ public sealed class ApplyRevertSpecification(ITestOutputHelper output) : IDispos
         Assert.Equal(original, target.ReadFunction(program, "compute"));
         Assert.Equal(maps, target.Maps);
         pauses.Sort();
-        output.WriteLine($"300 cycles, 9 threads: apply pause median {pauses[150]:0.000} ms, worst {pauses[^1]:0.000} ms; " +
+        output.WriteLine($"300 cycles, 9 threads: apply pause median {pauses[150]:0.000} ms, worst " +
+            $"{pauses[^1]:0.000} ms; " +
             $"{retried} operations waited for a busy thread");
     }
 
@@ -83,7 +85,8 @@ public sealed class ApplyRevertSpecification(ITestOutputHelper output) : IDispos
         var original = target.ReadFunction(program, "compute");
         var maps = target.Maps;
 
-        var result = new UserPatcher(new PatcherOptions(TimeSpan.FromMilliseconds(300), TimeSpan.FromSeconds(2))).Apply(target.Pid, patch);
+        var result = new UserPatcher(new PatcherOptions(TimeSpan.FromMilliseconds(300), TimeSpan.FromSeconds(2)))
+            .Apply(target.Pid, patch);
 
         Assert.Equal(ProcessOutcome.Busy, result.Outcome);
         Assert.Contains("compute", result.Message);
@@ -102,7 +105,8 @@ public sealed class ApplyRevertSpecification(ITestOutputHelper output) : IDispos
         // relocating fails once the region is mapped, in the middle of the install.
         var unreachable = patch with
         {
-            Relocations = [.. patch.Relocations, new PatchRelocation(0, RelocationKind.Relative32, RelocationBase.Import, 0, "getpid", 0)],
+            Relocations = [.. patch.Relocations,
+                new PatchRelocation(0, RelocationKind.Relative32, RelocationBase.Import, 0, "getpid", 0)],
         };
         using var target = new RunningTarget(program, "4");
         var original = target.ReadFunction(program, "compute");

@@ -2,7 +2,8 @@ using Kintsugi.User.Build;
 
 namespace Kintsugi.User.Tests;
 
-/// <summary>Building a patch from a source fix: diffed, proven against the shipped object, and applied to a running process.</summary>
+/// <summary>Building a patch from a source fix: diffed, proven against the shipped object, and applied to a running
+/// process.</summary>
 public sealed class BuildSpecification : IDisposable
 {
     private static readonly string[] Flags = ["-O2", "-g", "-pthread"];
@@ -12,19 +13,23 @@ public sealed class BuildSpecification : IDisposable
 
     public void Dispose() => _programs.Dispose();
 
-    /// <summary>A source tree holding loop.c, the shipped program built from it, and a fix made by editing it.</summary>
-    private (string Tree, string Program, string Fix) ShippedTreeAndFix(string replace, string with, params string[] shippedFlags)
+    /// <summary>A source tree holding loop.c, the shipped program built from it, and a fix made by editing
+    /// it.</summary>
+    private (string Tree, string Program, string Fix) ShippedTreeAndFix(string replace, string with,
+        params string[] shippedFlags)
     {
         var tree = Path.Combine(_programs.Directory, "src");
         Directory.CreateDirectory(tree);
         var source = File.ReadAllText(_programs.Source("loop.c"));
         File.WriteAllText(Path.Combine(tree, "loop.c"), source);
-        var program = _programs.Gcc("shipped", [.. (shippedFlags.Length > 0 ? shippedFlags : Flags), Path.Combine(tree, "loop.c")]);
+        var program = _programs.Gcc("shipped",
+            [.. (shippedFlags.Length > 0 ? shippedFlags : Flags), Path.Combine(tree, "loop.c")]);
         Assert.Contains(replace, source);
         var fixedTree = Path.Combine(_programs.Directory, "fixed");
         Directory.CreateDirectory(fixedTree);
         File.WriteAllText(Path.Combine(fixedTree, "loop.c"), source.Replace(replace, with));
-        var diff = System.Diagnostics.Process.Start(new System.Diagnostics.ProcessStartInfo("diff", ["-u", "src/loop.c", "fixed/loop.c"])
+        var diff = System.Diagnostics.Process.Start(
+            new System.Diagnostics.ProcessStartInfo("diff", ["-u", "src/loop.c", "fixed/loop.c"])
         { RedirectStandardOutput = true, WorkingDirectory = _programs.Directory })!;
         var fix = Path.Combine(_programs.Directory, "fix.patch");
         File.WriteAllText(fix, diff.StandardOutput.ReadToEnd());
@@ -75,7 +80,8 @@ public sealed class BuildSpecification : IDisposable
         Assert.True(applied.Outcome == ProcessOutcome.Applied, applied.Message);
         // The program's own counter (found through the shipped code, not a copy in the patch) counts a million a call.
         var calls = target.ReadGlobal(program, "old_calls");
-        ApplyRevertSpecification.WaitUntil(() => target.ReadGlobal(program, "old_calls") > calls + 1_000_000_000L, "the fixed code runs");
+        ApplyRevertSpecification.WaitUntil(() => target.ReadGlobal(program, "old_calls") > calls + 1_000_000_000L,
+            "the fixed code runs");
         Assert.True(target.Alive, target.Output);
     }
 
@@ -124,14 +130,16 @@ public sealed class BuildSpecification : IDisposable
         File.WriteAllText(fix, diff.StandardOutput);
         Assert.Contains("tests/compute.out", diff.StandardOutput);
 
-        var result = await new UserPatchBuilder().BuildAsync(new UserBuildRequest(program, tree, fix, Flags, "two-units",
+        var result =
+            await new UserPatchBuilder().BuildAsync(new UserBuildRequest(program, tree, fix, Flags, "two-units",
             Path.Combine(_programs.Directory, "two.kup.json")));
 
         Assert.Equal(["compute_a", "compute_b"], result.Functions.Order());
         using var target = new RunningTarget(program, "");
         var applied = new UserPatcher().Apply(target.Pid, UserPatch.Load(result.OutputPath));
         Assert.True(applied.Outcome == ProcessOutcome.Applied, applied.Message);
-        ApplyRevertSpecification.WaitUntil(() => target.ReadGlobal(program, "fixed_a") > 1000 && target.ReadGlobal(program, "fixed_b") > 1000,
+        ApplyRevertSpecification.WaitUntil(() =>
+            target.ReadGlobal(program, "fixed_a") > 1000 && target.ReadGlobal(program, "fixed_b") > 1000,
             "both fixed functions run");
     }
 
@@ -140,7 +148,8 @@ public sealed class BuildSpecification : IDisposable
     {
         var (tree, program, fix) = ShippedTreeAndFix("sleep_inside_every = 50000;", "sleep_inside_every = 40000;");
 
-        var refusal = await Assert.ThrowsAsync<UserBuildException>(() => new UserPatchBuilder().BuildAsync(Request(tree, program, fix)));
+        var refusal = await Assert.ThrowsAsync<UserBuildException>(() =>
+            new UserPatchBuilder().BuildAsync(Request(tree, program, fix)));
 
         Assert.Contains("rule: data layout", refusal.Message);
         Assert.Contains("sleep_inside_every", refusal.Message);
@@ -151,7 +160,8 @@ public sealed class BuildSpecification : IDisposable
     {
         var (tree, program, fix) = ShippedTreeAndFix(OldBody, NewBody, "-O1", "-g", "-pthread");
 
-        var refusal = await Assert.ThrowsAsync<UserBuildException>(() => new UserPatchBuilder().BuildAsync(Request(tree, program, fix)));
+        var refusal = await Assert.ThrowsAsync<UserBuildException>(() =>
+            new UserPatchBuilder().BuildAsync(Request(tree, program, fix)));
 
         Assert.Contains("rule: fidelity", refusal.Message);
     }
@@ -159,9 +169,11 @@ public sealed class BuildSpecification : IDisposable
     [Fact]
     public async Task A_fix_that_changes_only_a_comment_builds_nothing()
     {
-        var (tree, program, fix) = ShippedTreeAndFix("/* \"stuck\": never returns */", "/* \"stuck\": this call never returns */");
+        var (tree, program, fix) =
+            ShippedTreeAndFix("/* \"stuck\": never returns */", "/* \"stuck\": this call never returns */");
 
-        var refusal = await Assert.ThrowsAsync<UserBuildException>(() => new UserPatchBuilder().BuildAsync(Request(tree, program, fix)));
+        var refusal = await Assert.ThrowsAsync<UserBuildException>(() =>
+            new UserPatchBuilder().BuildAsync(Request(tree, program, fix)));
 
         Assert.Equal(ExitCode.NothingToDo, refusal.ExitCode);
     }

@@ -23,7 +23,8 @@ public sealed class DebianSourceSpecification
 
         Assert.True(File.Exists(Path.Combine(first.Tree, "debian", "rules")), first.Tree);
         Assert.True(File.Exists(Path.Combine(first.Tree, "src", "hello.c")), first.Tree);
-        var dsc = Directory.GetFiles(Path.Combine(DebianSource.DefaultCacheRoot, "user", "sources", "hello_2.10-3"), "*.dsc").Single();
+        var dsc = Directory.GetFiles(Path.Combine(DebianSource.DefaultCacheRoot, "user", "sources", "hello_2.10-3"),
+            "*.dsc").Single();
         Assert.Equal(Convert.ToHexStringLower(SHA256.HashData(File.ReadAllBytes(dsc))), first.DscSha256);
         Assert.Equal(first.DscSha256, Path.GetFileName(Path.GetDirectoryName(first.Tree)));
         Assert.Equal(first.Tree, again.Tree);
@@ -40,7 +41,8 @@ public sealed class DebianSourceSpecification
         {
             Directory.CreateDirectory(Path.Combine(tree, "debian"));
             await File.WriteAllTextAsync(Path.Combine(tree, "debian", "rules"),
-                "#!/usr/bin/make -f\nexport DEB_BUILD_MAINT_OPTIONS = hardening=+all\nexport DEB_CFLAGS_MAINT_APPEND = -Wall \\\n  -Wno-unused\n" +
+                "#!/usr/bin/make -f\nexport DEB_BUILD_MAINT_OPTIONS = hardening=+all\nexport DEB_CFLAGS_MAINT_APPEND " +
+                "= -Wall \\\n  -Wno-unused\n" +
                 "DEB_CPPFLAGS_MAINT_APPEND := -DKINTSUGI_RULES\n%:\n\tdh $@\n");
 
             var flags = await DebianSource.BuildFlagsAsync(tree);

@@ -20,7 +20,8 @@ public sealed record PostgreSqlPackage(string Root, string Tree, string Postgres
     {
         for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
             if (File.Exists(Path.Combine(dir.FullName, "Kintsugi.slnx"))) return dir.FullName;
-        throw new InvalidOperationException("cannot find the repository root (Kintsugi.slnx) above " + AppContext.BaseDirectory);
+        throw new InvalidOperationException("cannot find the repository root (Kintsugi.slnx) above "
+            + AppContext.BaseDirectory);
     }
 
     public static PostgreSqlPackage Prepare()
@@ -29,7 +30,8 @@ public sealed record PostgreSqlPackage(string Root, string Tree, string Postgres
         Assert.True(result.Succeeded, $"{Script} failed:\n{result.StandardError}");
         var values = result.StandardOutput.Split('\n', StringSplitOptions.RemoveEmptyEntries)
             .Select(l => l.Split('=', 2)).ToDictionary(p => p[0], p => p[1].Trim('\''));
-        return new(values["ROOT"], values["TREE"], values["POSTGRES"], values["FLAGS"].Split(' ', StringSplitOptions.RemoveEmptyEntries));
+        return new(values["ROOT"], values["TREE"], values["POSTGRES"],
+            values["FLAGS"].Split(' ', StringSplitOptions.RemoveEmptyEntries));
     }
 }
 
@@ -50,8 +52,10 @@ public sealed class PostgreSqlCluster : IDisposable
         _directory = System.IO.Directory.CreateTempSubdirectory("kintsugi-postgresql-").FullName;
         Run("chown", User, _directory);
         Run("chmod", "0755", _directory);
-        RunAs(Path.Combine(package.Bin, "initdb"), "-D", Data, "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C.UTF-8");
-        RunAs(Path.Combine(package.Bin, "pg_ctl"), "-D", Data, "-l", Path.Combine(_directory, "server.log"), "-w", "-t", "60",
+        RunAs(Path.Combine(package.Bin, "initdb"), "-D", Data, "-U", "postgres", "--auth=trust", "--no-sync", "-E",
+            "UTF8", "--locale=C.UTF-8");
+        RunAs(Path.Combine(package.Bin, "pg_ctl"), "-D", Data, "-l", Path.Combine(_directory, "server.log"), "-w", "-t",
+            "60",
             "-o", $"-k {_directory} -c listen_addresses='' -p {Port} -c max_connections=50 -c fsync=off", "start");
         PostmasterPid = int.Parse(File.ReadLines(Path.Combine(Data, "postmaster.pid")).First());
     }
@@ -109,17 +113,20 @@ public sealed class PostgreSqlCluster : IDisposable
         return (output.Result + errors).Trim();
     }
 
-    private void RunAs(string program, params string[] arguments) => Run("runuser", ["-u", User, "--", program, .. arguments]);
+    private void RunAs(string program, params string[] arguments) =>
+        Run("runuser", ["-u", User, "--", program, .. arguments]);
 
     private static void Run(string program, params string[] arguments)
     {
         var result = ExternalCommand.Run(program, arguments);
-        Assert.True(result.Succeeded, $"{program} {string.Join(' ', arguments)}:\n{result.StandardOutput}{result.StandardError}");
+        Assert.True(result.Succeeded,
+            $"{program} {string.Join(' ', arguments)}:\n{result.StandardOutput}{result.StandardError}");
     }
 
     public void Dispose()
     {
-        ExternalCommand.Run("runuser", "-u", User, "--", Path.Combine(_package.Bin, "pg_ctl"), "-D", Data, "-m", "immediate", "-w", "stop");
+        ExternalCommand.Run("runuser", "-u", User, "--", Path.Combine(_package.Bin, "pg_ctl"), "-D", Data, "-m",
+            "immediate", "-w", "stop");
         System.IO.Directory.Delete(_directory, recursive: true);
     }
 }
@@ -139,7 +146,8 @@ public sealed class PsqlSession : IDisposable
         start.FileName = "/bin/sh";
         // Errors and results on one stream, in order; the package's psql with its own libpq.
         start.ArgumentList.Add("-c");
-        start.ArgumentList.Add($"exec '{Path.Combine(Path.GetDirectoryName(cluster.Client("psql").FileName)!, "psql")}' -X -A -t -q 2>&1");
+        start.ArgumentList.Add($"exec " +
+            $"'{Path.Combine(Path.GetDirectoryName(cluster.Client("psql").FileName)!, "psql")}' -X -A -t -q 2>&1");
         _psql = Process.Start(start)!;
         BackendPid = int.Parse(Run("SELECT pg_backend_pid()"));
     }
@@ -148,14 +156,16 @@ public sealed class PsqlSession : IDisposable
 
     public string Run(string sql)
     {
-        _psql.StandardInput.WriteLine(sql.TrimEnd().EndsWith(';') ? sql : sql + ";"); // psql runs a statement at its semicolon
+        // psql runs a statement at its semicolon
+        _psql.StandardInput.WriteLine(sql.TrimEnd().EndsWith(';') ? sql : sql + ";");
         _psql.StandardInput.WriteLine($"\\echo {Marker}");
         _psql.StandardInput.Flush();
         var lines = new List<string>();
         while (true)
         {
             var line = _psql.StandardOutput.ReadLine()
-                ?? throw new InvalidOperationException($"psql ended ({string.Join('\n', lines)}{_psql.StandardError.ReadToEnd()})");
+                ?? throw new InvalidOperationException($"psql ended " +
+                $"({string.Join('\n', lines)}{_psql.StandardError.ReadToEnd()})");
             if (line == Marker) break;
             lines.Add(line);
         }

@@ -31,7 +31,8 @@ public sealed class PostgreSqlSpecification(ITestOutputHelper log)
         Assert.Contains(Shipped, session.Run(EdgeCase));
         var script = Path.GetTempFileName();
         // Every pgbench client divides money all the time: the patched functions are called while they are replaced.
-        File.WriteAllText(script, "SELECT '12.34'::money / -1, '12.34'::money / (-1)::int4, '12.34'::money / (-1)::int2;\n");
+        File.WriteAllText(script,
+            "SELECT '12.34'::money / -1, '12.34'::money / (-1)::int4, '12.34'::money / (-1)::int2;\n");
         using var load = Process.Start(cluster.Client("pgbench", "-n", "-c", "8", "-j", "2", "-T", "24", "-P", "4",
             "-b", "tpcb-like@1", "-f", $"{script}@1"))!;
         var loadOutput = load.StandardOutput.ReadToEndAsync();
@@ -40,10 +41,12 @@ public sealed class PostgreSqlSpecification(ITestOutputHelper log)
 
         var patcher = new UserPatcher(PatcherOptions.Default with { BusyTimeout = TimeSpan.FromSeconds(10) });
         var processes = cluster.Processes();
-        Assert.True(processes.Count >= 8 + 5, $"expected the postmaster, its auxiliary processes and 8 pgbench backends: {processes.Count}");
+        Assert.True(processes.Count >= 8 + 5,
+            $"expected the postmaster, its auxiliary processes and 8 pgbench backends: {processes.Count}");
         var applied = processes.Select(pid => patcher.Apply(pid, patch)).ToList();
         Report("apply", applied);
-        Assert.All(applied, r => Assert.True(r.Outcome == ProcessOutcome.Applied, $"{r.Pid} ({r.Command}): {r.Outcome} {r.Message}"));
+        Assert.All(applied, r =>
+            Assert.True(r.Outcome == ProcessOutcome.Applied, $"{r.Pid} ({r.Command}): {r.Outcome} {r.Message}"));
         Assert.All(processes, pid => Assert.Contains(UserPatcher.List(pid), p => p.Name == patch.Name));
 
         Assert.Contains(Fixed, session.Run(EdgeCase));         // a backend that existed before the patch
@@ -55,7 +58,8 @@ public sealed class PostgreSqlSpecification(ITestOutputHelper log)
 
         var reverted = cluster.Processes().Select(pid => patcher.Revert(pid)).ToList();
         Report("revert", reverted);
-        Assert.All(reverted, r => Assert.True(r.Outcome == ProcessOutcome.Reverted, $"{r.Pid} ({r.Command}): {r.Outcome} {r.Message}"));
+        Assert.All(reverted, r =>
+            Assert.True(r.Outcome == ProcessOutcome.Reverted, $"{r.Pid} ({r.Command}): {r.Outcome} {r.Message}"));
         Assert.Contains(Shipped, session.Run(EdgeCase));
         Assert.Contains(Shipped, cluster.Query(EdgeCase));
 
@@ -75,7 +79,8 @@ public sealed class PostgreSqlSpecification(ITestOutputHelper log)
         var output = Path.Combine(Path.GetTempPath(), $"kintsugi-postgresql-{Guid.NewGuid():n}.kup.json");
         var clock = Stopwatch.StartNew();
         var result = new UserPatchBuilder().BuildAsync(new UserBuildRequest(package.Postgres, package.Tree,
-            Path.Combine(AppContext.BaseDirectory, "Fixtures", "postgresql-15", Fix), package.Flags, "pg15-money-divide", output)).GetAwaiter().GetResult();
+            Path.Combine(AppContext.BaseDirectory, "Fixtures", "postgresql-15", Fix), package.Flags,
+            "pg15-money-divide", output)).GetAwaiter().GetResult();
         log.WriteLine($"built in {clock.Elapsed.TotalSeconds:0.0} s: {string.Join(", ", result.Functions)} " +
             $"({string.Join(", ", result.PhaseSeconds.Select(p => $"{p.Key} {p.Value:0.00} s"))})");
         Assert.Equal(["cash_div_int2", "cash_div_int4", "cash_div_int8"], result.Functions.Order());
@@ -87,9 +92,11 @@ public sealed class PostgreSqlSpecification(ITestOutputHelper log)
     private void Report(string what, IReadOnlyList<ProcessResult> results)
     {
         foreach (var r in results)
-            log.WriteLine($"{what} {r.Pid} ({r.Command}): {r.Outcome}, paused {r.PauseMilliseconds:0.00} ms, {r.Attempts} attempt(s) {r.Message}");
+            log.WriteLine($"{what} {r.Pid} ({r.Command}): {r.Outcome}, paused {r.PauseMilliseconds:0.00} ms, " +
+                $"{r.Attempts} attempt(s) {r.Message}");
         var pauses = results.Select(r => r.PauseMilliseconds).Order().ToList();
-        log.WriteLine($"{what}: {results.Count} processes, pause median {pauses[pauses.Count / 2]:0.00} ms, worst {pauses[^1]:0.00} ms");
+        log.WriteLine($"{what}: {results.Count} processes, pause median {pauses[pauses.Count / 2]:0.00} ms, worst " +
+            $"{pauses[^1]:0.00} ms");
     }
 
     private static Process Client(PostgreSqlCluster cluster, string program, params string[] arguments)
@@ -110,6 +117,7 @@ public sealed class PostgreSqlFactAttribute : FactAttribute
     public PostgreSqlFactAttribute()
     {
         if (Environment.GetEnvironmentVariable(Variable) != "1")
-            Skip = $"downloads Debian's postgresql-15 and its source once (about 45 MB) and runs pgbench: run with {Variable}=1";
+            Skip = $"downloads Debian's postgresql-15 and its source once (about 45 MB) and runs pgbench: run with " +
+                $"{Variable}=1";
     }
 }

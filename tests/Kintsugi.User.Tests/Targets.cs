@@ -27,7 +27,8 @@ public sealed class CompiledPrograms : IDisposable
     public (string Program, UserPatch Patch) LoopProgramAndPatch()
     {
         var program = Gcc("loop", "-O2", "-g", "-pthread", Source("loop.c"));
-        var fix = Gcc("loop-fixed.o", "-O2", "-g", "-pthread", "-DFIXED", "-ffunction-sections", "-fdata-sections", "-c", Source("loop.c"));
+        var fix = Gcc("loop-fixed.o", "-O2", "-g", "-pthread", "-DFIXED", "-ffunction-sections", "-fdata-sections",
+            "-c", Source("loop.c"));
         return (program, PatchLinker.Link(program, fix, ["compute"], "loop-compute-fix"));
     }
 
@@ -46,7 +47,8 @@ public sealed class RunningTarget : IDisposable
     {
         _log = Path.GetTempFileName();
         var environment = libraryPath is null ? "" : $"LD_LIBRARY_PATH={libraryPath} ";
-        var shell = Process.Start(new ProcessStartInfo("/bin/sh", ["-c", $"{environment}exec {program} {arguments} >{_log} 2>&1 & echo $!"])
+        var shell = Process.Start(
+            new ProcessStartInfo("/bin/sh", ["-c", $"{environment}exec {program} {arguments} >{_log} 2>&1 & echo $!"])
         { RedirectStandardOutput = true })!;
         Pid = int.Parse(shell.StandardOutput.ReadToEnd().Trim());
         shell.WaitForExit();

@@ -37,8 +37,9 @@ public static class UnitCompilation
     }
 
     /// <param name="precompiledAfter">
-    /// A directory that may already hold the after objects of these units, compiled with every fix of this build
-    /// applied (catch-up compiles the fixes of many files in one make); used only when it holds them all.
+    /// A directory that may already hold the after objects of some of these units, each compiled with every fix of
+    /// this build that it compiles (catch-up compiles the fixes of many files in one make): those are used as they
+    /// are, the others compiled.
     /// </param>
     public static async Task<IReadOnlyList<CompiledUnit>> CompileAsync(BuildTarget target, KernelSourceTree tree,
         IReadOnlyList<TranslationUnit> units, IReadOnlyList<LeveledPatch> patches, string workDirectory,
@@ -47,8 +48,9 @@ public static class UnitCompilation
         var flags = DiffCFlags(target);
         var before = Befores(target);
         var after = Path.Combine(workDirectory, "after");
-        if (precompiledAfter is not null && PristineObjectCache.HoldsAll(precompiledAfter, units))
-            after = precompiledAfter;
+        var held = precompiledAfter is null ? [] : units.Where(u => PristineObjectCache.HoldsAll(precompiledAfter, [u])).ToList();
+        if (held.Count == units.Count)
+            after = precompiledAfter!;
         else
         {
             // The fixes are applied first, in their own view of the tree, so a fix that does not apply fails fast.
@@ -57,7 +59,8 @@ public static class UnitCompilation
             {
                 foreach (var patch in patches) await patched.ApplyAsync(patch.Patch, cancellation);
             });
-            await clock.RunAsync("compile after", () => patched.CompileUnitsAsync(units, after, flags, cancellation));
+            await clock.RunAsync("compile after", () => patched.CompileUnitsAsync([.. units.Except(held)], after, flags, cancellation));
+            foreach (var unit in held) PristineObjectCache.CopyUnit(precompiledAfter!, after, unit);
         }
         if (before.Missing(units) is { Count: > 0 } missingBefore)
         {

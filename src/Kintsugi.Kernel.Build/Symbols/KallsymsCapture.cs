@@ -1,4 +1,5 @@
 using System.IO.Compression;
+using Kintsugi.Kernel.Archive;
 using Kintsugi.Lab;
 
 namespace Kintsugi.Kernel.Build.Symbols;
@@ -18,6 +19,15 @@ public static class KallsymsCapture
     public static async Task<KernelSymbolTable> LoadAsync(Func<LabMachine> lab, KernelRelease release, string kernelDirectory, Action<string> progress, CancellationToken cancellation = default)
     {
         var cached = Path.Combine(kernelDirectory, "kallsyms");
+        if (!File.Exists(cached)) await CaptureAsync(lab, release, cached, progress, cancellation);
+        return KernelSymbolTable.ParseKallsyms(await File.ReadAllTextAsync(cached, cancellation), SymbolTableSource.LabKallsyms);
+    }
+
+    private static async Task CaptureAsync(Func<LabMachine> lab, KernelRelease release, string cached, Action<string> progress,
+        CancellationToken cancellation)
+    {
+        // One boot per kernel, however many builds (catch-up resolves many files at once) ask at the same time.
+        using var captureLock = await CacheLock.AcquireAsync(cached + ".lock", cancellation);
         if (!File.Exists(cached))
         {
             progress($"reading the symbol table of {release} from a lab boot (once per kernel)");
@@ -41,6 +51,5 @@ public static class KallsymsCapture
             await File.WriteAllTextAsync(staging, text, cancellation);
             File.Move(staging, cached, overwrite: true);
         }
-        return KernelSymbolTable.ParseKallsyms(await File.ReadAllTextAsync(cached, cancellation), SymbolTableSource.LabKallsyms);
     }
 }

@@ -34,20 +34,25 @@ public sealed record MachineView(
     string Id, string Hostname, string HostMachineId, string Channel, string KernelRelease, string BuildId,
     string? PackageVersion, string AgentVersion, string? State, int? Level, string? Bundle, string? EffectiveVersion,
     long Taint, string? Detail, string? TargetRelease, DateTimeOffset EnrolledAt, DateTimeOffset? LastCheckIn,
-    DateTimeOffset? StateSince, string? Address, bool Stale, string? MetadataFreshness = null, DateTimeOffset? CloneSuspectedAt = null,
-    string? CloneDetail = null, DateTimeOffset? ReenrollApprovedUntil = null, IReadOnlyList<UserObjectView>? UserObjects = null);
+    DateTimeOffset? StateSince, string? Address, bool Stale, string? MetadataFreshness = null,
+    DateTimeOffset? CloneSuspectedAt = null,
+    string? CloneDetail = null, DateTimeOffset? ReenrollApprovedUntil = null,
+    IReadOnlyList<UserObjectView>? UserObjects = null);
 
 /// <summary>
 /// A user-space object a machine's processes map that has releases (or a patch installed), as its agent last reported
 /// it: processes mapping it, how many run the installed level's patch, how many failed (retried at the next pass).
 /// Given for one machine (GET /api/v1/machines/{id}), not in lists.
 /// </summary>
-public sealed record UserObjectView(string Object, string BuildId, int Processes, string State, int? Level, string? Bundle, int Patched, int Failed,
+public sealed record UserObjectView(string Object, string BuildId, int Processes, string State, int? Level,
+    string? Bundle, int Patched, int Failed,
     string? Detail, DateTimeOffset UpdatedAt);
 
 /// <summary>The trust-root update the server carries to agents, and what it changed in this server's keys.</summary>
-public sealed record TrustRootView(long Version, string RootKey, IReadOnlyList<string> Trusted, IReadOnlyList<string> Retired,
-    IReadOnlyList<string> Timestamp, DateTimeOffset PublishedAt, string PublishedBy, string Document, IReadOnlyList<string> Changes);
+public sealed record
+    TrustRootView(long Version, string RootKey, IReadOnlyList<string> Trusted, IReadOnlyList<string> Retired,
+    IReadOnlyList<string> Timestamp, DateTimeOffset PublishedAt, string PublishedBy, string Document,
+    IReadOnlyList<string> Changes);
 
 public sealed record EnrollmentTokenView(
     string Id, string Channel, string Description, DateTimeOffset? ExpiresAt, int? MaxUses, int Uses,
@@ -98,7 +103,8 @@ public sealed record ExportIndex(
 /// <param name="Refused">Why this bundle was not imported, or null.</param>
 public sealed record ImportedRelease(string Bundle, string? Release, bool Created, string? Refused);
 
-/// <param name="Stored">False when this server already had this version or a newer one (then <c>Refused</c> says so).</param>
+/// <param name="Stored">False when this server already had this version or a newer one (then <c>Refused</c> says
+/// so).</param>
 public sealed record ImportedMetadata(string BuildId, long Version, bool Stored, string? Refused);
 
 /// <param name="Metadata">Each signed release metadata document in the archive and what became of it.</param>
@@ -119,7 +125,8 @@ public sealed record FleetReport(
 
 public sealed record ExposedMachine(
     string Machine, string Hostname, string Channel, string KernelRelease, string BuildId, string? State, int? Level,
-    int FixLevel, DateTimeOffset FixAvailableSince, DateOnly ExposedSince, DateTimeOffset? LastCheckIn, string? Object = null);
+    int FixLevel, DateTimeOffset FixAvailableSince, DateOnly ExposedSince, DateTimeOffset? LastCheckIn, string? Object =
+    null);
 
 public sealed record CveExposure(
     string Cve, string Severity, DateOnly Published, int Exposed, int Fixed, IReadOnlyList<ExposedMachine> Machines);

@@ -26,7 +26,7 @@ public static class AgentApi
         }).RequireRateLimiting(EnrollmentRateLimit)
           .Body<EnrollRequest>("application/json").Produces<EnrollResponse>(StatusCodes.Status201Created)
           .DescribeAgent("Enroll a machine with an enrollment token (rate-limited per address: 429 with Retry-After)",
-              "No credential.");
+              AgentCredential.None);
 
         app.MapPost(ProtocolPaths.CheckIn, async (HttpContext context, Machines machines) =>
         {
@@ -35,13 +35,13 @@ public static class AgentApi
             var response = await machines.CheckInAsync(machine, request, Http.Address(context), context.RequestAborted);
             await Http.WriteProtocolAsync(context, response, ProtocolJson.Default.CheckInResponse);
         }).Body<CheckInRequest>("application/json").Produces<CheckInResponse>()
-          .DescribeAgent("Report state; learn what to run", "Machine credential.");
+          .DescribeAgent("Report state; learn what to run", AgentCredential.Machine);
 
         app.MapGet(ProtocolPaths.Events,
             async (HttpContext context, Machines machines, Epoch epoch, ServerOptions options) =>
         {
             await MachineAsync(context, machines);
-            var text = context.Request.Query["epoch"].ToString();
+            var text = Http.Query(context, "epoch");
             if (!long.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var seen))
                 throw ApiProblem.BadRequest("the epoch query parameter must be a non-negative integer (the last " +
                     "epoch the agent saw)");
@@ -55,8 +55,9 @@ public static class AgentApi
             context.Response.Headers.CacheControl = "no-store";
             await Http.WriteProtocolAsync(context, new EventsResponse(current), ProtocolJson.Default.EventsResponse);
         }).Produces<EventsResponse>()
-          .DescribeAgent("Long-poll the revocation epoch (query: epoch): answers when the epoch exceeds it, or after " +
-                         "eventsWaitSeconds", "Machine credential.");
+          .Query("epoch", "the last epoch the agent saw", QueryValue.Integer, required: true)
+          .DescribeAgent("Long-poll the revocation epoch: answers when the epoch exceeds it, or after " +
+                         "eventsWaitSeconds", AgentCredential.Machine);
 
         app.MapGet(ProtocolPaths.BundlePrefix + "{digest}",
             async (HttpContext context, string digest, Machines machines, ApiTokens tokens, BundleStore store) =>
@@ -81,7 +82,7 @@ public static class AgentApi
             context.Response.ContentLength = new FileInfo(path).Length;
             await context.Response.SendFileAsync(path, context.RequestAborted);
         }).Produces(StatusCodes.Status200OK, contentType: "application/octet-stream")
-          .DescribeAgent("A bundle's bytes by SHA-256 (immutable)", "Machine credential or an auditor token.");
+          .DescribeAgent("A bundle's bytes by SHA-256 (immutable)", AgentCredential.MachineOrAuditorToken);
     }
 
     private static async Task<MachineIdentity> MachineAsync(HttpContext context, Machines machines) =>

@@ -16,6 +16,37 @@ public sealed record RequiredRole(Role Role);
 public sealed record RequestBody(Type Type, bool Optional, IReadOnlyList<string> ContentTypes);
 
 /// <summary>
+/// A query parameter an endpoint reads, as the OpenAPI document states it. Endpoints read query parameters only
+/// through <see cref="Http.Query"/>, which refuses a name the endpoint did not declare, so none goes undocumented.
+/// </summary>
+public sealed record QueryParameter(string Name, string Description, QueryValue Value, IReadOnlyList<string> Values,
+    bool Required);
+
+/// <summary>What a query parameter's text must be.</summary>
+public enum QueryValue
+{
+    Text,
+    Integer,
+    Time,
+}
+
+/// <summary>A reply other than JSON that a successful request may get instead (for example CSV for format=csv).
+/// </summary>
+public sealed record AlternativeReply(string ContentType, string Description);
+
+/// <summary>How an agent-protocol endpoint authenticates its caller, as the OpenAPI document states it.</summary>
+public enum AgentCredential
+{
+    /// <summary>None: the request body carries what proves the caller (an enrollment token).</summary>
+    None,
+    Machine,
+    MachineOrAuditorToken,
+}
+
+/// <summary>The credential an agent-protocol endpoint takes.</summary>
+public sealed record AgentEndpoint(AgentCredential Credential);
+
+/// <summary>
 /// The OpenAPI document served at <see cref="Path"/>, generated from the endpoints themselves: their routes,
 /// request bodies, reply types (with their JSON schemas, from <see cref="Http.Json"/>), summaries and roles.
 /// Nothing is written by hand, so the document cannot drift from the code.
@@ -41,11 +72,29 @@ public static class ApiDocument
         params string[] contentTypes) =>
         endpoint.WithMetadata(new RequestBody(typeof(T), optional, contentTypes));
 
-    /// <summary>Summary of an agent-protocol endpoint (docs/protocol.md), authenticated as <paramref
+    /// <summary>Declares a query parameter the endpoint reads (through <see cref="Http.Query"/>).</summary>
+    public static RouteHandlerBuilder Query(this RouteHandlerBuilder endpoint, string name, string description,
+        QueryValue value = QueryValue.Text, IReadOnlyList<string>? values = null, bool required = false) =>
+        endpoint.WithMetadata(new QueryParameter(name, description, value, values ?? [], required));
+
+    /// <summary>Documents a successful reply in <paramref name="contentType"/> besides the endpoint's JSON.</summary>
+    public static RouteHandlerBuilder AlsoReplies(this RouteHandlerBuilder endpoint, string contentType,
+        string description) =>
+        endpoint.WithMetadata(new AlternativeReply(contentType, description));
+
+    /// <summary>Summary of an agent-protocol endpoint (docs/protocol.md), authenticated by <paramref
     /// name="credential"/>.</summary>
     public static RouteHandlerBuilder DescribeAgent(this RouteHandlerBuilder endpoint, string summary,
-        string credential) =>
-        endpoint.WithSummary(summary).WithDescription(credential).WithTags("agent");
+        AgentCredential credential) =>
+        endpoint.WithSummary(summary)
+            .WithDescription(credential switch
+            {
+                AgentCredential.None => "No credential.",
+                AgentCredential.Machine => "Machine credential.",
+                _ => "Machine credential or an auditor token.",
+            })
+            .WithTags("agent")
+            .WithMetadata(new AgentEndpoint(credential));
 
     public static void Add(IServiceCollection services) => services.AddOpenApi(options =>
     {
@@ -105,9 +154,57 @@ public static class ApiDocument
                     };
                 operation.RequestBody = new OpenApiRequestBody { Required = !body.Optional, Content = content };
             }
+            foreach (var query in metadata.OfType<QueryParameter>())
+            {
+                operation.Parameters ??= [];
+                operation.Parameters.Add(new OpenApiParameter
+                {
+                    Name = query.Name,
+                    In = ParameterLocation.Query,
+                    Description = query.Description,
+                    Required = query.Required,
+                    Schema = Schema(query),
+                });
+            }
+            var alternatives = metadata.OfType<AlternativeReply>().ToList();
+            if (alternatives.Count > 0)
+            {
+                var ok = operation.Responses.TryGetValue("200", out var existing) && existing is OpenApiResponse r
+                    ? r : new OpenApiResponse { Description = "OK" };
+                ok.Content ??= new Dictionary<string, OpenApiMediaType>();
+                foreach (var alternative in alternatives)
+                    ok.Content[alternative.ContentType] = new OpenApiMediaType
+                    {
+                        Schema =
+                            new OpenApiSchema { Type = JsonSchemaType.String, Description = alternative.Description },
+                    };
+                operation.Responses["200"] = ok;
+            }
             if (metadata.OfType<RequiredRole>().Any())
-                operation.Security = [new OpenApiSecurityRequirement { [new OpenApiSecuritySchemeReference(ApiToken,
-                    context.Document)] = [] }];
+                operation.Security = [Requirement(ApiToken, context.Document)];
+            if (metadata.OfType<AgentEndpoint>().SingleOrDefault() is { } agent)
+                operation.Security = agent.Credential switch
+                {
+                    AgentCredential.None => [],
+                    AgentCredential.Machine => [Requirement(MachineCredential, context.Document)],
+                    _ => [Requirement(MachineCredential, context.Document), Requirement(ApiToken, context.Document)],
+                };
         });
     });
+
+    private static OpenApiSecurityRequirement Requirement(string scheme, OpenApiDocument? document) =>
+        new() { [new OpenApiSecuritySchemeReference(scheme, document)] = [] };
+
+    private static OpenApiSchema Schema(QueryParameter query)
+    {
+        var schema = query.Value switch
+        {
+            QueryValue.Integer => new OpenApiSchema { Type = JsonSchemaType.Integer, Format = "int64" },
+            QueryValue.Time => new OpenApiSchema { Type = JsonSchemaType.String, Format = "date-time" },
+            _ => new OpenApiSchema { Type = JsonSchemaType.String },
+        };
+        if (query.Values.Count > 0)
+            schema.Enum = [.. query.Values.Select(v => (System.Text.Json.Nodes.JsonNode)v)];
+        return schema;
+    }
 }

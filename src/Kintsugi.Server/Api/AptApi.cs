@@ -27,7 +27,8 @@ public static class AptApi
         app.MapPost("/api/v1/apt/packages", async (HttpContext context, AptRepository apt, Storage.Database db) =>
         {
             var who = await Http.RequireAsync(context, Role.Operator);
-            if (context.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } limit) limit.MaxRequestBodySize = MaxPackageLength;
+            if (context.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } limit)
+                limit.MaxRequestBodySize = MaxPackageLength;
             using var buffer = new MemoryStream();
             await context.Request.Body.CopyToAsync(buffer, context.RequestAborted);
             if (buffer.Length == 0) throw ApiProblem.BadRequest("the body is empty; send the .deb file as " +

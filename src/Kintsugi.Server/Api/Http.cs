@@ -52,6 +52,18 @@ public static class Http
         return header.StartsWith("Bearer ", StringComparison.Ordinal) ? header[7..].Trim() : null;
     }
 
+    /// <summary>
+    /// A query parameter's text ("" when absent). The endpoint must declare it (<see cref="ApiDocument.Query"/>):
+    /// reading an undeclared one is a bug, so that the OpenAPI document lists every parameter the API reads.
+    /// </summary>
+    public static string Query(HttpContext context, string name)
+    {
+        if (context.GetEndpoint()?.Metadata.OfType<QueryParameter>().Any(p => p.Name == name) != true)
+            throw new UnreachableException($"the endpoint {context.GetEndpoint()?.DisplayName} reads the query " +
+                $"parameter '{name}' without declaring it (ApiDocument.Query)");
+        return context.Request.Query[name].ToString();
+    }
+
     public static async Task<T> ReadAsync<T>(HttpContext context, JsonTypeInfo<T> type)
     {
         if (context.Request.ContentLength is > MaxJsonBody) throw new ApiProblem(413, "request too large",
@@ -114,7 +126,8 @@ public static class Http
         var origin = context.Request.Headers.Origin.ToString();
         if (!Uri.TryCreate(origin, UriKind.Absolute, out var uri)
             || !string.Equals(uri.Authority, context.Request.Host.Value, StringComparison.OrdinalIgnoreCase))
-            throw ApiProblem.Forbidden("a request signed in by the dashboard's cookie that changes anything must come " +
+            throw ApiProblem.Forbidden(
+                "a request signed in by the dashboard's cookie that changes anything must come " +
                 "from the dashboard's own pages (Origin " + (origin.Length == 0 ? "missing" : $"'{origin}'") +
                 "); API clients send Authorization: Bearer kat_…");
     }

@@ -32,11 +32,12 @@ public static class OperatorApi
         api.MapGet("/releases", async (HttpContext context, Releases releases) =>
         {
             await Http.RequireAsync(context, Role.Auditor);
-            var build = context.Request.Query["build"].ToString();
+            var build = Http.Query(context, "build");
             if (build.Length > 0
                 && !BuildId.TryParse(build, out _)) throw ApiProblem.BadRequest($"'{build}' is not a build-id");
             return await releases.ListAsync(build.Length == 0 ? null : build.ToLowerInvariant());
-        }).Describe("List releases (query: build)", Role.Auditor);
+        }).Query("build", "only the releases for this kernel build-id (hex)")
+          .Describe("List releases", Role.Auditor);
         api.MapGet("/releases/{id}", async (HttpContext context, string id, Releases releases) =>
         {
             await Http.RequireAsync(context, Role.Auditor);
@@ -86,15 +87,18 @@ public static class OperatorApi
             await Http.RequireAsync(context, Role.Auditor);
             return await releases.MetadataAsync(build);
         }).Describe("The newest signed release metadata of a build", Role.Auditor);
-        api.MapPost("/trust-root", async Task<Results<Created<TrustRootView>, Ok<TrustRootView>>> (HttpContext context, Releases releases) =>
+        api.MapPost("/trust-root", async Task<Results<Created<TrustRootView>,
+            Ok<TrustRootView>>> (HttpContext context, Releases releases) =>
         {
             var who = await Http.RequireAsync(context, Role.Admin);
             var request = await Http.ReadAsync(context, OperatorJson.Default.TrustRootRequest);
             var (view, created) = await releases.PublishTrustRootAsync(request.Document, who.Actor);
             return created ? Http.Created(view) : TypedResults.Ok(view);
         }).Body<TrustRootRequest>("application/json")
-          .Describe("Store a trust-root update signed by an offline root key (a higher version) for every agent's next check-in; " +
-                    "the keys it retires are retired here, the keys it trusts are trusted, the epoch moves", Role.Admin);
+          .Describe("Store a trust-root update signed by an offline root key (a higher version) for every agent's " +
+          "next check-in; " +
+                    "the keys it retires are retired here, the keys it trusts are trusted, the epoch moves",
+                    Role.Admin);
         api.MapGet("/trust-root", async (HttpContext context, Releases releases) =>
         {
             await Http.RequireAsync(context, Role.Auditor);
@@ -124,7 +128,7 @@ public static class OperatorApi
         api.MapGet("/machines", async (HttpContext context, Machines machines) =>
         {
             await Http.RequireAsync(context, Role.Auditor);
-            string? Query(string name) => context.Request.Query[name].ToString() is { Length: > 0 } v ? v : null;
+            string? Query(string name) => Http.Query(context, name) is { Length: > 0 } v ? v : null;
             var channel = Query("channel");
             if (channel is not null) Validation.ChannelName(channel);
             var state = Query("state");
@@ -134,7 +138,10 @@ public static class OperatorApi
             if (build is not null
                 && !BuildId.TryParse(build, out _)) throw ApiProblem.BadRequest($"'{build}' is not a build-id");
             return await machines.ListAsync(channel, state, build?.ToLowerInvariant());
-        }).Describe("Machine inventory (query: channel, state, build)", Role.Auditor);
+        }).Query("channel", "only the machines in this channel")
+          .Query("state", "only the machines that reported this patch state", values: [.. PatchStates.All])
+          .Query("build", "only the machines running this kernel build-id (hex)")
+          .Describe("Machine inventory", Role.Auditor);
         api.MapGet("/machines/{id}", async (HttpContext context, string id, Machines machines) =>
         {
             await Http.RequireAsync(context, Role.Auditor);
@@ -151,7 +158,8 @@ public static class OperatorApi
         {
             var who = await Http.RequireAsync(context, Role.Operator);
             return await machines.ApproveReenrollAsync(id, who.Actor);
-        }).Describe("Let this machine's machine-id enroll again without its current credential (a re-imaged machine), once within 24 hours", Role.Operator);
+        }).Describe("Let this machine's machine-id enroll again without its current credential (a re-imaged " +
+            "machine), once within 24 hours", Role.Operator);
         api.MapDelete("/machines/{id}", async (HttpContext context, string id, Machines machines) =>
         {
             var who = await Http.RequireAsync(context, Role.Operator);
@@ -226,7 +234,9 @@ public static class OperatorApi
             var after = ParseLong(context, "after", 0, 0, long.MaxValue);
             var limit = (int)ParseLong(context, "limit", 1000, 1, 10_000);
             return await AuditChain.ReadAsync(db, after, limit, context.RequestAborted);
-        }).Describe("Audit events in order (query: after, limit)", Role.Auditor);
+        }).Query("after", "the sequence number after which to start (default: 0, the beginning)", QueryValue.Integer)
+          .Query("limit", "at most this many events, 1 to 10000 (default: 1000)", QueryValue.Integer)
+          .Describe("Audit events in order", Role.Auditor);
         api.MapGet("/audit/verify", async (HttpContext context, Database db) =>
         {
             await Http.RequireAsync(context, Role.Auditor);
@@ -236,7 +246,7 @@ public static class OperatorApi
 
     internal static long ParseLong(HttpContext context, string name, long fallback, long min, long max)
     {
-        var text = context.Request.Query[name].ToString();
+        var text = Http.Query(context, name);
         if (text.Length == 0) return fallback;
         if (!long.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var value) || value < min
             || value > max)

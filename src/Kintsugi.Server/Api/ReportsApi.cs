@@ -23,24 +23,25 @@ public static class ReportsApi
         app.MapGet("/api/v1/reports/exposure", async (HttpContext context, Reports reports) =>
         {
             await Http.RequireAsync(context, Role.Auditor);
-            var cve = context.Request.Query["cve"].ToString();
+            var cve = Http.Query(context, "cve");
             if (cve.Length > 0
                 && !Kintsugi.Bundles.CveId.TryParse(cve,
                 out _)) throw ApiProblem.BadRequest($"'{cve}' is not a CVE id");
             return await reports.ExposureAsync(cve.Length == 0 ? null : cve);
-        }).Describe("Per-CVE exposure (query: cve)", Role.Auditor);
+        }).Query("cve", "only this CVE (CVE-YYYY-NNNN)")
+          .Describe("Per-CVE exposure", Role.Auditor);
         app.MapGet("/api/v1/reports/compliance",
             async Task<Results<Ok<ComplianceReport>, EmptyHttpResult>> (HttpContext context, Reports reports) =>
         {
             await Http.RequireAsync(context, Role.Auditor);
-            var severity = context.Request.Query["severity"].ToString() is { Length: > 0 } s ? s : "high";
+            var severity = Http.Query(context, "severity") is { Length: > 0 } s ? s : "high";
             DateTimeOffset? asOf = null;
-            if (context.Request.Query["asOf"].ToString() is { Length: > 0 } text)
+            if (Http.Query(context, "asOf") is { Length: > 0 } text)
                 asOf = DateTimeOffset.TryParse(text, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal,
                     out var parsed) ? parsed.ToUniversalTime()
                     : throw ApiProblem.BadRequest($"asOf '{text}' is not an RFC 3339 time");
             var report = await reports.ComplianceAsync(severity, asOf);
-            switch (context.Request.Query["format"].ToString())
+            switch (Http.Query(context, "format"))
             {
                 case "" or "json":
                     return TypedResults.Ok(report);
@@ -57,8 +58,13 @@ public static class ReportsApi
                     throw ApiProblem.BadRequest("format must be json, csv or html");
             }
             return TypedResults.Empty;
-        }).Describe("PCI DSS 6.3.3 30-day compliance (query: severity, asOf; format=csv or format=html for text/csv " +
-                    "or text/html instead of JSON)", Role.Auditor);
+        }).Query("severity", "the lowest severity the report covers (default: high)",
+              values: Reports.Severities)
+          .Query("asOf", "the time the report is for (RFC 3339; default: now)", QueryValue.Time)
+          .Query("format", "json (default), csv (text/csv) or html (text/html)", values: ["json", "csv", "html"])
+          .AlsoReplies("text/csv", "with format=csv: one line per machine and CVE, as a download")
+          .AlsoReplies("text/html", "with format=html: a printable document")
+          .Describe("PCI DSS 6.3.3 30-day compliance", Role.Auditor);
         app.MapGet("/metrics", async (HttpContext context, Reports reports, ServerMetrics metrics) =>
         {
             await Http.RequireAsync(context, Role.Auditor);
@@ -70,14 +76,18 @@ public static class ReportsApi
 
     public static string ComplianceCsv(ComplianceReport report)
     {
-        var csv = new StringBuilder("machine,hostname,channel,kernel_release,build_id,cve,severity,fix_released_at,deadline,applied_at,currently_fixed,days_to_apply,status,breach\n");
+        var csv = new StringBuilder("machine,hostname,channel,kernel_release,build_id,cve,severity,fix_released_at," +
+            "deadline,applied_at,currently_fixed,days_to_apply,status,breach\n");
         static string F(DateTimeOffset? t) => t?.ToString("yyyy-MM-ddTHH:mm:ssZ", CultureInfo.InvariantCulture) ?? "";
         static string Q(string text) => text.IndexOfAny([',', '"', '\n', '\r']) >= 0 || text.StartsWith('=')
             || text.StartsWith('+') || text.StartsWith('-') || text.StartsWith('@')
             ? "\"" + text.Replace("\"", "\"\"") + "\"" : text;
         foreach (var r in report.Items)
             csv.Append(CultureInfo.InvariantCulture,
-                $"{r.Machine},{Q(r.Hostname)},{r.Channel},{Q(r.KernelRelease)},{r.BuildId},{r.Cve},{r.Severity},{F(r.FixReleasedAt)},{F(r.Deadline)},{F(r.AppliedAt)},{(r.CurrentlyFixed ? "true" : "false")},{r.DaysToApply?.ToString(CultureInfo.InvariantCulture) ?? ""},{r.Status},{(r.Breach ? "true" : "false")}\n");
+                $"{r.Machine},{Q(r.Hostname)},{r.Channel},{Q(r.KernelRelease)},{r.BuildId},{r.Cve},{r.Severity}," +
+                $"{F(r.FixReleasedAt)},{F(r.Deadline)},{F(r.AppliedAt)},{(r.CurrentlyFixed ? "true" : "false")}," +
+                $"{r.DaysToApply?.ToString(CultureInfo.InvariantCulture) ?? ""},{r.Status}," +
+                $"{(r.Breach ? "true" : "false")}\n");
         return csv.ToString();
     }
 
@@ -107,7 +117,8 @@ public static class ReportsApi
         Header("kintsugi_machines", "gauge", "Enrolled machines by reported patch state.");
         foreach (var state in PatchStates.All.Append("never-checked-in"))
             o.Append(CultureInfo.InvariantCulture,
-                $"kintsugi_machines{{state=\"{state}\"}} {fleet.ByState.FirstOrDefault(b => b.Key == state)?.Machines ?? 0}\n");
+                $"kintsugi_machines{{state=\"{state}\"}} " +
+                $"{fleet.ByState.FirstOrDefault(b => b.Key == state)?.Machines ?? 0}\n");
         Header("kintsugi_machines_stale", "gauge", "Machines that have not checked in within the stale interval.");
         o.Append(CultureInfo.InvariantCulture, $"kintsugi_machines_stale {fleet.Stale}\n");
         Header("kintsugi_machines_by_channel", "gauge", "Enrolled machines by channel.");
@@ -120,7 +131,9 @@ public static class ReportsApi
                 $"kintsugi_cve_exposed_machines{{cve=\"{cve.Cve}\",severity=\"{cve.Severity}\"}} {cve.Exposed}\n");
         Header("kintsugi_releases", "gauge", "Published releases by status.");
         o.Append(CultureInfo.InvariantCulture,
-            $"kintsugi_releases{{status=\"active\"}} {fleet.Releases - fleet.RevokedReleases}\nkintsugi_releases{{status=\"revoked\"}} {fleet.RevokedReleases}\n");
+            $"kintsugi_releases{{status=\"active\"}} " +
+            $"{fleet.Releases - fleet.RevokedReleases}\nkintsugi_releases{{status=\"revoked\"}} " +
+            $"{fleet.RevokedReleases}\n");
         Header("kintsugi_epoch", "gauge", "The revocation epoch (moves on every revoke and promotion).");
         o.Append(CultureInfo.InvariantCulture, $"kintsugi_epoch {fleet.Epoch}\n");
 

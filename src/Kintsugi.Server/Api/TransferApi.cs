@@ -34,7 +34,7 @@ public static class TransferApi
         app.MapGet("/api/v1/export", async (HttpContext context, Releases releases, BundleStore store, Database db) =>
         {
             await Http.RequireAsync(context, Role.Operator);
-            var build = context.Request.Query["build"].ToString();
+            var build = Http.Query(context, "build");
             if (build.Length > 0
                 && !BuildId.TryParse(build, out _)) throw ApiProblem.BadRequest($"'{build}' is not a build-id");
             var list = (await releases.ListAsync(build.Length == 0 ? null : build.ToLowerInvariant(),
@@ -72,8 +72,9 @@ public static class TransferApi
                 { DataStream = data }, context.RequestAborted);
             }
         }).Produces(StatusCodes.Status200OK, contentType: "application/x-tar")
+          .Query("build", "only the releases for this kernel build-id (hex)")
           .Describe("Export good releases, their builds' signed release metadata and the revoked releases as a tar " +
-                    "(air-gap; query: build)", Role.Operator);
+                    "(air-gap)", Role.Operator);
 
         app.MapPost("/api/v1/import", async (HttpContext context, Releases releases, ServerOptions options) =>
         {
@@ -90,13 +91,15 @@ public static class TransferApi
                 var results = await PublishBundlesAsync(archive, spool, releases, actor);
                 var metadata = await StoreMetadataAsync(archive, releases, actor);
                 var revoked = await RevokeAsync(archive, releases, actor);
-                return new ImportResult(results.Count(r => r.Created), results.Count(r => r.Refused is null && !r.Created),
+                return new ImportResult(results.Count(r => r.Created),
+                    results.Count(r => r.Refused is null && !r.Created),
                     results.Count(r => r.Refused is not null), results, metadata, revoked);
             }
             finally { Directory.Delete(spool, recursive: true); }
         }).Body<byte[]>("application/x-tar")
           .Describe("Import an export tar: each bundle must verify against this server's keys; signed release " +
-                    "metadata is stored (forward only) and the exporting server's revocations are applied", Role.Operator);
+                    "metadata is stored (forward only) and the exporting server's revocations are applied",
+                    Role.Operator);
     }
 
     /// <summary>What arrived: the index, the metadata documents, and the bundles' digests (their bytes are in the
@@ -123,7 +126,11 @@ public static class TransferApi
                     $"an import is at most {MaxImportBytes} bytes");
                 if (entry.Name == IndexName)
                 {
-                    try { index = JsonSerializer.Deserialize(await SmallAsync(entry, cancellation), OperatorJson.Default.ExportIndex); }
+                    try
+                    {
+                        index = JsonSerializer.Deserialize(await SmallAsync(entry, cancellation),
+                            OperatorJson.Default.ExportIndex);
+                    }
                     catch (JsonException e) { throw ApiProblem.BadRequest($"{IndexName} is not valid: {e.Message}"); }
                 }
                 else if (entry.Name.StartsWith(MetadataPrefix, StringComparison.Ordinal))
@@ -134,7 +141,8 @@ public static class TransferApi
                     if (name.Length != 64 || !name.All(char.IsAsciiHexDigitLower))
                         throw ApiProblem.BadRequest($"{entry.Name} is not named by a SHA-256");
                     if (await SpoolAsync(entry, Path.Combine(spool, name), cancellation) != name)
-                        throw ApiProblem.BadRequest($"{entry.Name} does not match its SHA-256: the export was altered or damaged");
+                        throw ApiProblem.BadRequest($"{entry.Name} does not match its SHA-256: the export was " +
+                            $"altered or damaged");
                     bundles.Add(name);
                 }
             }
@@ -148,7 +156,8 @@ public static class TransferApi
 
     private static async Task<byte[]> SmallAsync(TarEntry entry, CancellationToken cancellation)
     {
-        if (entry.Length > MaxDocumentBytes) throw ApiProblem.BadRequest($"{entry.Name} is larger than {MaxDocumentBytes} bytes");
+        if (entry.Length > MaxDocumentBytes)
+            throw ApiProblem.BadRequest($"{entry.Name} is larger than {MaxDocumentBytes} bytes");
         using var buffer = new MemoryStream();
         if (entry.DataStream is not null) await entry.DataStream.CopyToAsync(buffer, cancellation);
         return buffer.ToArray();
@@ -174,7 +183,8 @@ public static class TransferApi
         return Convert.ToHexStringLower(hash.GetHashAndReset());
     }
 
-    private static async Task<List<ImportedRelease>> PublishBundlesAsync(Archive archive, string spool, Releases releases,
+    private static async Task<List<ImportedRelease>>
+        PublishBundlesAsync(Archive archive, string spool, Releases releases,
         Storage.Actor actor)
     {
         var results = new List<ImportedRelease>();
@@ -188,7 +198,8 @@ public static class TransferApi
             }
             try
             {
-                var published = await releases.PublishAsync(await File.ReadAllBytesAsync(Path.Combine(spool, r.Bundle)), actor);
+                var published =
+                    await releases.PublishAsync(await File.ReadAllBytesAsync(Path.Combine(spool, r.Bundle)), actor);
                 results.Add(new ImportedRelease(r.Bundle, published.Release.Id, published.Created, null));
             }
             catch (FleetException e) { results.Add(new ImportedRelease(r.Bundle, null, false, e.Message)); }
@@ -197,7 +208,8 @@ public static class TransferApi
     }
 
     /// <summary>Each build's signed metadata, stored when it is newer than this server's (never older).</summary>
-    private static async Task<List<ImportedMetadata>> StoreMetadataAsync(Archive archive, Releases releases, Storage.Actor actor)
+    private static async Task<List<ImportedMetadata>>
+        StoreMetadataAsync(Archive archive, Releases releases, Storage.Actor actor)
     {
         var results = new List<ImportedMetadata>();
         foreach (var text in archive.Metadata)
@@ -208,7 +220,11 @@ public static class TransferApi
                 var signed = SignedReleaseMetadata.Read(text);
                 (build, version) = (signed.Metadata.Target.BuildId.ToString(), signed.Metadata.Version);
             }
-            catch (BundleException e) { results.Add(new ImportedMetadata("", 0, false, $"not valid release metadata: {e.Message}")); continue; }
+            catch (BundleException e)
+            {
+                results.Add(new ImportedMetadata("", 0, false, $"not valid release metadata: {e.Message}"));
+                continue;
+            }
             try
             {
                 var (_, created) = await releases.PublishMetadataAsync(text, actor);
@@ -219,7 +235,8 @@ public static class TransferApi
         return results;
     }
 
-    /// <summary>The exporting server's revocations, applied to the same bundles here; returns how many were new.</summary>
+    /// <summary>The exporting server's revocations, applied to the same bundles here; returns how many were
+    /// new.</summary>
     private static async Task<int> RevokeAsync(Archive archive, Releases releases, Storage.Actor actor)
     {
         var revoked = 0;

@@ -113,7 +113,8 @@ public sealed class AptRepository(string dataDirectory)
         var release = new StringBuilder()
             .Append("Origin: Kintsugi\nLabel: Kintsugi agent\n")
             .Append($"Suite: {Suite}\nCodename: {Suite}\n")
-            .Append($"Date: {DateTimeOffset.UtcNow.ToString("ddd, dd MMM yyyy HH:mm:ss", System.Globalization.CultureInfo.InvariantCulture)} UTC\n")
+            .Append($"Date: {DateTimeOffset.UtcNow.ToString("ddd, dd MMM yyyy HH:mm:ss",
+                System.Globalization.CultureInfo.InvariantCulture)} UTC\n")
             .Append($"Architectures: amd64\nComponents: {Component}\nDescription: the Kintsugi agent, from this " +
                 $"patch server\n");
         release.Append("MD5Sum:\n");

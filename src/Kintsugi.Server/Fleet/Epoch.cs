@@ -6,10 +6,14 @@ using Microsoft.Extensions.Logging;
 
 namespace Kintsugi.Server.Fleet;
 
-/// <summary>What a kernel build in a channel should run: the best release, and the levels revoked for that build.</summary>
-/// <param name="Metadata">The build's newest signed release metadata (envelope text), carried to agents unchanged, or null.</param>
-/// <param name="TrustRoot">The newest signed trust-root update (envelope text), carried to every agent unchanged, or null.</param>
-public sealed record Offer(string? ReleaseId, int Level, string? Bundle, long Size, IReadOnlySet<int> RevokedLevels, string? Metadata = null, string? TrustRoot = null)
+/// <summary>What a kernel build in a channel should run: the best release, and the levels revoked for that
+/// build.</summary>
+/// <param name="Metadata">The build's newest signed release metadata (envelope text), carried to agents unchanged, or
+/// null.</param>
+/// <param name="TrustRoot">The newest signed trust-root update (envelope text), carried to every agent unchanged, or
+/// null.</param>
+public sealed record Offer(string? ReleaseId, int Level, string? Bundle, long Size, IReadOnlySet<int> RevokedLevels,
+    string? Metadata = null, string? TrustRoot = null)
 {
     public bool HasRelease => ReleaseId is not null;
 }
@@ -83,14 +87,16 @@ public sealed class Epoch(Database db, ServerOptions options, ILogger<Epoch> log
         return offer;
     }
 
-    /// <summary>The build-ids of the user-space objects that have releases (cached until the epoch moves: publish moves it).</summary>
+    /// <summary>The build-ids of the user-space objects that have releases (cached until the epoch moves: publish moves
+    /// it).</summary>
     public async ValueTask<IReadOnlySet<string>> UserTargetsAsync(CancellationToken cancellation)
     {
         var generation = Volatile.Read(ref _current);
         if (generation.UserTargets is { } cached) return cached;
         var targets = new HashSet<string>(StringComparer.Ordinal);
         await using var connection = await db.OpenAsync(cancellation);
-        await using (var command = connection.Command(null, "SELECT DISTINCT build_id FROM releases WHERE kind = 'user'"))
+        await using (
+            var command = connection.Command(null, "SELECT DISTINCT build_id FROM releases WHERE kind = 'user'"))
         await using (var reader = await command.ExecuteReaderAsync(cancellation))
             while (await reader.ReadAsync(cancellation)) targets.Add(reader.GetString(0));
         generation.UserTargets = targets;
@@ -104,13 +110,16 @@ public sealed class Epoch(Database db, ServerOptions options, ILogger<Epoch> log
         await using (var command = connection.Command(null,
             "SELECT r.id, r.level, r.bundle, r.size FROM releases r JOIN promotions p ON p.release_id = r.id " +
             "WHERE r.build_id = @b AND p.channel = @c AND r.revoked_at IS NULL " +
-            // A release signed by a retired key is never offered: agents refuse it, and the next good level is the offer.
-            "AND r.publisher_key NOT IN (SELECT id FROM publisher_keys WHERE state = 'retired') ORDER BY r.level DESC LIMIT 1", ("@b", buildId), ("@c", channel)))
+            // A release signed by a retired key is never offered: agents refuse it, and the next good level is the
+            // offer.
+            "AND r.publisher_key NOT IN (SELECT id FROM publisher_keys WHERE state = 'retired') " +
+            "ORDER BY r.level DESC LIMIT 1", ("@b", buildId), ("@c", channel)))
         await using (var reader = await command.ExecuteReaderAsync(cancellation))
         {
             if (await reader.ReadAsync(cancellation))
             {
-                id = reader.GetString(0); level = (int)Convert.ToInt64(reader.GetValue(1)); bundle = reader.GetString(2); size = Convert.ToInt64(reader.GetValue(3));
+                id = reader.GetString(0); level = (int)Convert.ToInt64(reader.GetValue(1)); bundle =
+                    reader.GetString(2); size = Convert.ToInt64(reader.GetValue(3));
             }
         }
         var revoked = new HashSet<int>();
@@ -118,7 +127,8 @@ public sealed class Epoch(Database db, ServerOptions options, ILogger<Epoch> log
             "SELECT level FROM releases WHERE build_id = @b AND revoked_at IS NOT NULL", ("@b", buildId)))
         await using (var reader = await command.ExecuteReaderAsync(cancellation))
             while (await reader.ReadAsync(cancellation)) revoked.Add((int)Convert.ToInt64(reader.GetValue(0)));
-        return new Offer(id, level, bundle, size, revoked, await Releases.MetadataTextAsync(connection, buildId, cancellation),
+        return new Offer(id, level, bundle, size, revoked,
+            await Releases.MetadataTextAsync(connection, buildId, cancellation),
             (string?)await connection.ScalarAsync(null, "SELECT document FROM trust_root WHERE id = 1"));
     }
 

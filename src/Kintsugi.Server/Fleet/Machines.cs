@@ -7,7 +7,8 @@ using Kintsugi.Server.Storage;
 namespace Kintsugi.Server.Fleet;
 
 /// <summary>The machine a credential belongs to, as the check-in path needs it.</summary>
-public sealed record MachineIdentity(string Id, string Channel, string BuildId, string? State, int? Level, string? Bundle, string? TargetRelease,
+public sealed record MachineIdentity(string Id, string Channel, string BuildId, string? State, int? Level,
+    string? Bundle, string? TargetRelease,
     string? BootId = null, string? PreviousBootId = null, bool CloneSuspected = false);
 
 /// <summary>Enrollment, machine credentials, the inventory, and enrollment tokens.</summary>
@@ -82,13 +83,15 @@ public sealed class Machines(Database db, ServerOptions options, CheckInWriter w
         "package_version, agent_version, state, level, bundle, effective_version, taint, detail, target_release, " +
         "enrolled_at, last_checkin_at, state_since, address";
 
-    private const string ViewColumns = MachineColumns + ", clone_suspected_at, clone_detail, reenroll_approved_until, metadata_freshness";
+    private const string ViewColumns =
+        MachineColumns + ", clone_suspected_at, clone_detail, reenroll_approved_until, metadata_freshness";
 
     private static DateTimeOffset Time(long ms) => Releases.Time(ms);
 
     // ---- enrollment ----
 
-    private const string TokenRefused = "the enrollment token is unknown, revoked, expired or used up; ask an operator for a new one (kintsugi server tokens enroll)";
+    private const string TokenRefused = "the enrollment token is unknown, revoked, expired or used up; ask an " +
+        "operator for a new one (kintsugi server tokens enroll)";
 
     /// <summary>
     /// Turns an enrollment token into a machine credential. A machine-id already enrolled is enrolled again (same
@@ -117,27 +120,34 @@ public sealed class Machines(Database db, ServerOptions options, CheckInWriter w
                 "SELECT id, channel, description, expires_at, max_uses, uses, created_at, created_by, revoked_at " +
                     "FROM enrollment_tokens WHERE hash = @h", new { h = tokenHash }, t);
             var now = Releases.Now();
-            if (token is null || token.RevokedAt is not null || (token.ExpiresAt is { } expires && expires <= now) || (token.MaxUses is { } max && token.Uses >= max))
+            if (token is null || token.RevokedAt is not null || (token.ExpiresAt is { } expires && expires <= now)
+                || (token.MaxUses is { } max && token.Uses >= max))
                 throw FleetException.NotAuthenticated(TokenRefused);
             var bound = await c.QuerySingleOrDefaultAsync<ExistingMachineRow>(
-                "SELECT id, credential_hash, reenroll_approved_until FROM machines WHERE host_machine_id = @m", new { m = machineId }, t);
-            if (bound is not null && !(request.Credential is { } proof && Secrets.LooksLike(proof, Secrets.MachineCredentialPrefix) && Secrets.Hash(proof) == bound.CredentialHash)
+                "SELECT id, credential_hash, reenroll_approved_until FROM machines WHERE host_machine_id = @m",
+                new { m = machineId }, t);
+            if (bound is not null && !(request.Credential is { } proof && Secrets.LooksLike(proof,
+                Secrets.MachineCredentialPrefix) && Secrets.Hash(proof) == bound.CredentialHash)
                 && !(bound.ReenrollApprovedUntil is { } until && until > now))
             {
-                var why = $"{hostname} from {address ?? "an unknown address"} tried to enroll machine-id {machineId} again without its credential or an operator's approval";
-                await c.ExecuteAsync(t, "UPDATE machines SET clone_suspected_at = COALESCE(clone_suspected_at, @t), clone_detail = @d WHERE id = @id",
+                var why = $"{hostname} from {address ?? "an unknown address"} tried to enroll machine-id {machineId} " +
+                    $"again without its credential or an operator's approval";
+                await c.ExecuteAsync(t, "UPDATE machines SET clone_suspected_at = COALESCE(clone_suspected_at, @t), " +
+                    "clone_detail = @d WHERE id = @id",
                     ("@t", now), ("@d", why), ("@id", bound.Id));
-                await AuditChain.AppendAsync(c, t, new Actor($"machine:{bound.Id}", address), "machine.reenroll-refused", $"machine:{bound.Id}", new()
-                {
-                    ["hostname"] = hostname,
-                    ["token"] = token.Id,
-                    ["credentialGiven"] = (request.Credential is not null).ToString().ToLowerInvariant(),
-                });
+                await AuditChain.AppendAsync(c, t, new Actor($"machine:{bound.Id}", address),
+                    "machine.reenroll-refused", $"machine:{bound.Id}", new()
+                    {
+                        ["hostname"] = hostname,
+                        ["token"] = token.Id,
+                        ["credentialGiven"] = (request.Credential is not null).ToString().ToLowerInvariant(),
+                    });
                 return (Id: bound.Id, Refused: true);
             }
             // The use is taken by a conditional update: on PostgreSQL a concurrent enrollment with the same token
             // waits for this row and re-reads it, so a single-use token is spent once whatever the timing.
-            if (await c.ExecuteAsync(t, "UPDATE enrollment_tokens SET uses = uses + 1 WHERE id = @id AND revoked_at IS NULL " +
+            if (await c.ExecuteAsync(t,
+                "UPDATE enrollment_tokens SET uses = uses + 1 WHERE id = @id AND revoked_at IS NULL " +
                     "AND (max_uses IS NULL OR uses < max_uses)", ("@id", token.Id)) == 0)
                 throw FleetException.NotAuthenticated(TokenRefused);
             var existing = bound?.Id;
@@ -152,39 +162,52 @@ public sealed class Machines(Database db, ServerOptions options, CheckInWriter w
                         ("@cred", Secrets.Hash(credential)));
             else
                 await c.ExecuteAsync(t,
-                    "UPDATE machines SET hostname = @host, channel = @ch, kernel_release = @kr, build_id = @b, package_version = @pv, agent_version = @av, address = @addr, " +
-                    "credential_hash = @cred, reenroll_approved_until = NULL, boot_id = NULL, previous_boot_id = NULL WHERE id = @id",
-                    ("@id", id), ("@host", hostname), ("@ch", token.Channel), ("@kr", request.Kernel.Release.Value), ("@b", request.Kernel.BuildId.ToString()),
-                    ("@pv", packageVersion), ("@av", agentVersion), ("@addr", address), ("@cred", Secrets.Hash(credential)));
-            await AuditChain.AppendAsync(c, t, new Actor($"machine:{id}", address), existing is null ? "machine.enroll" : "machine.reenroll", $"machine:{id}", new()
-            {
-                ["hostname"] = hostname,
-                ["channel"] = token.Channel,
-                ["token"] = token.Id,
-                ["kernel"] = request.Kernel.Release.Value,
-                ["buildId"] = request.Kernel.BuildId.ToString(),
-                ["proof"] = existing is null ? null : bound!.ReenrollApprovedUntil is { } approved && approved > now && Secrets.Hash(request.Credential ?? "") != bound.CredentialHash ? "operator approval" : "current credential",
-            });
+                    "UPDATE machines SET hostname = @host, channel = @ch, kernel_release = @kr, build_id = @b, " +
+                    "package_version = @pv, agent_version = @av, address = @addr, " +
+                    "credential_hash = @cred, reenroll_approved_until = NULL, boot_id = NULL, previous_boot_id = " +
+                    "NULL WHERE id = @id",
+                    ("@id", id), ("@host", hostname), ("@ch", token.Channel), ("@kr", request.Kernel.Release.Value),
+                    ("@b", request.Kernel.BuildId.ToString()),
+                    ("@pv", packageVersion), ("@av", agentVersion), ("@addr", address),
+                    ("@cred", Secrets.Hash(credential)));
+            await AuditChain.AppendAsync(c, t, new Actor($"machine:{id}", address),
+                existing is null ? "machine.enroll" : "machine.reenroll", $"machine:{id}", new()
+                {
+                    ["hostname"] = hostname,
+                    ["channel"] = token.Channel,
+                    ["token"] = token.Id,
+                    ["kernel"] = request.Kernel.Release.Value,
+                    ["buildId"] = request.Kernel.BuildId.ToString(),
+                    ["proof"] = existing is null ? null
+                        : bound!.ReenrollApprovedUntil is { } approved && approved > now
+                            && Secrets.Hash(request.Credential ?? "") != bound.CredentialHash ? "operator approval"
+                        : "current credential",
+                });
             return (Id: id, Refused: false);
         });
         if (machine.Refused)
-            throw FleetException.Conflict($"machine-id {machineId} is already enrolled as {machine.Id}; enrolling it again needs the machine's current credential " +
-                $"or an operator's approval (kintsugi server machines approve-reenroll {machine.Id}). If this host is a clone of another, give it its own " +
+            throw FleetException.Conflict($"machine-id {machineId} is already enrolled as {machine.Id}; enrolling it " +
+                $"again needs the machine's current credential " +
+                $"or an operator's approval (kintsugi server machines approve-reenroll {machine.Id}). If this host " +
+                $"is a clone of another, give it its own " +
                 "machine-id (rm /etc/machine-id && systemd-machine-id-setup) and enroll it as a new machine");
         metrics.Enrollments.Increment();
         return new EnrollResponse(machine.Id, credential, options.CheckInSeconds, options.EventsWaitSeconds);
     }
 
-    /// <summary>An operator lets a machine-id enroll again without its credential (a re-imaged machine), for <see cref="ReenrollApproval"/>.</summary>
+    /// <summary>An operator lets a machine-id enroll again without its credential (a re-imaged machine), for <see
+    /// cref="ReenrollApproval"/>.</summary>
     public async Task<MachineView> ApproveReenrollAsync(string id, Actor actor)
     {
         Validation.MachineReference(id);
         await db.WriteAsync(async (c, t) =>
         {
             var until = Releases.Now() + (long)ReenrollApproval.TotalMilliseconds;
-            if (await c.ExecuteAsync(t, "UPDATE machines SET reenroll_approved_until = @u WHERE id = @id", ("@u", until), ("@id", id)) == 0)
+            if (await c.ExecuteAsync(t, "UPDATE machines SET reenroll_approved_until = @u WHERE id = @id",
+                ("@u", until), ("@id", id)) == 0)
                 throw FleetException.NotFound($"no machine {id}");
-            await AuditChain.AppendAsync(c, t, actor, "machine.reenroll-approve", $"machine:{id}", new() { ["until"] = Releases.Time(until).ToString("O") });
+            await AuditChain.AppendAsync(c, t, actor, "machine.reenroll-approve", $"machine:{id}",
+                new() { ["until"] = Releases.Time(until).ToString("O") });
         });
         return await GetAsync(id);
     }
@@ -195,13 +218,15 @@ public sealed class Machines(Database db, ServerOptions options, CheckInWriter w
         if (!Secrets.LooksLike(credential, Secrets.MachineCredentialPrefix)) return null;
         await using var c = await db.OpenAsync(cancellation);
         await using var command = c.Command(null,
-            "SELECT id, channel, build_id, state, level, bundle, target_release, boot_id, previous_boot_id, clone_suspected_at FROM machines WHERE credential_hash = @h",
+            "SELECT id, channel, build_id, state, level, bundle, target_release, boot_id, previous_boot_id, " +
+            "clone_suspected_at FROM machines WHERE credential_hash = @h",
             ("@h", Secrets.Hash(credential!)));
         await using var reader = await command.ExecuteReaderAsync(cancellation);
         if (!await reader.ReadAsync(cancellation)) return null;
         string? Text(int i) => reader.IsDBNull(i) ? null : reader.GetString(i);
         return new MachineIdentity(reader.GetString(0), reader.GetString(1), reader.GetString(2), Text(3),
-            reader.IsDBNull(4) ? null : (int)Convert.ToInt64(reader.GetValue(4)), Text(5), Text(6), Text(7), Text(8), !reader.IsDBNull(9));
+            reader.IsDBNull(4) ? null : (int)Convert.ToInt64(reader.GetValue(4)), Text(5), Text(6), Text(7), Text(8),
+            !reader.IsDBNull(9));
     }
 
     // ---- check-in ----
@@ -248,26 +273,32 @@ public sealed class Machines(Database db, ServerOptions options, CheckInWriter w
         var changed = state != machine.State || request.Level != machine.Level || buildId != machine.BuildId;
         var boot = Boots(machine, request.BootId);
         var freshness = request.Metadata?.Freshness is "none" or "fresh" or "stale" ? request.Metadata.Freshness : null;
-        await writer.WriteAsync(new CheckInRecord(machine.Id, request.Kernel.Release.Value, buildId, packageVersion, agentVersion, state, request.Level,
+        await writer.WriteAsync(new CheckInRecord(machine.Id, request.Kernel.Release.Value, buildId, packageVersion,
+            agentVersion, state, request.Level,
             request.Bundle?.ToString(), effective, request.Taint, detail, offer.ReleaseId, Releases.Now(), address,
-            changed ? new StateChange(machine.State, machine.Level, machine.BuildId) : null, boot, freshness, userRecords), cancellation);
+            changed ? new StateChange(machine.State, machine.Level, machine.BuildId) : null, boot, freshness,
+            userRecords), cancellation);
         metrics.CountCheckIn(action);
-        return new CheckInResponse(action, release, options.CheckInSeconds, options.EventsWaitSeconds, currentEpoch, offer.Metadata, timestamps.For(offer.Metadata), offer.TrustRoot,
+        return new CheckInResponse(action, release, options.CheckInSeconds, options.EventsWaitSeconds, currentEpoch,
+            offer.Metadata, timestamps.For(offer.Metadata), offer.TrustRoot,
             userOffers);
     }
 
     /// <summary>
     /// For each user-space object the machine reports: the best release for that object's build-id in the machine's
-    /// channel (<c>apply</c> when the machine runs another bundle), or <c>remove</c> when the installed level was revoked
-    /// and no good level is left. Only objects with releases (or a patch installed) are kept in the inventory: the rest
-    /// of what a machine maps does not concern the server. Null reports (an older agent) leave the stored ones as they are.
+    /// channel (<c>apply</c> when the machine runs another bundle), or <c>remove</c> when the installed level was
+    /// revoked and no good level is left. Only objects with releases (or a patch installed) are kept in the inventory:
+    /// the rest of what a machine maps does not concern the server. Null reports (an older agent) leave the stored ones
+    /// as they are.
     /// </summary>
-    private async Task<(IReadOnlyList<UserOffer>? Offers, IReadOnlyList<UserObjectRecord>? Records)> UserOffersAsync(MachineIdentity machine,
+    private async Task<(IReadOnlyList<UserOffer>? Offers,
+        IReadOnlyList<UserObjectRecord>? Records)> UserOffersAsync(MachineIdentity machine,
         IReadOnlyList<UserObjectReport>? reports, CancellationToken cancellation)
     {
         if (reports is null) return (null, null);
         if (reports.Count > CheckInRequest.MaxUserObjects)
-            throw FleetException.Invalid($"user lists {reports.Count} objects; at most {CheckInRequest.MaxUserObjects}");
+            throw FleetException.Invalid($"user lists {reports.Count} objects; at most " +
+                $"{CheckInRequest.MaxUserObjects}");
         var targets = await epoch.UserTargetsAsync(cancellation);
         var offers = new List<UserOffer>();
         var records = new List<UserObjectRecord>();
@@ -277,18 +308,22 @@ public sealed class Machines(Database db, ServerOptions options, CheckInWriter w
             if (!targets.Contains(buildId) && report.Level is null) continue;
             var name = Validation.Version("user object name", report.Object, 255);
             if (report.Level is < 1 || (report.Level is null) != (report.Bundle is null))
-                throw FleetException.Invalid($"user object {name}: level and bundle are both given (a patch is installed) or both null");
+                throw FleetException.Invalid($"user object {name}: level and bundle are both given (a patch is " +
+                    $"installed) or both null");
             if (report.Processes < 0 || report.Patched < 0 || report.Failed < 0)
                 throw FleetException.Invalid($"user object {name}: process counts must not be negative");
-            var detail = report.Detail is { Length: > CheckInRequest.MaxDetailLength } ? report.Detail[..CheckInRequest.MaxDetailLength] : report.Detail;
-            records.Add(new UserObjectRecord(buildId, name, report.Processes, report.State.ToWire(), report.Level, report.Bundle?.ToString(),
+            var detail = report.Detail is { Length: > CheckInRequest.MaxDetailLength }
+                ? report.Detail[..CheckInRequest.MaxDetailLength] : report.Detail;
+            records.Add(new UserObjectRecord(buildId, name, report.Processes, report.State.ToWire(), report.Level,
+                report.Bundle?.ToString(),
                 report.Patched, report.Failed, detail));
             var offer = await epoch.OfferAsync(buildId, machine.Channel, cancellation);
             if (offer.HasRelease)
             {
                 if (report.Bundle?.ToString() != offer.Bundle)
                     offers.Add(new UserOffer(report.BuildId, CheckInAction.Apply, new ReleaseOffer(offer.Level,
-                        Kintsugi.Bundles.Sha256Digest.Parse(offer.Bundle!), offer.Size, ProtocolPaths.BundlePrefix + offer.Bundle)));
+                        Kintsugi.Bundles.Sha256Digest.Parse(offer.Bundle!), offer.Size,
+                        ProtocolPaths.BundlePrefix + offer.Bundle)));
             }
             else if (report.Level is { } installed && offer.RevokedLevels.Contains(installed))
                 offers.Add(new UserOffer(report.BuildId, CheckInAction.Remove, null));
@@ -304,7 +339,8 @@ public sealed class Machines(Database db, ServerOptions options, CheckInWriter w
     private static BootRecord? Boots(MachineIdentity machine, string? reported)
     {
         if (reported is null) return null;
-        if (reported.Length != 36 || !Guid.TryParse(reported, out _)) throw FleetException.Invalid("bootId must be the kernel's boot id (a UUID)");
+        if (reported.Length != 36 || !Guid.TryParse(reported, out _))
+            throw FleetException.Invalid("bootId must be the kernel's boot id (a UUID)");
         if (reported == machine.BootId) return new BootRecord(machine.BootId, machine.PreviousBootId, false, false);
         var clone = reported == machine.PreviousBootId;
         return new BootRecord(reported, machine.BootId, clone, clone && !machine.CloneSuspected);
@@ -317,7 +353,8 @@ public sealed class Machines(Database db, ServerOptions options, CheckInWriter w
     {
         await using var c = await db.OpenAsync();
         var rows = await c.QueryAsync<MachineRow>(
-            $"SELECT {ViewColumns} FROM machines WHERE (@ch IS NULL OR channel = @ch) AND (@st IS NULL OR state = @st) AND (@b IS NULL OR build_id = @b) ORDER BY hostname, id",
+            $"SELECT {ViewColumns} FROM machines WHERE (@ch IS NULL OR channel = @ch) AND (@st IS NULL OR state = " +
+            $"@st) AND (@b IS NULL OR build_id = @b) ORDER BY hostname, id",
             new { ch = channel, st = state, b = buildId });
         return [.. rows.Select(View)];
     }
@@ -326,22 +363,28 @@ public sealed class Machines(Database db, ServerOptions options, CheckInWriter w
     {
         Validation.MachineReference(id);
         await using var c = await db.OpenAsync();
-        var row = await c.QuerySingleOrDefaultAsync<MachineRow>($"SELECT {ViewColumns} FROM machines WHERE id = @id", new { id })
+        var row = await c.QuerySingleOrDefaultAsync<MachineRow>($"SELECT {ViewColumns} FROM machines WHERE id = @id",
+            new { id })
             ?? throw FleetException.NotFound($"no machine {id}");
-        var objects = await c.QueryAsync<ObjectRow>("SELECT object, build_id, processes, state, level, bundle, patched, failed, detail, updated_at " +
+        var objects = await c.QueryAsync<ObjectRow>("SELECT object, build_id, processes, state, level, bundle, " +
+            "patched, failed, detail, updated_at " +
             "FROM machine_objects WHERE machine = @id ORDER BY object, build_id", new { id });
         return View(row) with
         {
-            UserObjects = [.. objects.Select(o => new UserObjectView(o.Object, o.BuildId, (int)o.Processes, o.State, (int?)o.Level, o.Bundle,
+            UserObjects = [.. objects.Select(o =>
+                new UserObjectView(o.Object, o.BuildId, (int)o.Processes, o.State, (int?)o.Level, o.Bundle,
                 (int)o.Patched, (int)o.Failed, o.Detail, Time(o.UpdatedAt)))],
         };
     }
 
     private MachineView View(MachineRow r)
     {
-        var stale = r.LastCheckinAt is null || DateTimeOffset.UtcNow - Time(r.LastCheckinAt.Value) > TimeSpan.FromSeconds(options.CheckInSeconds * options.StaleAfterIntervals);
-        return new MachineView(r.Id, r.Hostname, r.HostMachineId, r.Channel, r.KernelRelease, r.BuildId, r.PackageVersion, r.AgentVersion, r.State, (int?)r.Level, r.Bundle,
-            r.EffectiveVersion, r.Taint, r.Detail, r.TargetRelease, Time(r.EnrolledAt), r.LastCheckinAt is null ? null : Time(r.LastCheckinAt.Value),
+        var stale = r.LastCheckinAt is null || DateTimeOffset.UtcNow
+            - Time(r.LastCheckinAt.Value) > TimeSpan.FromSeconds(options.CheckInSeconds * options.StaleAfterIntervals);
+        return new MachineView(r.Id, r.Hostname, r.HostMachineId, r.Channel, r.KernelRelease, r.BuildId,
+            r.PackageVersion, r.AgentVersion, r.State, (int?)r.Level, r.Bundle,
+            r.EffectiveVersion, r.Taint, r.Detail, r.TargetRelease, Time(r.EnrolledAt),
+            r.LastCheckinAt is null ? null : Time(r.LastCheckinAt.Value),
             r.StateSince is null ? null : Time(r.StateSince.Value), r.Address, stale, r.MetadataFreshness,
             r.CloneSuspectedAt is null ? null : Time(r.CloneSuspectedAt.Value), r.CloneDetail,
             r.ReenrollApprovedUntil is { } until && until > Releases.Now() ? Time(until) : null);

@@ -190,14 +190,18 @@ public sealed class Releases(Database db, BundleStore store, Epoch epoch, Server
     /// </summary>
     public async Task RetireKeyAsync(string id, Actor actor)
     {
-        if (!PublisherKeyId.TryParse(id, out _)) throw FleetException.Invalid($"'{id}' is not a publisher key id (32 lowercase hex digits)");
+        if (!PublisherKeyId.TryParse(id, out _))
+            throw FleetException.Invalid($"'{id}' is not a publisher key id (32 lowercase hex digits)");
         var moved = await db.WriteAsync(async (c, t) =>
         {
-            var state = (string?)await c.ScalarAsync(t, "SELECT state FROM publisher_keys WHERE id = @id", ("@id", id)) ?? throw FleetException.NotFound($"no publisher key {id}");
+            var state = (string?)await c.ScalarAsync(t, "SELECT state FROM publisher_keys WHERE id = @id", ("@id", id))
+                ?? throw FleetException.NotFound($"no publisher key {id}");
             if (state == "retired") return 0L;
             await c.ExecuteAsync(t, "UPDATE publisher_keys SET state = 'retired' WHERE id = @id", ("@id", id));
-            var releases = Convert.ToInt64(await c.ScalarAsync(t, "SELECT COUNT(*) FROM releases WHERE publisher_key = @id AND revoked_at IS NULL", ("@id", id)));
-            await AuditChain.AppendAsync(c, t, actor, "key.retire", $"key:{id}", new() { ["releasesNoLongerOffered"] = releases.ToString() });
+            var releases = Convert.ToInt64(await c.ScalarAsync(t,
+                "SELECT COUNT(*) FROM releases WHERE publisher_key = @id AND revoked_at IS NULL", ("@id", id)));
+            await AuditChain.AppendAsync(c, t, actor, "key.retire", $"key:{id}",
+                new() { ["releasesNoLongerOffered"] = releases.ToString() });
             return await Epoch.BumpAsync(c, t);
         });
         epoch.Observe(moved);
@@ -354,16 +358,20 @@ public sealed class Releases(Database db, BundleStore store, Epoch epoch, Server
             var existing = await c.QuerySingleOrDefaultAsync<ReleaseRow>($"SELECT {ReleaseColumns} FROM releases " +
                 $"WHERE bundle = @d", new { d = digest.ToString() }, t);
             if (existing is not null) return (new PublishResult(false, await GetAsync(existing.Id, c, t)), 0L);
-            var clash = await c.QuerySingleOrDefaultAsync<ReleaseRow>($"SELECT {ReleaseColumns} FROM releases WHERE build_id = @b AND level = @l",
+            var clash = await c.QuerySingleOrDefaultAsync<ReleaseRow>($"SELECT {ReleaseColumns} FROM releases WHERE " +
+                $"build_id = @b AND level = @l",
                 new { b = buildId, l = (long)level }, t);
             if (clash is not null)
             {
                 if (IsRotation(clash, bundle))
-                    return (new PublishResult(true, await ResignAsync(c, t, clash, bundle, bytes, digest, actor)), await Epoch.BumpAsync(c, t));
-                throw FleetException.Conflict($"level {level} for build {buildId} is already published (bundle {clash.Bundle}); a corrected patch is published as a higher level" +
+                    return (new PublishResult(true, await ResignAsync(c, t, clash, bundle, bytes, digest, actor)),
+                        await Epoch.BumpAsync(c, t));
+                throw FleetException.Conflict($"level {level} for build {buildId} is already published (bundle " +
+                    $"{clash.Bundle}); a corrected patch is published as a higher level" +
                     " (the same module re-signed by another trusted key replaces it: a key rotation)");
             }
-            var highest = await c.ScalarAsync(t, "SELECT MAX(level) FROM releases WHERE build_id = @b", ("@b", buildId));
+            var highest =
+                await c.ScalarAsync(t, "SELECT MAX(level) FROM releases WHERE build_id = @b", ("@b", buildId));
             if (highest is not null && Convert.ToInt64(highest) > level)
                 throw FleetException.Conflict($"level {level} is below level {highest}, already published for build " +
                     $"{buildId}; cumulative levels only go up (publish level {Convert.ToInt64(highest) + 1})");
@@ -408,7 +416,8 @@ public sealed class Releases(Database db, BundleStore store, Epoch epoch, Server
     private static bool IsRotation(ReleaseRow published, Bundle bundle)
     {
         using var manifest = JsonDocument.Parse(published.Manifest);
-        return manifest.RootElement.TryGetProperty("moduleSha256", out var module) && module.GetString() == bundle.Manifest.ModuleSha256.ToString()
+        return manifest.RootElement.TryGetProperty("moduleSha256", out var module)
+            && module.GetString() == bundle.Manifest.ModuleSha256.ToString()
             && published.PublisherKey != bundle.KeyId.ToString();
     }
 
@@ -416,16 +425,20 @@ public sealed class Releases(Database db, BundleStore store, Epoch epoch, Server
     /// Replaces a release's bundle by the same module re-signed (a key rotation): the release keeps its id, level,
     /// channels and revocation; machines running the old bundle are offered the new one and adopt it without a reload.
     /// </summary>
-    private async Task<ReleaseView> ResignAsync(DbConnection c, DbTransaction t, ReleaseRow published, Bundle bundle, byte[] bytes, Sha256Digest digest, Actor actor)
+    private async Task<ReleaseView> ResignAsync(DbConnection c, DbTransaction t, ReleaseRow published, Bundle bundle,
+        byte[] bytes, Sha256Digest digest, Actor actor)
     {
         await store.PutAsync(digest, bytes, c, t);
-        await c.ExecuteAsync(t, "UPDATE releases SET bundle = @d, size = @size, publisher_key = @key, manifest = @m WHERE id = @id",
+        await c.ExecuteAsync(t,
+            "UPDATE releases SET bundle = @d, size = @size, publisher_key = @key, manifest = @m WHERE id = @id",
             ("@d", digest.ToString()), ("@size", (long)bytes.Length), ("@key", bundle.KeyId.ToString()),
             ("@m", System.Text.Encoding.UTF8.GetString(bundle.ManifestJson.Span)), ("@id", published.Id));
         await c.ExecuteAsync(t, "DELETE FROM release_cves WHERE release_id = @r", ("@r", published.Id));
         foreach (var cve in bundle.Manifest.Fixes.SelectMany(f => f.Cves).DistinctBy(x => x.Id))
-            await c.ExecuteAsync(t, "INSERT INTO release_cves (release_id, cve, severity, published) VALUES (@r, @c, @s, @p)",
-                ("@r", published.Id), ("@c", cve.Id.Value), ("@s", cve.Severity.ToString().ToLowerInvariant()), ("@p", cve.Published.ToString("yyyy-MM-dd")));
+            await c.ExecuteAsync(t,
+                "INSERT INTO release_cves (release_id, cve, severity, published) VALUES (@r, @c, @s, @p)",
+                ("@r", published.Id), ("@c", cve.Id.Value), ("@s", cve.Severity.ToString().ToLowerInvariant()),
+                ("@p", cve.Published.ToString("yyyy-MM-dd")));
         await AuditChain.AppendAsync(c, t, actor, "release.resign", $"release:{published.Id}", new()
         {
             ["level"] = published.Level.ToString(),
@@ -438,7 +451,8 @@ public sealed class Releases(Database db, BundleStore store, Epoch epoch, Server
         return await GetAsync(published.Id, c, t);
     }
 
-    private static async Task InsertPromotionAsync(DbConnection c, DbTransaction t, string releaseId, string channel, Actor actor, string reason)
+    private static async Task InsertPromotionAsync(DbConnection c, DbTransaction t, string releaseId, string channel,
+        Actor actor, string reason)
     {
         await c.ExecuteAsync(t,
             "INSERT INTO promotions (release_id, channel, promoted_at, promoted_by) VALUES (@r, @c, @t, @by)",
@@ -528,24 +542,27 @@ public sealed class Releases(Database db, BundleStore store, Epoch epoch, Server
     private static TrustRootView TrustRootView(TrustRootRow row, IReadOnlyList<string> changes)
     {
         var root = SignedTrustRoot.Read(row.Document);
-        return new TrustRootView(row.Version, root.KeyId.ToString(), [.. root.Trusted.Select(k => k.Id.ToString())], [.. root.Retired.Select(k => k.Id.ToString())],
-            [.. root.TimestampKeys.Select(k => k.Id.ToString())], Time(row.PublishedAt), row.PublishedBy, row.Document, changes);
+        return new TrustRootView(row.Version, root.KeyId.ToString(), [.. root.Trusted.Select(k => k.Id.ToString())],
+            [.. root.Retired.Select(k => k.Id.ToString())],
+            [.. root.TimestampKeys.Select(k => k.Id.ToString())], Time(row.PublishedAt), row.PublishedBy, row.Document,
+            changes);
     }
 
     public async Task<TrustRootView> TrustRootAsync()
     {
         await using var c = await db.OpenAsync();
-        var row = await c.QuerySingleOrDefaultAsync<TrustRootRow>("SELECT version, document, published_at, published_by FROM trust_root WHERE id = 1")
+        var row = await c.QuerySingleOrDefaultAsync<TrustRootRow>("SELECT version, document, published_at, " +
+            "published_by FROM trust_root WHERE id = 1")
             ?? throw FleetException.NotFound("no trust-root update has been published");
         return TrustRootView(row, []);
     }
 
     /// <summary>
-    /// Stores a trust-root update (signed offline by a root key) for every agent's next check-in, and applies it to this
-    /// server's publisher keys in the same transaction: the keys it retires are retired here (their releases are offered
-    /// no more), the keys it trusts are trusted. It must carry a higher version than the stored one (the same document
-    /// again is a no-op). When the server's trust directory pins root keys, the signature must verify against them;
-    /// agents always verify it against their own.
+    /// Stores a trust-root update (signed offline by a root key) for every agent's next check-in, and applies it to
+    /// this server's publisher keys in the same transaction: the keys it retires are retired here (their releases are
+    /// offered no more), the keys it trusts are trusted. It must carry a higher version than the stored one (the same
+    /// document again is a no-op). When the server's trust directory pins root keys, the signature must verify against
+    /// them; agents always verify it against their own.
     /// </summary>
     public async Task<(TrustRootView View, bool Created)> PublishTrustRootAsync(string text, Actor actor)
     {
@@ -555,40 +572,55 @@ public sealed class Releases(Database db, BundleStore store, Epoch epoch, Server
         if (options.TrustDirectory is { } directory && TrustStore.Open(directory) is { RootKeys.Count: > 0 } pinned)
         {
             try { update.Verify(pinned); }
-            catch (BundleException e) { throw FleetException.Unverified($"the trust-root update does not verify against this server's root keys: {e.Message}"); }
+            catch (BundleException e)
+            {
+                throw FleetException.Unverified($"the trust-root update does not verify " +
+                    $"against this server's root keys: {e.Message}");
+            }
         }
         var (result, moved) = await db.WriteAsync(async (c, t) =>
         {
-            var existing = await c.QuerySingleOrDefaultAsync<TrustRootRow>("SELECT version, document, published_at, published_by FROM trust_root WHERE id = 1", transaction: t);
+            var existing = await c.QuerySingleOrDefaultAsync<TrustRootRow>("SELECT version, document, published_at, " +
+                "published_by FROM trust_root WHERE id = 1", transaction: t);
             if (existing is not null)
             {
                 if (existing.Document == update.Text) return ((TrustRootView(existing, []), false), 0L);
                 if (existing.Version >= update.Root.Version)
-                    throw FleetException.Conflict($"trust-root version {existing.Version} is already stored; sign a version above it (not {update.Root.Version})");
+                    throw FleetException.Conflict($"trust-root version {existing.Version} is already stored; sign a " +
+                        $"version above it (not {update.Root.Version})");
             }
             var changes = new List<string>();
             var now = Now();
             foreach (var key in update.Retired)
             {
-                var state = (string?)await c.ScalarAsync(t, "SELECT state FROM publisher_keys WHERE id = @id", ("@id", key.Id.ToString()));
+                var state = (string?)await c.ScalarAsync(t, "SELECT state FROM publisher_keys WHERE id = @id",
+                    ("@id", key.Id.ToString()));
                 if (state == "retired") continue;
                 if (state is null)
-                    await c.ExecuteAsync(t, "INSERT INTO publisher_keys (id, pem, state, added_at) VALUES (@id, @pem, 'retired', @t)", ("@id", key.Id.ToString()), ("@pem", key.ExportPem()), ("@t", now));
+                    await c.ExecuteAsync(t, "INSERT INTO publisher_keys (id, pem, state, added_at) VALUES (@id, " +
+                        "@pem, 'retired', @t)", ("@id", key.Id.ToString()), ("@pem", key.ExportPem()), ("@t", now));
                 else
-                    await c.ExecuteAsync(t, "UPDATE publisher_keys SET state = 'retired' WHERE id = @id", ("@id", key.Id.ToString()));
-                await AuditChain.AppendAsync(c, t, actor, "key.retire", $"key:{key.Id}", new() { ["trustRootVersion"] = update.Root.Version.ToString() });
+                    await c.ExecuteAsync(t, "UPDATE publisher_keys SET state = 'retired' WHERE id = @id",
+                    ("@id", key.Id.ToString()));
+                await AuditChain.AppendAsync(c, t, actor, "key.retire", $"key:{key.Id}",
+                    new() { ["trustRootVersion"] = update.Root.Version.ToString() });
                 changes.Add($"retired key {key.Id}");
             }
             foreach (var key in update.Trusted)
             {
-                if (await c.ScalarAsync(t, "SELECT state FROM publisher_keys WHERE id = @id", ("@id", key.Id.ToString())) is not null) continue;
-                await c.ExecuteAsync(t, "INSERT INTO publisher_keys (id, pem, state, added_at) VALUES (@id, @pem, 'trusted', @t)", ("@id", key.Id.ToString()), ("@pem", key.ExportPem()), ("@t", now));
-                await AuditChain.AppendAsync(c, t, actor, "key.trust", $"key:{key.Id}", new() { ["trustRootVersion"] = update.Root.Version.ToString() });
+                if (await c.ScalarAsync(t, "SELECT state FROM publisher_keys WHERE id = @id",
+                    ("@id", key.Id.ToString())) is not null) continue;
+                await c.ExecuteAsync(t, "INSERT INTO publisher_keys (id, pem, state, added_at) VALUES (@id, @pem, " +
+                    "'trusted', @t)", ("@id", key.Id.ToString()), ("@pem", key.ExportPem()), ("@t", now));
+                await AuditChain.AppendAsync(c, t, actor, "key.trust", $"key:{key.Id}",
+                    new() { ["trustRootVersion"] = update.Root.Version.ToString() });
                 changes.Add($"trusted key {key.Id}");
             }
             await c.ExecuteAsync(t, existing is null
-                    ? "INSERT INTO trust_root (id, version, document, published_at, published_by) VALUES (1, @v, @d, @t, @by)"
-                    : "UPDATE trust_root SET version = @v, document = @d, published_at = @t, published_by = @by WHERE id = 1",
+                    ? "INSERT INTO trust_root (id, version, document, published_at, published_by) VALUES (1, @v, @d, " +
+                    "@t, @by)"
+                    : "UPDATE trust_root SET version = @v, document = @d, published_at = @t, published_by = @by " +
+                    "WHERE id = 1",
                 ("@v", update.Root.Version), ("@d", update.Text), ("@t", now), ("@by", actor.Name));
             await AuditChain.AppendAsync(c, t, actor, "trust-root.publish", $"trust-root:{update.Root.Version}", new()
             {
@@ -597,7 +629,13 @@ public sealed class Releases(Database db, BundleStore store, Epoch epoch, Server
                 ["retired"] = string.Join(",", update.Retired.Select(k => k.Id)),
                 ["timestamp"] = string.Join(",", update.TimestampKeys.Select(k => k.Id)),
             });
-            var row = new TrustRootRow { Version = update.Root.Version, Document = update.Text, PublishedAt = now, PublishedBy = actor.Name };
+            var row = new TrustRootRow
+            {
+                Version = update.Root.Version,
+                Document = update.Text,
+                PublishedAt = now,
+                PublishedBy = actor.Name
+            };
             return ((TrustRootView(row, changes), true), await Epoch.BumpAsync(c, t));
         });
         epoch.Observe(moved);

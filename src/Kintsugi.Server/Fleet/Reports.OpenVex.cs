@@ -46,7 +46,8 @@ public sealed partial class Reports
             }
             if (fixedOn.Count > 0)
                 statements.Add(new OpenVexStatement(new OpenVexVulnerability(cve), fixedOn, "fixed",
-                    $"live patched by Kintsugi ({row.Severity}); {fixedOn.Count} machine(s) run a level that fixes it"));
+                    $"live patched by Kintsugi ({row.Severity}); {fixedOn.Count} machine(s) run a level that fixes " +
+                    $"it"));
             if (exposed.Count > 0)
                 statements.Add(new OpenVexStatement(new OpenVexVulnerability(cve), exposed, "affected",
                     $"a Kintsugi livepatch fixes it ({row.Severity}) but these machines do not run it",

@@ -72,7 +72,8 @@ public sealed partial class Reports(Database db, ServerOptions options, Epoch ep
     private sealed record Patchable(string BuildId, string? State, long? Level, string? Object);
 
     private static IEnumerable<Patchable> PatchablesOf(MachineRow m, ILookup<string, ObjectRow> objects) =>
-        [new Patchable(m.BuildId, m.State, m.Level, null), .. objects[m.Id].Select(o => new Patchable(o.BuildId, o.State, o.Level, o.Object))];
+        [new Patchable(m.BuildId, m.State, m.Level, null),
+        .. objects[m.Id].Select(o => new Patchable(o.BuildId, o.State, o.Level, o.Object))];
 
     private async Task<Snapshot> LoadAsync()
     {
@@ -85,7 +86,8 @@ public sealed partial class Reports(Database db, ServerOptions options, Epoch ep
             [.. await c.QueryAsync<CveRow>("SELECT release_id, cve, severity, published FROM release_cves ORDER BY " +
                 "cve")],
             [.. await c.QueryAsync<LevelRow>("SELECT machine, build_id, level, first_applied_at FROM machine_levels")],
-            [.. await c.QueryAsync<ObjectRow>("SELECT machine, build_id, object, state, level FROM machine_objects ORDER BY object, build_id")]);
+            [.. await c.QueryAsync<ObjectRow>("SELECT machine, build_id, object, state, level FROM machine_objects " +
+            "ORDER BY object, build_id")]);
     }
 
     public async Task<FleetReport> FleetAsync()
@@ -206,7 +208,8 @@ public sealed partial class Reports(Database db, ServerOptions options, Epoch ep
                 else (status, breach) = ("overdue", true);
                 rows.Add(new ComplianceRow(m.Id, m.Hostname, m.Channel, m.KernelRelease, p.BuildId, cve, row.Severity,
                     released, deadline, applied, currentlyFixed,
-                    applied is null ? null : Math.Round((applied.Value - released).TotalDays, 2), status, breach, p.Object));
+                    applied is null ? null : Math.Round((applied.Value - released).TotalDays, 2), status, breach,
+                    p.Object));
             }
         }
         return new ComplianceReport(now, PciWindowDays, minimumSeverity, rows.Count, rows.Count(r => r.Breach), rows);

@@ -128,7 +128,8 @@ public static class AuditChain
         if (witness.Head is not { } kept) return witness.Contradiction(0, null);
         await using var connection = await db.OpenAsync(cancellation);
         await using var command = connection.Command(null,
-            "SELECT (SELECT MAX(seq) FROM audit_events), (SELECT hash FROM audit_events WHERE seq = @s)", ("@s", kept.Seq));
+            "SELECT (SELECT MAX(seq) FROM audit_events), (SELECT hash FROM audit_events WHERE seq = @s)",
+            ("@s", kept.Seq));
         await using var reader = await command.ExecuteReaderAsync(cancellation);
         await reader.ReadAsync(cancellation);
         var last = reader.IsDBNull(0) ? 0 : Convert.ToInt64(reader.GetValue(0));

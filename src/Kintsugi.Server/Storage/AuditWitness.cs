@@ -24,13 +24,15 @@ public sealed class AuditWitness
 
     public string Path { get; }
 
-    /// <summary>The newest head this server wrote, or null before the first event (or when the file was moved away).</summary>
+    /// <summary>The newest head this server wrote, or null before the first event (or when the file was moved
+    /// away).</summary>
     public AuditHead? Head { get; private set; }
 
     /// <summary>Unreadable contents: the file was damaged or replaced by hand.</summary>
     public string? Damage { get; private set; }
 
-    /// <summary>Records <paramref name="head"/>, committed to the database, when it is newer than the one kept.</summary>
+    /// <summary>Records <paramref name="head"/>, committed to the database, when it is newer than the one
+    /// kept.</summary>
     public void Advance(AuditHead head)
     {
         lock (gate)
@@ -38,7 +40,8 @@ public sealed class AuditWitness
             if (Head is { } kept && kept.Seq >= head.Seq) return;
             // Not flushed to disk: after a crash the file may lag the database by the last events, which is safe
             // (it never claims more than the database had).
-            OwnerOnly.WriteText(Path, $"{head.Seq.ToString(CultureInfo.InvariantCulture)} {head.Hash}\n", durable: false);
+            OwnerOnly.WriteText(Path, $"{head.Seq.ToString(CultureInfo.InvariantCulture)} {head.Hash}\n",
+                durable: false);
             Head = head;
         }
     }
@@ -64,7 +67,8 @@ public sealed class AuditWitness
         if (Damage is not null) return Damage;
         if (Head is not { } head) return null;
         if (head.Seq > lastSeq)
-            return $"the database was rolled back: this server wrote event {head.Seq} (kept in {Path}), the log ends at " +
+            return $"the database was rolled back: this server wrote event {head.Seq} (kept in {Path}), the log ends " +
+                $"at " +
                 $"{lastSeq} (restored from an older copy, or the newest events were removed with the head)";
         if (hashAtHead != head.Hash)
             return $"event {head.Seq} is not the one this server wrote (kept in {Path}): the log was rewritten";

@@ -59,11 +59,14 @@ public static class Dashboard
             foreach (var s in fleet.ByState) html.Append(CultureInfo.InvariantCulture,
                 $"<div class=\"card\">{State(s.Key)}<b>{s.Machines}</b></div>");
             html.Append(CultureInfo.InvariantCulture,
-                $"<div class=\"card\">stale<b>{fleet.Stale}</b></div><div class=\"card\">releases<b>{fleet.Releases}</b></div><div class=\"card\">revoked<b>{fleet.RevokedReleases}</b></div></div>");
-            html.Append("<h2>Kernels</h2><table><tr><th>kernel</th><th>build-id</th><th>machines</th><th>applied</th><th>best level available</th></tr>");
+                $"<div class=\"card\">stale<b>{fleet.Stale}</b></div><div class=\"card\">releases<b>" +
+                $"{fleet.Releases}</b></div><div class=\"card\">revoked<b>{fleet.RevokedReleases}</b></div></div>");
+            html.Append("<h2>Kernels</h2><table><tr><th>kernel</th><th>build-id</th><th>machines</th><th>applied</th>" +
+                "<th>best level available</th></tr>");
             foreach (var k in fleet.ByKernel)
                 html.Append(CultureInfo.InvariantCulture,
-                    $"<tr><td>{E(k.KernelRelease)}</td><td><code>{E(k.BuildId)}</code></td><td>{k.Machines}</td><td>{k.Applied}</td><td>{k.BestLevel?.ToString(CultureInfo.InvariantCulture) ?? "none"}</td></tr>");
+                    $"<tr><td>{E(k.KernelRelease)}</td><td><code>{E(k.BuildId)}</code></td><td>{k.Machines}</td><td>" +
+                    $"{k.Applied}</td><td>{k.BestLevel?.ToString(CultureInfo.InvariantCulture) ?? "none"}</td></tr>");
             html.Append("</table><h2>Channels</h2><table><tr><th>channel</th><th>machines</th></tr>");
             foreach (var c in fleet.ByChannel) html.Append(CultureInfo.InvariantCulture,
                 $"<tr><td>{E(c.Key)}</td><td>{c.Machines}</td></tr>");
@@ -77,10 +80,14 @@ public static class Dashboard
             var list = await machines.ListAsync();
             var html = new StringBuilder()
                 .Append(CultureInfo.InvariantCulture,
-                $"<h1>Machines ({list.Count})</h1><table id=\"machines\"><tr><th>hostname</th><th>channel</th><th>kernel</th><th>level</th><th>state</th><th>last check-in</th><th>address</th></tr>");
+                $"<h1>Machines ({list.Count})</h1><table id=\"machines\"><tr><th>hostname</th><th>channel</th><th>" +
+                $"kernel</th><th>level</th><th>state</th><th>last check-in</th><th>address</th></tr>");
             foreach (var m in list)
                 html.Append(CultureInfo.InvariantCulture,
-                    $"<tr><td><a href=\"/machines/{E(m.Id)}\">{E(m.Hostname)}</a>{(m.Stale ? " <span class=\"s\">stale</span>" : "")}</td><td>{E(m.Channel)}</td><td>{E(m.KernelRelease)}</td><td>{m.Level?.ToString(CultureInfo.InvariantCulture) ?? "—"}</td><td>{State(m.State)}</td><td>{T(m.LastCheckIn)}</td><td>{E(m.Address)}</td></tr>");
+                    $"<tr><td><a href=\"/machines/{E(m.Id)}\">{E(m.Hostname)}</a>" +
+                    $"{(m.Stale ? " <span class=\"s\">stale</span>" : "")}</td><td>{E(m.Channel)}</td><td>" +
+                    $"{E(m.KernelRelease)}</td><td>{m.Level?.ToString(CultureInfo.InvariantCulture) ?? "—"}</td><td>" +
+                    $"{State(m.State)}</td><td>{T(m.LastCheckIn)}</td><td>{E(m.Address)}</td></tr>");
             await Html(context, Layout("Machines", html.Append("</table>").ToString(), who));
         });
 
@@ -116,13 +123,20 @@ public static class Dashboard
             var list = await releases.ListAsync();
             var operatorRole = who.Role >= Role.Operator;
             var html = new StringBuilder("<h1>Releases &amp; channels</h1>");
-            if (context.Request.Query["done"].ToString() is { Length: > 0 } done) html.Append(CultureInfo.InvariantCulture, $"<div class=\"flash\" id=\"flash\">{E(done)}</div>");
+            if (context.Request.Query["done"].ToString() is { Length: > 0 } done)
+                html.Append(CultureInfo.InvariantCulture, $"<div class=\"flash\" id=\"flash\">{E(done)}</div>");
             html.Append("<h2>Channels, in order</h2><table><tr><th>#</th><th>channel</th><th>promotion into " +
                 "it</th></tr>");
             foreach (var c in channels)
                 html.Append(CultureInfo.InvariantCulture,
-                    $"<tr><td>{c.Position}</td><td>{E(c.Name)}</td><td>{(c.Position == 0 ? "where releases land on publish" : c.PromoteAfterSeconds is { } d ? $"automatic {d} s after the previous channel, when at least {c.MinApplied} machines there report applied and none failed" : "manual only")}</td></tr>");
-            html.Append("</table><h2>Releases</h2><table id=\"releases\"><tr><th>release</th><th>kernel</th><th>level</th><th>CVEs</th><th>channels</th><th>health</th><th>published</th><th></th></tr>");
+                    $"<tr><td>{c.Position}</td><td>{E(c.Name)}</td><td>" +
+                    $"{(c.Position == 0 ? "where releases land on publish"
+                        : c.PromoteAfterSeconds is { } d
+                            ? $"automatic {d} s after the previous channel, when at least {c.MinApplied} machines " +
+                                "there report applied and none failed"
+                        : "manual only")}</td></tr>");
+            html.Append("</table><h2>Releases</h2><table id=\"releases\"><tr><th>release</th><th>kernel</th><th>" +
+                "level</th><th>CVEs</th><th>channels</th><th>health</th><th>published</th><th></th></tr>");
             foreach (var r in list)
             {
                 var cves = string.Join(", ", r.Fixes.SelectMany(f => f.Cves).Select(c => c.Id).Distinct());
@@ -136,13 +150,18 @@ public static class Dashboard
                 {
                     var next = channels.FirstOrDefault(c => r.Channels.All(p => p.Channel != c.Name));
                     if (next is not null)
-                        actions += $"<form class=\"inline\" method=\"post\" action=\"/releases/{E(r.Id)}/promote\"><input type=\"hidden\" name=\"channel\" value=\"{E(next.Name)}\"><button id=\"promote-{E(r.Id)}\">Promote to {E(next.Name)}</button></form> ";
+                        actions +=
+                            $"<form class=\"inline\" method=\"post\" action=\"/releases/{E(r.Id)}/promote\"><input " +
+                            $"type=\"hidden\" name=\"channel\" value=\"{E(next.Name)}\"><button " +
+                            $"id=\"promote-{E(r.Id)}\">Promote to {E(next.Name)}</button></form> ";
                     actions += $"<form class=\"inline\" method=\"post\" action=\"/releases/{E(r.Id)}/revoke\"><input " +
                         $"type=\"text\" name=\"reason\" placeholder=\"reason\" required id=\"reason-{E(r.Id)}\"> " +
                         $"<button class=\"danger\" id=\"revoke-{E(r.Id)}\">Revoke</button></form>";
                 }
                 html.Append(CultureInfo.InvariantCulture,
-                    $"<tr id=\"release-{E(r.Id)}\"><td><code>{E(r.Id)}</code></td><td>{E(r.KernelRelease)}<br><code>{E(r.BuildId[..Math.Min(16, r.BuildId.Length)])}…</code></td><td>{r.Level}</td><td>{E(cves)}</td><td>{chans}</td>" +
+                    $"<tr id=\"release-{E(r.Id)}\"><td><code>{E(r.Id)}</code></td><td>{E(r.KernelRelease)}<br><code>" +
+                    $"{E(r.BuildId[..Math.Min(16, r.BuildId.Length)])}…</code></td><td>{r.Level}</td><td>" +
+                    $"{E(cves)}</td><td>{chans}</td>" +
                     $"<td><span class=\"s ok\">{r.Health.Applied} applied</span> <span class=\"s " +
                         $"{(r.Health.Failed > 0 ? "bad" : "")}\">{r.Health.Failed} " +
                         $"failed</span></td><td>{T(r.PublishedAt)}<br>{E(r.PublishedBy)}</td><td>{actions}</td></tr>");
@@ -157,7 +176,8 @@ public static class Dashboard
             var channel = form["channel"].ToString();
             var result = await releases.PromoteAsync(id,
                 new PromoteRequest(channel.Length == 0 ? null : channel, "manual (dashboard)"), who.Actor);
-            context.Response.Redirect($"/releases?done={Uri.EscapeDataString($"{result.Release.Id} promoted to {string.Join(", ", result.PromotedTo)}")}");
+            context.Response.Redirect($"/releases?done=" +
+                $"{Uri.EscapeDataString($"{result.Release.Id} promoted to {string.Join(", ", result.PromotedTo)}")}");
         });
         app.MapPost("/releases/{id}/revoke", async (HttpContext context, string id, Releases releases) =>
         {
@@ -173,7 +193,8 @@ public static class Dashboard
             var exposure = await reports.ExposureAsync();
             var html = new StringBuilder("<h1>CVE exposure</h1><p class=\"muted\">Machines whose exact kernel build " +
                 "has a release fixing the CVE, but which do not report it applied.</p>");
-            html.Append("<table id=\"exposure\"><tr><th>CVE</th><th>severity</th><th>published</th><th>exposed</th><th>fixed</th><th>exposed machines</th></tr>");
+            html.Append("<table id=\"exposure\"><tr><th>CVE</th><th>severity</th><th>published</th><th>exposed</th>" +
+                "<th>fixed</th><th>exposed machines</th></tr>");
             foreach (var c in exposure.Cves)
                 html.Append(string.Create(CultureInfo.InvariantCulture,
                     $"<tr><td>{E(c.Cve)}</td><td>{E(c.Severity)}</td><td>{c.Published:yyyy-MM-dd}</td><td><span " +
@@ -195,7 +216,8 @@ public static class Dashboard
             html.Append(verification.Intact
                 ? $"<p id=\"chain\" class=\"s ok\">chain intact: {verification.Events} events, head " +
                     $"{E(verification.HeadHash)}</p>"
-                : $"<div id=\"chain\" class=\"flash\"><b>The audit chain is broken:</b><br>{string.Join("<br>", verification.Problems.Select(p => $"event {p.Seq}: {E(p.Problem)}"))}</div>");
+                : $"<div id=\"chain\" class=\"flash\"><b>The audit chain is broken:</b><br>" +
+                $"{string.Join("<br>", verification.Problems.Select(p => $"event {p.Seq}: {E(p.Problem)}"))}</div>");
             html.Append(AuditTable(await AuditChain.ReadNewestAsync(db, 500)));
             await Html(context, Layout("Audit log", html.ToString(), who));
         });

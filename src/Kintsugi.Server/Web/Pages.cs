@@ -52,10 +52,13 @@ public static class Pages
 
     public static string AuditTable(IEnumerable<AuditEvent> events)
     {
-        var html = new StringBuilder("<table><tr><th>#</th><th>when</th><th>who</th><th>from</th><th>what</th><th>subject</th><th>detail</th></tr>");
+        var html = new StringBuilder("<table><tr><th>#</th><th>when</th><th>who</th><th>from</th><th>what</th><th>" +
+            "subject</th><th>detail</th></tr>");
         foreach (var e in events)
             html.Append(CultureInfo.InvariantCulture,
-                $"<tr><td>{e.Seq}</td><td>{T(e.At)}</td><td>{E(e.Actor)}</td><td>{E(e.Address)}</td><td><code>{E(e.Action)}</code></td><td><code>{E(e.Subject)}</code></td><td><code>{E(e.Detail)}</code></td></tr>");
+                $"<tr><td>{e.Seq}</td><td>{T(e.At)}</td><td>{E(e.Actor)}</td><td>{E(e.Address)}</td><td><code>" +
+                $"{E(e.Action)}</code></td><td><code>{E(e.Subject)}</code></td><td><code>{E(e.Detail)}</code></td>" +
+                $"</tr>");
         return html.Append("</table>").ToString();
     }
 
@@ -74,9 +77,12 @@ public static class Pages
             """);
         foreach (var r in report.Items)
             html.Append(CultureInfo.InvariantCulture,
-                $"<tr><td>{E(r.Hostname)}<br><code>{E(r.Machine)}</code></td><td>{E(r.KernelRelease)}</td><td>{E(r.Cve)}</td><td>{E(r.Severity)}</td>" +
-                $"<td>{T(r.FixReleasedAt)}</td><td>{T(r.Deadline)}</td><td>{T(r.AppliedAt)}</td><td>{r.DaysToApply?.ToString(CultureInfo.InvariantCulture) ?? "—"}</td>" +
-                $"<td><span class=\"s s-{r.Status}\">{r.Status}</span></td><td>{(r.Breach ? "<b class=\"s bad\">yes</b>" : "no")}</td></tr>");
+                $"<tr><td>{E(r.Hostname)}<br><code>{E(r.Machine)}</code></td><td>{E(r.KernelRelease)}</td><td>" +
+                $"{E(r.Cve)}</td><td>{E(r.Severity)}</td>" +
+                $"<td>{T(r.FixReleasedAt)}</td><td>{T(r.Deadline)}</td><td>{T(r.AppliedAt)}</td><td>" +
+                $"{r.DaysToApply?.ToString(CultureInfo.InvariantCulture) ?? "—"}</td>" +
+                $"<td><span class=\"s s-{r.Status}\">{r.Status}</span></td><td>" +
+                $"{(r.Breach ? "<b class=\"s bad\">yes</b>" : "no")}</td></tr>");
         html.Append("</table>");
         return Layout("PCI DSS 6.3.3 compliance", html.ToString(), null);
     }

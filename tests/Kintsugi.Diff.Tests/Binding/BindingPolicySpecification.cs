@@ -34,7 +34,8 @@ public class BindingPolicySpecification
     }
 
     [Fact]
-    public void An_export_of_a_module_the_patched_module_depends_on_is_a_livepatch_relocation_applied_with_the_patched_module()
+    public void
+        An_export_of_a_module_the_patched_module_depends_on_is_a_livepatch_relocation_applied_with_the_patched_module()
     {
         var binding = ModulePolicy.ForReference("ip_set_get_ipaddr4", SymbolHome.Elsewhere);
 

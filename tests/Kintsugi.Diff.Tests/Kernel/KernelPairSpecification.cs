@@ -53,7 +53,8 @@ public sealed class KernelPairSpecification
     }
 
     [Fact]
-    public async Task A_changed_function_using_a_static_branch_keeps_exactly_its_jump_table_entries_with_the_key_bound_at_load_time()
+    public async Task
+        A_changed_function_using_a_static_branch_keeps_exactly_its_jump_table_entries_with_the_key_bound_at_load_time()
     {
         var pair = await DiffAsync(KernelEdits.StaticBranch);
         Built(pair, "psi_memstall_enter");

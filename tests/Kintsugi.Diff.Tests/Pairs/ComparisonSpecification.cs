@@ -207,7 +207,8 @@ public class ClassificationSpecification
     [InlineData("sample_count", ".data..percpu", 64UL)]
     [InlineData("sample_threshold", ".data..read_mostly", 4UL)]
     [InlineData("sample_enabled", ".data..ro_after_init", 4UL)]
-    public void New_data_keeps_its_section_and_alignment_so_the_kernel_treats_it_alike(string variable, string section, ulong alignment)
+    public void New_data_keeps_its_section_and_alignment_so_the_kernel_treats_it_alike(string variable, string section,
+        ulong alignment)
     {
         var d = DiffPairs.Diff("new-data-keeps-its-section");
 

@@ -101,7 +101,8 @@ public class CompilerCloneSpecification
     [InlineData("constprop-clone-changed", "scale.constprop.0", new[] { "scale_a", "scale_b" })]
     [InlineData("part-clone-changed", "lookup.part.0",
         new[] { "lookup_one", "lookup_two", "lookup_three", "lookup_four" })]
-    public void A_changed_clone_is_patched_under_its_own_name_and_its_callers_stay_unchanged(string pair, string clone, string[] callers)
+    public void A_changed_clone_is_patched_under_its_own_name_and_its_callers_stay_unchanged(string pair, string clone,
+        string[] callers)
     {
         var d = DiffPairs.Diff(pair);
 
@@ -116,7 +117,8 @@ public class CompilerCloneSpecification
     [InlineData("isra-clone-unchanged", "request_cost.isra.0", "resubmit")]
     [InlineData("constprop-clone-unchanged", "scale.constprop.0", "scale_b")]
     [InlineData("part-clone-unchanged", "lookup.part.0", "lookup_one")]
-    public void An_unchanged_clone_called_by_a_changed_function_is_a_local_reference_to_the_running_clone(string pair, string clone, string caller)
+    public void An_unchanged_clone_called_by_a_changed_function_is_a_local_reference_to_the_running_clone(string pair,
+        string clone, string caller)
     {
         var d = DiffPairs.Diff(pair);
 

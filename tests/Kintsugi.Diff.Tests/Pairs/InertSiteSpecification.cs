@@ -78,7 +78,8 @@ public class InertSiteSpecification
     }
 
     [Fact]
-    public void Where_objtool_runs_over_the_linked_module_the_output_leaves_static_call_sites_to_it_and_names_their_keys()
+    public void
+        Where_objtool_runs_over_the_linked_module_the_output_leaves_static_call_sites_to_it_and_names_their_keys()
     {
         var linked = DiffPairs.Diff("module-tracepoint", objtoolAtLink: true);
         var compiled = DiffPairs.Diff("module-tracepoint");

@@ -126,7 +126,8 @@ public class LineNumberSpecification
     [InlineData("line-only-might-sleep", new[] { "wait_ready", "wait_idle" })]
     [InlineData("line-only-warn-slowpath", new[] { "check_order" })]
     [InlineData("line-only-printk-line", new[] { "trace_here" })]
-    public void Moved_line_arguments_of_a_helper_leave_the_function_unchanged_with_a_note(string pair, string[] functions)
+    public void
+        Moved_line_arguments_of_a_helper_leave_the_function_unchanged_with_a_note(string pair, string[] functions)
     {
         var d = DiffPairs.Diff(pair);
         Assert.All(functions, f => Assert.NotEqual(FunctionBytes(d.Before, f), FunctionBytes(d.After, f)));

@@ -124,7 +124,8 @@ internal static partial class Readelf
         ? ulong.Parse(text.AsSpan(2), NumberStyles.HexNumber, CultureInfo.InvariantCulture)
         : ulong.Parse(text, CultureInfo.InvariantCulture);
 
-    [GeneratedRegex(@"^\s*(?<num>\d+):\s+(?<value>[0-9a-f]+)\s+(?<size>0x[0-9a-f]+|\d+)\s+(?<type>\S+)\s+(?<bind>\S+)\s+(?<vis>\S+)\s+(?<ndx>\S+)\s?(?<name>.*)$")]
+    [GeneratedRegex(@"^\s*(?<num>\d+):\s+(?<value>[0-9a-f]+)\s+(?<size>0x[0-9a-f]+|\d+)\s+(?<type>\S+)\s+(?<bind>\S+)" +
+        @"\s+(?<vis>\S+)\s+(?<ndx>\S+)\s?(?<name>.*)$")]
     private static partial Regex SymbolLine();
 
     [GeneratedRegex(@"^Relocation section '(?<name>[^']+)'")]

@@ -97,13 +97,15 @@ public sealed class SystemdGuestSpecification(DebianPackages packages) : IDispos
 
         var run = await kernel.Lab.RunAsync(new LabRunSpec(kernel.Release, """
             data=/var/lib/kintsugi-server
-            # The machine's own name (its certificate names it): the lab's root disk has no localhost line in /etc/hosts.
-            server=kintsugi-lab:8443
+            # By address: the root disk has no localhost line in /etc/hosts, and the machine's name did not connect in
+            # the guest (cause not found yet); the server's certificate names 127.0.0.1 too.
+            server=127.0.0.1:8443
             dpkg -i /inputs/kintsugi-server.deb > /tmp/dpkg-server.log 2>&1; echo "@dpkg-server=$?"
             echo @server-unit; systemctl show -p Type -p ActiveState -p SubState -p User kintsugi-server.service
             echo @server-log; journalctl -b -o cat -u kintsugi-server.service | tail -20
             export KINTSUGI_SERVER_URL=https://$server KINTSUGI_SERVER_TOKEN_FILE=$data/initial-admin-token KINTSUGI_SERVER_CA=$data/tls/server.crt
             dpkg -i /inputs/kintsugi_1.deb > /tmp/dpkg-agent.log 2>&1; echo "@dpkg-agent=$?"
+            echo @curl; curl -sS --max-time 120 --cacert $data/tls/server.crt -o /dev/null -w '%{http_code} %{time_connect} %{time_appconnect}\n' https://$server/apt/key.asc 2>&1
             echo @operator
             kintsugi server trust add /inputs/publisher.pub 2>&1 || exit 10
             kintsugi server publish /inputs/level-1.bundle 2>&1 || exit 11
@@ -125,9 +127,9 @@ public sealed class SystemdGuestSpecification(DebianPackages packages) : IDispos
             mkdir -p /etc/apt/keyrings
             curl -fsS --cacert /etc/kintsugi/server-ca.pem -o /etc/apt/keyrings/kintsugi.asc https://$server/apt/key.asc
             echo "deb [signed-by=/etc/apt/keyrings/kintsugi.asc] https://$server/apt stable main" > /etc/apt/sources.list.d/kintsugi.list
-            echo 'Acquire::https::kintsugi-lab::CaInfo "/etc/kintsugi/server-ca.pem";' > /etc/apt/apt.conf.d/90kintsugi
+            echo 'Acquire::https::127.0.0.1::CaInfo "/etc/kintsugi/server-ca.pem";' > /etc/apt/apt.conf.d/90kintsugi
             echo @apt; apt-get update 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get -y upgrade 2>&1; echo "@apt=$?"
-            echo @version; dpkg-query -W -f '${Version}' kintsugi
+            echo @version; dpkg-query -W -f '${Version}\n' kintsugi
             sleep 2
             echo @agent-after; systemctl show -p ActiveState -p MainPID kintsugi-agent.service
             WAIT_HEALTHY

@@ -450,6 +450,9 @@ public abstract class AgentLabSpecification(KernelRelease release) : IDisposable
         echo @settling; ls /sys/kernel/livepatch
         echo @settling-log; cat {log}
         echo @end
+        # The output port drains before the cut (without it the log's lines were lost now and then); the settle
+        # lasts 10 s, so the power still goes while it runs.
+        sleep 1
         echo b > /proc/sysrq-trigger
         sleep 10
         """;

@@ -170,7 +170,9 @@ public abstract class AgentLabSpecification(KernelRelease release) : IDisposable
         Assert.Equal("high", cve.GetProperty("severity").GetString());
         Assert.Equal("2024-01-31", cve.GetProperty("published").GetString());
         Assert.Equal("99.0.0-kintsugi-fixture", root.GetProperty("effectivePackageVersion").GetString());
-        Assert.Contains("Debian 99.0.0-kintsugi-fixture ", root.GetProperty("effectiveVersion").GetString());
+        // The package version whole; the build date after it is dropped when it would not fit the kernel's 64 bytes.
+        Assert.Matches(@"Debian 99\.0\.0-kintsugi-fixture( |$)",
+            root.GetProperty("effectiveVersion").GetString());
         Assert.Equal(Sha256Digest.Of(File.ReadAllBytes(_dir["good/level-2.bundle"])).ToString(),
             root.GetProperty("bundle").GetString());
 
@@ -448,6 +450,9 @@ public abstract class AgentLabSpecification(KernelRelease release) : IDisposable
         echo @settling; ls /sys/kernel/livepatch
         echo @settling-log; cat {log}
         echo @end
+        # The output port drains before the cut (without it the log's lines were lost now and then); the settle
+        # lasts 10 s, so the power still goes while it runs.
+        sleep 1
         echo b > /proc/sysrq-trigger
         sleep 10
         """;

@@ -16,12 +16,22 @@ public sealed class PristineObjectCache(string directory)
     public static bool HoldsAll(string directory, IEnumerable<Units.TranslationUnit> units) => units.All(u => Holds(directory, u));
 
     /// <summary>Copies one unit's object and its command file from one directory of objects to another.</summary>
-    public static void CopyUnit(string from, string to, Units.TranslationUnit unit)
+    public static void CopyUnit(string from, string to, string objectPath) =>
+        Transfer(from, to, objectPath, (source, destination) => File.Copy(source, destination, overwrite: true));
+
+    /// <summary>Moves one unit's object and its command file from one directory of objects to another.</summary>
+    public static void MoveUnit(string from, string to, string objectPath) =>
+        Transfer(from, to, objectPath, (source, destination) => File.Move(source, destination, overwrite: true));
+
+    // kbuild's command file (the symbol versions of the object's exports) goes first and the object last, so that a
+    // run killed midway never leaves an object without it; a unit compiled without a command file has only the object.
+    private static void Transfer(string from, string to, string objectPath, Action<string, string> transfer)
     {
-        foreach (var path in new[] { unit.ObjectPath, ExportedSymbolVersions.CommandFile(unit.ObjectPath) })
+        foreach (var path in new[] { ExportedSymbolVersions.CommandFile(objectPath), objectPath })
         {
+            if (path != objectPath && !File.Exists(Path.Combine(from, path))) continue;
             Directory.CreateDirectory(Path.GetDirectoryName(Path.Combine(to, path))!);
-            File.Copy(Path.Combine(from, path), Path.Combine(to, path), overwrite: true);
+            transfer(Path.Combine(from, path), Path.Combine(to, path));
         }
     }
 
@@ -44,14 +54,7 @@ public sealed class PristineObjectCache(string directory)
         if (keepGoing)
             failed = [.. (await workspace.CompileUnitsKeepGoingAsync(units, staging, extraCFlags, cancellation, onCompiled)).Select(f => f.Unit)];
         else await workspace.CompileUnitsAsync(units, staging, extraCFlags, cancellation);
-        foreach (var o in units.Except(failed).Select(u => u.ObjectPath))
-        {
-            Directory.CreateDirectory(Path.GetDirectoryName(PathOf(o))!);
-            var commandFile = ExportedSymbolVersions.CommandFile(o);
-            if (File.Exists(Path.Combine(staging, commandFile)))
-                File.Move(Path.Combine(staging, commandFile), Path.Combine(directory, commandFile), overwrite: true);
-            File.Move(Path.Combine(staging, o), PathOf(o), overwrite: true);
-        }
+        foreach (var unit in units.Except(failed)) MoveUnit(staging, directory, unit.ObjectPath);
         if (Directory.Exists(staging)) Directory.Delete(staging, recursive: true);
         return failed;
     }

@@ -64,8 +64,9 @@ internal sealed class CatchUpTrials(BuildTarget target, KernelSourceTree tree, C
             var diffed = await DiffAsync(scoped, after, cancellation);
             await ResolveAsync(diffed, cancellation);
             // The batched after objects stay for the module build (ReusableAfterObjects); every other work file goes.
-            foreach (var work in Directory.EnumerateDirectories(_work).Where(d => Path.GetFileName(d) != "after"))
-                Directory.Delete(work, recursive: true);
+            if (Directory.Exists(_work))
+                foreach (var work in Directory.EnumerateDirectories(_work).Where(d => Path.GetFileName(d) != "after"))
+                    Directory.Delete(work, recursive: true);
         }
         return new Dictionary<string, FileTrial>(_results, StringComparer.Ordinal);
     }
@@ -93,7 +94,7 @@ internal sealed class CatchUpTrials(BuildTarget target, KernelSourceTree tree, C
                 sharedUnits.UnionWith(UnitsOf(kbuild, file.Path).Select(u => u.ObjectPath));
         }
         var reused = held.Where(h => !sharedUnits.Contains(h.Unit.ObjectPath)).ToList();
-        foreach (var (key, unit) in reused) PristineObjectCache.CopyUnit(Path.Combine(after, key), reusable, unit);
+        foreach (var (key, unit) in reused) PristineObjectCache.CopyUnit(Path.Combine(after, key), reusable, unit.ObjectPath);
         return (reusable, reused.Count);
     }
 
@@ -203,7 +204,7 @@ internal sealed class CatchUpTrials(BuildTarget target, KernelSourceTree tree, C
             {
                 if (!failures.TryGetValue(file.Units[0].ObjectPath, out var errors))
                 {
-                    Keep(chunkDirectory, Path.Combine(directory, file.Key), file.Units[0].ObjectPath);
+                    PristineObjectCache.MoveUnit(chunkDirectory, Path.Combine(directory, file.Key), file.Units[0].ObjectPath);
                     compiled.Add(file.Key);
                 }
                 else if (errors is not null) precompiled.KeepError(file.Key, errors);
@@ -215,17 +216,6 @@ internal sealed class CatchUpTrials(BuildTarget target, KernelSourceTree tree, C
         progress($"compiled after the fixes in {watch.Elapsed.TotalSeconds:0} s" +
             (notCompiled > 0 ? $"; {notCompiled} did not apply, or failed without telling why, and are tried one by one" : ""));
         return precompiled;
-    }
-
-    /// <summary>Moves one object and kbuild's command file for it (its exports' symbol versions) into a file's directory.</summary>
-    private static void Keep(string from, string to, string objectPath)
-    {
-        foreach (var path in new[] { objectPath, ExportedSymbolVersions.CommandFile(objectPath) })
-        {
-            if (!File.Exists(Path.Combine(from, path))) continue;
-            Directory.CreateDirectory(Path.GetDirectoryName(Path.Combine(to, path))!);
-            File.Move(Path.Combine(from, path), Path.Combine(to, path), overwrite: true);
-        }
     }
 
     private async Task<List<Diffed>> DiffAsync(IReadOnlyList<Scoped> scoped, Precompiled after, CancellationToken cancellation)

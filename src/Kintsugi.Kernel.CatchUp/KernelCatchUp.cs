@@ -144,7 +144,9 @@ public sealed partial class KernelCatchUp(DebianKernelArchive archive, string ca
             name, covered, request.BaseDirectory, directory, request.SkipFidelity, MaxUnits: int.MaxValue, CarryBasePatches: false,
             PrecompiledAfter: reusable.Directory);
         var result = await new KernelPatchBuilder(archive, lab, progress).BuildAsync(buildRequest, cancellation);
-        Directory.Delete(Path.Combine(output, ".catch-up", "work"), recursive: true);
+        // The trials' work is done with (a rerun whose trials were all kept may have none left).
+        if (Directory.Exists(Path.Combine(output, ".catch-up", "work")))
+            Directory.Delete(Path.Combine(output, ".catch-up", "work"), recursive: true);
         if (result.Outcome != BuildOutcome.Built)
             throw new CatchUpException($"the files that built one by one built nothing together: {result.Message}", ExitCode.InternalError);
         return result;

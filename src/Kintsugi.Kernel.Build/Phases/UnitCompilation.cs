@@ -60,7 +60,7 @@ public static class UnitCompilation
                 foreach (var patch in patches) await patched.ApplyAsync(patch.Patch, cancellation);
             });
             await clock.RunAsync("compile after", () => patched.CompileUnitsAsync([.. units.Except(held)], after, flags, cancellation));
-            foreach (var unit in held) PristineObjectCache.CopyUnit(precompiledAfter!, after, unit);
+            foreach (var unit in held) PristineObjectCache.CopyUnit(precompiledAfter!, after, unit.ObjectPath);
         }
         if (before.Missing(units) is { Count: > 0 } missingBefore)
         {

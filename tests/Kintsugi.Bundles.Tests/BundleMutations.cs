@@ -27,40 +27,40 @@ internal static class BundleMutations
             case 1: bytes[Position()] = (byte)random.Next(256); return bytes;
             case 2: return bytes[..random.Next(bytes.Length)];
             case 3:
-            {
-                var at = Position();
-                var count = Math.Min(random.Next(1, 64), bytes.Length - at);
-                return [.. bytes[..at], .. bytes[(at + count)..]];
-            }
+                {
+                    var at = Position();
+                    var count = Math.Min(random.Next(1, 64), bytes.Length - at);
+                    return [.. bytes[..at], .. bytes[(at + count)..]];
+                }
             case 4:
-            {
-                var at = Position();
-                var insert = new byte[random.Next(1, 64)];
-                random.NextBytes(insert);
-                return [.. bytes[..at], .. insert, .. bytes[at..]];
-            }
+                {
+                    var at = Position();
+                    var insert = new byte[random.Next(1, 64)];
+                    random.NextBytes(insert);
+                    return [.. bytes[..at], .. insert, .. bytes[at..]];
+                }
             case 5:
-            {
-                var extra = new byte[random.Next(1, 200)];
-                random.NextBytes(extra);
-                return [.. bytes, .. extra];
-            }
+                {
+                    var extra = new byte[random.Next(1, 200)];
+                    random.NextBytes(extra);
+                    return [.. bytes, .. extra];
+                }
             case 6:
-            {
-                // A length field set to a random or nearby value.
-                var field = random.Next(3) switch { 0 => 12, 1 => 16, _ => 24 };
-                var value = random.Next(2) == 0 ? (uint)random.Next()
-                    : BinaryPrimitives.ReadUInt32LittleEndian(bytes.AsSpan(field)) + (uint)random.Next(-3, 4);
-                BinaryPrimitives.WriteUInt32LittleEndian(bytes.AsSpan(field), value);
-                return bytes;
-            }
+                {
+                    // A length field set to a random or nearby value.
+                    var field = random.Next(3) switch { 0 => 12, 1 => 16, _ => 24 };
+                    var value = random.Next(2) == 0 ? (uint)random.Next()
+                        : BinaryPrimitives.ReadUInt32LittleEndian(bytes.AsSpan(field)) + (uint)random.Next(-3, 4);
+                    BinaryPrimitives.WriteUInt32LittleEndian(bytes.AsSpan(field), value);
+                    return bytes;
+                }
             case 7:
-            {
-                var a = Position();
-                var b = Position();
-                (bytes[a], bytes[b]) = (bytes[b], bytes[a]);
-                return bytes;
-            }
+                {
+                    var a = Position();
+                    var b = Position();
+                    (bytes[a], bytes[b]) = (bytes[b], bytes[a]);
+                    return bytes;
+                }
             default:
                 // Invert a byte, or (one time in four) rewrite it with its own value: a no-op that must still verify.
                 var p = Position();

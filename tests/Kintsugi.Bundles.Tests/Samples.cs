@@ -62,8 +62,11 @@ internal sealed class ForwardOnlyStream(Stream inner) : Stream
     public override bool CanSeek => false;
     public override bool CanWrite => false;
     public override long Length => throw new NotSupportedException();
-    public override long Position { get => throw new NotSupportedException(); set =>
-        throw new NotSupportedException(); }
+    public override long Position
+    {
+        get => throw new NotSupportedException(); set =>
+        throw new NotSupportedException();
+    }
     public override void Flush() { }
     public override int Read(byte[] buffer, int offset, int count) => inner.Read(buffer, offset, Math.Min(count, 4096));
     public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();

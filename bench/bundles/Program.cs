@@ -40,9 +40,10 @@ try
     }
 
     var sorted = totals.Order().ToList();
-    Console.WriteLine($"{Mutations} mutations of a {bundle.Length / 1024} KiB bundle ({refused} refused), read, verified " +
-        $"and read again as a stream: best {sorted[0]:F2} s, median {sorted[sorted.Count / 2]:F2} s, first " +
-        $"{totals[0]:F2} s of {rounds} rounds; slowest single mutation {slowest:F1} ms (goal: the {Mutations} under 20 s)");
+    Console.WriteLine($"{Mutations} mutations of a {bundle.Length / 1024} KiB bundle ({refused} refused), read, " +
+        $"verified and read again as a stream: best {sorted[0]:F2} s, median {sorted[sorted.Count / 2]:F2} s, " +
+        $"first {totals[0]:F2} s of {rounds} rounds; slowest single mutation {slowest:F1} ms " +
+        $"(goal: the {Mutations} under 20 s)");
 }
 finally
 {

@@ -179,8 +179,7 @@ public sealed class ServerClient(HttpClient http, Uri server, string agentVersio
         }
         catch (HttpRequestException e)
         {
-            throw new ServerUnavailableException($"cannot reach {server}: {e.Message}",
-            null, e);
+            throw new ServerUnavailableException($"cannot reach {server}: {TransportFailure.Describe(e)}", null, e);
         }
         catch (IOException e)
         {

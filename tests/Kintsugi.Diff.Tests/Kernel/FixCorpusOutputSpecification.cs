@@ -18,10 +18,10 @@ namespace Kintsugi.Diff.Tests.Kernel;
 /// changed. The fixes that are refused or build nothing are the corpus specification's (Kintsugi.Kernel.Build.Tests).
 /// <para>
 /// Left out, since they name the build rather than the patch: the build-id note (a hash of the rest), the debug
-/// sections (they describe the generated module source and hold the build directory's path) and, in the embedded
-/// manifest, the build time and the builder's version. The prepared trees and pristine objects are the ones every
-/// kernel build shares (<c>$KINTSUGI_CACHE/kernels</c>); what this adds is one compile of the fixed units and one link
-/// per kernel line.
+/// sections and the BTF made from them (they describe the generated module source and hold the build directory's
+/// path; 6.12's BTF differs from one build to the next) and, in the embedded manifest, the build time and the
+/// builder's version. The prepared trees and pristine objects are the ones every kernel build shares
+/// (<c>$KINTSUGI_CACHE/kernels</c>); what this adds is one compile of the fixed units and one link per kernel line.
 /// </para>
 /// </summary>
 public class FixCorpusOutputSpecification
@@ -106,6 +106,7 @@ public class FixCorpusOutputSpecification
             var name = section.Name;
             if (name.Length == 0 || name is ".note.gnu.build-id" or ".symtab" or ".strtab" or ".shstrtab"
                 || name.StartsWith(".debug", StringComparison.Ordinal)
+                || name.StartsWith(".BTF", StringComparison.Ordinal)
                 || name.StartsWith(".rela.debug", StringComparison.Ordinal))
                 continue;
             var content = section switch
@@ -118,8 +119,10 @@ public class FixCorpusOutputSpecification
                 _ => [],
             };
             var target = section is ElfRelocationSection { Target: { } applied } ? $" target={applied.Name}" : "";
+            // The manifest's size follows its build time's text (trailing zeros of the fraction are left out).
+            var size = name == LivepatchModuleBuilder.ManifestSection ? "" : $" size={section.Size}";
             yield return $"{label} section {name} type={(int)section.Type} flags={(ulong)section.Flags:x} " +
-                $"align={section.Alignment} size={section.Size}{target} " +
+                $"align={section.Alignment}{size}{target} " +
                 $"sha256={Convert.ToHexStringLower(SHA256.HashData(content))[..16]}";
         }
         foreach (var symbol in elf.SymbolTable!.Symbols.Where(s => s.Type != ElfSymbolType.Section))

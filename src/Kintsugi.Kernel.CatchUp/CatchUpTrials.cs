@@ -95,11 +95,11 @@ internal sealed class CatchUpTrials(BuildTarget target, KernelSourceTree tree, C
         var sharedUnits = new HashSet<string>(StringComparer.Ordinal);
         foreach (var (file, key) in built)
         {
-            if (file.Path.EndsWith(".c", StringComparison.Ordinal) && kbuild.Locate(file.Path) is { } own && own.SourcePath == file.Path
-                && PristineObjectCache.HoldsAll(Path.Combine(after, key), [own]))
-                held.Add((key, own));
-            else
-                sharedUnits.UnionWith(UnitsOf(kbuild, file.Path).Select(u => u.ObjectPath));
+            var own = file.Path.EndsWith(".c", StringComparison.Ordinal) && kbuild.Locate(file.Path) is { } unit
+                && unit.SourcePath == file.Path ? unit : null;
+            if (own is not null && PristineObjectCache.HoldsAll(Path.Combine(after, key), [own])) held.Add((key, own));
+            // A C file #included by another unit compiles into that one too.
+            sharedUnits.UnionWith(UnitsOf(kbuild, file.Path).Select(u => u.ObjectPath).Where(o => o != own?.ObjectPath));
         }
         var reused = held.Where(h => !sharedUnits.Contains(h.Unit.ObjectPath)).ToList();
         foreach (var (key, unit) in reused) PristineObjectCache.CopyUnit(Path.Combine(after, key), reusable, unit.ObjectPath);
@@ -265,6 +265,10 @@ internal sealed class CatchUpTrials(BuildTarget target, KernelSourceTree tree, C
                     uncompiled.Add(new Uncompiled(file, e.Message));
                     return null;
                 }
+                // A C file compiled on its own keeps its after object for the module build, as the shared make's do.
+                if (after.For(file.Key) is null && file.Units is [var unit] && unit.SourcePath == file.File.Path)
+                    PristineObjectCache.CopyUnit(Path.Combine(_work, file.Key, "after"), Path.Combine(after.Directory, file.Key),
+                        unit.ObjectPath);
                 var diffs = UnitDiffing.DiffAll(compiled, _exports, objtoolAtLink);
                 UnitDiffing.ThrowIfRefused(diffs);
                 var changed = diffs.Where(d => d.Contributes).ToList();

@@ -298,7 +298,10 @@ internal sealed class CatchUpTrials(BuildTarget target, KernelSourceTree tree, C
         var headers = difference.Files.Where(f => f.Path.EndsWith(".h", StringComparison.Ordinal) && f.Patch is not null
             && f.Kind != FileChangeKind.Deleted).ToList();
         var additive = headers.Where(h => SourceChange.OnlyAdds(difference.ReadOld(h), difference.ReadNew(h))).ToList();
-        var others = headers.Except(additive).ToList();
+        var verdicts = headers.Except(additive).ToDictionary(h => h.Path,
+            h => SourceChange.ClassifyHeader(difference.ReadOld(h), difference.ReadNew(h)), StringComparer.Ordinal);
+        // Headers whose only change is comments or spacing are applied too, but never named as what a fix needs.
+        var others = headers.Where(h => verdicts.TryGetValue(h.Path, out var v) && v.Impact != HeaderImpact.NoCode).ToList();
         var includes = KbuildUnits.Open(tree).Includes;
         var includers = new Dictionary<string, HashSet<string>>(StringComparer.Ordinal);
         IReadOnlyList<string> IncludedBy(Scoped file, IEnumerable<ChangedFile> candidates) => [.. candidates
@@ -341,14 +344,11 @@ internal sealed class CatchUpTrials(BuildTarget target, KernelSourceTree tree, C
         {
             if (withAll.Compiled.Contains(file.Key))
             {
-                var needed = IncludedBy(file, others);
-                var verdicts = needed.Select(h => (Header: h, Verdict: SourceChange.ClassifyHeader(
-                    difference.ReadOld(difference.Files.Single(f => f.Path == h)), difference.ReadNew(difference.Files.Single(f => f.Path == h)))))
-                    .ToList();
-                var layout = verdicts.Any(v => v.Verdict.Impact == HeaderImpact.Refused);
+                var needed = IncludedBy(file, others).Select(h => (Header: h, Verdict: verdicts[h])).ToList();
+                var layout = needed.Any(v => v.Verdict.Impact == HeaderImpact.Refused);
                 Finish(file.File, new FileTrial(file.Key, FileOutcome.Refused, [], null, layout ? "header-layout" : "header-change",
                     "it compiles only with header changes of the update beyond additions" + (needed.Count == 0 ? "" : ": " +
-                    string.Join("; ", verdicts.Select(v => $"{v.Header} " + (v.Verdict.Reasons.Count > 0
+                    string.Join("; ", needed.Select(v => $"{v.Header} " + (v.Verdict.Reasons.Count > 0
                         ? string.Join(", ", v.Verdict.Reasons)
                         : $"changes {string.Join(", ", v.Verdict.Constructs.Take(5))}, code of every unit that includes it")))),
                     layout ? "the fix depends on a changed definition the running kernel's data and callers were built with: " +

@@ -232,7 +232,8 @@ internal sealed class CatchUpTrials(BuildTarget target, KernelSourceTree tree, C
                 else notCompiled++;
             }
             notCompiled += chunk.Length - applied.Count;
-            Directory.Delete(chunkDirectory, recursive: true);
+            // A make in which every unit failed wrote nothing.
+            if (Directory.Exists(chunkDirectory)) Directory.Delete(chunkDirectory, recursive: true);
         }
         progress($"compiled after the fixes in {watch.Elapsed.TotalSeconds:0} s" +
             (notCompiled > 0 ? $"; {notCompiled} did not apply, or failed without telling why, and are tried one by one" : ""));
@@ -337,9 +338,11 @@ internal sealed class CatchUpTrials(BuildTarget target, KernelSourceTree tree, C
 
         var left = uncompiled.Where(u => !withAdditions.Compiled.Contains(u.File.Key)).ToList();
         if (left.Count == 0) return diffed;
-        progress($"{left.Count} fix(es) still do not compile: compiling them with all {headers.Count} header change(s) of the update");
+        if (headers.Count > 0)
+            progress($"{left.Count} fix(es) still do not compile: compiling them with all {headers.Count} header change(s) of the update");
         var scratch = Path.Combine(_work, "with-all-headers");
-        var withAll = await CompileWithHeadersAsync([.. left.Select(u => u.File)], headers, scratch, cancellation);
+        var withAll = headers.Count == 0 ? (Compiled: new HashSet<string>(), Errors: new Dictionary<string, string?>())
+            : await CompileWithHeadersAsync([.. left.Select(u => u.File)], headers, scratch, cancellation);
         foreach (var (file, errors) in left)
         {
             if (withAll.Compiled.Contains(file.Key))
@@ -419,7 +422,8 @@ internal sealed class CatchUpTrials(BuildTarget target, KernelSourceTree tree, C
                     compiled.Add(file.Key);
                 }
             }
-            Directory.Delete(chunkDirectory, recursive: true);
+            // A make in which every unit failed wrote nothing.
+            if (Directory.Exists(chunkDirectory)) Directory.Delete(chunkDirectory, recursive: true);
         }
         progress($"compiled {compiled.Count} of {files.Count} in {watch.Elapsed.TotalSeconds:0} s");
         return (compiled, errors);

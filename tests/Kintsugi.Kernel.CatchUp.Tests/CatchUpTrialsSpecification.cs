@@ -48,6 +48,30 @@ public sealed class CatchUpTrialsSpecification
     }
 
     [Fact]
+    public async Task A_shared_make_in_which_every_fix_fails_refuses_each_with_its_own_error()
+    {
+        var target = await DebianBuildTarget.FetchAsync(new DebianKernelArchive(DebianKernelArchive.DefaultCacheRoot),
+            TestKernels.Debian12Cloud61, () => throw new InvalidOperationException("nothing compiles, nothing boots"), default);
+        var tree = await target.PrepareAsync(_ => { }, default);
+        using var directory = new TemporaryDirectory();
+        using var output = new TemporaryDirectory();
+        Break(tree, directory, "fs/proc/cmdline.c");
+        Edit(tree, directory, "fs/proc/loadavg.c", "static int loadavg_proc_show(", "this fix does not compile;\nstatic int loadavg_proc_show(");
+        var difference = await SourceDifference.OfExtractedAsync(Older, Newer, directory.Path);
+        var builds = CatchUpPlan.Make(difference, tree, maxUnits: 40, only: [], _ => { }).Decisions.OfType<FileDecision.Build>().ToList();
+        var request = new CatchUpRequest(TestKernels.Debian12Cloud61, "2", output.Path);
+
+        var trials = await new CatchUpTrials(target, tree, request, difference, output.Path, _ => { })
+            .RunAsync(builds, file => file.PatchSha256!, default);
+
+        foreach (var path in new[] { "fs/proc/cmdline.c", "fs/proc/loadavg.c" })
+        {
+            Assert.Equal((FileOutcome.Refused, "build"), (trials[path].Outcome, trials[path].Rule));
+            Assert.Matches($@"{path.Replace(".", @"\.")}:\d+:\d+: error: ", trials[path].Reason);
+        }
+    }
+
+    [Fact]
     public async Task A_file_that_only_adds_a_function_nothing_calls_is_refused_not_built()
     {
         var target = await DebianBuildTarget.FetchAsync(new DebianKernelArchive(DebianKernelArchive.DefaultCacheRoot),

@@ -30,7 +30,7 @@ namespace Kintsugi.Kernel.CatchUp;
 /// Each outcome is kept in OUTPUT/.catch-up/trials as soon as it is known, so an interrupted or repeated run does
 /// only what is left. Any make that fails in a batch only sends its files back to being compiled one by one.
 /// </summary>
-internal sealed class CatchUpTrials(BuildTarget target, KernelSourceTree tree, CatchUpRequest request, SourceDifference difference,
+internal sealed partial class CatchUpTrials(BuildTarget target, KernelSourceTree tree, CatchUpRequest request, SourceDifference difference,
     string output, Action<string> progress)
 {
     private readonly string _state = Path.Combine(output, ".catch-up", "trials");
@@ -347,13 +347,24 @@ internal sealed class CatchUpTrials(BuildTarget target, KernelSourceTree tree, C
         {
             if (withAll.Compiled.Contains(file.Key))
             {
-                var needed = IncludedBy(file, others).Select(h => (Header: h, Verdict: verdicts[h])).ToList();
+                // The compiler's errors name what the fix needs (a member, a function, a parameter): the headers whose
+                // changed lines name it are the ones to blame, among the many a unit includes.
+                var candidates = IncludedBy(file, others);
+                var named = QuotedIdentifiers(errors);
+                var culprits = candidates.Where(h => ChangedIdentifiers(h).Overlaps(named)).ToList();
+                var needed = (culprits.Count > 0 ? culprits : candidates).Select(h => (Header: h, Verdict: verdicts[h])).ToList();
                 var layout = needed.Any(v => v.Verdict.Impact == HeaderImpact.Refused);
+                var described = needed.Take(culprits.Count > 0 ? needed.Count : 5).Select(v => $"{v.Header} " +
+                    (v.Verdict.Reasons.Count > 0 ? string.Join(", ", v.Verdict.Reasons)
+                        : $"changes {string.Join(", ", v.Verdict.Constructs.Take(5))}, code of every unit that includes it"));
                 Finish(file.File, new FileTrial(file.Key, FileOutcome.Refused, [], null, layout ? "header-layout" : "header-change",
-                    "it compiles only with header changes of the update beyond additions" + (needed.Count == 0 ? "" : ": " +
-                    string.Join("; ", needed.Select(v => $"{v.Header} " + (v.Verdict.Reasons.Count > 0
-                        ? string.Join(", ", v.Verdict.Reasons)
-                        : $"changes {string.Join(", ", v.Verdict.Constructs.Take(5))}, code of every unit that includes it")))),
+                    culprits.Count > 0
+                        ? $"it compiles only with what the update changes in {string.Join(", ", culprits)} " +
+                          $"(its errors name {string.Join(", ", named.Where(n => culprits.Any(h => ChangedIdentifiers(h).Contains(n))))}): " +
+                          string.Join("; ", described)
+                        : "it compiles only with header changes of the update beyond additions" + (needed.Count == 0 ? ""
+                            : $", in one of the {needed.Count} changed headers it includes: " + string.Join("; ", described) +
+                              (needed.Count > 5 ? $"; and {needed.Count - 5} more" : "")),
                     layout ? "the fix depends on a changed definition the running kernel's data and callers were built with: " +
                         "reboot into the new version"
                         : "build it together with the header's fix (kintsugi kernel build with both patches), which rebuilds " +
@@ -370,6 +381,25 @@ internal sealed class CatchUpTrials(BuildTarget target, KernelSourceTree tree, C
         if (Directory.Exists(scratch)) Directory.Delete(scratch, recursive: true);
         return diffed;
     }
+
+    /// <summary>The identifiers gcc quotes in its errors (‘name’ or 'name').</summary>
+    private static IReadOnlySet<string> QuotedIdentifiers(string errors) =>
+        QuotedIdentifier().Matches(errors).Select(m => m.Groups[1].Value).ToHashSet(StringComparer.Ordinal);
+
+    private readonly ConcurrentDictionary<string, IReadOnlySet<string>> _changedIdentifiers = new(StringComparer.Ordinal);
+
+    /// <summary>The identifiers on the added and removed lines of a changed file's patch.</summary>
+    private IReadOnlySet<string> ChangedIdentifiers(string path) => _changedIdentifiers.GetOrAdd(path, _ =>
+        File.ReadLines(difference.PatchPath(difference.Files.Single(f => f.Path == path)))
+            .Where(line => line.Length > 0 && line[0] is '+' or '-' && !line.StartsWith("+++", StringComparison.Ordinal)
+                && !line.StartsWith("---", StringComparison.Ordinal))
+            .SelectMany(line => Identifier().Matches(line).Select(m => m.Value)).ToHashSet(StringComparer.Ordinal));
+
+    [System.Text.RegularExpressions.GeneratedRegex("[‘']([A-Za-z_][A-Za-z0-9_]*)[’']")]
+    private static partial System.Text.RegularExpressions.Regex QuotedIdentifier();
+
+    [System.Text.RegularExpressions.GeneratedRegex("[A-Za-z_][A-Za-z0-9_]*")]
+    private static partial System.Text.RegularExpressions.Regex Identifier();
 
     /// <summary>The units of files compiled in shared makes with the given header changes applied before their fixes.</summary>
     private async Task<(IReadOnlySet<string> Compiled, IReadOnlyDictionary<string, string?> Errors)> CompileWithHeadersAsync(

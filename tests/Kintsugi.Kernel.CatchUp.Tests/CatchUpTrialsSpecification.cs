@@ -194,6 +194,7 @@ public sealed class CatchUpTrialsSpecification
 
         var refused = trials["fs/proc/cmdline.c"];
         Assert.Equal((FileOutcome.Refused, "header-layout"), (refused.Outcome, refused.Rule));
+        Assert.Contains("include/linux/seq_file.h (its errors name quiet)", refused.Reason, StringComparison.Ordinal);
         Assert.Contains("include/linux/seq_file.h changes the layout of struct seq_file", refused.Reason, StringComparison.Ordinal);
     }
 

@@ -7,10 +7,8 @@
 # The lab boots it as its root disk (LabRunSpec.RootDisk): the initramfs mounts it and hands over to systemd.
 set -euo pipefail
 cache="${KINTSUGI_CACHE:-/var/cache/kintsugi}/lab/systemd-root"
-# gpg and gpg-agent: the server package's apt signing key; curl: a machine fetching that key and publishing a .deb;
-# ansible-core and python3-apt: the deployment playbook (docs/deploy) run in the guest with Ansible's local connection.
+# gpg and gpg-agent: the server package's apt signing key; curl: a machine fetching that key and publishing a .deb.
 include="systemd,systemd-sysv,udev,dbus,kmod,libssl3,adduser,init-system-helpers,procps,ca-certificates,gpg,gpg-agent,curl"
-include="$include,python3,python3-apt,ansible-core"
 key=$(sha256sum "${BASH_SOURCE[0]}" | cut -c1-16)
 image="$cache/bookworm-$key.img"
 mkdir -p "$cache"
@@ -26,8 +24,7 @@ mkdir -p "$cache"
   root="$staging/root"
   rm -rf "$root/var/cache/apt/archives"/*.deb "$root/var/lib/apt/lists"/*_Packages
   echo kintsugi-lab > "$root/etc/hostname"
-  # minbase leaves /etc/hosts empty: localhost for both families, and the machine's own name.
-  printf '127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n127.0.1.1 kintsugi-lab\n' > "$root/etc/hosts"
+  echo "127.0.1.1 kintsugi-lab" >> "$root/etc/hosts"
   # The initramfs mounts this disk read-write before handing over; systemd-remount-fs reads this line.
   echo "/dev/vda / ext4 rw,errors=remount-ro 0 1" > "$root/etc/fstab"
   # A machine id of its own: an empty one would make systemd's first boot prompt on the console (systemd-firstboot).

@@ -177,8 +177,10 @@ public sealed class ServerClient(HttpClient http, Uri server, string agentVersio
                 ? header.Delta ?? (header.Date is { } date ? date - DateTimeOffset.UtcNow : null) : null;
             return new Exchange(response.StatusCode, response.ReasonPhrase, retryAfter, buffer.ToArray());
         }
-        catch (HttpRequestException e) { throw new ServerUnavailableException($"cannot reach {server}: {e.Message}",
-            null, e); }
+        catch (HttpRequestException e)
+        {
+            throw new ServerUnavailableException($"cannot reach {server}: {TransportFailure.Describe(e)}", null, e);
+        }
         catch (IOException e) { throw new ServerUnavailableException($"{what}: the connection to {server} failed: " +
             $"{e.Message}", null, e); }
         catch (OperationCanceledException e) when (!cancellation.IsCancellationRequested)

@@ -112,7 +112,8 @@ internal static class ServerCommands
             try { response = await http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead); }
             catch (HttpRequestException e)
             {
-                throw new ServerRequestException($"cannot reach the server at {BaseAddress}: {e.Message}" +
+                throw new ServerRequestException(
+                    $"cannot reach the server at {BaseAddress}: {TransportFailure.Describe(e)}" +
                     (e.InnerException is not System.Security.Authentication.AuthenticationException ? ""
                         : pin?.LastRefusal is { } why ? $" ({why})"
                         : " (its certificate is not trusted: pass --ca with its tls/server.crt)"),

@@ -98,6 +98,26 @@ public sealed class ServerClientSpecification : IDisposable
     }
 
     [Fact]
+    public async Task A_connection_closed_before_the_answer_is_reported_with_its_cause()
+    {
+        // A peer that reads the request and hangs up: HttpClient says only "An error occurred while sending the
+        // request"; the user must also see why.
+        using var listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        listener.Start();
+        var hangUp = Task.Run(async () =>
+        {
+            using var peer = await listener.AcceptTcpClientAsync();
+            await peer.GetStream().ReadAtLeastAsync(new byte[4096], 1);
+        });
+        var address = new Uri($"http://127.0.0.1:{((System.Net.IPEndPoint)listener.LocalEndpoint).Port}/");
+        var error = await Assert.ThrowsAsync<ServerUnavailableException>(() =>
+            new ServerClient(_http, address, "0.1.0").CheckInAsync("kmc", CheckIn(PatchState.Applied), default));
+        await hangUp;
+        Assert.Equal($"cannot reach {address}: An error occurred while sending the request: The response ended " +
+            "prematurely. (ResponseEnded)", error.Message);
+    }
+
+    [Fact]
     public async Task A_downloaded_bundle_must_have_the_digest_it_was_offered_under()
     {
         var real = "the real bundle"u8.ToArray();

@@ -7,7 +7,8 @@ namespace Kintsugi.User.Tests;
 /// configures it as Debian's build does (its dh sequence up to the configure step, the headers the build generates),
 /// and compiles each touched unit with the command the package's own build uses for it. Debian's libcrypto of
 /// openssl 3.0.20-1~deb12u2 (bookworm main; not the installed version, so its binary is fetched too) is patched in
-/// a running process with the result.
+/// a running process with the result. The first run downloads the source (about 15 MB) and configures it (minutes):
+/// run with <c>KINTSUGI_USER_PACKAGES=1</c>.
 /// </summary>
 public sealed class PackageBuildSpecification : IDisposable
 {
@@ -18,7 +19,7 @@ public sealed class PackageBuildSpecification : IDisposable
 
     public void Dispose() => _programs.Dispose();
 
-    [Fact]
+    [PackageBuildFact]
     public async Task A_fix_to_libcrypto_is_built_from_the_package_alone_and_replaces_the_function_in_a_process()
     {
         var messages = new List<string>();
@@ -86,4 +87,17 @@ public sealed class PackageBuildSpecification : IDisposable
 
     private static string Fixture(string name) =>
         Path.Combine(AppContext.BaseDirectory, "Fixtures", "openssl", name);
+}
+
+/// <summary>A fact run only with <c>KINTSUGI_USER_PACKAGES=1</c>.</summary>
+public sealed class PackageBuildFactAttribute : FactAttribute
+{
+    public const string Variable = "KINTSUGI_USER_PACKAGES";
+
+    public PackageBuildFactAttribute()
+    {
+        if (Environment.GetEnvironmentVariable(Variable) != "1")
+            Skip = $"fetches and configures Debian's openssl source once (minutes, debhelper needed): run with " +
+                $"{Variable}=1";
+    }
 }

@@ -13,7 +13,8 @@ internal static class StatusCommand
         var format = new Option<string>("--format")
             { Description =
             "text, json (as --json), openvex (an OpenVEX document: the CVEs the applied level fixes) or prometheus " +
-            "(a node_exporter textfile); both count user-space patches and CVEs too", DefaultValueFactory = _ => "text" };
+            "(a node_exporter textfile); both count user-space patches and CVEs too",
+            DefaultValueFactory = _ => "text" };
         format.AcceptOnlyFromAmong("text", "json", "openvex", "prometheus");
         var output = new Option<FileInfo?>("--output", "-o")
             { Description = "Write to this file instead (atomically: a collector reading it never sees half a file)" };

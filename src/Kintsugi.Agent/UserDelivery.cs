@@ -62,8 +62,11 @@ public sealed class UserDelivery(string directory, PatcherOptions options, Actio
     public IReadOnlyList<UserObjectState> LastStates()
     {
         if (!File.Exists(StatePath)) return [];
-        try { return JsonSerializer.Deserialize(File.ReadAllBytes(StatePath), UserStateJson.Default.ListUserObjectState)
-            ?? []; }
+        try
+        {
+            return JsonSerializer.Deserialize(File.ReadAllBytes(StatePath), UserStateJson.Default.ListUserObjectState)
+            ?? [];
+        }
         catch (JsonException) { return []; }
     }
 

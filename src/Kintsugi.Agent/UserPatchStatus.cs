@@ -78,7 +78,8 @@ public static class UserPatchStatuses
             return LoadedObject.Find(ProcessMaps.Read(pid), memory).FirstOrDefault(o => o.BuildId == id)?.FileName;
         }
         catch (Exception e) when (e is UserPatchException or IOException
-            or UnauthorizedAccessException) { return null; }
+            or UnauthorizedAccessException)
+        { return null; }
     }
 
     private static string CommandOf(int pid)

@@ -11,13 +11,15 @@ internal static class StatusCommand
     {
         var json = Cli.Json();
         var format = new Option<string>("--format")
-            { Description =
+        {
+            Description =
             "text, json (as --json), openvex (an OpenVEX document: the CVEs the applied level fixes) or prometheus " +
             "(a node_exporter textfile); both count user-space patches and CVEs too",
-            DefaultValueFactory = _ => "text" };
+            DefaultValueFactory = _ => "text"
+        };
         format.AcceptOnlyFromAmong("text", "json", "openvex", "prometheus");
         var output = new Option<FileInfo?>("--output", "-o")
-            { Description = "Write to this file instead (atomically: a collector reading it never sees half a file)" };
+        { Description = "Write to this file instead (atomically: a collector reading it never sees half a file)" };
         var command = new Command("status",
             "Show this machine's kernel, its effective version, the applied level and the CVEs it fixes, and its " +
             "livepatches in the shared state vocabulary") { json, format, output };

@@ -48,18 +48,22 @@ internal static class UserCommands
     { Description = $"Only this process (repeatable); default: {what}", AllowMultipleArgumentsPerToken = false };
 
     private static Option<int> TimeoutOption() => new("--busy-timeout")
-    { Description = "Milliseconds to keep retrying while a thread is inside a function being replaced",
-        DefaultValueFactory = _ => 5000 };
+    {
+        Description = "Milliseconds to keep retrying while a thread is inside a function being replaced",
+        DefaultValueFactory = _ => 5000
+    };
 
     private static Command Apply()
     {
         var file = new Argument<FileInfo>("patch")
-            { Description = "The user-space patch file (built by kintsugi user build)" };
+        { Description = "The user-space patch file (built by kintsugi user build)" };
         var pids = PidOption("every process that maps the patch's object (found by build-id)");
         var timeout = TimeoutOption();
         var replace = new Option<bool>("--replace")
-            { Description = "Take out every other patch of the same object in the same pause (a new cumulative " +
-                "level): no thread runs the shipped code in between" };
+        {
+            Description = "Take out every other patch of the same object in the same pause (a new cumulative " +
+                "level): no thread runs the shipped code in between"
+        };
         var json = Cli.Json();
         var command = new Command("apply",
             "Apply a patch to running processes: every thread is stopped for the pause shown, and the process keeps " +
@@ -93,7 +97,7 @@ internal static class UserCommands
     private static Command Revert()
     {
         var file = new Argument<FileInfo?>("patch")
-            { Description = "The patch to revert; without it, --all", Arity = ArgumentArity.ZeroOrOne };
+        { Description = "The patch to revert; without it, --all", Arity = ArgumentArity.ZeroOrOne };
         var all = new Option<bool>("--all") { Description = "Revert every Kintsugi patch in the selected processes" };
         var pids = PidOption("every process the patch is applied in");
         var timeout = TimeoutOption();
@@ -202,29 +206,39 @@ internal static class UserCommands
     private static Command Build()
     {
         var obj = new Argument<FileInfo>("object")
-            { Description = "The exact shipped ELF object (executable or shared library, with its symbols)" };
+        { Description = "The exact shipped ELF object (executable or shared library, with its symbols)" };
         var source = new Option<DirectoryInfo?>("--source")
-            { Description = "The source tree the object was built from; default: fetched (--package, or the " +
+        {
+            Description = "The source tree the object was built from; default: fetched (--package, or the " +
                 "installed " +
-                "package owning the object)" };
+                "package owning the object)"
+        };
         var package = new Option<string?>("--package")
-            { Description = "PACKAGE=VERSION: fetch that exact source with apt-get source (private apt state, cached " +
+        {
+            Description = "PACKAGE=VERSION: fetch that exact source with apt-get source (private apt state, cached " +
                 "by " +
-                "content) and read its build flags from debian/rules" };
+                "content) and read its build flags from debian/rules"
+        };
         var fix = new Option<FileInfo>("--fix")
-            { Description = "The fix, a unified diff against the source tree (patch -p1)", Required = true };
+        { Description = "The fix, a unified diff against the source tree (patch -p1)", Required = true };
         var flags = new Option<string?>("--cflags")
-            { Description = "The compiler flags the distribution used; default: dpkg-buildflags' CPPFLAGS and CFLAGS " +
-                "with the settings of the package's debian/rules" };
+        {
+            Description = "The compiler flags the distribution used; default: dpkg-buildflags' CPPFLAGS and CFLAGS " +
+                "with the settings of the package's debian/rules"
+        };
         var installDependencies = new Option<bool>("--install-build-deps")
-            { Description = "Install the package's missing build dependencies (apt-get build-dep) to configure its " +
-                "source as Debian built it" };
+        {
+            Description = "Install the package's missing build dependencies (apt-get build-dep) to configure its " +
+                "source as Debian built it"
+        };
         var directory = new Option<string>("--directory", "-C")
-            { Description = "Where the build compiled from, relative to the source tree",
-            DefaultValueFactory = _ => "." };
+        {
+            Description = "Where the build compiled from, relative to the source tree",
+            DefaultValueFactory = _ => "."
+        };
         var name = new Option<string?>("--name") { Description = "The patch's name; default: the fix's file name" };
         var output = new Option<FileInfo?>("--output", "-o")
-            { Description = "Where to write the patch; default: NAME.kup.json" };
+        { Description = "Where to write the patch; default: NAME.kup.json" };
         var json = Cli.Json();
         var command = new Command("build",
             "Build a user-space patch for one exact object from a source fix, proven against the shipped code")

@@ -234,8 +234,11 @@ internal sealed class FileLock : IDisposable
     {
         while (true)
         {
-            try { return new FileLock(
-                new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None)); }
+            try
+            {
+                return new FileLock(
+                new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None));
+            }
             catch (IOException) { await Task.Delay(200, cancellation); }
         }
     }

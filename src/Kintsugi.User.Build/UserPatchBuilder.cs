@@ -39,8 +39,11 @@ public sealed partial class UserPatchBuilder(Action<string>? progress = null)
     {
         var phases = new Dictionary<string, double>();
         var clock = Stopwatch.StartNew();
-        void Phase(string name) { phases[name] = clock.Elapsed.TotalSeconds; clock.Restart(); progress?.Invoke(
-            $"{name} done"); }
+        void Phase(string name)
+        {
+            phases[name] = clock.Elapsed.TotalSeconds; clock.Restart(); progress?.Invoke(
+            $"{name} done");
+        }
 
         var target = ElfImage.Load(request.ObjectPath);
         var buildId = target.BuildId ?? throw new UserBuildException($"{request.ObjectPath} has no GNU build-id; a " +

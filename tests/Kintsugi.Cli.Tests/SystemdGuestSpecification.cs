@@ -40,15 +40,15 @@ public sealed class SystemdGuestSpecification(DebianPackages packages) : IDispos
 
     private byte[] SignedLevel1(KernelUnderTest kernel) =>
         Bundle.Create(File.ReadAllBytes(kernel.Modules[Module]), new BundleDescription
-    {
-        Target = kernel.Kernel.Target,
-        CumulativeLevel = 1,
-        Fixes = [new BundleFix("CVE-2024-1086", [new CveReference(CveId.Parse("CVE-2024-1086"), CveSeverity.High,
+        {
+            Target = kernel.Kernel.Target,
+            CumulativeLevel = 1,
+            Fixes = [new BundleFix("CVE-2024-1086", [new CveReference(CveId.Parse("CVE-2024-1086"), CveSeverity.High,
         new DateOnly(2024, 1, 31))], "netfilter: nf_tables: reject QUEUE/DROP verdict parameters")],
-        PatchedFunctions = [new PatchedFunction("vmlinux", "cmdline_proc_show")],
-        CreatedAt = DateTimeOffset.UtcNow,
-        BuilderVersion = "0.1.0",
-    }, _publisher).ToArray();
+            PatchedFunctions = [new PatchedFunction("vmlinux", "cmdline_proc_show")],
+            CreatedAt = DateTimeOffset.UtcNow,
+            BuilderVersion = "0.1.0",
+        }, _publisher).ToArray();
 
     private static int ReturnCode(string output, string label)
     {

@@ -133,8 +133,11 @@ public sealed partial class UserPatchBuilder(Action<string>? progress = null)
                 "with the package's flags");
         UserBuildException? first = null;
         var clock = Stopwatch.StartNew();
-        void Add(string phase) { phases[phase] = phases.GetValueOrDefault(phase) + clock.Elapsed.TotalSeconds;
-            clock.Restart(); }
+        void Add(string phase)
+        {
+            phases[phase] = phases.GetValueOrDefault(phase) + clock.Elapsed.TotalSeconds;
+            clock.Restart();
+        }
         for (var c = 0; c < commands.Count; c++)
         {
             var name = $"{unit.Replace('/', '_')}.{c}";

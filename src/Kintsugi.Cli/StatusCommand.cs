@@ -14,7 +14,7 @@ internal static class StatusCommand
         {
             Description =
             "text, json (as --json), openvex (an OpenVEX document: the CVEs the applied level fixes) or prometheus " +
-            "(a node_exporter textfile)",
+            "(a node_exporter textfile); both count user-space patches and CVEs too",
             DefaultValueFactory = _ => "text"
         };
         format.AcceptOnlyFromAmong("text", "json", "openvex", "prometheus");
@@ -41,10 +41,9 @@ internal static class StatusCommand
                 var text = chosen switch
                 {
                     "json" => Json(status, UserPatches()) + "\n",
-                    "openvex" =>
-                        StatusReports.OpenVex(status, File.ReadAllText("/proc/sys/kernel/hostname").Trim(),
-                        $"kintsugi {Cli.Version}", DateTimeOffset.UtcNow).ToJson() + "\n",
-                    _ => StatusReports.Prometheus(status),
+                    "openvex" => OpenVex(status, UserPatches(),
+                        File.ReadAllText("/proc/sys/kernel/hostname").Trim()).ToJson() + "\n",
+                    _ => StatusReports.Prometheus(status) + UserStatusReports.Prometheus(UserPatches()),
                 };
                 if (parse.GetValue(output) is { } file) AtomicFile.WriteText(file.FullName, text);
                 else Console.Write(text);
@@ -81,6 +80,15 @@ internal static class StatusCommand
             return Task.FromResult(0);
         });
         return command;
+    }
+
+    /// <summary>The kernel's statements and those of the user-space patches running here, in one document.</summary>
+    internal static OpenVexDocument OpenVex(MachineStatus status, IReadOnlyList<UserPatchStatus> userPatches,
+        string hostname)
+    {
+        var kernel = StatusReports.OpenVex(status, hostname, $"kintsugi {Cli.Version}", DateTimeOffset.UtcNow);
+        return OpenVexDocument.Create(kernel.Author, kernel.Tooling,
+            [.. kernel.Statements, .. UserStatusReports.OpenVexStatements(userPatches, hostname)], kernel.Timestamp);
     }
 
     private static IReadOnlyList<UserPatchStatus> UserPatches() =>

@@ -59,18 +59,25 @@ internal static class UserCommands
         { Description = "The user-space patch file (built by kintsugi user build)" };
         var pids = PidOption("every process that maps the patch's object (found by build-id)");
         var timeout = TimeoutOption();
+        var replace = new Option<bool>("--replace")
+        {
+            Description = "Take out every other patch of the same object in the same pause (a new cumulative " +
+                "level): no thread runs the shipped code in between"
+        };
         var json = Cli.Json();
         var command = new Command("apply",
             "Apply a patch to running processes: every thread is stopped for the pause shown, and the process keeps " +
             "running")
-            { file, pids, timeout, json };
+            { file, pids, timeout, replace, json };
         command.Action = Cli.Run(parse =>
         {
             var patch = UserPatch.Load(parse.GetValue(file)!.FullName);
             var targets = Targets(parse.GetValue(pids), patch.Target.BuildId);
             var patcher = new UserPatcher(Options(parse.GetValue(timeout)), parse.GetValue(Cli.Verbose) ? Cli.Progress
                 : null);
-            var results = targets.Select(pid => patcher.Apply(pid, patch)).ToList();
+            Func<AppliedPatch, bool>? replacing = parse.GetValue(replace)
+                ? a => a.Target == patch.Target.BuildId && a.PatchId != patch.IdHex : null;
+            var results = targets.Select(pid => patcher.Apply(pid, patch, replacing)).ToList();
             if (parse.GetValue(pids) is not { Length: > 0 })
             {
                 // A process forked during the pass by a parent not yet patched (a server's new worker) was not in the
@@ -79,7 +86,7 @@ internal static class UserCommands
                 {
                     var late = Targets(null, patch.Target.BuildId).Except(results.Select(r => r.Pid)).ToList();
                     if (late.Count == 0) break;
-                    results.AddRange(late.Select(pid => patcher.Apply(pid, patch)));
+                    results.AddRange(late.Select(pid => patcher.Apply(pid, patch, replacing)));
                 }
             }
             return Task.FromResult(Report(patch, results, parse.GetValue(json), ProcessOutcome.Applied));
@@ -219,6 +226,11 @@ internal static class UserCommands
             Description = "The compiler flags the distribution used; default: dpkg-buildflags' CPPFLAGS and CFLAGS " +
                 "with the settings of the package's debian/rules"
         };
+        var installDependencies = new Option<bool>("--install-build-deps")
+        {
+            Description = "Install the package's missing build dependencies (apt-get build-dep) to configure its " +
+                "source as Debian built it"
+        };
         var directory = new Option<string>("--directory", "-C")
         {
             Description = "Where the build compiled from, relative to the source tree",
@@ -230,13 +242,14 @@ internal static class UserCommands
         var json = Cli.Json();
         var command = new Command("build",
             "Build a user-space patch for one exact object from a source fix, proven against the shipped code")
-            { obj, source, package, fix, flags, directory, name, output, json };
+            { obj, source, package, fix, flags, directory, name, output, installDependencies, json };
         command.Action = Cli.Run(async parse =>
         {
             var fixFile = parse.GetValue(fix)!;
             var patchName = parse.GetValue(name) ?? Path.GetFileNameWithoutExtension(fixFile.Name);
             string tree;
             IReadOnlyList<string>? packageFlags = null;
+            Kintsugi.User.Build.ConfiguredSource? configured = null;
             if (parse.GetValue(source) is { } given)
             {
                 if (parse.GetValue(package) is not null)
@@ -252,6 +265,13 @@ internal static class UserCommands
                     Cli.Progress).PrepareAsync(wanted);
                 Cli.Progress($"source of {wanted}: {prepared.Tree}");
                 (tree, packageFlags) = (prepared.Tree, prepared.CompilerFlags);
+                // Given flags mean the user knows how the units compile; otherwise the package's build says it.
+                if (parse.GetValue(flags) is null)
+                {
+                    configured = await new Kintsugi.User.Build.SourceConfigurator(Cli.Progress)
+                        .ConfigureAsync(prepared, parse.GetValue(installDependencies));
+                    tree = configured.Tree;
+                }
             }
             var cflags = parse.GetValue(flags) ?? (packageFlags is not null ? string.Join(' ', packageFlags)
                 : string.Join(' ', await Kintsugi.User.Build.DebianSource.BuildFlagsAsync(tree)));
@@ -259,7 +279,7 @@ internal static class UserCommands
                 new Kintsugi.User.Build.UserBuildRequest(parse.GetValue(obj)!.FullName, tree, fixFile.FullName,
                 cflags.Split(' ', StringSplitOptions.RemoveEmptyEntries), patchName, parse.GetValue(output)?.FullName
                     ?? Path.GetFullPath(patchName + ".kup.json"),
-                WorkingDirectory: parse.GetValue(directory)!);
+                WorkingDirectory: parse.GetValue(directory)!, Configured: configured);
             var result = await new Kintsugi.User.Build.UserPatchBuilder(Cli.Progress).BuildAsync(request);
             if (parse.GetValue(json)) { Cli.WriteJson(result, UserCliJson.Default.UserBuildResult); return 0; }
             Console.WriteLine($"{result.OutputPath}: replaces {string.Join(", ", result.Functions)} in build-id " +

@@ -321,4 +321,8 @@ public sealed class
     public UserBuildException(string message, Exception inner) : this(message, ExitCode.InputRefused, inner) { }
 
     public override ExitCode ExitCode { get; } = exitCode;
+
+    /// <summary>The rule that refused the build, when the builder acts on it (<c>fidelity</c>: another compile command
+    /// may make the shipped code).</summary>
+    public string? Rule { get; init; }
 }

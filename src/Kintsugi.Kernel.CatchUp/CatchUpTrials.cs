@@ -270,19 +270,30 @@ internal sealed partial class CatchUpTrials(BuildTarget target, KernelSourceTree
                 if (after.For(file.Key) is null && file.Units is [var unit] && unit.SourcePath == file.File.Path)
                     PristineObjectCache.CopyUnit(Path.Combine(_work, file.Key, "after"), Path.Combine(after.Directory, file.Key),
                         unit.ObjectPath);
-                var diffs = UnitDiffing.DiffAll(compiled, _exports, objtoolAtLink);
-                UnitDiffing.ThrowIfRefused(diffs);
-                var changed = diffs.Where(d => d.Contributes).ToList();
-                if (changed.Count == 0)
-                    return new FileTrial(file.Key, FileOutcome.NoCode, [], null, null, null, null,
-                        $"compiled before and after ({string.Join(", ", file.Units.Select(u => u.ObjectPath))}): the machine code is the same" +
-                        string.Concat(diffs.SelectMany(d => d.Notes).Select(n => "; " + n)));
-                diffed.Add(new Diffed(file, changed, after.CompanionsOf(file.Key)));
-                return null;
+                return Compare(file, compiled, after.CompanionsOf(file.Key), objtoolAtLink, diffed.Add);
             });
             if (outcome is not null) Finish(file.File, outcome);
         });
         return ([.. diffed], [.. uncompiled]);
+    }
+
+    /// <summary>
+    /// A file's units compared before and after: refused by the differ's rules, no code when nothing contributes,
+    /// otherwise handed on (<paramref name="diffed"/>) for the fidelity proof and resolution.
+    /// </summary>
+    private FileTrial? Compare(Scoped file, IReadOnlyList<CompiledUnit> compiled, IReadOnlyList<string> companions,
+        bool objtoolAtLink, Action<Diffed> diffed)
+    {
+        var diffs = UnitDiffing.DiffAll(compiled, _exports, objtoolAtLink);
+        UnitDiffing.ThrowIfRefused(diffs);
+        var changed = diffs.Where(d => d.Contributes).ToList();
+        if (changed.Count == 0)
+            return new FileTrial(file.Key, FileOutcome.NoCode, [], null, null, null, null,
+                $"compiled before and after ({string.Join(", ", file.Units.Select(u => u.ObjectPath))})" +
+                (companions.Count > 0 ? $" with the additions of {string.Join(", ", companions)}" : "") +
+                ": the machine code is the same" + string.Concat(diffs.SelectMany(d => d.Notes).Select(n => "; " + n)));
+        diffed(new Diffed(file, changed, companions));
+        return null;
     }
 
     /// <summary>
@@ -324,14 +335,7 @@ internal sealed partial class CatchUpTrials(BuildTarget target, KernelSourceTree
             {
                 var compiled = await UnitCompilation.CompileAsync(target, tree, file.Units, file.Inputs.Patches,
                     Path.Combine(_work, file.Key), new StageClock(_ => { }), cancellation, precompiledAfter: after.For(file.Key));
-                var diffs = UnitDiffing.DiffAll(compiled, _exports, objtoolAtLink);
-                UnitDiffing.ThrowIfRefused(diffs);
-                var changed = diffs.Where(d => d.Contributes).ToList();
-                if (changed.Count == 0)
-                    return new FileTrial(file.Key, FileOutcome.NoCode, [], null, null, null, null,
-                        $"compiled before and after with the additions of {string.Join(", ", companions)}: the machine code is the same");
-                diffed.Add(new Diffed(file, changed, companions));
-                return null;
+                return Compare(file, compiled, companions, objtoolAtLink, diffed.Add);
             });
             if (outcome is not null) Finish(file.File, outcome);
         }
@@ -388,18 +392,11 @@ internal sealed partial class CatchUpTrials(BuildTarget target, KernelSourceTree
 
     private readonly ConcurrentDictionary<string, IReadOnlySet<string>> _changedIdentifiers = new(StringComparer.Ordinal);
 
-    /// <summary>The identifiers on the added and removed lines of a changed file's patch.</summary>
-    private IReadOnlySet<string> ChangedIdentifiers(string path) => _changedIdentifiers.GetOrAdd(path, _ =>
-        File.ReadLines(difference.PatchPath(difference.Files.Single(f => f.Path == path)))
-            .Where(line => line.Length > 0 && line[0] is '+' or '-' && !line.StartsWith("+++", StringComparison.Ordinal)
-                && !line.StartsWith("---", StringComparison.Ordinal))
-            .SelectMany(line => Identifier().Matches(line).Select(m => m.Value)).ToHashSet(StringComparer.Ordinal));
+    private IReadOnlySet<string> ChangedIdentifiers(string path) => _changedIdentifiers.GetOrAdd(path,
+        _ => difference.IdentifiersOnChangedLines(difference.Files.Single(f => f.Path == path)));
 
     [System.Text.RegularExpressions.GeneratedRegex("[‘']([A-Za-z_][A-Za-z0-9_]*)[’']")]
     private static partial System.Text.RegularExpressions.Regex QuotedIdentifier();
-
-    [System.Text.RegularExpressions.GeneratedRegex("[A-Za-z_][A-Za-z0-9_]*")]
-    private static partial System.Text.RegularExpressions.Regex Identifier();
 
     /// <summary>The units of files compiled in shared makes with the given header changes applied before their fixes.</summary>
     private async Task<(IReadOnlySet<string> Compiled, IReadOnlyDictionary<string, string?> Errors)> CompileWithHeadersAsync(

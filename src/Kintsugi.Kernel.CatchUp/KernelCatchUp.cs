@@ -123,6 +123,7 @@ public sealed partial class KernelCatchUp(DebianKernelArchive archive, string ca
         var name = request.Name ?? (request.BaseDirectory is null ? "catchup_" + NotIdentifier().Replace(difference.To.Version, "_") : null);
         var covered = cves.Where(c => c.Status == CveStatus.Covered).Select(c => c.Id).ToList();
         var directory = Path.Combine(output, "module");
+        var changed = built.Select(f => difference.Files.Single(c => c.Path == f.Path)).ToList();
         // Headers whose additions some built fixes use are applied with the fixes, as context: they select no unit.
         var context = built.SelectMany(f => f.Companions ?? []).Distinct(StringComparer.Ordinal)
             .Select(path => difference.Files.Single(c => c.Path == path)).ToList();
@@ -130,8 +131,7 @@ public sealed partial class KernelCatchUp(DebianKernelArchive archive, string ca
         if (File.Exists(Path.Combine(directory, "manifest.json")) && request.BaseDirectory is null)
         {
             var existing = BuildManifest.Read(Path.Combine(directory, "manifest.json"));
-            var wanted = built.Select(f => difference.Files.Single(c => c.Path == f.Path)).Concat(context)
-                .Select(c => c.PatchSha256).Order(StringComparer.Ordinal);
+            var wanted = changed.Concat(context).Select(c => c.PatchSha256).Order(StringComparer.Ordinal);
             if (existing.Target.BuildId == kernel.BuildId.ToString() && existing.Patches.Select(p => p.Sha256).Order(StringComparer.Ordinal).SequenceEqual(wanted)
                 && File.Exists(Path.Combine(directory, existing.Module + ".ko")))
             {
@@ -141,7 +141,6 @@ public sealed partial class KernelCatchUp(DebianKernelArchive archive, string ca
             }
         }
         progress($"linking {built.Count} built file(s) into one module");
-        var changed = built.Select(f => difference.Files.Single(c => c.Path == f.Path)).ToList();
         var reusable = CatchUpTrials.ReusableAfterObjects(output, tree, [.. changed.Select(c => (c, TrialKey(kernel, c, request)))]);
         progress($"{reusable.Units} unit(s) compiled with their fixes by the trials are used as they are");
         // --max-units bounded each file's units in its trial; together, an update's files compile hundreds of units.

@@ -1,6 +1,3 @@
-using System.Globalization;
-using System.Text;
-
 namespace Kintsugi.Agent;
 
 /// <summary>
@@ -47,35 +44,28 @@ public static class UserStatusReports
     /// <summary>The Prometheus text exposition of the user-space patches (appended to the kernel's).</summary>
     public static string Prometheus(IReadOnlyList<UserPatchStatus> patches)
     {
-        var o = new StringBuilder();
-        void Metric(string name, string help, IEnumerable<(string Labels, double Value)> samples)
-        {
-            o.Append(CultureInfo.InvariantCulture, $"# HELP {name} {help}\n# TYPE {name} gauge\n");
-            foreach (var (labels, value) in samples)
-                o.Append(CultureInfo.InvariantCulture,
-                    $"{name}{(labels.Length > 0 ? "{" + labels + "}" : "")} {value}\n");
-        }
+        var o = new PrometheusText();
         string Of(UserPatchStatus p) => $"name=\"{Label(p.Name)}\",object=\"{Label(p.Object ?? "")}\"";
-        Metric("kintsugi_user_patches_applied", "User-space patches running in at least one process.",
+        o.Gauge("kintsugi_user_patches_applied", "User-space patches running in at least one process.",
             [("", patches.Count)]);
-        Metric("kintsugi_user_patch_info", "A user-space patch running here: its object, build-id, package, level.",
+        o.Gauge("kintsugi_user_patch_info", "A user-space patch running here: its object, build-id, package, level.",
             patches.Select(p => ($"{Of(p)},build_id=\"{p.BuildId}\",package=\"{Label(p.Package ?? "")}\"," +
                 $"package_version=\"{Label(p.PackageVersion ?? "")}\",level=\"{p.Level?.ToString() ?? ""}\"", 1.0)));
-        Metric("kintsugi_user_patch_processes", "Processes running the patch.",
+        o.Gauge("kintsugi_user_patch_processes", "Processes running the patch.",
             patches.Select(p => (Of(p), (double)p.Processes.Count)));
-        Metric("kintsugi_user_patch_processes_unpatched",
+        o.Gauge("kintsugi_user_patch_processes_unpatched",
             "Processes that map the patched object without the patch (the vulnerable code still runs there).",
             patches.Select(p => (Of(p), (double)(p.Unpatched?.Count ?? 0))));
         var cves = patches.SelectMany(p => p.Cves.Select(cve => (Cve: cve, Patch: p))).ToList();
-        Metric("kintsugi_user_cves_fixed",
+        o.Gauge("kintsugi_user_cves_fixed",
             "CVEs fixed in every process that maps the object they are in (by an agent's bundle).",
             [("", cves.Where(c => (c.Patch.Unpatched?.Count ?? 0) == 0).Select(c => c.Cve).Distinct().Count())]);
-        Metric("kintsugi_user_cve_fixed",
+        o.Gauge("kintsugi_user_cve_fixed",
             "A CVE a user-space patch fixes: 1 when every process mapping the object runs it, 0 when some do not.",
             cves.Select(c => ($"cve=\"{Label(c.Cve)}\",object=\"{Label(c.Patch.Object ?? "")}\"," +
                 $"package=\"{Label(c.Patch.Package ?? "")}\"", (c.Patch.Unpatched?.Count ?? 0) == 0 ? 1.0 : 0.0)));
         return o.ToString();
     }
 
-    private static string Label(string value) => value.Replace("\\", "\\\\").Replace("\"", "\\\"").Replace("\n", "\\n");
+    private static string Label(string value) => PrometheusText.Label(value);
 }

@@ -16,9 +16,7 @@ public sealed class CatchUpTrialsSpecification
     [Fact]
     public async Task The_fixes_of_several_C_files_compile_in_one_make_and_each_keeps_the_outcome_it_has_alone()
     {
-        var target = await DebianBuildTarget.FetchAsync(new DebianKernelArchive(DebianKernelArchive.DefaultCacheRoot),
-            TestKernels.Debian12Cloud61, () => throw new InvalidOperationException("trials boot nothing"), default);
-        var tree = await target.PrepareAsync(_ => { }, default);
+        var (target, tree) = await Kernel61Async("trials boot nothing");
         using var directory = new TemporaryDirectory();
         using var output = new TemporaryDirectory();
         await ApplyAsync(tree, directory, "meminfo", "fs/proc/meminfo.c");                 // vmlinux
@@ -50,9 +48,7 @@ public sealed class CatchUpTrialsSpecification
     [Fact]
     public async Task A_shared_make_in_which_every_fix_fails_refuses_each_with_its_own_error()
     {
-        var target = await DebianBuildTarget.FetchAsync(new DebianKernelArchive(DebianKernelArchive.DefaultCacheRoot),
-            TestKernels.Debian12Cloud61, () => throw new InvalidOperationException("nothing compiles, nothing boots"), default);
-        var tree = await target.PrepareAsync(_ => { }, default);
+        var (target, tree) = await Kernel61Async("nothing compiles, nothing boots");
         using var directory = new TemporaryDirectory();
         using var output = new TemporaryDirectory();
         Break(tree, directory, "fs/proc/cmdline.c");
@@ -74,9 +70,7 @@ public sealed class CatchUpTrialsSpecification
     [Fact]
     public async Task A_file_that_only_adds_a_function_nothing_calls_is_refused_not_built()
     {
-        var target = await DebianBuildTarget.FetchAsync(new DebianKernelArchive(DebianKernelArchive.DefaultCacheRoot),
-            TestKernels.Debian12Cloud61, () => throw new InvalidOperationException("the symbol table is cached by then"), default);
-        var tree = await target.PrepareAsync(_ => { }, default);
+        var (target, tree) = await Kernel61Async("the symbol table is cached by then");
         using var directory = new TemporaryDirectory();
         using var output = new TemporaryDirectory();
         // As in the 6.1.187 update: xprt_add_backlog_noncongested is added for a caller in another file.
@@ -100,9 +94,7 @@ public sealed class CatchUpTrialsSpecification
     [Fact]
     public async Task A_second_run_into_the_same_output_keeps_every_outcome_and_compiles_nothing()
     {
-        var target = await DebianBuildTarget.FetchAsync(new DebianKernelArchive(DebianKernelArchive.DefaultCacheRoot),
-            TestKernels.Debian12Cloud61, () => throw new InvalidOperationException("trials boot nothing"), default);
-        var tree = await target.PrepareAsync(_ => { }, default);
+        var (target, tree) = await Kernel61Async("trials boot nothing");
         using var directory = new TemporaryDirectory();
         using var output = new TemporaryDirectory();
         await ApplyAsync(tree, directory, "meminfo", "fs/proc/meminfo.c");
@@ -122,9 +114,7 @@ public sealed class CatchUpTrialsSpecification
     [Fact]
     public async Task The_module_build_takes_a_unit_the_trials_compiled_unless_another_built_file_compiles_into_it()
     {
-        var target = await DebianBuildTarget.FetchAsync(new DebianKernelArchive(DebianKernelArchive.DefaultCacheRoot),
-            TestKernels.Debian12Cloud61, () => throw new InvalidOperationException("nothing boots here"), default);
-        var tree = await target.PrepareAsync(_ => { }, default);
+        var (target, tree) = await Kernel61Async("nothing boots here");
         using var output = new TemporaryDirectory();
         static ChangedFile Changed(string path) => new(path, FileChangeKind.Modified, null, null, 1, 1, [], []);
         void Trial(string key, string objectPath)
@@ -151,9 +141,7 @@ public sealed class CatchUpTrialsSpecification
     [Fact]
     public async Task A_fix_that_uses_what_the_update_adds_to_a_header_is_built_with_that_header_as_its_companion()
     {
-        var target = await DebianBuildTarget.FetchAsync(new DebianKernelArchive(DebianKernelArchive.DefaultCacheRoot),
-            TestKernels.Debian12Cloud61, () => throw new InvalidOperationException("the symbol table is cached by then"), default);
-        var tree = await target.PrepareAsync(_ => { }, default);
+        var (target, tree) = await Kernel61Async("the symbol table is cached by then");
         using var directory = new TemporaryDirectory();
         using var output = new TemporaryDirectory();
         // The update adds a macro to a header included by hundreds of units, and a fix uses it.
@@ -175,9 +163,7 @@ public sealed class CatchUpTrialsSpecification
     [Fact]
     public async Task A_fix_that_needs_a_member_the_update_adds_to_a_structure_is_refused_naming_the_header()
     {
-        var target = await DebianBuildTarget.FetchAsync(new DebianKernelArchive(DebianKernelArchive.DefaultCacheRoot),
-            TestKernels.Debian12Cloud61, () => throw new InvalidOperationException("nothing is resolved"), default);
-        var tree = await target.PrepareAsync(_ => { }, default);
+        var (target, tree) = await Kernel61Async("nothing is resolved");
         using var directory = new TemporaryDirectory();
         using var output = new TemporaryDirectory();
         // Its changed lines do not name the structure, so the plan cannot tell; compiling with the header tells.
@@ -196,6 +182,14 @@ public sealed class CatchUpTrialsSpecification
         Assert.Equal((FileOutcome.Refused, "header-layout"), (refused.Outcome, refused.Rule));
         Assert.Contains("include/linux/seq_file.h (its errors name quiet)", refused.Reason, StringComparison.Ordinal);
         Assert.Contains("include/linux/seq_file.h changes the layout of struct seq_file", refused.Reason, StringComparison.Ordinal);
+    }
+
+    /// <summary>The suite's 6.1 cloud kernel, prepared; a trial that would boot it fails with the reason it must not.</summary>
+    private static async Task<(BuildTarget Target, KernelSourceTree Tree)> Kernel61Async(string noBoot)
+    {
+        var target = await DebianBuildTarget.FetchAsync(new DebianKernelArchive(DebianKernelArchive.DefaultCacheRoot),
+            TestKernels.Debian12Cloud61, () => throw new InvalidOperationException(noBoot), default);
+        return (target, await target.PrepareAsync(_ => { }, default));
     }
 
     private static Action<string> Record(List<string> lines) => line => { lock (lines) lines.Add(line); };

@@ -169,6 +169,86 @@ public sealed class SystemdGuestSpecification(DebianPackages packages) : IDispos
         Assert.Equal("", Section(output, "journal-err"));
     }
 
+    /// <summary>
+    /// The deployment playbook (docs/deploy/kintsugi-agent.yml) on a lab machine, with Ansible's local connection (the
+    /// lab root disk has Ansible but no sshd; the playbook's tasks run on the machine either way): the packaged server
+    /// in the same guest serves the agent package from its apt repository, the playbook installs it from there and
+    /// enrolls the machine, which applies the offered patch; a second run changes nothing.
+    /// </summary>
+    [SystemdGuestFact]
+    public async Task The_deployment_playbook_installs_the_agent_from_the_server_apt_repository_and_enrolls_it()
+    {
+        var kernel = await KernelUnderTest.GetAsync(TestKernels.Debian12Cloud61);
+        using var disk = await SystemdRootDisk.CreateAsync();
+        var files = new List<GuestFile>
+        {
+            new(packages.Server(1), "/inputs/kintsugi-server.deb"),
+            new(packages.Agent(1), "/inputs/kintsugi.deb"),
+            new(Path.Combine(Repository.Root, "docs", "deploy", "kintsugi-agent.yml"), "/inputs/kintsugi-agent.yml"),
+            Input("publisher.pub", System.Text.Encoding.UTF8.GetBytes(_publisher.PublicKey.ExportPem())),
+            Input("level-1.bundle", SignedLevel1(kernel)),
+        };
+
+        var run = await kernel.Lab.RunAsync(new LabRunSpec(kernel.Release, """
+            data=/var/lib/kintsugi-server
+            server=https://127.0.0.1:8443
+            dpkg -i /inputs/kintsugi-server.deb > /tmp/dpkg-server.log 2>&1; echo "@dpkg-server=$?"
+            echo @operator
+            export KINTSUGI_SERVER_URL=$server KINTSUGI_SERVER_TOKEN_FILE=$data/initial-admin-token KINTSUGI_SERVER_CA=$data/tls/server.crt
+            # Wait until the server answers over TLS.
+            curl -sS --max-time 300 --cacert $data/tls/server.crt -o /dev/null $server/apt/key.asc 2>&1
+            # The operator's side, with the CLI of the agent package unpacked aside (the machine has no kintsugi yet).
+            dpkg-deb -x /inputs/kintsugi.deb /tmp/cli; cli=/tmp/cli/usr/bin/kintsugi
+            $cli server trust add /inputs/publisher.pub 2>&1 || exit 10
+            $cli server publish /inputs/level-1.bundle 2>&1 || exit 11
+            $cli server tokens enroll --channel canary > /root/enroll.token || exit 12
+            cp $data/tls/server.crt /root/server.crt
+            curl -fsS --cacert $data/tls/server.crt -H "Authorization: Bearer $(cat $data/initial-admin-token)" \
+                -H 'Content-Type: application/octet-stream' --data-binary @/inputs/kintsugi.deb \
+                $server/api/v1/apt/packages > /dev/null; echo "@apt-publish=$?"
+            # The lab has no Debian mirror: the server's repository is the only source.
+            rm -f /etc/apt/sources.list
+            export LC_ALL=C.UTF-8 HOME=/root ANSIBLE_NOCOLOR=1
+            for run in first second; do
+                echo @playbook-$run
+                ansible-playbook -i localhost, -c local -e ansible_become=false /inputs/kintsugi-agent.yml \
+                    -e kintsugi_server=$server -e kintsugi_token_file=/root/enroll.token \
+                    -e kintsugi_ca_file=/root/server.crt -e kintsugi_publisher_key=/inputs/publisher.pub \
+                    -e kintsugi_apt_repository=$server/apt 2>&1
+                echo "@playbook-$run=$?"
+            done
+            WAIT_HEALTHY
+            echo @version; dpkg-query -W -f '${Version}\n' kintsugi
+            echo @livepatches; ls /sys/kernel/livepatch
+            echo @machines; $cli server machines --json
+            echo @status; kintsugi status --json
+            echo @end
+            """.Replace("WAIT_HEALTHY", WaitHealthyLong), files, TimeSpan.FromMinutes(50), RootDisk: disk.Path,
+            MemoryMiB: 2048));
+        Succeeded(run);
+        var output = run.Output;
+
+        Assert.Equal(0, ReturnCode(output, "dpkg-server"));
+        Assert.Equal(0, ReturnCode(output, "apt-publish"));
+        Assert.Equal(0, ReturnCode(output, "playbook-first"));
+        Assert.Matches(@"localhost\s+: ok=\d+\s+changed=[1-9]\d*\s+unreachable=0\s+failed=0",
+            Section(output, "playbook-first"));
+        // Idempotent: the second run finds everything in place (enrollment is skipped, as its credential exists).
+        Assert.Equal(0, ReturnCode(output, "playbook-second"));
+        Assert.Matches(@"localhost\s+: ok=\d+\s+changed=0\s+unreachable=0\s+failed=0",
+            Section(output, "playbook-second"));
+        Assert.Equal($"{DebianPackages.Version}-1", Section(output, "version"));
+        Assert.Equal(Module, Section(output, "livepatches"));
+        using (var machines = JsonDocument.Parse(Section(output, "machines")))
+            Assert.Equal("canary", Assert.Single(machines.RootElement.EnumerateArray()).GetProperty("channel")
+                .GetString());
+        using (var status = JsonDocument.Parse(Section(output, "status")))
+        {
+            Assert.Equal("applied", status.RootElement.GetProperty("state").GetString());
+            Assert.Equal(1, status.RootElement.GetProperty("level").GetInt32());
+        }
+    }
+
     /// <summary>The agent unit's capability bounding set (packaging/systemd/kintsugi-agent.service): CAP_DAC_OVERRIDE,
     /// CAP_KILL, CAP_SYS_MODULE, CAP_SYS_PTRACE, CAP_SYSLOG and CAP_CHECKPOINT_RESTORE, as /proc/PID/status shows
     /// it.</summary>

@@ -10,6 +10,7 @@ packages=(
   make gcc-12 libc6-dev bc  # kbuild for livepatch modules
   flex bison libssl-dev     # preparing full kernel source trees (make prepare)
   patch binutils            # checking fixes against a tree; readelf and objcopy in tests
+  debhelper                 # kintsugi user build configures a package's source with its own dh sequence
   gcc libssl3               # user-space patch tests compile C programs (gcc); one links Debian's libcrypto.so.3
   openssl                   # module signing keys in tests; verifying module signatures
   dwarves           # pahole: BTF for modules of kernels that ship a BTF vmlinux (6.12)

@@ -9,7 +9,8 @@ using System.Diagnostics;
 var files = args.SelectMany(a => Directory.Exists(a) ? Directory.GetFiles(a, "*.o", SearchOption.AllDirectories) : [a])
     .Order().ToList();
 var outcomes = new Dictionary<string, Dictionary<string,
-    int>> { ["Kintsugi.Elf"] = [], ["LibObjectFile"] = [], ["ELFSharp"] = [] };
+    int>>
+{ ["Kintsugi.Elf"] = [], ["LibObjectFile"] = [], ["ELFSharp"] = [] };
 
 // Warm up: the first reads run unoptimized code (tiered JIT), whichever library is measured.
 foreach (var file in files)

@@ -50,12 +50,19 @@ if (await Task.WhenAny(ready.Task, Task.Delay(60_000)) != ready.Task)
 try
 {
     var admin = (await File.ReadAllTextAsync(Path.Combine(data, "initial-admin-token"))).Trim();
-    var handler = new SocketsHttpHandler { MaxConnectionsPerServer = concurrency,
-        PooledConnectionLifetime = Timeout.InfiniteTimeSpan, EnableMultipleHttp2Connections = true };
+    var handler = new SocketsHttpHandler
+    {
+        MaxConnectionsPerServer = concurrency,
+        PooledConnectionLifetime = Timeout.InfiniteTimeSpan,
+        EnableMultipleHttp2Connections = true
+    };
     // the bench talks to the certificate the server just generated
     handler.SslOptions.RemoteCertificateValidationCallback = (_, _, _, _) => true;
-    using var http = new HttpClient(handler) { BaseAddress = new Uri($"{scheme}://127.0.0.1:{port}"),
-        Timeout = TimeSpan.FromSeconds(30) };
+    using var http = new HttpClient(handler)
+    {
+        BaseAddress = new Uri($"{scheme}://127.0.0.1:{port}"),
+        Timeout = TimeSpan.FromSeconds(30)
+    };
     HttpRequestMessage Authorized(HttpMethod method, string path, string bearer, HttpContent? content = null)
     {
         var request = new HttpRequestMessage(method, path) { Content = content };
@@ -83,15 +90,21 @@ try
     {
         var bundle = Bundle.Create(RandomNumberGenerator.GetBytes(8192), new BundleDescription
         {
-            Target = kernel, CumulativeLevel = 1, Fixes = [new BundleFix("CVE-2024-1086", [new CveReference(
+            Target = kernel,
+            CumulativeLevel = 1,
+            Fixes = [new BundleFix("CVE-2024-1086", [new CveReference(
                 CveId.Parse("CVE-2024-1086"), CveSeverity.High, new DateOnly(2024, 1, 31))], "nf_tables")],
-            PatchedFunctions = [new PatchedFunction("vmlinux", "nft_verdict_init")], CreatedAt = DateTimeOffset.UtcNow,
+            PatchedFunctions = [new PatchedFunction("vmlinux", "nft_verdict_init")],
+            CreatedAt = DateTimeOffset.UtcNow,
             BuilderVersion = "bench",
         }, key).ToArray();
         (await http.SendAsync(
             Authorized(HttpMethod.Post, "/api/v1/releases", admin,
-            new ByteArrayContent(bundle) { Headers = { ContentType = new MediaTypeHeaderValue(
-            "application/octet-stream") } }))).EnsureSuccessStatusCode();
+            new ByteArrayContent(bundle)
+            {
+                Headers = { ContentType = new MediaTypeHeaderValue(
+            "application/octet-stream") }
+            }))).EnsureSuccessStatusCode();
     }
     var tokenResponse = await http.SendAsync(Authorized(HttpMethod.Post, "/api/v1/enrollment-tokens", admin,
         JsonContent.Create(new { channel = "canary" })));
@@ -194,30 +207,40 @@ static async Task
                 Random.Shared.NextBytes(module);
                 var bundle = Bundle.Create(module, new BundleDescription
                 {
-                    Target = target, CumulativeLevel = level, Fixes = [new BundleFix($"fix-{level}", [], "big")],
-                    PatchedFunctions = [new PatchedFunction("vmlinux", $"function_{level}")], CreatedAt =
-                    DateTimeOffset.UtcNow, BuilderVersion = "bench",
+                    Target = target,
+                    CumulativeLevel = level,
+                    Fixes = [new BundleFix($"fix-{level}", [], "big")],
+                    PatchedFunctions = [new PatchedFunction("vmlinux", $"function_{level}")],
+                    CreatedAt =
+                    DateTimeOffset.UtcNow,
+                    BuilderVersion = "bench",
                 }, key).ToArray();
                 var digest = Sha256Digest.Of(bundle).ToString();
                 releases.Add(new ExportedRelease($"r_{level}", target.Release.Value, target.BuildId.ToString(), level,
                     digest, 0, ["canary"]));
                 await tar.WriteEntryAsync(new PaxTarEntry(TarEntryType.RegularFile,
-                    $"bundles/{digest}") { DataStream = new MemoryStream(bundle) });
+                    $"bundles/{digest}")
+                { DataStream = new MemoryStream(bundle) });
             }
             var index =
                 new ExportIndex(Kintsugi.Server.Api.TransferApi.Format, "bench", DateTimeOffset.UtcNow, releases);
             await tar.WriteEntryAsync(
                 new PaxTarEntry(TarEntryType.RegularFile, Kintsugi.Server.Api.TransferApi.IndexName)
-                { DataStream = new MemoryStream(
-                    JsonSerializer.SerializeToUtf8Bytes(index, OperatorJson.Default.ExportIndex)) });
+                {
+                    DataStream = new MemoryStream(
+                    JsonSerializer.SerializeToUtf8Bytes(index, OperatorJson.Default.ExportIndex))
+                });
         }
         var size = new FileInfo(archive).Length;
         GC.Collect();
 
         var handler = new SocketsHttpHandler();
         handler.SslOptions.RemoteCertificateValidationCallback = (_, _, _, _) => true;
-        using var http = new HttpClient(handler) { BaseAddress = new Uri($"{scheme}://127.0.0.1:{port}"),
-            Timeout = TimeSpan.FromMinutes(30) };
+        using var http = new HttpClient(handler)
+        {
+            BaseAddress = new Uri($"{scheme}://127.0.0.1:{port}"),
+            Timeout = TimeSpan.FromMinutes(30)
+        };
         http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", admin);
 
         var before = Memory(serverPid);
@@ -279,8 +302,12 @@ static (long Rss, long Hwm) Memory(int pid)
 
 static async Task<CheckInResponse> CheckIn(HttpClient http, string credential, byte[] body)
 {
-    using var request = new HttpRequestMessage(HttpMethod.Post, ProtocolPaths.CheckIn) { Content = new ByteArrayContent(
-        body) { Headers = { ContentType = new MediaTypeHeaderValue("application/json") } } };
+    using var request = new HttpRequestMessage(HttpMethod.Post, ProtocolPaths.CheckIn)
+    {
+        Content = new ByteArrayContent(
+        body)
+        { Headers = { ContentType = new MediaTypeHeaderValue("application/json") } }
+    };
     request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", credential);
     using var response = await http.SendAsync(request);
     if (response.StatusCode != HttpStatusCode.OK) throw new InvalidOperationException($"check-in: " +

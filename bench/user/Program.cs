@@ -74,7 +74,8 @@ static int Start(string program, int threads, bool server)
 {
     var log = Path.GetTempFileName();
     using var shell = Process.Start(new ProcessStartInfo("/bin/sh", ["-c", $"exec {program} {threads} " +
-        $"{(server ? "server" : "busy")} >{log} 2>&1 & echo $!"]) { RedirectStandardOutput = true })!;
+        $"{(server ? "server" : "busy")} >{log} 2>&1 & echo $!"])
+    { RedirectStandardOutput = true })!;
     var pid = int.Parse(shell.StandardOutput.ReadToEnd().Trim());
     shell.WaitForExit();
     while (!File.ReadAllText(log).Contains("ready")) Thread.Sleep(10);

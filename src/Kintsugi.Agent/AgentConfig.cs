@@ -69,10 +69,16 @@ public sealed record AgentConfig
     {
         string text;
         try { text = File.ReadAllText(path); }
-        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException) { throw new AgentException(
-            $"no agent configuration at {path}; write one (see docs/cli.md, `kintsugi agent`)", ExitCode.NotFound, e); }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw new AgentException($"canno" +
-            $"t read {path}: {e.Message}", ExitCode.Environment, e); }
+        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
+        {
+            throw new AgentException(
+            $"no agent configuration at {path}; write one (see docs/cli.md, `kintsugi agent`)", ExitCode.NotFound, e);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new AgentException($"canno" +
+            $"t read {path}: {e.Message}", ExitCode.Environment, e);
+        }
         return Parse(text, path);
     }
 
@@ -164,7 +170,7 @@ public sealed record AgentConfig
                 $"answer the agent acts on would cross the network " +
                                      "readable and changeable; use https (a TLS proxy in front of a server listening " +
                                      "on http), or set insecure-http = yes in a test lab", ExitCode.Usage);
-                if (config.OfflineDirectory is not null && config.EnrollmentToken is not null)
+        if (config.OfflineDirectory is not null && config.EnrollmentToken is not null)
             throw new AgentException($"{origin}: an enrollment token only makes sense with server", ExitCode.Usage);
         if (config.OfflineDirectory is not null && config.Proxy is not null)
             throw new AgentException($"{origin}: proxy only makes sense with server", ExitCode.Usage);

@@ -9,7 +9,8 @@ public static class AgentUnit
 
     public static string Text(string command, string configPath) =>
         UnitTemplate.Render(typeof(AgentUnit).Assembly, Name, UnitTemplate.Words(command), new Dictionary<string,
-        string> { ["@CONFIG@"] = configPath });
+        string>
+        { ["@CONFIG@"] = configPath });
 
     /// <summary>Writes and enables the unit (the enablement symlink systemctl would make).</summary>
     public static string Install(MachinePaths paths, string command, string configPath) =>

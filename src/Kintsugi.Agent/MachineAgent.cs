@@ -137,7 +137,8 @@ public sealed partial class MachineAgent
             catch (OperationCanceledException) { return; }
             try { UserPass(); }
             catch (Exception e) when (e is KintsugiException or IOException
-                or UnauthorizedAccessException) { _log($"user-space pass: {e.Message}"); }
+                or UnauthorizedAccessException)
+            { _log($"user-space pass: {e.Message}"); }
         }
     }
 
@@ -291,8 +292,11 @@ public sealed partial class MachineAgent
         UserPass();
         var userReports = UserReports();
         CheckInResponse response;
-        try { response = await server.CheckInAsync(credential, CheckInRequestFor(null, null, guard, userReports),
-            cancellation); }
+        try
+        {
+            response = await server.CheckInAsync(credential, CheckInRequestFor(null, null, guard, userReports),
+            cancellation);
+        }
         catch (CredentialRefusedException e) when (_config.EnrollmentToken is not null)
         {
             // The credential was revoked (or the machine was re-enrolled elsewhere): the token is still configured, so
@@ -306,8 +310,12 @@ public sealed partial class MachineAgent
                 await server.CheckInAsync(credential, CheckInRequestFor(null, null, guard, userReports), cancellation);
         }
         // The epoch only moves forward: an answer from a lagging replica must not trigger check-ins again.
-        SaveIdentity(current => current! with { CheckInSeconds = response.CheckInSeconds,
-            EventsWaitSeconds = response.EventsWaitSeconds, Epoch = Math.Max(current.Epoch, response.Epoch) });
+        SaveIdentity(current => current! with
+        {
+            CheckInSeconds = response.CheckInSeconds,
+            EventsWaitSeconds = response.EventsWaitSeconds,
+            Epoch = Math.Max(current.Epoch, response.Epoch)
+        });
         _checkedIn = true;
         var (rootRefusals, rootChanges) = TakeTrustRoot(response.TrustRoot, "the server");
         var trust = TrustStore.Open(_config.TrustStore);
@@ -560,8 +568,11 @@ public sealed partial class MachineAgent
         {
             try
             {
-                if (_identity is null || !_checkedIn || !File.Exists(CredentialPath)) { await Task.Delay(
-                    TimeSpan.FromSeconds(1), cancellation); continue; }
+                if (_identity is null || !_checkedIn || !File.Exists(CredentialPath))
+                {
+                    await Task.Delay(
+                    TimeSpan.FromSeconds(1), cancellation); continue;
+                }
                 var epoch = _identity.Epoch;
                 var started = DateTime.UtcNow;
                 var events = await _server!.EventsAsync(File.ReadAllText(CredentialPath).Trim(), epoch, cancellation);

@@ -181,8 +181,11 @@ public sealed class ServerClient(HttpClient http, Uri server, string agentVersio
         {
             throw new ServerUnavailableException($"cannot reach {server}: {TransportFailure.Describe(e)}", null, e);
         }
-        catch (IOException e) { throw new ServerUnavailableException($"{what}: the connection to {server} failed: " +
-            $"{e.Message}", null, e); }
+        catch (IOException e)
+        {
+            throw new ServerUnavailableException($"{what}: the connection to {server} failed: " +
+            $"{e.Message}", null, e);
+        }
         catch (OperationCanceledException e) when (!cancellation.IsCancellationRequested)
         {
             throw new ServerUnavailableException($"{what}: {server} did not complete its answer within " +

@@ -62,8 +62,11 @@ public sealed class UserDelivery(string directory, PatcherOptions options, Actio
     public IReadOnlyList<UserObjectState> LastStates()
     {
         if (!File.Exists(StatePath)) return [];
-        try { return JsonSerializer.Deserialize(File.ReadAllBytes(StatePath), UserStateJson.Default.ListUserObjectState)
-            ?? []; }
+        try
+        {
+            return JsonSerializer.Deserialize(File.ReadAllBytes(StatePath), UserStateJson.Default.ListUserObjectState)
+            ?? [];
+        }
         catch (JsonException) { return []; }
     }
 
@@ -157,13 +160,9 @@ public sealed class UserDelivery(string directory, PatcherOptions options, Actio
                 results.Add(new ProcessResult(pid, "", ProcessOutcome.AlreadyApplied, 0, 0, 0, 0, null));
                 continue;
             }
-            if (others.Count > 0)
-            {
-                // Levels are cumulative: the level being applied replaces any other patch of this object.
-                var reverted = _patcher.Revert(pid, a => a.Target == id && a.PatchId != patch.IdHex);
-                if (!reverted.Succeeded) { results.Add(reverted); continue; }
-            }
-            var result = _patcher.Apply(pid, patch);
+            // Levels are cumulative: the level being applied replaces any other patch of this object, in the same
+            // freeze (no thread runs the shipped code between the two levels).
+            var result = _patcher.Apply(pid, patch, a => a.Target == id && a.PatchId != patch.IdHex);
             if (result.Outcome == ProcessOutcome.Applied)
                 log($"{target.Name}: level {level} applied in process {pid} ({result.Command}), paused " +
                     $"{result.PauseMilliseconds:0.00} ms");

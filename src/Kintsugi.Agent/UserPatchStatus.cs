@@ -23,9 +23,14 @@ public sealed record UserPatchProcess(int Pid, string Command, ulong Address);
 /// <param name="Bundle">That bundle's SHA-256, or null.</param>
 /// <param name="Cves">The CVEs that bundle fixes (empty when unknown).</param>
 /// <param name="Processes">The processes running it.</param>
+/// <param name="Package">The Debian binary package shipping the object, as that bundle names it, or null.</param>
+/// <param name="PackageVersion">That package's version, or null.</param>
+/// <param name="Unpatched">Processes that map the same object without this patch (yet): the vulnerable code still runs
+/// there.</param>
 public sealed record UserPatchStatus(string Name, string PatchId, BuildId BuildId, string? Object, int Functions,
     int? Level, string? Bundle,
-    IReadOnlyList<string> Cves, IReadOnlyList<UserPatchProcess> Processes);
+    IReadOnlyList<string> Cves, IReadOnlyList<UserPatchProcess> Processes, string? Package = null,
+    string? PackageVersion = null, IReadOnlyList<int>? Unpatched = null);
 
 public static class UserPatchStatuses
 {
@@ -57,7 +62,10 @@ public static class UserPatchStatuses
                 first.Functions.Count, carried?.Manifest.CumulativeLevel,
                 carried is null ? null : Sha256Digest.Of(carried.ToArray()).ToString(),
                 carried is null ? [] : [.. carried.Manifest.Cves.Select(c => c.Value).Order(StringComparer.Ordinal)],
-                [.. group.Select(x => new UserPatchProcess(x.Pid, x.Command, x.Patch.Start)).OrderBy(p => p.Pid)]));
+                [.. group.Select(x => new UserPatchProcess(x.Pid, x.Command, x.Patch.Start)).OrderBy(p => p.Pid)],
+                carried?.Manifest.Object?.Package, carried?.Manifest.Object?.PackageVersion,
+                [.. UserPatcher.ProcessesMapping(first.Target).Except(group.Select(x => x.Pid))
+                    .Where(pid => pids is null || pids.Contains(pid)).Order()]));
         }
         return [.. statuses.OrderBy(s => s.Object, StringComparer.Ordinal).ThenBy(s => s.Name, StringComparer.Ordinal)];
     }
@@ -70,7 +78,8 @@ public static class UserPatchStatuses
             return LoadedObject.Find(ProcessMaps.Read(pid), memory).FirstOrDefault(o => o.BuildId == id)?.FileName;
         }
         catch (Exception e) when (e is UserPatchException or IOException
-            or UnauthorizedAccessException) { return null; }
+            or UnauthorizedAccessException)
+        { return null; }
     }
 
     private static string CommandOf(int pid)

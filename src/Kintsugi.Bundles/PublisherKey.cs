@@ -215,8 +215,11 @@ internal static class KeyPem
     {
         ECParameters parameters;
         try { parameters = ecdsa.ExportParameters(false); }
-        catch (CryptographicException e) { throw new BundleException(BundleFailure.KeyFile,
-            $"the key's curve cannot be read ({e.Message})", e); }
+        catch (CryptographicException e)
+        {
+            throw new BundleException(BundleFailure.KeyFile,
+            $"the key's curve cannot be read ({e.Message})", e);
+        }
         var curve = parameters.Curve;
         var isP256 = curve.IsNamed && (curve.Oid.Value == P256Oid
             || curve.Oid.FriendlyName is "nistP256" or "ECDSA_P256" or "prime256v1" or "secp256r1");

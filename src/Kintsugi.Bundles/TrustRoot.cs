@@ -96,8 +96,11 @@ public sealed class SignedTrustRoot
         if (root.RootKeyId != keyId) throw SignedDocuments.Invalid($"the trust-root update names root key " +
             $"{root.RootKeyId} but is signed by {keyId}");
         try { return new SignedTrustRoot(input.ToArray(), root, payload, keyId, signature); }
-        catch (BundleException e) when (e.Failure == BundleFailure.KeyFile) { throw SignedDocuments.Invalid($"the " +
-            $"trust-root update holds a bad key: {e.Message}", e); }
+        catch (BundleException e) when (e.Failure == BundleFailure.KeyFile)
+        {
+            throw SignedDocuments.Invalid($"the " +
+            $"trust-root update holds a bad key: {e.Message}", e);
+        }
     }
 
     private static void Validate(TrustRoot r)

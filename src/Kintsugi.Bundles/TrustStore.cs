@@ -214,8 +214,11 @@ public sealed class TrustStore
             if (!File.Exists(path)) return null;
             // Kept after verification in root's directory: a damaged one is refused loudly, never taken as "none".
             try { return SignedTrustRoot.Read(File.ReadAllText(path)); }
-            catch (BundleException e) { throw new BundleException(BundleFailure.TrustStore,
-                $"trust store {Directory}: {path} is damaged ({e.Message}); restore it", e); }
+            catch (BundleException e)
+            {
+                throw new BundleException(BundleFailure.TrustStore,
+                $"trust store {Directory}: {path} is damaged ({e.Message}); restore it", e);
+            }
         }
     }
 
@@ -244,8 +247,11 @@ public sealed class TrustStore
             if (Find(key.Id) is not { State: KeyState.Retired }) { Retire(key); changes.Add($"retired key {key.Id}"); }
         foreach (var key in update.Trusted)
         {
-            if (Find(key.Id) is { State: KeyState.Retired }) { changes.Add($"key {key.Id} stays retired (the update " +
-                $"lists it as trusted)"); continue; }
+            if (Find(key.Id) is { State: KeyState.Retired })
+            {
+                changes.Add($"key {key.Id} stays retired (the update " +
+                $"lists it as trusted)"); continue;
+            }
             if (Find(key.Id) is null) { Add(key); changes.Add($"trusted key {key.Id}"); }
         }
         foreach (var key in update.TimestampKeys)

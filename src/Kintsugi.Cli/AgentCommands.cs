@@ -30,7 +30,7 @@ internal static class AgentCommands
     {
         var config = ConfigOption();
         var once = new Option<bool>("--once")
-            { Description = "One check (boot re-application and recovery first), then exit with its outcome" };
+        { Description = "One check (boot re-application and recovery first), then exit with its outcome" };
         var command = new Command("run",
             "Run the agent (what kintsugi-agent.service starts): until stopped, or once with --once") { config, once };
         command.WithExamples("kintsugi agent run --once", "kintsugi agent run --config /etc/kintsugi/agent.conf");

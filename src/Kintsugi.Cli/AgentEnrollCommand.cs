@@ -21,22 +21,31 @@ internal static class AgentEnrollCommand
     public static Command Create()
     {
         var server = new Option<string>("--server")
-            { Description = "The patch server's URL, for example https://patches.example.net:8443", Required = true };
+        { Description = "The patch server's URL, for example https://patches.example.net:8443", Required = true };
         var tokenFile = new Option<FileInfo>("--token-file")
-            { Description =
+        {
+            Description =
             "A file with an enrollment token (kintsugi server tokens enroll); kept as token beside the " +
-            "configuration, mode 0600", Required = true };
+            "configuration, mode 0600",
+            Required = true
+        };
         var ca = new Option<FileInfo?>("--ca")
-            { Description =
-            "The server's certificate (its tls/server.crt) or the CA that issued it, PEM; default: the system's CAs" };
+        {
+            Description =
+            "The server's certificate (its tls/server.crt) or the CA that issued it, PEM; default: the system's CAs"
+        };
         var trust = new Option<FileInfo[]>("--trust")
-            { Description = "A publisher's public key (.pub) bundles must be signed by (repeatable)",
-            AllowMultipleArgumentsPerToken = false };
+        {
+            Description = "A publisher's public key (.pub) bundles must be signed by (repeatable)",
+            AllowMultipleArgumentsPerToken = false
+        };
         var config = new Option<string>("--config")
-            { Description = "Where to write the agent's configuration",
-            DefaultValueFactory = _ => AgentConfig.DefaultPath };
+        {
+            Description = "Where to write the agent's configuration",
+            DefaultValueFactory = _ => AgentConfig.DefaultPath
+        };
         var noStart = new Option<bool>("--no-start")
-            { Description = "Write and enroll, but do not enable or start kintsugi-agent.service" };
+        { Description = "Write and enroll, but do not enable or start kintsugi-agent.service" };
         var json = Cli.Json();
         var command = new Command("enroll",
             "Write the agent's configuration and trust, enroll this machine with the server, enable and start the " +
@@ -79,7 +88,7 @@ internal static class AgentEnrollCommand
             // 3. Enroll, and learn where the machine stands.
             var settings = AgentConfig.Load(configPath);
             var agent = new MachineAgent(settings, MachinePaths.Default, quiet ? _ => { }
-                : message => Cli.Progress(message));
+            : message => Cli.Progress(message));
             var check = await agent.CheckAsync(CancellationToken.None);
 
             // 4. The service.

@@ -33,22 +33,26 @@ internal static class BundleCommands
     private static Command Sign()
     {
         var module = new Argument<FileInfo>("module.ko")
-            { Description = "The livepatch module (tested on its target kernel)" };
+        { Description = "The livepatch module (tested on its target kernel)" };
         var key = new Option<FileInfo>("--key")
-            { Description = "The publisher's private key (from kintsugi keys generate)", Required = true };
+        { Description = "The publisher's private key (from kintsugi keys generate)", Required = true };
         var description = new Option<FileInfo>("--description")
-            { Description =
+        {
+            Description =
             "JSON file stating the level, the fixes with their CVEs, and the patched functions (see docs/cli.md)",
-            Required = true };
+            Required = true
+        };
         var buildId = new Option<string?>("--build-id")
-            { Description =
+        {
+            Description =
             "The target kernel's build-id (hex); without it the kernel named by the module's vermagic is fetched and " +
-            "its build-id read" };
+            "its build-id read"
+        };
         var packageVersion = new Option<string?>("--package-version")
-            { Description = "With --build-id: the target kernel's package version (informational)" };
+        { Description = "With --build-id: the target kernel's package version (informational)" };
         var level = new Option<int?>("--level") { Description = "The cumulative level (overrides the description's)" };
         var output = new Option<FileInfo?>("--output", "-o")
-            { Description = "Where to write the bundle (default: the module's name with .bundle)" };
+        { Description = "Where to write the bundle (default: the module's name with .bundle)" };
         var command = new Command("sign", "Sign a livepatch module into a bundle for its exact target kernel")
             { module, key, description, buildId, packageVersion, level, output };
         command.Action = Cli.Run(async parse =>
@@ -112,25 +116,27 @@ internal static class BundleCommands
     private static Command Metadata()
     {
         var key = new Option<FileInfo>("--key")
-            { Description = "The publisher's private key (the one that signs bundles)", Required = true };
+        { Description = "The publisher's private key (the one that signs bundles)", Required = true };
         var release = new Option<string>("--release")
-            { Description = "The kernel release (uname -r)", Required = true };
+        { Description = "The kernel release (uname -r)", Required = true };
         var buildId = new Option<string>("--build-id")
-            { Description = "The kernel build's GNU build-id (hex)", Required = true };
+        { Description = "The kernel build's GNU build-id (hex)", Required = true };
         var version = new Option<long>("--metadata-version")
-            { Description = "The metadata version: above every version signed before for this build", Required = true };
+        { Description = "The metadata version: above every version signed before for this build", Required = true };
         var current = new Option<int>("--current")
-            { Description = "The highest level published for this build", Required = true };
+        { Description = "The highest level published for this build", Required = true };
         var minimum = new Option<int>("--minimum")
-            { Description = "The lowest level machines may run (default 0: none)" };
+        { Description = "The lowest level machines may run (default 0: none)" };
         var revoke = new Option<int[]>("--revoke")
-            { Description = "A revoked level (repeatable)", AllowMultipleArgumentsPerToken = true };
+        { Description = "A revoked level (repeatable)", AllowMultipleArgumentsPerToken = true };
         var expires = new Option<string>("--expires")
-            { Description =
+        {
+            Description =
             "How long the statement holds before agents report it stale, unless a timestamp extends it (e.g. 30d)",
-            DefaultValueFactory = _ => "30d" };
+            DefaultValueFactory = _ => "30d"
+        };
         var output = new Option<FileInfo>("--output", "-o")
-            { Description = "Where to write the signed metadata", Required = true };
+        { Description = "Where to write the signed metadata", Required = true };
         var command = new Command("metadata",
             "Sign release metadata for one kernel build: current, minimum and revoked levels, with an expiry " +
             "(docs/bundle-format.md)")
@@ -163,12 +169,14 @@ internal static class BundleCommands
         var path = new Argument<FileInfo>("bundle") { Description = "The bundle file" };
         var trust = KeysCommands.TrustOption();
         var running = new Option<bool>("--running")
-            { Description =
-            "Also require that the bundle targets the running kernel (release and build-id), as the agent does" };
+        {
+            Description =
+            "Also require that the bundle targets the running kernel (release and build-id), as the agent does"
+        };
         var release = new Option<string?>("--release")
-            { Description = "Also require this target release (with --build-id)" };
+        { Description = "Also require this target release (with --build-id)" };
         var buildId = new Option<string?>("--build-id")
-            { Description = "Also require this target build-id (with --release)" };
+        { Description = "Also require this target build-id (with --release)" };
         var json = Cli.Json();
         var command = new Command("verify",
             "Check a bundle: well-formed, signed by a trusted (not retired) key, module intact, and optionally for " +
@@ -301,7 +309,8 @@ internal sealed record DescriptionFile(int? Level, IReadOnlyList<BundleFix> Fixe
         string text;
         try { text = File.ReadAllText(path); }
         catch (Exception e) when (e is IOException
-            or UnauthorizedAccessException) { throw Invalid(path, $"cannot read it: {e.Message}", e); }
+            or UnauthorizedAccessException)
+        { throw Invalid(path, $"cannot read it: {e.Message}", e); }
         try
         {
             using var document = JsonDocument.Parse(text,
@@ -326,7 +335,8 @@ internal sealed record DescriptionFile(int? Level, IReadOnlyList<BundleFix> Fixe
         }
         catch (JsonException e) { throw Invalid(path, e.Message, e); }
         catch (Exception e) when (e is InvalidOperationException
-            or FormatException) { throw Invalid(path, e.Message, e); }
+            or FormatException)
+        { throw Invalid(path, e.Message, e); }
     }
 
     private static IEnumerable<JsonElement> Array(JsonElement root, string name, string path) =>
@@ -361,8 +371,12 @@ internal sealed record DescriptionFile(int? Level, IReadOnlyList<BundleFix> Fixe
 
     private static CveSeverity Severity(string text, string path) => text switch
     {
-        "none" => CveSeverity.None, "low" => CveSeverity.Low, "medium" => CveSeverity.Medium, "high" =>
-            CveSeverity.High, "critical" => CveSeverity.Critical,
+        "none" => CveSeverity.None,
+        "low" => CveSeverity.Low,
+        "medium" => CveSeverity.Medium,
+        "high" =>
+            CveSeverity.High,
+        "critical" => CveSeverity.Critical,
         _ => throw Invalid(path, $"severity '{text}' is not one of none, low, medium, high, critical"),
     };
 

@@ -9,7 +9,7 @@ namespace Kintsugi.Cli;
 internal static class Cli
 {
     public static readonly Option<bool> Verbose = new("--verbose", "-v")
-        { Description = "Show progress details and, on failure, the chain of causes", Recursive = true };
+    { Description = "Show progress details and, on failure, the chain of causes", Recursive = true };
 
     public static Option<bool> Json() => new("--json") { Description = "Print machine-readable JSON" };
 

@@ -77,8 +77,11 @@ internal static class CommandLineRules
     {
         using var stream = Console.OpenStandardOutput();
         using (var writer = new Utf8JsonWriter(stream,
-            new JsonWriterOptions { Indented = true,
-            Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping }))
+            new JsonWriterOptions
+            {
+                Indented = true,
+                Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping
+            }))
         {
             writer.WriteStartObject();
             writer.WriteStartObject("error");

@@ -17,7 +17,7 @@ internal static class DemoCommand
     public static Command Create()
     {
         var kernelOption = new Option<string>("--kernel")
-            { Description = "Kernel release to demonstrate on", DefaultValueFactory = _ => DefaultKernel };
+        { Description = "Kernel release to demonstrate on", DefaultValueFactory = _ => DefaultKernel };
         var command = new Command("demo",
             "Build a livepatch from a source fix for a real Debian kernel, boot that kernel in the lab and live " +
             "patch it, showing /proc/cmdline before, patched, and after removal") { kernelOption };

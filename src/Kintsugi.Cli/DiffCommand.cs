@@ -26,14 +26,14 @@ internal static class DiffCommand
     public static Command Create()
     {
         var before = new Argument<FileInfo>("before.o")
-            { Description = "The unit compiled without the fix (-ffunction-sections -fdata-sections)" };
+        { Description = "The unit compiled without the fix (-ffunction-sections -fdata-sections)" };
         var after = new Argument<FileInfo>("after.o")
-            { Description = "The same unit compiled with the fix, with the same flags" };
+        { Description = "The same unit compiled with the fix, with the same flags" };
         var module = new Option<string?>("--module")
-            { Description = "The module the unit is linked into (default: vmlinux)" };
+        { Description = "The module the unit is linked into (default: vmlinux)" };
         var trace = new Option<bool>("--trace") { Description = "Print every decision of the differ and its reason" };
         var output = new Option<FileInfo?>("--output", "-o")
-            { Description = "Write the livepatch object (when there is one) here" };
+        { Description = "Write the livepatch object (when there is one) here" };
         var json = Cli.Json();
         var command = new Command("diff",
             "Compare two compilations of one translation unit as the builder does: changed, new and " +

@@ -10,12 +10,14 @@ internal static class KernelCatalogCommand
     public static Command Create()
     {
         var releases = new Option<string[]>("--release")
-            { Description = "A Debian release: 11, 12, 13 or bullseye, bookworm, trixie (repeatable; default: all)",
-            AllowMultipleArgumentsPerToken = false };
+        {
+            Description = "A Debian release: 11, 12, 13 or bullseye, bookworm, trixie (repeatable; default: all)",
+            AllowMultipleArgumentsPerToken = false
+        };
         var flavour = new Option<string>("--flavour")
-            { Description = "The kernel flavour (the release's suffix)", DefaultValueFactory = _ => "cloud-amd64" };
+        { Description = "The kernel flavour (the release's suffix)", DefaultValueFactory = _ => "cloud-amd64" };
         var buildable = new Option<bool>("--buildable")
-            { Description = "Only kernels whose headers and linux-source of the same version are in the archive" };
+        { Description = "Only kernels whose headers and linux-source of the same version are in the archive" };
         var refresh = new Option<bool>("--refresh") { Description = "Update the package lists first, however recent" };
         var json = Cli.Json();
         var command = new Command("list-available",
@@ -30,8 +32,11 @@ internal static class KernelCatalogCommand
             var kernels = await new KernelCatalog(archive, Cli.Progress)
                 .ListAsync(chosen, parse.GetValue(flavour)!, parse.GetValue(refresh));
             if (parse.GetValue(buildable)) kernels = [.. kernels.Where(k => k.Buildable)];
-            if (parse.GetValue(json)) { Cli.WriteJson(kernels,
-                CliJson.Default.IReadOnlyListAvailableKernel); return 0; }
+            if (parse.GetValue(json))
+            {
+                Cli.WriteJson(kernels,
+                CliJson.Default.IReadOnlyListAvailableKernel); return 0;
+            }
             if (kernels.Count
                 == 0) { Console.WriteLine("no kernels of that flavour in the chosen archives"); return 0; }
             var table = new Table().AddColumns("debian", "release", "package version", "suite", "headers", "source");

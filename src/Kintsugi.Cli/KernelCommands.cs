@@ -39,9 +39,11 @@ internal static class KernelCommands
         var module = new Argument<FileInfo>("module.ko") { Description = "The livepatch module to load" };
         var timeout = TimeoutOption();
         var force = new Option<bool>("--force")
-            { Description =
+        {
+            Description =
             "Force a stalled transition to complete (tasks that never switched may keep running old code: the " +
-            "consistency guarantee is lost)" };
+            "consistency guarantee is lost)"
+        };
         var uname = new Option<bool>("--effective-uname")
         {
             Description =
@@ -76,11 +78,13 @@ internal static class KernelCommands
     private static Command Unload()
     {
         var name = new Argument<string?>("name")
-            { Description = "The loaded livepatch (module name)", Arity = ArgumentArity.ZeroOrOne };
+        { Description = "The loaded livepatch (module name)", Arity = ArgumentArity.ZeroOrOne };
         var all = new Option<bool>("--all")
-            { Description =
+        {
+            Description =
             "Unload every loaded livepatch (installed ones are re-applied at the next boot unless uninstalled or " +
-            "disabled)" };
+            "disabled)"
+        };
         var timeout = TimeoutOption();
         var json = Cli.Json();
         var command = new Command("unload", "Disable a livepatch, wait for the transition back, and remove its module")
@@ -139,8 +143,11 @@ internal static class KernelCommands
                 LoadedRecord.Remove(MachinePaths.Default, patch.Name);
                 removed.Add(patch.Name.ToString());
             }
-            catch (KintsugiException e) { failed.Add(new UnloadFailure(patch.Name.ToString(), (int)e.ExitCode,
-                e.Message)); }
+            catch (KintsugiException e)
+            {
+                failed.Add(new UnloadFailure(patch.Name.ToString(), (int)e.ExitCode,
+                e.Message));
+            }
         }
         return new UnloadAllResult(removed.Count > 0, removed, failed);
     }
@@ -153,8 +160,11 @@ internal static class KernelCommands
         command.Action = Cli.Run(parse =>
         {
             var patches = LivepatchSysfs.List();
-            if (parse.GetValue(json)) { Cli.WriteJson(patches,
-                CliJson.Default.IReadOnlyListLoadedPatch); return Task.FromResult(0); }
+            if (parse.GetValue(json))
+            {
+                Cli.WriteJson(patches,
+                CliJson.Default.IReadOnlyListLoadedPatch); return Task.FromResult(0);
+            }
             if (patches.Count == 0) { Console.WriteLine("no livepatches loaded"); return Task.FromResult(0); }
             var table = new Table().AddColumns("patch", "enabled", "transition", "object", "functions");
             foreach (var patch in patches)
@@ -179,7 +189,7 @@ internal static class KernelCommands
     private static Command Info()
     {
         var target = new Argument<string>("module")
-            { Description = "A module file (.ko) or the name of a loaded livepatch" };
+        { Description = "A module file (.ko) or the name of a loaded livepatch" };
         var json = Cli.Json();
         var command = new Command("info", "Show a livepatch module's metadata") { target, json };
         command.Action = Cli.Run(parse =>
@@ -232,7 +242,7 @@ internal static class KernelCommands
     private static Command Install()
     {
         var module = new Argument<FileInfo>("module.ko")
-            { Description = "The livepatch module to keep and re-apply at every boot" };
+        { Description = "The livepatch module to keep and re-apply at every boot" };
         var noLoad = new Option<bool>("--no-load") { Description = "Only install; do not load now" };
         var timeout = TimeoutOption();
         var json = Cli.Json();
@@ -327,8 +337,10 @@ internal static class KernelCommands
     private static Command Boot()
     {
         var settle = new Option<int>("--settle")
-            { Description = "Seconds a loaded patch must run without kernel problems before it is confirmed healthy",
-            DefaultValueFactory = _ => 10 };
+        {
+            Description = "Seconds a loaded patch must run without kernel problems before it is confirmed healthy",
+            DefaultValueFactory = _ => 10
+        };
         var timeout = TimeoutOption();
         var trust = KeysCommands.TrustOption();
         trust.Description =
@@ -356,11 +368,11 @@ internal static class KernelCommands
     private static Command Fetch()
     {
         var release = new Argument<string>("release")
-            { Description = "Kernel release as uname -r prints it, for example 6.1.0-56-cloud-amd64" };
+        { Description = "Kernel release as uname -r prints it, for example 6.1.0-56-cloud-amd64" };
         var headers = new Option<bool>("--headers")
-            { Description = "Also fetch the headers and kbuild (to build modules)" };
+        { Description = "Also fetch the headers and kbuild (to build modules)" };
         var debug = new Option<bool>("--debug")
-            { Description = "Also fetch the -dbg package (vmlinux with symbols; large)" };
+        { Description = "Also fetch the -dbg package (vmlinux with symbols; large)" };
         var source = new Option<bool>("--source") { Description = "Also fetch the matching linux-source" };
         var json = Cli.Json();
         var command = new Command("fetch",
@@ -397,8 +409,11 @@ internal static class KernelCommands
             var kernel = await archive.FetchAsync(ParseRelease(parse.GetValue(release)!),
                 KernelParts.Image | KernelParts.Headers | KernelParts.Source);
             var tree = await KernelSourceTree.PrepareAsync(kernel, Cli.Progress);
-            if (parse.GetValue(json)) { Cli.WriteJson(new PreparedTree(kernel.Target.Release.Value,
-                kernel.Target.BuildId.ToString(), tree.Directory), CliJson.Default.PreparedTree); return 0; }
+            if (parse.GetValue(json))
+            {
+                Cli.WriteJson(new PreparedTree(kernel.Target.Release.Value,
+                kernel.Target.BuildId.ToString(), tree.Directory), CliJson.Default.PreparedTree); return 0;
+            }
             Console.WriteLine($"{kernel.Target}: source tree prepared in {tree.Directory}");
             return 0;
         });
@@ -408,39 +423,55 @@ internal static class KernelCommands
     private static Command Build()
     {
         var target = new Option<string>("--target")
-            { Description =
+        {
+            Description =
             "The exact kernel: a Debian release as uname -r prints it (for example 6.1.0-56-cloud-amd64), 'running', " +
             "or a target directory (source/, System.map, vmlinux or vmlinuz, modules/; see docs/cli.md)",
-            Required = true };
+            Required = true
+        };
         var patches = new Option<FileInfo[]>("--patch")
-            { Description =
+        {
+            Description =
             "A fix as a unified diff or git format-patch file, against the kernel source tree's root (repeatable, " +
-            "applied in order)", Required = true, AllowMultipleArgumentsPerToken = false };
+            "applied in order)",
+            Required = true,
+            AllowMultipleArgumentsPerToken = false
+        };
         var name = new Option<string?>("--name")
-            { Description =
-            "The livepatch's name (module NAME_LEVEL.ko); defaults to the base's name or the first patch's file name" };
+        {
+            Description =
+            "The livepatch's name (module NAME_LEVEL.ko); defaults to the base's name or the first patch's file name"
+        };
         var cves = new Option<string[]>("--cve")
-            { Description = "A CVE the fix closes, CVE-YYYY-N (repeatable)", AllowMultipleArgumentsPerToken = false };
+        { Description = "A CVE the fix closes, CVE-YYYY-N (repeatable)", AllowMultipleArgumentsPerToken = false };
         var baseLevel = new Option<DirectoryInfo?>("--base")
-            { Description =
+        {
+            Description =
             "The output directory of the previous level: build the next level, carrying all its fixes, to replace it " +
-            "atomically" };
+            "atomically"
+        };
         var output = new Option<DirectoryInfo>("--output", "-o")
-            { Description = "Where to write the module, manifest.json and the patches", Required = true };
+        { Description = "Where to write the module, manifest.json and the patches", Required = true };
         var skipFidelity = new Option<bool>("--skip-fidelity")
-            { Description = "Build even when the compiled original does not match the shipped code (not recommended)" };
+        { Description = "Build even when the compiled original does not match the shipped code (not recommended)" };
         var maxUnits = new Option<int>("--max-units")
-            { Description = "Refuse a header fix that rebuilds more translation units than this",
-            DefaultValueFactory = _ => 40 };
+        {
+            Description = "Refuse a header fix that rebuilds more translation units than this",
+            DefaultValueFactory = _ => 40
+        };
         var signKey = new Option<FileInfo?>("--sign-key")
-            { Description =
+        {
+            Description =
             "Sign the module with this PEM private key, in the kernel's module signature format (scripts/sign-file " +
-            "of the target)" };
+            "of the target)"
+        };
         var signCert = new Option<FileInfo?>("--sign-cert")
-            { Description =
-            "The signing key's X.509 certificate, PEM or DER (default: the certificate inside the --sign-key file)" };
+        {
+            Description =
+            "The signing key's X.509 certificate, PEM or DER (default: the certificate inside the --sign-key file)"
+        };
         var signHash = new Option<string>("--sign-hash")
-            { Description = "The signature's hash: sha256, sha384 or sha512", DefaultValueFactory = _ => "sha256" };
+        { Description = "The signature's hash: sha256, sha384 or sha512", DefaultValueFactory = _ => "sha256" };
         var json = Cli.Json();
         var command = new Command("build",
             "Build a livepatch module from source fixes for an exact kernel: compile only the touched units, prove " +
@@ -493,24 +524,33 @@ internal static class KernelCommands
     private static Command CatchUp()
     {
         var target = new Option<string>("--target")
-            { Description = "The running kernel's exact release (uname -r), or 'running'", Required = true };
+        { Description = "The running kernel's exact release (uname -r), or 'running'", Required = true };
         var to = new Option<string>("--to")
-            { Description =
+        {
+            Description =
             "The newer Debian version of the same kernel line's linux-source, for example 6.1.187-1 (apt-cache " +
-            "madison linux-source-6.1)", Required = true };
+            "madison linux-source-6.1)",
+            Required = true
+        };
         var output = new Option<DirectoryInfo>("--output", "-o")
-            { Description =
+        {
+            Description =
             "Where to write the module (module/), the report (catch-up.json, catch-up.txt) and the resumable state",
-            Required = true };
+            Required = true
+        };
         var name = new Option<string?>("--name")
-            { Description = "The livepatch's name (default catchup_VERSION, or the base's name)" };
+        { Description = "The livepatch's name (default catchup_VERSION, or the base's name)" };
         var baseLevel = new Option<DirectoryInfo?>("--base")
-            { Description =
+        {
+            Description =
             "The module directory of the previous level (OUTPUT/module of an earlier catch-up or a kernel build): " +
-            "the new module replaces it atomically" };
+            "the new module replaces it atomically"
+        };
         var maxUnits = new Option<int>("--max-units")
-            { Description = "Refuse a header change compiled into more built units than this",
-            DefaultValueFactory = _ => 40 };
+        {
+            Description = "Refuse a header change compiled into more built units than this",
+            DefaultValueFactory = _ => 40
+        };
         var only = new Option<string[]>("--only")
         {
             Description = "Build only changed files under this path prefix (repeatable); the others are reported as " +
@@ -550,15 +590,17 @@ internal static class KernelCommands
     {
         var module = new Argument<FileInfo>("module.ko") { Description = "The livepatch module to prove" };
         var target = new Option<string>("--target")
-            { Description = "The exact kernel release it was built for", Required = true };
+        { Description = "The exact kernel release it was built for", Required = true };
         var check = new Option<FileInfo?>("--check")
-            { Description = "A shell script that fails without the fix and succeeds with it" };
+        { Description = "A shell script that fails without the fix and succeeds with it" };
         var timeout = new Option<int>("--timeout")
-            { Description = "Seconds for the whole lab run", DefaultValueFactory = _ => 300 };
+        { Description = "Seconds for the whole lab run", DefaultValueFactory = _ => 300 };
         var add = new Option<string[]>("--add")
-            { Description =
+        {
+            Description =
             "HOSTPATH:GUESTPATH: a file the check needs in the guest, such as a helper program (repeatable)",
-            AllowMultipleArgumentsPerToken = false };
+            AllowMultipleArgumentsPerToken = false
+        };
         var json = Cli.Json();
         var command = new Command("test",
             "Boot the target kernel in the lab and prove the module: the check fails before the load, passes while " +

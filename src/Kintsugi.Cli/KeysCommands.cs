@@ -13,8 +13,10 @@ internal static class KeysCommands
 
     public static Option<string> TrustOption() =>
         new("--trust")
-        { Description = $"The trust store directory (trusted/ and retired/ public keys)",
-        DefaultValueFactory = _ => DefaultTrustStore };
+        {
+            Description = $"The trust store directory (trusted/ and retired/ public keys)",
+            DefaultValueFactory = _ => DefaultTrustStore
+        };
 
     public static Command Create()
     {
@@ -33,11 +35,11 @@ internal static class KeysCommands
     private static Command SignRoot()
     {
         var rootKey = new Option<FileInfo>("--key")
-            { Description = "The offline root private key (kintsugi keys generate)", Required = true };
+        { Description = "The offline root private key (kintsugi keys generate)", Required = true };
         var version = new Option<long>("--version")
-            { Description = "The update's version: above every version signed before", Required = true };
+        { Description = "The update's version: above every version signed before", Required = true };
         var output = new Option<FileInfo>("--output", "-o")
-            { Description = "Where to write the signed update (trust-root.json)", Required = true };
+        { Description = "Where to write the signed update (trust-root.json)", Required = true };
         var trust = TrustOption();
         trust.Description =
             "The trust store whose trusted, retired and timestamp keys the update lists (the publisher's reference " +
@@ -82,9 +84,11 @@ internal static class KeysCommands
     private static Command Generate()
     {
         var path = new Argument<FileInfo>("private-key")
-            { Description =
+        {
+            Description =
             "Where to write the private key (PKCS#8 PEM, mode 0600, never overwritten); the public key goes to the " +
-            "same path + .pub" };
+            "same path + .pub"
+        };
         var json = Cli.Json();
         var command = new Command("generate",
             "Create a publisher signing key (ECDSA P-256): keep the private key offline, give the .pub to every " +
@@ -98,8 +102,11 @@ internal static class KeysCommands
             using var key = PublisherKey.Generate();
             key.Save(file);
             key.PublicKey.Save(publicFile);
-            if (parse.GetValue(json)) { Cli.WriteJson(new KeyListing(key.Id.ToString(), "private", file),
-                CliJson.Default.KeyListing); return Task.FromResult(0); }
+            if (parse.GetValue(json))
+            {
+                Cli.WriteJson(new KeyListing(key.Id.ToString(), "private", file),
+                CliJson.Default.KeyListing); return Task.FromResult(0);
+            }
             Console.WriteLine($"key id:      {key.Id}");
             Console.WriteLine($"private key: {file} (keep it offline)");
             Console.WriteLine($"public key:  {publicFile} (add it to trust stores: kintsugi keys trust {publicFile})");
@@ -111,15 +118,19 @@ internal static class KeysCommands
     private static Command Trust()
     {
         var path = new Argument<FileInfo>("public-key")
-            { Description = "A publisher's public key (.pub, SubjectPublicKeyInfo PEM)" };
+        { Description = "A publisher's public key (.pub, SubjectPublicKeyInfo PEM)" };
         var trust = TrustOption();
         var timestamp = new Option<bool>("--timestamp")
-            { Description =
+        {
+            Description =
             "Trust it as an online timestamp key (a server's keys/timestamp.pub): it may only extend release " +
-            "metadata's freshness" };
+            "metadata's freshness"
+        };
         var root = new Option<bool>("--root")
-            { Description =
-            "Pin it as an offline root key: it may only sign trust-root updates (kintsugi keys sign-root)" };
+        {
+            Description =
+            "Pin it as an offline root key: it may only sign trust-root updates (kintsugi keys sign-root)"
+        };
         var command = new Command("trust",
             "Add a publisher's public key to the trust store: bundles it signs verify from now on")
             { path, trust, timestamp, root };

@@ -13,13 +13,17 @@ internal static class KillSwitchCommands
     public static Command Disable()
     {
         var reason = new Option<string>("--reason")
-            { Description = "Why, recorded in the switch file and shown by status",
-            DefaultValueFactory = _ => "disabled by an operator" };
+        {
+            Description = "Why, recorded in the switch file and shown by status",
+            DefaultValueFactory = _ => "disabled by an operator"
+        };
         var unload = new Option<bool>("--unload")
-            { Description =
-            "Also unload every loaded livepatch now (installed ones stay installed, not re-applied while disabled)" };
+        {
+            Description =
+            "Also unload every loaded livepatch now (installed ones stay installed, not re-applied while disabled)"
+        };
         var timeout = new Option<int>("--timeout")
-            { Description = "Seconds to wait for each unload's transition", DefaultValueFactory = _ => 60 };
+        { Description = "Seconds to wait for each unload's transition", DefaultValueFactory = _ => 60 };
         var json = Cli.Json();
         var command = new Command("disable",
             $"Turn automatic patching off: boot re-application and the agent apply nothing until kintsugi enable " +

@@ -20,17 +20,26 @@ internal static class LabCommands
     {
         public static CommonOptions Create() => new(
             new Option<string>("--kernel")
-                { Description = "Kernel release as uname -r prints it (fetched from the Debian archive)",
-                Required = true },
+            {
+                Description = "Kernel release as uname -r prints it (fetched from the Debian archive)",
+                Required = true
+            },
             new Option<string[]>("--add")
-                { Description = "HOSTPATH:GUESTPATH: copy a host file into the guest (repeatable)",
-                AllowMultipleArgumentsPerToken = false },
+            {
+                Description = "HOSTPATH:GUESTPATH: copy a host file into the guest (repeatable)",
+                AllowMultipleArgumentsPerToken = false
+            },
             new Option<string?>("--disk")
-                { Description =
+            {
+                Description =
                 "A persistent disk image (created if missing) that keeps /var/lib/kintsugi, /etc/kintsugi and " +
-                "/etc/systemd across boots" },
-            new Option<string[]>("--append") { Description =
-                "Extra kernel command line argument (repeatable), for example kintsugi.enable=0" });
+                "/etc/systemd across boots"
+            },
+            new Option<string[]>("--append")
+            {
+                Description =
+                "Extra kernel command line argument (repeatable), for example kintsugi.enable=0"
+            });
 
         public void AddTo(Command command)
         {
@@ -56,10 +65,12 @@ internal static class LabCommands
     {
         var common = CommonOptions.Create();
         var timeout = new Option<int>("--timeout")
-            { Description = "Seconds before the guest is stopped (exit 124)", DefaultValueFactory = _ => 300 };
+        { Description = "Seconds before the guest is stopped (exit 124)", DefaultValueFactory = _ => 300 };
         var guest = new Argument<string[]>("command")
-            { Description = "The guest command, after --; its words are joined and run by the guest's sh",
-            Arity = ArgumentArity.OneOrMore };
+        {
+            Description = "The guest command, after --; its words are joined and run by the guest's sh",
+            Arity = ArgumentArity.OneOrMore
+        };
         var command = new Command("run",
             "Boot the kernel, run a command in the guest, stream the serial console, and exit with the command's " +
             "status")

@@ -36,8 +36,11 @@ root.Subcommands.Add(DemoCommand.Create());
 root.Subcommands.Add(ServerCommands.Create());
 root.Subcommands.Add(KillSwitchCommands.Disable());
 root.Subcommands.Add(KillSwitchCommands.Enable());
-root.Subcommands.Add(new Command("version", "Print the version.") { Action =
-    Cli.Run(_ => { Console.WriteLine(Cli.Version); return Task.FromResult(0); }) });
+root.Subcommands.Add(new Command("version", "Print the version.")
+{
+    Action =
+    Cli.Run(_ => { Console.WriteLine(Cli.Version); return Task.FromResult(0); })
+});
 
 CommandLineRules.InstallExamples(root);
 

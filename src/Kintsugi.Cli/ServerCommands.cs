@@ -26,15 +26,20 @@ internal sealed class ServerRequestException(string message, ExitCode code, Exce
 internal static class ServerCommands
 {
     private static readonly Option<string?> Url = new("--url")
-        { Description = "Server URL (default $KINTSUGI_SERVER_URL, else https://localhost:8443)", Recursive = true };
+    { Description = "Server URL (default $KINTSUGI_SERVER_URL, else https://localhost:8443)", Recursive = true };
     private static readonly Option<string?> Token = new("--token")
-        { Description = "API token (default $KINTSUGI_SERVER_TOKEN, or the file in $KINTSUGI_SERVER_TOKEN_FILE)",
-        Recursive = true };
+    {
+        Description = "API token (default $KINTSUGI_SERVER_TOKEN, or the file in $KINTSUGI_SERVER_TOKEN_FILE)",
+        Recursive = true
+    };
     private static readonly Option<string?> Ca = new("--ca")
-        { Description =
+    {
+        Description =
         "PEM certificate to trust for the server: its own (e.g. its generated tls/server.crt, pinned) or the CA that " +
         "issued it; only these are trusted and the certificate must name the host (default $KINTSUGI_SERVER_CA; " +
-        "else the system's CAs)", Recursive = true };
+        "else the system's CAs)",
+        Recursive = true
+    };
 
     public static Command Create()
     {
@@ -64,7 +69,7 @@ internal static class ServerCommands
     {
         var command = new Command("run",
             "Run the patch server (starts kintsugi-server run with these options; --help lists them)")
-            { TreatUnmatchedTokensAsErrors = false };
+        { TreatUnmatchedTokensAsErrors = false };
         // The options are kintsugi-server's: --help is handed over too, so it lists them rather than this stub.
         var help = new System.CommandLine.Help.HelpOption();
         command.Options.Add(help);
@@ -119,8 +124,11 @@ internal static class ServerCommands
                         : " (its certificate is not trusted: pass --ca with its tls/server.crt)"),
                         ExitCode.Environment, e);
             }
-            catch (TaskCanceledException e) { throw new ServerRequestException($"the server at {BaseAddress} did not " +
-                "answer in time", ExitCode.Environment, e); }
+            catch (TaskCanceledException e)
+            {
+                throw new ServerRequestException($"the server at {BaseAddress} did not " +
+                "answer in time", ExitCode.Environment, e);
+            }
             if (response.IsSuccessStatusCode) return response;
             var body = await response.Content.ReadAsStringAsync();
             string detail;
@@ -225,7 +233,7 @@ internal static class ServerCommands
     private static Command Publish()
     {
         var files = new Argument<FileInfo[]>("bundle")
-            { Description = "Signed bundle files (kintsugi bundle sign)", Arity = ArgumentArity.OneOrMore };
+        { Description = "Signed bundle files (kintsugi bundle sign)", Arity = ArgumentArity.OneOrMore };
         var json = Cli.Json();
         var command = new Command("publish",
             "Publish signed bundles; the server verifies them against the fleet's trusted publisher keys. Each lands " +
@@ -285,7 +293,7 @@ internal static class ServerCommands
     {
         var release = ReleaseArgument();
         var channel = new Option<string?>("--channel")
-            { Description = "Target channel (default: the next one); earlier channels are included" };
+        { Description = "Target channel (default: the next one); earlier channels are included" };
         var reason = new Option<string?>("--reason") { Description = "Why (recorded in the audit log)" };
         var json = Cli.Json();
         var command = new Command("promote", "Promote a release manually (bypasses the delay and health gate; audited)")
@@ -308,7 +316,7 @@ internal static class ServerCommands
     {
         var release = ReleaseArgument();
         var reason = new Option<string>("--reason")
-            { Description = "Why (required; recorded in the audit log)", Required = true };
+        { Description = "Why (required; recorded in the audit log)", Required = true };
         var json = Cli.Json();
         var command = new Command("revoke",
             "Revoke a release fleet-wide: agents return to the previous good level (or remove) within the events wait")
@@ -329,7 +337,7 @@ internal static class ServerCommands
     private static Command MetadataCommand()
     {
         var file = new Argument<FileInfo>("metadata")
-            { Description = "Signed release metadata (kintsugi bundle metadata)" };
+        { Description = "Signed release metadata (kintsugi bundle metadata)" };
         var json = Cli.Json();
         var publish = new Command("publish",
             "Store the publisher's signed release metadata for its kernel build; the levels it revokes are revoked " +
@@ -441,9 +449,9 @@ internal static class ServerCommands
         });
         var name = new Argument<string>("name") { Description = "Channel name (a-z, 0-9, -)" };
         var delay = new Option<long?>("--delay")
-            { Description = "Seconds after entering the previous channel before automatic promotion" };
+        { Description = "Seconds after entering the previous channel before automatic promotion" };
         var minApplied = new Option<int?>("--min-applied")
-            { Description = "Machines in the previous channel that must report applied (and none failed)" };
+        { Description = "Machines in the previous channel that must report applied (and none failed)" };
         var manual = new Option<bool>("--manual") { Description = "Only manual promotion into this channel" };
         var set = new Command("set",
             "Create a channel (at the end of the order) or change its promotion policy (admin)")
@@ -468,7 +476,7 @@ internal static class ServerCommands
     {
         var command = new Command("tokens", "Enrollment tokens (bound to a channel) and API tokens (with a role)");
         var channel = new Option<string>("--channel")
-            { Description = "The channel enrolled machines join", Required = true };
+        { Description = "The channel enrolled machines join", Required = true };
         var maxUses = new Option<int?>("--max-uses") { Description = "How many machines may enroll with it" };
         var expires = new Option<long?>("--expires-in") { Description = "Seconds until it expires" };
         var description = new Option<string?>("--description") { Description = "What it is for" };
@@ -488,7 +496,7 @@ internal static class ServerCommands
         var role = new Option<string>("--role") { Description = "admin, operator or auditor", Required = true };
         role.AcceptOnlyFromAmong("admin", "operator", "auditor");
         var name = new Option<string>("--name")
-            { Description = "Who or what holds it (shown in the audit log)", Required = true };
+        { Description = "Who or what holds it (shown in the audit log)", Required = true };
         var apiExpires = new Option<long?>("--expires-in") { Description = "Seconds until it expires" };
         var apiJson = Cli.Json();
         var create = new Command("create", "Make an API token with a role (admin only); it is printed once")
@@ -511,8 +519,11 @@ internal static class ServerCommands
             IReadOnlyList<ApiTokenView> apiTokens;
             try { apiTokens = await api.GetAsync("/api/v1/api-tokens", Types.IReadOnlyListApiTokenView); }
             catch (ServerRequestException) { apiTokens = []; } // listing API tokens needs admin
-            if (parse.GetValue(listJson)) { Print(new TokenListing(enrollment, apiTokens),
-                ServerCliJson.Default.TokenListing); return 0; }
+            if (parse.GetValue(listJson))
+            {
+                Print(new TokenListing(enrollment, apiTokens),
+                ServerCliJson.Default.TokenListing); return 0;
+            }
             var table = Tables.Create("token", "kind", "role or channel", "uses", "state", "name or description");
             foreach (var t in enrollment)
                 table.Row(t.Id, "enrollment", t.Channel, $"{t.Uses}/{(t.MaxUses is { } most ? most.ToString() : "∞")}",
@@ -546,7 +557,7 @@ internal static class ServerCommands
     {
         var command = new Command("trust", "The publisher keys whose bundles the server accepts");
         var file = new Argument<FileInfo>("public-key.pem")
-            { Description = "A publisher public key (SubjectPublicKeyInfo PEM)" };
+        { Description = "A publisher public key (SubjectPublicKeyInfo PEM)" };
         var add = new Command("add", "Trust a publisher key (admin)") { file };
         add.Action = Cli.Run(async parse =>
         {
@@ -582,7 +593,7 @@ internal static class ServerCommands
             return 0;
         });
         var document = new Argument<FileInfo>("trust-root.json")
-            { Description = "A trust-root update signed by a root key (kintsugi keys sign-root)" };
+        { Description = "A trust-root update signed by a root key (kintsugi keys sign-root)" };
         var trustRoot = new Command("root",
             "Publish a signed trust-root update: agents apply it at their next check-in (new keys, retirements); " +
             "this server applies it to its own keys (admin)") { document };
@@ -608,16 +619,16 @@ internal static class ServerCommands
     private static Command Report()
     {
         var kind = new Argument<string>("report")
-            { Description = "fleet, exposure, compliance or openvex (the fleet's OpenVEX document for scanners)" };
+        { Description = "fleet, exposure, compliance or openvex (the fleet's OpenVEX document for scanners)" };
         kind.AcceptOnlyFromAmong("fleet", "exposure", "compliance", "openvex");
         var format = new Option<string>("--format")
-            { Description = "json (default), or for compliance also csv or html", DefaultValueFactory = _ => "json" };
+        { Description = "json (default), or for compliance also csv or html", DefaultValueFactory = _ => "json" };
         format.AcceptOnlyFromAmong("json", "csv", "html");
         var severity = new Option<string?>("--severity")
-            { Description = "compliance: minimum CVE severity (default high)" };
+        { Description = "compliance: minimum CVE severity (default high)" };
         var cve = new Option<string?>("--cve") { Description = "exposure: only this CVE" };
         var output = new Option<FileInfo?>("--output", "-o")
-            { Description = "Write to this file instead of standard output" };
+        { Description = "Write to this file instead of standard output" };
         var command = new Command("report",
             "Fleet status, per-CVE exposure, the PCI DSS 6.3.3 30-day compliance report, or the fleet's OpenVEX " +
             "document") { kind, format, severity, cve, output };
@@ -658,7 +669,7 @@ internal static class ServerCommands
         var json = Cli.Json();
         var after = new Option<long>("--after") { Description = "Only events after this sequence number" };
         var limit = new Option<int>("--limit")
-            { Description = "At most this many events", DefaultValueFactory = _ => 1000 };
+        { Description = "At most this many events", DefaultValueFactory = _ => 1000 };
         var log = new Command("log", "Print audit events in order: who, what, when, from where") { json, after, limit };
         log.Action = Cli.Run(async parse =>
         {
@@ -697,7 +708,7 @@ internal static class ServerCommands
     private static Command Export()
     {
         var output = new Option<FileInfo>("--output", "-o")
-            { Description = "The archive to write (tar)", Required = true };
+        { Description = "The archive to write (tar)", Required = true };
         var build = new Option<string?>("--build") { Description = "Only this kernel build-id" };
         var command = new Command("export",
             "Export the good releases' signed bundles to a file, for an air-gapped server") { output, build };

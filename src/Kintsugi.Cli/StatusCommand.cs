@@ -11,12 +11,15 @@ internal static class StatusCommand
     {
         var json = Cli.Json();
         var format = new Option<string>("--format")
-            { Description =
+        {
+            Description =
             "text, json (as --json), openvex (an OpenVEX document: the CVEs the applied level fixes) or prometheus " +
-            "(a node_exporter textfile)", DefaultValueFactory = _ => "text" };
+            "(a node_exporter textfile); both count user-space patches and CVEs too",
+            DefaultValueFactory = _ => "text"
+        };
         format.AcceptOnlyFromAmong("text", "json", "openvex", "prometheus");
         var output = new Option<FileInfo?>("--output", "-o")
-            { Description = "Write to this file instead (atomically: a collector reading it never sees half a file)" };
+        { Description = "Write to this file instead (atomically: a collector reading it never sees half a file)" };
         var command = new Command("status",
             "Show this machine's kernel, its effective version, the applied level and the CVEs it fixes, and its " +
             "livepatches in the shared state vocabulary") { json, format, output };
@@ -38,10 +41,9 @@ internal static class StatusCommand
                 var text = chosen switch
                 {
                     "json" => Json(status, UserPatches()) + "\n",
-                    "openvex" =>
-                        StatusReports.OpenVex(status, File.ReadAllText("/proc/sys/kernel/hostname").Trim(),
-                        $"kintsugi {Cli.Version}", DateTimeOffset.UtcNow).ToJson() + "\n",
-                    _ => StatusReports.Prometheus(status),
+                    "openvex" => OpenVex(status, UserPatches(),
+                        File.ReadAllText("/proc/sys/kernel/hostname").Trim()).ToJson() + "\n",
+                    _ => StatusReports.Prometheus(status) + UserStatusReports.Prometheus(UserPatches()),
                 };
                 if (parse.GetValue(output) is { } file) AtomicFile.WriteText(file.FullName, text);
                 else Console.Write(text);
@@ -78,6 +80,15 @@ internal static class StatusCommand
             return Task.FromResult(0);
         });
         return command;
+    }
+
+    /// <summary>The kernel's statements and those of the user-space patches running here, in one document.</summary>
+    internal static OpenVexDocument OpenVex(MachineStatus status, IReadOnlyList<UserPatchStatus> userPatches,
+        string hostname)
+    {
+        var kernel = StatusReports.OpenVex(status, hostname, $"kintsugi {Cli.Version}", DateTimeOffset.UtcNow);
+        return OpenVexDocument.Create(kernel.Author, kernel.Tooling,
+            [.. kernel.Statements, .. UserStatusReports.OpenVexStatements(userPatches, hostname)], kernel.Timestamp);
     }
 
     private static IReadOnlyList<UserPatchStatus> UserPatches() =>

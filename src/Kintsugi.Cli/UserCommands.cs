@@ -48,27 +48,36 @@ internal static class UserCommands
     { Description = $"Only this process (repeatable); default: {what}", AllowMultipleArgumentsPerToken = false };
 
     private static Option<int> TimeoutOption() => new("--busy-timeout")
-    { Description = "Milliseconds to keep retrying while a thread is inside a function being replaced",
-        DefaultValueFactory = _ => 5000 };
+    {
+        Description = "Milliseconds to keep retrying while a thread is inside a function being replaced",
+        DefaultValueFactory = _ => 5000
+    };
 
     private static Command Apply()
     {
         var file = new Argument<FileInfo>("patch")
-            { Description = "The user-space patch file (built by kintsugi user build)" };
+        { Description = "The user-space patch file (built by kintsugi user build)" };
         var pids = PidOption("every process that maps the patch's object (found by build-id)");
         var timeout = TimeoutOption();
+        var replace = new Option<bool>("--replace")
+        {
+            Description = "Take out every other patch of the same object in the same pause (a new cumulative " +
+                "level): no thread runs the shipped code in between"
+        };
         var json = Cli.Json();
         var command = new Command("apply",
             "Apply a patch to running processes: every thread is stopped for the pause shown, and the process keeps " +
             "running")
-            { file, pids, timeout, json };
+            { file, pids, timeout, replace, json };
         command.Action = Cli.Run(parse =>
         {
             var patch = UserPatch.Load(parse.GetValue(file)!.FullName);
             var targets = Targets(parse.GetValue(pids), patch.Target.BuildId);
             var patcher = new UserPatcher(Options(parse.GetValue(timeout)), parse.GetValue(Cli.Verbose) ? Cli.Progress
                 : null);
-            var results = targets.Select(pid => patcher.Apply(pid, patch)).ToList();
+            Func<AppliedPatch, bool>? replacing = parse.GetValue(replace)
+                ? a => a.Target == patch.Target.BuildId && a.PatchId != patch.IdHex : null;
+            var results = targets.Select(pid => patcher.Apply(pid, patch, replacing)).ToList();
             if (parse.GetValue(pids) is not { Length: > 0 })
             {
                 // A process forked during the pass by a parent not yet patched (a server's new worker) was not in the
@@ -77,7 +86,7 @@ internal static class UserCommands
                 {
                     var late = Targets(null, patch.Target.BuildId).Except(results.Select(r => r.Pid)).ToList();
                     if (late.Count == 0) break;
-                    results.AddRange(late.Select(pid => patcher.Apply(pid, patch)));
+                    results.AddRange(late.Select(pid => patcher.Apply(pid, patch, replacing)));
                 }
             }
             return Task.FromResult(Report(patch, results, parse.GetValue(json), ProcessOutcome.Applied));
@@ -88,7 +97,7 @@ internal static class UserCommands
     private static Command Revert()
     {
         var file = new Argument<FileInfo?>("patch")
-            { Description = "The patch to revert; without it, --all", Arity = ArgumentArity.ZeroOrOne };
+        { Description = "The patch to revert; without it, --all", Arity = ArgumentArity.ZeroOrOne };
         var all = new Option<bool>("--all") { Description = "Revert every Kintsugi patch in the selected processes" };
         var pids = PidOption("every process the patch is applied in");
         var timeout = TimeoutOption();
@@ -197,36 +206,50 @@ internal static class UserCommands
     private static Command Build()
     {
         var obj = new Argument<FileInfo>("object")
-            { Description = "The exact shipped ELF object (executable or shared library, with its symbols)" };
+        { Description = "The exact shipped ELF object (executable or shared library, with its symbols)" };
         var source = new Option<DirectoryInfo?>("--source")
-            { Description = "The source tree the object was built from; default: fetched (--package, or the " +
+        {
+            Description = "The source tree the object was built from; default: fetched (--package, or the " +
                 "installed " +
-                "package owning the object)" };
+                "package owning the object)"
+        };
         var package = new Option<string?>("--package")
-            { Description = "PACKAGE=VERSION: fetch that exact source with apt-get source (private apt state, cached " +
+        {
+            Description = "PACKAGE=VERSION: fetch that exact source with apt-get source (private apt state, cached " +
                 "by " +
-                "content) and read its build flags from debian/rules" };
+                "content) and read its build flags from debian/rules"
+        };
         var fix = new Option<FileInfo>("--fix")
-            { Description = "The fix, a unified diff against the source tree (patch -p1)", Required = true };
+        { Description = "The fix, a unified diff against the source tree (patch -p1)", Required = true };
         var flags = new Option<string?>("--cflags")
-            { Description = "The compiler flags the distribution used; default: dpkg-buildflags' CPPFLAGS and CFLAGS " +
-                "with the settings of the package's debian/rules" };
+        {
+            Description = "The compiler flags the distribution used; default: dpkg-buildflags' CPPFLAGS and CFLAGS " +
+                "with the settings of the package's debian/rules"
+        };
+        var installDependencies = new Option<bool>("--install-build-deps")
+        {
+            Description = "Install the package's missing build dependencies (apt-get build-dep) to configure its " +
+                "source as Debian built it"
+        };
         var directory = new Option<string>("--directory", "-C")
-            { Description = "Where the build compiled from, relative to the source tree",
-            DefaultValueFactory = _ => "." };
+        {
+            Description = "Where the build compiled from, relative to the source tree",
+            DefaultValueFactory = _ => "."
+        };
         var name = new Option<string?>("--name") { Description = "The patch's name; default: the fix's file name" };
         var output = new Option<FileInfo?>("--output", "-o")
-            { Description = "Where to write the patch; default: NAME.kup.json" };
+        { Description = "Where to write the patch; default: NAME.kup.json" };
         var json = Cli.Json();
         var command = new Command("build",
             "Build a user-space patch for one exact object from a source fix, proven against the shipped code")
-            { obj, source, package, fix, flags, directory, name, output, json };
+            { obj, source, package, fix, flags, directory, name, output, installDependencies, json };
         command.Action = Cli.Run(async parse =>
         {
             var fixFile = parse.GetValue(fix)!;
             var patchName = parse.GetValue(name) ?? Path.GetFileNameWithoutExtension(fixFile.Name);
             string tree;
             IReadOnlyList<string>? packageFlags = null;
+            Kintsugi.User.Build.ConfiguredSource? configured = null;
             if (parse.GetValue(source) is { } given)
             {
                 if (parse.GetValue(package) is not null)
@@ -242,6 +265,13 @@ internal static class UserCommands
                     Cli.Progress).PrepareAsync(wanted);
                 Cli.Progress($"source of {wanted}: {prepared.Tree}");
                 (tree, packageFlags) = (prepared.Tree, prepared.CompilerFlags);
+                // Given flags mean the user knows how the units compile; otherwise the package's build says it.
+                if (parse.GetValue(flags) is null)
+                {
+                    configured = await new Kintsugi.User.Build.SourceConfigurator(Cli.Progress)
+                        .ConfigureAsync(prepared, parse.GetValue(installDependencies));
+                    tree = configured.Tree;
+                }
             }
             var cflags = parse.GetValue(flags) ?? (packageFlags is not null ? string.Join(' ', packageFlags)
                 : string.Join(' ', await Kintsugi.User.Build.DebianSource.BuildFlagsAsync(tree)));
@@ -249,7 +279,7 @@ internal static class UserCommands
                 new Kintsugi.User.Build.UserBuildRequest(parse.GetValue(obj)!.FullName, tree, fixFile.FullName,
                 cflags.Split(' ', StringSplitOptions.RemoveEmptyEntries), patchName, parse.GetValue(output)?.FullName
                     ?? Path.GetFullPath(patchName + ".kup.json"),
-                WorkingDirectory: parse.GetValue(directory)!);
+                WorkingDirectory: parse.GetValue(directory)!, Configured: configured);
             var result = await new Kintsugi.User.Build.UserPatchBuilder(Cli.Progress).BuildAsync(request);
             if (parse.GetValue(json)) { Cli.WriteJson(result, UserCliJson.Default.UserBuildResult); return 0; }
             Console.WriteLine($"{result.OutputPath}: replaces {string.Join(", ", result.Functions)} in build-id " +

@@ -41,6 +41,11 @@ public sealed record OpenVexDocument(
     public static string DebianKernelPackage(string release, string? packageVersion, string architecture = "amd64") =>
         $"pkg:deb/debian/linux-image-{Uri.EscapeDataString(release)}"
         + (packageVersion is null ? "" : "@" + Uri.EscapeDataString(packageVersion)) + $"?arch={architecture}";
+
+    /// <summary>A Debian binary package as a package URL (a library or a server a user-space patch fixes).</summary>
+    public static string DebianPackage(string package, string? packageVersion, string architecture = "amd64") =>
+        $"pkg:deb/debian/{Uri.EscapeDataString(package)}"
+        + (packageVersion is null ? "" : "@" + Uri.EscapeDataString(packageVersion)) + $"?arch={architecture}";
 }
 
 public sealed record OpenVexStatement(

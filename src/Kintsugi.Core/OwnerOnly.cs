@@ -21,7 +21,9 @@ public static class OwnerOnly
         File.Delete(temporary);
         var options = new FileStreamOptions
         {
-            Mode = System.IO.FileMode.CreateNew, Access = FileAccess.Write, UnixCreateMode = FileMode,
+            Mode = System.IO.FileMode.CreateNew,
+            Access = FileAccess.Write,
+            UnixCreateMode = FileMode,
         };
         using (var stream = new FileStream(temporary, options))
         {

@@ -150,7 +150,8 @@ internal sealed class ObjectView
             {
                 if (KernelNames.IsPerUseStatic(symbol))
                     Add(new DefinedSymbol(symbol, SymbolKey.PerUse(symbol.Name), SymbolRole.Special,
-                        null) { InPatched = patched });
+                        null)
+                    { InPatched = patched });
                 else if (symbol.Binding == ElfSymbolBinding.Local
                     && KernelNames.IsNumberedStatic(symbol.Name, out _, out _))
                 {
@@ -162,7 +163,8 @@ internal sealed class ObjectView
                     Track(defined);
                 }
                 else Add(new DefinedSymbol(symbol, SymbolKey.Named(symbol.Name), SymbolRole.Data,
-                    null) { InPatched = patched });
+                    null)
+                { InPatched = patched });
             }
         }
         foreach (var list in DefinedIn.Values) list.Sort((a, b) => a.Start.CompareTo(b.Start));

@@ -210,7 +210,7 @@ internal sealed class OutputBuilder
     {
         if (_sectionSymbols.TryGetValue(section, out var symbol)) return symbol;
         symbol = new ElfSymbol("")
-            { Type = ElfSymbolType.Section, Binding = ElfSymbolBinding.Local, Section = section };
+        { Type = ElfSymbolType.Section, Binding = ElfSymbolBinding.Local, Section = section };
         _table.Symbols.Add(symbol);
         return _sectionSymbols[section] = symbol;
     }
@@ -262,9 +262,12 @@ internal sealed class OutputBuilder
             + (symbol.Type == ElfSymbolType.Section || symbol.Section is null ? 0 : (long)symbol.Value);
         if (target.IsExternal)
             return (Reference(symbol.Name, symbol.Name, isLocal: false, definedInUnit: false,
-                symbol.Type switch { ElfSymbolType.Function => ReferenceTargetKind.Function,
-                    ElfSymbolType.Object => ReferenceTargetKind.Object, _ =>
-                    ReferenceTargetKind.Other }), relocation.Addend);
+                symbol.Type switch
+                {
+                    ElfSymbolType.Function => ReferenceTargetKind.Function,
+                    ElfSymbolType.Object => ReferenceTargetKind.Object,
+                    _ => ReferenceTargetKind.Other,
+                }), relocation.Addend);
 
         if (target.Defined is { } defined)
         {
@@ -272,22 +275,22 @@ internal sealed class OutputBuilder
             switch (defined.Role)
             {
                 case SymbolRole.Function or SymbolRole.ColdPart:
-                {
-                    var change = _changes.GetValueOrDefault(defined.OwnerKey, FunctionChange.New);
-                    if (change is FunctionChange.Changed or FunctionChange.New)
                     {
+                        var change = _changes.GetValueOrDefault(defined.OwnerKey, FunctionChange.New);
+                        if (change is FunctionChange.Changed or FunctionChange.New)
+                        {
+                            if (KernelNames.IsInitSection(defined.Section.Name))
+                                return Refuse(RefusalRule.InitCodeChanged, defined.Name,
+                                $"the patched code calls {defined.Name}, which is __init code: it is freed after " +
+                                "boot. Call something that stays, or do the work from a callback.");
+                            return (IncludeCode(defined), addend);
+                        }
                         if (KernelNames.IsInitSection(defined.Section.Name))
                             return Refuse(RefusalRule.InitCodeChanged, defined.Name,
-                            $"the patched code calls {defined.Name}, which is __init code: it is freed after boot. " +
-                            "Call something that stays, or do the work from a callback.");
-                        return (IncludeCode(defined), addend);
+                            $"the patched code references {defined.Name}, which is __init code freed after boot; it " +
+                            "cannot be called from a livepatch.");
+                        return (ReferenceTo(defined, ReferenceTargetKind.Function), addend);
                     }
-                    if (KernelNames.IsInitSection(defined.Section.Name))
-                        return Refuse(RefusalRule.InitCodeChanged, defined.Name,
-                        $"the patched code references {defined.Name}, which is __init code freed after boot; it " +
-                        "cannot be called from a livepatch.");
-                    return (ReferenceTo(defined, ReferenceTargetKind.Function), addend);
-                }
                 case SymbolRole.Special:
                     return (IncludeData(defined), addend);
                 default:
@@ -345,8 +348,11 @@ internal sealed class OutputBuilder
     {
         if (_references.TryGetValue(outputName, out var existing)) return existing.Symbol;
         var symbol = new ElfSymbol(outputName)
-            { Binding = ElfSymbolBinding.Global, Type = ElfSymbolType.NoType,
-            SpecialSection = ElfSpecialSectionIndex.Undefined };
+        {
+            Binding = ElfSymbolBinding.Global,
+            Type = ElfSymbolType.NoType,
+            SpecialSection = ElfSpecialSectionIndex.Undefined
+        };
         _table.Symbols.Add(symbol);
         _references[outputName] = (symbol,
             new LoadTimeReference(outputName, targetName, isLocal, definedInUnit, kind, []), []);
@@ -706,8 +712,11 @@ internal sealed class OutputBuilder
                 if (!TargetsIncludedCode(section, relocation)) continue;
                 // A function pointer in a variable is ordinary data: calls through it reach the patched function
                 // through ftrace.
-                if (_patched.Covering(section, (long)relocation.Offset) is { Role: SymbolRole.Data
-                    or SymbolRole.Special }) continue;
+                if (_patched.Covering(section, (long)relocation.Offset) is
+                    {
+                        Role: SymbolRole.Data
+                    or SymbolRole.Special
+                    }) continue;
                 Refuse(RefusalRule.UnsupportedSection, section.Name,
                     $"{section.Name} refers to patched code, and this builder does not know what the kernel does " +
                     "with that section; it will not drop it silently. Report it with the patch.");

@@ -105,8 +105,11 @@ public sealed class CacheLock : IDisposable
     {
         while (true)
         {
-            try { return new CacheLock(
-                new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None)); }
+            try
+            {
+                return new CacheLock(
+                new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None));
+            }
             catch (IOException) { await Task.Delay(200, cancellation); }
         }
     }

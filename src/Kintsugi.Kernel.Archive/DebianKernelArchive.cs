@@ -140,8 +140,12 @@ public sealed class DebianKernelArchive(string cacheRoot, Action<string>? progre
             packages.Distinct().ToList(), warnings.Distinct().ToList(),
             apt.Release.Codename);
         await VerifyAndPrepareAsync(fetched, cached, cancellation);
-        if (cached is null) fetched = fetched with { Target = fetched.Target
-            with { BuildId = await KernelImage.ReadBuildIdAsync(fetched.Vmlinuz, cancellation) } };
+        if (cached is null) fetched = fetched with
+        {
+            Target = fetched.Target
+            with
+            { BuildId = await KernelImage.ReadBuildIdAsync(fetched.Vmlinuz, cancellation) }
+        };
         await VerifyDebugAsync(fetched, cancellation);
         AtomicWrite(manifestPath, JsonSerializer.SerializeToUtf8Bytes(fetched, ArchiveJson.Default.FetchedKernel));
         _progress($"kernel {fetched.Target} ready in {root}");

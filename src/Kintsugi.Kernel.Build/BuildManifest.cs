@@ -48,7 +48,8 @@ public sealed record BuildManifest(
 public sealed record ManifestTarget(string Release, string? PackageVersion, string BuildId);
 
 /// <summary>One source patch; <c>File</c> is its copy under the build's patches/ directory (for cumulative builds).</summary>
-public sealed record ManifestPatch(string Name, string Sha256, string? Subject, string File, int Level);
+/// <param name="Context">True for a change applied with the fixes that selects no unit (a companion header's additions).</param>
+public sealed record ManifestPatch(string Name, string Sha256, string? Subject, string File, int Level, bool? Context = null);
 
 public sealed record ManifestUnit(string Source, string Object, string PatchedObject, IReadOnlyList<string> Changed, IReadOnlyList<string> New);
 

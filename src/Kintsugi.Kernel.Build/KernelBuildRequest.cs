@@ -29,6 +29,10 @@ public abstract record TargetReference
 /// <param name="PrecompiledAfter">
 /// After objects already compiled with these fixes for some units (catch-up's trials): those units are not compiled again.
 /// </param>
+/// <param name="ContextPatchFiles">
+/// Changes applied with the fixes that select no unit of their own: additions to headers that some fixes use (a
+/// catch-up's companion headers). Only the units of the fixes see them; they are kept in the manifest as context.
+/// </param>
 public sealed record KernelBuildRequest(
     TargetReference Target,
     IReadOnlyList<string> PatchFiles,
@@ -40,7 +44,8 @@ public sealed record KernelBuildRequest(
     int MaxUnits = 40,
     ModuleSigningKey? Signing = null,
     bool CarryBasePatches = true,
-    string? PrecompiledAfter = null);
+    string? PrecompiledAfter = null,
+    IReadOnlyList<string>? ContextPatchFiles = null);
 
 [JsonConverter(typeof(JsonStringEnumConverter<BuildOutcome>))]
 public enum BuildOutcome { Built, NothingToDo }

@@ -168,21 +168,11 @@ public sealed partial class CatchUpPlan
     /// <summary>The changed constructs whose names appear as identifiers in the added or removed lines of the file's patch.</summary>
     private static IReadOnlyList<string> NamedInChangedLines(SourceDifference difference, ChangedFile file, IReadOnlyList<ChangedConstruct> constructs)
     {
-        if (file.Patch is null) return [];
-        var identifiers = new HashSet<string>(StringComparer.Ordinal);
-        foreach (var line in File.ReadLines(difference.PatchPath(file)))
-        {
-            if (line.Length == 0 || line[0] is not ('+' or '-') || line.StartsWith("+++", StringComparison.Ordinal)
-                || line.StartsWith("---", StringComparison.Ordinal)) continue;
-            foreach (System.Text.RegularExpressions.Match word in Identifier().Matches(line)) identifiers.Add(word.Value);
-        }
+        var identifiers = difference.IdentifiersOnChangedLines(file);
         // "struct example" is named by its tag.
         return [.. constructs.Select(c => c.Name).Where(name => identifiers.Contains(name.Split(' ')[^1]))
             .Distinct(StringComparer.Ordinal)];
     }
-
-    [System.Text.RegularExpressions.GeneratedRegex("[A-Za-z_][A-Za-z0-9_]*")]
-    private static partial System.Text.RegularExpressions.Regex Identifier();
 
     /// <summary>"Cannot tell" is never "not built": the file is refused with the reason, so the report shows it.</summary>
     private static FileDecision Unresolved(ChangedFile file, UnitResolution.Unresolved unresolved) =>

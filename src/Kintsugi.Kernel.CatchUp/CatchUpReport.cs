@@ -20,8 +20,9 @@ public enum FileOutcome
     NotKernelCode,
 }
 
+/// <param name="Companions">Changed headers whose additions a built fix needs; the module applies them with it.</param>
 public sealed record FileReport(string Path, string Change, FileOutcome Outcome, IReadOnlyList<string> Functions, IReadOnlyList<string> Cves,
-    string? Object, string? Rule, string? Reason, string? Advice, string? Proof, string? Patch);
+    string? Object, string? Rule, string? Reason, string? Advice, string? Proof, string? Patch, IReadOnlyList<string>? Companions = null);
 
 [JsonConverter(typeof(JsonStringEnumConverter<CveStatus>))]
 public enum CveStatus
@@ -99,6 +100,8 @@ public sealed record CatchUpReport(
                 var cves = file.Cves.Count > 0 ? $" ({string.Join(", ", file.Cves)})" : "";
                 text.AppendLine($"  {file.Path}{cves}");
                 if (file.Outcome == FileOutcome.Built) text.AppendLine($"      {file.Object}: {string.Join(", ", file.Functions)}");
+                if (file.Companions is { Count: > 0 } companions)
+                    text.AppendLine($"      with the additions of {string.Join(", ", companions)}");
                 if (file.Rule is not null) text.AppendLine($"      rule: {file.Rule}");
                 if (file.Reason is not null) text.AppendLine("      " + file.Reason.Replace("\n", "\n      "));
                 if (file.Advice is not null) text.AppendLine($"      what to do: {file.Advice}");

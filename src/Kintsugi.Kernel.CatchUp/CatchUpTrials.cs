@@ -20,13 +20,17 @@ namespace Kintsugi.Kernel.CatchUp;
 /// file, so each after object is the one its fix alone gives);</item>
 /// <item>diff: each file's units compared (a file that was not precompiled compiles on its own here, which also
 /// gives its compile error exactly);</item>
+/// <item>headers: the C files whose fix did not compile against the running kernel's headers, compiled again with
+/// the update's header changes that only add (the fix is built with those companions), and the rest with every header
+/// change, which tells a fix that needs a changed layout or signature (refused, naming the header) from one that
+/// needs another C file's change;</item>
 /// <item>originals: the distribution's objects of every unit that changes, in one make, for the fidelity proof;</item>
 /// <item>resolve: each changed file's functions found and proven in the running kernel.</item>
 /// </list>
 /// Each outcome is kept in OUTPUT/.catch-up/trials as soon as it is known, so an interrupted or repeated run does
 /// only what is left. Any make that fails in a batch only sends its files back to being compiled one by one.
 /// </summary>
-internal sealed class CatchUpTrials(BuildTarget target, KernelSourceTree tree, CatchUpRequest request, SourceDifference difference,
+internal sealed partial class CatchUpTrials(BuildTarget target, KernelSourceTree tree, CatchUpRequest request, SourceDifference difference,
     string output, Action<string> progress)
 {
     private readonly string _state = Path.Combine(output, ".catch-up", "trials");
@@ -40,7 +44,11 @@ internal sealed class CatchUpTrials(BuildTarget target, KernelSourceTree tree, C
     private sealed record Scoped(ChangedFile File, string Key, BuildInputs Inputs, IReadOnlyList<TranslationUnit> Units);
 
     /// <summary>A file whose units changed: its diffs, waiting for the fidelity proof and resolution.</summary>
-    private sealed record Diffed(Scoped File, IReadOnlyList<UnitDiff> Changed);
+    /// <param name="Companions">Changed headers whose additions the fix was compiled with.</param>
+    private sealed record Diffed(Scoped File, IReadOnlyList<UnitDiff> Changed, IReadOnlyList<string> Companions);
+
+    /// <summary>A C file whose fix did not compile in the shared make against the running kernel's headers.</summary>
+    private sealed record Uncompiled(Scoped File, string Errors);
 
 
     public async Task<IReadOnlyDictionary<string, FileTrial>> RunAsync(IReadOnlyList<FileDecision.Build> decisions,
@@ -61,8 +69,8 @@ internal sealed class CatchUpTrials(BuildTarget target, KernelSourceTree tree, C
         {
             var scoped = Scope(pending);
             var after = await PrecompileAsync(scoped, cancellation);
-            var diffed = await DiffAsync(scoped, after, cancellation);
-            await ResolveAsync(diffed, cancellation);
+            var (diffed, uncompiled) = await DiffAsync(scoped, after, cancellation);
+            await ResolveAsync([.. diffed, .. await RetryWithHeadersAsync(uncompiled, after, cancellation)], cancellation);
             // The batched after objects stay for the module build (ReusableAfterObjects); every other work file goes.
             if (Directory.Exists(_work))
                 foreach (var work in Directory.EnumerateDirectories(_work).Where(d => Path.GetFileName(d) != "after"))
@@ -87,11 +95,11 @@ internal sealed class CatchUpTrials(BuildTarget target, KernelSourceTree tree, C
         var sharedUnits = new HashSet<string>(StringComparer.Ordinal);
         foreach (var (file, key) in built)
         {
-            if (file.Path.EndsWith(".c", StringComparison.Ordinal) && kbuild.Locate(file.Path) is { } own && own.SourcePath == file.Path
-                && PristineObjectCache.HoldsAll(Path.Combine(after, key), [own]))
-                held.Add((key, own));
-            else
-                sharedUnits.UnionWith(UnitsOf(kbuild, file.Path).Select(u => u.ObjectPath));
+            var own = file.Path.EndsWith(".c", StringComparison.Ordinal) && kbuild.Locate(file.Path) is { } unit
+                && unit.SourcePath == file.Path ? unit : null;
+            if (own is not null && PristineObjectCache.HoldsAll(Path.Combine(after, key), [own])) held.Add((key, own));
+            // A C file #included by another unit compiles into that one too.
+            sharedUnits.UnionWith(UnitsOf(kbuild, file.Path).Select(u => u.ObjectPath).Where(o => o != own?.ObjectPath));
         }
         var reused = held.Where(h => !sharedUnits.Contains(h.Unit.ObjectPath)).ToList();
         foreach (var (key, unit) in reused) PristineObjectCache.CopyUnit(Path.Combine(after, key), reusable, unit.ObjectPath);
@@ -128,9 +136,10 @@ internal sealed class CatchUpTrials(BuildTarget target, KernelSourceTree tree, C
     /// did not compile there, each with its own compiler errors (the same as compiling it alone would give: the unit
     /// compiles its own C file only, against the kernel's own headers).
     /// </summary>
-    private sealed record Precompiled(string Directory, IReadOnlySet<string> Files)
+    private sealed record Precompiled(string Directory, HashSet<string> Files)
     {
         private const string ErrorFile = "compile-error.txt";
+        private const string CompanionsFile = "companions.txt";
 
         public string? For(string key) => Files.Contains(key) ? Path.Combine(Directory, key) : null;
 
@@ -138,6 +147,18 @@ internal sealed class CatchUpTrials(BuildTarget target, KernelSourceTree tree, C
             File.Exists(Path.Combine(Directory, key, ErrorFile)) ? File.ReadAllText(Path.Combine(Directory, key, ErrorFile)) : null;
 
         public void KeepError(string key, string errors) => AtomicFile.WriteText(Path.Combine(Directory, key, ErrorFile), errors);
+
+        /// <summary>The changed headers a file's after object was compiled with (none for the shared make).</summary>
+        public IReadOnlyList<string> CompanionsOf(string key) => File.Exists(Path.Combine(Directory, key, CompanionsFile))
+            ? File.ReadAllLines(Path.Combine(Directory, key, CompanionsFile)) : [];
+
+        /// <summary>Takes an after object compiled with companion headers: it replaces the error the shared make gave.</summary>
+        public void KeepWithCompanions(string key, IReadOnlyList<string> companions)
+        {
+            AtomicFile.WriteText(Path.Combine(Directory, key, CompanionsFile), string.Concat(companions.Select(c => c + "\n")));
+            File.Delete(Path.Combine(Directory, key, ErrorFile));
+            Files.Add(key);
+        }
     }
 
     private async Task<Precompiled> PrecompileAsync(IReadOnlyList<Scoped> scoped, CancellationToken cancellation)
@@ -211,38 +232,228 @@ internal sealed class CatchUpTrials(BuildTarget target, KernelSourceTree tree, C
                 else notCompiled++;
             }
             notCompiled += chunk.Length - applied.Count;
-            Directory.Delete(chunkDirectory, recursive: true);
+            // A make in which every unit failed wrote nothing.
+            if (Directory.Exists(chunkDirectory)) Directory.Delete(chunkDirectory, recursive: true);
         }
         progress($"compiled after the fixes in {watch.Elapsed.TotalSeconds:0} s" +
             (notCompiled > 0 ? $"; {notCompiled} did not apply, or failed without telling why, and are tried one by one" : ""));
         return precompiled;
     }
 
-    private async Task<List<Diffed>> DiffAsync(IReadOnlyList<Scoped> scoped, Precompiled after, CancellationToken cancellation)
+    private async Task<(List<Diffed> Diffed, List<Uncompiled> Uncompiled)> DiffAsync(IReadOnlyList<Scoped> scoped,
+        Precompiled after, CancellationToken cancellation)
     {
         var diffed = new ConcurrentBag<Diffed>();
+        var uncompiled = new ConcurrentBag<Uncompiled>();
         var objtoolAtLink = ReferenceBinder.ObjtoolRunsAtModuleLink(target.ModuleBuildDirectory);
         await Parallel.ForEachAsync(scoped, Options(cancellation), async (file, token) =>
         {
             var outcome = await AttemptAsync(file.File, file.Key, async () =>
             {
-                if (after.ErrorOf(file.Key) is { } errors) throw new ModuleBuildException(errors);
-                var compiled = await UnitCompilation.CompileAsync(target, tree, file.Units, file.Inputs.Patches,
-                    Path.Combine(_work, file.Key), new StageClock(_ => { }), token,
-                    precompiledAfter: after.For(file.Key));
-                var diffs = UnitDiffing.DiffAll(compiled, _exports, objtoolAtLink);
-                UnitDiffing.ThrowIfRefused(diffs);
-                var changed = diffs.Where(d => d.Contributes).ToList();
-                if (changed.Count == 0)
-                    return new FileTrial(file.Key, FileOutcome.NoCode, [], null, null, null, null,
-                        $"compiled before and after ({string.Join(", ", file.Units.Select(u => u.ObjectPath))}): the machine code is the same" +
-                        string.Concat(diffs.SelectMany(d => d.Notes).Select(n => "; " + n)));
-                diffed.Add(new Diffed(file, changed));
-                return null;
+                if (after.ErrorOf(file.Key) is { } errors)
+                {
+                    uncompiled.Add(new Uncompiled(file, errors));
+                    return null;
+                }
+                IReadOnlyList<CompiledUnit> compiled;
+                try
+                {
+                    compiled = await UnitCompilation.CompileAsync(target, tree, file.Units, file.Inputs.Patches,
+                        Path.Combine(_work, file.Key), new StageClock(_ => { }), token, precompiledAfter: after.For(file.Key));
+                }
+                catch (ModuleBuildException e) when (file.Units is [var own] && own.SourcePath == file.File.Path)
+                {
+                    uncompiled.Add(new Uncompiled(file, e.Message));
+                    return null;
+                }
+                // A C file compiled on its own keeps its after object for the module build, as the shared make's do.
+                if (after.For(file.Key) is null && file.Units is [var unit] && unit.SourcePath == file.File.Path)
+                    PristineObjectCache.CopyUnit(Path.Combine(_work, file.Key, "after"), Path.Combine(after.Directory, file.Key),
+                        unit.ObjectPath);
+                return Compare(file, compiled, after.CompanionsOf(file.Key), objtoolAtLink, diffed.Add);
             });
             if (outcome is not null) Finish(file.File, outcome);
         });
-        return [.. diffed];
+        return ([.. diffed], [.. uncompiled]);
+    }
+
+    /// <summary>
+    /// A file's units compared before and after: refused by the differ's rules, no code when nothing contributes,
+    /// otherwise handed on (<paramref name="diffed"/>) for the fidelity proof and resolution.
+    /// </summary>
+    private FileTrial? Compare(Scoped file, IReadOnlyList<CompiledUnit> compiled, IReadOnlyList<string> companions,
+        bool objtoolAtLink, Action<Diffed> diffed)
+    {
+        var diffs = UnitDiffing.DiffAll(compiled, _exports, objtoolAtLink);
+        UnitDiffing.ThrowIfRefused(diffs);
+        var changed = diffs.Where(d => d.Contributes).ToList();
+        if (changed.Count == 0)
+            return new FileTrial(file.Key, FileOutcome.NoCode, [], null, null, null, null,
+                $"compiled before and after ({string.Join(", ", file.Units.Select(u => u.ObjectPath))})" +
+                (companions.Count > 0 ? $" with the additions of {string.Join(", ", companions)}" : "") +
+                ": the machine code is the same" + string.Concat(diffs.SelectMany(d => d.Notes).Select(n => "; " + n)));
+        diffed(new Diffed(file, changed, companions));
+        return null;
+    }
+
+    /// <summary>
+    /// The files whose fix did not compile against the running kernel's headers. A fix of a stable update often uses
+    /// what the same update adds to a header (a helper, a flag, a declaration): compiled with the header changes that
+    /// only add, it is built with those companions, which the module applies as context. A fix that compiles only
+    /// with the other header changes needs a changed layout, signature or inline function of the running kernel, and
+    /// is refused naming them; one that compiles with none needs another C file of the update.
+    /// </summary>
+    private async Task<List<Diffed>> RetryWithHeadersAsync(IReadOnlyList<Uncompiled> uncompiled, Precompiled after,
+        CancellationToken cancellation)
+    {
+        if (uncompiled.Count == 0) return [];
+        var headers = difference.Files.Where(f => f.Path.EndsWith(".h", StringComparison.Ordinal) && f.Patch is not null
+            && f.Kind != FileChangeKind.Deleted).ToList();
+        var additive = headers.Where(h => SourceChange.OnlyAdds(difference.ReadOld(h), difference.ReadNew(h))).ToList();
+        var verdicts = headers.Except(additive).ToDictionary(h => h.Path,
+            h => SourceChange.ClassifyHeader(difference.ReadOld(h), difference.ReadNew(h)), StringComparer.Ordinal);
+        // Headers whose only change is comments or spacing are applied too, but never named as what a fix needs.
+        var others = headers.Where(h => verdicts.TryGetValue(h.Path, out var v) && v.Impact != HeaderImpact.NoCode).ToList();
+        var includes = KbuildUnits.Open(tree).Includes;
+        var includers = new Dictionary<string, HashSet<string>>(StringComparer.Ordinal);
+        IReadOnlyList<string> IncludedBy(Scoped file, IEnumerable<ChangedFile> candidates) => [.. candidates
+            .Where(h => (includers.TryGetValue(h.Path, out var set) ? set
+                : includers[h.Path] = includes.SourcesIncluding(h.Path).ToHashSet(StringComparer.Ordinal)).Contains(file.File.Path))
+            .Select(h => h.Path)];
+
+        progress($"{uncompiled.Count} fix(es) did not compile against the running kernel's headers" + (additive.Count == 0 ? ""
+            : $": compiling them again with the {additive.Count} header change(s) of the update that only add"));
+        var withAdditions = additive.Count == 0 ? (Compiled: new HashSet<string>(), Errors: new Dictionary<string, string?>())
+            : await CompileWithHeadersAsync([.. uncompiled.Select(u => u.File)], additive, after.Directory, cancellation);
+        var diffed = new List<Diffed>();
+        var objtoolAtLink = ReferenceBinder.ObjtoolRunsAtModuleLink(target.ModuleBuildDirectory);
+        foreach (var file in uncompiled.Where(u => withAdditions.Compiled.Contains(u.File.Key)).Select(u => u.File))
+        {
+            var companions = IncludedBy(file, additive);
+            after.KeepWithCompanions(file.Key, companions);
+            var outcome = await AttemptAsync(file.File, file.Key, async () =>
+            {
+                var compiled = await UnitCompilation.CompileAsync(target, tree, file.Units, file.Inputs.Patches,
+                    Path.Combine(_work, file.Key), new StageClock(_ => { }), cancellation, precompiledAfter: after.For(file.Key));
+                return Compare(file, compiled, companions, objtoolAtLink, diffed.Add);
+            });
+            if (outcome is not null) Finish(file.File, outcome);
+        }
+
+        var left = uncompiled.Where(u => !withAdditions.Compiled.Contains(u.File.Key)).ToList();
+        if (left.Count == 0) return diffed;
+        if (headers.Count > 0)
+            progress($"{left.Count} fix(es) still do not compile: compiling them with all {headers.Count} header change(s) of the update");
+        var scratch = Path.Combine(_work, "with-all-headers");
+        var withAll = headers.Count == 0 ? (Compiled: new HashSet<string>(), Errors: new Dictionary<string, string?>())
+            : await CompileWithHeadersAsync([.. left.Select(u => u.File)], headers, scratch, cancellation);
+        foreach (var (file, errors) in left)
+        {
+            if (withAll.Compiled.Contains(file.Key))
+            {
+                // The compiler's errors name what the fix needs (a member, a function, a parameter): the headers whose
+                // changed lines name it are the ones to blame, among the many a unit includes.
+                var candidates = IncludedBy(file, others);
+                var named = QuotedIdentifiers(errors);
+                var culprits = candidates.Where(h => ChangedIdentifiers(h).Overlaps(named)).ToList();
+                var needed = (culprits.Count > 0 ? culprits : candidates).Select(h => (Header: h, Verdict: verdicts[h])).ToList();
+                var layout = needed.Any(v => v.Verdict.Impact == HeaderImpact.Refused);
+                var described = needed.Take(culprits.Count > 0 ? needed.Count : 5).Select(v => $"{v.Header} " +
+                    (v.Verdict.Reasons.Count > 0 ? string.Join(", ", v.Verdict.Reasons)
+                        : $"changes {string.Join(", ", v.Verdict.Constructs.Take(5))}, code of every unit that includes it"));
+                Finish(file.File, new FileTrial(file.Key, FileOutcome.Refused, [], null, layout ? "header-layout" : "header-change",
+                    culprits.Count > 0
+                        ? $"it compiles only with what the update changes in {string.Join(", ", culprits)} " +
+                          $"(its errors name {string.Join(", ", named.Where(n => culprits.Any(h => ChangedIdentifiers(h).Contains(n))))}): " +
+                          string.Join("; ", described)
+                        : "it compiles only with header changes of the update beyond additions" + (needed.Count == 0 ? ""
+                            : $", in one of the {needed.Count} changed headers it includes: " + string.Join("; ", described) +
+                              (needed.Count > 5 ? $"; and {needed.Count - 5} more" : "")),
+                    layout ? "the fix depends on a changed definition the running kernel's data and callers were built with: " +
+                        "reboot into the new version"
+                        : "build it together with the header's fix (kintsugi kernel build with both patches), which rebuilds " +
+                        "every unit that includes the header, or reboot into the new version", null));
+            }
+            else
+                Finish(file.File, new FileTrial(file.Key, FileOutcome.Refused, [], null, "build",
+                    errors + (withAll.Errors.TryGetValue(file.Key, out var again) && again is not null && again != errors
+                        ? "\nwith every header change of the update applied, it still fails:\n" + again : ""),
+                    "the change does not build against this kernel's source even with every header change of the update: " +
+                    "it needs another C file's change (such as a function the update adds there): reboot into the new version",
+                    null));
+        }
+        if (Directory.Exists(scratch)) Directory.Delete(scratch, recursive: true);
+        return diffed;
+    }
+
+    /// <summary>The identifiers gcc quotes in its errors (‘name’ or 'name').</summary>
+    private static IReadOnlySet<string> QuotedIdentifiers(string errors) =>
+        QuotedIdentifier().Matches(errors).Select(m => m.Groups[1].Value).ToHashSet(StringComparer.Ordinal);
+
+    private readonly ConcurrentDictionary<string, IReadOnlySet<string>> _changedIdentifiers = new(StringComparer.Ordinal);
+
+    private IReadOnlySet<string> ChangedIdentifiers(string path) => _changedIdentifiers.GetOrAdd(path,
+        _ => difference.IdentifiersOnChangedLines(difference.Files.Single(f => f.Path == path)));
+
+    [System.Text.RegularExpressions.GeneratedRegex("[‘']([A-Za-z_][A-Za-z0-9_]*)[’']")]
+    private static partial System.Text.RegularExpressions.Regex QuotedIdentifier();
+
+    /// <summary>The units of files compiled in shared makes with the given header changes applied before their fixes.</summary>
+    private async Task<(IReadOnlySet<string> Compiled, IReadOnlyDictionary<string, string?> Errors)> CompileWithHeadersAsync(
+        IReadOnlyList<Scoped> files, IReadOnlyList<ChangedFile> headers, string directory, CancellationToken cancellation)
+    {
+        var compiled = new HashSet<string>(StringComparer.Ordinal);
+        var errors = new Dictionary<string, string?>(StringComparer.Ordinal);
+        var watch = Stopwatch.StartNew();
+        var tried = 0;
+        foreach (var chunk in files.Chunk(UnitCompilation.PrecompileChunk))
+        {
+            var offset = tried;
+            tried += chunk.Length;
+            await using var patched = await BuildWorkspace.OpenAsync(tree, cancellation);
+            foreach (var header in headers)
+            {
+                try
+                {
+                    await patched.ApplyAsync(SourcePatch.Read(difference.PatchPath(header)), cancellation);
+                }
+                catch (SourcePatchException e)
+                {
+                    progress($"{header.Path}: its change does not apply to this kernel's tree, left out ({e.Message})");
+                }
+            }
+            var applied = new List<Scoped>();
+            foreach (var file in chunk)
+            {
+                try
+                {
+                    foreach (var patch in file.Inputs.Patches) await patched.ApplyAsync(patch.Patch, cancellation);
+                    applied.Add(file);
+                }
+                catch (SourcePatchException e)
+                {
+                    errors[file.Key] = e.Message;
+                }
+            }
+            if (applied.Count == 0) continue;
+            var chunkDirectory = Path.Combine(_work, "headers-chunk");
+            var failures = (await patched.CompileUnitsKeepGoingAsync([.. applied.Select(s => s.Units[0])], chunkDirectory,
+                UnitCompilation.DiffCFlags(target), cancellation, CompileProgress.Every(files.Count, progress, offset)))
+                .ToDictionary(f => f.Unit.ObjectPath, f => f.Errors, StringComparer.Ordinal);
+            foreach (var file in applied)
+            {
+                if (failures.TryGetValue(file.Units[0].ObjectPath, out var failed)) errors[file.Key] = failed;
+                else
+                {
+                    PristineObjectCache.MoveUnit(chunkDirectory, Path.Combine(directory, file.Key), file.Units[0].ObjectPath);
+                    compiled.Add(file.Key);
+                }
+            }
+            // A make in which every unit failed wrote nothing.
+            if (Directory.Exists(chunkDirectory)) Directory.Delete(chunkDirectory, recursive: true);
+        }
+        progress($"compiled {compiled.Count} of {files.Count} in {watch.Elapsed.TotalSeconds:0} s");
+        return (compiled, errors);
     }
 
     private async Task ResolveAsync(IReadOnlyList<Diffed> diffed, CancellationToken cancellation)
@@ -269,7 +480,8 @@ internal sealed class CatchUpTrials(BuildTarget target, KernelSourceTree tree, C
                         " that takes effect through callers in other changed files",
                         "it can only be live patched together with the changes that call it: reboot into the new version", null);
                 return new FileTrial(file.File.Key, FileOutcome.Built, [.. resolved.Functions.Select(f => $"{f.Object}:{f.Record.Name}")],
-                    string.Join(", ", resolved.Functions.Select(f => f.Object).Distinct()), null, null, null, null);
+                    string.Join(", ", resolved.Functions.Select(f => f.Object).Distinct()), null, null, null, null,
+                    file.Companions.Count > 0 ? file.Companions : null);
             });
             Finish(file.File.File, outcome!);
         });

@@ -25,8 +25,9 @@ public sealed record CatchUpRequest(
 public sealed record CatchUpResult(CatchUpReport Report, string ReportPath, string TextReportPath, ExitCode ExitCode);
 
 /// <summary>The outcome of building one changed file on its own, kept so that a second run does not build it again.</summary>
+/// <param name="Companions">Changed headers whose additions the fix needs: the module applies them as context.</param>
 public sealed record FileTrial(string Key, FileOutcome Outcome, IReadOnlyList<string> Functions, string? Object, string? Rule, string? Reason,
-    string? Advice, string? Proof);
+    string? Advice, string? Proof, IReadOnlyList<string>? Companions = null);
 
 /// <summary>
 /// <c>kintsugi kernel catch-up</c>: the security content of a newer linux-source version of the running
@@ -122,11 +123,15 @@ public sealed partial class KernelCatchUp(DebianKernelArchive archive, string ca
         var name = request.Name ?? (request.BaseDirectory is null ? "catchup_" + NotIdentifier().Replace(difference.To.Version, "_") : null);
         var covered = cves.Where(c => c.Status == CveStatus.Covered).Select(c => c.Id).ToList();
         var directory = Path.Combine(output, "module");
+        var changed = built.Select(f => difference.Files.Single(c => c.Path == f.Path)).ToList();
+        // Headers whose additions some built fixes use are applied with the fixes, as context: they select no unit.
+        var context = built.SelectMany(f => f.Companions ?? []).Distinct(StringComparer.Ordinal)
+            .Select(path => difference.Files.Single(c => c.Path == path)).ToList();
         // A rerun over the same outcomes finds its module already built: the same patches for the same kernel.
         if (File.Exists(Path.Combine(directory, "manifest.json")) && request.BaseDirectory is null)
         {
             var existing = BuildManifest.Read(Path.Combine(directory, "manifest.json"));
-            var wanted = built.Select(f => difference.Files.Single(c => c.Path == f.Path).PatchSha256).Order(StringComparer.Ordinal);
+            var wanted = changed.Concat(context).Select(c => c.PatchSha256).Order(StringComparer.Ordinal);
             if (existing.Target.BuildId == kernel.BuildId.ToString() && existing.Patches.Select(p => p.Sha256).Order(StringComparer.Ordinal).SequenceEqual(wanted)
                 && File.Exists(Path.Combine(directory, existing.Module + ".ko")))
             {
@@ -136,13 +141,12 @@ public sealed partial class KernelCatchUp(DebianKernelArchive archive, string ca
             }
         }
         progress($"linking {built.Count} built file(s) into one module");
-        var changed = built.Select(f => difference.Files.Single(c => c.Path == f.Path)).ToList();
         var reusable = CatchUpTrials.ReusableAfterObjects(output, tree, [.. changed.Select(c => (c, TrialKey(kernel, c, request)))]);
         progress($"{reusable.Units} unit(s) compiled with their fixes by the trials are used as they are");
         // --max-units bounded each file's units in its trial; together, an update's files compile hundreds of units.
         var buildRequest = new KernelBuildRequest(new TargetReference.Debian(request.Target), [.. built.Select(f => Path.Combine(difference.Directory, f.Patch!))],
             name, covered, request.BaseDirectory, directory, request.SkipFidelity, MaxUnits: int.MaxValue, CarryBasePatches: false,
-            PrecompiledAfter: reusable.Directory);
+            PrecompiledAfter: reusable.Directory, ContextPatchFiles: [.. context.Select(difference.PatchPath)]);
         var result = await new KernelPatchBuilder(archive, lab, progress).BuildAsync(buildRequest, cancellation);
         // The trials' work is done with (a rerun whose trials were all kept may have none left).
         if (Directory.Exists(Path.Combine(output, ".catch-up", "work")))
@@ -165,7 +169,8 @@ public sealed partial class KernelCatchUp(DebianKernelArchive archive, string ca
             {
                 FileDecision.Decided d => new FileReport(file.Path, change, d.Outcome, file.Functions, cves, null, d.Rule, d.Reason, d.Advice, d.Proof, file.Patch),
                 FileDecision.Build b when trials.TryGetValue(file.Path, out var t) =>
-                    new FileReport(file.Path, change, t.Outcome, t.Outcome == FileOutcome.Built ? t.Functions : file.Functions, cves, t.Object, t.Rule, t.Reason, t.Advice, t.Proof, file.Patch),
+                    new FileReport(file.Path, change, t.Outcome, t.Outcome == FileOutcome.Built ? t.Functions : file.Functions, cves, t.Object, t.Rule, t.Reason, t.Advice, t.Proof, file.Patch,
+                        t.Outcome == FileOutcome.Built ? t.Companions : null),
                 _ => throw new InvalidOperationException($"{file.Path} was planned for a build but has no trial"),
             };
         })];

@@ -135,6 +135,26 @@ public static partial class SourceChange
         return new HeaderVerdict(impact, changes, reasons);
     }
 
+    /// <summary>
+    /// Whether a header's change only adds (new structures, enumerations, typedefs, declarations, macros, inline
+    /// functions, or a new header) and removes nothing but declarations, under the same conditionals: a unit that
+    /// includes it compiles as before unless its own code uses what was added. A fix that uses the additions is
+    /// compiled with them (its companion headers), without rebuilding every other includer.
+    /// </summary>
+    public static bool OnlyAdds(string? before, string? after)
+    {
+        if (after is null) return false;
+        if (before is null) return true;
+        if (!Conditionals(before).SequenceEqual(Conditionals(after))) return false;
+        return Compare(before, after).Where(c => c.Kind != CDeclarationKind.Conditional).All(c => (c.Kind, c.Change) switch
+        {
+            (CDeclarationKind.Aggregate or CDeclarationKind.Enum or CDeclarationKind.Typedef or CDeclarationKind.Declaration
+                or CDeclarationKind.Macro or CDeclarationKind.InlineFunction, ConstructChange.Added) => true,
+            (CDeclarationKind.Declaration, ConstructChange.Removed) => true,
+            _ => false,
+        });
+    }
+
     /// <summary>Constructs by key; a key that repeats (a function defined under #ifdef and #else) is numbered by occurrence.</summary>
     private static Dictionary<string, CDeclaration> Index(IReadOnlyList<CDeclaration> declarations)
     {

@@ -19,7 +19,7 @@ public sealed record ChangedFile(string Path, FileChangeKind Kind, string? Patch
 /// file, with the old and new text of each kept beside it (headers are classified from them). Computed once
 /// per pair of versions and cached: a manifest written last marks a complete difference.
 /// </summary>
-public sealed record SourceDifference(LinuxSourceVersion From, LinuxSourceVersion To, string Directory, IReadOnlyList<ChangedFile> Files)
+public sealed partial record SourceDifference(LinuxSourceVersion From, LinuxSourceVersion To, string Directory, IReadOnlyList<ChangedFile> Files)
 {
     public const int FormatVersion = 1;
 
@@ -29,6 +29,17 @@ public sealed record SourceDifference(LinuxSourceVersion From, LinuxSourceVersio
 
     public string? ReadOld(ChangedFile file) => File.Exists(OldText(file)) ? File.ReadAllText(OldText(file)) : null;
     public string? ReadNew(ChangedFile file) => File.Exists(NewText(file)) ? File.ReadAllText(NewText(file)) : null;
+
+    /// <summary>The identifiers on the added and removed lines of a file's patch (none for a binary file).</summary>
+    public IReadOnlySet<string> IdentifiersOnChangedLines(ChangedFile file) => file.Patch is null
+        ? new HashSet<string>()
+        : File.ReadLines(PatchPath(file))
+            .Where(line => line.Length > 0 && line[0] is '+' or '-' && !line.StartsWith("+++", StringComparison.Ordinal)
+                && !line.StartsWith("---", StringComparison.Ordinal))
+            .SelectMany(line => Identifier().Matches(line).Select(m => m.Value)).ToHashSet(StringComparer.Ordinal);
+
+    [System.Text.RegularExpressions.GeneratedRegex("[A-Za-z_][A-Za-z0-9_]*")]
+    private static partial System.Text.RegularExpressions.Regex Identifier();
 
     public static string CacheDirectory(string cacheRoot, LinuxSourceVersion from, LinuxSourceVersion to) =>
         System.IO.Path.Combine(cacheRoot, "catchup", "differences", $"{from.Package}_{from.Version}..{to.Version}");

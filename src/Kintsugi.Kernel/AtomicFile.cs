@@ -30,7 +30,9 @@ public static class AtomicFile
         File.Delete(temporary);
         var options = new FileStreamOptions
         {
-            Mode = FileMode.CreateNew, Access = FileAccess.Write, UnixCreateMode =
+            Mode = FileMode.CreateNew,
+            Access = FileAccess.Write,
+            UnixCreateMode =
                 UnixFileMode.UserRead | UnixFileMode.UserWrite,
         };
         using (var stream = new FileStream(temporary, options))

@@ -156,7 +156,8 @@ public sealed class BootApplier(MachinePaths paths, LivepatchRuntime runtime, Ac
         {
             var confirmed = health.Healthy
                 ? patch
-                with { BootState = BootState.Healthy, Note = null, UnconfirmedBoots = 0, ConfirmedBefore = true }
+                with
+                { BootState = BootState.Healthy, Note = null, UnconfirmedBoots = 0, ConfirmedBefore = true }
                 : patch with { BootState = BootState.Quarantined, Note = "kernel problems after load: " + health };
             store.Save(confirmed);
             actions.Add(new(patch.Name, health.Healthy ? "confirmed" : "quarantined", health.ToString()));

@@ -19,8 +19,11 @@ public sealed class MachineLock : IDisposable
         var told = false;
         while (true)
         {
-            try { return new MachineLock(
-                new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None)); }
+            try
+            {
+                return new MachineLock(
+                new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None));
+            }
             catch (IOException) when (DateTime.UtcNow < deadline)
             {
                 if (!told) report?.Invoke($"waiting for another kintsugi process to finish changing patches ({path})");

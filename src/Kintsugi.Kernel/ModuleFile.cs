@@ -50,8 +50,11 @@ public sealed class ModuleFile
             throw new ModuleFileException($"{path} is not a kernel module: it is not an ELF file");
         ElfSectionTable table;
         try { table = ElfSectionTable.Read(image); }
-        catch (InvalidDataException e) { throw new ModuleFileException($"{path} is not a valid kernel module: " +
-            $"{e.Message}", e); }
+        catch (InvalidDataException e)
+        {
+            throw new ModuleFileException($"{path} is not a valid kernel module: " +
+            $"{e.Message}", e);
+        }
         if (table.Find(".gnu.linkonce.this_module") is null)
             throw new ModuleFileException($"{path} is not a kernel module: it has no .gnu.linkonce.this_module " +
                 $"section (is it a plain object file?)");

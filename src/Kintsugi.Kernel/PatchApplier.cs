@@ -92,14 +92,18 @@ public sealed class PatchApplier(MachinePaths paths, LivepatchRuntime runtime, A
         FaultInjection.After(ApplyStep.Staged);
 
         var pending = staged
-            with { BootState = BootState.Pending, LastLoadAt = DateTimeOffset.UtcNow, BootId = RunningKernel.BootId };
+            with
+        { BootState = BootState.Pending, LastLoadAt = DateTimeOffset.UtcNow, BootId = RunningKernel.BootId };
         Store.Save(pending);
         FaultInjection.After(ApplyStep.Pending);
 
         var baseline = HealthBaseline.Now();
         var installed = ModuleFile.Read(Store.ModulePath(module.Name));
-        try { runtime.Load(installed, transitionTimeout, effectiveUname: effectiveUname,
-            effectivePackageVersion: origin?.EffectiveVersion); }
+        try
+        {
+            runtime.Load(installed, transitionTimeout, effectiveUname: effectiveUname,
+            effectivePackageVersion: origin?.EffectiveVersion);
+        }
         catch (KintsugiException)
         {
             // A refused or reversed load leaves the kernel as it was: forget the staged copy.
@@ -192,8 +196,14 @@ public sealed class PatchApplier(MachinePaths paths, LivepatchRuntime runtime, A
         if (health.Healthy || policy == BugPolicy.Keep)
         {
             var problem = health.Healthy ? null : "kernel problems after load: " + health;
-            Store.Save(pending with { BootState = BootState.Healthy, Note = problem, Problem = problem,
-                UnconfirmedBoots = 0, ConfirmedBefore = true });
+            Store.Save(pending with
+            {
+                BootState = BootState.Healthy,
+                Note = problem,
+                Problem = problem,
+                UnconfirmedBoots = 0,
+                ConfirmedBefore = true
+            });
             FaultInjection.After(ApplyStep.Confirmed);
             foreach (var change in Store.RecoverInterruptedApply()) report(change);
             FaultInjection.After(ApplyStep.Committed);

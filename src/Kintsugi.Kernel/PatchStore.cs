@@ -54,7 +54,8 @@ public sealed record InstalledPatch(
 
     /// <summary>Pending since a load in the boot that is running now (an apply in progress or interrupted in this boot,
     /// not followed by a crash).</summary>
-    [JsonIgnore] public bool PendingInThisBoot =>
+    [JsonIgnore]
+    public bool PendingInThisBoot =>
         BootState == BootState.Pending && BootId is not null && BootId == RunningKernel.BootId;
 }
 
@@ -169,8 +170,13 @@ public sealed class PatchStore(MachinePaths paths, KernelRelease release)
     {
         if (Find(name) is not { } record || !File.Exists(ModulePath(name))) return null;
         if (record.BootState != BootState.Quarantined) return record;
-        var retried = record with { BootState = BootState.Installed,
-            Note = $"retried by an operator after: {record.Note}", Problem = null, UnconfirmedBoots = 0 };
+        var retried = record with
+        {
+            BootState = BootState.Installed,
+            Note = $"retried by an operator after: {record.Note}",
+            Problem = null,
+            UnconfirmedBoots = 0
+        };
         Save(retried);
         return retried;
     }

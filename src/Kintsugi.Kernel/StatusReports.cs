@@ -1,6 +1,3 @@
-using System.Globalization;
-using System.Text;
-
 namespace Kintsugi.Kernel;
 
 /// <summary>
@@ -34,34 +31,27 @@ public static class StatusReports
     /// </summary>
     public static string Prometheus(MachineStatus status)
     {
-        var o = new StringBuilder();
-        void Metric(string name, string help, IEnumerable<(string Labels, double Value)> samples)
-        {
-            o.Append(CultureInfo.InvariantCulture, $"# HELP {name} {help}\n# TYPE {name} gauge\n");
-            foreach (var (labels, value) in samples)
-                o.Append(CultureInfo.InvariantCulture,
-                    $"{name}{(labels.Length > 0 ? "{" + labels + "}" : "")} {value}\n");
-        }
+        var o = new PrometheusText();
         var kernel = $"release=\"{Label(status.Release)}\"";
-        Metric("kintsugi_kernel_info", "The running kernel: release, build-id, real and effective version strings.",
+        o.Gauge("kintsugi_kernel_info", "The running kernel: release, build-id, real and effective version strings.",
             [($"{kernel},build_id=\"{Label(status.BuildId ?? "")}\",version=\"{Label(status.KernelVersion)}\"," +
             $"effective_version=\"{Label(status.EffectiveVersion)}\"", 1)]);
-        Metric("kintsugi_livepatch_state", "The machine's livepatch state (1 for the current one).",
+        o.Gauge("kintsugi_livepatch_state", "The machine's livepatch state (1 for the current one).",
             PatchStates.All.Select(state => ($"state=\"{state}\"", state == status.State ? 1.0 : 0.0)));
-        Metric("kintsugi_livepatch_level", "The applied cumulative level (0: none).", [(kernel, status.Level ?? 0)]);
-        Metric("kintsugi_livepatch_patches_loaded", "Livepatch modules loaded in the kernel.",
+        o.Gauge("kintsugi_livepatch_level", "The applied cumulative level (0: none).", [(kernel, status.Level ?? 0)]);
+        o.Gauge("kintsugi_livepatch_patches_loaded", "Livepatch modules loaded in the kernel.",
             [("", status.Patches.Count(p => p.Loaded))]);
-        Metric("kintsugi_livepatch_disabled", "1 when the kill switch is set.",
+        o.Gauge("kintsugi_livepatch_disabled", "1 when the kill switch is set.",
             [("", status.DisabledBecause is null ? 0 : 1)]);
-        Metric("kintsugi_livepatch_cves_fixed", "CVEs the applied level fixes.", [("", status.CvesFixed?.Count ?? 0)]);
-        Metric("kintsugi_livepatch_cve_fixed", "A CVE the applied level fixes, with its severity.",
+        o.Gauge("kintsugi_livepatch_cves_fixed", "CVEs the applied level fixes.", [("", status.CvesFixed?.Count ?? 0)]);
+        o.Gauge("kintsugi_livepatch_cve_fixed", "A CVE the applied level fixes, with its severity.",
             (status.CvesFixed ?? []).Select(c => ($"cve=\"{Label(c.Id)}\",severity=\"{Label(c.Severity)}\"", 1.0)));
         if (status.LastAttempt is { } attempt)
-            Metric("kintsugi_livepatch_last_attempt_timestamp_seconds",
+            o.Gauge("kintsugi_livepatch_last_attempt_timestamp_seconds",
                 "When the agent last tried to apply, by outcome.",
                 [($"outcome=\"{Label(attempt.Outcome)}\"", attempt.At.ToUnixTimeSeconds())]);
         return o.ToString();
     }
 
-    private static string Label(string value) => value.Replace("\\", "\\\\").Replace("\"", "\\\"").Replace("\n", "\\n");
+    private static string Label(string value) => PrometheusText.Label(value);
 }

@@ -103,8 +103,13 @@ public sealed class
     private static async Task<(bool TimedOut, string Console)> RunCapturedAsync(List<string> arguments,
         TimeSpan timeout, Action<string>? console, CancellationToken cancellation)
     {
-        var info = new ProcessStartInfo("qemu-system-x86_64") { RedirectStandardOutput = true,
-            RedirectStandardError = true, RedirectStandardInput = true, UseShellExecute = false };
+        var info = new ProcessStartInfo("qemu-system-x86_64")
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            RedirectStandardInput = true,
+            UseShellExecute = false
+        };
         foreach (var argument in arguments) info.ArgumentList.Add(argument);
         using var process = new Process { StartInfo = info };
         var text = new System.Text.StringBuilder();

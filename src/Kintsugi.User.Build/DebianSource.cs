@@ -85,6 +85,7 @@ public sealed class DebianSource(string cacheRoot, Action<string>? progress = nu
             {
                 progress?.Invoke($"unpacking {package} into {tree}");
                 if (Directory.Exists(tree)) Directory.Delete(tree, recursive: true);
+                File.Delete(Path.Combine(entry, ".configured"));
                 var unpacked = await ExternalCommand.RunAsync("dpkg-source", ["--no-check", "-x", dsc, tree], entry,
                     cancellation: cancellation);
                 if (!unpacked.Succeeded) throw new UserBuildException($"dpkg-source -x {dsc} failed: " +
@@ -93,6 +94,41 @@ public sealed class DebianSource(string cacheRoot, Action<string>? progress = nu
             }
         }
         return new PreparedSource(package, tree, key, await BuildFlagsAsync(tree, cancellation));
+    }
+
+    /// <summary>
+    /// A binary package of bookworm main at an exact version, downloaded (once) through the private apt state and
+    /// unpacked into its own root in the cache: the shipped objects of a version that is not installed here.
+    /// </summary>
+    /// <returns>The root the package is unpacked into (its files under their installed paths).</returns>
+    public async Task<string> UnpackBinaryAsync(SourcePackage binary, CancellationToken cancellation = default)
+    {
+        var entry = Path.Combine(cacheRoot, "user", "binaries", $"{binary.Name}_{binary.Version.Replace(':', '%')}");
+        var root = Path.Combine(entry, "root");
+        Directory.CreateDirectory(entry);
+        using (await FileLock.AcquireAsync(Path.Combine(entry, ".lock"), cancellation))
+        {
+            if (File.Exists(Path.Combine(entry, ".unpacked"))) return root;
+            using (await FileLock.AcquireAsync(Path.Combine(cacheRoot, "user", "apt.lock"), cancellation))
+            {
+                await EnsureListsAsync(cancellation);
+            }
+            progress?.Invoke($"downloading {binary} (apt-get download, private apt state in {AptDirectory})");
+            foreach (var stale in Directory.GetFiles(entry, "*.deb")) File.Delete(stale);
+            var fetched = await ExternalCommand.RunAsync("apt-get",
+                [.. AptOptions, "-q", "download", binary.ToString()], entry, cancellation: cancellation);
+            var deb = Directory.GetFiles(entry, "*.deb").SingleOrDefault();
+            if (!fetched.Succeeded || deb is null)
+                throw new UserBuildException($"apt-get download {binary} failed: {fetched.StandardError.Trim()} (is " +
+                    $"{binary.Version} the version in bookworm main?)", ExitCode.NotFound);
+            if (Directory.Exists(root)) Directory.Delete(root, recursive: true);
+            var unpacked = await ExternalCommand.RunAsync("dpkg-deb", ["-x", deb, root], entry,
+                cancellation: cancellation);
+            if (!unpacked.Succeeded) throw new UserBuildException($"dpkg-deb -x {deb} failed: " +
+                $"{unpacked.StandardError.Trim()}", ExitCode.Environment);
+            await File.WriteAllTextAsync(Path.Combine(entry, ".unpacked"), $"{binary}\n", cancellation);
+            return root;
+        }
     }
 
     private async Task<string> DownloadAsync(SourcePackage package, string directory, CancellationToken cancellation)
@@ -198,8 +234,11 @@ internal sealed class FileLock : IDisposable
     {
         while (true)
         {
-            try { return new FileLock(
-                new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None)); }
+            try
+            {
+                return new FileLock(
+                new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None));
+            }
             catch (IOException) { await Task.Delay(200, cancellation); }
         }
     }

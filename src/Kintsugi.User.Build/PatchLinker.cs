@@ -156,13 +156,17 @@ public sealed class PatchLinker
                 switch (binding)
                 {
                     case Internal i: Pc32(place, Offset(i) + (ulong)r.Addend); break;
-                    case InTarget t: Add(place, RelocationKind.Relative32, RelocationBase.Object, t.Address, null,
+                    case InTarget t:
+                        Add(place, RelocationKind.Relative32, RelocationBase.Object, t.Address, null,
                         r.Addend); break;
-                    case ThroughSlot s when call: Pc32(place,
+                    case ThroughSlot s when call:
+                        Pc32(place,
                         Thunk(RelocationBase.Object, s.Slot, null, symbol.Name) + (ulong)r.Addend); break;
-                    case ThroughSlot { Address: not 0 } s: Add(place, RelocationKind.Relative32, RelocationBase.Object,
+                    case ThroughSlot { Address: not 0 } s:
+                        Add(place, RelocationKind.Relative32, RelocationBase.Object,
                         s.Address, null, r.Addend); break;
-                    case Imported m when call: Pc32(place,
+                    case Imported m when call:
+                        Pc32(place,
                         Thunk(RelocationBase.Import, 0, m.Name, m.Name) + (ulong)r.Addend); break;
                     default:
                         throw Refuse("copy-relocated data",
@@ -173,7 +177,8 @@ public sealed class PatchLinker
             case X86RelocationType.GotPcRel or X86RelocationType.GotPcRelX or X86RelocationType.RexGotPcRelX:
                 switch (binding)
                 {
-                    case ThroughSlot s: Add(place, RelocationKind.Relative32, RelocationBase.Object, s.Slot, null,
+                    case ThroughSlot s:
+                        Add(place, RelocationKind.Relative32, RelocationBase.Object, s.Slot, null,
                         r.Addend); break;
                     case InTarget t: Pc32(place, Slot(RelocationBase.Object, t.Address, null) + (ulong)r.Addend); break;
                     case Internal i: Pc32(place, Slot(RelocationBase.Patch, Offset(i), null) + (ulong)r.Addend); break;
@@ -183,15 +188,20 @@ public sealed class PatchLinker
             case X86RelocationType.R64:
                 switch (binding)
                 {
-                    case Internal i: Add(place, RelocationKind.Absolute64, RelocationBase.Patch, Offset(i), null,
+                    case Internal i:
+                        Add(place, RelocationKind.Absolute64, RelocationBase.Patch, Offset(i), null,
                         r.Addend); break;
-                    case InTarget t: Add(place, RelocationKind.Absolute64, RelocationBase.Object, t.Address, null,
+                    case InTarget t:
+                        Add(place, RelocationKind.Absolute64, RelocationBase.Object, t.Address, null,
                         r.Addend); break;
-                    case ThroughSlot s when s.Address != 0: Add(place, RelocationKind.Absolute64, RelocationBase.Object,
+                    case ThroughSlot s when s.Address != 0:
+                        Add(place, RelocationKind.Absolute64, RelocationBase.Object,
                         s.Address, null, r.Addend); break;
-                    case ThroughSlot: Add(place, RelocationKind.Absolute64, RelocationBase.Import, 0, symbol.Name,
+                    case ThroughSlot:
+                        Add(place, RelocationKind.Absolute64, RelocationBase.Import, 0, symbol.Name,
                         r.Addend); break;
-                    case Imported m: Add(place, RelocationKind.Absolute64, RelocationBase.Import, 0, m.Name,
+                    case Imported m:
+                        Add(place, RelocationKind.Absolute64, RelocationBase.Import, 0, m.Name,
                         r.Addend); break;
                 }
                 break;
@@ -311,4 +321,8 @@ public sealed class
     public UserBuildException(string message, Exception inner) : this(message, ExitCode.InputRefused, inner) { }
 
     public override ExitCode ExitCode { get; } = exitCode;
+
+    /// <summary>The rule that refused the build, when the builder acts on it (<c>fidelity</c>: another compile command
+    /// may make the shipped code).</summary>
+    public string? Rule { get; init; }
 }

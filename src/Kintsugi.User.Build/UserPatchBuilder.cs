@@ -12,9 +12,13 @@ namespace Kintsugi.User.Build;
 /// package).</param>
 /// <param name="WorkingDirectory">Where the package's build compiled the units from, relative to the source tree (e.g.
 /// a build directory).</param>
+/// <param name="Configured">The source tree configured as the package's build configures it: each unit is compiled
+/// with the command that build uses for it (<see cref="CompilerFlags"/> and <see cref="WorkingDirectory"/> then serve
+/// only units it does not compile).</param>
 public sealed record
     UserBuildRequest(string ObjectPath, string SourceDirectory, string FixPath, IReadOnlyList<string> CompilerFlags,
-    string Name, string OutputPath, string? Description = null, string Compiler = "gcc", string WorkingDirectory = ".");
+    string Name, string OutputPath, string? Description = null, string Compiler = "gcc", string WorkingDirectory = ".",
+    ConfiguredSource? Configured = null);
 
 /// <summary>A patch built: where it was written, what it replaces, and how long each phase took.</summary>
 public sealed record
@@ -35,8 +39,11 @@ public sealed partial class UserPatchBuilder(Action<string>? progress = null)
     {
         var phases = new Dictionary<string, double>();
         var clock = Stopwatch.StartNew();
-        void Phase(string name) { phases[name] = clock.Elapsed.TotalSeconds; clock.Restart(); progress?.Invoke(
-            $"{name} done"); }
+        void Phase(string name)
+        {
+            phases[name] = clock.Elapsed.TotalSeconds; clock.Restart(); progress?.Invoke(
+            $"{name} done");
+        }
 
         var target = ElfImage.Load(request.ObjectPath);
         var buildId = target.BuildId ?? throw new UserBuildException($"{request.ObjectPath} has no GNU build-id; a " +
@@ -49,6 +56,10 @@ public sealed partial class UserPatchBuilder(Action<string>? progress = null)
         var units = TouchedUnits(files);
         foreach (var ignored in files.Except(units))
             progress?.Invoke($"{ignored}: a test or documentation file, not compiled into the object; ignored");
+        // Before the fixed copy is made from the pristine tree, so that both have what the build generates.
+        if (request.Configured is { } configured)
+            foreach (var command in units.SelectMany(configured.CommandsFor))
+                await configured.MakePrerequisitesAsync(command, progress, cancellation);
         var work = Directory.CreateTempSubdirectory("kintsugi-user-build-").FullName;
         try
         {
@@ -61,41 +72,25 @@ public sealed partial class UserPatchBuilder(Action<string>? progress = null)
                 $"{request.SourceDirectory}:\n{applied.StandardOutput}{applied.StandardError}");
             Phase("apply");
 
-            var objects = new List<(string Unit, string Before, string After)>();
+            var named = target.Symbols(dynamic: false).Concat(target.Symbols(dynamic: true)).Where(s => s.Defined)
+                .Select(s => s.Name).ToHashSet();
+            var changed = new List<(string Unit, string After, List<string> Functions)>();
+            var located = new List<ElfImageSymbol>();
             foreach (var unit in units)
             {
-                var name = unit.Replace('/', '_');
-                var before = Path.Combine(work, name + ".before.o");
-                var after = Path.Combine(work, name + ".after.o");
-                await Compile(request, Path.GetFullPath(request.SourceDirectory), unit, before, target, cancellation);
-                await Compile(request, patchedTree, unit, after, target, cancellation);
-                objects.Add((unit, before, after));
+                var compiled = await CompileAndProve(request, patchedTree, unit, work, target, shipped, phases,
+                    cancellation);
+                if (compiled.Functions.Count == 0) continue;
+                changed.Add((unit, compiled.After, compiled.Functions));
+                located.AddRange(compiled.Originals.Where(o => !named.Contains(o.Name)));
+                located.AddRange(RecoveredReferences(compiled.Functions, compiled.Originals,
+                    ElfObject.Load(compiled.Before), target, named));
             }
-            Phase("compile");
-
-            var changed = new List<(string Unit, string After, List<string> Functions)>();
-            foreach (var (unit, before, after) in objects)
-            {
-                var functions = Diff(unit, ElfObject.Load(before), ElfObject.Load(after));
-                if (functions.Count > 0) changed.Add((unit, after, functions));
-            }
+            clock.Restart();
             if (changed.Count == 0)
                 throw new UserBuildException("the fix changes no machine code of the object (only comments, or code " +
                     "the compiler removed); no patch was written",
                     ExitCode.NothingToDo);
-            Phase("diff");
-
-            var named = target.Symbols(dynamic: false).Concat(target.Symbols(dynamic: true)).Where(s => s.Defined)
-                .Select(s => s.Name).ToHashSet();
-            var located = new List<ElfImageSymbol>();
-            foreach (var (changedUnit, _, changedFunctions) in changed)
-            {
-                var beforeObject = ElfObject.Load(objects.Single(o => o.Unit == changedUnit).Before);
-                var originals = changedFunctions.Select(function =>
-                    ProveFidelity(function, beforeObject, target, shipped, changedUnit)).ToList();
-                located.AddRange(originals.Where(o => !named.Contains(o.Name)));
-                located.AddRange(RecoveredReferences(changedFunctions, originals, beforeObject, target, named));
-            }
             var allFunctions = changed.SelectMany(c => c.Functions).ToList();
             if (allFunctions.GroupBy(f => f).FirstOrDefault(g => g.Count() > 1) is { } twice)
                 throw new UserBuildException($"{twice.Key} changes in more than one unit " +
@@ -103,7 +98,6 @@ public sealed partial class UserPatchBuilder(Action<string>? progress = null)
                     $" " +
                     "a static function of that name in each; which one is which cannot be told apart in the object. " +
                     "Split the fix by unit");
-            Phase("prove");
 
             var patch = PatchLinker.Link(request.ObjectPath, changed.Select(c => c.After).ToList(), allFunctions,
                 request.Name, request.Description,
@@ -116,6 +110,74 @@ public sealed partial class UserPatchBuilder(Action<string>? progress = null)
         {
             Directory.Delete(work, recursive: true);
         }
+    }
+
+    private sealed record ProvenUnit(string Before, string After, List<string> Functions,
+        List<ElfImageSymbol> Originals);
+
+    /// <summary>
+    /// One unit compiled before and after the fix, diffed, and its changed functions proven against the shipped code.
+    /// With a configured tree, each command its package build compiles the unit with is tried in turn (a static and a
+    /// shared build, say): the first whose original proves equal to the shipped code is the one that made the object.
+    /// Phase times (compile, diff, prove) add up over the units.
+    /// </summary>
+    private async Task<ProvenUnit> CompileAndProve(UserBuildRequest request, string patchedTree, string unit,
+        string work, ElfImage target, Dictionary<string, ElfImageSymbol> shipped, Dictionary<string, double> phases,
+        CancellationToken cancellation)
+    {
+        var pristine = Path.GetFullPath(request.SourceDirectory);
+        var commands = request.Configured?.CommandsFor(unit) is { Count: > 0 } found ? found
+            : [new UnitCommand(request.WorkingDirectory, FlagsCommand(request, target, unit))];
+        if (request.Configured is not null && commands.Count == 1 && request.Configured.CommandsFor(unit).Count == 0)
+            progress?.Invoke($"{unit}: the package's build does not compile it in its default target; compiling " +
+                "with the package's flags");
+        UserBuildException? first = null;
+        var clock = Stopwatch.StartNew();
+        void Add(string phase)
+        {
+            phases[phase] = phases.GetValueOrDefault(phase) + clock.Elapsed.TotalSeconds;
+            clock.Restart();
+        }
+        for (var c = 0; c < commands.Count; c++)
+        {
+            var name = $"{unit.Replace('/', '_')}.{c}";
+            var before = Path.Combine(work, name + ".before.o");
+            var after = Path.Combine(work, name + ".after.o");
+            await Compile(request, commands[c], pristine, unit, before, cancellation);
+            await Compile(request, commands[c], patchedTree, unit, after, cancellation);
+            Add("compile");
+            var beforeObject = ElfObject.Load(before);
+            var functions = Diff(unit, beforeObject, ElfObject.Load(after));
+            Add("diff");
+            try
+            {
+                var originals = functions.Select(function =>
+                    ProveFidelity(function, beforeObject, target, shipped, unit)).ToList();
+                Add("prove");
+                if (c > 0) progress?.Invoke($"{unit}: compiled as {commands[c]}");
+                return new ProvenUnit(before, after, functions, originals);
+            }
+            catch (UserBuildException e) when (e.Rule == "fidelity" && c + 1 < commands.Count)
+            {
+                first ??= e;
+                progress?.Invoke($"{unit}: {commands[c]} did not make the shipped code; trying the build's next " +
+                    "command for it");
+            }
+        }
+        throw first!;
+    }
+
+    /// <summary>The compile command from the distribution's flags alone, for a tree that is not configured.</summary>
+    private static List<string> FlagsCommand(UserBuildRequest request, ElfImage target, string unit)
+    {
+        var arguments = new List<string> { request.Compiler };
+        arguments.AddRange(request.CompilerFlags);
+        // A shared library (no interpreter) is position-independent code; Debian's gcc already defaults to -fPIE.
+        if (target.Type == 3 && !target.Segments.Any(s => s.Type == 3)) arguments.Add("-fPIC");
+        // The unit is named relative to where it compiles, so __FILE__ is the same in both trees: with the trees'
+        // absolute paths every ereport()/assert() would differ between before and after.
+        arguments.AddRange(["-c", Path.GetRelativePath(request.WorkingDirectory, unit)]);
+        return arguments;
     }
 
     private static Dictionary<string, ElfImageSymbol> ShippedFunctions(ElfImage target, string path)
@@ -172,20 +234,23 @@ public sealed partial class UserPatchBuilder(Action<string>? progress = null)
         d is "test" or "tests" or "t" or "doc" or "docs" or "expected" or "sql" or "regress")
         || Path.GetExtension(file) is ".sql" or ".out" or ".sgml" or ".md" or ".rst" or ".txt" or ".spec";
 
-    private async Task Compile(UserBuildRequest request, string tree, string unit, string output, ElfImage target,
-        CancellationToken cancellation)
+    /// <summary>Compiles <paramref name="unit"/> of <paramref name="tree"/> (the pristine one or the fixed copy) as
+    /// <paramref name="command"/> says, run where the build runs it, with one section per function and
+    /// datum.</summary>
+    private static async Task Compile(UserBuildRequest request, UnitCommand command, string tree, string unit,
+        string output, CancellationToken cancellation)
     {
-        var arguments = new List<string>(request.CompilerFlags);
-        // A shared library (no interpreter) is position-independent code; Debian's gcc already defaults to -fPIE.
-        if (target.Type == 3 && !target.Segments.Any(s => s.Type == 3)) arguments.Add("-fPIC");
-        var directory = Path.GetFullPath(Path.Combine(tree, request.WorkingDirectory));
-        // The unit is named relative to where it compiles, so __FILE__ is the same in both trees: with the trees'
-        // absolute paths every ereport()/assert() would differ between before and after.
-        arguments.AddRange(["-ffunction-sections", "-fdata-sections", "-c",
-            Path.GetRelativePath(directory, Path.Combine(tree, unit)), "-o", output]);
-        var result = await ExternalCommand.RunAsync(request.Compiler, arguments, directory, cancellation: cancellation);
-        if (!result.Succeeded)
-            throw new UserBuildException($"{request.Compiler} failed on {unit} ({tree}):\n{result.StandardError}");
+        var directory = Path.GetFullPath(Path.Combine(tree, command.Directory));
+        var arguments = command.Arguments.Skip(1)
+            .Concat(["-ffunction-sections", "-fdata-sections", "-o", output]).ToList();
+        var result = await ExternalCommand.RunAsync(command.Arguments[0], arguments, directory,
+            cancellation: cancellation);
+        if (result.Succeeded) return;
+        var missing = Regex.Match(result.StandardError, @"fatal error: (\S+): No such file or directory");
+        throw new UserBuildException($"{command.Arguments[0]} failed on {unit} ({tree}):\n{result.StandardError}" +
+            (missing.Success ? $"{missing.Groups[1].Value} is missing: a header the package's build generates; " +
+                "configure the tree (kintsugi user build --package, without --cflags) or build it once in the tree"
+                : ""));
     }
 
     /// <summary>
@@ -254,13 +319,13 @@ public sealed partial class UserPatchBuilder(Action<string>? progress = null)
             return LocateByCode(function, compiled, masked, Math.Max(1UL, symbol.Section!.Alignment), target, unit);
         var code = target.ReadAt(original.Value, original.Size);
         if (compiled.Length != code.Length)
-            throw new UserBuildException($"{function}: the compiled original is {compiled.Length} bytes, the shipped " +
+            throw Infidelity($"{function}: the compiled original is {compiled.Length} bytes, the shipped " +
                 $"code {code.Length} " +
                 "(rule: fidelity): the compiler or the flags differ from the distribution's build; use its exact " +
                 "flags (dpkg-buildflags, debian/rules)");
         for (var i = 0; i < compiled.Length; i++)
             if (!masked[i] && compiled[i] != code[i])
-                throw new UserBuildException($"{function}: the compiled original differs from the shipped code at " +
+                throw Infidelity($"{function}: the compiled original differs from the shipped code at " +
                     $"+0x{i:x} (rule: fidelity): " +
                     "the compiler or the flags differ from the distribution's build; use its exact flags " +
                     "(dpkg-buildflags, debian/rules)");
@@ -270,7 +335,8 @@ public sealed partial class UserPatchBuilder(Action<string>? progress = null)
     /// <summary>
     /// What the proven originals refer to that the object's symbol tables do not name (its static data and static
     /// functions, when it is stripped), read from the shipped code itself: at each PC-relative relocation site of a
-    /// proven function the linker wrote S + A - P, so S is known. The replacement then binds to the object's own
+    /// proven function the linker wrote S + A - P, so S is known (so too where it relaxed a GOT load of another
+    /// unit's hidden datum into a lea). The replacement then binds to the object's own
     /// variable, never to a copy. A name seen at two different addresses is left out (and is copied or refused).
     /// </summary>
     private static IEnumerable<ElfImageSymbol>
@@ -287,18 +353,24 @@ public sealed partial class UserPatchBuilder(Action<string>? progress = null)
                 foreach (var r in relocations.Relocations)
                 {
                     if (r.Offset < symbol.Value || r.Offset + 4 > symbol.Value + symbol.Size) continue;
-                    if (r.Type is not (X86RelocationType.PC32 or X86RelocationType.Plt32) || r.Symbol is null) continue;
-                    var entity =
-                        r.Symbol.Type == ElfSymbolType.Section ? OnlyEntityOf(before, r.Symbol.Section) : r.Symbol;
-                    if (entity is null || entity.Name.Length == 0 || r.Symbol.IsUndefined
-                        || named.Contains(entity.Name)) continue;
-                    if (entity.Type is not (ElfSymbolType.Function or ElfSymbolType.Object)) continue;
+                    if (r.Symbol is null) continue;
+                    var at = (int)(r.Offset - symbol.Value);
+                    // Data of another unit the object keeps to itself (hidden, or hidden by a version script): the
+                    // unit loads its address from the GOT, and the linker relaxed that load to a lea of the datum.
+                    var relaxedGot = r.Type is X86RelocationType.GotPcRelX or X86RelocationType.RexGotPcRelX
+                        && r.Symbol.IsUndefined && at >= 2 && shipped[at - 2] == 0x8d && !named.Contains(r.Symbol.Name);
+                    if (!relaxedGot && r.Type is not (X86RelocationType.PC32 or X86RelocationType.Plt32)) continue;
+                    var entity = relaxedGot ? r.Symbol
+                        : r.Symbol.Type == ElfSymbolType.Section ? OnlyEntityOf(before, r.Symbol.Section) : r.Symbol;
+                    if (entity is null || entity.Name.Length == 0 || named.Contains(entity.Name)) continue;
+                    if (!relaxedGot && (r.Symbol.IsUndefined
+                        || entity.Type is not (ElfSymbolType.Function or ElfSymbolType.Object))) continue;
                     var place = originals[f].Value + (r.Offset - symbol.Value);
-                    var written = BinaryPrimitives.ReadInt32LittleEndian(shipped[(int)(r.Offset - symbol.Value)..]);
+                    var written = BinaryPrimitives.ReadInt32LittleEndian(shipped[at..]);
                     var address = (ulong)((long)place + written - r.Addend);
                     var recovered = new ElfImageSymbol(entity.Name, address, entity.Size,
                         entity.Type == ElfSymbolType.Function ? ElfImageSymbol.TypeFunction : ElfImageSymbol.TypeObject,
-                        ElfImageSymbol.BindingLocal, 1, false);
+                        relaxedGot ? ElfImageSymbol.BindingGlobal : ElfImageSymbol.BindingLocal, 1, false);
                     if (!found.TryGetValue(entity.Name, out var known)) found[entity.Name] = recovered;
                     else if (known is not null && known.Value != address) found[entity.Name] = null;
                 }
@@ -313,6 +385,10 @@ public sealed partial class UserPatchBuilder(Action<string>? progress = null)
             .ToList() ?? [];
         return defined.Count == 1 && defined[0].Value == 0 ? defined[0] : null;
     }
+
+    /// <summary>The compiled original is not the shipped code: the flags, the compiler or the configuration differ
+    /// from the distribution's build.</summary>
+    private static UserBuildException Infidelity(string message) => new(message) { Rule = "fidelity" };
 
     /// <summary>Functions shorter than this are not looked for by their code: too many places could match.</summary>
     private const int MinimumLocatableSize = 16;
@@ -345,7 +421,7 @@ public sealed partial class UserPatchBuilder(Action<string>? progress = null)
         {
             1 => new ElfImageSymbol(function, found[0], (ulong)compiled.Length, ElfImageSymbol.TypeFunction,
                 ElfImageSymbol.BindingLocal, 1, false),
-            0 => throw new UserBuildException($"{function} ({unit}) is not in the object's symbol table, and its " +
+            0 => throw Infidelity($"{function} ({unit}) is not in the object's symbol table, and its " +
             $"compiled original matches nowhere in " +
                 "the object's code (rule: fidelity): it was inlined into its callers (patch them), or the compiler " +
                 "or the flags differ from the " +

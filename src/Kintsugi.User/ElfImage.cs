@@ -8,7 +8,7 @@ public sealed record ElfImageSymbol(string Name, ulong Value, ulong Size, byte T
     bool HiddenVersion)
 {
     public const byte TypeObject = 1, TypeFunction = 2, TypeTls = 6, TypeIndirectFunction = 10;
-    public const byte BindingLocal = 0;
+    public const byte BindingLocal = 0, BindingGlobal = 1;
     public bool Defined => SectionIndex != 0;
 }
 

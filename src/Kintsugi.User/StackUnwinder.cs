@@ -249,7 +249,7 @@ internal sealed class StackUnwinder(ProcessMaps maps, ProcessMemory memory)
                     case 'L': reader.Byte(); break;
                     case 'P':
                         if (reader.Byte() is not { } personality || reader.Pointer((byte)personality) is null)
-                        return null;
+                            return null;
                         break;
                     case 'S': signal = true; break;
                     case 'B': break;
@@ -269,7 +269,8 @@ internal sealed class StackUnwinder(ProcessMaps maps, ProcessMemory memory)
         var reader = new Reader(this, start, 0);
         var saved = new Stack<Rules>();
         void Set(ulong register, RuleKind kind,
-            long value) { if (register < RegisterCount) rules.Registers[register] = new Rule(kind, value); }
+            long value)
+        { if (register < RegisterCount) rules.Registers[register] = new Rule(kind, value); }
         while (reader.Position < end)
         {
             if (reader.Byte() is not { } op) return false;
@@ -355,7 +356,8 @@ internal sealed class StackUnwinder(ProcessMaps maps, ProcessMemory memory)
                     if (a is null || s is null) return false;
                     rules.CfaRegister = (int)a.Value; rules.CfaOffset = s.Value * c.DataAlignment;
                     break;
-                case 0x13: if ((s = reader.Sleb()) is null) return false; rules.CfaOffset =
+                case 0x13:
+                    if ((s = reader.Sleb()) is null) return false; rules.CfaOffset =
                     s.Value * c.DataAlignment; break;
                 case 0x14:
                     a = reader.Uleb(); b = reader.Uleb();
@@ -404,8 +406,13 @@ internal sealed class StackUnwinder(ProcessMaps maps, ProcessMemory memory)
             var bytes = owner.ReadBytes(Position, size);
             if (bytes is null) return null;
             Position += (ulong)size;
-            return size switch { 2 => BinaryPrimitives.ReadUInt16LittleEndian(bytes), 4 =>
-                BinaryPrimitives.ReadUInt32LittleEndian(bytes), _ => BinaryPrimitives.ReadUInt64LittleEndian(bytes) };
+            return size switch
+            {
+                2 => BinaryPrimitives.ReadUInt16LittleEndian(bytes),
+                4 =>
+                BinaryPrimitives.ReadUInt32LittleEndian(bytes),
+                _ => BinaryPrimitives.ReadUInt64LittleEndian(bytes)
+            };
         }
 
         public ulong? Uleb()

@@ -83,8 +83,11 @@ internal sealed class TracedProcess : IDisposable
 
     private IEnumerable<int> Tasks()
     {
-        try { return Directory.EnumerateDirectories($"/proc/{Pid}/task").Select(d => int.Parse(Path.GetFileName(d)))
-            .ToList(); }
+        try
+        {
+            return Directory.EnumerateDirectories($"/proc/{Pid}/task").Select(d => int.Parse(Path.GetFileName(d)))
+            .ToList();
+        }
         catch (DirectoryNotFoundException) { return []; }
     }
 

@@ -29,7 +29,12 @@ public sealed class UserPatcher(PatcherOptions options, Action<string>? log = nu
 
     public UserPatcher() : this(PatcherOptions.Default) { }
 
-    public ProcessResult Apply(int pid, UserPatch patch)
+    /// <summary>
+    /// Applies <paramref name="patch"/>; with <paramref name="replacing"/>, the applied patches it selects (a lower
+    /// level of the same object, say) are taken out in the same freeze: each entry goes straight from the old patch's
+    /// code to the new one's, so no thread ever runs the shipped code between the two.
+    /// </summary>
+    public ProcessResult Apply(int pid, UserPatch patch, Func<AppliedPatch, bool>? replacing = null)
     {
         var command = CommandOf(pid);
         try
@@ -42,20 +47,24 @@ public sealed class UserPatcher(PatcherOptions options, Action<string>? log = nu
             if (target is null)
                 return new(pid, command, ProcessOutcome.NotTarget, 0, 0, 0, 0,
                     $"does not map {patch.Target.Object} with build-id {patch.Target.BuildId}");
-            if (PatchRegion.Find(maps, memory).Any(p => p.PatchId == patch.IdHex))
+            var applied = PatchRegion.Find(maps, memory);
+            if (applied.Any(p => p.PatchId == patch.IdHex))
                 return new(pid, command, ProcessOutcome.AlreadyApplied, 0, 0, 0, 0, null);
-            var entries = VerifyShippedCode(patch, target, memory);
+            var replaced = replacing is null ? [] : applied.Where(replacing).ToList();
+            var redirected = replaced.SelectMany(p => p.Functions).ToDictionary(f => f.Entry);
+            var entries = VerifyShippedCode(patch, target, memory, redirected);
             var imports = ResolveImports(pid, maps, objects, patch);
             var syscall = FindSyscallInstruction(maps, memory);
             var ranges = patch.Functions.Select(f =>
-                new CodeRange(target.LoadBase + f.Address, target.LoadBase + f.Address + f.Size, f.Name)).ToList();
+                new CodeRange(target.LoadBase + f.Address, target.LoadBase + f.Address + f.Size, f.Name))
+                .Concat(replaced.Select(a => new CodeRange(a.Start, a.End, $"the code of patch {a.Name}"))).ToList();
             return Freeze(pid, command, ranges, memory, (traced, frozenMaps) =>
             {
                 if (!LoadedObject.Find(frozenMaps, memory)
                     .Any(o => o.BuildId == target.BuildId && o.LoadBase == target.LoadBase))
                     throw new UserPatchException($"{target.FileName} was unloaded or moved while Kintsugi prepared " +
                         $"the patch", ExitCode.TransitionFailed);
-                Install(traced, frozenMaps, memory, patch, target, entries, imports, syscall);
+                Install(traced, frozenMaps, memory, patch, target, entries, imports, syscall, replaced);
             }, ProcessOutcome.Applied);
         }
         catch (UserPatchException e)
@@ -226,10 +235,18 @@ public sealed class UserPatcher(PatcherOptions options, Action<string>? log = nu
         }
     }
 
+    /// <summary>
+    /// Maps the region, writes the relocated code and then each entry's jump; the entries of the
+    /// <paramref name="replaced"/> patches go from their jump straight to the new one (or back to the shipped bytes
+    /// when the new patch leaves that function alone), and their regions are unmapped last. Every entry is checked
+    /// before it is written; a failure restores every byte written and unmaps the new region.
+    /// </summary>
     private static void
         Install(TracedProcess traced, ProcessMaps maps, ProcessMemory memory, UserPatch patch, LoadedObject target,
-        IReadOnlyList<byte[]> entries, IReadOnlyDictionary<string, ulong> imports, ulong syscall)
+        IReadOnlyList<byte[]> entries, IReadOnlyDictionary<string, ulong> imports, ulong syscall,
+        IReadOnlyList<AppliedPatch> replaced)
     {
+        CheckJumps(memory, replaced, "nothing was changed");
         var size = PatchRegion.RegionSize(patch);
         var region = 0UL;
         foreach (var candidate in Placement.Candidates(maps, target.Start, target.End, size).Take(8))
@@ -243,7 +260,8 @@ public sealed class UserPatcher(PatcherOptions options, Action<string>? log = nu
         if (region == 0)
             throw new UserPatchException($"no free address range of {size} bytes within ±2 GiB of {target.FileName}; " +
                 $"nothing was changed", ExitCode.TransitionFailed);
-        var written = new List<(ulong Address, byte[] Original)>();
+        var redirected = replaced.SelectMany(p => p.Functions).ToDictionary(f => f.Entry);
+        var written = new List<(ulong Address, byte[] Before)>();
         try
         {
             var saved = entries.Select(e => e[..UserPatch.RedirectSize]).ToList();
@@ -254,18 +272,49 @@ public sealed class UserPatcher(PatcherOptions options, Action<string>? log = nu
             for (var i = 0; i < patch.Functions.Count; i++)
             {
                 var entry = target.LoadBase + patch.Functions[i].Address;
-                if (!memory.Read(entry, UserPatch.RedirectSize).AsSpan().SequenceEqual(saved[i]))
+                var expected = redirected.Remove(entry, out var old) ? PatchRegion.Jump(entry, old.Replacement)
+                    : saved[i];
+                if (!memory.Read(entry, UserPatch.RedirectSize).AsSpan().SequenceEqual(expected))
                     throw new UserPatchException($"the entry of {patch.Functions[i].Name} changed while Kintsugi " +
                         $"prepared the patch", ExitCode.TransitionFailed);
-                written.Add((entry, saved[i]));
+                written.Add((entry, expected));
                 memory.Write(entry, PatchRegion.Jump(entry, codeBase + patch.Functions[i].Replacement));
+            }
+            // What the replaced patches redirected and the new one does not: back to the shipped code.
+            foreach (var f in redirected.Values)
+            {
+                written.Add((f.Entry, PatchRegion.Jump(f.Entry, f.Replacement)));
+                memory.Write(f.Entry, f.SavedBytes);
             }
         }
         catch
         {
-            foreach (var (address, original) in Enumerable.Reverse(written)) memory.Write(address, original);
+            foreach (var (address, before) in Enumerable.Reverse(written)) memory.Write(address, before);
             traced.Syscall(syscall, SysMunmap, region, size);
             throw;
+        }
+        Unmap(traced, replaced, syscall);
+    }
+
+    /// <summary>Refuses unless every entry of the patches still jumps to their code.</summary>
+    private static void CheckJumps(ProcessMemory memory, IReadOnlyList<AppliedPatch> patches, string outcome)
+    {
+        foreach (var patch in patches)
+            foreach (var f in patch.Functions)
+                if (!memory.Read(f.Entry, UserPatch.RedirectSize).AsSpan()
+                    .SequenceEqual(PatchRegion.Jump(f.Entry, f.Replacement)))
+                    throw new UserPatchException($"the entry at 0x{f.Entry:x} no longer jumps to patch {patch.Name} " +
+                        $"(changed by something else); {outcome}", ExitCode.TransitionFailed);
+    }
+
+    private static void Unmap(TracedProcess traced, IReadOnlyList<AppliedPatch> patches, ulong syscall)
+    {
+        foreach (var patch in patches)
+        {
+            var result = traced.Syscall(syscall, SysMunmap, patch.Start, patch.Size);
+            if (result != 0)
+                throw new UserPatchException($"patch {patch.Name} was taken out but its memory could not be " +
+                    $"unmapped: {Native.ErrnoMessage((int)-result)}", ExitCode.TransitionFailed);
         }
     }
 
@@ -273,22 +322,9 @@ public sealed class UserPatcher(PatcherOptions options, Action<string>? log = nu
         Remove(TracedProcess traced, ProcessMemory memory, IReadOnlyList<AppliedPatch> applied, ulong syscall)
     {
         // Everything is checked before anything is written: a refusal leaves the process as it was.
-        foreach (var patch in applied)
-            foreach (var f in patch.Functions)
-                if (!memory.Read(f.Entry, UserPatch.RedirectSize).AsSpan()
-                    .SequenceEqual(PatchRegion.Jump(f.Entry, f.Replacement)))
-                    throw new UserPatchException($"the entry at 0x{f.Entry:x} no longer jumps to patch {patch.Name} " +
-                        $"(changed by something else); " +
-                        "nothing was reverted", ExitCode.TransitionFailed);
-        foreach (var patch in applied)
-        {
-            foreach (var f in patch.Functions) memory.Write(f.Entry, f.SavedBytes);
-            var result = traced.Syscall(syscall, SysMunmap, patch.Start, patch.Size);
-            if (result != 0)
-                throw new UserPatchException($"patch {patch.Name} was reverted but its memory could not be unmapped: " +
-                    $"{Native.ErrnoMessage((int)-result)}",
-                    ExitCode.TransitionFailed);
-        }
+        CheckJumps(memory, applied, "nothing was reverted");
+        foreach (var f in applied.SelectMany(p => p.Functions)) memory.Write(f.Entry, f.SavedBytes);
+        Unmap(traced, applied, syscall);
     }
 
     /// <summary>The patch code with every relocation filled in for this process and this region.</summary>
@@ -320,13 +356,16 @@ public sealed class UserPatcher(PatcherOptions options, Action<string>? log = nu
         return code;
     }
 
-    /// <summary>Checks that every replaced function is exactly the shipped code; returns the bytes read.</summary>
-    private static IReadOnlyList<byte[]> VerifyShippedCode(UserPatch patch, LoadedObject target, ProcessMemory memory)
+    /// <summary>Checks that every replaced function is exactly the shipped code (once the entries a patch being
+    /// replaced redirects have their saved bytes back); returns that code.</summary>
+    private static IReadOnlyList<byte[]> VerifyShippedCode(UserPatch patch, LoadedObject target, ProcessMemory memory,
+        IReadOnlyDictionary<ulong, RedirectedFunction> redirected)
     {
         var entries = new List<byte[]>();
         foreach (var f in patch.Functions)
         {
             var code = memory.Read(target.LoadBase + f.Address, (int)f.Size);
+            if (redirected.TryGetValue(target.LoadBase + f.Address, out var old)) old.SavedBytes.CopyTo(code, 0);
             if (Convert.ToHexStringLower(SHA256.HashData(code)) != f.OriginalSha256)
             {
                 var jump =

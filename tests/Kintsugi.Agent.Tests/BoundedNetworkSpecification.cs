@@ -19,8 +19,13 @@ public sealed class BoundedNetworkSpecification : IDisposable
     private readonly List<Socket> _held = [];
 
     private static readonly ClientLimits Tight =
-        new() { JsonDeadline = TimeSpan.FromSeconds(4), DownloadDeadline = TimeSpan.FromSeconds(6),
-        IdleTimeout = TimeSpan.FromSeconds(2), MaxJsonResponse = 64 * 1024 };
+        new()
+        {
+            JsonDeadline = TimeSpan.FromSeconds(4),
+            DownloadDeadline = TimeSpan.FromSeconds(6),
+            IdleTimeout = TimeSpan.FromSeconds(2),
+            MaxJsonResponse = 64 * 1024
+        };
     private static readonly KernelIdentity Kernel =
         new(KernelRelease.Parse("6.1.0-56-cloud-amd64"), BuildId.Parse("3b43fad5034874490492495d552c0af6a5fab235"));
 

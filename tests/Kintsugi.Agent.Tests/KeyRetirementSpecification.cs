@@ -46,8 +46,13 @@ public sealed class KeyRetirementSpecification : IDisposable
     private void RetireOldKey() => TrustStore.Open(_dir["trust"]).Retire(_old.Id);
 
     private MachineAgent ServerAgent() =>
-        new(new AgentConfig { Server = _server.Address, EnrollmentToken = "ket_token", TrustStore = _dir["trust"],
-        Settle = TimeSpan.Zero }, Paths, Log, _http);
+        new(new AgentConfig
+        {
+            Server = _server.Address,
+            EnrollmentToken = "ket_token",
+            TrustStore = _dir["trust"],
+            Settle = TimeSpan.Zero
+        }, Paths, Log, _http);
 
     private MachineAgent OfflineAgent() =>
         new(new AgentConfig { OfflineDirectory = _dir["offline"], TrustStore = _dir["trust"], Settle = TimeSpan.Zero },

@@ -51,8 +51,13 @@ public sealed class QuarantineSpecification : IDisposable
             _ => new(404),
         };
 
-        var result = await new MachineAgent(new AgentConfig { Server = _server.Address, EnrollmentToken = "ket_token",
-            TrustStore = _dir["trust"], Settle = TimeSpan.Zero },
+        var result = await new MachineAgent(new AgentConfig
+        {
+            Server = _server.Address,
+            EnrollmentToken = "ket_token",
+            TrustStore = _dir["trust"],
+            Settle = TimeSpan.Zero
+        },
             Paths, _ => { }, _http).RunOnceAsync(default);
 
         Assert.Equal(ExitCode.TransitionFailed, result.ExitCode);

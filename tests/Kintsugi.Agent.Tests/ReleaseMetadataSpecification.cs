@@ -41,8 +41,13 @@ public sealed class ReleaseMetadataSpecification : IDisposable
     private PatchStore Store => new(Paths, RunningKernel.Release);
 
     private MachineAgent Agent() =>
-        new(new AgentConfig { Server = _server.Address, EnrollmentToken = "ket_token", TrustStore = _dir["trust"],
-        Settle = TimeSpan.Zero }, Paths, line => { lock (_log) _log.Add(line); }, _http);
+        new(new AgentConfig
+        {
+            Server = _server.Address,
+            EnrollmentToken = "ket_token",
+            TrustStore = _dir["trust"],
+            Settle = TimeSpan.Zero
+        }, Paths, line => { lock (_log) _log.Add(line); }, _http);
 
     private static KernelTarget Running => new(RunningKernel.Release, null, RunningKernel.BuildId!.Value);
 

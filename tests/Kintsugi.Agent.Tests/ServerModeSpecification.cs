@@ -30,8 +30,13 @@ public sealed class ServerModeSpecification : IDisposable
     private MachinePaths Paths => new(_dir["state"], _dir["etc"], _dir["run"], _dir["systemd"]);
 
     private MachineAgent Agent(string? token = "ket_token") =>
-        new(new AgentConfig { Server = _server.Address, EnrollmentToken = token, TrustStore = _dir["trust"],
-        Settle = TimeSpan.Zero }, Paths, line => { lock (_log) _log.Add(line); }, _http);
+        new(new AgentConfig
+        {
+            Server = _server.Address,
+            EnrollmentToken = token,
+            TrustStore = _dir["trust"],
+            Settle = TimeSpan.Zero
+        }, Paths, line => { lock (_log) _log.Add(line); }, _http);
 
     private static KernelTarget Running => new(RunningKernel.Release, null, RunningKernel.BuildId!.Value);
 
@@ -178,7 +183,8 @@ public sealed class ServerModeSpecification : IDisposable
         var calls = 0;
         _server.Handler = r => Interlocked.Increment(ref calls) <= 1
             ? new(503, FakeServer.Problem(503, "maintenance"), "application/problem+json", new Dictionary<string,
-            string> { ["Retry-After"] = "1" })
+            string>
+            { ["Retry-After"] = "1" })
             : serve(r);
         using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(20));
         var run = Agent().RunAsync(stop.Token);

@@ -35,12 +35,13 @@ public sealed class UserSpaceOfflineSpecification : IDisposable
             new MachinePaths(_dir["state"], _dir["etc"], _dir["run"], _dir["systemd"]), line =>
             { lock (_log) _log.Add(line); });
 
-    private UserPatch Publish(string name, int level, PublisherKey? key = null)
+    private UserPatch Publish(string name, int level, PublisherKey? key = null, string? package = null)
     {
         var (patch, bytes) = _loop.Patch(name);
         var bundle = Bundle.Create(bytes, new BundleDescription
         {
-            Object = new ObjectTarget(patch.Target.Object, patch.Target.BuildId),
+            Object = new ObjectTarget(patch.Target.Object, patch.Target.BuildId, package, package is null ? null
+                : "1.0-1"),
             CumulativeLevel = level,
             Fixes = [new BundleFix($"loop-fix-{level}",
             [new CveReference(CveId.Parse($"CVE-2099-4100{level}"), CveSeverity.High, new DateOnly(2099, 1, 2))],
@@ -97,6 +98,48 @@ public sealed class UserSpaceOfflineSpecification : IDisposable
         var manual = Assert.Single(statuses, s => s.PatchId == other.IdHex);
         Assert.Equal((null, null, 0, byHand),
             (manual.Level, manual.Bundle, manual.Cves.Count, Assert.Single(manual.Processes).Pid));
+    }
+
+    [Fact]
+    public async Task Openvex_and_prometheus_state_a_delivered_cve_fixed_and_exposed_while_a_process_runs_without_it()
+    {
+        var delivered = _loop.Start();
+        Publish("loop-fix", level: 1, package: "loop-server");
+        await Agent().RunOnceAsync(default);
+        var agentDirectory = Path.Combine(_dir["state"], "agent", "user");
+
+        var allPatched = UserPatchStatuses.Read(agentDirectory, [delivered]);
+        var started = _loop.Start();   // not yet patched: the agent's next pass would patch it
+        var oneUnpatched = UserPatchStatuses.Read(agentDirectory, [delivered, started]);
+
+        var fixedStatement = Assert.Single(UserStatusReports.OpenVexStatements(allPatched, "host"));
+        Assert.Equal(("CVE-2099-41001", "fixed", "pkg:deb/debian/loop-server@1.0-1?arch=amd64"),
+            (fixedStatement.Vulnerability.Name, fixedStatement.Status, Assert.Single(fixedStatement.Products).Id));
+        var exposed = Assert.Single(UserStatusReports.OpenVexStatements(oneUnpatched, "host"));
+        Assert.Equal("affected", exposed.Status);
+        Assert.Contains(started.ToString(), exposed.StatusNotes);
+        var metrics = UserStatusReports.Prometheus(allPatched);
+        Assert.Contains("kintsugi_user_patches_applied 1\n", metrics);
+        Assert.Contains("kintsugi_user_cves_fixed 1\n", metrics);
+        Assert.Contains(
+            "kintsugi_user_cve_fixed{cve=\"CVE-2099-41001\",object=\"loop\",package=\"loop-server\"} 1\n", metrics);
+        var exposedMetrics = UserStatusReports.Prometheus(oneUnpatched);
+        Assert.Contains("kintsugi_user_cves_fixed 0\n", exposedMetrics);
+        Assert.Contains("kintsugi_user_patch_processes_unpatched{name=\"loop-fix\",object=\"loop\"} 1\n",
+            exposedMetrics);
+    }
+
+    [Fact]
+    public void A_patch_applied_by_hand_states_nothing_to_scanners()
+    {
+        var process = _loop.Start();
+        var (patch, _) = _loop.Patch("by-hand");
+        Assert.Equal(ProcessOutcome.Applied, new UserPatcher().Apply(process, patch).Outcome);
+
+        var statuses = UserPatchStatuses.Read(Path.Combine(_dir["state"], "agent", "user"), [process]);
+
+        Assert.Empty(UserStatusReports.OpenVexStatements(statuses, "host"));
+        Assert.Contains("kintsugi_user_cves_fixed 0\n", UserStatusReports.Prometheus(statuses));
     }
 
     [Fact]

@@ -2,8 +2,11 @@ using System.Buffers.Binary;
 
 namespace Kintsugi.Bundles.Tests;
 
-/// <summary>Shared inputs: a real ELF file as the module payload, a target kernel, a description.</summary>
-internal static class Samples
+/// <summary>
+/// Shared inputs: a real ELF file as the module payload, a target kernel, a description. Free of xunit and of
+/// Kintsugi.Testing, so that bench/bundles measures the same bundles.
+/// </summary>
+internal static partial class Samples
 {
     /// <summary>A real ELF executable stands in for the .ko: what matters is realistic, binary bytes.</summary>
     public static readonly byte[] Module = File.ReadAllBytes("/bin/true");
@@ -50,34 +53,6 @@ internal static class Samples
         var signature = module + moduleLength;
         return (manifest, module, signature, signature + Bundle.SignatureBlockLength);
     }
-
-    public static BundleException Refused(byte[] bytes, TrustStore trust, KernelTarget? expected = null) =>
-        Assert.Throws<BundleException>(() => BundleVerifier.Verify(Bundle.Read(bytes), trust, expected));
-}
-
-/// <summary>A publisher key with a trust store that trusts it: the usual setup.</summary>
-internal sealed class Publisher : IDisposable
-{
-    private readonly TemporaryDirectory _directory = new();
-
-    public PublisherKey Key { get; } = PublisherKey.Generate();
-
-    public TrustStore Trust { get; }
-
-    public Publisher()
-    {
-        Trust = TrustStore.Open(_directory["trust"]);
-        Trust.Add(Key.PublicKey);
-    }
-
-    public byte[] Sign(BundleDescription? description = null, byte[]? module = null) =>
-        Bundle.Create(module ?? Samples.Module, description ?? Samples.Description(), Key).ToArray();
-
-    public void Dispose()
-    {
-        Key.Dispose();
-        _directory.Dispose();
-    }
 }
 
 /// <summary>A stream that cannot seek, like a network download.</summary>
@@ -87,8 +62,11 @@ internal sealed class ForwardOnlyStream(Stream inner) : Stream
     public override bool CanSeek => false;
     public override bool CanWrite => false;
     public override long Length => throw new NotSupportedException();
-    public override long Position { get => throw new NotSupportedException(); set =>
-        throw new NotSupportedException(); }
+    public override long Position
+    {
+        get => throw new NotSupportedException(); set =>
+        throw new NotSupportedException();
+    }
     public override void Flush() { }
     public override int Read(byte[] buffer, int offset, int count) => inner.Read(buffer, offset, Math.Min(count, 4096));
     public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();

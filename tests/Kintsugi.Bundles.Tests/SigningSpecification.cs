@@ -73,7 +73,8 @@ public sealed class SigningSpecification : IDisposable
     public void Absent_package_versions_are_written_as_null_and_read_back_as_null()
     {
         var bundle = Bundle.Read(_publisher.Sign(Samples.Description()
-            with { EffectivePackageVersion = null, Target = Samples.Target with { PackageVersion = null } }));
+            with
+        { EffectivePackageVersion = null, Target = Samples.Target with { PackageVersion = null } }));
 
         Assert.Null(bundle.Manifest.EffectivePackageVersion);
         Assert.Null(bundle.Manifest.Target!.PackageVersion);

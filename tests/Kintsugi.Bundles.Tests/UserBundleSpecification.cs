@@ -14,8 +14,12 @@ public sealed class UserBundleSpecification : IDisposable
     public void Dispose() => _publisher.Dispose();
 
     private byte[] SignUser(ObjectTarget? target = null) =>
-        _publisher.Sign(Samples.Description() with { Target = null, Object = target ?? Libcrypto,
-        PatchedFunctions = [new PatchedFunction("libcrypto.so.3", "EVP_DecryptUpdate")] });
+        _publisher.Sign(Samples.Description() with
+        {
+            Target = null,
+            Object = target ?? Libcrypto,
+            PatchedFunctions = [new PatchedFunction("libcrypto.so.3", "EVP_DecryptUpdate")]
+        });
 
     [Fact]
     public void A_user_space_bundle_names_its_object_and_verifies_for_exactly_that_build_id()

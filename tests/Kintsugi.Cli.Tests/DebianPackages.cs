@@ -32,8 +32,11 @@ public sealed class DebianPackages : IAsyncLifetime
         {
             var built = await ExternalCommand.RunAsync(Path.Combine(Repository.Root, "scripts", "build-packages.sh"),
                 [Path.Combine(Directory, $"r{revision}")],
-                environment: new Dictionary<string, string> { ["KINTSUGI_DEB_REVISION"] = revision.ToString(
-                System.Globalization.CultureInfo.InvariantCulture) });
+                environment: new Dictionary<string, string>
+                {
+                    ["KINTSUGI_DEB_REVISION"] = revision.ToString(
+                System.Globalization.CultureInfo.InvariantCulture)
+                });
             if (!built.Succeeded) throw new InvalidOperationException($"build-packages.sh failed ({built.ExitCode}):" +
                 $"\n{built.StandardError}\n{built.StandardOutput}");
         }

@@ -49,8 +49,12 @@ public sealed class SystemdSpecification : IDisposable
     [Fact]
     public void The_watchdog_timeout_is_read_only_for_the_process_systemd_names()
     {
-        var env = new Dictionary<string, string?> { ["NOTIFY_SOCKET"] = "/run/systemd/notify",
-            ["WATCHDOG_USEC"] = "300000000", ["WATCHDOG_PID"] = "42" };
+        var env = new Dictionary<string, string?>
+        {
+            ["NOTIFY_SOCKET"] = "/run/systemd/notify",
+            ["WATCHDOG_USEC"] = "300000000",
+            ["WATCHDOG_PID"] = "42"
+        };
         Assert.Equal(TimeSpan.FromMinutes(5), new SystemdNotify(env, 42).WatchdogTimeout);
         Assert.Null(new SystemdNotify(env, 43).WatchdogTimeout);
         Assert.False(new SystemdNotify(new Dictionary<string, string?>(), 42).Enabled);

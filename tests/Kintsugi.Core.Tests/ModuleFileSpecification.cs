@@ -10,8 +10,11 @@ public sealed class ModuleFileSpecification
     {
         var path = Path.GetTempFileName();
         File.WriteAllText(path, "hello");
-        try { Assert.Contains("not an ELF file",
-            Assert.Throws<ModuleFileException>(() => ModuleFile.Read(path)).Message); }
+        try
+        {
+            Assert.Contains("not an ELF file",
+            Assert.Throws<ModuleFileException>(() => ModuleFile.Read(path)).Message);
+        }
         finally { File.Delete(path); }
     }
 

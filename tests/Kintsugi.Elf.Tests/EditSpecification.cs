@@ -127,7 +127,7 @@ public sealed class EditSpecification : IDisposable
         var elf = ElfObject.Load(_temp.Compile("lib.c", Library, Flags));
         var text = elf.FindSection(".text")!;
         var local = new ElfSymbol("kintsugi_local")
-            { Binding = ElfSymbolBinding.Local, Type = ElfSymbolType.Function, Section = text };
+        { Binding = ElfSymbolBinding.Local, Type = ElfSymbolType.Function, Section = text };
         elf.SymbolTable!.Symbols.Add(local);
         string path = _temp.File("edited.o");
         elf.Save(path);
@@ -155,10 +155,18 @@ public sealed class EditSpecification : IDisposable
         };
         elf.Sections.Insert(0, text);
         var external = new ElfSymbol("external_seven") { Binding = ElfSymbolBinding.Global };
-        table.Symbols.Add(new ElfSymbol("scratch.s") { Type = ElfSymbolType.File,
-            SpecialSection = ElfSpecialSectionIndex.Absolute });
-        table.Symbols.Add(new ElfSymbol("kintsugi_scratch") { Binding = ElfSymbolBinding.Global,
-            Type = ElfSymbolType.Function, Section = text, Size = 9 });
+        table.Symbols.Add(new ElfSymbol("scratch.s")
+        {
+            Type = ElfSymbolType.File,
+            SpecialSection = ElfSpecialSectionIndex.Absolute
+        });
+        table.Symbols.Add(new ElfSymbol("kintsugi_scratch")
+        {
+            Binding = ElfSymbolBinding.Global,
+            Type = ElfSymbolType.Function,
+            Section = text,
+            Size = 9
+        });
         table.Symbols.Add(external);
         var relocations = new ElfRelocationSection(text, table);
         relocations.Relocations.Add(new ElfRelocation(1, X86RelocationType.Plt32, external, -4));

@@ -112,12 +112,17 @@ public sealed class ExtendedIndexSpecification(ManySectionsObject many)
         for (int i = 0; i < 0xff00; i++)
         {
             last = new ElfDataSection($".data.k{i}", ElfSectionType.ProgBits, [(byte)i])
-                { Flags = ElfSectionFlags.Alloc | ElfSectionFlags.Write, Alignment = 1 };
+            { Flags = ElfSectionFlags.Alloc | ElfSectionFlags.Write, Alignment = 1 };
             elf.Sections.Add(last);
         }
 
-        elf.SymbolTable!.Symbols.Add(new ElfSymbol("in_last_section") { Binding = ElfSymbolBinding.Global,
-            Type = ElfSymbolType.Object, Section = last, Size = 1 });
+        elf.SymbolTable!.Symbols.Add(new ElfSymbol("in_last_section")
+        {
+            Binding = ElfSymbolBinding.Global,
+            Type = ElfSymbolType.Object,
+            Section = last,
+            Size = 1
+        });
         string path = _temp.File("grown.o");
         elf.Save(path);
 

@@ -31,7 +31,7 @@ public class KernelModuleSpecification(ITestOutputHelper output)
             {
                 if (!ElfReader.Read(original).ToArray().AsSpan().SequenceEqual(original))
                 {
-                        failures.Add($"{path}: differs");
+                    failures.Add($"{path}: differs");
                 }
             }
             catch (ElfFormatException e)

@@ -122,6 +122,45 @@ public sealed class KernelPatchBuilderSpecification
     }
 
     [Fact]
+    public async Task A_context_patch_is_applied_with_the_fixes_but_compiles_none_of_the_units_that_include_it()
+    {
+        using var directory = new TemporaryDirectory();
+        // proc_fs.h is included by hundreds of units: as a fix it would be refused (too many units); as the
+        // context of a fix that uses its addition, only the fix's unit sees it.
+        var header = Path.Combine(directory.Path, "proc_fs.patch");
+        await File.WriteAllTextAsync(header, """
+            --- a/include/linux/proc_fs.h
+            +++ b/include/linux/proc_fs.h
+            @@ -32,2 +32,4 @@
+             
+            +#define PROC_LINE_END "\n"
+            +
+             struct proc_ops {
+
+            """);
+        var fix = Path.Combine(directory.Path, "cmdline.patch");
+        await File.WriteAllTextAsync(fix, """
+            --- a/fs/proc/cmdline.c
+            +++ b/fs/proc/cmdline.c
+            @@ -9,3 +9,3 @@
+             	seq_puts(m, saved_command_line);
+            -	seq_putc(m, '\n');
+            +	seq_puts(m, PROC_LINE_END);
+             	return 0;
+
+            """);
+
+        var result = await Builder().BuildAsync(new KernelBuildRequest(new TargetReference.Debian(Release), [fix], "context", [], null,
+            Path.Combine(directory.Path, "out"), ContextPatchFiles: [header]));
+
+        Assert.Equal(BuildOutcome.Built, result.Outcome);
+        Assert.Equal(["fs/proc/cmdline.o"], result.Manifest!.Units.Select(u => u.Object));
+        Assert.Equal(["cmdline_proc_show"], result.Manifest.Functions.Select(f => f.Name));
+        Assert.Equal([(Path.GetFileName(header), true), (Path.GetFileName(fix), false)],
+            result.Manifest.Patches.Select(p => (p.Name, p.Context == true)));
+    }
+
+    [Fact]
     public async Task A_fix_that_changes_the_symbol_version_of_an_exported_symbol_is_refused()
     {
         using var directory = new TemporaryDirectory();

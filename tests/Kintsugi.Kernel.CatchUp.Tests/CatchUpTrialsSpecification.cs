@@ -16,9 +16,7 @@ public sealed class CatchUpTrialsSpecification
     [Fact]
     public async Task The_fixes_of_several_C_files_compile_in_one_make_and_each_keeps_the_outcome_it_has_alone()
     {
-        var target = await DebianBuildTarget.FetchAsync(new DebianKernelArchive(DebianKernelArchive.DefaultCacheRoot),
-            TestKernels.Debian12Cloud61, () => throw new InvalidOperationException("trials boot nothing"), default);
-        var tree = await target.PrepareAsync(_ => { }, default);
+        var (target, tree) = await Kernel61Async("trials boot nothing");
         using var directory = new TemporaryDirectory();
         using var output = new TemporaryDirectory();
         await ApplyAsync(tree, directory, "meminfo", "fs/proc/meminfo.c");                 // vmlinux
@@ -48,11 +46,31 @@ public sealed class CatchUpTrialsSpecification
     }
 
     [Fact]
+    public async Task A_shared_make_in_which_every_fix_fails_refuses_each_with_its_own_error()
+    {
+        var (target, tree) = await Kernel61Async("nothing compiles, nothing boots");
+        using var directory = new TemporaryDirectory();
+        using var output = new TemporaryDirectory();
+        Break(tree, directory, "fs/proc/cmdline.c");
+        Edit(tree, directory, "fs/proc/loadavg.c", "static int loadavg_proc_show(", "this fix does not compile;\nstatic int loadavg_proc_show(");
+        var difference = await SourceDifference.OfExtractedAsync(Older, Newer, directory.Path);
+        var builds = CatchUpPlan.Make(difference, tree, maxUnits: 40, only: [], _ => { }).Decisions.OfType<FileDecision.Build>().ToList();
+        var request = new CatchUpRequest(TestKernels.Debian12Cloud61, "2", output.Path);
+
+        var trials = await new CatchUpTrials(target, tree, request, difference, output.Path, _ => { })
+            .RunAsync(builds, file => file.PatchSha256!, default);
+
+        foreach (var path in new[] { "fs/proc/cmdline.c", "fs/proc/loadavg.c" })
+        {
+            Assert.Equal((FileOutcome.Refused, "build"), (trials[path].Outcome, trials[path].Rule));
+            Assert.Matches($@"{path.Replace(".", @"\.")}:\d+:\d+: error: ", trials[path].Reason);
+        }
+    }
+
+    [Fact]
     public async Task A_file_that_only_adds_a_function_nothing_calls_is_refused_not_built()
     {
-        var target = await DebianBuildTarget.FetchAsync(new DebianKernelArchive(DebianKernelArchive.DefaultCacheRoot),
-            TestKernels.Debian12Cloud61, () => throw new InvalidOperationException("the symbol table is cached by then"), default);
-        var tree = await target.PrepareAsync(_ => { }, default);
+        var (target, tree) = await Kernel61Async("the symbol table is cached by then");
         using var directory = new TemporaryDirectory();
         using var output = new TemporaryDirectory();
         // As in the 6.1.187 update: xprt_add_backlog_noncongested is added for a caller in another file.
@@ -76,9 +94,7 @@ public sealed class CatchUpTrialsSpecification
     [Fact]
     public async Task A_second_run_into_the_same_output_keeps_every_outcome_and_compiles_nothing()
     {
-        var target = await DebianBuildTarget.FetchAsync(new DebianKernelArchive(DebianKernelArchive.DefaultCacheRoot),
-            TestKernels.Debian12Cloud61, () => throw new InvalidOperationException("trials boot nothing"), default);
-        var tree = await target.PrepareAsync(_ => { }, default);
+        var (target, tree) = await Kernel61Async("trials boot nothing");
         using var directory = new TemporaryDirectory();
         using var output = new TemporaryDirectory();
         await ApplyAsync(tree, directory, "meminfo", "fs/proc/meminfo.c");
@@ -98,9 +114,7 @@ public sealed class CatchUpTrialsSpecification
     [Fact]
     public async Task The_module_build_takes_a_unit_the_trials_compiled_unless_another_built_file_compiles_into_it()
     {
-        var target = await DebianBuildTarget.FetchAsync(new DebianKernelArchive(DebianKernelArchive.DefaultCacheRoot),
-            TestKernels.Debian12Cloud61, () => throw new InvalidOperationException("nothing boots here"), default);
-        var tree = await target.PrepareAsync(_ => { }, default);
+        var (target, tree) = await Kernel61Async("nothing boots here");
         using var output = new TemporaryDirectory();
         static ChangedFile Changed(string path) => new(path, FileChangeKind.Modified, null, null, 1, 1, [], []);
         void Trial(string key, string objectPath)
@@ -122,6 +136,60 @@ public sealed class CatchUpTrialsSpecification
         Assert.Equal(1, units);
         Assert.Equal("meminfo", File.ReadAllText(Path.Combine(directory, "fs/proc/meminfo.o")));
         Assert.False(File.Exists(Path.Combine(directory, "fs/fat/dir.o")));
+    }
+
+    [Fact]
+    public async Task A_fix_that_uses_what_the_update_adds_to_a_header_is_built_with_that_header_as_its_companion()
+    {
+        var (target, tree) = await Kernel61Async("the symbol table is cached by then");
+        using var directory = new TemporaryDirectory();
+        using var output = new TemporaryDirectory();
+        // The update adds a macro to a header included by hundreds of units, and a fix uses it.
+        Edit(tree, directory, "include/linux/proc_fs.h", "struct proc_ops {", "#define PROC_LINE_END \"\\n\"\n\nstruct proc_ops {");
+        Edit(tree, directory, "fs/proc/cmdline.c", "seq_putc(m, '\\n');", "seq_puts(m, PROC_LINE_END);");
+        var difference = await SourceDifference.OfExtractedAsync(Older, Newer, directory.Path);
+        var fix = CatchUpPlan.Make(difference, tree, maxUnits: 40, only: [], _ => { }).Decisions.OfType<FileDecision.Build>()
+            .Where(d => d.File.Path == "fs/proc/cmdline.c").ToList();
+        var request = new CatchUpRequest(TestKernels.Debian12Cloud61, "2", output.Path);
+
+        var trials = await new CatchUpTrials(target, tree, request, difference, output.Path, _ => { })
+            .RunAsync(fix, file => file.PatchSha256!, default);
+
+        var built = trials["fs/proc/cmdline.c"];
+        Assert.Equal((FileOutcome.Built, "vmlinux:cmdline_proc_show"), Outcome(built));
+        Assert.Equal(["include/linux/proc_fs.h"], built.Companions);
+    }
+
+    [Fact]
+    public async Task A_fix_that_needs_a_member_the_update_adds_to_a_structure_is_refused_naming_the_header()
+    {
+        var (target, tree) = await Kernel61Async("nothing is resolved");
+        using var directory = new TemporaryDirectory();
+        using var output = new TemporaryDirectory();
+        // Its changed lines do not name the structure, so the plan cannot tell; compiling with the header tells.
+        Edit(tree, directory, "include/linux/seq_file.h", "\tsize_t pad_until;", "\tsize_t pad_until;\n\tbool quiet;");
+        Edit(tree, directory, "fs/proc/cmdline.c", "seq_putc(m, '\\n');", "if (!m->quiet)\n\t\tseq_putc(m, '\\n');");
+        var difference = await SourceDifference.OfExtractedAsync(Older, Newer, directory.Path);
+        var fix = CatchUpPlan.Make(difference, tree, maxUnits: 40, only: [], _ => { }).Decisions.OfType<FileDecision.Build>()
+            .Where(d => d.File.Path == "fs/proc/cmdline.c").ToList();
+        Assert.Single(fix);
+        var request = new CatchUpRequest(TestKernels.Debian12Cloud61, "2", output.Path);
+
+        var trials = await new CatchUpTrials(target, tree, request, difference, output.Path, _ => { })
+            .RunAsync(fix, file => file.PatchSha256!, default);
+
+        var refused = trials["fs/proc/cmdline.c"];
+        Assert.Equal((FileOutcome.Refused, "header-layout"), (refused.Outcome, refused.Rule));
+        Assert.Contains("include/linux/seq_file.h (its errors name quiet)", refused.Reason, StringComparison.Ordinal);
+        Assert.Contains("include/linux/seq_file.h changes the layout of struct seq_file", refused.Reason, StringComparison.Ordinal);
+    }
+
+    /// <summary>The suite's 6.1 cloud kernel, prepared; a trial that would boot it fails with the reason it must not.</summary>
+    private static async Task<(BuildTarget Target, KernelSourceTree Tree)> Kernel61Async(string noBoot)
+    {
+        var target = await DebianBuildTarget.FetchAsync(new DebianKernelArchive(DebianKernelArchive.DefaultCacheRoot),
+            TestKernels.Debian12Cloud61, () => throw new InvalidOperationException(noBoot), default);
+        return (target, await target.PrepareAsync(_ => { }, default));
     }
 
     private static Action<string> Record(List<string> lines) => line => { lock (lines) lines.Add(line); };

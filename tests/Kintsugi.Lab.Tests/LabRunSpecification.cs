@@ -94,7 +94,10 @@ public sealed class LabShellSpecification
         await KernelUnderTest.GetAsync(TestKernels.Debian12Cloud61);
         var info = new ProcessStartInfo(Repository.KintsugiBinary)
         {
-            RedirectStandardInput = true, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute =
+            RedirectStandardInput = true,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute =
                 false,
         };
         foreach (var argument in new[] { "lab", "shell", "--kernel", TestKernels.Debian12Cloud61.Value })

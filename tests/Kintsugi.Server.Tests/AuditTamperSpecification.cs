@@ -29,8 +29,11 @@ public abstract class AuditTamperSpecification(Backend backend)
             ? "DROP TRIGGER audit_events_append_only ON audit_events"
             : "DROP TRIGGER audit_events_no_update; DROP TRIGGER audit_events_no_delete";
         await using (
-            var drop = connection.CreateCommand()) { drop.CommandText =
-            dropTriggers; await drop.ExecuteNonQueryAsync(); }
+            var drop = connection.CreateCommand())
+        {
+            drop.CommandText =
+            dropTriggers; await drop.ExecuteNonQueryAsync();
+        }
         await using var command = connection.CreateCommand();
         command.CommandText = sql;
         Assert.True(await command.ExecuteNonQueryAsync() > 0, "the tampering changed nothing");

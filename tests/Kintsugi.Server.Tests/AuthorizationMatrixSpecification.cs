@@ -16,8 +16,11 @@ namespace Kintsugi.Server.Tests;
 public sealed class AuthorizationMatrixSpecification : IAsyncLifetime
 {
     /// <summary>The least a caller must be. Roles are ordered; a machine credential is not an API token.</summary>
-    public enum Level { Anyone, SignOut, EnrollmentToken, Machine, MachineOrAuditor, Auditor, Operator, Admin,
-        DashboardAuditor, DashboardOperator }
+    public enum Level
+    {
+        Anyone, SignOut, EnrollmentToken, Machine, MachineOrAuditor, Auditor, Operator, Admin,
+        DashboardAuditor, DashboardOperator
+    }
 
     public enum Caller { Anonymous, Machine, Auditor, Operator, Admin }
 

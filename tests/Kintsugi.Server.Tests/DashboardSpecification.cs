@@ -43,8 +43,11 @@ public sealed class DashboardSpecification
         using var playwright = await Playwright.CreateAsync();
         await using var browser = await playwright.Chromium.LaunchAsync(
             new BrowserTypeLaunchOptions { ExecutablePath = Chromium, Headless = true, Args = ["--no-sandbox"] });
-        var context = await browser.NewContextAsync(new BrowserNewContextOptions { IgnoreHTTPSErrors = true,
-            ViewportSize = new ViewportSize { Width = 1400, Height = 900 } });
+        var context = await browser.NewContextAsync(new BrowserNewContextOptions
+        {
+            IgnoreHTTPSErrors = true,
+            ViewportSize = new ViewportSize { Width = 1400, Height = 900 }
+        });
         var page = await context.NewPageAsync();
         var shots = Screenshots;
 

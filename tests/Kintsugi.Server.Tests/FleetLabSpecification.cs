@@ -319,7 +319,8 @@ internal sealed class GuestSignal : IDisposable
             HttpListenerContext context;
             try { context = await _listener.GetContextAsync(); }
             catch (Exception e) when (e is HttpListenerException or ObjectDisposedException
-                or InvalidOperationException) { return; }
+                or InvalidOperationException)
+            { return; }
             var body = Encoding.ASCII.GetBytes(_stopped.ContainsKey(context.Request.Url!.AbsolutePath.Trim('/'))
                 ? "stop" : "wait");
             context.Response.ContentLength64 = body.Length;

@@ -492,8 +492,11 @@ public abstract class FleetSpecification(Backend backend)
         var original = new SimulatedAgent(server, Kernels.Debian61, "web-1") { BootId = Guid.NewGuid().ToString() };
         await original.EnrollAsync(await server.EnrollmentTokenAsync());
         // Reboots: each check-in from a new boot id, never an earlier one.
-        foreach (var _ in Enumerable.Range(0, 3)) { original.BootId = Guid.NewGuid()
-            .ToString(); await original.CheckInAsync(); }
+        foreach (var _ in Enumerable.Range(0, 3))
+        {
+            original.BootId = Guid.NewGuid()
+            .ToString(); await original.CheckInAsync();
+        }
         Assert.Equal(JsonValueKind.Null, (await server.GetJsonAsync($"/api/v1/machines/{original.Machine}"))
             .GetProperty("cloneSuspectedAt").ValueKind);
 

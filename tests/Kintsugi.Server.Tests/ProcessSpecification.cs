@@ -37,7 +37,8 @@ public sealed class ProcessSpecification
             var response =
                 await adminA.PostAsync("/api/v1/releases",
                 new ByteArrayContent(Kernels.Bundle(publisher, Kernels.Debian61,
-                level)) { Headers = { ContentType = new MediaTypeHeaderValue("application/octet-stream") } });
+                level))
+                { Headers = { ContentType = new MediaTypeHeaderValue("application/octet-stream") } });
             response.EnsureSuccessStatusCode();
             published.Add((await response.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("release")
                 .GetProperty("id").GetString()!);

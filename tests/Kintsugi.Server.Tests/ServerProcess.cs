@@ -36,8 +36,11 @@ public sealed class ServerProcess : IAsyncDisposable
         if (port == 0) port = Postgres.FreePort();
         dataDirectory ??= Directory.CreateTempSubdirectory("kintsugi-server-process-").FullName;
         var scheme = https ? "https" : "http";
-        var start = new ProcessStartInfo(Repository.KintsugiBinary) { RedirectStandardError = true,
-            RedirectStandardOutput = true };
+        var start = new ProcessStartInfo(Repository.KintsugiBinary)
+        {
+            RedirectStandardError = true,
+            RedirectStandardOutput = true
+        };
         foreach (var a in new[] { "server", "run", "--data", dataDirectory, "--listen", $"{scheme}://{host}:{port}",
             "--epoch-poll-ms", "200" }
             .Concat(postgres is null ? [] : ["--postgres", postgres]).Concat(extra))

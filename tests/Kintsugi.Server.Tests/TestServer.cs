@@ -60,7 +60,9 @@ public sealed class TestServer : IAsyncDisposable
     {
         var handler = new SocketsHttpHandler
         {
-            UseCookies = cookies, PooledConnectionLifetime = TimeSpan.FromMinutes(5), AllowAutoRedirect =
+            UseCookies = cookies,
+            PooledConnectionLifetime = TimeSpan.FromMinutes(5),
+            AllowAutoRedirect =
                 followRedirects,
         };
         handler.SslOptions.RemoteCertificateValidationCallback = (_, certificate, _, _) =>
@@ -92,7 +94,8 @@ public sealed class TestServer : IAsyncDisposable
     public async Task<string> PublishAsync(byte[] bundle)
     {
         var response = await Admin.PostAsync("/api/v1/releases", new ByteArrayContent(
-            bundle) { Headers = { ContentType = new MediaTypeHeaderValue("application/octet-stream") } });
+            bundle)
+        { Headers = { ContentType = new MediaTypeHeaderValue("application/octet-stream") } });
         var body = await response.Content.ReadAsStringAsync();
         Assert.True(response.StatusCode == HttpStatusCode.Created, $"publish: {(int)response.StatusCode} {body}");
         return JsonDocument.Parse(body).RootElement.GetProperty("release").GetProperty("id").GetString()!;
@@ -143,9 +146,14 @@ public static class Kernels
         Random.Shared.NextBytes(module);
         return Kintsugi.Bundles.Bundle.Create(module, new BundleDescription
         {
-            Target = target, CumulativeLevel = level, Fixes = fixes, PatchedFunctions =
+            Target = target,
+            CumulativeLevel = level,
+            Fixes = fixes,
+            PatchedFunctions =
                 [new PatchedFunction("vmlinux", $"function_{level}")],
-            CreatedAt = DateTimeOffset.UtcNow, BuilderVersion = "0.1.0", EffectivePackageVersion = null,
+            CreatedAt = DateTimeOffset.UtcNow,
+            BuilderVersion = "0.1.0",
+            EffectivePackageVersion = null,
         }, key).ToArray();
     }
 }

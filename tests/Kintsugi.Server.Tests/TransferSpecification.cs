@@ -21,7 +21,7 @@ public sealed class TransferSpecification
     private static async Task<JsonElement> ImportAsync(TestServer server, byte[] archive)
     {
         var response = await server.Admin.PostAsync("/api/v1/import", new ByteArrayContent(archive)
-            { Headers = { ContentType = new MediaTypeHeaderValue("application/x-tar") } });
+        { Headers = { ContentType = new MediaTypeHeaderValue("application/x-tar") } });
         var body = await response.Content.ReadAsStringAsync();
         Assert.True(response.IsSuccessStatusCode, $"import: {(int)response.StatusCode} {body}");
         return JsonDocument.Parse(body).RootElement.Clone();
@@ -92,24 +92,31 @@ public sealed class TransferSpecification
                 Random.Shared.NextBytes(module);
                 var bundle = Kintsugi.Bundles.Bundle.Create(module, new BundleDescription
                 {
-                    Target = Kernels.Debian61, CumulativeLevel = level, Fixes =
+                    Target = Kernels.Debian61,
+                    CumulativeLevel = level,
+                    Fixes =
                         [new BundleFix($"fix-{level}", [], "big")],
-                    PatchedFunctions = [new PatchedFunction("vmlinux", $"function_{level}")], CreatedAt =
+                    PatchedFunctions = [new PatchedFunction("vmlinux", $"function_{level}")],
+                    CreatedAt =
                     DateTimeOffset.UtcNow,
-                    BuilderVersion = "0.1.0", EffectivePackageVersion = null,
+                    BuilderVersion = "0.1.0",
+                    EffectivePackageVersion = null,
                 }, source.Publisher).ToArray();
                 var digest = Sha256Digest.Of(bundle).ToString();
                 bundles.Add((level, digest));
                 tar.WriteEntry(new PaxTarEntry(TarEntryType.RegularFile,
-                    $"bundles/{digest}") { DataStream = new MemoryStream(bundle) });
+                    $"bundles/{digest}")
+                { DataStream = new MemoryStream(bundle) });
             }
             var index = new ExportIndex(Api.TransferApi.Format, "test", DateTimeOffset.UtcNow,
                 [.. bundles.Select(b =>
                 new ExportedRelease($"r_{b.Level}", Kernels.Debian61.Release.Value, Kernels.Debian61.BuildId.ToString(),
                     b.Level, b.Digest, 0, ["canary"]))]);
             tar.WriteEntry(new PaxTarEntry(TarEntryType.RegularFile, Api.TransferApi.IndexName)
-                { DataStream = new MemoryStream(
-                    JsonSerializer.SerializeToUtf8Bytes(index, OperatorJson.Default.ExportIndex)) });
+            {
+                DataStream = new MemoryStream(
+                    JsonSerializer.SerializeToUtf8Bytes(index, OperatorJson.Default.ExportIndex))
+            });
         }
         Assert.True(new FileInfo(archive).Length > 200L * 1024 * 1024);
 

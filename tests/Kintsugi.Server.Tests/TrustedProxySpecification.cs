@@ -11,7 +11,8 @@ public sealed class TrustedProxySpecification
     private static async Task<string?> AuditedAddressOfATokenCreatedFrom(TestServer server, string forwardedFor)
     {
         using var request = new HttpRequestMessage(HttpMethod.Post,
-            "/api/v1/enrollment-tokens") { Content = JsonContent.Create(new { channel = "canary" }) };
+            "/api/v1/enrollment-tokens")
+        { Content = JsonContent.Create(new { channel = "canary" }) };
         request.Headers.Add("X-Forwarded-For", forwardedFor);
         Assert.Equal(HttpStatusCode.Created, (await server.Admin.SendAsync(request)).StatusCode);
         var events = await server.GetJsonAsync("/api/v1/audit");

@@ -35,7 +35,8 @@ public sealed class DebianRoot : IDisposable
             $"exec chroot {Path} \"$@\"";
         return ExternalCommand.RunAsync("unshare", ["--mount", "sh", "-c", script, "sh", .. command],
             environment: new Dictionary<string,
-            string> { ["PATH"] = "/usr/sbin:/usr/bin:/sbin:/bin", ["DEBIAN_FRONTEND"] = "noninteractive" });
+            string>
+            { ["PATH"] = "/usr/sbin:/usr/bin:/sbin:/bin", ["DEBIAN_FRONTEND"] = "noninteractive" });
     }
 
     public async Task<string> SucceedAsync(params string[] command)

@@ -45,7 +45,8 @@ public sealed class LoopProgram : IDisposable
     {
         var log = Path.Combine(_directory, $"out-{_processes.Count}");
         using var shell = Process.Start(new ProcessStartInfo("/bin/sh",
-            ["-c", $"exec {Program} 4 >{log} 2>&1 & echo $!"]) { RedirectStandardOutput = true })!;
+            ["-c", $"exec {Program} 4 >{log} 2>&1 & echo $!"])
+        { RedirectStandardOutput = true })!;
         var pid = int.Parse(shell.StandardOutput.ReadToEnd().Trim());
         shell.WaitForExit();
         _processes.Add(pid);
@@ -98,7 +99,12 @@ public sealed class LoopProgram : IDisposable
     public void Dispose()
     {
         foreach (var pid in _processes)
-            try { Process.GetProcessById(pid)
-                .Kill(); } catch (ArgumentException) { } catch (InvalidOperationException) { }
+            try
+            {
+                Process.GetProcessById(pid)
+                .Kill();
+            }
+            catch (ArgumentException) { }
+            catch (InvalidOperationException) { }
     }
 }

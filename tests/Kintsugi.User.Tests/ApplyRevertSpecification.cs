@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using Kintsugi.User.Build;
 using Xunit.Abstractions;
 
 namespace Kintsugi.User.Tests;
@@ -33,6 +34,41 @@ public sealed class ApplyRevertSpecification(ITestOutputHelper output) : IDispos
         Assert.Equal(newCalls, target.ReadGlobal(program, "new_calls"));
         Assert.Empty(UserPatcher.List(target.Pid));
         Assert.True(target.Alive, target.Output);
+    }
+
+    [Fact]
+    public void A_level_replaced_by_another_two_hundred_times_under_load_never_lets_a_thread_run_the_shipped_code()
+    {
+        var (program, first) = _programs.LoopProgramAndPatch();
+        var second = PatchLinker.Link(program, _programs.Path_("loop-fixed.o"), ["compute"], "loop-compute-level-2");
+        using var target = new RunningTarget(program, "8");
+        var patcher = new UserPatcher();
+        Assert.Equal(ProcessOutcome.Applied, patcher.Apply(target.Pid, first).Outcome);
+        WaitUntil(() => target.ReadGlobal(program, "new_calls") > 1000, "the first level runs");
+        // Calls that returned from the shipped code before the first freeze may be counted just after it.
+        Thread.Sleep(20);
+        var shippedCalls = target.ReadGlobal(program, "old_calls");
+        var pauses = new List<double>();
+
+        for (var cycle = 0; cycle < 200; cycle++)
+        {
+            var (from, to) = cycle % 2 == 0 ? (first, second) : (second, first);
+            var replaced = patcher.Apply(target.Pid, to, a => a.PatchId == from.IdHex);
+            Assert.True(replaced.Outcome == ProcessOutcome.Applied, $"cycle {cycle}: {replaced.Message}");
+            Assert.Equal(to.IdHex, Assert.Single(UserPatcher.List(target.Pid)).PatchId);
+            var newCalls = target.ReadGlobal(program, "new_calls");
+            WaitUntil(() => target.ReadGlobal(program, "new_calls") > newCalls + 100, "the new level runs");
+            Assert.Equal(shippedCalls, target.ReadGlobal(program, "old_calls"));
+            pauses.Add(replaced.PauseMilliseconds);
+        }
+
+        Assert.True(target.Alive, target.Output);
+        Assert.Equal(ProcessOutcome.Reverted, patcher.Revert(target.Pid).Outcome);
+        var calls = target.ReadGlobal(program, "old_calls");
+        WaitUntil(() => target.ReadGlobal(program, "old_calls") > calls + 100, "the shipped code runs once reverted");
+        pauses.Sort();
+        output.WriteLine($"200 replacements, 8 threads: pause median {pauses[100]:0.000} ms, worst " +
+            $"{pauses[^1]:0.000} ms");
     }
 
     [Fact]

@@ -30,7 +30,7 @@ public sealed class BuildSpecification : IDisposable
         File.WriteAllText(Path.Combine(fixedTree, "loop.c"), source.Replace(replace, with));
         var diff = System.Diagnostics.Process.Start(
             new System.Diagnostics.ProcessStartInfo("diff", ["-u", "src/loop.c", "fixed/loop.c"])
-        { RedirectStandardOutput = true, WorkingDirectory = _programs.Directory })!;
+            { RedirectStandardOutput = true, WorkingDirectory = _programs.Directory })!;
         var fix = Path.Combine(_programs.Directory, "fix.patch");
         File.WriteAllText(fix, diff.StandardOutput.ReadToEnd());
         diff.WaitForExit();

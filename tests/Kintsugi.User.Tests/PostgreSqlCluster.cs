@@ -93,7 +93,9 @@ public sealed class PostgreSqlCluster : IDisposable
     {
         var start = new ProcessStartInfo(Path.Combine(_package.Bin, program), [.. arguments])
         {
-            RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = true,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            RedirectStandardInput = true,
         };
         start.Environment["LD_LIBRARY_PATH"] = _package.Libraries;
         start.Environment["PGHOST"] = _directory;

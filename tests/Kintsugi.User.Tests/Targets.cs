@@ -49,7 +49,7 @@ public sealed class RunningTarget : IDisposable
         var environment = libraryPath is null ? "" : $"LD_LIBRARY_PATH={libraryPath} ";
         var shell = Process.Start(
             new ProcessStartInfo("/bin/sh", ["-c", $"{environment}exec {program} {arguments} >{_log} 2>&1 & echo $!"])
-        { RedirectStandardOutput = true })!;
+            { RedirectStandardOutput = true })!;
         Pid = int.Parse(shell.StandardOutput.ReadToEnd().Trim());
         shell.WaitForExit();
         var clock = Stopwatch.StartNew();

@@ -4,7 +4,8 @@ using System.Text.RegularExpressions;
 namespace Kintsugi.Kernel.Build.Phases;
 
 /// <summary>A fix and the cumulative level it entered the patch at.</summary>
-public sealed record LeveledPatch(SourcePatch Patch, int Level);
+/// <param name="Context">Applied with the fixes but selects no unit (see <see cref="KernelBuildRequest.ContextPatchFiles"/>).</param>
+public sealed record LeveledPatch(SourcePatch Patch, int Level, bool Context = false);
 
 /// <summary>
 /// The first phase: what the request asks for, read and checked before anything is downloaded. The fixes of
@@ -32,11 +33,16 @@ public sealed partial record BuildInputs(
         var level = (basis?.Level ?? 0) + 1;
         var added = request.PatchFiles.Select(SourcePatch.Read).ToList();
         if (added.Count == 0) throw new SourcePatchException("no patch given: pass at least one --patch");
+        // A context change that is also a fix is applied once, as the fix.
+        var context = (request.ContextPatchFiles ?? []).Select(SourcePatch.Read)
+            .Where(c => added.All(a => a.Sha256 != c.Sha256) && carried.All(a => a.Patch.Sha256 != c.Sha256)).ToList();
         var name = ModuleBaseName(request.Name ?? basis?.Name
             ?? Path.GetFileNameWithoutExtension(request.PatchFiles.FirstOrDefault() ?? "livepatch"));
-        IReadOnlyList<LeveledPatch> patches = [.. carried, .. added.Select(p => new LeveledPatch(p, level))];
+        IReadOnlyList<LeveledPatch> patches =
+            [.. carried, .. context.Select(p => new LeveledPatch(p, level, Context: true)), .. added.Select(p => new LeveledPatch(p, level))];
         var cves = (request.CarryBasePatches ? basis?.Cves ?? [] : []).Concat(request.Cves).Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal);
-        return new BuildInputs(basis, level, name, patches, LivepatchScope.Check(patches.Select(p => p.Patch)), [.. cves],
+        return new BuildInputs(basis, level, name, patches,
+            LivepatchScope.Check(patches.Where(p => !p.Context).Select(p => p.Patch)), [.. cves],
             signer);
     }
 
@@ -57,7 +63,7 @@ public sealed partial record BuildInputs(
             if (patch.Sha256 != p.Sha256)
                 throw new ModuleBuildException($"{Path.Combine(directory, p.File)} was changed after level " +
                     $"{manifest.Level} was built (sha256 {patch.Sha256}, manifest says {p.Sha256})");
-            return new LeveledPatch(patch, p.Level);
+            return new LeveledPatch(patch, p.Level, p.Context == true);
         }).ToList();
         return (manifest, patches);
     }

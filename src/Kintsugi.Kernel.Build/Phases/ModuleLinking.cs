@@ -36,10 +36,10 @@ public sealed partial class BuildOutput
         var written = new List<ManifestPatch>();
         for (var i = 0; i < patches.Count; i++)
         {
-            var (patch, level) = (patches[i].Patch, patches[i].Level);
+            var (patch, level, context) = (patches[i].Patch, patches[i].Level, patches[i].Context);
             var file = Path.Combine("patches", $"{i + 1:D3}-{SafeFileName(patch.Name)}");
             await File.WriteAllTextAsync(Path.Combine(Directory, file), patch.Text, cancellation);
-            written.Add(new ManifestPatch(patch.Name, patch.Sha256, patch.Subject, file, level));
+            written.Add(new ManifestPatch(patch.Name, patch.Sha256, patch.Subject, file, level, context ? true : null));
         }
         return written;
     }

@@ -10,14 +10,14 @@ public class BindingPolicySpecification
     private static readonly PatchedObjectName IpmarkModule = PatchedObjectName.Parse("ip_set_hash_ipmark");
     private static readonly KernelExports Exports =
         new(new Dictionary<string, PatchedObjectName>(StringComparer.Ordinal)
-    {
-        ["printk"] = PatchedObjectName.Vmlinux,
-        ["memcg_kmem_enabled_key"] = PatchedObjectName.Vmlinux,
-        ["ip_set_get_ipaddr4"] = PatchedObjectName.Parse("ip_set"),
-        ["xdr_inline_decode"] = PatchedObjectName.Parse("sunrpc"),
-        ["ip_set_hash_ipmark_export"] = IpmarkModule,
-        ["__tracepoint_ip_set_add"] = PatchedObjectName.Parse("ip_set"),
-    });
+        {
+            ["printk"] = PatchedObjectName.Vmlinux,
+            ["memcg_kmem_enabled_key"] = PatchedObjectName.Vmlinux,
+            ["ip_set_get_ipaddr4"] = PatchedObjectName.Parse("ip_set"),
+            ["xdr_inline_decode"] = PatchedObjectName.Parse("sunrpc"),
+            ["ip_set_hash_ipmark_export"] = IpmarkModule,
+            ["__tracepoint_ip_set_add"] = PatchedObjectName.Parse("ip_set"),
+        });
 
     /// <summary>ip_set_hash_ipmark depends on ip_set (its .modinfo says so), not on sunrpc.</summary>
     private static readonly BindingPolicy ModulePolicy = new(IpmarkModule, Exports,

@@ -72,8 +72,10 @@ public class OutputSpecification
             .ToList())
             table.Symbols.Add(new ElfSymbol("__pfx_" + function.Name)
             {
-                Type = ElfSymbolType.Function, Binding = ElfSymbolBinding.Local, Section = function.Section,
-                    Value = function.Value,
+                Type = ElfSymbolType.Function,
+                Binding = ElfSymbolBinding.Local,
+                Section = function.Section,
+                Value = function.Value,
             });
         return ElfObject.Read(elf.ToArray());
     }

@@ -41,8 +41,11 @@ internal static class Engine
             return new Outcome(Ending.Rejected, $"still running after {TimeLimit.TotalSeconds} s");
         var outcome = work.Result;
         if (outcome.Failure is null && allocated > AllocationLimit)
-            return outcome with { Failure =
-                $"allocated {allocated >> 20} MiB for inputs of {original.Length} and {patched.Length} bytes" };
+            return outcome with
+            {
+                Failure =
+                $"allocated {allocated >> 20} MiB for inputs of {original.Length} and {patched.Length} bytes"
+            };
         return outcome;
     }
 

@@ -118,23 +118,23 @@ internal static class Mutations
         switch (random.Next(5))
         {
             case 0:
-            {
-                byte info = (byte)random.Next(256);
-                return new($"symbol {symbol} st_info = 0x{info:x2}", With(layout.Bytes, at + 4, 1, info));
-            }
+                {
+                    byte info = (byte)random.Next(256);
+                    return new($"symbol {symbol} st_info = 0x{info:x2}", With(layout.Bytes, at + 4, 1, info));
+                }
             case 1:
             case 2:
-            {
-                ulong value = Absurd(random, layout,
-                    BinaryPrimitives.ReadUInt64LittleEndian(layout.Bytes.AsSpan(at + 8)));
-                return new($"symbol {symbol} st_value = 0x{value:x}", With(layout.Bytes, at + 8, 8, value));
-            }
+                {
+                    ulong value = Absurd(random, layout,
+                        BinaryPrimitives.ReadUInt64LittleEndian(layout.Bytes.AsSpan(at + 8)));
+                    return new($"symbol {symbol} st_value = 0x{value:x}", With(layout.Bytes, at + 8, 8, value));
+                }
             default:
-            {
-                ulong size = Absurd(random, layout,
-                    BinaryPrimitives.ReadUInt64LittleEndian(layout.Bytes.AsSpan(at + 16)));
-                return new($"symbol {symbol} st_size = 0x{size:x}", With(layout.Bytes, at + 16, 8, size));
-            }
+                {
+                    ulong size = Absurd(random, layout,
+                        BinaryPrimitives.ReadUInt64LittleEndian(layout.Bytes.AsSpan(at + 16)));
+                    return new($"symbol {symbol} st_size = 0x{size:x}", With(layout.Bytes, at + 16, 8, size));
+                }
         }
     }
 
@@ -185,49 +185,49 @@ internal static class Mutations
         switch (random.Next(6))
         {
             case 0:
-            {
-                ulong count = Absurd(random, layout, (ulong)layout.Sections.Count + 1) & 0xffff;
-                return new($"e_shnum = {count}", With(layout.Bytes, 60, 2, count));
-            }
+                {
+                    ulong count = Absurd(random, layout, (ulong)layout.Sections.Count + 1) & 0xffff;
+                    return new($"e_shnum = {count}", With(layout.Bytes, 60, 2, count));
+                }
             case 1:
-            {
-                // e_shnum 0 defers the count to section header 0.
-                var bytes = With(layout.Bytes, 60, 2, 0);
-                ulong count = Absurd(random, layout, (ulong)layout.Sections.Count + 1);
-                Write(bytes, layout.TableOffset + 32, 8, count);
-                return new($"e_shnum = 0, sh[0].sh_size = 0x{count:x}", bytes);
-            }
+                {
+                    // e_shnum 0 defers the count to section header 0.
+                    var bytes = With(layout.Bytes, 60, 2, 0);
+                    ulong count = Absurd(random, layout, (ulong)layout.Sections.Count + 1);
+                    Write(bytes, layout.TableOffset + 32, 8, count);
+                    return new($"e_shnum = 0, sh[0].sh_size = 0x{count:x}", bytes);
+                }
             case 2:
-            {
-                var table = random.Next(2) == 0 ? layout.SymbolTable : Pick(random, layout.Relocations.ToList());
-                ulong size = random.Next(2) == 0 ? table.Size + 24UL * (ulong)random.Next(-3, 4)
-                    : Absurd(random, layout, table.Size);
-                return new($"section [{table.Index}] sh_size = 0x{size:x} (a table of 24-byte entries)",
-                    With(layout.Bytes, table.At + 32, 8, size));
-            }
+                {
+                    var table = random.Next(2) == 0 ? layout.SymbolTable : Pick(random, layout.Relocations.ToList());
+                    ulong size = random.Next(2) == 0 ? table.Size + 24UL * (ulong)random.Next(-3, 4)
+                        : Absurd(random, layout, table.Size);
+                    return new($"section [{table.Index}] sh_size = 0x{size:x} (a table of 24-byte entries)",
+                        With(layout.Bytes, table.At + 32, 8, size));
+                }
             case 3:
-            {
-                var section = AnySection(random, layout);
-                ulong entry = Absurd(random, layout, section.EntrySize);
-                return new($"section [{section.Index}] sh_entsize = 0x{entry:x}",
-                    With(layout.Bytes, section.At + 56, 8, entry));
-            }
+                {
+                    var section = AnySection(random, layout);
+                    ulong entry = Absurd(random, layout, section.EntrySize);
+                    return new($"section [{section.Index}] sh_entsize = 0x{entry:x}",
+                        With(layout.Bytes, section.At + 56, 8, entry));
+                }
             case 4:
-            {
-                var section = AnySection(random, layout);
-                ulong alignment = random.Next(2) == 0 ? 1UL << random.Next(64) : Absurd(random, layout, 16);
-                return new($"section [{section.Index}] sh_addralign = 0x{alignment:x}",
-                    With(layout.Bytes, section.At + 48, 8, alignment));
-            }
+                {
+                    var section = AnySection(random, layout);
+                    ulong alignment = random.Next(2) == 0 ? 1UL << random.Next(64) : Absurd(random, layout, 16);
+                    return new($"section [{section.Index}] sh_addralign = 0x{alignment:x}",
+                        With(layout.Bytes, section.At + 48, 8, alignment));
+                }
             default:
-            {
-                // A .bss claiming exabytes: allowed by the format, as there are no bytes to check.
-                var bss = layout.Sections.Where(s => !s.OccupiesFile).ToList();
-                var section = bss.Count > 0 ? Pick(random, bss) : AnySection(random, layout);
-                ulong size = Absurd(random, layout, section.Size);
-                return new($"section [{section.Index}] (NOBITS) sh_size = 0x{size:x}",
-                    With(layout.Bytes, section.At + 32, 8, size));
-            }
+                {
+                    // A .bss claiming exabytes: allowed by the format, as there are no bytes to check.
+                    var bss = layout.Sections.Where(s => !s.OccupiesFile).ToList();
+                    var section = bss.Count > 0 ? Pick(random, bss) : AnySection(random, layout);
+                    ulong size = Absurd(random, layout, section.Size);
+                    return new($"section [{section.Index}] (NOBITS) sh_size = 0x{size:x}",
+                        With(layout.Bytes, section.At + 32, 8, size));
+                }
         }
     }
 
@@ -239,64 +239,69 @@ internal static class Mutations
         switch (random.Next(4))
         {
             case 0:
-            {
-                ulong type = Pick(random, new ulong[] { 0, 1, 3, 4, 7, 8, 11, 17, 18 });
-                return new($"symbol table [{layout.SymbolTable.Index}] sh_type = {type}",
-                    With(layout.Bytes, layout.SymbolTable.At + 4, 4, type));
-            }
+                {
+                    ulong type = Pick(random, new ulong[] { 0, 1, 3, 4, 7, 8, 11, 17, 18 });
+                    return new($"symbol table [{layout.SymbolTable.Index}] sh_type = {type}",
+                        With(layout.Bytes, layout.SymbolTable.At + 4, 4, type));
+                }
             case 1:
-            {
-                // Another section claims to be a symbol table over the same strings.
-                var section = AnySection(random, layout);
-                var bytes = With(layout.Bytes, section.At + 4, 4, ObjectLayout.Header.SymbolTableType);
-                Write(bytes, section.At + 40, 4, (ulong)layout.StringTable.Index);
-                Write(bytes, section.At + 56, 8, 24);
-                return new($"section [{section.Index}] turned into a symbol table", bytes);
-            }
+                {
+                    // Another section claims to be a symbol table over the same strings.
+                    var section = AnySection(random, layout);
+                    var bytes = With(layout.Bytes, section.At + 4, 4, ObjectLayout.Header.SymbolTableType);
+                    Write(bytes, section.At + 40, 4, (ulong)layout.StringTable.Index);
+                    Write(bytes, section.At + 56, 8, 24);
+                    return new($"section [{section.Index}] turned into a symbol table", bytes);
+                }
             case 2:
-            {
-                var elf = ElfObject.Read(layout.Bytes);
-                var table = elf.SymbolTable!;
-                var doomed = elf.Sections.Where(s => s is ElfRelocationSection or ElfGroupSection
-                    || ReferenceEquals(s, table)).ToList();
-                elf.RemoveSections(doomed);
-                return new("symbol table and relocations removed", elf.ToArray());
-            }
+                {
+                    var elf = ElfObject.Read(layout.Bytes);
+                    var table = elf.SymbolTable!;
+                    var doomed = elf.Sections.Where(s => s is ElfRelocationSection or ElfGroupSection
+                        || ReferenceEquals(s, table)).ToList();
+                    elf.RemoveSections(doomed);
+                    return new("symbol table and relocations removed", elf.ToArray());
+                }
             default:
-            {
-                var elf = ElfObject.Read(layout.Bytes);
-                var table = elf.SymbolTable!;
-                var copy = new ElfSymbolTableSection(".symtab") { StringTable = table.StringTable };
-                var clones = new Dictionary<ElfSymbol, ElfSymbol>(ReferenceEqualityComparer.Instance);
-                foreach (var symbol in table.Symbols)
                 {
-                    // Some symbols are lost, some change place, as in a table written by a broken tool.
-                    if (random.Next(8) == 0) continue;
-                    var clone = new ElfSymbol(symbol.Name)
-                        { Binding = symbol.Binding, Type = symbol.Type, Other = symbol.Other, Value = symbol.Value,
-                        Size = symbol.Size };
-                    if (symbol.Section is { } section)
-                        clone.Section = random.Next(16) == 0 ? Pick(random, elf.Sections) : section;
-                    else clone.SpecialSection = symbol.SpecialSection;
-                    clones[symbol] = clone;
-                    copy.Symbols.Add(clone);
+                    var elf = ElfObject.Read(layout.Bytes);
+                    var table = elf.SymbolTable!;
+                    var copy = new ElfSymbolTableSection(".symtab") { StringTable = table.StringTable };
+                    var clones = new Dictionary<ElfSymbol, ElfSymbol>(ReferenceEqualityComparer.Instance);
+                    foreach (var symbol in table.Symbols)
+                    {
+                        // Some symbols are lost, some change place, as in a table written by a broken tool.
+                        if (random.Next(8) == 0) continue;
+                        var clone = new ElfSymbol(symbol.Name)
+                        {
+                            Binding = symbol.Binding,
+                            Type = symbol.Type,
+                            Other = symbol.Other,
+                            Value = symbol.Value,
+                            Size = symbol.Size
+                        };
+                        if (symbol.Section is { } section)
+                            clone.Section = random.Next(16) == 0 ? Pick(random, elf.Sections) : section;
+                        else clone.SpecialSection = symbol.SpecialSection;
+                        clones[symbol] = clone;
+                        copy.Symbols.Add(clone);
+                    }
+                    bool first = random.Next(2) == 0;
+                    elf.Sections.Insert(first ? table.Index - 1 : table.Index, copy);
+                    int moved = 0;
+                    foreach (var relocations in elf.Sections.OfType<ElfRelocationSection>().ToList())
+                    {
+                        if (random.Next(2) == 0
+                            || !relocations.Relocations.All(r => r.Symbol is null
+                            || clones.ContainsKey(r.Symbol))) continue;
+                        relocations.SymbolTable = copy;
+                        foreach (var relocation in relocations.Relocations)
+                            if (relocation.Symbol is { } symbol) relocation.Symbol = clones[symbol];
+                        moved++;
+                    }
+                    return new($"a second, damaged symbol table {(first ? "before" : "after")} the first; {moved} " +
+                        "relocation sections use it", elf.ToArray());
                 }
-                bool first = random.Next(2) == 0;
-                elf.Sections.Insert(first ? table.Index - 1 : table.Index, copy);
-                int moved = 0;
-                foreach (var relocations in elf.Sections.OfType<ElfRelocationSection>().ToList())
-                {
-                    if (random.Next(2) == 0
-                        || !relocations.Relocations.All(r => r.Symbol is null
-                        || clones.ContainsKey(r.Symbol))) continue;
-                    relocations.SymbolTable = copy;
-                    foreach (var relocation in relocations.Relocations)
-                        if (relocation.Symbol is { } symbol) relocation.Symbol = clones[symbol];
-                    moved++;
-                }
-                return new($"a second, damaged symbol table {(first ? "before" : "after")} the first; {moved} " +
-                    "relocation sections use it", elf.ToArray());
-            }
         }
     }
 

@@ -7,8 +7,13 @@
 # The lab boots it as its root disk (LabRunSpec.RootDisk): the initramfs mounts it and hands over to systemd.
 set -euo pipefail
 cache="${KINTSUGI_CACHE:-/var/cache/kintsugi}/lab/systemd-root"
-# gpg and gpg-agent: the server package's apt signing key; curl: a machine fetching that key and publishing a .deb.
+# gpg and gpg-agent: the server package's apt signing key; curl: a machine fetching that key and publishing a .deb;
+# openssh-server, python3, python3-apt and sudo: a machine an Ansible controller manages over SSH (the apt and
+# apt_repository modules need python3-apt on the machine; `become` runs sudo). No ansible-core: the controller is the
+# host. (debootstrap cannot install ansible-core: it does not resolve virtual packages, so python3-cryptography's
+# python3-cffi-backend-api-min/max, which python3-cffi-backend provides, are never fetched and it stays unconfigured.)
 include="systemd,systemd-sysv,udev,dbus,kmod,libssl3,adduser,init-system-helpers,procps,ca-certificates,gpg,gpg-agent,curl"
+include="$include,openssh-server,python3,python3-apt,sudo"
 key=$(sha256sum "${BASH_SOURCE[0]}" | cut -c1-16)
 image="$cache/bookworm-$key.img"
 mkdir -p "$cache"
@@ -24,7 +29,8 @@ mkdir -p "$cache"
   root="$staging/root"
   rm -rf "$root/var/cache/apt/archives"/*.deb "$root/var/lib/apt/lists"/*_Packages
   echo kintsugi-lab > "$root/etc/hostname"
-  echo "127.0.1.1 kintsugi-lab" >> "$root/etc/hosts"
+  # minbase leaves /etc/hosts empty: localhost for both families, and the machine's own name.
+  printf '127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n127.0.1.1 kintsugi-lab\n' > "$root/etc/hosts"
   # The initramfs mounts this disk read-write before handing over; systemd-remount-fs reads this line.
   echo "/dev/vda / ext4 rw,errors=remount-ro 0 1" > "$root/etc/fstab"
   # A machine id of its own: an empty one would make systemd's first boot prompt on the console (systemd-firstboot).

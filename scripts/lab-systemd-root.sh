@@ -5,7 +5,11 @@
 # (no loop mount). Cached by content under $KINTSUGI_CACHE/lab/systemd-root (default /var/cache/kintsugi): the
 # name carries a hash of this script, so a change here makes a new image. Guarded by a lock; made once per machine.
 # The lab boots it as its root disk (LabRunSpec.RootDisk): the initramfs mounts it and hands over to systemd.
+# Usage: lab-systemd-root.sh [cloud-init]. The cloud-init variant adds Debian's cloud-init (NoCloud only), for
+# guests that boot with a seed in /var/lib/cloud/seed/nocloud (the cloud-init snippet in docs/deploy).
 set -euo pipefail
+variant="${1:-base}"
+case "$variant" in base|cloud-init) ;; *) echo "lab-systemd-root: unknown variant '$variant' (cloud-init)" >&2; exit 2;; esac
 cache="${KINTSUGI_CACHE:-/var/cache/kintsugi}/lab/systemd-root"
 # gpg and gpg-agent: the server package's apt signing key; curl: a machine fetching that key and publishing a .deb;
 # openssh-server, python3, python3-apt and sudo: a machine an Ansible controller manages over SSH (the apt and
@@ -16,6 +20,7 @@ include="systemd,systemd-sysv,udev,dbus,kmod,libssl3,adduser,init-system-helpers
 include="$include,openssh-server,python3,python3-apt,sudo"
 key=$(sha256sum "${BASH_SOURCE[0]}" | cut -c1-16)
 image="$cache/bookworm-$key.img"
+[ "$variant" = base ] || image="$cache/bookworm-$variant-$key.img"
 mkdir -p "$cache"
 (
   flock 9
@@ -27,6 +32,19 @@ mkdir -p "$cache"
   debootstrap --variant=minbase --include="$include" bookworm "$staging/root" http://deb.debian.org/debian >"$staging/log" 2>&1 \
     || { tail -20 "$staging/log" >&2; exit 1; }
   root="$staging/root"
+  if [ "$variant" = cloud-init ]; then
+    # With apt in the root, not debootstrap --include: cloud-init's dependencies name virtual packages.
+    mount -t proc proc "$root/proc"
+    trap 'umount "$root/proc" 2>/dev/null || true; rm -rf --one-file-system "$staging"' EXIT
+    chroot "$root" apt-get update -qq >>"$staging/log" 2>&1 \
+      && DEBIAN_FRONTEND=noninteractive chroot "$root" apt-get install -y -qq --no-install-recommends cloud-init \
+        >>"$staging/log" 2>&1 || { tail -20 "$staging/log" >&2; exit 1; }
+    umount "$root/proc"
+    # NoCloud only (without a seed cloud-init stays off); the lab's network is up before systemd starts, and the
+    # machine's apt sources are the test's to choose.
+    printf 'datasource_list: [ NoCloud ]\nnetwork: {config: disabled}\napt: {preserve_sources_list: true}\n' \
+      > "$root/etc/cloud/cloud.cfg.d/90-kintsugi-lab.cfg"
+  fi
   rm -rf "$root/var/cache/apt/archives"/*.deb "$root/var/lib/apt/lists"/*_Packages
   echo kintsugi-lab > "$root/etc/hostname"
   # minbase leaves /etc/hosts empty: localhost for both families, and the machine's own name.

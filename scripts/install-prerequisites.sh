@@ -24,6 +24,8 @@ packages=(
   lintian           # the Debian packages are checked with lintian
   debootstrap       # ... and installed, upgraded and purged in a Debian 12 root (scripts/debian-root.sh)
   strace            # the server's secrets are checked to be created owner-only from its own system calls
+  ansible-core      # the deployment playbook (docs/deploy) is run from this host over SSH against lab machines
+  openssh-client    # ... and the test reads each machine's state over SSH
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -5,12 +5,22 @@
 # (no loop mount). Cached by content under $KINTSUGI_CACHE/lab/systemd-root (default /var/cache/kintsugi): the
 # name carries a hash of this script, so a change here makes a new image. Guarded by a lock; made once per machine.
 # The lab boots it as its root disk (LabRunSpec.RootDisk): the initramfs mounts it and hands over to systemd.
+# Usage: lab-systemd-root.sh [cloud-init]. The cloud-init variant adds Debian's cloud-init (NoCloud only), for
+# guests that boot with a seed in /var/lib/cloud/seed/nocloud (the cloud-init snippet in docs/deploy).
 set -euo pipefail
+variant="${1:-base}"
+case "$variant" in base|cloud-init) ;; *) echo "lab-systemd-root: unknown variant '$variant' (cloud-init)" >&2; exit 2;; esac
 cache="${KINTSUGI_CACHE:-/var/cache/kintsugi}/lab/systemd-root"
-# gpg and gpg-agent: the server package's apt signing key; curl: a machine fetching that key and publishing a .deb.
+# gpg and gpg-agent: the server package's apt signing key; curl: a machine fetching that key and publishing a .deb;
+# openssh-server, python3, python3-apt and sudo: a machine an Ansible controller manages over SSH (the apt and
+# apt_repository modules need python3-apt on the machine; `become` runs sudo). No ansible-core: the controller is the
+# host. (debootstrap cannot install ansible-core: it does not resolve virtual packages, so python3-cryptography's
+# python3-cffi-backend-api-min/max, which python3-cffi-backend provides, are never fetched and it stays unconfigured.)
 include="systemd,systemd-sysv,udev,dbus,kmod,libssl3,adduser,init-system-helpers,procps,ca-certificates,gpg,gpg-agent,curl"
+include="$include,openssh-server,python3,python3-apt,sudo"
 key=$(sha256sum "${BASH_SOURCE[0]}" | cut -c1-16)
 image="$cache/bookworm-$key.img"
+[ "$variant" = base ] || image="$cache/bookworm-$variant-$key.img"
 mkdir -p "$cache"
 (
   flock 9
@@ -22,9 +32,23 @@ mkdir -p "$cache"
   debootstrap --variant=minbase --include="$include" bookworm "$staging/root" http://deb.debian.org/debian >"$staging/log" 2>&1 \
     || { tail -20 "$staging/log" >&2; exit 1; }
   root="$staging/root"
+  if [ "$variant" = cloud-init ]; then
+    # With apt in the root, not debootstrap --include: cloud-init's dependencies name virtual packages.
+    mount -t proc proc "$root/proc"
+    trap 'umount "$root/proc" 2>/dev/null || true; rm -rf --one-file-system "$staging"' EXIT
+    chroot "$root" apt-get update -qq >>"$staging/log" 2>&1 \
+      && DEBIAN_FRONTEND=noninteractive chroot "$root" apt-get install -y -qq --no-install-recommends cloud-init \
+        >>"$staging/log" 2>&1 || { tail -20 "$staging/log" >&2; exit 1; }
+    umount "$root/proc"
+    # NoCloud only (without a seed cloud-init stays off); the lab's network is up before systemd starts, and the
+    # machine's apt sources are the test's to choose.
+    printf 'datasource_list: [ NoCloud ]\nnetwork: {config: disabled}\napt: {preserve_sources_list: true}\n' \
+      > "$root/etc/cloud/cloud.cfg.d/90-kintsugi-lab.cfg"
+  fi
   rm -rf "$root/var/cache/apt/archives"/*.deb "$root/var/lib/apt/lists"/*_Packages
   echo kintsugi-lab > "$root/etc/hostname"
-  echo "127.0.1.1 kintsugi-lab" >> "$root/etc/hosts"
+  # minbase leaves /etc/hosts empty: localhost for both families, and the machine's own name.
+  printf '127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n127.0.1.1 kintsugi-lab\n' > "$root/etc/hosts"
   # The initramfs mounts this disk read-write before handing over; systemd-remount-fs reads this line.
   echo "/dev/vda / ext4 rw,errors=remount-ro 0 1" > "$root/etc/fstab"
   # A machine id of its own: an empty one would make systemd's first boot prompt on the console (systemd-firstboot).

@@ -186,6 +186,14 @@ public sealed class ServerClient(HttpClient http, Uri server, string agentVersio
             throw new ServerUnavailableException($"{what}: the connection to {server} failed: " +
             $"{e.Message}", null, e);
         }
+        catch (OperationCanceledException e) when (!cancellation.IsCancellationRequested
+            && !overall.IsCancellationRequested)
+        {
+            // Not this exchange's deadline: the handler's connect timeout, which covers the TLS handshake too (a
+            // machine too slow for it, or a port that accepts and never answers).
+            throw new ServerUnavailableException($"cannot reach {server}: no connection (TCP and TLS handshake) " +
+                $"within the connect timeout; gave up after {(DateTime.UtcNow - started).TotalSeconds:0} s", null, e);
+        }
         catch (OperationCanceledException e) when (!cancellation.IsCancellationRequested)
         {
             throw new ServerUnavailableException($"{what}: {server} did not complete its answer within " +

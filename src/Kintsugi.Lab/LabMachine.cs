@@ -7,6 +7,7 @@ namespace Kintsugi.Lab;
 /// What to run in one lab boot. <see cref="Disk"/> is a persistent data disk the initramfs guest mounts at
 /// /persist; <see cref="RootDisk"/> instead is a whole Debian root file system (an ext4 image with systemd) the
 /// guest boots into, with systemd as PID 1 running the command from a unit (scripts/lab-systemd-root.sh).
+/// <see cref="ForwardedPorts"/> make guest TCP ports reachable on the host's loopback (an SSH server, for example).
 /// </summary>
 public sealed record LabRunSpec(
     KernelRelease Kernel,
@@ -18,7 +19,15 @@ public sealed record LabRunSpec(
     bool Interactive = false,
     int MemoryMiB = 1024,
     int Cpus = 2,
-    string? RootDisk = null);
+    string? RootDisk = null,
+    IReadOnlyList<PortForward>? ForwardedPorts = null);
+
+/// <summary>A TCP port of the guest reachable at 127.0.0.1:<see cref="HostPort"/> on the host (QEMU user networking's
+/// hostfwd).</summary>
+public sealed record PortForward(int HostPort, int GuestPort)
+{
+    public string QemuOption => $"hostfwd=tcp:127.0.0.1:{HostPort}-:{GuestPort}";
+}
 
 /// <summary>How a lab boot ended. ExitCode is the guest command's, or null when it never reported one.</summary>
 public sealed record LabRunResult(int? ExitCode, bool TimedOut, string Console, string Output, TimeSpan Duration,
@@ -93,7 +102,8 @@ public sealed class
             "-serial", "file:" + outputPath,
             "-serial", "file:" + controlPath,
             // User-mode networking: the guest reaches the host's loopback as 10.0.2.2.
-            "-netdev", "user,id=net0", "-device", "virtio-net-pci,netdev=net0",
+            "-netdev", string.Join(',', ["user,id=net0", .. (spec.ForwardedPorts ?? []).Select(f => f.QemuOption)]),
+            "-device", "virtio-net-pci,netdev=net0",
         ];
         if ((spec.RootDisk ?? spec.Disk) is { } disk)
             arguments.AddRange(["-drive", $"file={disk},if=virtio,format=raw"]);

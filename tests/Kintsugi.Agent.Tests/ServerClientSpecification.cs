@@ -118,6 +118,23 @@ public sealed class ServerClientSpecification : IDisposable
     }
 
     [Fact]
+    public async Task A_connection_not_established_within_the_connect_timeout_is_reported_as_such()
+    {
+        // A peer that accepts TCP and never answers the TLS handshake: the handler's connect timeout ends it, not the
+        // exchange's 60 s deadline (the message used to say "did not complete its answer within 60 s (after 1 s)").
+        using var listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        listener.Start();
+        var accepted = listener.AcceptTcpClientAsync();
+        using var http = new HttpClient(new SocketsHttpHandler { ConnectTimeout = TimeSpan.FromSeconds(1) });
+        var address = new Uri($"https://127.0.0.1:{((System.Net.IPEndPoint)listener.LocalEndpoint).Port}/");
+        var error = await Assert.ThrowsAsync<ServerUnavailableException>(() =>
+            new ServerClient(http, address, "0.1.0").CheckInAsync("kmc", CheckIn(PatchState.Applied), default));
+        (await accepted).Dispose();
+        Assert.StartsWith($"cannot reach {address}: no connection (TCP and TLS handshake) within the connect timeout",
+            error.Message);
+    }
+
+    [Fact]
     public async Task A_downloaded_bundle_must_have_the_digest_it_was_offered_under()
     {
         var real = "the real bundle"u8.ToArray();

@@ -11,10 +11,11 @@ public sealed class SystemdRootDisk : IDisposable
 
     private SystemdRootDisk(string path) => Path = path;
 
-    public static async Task<SystemdRootDisk> CreateAsync()
+    /// <param name="variant">null for the base image; "cloud-init" adds Debian's cloud-init (NoCloud).</param>
+    public static async Task<SystemdRootDisk> CreateAsync(string? variant = null)
     {
-        var made = await ExternalCommand.RunAsync(
-            System.IO.Path.Combine(Repository.Root, "scripts", "lab-systemd-root.sh"), []);
+        var script = System.IO.Path.Combine(Repository.Root, "scripts", "lab-systemd-root.sh");
+        var made = await ExternalCommand.RunAsync(script, variant is null ? [] : [variant]);
         if (!made.Succeeded)
             throw new InvalidOperationException($"lab-systemd-root.sh failed ({made.ExitCode}):\n{made.StandardError}");
         var copy = System.IO.Path.Combine(System.IO.Path.GetTempPath(), $"kintsugi-root-disk-{Guid.NewGuid():N}.img");

@@ -84,6 +84,29 @@ public abstract class KernelSourceTreeSpecification(KernelRelease release)
         Assert.NotNull(ElfObject.Load(output.File("cmdline.o")).FindSection(".text.cmdline_proc_show"));
         Assert.False(Directory.Exists(changes));
     }
+
+    [Fact]
+    public async Task A_compiler_killed_by_a_signal_stops_the_build_as_interrupted_instead_of_refusing_the_source()
+    {
+        var kernel = await new DebianKernelArchive(DebianKernelArchive.DefaultCacheRoot)
+            .FetchAsync(release, KernelParts.Image | KernelParts.Headers | KernelParts.Source);
+        var tree = await KernelSourceTree.PrepareAsync(kernel);
+        var unit = Units.KbuildUnits.Open(tree).Locate("fs/proc/cmdline.c")!;
+        using var scratch = new TemporaryDirectory();
+        // gcc runs its compiler proper under this wrapper, which dies of SIGKILL as under the out-of-memory killer.
+        var killer = scratch.File("killed-compiler.sh");
+        await File.WriteAllTextAsync(killer, "#!/bin/sh\nkill -KILL $$\n");
+        File.SetUnixFileMode(killer, UnixFileMode.UserRead | UnixFileMode.UserExecute);
+
+        BuildInterruptedException interrupted;
+        await using (var workspace = await BuildWorkspace.OpenAsync(tree))
+            interrupted = await Assert.ThrowsAsync<BuildInterruptedException>(() =>
+                workspace.CompileUnitsKeepGoingAsync([unit], scratch.File("objects"), $"-wrapper {killer}"));
+
+        Assert.Equal(ExitCode.Environment, interrupted.ExitCode);
+        Assert.Contains("the compiler was stopped by a signal (Killed", interrupted.Message);
+        Assert.Contains("run the same command again", interrupted.Message);
+    }
 }
 
 [Collection("6.1 cloud kernel")]

@@ -113,7 +113,26 @@ public abstract class KernelSourceTreeSpecification(KernelRelease release)
 public sealed class KernelSourceTreeOn61CloudKernel() : KernelSourceTreeSpecification(TestKernels.Debian12Cloud61);
 
 [Collection("6.12 cloud kernel")]
-public sealed class KernelSourceTreeOn612CloudKernel() : KernelSourceTreeSpecification(TestKernels.Debian12Cloud612);
+public sealed class KernelSourceTreeOn612CloudKernel() : KernelSourceTreeSpecification(TestKernels.Debian12Cloud612)
+{
+    /// <summary>
+    /// Debian built 6.12 without Rust (CONFIG_RUSTC_VERSION=0); kbuild's configuration asks the rustc it finds for its
+    /// version, so a developer's own rustc (rustup's ~/.cargo/bin, as on this machine) would change the .config and
+    /// the preparation would be refused.
+    /// </summary>
+    [Fact]
+    public async Task Build_commands_see_no_rustc_the_distributions_build_did_not_have()
+    {
+        var kernel = await new DebianKernelArchive(DebianKernelArchive.DefaultCacheRoot)
+            .FetchAsync(TestKernels.Debian12Cloud612, KernelParts.Image | KernelParts.Headers | KernelParts.Source);
+        var tree = await KernelSourceTree.PrepareAsync(kernel);
+
+        var probe = await tree.Toolchain.RunAsync("sh", ["scripts/rustc-version.sh", "rustc"], tree.Directory, [tree.Directory]);
+
+        Assert.Contains("CONFIG_RUSTC_VERSION=0", await File.ReadAllLinesAsync(Path.Combine(kernel.HeadersDirectory, ".config")));
+        Assert.Equal("0", probe.StandardOutput.Trim());
+    }
+}
 
 /// <summary>kintsugi kernel prepare, through the real command line.</summary>
 [Collection("6.1 cloud kernel")]

@@ -49,7 +49,8 @@ public sealed partial class MachineAgent
         _log = log;
         _applier = new PatchApplier(paths, new LivepatchRuntime(log), log);
         if (config.UserPatching) _user =
-            new UserDelivery(Path.Combine(StateDirectory, "user"), Kintsugi.User.PatcherOptions.Default, log);
+            new UserDelivery(Path.Combine(StateDirectory, "user"), Kintsugi.User.PatcherOptions.Default, log,
+            UserGuard);
         if (config.Server is not null)
             _server = new ServerClient(http ?? ServerClient.CreateHttpClient(config), config.Server, Version);
     }
@@ -154,68 +155,123 @@ public sealed partial class MachineAgent
     public IReadOnlyList<UserObjectReport>? UserReports() => _user?.Report();
 
     /// <summary>
-    /// Offline: every user-space bundle of the directory that verifies and carries a higher level than the one
-    /// installed for its object is installed; then a pass applies what is installed.
+    /// Offline: for each object, the directory's signed release metadata for it is taken first (as for the kernel);
+    /// then its highest-level bundle that verifies and that the metadata permits is installed when it is above the
+    /// installed level, or when the metadata forbids the installed one (the only way down); then a pass applies what
+    /// is installed and takes out what the metadata forbids.
     /// </summary>
     private IReadOnlyList<string> TakeOfflineUserBundles(TrustStore trust)
     {
         if (_user is null) return [];
         var notes = new List<string>();
         var installed = _user.Installed();
+        var found = new List<(string Path, Bundle Bundle, ObjectTarget Target)>();
         foreach (var path in Directory.EnumerateFiles(_config.OfflineDirectory!, "*.bundle")
             .Order(StringComparer.Ordinal))
         {
             try
             {
                 var bundle = Bundle.ReadFile(path);
-                if (bundle.Manifest.Object is not { } target) continue;
-                if (installed.GetValueOrDefault(target.BuildId) is { } current
-                    && current.Manifest.CumulativeLevel >= bundle.Manifest.CumulativeLevel) continue;
-                var state = _user.Install(BundleVerifier.VerifyUser(bundle, trust, target.BuildId), trust);
-                installed = _user.Installed();
-                notes.Add($"{target.Name}: {state.Detail}");
+                if (bundle.Manifest.Object is { } target) found.Add((path, bundle, target));
             }
             catch (BundleException e) { notes.Add($"refused {Path.GetFileName(path)}: {e.Message}"); }
         }
-        UserPass();
+        var objects = found.Select(f => (f.Target.BuildId, f.Target.Name))
+            .Concat(installed.Select(i => (i.Key, i.Value.Manifest.Object!.Name))).DistinctBy(o => o.Item1);
+        foreach (var (id, name) in objects)
+        {
+            var guard = UserGuard(id, name);
+            var (metadata, timestamps) = OfflineSource.Statements(_config.OfflineDirectory!, id);
+            notes.AddRange(metadata.SelectMany(m => guard.Offer(m, null, trust))
+                .Concat(timestamps.SelectMany(t => guard.Offer(null, t, trust))).Select(r => $"{name}: {r}"));
+            var running = installed.GetValueOrDefault(id)?.Manifest.CumulativeLevel;
+            foreach (var (path, bundle, _) in found.Where(f => f.Target.BuildId == id)
+                .OrderByDescending(f => f.Bundle.Manifest.CumulativeLevel))
+            {
+                var level = bundle.Manifest.CumulativeLevel;
+                if (running is { } current && current >= level && guard.Forbids(current) is null) break;
+                if (guard.Refuse(level, running) is { } refused)
+                {
+                    notes.Add($"refused {Path.GetFileName(path)}: {refused}");
+                    continue;
+                }
+                try
+                {
+                    var state = _user.Install(BundleVerifier.VerifyUser(bundle, trust, id), trust);
+                    notes.Add($"{name}: {state.Detail}");
+                    break;
+                }
+                catch (BundleException e) { notes.Add($"refused {Path.GetFileName(path)}: {e.Message}"); }
+            }
+        }
+        notes.AddRange(UserPass().Where(s => s.State == PatchState.Revoked).Select(s => $"{s.Object}: {s.Detail}"));
         return notes;
     }
 
-    /// <summary>Acts on the server's user-space offers: download, verify for the object's build-id, install and apply;
-    /// or remove.</summary>
-    private async Task<IReadOnlyList<string>>
+    /// <summary>
+    /// Acts on the server's user-space offers, each judged by the object's signed release metadata (which travels with
+    /// it) as the kernel's offer is: download, verify for the object's build-id, install and apply a permitted level;
+    /// remove only when the metadata forbids the installed level. Returns what was done and whether something the
+    /// server asked was refused.
+    /// </summary>
+    private async Task<(IReadOnlyList<string> Notes, bool Refused)>
         TakeUserOffersAsync(ServerClient server, string credential, IReadOnlyList<UserOffer>? offers, TrustStore trust,
         CancellationToken cancellation)
     {
-        if (_user is null || offers is null) return [];
+        if (_user is null || offers is null) return ([], false);
         var notes = new List<string>();
+        var refusedAny = false;
+        void Refuse(string refusal)
+        {
+            _log(refusal);
+            notes.Add(refusal);
+            refusedAny = true;
+        }
         var installed = _user.Installed();
+        var tookMetadata = false;
         foreach (var offer in offers)
         {
-            if (offer.Action == CheckInAction.Remove && installed.ContainsKey(offer.BuildId))
+            var current = installed.GetValueOrDefault(offer.BuildId);
+            var name = current?.Manifest.Object?.Name ?? offer.BuildId.ToString();
+            var guard = UserGuard(offer.BuildId, name);
+            foreach (var refusal in guard.Offer(offer.Metadata, offer.Timestamp, trust)) Refuse($"{name}: {refusal}");
+            tookMetadata |= offer.Metadata is not null;
+            if (guard.Freshness == MetadataFreshness.Stale) notes.Add($"{name}: {guard.Describe()}");
+            var running = current?.Manifest.CumulativeLevel;
+            if (offer.Action == CheckInAction.Remove && current is not null)
             {
-                notes.Add(_user.Remove(offer.BuildId, "revoked by the server").Detail);
+                if (guard.RefuseRemove(running) is { } refusedRemove) Refuse($"{name}: {refusedRemove}");
+                else notes.Add(_user.Remove(offer.BuildId, "revoked by the server and by signed release metadata")
+                    .Detail);
                 continue;
             }
             if (offer is not { Action: CheckInAction.Apply, Release: { } release }) continue;
-            if (installed.GetValueOrDefault(offer.BuildId) is { } current
-                && Sha256Digest.Of(current.ToArray()) == release.Bundle) continue;
+            if (current is not null && Sha256Digest.Of(current.ToArray()) == release.Bundle) continue;
+            var what = $"user-space level {release.Level} ({release.Bundle}) for {name} (build-id {offer.BuildId})";
+            if (guard.Refuse(release.Level, running) is { } refusedOffer)
+            {
+                Refuse($"{what} refused, nothing downloaded: {refusedOffer}");
+                continue;
+            }
             try
             {
                 var bytes = await server.DownloadAsync(credential, release, cancellation);
                 var verified = BundleVerifier.VerifyUser(Bundle.Read(bytes), trust, offer.BuildId);
+                // The signed level decides, not the level the server claimed for it.
+                if (guard.Refuse(verified.Manifest.CumulativeLevel, running) is { } refusedBundle)
+                {
+                    Refuse($"{what} refused, nothing applied: {refusedBundle}");
+                    continue;
+                }
                 var state = _user.Install(verified, trust);
                 notes.Add($"{state.Object}: {state.Detail}");
             }
-            catch (BundleException e)
-            {
-                var refused = $"user-space level {release.Level} ({release.Bundle}) for build-id {offer.BuildId} " +
-                    $"refused, nothing applied: {e.Message}";
-                _log(refused);
-                notes.Add(refused);
-            }
+            catch (BundleException e) { Refuse($"{what} refused, nothing applied: {e.Message}"); }
         }
-        return notes;
+        // Metadata that forbids an installed level takes it out even when the server offers nothing for the object.
+        if (tookMetadata)
+            notes.AddRange(UserPass().Where(s => s.State == PatchState.Revoked).Select(s => $"{s.Object}: {s.Detail}"));
+        return (notes, refusedAny);
     }
 
     private TimeSpan Interval => _identity is { CheckInSeconds: > 0 } identity && _server is not null
@@ -377,7 +433,10 @@ public sealed partial class MachineAgent
             detail = detail.Length > 0 ? $"{detail}; {retired}" : retired;
         }
         if (notes.Count > 0) detail = string.Join("; ", detail.Length > 0 ? [detail, .. notes] : notes);
-        var userNotes = await TakeUserOffersAsync(server, credential, response.User, trust, cancellation);
+        var (userNotes, userRefused) = await TakeUserOffersAsync(server, credential, response.User, trust,
+            cancellation);
+        if (userRefused && outcome == ExitCode.Success) outcome = ExitCode.InputRefused;
+        if (userNotes.Count > 0) detail = string.Join("; ", detail.Length > 0 ? [detail, .. userNotes] : userNotes);
         var result = Finish(changed || userNotes.Count > 0, detail, outcome);
         if (changed || outcome != ExitCode.Success || notes.Count > 0 || guard.Freshness != reported
             || userNotes.Count > 0)
@@ -429,6 +488,10 @@ public sealed partial class MachineAgent
 
     /// <summary>The release-metadata guard for the running build (docs/bundle-format.md, "Release metadata").</summary>
     public ReleaseGuard Guard() => new(StateDirectory, RunningTarget().BuildId);
+
+    /// <summary>The release-metadata guard for one user-space object: the same policy, kept by the object's
+    /// build-id.</summary>
+    public ReleaseGuard UserGuard(BuildId id, string name) => new(StateDirectory, id, subject: $"object {name}");
 
     private (ExitCode Outcome, string Detail) RefuseRelease(ReleaseOffer release, string why)
     {

@@ -119,7 +119,7 @@ public static class OfflineSource
             {
                 var text = File.ReadAllText(path);
                 var parsed = SignedReleaseMetadata.Read(text);
-                if (parsed.Metadata.Target.BuildId == build) metadata.Add((parsed.Metadata.Version, text));
+                if (parsed.Metadata.BuildId == build) metadata.Add((parsed.Metadata.Version, text));
             }
             catch (Exception e) when (e is BundleException or IOException or UnauthorizedAccessException) { }
         }

@@ -17,9 +17,10 @@ public enum MetadataFreshness
 
 /// <summary>
 /// The agent's one place for release-metadata policy (docs/bundle-format.md, "Release metadata"). It keeps the
-/// newest signed metadata it has seen for the running build (and the newest timestamp for it), never takes an
-/// older version, and decides whether a level the server offers may run and whether a server's <c>remove</c>
-/// may be obeyed. What the server says without a signature can withhold patches, never roll a machine back.
+/// newest signed metadata it has seen for one build-id (the running kernel's, or a user-space object's) and the newest
+/// timestamp for it, never takes an older version, and decides whether a level the server offers may run and whether
+/// a server's <c>remove</c> may be obeyed. What the server says without a signature can withhold patches, never
+/// roll a machine back.
 /// </summary>
 public sealed class ReleaseGuard
 {
@@ -27,11 +28,15 @@ public sealed class ReleaseGuard
     private readonly BuildId _build;
     private readonly Func<DateTimeOffset> _clock;
     private readonly bool _readOnly;
+    private readonly string _subject;
 
+    /// <param name="subject">What the build-id is, for messages: "this kernel" or "object NAME".</param>
     /// <param name="readOnly">Judge as the agent would, keeping what is taken in memory only (<c>agent check</c>
     /// applies nothing, and changes nothing the next real check will see).</param>
-    public ReleaseGuard(string stateDirectory, BuildId build, Func<DateTimeOffset>? clock = null, bool readOnly = false)
+    public ReleaseGuard(string stateDirectory, BuildId build, Func<DateTimeOffset>? clock = null, bool readOnly = false,
+        string subject = "this kernel")
     {
+        _subject = subject;
         _directory = Path.Combine(stateDirectory, "metadata");
         _build = build;
         _clock = clock ?? (() => DateTimeOffset.UtcNow);
@@ -58,7 +63,7 @@ public sealed class ReleaseGuard
         : expires <= _clock() ? MetadataFreshness.Stale : MetadataFreshness.Fresh;
 
     /// <summary>One line for people: which version, and whether it is stale.</summary>
-    public string Describe() => Metadata is not { } m ? "no signed release metadata for this kernel"
+    public string Describe() => Metadata is not { } m ? $"no signed release metadata for {_subject}"
         : $"release metadata version {m.Metadata.Version} (current level {m.Metadata.CurrentLevel}, minimum " +
         $"{m.Metadata.MinimumLevel}" +
           (m.Metadata.RevokedLevels.Count > 0 ? $", revoked {string.Join(",", m.Metadata.RevokedLevels)}" : "") + ")" +
@@ -133,7 +138,7 @@ public sealed class ReleaseGuard
         if (Metadata?.Metadata is { } m && m.Forbids(offered) is { } forbidden) return $"{forbidden}; refused";
         if (applied is { } running && offered < running && RunningLevelForbidden(running) is null)
             return $"level {offered} is below the running level {running}, and " +
-                   (Metadata is null ? "no signed release metadata for this kernel"
+                   (Metadata is null ? $"no signed release metadata for {_subject}"
                    : $"signed release metadata version {Metadata.Metadata.Version}") +
                    $" revokes level {running}; a rollback is refused (the server alone cannot order one)";
         return null;
@@ -145,13 +150,17 @@ public sealed class ReleaseGuard
     {
         if (applied is not { } running) return null;
         if (RunningLevelForbidden(running) is not null) return null;
-        return $"the server asked to remove every patch, but " +
-               (Metadata is null ? "no signed release metadata for this kernel"
+        return $"the server asked to remove every patch of {_subject}, but " +
+               (Metadata is null ? $"no signed release metadata for {_subject}"
                : $"signed release metadata version {Metadata.Metadata.Version}") +
                $" revokes the running level {running}; refused, level {running} keeps running";
     }
 
-    private string? RunningLevelForbidden(int running) => Metadata?.Metadata.Forbids(running);
+    /// <summary>Why signed metadata forbids <paramref name="level"/> to keep running, or null (also null without
+    /// metadata: only a signed statement takes a level out).</summary>
+    public string? Forbids(int level) => Metadata?.Metadata.Forbids(level);
+
+    private string? RunningLevelForbidden(int running) => Forbids(running);
 
     private T? ReadKept<T>(string path, Func<string, T> read) where T : class
     {

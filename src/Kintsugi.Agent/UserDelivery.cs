@@ -27,9 +27,11 @@ internal sealed partial class UserStateJson : JsonSerializerContext;
 /// object (levels are cumulative). Processes that start, restart or <c>dlopen</c> the object later are patched by the
 /// next pass: passes run every <see cref="AgentConfig.UserScanInterval"/> and after every check. A patch already in a
 /// process is recognised from its memory, so passes are idempotent. <b>Remove</b> reverts the object's patches in
-/// every process and forgets the bundle.
+/// every process and forgets the bundle. Signed release metadata for the object (<paramref name="guards"/>, the same
+/// policy as the kernel's) rules too: a pass takes out an installed level the metadata kept for the object forbids.
 /// </summary>
-public sealed class UserDelivery(string directory, PatcherOptions options, Action<string> log)
+public sealed class UserDelivery(string directory, PatcherOptions options, Action<string> log,
+    Func<BuildId, string, ReleaseGuard>? guards = null)
 {
     private readonly UserPatcher _patcher = new(options);
     // A pass and a check-in's install or remove never interleave (ptrace: one tracer per process anyway).
@@ -106,9 +108,14 @@ public sealed class UserDelivery(string directory, PatcherOptions options, Actio
         }
     }
 
+    /// <summary>The release-metadata guard of one object (kept with the kernel's, by build-id), or null when this
+    /// delivery judges no metadata (status reads only).</summary>
+    public ReleaseGuard? Guard(BuildId id, string name) => guards?.Invoke(id, name);
+
     /// <summary>
     /// Applies every installed bundle to every process that maps its object. A bundle that no longer verifies (its key
-    /// was retired or removed from the trust store) is reverted everywhere and forgotten.
+    /// was retired or removed from the trust store), or whose level the object's signed release metadata forbids
+    /// (revoked, below the minimum), is reverted everywhere and forgotten.
     /// </summary>
     public IReadOnlyList<UserObjectState> Pass(TrustStore trust)
     {
@@ -123,6 +130,11 @@ public sealed class UserDelivery(string directory, PatcherOptions options, Actio
                 {
                     // System.Threading.Lock is re-entrant: Remove takes it again.
                     states.Add(Remove(id, $"the installed bundle no longer verifies ({e.Message})"));
+                    continue;
+                }
+                if (Guard(id, verified.Manifest.Object!.Name)?.Forbids(verified.Manifest.CumulativeLevel) is { } why)
+                {
+                    states.Add(Remove(id, why));
                     continue;
                 }
                 states.Add(Apply(id, verified));

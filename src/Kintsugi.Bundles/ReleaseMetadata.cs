@@ -6,10 +6,10 @@ using System.Text.Json.Serialization.Metadata;
 namespace Kintsugi.Bundles;
 
 /// <summary>
-/// What the publisher says, signed, about one kernel build's levels (docs/bundle-format.md, "Release
-/// metadata"): the newest level, the lowest level still acceptable, the levels revoked, and until when the
-/// statement holds. <see cref="Version"/> only goes up, so an agent that keeps the newest one it has seen
-/// cannot be handed an older statement (a rollback of the metadata itself).
+/// What the publisher says, signed, about the levels of one kernel build or of one user-space object
+/// (docs/bundle-format.md, "Release metadata"): the newest level, the lowest level still acceptable, the levels
+/// revoked, and until when the statement holds. <see cref="Version"/> only goes up, so an agent that keeps the
+/// newest one it has seen cannot be handed an older statement (a rollback of the metadata itself).
 /// </summary>
 public sealed record ReleaseMetadata
 {
@@ -19,8 +19,16 @@ public sealed record ReleaseMetadata
     /// metadata.</summary>
     public required string Type { get; init; }
 
-    /// <summary>The kernel build these levels belong to (release and GNU build-id; no package version).</summary>
-    public required KernelTarget Target { get; init; }
+    /// <summary>The kernel build these levels belong to (release and GNU build-id; no package version); absent
+    /// (null) for a user-space object's levels, which name the <see cref="Object"/> instead.</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public KernelTarget? Target { get; init; }
+
+    /// <summary>The user-space object (executable or shared library, by GNU build-id; no package version) whose
+    /// user-space patch levels these are; absent in a kernel build's metadata, whose bytes are unchanged by
+    /// it.</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public ObjectTarget? Object { get; init; }
 
     /// <summary>A counter, at least 1, raised by every new statement for this build.</summary>
     public required long Version { get; init; }
@@ -40,6 +48,14 @@ public sealed record ReleaseMetadata
     public required PublisherKeyId PublisherKeyId { get; init; }
 
     public required DateTimeOffset CreatedAt { get; init; }
+
+    /// <summary>The build-id the levels belong to: the kernel's or the object's.</summary>
+    [JsonIgnore]
+    public BuildId BuildId => Object?.BuildId ?? Target!.BuildId;
+
+    /// <summary>For messages: the kernel release, or the object's file name.</summary>
+    [JsonIgnore]
+    public string TargetName => Object?.Name ?? Target!.Release.Value;
 
     /// <summary>Whether a machine may run <paramref name="level"/>: not below the minimum, not above the current level,
     /// not revoked.</summary>
@@ -77,9 +93,10 @@ public sealed record ReleaseTimestamp
     public required DateTimeOffset CreatedAt { get; init; }
 }
 
-/// <summary>What a publisher states to make release metadata.</summary>
-public sealed record ReleaseMetadataDescription(KernelTarget Target, long Version, int CurrentLevel, int MinimumLevel,
-    IReadOnlyList<int> RevokedLevels, DateTimeOffset Expires);
+/// <summary>What a publisher states to make release metadata: about a kernel build (<paramref name="Target"/>) or a
+/// user-space object (<paramref name="Object"/>), never both.</summary>
+public sealed record ReleaseMetadataDescription(KernelTarget? Target, long Version, int CurrentLevel, int MinimumLevel,
+    IReadOnlyList<int> RevokedLevels, DateTimeOffset Expires, ObjectTarget? Object = null);
 
 /// <summary>
 /// The transport form of a signed document: <c>{"signed":"&lt;base64
@@ -198,7 +215,8 @@ public sealed class SignedReleaseMetadata
         var metadata = new ReleaseMetadata
         {
             Type = ReleaseMetadata.DocumentType,
-            Target = description.Target with { PackageVersion = null },
+            Target = description.Target is { } kernel ? kernel with { PackageVersion = null } : null,
+            Object = description.Object is { } o ? o with { PackageVersion = null } : null,
             Version = description.Version,
             CurrentLevel = description.CurrentLevel,
             MinimumLevel = description.MinimumLevel,
@@ -232,9 +250,19 @@ public sealed class SignedReleaseMetadata
     {
         if (m.Type != ReleaseMetadata.DocumentType)
             throw SignedDocuments.Invalid($"the document is a '{m.Type}', not release metadata");
-        if (m.Target is null || m.Target.Release.Value is null || m.Target.BuildId.ToString().Length == 0)
-            throw SignedDocuments.Invalid("the release metadata names no kernel build");
-        if (m.Target.PackageVersion is not null) throw SignedDocuments.Invalid("the release metadata's target " +
+        if (m.Target is not null && m.Object is not null)
+            throw SignedDocuments.Invalid("the release metadata names both a kernel build and a user-space object; " +
+                "it is about one or the other");
+        if (m.Object is { } o)
+        {
+            if (o.BuildId.ToString().Length == 0 || string.IsNullOrWhiteSpace(o.Name) || o.Name.Length > 255)
+                throw SignedDocuments.Invalid("the release metadata's object needs a name and a build-id");
+            if (o.PackageVersion is not null) throw SignedDocuments.Invalid("the release metadata's object " +
+                "carries no package version (the build-id is the identity)");
+        }
+        else if (m.Target is null || m.Target.Release.Value is null || m.Target.BuildId.ToString().Length == 0)
+            throw SignedDocuments.Invalid("the release metadata names no kernel build nor user-space object");
+        else if (m.Target.PackageVersion is not null) throw SignedDocuments.Invalid("the release metadata's target " +
             "carries no package version (the build-id is the identity)");
         if (m.Version < 1) throw SignedDocuments.Invalid($"version {m.Version} is not a positive integer");
         if (m.CurrentLevel < 0) throw SignedDocuments.Invalid($"current level {m.CurrentLevel} is negative");
@@ -273,15 +301,15 @@ public sealed class SignedReleaseMetadata
         if (!key.Key.VerifySignature(SignedDocuments.SignedBytes(ReleaseMetadata.DocumentType, Payload), _signature))
             throw new BundleException(BundleFailure.BadSignature,
                 $"the release metadata's signature does not verify for key {KeyId}: it was altered after signing");
-        if (build is { } expected && Metadata.Target.BuildId != expected)
+        if (build is { } expected && Metadata.BuildId != expected)
             throw new BundleException(BundleFailure.WrongTarget,
-                $"the release metadata is for build-id {Metadata.Target.BuildId} ({Metadata.Target.Release}), not " +
-                $"this kernel's {expected}");
+                $"the release metadata is for build-id {Metadata.BuildId} ({Metadata.TargetName}), not " +
+                $"{(Metadata.Object is null ? "this kernel's" : "the object's")} {expected}");
         return key;
     }
 
-    public override string ToString() => $"release metadata version {Metadata.Version} for {Metadata.Target.Release} " +
-        $"(build-id {Metadata.Target.BuildId})";
+    public override string ToString() => $"release metadata version {Metadata.Version} for {Metadata.TargetName} " +
+        $"(build-id {Metadata.BuildId})";
 }
 
 /// <summary>A timestamp as carried, parsed but not yet trusted.</summary>
@@ -315,7 +343,7 @@ public sealed class SignedReleaseTimestamp
         var timestamp = new ReleaseTimestamp
         {
             Type = ReleaseTimestamp.DocumentType,
-            BuildId = metadata.Metadata.Target.BuildId,
+            BuildId = metadata.Metadata.BuildId,
             MetadataVersion = metadata.Metadata.Version,
             MetadataSha256 = metadata.Digest,
             Expires = SignedDocuments.Second(expires),
@@ -363,7 +391,7 @@ public sealed class SignedReleaseTimestamp
         if (!key.VerifySignature(SignedDocuments.SignedBytes(ReleaseTimestamp.DocumentType, _payload), _signature))
             throw new BundleException(BundleFailure.BadSignature,
                 $"the release timestamp's signature does not verify for key {KeyId}");
-        if (Timestamp.BuildId != metadata.Metadata.Target.BuildId
+        if (Timestamp.BuildId != metadata.Metadata.BuildId
             || Timestamp.MetadataVersion != metadata.Metadata.Version || Timestamp.MetadataSha256 != metadata.Digest)
             throw new BundleException(BundleFailure.WrongTarget,
                 $"the release timestamp is for metadata version {Timestamp.MetadataVersion} " +

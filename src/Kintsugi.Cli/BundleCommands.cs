@@ -117,10 +117,15 @@ internal static class BundleCommands
     {
         var key = new Option<FileInfo>("--key")
         { Description = "The publisher's private key (the one that signs bundles)", Required = true };
-        var release = new Option<string>("--release")
-        { Description = "The kernel release (uname -r)", Required = true };
+        var release = new Option<string?>("--release")
+        { Description = "The kernel release (uname -r), for a kernel build's levels" };
+        var userObject = new Option<string?>("--object")
+        {
+            Description = "The user-space object's file name (for example libcrypto.so.3), for its user-space patch " +
+                "levels instead of a kernel's"
+        };
         var buildId = new Option<string>("--build-id")
-        { Description = "The kernel build's GNU build-id (hex)", Required = true };
+        { Description = "The kernel build's or the object's GNU build-id (hex)", Required = true };
         var version = new Option<long>("--metadata-version")
         { Description = "The metadata version: above every version signed before for this build", Required = true };
         var current = new Option<int>("--current")
@@ -138,9 +143,9 @@ internal static class BundleCommands
         var output = new Option<FileInfo>("--output", "-o")
         { Description = "Where to write the signed metadata", Required = true };
         var command = new Command("metadata",
-            "Sign release metadata for one kernel build: current, minimum and revoked levels, with an expiry " +
-            "(docs/bundle-format.md)")
-            { key, release, buildId, version, current, minimum, revoke, expires, output };
+            "Sign release metadata for one kernel build or user-space object: current, minimum and revoked levels, " +
+            "with an expiry (docs/bundle-format.md)")
+            { key, release, userObject, buildId, version, current, minimum, revoke, expires, output };
         command.Action = Cli.Run(parse =>
         {
             var hex = parse.GetValue(buildId)!.ToLowerInvariant();
@@ -150,10 +155,14 @@ internal static class BundleCommands
             var lifetime = Kintsugi.Agent.AgentConfig.ParseDuration(parse.GetValue(expires)!, "--expires", 0,
                 TimeSpan.FromMinutes(1));
             using var signingKey = PublisherKey.Load(parse.GetValue(key)!.FullName);
+            var (kernel, named) = (parse.GetValue(release), parse.GetValue(userObject));
+            if ((kernel is null) == (named is null))
+                throw new UsageException(
+                    "give --release (a kernel build) or --object (a user-space object), one of them");
             var signed = SignedReleaseMetadata.Create(new ReleaseMetadataDescription(
-                new KernelTarget(KernelRelease.Parse(parse.GetValue(release)!), null, id),
+                kernel is null ? null : new KernelTarget(KernelRelease.Parse(kernel), null, id),
                 parse.GetValue(version), parse.GetValue(current), parse.GetValue(minimum), parse.GetValue(revoke) ?? [],
-                    DateTimeOffset.UtcNow + lifetime), signingKey);
+                    DateTimeOffset.UtcNow + lifetime, named is null ? null : new ObjectTarget(named, id)), signingKey);
             var path = parse.GetValue(output)!.FullName;
             File.WriteAllText(path, signed.Text);
             var m = signed.Metadata;

@@ -74,8 +74,13 @@ public sealed record
 
 /// <summary>What the server wants done about one reported user-space object.</summary>
 /// <param name="Action"><c>apply</c> the release (a higher or lower level than the installed one), or <c>remove</c>
-/// (the installed level was revoked and no good level is left: revert it in every process).</param>
-public sealed record UserOffer(BuildId BuildId, CheckInAction Action, ReleaseOffer? Release);
+/// (the installed level was revoked and no good level is left: revert it in every process), or <c>none</c> (only
+/// the object's signed metadata travels).</param>
+/// <param name="Metadata">The newest signed release metadata for the object's build-id (envelope JSON text), or
+/// null: the agent obeys a rollback or a <c>remove</c> only when it says so (docs/bundle-format.md).</param>
+/// <param name="Timestamp">A timestamp extending that metadata's freshness (JSON text), or null.</param>
+public sealed record UserOffer(BuildId BuildId, CheckInAction Action, ReleaseOffer? Release,
+    string? Metadata = null, string? Timestamp = null);
 
 /// <summary>
 /// The agent's signed release metadata for its build, as it judges it: <c>none</c> (never seen), <c>fresh</c>, or

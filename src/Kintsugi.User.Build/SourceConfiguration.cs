@@ -46,12 +46,13 @@ public sealed class ConfiguredSource(string tree, IReadOnlyList<UnitCommand> com
         }
     }
 
-    /// <summary>The commands that compile <paramref name="unit"/> (a path relative to the tree), most likely
-    /// first.</summary>
+    /// <summary>The commands that compile <paramref name="unit"/> (a path relative to the tree) into machine code,
+    /// most likely first. LLVM bitcode for a JIT (PostgreSQL's <c>-emit-llvm</c> .bc files) is not what the object
+    /// runs.</summary>
     public IReadOnlyList<UnitCommand> CommandsFor(string unit)
     {
         var wanted = Path.GetFullPath(Path.Combine(Tree, unit));
-        return Commands.Where(c => c.Arguments.Any(a =>
+        return Commands.Where(c => !c.Arguments.Contains("-emit-llvm") && c.Arguments.Any(a =>
                 a.EndsWith(Path.GetFileName(unit), StringComparison.Ordinal)
                 && Path.GetFullPath(Path.Combine(Tree, c.Directory, a)) == wanted))
             .DistinctBy(c => (c.Directory, string.Join('\0', c.Arguments))).ToList();

@@ -143,8 +143,8 @@ public sealed partial class UserPatchBuilder(Action<string>? progress = null)
             var name = $"{unit.Replace('/', '_')}.{c}";
             var before = Path.Combine(work, name + ".before.o");
             var after = Path.Combine(work, name + ".after.o");
-            await Compile(request, commands[c], pristine, unit, before, cancellation);
-            await Compile(request, commands[c], patchedTree, unit, after, cancellation);
+            await Compile(commands[c], pristine, pristine, unit, before, cancellation);
+            await Compile(commands[c], pristine, patchedTree, unit, after, cancellation);
             Add("compile");
             var beforeObject = ElfObject.Load(before);
             var functions = Diff(unit, beforeObject, ElfObject.Load(after));
@@ -235,13 +235,16 @@ public sealed partial class UserPatchBuilder(Action<string>? progress = null)
         || Path.GetExtension(file) is ".sql" or ".out" or ".sgml" or ".md" or ".rst" or ".txt" or ".spec";
 
     /// <summary>Compiles <paramref name="unit"/> of <paramref name="tree"/> (the pristine one or the fixed copy) as
-    /// <paramref name="command"/> says, run where the build runs it, with one section per function and
-    /// datum.</summary>
-    private static async Task Compile(UserBuildRequest request, UnitCommand command, string tree, string unit,
+    /// <paramref name="command"/> says, run where the build runs it, with one section per function and datum. A build
+    /// in a separate directory (PostgreSQL's VPATH build) names the pristine tree by its absolute path in sources,
+    /// include directories and <c>-ffile-prefix-map</c>: in the fixed copy those name the copy, so that it compiles
+    /// its own fixed source and both trees map to the same file names (<c>__FILE__</c>, debug info).</summary>
+    private static async Task Compile(UnitCommand command, string pristine, string tree, string unit,
         string output, CancellationToken cancellation)
     {
         var directory = Path.GetFullPath(Path.Combine(tree, command.Directory));
-        var arguments = command.Arguments.Skip(1)
+        var inTree = new Regex(Regex.Escape(pristine) + "(?=/|=|$)");
+        var arguments = command.Arguments.Skip(1).Select(a => tree == pristine ? a : inTree.Replace(a, tree))
             .Concat(["-ffunction-sections", "-fdata-sections", "-o", output]).ToList();
         var result = await ExternalCommand.RunAsync(command.Arguments[0], arguments, directory,
             cancellation: cancellation);

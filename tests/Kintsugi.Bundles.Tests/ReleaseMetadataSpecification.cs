@@ -26,7 +26,30 @@ public sealed class ReleaseMetadataSpecification
         Assert.Contains("revoked", m.Forbids(3));
         Assert.Contains("below the minimum level 2", m.Forbids(1));
         Assert.Contains("above the current level 4", m.Forbids(5));
-        Assert.Null(read.Metadata.Target.PackageVersion);
+        Assert.Null(read.Metadata.Target!.PackageVersion);
+    }
+
+    [Fact]
+    public void Metadata_for_a_user_space_object_names_the_object_not_a_kernel_and_verifies_for_its_build_id()
+    {
+        using var publisher = new Publisher();
+        var library = new ObjectTarget("libcrypto.so.3", BuildId.Parse("00112233445566778899aabbccddeeff00112233"),
+            "openssl", "3.0.20-1~deb12u2");
+        var signed = SignedReleaseMetadata.Create(
+            new ReleaseMetadataDescription(null, 1, 2, 0, [1], Now.AddDays(7), library), publisher.Key, Now);
+
+        var read = SignedReleaseMetadata.Read(signed.Text);
+        read.Verify(publisher.Trust, library.BuildId);
+        Assert.Equal((library.BuildId, "libcrypto.so.3", null), (read.Metadata.BuildId, read.Metadata.TargetName,
+            read.Metadata.Target));
+        // The build-id is the identity: the package version is not part of the statement.
+        Assert.Equal(library with { PackageVersion = null }, read.Metadata.Object);
+        Assert.Contains("revoked", read.Metadata.Forbids(1));
+        Assert.Equal(BundleFailure.WrongTarget, Assert.Throws<BundleException>(() =>
+            read.Verify(publisher.Trust, Samples.Target.BuildId)).Failure);
+        Assert.Equal(BundleFailure.InvalidMetadata, Assert.Throws<BundleException>(() =>
+            SignedReleaseMetadata.Create(new ReleaseMetadataDescription(Samples.Target, 1, 2, 0, [], Now.AddDays(7),
+                library), publisher.Key, Now)).Failure);
     }
 
     [Fact]

@@ -12,7 +12,8 @@ namespace Kintsugi.Server.Tests;
 /// <summary>
 /// User-space patches delivered end to end on this host: a user-space bundle (a real patch for a real program built
 /// with gcc) published on the real server, the real agent applying it to every running process that maps the program, a
-/// process started later patched by the agent's next pass, the reports counting the CVE, and revoke reverting it.
+/// process started later patched by the agent's next pass, the reports counting the CVE, and a revoke reverting it
+/// only once the publisher's signed release metadata for the object says so.
 /// </summary>
 public sealed class UserSpaceDeliverySpecification : IDisposable
 {
@@ -60,7 +61,7 @@ public sealed class UserSpaceDeliverySpecification : IDisposable
 
     [Fact]
     public async Task
-        A_published_user_space_patch_reaches_each_process_mapping_the_object_is_in_the_reports_and_revoke_takes_it_out()
+        A_published_user_space_patch_reaches_each_process_mapping_its_object_and_only_a_signed_revoke_takes_it_out()
     {
         var (patch, patchBytes) = _loop.Patch("loop-compute-fix");
         await using var server = await TestServer.StartAsync();
@@ -100,8 +101,18 @@ public sealed class UserSpaceDeliverySpecification : IDisposable
         Assert.Equal((PatchState.Applied, 2), (pass.State, pass.Patched));
         _loop.RunsOnly(later, fixedCode: true);
 
+        // A revoke by the server alone (an operator token, or whoever holds the server) cannot strip the patch.
         Assert.Equal(HttpStatusCode.OK, (
             await server.PostJsonAsync($"/api/v1/releases/{release}/revoke", new RevokeRequest("bad fix"))).StatusCode);
+        var bare = await agent.RunOnceAsync(default);
+        Assert.Contains("no signed release metadata for object loop revokes the running level 1", bare.Detail);
+        _loop.RunsOnly(first, fixedCode: true);
+
+        // The publisher's signed metadata for the object, published on the server, travels with the offer: obeyed.
+        var metadata = SignedReleaseMetadata.Create(new ReleaseMetadataDescription(null, 1, 1, 0, [1],
+            DateTimeOffset.UtcNow.AddDays(7), new ObjectTarget("loop", patch.Target.BuildId)), server.Publisher);
+        Assert.Equal(HttpStatusCode.Created,
+            (await server.PostJsonAsync("/api/v1/metadata", new { metadata = metadata.Text })).StatusCode);
         await agent.RunOnceAsync(default);
 
         _loop.RunsOnly(first, fixedCode: false);

@@ -3,10 +3,10 @@ using System.Diagnostics;
 namespace Kintsugi.User.Tests;
 
 /// <summary>
-/// Debian's postgresql-15 at one exact version, as bench/user/postgresql/prepare.sh lays it out in the cache:
-/// the binaries in a private root, and the source package configured as Debian built it.
+/// Debian's postgresql-15 at one exact version, as bench/user/postgresql/prepare.sh lays it out in the cache: the
+/// binaries in a private root (the source is the builder's business: <c>user build --package</c>).
 /// </summary>
-public sealed record PostgreSqlPackage(string Root, string Tree, string Postgres, IReadOnlyList<string> Flags)
+public sealed record PostgreSqlPackage(string Root, string Postgres)
 {
     public const string Version = "15.18-0+deb12u1";
 
@@ -30,8 +30,7 @@ public sealed record PostgreSqlPackage(string Root, string Tree, string Postgres
         Assert.True(result.Succeeded, $"{Script} failed:\n{result.StandardError}");
         var values = result.StandardOutput.Split('\n', StringSplitOptions.RemoveEmptyEntries)
             .Select(l => l.Split('=', 2)).ToDictionary(p => p[0], p => p[1].Trim('\''));
-        return new(values["ROOT"], values["TREE"], values["POSTGRES"],
-            values["FLAGS"].Split(' ', StringSplitOptions.RemoveEmptyEntries));
+        return new(values["ROOT"], values["POSTGRES"]);
     }
 }
 

@@ -6,9 +6,12 @@ namespace Kintsugi.User.Tests;
 
 /// <summary>
 /// The proof in a real service: Debian's own PostgreSQL 15 binary, running a pgbench load, gets an upstream fix
-/// of a later 15.x release built by <c>kintsugi user build</c> from Debian's source package, in the postmaster
-/// and every backend; backends forked afterwards carry it; no connection drops and no query fails; reverted the
-/// same way. Downloads the package and its source once into the cache (about 45 MB): run with
+/// of a later 15.x release built by <c>kintsugi user build</c> from nothing but the binary and the fix: the builder
+/// fetches Debian's source package at the binary's version, configures it as Debian's build does (its dh sequence,
+/// the headers the build generates) and compiles the touched unit with the package's own compile command. The patch
+/// goes into the postmaster and every backend; backends forked afterwards carry it; no connection drops and no query
+/// fails; reverted the same way. Downloads the package and its source once into the cache (about 45 MB), installs
+/// the source package's build dependencies when missing and configures the tree once (minutes): run with
 /// <c>KINTSUGI_POSTGRESQL=1</c>.
 /// </summary>
 public sealed class PostgreSqlSpecification(ITestOutputHelper log)
@@ -19,10 +22,10 @@ public sealed class PostgreSqlSpecification(ITestOutputHelper log)
     private const string Fixed = "money out of range";
 
     [PostgreSqlFact]
-    public void An_upstream_fix_reaches_the_postmaster_and_every_backend_under_pgbench_load_and_is_reverted()
+    public async Task An_upstream_fix_reaches_the_postmaster_and_every_backend_under_pgbench_load_and_is_reverted()
     {
         var package = PostgreSqlPackage.Prepare();
-        var patch = Build(package);
+        var patch = await Build(package);
         using var cluster = new PostgreSqlCluster(package);
         Assert.Contains(Shipped, cluster.Query(EdgeCase));
         Assert.Equal(0, Client(cluster, "pgbench", "-i", "-q", "-s", "2").ExitCode);
@@ -74,13 +77,25 @@ public sealed class PostgreSqlSpecification(ITestOutputHelper log)
         File.Delete(script);
     }
 
-    private UserPatch Build(PostgreSqlPackage package)
+    /// <summary>What <c>kintsugi user build POSTGRES --package postgresql-15=VERSION --fix FIX</c> does: the
+    /// source package, configured as Debian built it (cached), and the unit compiled with its own build
+    /// command.</summary>
+    private async Task<UserPatch> Build(PostgreSqlPackage package)
     {
         var output = Path.Combine(Path.GetTempPath(), $"kintsugi-postgresql-{Guid.NewGuid():n}.kup.json");
         var clock = Stopwatch.StartNew();
-        var result = new UserPatchBuilder().BuildAsync(new UserBuildRequest(package.Postgres, package.Tree,
-            Path.Combine(AppContext.BaseDirectory, "Fixtures", "postgresql-15", Fix), package.Flags,
-            "pg15-money-divide", output)).GetAwaiter().GetResult();
+        var prepared = await new DebianSource(DebianSource.DefaultCacheRoot, log.WriteLine)
+            .PrepareAsync(SourcePackage.Parse($"postgresql-15={PostgreSqlPackage.Version}"));
+        var configured = await new SourceConfigurator(log.WriteLine)
+            .ConfigureAsync(prepared, installBuildDependencies: true);
+        log.WriteLine($"source configured in {clock.Elapsed.TotalSeconds:0.0} s " +
+            $"({configured.Commands.Count} compile commands)");
+        clock.Restart();
+        var result = await new UserPatchBuilder(log.WriteLine).BuildAsync(new UserBuildRequest(package.Postgres,
+            configured.Tree, Path.Combine(AppContext.BaseDirectory, "Fixtures", "postgresql-15", Fix),
+            prepared.CompilerFlags, "pg15-money-divide", output, Configured: configured));
+        Assert.Contains("build/src/backend/utils/adt", configured.CommandsFor("src/backend/utils/adt/cash.c")
+            .Select(c => c.Directory));
         log.WriteLine($"built in {clock.Elapsed.TotalSeconds:0.0} s: {string.Join(", ", result.Functions)} " +
             $"({string.Join(", ", result.PhaseSeconds.Select(p => $"{p.Key} {p.Value:0.00} s"))})");
         Assert.Equal(["cash_div_int2", "cash_div_int4", "cash_div_int8"], result.Functions.Order());

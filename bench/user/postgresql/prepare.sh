@@ -1,12 +1,10 @@
 #!/usr/bin/env bash
-# Prepares, once per version and shared through the cache, what the PostgreSQL proof of `kintsugi user` needs:
-#   ROOT  Debian's own binaries (postgresql-15, postgresql-client-15, libpq5) at exactly VERSION, unpacked into
-#         a private root (the host's installed packages are neither used nor changed);
-#   TREE  the source package at the same version (deb-src of the main suite), configured as Debian built it:
-#         the generated headers (pg_config.h, fmgroids.h, probes.h, ...) come from postgresql-server-dev-15 of
-#         the same build, and FLAGS are the compiler flags that build recorded (pg_config --cppflags --cflags).
+# Prepares, once per version and shared through the cache, the binaries the PostgreSQL proof of `kintsugi user`
+# runs: Debian's own postgresql-15, postgresql-client-15 and libpq5 at exactly VERSION, unpacked into a private
+# root (the host's installed packages are neither used nor changed). The source is not prepared here: `kintsugi
+# user build --package postgresql-15=VERSION` fetches it and configures it as Debian's build does.
 # apt runs with a private sources list and state directory in the cache; the host's sources are never read
-# or changed. Prints shell assignments (ROOT=, TREE=, FLAGS=, POSTGRES=) on standard output.
+# or changed. Prints shell assignments (ROOT=, POSTGRES=) on standard output.
 # Usage: prepare.sh [VERSION]   (default 15.18-0+deb12u1); KINTSUGI_CACHE defaults to /var/cache/kintsugi.
 set -euo pipefail
 version="${1:-15.18-0+deb12u1}"
@@ -34,17 +32,12 @@ LIST
     -o Acquire::IndexTargets::deb::Contents-deb::DefaultEnabled=false)
   log "updating the private package lists (bookworm main, with sources)"
   apt-get "${apt_options[@]}" -qq update >&2
-  rm -rf "$base/debs" "$base/root" "$base/src"
-  mkdir -p "$base/debs" "$base/root" "$base/src"
-  log "downloading postgresql-15 $version (binaries and source)"
+  rm -rf "$base/debs" "$base/root"
+  mkdir -p "$base/debs" "$base/root"
+  log "downloading postgresql-15 $version (binaries)"
   (cd "$base/debs" && apt-get "${apt_options[@]}" -qq download "postgresql-15=$version" "postgresql-client-15=$version" \
-    "libpq5=$version" "postgresql-server-dev-15=$version" systemtap-sdt-dev >&2)
-  (cd "$base/src" && apt-get "${apt_options[@]}" -qq source --download-only "postgresql-15=$version" >&2)
+    "libpq5=$version" >&2)
   for deb in "$base"/debs/*.deb; do dpkg-deb -x "$deb" "$base/root"; done
-  log "unpacking the source tree"
-  (cd "$base/src" && dpkg-source --no-check -x ./*.dsc tree >/dev/null)
-  # Debian's generated headers, exactly as its build produced them, where the source has none of its own.
-  cp -rn "$base/root/usr/include/postgresql/15/server/." "$base/src/tree/src/include/"
   # The package's runtime libraries must be on the host (the installed package pulls them in on Debian 12).
   missing=$(ldd "$base/root/usr/lib/postgresql/15/bin/postgres" "$base/root/usr/lib/postgresql/15/bin/pgbench" | grep "not found" | grep -v libpq || true)
   if [ -n "$missing" ]; then
@@ -54,8 +47,5 @@ LIST
   fi
   touch "$base/.prepared"
 fi
-pg_config="$base/root/usr/lib/postgresql/15/bin/pg_config"
 echo "ROOT='$base/root'"
-echo "TREE='$base/src/tree'"
 echo "POSTGRES='$base/root/usr/lib/postgresql/15/bin/postgres'"
-echo "FLAGS='$("$pg_config" --cppflags) $("$pg_config" --cflags) -I src/include -I $base/root/usr/include/x86_64-linux-gnu'"

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # From source fix to patched PostgreSQL, end to end, with the published kintsugi binary: Debian's postgresql-15
-# (15.18-0+deb12u1) runs a pgbench load (8 clients); `kintsugi user build` turns an upstream 15.19 fix into a patch
-# against the real postgres binary (source tree from the cache, see prepare.sh), `kintsugi user apply` patches the
-# postmaster and every backend; the fix is checked through SQL in a new connection. Then a second fix to the same
-# package is built warm (the configured tree is cached) and applied, both are reverted, and pgbench must report
+# (15.18-0+deb12u1) runs a pgbench load (8 clients); `kintsugi user build --package postgresql-15=VERSION` turns an
+# upstream 15.19 fix into a patch against the real postgres binary from nothing else (it fetches the source package
+# and configures it as Debian's build does, once, cached), `kintsugi user apply` patches the postmaster and every
+# backend; the fix is checked through SQL in a new connection. Then a second fix to the same package is built warm
+# (the configured tree is cached) and applied, both are reverted, and pgbench must report
 # no failed transaction. Prints the figures docs/benchmarks.md records.
 # Usage: bench/user/postgresql/run.sh   (as root; ./kintsugi publishes artifacts/bin/kintsugi first if needed)
 set -euo pipefail
@@ -16,7 +17,8 @@ now() { date +%s.%N; }
 seconds() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
 
 start=$(now)
-eval "$("$here/prepare.sh")"
+version=15.18-0+deb12u1
+eval "$("$here/prepare.sh" "$version")"
 prepared=$(now)
 bin="$(dirname "$POSTGRES")"
 work="$(mktemp -d /tmp/kintsugi-pgbench-XXXXXX)"
@@ -36,7 +38,7 @@ edge="SELECT '-92233720368547758.08'::money / -1"
 echo "before: $(psql -X -At -c "$edge" 2>&1 | head -1)"
 
 t0=$(now)
-"$kintsugi" user build "$POSTGRES" --source "$TREE" --fix "$fixtures/money-divide-by-minus-one.diff" --cflags "$FLAGS" \
+"$kintsugi" user build "$POSTGRES" --package "postgresql-15=$version" --fix "$fixtures/money-divide-by-minus-one.diff" \
   --name pg15-money-divide -o "$work/money.kup.json" >/dev/null
 t1=$(now)
 "$kintsugi" user apply "$work/money.kup.json" > "$work/apply1.out"
@@ -47,7 +49,7 @@ pauses=$(grep -o "paused [0-9.]* ms" "$work/apply1.out" | awk '{print $2}' | sor
 
 psql -X -q -c "CREATE TABLE bench_rules (a int); CREATE RULE r AS ON INSERT TO bench_rules DO INSTEAD NOTHING;"
 t3=$(now)
-"$kintsugi" user build "$POSTGRES" --source "$TREE" --fix "$fixtures/rename-rule-to-return.diff" --cflags "$FLAGS" \
+"$kintsugi" user build "$POSTGRES" --package "postgresql-15=$version" --fix "$fixtures/rename-rule-to-return.diff" \
   --name pg15-rename-rule -o "$work/rule.kup.json" >/dev/null
 t4=$(now)
 "$kintsugi" user apply "$work/rule.kup.json" > "$work/apply2.out"
@@ -61,8 +63,8 @@ grep -E "number of transactions actually processed|number of failed transactions
 echo
 echo "| step | seconds |"
 echo "|---|---|"
-echo "| prepare.sh (package, source, configured tree; cached after the first run) | $(seconds "$start" "$prepared") |"
-echo "| kintsugi user build, first fix (money division, cash.c) | $(seconds "$t0" "$t1") |"
+echo "| prepare.sh (the binary packages; cached after the first run) | $(seconds "$start" "$prepared") |"
+echo "| kintsugi user build --package, first fix (money division, cash.c; includes fetching and configuring the source when not cached) | $(seconds "$t0" "$t1") |"
 echo "| kintsugi user apply, $processes processes ($pauses) | $(seconds "$t1" "$t2") |"
 echo "| **source fix to patched PostgreSQL (build + apply)** | **$(seconds "$t0" "$t2")** |"
 echo "| kintsugi user build, second fix warm (rule rename, rewriteDefine.c) | $(seconds "$t3" "$t4") |"

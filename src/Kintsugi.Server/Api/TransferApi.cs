@@ -218,7 +218,7 @@ public static class TransferApi
             try
             {
                 var signed = SignedReleaseMetadata.Read(text);
-                (build, version) = (signed.Metadata.Target.BuildId.ToString(), signed.Metadata.Version);
+                (build, version) = (signed.Metadata.BuildId.ToString(), signed.Metadata.Version);
             }
             catch (BundleException e)
             {

@@ -318,15 +318,17 @@ public sealed class Machines(Database db, ServerOptions options, CheckInWriter w
                 report.Bundle?.ToString(),
                 report.Patched, report.Failed, detail));
             var offer = await epoch.OfferAsync(buildId, machine.Channel, cancellation);
-            if (offer.HasRelease)
-            {
-                if (report.Bundle?.ToString() != offer.Bundle)
-                    offers.Add(new UserOffer(report.BuildId, CheckInAction.Apply, new ReleaseOffer(offer.Level,
-                        Kintsugi.Bundles.Sha256Digest.Parse(offer.Bundle!), offer.Size,
-                        ProtocolPaths.BundlePrefix + offer.Bundle)));
-            }
-            else if (report.Level is { } installed && offer.RevokedLevels.Contains(installed))
-                offers.Add(new UserOffer(report.BuildId, CheckInAction.Remove, null));
+            // The object's signed metadata travels with every answer about it: only it lets the agent take a
+            // rollback or a removal, and its freshness shows a server withholding newer statements.
+            var (metadata, timestamp) = (offer.Metadata, timestamps.For(offer.Metadata));
+            if (offer.HasRelease && report.Bundle?.ToString() != offer.Bundle)
+                offers.Add(new UserOffer(report.BuildId, CheckInAction.Apply, new ReleaseOffer(offer.Level,
+                    Kintsugi.Bundles.Sha256Digest.Parse(offer.Bundle!), offer.Size,
+                    ProtocolPaths.BundlePrefix + offer.Bundle), metadata, timestamp));
+            else if (!offer.HasRelease && report.Level is { } installed && offer.RevokedLevels.Contains(installed))
+                offers.Add(new UserOffer(report.BuildId, CheckInAction.Remove, null, metadata, timestamp));
+            else if (metadata is not null)
+                offers.Add(new UserOffer(report.BuildId, CheckInAction.None, null, metadata, timestamp));
         }
         return (offers, records);
     }

@@ -700,7 +700,7 @@ public sealed class Releases(Database db, BundleStore store, Epoch epoch, Server
         }
         finally { Directory.Delete(trustDirectory, recursive: true); }
         var m = signed.Metadata;
-        var buildId = m.Target.BuildId.ToString();
+        var buildId = m.BuildId.ToString();
         var (result, moved) = await db.WriteAsync(async (c, t) =>
         {
             var existing = await c.QuerySingleOrDefaultAsync<MetadataRow>("SELECT build_id, kernel_release, version, " +
@@ -718,13 +718,13 @@ public sealed class Releases(Database db, BundleStore store, Epoch epoch, Server
                 await c.ExecuteAsync(t,
                     "INSERT INTO release_metadata (build_id, kernel_release, version, document, published_at, " +
                     "published_by) VALUES (@b, @kr, @v, @d, @t, @by)",
-                    ("@b", buildId), ("@kr", m.Target.Release.Value), ("@v", m.Version), ("@d", signed.Text),
+                    ("@b", buildId), ("@kr", m.TargetName), ("@v", m.Version), ("@d", signed.Text),
                         ("@t", now), ("@by", actor.Name));
             else
                 await c.ExecuteAsync(t,
                     "UPDATE release_metadata SET kernel_release = @kr, version = @v, document = @d, published_at = " +
                     "@t, published_by = @by WHERE build_id = @b",
-                    ("@b", buildId), ("@kr", m.Target.Release.Value), ("@v", m.Version), ("@d", signed.Text),
+                    ("@b", buildId), ("@kr", m.TargetName), ("@v", m.Version), ("@d", signed.Text),
                         ("@t", now), ("@by", actor.Name));
             var reason = $"signed release metadata version {m.Version}";
             var revoked = new List<string>();
@@ -751,7 +751,7 @@ public sealed class Releases(Database db, BundleStore store, Epoch epoch, Server
             var row2 = new MetadataRow
             {
                 BuildId = buildId,
-                KernelRelease = m.Target.Release.Value,
+                KernelRelease = m.TargetName,
                 Version = m.Version,
                 Document = signed.Text,
                 PublishedAt = now,

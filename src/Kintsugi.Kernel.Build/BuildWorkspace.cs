@@ -108,6 +108,7 @@ public sealed class BuildWorkspace : IAsyncDisposable
             if (onCompiled is not null && line.StartsWith("  CC ", StringComparison.Ordinal)) onCompiled(Interlocked.Increment(ref count));
         }
         var result = await MakeAsync([.. units.Select(u => (u.MakeGoal, u.ObjectPath))], extraCFlags, keepGoing: true, cancellation, Count);
+        BuildInterruption.ThrowIfInterrupted(result, $"compiling {units.Count} unit(s)");
         // Only what this make wrote counts: an object in the shared tree below is not this build's.
         var compiled = result.Succeeded ? units : [.. units.Where(u => File.Exists(Path.Combine(ChangesDirectory, u.ObjectPath))
             && File.Exists(Path.Combine(ChangesDirectory, ExportedSymbolVersions.CommandFile(u.ObjectPath))))];
@@ -122,6 +123,7 @@ public sealed class BuildWorkspace : IAsyncDisposable
         string? extraCFlags, CancellationToken cancellation)
     {
         var result = await MakeAsync(targets, extraCFlags, keepGoing: false, cancellation);
+        BuildInterruption.ThrowIfInterrupted(result, $"compiling {string.Join(", ", targets.Select(t => t.ObjectPath))}");
         if (!result.Succeeded)
             throw new ModuleBuildException(CompileFailure([.. targets.Select(t => t.ObjectPath)], result.StandardError + result.StandardOutput));
         CopyOut([.. targets.Select(t => t.ObjectPath)], destinationDirectory);

@@ -15,15 +15,17 @@ namespace Kintsugi.Kernel.CatchUp;
 /// files at once:
 /// <list type="number">
 /// <item>scope: each file's units (the builder's own unit selection);</item>
-/// <item>precompile: the pristine "before" objects of every unit in one make, and the "after" objects of every C file
-/// that is its own unit in one more, with all of those fixes applied in one view (a unit compiles only its own C
-/// file, so each after object is the one its fix alone gives);</item>
-/// <item>diff: each file's units compared (a file that was not precompiled compiles on its own here, which also
-/// gives its compile error exactly);</item>
+/// <item>after: the fixes of every C file that is its own unit compiled together, in shared makes, with all of those
+/// fixes applied in one view (a unit compiles only its own C file, so each after object is the one its fix alone
+/// gives), keeping each one's compiler errors;</item>
 /// <item>headers: the C files whose fix did not compile against the running kernel's headers, compiled again with
 /// the update's header changes that only add (the fix is built with those companions), and the rest with every header
 /// change, which tells a fix that needs a changed layout or signature (refused, naming the header) from one that
 /// needs another C file's change;</item>
+/// <item>before: the pristine objects of the units of every file still in the running, in shared makes (a fix that
+/// does not compile costs no before side);</item>
+/// <item>diff: each file's units compared (a file that was not compiled in a shared make compiles on its own here,
+/// which also gives its compile error exactly, and then gets the same second chance with the headers);</item>
 /// <item>originals: the distribution's objects of every unit that changes, in one make, for the fidelity proof;</item>
 /// <item>resolve: each changed file's functions found and proven in the running kernel.</item>
 /// </list>
@@ -68,9 +70,19 @@ internal sealed partial class CatchUpTrials(BuildTarget target, KernelSourceTree
         if (pending.Count > 0)
         {
             var scoped = Scope(pending);
-            var after = await PrecompileAsync(scoped, cancellation);
-            var (diffed, uncompiled) = await DiffAsync(scoped, after, cancellation);
-            await ResolveAsync([.. diffed, .. await RetryWithHeadersAsync(uncompiled, after, cancellation)], cancellation);
+            var after = await CompileFixesAsync(scoped, cancellation);
+            var failed = scoped.Where(s => after.ErrorOf(s.Key) is not null)
+                .Select(s => new Uncompiled(s, after.ErrorOf(s.Key)!)).ToList();
+            var rescued = await RetryWithHeadersAsync(failed, after, cancellation);
+            // Only the files whose fix compiled need their units compiled before the fix.
+            var refused = failed.Select(f => f.File).Except(rescued).ToHashSet();
+            var live = scoped.Where(s => !refused.Contains(s)).ToList();
+            await CompileBeforeAsync(live, cancellation);
+            var (diffed, uncompiled) = await DiffAsync(live, after, cancellation);
+            // A fix compiled alone (it could not join a shared make) that failed gets the same second chance.
+            var late = await RetryWithHeadersAsync(uncompiled, after, cancellation);
+            var (lateDiffed, _) = await DiffAsync(late, after, cancellation);
+            await ResolveAsync([.. diffed, .. lateDiffed], cancellation);
             // The batched after objects stay for the module build (ReusableAfterObjects); every other work file goes.
             if (Directory.Exists(_work))
                 foreach (var work in Directory.EnumerateDirectories(_work).Where(d => Path.GetFileName(d) != "after"))
@@ -161,16 +173,27 @@ internal sealed partial class CatchUpTrials(BuildTarget target, KernelSourceTree
         }
     }
 
-    private async Task<Precompiled> PrecompileAsync(IReadOnlyList<Scoped> scoped, CancellationToken cancellation)
+    /// <summary>The pristine objects of the files' units, in shared makes, cached across builds of this kernel.</summary>
+    private async Task CompileBeforeAsync(IReadOnlyList<Scoped> scoped, CancellationToken cancellation)
     {
-        var directory = Path.Combine(_work, "after");
         var units = scoped.SelectMany(s => s.Units).DistinctBy(u => u.ObjectPath).ToList();
+        if (units.Count == 0) return;
         var watch = Stopwatch.StartNew();
-        progress($"compiling the {units.Count} unit(s) of {scoped.Count} file(s) before the fixes, {UnitCompilation.PrecompileChunk} per make");
+        progress($"compiling the {units.Count} unit(s) of {scoped.Count} file(s) before the fixes, " +
+            $"{UnitCompilation.PrecompileChunk} per make");
         var failed = await UnitCompilation.PrecompilePristineAsync(target, tree, units, originals: false, cancellation, progress);
         progress($"compiled before the fixes in {watch.Elapsed.TotalSeconds:0} s" +
             (failed.Count > 0 ? $"; {failed.Count} unit(s) did not compile and are tried one by one" : ""));
+    }
 
+    /// <summary>
+    /// The after objects of every C file that is its own unit, compiled together with all of those fixes applied in one
+    /// view (a unit compiles only its own C file, so each object is the one its fix alone gives), and the compiler's
+    /// errors of each that does not compile. Compiled first: a fix that does not compile needs no before side.
+    /// </summary>
+    private async Task<Precompiled> CompileFixesAsync(IReadOnlyList<Scoped> scoped, CancellationToken cancellation)
+    {
+        var directory = Path.Combine(_work, "after");
         // A unit's after object depends on its fix alone when the unit is the changed C file itself, and no other
         // file of the batch compiles into it.
         var byObject = scoped.SelectMany(s => s.Units.Select(u => (u.ObjectPath, s))).ToLookup(x => x.ObjectPath, x => x.s);
@@ -180,25 +203,64 @@ internal sealed partial class CatchUpTrials(BuildTarget target, KernelSourceTree
         // both fixes: it compiles on its own instead.
         var batched = batch.Select(s => s.File.Path).ToHashSet(StringComparer.Ordinal);
         var includes = KbuildUnits.Open(tree).Includes;
-        var carriesAnother = batch.SelectMany(s => includes.SourcesIncluding(s.File.Path).Where(i => i != s.File.Path && batched.Contains(i)))
+        var carriesAnother = batch.SelectMany(s => includes.SourcesIncluding(s.File.Path)
+                .Where(i => i != s.File.Path && batched.Contains(i)))
             .ToHashSet(StringComparer.Ordinal);
         batch = [.. batch.Where(s => !carriesAnother.Contains(s.File.Path))];
         // An interrupted run's after objects are kept per file (the key names the fix, the kernel and the builder).
-        var compiled = batch.Where(s => PristineObjectCache.HoldsAll(Path.Combine(directory, s.Key), s.Units)).Select(s => s.Key)
-            .ToHashSet(StringComparer.Ordinal);
+        var compiled = batch.Where(s => PristineObjectCache.HoldsAll(Path.Combine(directory, s.Key), s.Units))
+            .Select(s => s.Key).ToHashSet(StringComparer.Ordinal);
         var precompiled = new Precompiled(directory, compiled);
         var left = batch.Where(s => !compiled.Contains(s.Key) && precompiled.ErrorOf(s.Key) is null).ToList();
         if (left.Count < 2) return precompiled;
-        watch.Restart();
+        var watch = Stopwatch.StartNew();
         progress($"compiling the fixes of {left.Count} C file(s) together, {UnitCompilation.PrecompileChunk} per make" +
             (compiled.Count > 0 ? $" ({compiled.Count} compiled by an earlier run)" : ""));
-        var notCompiled = 0;
+        var together = await CompileTogetherAsync(left, [], directory, cancellation);
+        compiled.UnionWith(together.Compiled);
+        foreach (var (key, errors) in together.Errors) precompiled.KeepError(key, errors);
+        progress($"compiled after the fixes in {watch.Elapsed.TotalSeconds:0} s" + (together.Unsettled.Count > 0
+            ? $"; {together.Unsettled.Count} did not apply, or failed without telling why, and are tried one by one" : ""));
+        return precompiled;
+    }
+
+    /// <summary>What a shared make of fixes gave, by file key.</summary>
+    /// <param name="Compiled">Files whose unit compiled; its objects are in the directory, one per key.</param>
+    /// <param name="Errors">Files whose unit did not compile, with the compiler's errors for it.</param>
+    /// <param name="Unsettled">Files that did not apply in the shared view (with why) or failed without telling why.</param>
+    private sealed record Together(IReadOnlySet<string> Compiled, IReadOnlyDictionary<string, string> Errors,
+        IReadOnlyDictionary<string, string?> Unsettled)
+    {
+        public string? ErrorsOf(string key) => Errors.TryGetValue(key, out var errors) ? errors : Unsettled.GetValueOrDefault(key);
+    }
+
+    /// <summary>
+    /// Compiles single-unit C files with their fixes applied in shared makes, after the given header changes (none for
+    /// the first pass), keeping each compiled object under <paramref name="directory"/>/KEY.
+    /// </summary>
+    private async Task<Together> CompileTogetherAsync(IReadOnlyList<Scoped> files, IReadOnlyList<ChangedFile> headers,
+        string directory, CancellationToken cancellation)
+    {
+        var compiled = new HashSet<string>(StringComparer.Ordinal);
+        var errors = new Dictionary<string, string>(StringComparer.Ordinal);
+        var unsettled = new Dictionary<string, string?>(StringComparer.Ordinal);
         var tried = 0;
-        foreach (var chunk in left.Chunk(UnitCompilation.PrecompileChunk))
+        foreach (var chunk in files.Chunk(UnitCompilation.PrecompileChunk))
         {
             var offset = tried;
             tried += chunk.Length;
             await using var patched = await BuildWorkspace.OpenAsync(tree, cancellation);
+            foreach (var header in headers)
+            {
+                try
+                {
+                    await patched.ApplyAsync(SourcePatch.Read(difference.PatchPath(header)), cancellation);
+                }
+                catch (SourcePatchException e)
+                {
+                    progress($"{header.Path}: its change does not apply to this kernel's tree, left out ({e.Message})");
+                }
+            }
             var applied = new List<Scoped>();
             foreach (var file in chunk)
             {
@@ -207,37 +269,30 @@ internal sealed partial class CatchUpTrials(BuildTarget target, KernelSourceTree
                     foreach (var patch in file.Inputs.Patches) await patched.ApplyAsync(patch.Patch, cancellation);
                     applied.Add(file);
                 }
-                catch (SourcePatchException)
+                catch (SourcePatchException e)
                 {
-                    // Tried on its own later, where the refusal says exactly what does not apply.
+                    unsettled[file.Key] = e.Message;
                 }
             }
-            if (applied.Count == 0)
-            {
-                notCompiled += chunk.Length;
-                continue;
-            }
-            var chunkDirectory = Path.Combine(_work, "after-chunk");
+            if (applied.Count == 0) continue;
+            var chunkDirectory = Path.Combine(_work, "together-chunk");
             var failures = (await patched.CompileUnitsKeepGoingAsync([.. applied.Select(s => s.Units[0])], chunkDirectory,
-                UnitCompilation.DiffCFlags(target), cancellation, CompileProgress.Every(left.Count, progress, offset)))
+                UnitCompilation.DiffCFlags(target), cancellation, CompileProgress.Every(files.Count, progress, offset)))
                 .ToDictionary(f => f.Unit.ObjectPath, f => f.Errors, StringComparer.Ordinal);
             foreach (var file in applied)
             {
-                if (!failures.TryGetValue(file.Units[0].ObjectPath, out var errors))
+                if (!failures.TryGetValue(file.Units[0].ObjectPath, out var failed))
                 {
                     PristineObjectCache.MoveUnit(chunkDirectory, Path.Combine(directory, file.Key), file.Units[0].ObjectPath);
                     compiled.Add(file.Key);
                 }
-                else if (errors is not null) precompiled.KeepError(file.Key, errors);
-                else notCompiled++;
+                else if (failed is not null) errors[file.Key] = failed;
+                else unsettled[file.Key] = null;
             }
-            notCompiled += chunk.Length - applied.Count;
             // A make in which every unit failed wrote nothing.
             if (Directory.Exists(chunkDirectory)) Directory.Delete(chunkDirectory, recursive: true);
         }
-        progress($"compiled after the fixes in {watch.Elapsed.TotalSeconds:0} s" +
-            (notCompiled > 0 ? $"; {notCompiled} did not apply, or failed without telling why, and are tried one by one" : ""));
-        return precompiled;
+        return new Together(compiled, errors, unsettled);
     }
 
     private async Task<(List<Diffed> Diffed, List<Uncompiled> Uncompiled)> DiffAsync(IReadOnlyList<Scoped> scoped,
@@ -301,9 +356,10 @@ internal sealed partial class CatchUpTrials(BuildTarget target, KernelSourceTree
     /// what the same update adds to a header (a helper, a flag, a declaration): compiled with the header changes that
     /// only add, it is built with those companions, which the module applies as context. A fix that compiles only
     /// with the other header changes needs a changed layout, signature or inline function of the running kernel, and
-    /// is refused naming them; one that compiles with none needs another C file of the update.
+    /// is refused naming them; one that compiles with none needs another C file of the update. Returns the files whose
+    /// fix compiled with companions, their after objects kept; every other file is finished here (refused).
     /// </summary>
-    private async Task<List<Diffed>> RetryWithHeadersAsync(IReadOnlyList<Uncompiled> uncompiled, Precompiled after,
+    private async Task<List<Scoped>> RetryWithHeadersAsync(IReadOnlyList<Uncompiled> uncompiled, Precompiled after,
         CancellationToken cancellation)
     {
         if (uncompiled.Count == 0) return [];
@@ -323,30 +379,20 @@ internal sealed partial class CatchUpTrials(BuildTarget target, KernelSourceTree
 
         progress($"{uncompiled.Count} fix(es) did not compile against the running kernel's headers" + (additive.Count == 0 ? ""
             : $": compiling them again with the {additive.Count} header change(s) of the update that only add"));
-        var withAdditions = additive.Count == 0 ? (Compiled: new HashSet<string>(), Errors: new Dictionary<string, string?>())
-            : await CompileWithHeadersAsync([.. uncompiled.Select(u => u.File)], additive, after.Directory, cancellation);
-        var diffed = new List<Diffed>();
-        var objtoolAtLink = ReferenceBinder.ObjtoolRunsAtModuleLink(target.ModuleBuildDirectory);
-        foreach (var file in uncompiled.Where(u => withAdditions.Compiled.Contains(u.File.Key)).Select(u => u.File))
-        {
-            var companions = IncludedBy(file, additive);
-            after.KeepWithCompanions(file.Key, companions);
-            var outcome = await AttemptAsync(file.File, file.Key, async () =>
-            {
-                var compiled = await UnitCompilation.CompileAsync(target, tree, file.Units, file.Inputs.Patches,
-                    Path.Combine(_work, file.Key), new StageClock(_ => { }), cancellation, precompiledAfter: after.For(file.Key));
-                return Compare(file, compiled, companions, objtoolAtLink, diffed.Add);
-            });
-            if (outcome is not null) Finish(file.File, outcome);
-        }
+        var none = new Together(new HashSet<string>(), new Dictionary<string, string>(), new Dictionary<string, string?>());
+        var withAdditions = additive.Count == 0 ? none
+            : await CompileTogetherAsync([.. uncompiled.Select(u => u.File)], additive, after.Directory, cancellation);
+        var rescued = uncompiled.Where(u => withAdditions.Compiled.Contains(u.File.Key)).Select(u => u.File).ToList();
+        foreach (var file in rescued) after.KeepWithCompanions(file.Key, IncludedBy(file, additive));
+        progress($"{rescued.Count} of {uncompiled.Count} compiled with the additions");
 
         var left = uncompiled.Where(u => !withAdditions.Compiled.Contains(u.File.Key)).ToList();
-        if (left.Count == 0) return diffed;
+        if (left.Count == 0) return rescued;
         if (headers.Count > 0)
             progress($"{left.Count} fix(es) still do not compile: compiling them with all {headers.Count} header change(s) of the update");
         var scratch = Path.Combine(_work, "with-all-headers");
-        var withAll = headers.Count == 0 ? (Compiled: new HashSet<string>(), Errors: new Dictionary<string, string?>())
-            : await CompileWithHeadersAsync([.. left.Select(u => u.File)], headers, scratch, cancellation);
+        var withAll = headers.Count == 0 ? none
+            : await CompileTogetherAsync([.. left.Select(u => u.File)], headers, scratch, cancellation);
         foreach (var (file, errors) in left)
         {
             if (withAll.Compiled.Contains(file.Key))
@@ -376,14 +422,14 @@ internal sealed partial class CatchUpTrials(BuildTarget target, KernelSourceTree
             }
             else
                 Finish(file.File, new FileTrial(file.Key, FileOutcome.Refused, [], null, "build",
-                    errors + (withAll.Errors.TryGetValue(file.Key, out var again) && again is not null && again != errors
+                    errors + (withAll.ErrorsOf(file.Key) is { } again && again != errors
                         ? "\nwith every header change of the update applied, it still fails:\n" + again : ""),
                     "the change does not build against this kernel's source even with every header change of the update: " +
                     "it needs another C file's change (such as a function the update adds there): reboot into the new version",
                     null));
         }
         if (Directory.Exists(scratch)) Directory.Delete(scratch, recursive: true);
-        return diffed;
+        return rescued;
     }
 
     /// <summary>The identifiers gcc quotes in its errors (‘name’ or 'name').</summary>
@@ -397,64 +443,6 @@ internal sealed partial class CatchUpTrials(BuildTarget target, KernelSourceTree
 
     [System.Text.RegularExpressions.GeneratedRegex("[‘']([A-Za-z_][A-Za-z0-9_]*)[’']")]
     private static partial System.Text.RegularExpressions.Regex QuotedIdentifier();
-
-    /// <summary>The units of files compiled in shared makes with the given header changes applied before their fixes.</summary>
-    private async Task<(IReadOnlySet<string> Compiled, IReadOnlyDictionary<string, string?> Errors)> CompileWithHeadersAsync(
-        IReadOnlyList<Scoped> files, IReadOnlyList<ChangedFile> headers, string directory, CancellationToken cancellation)
-    {
-        var compiled = new HashSet<string>(StringComparer.Ordinal);
-        var errors = new Dictionary<string, string?>(StringComparer.Ordinal);
-        var watch = Stopwatch.StartNew();
-        var tried = 0;
-        foreach (var chunk in files.Chunk(UnitCompilation.PrecompileChunk))
-        {
-            var offset = tried;
-            tried += chunk.Length;
-            await using var patched = await BuildWorkspace.OpenAsync(tree, cancellation);
-            foreach (var header in headers)
-            {
-                try
-                {
-                    await patched.ApplyAsync(SourcePatch.Read(difference.PatchPath(header)), cancellation);
-                }
-                catch (SourcePatchException e)
-                {
-                    progress($"{header.Path}: its change does not apply to this kernel's tree, left out ({e.Message})");
-                }
-            }
-            var applied = new List<Scoped>();
-            foreach (var file in chunk)
-            {
-                try
-                {
-                    foreach (var patch in file.Inputs.Patches) await patched.ApplyAsync(patch.Patch, cancellation);
-                    applied.Add(file);
-                }
-                catch (SourcePatchException e)
-                {
-                    errors[file.Key] = e.Message;
-                }
-            }
-            if (applied.Count == 0) continue;
-            var chunkDirectory = Path.Combine(_work, "headers-chunk");
-            var failures = (await patched.CompileUnitsKeepGoingAsync([.. applied.Select(s => s.Units[0])], chunkDirectory,
-                UnitCompilation.DiffCFlags(target), cancellation, CompileProgress.Every(files.Count, progress, offset)))
-                .ToDictionary(f => f.Unit.ObjectPath, f => f.Errors, StringComparer.Ordinal);
-            foreach (var file in applied)
-            {
-                if (failures.TryGetValue(file.Units[0].ObjectPath, out var failed)) errors[file.Key] = failed;
-                else
-                {
-                    PristineObjectCache.MoveUnit(chunkDirectory, Path.Combine(directory, file.Key), file.Units[0].ObjectPath);
-                    compiled.Add(file.Key);
-                }
-            }
-            // A make in which every unit failed wrote nothing.
-            if (Directory.Exists(chunkDirectory)) Directory.Delete(chunkDirectory, recursive: true);
-        }
-        progress($"compiled {compiled.Count} of {files.Count} in {watch.Elapsed.TotalSeconds:0} s");
-        return (compiled, errors);
-    }
 
     private async Task ResolveAsync(IReadOnlyList<Diffed> diffed, CancellationToken cancellation)
     {

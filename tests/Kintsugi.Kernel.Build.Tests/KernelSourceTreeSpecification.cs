@@ -84,13 +84,55 @@ public abstract class KernelSourceTreeSpecification(KernelRelease release)
         Assert.NotNull(ElfObject.Load(output.File("cmdline.o")).FindSection(".text.cmdline_proc_show"));
         Assert.False(Directory.Exists(changes));
     }
+
+    [Fact]
+    public async Task A_compiler_killed_by_a_signal_stops_the_build_as_interrupted_instead_of_refusing_the_source()
+    {
+        var kernel = await new DebianKernelArchive(DebianKernelArchive.DefaultCacheRoot)
+            .FetchAsync(release, KernelParts.Image | KernelParts.Headers | KernelParts.Source);
+        var tree = await KernelSourceTree.PrepareAsync(kernel);
+        var unit = Units.KbuildUnits.Open(tree).Locate("fs/proc/cmdline.c")!;
+        using var scratch = new TemporaryDirectory();
+        // gcc runs its compiler proper under this wrapper, which dies of SIGKILL as under the out-of-memory killer.
+        var killer = scratch.File("killed-compiler.sh");
+        await File.WriteAllTextAsync(killer, "#!/bin/sh\nkill -KILL $$\n");
+        File.SetUnixFileMode(killer, UnixFileMode.UserRead | UnixFileMode.UserExecute);
+
+        BuildInterruptedException interrupted;
+        await using (var workspace = await BuildWorkspace.OpenAsync(tree))
+            interrupted = await Assert.ThrowsAsync<BuildInterruptedException>(() =>
+                workspace.CompileUnitsKeepGoingAsync([unit], scratch.File("objects"), $"-wrapper {killer}"));
+
+        Assert.Equal(ExitCode.Environment, interrupted.ExitCode);
+        Assert.Contains("the compiler was stopped by a signal (Killed", interrupted.Message);
+        Assert.Contains("run the same command again", interrupted.Message);
+    }
 }
 
 [Collection("6.1 cloud kernel")]
 public sealed class KernelSourceTreeOn61CloudKernel() : KernelSourceTreeSpecification(TestKernels.Debian12Cloud61);
 
 [Collection("6.12 cloud kernel")]
-public sealed class KernelSourceTreeOn612CloudKernel() : KernelSourceTreeSpecification(TestKernels.Debian12Cloud612);
+public sealed class KernelSourceTreeOn612CloudKernel() : KernelSourceTreeSpecification(TestKernels.Debian12Cloud612)
+{
+    /// <summary>
+    /// Debian built 6.12 without Rust (CONFIG_RUSTC_VERSION=0); kbuild's configuration asks the rustc it finds for its
+    /// version, so a developer's own rustc (rustup's ~/.cargo/bin, as on this machine) would change the .config and
+    /// the preparation would be refused.
+    /// </summary>
+    [Fact]
+    public async Task Build_commands_see_no_rustc_the_distributions_build_did_not_have()
+    {
+        var kernel = await new DebianKernelArchive(DebianKernelArchive.DefaultCacheRoot)
+            .FetchAsync(TestKernels.Debian12Cloud612, KernelParts.Image | KernelParts.Headers | KernelParts.Source);
+        var tree = await KernelSourceTree.PrepareAsync(kernel);
+
+        var probe = await tree.Toolchain.RunAsync("sh", ["scripts/rustc-version.sh", "rustc"], tree.Directory, [tree.Directory]);
+
+        Assert.Contains("CONFIG_RUSTC_VERSION=0", await File.ReadAllLinesAsync(Path.Combine(kernel.HeadersDirectory, ".config")));
+        Assert.Equal("0", probe.StandardOutput.Trim());
+    }
+}
 
 /// <summary>kintsugi kernel prepare, through the real command line.</summary>
 [Collection("6.1 cloud kernel")]

@@ -37,7 +37,8 @@ public static class Postgres
         var bin = BinDirectory;
         if (bin.Length == 0) throw new InvalidOperationException("PostgreSQL is not installed: run " +
             "scripts/install-prerequisites.sh (Debian package postgresql)");
-        var directory = Path.Combine(Path.GetTempPath(), $"kintsugi-pg-{Environment.ProcessId}");
+        RemoveLeftovers(bin);
+        var directory = Path.Combine(Path.GetTempPath(), $"{Prefix}{Environment.ProcessId}");
         if (System.IO.Directory.Exists(directory)) System.IO.Directory.Delete(directory, true);
         System.IO.Directory.CreateDirectory(directory);
         Run("chown", ["postgres:postgres", directory]);
@@ -60,6 +61,33 @@ public static class Postgres
             catch (InvalidOperationException) { }
         };
         return new Cluster(directory, port, bin);
+    }
+
+    private const string Prefix = "kintsugi-pg-";
+
+    /// <summary>
+    /// Clusters of test runs that ended without their exit handler (a killed or timed-out test host): each is a few
+    /// hundred MB, so a developer's machine would fill up run after run.
+    /// </summary>
+    private static void RemoveLeftovers(string bin)
+    {
+        foreach (var directory in System.IO.Directory.GetDirectories(Path.GetTempPath(), Prefix + "*"))
+        {
+            if (!int.TryParse(Path.GetFileName(directory)[Prefix.Length..], out var owner)
+                || System.IO.Directory.Exists($"/proc/{owner}")) continue;
+            var data = Path.Combine(directory, "data");
+            try
+            {
+                if (File.Exists(Path.Combine(data, "postmaster.pid")))
+                    Run("runuser", ["-u", "postgres", "--", Path.Combine(bin, "pg_ctl"), "-D", data, "-m", "immediate",
+                        "-w", "stop"]);
+            }
+            catch (InvalidOperationException)
+            {
+                // Its server is no longer running (the pid file outlived it).
+            }
+            System.IO.Directory.Delete(directory, recursive: true);
+        }
     }
 
     public static int FreePort()

@@ -45,6 +45,7 @@ public static class LivepatchModuleBuilder
         var result = await (toolchain ?? Toolchains.Toolchain.Host).RunAsync("make",
             ["-C", buildDirectory, $"M={Path.GetFullPath(directory)}", $"-j{Environment.ProcessorCount}", "KBUILD_MODPOST_WARN=1", "modules"],
             Path.GetFullPath(directory), [.. visible ?? [], buildDirectory, Path.GetFullPath(directory)], cancellation: cancellation);
+        BuildInterruption.ThrowIfInterrupted(result, $"linking livepatch module {spec.ModuleName}");
         var module = Path.Combine(directory, spec.ModuleName + ".ko");
         if (!result.Succeeded || !File.Exists(module))
             throw new ModuleBuildException($"linking livepatch module {spec.ModuleName} failed:\n" +

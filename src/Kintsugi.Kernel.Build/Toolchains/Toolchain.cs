@@ -27,6 +27,15 @@ public abstract class Toolchain
 
     public override string ToString() => Description;
 
+    /// <summary>
+    /// The search path of every build command, as on Debian's build daemons. kbuild's configuration asks the tools it
+    /// finds (rustc, bindgen) for their versions; a user's own ~/.cargo/bin would change the distribution's .config.
+    /// </summary>
+    internal const string BuildPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+    private protected static IReadOnlyDictionary<string, string> BuildEnvironment { get; } =
+        new Dictionary<string, string> { ["PATH"] = BuildPath };
+
     private sealed class HostToolchain : Toolchain
     {
         public override string Description => "the host's own compiler";
@@ -37,11 +46,12 @@ public abstract class Toolchain
             Action<string>? onOutputLine = null)
         {
             if (overlay is null)
-                return ExternalCommand.RunAsync(tool, arguments, workingDirectory, onOutputLine: onOutputLine, cancellation: cancellation);
+                return ExternalCommand.RunAsync(tool, arguments, workingDirectory, BuildEnvironment, onOutputLine,
+                    cancellation);
             const string script = "mount -t overlay overlay -o \"$1\" \"$2\" && cd \"$3\" && shift 3 && exec \"$@\"";
             return ExternalCommand.RunAsync("unshare", ["--mount", "--propagation", "private", "--", "sh", "-c", script, "sh",
-                overlay.Options, overlay.MountPoint, workingDirectory, tool, .. arguments], onOutputLine: onOutputLine,
-                cancellation: cancellation);
+                overlay.Options, overlay.MountPoint, workingDirectory, tool, .. arguments], environment: BuildEnvironment,
+                onOutputLine: onOutputLine, cancellation: cancellation);
         }
     }
 }
@@ -89,7 +99,7 @@ public sealed class BuildRootToolchain(string root, string description, string i
         foreach (var directory in outermost) Directory.CreateDirectory(directory);
         return ExternalCommand.RunAsync("unshare", ["--mount", "--propagation", "private", "--", "sh", "-c", Script, "sh",
             Root, overlay?.Options ?? "", overlay?.MountPoint ?? "", workingDirectory, outermost.Count.ToString(), .. outermost, tool, .. arguments],
-            environment: new Dictionary<string, string> { ["PATH"] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" },
+            environment: BuildEnvironment,
             onOutputLine: onOutputLine, cancellation: cancellation);
     }
 }

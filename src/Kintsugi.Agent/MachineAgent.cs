@@ -42,7 +42,9 @@ public sealed partial class MachineAgent
     // make it see "news" at once and check in twice).
     private volatile bool _checkedIn;
 
-    public MachineAgent(AgentConfig config, MachinePaths paths, Action<string> log, HttpClient? http = null)
+    /// <param name="limits">The bounds on every exchange with the server (tests tighten them).</param>
+    public MachineAgent(AgentConfig config, MachinePaths paths, Action<string> log, HttpClient? http = null,
+        ClientLimits? limits = null)
     {
         _config = config;
         _paths = paths;
@@ -52,7 +54,7 @@ public sealed partial class MachineAgent
             new UserDelivery(Path.Combine(StateDirectory, "user"), Kintsugi.User.PatcherOptions.Default, log,
             UserGuard);
         if (config.Server is not null)
-            _server = new ServerClient(http ?? ServerClient.CreateHttpClient(config), config.Server, Version);
+            _server = new ServerClient(http ?? ServerClient.CreateHttpClient(config), config.Server, Version, limits);
     }
 
     public string StateDirectory => Path.Combine(_paths.State, "agent");
@@ -401,7 +403,7 @@ public sealed partial class MachineAgent
                     CheckInRequestFor(PatchState.Applying, $"applying level {release.Level}", guard), cancellation);
                 try
                 {
-                    var bytes = await server.DownloadAsync(credential, release, cancellation);
+                    var bytes = await DownloadOrReportAsync(server, credential, release, running, guard, cancellation);
                     var verified = BundleVerifier.Verify(Bundle.Read(bytes), trust, RunningTarget());
                     // The signed level decides, not the level the server claimed for it.
                     if (guard.Refuse(verified.Manifest.CumulativeLevel, running) is { } refusedBundle)
@@ -492,6 +494,27 @@ public sealed partial class MachineAgent
     /// <summary>The release-metadata guard for one user-space object: the same policy, kept by the object's
     /// build-id.</summary>
     public ReleaseGuard UserGuard(BuildId id, string name) => new(StateDirectory, id, subject: $"object {name}");
+
+    /// <summary>
+    /// Downloads an offered bundle. A download that fails midway (a stall, a dropped connection, a deadline) is
+    /// reported to the server in a check-in of its own, so a server or network that stalls the machine is seen
+    /// doing it (the last word would otherwise be "applying"); nothing changes here and the failure goes on to the
+    /// backoff.
+    /// </summary>
+    private async Task<byte[]> DownloadOrReportAsync(ServerClient server, string credential, ReleaseOffer release,
+        int? running, ReleaseGuard guard, CancellationToken cancellation)
+    {
+        try { return await server.DownloadAsync(credential, release, cancellation); }
+        catch (ServerUnavailableException e)
+        {
+            var detail = $"download of level {release.Level} ({release.Bundle}) failed, nothing loaded" +
+                (running is { } level ? $", level {level} keeps running" : "") + $": {e.Message}";
+            _log(detail);
+            try { await server.CheckInAsync(credential, CheckInRequestFor(null, detail, guard), cancellation); }
+            catch (ServerUnavailableException report) { _log($"reporting the failed download: {report.Message}"); }
+            throw new ServerUnavailableException(detail, e.RetryAfter, e);
+        }
+    }
 
     private (ExitCode Outcome, string Detail) RefuseRelease(ReleaseOffer release, string why)
     {

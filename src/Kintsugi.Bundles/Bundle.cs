@@ -70,6 +70,10 @@ public sealed class Bundle
     /// <summary>A copy of the whole file.</summary>
     public byte[] ToArray() => (byte[])_bytes.Clone();
 
+    /// <summary>The whole file as read: a read-only view, not a copy (a large bundle is not duplicated to hash or
+    /// store it).</summary>
+    public ReadOnlyMemory<byte> Bytes => _bytes;
+
     public void WriteTo(Stream stream) => stream.Write(_bytes);
 
     /// <summary>Writes the bundle to a file (through a temporary file and a rename, so readers never see half of
@@ -140,6 +144,12 @@ public sealed class Bundle
     /// </summary>
     public static Bundle Read(ReadOnlySpan<byte> input)
     {
+        CheckLengths(input);
+        return Parse(input.ToArray());
+    }
+
+    private static (int ManifestLength, int ModuleLength, long Total) CheckLengths(ReadOnlySpan<byte> input)
+    {
         var (manifestLength, moduleLength, total) = ReadHeader(input);
         if (input.Length < total)
             throw Refused(BundleFailure.Truncated, $"the bundle is truncated: it is {input.Length} bytes but its " +
@@ -147,8 +157,14 @@ public sealed class Bundle
         if (input.Length > total)
             throw Refused(BundleFailure.TrailingData, $"{input.Length - total} unexpected bytes follow the signature " +
                 $"block (the file is {input.Length} bytes, its header announces {total})");
+        return (manifestLength, moduleLength, total);
+    }
 
-        var bytes = input.ToArray();
+    /// <summary>Parses <paramref name="bytes"/>, which the bundle then holds: only for an array nobody else has (one
+    /// this class just filled).</summary>
+    private static Bundle Parse(byte[] bytes)
+    {
+        var (manifestLength, moduleLength, total) = CheckLengths(bytes);
         var block = bytes.AsSpan((int)(total - SignatureBlockLength));
         var algorithm = BinaryPrimitives.ReadUInt16LittleEndian(block);
         if (algorithm != EcdsaP256Sha256)
@@ -182,8 +198,10 @@ public sealed class Bundle
                 $"the bundle is truncated: it is {HeaderLength + stream.Length - stream.Position} bytes but its " +
                 $"header announces {total} (download it again)");
 
-        // Grow by doubling from a small buffer, so a false size claim costs at most twice the real input.
-        var buffer = new byte[(int)Math.Min(total, 64 * 1024)];
+        // Grow by doubling from a small buffer, so a false size claim costs at most twice the real input; a file (a
+        // seekable stream) of exactly the announced size is read into one array of that size.
+        var exact = stream.CanSeek && stream.Length - stream.Position == total - HeaderLength;
+        var buffer = new byte[exact ? total : (int)Math.Min(total, 64 * 1024)];
         header.CopyTo(buffer, 0);
         var length = HeaderLength;
         while (true)
@@ -200,9 +218,11 @@ public sealed class Bundle
         if (length == total && stream.ReadByte() >= 0)
             throw Refused(BundleFailure.TrailingData,
                 $"unexpected bytes follow the signature block (the header announces {total} bytes)");
-        return Read(buffer.AsSpan(0, length));
+        // The buffer is this method's own: a complete one is parsed in place, not copied.
+        return length == buffer.Length ? Parse(buffer) : Read(buffer.AsSpan(0, length));
     }
 
+    /// <summary>Reads a bundle file into one array of its size (no further copy).</summary>
     public static Bundle ReadFile(string path)
     {
         try

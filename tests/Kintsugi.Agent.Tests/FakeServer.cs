@@ -31,8 +31,10 @@ internal sealed class FakeServer : IDisposable
     /// <summary>Answers a request: status, body (JSON text or bytes), optional headers.</summary>
     public Func<ReceivedRequest, Response> Handler { get; set; } = _ => new Response(404);
 
+    /// <param name="StallAfter">Announce the whole body, send only this many bytes of it, then hold the connection
+    /// open without a word until the server is disposed (a half-dead server or middlebox).</param>
     public sealed record Response(int Status, object? Body = null, string ContentType = "application/json",
-        IReadOnlyDictionary<string, string>? Headers = null);
+        IReadOnlyDictionary<string, string>? Headers = null, int? StallAfter = null);
 
     /// <param name="anyHost">Also answer requests addressed to other host names (a lab guest reaches the host as
     /// 10.0.2.2).</param>
@@ -78,9 +80,29 @@ internal sealed class FakeServer : IDisposable
                 var value => JsonSerializer.SerializeToUtf8Bytes(value, value.GetType(), ProtocolJson.Default),
             };
             context.Response.ContentLength64 = bytes.Length;
+            if (response.StallAfter is { } sent)
+            {
+                // Not awaited: the stalled exchange must not hold up the next requests (the agent's report of it).
+                _ = StallAsync(context, bytes.AsMemory(0, Math.Min(sent, bytes.Length)));
+                continue;
+            }
             await context.Response.OutputStream.WriteAsync(bytes);
             context.Response.Close();
         }
+    }
+
+    private async Task StallAsync(HttpListenerContext context, ReadOnlyMemory<byte> head)
+    {
+        try
+        {
+            await context.Response.OutputStream.WriteAsync(head, _stop.Token);
+            await context.Response.OutputStream.FlushAsync(_stop.Token);
+            await Task.Delay(Timeout.Infinite, _stop.Token);
+        }
+        catch (Exception e) when (e is OperationCanceledException or HttpListenerException or ObjectDisposedException)
+        {
+        }
+        finally { context.Response.Abort(); }
     }
 
     public static ProblemDocument Problem(int status, string detail) => new("about:blank", "error", status, detail);

@@ -40,14 +40,14 @@ public sealed class ReleaseMetadataSpecification : IDisposable
 
     private PatchStore Store => new(Paths, RunningKernel.Release);
 
-    private MachineAgent Agent() =>
+    private MachineAgent Agent(ClientLimits? limits = null) =>
         new(new AgentConfig
         {
             Server = _server.Address,
             EnrollmentToken = "ket_token",
             TrustStore = _dir["trust"],
             Settle = TimeSpan.Zero
-        }, Paths, line => { lock (_log) _log.Add(line); }, _http);
+        }, Paths, line => { lock (_log) _log.Add(line); }, _http, limits);
 
     private static KernelTarget Running => new(RunningKernel.Release, null, RunningKernel.BuildId!.Value);
 
@@ -201,6 +201,31 @@ public sealed class ReleaseMetadataSpecification : IDisposable
         Assert.Equal(ExitCode.Success, result.ExitCode);
         Assert.Empty(Store.List());
         Assert.Equal("revoked", Store.LastAttempt?.Outcome);
+    }
+
+    [Fact]
+    public async Task A_download_that_stalls_is_reported_to_the_server_and_the_running_level_stays()
+    {
+        Runs(3);
+        var level4 = Bundle(4);
+        var digest = Sha256Digest.Of(level4);
+        _server.Handler = r => r.PathAndQuery switch
+        {
+            ProtocolPaths.Enroll => new(201, new EnrollResponse("m_1", "kmc_1", 3600, 30)),
+            ProtocolPaths.CheckIn => new(200, Offer(level4, 4)),
+            var path when path == ProtocolPaths.Bundle(digest) =>
+            new(200, level4, "application/octet-stream", StallAfter: 1000),
+            _ => new(404),
+        };
+
+        var error = await Assert.ThrowsAsync<ServerUnavailableException>(() =>
+            Agent(new ClientLimits { IdleTimeout = TimeSpan.FromSeconds(2) }).RunOnceAsync(default));
+
+        Assert.Contains("level 3 keeps running", error.Message);
+        var reported = LastCheckIn.Json;
+        Assert.Contains("download of level 4", reported.GetProperty("detail").GetString());
+        Assert.Contains("sent nothing for 2 s after 1000 bytes", reported.GetProperty("detail").GetString());
+        Assert.Equal(3, Assert.Single(Store.List()).Origin!.Level);
     }
 
     [Fact]

@@ -198,9 +198,13 @@ public static class TransferApi
             }
             try
             {
-                var published =
-                    await releases.PublishAsync(await File.ReadAllBytesAsync(Path.Combine(spool, r.Bundle)), actor);
+                // Straight from the spooled file into one array: the only copy of the bundle this import holds.
+                var published = await releases.PublishAsync(Bundle.ReadFile(Path.Combine(spool, r.Bundle)), actor);
                 results.Add(new ImportedRelease(r.Bundle, published.Release.Id, published.Created, null));
+            }
+            catch (BundleException e)
+            {
+                results.Add(new ImportedRelease(r.Bundle, null, false, $"not a valid bundle: {e.Message}"));
             }
             catch (FleetException e) { results.Add(new ImportedRelease(r.Bundle, null, false, e.Message)); }
         }

@@ -340,6 +340,14 @@ public sealed class Releases(Database db, BundleStore store, Epoch epoch, Server
         Bundle bundle;
         try { bundle = Bundle.Read(bytes); }
         catch (BundleException e) { throw FleetException.Invalid($"not a valid bundle: {e.Message}"); }
+        return await PublishAsync(bundle, actor);
+    }
+
+    /// <summary>Publishes a bundle already read (an import reads each from its spooled file): its own bytes are
+    /// hashed and stored, not copied.</summary>
+    public async Task<PublishResult> PublishAsync(Bundle bundle, Actor actor)
+    {
+        var bytes = bundle.Bytes;
         var (trust, trustDirectory) = await TrustStoreAsync();
         try { BundleVerifier.Verify(bundle, trust); }
         catch (BundleException e)
@@ -349,7 +357,7 @@ public sealed class Releases(Database db, BundleStore store, Epoch epoch, Server
         }
         finally { Directory.Delete(trustDirectory, recursive: true); }
 
-        var digest = Sha256Digest.Of(bytes);
+        var digest = Sha256Digest.Of(bytes.Span);
         var manifest = bundle.Manifest;
         var buildId = manifest.TargetBuildId.ToString();
         var level = manifest.CumulativeLevel;
@@ -426,7 +434,7 @@ public sealed class Releases(Database db, BundleStore store, Epoch epoch, Server
     /// channels and revocation; machines running the old bundle are offered the new one and adopt it without a reload.
     /// </summary>
     private async Task<ReleaseView> ResignAsync(DbConnection c, DbTransaction t, ReleaseRow published, Bundle bundle,
-        byte[] bytes, Sha256Digest digest, Actor actor)
+        ReadOnlyMemory<byte> bytes, Sha256Digest digest, Actor actor)
     {
         await store.PutAsync(digest, bytes, c, t);
         await c.ExecuteAsync(t,

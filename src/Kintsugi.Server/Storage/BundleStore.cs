@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using Kintsugi.Bundles;
 
 namespace Kintsugi.Server.Storage;
@@ -19,17 +20,23 @@ public sealed class BundleStore(string directory, Database db)
     }
 
     /// <summary>Stores the bytes (idempotent; a file whose contents do not match its name is replaced).</summary>
-    public async Task PutAsync(Sha256Digest digest, byte[] bytes, System.Data.Common.DbConnection connection,
-        System.Data.Common.DbTransaction transaction)
+    public async Task PutAsync(Sha256Digest digest, ReadOnlyMemory<byte> bytes,
+        System.Data.Common.DbConnection connection, System.Data.Common.DbTransaction transaction)
     {
-        if (Sha256Digest.Of(bytes) != digest) throw new ArgumentException("the bytes do not match their digest",
+        if (Sha256Digest.Of(bytes.Span) != digest) throw new ArgumentException("the bytes do not match their digest",
             nameof(bytes));
-        WriteFile(digest, bytes);
+        WriteFile(digest, bytes.Span);
         if (db.Dialect == Dialect.Postgres)
             await connection.ExecuteAsync(transaction,
                 "INSERT INTO bundle_blobs (sha256, content) VALUES (@s, @c) ON CONFLICT (sha256) DO NOTHING",
-                ("@s", digest.ToString()), ("@c", bytes));
+                ("@s", digest.ToString()), ("@c", WholeArray(bytes)));
     }
+
+    /// <summary>The array behind <paramref name="bytes"/> when they are all of it (a bundle's own bytes), else a
+    /// copy: the database driver takes arrays.</summary>
+    private static byte[] WholeArray(ReadOnlyMemory<byte> bytes) =>
+        MemoryMarshal.TryGetArray(bytes, out var segment) && segment.Offset == 0
+        && segment.Count == segment.Array!.Length ? segment.Array : bytes.ToArray();
 
     /// <summary>The path of the stored bundle, or null when no bundle has that digest.</summary>
     public async Task<string?> FindAsync(Sha256Digest digest, CancellationToken cancellation = default)
@@ -46,7 +53,7 @@ public sealed class BundleStore(string directory, Database db)
         return path;
     }
 
-    private void WriteFile(Sha256Digest digest, byte[] bytes)
+    private void WriteFile(Sha256Digest digest, ReadOnlySpan<byte> bytes)
     {
         var path = PathOf(digest);
         if (File.Exists(path) && Sha256Digest.Of(File.ReadAllBytes(path)) == digest) return;

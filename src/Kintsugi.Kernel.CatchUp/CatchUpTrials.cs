@@ -81,7 +81,9 @@ internal sealed partial class CatchUpTrials(BuildTarget target, KernelSourceTree
             var (diffed, uncompiled) = await DiffAsync(live, after, cancellation);
             // A fix compiled alone (it could not join a shared make) that failed gets the same second chance.
             var late = await RetryWithHeadersAsync(uncompiled, after, cancellation);
-            var (lateDiffed, _) = await DiffAsync(late, after, cancellation);
+            var (lateDiffed, stillUncompiled) = await DiffAsync(late, after, cancellation);
+            // Its after object compiled with companions, so what failed is its unit on its own: that is its outcome.
+            foreach (var (file, errors) in stillUncompiled) Finish(file.File, BuildRefusal(file.Key, errors));
             await ResolveAsync([.. diffed, .. lateDiffed], cancellation);
             // The batched after objects stay for the module build (ReusableAfterObjects); every other work file goes.
             if (Directory.Exists(_work))
@@ -500,11 +502,14 @@ internal sealed partial class CatchUpTrials(BuildTarget target, KernelSourceTree
         }
         catch (ModuleBuildException e)
         {
-            return new FileTrial(key, FileOutcome.Refused, [], null, "build", e.Message,
-                "the change does not build on its own against this kernel's source (it may need another change of the update, " +
-                "such as a header): reboot into the new version", null);
+            return BuildRefusal(key, e.Message);
         }
     }
+
+    private static FileTrial BuildRefusal(string key, string errors) =>
+        new(key, FileOutcome.Refused, [], null, "build", errors,
+            "the change does not build on its own against this kernel's source (it may need another change of the update, " +
+            "such as a header): reboot into the new version", null);
 
     private FileTrial? Kept(string key)
     {

@@ -49,12 +49,16 @@ public sealed class MesonPackageSpecification : IDisposable
             $"libglib2.0-0={FixedVersion}")), Library);
         var output = Path.Combine(_programs.Directory, "cve-2026-1484.kup.json");
 
-        var built = await new UserPatchBuilder(messages.Add).BuildAsync(new UserBuildRequest(shipped,
-            configured.Tree, fix, prepared.CompilerFlags, "glib-cve-2026-1484", output, Configured: configured,
-            FixedObjectPath: debianFixed));
+        var request = new UserBuildRequest(shipped, configured.Tree, fix, prepared.CompilerFlags,
+            "glib-cve-2026-1484", output, Configured: configured, FixedObjectPath: debianFixed);
+        var built = await new UserPatchBuilder(messages.Add).BuildAsync(request);
 
         Assert.Equal(["g_base64_encode"], built.Functions);
         Assert.Contains(messages, m => m.Contains("the fixed code of g_base64_encode equals"));
+        // the same comparison against a build without the fix (the target itself) refuses
+        var unfixed = await Assert.ThrowsAsync<UserBuildException>(() => new UserPatchBuilder().BuildAsync(
+            request with { FixedObjectPath = shipped, OutputPath = output + ".unfixed" }));
+        Assert.Equal("fixed-build", unfixed.Rule);
         var program = _programs.Gcc("glibbase64", "-O2", "-g", "-pthread", _programs.Source("glibbase64.c"), shipped);
         using var target = new RunningTarget(program, Threads.ToString(), Path.GetDirectoryName(shipped));
         var patch = UserPatch.Load(output);

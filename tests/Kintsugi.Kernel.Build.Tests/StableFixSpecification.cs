@@ -18,6 +18,7 @@ public sealed class StableFixSpecification
     {
         { "5.10.0-43-cloud-amd64", "alarm-timer-forward" },
         { "6.1.0-54-cloud-amd64", "fcntl-rw-hint-immutable" },
+        { "6.12.115+deb12-cloud-amd64", "copy-file-range-nothing" },
         { "6.12.116+deb13-cloud-amd64", "copy-file-range-nothing" },
         // A rebuilt upload (6.12.115-2) took the ABI name "+deb13.1"; its symbol-table boot outlasted the old 3-minute bound.
         { "6.12.115+deb13.1-cloud-amd64", "copy-file-range-nothing" },

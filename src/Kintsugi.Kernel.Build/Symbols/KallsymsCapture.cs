@@ -12,18 +12,22 @@ namespace Kintsugi.Kernel.Build.Symbols;
 /// </summary>
 public static class KallsymsCapture
 {
-    public static Task<KernelSymbolTable> LoadAsync(LabMachine lab, KernelRelease release, string kernelDirectory, Action<string> progress, CancellationToken cancellation = default) =>
+    public static Task<KernelSymbolTable> LoadAsync(LabMachine lab, KernelRelease release, string kernelDirectory,
+        Action<string> progress, CancellationToken cancellation = default) =>
         LoadAsync(() => lab, release, kernelDirectory, progress, cancellation);
 
     /// <param name="lab">Called only when the symbol table is not cached yet.</param>
-    public static async Task<KernelSymbolTable> LoadAsync(Func<LabMachine> lab, KernelRelease release, string kernelDirectory, Action<string> progress, CancellationToken cancellation = default)
+    public static async Task<KernelSymbolTable> LoadAsync(Func<LabMachine> lab, KernelRelease release,
+        string kernelDirectory, Action<string> progress, CancellationToken cancellation = default)
     {
         var cached = Path.Combine(kernelDirectory, "kallsyms");
         if (!File.Exists(cached)) await CaptureAsync(lab, release, cached, progress, cancellation);
-        return KernelSymbolTable.ParseKallsyms(await File.ReadAllTextAsync(cached, cancellation), SymbolTableSource.LabKallsyms);
+        return KernelSymbolTable.ParseKallsyms(await File.ReadAllTextAsync(cached, cancellation),
+            SymbolTableSource.LabKallsyms);
     }
 
-    private static async Task CaptureAsync(Func<LabMachine> lab, KernelRelease release, string cached, Action<string> progress,
+    private static async Task CaptureAsync(Func<LabMachine> lab, KernelRelease release, string cached,
+        Action<string> progress,
         CancellationToken cancellation)
     {
         // One boot per kernel, however many builds (catch-up resolves many files at once) ask at the same time.
@@ -31,15 +35,18 @@ public static class KallsymsCapture
         if (!File.Exists(cached))
         {
             progress($"reading the symbol table of {release} from a lab boot (once per kernel)");
-            var run = await lab().RunAsync(new LabRunSpec(release, "cat /proc/kallsyms | gzip -1 | base64", [], TimeSpan.FromMinutes(3), KernelArguments: ["nokaslr"]), cancellation: cancellation);
+            var run = await lab().RunAsync(new LabRunSpec(release, "cat /proc/kallsyms | gzip -1 | base64", [],
+                TimeSpan.FromMinutes(3), KernelArguments: ["nokaslr"]), cancellation: cancellation);
             if (run.ExitCode != 0)
                 throw new SymbolResolutionException($"reading /proc/kallsyms in the lab failed: {run.Describe()}");
             string text;
             try
             {
                 // The console's last words (the power-off line) can reach the output port after the command's own.
-                var base64 = string.Concat(run.Output.Split('\n').TakeWhile(l => l.Length > 0 && l.All(c => char.IsAsciiLetterOrDigit(c) || c is '+' or '/' or '=')));
-                using var gzip = new GZipStream(new MemoryStream(Convert.FromBase64String(base64)), CompressionMode.Decompress);
+                var base64 = string.Concat(run.Output.Split('\n').TakeWhile(l =>
+                    l.Length > 0 && l.All(c => char.IsAsciiLetterOrDigit(c) || c is '+' or '/' or '=')));
+                using var gzip = new GZipStream(new MemoryStream(Convert.FromBase64String(base64)),
+                    CompressionMode.Decompress);
                 using var reader = new StreamReader(gzip);
                 text = await reader.ReadToEndAsync(cancellation);
             }

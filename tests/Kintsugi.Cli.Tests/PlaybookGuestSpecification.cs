@@ -142,7 +142,7 @@ public sealed class PlaybookGuestSpecification(DebianPackages packages, ITestOut
             echo @end
             """, files, Bound, RootDisk: disk.Path, MemoryMiB: 1536));
         Progress($"cloud-init machine: {run.Describe()}\n{run.Output}");
-        Assert.True(run.ExitCode == 0, $"{run.Describe()}\n--- output\n{run.Output}\n--- console\n{run.Console}");
+        Succeeded(run);
         Assert.Matches("(?m)^@cloud-init=0$", run.Output);
         Assert.Contains("status: done", Section(run.Output, "cloud-init-status"));
         AssertPatched(run.Output);
@@ -181,7 +181,8 @@ public sealed class PlaybookGuestSpecification(DebianPackages packages, ITestOut
         Progress($"server {server.Url} ready (guests: {server.GuestUrl})");
         var publisherKey = Write("publisher.pub", Encoding.UTF8.GetBytes(_publisher.PublicKey.ExportPem()));
         await Operator(server, cli, "trust", "add", publisherKey);
-        await Operator(server, cli, "publish", Write("level-1.bundle", SignedLevel1(kernel)));
+        await Operator(server, cli, "publish",
+            Write("level-1.bundle", FixtureBundles.Level1(kernel, Module, _publisher)));
         var token = (await Operator(server, cli, "tokens", "enroll", "--channel", "canary", "--max-uses",
             machines.ToString(System.Globalization.CultureInfo.InvariantCulture))).Trim();
         await Run("curl", ["-fsS", "--cacert", server.Certificate, "-H", $"Authorization: Bearer {server.AdminToken}",
@@ -221,7 +222,7 @@ public sealed class PlaybookGuestSpecification(DebianPackages packages, ITestOut
     {
         var name = $"lab{index}";
         var disk = await SystemdRootDisk.CreateAsync();
-        var sshPort = FreePort();
+        var sshPort = Ports.Free();
         List<GuestFile> files =
         [
             new(_dir["id.pub"], "/root/.ssh/authorized_keys"),
@@ -328,25 +329,6 @@ public sealed class PlaybookGuestSpecification(DebianPackages packages, ITestOut
         return _dir[name];
     }
 
-    private byte[] SignedLevel1(KernelUnderTest kernel) =>
-        Bundle.Create(File.ReadAllBytes(kernel.Modules[Module]), new BundleDescription
-        {
-            Target = kernel.Kernel.Target,
-            CumulativeLevel = 1,
-            Fixes = [new BundleFix("CVE-2024-1086", [new CveReference(CveId.Parse("CVE-2024-1086"), CveSeverity.High,
-                new DateOnly(2024, 1, 31))], "netfilter: nf_tables: reject QUEUE/DROP verdict parameters")],
-            PatchedFunctions = [new PatchedFunction("vmlinux", "cmdline_proc_show")],
-            CreatedAt = DateTimeOffset.UtcNow,
-            BuilderVersion = "0.1.0",
-        }, _publisher).ToArray();
-
-    private static int FreePort()
-    {
-        using var listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
-        listener.Start();
-        return ((System.Net.IPEndPoint)listener.LocalEndpoint).Port;
-    }
-
     private sealed record Guest(string Name, int SshPort, Task<LabRunResult> Run, SystemdRootDisk Disk) : IDisposable
     {
         /// <summary>Until the machine's lab command has started (systemd reached multi-user, so sshd is up).</summary>
@@ -387,7 +369,7 @@ public sealed class PlaybookGuestSpecification(DebianPackages packages, ITestOut
 
         public static async Task<HostServer> StartAsync(string binary, string data)
         {
-            var port = FreePort();
+            var port = Ports.Free();
             var start = new ProcessStartInfo(binary) { RedirectStandardError = true, RedirectStandardOutput = true };
             foreach (var a in new[] { "run", "--data", data, "--listen", $"https://127.0.0.1:{port}" })
                 start.ArgumentList.Add(a);

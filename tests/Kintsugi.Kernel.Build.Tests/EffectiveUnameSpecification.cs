@@ -87,7 +87,7 @@ public sealed class EffectiveUnameSpecification
                 new GuestFile(directory["publisher.pub"], "/inputs/publisher.pub"),
                     new GuestFile(directory["agent.conf"], "/inputs/agent.conf")],
             timeoutSeconds: 900);
-        Assert.True(run.ExitCode == 0, $"{run.Describe()}\n--- output\n{run.Output}\n--- console\n{run.Console}");
+        Succeeded(run);
         var output = run.Output;
 
         var real = Section(output, "real");

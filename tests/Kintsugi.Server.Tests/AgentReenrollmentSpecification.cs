@@ -3,6 +3,7 @@ using System.Net;
 using System.Text.Json;
 using Kintsugi.Agent;
 using Kintsugi.Kernel;
+using Kintsugi.Testing;
 
 namespace Kintsugi.Server.Tests;
 
@@ -119,7 +120,7 @@ public sealed class AgentReenrollmentSpecification : IDisposable
     public async Task
         After_the_servers_data_is_reset_the_agent_enrolls_with_its_new_token_and_follows_the_new_servers_epoch()
     {
-        var port = Postgres.FreePort();
+        var port = Ports.Free();
         var certificate = Directory.CreateTempSubdirectory("kintsugi-reenroll-tls-").FullName;
         ServerOptions SamePlace(ServerOptions o) =>
             o with { Urls = [$"https://127.0.0.1:{port}"], EventsWaitSeconds = 2 };

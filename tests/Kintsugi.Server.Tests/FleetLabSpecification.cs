@@ -304,7 +304,7 @@ internal sealed class GuestSignal : IDisposable
 
     public GuestSignal()
     {
-        Port = Postgres.FreePort();
+        Port = Ports.Free();
         _listener.Prefixes.Add($"http://*:{Port}/");
         _listener.Start();
         _ = Task.Run(LoopAsync);

@@ -33,7 +33,7 @@ public sealed class ServerProcess : IAsyncDisposable
     public static async Task<ServerProcess> StartAsync(int port = 0, string? postgres = null,
         string? dataDirectory = null, bool https = true, string host = "0.0.0.0", params string[] extra)
     {
-        if (port == 0) port = Postgres.FreePort();
+        if (port == 0) port = Ports.Free();
         dataDirectory ??= Directory.CreateTempSubdirectory("kintsugi-server-process-").FullName;
         var scheme = https ? "https" : "http";
         var start = new ProcessStartInfo(Repository.KintsugiBinary)

@@ -93,8 +93,7 @@ public sealed class BuildWorkspace : IAsyncDisposable
     /// <paramref name="destinationDirectory"/>.
     /// </summary>
     public Task CompileUnitsAsync(IReadOnlyList<Units.TranslationUnit> units, string destinationDirectory,
-        string? extraCFlags,
-        CancellationToken cancellation = default) =>
+        string? extraCFlags, CancellationToken cancellation = default) =>
         CompileAsync([.. units.Select(u => (u.MakeGoal, u.ObjectPath))], destinationDirectory, extraCFlags,
             cancellation);
 
@@ -133,8 +132,7 @@ public sealed class BuildWorkspace : IAsyncDisposable
     }
 
     private async Task CompileAsync(IReadOnlyList<(string Goal, string ObjectPath)> targets,
-        string destinationDirectory,
-        string? extraCFlags, CancellationToken cancellation)
+        string destinationDirectory, string? extraCFlags, CancellationToken cancellation)
     {
         var result = await MakeAsync(targets, extraCFlags, keepGoing: false, cancellation);
         BuildInterruption.ThrowIfInterrupted(result,
@@ -152,8 +150,7 @@ public sealed class BuildWorkspace : IAsyncDisposable
         string.Join('\n', output.Split('\n').Where(l => l.Length > 0).TakeLast(30));
 
     private Task<CommandResult> MakeAsync(IReadOnlyList<(string Goal, string ObjectPath)> targets, string? extraCFlags,
-        bool keepGoing,
-        CancellationToken cancellation, Action<string>? onOutputLine = null)
+        bool keepGoing, CancellationToken cancellation, Action<string>? onOutputLine = null)
     {
         foreach (var (_, objectPath) in targets) KernelSourceTree.CheckObjectPath(objectPath);
         // An empty KCFLAGS is still a change of command line, so the distribution's build is recompiled after a flagged
@@ -164,8 +161,7 @@ public sealed class BuildWorkspace : IAsyncDisposable
         // Keeping going, each target's output is written in one piece (--output-sync) into one stream, so that every
         // unit's errors follow its own "CC" line and can be told apart from the others' (see KeepGoingOutput).
         return RunAsync("sh", ["-c", "exec make \"$@\" 2>&1", "make", "-k", "--output-sync=target", .. arguments],
-            cancellation,
-            onOutputLine);
+            cancellation, onOutputLine);
     }
 
     private void CopyOut(IReadOnlyList<string> objectPaths, string destinationDirectory)

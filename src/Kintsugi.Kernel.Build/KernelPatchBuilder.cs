@@ -38,8 +38,7 @@ public sealed class KernelPatchBuilder(DebianKernelArchive archive, Func<LabMach
 
         var output = BuildOutput.Create(request.OutputDirectory);
         var compiled = await UnitCompilation.CompileAsync(target, tree, units, inputs.Patches, output.Work, clock,
-            cancellation,
-            request.PrecompiledAfter);
+            cancellation, request.PrecompiledAfter);
 
         var exports = new Lazy<ModuleSymvers>(target.LoadExports);
         var diffs = clock.Run("diff", () => UnitDiffing.DiffAll(compiled, exports,
@@ -60,8 +59,7 @@ public sealed class KernelPatchBuilder(DebianKernelArchive archive, Func<LabMach
         var manifest = ManifestAssembly.Assemble(inputs, target.Target, patchFiles, changed, resolved,
             request.SkipFidelity);
         var module = await ModuleLinking.LinkAsync(target, tree, inputs, changed, resolved, manifest, exports.Value,
-            output,
-            request.Signing, clock, cancellation);
+            output, request.Signing, clock, cancellation);
 
         var summary = $"{manifest.Module}.ko: {resolved.Functions.Count} function(s) replaced in " +
             $"{string.Join(", ", module.Objects.Select(o => o.Name))}, {resolved.Bindings.Count} symbol(s) bound at " +

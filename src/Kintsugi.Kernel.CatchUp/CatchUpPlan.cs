@@ -17,8 +17,7 @@ public abstract record FileDecision(ChangedFile File)
 
 /// <summary>One file's decision as kept on disk (<see cref="CatchUpPlan.ToRecords"/>).</summary>
 public sealed record PlannedFile(string Path, FileOutcome? Outcome, string? Rule, string? Reason, string? Advice,
-    string? Proof,
-    IReadOnlyList<string>? Units);
+    string? Proof, IReadOnlyList<string>? Units);
 
 /// <summary>The plan an earlier run made, with the key of everything it depends on.</summary>
 public sealed record KeptPlan(string Key, IReadOnlyList<PlannedFile> Files);
@@ -36,8 +35,7 @@ public sealed partial class CatchUpPlan
     private CatchUpPlan(IReadOnlyList<FileDecision> decisions) => Decisions = decisions;
 
     public static CatchUpPlan Make(SourceDifference difference, KernelSourceTree prepared, int maxUnits,
-        IReadOnlyList<string> only,
-        Action<string> progress)
+        IReadOnlyList<string> only, Action<string> progress)
     {
         // Makefiles are evaluated with the tree's own toolchain (its build root for another Debian release).
         var kbuild = KbuildUnits.Open(prepared);
@@ -69,8 +67,7 @@ public sealed partial class CatchUpPlan
                     if (decisions.TryGetValue(includer, out var decision) && decision is FileDecision.Build
                         && NamedInChangedLines(difference, decision.File, verdict.Constructs) is { Count: > 0 } named)
                         decisions[includer] = new FileDecision.Decided(decision.File, FileOutcome.Refused,
-                            "header-layout",
-                            $"its change uses {string.Join(", ", named)} of {header}, which " +
+                            "header-layout", $"its change uses {string.Join(", ", named)} of {header}, which " +
                             $"{string.Join("; ", verdict.Reasons)}",
                             "the fix depends on a changed definition the running kernel's data and callers were " +
                             "built with: reboot into the new version", null);

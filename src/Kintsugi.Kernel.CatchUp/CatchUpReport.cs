@@ -47,16 +47,14 @@ public sealed record CveReport(string Id, CveStatus Status, MatchConfidence? Con
     IReadOnlyList<CveFileMatch> Files, string Explanation);
 
 public sealed record CatchUpTotals(int ChangedFiles, int Built, int Refused, int NoCode, int NotBuilt,
-    int NotKernelCode,
-    int Cves, int Covered, int NeedsReboot, int NotAffected, int Unmapped);
+    int NotKernelCode, int Cves, int Covered, int NeedsReboot, int NotAffected, int Unmapped);
 
 /// <summary>The report a security team reads: which CVEs the module closes on the running kernel and which still need a
 /// reboot.</summary>
 public sealed record CatchUpReport(
     string Release, string? PackageVersion, string BuildId, string From, string To, string? Module, int? Level,
     IReadOnlyList<string> Versions, CatchUpTotals Totals, IReadOnlyList<FileReport> Files,
-    IReadOnlyList<CveReport> Cves,
-    IReadOnlyList<Build.StageTiming> Stages, DateTimeOffset Created)
+    IReadOnlyList<CveReport> Cves, IReadOnlyList<Build.StageTiming> Stages, DateTimeOffset Created)
 {
     public byte[] ToUtf8() => JsonSerializer.SerializeToUtf8Bytes(this, CatchUpJson.Default.CatchUpReport);
 

@@ -346,8 +346,7 @@ internal sealed partial class CatchUpTrials(BuildTarget target, KernelSourceTree
                 // A C file compiled on its own keeps its after object for the module build, as the shared make's do.
                 if (after.For(file.Key) is null && file.Units is [var unit] && unit.SourcePath == file.File.Path)
                     PristineObjectCache.CopyUnit(Path.Combine(_work, file.Key, "after"),
-                        Path.Combine(after.Directory, file.Key),
-                        unit.ObjectPath);
+                        Path.Combine(after.Directory, file.Key), unit.ObjectPath);
                 return Compare(file, compiled, after.CompanionsOf(file.Key), objtoolAtLink, diffed.Add);
             });
             if (outcome is not null) Finish(file.File, outcome);
@@ -463,8 +462,7 @@ internal sealed partial class CatchUpTrials(BuildTarget target, KernelSourceTree
                     "the change does not build against this kernel's source even with every header change of the " +
                     "update: " +
                     "it needs another C file's change (such as a function the update adds there): reboot into the " +
-                    "new version",
-                    null));
+                    "new version", null));
         }
         if (Directory.Exists(scratch)) Directory.Delete(scratch, recursive: true);
         return rescued;

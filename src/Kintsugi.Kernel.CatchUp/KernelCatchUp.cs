@@ -30,8 +30,7 @@ public sealed record CatchUpResult(CatchUpReport Report, string ReportPath, stri
 /// again.</summary>
 /// <param name="Companions">Changed headers whose additions the fix needs: the module applies them as context.</param>
 public sealed record FileTrial(string Key, FileOutcome Outcome, IReadOnlyList<string> Functions, string? Object,
-    string? Rule, string? Reason,
-    string? Advice, string? Proof, IReadOnlyList<string>? Companions = null);
+    string? Rule, string? Reason, string? Advice, string? Proof, IReadOnlyList<string>? Companions = null);
 
 /// <summary>
 /// <c>kintsugi kernel catch-up</c>: the security content of a newer linux-source version of the running
@@ -80,8 +79,7 @@ public sealed partial class KernelCatchUp(DebianKernelArchive archive, string ca
         var report = new CatchUpReport(kernel.Target.Release.Value, kernel.Target.PackageVersion,
             kernel.Target.BuildId.ToString(),
             from.Source.ToString(), to.Source.ToString(), module, level, [.. versions.Select(v => v.Version)],
-            Totals(files, cves),
-            files, cves, clock.Stages, DateTimeOffset.UtcNow);
+            Totals(files, cves), files, cves, clock.Stages, DateTimeOffset.UtcNow);
         var reportPath = Path.Combine(output, "catch-up.json");
         var textPath = Path.Combine(output, "catch-up.txt");
         AtomicFile.Write(reportPath, report.ToUtf8());
@@ -158,8 +156,7 @@ public sealed partial class KernelCatchUp(DebianKernelArchive archive, string ca
             {
                 progress($"{existing.Module}.ko already holds these {built.Count} file(s): kept");
                 return new KernelBuildResult(BuildOutcome.Built, Path.Combine(directory, existing.Module + ".ko"),
-                    Path.Combine(directory, "manifest.json"),
-                    existing, "kept", []);
+                    Path.Combine(directory, "manifest.json"), existing, "kept", []);
             }
         }
         progress($"linking {built.Count} built file(s) into one module");

@@ -13,8 +13,7 @@ namespace Kintsugi.Kernel.CatchUp;
 /// <param name="Patch">The per-file patch, relative to the difference's directory; null for a binary file.</param>
 /// <param name="Functions">The functions whose text changed, was added or removed (C files and headers).</param>
 public sealed record ChangedFile(string Path, FileChangeKind Kind, string? Patch, string? PatchSha256, int LinesAdded,
-    int LinesRemoved,
-    IReadOnlyList<string> Functions, IReadOnlyList<string> Constructs);
+    int LinesRemoved, IReadOnlyList<string> Functions, IReadOnlyList<string> Constructs);
 
 /// <summary>
 /// The difference between two versions of a kernel line's linux-source, split into one patch per changed
@@ -51,8 +50,7 @@ public sealed partial record SourceDifference(LinuxSourceVersion From, LinuxSour
     /// <summary>The cached difference, or computes it from the two tarballs (a few minutes: each is read
     /// twice).</summary>
     public static async Task<SourceDifference> ComputeAsync(FetchedLinuxSource from, FetchedLinuxSource to,
-        string cacheRoot,
-        Action<string> progress, CancellationToken cancellation = default)
+        string cacheRoot, Action<string> progress, CancellationToken cancellation = default)
     {
         if (from.Source.Package != to.Source.Package)
             throw new CatchUpException($"{from.Source} and {to.Source} are not the same kernel line");
@@ -95,8 +93,7 @@ public sealed partial record SourceDifference(LinuxSourceVersion From, LinuxSour
     /// split as <see cref="ComputeAsync"/> splits it; not cached.
     /// </summary>
     public static async Task<SourceDifference> OfExtractedAsync(LinuxSourceVersion from, LinuxSourceVersion to,
-        string directory,
-        CancellationToken cancellation = default)
+        string directory, CancellationToken cancellation = default)
     {
         string[] Relative(string side) => System.IO.Directory.Exists(System.IO.Path.Combine(directory, side))
             ? [.. System.IO.Directory.EnumerateFiles(System.IO.Path.Combine(directory, side), "*",

@@ -191,8 +191,7 @@ public abstract partial class FixCorpusSpecification<TRun>(TRun run) where TRun 
 
         var lab = await KernelUnderTest.GetAsync(Release);
         var verdict = await new PatchVerification(lab.Lab).RunAsync(Release, result.Module!, fix.Check,
-            TimeSpan.FromMinutes(5),
-            await FixCorpusRun.ModuleFilesAsync(lab.Kernel, [fix], directory.Path));
+            TimeSpan.FromMinutes(5), await FixCorpusRun.ModuleFilesAsync(lab.Kernel, [fix], directory.Path));
         Assert.True(verdict.Verdict == "pass", string.Join('\n', verdict.Steps.Select(s => $"{s.Name}: {s.ExitCode}")
             .Concat(verdict.LogProblems).Concat(verdict.TaintProblems)));
     }
@@ -213,8 +212,7 @@ public sealed class EachFixTheoryAttribute : LineTheoryAttribute
 
 /// <summary>What the one boot of a kernel's corpus run printed, read by section.</summary>
 public sealed class CorpusRunOutcome(LabRunResult run, IReadOnlyList<CorpusFix> fixes, string level1Name,
-    string level2Name, string level2Depends,
-    IReadOnlyList<string> level2StaticCallKeys)
+    string level2Name, string level2Depends, IReadOnlyList<string> level2StaticCallKeys)
 {
     /// <summary>The symbols the key fields of level 2's <c>.static_call_sites</c> relocate against.</summary>
     public IReadOnlyList<string> Level2StaticCallKeys { get; } = level2StaticCallKeys;
@@ -384,8 +382,7 @@ public abstract class FixCorpusRun(KernelRelease release) : IDisposable
             await lab.Lab.RunAsync(new LabRunSpec(release, script.ToString(), files, TimeSpan.FromMinutes(12)));
         Assert.False(result.TimedOut, $"the corpus run on {release} timed out:\n{result.Console}");
         return new CorpusRunOutcome(result, fixes, level1.Manifest!.Module, level2.Manifest.Module,
-            ModuleDepends(level2.Module!),
-            StaticCallKeys(level2.Module!));
+            ModuleDepends(level2.Module!), StaticCallKeys(level2.Module!));
     }
 }
 

@@ -77,8 +77,7 @@ public static class ManifestAssembly
             [.. resolved.Functions.Select(f => f.Record)],
             [.. resolved.Bindings.Select(b => b.Record).OrderBy(r => r.Object, StringComparer.Ordinal)
                 .ThenBy(r => r.Name, StringComparer.Ordinal)],
-            resolved.Fidelity(skipFidelity),
-            KernelPatchBuilder.BuilderVersion, DateTimeOffset.UtcNow, inputs.Signer,
+            resolved.Fidelity(skipFidelity), KernelPatchBuilder.BuilderVersion, DateTimeOffset.UtcNow, inputs.Signer,
         resolved.InertSites.Count > 0 ? resolved.InertSites : null);
 }
 

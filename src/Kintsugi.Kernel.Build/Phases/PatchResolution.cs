@@ -99,8 +99,7 @@ public sealed class PatchResolution
                 functions.Add(new ResolvedFunction(unit.PatchedObject,
                     new KlpFunction(function.Name, resolved.Sympos, function.OutputSymbol!),
                     new ManifestFunction(unit.PatchedObject, function.Name, resolved.Sympos.Value,
-                        resolved.Method.ToString(),
-                        unit.SourcePath)));
+                        resolved.Method.ToString(), unit.SourcePath)));
             }
             var patchedObject = await ShippedAsync(unit.PatchedObject);
             var binder = new ReferenceBinder(unit, ReferenceBinder.PolicyFor(unit, _exports, patchedObject), resolver,

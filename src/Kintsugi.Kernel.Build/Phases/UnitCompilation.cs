@@ -83,8 +83,7 @@ public static class UnitCompilation
     /// kernel: only those that change, since a unit the fix leaves alone is never looked up.
     /// </summary>
     public static async Task CompileOriginalsAsync(BuildTarget target, KernelSourceTree tree,
-        IEnumerable<TranslationUnit> units,
-        StageClock clock, CancellationToken cancellation)
+        IEnumerable<TranslationUnit> units, StageClock clock, CancellationToken cancellation)
     {
         var originals = Originals(target);
         if (originals.Missing(units.DistinctBy(u => u.ObjectPath)) is not { Count: > 0 } missing) return;
@@ -99,8 +98,7 @@ public static class UnitCompilation
     /// kept as soon as it is done, so an interrupted run loses at most one chunk. Returns the units that failed.
     /// </summary>
     public static async Task<IReadOnlyList<TranslationUnit>> PrecompilePristineAsync(BuildTarget target,
-        KernelSourceTree tree,
-        IReadOnlyList<TranslationUnit> units, bool originals, CancellationToken cancellation,
+        KernelSourceTree tree, IReadOnlyList<TranslationUnit> units, bool originals, CancellationToken cancellation,
         Action<string>? progress = null)
     {
         var cache = originals ? Originals(target) : Befores(target);
@@ -114,8 +112,7 @@ public static class UnitCompilation
             await using var pristine = await BuildWorkspace.OpenAsync(tree, cancellation);
             var offset = done;
             failed.AddRange(await cache.CompileAsync(pristine, chunk, originals ? null : DiffCFlags(target),
-                cancellation, keepGoing: true,
-                CompileProgress.Every(missing.Count, progress, offset)));
+                cancellation, keepGoing: true, CompileProgress.Every(missing.Count, progress, offset)));
             done += chunk.Length;
         }
         return failed;

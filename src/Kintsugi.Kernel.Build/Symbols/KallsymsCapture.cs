@@ -27,8 +27,7 @@ public static class KallsymsCapture
     }
 
     private static async Task CaptureAsync(Func<LabMachine> lab, KernelRelease release, string cached,
-        Action<string> progress,
-        CancellationToken cancellation)
+        Action<string> progress, CancellationToken cancellation)
     {
         // One boot per kernel, however many builds (catch-up resolves many files at once) ask at the same time.
         using var captureLock = await CacheLock.AcquireAsync(cached + ".lock", cancellation);

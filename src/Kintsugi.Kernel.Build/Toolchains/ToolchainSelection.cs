@@ -55,8 +55,7 @@ public static class ToolchainSelection
             $"the kernel in {tree} was built with {needed}, but this machine's {needed.Command} is " +
             $"{(host is null ? "not installed" : $"'{host}'")}. " +
             "Build on a machine (or in a container) of the kernel's distribution with exactly that compiler " +
-            "installed; see docs/other-distributions.md",
-            ExitCode.InputRefused);
+            "installed; see docs/other-distributions.md", ExitCode.InputRefused);
     }
 
     /// <summary>The first line of <c>COMMAND --version</c> where the toolchain runs it; null when it does not

@@ -175,8 +175,7 @@ public sealed partial class KbuildUnits
                 built.TryAdd(unit.SourcePath, unit);
             if (stopAtLimit && built.Count > limit)
                 return new HeaderResolution(headerPath, sources.Count,
-                    new UnitResolution.Built(headerPath, [.. built.Values]),
-                    Partial: resolved.Count < sources.Count);
+                    new UnitResolution.Built(headerPath, [.. built.Values]), Partial: resolved.Count < sources.Count);
         }
         if (built.Count > limit)
             return new HeaderResolution(headerPath, sources.Count,

@@ -69,8 +69,7 @@ public static class DwarfCompileUnits
     }
 
     private static string? UnitName(byte[] die, int position, long unitOffset, byte[] abbrev, long abbrevOffset,
-        int addressSize,
-        Dictionary<string, byte[]> strings, SortedList<long, long>? relocations)
+        int addressSize, Dictionary<string, byte[]> strings, SortedList<long, long>? relocations)
     {
         var code = Uleb(die, ref position);
         var at = (int)abbrevOffset;

@@ -395,7 +395,8 @@ public sealed class FixCorpusRun510() : FixCorpusRun(TestKernels.Debian11Cloud51
 public sealed class FixCorpusRunDebian13() : FixCorpusRun(TestKernels.Debian13Cloud612);
 
 [Collection("6.1 cloud kernel")]
-public sealed class FixCorpusOn61(FixCorpusRun61 run) : FixCorpusSpecification<FixCorpusRun61>(run),
+public sealed class FixCorpusOn61CloudKernel(FixCorpusRun61 run)
+    : FixCorpusSpecification<FixCorpusRun61>(run),
     IClassFixture<FixCorpusRun61>
 {
     protected override KernelRelease Release => TestKernels.Debian12Cloud61;
@@ -403,14 +404,16 @@ public sealed class FixCorpusOn61(FixCorpusRun61 run) : FixCorpusSpecification<F
 }
 
 [Collection("6.12 cloud kernel")]
-public sealed class FixCorpusOn612(FixCorpusRun612 run) : FixCorpusSpecification<FixCorpusRun612>(run),
+public sealed class FixCorpusOn612CloudKernel(FixCorpusRun612 run)
+    : FixCorpusSpecification<FixCorpusRun612>(run),
     IClassFixture<FixCorpusRun612>
 {
     protected override KernelRelease Release => TestKernels.Debian12Cloud612;
 }
 
 [Collection("5.10 cloud kernel"), BuildRootLine]
-public sealed class FixCorpusOn510(FixCorpusRun510 run) : FixCorpusSpecification<FixCorpusRun510>(run),
+public sealed class FixCorpusOn510CloudKernel(FixCorpusRun510 run)
+    : FixCorpusSpecification<FixCorpusRun510>(run),
     IClassFixture<FixCorpusRun510>
 {
     protected override KernelRelease Release => TestKernels.Debian11Cloud510;
@@ -419,7 +422,8 @@ public sealed class FixCorpusOn510(FixCorpusRun510 run) : FixCorpusSpecification
 }
 
 [Collection("Debian 13 6.12 cloud kernel"), BuildRootLine]
-public sealed class FixCorpusOnDebian13(FixCorpusRunDebian13 run) : FixCorpusSpecification<FixCorpusRunDebian13>(run),
+public sealed class FixCorpusOnDebian13CloudKernel(FixCorpusRunDebian13 run)
+    : FixCorpusSpecification<FixCorpusRunDebian13>(run),
     IClassFixture<FixCorpusRunDebian13>
 {
     protected override KernelRelease Release => TestKernels.Debian13Cloud612;

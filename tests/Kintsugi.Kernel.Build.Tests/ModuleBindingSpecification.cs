@@ -147,7 +147,9 @@ public abstract partial class ModuleBindingSpecification(KernelRelease release)
 }
 
 [Collection("6.1 cloud kernel")]
-public sealed class ModuleBindingOn61() : ModuleBindingSpecification(TestKernels.Debian12Cloud61);
+public sealed class ModuleBindingOn61CloudKernel()
+    : ModuleBindingSpecification(TestKernels.Debian12Cloud61);
 
 [Collection("6.12 cloud kernel")]
-public sealed class ModuleBindingOn612() : ModuleBindingSpecification(TestKernels.Debian12Cloud612);
+public sealed class ModuleBindingOn612CloudKernel()
+    : ModuleBindingSpecification(TestKernels.Debian12Cloud612);

@@ -124,7 +124,7 @@ public sealed class SourcePatchSpecification
 
 /// <summary>kpatch's corpus states that every patch applies cleanly to Debian's linux-source 6.1.192.</summary>
 [Collection("6.1 cloud kernel")]
-public sealed class CorpusAppliesToThePreparedTree
+public sealed class KpatchCorpusSourceSpecification
 {
     [Fact]
     public async Task Every_corpus_patch_applies_to_the_6_1_source_and_fuzz_is_reported()

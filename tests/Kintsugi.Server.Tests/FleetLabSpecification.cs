@@ -272,13 +272,8 @@ public sealed class FleetLabSpecification(ITestOutputHelper output) : IDisposabl
 
     private static (int Code, string Output) Run(string file, params string[] args)
     {
-        var start = new ProcessStartInfo(file) { RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (var a in args) start.ArgumentList.Add(a);
-        using var process = Process.Start(start)!;
-        var error = process.StandardError.ReadToEndAsync();
-        var text = process.StandardOutput.ReadToEnd();
-        process.WaitForExit();
-        return (process.ExitCode, text + error.Result);
+        var result = ExternalCommand.Run(file, args);
+        return (result.ExitCode, result.StandardOutput + result.StandardError);
     }
 
     private static HttpClient Client(ServerProcess server, string ca)

@@ -14,7 +14,7 @@ namespace Kintsugi.Kernel.Build.Units;
 public sealed record TranslationUnit(string SourcePath, string ObjectPath, string PatchedObject,
     string? ListedAs = null)
 {
-    public bool IsVmlinux => PatchedObject == "vmlinux";
+    public bool IsVmlinux => PatchedObject == KernelObjectNames.Vmlinux;
 
     /// <summary>
     /// The goal that makes kbuild compile the unit with the flags of the Makefile that lists it: make descends
@@ -229,7 +229,8 @@ public sealed partial class KbuildUnits
 
         // A few objects are compiled and linked by the final link steps, not from an object list.
         if (NamedBy("scripts/link-vmlinux.sh", objectPath))
-            return new UnitResolution.Built(sourcePath, [new TranslationUnit(sourcePath, objectPath, "vmlinux")]);
+            return new UnitResolution.Built(sourcePath,
+                [new TranslationUnit(sourcePath, objectPath, KernelObjectNames.Vmlinux)]);
         var evaluated = new List<string>();
         string? failed = null, nearest = null;
         // kbuild lists an object in its own directory's Makefile or in an enclosing one (kvm-amd-y += svm/svm.o).
@@ -337,7 +338,7 @@ public sealed partial class KbuildUnits
         var listedAs = objectPath.StartsWith(listing + "/", StringComparison.Ordinal) || listing.Length == 0
             ? null : listing + "/" + Path.GetRelativePath(listing, objectPath);
         return new UnitResolution.Built(sourcePath,
-            [new TranslationUnit(sourcePath, objectPath, placement.Module ?? "vmlinux", listedAs)]);
+            [new TranslationUnit(sourcePath, objectPath, placement.Module ?? KernelObjectNames.Vmlinux, listedAs)]);
     }
 
     private sealed record DescentResult(char State, NotBuiltProof? NotBuilt, string? Unresolved);

@@ -14,15 +14,14 @@ namespace Kintsugi.Server.Tests;
 /// </summary>
 public sealed class AgentReenrollmentSpecification : IDisposable
 {
-    private readonly string _machine = Directory.CreateTempSubdirectory("kintsugi-reenroll-").FullName;
+    private readonly TemporaryDirectory _machine = new();
     private readonly List<string> _log = [];
 
-    public void Dispose() => Directory.Delete(_machine, recursive: true);
+    public void Dispose() => _machine.Dispose();
 
-    private MachinePaths Paths => new(Path.Combine(_machine, "state"), Path.Combine(_machine, "etc"),
-        Path.Combine(_machine, "run"), Path.Combine(_machine, "systemd"));
+    private MachinePaths Paths => new(_machine["state"], _machine["etc"], _machine["run"], _machine["systemd"]);
 
-    private string Credential => File.ReadAllText(Path.Combine(_machine, "state", "agent", "credential")).Trim();
+    private string Credential => File.ReadAllText(Path.Combine(_machine.Path, "state", "agent", "credential")).Trim();
 
     /// <summary>The agent as configured on a machine: the server's URL, a token, and the server's tls/server.crt as
     /// server-ca.</summary>
@@ -32,7 +31,7 @@ public sealed class AgentReenrollmentSpecification : IDisposable
             Server = server.BaseAddress,
             EnrollmentToken = token,
             ServerCertificate = serverCa ?? Path.Combine(server.Options.DataDirectory, "tls", "server.crt"),
-            TrustStore = Path.Combine(_machine, "trust"),
+            TrustStore = _machine["trust"],
             Settle = TimeSpan.Zero,
         }, Paths, line => { lock (_log) _log.Add(line); });
 
@@ -191,10 +190,10 @@ public sealed class AgentReenrollmentSpecification : IDisposable
         try
         {
             // Where /etc/machine-id is empty the agent keeps its own id in its state directory: copy that instead.
-            if (File.Exists(Path.Combine(_machine, "state", "agent", "machine-id")))
+            if (File.Exists(Path.Combine(_machine.Path, "state", "agent", "machine-id")))
             {
                 Directory.CreateDirectory(Path.Combine(other, "state", "agent"));
-                File.Copy(Path.Combine(_machine, "state", "agent", "machine-id"),
+                File.Copy(Path.Combine(_machine.Path, "state", "agent", "machine-id"),
                     Path.Combine(other, "state", "agent", "machine-id"));
             }
             var impostor = new MachineAgent(new AgentConfig

@@ -16,6 +16,37 @@ public sealed record AgentCheckResult(bool UpToDate, string State, int? AppliedL
 
 public sealed partial class MachineAgent
 {
+    /// <summary>The longest pause between two attempts of <see cref="CheckPatientlyAsync"/>.</summary>
+    public static readonly TimeSpan PatientRetryCap = TimeSpan.FromSeconds(30);
+
+    /// <summary>
+    /// <see cref="CheckAsync"/>, waiting up to <paramref name="patience"/> for a server that cannot be reached yet
+    /// or is busy (a machine whose network comes up late, a fleet enrolling at once): each attempt that fails so is
+    /// retried with backoff. A refusal (the token, the credential, the server's certificate) fails at once.
+    /// </summary>
+    public async Task<AgentCheckResult> CheckPatientlyAsync(TimeSpan patience, CancellationToken cancellation)
+    {
+        var deadline = DateTime.UtcNow + patience;
+        var backoff = new Backoff(PatientRetryCap);
+        while (true)
+        {
+            try { return await CheckAsync(cancellation); }
+            catch (ServerUnavailableException e)
+            {
+                var remaining = deadline - DateTime.UtcNow;
+                if (remaining <= TimeSpan.Zero)
+                    throw new ServerUnavailableException(
+                        $"{e.Message} (still so after waiting {patience.TotalSeconds:0} s; the agent, once started, " +
+                        "keeps retrying)", e.RetryAfter, e);
+                var delay = backoff.Next(e.RetryAfter);
+                if (delay > remaining) delay = remaining;
+                _log($"{e.Message}; retrying in {delay.TotalSeconds:0} s (attempt {backoff.Failures + 1}, giving up " +
+                     $"in {remaining.TotalSeconds:0} s)");
+                await Task.Delay(delay, cancellation);
+            }
+        }
+    }
+
     /// <summary>
     /// Asks the source which release this exact kernel should run (a check-in, or the offline directory's
     /// best verified bundle) and compares it with what is applied, without applying anything.

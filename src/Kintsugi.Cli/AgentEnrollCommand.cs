@@ -44,13 +44,20 @@ internal static class AgentEnrollCommand
             Description = "Where to write the agent's configuration",
             DefaultValueFactory = _ => AgentConfig.DefaultPath
         };
+        var wait = new Option<string>("--wait")
+        {
+            Description =
+            "How long to keep trying while the server cannot be reached or is busy (network not up yet, a fleet " +
+            "enrolling at once): s, m or h; 0 tries once",
+            DefaultValueFactory = _ => "5m"
+        };
         var noStart = new Option<bool>("--no-start")
         { Description = "Write and enroll, but do not enable or start kintsugi-agent.service" };
         var json = Cli.Json();
         var command = new Command("enroll",
             "Write the agent's configuration and trust, enroll this machine with the server, enable and start the " +
             "agent, and print where the machine stands")
-            { server, tokenFile, ca, trust, config, noStart, json };
+            { server, tokenFile, ca, trust, config, wait, noStart, json };
         command.WithExamples(
             "kintsugi agent enroll --server https://patches.example.net:8443 --token-file /root/enroll.token --ca " +
             "server.crt --trust publisher.pub",
@@ -68,6 +75,7 @@ internal static class AgentEnrollCommand
             var token = ReadToken(parse.GetValue(tokenFile)!.FullName);
             var caPem = parse.GetValue(ca) is { } caFile ? ReadCertificates(caFile.FullName) : null;
             var keys = (parse.GetValue(trust) ?? []).Select(f => PublisherPublicKey.Load(f.FullName)).ToList();
+            var patience = AgentConfig.ParseDuration(parse.GetValue(wait)!, "--wait", 0, TimeSpan.Zero);
 
             // 2. Configuration and trust.
             var trustDirectory = Path.Combine(directory, "trust");
@@ -89,7 +97,7 @@ internal static class AgentEnrollCommand
             var settings = AgentConfig.Load(configPath);
             var agent = new MachineAgent(settings, MachinePaths.Default, quiet ? _ => { }
             : message => Cli.Progress(message));
-            var check = await agent.CheckAsync(CancellationToken.None);
+            var check = await agent.CheckPatientlyAsync(patience, CancellationToken.None);
 
             // 4. The service.
             var service = parse.GetValue(noStart) ? "not started (--no-start)" : StartAgent(configPath);

@@ -111,6 +111,47 @@ public sealed class ServerModeSpecification : IDisposable
         Assert.Single(_server.Requests, r => r.PathAndQuery == ProtocolPaths.Enroll);
     }
 
+    /// <summary>Serves as <see cref="Serve"/>, but answers the first <paramref name="busy"/> enrollments 503.</summary>
+    private void ServeAfterBusy(int busy)
+    {
+        Serve(null);
+        var serve = _server.Handler;
+        var refused = 0;
+        _server.Handler = r => r.PathAndQuery == ProtocolPaths.Enroll && Interlocked.Increment(ref refused) <= busy
+            ? new(503, FakeServer.Problem(503, "enrolling too many machines, come back later"))
+            : serve(r);
+    }
+
+    [Fact]
+    public async Task A_first_check_waits_out_a_busy_server_and_enrolls_when_it_answers()
+    {
+        ServeAfterBusy(2);
+        var check = await Agent().CheckPatientlyAsync(TimeSpan.FromMinutes(2), default);
+        Assert.True(check.UpToDate, check.Detail);
+        Assert.Equal(3, _server.Requests.Count(r => r.PathAndQuery == ProtocolPaths.Enroll));
+        Assert.Equal(2, _log.Count(line => line.Contains("retrying in", StringComparison.Ordinal)));
+    }
+
+    [Fact]
+    public async Task A_first_check_gives_up_on_a_server_still_busy_when_the_wait_is_over()
+    {
+        ServeAfterBusy(int.MaxValue);
+        var refused = await Assert.ThrowsAsync<ServerUnavailableException>(
+            () => Agent().CheckPatientlyAsync(TimeSpan.Zero, default));
+        Assert.Contains("after waiting 0 s", refused.Message);
+        Assert.Single(_server.Requests, r => r.PathAndQuery == ProtocolPaths.Enroll);
+    }
+
+    [Fact]
+    public async Task A_first_check_with_a_token_the_server_refuses_fails_at_once_without_waiting()
+    {
+        Serve(null);
+        var refused = await Assert.ThrowsAsync<AgentException>(
+            () => Agent(token: "ket_unknown").CheckPatientlyAsync(TimeSpan.FromMinutes(5), default));
+        Assert.Contains("refused the enrollment token", refused.Message);
+        Assert.Single(_server.Requests, r => r.PathAndQuery == ProtocolPaths.Enroll);
+    }
+
     [Fact]
     public async Task A_bundle_signed_for_another_build_is_refused_reported_and_nothing_is_installed()
     {

@@ -254,7 +254,7 @@ internal static class ServerCommands
                 var r = result.Release;
                 if (!parse.GetValue(json))
                     Console.WriteLine($"{(result.Created ? "published" : "already published")} {r.Id}: " +
-                                      $"{r.KernelRelease} level {r.Level} in " +
+                                      $"{r.Target()} level {r.Level} in " +
                                       $"{Show(r.Channels.FirstOrDefault()?.Channel)}");
             }
             if (parse.GetValue(json)) Print<IReadOnlyList<PublishResult>>(results, Types.IReadOnlyListPublishResult);
@@ -266,18 +266,19 @@ internal static class ServerCommands
     private static Command Releases()
     {
         var json = Cli.Json();
-        var build = new Option<string?>("--build") { Description = "Only this kernel build-id" };
-        var command = new Command("releases", "List releases: kernel, level, channels, health, revocation")
-            { json, build };
+        var build = new Option<string?>("--build")
+        { Description = "Only this build-id (a kernel's or a user-space object's)" };
+        var command = new Command("releases",
+            "List releases: target (kernel or user-space object), level, channels, health, revocation") { json, build };
         command.Action = Cli.Run(async parse =>
         {
             using var api = Connect(parse);
             var query = parse.GetValue(build) is { } b ? $"?build={Escape(b)}" : "";
             var list = await api.GetAsync("/api/v1/releases" + query, Types.IReadOnlyListReleaseView);
             if (parse.GetValue(json)) { Print(list, Types.IReadOnlyListReleaseView); return 0; }
-            var table = Tables.Create("release", "kernel", "level", "channels", "applied", "failed", "status");
+            var table = Tables.Create("release", "target", "level", "channels", "applied", "failed", "status");
             foreach (var r in list)
-                table.Row(r.Id, r.KernelRelease, Show(r.Level), string.Join(",", r.Channels.Select(c => c.Channel)),
+                table.Row(r.Id, r.Target(), Show(r.Level), string.Join(",", r.Channels.Select(c => c.Channel)),
                     Show(r.Health.Applied),
                     Show(r.Health.Failed), r.Revoked is { } revoked ? $"revoked: {revoked.Reason}" : "active");
             Tables.Write(table);
@@ -328,7 +329,7 @@ internal static class ServerCommands
                 $"/api/v1/releases/{Escape(parse.GetValue(release)!)}/revoke",
                 new RevokeRequest(parse.GetValue(reason)!), Types.RevokeRequest, Types.ReleaseView);
             if (parse.GetValue(json)) Print(result, Types.ReleaseView);
-            else Console.WriteLine($"{result.Id} revoked ({result.KernelRelease} level {result.Level})");
+            else Console.WriteLine($"{result.Id} revoked ({result.Target()} level {result.Level})");
             return 0;
         });
         return command;
@@ -340,8 +341,8 @@ internal static class ServerCommands
         { Description = "Signed release metadata (kintsugi bundle metadata)" };
         var json = Cli.Json();
         var publish = new Command("publish",
-            "Store the publisher's signed release metadata for its kernel build; the levels it revokes are revoked " +
-            "fleet-wide and agents receive it at their next check-in") { file, json };
+            "Store the publisher's signed release metadata for its kernel build or user-space object; the levels it " +
+            "revokes are revoked fleet-wide and agents receive it at their next check-in") { file, json };
         publish.Action = Cli.Run(async parse =>
         {
             var path = parse.GetValue(file)!;
@@ -351,7 +352,7 @@ internal static class ServerCommands
             var m = await api.SendAsync(HttpMethod.Post, "/api/v1/metadata", request, Types.ReleaseMetadataRequest,
                 Types.ReleaseMetadataView);
             if (parse.GetValue(json)) Print(m, Types.ReleaseMetadataView);
-            else Console.WriteLine($"release metadata version {m.Version} for {m.KernelRelease} ({m.BuildId}): " +
+            else Console.WriteLine($"release metadata version {m.Version} for {m.Target()} ({m.BuildId}): " +
                                    $"current level {m.CurrentLevel}, minimum {m.MinimumLevel}, revoked " +
                                    $"[{string.Join(",", m.RevokedLevels)}]; releases revoked now: " +
                                    $"{m.RevokedReleases.Count}");
@@ -709,7 +710,8 @@ internal static class ServerCommands
     {
         var output = new Option<FileInfo>("--output", "-o")
         { Description = "The archive to write (tar)", Required = true };
-        var build = new Option<string?>("--build") { Description = "Only this kernel build-id" };
+        var build = new Option<string?>("--build")
+        { Description = "Only this build-id (a kernel's or a user-space object's)" };
         var command = new Command("export",
             "Export the good releases' signed bundles to a file, for an air-gapped server") { output, build };
         command.Action = Cli.Run(async parse =>

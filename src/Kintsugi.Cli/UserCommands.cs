@@ -219,8 +219,18 @@ internal static class UserCommands
                 "by " +
                 "content) and read its build flags from debian/rules"
         };
+        var dsc = new Option<FileInfo?>("--dsc")
+        {
+            Description = "A source package obtained elsewhere (its .dsc, the files it names beside it): unpacked, " +
+                "cached by content and configured as a fetched one"
+        };
         var fix = new Option<FileInfo>("--fix")
         { Description = "The fix, a unified diff against the source tree (patch -p1)", Required = true };
+        var fixedObject = new Option<FileInfo?>("--fixed-object")
+        {
+            Description = "A build of the same object that carries the fix (the distribution's security update): " +
+                "each replaced function's new code must equal its code"
+        };
         var flags = new Option<string?>("--cflags")
         {
             Description = "The compiler flags the distribution used; default: dpkg-buildflags' CPPFLAGS and CFLAGS " +
@@ -242,7 +252,7 @@ internal static class UserCommands
         var json = Cli.Json();
         var command = new Command("build",
             "Build a user-space patch for one exact object from a source fix, proven against the shipped code")
-            { obj, source, package, fix, flags, directory, name, output, installDependencies, json };
+            { obj, source, package, dsc, fix, fixedObject, flags, directory, name, output, installDependencies, json };
         command.Action = Cli.Run(async parse =>
         {
             var fixFile = parse.GetValue(fix)!;
@@ -250,20 +260,19 @@ internal static class UserCommands
             string tree;
             IReadOnlyList<string>? packageFlags = null;
             Kintsugi.User.Build.ConfiguredSource? configured = null;
-            if (parse.GetValue(source) is { } given)
-            {
-                if (parse.GetValue(package) is not null)
-                    throw new UsageException("give --source or --package, not both");
-                tree = given.FullName;
-            }
+            if (new object?[] { parse.GetValue(source), parse.GetValue(package), parse.GetValue(dsc) }
+                .Count(o => o is not null) > 1)
+                throw new UsageException("give one of --source, --package and --dsc");
+            if (parse.GetValue(source) is { } given) tree = given.FullName;
             else
             {
-                var wanted = parse.GetValue(package) is { } text ? Kintsugi.User.Build.SourcePackage.Parse(text)
-                    : await OwningPackage(parse.GetValue(obj)!.FullName);
-                var prepared =
-                    await new Kintsugi.User.Build.DebianSource(Kintsugi.User.Build.DebianSource.DefaultCacheRoot,
-                    Cli.Progress).PrepareAsync(wanted);
-                Cli.Progress($"source of {wanted}: {prepared.Tree}");
+                var debian = new Kintsugi.User.Build.DebianSource(Kintsugi.User.Build.DebianSource.DefaultCacheRoot,
+                    Cli.Progress);
+                var prepared = parse.GetValue(dsc) is { } local ? await debian.PrepareLocalAsync(local.FullName)
+                    : await debian.PrepareAsync(parse.GetValue(package) is { } text
+                        ? Kintsugi.User.Build.SourcePackage.Parse(text)
+                        : await OwningPackage(parse.GetValue(obj)!.FullName));
+                Cli.Progress($"source of {prepared.Package}: {prepared.Tree}");
                 (tree, packageFlags) = (prepared.Tree, prepared.CompilerFlags);
                 // Given flags mean the user knows how the units compile; otherwise the package's build says it.
                 if (parse.GetValue(flags) is null)
@@ -279,7 +288,8 @@ internal static class UserCommands
                 new Kintsugi.User.Build.UserBuildRequest(parse.GetValue(obj)!.FullName, tree, fixFile.FullName,
                 cflags.Split(' ', StringSplitOptions.RemoveEmptyEntries), patchName, parse.GetValue(output)?.FullName
                     ?? Path.GetFullPath(patchName + ".kup.json"),
-                WorkingDirectory: parse.GetValue(directory)!, Configured: configured);
+                WorkingDirectory: parse.GetValue(directory)!, Configured: configured,
+                FixedObjectPath: parse.GetValue(fixedObject)?.FullName);
             var result = await new Kintsugi.User.Build.UserPatchBuilder(Cli.Progress).BuildAsync(request);
             if (parse.GetValue(json)) { Cli.WriteJson(result, UserCliJson.Default.UserBuildResult); return 0; }
             Console.WriteLine($"{result.OutputPath}: replaces {string.Join(", ", result.Functions)} in build-id " +

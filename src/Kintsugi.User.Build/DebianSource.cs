@@ -64,7 +64,12 @@ public sealed class DebianSource(string cacheRoot, Action<string>? progress = nu
 
     /// <summary>Fetches (once) and unpacks (once per content) the source of <paramref name="package"/>, and reads its
     /// build flags.</summary>
-    public async Task<PreparedSource> PrepareAsync(SourcePackage package, CancellationToken cancellation = default)
+    public async Task<PreparedSource> PrepareAsync(SourcePackage package, CancellationToken cancellation = default) =>
+        await UnpackAsync(package, await FetchAsync(package, cancellation), cancellation);
+
+    /// <summary>Fetches (once) the source package of <paramref name="package"/>; returns its .dsc, the files it names
+    /// beside it.</summary>
+    public async Task<string> FetchAsync(SourcePackage package, CancellationToken cancellation = default)
     {
         var download =
             Path.Combine(cacheRoot, "user", "sources", $"{package.Name}_{package.Version.Replace(':', '%')}");
@@ -75,6 +80,29 @@ public sealed class DebianSource(string cacheRoot, Action<string>? progress = nu
             dsc = Directory.GetFiles(download, "*.dsc").SingleOrDefault()
                 ?? await DownloadAsync(package, download, cancellation);
         }
+        return dsc;
+    }
+
+    /// <summary>
+    /// A source package obtained elsewhere (its .dsc with the files it names beside it: a local mirror, an air-gapped
+    /// copy, the security suite's source fetched by hand), unpacked (once per content, like a fetched one; dpkg-source
+    /// checks every file against the .dsc's checksums) and its build flags read.
+    /// </summary>
+    public async Task<PreparedSource> PrepareLocalAsync(string dscPath, CancellationToken cancellation = default)
+    {
+        if (!File.Exists(dscPath)) throw new UserBuildException($"{dscPath} does not exist", ExitCode.NotFound);
+        var fields = await File.ReadAllTextAsync(dscPath, cancellation);
+        var name = Regex.Match(fields, @"^Source:\s*(\S+)\s*$", RegexOptions.Multiline);
+        var version = Regex.Match(fields, @"^Version:\s*(\S+)\s*$", RegexOptions.Multiline);
+        if (!name.Success || !version.Success)
+            throw new UserBuildException($"{dscPath} is not a Debian source control file (.dsc): it has no Source " +
+                "or Version field", ExitCode.InputRefused);
+        return await UnpackAsync(SourcePackage.Parse($"{name.Groups[1].Value}={version.Groups[1].Value}"),
+            Path.GetFullPath(dscPath), cancellation);
+    }
+
+    private async Task<PreparedSource> UnpackAsync(SourcePackage package, string dsc, CancellationToken cancellation)
+    {
         var key = Convert.ToHexStringLower(SHA256.HashData(await File.ReadAllBytesAsync(dsc, cancellation)));
         var entry = Path.Combine(cacheRoot, "user", "trees", key);
         var tree = Path.Combine(entry, "tree");
@@ -97,8 +125,9 @@ public sealed class DebianSource(string cacheRoot, Action<string>? progress = nu
     }
 
     /// <summary>
-    /// A binary package of bookworm main at an exact version, downloaded (once) through the private apt state and
-    /// unpacked into its own root in the cache: the shipped objects of a version that is not installed here.
+    /// A binary package of bookworm main or bookworm-security at an exact version, downloaded (once) through the
+    /// private apt state and unpacked into its own root in the cache: the shipped objects of a version that is not
+    /// installed here.
     /// </summary>
     /// <returns>The root the package is unpacked into (its files under their installed paths).</returns>
     public async Task<string> UnpackBinaryAsync(SourcePackage binary, CancellationToken cancellation = default)
@@ -120,7 +149,7 @@ public sealed class DebianSource(string cacheRoot, Action<string>? progress = nu
             var deb = Directory.GetFiles(entry, "*.deb").SingleOrDefault();
             if (!fetched.Succeeded || deb is null)
                 throw new UserBuildException($"apt-get download {binary} failed: {fetched.StandardError.Trim()} (is " +
-                    $"{binary.Version} the version in bookworm main?)", ExitCode.NotFound);
+                    $"{binary.Version} a version in bookworm main or bookworm-security?)", ExitCode.NotFound);
             if (Directory.Exists(root)) Directory.Delete(root, recursive: true);
             var unpacked = await ExternalCommand.RunAsync("dpkg-deb", ["-x", deb, root], entry,
                 cancellation: cancellation);
@@ -163,9 +192,18 @@ public sealed class DebianSource(string cacheRoot, Action<string>? progress = nu
                 "bookworm main\n" +
                 "deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian " +
                 "bookworm main\n", cancellation);
+        // The security suite's binaries: the shipped objects of a security update (its sources do not download
+        // here). Added beside a private state made before it was, whose lists are then fetched again.
+        var security = Path.Combine(AptDirectory, "sources.list.d", "bookworm-security.list");
+        var added = !File.Exists(security);
+        if (added)
+            await File.WriteAllTextAsync(security,
+                "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://security.debian.org/" +
+                "debian-security bookworm-security main\n", cancellation);
         var lists = Directory.GetFiles(Path.Combine(AptDirectory, "lists"), "*Sources*");
-        if (lists.Length > 0 && lists.All(l => DateTime.UtcNow - File.GetLastWriteTimeUtc(l) < ListsLifetime)) return;
-        progress?.Invoke("updating the private package lists (bookworm main, with sources)");
+        if (!added && lists.Length > 0
+            && lists.All(l => DateTime.UtcNow - File.GetLastWriteTimeUtc(l) < ListsLifetime)) return;
+        progress?.Invoke("updating the private package lists (bookworm main with sources, bookworm-security)");
         var updated =
             await ExternalCommand.RunAsync("apt-get", [.. AptOptions, "-qq", "update"], cancellation: cancellation);
         if (!updated.Succeeded) throw new UserBuildException($"apt-get update (private state {AptDirectory}) failed: " +

@@ -8,11 +8,19 @@ namespace Kintsugi.User.Build;
 /// How the package's own build compiles one unit: the compiler's arguments (the compiler first, the unit named as the
 /// build names it, <c>-o</c> and dependency-file options left out) and where it runs, relative to the source tree.
 /// </summary>
-/// <param name="Output">The object the build makes from it (its make target), when the command names one.</param>
-public sealed record UnitCommand(string Directory, IReadOnlyList<string> Arguments, string? Output = null)
+/// <param name="Output">The object the build makes from it (its make or ninja target), when the command names
+/// one.</param>
+/// <param name="Tool">What runs the build in <paramref name="Directory"/>'s build directory: it makes
+/// <paramref name="Output"/> when the unit needs what the build generates.</param>
+public sealed record UnitCommand(string Directory, IReadOnlyList<string> Arguments, string? Output = null,
+    BuildTool Tool = BuildTool.Make)
 {
     public override string ToString() => $"(in {Directory}) {string.Join(' ', Arguments)}";
 }
+
+/// <summary>What runs a configured build: make (autotools, plain makefiles, CMake's default makefiles) or ninja (meson,
+/// CMake with its Ninja generator).</summary>
+public enum BuildTool { Make, Ninja }
 
 /// <summary>
 /// A source tree configured as the package's build configures it, and how that build compiles each of its units.
@@ -27,7 +35,8 @@ public sealed class ConfiguredSource(string tree, IReadOnlyList<UnitCommand> com
 
     /// <summary>
     /// Makes what the build makes before it compiles the unit, by the build's own rule for the unit's object (run once
-    /// in the configured tree): the headers a build generates for some units only (OpenSSL's buildinf.h, for one).
+    /// in the configured tree): the headers a build generates for some units only (OpenSSL's buildinf.h, for one; with
+    /// ninja, every header meson or CMake generates is an order-only input of the objects that need it).
     /// </summary>
     public async Task MakePrerequisitesAsync(UnitCommand command, Action<string>? progress,
         CancellationToken cancellation = default)
@@ -40,8 +49,9 @@ public sealed class ConfiguredSource(string tree, IReadOnlyList<UnitCommand> com
             if (File.Exists(Path.Combine(directory, command.Output))) return;
             progress?.Invoke($"making {command.Output} in {command.Directory} as the package's build does (once): " +
                 "it generates what the unit needs");
-            var made = await ExternalCommand.RunAsync("make", [command.Output], directory, cancellation: cancellation);
-            if (!made.Succeeded) progress?.Invoke($"make {command.Output} failed: " +
+            var tool = command.Tool == BuildTool.Ninja ? "ninja" : "make";
+            var made = await ExternalCommand.RunAsync(tool, [command.Output], directory, cancellation: cancellation);
+            if (!made.Succeeded) progress?.Invoke($"{tool} {command.Output} failed: " +
                 $"{string.Join('\n', made.StandardError.Trim().Split('\n').TakeLast(5))}");
         }
     }
@@ -66,8 +76,9 @@ public sealed class ConfiguredSource(string tree, IReadOnlyList<UnitCommand> com
 /// under its debian/rules with the build flags dh gives override targets), <b>generate</b> the headers the build
 /// generates before compiling (the known generated-header targets: OpenSSL's <c>build_generated</c>, PostgreSQL's
 /// <c>generated-headers</c>), and <b>plan</b>: the build's compile commands, read from a dry run of <c>make all</c> in
-/// each configured build directory (nothing is compiled). A configuration that fails leaves no tree behind: the
-/// next attempt unpacks afresh.
+/// each configured make build directory, or from ninja's compilation database (<c>ninja -t compdb</c>) in each ninja
+/// build directory (meson's, CMake's with Ninja); nothing is compiled. A configuration that fails leaves no tree
+/// behind: the next attempt unpacks afresh.
 /// </summary>
 public sealed class SourceConfigurator(Action<string>? progress = null)
 {
@@ -92,23 +103,30 @@ public sealed class SourceConfigurator(Action<string>? progress = null)
             await CheckBuildDependenciesAsync(source, installBuildDependencies, cancellation);
             try
             {
-                var before = TopDirectories(source.Tree);
+                var before = CandidateDirectories(source.Tree);
                 await ConfigureTreeAsync(source, cancellation);
                 var buildDirectories = BuildDirectories(source.Tree, before);
                 if (buildDirectories.Count == 0) throw new UserBuildException($"configuring {source.Package} made no " +
-                    $"makefile in {source.Tree}: its build is not make-based; give --source with a configured tree " +
-                    "and --cflags", ExitCode.InputRefused);
-                foreach (var directory in buildDirectories) await GenerateHeadersAsync(directory, cancellation);
+                    $"makefile and no build.ninja in {source.Tree} (nor in a directory the configure step created): " +
+                    "its build is neither make- nor ninja-based; give --source with a configured tree and --cflags",
+                    ExitCode.InputRefused);
                 var commands = new List<UnitCommand>();
-                foreach (var directory in buildDirectories)
-                    commands.AddRange(await PlanAsync(source.Tree, directory, cancellation));
-                if (commands.Count == 0) throw new UserBuildException($"a dry run of the build of {source.Package} " +
-                    $"in {string.Join(", ", buildDirectories)} shows no C compilation", ExitCode.InputRefused);
+                foreach (var (directory, tool) in buildDirectories)
+                {
+                    if (tool == BuildTool.Make) await GenerateHeadersAsync(directory, cancellation);
+                    commands.AddRange(tool == BuildTool.Ninja ? await PlanNinjaAsync(source.Tree, directory,
+                        cancellation) : await PlanAsync(source.Tree, directory, cancellation));
+                }
+                if (commands.Count == 0) throw new UserBuildException($"the build of {source.Package} in " +
+                    $"{string.Join(", ", buildDirectories.Select(d => d.Directory))} shows no C compilation",
+                    ExitCode.InputRefused);
                 await File.WriteAllTextAsync(commandsPath,
                     JsonSerializer.Serialize(commands, UserBuildJson.Default.ListUnitCommand), cancellation);
                 await File.WriteAllTextAsync(Path.Combine(entry, Stamp), $"{source.Package}\n", cancellation);
+                var where = buildDirectories.Select(d =>
+                    $"{Path.GetRelativePath(source.Tree, d.Directory)} ({d.Tool.ToString().ToLowerInvariant()})");
                 progress?.Invoke($"configured {source.Package}: {commands.Count} compile commands in " +
-                    $"{string.Join(", ", buildDirectories.Select(d => Path.GetRelativePath(source.Tree, d)))}");
+                    $"{string.Join(", ", where)}");
                 return new ConfiguredSource(source.Tree, commands);
             }
             catch
@@ -170,26 +188,47 @@ public sealed class SourceConfigurator(Action<string>? progress = null)
         progress?.Invoke($"configuring {source.Package} as its build does: {string.Join("; ",
             steps.Take(configure + 1))}");
         var log = Path.Combine(Path.GetDirectoryName(source.Tree)!, "configure.log");
+        // dh runs an arch-only sequence's steps and overrides with -a in DH_INTERNAL_OPTIONS: dh_listpackages, which
+        // rules files read (glib's asks it whether to configure the -doc package's gtk-doc), then names only the
+        // architecture-dependent packages, as in Debian's own arch-only build.
         var configured = await ExternalCommand.RunAsync("make", ["-f", wrapper, "kintsugi-configure"], source.Tree,
-            cancellation: cancellation);
+            new Dictionary<string, string> { ["DH_INTERNAL_OPTIONS"] = "-a" }, cancellation: cancellation);
         await File.WriteAllTextAsync(log, configured.StandardOutput + configured.StandardError, cancellation);
         if (!configured.Succeeded) throw new UserBuildException($"configuring {source.Package} failed (log: {log}): " +
             $"{Tail(configured.StandardError)}", ExitCode.Environment);
     }
 
-    private static HashSet<string> TopDirectories(string tree) =>
-        Directory.GetDirectories(tree).Select(Path.GetFileName).OfType<string>().ToHashSet(StringComparer.Ordinal);
+    /// <summary>Where a configure step may make a build directory: the tree's top directories (build/,
+    /// obj-x86_64-linux-gnu/) and those under debian/ (dh's <c>--builddirectory=debian/build/deb</c>), two levels
+    /// deep.</summary>
+    private static HashSet<string> CandidateDirectories(string tree)
+    {
+        var found = Directory.GetDirectories(tree).ToHashSet(StringComparer.Ordinal);
+        var debian = Path.Combine(tree, "debian");
+        if (Directory.Exists(debian))
+            foreach (var d in Directory.GetDirectories(debian))
+            {
+                found.Add(d);
+                found.UnionWith(Directory.GetDirectories(d));
+            }
+        return found;
+    }
 
-    /// <summary>Where the configured build runs make: the tree itself when it has a makefile, and every top
-    /// directory the configure step created that has one (Debian builds out of the tree: build/,
-    /// build_shared/).</summary>
-    private static List<string> BuildDirectories(string tree, IReadOnlySet<string> before)
+    /// <summary>Where the configured build runs, and with what: the tree itself when it has a makefile, and every
+    /// candidate directory the configure step created that has a makefile or a build.ninja (Debian builds out of the
+    /// tree: build/, build_shared/, obj-x86_64-linux-gnu/, debian/build/deb/). A ninja file wins over a makefile in
+    /// one directory: ninja is what the build runs there.</summary>
+    private static List<(string Directory, BuildTool Tool)> BuildDirectories(string tree, IReadOnlySet<string> before)
     {
         static bool HasMakefile(string d) =>
             new[] { "GNUmakefile", "makefile", "Makefile" }.Any(m => File.Exists(Path.Combine(d, m)));
-        var found = Directory.GetDirectories(tree).Where(d => !before.Contains(Path.GetFileName(d)) && HasMakefile(d))
-            .Order(StringComparer.Ordinal).ToList();
-        if (HasMakefile(tree)) found.Insert(0, tree);
+        var found = new List<(string, BuildTool)>();
+        if (HasMakefile(tree)) found.Add((tree, BuildTool.Make));
+        foreach (var d in CandidateDirectories(tree).Except(before).Order(StringComparer.Ordinal))
+        {
+            if (File.Exists(Path.Combine(d, "build.ninja"))) found.Add((d, BuildTool.Ninja));
+            else if (HasMakefile(d)) found.Add((d, BuildTool.Make));
+        }
         return found;
     }
 
@@ -219,10 +258,58 @@ public sealed class SourceConfigurator(Action<string>? progress = null)
         return CompileCommands(dry.StandardOutput, tree, buildDirectory).ToList();
     }
 
+    /// <summary>The C compilations of a ninja build directory, from ninja's compilation database (what meson and CMake
+    /// wrote into build.ninja; nothing is run).</summary>
+    private async Task<List<UnitCommand>> PlanNinjaAsync(string tree, string buildDirectory,
+        CancellationToken cancellation)
+    {
+        progress?.Invoke($"reading the build's compile commands: ninja -t compdb in {buildDirectory}");
+        var database = await ExternalCommand.RunAsync("ninja", ["-t", "compdb"], buildDirectory,
+            cancellation: cancellation);
+        if (!database.Succeeded) throw new UserBuildException($"ninja -t compdb in {buildDirectory} failed: " +
+            $"{Tail(database.StandardError)}", ExitCode.Environment);
+        return NinjaCompileCommands(database.StandardOutput, tree).ToList();
+    }
+
+    /// <summary>
+    /// The compilations of C units in a compilation database (<c>[{"directory", "command", "file", "output"}]</c>, as
+    /// <c>ninja -t compdb</c> writes it): commands whose program is a C compiler, with <c>-c</c> and one <c>.c</c> unit
+    /// inside the tree, run in the entry's directory; their outputs are ninja targets.
+    /// </summary>
+    public static IEnumerable<UnitCommand> NinjaCompileCommands(string compilationDatabase, string tree)
+    {
+        using var document = JsonDocument.Parse(compilationDatabase);
+        foreach (var entry in document.RootElement.EnumerateArray())
+        {
+            if (!entry.TryGetProperty("command", out var text) || !entry.TryGetProperty("directory", out var where))
+                continue;
+            List<List<string>> commands;
+            try { commands = ShellWords.SimpleCommands(text.GetString() ?? ""); }
+            catch (FormatException) { continue; }
+            foreach (var words in commands)
+                if (Compilation(words, where.GetString() ?? "", tree, BuildTool.Ninja) is { } command)
+                    yield return command;
+        }
+    }
+
+    /// <summary>One simple command as a unit's compilation in <paramref name="directory"/>, or null when it is not a C
+    /// compiler compiling (<c>-c</c>) exactly one <c>.c</c> unit inside the tree.</summary>
+    private static UnitCommand? Compilation(List<string> words, string directory, string tree, BuildTool tool)
+    {
+        if (words.Count < 3 || !IsCompiler(words[0]) || !words.Contains("-c")) return null;
+        var units = words.Where(w => w.EndsWith(".c", StringComparison.Ordinal) && !w.StartsWith('-')).ToList();
+        if (units.Count != 1) return null;
+        var full = Path.GetFullPath(Path.Combine(directory, units[0]));
+        if (!full.StartsWith(tree + "/", StringComparison.Ordinal)) return null;
+        var output = words.SkipWhile(w => w != "-o").Skip(1).FirstOrDefault();
+        return new UnitCommand(Path.GetRelativePath(tree, directory), WithoutOutputs(words), output, tool);
+    }
+
     /// <summary>
     /// The compilations of C units in a dry run's output: simple commands (split at <c>;</c>, <c>&amp;&amp;</c>,
     /// <c>||</c>) whose program is a C compiler, with <c>-c</c> and one <c>.c</c> unit inside the tree; make's
-    /// "Entering directory" lines tell where each runs.
+    /// "Entering directory" lines tell where each runs, and a <c>cd DIR</c> before it on its line (CMake's makefiles)
+    /// where it runs from there.
     /// </summary>
     public static IEnumerable<UnitCommand> CompileCommands(string dryRun, string tree, string start)
     {
@@ -241,17 +328,11 @@ public sealed class SourceConfigurator(Action<string>? progress = null)
             List<List<string>> commands;
             try { commands = ShellWords.SimpleCommands(line); }
             catch (FormatException) { continue; }
+            var directory = directories.Peek();
             foreach (var words in commands)
             {
-                if (words.Count < 3 || !IsCompiler(words[0]) || !words.Contains("-c")) continue;
-                var units = words.Where(w => w.EndsWith(".c", StringComparison.Ordinal) && !w.StartsWith('-'))
-                    .ToList();
-                if (units.Count != 1) continue;
-                var directory = directories.Peek();
-                var full = Path.GetFullPath(Path.Combine(directory, units[0]));
-                if (!full.StartsWith(tree + "/", StringComparison.Ordinal)) continue;
-                var output = words.SkipWhile(w => w != "-o").Skip(1).FirstOrDefault();
-                yield return new UnitCommand(Path.GetRelativePath(tree, directory), WithoutOutputs(words), output);
+                if (words is ["cd", var to]) directory = Path.GetFullPath(Path.Combine(directory, to));
+                else if (Compilation(words, directory, tree, BuildTool.Make) is { } command) yield return command;
             }
         }
     }

@@ -15,10 +15,13 @@ namespace Kintsugi.User.Build;
 /// <param name="Configured">The source tree configured as the package's build configures it: each unit is compiled
 /// with the command that build uses for it (<see cref="CompilerFlags"/> and <see cref="WorkingDirectory"/> then serve
 /// only units it does not compile).</param>
+/// <param name="FixedObjectPath">A build of the same object that already carries the fix (a distribution's security
+/// update of the same source, which the running processes cannot take without a restart): each replaced function's
+/// fixed code is then proven equal to that build's, as its original is to the shipped code.</param>
 public sealed record
     UserBuildRequest(string ObjectPath, string SourceDirectory, string FixPath, IReadOnlyList<string> CompilerFlags,
     string Name, string OutputPath, string? Description = null, string Compiler = "gcc", string WorkingDirectory = ".",
-    ConfiguredSource? Configured = null);
+    ConfiguredSource? Configured = null, string? FixedObjectPath = null);
 
 /// <summary>A patch built: where it was written, what it replaces, and how long each phase took.</summary>
 public sealed record
@@ -49,6 +52,8 @@ public sealed partial class UserPatchBuilder(Action<string>? progress = null)
         var buildId = target.BuildId ?? throw new UserBuildException($"{request.ObjectPath} has no GNU build-id; a " +
             $"patch could not identify it in a process");
         var shipped = ShippedFunctions(target, request.ObjectPath);
+        var fixedBuild = request.FixedObjectPath is { } fixedPath ? ElfImage.Load(fixedPath) : null;
+        var fixedFunctions = fixedBuild is null ? null : ShippedFunctions(fixedBuild, request.FixedObjectPath!);
         Phase("identify");
 
         var fixText = File.ReadAllText(request.FixPath);
@@ -81,6 +86,14 @@ public sealed partial class UserPatchBuilder(Action<string>? progress = null)
                 var compiled = await CompileAndProve(request, patchedTree, unit, work, target, shipped, phases,
                     cancellation);
                 if (compiled.Functions.Count == 0) continue;
+                if (fixedBuild is not null)
+                {
+                    var afterObject = ElfObject.Load(compiled.After);
+                    foreach (var function in compiled.Functions)
+                        ProveFidelity(function, afterObject, fixedBuild, fixedFunctions!, unit, FixedBuild);
+                    progress?.Invoke($"{unit}: the fixed code of {string.Join(", ", compiled.Functions)} equals " +
+                        $"{request.FixedObjectPath}'s");
+                }
                 changed.Add((unit, compiled.After, compiled.Functions));
                 located.AddRange(compiled.Originals.Where(o => !named.Contains(o.Name)));
                 located.AddRange(RecoveredReferences(compiled.Functions, compiled.Originals,
@@ -301,11 +314,12 @@ public sealed partial class UserPatchBuilder(Action<string>? progress = null)
     /// function is in the object.
     /// </summary>
     private static ElfImageSymbol ProveFidelity(string function, ElfObject before, ElfImage target, Dictionary<string,
-        ElfImageSymbol> shipped, string unit)
+        ElfImageSymbol> shipped, string unit, Comparison? comparison = null)
     {
+        comparison ??= ShippedBuild;
         var symbol = before.SymbolTable?.Symbols.FirstOrDefault(s =>
             s.Name == function && s.Type == ElfSymbolType.Function && s.Section is ElfDataSection)
-            ?? throw new UserBuildException($"{function} is not defined in the compiled original of {unit}");
+            ?? throw new UserBuildException($"{function} is not defined in the {comparison.Compiled} of {unit}");
         var compiled = ((ElfDataSection)symbol.Section!).Data.AsSpan((int)symbol.Value, (int)symbol.Size);
         var masked = new bool[compiled.Length];
         foreach (var relocations in before.GetRelocationSections(symbol.Section!))
@@ -319,21 +333,37 @@ public sealed partial class UserPatchBuilder(Action<string>? progress = null)
                     masked[i] = true;
             }
         if (!shipped.TryGetValue(function, out var original))
+        {
+            if (comparison != ShippedBuild)
+                throw comparison.Refusal($"{function} ({unit}) is not in the symbol tables of the fixed build; its " +
+                    $"code cannot be compared (rule: {comparison.Rule})");
             return LocateByCode(function, compiled, masked, Math.Max(1UL, symbol.Section!.Alignment), target, unit);
+        }
         var code = target.ReadAt(original.Value, original.Size);
         if (compiled.Length != code.Length)
-            throw Infidelity($"{function}: the compiled original is {compiled.Length} bytes, the shipped " +
-                $"code {code.Length} " +
-                "(rule: fidelity): the compiler or the flags differ from the distribution's build; use its exact " +
-                "flags (dpkg-buildflags, debian/rules)");
+            throw comparison.Refusal($"{function}: the {comparison.Compiled} is {compiled.Length} bytes, the " +
+                $"{comparison.Shipped} {code.Length} (rule: {comparison.Rule}): {comparison.Advice}");
         for (var i = 0; i < compiled.Length; i++)
             if (!masked[i] && compiled[i] != code[i])
-                throw Infidelity($"{function}: the compiled original differs from the shipped code at " +
-                    $"+0x{i:x} (rule: fidelity): " +
-                    "the compiler or the flags differ from the distribution's build; use its exact flags " +
-                    "(dpkg-buildflags, debian/rules)");
+                throw comparison.Refusal($"{function}: the {comparison.Compiled} differs from the " +
+                    $"{comparison.Shipped} at +0x{i:x} (rule: {comparison.Rule}): {comparison.Advice}");
         return original;
     }
+
+    /// <summary>What a fidelity comparison compares, for its refusal: the compiled original against the shipped
+    /// code, or the compiled fix against a build that already carries it.</summary>
+    private sealed record Comparison(string Compiled, string Shipped, string Rule, string Advice)
+    {
+        public UserBuildException Refusal(string message) => new(message) { Rule = Rule };
+    }
+
+    private static readonly Comparison ShippedBuild = new("compiled original", "shipped code", "fidelity",
+        "the compiler or the flags differ from the distribution's build; use its exact flags (dpkg-buildflags, " +
+        "debian/rules)");
+
+    private static readonly Comparison FixedBuild = new("compiled fix", "fixed build's code", "fixed-build",
+        "the fix is not the one that build carries, or that build was made from another source or with other flags " +
+        "(other changes to the unit, a newer compiler)");
 
     /// <summary>
     /// What the proven originals refer to that the object's symbol tables do not name (its static data and static

@@ -85,6 +85,67 @@ public sealed class PackageBuildSpecification : IDisposable
         Assert.Empty(configured.CommandsFor("x.c"));
     }
 
+    [Fact]
+    public void A_cmake_makefiles_compile_commands_run_where_their_cd_goes()
+    {
+        const string tree = "/src/pkg";
+        var dryRun = """
+            make[2]: Entering directory '/src/pkg/obj-x86_64-linux-gnu'
+            cd /src/pkg/obj-x86_64-linux-gnu/lib && /usr/bin/cc -DZSTD -I/src/pkg/lib -g -O2 -fPIC -MD -MT lib/CMakeFiles/z.dir/z.c.o -MF CMakeFiles/z.dir/z.c.o.d -o CMakeFiles/z.dir/z.c.o -c /src/pkg/lib/z.c
+            """;
+
+        var command = Assert.Single(SourceConfigurator.CompileCommands(dryRun, tree, "/src/pkg"));
+
+        Assert.Equal("obj-x86_64-linux-gnu/lib", command.Directory);
+        Assert.Equal(["/usr/bin/cc", "-DZSTD", "-I/src/pkg/lib", "-g", "-O2", "-fPIC", "-c", "/src/pkg/lib/z.c"],
+            command.Arguments);
+        Assert.Equal((BuildTool.Make, "CMakeFiles/z.dir/z.c.o"), (command.Tool, command.Output));
+    }
+
+    [Fact]
+    public void A_ninja_builds_compile_commands_are_read_from_its_compilation_database()
+    {
+        const string tree = "/src/glib";
+        // as `ninja -t compdb` prints it in a meson build directory: C units, a C++ unit, a custom command, a link
+        var database = """
+            [
+              {
+                "directory": "/src/glib/debian/build/deb",
+                "command": "cc -Iglib/libglib-2.0.so.0.7400.6.p -Iglib -I../../../glib -fdiagnostics-color=always -D_FILE_OFFSET_BITS=64 -std=gnu99 -g -O2 '-DG_LOG_DOMAIN=\"GLib\"' -fPIC -MD -MQ glib/libglib-2.0.so.0.7400.6.p/gbase64.c.o -MF glib/libglib-2.0.so.0.7400.6.p/gbase64.c.o.d -o glib/libglib-2.0.so.0.7400.6.p/gbase64.c.o -c ../../../glib/gbase64.c",
+                "file": "../../../glib/gbase64.c",
+                "output": "glib/libglib-2.0.so.0.7400.6.p/gbase64.c.o"
+              },
+              {
+                "directory": "/src/glib/debian/build/deb",
+                "command": "c++ -Igio -o gio/x.cpp.o -c ../../../gio/x.cpp",
+                "file": "../../../gio/x.cpp",
+                "output": "gio/x.cpp.o"
+              },
+              {
+                "directory": "/src/glib/debian/build/deb",
+                "command": "/usr/bin/python3 ../../../tools/gen.py glib/gversionmacros.h",
+                "file": "../../../tools/gen.py",
+                "output": "glib/gversionmacros.h"
+              },
+              {
+                "directory": "/src/glib/debian/build/deb",
+                "command": "cc -o glib/libglib-2.0.so.0.7400.6 glib/libglib-2.0.so.0.7400.6.p/gbase64.c.o -shared",
+                "file": "glib/libglib-2.0.so.0.7400.6.p/gbase64.c.o",
+                "output": "glib/libglib-2.0.so.0.7400.6"
+              }
+            ]
+            """;
+
+        var command = Assert.Single(SourceConfigurator.NinjaCompileCommands(database, tree));
+
+        Assert.Equal(("debian/build/deb", BuildTool.Ninja, "glib/libglib-2.0.so.0.7400.6.p/gbase64.c.o"),
+            (command.Directory, command.Tool, command.Output));
+        Assert.Contains("-DG_LOG_DOMAIN=\"GLib\"", command.Arguments);
+        Assert.DoesNotContain("-MD", command.Arguments);
+        Assert.Equal("../../../glib/gbase64.c", command.Arguments[^1]);
+        Assert.Single(new ConfiguredSource(tree, [command]).CommandsFor("glib/gbase64.c"));
+    }
+
     private static string Fixture(string name) =>
         Path.Combine(AppContext.BaseDirectory, "Fixtures", "openssl", name);
 }
@@ -97,7 +158,7 @@ public sealed class PackageBuildFactAttribute : FactAttribute
     public PackageBuildFactAttribute()
     {
         if (Environment.GetEnvironmentVariable(Variable) != "1")
-            Skip = $"fetches and configures Debian's openssl source once (minutes, debhelper needed): run with " +
+            Skip = $"fetches and configures a Debian source package once (minutes, debhelper needed): run with " +
                 $"{Variable}=1";
     }
 }

@@ -20,10 +20,36 @@ public sealed record FixView(string Id, IReadOnlyList<CveView> Cves, string Desc
 
 public sealed record ReleaseHealth(int Applied, int Failed);
 
+/// <summary>
+/// What a release or its metadata is for, by its <c>kind</c>: <c>kernel</c>, a kernel build (its release in
+/// <c>kernelRelease</c>, <c>object</c> null), or <c>user</c>, a user-space executable or library (its file name in
+/// <c>object</c>, <c>kernelRelease</c> null); either way <c>buildId</c> is the build's GNU build-id.
+/// </summary>
+public static class ReleaseKinds
+{
+    public const string Kernel = "kernel";
+    public const string User = "user";
+
+    /// <summary>The kernel release, or the object's name with "(user space)", for people to read.</summary>
+    public static string Describe(string kind, string? kernelRelease, string? @object) =>
+        kind == User ? $"{@object} (user space)" : kernelRelease ?? "";
+
+    /// <summary>What the release is for, for people to read (<see cref="Describe"/>).</summary>
+    public static string Target(this ReleaseView release) =>
+        Describe(release.Kind, release.KernelRelease, release.Object);
+
+    /// <summary>What the metadata is for, for people to read (<see cref="Describe"/>).</summary>
+    public static string Target(this ReleaseMetadataView metadata) =>
+        Describe(metadata.Kind, metadata.KernelRelease, metadata.Object);
+}
+
+/// <param name="KernelRelease">The kernel release, for a kernel release; null for a user-space one.</param>
+/// <param name="Object">The object's file name (<c>libcrypto.so.3</c>), for a user-space release; null for a
+/// kernel one.</param>
 public sealed record ReleaseView(
-    string Id, string KernelRelease, string BuildId, int Level, string Bundle, long Size, string PublisherKey,
-    DateTimeOffset PublishedAt, string PublishedBy, RevocationView? Revoked, IReadOnlyList<PromotionView> Channels,
-    IReadOnlyList<FixView> Fixes, ReleaseHealth Health, string Kind = "kernel");
+    string Id, string Kind, string? KernelRelease, string? Object, string BuildId, int Level, string Bundle,
+    long Size, string PublisherKey, DateTimeOffset PublishedAt, string PublishedBy, RevocationView? Revoked,
+    IReadOnlyList<PromotionView> Channels, IReadOnlyList<FixView> Fixes, ReleaseHealth Health);
 
 /// <param name="Created">False when the same bundle was published before (the reply is then 200, not 201).</param>
 public sealed record PublishResult(bool Created, ReleaseView Release);
@@ -72,10 +98,12 @@ public sealed record PublisherKeyView(string Id, string State, DateTimeOffset Ad
 /// <summary>The server's online timestamp key, for agents' trust stores (timestamp/).</summary>
 public sealed record TimestampKeyView(string Id, string Pem);
 
+/// <summary>The signed release metadata stored for one build: a kernel's (<paramref name="KernelRelease"/>) or a
+/// user-space object's (<paramref name="Object"/>), as <see cref="ReleaseKinds"/> describes.</summary>
 public sealed record ReleaseMetadataView(
-    string KernelRelease, string BuildId, long Version, int CurrentLevel, int MinimumLevel,
-    IReadOnlyList<int> RevokedLevels, DateTimeOffset Expires, string PublisherKey, DateTimeOffset PublishedAt,
-    string PublishedBy, string Metadata, IReadOnlyList<string> RevokedReleases);
+    string Kind, string? KernelRelease, string? Object, string BuildId, long Version, int CurrentLevel,
+    int MinimumLevel, IReadOnlyList<int> RevokedLevels, DateTimeOffset Expires, string PublisherKey,
+    DateTimeOffset PublishedAt, string PublishedBy, string Metadata, IReadOnlyList<string> RevokedReleases);
 
 public sealed record AuditEvent(
     long Seq, DateTimeOffset At, string Actor, string? Address, string Action, string Subject, string Detail,
@@ -91,10 +119,16 @@ public sealed record AptPackageView(string Package, string Version);
 
 // ---- air-gap transfer ----
 
+/// <param name="KernelRelease">The kernel release, for a kernel release; null for a user-space one (an export of
+/// an older server named a user-space object here).</param>
 /// <param name="Revoked">Set for a release the exporting server revoked (its bundle is not in the archive).</param>
+/// <param name="Kind">What the release is for, as <see cref="ReleaseKinds"/> describes (absent in older exports:
+/// kernel).</param>
+/// <param name="Object">The object's file name, for a user-space release.</param>
 public sealed record ExportedRelease(
-    string Id, string KernelRelease, string BuildId, int Level, string Bundle, long Size,
-        IReadOnlyList<string> Channels, RevocationView? Revoked = null);
+    string Id, string? KernelRelease, string BuildId, int Level, string Bundle, long Size,
+        IReadOnlyList<string> Channels, RevocationView? Revoked = null, string Kind = ReleaseKinds.Kernel,
+    string? Object = null);
 
 /// <summary>The index inside an export archive (kintsugi-export.json).</summary>
 public sealed record ExportIndex(

@@ -36,7 +36,7 @@ public static class OperatorApi
             if (build.Length > 0
                 && !BuildId.TryParse(build, out _)) throw ApiProblem.BadRequest($"'{build}' is not a build-id");
             return await releases.ListAsync(build.Length == 0 ? null : build.ToLowerInvariant());
-        }).Query("build", "only the releases for this kernel build-id (hex)")
+        }).Query("build", "only the releases for this build-id (hex; a kernel's or a user-space object's)")
           .Describe("List releases", Role.Auditor);
         api.MapGet("/releases/{id}", async (HttpContext context, string id, Releases releases) =>
         {

@@ -53,7 +53,7 @@ public static class TransferApi
             var index = new ExportIndex(Format, ServerApp.Version, DateTimeOffset.UtcNow,
                 [.. list.Select(r =>
                     new ExportedRelease(r.Id, r.KernelRelease, r.BuildId, r.Level, r.Bundle, r.Size,
-                    [.. r.Channels.Select(c => c.Channel)], r.Revoked))]);
+                    [.. r.Channels.Select(c => c.Channel)], r.Revoked, r.Kind, r.Object))]);
             context.Response.ContentType = "application/x-tar";
             context.Response.Headers.ContentDisposition = "attachment; filename=\"kintsugi-export.tar\"";
             // Tar needs a seekable-free writer: buffer nothing but one entry at a time.
@@ -72,7 +72,7 @@ public static class TransferApi
                 { DataStream = data }, context.RequestAborted);
             }
         }).Produces(StatusCodes.Status200OK, contentType: "application/x-tar")
-          .Query("build", "only the releases for this kernel build-id (hex)")
+          .Query("build", "only the releases for this build-id (hex; a kernel's or a user-space object's)")
           .Describe("Export good releases, their builds' signed release metadata and the revoked releases as a tar " +
                     "(air-gap)", Role.Operator);
 

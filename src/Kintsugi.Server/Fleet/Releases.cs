@@ -289,13 +289,15 @@ public sealed class Releases(Database db, BundleStore store, Epoch epoch, Server
         {
             var manifest = ManifestFixes(r.Manifest);
             var health = await HealthAsync(c, t, r.Id, r.BuildId, (int)r.Level, channel: null);
-            views.Add(new ReleaseView(r.Id, r.KernelRelease, r.BuildId, (int)r.Level, r.Bundle, r.Size, r.PublisherKey,
-                Time(r.PublishedAt), r.PublishedBy,
+            // The kernel_release column holds a user-space release's object name: the view says which it is.
+            var user = r.Kind == ReleaseKinds.User;
+            views.Add(new ReleaseView(r.Id, r.Kind, user ? null : r.KernelRelease, user ? r.KernelRelease : null,
+                r.BuildId, (int)r.Level, r.Bundle, r.Size, r.PublisherKey, Time(r.PublishedAt), r.PublishedBy,
                 r.RevokedAt is null ? null
                     : new RevocationView(Time(r.RevokedAt.Value), r.RevokedBy ?? "", r.RevokeReason ?? ""),
                 [.. promotions.GetValueOrDefault(r.Id, [])
                     .Select(p => new PromotionView(p.Channel, Time(p.PromotedAt), p.PromotedBy))],
-                manifest, health, r.Kind));
+                manifest, health));
         }
         return views;
     }
@@ -397,7 +399,8 @@ public sealed class Releases(Database db, BundleStore store, Epoch epoch, Server
                     ("@d", digest.ToString()), ("@size", (long)bytes.Length),
                 ("@key", bundle.KeyId.ToString()),
                     ("@m", System.Text.Encoding.UTF8.GetString(bundle.ManifestJson.Span)), ("@at", now),
-                    ("@by", actor.Name), ("@kind", manifest.Kind == BundleKind.User ? "user" : "kernel"));
+                    ("@by", actor.Name),
+                    ("@kind", manifest.Kind == BundleKind.User ? ReleaseKinds.User : ReleaseKinds.Kernel));
             foreach (var cve in manifest.Fixes.SelectMany(f => f.Cves).DistinctBy(x => x.Id))
                 await c.ExecuteAsync(t,
                     "INSERT INTO release_cves (release_id, cve, severity, published) VALUES (@r, @c, @s, @p)",
@@ -682,7 +685,11 @@ public sealed class Releases(Database db, BundleStore store, Epoch epoch, Server
     private static ReleaseMetadataView MetadataView(MetadataRow row, IReadOnlyList<string> revoked)
     {
         var m = SignedReleaseMetadata.Read(row.Document);
-        return new ReleaseMetadataView(row.KernelRelease, row.BuildId, row.Version, m.Metadata.CurrentLevel,
+        // The document says what it is for; the stored kernel_release column holds either kind's name.
+        var (kind, kernel, @object) = m.Metadata.Object is { } o
+            ? (ReleaseKinds.User, (string?)null, o.Name)
+            : (ReleaseKinds.Kernel, m.Metadata.Target!.Release.Value, (string?)null);
+        return new ReleaseMetadataView(kind, kernel, @object, row.BuildId, row.Version, m.Metadata.CurrentLevel,
             m.Metadata.MinimumLevel, m.Metadata.RevokedLevels,
             m.Metadata.Expires, m.KeyId.ToString(), Time(row.PublishedAt), row.PublishedBy, row.Document, revoked);
     }

@@ -159,7 +159,7 @@ public static class Dashboard
                         $"<button class=\"danger\" id=\"revoke-{E(r.Id)}\">Revoke</button></form>";
                 }
                 html.Append(CultureInfo.InvariantCulture,
-                    $"<tr id=\"release-{E(r.Id)}\"><td><code>{E(r.Id)}</code></td><td>{E(r.KernelRelease)}<br><code>" +
+                    $"<tr id=\"release-{E(r.Id)}\"><td><code>{E(r.Id)}</code></td><td>{E(r.Target())}<br><code>" +
                     $"{E(r.BuildId[..Math.Min(16, r.BuildId.Length)])}…</code></td><td>{r.Level}</td><td>" +
                     $"{E(cves)}</td><td>{chans}</td>" +
                     $"<td><span class=\"s ok\">{r.Health.Applied} applied</span> <span class=\"s " +

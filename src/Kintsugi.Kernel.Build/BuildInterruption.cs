@@ -55,8 +55,10 @@ public static partial class BuildInterruption
     private static partial Regex RecipeKilled();
 }
 
-/// <summary>A build stopped from outside (a signal, the out-of-memory killer): nothing about the input is
-/// known.</summary>
+/// <summary>
+/// A build stopped from outside (a signal, the out-of-memory killer, a lab boot that did not finish): nothing about
+/// the input is known.
+/// </summary>
 public sealed class BuildInterruptedException(string message) : KintsugiException(message)
 {
     public override ExitCode ExitCode => ExitCode.Environment;

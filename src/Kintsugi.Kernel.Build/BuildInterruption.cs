@@ -18,9 +18,11 @@ public static partial class BuildInterruption
         foreach (var text in new[] { result.StandardError, result.StandardOutput })
         {
             if (CompilerKilled().Match(text) is { Success: true } driver)
-                return $"the compiler was stopped by a signal ({driver.Groups[1].Value}, program {driver.Groups[2].Value})";
+                return $"the compiler was stopped by a signal ({driver.Groups[1].Value}, program " +
+                    $"{driver.Groups[2].Value})";
             if (RecipeKilled().Match(text) is { Success: true } recipe)
-                return $"the command making {recipe.Groups[1].Value} was stopped by a signal ({recipe.Groups[2].Value})";
+                return $"the command making {recipe.Groups[1].Value} was stopped by a signal " +
+                    $"({recipe.Groups[2].Value})";
         }
         return null;
     }

@@ -35,7 +35,8 @@ public sealed record BuildManifest(
             var manifest = JsonSerializer.Deserialize(File.ReadAllBytes(path), BuildManifestJson.Default.BuildManifest)
                 ?? throw new ModuleBuildException($"{path} is empty");
             if (manifest.Format != CurrentFormat)
-                throw new ModuleBuildException($"{path} has manifest format {manifest.Format}; this kintsugi reads format {CurrentFormat}");
+                throw new ModuleBuildException(
+                    $"{path} has manifest format {manifest.Format}; this kintsugi reads format {CurrentFormat}");
             return manifest;
         }
         catch (Exception e) when (e is JsonException or IOException)
@@ -47,11 +48,15 @@ public sealed record BuildManifest(
 
 public sealed record ManifestTarget(string Release, string? PackageVersion, string BuildId);
 
-/// <summary>One source patch; <c>File</c> is its copy under the build's patches/ directory (for cumulative builds).</summary>
-/// <param name="Context">True for a change applied with the fixes that selects no unit (a companion header's additions).</param>
-public sealed record ManifestPatch(string Name, string Sha256, string? Subject, string File, int Level, bool? Context = null);
+/// <summary>One source patch; <c>File</c> is its copy under the build's patches/ directory (for cumulative
+/// builds).</summary>
+/// <param name="Context">True for a change applied with the fixes that selects no unit (a companion header's
+/// additions).</param>
+public sealed record ManifestPatch(string Name, string Sha256, string? Subject, string File, int Level,
+    bool? Context = null);
 
-public sealed record ManifestUnit(string Source, string Object, string PatchedObject, IReadOnlyList<string> Changed, IReadOnlyList<string> New);
+public sealed record ManifestUnit(string Source, string Object, string PatchedObject, IReadOnlyList<string> Changed,
+    IReadOnlyList<string> New);
 
 public sealed record ManifestFunction(string Object, string Name, int Sympos, string Resolution, string Unit);
 
@@ -68,6 +73,7 @@ public sealed record ManifestInertSite(string Object, string Unit, string Functi
 /// <summary>Whether the touched units reproduced the shipped machine code of every replaced function.</summary>
 public sealed record ManifestFidelity(bool Checked, int FunctionsMatched, IReadOnlyList<string> Mismatches);
 
-[JsonSourceGenerationOptions(WriteIndented = true, PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull)]
+[JsonSourceGenerationOptions(WriteIndented = true, PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase,
+    DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull)]
 [JsonSerializable(typeof(BuildManifest))]
 public sealed partial class BuildManifestJson : JsonSerializerContext;

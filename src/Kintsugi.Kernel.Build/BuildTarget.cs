@@ -29,13 +29,16 @@ public abstract class BuildTarget
     /// <summary>The shipped module <paramref name="name"/> (kernel spelling, '_' for '-').</summary>
     public abstract Task<ShippedObject> ModuleAsync(string name, CancellationToken cancellation);
 
-    protected static async Task<ShippedObject> ReadModuleAsync(string modulesDirectory, string name, string kernel, CancellationToken cancellation)
+    protected static async Task<ShippedObject> ReadModuleAsync(string modulesDirectory, string name, string kernel,
+        CancellationToken cancellation)
     {
         var file = Directory.Exists(modulesDirectory)
-            ? Directory.EnumerateFiles(modulesDirectory, "*.ko*", SearchOption.AllDirectories).FirstOrDefault(f => KernelObjectNames.ModuleOf(f) == name)
+            ? Directory.EnumerateFiles(modulesDirectory, "*.ko*", SearchOption.AllDirectories)
+            .FirstOrDefault(f => KernelObjectNames.ModuleOf(f) == name)
             : null;
         if (file is null)
-            throw new ModuleBuildException($"{kernel} ships no module {name} (looked in {modulesDirectory}): the patched unit belongs to a module this kernel does not have");
+            throw new ModuleBuildException($"{kernel} ships no module {name} (looked in {modulesDirectory}): the " +
+                $"patched unit belongs to a module this kernel does not have");
         if (!file.EndsWith(".xz", StringComparison.Ordinal)) return new ShippedModule(name, ElfObject.Load(file));
         // 6.12 ships its modules xz-compressed.
         var directory = Directory.CreateTempSubdirectory("kintsugi-module-");
@@ -44,14 +47,16 @@ public abstract class BuildTarget
             var copy = Path.Combine(directory.FullName, Path.GetFileName(file));
             File.Copy(file, copy);
             var result = await ExternalCommand.RunAsync("xz", ["-d", copy], cancellation: cancellation);
-            if (!result.Succeeded) throw new ModuleBuildException($"decompressing {file} failed: {result.StandardError.Trim()}");
+            if (!result.Succeeded)
+                throw new ModuleBuildException($"decompressing {file} failed: {result.StandardError.Trim()}");
             return new ShippedModule(name, ElfObject.Load(copy[..^3]));
         }
         finally { directory.Delete(recursive: true); }
     }
 }
 
-/// <summary>A Debian kernel from the archive: image, headers and linux-source of its exact version, fetched into the cache.</summary>
+/// <summary>A Debian kernel from the archive: image, headers and linux-source of its exact version, fetched into the
+/// cache.</summary>
 public sealed class DebianBuildTarget : BuildTarget
 {
     private readonly DebianKernelArchive _archive;
@@ -65,8 +70,10 @@ public sealed class DebianBuildTarget : BuildTarget
         _lab = lab;
     }
 
-    public static async Task<DebianBuildTarget> FetchAsync(DebianKernelArchive archive, KernelRelease release, Func<LabMachine> lab, CancellationToken cancellation) =>
-        new(archive, await archive.FetchAsync(release, KernelParts.Image | KernelParts.Headers | KernelParts.Source, cancellation), lab);
+    public static async Task<DebianBuildTarget> FetchAsync(DebianKernelArchive archive, KernelRelease release,
+        Func<LabMachine> lab, CancellationToken cancellation) =>
+        new(archive, await archive.FetchAsync(release, KernelParts.Image | KernelParts.Headers | KernelParts.Source,
+            cancellation), lab);
 
     public override KernelTarget Target => _kernel.Target;
     public override string CacheDirectory => _archive.KernelDirectory(_kernel.Target.Release);
@@ -75,13 +82,17 @@ public sealed class DebianBuildTarget : BuildTarget
     public override Task<KernelSourceTree> PrepareAsync(Action<string> progress, CancellationToken cancellation) =>
         KernelSourceTree.PrepareAsync(_kernel, progress, cancellation);
 
-    public override ModuleSymvers LoadExports() => ModuleSymvers.Load(Path.Combine(_kernel.HeadersDirectory, "Module.symvers"));
+    public override ModuleSymvers LoadExports() =>
+        ModuleSymvers.Load(Path.Combine(_kernel.HeadersDirectory, "Module.symvers"));
 
-    /// <summary>Symbols from /proc/kallsyms of one lab boot (cached), code from the vmlinux inside the image: no debug package.</summary>
+    /// <summary>Symbols from /proc/kallsyms of one lab boot (cached), code from the vmlinux inside the image: no debug
+    /// package.</summary>
     public override async Task<ShippedObject> VmlinuxAsync(Action<string> progress, CancellationToken cancellation)
     {
-        var symbols = await KallsymsCapture.LoadAsync(_lab, _kernel.Target.Release, CacheDirectory, progress, cancellation);
-        return new ShippedVmlinux(symbols, VmlinuxImage.Parse(await KernelImage.ReadVmlinuxAsync(_kernel.Vmlinuz, cancellation)));
+        var symbols = await KallsymsCapture.LoadAsync(_lab, _kernel.Target.Release, CacheDirectory, progress,
+            cancellation);
+        return new ShippedVmlinux(symbols,
+            VmlinuxImage.Parse(await KernelImage.ReadVmlinuxAsync(_kernel.Vmlinuz, cancellation)));
     }
 
     public override Task<ShippedObject> ModuleAsync(string name, CancellationToken cancellation) =>
@@ -112,22 +123,31 @@ public sealed class DirectoryBuildTarget : BuildTarget
     {
         directory = Path.GetFullPath(directory);
         var source = Path.Combine(directory, "source");
-        foreach (var required in new[] { Path.Combine(source, ".config"), Path.Combine(source, "include", "config", "kernel.release"), Path.Combine(source, "Module.symvers"), Path.Combine(directory, "System.map") })
+        foreach (var required in new[] { Path.Combine(source, ".config"), Path.Combine(source, "include", "config",
+            "kernel.release"), Path.Combine(source, "Module.symvers"), Path.Combine(directory, "System.map") })
             if (!File.Exists(required))
-                throw new ModuleBuildException($"the target directory {directory} lacks {Path.GetRelativePath(directory, required)}; it needs source/ (configured, `make prepare modules_prepare` done, Module.symvers), System.map, vmlinux or vmlinuz, and modules/", exitCode: ExitCode.Usage);
+                throw new ModuleBuildException(
+                    $"the target directory {directory} lacks {Path.GetRelativePath(directory, required)}; it needs " +
+                    $"source/ (configured, `make prepare modules_prepare` done, Module.symvers), System.map, vmlinux " +
+                    $"or vmlinuz, and modules/", exitCode: ExitCode.Usage);
         // Debian and Ubuntu install a one-line placeholder as /boot/System.map; only the -dbg package has the real one.
         var systemMap = Path.Combine(directory, "System.map");
         var lines = File.ReadLines(systemMap).Take(1000).Count();
         if (lines < 1000)
-            throw new ModuleBuildException($"{systemMap} holds {lines} line(s), not a kernel's symbol table (some distributions install a placeholder and ship the real one in a debug package); " +
-                "give the real System.map, or /proc/kallsyms read as root on the target kernel booted with nokaslr", exitCode: ExitCode.Usage);
+            throw new ModuleBuildException($"{systemMap} holds {lines} line(s), not a kernel's symbol table (some " +
+                $"distributions install a placeholder and ship the real one in a debug package); " +
+                "give the real System.map, or /proc/kallsyms read as root on the target kernel booted with nokaslr",
+                exitCode: ExitCode.Usage);
         // Refused before anything else is read: a tree of another compiler cannot give a faithful patch here.
         var toolchain = await Toolchains.ToolchainSelection.ForDirectoryAsync(source, cancellation);
-        var release = KernelRelease.TryParse((await File.ReadAllTextAsync(Path.Combine(source, "include", "config", "kernel.release"), cancellation)).Trim(), out var parsed)
-            ? parsed : throw new ModuleBuildException($"{source}/include/config/kernel.release does not hold a kernel release");
+        var release = KernelRelease.TryParse((await File.ReadAllTextAsync(
+            Path.Combine(source, "include", "config", "kernel.release"), cancellation)).Trim(), out var parsed)
+            ? parsed
+            : throw new ModuleBuildException($"{source}/include/config/kernel.release does not hold a kernel release");
         var vmlinux = await ReadVmlinuxAsync(directory, cancellation);
         var buildId = ElfSectionTable.Read(vmlinux).FindBuildId()
-            ?? throw new ModuleBuildException($"the vmlinux of {directory} has no GNU build-id note, so nothing ties a patch to it");
+            ?? throw new ModuleBuildException(
+                $"the vmlinux of {directory} has no GNU build-id note, so nothing ties a patch to it");
         return new DirectoryBuildTarget(directory, new KernelTarget(release, null, buildId), toolchain);
     }
 
@@ -142,7 +162,8 @@ public sealed class DirectoryBuildTarget : BuildTarget
 
     public override async Task<ShippedObject> VmlinuxAsync(Action<string> progress, CancellationToken cancellation)
     {
-        var symbols = KernelSymbolTable.ParseKallsyms(await File.ReadAllTextAsync(Path.Combine(_directory, "System.map"), cancellation), SymbolTableSource.SystemMap);
+        var symbols = KernelSymbolTable.ParseKallsyms(await File.ReadAllTextAsync(
+            Path.Combine(_directory, "System.map"), cancellation), SymbolTableSource.SystemMap);
         return new ShippedVmlinux(symbols, VmlinuxImage.Parse(await ReadVmlinuxAsync(_directory, cancellation)));
     }
 
@@ -155,6 +176,7 @@ public sealed class DirectoryBuildTarget : BuildTarget
         if (File.Exists(vmlinux)) return await File.ReadAllBytesAsync(vmlinux, cancellation);
         var vmlinuz = Path.Combine(directory, "vmlinuz");
         if (File.Exists(vmlinuz)) return await KernelImage.ReadVmlinuxAsync(vmlinuz, cancellation);
-        throw new ModuleBuildException($"the target directory {directory} has neither vmlinux nor vmlinuz", exitCode: ExitCode.Usage);
+        throw new ModuleBuildException($"the target directory {directory} has neither vmlinux nor vmlinuz",
+            exitCode: ExitCode.Usage);
     }
 }

@@ -1,6 +1,7 @@
 namespace Kintsugi.Kernel.Build;
 
-/// <summary>kpatch's macro headers (callbacks, shadow variables, syscalls), which fixes written for kpatch include.</summary>
+/// <summary>kpatch's macro headers (callbacks, shadow variables, syscalls), which fixes written for kpatch
+/// include.</summary>
 internal static class CompatibilityHeaders
 {
     private static readonly string[] Names = ["kpatch-macros.h", "kpatch-syscall.h"];

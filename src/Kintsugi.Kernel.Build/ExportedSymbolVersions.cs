@@ -43,10 +43,13 @@ public static class ExportedSymbolVersions
         }
         if (changes.Count == 0) return;
         throw new LivepatchRefusedException(
-            "the fix changes the symbol versions (modversions CRCs) of exported symbols: it changes types of their interfaces as the " +
-            "compiler sees them (a definition changed, or a new #include made one visible), which code built against the running kernel " +
+            "the fix changes the symbol versions (modversions CRCs) of exported symbols: it changes types of their " +
+            "interfaces as the " +
+            "compiler sees them (a definition changed, or a new #include made one visible), which code built against " +
+            "the running kernel " +
             "depends on and a livepatch cannot change:\n" + string.Join('\n', changes) +
-            "\nKeep the types of exported interfaces as they are: move the new #include or type change into the functions' own unit " +
+            "\nKeep the types of exported interfaces as they are: move the new #include or type change into the " +
+            "functions' own unit " +
             "without changing what the exported symbols' types look like, or ship the change in a kernel update.",
             [RefusalRule.ExportedInterfaceChanged]);
     }

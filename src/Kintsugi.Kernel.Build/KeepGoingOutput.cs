@@ -2,7 +2,8 @@ using System.Text.RegularExpressions;
 
 namespace Kintsugi.Kernel.Build;
 
-/// <summary>A unit that did not compile, with its own compiler errors (null when make's output did not tell them apart).</summary>
+/// <summary>A unit that did not compile, with its own compiler errors (null when make's output did not tell them
+/// apart).</summary>
 public sealed record UnitCompileFailure(Units.TranslationUnit Unit, string? Errors);
 
 /// <summary>
@@ -23,8 +24,10 @@ public static partial class KeepGoingOutput
             if (CompileLine().Match(lines[i]) is { Success: true } compile)
                 started[compile.Groups["object"].Value] = i;
             else if (ErrorLine().Match(lines[i]) is { Success: true } error
-                && started.TryGetValue(error.Groups["target"].Value, out var start) && !errors.ContainsKey(error.Groups["target"].Value))
-                errors[error.Groups["target"].Value] = string.Join('\n', lines[start..(i + 1)].Where(l => l.Length > 0));
+                && started.TryGetValue(error.Groups["target"].Value, out var start)
+                && !errors.ContainsKey(error.Groups["target"].Value))
+                errors[error.Groups["target"].Value] = string.Join('\n',
+                    lines[start..(i + 1)].Where(l => l.Length > 0));
         }
         return errors;
     }

@@ -27,7 +27,8 @@ public abstract record TargetReference
 /// carries the whole difference from the running kernel's source again): the level and name still follow the base.
 /// </param>
 /// <param name="PrecompiledAfter">
-/// After objects already compiled with these fixes for some units (catch-up's trials): those units are not compiled again.
+/// After objects already compiled with these fixes for some units (catch-up's trials): those units are not compiled
+/// again.
 /// </param>
 /// <param name="ContextPatchFiles">
 /// Changes applied with the fixes that select no unit of their own: additions to headers that some fixes use (a

@@ -17,11 +17,13 @@ namespace Kintsugi.Kernel.Build;
 public sealed class KernelPatchBuilder(DebianKernelArchive archive, Func<LabMachine> lab, Action<string> progress)
 {
     public static string BuilderVersion =>
-        typeof(KernelPatchBuilder).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion
+        typeof(KernelPatchBuilder).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()
+            ?.InformationalVersion
         ?? "unknown";
 
     /// <summary>The build as a list of phases; each takes the results of the ones before it.</summary>
-    public async Task<KernelBuildResult> BuildAsync(KernelBuildRequest request, CancellationToken cancellation = default)
+    public async Task<KernelBuildResult> BuildAsync(KernelBuildRequest request,
+        CancellationToken cancellation = default)
     {
         var clock = new StageClock(progress);
         // Everything that can be refused from the inputs alone is refused before anything is downloaded.
@@ -35,8 +37,8 @@ public sealed class KernelPatchBuilder(DebianKernelArchive archive, Func<LabMach
         if (units.Count == 0) return NothingToDo(clock, scope.NothingBuiltMessage);
 
         var output = BuildOutput.Create(request.OutputDirectory);
-        var compiled = await UnitCompilation.CompileAsync(target, tree, units, inputs.Patches, output.Work, clock, cancellation,
-            request.PrecompiledAfter);
+        var compiled = await UnitCompilation.CompileAsync(target, tree, units, inputs.Patches, output.Work, clock,
+            cancellation, request.PrecompiledAfter);
 
         var exports = new Lazy<ModuleSymvers>(target.LoadExports);
         var diffs = clock.Run("diff", () => UnitDiffing.DiffAll(compiled, exports,
@@ -48,25 +50,31 @@ public sealed class KernelPatchBuilder(DebianKernelArchive archive, Func<LabMach
                 string.Concat(diffs.SelectMany(d => d.Notes).Select(n => "\n  " + n)));
 
         await UnitCompilation.CompileOriginalsAsync(target, tree, changed.Select(d => d.Unit), clock, cancellation);
-        var resolved = await clock.RunAsync("resolve", () => PatchResolution.ResolveAsync(target, changed, exports.Value,
+        var resolved = await clock.RunAsync("resolve",
+            () => PatchResolution.ResolveAsync(target, changed, exports.Value,
             request.SkipFidelity, progress, cancellation));
         resolved.ThrowIfUnfaithful(request.SkipFidelity);
 
         var patchFiles = await output.WritePatchesAsync(inputs.Patches, cancellation);
-        var manifest = ManifestAssembly.Assemble(inputs, target.Target, patchFiles, changed, resolved, request.SkipFidelity);
-        var module = await ModuleLinking.LinkAsync(target, tree, inputs, changed, resolved, manifest, exports.Value, output,
-            request.Signing, clock, cancellation);
+        var manifest = ManifestAssembly.Assemble(inputs, target.Target, patchFiles, changed, resolved,
+            request.SkipFidelity);
+        var module = await ModuleLinking.LinkAsync(target, tree, inputs, changed, resolved, manifest, exports.Value,
+            output, request.Signing, clock, cancellation);
 
         var summary = $"{manifest.Module}.ko: {resolved.Functions.Count} function(s) replaced in " +
-            $"{string.Join(", ", module.Objects.Select(o => o.Name))}, {resolved.Bindings.Count} symbol(s) bound at load time";
-        return new KernelBuildResult(BuildOutcome.Built, module.ModulePath, module.ManifestPath, manifest, summary, clock.Stages);
+            $"{string.Join(", ", module.Objects.Select(o => o.Name))}, {resolved.Bindings.Count} symbol(s) bound at " +
+            $"load time";
+        return new KernelBuildResult(BuildOutcome.Built, module.ModulePath, module.ManifestPath, manifest, summary,
+            clock.Stages);
     }
 
     private async Task<BuildTarget> OpenTargetAsync(TargetReference reference, CancellationToken cancellation) =>
         reference switch
         {
-            TargetReference.Debian debian => await DebianBuildTarget.FetchAsync(archive, debian.Release, lab, cancellation),
-            TargetReference.TargetDirectory directory => await DirectoryBuildTarget.OpenAsync(directory.Path, cancellation),
+            TargetReference.Debian debian =>
+                await DebianBuildTarget.FetchAsync(archive, debian.Release, lab, cancellation),
+            TargetReference.TargetDirectory directory =>
+                await DirectoryBuildTarget.OpenAsync(directory.Path, cancellation),
             _ => throw new ArgumentException($"unknown target {reference}"),
         };
 

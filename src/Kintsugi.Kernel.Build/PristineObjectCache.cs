@@ -8,12 +8,14 @@ public sealed class PristineObjectCache(string directory)
 {
     public string PathOf(string objectPath) => Path.Combine(directory, objectPath);
 
-    // An object cached before its command file (with the symbol versions of its exports) was kept is compiled again once.
+    // An object cached before its command file (with the symbol versions of its exports) was kept is compiled again
+    // once.
     public IReadOnlyList<Units.TranslationUnit> Missing(IEnumerable<Units.TranslationUnit> units) =>
         [.. units.Where(u => !Holds(directory, u))];
 
     /// <summary>Whether <paramref name="directory"/> holds every unit's object with its command file.</summary>
-    public static bool HoldsAll(string directory, IEnumerable<Units.TranslationUnit> units) => units.All(u => Holds(directory, u));
+    public static bool HoldsAll(string directory, IEnumerable<Units.TranslationUnit> units) =>
+        units.All(u => Holds(directory, u));
 
     /// <summary>Copies one unit's object and its command file from one directory of objects to another.</summary>
     public static void CopyUnit(string from, string to, string objectPath) =>
@@ -43,7 +45,8 @@ public sealed class PristineObjectCache(string directory)
     /// Compiles the units into the cache. With <paramref name="keepGoing"/> the units that compile are kept and those
     /// that do not are returned; without it, any failure throws.
     /// </summary>
-    public async Task<IReadOnlyList<Units.TranslationUnit>> CompileAsync(BuildWorkspace workspace, IReadOnlyList<Units.TranslationUnit> units,
+    public async Task<IReadOnlyList<Units.TranslationUnit>> CompileAsync(BuildWorkspace workspace,
+        IReadOnlyList<Units.TranslationUnit> units,
         string? extraCFlags, CancellationToken cancellation, bool keepGoing = false, Action<int>? onCompiled = null)
     {
         // Compiled beside the cache and moved in, so a build killed midway never leaves a half-written object
@@ -52,7 +55,8 @@ public sealed class PristineObjectCache(string directory)
         var staging = $"{directory}.staging-{Environment.ProcessId}-{Guid.NewGuid():N}";
         IReadOnlyList<Units.TranslationUnit> failed = [];
         if (keepGoing)
-            failed = [.. (await workspace.CompileUnitsKeepGoingAsync(units, staging, extraCFlags, cancellation, onCompiled)).Select(f => f.Unit)];
+            failed = [.. (await workspace.CompileUnitsKeepGoingAsync(units, staging, extraCFlags, cancellation,
+                onCompiled)).Select(f => f.Unit)];
         else await workspace.CompileUnitsAsync(units, staging, extraCFlags, cancellation);
         foreach (var unit in units.Except(failed)) MoveUnit(staging, directory, unit.ObjectPath);
         if (Directory.Exists(staging)) Directory.Delete(staging, recursive: true);

@@ -6,7 +6,8 @@ namespace Kintsugi.Kernel.Build;
 /// <summary>How a patch changes one file.</summary>
 public enum FileChangeKind { Modified, Added, Deleted, Renamed }
 
-/// <summary>One file of a patch, with its path inside the kernel tree (the leading a/ or src/ component removed).</summary>
+/// <summary>One file of a patch, with its path inside the kernel tree (the leading a/ or src/ component
+/// removed).</summary>
 public sealed record FileChange(string Path, string? OldPath, FileChangeKind Kind, int LinesAdded, int LinesRemoved);
 
 /// <summary>
@@ -46,8 +47,10 @@ public sealed class SourcePatch
         for (var i = 0; i < lines.Length; i++)
         {
             var line = lines[i];
-            if (subject is null && line.StartsWith("Subject: ", StringComparison.Ordinal)) subject = line["Subject: ".Length..].Trim();
-            if (!line.StartsWith("--- ", StringComparison.Ordinal) || i + 1 >= lines.Length || !lines[i + 1].StartsWith("+++ ", StringComparison.Ordinal))
+            if (subject is null && line.StartsWith("Subject: ", StringComparison.Ordinal))
+                subject = line["Subject: ".Length..].Trim();
+            if (!line.StartsWith("--- ", StringComparison.Ordinal) || i + 1 >= lines.Length
+                || !lines[i + 1].StartsWith("+++ ", StringComparison.Ordinal))
                 continue;
             var oldPath = PathOf(lines[i][4..]);
             var newPath = PathOf(lines[i + 1][4..]);
@@ -56,9 +59,12 @@ public sealed class SourcePatch
             i = next - 1;
             var kind = oldPath is null ? FileChangeKind.Added : newPath is null ? FileChangeKind.Deleted
                 : oldPath != newPath ? FileChangeKind.Renamed : FileChangeKind.Modified;
-            files.Add(new FileChange((newPath ?? oldPath)!, kind == FileChangeKind.Renamed ? oldPath : null, kind, added, removed));
+            files.Add(new FileChange((newPath ?? oldPath)!, kind == FileChangeKind.Renamed ? oldPath : null, kind,
+                added, removed));
         }
-        if (files.Count == 0) throw new SourcePatchException($"{name} is not a patch: it has no '--- a/FILE' / '+++ b/FILE' file headers");
+        if (files.Count == 0)
+            throw new SourcePatchException(
+                $"{name} is not a patch: it has no '--- a/FILE' / '+++ b/FILE' file headers");
         var sha = Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(text)));
         return new SourcePatch(name, sha, subject, files, text);
     }
@@ -76,7 +82,8 @@ public sealed class SourcePatch
             while (oldCount > 0 || newCount > 0)
             {
                 if (i >= lines.Length)
-                    throw new SourcePatchException($"{name}: the hunk at line {header + 1} of {file} ends early (the patch is truncated)");
+                    throw new SourcePatchException(
+                        $"{name}: the hunk at line {header + 1} of {file} ends early (the patch is truncated)");
                 var line = lines[i];
                 if (line.StartsWith('\\')) { i++; continue; } // "\ No newline at end of file"
                 switch (line.Length == 0 ? ' ' : line[0])
@@ -85,33 +92,40 @@ public sealed class SourcePatch
                     case '-': oldCount--; removed++; break;
                     case '+': newCount--; added++; break;
                     default:
-                        throw new SourcePatchException($"{name}, line {i + 1}: the hunk at line {header + 1} of {file} has fewer lines than its header says (damaged or hand-edited patch)");
+                        throw new SourcePatchException(
+                            $"{name}, line {i + 1}: the hunk at line {header + 1} of {file} has fewer lines than its " +
+                            $"header says (damaged or hand-edited patch)");
                 }
                 if (oldCount < 0 || newCount < 0)
-                    throw new SourcePatchException($"{name}, line {i + 1}: the hunk at line {header + 1} of {file} has more lines than its header says");
+                    throw new SourcePatchException($"{name}, line {i + 1}: the hunk at line {header + 1} of {file} " +
+                        $"has more lines than its header says");
                 i++;
             }
             while (i < lines.Length && lines[i].StartsWith('\\')) i++;
         }
         if (i < lines.Length && IsStrayHunkLine(lines, i))
-            throw new SourcePatchException($"{name}, line {i + 1}: a hunk of {file} has more lines than its header says (damaged or hand-edited patch)");
+            throw new SourcePatchException($"{name}, line {i + 1}: a hunk of {file} has more lines than its header " +
+                $"says (damaged or hand-edited patch)");
         return (added, removed, i);
     }
 
-    /// <summary>A +/- line right after a file's last hunk, other than the next file's header or a mail signature.</summary>
+    /// <summary>A +/- line right after a file's last hunk, other than the next file's header or a mail
+    /// signature.</summary>
     private static bool IsStrayHunkLine(string[] lines, int i)
     {
         var line = lines[i];
         if (line.StartsWith('+')) return !line.StartsWith("+++ ", StringComparison.Ordinal);
         if (!line.StartsWith('-') || line is "--" or "-- ") return false;
-        return !(line.StartsWith("--- ", StringComparison.Ordinal) && i + 1 < lines.Length && lines[i + 1].StartsWith("+++ ", StringComparison.Ordinal));
+        return !(line.StartsWith("--- ", StringComparison.Ordinal) && i + 1 < lines.Length
+            && lines[i + 1].StartsWith("+++ ", StringComparison.Ordinal));
     }
 
     private static (int Old, int New) HunkCounts(string header, string name, int index)
     {
         // @@ -start[,count] +start[,count] @@ context
         var parts = header.Split(' ');
-        if (parts.Length < 4 || parts[3] != "@@" && !parts[3].StartsWith("@@", StringComparison.Ordinal) || !parts[1].StartsWith('-') || !parts[2].StartsWith('+'))
+        if (parts.Length < 4 || parts[3] != "@@" && !parts[3].StartsWith("@@", StringComparison.Ordinal)
+            || !parts[1].StartsWith('-') || !parts[2].StartsWith('+'))
             throw new SourcePatchException($"{name}, line {index + 1}: malformed hunk header '{header}'");
         return (Count(parts[1][1..]), Count(parts[2][1..]));
 
@@ -124,7 +138,8 @@ public sealed class SourcePatch
         }
     }
 
-    /// <summary>The tree path of a ---/+++ header: timestamp dropped, first component (a/, b/, src.orig/) removed like patch -p1; null for /dev/null.</summary>
+    /// <summary>The tree path of a ---/+++ header: timestamp dropped, first component (a/, b/, src.orig/) removed like
+    /// patch -p1; null for /dev/null.</summary>
     private static string? PathOf(string header)
     {
         var path = header.Split('\t')[0].Trim();

@@ -11,9 +11,11 @@ public sealed class StageClock(Action<string> progress)
 
     public IReadOnlyList<StageTiming> Stages => [.. _stages];
 
-    public T Run<T>(string stage, Func<T> work) => RunAsync(stage, () => Task.FromResult(work())).GetAwaiter().GetResult();
+    public T Run<T>(string stage, Func<T> work) =>
+        RunAsync(stage, () => Task.FromResult(work())).GetAwaiter().GetResult();
 
-    public async Task RunAsync(string stage, Func<Task> work) => await RunAsync(stage, async () => { await work(); return 0; });
+    public async Task RunAsync(string stage, Func<Task> work) =>
+        await RunAsync(stage, async () => { await work(); return 0; });
 
     public async Task<T> RunAsync<T>(string stage, Func<Task<T>> work)
     {

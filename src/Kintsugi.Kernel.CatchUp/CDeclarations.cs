@@ -142,9 +142,11 @@ public static partial class CDeclarations
         var rest = match.Success ? match.Groups["rest"].Value.Trim() : text;
         return word switch
         {
-            "define" or "undef" => new(CDeclarationKind.Macro, MacroName().Match(rest) is { Success: true } m ? m.Value : rest, text, line),
+            "define" or "undef" => new(CDeclarationKind.Macro,
+                MacroName().Match(rest) is { Success: true } m ? m.Value : rest, text, line),
             "include" => new(CDeclarationKind.Include, rest, text, line),
-            "if" or "ifdef" or "ifndef" or "elif" or "else" or "endif" or "elifdef" or "elifndef" => new(CDeclarationKind.Conditional, word + " " + rest, text, line),
+            "if" or "ifdef" or "ifndef" or "elif" or "else" or "endif" or "elifdef" or "elifndef" =>
+                new(CDeclarationKind.Conditional, word + " " + rest, text, line),
             _ => new(CDeclarationKind.Other, text, text, line),
         };
     }
@@ -160,24 +162,28 @@ public static partial class CDeclarations
             var kind = aggregate.Groups["kind"].Value == "enum" ? CDeclarationKind.Enum : CDeclarationKind.Aggregate;
             var tag = aggregate.Groups["tag"].Value;
             // An anonymous one is known by its first member or enumerator, which survives edits elsewhere in the file.
-            var label = tag.Length > 0 ? tag : "{" + (Identifier().Match(text, brace) is { Success: true } member ? member.Value : "") + "...}";
+            var label = tag.Length > 0 ? tag
+                : "{" + (Identifier().Match(text, brace) is { Success: true } member ? member.Value : "") + "...}";
             return new(kind, $"{aggregate.Groups["kind"].Value} {label}", text, line);
         }
         if (brace >= 0 && text.EndsWith('}') && LooksLikeFunctionHead(head))
         {
             var inline = InlineWord().IsMatch(head);
-            return new(inline ? CDeclarationKind.InlineFunction : CDeclarationKind.Function, FunctionName(head), text, line);
+            return new(inline ? CDeclarationKind.InlineFunction : CDeclarationKind.Function, FunctionName(head), text,
+                line);
         }
         if (ForwardDeclaration().Match(text) is { Success: true } forward)
             return new(CDeclarationKind.Declaration, forward.Groups["name"].Value, text, line);
         var equals = TopLevelIndexOf(head, '=');
         var beforeValue = equals < 0 ? head.TrimEnd(';', ' ') : head[..equals];
-        if (equals < 0 && TopLevelIndexOf(beforeValue, '(') is var open and >= 0 && !beforeValue.Contains("(*", StringComparison.Ordinal))
+        if (equals < 0 && TopLevelIndexOf(beforeValue, '(') is var open and >= 0
+            && !beforeValue.Contains("(*", StringComparison.Ordinal))
             return new(CDeclarationKind.Declaration, FunctionName(beforeValue[..open] + "()"), text, line);
         if (beforeValue.StartsWith("extern ", StringComparison.Ordinal))
             return new(CDeclarationKind.Declaration, LastIdentifier(beforeValue), text, line);
         var name = LastIdentifier(beforeValue);
-        return name.Length > 0 ? new(CDeclarationKind.Variable, name, text, line) : new(CDeclarationKind.Other, text, text, line);
+        return name.Length > 0 ? new(CDeclarationKind.Variable, name, text, line)
+            : new(CDeclarationKind.Other, text, text, line);
     }
 
     private static bool LooksLikeFunctionHead(string head)
@@ -213,9 +219,12 @@ public static partial class CDeclarations
         return "";
     }
 
-    private static readonly HashSet<string> Attributes = ["__init", "__exit", "__initdata", "__read_mostly", "__ro_after_init", "__maybe_unused",
-        "__always_unused", "__cold", "__weak", "__visible", "noinline", "notrace", "__noreturn", "__rcu", "__percpu", "__user", "__iomem",
-        "__cacheline_aligned", "__cacheline_aligned_in_smp", "__aligned", "__packed", "__must_check", "asmlinkage", "__latent_entropy",
+    private static readonly HashSet<string> Attributes = ["__init", "__exit", "__initdata", "__read_mostly",
+        "__ro_after_init", "__maybe_unused",
+        "__always_unused", "__cold", "__weak", "__visible", "noinline", "notrace", "__noreturn", "__rcu", "__percpu",
+            "__user", "__iomem",
+        "__cacheline_aligned", "__cacheline_aligned_in_smp", "__aligned", "__packed", "__must_check", "asmlinkage",
+            "__latent_entropy",
         "__section", "__used", "__initconst", "__refdata", "__meminitdata", "__attribute__", "const", "volatile"];
 
     private static int TopLevelIndexOf(string text, char wanted)
@@ -231,7 +240,8 @@ public static partial class CDeclarations
         return -1;
     }
 
-    /// <summary>Comments become spaces (newlines kept, so line numbers stay); string and character literals are kept as they are.</summary>
+    /// <summary>Comments become spaces (newlines kept, so line numbers stay); string and character literals are kept as
+    /// they are.</summary>
     internal static string StripComments(string source)
     {
         var output = new StringBuilder(source.Length);
@@ -264,7 +274,8 @@ public static partial class CDeclarations
         return MaskLiterals(output.ToString());
     }
 
-    /// <summary>Braces, parentheses and semicolons inside literals are replaced so that the scanner's counting ignores them.</summary>
+    /// <summary>Braces, parentheses and semicolons inside literals are replaced so that the scanner's counting ignores
+    /// them.</summary>
     private static string MaskLiterals(string text)
     {
         var chars = text.ToCharArray();
@@ -275,7 +286,17 @@ public static partial class CDeclarations
             for (i++; i < chars.Length && chars[i] != quote && chars[i] != '\n'; i++)
             {
                 if (chars[i] == '\\') { i++; continue; }
-                chars[i] = chars[i] switch { '{' => '\u2983', '}' => '\u2984', '(' => '\u2985', ')' => '\u2986', ';' => '\u204F', '#' => '\u266F', _ => chars[i] };
+                chars[i] = chars[i] switch
+                {
+                    '{' => '\u2983',
+                    '}' => '\u2984',
+                    '(' => '\u2985',
+                    ')' => '\u2986',
+                    ';' =>
+                    '\u204F',
+                    '#' => '\u266F',
+                    _ => chars[i]
+                };
             }
         }
         return new string(chars);
@@ -295,7 +316,8 @@ public static partial class CDeclarations
     [GeneratedRegex(@"[A-Za-z_][A-Za-z0-9_]*")]
     private static partial Regex Identifier();
 
-    [GeneratedRegex(@"(^|\s)(?<kind>struct|union|enum)(\s+__[a-z_]+(\([^)]*\))?)*\s*(?<tag>[A-Za-z_][A-Za-z0-9_]*)?\s*$")]
+    [GeneratedRegex(@"(^|\s)(?<kind>struct|union|enum)(\s+__[a-z_]+(\([^)]*\))?)*" +
+        @"\s*(?<tag>[A-Za-z_][A-Za-z0-9_]*)?\s*$")]
     private static partial Regex AggregateHead();
 
     [GeneratedRegex(@"^(?<name>(struct|union|enum)\s+[A-Za-z_][A-Za-z0-9_]*)\s*;$")]

@@ -9,13 +9,15 @@ public abstract record FileDecision(ChangedFile File)
     /// <summary>To be built: its patch goes through the builder, which compiles the units it names.</summary>
     public sealed record Build(ChangedFile File, IReadOnlyList<string> Units) : FileDecision(File);
 
-    /// <summary>Decided without compiling: refused, no code, not built, not kernel code, or outside the run's scope.</summary>
-    public sealed record Decided(ChangedFile File, FileOutcome Outcome, string? Rule, string? Reason, string? Advice, string? Proof) : FileDecision(File);
+    /// <summary>Decided without compiling: refused, no code, not built, not kernel code, or outside the run's
+    /// scope.</summary>
+    public sealed record Decided(ChangedFile File, FileOutcome Outcome, string? Rule, string? Reason, string? Advice,
+        string? Proof) : FileDecision(File);
 }
 
 /// <summary>One file's decision as kept on disk (<see cref="CatchUpPlan.ToRecords"/>).</summary>
-public sealed record PlannedFile(string Path, FileOutcome? Outcome, string? Rule, string? Reason, string? Advice, string? Proof,
-    IReadOnlyList<string>? Units);
+public sealed record PlannedFile(string Path, FileOutcome? Outcome, string? Rule, string? Reason, string? Advice,
+    string? Proof, IReadOnlyList<string>? Units);
 
 /// <summary>The plan an earlier run made, with the key of everything it depends on.</summary>
 public sealed record KeptPlan(string Key, IReadOnlyList<PlannedFile> Files);
@@ -32,22 +34,25 @@ public sealed partial class CatchUpPlan
 
     private CatchUpPlan(IReadOnlyList<FileDecision> decisions) => Decisions = decisions;
 
-    public static CatchUpPlan Make(SourceDifference difference, KernelSourceTree prepared, int maxUnits, IReadOnlyList<string> only,
-        Action<string> progress)
+    public static CatchUpPlan Make(SourceDifference difference, KernelSourceTree prepared, int maxUnits,
+        IReadOnlyList<string> only, Action<string> progress)
     {
         // Makefiles are evaluated with the tree's own toolchain (its build root for another Debian release).
         var kbuild = KbuildUnits.Open(prepared);
-        // Header decisions and C files #included by other C files both need the graph: read it first, with its progress.
+        // Header decisions and C files #included by other C files both need the graph: read it first, with its
+        // progress.
         var includes = kbuild.ReadIncludes(progress);
         var headerVerdicts = HeaderVerdicts(difference, prepared, progress);
         var decisions = new Dictionary<string, FileDecision>(StringComparer.Ordinal);
         // Headers first: a refused header refuses the changed C files that include it.
         var refusedHeaders = new List<(string Header, HeaderVerdict Verdict)>();
-        var ordered = difference.Files.OrderBy(f => f.Path.EndsWith(".h", StringComparison.Ordinal) ? 0 : 1).ThenBy(f => f.Path, StringComparer.Ordinal);
+        var ordered = difference.Files.OrderBy(f => f.Path.EndsWith(".h", StringComparison.Ordinal) ? 0 : 1)
+            .ThenBy(f => f.Path, StringComparer.Ordinal);
         foreach (var file in ordered)
         {
             var decision = Decide(file);
-            if (decision is FileDecision.Decided { Outcome: FileOutcome.Refused, Rule: "header-layout" } && file.Path.EndsWith(".h", StringComparison.Ordinal))
+            if (decision is FileDecision.Decided { Outcome: FileOutcome.Refused, Rule: "header-layout" }
+                && file.Path.EndsWith(".h", StringComparison.Ordinal))
                 refusedHeaders.Add((file.Path, headerVerdicts[file.Path]));
             decisions[file.Path] = decision;
         }
@@ -61,26 +66,34 @@ public sealed partial class CatchUpPlan
                 foreach (var includer in includes.SourcesIncluding(header))
                     if (decisions.TryGetValue(includer, out var decision) && decision is FileDecision.Build
                         && NamedInChangedLines(difference, decision.File, verdict.Constructs) is { Count: > 0 } named)
-                        decisions[includer] = new FileDecision.Decided(decision.File, FileOutcome.Refused, "header-layout",
-                            $"its change uses {string.Join(", ", named)} of {header}, which {string.Join("; ", verdict.Reasons)}",
-                            "the fix depends on a changed definition the running kernel's data and callers were built with: reboot into the new version", null);
+                        decisions[includer] = new FileDecision.Decided(decision.File, FileOutcome.Refused,
+                            "header-layout", $"its change uses {string.Join(", ", named)} of {header}, which " +
+                            $"{string.Join("; ", verdict.Reasons)}",
+                            "the fix depends on a changed definition the running kernel's data and callers were " +
+                            "built with: reboot into the new version", null);
         }
         var plan = new CatchUpPlan([.. difference.Files.Select(f => decisions[f.Path])]);
         progress("plan: " + string.Join(", ", plan.Decisions
-            .GroupBy(d => d is FileDecision.Decided decided ? $"{decided.Outcome}{(decided.Rule is { } rule ? $" ({rule})" : "")}" : "to build")
+            .GroupBy(d => d is FileDecision.Decided decided
+                ? $"{decided.Outcome}{(decided.Rule is { } rule ? $" ({rule})" : "")}" : "to build")
             .OrderByDescending(g => g.Count()).Select(g => $"{g.Count()} {g.Key}")));
         return plan;
 
         FileDecision Decide(ChangedFile file)
         {
             if (only.Count > 0 && !only.Any(prefix => file.Path.StartsWith(prefix, StringComparison.Ordinal)))
-                return new FileDecision.Decided(file, FileOutcome.NotKernelCode, "scope", "outside the --only scope of this run", "run again without --only", null);
-            if (file.Path.StartsWith("arch/", StringComparison.Ordinal) && !file.Path.StartsWith("arch/x86/", StringComparison.Ordinal))
+                return new FileDecision.Decided(file, FileOutcome.NotKernelCode, "scope",
+                    "outside the --only scope of this run", "run again without --only", null);
+            if (file.Path.StartsWith("arch/", StringComparison.Ordinal)
+                && !file.Path.StartsWith("arch/x86/", StringComparison.Ordinal))
                 return new FileDecision.Decided(file, FileOutcome.NotBuilt, null, null, null,
-                    $"{file.Path.Split('/')[1]} is another architecture: an x86-64 kernel compiles nothing under {string.Join('/', file.Path.Split('/')[..2])}/");
-            var scoped = LivepatchScope.Classify(new FileChange(file.Path, null, file.Kind, file.LinesAdded, file.LinesRemoved));
+                    $"{file.Path.Split('/')[1]} is another architecture: an x86-64 kernel compiles nothing under " +
+                    $"{string.Join('/', file.Path.Split('/')[..2])}/");
+            var scoped =
+                LivepatchScope.Classify(new FileChange(file.Path, null, file.Kind, file.LinesAdded, file.LinesRemoved));
             if (file.Patch is null && scoped.Scope != ChangeScope.Ignored)
-                return new FileDecision.Decided(file, FileOutcome.Refused, "binary", "a binary file changed", "reboot into the new version", null);
+                return new FileDecision.Decided(file, FileOutcome.Refused, "binary", "a binary file changed",
+                    "reboot into the new version", null);
             switch (scoped.Scope)
             {
                 case ChangeScope.Ignored:
@@ -89,15 +102,18 @@ public sealed partial class CatchUpPlan
                     return DecideHeader(file);
                 case ChangeScope.TranslationUnit when file.Kind == FileChangeKind.Added:
                     return new FileDecision.Decided(file, FileOutcome.Refused, "new-file",
-                        "a new C file: a livepatch replaces functions of units the running kernel already has", "reboot into the new version", null);
+                        "a new C file: a livepatch replaces functions of units the running kernel already has",
+                        "reboot into the new version", null);
                 case ChangeScope.TranslationUnit:
                     return DecideSource(file);
                 default:
                     // A deleted C file is looked up in the old tree, the one the running kernel was built from.
                     if (file.Kind == FileChangeKind.Deleted && file.Path.EndsWith(".c", StringComparison.Ordinal)
                         && kbuild.Resolve(file.Path) is UnitResolution.NotBuilt deleted)
-                        return new FileDecision.Decided(file, FileOutcome.NotBuilt, null, null, null, deleted.Proof.ToString());
-                    return new FileDecision.Decided(file, FileOutcome.Refused, "scope", scoped.Reason, AdviceFor(file.Path), null);
+                        return new FileDecision.Decided(file, FileOutcome.NotBuilt, null, null, null,
+                            deleted.Proof.ToString());
+                    return new FileDecision.Decided(file, FileOutcome.Refused, "scope", scoped.Reason,
+                        AdviceFor(file.Path), null);
             }
         }
 
@@ -107,24 +123,30 @@ public sealed partial class CatchUpPlan
             switch (verdict.Impact)
             {
                 case HeaderImpact.NoCode:
-                    return new FileDecision.Decided(file, FileOutcome.NoCode, null, null, null, "only comments and whitespace changed (compared construct by construct)");
+                    return new FileDecision.Decided(file, FileOutcome.NoCode, null, null, null,
+                        "only comments and whitespace changed (compared construct by construct)");
                 case HeaderImpact.DeclarationsOnly:
                     return new FileDecision.Decided(file, FileOutcome.NoCode, null, null, null,
-                        "only declarations, or macros no source of the running kernel names, were added or removed, which " +
-                        "compile to nothing: " + string.Join(", ", verdict.Constructs));
+                        "only declarations, or macros no source of the running kernel names, were added or removed, "
+                        + "which compile to nothing: " + string.Join(", ", verdict.Constructs));
                 case HeaderImpact.Refused:
-                    return new FileDecision.Decided(file, FileOutcome.Refused, "header-layout", string.Join("\n", verdict.Reasons),
-                        "reboot into the new version: the running kernel's structures and callers were built with the old header", null);
+                    return new FileDecision.Decided(file, FileOutcome.Refused, "header-layout",
+                        string.Join("\n", verdict.Reasons),
+                        "reboot into the new version: the running kernel's structures and callers were built with " +
+                        "the old header", null);
             }
             var header = kbuild.ResolveHeader(file.Path, limit: maxUnits);
             return header.Resolution switch
             {
-                UnitResolution.Built when header.Units.Count > maxUnits => new FileDecision.Decided(file, FileOutcome.Refused, "too-many-units",
-                    $"changes {string.Join(", ", verdict.Constructs.Select(c => c.Name))}, compiled into more than {maxUnits} " +
+                UnitResolution.Built when header.Units.Count > maxUnits =>
+                    new FileDecision.Decided(file, FileOutcome.Refused, "too-many-units",
+                    $"changes {string.Join(", ", verdict.Constructs.Select(c => c.Name))}, compiled into more than " +
+                    $"{maxUnits} " +
                     $"built units (it is #included by {header.Includers} C files)",
                     "raise --max-units to rebuild them all (slow), or reboot into the new version", null),
                 UnitResolution.Built => new FileDecision.Build(file, [.. header.Units.Select(u => u.SourcePath)]),
-                UnitResolution.NotBuilt notBuilt => new FileDecision.Decided(file, FileOutcome.NotBuilt, null, null, null, notBuilt.Proof.ToString()),
+                UnitResolution.NotBuilt notBuilt =>
+                    new FileDecision.Decided(file, FileOutcome.NotBuilt, null, null, null, notBuilt.Proof.ToString()),
                 UnitResolution.Unresolved unresolved => Unresolved(file, unresolved),
                 var other => throw new InvalidOperationException($"unknown unit resolution {other}"),
             };
@@ -133,10 +155,12 @@ public sealed partial class CatchUpPlan
         FileDecision DecideSource(ChangedFile file)
         {
             if (SourceChange.SameCode(difference.ReadOld(file), difference.ReadNew(file)))
-                return new FileDecision.Decided(file, FileOutcome.NoCode, null, null, null, "only comments and whitespace changed (compared construct by construct)");
+                return new FileDecision.Decided(file, FileOutcome.NoCode, null, null, null,
+                    "only comments and whitespace changed (compared construct by construct)");
             return kbuild.Resolve(file.Path) switch
             {
-                UnitResolution.Built built => new FileDecision.Build(file, [.. built.Units.Select(u => u.SourcePath).Distinct()]),
+                UnitResolution.Built built =>
+                    new FileDecision.Build(file, [.. built.Units.Select(u => u.SourcePath).Distinct()]),
                 UnitResolution.NotBuilt notBuilt =>
                     new FileDecision.Decided(file, FileOutcome.NotBuilt, null, null, null, notBuilt.Proof.ToString()),
                 UnitResolution.Unresolved unresolved => Unresolved(file, unresolved),
@@ -149,12 +173,14 @@ public sealed partial class CatchUpPlan
     public IReadOnlyList<PlannedFile> ToRecords() => [.. Decisions.Select(d => d switch
     {
         FileDecision.Build build => new PlannedFile(d.File.Path, null, null, null, null, null, build.Units),
-        FileDecision.Decided decided => new PlannedFile(d.File.Path, decided.Outcome, decided.Rule, decided.Reason, decided.Advice,
+        FileDecision.Decided decided =>
+            new PlannedFile(d.File.Path, decided.Outcome, decided.Rule, decided.Reason, decided.Advice,
             decided.Proof, null),
         _ => throw new InvalidOperationException($"unknown decision {d}"),
     })];
 
-    /// <summary>A plan kept by an earlier run over the same difference; null when it does not cover exactly its files.</summary>
+    /// <summary>A plan kept by an earlier run over the same difference; null when it does not cover exactly its
+    /// files.</summary>
     public static CatchUpPlan? FromRecords(SourceDifference difference, IReadOnlyList<PlannedFile> records)
     {
         var byPath = records.ToDictionary(r => r.Path, StringComparer.Ordinal);
@@ -167,8 +193,10 @@ public sealed partial class CatchUpPlan
         })]);
     }
 
-    /// <summary>The changed constructs whose names appear as identifiers in the added or removed lines of the file's patch.</summary>
-    private static IReadOnlyList<string> NamedInChangedLines(SourceDifference difference, ChangedFile file, IReadOnlyList<ChangedConstruct> constructs)
+    /// <summary>The changed constructs whose names appear as identifiers in the added or removed lines of the file's
+    /// patch.</summary>
+    private static IReadOnlyList<string> NamedInChangedLines(SourceDifference difference, ChangedFile file,
+        IReadOnlyList<ChangedConstruct> constructs)
     {
         var identifiers = difference.IdentifiersOnChangedLines(file);
         // "struct example" is named by its tag.
@@ -176,31 +204,39 @@ public sealed partial class CatchUpPlan
             .Distinct(StringComparer.Ordinal)];
     }
 
-    /// <summary>"Cannot tell" is never "not built": the file is refused with the reason, so the report shows it.</summary>
+    /// <summary>"Cannot tell" is never "not built": the file is refused with the reason, so the report shows
+    /// it.</summary>
     private static FileDecision Unresolved(ChangedFile file, UnitResolution.Unresolved unresolved) =>
         new FileDecision.Decided(file, FileOutcome.Refused, "unresolved-unit", unresolved.ToString(),
-            "check by hand whether this kernel compiles the file; if it does, build the fix with kintsugi kernel build, " +
+            "check by hand whether this kernel compiles the file; if it does, build the fix with kintsugi kernel " +
+        "build, " +
             "otherwise nothing is lost", null);
 
     private static string AdviceFor(string path) =>
-        path.EndsWith(".S", StringComparison.Ordinal) || path.EndsWith(".s", StringComparison.Ordinal) ? "reboot into the new version (assembly is not live patched)"
-        : Path.GetFileName(path) is "Makefile" or "Kbuild" || Path.GetFileName(path).StartsWith("Kconfig", StringComparison.Ordinal)
-            ? "review it: a build change that concerns only objects this configuration does not build loses nothing; otherwise reboot"
+        path.EndsWith(".S", StringComparison.Ordinal) || path.EndsWith(".s", StringComparison.Ordinal)
+        ? "reboot into the new version (assembly is not live patched)"
+        : Path.GetFileName(path) is "Makefile" or "Kbuild"
+        || Path.GetFileName(path).StartsWith("Kconfig", StringComparison.Ordinal)
+            ? "review it: a build change that concerns only objects this configuration does not build loses nothing; " +
+        "otherwise reboot"
         : "reboot into the new version";
 
     /// <summary>
-    /// Every changed header compared construct by construct, with the macros they add looked up in the running kernel's
-    /// sources in one pass over the tree.
+    /// Every changed header compared construct by construct, with the macros they add looked up in the running
+    /// kernel's sources in one pass over the tree.
     /// </summary>
-    private static Dictionary<string, HeaderVerdict> HeaderVerdicts(SourceDifference difference, KernelSourceTree prepared,
-        Action<string> progress)
+    private static Dictionary<string, HeaderVerdict> HeaderVerdicts(SourceDifference difference,
+        KernelSourceTree prepared, Action<string> progress)
     {
-        var verdicts = difference.Files.Where(f => f.Path.EndsWith(".h", StringComparison.Ordinal)).ToDictionary(f => f.Path,
-            f => SourceChange.ClassifyHeader(difference.ReadOld(f), difference.ReadNew(f)), StringComparer.Ordinal);
+        var verdicts = difference.Files.Where(f => f.Path.EndsWith(".h", StringComparison.Ordinal)).ToDictionary(
+            f => f.Path, f => SourceChange.ClassifyHeader(difference.ReadOld(f), difference.ReadNew(f)),
+            StringComparer.Ordinal);
         var added = verdicts.Values.SelectMany(v => v.AddedMacros).ToHashSet(StringComparer.Ordinal);
         if (added.Count == 0) return verdicts;
-        progress($"looking for the {added.Count} macro name(s) the changed headers add in the running kernel's sources");
+        progress($"looking for the {added.Count} macro name(s) the changed headers add in the running kernel's "
+            + "sources");
         var named = SourceNames.FilesNaming(prepared.Directory, added);
-        return verdicts.ToDictionary(v => v.Key, v => SourceChange.WithNamedMacros(v.Value, named), StringComparer.Ordinal);
+        return verdicts.ToDictionary(v => v.Key, v => SourceChange.WithNamedMacros(v.Value, named),
+            StringComparer.Ordinal);
     }
 }

@@ -32,18 +32,20 @@ namespace Kintsugi.Kernel.CatchUp;
 /// Each outcome is kept in OUTPUT/.catch-up/trials as soon as it is known, so an interrupted or repeated run does
 /// only what is left. Any make that fails in a batch only sends its files back to being compiled one by one.
 /// </summary>
-internal sealed partial class CatchUpTrials(BuildTarget target, KernelSourceTree tree, CatchUpRequest request, SourceDifference difference,
-    string output, Action<string> progress)
+internal sealed partial class CatchUpTrials(BuildTarget target, KernelSourceTree tree, CatchUpRequest request,
+    SourceDifference difference, string output, Action<string> progress)
 {
     private readonly string _state = Path.Combine(output, ".catch-up", "trials");
     private readonly string _work = Path.Combine(output, ".catch-up", "work");
-    private readonly Lazy<ModuleSymvers> _exports = new(target.LoadExports, LazyThreadSafetyMode.ExecutionAndPublication);
+    private readonly Lazy<ModuleSymvers> _exports = new(target.LoadExports,
+        LazyThreadSafetyMode.ExecutionAndPublication);
     private readonly ConcurrentDictionary<string, FileTrial> _results = new(StringComparer.Ordinal);
     private int _done;
     private int _total;
 
     /// <summary>A file whose units are known and compile, waiting for the next phase.</summary>
-    private sealed record Scoped(ChangedFile File, string Key, BuildInputs Inputs, IReadOnlyList<TranslationUnit> Units);
+    private sealed record Scoped(ChangedFile File, string Key, BuildInputs Inputs,
+        IReadOnlyList<TranslationUnit> Units);
 
     /// <summary>A file whose units changed: its diffs, waiting for the fidelity proof and resolution.</summary>
     /// <param name="Companions">Changed headers whose additions the fix was compiled with.</param>
@@ -113,10 +115,12 @@ internal sealed partial class CatchUpTrials(BuildTarget target, KernelSourceTree
                 && unit.SourcePath == file.Path ? unit : null;
             if (own is not null && PristineObjectCache.HoldsAll(Path.Combine(after, key), [own])) held.Add((key, own));
             // A C file #included by another unit compiles into that one too.
-            sharedUnits.UnionWith(UnitsOf(kbuild, file.Path).Select(u => u.ObjectPath).Where(o => o != own?.ObjectPath));
+            sharedUnits.UnionWith(
+                UnitsOf(kbuild, file.Path).Select(u => u.ObjectPath).Where(o => o != own?.ObjectPath));
         }
         var reused = held.Where(h => !sharedUnits.Contains(h.Unit.ObjectPath)).ToList();
-        foreach (var (key, unit) in reused) PristineObjectCache.CopyUnit(Path.Combine(after, key), reusable, unit.ObjectPath);
+        foreach (var (key, unit) in reused) PristineObjectCache.CopyUnit(Path.Combine(after, key), reusable,
+            unit.ObjectPath);
         return (reusable, reused.Count);
     }
 
@@ -131,12 +135,14 @@ internal sealed partial class CatchUpTrials(BuildTarget target, KernelSourceTree
         {
             var outcome = Attempt(file, key, () =>
             {
-                var inputs = BuildInputs.Read(new KernelBuildRequest(new TargetReference.Debian(request.Target), [difference.PatchPath(file)],
+                var inputs = BuildInputs.Read(
+                    new KernelBuildRequest(new TargetReference.Debian(request.Target), [difference.PatchPath(file)],
                     "catchup_trial", [], null, Path.Combine(_work, key), request.SkipFidelity, request.MaxUnits));
                 var units = UnitSelection.Select(tree, inputs.Scope, request.MaxUnits, _ => { }).Units;
                 if (units.Count == 0)
                     return new FileTrial(key, FileOutcome.NotBuilt, [], null, null, null, null,
-                        "the builder's unit selection (kbuild Makefiles and .config, #include of C files) found no unit of this kernel for it");
+                        "the builder's unit selection (kbuild Makefiles and .config, #include of C files) found no " +
+                        "unit of this kernel for it");
                 scoped.Add(new Scoped(file, key, inputs, units));
                 return null;
             });
@@ -158,24 +164,30 @@ internal sealed partial class CatchUpTrials(BuildTarget target, KernelSourceTree
         public string? For(string key) => Files.Contains(key) ? Path.Combine(Directory, key) : null;
 
         public string? ErrorOf(string key) =>
-            File.Exists(Path.Combine(Directory, key, ErrorFile)) ? File.ReadAllText(Path.Combine(Directory, key, ErrorFile)) : null;
+            File.Exists(Path.Combine(Directory, key, ErrorFile))
+            ? File.ReadAllText(Path.Combine(Directory, key, ErrorFile)) : null;
 
-        public void KeepError(string key, string errors) => AtomicFile.WriteText(Path.Combine(Directory, key, ErrorFile), errors);
+        public void KeepError(string key, string errors) =>
+            AtomicFile.WriteText(Path.Combine(Directory, key, ErrorFile), errors);
 
         /// <summary>The changed headers a file's after object was compiled with (none for the shared make).</summary>
-        public IReadOnlyList<string> CompanionsOf(string key) => File.Exists(Path.Combine(Directory, key, CompanionsFile))
+        public IReadOnlyList<string> CompanionsOf(string key) =>
+            File.Exists(Path.Combine(Directory, key, CompanionsFile))
             ? File.ReadAllLines(Path.Combine(Directory, key, CompanionsFile)) : [];
 
-        /// <summary>Takes an after object compiled with companion headers: it replaces the error the shared make gave.</summary>
+        /// <summary>Takes an after object compiled with companion headers: it replaces the error the shared make
+        /// gave.</summary>
         public void KeepWithCompanions(string key, IReadOnlyList<string> companions)
         {
-            AtomicFile.WriteText(Path.Combine(Directory, key, CompanionsFile), string.Concat(companions.Select(c => c + "\n")));
+            AtomicFile.WriteText(Path.Combine(Directory, key, CompanionsFile),
+                string.Concat(companions.Select(c => c + "\n")));
             File.Delete(Path.Combine(Directory, key, ErrorFile));
             Files.Add(key);
         }
     }
 
-    /// <summary>The pristine objects of the files' units, in shared makes, cached across builds of this kernel.</summary>
+    /// <summary>The pristine objects of the files' units, in shared makes, cached across builds of this
+    /// kernel.</summary>
     private async Task CompileBeforeAsync(IReadOnlyList<Scoped> scoped, CancellationToken cancellation)
     {
         var units = scoped.SelectMany(s => s.Units).DistinctBy(u => u.ObjectPath).ToList();
@@ -183,7 +195,8 @@ internal sealed partial class CatchUpTrials(BuildTarget target, KernelSourceTree
         var watch = Stopwatch.StartNew();
         progress($"compiling the {units.Count} unit(s) of {scoped.Count} file(s) before the fixes, " +
             $"{UnitCompilation.PrecompileChunk} per make");
-        var failed = await UnitCompilation.PrecompilePristineAsync(target, tree, units, originals: false, cancellation, progress);
+        var failed = await UnitCompilation.PrecompilePristineAsync(target, tree, units, originals: false, cancellation,
+            progress);
         progress($"compiled before the fixes in {watch.Elapsed.TotalSeconds:0} s" +
             (failed.Count > 0 ? $"; {failed.Count} unit(s) did not compile and are tried one by one" : ""));
     }
@@ -198,11 +211,12 @@ internal sealed partial class CatchUpTrials(BuildTarget target, KernelSourceTree
         var directory = Path.Combine(_work, "after");
         // A unit's after object depends on its fix alone when the unit is the changed C file itself, and no other
         // file of the batch compiles into it.
-        var byObject = scoped.SelectMany(s => s.Units.Select(u => (u.ObjectPath, s))).ToLookup(x => x.ObjectPath, x => x.s);
+        var byObject = scoped.SelectMany(s => s.Units.Select(u => (u.ObjectPath, s))).ToLookup(x => x.ObjectPath,
+            x => x.s);
         var batch = scoped.Where(s => s.File.Path.EndsWith(".c", StringComparison.Ordinal) && s.Units.Count == 1
             && s.Units[0].SourcePath == s.File.Path && byObject[s.Units[0].ObjectPath].Count() == 1).ToList();
-        // A unit that #includes another batched C file (a .c compiled on its own and also included elsewhere) would carry
-        // both fixes: it compiles on its own instead.
+        // A unit that #includes another batched C file (a .c compiled on its own and also included elsewhere) would
+        // carry both fixes: it compiles on its own instead.
         var batched = batch.Select(s => s.File.Path).ToHashSet(StringComparer.Ordinal);
         var includes = KbuildUnits.Open(tree).Includes;
         var carriesAnother = batch.SelectMany(s => includes.SourcesIncluding(s.File.Path)
@@ -222,18 +236,21 @@ internal sealed partial class CatchUpTrials(BuildTarget target, KernelSourceTree
         compiled.UnionWith(together.Compiled);
         foreach (var (key, errors) in together.Errors) precompiled.KeepError(key, errors);
         progress($"compiled after the fixes in {watch.Elapsed.TotalSeconds:0} s" + (together.Unsettled.Count > 0
-            ? $"; {together.Unsettled.Count} did not apply, or failed without telling why, and are tried one by one" : ""));
+            ? $"; {together.Unsettled.Count} did not apply, or failed without telling why, and are tried one by one"
+            : ""));
         return precompiled;
     }
 
     /// <summary>What a shared make of fixes gave, by file key.</summary>
     /// <param name="Compiled">Files whose unit compiled; its objects are in the directory, one per key.</param>
     /// <param name="Errors">Files whose unit did not compile, with the compiler's errors for it.</param>
-    /// <param name="Unsettled">Files that did not apply in the shared view (with why) or failed without telling why.</param>
+    /// <param name="Unsettled">Files that did not apply in the shared view (with why) or failed without telling
+    /// why.</param>
     private sealed record Together(IReadOnlySet<string> Compiled, IReadOnlyDictionary<string, string> Errors,
         IReadOnlyDictionary<string, string?> Unsettled)
     {
-        public string? ErrorsOf(string key) => Errors.TryGetValue(key, out var errors) ? errors : Unsettled.GetValueOrDefault(key);
+        public string? ErrorsOf(string key) =>
+            Errors.TryGetValue(key, out var errors) ? errors : Unsettled.GetValueOrDefault(key);
     }
 
     /// <summary>
@@ -278,14 +295,16 @@ internal sealed partial class CatchUpTrials(BuildTarget target, KernelSourceTree
             }
             if (applied.Count == 0) continue;
             var chunkDirectory = Path.Combine(_work, "together-chunk");
-            var failures = (await patched.CompileUnitsKeepGoingAsync([.. applied.Select(s => s.Units[0])], chunkDirectory,
+            var failures =
+                (await patched.CompileUnitsKeepGoingAsync([.. applied.Select(s => s.Units[0])], chunkDirectory,
                 UnitCompilation.DiffCFlags(target), cancellation, CompileProgress.Every(files.Count, progress, offset)))
                 .ToDictionary(f => f.Unit.ObjectPath, f => f.Errors, StringComparer.Ordinal);
             foreach (var file in applied)
             {
                 if (!failures.TryGetValue(file.Units[0].ObjectPath, out var failed))
                 {
-                    PristineObjectCache.MoveUnit(chunkDirectory, Path.Combine(directory, file.Key), file.Units[0].ObjectPath);
+                    PristineObjectCache.MoveUnit(chunkDirectory, Path.Combine(directory, file.Key),
+                        file.Units[0].ObjectPath);
                     compiled.Add(file.Key);
                 }
                 else if (failed is not null) errors[file.Key] = failed;
@@ -316,7 +335,8 @@ internal sealed partial class CatchUpTrials(BuildTarget target, KernelSourceTree
                 try
                 {
                     compiled = await UnitCompilation.CompileAsync(target, tree, file.Units, file.Inputs.Patches,
-                        Path.Combine(_work, file.Key), new StageClock(_ => { }), token, precompiledAfter: after.For(file.Key));
+                        Path.Combine(_work, file.Key), new StageClock(_ => { }), token,
+                        precompiledAfter: after.For(file.Key));
                 }
                 catch (ModuleBuildException e) when (file.Units is [var own] && own.SourcePath == file.File.Path)
                 {
@@ -325,8 +345,8 @@ internal sealed partial class CatchUpTrials(BuildTarget target, KernelSourceTree
                 }
                 // A C file compiled on its own keeps its after object for the module build, as the shared make's do.
                 if (after.For(file.Key) is null && file.Units is [var unit] && unit.SourcePath == file.File.Path)
-                    PristineObjectCache.CopyUnit(Path.Combine(_work, file.Key, "after"), Path.Combine(after.Directory, file.Key),
-                        unit.ObjectPath);
+                    PristineObjectCache.CopyUnit(Path.Combine(_work, file.Key, "after"),
+                        Path.Combine(after.Directory, file.Key), unit.ObjectPath);
                 return Compare(file, compiled, after.CompanionsOf(file.Key), objtoolAtLink, diffed.Add);
             });
             if (outcome is not null) Finish(file.File, outcome);
@@ -371,17 +391,21 @@ internal sealed partial class CatchUpTrials(BuildTarget target, KernelSourceTree
         var verdicts = headers.Except(additive).ToDictionary(h => h.Path,
             h => SourceChange.ClassifyHeader(difference.ReadOld(h), difference.ReadNew(h)), StringComparer.Ordinal);
         // Headers whose only change is comments or spacing are applied too, but never named as what a fix needs.
-        var others = headers.Where(h => verdicts.TryGetValue(h.Path, out var v) && v.Impact != HeaderImpact.NoCode).ToList();
+        var others = headers.Where(h => verdicts.TryGetValue(h.Path, out var v) && v.Impact != HeaderImpact.NoCode)
+            .ToList();
         var includes = KbuildUnits.Open(tree).Includes;
         var includers = new Dictionary<string, HashSet<string>>(StringComparer.Ordinal);
         IReadOnlyList<string> IncludedBy(Scoped file, IEnumerable<ChangedFile> candidates) => [.. candidates
             .Where(h => (includers.TryGetValue(h.Path, out var set) ? set
-                : includers[h.Path] = includes.SourcesIncluding(h.Path).ToHashSet(StringComparer.Ordinal)).Contains(file.File.Path))
+                : includers[h.Path] = includes.SourcesIncluding(h.Path).ToHashSet(StringComparer.Ordinal)).Contains(
+            file.File.Path))
             .Select(h => h.Path)];
 
-        progress($"{uncompiled.Count} fix(es) did not compile against the running kernel's headers" + (additive.Count == 0 ? ""
+        progress($"{uncompiled.Count} fix(es) did not compile against the running kernel's headers"
+            + (additive.Count == 0 ? ""
             : $": compiling them again with the {additive.Count} header change(s) of the update that only add"));
-        var none = new Together(new HashSet<string>(), new Dictionary<string, string>(), new Dictionary<string, string?>());
+        var none = new Together(new HashSet<string>(), new Dictionary<string, string>(),
+            new Dictionary<string, string?>());
         var withAdditions = additive.Count == 0 ? none
             : await CompileTogetherAsync([.. uncompiled.Select(u => u.File)], additive, after.Directory, cancellation);
         var rescued = uncompiled.Where(u => withAdditions.Compiled.Contains(u.File.Key)).Select(u => u.File).ToList();
@@ -391,7 +415,8 @@ internal sealed partial class CatchUpTrials(BuildTarget target, KernelSourceTree
         var left = uncompiled.Where(u => !withAdditions.Compiled.Contains(u.File.Key)).ToList();
         if (left.Count == 0) return rescued;
         if (headers.Count > 0)
-            progress($"{left.Count} fix(es) still do not compile: compiling them with all {headers.Count} header change(s) of the update");
+            progress($"{left.Count} fix(es) still do not compile: compiling them with all {headers.Count} header " +
+                $"change(s) of the update");
         var scratch = Path.Combine(_work, "with-all-headers");
         var withAll = headers.Count == 0 ? none
             : await CompileTogetherAsync([.. left.Select(u => u.File)], headers, scratch, cancellation);
@@ -404,31 +429,40 @@ internal sealed partial class CatchUpTrials(BuildTarget target, KernelSourceTree
                 var candidates = IncludedBy(file, others);
                 var named = QuotedIdentifiers(errors);
                 var culprits = candidates.Where(h => ChangedIdentifiers(h).Overlaps(named)).ToList();
-                var needed = (culprits.Count > 0 ? culprits : candidates).Select(h => (Header: h, Verdict: verdicts[h])).ToList();
+                var needed = (culprits.Count > 0 ? culprits : candidates).Select(h => (Header: h, Verdict: verdicts[h]))
+                    .ToList();
                 var layout = needed.Any(v => v.Verdict.Impact == HeaderImpact.Refused);
                 var described = needed.Take(culprits.Count > 0 ? needed.Count : 5).Select(v => $"{v.Header} " +
                     (v.Verdict.Reasons.Count > 0 ? string.Join(", ", v.Verdict.Reasons)
-                        : $"changes {string.Join(", ", v.Verdict.Constructs.Take(5))}, code of every unit that includes it"));
-                Finish(file.File, new FileTrial(file.Key, FileOutcome.Refused, [], null, layout ? "header-layout" : "header-change",
+                        : $"changes {string.Join(", ", v.Verdict.Constructs.Take(5))}, code of every unit that " +
+                    $"includes it"));
+                Finish(file.File,
+                    new FileTrial(file.Key, FileOutcome.Refused, [], null, layout ? "header-layout" : "header-change",
                     culprits.Count > 0
                         ? $"it compiles only with what the update changes in {string.Join(", ", culprits)} " +
-                          $"(its errors name {string.Join(", ", named.Where(n => culprits.Any(h => ChangedIdentifiers(h).Contains(n))))}): " +
+                          $"(its errors name " +
+                    $"{string.Join(", ", named.Where(n => culprits.Any(h => ChangedIdentifiers(h).Contains(n))))}): " +
                           string.Join("; ", described)
-                        : "it compiles only with header changes of the update beyond additions" + (needed.Count == 0 ? ""
-                            : $", in one of the {needed.Count} changed headers it includes: " + string.Join("; ", described) +
+                        : "it compiles only with header changes of the update beyond additions"
+                    + (needed.Count == 0 ? ""
+                            : $", in one of the {needed.Count} changed headers it includes: "
+                    + string.Join("; ", described) +
                               (needed.Count > 5 ? $"; and {needed.Count - 5} more" : "")),
-                    layout ? "the fix depends on a changed definition the running kernel's data and callers were built with: " +
+                    layout ? "the fix depends on a changed definition the running kernel's data and callers were " +
+                    "built with: " +
                         "reboot into the new version"
-                        : "build it together with the header's fix (kintsugi kernel build with both patches), which rebuilds " +
+                        : "build it together with the header's fix (kintsugi kernel build with both patches), which " +
+                    "rebuilds " +
                         "every unit that includes the header, or reboot into the new version", null));
             }
             else
                 Finish(file.File, new FileTrial(file.Key, FileOutcome.Refused, [], null, "build",
                     errors + (withAll.ErrorsOf(file.Key) is { } again && again != errors
                         ? "\nwith every header change of the update applied, it still fails:\n" + again : ""),
-                    "the change does not build against this kernel's source even with every header change of the update: " +
-                    "it needs another C file's change (such as a function the update adds there): reboot into the new version",
-                    null));
+                    "the change does not build against this kernel's source even with every header change of the " +
+                    "update: " +
+                    "it needs another C file's change (such as a function the update adds there): reboot into the " +
+                    "new version", null));
         }
         if (Directory.Exists(scratch)) Directory.Delete(scratch, recursive: true);
         return rescued;
@@ -438,7 +472,8 @@ internal sealed partial class CatchUpTrials(BuildTarget target, KernelSourceTree
     private static IReadOnlySet<string> QuotedIdentifiers(string errors) =>
         QuotedIdentifier().Matches(errors).Select(m => m.Groups[1].Value).ToHashSet(StringComparer.Ordinal);
 
-    private readonly ConcurrentDictionary<string, IReadOnlySet<string>> _changedIdentifiers = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, IReadOnlySet<string>> _changedIdentifiers =
+        new(StringComparer.Ordinal);
 
     private IReadOnlySet<string> ChangedIdentifiers(string path) => _changedIdentifiers.GetOrAdd(path,
         _ => difference.IdentifiersOnChangedLines(difference.Files.Single(f => f.Path == path)));
@@ -451,25 +486,32 @@ internal sealed partial class CatchUpTrials(BuildTarget target, KernelSourceTree
         if (diffed.Count == 0) return;
         var units = diffed.SelectMany(d => d.Changed.Select(c => c.Unit)).DistinctBy(u => u.ObjectPath).ToList();
         var watch = Stopwatch.StartNew();
-        progress($"compiling the {units.Count} changed unit(s) as the distribution did, for the fidelity proof, in one make");
-        var failed = await UnitCompilation.PrecompilePristineAsync(target, tree, units, originals: true, cancellation, progress);
+        progress($"compiling the {units.Count} changed unit(s) as the distribution did, for the fidelity proof, in " +
+            $"one make");
+        var failed = await UnitCompilation.PrecompilePristineAsync(target, tree, units, originals: true, cancellation,
+            progress);
         progress($"compiled the originals in {watch.Elapsed.TotalSeconds:0} s" +
             (failed.Count > 0 ? $"; {failed.Count} unit(s) did not compile and are tried one by one" : ""));
         await Parallel.ForEachAsync(diffed, Options(cancellation), async (file, token) =>
         {
             var outcome = await AttemptAsync(file.File.File, file.File.Key, async () =>
             {
-                await UnitCompilation.CompileOriginalsAsync(target, tree, file.Changed.Select(c => c.Unit), new StageClock(_ => { }), token);
-                var resolved = await PatchResolution.ResolveAsync(target, file.Changed, _exports.Value, request.SkipFidelity, _ => { }, token);
+                await UnitCompilation.CompileOriginalsAsync(target, tree, file.Changed.Select(c => c.Unit),
+                    new StageClock(_ => { }), token);
+                var resolved = await PatchResolution.ResolveAsync(target, file.Changed, _exports.Value,
+                    request.SkipFidelity, _ => { }, token);
                 resolved.ThrowIfUnfaithful(request.SkipFidelity);
                 // New functions alone change nothing the running kernel does: a CVE must not count as covered by them.
                 if (resolved.Functions.Count == 0)
                     return new FileTrial(file.File.Key, FileOutcome.Refused, [], null, "new-code-only",
                         "it replaces no function of the running kernel, it only adds code" +
-                        (file.File.File.Functions.Count > 0 ? $" ({string.Join(", ", file.File.File.Functions)})" : "") +
+                        (file.File.File.Functions.Count > 0 ? $" ({string.Join(", ", file.File.File.Functions)})" : "")
+                        +
                         " that takes effect through callers in other changed files",
-                        "it can only be live patched together with the changes that call it: reboot into the new version", null);
-                return new FileTrial(file.File.Key, FileOutcome.Built, [.. resolved.Functions.Select(f => $"{f.Object}:{f.Record.Name}")],
+                        "it can only be live patched together with the changes that call it: reboot into the new " +
+                        "version", null);
+                return new FileTrial(file.File.Key, FileOutcome.Built,
+                    [.. resolved.Functions.Select(f => $"{f.Object}:{f.Record.Name}")],
                     string.Join(", ", resolved.Functions.Select(f => f.Object).Distinct()), null, null, null, null,
                     file.Companions.Count > 0 ? file.Companions : null);
             });
@@ -498,7 +540,8 @@ internal sealed partial class CatchUpTrials(BuildTarget target, KernelSourceTree
         }
         catch (SourcePatchException e)
         {
-            return new FileTrial(key, FileOutcome.Refused, [], null, "patch", e.Message, "reboot into the new version", null);
+            return new FileTrial(key, FileOutcome.Refused, [], null, "patch", e.Message, "reboot into the new version",
+                null);
         }
         catch (ModuleBuildException e)
         {
@@ -508,14 +551,16 @@ internal sealed partial class CatchUpTrials(BuildTarget target, KernelSourceTree
 
     private static FileTrial BuildRefusal(string key, string errors) =>
         new(key, FileOutcome.Refused, [], null, "build", errors,
-            "the change does not build on its own against this kernel's source (it may need another change of the update, " +
+            "the change does not build on its own against this kernel's source (it may need another change of the " +
+        "update, " +
             "such as a header): reboot into the new version", null);
 
     private FileTrial? Kept(string key)
     {
         var record = Path.Combine(_state, key + ".json");
         return File.Exists(record)
-            && System.Text.Json.JsonSerializer.Deserialize(File.ReadAllBytes(record), CatchUpJson.Default.FileTrial) is { } kept
+            && System.Text.Json.JsonSerializer.Deserialize(File.ReadAllBytes(record),
+                CatchUpJson.Default.FileTrial) is { } kept
             && kept.Key == key ? kept : null;
     }
 
@@ -523,7 +568,8 @@ internal sealed partial class CatchUpTrials(BuildTarget target, KernelSourceTree
     private void Finish(ChangedFile file, FileTrial trial)
     {
         var record = Path.Combine(_state, trial.Key + ".json");
-        AtomicFile.Write(record, System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(trial, CatchUpJson.Default.FileTrial));
+        AtomicFile.Write(record,
+            System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(trial, CatchUpJson.Default.FileTrial));
         _results[file.Path] = trial;
         progress($"[{Interlocked.Increment(ref _done)}/{_total}] {file.Path}: {Describe(trial)}");
     }

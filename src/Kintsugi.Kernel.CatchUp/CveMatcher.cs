@@ -7,7 +7,8 @@ namespace Kintsugi.Kernel.CatchUp;
 public enum MatchConfidence { Low, Medium, High }
 
 /// <summary>How one changelog item was tied to one changed file.</summary>
-/// <param name="How">function (a name in the subject is a function or definition the file's change touches), path (the subject's prefix names the file's directory or file), or both.</param>
+/// <param name="How">function (a name in the subject is a function or definition the file's change touches), path (the
+/// subject's prefix names the file's directory or file), or both.</param>
 public sealed record CveFileMatch(string Path, string How, MatchConfidence Confidence, string Evidence);
 
 /// <summary>A CVE of the changelog and the changed files it maps to; no files when nothing matched.</summary>
@@ -34,16 +35,19 @@ public static partial class CveMatcher
                 list.Add(item);
             }
         return [.. byCve.Select(kv => new CveMapping(kv.Key, kv.Value,
-            [.. kv.Value.SelectMany(item => MatchItem(item, files)).GroupBy(m => m.Path).Select(g => g.MaxBy(m => m.Confidence)!).OrderBy(m => m.Path, StringComparer.Ordinal)]))];
+            [.. kv.Value.SelectMany(item => MatchItem(item, files)).GroupBy(m => m.Path)
+                .Select(g => g.MaxBy(m => m.Confidence)!).OrderBy(m => m.Path, StringComparer.Ordinal)]))];
     }
 
     /// <summary>The files one commit subject maps to.</summary>
     public static IReadOnlyList<CveFileMatch> MatchItem(ChangelogItem item, IReadOnlyList<ChangedFile> files)
     {
         var (prefix, description) = SplitSubject(item.Subject);
-        var identifiers = Identifiers(description).Concat(Identifiers(prefix)).Distinct(StringComparer.Ordinal).ToList();
+        var identifiers = Identifiers(description).Concat(Identifiers(prefix)).Distinct(StringComparer.Ordinal)
+            .ToList();
         // Documentation, tools and selftests share the subject's words but carry no fix of the running kernel.
-        files = [.. files.Where(f => Build.LivepatchScope.Classify(new Build.FileChange(f.Path, null, f.Kind, 0, 0)).Scope != Build.ChangeScope.Ignored)];
+        files = [.. files.Where(f => Build.LivepatchScope.Classify(new Build.FileChange(f.Path, null, f.Kind, 0, 0))
+            .Scope != Build.ChangeScope.Ignored)];
         var byFunction = files
             .Select(f => (File: f, Names: identifiers.SelectMany(id => NamedIn(id, f)).Distinct().ToList()))
             .Where(x => x.Names.Count > 0).ToList();
@@ -55,11 +59,13 @@ public static partial class CveMatcher
             foreach (var (file, names) in both.Count > 0 ? both : byFunction)
                 matches.Add(new CveFileMatch(file.Path, both.Count > 0 ? "function and path" : "function",
                     both.Count > 0 || byFunction.Count == 1 ? MatchConfidence.High : MatchConfidence.Medium,
-                    $"the subject names {string.Join(", ", names)}, changed in this file" + (both.Count > 0 ? $", and its prefix '{prefix}' names the file's path" : "")));
+                    $"the subject names {string.Join(", ", names)}, changed in this file"
+                    + (both.Count > 0 ? $", and its prefix '{prefix}' names the file's path" : "")));
             return matches;
         }
         foreach (var file in byPath)
-            matches.Add(new CveFileMatch(file.Path, "path", byPath.Count <= 2 ? MatchConfidence.Medium : MatchConfidence.Low,
+            matches.Add(
+                new CveFileMatch(file.Path, "path", byPath.Count <= 2 ? MatchConfidence.Medium : MatchConfidence.Low,
                 $"the subject's prefix '{prefix}' names the file's path ({byPath.Count} changed file(s) match it)"));
         return matches;
     }
@@ -70,7 +76,8 @@ public static partial class CveMatcher
     /// </summary>
     private static IEnumerable<string> NamedIn(string identifier, ChangedFile file)
     {
-        if (file.Functions.Contains(identifier) || file.Constructs.Contains(identifier)) { yield return identifier; yield break; }
+        if (file.Functions.Contains(identifier) || file.Constructs.Contains(identifier))
+        { yield return identifier; yield break; }
         var bare = identifier.TrimStart('_');
         foreach (var name in file.Functions.Where(n => n != identifier && n.TrimStart('_') == bare)) yield return name;
     }
@@ -88,7 +95,8 @@ public static partial class CveMatcher
         return (string.Join(": ", parts), rest.Trim());
     }
 
-    /// <summary>The changed files with the most prefix words among their path components or file name, in order; none when no word matches.</summary>
+    /// <summary>The changed files with the most prefix words among their path components or file name, in order; none
+    /// when no word matches.</summary>
     private static List<ChangedFile> PathMatches(string prefix, IReadOnlyList<ChangedFile> files)
     {
         var words = prefix.Split([':', '/', ' ', ','], StringSplitOptions.RemoveEmptyEntries)
@@ -121,7 +129,8 @@ public static partial class CveMatcher
             .Where(name => name.Contains('_') || text.Contains(name + "()", StringComparison.Ordinal))
             .Where(name => name.Length >= 3 && !CommonWords.Contains(name.ToLowerInvariant()));
 
-    private static readonly HashSet<string> CommonWords = ["fix", "fixes", "add", "the", "and", "for", "use", "don", "not", "with", "from",
+    private static readonly HashSet<string> CommonWords = ["fix", "fixes", "add", "the", "and", "for", "use", "don",
+        "not", "with", "from",
         "when", "drivers", "net", "fs", "mm", "kernel", "lib", "include", "linux", "revert", "arch", "x86"];
 
     [GeneratedRegex(@"^\s*(?<part>[A-Za-z0-9_./,+\- ]{1,40}?):\s+")]

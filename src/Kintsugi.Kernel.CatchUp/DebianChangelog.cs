@@ -4,10 +4,12 @@ using System.Text.RegularExpressions;
 
 namespace Kintsugi.Kernel.CatchUp;
 
-/// <summary>One item of a changelog version: an upstream commit subject ("can: bcm: fix ... (CVE-2026-72117)") or a packaging note.</summary>
+/// <summary>One item of a changelog version: an upstream commit subject ("can: bcm: fix ... (CVE-2026-72117)") or a
+/// packaging note.</summary>
 /// <param name="Architectures">Debian's [x86] / [arm64] tags: the change is built only there.</param>
 /// <param name="Subject">The text without tags and without the trailing CVE list.</param>
-public sealed record ChangelogItem(string Version, string Subject, IReadOnlyList<string> Architectures, IReadOnlyList<string> Cves, string Text);
+public sealed record ChangelogItem(string Version, string Subject, IReadOnlyList<string> Architectures,
+    IReadOnlyList<string> Cves, string Text);
 
 /// <summary>One version's entry of a Debian changelog.</summary>
 public sealed record ChangelogVersion(string Version, string Distribution, IReadOnlyList<ChangelogItem> Items);
@@ -27,7 +29,8 @@ public sealed partial class DebianChangelog
         try
         {
             using var file = File.OpenRead(path);
-            using Stream stream = path.EndsWith(".gz", StringComparison.Ordinal) ? new GZipStream(file, CompressionMode.Decompress) : file;
+            using Stream stream = path.EndsWith(".gz", StringComparison.Ordinal)
+                ? new GZipStream(file, CompressionMode.Decompress) : file;
             using var reader = new StreamReader(stream, Encoding.UTF8);
             return Parse(reader.ReadToEnd());
         }
@@ -73,7 +76,8 @@ public sealed partial class DebianChangelog
             var trimmed = raw.TrimStart();
             var indent = raw.Length - trimmed.Length;
             if (trimmed.Length == 0) { FlushItem(); continue; }
-            if (trimmed.StartsWith("* ", StringComparison.Ordinal) || trimmed.StartsWith("- ", StringComparison.Ordinal))
+            if (trimmed.StartsWith("* ", StringComparison.Ordinal)
+                || trimmed.StartsWith("- ", StringComparison.Ordinal))
             {
                 FlushItem();
                 item.Append(trimmed[2..].Trim());
@@ -81,11 +85,14 @@ public sealed partial class DebianChangelog
                 continue;
             }
             // A continuation is indented deeper than its bullet; anything else (a URL line, "[ Name ]") ends the item.
-            if (itemIndent >= 0 && indent > itemIndent && !trimmed.StartsWith("http", StringComparison.Ordinal)) item.Append(' ').Append(trimmed);
+            if (itemIndent >= 0 && indent > itemIndent && !trimmed.StartsWith("http", StringComparison.Ordinal))
+                item.Append(' ').Append(trimmed);
             else FlushItem();
         }
         FlushVersion();
-        if (versions.Count == 0) throw new CatchUpException("the changelog has no version entry ('package (version) distribution; urgency=...')");
+        if (versions.Count == 0)
+            throw new CatchUpException(
+                "the changelog has no version entry ('package (version) distribution; urgency=...')");
         return new DebianChangelog(versions);
     }
 
@@ -96,10 +103,12 @@ public sealed partial class DebianChangelog
     public IReadOnlyList<ChangelogVersion> Between(string from, string to)
     {
         var top = Versions.Select((v, i) => (v, i)).FirstOrDefault(x => x.v.Version == to);
-        if (top.v is null) throw new CatchUpException($"the changelog has no entry for {to} (its newest is {Versions[0].Version})");
+        if (top.v is null)
+            throw new CatchUpException($"the changelog has no entry for {to} (its newest is {Versions[0].Version})");
         var bottom = Versions.Select((v, i) => (v, i)).FirstOrDefault(x => x.v.Version == from);
         if (bottom.v is null)
-            throw new CatchUpException($"the changelog of {to} has no entry for {from}: they are not versions of one line, or {from} is newer");
+            throw new CatchUpException($"the changelog of {to} has no entry for {from}: they are not versions of one " +
+                $"line, or {from} is newer");
         if (bottom.i <= top.i) throw new CatchUpException($"{from} is not older than {to}");
         return [.. Versions.Skip(top.i).Take(bottom.i - top.i)];
     }
@@ -112,7 +121,8 @@ public sealed partial class DebianChangelog
         var architectures = new List<string>();
         while (ArchitectureTag().Match(subject) is { Success: true } tag)
         {
-            architectures.AddRange(tag.Groups["archs"].Value.Split(new[] { ',', ' ' }, StringSplitOptions.RemoveEmptyEntries));
+            architectures.AddRange(
+                tag.Groups["archs"].Value.Split(new[] { ',', ' ' }, StringSplitOptions.RemoveEmptyEntries));
             subject = subject[tag.Length..].TrimStart();
         }
         // "(CVE-a, CVE-b)", "(CVE-a) (CVE-b)", "(Closes: #N)" anywhere, then what punctuation they leave behind.

@@ -8,24 +8,27 @@ using Kintsugi.Kernel.Build;
 
 namespace Kintsugi.Kernel.CatchUp;
 
-/// <summary>One file that differs between the two source versions, with its own patch (against the tree's root).</summary>
+/// <summary>One file that differs between the two source versions, with its own patch (against the tree's
+/// root).</summary>
 /// <param name="Patch">The per-file patch, relative to the difference's directory; null for a binary file.</param>
 /// <param name="Functions">The functions whose text changed, was added or removed (C files and headers).</param>
-public sealed record ChangedFile(string Path, FileChangeKind Kind, string? Patch, string? PatchSha256, int LinesAdded, int LinesRemoved,
-    IReadOnlyList<string> Functions, IReadOnlyList<string> Constructs);
+public sealed record ChangedFile(string Path, FileChangeKind Kind, string? Patch, string? PatchSha256, int LinesAdded,
+    int LinesRemoved, IReadOnlyList<string> Functions, IReadOnlyList<string> Constructs);
 
 /// <summary>
 /// The difference between two versions of a kernel line's linux-source, split into one patch per changed
 /// file, with the old and new text of each kept beside it (headers are classified from them). Computed once
 /// per pair of versions and cached: a manifest written last marks a complete difference.
 /// </summary>
-public sealed partial record SourceDifference(LinuxSourceVersion From, LinuxSourceVersion To, string Directory, IReadOnlyList<ChangedFile> Files)
+public sealed partial record SourceDifference(LinuxSourceVersion From, LinuxSourceVersion To, string Directory,
+    IReadOnlyList<ChangedFile> Files)
 {
     public const int FormatVersion = 1;
 
     public string OldText(ChangedFile file) => System.IO.Path.Combine(Directory, "a", file.Path);
     public string NewText(ChangedFile file) => System.IO.Path.Combine(Directory, "b", file.Path);
-    public string PatchPath(ChangedFile file) => System.IO.Path.Combine(Directory, file.Patch ?? throw new InvalidOperationException($"{file.Path} has no patch"));
+    public string PatchPath(ChangedFile file) => System.IO.Path.Combine(Directory,
+        file.Patch ?? throw new InvalidOperationException($"{file.Path} has no patch"));
 
     public string? ReadOld(ChangedFile file) => File.Exists(OldText(file)) ? File.ReadAllText(OldText(file)) : null;
     public string? ReadNew(ChangedFile file) => File.Exists(NewText(file)) ? File.ReadAllText(NewText(file)) : null;
@@ -44,9 +47,10 @@ public sealed partial record SourceDifference(LinuxSourceVersion From, LinuxSour
     public static string CacheDirectory(string cacheRoot, LinuxSourceVersion from, LinuxSourceVersion to) =>
         System.IO.Path.Combine(cacheRoot, "catchup", "differences", $"{from.Package}_{from.Version}..{to.Version}");
 
-    /// <summary>The cached difference, or computes it from the two tarballs (a few minutes: each is read twice).</summary>
-    public static async Task<SourceDifference> ComputeAsync(FetchedLinuxSource from, FetchedLinuxSource to, string cacheRoot,
-        Action<string> progress, CancellationToken cancellation = default)
+    /// <summary>The cached difference, or computes it from the two tarballs (a few minutes: each is read
+    /// twice).</summary>
+    public static async Task<SourceDifference> ComputeAsync(FetchedLinuxSource from, FetchedLinuxSource to,
+        string cacheRoot, Action<string> progress, CancellationToken cancellation = default)
     {
         if (from.Source.Package != to.Source.Package)
             throw new CatchUpException($"{from.Source} and {to.Source} are not the same kernel line");
@@ -56,25 +60,31 @@ public sealed partial record SourceDifference(LinuxSourceVersion From, LinuxSour
         var manifestPath = System.IO.Path.Combine(directory, "difference.json");
         if (File.Exists(manifestPath))
         {
-            var cached = JsonSerializer.Deserialize(await File.ReadAllBytesAsync(manifestPath, cancellation), CatchUpJson.Default.CachedDifference);
-            if (cached is { Format: FormatVersion }) return new SourceDifference(from.Source, to.Source, directory, cached.Files);
+            var cached = JsonSerializer.Deserialize(await File.ReadAllBytesAsync(manifestPath, cancellation),
+                CatchUpJson.Default.CachedDifference);
+            if (cached is { Format: FormatVersion })
+                return new SourceDifference(from.Source, to.Source, directory, cached.Files);
         }
         foreach (var part in new[] { "a", "b", "patches" })
-            if (System.IO.Directory.Exists(System.IO.Path.Combine(directory, part))) System.IO.Directory.Delete(System.IO.Path.Combine(directory, part), recursive: true);
+            if (System.IO.Directory.Exists(System.IO.Path.Combine(directory, part)))
+                System.IO.Directory.Delete(System.IO.Path.Combine(directory, part), recursive: true);
 
         progress($"comparing {from.Source} with {to.Source}: reading {System.IO.Path.GetFileName(from.Tarball)}");
         var oldHashes = await HashAsync(from.Tarball, cancellation);
         progress($"reading {to.Source}");
         var newHashes = await HashAsync(to.Tarball, cancellation);
-        var changed = newHashes.Where(kv => !oldHashes.TryGetValue(kv.Key, out var old) || old != kv.Value).Select(kv => kv.Key)
+        var changed = newHashes.Where(kv => !oldHashes.TryGetValue(kv.Key, out var old) || old != kv.Value)
+            .Select(kv => kv.Key)
             .Concat(oldHashes.Keys.Where(k => !newHashes.ContainsKey(k))).ToHashSet(StringComparer.Ordinal);
         progress($"{changed.Count} file(s) differ; extracting them");
         await ExtractAsync(from.Tarball, changed, System.IO.Path.Combine(directory, "a"), cancellation);
         await ExtractAsync(to.Tarball, changed, System.IO.Path.Combine(directory, "b"), cancellation);
 
-        var files = await SplitEachAsync(directory, changed, oldHashes.ContainsKey, newHashes.ContainsKey, cancellation);
+        var files = await SplitEachAsync(directory, changed, oldHashes.ContainsKey, newHashes.ContainsKey,
+            cancellation);
         var manifest = new CachedDifference(FormatVersion, from.Source.ToString(), to.Source.ToString(), files);
-        AtomicFile.Write(manifestPath, JsonSerializer.SerializeToUtf8Bytes(manifest, CatchUpJson.Default.CachedDifference));
+        AtomicFile.Write(manifestPath,
+            JsonSerializer.SerializeToUtf8Bytes(manifest, CatchUpJson.Default.CachedDifference));
         return new SourceDifference(from.Source, to.Source, directory, files);
     }
 
@@ -82,11 +92,12 @@ public sealed partial record SourceDifference(LinuxSourceVersion From, LinuxSour
     /// The difference of two trees already extracted under DIRECTORY/a and DIRECTORY/b (only the files that differ),
     /// split as <see cref="ComputeAsync"/> splits it; not cached.
     /// </summary>
-    public static async Task<SourceDifference> OfExtractedAsync(LinuxSourceVersion from, LinuxSourceVersion to, string directory,
-        CancellationToken cancellation = default)
+    public static async Task<SourceDifference> OfExtractedAsync(LinuxSourceVersion from, LinuxSourceVersion to,
+        string directory, CancellationToken cancellation = default)
     {
         string[] Relative(string side) => System.IO.Directory.Exists(System.IO.Path.Combine(directory, side))
-            ? [.. System.IO.Directory.EnumerateFiles(System.IO.Path.Combine(directory, side), "*", SearchOption.AllDirectories)
+            ? [.. System.IO.Directory.EnumerateFiles(System.IO.Path.Combine(directory, side), "*",
+                SearchOption.AllDirectories)
                 .Select(f => System.IO.Path.GetRelativePath(System.IO.Path.Combine(directory, side), f))]
             : [];
         var before = Relative("a").ToHashSet(StringComparer.Ordinal);
@@ -102,13 +113,16 @@ public sealed partial record SourceDifference(LinuxSourceVersion From, LinuxSour
         System.IO.Directory.CreateDirectory(System.IO.Path.Combine(directory, "patches"));
         var files = new List<ChangedFile>();
         foreach (var path in paths.Order(StringComparer.Ordinal))
-            files.Add(await SplitAsync(directory, path, existedBefore(path), existsAfter(path), files.Count + 1, cancellation));
+            files.Add(await SplitAsync(directory, path, existedBefore(path), existsAfter(path), files.Count + 1,
+                cancellation));
         return files;
     }
 
-    private static async Task<ChangedFile> SplitAsync(string directory, string path, bool existedBefore, bool existsAfter, int index, CancellationToken cancellation)
+    private static async Task<ChangedFile> SplitAsync(string directory, string path, bool existedBefore,
+        bool existsAfter, int index, CancellationToken cancellation)
     {
-        var kind = !existedBefore ? FileChangeKind.Added : !existsAfter ? FileChangeKind.Deleted : FileChangeKind.Modified;
+        var kind = !existedBefore ? FileChangeKind.Added
+            : !existsAfter ? FileChangeKind.Deleted : FileChangeKind.Modified;
         var before = existedBefore ? System.IO.Path.Combine("a", path) : "/dev/null";
         var after = existsAfter ? System.IO.Path.Combine("b", path) : "/dev/null";
         // -p names the enclosing C function in each hunk header, which is what a reader of the patch wants.
@@ -121,21 +135,26 @@ public sealed partial record SourceDifference(LinuxSourceVersion From, LinuxSour
         var constructs = new List<string>();
         if (path.EndsWith(".c", StringComparison.Ordinal) || path.EndsWith(".h", StringComparison.Ordinal))
         {
-            var changes = SourceChange.Compare(existedBefore ? await File.ReadAllTextAsync(System.IO.Path.Combine(directory, before), cancellation) : null,
-                existsAfter ? await File.ReadAllTextAsync(System.IO.Path.Combine(directory, after), cancellation) : null);
+            var changes = SourceChange.Compare(existedBefore
+                ? await File.ReadAllTextAsync(System.IO.Path.Combine(directory, before), cancellation) : null,
+                existsAfter ? await File.ReadAllTextAsync(System.IO.Path.Combine(directory, after), cancellation)
+                : null);
             functions.AddRange(SourceChange.ChangedFunctions(changes));
             constructs.AddRange(changes.Select(c => c.Name).Distinct().Order(StringComparer.Ordinal));
         }
-        if (text.StartsWith("Binary files", StringComparison.Ordinal) || !text.Contains("\n@@ ", StringComparison.Ordinal))
+        if (text.StartsWith("Binary files", StringComparison.Ordinal)
+            || !text.Contains("\n@@ ", StringComparison.Ordinal))
             return new ChangedFile(path, kind, null, null, 0, 0, functions, constructs);
         var patchFile = System.IO.Path.Combine("patches", $"{index:D4}-{path.Replace('/', '_')}.patch");
         await File.WriteAllTextAsync(System.IO.Path.Combine(directory, patchFile), text, cancellation);
         var parsed = SourcePatch.Parse(System.IO.Path.GetFileName(patchFile), text);
         var change = parsed.Files.Single();
-        return new ChangedFile(path, kind, patchFile, parsed.Sha256, change.LinesAdded, change.LinesRemoved, functions, constructs);
+        return new ChangedFile(path, kind, patchFile, parsed.Sha256, change.LinesAdded, change.LinesRemoved, functions,
+            constructs);
     }
 
-    /// <summary>Path in the tree → sha256 of the content (regular files) or of the link target (symbolic links).</summary>
+    /// <summary>Path in the tree → sha256 of the content (regular files) or of the link target (symbolic
+    /// links).</summary>
     private static async Task<Dictionary<string, string>> HashAsync(string tarball, CancellationToken cancellation)
     {
         var hashes = new Dictionary<string, string>(StringComparer.Ordinal);
@@ -149,7 +168,8 @@ public sealed partial record SourceDifference(LinuxSourceVersion From, LinuxSour
         return hashes;
     }
 
-    private static async Task ExtractAsync(string tarball, IReadOnlySet<string> paths, string destination, CancellationToken cancellation)
+    private static async Task ExtractAsync(string tarball, IReadOnlySet<string> paths, string destination,
+        CancellationToken cancellation)
     {
         await ReadTarAsync(tarball, async (path, entry) =>
         {
@@ -161,13 +181,22 @@ public sealed partial record SourceDifference(LinuxSourceVersion From, LinuxSour
         }, cancellation);
     }
 
-    /// <summary>Streams a compressed tarball through the matching decompressor, visiting regular files and links with the top directory removed.</summary>
-    private static async Task ReadTarAsync(string tarball, Func<string, TarEntry, Task> visit, CancellationToken cancellation)
+    /// <summary>Streams a compressed tarball through the matching decompressor, visiting regular files and links with
+    /// the top directory removed.</summary>
+    private static async Task ReadTarAsync(string tarball, Func<string, TarEntry, Task> visit,
+        CancellationToken cancellation)
     {
-        var decompressor = tarball.EndsWith(".xz", StringComparison.Ordinal) ? "xz" : tarball.EndsWith(".zst", StringComparison.Ordinal) ? "zstd"
-            : tarball.EndsWith(".gz", StringComparison.Ordinal) ? "gzip" : tarball.EndsWith(".bz2", StringComparison.Ordinal) ? "bzip2"
+        var decompressor = tarball.EndsWith(".xz", StringComparison.Ordinal) ? "xz"
+            : tarball.EndsWith(".zst", StringComparison.Ordinal) ? "zstd"
+            : tarball.EndsWith(".gz", StringComparison.Ordinal) ? "gzip"
+            : tarball.EndsWith(".bz2", StringComparison.Ordinal) ? "bzip2"
             : throw new CatchUpException($"{tarball}: unknown compression");
-        var start = new ProcessStartInfo(decompressor) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        var start = new ProcessStartInfo(decompressor)
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false
+        };
         foreach (var argument in new[] { "-dc", tarball }) start.ArgumentList.Add(argument);
         using var process = Process.Start(start) ?? throw new CatchUpException($"cannot start {decompressor}");
         var errors = process.StandardError.ReadToEndAsync(cancellation);
@@ -176,7 +205,8 @@ public sealed partial record SourceDifference(LinuxSourceVersion From, LinuxSour
             await using var reader = new TarReader(process.StandardOutput.BaseStream);
             while (await reader.GetNextEntryAsync(copyData: false, cancellation) is { } entry)
             {
-                if (entry.EntryType is not (TarEntryType.RegularFile or TarEntryType.V7RegularFile or TarEntryType.SymbolicLink)) continue;
+                if (entry.EntryType is not (TarEntryType.RegularFile or TarEntryType.V7RegularFile
+                    or TarEntryType.SymbolicLink)) continue;
                 var slash = entry.Name.IndexOf('/');
                 if (slash < 0) continue;
                 await visit(entry.Name[(slash + 1)..], entry);
@@ -189,7 +219,8 @@ public sealed partial record SourceDifference(LinuxSourceVersion From, LinuxSour
             if (!process.HasExited) process.Kill();
             throw;
         }
-        if (process.ExitCode != 0) throw new CatchUpException($"{decompressor} -dc {tarball} failed: {(await errors).Trim()}");
+        if (process.ExitCode != 0)
+            throw new CatchUpException($"{decompressor} -dc {tarball} failed: {(await errors).Trim()}");
     }
 }
 

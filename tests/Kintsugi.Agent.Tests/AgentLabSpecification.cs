@@ -1,5 +1,4 @@
 using System.Text.Json;
-using System.Text.RegularExpressions;
 using Kintsugi.Bundles;
 using Kintsugi.Kernel;
 using Kintsugi.Lab;
@@ -65,17 +64,6 @@ public abstract class AgentLabSpecification(KernelRelease release) : IDisposable
         cp /inputs/agent.conf {Config}
         sync
         """;
-
-    private static void Succeeded(LabRunResult result) =>
-        Assert.True(result.ExitCode == 0,
-        $"{result.Describe()}\n--- output\n{result.Output}\n--- console\n{result.Console}");
-
-    private static int ReturnCode(string output, string label)
-    {
-        var match = Regex.Match(output, $"^@{label}=(\\d+)$", RegexOptions.Multiline);
-        Assert.True(match.Success, $"no @{label}= in:\n{output}");
-        return int.Parse(match.Groups[1].Value);
-    }
 
     private static int? Level(JsonElement element) =>
         element.GetProperty("level") is { ValueKind: JsonValueKind.Number } level ? level.GetInt32() : null;

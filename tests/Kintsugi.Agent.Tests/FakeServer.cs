@@ -1,8 +1,8 @@
 using System.Net;
-using System.Net.Sockets;
 using System.Text;
 using System.Text.Json;
 using Kintsugi.Protocol;
+using Kintsugi.Testing;
 
 namespace Kintsugi.Agent.Tests;
 
@@ -40,10 +40,7 @@ internal sealed class FakeServer : IDisposable
     /// 10.0.2.2).</param>
     public FakeServer(bool anyHost = false)
     {
-        var probe = new TcpListener(IPAddress.Loopback, 0);
-        probe.Start();
-        var port = ((IPEndPoint)probe.LocalEndpoint).Port;
-        probe.Stop();
+        var port = Ports.Free();
         Address = new Uri($"http://127.0.0.1:{port}/");
         Port = port;
         _listener.Prefixes.Add(anyHost ? $"http://*:{port}/" : Address.ToString());

@@ -1,5 +1,4 @@
 using System.Text.Json;
-using System.Text.RegularExpressions;
 using Kintsugi.Bundles;
 using Kintsugi.Kernel;
 using Kintsugi.Lab;
@@ -36,13 +35,6 @@ public sealed class HostileServerLabSpecification : IDisposable
     {
         File.WriteAllText(_dir[name], text);
         return new GuestFile(_dir[name], "/inputs/" + name);
-    }
-
-    private static int ReturnCode(string output, string label)
-    {
-        var match = Regex.Match(output, $"^@{label}=(\\d+)$", RegexOptions.Multiline);
-        Assert.True(match.Success, $"no @{label}= in:\n{output}");
-        return int.Parse(match.Groups[1].Value);
     }
 
     private sealed record Offered(byte[] Bundle, int Level)

@@ -55,7 +55,7 @@ public sealed class PlaybookGuestSpecification(DebianPackages packages, ITestOut
         using var cancel = new CancellationTokenSource(Bound);
         var kernel = await KernelUnderTest.GetAsync(TestKernels.Debian12Cloud61);
         var cli = Unpack(packages.Agent(1), "agent", "usr/bin/kintsugi");
-        await using var server = await HostServer.StartAsync(Unpack(packages.Server(1), "server",
+        await using var server = await ServerProcess.StartPackagedAsync(Unpack(packages.Server(1), "server",
             "usr/bin/kintsugi-server"), _dir["server-data"]);
         var (publisherKey, token) = await OperatorPreparesAsync(server, cli, kernel, Machines);
         var tokenFile = Write("enroll.token", Encoding.UTF8.GetBytes(token + "\n"));
@@ -116,7 +116,7 @@ public sealed class PlaybookGuestSpecification(DebianPackages packages, ITestOut
     {
         var kernel = await KernelUnderTest.GetAsync(TestKernels.Debian12Cloud61);
         var cli = Unpack(packages.Agent(1), "agent", "usr/bin/kintsugi");
-        await using var server = await HostServer.StartAsync(Unpack(packages.Server(1), "server",
+        await using var server = await ServerProcess.StartPackagedAsync(Unpack(packages.Server(1), "server",
             "usr/bin/kintsugi-server"), _dir["server-data"]);
         var (publisherKey, token) = await OperatorPreparesAsync(server, cli, kernel, 1);
         var userData = CloudInitUserData(server, File.ReadAllText(publisherKey), token);
@@ -142,7 +142,7 @@ public sealed class PlaybookGuestSpecification(DebianPackages packages, ITestOut
             echo @end
             """, files, Bound, RootDisk: disk.Path, MemoryMiB: 1536));
         Progress($"cloud-init machine: {run.Describe()}\n{run.Output}");
-        Assert.True(run.ExitCode == 0, $"{run.Describe()}\n--- output\n{run.Output}\n--- console\n{run.Console}");
+        Succeeded(run);
         Assert.Matches("(?m)^@cloud-init=0$", run.Output);
         Assert.Contains("status: done", Section(run.Output, "cloud-init-status"));
         AssertPatched(run.Output);
@@ -153,7 +153,7 @@ public sealed class PlaybookGuestSpecification(DebianPackages packages, ITestOut
 
     /// <summary>docs/deploy/cloud-init.yaml with the server URL, its certificate, the publisher key and the token put
     /// in place of the placeholders; fails if the snippet no longer has them where the test expects.</summary>
-    private static string CloudInitUserData(HostServer server, string publisherKey, string token)
+    private static string CloudInitUserData(ServerProcess server, string publisherKey, string token)
     {
         var text = File.ReadAllText(Path.Combine(Repository.Root, "docs", "deploy", "cloud-init.yaml"));
         string Replace(string input, string pattern, string replacement)
@@ -175,13 +175,14 @@ public sealed class PlaybookGuestSpecification(DebianPackages packages, ITestOut
 
     /// <summary>The operator's side: trust the publisher, publish level 1, one enrollment token for the machines, and
     /// the agent package into the server's apt repository.</summary>
-    private async Task<(string PublisherKey, string Token)> OperatorPreparesAsync(HostServer server, string cli,
+    private async Task<(string PublisherKey, string Token)> OperatorPreparesAsync(ServerProcess server, string cli,
         KernelUnderTest kernel, int machines)
     {
         Progress($"server {server.Url} ready (guests: {server.GuestUrl})");
         var publisherKey = Write("publisher.pub", Encoding.UTF8.GetBytes(_publisher.PublicKey.ExportPem()));
         await Operator(server, cli, "trust", "add", publisherKey);
-        await Operator(server, cli, "publish", Write("level-1.bundle", SignedLevel1(kernel)));
+        await Operator(server, cli, "publish",
+            Write("level-1.bundle", FixtureBundles.Level1(kernel, Module, _publisher)));
         var token = (await Operator(server, cli, "tokens", "enroll", "--channel", "canary", "--max-uses",
             machines.ToString(System.Globalization.CultureInfo.InvariantCulture))).Trim();
         await Run("curl", ["-fsS", "--cacert", server.Certificate, "-H", $"Authorization: Bearer {server.AdminToken}",
@@ -221,7 +222,7 @@ public sealed class PlaybookGuestSpecification(DebianPackages packages, ITestOut
     {
         var name = $"lab{index}";
         var disk = await SystemdRootDisk.CreateAsync();
-        var sshPort = FreePort();
+        var sshPort = Ports.Free();
         List<GuestFile> files =
         [
             new(_dir["id.pub"], "/root/.ssh/authorized_keys"),
@@ -254,7 +255,7 @@ public sealed class PlaybookGuestSpecification(DebianPackages packages, ITestOut
 
         """;
 
-    private async Task<string> Playbook(string inventory, HostServer server, string tokenFile, string publisherKey,
+    private async Task<string> Playbook(string inventory, ServerProcess server, string tokenFile, string publisherKey,
         CancellationToken cancellation)
     {
         var result = await ExternalCommand.RunAsync("ansible-playbook",
@@ -294,7 +295,7 @@ public sealed class PlaybookGuestSpecification(DebianPackages packages, ITestOut
             "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=60", "-o", "LogLevel=ERROR", "root@127.0.0.1",
             command], cancellation: cancellation);
 
-    private async Task<string> Operator(HostServer server, string cli, params string[] arguments)
+    private async Task<string> Operator(ServerProcess server, string cli, params string[] arguments)
     {
         var result = await ExternalCommand.RunAsync(cli, ["server", .. arguments], environment:
             new Dictionary<string, string>
@@ -328,25 +329,6 @@ public sealed class PlaybookGuestSpecification(DebianPackages packages, ITestOut
         return _dir[name];
     }
 
-    private byte[] SignedLevel1(KernelUnderTest kernel) =>
-        Bundle.Create(File.ReadAllBytes(kernel.Modules[Module]), new BundleDescription
-        {
-            Target = kernel.Kernel.Target,
-            CumulativeLevel = 1,
-            Fixes = [new BundleFix("CVE-2024-1086", [new CveReference(CveId.Parse("CVE-2024-1086"), CveSeverity.High,
-                new DateOnly(2024, 1, 31))], "netfilter: nf_tables: reject QUEUE/DROP verdict parameters")],
-            PatchedFunctions = [new PatchedFunction("vmlinux", "cmdline_proc_show")],
-            CreatedAt = DateTimeOffset.UtcNow,
-            BuilderVersion = "0.1.0",
-        }, _publisher).ToArray();
-
-    private static int FreePort()
-    {
-        using var listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
-        listener.Start();
-        return ((System.Net.IPEndPoint)listener.LocalEndpoint).Port;
-    }
-
     private sealed record Guest(string Name, int SshPort, Task<LabRunResult> Run, SystemdRootDisk Disk) : IDisposable
     {
         /// <summary>Until the machine's lab command has started (systemd reached multi-user, so sshd is up).</summary>
@@ -366,60 +348,5 @@ public sealed class PlaybookGuestSpecification(DebianPackages packages, ITestOut
         }
 
         public void Dispose() => Disk.Dispose();
-    }
-
-    /// <summary>The server package's binary run on this host, on a free loopback port; guests reach it as
-    /// 10.0.2.2.</summary>
-    private sealed class HostServer : IAsyncDisposable
-    {
-        private readonly Process _process;
-        private readonly StringBuilder _log = new();
-        private readonly string _data;
-
-        public int Port { get; }
-        public string Url => $"https://127.0.0.1:{Port}";
-        public string GuestUrl => $"https://10.0.2.2:{Port}";
-        public string Certificate => Path.Combine(_data, "tls", "server.crt");
-        public string AdminTokenFile => Path.Combine(_data, "initial-admin-token");
-        public string AdminToken => File.ReadAllText(AdminTokenFile).Trim();
-
-        private HostServer(Process process, string data, int port) => (_process, _data, Port) = (process, data, port);
-
-        public static async Task<HostServer> StartAsync(string binary, string data)
-        {
-            var port = FreePort();
-            var start = new ProcessStartInfo(binary) { RedirectStandardError = true, RedirectStandardOutput = true };
-            foreach (var a in new[] { "run", "--data", data, "--listen", $"https://127.0.0.1:{port}" })
-                start.ArgumentList.Add(a);
-            var server = new HostServer(Process.Start(start)!, data, port);
-            var ready = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-            void Line(string? line)
-            {
-                if (line is null) return;
-                lock (server._log) server._log.AppendLine(line);
-                if (line.EndsWith("ready", StringComparison.Ordinal)) ready.TrySetResult();
-            }
-            server._process.ErrorDataReceived += (_, e) => Line(e.Data);
-            server._process.OutputDataReceived += (_, e) => Line(e.Data);
-            server._process.BeginErrorReadLine();
-            server._process.BeginOutputReadLine();
-            if (await Task.WhenAny(ready.Task, server._process.WaitForExitAsync(), Task.Delay(TimeSpan.FromMinutes(3)))
-                != ready.Task)
-            {
-                await server.DisposeAsync();
-                lock (server._log) Assert.Fail($"kintsugi-server did not become ready:\n{server._log}");
-            }
-            return server;
-        }
-
-        public async ValueTask DisposeAsync()
-        {
-            if (!_process.HasExited)
-            {
-                _process.Kill(entireProcessTree: true);
-                await _process.WaitForExitAsync();
-            }
-            _process.Dispose();
-        }
     }
 }

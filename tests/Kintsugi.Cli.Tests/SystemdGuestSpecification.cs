@@ -38,29 +38,6 @@ public sealed class SystemdGuestSpecification(DebianPackages packages) : IDispos
         return new GuestFile(_dir[name], "/inputs/" + name);
     }
 
-    private byte[] SignedLevel1(KernelUnderTest kernel) =>
-        Bundle.Create(File.ReadAllBytes(kernel.Modules[Module]), new BundleDescription
-        {
-            Target = kernel.Kernel.Target,
-            CumulativeLevel = 1,
-            Fixes = [new BundleFix("CVE-2024-1086", [new CveReference(CveId.Parse("CVE-2024-1086"), CveSeverity.High,
-        new DateOnly(2024, 1, 31))], "netfilter: nf_tables: reject QUEUE/DROP verdict parameters")],
-            PatchedFunctions = [new PatchedFunction("vmlinux", "cmdline_proc_show")],
-            CreatedAt = DateTimeOffset.UtcNow,
-            BuilderVersion = "0.1.0",
-        }, _publisher).ToArray();
-
-    private static int ReturnCode(string output, string label)
-    {
-        var match = Regex.Match(output, $"^@{label}=(\\d+)$", RegexOptions.Multiline);
-        Assert.True(match.Success, $"no @{label}= in:\n{output}");
-        return int.Parse(match.Groups[1].Value);
-    }
-
-    private static void Succeeded(LabRunResult result) =>
-        Assert.True(result.ExitCode == 0,
-        $"{result.Describe()}\n--- output\n{result.Output}\n--- console\n{result.Console}");
-
     /// <summary>Waits (up to a minute) until kintsugi status says the patch is applied and confirmed healthy.</summary>
     private const string WaitHealthy = """
         for i in $(seq 1 120); do kintsugi status --json 2>/dev/null | grep -q '"bootState": *"healthy"' && break; sleep 0.5; done
@@ -88,7 +65,7 @@ public sealed class SystemdGuestSpecification(DebianPackages packages) : IDispos
             new(packages.Agent(1), "/inputs/kintsugi_1.deb"),
             new(packages.Agent(2), "/inputs/kintsugi_2.deb"),
             Input("publisher.pub", System.Text.Encoding.UTF8.GetBytes(_publisher.PublicKey.ExportPem())),
-            Input("level-1.bundle", SignedLevel1(kernel)),
+            Input("level-1.bundle", FixtureBundles.Level1(kernel, Module, _publisher)),
         };
 
         var run = await kernel.Lab.RunAsync(new LabRunSpec(kernel.Release, """
@@ -208,7 +185,7 @@ public sealed class SystemdGuestSpecification(DebianPackages packages) : IDispos
             new(packages.Agent(1), "/inputs/kintsugi.deb"),
             Input("publisher.pub", System.Text.Encoding.UTF8.GetBytes(_publisher.PublicKey.ExportPem())),
             Input("agent.conf", System.Text.Encoding.UTF8.GetBytes(config)),
-            Input("level-1.bundle", SignedLevel1(kernel)),
+            Input("level-1.bundle", FixtureBundles.Level1(kernel, Module, _publisher)),
             Input("loop-fix.bundle", SignedLoopFix(loop)),
             new(loop.Program, "/inputs/loop"),
         };

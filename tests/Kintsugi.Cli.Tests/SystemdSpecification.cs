@@ -11,14 +11,14 @@ namespace Kintsugi.Cli.Tests;
 /// </summary>
 public sealed class SystemdSpecification : IDisposable
 {
-    private readonly string _dir = Directory.CreateTempSubdirectory("kintsugi-notify-").FullName;
+    private readonly TemporaryDirectory _dir = new();
 
-    public void Dispose() => Directory.Delete(_dir, recursive: true);
+    public void Dispose() => _dir.Dispose();
 
     /// <summary>A socket bound where systemd's would be, as $NOTIFY_SOCKET names it.</summary>
     private Socket Listen(out string path)
     {
-        path = Path.Combine(_dir, "notify");
+        path = _dir["notify"];
         var socket = new Socket(AddressFamily.Unix, SocketType.Dgram, ProtocolType.Unspecified);
         socket.Bind(new UnixDomainSocketEndPoint(path));
         return socket;
@@ -153,7 +153,7 @@ public sealed class SystemdSpecification : IDisposable
     {
         var text = File.ReadAllText(Path.Combine(Repository.Root, "packaging", "systemd", name))
             .Replace("@KINTSUGI@", "/usr/bin/kintsugi").Replace("@CONFIG@", "/etc/kintsugi/agent.conf");
-        var unit = Path.Combine(_dir, name);
+        var unit = _dir[name];
         File.WriteAllText(unit, text);
         var security = await ExternalCommand.RunAsync("systemd-analyze",
             ["security", "--offline=true", "--no-pager", unit]);

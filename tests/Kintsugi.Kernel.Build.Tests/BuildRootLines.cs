@@ -16,8 +16,10 @@ public sealed class BuildRootLineAttribute : Attribute
     public const string Variable = "KINTSUGI_BUILD_ROOT_LINES";
 
     public static string? SkipReasonFor(Type testClass) =>
-        testClass.IsDefined(typeof(BuildRootLineAttribute), inherit: false) && Environment.GetEnvironmentVariable(Variable) != "1"
-            ? $"a Debian 11 or 13 line needs its build root and prepared tree (minutes each, cold): run with {Variable}=1"
+        testClass.IsDefined(typeof(BuildRootLineAttribute), inherit: false)
+        && Environment.GetEnvironmentVariable(Variable) != "1"
+            ? $"a Debian 11 or 13 line needs its build root and prepared tree (minutes each, cold): run with " +
+                $"{Variable}=1"
             : null;
 }
 
@@ -25,18 +27,22 @@ public sealed class BuildRootLineAttribute : Attribute
 [XunitTestCaseDiscoverer("Kintsugi.Kernel.Build.Tests.LineGatedDiscoverer", "Kintsugi.Kernel.Build.Tests")]
 public class LineFactAttribute : FactAttribute;
 
-/// <summary>A theory, skipped in a <see cref="BuildRootLineAttribute"/> class unless those lines are asked for.</summary>
+/// <summary>A theory, skipped in a <see cref="BuildRootLineAttribute"/> class unless those lines are asked
+/// for.</summary>
 [XunitTestCaseDiscoverer("Kintsugi.Kernel.Build.Tests.LineGatedDiscoverer", "Kintsugi.Kernel.Build.Tests")]
 public class LineTheoryAttribute : TheoryAttribute;
 
-/// <summary>Discovers a line-gated test as xunit's own fact or theory discoverer does, or as one skipped test case.</summary>
+/// <summary>Discovers a line-gated test as xunit's own fact or theory discoverer does, or as one skipped test
+/// case.</summary>
 public sealed class LineGatedDiscoverer(IMessageSink diagnostics) : IXunitTestCaseDiscoverer
 {
-    public IEnumerable<IXunitTestCase> Discover(ITestFrameworkDiscoveryOptions options, ITestMethod method, IAttributeInfo attribute)
+    public IEnumerable<IXunitTestCase> Discover(ITestFrameworkDiscoveryOptions options, ITestMethod method,
+        IAttributeInfo attribute)
     {
         var reason = BuildRootLineAttribute.SkipReasonFor(method.TestClass.Class.ToRuntimeType());
         if (reason is not null && attribute.GetNamedArgument<string>("Skip") is null)
-            return [new SkippedTestCase(diagnostics, options.MethodDisplayOrDefault(), options.MethodDisplayOptionsOrDefault(), method, reason)];
+            return [new SkippedTestCase(diagnostics, options.MethodDisplayOrDefault(),
+                options.MethodDisplayOptionsOrDefault(), method, reason)];
         var theory = attribute is IReflectionAttributeInfo { Attribute: TheoryAttribute };
         return theory ? new TheoryDiscoverer(diagnostics).Discover(options, method, attribute)
             : new FactDiscoverer(diagnostics).Discover(options, method, attribute);
@@ -51,7 +57,8 @@ public sealed class SkippedTestCase : XunitTestCase
     [Obsolete("Called by the de-serializer; should only be called by deriving classes for de-serialization purposes")]
     public SkippedTestCase() { }
 
-    public SkippedTestCase(IMessageSink diagnostics, TestMethodDisplay display, TestMethodDisplayOptions displayOptions, ITestMethod method, string reason)
+    public SkippedTestCase(IMessageSink diagnostics, TestMethodDisplay display, TestMethodDisplayOptions displayOptions,
+        ITestMethod method, string reason)
         : base(diagnostics, display, displayOptions, method) => _reason = reason;
 
     protected override string GetSkipReason(IAttributeInfo factAttribute) => _reason;

@@ -10,9 +10,9 @@ namespace Kintsugi.Kernel.Build.Tests;
 /// <summary>
 /// Scanners see the effective version: a module the builder made, loaded with the opt-in, makes plain
 /// <c>uname -v</c> and <c>/proc/version</c> show the effective version while it is applied and the real one after
-/// its removal; without the opt-in they never change. The agent, with <c>effective-uname = yes</c> in agent.conf, applies
-/// a signed bundle of the module showing the effective version, and boot re-application of that installed patch shows
-/// it again, the switch file absent. On the 6.1 cloud kernel with the README's demonstration fix, in one boot.
+/// its removal; without the opt-in they never change. The agent, with <c>effective-uname = yes</c> in agent.conf,
+/// applies a signed bundle of the module showing the effective version, and boot re-application of that installed patch
+/// shows it again, the switch file absent. On the 6.1 cloud kernel with the README's demonstration fix, in one boot.
 /// </summary>
 [Collection("6.1 cloud kernel")]
 public sealed class EffectiveUnameSpecification
@@ -24,24 +24,27 @@ public sealed class EffectiveUnameSpecification
     {
         using var directory = new TemporaryDirectory();
         var archive = new DebianKernelArchive(DebianKernelArchive.DefaultCacheRoot);
-        var builder = new KernelPatchBuilder(archive, () => new LabMachine(archive, DebianKernelArchive.DefaultCacheRoot, Repository.KintsugiBinary, _ => { }), _ => { });
+        var builder = new KernelPatchBuilder(archive, () => new LabMachine(archive,
+            DebianKernelArchive.DefaultCacheRoot, Repository.KintsugiBinary, _ => { }), _ => { });
         var result = await builder.BuildAsync(new KernelBuildRequest(new TargetReference.Debian(Release),
-            [Path.Combine(Repository.Root, "samples", "fixes", "proc-cmdline.patch")], "uname", [], null, Path.Combine(directory.Path, "out")));
+            [Path.Combine(Repository.Root, "samples", "fixes", "proc-cmdline.patch")], "uname", [], null,
+            Path.Combine(directory.Path, "out")));
         Assert.Equal(BuildOutcome.Built, result.Outcome);
         var kernel = await KernelUnderTest.GetAsync(Release);
         var packageVersion = kernel.Kernel.Target.PackageVersion!;
         using var publisher = PublisherKey.Generate();
         File.WriteAllText(directory["publisher.pub"], publisher.PublicKey.ExportPem());
-        File.WriteAllBytes(directory["uname.bundle"], Bundle.Create(File.ReadAllBytes(result.Module!), new BundleDescription
-        {
-            Target = kernel.Kernel.Target,
-            CumulativeLevel = 1,
-            Fixes = [new BundleFix("proc-cmdline", [], "the README's demonstration fix")],
-            PatchedFunctions = [new Bundles.PatchedFunction("vmlinux", "cmdline_proc_show")],
-            CreatedAt = DateTimeOffset.UtcNow,
-            BuilderVersion = "0.1.0",
-            EffectivePackageVersion = packageVersion + "+kintsugi1",
-        }, publisher).ToArray());
+        File.WriteAllBytes(directory["uname.bundle"],
+            Bundle.Create(File.ReadAllBytes(result.Module!), new BundleDescription
+            {
+                Target = kernel.Kernel.Target,
+                CumulativeLevel = 1,
+                Fixes = [new BundleFix("proc-cmdline", [], "the README's demonstration fix")],
+                PatchedFunctions = [new Bundles.PatchedFunction("vmlinux", "cmdline_proc_show")],
+                CreatedAt = DateTimeOffset.UtcNow,
+                BuilderVersion = "0.1.0",
+                EffectivePackageVersion = packageVersion + "+kintsugi1",
+            }, publisher).ToArray());
         File.WriteAllText(directory["agent.conf"], """
             offline-directory = /var/lib/kintsugi/offline
             settle = 1
@@ -79,10 +82,12 @@ public sealed class EffectiveUnameSpecification
             echo @boot; kintsugi kernel boot --settle 1 2>&1 || exit 19
             echo @boot-uname; uname -v
             echo @end
-            """, [new GuestFile(result.Module!, "/inputs/uname.ko"), new GuestFile(directory["uname.bundle"], "/inputs/uname.bundle"),
-                new GuestFile(directory["publisher.pub"], "/inputs/publisher.pub"), new GuestFile(directory["agent.conf"], "/inputs/agent.conf")],
+            """, [new GuestFile(result.Module!, "/inputs/uname.ko"),
+                new GuestFile(directory["uname.bundle"], "/inputs/uname.bundle"),
+                new GuestFile(directory["publisher.pub"], "/inputs/publisher.pub"),
+                    new GuestFile(directory["agent.conf"], "/inputs/agent.conf")],
             timeoutSeconds: 900);
-        Assert.True(run.ExitCode == 0, $"{run.Describe()}\n--- output\n{run.Output}\n--- console\n{run.Console}");
+        Succeeded(run);
         var output = run.Output;
 
         var real = Section(output, "real");

@@ -9,7 +9,8 @@ public enum FixOutcome { Builds, NothingToDo, Refused }
 /// One fix of the corpus (tests/fixtures/fixes/NAME): the patch (or a per-line variant), the guest check that
 /// tells the fixed behaviour apart, and what the builder must do with it (the <c>expect</c> file).
 /// </summary>
-public sealed record CorpusFix(string Name, string Directory, FixOutcome Outcome, int Level, string? Rule, string? Module, string? Mentions)
+public sealed record CorpusFix(string Name, string Directory, FixOutcome Outcome, int Level, string? Rule,
+    string? Module, string? Mentions)
 {
     public static string Root => Path.Combine(Repository.Root, "tests", "fixtures", "fixes");
 
@@ -19,7 +20,8 @@ public sealed record CorpusFix(string Name, string Directory, FixOutcome Outcome
 
     public string Check => Path.Combine(Directory, "check.sh");
 
-    /// <summary><c>fix-MAJOR.MINOR.patch</c> when the fix needs a variant for that kernel line, else <c>fix.patch</c>.</summary>
+    /// <summary><c>fix-MAJOR.MINOR.patch</c> when the fix needs a variant for that kernel line, else
+    /// <c>fix.patch</c>.</summary>
     public string PatchFor(KernelRelease release)
     {
         var parts = release.Value.Split('.', '-', '+');
@@ -44,9 +46,11 @@ public sealed record CorpusFix(string Name, string Directory, FixOutcome Outcome
             };
             var fix = new CorpusFix(Path.GetFileName(directory), directory, outcome,
                 fields.TryGetValue("level", out var level) ? int.Parse(level) : 0,
-                fields.GetValueOrDefault("rule"), fields.GetValueOrDefault("module"), fields.GetValueOrDefault("mentions"));
+                fields.GetValueOrDefault("rule"), fields.GetValueOrDefault("module"),
+                fields.GetValueOrDefault("mentions"));
             if (outcome == FixOutcome.Builds && (fix.Level is not (1 or 2) || !File.Exists(fix.Check)))
-                throw new InvalidOperationException($"{directory}: a fix that builds needs 'level: 1' or 'level: 2' and a check.sh");
+                throw new InvalidOperationException(
+                    $"{directory}: a fix that builds needs 'level: 1' or 'level: 2' and a check.sh");
             if (outcome == FixOutcome.Refused && fix.Rule is null)
                 throw new InvalidOperationException($"{directory}: a refused fix names the rule it is refused by");
             fixes.Add(fix);

@@ -18,13 +18,16 @@ public abstract partial class FixCorpusSpecification<TRun>(TRun run) where TRun 
 {
     protected abstract KernelRelease Release { get; }
 
-    /// <summary>Whether the kernel has /sys/kernel/livepatch/PATCH/replace (6.12 has it, 6.1 and 5.10 do not).</summary>
+    /// <summary>Whether the kernel has /sys/kernel/livepatch/PATCH/replace (6.12 has it, 6.1 and 5.10 do
+    /// not).</summary>
     protected virtual bool HasReplaceAttribute => true;
 
-    /// <summary>Whether the kernel has /sys/kernel/livepatch/PATCH/OBJECT/patched (6.1 and 6.12 have it, 5.10 does not).</summary>
+    /// <summary>Whether the kernel has /sys/kernel/livepatch/PATCH/OBJECT/patched (6.1 and 6.12 have it, 5.10 does
+    /// not).</summary>
     protected virtual bool HasPatchedAttribute => true;
 
-    public static TheoryData<string> Fixes(FixOutcome outcome) => [.. CorpusFix.All.Where(f => f.Outcome == outcome).Select(f => f.Name)];
+    public static TheoryData<string> Fixes(FixOutcome outcome) =>
+        [.. CorpusFix.All.Where(f => f.Outcome == outcome).Select(f => f.Name)];
 
     public static TheoryData<string> Refused => Fixes(FixOutcome.Refused);
     public static TheoryData<string> NothingToDo => Fixes(FixOutcome.NothingToDo);
@@ -38,11 +41,13 @@ public abstract partial class FixCorpusSpecification<TRun>(TRun run) where TRun 
         using var directory = new TemporaryDirectory();
 
         var refused = await Assert.ThrowsAsync<LivepatchRefusedException>(() => FixCorpusRun.Builder().BuildAsync(
-            new KernelBuildRequest(new TargetReference.Debian(Release), [fix.PatchFor(Release)], fix.Name, [], null, Path.Combine(directory.Path, "out"))));
+            new KernelBuildRequest(new TargetReference.Debian(Release), [fix.PatchFor(Release)], fix.Name, [], null,
+                Path.Combine(directory.Path, "out"))));
 
         Assert.Contains(fix.Rule!, refused.Rules.Select(r => r.ToString()));
         if (fix.Mentions is { } mentions) Assert.Contains(mentions, refused.Message, StringComparison.Ordinal);
-        Assert.False(Directory.EnumerateFiles(directory.Path, "*.ko", SearchOption.AllDirectories).Any(), "a refused fix left a module behind");
+        Assert.False(Directory.EnumerateFiles(directory.Path, "*.ko", SearchOption.AllDirectories).Any(),
+            "a refused fix left a module behind");
     }
 
     [LineTheory]
@@ -53,7 +58,8 @@ public abstract partial class FixCorpusSpecification<TRun>(TRun run) where TRun 
         using var directory = new TemporaryDirectory();
 
         var result = await FixCorpusRun.Builder().BuildAsync(
-            new KernelBuildRequest(new TargetReference.Debian(Release), [fix.PatchFor(Release)], fix.Name, [], null, Path.Combine(directory.Path, "out")));
+            new KernelBuildRequest(new TargetReference.Debian(Release), [fix.PatchFor(Release)], fix.Name, [], null,
+                Path.Combine(directory.Path, "out")));
 
         Assert.Equal(BuildOutcome.NothingToDo, result.Outcome);
         Assert.Null(result.Module);
@@ -64,7 +70,8 @@ public abstract partial class FixCorpusSpecification<TRun>(TRun run) where TRun 
     public async Task Every_check_fails_before_any_patch_is_loaded()
     {
         var outcome = await run.OutcomeAsync();
-        Assert.All(outcome.Fixes, f => Assert.True(outcome.Check("before", f.Name) != 0, $"{f.Name}: its check passed on the unpatched kernel"));
+        Assert.All(outcome.Fixes, f =>
+            Assert.True(outcome.Check("before", f.Name) != 0, $"{f.Name}: its check passed on the unpatched kernel"));
     }
 
     [LineFact]
@@ -81,9 +88,11 @@ public abstract partial class FixCorpusSpecification<TRun>(TRun run) where TRun 
     {
         var outcome = await run.OutcomeAsync();
         Assert.True(outcome.Marker("load2") == "0", outcome.Describe("loading level 2 failed"));
-        Assert.Equal([outcome.Level2Name], outcome.Section("livepatches").Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.Equal([outcome.Level2Name],
+            outcome.Section("livepatches").Split('\n', StringSplitOptions.RemoveEmptyEntries));
         Assert.DoesNotContain(outcome.Level1Name, outcome.Section("modules-after-level2"), StringComparison.Ordinal);
-        Assert.All(outcome.Fixes, f => Assert.True(outcome.Check("level2", f.Name) == 0, $"{f.Name}: check exited {outcome.Check("level2", f.Name)} with level 2 loaded"));
+        Assert.All(outcome.Fixes, f => Assert.True(outcome.Check("level2", f.Name) == 0,
+            $"{f.Name}: check exited {outcome.Check("level2", f.Name)} with level 2 loaded"));
     }
 
     [LineFact]
@@ -102,7 +111,7 @@ public abstract partial class FixCorpusSpecification<TRun>(TRun run) where TRun 
     }
 
     [LineFact]
-    public async Task A_module_fix_s_dependencies_are_absent_too_when_the_patch_loads_and_the_patch_depends_on_no_module()
+    public async Task A_module_fix_s_dependencies_are_absent_too_when_the_patch_loads_and_depends_on_no_module()
     {
         var outcome = await run.OutcomeAsync();
         var lab = await KernelUnderTest.GetAsync(Release);
@@ -120,7 +129,8 @@ public abstract partial class FixCorpusSpecification<TRun>(TRun run) where TRun 
     {
         var outcome = await run.OutcomeAsync();
         Assert.True(outcome.Marker("unload2") == "0", outcome.Describe("unloading level 2 failed"));
-        Assert.All(outcome.Fixes, f => Assert.True(outcome.Check("after", f.Name) != 0, $"{f.Name}: its check still passed after the unload"));
+        Assert.All(outcome.Fixes, f =>
+            Assert.True(outcome.Check("after", f.Name) != 0, $"{f.Name}: its check still passed after the unload"));
     }
 
     [LineFact]
@@ -159,13 +169,15 @@ public abstract partial class FixCorpusSpecification<TRun>(TRun run) where TRun 
     public async Task A_tracepoint_in_patched_code_fires_through_the_livepatchs_static_branch_and_static_call()
     {
         var outcome = await run.OutcomeAsync();
-        Assert.Contains(outcome.Level2StaticCallKeys, k => k.Contains("__SCK__tp_func_oom_score_adj_update", StringComparison.Ordinal));
+        Assert.Contains(outcome.Level2StaticCallKeys,
+            k => k.Contains("__SCK__tp_func_oom_score_adj_update", StringComparison.Ordinal));
         Assert.Equal("0", outcome.Marker("trace-enabled"));
         // echo 4 > oom_adj: 4 * OOM_SCORE_ADJ_MAX / 17.
         Assert.Contains("oom_score_adj=235", outcome.Section("trace-level2"), StringComparison.Ordinal);
     }
 
-    /// <summary>Each buildable fix on its own, through <c>kernel test</c>'s verification (slow: one build and one boot each).</summary>
+    /// <summary>Each buildable fix on its own, through <c>kernel test</c>'s verification (slow: one build and one boot
+    /// each).</summary>
     [EachFixTheory]
     [MemberData(nameof(Buildable))]
     public async Task Each_fix_alone_builds_and_passes_kernel_test(string name)
@@ -173,17 +185,20 @@ public abstract partial class FixCorpusSpecification<TRun>(TRun run) where TRun 
         var fix = CorpusFix.Named(name);
         using var directory = new TemporaryDirectory();
         var result = await FixCorpusRun.Builder().BuildAsync(
-            new KernelBuildRequest(new TargetReference.Debian(Release), [fix.PatchFor(Release)], fix.Name, [], null, Path.Combine(directory.Path, "out")));
+            new KernelBuildRequest(new TargetReference.Debian(Release), [fix.PatchFor(Release)], fix.Name, [], null,
+                Path.Combine(directory.Path, "out")));
         Assert.Equal(BuildOutcome.Built, result.Outcome);
 
         var lab = await KernelUnderTest.GetAsync(Release);
-        var verdict = await new PatchVerification(lab.Lab).RunAsync(Release, result.Module!, fix.Check, TimeSpan.FromMinutes(5),
-            await FixCorpusRun.ModuleFilesAsync(lab.Kernel, [fix], directory.Path));
-        Assert.True(verdict.Verdict == "pass", string.Join('\n', verdict.Steps.Select(s => $"{s.Name}: {s.ExitCode}").Concat(verdict.LogProblems).Concat(verdict.TaintProblems)));
+        var verdict = await new PatchVerification(lab.Lab).RunAsync(Release, result.Module!, fix.Check,
+            TimeSpan.FromMinutes(5), await FixCorpusRun.ModuleFilesAsync(lab.Kernel, [fix], directory.Path));
+        Assert.True(verdict.Verdict == "pass", string.Join('\n', verdict.Steps.Select(s => $"{s.Name}: {s.ExitCode}")
+            .Concat(verdict.LogProblems).Concat(verdict.TaintProblems)));
     }
 }
 
-/// <summary>A theory run only with <c>KINTSUGI_FIX_CORPUS=each</c> (too slow for CI: one build and one boot per fix).</summary>
+/// <summary>A theory run only with <c>KINTSUGI_FIX_CORPUS=each</c> (too slow for CI: one build and one boot per
+/// fix).</summary>
 public sealed class EachFixTheoryAttribute : LineTheoryAttribute
 {
     public const string Variable = "KINTSUGI_FIX_CORPUS";
@@ -196,8 +211,8 @@ public sealed class EachFixTheoryAttribute : LineTheoryAttribute
 }
 
 /// <summary>What the one boot of a kernel's corpus run printed, read by section.</summary>
-public sealed class CorpusRunOutcome(LabRunResult run, IReadOnlyList<CorpusFix> fixes, string level1Name, string level2Name, string level2Depends,
-    IReadOnlyList<string> level2StaticCallKeys)
+public sealed class CorpusRunOutcome(LabRunResult run, IReadOnlyList<CorpusFix> fixes, string level1Name,
+    string level2Name, string level2Depends, IReadOnlyList<string> level2StaticCallKeys)
 {
     /// <summary>The symbols the key fields of level 2's <c>.static_call_sites</c> relocate against.</summary>
     public IReadOnlyList<string> Level2StaticCallKeys { get; } = level2StaticCallKeys;
@@ -219,22 +234,26 @@ public sealed class CorpusRunOutcome(LabRunResult run, IReadOnlyList<CorpusFix> 
     public string Marker(string name)
     {
         var match = Regex.Match(Run.Output, $"^@{Regex.Escape(name)}=(\\S*)$", RegexOptions.Multiline);
-        return match.Success ? match.Groups[1].Value : throw new InvalidOperationException($"no @{name}= in the guest's output:\n{Run.Output}\n{Run.Console}");
+        return match.Success ? match.Groups[1].Value
+            : throw new InvalidOperationException($"no @{name}= in the guest's output:\n{Run.Output}\n{Run.Console}");
     }
 
     /// <summary>The exit status of a fix's check in a phase (before, level1, level2, after).</summary>
     public int Check(string phase, string fix)
     {
         var match = Regex.Match(Section(phase), $"^{Regex.Escape(fix)}=(\\d+)$", RegexOptions.Multiline);
-        return match.Success ? int.Parse(match.Groups[1].Value) : throw new InvalidOperationException($"no result for {fix} in @{phase}:\n{Section(phase)}");
+        return match.Success ? int.Parse(match.Groups[1].Value)
+            : throw new InvalidOperationException($"no result for {fix} in @{phase}:\n{Section(phase)}");
     }
 }
 
-/// <summary>Builds a kernel's two cumulative levels of the corpus once and boots them once; shared by that kernel's specifications.</summary>
+/// <summary>Builds a kernel's two cumulative levels of the corpus once and boots them once; shared by that kernel's
+/// specifications.</summary>
 public abstract class FixCorpusRun(KernelRelease release) : IDisposable
 {
     private readonly Lazy<Task<CorpusRunOutcome>> _outcome = new(() => RunAsync(release));
-    private static readonly string WorkRoot = Path.Combine(Path.GetTempPath(), "kintsugi-fix-corpus-" + Environment.ProcessId);
+    private static readonly string WorkRoot = Path.Combine(Path.GetTempPath(),
+        "kintsugi-fix-corpus-" + Environment.ProcessId);
 
     /// <summary>The built levels are only needed while this kernel's specifications run.</summary>
     public void Dispose()
@@ -249,19 +268,22 @@ public abstract class FixCorpusRun(KernelRelease release) : IDisposable
     public static KernelPatchBuilder Builder()
     {
         var archive = new DebianKernelArchive(DebianKernelArchive.DefaultCacheRoot);
-        return new KernelPatchBuilder(archive, () => new LabMachine(archive, DebianKernelArchive.DefaultCacheRoot, Repository.KintsugiBinary, _ => { }), _ => { });
+        return new KernelPatchBuilder(archive, () => new LabMachine(archive, DebianKernelArchive.DefaultCacheRoot,
+            Repository.KintsugiBinary, _ => { }), _ => { });
     }
 
     /// <summary>
     /// The modules the fixes' checks insert, with the modules they depend on, as the guest finds them:
     /// /fixtures/modules/NAME.ko (decompressed).
     /// </summary>
-    public static async Task<IReadOnlyList<GuestFile>> ModuleFilesAsync(FetchedKernel kernel, IEnumerable<CorpusFix> fixes, string scratch)
+    public static async Task<IReadOnlyList<GuestFile>> ModuleFilesAsync(FetchedKernel kernel,
+        IEnumerable<CorpusFix> fixes, string scratch)
     {
         var closure = new KernelModuleClosure(kernel.ModulesDirectory);
         var files = new List<GuestFile>();
         var modules = fixes.Select(f => f.Module).OfType<string>().Distinct(StringComparer.Ordinal).ToList();
-        Assert.All(modules, m => Assert.False(closure.IsBuiltin(m), $"{m} is built in; the corpus expects a loadable module"));
+        Assert.All(modules,
+            m => Assert.False(closure.IsBuiltin(m), $"{m} is built in; the corpus expects a loadable module"));
         foreach (var path in closure.Resolve(modules).Distinct(StringComparer.Ordinal))
         {
             var module = KernelModuleClosure.NameOf(path);
@@ -269,7 +291,8 @@ public abstract class FixCorpusRun(KernelRelease release) : IDisposable
             var host = Path.Combine(scratch, module + ".ko");
             if (source.EndsWith(".xz", StringComparison.Ordinal))
             {
-                var unpacked = await ExternalCommand.RunAsync("sh", ["-c", "xz -dc \"$1\" > \"$2\"", "sh", source, host]);
+                var unpacked = await ExternalCommand.RunAsync("sh",
+                    ["-c", "xz -dc \"$1\" > \"$2\"", "sh", source, host]);
                 Assert.True(unpacked.Succeeded, unpacked.StandardError);
             }
             else File.Copy(source, host, overwrite: true);
@@ -282,7 +305,8 @@ public abstract class FixCorpusRun(KernelRelease release) : IDisposable
     {
         var modinfo = (Kintsugi.Elf.ElfDataSection)Kintsugi.Elf.ElfObject.Load(module).FindSection(".modinfo")!;
         return System.Text.Encoding.ASCII.GetString(modinfo.Data).Split('\0')
-            .Where(e => e.StartsWith("depends=", StringComparison.Ordinal)).Select(e => e["depends=".Length..]).SingleOrDefault() ?? "";
+            .Where(e => e.StartsWith("depends=", StringComparison.Ordinal)).Select(e => e["depends=".Length..])
+            .SingleOrDefault() ?? "";
     }
 
     private static List<string> StaticCallKeys(string module)
@@ -303,10 +327,12 @@ public abstract class FixCorpusRun(KernelRelease release) : IDisposable
         var builder = Builder();
 
         var level1 = await builder.BuildAsync(new KernelBuildRequest(new TargetReference.Debian(release),
-            [.. fixes.Where(f => f.Level == 1).Select(f => f.PatchFor(release))], "corpus", [], null, Path.Combine(work, "level1")));
+            [.. fixes.Where(f => f.Level == 1).Select(f => f.PatchFor(release))], "corpus", [], null,
+            Path.Combine(work, "level1")));
         Assert.Equal(BuildOutcome.Built, level1.Outcome);
         var level2 = await builder.BuildAsync(new KernelBuildRequest(new TargetReference.Debian(release),
-            [.. fixes.Where(f => f.Level == 2).Select(f => f.PatchFor(release))], null, [], Path.Combine(work, "level1"), Path.Combine(work, "level2")));
+            [.. fixes.Where(f => f.Level == 2).Select(f => f.PatchFor(release))], null, [],
+            Path.Combine(work, "level1"), Path.Combine(work, "level2")));
         Assert.Equal(BuildOutcome.Built, level2.Outcome);
         Assert.Equal(2, level2.Manifest!.Level);
 
@@ -327,7 +353,8 @@ public abstract class FixCorpusRun(KernelRelease release) : IDisposable
             echo "@level1"; checks
             """);
         // The module fixes' modules, and the modules they depend on, are removed here, so that level 2 finds them
-        // absent and their checks insert them again: a livepatch must load before the patched module and its dependencies.
+        // absent and their checks insert them again: a livepatch must load before the patched module and its
+        // dependencies.
         var closure = new KernelModuleClosure(lab.Kernel.ModulesDirectory);
         foreach (var module in fixes.Select(f => f.Module).OfType<string>().Distinct(StringComparer.Ordinal))
         {
@@ -351,10 +378,11 @@ public abstract class FixCorpusRun(KernelRelease release) : IDisposable
             echo "@taint-after=$(cat /proc/sys/kernel/tainted)"
             echo "@kernel-log"; dmesg
             """);
-        var result = await lab.Lab.RunAsync(new LabRunSpec(release, script.ToString(), files, TimeSpan.FromMinutes(12)));
+        var result =
+            await lab.Lab.RunAsync(new LabRunSpec(release, script.ToString(), files, TimeSpan.FromMinutes(12)));
         Assert.False(result.TimedOut, $"the corpus run on {release} timed out:\n{result.Console}");
-        return new CorpusRunOutcome(result, fixes, level1.Manifest!.Module, level2.Manifest.Module, ModuleDepends(level2.Module!),
-            StaticCallKeys(level2.Module!));
+        return new CorpusRunOutcome(result, fixes, level1.Manifest!.Module, level2.Manifest.Module,
+            ModuleDepends(level2.Module!), StaticCallKeys(level2.Module!));
     }
 }
 
@@ -367,20 +395,26 @@ public sealed class FixCorpusRun510() : FixCorpusRun(TestKernels.Debian11Cloud51
 public sealed class FixCorpusRunDebian13() : FixCorpusRun(TestKernels.Debian13Cloud612);
 
 [Collection("6.1 cloud kernel")]
-public sealed class FixCorpusOn61(FixCorpusRun61 run) : FixCorpusSpecification<FixCorpusRun61>(run), IClassFixture<FixCorpusRun61>
+public sealed class FixCorpusOn61CloudKernel(FixCorpusRun61 run)
+    : FixCorpusSpecification<FixCorpusRun61>(run),
+    IClassFixture<FixCorpusRun61>
 {
     protected override KernelRelease Release => TestKernels.Debian12Cloud61;
     protected override bool HasReplaceAttribute => false;
 }
 
 [Collection("6.12 cloud kernel")]
-public sealed class FixCorpusOn612(FixCorpusRun612 run) : FixCorpusSpecification<FixCorpusRun612>(run), IClassFixture<FixCorpusRun612>
+public sealed class FixCorpusOn612CloudKernel(FixCorpusRun612 run)
+    : FixCorpusSpecification<FixCorpusRun612>(run),
+    IClassFixture<FixCorpusRun612>
 {
     protected override KernelRelease Release => TestKernels.Debian12Cloud612;
 }
 
 [Collection("5.10 cloud kernel"), BuildRootLine]
-public sealed class FixCorpusOn510(FixCorpusRun510 run) : FixCorpusSpecification<FixCorpusRun510>(run), IClassFixture<FixCorpusRun510>
+public sealed class FixCorpusOn510CloudKernel(FixCorpusRun510 run)
+    : FixCorpusSpecification<FixCorpusRun510>(run),
+    IClassFixture<FixCorpusRun510>
 {
     protected override KernelRelease Release => TestKernels.Debian11Cloud510;
     protected override bool HasReplaceAttribute => false;
@@ -388,7 +422,9 @@ public sealed class FixCorpusOn510(FixCorpusRun510 run) : FixCorpusSpecification
 }
 
 [Collection("Debian 13 6.12 cloud kernel"), BuildRootLine]
-public sealed class FixCorpusOnDebian13(FixCorpusRunDebian13 run) : FixCorpusSpecification<FixCorpusRunDebian13>(run), IClassFixture<FixCorpusRunDebian13>
+public sealed class FixCorpusOnDebian13CloudKernel(FixCorpusRunDebian13 run)
+    : FixCorpusSpecification<FixCorpusRunDebian13>(run),
+    IClassFixture<FixCorpusRunDebian13>
 {
     protected override KernelRelease Release => TestKernels.Debian13Cloud612;
 }

@@ -5,12 +5,13 @@ using Kintsugi.Testing;
 
 namespace Kintsugi.Kernel.Build.Tests;
 
-/// <summary>The one lab boot that reads a kernel's symbol table says nothing about the fix when it does not finish.</summary>
+/// <summary>The one lab boot that reads a kernel's symbol table says nothing about the fix when it does not
+/// finish.</summary>
 [Collection("6.1 cloud kernel")]
 public sealed class KallsymsCaptureSpecification
 {
     [Fact]
-    public async Task A_symbol_table_boot_that_does_not_finish_stops_the_build_as_interrupted_instead_of_refusing_the_fix()
+    public async Task A_symbol_table_boot_that_does_not_finish_stops_the_build_as_interrupted_not_refusing_the_fix()
     {
         var release = TestKernels.Debian12Cloud61;
         var archive = new DebianKernelArchive(DebianKernelArchive.DefaultCacheRoot);

@@ -21,14 +21,16 @@ public sealed class KernelPatchBuilderSpecification
     private static KernelPatchBuilder Builder()
     {
         var archive = new DebianKernelArchive(DebianKernelArchive.DefaultCacheRoot);
-        return new KernelPatchBuilder(archive, () => new LabMachine(archive, DebianKernelArchive.DefaultCacheRoot, Repository.KintsugiBinary, _ => { }), _ => { });
+        return new KernelPatchBuilder(archive, () => new LabMachine(archive, DebianKernelArchive.DefaultCacheRoot,
+            Repository.KintsugiBinary, _ => { }), _ => { });
     }
 
     private static async Task<string> SigningKeyAsync(string directory)
     {
         // As the kernel's own certs/Makefile makes signing_key.pem: the key and its certificate in one file.
         var key = Path.Combine(directory, "signing_key.pem");
-        var made = await ExternalCommand.RunAsync("openssl", ["req", "-new", "-nodes", "-utf8", "-sha256", "-days", "3650", "-batch", "-x509",
+        var made = await ExternalCommand.RunAsync("openssl",
+            ["req", "-new", "-nodes", "-utf8", "-sha256", "-days", "3650", "-batch", "-x509",
             "-subj", "/CN=Kintsugi test fleet signing key", "-newkey", "rsa:2048", "-keyout", key, "-out", key]);
         Assert.True(made.Succeeded, made.StandardError);
         return key;
@@ -40,12 +42,14 @@ public sealed class KernelPatchBuilderSpecification
         using var directory = new TemporaryDirectory();
         var key = await SigningKeyAsync(directory.Path);
 
-        var result = await Builder().BuildAsync(new KernelBuildRequest(new TargetReference.Debian(Release), [DemoFix], "signed", [], null,
+        var result = await Builder()
+            .BuildAsync(new KernelBuildRequest(new TargetReference.Debian(Release), [DemoFix], "signed", [], null,
             Path.Combine(directory.Path, "out"), Signing: new ModuleSigningKey(key, key)));
 
         var module = await File.ReadAllBytesAsync(result.Module!);
         Assert.True(ModuleSigner.IsSigned(module));
-        // The kernel's layout: content, PKCS#7 blob, struct module_signature (12 bytes, length big-endian last), marker.
+        // The kernel's layout: content, PKCS#7 blob, struct module_signature (12 bytes, length big-endian last),
+        // marker.
         var info = module.AsSpan(module.Length - ModuleSigner.Marker.Length - 12, 12);
         Assert.Equal(2, info[2]); // PKEY_ID_PKCS7
         var signatureLength = BinaryPrimitives.ReadInt32BigEndian(info[8..]);
@@ -55,7 +59,8 @@ public sealed class KernelPatchBuilderSpecification
         await File.WriteAllBytesAsync(signature, module.AsSpan(contentLength, signatureLength).ToArray());
         await File.WriteAllBytesAsync(content, module.AsSpan(0, contentLength).ToArray());
         Task<CommandResult> VerifyAsync() => ExternalCommand.RunAsync("openssl",
-            ["cms", "-verify", "-binary", "-inform", "DER", "-in", signature, "-content", content, "-certfile", key, "-noverify", "-out", "/dev/null"]);
+            ["cms", "-verify", "-binary", "-inform", "DER", "-in", signature, "-content", content, "-certfile", key,
+                "-noverify", "-out", "/dev/null"]);
 
         var verified = await VerifyAsync();
         Assert.True(verified.Succeeded, verified.StandardError);
@@ -63,10 +68,12 @@ public sealed class KernelPatchBuilderSpecification
         await File.WriteAllBytesAsync(content, module.AsSpan(0, contentLength).ToArray());
         Assert.False((await VerifyAsync()).Succeeded, "a module changed after signing still verified");
 
-        var certificate = await ExternalCommand.RunAsync("openssl", ["x509", "-in", key, "-outform", "DER", "-out", Path.Combine(directory.Path, "cert.der")]);
+        var certificate = await ExternalCommand.RunAsync("openssl",
+            ["x509", "-in", key, "-outform", "DER", "-out", Path.Combine(directory.Path, "cert.der")]);
         Assert.True(certificate.Succeeded, certificate.StandardError);
         var signer = BuildManifest.Read(result.ManifestPath!).Signer!;
-        Assert.Equal(Convert.ToHexStringLower(SHA256.HashData(await File.ReadAllBytesAsync(Path.Combine(directory.Path, "cert.der")))), signer.CertificateSha256);
+        Assert.Equal(Convert.ToHexStringLower(SHA256.HashData(
+            await File.ReadAllBytesAsync(Path.Combine(directory.Path, "cert.der")))), signer.CertificateSha256);
         Assert.Equal("CN=Kintsugi test fleet signing key", signer.Subject);
     }
 
@@ -77,11 +84,13 @@ public sealed class KernelPatchBuilderSpecification
         var key = await SigningKeyAsync(directory.Path);
         var missing = Path.Combine(directory.Path, "nowhere.pem");
 
-        var refused = await Assert.ThrowsAsync<ModuleBuildException>(() => Builder().BuildAsync(new KernelBuildRequest(new TargetReference.Debian(Release), [DemoFix], "signed", [], null,
+        var refused = await Assert.ThrowsAsync<ModuleBuildException>(() => Builder()
+            .BuildAsync(new KernelBuildRequest(new TargetReference.Debian(Release), [DemoFix], "signed", [], null,
             Path.Combine(directory.Path, "out"), Signing: new ModuleSigningKey(key, missing))));
 
         Assert.Contains(missing, refused.Message, StringComparison.Ordinal);
-        Assert.False(Directory.Exists(Path.Combine(directory.Path, "out")), "the build started although its signing certificate was missing");
+        Assert.False(Directory.Exists(Path.Combine(directory.Path, "out")),
+            "the build started although its signing certificate was missing");
     }
 
     [Fact]
@@ -89,7 +98,8 @@ public sealed class KernelPatchBuilderSpecification
     {
         using var directory = new TemporaryDirectory();
         var patch = Path.Combine(directory.Path, "newuname.patch");
-        // The body of SYSCALL_DEFINE1 is an inline (notrace) function; the compatibility header moves it under a new name.
+        // The body of SYSCALL_DEFINE1 is an inline (notrace) function; the compatibility header moves it under a new
+        // name.
         await File.WriteAllTextAsync(patch, """
             --- a/kernel/sys.c
             +++ b/kernel/sys.c
@@ -113,7 +123,8 @@ public sealed class KernelPatchBuilderSpecification
 
             """);
 
-        var result = await Builder().BuildAsync(new KernelBuildRequest(new TargetReference.Debian(Release), [patch], "newuname", [], null, Path.Combine(directory.Path, "out")));
+        var result = await Builder().BuildAsync(new KernelBuildRequest(new TargetReference.Debian(Release), [patch],
+            "newuname", [], null, Path.Combine(directory.Path, "out")));
 
         Assert.Equal(BuildOutcome.Built, result.Outcome);
         var replaced = result.Manifest!.Functions.Select(f => f.Name).ToList();
@@ -150,7 +161,8 @@ public sealed class KernelPatchBuilderSpecification
 
             """);
 
-        var result = await Builder().BuildAsync(new KernelBuildRequest(new TargetReference.Debian(Release), [fix], "context", [], null,
+        var result = await Builder()
+            .BuildAsync(new KernelBuildRequest(new TargetReference.Debian(Release), [fix], "context", [], null,
             Path.Combine(directory.Path, "out"), ContextPatchFiles: [header]));
 
         Assert.Equal(BuildOutcome.Built, result.Outcome);
@@ -165,7 +177,8 @@ public sealed class KernelPatchBuilderSpecification
     {
         using var directory = new TemporaryDirectory();
         var patch = Path.Combine(directory.Path, "core-include.patch");
-        // kpatch's symvers-disagreement case: one more #include makes types of device_add's interface visible to genksyms.
+        // kpatch's symvers-disagreement case: one more #include makes types of device_add's interface visible to
+        // genksyms.
         await File.WriteAllTextAsync(patch, """
             --- a/drivers/base/core.c
             +++ b/drivers/base/core.c
@@ -179,7 +192,8 @@ public sealed class KernelPatchBuilderSpecification
 
             """);
 
-        var refused = await Assert.ThrowsAsync<LivepatchRefusedException>(() => Builder().BuildAsync(new KernelBuildRequest(new TargetReference.Debian(Release), [patch], "symvers", [], null,
+        var refused = await Assert.ThrowsAsync<LivepatchRefusedException>(() => Builder()
+            .BuildAsync(new KernelBuildRequest(new TargetReference.Debian(Release), [patch], "symvers", [], null,
             Path.Combine(directory.Path, "out"))));
 
         Assert.Equal([Kintsugi.Diff.RefusalRule.ExportedInterfaceChanged], refused.Rules);
@@ -203,7 +217,8 @@ public sealed class KernelPatchBuilderSpecification
 
             """);
 
-        var refused = await Assert.ThrowsAsync<LivepatchRefusedException>(() => Builder().BuildAsync(new KernelBuildRequest(new TargetReference.Debian(Release), [patch], null, [], null,
+        var refused = await Assert.ThrowsAsync<LivepatchRefusedException>(() =>
+            Builder().BuildAsync(new KernelBuildRequest(new TargetReference.Debian(Release), [patch], null, [], null,
             Path.Combine(directory.Path, "out"), MaxUnits: 5)));
 
         Assert.Contains("more than 5", refused.Message, StringComparison.Ordinal);
@@ -216,7 +231,8 @@ public sealed class KernelPatchBuilderSpecification
     /// tree (the builder never writes into a target's tree) with Module.symvers where a kernel build leaves it,
     /// the given System.map, the image and the modules.
     /// </summary>
-    private static async Task<(FetchedKernel Kernel, string Target)> TargetDirectoryAsync(string directory, Func<FetchedKernel, Task<string>> systemMap)
+    private static async Task<(FetchedKernel Kernel, string Target)> TargetDirectoryAsync(string directory,
+        Func<FetchedKernel, Task<string>> systemMap)
     {
         var archive = new DebianKernelArchive(DebianKernelArchive.DefaultCacheRoot);
         var kernel = await archive.FetchAsync(Release, KernelParts.Image | KernelParts.Headers | KernelParts.Source);
@@ -225,7 +241,8 @@ public sealed class KernelPatchBuilderSpecification
         Directory.CreateDirectory(target);
         var copied = await ExternalCommand.RunAsync("cp", ["-al", prepared.Directory, Path.Combine(target, "source")]);
         Assert.True(copied.Succeeded, copied.StandardError);
-        File.Copy(Path.Combine(kernel.HeadersDirectory, "Module.symvers"), Path.Combine(target, "source", "Module.symvers"));
+        File.Copy(Path.Combine(kernel.HeadersDirectory, "Module.symvers"),
+            Path.Combine(target, "source", "Module.symvers"));
         File.CreateSymbolicLink(Path.Combine(target, "System.map"), await systemMap(kernel));
         File.CreateSymbolicLink(Path.Combine(target, "vmlinuz"), kernel.Vmlinuz);
         File.CreateSymbolicLink(Path.Combine(target, "modules"), kernel.ModulesDirectory);
@@ -241,19 +258,24 @@ public sealed class KernelPatchBuilderSpecification
         var (kernel, target) = await TargetDirectoryAsync(directory.Path, async _ =>
         {
             var archive = new DebianKernelArchive(DebianKernelArchive.DefaultCacheRoot);
-            await Kintsugi.Kernel.Build.Symbols.KallsymsCapture.LoadAsync(lab.Lab, Release, archive.KernelDirectory(Release), _ => { });
+            await Kintsugi.Kernel.Build.Symbols.KallsymsCapture.LoadAsync(lab.Lab, Release,
+                archive.KernelDirectory(Release), _ => { });
             return Path.Combine(archive.KernelDirectory(Release), "kallsyms");
         });
 
-        var result = await Builder().BuildAsync(new KernelBuildRequest(new TargetReference.TargetDirectory(target), [DemoFix], "elsewhere", [], null, Path.Combine(directory.Path, "out")));
+        var result = await Builder().BuildAsync(new KernelBuildRequest(new TargetReference.TargetDirectory(target),
+            [DemoFix], "elsewhere", [], null, Path.Combine(directory.Path, "out")));
 
         Assert.Equal(BuildOutcome.Built, result.Outcome);
         Assert.Equal(kernel.Target.BuildId.ToString(), result.Manifest!.Target.BuildId);
-        Assert.True(result.Manifest.Fidelity.Checked && result.Manifest.Fidelity.FunctionsMatched > 0 && result.Manifest.Fidelity.Mismatches.Count == 0);
+        Assert.True(result.Manifest.Fidelity.Checked && result.Manifest.Fidelity.FunctionsMatched > 0
+            && result.Manifest.Fidelity.Mismatches.Count == 0);
         var check = Path.Combine(directory.Path, "check.sh");
         await File.WriteAllTextAsync(check, "grep -q 'live patched by Kintsugi' /proc/cmdline\n");
-        var verdict = await new PatchVerification(lab.Lab).RunAsync(Release, result.Module!, check, TimeSpan.FromMinutes(5));
-        Assert.True(verdict.Verdict == "pass", string.Join('\n', verdict.Steps.Select(s => $"{s.Name}: {s.ExitCode}").Concat(verdict.LogProblems).Concat(verdict.TaintProblems)));
+        var verdict = await new PatchVerification(lab.Lab).RunAsync(Release, result.Module!, check,
+            TimeSpan.FromMinutes(5));
+        Assert.True(verdict.Verdict == "pass", string.Join('\n', verdict.Steps.Select(s => $"{s.Name}: {s.ExitCode}")
+            .Concat(verdict.LogProblems).Concat(verdict.TaintProblems)));
     }
 
     [Fact]
@@ -261,10 +283,12 @@ public sealed class KernelPatchBuilderSpecification
     {
         using var directory = new TemporaryDirectory();
         // Debian's own /boot/System.map is such a placeholder.
-        var (kernel, target) = await TargetDirectoryAsync(directory.Path, k => Task.FromResult(Path.Combine(k.Root, "boot", $"System.map-{Release}")));
+        var (kernel, target) = await TargetDirectoryAsync(directory.Path,
+            k => Task.FromResult(Path.Combine(k.Root, "boot", $"System.map-{Release}")));
 
         var refused = await Assert.ThrowsAsync<ModuleBuildException>(() => Builder().BuildAsync(
-            new KernelBuildRequest(new TargetReference.TargetDirectory(target), [DemoFix], "elsewhere", [], null, Path.Combine(directory.Path, "out"))));
+            new KernelBuildRequest(new TargetReference.TargetDirectory(target), [DemoFix], "elsewhere", [], null,
+                Path.Combine(directory.Path, "out"))));
 
         Assert.Contains("/proc/kallsyms", refused.Message, StringComparison.Ordinal);
         Assert.Equal(ExitCode.Usage, refused.ExitCode);

@@ -21,7 +21,8 @@ public abstract class KernelSourceTreeSpecification(KernelRelease release)
         var tree = await KernelSourceTree.PrepareAsync(kernel);
         var lab = await KernelUnderTest.GetAsync(release);
         var symbols = await KallsymsCapture.LoadAsync(lab.Lab, release, archive.KernelDirectory(release), _ => { });
-        return (tree, new ShippedVmlinux(symbols, VmlinuxImage.Parse(await KernelImage.ReadVmlinuxAsync(kernel.Vmlinuz))));
+        return (tree,
+            new ShippedVmlinux(symbols, VmlinuxImage.Parse(await KernelImage.ReadVmlinuxAsync(kernel.Vmlinuz))));
     }
 
     [Fact]
@@ -32,7 +33,8 @@ public abstract class KernelSourceTreeSpecification(KernelRelease release)
         await using (var workspace = await BuildWorkspace.OpenAsync(tree))
             await workspace.CompileAsync("fs/proc/cmdline.o", output.File("cmdline.o"), extraCFlags: null);
 
-        var resolved = new SymbolResolver(shipped, ElfObject.Load(output.File("cmdline.o"))).ResolveFunction("cmdline_proc_show", out var mismatch);
+        var resolved = new SymbolResolver(shipped,
+            ElfObject.Load(output.File("cmdline.o"))).ResolveFunction("cmdline_proc_show", out var mismatch);
 
         Assert.True(resolved is not null, mismatch);
         Assert.Equal(Sympos.Unique, resolved.Sympos);
@@ -48,7 +50,8 @@ public abstract class KernelSourceTreeSpecification(KernelRelease release)
         await using (var workspace = await BuildWorkspace.OpenAsync(tree))
             await workspace.CompileAsync("fs/proc/cmdline.o", output.File("cmdline.o"), extraCFlags: "-O1 -fno-inline");
 
-        var resolved = new SymbolResolver(shipped, ElfObject.Load(output.File("cmdline.o"))).ResolveFunction("cmdline_proc_show", out var mismatch);
+        var resolved = new SymbolResolver(shipped,
+            ElfObject.Load(output.File("cmdline.o"))).ResolveFunction("cmdline_proc_show", out var mismatch);
 
         Assert.Null(resolved);
         Assert.Contains("cmdline_proc_show: the compiled original differs from the shipped code of vmlinux", mismatch);
@@ -76,7 +79,8 @@ public abstract class KernelSourceTreeSpecification(KernelRelease release)
         {
             changes = workspace.ChangesDirectory;
             await workspace.ApplyAsync(patch);
-            await workspace.CompileAsync("fs/proc/cmdline.o", output.File("cmdline.o"), "-ffunction-sections -fdata-sections");
+            await workspace.CompileAsync("fs/proc/cmdline.o", output.File("cmdline.o"),
+                "-ffunction-sections -fdata-sections");
             Assert.StartsWith("/* kintsugi workspace marker */", await workspace.ReadAllTextAsync("fs/proc/cmdline.c"));
         }
 
@@ -127,9 +131,11 @@ public sealed class KernelSourceTreeOn612CloudKernel() : KernelSourceTreeSpecifi
             .FetchAsync(TestKernels.Debian12Cloud612, KernelParts.Image | KernelParts.Headers | KernelParts.Source);
         var tree = await KernelSourceTree.PrepareAsync(kernel);
 
-        var probe = await tree.Toolchain.RunAsync("sh", ["scripts/rustc-version.sh", "rustc"], tree.Directory, [tree.Directory]);
+        var probe = await tree.Toolchain.RunAsync("sh", ["scripts/rustc-version.sh", "rustc"], tree.Directory,
+            [tree.Directory]);
 
-        Assert.Contains("CONFIG_RUSTC_VERSION=0", await File.ReadAllLinesAsync(Path.Combine(kernel.HeadersDirectory, ".config")));
+        Assert.Contains("CONFIG_RUSTC_VERSION=0",
+            await File.ReadAllLinesAsync(Path.Combine(kernel.HeadersDirectory, ".config")));
         Assert.Equal("0", probe.StandardOutput.Trim());
     }
 }
@@ -141,14 +147,18 @@ public sealed class KernelPrepareCommandSpecification
     [Fact]
     public async Task Prepare_reports_a_tree_configured_exactly_as_the_distribution_built_it()
     {
-        var result = await ExternalCommand.RunAsync(Repository.KintsugiBinary, ["kernel", "prepare", TestKernels.Debian12Cloud61.Value, "--json"]);
+        var result = await ExternalCommand.RunAsync(Repository.KintsugiBinary,
+            ["kernel", "prepare", TestKernels.Debian12Cloud61.Value, "--json"]);
         Assert.True(result.Succeeded, result.StandardError);
         using var json = System.Text.Json.JsonDocument.Parse(result.StandardOutput);
         var directory = json.RootElement.GetProperty("directory").GetString()!;
-        var kernel = await new DebianKernelArchive(DebianKernelArchive.DefaultCacheRoot).FetchAsync(TestKernels.Debian12Cloud61, KernelParts.Image | KernelParts.Headers);
+        var kernel = await new DebianKernelArchive(DebianKernelArchive.DefaultCacheRoot).FetchAsync(
+            TestKernels.Debian12Cloud61, KernelParts.Image | KernelParts.Headers);
         Assert.Equal(kernel.Target.BuildId.ToString(), json.RootElement.GetProperty("buildId").GetString());
-        Assert.Equal(await File.ReadAllTextAsync(Path.Combine(kernel.HeadersDirectory, ".config")), await File.ReadAllTextAsync(Path.Combine(directory, ".config")));
+        Assert.Equal(await File.ReadAllTextAsync(Path.Combine(kernel.HeadersDirectory, ".config")),
+            await File.ReadAllTextAsync(Path.Combine(directory, ".config")));
         // What modules built from this tree record as their vermagic release.
-        Assert.Contains($"#define UTS_RELEASE \"{TestKernels.Debian12Cloud61}\"", await File.ReadAllTextAsync(Path.Combine(directory, "include", "generated", "utsrelease.h")));
+        Assert.Contains($"#define UTS_RELEASE \"{TestKernels.Debian12Cloud61}\"",
+            await File.ReadAllTextAsync(Path.Combine(directory, "include", "generated", "utsrelease.h")));
     }
 }

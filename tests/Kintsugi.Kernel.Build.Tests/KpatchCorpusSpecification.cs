@@ -19,7 +19,11 @@ public sealed class KpatchCorpusOn61
 
     public static TheoryData<string> Patches()
     {
-        try { return [.. Directory.GetFiles(Repository.KpatchCorpus, "*.patch").Select(Path.GetFileName).OfType<string>().Order(StringComparer.Ordinal)]; }
+        try
+        {
+            return [.. Directory.GetFiles(Repository.KpatchCorpus, "*.patch").Select(Path.GetFileName)
+            .OfType<string>().Order(StringComparer.Ordinal)];
+        }
         catch (InvalidOperationException) { return []; }
     }
 
@@ -30,12 +34,15 @@ public sealed class KpatchCorpusOn61
         var name = Path.GetFileNameWithoutExtension(patch);
         var path = Path.Combine(Repository.KpatchCorpus, patch);
         using var directory = new TemporaryDirectory();
-        var request = new KernelBuildRequest(new TargetReference.Debian(Release), [path], name.Replace("-FAIL", ""), [], null, Path.Combine(directory.Path, "out"));
+        var request = new KernelBuildRequest(new TargetReference.Debian(Release), [path], name.Replace("-FAIL", ""), [],
+            null, Path.Combine(directory.Path, "out"));
 
         if (name.EndsWith("-FAIL", StringComparison.Ordinal))
         {
-            var refused = await Assert.ThrowsAnyAsync<KintsugiException>(() => FixCorpusRun.Builder().BuildAsync(request));
-            Assert.True(refused is LivepatchRefusedException || refused.ExitCode == ExitCode.InputRefused, $"{patch} failed, but not as a refusal: {refused.GetType().Name}: {refused.Message}");
+            var refused = await Assert.ThrowsAnyAsync<KintsugiException>(() =>
+                FixCorpusRun.Builder().BuildAsync(request));
+            Assert.True(refused is LivepatchRefusedException || refused.ExitCode == ExitCode.InputRefused,
+                $"{patch} failed, but not as a refusal: {refused.GetType().Name}: {refused.Message}");
             return;
         }
         var result = await FixCorpusRun.Builder().BuildAsync(request);
@@ -45,10 +52,13 @@ public sealed class KpatchCorpusOn61
         if (!File.Exists(test)) return;
         // The suite's scripts are bash with sudo; the guest is root with busybox sh.
         var check = Path.Combine(directory.Path, "check.sh");
-        await File.WriteAllTextAsync(check, (await File.ReadAllTextAsync(test)).Replace("sudo ", "", StringComparison.Ordinal).Replace("#!/bin/bash", "#!/bin/sh", StringComparison.Ordinal));
+        await File.WriteAllTextAsync(check, (await File.ReadAllTextAsync(test)).Replace("sudo ", "",
+            StringComparison.Ordinal).Replace("#!/bin/bash", "#!/bin/sh", StringComparison.Ordinal));
         var lab = await KernelUnderTest.GetAsync(Release);
-        var verdict = await new PatchVerification(lab.Lab).RunAsync(Release, result.Module!, check, TimeSpan.FromMinutes(5));
-        Assert.True(verdict.Verdict == "pass", string.Join('\n', verdict.Steps.Select(s => $"{s.Name}: {s.ExitCode}").Concat(verdict.LogProblems).Concat(verdict.TaintProblems)));
+        var verdict = await new PatchVerification(lab.Lab).RunAsync(Release, result.Module!, check,
+            TimeSpan.FromMinutes(5));
+        Assert.True(verdict.Verdict == "pass", string.Join('\n', verdict.Steps.Select(s => $"{s.Name}: {s.ExitCode}")
+            .Concat(verdict.LogProblems).Concat(verdict.TaintProblems)));
     }
 }
 

@@ -20,13 +20,15 @@ public abstract class LivepatchModuleBuilderSpecification(KernelRelease release)
 
     private async Task<(FetchedKernel Kernel, string Module)> BuildAsync(TemporaryDirectory directory)
     {
-        var kernel = await new DebianKernelArchive(DebianKernelArchive.DefaultCacheRoot).FetchAsync(release, KernelParts.Image | KernelParts.Headers);
+        var kernel = await new DebianKernelArchive(DebianKernelArchive.DefaultCacheRoot).FetchAsync(release,
+            KernelParts.Image | KernelParts.Headers);
         var source = Path.Combine(Repository.Root, "tests", "fixtures", "livepatch-generator");
         var standIn = Path.Combine(directory.Path, "stand-in");
         Directory.CreateDirectory(standIn);
         File.Copy(Path.Combine(source, "replacement.c"), Path.Combine(standIn, "replacement.c"));
         await File.WriteAllTextAsync(Path.Combine(standIn, "Kbuild"), "obj-m := replacement.o\n");
-        var compile = await ExternalCommand.RunAsync("make", ["-C", kernel.HeadersDirectory, $"M={standIn}", "replacement.o"]);
+        var compile = await ExternalCommand.RunAsync("make",
+            ["-C", kernel.HeadersDirectory, $"M={standIn}", "replacement.o"]);
         Assert.True(compile.Succeeded, compile.StandardError + compile.StandardOutput);
         var replacement = Path.Combine(standIn, "replacement.o");
         AsTheDifferEmitsIt(replacement);
@@ -34,7 +36,8 @@ public abstract class LivepatchModuleBuilderSpecification(KernelRelease release)
         var spec = new LivepatchModuleSpec(
             ModuleName: "kintsugi_generated",
             Description: "generator specification",
-            Objects: [new KlpObject("vmlinux", [new KlpFunction("cmdline_proc_show", Sympos.Unique, "kintsugi_new_0")], KlpCallbacks.None)],
+            Objects: [new KlpObject("vmlinux", [new KlpFunction("cmdline_proc_show", Sympos.Unique, "kintsugi_new_0")],
+                KlpCallbacks.None)],
             DiffObjects: [replacement],
             Bindings:
             [
@@ -44,7 +47,8 @@ public abstract class LivepatchModuleBuilderSpecification(KernelRelease release)
             Manifest: Manifest,
             EffectiveVersion: "99.1-generated");
         var exports = ModuleSymvers.Load(Path.Combine(kernel.HeadersDirectory, "Module.symvers"));
-        return (kernel, await LivepatchModuleBuilder.BuildAsync(kernel, spec, exports, Path.Combine(directory.Path, "module")));
+        return (kernel,
+            await LivepatchModuleBuilder.BuildAsync(kernel, spec, exports, Path.Combine(directory.Path, "module")));
     }
 
     /// <summary>
@@ -54,7 +58,8 @@ public abstract class LivepatchModuleBuilderSpecification(KernelRelease release)
     private static void AsTheDifferEmitsIt(string path)
     {
         var elf = ElfObject.Load(path);
-        var referenced = elf.Sections.OfType<ElfRelocationSection>().SelectMany(r => r.Relocations).Select(r => r.Symbol)
+        var referenced = elf.Sections.OfType<ElfRelocationSection>().SelectMany(r => r.Relocations)
+            .Select(r => r.Symbol)
             .OfType<ElfSymbol>().ToHashSet();
         elf.SymbolTable!.Symbols.RemoveAll(s => KernelNames.IsPadding(s.Name) && !referenced.Contains(s));
         elf.Save(path);
@@ -67,13 +72,17 @@ public abstract class LivepatchModuleBuilderSpecification(KernelRelease release)
         var (_, module) = await BuildAsync(directory);
 
         var elf = ElfObject.Load(module);
-        var klp = elf.Sections.OfType<ElfRelocationSection>().Where(s => s.Name.StartsWith(".klp.rela.vmlinux.", StringComparison.Ordinal)).ToList();
+        var klp = elf.Sections.OfType<ElfRelocationSection>()
+            .Where(s => s.Name.StartsWith(".klp.rela.vmlinux.", StringComparison.Ordinal)).ToList();
         Assert.NotEmpty(klp);
-        Assert.All(klp, s => Assert.True(s.Flags.HasFlag(ElfSectionFlags.Alloc | ElfSectionFlags.RelaLivepatch), $"{s.Name} flags {s.Flags}"));
+        Assert.All(klp, s => Assert.True(s.Flags.HasFlag(ElfSectionFlags.Alloc | ElfSectionFlags.RelaLivepatch),
+            $"{s.Name} flags {s.Flags}"));
         var targets = klp.SelectMany(s => s.Relocations).Select(r => r.Symbol!).ToList();
-        Assert.Contains(targets, s => s.Name == ".klp.sym.vmlinux.saved_command_line,0" && s.SpecialSection == ElfSpecialSectionIndex.Livepatch);
+        Assert.Contains(targets, s =>
+            s.Name == ".klp.sym.vmlinux.saved_command_line,0" && s.SpecialSection == ElfSpecialSectionIndex.Livepatch);
         Assert.Contains(targets, s => s.Name == ".klp.sym.vmlinux.linux_banner,0");
-        Assert.DoesNotContain(elf.SymbolTable!.Symbols, s => s.IsUndefined && s.Name is "saved_command_line" or "linux_banner");
+        Assert.DoesNotContain(elf.SymbolTable!.Symbols,
+            s => s.IsUndefined && s.Name is "saved_command_line" or "linux_banner");
         Assert.Equal(Manifest, ((ElfDataSection)elf.FindSection(LivepatchModuleBuilder.ManifestSection)!).Data);
     }
 
@@ -95,14 +104,17 @@ public abstract class LivepatchModuleBuilderSpecification(KernelRelease release)
         Assert.True(run.ExitCode == 0, run.Console);
         var lines = run.Output.Split('\n');
         Assert.DoesNotContain("generated:", lines.Single(l => l.StartsWith("before:", StringComparison.Ordinal)));
-        Assert.Matches("^loaded:generated:Linux:.*console=ttyS0", lines.Single(l => l.StartsWith("loaded:", StringComparison.Ordinal)));
+        Assert.Matches("^loaded:generated:Linux:.*console=ttyS0",
+            lines.Single(l => l.StartsWith("loaded:", StringComparison.Ordinal)));
         Assert.DoesNotContain("generated:", lines.Single(l => l.StartsWith("after:", StringComparison.Ordinal)));
         Assert.DoesNotContain("Call Trace", run.Console);
     }
 }
 
 [Collection("6.1 cloud kernel")]
-public sealed class LivepatchModuleBuilderOn61CloudKernel() : LivepatchModuleBuilderSpecification(TestKernels.Debian12Cloud61);
+public sealed class LivepatchModuleBuilderOn61CloudKernel()
+    : LivepatchModuleBuilderSpecification(TestKernels.Debian12Cloud61);
 
 [Collection("6.12 cloud kernel")]
-public sealed class LivepatchModuleBuilderOn612CloudKernel() : LivepatchModuleBuilderSpecification(TestKernels.Debian12Cloud612);
+public sealed class LivepatchModuleBuilderOn612CloudKernel()
+    : LivepatchModuleBuilderSpecification(TestKernels.Debian12Cloud612);

@@ -20,16 +20,20 @@ public abstract partial class ModuleBindingSpecification(KernelRelease release)
 {
     private static readonly string[] FixNames = ["module-uses-other-module", "module-function"];
 
-    private static readonly System.Collections.Concurrent.ConcurrentDictionary<KernelRelease, Lazy<Task<Outcome>>> Outcomes = new();
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<KernelRelease, Lazy<Task<Outcome>>>
+        Outcomes = new();
 
-    private Task<Outcome> OutcomeAsync() => Outcomes.GetOrAdd(release, r => new Lazy<Task<Outcome>>(() => RunAsync(r))).Value;
+    private Task<Outcome> OutcomeAsync() =>
+        Outcomes.GetOrAdd(release, r => new Lazy<Task<Outcome>>(() => RunAsync(r))).Value;
 
-    private sealed record Outcome(LabRunResult Run, string Depends, Kintsugi.Kernel.Build.BuildManifest Manifest, IReadOnlyList<string> KlpSections)
+    private sealed record Outcome(LabRunResult Run, string Depends, Kintsugi.Kernel.Build.BuildManifest Manifest,
+        IReadOnlyList<string> KlpSections)
     {
         public string Marker(string name)
         {
             var match = Regex.Match(Run.Output, $"^@{Regex.Escape(name)}=(\\S*)$", RegexOptions.Multiline);
-            return match.Success ? match.Groups[1].Value : throw new InvalidOperationException($"no @{name}= in:\n{Run.Output}\n{Run.Console}");
+            return match.Success ? match.Groups[1].Value
+                : throw new InvalidOperationException($"no @{name}= in:\n{Run.Output}\n{Run.Console}");
         }
     }
 
@@ -43,8 +47,10 @@ public abstract partial class ModuleBindingSpecification(KernelRelease release)
         Assert.Equal(BuildOutcome.Built, built.Outcome);
         var elf = ElfObject.Load(built.Module!);
         var modinfo = Encoding.ASCII.GetString(((ElfDataSection)elf.FindSection(".modinfo")!).Data).Split('\0');
-        var depends = modinfo.Where(e => e.StartsWith("depends=", StringComparison.Ordinal)).Select(e => e["depends=".Length..]).SingleOrDefault() ?? "";
-        var klp = elf.Sections.Where(s => s.Name.StartsWith(".klp.rela.", StringComparison.Ordinal)).Select(s => s.Name).ToList();
+        var depends = modinfo.Where(e => e.StartsWith("depends=", StringComparison.Ordinal))
+            .Select(e => e["depends=".Length..]).SingleOrDefault() ?? "";
+        var klp = elf.Sections.Where(s => s.Name.StartsWith(".klp.rela.", StringComparison.Ordinal)).Select(s => s.Name)
+            .ToList();
 
         var lab = await KernelUnderTest.GetAsync(release);
         List<GuestFile> files =
@@ -82,7 +88,8 @@ public abstract partial class ModuleBindingSpecification(KernelRelease release)
 
         Assert.Equal("", outcome.Depends);
         Assert.Contains(outcome.KlpSections, s => s.StartsWith(".klp.rela.bridge.", StringComparison.Ordinal));
-        Assert.Contains(outcome.Manifest.Symbols, s => s is { Object: "llc", Name: "llc_sap_find" } && s.Binding == "export of module llc");
+        Assert.Contains(outcome.Manifest.Symbols,
+            s => s is { Object: "llc", Name: "llc_sap_find" } && s.Binding == "export of module llc");
         Assert.Contains(outcome.Manifest.Symbols, s => s is { Object: "llc", Name: "llc_sap_close" });
     }
 
@@ -121,7 +128,8 @@ public abstract partial class ModuleBindingSpecification(KernelRelease release)
         var effective = $"{package}+kintsugi{outcome.Manifest.Level}";
         var full = real.Replace($"Debian_{package}_", $"Debian_{effective}_", StringComparison.Ordinal);
         // The kernel keeps 64 bytes: a longer string (6.12's backport) drops the build date, never part of the version.
-        var shown = full.Length <= 64 ? full : real[..(real.IndexOf("Debian_", StringComparison.Ordinal) + "Debian_".Length)] + effective;
+        var shown = full.Length <= 64 ? full
+            : real[..(real.IndexOf("Debian_", StringComparison.Ordinal) + "Debian_".Length)] + effective;
         Assert.Equal(shown, outcome.Marker("uname-patched"));
         Assert.NotEqual(real, outcome.Marker("uname-patched"));
         Assert.Equal(real, outcome.Marker("uname-after"));
@@ -139,7 +147,9 @@ public abstract partial class ModuleBindingSpecification(KernelRelease release)
 }
 
 [Collection("6.1 cloud kernel")]
-public sealed class ModuleBindingOn61() : ModuleBindingSpecification(TestKernels.Debian12Cloud61);
+public sealed class ModuleBindingOn61CloudKernel()
+    : ModuleBindingSpecification(TestKernels.Debian12Cloud61);
 
 [Collection("6.12 cloud kernel")]
-public sealed class ModuleBindingOn612() : ModuleBindingSpecification(TestKernels.Debian12Cloud612);
+public sealed class ModuleBindingOn612CloudKernel()
+    : ModuleBindingSpecification(TestKernels.Debian12Cloud612);

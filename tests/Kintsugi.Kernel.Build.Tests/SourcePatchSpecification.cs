@@ -8,7 +8,8 @@ public sealed class SourcePatchSpecification
 {
     private static string Corpus => Repository.KpatchCorpus;
 
-    public static TheoryData<string> CorpusPatches() => new(Directory.GetFiles(Corpus, "*.patch").Select(Path.GetFileName).Order().Select(n => n!));
+    public static TheoryData<string> CorpusPatches() =>
+        new(Directory.GetFiles(Corpus, "*.patch").Select(Path.GetFileName).Order().Select(n => n!));
 
     [Theory]
     [MemberData(nameof(CorpusPatches))]
@@ -55,14 +56,16 @@ public sealed class SourcePatchSpecification
 
             """);
         Assert.Equal("[PATCH] proc: fix cmdline", patch.Subject);
-        Assert.Equal(new FileChange("fs/proc/cmdline.c", null, FileChangeKind.Modified, 1, 1), Assert.Single(patch.Files));
+        Assert.Equal(new FileChange("fs/proc/cmdline.c", null, FileChangeKind.Modified, 1, 1),
+            Assert.Single(patch.Files));
     }
 
     [Fact]
     public void A_truncated_patch_is_refused_naming_the_hunk()
     {
         var text = File.ReadAllText(Path.Combine(Corpus, "new-function.patch"));
-        var error = Assert.Throws<SourcePatchException>(() => SourcePatch.Parse("cut.patch", text[..(text.Length * 2 / 3)]));
+        var error = Assert.Throws<SourcePatchException>(() =>
+            SourcePatch.Parse("cut.patch", text[..(text.Length * 2 / 3)]));
         Assert.Contains("drivers/tty/n_tty.c", error.Message);
     }
 
@@ -76,11 +79,13 @@ public sealed class SourcePatchSpecification
 
     [Fact]
     public void Text_without_file_headers_is_not_a_patch() =>
-        Assert.Contains("is not a patch", Assert.Throws<SourcePatchException>(() => SourcePatch.Parse("notes.txt", "just some notes\n")).Message);
+        Assert.Contains("is not a patch",
+            Assert.Throws<SourcePatchException>(() => SourcePatch.Parse("notes.txt", "just some notes\n")).Message);
 
     [Fact]
     public void A_path_escaping_the_tree_is_refused() =>
-        Assert.Throws<SourcePatchException>(() => SourcePatch.Parse("evil.patch", "--- a/../etc/passwd\n+++ b/../etc/passwd\n@@ -1 +1 @@\n-a\n+b\n"));
+        Assert.Throws<SourcePatchException>(() =>
+            SourcePatch.Parse("evil.patch", "--- a/../etc/passwd\n+++ b/../etc/passwd\n@@ -1 +1 @@\n-a\n+b\n"));
 
     [Theory]
     [InlineData("arch/x86/entry/entry_64.S", "assembly")]
@@ -89,7 +94,8 @@ public sealed class SourcePatchSpecification
     [InlineData("arch/x86/kernel/vmlinux.lds.S", "linker script")]
     public void What_cannot_be_live_patched_is_refused_up_front_with_the_reason(string path, string reason)
     {
-        var patch = SourcePatch.Parse("fix.patch", $"--- a/{path}\n+++ b/{path}\n@@ -1 +1 @@\n-a\n+b\n--- a/fs/proc/cmdline.c\n+++ b/fs/proc/cmdline.c\n@@ -1 +1 @@\n-a\n+b\n");
+        var patch = SourcePatch.Parse("fix.patch", $"--- a/{path}\n+++ b/{path}\n@@ -1 +1 @@\n-a\n+b\n--- " +
+            $"a/fs/proc/cmdline.c\n+++ b/fs/proc/cmdline.c\n@@ -1 +1 @@\n-a\n+b\n");
         var error = Assert.Throws<SourcePatchException>(() => LivepatchScope.Check([patch]));
         Assert.Contains($"{path}: ", error.Message);
         Assert.Contains(reason, error.Message);
@@ -99,26 +105,32 @@ public sealed class SourcePatchSpecification
     [Fact]
     public void A_fix_touching_only_documentation_has_nothing_to_patch()
     {
-        var patch = SourcePatch.Parse("doc.patch", "--- a/Documentation/x.rst\n+++ b/Documentation/x.rst\n@@ -1 +1 @@\n-a\n+b\n");
-        Assert.Contains("nothing to live patch", Assert.Throws<SourcePatchException>(() => LivepatchScope.Check([patch])).Message);
+        var patch = SourcePatch.Parse("doc.patch",
+            "--- a/Documentation/x.rst\n+++ b/Documentation/x.rst\n@@ -1 +1 @@\n-a\n+b\n");
+        Assert.Contains("nothing to live patch",
+            Assert.Throws<SourcePatchException>(() => LivepatchScope.Check([patch])).Message);
     }
 
     [Fact]
     public void Headers_and_c_files_are_scoped_for_rebuilding()
     {
-        var patch = SourcePatch.Parse("h.patch", "--- a/include/linux/x.h\n+++ b/include/linux/x.h\n@@ -1 +1 @@\n-a\n+b\n--- a/fs/x.c\n+++ b/fs/x.c\n@@ -1 +1 @@\n-a\n+b\n--- a/Documentation/x.rst\n+++ b/Documentation/x.rst\n@@ -1 +1 @@\n-a\n+b\n");
-        Assert.Equal([ChangeScope.Header, ChangeScope.TranslationUnit, ChangeScope.Ignored], LivepatchScope.Check([patch]).Select(s => s.Scope));
+        var patch = SourcePatch.Parse("h.patch", "--- a/include/linux/x.h\n+++ b/include/linux/x.h\n@@ -1 +1 " +
+            "@@\n-a\n+b\n--- a/fs/x.c\n+++ b/fs/x.c\n@@ -1 +1 @@\n-a\n+b\n--- a/Documentation/x.rst\n+++ " +
+            "b/Documentation/x.rst\n@@ -1 +1 @@\n-a\n+b\n");
+        Assert.Equal([ChangeScope.Header, ChangeScope.TranslationUnit, ChangeScope.Ignored],
+            LivepatchScope.Check([patch]).Select(s => s.Scope));
     }
 }
 
 /// <summary>kpatch's corpus states that every patch applies cleanly to Debian's linux-source 6.1.192.</summary>
 [Collection("6.1 cloud kernel")]
-public sealed class CorpusAppliesToThePreparedTree
+public sealed class KpatchCorpusSourceSpecification
 {
     [Fact]
     public async Task Every_corpus_patch_applies_to_the_6_1_source_and_fuzz_is_reported()
     {
-        var kernel = await new DebianKernelArchive(DebianKernelArchive.DefaultCacheRoot).FetchAsync(TestKernels.Debian12Cloud61, KernelParts.Image | KernelParts.Headers | KernelParts.Source);
+        var kernel = await new DebianKernelArchive(DebianKernelArchive.DefaultCacheRoot).FetchAsync(
+            TestKernels.Debian12Cloud61, KernelParts.Image | KernelParts.Headers | KernelParts.Source);
         var tree = await KernelSourceTree.PrepareAsync(kernel);
         var corpus = Repository.KpatchCorpus;
         var fuzz = new Dictionary<string, IReadOnlyList<string>>();
@@ -126,16 +138,19 @@ public sealed class CorpusAppliesToThePreparedTree
             fuzz[Path.GetFileName(file)] = await tree.CheckAppliesAsync(SourcePatch.Read(file));
         Assert.Equal(11, fuzz.Count);
         // Written for 6.2, shadow-newpid meets 6.1's kernel/exit.c only with fuzz.
-        Assert.Contains(fuzz["shadow-newpid.patch"], f => f.StartsWith("kernel/exit.c: Hunk #2 succeeded", StringComparison.Ordinal) && f.Contains("with fuzz 2"));
+        Assert.Contains(fuzz["shadow-newpid.patch"], f =>
+            f.StartsWith("kernel/exit.c: Hunk #2 succeeded", StringComparison.Ordinal) && f.Contains("with fuzz 2"));
         Assert.Empty(fuzz["new-function.patch"]);
     }
 
     [Fact]
     public async Task A_patch_for_other_source_is_refused_with_patchs_own_report()
     {
-        var kernel = await new DebianKernelArchive(DebianKernelArchive.DefaultCacheRoot).FetchAsync(TestKernels.Debian12Cloud61, KernelParts.Image | KernelParts.Headers | KernelParts.Source);
+        var kernel = await new DebianKernelArchive(DebianKernelArchive.DefaultCacheRoot).FetchAsync(
+            TestKernels.Debian12Cloud61, KernelParts.Image | KernelParts.Headers | KernelParts.Source);
         var tree = await KernelSourceTree.PrepareAsync(kernel);
-        var patch = SourcePatch.Parse("stale.patch", "--- a/fs/proc/cmdline.c\n+++ b/fs/proc/cmdline.c\n@@ -1,1 +1,1 @@\n-this line is not in the file\n+replacement\n");
+        var patch = SourcePatch.Parse("stale.patch", "--- a/fs/proc/cmdline.c\n+++ b/fs/proc/cmdline.c\n@@ -1,1 +1,1 " +
+            "@@\n-this line is not in the file\n+replacement\n");
         var error = await Assert.ThrowsAsync<SourcePatchException>(() => tree.CheckAppliesAsync(patch));
         Assert.Contains("does not apply to the source of 6.1.0-56-cloud-amd64", error.Message);
         Assert.Contains("FAILED", error.Message);

@@ -20,12 +20,13 @@ public sealed class StableFixSpecification
         { "6.1.0-54-cloud-amd64", "fcntl-rw-hint-immutable" },
         { "6.12.115+deb12-cloud-amd64", "copy-file-range-nothing" },
         { "6.12.116+deb13-cloud-amd64", "copy-file-range-nothing" },
-        // A rebuilt upload (6.12.115-2) took the ABI name "+deb13.1"; its symbol-table boot outlasted the old 3-minute bound.
+        // A rebuilt upload (6.12.115-2) took the ABI name "+deb13.1"; its symbol-table boot outlasted the old 3-minute
+        // bound.
         { "6.12.115+deb13.1-cloud-amd64", "copy-file-range-nothing" },
     };
 
     [LineTheory, MemberData(nameof(Fixes))]
-    public async Task A_stable_fix_of_the_kernels_own_line_is_built_proven_against_the_shipped_code_and_changes_behaviour_only_while_loaded(
+    public async Task A_stable_fix_is_built_proven_against_the_shipped_code_and_changes_behaviour_only_while_loaded(
         string kernel, string fixName)
     {
         var release = KernelRelease.Parse(kernel);
@@ -36,7 +37,8 @@ public sealed class StableFixSpecification
         var builder = new KernelPatchBuilder(archive, () => lab, _ => { });
 
         var result = await builder.BuildAsync(new KernelBuildRequest(new TargetReference.Debian(release),
-            [Path.Combine(fixture, "fix.patch")], fixName.Replace('-', '_'), [], null, Path.Combine(directory.Path, "out")));
+            [Path.Combine(fixture, "fix.patch")], fixName.Replace('-', '_'), [], null,
+            Path.Combine(directory.Path, "out")));
 
         Assert.Equal(BuildOutcome.Built, result.Outcome);
         Assert.True(result.Manifest!.Fidelity.Checked);
@@ -48,7 +50,8 @@ public sealed class StableFixSpecification
         var helper = Path.Combine(directory.Path, Path.GetFileNameWithoutExtension(source));
         var compiled = await ExternalCommand.RunAsync("gcc", ["-static", "-O2", "-o", helper, source]);
         Assert.True(compiled.Succeeded, compiled.StandardError);
-        var verdict = await new PatchVerification(lab).RunAsync(release, result.Module!, Path.Combine(fixture, "check.sh"),
+        var verdict = await new PatchVerification(lab).RunAsync(release, result.Module!,
+            Path.Combine(fixture, "check.sh"),
             TimeSpan.FromMinutes(8), [new GuestFile(helper, "/fixtures/" + Path.GetFileName(helper))]);
         Assert.True(verdict.Verdict == "pass", string.Join('\n', verdict.Steps.Select(s => $"{s.Name}: {s.ExitCode}")
             .Concat(verdict.LogProblems).Concat(verdict.TaintProblems)));

@@ -30,9 +30,11 @@ public sealed class TranslationUnitSpecification
     [InlineData("lib/string.c", "vmlinux")]           // lib-y
     [InlineData("mm/memory.c", "vmlinux")]            // mmu-$(CONFIG_MMU), spliced into obj-y as $(mmu-y)
     [InlineData("arch/x86/kernel/process_64.c", "vmlinux")] // obj-y += process_$(BITS).o
-    [InlineData("arch/x86/kvm/svm/svm.c", "kvm_amd")]  // kvm-amd-y += svm/svm.o, listed by the parent directory's Makefile
+    // kvm-amd-y += svm/svm.o, listed by the parent directory's Makefile
+    [InlineData("arch/x86/kvm/svm/svm.c", "kvm_amd")]
     [InlineData("arch/x86/kvm/vmx/nested.c", "kvm_intel")] // kvm-intel-y += vmx/nested.o
-    [InlineData("virt/kvm/kvm_main.c", "kvm")]        // kvm-y += $(KVM)/kvm_main.o, from arch/x86/kvm through virt/kvm/Makefile.kvm
+    // kvm-y += $(KVM)/kvm_main.o, from arch/x86/kvm through virt/kvm/Makefile.kvm
+    [InlineData("virt/kvm/kvm_main.c", "kvm")]
     [InlineData("net/netfilter/ipvs/ip_vs_proto_udp.c", "ip_vs")] // ip_vs-objs += $(ip_vs_proto-objs-y)
     public async Task A_built_unit_is_located_in_the_object_kbuild_links_it_into(string source, string patchedObject)
     {
@@ -69,7 +71,8 @@ public sealed class TranslationUnitSpecification
         var resolution = (await UnitsAsync()).Resolve("kernel/sched/psi.c");
 
         var built = Assert.IsType<UnitResolution.Built>(resolution);
-        Assert.Equal([new TranslationUnit("kernel/sched/build_utility.c", "kernel/sched/build_utility.o", "vmlinux")], built.Units);
+        Assert.Equal([new TranslationUnit("kernel/sched/build_utility.c", "kernel/sched/build_utility.o", "vmlinux")],
+            built.Units);
     }
 
     [Fact]
@@ -122,7 +125,8 @@ public sealed class TranslationUnitSpecification
     public async Task A_header_is_found_in_the_C_files_that_include_it_through_another_header()
     {
         var tree = (await Tree.Value).Directory;
-        Assert.DoesNotContain(File.ReadLines(Path.Combine(tree, "fs/fat/namei_vfat.c")), l => l.Contains("msdos_fs.h", StringComparison.Ordinal));
+        Assert.DoesNotContain(File.ReadLines(Path.Combine(tree, "fs/fat/namei_vfat.c")),
+            l => l.Contains("msdos_fs.h", StringComparison.Ordinal));
 
         var found = HeaderDependents.Scan(tree).SourcesIncluding("include/linux/msdos_fs.h");
 
@@ -133,7 +137,8 @@ public sealed class TranslationUnitSpecification
     public async Task A_unit_listed_from_another_directory_is_compiled_by_that_directorys_name_with_its_module_flags()
     {
         var tree = await Tree.Value;
-        var unit = Assert.IsType<UnitResolution.Built>((await UnitsAsync()).Resolve("virt/kvm/kvm_main.c")).Units.Single();
+        var unit = Assert.IsType<UnitResolution.Built>((await UnitsAsync()).Resolve("virt/kvm/kvm_main.c"))
+            .Units.Single();
         Assert.Equal("arch/x86/kvm/../../../virt/kvm/kvm_main.o", unit.MakeGoal);
         using var output = new TemporaryDirectory();
 
@@ -167,7 +172,8 @@ public sealed class TranslationUnitSpecification
 
         var notBuilt = Assert.IsType<UnitResolution.NotBuilt>(header.Resolution);
         Assert.Equal(NotBuiltReason.IncludersNotBuilt, notBuilt.Proof.Reason);
-        Assert.Contains(notBuilt.Proof.Evidence, e => e.StartsWith("arch/mips/pci/pci-xtalk-bridge.c", StringComparison.Ordinal));
+        Assert.Contains(notBuilt.Proof.Evidence,
+            e => e.StartsWith("arch/mips/pci/pci-xtalk-bridge.c", StringComparison.Ordinal));
     }
 
     [Fact]
@@ -207,7 +213,8 @@ public sealed class TranslationUnitSpecification
         {
             await workspace.ApplyAsync(Breaking("fs/fat/namei_vfat.c", "vfat does not compile"));
             await workspace.ApplyAsync(Breaking("fs/fat/dir.c", "dir does not compile"));
-            failed = await workspace.CompileUnitsKeepGoingAsync([broken, dummy, alsoBroken], output.Path, extraCFlags: null);
+            failed = await workspace.CompileUnitsKeepGoingAsync([broken, dummy, alsoBroken], output.Path,
+                extraCFlags: null);
         }
 
         Assert.Equal([broken, alsoBroken], failed.Select(f => f.Unit));

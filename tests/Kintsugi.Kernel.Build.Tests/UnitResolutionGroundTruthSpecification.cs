@@ -15,10 +15,12 @@ namespace Kintsugi.Kernel.Build.Tests;
 /// </summary>
 public abstract class UnitResolutionGroundTruthSpecification(KernelRelease release, ITestOutputHelper output)
 {
-    /// <summary>One in this many C files of the tree is sampled among those the debug package shows were not compiled.</summary>
+    /// <summary>One in this many C files of the tree is sampled among those the debug package shows were not
+    /// compiled.</summary>
     private const int NotCompiledSampling = 50;
 
-    private static readonly Dictionary<KernelRelease, Lazy<Task<(FetchedKernel Kernel, KernelSourceTree Tree, CompiledSources Oracle)>>> Kernels = [];
+    private static readonly Dictionary<KernelRelease, Lazy<Task<(FetchedKernel Kernel, KernelSourceTree Tree,
+        CompiledSources Oracle)>>> Kernels = [];
 
     private Task<(FetchedKernel Kernel, KernelSourceTree Tree, CompiledSources Oracle)> KernelAsync()
     {
@@ -28,9 +30,11 @@ public abstract class UnitResolutionGroundTruthSpecification(KernelRelease relea
                 Kernels[release] = kernel = new(async () =>
                 {
                     var fetched = await new DebianKernelArchive(DebianKernelArchive.DefaultCacheRoot)
-                        .FetchAsync(release, KernelParts.Image | KernelParts.Headers | KernelParts.Source | KernelParts.Debug);
+                        .FetchAsync(release,
+                            KernelParts.Image | KernelParts.Headers | KernelParts.Source | KernelParts.Debug);
                     var tree = await KernelSourceTree.PrepareAsync(fetched);
-                    return (fetched, tree, await CompiledSources.ReadAsync(fetched, DebianKernelArchive.DefaultCacheRoot));
+                    return (fetched, tree,
+                        await CompiledSources.ReadAsync(fetched, DebianKernelArchive.DefaultCacheRoot));
                 });
             return kernel.Value;
         }
@@ -48,18 +52,25 @@ public abstract class UnitResolutionGroundTruthSpecification(KernelRelease relea
         {
             var resolution = units.Resolve(source.Key);
             // 6.12 links scripts/module-common.c into every module: refused with that reason, which is right.
-            if (resolution is UnitResolution.Unresolved { Reason: var reason } && reason.Contains("into every module", StringComparison.Ordinal)) return null;
+            if (resolution is UnitResolution.Unresolved { Reason: var reason }
+                && reason.Contains("into every module", StringComparison.Ordinal)) return null;
             if (resolution is not UnitResolution.Built built)
                 return $"{resolution} -- but it was compiled into {string.Join(", ", source.Value)}";
             var own = built.Units.Where(u => u.SourcePath == source.Key).Select(u => u.PatchedObject).ToList();
             return own.Count == 1 && source.Value.Contains(own[0]) ? null
-                : $"{source.Key}: resolved into {string.Join(", ", built.Units.Select(u => $"{u.SourcePath} in {u.PatchedObject}"))}, compiled into {string.Join(", ", source.Value)}";
+                : $"{source.Key}: resolved into " +
+                $"{string.Join(", ", built.Units.Select(u => $"{u.SourcePath} in {u.PatchedObject}"))}, compiled " +
+                $"into {string.Join(", ", source.Value)}";
         }).OfType<string>().Order(StringComparer.Ordinal).ToList();
 
-        output.WriteLine($"{release}: {oracle.CompileUnits} compile units in the debug package (read in {oracle.ReadSeconds} s when not cached), " +
-            $"{oracle.ObjectsBySource.Count} distinct C files, {inTree.Count} of them in the source tree; resolved in {watch.Elapsed.TotalSeconds:0.0} s; {mismatches.Count} mismatches");
+        output.WriteLine(
+            $"{release}: {oracle.CompileUnits} compile units in the debug package (read in {oracle.ReadSeconds} s " +
+            $"when not cached), " +
+            $"{oracle.ObjectsBySource.Count} distinct C files, {inTree.Count} of them in the source tree; resolved " +
+            $"in {watch.Elapsed.TotalSeconds:0.0} s; {mismatches.Count} mismatches");
         Assert.True(inTree.Count > 2000, $"only {inTree.Count} compiled C files found in the debug package");
-        Assert.True(mismatches.Count == 0, $"{mismatches.Count} compiled C files resolved wrongly:\n" + string.Join('\n', mismatches.Take(60)));
+        Assert.True(mismatches.Count == 0,
+            $"{mismatches.Count} compiled C files resolved wrongly:\n" + string.Join('\n', mismatches.Take(60)));
     }
 
     [Fact]
@@ -76,20 +87,24 @@ public abstract class UnitResolutionGroundTruthSpecification(KernelRelease relea
 
         // A file #included into compiled units is compiled, though no compile unit bears its name.
         var wrong = resolutions.OfType<UnitResolution.Built>()
-            .Where(b => b.Units.Any(u => u.SourcePath == b.SourcePath || !oracle.ObjectsBySource.TryGetValue(u.SourcePath, out var objects) || !objects.Contains(u.PatchedObject)))
+            .Where(b => b.Units.Any(u => u.SourcePath == b.SourcePath || !oracle.ObjectsBySource.TryGetValue(
+                u.SourcePath, out var objects) || !objects.Contains(u.PatchedObject)))
             .Select(b => b.ToString()).ToList();
         var unresolved = resolutions.OfType<UnitResolution.Unresolved>().Select(u => u.ToString()).ToList();
         var proven = resolutions.OfType<UnitResolution.NotBuilt>().ToList();
         output.WriteLine($"{release}: {sample.Count} sampled C files not compiled: {proven.Count} proven not built " +
             $"({string.Join(", ", proven.GroupBy(p => p.Proof.Reason).Select(g => $"{g.Key} {g.Count()}"))}), " +
-            $"{resolutions.OfType<UnitResolution.Built>().Count() - wrong.Count} #included into compiled units, {unresolved.Count} cannot tell, {wrong.Count} wrongly built");
+            $"{resolutions.OfType<UnitResolution.Built>().Count() - wrong.Count} #included into compiled units, " +
+            $"{unresolved.Count} cannot tell, {wrong.Count} wrongly built");
         foreach (var line in unresolved.Take(40)) output.WriteLine("  " + line);
 
         Assert.True(sample.Count > 200, $"only {sample.Count} files sampled");
         Assert.All(proven, p => Assert.False(string.IsNullOrWhiteSpace(p.Proof.Statement)));
         Assert.True(wrong.Count == 0, "said built, but compiled into nothing:\n" + string.Join('\n', wrong.Take(40)));
-        // "Cannot tell" is a refusal, never a wrong answer; it is kept to the few Makefiles that only work included by others.
-        Assert.True(unresolved.Count * 20 <= sample.Count, $"{unresolved.Count} of {sample.Count} not compiled, but the resolver cannot tell:\n" + string.Join('\n', unresolved.Take(40)));
+        // "Cannot tell" is a refusal, never a wrong answer; it is kept to the few Makefiles that only work included by
+        // others.
+        Assert.True(unresolved.Count * 20 <= sample.Count, $"{unresolved.Count} of {sample.Count} not compiled, but " +
+            $"the resolver cannot tell:\n" + string.Join('\n', unresolved.Take(40)));
     }
 
     private static uint StableHash(string text)

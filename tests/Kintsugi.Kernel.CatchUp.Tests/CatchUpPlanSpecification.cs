@@ -21,15 +21,17 @@ public sealed class CatchUpPlanSpecification
     private static readonly LinuxSourceVersion Newer = new("linux-source-6.1", "2");
 
     [Fact]
-    public async Task A_changed_header_layout_refuses_a_changed_C_file_only_when_its_changed_lines_name_what_the_header_changes()
+    public async Task A_changed_header_layout_refuses_a_changed_C_file_only_if_its_changed_lines_name_what_it_changes()
     {
         var tree = await Tree.Value;
         using var directory = new TemporaryDirectory();
         // A new member of struct msdos_sb_info: every unit that uses the structure was built with the old layout.
-        Change(tree, directory, "fs/fat/fat.h", "struct msdos_sb_info {\n", "struct msdos_sb_info {\n\tunsigned int added;\n");
+        Change(tree, directory, "fs/fat/fat.h", "struct msdos_sb_info {\n",
+            "struct msdos_sb_info {\n\tunsigned int added;\n");
         Change(tree, directory, "fs/fat/namei_vfat.c", "\tstruct msdos_sb_info *sbi = MSDOS_SB(dir->i_sb);\n",
             "\tstruct msdos_sb_info *sbi = READ_ONCE(MSDOS_SB(dir->i_sb));\n");
-        Change(tree, directory, "fs/fat/dir.c", "parse_record:\n\tnr_slots = 0;\n", "parse_record:\n\tnr_slots = 0;\n\tbarrier();\n");
+        Change(tree, directory, "fs/fat/dir.c", "parse_record:\n\tnr_slots = 0;\n",
+            "parse_record:\n\tnr_slots = 0;\n\tbarrier();\n");
         var difference = await SourceDifference.OfExtractedAsync(Older, Newer, directory.Path);
 
         var plan = CatchUpPlan.Make(difference, tree, maxUnits: 40, only: [], _ => { });
@@ -39,7 +41,8 @@ public sealed class CatchUpPlanSpecification
         var naming = Decision(plan, "fs/fat/namei_vfat.c");
         Assert.Equal(("header-layout", FileOutcome.Refused), (naming.Rule, naming.Outcome));
         Assert.Contains("struct msdos_sb_info of fs/fat/fat.h", naming.Reason, StringComparison.Ordinal);
-        // dir.c includes fat.h too, but its fix does not touch the structure: it is tried against the running kernel's header.
+        // dir.c includes fat.h too, but its fix does not touch the structure: it is tried against the running kernel's
+        // header.
         var other = Assert.IsType<FileDecision.Build>(plan.Decisions.Single(d => d.File.Path == "fs/fat/dir.c"));
         Assert.Equal(["fs/fat/dir.c"], other.Units);
     }
@@ -98,7 +101,8 @@ public sealed class CatchUpPlanSpecification
     private static FileDecision.Decided Decision(CatchUpPlan plan, string path) =>
         Assert.IsType<FileDecision.Decided>(plan.Decisions.Single(d => d.File.Path == path));
 
-    /// <summary>Writes the tree's file as the older side and, with <paramref name="from"/> replaced, as the newer side.</summary>
+    /// <summary>Writes the tree's file as the older side and, with <paramref name="from"/> replaced, as the newer
+    /// side.</summary>
     private static void Change(KernelSourceTree tree, TemporaryDirectory directory, string path, string from, string to)
     {
         var older = directory.File("a/" + path);

@@ -24,7 +24,8 @@ public sealed class CatchUpTrialsSpecification
         await ApplyAsync(tree, directory, "cpuinfo", "arch/x86/kernel/cpu/proc.c");       // vmlinux
         Break(tree, directory, "fs/proc/cmdline.c");
         var difference = await SourceDifference.OfExtractedAsync(Older, Newer, directory.Path);
-        var builds = CatchUpPlan.Make(difference, tree, maxUnits: 40, only: [], _ => { }).Decisions.OfType<FileDecision.Build>().ToList();
+        var builds = CatchUpPlan.Make(difference, tree, maxUnits: 40, only: [], _ => { })
+            .Decisions.OfType<FileDecision.Build>().ToList();
         Assert.Equal(4, builds.Count);
         var request = new CatchUpRequest(TestKernels.Debian12Cloud61, "2", output.Path);
         var progress = new List<string>();
@@ -52,9 +53,11 @@ public sealed class CatchUpTrialsSpecification
         using var directory = new TemporaryDirectory();
         using var output = new TemporaryDirectory();
         Break(tree, directory, "fs/proc/cmdline.c");
-        Edit(tree, directory, "fs/proc/loadavg.c", "static int loadavg_proc_show(", "this fix does not compile;\nstatic int loadavg_proc_show(");
+        Edit(tree, directory, "fs/proc/loadavg.c", "static int loadavg_proc_show(",
+            "this fix does not compile;\nstatic int loadavg_proc_show(");
         var difference = await SourceDifference.OfExtractedAsync(Older, Newer, directory.Path);
-        var builds = CatchUpPlan.Make(difference, tree, maxUnits: 40, only: [], _ => { }).Decisions.OfType<FileDecision.Build>().ToList();
+        var builds = CatchUpPlan.Make(difference, tree, maxUnits: 40, only: [], _ => { })
+            .Decisions.OfType<FileDecision.Build>().ToList();
         var request = new CatchUpRequest(TestKernels.Debian12Cloud61, "2", output.Path);
 
         var trials = await new CatchUpTrials(target, tree, request, difference, output.Path, _ => { })
@@ -79,7 +82,8 @@ public sealed class CatchUpTrialsSpecification
             "static int cmdline_proc_show(");
         await ApplyAsync(tree, directory, "meminfo", "fs/proc/meminfo.c");
         var difference = await SourceDifference.OfExtractedAsync(Older, Newer, directory.Path);
-        var builds = CatchUpPlan.Make(difference, tree, maxUnits: 40, only: [], _ => { }).Decisions.OfType<FileDecision.Build>().ToList();
+        var builds = CatchUpPlan.Make(difference, tree, maxUnits: 40, only: [], _ => { })
+            .Decisions.OfType<FileDecision.Build>().ToList();
         var request = new CatchUpRequest(TestKernels.Debian12Cloud61, "2", output.Path);
 
         var trials = await new CatchUpTrials(target, tree, request, difference, output.Path, _ => { })
@@ -99,9 +103,11 @@ public sealed class CatchUpTrialsSpecification
         using var output = new TemporaryDirectory();
         await ApplyAsync(tree, directory, "meminfo", "fs/proc/meminfo.c");
         var difference = await SourceDifference.OfExtractedAsync(Older, Newer, directory.Path);
-        var builds = CatchUpPlan.Make(difference, tree, maxUnits: 40, only: [], _ => { }).Decisions.OfType<FileDecision.Build>().ToList();
+        var builds = CatchUpPlan.Make(difference, tree, maxUnits: 40, only: [], _ => { })
+            .Decisions.OfType<FileDecision.Build>().ToList();
         var request = new CatchUpRequest(TestKernels.Debian12Cloud61, "2", output.Path);
-        await new CatchUpTrials(target, tree, request, difference, output.Path, _ => { }).RunAsync(builds, f => f.PatchSha256!, default);
+        await new CatchUpTrials(target, tree, request, difference, output.Path, _ => { }).RunAsync(builds,
+            f => f.PatchSha256!, default);
         var progress = new List<string>();
 
         var again = await new CatchUpTrials(target, tree, request, difference, output.Path, Record(progress))
@@ -131,7 +137,8 @@ public sealed class CatchUpTrialsSpecification
 
         // fs/fat/fat.h is compiled into fs/fat/dir.o: the module's build applies it there, the trial did not.
         var (directory, units) = CatchUpTrials.ReusableAfterObjects(output.Path, tree,
-            [(Changed("fs/proc/meminfo.c"), "meminfo"), (Changed("fs/fat/dir.c"), "fat-dir"), (Changed("fs/fat/fat.h"), "fat-h")]);
+            [(Changed("fs/proc/meminfo.c"), "meminfo"), (Changed("fs/fat/dir.c"), "fat-dir"),
+                (Changed("fs/fat/fat.h"), "fat-h")]);
 
         Assert.Equal(1, units);
         Assert.Equal("meminfo", File.ReadAllText(Path.Combine(directory, "fs/proc/meminfo.o")));
@@ -145,10 +152,12 @@ public sealed class CatchUpTrialsSpecification
         using var directory = new TemporaryDirectory();
         using var output = new TemporaryDirectory();
         // The update adds a macro to a header included by hundreds of units, and a fix uses it.
-        Edit(tree, directory, "include/linux/proc_fs.h", "struct proc_ops {", "#define PROC_LINE_END \"\\n\"\n\nstruct proc_ops {");
+        Edit(tree, directory, "include/linux/proc_fs.h", "struct proc_ops {",
+            "#define PROC_LINE_END \"\\n\"\n\nstruct proc_ops {");
         Edit(tree, directory, "fs/proc/cmdline.c", "seq_putc(m, '\\n');", "seq_puts(m, PROC_LINE_END);");
         var difference = await SourceDifference.OfExtractedAsync(Older, Newer, directory.Path);
-        var fix = CatchUpPlan.Make(difference, tree, maxUnits: 40, only: [], _ => { }).Decisions.OfType<FileDecision.Build>()
+        var fix = CatchUpPlan.Make(difference, tree, maxUnits: 40, only: [], _ => { })
+            .Decisions.OfType<FileDecision.Build>()
             .Where(d => d.File.Path == "fs/proc/cmdline.c").ToList();
         var request = new CatchUpRequest(TestKernels.Debian12Cloud61, "2", output.Path);
 
@@ -170,7 +179,8 @@ public sealed class CatchUpTrialsSpecification
         Edit(tree, directory, "include/linux/seq_file.h", "\tsize_t pad_until;", "\tsize_t pad_until;\n\tbool quiet;");
         Edit(tree, directory, "fs/proc/cmdline.c", "seq_putc(m, '\\n');", "if (!m->quiet)\n\t\tseq_putc(m, '\\n');");
         var difference = await SourceDifference.OfExtractedAsync(Older, Newer, directory.Path);
-        var fix = CatchUpPlan.Make(difference, tree, maxUnits: 40, only: [], _ => { }).Decisions.OfType<FileDecision.Build>()
+        var fix = CatchUpPlan.Make(difference, tree, maxUnits: 40, only: [], _ => { })
+            .Decisions.OfType<FileDecision.Build>()
             .Where(d => d.File.Path == "fs/proc/cmdline.c").ToList();
         Assert.Single(fix);
         var request = new CatchUpRequest(TestKernels.Debian12Cloud61, "2", output.Path);
@@ -181,10 +191,12 @@ public sealed class CatchUpTrialsSpecification
         var refused = trials["fs/proc/cmdline.c"];
         Assert.Equal((FileOutcome.Refused, "header-layout"), (refused.Outcome, refused.Rule));
         Assert.Contains("include/linux/seq_file.h (its errors name quiet)", refused.Reason, StringComparison.Ordinal);
-        Assert.Contains("include/linux/seq_file.h changes the layout of struct seq_file", refused.Reason, StringComparison.Ordinal);
+        Assert.Contains("include/linux/seq_file.h changes the layout of struct seq_file", refused.Reason,
+            StringComparison.Ordinal);
     }
 
-    /// <summary>The suite's 6.1 cloud kernel, prepared; a trial that would boot it fails with the reason it must not.</summary>
+    /// <summary>The suite's 6.1 cloud kernel, prepared; a trial that would boot it fails with the reason it must
+    /// not.</summary>
     private static async Task<(BuildTarget Target, KernelSourceTree Tree)> Kernel61Async(string noBoot)
     {
         var target = await DebianBuildTarget.FetchAsync(new DebianKernelArchive(DebianKernelArchive.DefaultCacheRoot),
@@ -194,10 +206,12 @@ public sealed class CatchUpTrialsSpecification
 
     private static Action<string> Record(List<string> lines) => line => { lock (lines) lines.Add(line); };
 
-    private static (FileOutcome, string) Outcome(FileTrial trial) => (trial.Outcome, string.Join(", ", trial.Functions));
+    private static (FileOutcome, string) Outcome(FileTrial trial) =>
+        (trial.Outcome, string.Join(", ", trial.Functions));
 
     /// <summary>The tree's file as the older side, the fixture's fix applied to it as the newer.</summary>
-    private static async Task ApplyAsync(KernelSourceTree tree, TemporaryDirectory directory, string fixture, string path)
+    private static async Task ApplyAsync(KernelSourceTree tree, TemporaryDirectory directory, string fixture,
+        string path)
     {
         foreach (var side in new[] { "a", "b" })
         {
@@ -205,15 +219,18 @@ public sealed class CatchUpTrialsSpecification
             File.Copy(Path.Combine(tree.Directory, path), directory.File($"{side}/{path}"));
         }
         var patch = Path.Combine(Repository.Root, "tests", "fixtures", "fixes", fixture, "fix.patch");
-        var applied = await ExternalCommand.RunAsync("patch", ["-p1", "--batch", "-d", directory.File("b"), "-i", patch]);
+        var applied = await ExternalCommand.RunAsync("patch",
+            ["-p1", "--batch", "-d", directory.File("b"), "-i", patch]);
         Assert.True(applied.Succeeded, applied.StandardOutput);
     }
 
     private static void Break(KernelSourceTree tree, TemporaryDirectory directory, string path) =>
-        Edit(tree, directory, path, "seq_puts(m, saved_command_line);", "seq_puts(m, saved_command_line); this fix does not compile;");
+        Edit(tree, directory, path, "seq_puts(m, saved_command_line);",
+            "seq_puts(m, saved_command_line); this fix does not compile;");
 
     /// <summary>The tree's file as the older side, one text of it replaced as the newer.</summary>
-    private static void Edit(KernelSourceTree tree, TemporaryDirectory directory, string path, string text, string replacement)
+    private static void Edit(KernelSourceTree tree, TemporaryDirectory directory, string path, string text,
+        string replacement)
     {
         Directory.CreateDirectory(Path.GetDirectoryName(directory.File($"a/{path}"))!);
         Directory.CreateDirectory(Path.GetDirectoryName(directory.File($"b/{path}"))!);

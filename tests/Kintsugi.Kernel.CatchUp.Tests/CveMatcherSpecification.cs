@@ -1,6 +1,7 @@
 namespace Kintsugi.Kernel.CatchUp.Tests;
 
-/// <summary>CVEs of Debian's changelog matched to the changed files of linux-source-6.1 6.1.176-1 → 6.1.187-1.</summary>
+/// <summary>CVEs of Debian's changelog matched to the changed files of linux-source-6.1 6.1.176-1 →
+/// 6.1.187-1.</summary>
 public sealed class CveMatcherSpecification
 {
     private static async Task<CveMapping> MappingOf(string cve)
@@ -56,7 +57,8 @@ public sealed class CveMatcherSpecification
 
         var mapped = CveMatcher.Match(items, difference.Files).SelectMany(m => m.Files).ToList();
 
-        Assert.DoesNotContain(mapped, f => f.Path.StartsWith("tools/", StringComparison.Ordinal) || f.Path.StartsWith("Documentation/", StringComparison.Ordinal));
+        Assert.DoesNotContain(mapped, f => f.Path.StartsWith("tools/", StringComparison.Ordinal)
+            || f.Path.StartsWith("Documentation/", StringComparison.Ordinal));
     }
 
     [Fact]
@@ -69,9 +71,11 @@ public sealed class CveMatcherSpecification
         var mappings = CveMatcher.Match(items, difference.Files);
 
         Assert.All(mappings.SelectMany(m => m.Files), f => Assert.False(string.IsNullOrEmpty(f.Evidence)));
-        Assert.All(mappings.SelectMany(m => m.Files), f => Assert.Contains(f.Path, difference.Files.Select(c => c.Path)));
+        Assert.All(mappings.SelectMany(m => m.Files),
+            f => Assert.Contains(f.Path, difference.Files.Select(c => c.Path)));
         // Most CVEs of an update are tied to a change; the rest are reported as unmapped, never dropped.
-        Assert.True(mappings.Count(m => m.Files.Count > 0) > mappings.Count / 2, $"{mappings.Count(m => m.Files.Count > 0)} of {mappings.Count} mapped");
+        Assert.True(mappings.Count(m => m.Files.Count > 0) > mappings.Count / 2,
+            $"{mappings.Count(m => m.Files.Count > 0)} of {mappings.Count} mapped");
     }
 
     [Fact]

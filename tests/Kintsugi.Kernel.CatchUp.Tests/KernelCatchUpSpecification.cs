@@ -14,7 +14,7 @@ public sealed class KernelCatchUpSpecification
     private const string Cve = "CVE-2026-99362";
 
     [Fact]
-    public async Task A_security_update_of_the_running_kernels_line_becomes_one_livepatch_that_covers_its_CVE_and_loads()
+    public async Task A_security_update_of_the_running_line_becomes_one_livepatch_that_covers_its_CVE_and_loads()
     {
         var cache = DebianKernelArchive.DefaultCacheRoot;
         var archive = new DebianKernelArchive(cache);

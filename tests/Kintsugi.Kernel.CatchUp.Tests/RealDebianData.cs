@@ -15,11 +15,13 @@ public static class RealDebianData
     private static readonly Lazy<Task<FetchedLinuxSource>> FromSource = new(() => Archive.FetchAsync(From));
     private static readonly Lazy<Task<FetchedLinuxSource>> ToSource = new(() => Archive.FetchAsync(To));
     private static readonly Lazy<Task<SourceDifference>> Split = new(async () =>
-        await SourceDifference.ComputeAsync(await FromSource.Value, await ToSource.Value, DebianKernelArchive.DefaultCacheRoot, _ => { }));
+        await SourceDifference.ComputeAsync(await FromSource.Value, await ToSource.Value,
+            DebianKernelArchive.DefaultCacheRoot, _ => { }));
 
     private static LinuxSourceArchive Archive => new(DebianKernelArchive.DefaultCacheRoot);
 
-    public static async Task<DebianChangelog> ChangelogAsync() => DebianChangelog.Read((await ToSource.Value).Changelog);
+    public static async Task<DebianChangelog> ChangelogAsync() =>
+        DebianChangelog.Read((await ToSource.Value).Changelog);
 
     public static Task<SourceDifference> DifferenceAsync() => Split.Value;
 }

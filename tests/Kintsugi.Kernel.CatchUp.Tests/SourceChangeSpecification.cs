@@ -29,7 +29,8 @@ public sealed class SourceChangeSpecification
         #endif
         """;
 
-    private static HeaderVerdict Change(string from, string to) => SourceChange.ClassifyHeader(Header, Header.Replace(from, to));
+    private static HeaderVerdict Change(string from, string to) =>
+        SourceChange.ClassifyHeader(Header, Header.Replace(from, to));
 
     [Fact]
     public void A_changed_comment_changes_no_code()
@@ -73,7 +74,8 @@ public sealed class SourceChangeSpecification
     [Fact]
     public void A_changed_prototype_is_refused_because_callers_keep_the_old_signature()
     {
-        var verdict = Change("int example_submit(struct example *e, int flags);", "int example_submit(struct example *e, long flags);");
+        var verdict = Change("int example_submit(struct example *e, int flags);",
+            "int example_submit(struct example *e, long flags);");
 
         Assert.Equal(HeaderImpact.Refused, verdict.Impact);
         Assert.Contains(verdict.Reasons, r => r.Contains("example_submit"));
@@ -82,19 +84,22 @@ public sealed class SourceChangeSpecification
     [Fact]
     public void An_enumerator_inserted_before_others_renumbers_and_is_refused()
     {
-        Assert.Equal(HeaderImpact.Refused, Change("{ EXAMPLE_IDLE, EXAMPLE_BUSY }", "{ EXAMPLE_NEW, EXAMPLE_IDLE, EXAMPLE_BUSY }").Impact);
+        Assert.Equal(HeaderImpact.Refused,
+            Change("{ EXAMPLE_IDLE, EXAMPLE_BUSY }", "{ EXAMPLE_NEW, EXAMPLE_IDLE, EXAMPLE_BUSY }").Impact);
     }
 
     [Fact]
     public void An_enumerator_appended_at_the_end_is_code()
     {
-        Assert.Equal(HeaderImpact.Code, Change("{ EXAMPLE_IDLE, EXAMPLE_BUSY }", "{ EXAMPLE_IDLE, EXAMPLE_BUSY, EXAMPLE_DONE }").Impact);
+        Assert.Equal(HeaderImpact.Code,
+            Change("{ EXAMPLE_IDLE, EXAMPLE_BUSY }", "{ EXAMPLE_IDLE, EXAMPLE_BUSY, EXAMPLE_DONE }").Impact);
     }
 
     [Fact]
     public void A_new_declaration_alone_compiles_to_nothing()
     {
-        var verdict = Change("extern int example_submit(", "extern void example_reset(struct example *e);\nextern int example_submit(");
+        var verdict = Change("extern int example_submit(",
+            "extern void example_reset(struct example *e);\nextern int example_submit(");
 
         Assert.Equal(HeaderImpact.DeclarationsOnly, verdict.Impact);
     }
@@ -123,7 +128,8 @@ public sealed class SourceChangeSpecification
     [Fact]
     public void A_new_conditional_is_refused_because_what_compiles_under_it_cannot_be_told()
     {
-        var verdict = Change("static inline bool example_full", "#ifdef CONFIG_EXAMPLE\n#endif\nstatic inline bool example_full");
+        var verdict = Change("static inline bool example_full",
+            "#ifdef CONFIG_EXAMPLE\n#endif\nstatic inline bool example_full");
 
         Assert.Equal(HeaderImpact.Refused, verdict.Impact);
     }
@@ -131,7 +137,8 @@ public sealed class SourceChangeSpecification
     [Fact]
     public void The_changed_functions_of_a_c_file_are_named_and_comments_do_not_count()
     {
-        const string before = "static int a(void)\n{\n\treturn 1;\n}\n\n/* b */\nint b(int x)\n{\n\tif (x) { return 2; }\n\treturn 0;\n}\n";
+        const string before = "static int a(void)\n{\n\treturn 1;\n}\n\n/* b */\nint b(int x)\n{\n\tif (x) { return " +
+            "2; }\n\treturn 0;\n}\n";
         var after = before.Replace("return 2;", "return 3;").Replace("/* b */", "/* b, fixed */");
 
         var changes = SourceChange.Compare(before, after);

@@ -39,10 +39,12 @@ public sealed class SourceDifferenceSpecification
         Directory.CreateDirectory(Path.Combine(directory.Path, "net", "can"));
         File.Copy(difference.OldText(bcm), Path.Combine(directory.Path, "net", "can", "bcm.c"));
 
-        var result = await ExternalCommand.RunAsync("patch", ["-p1", "--batch", "-i", difference.PatchPath(bcm)], directory.Path);
+        var result = await ExternalCommand.RunAsync("patch", ["-p1", "--batch", "-i", difference.PatchPath(bcm)],
+            directory.Path);
 
         Assert.True(result.Succeeded, result.StandardOutput);
-        Assert.Equal(File.ReadAllText(difference.NewText(bcm)), File.ReadAllText(Path.Combine(directory.Path, "net", "can", "bcm.c")));
+        Assert.Equal(File.ReadAllText(difference.NewText(bcm)),
+            File.ReadAllText(Path.Combine(directory.Path, "net", "can", "bcm.c")));
     }
 
     [Fact]
@@ -51,9 +53,12 @@ public sealed class SourceDifferenceSpecification
         var first = await RealDebianData.DifferenceAsync();
 
         var again = await SourceDifference.ComputeAsync(
-            await new Kintsugi.Kernel.Archive.LinuxSourceArchive(Kintsugi.Kernel.Archive.DebianKernelArchive.DefaultCacheRoot).FetchAsync(RealDebianData.From),
-            await new Kintsugi.Kernel.Archive.LinuxSourceArchive(Kintsugi.Kernel.Archive.DebianKernelArchive.DefaultCacheRoot).FetchAsync(RealDebianData.To),
-            Kintsugi.Kernel.Archive.DebianKernelArchive.DefaultCacheRoot, message => Assert.Fail($"computed again: {message}"));
+            await new Kintsugi.Kernel.Archive.LinuxSourceArchive(
+                Kintsugi.Kernel.Archive.DebianKernelArchive.DefaultCacheRoot).FetchAsync(RealDebianData.From),
+            await new Kintsugi.Kernel.Archive.LinuxSourceArchive(
+                Kintsugi.Kernel.Archive.DebianKernelArchive.DefaultCacheRoot).FetchAsync(RealDebianData.To),
+            Kintsugi.Kernel.Archive.DebianKernelArchive.DefaultCacheRoot,
+            message => Assert.Fail($"computed again: {message}"));
 
         Assert.Equal(first.Files.Select(f => f.PatchSha256), again.Files.Select(f => f.PatchSha256));
     }

@@ -1,4 +1,5 @@
 using Kintsugi.Kernel;
+using Kintsugi.Testing;
 
 namespace Kintsugi.Kernel.Tests;
 
@@ -9,12 +10,11 @@ namespace Kintsugi.Kernel.Tests;
 /// </summary>
 public sealed class BootGuardSpecification : IDisposable
 {
-    private readonly string _root = Directory.CreateTempSubdirectory("kintsugi-boot-").FullName;
+    private readonly TemporaryDirectory _root = new();
 
-    public void Dispose() => Directory.Delete(_root, recursive: true);
+    public void Dispose() => _root.Dispose();
 
-    private MachinePaths Paths => new(Path.Combine(_root, "state"), Path.Combine(_root, "etc"),
-        Path.Combine(_root, "run"), Path.Combine(_root, "systemd"));
+    private MachinePaths Paths => new(_root["state"], _root["etc"], _root["run"], _root["systemd"]);
 
     private PatchStore Store => new(Paths, RunningKernel.Release);
 

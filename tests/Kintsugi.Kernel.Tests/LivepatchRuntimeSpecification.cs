@@ -18,23 +18,11 @@ public abstract class LivepatchRuntimeSpecification(KernelRelease release)
 
     private Task<KernelUnderTest> Kernel => KernelUnderTest.GetAsync(release);
 
-    private static void Succeeded(LabRunResult result) =>
-        Assert.True(result.ExitCode == 0,
-        $"{result.Describe()}\n--- output\n{result.Output}\n--- console\n{result.Console}");
-
     /// <summary>Asserts the status a guest command reported with <c>echo "@label=$?"</c>.</summary>
     private static void AssertReturnCode(ExitCode expected, string output, string label)
     {
-        var code = ReturnCodeOf(output, label);
+        var code = (ExitCode)ReturnCode(output, label);
         Assert.True(code == expected, $"@{label} reported {code}, expected {expected}:\n{output}");
-    }
-
-    private static ExitCode ReturnCodeOf(string output, string label)
-    {
-        var match = System.Text.RegularExpressions.Regex.Match(output, $"^@{label}=(\\d+)$",
-            System.Text.RegularExpressions.RegexOptions.Multiline);
-        Assert.True(match.Success, $"no @{label}= in:\n{output}");
-        return (ExitCode)int.Parse(match.Groups[1].Value);
     }
 
     [Fact]

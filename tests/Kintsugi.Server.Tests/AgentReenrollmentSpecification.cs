@@ -3,6 +3,7 @@ using System.Net;
 using System.Text.Json;
 using Kintsugi.Agent;
 using Kintsugi.Kernel;
+using Kintsugi.Testing;
 
 namespace Kintsugi.Server.Tests;
 
@@ -13,15 +14,14 @@ namespace Kintsugi.Server.Tests;
 /// </summary>
 public sealed class AgentReenrollmentSpecification : IDisposable
 {
-    private readonly string _machine = Directory.CreateTempSubdirectory("kintsugi-reenroll-").FullName;
+    private readonly TemporaryDirectory _machine = new();
     private readonly List<string> _log = [];
 
-    public void Dispose() => Directory.Delete(_machine, recursive: true);
+    public void Dispose() => _machine.Dispose();
 
-    private MachinePaths Paths => new(Path.Combine(_machine, "state"), Path.Combine(_machine, "etc"),
-        Path.Combine(_machine, "run"), Path.Combine(_machine, "systemd"));
+    private MachinePaths Paths => new(_machine["state"], _machine["etc"], _machine["run"], _machine["systemd"]);
 
-    private string Credential => File.ReadAllText(Path.Combine(_machine, "state", "agent", "credential")).Trim();
+    private string Credential => File.ReadAllText(Path.Combine(_machine.Path, "state", "agent", "credential")).Trim();
 
     /// <summary>The agent as configured on a machine: the server's URL, a token, and the server's tls/server.crt as
     /// server-ca.</summary>
@@ -31,7 +31,7 @@ public sealed class AgentReenrollmentSpecification : IDisposable
             Server = server.BaseAddress,
             EnrollmentToken = token,
             ServerCertificate = serverCa ?? Path.Combine(server.Options.DataDirectory, "tls", "server.crt"),
-            TrustStore = Path.Combine(_machine, "trust"),
+            TrustStore = _machine["trust"],
             Settle = TimeSpan.Zero,
         }, Paths, line => { lock (_log) _log.Add(line); });
 
@@ -119,7 +119,7 @@ public sealed class AgentReenrollmentSpecification : IDisposable
     public async Task
         After_the_servers_data_is_reset_the_agent_enrolls_with_its_new_token_and_follows_the_new_servers_epoch()
     {
-        var port = Postgres.FreePort();
+        var port = Ports.Free();
         var certificate = Directory.CreateTempSubdirectory("kintsugi-reenroll-tls-").FullName;
         ServerOptions SamePlace(ServerOptions o) =>
             o with { Urls = [$"https://127.0.0.1:{port}"], EventsWaitSeconds = 2 };
@@ -190,10 +190,10 @@ public sealed class AgentReenrollmentSpecification : IDisposable
         try
         {
             // Where /etc/machine-id is empty the agent keeps its own id in its state directory: copy that instead.
-            if (File.Exists(Path.Combine(_machine, "state", "agent", "machine-id")))
+            if (File.Exists(Path.Combine(_machine.Path, "state", "agent", "machine-id")))
             {
                 Directory.CreateDirectory(Path.Combine(other, "state", "agent"));
-                File.Copy(Path.Combine(_machine, "state", "agent", "machine-id"),
+                File.Copy(Path.Combine(_machine.Path, "state", "agent", "machine-id"),
                     Path.Combine(other, "state", "agent", "machine-id"));
             }
             var impostor = new MachineAgent(new AgentConfig

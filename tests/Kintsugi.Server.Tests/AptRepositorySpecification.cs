@@ -10,14 +10,14 @@ namespace Kintsugi.Server.Tests;
 /// </summary>
 public sealed class AptRepositorySpecification : IDisposable
 {
-    private readonly string _dir = Directory.CreateTempSubdirectory("kintsugi-apt-").FullName;
+    private readonly TemporaryDirectory _dir = new();
 
-    public void Dispose() => Directory.Delete(_dir, recursive: true);
+    public void Dispose() => _dir.Dispose();
 
     /// <summary>A small but real kintsugi package, built with dpkg-deb.</summary>
     private string Package(string version, string name = "kintsugi")
     {
-        var root = Path.Combine(_dir, $"{name}-{version}");
+        var root = _dir[$"{name}-{version}"];
         Directory.CreateDirectory(Path.Combine(root, "DEBIAN"));
         Directory.CreateDirectory(Path.Combine(root, "usr", "bin"));
         File.WriteAllText(Path.Combine(root, "DEBIAN", "control"),
@@ -25,7 +25,7 @@ public sealed class AptRepositorySpecification : IDisposable
             $"<tests@kintsugi.invalid>\nDescription: test package\n");
         File.WriteAllText(Path.Combine(root, "usr", "bin", name), $"#!/bin/sh\necho {version}\n");
         File.SetUnixFileMode(Path.Combine(root, "usr", "bin", name), (UnixFileMode)0b111_101_101);
-        var deb = Path.Combine(_dir, $"{name}_{version}_amd64.deb");
+        var deb = _dir[$"{name}_{version}_amd64.deb"];
         var built = ExternalCommand.Run("dpkg-deb", "--root-owner-group", "--build", root, deb);
         Assert.True(built.Succeeded, built.StandardError);
         return deb;

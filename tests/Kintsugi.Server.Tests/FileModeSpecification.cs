@@ -21,7 +21,7 @@ public sealed partial class FileModeSpecification
         foreach (var a in new[] { "-ff", "-qq", "-o", trace, "-e",
             "trace=openat,open,creat,mkdir,mkdirat,chmod,fchmod,fchmodat",
             Repository.KintsugiBinary, "server", "run", "--data", data, "--listen",
-            $"https://127.0.0.1:{Postgres.FreePort()}" })
+            $"https://127.0.0.1:{Ports.Free()}" })
             start.ArgumentList.Add(a);
         using var process = Process.Start(start)!;
         var ready = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);

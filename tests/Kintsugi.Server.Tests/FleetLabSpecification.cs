@@ -27,9 +27,9 @@ public sealed class FleetLabSpecification(ITestOutputHelper output) : IDisposabl
     private const string LevelTwoModule = "kintsugi_fixture_cmdline_b";
     private static readonly TimeSpan RevokeBound = TimeSpan.FromSeconds(30);
 
-    private readonly string _dir = Directory.CreateTempSubdirectory("kintsugi-fleet-lab-").FullName;
+    private readonly TemporaryDirectory _dir = new();
 
-    public void Dispose() => Directory.Delete(_dir, recursive: true);
+    public void Dispose() => _dir.Dispose();
 
     private sealed record Published(KernelUnderTest Kernel, string LevelOne, string LevelTwo,
         Sha256Digest LevelOneBundle, Sha256Digest LevelTwoBundle);
@@ -47,9 +47,9 @@ public sealed class FleetLabSpecification(ITestOutputHelper output) : IDisposabl
 
         // The operator: trust the publisher, publish levels 1 and 2 for each exact kernel, make a canary token.
         using var publisher = PublisherKey.Generate();
-        var publicKey = Path.Combine(_dir, "publisher.pub");
+        var publicKey = _dir["publisher.pub"];
         publisher.PublicKey.Save(publicKey);
-        var privateKey = Path.Combine(_dir, "publisher.key");
+        var privateKey = _dir["publisher.key"];
         publisher.Save(privateKey);
         var timestampKey = Path.Combine(server.DataDirectory, "keys", "timestamp.pub");
         Operator(server, ca, "trust", "add", publicKey);
@@ -120,7 +120,7 @@ public sealed class FleetLabSpecification(ITestOutputHelper output) : IDisposabl
 
                 // Revoke level 2 with the publisher's signed release metadata (the agent goes down a level only on
                 // that): the agent, holding the events long-poll, returns to level 1 and reports it.
-                var metadata = Path.Combine(_dir, $"{kernel.Release}.metadata.json");
+                var metadata = _dir[$"{kernel.Release}.metadata.json"];
                 var (signed, signing) = Run(Repository.KintsugiBinary,
                     ["bundle", "metadata", "--key", privateKey, "--release", kernel.Release.Value,
                     "--build-id", kernel.Kernel.Target.BuildId.ToString(), "--metadata-version", "1", "--current", "2",
@@ -255,7 +255,7 @@ public sealed class FleetLabSpecification(ITestOutputHelper output) : IDisposabl
 
     private string Write(string name, byte[] bytes)
     {
-        var path = Path.Combine(_dir, name);
+        var path = _dir[name];
         File.WriteAllBytes(path, bytes);
         return path;
     }
@@ -272,13 +272,8 @@ public sealed class FleetLabSpecification(ITestOutputHelper output) : IDisposabl
 
     private static (int Code, string Output) Run(string file, params string[] args)
     {
-        var start = new ProcessStartInfo(file) { RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (var a in args) start.ArgumentList.Add(a);
-        using var process = Process.Start(start)!;
-        var error = process.StandardError.ReadToEndAsync();
-        var text = process.StandardOutput.ReadToEnd();
-        process.WaitForExit();
-        return (process.ExitCode, text + error.Result);
+        var result = ExternalCommand.Run(file, args);
+        return (result.ExitCode, result.StandardOutput + result.StandardError);
     }
 
     private static HttpClient Client(ServerProcess server, string ca)
@@ -304,7 +299,7 @@ internal sealed class GuestSignal : IDisposable
 
     public GuestSignal()
     {
-        Port = Postgres.FreePort();
+        Port = Ports.Free();
         _listener.Prefixes.Add($"http://*:{Port}/");
         _listener.Start();
         _ = Task.Run(LoopAsync);

@@ -5,6 +5,7 @@ using System.Net.Http.Json;
 using System.Text.Json;
 using Kintsugi.Bundles;
 using Kintsugi.Protocol;
+using Kintsugi.Testing;
 
 namespace Kintsugi.Server.Tests;
 
@@ -635,18 +636,18 @@ public abstract class FleetSpecification(Backend backend)
 /// <summary>A trust store in a temporary directory, with a publisher key and a timestamp key.</summary>
 internal sealed class TemporaryTrust : IDisposable
 {
-    private readonly string _directory = Directory.CreateTempSubdirectory("kintsugi-trust-").FullName;
+    private readonly TemporaryDirectory _directory = new();
 
     public TrustStore Store { get; }
 
     public TemporaryTrust(PublisherPublicKey publisher, PublisherPublicKey timestamp)
     {
-        Store = TrustStore.Open(_directory);
+        Store = TrustStore.Open(_directory.Path);
         Store.Add(publisher);
         Store.AddTimestampKey(timestamp);
     }
 
-    public void Dispose() => Directory.Delete(_directory, recursive: true);
+    public void Dispose() => _directory.Dispose();
 }
 
 public sealed class SqliteFleet() : FleetSpecification(Backend.Sqlite);

@@ -1,6 +1,5 @@
 using System.Diagnostics;
-using System.Net;
-using System.Net.Sockets;
+using Kintsugi.Testing;
 
 namespace Kintsugi.Server.Tests;
 
@@ -45,7 +44,7 @@ public static class Postgres
         var data = Path.Combine(directory, "data");
         Run("runuser", ["-u", "postgres", "--", Path.Combine(bin, "initdb"), "-D", data, "-U", "postgres",
             "--auth=trust", "-E", "UTF8", "--no-sync"]);
-        var port = FreePort();
+        var port = Ports.Free();
         Run("runuser", ["-u", "postgres", "--", Path.Combine(bin, "pg_ctl"), "-D", data, "-l",
             Path.Combine(directory, "log"), "-w", "-t", "60",
             "-o", $"-p {port} -k {directory} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300 -c " +
@@ -88,13 +87,6 @@ public static class Postgres
             }
             System.IO.Directory.Delete(directory, recursive: true);
         }
-    }
-
-    public static int FreePort()
-    {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
     }
 
     private static void Run(string file, string[] arguments)

@@ -4,6 +4,7 @@ using System.Net.Http.Json;
 using System.Text.Json;
 using Kintsugi.Bundles;
 using Kintsugi.Protocol;
+using Kintsugi.Testing;
 
 namespace Kintsugi.Server.Tests;
 
@@ -18,6 +19,10 @@ public sealed class ProcessSpecification
             new AuthenticationHeaderValue("Bearer", bearer);
         return client;
     }
+
+    [Fact]
+    public void The_shared_server_process_reads_the_admin_token_file_the_server_writes() =>
+        Assert.Equal(ServerApp.AdminTokenFile, ServerProcess.AdminTokenFileName);
 
     [Fact]
     public async Task Two_replicas_over_one_postgres_serve_one_fleet_and_a_revoke_on_one_wakes_agents_on_the_other()

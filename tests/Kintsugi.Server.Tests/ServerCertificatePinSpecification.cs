@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Net;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
+using Kintsugi.Testing;
 
 namespace Kintsugi.Server.Tests;
 

@@ -18,19 +18,19 @@ namespace Kintsugi.Server.Tests;
 public sealed class UserSpaceDeliverySpecification : IDisposable
 {
     private const string Cve = "CVE-2099-41001";
-    private readonly string _dir = Directory.CreateTempSubdirectory("kintsugi-user-delivery-").FullName;
+    private readonly TemporaryDirectory _dir = new();
     private readonly List<string> _log = [];
     private readonly LoopProgram _loop;
 
-    public UserSpaceDeliverySpecification() => _loop = new LoopProgram(_dir);
+    public UserSpaceDeliverySpecification() => _loop = new LoopProgram(_dir.Path);
 
     public void Dispose()
     {
         _loop.Dispose();
-        Directory.Delete(_dir, recursive: true);
+        _dir.Dispose();
     }
 
-    private string PathOf(string name) => Path.Combine(_dir, name);
+    private string PathOf(string name) => _dir[name];
 
     private MachinePaths Paths => new(PathOf("state"), PathOf("etc"), PathOf("run"), PathOf("systemd"));
 

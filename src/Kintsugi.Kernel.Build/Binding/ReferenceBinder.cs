@@ -26,16 +26,19 @@ public sealed class ReferenceBinder(TranslationUnit unit, BindingPolicy policy, 
     public static bool ObjtoolRunsAtModuleLink(string buildDirectory)
     {
         var autoconf = Path.Combine(buildDirectory, "include", "config", "auto.conf");
-        return File.Exists(autoconf) && File.ReadLines(autoconf).Any(l => l is "CONFIG_X86_KERNEL_IBT=y" or "CONFIG_LTO_CLANG=y");
+        return File.Exists(autoconf)
+            && File.ReadLines(autoconf).Any(l => l is "CONFIG_X86_KERNEL_IBT=y" or "CONFIG_LTO_CLANG=y");
     }
 
-    /// <summary>The global symbols the differ's outputs define (new functions and data): other units link to them inside the module.</summary>
+    /// <summary>The global symbols the differ's outputs define (new functions and data): other units link to them
+    /// inside the module.</summary>
     public static IReadOnlySet<string> DefinedByPatch(IEnumerable<ElfObject> outputs) =>
         outputs.SelectMany(o => o.SymbolTable?.Symbols ?? Enumerable.Empty<ElfSymbol>())
             .Where(s => s.Section is not null && s.Binding != ElfSymbolBinding.Local && s.Name.Length > 0)
             .Select(s => s.Name).ToHashSet(StringComparer.Ordinal);
 
-    /// <summary>The livepatch binding of <paramref name="reference"/>, or null when an ordinary relocation does.</summary>
+    /// <summary>The livepatch binding of <paramref name="reference"/>, or null when an ordinary relocation
+    /// does.</summary>
     public async Task<ResolvedBinding?> BindAsync(LoadTimeReference reference)
     {
         var home = reference.DefinedInUnit ? SymbolHome.Unit
@@ -46,33 +49,43 @@ public sealed class ReferenceBinder(TranslationUnit unit, BindingPolicy policy, 
             case BindingKind.Normal:
                 return null;
             case BindingKind.Refused:
-                throw new LivepatchRefusedException($"this fix cannot be live patched safely:\n  {unit.SourcePath}: {reference.TargetName}: {binding.Reason}");
+                throw new LivepatchRefusedException(
+                    $"this fix cannot be live patched safely:\n  {unit.SourcePath}: {reference.TargetName}: " +
+                    $"{binding.Reason}");
         }
         if (binding.SymbolObject is { } symbolObject)
             return Bound(reference, binding, await ResolveInAsync(symbolObject, reference.TargetName));
 
         // Not exported and not the unit's own: another unit of the patched object has it, or (for module code) vmlinux.
-        foreach (var candidate in policy.Patched.IsVmlinux ? [policy.Patched] : new[] { policy.Patched, PatchedObjectName.Vmlinux })
+        foreach (var candidate in policy.Patched.IsVmlinux ? [policy.Patched]
+            : new[] { policy.Patched, PatchedObjectName.Vmlinux })
         {
             var shipped = await shippedAsync(candidate.Value);
             if (shipped.Symbols.Named(reference.TargetName).Count > 0)
-                return Bound(reference, policy.Located(candidate), new SymbolResolver(shipped, new ElfObject()).Resolve(reference.TargetName));
+                return Bound(reference, policy.Located(candidate),
+                    new SymbolResolver(shipped, new ElfObject()).Resolve(reference.TargetName));
         }
-        throw new LivepatchRefusedException($"{unit.SourcePath}: the fixed code references {reference.TargetName}, which the running kernel " +
-            $"neither exports nor has in {unit.PatchedObject}, and no other unit of this patch defines; it may be new in the fix's kernel " +
+        throw new LivepatchRefusedException(
+            $"{unit.SourcePath}: the fixed code references {reference.TargetName}, which the running kernel " +
+            $"neither exports nor has in {unit.PatchedObject}, and no other unit of this patch defines; it may be " +
+            $"new in the fix's kernel " +
             "version: backport it into the patched unit as a static function");
     }
 
-    /// <summary>The unit's own object is resolved through the unit's compiled original (sympos by code or layout); others by name.</summary>
+    /// <summary>The unit's own object is resolved through the unit's compiled original (sympos by code or layout);
+    /// others by name.</summary>
     private async Task<ResolvedSymbol> ResolveInAsync(PatchedObjectName symbolObject, string name) =>
         symbolObject == policy.Patched ? resolver.Resolve(name)
             : new SymbolResolver(await shippedAsync(symbolObject.Value), new ElfObject()).Resolve(name);
 
     private static ResolvedBinding Bound(LoadTimeReference reference, Diff.Binding binding, ResolvedSymbol resolved) =>
-        new(new KlpSymbolBinding(reference.OutputName, resolved.Object, resolved.Name, resolved.Sympos, binding.RelocationObject?.Value),
-            new ManifestSymbol(resolved.Object, resolved.Name, resolved.Sympos.Value, resolved.Method.ToString(), Describe(reference, binding)));
+        new(new KlpSymbolBinding(reference.OutputName, resolved.Object, resolved.Name, resolved.Sympos,
+            binding.RelocationObject?.Value),
+            new ManifestSymbol(resolved.Object, resolved.Name, resolved.Sympos.Value, resolved.Method.ToString(),
+                Describe(reference, binding)));
 
-    /// <summary>The manifest's words for how a symbol is bound (kept as earlier builds wrote them where they apply).</summary>
+    /// <summary>The manifest's words for how a symbol is bound (kept as earlier builds wrote them where they
+    /// apply).</summary>
     private static string Describe(LoadTimeReference reference, Diff.Binding binding) => binding.Case switch
     {
         BindingCase.UnitSymbol when reference.IsLocal => "local",

@@ -11,9 +11,11 @@ namespace Kintsugi.Kernel.Build.Livepatch;
 /// </summary>
 /// <param name="RelocationObject">
 /// The object whose loading applies the relocations (<c>.klp.rela.OBJECT.SECTION</c>): the patched module for a
-/// symbol of another module (loaded as its dependency), else <see cref="Object"/> itself. Null means <see cref="Object"/>.
+/// symbol of another module (loaded as its dependency), else <see cref="Object"/> itself. Null means <see
+/// cref="Object"/>.
 /// </param>
-public sealed record KlpSymbolBinding(string UndefinedName, string Object, string Name, Sympos Sympos, string? RelocationObject = null)
+public sealed record KlpSymbolBinding(string UndefinedName, string Object, string Name, Sympos Sympos,
+    string? RelocationObject = null)
 {
     public string AppliedWith => RelocationObject ?? Object;
 
@@ -31,18 +33,21 @@ public static class KlpRelocations
 {
     public static int Convert(ElfObject module, IReadOnlyList<KlpSymbolBinding> bindings)
     {
-        var symbolTable = module.SymbolTable ?? throw new ModuleBuildException("the linked livepatch module has no symbol table");
+        var symbolTable = module.SymbolTable
+            ?? throw new ModuleBuildException("the linked livepatch module has no symbol table");
         var byName = bindings.ToDictionary(b => b.UndefinedName, StringComparer.Ordinal);
         var livepatchSymbols = new Dictionary<string, ElfSymbol>(StringComparer.Ordinal);
         var klpSections = new Dictionary<(string Object, ElfSection Target), ElfRelocationSection>();
         var converted = 0;
         foreach (var relocations in module.Sections.OfType<ElfRelocationSection>().ToList())
         {
-            if (relocations.Flags.HasFlag(ElfSectionFlags.RelaLivepatch) || relocations.Target is not { } target) continue;
+            if (relocations.Flags.HasFlag(ElfSectionFlags.RelaLivepatch) || relocations.Target is not { } target)
+                continue;
             var moved = new List<ElfRelocation>();
             foreach (var relocation in relocations.Relocations)
             {
-                if (relocation.Symbol is not { IsUndefined: true } symbol || !byName.TryGetValue(symbol.Name, out var binding)) continue;
+                if (relocation.Symbol is not { IsUndefined: true } symbol
+                    || !byName.TryGetValue(symbol.Name, out var binding)) continue;
                 moved.Add(relocation);
                 // Debug information is never loaded; its references to bound symbols are simply dropped.
                 if (!target.Flags.HasFlag(ElfSectionFlags.Alloc)) continue;
@@ -59,7 +64,8 @@ public static class KlpRelocations
                 }
                 if (!klpSections.TryGetValue((binding.AppliedWith, target), out var klp))
                 {
-                    klp = new ElfRelocationSection($".klp.rela.{binding.AppliedWith}.{target.Name}", target, symbolTable)
+                    klp = new ElfRelocationSection($".klp.rela.{binding.AppliedWith}.{target.Name}", target,
+                        symbolTable)
                     {
                         Flags = ElfSectionFlags.Alloc | ElfSectionFlags.InfoLink | ElfSectionFlags.RelaLivepatch,
                         Alignment = 8,
@@ -67,7 +73,8 @@ public static class KlpRelocations
                     module.Sections.Add(klp);
                     klpSections[(binding.AppliedWith, target)] = klp;
                 }
-                klp.Relocations.Add(new ElfRelocation(relocation.Offset, relocation.Type, livepatchSymbol, relocation.Addend));
+                klp.Relocations.Add(
+                    new ElfRelocation(relocation.Offset, relocation.Type, livepatchSymbol, relocation.Addend));
                 converted++;
             }
             foreach (var relocation in moved) relocations.Relocations.Remove(relocation);

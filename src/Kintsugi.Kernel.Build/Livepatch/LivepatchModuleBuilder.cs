@@ -15,16 +15,22 @@ public static class LivepatchModuleBuilder
 {
     public const string ManifestSection = ".kintsugi.manifest";
 
-    public static Task<string> BuildAsync(FetchedKernel kernel, LivepatchModuleSpec spec, ModuleSymvers exports, string directory, CancellationToken cancellation = default) =>
+    public static Task<string> BuildAsync(FetchedKernel kernel, LivepatchModuleSpec spec, ModuleSymvers exports,
+        string directory, CancellationToken cancellation = default) =>
         kernel.Parts.HasFlag(KernelParts.Headers)
             ? BuildAsync(kernel.Target, kernel.HeadersDirectory, spec, exports, directory, cancellation)
             : throw new ModuleBuildException($"kernel {kernel.Target.Release} was fetched without its headers");
 
-    /// <param name="buildDirectory">The kbuild tree to link against: the headers package, or a prepared source tree.</param>
-    /// <param name="toolchain">Where kbuild runs: the toolchain the target's tree was prepared with (default: the host).</param>
-    /// <param name="visible">The host directories kbuild reads besides the module's own (the kernel's cache entry).</param>
-    public static async Task<string> BuildAsync(KernelTarget target, string buildDirectory, LivepatchModuleSpec spec, ModuleSymvers exports, string directory,
-        CancellationToken cancellation = default, Toolchains.Toolchain? toolchain = null, IReadOnlyList<string>? visible = null)
+    /// <param name="buildDirectory">The kbuild tree to link against: the headers package, or a prepared source
+    /// tree.</param>
+    /// <param name="toolchain">Where kbuild runs: the toolchain the target's tree was prepared with (default: the
+    /// host).</param>
+    /// <param name="visible">The host directories kbuild reads besides the module's own (the kernel's cache
+    /// entry).</param>
+    public static async Task<string> BuildAsync(KernelTarget target, string buildDirectory, LivepatchModuleSpec spec,
+        ModuleSymvers exports, string directory,
+        CancellationToken cancellation = default, Toolchains.Toolchain? toolchain = null,
+        IReadOnlyList<string>? visible = null)
     {
         Directory.CreateDirectory(directory);
         var objects = new List<string>();
@@ -37,28 +43,35 @@ public static class LivepatchModuleBuilder
             await File.WriteAllTextAsync(Path.Combine(directory, $".{name}.cmd"), "", cancellation);
             objects.Add(name);
         }
-        await File.WriteAllTextAsync(Path.Combine(directory, "kintsugi_register.c"), RegistrationSource(spec, target), cancellation);
+        await File.WriteAllTextAsync(Path.Combine(directory, "kintsugi_register.c"), RegistrationSource(spec, target),
+            cancellation);
         await File.WriteAllTextAsync(Path.Combine(directory, "Kbuild"),
-            $"obj-m := {spec.ModuleName}.o\n{spec.ModuleName}-y := kintsugi_register.o {string.Join(' ', objects)}\n", cancellation);
+            $"obj-m := {spec.ModuleName}.o\n{spec.ModuleName}-y := kintsugi_register.o {string.Join(' ', objects)}\n",
+            cancellation);
 
         // Bound symbols are undefined until livepatch binds them; modpost must report them, not fail on them.
         var result = await (toolchain ?? Toolchains.Toolchain.Host).RunAsync("make",
-            ["-C", buildDirectory, $"M={Path.GetFullPath(directory)}", $"-j{Environment.ProcessorCount}", "KBUILD_MODPOST_WARN=1", "modules"],
-            Path.GetFullPath(directory), [.. visible ?? [], buildDirectory, Path.GetFullPath(directory)], cancellation: cancellation);
+            ["-C", buildDirectory, $"M={Path.GetFullPath(directory)}", $"-j{Environment.ProcessorCount}",
+                "KBUILD_MODPOST_WARN=1", "modules"],
+            Path.GetFullPath(directory), [.. visible ?? [], buildDirectory, Path.GetFullPath(directory)],
+            cancellation: cancellation);
         BuildInterruption.ThrowIfInterrupted(result, $"linking livepatch module {spec.ModuleName}");
         var module = Path.Combine(directory, spec.ModuleName + ".ko");
         if (!result.Succeeded || !File.Exists(module))
             throw new ModuleBuildException($"linking livepatch module {spec.ModuleName} failed:\n" +
-                string.Join('\n', (result.StandardError + result.StandardOutput).Split('\n').Where(l => l.Length > 0).TakeLast(30)));
+                string.Join('\n',
+                    (result.StandardError + result.StandardOutput).Split('\n').Where(l => l.Length > 0).TakeLast(30)));
 
         var elf = ElfObject.Load(module);
         KlpRelocations.Convert(elf, spec.Bindings.Any(b => b.UndefinedName == UtsSemaphoreBinding.UndefinedName)
             ? spec.Bindings : [.. spec.Bindings, UtsSemaphoreBinding]);
         var unresolved = elf.SymbolTable!.Symbols
-            .Where(s => s.IsUndefined && s.Name.Length > 0 && !BindingPolicy.LinkedByModuleLoader(exports.Exports, s.Name))
+            .Where(s =>
+                s.IsUndefined && s.Name.Length > 0 && !BindingPolicy.LinkedByModuleLoader(exports.Exports, s.Name))
             .Select(s => s.Name).Distinct().Order(StringComparer.Ordinal).ToList();
         if (unresolved.Count > 0)
-            throw new ModuleBuildException($"livepatch module {spec.ModuleName} references symbols that are neither exported by vmlinux nor bound by livepatch: {string.Join(", ", unresolved)}");
+            throw new ModuleBuildException($"livepatch module {spec.ModuleName} references symbols that are neither " +
+                $"exported by vmlinux nor bound by livepatch: {string.Join(", ", unresolved)}");
         WithoutModuleDependencies(elf);
         elf.Sections.Add(new ElfDataSection(ManifestSection, ElfSectionType.ProgBits, spec.Manifest) { Alignment = 1 });
         elf.Save(module);
@@ -75,7 +88,8 @@ public static class LivepatchModuleBuilder
         if (module.FindSection(".modinfo") is not ElfDataSection modinfo) return;
         var data = modinfo.Data;
         var key = Encoding.ASCII.GetBytes("depends=");
-        for (var start = 0; start < data.Length; start = Array.IndexOf(data, (byte)0, start) is var end and >= 0 ? end + 1 : data.Length)
+        for (var start = 0; start < data.Length; start = Array.IndexOf(data, (byte)0, start) is var end and >= 0
+            ? end + 1 : data.Length)
         {
             if (!data.AsSpan(start).StartsWith(key)) continue;
             // Blanked in place (NUL padding, which the kernel and modinfo skip), so every other entry keeps its offset.
@@ -100,21 +114,25 @@ public static class LivepatchModuleBuilder
         foreach (var callbacks in spec.Objects.SelectMany(o => o.Callbacks))
         {
             if (callbacks.PrePatch is { } prePatch) c.AppendLine($"int {prePatch}(struct klp_object *obj);");
-            foreach (var name in new[] { callbacks.PostPatch, callbacks.PreUnpatch, callbacks.PostUnpatch }.OfType<string>())
+            foreach (var name in new[] { callbacks.PostPatch, callbacks.PreUnpatch,
+                callbacks.PostUnpatch }.OfType<string>())
                 c.AppendLine($"void {name}(struct klp_object *obj);");
         }
         c.AppendLine();
         c.Append(EffectiveUnameSource);
         c.AppendLine();
         // The uname callbacks hang on vmlinux's object; a patch of modules only gets one without functions.
-        var objects = spec.Objects.Any(o => o.IsVmlinux) ? spec.Objects : [new KlpObject(KernelObjectNames.Vmlinux, [], []), .. spec.Objects];
+        var objects = spec.Objects.Any(o => o.IsVmlinux) ? spec.Objects
+            : [new KlpObject(KernelObjectNames.Vmlinux, [], []), .. spec.Objects];
         spec = spec with { Objects = objects };
-        for (var i = 0; i < spec.Objects.Count; i++) AppendCallbackChains(c, i, spec.Objects[i].Callbacks, spec.Objects[i].IsVmlinux);
+        for (var i = 0; i < spec.Objects.Count; i++)
+            AppendCallbackChains(c, i, spec.Objects[i].Callbacks, spec.Objects[i].IsVmlinux);
         for (var i = 0; i < spec.Objects.Count; i++)
         {
             c.AppendLine($"static struct klp_func functions_{i}[] = {{");
             foreach (var function in spec.Objects[i].Functions)
-                c.AppendLine($"\t{{ .old_name = {Literal(function.OldName)}, .new_func = {function.NewSymbol}, .old_sympos = {function.OldSympos} }},");
+                c.AppendLine($"\t{{ .old_name = {Literal(function.OldName)}, .new_func = {function.NewSymbol}, " +
+                    $".old_sympos = {function.OldSympos} }},");
             c.AppendLine("\t{ }");
             c.AppendLine("};");
         }
@@ -128,7 +146,8 @@ public static class LivepatchModuleBuilder
             {
                 c.Append(", .callbacks = {");
                 foreach (var kind in CallbackKinds)
-                    if (o.Callbacks.Any(u => kind.Of(u) is not null) || (o.IsVmlinux && kind.Uname is not null)) c.Append($" .{kind.Name} = {ChainName(kind, i)},");
+                    if (o.Callbacks.Any(u => kind.Of(u) is not null) || (o.IsVmlinux && kind.Uname is not null))
+                        c.Append($" .{kind.Name} = {ChainName(kind, i)},");
                 c.Append(" }");
             }
             c.AppendLine(" },");
@@ -156,7 +175,8 @@ public static class LivepatchModuleBuilder
         c.AppendLine("MODULE_LICENSE(\"GPL\");");
         c.AppendLine("MODULE_INFO(livepatch, \"Y\");");
         c.AppendLine($"MODULE_DESCRIPTION({Literal(spec.Description)});");
-        if (spec.EffectiveVersion is { } version) c.AppendLine($"MODULE_INFO({LoadedRecord.EffectiveVersionKey}, {Literal(version)});");
+        if (spec.EffectiveVersion is { } version)
+            c.AppendLine($"MODULE_INFO({LoadedRecord.EffectiveVersionKey}, {Literal(version)});");
         c.AppendLine($"MODULE_INFO({EffectiveUname.ModInfoKey}, \"1\");");
         return c.ToString();
     }
@@ -164,7 +184,8 @@ public static class LivepatchModuleBuilder
     /// <summary>
     /// The binding the uname callbacks need: <c>uts_sem</c>, which guards the version string, is not exported.
     /// </summary>
-    public static KlpSymbolBinding UtsSemaphoreBinding { get; } = new("uts_sem", KernelObjectNames.Vmlinux, "uts_sem", Sympos.Unique);
+    public static KlpSymbolBinding UtsSemaphoreBinding { get; } = new("uts_sem", KernelObjectNames.Vmlinux, "uts_sem",
+        Sympos.Unique);
 
     /// <summary>
     /// Scanners read <c>uname -v</c> and <c>/proc/version</c>, both <c>init_uts_ns.name.version</c>, which only kernel
@@ -218,8 +239,10 @@ public static class LivepatchModuleBuilder
     private static string ChainName(CallbackKind kind, int objectIndex) => $"kintsugi_{kind.Name}_{objectIndex}";
 
     /// <summary>One function per callback kind of an object, calling every unit's callback of that kind.</summary>
-    /// <param name="vmlinux">The object is vmlinux: its post-patch chain ends with the uname one, its pre-unpatch chain starts with it.</param>
-    private static void AppendCallbackChains(StringBuilder c, int objectIndex, IReadOnlyList<KlpCallbacks> units, bool vmlinux)
+    /// <param name="vmlinux">The object is vmlinux: its post-patch chain ends with the uname one, its pre-unpatch chain
+    /// starts with it.</param>
+    private static void AppendCallbackChains(StringBuilder c, int objectIndex, IReadOnlyList<KlpCallbacks> units,
+        bool vmlinux)
     {
         foreach (var kind in CallbackKinds)
         {
@@ -257,7 +280,8 @@ public static class LivepatchModuleBuilder
         }
     }
 
-    /// <summary>A C string literal; bytes outside printable ASCII as octal escapes, which cannot run into the next character.</summary>
+    /// <summary>A C string literal; bytes outside printable ASCII as octal escapes, which cannot run into the next
+    /// character.</summary>
     private static string Literal(string text)
     {
         var c = new StringBuilder("\"");

@@ -2,14 +2,18 @@ using Kintsugi.Kernel.Build.Symbols;
 
 namespace Kintsugi.Kernel.Build.Livepatch;
 
-/// <summary>One function the patch replaces: the original by name and sympos, and the global symbol of its replacement in a diff object.</summary>
+/// <summary>One function the patch replaces: the original by name and sympos, and the global symbol of its replacement
+/// in a diff object.</summary>
 public sealed record KlpFunction(string OldName, Sympos OldSympos, string NewSymbol);
 
-/// <summary>The global symbols of a patched object's callbacks in the diff objects (kpatch-macros.h conventions), if any.</summary>
-public sealed record KlpCallbacks(string? PrePatch = null, string? PostPatch = null, string? PreUnpatch = null, string? PostUnpatch = null)
+/// <summary>The global symbols of a patched object's callbacks in the diff objects (kpatch-macros.h conventions), if
+/// any.</summary>
+public sealed record KlpCallbacks(string? PrePatch = null, string? PostPatch = null, string? PreUnpatch = null,
+    string? PostUnpatch = null)
 {
     public static KlpCallbacks None { get; } = new();
-    public bool Any => PrePatch is not null || PostPatch is not null || PreUnpatch is not null || PostUnpatch is not null;
+    public bool Any =>
+        PrePatch is not null || PostPatch is not null || PreUnpatch is not null || PostUnpatch is not null;
 }
 
 /// <summary>An object of the running kernel the patch changes: <c>vmlinux</c> or a module name.</summary>

@@ -14,11 +14,14 @@ public sealed record ModuleSigningKey(string PrivateKeyFile, string CertificateF
     /// <summary>Reads the certificate now, so that a bad key fails before a minute of compiling, not after.</summary>
     public ManifestSigner Describe()
     {
-        if (!File.Exists(PrivateKeyFile)) throw new ModuleBuildException($"signing key {PrivateKeyFile} does not exist");
+        if (!File.Exists(PrivateKeyFile))
+            throw new ModuleBuildException($"signing key {PrivateKeyFile} does not exist");
         if (HashAlgorithm is not ("sha256" or "sha384" or "sha512"))
-            throw new ModuleBuildException($"signature hash '{HashAlgorithm}' is not one the kernel verifies here: use sha256, sha384 or sha512");
+            throw new ModuleBuildException(
+                $"signature hash '{HashAlgorithm}' is not one the kernel verifies here: use sha256, sha384 or sha512");
         var certificate = LoadCertificate(CertificateFile);
-        return new ManifestSigner(certificate.Subject, Convert.ToHexStringLower(SHA256.HashData(certificate.RawData)), HashAlgorithm);
+        return new ManifestSigner(certificate.Subject, Convert.ToHexStringLower(SHA256.HashData(certificate.RawData)),
+            HashAlgorithm);
     }
 
     private static X509Certificate2 LoadCertificate(string path)
@@ -55,14 +58,20 @@ public static class ModuleSigner
 
     public static bool IsSigned(ReadOnlySpan<byte> module) => module.EndsWith(Marker);
 
-    /// <summary>Looks for sign-file in the prepared source tree first (built there by <c>make prepare</c>), then the headers.</summary>
-    public static async Task SignAsync(string module, ModuleSigningKey key, IReadOnlyList<string> kernelTrees, CancellationToken cancellation)
+    /// <summary>Looks for sign-file in the prepared source tree first (built there by <c>make prepare</c>), then the
+    /// headers.</summary>
+    public static async Task SignAsync(string module, ModuleSigningKey key, IReadOnlyList<string> kernelTrees,
+        CancellationToken cancellation)
     {
         var signFile = kernelTrees.Select(t => Path.Combine(t, "scripts", "sign-file")).FirstOrDefault(File.Exists)
-            ?? throw new ModuleBuildException($"the target has no scripts/sign-file (looked in {string.Join(", ", kernelTrees)}); build it with 'make scripts' in the source tree");
-        var result = await ExternalCommand.RunAsync(signFile, [key.HashAlgorithm, key.PrivateKeyFile, key.CertificateFile, module], cancellation: cancellation);
+            ?? throw new ModuleBuildException(
+                $"the target has no scripts/sign-file (looked in {string.Join(", ", kernelTrees)}); build it with " +
+            $"'make scripts' in the source tree");
+        var result = await ExternalCommand.RunAsync(signFile,
+            [key.HashAlgorithm, key.PrivateKeyFile, key.CertificateFile, module], cancellation: cancellation);
         if (!result.Succeeded)
-            throw new ModuleBuildException($"sign-file could not sign {Path.GetFileName(module)}: {result.StandardError.Trim()}");
+            throw new ModuleBuildException(
+                $"sign-file could not sign {Path.GetFileName(module)}: {result.StandardError.Trim()}");
         if (!IsSigned(await File.ReadAllBytesAsync(module, cancellation)))
             throw new ModuleBuildException($"sign-file exited 0 but {module} carries no module signature");
     }

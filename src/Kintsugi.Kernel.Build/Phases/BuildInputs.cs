@@ -4,7 +4,8 @@ using System.Text.RegularExpressions;
 namespace Kintsugi.Kernel.Build.Phases;
 
 /// <summary>A fix and the cumulative level it entered the patch at.</summary>
-/// <param name="Context">Applied with the fixes but selects no unit (see <see cref="KernelBuildRequest.ContextPatchFiles"/>).</param>
+/// <param name="Context">Applied with the fixes but selects no unit (see <see
+/// cref="KernelBuildRequest.ContextPatchFiles"/>).</param>
 public sealed record LeveledPatch(SourcePatch Patch, int Level, bool Context = false);
 
 /// <summary>
@@ -13,7 +14,8 @@ public sealed record LeveledPatch(SourcePatch Patch, int Level, bool Context = f
 /// </summary>
 /// <param name="Base">The manifest of the level this one replaces, when <c>--base</c> was given.</param>
 /// <param name="Name">The module's base name: a C identifier; the module is named <c>Name_Level</c>.</param>
-/// <param name="Signer">Who will sign the module: the certificate is read here, so a bad key fails before compiling.</param>
+/// <param name="Signer">Who will sign the module: the certificate is read here, so a bad key fails before
+/// compiling.</param>
 public sealed partial record BuildInputs(
     BuildManifest? Base,
     int Level,
@@ -39,8 +41,10 @@ public sealed partial record BuildInputs(
         var name = ModuleBaseName(request.Name ?? basis?.Name
             ?? Path.GetFileNameWithoutExtension(request.PatchFiles.FirstOrDefault() ?? "livepatch"));
         IReadOnlyList<LeveledPatch> patches =
-            [.. carried, .. context.Select(p => new LeveledPatch(p, level, Context: true)), .. added.Select(p => new LeveledPatch(p, level))];
-        var cves = (request.CarryBasePatches ? basis?.Cves ?? [] : []).Concat(request.Cves).Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal);
+            [.. carried, .. context.Select(p => new LeveledPatch(p, level, Context: true)),
+                .. added.Select(p => new LeveledPatch(p, level))];
+        var cves = (request.CarryBasePatches ? basis?.Cves ?? [] : []).Concat(request.Cves)
+            .Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal);
         return new BuildInputs(basis, level, name, patches,
             LivepatchScope.Check(patches.Where(p => !p.Context).Select(p => p.Patch)), [.. cves],
             signer);

@@ -6,7 +6,8 @@ using Kintsugi.Kernel.Build.Symbols;
 namespace Kintsugi.Kernel.Build.Phases;
 
 /// <summary>The finished module in the output directory, with its manifest beside it.</summary>
-public sealed record LinkedModule(string ModulePath, string ManifestPath, BuildManifest Manifest, IReadOnlyList<KlpObject> Objects);
+public sealed record LinkedModule(string ModulePath, string ManifestPath, BuildManifest Manifest,
+    IReadOnlyList<KlpObject> Objects);
 
 /// <summary>
 /// The output directory of one build: the fixes of every level (so that the next level can carry them
@@ -76,8 +77,8 @@ public static class ManifestAssembly
             [.. resolved.Functions.Select(f => f.Record)],
             [.. resolved.Bindings.Select(b => b.Record).OrderBy(r => r.Object, StringComparer.Ordinal)
                 .ThenBy(r => r.Name, StringComparer.Ordinal)],
-            resolved.Fidelity(skipFidelity),
-            KernelPatchBuilder.BuilderVersion, DateTimeOffset.UtcNow, inputs.Signer, resolved.InertSites.Count > 0 ? resolved.InertSites : null);
+            resolved.Fidelity(skipFidelity), KernelPatchBuilder.BuilderVersion, DateTimeOffset.UtcNow, inputs.Signer,
+        resolved.InertSites.Count > 0 ? resolved.InertSites : null);
 }
 
 /// <summary>
@@ -109,11 +110,13 @@ public static class ModuleLinking
         var spec = new LivepatchModuleSpec(inputs.ModuleName, description, objects, diffObjects,
             [.. resolved.Bindings.Select(b => b.Binding)], manifest.ToUtf8(),
             EffectiveVersion: kernel.PackageVersion is { } version ? $"{version}+kintsugi{inputs.Level}" : null);
-        var built = await clock.RunAsync("link", () => LivepatchModuleBuilder.BuildAsync(kernel, target.ModuleBuildDirectory,
+        var built = await clock.RunAsync("link",
+            () => LivepatchModuleBuilder.BuildAsync(kernel, target.ModuleBuildDirectory,
             spec, exports, Path.Combine(output.Work, "module"), cancellation, tree.Toolchain, tree.Visible));
         if (signing is not null)
             await clock.RunAsync("sign",
-                () => ModuleSigner.SignAsync(built, signing, [tree.Directory, target.ModuleBuildDirectory], cancellation));
+                () =>
+                ModuleSigner.SignAsync(built, signing, [tree.Directory, target.ModuleBuildDirectory], cancellation));
         var (module, manifestPath) = await output.PublishAsync(built, manifest, cancellation);
         return new LinkedModule(module, manifestPath, manifest, objects);
     }

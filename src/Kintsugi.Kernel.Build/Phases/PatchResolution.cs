@@ -19,7 +19,8 @@ public sealed record ResolvedBinding(KlpSymbolBinding Binding, ManifestSymbol Re
 /// </summary>
 /// <param name="Callbacks">Per patched object, one set per unit: the module chains those of several units.</param>
 /// <param name="Mismatches">Functions whose compiled original is not the shipped code.</param>
-/// <param name="InertSites">Tracepoint sites of module code left disabled (keys bound too late), for the manifest.</param>
+/// <param name="InertSites">Tracepoint sites of module code left disabled (keys bound too late), for the
+/// manifest.</param>
 public sealed record ResolvedPatch(
     IReadOnlyList<ResolvedFunction> Functions,
     IReadOnlyDictionary<string, IReadOnlyList<KlpCallbacks>> Callbacks,
@@ -36,8 +37,10 @@ public sealed record ResolvedPatch(
     {
         if (Mismatches.Count == 0 || skipFidelity) return;
         throw new ModuleBuildException("fidelity proof failed: the prepared source does not reproduce the running " +
-            "kernel's code, so a patch built from it could be wrong:\n" + string.Join('\n', Mismatches.Select(m => "  " + m)) +
-            "\nCheck that the target is the kernel the source belongs to; --skip-fidelity builds anyway (not recommended).");
+            "kernel's code, so a patch built from it could be wrong:\n"
+            + string.Join('\n', Mismatches.Select(m => "  " + m)) +
+            "\nCheck that the target is the kernel the source belongs to; --skip-fidelity builds anyway (not " +
+            "recommended).");
     }
 
     public ManifestFidelity Fidelity(bool skipFidelity) => new(!skipFidelity, FunctionsMatched, Mismatches);
@@ -56,7 +59,8 @@ public sealed class PatchResolution
     private readonly CancellationToken _cancellation;
     private readonly Dictionary<string, ShippedObject> _shipped = new(StringComparer.Ordinal);
 
-    private PatchResolution(BuildTarget target, ModuleSymvers exports, Action<string> progress, CancellationToken cancellation)
+    private PatchResolution(BuildTarget target, ModuleSymvers exports, Action<string> progress,
+        CancellationToken cancellation)
     {
         _target = target;
         _exports = exports;
@@ -80,7 +84,8 @@ public sealed class PatchResolution
         foreach (var diff in changed)
         {
             var (unit, result) = (diff.Unit, diff.Result);
-            var resolver = new SymbolResolver(await ShippedAsync(unit.PatchedObject), ElfObject.Load(diff.Compiled.Original));
+            var resolver = new SymbolResolver(await ShippedAsync(unit.PatchedObject),
+                ElfObject.Load(diff.Compiled.Original));
             foreach (var function in result.Functions.Where(f => f.Kind == FunctionChange.Changed))
             {
                 var resolved = resolver.ResolveFunction(function.Name, out var mismatch);
@@ -93,11 +98,12 @@ public sealed class PatchResolution
                 else matched++;
                 functions.Add(new ResolvedFunction(unit.PatchedObject,
                     new KlpFunction(function.Name, resolved.Sympos, function.OutputSymbol!),
-                    new ManifestFunction(unit.PatchedObject, function.Name, resolved.Sympos.Value, resolved.Method.ToString(),
-                        unit.SourcePath)));
+                    new ManifestFunction(unit.PatchedObject, function.Name, resolved.Sympos.Value,
+                        resolved.Method.ToString(), unit.SourcePath)));
             }
             var patchedObject = await ShippedAsync(unit.PatchedObject);
-            var binder = new ReferenceBinder(unit, ReferenceBinder.PolicyFor(unit, _exports, patchedObject), resolver, patchDefines, ShippedAsync);
+            var binder = new ReferenceBinder(unit, ReferenceBinder.PolicyFor(unit, _exports, patchedObject), resolver,
+                patchDefines, ShippedAsync);
             foreach (var reference in result.References)
             {
                 if (bindings.ContainsKey(reference.OutputName)) continue;
@@ -106,9 +112,12 @@ public sealed class PatchResolution
             }
             foreach (var site in result.InertSites)
             {
-                _progress($"{unit.SourcePath}: {site.Function}: {site.Reason} (its key {site.Key} lives in {unit.PatchedObject}, " +
+                _progress(
+                    $"{unit.SourcePath}: {site.Function}: {site.Reason} (its key {site.Key} lives in " +
+                    $"{unit.PatchedObject}, " +
                     "bound too late to switch it)");
-                inertSites.Add(new ManifestInertSite(unit.PatchedObject, unit.SourcePath, site.Function, site.Key, site.Use.ToString()));
+                inertSites.Add(new ManifestInertSite(unit.PatchedObject, unit.SourcePath, site.Function, site.Key,
+                    site.Use.ToString()));
             }
             // Each unit's callbacks stay its own: the module chains those of several units of one object.
             if (UnitCallbacks(result.Callbacks, unit) is { Any: true } unitCallbacks)
@@ -137,7 +146,8 @@ public sealed class PatchResolution
         foreach (var name in names)
         {
             var kind = KernelNames.CallbackKind(name)
-                ?? throw new LivepatchRefusedException($"{unit.SourcePath}: {name} is not a callback name this builder knows");
+                ?? throw new LivepatchRefusedException(
+                    $"{unit.SourcePath}: {name} is not a callback name this builder knows");
             string? Set(string? existing) => existing is null ? name
                 : throw new LivepatchRefusedException($"{unit.SourcePath} has two {kind} callbacks " +
                     $"({existing} and {name}); a unit takes one of each kind: call both from one function");

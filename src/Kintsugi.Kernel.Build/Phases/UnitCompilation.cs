@@ -48,7 +48,8 @@ public static class UnitCompilation
         var flags = DiffCFlags(target);
         var before = Befores(target);
         var after = Path.Combine(workDirectory, "after");
-        var held = precompiledAfter is null ? [] : units.Where(u => PristineObjectCache.HoldsAll(precompiledAfter, [u])).ToList();
+        var held = precompiledAfter is null ? []
+            : units.Where(u => PristineObjectCache.HoldsAll(precompiledAfter, [u])).ToList();
         if (held.Count == units.Count)
             after = precompiledAfter!;
         else
@@ -59,16 +60,19 @@ public static class UnitCompilation
             {
                 foreach (var patch in patches) await patched.ApplyAsync(patch.Patch, cancellation);
             });
-            await clock.RunAsync("compile after", () => patched.CompileUnitsAsync([.. units.Except(held)], after, flags, cancellation));
+            await clock.RunAsync("compile after",
+                () => patched.CompileUnitsAsync([.. units.Except(held)], after, flags, cancellation));
             foreach (var unit in held) PristineObjectCache.CopyUnit(precompiledAfter!, after, unit.ObjectPath);
         }
         if (before.Missing(units) is { Count: > 0 } missingBefore)
         {
             await using var pristine = await BuildWorkspace.OpenAsync(tree, cancellation);
-            await clock.RunAsync("compile before", () => before.CompileAsync(pristine, missingBefore, flags, cancellation));
+            await clock.RunAsync("compile before",
+                () => before.CompileAsync(pristine, missingBefore, flags, cancellation));
         }
         var originals = Originals(target);
-        var compiled = units.Select(u => new CompiledUnit(u, originals.PathOf(u.ObjectPath), before.PathOf(u.ObjectPath),
+        var compiled = units.Select(u =>
+            new CompiledUnit(u, originals.PathOf(u.ObjectPath), before.PathOf(u.ObjectPath),
             Path.Combine(after, u.ObjectPath))).ToList();
         ExportedSymbolVersions.Check(compiled);
         return compiled;
@@ -78,13 +82,14 @@ public static class UnitCompilation
     /// Compiles, as the distribution did, the units whose functions the fidelity proof compares with the shipped
     /// kernel: only those that change, since a unit the fix leaves alone is never looked up.
     /// </summary>
-    public static async Task CompileOriginalsAsync(BuildTarget target, KernelSourceTree tree, IEnumerable<TranslationUnit> units,
-        StageClock clock, CancellationToken cancellation)
+    public static async Task CompileOriginalsAsync(BuildTarget target, KernelSourceTree tree,
+        IEnumerable<TranslationUnit> units, StageClock clock, CancellationToken cancellation)
     {
         var originals = Originals(target);
         if (originals.Missing(units.DistinctBy(u => u.ObjectPath)) is not { Count: > 0 } missing) return;
         await using var pristine = await BuildWorkspace.OpenAsync(tree, cancellation);
-        await clock.RunAsync("compile original", () => originals.CompileAsync(pristine, missing, extraCFlags: null, cancellation));
+        await clock.RunAsync("compile original",
+            () => originals.CompileAsync(pristine, missing, extraCFlags: null, cancellation));
     }
 
     /// <summary>
@@ -92,27 +97,29 @@ public static class UnitCompilation
     /// compile (each is compiled again, and its error reported, by the build that needs it). Each chunk's objects are
     /// kept as soon as it is done, so an interrupted run loses at most one chunk. Returns the units that failed.
     /// </summary>
-    public static async Task<IReadOnlyList<TranslationUnit>> PrecompilePristineAsync(BuildTarget target, KernelSourceTree tree,
-        IReadOnlyList<TranslationUnit> units, bool originals, CancellationToken cancellation, Action<string>? progress = null)
+    public static async Task<IReadOnlyList<TranslationUnit>> PrecompilePristineAsync(BuildTarget target,
+        KernelSourceTree tree, IReadOnlyList<TranslationUnit> units, bool originals, CancellationToken cancellation,
+        Action<string>? progress = null)
     {
         var cache = originals ? Originals(target) : Befores(target);
         if (cache.Missing(units.DistinctBy(u => u.ObjectPath)) is not { Count: > 0 } missing) return [];
-        progress?.Invoke($"{units.Count - missing.Count} of {units.Count} kept from earlier builds, compiling {missing.Count}");
+        progress?.Invoke(
+            $"{units.Count - missing.Count} of {units.Count} kept from earlier builds, compiling {missing.Count}");
         var failed = new List<TranslationUnit>();
         var done = 0;
         foreach (var chunk in missing.Chunk(PrecompileChunk))
         {
             await using var pristine = await BuildWorkspace.OpenAsync(tree, cancellation);
             var offset = done;
-            failed.AddRange(await cache.CompileAsync(pristine, chunk, originals ? null : DiffCFlags(target), cancellation, keepGoing: true,
-                CompileProgress.Every(missing.Count, progress, offset)));
+            failed.AddRange(await cache.CompileAsync(pristine, chunk, originals ? null : DiffCFlags(target),
+                cancellation, keepGoing: true, CompileProgress.Every(missing.Count, progress, offset)));
             done += chunk.Length;
         }
         return failed;
     }
 
-    /// <summary>Units per make when many are precompiled: large enough that kbuild's start is a small cost, small enough
-    /// that an interruption loses little.</summary>
+    /// <summary>Units per make when many are precompiled: large enough that kbuild's start is a small cost, small
+    /// enough that an interruption loses little.</summary>
     public const int PrecompileChunk = 64;
 }
 

@@ -25,9 +25,12 @@ public static class UnitDiffing
     /// Read only when a module unit is diffed: it tells the module's own static keys from linked ones, and a fix
     /// of vmlinux alone needs no Module.symvers.
     /// </param>
-    /// <param name="objtoolAtLink">objtool runs over the linked livepatch module (IBT kernels), not over each unit.</param>
-    public static IReadOnlyList<UnitDiff> DiffAll(IReadOnlyList<CompiledUnit> units, Lazy<ModuleSymvers> exports, bool objtoolAtLink) =>
-        [.. units.Select((compiled, i) => new UnitDiff(compiled, Diff(compiled, OutputPrefix(i), exports, objtoolAtLink)))];
+    /// <param name="objtoolAtLink">objtool runs over the linked livepatch module (IBT kernels), not over each
+    /// unit.</param>
+    public static IReadOnlyList<UnitDiff> DiffAll(IReadOnlyList<CompiledUnit> units, Lazy<ModuleSymvers> exports,
+        bool objtoolAtLink) =>
+        [.. units.Select((compiled, i) =>
+            new UnitDiff(compiled, Diff(compiled, OutputPrefix(i), exports, objtoolAtLink)))];
 
     /// <summary>Refuses the whole build when any unit holds something that cannot be live patched.</summary>
     public static void ThrowIfRefused(IReadOnlyList<UnitDiff> diffs)
@@ -42,10 +45,13 @@ public static class UnitDiffing
     /// <summary>New symbols of unit i are prefixed so that units of one module never collide.</summary>
     private static string OutputPrefix(int index) => $"kintsugi_u{index}_";
 
-    private static DiffResult Diff(CompiledUnit compiled, string prefix, Lazy<ModuleSymvers> exports, bool objtoolAtLink)
+    private static DiffResult Diff(CompiledUnit compiled, string prefix, Lazy<ModuleSymvers> exports,
+        bool objtoolAtLink)
     {
         var unit = compiled.Unit;
-        var options = new DiffOptions(PatchedObjectName.Parse(unit.PatchedObject), prefix) { ObjtoolAtModuleLink = objtoolAtLink };
+        var options = new DiffOptions(PatchedObjectName.Parse(unit.PatchedObject),
+            prefix)
+        { ObjtoolAtModuleLink = objtoolAtLink };
         if (!unit.IsVmlinux) options = options with { Exports = exports.Value.Exports };
         return ObjectDiffer.Diff(ElfObject.Load(compiled.Before), ElfObject.Load(compiled.After), options);
     }

@@ -34,7 +34,8 @@ public sealed class CompiledFunction
         var jumpSites = JumpLabelSites(elf);
         foreach (var symbol in table.Symbols)
         {
-            if (symbol.Type != ElfSymbolType.Function || symbol.Section is not ElfDataSection section || symbol.Size == 0) continue;
+            if (symbol.Type != ElfSymbolType.Function || symbol.Section is not ElfDataSection section
+                || symbol.Size == 0) continue;
             if (symbol.Value + symbol.Size > (ulong)section.Data.Length) continue;
             var code = section.Data.AsSpan((int)symbol.Value, (int)symbol.Size).ToArray();
             var mask = new bool[code.Length];
@@ -58,12 +59,14 @@ public sealed class CompiledFunction
                         if (at >= 0 && at < mask.Length) mask[at] = true;
                     }
                 }
-            result.Add(new CompiledFunction(symbol.Name, symbol.Binding == ElfSymbolBinding.Local, section.Name, symbol.Value, code, mask));
+            result.Add(new CompiledFunction(symbol.Name, symbol.Binding == ElfSymbolBinding.Local, section.Name,
+                symbol.Value, code, mask));
         }
         return result;
     }
 
-    /// <summary>The code offsets of the object's static branch sites (the first field of each <c>__jump_table</c> entry), per section.</summary>
+    /// <summary>The code offsets of the object's static branch sites (the first field of each <c>__jump_table</c>
+    /// entry), per section.</summary>
     private static Dictionary<ElfSection, List<ulong>> JumpLabelSites(ElfObject elf)
     {
         var sites = new Dictionary<ElfSection, List<ulong>>(ReferenceEqualityComparer.Instance);
@@ -71,7 +74,8 @@ public sealed class CompiledFunction
         foreach (var relocations in elf.GetRelocationSections(table))
             foreach (var relocation in relocations.Relocations)
             {
-                if (relocation.Offset % KernelNames.JumpEntrySize != 0 || relocation.Symbol?.Section is not { } code) continue;
+                if (relocation.Offset % KernelNames.JumpEntrySize != 0 || relocation.Symbol?.Section is not { } code)
+                    continue;
                 var site = (long)relocation.Symbol.Value + relocation.Addend;
                 if (site < 0) continue;
                 if (!sites.TryGetValue(code, out var list)) sites[code] = list = [];

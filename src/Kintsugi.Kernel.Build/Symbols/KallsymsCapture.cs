@@ -12,17 +12,20 @@ namespace Kintsugi.Kernel.Build.Symbols;
 /// </summary>
 public static class KallsymsCapture
 {
-    public static Task<KernelSymbolTable> LoadAsync(LabMachine lab, KernelRelease release, string kernelDirectory, Action<string> progress, CancellationToken cancellation = default) =>
+    public static Task<KernelSymbolTable> LoadAsync(LabMachine lab, KernelRelease release, string kernelDirectory,
+        Action<string> progress, CancellationToken cancellation = default) =>
         LoadAsync(() => lab, release, kernelDirectory, progress, cancellation);
 
     /// <param name="lab">Called only when the symbol table is not cached yet.</param>
     /// <param name="bound">How long the boot may take (default <see cref="BootBound"/>).</param>
-    public static async Task<KernelSymbolTable> LoadAsync(Func<LabMachine> lab, KernelRelease release, string kernelDirectory,
-        Action<string> progress, CancellationToken cancellation = default, TimeSpan? bound = null)
+    public static async Task<KernelSymbolTable> LoadAsync(Func<LabMachine> lab, KernelRelease release,
+        string kernelDirectory, Action<string> progress, CancellationToken cancellation = default,
+        TimeSpan? bound = null)
     {
         var cached = Path.Combine(kernelDirectory, "kallsyms");
         if (!File.Exists(cached)) await CaptureAsync(lab, release, cached, bound ?? BootBound, progress, cancellation);
-        return KernelSymbolTable.ParseKallsyms(await File.ReadAllTextAsync(cached, cancellation), SymbolTableSource.LabKallsyms);
+        return KernelSymbolTable.ParseKallsyms(await File.ReadAllTextAsync(cached, cancellation),
+            SymbolTableSource.LabKallsyms);
     }
 
     /// <summary>
@@ -39,12 +42,15 @@ public static class KallsymsCapture
         if (!File.Exists(cached))
         {
             progress($"reading the symbol table of {release} from a lab boot (once per kernel)");
-            var run = await lab().RunAsync(new LabRunSpec(release, "cat /proc/kallsyms | gzip -1 | base64", [], bound, KernelArguments: ["nokaslr"]), cancellation: cancellation);
+            var run = await lab().RunAsync(new LabRunSpec(release, "cat /proc/kallsyms | gzip -1 | base64", [], bound,
+                KernelArguments: ["nokaslr"]), cancellation: cancellation);
             // A boot that did not finish (a bound reached under load, a crash of the shipped kernel) says nothing about
             // the fix: never a refusal, which a catch-up or a script would take as the fix's verdict.
             if (run.TimedOut || run.ExitCode is null)
-                throw new BuildInterruptedException($"the lab boot that reads the symbol table of {release} did not finish " +
-                    $"({run.Describe()}), so nothing about the fix is known: run the same command again (emulated boots " +
+                throw new BuildInterruptedException(
+                    $"the lab boot that reads the symbol table of {release} did not finish " +
+                    $"({run.Describe()}), so nothing about the fix is known: run the same command again (emulated " +
+                    $"boots " +
                     "slow down with the machine's load)");
             if (run.ExitCode != 0)
                 throw new SymbolResolutionException($"reading /proc/kallsyms in the lab failed: {run.Describe()}");
@@ -52,8 +58,10 @@ public static class KallsymsCapture
             try
             {
                 // The console's last words (the power-off line) can reach the output port after the command's own.
-                var base64 = string.Concat(run.Output.Split('\n').TakeWhile(l => l.Length > 0 && l.All(c => char.IsAsciiLetterOrDigit(c) || c is '+' or '/' or '=')));
-                using var gzip = new GZipStream(new MemoryStream(Convert.FromBase64String(base64)), CompressionMode.Decompress);
+                var base64 = string.Concat(run.Output.Split('\n').TakeWhile(l =>
+                    l.Length > 0 && l.All(c => char.IsAsciiLetterOrDigit(c) || c is '+' or '/' or '=')));
+                using var gzip = new GZipStream(new MemoryStream(Convert.FromBase64String(base64)),
+                    CompressionMode.Decompress);
                 using var reader = new StreamReader(gzip);
                 text = await reader.ReadToEndAsync(cancellation);
             }

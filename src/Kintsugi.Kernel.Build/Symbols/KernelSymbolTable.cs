@@ -2,7 +2,8 @@ using System.Globalization;
 
 namespace Kintsugi.Kernel.Build.Symbols;
 
-/// <summary>One symbol of the running kernel as kallsyms lists it: address, type letter (t, T, d, b, r, ...) and name.</summary>
+/// <summary>One symbol of the running kernel as kallsyms lists it: address, type letter (t, T, d, b, r, ...) and
+/// name.</summary>
 public readonly record struct KernelSymbol(ulong Address, char Type, string Name)
 {
     public bool IsFunction => Type is 't' or 'T' or 'w' or 'W';
@@ -46,7 +47,8 @@ public sealed class KernelSymbolTable
         }
     }
 
-    /// <summary>Every symbol of that name, in kernel order; the n-th (1-based) has sympos n when there are several.</summary>
+    /// <summary>Every symbol of that name, in kernel order; the n-th (1-based) has sympos n when there are
+    /// several.</summary>
     public IReadOnlyList<KernelSymbol> Named(string name) =>
         _byName.TryGetValue(name, out var list) ? list.Select(i => Symbols[i]).ToList() : [];
 
@@ -59,7 +61,8 @@ public sealed class KernelSymbolTable
         throw new SymbolResolutionException($"{Object} has no symbol {name} at {address:x}");
     }
 
-    /// <summary>The size of a function as the distance to the next symbol at a higher address (kallsyms has no sizes).</summary>
+    /// <summary>The size of a function as the distance to the next symbol at a higher address (kallsyms has no
+    /// sizes).</summary>
     public ulong ExtentOf(KernelSymbol symbol)
     {
         var index = _byName[symbol.Name].First(i => Symbols[i].Address == symbol.Address);
@@ -82,19 +85,23 @@ public sealed class KernelSymbolTable
             var line = rawLine.Trim();
             if (line.IsEmpty) continue;
             var parts = line.ToString().Split([' ', '\t'], StringSplitOptions.RemoveEmptyEntries);
-            if (parts.Length < 3 || parts[1].Length != 1 || !ulong.TryParse(parts[0], NumberStyles.HexNumber, CultureInfo.InvariantCulture, out var address))
-                throw new SymbolResolutionException($"line {lineNumber} of the symbol table is not 'address type name': {line.ToString()}");
+            if (parts.Length < 3 || parts[1].Length != 1
+                || !ulong.TryParse(parts[0], NumberStyles.HexNumber, CultureInfo.InvariantCulture, out var address))
+                throw new SymbolResolutionException(
+                    $"line {lineNumber} of the symbol table is not 'address type name': {line.ToString()}");
             if (parts.Length > 3 && parts[3].StartsWith('[')) continue;
             symbols.Add(new KernelSymbol(address, parts[1][0], parts[2]));
         }
         if (symbols.Count == 0) throw new SymbolResolutionException("the symbol table is empty");
         if (symbols.All(s => s.Address == 0))
-            throw new SymbolResolutionException("every address in the symbol table is zero: it was read without privileges (kptr_restrict); read it as root");
+            throw new SymbolResolutionException("every address in the symbol table is zero: it was read without " +
+                "privileges (kptr_restrict); read it as root");
         return new KernelSymbolTable(KernelObjectNames.Vmlinux, source, symbols);
     }
 }
 
-public sealed class SymbolResolutionException(string message, Exception? inner = null) : KintsugiException(message, inner)
+public sealed class SymbolResolutionException(string message, Exception? inner = null)
+    : KintsugiException(message, inner)
 {
     public override ExitCode ExitCode => ExitCode.InputRefused;
 }

@@ -25,7 +25,8 @@ public sealed class ModuleSymvers
 
     private KernelExports? _exports;
 
-    /// <summary>Parses <c>crc	symbol	module	export-type	namespace</c> lines; the module of vmlinux is written vmlinux.</summary>
+    /// <summary>Parses <c>crc	symbol	module	export-type	namespace</c> lines; the module of vmlinux is written
+    /// vmlinux.</summary>
     public static ModuleSymvers Parse(string text, string origin)
     {
         var byName = new Dictionary<string, ExportedSymbol>(StringComparer.Ordinal);
@@ -36,17 +37,22 @@ public sealed class ModuleSymvers
             if (line.Length == 0) continue;
             var fields = line.Split('\t');
             if (fields.Length < 4 || !fields[0].StartsWith("0x", StringComparison.Ordinal))
-                throw new SymbolResolutionException($"{origin}:{lineNumber} is not a Module.symvers line (crc, symbol, module, export type, namespace)");
+                throw new SymbolResolutionException($"{origin}:{lineNumber} is not a Module.symvers line (crc, " +
+                    $"symbol, module, export type, namespace)");
             // Module names are normalized to underscores, as the kernel names loaded modules.
-            var @object = fields[2] == KernelObjectNames.Vmlinux ? KernelObjectNames.Vmlinux : KernelObjectNames.ModuleOf(fields[2]);
-            byName[fields[1]] = new ExportedSymbol(fields[1], @object, fields.Length > 4 && fields[4].Length > 0 ? fields[4] : null);
+            var @object = fields[2] == KernelObjectNames.Vmlinux ? KernelObjectNames.Vmlinux
+                : KernelObjectNames.ModuleOf(fields[2]);
+            byName[fields[1]] = new ExportedSymbol(fields[1], @object,
+                fields.Length > 4 && fields[4].Length > 0 ? fields[4] : null);
         }
         return new ModuleSymvers(byName);
     }
 
     public static ModuleSymvers Load(string path)
     {
-        if (!File.Exists(path)) throw new SymbolResolutionException($"{path} does not exist: the target's headers (or generic target directory) must provide Module.symvers");
+        if (!File.Exists(path))
+            throw new SymbolResolutionException($"{path} does not exist: the target's headers (or generic target " +
+                $"directory) must provide Module.symvers");
         return Parse(File.ReadAllText(path), path);
     }
 }

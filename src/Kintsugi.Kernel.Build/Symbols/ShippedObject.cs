@@ -45,9 +45,11 @@ public sealed class ShippedModule : ShippedObject
         var symbols = new List<KernelSymbol>();
         foreach (var symbol in module.SymbolTable?.Symbols ?? Enumerable.Empty<ElfSymbol>())
         {
-            if (symbol.Section is null || symbol.Type is not (ElfSymbolType.Function or ElfSymbolType.Object) || symbol.Name.Length == 0) continue;
+            if (symbol.Section is null || symbol.Type is not (ElfSymbolType.Function or ElfSymbolType.Object)
+                || symbol.Name.Length == 0) continue;
             var type = symbol.Type == ElfSymbolType.Function ? 't' : 'd';
-            symbols.Add(new KernelSymbol(((ulong)symbol.Section.Index << 32) | symbol.Value, symbol.Binding == ElfSymbolBinding.Local ? type : char.ToUpperInvariant(type), symbol.Name));
+            symbols.Add(new KernelSymbol(((ulong)symbol.Section.Index << 32) | symbol.Value,
+                symbol.Binding == ElfSymbolBinding.Local ? type : char.ToUpperInvariant(type), symbol.Name));
         }
         Symbols = new KernelSymbolTable(name, SymbolTableSource.ModuleFile, symbols);
         Dependencies = ReadDependencies(module);

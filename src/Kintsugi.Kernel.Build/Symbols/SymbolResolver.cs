@@ -9,7 +9,8 @@ public enum ResolutionMethod
     UniqueName,
     /// <summary>Of several same-named functions, the one whose shipped code equals the compiled original.</summary>
     MatchingCode,
-    /// <summary>Of several same-named symbols, the one whose neighbours in the shipped object sit where the compiled original puts its own.</summary>
+    /// <summary>Of several same-named symbols, the one whose neighbours in the shipped object sit where the compiled
+    /// original puts its own.</summary>
     SectionLayout,
 }
 
@@ -30,7 +31,8 @@ public sealed class SymbolResolver
     {
         _shipped = shipped;
         _original = original;
-        _functions = CompiledFunction.ReadAll(original).GroupBy(f => f.Name).ToDictionary(g => g.Key, g => g.First(), StringComparer.Ordinal);
+        _functions = CompiledFunction.ReadAll(original).GroupBy(f => f.Name).ToDictionary(g => g.Key, g => g.First(),
+            StringComparer.Ordinal);
     }
 
     public string ObjectName => _shipped.Name;
@@ -54,18 +56,24 @@ public sealed class SymbolResolver
             mismatch = $"{_shipped.Name} has no function {name} (not built into this kernel, or inlined everywhere)";
             return null;
         }
-        var matching = candidates.Where(c => _shipped.Read(c, compiled.Code.Length) is { } bytes && compiled.Matches(bytes.Span)).ToList();
+        var matching = candidates.Where(c =>
+            _shipped.Read(c, compiled.Code.Length) is { } bytes && compiled.Matches(bytes.Span)).ToList();
         if (matching.Count == 0)
         {
             var first = candidates[0];
-            var offset = _shipped.Read(first, compiled.Code.Length) is { } bytes ? compiled.FirstDifference(bytes.Span) : 0;
-            mismatch = $"{name}: the compiled original differs from the shipped code of {_shipped.Name} (first at byte {offset} of {compiled.Code.Length}; {candidates.Count} candidate(s))";
+            var offset = _shipped.Read(first, compiled.Code.Length) is { } bytes ? compiled.FirstDifference(bytes.Span)
+                : 0;
+            mismatch = $"{name}: the compiled original differs from the shipped code of {_shipped.Name} (first at " +
+                $"byte {offset} of {compiled.Code.Length}; {candidates.Count} candidate(s))";
             return null;
         }
         if (matching.Count == 1)
-            return Resolved(name, matching[0], candidates.Count == 1 ? ResolutionMethod.UniqueName : ResolutionMethod.MatchingCode);
+            return Resolved(name, matching[0],
+                candidates.Count == 1 ? ResolutionMethod.UniqueName : ResolutionMethod.MatchingCode);
         return ByLayout(name, compiled.SectionName, compiled.Offset, matching)
-            ?? throw new SymbolResolutionException($"{matching.Count} functions named {name} in {_shipped.Name} have the same code and no neighbour tells them apart; fetch the kernel's debug package or patch a caller instead");
+            ?? throw new SymbolResolutionException($"{matching.Count} functions named {name} in {_shipped.Name} have " +
+            $"the same code and no neighbour tells them apart; fetch the kernel's debug package or patch a caller " +
+            $"instead");
     }
 
     /// <summary>Any symbol this unit references: a function by its code, data by the layout around it.</summary>
@@ -74,18 +82,23 @@ public sealed class SymbolResolver
         var candidates = _shipped.Symbols.Named(name);
         if (candidates.Count == 1) return Resolved(name, candidates[0], ResolutionMethod.UniqueName);
         if (candidates.Count == 0)
-            throw new SymbolResolutionException($"{_shipped.Name} has no symbol {name}; the patched code references something the running kernel does not have");
+            throw new SymbolResolutionException($"{_shipped.Name} has no symbol {name}; the patched code references " +
+                $"something the running kernel does not have");
         if (_functions.ContainsKey(name))
             return ResolveFunction(name, out var mismatch) ?? throw new SymbolResolutionException(mismatch!);
         var symbol = _original.SymbolTable?.Symbols.FirstOrDefault(s => s.Name == name && s.Section is not null)
-            ?? throw new SymbolResolutionException($"{name} occurs {candidates.Count} times in {_shipped.Name} and is not defined in this unit, so nothing tells which one is meant");
+            ?? throw new SymbolResolutionException($"{name} occurs {candidates.Count} times in {_shipped.Name} and " +
+            $"is not defined in this unit, so nothing tells which one is meant");
         return ByLayout(name, symbol.Section!.Name, symbol.Value, candidates)
-            ?? throw new SymbolResolutionException($"{name} occurs {candidates.Count} times in {_shipped.Name} and its neighbours do not tell which one is this unit's; fetch the kernel's debug package");
+            ?? throw new SymbolResolutionException($"{name} occurs {candidates.Count} times in {_shipped.Name} and " +
+            $"its neighbours do not tell which one is this unit's; fetch the kernel's debug package");
     }
 
-    private ResolvedSymbol? ByLayout(string name, string sectionName, ulong offset, IReadOnlyList<KernelSymbol> candidates)
+    private ResolvedSymbol? ByLayout(string name, string sectionName, ulong offset,
+        IReadOnlyList<KernelSymbol> candidates)
     {
-        var neighbours = (_original.SymbolTable?.Symbols ?? Enumerable.Empty<ElfSymbol>()).Where(s => s.Section?.Name == sectionName && s.Name.Length > 0 && s.Name != name
+        var neighbours = (_original.SymbolTable?.Symbols ?? Enumerable.Empty<ElfSymbol>()).Where(s =>
+            s.Section?.Name == sectionName && s.Name.Length > 0 && s.Name != name
             && s.Type is ElfSymbolType.Function or ElfSymbolType.Object).ToList();
         var scored = candidates.Select(c =>
         {
@@ -93,7 +106,8 @@ public sealed class SymbolResolver
             var score = neighbours.Count(n => _shipped.Symbols.Named(n.Name).Any(k => k.Address == unitBase + n.Value));
             return (Candidate: c, Score: score);
         }).OrderByDescending(x => x.Score).ToList();
-        if (scored.Count == 0 || scored[0].Score == 0 || (scored.Count > 1 && scored[1].Score == scored[0].Score)) return null;
+        if (scored.Count == 0 || scored[0].Score == 0 || (scored.Count > 1 && scored[1].Score == scored[0].Score))
+            return null;
         return Resolved(name, scored[0].Candidate, ResolutionMethod.SectionLayout);
     }
 

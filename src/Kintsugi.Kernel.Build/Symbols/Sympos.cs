@@ -15,7 +15,8 @@ public readonly record struct Sympos
 
     public static Sympos At(int oneBasedPosition) => oneBasedPosition >= 1
         ? new Sympos(oneBasedPosition)
-        : throw new ArgumentOutOfRangeException(nameof(oneBasedPosition), oneBasedPosition, "sympos positions count from 1");
+        : throw new ArgumentOutOfRangeException(nameof(oneBasedPosition), oneBasedPosition,
+            "sympos positions count from 1");
 
     public override string ToString() => Value.ToString(System.Globalization.CultureInfo.InvariantCulture);
 }

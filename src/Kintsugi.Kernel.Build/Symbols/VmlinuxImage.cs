@@ -36,7 +36,8 @@ public sealed class VmlinuxImage
             var offset = BinaryPrimitives.ReadUInt64LittleEndian(header[8..]);
             var virtualAddress = BinaryPrimitives.ReadUInt64LittleEndian(header[16..]);
             var fileSize = BinaryPrimitives.ReadUInt64LittleEndian(header[32..]);
-            if (offset + fileSize > (ulong)span.Length) throw new SymbolResolutionException($"a vmlinux segment at {virtualAddress:x} lies outside the image");
+            if (offset + fileSize > (ulong)span.Length)
+                throw new SymbolResolutionException($"a vmlinux segment at {virtualAddress:x} lies outside the image");
             segments.Add((virtualAddress, offset, fileSize));
         }
         return new VmlinuxImage(image, segments);

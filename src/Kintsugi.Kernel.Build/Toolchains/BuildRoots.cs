@@ -11,19 +11,23 @@ public sealed class BuildRoots(DebianKernelArchive archive, Action<string> progr
 {
     private const string ReadyStamp = ".kintsugi-build-root";
 
-    /// <summary>What kbuild needs besides the compiler to prepare a tree and link modules (binutils comes with gcc).</summary>
+    /// <summary>What kbuild needs besides the compiler to prepare a tree and link modules (binutils comes with
+    /// gcc).</summary>
     public static readonly IReadOnlyList<string> BuildPackages =
-        ["libc6-dev", "make", "bc", "bison", "flex", "libelf-dev", "libssl-dev", "dwarves", "kmod", "cpio", "xz-utils", "zstd", "patch", "perl",
+        ["libc6-dev", "make", "bc", "bison", "flex", "libelf-dev", "libssl-dev", "dwarves", "kmod", "cpio", "xz-utils",
+            "zstd", "patch", "perl",
          "python3"]; // python3: tools/bpf/resolve_btfids generates libbpf's helper definitions with it
 
     private string Directory => Path.Combine(archive.CacheRoot, "buildroots");
 
-    public async Task<BuildRootToolchain> GetAsync(DebianRelease release, string compilerPackage, CancellationToken cancellation)
+    public async Task<BuildRootToolchain> GetAsync(DebianRelease release, string compilerPackage,
+        CancellationToken cancellation)
     {
         var name = $"{release.Codename}-{compilerPackage}";
         var parent = Path.Combine(Directory, name);
         var root = Path.Combine(parent, "root");
-        var toolchain = new BuildRootToolchain(root, $"the {release} build root with {compilerPackage} ({root})", $"buildroot {name}");
+        var toolchain = new BuildRootToolchain(root, $"the {release} build root with {compilerPackage} ({root})",
+            $"buildroot {name}");
         System.IO.Directory.CreateDirectory(parent);
         using var rootLock = await CacheLock.AcquireAsync(Path.Combine(parent, ".lock"), cancellation);
         // A root made before a package joined the list is made again (its stamp lists what it holds).
@@ -33,7 +37,8 @@ public sealed class BuildRoots(DebianKernelArchive archive, Action<string> progr
             return WithHostCompiler(toolchain, compilerPackage);
         File.Delete(stampPath);
 
-        // Made beside its final place and renamed: an interrupted run leaves only a staging directory, removed next time.
+        // Made beside its final place and renamed: an interrupted run leaves only a staging directory, removed next
+        // time.
         var staging = Path.Combine(parent, "staging");
         await RemoveAsync(staging, cancellation);
         await RemoveAsync(root, cancellation);
@@ -42,16 +47,23 @@ public sealed class BuildRoots(DebianKernelArchive archive, Action<string> progr
         var result = await ExternalCommand.RunAsync(mmdebstrap[0], [.. mmdebstrap.Skip(1),
             "--mode=root", "--variant=minbase", "--include=" + string.Join(',', BuildPackages.Prepend(compilerPackage)),
             "--aptopt=Acquire::Languages \"none\"", release.Codename, staging, .. release.SourcesLines],
-            onOutputLine: line => { if (line.StartsWith("I: ", StringComparison.Ordinal)) progress($"mmdebstrap: {line[3..]}"); },
+            onOutputLine: line =>
+            {
+                if (line.StartsWith("I: ", StringComparison.Ordinal))
+                    progress($"mmdebstrap: {line[3..]}");
+            },
             cancellation: cancellation);
         if (!result.Succeeded)
         {
             await RemoveAsync(staging, cancellation);
-            throw new ToolchainException($"mmdebstrap could not create the {release} build root with {compilerPackage}:\n" +
-                string.Join('\n', (result.StandardError + result.StandardOutput).Split('\n').Where(l => l.Length > 0).TakeLast(20)));
+            throw new ToolchainException(
+                $"mmdebstrap could not create the {release} build root with {compilerPackage}:\n" +
+                string.Join('\n',
+                    (result.StandardError + result.StandardOutput).Split('\n').Where(l => l.Length > 0).TakeLast(20)));
         }
         System.IO.Directory.Move(staging, root);
-        var packages = await toolchain.RunAsync("dpkg-query", ["-W", "-f", "${Package}=${Version}\\n"], "/", [], cancellation: cancellation);
+        var packages = await toolchain.RunAsync("dpkg-query", ["-W", "-f", "${Package}=${Version}\\n"], "/", [],
+            cancellation: cancellation);
         await File.WriteAllTextAsync(Path.Combine(parent, ReadyStamp), packages.StandardOutput, cancellation);
         progress($"{toolchain.Description} ready");
         return WithHostCompiler(toolchain, compilerPackage);
@@ -72,7 +84,8 @@ public sealed class BuildRoots(DebianKernelArchive archive, Action<string> progr
         return toolchain;
     }
 
-    /// <summary>The mmdebstrap command: the host's, or the Debian 12 package unpacked into the cache (a Perl script).</summary>
+    /// <summary>The mmdebstrap command: the host's, or the Debian 12 package unpacked into the cache (a Perl
+    /// script).</summary>
     private async Task<string[]> MmdebstrapAsync(CancellationToken cancellation)
     {
         if (ExternalCommand.Exists("mmdebstrap")) return ["mmdebstrap"];
@@ -86,11 +99,15 @@ public sealed class BuildRoots(DebianKernelArchive archive, Action<string> progr
         return ["perl", script];
     }
 
-    /// <summary>Removes a root that may still have something mounted inside (a killed run), never following into the mounts.</summary>
+    /// <summary>Removes a root that may still have something mounted inside (a killed run), never following into the
+    /// mounts.</summary>
     private static async Task RemoveAsync(string directory, CancellationToken cancellation)
     {
         if (!System.IO.Directory.Exists(directory)) return;
-        var result = await ExternalCommand.RunAsync("rm", ["-rf", "--one-file-system", directory], cancellation: cancellation);
-        if (!result.Succeeded) throw new ToolchainException($"could not remove the unfinished build root {directory}: {result.StandardError.Trim()}");
+        var result = await ExternalCommand.RunAsync("rm", ["-rf", "--one-file-system", directory],
+            cancellation: cancellation);
+        if (!result.Succeeded)
+            throw new ToolchainException(
+                $"could not remove the unfinished build root {directory}: {result.StandardError.Trim()}");
     }
 }

@@ -5,21 +5,24 @@ namespace Kintsugi.Kernel.Build.Toolchains;
 /// <summary>
 /// The compiler a kernel was built with, as its <c>.config</c> records it: <c>CONFIG_CC_VERSION_TEXT</c> is the
 /// first line of <c>$(CC) --version</c>, so it names both the command kbuild ran (its first word, for example
-/// <c>gcc-10</c> or <c>x86_64-linux-gnu-gcc-14</c>) and the exact build of it (<c>(Debian 10.2.1-6) 10.2.1 20210110</c>).
-/// A livepatch compiled by anything else can differ from the shipped code, so this text must match exactly.
+/// <c>gcc-10</c> or <c>x86_64-linux-gnu-gcc-14</c>) and the exact build of it (<c>(Debian 10.2.1-6) 10.2.1
+/// 20210110</c>). A livepatch compiled by anything else can differ from the shipped code, so this text must match
+/// exactly.
 /// </summary>
 public sealed partial record CompilerRequirement(string Command, string VersionText)
 {
     public static CompilerRequirement FromConfig(string configPath)
     {
         if (!File.Exists(configPath))
-            throw new ToolchainException($"{configPath} does not exist: the kernel's .config is needed to know which compiler built it");
+            throw new ToolchainException(
+                $"{configPath} does not exist: the kernel's .config is needed to know which compiler built it");
         foreach (var line in File.ReadLines(configPath))
         {
             var match = VersionTextLine().Match(line);
             if (match.Success) return Parse(match.Groups["text"].Value, configPath);
         }
-        throw new ToolchainException($"{configPath} has no CONFIG_CC_VERSION_TEXT (kernels before 5.8 do not record their compiler): " +
+        throw new ToolchainException(
+            $"{configPath} has no CONFIG_CC_VERSION_TEXT (kernels before 5.8 do not record their compiler): " +
             "the compiler cannot be checked, so nothing is built for this kernel");
     }
 
@@ -28,7 +31,8 @@ public sealed partial record CompilerRequirement(string Command, string VersionT
         var text = versionText.Trim();
         var command = text.Split(' ', 2)[0];
         if (command.Length == 0 || !SafeCommand().IsMatch(command))
-            throw new ToolchainException($"{where} names the compiler '{text}', whose first word is not a command name");
+            throw new ToolchainException(
+                $"{where} names the compiler '{text}', whose first word is not a command name");
         return new CompilerRequirement(command, text);
     }
 
@@ -43,7 +47,8 @@ public sealed partial record CompilerRequirement(string Command, string VersionT
             var versioned = VersionedGcc().Match(Command);
             if (versioned.Success) return $"gcc-{versioned.Groups["major"].Value}";
             var plain = PlainGccVersion().Match(VersionText);
-            return Command is "gcc" or "x86_64-linux-gnu-gcc" && plain.Success ? $"gcc-{plain.Groups["major"].Value}" : null;
+            return Command is "gcc" or "x86_64-linux-gnu-gcc" && plain.Success ? $"gcc-{plain.Groups["major"].Value}"
+                : null;
         }
     }
 
@@ -63,7 +68,8 @@ public sealed partial record CompilerRequirement(string Command, string VersionT
 }
 
 /// <summary>The compiler a kernel needs is not available, or a build root could not be made.</summary>
-public sealed class ToolchainException(string message, ExitCode exitCode = ExitCode.Environment, Exception? inner = null) : KintsugiException(message, inner)
+public sealed class ToolchainException(string message, ExitCode exitCode = ExitCode.Environment,
+    Exception? inner = null) : KintsugiException(message, inner)
 {
     public override ExitCode ExitCode { get; } = exitCode;
 }

@@ -41,7 +41,8 @@ public abstract class Toolchain
         public override string Description => "the host's own compiler";
         public override string Identity => "host";
 
-        public override Task<CommandResult> RunAsync(string tool, IReadOnlyList<string> arguments, string workingDirectory,
+        public override Task<CommandResult> RunAsync(string tool, IReadOnlyList<string> arguments,
+            string workingDirectory,
             IReadOnlyList<string> visible, OverlayMount? overlay = null, CancellationToken cancellation = default,
             Action<string>? onOutputLine = null)
         {
@@ -49,8 +50,10 @@ public abstract class Toolchain
                 return ExternalCommand.RunAsync(tool, arguments, workingDirectory, BuildEnvironment, onOutputLine,
                     cancellation);
             const string script = "mount -t overlay overlay -o \"$1\" \"$2\" && cd \"$3\" && shift 3 && exec \"$@\"";
-            return ExternalCommand.RunAsync("unshare", ["--mount", "--propagation", "private", "--", "sh", "-c", script, "sh",
-                overlay.Options, overlay.MountPoint, workingDirectory, tool, .. arguments], environment: BuildEnvironment,
+            return ExternalCommand.RunAsync("unshare",
+                ["--mount", "--propagation", "private", "--", "sh", "-c", script, "sh",
+                overlay.Options, overlay.MountPoint, workingDirectory, tool, .. arguments],
+                    environment: BuildEnvironment,
                 onOutputLine: onOutputLine, cancellation: cancellation);
         }
     }
@@ -94,11 +97,15 @@ public sealed class BuildRootToolchain(string root, string description, string i
         // A directory inside another visible one is already there (rbind carries the overlay mounted below it).
         // The root directory itself is never bound (it would cover the build root with the host's).
         var directories = visible.Append(workingDirectory).Concat(overlay is null ? [] : [overlay.MountPoint])
-            .Select(d => Path.GetFullPath(d).TrimEnd('/')).Where(d => d.Length > 0).Distinct().OrderBy(d => d.Length).ToList();
-        var outermost = directories.Where(d => !directories.Any(o => o != d && d.StartsWith(o + "/", StringComparison.Ordinal))).ToList();
+            .Select(d => Path.GetFullPath(d).TrimEnd('/')).Where(d => d.Length > 0).Distinct().OrderBy(d => d.Length)
+            .ToList();
+        var outermost = directories.Where(d =>
+            !directories.Any(o => o != d && d.StartsWith(o + "/", StringComparison.Ordinal))).ToList();
         foreach (var directory in outermost) Directory.CreateDirectory(directory);
-        return ExternalCommand.RunAsync("unshare", ["--mount", "--propagation", "private", "--", "sh", "-c", Script, "sh",
-            Root, overlay?.Options ?? "", overlay?.MountPoint ?? "", workingDirectory, outermost.Count.ToString(), .. outermost, tool, .. arguments],
+        return ExternalCommand.RunAsync("unshare",
+            ["--mount", "--propagation", "private", "--", "sh", "-c", Script, "sh",
+            Root, overlay?.Options ?? "", overlay?.MountPoint ?? "", workingDirectory, outermost.Count.ToString(),
+                .. outermost, tool, .. arguments],
             environment: BuildEnvironment,
             onOutputLine: onOutputLine, cancellation: cancellation);
     }

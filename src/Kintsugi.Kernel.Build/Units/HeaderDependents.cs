@@ -11,7 +11,8 @@ namespace Kintsugi.Kernel.Build.Units;
 public sealed partial class HeaderDependents
 {
     private static readonly string[] SkippedRoots = ["Documentation", "tools", "samples", "scripts", "usr", ".git"];
-    private static readonly string[] SystemIncludeRoots = ["arch/x86/include", "arch/x86/include/generated", "include", "arch/x86/include/uapi", "include/uapi", "arch/x86/include/generated/uapi", "include/generated/uapi"];
+    private static readonly string[] SystemIncludeRoots = ["arch/x86/include", "arch/x86/include/generated", "include",
+        "arch/x86/include/uapi", "include/uapi", "arch/x86/include/generated/uapi", "include/generated/uapi"];
 
     /// <summary>Header path → the files that include it.</summary>
     private readonly Dictionary<string, List<string>> _includedBy;
@@ -30,7 +31,8 @@ public sealed partial class HeaderDependents
         var edges = new ConcurrentBag<(string Header, string Includer)>();
         var files = Directory.EnumerateFiles(tree, "*.*", SearchOption.AllDirectories)
             .Select(f => Path.GetRelativePath(tree, f))
-            .Where(f => (f.EndsWith(".c", StringComparison.Ordinal) || f.EndsWith(".h", StringComparison.Ordinal)) && !Skipped(f));
+            .Where(f => (f.EndsWith(".c", StringComparison.Ordinal) || f.EndsWith(".h", StringComparison.Ordinal))
+                && !Skipped(f));
         Parallel.ForEach(files, file =>
         {
             var directory = Path.GetDirectoryName(file) ?? "";
@@ -46,9 +48,10 @@ public sealed partial class HeaderDependents
                     .FirstOrDefault(candidate => File.Exists(Path.Combine(tree, candidate)));
                 if (resolved is not null && resolved.Contains("..", StringComparison.Ordinal))
                     resolved = Path.GetRelativePath(tree, Path.GetFullPath(Path.Combine(tree, resolved)));
-                // Another architecture's file is kept as an includer (it proves a shared header is not built there), but
-                // its <asm/...> names its own architecture's headers, never x86's.
-                if (resolved is not null && !(OtherArchitecture(file) && resolved.StartsWith("arch/x86/", StringComparison.Ordinal)))
+                // Another architecture's file is kept as an includer (it proves a shared header is not built there),
+                // but its <asm/...> names its own architecture's headers, never x86's.
+                if (resolved is not null
+                    && !(OtherArchitecture(file) && resolved.StartsWith("arch/x86/", StringComparison.Ordinal)))
                     edges.Add((resolved, file));
             }
         });

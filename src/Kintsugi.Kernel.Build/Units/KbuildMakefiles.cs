@@ -52,7 +52,8 @@ internal sealed class KbuildMakefiles
         _cacheDirectory = new(FindCacheDirectory);
     }
 
-    /// <summary>The directories the top Makefile descends into (paths relative to the tree, no trailing slash; "." for the top Kbuild).</summary>
+    /// <summary>The directories the top Makefile descends into (paths relative to the tree, no trailing slash; "." for
+    /// the top Kbuild).</summary>
     public IReadOnlySet<string> TopDirectories => _top.Value.TopDirectories;
 
     /// <summary>The evaluated lists of a directory's Kbuild or Makefile; null when it has neither.</summary>
@@ -67,14 +68,16 @@ internal sealed class KbuildMakefiles
         if (!HasMakefile(_tree, directory)) return null;
         var (succeeded, output) = EvaluateCached(directory);
         if (!succeeded)
-            return new DirectoryLists(directory, new Dictionary<string, IReadOnlyList<string>>(), $"make could not evaluate {MakefileOf(directory)}: {FirstLines(output)}");
+            return new DirectoryLists(directory, new Dictionary<string, IReadOnlyList<string>>(),
+                $"make could not evaluate {MakefileOf(directory)}: {FirstLines(output)}");
         var lists = new Dictionary<string, IReadOnlyList<string>>(StringComparer.Ordinal);
         foreach (var line in output.Split('\n'))
         {
             if (!line.StartsWith(Marker, StringComparison.Ordinal)) continue;
             var equals = line.IndexOf(" = ", StringComparison.Ordinal);
             if (equals < 0) continue;
-            lists[line[Marker.Length..equals]] = line[(equals + 3)..].Split([' ', '\t'], StringSplitOptions.RemoveEmptyEntries);
+            lists[line[Marker.Length..equals]] = line[(equals + 3)..].Split([' ', '\t'],
+                StringSplitOptions.RemoveEmptyEntries);
         }
         return new DirectoryLists(directory, lists, null);
     }
@@ -97,7 +100,8 @@ internal sealed class KbuildMakefiles
         }
         // The evaluator is given on the command line, so it needs no file where a build root's make could read it.
         var result = Make(["env", .. _top.Value.Environment, "make", "-s", "--no-print-directory", "-f", "/dev/null",
-            "--eval=" + Evaluator.Replace("\r\n", "\n"), $"obj={(directory.Length == 0 ? "." : directory)}", "kintsugi-lists"]);
+            "--eval=" + Evaluator.Replace("\r\n", "\n"), $"obj={(directory.Length == 0 ? "." : directory)}",
+                "kintsugi-lists"]);
         var answer = (result.Succeeded, result.Succeeded ? result.StandardOutput : result.StandardError);
         if (record is not null)
         {
@@ -108,13 +112,15 @@ internal sealed class KbuildMakefiles
         return answer;
     }
 
-    /// <summary>Where answers are kept: named by the evaluator and the preparation, so a re-prepared tree starts afresh.</summary>
+    /// <summary>Where answers are kept: named by the evaluator and the preparation, so a re-prepared tree starts
+    /// afresh.</summary>
     private string? FindCacheDirectory()
     {
         var stamp = Path.Combine(_tree, ".kintsugi-prepared");
         var config = Path.Combine(_tree, "include", "config", "auto.conf");
         if (!File.Exists(stamp) || !File.Exists(config)) return null;
-        var key = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(
+        var key =
+            Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(
             Evaluator.Replace("\r\n", "\n") + "\n" + File.ReadAllText(stamp) + "\n" + File.ReadAllText(config))))[..16];
         var directory = Path.Combine(_tree, ".kintsugi-kbuild", key);
         try
@@ -137,10 +143,12 @@ internal sealed class KbuildMakefiles
     /// </summary>
     private (IReadOnlyList<string>, IReadOnlySet<string>) ReadTop()
     {
-        const string Goal = "kintsugi-top: ; @echo 'kintsugi-dirs $(build-dir) $(build-dirs) $(vmlinux-dirs) $(core-y) $(drivers-y) $(libs-y) $(core-m) $(drivers-m) $(libs-m)'; env";
+        const string Goal = "kintsugi-top: ; @echo 'kintsugi-dirs $(build-dir) $(build-dirs) $(vmlinux-dirs) " +
+            "$(core-y) $(drivers-y) $(libs-y) $(core-m) $(drivers-m) $(libs-m)'; env";
         var result = Make(["make", "-s", "--no-print-directory", $"--eval={Goal}", "kintsugi-top"]);
         if (!result.Succeeded)
-            throw new ModuleBuildException($"make could not read the top Makefile of {_tree}: {FirstLines(result.StandardError)}");
+            throw new ModuleBuildException(
+                $"make could not read the top Makefile of {_tree}: {FirstLines(result.StandardError)}");
         var environment = new List<string>();
         var directories = new HashSet<string>(StringComparer.Ordinal);
         foreach (var line in result.StandardOutput.Split('\n'))
@@ -155,7 +163,8 @@ internal sealed class KbuildMakefiles
             if (equals <= 0) continue;
             var name = line[..equals];
             // The sub-make's own bookkeeping is not what the top Makefile exports.
-            if (name is "MAKEFLAGS" or "MFLAGS" or "MAKELEVEL" or "MAKEOVERRIDES" or "MAKE_TERMOUT" or "MAKE_TERMERR") continue;
+            if (name is "MAKEFLAGS" or "MFLAGS" or "MAKELEVEL" or "MAKEOVERRIDES" or "MAKE_TERMOUT" or "MAKE_TERMERR")
+                continue;
             environment.Add(line);
         }
         return (environment, directories);
@@ -164,15 +173,18 @@ internal sealed class KbuildMakefiles
     private CommandResult Make(IReadOnlyList<string> command) =>
         _toolchain.RunAsync(command[0], command.Skip(1).ToList(), _tree, _visible).GetAwaiter().GetResult();
 
-    private static string FirstLines(string text) => string.Join(" ", text.Split('\n', StringSplitOptions.RemoveEmptyEntries).Take(3)).Trim();
+    private static string FirstLines(string text) =>
+        string.Join(" ", text.Split('\n', StringSplitOptions.RemoveEmptyEntries).Take(3)).Trim();
 }
 
 /// <summary>One directory's object lists as make evaluated them; <see cref="Error"/> when make could not.</summary>
-internal sealed record DirectoryLists(string Directory, IReadOnlyDictionary<string, IReadOnlyList<string>> Lists, string? Error)
+internal sealed record DirectoryLists(string Directory, IReadOnlyDictionary<string, IReadOnlyList<string>> Lists,
+    string? Error)
 {
     private readonly Dictionary<string, IReadOnlySet<string>> _resolved = new(StringComparer.Ordinal);
 
-    /// <summary>A list's words as paths relative to the tree (<c>../../../virt/kvm/kvm_main.o</c> in arch/x86/kvm is virt/kvm/kvm_main.o).</summary>
+    /// <summary>A list's words as paths relative to the tree (<c>../../../virt/kvm/kvm_main.o</c> in arch/x86/kvm is
+    /// virt/kvm/kvm_main.o).</summary>
     private IReadOnlySet<string> this[string name]
     {
         get
@@ -180,7 +192,8 @@ internal sealed record DirectoryLists(string Directory, IReadOnlyDictionary<stri
             lock (_resolved)
             {
                 if (_resolved.TryGetValue(name, out var set)) return set;
-                return _resolved[name] = (Lists.GetValueOrDefault(name) ?? []).Select(TreePath).ToHashSet(StringComparer.Ordinal);
+                return _resolved[name] = (Lists.GetValueOrDefault(name) ?? []).Select(TreePath)
+                    .ToHashSet(StringComparer.Ordinal);
             }
         }
     }
@@ -188,7 +201,8 @@ internal sealed record DirectoryLists(string Directory, IReadOnlyDictionary<stri
     private string TreePath(string word)
     {
         var joined = Directory.Length == 0 ? word : Directory + "/" + word;
-        if (!joined.Contains("..", StringComparison.Ordinal) && !joined.Contains("./", StringComparison.Ordinal)) return joined;
+        if (!joined.Contains("..", StringComparison.Ordinal) && !joined.Contains("./", StringComparison.Ordinal))
+            return joined;
         var parts = new List<string>();
         foreach (var part in joined.Split('/'))
         {
@@ -226,16 +240,19 @@ internal sealed record DirectoryLists(string Directory, IReadOnlyDictionary<stri
         foreach (var composite in ObjM.Where(o => o.EndsWith(".o", StringComparison.Ordinal) && o != objectPath))
         {
             var name = CompositeName(composite);
-            if (this[name + "-objs"].Contains(objectPath) || this[name + "-y"].Contains(objectPath) || this[name + "-m"].Contains(objectPath))
+            if (this[name + "-objs"].Contains(objectPath) || this[name + "-y"].Contains(objectPath)
+                || this[name + "-m"].Contains(objectPath))
                 return new Placement(ModuleName(composite), $"{name}-y of {where}, a module");
         }
         return null;
     }
 
     /// <summary>The composite's variable prefix: its object path relative to this directory, without .o.</summary>
-    private string CompositeName(string treePath) => (Directory.Length == 0 ? treePath : treePath[(Directory.Length + 1)..])[..^2];
+    private string CompositeName(string treePath) =>
+        (Directory.Length == 0 ? treePath : treePath[(Directory.Length + 1)..])[..^2];
 
-    /// <summary>How this directory's lists descend into <paramref name="subdirectory"/> (relative to the tree): 'y', 'm', or null.</summary>
+    /// <summary>How this directory's lists descend into <paramref name="subdirectory"/> (relative to the tree): 'y',
+    /// 'm', or null.</summary>
     public char? Descends(string subdirectory)
     {
         var entry = subdirectory + "/";

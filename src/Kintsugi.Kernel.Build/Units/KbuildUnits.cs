@@ -3,15 +3,18 @@ using Kintsugi.Kernel.Build.Toolchains;
 
 namespace Kintsugi.Kernel.Build.Units;
 
-/// <summary>A translation unit of the target kernel: its source, its object, and the kernel object it is linked into.</summary>
-/// <param name="PatchedObject"><c>vmlinux</c>, or the module's name as the kernel knows it ('-' written as '_').</param>
+/// <summary>A translation unit of the target kernel: its source, its object, and the kernel object it is linked
+/// into.</summary>
+/// <param name="PatchedObject"><c>vmlinux</c>, or the module's name as the kernel knows it ('-' written as
+/// '_').</param>
 /// <param name="ListedAs">
 /// kbuild's own name for the object when a Makefile outside the object's directory lists it through a
 /// relative path (<c>arch/x86/kvm/../../../virt/kvm/kvm_main.o</c>); null when the path is its own name.
 /// </param>
-public sealed record TranslationUnit(string SourcePath, string ObjectPath, string PatchedObject, string? ListedAs = null)
+public sealed record TranslationUnit(string SourcePath, string ObjectPath, string PatchedObject,
+    string? ListedAs = null)
 {
-    public bool IsVmlinux => PatchedObject == "vmlinux";
+    public bool IsVmlinux => PatchedObject == KernelObjectNames.Vmlinux;
 
     /// <summary>
     /// The goal that makes kbuild compile the unit with the flags of the Makefile that lists it: make descends
@@ -30,9 +33,11 @@ public sealed record TranslationUnit(string SourcePath, string ObjectPath, strin
 /// </summary>
 public sealed partial class KbuildUnits
 {
-    private static readonly string[] HostOnlyRoots = ["Documentation", "tools", "scripts", "usr", "samples", "LICENSES"];
+    private static readonly string[] HostOnlyRoots = ["Documentation", "tools", "scripts", "usr", "samples",
+        "LICENSES"];
 
-    private static readonly System.Collections.Concurrent.ConcurrentDictionary<string, Lazy<KbuildMakefiles>> Evaluated = new(StringComparer.Ordinal);
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<string, Lazy<KbuildMakefiles>>
+        Evaluated = new(StringComparer.Ordinal);
 
     private readonly string _tree;
     private readonly IReadOnlyDictionary<string, string> _config;
@@ -41,29 +46,38 @@ public sealed partial class KbuildUnits
     private readonly Lazy<IReadOnlyList<(string Path, string Text)>> _allMakefiles;
     // Resolving the includers of a common header asks about thousands of files: every answer that scans all
     // Makefiles is computed once per resolver.
-    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, UnitResolution> _ownUnits = new(StringComparer.Ordinal);
-    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, IReadOnlyList<string>> _mentioning = new(StringComparer.Ordinal);
-    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, string> _scripts = new(StringComparer.Ordinal);
-    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, string[]> _makefileLines = new(StringComparer.Ordinal);
-    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, Regex> _wordPatterns = new(StringComparer.Ordinal);
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, UnitResolution> _ownUnits =
+        new(StringComparer.Ordinal);
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, IReadOnlyList<string>> _mentioning =
+        new(StringComparer.Ordinal);
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, string> _scripts =
+        new(StringComparer.Ordinal);
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, string[]> _makefileLines =
+        new(StringComparer.Ordinal);
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, Regex> _wordPatterns =
+        new(StringComparer.Ordinal);
     private readonly Lazy<ILookup<string, (string Directory, string ObjectPath)>> _rules;
 
-    private KbuildUnits(string tree, IReadOnlyDictionary<string, string> config, Toolchain toolchain, IReadOnlyList<string> visible)
+    private KbuildUnits(string tree, IReadOnlyDictionary<string, string> config, Toolchain toolchain,
+        IReadOnlyList<string> visible)
     {
         _tree = tree;
         _config = config;
         // A prepared tree does not change, so its evaluated Makefiles are shared by every resolver of the process.
         _makefiles = Evaluated.GetOrAdd(CacheKey(tree, toolchain),
-            _ => new Lazy<KbuildMakefiles>(() => new KbuildMakefiles(Path.GetFullPath(tree), toolchain, visible))).Value;
+            _ => new Lazy<KbuildMakefiles>(() => new KbuildMakefiles(Path.GetFullPath(tree), toolchain, visible)))
+            .Value;
         _includes = new(() => HeaderDependents.Of(tree));
         _rules = new(IndexRules);
         _allMakefiles = new(() => Directory.EnumerateFiles(tree, "*", SearchOption.AllDirectories)
-            .Where(f => Path.GetFileName(f) is "Makefile" or "Kbuild" || Path.GetFileName(f).StartsWith("Makefile.", StringComparison.Ordinal))
+            .Where(f => Path.GetFileName(f) is "Makefile" or "Kbuild"
+                || Path.GetFileName(f).StartsWith("Makefile.", StringComparison.Ordinal))
             .Select(f => Path.GetRelativePath(tree, f)).Where(f => !f.StartsWith("tools/", StringComparison.Ordinal))
             .Select(f => (f, File.ReadAllText(Path.Combine(tree, f)))).ToList());
     }
 
-    private static readonly System.Collections.Concurrent.ConcurrentDictionary<string, Lazy<KbuildUnits>> Opened = new(StringComparer.Ordinal);
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<string, Lazy<KbuildUnits>> Opened =
+        new(StringComparer.Ordinal);
 
     /// <summary>A prepared tree, its Makefiles evaluated with the toolchain that prepared it.</summary>
     public static KbuildUnits Open(KernelSourceTree tree) => Open(tree.Directory, tree.Toolchain, tree.Visible);
@@ -71,13 +85,15 @@ public sealed partial class KbuildUnits
     /// <summary>A tree prepared with the host's own compiler.</summary>
     public static KbuildUnits Open(string tree) => Open(tree, Toolchain.Host, [tree]);
 
-    /// <summary>The resolver of a prepared tree, made once per process (a prepared tree and its .config do not change).</summary>
+    /// <summary>The resolver of a prepared tree, made once per process (a prepared tree and its .config do not
+    /// change).</summary>
     private static KbuildUnits Open(string tree, Toolchain toolchain, IReadOnlyList<string> visible) =>
         Opened.GetOrAdd(CacheKey(tree, toolchain),
             _ => new Lazy<KbuildUnits>(() => Read(Path.GetFullPath(tree), toolchain, visible))).Value;
 
     // Makefiles answer differently with another compiler (cc-option, CONFIG_CC_*), so the toolchain is part of the key.
-    private static string CacheKey(string tree, Toolchain toolchain) => $"{Path.GetFullPath(tree)}\n{toolchain.Identity}";
+    private static string CacheKey(string tree, Toolchain toolchain) =>
+        $"{Path.GetFullPath(tree)}\n{toolchain.Identity}";
 
     private static KbuildUnits Read(string tree, Toolchain toolchain, IReadOnlyList<string> visible)
     {
@@ -94,7 +110,8 @@ public sealed partial class KbuildUnits
     /// <summary>The tree's #include graph, read once per process.</summary>
     public HeaderDependents Includes => _includes.Value;
 
-    /// <summary>The #include graph, saying so first when this call is the one that reads it (minutes on a cold cache).</summary>
+    /// <summary>The #include graph, saying so first when this call is the one that reads it (minutes on a cold
+    /// cache).</summary>
     public HeaderDependents ReadIncludes(Action<string> progress)
     {
         if (!_includes.IsValueCreated) progress("reading the #include graph of the tree");
@@ -102,7 +119,8 @@ public sealed partial class KbuildUnits
     }
 
     /// <summary>The unit the C file compiles to by itself (not counting units that #include it), or null.</summary>
-    public TranslationUnit? Locate(string sourcePath) => ResolveOwnUnit(sourcePath) is UnitResolution.Built built ? built.Units[0] : null;
+    public TranslationUnit? Locate(string sourcePath) =>
+        ResolveOwnUnit(sourcePath) is UnitResolution.Built built ? built.Units[0] : null;
 
     /// <summary>
     /// What this kernel makes of a C file: the units that compile it (its own, or those that #include it),
@@ -112,14 +130,16 @@ public sealed partial class KbuildUnits
     {
         var own = ResolveOwnUnit(sourcePath);
         if (own is not UnitResolution.NotBuilt { Proof.Reason: NotBuiltReason.ObjectNotListed } notListed) return own;
-        // No Makefile makes an object of it: it may be #included into units that are (kernel/sched/psi.c into build_utility.c).
+        // No Makefile makes an object of it: it may be #included into units that are (kernel/sched/psi.c into
+        // build_utility.c).
         var includers = _includes.Value.SourcesIncluding(sourcePath).Where(s => s != sourcePath).ToList();
         if (includers.Count == 0) return own;
         var resolved = includers.Select(ResolveOwnUnit).ToList();
         var built = resolved.OfType<UnitResolution.Built>().SelectMany(b => b.Units).ToList();
         if (built.Count > 0) return new UnitResolution.Built(sourcePath, built);
         if (resolved.OfType<UnitResolution.Unresolved>().FirstOrDefault() is { } unresolved)
-            return new UnitResolution.Unresolved(sourcePath, $"it is #included by {unresolved.SourcePath}, and of that: {unresolved.Reason}");
+            return new UnitResolution.Unresolved(sourcePath,
+                $"it is #included by {unresolved.SourcePath}, and of that: {unresolved.Reason}");
         return new UnitResolution.NotBuilt(sourcePath, new NotBuiltProof(NotBuiltReason.IncludersNotBuilt,
             $"{notListed.Proof.Statement}; the units that #include it are not built either",
             [.. resolved.OfType<UnitResolution.NotBuilt>().Select(n => $"{n.SourcePath}: {n.Proof}")]));
@@ -136,33 +156,41 @@ public sealed partial class KbuildUnits
     /// </summary>
     public HeaderResolution ResolveHeader(string headerPath, int limit = int.MaxValue, bool stopAtLimit = true)
     {
-        var sources = _includes.Value.SourcesIncluding(headerPath).Where(s => s.EndsWith(".c", StringComparison.Ordinal)).ToList();
+        var sources = _includes.Value.SourcesIncluding(headerPath)
+            .Where(s => s.EndsWith(".c", StringComparison.Ordinal)).ToList();
         if (sources.Count == 0)
             return new HeaderResolution(headerPath, 0, new UnitResolution.Unresolved(headerPath,
-                "no C file of the tree #includes it by name; it may be included through a macro or -include, which the " +
+                "no C file of the tree #includes it by name; it may be included through a macro or -include, which the "
+                +
                 "include graph does not follow"), Partial: false);
         var resolved = new List<UnitResolution>();
         var built = new SortedDictionary<string, TranslationUnit>(StringComparer.Ordinal);
         // In parallel batches (an answer may run make), stopping at the first batch past the limit.
         foreach (var batch in sources.Chunk(4 * Environment.ProcessorCount))
         {
-            var answers = batch.AsParallel().AsOrdered().WithDegreeOfParallelism(Environment.ProcessorCount).Select(Resolve).ToList();
+            var answers = batch.AsParallel().AsOrdered().WithDegreeOfParallelism(Environment.ProcessorCount)
+                .Select(Resolve).ToList();
             resolved.AddRange(answers);
-            foreach (var unit in answers.OfType<UnitResolution.Built>().SelectMany(b => b.Units)) built.TryAdd(unit.SourcePath, unit);
+            foreach (var unit in answers.OfType<UnitResolution.Built>().SelectMany(b => b.Units))
+                built.TryAdd(unit.SourcePath, unit);
             if (stopAtLimit && built.Count > limit)
-                return new HeaderResolution(headerPath, sources.Count, new UnitResolution.Built(headerPath, [.. built.Values]),
-                    Partial: resolved.Count < sources.Count);
+                return new HeaderResolution(headerPath, sources.Count,
+                    new UnitResolution.Built(headerPath, [.. built.Values]), Partial: resolved.Count < sources.Count);
         }
         if (built.Count > limit)
-            return new HeaderResolution(headerPath, sources.Count, new UnitResolution.Built(headerPath, [.. built.Values]), Partial: false);
+            return new HeaderResolution(headerPath, sources.Count,
+                new UnitResolution.Built(headerPath, [.. built.Values]), Partial: false);
         if (resolved.OfType<UnitResolution.Unresolved>().FirstOrDefault() is { } unknown)
             return new HeaderResolution(headerPath, sources.Count, new UnitResolution.Unresolved(headerPath,
                 $"it is #included by {unknown.SourcePath}, and of that: {unknown.Reason}"), Partial: false);
         if (built.Count == 0)
-            return new HeaderResolution(headerPath, sources.Count, new UnitResolution.NotBuilt(headerPath, new NotBuiltProof(
-                NotBuiltReason.IncludersNotBuilt, $"each of the {sources.Count} C file(s) that #include it is proven not built",
+            return new HeaderResolution(headerPath, sources.Count,
+                new UnitResolution.NotBuilt(headerPath, new NotBuiltProof(
+                NotBuiltReason.IncludersNotBuilt,
+                $"each of the {sources.Count} C file(s) that #include it is proven not built",
                 [.. resolved.OfType<UnitResolution.NotBuilt>().Take(20).Select(n => n.ToString())])), Partial: false);
-        return new HeaderResolution(headerPath, sources.Count, new UnitResolution.Built(headerPath, [.. built.Values]), Partial: false);
+        return new HeaderResolution(headerPath, sources.Count, new UnitResolution.Built(headerPath, [.. built.Values]),
+            Partial: false);
     }
 
     private UnitResolution ResolveOwnUnit(string sourcePath) => _ownUnits.GetOrAdd(sourcePath, ResolveOwnUnitOnce);
@@ -181,21 +209,28 @@ public sealed partial class KbuildUnits
             if (_makefiles.Lists(listing) is { Error: null } ruled && ruled.Place(ruleObject) is { } placement)
                 return WithDescent(sourcePath, ruleObject, listing, placement);
         // 6.12 links scripts/module-common.c into every module.
-        if (sourcePath.StartsWith("scripts/", StringComparison.Ordinal) && NamedBy("scripts/Makefile.modfinal", Path.GetFileName(sourcePath)))
-            return new UnitResolution.Unresolved(sourcePath, "scripts/Makefile.modfinal links it into every module: a fix to it changes every module, " +
+        if (sourcePath.StartsWith("scripts/", StringComparison.Ordinal)
+            && NamedBy("scripts/Makefile.modfinal", Path.GetFileName(sourcePath)))
+            return new UnitResolution.Unresolved(sourcePath,
+                "scripts/Makefile.modfinal links it into every module: a fix to it changes every module, " +
                 "which one livepatch cannot replace; it needs a kernel update");
         var segments = sourcePath.Split('/');
         if (segments is ["arch", var architecture, ..] && architecture != "x86")
             return new UnitResolution.NotBuilt(sourcePath, new NotBuiltProof(NotBuiltReason.OtherArchitecture,
-                $"it belongs to arch/{architecture}; this kernel is built for x86 and kbuild descends only into arch/x86", []));
+                $"it belongs to arch/{architecture}; this kernel is built for x86 and kbuild descends only into " +
+                $"arch/x86", []));
         if (HostOnlyRoots.Contains(segments[0]) && !_makefiles.TopDirectories.Contains(segments[0]))
             return new UnitResolution.NotBuilt(sourcePath, new NotBuiltProof(NotBuiltReason.OutsideKernelBuild,
-                $"{segments[0]}/ holds host tools, documentation or samples: the top Makefile does not descend into it for vmlinux or modules",
-                [$"top-level directories built: {string.Join(" ", _makefiles.TopDirectories.Order(StringComparer.Ordinal))}"]));
+                $"{segments[0]}/ holds host tools, documentation or samples: the top Makefile does not descend into " +
+                $"it for vmlinux or modules",
+                [
+                    $"top-level directories built: " +
+                    $"{string.Join(" ", _makefiles.TopDirectories.Order(StringComparer.Ordinal))}"]));
 
         // A few objects are compiled and linked by the final link steps, not from an object list.
         if (NamedBy("scripts/link-vmlinux.sh", objectPath))
-            return new UnitResolution.Built(sourcePath, [new TranslationUnit(sourcePath, objectPath, "vmlinux")]);
+            return new UnitResolution.Built(sourcePath,
+                [new TranslationUnit(sourcePath, objectPath, KernelObjectNames.Vmlinux)]);
         var evaluated = new List<string>();
         string? failed = null, nearest = null;
         // kbuild lists an object in its own directory's Makefile or in an enclosing one (kvm-amd-y += svm/svm.o).
@@ -203,26 +238,32 @@ public sealed partial class KbuildUnits
         {
             if (_makefiles.Lists(listing) is not { } lists) continue;
             nearest ??= listing;
-            // A Makefile that cannot be evaluated alone (a fragment of its parent's) is decided by the directories above it.
+            // A Makefile that cannot be evaluated alone (a fragment of its parent's) is decided by the directories
+            // above it.
             if (lists.Error is { } error) { failed ??= error; continue; }
             evaluated.Add(_makefiles.MakefileOf(listing));
             if (lists.Place(objectPath) is not { } placement) continue;
             return WithDescent(sourcePath, objectPath, listing, placement);
         }
-        // A Makefile elsewhere may name it through a relative path (kvm-y += ../../../virt/kvm/kvm_main.o, from an included fragment).
+        // A Makefile elsewhere may name it through a relative path (kvm-y += ../../../virt/kvm/kvm_main.o, from an
+        // included fragment).
         foreach (var elsewhere in ListingCandidates(Path.GetFileName(objectPath)))
         {
-            if (Ancestors(directory).Contains(elsewhere) || OtherArchitecture(elsewhere) || _makefiles.Lists(elsewhere) is not { Error: null } lists) continue;
-            if (lists.Place(objectPath) is { } placement && WithDescent(sourcePath, objectPath, elsewhere, placement) is UnitResolution.Built built) return built;
+            if (Ancestors(directory).Contains(elsewhere) || OtherArchitecture(elsewhere)
+                || _makefiles.Lists(elsewhere) is not { Error: null } lists) continue;
+            if (lists.Place(objectPath) is { } placement && WithDescent(sourcePath, objectPath, elsewhere,
+                placement) is UnitResolution.Built built) return built;
         }
         // Nothing lists it. If kbuild does not even enter a directory around it, that is the proof.
-        if (EnclosingDirectoryNotEntered(directory) is { } notEntered) return new UnitResolution.NotBuilt(sourcePath, notEntered);
+        if (EnclosingDirectoryNotEntered(directory) is { } notEntered)
+            return new UnitResolution.NotBuilt(sourcePath, notEntered);
         if (failed is not null) return new UnitResolution.Unresolved(sourcePath, failed);
         return NotListed(sourcePath, objectPath, evaluated);
     }
 
     private static bool OtherArchitecture(string directory) =>
-        directory.StartsWith("arch/", StringComparison.Ordinal) && !directory.StartsWith("arch/x86", StringComparison.Ordinal);
+        directory.StartsWith("arch/", StringComparison.Ordinal)
+        && !directory.StartsWith("arch/x86", StringComparison.Ordinal);
 
     /// <summary>
     /// The proof that kbuild never enters a directory enclosing <paramref name="directory"/>: the nearest one
@@ -242,25 +283,32 @@ public sealed partial class KbuildUnits
             var includers = IncludersFromOutside(enclosing);
             if (includers.Count == 0) return proof;
             // Its Makefile is part of others: not built when none of those is entered either.
-            var theirs = includers.Select(i => (Includer: i, Proof: EnclosingDirectoryNotEntered(Path.GetDirectoryName(i) ?? "", depth + 1))).ToList();
+            var theirs = includers.Select(i =>
+                (Includer: i, Proof: EnclosingDirectoryNotEntered(Path.GetDirectoryName(i) ?? "", depth + 1))).ToList();
             if (theirs.Any(t => t.Proof is null)) continue;
             return new NotBuiltProof(NotBuiltReason.DirectoryNotBuilt,
-                $"{proof.Statement}; the Makefiles that include its Makefile ({string.Join(", ", includers)}) are not entered either",
+                $"{proof.Statement}; the Makefiles that include its Makefile ({string.Join(", ", includers)}) are " +
+                $"not entered either",
                 [.. proof.Evidence, .. theirs.Select(t => $"{t.Includer}: {t.Proof}")]);
         }
         return null;
     }
 
-    /// <summary>The Makefiles outside <paramref name="directory"/> that may include one inside it (conservatively: an include line naming the directory).</summary>
+    /// <summary>The Makefiles outside <paramref name="directory"/> that may include one inside it (conservatively: an
+    /// include line naming the directory).</summary>
     private IReadOnlyList<string> IncludersFromOutside(string directory)
     {
         var name = Path.GetFileName(directory) + "/";
-        return [.. _allMakefiles.Value.Where(m => !m.Path.StartsWith(directory + "/", StringComparison.Ordinal) && m.Text.Contains(name, StringComparison.Ordinal)
-            && m.Text.Split('\n').Any(l => IncludeLine().IsMatch(l) && l.Contains(name, StringComparison.Ordinal))).Select(m => m.Path)];
+        return [.. _allMakefiles.Value.Where(m => !m.Path.StartsWith(directory + "/", StringComparison.Ordinal)
+            && m.Text.Contains(name, StringComparison.Ordinal)
+            && m.Text.Split('\n').Any(l => IncludeLine().IsMatch(l) && l.Contains(name, StringComparison.Ordinal)))
+            .Select(m => m.Path)];
     }
 
-    /// <summary>Objects that Makefile rules compile from <paramref name="sourcePath"/> under another name: (directory, object path).</summary>
-    private IEnumerable<(string Directory, string ObjectPath)> RuleObjects(string sourcePath) => _rules.Value[sourcePath];
+    /// <summary>Objects that Makefile rules compile from <paramref name="sourcePath"/> under another name: (directory,
+    /// object path).</summary>
+    private IEnumerable<(string Directory, string ObjectPath)> RuleObjects(string sourcePath) =>
+        _rules.Value[sourcePath];
 
     private ILookup<string, (string Directory, string ObjectPath)> IndexRules() =>
         _allMakefiles.Value.SelectMany(makefile =>
@@ -285,15 +333,18 @@ public sealed partial class KbuildUnits
         // A directory descended only for modules (obj-m += dir/) links its obj-y into nothing.
         if (descent.State == 'm' && placement.Module is null)
             return new UnitResolution.NotBuilt(sourcePath, new NotBuiltProof(NotBuiltReason.DirectoryNotBuilt,
-                $"{objectPath} is in the built-in lists of {listing}/ ({placement.How}), but that directory is descended into only for modules, so its built-in objects are linked into nothing", []));
+                $"{objectPath} is in the built-in lists of {listing}/ ({placement.How}), but that directory is " +
+                $"descended into only for modules, so its built-in objects are linked into nothing", []));
         var listedAs = objectPath.StartsWith(listing + "/", StringComparison.Ordinal) || listing.Length == 0
             ? null : listing + "/" + Path.GetRelativePath(listing, objectPath);
-        return new UnitResolution.Built(sourcePath, [new TranslationUnit(sourcePath, objectPath, placement.Module ?? "vmlinux", listedAs)]);
+        return new UnitResolution.Built(sourcePath,
+            [new TranslationUnit(sourcePath, objectPath, placement.Module ?? KernelObjectNames.Vmlinux, listedAs)]);
     }
 
     private sealed record DescentResult(char State, NotBuiltProof? NotBuilt, string? Unresolved);
 
-    /// <summary>Whether kbuild descends into <paramref name="directory"/> from the top: 'y', or 'm' when only for modules.</summary>
+    /// <summary>Whether kbuild descends into <paramref name="directory"/> from the top: 'y', or 'm' when only for
+    /// modules.</summary>
     private DescentResult Descent(string directory)
     {
         var state = 'y';
@@ -315,7 +366,9 @@ public sealed partial class KbuildUnits
                     break;
                 }
                 if (lists.DescendsWithoutLinking(current))
-                    return new(state, null, $"{_makefiles.MakefileOf(parent)} descends into {relative}/ only as a subdir, for targets linked into nothing; whether its objects reach the kernel cannot be told");
+                    return new(state, null, $"{_makefiles.MakefileOf(parent)} descends into {relative}/ only as a " +
+                        $"subdir, for targets linked into nothing; whether its objects reach the kernel cannot be " +
+                        $"told");
             }
             if (listedBy is null) return new(state, DirectoryNotBuilt(current, nearest ?? ""), null);
             current = listedBy;
@@ -327,10 +380,12 @@ public sealed partial class KbuildUnits
     {
         var name = Relative(directory, parent) + "/";
         // The top Makefile and the architecture's name the top directories (core-y, drivers-y, libs-y).
-        string[] makefiles = parent.Length == 0 ? ["Makefile", "Kbuild", "arch/x86/Makefile"] : [_makefiles.MakefileOf(parent)];
+        string[] makefiles = parent.Length == 0 ? ["Makefile", "Kbuild", "arch/x86/Makefile"]
+            : [_makefiles.MakefileOf(parent)];
         var mentions = makefiles.SelectMany(m => Mentions(m, name)).ToList();
         return new NotBuiltProof(NotBuiltReason.DirectoryNotBuilt,
-            $"kbuild does not descend into {directory}/: no object list of {string.Join(", ", makefiles)}, evaluated with this .config, holds {name}",
+            $"kbuild does not descend into {directory}/: no object list of {string.Join(", ", makefiles)}, evaluated " +
+            $"with this .config, holds {name}",
             [.. mentions.Concat(ConfigEvidence(mentions))]);
     }
 
@@ -342,26 +397,32 @@ public sealed partial class KbuildUnits
         var unexplained = mentionLines.Where(m => !ExplainsAbsence(m)).ToList();
         if (unexplained.Count > 0 && !mentionLines.Any(HostProgram))
             return new UnitResolution.Unresolved(sourcePath,
-                $"{string.Join("; ", unexplained)} names {name}, but kbuild's evaluation of {string.Join(", ", evaluated)} with this .config links it nowhere, and no unset option explains it");
+                $"{string.Join("; ", unexplained)} names {name}, but kbuild's evaluation of " +
+                $"{string.Join(", ", evaluated)} with this .config links it nowhere, and no unset option explains it");
         var statement = evaluated.Count == 0
             ? $"no Makefile encloses {sourcePath}, so kbuild makes no object of it"
-            : $"no object list of {string.Join(", ", evaluated)}, evaluated by kbuild with this .config, holds {Path.GetFileName(objectPath)}" +
+            : $"no object list of {string.Join(", ", evaluated)}, evaluated by kbuild with this .config, holds " +
+            $"{Path.GetFileName(objectPath)}" +
               (mentionLines.Count == 0 ? ", and no Makefile in the tree names it" : "");
         return new UnitResolution.NotBuilt(sourcePath, new NotBuiltProof(NotBuiltReason.ObjectNotListed, statement,
             [.. mentionLines.Concat(ConfigEvidence(mentionLines))]));
     }
 
-    /// <summary>A mention is explained when it names a configuration option that is not set to y or m, or the target is a composite that is itself not built.</summary>
+    /// <summary>A mention is explained when it names a configuration option that is not set to y or m, or the target is
+    /// a composite that is itself not built.</summary>
     private bool ExplainsAbsence(string mention) =>
-        HostProgram(mention) || ConfigSymbol().Matches(mention).Any(m => _config.GetValueOrDefault(m.Value) is not ("y" or "m"))
-        || Composite().Match(mention) is { Success: true } composite && !CompositeBuilt(mention, composite.Groups["name"].Value);
+        HostProgram(mention)
+        || ConfigSymbol().Matches(mention).Any(m => _config.GetValueOrDefault(m.Value) is not ("y" or "m"))
+        || Composite().Match(mention) is { Success: true } composite
+        && !CompositeBuilt(mention, composite.Groups["name"].Value);
 
     private bool CompositeBuilt(string mention, string name)
     {
         var makefile = mention[..mention.IndexOf(':')];
         var directory = Path.GetDirectoryName(makefile) ?? "";
         var composite = (directory.Length == 0 ? "" : directory + "/") + name + ".o";
-        return _makefiles.Lists(directory) is { Error: null } lists && lists.Place(composite) is not null && Descent(directory) is { NotBuilt: null, Unresolved: null };
+        return _makefiles.Lists(directory) is { Error: null } lists && lists.Place(composite) is not null
+            && Descent(directory) is { NotBuilt: null, Unresolved: null };
     }
 
     private static bool HostProgram(string mention) => HostTarget().IsMatch(mention);
@@ -373,14 +434,18 @@ public sealed partial class KbuildUnits
     private IEnumerable<string> MentioningMakefiles(string word) => _mentioning.GetOrAdd(word, w =>
         [.. _allMakefiles.Value.Where(m => m.Text.Contains(w, StringComparison.Ordinal)).Select(m => m.Path)]);
 
-    /// <summary>The directories whose Makefiles name <paramref name="objectName"/>, directly or through a Makefile fragment they include.</summary>
+    /// <summary>The directories whose Makefiles name <paramref name="objectName"/>, directly or through a Makefile
+    /// fragment they include.</summary>
     private IEnumerable<string> ListingCandidates(string objectName)
     {
         var mentioning = MentioningMakefiles(objectName).ToList();
-        // Any Makefile may be included by another (virt/kvm/Makefile.kvm by arch/x86/kvm/Makefile, amdkfd/Makefile by amdgpu's).
-        var fragments = mentioning.Select(m => Path.GetFileName(Path.GetDirectoryName(m) ?? "") + "/" + Path.GetFileName(m)).Distinct();
+        // Any Makefile may be included by another (virt/kvm/Makefile.kvm by arch/x86/kvm/Makefile, amdkfd/Makefile by
+        // amdgpu's).
+        var fragments = mentioning.Select(m =>
+            Path.GetFileName(Path.GetDirectoryName(m) ?? "") + "/" + Path.GetFileName(m)).Distinct();
         return mentioning.Concat(fragments.SelectMany(MentioningMakefiles))
-            .Where(m => Path.GetFileName(m) is "Makefile" or "Kbuild").Select(m => Path.GetDirectoryName(m) ?? "").Distinct(StringComparer.Ordinal);
+            .Where(m => Path.GetFileName(m) is "Makefile" or "Kbuild").Select(m => Path.GetDirectoryName(m) ?? "")
+            .Distinct(StringComparer.Ordinal);
     }
 
     /// <summary>
@@ -390,7 +455,8 @@ public sealed partial class KbuildUnits
     /// </summary>
     private IEnumerable<string> Mentions(string makefile, string word, string? objectPath = null)
     {
-        var lines = _makefileLines.GetOrAdd(makefile, m => File.Exists(Path.Combine(_tree, m)) ? File.ReadAllLines(Path.Combine(_tree, m)) : []);
+        var lines = _makefileLines.GetOrAdd(makefile,
+            m => File.Exists(Path.Combine(_tree, m)) ? File.ReadAllLines(Path.Combine(_tree, m)) : []);
         var directory = Path.GetDirectoryName(makefile) ?? "";
         var conditions = new Stack<string>();
         var pattern = _wordPatterns.GetOrAdd(word, WordPattern);
@@ -402,11 +468,14 @@ public sealed partial class KbuildUnits
             var trimmed = logical.Trim();
             if (Conditional().IsMatch(trimmed)) conditions.Push(trimmed);
             else if (trimmed.StartsWith("endif", StringComparison.Ordinal) && conditions.Count > 0) conditions.Pop();
-            else if (trimmed.StartsWith("else", StringComparison.Ordinal) && conditions.Count > 0) conditions.Push("not (" + conditions.Pop() + ")");
-            if (trimmed.StartsWith('#') || !logical.Contains(word, StringComparison.Ordinal) || !pattern.IsMatch(logical)) continue;
+            else if (trimmed.StartsWith("else", StringComparison.Ordinal) && conditions.Count > 0)
+                conditions.Push("not (" + conditions.Pop() + ")");
+            if (trimmed.StartsWith('#') || !logical.Contains(word, StringComparison.Ordinal)
+                || !pattern.IsMatch(logical)) continue;
             if (objectPath is not null && !trimmed.Split([' ', '\t', '='], StringSplitOptions.RemoveEmptyEntries)
                     .Where(t => t == word || t.EndsWith("/" + word, StringComparison.Ordinal))
-                    .Any(t => t.Contains('$') || Normalize(directory.Length == 0 ? t : directory + "/" + t) == objectPath))
+                    .Any(t =>
+                        t.Contains('$') || Normalize(directory.Length == 0 ? t : directory + "/" + t) == objectPath))
                 continue;
             var inside = conditions.Count > 0 ? $" (inside {string.Join(", ", conditions.Reverse())})" : "";
             yield return $"{makefile}:{first + 1}: {Regex.Replace(trimmed, @"\s+", " ")}{inside}";
@@ -439,9 +508,11 @@ public sealed partial class KbuildUnits
         }
     }
 
-    private static string Relative(string path, string directory) => directory.Length == 0 ? path : path[(directory.Length + 1)..];
+    private static string Relative(string path, string directory) =>
+        directory.Length == 0 ? path : path[(directory.Length + 1)..];
 
-    [GeneratedRegex(@"^\$\(obj\)/(?<object>[A-Za-z0-9_./-]+\.o)\s*:[^\n]*?\$\(srctree\)/(?<source>[A-Za-z0-9_./-]+\.c)", RegexOptions.Multiline)]
+    [GeneratedRegex(@"^\$\(obj\)/(?<object>[A-Za-z0-9_./-]+\.o)\s*:[^\n]*?\$\(srctree\)/(?<source>[A-Za-z0-9_./-]+\.c)",
+        RegexOptions.Multiline)]
     private static partial Regex RuleFromSource();
 
     [GeneratedRegex(@"^\s*-?s?include\s")]
@@ -456,6 +527,7 @@ public sealed partial class KbuildUnits
     [GeneratedRegex(@":\d+:\s*(?<name>[A-Za-z0-9_./-]+?)-(y|m|objs|\$\(CONFIG_[A-Za-z0-9_]+\))\s*[:+]?=")]
     private static partial Regex Composite();
 
-    [GeneratedRegex(@":\d+:\s*(hostprogs|userprogs|always|extra|targets|clean-files|[A-Za-z0-9_-]*-userccflags|HOST|user)")]
+    [GeneratedRegex(@":\d+:\s*(hostprogs|userprogs|always|extra|targets|clean-files|" +
+        @"[A-Za-z0-9_-]*-userccflags|HOST|user)")]
     private static partial Regex HostTarget();
 }

@@ -45,11 +45,13 @@ public enum NotBuiltReason
 {
     /// <summary>The file is under another architecture's directory; kbuild descends only into arch/x86.</summary>
     OtherArchitecture,
-    /// <summary>The file is outside the directories kbuild builds the kernel from (tools/, scripts/, samples/ ...).</summary>
+    /// <summary>The file is outside the directories kbuild builds the kernel from (tools/, scripts/, samples/
+    /// ...).</summary>
     OutsideKernelBuild,
     /// <summary>A directory on the way to the file is not descended into with this .config.</summary>
     DirectoryNotBuilt,
-    /// <summary>No object list of the enclosing Makefiles, as kbuild evaluates them with this .config, holds the object.</summary>
+    /// <summary>No object list of the enclosing Makefiles, as kbuild evaluates them with this .config, holds the
+    /// object.</summary>
     ObjectNotListed,
     /// <summary>The file is no unit of its own and every unit that #includes it is not built.</summary>
     IncludersNotBuilt,

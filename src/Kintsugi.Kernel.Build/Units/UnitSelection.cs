@@ -14,7 +14,8 @@ public static class UnitSelection
             "there is nothing to live patch" + string.Concat(NotBuilt.Select(n => "\n  " + n));
     }
 
-    public static Scope Select(KernelSourceTree tree, IReadOnlyList<ScopedChange> scoped, int maxUnits, Action<string> progress)
+    public static Scope Select(KernelSourceTree tree, IReadOnlyList<ScopedChange> scoped, int maxUnits,
+        Action<string> progress)
     {
         var kbuild = KbuildUnits.Open(tree);
         var units = new SortedDictionary<string, TranslationUnit>(StringComparer.Ordinal);
@@ -26,11 +27,13 @@ public static class UnitSelection
                 case ChangeScope.TranslationUnit:
                     if (change.Change.Kind == FileChangeKind.Added)
                         throw new LivepatchRefusedException($"{change.Change.Path} is a new C file: a livepatch " +
-                            "replaces functions of units the kernel already has; put the new code into the unit that calls it");
+                            "replaces functions of units the kernel already has; put the new code into the unit that " +
+                            "calls it");
                     switch (kbuild.Resolve(change.Change.Path))
                     {
                         case UnitResolution.Built located:
-                            // A C file that is not a unit of its own may be #included into one (kernel/sched/psi.c into build_utility.c).
+                            // A C file that is not a unit of its own may be #included into one (kernel/sched/psi.c into
+                            // build_utility.c).
                             if (located.Units.Any(u => u.SourcePath != change.Change.Path))
                                 progress($"{change.Change.Path} is compiled as part of " +
                                     string.Join(", ", located.Units.Select(u => u.SourcePath)));
@@ -41,8 +44,10 @@ public static class UnitSelection
                             notBuilt.Add(proven);
                             break;
                         case UnitResolution.Unresolved unresolved:
-                            throw new LivepatchRefusedException($"{unresolved}. A fix is never skipped on a guess: check where " +
-                                "kbuild builds the file, or leave the file out of the fix if this kernel does not build it");
+                            throw new LivepatchRefusedException(
+                                $"{unresolved}. A fix is never skipped on a guess: check where " +
+                                "kbuild builds the file, or leave the file out of the fix if this kernel does not " +
+                                "build it");
                     }
                     break;
                 case ChangeScope.Header:
@@ -60,7 +65,8 @@ public static class UnitSelection
                             notBuilt.Add(proven);
                             break;
                         case UnitResolution.Unresolved unknown:
-                            throw new LivepatchRefusedException($"{unknown}. A fix is never skipped on a guess: check which " +
+                            throw new LivepatchRefusedException(
+                                $"{unknown}. A fix is never skipped on a guess: check which " +
                                 "units of this kernel include the header");
                     }
                     break;
@@ -70,7 +76,8 @@ public static class UnitSelection
         return new Scope([.. units.Values], notBuilt);
     }
 
-    private static LivepatchRefusedException TooManyUnits(SortedDictionary<string, TranslationUnit> units, int maxUnits) =>
+    private static LivepatchRefusedException TooManyUnits(SortedDictionary<string, TranslationUnit> units,
+        int maxUnits) =>
         new($"the fix changes code included by {units.Count} translation units (more than {maxUnits}); rebuilding " +
             "them all is not a reasonable livepatch. Move the change out of the header into the functions that need " +
             "it, or raise --max-units. The units:\n" + string.Join('\n', units.Keys.Select(u => "  " + u)));

@@ -27,9 +27,12 @@ public static class DwarfCompileUnits
         var sections = Sections(file, header);
         var info = sections.FirstOrDefault(s => s.Name == ".debug_info");
         if (info is null) return [];
-        if ((info.Flags & ShfCompressed) != 0) throw new InvalidDataException($"{path}: compressed .debug_info is not supported");
-        var abbrev = ReadAt(file, sections.Single(s => s.Name == ".debug_abbrev").Offset, (int)sections.Single(s => s.Name == ".debug_abbrev").Size);
-        var strings = sections.Where(s => s.Name is ".debug_str" or ".debug_line_str").ToDictionary(s => s.Name, s => ReadAt(file, s.Offset, (int)s.Size));
+        if ((info.Flags & ShfCompressed) != 0)
+            throw new InvalidDataException($"{path}: compressed .debug_info is not supported");
+        var abbrev = ReadAt(file, sections.Single(s => s.Name == ".debug_abbrev").Offset,
+            (int)sections.Single(s => s.Name == ".debug_abbrev").Size);
+        var strings = sections.Where(s => s.Name is ".debug_str" or ".debug_line_str").ToDictionary(s => s.Name,
+            s => ReadAt(file, s.Offset, (int)s.Size));
         var relocations = relocatable ? Relocations(file, sections, Array.IndexOf([.. sections], info)) : null;
 
         var names = new List<string>();
@@ -46,13 +49,15 @@ public static class DwarfCompileUnits
             if (version >= 5)
             {
                 addressSize = head[7];
-                abbrevOffset = Relocated(relocations, offset + 8, BinaryPrimitives.ReadUInt32LittleEndian(head.AsSpan(8)));
+                abbrevOffset = Relocated(relocations, offset + 8,
+                    BinaryPrimitives.ReadUInt32LittleEndian(head.AsSpan(8)));
                 position = 12;
                 if (head[6] is 0x04 or 0x05) position += 8; // skeleton and split units carry a dwo id
             }
             else
             {
-                abbrevOffset = Relocated(relocations, offset + 6, BinaryPrimitives.ReadUInt32LittleEndian(head.AsSpan(6)));
+                abbrevOffset = Relocated(relocations, offset + 6,
+                    BinaryPrimitives.ReadUInt32LittleEndian(head.AsSpan(6)));
                 addressSize = head[10];
                 position = 11;
             }
@@ -63,8 +68,8 @@ public static class DwarfCompileUnits
         return names;
     }
 
-    private static string? UnitName(byte[] die, int position, long unitOffset, byte[] abbrev, long abbrevOffset, int addressSize,
-        Dictionary<string, byte[]> strings, SortedList<long, long>? relocations)
+    private static string? UnitName(byte[] die, int position, long unitOffset, byte[] abbrev, long abbrevOffset,
+        int addressSize, Dictionary<string, byte[]> strings, SortedList<long, long>? relocations)
     {
         var code = Uleb(die, ref position);
         var at = (int)abbrevOffset;
@@ -99,8 +104,10 @@ public static class DwarfCompileUnits
                 return form switch
                 {
                     0x08 => CString(die, position),
-                    0x0e => CString(strings[".debug_str"], (int)Relocated(relocations, unitOffset + position, BinaryPrimitives.ReadUInt32LittleEndian(die.AsSpan(position)))),
-                    0x1f => CString(strings[".debug_line_str"], (int)Relocated(relocations, unitOffset + position, BinaryPrimitives.ReadUInt32LittleEndian(die.AsSpan(position)))),
+                    0x0e => CString(strings[".debug_str"], (int)Relocated(relocations, unitOffset + position,
+                        BinaryPrimitives.ReadUInt32LittleEndian(die.AsSpan(position)))),
+                    0x1f => CString(strings[".debug_line_str"], (int)Relocated(relocations, unitOffset + position,
+                        BinaryPrimitives.ReadUInt32LittleEndian(die.AsSpan(position)))),
                     _ => throw new InvalidDataException($"DW_AT_name in form 0x{form:x} is not supported"),
                 };
             }
@@ -126,8 +133,10 @@ public static class DwarfCompileUnits
     private static long Relocated(SortedList<long, long>? relocations, long offset, uint stored) =>
         relocations is not null && relocations.TryGetValue(offset, out var value) ? value : stored;
 
-    /// <summary>.rela.debug_info of a relocatable file: offset → symbol value + addend, for 32-bit absolute relocations.</summary>
-    private static SortedList<long, long> Relocations(SafeFileHandle file, IReadOnlyList<Section> sections, int infoIndex)
+    /// <summary>.rela.debug_info of a relocatable file: offset → symbol value + addend, for 32-bit absolute
+    /// relocations.</summary>
+    private static SortedList<long, long> Relocations(SafeFileHandle file, IReadOnlyList<Section> sections,
+        int infoIndex)
     {
         var result = new SortedList<long, long>();
         var rela = sections.FirstOrDefault(s => s.Type == ShtRela && s.Info == infoIndex);
@@ -142,7 +151,8 @@ public static class DwarfCompileUnits
             if ((uint)info != RX8664_32) continue;
             var symbol = (int)(info >> 32);
             var value = (long)BinaryPrimitives.ReadUInt64LittleEndian(symbols.AsSpan(symbol * 24 + 8));
-            map[(long)BinaryPrimitives.ReadUInt64LittleEndian(entries.AsSpan(i))] = value + BinaryPrimitives.ReadInt64LittleEndian(entries.AsSpan(i + 16));
+            map[(long)BinaryPrimitives.ReadUInt64LittleEndian(entries.AsSpan(i))] = value
+                + BinaryPrimitives.ReadInt64LittleEndian(entries.AsSpan(i + 16));
         }
         foreach (var (key, value) in map) result.Add(key, value);
         return result;
@@ -156,7 +166,8 @@ public static class DwarfCompileUnits
         var shstrndx = BinaryPrimitives.ReadUInt16LittleEndian(header.AsSpan(0x3e));
         var table = ReadAt(file, shoff, shentsize * shnum);
         var raw = Enumerable.Range(0, shnum).Select(i => table.AsSpan(i * shentsize, shentsize).ToArray()).ToList();
-        var names = raw[shstrndx] is var n ? ReadAt(file, (long)BinaryPrimitives.ReadUInt64LittleEndian(n.AsSpan(0x18)), (int)BinaryPrimitives.ReadUInt64LittleEndian(n.AsSpan(0x20))) : [];
+        var names = raw[shstrndx] is var n ? ReadAt(file, (long)BinaryPrimitives.ReadUInt64LittleEndian(n.AsSpan(0x18)),
+            (int)BinaryPrimitives.ReadUInt64LittleEndian(n.AsSpan(0x20))) : [];
         return raw.Select(s => new Section(
             CString(names, (int)BinaryPrimitives.ReadUInt32LittleEndian(s)),
             BinaryPrimitives.ReadUInt32LittleEndian(s.AsSpan(4)),

@@ -1,24 +1,31 @@
 using System.Diagnostics;
 using System.Text;
-using Kintsugi.Testing;
 
-namespace Kintsugi.Server.Tests;
+namespace Kintsugi.Testing;
 
 /// <summary>
-/// A real patch server started the way an operator starts one, <c>kintsugi server run</c> with the published
-/// <c>kintsugi</c> binary, which finds <c>kintsugi-server</c> beside itself, on PATH or at
-/// $KINTSUGI_SERVER_BINARY (for replicas and for the lab: listening on 0.0.0.0:PORT, so a QEMU guest reaches
-/// it at https://10.0.2.2:PORT with the generated tls/server.crt). Ready when the server prints "ready"; the
-/// first admin token is read from the data directory.
+/// A real patch server started the way an operator starts one: <c>kintsugi server run</c> with the published
+/// <c>kintsugi</c> binary, which finds <c>kintsugi-server</c> beside itself, on PATH or at $KINTSUGI_SERVER_BINARY
+/// (for replicas and for the lab: listening on 0.0.0.0:PORT, so a QEMU guest reaches it at https://10.0.2.2:PORT
+/// with the generated tls/server.crt), or a package's own <c>kintsugi-server run</c>. Ready when the server prints
+/// "ready"; the first admin token is read from the data directory.
 /// </summary>
 public sealed class ServerProcess : IAsyncDisposable
 {
+    /// <summary>The first admin token's file in a fresh server's data directory (ServerApp.AdminTokenFile).</summary>
+    public const string AdminTokenFileName = "initial-admin-token";
+
     private readonly Process _process;
     private readonly StringBuilder _log = new();
 
     public string DataDirectory { get; }
     public int Port { get; }
     public string Url { get; }
+    /// <summary>The server as a lab guest reaches it (QEMU's user network maps 10.0.2.2 to the host).</summary>
+    public string GuestUrl => $"{new Uri(Url).Scheme}://10.0.2.2:{Port}";
+    /// <summary>The certificate the server generated for https, to pin.</summary>
+    public string Certificate => Path.Combine(DataDirectory, "tls", "server.crt");
+    public string AdminTokenFile => Path.Combine(DataDirectory, AdminTokenFileName);
     public string AdminToken { get; private set; } = "";
     public string Log { get { lock (_log) return _log.ToString(); } }
 
@@ -30,23 +37,41 @@ public sealed class ServerProcess : IAsyncDisposable
         Url = url;
     }
 
-    public static async Task<ServerProcess> StartAsync(int port = 0, string? postgres = null,
+    /// <summary><c>kintsugi server run</c> with the repository's published binary.</summary>
+    public static Task<ServerProcess> StartAsync(int port = 0, string? postgres = null,
         string? dataDirectory = null, bool https = true, string host = "0.0.0.0", params string[] extra)
     {
-        if (port == 0) port = Postgres.FreePort();
+        if (port == 0) port = Ports.Free();
         dataDirectory ??= Directory.CreateTempSubdirectory("kintsugi-server-process-").FullName;
         var scheme = https ? "https" : "http";
-        var start = new ProcessStartInfo(Repository.KintsugiBinary)
+        var arguments = new List<string> { "server", "run", "--data", dataDirectory, "--listen",
+            $"{scheme}://{host}:{port}", "--epoch-poll-ms", "200" };
+        if (postgres is not null) arguments.AddRange(["--postgres", postgres]);
+        arguments.AddRange(extra);
+        return StartAsync(Repository.KintsugiBinary, arguments, dataDirectory, port, $"{scheme}://127.0.0.1:{port}",
+            TimeSpan.FromSeconds(60));
+    }
+
+    /// <summary>A package's <c>kintsugi-server</c> (unpacked from the .deb) on a free loopback port, over https.
+    /// </summary>
+    public static Task<ServerProcess> StartPackagedAsync(string serverBinary, string dataDirectory)
+    {
+        var port = Ports.Free();
+        return StartAsync(serverBinary, ["run", "--data", dataDirectory, "--listen", $"https://127.0.0.1:{port}"],
+            dataDirectory, port, $"https://127.0.0.1:{port}", TimeSpan.FromMinutes(3));
+    }
+
+    private static async Task<ServerProcess> StartAsync(string binary, IEnumerable<string> arguments,
+        string dataDirectory, int port, string url, TimeSpan readyWithin)
+    {
+        var start = new ProcessStartInfo(binary)
         {
             RedirectStandardError = true,
             RedirectStandardOutput = true
         };
-        foreach (var a in new[] { "server", "run", "--data", dataDirectory, "--listen", $"{scheme}://{host}:{port}",
-            "--epoch-poll-ms", "200" }
-            .Concat(postgres is null ? [] : ["--postgres", postgres]).Concat(extra))
-            start.ArgumentList.Add(a);
+        foreach (var a in arguments) start.ArgumentList.Add(a);
         var process = Process.Start(start)!;
-        var server = new ServerProcess(process, dataDirectory, port, $"{scheme}://127.0.0.1:{port}");
+        var server = new ServerProcess(process, dataDirectory, port, url);
         var ready = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         void Line(string? line)
         {
@@ -59,13 +84,13 @@ public sealed class ServerProcess : IAsyncDisposable
         process.BeginErrorReadLine();
         process.BeginOutputReadLine();
         var exited = process.WaitForExitAsync();
-        if (await Task.WhenAny(ready.Task, exited, Task.Delay(TimeSpan.FromSeconds(60))) != ready.Task)
+        if (await Task.WhenAny(ready.Task, exited, Task.Delay(readyWithin)) != ready.Task)
         {
             if (!process.HasExited) process.Kill(entireProcessTree: true);
             throw new InvalidOperationException($"kintsugi-server did not become ready:\n{server.Log}");
         }
-        var tokenFile = Path.Combine(dataDirectory, ServerApp.AdminTokenFile);
-        if (File.Exists(tokenFile)) server.AdminToken = (await File.ReadAllTextAsync(tokenFile)).Trim();
+        if (File.Exists(server.AdminTokenFile))
+            server.AdminToken = (await File.ReadAllTextAsync(server.AdminTokenFile)).Trim();
         return server;
     }
 

@@ -52,7 +52,7 @@ public enum BindingKind
 public enum BindingCase
 {
     InPatch, VmlinuxExport, OtherModuleExport, ModuleNotADependency, OwnModuleExport, UnitSymbol, UnexportedElsewhere,
-    VmlinuxKey, InertTracepoint, InertDebugSite, ModuleKey,
+    VmlinuxKey, VmlinuxStaticCallTrampoline, InertTracepoint, InertDebugSite, ModuleKey,
 }
 
 /// <param name="SymbolObject">
@@ -152,6 +152,16 @@ public sealed class BindingPolicy(PatchedObjectName patched, KernelExports expor
         if (reference.Kind == BindingKind.Normal) return reference;
         // A key of vmlinux reached through a vmlinux livepatch relocation: applied while the livepatch loads.
         if (reference.Kind == BindingKind.Livepatch && reference.SymbolObject is { IsVmlinux: true }) return reference;
+
+        // A static call of vmlinux that modules may call but not update (EXPORT_STATIC_CALL_TRAMP: cond_resched,
+        // might_resched and preempt_schedule under PREEMPT_DYNAMIC): only its trampoline is exported, and key and
+        // trampoline are defined together. As objtool wrote it for the patched module itself, the site names the
+        // trampoline, and the kernel looks the key up from it while the livepatch module loads.
+        if (use == KeyUse.StaticCall && home == SymbolHome.Elsewhere && exports.ExporterOf(name) is null
+            && KernelNames.StaticCallTrampolineOf(name) is { } trampoline
+            && exports.ExporterOf(trampoline) is { IsVmlinux: true })
+            return Normal(BindingCase.VmlinuxStaticCallTrampoline,
+                $"a static call of vmlinux, reached through its exported trampoline {trampoline}");
 
         // A key of a module (the patched one or another): its relocation would be applied after the entry was
         // initialized, patching code through a garbage key. A tracepoint is harmless to leave disabled: the site

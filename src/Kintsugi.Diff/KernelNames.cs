@@ -110,6 +110,13 @@ public static partial class KernelNames
         symbol.StartsWith(StaticCallTrampolinePrefix, StringComparison.Ordinal)
             ? StaticCallKeyPrefix + symbol[StaticCallTrampolinePrefix.Length..] : null;
 
+    /// <summary>
+    /// The trampoline of the static call whose key <paramref name="symbol"/> is, or null when it is none.
+    /// </summary>
+    public static string? StaticCallTrampolineOf(string symbol) =>
+        symbol.StartsWith(StaticCallKeyPrefix, StringComparison.Ordinal)
+            ? StaticCallTrampolinePrefix + symbol[StaticCallKeyPrefix.Length..] : null;
+
     /// <summary>A tracepoint's static key, <c>__tracepoint_NAME</c>.</summary>
     public const string TracepointKeyPrefix = "__tracepoint_";
 

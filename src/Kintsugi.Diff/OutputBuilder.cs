@@ -473,6 +473,9 @@ internal sealed class OutputBuilder
                 case BindingKind.Refused:
                     Refuse(RefusalRule.SpecialSectionUnsupported, keyName, binding.Reason);
                     break;
+                // objtool finds no key in the module and names the exported trampoline, as for the module itself.
+                case BindingKind.Normal when binding.Case == BindingCase.VmlinuxStaticCallTrampoline:
+                    break;
                 default:
                     if (_options.ObjtoolAtModuleLink && !_references.ContainsKey(keyName) && home != SymbolHome.Patch)
                         Reference(keyName, keyName, isLocal: false, definedInUnit: home == SymbolHome.Unit,

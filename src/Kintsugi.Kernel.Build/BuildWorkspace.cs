@@ -111,10 +111,13 @@ public sealed class BuildWorkspace : IAsyncDisposable
         // make without a goal would build the whole kernel.
         if (units.Count == 0) return [];
         var count = 0;
-        // kbuild's short log names each object it compiles: "  CC [M]  fs/fat/dir.o".
+        var goals = units.Select(u => u.ObjectPath).ToHashSet(StringComparer.Ordinal);
+        // kbuild's short log names each object it compiles: "  CC [M]  fs/fat/dir.o". Only the units asked for count:
+        // with changed headers, make also rebuilds other objects (a driver's helper object, a generated file).
         void Count(string line)
         {
-            if (onCompiled is not null && line.StartsWith("  CC ", StringComparison.Ordinal))
+            if (onCompiled is not null && line.StartsWith("  CC ", StringComparison.Ordinal)
+                && goals.Contains(line[(line.LastIndexOf(' ') + 1)..].Trim()))
                 onCompiled(Interlocked.Increment(ref count));
         }
         var result = await MakeAsync([.. units.Select(u => (u.MakeGoal, u.ObjectPath))], extraCFlags, keepGoing: true,

@@ -42,6 +42,7 @@ public sealed partial class CatchUpPlan
         // Header decisions and C files #included by other C files both need the graph: read it first, with its
         // progress.
         var includes = kbuild.ReadIncludes(progress);
+        var headerVerdicts = HeaderVerdicts(difference, prepared, progress);
         var decisions = new Dictionary<string, FileDecision>(StringComparer.Ordinal);
         // Headers first: a refused header refuses the changed C files that include it.
         var refusedHeaders = new List<(string Header, HeaderVerdict Verdict)>();
@@ -52,8 +53,7 @@ public sealed partial class CatchUpPlan
             var decision = Decide(file);
             if (decision is FileDecision.Decided { Outcome: FileOutcome.Refused, Rule: "header-layout" }
                 && file.Path.EndsWith(".h", StringComparison.Ordinal))
-                refusedHeaders.Add(
-                    (file.Path, SourceChange.ClassifyHeader(difference.ReadOld(file), difference.ReadNew(file))));
+                refusedHeaders.Add((file.Path, headerVerdicts[file.Path]));
             decisions[file.Path] = decision;
         }
         if (refusedHeaders.Count > 0)
@@ -119,7 +119,7 @@ public sealed partial class CatchUpPlan
 
         FileDecision DecideHeader(ChangedFile file)
         {
-            var verdict = SourceChange.ClassifyHeader(difference.ReadOld(file), difference.ReadNew(file));
+            var verdict = headerVerdicts[file.Path];
             switch (verdict.Impact)
             {
                 case HeaderImpact.NoCode:
@@ -127,8 +127,8 @@ public sealed partial class CatchUpPlan
                         "only comments and whitespace changed (compared construct by construct)");
                 case HeaderImpact.DeclarationsOnly:
                     return new FileDecision.Decided(file, FileOutcome.NoCode, null, null, null,
-                        "only declarations were added or removed, which compile to nothing: "
-                        + string.Join(", ", verdict.Constructs));
+                        "only declarations, or macros no source of the running kernel names, were added or removed, "
+                        + "which compile to nothing: " + string.Join(", ", verdict.Constructs));
                 case HeaderImpact.Refused:
                     return new FileDecision.Decided(file, FileOutcome.Refused, "header-layout",
                         string.Join("\n", verdict.Reasons),
@@ -220,4 +220,23 @@ public sealed partial class CatchUpPlan
             ? "review it: a build change that concerns only objects this configuration does not build loses nothing; " +
         "otherwise reboot"
         : "reboot into the new version";
+
+    /// <summary>
+    /// Every changed header compared construct by construct, with the macros they add looked up in the running
+    /// kernel's sources in one pass over the tree.
+    /// </summary>
+    private static Dictionary<string, HeaderVerdict> HeaderVerdicts(SourceDifference difference,
+        KernelSourceTree prepared, Action<string> progress)
+    {
+        var verdicts = difference.Files.Where(f => f.Path.EndsWith(".h", StringComparison.Ordinal)).ToDictionary(
+            f => f.Path, f => SourceChange.ClassifyHeader(difference.ReadOld(f), difference.ReadNew(f)),
+            StringComparer.Ordinal);
+        var added = verdicts.Values.SelectMany(v => v.AddedMacros).ToHashSet(StringComparer.Ordinal);
+        if (added.Count == 0) return verdicts;
+        progress($"looking for the {added.Count} macro name(s) the changed headers add in the running kernel's "
+            + "sources");
+        var named = SourceNames.FilesNaming(prepared.Directory, added);
+        return verdicts.ToDictionary(v => v.Key, v => SourceChange.WithNamedMacros(v.Value, named),
+            StringComparer.Ordinal);
+    }
 }

@@ -39,8 +39,15 @@ public enum HeaderImpact
     Refused,
 }
 
+/// <param name="AddedMacros">Macros the header defines now and did not before. They compile to nothing unless a
+/// source of the running kernel already names them (an #ifdef, a fallback definition):
+/// <see cref="SourceChange.WithNamedMacros"/> decides that from the tree.</param>
 public sealed record HeaderVerdict(HeaderImpact Impact, IReadOnlyList<ChangedConstruct> Constructs,
-    IReadOnlyList<string> Reasons);
+    IReadOnlyList<string> Reasons, IReadOnlyList<string> AddedMacros)
+{
+    public HeaderVerdict(HeaderImpact impact, IReadOnlyList<ChangedConstruct> constructs, IReadOnlyList<string> reasons)
+        : this(impact, constructs, reasons, []) { }
+}
 
 /// <summary>
 /// Compares the two versions of one source file construct by construct. For a C file it names the functions
@@ -92,6 +99,7 @@ public static partial class SourceChange
         var reasons = new List<string>();
         var code = false;
         var declarations = false;
+        var addedMacros = new List<string>();
         if (!conditionalsBefore.SequenceEqual(conditionalsAfter))
             reasons.Add("changes preprocessor conditionals (#if/#ifdef/#else/#endif), so which definitions compile " +
                 "may change: cannot tell what depends on it");
@@ -99,6 +107,11 @@ public static partial class SourceChange
         {
             switch (change.Kind, change.Change)
             {
+                case (CDeclarationKind.Macro, ConstructChange.Added):
+                    // A name the old sources never mention cannot change what they compile (new device ids, flags).
+                    addedMacros.Add(change.Name);
+                    declarations = true;
+                    break;
                 case (CDeclarationKind.Macro, _) when IsConstantMacro(before, after, change.Name):
                     reasons.Add($"changes the constant macro {change.Name}, which may size a structure or an array: " +
                         $"layouts of the running kernel cannot change");
@@ -151,7 +164,21 @@ public static partial class SourceChange
         if (SameCode(before, after)) return new HeaderVerdict(HeaderImpact.NoCode, [], []);
         var impact = reasons.Count > 0 ? HeaderImpact.Refused
             : code ? HeaderImpact.Code : declarations ? HeaderImpact.DeclarationsOnly : HeaderImpact.Code;
-        return new HeaderVerdict(impact, changes, reasons);
+        return new HeaderVerdict(impact, changes, reasons, addedMacros);
+    }
+
+    /// <summary>
+    /// The verdict once the running kernel's sources are known: a macro the header adds that some source already
+    /// names (<paramref name="namedIn"/>: name → a file naming it) may turn on an #ifdef or replace a fallback
+    /// definition, which can change code and structure layouts alike, so the header is refused.
+    /// </summary>
+    public static HeaderVerdict WithNamedMacros(HeaderVerdict verdict, IReadOnlyDictionary<string, string> namedIn)
+    {
+        var reasons = verdict.AddedMacros.Where(namedIn.ContainsKey).Select(macro =>
+            $"adds the macro {macro}, which the running kernel's sources already name ({namedIn[macro]}): an #ifdef " +
+            "or a fallback definition may compile differently, structure layouts included").ToList();
+        return reasons.Count == 0 ? verdict
+            : verdict with { Impact = HeaderImpact.Refused, Reasons = [.. verdict.Reasons, .. reasons] };
     }
 
     /// <summary>

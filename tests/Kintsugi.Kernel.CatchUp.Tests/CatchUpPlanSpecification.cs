@@ -52,15 +52,50 @@ public sealed class CatchUpPlanSpecification
     {
         var tree = await Tree.Value;
         using var directory = new TemporaryDirectory();
-        // The build system passes it with -include to every unit; a new macro in it is code of every unit.
+        // The build system passes it with -include to every unit; a new inline function in it is code of every unit.
         Change(tree, directory, "include/linux/compiler-version.h", "#define __LINUX_COMPILER_VERSION_H\n",
-            "#define __LINUX_COMPILER_VERSION_H\n#define KINTSUGI_ADDED(x) (x)\n");
+            "#define __LINUX_COMPILER_VERSION_H\nstatic inline int kintsugi_added(int x) { return x; }\n");
         var difference = await SourceDifference.OfExtractedAsync(Older, Newer, directory.Path);
 
         var plan = CatchUpPlan.Make(difference, tree, maxUnits: 40, only: [], _ => { });
 
         var decision = Decision(plan, "include/linux/compiler-version.h");
         Assert.Equal((FileOutcome.Refused, "unresolved-unit"), (decision.Outcome, decision.Rule));
+    }
+
+    [Fact]
+    public async Task A_header_that_only_adds_a_device_id_no_source_names_changes_no_code()
+    {
+        var tree = await Tree.Value;
+        using var directory = new TemporaryDirectory();
+        // As stable updates add USB ids: the id table of ftdi_sio.c uses it once its own fix names it.
+        Change(tree, directory, "drivers/usb/serial/ftdi_sio_ids.h", "#define FTDI_ELV_UIO88_PID\t0xFB5F",
+            "#define FTDI_KINTSUGI_FXA291_PID\t0xE510\n#define FTDI_ELV_UIO88_PID\t0xFB5F");
+        var difference = await SourceDifference.OfExtractedAsync(Older, Newer, directory.Path);
+
+        var plan = CatchUpPlan.Make(difference, tree, maxUnits: 40, only: [], _ => { });
+
+        var decision = Decision(plan, "drivers/usb/serial/ftdi_sio_ids.h");
+        Assert.Equal(FileOutcome.NoCode, decision.Outcome);
+        Assert.Contains("FTDI_KINTSUGI_FXA291_PID", decision.Proof, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task A_header_that_adds_a_macro_the_running_kernels_sources_already_test_is_refused_naming_one()
+    {
+        var tree = await Tree.Value;
+        using var directory = new TemporaryDirectory();
+        // DEBUG turns on dev_dbg and pr_debug wherever a source tests it: what compiles may change, layouts included.
+        Change(tree, directory, "drivers/usb/serial/ftdi_sio_ids.h", "#define FTDI_ELV_UIO88_PID\t0xFB5F",
+            "#define DEBUG\n#define FTDI_ELV_UIO88_PID\t0xFB5F");
+        var difference = await SourceDifference.OfExtractedAsync(Older, Newer, directory.Path);
+
+        var plan = CatchUpPlan.Make(difference, tree, maxUnits: 40, only: [], _ => { });
+
+        var decision = Decision(plan, "drivers/usb/serial/ftdi_sio_ids.h");
+        Assert.Equal((FileOutcome.Refused, "header-layout"), (decision.Outcome, decision.Rule));
+        Assert.Contains("adds the macro DEBUG, which the running kernel's sources already name (", decision.Reason,
+            StringComparison.Ordinal);
     }
 
     private static FileDecision.Decided Decision(CatchUpPlan plan, string path) =>

@@ -105,6 +105,27 @@ public sealed class SourceChangeSpecification
     }
 
     [Fact]
+    public void A_new_constant_macro_compiles_to_nothing_and_is_named_for_the_tree_to_check()
+    {
+        var verdict = Change("#define EXAMPLE_SLOTS 16", "#define EXAMPLE_SLOTS 16\n#define EXAMPLE_FLAG_FAST 0x4");
+
+        Assert.Equal(HeaderImpact.DeclarationsOnly, verdict.Impact);
+        Assert.Equal(["EXAMPLE_FLAG_FAST"], verdict.AddedMacros);
+    }
+
+    [Fact]
+    public void A_new_macro_that_a_source_of_the_running_kernel_names_is_refused()
+    {
+        var verdict = SourceChange.WithNamedMacros(
+            Change("#define EXAMPLE_SLOTS 16", "#define EXAMPLE_SLOTS 16\n#define EXAMPLE_FLAG_FAST 0x4"),
+            new Dictionary<string, string> { ["EXAMPLE_FLAG_FAST"] = "drivers/example/core.c" });
+
+        Assert.Equal(HeaderImpact.Refused, verdict.Impact);
+        Assert.Contains("EXAMPLE_FLAG_FAST, which the running kernel's sources already name (drivers/example/core.c)",
+            Assert.Single(verdict.Reasons), StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void A_new_conditional_is_refused_because_what_compiles_under_it_cannot_be_told()
     {
         var verdict = Change("static inline bool example_full",

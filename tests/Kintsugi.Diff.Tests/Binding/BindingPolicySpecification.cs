@@ -17,6 +17,8 @@ public class BindingPolicySpecification
             ["xdr_inline_decode"] = PatchedObjectName.Parse("sunrpc"),
             ["ip_set_hash_ipmark_export"] = IpmarkModule,
             ["__tracepoint_ip_set_add"] = PatchedObjectName.Parse("ip_set"),
+            // EXPORT_STATIC_CALL_TRAMP(cond_resched): the trampoline, never the key.
+            ["__SCT__cond_resched"] = PatchedObjectName.Vmlinux,
         });
 
     /// <summary>ip_set_hash_ipmark depends on ip_set (its .modinfo says so), not on sunrpc.</summary>
@@ -121,6 +123,15 @@ public class BindingPolicySpecification
         Assert.All([own, call, other],
             b => Assert.Equal((BindingKind.Inert, BindingCase.InertTracepoint), (b.Kind, b.Case)));
         Assert.Contains("ipmark_add", own.Reason, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void A_static_call_of_vmlinux_whose_trampoline_alone_is_exported_keeps_its_site_on_the_trampoline()
+    {
+        var call = ModulePolicy.ForKey("__SCK__cond_resched", SymbolHome.Elsewhere, KeyUse.StaticCall);
+
+        Assert.Equal((BindingKind.Normal, BindingCase.VmlinuxStaticCallTrampoline), (call.Kind, call.Case));
+        Assert.Contains("__SCT__cond_resched", call.Reason, StringComparison.Ordinal);
     }
 
     [Fact]

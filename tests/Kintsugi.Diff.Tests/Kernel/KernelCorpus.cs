@@ -2,6 +2,7 @@ using System.Security.Cryptography;
 using System.Text;
 using Kintsugi.Kernel.Archive;
 using Kintsugi.Kernel.Build;
+using Kintsugi.Kernel.Build.Symbols;
 using Kintsugi.Kernel.Build.Units;
 using Kintsugi.Testing;
 
@@ -76,12 +77,15 @@ public sealed class KernelCorpus
 
     public KernelSourceTree Tree { get; }
     public KbuildUnits Units { get; }
+    /// <summary>Who exports what: the kernel's Module.symvers, as the builder reads it.</summary>
+    public KernelExports Exports { get; }
     /// <summary>The compiled objects, each at its path in the tree.</summary>
     public string Directory { get; }
 
-    private KernelCorpus(KernelSourceTree tree, string directory)
+    private KernelCorpus(KernelSourceTree tree, string directory, KernelExports exports)
     {
         Tree = tree;
+        Exports = exports;
         Units = KbuildUnits.Open(tree.Directory);
         Directory = directory;
     }
@@ -108,7 +112,10 @@ public sealed class KernelCorpus
             throw new InvalidOperationException($"the configuration of {Release} builds none of: " +
                 $"{string.Join(", ", unbuilt)}");
         var directory = await CompiledOnceAsync(tree, "corpus", Objects, patches: []);
-        return new KernelCorpus(tree, directory);
+        var kernel = await new DebianKernelArchive(DebianKernelArchive.DefaultCacheRoot)
+            .FetchAsync(Release, KernelParts.Headers | KernelParts.Source);
+        var exports = ModuleSymvers.Load(Path.Combine(kernel.HeadersDirectory, "Module.symvers")).Exports;
+        return new KernelCorpus(tree, directory, exports);
     }
 
     public static async Task<KernelSourceTree> PreparedTreeAsync()

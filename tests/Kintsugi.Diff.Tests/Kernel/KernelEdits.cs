@@ -85,6 +85,17 @@ public static class KernelEdits
         "\tpmc = static_call(kvm_x86_pmu_rdpmc_ecx_to_pmc)(vcpu, idx, &mask);\n\tif (!pmc)\n\t\treturn 1;",
         "\tpmc = static_call(kvm_x86_pmu_rdpmc_ecx_to_pmc)(vcpu, idx, &mask);\n\tif (!pmc)\n\t\treturn 2;");
 
+    /// <summary>
+    /// free_unused_bufs (module virtio_net) calls cond_resched(), a static call of vmlinux under PREEMPT_DYNAMIC whose
+    /// trampoline alone is exported (EXPORT_STATIC_CALL_TRAMP): objtool names the trampoline as the sites' key.
+    /// </summary>
+    public static readonly KernelEdit ModuleCallsVmlinuxStaticCall = new("virtio-net-free-unused-bufs",
+        "drivers/net/virtio_net.c",
+        "\t\tstruct virtqueue *vq = vi->rq[i].vq;\n\t\twhile ((buf = virtqueue_detach_unused_buf(vq)) != NULL)\n" +
+        "\t\t\tvirtnet_rq_free_unused_buf(vq, buf);\n\t\tcond_resched();",
+        "\t\tstruct virtqueue *vq = vi->rq[i].vq;\n\t\twhile ((buf = virtqueue_detach_unused_buf(vq)) != NULL) {\n" +
+        "\t\t\tvirtnet_rq_free_unused_buf(vq, buf);\n\t\t\tcond_resched();\n\t\t}\n\t\tcond_resched();");
+
     /// <summary>has_capability gains an entry in a table section the engine has never heard of.</summary>
     public static readonly KernelEdit UnknownTable = new("has-capability", "kernel/capability.c",
         "bool has_capability(struct task_struct *t, int cap)\n{\n",
@@ -112,5 +123,5 @@ public static class KernelEdits
     public static IReadOnlyList<KernelEdit> All =>
         [StaticBranch, Warning, UserAccess, Alternatives, StaticCall, IndirectCall, TracedFunction, Unwinding,
             ModuleStaticBranch,
-         ModuleStaticCall, UnknownTable, UnknownData, WarningLinesOnly];
+         ModuleStaticCall, ModuleCallsVmlinuxStaticCall, UnknownTable, UnknownData, WarningLinesOnly];
 }

@@ -232,6 +232,22 @@ public sealed class KernelPairSpecification
     }
 
     [Fact]
+    public async Task A_module_calling_a_static_call_of_vmlinux_keeps_its_sites_on_the_exported_trampoline()
+    {
+        var pair = await DiffAsync(KernelEdits.ModuleCallsVmlinuxStaticCall);
+
+        Assert.Equal("virtio_net", pair.Object.Value);
+        Assert.False(pair.Result.IsRefused,
+            string.Join("\n", pair.Result.Refusals.Select(r => $"{r.Rule} {r.Symbol}: {r.Message}")));
+        Assert.Contains(pair.Result.Functions, f => f.Kind == FunctionChange.Changed);
+        var entries = KeepsExactlyTheEntriesOfIncludedCode(pair, ".static_call_sites", 8);
+        // The key is not exported: the site names the trampoline, which the module loader links and from which the
+        // kernel finds the key (static_call_add_module), as for virtio_net itself.
+        Assert.Contains(entries, e => e.Kept.Fields[4].Symbol == "__SCT__cond_resched");
+        Assert.DoesNotContain(pair.Result.References, r => r.TargetName == "__SCK__cond_resched");
+    }
+
+    [Fact]
     public async Task A_table_the_engine_does_not_know_with_an_entry_for_included_code_is_refused_by_name()
     {
         var pair = await DiffAsync(KernelEdits.UnknownTable);

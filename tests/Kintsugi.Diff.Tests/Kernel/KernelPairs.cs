@@ -46,7 +46,9 @@ public sealed class KernelPairs
         var after = ElfObject.Load(Path.Combine(_afterDirectory, edit.ObjectPath));
         var result = ObjectDiffer.Diff(ElfObject.Load(_corpus.PathOf(edit.ObjectPath)),
             ElfObject.Load(Path.Combine(_afterDirectory, edit.ObjectPath)),
-            new DiffOptions(patchedObject, "kintsugi_u0_"));
+            // As the builder does: a module unit's keys are decided with the kernel's exports.
+            new DiffOptions(patchedObject, "kintsugi_u0_")
+            { Exports = patchedObject.IsVmlinux ? KernelExports.None : _corpus.Exports });
         return new KernelPair(edit, patchedObject, before, after, result);
     }
 

@@ -122,7 +122,7 @@ public sealed class ProcessSpecification
         var releases = Cli("releases");
         // The shared table renderer: a header, and each release on one line even when the output is redirected.
         Assert.Contains(releases.Out.Split('\n'), line =>
-            line.Contains("release") && line.Contains("kernel") && line.Contains("channels"));
+            line.Contains("release") && line.Contains("target") && line.Contains("channels"));
         Assert.Contains(releases.Out.Split('\n'), line =>
             line.Contains(id) && line.Contains("canary") && line.Contains("active"));
         var token = Cli("tokens", "enroll", "--channel", "production", "--max-uses", "5");

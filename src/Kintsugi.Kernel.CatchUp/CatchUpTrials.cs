@@ -26,8 +26,8 @@ namespace Kintsugi.Kernel.CatchUp;
 /// does not compile costs no before side);</item>
 /// <item>diff: each file's units compared (a file that was not compiled in a shared make compiles on its own here,
 /// which also gives its compile error exactly, and then gets the same second chance with the headers);</item>
-/// <item>originals: the distribution's objects of every unit that changes, in one make, for the fidelity proof;</item>
-/// <item>resolve: each changed file's functions found and proven in the running kernel.</item>
+/// <item>resolve: each changed file's functions found and proven in the running kernel with the before objects, and
+/// where those cannot decide, with the units compiled as the distribution did (in one make for all such files).</item>
 /// </list>
 /// Each outcome is kept in OUTPUT/.catch-up/trials as soon as it is known, so an interrupted or repeated run does
 /// only what is left. Any make that fails in a batch only sends its files back to being compiled one by one.
@@ -481,42 +481,63 @@ internal sealed partial class CatchUpTrials(BuildTarget target, KernelSourceTree
     [System.Text.RegularExpressions.GeneratedRegex("[‘']([A-Za-z_][A-Za-z0-9_]*)[’']")]
     private static partial System.Text.RegularExpressions.Regex QuotedIdentifier();
 
+    /// <summary>
+    /// Each file's functions found and proven in the running kernel: first with the before objects, then, for the
+    /// files whose units those cannot prove, with the units compiled as the distribution did, all in shared makes.
+    /// </summary>
     private async Task ResolveAsync(IReadOnlyList<Diffed> diffed, CancellationToken cancellation)
     {
         if (diffed.Count == 0) return;
-        var units = diffed.SelectMany(d => d.Changed.Select(c => c.Unit)).DistinctBy(u => u.ObjectPath).ToList();
-        var watch = Stopwatch.StartNew();
-        progress($"compiling the {units.Count} changed unit(s) as the distribution did, for the fidelity proof, in " +
-            $"one make");
-        var failed = await UnitCompilation.PrecompilePristineAsync(target, tree, units, originals: true, cancellation,
-            progress);
-        progress($"compiled the originals in {watch.Elapsed.TotalSeconds:0} s" +
-            (failed.Count > 0 ? $"; {failed.Count} unit(s) did not compile and are tried one by one" : ""));
+        var waiting = new ConcurrentBag<(Diffed File, IReadOnlyList<TranslationUnit> Units)>();
         await Parallel.ForEachAsync(diffed, Options(cancellation), async (file, token) =>
         {
             var outcome = await AttemptAsync(file.File.File, file.File.Key, async () =>
             {
-                await UnitCompilation.CompileOriginalsAsync(target, tree, file.Changed.Select(c => c.Unit),
-                    new StageClock(_ => { }), token);
-                var resolved = await PatchResolution.ResolveAsync(target, file.Changed, _exports.Value,
+                var tried = await PatchResolution.TryResolveAsync(target, file.Changed, _exports.Value,
                     request.SkipFidelity, _ => { }, token);
-                resolved.ThrowIfUnfaithful(request.SkipFidelity);
-                // New functions alone change nothing the running kernel does: a CVE must not count as covered by them.
-                if (resolved.Functions.Count == 0)
-                    return new FileTrial(file.File.Key, FileOutcome.Refused, [], null, "new-code-only",
-                        "it replaces no function of the running kernel, it only adds code" +
-                        (file.File.File.Functions.Count > 0 ? $" ({string.Join(", ", file.File.File.Functions)})" : "")
-                        +
-                        " that takes effect through callers in other changed files",
-                        "it can only be live patched together with the changes that call it: reboot into the new " +
-                        "version", null);
-                return new FileTrial(file.File.Key, FileOutcome.Built,
-                    [.. resolved.Functions.Select(f => $"{f.Object}:{f.Record.Name}")],
-                    string.Join(", ", resolved.Functions.Select(f => f.Object).Distinct()), null, null, null, null,
-                    file.Companions.Count > 0 ? file.Companions : null);
+                if (tried.Patch is { } patch) return Resolved(file, patch);
+                waiting.Add((file, tried.OriginalsNeeded));
+                return null;
             });
+            if (outcome is not null) Finish(file.File.File, outcome);
+        });
+        if (waiting.IsEmpty) return;
+        var units = waiting.SelectMany(w => w.Units).DistinctBy(u => u.ObjectPath).ToList();
+        var watch = Stopwatch.StartNew();
+        progress($"compiling {units.Count} changed unit(s) as the distribution did, where the objects compiled " +
+            "for the diff could not prove them, for the fidelity proof");
+        var failed = await UnitCompilation.PrecompilePristineAsync(target, tree, units, originals: true, cancellation,
+            progress);
+        progress($"compiled the originals in {watch.Elapsed.TotalSeconds:0} s" +
+            (failed.Count > 0 ? $"; {failed.Count} unit(s) did not compile and are tried one by one" : ""));
+        await Parallel.ForEachAsync(waiting, Options(cancellation), async (wait, token) =>
+        {
+            var file = wait.File;
+            var outcome = await AttemptAsync(file.File.File, file.File.Key, async () =>
+                Resolved(file, await PatchResolution.ResolveAsync(target, file.Changed, _exports.Value,
+                    request.SkipFidelity,
+                    units => UnitCompilation.CompileOriginalsAsync(target, tree, units, new StageClock(_ => { }),
+                        token),
+                    _ => { }, token)));
             Finish(file.File.File, outcome!);
         });
+    }
+
+    private FileTrial Resolved(Diffed file, ResolvedPatch resolved)
+    {
+        resolved.ThrowIfUnfaithful(request.SkipFidelity);
+        // New functions alone change nothing the running kernel does: a CVE must not count as covered by them.
+        if (resolved.Functions.Count == 0)
+            return new FileTrial(file.File.Key, FileOutcome.Refused, [], null, "new-code-only",
+                "it replaces no function of the running kernel, it only adds code" +
+                (file.File.File.Functions.Count > 0 ? $" ({string.Join(", ", file.File.File.Functions)})" : "") +
+                " that takes effect through callers in other changed files",
+                "it can only be live patched together with the changes that call it: reboot into the new version",
+                null);
+        return new FileTrial(file.File.Key, FileOutcome.Built,
+            [.. resolved.Functions.Select(f => $"{f.Object}:{f.Record.Name}")],
+            string.Join(", ", resolved.Functions.Select(f => f.Object).Distinct()), null, null, null, null,
+            file.Companions.Count > 0 ? file.Companions : null);
     }
 
     private static ParallelOptions Options(CancellationToken cancellation) =>

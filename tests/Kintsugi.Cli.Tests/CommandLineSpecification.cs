@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Text.Json;
 using Kintsugi.Testing;
 
@@ -60,6 +61,62 @@ public sealed class CommandLineSpecification
         Assert.Equal((int)ExitCode.Usage, result.ExitCode);
         using var document = JsonDocument.Parse(result.StandardOutput);
         Assert.Equal("usage", document.RootElement.GetProperty("error").GetProperty("kind").GetString());
+    }
+
+    [Fact]
+    public async Task An_interrupted_catch_up_stops_its_child_processes_and_says_how_to_go_on()
+    {
+        using var cache = new TemporaryDirectory();
+        using var output = new TemporaryDirectory();
+        var start = new ProcessStartInfo(Repository.KintsugiBinary)
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            Environment = { ["KINTSUGI_CACHE"] = cache.Path },
+        };
+        foreach (var argument in new[] { "-v", "kernel", "catch-up", "--target", "6.1.0-50-cloud-amd64", "--to",
+            "6.1.187-1", "-o", output.Path }) start.ArgumentList.Add(argument);
+        using var catchUp = Process.Start(start)!;
+        var stdout = catchUp.StandardOutput.ReadToEndAsync();
+        var stderr = new System.Text.StringBuilder();
+        // An empty cache: the first stage downloads the kernel's packages, with apt and friends as children.
+        while (await catchUp.StandardError.ReadLineAsync() is { } line)
+        {
+            stderr.AppendLine(line);
+            if (line.Contains("download", StringComparison.Ordinal)) break;
+        }
+        await Task.Delay(TimeSpan.FromSeconds(2));
+        var children = Descendants(catchUp.Id);
+
+        Assert.True((await ExternalCommand.RunAsync("kill", ["-TERM", catchUp.Id.ToString()])).Succeeded);
+        stderr.Append(await catchUp.StandardError.ReadToEndAsync());
+        using var bound = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        await catchUp.WaitForExitAsync(bound.Token);
+        await stdout;
+
+        Assert.Equal((int)ExitCode.Interrupted, catchUp.ExitCode);
+        Assert.Contains("interrupted: what was finished is kept; run the same command again to go on",
+            stderr.ToString());
+        Assert.DoesNotContain("internal error", stderr.ToString());
+        Assert.All(children, child => Assert.False(Directory.Exists($"/proc/{child}"),
+            $"child process {child} of the interrupted catch-up is still running"));
+    }
+
+    /// <summary>Every process below <paramref name="pid"/>, from /proc.</summary>
+    private static List<int> Descendants(int pid)
+    {
+        var found = new List<int>();
+        foreach (var task in Directory.Exists($"/proc/{pid}/task") ? Directory.GetDirectories($"/proc/{pid}/task") : [])
+        {
+            var children = Path.Combine(task, "children");
+            if (!File.Exists(children)) continue;
+            foreach (var child in File.ReadAllText(children).Split(' ', StringSplitOptions.RemoveEmptyEntries))
+            {
+                found.Add(int.Parse(child));
+                found.AddRange(Descendants(int.Parse(child)));
+            }
+        }
+        return found;
     }
 
     [Fact]

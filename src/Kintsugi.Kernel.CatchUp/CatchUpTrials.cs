@@ -87,12 +87,83 @@ internal sealed partial class CatchUpTrials(BuildTarget target, KernelSourceTree
             // Its after object compiled with companions, so what failed is its unit on its own: that is its outcome.
             foreach (var (file, errors) in stillUncompiled) Finish(file.File, BuildRefusal(file.Key, errors));
             await ResolveAsync([.. diffed, .. lateDiffed], cancellation);
-            // The batched after objects stay for the module build (ReusableAfterObjects); every other work file goes.
-            if (Directory.Exists(_work))
-                foreach (var work in Directory.EnumerateDirectories(_work).Where(d => Path.GetFileName(d) != "after"))
-                    Directory.Delete(work, recursive: true);
         }
+        await GroupAsync(decisions, keyOf, cancellation);
+        // The batched after objects stay for the module build (ReusableAfterObjects); every other work file goes.
+        if (Directory.Exists(_work))
+            foreach (var work in Directory.EnumerateDirectories(_work).Where(d => Path.GetFileName(d) != "after"))
+                Directory.Delete(work, recursive: true);
         return new Dictionary<string, FileTrial>(_results, StringComparer.Ordinal);
+    }
+
+    /// <summary>
+    /// The group phase: a fix refused because its code calls a function the running kernel lacks is tried again
+    /// together with the built fixes of the update that add that function (a stable backport often adds a helper in
+    /// one file and calls it from several others). One livepatch holds both, so the call binds to the new function in
+    /// the patch itself. Kept under a key of its own, so a rerun groups again without compiling.
+    /// </summary>
+    private async Task GroupAsync(IReadOnlyList<FileDecision.Build> decisions, Func<ChangedFile, string> keyOf,
+        CancellationToken cancellation)
+    {
+        var files = decisions.ToDictionary(d => d.File.Path, d => d.File, StringComparer.Ordinal);
+        var built = _results.Where(r => r.Value.Outcome == FileOutcome.Built && files.ContainsKey(r.Key))
+            .Select(r => files[r.Key]).ToList();
+        var groups = new List<(ChangedFile File, IReadOnlyList<ChangedFile> With, string Key)>();
+        foreach (var (path, trial) in _results)
+        {
+            if (trial.Outcome != FileOutcome.Refused || trial.MissingSymbols is not { Count: > 0 } missing
+                || !files.TryGetValue(path, out var file)) continue;
+            var adders = missing.Select(symbol => built.FirstOrDefault(b => b.Path != path
+                && b.Functions.Contains(symbol, StringComparer.Ordinal))).ToList();
+            if (adders.Any(a => a is null)) continue;
+            var with = adders.Select(a => a!).DistinctBy(a => a.Path).OrderBy(a => a.Path, StringComparer.Ordinal)
+                .ToList();
+            var key = keyOf(file) + "+" + Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(
+                System.Text.Encoding.UTF8.GetBytes(string.Join("\n", with.Select(keyOf)))))[..16];
+            groups.Add((file, with, key));
+        }
+        if (groups.Count == 0) return;
+        progress($"{groups.Count} refused fix(es) call a function another built fix adds: trying each together with " +
+            "that fix");
+        await Parallel.ForEachAsync(groups, Options(cancellation), async (group, token) =>
+        {
+            var (file, with, key) = group;
+            var outcome = Kept(key) ?? await AttemptAsync(file, key, async () =>
+            {
+                var patches = new[] { file }.Concat(with).Select(difference.PatchPath).ToList();
+                var inputs = BuildInputs.Read(new KernelBuildRequest(new TargetReference.Debian(request.Target),
+                    patches, "catchup_trial", [], null, Path.Combine(_work, key), request.SkipFidelity,
+                    request.MaxUnits));
+                var units = UnitSelection.Select(tree, inputs.Scope, request.MaxUnits, _ => { }).Units;
+                var compiled = await UnitCompilation.CompileAsync(target, tree, units, inputs.Patches,
+                    Path.Combine(_work, key), new StageClock(_ => { }), token);
+                var diffs = UnitDiffing.DiffAll(compiled, _exports,
+                    ReferenceBinder.ObjtoolRunsAtModuleLink(target.ModuleBuildDirectory));
+                UnitDiffing.ThrowIfRefused(diffs);
+                var changed = diffs.Where(d => d.Contributes).ToList();
+                var resolved = await PatchResolution.ResolveAsync(target, changed, _exports.Value,
+                    request.SkipFidelity,
+                    needed => UnitCompilation.CompileOriginalsAsync(target, tree, needed, new StageClock(_ => { }),
+                        token),
+                    _ => { }, token);
+                resolved.ThrowIfUnfaithful(request.SkipFidelity);
+                // Its own functions: those of the units its file compiles into (the others are the adders' own).
+                var own = resolved.Functions.Where(f => f.Record.Unit == file.Path).ToList();
+                return own.Count == 0 ? null
+                    : new FileTrial(key, FileOutcome.Built, [.. own.Select(f => $"{f.Object}:{f.Record.Name}")],
+                        string.Join(", ", own.Select(f => f.Object).Distinct()), null, null, null, null,
+                        BuiltWith: [.. with.Select(w => w.Path)]);
+            });
+            if (outcome is null) return;
+            // A group that does not build either is kept too (a rerun does not try it again); the file keeps its
+            // refusal.
+            AtomicFile.Write(Path.Combine(_state, key + ".json"),
+                System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(outcome, CatchUpJson.Default.FileTrial));
+            if (outcome.Outcome != FileOutcome.Built) return;
+            _results[file.Path] = outcome;
+            progress($"{file.Path}: built together with {string.Join(", ", with.Select(w => w.Path))} " +
+                $"({string.Join(", ", outcome.Functions)})");
+        });
     }
 
     /// <summary>
@@ -557,7 +628,8 @@ internal sealed partial class CatchUpTrials(BuildTarget target, KernelSourceTree
         {
             var rules = e.Rules.Count > 0 ? string.Join(", ", e.Rules) : "livepatch";
             return new FileTrial(key, FileOutcome.Refused, [], null, rules, e.Message,
-                "reboot into the new version, or rewrite the fix as the reason says", null);
+                "reboot into the new version, or rewrite the fix as the reason says", null,
+                MissingSymbols: e.MissingSymbol is { } missing ? [missing] : null);
         }
         catch (SourcePatchException e)
         {

@@ -110,7 +110,8 @@ public sealed class CatchUpTrialsSpecification
             	get_avenrun(avnrun, FIXED_1/200, 0);
             """, """
             int kintsugi_loadavg_shift(void);
-            int kintsugi_loadavg_shift(void)
+            /* Not inlined nor its result propagated: the caller's code must change. */
+            __attribute__((noipa)) int kintsugi_loadavg_shift(void)
             {
             	return 0;
             }
@@ -136,6 +137,7 @@ public sealed class CatchUpTrialsSpecification
 
         Assert.Equal((FileOutcome.Built, "vmlinux:loadavg_proc_show"), Outcome(trials["fs/proc/loadavg.c"]));
         var caller = trials["fs/proc/cmdline.c"];
+        Assert.True(caller.Outcome == FileOutcome.Built, $"{caller.Rule}: {caller.Reason}");
         Assert.Equal((FileOutcome.Built, "vmlinux:cmdline_proc_show"), Outcome(caller));
         Assert.Equal(["fs/proc/loadavg.c"], caller.BuiltWith);
         Assert.Contains(progress, line => line.StartsWith("fs/proc/cmdline.c: built together with fs/proc/loadavg.c",

@@ -32,7 +32,8 @@ public sealed class PostgreSqlSpecification(ITestOutputHelper log)
 
         using var session = new PsqlSession(cluster);
         Assert.Contains(Shipped, session.Run(EdgeCase));
-        var script = Path.GetTempFileName();
+        using var directory = new TemporaryDirectory();
+        var script = directory["divide.sql"];
         // Every pgbench client divides money all the time: the patched functions are called while they are replaced.
         File.WriteAllText(script,
             "SELECT '12.34'::money / -1, '12.34'::money / (-1)::int4, '12.34'::money / (-1)::int2;\n");
@@ -74,7 +75,6 @@ public sealed class PostgreSqlSpecification(ITestOutputHelper log)
         Assert.DoesNotContain("aborted", summary);
         Assert.DoesNotContain("server closed the connection", summary);
         Assert.DoesNotContain("terminated by signal", cluster.ServerLog);
-        File.Delete(script);
     }
 
     /// <summary>What <c>kintsugi user build POSTGRES --package postgresql-15=VERSION --fix FIX</c> does: the
@@ -82,7 +82,8 @@ public sealed class PostgreSqlSpecification(ITestOutputHelper log)
     /// command.</summary>
     private async Task<UserPatch> Build(PostgreSqlPackage package)
     {
-        var output = Path.Combine(Path.GetTempPath(), $"kintsugi-postgresql-{Guid.NewGuid():n}.kup.json");
+        using var directory = new TemporaryDirectory();
+        var output = directory["pg15-money-divide.kup.json"];
         var clock = Stopwatch.StartNew();
         var prepared = await new DebianSource(DebianSource.DefaultCacheRoot, log.WriteLine)
             .PrepareAsync(SourcePackage.Parse($"postgresql-15={PostgreSqlPackage.Version}"));
@@ -99,9 +100,7 @@ public sealed class PostgreSqlSpecification(ITestOutputHelper log)
         log.WriteLine($"built in {clock.Elapsed.TotalSeconds:0.0} s: {string.Join(", ", result.Functions)} " +
             $"({string.Join(", ", result.PhaseSeconds.Select(p => $"{p.Key} {p.Value:0.00} s"))})");
         Assert.Equal(["cash_div_int2", "cash_div_int4", "cash_div_int8"], result.Functions.Order());
-        var patch = UserPatch.Load(output);
-        File.Delete(output);
-        return patch;
+        return UserPatch.Load(output);
     }
 
     private void Report(string what, IReadOnlyList<ProcessResult> results)

@@ -20,8 +20,10 @@ printf '|---|---|---|---|---|---|---|---|---|\n'
 for run in cold rerun; do
   start=$(date +%s.%N)
   status=0
-  "$root/kintsugi" kernel catch-up --target "$release" --to "$version" -o "$out/catch-up" --json > "$out/$run.json" 2> "$out/$run.log" || status=$?
+  "$root/kintsugi" -v kernel catch-up --target "$release" --to "$version" -o "$out/catch-up" --json > "$out/$run.json" 2> "$out/$run.log" || status=$?
   end=$(date +%s.%N)
+  # CATCHUP_LOGS=DIR keeps each run's progress log (kintsugi -v), for reading where the time went.
+  if [ -n "${CATCHUP_LOGS:-}" ]; then mkdir -p "$CATCHUP_LOGS"; cp "$out/$run.log" "$CATCHUP_LOGS/$run.log"; fi
   if [ "$status" -ne 0 ] && [ "$status" -ne 10 ]; then cat "$out/$run.log" >&2; exit "$status"; fi
   jq -r --arg run "$run" --arg total "$(printf '%.1f' "$(echo "$end - $start" | bc)")" \
     '"| \($run) | \($total) | \(.totals.changedFiles) | \(.totals.built) | \(.totals.refused) | \(.totals.noCode) | \(.totals.notBuilt) | \(.totals.covered) / \(.totals.needsReboot + .totals.unmapped) / \(.totals.notAffected) | \([.stages[] | "\(.stage) \(.seconds)"] | join(", ")) |"' \

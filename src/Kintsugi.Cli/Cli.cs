@@ -15,17 +15,33 @@ internal static class Cli
 
     public static string Version => typeof(Cli).Assembly.GetName().Version?.ToString(3) ?? "0.0.0";
 
-    /// <summary>Wraps a command body: maps Kintsugi's failures to their exit codes and messages.</summary>
-    public static AsynchronousCommandLineAction Run(Func<ParseResult, Task<int>> body) => new Action(body);
+    /// <summary>How long an interrupted command has to stop its child processes and keep what it finished.</summary>
+    public static readonly TimeSpan TerminationGrace = TimeSpan.FromSeconds(15);
 
-    private sealed class Action(Func<ParseResult, Task<int>> body) : AsynchronousCommandLineAction
+    /// <summary>Wraps a command body: maps Kintsugi's failures to their exit codes and messages.</summary>
+    public static AsynchronousCommandLineAction Run(Func<ParseResult, Task<int>> body) =>
+        new Action((parse, _) => body(parse));
+
+    /// <summary>Wraps a long command body that stops, with its child processes, when the process is interrupted
+    /// (SIGINT, SIGTERM): it gets the token that says so.</summary>
+    public static AsynchronousCommandLineAction Run(Func<ParseResult, CancellationToken, Task<int>> body) =>
+        new Action(body);
+
+    private sealed class Action(Func<ParseResult, CancellationToken, Task<int>> body) : AsynchronousCommandLineAction
     {
         public override async Task<int> InvokeAsync(ParseResult parseResult,
             CancellationToken cancellationToken = default)
         {
             var verbose = parseResult.GetValue(Verbose);
             var json = CommandLineRules.JsonRequested(parseResult);
-            try { return await body(parseResult); }
+            try { return await body(parseResult, cancellationToken); }
+            catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+            {
+                const string message = "interrupted: what was finished is kept; run the same command again to go on";
+                Console.Error.WriteLine($"kintsugi: {message}");
+                if (json) CommandLineRules.WriteJsonError(ExitCode.Interrupted, message);
+                return (int)ExitCode.Interrupted;
+            }
             catch (KintsugiException e)
             {
                 return Fail(e.ExitCode, $"error: {e.Message}", e.Message, e);

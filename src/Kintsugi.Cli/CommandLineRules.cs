@@ -110,6 +110,7 @@ internal static class CommandLineRules
         ExitCode.OutOfDate => "out-of-date",
         ExitCode.LabTimeout => "lab-timeout",
         ExitCode.LabFailure => "lab-failure",
+        ExitCode.Interrupted => "interrupted",
         _ => "error",
     };
 

@@ -478,7 +478,7 @@ internal static class KernelCommands
             "them against the shipped code, diff, resolve, link, optionally sign")
             { target, patches, name, cves, baseLevel, output, skipFidelity, maxUnits, signKey, signCert, signHash,
                 json };
-        command.Action = Cli.Run(async parse =>
+        command.Action = Cli.Run(async (parse, cancellation) =>
         {
             var requested = parse.GetValue(target)!;
             TargetReference reference = requested == "running"
@@ -500,7 +500,7 @@ internal static class KernelCommands
             var cache = DebianKernelArchive.DefaultCacheRoot;
             var builder = new KernelPatchBuilder(new DebianKernelArchive(cache, Cli.Progress), LabCommands.Machine,
                 Cli.Progress);
-            var result = await builder.BuildAsync(request);
+            var result = await builder.BuildAsync(request, cancellation);
             if (parse.GetValue(json)) Cli.WriteJson(result, CliJson.Default.KernelBuildResult);
             else
             {
@@ -562,7 +562,7 @@ internal static class KernelCommands
             "Build the security content of a newer linux-source version of the running kernel's line as one " +
             "livepatch, with a report of the CVEs it covers and those that still need a reboot")
             { target, to, output, name, baseLevel, maxUnits, only, json };
-        command.Action = Cli.Run(async parse =>
+        command.Action = Cli.Run(async (parse, cancellation) =>
         {
             var requested = parse.GetValue(target)!;
             var release = ParseRelease(requested == "running" ? File.ReadAllText("/proc/sys/kernel/osrelease").Trim()
@@ -573,7 +573,7 @@ internal static class KernelCommands
                 parse.GetValue(baseLevel)?.FullName, parse.GetValue(maxUnits), parse.GetValue(only) ?? []);
             var result = await new Kintsugi.Kernel.CatchUp.KernelCatchUp(new DebianKernelArchive(cache, Cli.Progress),
                 cache, LabCommands.Machine, Cli.Progress)
-                .RunAsync(request);
+                .RunAsync(request, cancellation);
             if (parse.GetValue(json)) Console.WriteLine(System.Text.Encoding.UTF8.GetString(result.Report.ToUtf8()));
             else
             {

@@ -22,6 +22,7 @@ var root = new RootCommand($"""
       11   agent check: the machine is not up to date (a newer release is offered, or its level was revoked)
       124  lab run: the guest did not finish within --timeout
       125  lab run: the lab itself failed; otherwise lab run exits with the guest command's status
+      130  kernel build, kernel catch-up: interrupted (SIGINT, SIGTERM); what finished is kept, run it again
     """);
 root.Options.Add(Cli.Verbose);
 root.Subcommands.Add(StatusCommand.Create());
@@ -47,4 +48,4 @@ CommandLineRules.InstallExamples(root);
 var parse = root.Parse(args);
 if (CommandLineRules.UsageErrors(parse) is { Count: > 0 } errors)
     return CommandLineRules.ReportUsageErrors(parse, errors);
-return await parse.InvokeAsync();
+return await parse.InvokeAsync(new InvocationConfiguration { ProcessTerminationTimeout = Cli.TerminationGrace });

@@ -45,4 +45,7 @@ public enum ExitCode
     LabTimeout = 124,
     /// <summary>lab run: the lab itself failed (QEMU, initramfs, boot) before the guest command could report.</summary>
     LabFailure = 125,
+    /// <summary>kernel build, kernel catch-up: stopped by SIGINT or SIGTERM (the shell's 128 + SIGINT); what finished
+    /// is kept and the same command goes on from there.</summary>
+    Interrupted = 130,
 }

@@ -24,12 +24,41 @@ public abstract class BuildTarget
 
     public abstract ModuleSymvers LoadExports();
 
-    public abstract Task<ShippedObject> VmlinuxAsync(Action<string> progress, CancellationToken cancellation);
+    private readonly SemaphoreSlim _shippedGate = new(1, 1);
+    private ShippedObject? _vmlinux;
+    private readonly Dictionary<string, ShippedObject> _modules = new(StringComparer.Ordinal);
 
-    /// <summary>The shipped module <paramref name="name"/> (kernel spelling, '_' for '-').</summary>
-    public abstract Task<ShippedObject> ModuleAsync(string name, CancellationToken cancellation);
+    /// <summary>The shipped vmlinux, read once per target: a catch-up resolves hundreds of files against it, and each
+    /// read decompresses the image and parses the whole symbol table.</summary>
+    public async Task<ShippedObject> VmlinuxAsync(Action<string> progress, CancellationToken cancellation)
+    {
+        await _shippedGate.WaitAsync(cancellation);
+        try
+        {
+            return _vmlinux ??= await ReadVmlinuxAsync(progress, cancellation);
+        }
+        finally { _shippedGate.Release(); }
+    }
 
-    protected static async Task<ShippedObject> ReadModuleAsync(string modulesDirectory, string name, string kernel,
+    /// <summary>The shipped module <paramref name="name"/> (kernel spelling, '_' for '-'), read once per
+    /// target.</summary>
+    public async Task<ShippedObject> ModuleAsync(string name, CancellationToken cancellation)
+    {
+        await _shippedGate.WaitAsync(cancellation);
+        try
+        {
+            if (!_modules.TryGetValue(name, out var module))
+                _modules[name] = module = await ReadModuleAsync(name, cancellation);
+            return module;
+        }
+        finally { _shippedGate.Release(); }
+    }
+
+    protected abstract Task<ShippedObject> ReadVmlinuxAsync(Action<string> progress, CancellationToken cancellation);
+
+    protected abstract Task<ShippedObject> ReadModuleAsync(string name, CancellationToken cancellation);
+
+    protected static async Task<ShippedObject> ReadModuleFileAsync(string modulesDirectory, string name, string kernel,
         CancellationToken cancellation)
     {
         var file = Directory.Exists(modulesDirectory)
@@ -87,7 +116,8 @@ public sealed class DebianBuildTarget : BuildTarget
 
     /// <summary>Symbols from /proc/kallsyms of one lab boot (cached), code from the vmlinux inside the image: no debug
     /// package.</summary>
-    public override async Task<ShippedObject> VmlinuxAsync(Action<string> progress, CancellationToken cancellation)
+    protected override async Task<ShippedObject> ReadVmlinuxAsync(Action<string> progress,
+        CancellationToken cancellation)
     {
         var symbols = await KallsymsCapture.LoadAsync(_lab, _kernel.Target.Release, CacheDirectory, progress,
             cancellation);
@@ -95,8 +125,8 @@ public sealed class DebianBuildTarget : BuildTarget
             VmlinuxImage.Parse(await KernelImage.ReadVmlinuxAsync(_kernel.Vmlinuz, cancellation)));
     }
 
-    public override Task<ShippedObject> ModuleAsync(string name, CancellationToken cancellation) =>
-        ReadModuleAsync(_kernel.ModulesDirectory, name, _kernel.Target.Release.Value, cancellation);
+    protected override Task<ShippedObject> ReadModuleAsync(string name, CancellationToken cancellation) =>
+        ReadModuleFileAsync(_kernel.ModulesDirectory, name, _kernel.Target.Release.Value, cancellation);
 }
 
 /// <summary>
@@ -144,7 +174,7 @@ public sealed class DirectoryBuildTarget : BuildTarget
             Path.Combine(source, "include", "config", "kernel.release"), cancellation)).Trim(), out var parsed)
             ? parsed
             : throw new ModuleBuildException($"{source}/include/config/kernel.release does not hold a kernel release");
-        var vmlinux = await ReadVmlinuxAsync(directory, cancellation);
+        var vmlinux = await ReadVmlinuxImageAsync(directory, cancellation);
         var buildId = ElfSectionTable.Read(vmlinux).FindBuildId()
             ?? throw new ModuleBuildException(
                 $"the vmlinux of {directory} has no GNU build-id note, so nothing ties a patch to it");
@@ -160,17 +190,18 @@ public sealed class DirectoryBuildTarget : BuildTarget
 
     public override ModuleSymvers LoadExports() => ModuleSymvers.Load(Path.Combine(_source, "Module.symvers"));
 
-    public override async Task<ShippedObject> VmlinuxAsync(Action<string> progress, CancellationToken cancellation)
+    protected override async Task<ShippedObject> ReadVmlinuxAsync(Action<string> progress,
+        CancellationToken cancellation)
     {
         var symbols = KernelSymbolTable.ParseKallsyms(await File.ReadAllTextAsync(
             Path.Combine(_directory, "System.map"), cancellation), SymbolTableSource.SystemMap);
-        return new ShippedVmlinux(symbols, VmlinuxImage.Parse(await ReadVmlinuxAsync(_directory, cancellation)));
+        return new ShippedVmlinux(symbols, VmlinuxImage.Parse(await ReadVmlinuxImageAsync(_directory, cancellation)));
     }
 
-    public override Task<ShippedObject> ModuleAsync(string name, CancellationToken cancellation) =>
-        ReadModuleAsync(Path.Combine(_directory, "modules"), name, Target.Release.Value, cancellation);
+    protected override Task<ShippedObject> ReadModuleAsync(string name, CancellationToken cancellation) =>
+        ReadModuleFileAsync(Path.Combine(_directory, "modules"), name, Target.Release.Value, cancellation);
 
-    private static async Task<byte[]> ReadVmlinuxAsync(string directory, CancellationToken cancellation)
+    private static async Task<byte[]> ReadVmlinuxImageAsync(string directory, CancellationToken cancellation)
     {
         var vmlinux = Path.Combine(directory, "vmlinux");
         if (File.Exists(vmlinux)) return await File.ReadAllBytesAsync(vmlinux, cancellation);

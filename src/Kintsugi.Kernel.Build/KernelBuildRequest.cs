@@ -67,9 +67,13 @@ public sealed record KernelBuildResult(
 /// or scope).
 /// </param>
 public sealed class LivepatchRefusedException(string message, IReadOnlyList<RefusalRule>? rules = null,
-    Exception? inner = null) : KintsugiException(message, inner)
+    Exception? inner = null, string? missingSymbol = null) : KintsugiException(message, inner)
 {
     public override ExitCode ExitCode => ExitCode.InputRefused;
 
     public IReadOnlyList<RefusalRule> Rules { get; } = rules ?? [];
+
+    /// <summary>A symbol the fixed code references that the running kernel does not have: a patch that also holds the
+    /// fix adding it can build (catch-up groups them).</summary>
+    public string? MissingSymbol { get; } = missingSymbol;
 }

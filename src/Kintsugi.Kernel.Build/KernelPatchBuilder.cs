@@ -49,10 +49,10 @@ public sealed class KernelPatchBuilder(DebianKernelArchive archive, Func<LabMach
             return NothingToDo(clock, "the fix changes no machine code of this kernel: there is nothing to live patch" +
                 string.Concat(diffs.SelectMany(d => d.Notes).Select(n => "\n  " + n)));
 
-        await UnitCompilation.CompileOriginalsAsync(target, tree, changed.Select(d => d.Unit), clock, cancellation);
         var resolved = await clock.RunAsync("resolve",
-            () => PatchResolution.ResolveAsync(target, changed, exports.Value,
-            request.SkipFidelity, progress, cancellation));
+            () => PatchResolution.ResolveAsync(target, changed, exports.Value, request.SkipFidelity,
+                units => UnitCompilation.CompileOriginalsAsync(target, tree, units, clock, cancellation),
+                progress, cancellation));
         resolved.ThrowIfUnfaithful(request.SkipFidelity);
 
         var patchFiles = await output.WritePatchesAsync(inputs.Patches, cancellation);

@@ -194,9 +194,11 @@ public static partial class CDeclarations
         return head.Contains('(') && head.Contains(')');
     }
 
-    /// <summary>The identifier before the first top-level parenthesis: foo in <c>static int foo(int a)</c>.</summary>
+    /// <summary>The identifier before the first top-level parenthesis: foo in <c>static int foo(int a)</c>, also
+    /// after an attribute (<c>__attribute__((noipa)) int foo(void)</c>).</summary>
     private static string FunctionName(string head)
     {
+        head = WithoutAttributes(head);
         var open = TopLevelIndexOf(head, '(');
         var before = open < 0 ? head : head[..open];
         var name = LastIdentifier(before);
@@ -226,6 +228,28 @@ public static partial class CDeclarations
         "__cacheline_aligned", "__cacheline_aligned_in_smp", "__aligned", "__packed", "__must_check", "asmlinkage",
             "__latent_entropy",
         "__section", "__used", "__initconst", "__refdata", "__meminitdata", "__attribute__", "const", "volatile"];
+
+    /// <summary>The text without its GNU <c>__attribute__((...))</c> groups.</summary>
+    private static string WithoutAttributes(string text)
+    {
+        const string attribute = "__attribute__";
+        for (var at = text.IndexOf(attribute, StringComparison.Ordinal); at >= 0;
+            at = text.IndexOf(attribute, StringComparison.Ordinal))
+        {
+            var open = text.IndexOf('(', at + attribute.Length);
+            if (open < 0 || text[(at + attribute.Length)..open].Trim().Length > 0) return text;
+            var depth = 0;
+            var end = open;
+            for (; end < text.Length; end++)
+            {
+                if (text[end] == '(') depth++;
+                else if (text[end] == ')' && --depth == 0) break;
+            }
+            if (end >= text.Length) return text;
+            text = text[..at] + " " + text[(end + 1)..];
+        }
+        return text;
+    }
 
     private static int TopLevelIndexOf(string text, char wanted)
     {

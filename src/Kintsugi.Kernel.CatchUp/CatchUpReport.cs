@@ -23,10 +23,12 @@ public enum FileOutcome
 }
 
 /// <param name="Companions">Changed headers whose additions a built fix needs; the module applies them with it.</param>
+/// <param name="BuiltWith">Changed C files a built fix needs in the same livepatch: they add functions its code
+/// calls, which the running kernel lacks.</param>
 public sealed record FileReport(string Path, string Change, FileOutcome Outcome, IReadOnlyList<string> Functions,
     IReadOnlyList<string> Cves,
     string? Object, string? Rule, string? Reason, string? Advice, string? Proof, string? Patch,
-    IReadOnlyList<string>? Companions = null);
+    IReadOnlyList<string>? Companions = null, IReadOnlyList<string>? BuiltWith = null);
 
 [JsonConverter(typeof(JsonStringEnumConverter<CveStatus>))]
 public enum CveStatus
@@ -116,6 +118,8 @@ public sealed record CatchUpReport(
                     text.AppendLine($"      {file.Object}: {string.Join(", ", file.Functions)}");
                 if (file.Companions is { Count: > 0 } companions)
                     text.AppendLine($"      with the additions of {string.Join(", ", companions)}");
+                if (file.BuiltWith is { Count: > 0 } with)
+                    text.AppendLine($"      together with {string.Join(", ", with)}, which add(s) what it calls");
                 if (file.Rule is not null) text.AppendLine($"      rule: {file.Rule}");
                 if (file.Reason is not null) text.AppendLine("      " + file.Reason.Replace("\n", "\n      "));
                 if (file.Advice is not null) text.AppendLine($"      what to do: {file.Advice}");

@@ -26,8 +26,8 @@ namespace Kintsugi.Kernel.CatchUp;
 /// does not compile costs no before side);</item>
 /// <item>diff: each file's units compared (a file that was not compiled in a shared make compiles on its own here,
 /// which also gives its compile error exactly, and then gets the same second chance with the headers);</item>
-/// <item>originals: the distribution's objects of every unit that changes, in one make, for the fidelity proof;</item>
-/// <item>resolve: each changed file's functions found and proven in the running kernel.</item>
+/// <item>resolve: each changed file's functions found and proven in the running kernel with the before objects, and
+/// where those cannot decide, with the units compiled as the distribution did (in one make for all such files).</item>
 /// </list>
 /// Each outcome is kept in OUTPUT/.catch-up/trials as soon as it is known, so an interrupted or repeated run does
 /// only what is left. Any make that fails in a batch only sends its files back to being compiled one by one.
@@ -87,12 +87,83 @@ internal sealed partial class CatchUpTrials(BuildTarget target, KernelSourceTree
             // Its after object compiled with companions, so what failed is its unit on its own: that is its outcome.
             foreach (var (file, errors) in stillUncompiled) Finish(file.File, BuildRefusal(file.Key, errors));
             await ResolveAsync([.. diffed, .. lateDiffed], cancellation);
-            // The batched after objects stay for the module build (ReusableAfterObjects); every other work file goes.
-            if (Directory.Exists(_work))
-                foreach (var work in Directory.EnumerateDirectories(_work).Where(d => Path.GetFileName(d) != "after"))
-                    Directory.Delete(work, recursive: true);
         }
+        await GroupAsync(decisions, keyOf, cancellation);
+        // The batched after objects stay for the module build (ReusableAfterObjects); every other work file goes.
+        if (Directory.Exists(_work))
+            foreach (var work in Directory.EnumerateDirectories(_work).Where(d => Path.GetFileName(d) != "after"))
+                Directory.Delete(work, recursive: true);
         return new Dictionary<string, FileTrial>(_results, StringComparer.Ordinal);
+    }
+
+    /// <summary>
+    /// The group phase: a fix refused because its code calls a function the running kernel lacks is tried again
+    /// together with the built fixes of the update that add that function (a stable backport often adds a helper in
+    /// one file and calls it from several others). One livepatch holds both, so the call binds to the new function in
+    /// the patch itself. Kept under a key of its own, so a rerun groups again without compiling.
+    /// </summary>
+    private async Task GroupAsync(IReadOnlyList<FileDecision.Build> decisions, Func<ChangedFile, string> keyOf,
+        CancellationToken cancellation)
+    {
+        var files = decisions.ToDictionary(d => d.File.Path, d => d.File, StringComparer.Ordinal);
+        var built = _results.Where(r => r.Value.Outcome == FileOutcome.Built && files.ContainsKey(r.Key))
+            .Select(r => files[r.Key]).ToList();
+        var groups = new List<(ChangedFile File, IReadOnlyList<ChangedFile> With, string Key)>();
+        foreach (var (path, trial) in _results)
+        {
+            if (trial.Outcome != FileOutcome.Refused || trial.MissingSymbols is not { Count: > 0 } missing
+                || !files.TryGetValue(path, out var file)) continue;
+            var adders = missing.Select(symbol => built.FirstOrDefault(b => b.Path != path
+                && b.Functions.Contains(symbol, StringComparer.Ordinal))).ToList();
+            if (adders.Any(a => a is null)) continue;
+            var with = adders.Select(a => a!).DistinctBy(a => a.Path).OrderBy(a => a.Path, StringComparer.Ordinal)
+                .ToList();
+            var key = keyOf(file) + "+" + Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(
+                System.Text.Encoding.UTF8.GetBytes(string.Join("\n", with.Select(keyOf)))))[..16];
+            groups.Add((file, with, key));
+        }
+        if (groups.Count == 0) return;
+        progress($"{groups.Count} refused fix(es) call a function another built fix adds: trying each together with " +
+            "that fix");
+        await Parallel.ForEachAsync(groups, Options(cancellation), async (group, token) =>
+        {
+            var (file, with, key) = group;
+            var outcome = Kept(key) ?? await AttemptAsync(file, key, async () =>
+            {
+                var patches = new[] { file }.Concat(with).Select(difference.PatchPath).ToList();
+                var inputs = BuildInputs.Read(new KernelBuildRequest(new TargetReference.Debian(request.Target),
+                    patches, "catchup_trial", [], null, Path.Combine(_work, key), request.SkipFidelity,
+                    request.MaxUnits));
+                var units = UnitSelection.Select(tree, inputs.Scope, request.MaxUnits, _ => { }).Units;
+                var compiled = await UnitCompilation.CompileAsync(target, tree, units, inputs.Patches,
+                    Path.Combine(_work, key), new StageClock(_ => { }), token);
+                var diffs = UnitDiffing.DiffAll(compiled, _exports,
+                    ReferenceBinder.ObjtoolRunsAtModuleLink(target.ModuleBuildDirectory));
+                UnitDiffing.ThrowIfRefused(diffs);
+                var changed = diffs.Where(d => d.Contributes).ToList();
+                var resolved = await PatchResolution.ResolveAsync(target, changed, _exports.Value,
+                    request.SkipFidelity,
+                    needed => UnitCompilation.CompileOriginalsAsync(target, tree, needed, new StageClock(_ => { }),
+                        token),
+                    _ => { }, token);
+                resolved.ThrowIfUnfaithful(request.SkipFidelity);
+                // Its own functions: those of the units its file compiles into (the others are the adders' own).
+                var own = resolved.Functions.Where(f => f.Record.Unit == file.Path).ToList();
+                return own.Count == 0 ? null
+                    : new FileTrial(key, FileOutcome.Built, [.. own.Select(f => $"{f.Object}:{f.Record.Name}")],
+                        string.Join(", ", own.Select(f => f.Object).Distinct()), null, null, null, null,
+                        BuiltWith: [.. with.Select(w => w.Path)]);
+            });
+            if (outcome is null) return;
+            // A group that does not build either is kept too (a rerun does not try it again); the file keeps its
+            // refusal.
+            AtomicFile.Write(Path.Combine(_state, key + ".json"),
+                System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(outcome, CatchUpJson.Default.FileTrial));
+            if (outcome.Outcome != FileOutcome.Built) return;
+            _results[file.Path] = outcome;
+            progress($"{file.Path}: built together with {string.Join(", ", with.Select(w => w.Path))} " +
+                $"({string.Join(", ", outcome.Functions)})");
+        });
     }
 
     /// <summary>
@@ -481,42 +552,63 @@ internal sealed partial class CatchUpTrials(BuildTarget target, KernelSourceTree
     [System.Text.RegularExpressions.GeneratedRegex("[‘']([A-Za-z_][A-Za-z0-9_]*)[’']")]
     private static partial System.Text.RegularExpressions.Regex QuotedIdentifier();
 
+    /// <summary>
+    /// Each file's functions found and proven in the running kernel: first with the before objects, then, for the
+    /// files whose units those cannot prove, with the units compiled as the distribution did, all in shared makes.
+    /// </summary>
     private async Task ResolveAsync(IReadOnlyList<Diffed> diffed, CancellationToken cancellation)
     {
         if (diffed.Count == 0) return;
-        var units = diffed.SelectMany(d => d.Changed.Select(c => c.Unit)).DistinctBy(u => u.ObjectPath).ToList();
-        var watch = Stopwatch.StartNew();
-        progress($"compiling the {units.Count} changed unit(s) as the distribution did, for the fidelity proof, in " +
-            $"one make");
-        var failed = await UnitCompilation.PrecompilePristineAsync(target, tree, units, originals: true, cancellation,
-            progress);
-        progress($"compiled the originals in {watch.Elapsed.TotalSeconds:0} s" +
-            (failed.Count > 0 ? $"; {failed.Count} unit(s) did not compile and are tried one by one" : ""));
+        var waiting = new ConcurrentBag<(Diffed File, IReadOnlyList<TranslationUnit> Units)>();
         await Parallel.ForEachAsync(diffed, Options(cancellation), async (file, token) =>
         {
             var outcome = await AttemptAsync(file.File.File, file.File.Key, async () =>
             {
-                await UnitCompilation.CompileOriginalsAsync(target, tree, file.Changed.Select(c => c.Unit),
-                    new StageClock(_ => { }), token);
-                var resolved = await PatchResolution.ResolveAsync(target, file.Changed, _exports.Value,
+                var tried = await PatchResolution.TryResolveAsync(target, file.Changed, _exports.Value,
                     request.SkipFidelity, _ => { }, token);
-                resolved.ThrowIfUnfaithful(request.SkipFidelity);
-                // New functions alone change nothing the running kernel does: a CVE must not count as covered by them.
-                if (resolved.Functions.Count == 0)
-                    return new FileTrial(file.File.Key, FileOutcome.Refused, [], null, "new-code-only",
-                        "it replaces no function of the running kernel, it only adds code" +
-                        (file.File.File.Functions.Count > 0 ? $" ({string.Join(", ", file.File.File.Functions)})" : "")
-                        +
-                        " that takes effect through callers in other changed files",
-                        "it can only be live patched together with the changes that call it: reboot into the new " +
-                        "version", null);
-                return new FileTrial(file.File.Key, FileOutcome.Built,
-                    [.. resolved.Functions.Select(f => $"{f.Object}:{f.Record.Name}")],
-                    string.Join(", ", resolved.Functions.Select(f => f.Object).Distinct()), null, null, null, null,
-                    file.Companions.Count > 0 ? file.Companions : null);
+                if (tried.Patch is { } patch) return Resolved(file, patch);
+                waiting.Add((file, tried.OriginalsNeeded));
+                return null;
             });
+            if (outcome is not null) Finish(file.File.File, outcome);
+        });
+        if (waiting.IsEmpty) return;
+        var units = waiting.SelectMany(w => w.Units).DistinctBy(u => u.ObjectPath).ToList();
+        var watch = Stopwatch.StartNew();
+        progress($"compiling {units.Count} changed unit(s) as the distribution did, where the objects compiled " +
+            "for the diff could not prove them, for the fidelity proof");
+        var failed = await UnitCompilation.PrecompilePristineAsync(target, tree, units, originals: true, cancellation,
+            progress);
+        progress($"compiled the originals in {watch.Elapsed.TotalSeconds:0} s" +
+            (failed.Count > 0 ? $"; {failed.Count} unit(s) did not compile and are tried one by one" : ""));
+        await Parallel.ForEachAsync(waiting, Options(cancellation), async (wait, token) =>
+        {
+            var file = wait.File;
+            var outcome = await AttemptAsync(file.File.File, file.File.Key, async () =>
+                Resolved(file, await PatchResolution.ResolveAsync(target, file.Changed, _exports.Value,
+                    request.SkipFidelity,
+                    units => UnitCompilation.CompileOriginalsAsync(target, tree, units, new StageClock(_ => { }),
+                        token),
+                    _ => { }, token)));
             Finish(file.File.File, outcome!);
         });
+    }
+
+    private FileTrial Resolved(Diffed file, ResolvedPatch resolved)
+    {
+        resolved.ThrowIfUnfaithful(request.SkipFidelity);
+        // New functions alone change nothing the running kernel does: a CVE must not count as covered by them.
+        if (resolved.Functions.Count == 0)
+            return new FileTrial(file.File.Key, FileOutcome.Refused, [], null, "new-code-only",
+                "it replaces no function of the running kernel, it only adds code" +
+                (file.File.File.Functions.Count > 0 ? $" ({string.Join(", ", file.File.File.Functions)})" : "") +
+                " that takes effect through callers in other changed files",
+                "it can only be live patched together with the changes that call it: reboot into the new version",
+                null);
+        return new FileTrial(file.File.Key, FileOutcome.Built,
+            [.. resolved.Functions.Select(f => $"{f.Object}:{f.Record.Name}")],
+            string.Join(", ", resolved.Functions.Select(f => f.Object).Distinct()), null, null, null, null,
+            file.Companions.Count > 0 ? file.Companions : null);
     }
 
     private static ParallelOptions Options(CancellationToken cancellation) =>
@@ -536,7 +628,8 @@ internal sealed partial class CatchUpTrials(BuildTarget target, KernelSourceTree
         {
             var rules = e.Rules.Count > 0 ? string.Join(", ", e.Rules) : "livepatch";
             return new FileTrial(key, FileOutcome.Refused, [], null, rules, e.Message,
-                "reboot into the new version, or rewrite the fix as the reason says", null);
+                "reboot into the new version, or rewrite the fix as the reason says", null,
+                MissingSymbols: e.MissingSymbol is { } missing ? [missing] : null);
         }
         catch (SourcePatchException e)
         {

@@ -29,8 +29,12 @@ public sealed record CatchUpResult(CatchUpReport Report, string ReportPath, stri
 /// <summary>The outcome of building one changed file on its own, kept so that a second run does not build it
 /// again.</summary>
 /// <param name="Companions">Changed headers whose additions the fix needs: the module applies them as context.</param>
+/// <param name="MissingSymbols">Refused because the fixed code calls what the running kernel lacks (a function
+/// another fix of the update may add).</param>
+/// <param name="BuiltWith">Built together with these changed files, which add what its fixed code calls.</param>
 public sealed record FileTrial(string Key, FileOutcome Outcome, IReadOnlyList<string> Functions, string? Object,
-    string? Rule, string? Reason, string? Advice, string? Proof, IReadOnlyList<string>? Companions = null);
+    string? Rule, string? Reason, string? Advice, string? Proof, IReadOnlyList<string>? Companions = null,
+    IReadOnlyList<string>? MissingSymbols = null, IReadOnlyList<string>? BuiltWith = null);
 
 /// <summary>
 /// <c>kintsugi kernel catch-up</c>: the security content of a newer linux-source version of the running
@@ -197,7 +201,8 @@ public sealed partial class KernelCatchUp(DebianKernelArchive archive, string ca
                 FileDecision.Build b when trials.TryGetValue(file.Path, out var t) =>
                     new FileReport(file.Path, change, t.Outcome, t.Outcome == FileOutcome.Built ? t.Functions
                         : file.Functions, cves, t.Object, t.Rule, t.Reason, t.Advice, t.Proof, file.Patch,
-                        t.Outcome == FileOutcome.Built ? t.Companions : null),
+                        t.Outcome == FileOutcome.Built ? t.Companions : null,
+                        t.Outcome == FileOutcome.Built ? t.BuiltWith : null),
                 _ => throw new InvalidOperationException($"{file.Path} was planned for a build but has no trial"),
             };
         })];

@@ -183,7 +183,7 @@ public sealed partial record SourceDifference(LinuxSourceVersion From, LinuxSour
 
     /// <summary>Streams a compressed tarball through the matching decompressor, visiting regular files and links with
     /// the top directory removed.</summary>
-    private static async Task ReadTarAsync(string tarball, Func<string, TarEntry, Task> visit,
+    internal static async Task ReadTarAsync(string tarball, Func<string, TarEntry, Task> visit,
         CancellationToken cancellation)
     {
         var decompressor = tarball.EndsWith(".xz", StringComparison.Ordinal) ? "xz"
@@ -213,6 +213,19 @@ public sealed partial record SourceDifference(LinuxSourceVersion From, LinuxSour
             }
             await process.StandardOutput.BaseStream.CopyToAsync(Stream.Null, cancellation);
             await process.WaitForExitAsync(cancellation);
+        }
+        catch (Exception e) when (e is EndOfStreamException or InvalidDataException)
+        {
+            // The decompressor stopped before the end: killed (an interrupt reaches the whole process group, so it
+            // may stop before this process sees its cancellation) or the tarball is damaged.
+            await process.WaitForExitAsync(CancellationToken.None);
+            cancellation.ThrowIfCancellationRequested();
+            var said = (await errors).Trim();
+            throw process.ExitCode > 128
+                ? new CatchUpException($"{decompressor} was stopped by a signal while reading {tarball}: run the " +
+                    "same command again", ExitCode.Environment, e)
+                : new CatchUpException($"{tarball} is damaged ({e.Message}" + (said.Length > 0 ? $"; {said}" : "") +
+                    "): delete it and run the same command again to download it afresh", ExitCode.InputRefused, e);
         }
         catch
         {

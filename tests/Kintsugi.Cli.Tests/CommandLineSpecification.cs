@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Text.Json;
 using Kintsugi.Testing;
 
@@ -60,6 +61,51 @@ public sealed class CommandLineSpecification
         Assert.Equal((int)ExitCode.Usage, result.ExitCode);
         using var document = JsonDocument.Parse(result.StandardOutput);
         Assert.Equal("usage", document.RootElement.GetProperty("error").GetProperty("kind").GetString());
+    }
+
+    [Fact]
+    public async Task An_interrupted_catch_up_exits_130_saying_how_to_go_on()
+    {
+        using var cache = new TemporaryDirectory();
+        using var output = new TemporaryDirectory();
+        var start = new ProcessStartInfo(Repository.KintsugiBinary)
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            Environment = { ["KINTSUGI_CACHE"] = cache.Path },
+        };
+        foreach (var argument in new[] { "-v", "kernel", "catch-up", "--target", "6.1.0-50-cloud-amd64", "--to",
+            "6.1.187-1", "-o", output.Path }) start.ArgumentList.Add(argument);
+        using var catchUp = Process.Start(start)!;
+        var stderr = new System.Text.StringBuilder();
+        var started = new TaskCompletionSource();
+        catchUp.ErrorDataReceived += (_, e) =>
+        {
+            if (e.Data is null) return;
+            lock (stderr) stderr.AppendLine(e.Data);
+            // An empty cache: the first stage downloads the kernel's packages.
+            if (e.Data.Contains("download", StringComparison.Ordinal)) started.TrySetResult();
+        };
+        catchUp.OutputDataReceived += (_, _) => { };
+        catchUp.BeginErrorReadLine();
+        catchUp.BeginOutputReadLine();
+        await started.Task.WaitAsync(TimeSpan.FromMinutes(2));
+        await Task.Delay(TimeSpan.FromSeconds(2));
+
+        Assert.True((await ExternalCommand.RunAsync("kill", ["-TERM", catchUp.Id.ToString()])).Succeeded);
+        // Polled, not awaited: waiting for the exit also waits for the end of its output, which a grandchild that
+        // outlives it (an apt method) may hold open.
+        for (var waited = 0; !catchUp.HasExited && waited < 300; waited++) await Task.Delay(100);
+        Assert.True(catchUp.HasExited, "the interrupted catch-up did not exit within 30 s");
+        await Task.Delay(TimeSpan.FromSeconds(1));
+
+        Assert.Equal((int)ExitCode.Interrupted, catchUp.ExitCode);
+        lock (stderr)
+        {
+            Assert.Contains("interrupted: what was finished is kept; run the same command again to go on",
+                stderr.ToString());
+            Assert.DoesNotContain("internal error", stderr.ToString());
+        }
     }
 
     [Fact]

@@ -78,6 +78,27 @@ public sealed class KernelPatchBuilderSpecification
     }
 
     [Fact]
+    public async Task A_fix_its_before_objects_prove_compiles_no_unit_as_the_distribution_did()
+    {
+        using var directory = new TemporaryDirectory();
+        var archive = new DebianKernelArchive(DebianKernelArchive.DefaultCacheRoot);
+        var original = Path.Combine(archive.KernelDirectory(Release), "objects", "original", "fs", "proc",
+            "cmdline.o");
+        // Kept by earlier builds of the same kernel; the proof must not need it.
+        if (File.Exists(original)) File.Delete(original);
+
+        var result = await Builder().BuildAsync(new KernelBuildRequest(new TargetReference.Debian(Release),
+            [DemoFix], "before_proof", [], null, Path.Combine(directory.Path, "out")));
+
+        Assert.Equal(BuildOutcome.Built, result.Outcome);
+        Assert.Equal(1, result.Manifest!.Fidelity.FunctionsMatched);
+        Assert.Empty(result.Manifest.Fidelity.Mismatches);
+        Assert.False(File.Exists(original), "the unit was compiled as the distribution did although its before " +
+            "object proved the fix");
+        Assert.DoesNotContain(result.Stages, s => s.Stage == "compile original");
+    }
+
+    [Fact]
     public async Task A_missing_signing_certificate_is_refused_before_anything_is_built()
     {
         using var directory = new TemporaryDirectory();

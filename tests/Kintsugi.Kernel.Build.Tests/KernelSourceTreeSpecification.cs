@@ -58,6 +58,39 @@ public abstract class KernelSourceTreeSpecification(KernelRelease release)
     }
 
     [Fact]
+    public async Task A_unit_compiled_with_one_section_per_function_proves_the_shipped_function_without_the_original()
+    {
+        var (tree, shipped) = await KernelAsync();
+        using var output = new TemporaryDirectory();
+        await using (var workspace = await BuildWorkspace.OpenAsync(tree))
+            await workspace.CompileAsync("fs/proc/cmdline.o", output.File("cmdline.o"),
+                "-ffunction-sections -fdata-sections");
+
+        var resolved = new SymbolResolver(shipped, ElfObject.Load(output.File("cmdline.o")),
+            UnitCompile.SectionPerFunction).ResolveFunction("cmdline_proc_show", out var mismatch);
+
+        Assert.True(resolved is not null, mismatch);
+        Assert.Equal(shipped.Symbols.Named("cmdline_proc_show").Single().Address, resolved.Address);
+    }
+
+    [Fact]
+    public async Task A_unit_with_one_section_per_function_that_differs_asks_for_the_original_instead_of_failing()
+    {
+        var (tree, shipped) = await KernelAsync();
+        using var output = new TemporaryDirectory();
+        await using (var workspace = await BuildWorkspace.OpenAsync(tree))
+            await workspace.CompileAsync("fs/proc/cmdline.o", output.File("cmdline.o"),
+                "-ffunction-sections -fdata-sections -O1 -fno-inline");
+        var resolver = new SymbolResolver(shipped, ElfObject.Load(output.File("cmdline.o")),
+            UnitCompile.SectionPerFunction);
+
+        var needed = Assert.Throws<OriginalCompileNeededException>(() =>
+            resolver.ResolveFunction("cmdline_proc_show", out _));
+
+        Assert.Contains("cmdline_proc_show compiled with one section per function differs", needed.Message);
+    }
+
+    [Fact]
     public async Task A_workspace_patches_and_compiles_without_changing_the_shared_tree()
     {
         var (tree, _) = await KernelAsync();

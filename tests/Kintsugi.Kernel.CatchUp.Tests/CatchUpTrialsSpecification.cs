@@ -96,6 +96,55 @@ public sealed class CatchUpTrialsSpecification
     }
 
     [Fact]
+    public async Task A_fix_that_calls_a_function_another_built_fix_adds_is_built_together_with_that_fix()
+    {
+        var (target, tree) = await Kernel61Async("the symbol table is cached by then");
+        using var directory = new TemporaryDirectory();
+        using var output = new TemporaryDirectory();
+        // As rtnl_dev_link_net_capable in the 6.1.187 update: one file adds a helper and uses it, others call it.
+        Edit(tree, directory, "fs/proc/loadavg.c", """
+            static int loadavg_proc_show(struct seq_file *m, void *v)
+            {
+            	unsigned long avnrun[3];
+
+            	get_avenrun(avnrun, FIXED_1/200, 0);
+            """, """
+            int kintsugi_loadavg_shift(void);
+            /* Not inlined nor its result propagated: the caller's code must change. */
+            __attribute__((noipa)) int kintsugi_loadavg_shift(void)
+            {
+            	return 0;
+            }
+
+            static int loadavg_proc_show(struct seq_file *m, void *v)
+            {
+            	unsigned long avnrun[3];
+
+            	get_avenrun(avnrun, FIXED_1/200, kintsugi_loadavg_shift());
+            """);
+        Edit(tree, directory, "fs/proc/cmdline.c", "static int cmdline_proc_show(",
+            "int kintsugi_loadavg_shift(void);\n\nstatic int cmdline_proc_show(");
+        Edit(tree, directory, "fs/proc/cmdline.c", "seq_putc(m, '\\n');",
+            "seq_putc(m, kintsugi_loadavg_shift() ? ' ' : '\\n');", keepEarlierEdit: true);
+        var difference = await SourceDifference.OfExtractedAsync(Older, Newer, directory.Path);
+        var builds = CatchUpPlan.Make(difference, tree, maxUnits: 40, only: [], _ => { })
+            .Decisions.OfType<FileDecision.Build>().ToList();
+        var request = new CatchUpRequest(TestKernels.Debian12Cloud61, "2", output.Path);
+        var progress = new List<string>();
+
+        var trials = await new CatchUpTrials(target, tree, request, difference, output.Path, Record(progress))
+            .RunAsync(builds, file => file.PatchSha256!, default);
+
+        Assert.Equal((FileOutcome.Built, "vmlinux:loadavg_proc_show"), Outcome(trials["fs/proc/loadavg.c"]));
+        var caller = trials["fs/proc/cmdline.c"];
+        Assert.True(caller.Outcome == FileOutcome.Built, $"{caller.Rule}: {caller.Reason}");
+        Assert.Equal((FileOutcome.Built, "vmlinux:cmdline_proc_show"), Outcome(caller));
+        Assert.Equal(["fs/proc/loadavg.c"], caller.BuiltWith);
+        Assert.Contains(progress, line => line.StartsWith("fs/proc/cmdline.c: built together with fs/proc/loadavg.c",
+            StringComparison.Ordinal));
+    }
+
+    [Fact]
     public async Task A_second_run_into_the_same_output_keeps_every_outcome_and_compiles_nothing()
     {
         var (target, tree) = await Kernel61Async("trials boot nothing");
@@ -228,14 +277,16 @@ public sealed class CatchUpTrialsSpecification
         Edit(tree, directory, path, "seq_puts(m, saved_command_line);",
             "seq_puts(m, saved_command_line); this fix does not compile;");
 
-    /// <summary>The tree's file as the older side, one text of it replaced as the newer.</summary>
+    /// <summary>The tree's file as the older side, one text of it replaced as the newer (in the newer side as an
+    /// earlier edit left it, with <paramref name="keepEarlierEdit"/>).</summary>
     private static void Edit(KernelSourceTree tree, TemporaryDirectory directory, string path, string text,
-        string replacement)
+        string replacement, bool keepEarlierEdit = false)
     {
         Directory.CreateDirectory(Path.GetDirectoryName(directory.File($"a/{path}"))!);
         Directory.CreateDirectory(Path.GetDirectoryName(directory.File($"b/{path}"))!);
-        File.Copy(Path.Combine(tree.Directory, path), directory.File($"a/{path}"));
-        var original = File.ReadAllText(Path.Combine(tree.Directory, path));
+        File.Copy(Path.Combine(tree.Directory, path), directory.File($"a/{path}"), overwrite: keepEarlierEdit);
+        var original = File.ReadAllText(keepEarlierEdit ? directory.File($"b/{path}") : Path.Combine(tree.Directory,
+            path));
         Assert.Contains(text, original, StringComparison.Ordinal);
         File.WriteAllText(directory.File($"b/{path}"), original.Replace(text, replacement, StringComparison.Ordinal));
     }

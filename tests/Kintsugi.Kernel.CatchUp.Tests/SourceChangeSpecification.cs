@@ -33,6 +33,20 @@ public sealed class SourceChangeSpecification
         SourceChange.ClassifyHeader(Header, Header.Replace(from, to));
 
     [Fact]
+    public void A_function_defined_after_an_attribute_is_known_by_its_name()
+    {
+        var changes = SourceChange.Compare("int a;\n", """
+            int a;
+            __attribute__((noipa)) int example_shift(int (*pick)(void))
+            {
+            	return pick();
+            }
+            """);
+
+        Assert.Equal(["example_shift"], SourceChange.ChangedFunctions(changes));
+    }
+
+    [Fact]
     public void A_changed_comment_changes_no_code()
     {
         Assert.Equal(HeaderImpact.NoCode, Change("/* the payload */", "/* the payload, EXAMPLE_SLOTS bytes */").Impact);

@@ -48,6 +48,30 @@ public sealed class SourceDifferenceSpecification
     }
 
     [Fact]
+    public async Task A_truncated_source_tarball_is_refused_as_damaged_not_reported_as_a_bug()
+    {
+        using var directory = new Kintsugi.Testing.TemporaryDirectory();
+        var top = Path.Combine(directory.Path, "linux-source-6.1");
+        Directory.CreateDirectory(top);
+        // Incompressible content, so that half the tarball ends inside an entry's data.
+        for (var i = 0; i < 4; i++)
+            await File.WriteAllBytesAsync(Path.Combine(top, $"file{i}.c"),
+                System.Security.Cryptography.RandomNumberGenerator.GetBytes(64 * 1024));
+        var tarball = Path.Combine(directory.Path, "linux-source-6.1.tar.xz");
+        var made = await ExternalCommand.RunAsync("tar",
+            ["-cJf", tarball, "-C", directory.Path, "linux-source-6.1"]);
+        Assert.True(made.Succeeded, made.StandardError);
+        await using (var file = File.OpenWrite(tarball)) file.SetLength(file.Length / 2);
+
+        var refused = await Assert.ThrowsAsync<CatchUpException>(() =>
+            SourceDifference.ReadTarAsync(tarball, (_, _) => Task.CompletedTask, CancellationToken.None));
+
+        Assert.Equal(ExitCode.InputRefused, refused.ExitCode);
+        Assert.Contains($"{tarball} is damaged", refused.Message);
+        Assert.Contains("run the same command again to download it afresh", refused.Message);
+    }
+
+    [Fact]
     public async Task A_second_computation_is_read_from_the_cache()
     {
         var first = await RealDebianData.DifferenceAsync();

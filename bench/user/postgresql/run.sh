@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # From source fix to patched PostgreSQL, end to end, with the published kintsugi binary: Debian's postgresql-15
 # (15.18-0+deb12u1) runs a pgbench load (8 clients); `kintsugi user build --package postgresql-15=VERSION` turns an
-# upstream 15.19 fix into a patch against the real postgres binary from nothing else (it fetches the source package
-# and configures it as Debian's build does, once, cached), `kintsugi user apply` patches the postmaster and every
-# backend; the fix is checked through SQL in a new connection. Then a second fix to the same package is built warm
-# (the configured tree is cached) and applied, both are reverted, and pgbench must report
+# upstream 15.19 commit (verbatim) into a patch against the real postgres binary from nothing else (it fetches the
+# source package and configures it as Debian's build does, once, cached), `kintsugi user apply` patches the
+# postmaster and every backend; the fix is checked through SQL in a new connection. Then a second fix to the same
+# package is built warm (the configured tree is cached) and applied, both are reverted, and pgbench must report
 # no failed transaction. Prints the figures docs/benchmarks.md records.
 # Usage: bench/user/postgresql/run.sh   (as root; ./kintsugi publishes artifacts/bin/kintsugi first if needed)
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../../.." && pwd)"
 fixtures="$repo/tests/fixtures/user/postgresql-15"
+# upstream's REL_15_STABLE commits, verbatim (tests/fixtures/user/postgresql-15/README.md)
+money_fix="$fixtures/d782c97e1-money-division-by-minus-one.patch"
+rule_fix="$fixtures/eada45dd8-rename-rule-to-return.patch"
 "$repo/kintsugi" version >/dev/null
 kintsugi="$repo/artifacts/bin/kintsugi"
 now() { date +%s.%N; }
@@ -38,7 +41,7 @@ edge="SELECT '-92233720368547758.08'::money / -1"
 echo "before: $(psql -X -At -c "$edge" 2>&1 | head -1)"
 
 t0=$(now)
-"$kintsugi" user build "$POSTGRES" --package "postgresql-15=$version" --fix "$fixtures/money-divide-by-minus-one.diff" \
+"$kintsugi" user build "$POSTGRES" --package "postgresql-15=$version" --fix "$money_fix" \
   --name pg15-money-divide -o "$work/money.kup.json" >/dev/null
 t1=$(now)
 "$kintsugi" user apply "$work/money.kup.json" > "$work/apply1.out"
@@ -49,7 +52,7 @@ pauses=$(grep -o "paused [0-9.]* ms" "$work/apply1.out" | awk '{print $2}' | sor
 
 psql -X -q -c "CREATE TABLE bench_rules (a int); CREATE RULE r AS ON INSERT TO bench_rules DO INSTEAD NOTHING;"
 t3=$(now)
-"$kintsugi" user build "$POSTGRES" --package "postgresql-15=$version" --fix "$fixtures/rename-rule-to-return.diff" \
+"$kintsugi" user build "$POSTGRES" --package "postgresql-15=$version" --fix "$rule_fix" \
   --name pg15-rename-rule -o "$work/rule.kup.json" >/dev/null
 t4=$(now)
 "$kintsugi" user apply "$work/rule.kup.json" > "$work/apply2.out"

@@ -69,7 +69,7 @@ public sealed class ReferenceBinder(TranslationUnit unit, BindingPolicy policy, 
             $"{unit.SourcePath}: the fixed code references {reference.TargetName}, which the running kernel " +
             $"neither exports nor has in {unit.PatchedObject}, and no other unit of this patch defines; it may be " +
             $"new in the fix's kernel " +
-            "version: backport it into the patched unit as a static function");
+            "version: backport it into the patched unit as a static function", missingSymbol: reference.TargetName);
     }
 
     /// <summary>The unit's own object is resolved through the unit's compiled original (sympos by code or layout);

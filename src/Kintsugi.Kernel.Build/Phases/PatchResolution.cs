@@ -46,6 +46,10 @@ public sealed record ResolvedPatch(
     public ManifestFidelity Fidelity(bool skipFidelity) => new(!skipFidelity, FunctionsMatched, Mismatches);
 }
 
+/// <summary>The resolved patch, or (when <see cref="Patch"/> is null) the units whose proof needs them compiled as
+/// the distribution did.</summary>
+public sealed record ResolutionAttempt(ResolvedPatch? Patch, IReadOnlyList<TranslationUnit> OriginalsNeeded);
+
 /// <summary>
 /// The resolve phase: identifies, in the shipped kernel objects, the function each changed function replaces
 /// (proving on the way that the compiled original is the shipped code), and binds every reference of the new
@@ -68,67 +72,120 @@ public sealed class PatchResolution
         _cancellation = cancellation;
     }
 
-    public static Task<ResolvedPatch> ResolveAsync(BuildTarget target, IReadOnlyList<UnitDiff> changed,
-        ModuleSymvers exports, bool skipFidelity, Action<string> progress, CancellationToken cancellation) =>
-        new PatchResolution(target, exports, progress, cancellation).ResolveAsync(changed, skipFidelity);
-
-    private async Task<ResolvedPatch> ResolveAsync(IReadOnlyList<UnitDiff> changed, bool skipFidelity)
+    /// <summary>
+    /// Resolves the patch, proving each changed function against the shipped object with the unit's before object
+    /// (compiled with one section per function for the differ) or, where that cannot decide, with the unit compiled
+    /// as the distribution did, which <paramref name="compileOriginals"/> compiles for those units only.
+    /// </summary>
+    public static async Task<ResolvedPatch> ResolveAsync(BuildTarget target, IReadOnlyList<UnitDiff> changed,
+        ModuleSymvers exports, bool skipFidelity, Func<IReadOnlyList<TranslationUnit>, Task> compileOriginals,
+        Action<string> progress, CancellationToken cancellation)
     {
-        var functions = new List<ResolvedFunction>();
-        var callbacks = new Dictionary<string, List<KlpCallbacks>>(StringComparer.Ordinal);
-        var bindings = new Dictionary<string, ResolvedBinding>(StringComparer.Ordinal);
-        var mismatches = new List<string>();
-        var matched = 0;
-        var inertSites = new List<ManifestInertSite>();
+        var attempt = await TryResolveAsync(target, changed, exports, skipFidelity, progress, cancellation);
+        if (attempt.Patch is { } patch) return patch;
+        await compileOriginals(attempt.OriginalsNeeded);
+        return (await TryResolveAsync(target, changed, exports, skipFidelity, progress, cancellation)).Patch
+            ?? throw new InvalidOperationException("the resolve phase asked again for originals it has: " +
+                string.Join(", ", attempt.OriginalsNeeded.Select(u => u.ObjectPath)));
+    }
+
+    /// <summary>
+    /// Resolves the patch if every unit can be proven without more compiles: a unit whose original (as the
+    /// distribution compiled it) is kept is proven with it, any other with its before object; the units whose
+    /// before object cannot decide are returned instead, to be compiled as originals (a catch-up compiles those of
+    /// all its files in one make).
+    /// </summary>
+    public static async Task<ResolutionAttempt> TryResolveAsync(BuildTarget target, IReadOnlyList<UnitDiff> changed,
+        ModuleSymvers exports, bool skipFidelity, Action<string> progress, CancellationToken cancellation)
+    {
+        var resolution = new PatchResolution(target, exports, progress, cancellation);
         var patchDefines = ReferenceBinder.DefinedByPatch(changed.Select(d => d.Result.Output!));
+        var units = new List<UnitResolution>();
+        var originalsNeeded = new List<TranslationUnit>();
+        // A reference an earlier unit bound is bound once, as that unit bound it.
+        var bound = new HashSet<string>(StringComparer.Ordinal);
         foreach (var diff in changed)
         {
-            var (unit, result) = (diff.Unit, diff.Result);
-            var resolver = new SymbolResolver(await ShippedAsync(unit.PatchedObject),
-                ElfObject.Load(diff.Compiled.Original));
-            foreach (var function in result.Functions.Where(f => f.Kind == FunctionChange.Changed))
+            try
             {
-                var resolved = resolver.ResolveFunction(function.Name, out var mismatch);
-                if (resolved is null)
-                {
-                    mismatches.Add($"{unit.SourcePath}: {mismatch}");
-                    if (!skipFidelity) continue;
-                    resolved = resolver.Resolve(function.Name);
-                }
-                else matched++;
-                functions.Add(new ResolvedFunction(unit.PatchedObject,
-                    new KlpFunction(function.Name, resolved.Sympos, function.OutputSymbol!),
-                    new ManifestFunction(unit.PatchedObject, function.Name, resolved.Sympos.Value,
-                        resolved.Method.ToString(), unit.SourcePath)));
+                units.Add(await resolution.ResolveUnitAsync(diff, patchDefines, bound, skipFidelity));
             }
-            var patchedObject = await ShippedAsync(unit.PatchedObject);
-            var binder = new ReferenceBinder(unit, ReferenceBinder.PolicyFor(unit, _exports, patchedObject), resolver,
-                patchDefines, ShippedAsync);
-            foreach (var reference in result.References)
+            catch (OriginalCompileNeededException)
             {
-                if (bindings.ContainsKey(reference.OutputName)) continue;
-                if (await binder.BindAsync(reference) is { } binding)
-                    bindings[reference.OutputName] = binding;
+                originalsNeeded.Add(diff.Unit);
             }
-            foreach (var site in result.InertSites)
+        }
+        return originalsNeeded.Count > 0 ? new ResolutionAttempt(null, originalsNeeded)
+            : new ResolutionAttempt(resolution.Merge(units), []);
+    }
+
+    /// <summary>What one unit contributes to the patch.</summary>
+    private sealed record UnitResolution(TranslationUnit Unit, IReadOnlyList<ResolvedFunction> Functions,
+        IReadOnlyList<ResolvedBinding> Bindings, int Matched, IReadOnlyList<string> Mismatches,
+        IReadOnlyList<InertSite> InertSites, KlpCallbacks Callbacks);
+
+    private async Task<UnitResolution> ResolveUnitAsync(UnitDiff diff, IReadOnlySet<string> patchDefines,
+        HashSet<string> bound, bool skipFidelity)
+    {
+        var (unit, result) = (diff.Unit, diff.Result);
+        var functions = new List<ResolvedFunction>();
+        var bindings = new List<ResolvedBinding>();
+        var mismatches = new List<string>();
+        var matched = 0;
+        var patchedObject = await ShippedAsync(unit.PatchedObject);
+        var resolver = File.Exists(diff.Compiled.Original)
+            ? new SymbolResolver(patchedObject, ElfObject.Load(diff.Compiled.Original), UnitCompile.AsDistributed)
+            : new SymbolResolver(patchedObject, ElfObject.Load(diff.Compiled.Before), UnitCompile.SectionPerFunction);
+        foreach (var function in result.Functions.Where(f => f.Kind == FunctionChange.Changed))
+        {
+            var resolved = resolver.ResolveFunction(function.Name, out var mismatch);
+            if (resolved is null)
             {
-                _progress(
-                    $"{unit.SourcePath}: {site.Function}: {site.Reason} (its key {site.Key} lives in " +
-                    $"{unit.PatchedObject}, " +
+                mismatches.Add($"{unit.SourcePath}: {mismatch}");
+                if (!skipFidelity) continue;
+                resolved = resolver.Resolve(function.Name);
+            }
+            else matched++;
+            functions.Add(new ResolvedFunction(unit.PatchedObject,
+                new KlpFunction(function.Name, resolved.Sympos, function.OutputSymbol!),
+                new ManifestFunction(unit.PatchedObject, function.Name, resolved.Sympos.Value,
+                    resolved.Method.ToString(), unit.SourcePath)));
+        }
+        var binder = new ReferenceBinder(unit, ReferenceBinder.PolicyFor(unit, _exports, patchedObject), resolver,
+            patchDefines, ShippedAsync);
+        foreach (var reference in result.References)
+            if (bound.Add(reference.OutputName) && await binder.BindAsync(reference) is { } binding)
+                bindings.Add(binding);
+        return new UnitResolution(unit, functions, bindings, matched, mismatches, result.InertSites,
+            UnitCallbacks(result.Callbacks, unit));
+    }
+
+    /// <summary>The units' contributions in the order of the diffs. Each unit's callbacks stay its own: the module
+    /// chains those of several units of one object.</summary>
+    private ResolvedPatch Merge(IReadOnlyList<UnitResolution> units)
+    {
+        var callbacks = new Dictionary<string, List<KlpCallbacks>>(StringComparer.Ordinal);
+        var inertSites = new List<ManifestInertSite>();
+        foreach (var unit in units)
+        {
+            var (source, patched) = (unit.Unit.SourcePath, unit.Unit.PatchedObject);
+            foreach (var site in unit.InertSites)
+            {
+                _progress($"{source}: {site.Function}: {site.Reason} (its key {site.Key} lives in {patched}, " +
                     "bound too late to switch it)");
-                inertSites.Add(new ManifestInertSite(unit.PatchedObject, unit.SourcePath, site.Function, site.Key,
-                    site.Use.ToString()));
+                inertSites.Add(new ManifestInertSite(patched, source, site.Function, site.Key, site.Use.ToString()));
             }
-            // Each unit's callbacks stay its own: the module chains those of several units of one object.
-            if (UnitCallbacks(result.Callbacks, unit) is { Any: true } unitCallbacks)
+            if (unit.Callbacks is { Any: true } unitCallbacks)
             {
-                if (!callbacks.TryGetValue(unit.PatchedObject, out var list)) callbacks[unit.PatchedObject] = list = [];
+                if (!callbacks.TryGetValue(unit.Unit.PatchedObject, out var list))
+                    callbacks[unit.Unit.PatchedObject] = list = [];
                 list.Add(unitCallbacks);
             }
         }
-        return new ResolvedPatch(functions,
+        return new ResolvedPatch([.. units.SelectMany(u => u.Functions)],
             callbacks.ToDictionary(c => c.Key, c => (IReadOnlyList<KlpCallbacks>)[.. c.Value], StringComparer.Ordinal),
-            [.. bindings.Values], matched, mismatches, inertSites);
+            [.. units.SelectMany(u => u.Bindings)], units.Sum(u => u.Matched), [.. units.SelectMany(u => u.Mismatches)],
+            inertSites);
     }
 
     private async Task<ShippedObject> ShippedAsync(string objectName)

@@ -5,7 +5,8 @@ namespace Kintsugi.Kernel.Build.Phases;
 /// <summary>
 /// One unit's objects: <see cref="Before"/> and <see cref="After"/> the fixes with one section per function (for
 /// the differ), and where <see cref="Original"/>, the unit as the distribution compiled it, is kept for the fidelity
-/// proof (compiled by <see cref="UnitCompilation.CompileOriginalsAsync"/> only for the units that change).
+/// proof (compiled by <see cref="UnitCompilation.CompileOriginalsAsync"/> only for the units that change and whose
+/// before object cannot prove them, see <see cref="Symbols.UnitCompile"/>).
 /// </summary>
 public sealed record CompiledUnit(TranslationUnit Unit, string Original, string Before, string After);
 
@@ -79,8 +80,8 @@ public static class UnitCompilation
     }
 
     /// <summary>
-    /// Compiles, as the distribution did, the units whose functions the fidelity proof compares with the shipped
-    /// kernel: only those that change, since a unit the fix leaves alone is never looked up.
+    /// Compiles, as the distribution did, units whose functions the fidelity proof compares with the shipped
+    /// kernel: only those that change and whose before object cannot decide the proof.
     /// </summary>
     public static async Task CompileOriginalsAsync(BuildTarget target, KernelSourceTree tree,
         IEnumerable<TranslationUnit> units, StageClock clock, CancellationToken cancellation)

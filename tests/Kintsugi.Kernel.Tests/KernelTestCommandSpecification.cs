@@ -6,22 +6,23 @@ namespace Kintsugi.Kernel.Tests;
 /// <summary>kintsugi kernel test, through the real command line, proving fixture modules on their kernel.</summary>
 public abstract class KernelTestCommandSpecification(KernelRelease release) : IDisposable
 {
-    private readonly string _check = Path.GetTempFileName();
+    private readonly TemporaryDirectory _directory = new();
+    private string Check => _directory["check.sh"];
 
-    public void Dispose() => File.Delete(_check);
+    public void Dispose() => _directory.Dispose();
 
     private async Task<(CommandResult Result, JsonElement Json)> TestAsync(string checkScript,
         string module = "kintsugi_fixture_cmdline_a")
     {
         var kernel = await KernelUnderTest.GetAsync(release);
-        await File.WriteAllTextAsync(_check, checkScript);
+        await File.WriteAllTextAsync(Check, checkScript);
         var result = await ExternalCommand.RunAsync(Repository.KintsugiBinary,
-            ["kernel", "test", kernel.Modules[module], "--target", release.Value, "--check", _check, "--json"]);
+            ["kernel", "test", kernel.Modules[module], "--target", release.Value, "--check", Check, "--json"]);
         return (result, JsonDocument.Parse(result.StandardOutput).RootElement.Clone());
     }
 
     [Fact]
-    public async Task A_module_whose_check_fails_before_passes_while_loaded_and_fails_after_passes()
+    public async Task A_module_whoseCheck_fails_before_passes_while_loaded_and_fails_after_passes()
     {
         var (result, json) = await TestAsync("grep -q kintsugi-fixture-a /proc/cmdline\n");
         Assert.True(result.ExitCode == 0, result.StandardOutput + result.StandardError);
@@ -32,7 +33,7 @@ public abstract class KernelTestCommandSpecification(KernelRelease release) : ID
     }
 
     [Fact]
-    public async Task A_check_that_passes_without_the_patch_fails_the_test()
+    public async Task ACheck_that_passes_without_the_patch_fails_the_test()
     {
         var (result, json) = await TestAsync("grep -q console= /proc/cmdline\n");
         Assert.Equal((int)ExitCode.TestFailed, result.ExitCode);

@@ -22,7 +22,7 @@ public abstract class KernelTestCommandSpecification(KernelRelease release) : ID
     }
 
     [Fact]
-    public async Task A_module_whoseCheck_fails_before_passes_while_loaded_and_fails_after_passes()
+    public async Task A_module_whose_check_fails_before_passes_while_loaded_and_fails_after_passes()
     {
         var (result, json) = await TestAsync("grep -q kintsugi-fixture-a /proc/cmdline\n");
         Assert.True(result.ExitCode == 0, result.StandardOutput + result.StandardError);
@@ -33,7 +33,7 @@ public abstract class KernelTestCommandSpecification(KernelRelease release) : ID
     }
 
     [Fact]
-    public async Task ACheck_that_passes_without_the_patch_fails_the_test()
+    public async Task A_check_that_passes_without_the_patch_fails_the_test()
     {
         var (result, json) = await TestAsync("grep -q console= /proc/cmdline\n");
         Assert.Equal((int)ExitCode.TestFailed, result.ExitCode);

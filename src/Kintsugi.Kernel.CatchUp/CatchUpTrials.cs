@@ -125,6 +125,7 @@ internal sealed partial class CatchUpTrials(BuildTarget target, KernelSourceTree
         if (groups.Count == 0) return;
         progress($"{groups.Count} refused fix(es) call a function another built fix adds: trying each together with " +
             "that fix");
+        var objtoolAtLink = ReferenceBinder.ObjtoolRunsAtModuleLink(target.ModuleBuildDirectory);
         await Parallel.ForEachAsync(groups, Options(cancellation), async (group, token) =>
         {
             var (file, with, key) = group;
@@ -134,32 +135,20 @@ internal sealed partial class CatchUpTrials(BuildTarget target, KernelSourceTree
                 var inputs = BuildInputs.Read(new KernelBuildRequest(new TargetReference.Debian(request.Target),
                     patches, "catchup_trial", [], null, Path.Combine(_work, key), request.SkipFidelity,
                     request.MaxUnits));
-                var units = UnitSelection.Select(tree, inputs.Scope, request.MaxUnits, _ => { }).Units;
-                var compiled = await UnitCompilation.CompileAsync(target, tree, units, inputs.Patches,
+                var scoped = new Scoped(file, key, inputs,
+                    UnitSelection.Select(tree, inputs.Scope, request.MaxUnits, _ => { }).Units);
+                var compiled = await UnitCompilation.CompileAsync(target, tree, scoped.Units, inputs.Patches,
                     Path.Combine(_work, key), new StageClock(_ => { }), token);
-                var diffs = UnitDiffing.DiffAll(compiled, _exports,
-                    ReferenceBinder.ObjtoolRunsAtModuleLink(target.ModuleBuildDirectory));
-                UnitDiffing.ThrowIfRefused(diffs);
-                var changed = diffs.Where(d => d.Contributes).ToList();
-                var resolved = await PatchResolution.ResolveAsync(target, changed, _exports.Value,
-                    request.SkipFidelity,
-                    needed => UnitCompilation.CompileOriginalsAsync(target, tree, needed, new StageClock(_ => { }),
-                        token),
-                    _ => { }, token);
-                resolved.ThrowIfUnfaithful(request.SkipFidelity);
-                // Its own functions: those of the units its file compiles into (the others are the adders' own).
-                var own = resolved.Functions.Where(f => f.Record.Unit == file.Path).ToList();
-                return own.Count == 0 ? null
-                    : new FileTrial(key, FileOutcome.Built, [.. own.Select(f => $"{f.Object}:{f.Record.Name}")],
-                        string.Join(", ", own.Select(f => f.Object).Distinct()), null, null, null, null,
-                        BuiltWith: [.. with.Select(w => w.Path)]);
+                Diffed? diffed = null;
+                if (Compare(scoped, compiled, [], objtoolAtLink, d => diffed = d) is { } unchanged) return unchanged;
+                var resolved = await PatchResolution.ResolveAsync(target, diffed!.Changed, _exports.Value,
+                    request.SkipFidelity, CompileOriginals(token), _ => { }, token);
+                return Resolved(diffed, resolved, with);
             });
-            if (outcome is null) return;
             // A group that does not build either is kept too (a rerun does not try it again); the file keeps its
             // refusal.
-            AtomicFile.Write(Path.Combine(_state, key + ".json"),
-                System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(outcome, CatchUpJson.Default.FileTrial));
-            if (outcome.Outcome != FileOutcome.Built) return;
+            Keep(outcome!);
+            if (outcome!.Outcome != FileOutcome.Built) return;
             _results[file.Path] = outcome;
             progress($"{file.Path}: built together with {string.Join(", ", with.Select(w => w.Path))} " +
                 $"({string.Join(", ", outcome.Functions)})");
@@ -586,19 +575,20 @@ internal sealed partial class CatchUpTrials(BuildTarget target, KernelSourceTree
             var file = wait.File;
             var outcome = await AttemptAsync(file.File.File, file.File.Key, async () =>
                 Resolved(file, await PatchResolution.ResolveAsync(target, file.Changed, _exports.Value,
-                    request.SkipFidelity,
-                    units => UnitCompilation.CompileOriginalsAsync(target, tree, units, new StageClock(_ => { }),
-                        token),
-                    _ => { }, token)));
+                    request.SkipFidelity, CompileOriginals(token), _ => { }, token)));
             Finish(file.File.File, outcome!);
         });
     }
 
-    private FileTrial Resolved(Diffed file, ResolvedPatch resolved)
+    /// <param name="with">The built fixes a group was compiled with: only the file's own functions are its
+    /// outcome (the others are theirs).</param>
+    private FileTrial Resolved(Diffed file, ResolvedPatch resolved, IReadOnlyList<ChangedFile>? with = null)
     {
         resolved.ThrowIfUnfaithful(request.SkipFidelity);
+        var functions = with is null ? resolved.Functions
+            : [.. resolved.Functions.Where(f => f.Record.Unit == file.File.File.Path)];
         // New functions alone change nothing the running kernel does: a CVE must not count as covered by them.
-        if (resolved.Functions.Count == 0)
+        if (functions.Count == 0)
             return new FileTrial(file.File.Key, FileOutcome.Refused, [], null, "new-code-only",
                 "it replaces no function of the running kernel, it only adds code" +
                 (file.File.File.Functions.Count > 0 ? $" ({string.Join(", ", file.File.File.Functions)})" : "") +
@@ -606,10 +596,16 @@ internal sealed partial class CatchUpTrials(BuildTarget target, KernelSourceTree
                 "it can only be live patched together with the changes that call it: reboot into the new version",
                 null);
         return new FileTrial(file.File.Key, FileOutcome.Built,
-            [.. resolved.Functions.Select(f => $"{f.Object}:{f.Record.Name}")],
-            string.Join(", ", resolved.Functions.Select(f => f.Object).Distinct()), null, null, null, null,
-            file.Companions.Count > 0 ? file.Companions : null);
+            [.. functions.Select(f => $"{f.Object}:{f.Record.Name}")],
+            string.Join(", ", functions.Select(f => f.Object).Distinct()), null, null, null, null,
+            file.Companions.Count > 0 ? file.Companions : null,
+            BuiltWith: with is null ? null : [.. with.Select(w => w.Path)]);
     }
+
+    /// <summary>Compiles units as the distribution did, for the fidelity proof where the before objects cannot
+    /// decide.</summary>
+    private Func<IReadOnlyList<TranslationUnit>, Task> CompileOriginals(CancellationToken cancellation) =>
+        units => UnitCompilation.CompileOriginalsAsync(target, tree, units, new StageClock(_ => { }), cancellation);
 
     private static ParallelOptions Options(CancellationToken cancellation) =>
         new() { MaxDegreeOfParallelism = Environment.ProcessorCount, CancellationToken = cancellation };
@@ -660,12 +656,14 @@ internal sealed partial class CatchUpTrials(BuildTarget target, KernelSourceTree
     /// <summary>Keeps the outcome on disk at once (an interrupted run loses no finished file) and reports it.</summary>
     private void Finish(ChangedFile file, FileTrial trial)
     {
-        var record = Path.Combine(_state, trial.Key + ".json");
-        AtomicFile.Write(record,
-            System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(trial, CatchUpJson.Default.FileTrial));
+        Keep(trial);
         _results[file.Path] = trial;
         progress($"[{Interlocked.Increment(ref _done)}/{_total}] {file.Path}: {Describe(trial)}");
     }
+
+    /// <summary>The trial's record under its key, read back by <see cref="Kept"/>.</summary>
+    private void Keep(FileTrial trial) => AtomicFile.Write(Path.Combine(_state, trial.Key + ".json"),
+        System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(trial, CatchUpJson.Default.FileTrial));
 
     private static string Describe(FileTrial trial) => trial.Outcome switch
     {

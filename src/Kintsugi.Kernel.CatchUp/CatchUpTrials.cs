@@ -108,7 +108,8 @@ internal sealed partial class CatchUpTrials(BuildTarget target, KernelSourceTree
         var files = decisions.ToDictionary(d => d.File.Path, d => d.File, StringComparer.Ordinal);
         var built = _results.Where(r => r.Value.Outcome == FileOutcome.Built && files.ContainsKey(r.Key))
             .Select(r => files[r.Key]).ToList();
-        var groups = new List<(ChangedFile File, IReadOnlyList<ChangedFile> With, string Key)>();
+        var groups = new List<(ChangedFile File, IReadOnlyList<ChangedFile> With, IReadOnlyList<string> Headers,
+            string Key)>();
         foreach (var (path, trial) in _results)
         {
             if (trial.Outcome != FileOutcome.Refused || trial.MissingSymbols is not { Count: > 0 } missing
@@ -118,9 +119,13 @@ internal sealed partial class CatchUpTrials(BuildTarget target, KernelSourceTree
             if (adders.Any(a => a is null)) continue;
             var with = adders.Select(a => a!).DistinctBy(a => a.Path).OrderBy(a => a.Path, StringComparer.Ordinal)
                 .ToList();
+            // The header additions each fix was compiled with (its companions) are needed together too.
+            IReadOnlyList<string> headers = [.. (trial.Companions ?? [])
+                .Concat(with.SelectMany(w => _results[w.Path].Companions ?? []))
+                .Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal)];
             var key = keyOf(file) + "+" + Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(
-                System.Text.Encoding.UTF8.GetBytes(string.Join("\n", with.Select(keyOf)))))[..16];
-            groups.Add((file, with, key));
+                System.Text.Encoding.UTF8.GetBytes(string.Join("\n", with.Select(keyOf).Concat(headers)))))[..16];
+            groups.Add((file, with, headers, key));
         }
         if (groups.Count == 0) return;
         progress($"{groups.Count} refused fix(es) call a function another built fix adds: trying each together with " +
@@ -128,19 +133,22 @@ internal sealed partial class CatchUpTrials(BuildTarget target, KernelSourceTree
         var objtoolAtLink = ReferenceBinder.ObjtoolRunsAtModuleLink(target.ModuleBuildDirectory);
         await Parallel.ForEachAsync(groups, Options(cancellation), async (group, token) =>
         {
-            var (file, with, key) = group;
+            var (file, with, headers, key) = group;
             var outcome = Kept(key) ?? await AttemptAsync(file, key, async () =>
             {
-                var patches = new[] { file }.Concat(with).Select(difference.PatchPath).ToList();
-                var inputs = BuildInputs.Read(new KernelBuildRequest(new TargetReference.Debian(request.Target),
-                    patches, "catchup_trial", [], null, Path.Combine(_work, key), request.SkipFidelity,
-                    request.MaxUnits));
+                ChangedFile[] fixes = [file, .. with];
+                // The units are those of the C files; the companion headers are applied, never followed to their
+                // includers (as when each fix was compiled with them).
+                var scope = BuildInputs.Read(TrialRequest(fixes, key));
+                var inputs = headers.Count == 0 ? scope : BuildInputs.Read(TrialRequest(
+                    [.. headers.Select(h => difference.Files.Single(f => f.Path == h)), .. fixes], key));
                 var scoped = new Scoped(file, key, inputs,
-                    UnitSelection.Select(tree, inputs.Scope, request.MaxUnits, _ => { }).Units);
+                    UnitSelection.Select(tree, scope.Scope, request.MaxUnits, _ => { }).Units);
                 var compiled = await UnitCompilation.CompileAsync(target, tree, scoped.Units, inputs.Patches,
                     Path.Combine(_work, key), new StageClock(_ => { }), token);
                 Diffed? diffed = null;
-                if (Compare(scoped, compiled, [], objtoolAtLink, d => diffed = d) is { } unchanged) return unchanged;
+                if (Compare(scoped, compiled, headers, objtoolAtLink, d => diffed = d) is { } unchanged)
+                    return unchanged;
                 var resolved = await PatchResolution.ResolveAsync(target, diffed!.Changed, _exports.Value,
                     request.SkipFidelity, CompileOriginals(token), _ => { }, token);
                 return Resolved(diffed, resolved, with);
@@ -148,10 +156,15 @@ internal sealed partial class CatchUpTrials(BuildTarget target, KernelSourceTree
             // A group that does not build either is kept too (a rerun does not try it again); the file keeps its
             // refusal.
             Keep(outcome!);
-            if (outcome!.Outcome != FileOutcome.Built) return;
+            var together = string.Join(", ", with.Select(w => w.Path));
+            if (outcome!.Outcome != FileOutcome.Built)
+            {
+                progress($"{file.Path}: together with {together}: {Describe(outcome)}: " +
+                    (outcome.Reason ?? outcome.Proof ?? "").Split('\n')[0]);
+                return;
+            }
             _results[file.Path] = outcome;
-            progress($"{file.Path}: built together with {string.Join(", ", with.Select(w => w.Path))} " +
-                $"({string.Join(", ", outcome.Functions)})");
+            progress($"{file.Path}: built together with {together} ({string.Join(", ", outcome.Functions)})");
         });
     }
 
@@ -195,9 +208,7 @@ internal sealed partial class CatchUpTrials(BuildTarget target, KernelSourceTree
         {
             var outcome = Attempt(file, key, () =>
             {
-                var inputs = BuildInputs.Read(
-                    new KernelBuildRequest(new TargetReference.Debian(request.Target), [difference.PatchPath(file)],
-                    "catchup_trial", [], null, Path.Combine(_work, key), request.SkipFidelity, request.MaxUnits));
+                var inputs = BuildInputs.Read(TrialRequest([file], key));
                 var units = UnitSelection.Select(tree, inputs.Scope, request.MaxUnits, _ => { }).Units;
                 if (units.Count == 0)
                     return new FileTrial(key, FileOutcome.NotBuilt, [], null, null, null, null,
@@ -210,6 +221,12 @@ internal sealed partial class CatchUpTrials(BuildTarget target, KernelSourceTree
         }
         return scoped;
     }
+
+    /// <summary>A build of these files' fixes for a trial: up to the resolved patch, in a work directory of its
+    /// own.</summary>
+    private KernelBuildRequest TrialRequest(IReadOnlyList<ChangedFile> files, string key) =>
+        new(new TargetReference.Debian(request.Target), [.. files.Select(difference.PatchPath)], "catchup_trial", [],
+            null, Path.Combine(_work, key), request.SkipFidelity, request.MaxUnits);
 
     /// <summary>
     /// The files (by key) whose after objects were compiled together, each in its own directory, and those whose unit
@@ -409,7 +426,7 @@ internal sealed partial class CatchUpTrials(BuildTarget target, KernelSourceTree
                         Path.Combine(after.Directory, file.Key), unit.ObjectPath);
                 return Compare(file, compiled, after.CompanionsOf(file.Key), objtoolAtLink, diffed.Add);
             });
-            if (outcome is not null) Finish(file.File, outcome);
+            if (outcome is not null) Finish(file.File, CompiledWith(outcome, after.CompanionsOf(file.Key)));
         });
         return ([.. diffed], [.. uncompiled]);
     }
@@ -559,7 +576,7 @@ internal sealed partial class CatchUpTrials(BuildTarget target, KernelSourceTree
                 waiting.Add((file, tried.OriginalsNeeded));
                 return null;
             });
-            if (outcome is not null) Finish(file.File.File, outcome);
+            if (outcome is not null) Finish(file.File.File, CompiledWith(outcome, file.Companions));
         });
         if (waiting.IsEmpty) return;
         var units = waiting.SelectMany(w => w.Units).DistinctBy(u => u.ObjectPath).ToList();
@@ -576,7 +593,7 @@ internal sealed partial class CatchUpTrials(BuildTarget target, KernelSourceTree
             var outcome = await AttemptAsync(file.File.File, file.File.Key, async () =>
                 Resolved(file, await PatchResolution.ResolveAsync(target, file.Changed, _exports.Value,
                     request.SkipFidelity, CompileOriginals(token), _ => { }, token)));
-            Finish(file.File.File, outcome!);
+            Finish(file.File.File, CompiledWith(outcome!, file.Companions));
         });
     }
 
@@ -601,6 +618,14 @@ internal sealed partial class CatchUpTrials(BuildTarget target, KernelSourceTree
             file.Companions.Count > 0 ? file.Companions : null,
             BuiltWith: with is null ? null : [.. with.Select(w => w.Path)]);
     }
+
+    /// <summary>
+    /// A refusal keeps the companion headers its fix was compiled with: the group phase compiles the fix with them
+    /// again.
+    /// </summary>
+    private static FileTrial CompiledWith(FileTrial trial, IReadOnlyList<string> companions) =>
+        trial is { Outcome: FileOutcome.Refused, Companions: null } && companions.Count > 0
+            ? trial with { Companions = companions } : trial;
 
     /// <summary>Compiles units as the distribution did, for the fidelity proof where the before objects cannot
     /// decide.</summary>

@@ -11,6 +11,7 @@ namespace Kintsugi.Agent.Tests;
 /// publisher's metadata for the object revokes is never applied and is taken out of running processes, and only
 /// that metadata can make the agent go down a level or obey a server's <c>remove</c>.
 /// </summary>
+[Collection(LoopProgram.AgentCollection)]
 public sealed class UserReleaseMetadataSpecification : IDisposable
 {
     private readonly TemporaryDirectory _dir = new();

@@ -9,6 +9,7 @@ namespace Kintsugi.Agent.Tests;
 /// verified bundle is applied to every process mapping its object, a process started later gets it at the next pass, a
 /// higher level replaces the lower one in place, and a bundle from an untrusted key changes nothing.
 /// </summary>
+[Collection(LoopProgram.AgentCollection)]
 public sealed class UserSpaceOfflineSpecification : IDisposable
 {
     private readonly TemporaryDirectory _dir = new();

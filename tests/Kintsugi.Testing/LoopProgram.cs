@@ -13,6 +13,13 @@ namespace Kintsugi.Testing;
 /// </summary>
 public sealed class LoopProgram : IDisposable
 {
+    /// <summary>
+    /// The xunit collection of the specifications whose agent patches or reverts every process of the loop program
+    /// on the machine: each class compiles the same program (the same build-id), so run side by side one class's agent
+    /// would patch or revert the other's processes.
+    /// </summary>
+    public const string AgentCollection = "agents over the loop program's processes";
+
     private readonly string _directory;
     private readonly List<int> _processes = [];
 

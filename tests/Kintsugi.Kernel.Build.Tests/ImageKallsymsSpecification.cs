@@ -28,8 +28,9 @@ public abstract class ImageKallsymsSpecification(KernelRelease release)
         var decoded = ImageKallsyms.Read(VmlinuxImage.Parse(vmlinux)).Symbols;
 
         // The ground truth: /proc/kallsyms of the kernel booted in the lab with nokaslr, cached per kernel.
-        var lab = new LabMachine(archive, DebianKernelArchive.DefaultCacheRoot, Repository.KintsugiBinary, _ => { });
-        var booted = await KallsymsCapture.BootAsync(() => lab, release, archive.KernelDirectory(release), _ => { });
+        var booted = await KallsymsCapture.BootAsync(
+            () => new LabMachine(archive, DebianKernelArchive.DefaultCacheRoot, Repository.KintsugiBinary, _ => { }),
+            release, archive.KernelDirectory(release), _ => { });
         Assert.Equal(SymbolTableSource.ImageKallsyms, decoded.Source);
         Assert.Equal(booted.Symbols.Count, decoded.Symbols.Count);
         var first = Enumerable.Range(0, booted.Symbols.Count)

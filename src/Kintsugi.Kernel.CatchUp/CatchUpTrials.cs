@@ -108,7 +108,8 @@ internal sealed partial class CatchUpTrials(BuildTarget target, KernelSourceTree
         var files = decisions.ToDictionary(d => d.File.Path, d => d.File, StringComparer.Ordinal);
         var built = _results.Where(r => r.Value.Outcome == FileOutcome.Built && files.ContainsKey(r.Key))
             .Select(r => files[r.Key]).ToList();
-        var groups = new List<(ChangedFile File, IReadOnlyList<ChangedFile> With, string Key)>();
+        var groups = new List<(ChangedFile File, IReadOnlyList<ChangedFile> With, IReadOnlyList<string> Headers,
+            string Key)>();
         foreach (var (path, trial) in _results)
         {
             if (trial.Outcome != FileOutcome.Refused || trial.MissingSymbols is not { Count: > 0 } missing
@@ -118,51 +119,52 @@ internal sealed partial class CatchUpTrials(BuildTarget target, KernelSourceTree
             if (adders.Any(a => a is null)) continue;
             var with = adders.Select(a => a!).DistinctBy(a => a.Path).OrderBy(a => a.Path, StringComparer.Ordinal)
                 .ToList();
+            // The header additions each fix was compiled with (its companions) are needed together too.
+            IReadOnlyList<string> headers = [.. (trial.Companions ?? [])
+                .Concat(with.SelectMany(w => _results[w.Path].Companions ?? []))
+                .Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal)];
             var key = keyOf(file) + "+" + Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(
-                System.Text.Encoding.UTF8.GetBytes(string.Join("\n", with.Select(keyOf)))))[..16];
-            groups.Add((file, with, key));
+                System.Text.Encoding.UTF8.GetBytes(string.Join("\n", with.Select(keyOf).Concat(headers)))))[..16];
+            groups.Add((file, with, headers, key));
         }
         if (groups.Count == 0) return;
         progress($"{groups.Count} refused fix(es) call a function another built fix adds: trying each together with " +
             "that fix");
+        var objtoolAtLink = ReferenceBinder.ObjtoolRunsAtModuleLink(target.ModuleBuildDirectory);
         await Parallel.ForEachAsync(groups, Options(cancellation), async (group, token) =>
         {
-            var (file, with, key) = group;
+            var (file, with, headers, key) = group;
             var outcome = Kept(key) ?? await AttemptAsync(file, key, async () =>
             {
-                var patches = new[] { file }.Concat(with).Select(difference.PatchPath).ToList();
-                var inputs = BuildInputs.Read(new KernelBuildRequest(new TargetReference.Debian(request.Target),
-                    patches, "catchup_trial", [], null, Path.Combine(_work, key), request.SkipFidelity,
-                    request.MaxUnits));
-                var units = UnitSelection.Select(tree, inputs.Scope, request.MaxUnits, _ => { }).Units;
-                var compiled = await UnitCompilation.CompileAsync(target, tree, units, inputs.Patches,
+                ChangedFile[] fixes = [file, .. with];
+                // The units are those of the C files; the companion headers are applied, never followed to their
+                // includers (as when each fix was compiled with them).
+                var scope = BuildInputs.Read(TrialRequest(fixes, key));
+                var inputs = headers.Count == 0 ? scope : BuildInputs.Read(TrialRequest(
+                    [.. headers.Select(h => difference.Files.Single(f => f.Path == h)), .. fixes], key));
+                var scoped = new Scoped(file, key, inputs,
+                    UnitSelection.Select(tree, scope.Scope, request.MaxUnits, _ => { }).Units);
+                var compiled = await UnitCompilation.CompileAsync(target, tree, scoped.Units, inputs.Patches,
                     Path.Combine(_work, key), new StageClock(_ => { }), token);
-                var diffs = UnitDiffing.DiffAll(compiled, _exports,
-                    ReferenceBinder.ObjtoolRunsAtModuleLink(target.ModuleBuildDirectory));
-                UnitDiffing.ThrowIfRefused(diffs);
-                var changed = diffs.Where(d => d.Contributes).ToList();
-                var resolved = await PatchResolution.ResolveAsync(target, changed, _exports.Value,
-                    request.SkipFidelity,
-                    needed => UnitCompilation.CompileOriginalsAsync(target, tree, needed, new StageClock(_ => { }),
-                        token),
-                    _ => { }, token);
-                resolved.ThrowIfUnfaithful(request.SkipFidelity);
-                // Its own functions: those of the units its file compiles into (the others are the adders' own).
-                var own = resolved.Functions.Where(f => f.Record.Unit == file.Path).ToList();
-                return own.Count == 0 ? null
-                    : new FileTrial(key, FileOutcome.Built, [.. own.Select(f => $"{f.Object}:{f.Record.Name}")],
-                        string.Join(", ", own.Select(f => f.Object).Distinct()), null, null, null, null,
-                        BuiltWith: [.. with.Select(w => w.Path)]);
+                Diffed? diffed = null;
+                if (Compare(scoped, compiled, headers, objtoolAtLink, d => diffed = d) is { } unchanged)
+                    return unchanged;
+                var resolved = await PatchResolution.ResolveAsync(target, diffed!.Changed, _exports.Value,
+                    request.SkipFidelity, CompileOriginals(token), _ => { }, token);
+                return Resolved(diffed, resolved, with);
             });
-            if (outcome is null) return;
             // A group that does not build either is kept too (a rerun does not try it again); the file keeps its
             // refusal.
-            AtomicFile.Write(Path.Combine(_state, key + ".json"),
-                System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(outcome, CatchUpJson.Default.FileTrial));
-            if (outcome.Outcome != FileOutcome.Built) return;
+            Keep(outcome!);
+            var together = string.Join(", ", with.Select(w => w.Path));
+            if (outcome!.Outcome != FileOutcome.Built)
+            {
+                progress($"{file.Path}: together with {together}: {Describe(outcome)}: " +
+                    (outcome.Reason ?? outcome.Proof ?? "").Split('\n')[0]);
+                return;
+            }
             _results[file.Path] = outcome;
-            progress($"{file.Path}: built together with {string.Join(", ", with.Select(w => w.Path))} " +
-                $"({string.Join(", ", outcome.Functions)})");
+            progress($"{file.Path}: built together with {together} ({string.Join(", ", outcome.Functions)})");
         });
     }
 
@@ -206,9 +208,7 @@ internal sealed partial class CatchUpTrials(BuildTarget target, KernelSourceTree
         {
             var outcome = Attempt(file, key, () =>
             {
-                var inputs = BuildInputs.Read(
-                    new KernelBuildRequest(new TargetReference.Debian(request.Target), [difference.PatchPath(file)],
-                    "catchup_trial", [], null, Path.Combine(_work, key), request.SkipFidelity, request.MaxUnits));
+                var inputs = BuildInputs.Read(TrialRequest([file], key));
                 var units = UnitSelection.Select(tree, inputs.Scope, request.MaxUnits, _ => { }).Units;
                 if (units.Count == 0)
                     return new FileTrial(key, FileOutcome.NotBuilt, [], null, null, null, null,
@@ -221,6 +221,12 @@ internal sealed partial class CatchUpTrials(BuildTarget target, KernelSourceTree
         }
         return scoped;
     }
+
+    /// <summary>A build of these files' fixes for a trial: up to the resolved patch, in a work directory of its
+    /// own.</summary>
+    private KernelBuildRequest TrialRequest(IReadOnlyList<ChangedFile> files, string key) =>
+        new(new TargetReference.Debian(request.Target), [.. files.Select(difference.PatchPath)], "catchup_trial", [],
+            null, Path.Combine(_work, key), request.SkipFidelity, request.MaxUnits);
 
     /// <summary>
     /// The files (by key) whose after objects were compiled together, each in its own directory, and those whose unit
@@ -420,7 +426,7 @@ internal sealed partial class CatchUpTrials(BuildTarget target, KernelSourceTree
                         Path.Combine(after.Directory, file.Key), unit.ObjectPath);
                 return Compare(file, compiled, after.CompanionsOf(file.Key), objtoolAtLink, diffed.Add);
             });
-            if (outcome is not null) Finish(file.File, outcome);
+            if (outcome is not null) Finish(file.File, CompiledWith(outcome, after.CompanionsOf(file.Key)));
         });
         return ([.. diffed], [.. uncompiled]);
     }
@@ -570,7 +576,7 @@ internal sealed partial class CatchUpTrials(BuildTarget target, KernelSourceTree
                 waiting.Add((file, tried.OriginalsNeeded));
                 return null;
             });
-            if (outcome is not null) Finish(file.File.File, outcome);
+            if (outcome is not null) Finish(file.File.File, CompiledWith(outcome, file.Companions));
         });
         if (waiting.IsEmpty) return;
         var units = waiting.SelectMany(w => w.Units).DistinctBy(u => u.ObjectPath).ToList();
@@ -586,19 +592,20 @@ internal sealed partial class CatchUpTrials(BuildTarget target, KernelSourceTree
             var file = wait.File;
             var outcome = await AttemptAsync(file.File.File, file.File.Key, async () =>
                 Resolved(file, await PatchResolution.ResolveAsync(target, file.Changed, _exports.Value,
-                    request.SkipFidelity,
-                    units => UnitCompilation.CompileOriginalsAsync(target, tree, units, new StageClock(_ => { }),
-                        token),
-                    _ => { }, token)));
-            Finish(file.File.File, outcome!);
+                    request.SkipFidelity, CompileOriginals(token), _ => { }, token)));
+            Finish(file.File.File, CompiledWith(outcome!, file.Companions));
         });
     }
 
-    private FileTrial Resolved(Diffed file, ResolvedPatch resolved)
+    /// <param name="with">The built fixes a group was compiled with: only the file's own functions are its
+    /// outcome (the others are theirs).</param>
+    private FileTrial Resolved(Diffed file, ResolvedPatch resolved, IReadOnlyList<ChangedFile>? with = null)
     {
         resolved.ThrowIfUnfaithful(request.SkipFidelity);
+        var functions = with is null ? resolved.Functions
+            : [.. resolved.Functions.Where(f => f.Record.Unit == file.File.File.Path)];
         // New functions alone change nothing the running kernel does: a CVE must not count as covered by them.
-        if (resolved.Functions.Count == 0)
+        if (functions.Count == 0)
             return new FileTrial(file.File.Key, FileOutcome.Refused, [], null, "new-code-only",
                 "it replaces no function of the running kernel, it only adds code" +
                 (file.File.File.Functions.Count > 0 ? $" ({string.Join(", ", file.File.File.Functions)})" : "") +
@@ -606,10 +613,24 @@ internal sealed partial class CatchUpTrials(BuildTarget target, KernelSourceTree
                 "it can only be live patched together with the changes that call it: reboot into the new version",
                 null);
         return new FileTrial(file.File.Key, FileOutcome.Built,
-            [.. resolved.Functions.Select(f => $"{f.Object}:{f.Record.Name}")],
-            string.Join(", ", resolved.Functions.Select(f => f.Object).Distinct()), null, null, null, null,
-            file.Companions.Count > 0 ? file.Companions : null);
+            [.. functions.Select(f => $"{f.Object}:{f.Record.Name}")],
+            string.Join(", ", functions.Select(f => f.Object).Distinct()), null, null, null, null,
+            file.Companions.Count > 0 ? file.Companions : null,
+            BuiltWith: with is null ? null : [.. with.Select(w => w.Path)]);
     }
+
+    /// <summary>
+    /// A refusal keeps the companion headers its fix was compiled with: the group phase compiles the fix with them
+    /// again.
+    /// </summary>
+    private static FileTrial CompiledWith(FileTrial trial, IReadOnlyList<string> companions) =>
+        trial is { Outcome: FileOutcome.Refused, Companions: null } && companions.Count > 0
+            ? trial with { Companions = companions } : trial;
+
+    /// <summary>Compiles units as the distribution did, for the fidelity proof where the before objects cannot
+    /// decide.</summary>
+    private Func<IReadOnlyList<TranslationUnit>, Task> CompileOriginals(CancellationToken cancellation) =>
+        units => UnitCompilation.CompileOriginalsAsync(target, tree, units, new StageClock(_ => { }), cancellation);
 
     private static ParallelOptions Options(CancellationToken cancellation) =>
         new() { MaxDegreeOfParallelism = Environment.ProcessorCount, CancellationToken = cancellation };
@@ -660,12 +681,14 @@ internal sealed partial class CatchUpTrials(BuildTarget target, KernelSourceTree
     /// <summary>Keeps the outcome on disk at once (an interrupted run loses no finished file) and reports it.</summary>
     private void Finish(ChangedFile file, FileTrial trial)
     {
-        var record = Path.Combine(_state, trial.Key + ".json");
-        AtomicFile.Write(record,
-            System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(trial, CatchUpJson.Default.FileTrial));
+        Keep(trial);
         _results[file.Path] = trial;
         progress($"[{Interlocked.Increment(ref _done)}/{_total}] {file.Path}: {Describe(trial)}");
     }
+
+    /// <summary>The trial's record under its key, read back by <see cref="Kept"/>.</summary>
+    private void Keep(FileTrial trial) => AtomicFile.Write(Path.Combine(_state, trial.Key + ".json"),
+        System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(trial, CatchUpJson.Default.FileTrial));
 
     private static string Describe(FileTrial trial) => trial.Outcome switch
     {

@@ -26,16 +26,22 @@ public abstract class KernelSourceTreeSpecification(KernelRelease release)
         return (tree, new ShippedVmlinux(symbols, image));
     }
 
-    [Fact]
-    public async Task A_unit_compiled_with_the_distribution_flags_reproduces_the_shipped_function()
+    /// <summary>fs/proc/cmdline.c compiled in a workspace of the prepared tree, with these flags added.</summary>
+    private async Task<(ShippedVmlinux Shipped, ElfObject Unit)> CmdlineCompiledWithAsync(string? extraCFlags)
     {
         var (tree, shipped) = await KernelAsync();
         using var output = new TemporaryDirectory();
         await using (var workspace = await BuildWorkspace.OpenAsync(tree))
-            await workspace.CompileAsync("fs/proc/cmdline.o", output.File("cmdline.o"), extraCFlags: null);
+            await workspace.CompileAsync("fs/proc/cmdline.o", output.File("cmdline.o"), extraCFlags);
+        return (shipped, ElfObject.Load(output.File("cmdline.o")));
+    }
 
-        var resolved = new SymbolResolver(shipped,
-            ElfObject.Load(output.File("cmdline.o"))).ResolveFunction("cmdline_proc_show", out var mismatch);
+    [Fact]
+    public async Task A_unit_compiled_with_the_distribution_flags_reproduces_the_shipped_function()
+    {
+        var (shipped, unit) = await CmdlineCompiledWithAsync(extraCFlags: null);
+
+        var resolved = new SymbolResolver(shipped, unit).ResolveFunction("cmdline_proc_show", out var mismatch);
 
         Assert.True(resolved is not null, mismatch);
         Assert.Equal(Sympos.Unique, resolved.Sympos);
@@ -46,13 +52,9 @@ public abstract class KernelSourceTreeSpecification(KernelRelease release)
     [Fact]
     public async Task A_unit_compiled_differently_fails_the_fidelity_proof_naming_the_function()
     {
-        var (tree, shipped) = await KernelAsync();
-        using var output = new TemporaryDirectory();
-        await using (var workspace = await BuildWorkspace.OpenAsync(tree))
-            await workspace.CompileAsync("fs/proc/cmdline.o", output.File("cmdline.o"), extraCFlags: "-O1 -fno-inline");
+        var (shipped, unit) = await CmdlineCompiledWithAsync("-O1 -fno-inline");
 
-        var resolved = new SymbolResolver(shipped,
-            ElfObject.Load(output.File("cmdline.o"))).ResolveFunction("cmdline_proc_show", out var mismatch);
+        var resolved = new SymbolResolver(shipped, unit).ResolveFunction("cmdline_proc_show", out var mismatch);
 
         Assert.Null(resolved);
         Assert.Contains("cmdline_proc_show: the compiled original differs from the shipped code of vmlinux", mismatch);
@@ -61,14 +63,10 @@ public abstract class KernelSourceTreeSpecification(KernelRelease release)
     [Fact]
     public async Task A_unit_compiled_with_one_section_per_function_proves_the_shipped_function_without_the_original()
     {
-        var (tree, shipped) = await KernelAsync();
-        using var output = new TemporaryDirectory();
-        await using (var workspace = await BuildWorkspace.OpenAsync(tree))
-            await workspace.CompileAsync("fs/proc/cmdline.o", output.File("cmdline.o"),
-                "-ffunction-sections -fdata-sections");
+        var (shipped, unit) = await CmdlineCompiledWithAsync("-ffunction-sections -fdata-sections");
 
-        var resolved = new SymbolResolver(shipped, ElfObject.Load(output.File("cmdline.o")),
-            UnitCompile.SectionPerFunction).ResolveFunction("cmdline_proc_show", out var mismatch);
+        var resolved = new SymbolResolver(shipped, unit, UnitCompile.SectionPerFunction)
+            .ResolveFunction("cmdline_proc_show", out var mismatch);
 
         Assert.True(resolved is not null, mismatch);
         Assert.Equal(shipped.Symbols.Named("cmdline_proc_show").Single().Address, resolved.Address);
@@ -77,13 +75,8 @@ public abstract class KernelSourceTreeSpecification(KernelRelease release)
     [Fact]
     public async Task A_unit_with_one_section_per_function_that_differs_asks_for_the_original_instead_of_failing()
     {
-        var (tree, shipped) = await KernelAsync();
-        using var output = new TemporaryDirectory();
-        await using (var workspace = await BuildWorkspace.OpenAsync(tree))
-            await workspace.CompileAsync("fs/proc/cmdline.o", output.File("cmdline.o"),
-                "-ffunction-sections -fdata-sections -O1 -fno-inline");
-        var resolver = new SymbolResolver(shipped, ElfObject.Load(output.File("cmdline.o")),
-            UnitCompile.SectionPerFunction);
+        var (shipped, unit) = await CmdlineCompiledWithAsync("-ffunction-sections -fdata-sections -O1 -fno-inline");
+        var resolver = new SymbolResolver(shipped, unit, UnitCompile.SectionPerFunction);
 
         var needed = Assert.Throws<OriginalCompileNeededException>(() =>
             resolver.ResolveFunction("cmdline_proc_show", out _));

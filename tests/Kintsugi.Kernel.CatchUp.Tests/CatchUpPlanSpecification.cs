@@ -23,18 +23,12 @@ public sealed class CatchUpPlanSpecification
     [Fact]
     public async Task A_changed_header_layout_refuses_a_changed_C_file_only_if_its_changed_lines_name_what_it_changes()
     {
-        var tree = await Tree.Value;
-        using var directory = new TemporaryDirectory();
-        // A new member of struct msdos_sb_info: every unit that uses the structure was built with the old layout.
-        Change(tree, directory, "fs/fat/fat.h", "struct msdos_sb_info {\n",
-            "struct msdos_sb_info {\n\tunsigned int added;\n");
-        Change(tree, directory, "fs/fat/namei_vfat.c", "\tstruct msdos_sb_info *sbi = MSDOS_SB(dir->i_sb);\n",
-            "\tstruct msdos_sb_info *sbi = READ_ONCE(MSDOS_SB(dir->i_sb));\n");
-        Change(tree, directory, "fs/fat/dir.c", "parse_record:\n\tnr_slots = 0;\n",
-            "parse_record:\n\tnr_slots = 0;\n\tbarrier();\n");
-        var difference = await SourceDifference.OfExtractedAsync(Older, Newer, directory.Path);
-
-        var plan = CatchUpPlan.Make(difference, tree, maxUnits: 40, only: [], _ => { });
+        var plan = await PlanOfAsync(
+            // A new member of struct msdos_sb_info: every unit that uses the structure was built with the old layout.
+            ("fs/fat/fat.h", "struct msdos_sb_info {\n", "struct msdos_sb_info {\n\tunsigned int added;\n"),
+            ("fs/fat/namei_vfat.c", "\tstruct msdos_sb_info *sbi = MSDOS_SB(dir->i_sb);\n",
+                "\tstruct msdos_sb_info *sbi = READ_ONCE(MSDOS_SB(dir->i_sb));\n"),
+            ("fs/fat/dir.c", "parse_record:\n\tnr_slots = 0;\n", "parse_record:\n\tnr_slots = 0;\n\tbarrier();\n"));
 
         var header = Decision(plan, "fs/fat/fat.h");
         Assert.Equal(("header-layout", FileOutcome.Refused), (header.Rule, header.Outcome));
@@ -50,14 +44,9 @@ public sealed class CatchUpPlanSpecification
     [Fact]
     public async Task A_changed_header_that_no_C_file_includes_by_name_is_refused_as_unresolved_not_skipped()
     {
-        var tree = await Tree.Value;
-        using var directory = new TemporaryDirectory();
         // The build system passes it with -include to every unit; a new inline function in it is code of every unit.
-        Change(tree, directory, "include/linux/compiler-version.h", "#define __LINUX_COMPILER_VERSION_H\n",
-            "#define __LINUX_COMPILER_VERSION_H\nstatic inline int kintsugi_added(int x) { return x; }\n");
-        var difference = await SourceDifference.OfExtractedAsync(Older, Newer, directory.Path);
-
-        var plan = CatchUpPlan.Make(difference, tree, maxUnits: 40, only: [], _ => { });
+        var plan = await PlanOfAsync(("include/linux/compiler-version.h", "#define __LINUX_COMPILER_VERSION_H\n",
+            "#define __LINUX_COMPILER_VERSION_H\nstatic inline int kintsugi_added(int x) { return x; }\n"));
 
         var decision = Decision(plan, "include/linux/compiler-version.h");
         Assert.Equal((FileOutcome.Refused, "unresolved-unit"), (decision.Outcome, decision.Rule));
@@ -66,14 +55,9 @@ public sealed class CatchUpPlanSpecification
     [Fact]
     public async Task A_header_that_only_adds_a_device_id_no_source_names_changes_no_code()
     {
-        var tree = await Tree.Value;
-        using var directory = new TemporaryDirectory();
         // As stable updates add USB ids: the id table of ftdi_sio.c uses it once its own fix names it.
-        Change(tree, directory, "drivers/usb/serial/ftdi_sio_ids.h", "#define FTDI_ELV_UIO88_PID\t0xFB5F",
-            "#define FTDI_KINTSUGI_FXA291_PID\t0xE510\n#define FTDI_ELV_UIO88_PID\t0xFB5F");
-        var difference = await SourceDifference.OfExtractedAsync(Older, Newer, directory.Path);
-
-        var plan = CatchUpPlan.Make(difference, tree, maxUnits: 40, only: [], _ => { });
+        var plan = await PlanOfAsync(("drivers/usb/serial/ftdi_sio_ids.h", "#define FTDI_ELV_UIO88_PID\t0xFB5F",
+            "#define FTDI_KINTSUGI_FXA291_PID\t0xE510\n#define FTDI_ELV_UIO88_PID\t0xFB5F"));
 
         var decision = Decision(plan, "drivers/usb/serial/ftdi_sio_ids.h");
         Assert.Equal(FileOutcome.NoCode, decision.Outcome);
@@ -83,19 +67,24 @@ public sealed class CatchUpPlanSpecification
     [Fact]
     public async Task A_header_that_adds_a_macro_the_running_kernels_sources_already_test_is_refused_naming_one()
     {
-        var tree = await Tree.Value;
-        using var directory = new TemporaryDirectory();
         // DEBUG turns on dev_dbg and pr_debug wherever a source tests it: what compiles may change, layouts included.
-        Change(tree, directory, "drivers/usb/serial/ftdi_sio_ids.h", "#define FTDI_ELV_UIO88_PID\t0xFB5F",
-            "#define DEBUG\n#define FTDI_ELV_UIO88_PID\t0xFB5F");
-        var difference = await SourceDifference.OfExtractedAsync(Older, Newer, directory.Path);
-
-        var plan = CatchUpPlan.Make(difference, tree, maxUnits: 40, only: [], _ => { });
+        var plan = await PlanOfAsync(("drivers/usb/serial/ftdi_sio_ids.h", "#define FTDI_ELV_UIO88_PID\t0xFB5F",
+            "#define DEBUG\n#define FTDI_ELV_UIO88_PID\t0xFB5F"));
 
         var decision = Decision(plan, "drivers/usb/serial/ftdi_sio_ids.h");
         Assert.Equal((FileOutcome.Refused, "header-layout"), (decision.Outcome, decision.Rule));
         Assert.Contains("adds the macro DEBUG, which the running kernel's sources already name (", decision.Reason,
             StringComparison.Ordinal);
+    }
+
+    /// <summary>The plan for an update that makes these replacements in the tree's own files.</summary>
+    private static async Task<CatchUpPlan> PlanOfAsync(params (string Path, string From, string To)[] changes)
+    {
+        var tree = await Tree.Value;
+        using var directory = new TemporaryDirectory();
+        foreach (var (path, from, to) in changes) Change(tree, directory, path, from, to);
+        var difference = await SourceDifference.OfExtractedAsync(Older, Newer, directory.Path);
+        return CatchUpPlan.Make(difference, tree, maxUnits: 40, only: [], _ => { });
     }
 
     private static FileDecision.Decided Decision(CatchUpPlan plan, string path) =>

@@ -101,7 +101,10 @@ public sealed class CatchUpTrialsSpecification
         var (target, tree) = await Kernel61Async("the symbol table is cached by then");
         using var directory = new TemporaryDirectory();
         using var output = new TemporaryDirectory();
-        // As rtnl_dev_link_net_capable in the 6.1.187 update: one file adds a helper and uses it, others call it.
+        // As rtnl_dev_link_net_capable in the 6.1.187 update: a header declares a new helper, one file adds it and
+        // uses it, others call it (and compile only with the header's addition).
+        Edit(tree, directory, "include/linux/proc_fs.h", "struct proc_dir_entry;\n",
+            "struct proc_dir_entry;\n\nint kintsugi_loadavg_shift(void);\n");
         Edit(tree, directory, "fs/proc/loadavg.c", """
             static int loadavg_proc_show(struct seq_file *m, void *v)
             {
@@ -109,7 +112,6 @@ public sealed class CatchUpTrialsSpecification
 
             	get_avenrun(avnrun, FIXED_1/200, 0);
             """, """
-            int kintsugi_loadavg_shift(void);
             /* Not inlined nor its result propagated: the caller's code must change. */
             __attribute__((noipa)) int kintsugi_loadavg_shift(void)
             {
@@ -122,10 +124,8 @@ public sealed class CatchUpTrialsSpecification
 
             	get_avenrun(avnrun, FIXED_1/200, kintsugi_loadavg_shift());
             """);
-        Edit(tree, directory, "fs/proc/cmdline.c", "static int cmdline_proc_show(",
-            "int kintsugi_loadavg_shift(void);\n\nstatic int cmdline_proc_show(");
         Edit(tree, directory, "fs/proc/cmdline.c", "seq_putc(m, '\\n');",
-            "seq_putc(m, kintsugi_loadavg_shift() ? ' ' : '\\n');", keepEarlierEdit: true);
+            "seq_putc(m, kintsugi_loadavg_shift() ? ' ' : '\\n');");
         var difference = await SourceDifference.OfExtractedAsync(Older, Newer, directory.Path);
         var builds = CatchUpPlan.Make(difference, tree, maxUnits: 40, only: [], _ => { })
             .Decisions.OfType<FileDecision.Build>().ToList();
@@ -140,6 +140,7 @@ public sealed class CatchUpTrialsSpecification
         Assert.True(caller.Outcome == FileOutcome.Built, $"{caller.Rule}: {caller.Reason}");
         Assert.Equal((FileOutcome.Built, "vmlinux:cmdline_proc_show"), Outcome(caller));
         Assert.Equal(["fs/proc/loadavg.c"], caller.BuiltWith);
+        Assert.Equal(["include/linux/proc_fs.h"], caller.Companions);
         Assert.Contains(progress, line => line.StartsWith("fs/proc/cmdline.c: built together with fs/proc/loadavg.c",
             StringComparison.Ordinal));
     }

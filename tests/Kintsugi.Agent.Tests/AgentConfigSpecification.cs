@@ -38,17 +38,14 @@ public sealed class AgentConfigSpecification
     [Fact]
     public void A_server_configuration_reads_the_token_from_a_file()
     {
-        var token = Path.GetTempFileName();
+        using var directory = new TemporaryDirectory();
+        var token = directory["token"];
         File.WriteAllText(token, "ket_abc\n");
-        try
-        {
-            var config = AgentConfig.Parse($"server = https://patches.example.com/\ntoken-file = {token}\nserver-ca " +
-                $"= /etc/kintsugi/server.crt", "agent.conf");
-            Assert.Equal(new Uri("https://patches.example.com/"), config.Server);
-            Assert.Equal("ket_abc", config.EnrollmentToken);
-            Assert.Equal("/etc/kintsugi/server.crt", config.ServerCertificate);
-        }
-        finally { File.Delete(token); }
+        var config = AgentConfig.Parse($"server = https://patches.example.com/\ntoken-file = {token}\nserver-ca " +
+            $"= /etc/kintsugi/server.crt", "agent.conf");
+        Assert.Equal(new Uri("https://patches.example.com/"), config.Server);
+        Assert.Equal("ket_abc", config.EnrollmentToken);
+        Assert.Equal("/etc/kintsugi/server.crt", config.ServerCertificate);
     }
 
     [Theory]

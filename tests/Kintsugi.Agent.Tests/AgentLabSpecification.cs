@@ -24,30 +24,20 @@ public abstract class AgentLabSpecification(KernelRelease release) : IDisposable
     private const string Offline = "/var/lib/kintsugi/offline";
     private const string Config = "/etc/kintsugi/agent.conf";
 
-    private readonly TemporaryDirectory _dir = new();
+    private readonly GuestInputs _inputs = new();
     private readonly PublisherKey _publisher = PublisherKey.Generate();
 
     public void Dispose()
     {
         _publisher.Dispose();
-        _dir.Dispose();
+        _inputs.Dispose();
     }
 
     private Task<KernelUnderTest> Kernel => KernelUnderTest.GetAsync(release);
 
     private static string Marker(string module) => module switch { A => MarkerA, B => MarkerB, _ => MarkerWarn };
 
-    /// <summary>A host file for the guest, under /inputs.</summary>
-    private GuestFile Input(string name, byte[] bytes)
-    {
-        Directory.CreateDirectory(Path.GetDirectoryName(_dir[name])!);
-        File.WriteAllBytes(_dir[name], bytes);
-        return new GuestFile(_dir[name], "/inputs/" + name);
-    }
-
-    private GuestFile Input(string name, string text) => Input(name, System.Text.Encoding.UTF8.GetBytes(text));
-
-    private GuestFile PublicKey() => Input("publisher.pub", _publisher.PublicKey.ExportPem());
+    private GuestFile PublicKey() => _inputs.Add("publisher.pub", _publisher.PublicKey.ExportPem());
 
     private static string AgentConfig(string onBug = "revert") => $"""
         # the lab's agent: offline mode
@@ -92,16 +82,17 @@ public abstract class AgentLabSpecification(KernelRelease release) : IDisposable
         var truncated = Inputs.Sign(_publisher, kernel, B, 9);
         var files = new List<GuestFile>
         {
-            PublicKey(), Input("agent.conf", AgentConfig()), Input("retired.pub", retired.PublicKey.ExportPem()),
-            Input("bad/tampered.bundle", tampered),
-            Input("bad/foreign.bundle", Inputs.Sign(foreign, kernel, B, 6)),
-            Input("bad/retired.bundle", Inputs.Sign(retired, kernel, B, 7)),
-            Input("bad/wrong-build.bundle", Inputs.Sign(_publisher, kernel, B, 8, wrongBuild)),
-            Input("bad/truncated.bundle", truncated[..(truncated.Length - 100)]),
-            Input("bad/other-kernel.bundle", Inputs.Sign(_publisher, other, B, 10)),
-            Input("good/level-1.bundle", Inputs.Sign(_publisher, kernel, A, 1)),
-            Input("good/level-2.bundle", Inputs.Sign(_publisher, kernel, B, 2)),
-            Input("good/level-3.bundle", Inputs.Sign(_publisher, kernel, A, 3)),
+            PublicKey(), _inputs.Add("agent.conf", AgentConfig()),
+            _inputs.Add("retired.pub", retired.PublicKey.ExportPem()),
+            _inputs.Add("bad/tampered.bundle", tampered),
+            _inputs.Add("bad/foreign.bundle", Inputs.Sign(foreign, kernel, B, 6)),
+            _inputs.Add("bad/retired.bundle", Inputs.Sign(retired, kernel, B, 7)),
+            _inputs.Add("bad/wrong-build.bundle", Inputs.Sign(_publisher, kernel, B, 8, wrongBuild)),
+            _inputs.Add("bad/truncated.bundle", truncated[..(truncated.Length - 100)]),
+            _inputs.Add("bad/other-kernel.bundle", Inputs.Sign(_publisher, other, B, 10)),
+            _inputs.Add("good/level-1.bundle", Inputs.Sign(_publisher, kernel, A, 1)),
+            _inputs.Add("good/level-2.bundle", Inputs.Sign(_publisher, kernel, B, 2)),
+            _inputs.Add("good/level-3.bundle", Inputs.Sign(_publisher, kernel, A, 3)),
         };
 
         var result = await kernel.RunAsync($"""
@@ -161,7 +152,7 @@ public abstract class AgentLabSpecification(KernelRelease release) : IDisposable
         // The package version whole; the build date after it is dropped when it would not fit the kernel's 64 bytes.
         Assert.Matches(@"Debian 99\.0\.0-kintsugi-fixture( |$)",
             root.GetProperty("effectiveVersion").GetString());
-        Assert.Equal(Sha256Digest.Of(File.ReadAllBytes(_dir["good/level-2.bundle"])).ToString(),
+        Assert.Equal(Sha256Digest.Of(File.ReadAllBytes(_inputs["good/level-2.bundle"])).ToString(),
             root.GetProperty("bundle").GetString());
 
         Assert.Equal(release.Value, Section(output, "uname-r"));
@@ -193,10 +184,11 @@ public abstract class AgentLabSpecification(KernelRelease release) : IDisposable
         var kernel = await Kernel;
         var files = new List<GuestFile>
         {
-            PublicKey(), Input("agent.conf", AgentConfig("revert")), Input("keep.conf", AgentConfig("keep")),
-            Input("level-1.bundle", Inputs.Sign(_publisher, kernel, A, 1)),
-            Input("level-2.bundle", Inputs.Sign(_publisher, kernel, Warn, 2)),
-            Input("level-3.bundle", Inputs.Sign(_publisher, kernel, Warn, 3)),
+            PublicKey(), _inputs.Add("agent.conf", AgentConfig("revert")),
+            _inputs.Add("keep.conf", AgentConfig("keep")),
+            _inputs.Add("level-1.bundle", Inputs.Sign(_publisher, kernel, A, 1)),
+            _inputs.Add("level-2.bundle", Inputs.Sign(_publisher, kernel, Warn, 2)),
+            _inputs.Add("level-3.bundle", Inputs.Sign(_publisher, kernel, Warn, 3)),
         };
         var result = await kernel.RunAsync($"""
             {Setup}
@@ -293,7 +285,7 @@ public abstract class AgentLabSpecification(KernelRelease release) : IDisposable
             echo @after-livepatches; ls /sys/kernel/livepatch
             echo @after-status; kintsugi status --json
             echo @end
-            """, [PublicKey(), Input("agent.conf", config)], timeoutSeconds: 420);
+            """, [PublicKey(), _inputs.Add("agent.conf", config)], timeoutSeconds: 420);
         Succeeded(result);
         var output = result.Output;
         Assert.Equal(0, ReturnCode(output, "apply"));
@@ -339,7 +331,7 @@ public abstract class AgentLabSpecification(KernelRelease release) : IDisposable
     /// non-canonical address: the kernel logs a general protection fault for the task).</summary>
     private GuestFile UserFaults()
     {
-        File.WriteAllText(_dir["faults.c"], """
+        File.WriteAllText(_inputs["faults.c"], """
             #include <string.h>
             int main(int argc, char **argv) {
                 if (argc > 1 && strcmp(argv[1], "gpf") == 0) *(volatile long *)0x8000000000000000UL = 1;
@@ -347,9 +339,9 @@ public abstract class AgentLabSpecification(KernelRelease release) : IDisposable
                 return 0;
             }
             """);
-        var compiled = ExternalCommand.Run("gcc", "-static", "-O0", "-o", _dir["faults"], _dir["faults.c"]);
+        var compiled = ExternalCommand.Run("gcc", "-static", "-O0", "-o", _inputs["faults"], _inputs["faults.c"]);
         Assert.True(compiled.Succeeded, compiled.StandardError);
-        return new GuestFile(_dir["faults"], "/inputs/faults");
+        return new GuestFile(_inputs["faults"], "/inputs/faults");
     }
 
     [Fact]
@@ -359,8 +351,8 @@ public abstract class AgentLabSpecification(KernelRelease release) : IDisposable
         var kernel = await Kernel;
         var files = new List<GuestFile>
         {
-            PublicKey(), Input("agent.conf", AgentConfig().Replace("settle = 1", "settle = 4")),
-            Input("level-1.bundle", Inputs.Sign(_publisher, kernel, A, 1)), UserFaults(),
+            PublicKey(), _inputs.Add("agent.conf", AgentConfig().Replace("settle = 1", "settle = 4")),
+            _inputs.Add("level-1.bundle", Inputs.Sign(_publisher, kernel, A, 1)), UserFaults(),
         };
         var result = await kernel.RunAsync($"""
             {Setup}
@@ -394,8 +386,8 @@ public abstract class AgentLabSpecification(KernelRelease release) : IDisposable
     public async Task A_patch_whose_publisher_key_was_retired_since_is_not_loaded_at_the_next_boot()
     {
         var kernel = await Kernel;
-        var files = new List<GuestFile> { PublicKey(), Input("agent.conf", AgentConfig()),
-            Input("level-1.bundle", Inputs.Sign(_publisher, kernel, A, 1)) };
+        var files = new List<GuestFile> { PublicKey(), _inputs.Add("agent.conf", AgentConfig()),
+            _inputs.Add("level-1.bundle", Inputs.Sign(_publisher, kernel, A, 1)) };
         using var disk = new TemporaryDirectory();
         var diskPath = disk["machine.img"];
         var first = await kernel.RunAsync($"""
@@ -459,9 +451,10 @@ public abstract class AgentLabSpecification(KernelRelease release) : IDisposable
         var levelOne = Inputs.Sign(_publisher, kernel, A, 1);
         var files = new List<GuestFile>
         {
-            PublicKey(), Input("agent.conf", AgentConfig()),
-                Input("slow.conf", AgentConfig().Replace("settle = 1", "settle = 10")),
-            Input("level-1.bundle", levelOne), Input("level-2.bundle", Inputs.Sign(_publisher, kernel, B, 2)),
+            PublicKey(), _inputs.Add("agent.conf", AgentConfig()),
+                _inputs.Add("slow.conf", AgentConfig().Replace("settle = 1", "settle = 10")),
+            _inputs.Add("level-1.bundle", levelOne),
+            _inputs.Add("level-2.bundle", Inputs.Sign(_publisher, kernel, B, 2)),
         };
         using var disk = new TemporaryDirectory();
         var diskPath = disk["machine.img"];
@@ -531,8 +524,8 @@ public abstract class AgentLabSpecification(KernelRelease release) : IDisposable
         var kernel = await Kernel;
         ApplyStep[] steps = [ApplyStep.Fetched, ApplyStep.Staged, ApplyStep.Pending, ApplyStep.Loaded,
             ApplyStep.Checked, ApplyStep.Confirmed, ApplyStep.Committed];
-        var files = new List<GuestFile> { PublicKey(), Input("agent.conf", AgentConfig()),
-            Input("level-1.bundle", Inputs.Sign(_publisher, kernel, A, 1)) };
+        var files = new List<GuestFile> { PublicKey(), _inputs.Add("agent.conf", AgentConfig()),
+            _inputs.Add("level-1.bundle", Inputs.Sign(_publisher, kernel, A, 1)) };
 
         // What each interrupted apply must leave after the reboot: before the load, the agent simply applies
         // it again; after the load but before it is confirmed, the crash-loop guard quarantines it and the
@@ -543,7 +536,7 @@ public abstract class AgentLabSpecification(KernelRelease release) : IDisposable
         {
             var next = i + 2;
             var nextModule = module == A ? B : A;
-            files.Add(Input($"level-{next}.bundle", Inputs.Sign(_publisher, kernel, nextModule, next)));
+            files.Add(_inputs.Add($"level-{next}.bundle", Inputs.Sign(_publisher, kernel, nextModule, next)));
             if (steps[i] is ApplyStep.Pending or ApplyStep.Loaded or ApplyStep.Checked)
                 expected.Add((steps[i], level, module, next, "apply-failed"));
             else

@@ -22,19 +22,13 @@ public sealed class HostileServerLabSpecification : IDisposable
     private const string A = "kintsugi_fixture_cmdline_a";
     private const string B = "kintsugi_fixture_cmdline_b";
 
-    private readonly TemporaryDirectory _dir = new();
+    private readonly GuestInputs _inputs = new();
     private readonly PublisherKey _publisher = PublisherKey.Generate();
 
     public void Dispose()
     {
         _publisher.Dispose();
-        _dir.Dispose();
-    }
-
-    private GuestFile Input(string name, string text)
-    {
-        File.WriteAllText(_dir[name], text);
-        return new GuestFile(_dir[name], "/inputs/" + name);
+        _inputs.Dispose();
     }
 
     private sealed record Offered(byte[] Bundle, int Level)
@@ -96,7 +90,7 @@ public sealed class HostileServerLabSpecification : IDisposable
             trust = /etc/kintsugi/trust
             settle = 1
             """ + "\n";
-        var publicKey = Input("publisher.pub", _publisher.PublicKey.ExportPem());
+        var publicKey = _inputs.Add("publisher.pub", _publisher.PublicKey.ExportPem());
 
         var result = await kernel.RunAsync($$"""
             mkdir -p /etc/kintsugi
@@ -118,7 +112,7 @@ public sealed class HostileServerLabSpecification : IDisposable
             step stale
             echo @status; kintsugi status --json
             echo @end
-            """, [publicKey, Input("agent.conf", config)], timeoutSeconds: 420);
+            """, [publicKey, _inputs.Add("agent.conf", config)], timeoutSeconds: 420);
         var output = result.Output;
         var context = $"{output}\n--- console\n{result.Console}";
         Assert.True(result.ExitCode == 0, $"{result.Describe()}\n--- output\n{context}");

@@ -15,7 +15,9 @@ public sealed class DebianPackages : IAsyncLifetime
     private static readonly string? Prebuilt =
         Environment.GetEnvironmentVariable("KINTSUGI_TEST_PACKAGES") is { Length: > 0 } d ? d : null;
 
-    public string Directory { get; } = Prebuilt ?? System.IO.Directory.CreateTempSubdirectory("kintsugi-deb-").FullName;
+    private readonly TemporaryDirectory? _built = Prebuilt is null ? new TemporaryDirectory() : null;
+
+    public string Directory => Prebuilt ?? _built!.Path;
 
     public string Agent(int revision) =>
         Path.Combine(Directory, $"r{revision}", $"kintsugi_{Version}-{revision}_amd64.deb");
@@ -44,7 +46,7 @@ public sealed class DebianPackages : IAsyncLifetime
 
     public Task DisposeAsync()
     {
-        if (Prebuilt is null) System.IO.Directory.Delete(Directory, recursive: true);
+        _built?.Dispose();
         return Task.CompletedTask;
     }
 }

@@ -12,7 +12,9 @@ internal sealed class MachineSandbox : IDisposable
 {
     private static readonly string[] Overlaid = ["/etc", "/var/lib", "/run"];
 
-    public string Root { get; } = Directory.CreateTempSubdirectory("kintsugi-cli-").FullName;
+    private readonly TemporaryDirectory _root = new();
+
+    public string Root => _root.Path;
 
     public MachineSandbox()
     {
@@ -59,6 +61,6 @@ internal sealed class MachineSandbox : IDisposable
     {
         // overlayfs leaves work directories mode 000: make them deletable.
         foreach (var dir in Overlaid) ExternalCommand.Run("chmod", "-R", "u+rwx", Work(dir));
-        Directory.Delete(Root, recursive: true);
+        _root.Dispose();
     }
 }

@@ -23,19 +23,13 @@ public sealed class SystemdGuestSpecification(DebianPackages packages) : IDispos
     /// that installs the package and applies both patches more than 20 (docs/benchmarks.md).</summary>
     private static readonly TimeSpan BootTimeout = TimeSpan.FromMinutes(45);
 
-    private readonly TemporaryDirectory _dir = new();
+    private readonly GuestInputs _inputs = new();
     private readonly PublisherKey _publisher = PublisherKey.Generate();
 
     public void Dispose()
     {
         _publisher.Dispose();
-        _dir.Dispose();
-    }
-
-    private GuestFile Input(string name, byte[] bytes)
-    {
-        File.WriteAllBytes(_dir[name], bytes);
-        return new GuestFile(_dir[name], "/inputs/" + name);
+        _inputs.Dispose();
     }
 
     /// <summary>Waits (up to a minute) until kintsugi status says the patch is applied and confirmed healthy.</summary>
@@ -64,8 +58,8 @@ public sealed class SystemdGuestSpecification(DebianPackages packages) : IDispos
             new(packages.Server(1), "/inputs/kintsugi-server.deb"),
             new(packages.Agent(1), "/inputs/kintsugi_1.deb"),
             new(packages.Agent(2), "/inputs/kintsugi_2.deb"),
-            Input("publisher.pub", System.Text.Encoding.UTF8.GetBytes(_publisher.PublicKey.ExportPem())),
-            Input("level-1.bundle", FixtureBundles.Level1(kernel, Module, _publisher)),
+            _inputs.Add("publisher.pub", System.Text.Encoding.UTF8.GetBytes(_publisher.PublicKey.ExportPem())),
+            _inputs.Add("level-1.bundle", FixtureBundles.Level1(kernel, Module, _publisher)),
         };
 
         var run = await kernel.Lab.RunAsync(new LabRunSpec(kernel.Release, """
@@ -177,16 +171,16 @@ public sealed class SystemdGuestSpecification(DebianPackages packages) : IDispos
     {
         var kernel = await KernelUnderTest.GetAsync(TestKernels.Debian12Cloud61);
         using var disk = await SystemdRootDisk.CreateAsync();
-        using var loop = new LoopProgram(_dir["loop"]);
+        using var loop = new LoopProgram(_inputs["loop"]);
         var config = "offline-directory = /var/lib/kintsugi/offline\ntrust = /etc/kintsugi/trust\ncheck-interval = " +
             "1h\nsettle = 1\n";
         var files = new List<GuestFile>
         {
             new(packages.Agent(1), "/inputs/kintsugi.deb"),
-            Input("publisher.pub", System.Text.Encoding.UTF8.GetBytes(_publisher.PublicKey.ExportPem())),
-            Input("agent.conf", System.Text.Encoding.UTF8.GetBytes(config)),
-            Input("level-1.bundle", FixtureBundles.Level1(kernel, Module, _publisher)),
-            Input("loop-fix.bundle", SignedLoopFix(loop)),
+            _inputs.Add("publisher.pub", System.Text.Encoding.UTF8.GetBytes(_publisher.PublicKey.ExportPem())),
+            _inputs.Add("agent.conf", System.Text.Encoding.UTF8.GetBytes(config)),
+            _inputs.Add("level-1.bundle", FixtureBundles.Level1(kernel, Module, _publisher)),
+            _inputs.Add("loop-fix.bundle", SignedLoopFix(loop)),
             new(loop.Program, "/inputs/loop"),
         };
 

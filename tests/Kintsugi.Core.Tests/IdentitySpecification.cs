@@ -28,21 +28,17 @@ public sealed class BuildIdSpecification
     [Fact]
     public async Task The_build_id_note_of_a_linked_program_matches_what_readelf_reports()
     {
-        var directory = Directory.CreateTempSubdirectory("kintsugi-buildid-").FullName;
-        try
-        {
-            var source = Path.Combine(directory, "p.c");
-            await File.WriteAllTextAsync(source, "int main(void) { return 0; }\n");
-            var program = Path.Combine(directory, "p");
-            Assert.True((await ExternalCommand.RunAsync("gcc-12", ["-Wl,--build-id=sha1", "-o", program, source]))
-                .Succeeded);
-            var readelf = await ExternalCommand.RunAsync("readelf", ["-n", program]);
-            var expected = readelf.StandardOutput.Split('\n').Single(l => l.Contains("Build ID:")).Split(':')[1].Trim();
+        using var directory = new TemporaryDirectory();
+        var source = directory["p.c"];
+        await File.WriteAllTextAsync(source, "int main(void) { return 0; }\n");
+        var program = directory["p"];
+        Assert.True((await ExternalCommand.RunAsync("gcc-12", ["-Wl,--build-id=sha1", "-o", program, source]))
+            .Succeeded);
+        var readelf = await ExternalCommand.RunAsync("readelf", ["-n", program]);
+        var expected = readelf.StandardOutput.Split('\n').Single(l => l.Contains("Build ID:")).Split(':')[1].Trim();
 
-            var table = ElfSectionTable.Read(await File.ReadAllBytesAsync(program));
-            Assert.Equal(expected, table.FindBuildId().ToString());
-        }
-        finally { Directory.Delete(directory, true); }
+        var table = ElfSectionTable.Read(await File.ReadAllBytesAsync(program));
+        Assert.Equal(expected, table.FindBuildId().ToString());
     }
 
     [Fact]

@@ -8,28 +8,20 @@ public sealed class ModuleFileSpecification
     [Fact]
     public void A_text_file_is_refused_as_not_elf()
     {
-        var path = Path.GetTempFileName();
-        File.WriteAllText(path, "hello");
-        try
-        {
-            Assert.Contains("not an ELF file",
-            Assert.Throws<ModuleFileException>(() => ModuleFile.Read(path)).Message);
-        }
-        finally { File.Delete(path); }
+        using var directory = new TemporaryDirectory();
+        File.WriteAllText(directory["hello.ko"], "hello");
+        Assert.Contains("not an ELF file",
+            Assert.Throws<ModuleFileException>(() => ModuleFile.Read(directory["hello.ko"])).Message);
     }
 
     [Fact]
     public async Task A_plain_object_file_is_refused_as_not_a_module()
     {
-        var directory = Directory.CreateTempSubdirectory("kintsugi-mod-").FullName;
-        try
-        {
-            await File.WriteAllTextAsync(Path.Combine(directory, "x.c"), "int x(void) { return 1; }\n");
-            Assert.True((await ExternalCommand.RunAsync("gcc-12", ["-c", "-o", "x.o", "x.c"], directory)).Succeeded);
-            var error = Assert.Throws<ModuleFileException>(() => ModuleFile.Read(Path.Combine(directory, "x.o")));
-            Assert.Contains("no .gnu.linkonce.this_module", error.Message);
-        }
-        finally { Directory.Delete(directory, true); }
+        using var directory = new TemporaryDirectory();
+        await File.WriteAllTextAsync(directory["x.c"], "int x(void) { return 1; }\n");
+        Assert.True((await ExternalCommand.RunAsync("gcc-12", ["-c", "-o", "x.o", "x.c"], directory.Path)).Succeeded);
+        var error = Assert.Throws<ModuleFileException>(() => ModuleFile.Read(directory["x.o"]));
+        Assert.Contains("no .gnu.linkonce.this_module", error.Message);
     }
 
     [Fact]

@@ -5,12 +5,11 @@ namespace Kintsugi.Core.Tests;
 /// <summary>The on-disk store of installed patches (a plain directory tree: no kernel involved).</summary>
 public sealed class PatchStoreSpecification : IDisposable
 {
-    private readonly string _root = Directory.CreateTempSubdirectory("kintsugi-store-").FullName;
-    private MachinePaths Paths => new(Path.Combine(_root, "state"), Path.Combine(_root, "etc"),
-        Path.Combine(_root, "run"), Path.Combine(_root, "systemd"));
+    private readonly TemporaryDirectory _root = new();
+    private MachinePaths Paths => new(_root["state"], _root["etc"], _root["run"], _root["systemd"]);
     private static readonly KernelRelease Release = KernelRelease.Parse("6.1.0-56-cloud-amd64");
 
-    public void Dispose() => Directory.Delete(_root, true);
+    public void Dispose() => _root.Dispose();
 
     private void Record(string name, long sequence, BootState state)
     {

@@ -23,16 +23,13 @@ public sealed class ArchiveAndModuleSpecification
     {
         var kernel = await KernelUnderTest.GetAsync(TestKernels.Debian12Cloud61);
         var bytes = await File.ReadAllBytesAsync(kernel.Modules["kintsugi_fixture_cmdline_a"]);
-        var path = Path.GetTempFileName();
-        try
+        using var directory = new TemporaryDirectory();
+        var path = directory["truncated.ko"];
+        foreach (var length in new[] { 3, 16, 63, 64, 1000, bytes.Length / 2, bytes.Length - 1 })
         {
-            foreach (var length in new[] { 3, 16, 63, 64, 1000, bytes.Length / 2, bytes.Length - 1 })
-            {
-                await File.WriteAllBytesAsync(path, bytes[..length]);
-                Assert.Throws<ModuleFileException>(() => ModuleFile.Read(path));
-            }
+            await File.WriteAllBytesAsync(path, bytes[..length]);
+            Assert.Throws<ModuleFileException>(() => ModuleFile.Read(path));
         }
-        finally { File.Delete(path); }
     }
 
     [Fact]
@@ -58,16 +55,12 @@ public sealed class ArchiveAndModuleSpecification
         Assert.NotEqual(newest.Kernel.Target.BuildId, kernel.Target.BuildId);
         Assert.Contains(kernel.Warnings, w => w.Contains("linux-kbuild-6.1", StringComparison.Ordinal));
 
-        var output = Path.Combine(Path.GetTempPath(), "kintsugi-older-abi-" + Guid.NewGuid().ToString("N"));
-        try
-        {
-            var built =
-                await Kintsugi.Kernel.Build.ExternalModuleBuild.BuildAsync(kernel, Repository.FixtureModules, output);
-            var module = ModuleFile.Read(
-                built.Single(p => p.EndsWith("kintsugi_fixture_cmdline_a.ko", StringComparison.Ordinal)));
-            Assert.Equal(TestKernels.Debian12Cloud61Older.Value, module.VermagicRelease);
-        }
-        finally { if (Directory.Exists(output)) Directory.Delete(output, true); }
+        using var output = new TemporaryDirectory();
+        var built = await Kintsugi.Kernel.Build.ExternalModuleBuild.BuildAsync(kernel, Repository.FixtureModules,
+            output["modules"]);
+        var module = ModuleFile.Read(
+            built.Single(p => p.EndsWith("kintsugi_fixture_cmdline_a.ko", StringComparison.Ordinal)));
+        Assert.Equal(TestKernels.Debian12Cloud61Older.Value, module.VermagicRelease);
     }
 
     [Fact]

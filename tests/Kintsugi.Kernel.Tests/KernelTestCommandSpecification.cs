@@ -6,17 +6,18 @@ namespace Kintsugi.Kernel.Tests;
 /// <summary>kintsugi kernel test, through the real command line, proving fixture modules on their kernel.</summary>
 public abstract class KernelTestCommandSpecification(KernelRelease release) : IDisposable
 {
-    private readonly string _check = Path.GetTempFileName();
+    private readonly TemporaryDirectory _directory = new();
+    private string Check => _directory["check.sh"];
 
-    public void Dispose() => File.Delete(_check);
+    public void Dispose() => _directory.Dispose();
 
     private async Task<(CommandResult Result, JsonElement Json)> TestAsync(string checkScript,
         string module = "kintsugi_fixture_cmdline_a")
     {
         var kernel = await KernelUnderTest.GetAsync(release);
-        await File.WriteAllTextAsync(_check, checkScript);
+        await File.WriteAllTextAsync(Check, checkScript);
         var result = await ExternalCommand.RunAsync(Repository.KintsugiBinary,
-            ["kernel", "test", kernel.Modules[module], "--target", release.Value, "--check", _check, "--json"]);
+            ["kernel", "test", kernel.Modules[module], "--target", release.Value, "--check", Check, "--json"]);
         return (result, JsonDocument.Parse(result.StandardOutput).RootElement.Clone());
     }
 

@@ -1,10 +1,13 @@
+using Kintsugi.Testing;
+
 namespace Kintsugi.Kernel.Tests;
 
 /// <summary>A lab disk image that lives for one test (the lab formats it on first boot).</summary>
 internal sealed class TemporaryDisk : IDisposable
 {
-    public string Path { get; } =
-        System.IO.Path.Combine(System.IO.Path.GetTempPath(), $"kintsugi-disk-{Guid.NewGuid():N}.img");
+    private readonly TemporaryDirectory _directory = new();
 
-    public void Dispose() => File.Delete(Path);
+    public string Path => _directory["disk.img"];
+
+    public void Dispose() => _directory.Dispose();
 }

@@ -31,16 +31,13 @@ public sealed class LabRunSpecification
     [Fact]
     public async Task Lab_run_copies_added_files_into_the_guest()
     {
-        var file = Path.GetTempFileName();
+        using var directory = new TemporaryDirectory();
+        var file = directory["payload.txt"];
         await File.WriteAllTextAsync(file, "payload-from-the-host\n");
-        try
-        {
-            var result = await Kintsugi("lab", "run", "--kernel", Kernel, "--add", $"{file}:/data/payload.txt", "--",
-                "cat /data/payload.txt");
-            Assert.Equal(0, result.ExitCode);
-            Assert.Contains("payload-from-the-host", result.StandardOutput);
-        }
-        finally { File.Delete(file); }
+        var result = await Kintsugi("lab", "run", "--kernel", Kernel, "--add", $"{file}:/data/payload.txt", "--",
+            "cat /data/payload.txt");
+        Assert.Equal(0, result.ExitCode);
+        Assert.Contains("payload-from-the-host", result.StandardOutput);
     }
 
     [Fact]

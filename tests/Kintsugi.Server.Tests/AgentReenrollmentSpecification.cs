@@ -120,61 +120,56 @@ public sealed class AgentReenrollmentSpecification : IDisposable
         After_the_servers_data_is_reset_the_agent_enrolls_with_its_new_token_and_follows_the_new_servers_epoch()
     {
         var port = Ports.Free();
-        var certificate = Directory.CreateTempSubdirectory("kintsugi-reenroll-tls-").FullName;
+        using var work = new TemporaryDirectory();
+        var certificate = Directory.CreateDirectory(work["tls"]).FullName;
         ServerOptions SamePlace(ServerOptions o) =>
             o with { Urls = [$"https://127.0.0.1:{port}"], EventsWaitSeconds = 2 };
-        try
+        long oldEpoch;
+        await using (var old = await TestServer.StartAsync(configure: SamePlace))
         {
-            long oldEpoch;
-            await using (var old = await TestServer.StartAsync(configure: SamePlace))
-            {
-                // The old server's epoch moves with three publications and two revokes.
-                var releases = new List<string>();
-                foreach (var level in new[] { 1, 2, 3 })
-                    releases.Add(await old.PublishAsync(Kernels.Bundle(old.Publisher, Kernels.Debian61, level)));
-                foreach (var id in releases.Skip(1)) (await old.PostJsonAsync($"/api/v1/releases/{id}/revoke",
-                    new { reason = "raise the epoch" })).EnsureSuccessStatusCode();
-                await Agent(old, await old.EnrollmentTokenAsync()).RunOnceAsync(default);
-                oldEpoch = (await old.GetJsonAsync("/api/v1/server")).GetProperty("epoch").GetInt64();
-                foreach (var file in new[] { "server.pfx", "server.crt" })
-                    File.Copy(Path.Combine(old.Options.DataDirectory, "tls", file), Path.Combine(certificate, file));
-            }
-
-            // The operator resets the server's data, keeping its certificate, and gives the machine a new token.
-            var data = Directory.CreateTempSubdirectory("kintsugi-reenroll-data-").FullName;
-            CopyDirectory(certificate, Path.Combine(data, "tls"));
-            await using var reset = await TestServer.StartAsync(configure: SamePlace, dataDirectory: data);
-            var agent = Agent(reset, await reset.EnrollmentTokenAsync());
-            await agent.RunOnceAsync(default);
-            var machine = (await OnlyMachineAsync(reset)).GetProperty("id").GetString();
-            lock (_log) Assert.Contains(_log, l => l.Contains("enrolling again with the configured token"));
-
-            // A publication and a revoke on the new server move its epoch, still below the old one: the agent hears of
-            // them at once.
-            using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(60));
-            var running = DateTimeOffset.UtcNow;
-            var run = agent.RunAsync(stop.Token);
-            while (!stop.IsCancellationRequested && await LastCheckInAsync(reset) < running) await Task.Delay(100);
-            await Task.Delay(500); // the events long-poll is held
-            var release = await reset.PublishAsync(Kernels.Bundle(reset.Publisher, Kernels.Debian61, 1));
-            (await reset.PostJsonAsync($"/api/v1/releases/{release}/revoke", new { reason = "regression" }))
-                .EnsureSuccessStatusCode();
-            var revokedAt = DateTimeOffset.UtcNow;
-            var newEpoch = (await reset.GetJsonAsync("/api/v1/server")).GetProperty("epoch").GetInt64();
-            Assert.True(newEpoch < oldEpoch, $"the new server's epoch {newEpoch} should be below the old {oldEpoch}");
-            while (!stop.IsCancellationRequested && await LastCheckInAsync(reset) < revokedAt) await Task.Delay(100);
-            var elapsed = DateTimeOffset.UtcNow - revokedAt;
-            stop.Cancel();
-            await run;
-            Assert.True(elapsed < TimeSpan.FromSeconds(10),
-                $"the agent checked in {elapsed} after a revoke on the reset server (check-in interval: an hour)");
-            Assert.Equal(machine, (await OnlyMachineAsync(reset)).GetProperty("id").GetString());
-            lock (_log) Assert.Contains(_log, l => l.Contains("the server's epoch moved to"));
+            // The old server's epoch moves with three publications and two revokes.
+            var releases = new List<string>();
+            foreach (var level in new[] { 1, 2, 3 })
+                releases.Add(await old.PublishAsync(Kernels.Bundle(old.Publisher, Kernels.Debian61, level)));
+            foreach (var id in releases.Skip(1)) (await old.PostJsonAsync($"/api/v1/releases/{id}/revoke",
+                new { reason = "raise the epoch" })).EnsureSuccessStatusCode();
+            await Agent(old, await old.EnrollmentTokenAsync()).RunOnceAsync(default);
+            oldEpoch = (await old.GetJsonAsync("/api/v1/server")).GetProperty("epoch").GetInt64();
+            foreach (var file in new[] { "server.pfx", "server.crt" })
+                File.Copy(Path.Combine(old.Options.DataDirectory, "tls", file), Path.Combine(certificate, file));
         }
-        finally
-        {
-            Directory.Delete(certificate, recursive: true);
-        }
+
+        // The operator resets the server's data, keeping its certificate, and gives the machine a new token.
+        var data = Directory.CreateDirectory(work["data"], UnixFileMode.UserRead | UnixFileMode.UserWrite
+            | UnixFileMode.UserExecute).FullName;
+        CopyDirectory(certificate, Path.Combine(data, "tls"));
+        await using var reset = await TestServer.StartAsync(configure: SamePlace, dataDirectory: data);
+        var agent = Agent(reset, await reset.EnrollmentTokenAsync());
+        await agent.RunOnceAsync(default);
+        var machine = (await OnlyMachineAsync(reset)).GetProperty("id").GetString();
+        lock (_log) Assert.Contains(_log, l => l.Contains("enrolling again with the configured token"));
+
+        // A publication and a revoke on the new server move its epoch, still below the old one: the agent hears of
+        // them at once.
+        using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        var running = DateTimeOffset.UtcNow;
+        var run = agent.RunAsync(stop.Token);
+        while (!stop.IsCancellationRequested && await LastCheckInAsync(reset) < running) await Task.Delay(100);
+        await Task.Delay(500); // the events long-poll is held
+        var release = await reset.PublishAsync(Kernels.Bundle(reset.Publisher, Kernels.Debian61, 1));
+        (await reset.PostJsonAsync($"/api/v1/releases/{release}/revoke", new { reason = "regression" }))
+            .EnsureSuccessStatusCode();
+        var revokedAt = DateTimeOffset.UtcNow;
+        var newEpoch = (await reset.GetJsonAsync("/api/v1/server")).GetProperty("epoch").GetInt64();
+        Assert.True(newEpoch < oldEpoch, $"the new server's epoch {newEpoch} should be below the old {oldEpoch}");
+        while (!stop.IsCancellationRequested && await LastCheckInAsync(reset) < revokedAt) await Task.Delay(100);
+        var elapsed = DateTimeOffset.UtcNow - revokedAt;
+        stop.Cancel();
+        await run;
+        Assert.True(elapsed < TimeSpan.FromSeconds(10),
+            $"the agent checked in {elapsed} after a revoke on the reset server (check-in interval: an hour)");
+        Assert.Equal(machine, (await OnlyMachineAsync(reset)).GetProperty("id").GetString());
+        lock (_log) Assert.Contains(_log, l => l.Contains("the server's epoch moved to"));
     }
 
     [Fact]
@@ -186,9 +181,9 @@ public sealed class AgentReenrollmentSpecification : IDisposable
         await Agent(server, token).RunOnceAsync(default);
         var credential = Credential;
         // Another agent on the same /etc/machine-id (a clone, or someone who copied the file) with a valid token.
-        var other = Directory.CreateTempSubdirectory("kintsugi-reenroll-other-").FullName;
-        try
+        using (var otherMachine = new TemporaryDirectory())
         {
+            var other = otherMachine.Path;
             // Where /etc/machine-id is empty the agent keeps its own id in its state directory: copy that instead.
             if (File.Exists(Path.Combine(_machine.Path, "state", "agent", "machine-id")))
             {
@@ -211,7 +206,6 @@ public sealed class AgentReenrollmentSpecification : IDisposable
             Assert.Contains("refused to enroll this machine again", refused.Message);
             Assert.Contains("operator's approval", refused.Message);
         }
-        finally { Directory.Delete(other, recursive: true); }
         var result = await Agent(server, token).RunOnceAsync(default);
         Assert.Equal(credential, Credential);
         Assert.Equal(JsonValueKind.String, (await OnlyMachineAsync(server)).GetProperty("cloneSuspectedAt").ValueKind);

@@ -1,5 +1,4 @@
 using System.Data.Common;
-using System.Diagnostics;
 using Kintsugi.Server.Storage;
 
 namespace Kintsugi.Server.Tests;
@@ -146,13 +145,9 @@ public abstract class AuditTamperSpecification(Backend backend)
 
     private static (int ExitCode, string Output) RunVerifier(string[] location)
     {
-        var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
-        start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "kintsugi-server.dll"));
-        foreach (var a in new[] { "audit", "verify" }.Concat(location)) start.ArgumentList.Add(a);
-        using var process = Process.Start(start)!;
-        var output = process.StandardOutput.ReadToEnd() + process.StandardError.ReadToEnd();
-        process.WaitForExit();
-        return (process.ExitCode, output);
+        var result = ExternalCommand.Run("dotnet",
+            [Path.Combine(AppContext.BaseDirectory, "kintsugi-server.dll"), "audit", "verify", .. location]);
+        return (result.ExitCode, result.StandardOutput + result.StandardError);
     }
 }
 

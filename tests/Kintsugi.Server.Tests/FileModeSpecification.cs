@@ -14,9 +14,9 @@ public sealed partial class FileModeSpecification
     [Fact]
     public async Task A_first_start_creates_the_servers_secrets_owner_only_and_never_chmods_them()
     {
-        var parent = Directory.CreateTempSubdirectory("kintsugi-modes-").FullName;
-        var data = Path.Combine(parent, "data");
-        var trace = Path.Combine(parent, "strace.log");
+        using var parent = new TemporaryDirectory();
+        var data = parent["data"];
+        var trace = parent["strace.log"];
         var start = new ProcessStartInfo("strace") { RedirectStandardOutput = true, RedirectStandardError = true };
         foreach (var a in new[] { "-ff", "-qq", "-o", trace, "-e",
             "trace=openat,open,creat,mkdir,mkdirat,chmod,fchmod,fchmodat",
@@ -49,7 +49,7 @@ public sealed partial class FileModeSpecification
         }
 
         // -ff: one file per thread (trace.TID), so no call is split across lines by another thread's.
-        var calls = Directory.EnumerateFiles(parent, "strace.log.*").SelectMany(File.ReadAllLines)
+        var calls = Directory.EnumerateFiles(parent.Path, "strace.log.*").SelectMany(File.ReadAllLines)
             .Where(l => l.Contains($"\"{data}", StringComparison.Ordinal)).ToList();
         var secrets = new[] { ServerApp.AdminTokenFile, "tls/server.pfx", "keys/timestamp.pem" }.Select(f =>
             Path.Combine(data, f)).ToList();

@@ -101,16 +101,8 @@ public sealed class ProcessSpecification
         await File.WriteAllBytesAsync(bundleFile,
             Kernels.Bundle(publisher, Kernels.Debian61, 1, ("CVE-2024-1086", CveSeverity.High)));
         (int Code, string Out) Cli(params string[] args) => CliAs(server.AdminToken, args);
-        (int Code, string Out) CliAs(string token, params string[] args)
-        {
-            var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
-            foreach (var a in new[] { Path.Combine(AppContext.BaseDirectory, "kintsugi.dll"), "server", "--url",
-                server.Url, "--ca", ca, "--token", token }.Concat(args)) start.ArgumentList.Add(a);
-            using var p = Process.Start(start)!;
-            var output = p.StandardOutput.ReadToEnd() + p.StandardError.ReadToEnd();
-            p.WaitForExit();
-            return (p.ExitCode, output);
-        }
+        (int Code, string Out) CliAs(string token, params string[] args) =>
+            OperatorCli.Run(server.Url, token, ca, args);
 
         var refused = Cli("publish", bundleFile);
         Assert.True(refused.Code == 3, refused.Out); // not yet trusted

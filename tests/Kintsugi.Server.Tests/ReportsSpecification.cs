@@ -2,6 +2,7 @@ using System.Net;
 using System.Net.Http.Json;
 using System.Text.Json;
 using Kintsugi.Bundles;
+using Kintsugi.Testing;
 
 namespace Kintsugi.Server.Tests;
 
@@ -106,18 +107,17 @@ public sealed class ReportsSpecification
     [Fact]
     public async Task A_self_signed_certificate_is_made_on_first_run_and_kept()
     {
-        string data;
+        using var directory = new TemporaryDirectory();
+        var data = directory["kept"];
         string first;
-        await using (var server = await TestServer.StartAsync(configure: o =>
-            o with { DataDirectory = Directory.CreateTempSubdirectory("kintsugi-tls-").FullName }))
+        await using (var server =
+            await TestServer.StartAsync(configure: o => o with { DataDirectory = directory["data"] }))
         {
-            data = server.Options.DataDirectory;
             first = server.Server.CertificateFingerprint!;
             Assert.Contains("10.0.2.2",
                 server.Certificate.Extensions
                     .OfType<System.Security.Cryptography.X509Certificates.X509SubjectAlternativeNameExtension>()
                     .Single().EnumerateIPAddresses().Select(a => a.ToString()));
-            data = Path.Combine(Path.GetTempPath(), "kintsugi-tls-keep-" + Guid.NewGuid().ToString("N"));
             CopyDirectory(server.Options.DataDirectory, data);
         }
         await using var again = await TestServer.StartAsync(dataDirectory: data);

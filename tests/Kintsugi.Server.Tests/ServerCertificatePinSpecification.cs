@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Net;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
@@ -15,7 +14,7 @@ public sealed class ServerCertificatePinSpecification
     [Fact]
     public async Task The_cli_refuses_a_certificate_the_system_trusts_when_another_is_pinned()
     {
-        var directory = Directory.CreateTempSubdirectory("kintsugi-pin-").FullName;
+        using var directory = new TemporaryDirectory();
         // A CA the CLI's system store trusts (SSL_CERT_FILE is OpenSSL's system store), as a public CA would be.
         using var publicCaKey = ECDsa.Create(ECCurve.NamedCurves.nistP256);
         var caRequest = new CertificateRequest("CN=Public test CA", publicCaKey, HashAlgorithmName.SHA256);
@@ -23,7 +22,7 @@ public sealed class ServerCertificatePinSpecification
         caRequest.CertificateExtensions.Add(new X509KeyUsageExtension(X509KeyUsageFlags.KeyCertSign, true));
         var now = DateTimeOffset.UtcNow;
         using var publicCa = caRequest.CreateSelfSigned(now.AddMinutes(-5), now.AddDays(1));
-        var systemStore = Path.Combine(directory, "system-cas.pem");
+        var systemStore = directory.File("system-cas.pem");
         await File.WriteAllTextAsync(systemStore, publicCa.ExportCertificatePem() + "\n");
         using var serverKey = ECDsa.Create(ECCurve.NamedCurves.nistP256);
         var leafRequest = new CertificateRequest("CN=127.0.0.1", serverKey, HashAlgorithmName.SHA256);
@@ -32,15 +31,15 @@ public sealed class ServerCertificatePinSpecification
         leafRequest.CertificateExtensions.Add(names.Build());
         leafRequest.CertificateExtensions.Add(new X509EnhancedKeyUsageExtension([new Oid("1.3.6.1.5.5.7.3.1")], false));
         using var leaf = leafRequest.Create(publicCa, now.AddMinutes(-5), now.AddDays(1), [1, 2, 3, 4]);
-        var certificateFile = Path.Combine(directory, "server.crt");
-        var keyFile = Path.Combine(directory, "server.key");
+        var certificateFile = directory.File("server.crt");
+        var keyFile = directory.File("server.key");
         await File.WriteAllTextAsync(certificateFile, leaf.ExportCertificatePem() + "\n");
         await File.WriteAllTextAsync(keyFile, serverKey.ExportPkcs8PrivateKeyPem() + "\n");
         // The certificate the operator pinned: another server's.
         using var otherKey = ECDsa.Create(ECCurve.NamedCurves.nistP256);
         using var other = new CertificateRequest("CN=127.0.0.1", otherKey, HashAlgorithmName.SHA256)
             .CreateSelfSigned(now.AddMinutes(-5), now.AddDays(1));
-        var pinned = Path.Combine(directory, "pinned.crt");
+        var pinned = directory.File("pinned.crt");
         await File.WriteAllTextAsync(pinned, other.ExportCertificatePem() + "\n");
 
         await using var server = await ServerProcess.StartAsync(host: "127.0.0.1",
@@ -89,19 +88,6 @@ public sealed class ServerCertificatePinSpecification
     }
 
     private static (int Code, string Out) Cli(string url, string? ca, string token,
-        Dictionary<string, string> environment, params string[] args)
-    {
-        var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
-        start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "kintsugi.dll"));
-        foreach (var a in new[] { "server", "--url", url, "--token", token }.Concat(ca is null ? [] : ["--ca", ca])
-            .Concat(args))
-            start.ArgumentList.Add(a);
-        start.Environment.Remove("KINTSUGI_SERVER_CA");
-        foreach (var (name, value) in environment) start.Environment[name] = value;
-        using var p = Process.Start(start)!;
-        var error = p.StandardError.ReadToEndAsync();
-        var output = p.StandardOutput.ReadToEnd() + error.Result;
-        p.WaitForExit();
-        return (p.ExitCode, output);
-    }
+        Dictionary<string, string> environment, params string[] args) =>
+        OperatorCli.Run(url, token, ca, args, environment);
 }

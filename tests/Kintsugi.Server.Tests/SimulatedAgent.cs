@@ -4,6 +4,7 @@ using System.Net.Http.Json;
 using System.Security.Cryptography;
 using Kintsugi.Bundles;
 using Kintsugi.Protocol;
+using Kintsugi.Testing;
 
 namespace Kintsugi.Server.Tests;
 
@@ -76,14 +77,12 @@ public sealed class SimulatedAgent(TestServer server, KernelTarget kernel, strin
             case CheckInAction.Apply:
                 var bytes = await Http.GetByteArrayAsync(answer.Release!.Url);
                 Assert.Equal(answer.Release.Bundle, Sha256Digest.Of(bytes));
-                var directory = Directory.CreateTempSubdirectory("kintsugi-agent-trust-").FullName;
-                try
+                using (var directory = new TemporaryDirectory())
                 {
-                    var store = TrustStore.Open(directory);
+                    var store = TrustStore.Open(directory.Path);
                     store.Add(trusted);
                     BundleVerifier.Verify(Kintsugi.Bundles.Bundle.Read(bytes), store, Kernel);
                 }
-                finally { Directory.Delete(directory, true); }
                 State = PatchState.Applying; await CheckInAsync();
                 Level = answer.Release.Level; Bundle = answer.Release.Bundle; State = PatchState.Applied;
                 await CheckInAsync();

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Formats.Tar;
 using System.Text.Json;
 using Kintsugi.Agent;
@@ -18,18 +17,18 @@ namespace Kintsugi.Server.Tests;
 /// </summary>
 public sealed class UserSpaceTransferSpecification : IDisposable
 {
-    private readonly string _dir = Directory.CreateTempSubdirectory("kintsugi-user-transfer-").FullName;
+    private readonly TemporaryDirectory _dir = new();
     private readonly LoopProgram _loop;
 
-    public UserSpaceTransferSpecification() => _loop = new LoopProgram(_dir);
+    public UserSpaceTransferSpecification() => _loop = new LoopProgram(_dir.Path);
 
     public void Dispose()
     {
         _loop.Dispose();
-        Directory.Delete(_dir, recursive: true);
+        _dir.Dispose();
     }
 
-    private string PathOf(string name) => Path.Combine(_dir, name);
+    private string PathOf(string name) => _dir.File(name);
 
     private static byte[] UserBundle(PublisherKey key, UserPatch patch, byte[] patchBytes, int level) =>
         Bundle.Create(patchBytes, new BundleDescription
@@ -47,18 +46,9 @@ public sealed class UserSpaceTransferSpecification : IDisposable
     /// certificate; fails the test on a non-zero exit.</summary>
     private static string Operator(TestServer server, params string[] args)
     {
-        var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
-        start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "kintsugi.dll"));
-        foreach (var a in new[] { "server", "--url", server.BaseAddress.ToString().TrimEnd('/'), "--token",
-            server.AdminToken, "--ca", Path.Combine(server.Options.DataDirectory, "tls", "server.crt") }.Concat(args))
-            start.ArgumentList.Add(a);
-        start.Environment.Remove("KINTSUGI_SERVER_CA");
-        using var process = Process.Start(start)!;
-        var error = process.StandardError.ReadToEndAsync();
-        var output = process.StandardOutput.ReadToEnd() + error.Result;
-        process.WaitForExit();
-        Assert.True(process.ExitCode == 0,
-            $"kintsugi server {string.Join(' ', args)}: exit {process.ExitCode}\n{output}");
+        var (code, output) = OperatorCli.Run(server.BaseAddress.ToString().TrimEnd('/'), server.AdminToken,
+            Path.Combine(server.Options.DataDirectory, "tls", "server.crt"), args);
+        Assert.True(code == 0, $"kintsugi server {string.Join(' ', args)}: exit {code}\n{output}");
         return output;
     }
 

@@ -3,7 +3,9 @@ namespace Kintsugi.Testing;
 /// <summary>A Debian 12 root file system to install packages into with dpkg, in a chroot with its own /proc.</summary>
 public sealed class DebianRoot : IDisposable
 {
-    public string Path { get; } = System.IO.Directory.CreateTempSubdirectory("kintsugi-root-").FullName;
+    private readonly TemporaryDirectory _directory = new();
+
+    public string Path => _directory.Path;
 
     private DebianRoot() { }
 
@@ -51,6 +53,6 @@ public sealed class DebianRoot : IDisposable
     public void Dispose()
     {
         // Nothing stays mounted: the mounts lived in each command's own namespace.
-        System.IO.Directory.Delete(Path, recursive: true);
+        _directory.Dispose();
     }
 }

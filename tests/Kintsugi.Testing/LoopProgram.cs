@@ -1,4 +1,3 @@
-using System.Buffers.Binary;
 using System.Diagnostics;
 using Kintsugi.User;
 using Kintsugi.User.Build;
@@ -21,7 +20,7 @@ public sealed class LoopProgram : IDisposable
     public const string AgentCollection = "agents over the loop program's processes";
 
     private readonly string _directory;
-    private readonly List<int> _processes = [];
+    private readonly List<RunningTarget> _processes = [];
 
     public LoopProgram(string directory)
     {
@@ -46,34 +45,15 @@ public sealed class LoopProgram : IDisposable
         return (patch, File.ReadAllBytes(path));
     }
 
-    /// <summary>Starts the program with 4 workers, detached (a shell that exits at once), so no test runtime reaps its
-    /// ptrace stops.</summary>
+    /// <summary>Starts the program with 4 workers, detached (<see cref="RunningTarget"/>); returns its pid.</summary>
     public int Start()
     {
-        var log = Path.Combine(_directory, $"out-{_processes.Count}");
-        using var shell = Process.Start(new ProcessStartInfo("/bin/sh",
-            ["-c", $"exec {Program} 4 >{log} 2>&1 & echo $!"])
-        { RedirectStandardOutput = true })!;
-        var pid = int.Parse(shell.StandardOutput.ReadToEnd().Trim());
-        shell.WaitForExit();
-        _processes.Add(pid);
-        var clock = Stopwatch.StartNew();
-        while (!(File.Exists(log) && File.ReadAllText(log).Contains("ready")))
-        {
-            if (clock.Elapsed > TimeSpan.FromSeconds(10)) throw new TimeoutException($"{Program} did not start");
-            Thread.Sleep(10);
-        }
-        return pid;
+        var target = new RunningTarget(Program, "4");
+        _processes.Add(target);
+        return target.Pid;
     }
 
-    public long Global(int pid, string symbol)
-    {
-        using var memory = new ProcessMemory(pid);
-        var image = ElfImage.Load(Program);
-        var loaded = LoadedObject.Find(ProcessMaps.Read(pid), memory).Single(o => o.BuildId == image.BuildId);
-        return BinaryPrimitives.ReadInt64LittleEndian(
-            memory.Read(loaded.LoadBase + image.Symbols(dynamic: false).Single(s => s.Name == symbol).Value, 8));
-    }
+    public long Global(int pid, string symbol) => RunningTarget.ReadGlobal(pid, Program, symbol);
 
     /// <summary>
     /// Whether every thread of the process runs only the fixed (or only the shipped) compute() now: its counter grows
@@ -97,21 +77,13 @@ public sealed class LoopProgram : IDisposable
 
     private static void Gcc(params string[] arguments)
     {
-        using var gcc = Process.Start(new ProcessStartInfo("gcc", arguments) { RedirectStandardError = true })!;
-        var errors = gcc.StandardError.ReadToEnd();
-        gcc.WaitForExit();
-        if (gcc.ExitCode != 0) throw new InvalidOperationException($"gcc {string.Join(' ', arguments)}: {errors}");
+        var gcc = ExternalCommand.Run("gcc", arguments);
+        if (!gcc.Succeeded)
+            throw new InvalidOperationException($"gcc {string.Join(' ', arguments)}: {gcc.StandardError}");
     }
 
     public void Dispose()
     {
-        foreach (var pid in _processes)
-            try
-            {
-                Process.GetProcessById(pid)
-                .Kill();
-            }
-            catch (ArgumentException) { }
-            catch (InvalidOperationException) { }
+        foreach (var process in _processes) process.Dispose();
     }
 }

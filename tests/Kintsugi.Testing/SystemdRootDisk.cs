@@ -7,9 +7,11 @@ namespace Kintsugi.Testing;
 /// </summary>
 public sealed class SystemdRootDisk : IDisposable
 {
-    public string Path { get; }
+    private readonly TemporaryDirectory _directory = new();
 
-    private SystemdRootDisk(string path) => Path = path;
+    public string Path => _directory["root.img"];
+
+    private SystemdRootDisk() { }
 
     /// <param name="variant">null for the base image; "cloud-init" adds Debian's cloud-init (NoCloud).</param>
     public static async Task<SystemdRootDisk> CreateAsync(string? variant = null)
@@ -18,13 +20,16 @@ public sealed class SystemdRootDisk : IDisposable
         var made = await ExternalCommand.RunAsync(script, variant is null ? [] : [variant]);
         if (!made.Succeeded)
             throw new InvalidOperationException($"lab-systemd-root.sh failed ({made.ExitCode}):\n{made.StandardError}");
-        var copy = System.IO.Path.Combine(System.IO.Path.GetTempPath(), $"kintsugi-root-disk-{Guid.NewGuid():N}.img");
+        var disk = new SystemdRootDisk();
         // Sparse: the image is 3 GiB, a few hundred MiB of it written.
-        var copied = await ExternalCommand.RunAsync("cp", ["--sparse=always", made.StandardOutput.Trim(), copy]);
+        var copied = await ExternalCommand.RunAsync("cp", ["--sparse=always", made.StandardOutput.Trim(), disk.Path]);
         if (!copied.Succeeded)
+        {
+            disk.Dispose();
             throw new InvalidOperationException($"copying the root disk failed: {copied.StandardError}");
-        return new SystemdRootDisk(copy);
+        }
+        return disk;
     }
 
-    public void Dispose() => File.Delete(Path);
+    public void Dispose() => _directory.Dispose();
 }

@@ -28,12 +28,10 @@ public sealed class BuildSpecification : IDisposable
         var fixedTree = Path.Combine(_programs.Directory, "fixed");
         Directory.CreateDirectory(fixedTree);
         File.WriteAllText(Path.Combine(fixedTree, "loop.c"), source.Replace(replace, with));
-        var diff = System.Diagnostics.Process.Start(
-            new System.Diagnostics.ProcessStartInfo("diff", ["-u", "src/loop.c", "fixed/loop.c"])
-            { RedirectStandardOutput = true, WorkingDirectory = _programs.Directory })!;
+        var diff = ExternalCommand.RunAsync("diff", ["-u", "src/loop.c", "fixed/loop.c"], _programs.Directory)
+            .GetAwaiter().GetResult();
         var fix = Path.Combine(_programs.Directory, "fix.patch");
-        File.WriteAllText(fix, diff.StandardOutput.ReadToEnd());
-        diff.WaitForExit();
+        File.WriteAllText(fix, diff.StandardOutput);
         return (tree, program, fix);
     }
 

@@ -36,24 +36,20 @@ public sealed class DebianSourceSpecification
     [Fact]
     public async Task The_flags_are_those_dpkg_buildflags_gives_with_the_settings_debian_rules_exports()
     {
-        var tree = Directory.CreateTempSubdirectory("kintsugi-rules-").FullName;
-        try
-        {
-            Directory.CreateDirectory(Path.Combine(tree, "debian"));
-            await File.WriteAllTextAsync(Path.Combine(tree, "debian", "rules"),
-                "#!/usr/bin/make -f\nexport DEB_BUILD_MAINT_OPTIONS = hardening=+all\nexport DEB_CFLAGS_MAINT_APPEND " +
-                "= -Wall \\\n  -Wno-unused\n" +
-                "DEB_CPPFLAGS_MAINT_APPEND := -DKINTSUGI_RULES\n%:\n\tdh $@\n");
+        using var tree = new TemporaryDirectory();
+        Directory.CreateDirectory(tree["debian"]);
+        await File.WriteAllTextAsync(Path.Combine(tree.Path, "debian", "rules"),
+            "#!/usr/bin/make -f\nexport DEB_BUILD_MAINT_OPTIONS = hardening=+all\nexport DEB_CFLAGS_MAINT_APPEND " +
+            "= -Wall \\\n  -Wno-unused\n" +
+            "DEB_CPPFLAGS_MAINT_APPEND := -DKINTSUGI_RULES\n%:\n\tdh $@\n");
 
-            var flags = await DebianSource.BuildFlagsAsync(tree);
-            var plain = await DebianSource.BuildFlagsAsync(Path.GetTempPath());
+        var flags = await DebianSource.BuildFlagsAsync(tree.Path);
+        var plain = await DebianSource.BuildFlagsAsync(Path.GetTempPath());
 
-            Assert.Equal(["-Wall", "-Wno-unused"], flags.TakeLast(2));
-            Assert.Contains("-DKINTSUGI_RULES", flags);
-            Assert.DoesNotContain("-Wall", plain);
-            Assert.Contains("-O2", flags);
-        }
-        finally { Directory.Delete(tree, recursive: true); }
+        Assert.Equal(["-Wall", "-Wno-unused"], flags.TakeLast(2));
+        Assert.Contains("-DKINTSUGI_RULES", flags);
+        Assert.DoesNotContain("-Wall", plain);
+        Assert.Contains("-O2", flags);
     }
 
     [Theory]

@@ -14,15 +14,7 @@ public sealed record PostgreSqlPackage(string Root, string Postgres)
 
     public string Libraries => Path.Combine(Root, "usr", "lib", "x86_64-linux-gnu");
 
-    public static string Script => Path.Combine(RepositoryRoot(), "bench", "user", "postgresql", "prepare.sh");
-
-    private static string RepositoryRoot()
-    {
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-            if (File.Exists(Path.Combine(dir.FullName, "Kintsugi.slnx"))) return dir.FullName;
-        throw new InvalidOperationException("cannot find the repository root (Kintsugi.slnx) above "
-            + AppContext.BaseDirectory);
-    }
+    public static string Script => Path.Combine(Repository.Root, "bench", "user", "postgresql", "prepare.sh");
 
     public static PostgreSqlPackage Prepare()
     {
@@ -43,19 +35,18 @@ public sealed class PostgreSqlCluster : IDisposable
 {
     private const string User = "nobody";
     private readonly PostgreSqlPackage _package;
-    private readonly string _directory;
+    private readonly TemporaryDirectory _directory = new();
 
     public PostgreSqlCluster(PostgreSqlPackage package)
     {
         _package = package;
-        _directory = System.IO.Directory.CreateTempSubdirectory("kintsugi-postgresql-").FullName;
-        Run("chown", User, _directory);
-        Run("chmod", "0755", _directory);
+        Run("chown", User, _directory.Path);
+        Run("chmod", "0755", _directory.Path);
         RunAs(Path.Combine(package.Bin, "initdb"), "-D", Data, "-U", "postgres", "--auth=trust", "--no-sync", "-E",
             "UTF8", "--locale=C.UTF-8");
-        RunAs(Path.Combine(package.Bin, "pg_ctl"), "-D", Data, "-l", Path.Combine(_directory, "server.log"), "-w", "-t",
+        RunAs(Path.Combine(package.Bin, "pg_ctl"), "-D", Data, "-l", _directory.File("server.log"), "-w", "-t",
             "60",
-            "-o", $"-k {_directory} -c listen_addresses='' -p {Port} -c max_connections=50 -c fsync=off", "start");
+            "-o", $"-k {_directory.Path} -c listen_addresses='' -p {Port} -c max_connections=50 -c fsync=off", "start");
         PostmasterPid = int.Parse(File.ReadLines(Path.Combine(Data, "postmaster.pid")).First());
     }
 
@@ -63,11 +54,11 @@ public sealed class PostgreSqlCluster : IDisposable
 
     public int PostmasterPid { get; }
 
-    public string Data => Path.Combine(_directory, "data");
+    public string Data => _directory.File("data");
 
-    public string SocketDirectory => _directory;
+    public string SocketDirectory => _directory.Path;
 
-    public string ServerLog => File.ReadAllText(Path.Combine(_directory, "server.log"));
+    public string ServerLog => File.ReadAllText(_directory.File("server.log"));
 
     /// <summary>The postmaster and every process it forked (backends, checkpointer, walwriter, ...).</summary>
     public IReadOnlyList<int> Processes()
@@ -97,7 +88,7 @@ public sealed class PostgreSqlCluster : IDisposable
             RedirectStandardInput = true,
         };
         start.Environment["LD_LIBRARY_PATH"] = _package.Libraries;
-        start.Environment["PGHOST"] = _directory;
+        start.Environment["PGHOST"] = _directory.Path;
         start.Environment["PGPORT"] = Port.ToString();
         start.Environment["PGUSER"] = "postgres";
         start.Environment["PGDATABASE"] = "postgres";
@@ -128,7 +119,7 @@ public sealed class PostgreSqlCluster : IDisposable
     {
         ExternalCommand.Run("runuser", "-u", User, "--", Path.Combine(_package.Bin, "pg_ctl"), "-D", Data, "-m",
             "immediate", "-w", "stop");
-        System.IO.Directory.Delete(_directory, recursive: true);
+        _directory.Dispose();
     }
 }
 

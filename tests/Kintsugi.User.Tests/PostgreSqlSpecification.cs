@@ -46,7 +46,8 @@ public sealed class PostgreSqlSpecification(ITestOutputHelper log)
 
         using var session = new PsqlSession(cluster);
         Assert.Contains(Shipped, session.Run(EdgeCase));
-        var script = Path.GetTempFileName();
+        using var directory = new TemporaryDirectory();
+        var script = directory["divide.sql"];
         // Every pgbench client divides money all the time: the patched functions are called while they are replaced.
         File.WriteAllText(script,
             "SELECT '12.34'::money / -1, '12.34'::money / (-1)::int4, '12.34'::money / (-1)::int2;\n");
@@ -88,7 +89,6 @@ public sealed class PostgreSqlSpecification(ITestOutputHelper log)
         Assert.DoesNotContain("aborted", summary);
         Assert.DoesNotContain("server closed the connection", summary);
         Assert.DoesNotContain("terminated by signal", cluster.ServerLog);
-        File.Delete(script);
     }
 
     /// <summary>What <c>kintsugi user build POSTGRES --package postgresql-15=VERSION --fix FIX --fixed-object
@@ -96,7 +96,8 @@ public sealed class PostgreSqlSpecification(ITestOutputHelper log)
     /// build command, and each replaced function's compiled fix proven equal to Debian's build of it.</summary>
     private async Task<UserPatch> Build(PostgreSqlPackage package)
     {
-        var output = Path.Combine(Path.GetTempPath(), $"kintsugi-postgresql-{Guid.NewGuid():n}.kup.json");
+        using var directory = new TemporaryDirectory();
+        var output = directory["pg15-money-divide.kup.json"];
         var clock = Stopwatch.StartNew();
         var messages = new List<string>();
         void Progress(string message)
@@ -129,9 +130,7 @@ public sealed class PostgreSqlSpecification(ITestOutputHelper log)
         var unfixed = await Assert.ThrowsAsync<UserBuildException>(() => new UserPatchBuilder().BuildAsync(
             request with { FixedObjectPath = package.Postgres, OutputPath = output + ".unfixed" }));
         Assert.Equal("fixed-build", unfixed.Rule);
-        var patch = UserPatch.Load(output);
-        File.Delete(output);
-        return patch;
+        return UserPatch.Load(output);
     }
 
     private void Report(string what, IReadOnlyList<ProcessResult> results)

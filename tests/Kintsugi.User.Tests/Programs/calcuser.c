@@ -1,8 +1,5 @@
 /* Workers calling calc_scale() of libcalc.so and checking every result against the shipped and the fixed rule. */
-#include <pthread.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <unistd.h>
+#include "workers.h"
 
 long calc_scale(long x);
 static const long factors[4] = {3, 5, 7, 11};
@@ -17,20 +14,12 @@ static void *worker(void *arg)
             fprintf(stderr, "wrong result %ld for %ld\n", r, x);
             abort();
         }
-        if (i % 1000 == 0)
-            usleep(1000);
+        breathe(i);
     }
     return NULL;
 }
 
 int main(int argc, char **argv)
 {
-    int threads = argc > 1 ? atoi(argv[1]) : 4;
-    for (long t = 0; t < threads; t++) {
-        pthread_t thread;
-        pthread_create(&thread, NULL, worker, (void *)t);
-    }
-    printf("ready\n");
-    fflush(stdout);
-    for (;;) pause();
+    run_workers(argc, argv, worker);
 }

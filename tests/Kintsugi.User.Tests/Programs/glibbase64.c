@@ -1,11 +1,9 @@
 /* Workers encoding bytes with Debian's GLib (g_base64_encode of libglib-2.0.so.0) and checking every answer against
  * an encoder of their own: encoded_right counts the right answers, encoded_wrong the wrong ones (never expected,
  * whether the shipped or a patched g_base64_encode answers). No GLib headers: the two functions are declared here. */
-#include <pthread.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
+
+#include "workers.h"
 
 char *g_base64_encode(const unsigned char *data, size_t len);
 void g_free(void *memory);
@@ -31,7 +29,7 @@ static void *worker(void *arg)
 {
     unsigned char data[96];
     char expected[160];
-    unsigned seed = (unsigned)(size_t)arg;
+    unsigned seed = (unsigned)(size_t)arg + 1;
     for (long i = 1;; i++) {
         size_t len = (size_t)(i % 97);
         for (size_t b = 0; b < len; b++) data[b] = (unsigned char)rand_r(&seed);
@@ -45,20 +43,12 @@ static void *worker(void *arg)
                     expected);
         }
         g_free(got);
-        if (i % 1000 == 0)
-            usleep(1000);
+        breathe(i);
     }
     return NULL;
 }
 
 int main(int argc, char **argv)
 {
-    int threads = argc > 1 ? atoi(argv[1]) : 4;
-    for (int t = 0; t < threads; t++) {
-        pthread_t thread;
-        pthread_create(&thread, NULL, worker, (void *)(size_t)(t + 1));
-    }
-    printf("ready\n");
-    fflush(stdout);
-    for (;;) pause();
+    run_workers(argc, argv, worker);
 }

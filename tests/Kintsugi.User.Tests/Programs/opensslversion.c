@@ -1,10 +1,8 @@
 /* Workers asking Debian's libcrypto (libcrypto.so.3 of libssl3) for its version string, counting which
  * answer they got: the shipped one, or the one of the patch the tests apply to OpenSSL_version(). */
-#include <pthread.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
+
+#include "workers.h"
 
 const char *OpenSSL_version(int type);
 long shipped_answers, patched_answers;
@@ -22,20 +20,12 @@ static void *worker(void *arg)
             fprintf(stderr, "unexpected version string '%s'\n", version);
             abort();
         }
-        if (i % 1000 == 0)
-            usleep(1000);
+        breathe(i);
     }
     return NULL;
 }
 
 int main(int argc, char **argv)
 {
-    int threads = argc > 1 ? atoi(argv[1]) : 4;
-    for (int t = 0; t < threads; t++) {
-        pthread_t thread;
-        pthread_create(&thread, NULL, worker, NULL);
-    }
-    printf("ready\n");
-    fflush(stdout);
-    for (;;) pause();
+    run_workers(argc, argv, worker);
 }

@@ -114,15 +114,15 @@ public sealed class DebianBuildTarget : BuildTarget
     public override ModuleSymvers LoadExports() =>
         ModuleSymvers.Load(Path.Combine(_kernel.HeadersDirectory, "Module.symvers"));
 
-    /// <summary>Symbols from /proc/kallsyms of one lab boot (cached), code from the vmlinux inside the image: no debug
-    /// package.</summary>
+    /// <summary>Code from the vmlinux inside the image, symbols from its kallsyms tables (or, when they cannot be read,
+    /// from /proc/kallsyms of one lab boot), cached: no debug package.</summary>
     protected override async Task<ShippedObject> ReadVmlinuxAsync(Action<string> progress,
         CancellationToken cancellation)
     {
-        var symbols = await KallsymsCapture.LoadAsync(_lab, _kernel.Target.Release, CacheDirectory, progress,
+        var image = VmlinuxImage.Parse(await KernelImage.ReadVmlinuxAsync(_kernel.Vmlinuz, cancellation));
+        var symbols = await KallsymsCapture.LoadAsync(_lab, _kernel.Target.Release, CacheDirectory, image, progress,
             cancellation);
-        return new ShippedVmlinux(symbols,
-            VmlinuxImage.Parse(await KernelImage.ReadVmlinuxAsync(_kernel.Vmlinuz, cancellation)));
+        return new ShippedVmlinux(symbols, image);
     }
 
     protected override Task<ShippedObject> ReadModuleAsync(string name, CancellationToken cancellation) =>

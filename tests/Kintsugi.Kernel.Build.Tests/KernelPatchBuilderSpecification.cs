@@ -279,9 +279,10 @@ public sealed class KernelPatchBuilderSpecification
         var (kernel, target) = await TargetDirectoryAsync(directory.Path, async _ =>
         {
             var archive = new DebianKernelArchive(DebianKernelArchive.DefaultCacheRoot);
-            await Kintsugi.Kernel.Build.Symbols.KallsymsCapture.LoadAsync(lab.Lab, Release,
+            await Kintsugi.Kernel.Build.Symbols.KallsymsCapture.BootAsync(() => lab.Lab, Release,
                 archive.KernelDirectory(Release), _ => { });
-            return Path.Combine(archive.KernelDirectory(Release), "kallsyms");
+            return Path.Combine(archive.KernelDirectory(Release),
+                Kintsugi.Kernel.Build.Symbols.KallsymsCapture.BootedFileName);
         });
 
         var result = await Builder().BuildAsync(new KernelBuildRequest(new TargetReference.TargetDirectory(target),

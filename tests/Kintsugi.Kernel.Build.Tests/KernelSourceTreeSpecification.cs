@@ -8,8 +8,8 @@ namespace Kintsugi.Kernel.Build.Tests;
 /// <summary>
 /// A prepared distribution source tree compiles one translation unit to the machine code the distribution
 /// shipped, and a build's workspace never changes the shared tree. The oracle needs no debug package: the
-/// booted kernel (without KASLR) lists every symbol in /proc/kallsyms, and the vmlinux inside the image
-/// holds the shipped bytes at those addresses.
+/// kallsyms tables inside the image list every symbol (as the booted kernel's /proc/kallsyms does), and the
+/// vmlinux inside the image holds the shipped bytes at those addresses.
 /// </summary>
 public abstract class KernelSourceTreeSpecification(KernelRelease release)
 {
@@ -19,10 +19,11 @@ public abstract class KernelSourceTreeSpecification(KernelRelease release)
         var archive = new DebianKernelArchive(cache);
         var kernel = await archive.FetchAsync(release, KernelParts.Image | KernelParts.Headers | KernelParts.Source);
         var tree = await KernelSourceTree.PrepareAsync(kernel);
+        var image = VmlinuxImage.Parse(await KernelImage.ReadVmlinuxAsync(kernel.Vmlinuz));
         var lab = await KernelUnderTest.GetAsync(release);
-        var symbols = await KallsymsCapture.LoadAsync(lab.Lab, release, archive.KernelDirectory(release), _ => { });
-        return (tree,
-            new ShippedVmlinux(symbols, VmlinuxImage.Parse(await KernelImage.ReadVmlinuxAsync(kernel.Vmlinuz))));
+        var symbols = await KallsymsCapture.LoadAsync(() => lab.Lab, release, archive.KernelDirectory(release), image,
+            _ => { });
+        return (tree, new ShippedVmlinux(symbols, image));
     }
 
     /// <summary>fs/proc/cmdline.c compiled in a workspace of the prepared tree, with these flags added.</summary>

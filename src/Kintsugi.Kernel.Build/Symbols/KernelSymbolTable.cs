@@ -15,6 +15,9 @@ public enum SymbolTableSource
 {
     /// <summary>/proc/kallsyms of the exact kernel booted in the lab with nokaslr (no debug package needed).</summary>
     LabKallsyms,
+    /// <summary>The kernel's own kallsyms tables, decoded from the vmlinux inside its image (no boot, no debug
+    /// package); the same table /proc/kallsyms lists.</summary>
+    ImageKallsyms,
     /// <summary>/proc/kallsyms of the kernel the builder runs on.</summary>
     RunningKallsyms,
     /// <summary>A System.map of a generic target.</summary>
@@ -69,6 +72,15 @@ public sealed class KernelSymbolTable
         for (var i = index + 1; i < Symbols.Count; i++)
             if (Symbols[i].Address > symbol.Address) return Symbols[i].Address - symbol.Address;
         return 0;
+    }
+
+    /// <summary>The table as /proc/kallsyms prints it (<c>address type name</c>, one a line), which
+    /// <see cref="ParseKallsyms"/> reads back.</summary>
+    public async Task WriteKallsymsAsync(TextWriter writer, CancellationToken cancellation = default)
+    {
+        foreach (var symbol in Symbols)
+            await writer.WriteAsync(string.Create(CultureInfo.InvariantCulture,
+                $"{symbol.Address:x16} {symbol.Type} {symbol.Name}\n").AsMemory(), cancellation);
     }
 
     /// <summary>

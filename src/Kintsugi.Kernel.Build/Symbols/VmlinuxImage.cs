@@ -43,6 +43,28 @@ public sealed class VmlinuxImage
         return new VmlinuxImage(image, segments);
     }
 
+    /// <summary>The whole decompressed vmlinux file.</summary>
+    internal byte[] Bytes => _image;
+
+    /// <summary>The link-time address the file byte at <paramref name="fileOffset"/> is loaded at, or null when no
+    /// loaded segment holds it.</summary>
+    internal ulong? AddressAt(long fileOffset)
+    {
+        foreach (var (start, offset, size) in _segments)
+            if ((ulong)fileOffset >= offset && (ulong)fileOffset < offset + size)
+                return start + ((ulong)fileOffset - offset);
+        return null;
+    }
+
+    /// <summary>Where in the file the byte loaded at a link-time address lies, or null when no loaded segment holds
+    /// it.</summary>
+    internal long? FileOffsetOf(ulong address)
+    {
+        foreach (var (start, offset, size) in _segments)
+            if (address >= start && address - start < size) return (long)(offset + (address - start));
+        return null;
+    }
+
     /// <summary>The shipped bytes at a link-time address, or null when no loaded segment holds them all.</summary>
     public ReadOnlyMemory<byte>? Read(ulong address, int length)
     {

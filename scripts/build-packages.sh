@@ -176,6 +176,7 @@ root="$work/kintsugi-server"
 mkdir -p "$root/DEBIAN" "$root/usr/bin"
 install_file 0755 "$server_out/kintsugi-server" "$root/usr/lib/kintsugi-server/kintsugi-server"
 for lib in "$server_out"/*.so; do
+  [ -e "$lib" ] || continue # none: a server with its native libraries inside (KINTSUGI_PACKAGE_BINARIES)
   install_file 0644 "$lib" "$root/usr/lib/kintsugi-server/$(basename "$lib")"
   strip --strip-unneeded --remove-section=.comment --remove-section=.note "$root/usr/lib/kintsugi-server/$(basename "$lib")"
 done

@@ -131,27 +131,29 @@ internal static class KeysCommands
             Description =
             "Pin it as an offline root key: it may only sign trust-root updates (kintsugi keys sign-root)"
         };
+        var json = Cli.Json();
         var command = new Command("trust",
             "Add a publisher's public key to the trust store: bundles it signs verify from now on")
-            { path, trust, timestamp, root };
+            { path, trust, timestamp, root, json };
+        command.WithExamples("kintsugi keys trust publisher.pub",
+            "kintsugi keys trust /var/lib/kintsugi-server/keys/timestamp.pub --timestamp --json");
         command.Action = Cli.Run(parse =>
         {
             var key = PublisherPublicKey.Load(parse.GetValue(path)!.FullName);
             var store = TrustStore.Open(parse.GetValue(trust)!);
-            if (parse.GetValue(root))
-            {
-                store.AddRootKey(key);
-                Console.WriteLine($"{key.Id}: pinned as a root key in {store.Directory}");
-                return Task.FromResult(0);
-            }
-            if (parse.GetValue(timestamp))
-            {
-                store.AddTimestampKey(key);
-                Console.WriteLine($"{key.Id}: trusted as a timestamp key in {store.Directory}");
-                return Task.FromResult(0);
-            }
-            store.Add(key);
-            Console.WriteLine($"{key.Id}: trusted in {store.Directory}");
+            var (changed, action, directory) =
+                parse.GetValue(root) ? (store.FindRootKey(key.Id) is null, "pinned as a root key",
+                    TrustStore.RootDirectoryName)
+                : parse.GetValue(timestamp) ? (store.FindTimestampKey(key.Id) is null, "trusted as a timestamp key",
+                    TrustStore.TimestampDirectoryName)
+                : (store.Find(key.Id) is null, "trusted", TrustStore.TrustedDirectoryName);
+            if (parse.GetValue(root)) store.AddRootKey(key);
+            else if (parse.GetValue(timestamp)) store.AddTimestampKey(key);
+            else store.Add(key);
+            if (parse.GetValue(json))
+                Cli.WriteJson(new FileChange(changed, action, key.Id.ToString(),
+                    Path.Combine(store.Directory, directory, key.Id + ".pem")), ChangeJson.Default.FileChange);
+            else Console.WriteLine($"{key.Id}: {action} in {store.Directory}" + (changed ? "" : " (already)"));
             return Task.FromResult(0);
         });
         return command;
@@ -161,9 +163,11 @@ internal static class KeysCommands
     {
         var key = new Argument<string>("key") { Description = "The key id (32 hex digits) or its public key file" };
         var trust = TrustOption();
+        var json = Cli.Json();
         var command = new Command("retire",
             "Retire a key: bundles it signed are refused from now on, whenever they were signed (one-way)")
-            { key, trust };
+            { key, trust, json };
+        command.WithExamples("kintsugi keys retire old-publisher.pub", "kintsugi keys retire KEY-ID --json");
         command.Action = Cli.Run(parse =>
         {
             var text = parse.GetValue(key)!;
@@ -172,8 +176,13 @@ internal static class KeysCommands
                 : throw new BundleException(BundleFailure.KeyFile,
                     $"'{text}' is neither a key id (32 lowercase hex digits) nor a public key file");
             var store = TrustStore.Open(parse.GetValue(trust)!);
+            var changed = store.Find(id)?.State != KeyState.Retired;
             store.Retire(id);
-            Console.WriteLine($"{id}: retired in {store.Directory}");
+            if (parse.GetValue(json))
+                Cli.WriteJson(new FileChange(changed, "retired", id.ToString(),
+                    Path.Combine(store.Directory, TrustStore.RetiredDirectoryName, id + ".pem")),
+                    ChangeJson.Default.FileChange);
+            else Console.WriteLine($"{id}: retired in {store.Directory}" + (changed ? "" : " (already)"));
             return Task.FromResult(0);
         });
         return command;

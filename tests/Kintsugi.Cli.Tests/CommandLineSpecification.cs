@@ -64,6 +64,32 @@ public sealed class CommandLineSpecification
     }
 
     [Fact]
+    public async Task Trusting_and_retiring_a_key_under_json_say_changed_only_the_first_time()
+    {
+        using var dir = new TemporaryDirectory();
+        Assert.Equal(0, (await Run("keys", "generate", dir["publisher.key"])).ExitCode);
+        async Task<(bool Changed, string Action, string Path)> Keys(string verb)
+        {
+            var result = await Run("keys", verb, dir["publisher.key.pub"], "--trust", dir["trust"], "--json");
+            Assert.True(result.ExitCode == 0, result.StandardError);
+            using var document = JsonDocument.Parse(result.StandardOutput);
+            var root = document.RootElement;
+            return (root.GetProperty("changed").GetBoolean(), root.GetProperty("action").GetString()!,
+                root.GetProperty("path").GetString()!);
+        }
+
+        var trusted = await Keys("trust");
+        Assert.Equal((true, "trusted"), (trusted.Changed, trusted.Action));
+        Assert.True(File.Exists(trusted.Path));
+        Assert.False((await Keys("trust")).Changed);
+        var retired = await Keys("retire");
+        Assert.Equal((true, "retired"), (retired.Changed, retired.Action));
+        Assert.True(File.Exists(retired.Path));
+        Assert.False(File.Exists(trusted.Path));
+        Assert.False((await Keys("retire")).Changed);
+    }
+
+    [Fact]
     public async Task An_interrupted_catch_up_exits_130_saying_how_to_go_on()
     {
         using var cache = new TemporaryDirectory();

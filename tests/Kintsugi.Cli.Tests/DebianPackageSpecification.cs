@@ -100,7 +100,9 @@ public sealed class DebianPackageSpecification(DebianPackages packages)
         Assert.True(File.Exists(root["/etc/kintsugi/agent.conf"]));
         Assert.True(Directory.Exists(root["/var/lib/kintsugi/6.1.0-56-cloud-amd64"]));
 
-        // Purge: nothing of it stays.
+        // Purge: nothing of it stays, not even what `agent enroll` wrote beside agent.conf.
+        foreach (var enrolled in new[] { "/etc/kintsugi/token", "/etc/kintsugi/server-ca.pem" })
+            File.WriteAllText(root[enrolled], "written by agent enroll\n");
         await root.SucceedAsync("dpkg", "-P", "kintsugi");
         Assert.False(Directory.Exists(root["/etc/kintsugi"]));
         Assert.False(Directory.Exists(root["/var/lib/kintsugi"]));

@@ -82,10 +82,12 @@ public sealed class SystemdGuestSpecification(DebianPackages packages) : IDispos
             kintsugi server publish /inputs/level-1.bundle 2>&1 || exit 11
             kintsugi server tokens enroll --channel canary > /root/enroll.token || exit 12
             cp $data/tls/server.crt /root/server.crt
+            echo @openvex-before; kintsugi status --format openvex
             echo @enroll; kintsugi agent enroll --server https://$server --token-file /root/enroll.token \
                 --ca /root/server.crt --trust /inputs/publisher.pub 2>&1; echo "@enroll=$?"
             WAIT_HEALTHY
             echo @livepatches; ls /sys/kernel/livepatch
+            echo @openvex-after; kintsugi status --format openvex
             echo @machines; kintsugi server machines --json
             echo @agent-before; systemctl show -p ActiveState -p MainPID kintsugi-agent.service
             # The next revision of the agent package, published to the server's apt repository by an operator.
@@ -106,6 +108,13 @@ public sealed class SystemdGuestSpecification(DebianPackages packages) : IDispos
             WAIT_HEALTHY
             echo @status; kintsugi status --json
             echo @journal-err; journalctl -b -o cat -p err -u kintsugi-agent.service -u kintsugi-server.service
+            DEBIAN_FRONTEND=noninteractive apt-get -y purge kintsugi > /tmp/purge.log 2>&1; echo "@purge=$?"
+            echo @purge-log; tail -5 /tmp/purge.log
+            echo @agent-purged; systemctl is-active kintsugi-agent.service
+            echo @unit-files-purged; systemctl list-unit-files --no-legend 'kintsugi-agent*' 'kintsugi-kernel*' | wc -l
+            echo @etc-purged; ls -A /etc/kintsugi
+            echo @state-purged; ls -A /var/lib/kintsugi /usr/bin/kintsugi 2>&1 | grep -c 'No such file'
+            echo @livepatches-purged; ls /sys/kernel/livepatch
             echo @end
             """.Replace("WAIT_HEALTHY", WaitHealthyLong), files, TimeSpan.FromMinutes(40), RootDisk: disk.Path,
             MemoryMiB: 2048));
@@ -120,6 +129,9 @@ public sealed class SystemdGuestSpecification(DebianPackages packages) : IDispos
         Assert.Equal(0, ReturnCode(output, "dpkg-agent"));
         Assert.Equal(0, ReturnCode(output, "enroll"));
         Assert.Equal(Module, Section(output, "livepatches"));
+        // What a scanner reads changes with the patch: nothing claimed before, the level's CVE fixed after.
+        Assert.Empty(OpenVexStatements(Section(output, "openvex-before")));
+        Assert.Equal(["CVE-2024-1086 fixed"], OpenVexStatements(Section(output, "openvex-after")));
         using (var machines = JsonDocument.Parse(Section(output, "machines")))
         {
             var machine = Assert.Single(machines.RootElement.EnumerateArray());
@@ -138,6 +150,24 @@ public sealed class SystemdGuestSpecification(DebianPackages packages) : IDispos
         using (var status = JsonDocument.Parse(Section(output, "status")))
             Assert.Equal("applied", status.RootElement.GetProperty("state").GetString());
         Assert.Equal("", Section(output, "journal-err"));
+
+        // Purged under systemd: the agent stopped, its units, configuration, enrollment and state gone (the server
+        // package's server.conf stays); the loaded livepatch stays, as removing a program never changes the kernel.
+        Assert.True(ReturnCode(output, "purge") == 0, Section(output, "purge-log"));
+        Assert.Equal("inactive", Section(output, "agent-purged"));
+        Assert.Equal("0", Section(output, "unit-files-purged"));
+        Assert.Equal("server.conf", Section(output, "etc-purged"));
+        Assert.Equal("2", Section(output, "state-purged"));
+        Assert.Equal(Module, Section(output, "livepatches-purged"));
+    }
+
+    /// <summary>Each statement of an OpenVEX document as "CVE status"; the document must be valid OpenVEX.</summary>
+    private static List<string> OpenVexStatements(string text)
+    {
+        using var document = JsonDocument.Parse(text);
+        Assert.Empty(OpenVexRules.Problems(document.RootElement));
+        return [.. document.RootElement.GetProperty("statements").EnumerateArray().Select(s =>
+            $"{s.GetProperty("vulnerability").GetProperty("name").GetString()} {s.GetProperty("status").GetString()}")];
     }
 
     /// <summary>The agent unit's capability bounding set (packaging/systemd/kintsugi-agent.service): CAP_DAC_OVERRIDE,

@@ -4,8 +4,8 @@ using System.Text.Json;
 
 namespace Kintsugi.Server.Tests;
 
-/// <summary>Behind a reverse proxy: the audit log sees the real client when, and only when, the proxy is
-/// trusted.</summary>
+/// <summary>Behind a reverse proxy: the audit log and the rate limits see the real client when, and only when, the
+/// proxy is trusted.</summary>
 public sealed class TrustedProxySpecification
 {
     private static async Task<string?> AuditedAddressOfATokenCreatedFrom(TestServer server, string forwardedFor)
@@ -32,5 +32,26 @@ public sealed class TrustedProxySpecification
     {
         await using var server = await TestServer.StartAsync();
         Assert.Equal("127.0.0.1", await AuditedAddressOfATokenCreatedFrom(server, "203.0.113.7"));
+    }
+
+    [Fact]
+    public async Task Behind_a_trusted_proxy_each_forwarded_client_has_its_own_enrollment_rate_limit()
+    {
+        await using var server = await TestServer.StartAsync(configure: o =>
+            o with { TrustedProxies = [IPAddress.Loopback], EnrollmentsPerMinute = 2 });
+        var token = await server.EnrollmentTokenAsync();
+        var machines = 0;
+        async Task<HttpStatusCode> EnrollFrom(string client)
+        {
+            var agent = new SimulatedAgent(server, Kernels.Debian61, $"m{machines++}");
+            agent.Http.DefaultRequestHeaders.Add("X-Forwarded-For", client);
+            return (await agent.TryEnrollAsync(token)).StatusCode;
+        }
+
+        Assert.Equal(HttpStatusCode.Created, await EnrollFrom("203.0.113.7"));
+        Assert.Equal(HttpStatusCode.Created, await EnrollFrom("203.0.113.7"));
+        Assert.Equal(HttpStatusCode.TooManyRequests, await EnrollFrom("203.0.113.7"));
+        // Another machine behind the same proxy is not held back by the first one's limit.
+        Assert.Equal(HttpStatusCode.Created, await EnrollFrom("203.0.113.8"));
     }
 }

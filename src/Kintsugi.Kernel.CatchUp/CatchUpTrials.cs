@@ -134,7 +134,8 @@ internal sealed partial class CatchUpTrials(BuildTarget target, KernelSourceTree
         await Parallel.ForEachAsync(groups, Options(cancellation), async (group, token) =>
         {
             var (file, with, headers, key) = group;
-            var outcome = Kept(key) ?? await AttemptAsync(file, key, async () =>
+            var kept = Kept(key);
+            var outcome = kept ?? await AttemptAsync(file, key, async () =>
             {
                 ChangedFile[] fixes = [file, .. with];
                 // The units are those of the C files; the companion headers are applied, never followed to their
@@ -155,7 +156,7 @@ internal sealed partial class CatchUpTrials(BuildTarget target, KernelSourceTree
             });
             // A group that does not build either is kept too (a rerun does not try it again); the file keeps its
             // refusal.
-            Keep(outcome!);
+            if (kept is null) Keep(outcome!);
             var together = string.Join(", ", with.Select(w => w.Path));
             if (outcome!.Outcome != FileOutcome.Built)
             {
